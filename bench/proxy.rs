@@ -1,0 +1,152 @@
+//! `cargo bench --bench proxy`: tools/call round trips, direct host→upstream
+//! against host→gavel→upstream, with the same rmcp client, in interleaved
+//! rounds (this machine is noisy: the two paths share every disturbance).
+//! One JSON line per upstream; the server-everything line is last.
+//!
+//! Env: BENCH_ROUNDS (default 20), BENCH_CALLS (per round and path, default 50),
+//! GAVEL_EVERYTHING (path to server-everything's dist/index.js).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, ClientConfig, Implementation, ProtocolVersion};
+use rmcp::service::{RoleClient, RunningService};
+use serde_json::{Value, json};
+
+const GAVEL: &str = env!("CARGO_BIN_EXE_gavel");
+const FIXTURE: &str = env!("CARGO_BIN_EXE_gavel-fixture");
+
+type Client = RunningService<RoleClient, ClientConfig>;
+
+async fn connect(program: &str, args: &[String]) -> Client {
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    let info = ClientConfig::new(Default::default(), Implementation::new("gavel-bench", "1"))
+        .with_protocol_version(ProtocolVersion::V_2025_11_25);
+    let c = info.serve((stdout, stdin)).await.expect("initialize");
+    c.peer().list_all_tools().await.expect("tools/list"); // warm: upstream ready
+    c
+}
+
+async fn one_call(c: &Client, tool: &str, args: &Value) -> Duration {
+    let mut p = CallToolRequestParams::new(tool.to_string());
+    p.arguments = args.as_object().cloned();
+    let t = Instant::now();
+    let r = c.peer().call_tool(p).await.expect("call");
+    let d = t.elapsed();
+    assert_ne!(r.is_error, Some(true), "bench call failed");
+    d
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+async fn measure(name: &str, upstream: (String, Vec<String>), tool: &str, args: Value) {
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let calls: usize = std::env::var("BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let direct = connect(&upstream.0, &upstream.1).await;
+    let mut gavel_args = vec![
+        "wrap".to_string(),
+        "--name".into(),
+        name.into(),
+        "--".into(),
+        upstream.0.clone(),
+    ];
+    gavel_args.extend(upstream.1.iter().cloned());
+    let gavel = connect(GAVEL, &gavel_args).await;
+    for _ in 0..20 {
+        one_call(&direct, tool, &args).await;
+        one_call(&gavel, tool, &args).await;
+    }
+    let (mut d, mut g) = (Vec::new(), Vec::new());
+    let mut gavel_time = Duration::ZERO;
+    for round in 0..rounds {
+        // Alternate which path goes first so drift hits both equally.
+        for first_direct in [round % 2 == 0, round % 2 != 0] {
+            if first_direct {
+                for _ in 0..calls {
+                    d.push(one_call(&direct, tool, &args).await);
+                }
+            } else {
+                let t = Instant::now();
+                for _ in 0..calls {
+                    g.push(one_call(&gavel, tool, &args).await);
+                }
+                gavel_time += t.elapsed();
+            }
+        }
+    }
+    d.sort();
+    g.sort();
+    let (dp50, gp50) = (pct(&d, 0.5), pct(&g, 0.5));
+    let line = json!({
+        "bench": "proxy",
+        "upstream": name,
+        "direct_p50_us": (dp50 * 10.0).round() / 10.0,
+        "gavel_p50_us": (gp50 * 10.0).round() / 10.0,
+        "added_p50_us": ((gp50 - dp50) * 10.0).round() / 10.0,
+        "ratio_p50": ((gp50 / dp50) * 1000.0).round() / 1000.0,
+        "direct_p99_us": (pct(&d, 0.99) * 10.0).round() / 10.0,
+        "gavel_p99_us": (pct(&g, 0.99) * 10.0).round() / 10.0,
+        "calls_per_s": ((g.len() as f64 / gavel_time.as_secs_f64()) * 10.0).round() / 10.0,
+    });
+    println!("{line}");
+    direct.cancel().await.ok();
+    gavel.cancel().await.ok();
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` and test discovery
+    }
+    let everything = std::env::var_os("GAVEL_EVERYTHING")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(
+                ".deps/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js",
+            )
+        });
+    assert!(
+        everything.exists(),
+        "{} missing: run scripts/setup",
+        everything.display()
+    );
+    measure(
+        "rust-fixture",
+        (FIXTURE.to_string(), vec![]),
+        "echo",
+        json!({"text": "bench"}),
+    )
+    .await;
+    measure(
+        "server-everything",
+        (
+            "node".into(),
+            vec![everything.display().to_string(), "stdio".into()],
+        ),
+        "echo",
+        json!({"message": "bench"}),
+    )
+    .await;
+}

@@ -1,0 +1,164 @@
+//! Command-line surface. `main.rs` only parses and dispatches; each command
+//! lives in its own module here.
+
+pub mod demo;
+pub mod logging;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::gateway::Gateway;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gavel",
+    version,
+    about = "Transparent MCP proxy that enforces per-server Rego policy on every agent tool call"
+)]
+pub struct Cli {
+    /// Write gavel's own log here instead of stderr (stdout is the protocol).
+    #[arg(long, global = true)]
+    pub log_file: Option<PathBuf>,
+    /// Log filter, RUST_LOG syntax (e.g. `info`, `gavel=debug`).
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve MCP on stdin/stdout in front of the servers in a config file.
+    Run {
+        #[arg(long, short, default_value = "servers.toml")]
+        config: PathBuf,
+    },
+    /// Wrap one server command with no config file: `gavel wrap -- npx -y some-server`.
+    Wrap {
+        /// Server name (used in logs and policy input).
+        #[arg(long, default_value = "server")]
+        name: String,
+        /// The server command and its arguments.
+        #[arg(last = true, required = true, num_args = 1..)]
+        command: Vec<String>,
+    },
+    /// Convert a Claude Desktop / Cursor / VS Code MCP config into servers.toml.
+    Import {
+        /// The host's JSON config file.
+        file: PathBuf,
+        /// Where to write the servers.toml.
+        #[arg(long, short, default_value = "servers.toml")]
+        output: PathBuf,
+        /// Overwrite an existing output file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Start gavel on a config and drive a short scripted agent session through it.
+    Demo {
+        #[arg(long, short, default_value = "servers.toml")]
+        config: PathBuf,
+    },
+    /// Config file tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate a config and print the effective config with secrets masked.
+    Check {
+        #[arg(long, short, default_value = "servers.toml")]
+        config: PathBuf,
+    },
+}
+
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = load_config(&config)?;
+            let _guard = logging::init(
+                cli.log_file.as_deref().or(cfg.log.file.as_deref()),
+                cli.log_level.as_deref().or(cfg.log.level.as_deref()),
+            )?;
+            tracing::info!(config = %config.display(), servers = cfg.enabled_servers().count(), "gavel starting");
+            let gw = Gateway::new(cfg)?;
+            crate::front::stdio::serve_stdio(gw).await
+        }
+        Command::Wrap { name, mut command } => {
+            let program = command.remove(0);
+            let cfg = Config::single_stdio_server(&name, program, command)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let _guard = logging::init(cli.log_file.as_deref(), cli.log_level.as_deref())?;
+            let gw = Gateway::new(cfg)?;
+            crate::front::stdio::serve_stdio(gw).await
+        }
+        Command::Import {
+            file,
+            output,
+            force,
+        } => import(&file, &output, force),
+        Command::Demo { config } => demo::run(&config, cli.log_file.as_deref()).await,
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => {
+            let cfg = load_config(&config)?;
+            crate::decision::Enforcer::from_config(&cfg)?;
+            println!(
+                "# {} is valid. Effective configuration (secrets masked):\n",
+                config.display()
+            ); // stdout-ok
+            print!("{}", cfg.render_masked()); // stdout-ok
+            Ok(())
+        }
+    }
+}
+
+fn import(file: &Path, output: &Path, force: bool) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    if output.exists() && !force {
+        anyhow::bail!("{} exists; pass --force to overwrite it", output.display());
+    }
+    let gavel = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.to_str().map(String::from))
+        .unwrap_or_else(|| "gavel".into());
+    let abs_out = std::path::absolute(output).unwrap_or_else(|_| output.to_path_buf());
+    let r = crate::config::import::import_host_config(&text, file, &abs_out, &gavel)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Refuse to write something gavel itself would not load.
+    crate::config::Config::from_toml_str(&r.toml, &abs_out, &|_| Some(String::new()))
+        .map_err(|e| anyhow::anyhow!("internal error: the generated config does not load: {e}"))?;
+    let tmp = abs_out.with_extension("toml.tmp");
+    std::fs::write(&tmp, &r.toml).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &abs_out).with_context(|| format!("writing {}", abs_out.display()))?;
+    println!("Wrote {}.", abs_out.display()); // stdout-ok
+    if r.not_carried.is_empty() {
+        println!("Every field was carried over."); // stdout-ok
+    } else {
+        println!("Not carried over:"); // stdout-ok
+        for n in &r.not_carried {
+            println!("  - {n}"); // stdout-ok
+        }
+    }
+    if !r.required_env.is_empty() {
+        println!(
+            "Set these environment variables for gavel: {}",
+            r.required_env.join(", ")
+        ); // stdout-ok
+    }
+    println!(
+        "\nReplace the servers in your host config with this one entry:\n{}",
+        serde_json::to_string_pretty(&r.host_entry)?
+    ); // stdout-ok
+    Ok(())
+}

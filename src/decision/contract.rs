@@ -1,0 +1,75 @@
+//! Decision contract v1: what a policy (or gavel's own static rules) answers for
+//! one request, and what gavel adds to it.
+//!
+//! The JSON shape is versioned (`schemas/decision.v1.json`). Policy sets
+//! `allow`, `reasons`, `remediation`, `appeal_path`, `audit_required`;
+//! gavel adds `policy_version` and `matched_rules` (and, with the workflow layer,
+//! `rate_limit_remaining` / `retry_after_seconds`).
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the decision contract carried in every decision.
+pub const DECISION_CONTRACT_VERSION: &str = "gavel.decision/v1";
+
+/// Whether the agent may see why it was denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Disclosure {
+    /// The agent sees reasons, remediation and appeal path.
+    #[default]
+    Explain,
+    /// The agent sees a generic denial (SEP-2643 `remediation: undisclosed`);
+    /// the decision log keeps the full decision.
+    Withhold,
+}
+
+/// One decision. Default is deny: a decision that was never filled in refuses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Decision {
+    pub allow: bool,
+    /// Set by gavel: unique id of this decision (decision log `decision_id`,
+    /// SEP-2643 `authorizationContextId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_id: Option<String>,
+    /// Short reason codes, e.g. `static_rule`, `data_class_unauthorized_for_user`.
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// Human text for each reason code when the bundle ships a reason catalog.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub reason_texts: std::collections::BTreeMap<String, String>,
+    /// What the agent (or its user) can do to get this allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<String>,
+    /// Where to appeal (URL, ticket queue, team).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appeal_path: Option<String>,
+    #[serde(default)]
+    pub audit_required: bool,
+    /// Set by gavel: bundle revision(s) or `static` / `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
+    /// Set by gavel: which rules (or static globs, or override waivers) decided.
+    #[serde(default)]
+    pub matched_rules: Vec<String>,
+    #[serde(default)]
+    pub disclosure: Disclosure,
+}
+
+impl Decision {
+    pub fn allow(policy_version: impl Into<String>) -> Self {
+        Decision {
+            allow: true,
+            policy_version: Some(policy_version.into()),
+            ..Default::default()
+        }
+    }
+
+    pub fn deny(reason: impl Into<String>, remediation: impl Into<String>) -> Self {
+        Decision {
+            allow: false,
+            reasons: vec![reason.into()],
+            remediation: Some(remediation.into()),
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The enforcement point: every request that can reach an upstream is decided
+//! here first (see ARCHITECTURE.md, invariant 1).
+//!
+//! `Enforcer::decide` is the one function that decides. Forwarding code needs a
+//! [`Permit`] to send anything to an upstream, and only an allowing decision
+//! produces one, so a path that forgets to decide does not compile.
+
+pub mod contract;
+pub mod deny;
+pub mod static_rules;
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+pub use contract::{Decision, Disclosure};
+
+use crate::config::Config;
+use static_rules::StaticRules;
+
+/// What kind of request is being decided (`input.action.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionType {
+    ToolCall,
+    ResourceRead,
+    ResourceSubscribe,
+    PromptGet,
+    Completion,
+    SamplingRequest,
+    ElicitationRequest,
+}
+
+impl ActionType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionType::ToolCall => "tool_call",
+            ActionType::ResourceRead => "resource_read",
+            ActionType::ResourceSubscribe => "resource_subscribe",
+            ActionType::PromptGet => "prompt_get",
+            ActionType::Completion => "completion",
+            ActionType::SamplingRequest => "sampling_request",
+            ActionType::ElicitationRequest => "elicitation_request",
+        }
+    }
+}
+
+/// One request as the policy sees it (`input.action`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Action {
+    #[serde(rename = "type")]
+    pub kind: ActionType,
+    /// Config NAME of the server.
+    pub server: String,
+    /// The upstream's own name: tool or prompt name, resource URI, or the
+    /// method for upstream→host requests.
+    pub tool: String,
+    pub args: Value,
+    pub annotations: Value,
+    pub annotations_trusted: bool,
+    pub tool_digest: Option<String>,
+}
+
+/// Proof that a request was decided and allowed. Only [`Enforcer::decide`]
+/// makes one; upstream senders require it.
+#[derive(Debug)]
+pub struct Permit {
+    pub decision: Decision,
+    _private: (),
+}
+
+/// The outcome of deciding: forward with the permit, or answer with the denial.
+#[derive(Debug)]
+pub enum Verdict {
+    Allow(Permit),
+    Deny(Decision),
+}
+
+struct ServerPolicy {
+    static_rules: StaticRules,
+}
+
+/// Decides every request for every server of one gavel process.
+pub struct Enforcer {
+    servers: HashMap<String, ServerPolicy>,
+}
+
+impl Enforcer {
+    pub fn from_config(config: &Config) -> Result<Self, static_rules::StaticRuleError> {
+        let mut servers = HashMap::new();
+        for (name, server) in &config.servers {
+            servers.insert(
+                name.clone(),
+                ServerPolicy {
+                    static_rules: StaticRules::new(name, &server.tools)?,
+                },
+            );
+        }
+        Ok(Self { servers })
+    }
+
+    /// The enforcement function. Synchronous and allocation-light: it runs on
+    /// every call, before any byte is written upstream.
+    pub fn decide(&self, action: &Action) -> Verdict {
+        let mut decision = match self.servers.get(&action.server) {
+            // A server gavel has no policy entry for is never forwarded to.
+            None => Decision::deny(
+                "policy_unavailable",
+                format!(
+                    "gavel has no policy for server {}; check servers.toml",
+                    action.server
+                ),
+            ),
+            Some(policy) => policy.static_rules.decide(action),
+        };
+        decision.decision_id = Some(uuid::Uuid::new_v4().to_string());
+        if decision.allow {
+            Verdict::Allow(Permit {
+                decision,
+                _private: (),
+            })
+        } else {
+            Verdict::Deny(decision)
+        }
+    }
+
+    /// Whether a tool appears in `tools/list` (static rules: denied tools are
+    /// not listed).
+    pub fn tool_listed(&self, server: &str, tool: &str) -> bool {
+        self.servers
+            .get(server)
+            .is_some_and(|p| p.static_rules.tool_allowed(tool).is_ok())
+    }
+}

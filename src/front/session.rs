@@ -1,0 +1,620 @@
+//! One host session: the MCP server the host sees. Every request that can
+//! reach an upstream is resolved through the router, decided by the enforcer,
+//! and only then forwarded with the resulting [`Permit`].
+// Legacy-era features (sampling, roots, logging, resources/subscribe) are deprecated in MCP
+// 2026-07-28 (SEP-2577) but are exactly what the 2024-11-05 … 2025-11-25 era gavel serves.
+#![allow(deprecated)]
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rmcp::model::*;
+use rmcp::service::{NotificationContext, RequestContext, RoleServer};
+use rmcp::{ErrorData, ServerHandler};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::decision::{Action, ActionType, Permit, Verdict, deny};
+use crate::front::host::HostLink;
+use crate::gateway::Gateway;
+use crate::router::Router;
+use crate::upstream::{SupervisorDeps, Upstream, spawn_supervisor};
+
+/// Spec method names that must never be forwarded as custom requests: rmcp
+/// routes a malformed standard request (e.g. `tools/call` with a numeric name)
+/// to `on_custom_request`, which would otherwise bypass the decision.
+const SPEC_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "server/discover",
+    "tools/call",
+    "tools/list",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "subscriptions/listen",
+    "tasks/get",
+    "tasks/update",
+    "tasks/cancel",
+    "tasks/list",
+    "tasks/result",
+    "skills/list",
+    "skills/get",
+    "resources/directory/read",
+    "sampling/createMessage",
+    "elicitation/create",
+    "roots/list",
+];
+
+struct Inner {
+    gw: Arc<Gateway>,
+    host: Arc<HostLink>,
+    router: OnceLock<Arc<Router>>,
+    shutdown: CancellationToken,
+    supervisors: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pub id: String,
+}
+
+/// Cheap to clone; all clones are the same session.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+impl Session {
+    pub fn new(gw: Arc<Gateway>) -> Self {
+        let shutdown = gw.shutdown.child_token();
+        Self {
+            inner: Arc::new(Inner {
+                gw,
+                host: Arc::new(HostLink::default()),
+                router: OnceLock::new(),
+                shutdown,
+                supervisors: Mutex::new(Vec::new()),
+                id: uuid::Uuid::new_v4().to_string(),
+            }),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Starts every enabled upstream in parallel, mirroring the host's
+    /// capabilities, and the task that keeps the name table current.
+    fn start_upstreams(&self) {
+        let gw = &self.inner.gw;
+        let prefixed = gw.prefixed();
+        let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<String>();
+        let mut ups = BTreeMap::new();
+        let mut handles = Vec::new();
+        for (name, cfg) in gw.config.enabled_servers() {
+            let up = Upstream::new(cfg.clone());
+            let deps = SupervisorDeps {
+                host: self.inner.host.clone(),
+                enforcer: gw.enforcer.clone(),
+                limits: gw.config.limits.clone(),
+                logger_prefix: prefixed.then(|| cfg.prefix.clone()),
+                changed: changed_tx.clone(),
+                shutdown: self.inner.shutdown.clone(),
+                base_dir: gw
+                    .config
+                    .source
+                    .as_ref()
+                    .and_then(|p| std::path::absolute(p).ok())
+                    .and_then(|p| p.parent().map(|d| d.to_path_buf())),
+            };
+            handles.push(spawn_supervisor(up.clone(), deps));
+            ups.insert(name.clone(), up);
+        }
+        let router = Arc::new(Router::new(ups, prefixed));
+        let _ = self.inner.router.set(router.clone());
+        self.inner
+            .supervisors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(handles);
+        let host = self.inner.host.clone();
+        let enforcer = gw.enforcer.clone();
+        let shutdown = self.inner.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(_server) = changed_rx.recv() => {
+                        // Coalesce bursts (several upstreams becoming ready together).
+                        while changed_rx.try_recv().is_ok() {}
+                        let (tools, resources, prompts) = router.rebuild(&enforcer);
+                        if let Some(peer) = host.peer() {
+                            if tools { let _ = peer.notify_tool_list_changed().await; }
+                            if resources { let _ = peer.notify_resource_list_changed().await; }
+                            if prompts { let _ = peer.notify_prompt_list_changed().await; }
+                        }
+                    }
+                    _ = shutdown.cancelled() => break,
+                    else => break,
+                }
+            }
+        });
+    }
+
+    fn router(&self) -> Result<&Arc<Router>, ErrorData> {
+        self.inner.router.get().ok_or_else(|| {
+            ErrorData::invalid_request(
+                "the session is not initialized: send initialize first",
+                None,
+            )
+        })
+    }
+
+    /// Waits for upstreams still starting (each up to its startup_timeout).
+    async fn wait_started(&self) -> Result<&Arc<Router>, ErrorData> {
+        let router = self.router()?;
+        futures::future::join_all(router.upstreams.values().map(|u| u.wait_started())).await;
+        Ok(router)
+    }
+
+    /// Stops every upstream of this session and waits for them to exit.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        let handles: Vec<_> = self
+            .inner
+            .supervisors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            futures::future::join_all(handles),
+        )
+        .await;
+    }
+
+    fn action(&self, kind: ActionType, server: &str, tool: &str, args: Value) -> Action {
+        let trusted = self
+            .inner
+            .gw
+            .config
+            .servers
+            .get(server)
+            .is_some_and(|s| s.annotations_trusted);
+        Action {
+            kind,
+            server: server.to_string(),
+            tool: tool.to_string(),
+            args,
+            annotations: Value::Null,
+            annotations_trusted: trusted,
+            tool_digest: None,
+        }
+    }
+
+    fn decide(&self, action: &Action) -> Verdict {
+        let verdict = self.inner.gw.enforcer.decide(action);
+        let (allow, d) = match &verdict {
+            Verdict::Allow(p) => (true, &p.decision),
+            Verdict::Deny(d) => (false, d),
+        };
+        tracing::info!(
+            target: "gavel::decision",
+            session = %self.inner.id, server = %action.server, tool = %action.tool,
+            action = action.kind.as_str(), allow, reasons = ?d.reasons,
+            decision_id = d.decision_id.as_deref().unwrap_or("-"),
+            "decision"
+        );
+        verdict
+    }
+
+    async fn forward(
+        &self,
+        server: &str,
+        permit: &Permit,
+        request: ClientRequest,
+        cx: &RequestContext<RoleServer>,
+    ) -> Result<ServerResult, ErrorData> {
+        let up =
+            self.router()?.upstreams.get(server).ok_or_else(|| {
+                ErrorData::internal_error(format!("no upstream {server:?}"), None)
+            })?;
+        up.send(permit, request, cx).await
+    }
+
+    /// Resolves a resource URI to its server, or the JSON-RPC error to return.
+    fn route_uri(&self, uri: &str) -> Result<String, ErrorData> {
+        let router = self.router()?;
+        router.table().route_resource(uri, &router.upstreams).ok_or_else(|| {
+            ErrorData::resource_not_found(
+                format!("Unknown resource: {uri} (no upstream server lists it or a template matching it)"),
+                Some(json!({ "uri": uri })),
+            )
+        })
+    }
+}
+
+fn unexpected(method: &str, r: ServerResult) -> ErrorData {
+    ErrorData::internal_error(
+        format!(
+            "upstream answered {method} with an unexpected result: {}",
+            serde_json::to_string(&r).unwrap_or_default()
+        ),
+        None,
+    )
+}
+
+impl ServerHandler for Session {
+    fn get_info(&self) -> ServerConfig {
+        let caps = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .enable_resources_list_changed()
+            .enable_prompts()
+            .enable_prompts_list_changed()
+            .enable_logging()
+            .enable_completions()
+            .build();
+        let names: Vec<&str> = self
+            .inner
+            .gw
+            .config
+            .enabled_servers()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        ServerConfig::new(caps)
+            .with_server_info(Implementation::new("gavel", env!("CARGO_PKG_VERSION")))
+            .with_protocol_version(ProtocolVersion::V_2025_11_25)
+            .with_instructions(format!(
+                "gavel policy proxy in front of: {}. Every call is checked against policy; \
+                 a denied call returns an explanation — do not try to work around it.",
+                names.join(", ")
+            ))
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
+    }
+
+    /// `-32601` so dual-era hosts fall back to `initialize` (the 2026-07-28
+    /// era is not served yet).
+    async fn discover(&self, _cx: RequestContext<RoleServer>) -> Result<DiscoverResult, ErrorData> {
+        Err(ErrorData::method_not_found::<DiscoverRequestMethod>())
+    }
+
+    /// Answered at once; upstreams start in the background.
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        cx.peer.set_peer_info(request.clone());
+        let result = self.negotiate_initialize(&request)?;
+        if self.inner.router.get().is_none() {
+            self.inner.host.set_initialize(cx.peer.clone(), request);
+            self.start_upstreams();
+        }
+        Ok(result)
+    }
+
+    async fn on_initialized(&self, _cx: NotificationContext<RoleServer>) {
+        self.inner.host.mark_initialized();
+    }
+
+    async fn list_tools(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let router = self.wait_started().await?;
+        let t = router.table();
+        Ok(ListToolsResult::with_all_items(t.tools.clone()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let mut route = self
+            .router()?
+            .table()
+            .tool_routes
+            .get(request.name.as_ref())
+            .cloned();
+        if route.is_none() {
+            // The tool's server may still be starting.
+            route = self
+                .wait_started()
+                .await?
+                .table()
+                .tool_routes
+                .get(request.name.as_ref())
+                .cloned();
+        }
+        let Some(route) = route else {
+            return Err(ErrorData::invalid_params(
+                format!("Unknown tool: {}", request.name),
+                None,
+            ));
+        };
+        let args = request
+            .arguments
+            .clone()
+            .map(Value::Object)
+            .unwrap_or_else(|| json!({}));
+        let mut action = self.action(ActionType::ToolCall, &route.server, &route.name, args);
+        action.annotations = serde_json::to_value(&route.tool.annotations).unwrap_or(Value::Null);
+        action.tool_digest = route.digest.clone();
+        let permit = match self.decide(&action) {
+            Verdict::Deny(d) => {
+                let has_schema = route.tool.output_schema.is_some();
+                return Ok(deny::tool_denial(&d, &request.name, has_schema).into());
+            }
+            Verdict::Allow(p) => p,
+        };
+        let mut upstream_req = request;
+        upstream_req.name = route.name.clone().into();
+        let req = ClientRequest::CallToolRequest(CallToolRequest::new(upstream_req));
+        match self.forward(&route.server, &permit, req, &cx).await? {
+            ServerResult::CallToolResult(r) => Ok(r.into()),
+            ServerResult::CustomResult(CustomResult(v)) => serde_json::from_value::<CallToolResult>(v.clone())
+                .map(Into::into)
+                .map_err(|e| ErrorData::internal_error(
+                    format!("server {:?} returned a tools/call result gavel cannot represent ({e}): {v}", route.server),
+                    None,
+                )),
+            other => Err(unexpected("tools/call", other)),
+        }
+    }
+
+    async fn list_resources(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let t = self.wait_started().await?.table();
+        Ok(ListResourcesResult::with_all_items(t.resources.clone()))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let t = self.wait_started().await?.table();
+        Ok(ListResourceTemplatesResult::with_all_items(
+            t.templates.clone(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        self.wait_started().await?;
+        let server = self.route_uri(&request.uri)?;
+        let action = self.action(
+            ActionType::ResourceRead,
+            &server,
+            &request.uri,
+            json!({ "uri": request.uri }),
+        );
+        let permit = match self.decide(&action) {
+            Verdict::Deny(d) => {
+                return Err(deny::request_denial(
+                    &d,
+                    &format!("reading resource {}", request.uri),
+                ));
+            }
+            Verdict::Allow(p) => p,
+        };
+        let req = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request));
+        match self.forward(&server, &permit, req, &cx).await? {
+            ServerResult::ReadResourceResult(r) => Ok(r.into()),
+            other => Err(unexpected("resources/read", other)),
+        }
+    }
+
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.wait_started().await?;
+        let server = self.route_uri(&request.uri)?;
+        let action = self.action(
+            ActionType::ResourceSubscribe,
+            &server,
+            &request.uri,
+            json!({ "uri": request.uri }),
+        );
+        let permit = match self.decide(&action) {
+            Verdict::Deny(d) => {
+                return Err(deny::request_denial(
+                    &d,
+                    &format!("subscribing to {}", request.uri),
+                ));
+            }
+            Verdict::Allow(p) => p,
+        };
+        let req = ClientRequest::SubscribeRequest(SubscribeRequest::new(request));
+        self.forward(&server, &permit, req, &cx).await.map(|_| ())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let server = self.route_uri(&request.uri)?;
+        // Giving up access is decided like subscribing (same action type) so
+        // the single enforcement point still sees it.
+        let action = self.action(
+            ActionType::ResourceSubscribe,
+            &server,
+            &request.uri,
+            json!({ "uri": request.uri, "unsubscribe": true }),
+        );
+        let permit = match self.decide(&action) {
+            Verdict::Deny(d) => {
+                return Err(deny::request_denial(
+                    &d,
+                    &format!("unsubscribing from {}", request.uri),
+                ));
+            }
+            Verdict::Allow(p) => p,
+        };
+        let req = ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(request));
+        self.forward(&server, &permit, req, &cx).await.map(|_| ())
+    }
+
+    async fn list_prompts(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let t = self.wait_started().await?.table();
+        Ok(ListPromptsResult::with_all_items(t.prompts.clone()))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let table = self.wait_started().await?.table();
+        let Some(route) = table.prompt_routes.get(&request.name).cloned() else {
+            return Err(ErrorData::invalid_params(
+                format!("Unknown prompt: {}", request.name),
+                None,
+            ));
+        };
+        let args = serde_json::to_value(&request.arguments).unwrap_or(Value::Null);
+        let action = self.action(ActionType::PromptGet, &route.server, &route.name, args);
+        let permit = match self.decide(&action) {
+            Verdict::Deny(d) => {
+                return Err(deny::request_denial(
+                    &d,
+                    &format!("getting prompt {}", request.name),
+                ));
+            }
+            Verdict::Allow(p) => p,
+        };
+        let mut upstream_req = request;
+        upstream_req.name = route.name.clone();
+        let req = ClientRequest::GetPromptRequest(GetPromptRequest::new(upstream_req));
+        match self.forward(&route.server, &permit, req, &cx).await? {
+            ServerResult::GetPromptResult(r) => Ok(r.into()),
+            other => Err(unexpected("prompts/get", other)),
+        }
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        let table = self.wait_started().await?.table();
+        let mut upstream_req = request.clone();
+        let (server, target) = match &request.r#ref {
+            Reference::Prompt(p) => {
+                let route = table.prompt_routes.get(&p.name).cloned().ok_or_else(|| {
+                    ErrorData::invalid_params(format!("Unknown prompt: {}", p.name), None)
+                })?;
+                if let Reference::Prompt(up) = &mut upstream_req.r#ref {
+                    up.name = route.name.clone();
+                }
+                (route.server, route.name)
+            }
+            Reference::Resource(r) => {
+                let server = table
+                    .route_template(&r.uri)
+                    .map_or_else(|| self.route_uri(&r.uri), Ok)?;
+                (server, r.uri.clone())
+            }
+            _ => {
+                return Err(ErrorData::invalid_params(
+                    "unsupported completion reference type",
+                    None,
+                ));
+            }
+        };
+        let args = serde_json::to_value(&request.argument).unwrap_or(Value::Null);
+        let action = self.action(ActionType::Completion, &server, &target, args);
+        let permit = match self.decide(&action) {
+            Verdict::Deny(d) => {
+                return Err(deny::request_denial(
+                    &d,
+                    &format!("completion for {target}"),
+                ));
+            }
+            Verdict::Allow(p) => p,
+        };
+        let req = ClientRequest::CompleteRequest(CompleteRequest::new(upstream_req));
+        match self.forward(&server, &permit, req, &cx).await? {
+            ServerResult::CompleteResult(r) => Ok(r),
+            other => Err(unexpected("completion/complete", other)),
+        }
+    }
+
+    /// Protocol plumbing, not a policy decision: broadcast to every upstream
+    /// that declared logging.
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let router = self.wait_started().await?;
+        for up in router.upstreams.values() {
+            if let Err(e) = up.send_set_level(request.clone()).await {
+                tracing::warn!(server = %up.name, "logging/setLevel failed: {}", e.message);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_roots_list_changed(&self, _cx: NotificationContext<RoleServer>) {
+        if let Ok(router) = self.router() {
+            for up in router.upstreams.values() {
+                if let Some(c) = up.connection() {
+                    let _ = c.peer.notify_roots_list_changed().await;
+                }
+            }
+        }
+    }
+
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        if SPEC_METHODS.contains(&request.method.as_str()) {
+            tracing::warn!(method = %request.method, "refused a malformed standard request");
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "Invalid params for {}: the request does not match the MCP schema (check field names and types)",
+                    request.method
+                ),
+                None,
+            ));
+        }
+        // gavel cannot tell which upstream an unknown method is for, and an
+        // undecided request must not reach any of them.
+        Err(ErrorData::new(
+            ErrorCode::METHOD_NOT_FOUND,
+            format!("Method not found: {}", request.method),
+            None,
+        ))
+    }
+}

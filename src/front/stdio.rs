@@ -1,0 +1,84 @@
+//! The stdio front: the host launched gavel and speaks MCP on its stdin and
+//! stdout. stdout carries only protocol messages; logs go to stderr or a file.
+
+use std::sync::Arc;
+
+use rmcp::ServiceExt;
+use rmcp::service::RoleServer;
+
+use crate::gateway::Gateway;
+use crate::transport::LineTransport;
+use crate::transport::line::LinkLabel;
+
+/// Serves one host session on stdin/stdout until the host closes stdin or
+/// gavel is signalled, then stops every upstream.
+pub async fn serve_stdio(gw: Arc<Gateway>) -> anyhow::Result<()> {
+    let session = gw.session();
+    let transport = LineTransport::<RoleServer, _, _>::new(
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        gw.config.limits.max_message_bytes,
+        LinkLabel {
+            name: "host".into(),
+            answer_garbage: true,
+        },
+    );
+    let outcome = tokio::select! {
+        r = session.clone().serve(transport) => r,
+        _ = shutdown_signal() => {
+            session.shutdown().await;
+            return Ok(());
+        }
+    };
+    let running = match outcome {
+        Ok(r) => r,
+        Err(e) => {
+            session.shutdown().await;
+            return Err(anyhow::anyhow!(
+                "MCP handshake with the agent host failed: {e}"
+            ));
+        }
+    };
+    tracing::info!(session = %session.id(), "host connected");
+    let ct = running.cancellation_token();
+    let waiting = running.waiting();
+    tokio::pin!(waiting);
+    tokio::select! {
+        r = &mut waiting => tracing::info!("host session ended: {:?}", r.map_err(|e| e.to_string())),
+        _ = shutdown_signal() => {
+            tracing::info!("signal received; shutting down");
+            ct.cancel();
+            let _ = (&mut waiting).await;
+        }
+    }
+    session.shutdown().await;
+    Ok(())
+}
+
+/// SIGINT, SIGTERM or SIGHUP (a host closing its terminal).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let hup = async {
+        match hup.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+        _ = hup => {}
+    }
+}

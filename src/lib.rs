@@ -1,0 +1,17 @@
+//! gavel: a transparent MCP proxy that decides every agent request against
+//! per-server policy before it reaches an upstream server.
+//!
+//! The data path follows the modules: `front` (what the host talks to) →
+//! `router` (names, aggregation) → `decision` (the one enforcement point) →
+//! `upstream` (children and HTTP servers). `config` feeds them all; `transport`
+//! is gavel's own bounded stdio framing. See ARCHITECTURE.md.
+
+pub mod cli;
+#[path = "../../stub/config_stub.rs"]
+pub mod config;
+pub mod decision;
+pub mod front;
+pub mod gateway;
+pub mod router;
+pub mod transport;
+pub mod upstream;

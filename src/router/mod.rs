@@ -1,0 +1,259 @@
+//! Aggregation and routing for one host session: the name table that maps what
+//! the host sees to (server, upstream name), rebuilt whenever an upstream's
+//! lists change.
+//!
+//! Naming depends only on how many servers are enabled in the config: one →
+//! names unchanged; more → `<prefix>__<name>` for tools and prompts. Resource
+//! URIs are never rewritten (rewriting breaks URIs inside results and
+//! `resource_link`s); they route by exact URI, then by template, then to the
+//! only resource-capable server. Routing is always by table lookup, never by
+//! splitting a name on `__`.
+
+pub mod uri_template;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
+
+use crate::decision::Enforcer;
+use crate::upstream::Upstream;
+use uri_template::UriTemplate;
+
+pub const SEPARATOR: &str = "__";
+
+#[derive(Debug, Clone)]
+pub struct ToolRoute {
+    pub server: String,
+    pub name: String,
+    pub tool: Arc<Tool>,
+    pub digest: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PromptRoute {
+    pub server: String,
+    pub name: String,
+}
+
+/// Everything the host can see and how it routes. Immutable; swapped whole.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    pub tools: Vec<Tool>,
+    pub tool_routes: HashMap<String, ToolRoute>,
+    pub prompts: Vec<Prompt>,
+    pub prompt_routes: HashMap<String, PromptRoute>,
+    pub resources: Vec<Resource>,
+    pub resource_routes: HashMap<String, String>,
+    pub templates: Vec<ResourceTemplate>,
+    template_routes: Vec<(UriTemplate, String)>,
+    /// Names withheld because another server already exposes them.
+    pub withheld: Vec<String>,
+}
+
+impl RouteTable {
+    pub fn route_resource(
+        &self,
+        uri: &str,
+        upstreams: &BTreeMap<String, Arc<Upstream>>,
+    ) -> Option<String> {
+        if let Some(s) = self.resource_routes.get(uri) {
+            return Some(s.clone());
+        }
+        if let Some((_, s)) = self.template_routes.iter().find(|(t, _)| t.matches(uri)) {
+            return Some(s.clone());
+        }
+        // A URI nobody listed (dynamic resources): the only server that serves
+        // resources at all may still own it.
+        let mut capable = upstreams.values().filter(|u| {
+            u.connection()
+                .is_some_and(|c| c.capabilities.resources.is_some())
+        });
+        match (capable.next(), capable.next()) {
+            (Some(one), None) => Some(one.name.clone()),
+            _ => None,
+        }
+    }
+
+    /// Which server owns a resource template (for `completion/complete`).
+    pub fn route_template(&self, template: &str) -> Option<String> {
+        self.templates
+            .iter()
+            .zip(self.template_routes.iter())
+            .find(|(t, _)| t.uri_template == template)
+            .map(|(_, (_, s))| s.clone())
+    }
+}
+
+/// Per-session router: the upstreams, the naming rule and the current table.
+pub struct Router {
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    prefixes: BTreeMap<String, Option<String>>,
+    table: RwLock<Arc<RouteTable>>,
+    /// Which server first claimed each exposed name: on a later collision the
+    /// first claimant keeps it and the newcomer is withheld.
+    claims: Mutex<HashMap<String, String>>,
+    first_build_done: std::sync::atomic::AtomicBool,
+}
+
+impl Router {
+    pub fn new(upstreams: BTreeMap<String, Arc<Upstream>>, prefixed: bool) -> Self {
+        let prefixes = upstreams
+            .iter()
+            .map(|(n, u)| (n.clone(), prefixed.then(|| u.cfg.prefix.clone())))
+            .collect();
+        Self {
+            upstreams,
+            prefixes,
+            table: RwLock::new(Arc::new(RouteTable::default())),
+            claims: Mutex::new(HashMap::new()),
+            first_build_done: false.into(),
+        }
+    }
+
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn exposed_name(&self, server: &str, name: &str) -> String {
+        match self.prefixes.get(server).and_then(|p| p.as_deref()) {
+            Some(p) => format!("{p}{SEPARATOR}{name}"),
+            None => name.to_string(),
+        }
+    }
+
+    /// Rebuilds the table from every ready upstream's lists. Returns which list
+    /// kinds changed (tools, resources, prompts) so the host is told only then.
+    pub fn rebuild(&self, enforcer: &Enforcer) -> (bool, bool, bool) {
+        let mut t = RouteTable::default();
+        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        let startup = !self
+            .first_build_done
+            .swap(true, std::sync::atomic::Ordering::Relaxed);
+        let mut still_claimed: HashMap<String, String> = HashMap::new();
+        // Previous claimants first, so an arriving server never displaces one
+        // that was already listed.
+        let mut order: Vec<&String> = self.upstreams.keys().collect();
+        order.sort_by_key(|s| !claims.values().any(|c| c == *s));
+        for server in order {
+            let up = &self.upstreams[server];
+            let lists = up.lists();
+            for tool in &lists.tools {
+                let listed = enforcer.tool_listed(server, &tool.name);
+                let exposed = self.exposed_name(server, &tool.name);
+                if let Some(owner) = claim(&mut still_claimed, &exposed, server) {
+                    report_collision(&mut t.withheld, &exposed, server, &owner, startup);
+                    continue;
+                }
+                let mut shown = tool.clone();
+                shown.name = exposed.clone().into();
+                t.tool_routes.insert(
+                    exposed,
+                    ToolRoute {
+                        server: server.clone(),
+                        name: tool.name.to_string(),
+                        tool: Arc::new(tool.clone()),
+                        digest: lists.tool_digests.get(tool.name.as_ref()).cloned(),
+                    },
+                );
+                // A statically denied tool keeps its route (a call to it gets
+                // the structured denial) but is not listed.
+                if listed {
+                    t.tools.push(shown);
+                }
+            }
+            for prompt in &lists.prompts {
+                let exposed = self.exposed_name(server, &prompt.name);
+                let key = format!("prompt:{exposed}");
+                if let Some(owner) = claim(&mut still_claimed, &key, server) {
+                    report_collision(&mut t.withheld, &key, server, &owner, startup);
+                    continue;
+                }
+                let mut shown = prompt.clone();
+                shown.name = exposed.clone();
+                t.prompt_routes.insert(
+                    exposed,
+                    PromptRoute {
+                        server: server.clone(),
+                        name: prompt.name.clone(),
+                    },
+                );
+                t.prompts.push(shown);
+            }
+            for r in &lists.resources {
+                if t.resource_routes.contains_key(&r.uri) {
+                    report_collision(&mut t.withheld, &r.uri, server, "another server", startup);
+                    continue;
+                }
+                t.resource_routes.insert(r.uri.clone(), server.clone());
+                t.resources.push(r.clone());
+            }
+            for tpl in &lists.templates {
+                t.template_routes
+                    .push((UriTemplate::parse(&tpl.uri_template), server.clone()));
+                t.templates.push(tpl.clone());
+            }
+        }
+        *claims = still_claimed;
+        drop(claims);
+        let old = self.table();
+        let changed = (
+            tool_names(&old.tools) != tool_names(&t.tools) || tools_differ(&old, &t),
+            old.resources.len() != t.resources.len()
+                || old.templates.len() != t.templates.len()
+                || old
+                    .resources
+                    .iter()
+                    .zip(&t.resources)
+                    .any(|(a, b)| a.uri != b.uri),
+            old.prompts
+                .iter()
+                .map(|p| &p.name)
+                .ne(t.prompts.iter().map(|p| &p.name)),
+        );
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(t);
+        changed
+    }
+}
+
+fn tool_names(tools: &[Tool]) -> Vec<&str> {
+    tools.iter().map(|t| t.name.as_ref()).collect()
+}
+
+fn tools_differ(old: &RouteTable, new: &RouteTable) -> bool {
+    new.tool_routes
+        .iter()
+        .any(|(k, r)| old.tool_routes.get(k).map(|o| &o.digest) != Some(&r.digest))
+}
+
+/// Claims `key` for `server`; `Some(owner)` if another server holds it.
+fn claim(now: &mut HashMap<String, String>, key: &str, server: &str) -> Option<String> {
+    match now.get(key) {
+        Some(owner) if owner != server => Some(owner.clone()),
+        Some(_) => None,
+        None => {
+            now.insert(key.to_string(), server.to_string());
+            None
+        }
+    }
+}
+
+fn report_collision(
+    withheld: &mut Vec<String>,
+    name: &str,
+    server: &str,
+    owner: &str,
+    startup: bool,
+) {
+    let msg = format!(
+        "{name:?} from server {server:?} collides with the same name from {owner:?}; withheld"
+    );
+    if startup {
+        tracing::error!(
+            "name collision at startup: {msg}. Give the servers distinct prefixes in servers.toml"
+        );
+    } else {
+        tracing::warn!("name collision: {msg}");
+    }
+    withheld.push(format!("{name} (server {server})"));
+}

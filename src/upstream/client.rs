@@ -1,0 +1,236 @@
+//! gavel as an MCP client of one upstream: what the upstream sends back —
+//! progress, logging, list changes, resource updates, and its own requests to
+//! the host (sampling, elicitation, roots) — is passed on to the host.
+// Legacy-era features (sampling, roots, logging, resources/subscribe) are deprecated in MCP
+// 2026-07-28 (SEP-2577) but are exactly what the 2024-11-05 … 2025-11-25 era gavel serves.
+#![allow(deprecated)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::ClientHandler;
+use rmcp::model::{
+    ClientConfig, ClientResult, CreateMessageRequest, CreateMessageRequestParams,
+    CreateMessageResult, CustomNotification, ElicitRequest, ElicitRequestParams, ElicitResult,
+    ErrorData, ListRootsRequest, ListRootsResult, LoggingMessageNotificationParam,
+    ProgressNotificationParam, ProgressToken, ResourceUpdatedNotificationParam, ServerNotification,
+    ServerRequest,
+};
+use rmcp::service::{NotificationContext, RequestContext, RoleClient};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::decision::{Action, ActionType, Enforcer, Verdict, deny};
+use crate::front::host::HostLink;
+
+/// Upstream progress token → the host's progress token for the same call.
+/// A tokio mutex: the forwarder holds it across `send_request_with_option` so
+/// that a progress notification racing the insert waits instead of being lost.
+pub type ProgressMap = tokio::sync::Mutex<HashMap<ProgressToken, ProgressToken>>;
+
+/// List kinds an upstream can announce changes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    Tools,
+    Resources,
+    Prompts,
+}
+
+pub struct UpstreamClient {
+    pub server: Arc<str>,
+    /// Prefix for `notifications/message` loggers (None when only one server).
+    pub logger_prefix: Option<String>,
+    pub host: Arc<HostLink>,
+    pub enforcer: Arc<Enforcer>,
+    pub progress: Arc<ProgressMap>,
+    pub list_changed: mpsc::UnboundedSender<ListKind>,
+    pub info: ClientConfig,
+    pub call_timeout: Duration,
+}
+
+impl UpstreamClient {
+    fn decide(&self, kind: ActionType, method: &str, args: Value) -> Result<(), ErrorData> {
+        let action = Action {
+            kind,
+            server: self.server.to_string(),
+            tool: method.to_string(),
+            args,
+            annotations: Value::Null,
+            annotations_trusted: false,
+            tool_digest: None,
+        };
+        match self.enforcer.decide(&action) {
+            Verdict::Allow(_) => Ok(()),
+            Verdict::Deny(d) => Err(deny::request_denial(
+                &d,
+                &format!("{method} from server {:?}", self.server),
+            )),
+        }
+    }
+
+    fn not_declared(&self, what: &str) -> ErrorData {
+        ErrorData::new(
+            rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+            format!(
+                "the agent host did not declare the {what} capability; gavel cannot pass this request on"
+            ),
+            None,
+        )
+    }
+}
+
+impl ClientHandler for UpstreamClient {
+    fn get_info(&self) -> ClientConfig {
+        self.info.clone()
+    }
+
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        cx: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        if self.host.capabilities().sampling.is_none() {
+            return Err(self.not_declared("sampling"));
+        }
+        self.decide(
+            ActionType::SamplingRequest,
+            "sampling/createMessage",
+            serde_json::to_value(&params).unwrap_or(Value::Null),
+        )?;
+        let req = ServerRequest::CreateMessageRequest(CreateMessageRequest::new(params));
+        match self
+            .host
+            .forward_request(req, &cx, self.call_timeout)
+            .await?
+        {
+            ClientResult::CreateMessageResult(r) => Ok(*r),
+            other => Err(unexpected("sampling/createMessage", other)),
+        }
+    }
+
+    async fn list_roots(
+        &self,
+        cx: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, ErrorData> {
+        if self.host.capabilities().roots.is_none() {
+            return Err(self.not_declared("roots"));
+        }
+        let req = ServerRequest::ListRootsRequest(ListRootsRequest::default());
+        match self
+            .host
+            .forward_request(req, &cx, self.call_timeout)
+            .await?
+        {
+            ClientResult::ListRootsResult(r) => Ok(r),
+            other => Err(unexpected("roots/list", other)),
+        }
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: ElicitRequestParams,
+        cx: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        if self.host.capabilities().elicitation.is_none() {
+            return Err(self.not_declared("elicitation"));
+        }
+        self.decide(
+            ActionType::ElicitationRequest,
+            "elicitation/create",
+            serde_json::to_value(&params).unwrap_or(Value::Null),
+        )?;
+        let req = ServerRequest::ElicitRequest(ElicitRequest::new(params));
+        match self
+            .host
+            .forward_request(req, &cx, self.call_timeout)
+            .await?
+        {
+            ClientResult::ElicitResult(r) => Ok(r),
+            other => Err(unexpected("elicitation/create", other)),
+        }
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _cx: NotificationContext<RoleClient>,
+    ) {
+        let host_token = self
+            .progress
+            .lock()
+            .await
+            .get(&params.progress_token)
+            .cloned();
+        // Progress for a token gavel did not hand out (or whose call is over) is
+        // dropped: the host never asked for it.
+        if let (Some(token), Some(peer)) = (host_token, self.host.peer()) {
+            let mut p = params;
+            p.progress_token = token;
+            let _ = peer.notify_progress(p).await;
+        }
+    }
+
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _cx: NotificationContext<RoleClient>,
+    ) {
+        if let Some(peer) = self.host.peer() {
+            let mut p = params;
+            if let Some(prefix) = &self.logger_prefix {
+                p.logger = Some(match p.logger {
+                    Some(l) => format!("{prefix}/{l}"),
+                    None => prefix.clone(),
+                });
+            }
+            #[allow(deprecated)]
+            let _ = peer.notify_logging_message(p).await;
+        }
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _cx: NotificationContext<RoleClient>,
+    ) {
+        if let Some(peer) = self.host.peer() {
+            let _ = peer.notify_resource_updated(params).await;
+        }
+    }
+
+    async fn on_tool_list_changed(&self, _cx: NotificationContext<RoleClient>) {
+        let _ = self.list_changed.send(ListKind::Tools);
+    }
+
+    async fn on_resource_list_changed(&self, _cx: NotificationContext<RoleClient>) {
+        let _ = self.list_changed.send(ListKind::Resources);
+    }
+
+    async fn on_prompt_list_changed(&self, _cx: NotificationContext<RoleClient>) {
+        let _ = self.list_changed.send(ListKind::Prompts);
+    }
+
+    async fn on_custom_notification(
+        &self,
+        notification: CustomNotification,
+        _cx: NotificationContext<RoleClient>,
+    ) {
+        // Unknown notifications pass through unchanged (transparency).
+        if let Some(peer) = self.host.peer() {
+            let _ = peer
+                .send_notification(ServerNotification::CustomNotification(notification))
+                .await;
+        }
+    }
+}
+
+fn unexpected(method: &str, got: ClientResult) -> ErrorData {
+    ErrorData::internal_error(
+        format!(
+            "the agent host answered {method} with an unexpected result: {}",
+            serde_json::to_string(&got).unwrap_or_default()
+        ),
+        None,
+    )
+}

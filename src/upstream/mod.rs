@@ -1,0 +1,263 @@
+//! One upstream MCP server as gavel sees it: a supervisor that starts it (stdio
+//! child or streamable-HTTP connection), keeps its lists, restarts it with
+//! backoff when it dies, and the sender that forwards decided requests to it.
+// Legacy-era features (sampling, roots, logging, resources/subscribe) are deprecated in MCP
+// 2026-07-28 (SEP-2577) but are exactly what the 2024-11-05 … 2025-11-25 era gavel serves.
+#![allow(deprecated)]
+
+pub mod child;
+pub mod client;
+mod lists;
+mod supervisor;
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rmcp::model::ServerCapabilities;
+use rmcp::model::{ClientRequest, ErrorData, ServerResult};
+use rmcp::service::{Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer};
+use tokio::sync::watch;
+
+pub use client::{ListKind, ProgressMap};
+pub use lists::UpstreamLists;
+pub use supervisor::{SupervisorDeps, spawn_supervisor};
+
+use crate::config::ServerConfig;
+use crate::decision::Permit;
+
+/// Where an upstream is in its life.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    Starting {
+        since: Instant,
+    },
+    Ready,
+    /// Crashed or failed to start; restarting after `retry_at`.
+    Down {
+        error: String,
+        retry_at: Instant,
+    },
+    Stopped,
+}
+
+/// A live connection to the upstream.
+pub struct Connection {
+    pub peer: Peer<RoleClient>,
+    pub capabilities: ServerCapabilities,
+    pub progress: Arc<ProgressMap>,
+    pub protocol_version: String,
+}
+
+pub struct Upstream {
+    pub name: String,
+    pub cfg: ServerConfig,
+    phase: watch::Sender<Phase>,
+    conn: RwLock<Option<Arc<Connection>>>,
+    lists: RwLock<Arc<UpstreamLists>>,
+    pub stderr_tail: child::StderrTail,
+    restarts: std::sync::atomic::AtomicU64,
+}
+
+/// Why a request could not be sent to an upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    #[error(
+        "server {server:?} is still starting (waited {waited:?}, its startup_timeout); try again shortly"
+    )]
+    Starting { server: String, waited: Duration },
+    #[error("server {server:?} is down: {error}; gavel restarts it in {retry_in:?}")]
+    Down {
+        server: String,
+        error: String,
+        retry_in: Duration,
+    },
+    #[error("server {server:?} is stopped")]
+    Stopped { server: String },
+}
+
+impl From<Unavailable> for ErrorData {
+    fn from(u: Unavailable) -> Self {
+        ErrorData::internal_error(u.to_string(), None)
+    }
+}
+
+impl Upstream {
+    pub fn new(cfg: ServerConfig) -> Arc<Self> {
+        Arc::new(Self {
+            name: cfg.name.clone(),
+            cfg,
+            phase: watch::channel(Phase::Starting {
+                since: Instant::now(),
+            })
+            .0,
+            conn: RwLock::new(None),
+            lists: RwLock::new(Arc::new(UpstreamLists::default())),
+            stderr_tail: child::StderrTail::default(),
+            restarts: Default::default(),
+        })
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase.borrow().clone()
+    }
+
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn lists(&self) -> Arc<UpstreamLists> {
+        self.lists.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn connection(&self) -> Option<Arc<Connection>> {
+        self.conn.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_phase(&self, p: Phase) {
+        self.phase.send_replace(p);
+    }
+
+    /// Waits while the upstream is starting, up to its `startup_timeout`
+    /// counted from the start of the current attempt.
+    pub async fn wait_started(&self) {
+        let mut rx = self.phase.subscribe();
+        let since = match &*rx.borrow() {
+            Phase::Starting { since } => *since,
+            _ => return,
+        };
+        let deadline = since + self.cfg.startup_timeout;
+        let _ = tokio::time::timeout_at(
+            deadline.into(),
+            rx.wait_for(|p| !matches!(p, Phase::Starting { .. })),
+        )
+        .await;
+    }
+
+    /// The connection, waiting for a start in progress; a clear error otherwise.
+    pub async fn ready(&self) -> Result<Arc<Connection>, Unavailable> {
+        self.wait_started().await;
+        if let Some(c) = self.connection() {
+            return Ok(c);
+        }
+        Err(match self.phase() {
+            Phase::Starting { since } => Unavailable::Starting {
+                server: self.name.clone(),
+                waited: since.elapsed(),
+            },
+            Phase::Down { error, retry_at } => Unavailable::Down {
+                server: self.name.clone(),
+                error,
+                retry_in: retry_at.saturating_duration_since(Instant::now()),
+            },
+            Phase::Ready | Phase::Stopped => Unavailable::Stopped {
+                server: self.name.clone(),
+            },
+        })
+    }
+
+    /// Forwards a decided request. The [`Permit`] proves the enforcement
+    /// function allowed it; the host's `_meta` travels along (rmcp replaces only
+    /// the progress token, which is mapped back to the host's in
+    /// [`client::UpstreamClient::on_progress`]); host cancellation is passed on.
+    pub async fn send(
+        &self,
+        _permit: &Permit,
+        request: ClientRequest,
+        host_cx: &RequestContext<RoleServer>,
+    ) -> Result<ServerResult, ErrorData> {
+        let conn = self.ready().await?;
+        self.send_on(&conn, request, host_cx).await
+    }
+
+    async fn send_on(
+        &self,
+        conn: &Connection,
+        request: ClientRequest,
+        host_cx: &RequestContext<RoleServer>,
+    ) -> Result<ServerResult, ErrorData> {
+        let method = request.method().to_string();
+        let host_token = host_cx.meta.get_progress_token();
+        let options =
+            PeerRequestOptions::with_timeout(self.cfg.call_timeout).with_meta(host_cx.meta.clone());
+        let handle = {
+            let mut map = conn.progress.lock().await;
+            let handle = conn
+                .peer
+                .send_request_with_option(request, options)
+                .await
+                .map_err(|e| self.service_error(&method, e))?;
+            if let Some(t) = host_token {
+                map.insert(handle.progress_token.clone(), t);
+            }
+            handle
+        };
+        let token = handle.progress_token.clone();
+        let id = handle.id.clone();
+        let peer = handle.peer.clone();
+        let result = tokio::select! {
+            r = handle.await_response() => r.map_err(|e| self.service_error(&method, e)),
+            _ = host_cx.ct.cancelled() => {
+                // Cancellation goes to the owning upstream only, on its own id.
+                let _ = peer.notify_cancelled(rmcp::model::CancelledNotificationParam::new(
+                    Some(id),
+                    Some("cancelled by the agent host".into()),
+                )).await;
+                Err(ErrorData::internal_error("request cancelled by the agent host", None))
+            }
+        };
+        conn.progress.lock().await.remove(&token);
+        result
+    }
+
+    /// Protocol plumbing that is not a policy decision (documented in
+    /// ARCHITECTURE.md): `logging/setLevel` broadcast to upstreams.
+    pub async fn send_set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+    ) -> Result<(), ErrorData> {
+        let Some(conn) = self.connection() else {
+            return Ok(());
+        };
+        if conn.capabilities.logging.is_none() {
+            return Ok(());
+        }
+        let req = ClientRequest::SetLevelRequest(rmcp::model::SetLevelRequest::new(request));
+        let options = PeerRequestOptions::with_timeout(self.cfg.call_timeout);
+        let handle = conn
+            .peer
+            .send_request_with_option(req, options)
+            .await
+            .map_err(|e| self.service_error("logging/setLevel", e))?;
+        handle
+            .await_response()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.service_error("logging/setLevel", e))
+    }
+
+    fn service_error(&self, method: &str, e: rmcp::ServiceError) -> ErrorData {
+        use rmcp::ServiceError as S;
+        match e {
+            // The upstream's own JSON-RPC error passes through verbatim.
+            S::McpError(e) => e,
+            S::Timeout { timeout } => ErrorData::internal_error(
+                format!(
+                    "server {:?} did not answer {method} within {timeout:?} (servers.{}.call_timeout)",
+                    self.name, self.name
+                ),
+                None,
+            ),
+            S::TransportClosed | S::TransportSend(_) => ErrorData::internal_error(
+                format!(
+                    "server {:?} closed the connection while handling {method} (it may have crashed; gavel restarts it)",
+                    self.name
+                ),
+                None,
+            ),
+            other => ErrorData::internal_error(
+                format!("server {:?} failed on {method}: {other}", self.name),
+                None,
+            ),
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! The supervisor task of one upstream: start (in parallel with the others),
+//! fetch lists, watch, restart with backoff after a crash, stop at shutdown.
+//! A crashed upstream's in-flight calls fail (rmcp answers them with
+//! `TransportClosed`, mapped to a clear error); they are never replayed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmcp::ServiceExt;
+use rmcp::model::{ClientConfig, ProtocolVersion};
+use rmcp::service::{RoleClient, RunningService};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::client::{ListKind, UpstreamClient};
+use super::lists::{self, UpstreamLists};
+use super::{Connection, Phase, Upstream, child};
+use crate::config::{Limits, UpstreamTransport};
+use crate::decision::Enforcer;
+use crate::front::host::HostLink;
+use crate::transport::LineTransport;
+use crate::transport::line::LinkLabel;
+
+/// A run that lasted this long resets the backoff: it was not a crash loop.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+pub struct SupervisorDeps {
+    pub host: Arc<HostLink>,
+    pub enforcer: Arc<Enforcer>,
+    pub limits: Limits,
+    pub logger_prefix: Option<String>,
+    /// Told the server name whenever this upstream's lists change (or it
+    /// comes and goes), so the session can rebuild its name table.
+    pub changed: mpsc::UnboundedSender<String>,
+    pub shutdown: CancellationToken,
+    /// Directory of the config file: relative commands and `cwd` resolve here.
+    pub base_dir: Option<std::path::PathBuf>,
+}
+
+type Running = RunningService<RoleClient, UpstreamClient>;
+
+/// What gavel tells an upstream about itself: the host's own client info and
+/// capabilities (so the upstream behaves as it would for the host), at the
+/// newest protocol version that still has `initialize`.
+fn client_info(host: &HostLink) -> ClientConfig {
+    let mut info = match host.params() {
+        Some(p) => p.clone(),
+        None => ClientConfig::default(),
+    };
+    info.protocol_version = ProtocolVersion::V_2025_11_25;
+    info.meta = None;
+    info
+}
+
+pub fn spawn_supervisor(up: Arc<Upstream>, deps: SupervisorDeps) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move { supervise(up, deps).await })
+}
+
+async fn supervise(up: Arc<Upstream>, deps: SupervisorDeps) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        up.set_phase(Phase::Starting {
+            since: Instant::now(),
+        });
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            r = run_once(&up, &deps) => r,
+            _ = deps.shutdown.cancelled() => Err("shutting down".to_string()),
+        };
+        if deps.shutdown.is_cancelled() {
+            break;
+        }
+        let error = match outcome {
+            Ok(exit) => exit,
+            Err(e) => e,
+        };
+        if started.elapsed() >= HEALTHY_RUN {
+            backoff = FIRST_BACKOFF;
+        }
+        let tail = up.stderr_tail.snapshot();
+        let tail_txt = if tail.is_empty() {
+            String::new()
+        } else {
+            format!("; last stderr lines:\n  {}", tail.join("\n  "))
+        };
+        tracing::error!(server = %up.name, "upstream down: {error}; restarting in {backoff:?}{tail_txt}");
+        up.set_phase(Phase::Down {
+            error: error.clone(),
+            retry_at: Instant::now() + backoff,
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = deps.shutdown.cancelled() => break,
+        }
+        up.restarts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        backoff = (backoff * 2).min(up.cfg.restart_max_backoff);
+    }
+    up.set_phase(Phase::Stopped);
+}
+
+/// One life of the upstream. `Ok(reason)` when it ran and ended; `Err` when it
+/// could not start.
+async fn run_once(up: &Arc<Upstream>, deps: &SupervisorDeps) -> Result<String, String> {
+    let (list_tx, mut list_rx) = mpsc::unbounded_channel();
+    let progress = Arc::new(super::ProgressMap::default());
+    let handler = UpstreamClient {
+        server: up.name.clone().into(),
+        logger_prefix: deps.logger_prefix.clone(),
+        host: deps.host.clone(),
+        enforcer: deps.enforcer.clone(),
+        progress: progress.clone(),
+        list_changed: list_tx,
+        info: client_info(&deps.host),
+        call_timeout: up.cfg.call_timeout,
+    };
+    let timeout = up.cfg.startup_timeout;
+    up.stderr_tail.clear();
+    let (running, mut proc) = match &up.cfg.transport {
+        UpstreamTransport::Stdio {
+            command,
+            args,
+            env,
+            cwd,
+        } => {
+            let spawned = child::spawn(
+                &up.cfg,
+                command,
+                args,
+                env,
+                cwd.as_deref(),
+                deps.base_dir.as_deref(),
+                &up.stderr_tail,
+                deps.limits.max_stderr_line_bytes,
+                deps.limits.stderr_tail_lines,
+            )
+            .map_err(|e| e.to_string())?;
+            let label = LinkLabel {
+                name: format!("upstream {}", up.name).into(),
+                answer_garbage: false,
+            };
+            let transport = LineTransport::<RoleClient, _, _>::new(
+                spawned.stdout,
+                spawned.stdin,
+                deps.limits.max_message_bytes,
+                label,
+            );
+            let proc = Some((spawned.child, spawned.pid));
+            match tokio::time::timeout(timeout, handler.serve(transport)).await {
+                Ok(Ok(r)) => (r, proc),
+                Ok(Err(e)) => {
+                    stop_process(proc).await;
+                    return Err(format!("MCP initialize failed: {e}"));
+                }
+                Err(_) => {
+                    stop_process(proc).await;
+                    return Err(format!(
+                        "no answer to initialize within {timeout:?} (startup_timeout)"
+                    ));
+                }
+            }
+        }
+        UpstreamTransport::Http { url, headers } => {
+            let cfg = http_config(url, headers, deps.limits.max_message_bytes)?;
+            let transport = rmcp::transport::StreamableHttpClientTransport::from_config(cfg);
+            match tokio::time::timeout(timeout, handler.serve(transport)).await {
+                Ok(Ok(r)) => (r, None),
+                Ok(Err(e)) => return Err(format!("MCP initialize with {url} failed: {e}")),
+                Err(_) => {
+                    return Err(format!(
+                        "{url} did not answer initialize within {timeout:?}"
+                    ));
+                }
+            }
+        }
+    };
+    let result = serve_connection(up, deps, running, progress, &mut list_rx).await;
+    stop_process(proc.take())
+        .await
+        .map_or(result.clone(), |exit| match result {
+            Ok(r) => Ok(format!("{r} ({exit})")),
+            Err(e) => Err(e),
+        })
+}
+
+fn http_config(
+    url: &str,
+    headers: &std::collections::BTreeMap<String, String>,
+    max_bytes: usize,
+) -> Result<rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig, String> {
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let mut map = std::collections::HashMap::new();
+    for (k, v) in headers {
+        let name =
+            http::HeaderName::try_from(k.as_str()).map_err(|e| format!("header {k:?}: {e}"))?;
+        let value =
+            http::HeaderValue::try_from(v.as_str()).map_err(|e| format!("header {k:?}: {e}"))?;
+        map.insert(name, value);
+    }
+    Ok(
+        StreamableHttpClientTransportConfig::with_uri(url.to_string())
+            .custom_headers(map)
+            .max_sse_event_size(max_bytes),
+    )
+}
+
+async fn stop_process(proc: Option<(tokio::process::Child, u32)>) -> Option<String> {
+    let (child, pid) = proc?;
+    Some(child::describe_exit(child::terminate(child, pid).await))
+}
+
+/// Runs a connected upstream until it ends or gavel shuts down.
+async fn serve_connection(
+    up: &Arc<Upstream>,
+    deps: &SupervisorDeps,
+    running: Running,
+    progress: Arc<super::ProgressMap>,
+    list_rx: &mut mpsc::UnboundedReceiver<ListKind>,
+) -> Result<String, String> {
+    let peer = running.peer().clone();
+    peer.set_response_cache_config(rmcp::service::ClientCacheConfig::disabled())
+        .await;
+    let info = peer.peer_info();
+    let caps = info
+        .as_ref()
+        .map(|i| i.capabilities.clone())
+        .unwrap_or_default();
+    let version = info
+        .as_ref()
+        .map(|i| i.protocol_version.to_string())
+        .unwrap_or_default();
+    let mut fresh = UpstreamLists::default();
+    for kind in [ListKind::Tools, ListKind::Resources, ListKind::Prompts] {
+        if let Err(e) = lists::fetch(&peer, &caps, kind, &mut fresh, up.cfg.startup_timeout).await {
+            let ct = running.cancellation_token();
+            ct.cancel();
+            let _ = running.waiting().await;
+            return Err(format!("listing after initialize failed: {e}"));
+        }
+    }
+    tracing::info!(
+        server = %up.name, protocol = %version,
+        tools = fresh.tools.len(), resources = fresh.resources.len(), prompts = fresh.prompts.len(),
+        "upstream ready"
+    );
+    *up.lists.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+    *up.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Connection {
+        peer: peer.clone(),
+        capabilities: caps.clone(),
+        progress,
+        protocol_version: version,
+    }));
+    up.set_phase(Phase::Ready);
+    let _ = deps.changed.send(up.name.clone());
+
+    let ct = running.cancellation_token();
+    let waiting = running.waiting();
+    tokio::pin!(waiting);
+    let outcome = loop {
+        tokio::select! {
+            r = &mut waiting => break Ok(match r {
+                Ok(reason) => format!("connection ended ({reason:?})"),
+                Err(e) => format!("connection task failed: {e}"),
+            }),
+            Some(kind) = list_rx.recv() => refresh(up, deps, &peer, &caps, kind).await,
+            _ = deps.shutdown.cancelled() => {
+                ct.cancel();
+                let _ = (&mut waiting).await;
+                break Ok("stopped by gavel".into());
+            }
+        }
+    };
+    *up.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
+    *up.lists.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(UpstreamLists::default());
+    let _ = deps.changed.send(up.name.clone());
+    outcome
+}
+
+/// Re-fetches one list after the upstream's `list_changed`; logs every change
+/// of a tool definition (a tool changing under the same name is how a
+/// "rug pull" looks).
+async fn refresh(
+    up: &Arc<Upstream>,
+    deps: &SupervisorDeps,
+    peer: &rmcp::service::Peer<RoleClient>,
+    caps: &rmcp::model::ServerCapabilities,
+    kind: ListKind,
+) {
+    let mut next = (*up.lists()).clone();
+    if let Err(e) = lists::fetch(peer, caps, kind, &mut next, up.cfg.call_timeout).await {
+        tracing::warn!(server = %up.name, "re-listing after list_changed failed: {e}; keeping the previous list");
+        return;
+    }
+    if kind == ListKind::Tools {
+        let old = up.lists();
+        for (name, digest) in &next.tool_digests {
+            match old.tool_digests.get(name) {
+                Some(d) if d != digest => {
+                    tracing::warn!(server = %up.name, tool = %name, old = %d, new = %digest, "tool definition changed")
+                }
+                None => {
+                    tracing::info!(server = %up.name, tool = %name, digest = %digest, "tool added")
+                }
+                _ => {}
+            }
+        }
+        for name in old
+            .tool_digests
+            .keys()
+            .filter(|n| !next.tool_digests.contains_key(*n))
+        {
+            tracing::info!(server = %up.name, tool = %name, "tool removed");
+        }
+    }
+    *up.lists.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+    let _ = deps.changed.send(up.name.clone());
+}

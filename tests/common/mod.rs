@@ -1,0 +1,278 @@
+//! Shared support for end-to-end tests: write a config, launch the real gavel
+//! binary, talk to it with a real rmcp client, read what the fixture recorded.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::model::*;
+use rmcp::service::{NotificationContext, RequestContext, RoleClient, RunningService};
+use rmcp::{ClientHandler, ErrorData, ServiceExt};
+use serde_json::Value;
+
+pub const GAVEL: &str = env!("CARGO_BIN_EXE_gavel");
+pub const FIXTURE: &str = env!("CARGO_BIN_EXE_gavel-fixture");
+
+/// Generous bound so a broken build fails instead of hanging CI; never a
+/// timing assertion.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Everything the test client saw, for assertions.
+#[derive(Default, Debug)]
+pub struct Seen {
+    pub progress: Vec<ProgressNotificationParam>,
+    pub logs: Vec<Value>,
+    pub tool_list_changed: usize,
+    pub resource_updated: Vec<String>,
+    pub elicitations: Vec<Value>,
+    pub samplings: Vec<Value>,
+}
+
+/// A host: records notifications; answers elicitation and sampling.
+#[derive(Clone)]
+pub struct TestHost {
+    pub seen: Arc<Mutex<Seen>>,
+    pub caps: ClientCapabilities,
+    pub elicit_action: ElicitationAction,
+}
+
+impl TestHost {
+    pub fn new() -> Self {
+        let mut caps = ClientCapabilities::default();
+        caps.elicitation = Some(Default::default());
+        caps.sampling = Some(Default::default());
+        caps.roots = Some(Default::default());
+        Self {
+            seen: Default::default(),
+            caps,
+            elicit_action: ElicitationAction::Accept,
+        }
+    }
+
+    pub fn bare() -> Self {
+        Self {
+            caps: ClientCapabilities::default(),
+            ..Self::new()
+        }
+    }
+}
+
+#[allow(deprecated)]
+impl ClientHandler for TestHost {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            self.caps.clone(),
+            Implementation::new("gavel-e2e-host", "1.0.0"),
+        )
+        .with_protocol_version(ProtocolVersion::V_2025_11_25)
+    }
+
+    async fn on_progress(
+        &self,
+        p: ProgressNotificationParam,
+        _cx: NotificationContext<RoleClient>,
+    ) {
+        self.seen.lock().unwrap().progress.push(p);
+    }
+
+    async fn on_logging_message(
+        &self,
+        p: LoggingMessageNotificationParam,
+        _cx: NotificationContext<RoleClient>,
+    ) {
+        self.seen
+            .lock()
+            .unwrap()
+            .logs
+            .push(serde_json::to_value(&p).unwrap());
+    }
+
+    async fn on_tool_list_changed(&self, _cx: NotificationContext<RoleClient>) {
+        self.seen.lock().unwrap().tool_list_changed += 1;
+    }
+
+    async fn on_resource_updated(
+        &self,
+        p: ResourceUpdatedNotificationParam,
+        _cx: NotificationContext<RoleClient>,
+    ) {
+        self.seen
+            .lock()
+            .unwrap()
+            .resource_updated
+            .push(p.uri.clone());
+    }
+
+    async fn create_elicitation(
+        &self,
+        p: ElicitRequestParams,
+        _cx: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        self.seen
+            .lock()
+            .unwrap()
+            .elicitations
+            .push(serde_json::to_value(&p).unwrap());
+        let content = (self.elicit_action == ElicitationAction::Accept)
+            .then(|| serde_json::json!({"confirm": true, "note": "from the e2e host"}));
+        let mut r = ElicitResult::new(self.elicit_action.clone());
+        r.content = content;
+        Ok(r)
+    }
+
+    async fn create_message(
+        &self,
+        p: CreateMessageRequestParams,
+        _cx: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        self.seen
+            .lock()
+            .unwrap()
+            .samplings
+            .push(serde_json::to_value(&p).unwrap());
+        Ok(CreateMessageResult::new(
+            SamplingMessage::assistant_text("sampled by the e2e host"),
+            "e2e-model".into(),
+        ))
+    }
+
+    async fn list_roots(
+        &self,
+        _cx: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, ErrorData> {
+        Ok(ListRootsResult::new(vec![Root::new("file:///e2e-root")]))
+    }
+}
+
+pub type Client = RunningService<RoleClient, TestHost>;
+
+/// A temp dir with a servers.toml.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    pub fn new(toml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("servers.toml"), toml).unwrap();
+        Self { dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("servers.toml")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.path("gavel.log")
+    }
+
+    /// `gavel run --config …` as a host launches it, connected.
+    pub async fn connect(&self, host: TestHost) -> Client {
+        let cmd = tokio::process::Command::new(GAVEL);
+        connect_cmd(
+            cmd_with(
+                cmd,
+                &[
+                    "run",
+                    "--config",
+                    self.config().to_str().unwrap(),
+                    "--log-file",
+                    self.log().to_str().unwrap(),
+                ],
+            ),
+            host,
+        )
+        .await
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+}
+
+pub fn cmd_with(mut cmd: tokio::process::Command, args: &[&str]) -> tokio::process::Command {
+    cmd.args(args);
+    cmd
+}
+
+pub async fn connect_cmd(mut cmd: tokio::process::Command, host: TestHost) -> Client {
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn gavel");
+    let stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // The child handle must outlive the client; park it in a task that waits.
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    tokio::time::timeout(PATIENCE, host.serve((stdout, stdin)))
+        .await
+        .expect("gavel answered initialize")
+        .expect("initialize succeeded")
+}
+
+/// A stdio fixture server entry for servers.toml.
+pub fn fixture_server(name: &str, extra_args: &[&str], record: &Path) -> String {
+    let mut args = vec![
+        "--name".to_string(),
+        name.to_string(),
+        "--record".into(),
+        record.display().to_string(),
+    ];
+    args.extend(extra_args.iter().map(|s| s.to_string()));
+    format!(
+        "[servers.{name}]\ncommand = {:?}\nargs = {}\nstartup_timeout = \"30s\"\ncall_timeout = \"30s\"\n",
+        FIXTURE,
+        serde_json::to_string(&args).unwrap()
+    )
+}
+
+/// Lines the fixture recorded (requests and notifications it received).
+pub fn recorded(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+pub fn recorded_calls(path: &Path) -> Vec<Value> {
+    recorded(path)
+        .into_iter()
+        .filter(|v| v["method"] == "tools/call")
+        .collect()
+}
+
+pub async fn call(
+    client: &Client,
+    name: &str,
+    args: Value,
+) -> Result<CallToolResult, rmcp::ServiceError> {
+    let mut p = CallToolRequestParams::new(name.to_string());
+    p.arguments = args.as_object().cloned();
+    client.peer().call_tool(p).await
+}
+
+pub fn text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Polls `f` until it is true (bounded by PATIENCE); for effects that arrive
+/// asynchronously (notifications, restarts). Never asserts a duration.
+pub async fn eventually<F: FnMut() -> bool>(what: &str, mut f: F) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < PATIENCE, "gave up waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,167 @@
+//! End to end: what a broken or hostile host sends. Each gets a clear JSON-RPC
+//! error on the right id and gavel keeps serving.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+
+use common::*;
+use serde_json::{Value, json};
+
+struct Raw {
+    child: Child,
+    stdin: ChildStdin,
+    out: std::sync::mpsc::Receiver<Value>,
+}
+
+impl Raw {
+    fn start(s: &Setup) -> Raw {
+        let mut child = Command::new(GAVEL)
+            .args([
+                "run",
+                "--config",
+                s.config().to_str().unwrap(),
+                "--log-file",
+                s.log().to_str().unwrap(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let v: Value =
+                    serde_json::from_str(&line).expect("gavel writes only JSON-RPC on stdout");
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut raw = Raw {
+            child,
+            stdin,
+            out: rx,
+        };
+        raw.send_line(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#);
+        let init = raw.answer(&json!(0));
+        assert_eq!(init["result"]["protocolVersion"], "2025-11-25");
+        raw.send_line(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        raw
+    }
+
+    fn send_line(&mut self, line: &str) {
+        self.stdin.write_all(line.as_bytes()).unwrap();
+        self.stdin.write_all(b"\n").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next message with this id (notifications are skipped).
+    fn answer(&mut self, id: &Value) -> Value {
+        loop {
+            let v = self
+                .out
+                .recv_timeout(PATIENCE)
+                .expect("an answer, not a hang");
+            if &v["id"] == id {
+                return v;
+            }
+        }
+    }
+
+    /// The next error with no id (parse errors).
+    fn idless_error(&mut self) -> Value {
+        loop {
+            let v = self
+                .out
+                .recv_timeout(PATIENCE)
+                .expect("an answer, not a hang");
+            if v.get("id").is_none() && v.get("error").is_some() {
+                return v;
+            }
+        }
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn setup() -> Setup {
+    let s = Setup::new("[limits]\nmax_message_bytes = \"64KiB\"\n\n");
+    let cfg = format!(
+        "[limits]\nmax_message_bytes = \"64KiB\"\n\n{}",
+        fixture_server("solo", &[], &s.path("r.jsonl"))
+    );
+    std::fs::write(s.config(), cfg).unwrap();
+    s
+}
+
+#[test]
+fn malformed_unknown_wrong_types_and_oversized_each_get_an_error() {
+    let s = setup();
+    let mut raw = Raw::start(&s);
+
+    raw.send_line("{this is not json");
+    let e = raw.idless_error();
+    assert_eq!(e["error"]["code"], -32700, "{e}");
+
+    raw.send_line(r#"{"jsonrpc":"2.0","id":11,"method":"no/such/method","params":{}}"#);
+    let e = raw.answer(&json!(11));
+    assert_eq!(e["error"]["code"], -32601, "{e}");
+
+    // A malformed tools/call lands in rmcp's custom-request path: it must be
+    // refused there, never forwarded.
+    raw.send_line(
+        r#"{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":123,"arguments":{}}}"#,
+    );
+    let e = raw.answer(&json!(12));
+    assert_eq!(e["error"]["code"], -32602, "{e}");
+
+    raw.send_line(r#"{"jsonrpc":"2.0","id":13,"method":"tools/call","params":{"name":"echo","arguments":"not an object"}}"#);
+    let e = raw.answer(&json!(13));
+    assert!(e.get("error").is_some(), "{e}");
+
+    let big = "x".repeat(200 * 1024);
+    raw.send_line(&format!(
+        r#"{{"jsonrpc":"2.0","id":"big-1","method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{big}"}}}}}}"#
+    ));
+    let e = raw.answer(&json!("big-1"));
+    assert_eq!(e["error"]["code"], -32600, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_message_bytes"),
+        "{e}"
+    );
+
+    // Still serving, and nothing malformed reached the upstream.
+    raw.send_line(r#"{"jsonrpc":"2.0","id":14,"method":"tools/call","params":{"name":"echo","arguments":{"text":"alive"}}}"#);
+    let ok = raw.answer(&json!(14));
+    assert_eq!(ok["result"]["content"][0]["text"], "alive", "{ok}");
+    let calls = recorded_calls(&s.path("r.jsonl"));
+    assert_eq!(
+        calls.len(),
+        1,
+        "only the good call was forwarded: {calls:?}"
+    );
+}
+
+#[test]
+fn server_discover_falls_back_to_initialize() {
+    let s = setup();
+    let mut raw = Raw::start(&s);
+    raw.send_line(r#"{"jsonrpc":"2.0","id":21,"method":"server/discover","params":{}}"#);
+    let e = raw.answer(&json!(21));
+    assert_eq!(e["error"]["code"], -32601, "{e}");
+    raw.send_line(r#"{"jsonrpc":"2.0","id":22,"method":"ping"}"#);
+    assert!(raw.answer(&json!(22)).get("result").is_some());
+}

@@ -1,0 +1,188 @@
+//! End to end: upstream lifecycle — slow start, crash and restart, oversized
+//! replies, children dying with gavel, config mistakes.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_list_waits_for_a_slow_server() {
+    let s = Setup::new("");
+    std::fs::write(
+        s.config(),
+        fixture_server("slowpoke", &["--slow-start-ms", "1500"], &s.path("r.jsonl")),
+    )
+    .unwrap();
+    let client = s.connect(TestHost::new()).await;
+    // initialize was answered before the upstream was up; the first list
+    // waits for it (within startup_timeout) instead of answering empty.
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "echo"), "{tools:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_never_starts_fails_clearly_and_others_still_work() {
+    let s = Setup::new("");
+    let cfg = format!(
+        "{}[servers.ghost]\ncommand = \"/nonexistent/mcp-server\"\nstartup_timeout = \"2s\"\n",
+        fixture_server("alive", &[], &s.path("r.jsonl"))
+    );
+    std::fs::write(s.config(), cfg).unwrap();
+    let client = s.connect(TestHost::new()).await;
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "alive__echo"));
+    let r = call(&client, "alive__echo", json!({"text": "ok"}))
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "ok");
+    eventually("the failure is logged with the server name", || {
+        let log = s.log_text();
+        log.contains("ghost") && log.contains("/nonexistent/mcp-server")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_fails_in_flight_call_then_restarts_and_session_survives() {
+    let s = Setup::new("");
+    std::fs::write(
+        s.config(),
+        fixture_server("fragile", &[], &s.path("r.jsonl")),
+    )
+    .unwrap();
+    let host = TestHost::new();
+    let seen = host.seen.clone();
+    let client = s.connect(host).await;
+    client.list_all_tools().await.unwrap();
+    let r = call(&client, "crash", json!({"code": 3})).await;
+    match r {
+        Err(e) => assert!(
+            e.to_string().contains("fragile"),
+            "error names the server: {e}"
+        ),
+        Ok(r) => assert_eq!(
+            r.is_error,
+            Some(true),
+            "a crash must surface as an error: {}",
+            text(&r)
+        ),
+    }
+    // Restarted with backoff; the same session keeps working.
+    let mut last = String::new();
+    eventually("the server is back", || {
+        let ok = futures_lite_block(call(&client, "echo", json!({"text": "again"})));
+        last = format!("{ok:?}");
+        matches!(ok, Ok(ref r) if text(r) == "again")
+    })
+    .await;
+    assert!(
+        s.log_text().contains("exited with code 3"),
+        "crash diagnosis in the log"
+    );
+    assert!(
+        seen.lock().unwrap().tool_list_changed > 0,
+        "tools vanished and came back: host told"
+    );
+}
+
+/// Runs a future to completion from a sync closure (used inside `eventually`).
+fn futures_lite_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_upstream_reply_fails_the_call_not_the_session() {
+    let s = Setup::new("");
+    let cfg = format!(
+        "[limits]\nmax_message_bytes = \"1MiB\"\n\n{}",
+        fixture_server("big", &[], &s.path("r.jsonl"))
+    );
+    std::fs::write(s.config(), cfg).unwrap();
+    let client = s.connect(TestHost::new()).await;
+    let r = call(&client, "huge", json!({"bytes": 3_000_000})).await;
+    let e = r.expect_err("an oversized reply is an error, never a hang");
+    assert!(e.to_string().contains("max_message_bytes"), "{e}");
+    let r = call(&client, "huge", json!({"bytes": 1000})).await.unwrap();
+    assert_eq!(text(&r).len(), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn children_die_with_gavel_even_on_sigkill() {
+    let s = Setup::new("");
+    let marker = format!("orphan-check-{}", std::process::id());
+    std::fs::write(s.config(), fixture_server(&marker, &[], &s.path("r.jsonl"))).unwrap();
+    let mut child = std::process::Command::new(GAVEL)
+        .args([
+            "run",
+            "--config",
+            s.config().to_str().unwrap(),
+            "--log-file",
+            s.log().to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let stdin = child.stdin.as_mut().unwrap();
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#).unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    let running = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()
+            .map(|o| !o.stdout.is_empty())
+            .unwrap_or(false)
+    };
+    eventually("the fixture started", running).await;
+    child.kill().unwrap(); // SIGKILL: gavel gets no chance to clean up
+    child.wait().unwrap();
+    eventually("the fixture died with gavel", || !running()).await;
+}
+
+#[test]
+fn config_mistakes_are_clear_errors() {
+    let s = Setup::new("[servers.x]\ncommand = \"echo\"\nstartup_timout = \"5s\"\n");
+    let out = std::process::Command::new(GAVEL)
+        .args(["config", "check", "--config", s.config().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("startup_timout"), "names the field: {err}");
+    assert!(err.contains(":3"), "names the line: {err}");
+
+    let out = std::process::Command::new(GAVEL)
+        .args(["run", "--config", "/nonexistent/servers.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/servers.toml"));
+    assert!(out.stdout.is_empty(), "stdout belongs to the protocol");
+}
+
+#[test]
+fn config_check_masks_secrets() {
+    let s = Setup::new(
+        "[servers.api]\nurl = \"https://user:hunter2@api.example.test/mcp\"\nheaders = { Authorization = \"Bearer sk-very-secret\" }\n\n[servers.local]\ncommand = \"echo\"\nenv = { API_TOKEN = \"tok-123456\", REGION = \"eu\" }\n",
+    );
+    let out = std::process::Command::new(GAVEL)
+        .args(["config", "check", "--config", s.config().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for secret in ["hunter2", "sk-very-secret", "tok-123456"] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+    assert!(text.contains("eu"), "non-secrets stay visible: {text}");
+}
