@@ -7,10 +7,10 @@
 //! is gavel's own bounded stdio framing. See ARCHITECTURE.md.
 
 pub mod cli;
-#[path = "../../stub/config_stub.rs"]
 pub mod config;
 pub mod decision;
 pub mod front;
+pub mod fuzzing;
 pub mod gateway;
 pub mod router;
 pub mod transport;

@@ -158,6 +158,10 @@ impl Session {
     async fn wait_started(&self) -> Result<&Arc<Router>, ErrorData> {
         let router = self.router()?;
         futures::future::join_all(router.upstreams.values().map(|u| u.wait_started())).await;
+        // Servers that just became ready are in the table before we answer
+        // (the background rebuild may not have run yet); the listener then
+        // finds nothing changed and sends no redundant list_changed.
+        router.rebuild(&self.inner.gw.enforcer);
         Ok(router)
     }
 

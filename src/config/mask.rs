@@ -1,0 +1,156 @@
+//! The effective config as TOML, secrets masked: what `gavel config check`
+//! prints. Masking runs on expanded values, so a secret pulled from the
+//! environment never prints either.
+
+use toml::{Table, Value};
+
+use super::{Config, UpstreamTransport};
+
+const SECRET_WORDS: &[&str] = &[
+    "TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "AUTH", "CREDENTIAL", "COOKIE", "SESSION",
+];
+
+pub fn is_secret_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    SECRET_WORDS.iter().any(|w| upper.contains(w))
+}
+
+/// Keeps an auth scheme word (`Bearer`, `Basic`, `token`) and masks the rest.
+pub fn mask_header(value: &str) -> String {
+    match value.split_once(' ') {
+        Some((scheme, _)) if scheme.chars().all(|c| c.is_ascii_alphabetic()) => format!("{scheme} ***"),
+        _ => "***".into(),
+    }
+}
+
+/// Masks URL userinfo and the values of secret-looking query parameters.
+pub fn mask_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => authority.to_string(),
+    };
+    let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if is_secret_name(k) => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    let mut out = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+    out.push_str(&authority);
+    out.push_str(path);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(&q);
+    }
+    out
+}
+
+fn strings(v: &[String]) -> Value {
+    Value::Array(v.iter().cloned().map(Value::String).collect())
+}
+
+fn secs(d: std::time::Duration) -> Value {
+    Value::String(humantime::format_duration(d).to_string())
+}
+
+pub fn render(c: &Config) -> String {
+    let mut root = Table::new();
+    let mut servers = Table::new();
+    for (name, s) in &c.servers {
+        let mut t = Table::new();
+        match &s.transport {
+            UpstreamTransport::Stdio { command, args, env, cwd } => {
+                t.insert("command".into(), Value::String(command.clone()));
+                t.insert("args".into(), strings(args));
+                if !env.is_empty() {
+                    let e: Table = env
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Value::String(if is_secret_name(k) { "***".into() } else { v.clone() })))
+                        .collect();
+                    t.insert("env".into(), Value::Table(e));
+                }
+                if let Some(cwd) = cwd {
+                    t.insert("cwd".into(), Value::String(cwd.display().to_string()));
+                }
+            }
+            UpstreamTransport::Http { url, headers } => {
+                t.insert("url".into(), Value::String(mask_url(url)));
+                if !headers.is_empty() {
+                    let h: Table = headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Value::String(mask_header(v))))
+                        .collect();
+                    t.insert("headers".into(), Value::Table(h));
+                }
+            }
+        }
+        t.insert("enabled".into(), Value::Boolean(s.enabled));
+        t.insert("prefix".into(), Value::String(s.prefix.clone()));
+        t.insert("startup_timeout".into(), secs(s.startup_timeout));
+        t.insert("call_timeout".into(), secs(s.call_timeout));
+        t.insert("restart_max_backoff".into(), secs(s.restart_max_backoff));
+        t.insert("annotations_trusted".into(), Value::Boolean(s.annotations_trusted));
+        t.insert("fail_open".into(), Value::Boolean(s.fail_open));
+        t.insert("bundles".into(), strings(&s.bundles));
+        let mut tools = Table::new();
+        tools.insert("allow".into(), strings(&s.tools.allow));
+        tools.insert("deny".into(), strings(&s.tools.deny));
+        t.insert("tools".into(), Value::Table(tools));
+        servers.insert(name.clone(), Value::Table(t));
+    }
+    let id = &c.identity;
+    let mut identity = Table::new();
+    let mut agent = Table::new();
+    agent.insert("id".into(), Value::String(id.agent.id.clone()));
+    agent.insert("scope".into(), strings(&id.agent.scope));
+    if let Some(t) = &id.agent.owner_team {
+        agent.insert("owner_team".into(), Value::String(t.clone()));
+    }
+    let mut user = Table::new();
+    user.insert("id".into(), Value::String(id.user.id.clone()));
+    user.insert("groups".into(), strings(&id.user.groups));
+    user.insert("data_classifications_authorized".into(), strings(&id.user.data_classifications_authorized));
+    let mut env = Table::new();
+    if let Some(r) = &id.environment.region {
+        env.insert("region".into(), Value::String(r.clone()));
+    }
+    env.insert("is_production".into(), Value::Boolean(id.environment.is_production));
+    let labels: Table = id.environment.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    env.insert("labels".into(), Value::Table(labels));
+    identity.insert("agent".into(), Value::Table(agent));
+    identity.insert("user".into(), Value::Table(user));
+    identity.insert("environment".into(), Value::Table(env));
+    let mut limits = Table::new();
+    limits.insert("max_message_bytes".into(), Value::Integer(c.limits.max_message_bytes as i64));
+    limits.insert("max_stderr_line_bytes".into(), Value::Integer(c.limits.max_stderr_line_bytes as i64));
+    limits.insert("stderr_tail_lines".into(), Value::Integer(c.limits.stderr_tail_lines as i64));
+    let mut policy = Table::new();
+    policy.insert("shared_bundles".into(), strings(&c.policy.shared_bundles));
+    policy.insert("require_bundle".into(), Value::Boolean(c.policy.require_bundle));
+    policy.insert("strict_input".into(), Value::Boolean(c.policy.strict_input));
+    policy.insert("eval_timeout".into(), secs(c.policy.eval_timeout));
+    let mut log = Table::new();
+    if let Some(f) = &c.log.file {
+        log.insert("file".into(), Value::String(f.display().to_string()));
+    }
+    if let Some(l) = &c.log.level {
+        log.insert("level".into(), Value::String(l.clone()));
+    }
+    if let Some(f) = &c.log.decisions {
+        log.insert("decisions".into(), Value::String(f.display().to_string()));
+    }
+    log.insert("max_arg_bytes".into(), Value::Integer(c.log.max_arg_bytes as i64));
+    log.insert("secret_fields".into(), strings(&c.log.secret_fields));
+    root.insert("identity".into(), Value::Table(identity));
+    root.insert("limits".into(), Value::Table(limits));
+    root.insert("log".into(), Value::Table(log));
+    root.insert("policy".into(), Value::Table(policy));
+    root.insert("servers".into(), Value::Table(servers));
+    toml::to_string_pretty(&root).unwrap_or_default()
+}

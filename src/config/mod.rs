@@ -1,0 +1,568 @@
+//! `servers.toml`: what gavel fronts and how. Parsed strictly (unknown keys are
+//! errors everywhere), expanded (`${ENV}` in the documented fields), validated,
+//! with errors that name the file, line and field and say what to do.
+//! Reference: docs/config.md.
+
+mod expand;
+pub mod import;
+mod mask;
+mod raw;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use raw::{RawConfig, RawServer, RawSize};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub servers: BTreeMap<String, ServerConfig>,
+    pub identity: Identity,
+    pub limits: Limits,
+    pub log: LogSettings,
+    pub policy: PolicySettings,
+    /// File the config came from (None for `gavel wrap`); relative paths
+    /// (commands, `cwd`, bundles) resolve against its directory.
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub name: String,
+    pub transport: UpstreamTransport,
+    pub enabled: bool,
+    pub startup_timeout: Duration,
+    pub call_timeout: Duration,
+    pub prefix: String,
+    pub tools: ToolRules,
+    pub annotations_trusted: bool,
+    pub bundles: Vec<String>,
+    pub fail_open: bool,
+    pub restart_max_backoff: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpstreamTransport {
+    Stdio {
+        command: String,
+        args: Vec<String>,
+        env: BTreeMap<String, String>,
+        cwd: Option<PathBuf>,
+    },
+    Http {
+        url: String,
+        headers: BTreeMap<String, String>,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ToolRules {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Identity {
+    pub agent: AgentIdentity,
+    pub user: UserIdentity,
+    pub environment: EnvironmentIdentity,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentIdentity {
+    pub id: String,
+    pub scope: Vec<String>,
+    pub owner_team: Option<String>,
+}
+
+impl Default for AgentIdentity {
+    fn default() -> Self {
+        Self {
+            id: "unknown-agent".into(),
+            scope: vec![],
+            owner_team: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserIdentity {
+    pub id: String,
+    pub groups: Vec<String>,
+    pub data_classifications_authorized: Vec<String>,
+}
+
+impl Default for UserIdentity {
+    fn default() -> Self {
+        Self {
+            id: "unknown-user".into(),
+            groups: vec![],
+            data_classifications_authorized: vec![],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EnvironmentIdentity {
+    pub region: Option<String>,
+    pub is_production: bool,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_stderr_line_bytes: usize,
+    pub stderr_tail_lines: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 16 * 1024 * 1024,
+            max_stderr_line_bytes: 8 * 1024,
+            stderr_tail_lines: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    pub file: Option<PathBuf>,
+    pub level: Option<String>,
+    pub decisions: Option<PathBuf>,
+    pub max_arg_bytes: usize,
+    pub secret_fields: Vec<String>,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            file: None,
+            level: None,
+            decisions: None,
+            max_arg_bytes: 4096,
+            secret_fields: vec![],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicySettings {
+    pub shared_bundles: Vec<String>,
+    pub require_bundle: bool,
+    pub strict_input: bool,
+    pub eval_timeout: Duration,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        Self {
+            shared_bundles: vec![],
+            require_bundle: false,
+            strict_input: false,
+            eval_timeout: Duration::from_millis(100),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the config: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// `file:line:col: field: message`
+    #[error("{path}:{line}:{col}: {field}{sep}{message}", sep = if field.is_empty() { "" } else { ": " })]
+    Invalid {
+        path: String,
+        line: usize,
+        col: usize,
+        field: String,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    General { path: String, message: String },
+}
+
+const SERVER_NAME_MAX: usize = 32;
+
+/// Parsing context: the text (for line numbers), the origin, the environment.
+struct Ctx<'a> {
+    text: &'a str,
+    path: String,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    base: PathBuf,
+}
+
+impl Ctx<'_> {
+    fn at(&self, offset: usize, field: &str, message: impl Into<String>) -> ConfigError {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            line,
+            col,
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn general(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::General {
+            path: self.path.clone(),
+            message: message.into(),
+        }
+    }
+
+    fn expand(&self, v: &Spanned<String>, field: &str) -> Result<String, ConfigError> {
+        expand::expand(v.get_ref(), self.env).map_err(|var| {
+            if var.contains(' ') || var.contains('"') {
+                self.at(v.span().start, field, var)
+            } else {
+                self.at(
+                    v.span().start,
+                    field,
+                    format!("environment variable {var} is not set (set it, or write ${{{var}:-default}})"),
+                )
+            }
+        })
+    }
+
+    fn duration(&self, v: &Option<Spanned<String>>, field: &str, default: Duration) -> Result<Duration, ConfigError> {
+        let Some(v) = v else { return Ok(default) };
+        let d = humantime::parse_duration(v.get_ref().trim()).map_err(|_| {
+            self.at(
+                v.span().start,
+                field,
+                format!("invalid duration {:?} (use a number with a unit, e.g. \"30s\", \"2m\", \"500ms\")", v.get_ref()),
+            )
+        })?;
+        if d.is_zero() {
+            return Err(self.at(v.span().start, field, "must be greater than zero"));
+        }
+        Ok(d)
+    }
+
+    fn size(&self, v: &Option<Spanned<RawSize>>, field: &str, default: usize, min: u64, max: u64) -> Result<usize, ConfigError> {
+        let Some(v) = v else { return Ok(default) };
+        let n = match v.get_ref() {
+            RawSize::Bytes(n) => Some(*n),
+            RawSize::Text(t) => parse_size(t),
+        }
+        .ok_or_else(|| {
+            self.at(v.span().start, field, "invalid size (use bytes, or a number with a unit: \"512KiB\", \"16MiB\", \"1MB\")")
+        })?;
+        if n < min || n > max {
+            return Err(self.at(v.span().start, field, format!("must be between {min} and {max} bytes, got {n}")));
+        }
+        Ok(n as usize)
+    }
+
+    fn path(&self, p: String) -> PathBuf {
+        let p = PathBuf::from(p);
+        if p.is_relative() { self.base.join(p) } else { p }
+    }
+}
+
+/// "16MiB", "512 KiB", "1MB", "4096".
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "kib" | "k" => 1024,
+        "mb" => 1000 * 1000,
+        "mib" | "m" => 1024 * 1024,
+        "gb" => 1000 * 1000 * 1000,
+        "gib" | "g" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= SERVER_NAME_MAX
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && !s.contains("__")
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml_str(&text, path, &|k| std::env::var(k).ok())
+    }
+
+    pub fn from_toml_str(text: &str, origin: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let base = std::path::absolute(origin)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        let ctx = Ctx {
+            text,
+            path: origin.display().to_string(),
+            env,
+            base,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            ctx.at(offset, "", e.message().trim().to_string())
+        })?;
+        let mut servers = BTreeMap::new();
+        for (name, server) in &raw.servers {
+            let s = Self::server(&ctx, name, server)?;
+            servers.insert(name.clone(), s);
+        }
+        if servers.is_empty() {
+            return Err(ctx.general("no servers: add at least one [servers.NAME] table (see docs/config.md)"));
+        }
+        if !servers.values().any(|s| s.enabled) {
+            return Err(ctx.general("every server has enabled = false: enable at least one"));
+        }
+        let mut prefixes: BTreeMap<&str, &str> = BTreeMap::new();
+        for s in servers.values().filter(|s| s.enabled) {
+            if let Some(other) = prefixes.insert(&s.prefix, &s.name) {
+                let span = raw.servers[&s.name].span().start;
+                return Err(ctx.at(
+                    span,
+                    &format!("servers.{}.prefix", s.name),
+                    format!("prefix {:?} is already used by server {other:?}; give each server its own prefix", s.prefix),
+                ));
+            }
+        }
+        let identity = Self::identity(&ctx, &raw.identity)?;
+        let l = &raw.limits;
+        let limits = Limits {
+            max_message_bytes: ctx.size(&l.max_message_bytes, "limits.max_message_bytes", Limits::default().max_message_bytes, 1024, 1 << 30)?,
+            max_stderr_line_bytes: ctx.size(&l.max_stderr_line_bytes, "limits.max_stderr_line_bytes", Limits::default().max_stderr_line_bytes, 80, 1 << 20)?,
+            stderr_tail_lines: l.stderr_tail_lines.unwrap_or(Limits::default().stderr_tail_lines).clamp(1, 10_000),
+        };
+        let lg = &raw.log;
+        let log = LogSettings {
+            file: lg.file.as_ref().map(|f| ctx.expand(f, "log.file").map(|p| ctx.path(p))).transpose()?,
+            level: lg.level.clone(),
+            decisions: lg.decisions.as_ref().map(|f| ctx.expand(f, "log.decisions").map(|p| ctx.path(p))).transpose()?,
+            max_arg_bytes: ctx.size(&lg.max_arg_bytes, "log.max_arg_bytes", 4096, 16, 1 << 30)?,
+            secret_fields: lg.secret_fields.clone(),
+        };
+        let p = &raw.policy;
+        let policy = PolicySettings {
+            shared_bundles: p
+                .shared_bundles
+                .iter()
+                .map(|b| ctx.expand(b, "policy.shared_bundles").map(|b| bundle_ref(&ctx, b)))
+                .collect::<Result<_, _>>()?,
+            require_bundle: p.require_bundle,
+            strict_input: p.strict_input,
+            eval_timeout: ctx.duration(&p.eval_timeout, "policy.eval_timeout", PolicySettings::default().eval_timeout)?,
+        };
+        Ok(Config {
+            servers,
+            identity,
+            limits,
+            log,
+            policy,
+            source: Some(origin.to_path_buf()),
+        })
+    }
+
+    fn server(ctx: &Ctx, name: &str, spanned: &Spanned<RawServer>) -> Result<ServerConfig, ConfigError> {
+        let s = spanned.get_ref();
+        let at = spanned.span().start;
+        let f = |k: &str| format!("servers.{name}.{k}");
+        if !valid_name(name) {
+            return Err(ctx.at(at, &format!("servers.{name}"), format!(
+                "invalid server name: use 1-{SERVER_NAME_MAX} letters, digits, '_' or '-', without \"__\" (gavel's name separator)"
+            )));
+        }
+        let transport = match (&s.command, &s.url) {
+            (Some(_), Some(url)) => return Err(ctx.at(url.span().start, &f("url"), "set either command (a local stdio server) or url (a streamable HTTP server), not both")),
+            (None, None) => return Err(ctx.at(at, &format!("servers.{name}"), "missing command (a local stdio server) or url (a streamable HTTP server)")),
+            (Some(cmd), None) => {
+                if let Some(h) = s.headers.as_ref().and_then(|h| h.values().next()) {
+                    return Err(ctx.at(h.span().start, &f("headers"), "headers apply to url servers only"));
+                }
+                let command = ctx.expand(cmd, &f("command"))?;
+                if command.trim().is_empty() {
+                    return Err(ctx.at(cmd.span().start, &f("command"), "must not be empty"));
+                }
+                UpstreamTransport::Stdio {
+                    command,
+                    args: s.args.iter().flatten().map(|a| ctx.expand(a, &f("args"))).collect::<Result<_, _>>()?,
+                    env: s
+                        .env
+                        .iter()
+                        .flatten()
+                        .map(|(k, v)| Ok((k.clone(), ctx.expand(v, &f(&format!("env.{k}")))?)))
+                        .collect::<Result<_, ConfigError>>()?,
+                    cwd: s.cwd.as_ref().map(|c| ctx.expand(c, &f("cwd")).map(|c| ctx.path(c))).transpose()?,
+                }
+            }
+            (None, Some(url)) => {
+                for (field, present) in [("args", s.args.is_some()), ("env", s.env.is_some()), ("cwd", s.cwd.is_some())] {
+                    if present {
+                        return Err(ctx.at(url.span().start, &f(field), format!("{field} applies to command servers only")));
+                    }
+                }
+                let u = ctx.expand(url, &f("url"))?;
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return Err(ctx.at(url.span().start, &f("url"), "must start with http:// or https://"));
+                }
+                UpstreamTransport::Http {
+                    url: u,
+                    headers: s
+                        .headers
+                        .iter()
+                        .flatten()
+                        .map(|(k, v)| Ok((k.clone(), ctx.expand(v, &f(&format!("headers.{k}")))?)))
+                        .collect::<Result<_, ConfigError>>()?,
+                }
+            }
+        };
+        let prefix = match &s.prefix {
+            Some(p) if !valid_name(p.get_ref()) => {
+                return Err(ctx.at(p.span().start, &f("prefix"), "use 1-32 letters, digits, '_' or '-', without \"__\""));
+            }
+            Some(p) => p.get_ref().clone(),
+            None => name.to_string(),
+        };
+        let tools = s.tools.as_ref().map_or_else(ToolRules::default, |t| ToolRules {
+            allow: t.allow.clone(),
+            deny: t.deny.clone(),
+        });
+        for (list, globs) in [("allow", &tools.allow), ("deny", &tools.deny)] {
+            for g in globs {
+                if let Err(e) = globset::Glob::new(g) {
+                    return Err(ctx.at(at, &f(&format!("tools.{list}")), format!("invalid glob {g:?}: {e}")));
+                }
+            }
+        }
+        let bundles = match (&s.bundle, &s.bundles) {
+            (Some(b), Some(_)) => return Err(ctx.at(b.span().start, &f("bundle"), "set bundle (one) or bundles (layers), not both")),
+            (Some(b), None) => vec![bundle_ref(ctx, ctx.expand(b, &f("bundle"))?)],
+            (None, Some(bs)) => bs
+                .get_ref()
+                .iter()
+                .map(|b| ctx.expand(b, &f("bundles")).map(|b| bundle_ref(ctx, b)))
+                .collect::<Result<_, _>>()?,
+            (None, None) => vec![],
+        };
+        Ok(ServerConfig {
+            name: name.to_string(),
+            transport,
+            enabled: s.enabled.unwrap_or(true),
+            startup_timeout: ctx.duration(&s.startup_timeout, &f("startup_timeout"), Duration::from_secs(30))?,
+            call_timeout: ctx.duration(&s.call_timeout, &f("call_timeout"), Duration::from_secs(300))?,
+            restart_max_backoff: ctx.duration(&s.restart_max_backoff, &f("restart_max_backoff"), Duration::from_secs(30))?,
+            prefix,
+            tools,
+            annotations_trusted: s.annotations_trusted.unwrap_or(false),
+            bundles,
+            fail_open: s.fail_open.unwrap_or(false),
+        })
+    }
+
+    fn identity(ctx: &Ctx, r: &raw::RawIdentity) -> Result<Identity, ConfigError> {
+        let list = |v: &[Spanned<String>], field: &str| -> Result<Vec<String>, ConfigError> {
+            v.iter().map(|x| ctx.expand(x, field)).collect()
+        };
+        let one = |v: &Option<Spanned<String>>, field: &str| -> Result<Option<String>, ConfigError> {
+            v.as_ref().map(|x| ctx.expand(x, field)).transpose()
+        };
+        Ok(Identity {
+            agent: AgentIdentity {
+                id: one(&r.agent.id, "identity.agent.id")?.unwrap_or_else(|| AgentIdentity::default().id),
+                scope: list(&r.agent.scope, "identity.agent.scope")?,
+                owner_team: one(&r.agent.owner_team, "identity.agent.owner_team")?,
+            },
+            user: UserIdentity {
+                id: one(&r.user.id, "identity.user.id")?.unwrap_or_else(|| UserIdentity::default().id),
+                groups: list(&r.user.groups, "identity.user.groups")?,
+                data_classifications_authorized: list(
+                    &r.user.data_classifications_authorized,
+                    "identity.user.data_classifications_authorized",
+                )?,
+            },
+            environment: EnvironmentIdentity {
+                region: one(&r.environment.region, "identity.environment.region")?,
+                is_production: r.environment.is_production,
+                labels: r
+                    .environment
+                    .labels
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), ctx.expand(v, &format!("identity.environment.labels.{k}"))?)))
+                    .collect::<Result<_, ConfigError>>()?,
+            },
+        })
+    }
+
+    pub fn enabled_servers(&self) -> impl Iterator<Item = (&String, &ServerConfig)> {
+        self.servers.iter().filter(|(_, s)| s.enabled)
+    }
+
+    /// Config for `gavel wrap [--name N] -- cmd args…`: one stdio server,
+    /// defaults everywhere else.
+    pub fn single_stdio_server(name: &str, command: String, args: Vec<String>) -> Result<Config, ConfigError> {
+        if !valid_name(name) {
+            return Err(ConfigError::General {
+                path: "--name".into(),
+                message: format!("invalid server name {name:?}: use 1-32 letters, digits, '_' or '-', without \"__\""),
+            });
+        }
+        let server = ServerConfig {
+            name: name.into(),
+            transport: UpstreamTransport::Stdio {
+                command,
+                args,
+                env: BTreeMap::new(),
+                cwd: None,
+            },
+            enabled: true,
+            startup_timeout: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(300),
+            prefix: name.into(),
+            tools: ToolRules::default(),
+            annotations_trusted: false,
+            bundles: vec![],
+            fail_open: false,
+            restart_max_backoff: Duration::from_secs(30),
+        };
+        Ok(Config {
+            servers: [(name.to_string(), server)].into(),
+            identity: Identity::default(),
+            limits: Limits::default(),
+            log: LogSettings::default(),
+            policy: PolicySettings::default(),
+            source: None,
+        })
+    }
+
+    /// Effective config as TOML with secrets masked (`gavel config check`).
+    pub fn render_masked(&self) -> String {
+        mask::render(self)
+    }
+}
+
+/// Bundle references: `oci://…` kept as written; paths resolve against the
+/// config's directory.
+fn bundle_ref(ctx: &Ctx, b: String) -> String {
+    if b.starts_with("oci://") {
+        b
+    } else {
+        ctx.path(b).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests;

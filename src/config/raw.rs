@@ -1,0 +1,132 @@
+//! The file as written: every table `deny_unknown_fields` (a misspelt security
+//! key must be an error, never ignored), values still unexpanded, with spans
+//! so that errors can name the line.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub servers: BTreeMap<String, Spanned<RawServer>>,
+    #[serde(default)]
+    pub identity: RawIdentity,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub policy: RawPolicy,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub command: Option<Spanned<String>>,
+    pub args: Option<Vec<Spanned<String>>>,
+    pub env: Option<BTreeMap<String, Spanned<String>>>,
+    pub cwd: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub headers: Option<BTreeMap<String, Spanned<String>>>,
+    pub enabled: Option<bool>,
+    pub startup_timeout: Option<Spanned<String>>,
+    pub call_timeout: Option<Spanned<String>>,
+    pub restart_max_backoff: Option<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub tools: Option<RawTools>,
+    pub annotations_trusted: Option<bool>,
+    pub bundle: Option<Spanned<String>>,
+    pub bundles: Option<Spanned<Vec<Spanned<String>>>>,
+    pub fail_open: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTools {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    #[serde(default)]
+    pub agent: RawAgent,
+    #[serde(default)]
+    pub user: RawUser,
+    #[serde(default)]
+    pub environment: RawEnvironment,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    pub id: Option<Spanned<String>>,
+    #[serde(default)]
+    pub scope: Vec<Spanned<String>>,
+    pub owner_team: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub id: Option<Spanned<String>>,
+    #[serde(default)]
+    pub groups: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub data_classifications_authorized: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvironment {
+    pub region: Option<Spanned<String>>,
+    #[serde(default)]
+    pub is_production: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, Spanned<String>>,
+}
+
+/// A size: a number of bytes or a string with a unit ("16MiB", "512KiB", "1MB").
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_message_bytes: Option<Spanned<RawSize>>,
+    pub max_stderr_line_bytes: Option<Spanned<RawSize>>,
+    pub stderr_tail_lines: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub file: Option<Spanned<String>>,
+    pub level: Option<String>,
+    pub decisions: Option<Spanned<String>>,
+    pub max_arg_bytes: Option<Spanned<RawSize>>,
+    #[serde(default)]
+    pub secret_fields: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    #[serde(default)]
+    pub shared_bundles: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub require_bundle: bool,
+    #[serde(default)]
+    pub strict_input: bool,
+    pub eval_timeout: Option<Spanned<String>>,
+}

@@ -1,0 +1,31 @@
+//! Entry points shared by the cargo-fuzz targets in `fuzz/` and the corpus
+//! replay test (`tests/fuzz_replay.rs`), so the corpus runs on stable in CI.
+//! Each checks an invariant and panics on violation; a panic is a finding.
+
+use crate::transport::idscan::IdScanner;
+
+/// The streaming id scanner never panics, and on a complete JSON-RPC object
+/// agrees with a real JSON parser about the top-level `id`.
+pub fn idscan(data: &[u8]) {
+    let mut whole = IdScanner::new();
+    whole.feed(data);
+    let r = whole.result();
+    // Chunking must not change the answer (the transport feeds pieces).
+    let mut pieces = IdScanner::new();
+    for chunk in data.chunks(3) {
+        pieces.feed(chunk);
+    }
+    assert_eq!(pieces.result(), r, "chunked scan differs");
+    if let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice::<serde_json::Value>(data) {
+        let expected = obj
+            .get("id")
+            .and_then(|v| serde_json::from_value::<rmcp::model::RequestId>(v.clone()).ok());
+        // Only ids the scanner can hold (short raw tokens) are comparable.
+        let short = obj.get("id").is_some_and(|v| v.to_string().len() < 200);
+        let unique_keys = !String::from_utf8_lossy(data).matches("\"id\"").nth(1).is_some();
+        if short && unique_keys {
+            assert_eq!(r.id, expected, "scanner and parser disagree on the id");
+            assert_eq!(r.has_method, obj.contains_key("method"));
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Replays every fuzz corpus under `fuzz/corpus/<target>/` through the same
+//! entry points the cargo-fuzz targets use, on stable, as an ordinary test.
+
+use std::path::Path;
+
+fn replay(target: &str, f: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let r = std::panic::catch_unwind(|| f(&data));
+        assert!(r.is_ok(), "corpus input {} fails", path.display());
+        n += 1;
+    }
+    assert!(n > 0, "empty corpus for {target}");
+}
+
+#[test]
+fn idscan_corpus() {
+    replay("idscan", gavel::fuzzing::idscan);
+}
