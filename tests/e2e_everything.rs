@@ -60,10 +60,18 @@ async fn wrap_server_everything_from_a_real_client() {
     // Progress from a third-party server reaches the host on its own token.
     let mut p = CallToolRequestParams::new("trigger-long-running-operation");
     p.arguments = json!({"duration": 1, "steps": 3}).as_object().cloned();
-    let mut meta = RequestMetaObject::default();
-    meta.set_progress_token(ProgressToken(NumberOrString::Number(4242)));
-    p.meta = Some(meta);
-    let r = client.peer().call_tool(p).await.unwrap();
+    let handle = client
+        .peer()
+        .send_request_with_option(
+            ClientRequest::CallToolRequest(CallToolRequest::new(p)),
+            rmcp::service::PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    let host_token = handle.progress_token.clone();
+    let ServerResult::CallToolResult(r) = handle.await_response().await.unwrap() else {
+        panic!("not a tool result")
+    };
     assert!(
         text(&r).to_lowercase().contains("completed"),
         "{}",
@@ -78,7 +86,7 @@ async fn wrap_server_everything_from_a_real_client() {
             .unwrap()
             .progress
             .iter()
-            .all(|p| p.progress_token == ProgressToken(NumberOrString::Number(4242)))
+            .all(|p| p.progress_token == host_token)
     );
 
     // Resources and prompts pass through too.

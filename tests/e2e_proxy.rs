@@ -144,10 +144,19 @@ async fn progress_tokens_are_mapped_back_to_the_hosts() {
     let client = s.connect(host).await;
     let mut p = CallToolRequestParams::new("progress");
     p.arguments = json!({"steps": 3, "delay_ms": 10}).as_object().cloned();
-    let mut meta = RequestMetaObject::default();
-    meta.set_progress_token(ProgressToken(NumberOrString::String("host-token-7".into())));
-    p.meta = Some(meta);
-    let r = client.peer().call_tool(p).await.unwrap();
+    // rmcp's client assigns the progress token it sends; the handle tells which.
+    let handle = client
+        .peer()
+        .send_request_with_option(
+            ClientRequest::CallToolRequest(CallToolRequest::new(p)),
+            rmcp::service::PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    let host_token = handle.progress_token.clone();
+    let ServerResult::CallToolResult(r) = handle.await_response().await.unwrap() else {
+        panic!("not a tool result")
+    };
     assert_eq!(text(&r), "done 3");
     eventually("3 progress notifications", || {
         seen.lock().unwrap().progress.len() >= 3
@@ -155,10 +164,14 @@ async fn progress_tokens_are_mapped_back_to_the_hosts() {
     .await;
     let progress = seen.lock().unwrap().progress.clone();
     assert!(
-        progress
-            .iter()
-            .all(|p| p.progress_token
-                == ProgressToken(NumberOrString::String("host-token-7".into())))
+        progress.iter().all(|p| p.progress_token == host_token),
+        "{progress:?} vs {host_token:?}"
+    );
+    // The upstream saw gavel's own token, not the host's: mapping happened.
+    let upstream_meta = recorded_calls(&s.path("solo.jsonl"))[0]["params"]["_meta"].clone();
+    assert!(
+        upstream_meta.get("progressToken").is_some(),
+        "{upstream_meta}"
     );
     let values: Vec<f64> = progress.iter().map(|p| p.progress).collect();
     assert_eq!(values, vec![1.0, 2.0, 3.0]);
@@ -254,15 +267,24 @@ async fn list_changed_is_refetched_and_reannounced() {
     let seen = host.seen.clone();
     let client = s.connect(host).await;
     client.list_all_tools().await.unwrap();
+    let before = seen.lock().unwrap().tool_list_changed;
     call(&client, "alpha__add_tool", json!({"name": "fresh"}))
         .await
         .unwrap();
-    eventually("tools/list_changed reached the host", || {
-        seen.lock().unwrap().tool_list_changed > 0
+    // gavel re-fetches only on the upstream's list_changed, so the new tool
+    // appearing proves the re-fetch; the count proves the re-announcement.
+    eventually("the re-fetched list has the new tool", || {
+        let tools = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(client.list_all_tools())
+        })
+        .unwrap();
+        tools.iter().any(|t| t.name == "alpha__fresh")
     })
     .await;
-    let tools = client.list_all_tools().await.unwrap();
-    assert!(tools.iter().any(|t| t.name == "alpha__fresh"));
+    eventually("tools/list_changed reached the host", || {
+        seen.lock().unwrap().tool_list_changed > before
+    })
+    .await;
     let r = call(&client, "alpha__fresh", json!({})).await.unwrap();
     assert_eq!(text(&r), "dynamic fresh");
 }

@@ -9,12 +9,13 @@ use tracing_subscriber::EnvFilter;
 pub struct LogGuard;
 
 pub fn init(file: Option<&Path>, level: Option<&str>) -> anyhow::Result<LogGuard> {
-    let filter = match level {
-        Some(l) => {
-            EnvFilter::try_new(l).map_err(|e| anyhow::anyhow!("invalid log filter {l:?}: {e}"))?
-        }
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn")),
-    };
+    let filter =
+        match level {
+            Some(l) => EnvFilter::try_new(l)
+                .map_err(|e| anyhow::anyhow!("invalid log filter {l:?}: {e}"))?,
+            None => EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn")),
+        };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true);

@@ -7,7 +7,15 @@ use toml::{Table, Value};
 use super::{Config, UpstreamTransport};
 
 const SECRET_WORDS: &[&str] = &[
-    "TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "AUTH", "CREDENTIAL", "COOKIE", "SESSION",
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "KEY",
+    "AUTH",
+    "CREDENTIAL",
+    "COOKIE",
+    "SESSION",
 ];
 
 pub fn is_secret_name(name: &str) -> bool {
@@ -18,7 +26,9 @@ pub fn is_secret_name(name: &str) -> bool {
 /// Keeps an auth scheme word (`Bearer`, `Basic`, `token`) and masks the rest.
 pub fn mask_header(value: &str) -> String {
     match value.split_once(' ') {
-        Some((scheme, _)) if scheme.chars().all(|c| c.is_ascii_alphabetic()) => format!("{scheme} ***"),
+        Some((scheme, _)) if scheme.chars().all(|c| c.is_ascii_alphabetic()) => {
+            format!("{scheme} ***")
+        }
         _ => "***".into(),
     }
 }
@@ -31,7 +41,9 @@ pub fn mask_url(url: &str) -> String {
         Some((_, host)) => format!("***@{host}"),
         None => authority.to_string(),
     };
-    let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
+    let (path, query) = path
+        .split_once('?')
+        .map_or((path, None), |(p, q)| (p, Some(q)));
     let query = query.map(|q| {
         q.split('&')
             .map(|kv| match kv.split_once('=') {
@@ -41,7 +53,11 @@ pub fn mask_url(url: &str) -> String {
             .collect::<Vec<_>>()
             .join("&")
     });
-    let mut out = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+    let mut out = if scheme.is_empty() {
+        String::new()
+    } else {
+        format!("{scheme}://")
+    };
     out.push_str(&authority);
     out.push_str(path);
     if let Some(q) = query {
@@ -65,13 +81,27 @@ pub fn render(c: &Config) -> String {
     for (name, s) in &c.servers {
         let mut t = Table::new();
         match &s.transport {
-            UpstreamTransport::Stdio { command, args, env, cwd } => {
+            UpstreamTransport::Stdio {
+                command,
+                args,
+                env,
+                cwd,
+            } => {
                 t.insert("command".into(), Value::String(command.clone()));
                 t.insert("args".into(), strings(args));
                 if !env.is_empty() {
                     let e: Table = env
                         .iter()
-                        .map(|(k, v)| (k.clone(), Value::String(if is_secret_name(k) { "***".into() } else { v.clone() })))
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                Value::String(if is_secret_name(k) {
+                                    "***".into()
+                                } else {
+                                    v.clone()
+                                }),
+                            )
+                        })
                         .collect();
                     t.insert("env".into(), Value::Table(e));
                 }
@@ -95,7 +125,10 @@ pub fn render(c: &Config) -> String {
         t.insert("startup_timeout".into(), secs(s.startup_timeout));
         t.insert("call_timeout".into(), secs(s.call_timeout));
         t.insert("restart_max_backoff".into(), secs(s.restart_max_backoff));
-        t.insert("annotations_trusted".into(), Value::Boolean(s.annotations_trusted));
+        t.insert(
+            "annotations_trusted".into(),
+            Value::Boolean(s.annotations_trusted),
+        );
         t.insert("fail_open".into(), Value::Boolean(s.fail_open));
         t.insert("bundles".into(), strings(&s.bundles));
         let mut tools = Table::new();
@@ -115,24 +148,47 @@ pub fn render(c: &Config) -> String {
     let mut user = Table::new();
     user.insert("id".into(), Value::String(id.user.id.clone()));
     user.insert("groups".into(), strings(&id.user.groups));
-    user.insert("data_classifications_authorized".into(), strings(&id.user.data_classifications_authorized));
+    user.insert(
+        "data_classifications_authorized".into(),
+        strings(&id.user.data_classifications_authorized),
+    );
     let mut env = Table::new();
     if let Some(r) = &id.environment.region {
         env.insert("region".into(), Value::String(r.clone()));
     }
-    env.insert("is_production".into(), Value::Boolean(id.environment.is_production));
-    let labels: Table = id.environment.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    env.insert(
+        "is_production".into(),
+        Value::Boolean(id.environment.is_production),
+    );
+    let labels: Table = id
+        .environment
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
     env.insert("labels".into(), Value::Table(labels));
     identity.insert("agent".into(), Value::Table(agent));
     identity.insert("user".into(), Value::Table(user));
     identity.insert("environment".into(), Value::Table(env));
     let mut limits = Table::new();
-    limits.insert("max_message_bytes".into(), Value::Integer(c.limits.max_message_bytes as i64));
-    limits.insert("max_stderr_line_bytes".into(), Value::Integer(c.limits.max_stderr_line_bytes as i64));
-    limits.insert("stderr_tail_lines".into(), Value::Integer(c.limits.stderr_tail_lines as i64));
+    limits.insert(
+        "max_message_bytes".into(),
+        Value::Integer(c.limits.max_message_bytes as i64),
+    );
+    limits.insert(
+        "max_stderr_line_bytes".into(),
+        Value::Integer(c.limits.max_stderr_line_bytes as i64),
+    );
+    limits.insert(
+        "stderr_tail_lines".into(),
+        Value::Integer(c.limits.stderr_tail_lines as i64),
+    );
     let mut policy = Table::new();
     policy.insert("shared_bundles".into(), strings(&c.policy.shared_bundles));
-    policy.insert("require_bundle".into(), Value::Boolean(c.policy.require_bundle));
+    policy.insert(
+        "require_bundle".into(),
+        Value::Boolean(c.policy.require_bundle),
+    );
     policy.insert("strict_input".into(), Value::Boolean(c.policy.strict_input));
     policy.insert("eval_timeout".into(), secs(c.policy.eval_timeout));
     let mut log = Table::new();
@@ -145,7 +201,10 @@ pub fn render(c: &Config) -> String {
     if let Some(f) = &c.log.decisions {
         log.insert("decisions".into(), Value::String(f.display().to_string()));
     }
-    log.insert("max_arg_bytes".into(), Value::Integer(c.log.max_arg_bytes as i64));
+    log.insert(
+        "max_arg_bytes".into(),
+        Value::Integer(c.log.max_arg_bytes as i64),
+    );
     log.insert("secret_fields".into(), strings(&c.log.secret_fields));
     root.insert("identity".into(), Value::Table(identity));
     root.insert("limits".into(), Value::Table(limits));

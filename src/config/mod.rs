@@ -233,7 +233,12 @@ impl Ctx<'_> {
         })
     }
 
-    fn duration(&self, v: &Option<Spanned<String>>, field: &str, default: Duration) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        v: &Option<Spanned<String>>,
+        field: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         let Some(v) = v else { return Ok(default) };
         let d = humantime::parse_duration(v.get_ref().trim()).map_err(|_| {
             self.at(
@@ -248,24 +253,43 @@ impl Ctx<'_> {
         Ok(d)
     }
 
-    fn size(&self, v: &Option<Spanned<RawSize>>, field: &str, default: usize, min: u64, max: u64) -> Result<usize, ConfigError> {
+    fn size(
+        &self,
+        v: &Option<Spanned<RawSize>>,
+        field: &str,
+        default: usize,
+        min: u64,
+        max: u64,
+    ) -> Result<usize, ConfigError> {
         let Some(v) = v else { return Ok(default) };
         let n = match v.get_ref() {
             RawSize::Bytes(n) => Some(*n),
             RawSize::Text(t) => parse_size(t),
         }
         .ok_or_else(|| {
-            self.at(v.span().start, field, "invalid size (use bytes, or a number with a unit: \"512KiB\", \"16MiB\", \"1MB\")")
+            self.at(
+                v.span().start,
+                field,
+                "invalid size (use bytes, or a number with a unit: \"512KiB\", \"16MiB\", \"1MB\")",
+            )
         })?;
         if n < min || n > max {
-            return Err(self.at(v.span().start, field, format!("must be between {min} and {max} bytes, got {n}")));
+            return Err(self.at(
+                v.span().start,
+                field,
+                format!("must be between {min} and {max} bytes, got {n}"),
+            ));
         }
         Ok(n as usize)
     }
 
     fn path(&self, p: String) -> PathBuf {
         let p = PathBuf::from(p);
-        if p.is_relative() { self.base.join(p) } else { p }
+        if p.is_relative() {
+            self.base.join(p)
+        } else {
+            p
+        }
     }
 }
 
@@ -291,7 +315,8 @@ pub fn parse_size(s: &str) -> Option<u64> {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= SERVER_NAME_MAX
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         && !s.contains("__")
 }
 
@@ -304,7 +329,11 @@ impl Config {
         Self::from_toml_str(&text, path, &|k| std::env::var(k).ok())
     }
 
-    pub fn from_toml_str(text: &str, origin: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn from_toml_str(
+        text: &str,
+        origin: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let base = std::path::absolute(origin)
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -325,7 +354,9 @@ impl Config {
             servers.insert(name.clone(), s);
         }
         if servers.is_empty() {
-            return Err(ctx.general("no servers: add at least one [servers.NAME] table (see docs/config.md)"));
+            return Err(ctx.general(
+                "no servers: add at least one [servers.NAME] table (see docs/config.md)",
+            ));
         }
         if !servers.values().any(|s| s.enabled) {
             return Err(ctx.general("every server has enabled = false: enable at least one"));
@@ -344,15 +375,38 @@ impl Config {
         let identity = Self::identity(&ctx, &raw.identity)?;
         let l = &raw.limits;
         let limits = Limits {
-            max_message_bytes: ctx.size(&l.max_message_bytes, "limits.max_message_bytes", Limits::default().max_message_bytes, 1024, 1 << 30)?,
-            max_stderr_line_bytes: ctx.size(&l.max_stderr_line_bytes, "limits.max_stderr_line_bytes", Limits::default().max_stderr_line_bytes, 80, 1 << 20)?,
-            stderr_tail_lines: l.stderr_tail_lines.unwrap_or(Limits::default().stderr_tail_lines).clamp(1, 10_000),
+            max_message_bytes: ctx.size(
+                &l.max_message_bytes,
+                "limits.max_message_bytes",
+                Limits::default().max_message_bytes,
+                1024,
+                1 << 30,
+            )?,
+            max_stderr_line_bytes: ctx.size(
+                &l.max_stderr_line_bytes,
+                "limits.max_stderr_line_bytes",
+                Limits::default().max_stderr_line_bytes,
+                80,
+                1 << 20,
+            )?,
+            stderr_tail_lines: l
+                .stderr_tail_lines
+                .unwrap_or(Limits::default().stderr_tail_lines)
+                .clamp(1, 10_000),
         };
         let lg = &raw.log;
         let log = LogSettings {
-            file: lg.file.as_ref().map(|f| ctx.expand(f, "log.file").map(|p| ctx.path(p))).transpose()?,
+            file: lg
+                .file
+                .as_ref()
+                .map(|f| ctx.expand(f, "log.file").map(|p| ctx.path(p)))
+                .transpose()?,
             level: lg.level.clone(),
-            decisions: lg.decisions.as_ref().map(|f| ctx.expand(f, "log.decisions").map(|p| ctx.path(p))).transpose()?,
+            decisions: lg
+                .decisions
+                .as_ref()
+                .map(|f| ctx.expand(f, "log.decisions").map(|p| ctx.path(p)))
+                .transpose()?,
             max_arg_bytes: ctx.size(&lg.max_arg_bytes, "log.max_arg_bytes", 4096, 16, 1 << 30)?,
             secret_fields: lg.secret_fields.clone(),
         };
@@ -361,11 +415,18 @@ impl Config {
             shared_bundles: p
                 .shared_bundles
                 .iter()
-                .map(|b| ctx.expand(b, "policy.shared_bundles").map(|b| bundle_ref(&ctx, b)))
+                .map(|b| {
+                    ctx.expand(b, "policy.shared_bundles")
+                        .map(|b| bundle_ref(&ctx, b))
+                })
                 .collect::<Result<_, _>>()?,
             require_bundle: p.require_bundle,
             strict_input: p.strict_input,
-            eval_timeout: ctx.duration(&p.eval_timeout, "policy.eval_timeout", PolicySettings::default().eval_timeout)?,
+            eval_timeout: ctx.duration(
+                &p.eval_timeout,
+                "policy.eval_timeout",
+                PolicySettings::default().eval_timeout,
+            )?,
         };
         Ok(Config {
             servers,
@@ -377,7 +438,11 @@ impl Config {
         })
     }
 
-    fn server(ctx: &Ctx, name: &str, spanned: &Spanned<RawServer>) -> Result<ServerConfig, ConfigError> {
+    fn server(
+        ctx: &Ctx,
+        name: &str,
+        spanned: &Spanned<RawServer>,
+    ) -> Result<ServerConfig, ConfigError> {
         let s = spanned.get_ref();
         let at = spanned.span().start;
         let f = |k: &str| format!("servers.{name}.{k}");
@@ -432,24 +497,41 @@ impl Config {
         };
         let prefix = match &s.prefix {
             Some(p) if !valid_name(p.get_ref()) => {
-                return Err(ctx.at(p.span().start, &f("prefix"), "use 1-32 letters, digits, '_' or '-', without \"__\""));
+                return Err(ctx.at(
+                    p.span().start,
+                    &f("prefix"),
+                    "use 1-32 letters, digits, '_' or '-', without \"__\"",
+                ));
             }
             Some(p) => p.get_ref().clone(),
             None => name.to_string(),
         };
-        let tools = s.tools.as_ref().map_or_else(ToolRules::default, |t| ToolRules {
-            allow: t.allow.clone(),
-            deny: t.deny.clone(),
-        });
+        let tools = s
+            .tools
+            .as_ref()
+            .map_or_else(ToolRules::default, |t| ToolRules {
+                allow: t.allow.clone(),
+                deny: t.deny.clone(),
+            });
         for (list, globs) in [("allow", &tools.allow), ("deny", &tools.deny)] {
             for g in globs {
                 if let Err(e) = globset::Glob::new(g) {
-                    return Err(ctx.at(at, &f(&format!("tools.{list}")), format!("invalid glob {g:?}: {e}")));
+                    return Err(ctx.at(
+                        at,
+                        &f(&format!("tools.{list}")),
+                        format!("invalid glob {g:?}: {e}"),
+                    ));
                 }
             }
         }
         let bundles = match (&s.bundle, &s.bundles) {
-            (Some(b), Some(_)) => return Err(ctx.at(b.span().start, &f("bundle"), "set bundle (one) or bundles (layers), not both")),
+            (Some(b), Some(_)) => {
+                return Err(ctx.at(
+                    b.span().start,
+                    &f("bundle"),
+                    "set bundle (one) or bundles (layers), not both",
+                ));
+            }
             (Some(b), None) => vec![bundle_ref(ctx, ctx.expand(b, &f("bundle"))?)],
             (None, Some(bs)) => bs
                 .get_ref()
@@ -462,9 +544,21 @@ impl Config {
             name: name.to_string(),
             transport,
             enabled: s.enabled.unwrap_or(true),
-            startup_timeout: ctx.duration(&s.startup_timeout, &f("startup_timeout"), Duration::from_secs(30))?,
-            call_timeout: ctx.duration(&s.call_timeout, &f("call_timeout"), Duration::from_secs(300))?,
-            restart_max_backoff: ctx.duration(&s.restart_max_backoff, &f("restart_max_backoff"), Duration::from_secs(30))?,
+            startup_timeout: ctx.duration(
+                &s.startup_timeout,
+                &f("startup_timeout"),
+                Duration::from_secs(30),
+            )?,
+            call_timeout: ctx.duration(
+                &s.call_timeout,
+                &f("call_timeout"),
+                Duration::from_secs(300),
+            )?,
+            restart_max_backoff: ctx.duration(
+                &s.restart_max_backoff,
+                &f("restart_max_backoff"),
+                Duration::from_secs(30),
+            )?,
             prefix,
             tools,
             annotations_trusted: s.annotations_trusted.unwrap_or(false),
@@ -477,17 +571,20 @@ impl Config {
         let list = |v: &[Spanned<String>], field: &str| -> Result<Vec<String>, ConfigError> {
             v.iter().map(|x| ctx.expand(x, field)).collect()
         };
-        let one = |v: &Option<Spanned<String>>, field: &str| -> Result<Option<String>, ConfigError> {
-            v.as_ref().map(|x| ctx.expand(x, field)).transpose()
-        };
+        let one =
+            |v: &Option<Spanned<String>>, field: &str| -> Result<Option<String>, ConfigError> {
+                v.as_ref().map(|x| ctx.expand(x, field)).transpose()
+            };
         Ok(Identity {
             agent: AgentIdentity {
-                id: one(&r.agent.id, "identity.agent.id")?.unwrap_or_else(|| AgentIdentity::default().id),
+                id: one(&r.agent.id, "identity.agent.id")?
+                    .unwrap_or_else(|| AgentIdentity::default().id),
                 scope: list(&r.agent.scope, "identity.agent.scope")?,
                 owner_team: one(&r.agent.owner_team, "identity.agent.owner_team")?,
             },
             user: UserIdentity {
-                id: one(&r.user.id, "identity.user.id")?.unwrap_or_else(|| UserIdentity::default().id),
+                id: one(&r.user.id, "identity.user.id")?
+                    .unwrap_or_else(|| UserIdentity::default().id),
                 groups: list(&r.user.groups, "identity.user.groups")?,
                 data_classifications_authorized: list(
                     &r.user.data_classifications_authorized,
@@ -501,7 +598,12 @@ impl Config {
                     .environment
                     .labels
                     .iter()
-                    .map(|(k, v)| Ok((k.clone(), ctx.expand(v, &format!("identity.environment.labels.{k}"))?)))
+                    .map(|(k, v)| {
+                        Ok((
+                            k.clone(),
+                            ctx.expand(v, &format!("identity.environment.labels.{k}"))?,
+                        ))
+                    })
                     .collect::<Result<_, ConfigError>>()?,
             },
         })
@@ -513,11 +615,17 @@ impl Config {
 
     /// Config for `gavel wrap [--name N] -- cmd args…`: one stdio server,
     /// defaults everywhere else.
-    pub fn single_stdio_server(name: &str, command: String, args: Vec<String>) -> Result<Config, ConfigError> {
+    pub fn single_stdio_server(
+        name: &str,
+        command: String,
+        args: Vec<String>,
+    ) -> Result<Config, ConfigError> {
         if !valid_name(name) {
             return Err(ConfigError::General {
                 path: "--name".into(),
-                message: format!("invalid server name {name:?}: use 1-32 letters, digits, '_' or '-', without \"__\""),
+                message: format!(
+                    "invalid server name {name:?}: use 1-32 letters, digits, '_' or '-', without \"__\""
+                ),
             });
         }
         let server = ServerConfig {

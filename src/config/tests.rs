@@ -44,13 +44,20 @@ fn unknown_keys_are_errors_with_line_numbers_at_every_level() {
 #[test]
 fn durations_and_sizes_need_units_and_name_the_field() {
     let e = err("[servers.fs]\ncommand = \"x\"\ncall_timeout = \"5 parsecs\"\n");
-    assert!(e.contains(":3:") && e.contains("servers.fs.call_timeout") && e.contains("\"30s\""), "{e}");
+    assert!(
+        e.contains(":3:") && e.contains("servers.fs.call_timeout") && e.contains("\"30s\""),
+        "{e}"
+    );
     let e = err("[servers.fs]\ncommand = \"x\"\ncall_timeout = \"0s\"\n");
     assert!(e.contains("greater than zero"), "{e}");
-    let c = parse("[limits]\nmax_message_bytes = \"2MiB\"\n[servers.fs]\ncommand = \"x\"\n").unwrap();
+    let c =
+        parse("[limits]\nmax_message_bytes = \"2MiB\"\n[servers.fs]\ncommand = \"x\"\n").unwrap();
     assert_eq!(c.limits.max_message_bytes, 2 * 1024 * 1024);
     let e = err("[limits]\nmax_message_bytes = 10\n[servers.fs]\ncommand = \"x\"\n");
-    assert!(e.contains("limits.max_message_bytes") && e.contains(":2:"), "{e}");
+    assert!(
+        e.contains("limits.max_message_bytes") && e.contains(":2:"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -58,20 +65,33 @@ fn transport_shape_is_validated() {
     assert!(err("[servers.a]\ncommand = \"x\"\nurl = \"http://h/mcp\"\n").contains("not both"));
     assert!(err("[servers.a]\nenabled = true\n").contains("missing command"));
     assert!(err("[servers.a]\nurl = \"ftp://h\"\n").contains("http://"));
-    assert!(err("[servers.a]\nurl = \"http://h/mcp\"\nargs = [\"x\"]\n").contains("command servers only"));
-    assert!(err("[servers.a]\ncommand = \"x\"\nheaders = { A = \"b\" }\n").contains("url servers only"));
-    let c = parse("[servers.a]\nurl = \"https://h/mcp\"\nheaders = { Authorization = \"Bearer ${TOKEN}\" }\n").unwrap();
-    assert!(matches!(&c.servers["a"].transport, UpstreamTransport::Http { headers, .. } if headers["Authorization"] == "Bearer s3cret"));
+    assert!(
+        err("[servers.a]\nurl = \"http://h/mcp\"\nargs = [\"x\"]\n")
+            .contains("command servers only")
+    );
+    assert!(
+        err("[servers.a]\ncommand = \"x\"\nheaders = { A = \"b\" }\n").contains("url servers only")
+    );
+    let c = parse(
+        "[servers.a]\nurl = \"https://h/mcp\"\nheaders = { Authorization = \"Bearer ${TOKEN}\" }\n",
+    )
+    .unwrap();
+    assert!(
+        matches!(&c.servers["a"].transport, UpstreamTransport::Http { headers, .. } if headers["Authorization"] == "Bearer s3cret")
+    );
 }
 
 #[test]
 fn names_and_prefixes() {
     assert!(err("[servers.\"a__b\"]\ncommand = \"x\"\n").contains("invalid server name"));
     assert!(err("[servers.a]\ncommand = \"x\"\nprefix = \"p q\"\n").contains("prefix"));
-    let e = err("[servers.a]\ncommand = \"x\"\nprefix = \"p\"\n[servers.b]\ncommand = \"y\"\nprefix = \"p\"\n");
+    let e = err(
+        "[servers.a]\ncommand = \"x\"\nprefix = \"p\"\n[servers.b]\ncommand = \"y\"\nprefix = \"p\"\n",
+    );
     assert!(e.contains("already used"), "{e}");
     // A disabled server does not count for prefixes or naming.
-    let c = parse("[servers.a]\ncommand = \"x\"\n[servers.b]\ncommand = \"y\"\nenabled = false\n").unwrap();
+    let c = parse("[servers.a]\ncommand = \"x\"\n[servers.b]\ncommand = \"y\"\nenabled = false\n")
+        .unwrap();
     assert_eq!(c.enabled_servers().count(), 1);
     assert!(err("[servers.a]\ncommand = \"x\"\nenabled = false\n").contains("enable at least one"));
     assert!(err("").contains("no servers"));
@@ -86,20 +106,33 @@ fn env_expansion_in_documented_fields_only() {
     assert_eq!(c.identity.user.id, "ada");
     assert_eq!(c.identity.user.groups, vec!["eng"]);
     let e = err("[servers.a]\ncommand = \"x\"\nenv = { T = \"${MISSING_VAR}\" }\n");
-    assert!(e.contains("MISSING_VAR") && e.contains("servers.a.env.T") && e.contains(":3:"), "{e}");
+    assert!(
+        e.contains("MISSING_VAR") && e.contains("servers.a.env.T") && e.contains(":3:"),
+        "{e}"
+    );
 }
 
 #[test]
 fn bundles_resolve_and_are_exclusive() {
-    let c = parse("[servers.a]\ncommand = \"x\"\nbundles = [\"b1\", \"oci://r:5000/p:1\"]\n").unwrap();
-    assert_eq!(c.servers["a"].bundles, vec!["/etc/gavel/b1", "oci://r:5000/p:1"]);
-    assert!(err("[servers.a]\ncommand = \"x\"\nbundle = \"a\"\nbundles = [\"b\"]\n").contains("not both"));
+    let c =
+        parse("[servers.a]\ncommand = \"x\"\nbundles = [\"b1\", \"oci://r:5000/p:1\"]\n").unwrap();
+    assert_eq!(
+        c.servers["a"].bundles,
+        vec!["/etc/gavel/b1", "oci://r:5000/p:1"]
+    );
+    assert!(
+        err("[servers.a]\ncommand = \"x\"\nbundle = \"a\"\nbundles = [\"b\"]\n")
+            .contains("not both")
+    );
 }
 
 #[test]
 fn invalid_glob_is_an_error() {
     let e = err("[servers.a]\ncommand = \"x\"\n[servers.a.tools]\ndeny = [\"[\"]\n");
-    assert!(e.contains("servers.a.tools.deny") && e.contains("invalid glob"), "{e}");
+    assert!(
+        e.contains("servers.a.tools.deny") && e.contains("invalid glob"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -109,8 +142,14 @@ fn masked_rendering_hides_secrets_after_expansion() {
     )
     .unwrap();
     let out = c.render_masked();
-    assert!(!out.contains("s3cret") && !out.contains(":pw@") && !out.contains("k1"), "{out}");
-    assert!(out.contains("Bearer ***") && out.contains("eu") && out.contains("x=1"), "{out}");
+    assert!(
+        !out.contains("s3cret") && !out.contains(":pw@") && !out.contains("k1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Bearer ***") && out.contains("eu") && out.contains("x=1"),
+        "{out}"
+    );
     // The rendering is itself a valid TOML document.
     toml::from_str::<toml::Table>(&out).unwrap();
 }

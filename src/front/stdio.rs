@@ -21,6 +21,7 @@ pub async fn serve_stdio(gw: Arc<Gateway>) -> anyhow::Result<()> {
         LinkLabel {
             name: "host".into(),
             answer_garbage: true,
+            refuse_discover: true,
         },
     );
     let outcome = tokio::select! {

@@ -21,6 +21,13 @@ pub struct LinkLabel {
     pub name: Arc<str>,
     /// Answer unparsable input with a JSON-RPC error (host side only).
     pub answer_garbage: bool,
+    /// Answer `server/discover` with -32601 before rmcp sees it (host side).
+    ///
+    /// rmcp validates a discover request's 2026-07-28 `_meta` and version
+    /// before any handler runs and answers -32602 or -32022 — which a
+    /// dual-era host reads as "modern server" and then fails. A plain -32601
+    /// is what makes it fall back to `initialize`.
+    pub refuse_discover: bool,
 }
 
 enum ReadState {
@@ -133,6 +140,11 @@ where
             self.line.clear();
             return None;
         }
+        if self.label.refuse_discover && self.refused_discover(body) {
+            self.line = raw;
+            self.line.clear();
+            return None;
+        }
         let parsed = serde_json::from_slice::<RxJsonRpcMessage<Role>>(body);
         let out = match parsed {
             Ok(msg) => Some(msg),
@@ -144,6 +156,34 @@ where
         self.line = raw;
         self.line.clear();
         out
+    }
+
+    /// `true` when `body` was a `server/discover` request, now answered.
+    fn refused_discover(&self, body: &[u8]) -> bool {
+        const NEEDLE: &[u8] = b"server/discover";
+        if !body.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+            return false;
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return false;
+        };
+        if v.get("method").and_then(|m| m.as_str()) != Some("server/discover") {
+            return false;
+        }
+        let id = v
+            .get("id")
+            .and_then(|id| serde_json::from_value::<RequestId>(id.clone()).ok());
+        if id.is_some() {
+            self.reply_error(
+                ErrorData::new(
+                    ErrorCode::METHOD_NOT_FOUND,
+                    "Method not found: server/discover (this server speaks MCP 2024-11-05 to 2025-11-25: use initialize)",
+                    None,
+                ),
+                id,
+            );
+        }
+        true
     }
 
     fn bad_message(&self, body: &[u8], e: serde_json::Error) {
@@ -299,6 +339,7 @@ mod tests {
         LinkLabel {
             name: "test".into(),
             answer_garbage: answer,
+            refuse_discover: answer,
         }
     }
 

@@ -139,6 +139,7 @@ async fn run_once(up: &Arc<Upstream>, deps: &SupervisorDeps) -> Result<String, S
             let label = LinkLabel {
                 name: format!("upstream {}", up.name).into(),
                 answer_garbage: false,
+                refuse_discover: false,
             };
             let transport = LineTransport::<RoleClient, _, _>::new(
                 spawned.stdout,
