@@ -117,8 +117,11 @@ async fn measure(name: &str, upstream: (String, Vec<String>), tool: &str, args: 
 
 #[tokio::main]
 async fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return; // `cargo bench -- --list` and test discovery
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this
+    // binary without it, where it must not benchmark (no benchmarks in CI).
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("proxy bench: run with `cargo bench --bench proxy`");
+        return;
     }
     let everything = std::env::var_os("GAVEL_EVERYTHING")
         .map(PathBuf::from)

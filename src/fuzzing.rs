@@ -22,10 +22,10 @@ pub fn idscan(data: &[u8]) {
             .and_then(|v| serde_json::from_value::<rmcp::model::RequestId>(v.clone()).ok());
         // Only ids the scanner can hold (short raw tokens) are comparable.
         let short = obj.get("id").is_some_and(|v| v.to_string().len() < 200);
-        let unique_keys = !String::from_utf8_lossy(data)
+        let unique_keys = String::from_utf8_lossy(data)
             .matches("\"id\"")
             .nth(1)
-            .is_some();
+            .is_none();
         if short && unique_keys {
             assert_eq!(r.id, expected, "scanner and parser disagree on the id");
             assert_eq!(r.has_method, obj.contains_key("method"));

@@ -186,3 +186,64 @@ fn config_check_masks_secrets() {
     }
     assert!(text.contains("eu"), "non-secrets stay visible: {text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_child_stderr_is_drained_into_the_log() {
+    let s = Setup::new("");
+    std::fs::write(
+        s.config(),
+        fixture_server("noisy", &["--stderr-lines", "20000"], &s.path("r.jsonl")),
+    )
+    .unwrap();
+    let client = s.connect(TestHost::new()).await;
+    // ~2.5 MB of stderr would block an undrained child long before it served.
+    let r = call(&client, "echo", json!({"text": "not blocked"}))
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "not blocked");
+    eventually(
+        "stderr lines reach gavel's log with the server name",
+        || {
+            let log = s.log_text();
+            log.contains("server=noisy") && log.contains("stderr line 19999")
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streamable_http_upstream_with_headers() {
+    use tokio::io::AsyncBufReadExt;
+    let s = Setup::new("");
+    let mut fixture = tokio::process::Command::new(FIXTURE)
+        .args(["--name", "remote", "--http", "127.0.0.1:0", "--record"])
+        .arg(s.path("r.jsonl"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(fixture.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("fixture announces its address");
+        if let Some(u) = line.strip_prefix("FIXTURE_LISTENING ") {
+            break u.to_string();
+        }
+    };
+    std::fs::write(
+        s.config(),
+        format!("[servers.remote]\nurl = \"{url}\"\nheaders = {{ X-Team = \"platform\" }}\n"),
+    )
+    .unwrap();
+    let client = s.connect(TestHost::new()).await;
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "echo"));
+    let r = call(&client, "echo", json!({"text": "over http"}))
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "over http");
+    assert_eq!(recorded_calls(&s.path("r.jsonl")).len(), 1);
+}

@@ -65,6 +65,9 @@ pub struct Action {
 /// Proof that a request was decided and allowed. Only [`Enforcer::decide`]
 /// makes one; upstream senders require it.
 #[derive(Debug)]
+// A private field, not #[non_exhaustive]: that would still let any module of
+// this crate build a Permit; this restricts it to `decision`.
+#[allow(clippy::manual_non_exhaustive)]
 pub struct Permit {
     pub decision: Decision,
     _private: (),
@@ -79,6 +82,8 @@ pub enum Verdict {
 
 struct ServerPolicy {
     static_rules: StaticRules,
+    /// Bundles configured but not loadable: everything fails closed.
+    unavailable: Option<String>,
 }
 
 /// Decides every request for every server of one gavel process.
@@ -94,6 +99,12 @@ impl Enforcer {
                 name.clone(),
                 ServerPolicy {
                     static_rules: StaticRules::new(name, &server.tools)?,
+                    unavailable: (!server.bundles.is_empty() || !config.policy.shared_bundles.is_empty()).then(|| {
+                        tracing::error!(server = %name, "policy bundles are configured but this build has no policy engine: every request to this server is denied (policy_unavailable)");
+                        format!(
+                            "Server {name:?} has policy bundles configured but they cannot be loaded by this gavel build, so every request is refused. Ask the gavel administrator to fix the bundle configuration."
+                        )
+                    }),
                 },
             );
         }
@@ -112,6 +123,10 @@ impl Enforcer {
                     action.server
                 ),
             ),
+            Some(ServerPolicy {
+                unavailable: Some(why),
+                ..
+            }) => Decision::deny("policy_unavailable", why.clone()),
             Some(policy) => policy.static_rules.decide(action),
         };
         decision.decision_id = Some(uuid::Uuid::new_v4().to_string());
