@@ -7,6 +7,8 @@
 
 pub mod contract;
 pub mod deny;
+pub mod engine;
+pub mod layers;
 pub mod static_rules;
 
 use std::collections::HashMap;

@@ -1,0 +1,388 @@
+//! One warm regorus engine per server, holding the server's own bundles and
+//! the shared ones. Each evaluation clones the warm engine (an Arc clone: the
+//! parsed modules and data are shared) so evaluations never see each other's
+//! input and never re-prepare.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::layers::{Combined, Layer, LayerDecision, combine};
+use crate::bundle::lint::{LintFinding, lint};
+use crate::bundle::{Bundle, roots_overlap};
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub eval_timeout: Duration,
+    pub strict_input: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BundleInfo {
+    pub name: String,
+    pub revision: String,
+    pub digest: String,
+    pub layer: Layer,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("policy evaluation of {rule} exceeded {limit:?}")]
+    Timeout { rule: String, limit: Duration },
+    #[error("policy evaluation of {rule} failed: {message}")]
+    Eval { rule: String, message: String },
+    #[error("{rule} returned a decision of the wrong shape: {message}")]
+    BadDecision { rule: String, message: String },
+    #[error("{0}")]
+    Load(String),
+}
+
+impl EngineError {
+    /// The reason code a fail-closed denial carries.
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            EngineError::Timeout { .. } => "policy_timeout",
+            EngineError::Eval { .. } => "policy_error",
+            EngineError::BadDecision { .. } => "policy_bad_decision",
+            EngineError::Load(_) => "policy_unavailable",
+        }
+    }
+}
+
+struct Loaded {
+    info: BundleInfo,
+    decision_rule: String,
+    visible_rule: Option<String>,
+    reasons: serde_json::Map<String, Value>,
+    withhold: bool,
+}
+
+pub struct EvalOutcome {
+    pub combined: Combined,
+    pub reason_texts: std::collections::BTreeMap<String, String>,
+    pub eval_ns: u64,
+}
+
+pub struct PolicyEngine {
+    engine: regorus::Engine,
+    bundles: Vec<Loaded>,
+    warnings: Vec<LintFinding>,
+    timeout: Duration,
+}
+
+fn rule_path(s: &str) -> String {
+    if s.starts_with("data.") {
+        s.to_string()
+    } else {
+        format!("data.{}", s.trim_matches('/').replace('/', "."))
+    }
+}
+
+fn get_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .try_fold(v, |v, k| v.get(k))
+}
+
+fn to_regorus(v: &Value) -> regorus::Value {
+    serde_json::from_value(v.clone()).unwrap_or(regorus::Value::Undefined)
+}
+
+impl PolicyEngine {
+    pub fn build(
+        server: &str,
+        bundles: Vec<Arc<Bundle>>,
+        opts: &EngineOptions,
+    ) -> Result<PolicyEngine, EngineError> {
+        let load = |m: String| EngineError::Load(format!("server {server:?}: {m}"));
+        for (i, a) in bundles.iter().enumerate() {
+            for b in &bundles[i + 1..] {
+                for ra in &a.manifest.roots {
+                    for rb in &b.manifest.roots {
+                        if roots_overlap(ra, rb) {
+                            return Err(load(format!(
+                                "detected overlapping roots in manifests for these bundles: [{}, {}] ('{ra}' and '{rb}'); give each bundle its own root",
+                                a.name, b.name
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        let mut engine = regorus::Engine::new();
+        engine.set_strict_builtin_errors(false);
+        engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+            limit: opts.eval_timeout,
+            check_interval: std::num::NonZeroU32::new(64).expect("non-zero"),
+        });
+        let mut loaded = Vec::new();
+        let mut warnings = Vec::new();
+        for b in &bundles {
+            let report = lint(b, opts.strict_input).map_err(|e| load(e.to_string()))?;
+            if !report.errors.is_empty() {
+                let list: Vec<String> = report.errors.iter().map(|f| f.to_string()).collect();
+                return Err(load(format!(
+                    "bundle {} refused by lint:\n  {}",
+                    b.name,
+                    list.join("\n  ")
+                )));
+            }
+            warnings.extend(report.warnings);
+            engine.set_rego_v0(b.manifest.rego_version == Some(0));
+            for m in &b.modules {
+                engine
+                    .add_policy(m.path.clone(), m.text.clone())
+                    .map_err(|e| load(format!("bundle {}: {}: {e}", b.name, m.path)))?;
+            }
+            engine
+                .add_data(to_regorus(&b.data))
+                .map_err(|e| load(format!("bundle {}: data: {e}", b.name)))?;
+            let decision_rule = match b.manifest.gavel("decision").and_then(Value::as_str) {
+                Some(r) => rule_path(r),
+                None if b.manifest.roots.len() == 1 && !b.manifest.roots[0].is_empty() => {
+                    rule_path(&format!("{}/decision", b.manifest.roots[0]))
+                }
+                None => {
+                    return Err(load(format!(
+                        "bundle {}: cannot tell its decision rule: set metadata.gavel.decision in .manifest, or give the bundle exactly one root",
+                        b.name
+                    )));
+                }
+            };
+            let (pkg, _) = decision_rule.rsplit_once('.').unwrap_or(("data", ""));
+            let pkg_path = pkg
+                .trim_start_matches("data")
+                .trim_start_matches('.')
+                .replace('.', "/");
+            let has_visible = b.modules.iter().any(|m| {
+                crate::bundle::lint::package_of(&m.text).as_deref() == Some(pkg_path.as_str())
+                    && m.text.lines().any(|l| {
+                        let l = l.strip_prefix("default ").unwrap_or(l);
+                        l.starts_with("visible ")
+                            || l.starts_with("visible:")
+                            || l.starts_with("visible if")
+                    })
+            });
+            let layer = match b.manifest.gavel("layer").and_then(Value::as_str) {
+                None => Layer::Resource,
+                Some(l) => Layer::parse(l).ok_or_else(|| load(format!("bundle {}: unknown layer {l:?} (identity, resource, workflow, compliance, override)", b.name)))?,
+            };
+            let disclosure = b
+                .manifest
+                .gavel("disclosure")
+                .and_then(Value::as_str)
+                .unwrap_or("explain");
+            if disclosure != "explain" && disclosure != "withhold" {
+                return Err(load(format!(
+                    "bundle {}: disclosure must be \"explain\" or \"withhold\", not {disclosure:?}",
+                    b.name
+                )));
+            }
+            let reasons = get_path(&b.data, &format!("{pkg_path}/reasons"))
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            loaded.push(Loaded {
+                info: BundleInfo {
+                    name: b.name.clone(),
+                    revision: b.manifest.revision.clone(),
+                    digest: b.digest.clone(),
+                    layer,
+                },
+                visible_rule: has_visible.then(|| format!("{pkg}.visible")),
+                decision_rule,
+                reasons,
+                withhold: disclosure == "withhold",
+            });
+        }
+        engine.set_rego_v0(false);
+        // Warm: the first evaluation prepares the engine; clones made after it
+        // skip that work.
+        engine.set_input(regorus::Value::new_object());
+        for l in &loaded {
+            let _ = engine.eval_rule(l.decision_rule.clone());
+        }
+        Ok(PolicyEngine {
+            engine,
+            bundles: loaded,
+            warnings,
+            timeout: opts.eval_timeout,
+        })
+    }
+
+    pub fn bundle_info(&self) -> Vec<BundleInfo> {
+        self.bundles.iter().map(|b| b.info.clone()).collect()
+    }
+
+    pub fn warnings(&self) -> &[LintFinding] {
+        &self.warnings
+    }
+
+    /// `name@revision` of every bundle, comma-separated.
+    pub fn policy_version(&self) -> String {
+        self.bundles
+            .iter()
+            .map(|b| {
+                if b.info.revision.is_empty() {
+                    b.info.name.clone()
+                } else {
+                    format!("{}@{}", b.info.name, b.info.revision)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn eval(&self, engine: &mut regorus::Engine, rule: &str) -> Result<Value, EngineError> {
+        match engine.eval_rule(rule.to_string()) {
+            Ok(regorus::Value::Undefined) => Ok(Value::Null),
+            Ok(v) => serde_json::to_value(&v).map_err(|e| EngineError::BadDecision {
+                rule: rule.into(),
+                message: e.to_string(),
+            }),
+            Err(e) => {
+                let message = e.to_string();
+                if message.contains("TimeLimit")
+                    || message.contains("time limit")
+                    || message.contains("execution time")
+                {
+                    Err(EngineError::Timeout {
+                        rule: rule.into(),
+                        limit: self.timeout,
+                    })
+                } else {
+                    Err(EngineError::Eval {
+                        rule: rule.into(),
+                        message,
+                    })
+                }
+            }
+        }
+    }
+
+    pub fn decide(&self, input: &Value) -> Result<EvalOutcome, EngineError> {
+        let start = Instant::now();
+        let mut engine = self.engine.clone();
+        engine.set_input(to_regorus(input));
+        let mut layers = Vec::with_capacity(self.bundles.len());
+        for b in &self.bundles {
+            let v = self.eval(&mut engine, &b.decision_rule)?;
+            let d = parse_decision(&b.decision_rule, &b.info.name, v)?;
+            layers.push((
+                b.info.layer,
+                LayerDecision {
+                    withhold: b.withhold,
+                    ..d
+                },
+            ));
+        }
+        let combined = combine(&layers);
+        let mut reason_texts = std::collections::BTreeMap::new();
+        for code in &combined.reasons {
+            if let Some(t) = self
+                .bundles
+                .iter()
+                .find_map(|b| b.reasons.get(code).and_then(Value::as_str))
+            {
+                reason_texts.insert(code.clone(), t.to_string());
+            }
+        }
+        Ok(EvalOutcome {
+            combined,
+            reason_texts,
+            eval_ns: start.elapsed().as_nanos() as u64,
+        })
+    }
+
+    /// The list rule: every bundle that defines `visible` must make it true.
+    pub fn visible(&self, input: &Value) -> Result<bool, EngineError> {
+        let mut engine = self.engine.clone();
+        engine.set_input(to_regorus(input));
+        for b in &self.bundles {
+            if let Some(rule) = &b.visible_rule {
+                match self.eval(&mut engine, rule)? {
+                    Value::Bool(true) => {}
+                    Value::Bool(false) | Value::Null => return Ok(false),
+                    other => {
+                        return Err(EngineError::BadDecision {
+                            rule: rule.clone(),
+                            message: format!("visible must be a boolean, got {other}"),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Decision contract v1 for one bundle: an object with a boolean `allow`.
+/// An undefined decision denies (`no_decision`).
+fn parse_decision(rule: &str, bundle: &str, v: Value) -> Result<LayerDecision, EngineError> {
+    let bad = |m: String| EngineError::BadDecision {
+        rule: rule.into(),
+        message: m,
+    };
+    let mut d = LayerDecision {
+        bundle: bundle.into(),
+        rule: rule.into(),
+        ..Default::default()
+    };
+    let obj = match v {
+        Value::Null => {
+            d.reasons = vec!["no_decision".into()];
+            d.remediation = Some(format!(
+                "The policy rule {rule} gave no decision for this request."
+            ));
+            return Ok(d);
+        }
+        Value::Object(o) => o,
+        other => return Err(bad(format!("expected an object with allow, got {other}"))),
+    };
+    d.allow = match obj.get("allow") {
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(bad(format!("allow must be a boolean, got {other}"))),
+        None if obj.contains_key("waive") => false,
+        None => return Err(bad("missing allow".into())),
+    };
+    let strings = |k: &str| -> Result<Vec<String>, EngineError> {
+        match obj.get(k) {
+            None => Ok(vec![]),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(String::from)
+                        .ok_or_else(|| bad(format!("{k} must be a list of strings")))
+                })
+                .collect(),
+            Some(other) => Err(bad(format!("{k} must be a list of strings, got {other}"))),
+        }
+    };
+    d.reasons = strings("reasons")?;
+    d.waive = strings("waive")?;
+    let text = |k: &str| -> Result<Option<String>, EngineError> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(bad(format!("{k} must be a string, got {other}"))),
+        }
+    };
+    d.remediation = text("remediation")?;
+    d.appeal_path = text("appeal_path")?;
+    d.audit_required = match obj.get("audit_required") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(bad(format!(
+                "audit_required must be a boolean, got {other}"
+            )));
+        }
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,199 @@
+use super::*;
+use crate::bundle::{BundleLimits, load_bundle};
+use serde_json::json;
+
+fn write_bundle(
+    dir: &std::path::Path,
+    manifest: Value,
+    rego: &str,
+    data: Option<Value>,
+) -> Arc<Bundle> {
+    std::fs::create_dir_all(dir.join("p")).unwrap();
+    std::fs::write(dir.join(".manifest"), manifest.to_string()).unwrap();
+    std::fs::write(dir.join("p/policy.rego"), rego).unwrap();
+    if let Some(d) = data {
+        std::fs::write(dir.join("p/data.json"), d.to_string()).unwrap();
+    }
+    Arc::new(load_bundle(dir, &BundleLimits::default()).unwrap())
+}
+
+fn opts() -> EngineOptions {
+    EngineOptions {
+        eval_timeout: Duration::from_millis(200),
+        strict_input: false,
+    }
+}
+
+fn one(rego: &str, data: Option<Value>) -> (tempfile::TempDir, PolicyEngine) {
+    let d = tempfile::tempdir().unwrap();
+    let b = write_bundle(
+        d.path(),
+        json!({"revision": "7", "roots": ["p"]}),
+        rego,
+        data,
+    );
+    let e = PolicyEngine::build("srv", vec![b], &opts()).unwrap();
+    (d, e)
+}
+
+const POLICY: &str = r#"package p
+
+default decision := {"allow": false, "reasons": ["not_read_only"], "remediation": "use a read tool", "appeal_path": "https://appeal.example.test"}
+
+decision := {"allow": true} if startswith(input.action.tool, "read")
+
+default visible := true
+visible := false if input.action.tool == "secret_tool"
+"#;
+
+#[test]
+fn allow_deny_reasons_catalog_and_version() {
+    let (_d, e) = one(
+        POLICY,
+        Some(json!({"reasons": {"not_read_only": "only read tools are allowed"}})),
+    );
+    let ok = e.decide(&json!({"action": {"tool": "read_file"}})).unwrap();
+    assert!(ok.combined.allow);
+    let no = e
+        .decide(&json!({"action": {"tool": "write_file"}}))
+        .unwrap();
+    assert!(!no.combined.allow);
+    assert_eq!(no.combined.reasons, vec!["not_read_only"]);
+    assert_eq!(
+        no.reason_texts["not_read_only"],
+        "only read tools are allowed"
+    );
+    assert_eq!(
+        no.combined.appeal_path.as_deref(),
+        Some("https://appeal.example.test")
+    );
+    assert_eq!(no.combined.matched_rules, vec!["data.p.decision"]);
+    assert!(e.policy_version().contains("@7"));
+    assert!(e.visible(&json!({"action": {"tool": "x"}})).unwrap());
+    assert!(
+        !e.visible(&json!({"action": {"tool": "secret_tool"}}))
+            .unwrap()
+    );
+}
+
+#[test]
+fn undefined_wrong_shape_and_errors_fail_closed_with_distinct_codes() {
+    let (_d, e) = one(
+        "package p\ndecision := {\"allow\": true} if input.x == 1\n",
+        None,
+    );
+    let u = e.decide(&json!({})).unwrap();
+    assert!(!u.combined.allow);
+    assert_eq!(u.combined.reasons, vec!["no_decision"]);
+    let (_d, e) = one("package p\ndecision := \"yes\"\n", None);
+    assert_eq!(
+        e.decide(&json!({})).err().unwrap().reason_code(),
+        "policy_bad_decision"
+    );
+    let (_d, e) = one("package p\ndecision := {\"allow\": \"true\"}\n", None);
+    assert_eq!(
+        e.decide(&json!({})).err().unwrap().reason_code(),
+        "policy_bad_decision"
+    );
+    // Conflicting values for a complete rule are an evaluation error.
+    let (_d, e) = one(
+        "package p\ndecision := {\"allow\": true} if input.a\ndecision := {\"allow\": false} if input.b\n",
+        None,
+    );
+    assert_eq!(
+        e.decide(&json!({"a": true, "b": true}))
+            .err()
+            .unwrap()
+            .reason_code(),
+        "policy_error"
+    );
+}
+
+#[test]
+fn slow_policy_times_out() {
+    let d = tempfile::tempdir().unwrap();
+    let b = write_bundle(
+        d.path(),
+        json!({"roots": ["p"]}),
+        "package p\ndecision := {\"allow\": count([x | some x in numbers.range(1, 50000000); x % 7 == 0]) > 0}\n",
+        None,
+    );
+    let e = PolicyEngine::build(
+        "srv",
+        vec![b],
+        &EngineOptions {
+            eval_timeout: Duration::from_millis(20),
+            strict_input: false,
+        },
+    )
+    .unwrap();
+    let err = e.decide(&json!({})).err().unwrap();
+    assert_eq!(err.reason_code(), "policy_timeout", "{err}");
+}
+
+#[test]
+fn layers_across_bundles_and_overlapping_roots() {
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let res = write_bundle(
+        d1.path(),
+        json!({"roots": ["p"], "metadata": {"gavel": {"layer": "resource"}}}),
+        "package p\ndecision := {\"allow\": false, \"reasons\": [\"outside_scope\"]}\n",
+        None,
+    );
+    std::fs::create_dir_all(d2.path().join("o")).unwrap();
+    std::fs::write(
+        d2.path().join(".manifest"),
+        json!({"roots": ["o"], "metadata": {"gavel": {"layer": "override"}}}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        d2.path().join("o/o.rego"),
+        "package o\ndecision := {\"waive\": [\"outside_scope\"]} if input.user.id == \"ops\"\n",
+    )
+    .unwrap();
+    let ovr = Arc::new(load_bundle(d2.path(), &BundleLimits::default()).unwrap());
+    let e = PolicyEngine::build("srv", vec![res.clone(), ovr.clone()], &opts()).unwrap();
+    let waived = e.decide(&json!({"user": {"id": "ops"}})).unwrap();
+    assert!(waived.combined.allow);
+    assert!(waived.combined.matched_rules[0].starts_with("override:"));
+    assert!(
+        !e.decide(&json!({"user": {"id": "dev"}}))
+            .unwrap()
+            .combined
+            .allow
+    );
+    let err = PolicyEngine::build("srv", vec![res.clone(), res], &opts())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("overlapping roots"), "{err}");
+}
+
+#[test]
+fn lint_errors_refuse_the_build() {
+    let d = tempfile::tempdir().unwrap();
+    let b = write_bundle(
+        d.path(),
+        json!({"roots": ["p"]}),
+        "package p\ndecision := {\"allow\": true} if {\n  io.jwt.decode(\"x\")\n}\n",
+        None,
+    );
+    let err = PolicyEngine::build("srv", vec![b], &opts()).err().unwrap();
+    assert!(
+        err.to_string().contains("p/policy.rego:3") && err.to_string().contains("io.jwt.decode"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_decision_rule_must_be_known() {
+    let d = tempfile::tempdir().unwrap();
+    let b = write_bundle(
+        d.path(),
+        json!({"roots": ["p", "q"]}),
+        "package p\ndecision := {\"allow\": true}\n",
+        None,
+    );
+    let err = PolicyEngine::build("srv", vec![b], &opts()).err().unwrap();
+    assert!(err.to_string().contains("metadata.gavel.decision"), "{err}");
+}

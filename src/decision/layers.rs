@@ -1,0 +1,238 @@
+//! How gavel combines the decisions of a server's policy layers (identity,
+//! resource, workflow, compliance, override). Pure and exhaustively tested;
+//! docs/policy.md states the same rules:
+//!
+//! 1. Default deny: without at least one non-override layer, deny (`no_policy`).
+//! 2. Every non-override layer must allow; any deny wins.
+//! 3. An override layer answers `waive: [codes]`. It may waive only reason
+//!    codes raised by **resource** or **workflow** layers — never identity or
+//!    compliance. The override's own `allow` is ignored.
+//! 4. A denying layer whose every reason is waived counts as allowing; a deny
+//!    with no reason code cannot be waived.
+//! 5. Each waiver appears in `matched_rules` as `override:<bundle>:waived:<code>`.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    Identity,
+    Resource,
+    Workflow,
+    Compliance,
+    Override,
+}
+
+impl Layer {
+    pub fn parse(s: &str) -> Option<Layer> {
+        Some(match s {
+            "identity" => Layer::Identity,
+            "resource" => Layer::Resource,
+            "workflow" => Layer::Workflow,
+            "compliance" => Layer::Compliance,
+            "override" => Layer::Override,
+            _ => return None,
+        })
+    }
+
+    fn waivable(self) -> bool {
+        matches!(self, Layer::Resource | Layer::Workflow)
+    }
+}
+
+/// One layer's answer.
+#[derive(Debug, Clone, Default)]
+pub struct LayerDecision {
+    pub bundle: String,
+    pub rule: String,
+    pub allow: bool,
+    pub reasons: Vec<String>,
+    pub remediation: Option<String>,
+    pub appeal_path: Option<String>,
+    pub audit_required: bool,
+    pub waive: Vec<String>,
+    pub withhold: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Combined {
+    pub allow: bool,
+    pub reasons: Vec<String>,
+    pub remediation: Option<String>,
+    pub appeal_path: Option<String>,
+    pub audit_required: bool,
+    pub matched_rules: Vec<String>,
+    pub withhold: bool,
+}
+
+pub fn combine(layers: &[(Layer, LayerDecision)]) -> Combined {
+    let mut out = Combined::default();
+    if !layers.iter().any(|(l, _)| *l != Layer::Override) {
+        out.reasons.push("no_policy".into());
+        out.remediation = Some(
+            "No policy layer decides this server; ask the gavel administrator to configure one."
+                .into(),
+        );
+        return out;
+    }
+    let waivers: Vec<(&str, &str)> = layers
+        .iter()
+        .filter(|(l, _)| *l == Layer::Override)
+        .flat_map(|(_, d)| d.waive.iter().map(move |c| (d.bundle.as_str(), c.as_str())))
+        .collect();
+    let mut allow = true;
+    for (layer, d) in layers.iter().filter(|(l, _)| *l != Layer::Override) {
+        out.audit_required |= d.audit_required;
+        if d.allow {
+            continue;
+        }
+        let (waived, kept): (Vec<&String>, Vec<&String>) = d
+            .reasons
+            .iter()
+            .partition(|r| layer.waivable() && waivers.iter().any(|(_, c)| c == r));
+        if !d.reasons.is_empty() && kept.is_empty() {
+            for code in waived {
+                let (bundle, _) = waivers
+                    .iter()
+                    .find(|(_, c)| *c == code.as_str())
+                    .copied()
+                    .unwrap_or(("?", ""));
+                out.matched_rules
+                    .push(format!("override:{bundle}:waived:{code}"));
+            }
+            continue;
+        }
+        allow = false;
+        out.matched_rules.push(d.rule.clone());
+        if d.reasons.is_empty() {
+            out.reasons.push(format!(
+                "denied_by_{}",
+                serde_json::to_value(layer)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            ));
+        }
+        for r in kept {
+            if !out.reasons.contains(r) {
+                out.reasons.push(r.clone());
+            }
+        }
+        out.remediation = out.remediation.or_else(|| d.remediation.clone());
+        out.appeal_path = out.appeal_path.or_else(|| d.appeal_path.clone());
+        out.withhold |= d.withhold;
+    }
+    out.allow = allow;
+    if allow {
+        out.reasons.clear();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(bundle: &str, allow: bool, reasons: &[&str]) -> LayerDecision {
+        LayerDecision {
+            bundle: bundle.into(),
+            rule: format!("data.{bundle}.decision"),
+            allow,
+            reasons: reasons.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn waive(codes: &[&str]) -> LayerDecision {
+        LayerDecision {
+            bundle: "org".into(),
+            rule: "data.org.decision".into(),
+            allow: false,
+            waive: codes.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn clause1_default_deny_without_layers() {
+        assert!(!combine(&[]).allow);
+        assert_eq!(
+            combine(&[(Layer::Override, waive(&["x"]))]).reasons,
+            vec!["no_policy"]
+        );
+    }
+
+    #[test]
+    fn clause2_every_layer_must_allow_any_deny_wins() {
+        assert!(
+            combine(&[
+                (Layer::Identity, d("id", true, &[])),
+                (Layer::Resource, d("fs", true, &[]))
+            ])
+            .allow
+        );
+        let c = combine(&[
+            (Layer::Identity, d("id", true, &[])),
+            (Layer::Compliance, d("comp", false, &["region"])),
+        ]);
+        assert!(!c.allow);
+        assert_eq!(c.reasons, vec!["region"]);
+        assert_eq!(c.matched_rules, vec!["data.comp.decision"]);
+    }
+
+    #[test]
+    fn clause3_override_waives_resource_and_workflow_only() {
+        let c = combine(&[
+            (Layer::Resource, d("fs", false, &["path_outside_scope"])),
+            (Layer::Override, waive(&["path_outside_scope"])),
+        ]);
+        assert!(c.allow, "{c:?}");
+        let c = combine(&[
+            (Layer::Workflow, d("wf", false, &["too_many_calls"])),
+            (Layer::Override, waive(&["too_many_calls"])),
+        ]);
+        assert!(c.allow);
+        for l in [Layer::Identity, Layer::Compliance] {
+            let c = combine(&[
+                (l, d("x", false, &["code"])),
+                (Layer::Override, waive(&["code"])),
+            ]);
+            assert!(!c.allow, "{l:?} must not be waivable");
+        }
+        // The override's own allow is ignored: it cannot allow on its own.
+        let mut o = waive(&[]);
+        o.allow = true;
+        assert!(
+            !combine(&[
+                (Layer::Resource, d("fs", false, &["r"])),
+                (Layer::Override, o)
+            ])
+            .allow
+        );
+    }
+
+    #[test]
+    fn clause4_partial_waivers_and_codeless_denies() {
+        let c = combine(&[
+            (Layer::Resource, d("fs", false, &["a", "b"])),
+            (Layer::Override, waive(&["a"])),
+        ]);
+        assert!(!c.allow);
+        assert_eq!(c.reasons, vec!["b"]);
+        let c = combine(&[
+            (Layer::Resource, d("fs", false, &[])),
+            (Layer::Override, waive(&["a"])),
+        ]);
+        assert!(!c.allow);
+        assert_eq!(c.reasons, vec!["denied_by_resource"]);
+    }
+
+    #[test]
+    fn clause5_waivers_are_in_matched_rules() {
+        let c = combine(&[
+            (Layer::Resource, d("fs", false, &["a"])),
+            (Layer::Override, waive(&["a"])),
+        ]);
+        assert_eq!(c.matched_rules, vec!["override:org:waived:a"]);
+    }
+}
