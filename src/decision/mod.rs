@@ -3,22 +3,33 @@
 //!
 //! `Enforcer::decide` is the one function that decides. Forwarding code needs a
 //! [`Permit`] to send anything to an upstream, and only an allowing decision
-//! produces one, so a path that forgets to decide does not compile.
+//! produces one, so a path that forgets to decide does not compile. Order:
+//! static rules → the server's Rego engine (fail closed on any error) → log.
+//! The decision record reaches the log before `decide` returns, so before the
+//! request is forwarded or the denial answered.
 
 pub mod contract;
 pub mod deny;
 pub mod engine;
+pub mod input;
 pub mod layers;
 pub mod static_rules;
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub use contract::{Decision, Disclosure};
+pub use input::{DecisionContext, SessionCounters, SessionState};
 
-use crate::config::Config;
+use crate::audit::DecisionLog;
+use crate::audit::mask::{MaskSettings, mask_event};
+use crate::bundle::{Bundle, BundleLimits, load_bundle};
+use crate::config::{Config, Identity};
+use engine::{EngineError, EngineOptions, PolicyEngine};
 use static_rules::StaticRules;
 
 /// What kind of request is being decided (`input.action.type`).
@@ -82,56 +93,239 @@ pub enum Verdict {
     Deny(Decision),
 }
 
+impl Verdict {
+    pub fn decision(&self) -> &Decision {
+        match self {
+            Verdict::Allow(p) => &p.decision,
+            Verdict::Deny(d) => d,
+        }
+    }
+}
+
+/// The policy of one server.
+enum Policy {
+    /// No bundle configured: static rules only (`policy: "none"`).
+    None,
+    Rego(Arc<PolicyEngine>),
+    /// Configured but not usable: every request fails closed.
+    Unavailable(String),
+}
+
 struct ServerPolicy {
     static_rules: StaticRules,
-    /// Bundles configured but not loadable: everything fails closed.
-    unavailable: Option<String>,
+    policy: Policy,
+    fail_open: bool,
+    annotations_trusted: bool,
 }
 
 /// Decides every request for every server of one gavel process.
 pub struct Enforcer {
     servers: HashMap<String, ServerPolicy>,
+    identity: Identity,
+    log: Option<Arc<DecisionLog>>,
+    secret_fields: Vec<String>,
+    max_arg_bytes: usize,
+}
+
+/// Loads a bundle reference: a directory or `.tar.gz` (OCI references are
+/// resolved by the bundle supply, not yet available: refused clearly).
+fn load_ref(r: &str) -> Result<Arc<Bundle>, String> {
+    if r.starts_with("oci://") {
+        return Err(format!(
+            "{r}: OCI bundle references are not supported by this build yet; use a local directory or .tar.gz"
+        ));
+    }
+    load_bundle(std::path::Path::new(r), &BundleLimits::default())
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
 }
 
 impl Enforcer {
-    pub fn from_config(config: &Config) -> Result<Self, static_rules::StaticRuleError> {
+    /// Builds every server's policy. A configured bundle that cannot be loaded
+    /// makes that server fail closed (and is logged loudly); `require_bundle`
+    /// makes a server without a bundle a startup error.
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let mut shared = Vec::new();
+        let mut shared_err = None;
+        for r in &config.policy.shared_bundles {
+            match load_ref(r) {
+                Ok(b) => shared.push(b),
+                Err(e) => shared_err = Some(format!("shared bundle {e}")),
+            }
+        }
+        let opts = EngineOptions {
+            eval_timeout: config.policy.eval_timeout,
+            strict_input: config.policy.strict_input,
+        };
         let mut servers = HashMap::new();
         for (name, server) in &config.servers {
+            let policy = if server.bundles.is_empty() && config.policy.shared_bundles.is_empty() {
+                if config.policy.require_bundle && server.enabled {
+                    anyhow::bail!(
+                        "server {name:?} has no policy bundle and [policy] require_bundle = true: add servers.{name}.bundle"
+                    );
+                }
+                if server.enabled {
+                    tracing::warn!(server = %name, "no policy bundle: static rules only (decisions logged with policy \"none\")");
+                }
+                Policy::None
+            } else {
+                let built = (|| {
+                    if let Some(e) = &shared_err {
+                        return Err(e.clone());
+                    }
+                    let mut bundles = Vec::new();
+                    for r in &server.bundles {
+                        bundles.push(load_ref(r)?);
+                    }
+                    bundles.extend(shared.iter().cloned());
+                    PolicyEngine::build(name, bundles, &opts).map_err(|e| e.to_string())
+                })();
+                match built {
+                    Ok(engine) => {
+                        for w in engine.warnings() {
+                            tracing::warn!(server = %name, "policy lint: {w}");
+                        }
+                        tracing::info!(server = %name, policy = %engine.policy_version(), "policy loaded");
+                        Policy::Rego(Arc::new(engine))
+                    }
+                    Err(e) => {
+                        tracing::error!(server = %name, "policy unavailable, every request to this server is denied: {e}");
+                        Policy::Unavailable(e)
+                    }
+                }
+            };
+            if server.fail_open && server.enabled {
+                tracing::warn!(server = %name, "fail_open = true: requests are ALLOWED when the policy cannot decide");
+            }
             servers.insert(
                 name.clone(),
                 ServerPolicy {
                     static_rules: StaticRules::new(name, &server.tools)?,
-                    unavailable: (!server.bundles.is_empty() || !config.policy.shared_bundles.is_empty()).then(|| {
-                        tracing::error!(server = %name, "policy bundles are configured but this build has no policy engine: every request to this server is denied (policy_unavailable)");
-                        format!(
-                            "Server {name:?} has policy bundles configured but they cannot be loaded by this gavel build, so every request is refused. Ask the gavel administrator to fix the bundle configuration."
-                        )
-                    }),
+                    policy,
+                    fail_open: server.fail_open,
+                    annotations_trusted: server.annotations_trusted,
                 },
             );
         }
-        Ok(Self { servers })
+        let log = match &config.log.decisions {
+            Some(p) => Some(DecisionLog::open(p, 256 << 20).map_err(|e| {
+                anyhow::anyhow!("cannot open the decision log {}: {e}", p.display())
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            servers,
+            identity: config.identity.clone(),
+            log,
+            secret_fields: config.log.secret_fields.clone(),
+            max_arg_bytes: config.log.max_arg_bytes,
+        })
     }
 
-    /// The enforcement function. Synchronous and allocation-light: it runs on
-    /// every call, before any byte is written upstream.
-    pub fn decide(&self, action: &Action) -> Verdict {
+    pub fn decision_log(&self) -> Option<&Arc<DecisionLog>> {
+        self.log.as_ref()
+    }
+
+    pub fn annotations_trusted(&self, server: &str) -> bool {
+        self.servers
+            .get(server)
+            .is_some_and(|s| s.annotations_trusted)
+    }
+
+    /// The enforcement function. Synchronous: it runs on every request before
+    /// any byte is written upstream, and writes the decision record first.
+    pub fn decide(&self, action: &Action, ctx: &DecisionContext) -> Verdict {
+        let start = Instant::now();
+        let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+        let input = input::build(&self.identity, action, ctx, &[], &now);
+        let mut eval_ns = 0u64;
+        let mut path = "gavel/static".to_string();
+        let mut policy_label = "none";
+        let mut bundles = json!({});
+        let mut fail_open_used = false;
         let mut decision = match self.servers.get(&action.server) {
-            // A server gavel has no policy entry for is never forwarded to.
             None => Decision::deny(
                 "policy_unavailable",
                 format!(
-                    "gavel has no policy for server {}; check servers.toml",
+                    "gavel has no policy for server {:?}; check servers.toml",
                     action.server
                 ),
             ),
-            Some(ServerPolicy {
-                unavailable: Some(why),
-                ..
-            }) => Decision::deny("policy_unavailable", why.clone()),
-            Some(policy) => policy.static_rules.decide(action),
+            Some(sp) => {
+                let d = sp.static_rules.decide(action);
+                if !d.allow {
+                    policy_label = "static";
+                    d
+                } else {
+                    match &sp.policy {
+                        Policy::None => d,
+                        Policy::Unavailable(why) => {
+                            policy_label = "unavailable";
+                            self.fail(sp, "policy_unavailable", format!("The policy for server {:?} could not be loaded ({why}); every request is refused until it is fixed.", action.server), &mut fail_open_used)
+                        }
+                        Policy::Rego(engine) => {
+                            policy_label = "rego";
+                            path = engine
+                                .bundle_info()
+                                .first()
+                                .map(|b| b.name.clone())
+                                .unwrap_or_default();
+                            for b in engine.bundle_info() {
+                                bundles[&b.name] = json!({"revision": b.revision, "digest": b.digest, "layer": b.layer});
+                            }
+                            match engine.decide(&input) {
+                                Ok(out) => {
+                                    eval_ns = out.eval_ns;
+                                    let c = out.combined;
+                                    Decision {
+                                        allow: c.allow,
+                                        reasons: c.reasons,
+                                        reason_texts: out.reason_texts,
+                                        remediation: c.remediation,
+                                        appeal_path: c.appeal_path,
+                                        audit_required: c.audit_required,
+                                        policy_version: Some(engine.policy_version()),
+                                        matched_rules: c.matched_rules,
+                                        disclosure: if c.withhold {
+                                            Disclosure::Withhold
+                                        } else {
+                                            Disclosure::Explain
+                                        },
+                                        decision_id: None,
+                                    }
+                                }
+                                Err(e) => {
+                                    let mut d = self.fail(
+                                        sp,
+                                        e.reason_code(),
+                                        fail_text(&e),
+                                        &mut fail_open_used,
+                                    );
+                                    d.policy_version = Some(engine.policy_version());
+                                    d
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         };
         decision.decision_id = Some(uuid::Uuid::new_v4().to_string());
+        if decision.policy_version.is_none() {
+            decision.policy_version = Some(policy_label.to_string());
+        }
+        self.log_decision(
+            &decision,
+            input,
+            &path,
+            bundles,
+            policy_label,
+            fail_open_used,
+            eval_ns,
+            start,
+            &now,
+        );
         if decision.allow {
             Verdict::Allow(Permit {
                 decision,
@@ -142,11 +336,107 @@ impl Enforcer {
         }
     }
 
-    /// Whether a tool appears in `tools/list` (static rules: denied tools are
-    /// not listed).
-    pub fn tool_listed(&self, server: &str, tool: &str) -> bool {
-        self.servers
-            .get(server)
-            .is_some_and(|p| p.static_rules.tool_allowed(tool).is_ok())
+    fn fail(
+        &self,
+        sp: &ServerPolicy,
+        code: &str,
+        text: String,
+        fail_open_used: &mut bool,
+    ) -> Decision {
+        let mut d = Decision::deny(code, text);
+        if sp.fail_open {
+            *fail_open_used = true;
+            d.allow = true;
+            d.matched_rules.push("fail_open".into());
+        }
+        d
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn log_decision(
+        &self,
+        d: &Decision,
+        input: Value,
+        path: &str,
+        bundles: Value,
+        policy: &str,
+        fail_open: bool,
+        eval_ns: u64,
+        start: Instant,
+        now: &str,
+    ) {
+        let Some(log) = &self.log else { return };
+        let mut event = json!({
+            "decision_id": d.decision_id,
+            "timestamp": now,
+            "path": path,
+            "input": input,
+            "result": d,
+            "bundles": bundles,
+            "labels": {"app": "gavel", "version": env!("CARGO_PKG_VERSION"), "policy": policy, "fail_open": fail_open.to_string()},
+            "metrics": {"timer_rego_query_eval_ns": eval_ns, "timer_gavel_decision_ns": start.elapsed().as_nanos() as u64},
+        });
+        mask_event(
+            &mut event,
+            &MaskSettings {
+                secret_fields: &self.secret_fields,
+                max_arg_bytes: self.max_arg_bytes,
+            },
+        );
+        let _ = log.write(&event);
+    }
+
+    /// Whether a tool appears in `tools/list`: not statically denied, and the
+    /// bundles' `visible` rule (if any) holds. An error in the list rule is
+    /// logged and the tool stays visible — never a silently empty list.
+    pub fn tool_listed(&self, server: &str, tool: &str, annotations: &Value) -> bool {
+        let Some(sp) = self.servers.get(server) else {
+            return false;
+        };
+        if sp.static_rules.tool_allowed(tool).is_err() {
+            return false;
+        }
+        let Policy::Rego(engine) = &sp.policy else {
+            return true;
+        };
+        let action = Action {
+            kind: ActionType::ToolCall,
+            server: server.into(),
+            tool: tool.into(),
+            args: json!({}),
+            annotations: annotations.clone(),
+            annotations_trusted: sp.annotations_trusted,
+            tool_digest: None,
+        };
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let input = input::build(
+            &self.identity,
+            &action,
+            &DecisionContext::default(),
+            &[],
+            &now,
+        );
+        match engine.visible(&input) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(server = %server, tool = %tool, "the visible rule failed ({e}); listing the tool");
+                true
+            }
+        }
+    }
+}
+
+fn fail_text(e: &EngineError) -> String {
+    match e {
+        EngineError::Timeout { .. } => format!(
+            "The policy took too long to decide ({e}); the request is refused. Try again; if it persists, report it to the policy owners."
+        ),
+        EngineError::Eval { .. } => format!(
+            "The policy failed while deciding ({e}); the request is refused. Report it to the policy owners."
+        ),
+        EngineError::BadDecision { .. } => format!(
+            "The policy answered in a shape gavel does not understand ({e}); the request is refused. Report it to the policy owners."
+        ),
+        EngineError::Load(_) => format!("The policy is unavailable ({e}); the request is refused."),
     }
 }

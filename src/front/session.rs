@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::decision::{Action, ActionType, Permit, Verdict, deny};
+use crate::decision::{Action, ActionType, Permit, SessionState, Verdict, deny};
 use crate::front::host::HostLink;
 use crate::gateway::Gateway;
 use crate::router::Router;
@@ -60,7 +60,7 @@ struct Inner {
     router: OnceLock<Arc<Router>>,
     shutdown: CancellationToken,
     supervisors: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    pub id: String,
+    state: Arc<SessionState>,
 }
 
 /// Cheap to clone; all clones are the same session.
@@ -79,13 +79,13 @@ impl Session {
                 router: OnceLock::new(),
                 shutdown,
                 supervisors: Mutex::new(Vec::new()),
-                id: uuid::Uuid::new_v4().to_string(),
+                state: Arc::new(SessionState::default()),
             }),
         }
     }
 
     pub fn id(&self) -> &str {
-        &self.inner.id
+        &self.inner.state.id
     }
 
     /// Starts every enabled upstream in parallel, mirroring the host's
@@ -104,6 +104,7 @@ impl Session {
                 limits: gw.config.limits.clone(),
                 logger_prefix: prefixed.then(|| cfg.prefix.clone()),
                 changed: changed_tx.clone(),
+                session: self.inner.state.clone(),
                 shutdown: self.inner.shutdown.clone(),
                 base_dir: gw
                     .config
@@ -202,14 +203,14 @@ impl Session {
     }
 
     fn decide(&self, action: &Action) -> Verdict {
-        let verdict = self.inner.gw.enforcer.decide(action);
+        let verdict = self.inner.state.decide(&self.inner.gw.enforcer, action);
         let (allow, d) = match &verdict {
             Verdict::Allow(p) => (true, &p.decision),
             Verdict::Deny(d) => (false, d),
         };
         tracing::info!(
             target: "gavel::decision",
-            session = %self.inner.id, server = %action.server, tool = %action.tool,
+            session = %self.inner.state.id, server = %action.server, tool = %action.tool,
             action = action.kind.as_str(), allow, reasons = ?d.reasons,
             decision_id = d.decision_id.as_deref().unwrap_or("-"),
             "decision"
@@ -302,6 +303,10 @@ impl ServerHandler for Session {
         cx.peer.set_peer_info(request.clone());
         let result = self.negotiate_initialize(&request)?;
         if self.inner.router.get().is_none() {
+            self.inner.state.set_client(
+                request.client_info.name.clone(),
+                request.client_info.version.clone(),
+            );
             self.inner.host.set_initialize(cx.peer.clone(), request);
             self.start_upstreams();
         }
@@ -367,7 +372,11 @@ impl ServerHandler for Session {
         let mut upstream_req = request;
         upstream_req.name = route.name.clone().into();
         let req = ClientRequest::CallToolRequest(CallToolRequest::new(upstream_req));
-        match self.forward(&route.server, &permit, req, &cx).await? {
+        let result = self.forward(&route.server, &permit, req, &cx).await?;
+        self.inner
+            .state
+            .add_result_bytes(serde_json::to_vec(&result).map(|v| v.len()).unwrap_or(0));
+        match result {
             ServerResult::CallToolResult(r) => Ok(r.into()),
             ServerResult::CustomResult(CustomResult(v)) => serde_json::from_value::<CallToolResult>(v.clone())
                 .map(Into::into)

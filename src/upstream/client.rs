@@ -43,6 +43,7 @@ pub struct UpstreamClient {
     pub logger_prefix: Option<String>,
     pub host: Arc<HostLink>,
     pub enforcer: Arc<Enforcer>,
+    pub session: Arc<crate::decision::SessionState>,
     pub progress: Arc<ProgressMap>,
     pub list_changed: mpsc::UnboundedSender<ListKind>,
     pub info: ClientConfig,
@@ -57,10 +58,10 @@ impl UpstreamClient {
             tool: method.to_string(),
             args,
             annotations: Value::Null,
-            annotations_trusted: false,
+            annotations_trusted: self.enforcer.annotations_trusted(&self.server),
             tool_digest: None,
         };
-        match self.enforcer.decide(&action) {
+        match self.session.decide(&self.enforcer, &action) {
             Verdict::Allow(_) => Ok(()),
             Verdict::Deny(d) => Err(deny::request_denial(
                 &d,

@@ -33,6 +33,9 @@ pub struct SupervisorDeps {
     /// Told the server name whenever this upstream's lists change (or it
     /// comes and goes), so the session can rebuild its name table.
     pub changed: mpsc::UnboundedSender<String>,
+    /// The host session these upstreams serve (policy context for
+    /// upstream→host requests).
+    pub session: Arc<crate::decision::SessionState>,
     pub shutdown: CancellationToken,
     /// Directory of the config file: relative commands and `cwd` resolve here.
     pub base_dir: Option<std::path::PathBuf>,
@@ -110,6 +113,7 @@ async fn run_once(up: &Arc<Upstream>, deps: &SupervisorDeps) -> Result<String, S
         logger_prefix: deps.logger_prefix.clone(),
         host: deps.host.clone(),
         enforcer: deps.enforcer.clone(),
+        session: deps.session.clone(),
         progress: progress.clone(),
         list_changed: list_tx,
         info: client_info(&deps.host),
