@@ -3,7 +3,9 @@
 
 use clap::Parser;
 
-#[tokio::main]
+/// One thread: a proxy hop is latency-bound, and cross-thread wake-ups cost
+/// more than they give on the small per-call work gavel does.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     let cli = gavel::cli::Cli::parse();
     match gavel::cli::run(cli).await {

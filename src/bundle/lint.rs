@@ -179,6 +179,33 @@ pub fn lint(bundle: &Bundle, strict_input: bool) -> Result<LintReport, BundleErr
             }
         }
     }
+    // A rule and a data document at the same path shadow each other (regorus
+    // then evaluates the data, silently): refuse it.
+    for (file, src) in &blanked {
+        let Some(pkg) = package_of(src) else { continue };
+        let node = pkg
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .try_fold(&bundle.data, |v, k| v.get(k));
+        let Some(Value::Object(keys)) = node else {
+            continue;
+        };
+        let mut reported = HashSet::new();
+        for (name, line, _, col) in refs(src) {
+            let head = name.split('.').next().unwrap_or("");
+            if col == 0
+                && !KEYWORDS.contains(&head)
+                && keys.contains_key(head)
+                && reported.insert(head.to_string())
+            {
+                report.errors.push(LintFinding {
+                    file: file.clone(),
+                    line,
+                    message: format!("rule {head} collides with data.{}.{head} from the bundle's data; rename one of them", pkg.replace('/', ".")),
+                });
+            }
+        }
+    }
     for (file, src) in &blanked {
         for (name, line, call, col) in refs(src) {
             let first = name.split('.').next().unwrap_or("");
@@ -262,6 +289,16 @@ mod tests {
         let src = "package x\nimport data.lib.helpers as h\n\nmy_fn(a) := upper(a)\n\nallow if {\n  my_fn(\"x\") == \"X\"\n  startswith(input.action.tool, \"read\")\n  h.check(input.user.id)\n  count(input.context.tool_calls) > 0\n  input.action.args.path\n}\n";
         let r = lint(&bundle(src), true).unwrap();
         assert!(r.errors.is_empty(), "{:?}", r.errors);
+    }
+
+    #[test]
+    fn a_rule_named_like_a_data_key_is_refused() {
+        let mut b = bundle("package x\n\nreasons contains \"a\" if true\n");
+        b.data = serde_json::json!({"x": {"reasons": {"a": "text"}}});
+        let r = lint(&b, false).unwrap();
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+        assert!(r.errors[0].message.contains("collides with data.x.reasons"));
+        assert_eq!(r.errors[0].line, 3);
     }
 
     #[test]

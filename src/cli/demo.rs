@@ -12,6 +12,8 @@ use rmcp::model::{
 };
 use serde_json::{Value, json};
 
+use super::say;
+
 /// The scripted calls: (tool, arguments, what it shows). The first that
 /// exists in the listing is used for each step.
 const ALLOWED: &[(&str, &str)] = &[
@@ -19,7 +21,14 @@ const ALLOWED: &[(&str, &str)] = &[
     ("echo", r#"{"message":"hello through gavel"}"#),
     ("time__get_current_time", r#"{"timezone":"UTC"}"#),
 ];
-const REFUSED: &[(&str, &str)] = &[("everything__get-env", "{}"), ("get-env", "{}")];
+const REFUSED: &[(&str, &str)] = &[
+    (
+        "filesystem__read_text_file",
+        r#"{"path":"demo-data/../servers.toml"}"#,
+    ),
+    ("everything__get-env", "{}"),
+    ("get-env", "{}"),
+];
 
 fn text_of(r: &CallToolResult) -> String {
     r.content
@@ -35,12 +44,12 @@ pub async fn run(config: &Path, log_file: Option<&Path>) -> anyhow::Result<()> {
         Some(p) => p.to_path_buf(),
         None => std::env::temp_dir().join(format!("gavel-demo-{}.log", std::process::id())),
     };
-    crate::cli::load_config(config)?; // a bad config is reported here, plainly
-    println!(
+    let cfg = crate::cli::load_config(config)?; // a bad config is reported here, plainly
+    say(format!(
         "▶ Starting gavel as an agent host would: {} run --config {}",
         exe.display(),
         config.display()
-    ); // stdout-ok
+    ));
     let mut child = tokio::process::Command::new(&exe)
         .args(["run", "--config"])
         .arg(config)
@@ -79,9 +88,16 @@ pub async fn run(config: &Path, log_file: Option<&Path>) -> anyhow::Result<()> {
         let r = call(&client, name, args).await?;
         println!("✔ allowed — the upstream answered: {}", text_of(&r)); // stdout-ok
     }
-    let refused = REFUSED.iter().find(|(n, _)| !has(n));
+    // The first scripted refusal whose server is configured (its prefix is listed).
+    let refused = REFUSED.iter().find(|(n, _)| {
+        let prefix = n.split("__").next().unwrap_or("");
+        tools
+            .iter()
+            .any(|t| t.name.starts_with(&format!("{prefix}__")))
+            || !n.contains("__")
+    });
     if let Some((name, args)) = refused {
-        println!("\n▶ tools/call {name} {args}   (hidden from the list above: refused by policy)"); // stdout-ok
+        println!("\n▶ tools/call {name} {args}"); // stdout-ok
         let r = call(&client, name, args).await;
         match r {
             Ok(r) if r.is_error == Some(true) => {
@@ -104,14 +120,25 @@ pub async fn run(config: &Path, log_file: Option<&Path>) -> anyhow::Result<()> {
     }
     client.cancel().await.ok();
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-    println!(
-        "\nWhere the log went: {} (gavel's own log; decisions are logged there as target gavel::decision).",
-        log.display()
-    ); // stdout-ok
-    println!(
-        "Next: point your agent host at gavel — {}",
-        json!({"command": exe, "args": ["run", "--config", std::path::absolute(config).unwrap_or_default()]})
-    ); // stdout-ok
+    let decisions = match &cfg.log.decisions {
+        Some(d) => {
+            let n = std::fs::read_to_string(d)
+                .map(|t| t.lines().count())
+                .unwrap_or(0);
+            format!(
+                "{} ({n} records: one JSON line per decision, allowed and denied)",
+                d.display()
+            )
+        }
+        None => "none (set [log] decisions = \"…\" in the config)".into(),
+    };
+    let host_entry = json!({"command": exe, "args": ["run", "--config", std::path::absolute(config).unwrap_or_default()]});
+    say("\nWhere the logs went:");
+    say(format!("  gavel's own log: {}", log.display()));
+    say(format!("  decision log:    {decisions}"));
+    say(format!(
+        "Next: point your agent host at gavel — {host_entry}"
+    ));
     Ok(())
 }
 

@@ -61,11 +61,30 @@ pub enum Command {
         #[arg(long, short, default_value = "servers.toml")]
         config: PathBuf,
     },
+    /// Run a bundle's `test_*` rules (like `opa test`); non-zero exit on failure.
+    Test {
+        /// Bundle directories or .tar.gz files.
+        #[arg(required = true)]
+        bundles: Vec<PathBuf>,
+    },
+    /// Print a JSON Schema of gavel's contracts.
+    Schema {
+        #[command(subcommand)]
+        which: SchemaCommand,
+    },
     /// Config file tools.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SchemaCommand {
+    /// The policy input (`input`), versioned.
+    Input,
+    /// The decision a policy returns and gavel completes, versioned.
+    Decision,
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,6 +94,12 @@ pub enum ConfigCommand {
         #[arg(long, short, default_value = "servers.toml")]
         config: PathBuf,
     },
+}
+
+/// One line of command output on stdout (CLI commands only; never in `run`
+/// or `wrap`, where stdout is the protocol).
+pub fn say(line: impl std::fmt::Display) {
+    println!("{line}"); // stdout-ok
 }
 
 pub fn load_config(path: &Path) -> anyhow::Result<Config> {
@@ -107,19 +132,61 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             force,
         } => import(&file, &output, force),
         Command::Demo { config } => demo::run(&config, cli.log_file.as_deref()).await,
+        Command::Test { bundles } => test_bundles(&bundles),
+        Command::Schema { which } => {
+            let text = match which {
+                SchemaCommand::Input => include_str!("../../schemas/input.v1.json"),
+                SchemaCommand::Decision => include_str!("../../schemas/decision.v1.json"),
+            };
+            print!("{text}"); // stdout-ok
+            Ok(())
+        }
         Command::Config {
             command: ConfigCommand::Check { config },
         } => {
             let cfg = load_config(&config)?;
             crate::decision::Enforcer::from_config(&cfg)?;
-            println!(
+            say(format!(
                 "# {} is valid. Effective configuration (secrets masked):\n",
                 config.display()
-            ); // stdout-ok
+            ));
             print!("{}", cfg.render_masked()); // stdout-ok
             Ok(())
         }
     }
+}
+
+fn test_bundles(paths: &[PathBuf]) -> anyhow::Result<()> {
+    let mut failed = 0;
+    let mut passed = 0;
+    for p in paths {
+        let bundle = crate::bundle::load_bundle(p, &crate::bundle::BundleLimits::default())?;
+        let lint = crate::bundle::lint::lint(&bundle, false)?;
+        for w in &lint.warnings {
+            println!("WARN {w}"); // stdout-ok
+        }
+        for e in &lint.errors {
+            println!("FAIL lint {e}"); // stdout-ok
+        }
+        failed += lint.errors.len();
+        let report = crate::bundle::testrun::run_tests(&bundle)?;
+        for r in &report.results {
+            match &r.error {
+                None => println!("PASS {} ({})", r.name, r.file), // stdout-ok
+                Some(e) => println!("FAIL {} ({}): {e}", r.name, r.file), // stdout-ok
+            }
+        }
+        passed += report.passed();
+        failed += report.failed();
+    }
+    println!("{passed} passed, {failed} failed"); // stdout-ok
+    if failed > 0 {
+        anyhow::bail!("{failed} policy test(s) failed");
+    }
+    if passed == 0 {
+        anyhow::bail!("no test_* rules found");
+    }
+    Ok(())
 }
 
 fn import(file: &Path, output: &Path, force: bool) -> anyhow::Result<()> {
@@ -151,14 +218,14 @@ fn import(file: &Path, output: &Path, force: bool) -> anyhow::Result<()> {
         }
     }
     if !r.required_env.is_empty() {
-        println!(
+        say(format!(
             "Set these environment variables for gavel: {}",
             r.required_env.join(", ")
-        ); // stdout-ok
+        ));
     }
-    println!(
+    say(format!(
         "\nReplace the servers in your host config with this one entry:\n{}",
         serde_json::to_string_pretty(&r.host_entry)?
-    ); // stdout-ok
+    ));
     Ok(())
 }

@@ -55,6 +55,9 @@ struct Loaded {
     decision_rule: String,
     visible_rule: Option<String>,
     reasons: serde_json::Map<String, Value>,
+    /// `data.<package>.classification`: `{tools: {name: [classes]}, paths:
+    /// [{prefix, classes}]}` — how this bundle classifies requests.
+    classification: Value,
     withhold: bool,
 }
 
@@ -183,6 +186,9 @@ impl PolicyEngine {
                 .and_then(Value::as_object)
                 .cloned()
                 .unwrap_or_default();
+            let classification = get_path(&b.data, &format!("{pkg_path}/classification"))
+                .cloned()
+                .unwrap_or(Value::Null);
             loaded.push(Loaded {
                 info: BundleInfo {
                     name: b.name.clone(),
@@ -193,6 +199,7 @@ impl PolicyEngine {
                 visible_rule: has_visible.then(|| format!("{pkg}.visible")),
                 decision_rule,
                 reasons,
+                classification,
                 withhold: disclosure == "withhold",
             });
         }
@@ -232,6 +239,60 @@ impl PolicyEngine {
             })
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Data classes a request references, from the bundles' classification
+    /// data: by tool name, and by path-like arguments (`path`, `paths`,
+    /// `source`, `destination`, `uri`) matching a prefix.
+    pub fn classify(&self, tool: &str, args: &Value) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut add = |v: Option<&Value>| {
+            for c in v
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                if !out.iter().any(|x| x == c) {
+                    out.push(c.to_string());
+                }
+            }
+        };
+        let mut paths: Vec<&str> = Vec::new();
+        for k in ["path", "source", "destination", "uri"] {
+            if let Some(p) = args.get(k).and_then(Value::as_str) {
+                paths.push(p);
+            }
+        }
+        for p in args
+            .get("paths")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            paths.push(p);
+        }
+        if !tool.is_empty() {
+            paths.push(tool); // resource URIs arrive as the action's tool
+        }
+        for b in &self.bundles {
+            add(b.classification.get("tools").and_then(|t| t.get(tool)));
+            for rule in b
+                .classification
+                .get("paths")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(prefix) = rule.get("prefix").and_then(Value::as_str)
+                    && paths.iter().any(|p| p.starts_with(prefix))
+                {
+                    add(rule.get("classes"));
+                }
+            }
+        }
+        out
     }
 
     fn eval(&self, engine: &mut regorus::Engine, rule: &str) -> Result<Value, EngineError> {

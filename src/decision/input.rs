@@ -125,6 +125,7 @@ mod tests {
             annotations: json!({"readOnlyHint": true}),
             annotations_trusted: false,
             tool_digest: Some("sha256:00".into()),
+            upstream_data_classes: vec![],
         };
         let v = build(
             &Identity::default(),

@@ -73,6 +73,11 @@ pub struct Action {
     pub annotations: Value,
     pub annotations_trusted: bool,
     pub tool_digest: Option<String>,
+    /// Data classes the upstream declares in the tool's
+    /// `_meta["dev.gavel/data_classes"]`: they can only add to the bundle's
+    /// classification, never remove.
+    #[serde(skip)]
+    pub upstream_data_classes: Vec<String>,
 }
 
 /// Proof that a request was decided and allowed. Only [`Enforcer::decide`]
@@ -238,7 +243,27 @@ impl Enforcer {
     pub fn decide(&self, action: &Action, ctx: &DecisionContext) -> Verdict {
         let start = Instant::now();
         let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
-        let input = input::build(&self.identity, action, ctx, &[], &now);
+        // The input is only built when something reads it (a Rego policy or
+        // the decision log): static-only servers stay on the fast path.
+        let needs_input = self.log.is_some()
+            || self
+                .servers
+                .get(&action.server)
+                .is_some_and(|s| matches!(s.policy, Policy::Rego(_)));
+        let input = if needs_input {
+            let mut classes = match self.servers.get(&action.server).map(|s| &s.policy) {
+                Some(Policy::Rego(engine)) => engine.classify(&action.tool, &action.args),
+                _ => Vec::new(),
+            };
+            for c in &action.upstream_data_classes {
+                if !classes.contains(c) {
+                    classes.push(c.clone());
+                }
+            }
+            input::build(&self.identity, action, ctx, &classes, &now)
+        } else {
+            Value::Null
+        };
         let mut eval_ns = 0u64;
         let mut path = "gavel/static".to_string();
         let mut policy_label = "none";
@@ -407,6 +432,7 @@ impl Enforcer {
             annotations: annotations.clone(),
             annotations_trusted: sp.annotations_trusted,
             tool_digest: None,
+            upstream_data_classes: vec![],
         };
         let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let input = input::build(

@@ -124,6 +124,7 @@ mod tests {
             annotations: json!({}),
             annotations_trusted: false,
             tool_digest: None,
+            upstream_data_classes: vec![],
         }
     }
 

@@ -199,22 +199,31 @@ impl Session {
             annotations: Value::Null,
             annotations_trusted: trusted,
             tool_digest: None,
+            upstream_data_classes: vec![],
         }
     }
 
     fn decide(&self, action: &Action) -> Verdict {
         let verdict = self.inner.state.decide(&self.inner.gw.enforcer, action);
-        let (allow, d) = match &verdict {
-            Verdict::Allow(p) => (true, &p.decision),
-            Verdict::Deny(d) => (false, d),
-        };
-        tracing::info!(
-            target: "gavel::decision",
-            session = %self.inner.state.id, server = %action.server, tool = %action.tool,
-            action = action.kind.as_str(), allow, reasons = ?d.reasons,
-            decision_id = d.decision_id.as_deref().unwrap_or("-"),
-            "decision"
-        );
+        let d = verdict.decision();
+        // The decision log is the audit record; this diagnostic line shows
+        // denials at info and allows only at debug (they are the hot path).
+        if d.allow {
+            tracing::debug!(
+                target: "gavel::decision",
+                session = %self.inner.state.id, server = %action.server, tool = %action.tool,
+                action = action.kind.as_str(), decision_id = d.decision_id.as_deref().unwrap_or("-"),
+                "allowed"
+            );
+        } else {
+            tracing::info!(
+                target: "gavel::decision",
+                session = %self.inner.state.id, server = %action.server, tool = %action.tool,
+                action = action.kind.as_str(), reasons = ?d.reasons,
+                decision_id = d.decision_id.as_deref().unwrap_or("-"),
+                "denied"
+            );
+        }
         verdict
     }
 
@@ -362,6 +371,18 @@ impl ServerHandler for Session {
         let mut action = self.action(ActionType::ToolCall, &route.server, &route.name, args);
         action.annotations = serde_json::to_value(&route.tool.annotations).unwrap_or(Value::Null);
         action.tool_digest = route.digest.clone();
+        action.upstream_data_classes = route
+            .tool
+            .meta
+            .as_ref()
+            .and_then(|m| m.0.get("dev.gavel/data_classes"))
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
         let permit = match self.decide(&action) {
             Verdict::Deny(d) => {
                 let has_schema = route.tool.output_schema.is_some();

@@ -15,8 +15,8 @@ use crate::transport::line::LinkLabel;
 pub async fn serve_stdio(gw: Arc<Gateway>) -> anyhow::Result<()> {
     let session = gw.session();
     let transport = LineTransport::<RoleServer, _, _>::new(
-        tokio::io::stdin(),
-        tokio::io::stdout(),
+        stdin_reader(),
+        stdout_writer(),
         gw.config.limits.max_message_bytes,
         LinkLabel {
             name: "host".into(),
@@ -54,6 +54,39 @@ pub async fn serve_stdio(gw: Arc<Gateway>) -> anyhow::Result<()> {
     }
     session.shutdown().await;
     Ok(())
+}
+
+type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+type Writer = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
+/// A duplicate of fd 0 or 1 as a `File` (the original stays open for the
+/// process; the duplicate is what tokio owns).
+fn dup_fd(fd: i32) -> Option<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: dup returns a new descriptor we own, or -1.
+    let new = unsafe { libc::dup(fd) };
+    (new >= 0).then(|| unsafe { std::fs::File::from_raw_fd(new) })
+}
+
+/// stdin as an event-driven pipe when it is one (the usual case: a host
+/// spawned gavel), which avoids a blocking-thread hop per read; tokio's
+/// blocking stdin otherwise (a file or a terminal).
+fn stdin_reader() -> Reader {
+    if let Some(f) = dup_fd(0)
+        && let Ok(r) = tokio::net::unix::pipe::Receiver::from_file(f)
+    {
+        return Box::new(r);
+    }
+    Box::new(tokio::io::stdin())
+}
+
+fn stdout_writer() -> Writer {
+    if let Some(f) = dup_fd(1)
+        && let Ok(w) = tokio::net::unix::pipe::Sender::from_file(f)
+    {
+        return Box::new(w);
+    }
+    Box::new(tokio::io::stdout())
 }
 
 /// SIGINT, SIGTERM or SIGHUP (a host closing its terminal).

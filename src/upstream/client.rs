@@ -60,6 +60,7 @@ impl UpstreamClient {
             annotations: Value::Null,
             annotations_trusted: self.enforcer.annotations_trusted(&self.server),
             tool_digest: None,
+            upstream_data_classes: vec![],
         };
         match self.session.decide(&self.enforcer, &action) {
             Verdict::Allow(_) => Ok(()),
