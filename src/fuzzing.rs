@@ -32,3 +32,26 @@ pub fn idscan(data: &[u8]) {
         }
     }
 }
+
+/// The bundle reader never panics on any bytes, and whatever it accepts has
+/// only normalised, in-bundle paths and respects the limits.
+pub fn bundle_reader(data: &[u8]) {
+    let limits = crate::bundle::BundleLimits {
+        max_files: 64,
+        max_file_bytes: 64 * 1024,
+        max_total_bytes: 256 * 1024,
+    };
+    if let Ok(b) = crate::bundle::load_bundle_tar_gz("fuzz", "fuzz", data, &limits) {
+        assert!(b.files.len() <= limits.max_files);
+        let total: usize = b.files.iter().map(|f| f.bytes.len()).sum();
+        assert!(total as u64 <= limits.max_total_bytes);
+        for f in &b.files {
+            assert!(
+                !f.path.starts_with('/') && !f.path.split('/').any(|s| s == ".." || s.is_empty()),
+                "{}",
+                f.path
+            );
+        }
+        let _ = crate::bundle::lint::lint(&b, false);
+    }
+}

@@ -22,3 +22,8 @@ fn replay(target: &str, f: fn(&[u8])) {
 fn idscan_corpus() {
     replay("idscan", gavel::fuzzing::idscan);
 }
+
+#[test]
+fn bundle_reader_corpus() {
+    replay("bundle_reader", gavel::fuzzing::bundle_reader);
+}

@@ -146,7 +146,7 @@ fn normalize(raw: &str) -> Result<String, String> {
     if parts.is_empty() {
         return Err("empty path".into());
     }
-    if parts.iter().any(|s| *s == "..") {
+    if parts.contains(&"..") {
         return Err("path escapes the bundle (contains \"..\")".into());
     }
     if parts.iter().any(|s| s.contains('\\') || s.contains('\0')) {

@@ -145,7 +145,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: ConfigCommand::Check { config },
         } => {
             let cfg = load_config(&config)?;
-            crate::decision::Enforcer::from_config(&cfg)?;
+            let enforcer = crate::decision::Enforcer::from_config(&cfg)?;
+            let mut broken = Vec::new();
+            for (server, status) in enforcer.policy_status() {
+                match status {
+                    Ok(v) => eprintln!("policy {server}: {v}"),
+                    Err(why) => broken.push(format!("server {server:?}: {why}")),
+                }
+            }
+            if !broken.is_empty() {
+                anyhow::bail!(
+                    "policy unavailable (every request to these servers would be denied):\n  {}",
+                    broken.join("\n  ")
+                );
+            }
             say(format!(
                 "# {} is valid. Effective configuration (secrets masked):\n",
                 config.display()

@@ -98,60 +98,6 @@ pub fn build(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::decision::ActionType;
-
-    #[test]
-    fn counters_follow_the_contract() {
-        let mut c = SessionCounters::default();
-        c.record_tool_call("fs", "read", true, 10);
-        c.record_tool_call("fs", "write", false, 0);
-        c.record_tool_call("fs", "read", true, 0);
-        assert_eq!(c.turn_count, 3);
-        assert_eq!(c.denied_count, 1);
-        assert_eq!(c.tool_calls["fs"]["read"], 2);
-        assert_eq!(c.cumulative_tokens, 3);
-    }
-
-    #[test]
-    fn input_has_every_contract_field() {
-        let action = Action {
-            kind: ActionType::ToolCall,
-            server: "fs".into(),
-            tool: "read".into(),
-            args: json!({"path": "/x"}),
-            annotations: json!({"readOnlyHint": true}),
-            annotations_trusted: false,
-            tool_digest: Some("sha256:00".into()),
-            upstream_data_classes: vec![],
-        };
-        let v = build(
-            &Identity::default(),
-            &action,
-            &DecisionContext::default(),
-            &["pii".into()],
-            "2026-01-01T00:00:00Z",
-        );
-        let schema: Value =
-            serde_json::from_str(include_str!("../../schemas/input.v1.json")).unwrap();
-        for (section, props) in schema["properties"].as_object().unwrap() {
-            for key in props["properties"].as_object().unwrap().keys() {
-                let reserved = ["consecutive_same_tool", "calls_last_minute", "budget"];
-                if !reserved.contains(&key.as_str()) {
-                    assert!(
-                        v[section].get(key).is_some(),
-                        "input.{section}.{key} missing"
-                    );
-                }
-            }
-        }
-        assert_eq!(v["action"]["type"], "tool_call");
-        assert_eq!(v["action"]["data_classes_referenced"], json!(["pii"]));
-    }
-}
-
 /// One host session's policy-relevant state. Decisions of a session are taken
 /// under its counter lock, so `turn_count` is exact under concurrent calls.
 pub struct SessionState {
@@ -208,5 +154,59 @@ impl SessionState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .add_tokens(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::ActionType;
+
+    #[test]
+    fn counters_follow_the_contract() {
+        let mut c = SessionCounters::default();
+        c.record_tool_call("fs", "read", true, 10);
+        c.record_tool_call("fs", "write", false, 0);
+        c.record_tool_call("fs", "read", true, 0);
+        assert_eq!(c.turn_count, 3);
+        assert_eq!(c.denied_count, 1);
+        assert_eq!(c.tool_calls["fs"]["read"], 2);
+        assert_eq!(c.cumulative_tokens, 3);
+    }
+
+    #[test]
+    fn input_has_every_contract_field() {
+        let action = Action {
+            kind: ActionType::ToolCall,
+            server: "fs".into(),
+            tool: "read".into(),
+            args: json!({"path": "/x"}),
+            annotations: json!({"readOnlyHint": true}),
+            annotations_trusted: false,
+            tool_digest: Some("sha256:00".into()),
+            upstream_data_classes: vec![],
+        };
+        let v = build(
+            &Identity::default(),
+            &action,
+            &DecisionContext::default(),
+            &["pii".into()],
+            "2026-01-01T00:00:00Z",
+        );
+        let schema: Value =
+            serde_json::from_str(include_str!("../../schemas/input.v1.json")).unwrap();
+        for (section, props) in schema["properties"].as_object().unwrap() {
+            for key in props["properties"].as_object().unwrap().keys() {
+                let reserved = ["consecutive_same_tool", "calls_last_minute", "budget"];
+                if !reserved.contains(&key.as_str()) {
+                    assert!(
+                        v[section].get(key).is_some(),
+                        "input.{section}.{key} missing"
+                    );
+                }
+            }
+        }
+        assert_eq!(v["action"]["type"], "tool_call");
+        assert_eq!(v["action"]["data_classes_referenced"], json!(["pii"]));
     }
 }

@@ -228,6 +228,24 @@ impl Enforcer {
         })
     }
 
+    /// Per server: `none`, the loaded policy version, or why it is unavailable.
+    pub fn policy_status(&self) -> Vec<(String, Result<String, String>)> {
+        let mut v: Vec<_> = self
+            .servers
+            .iter()
+            .map(|(n, s)| {
+                let st = match &s.policy {
+                    Policy::None => Ok("none (static rules only)".to_string()),
+                    Policy::Rego(e) => Ok(e.policy_version()),
+                    Policy::Unavailable(why) => Err(why.clone()),
+                };
+                (n.clone(), st)
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     pub fn decision_log(&self) -> Option<&Arc<DecisionLog>> {
         self.log.as_ref()
     }

@@ -13,6 +13,27 @@ use crate::transport::line::LinkLabel;
 /// Serves one host session on stdin/stdout until the host closes stdin or
 /// gavel is signalled, then stops every upstream.
 pub async fn serve_stdio(gw: Arc<Gateway>) -> anyhow::Result<()> {
+    let result = serve(gw.clone()).await;
+    // The decision log's fsync is batched: make the last batch durable.
+    if let Some(log) = gw.enforcer.decision_log() {
+        log.sync();
+    }
+    result
+}
+
+async fn serve(gw: Arc<Gateway>) -> anyhow::Result<()> {
+    if let Some(log) = gw.enforcer.decision_log().cloned() {
+        // SIGHUP reopens the decision log (after logrotate moved it).
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                log.reopen();
+            }
+        });
+    }
     let session = gw.session();
     let transport = LineTransport::<RoleServer, _, _>::new(
         stdin_reader(),
@@ -89,21 +110,13 @@ fn stdout_writer() -> Writer {
     Box::new(tokio::io::stdout())
 }
 
-/// SIGINT, SIGTERM or SIGHUP (a host closing its terminal).
+/// SIGINT or SIGTERM. (SIGHUP reopens the decision log instead; a host that
+/// goes away closes stdin, which ends the session.)
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).ok();
-    let mut hup = signal(SignalKind::hangup()).ok();
     let term = async {
         match term.as_mut() {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
-    let hup = async {
-        match hup.as_mut() {
             Some(s) => {
                 s.recv().await;
             }
@@ -113,6 +126,5 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
-        _ = hup => {}
     }
 }

@@ -59,7 +59,8 @@ fn data_files_are_placed_at_their_directory_and_merged() {
 
 #[test]
 fn refusals_name_the_check_and_the_file() {
-    let cases: Vec<(Vec<(&str, &[u8])>, &str)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a [u8])>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec![("../evil.rego", POLICY)], "escapes the bundle"),
         (vec![("mcp/fs/patch.json", b"{}")], "patch.json"),
         (

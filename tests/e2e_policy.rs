@@ -1,0 +1,518 @@
+//! End to end: Rego policy decides through the real binary — allow, deny with
+//! everything the agent needs, hidden tools, every request path, each
+//! fail-closed code, layers and overrides, disclosure, the decision log.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use rmcp::model::*;
+use serde_json::{Value, json};
+
+fn fixture_bundle() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture")
+}
+
+/// A one-file bundle under `dir/name` with root `root`.
+fn bundle(dir: &Path, name: &str, root: &str, manifest_extra: Value, rego: &str) -> PathBuf {
+    let b = dir.join(name);
+    std::fs::create_dir_all(b.join(root)).unwrap();
+    let mut m = json!({"revision": format!("{name}-1"), "roots": [root]});
+    if let (Some(m), Some(extra)) = (m.as_object_mut(), manifest_extra.as_object()) {
+        m.extend(extra.clone());
+    }
+    std::fs::write(b.join(".manifest"), m.to_string()).unwrap();
+    std::fs::write(b.join(root).join("policy.rego"), rego).unwrap();
+    b
+}
+
+fn config(s: &Setup, bundles: &[&Path], extra_server: &str, top: &str) -> String {
+    let list: Vec<String> = bundles
+        .iter()
+        .map(|b| format!("{:?}", b.display().to_string()))
+        .collect();
+    format!(
+        "{top}\n[identity.user]\nid = \"ada\"\ngroups = [\"engineering\"]\n\n[log]\ndecisions = {:?}\nsecret_fields = [\"note\"]\nmax_arg_bytes = 256\n\n{}bundles = [{}]\n{extra_server}\n",
+        s.path("decisions.jsonl").display().to_string(),
+        fixture_server("fx", &[], &s.path("r.jsonl")),
+        list.join(", ")
+    )
+}
+
+fn decisions(s: &Setup) -> Vec<Value> {
+    std::fs::read_to_string(s.path("decisions.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is one JSON record"))
+        .collect()
+}
+
+fn tool_error_code(e: &rmcp::ServiceError) -> Option<i32> {
+    match e {
+        rmcp::ServiceError::McpError(d) => Some(d.code.0),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rego_allows_denies_hides_and_logs() {
+    let s = Setup::new("");
+    std::fs::write(s.config(), config(&s, &[&fixture_bundle()], "", "")).unwrap();
+    let client = s.connect(TestHost::new()).await;
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "echo"));
+    assert!(
+        !tools.iter().any(|t| t.name == "read_file"),
+        "the visible rule hides read_file"
+    );
+
+    let ok = call(
+        &client,
+        "echo",
+        json!({"text": "hi", "note": "secret-note", "blob": "z".repeat(400)}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(text(&ok), "hi");
+
+    let denied = call(&client, "destructive_delete", json!({"path": "/srv"}))
+        .await
+        .unwrap();
+    assert_eq!(denied.is_error, Some(true));
+    let t = text(&denied);
+    for needle in [
+        "destructive_denied",
+        "destructive tools need a human",
+        "ask a human to run it",
+        "https://appeal.example.test/fixture",
+        "fixture@9.9.9",
+        "data.mcp.fixture.decision",
+    ] {
+        assert!(t.contains(needle), "{needle} missing from: {t}");
+    }
+    let d = &denied.meta.as_ref().unwrap().0["dev.gavel/decision"];
+    assert_eq!(d["reasons"], json!(["destructive_denied"]));
+    assert_eq!(d["policy_version"], "fixture@9.9.9");
+    assert_eq!(
+        denied.structured_content.as_ref().unwrap()["appeal_path"],
+        "https://appeal.example.test/fixture"
+    );
+    let calls = recorded_calls(&s.path("r.jsonl"));
+    assert_eq!(
+        calls.len(),
+        1,
+        "only the allowed call reached the upstream: {calls:?}"
+    );
+
+    // A tool with an outputSchema gets no structuredContent on denial.
+    let st = call(&client, "structured", json!({"value": "x"}))
+        .await
+        .unwrap();
+    assert_eq!(st.is_error, Some(true));
+    assert!(st.structured_content.is_none());
+
+    // Every decision is logged with the bundle's revision and digest, masked.
+    let log = decisions(&s);
+    assert!(log.len() >= 3, "{log:?}");
+    let allowed = log
+        .iter()
+        .find(|r| r["input"]["action"]["tool"] == "echo")
+        .unwrap();
+    assert_eq!(allowed["result"]["allow"], true);
+    assert_eq!(allowed["bundles"]["fixture"]["revision"], "9.9.9");
+    assert!(
+        allowed["bundles"]["fixture"]["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert!(
+        allowed["metrics"]["timer_rego_query_eval_ns"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let raw = allowed.to_string();
+    assert!(
+        !raw.contains("secret-note"),
+        "configured secret fields are masked"
+    );
+    assert!(
+        !raw.contains("zzzz"),
+        "big arguments are logged as size + sha256"
+    );
+    assert_eq!(
+        allowed["input"]["action"]["args"]["blob"]["size_bytes"],
+        402
+    );
+    assert_eq!(allowed["input"]["context"]["turn_count"], 0);
+    let denied_rec = log
+        .iter()
+        .find(|r| r["input"]["action"]["tool"] == "destructive_delete")
+        .unwrap();
+    assert_eq!(denied_rec["result"]["allow"], false);
+    assert_eq!(
+        denied_rec["input"]["context"]["turn_count"], 1,
+        "turn_count counts calls decided before"
+    );
+    assert_eq!(denied_rec["result"]["decision_id"], d["decision_id"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resources_prompts_and_sampling_are_decided() {
+    let s = Setup::new("");
+    std::fs::write(s.config(), config(&s, &[&fixture_bundle()], "", "")).unwrap();
+    let client = s.connect(TestHost::new()).await;
+    client.list_all_tools().await.unwrap();
+    let ok = client
+        .peer()
+        .read_resource(ReadResourceRequestParams::new("fixture://static/hello"))
+        .await
+        .unwrap();
+    assert!(
+        serde_json::to_string(&ok)
+            .unwrap()
+            .contains("hello from fx")
+    );
+    let e = client
+        .peer()
+        .read_resource(ReadResourceRequestParams::new("fixture://static/blob"))
+        .await
+        .unwrap_err();
+    assert_eq!(tool_error_code(&e), Some(403), "{e}");
+    assert!(e.to_string().contains("secret_resource"), "{e}");
+    let e = client
+        .peer()
+        .get_prompt(GetPromptRequestParams::new("plain"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("prompt_denied"), "{e}");
+    // The upstream's own sampling request is decided too: denied, the host is never asked.
+    let host_seen = call(&client, "sample", json!({"prompt": "hi"}))
+        .await
+        .unwrap();
+    assert!(
+        text(&host_seen).contains("sampling failed") || host_seen.is_error == Some(true),
+        "{}",
+        text(&host_seen)
+    );
+    let recorded = recorded(&s.path("r.jsonl"));
+    assert!(
+        !recorded
+            .iter()
+            .any(|v| v["method"] == "resources/read"
+                && v["params"]["uri"] == "fixture://static/blob")
+    );
+    assert!(
+        !recorded
+            .iter()
+            .any(|v| v["method"] == "prompts/get" && v["params"]["name"] == "plain")
+    );
+    let log = decisions(&s);
+    assert!(log.iter().any(
+        |r| r["input"]["action"]["type"] == "sampling_request" && r["result"]["allow"] == false
+    ));
+}
+
+async fn denial_reason(s: &Setup) -> (String, Value) {
+    let client = s.connect(TestHost::new()).await;
+    client.list_all_tools().await.unwrap();
+    let r = call(&client, "echo", json!({"text": "x"})).await.unwrap();
+    assert_eq!(r.is_error, Some(true), "must fail closed: {}", text(&r));
+    let d = r.meta.unwrap().0["dev.gavel/decision"].clone();
+    assert!(
+        recorded_calls(&s.path("r.jsonl")).is_empty(),
+        "nothing reached the upstream"
+    );
+    (d["reasons"][0].as_str().unwrap_or("").to_string(), d)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_policy_failure_fails_closed_with_its_own_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (tmp.path().join("missing-bundle"), "policy_unavailable"),
+        (
+            bundle(
+                tmp.path(),
+                "broken",
+                "p",
+                json!({}),
+                "package p\ndecision := {\"allow\": true} if {\n",
+            ),
+            "policy_unavailable",
+        ),
+        (
+            bundle(
+                tmp.path(),
+                "errs",
+                "p",
+                json!({}),
+                "package p\ndecision := {\"allow\": true} if input.user.id\ndecision := {\"allow\": false} if input.user.id\n",
+            ),
+            "policy_error",
+        ),
+        (
+            bundle(
+                tmp.path(),
+                "slow",
+                "p",
+                json!({}),
+                "package p\ndecision := {\"allow\": count([x | some x in numbers.range(1, 100000000); x % 7 == 0]) > 0}\n",
+            ),
+            "policy_timeout",
+        ),
+        (
+            bundle(
+                tmp.path(),
+                "shape",
+                "p",
+                json!({}),
+                "package p\ndecision := [\"allow\"]\n",
+            ),
+            "policy_bad_decision",
+        ),
+        (
+            bundle(
+                tmp.path(),
+                "undef",
+                "p",
+                json!({}),
+                "package p\ndecision := {\"allow\": true} if input.nope\n",
+            ),
+            "no_decision",
+        ),
+    ];
+    for (b, code) in cases {
+        let s = Setup::new("");
+        std::fs::write(
+            s.config(),
+            config(&s, &[&b], "", "[policy]\neval_timeout = \"50ms\"\n"),
+        )
+        .unwrap();
+        let (reason, d) = denial_reason(&s).await;
+        assert_eq!(reason, code, "{}: {d}", b.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fail_open_is_explicit_and_logged() {
+    let s = Setup::new("");
+    let missing = s.path("no-such-bundle");
+    std::fs::write(s.config(), config(&s, &[&missing], "fail_open = true", "")).unwrap();
+    let client = s.connect(TestHost::new()).await;
+    let r = call(&client, "echo", json!({"text": "through"}))
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "through");
+    let rec = decisions(&s)
+        .into_iter()
+        .find(|r| r["input"]["action"]["tool"] == "echo")
+        .unwrap();
+    assert_eq!(rec["labels"]["fail_open"], "true");
+    assert_eq!(rec["result"]["reasons"], json!(["policy_unavailable"]));
+    assert!(
+        s.log_text().contains("fail_open = true"),
+        "announced at startup"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn layers_override_and_withheld_details() {
+    let tmp = tempfile::tempdir().unwrap();
+    let resource = bundle(
+        tmp.path(),
+        "res",
+        "r",
+        json!({"metadata": {"gavel": {"layer": "resource"}}}),
+        "package r\ndecision := {\"allow\": false, \"reasons\": [\"outside_scope\"], \"appeal_path\": \"https://a.test\"} if input.action.tool == \"echo\"\ndefault decision := {\"allow\": true}\n",
+    );
+    let compliance = bundle(
+        tmp.path(),
+        "comp",
+        "c",
+        json!({"metadata": {"gavel": {"layer": "compliance", "disclosure": "withhold"}}}),
+        "package c\ndecision := {\"allow\": false, \"reasons\": [\"residency\"]} if input.action.tool == \"add\"\ndefault decision := {\"allow\": true}\n",
+    );
+    let over = bundle(
+        tmp.path(),
+        "ovr",
+        "o",
+        json!({"metadata": {"gavel": {"layer": "override"}}}),
+        "package o\ndecision := {\"waive\": [\"outside_scope\", \"residency\"]}\n",
+    );
+    let s = Setup::new("");
+    std::fs::write(
+        s.config(),
+        config(&s, &[&resource, &compliance, &over], "", ""),
+    )
+    .unwrap();
+    let client = s.connect(TestHost::new()).await;
+    // The override waives the resource layer's code…
+    let r = call(&client, "echo", json!({"text": "waived"}))
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "waived");
+    let rec = decisions(&s)
+        .into_iter()
+        .find(|r| r["input"]["action"]["tool"] == "echo")
+        .unwrap();
+    assert_eq!(
+        rec["result"]["matched_rules"],
+        json!(["override:ovr:waived:outside_scope"])
+    );
+    // …but never a compliance denial, whose details are withheld from the agent.
+    let r = call(&client, "add", json!({"a": 1, "b": 2})).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    let all = serde_json::to_string(&r).unwrap();
+    assert!(!all.contains("residency"), "withheld: {all}");
+    assert_eq!(
+        r.meta.unwrap().0["io.modelcontextprotocol/authorization"]["remediation"],
+        "undisclosed"
+    );
+    let rec = decisions(&s)
+        .into_iter()
+        .find(|r| r["input"]["action"]["tool"] == "add")
+        .unwrap();
+    assert_eq!(
+        rec["result"]["reasons"],
+        json!(["residency"]),
+        "the log keeps the full decision"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_opa_build_tarball_loads_and_decides() {
+    let s = Setup::new("");
+    let tar = s.path("bundle.tar.gz");
+    let f = std::fs::File::create(&tar).unwrap();
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        f,
+        flate2::Compression::default(),
+    ));
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("/data.json", br#"{"opa":{"built":{"blocked":["add"]}}}"#.to_vec()),
+        ("/.manifest", br#"{"revision":"built-1","roots":["opa/built"]}"#.to_vec()),
+        ("/opa/built/policy.rego", b"package opa.built\n\ndefault decision := {\"allow\": true}\n\ndecision := {\"allow\": false, \"reasons\": [\"blocked\"]} if input.action.tool in data.opa.built.blocked\n".to_vec()),
+    ];
+    for (p, d) in &files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(d.len() as u64);
+        h.set_mode(0o644);
+        let name = h.as_old_mut().name.as_mut();
+        name[..p.len()].copy_from_slice(p.as_bytes());
+        h.set_cksum();
+        b.append(&h, d.as_slice()).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap();
+    std::fs::write(s.config(), config(&s, &[&tar], "", "")).unwrap();
+    let client = s.connect(TestHost::new()).await;
+    assert_eq!(
+        text(&call(&client, "echo", json!({"text": "ok"})).await.unwrap()),
+        "ok"
+    );
+    let r = call(&client, "add", json!({"a": 1, "b": 1})).await.unwrap();
+    assert!(
+        text(&r).contains("blocked") && text(&r).contains("built-1"),
+        "{}",
+        text(&r)
+    );
+    let digest = decisions(&s)[0]["bundles"]["bundle"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let expected = format!("sha256:{}", hex_sha256(&std::fs::read(&tar).unwrap()));
+    assert_eq!(
+        digest, expected,
+        "a tarball's digest is the sha256 of the tarball"
+    );
+}
+
+fn hex_sha256(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn decision_records_survive_kill_9() {
+    let s = Setup::new("");
+    std::fs::write(s.config(), config(&s, &[&fixture_bundle()], "", "")).unwrap();
+    let mut child = tokio::process::Command::new(GAVEL)
+        .args([
+            "run",
+            "--config",
+            s.config().to_str().unwrap(),
+            "--log-file",
+            s.log().to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    use rmcp::ServiceExt;
+    let client = TestHost::new().serve((stdout, stdin)).await.unwrap();
+    for i in 0..5 {
+        call(&client, "echo", json!({"text": format!("n{i}")}))
+            .await
+            .unwrap();
+    }
+    call(&client, "destructive_delete", json!({"path": "/"}))
+        .await
+        .unwrap();
+    // SIGKILL: no flush, no exit handler. Every answered call's record is there.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = child.wait().await;
+    let log = decisions(&s);
+    assert_eq!(log.len(), 6, "{log:?}");
+    assert_eq!(
+        log.iter().filter(|r| r["result"]["allow"] == false).count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reopens_the_decision_log_after_rotation() {
+    let s = Setup::new("");
+    std::fs::write(s.config(), config(&s, &[&fixture_bundle()], "", "")).unwrap();
+    let mut child = tokio::process::Command::new(GAVEL)
+        .args([
+            "run",
+            "--config",
+            s.config().to_str().unwrap(),
+            "--log-file",
+            s.log().to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap() as i32;
+    use rmcp::ServiceExt;
+    let client = TestHost::new()
+        .serve((child.stdout.take().unwrap(), child.stdin.take().unwrap()))
+        .await
+        .unwrap();
+    call(&client, "echo", json!({"text": "before"}))
+        .await
+        .unwrap();
+    std::fs::rename(s.path("decisions.jsonl"), s.path("decisions.jsonl.old")).unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    eventually("gavel reopened the log", || {
+        s.log_text().contains("decision log reopened")
+    })
+    .await;
+    call(&client, "echo", json!({"text": "after"}))
+        .await
+        .unwrap();
+    let new = decisions(&s);
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_eq!(new[0]["input"]["action"]["args"]["text"], "after");
+    let old = std::fs::read_to_string(s.path("decisions.jsonl.old")).unwrap();
+    assert!(old.contains("before") && !old.contains("after"));
+}
