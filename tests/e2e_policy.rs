@@ -147,6 +147,28 @@ async fn rego_allows_denies_hides_and_logs() {
         402
     );
     assert_eq!(allowed["input"]["context"]["turn_count"], 0);
+    // The bundle's own log rules: mask (erase and upsert), then drop.
+    assert!(
+        allowed["input"]["user"].get("id").is_none(),
+        "erased by log.mask"
+    );
+    assert_eq!(
+        allowed["input"]["action"]["args"]["text"],
+        "**masked-by-bundle**"
+    );
+    assert!(
+        allowed["erased"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/input/user/id"))
+    );
+    call(&client, "add", json!({"a": 1, "b": 2})).await.unwrap();
+    assert!(
+        !decisions(&s)
+            .iter()
+            .any(|r| r["input"]["action"]["tool"] == "add"),
+        "dropped by log.drop"
+    );
     let denied_rec = log
         .iter()
         .find(|r| r["input"]["action"]["tool"] == "destructive_delete")
@@ -512,7 +534,52 @@ async fn sighup_reopens_the_decision_log_after_rotation() {
         .unwrap();
     let new = decisions(&s);
     assert_eq!(new.len(), 1, "{new:?}");
-    assert_eq!(new[0]["input"]["action"]["args"]["text"], "after");
     let old = std::fs::read_to_string(s.path("decisions.jsonl.old")).unwrap();
-    assert!(old.contains("before") && !old.contains("after"));
+    assert_eq!(
+        old.lines().count(),
+        1,
+        "the first record stayed in the rotated file"
+    );
+    assert!(!old.contains(new[0]["decision_id"].as_str().unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrap_takes_a_bundle() {
+    let s = Setup::new("");
+    let mut cmd = tokio::process::Command::new(GAVEL);
+    cmd.args(["wrap", "--name", "fx", "--bundle"])
+        .arg(fixture_bundle())
+        .arg("--decision-log")
+        .arg(s.path("decisions.jsonl"))
+        .args(["--", FIXTURE, "--record"])
+        .arg(s.path("r.jsonl"));
+    let client = connect_cmd(cmd, TestHost::new()).await;
+    let r = call(&client, "destructive_delete", json!({"path": "/"}))
+        .await
+        .unwrap();
+    assert!(text(&r).contains("destructive_denied"), "{}", text(&r));
+    // wrap has no identity config: the fixture policy sees unknown-user.
+    let r = call(&client, "echo", json!({"text": "x"})).await.unwrap();
+    assert!(text(&r).contains("unknown_user"), "{}", text(&r));
+    assert_eq!(decisions(&s).len(), 2);
+    assert!(recorded_calls(&s.path("r.jsonl")).is_empty());
+}
+
+#[test]
+fn require_bundle_makes_a_bundleless_server_a_startup_error() {
+    let s = Setup::new("");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[policy]\nrequire_bundle = true\n\n{}",
+            fixture_server("fx", &[], &s.path("r.jsonl"))
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(GAVEL)
+        .args(["config", "check", "--config", s.config().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("require_bundle"));
 }

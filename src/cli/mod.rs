@@ -41,6 +41,12 @@ pub enum Command {
         /// Server name (used in logs and policy input).
         #[arg(long, default_value = "server")]
         name: String,
+        /// Policy bundle(s) for the server (directory or .tar.gz); repeat for layers.
+        #[arg(long)]
+        bundle: Vec<PathBuf>,
+        /// Decision log file (JSON lines).
+        #[arg(long)]
+        decision_log: Option<PathBuf>,
         /// The server command and its arguments.
         #[arg(last = true, required = true, num_args = 1..)]
         command: Vec<String>,
@@ -118,10 +124,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let gw = Gateway::new(cfg)?;
             crate::front::stdio::serve_stdio(gw).await
         }
-        Command::Wrap { name, mut command } => {
+        Command::Wrap {
+            name,
+            bundle,
+            decision_log,
+            mut command,
+        } => {
             let program = command.remove(0);
-            let cfg = Config::single_stdio_server(&name, program, command)
+            let mut cfg = Config::single_stdio_server(&name, program, command)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(server) = cfg.servers.get_mut(&name) {
+                server.bundles = bundle
+                    .iter()
+                    .map(|b| {
+                        std::path::absolute(b)
+                            .unwrap_or_else(|_| b.clone())
+                            .display()
+                            .to_string()
+                    })
+                    .collect();
+            }
+            cfg.log.decisions = decision_log;
             let _guard = logging::init(cli.log_file.as_deref(), cli.log_level.as_deref())?;
             let gw = Gateway::new(cfg)?;
             crate::front::stdio::serve_stdio(gw).await

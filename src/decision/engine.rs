@@ -58,6 +58,8 @@ struct Loaded {
     /// `data.<package>.classification`: `{tools: {name: [classes]}, paths:
     /// [{prefix, classes}]}` — how this bundle classifies requests.
     classification: Value,
+    /// `data.<package>.log` when the bundle ships log rules (`drop`, `mask`).
+    log_rules: Option<String>,
     withhold: bool,
 }
 
@@ -189,6 +191,14 @@ impl PolicyEngine {
             let classification = get_path(&b.data, &format!("{pkg_path}/classification"))
                 .cloned()
                 .unwrap_or(Value::Null);
+            let log_rules = b
+                .modules
+                .iter()
+                .any(|m| {
+                    crate::bundle::lint::package_of(&m.text).as_deref()
+                        == Some(format!("{pkg_path}/log").as_str())
+                })
+                .then(|| format!("{pkg}.log"));
             loaded.push(Loaded {
                 info: BundleInfo {
                     name: b.name.clone(),
@@ -200,6 +210,7 @@ impl PolicyEngine {
                 decision_rule,
                 reasons,
                 classification,
+                log_rules,
                 withhold: disclosure == "withhold",
             });
         }
@@ -354,6 +365,28 @@ impl PolicyEngine {
             reason_texts,
             eval_ns: start.elapsed().as_nanos() as u64,
         })
+    }
+
+    /// Decision-log rules, OPA semantics at a per-bundle path: with the whole
+    /// event as input, `data.<package>.log.drop` true discards the event;
+    /// `data.<package>.log.mask` names what to erase or upsert. Returns
+    /// `(drop, mask items)`; an error means the event must not be logged.
+    pub fn log_rules(&self, event: &Value) -> Result<(bool, Vec<Value>), EngineError> {
+        if self.bundles.iter().all(|b| b.log_rules.is_none()) {
+            return Ok((false, vec![]));
+        }
+        let mut engine = self.engine.clone();
+        engine.set_input(to_regorus(event));
+        let mut mask = Vec::new();
+        for pkg in self.bundles.iter().filter_map(|b| b.log_rules.as_ref()) {
+            if self.eval(&mut engine, &format!("{pkg}.drop"))? == Value::Bool(true) {
+                return Ok((true, vec![]));
+            }
+            if let Value::Array(items) = self.eval(&mut engine, &format!("{pkg}.mask"))? {
+                mask.extend(items);
+            }
+        }
+        Ok((false, mask))
     }
 
     /// The list rule: every bundle that defines `visible` must make it true.

@@ -358,7 +358,12 @@ impl Enforcer {
         if decision.policy_version.is_none() {
             decision.policy_version = Some(policy_label.to_string());
         }
+        let engine = match self.servers.get(&action.server).map(|s| &s.policy) {
+            Some(Policy::Rego(e)) => Some(e.as_ref()),
+            _ => None,
+        };
         self.log_decision(
+            engine,
             &decision,
             input,
             &path,
@@ -398,6 +403,7 @@ impl Enforcer {
     #[allow(clippy::too_many_arguments)]
     fn log_decision(
         &self,
+        engine: Option<&PolicyEngine>,
         d: &Decision,
         input: Value,
         path: &str,
@@ -419,6 +425,21 @@ impl Enforcer {
             "labels": {"app": "gavel", "version": env!("CARGO_PKG_VERSION"), "policy": policy, "fail_open": fail_open.to_string()},
             "metrics": {"timer_rego_query_eval_ns": eval_ns, "timer_gavel_decision_ns": start.elapsed().as_nanos() as u64},
         });
+        if let Some(engine) = engine {
+            match engine.log_rules(&event) {
+                Ok((true, _)) => return,
+                Ok((false, mask)) => {
+                    crate::audit::mask::apply_mask_rules(&mut event, &Value::Array(mask))
+                }
+                Err(e) => {
+                    // OPA semantics: a failing drop/mask rule means the event is not logged.
+                    log.write_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!(decision_id = ?d.decision_id, "decision-log rules failed, event not logged: {e}");
+                    return;
+                }
+            }
+        }
         mask_event(
             &mut event,
             &MaskSettings {
