@@ -104,7 +104,7 @@ fn main() {
         "bench": "decision",
         "p50_us": (p50 * 10.0).round() / 10.0,
         "p99_us": (p99 * 10.0).round() / 10.0,
-        "decisions_per_s": ((full.len() as f64 / full_total.as_secs_f64())).round(),
+        "decisions_per_s": (full.len() as f64 / full_total.as_secs_f64()).round(),
         "regorus_eval_p50_us": (bare50 * 10.0).round() / 10.0,
         "ratio_to_bare_eval_p50": ((p50 / bare50) * 100.0).round() / 100.0,
         "layers": 4,
