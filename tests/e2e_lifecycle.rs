@@ -247,3 +247,59 @@ async fn streamable_http_upstream_with_headers() {
     assert_eq!(text(&r), "over http");
     assert_eq!(recorded_calls(&s.path("r.jsonl")).len(), 1);
 }
+
+#[test]
+fn import_writes_a_loadable_config_and_the_host_entry() {
+    let s = Setup::new("[servers.placeholder]\ncommand = \"x\"\n");
+    let host_cfg = s.path("claude_desktop_config.json");
+    std::fs::write(
+        &host_cfg,
+        serde_json::to_string(&json!({"mcpServers": {
+            "fixture": {"command": FIXTURE, "args": ["--name", "imported"], "env": {"A": "1"}, "autoApprove": ["echo"]},
+            "remote": {"url": "https://mcp.example.test/mcp"}
+        }}))
+        .unwrap(),
+    )
+    .unwrap();
+    let out_path = s.path("imported.toml");
+    let out = std::process::Command::new(GAVEL)
+        .arg("import")
+        .arg(&host_cfg)
+        .arg("-o")
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("autoApprove"),
+        "names what it could not carry: {stdout}"
+    );
+    assert!(
+        stdout.contains("\"mcpServers\"") && stdout.contains("\"run\""),
+        "prints the host entry: {stdout}"
+    );
+    let check = std::process::Command::new(GAVEL)
+        .args(["config", "check", "--config"])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // Refuses to overwrite without --force.
+    let again = std::process::Command::new(GAVEL)
+        .arg("import")
+        .arg(&host_cfg)
+        .arg("-o")
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+}

@@ -397,3 +397,50 @@ async fn subscriptions_and_updates() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_later_name_collision_is_withheld_and_logged() {
+    // Prefix "p" + tool "_x" and prefix "p_" + tool "x" both expose "p___x".
+    let s = Setup::new("");
+    let cfg = format!(
+        "{}prefix = \"p\"\n\n{}prefix = \"p_\"\n",
+        fixture_server("first", &[], &s.path("first.jsonl")),
+        fixture_server("second", &[], &s.path("second.jsonl")),
+    );
+    std::fs::write(s.config(), cfg).unwrap();
+    let client = s.connect(TestHost::new()).await;
+    client.list_all_tools().await.unwrap();
+    call(&client, "p__add_tool", json!({"name": "_x"}))
+        .await
+        .unwrap();
+    eventually("first's tool is listed", || {
+        let tools = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(client.list_all_tools())
+        })
+        .unwrap();
+        tools.iter().any(|t| t.name == "p___x")
+    })
+    .await;
+    call(&client, "p___add_tool", json!({"name": "x"}))
+        .await
+        .unwrap();
+    eventually("the collision is logged", || {
+        s.log_text().contains("collides")
+    })
+    .await;
+    // The first claimant keeps the name; the newcomer is withheld.
+    let r = call(&client, "p___x", json!({})).await.unwrap();
+    assert_eq!(text(&r), "dynamic _x");
+    assert_eq!(
+        recorded_calls(&s.path("first.jsonl"))
+            .iter()
+            .filter(|c| c["params"]["name"] == "_x")
+            .count(),
+        1
+    );
+    assert!(
+        recorded_calls(&s.path("second.jsonl"))
+            .iter()
+            .all(|c| c["params"]["name"] != "x")
+    );
+}
