@@ -207,10 +207,17 @@ pub fn lint(bundle: &Bundle, strict_input: bool) -> Result<LintReport, BundleErr
         }
     }
     for (file, src) in &blanked {
+        // Decision-log rules (`<root>.log`) see the whole event as input; the
+        // policy input is at `input.input`.
+        let log_rules = package_of(src).is_some_and(|p| p.ends_with("/log"));
         for (name, line, call, col) in refs(src) {
             let first = name.split('.').next().unwrap_or("");
             if name.starts_with("input.") {
-                let path: Vec<&str> = name.split('.').skip(1).collect();
+                let skip = if log_rules { 2 } else { 1 };
+                if log_rules && !name.starts_with("input.input.") {
+                    continue; // event fields: decision_id, result, labels, …
+                }
+                let path: Vec<&str> = name.split('.').skip(skip).collect();
                 if !schema_has(&schema, &path) {
                     let f = LintFinding {
                         file: file.clone(),
@@ -299,6 +306,14 @@ mod tests {
         assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
         assert!(r.errors[0].message.contains("collides with data.x.reasons"));
         assert_eq!(r.errors[0].line, 3);
+    }
+
+    #[test]
+    fn log_rules_see_the_event_as_input() {
+        let src = "package x.log\ndrop if input.input.user.id == \"a\"\nmask contains \"/input/x\" if input.result.allow\nmask contains \"/y\" if input.input.user.role\n";
+        let r = lint(&bundle(src), false).unwrap();
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(r.warnings[0].message.contains("input.input.user.role"));
     }
 
     #[test]

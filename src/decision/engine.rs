@@ -72,6 +72,9 @@ pub struct EvalOutcome {
 pub struct PolicyEngine {
     engine: regorus::Engine,
     bundles: Vec<Loaded>,
+    /// Precomputed: `name@revision,…` and the decision log's `bundles` object.
+    version: String,
+    bundles_json: Value,
     warnings: Vec<LintFinding>,
     timeout: Duration,
 }
@@ -90,8 +93,11 @@ fn get_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
         .try_fold(v, |v, k| v.get(k))
 }
 
+/// Converts without cloning the JSON first (`&serde_json::Value` is itself a
+/// serde deserializer).
 fn to_regorus(v: &Value) -> regorus::Value {
-    serde_json::from_value(v.clone()).unwrap_or(regorus::Value::Undefined)
+    use serde::Deserialize;
+    regorus::Value::deserialize(v).unwrap_or(regorus::Value::Undefined)
 }
 
 impl PolicyEngine {
@@ -221,9 +227,23 @@ impl PolicyEngine {
         for l in &loaded {
             let _ = engine.eval_rule(l.decision_rule.clone());
         }
+        let version = loaded
+            .iter()
+            .map(|b| if b.info.revision.is_empty() { b.info.name.clone() } else { format!("{}@{}", b.info.name, b.info.revision) })
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut bundles_json = serde_json::Map::new();
+        for b in &loaded {
+            bundles_json.insert(
+                b.info.name.clone(),
+                serde_json::json!({"revision": b.info.revision, "digest": b.info.digest, "layer": b.info.layer}),
+            );
+        }
         Ok(PolicyEngine {
             engine,
             bundles: loaded,
+            version,
+            bundles_json: Value::Object(bundles_json),
             warnings,
             timeout: opts.eval_timeout,
         })
@@ -238,18 +258,13 @@ impl PolicyEngine {
     }
 
     /// `name@revision` of every bundle, comma-separated.
-    pub fn policy_version(&self) -> String {
-        self.bundles
-            .iter()
-            .map(|b| {
-                if b.info.revision.is_empty() {
-                    b.info.name.clone()
-                } else {
-                    format!("{}@{}", b.info.name, b.info.revision)
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(",")
+    pub fn policy_version(&self) -> &str {
+        &self.version
+    }
+
+    /// `{name: {revision, digest, layer}}` for decision records.
+    pub fn bundles_json(&self) -> &Value {
+        &self.bundles_json
     }
 
     /// Data classes a request references, from the bundles' classification

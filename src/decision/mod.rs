@@ -236,7 +236,7 @@ impl Enforcer {
             .map(|(n, s)| {
                 let st = match &s.policy {
                     Policy::None => Ok("none (static rules only)".to_string()),
-                    Policy::Rego(e) => Ok(e.policy_version()),
+                    Policy::Rego(e) => Ok(e.policy_version().to_string()),
                     Policy::Unavailable(why) => Err(why.clone()),
                 };
                 (n.clone(), st)
@@ -309,13 +309,9 @@ impl Enforcer {
                         }
                         Policy::Rego(engine) => {
                             policy_label = "rego";
-                            path = engine
-                                .bundle_info()
-                                .first()
-                                .map(|b| b.name.clone())
-                                .unwrap_or_default();
-                            for b in engine.bundle_info() {
-                                bundles[&b.name] = json!({"revision": b.revision, "digest": b.digest, "layer": b.layer});
+                            if self.log.is_some() {
+                                path = engine.bundle_info().first().map(|b| b.name.clone()).unwrap_or_default();
+                                bundles = engine.bundles_json().clone();
                             }
                             match engine.decide(&input) {
                                 Ok(out) => {
@@ -328,7 +324,7 @@ impl Enforcer {
                                         remediation: c.remediation,
                                         appeal_path: c.appeal_path,
                                         audit_required: c.audit_required,
-                                        policy_version: Some(engine.policy_version()),
+                                        policy_version: Some(engine.policy_version().to_string()),
                                         matched_rules: c.matched_rules,
                                         disclosure: if c.withhold {
                                             Disclosure::Withhold
@@ -345,7 +341,7 @@ impl Enforcer {
                                         fail_text(&e),
                                         &mut fail_open_used,
                                     );
-                                    d.policy_version = Some(engine.policy_version());
+                                    d.policy_version = Some(engine.policy_version().to_string());
                                     d
                                 }
                             }
@@ -354,7 +350,7 @@ impl Enforcer {
                 }
             }
         };
-        decision.decision_id = Some(uuid::Uuid::new_v4().to_string());
+        decision.decision_id = Some(next_decision_id());
         if decision.policy_version.is_none() {
             decision.policy_version = Some(policy_label.to_string());
         }
@@ -503,5 +499,30 @@ fn fail_text(e: &EngineError) -> String {
             "The policy answered in a shape gavel does not understand ({e}); the request is refused. Report it to the policy owners."
         ),
         EngineError::Load(_) => format!("The policy is unavailable ({e}); the request is refused."),
+    }
+}
+
+/// Decision ids: a random 64-bit prefix per process (so ids from several gavel
+/// processes never collide) and a counter — unique without a random-number
+/// syscall on every decision. UUID-shaped for tools that expect one.
+fn next_decision_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    uuid::Uuid::from_u64_pair(prefix, n).hyphenated().to_string()
+}
+
+#[cfg(test)]
+mod id_tests {
+    #[test]
+    fn decision_ids_are_unique_and_uuid_shaped() {
+        let a = super::next_decision_id();
+        let b = super::next_decision_id();
+        assert_ne!(a, b);
+        assert!(uuid::Uuid::parse_str(&a).is_ok());
+        assert_eq!(a[..18], b[..18], "same process prefix");
     }
 }
