@@ -58,20 +58,12 @@ async fn wrap_server_everything_from_a_real_client() {
     assert!(text(&r).contains("42"), "{}", text(&r));
 
     // Progress from a third-party server reaches the host on its own token.
-    let mut p = CallToolRequestParams::new("trigger-long-running-operation");
-    p.arguments = json!({"duration": 1, "steps": 3}).as_object().cloned();
-    let handle = client
-        .peer()
-        .send_request_with_option(
-            ClientRequest::CallToolRequest(CallToolRequest::new(p)),
-            rmcp::service::PeerRequestOptions::no_options(),
-        )
-        .await
-        .unwrap();
-    let host_token = handle.progress_token.clone();
-    let ServerResult::CallToolResult(r) = handle.await_response().await.unwrap() else {
-        panic!("not a tool result")
-    };
+    let (r, host_token) = call_with_progress(
+        &client,
+        "trigger-long-running-operation",
+        json!({"duration": 1, "steps": 3}),
+    )
+    .await;
     assert!(
         text(&r).to_lowercase().contains("completed"),
         "{}",

@@ -460,24 +460,7 @@ fn hex_sha256(b: &[u8]) -> String {
 async fn decision_records_survive_kill_9() {
     let s = Setup::new("");
     std::fs::write(s.config(), config(&s, &[&fixture_bundle()], "", "")).unwrap();
-    let mut child = tokio::process::Command::new(GAVEL)
-        .args([
-            "run",
-            "--config",
-            s.config().to_str().unwrap(),
-            "--log-file",
-            s.log().to_str().unwrap(),
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    use rmcp::ServiceExt;
-    let client = TestHost::new().serve((stdout, stdin)).await.unwrap();
+    let (client, pid, mut child) = s.connect_with_pid(TestHost::new()).await;
     for i in 0..5 {
         call(&client, "echo", json!({"text": format!("n{i}")}))
             .await
@@ -487,7 +470,7 @@ async fn decision_records_survive_kill_9() {
         .await
         .unwrap();
     // SIGKILL: no flush, no exit handler. Every answered call's record is there.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    unsafe { libc::kill(pid, libc::SIGKILL) };
     let _ = child.wait().await;
     let log = decisions(&s);
     assert_eq!(log.len(), 6, "{log:?}");
@@ -501,25 +484,7 @@ async fn decision_records_survive_kill_9() {
 async fn sighup_reopens_the_decision_log_after_rotation() {
     let s = Setup::new("");
     std::fs::write(s.config(), config(&s, &[&fixture_bundle()], "", "")).unwrap();
-    let mut child = tokio::process::Command::new(GAVEL)
-        .args([
-            "run",
-            "--config",
-            s.config().to_str().unwrap(),
-            "--log-file",
-            s.log().to_str().unwrap(),
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap() as i32;
-    use rmcp::ServiceExt;
-    let client = TestHost::new()
-        .serve((child.stdout.take().unwrap(), child.stdin.take().unwrap()))
-        .await
-        .unwrap();
+    let (client, pid, _child) = s.connect_with_pid(TestHost::new()).await;
     call(&client, "echo", json!({"text": "before"}))
         .await
         .unwrap();

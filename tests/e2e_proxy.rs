@@ -145,21 +145,8 @@ async fn progress_tokens_are_mapped_back_to_the_hosts() {
     let host = TestHost::new();
     let seen = host.seen.clone();
     let client = s.connect(host).await;
-    let mut p = CallToolRequestParams::new("progress");
-    p.arguments = json!({"steps": 3, "delay_ms": 10}).as_object().cloned();
-    // rmcp's client assigns the progress token it sends; the handle tells which.
-    let handle = client
-        .peer()
-        .send_request_with_option(
-            ClientRequest::CallToolRequest(CallToolRequest::new(p)),
-            rmcp::service::PeerRequestOptions::no_options(),
-        )
-        .await
-        .unwrap();
-    let host_token = handle.progress_token.clone();
-    let ServerResult::CallToolResult(r) = handle.await_response().await.unwrap() else {
-        panic!("not a tool result")
-    };
+    let (r, host_token) =
+        call_with_progress(&client, "progress", json!({"steps": 3, "delay_ms": 10})).await;
     assert_eq!(text(&r), "done 3");
     eventually("3 progress notifications", || {
         seen.lock().unwrap().progress.len() >= 3

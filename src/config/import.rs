@@ -30,6 +30,21 @@ fn err(source: &Path, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The environment variable that carries VS Code input `id`.
+fn input_var(id: &str) -> String {
+    let upper: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("GAVEL_INPUT_{upper}")
+}
+
 /// VS Code `${input:id}` → `${GAVEL_INPUT_ID}`, `${env:X}` → `${X}`,
 /// `${workspaceFolder}` → `.`; a literal `$` is escaped as `$$`.
 fn convert_vars(
@@ -48,16 +63,7 @@ fn convert_vars(
         {
             let expr = &body[..end];
             if let Some(id) = expr.strip_prefix("input:") {
-                let var = format!(
-                    "GAVEL_INPUT_{}",
-                    id.chars()
-                        .map(|c| if c.is_ascii_alphanumeric() {
-                            c.to_ascii_uppercase()
-                        } else {
-                            '_'
-                        })
-                        .collect::<String>()
-                );
+                let var = input_var(id);
                 if !required.contains(&var) {
                     required.push(var.clone());
                 }
@@ -277,16 +283,7 @@ pub fn import_host_config(
     if let Some(inputs) = root.get("inputs").and_then(Value::as_array) {
         for i in inputs {
             if let Some(id) = i.get("id").and_then(Value::as_str) {
-                let var = format!(
-                    "GAVEL_INPUT_{}",
-                    id.chars()
-                        .map(|c| if c.is_ascii_alphanumeric() {
-                            c.to_ascii_uppercase()
-                        } else {
-                            '_'
-                        })
-                        .collect::<String>()
-                );
+                let var = input_var(id);
                 if required.contains(&var) {
                     let desc = i.get("description").and_then(Value::as_str).unwrap_or("");
                     notes.push(format!(

@@ -229,7 +229,13 @@ impl PolicyEngine {
         }
         let version = loaded
             .iter()
-            .map(|b| if b.info.revision.is_empty() { b.info.name.clone() } else { format!("{}@{}", b.info.name, b.info.revision) })
+            .map(|b| {
+                if b.info.revision.is_empty() {
+                    b.info.name.clone()
+                } else {
+                    format!("{}@{}", b.info.name, b.info.revision)
+                }
+            })
             .collect::<Vec<_>>()
             .join(",");
         let mut bundles_json = serde_json::Map::new();

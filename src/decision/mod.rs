@@ -310,7 +310,11 @@ impl Enforcer {
                         Policy::Rego(engine) => {
                             policy_label = "rego";
                             if self.log.is_some() {
-                                path = engine.bundle_info().first().map(|b| b.name.clone()).unwrap_or_default();
+                                path = engine
+                                    .bundle_info()
+                                    .first()
+                                    .map(|b| b.name.clone())
+                                    .unwrap_or_default();
                                 bundles = engine.bundles_json().clone();
                             }
                             match engine.decide(&input) {
@@ -512,7 +516,9 @@ fn next_decision_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    uuid::Uuid::from_u64_pair(prefix, n).hyphenated().to_string()
+    uuid::Uuid::from_u64_pair(prefix, n)
+        .hyphenated()
+        .to_string()
 }
 
 #[cfg(test)]

@@ -171,33 +171,46 @@ impl Setup {
         self.path("gavel.log")
     }
 
+    /// The arguments a host uses to launch gavel on this setup.
+    pub fn run_args(&self) -> Vec<String> {
+        vec![
+            "run".into(),
+            "--config".into(),
+            self.config().display().to_string(),
+            "--log-file".into(),
+            self.log().display().to_string(),
+        ]
+    }
+
     /// `gavel run --config …` as a host launches it, connected.
     pub async fn connect(&self, host: TestHost) -> Client {
-        let cmd = tokio::process::Command::new(GAVEL);
-        connect_cmd(
-            cmd_with(
-                cmd,
-                &[
-                    "run",
-                    "--config",
-                    self.config().to_str().unwrap(),
-                    "--log-file",
-                    self.log().to_str().unwrap(),
-                ],
-            ),
-            host,
-        )
-        .await
+        let mut cmd = tokio::process::Command::new(GAVEL);
+        cmd.args(self.run_args());
+        connect_cmd(cmd, host).await
+    }
+
+    /// Like `connect`, but also returns gavel's pid and process handle (for
+    /// signals).
+    pub async fn connect_with_pid(&self, host: TestHost) -> (Client, i32, tokio::process::Child) {
+        let mut child = tokio::process::Command::new(GAVEL)
+            .args(self.run_args())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn gavel");
+        let pid = child.id().expect("pid") as i32;
+        let io = (child.stdout.take().unwrap(), child.stdin.take().unwrap());
+        let client = tokio::time::timeout(PATIENCE, host.serve(io))
+            .await
+            .expect("gavel answered initialize")
+            .expect("initialize succeeded");
+        (client, pid, child)
     }
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.log()).unwrap_or_default()
     }
-}
-
-pub fn cmd_with(mut cmd: tokio::process::Command, args: &[&str]) -> tokio::process::Command {
-    cmd.args(args);
-    cmd
 }
 
 pub async fn connect_cmd(mut cmd: tokio::process::Command, host: TestHost) -> Client {
@@ -247,6 +260,30 @@ pub fn recorded_calls(path: &Path) -> Vec<Value> {
         .into_iter()
         .filter(|v| v["method"] == "tools/call")
         .collect()
+}
+
+/// Calls a tool and returns the result with the progress token the request
+/// carried (rmcp's client assigns it; the request handle says which).
+pub async fn call_with_progress(
+    client: &Client,
+    name: &str,
+    args: Value,
+) -> (CallToolResult, ProgressToken) {
+    let mut p = CallToolRequestParams::new(name.to_string());
+    p.arguments = args.as_object().cloned();
+    let handle = client
+        .peer()
+        .send_request_with_option(
+            ClientRequest::CallToolRequest(CallToolRequest::new(p)),
+            rmcp::service::PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    let token = handle.progress_token.clone();
+    let ServerResult::CallToolResult(r) = handle.await_response().await.unwrap() else {
+        panic!("not a tool result")
+    };
+    (r, token)
 }
 
 pub async fn call(
