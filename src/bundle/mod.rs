@@ -5,7 +5,9 @@
 pub mod canonical;
 pub mod lint;
 mod reader;
+pub mod sign;
 pub mod testrun;
+pub mod verify;
 
 use serde_json::{Map, Value};
 

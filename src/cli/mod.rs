@@ -73,6 +73,11 @@ pub enum Command {
         #[arg(required = true)]
         bundles: Vec<PathBuf>,
     },
+    /// Build, sign, verify and inspect policy bundles (OPA-compatible).
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
     /// Print a JSON Schema of gavel's contracts.
     Schema {
         #[command(subcommand)]
@@ -83,6 +88,49 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BundleCommand {
+    /// Pack a bundle directory into a .tar.gz (as `opa build` lays it out).
+    Build {
+        dir: PathBuf,
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Write this revision into .manifest (before signing).
+        #[arg(long)]
+        revision: Option<String>,
+    },
+    /// Write <dir>/.signatures.json: one JWT over every file's hash (OPA's format).
+    Sign {
+        dir: PathBuf,
+        /// Signing key: PEM private key file, or a file holding the HMAC secret.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long, default_value = "RS256")]
+        algorithm: String,
+        #[arg(long)]
+        keyid: Option<String>,
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    /// Verify a bundle's signature with a public key (or HMAC secret) file.
+    Verify {
+        bundle: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long, default_value = "RS256")]
+        algorithm: String,
+        /// Key id to use (default: the token's `kid`).
+        #[arg(long, default_value = "")]
+        keyid: String,
+        #[arg(long, default_value = "")]
+        scope: String,
+        #[arg(long)]
+        exclude: Vec<String>,
+    },
+    /// Show a bundle's manifest, digest, files and signature claims.
+    Inspect { bundle: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -156,6 +204,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => import(&file, &output, force),
         Command::Demo { config } => demo::run(&config, cli.log_file.as_deref()).await,
         Command::Test { bundles } => test_bundles(&bundles),
+        Command::Bundle { command } => bundle_command(command),
         Command::Schema { which } => {
             let text = match which {
                 SchemaCommand::Input => include_str!("../../schemas/input.v1.json"),
@@ -190,6 +239,114 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn read_key(path: &Path) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("reading key {}", path.display()))?
+        .trim_end_matches('\n')
+        .to_string())
+}
+
+fn bundle_command(command: BundleCommand) -> anyhow::Result<()> {
+    use crate::bundle::{load_bundle, sign, verify};
+    match command {
+        BundleCommand::Build {
+            dir,
+            output,
+            revision,
+        } => {
+            let digest = sign::build_tarball(&dir, &output, revision.as_deref())?;
+            say(format!("built {} ({digest})", output.display()));
+        }
+        BundleCommand::Sign {
+            dir,
+            key,
+            algorithm,
+            keyid,
+            scope,
+        } => {
+            sign::sign_dir(
+                &dir,
+                &algorithm,
+                &read_key(&key)?,
+                keyid.as_deref(),
+                scope.as_deref(),
+            )?;
+            say(format!("signed {} (wrote .signatures.json)", dir.display()));
+        }
+        BundleCommand::Verify {
+            bundle,
+            key,
+            algorithm,
+            keyid,
+            scope,
+            exclude,
+        } => {
+            let b = load_bundle(&bundle, &Default::default())?;
+            let id = if keyid.is_empty() {
+                "default".to_string()
+            } else {
+                keyid.clone()
+            };
+            let mut cfg = verify::VerificationConfig {
+                keyid: keyid.clone(),
+                scope,
+                exclude_files: exclude,
+                ..Default::default()
+            };
+            let vk = verify::VerificationKey {
+                algorithm,
+                key: read_key(&key)?,
+                scope: None,
+            };
+            cfg.keys.insert(id, vk.clone());
+            // Without --keyid the token's kid picks the key: register it under that id too.
+            if keyid.is_empty()
+                && let Some(kid) = signed_kid(&b)
+            {
+                cfg.keys.insert(kid, vk);
+            }
+            match verify::verify_bundle(&b, Some(&cfg), "")? {
+                Some(v) => say(format!(
+                    "verified {}: keyid {:?}, scope {:?}, {} files",
+                    bundle.display(),
+                    v.keyid,
+                    v.scope,
+                    b.files.len()
+                )),
+                None => anyhow::bail!("{} is not signed", bundle.display()),
+            }
+        }
+        BundleCommand::Inspect { bundle } => {
+            let b = load_bundle(&bundle, &Default::default())?;
+            let info = serde_json::json!({
+                "source": b.source,
+                "digest": b.digest,
+                "revision": b.manifest.revision,
+                "roots": b.manifest.roots,
+                "metadata": b.manifest.metadata,
+                "modules": b.modules.iter().map(|m| &m.path).collect::<Vec<_>>(),
+                "files": b.files.iter().map(|f| serde_json::json!({"path": f.path, "bytes": f.bytes.len()})).collect::<Vec<_>>(),
+                "signed": b.signatures.is_some(),
+                "signature_kid": signed_kid(&b),
+            });
+            say(serde_json::to_string_pretty(&info)?);
+        }
+    }
+    Ok(())
+}
+
+/// The `kid` header of a bundle's signature (unverified: for display and key choice).
+fn signed_kid(b: &crate::bundle::Bundle) -> Option<String> {
+    use base64::Engine as _;
+    let raw: serde_json::Value = serde_json::from_slice(b.signatures.as_ref()?).ok()?;
+    let token = raw["signatures"].get(0)?.as_str()?;
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.split('.').next()?)
+        .ok()?;
+    let h: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    h["kid"].as_str().map(String::from)
 }
 
 fn test_bundles(paths: &[PathBuf]) -> anyhow::Result<()> {

@@ -206,6 +206,23 @@ pub fn render(c: &Config) -> String {
         Value::Integer(c.log.max_arg_bytes as i64),
     );
     log.insert("secret_fields".into(), strings(&c.log.secret_fields));
+    let keys: Table = c
+        .keys
+        .iter()
+        .map(|(name, k)| {
+            let mut t = Table::new();
+            t.insert("algorithm".into(), Value::String(k.algorithm.clone()));
+            // Public keys are not secret, HMAC secrets are: mask both alike.
+            t.insert("key".into(), Value::String("***".into()));
+            if let Some(s) = &k.scope {
+                t.insert("scope".into(), Value::String(s.clone()));
+            }
+            (name.clone(), Value::Table(t))
+        })
+        .collect();
+    if !keys.is_empty() {
+        root.insert("keys".into(), Value::Table(keys));
+    }
     root.insert("identity".into(), Value::Table(identity));
     root.insert("limits".into(), Value::Table(limits));
     root.insert("log".into(), Value::Table(log));

@@ -23,6 +23,7 @@ pub struct Config {
     pub limits: Limits,
     pub log: LogSettings,
     pub policy: PolicySettings,
+    pub keys: BTreeMap<String, KeyConfig>,
     /// File the config came from (None for `gavel wrap`); relative paths
     /// (commands, `cwd`, bundles) resolve against its directory.
     pub source: Option<PathBuf>,
@@ -41,6 +42,29 @@ pub struct ServerConfig {
     pub bundles: Vec<String>,
     pub fail_open: bool,
     pub restart_max_backoff: Duration,
+    /// Verification of the server's bundles (`keys`, `exclude_files`,
+    /// `require_signature`).
+    pub signing: BundleSigning,
+}
+
+/// How a server's bundles must be signed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BundleSigning {
+    /// Key names (from `[keys.*]`) trusted for this server's bundles; several
+    /// at once during a rotation.
+    pub keys: Vec<String>,
+    pub exclude_files: Vec<String>,
+    /// Refuse unsigned bundles. Default: true when keys are listed.
+    pub require_signature: bool,
+}
+
+/// `[keys.NAME]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyConfig {
+    pub algorithm: String,
+    /// PEM public key or HMAC secret, resolved from `key`, `key_file` or `key_env`.
+    pub material: String,
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -372,6 +396,77 @@ impl Config {
                 ));
             }
         }
+        let mut keys = BTreeMap::new();
+        for (name, k) in &raw.keys {
+            let at = k.span().start;
+            let k = k.get_ref();
+            let field = format!("keys.{name}");
+            let algorithm = k.algorithm.clone().unwrap_or_else(|| "RS256".into());
+            const ALGS: &[&str] = &[
+                "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "HS256",
+                "HS384", "HS512", "EdDSA",
+            ];
+            if !ALGS.contains(&algorithm.as_str()) {
+                return Err(ctx.at(
+                    at,
+                    &format!("{field}.algorithm"),
+                    format!(
+                        "unknown algorithm {algorithm:?} (one of {})",
+                        ALGS.join(", ")
+                    ),
+                ));
+            }
+            let material = match (&k.key, &k.key_file, &k.key_env) {
+                (Some(inline), None, None) => inline.clone(),
+                (None, Some(file), None) => {
+                    let path = ctx.path(ctx.expand(file, &format!("{field}.key_file"))?);
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| {
+                            ctx.at(
+                                file.span().start,
+                                &format!("{field}.key_file"),
+                                format!("cannot read {}: {e}", path.display()),
+                            )
+                        })?
+                        .trim_end_matches('\n')
+                        .to_string()
+                }
+                (None, None, Some(var)) => (ctx.env)(var).ok_or_else(|| {
+                    ctx.at(
+                        at,
+                        &format!("{field}.key_env"),
+                        format!("environment variable {var} is not set"),
+                    )
+                })?,
+                _ => {
+                    return Err(ctx.at(
+                        at,
+                        &field,
+                        "set exactly one of key (inline PEM), key_file or key_env",
+                    ));
+                }
+            };
+            keys.insert(
+                name.clone(),
+                KeyConfig {
+                    algorithm,
+                    material,
+                    scope: k.scope.clone(),
+                },
+            );
+        }
+        for (name, s) in &servers {
+            for k in &s.signing.keys {
+                if !keys.contains_key(k) {
+                    let span = raw.servers[name].span().start;
+                    return Err(ctx.at(
+                        span,
+                        &format!("servers.{name}.keys"),
+                        format!("no [keys.{k}] table defines key {k:?}"),
+                    ));
+                }
+            }
+        }
         let identity = Self::identity(&ctx, &raw.identity)?;
         let l = &raw.limits;
         let limits = Limits {
@@ -434,6 +529,7 @@ impl Config {
             limits,
             log,
             policy,
+            keys,
             source: Some(origin.to_path_buf()),
         })
     }
@@ -564,6 +660,13 @@ impl Config {
             annotations_trusted: s.annotations_trusted.unwrap_or(false),
             bundles,
             fail_open: s.fail_open.unwrap_or(false),
+            signing: BundleSigning {
+                keys: s.keys.clone().unwrap_or_default(),
+                exclude_files: s.exclude_files.clone().unwrap_or_default(),
+                require_signature: s
+                    .require_signature
+                    .unwrap_or(s.keys.as_ref().is_some_and(|k| !k.is_empty())),
+            },
         })
     }
 
@@ -645,6 +748,7 @@ impl Config {
             bundles: vec![],
             fail_open: false,
             restart_max_backoff: Duration::from_secs(30),
+            signing: BundleSigning::default(),
         };
         Ok(Config {
             servers: [(name.to_string(), server)].into(),
@@ -652,6 +756,7 @@ impl Config {
             limits: Limits::default(),
             log: LogSettings::default(),
             policy: PolicySettings::default(),
+            keys: BTreeMap::new(),
             source: None,
         })
     }

@@ -20,6 +20,19 @@ pub struct RawConfig {
     pub log: RawLog,
     #[serde(default)]
     pub policy: RawPolicy,
+    #[serde(default)]
+    pub keys: BTreeMap<String, Spanned<RawKey>>,
+}
+
+/// `[keys.NAME]`: a bundle-signing verification key.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub algorithm: Option<String>,
+    pub key: Option<String>,
+    pub key_file: Option<Spanned<String>>,
+    pub key_env: Option<String>,
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -41,6 +54,10 @@ pub struct RawServer {
     pub bundle: Option<Spanned<String>>,
     pub bundles: Option<Spanned<Vec<Spanned<String>>>>,
     pub fail_open: Option<bool>,
+    /// Names of `[keys.*]` this server trusts for its bundles.
+    pub keys: Option<Vec<String>>,
+    pub exclude_files: Option<Vec<String>>,
+    pub require_signature: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -162,3 +162,22 @@ fn parse_size_units() {
     assert_eq!(parse_size("12"), Some(12));
     assert_eq!(parse_size("12 parsecs"), None);
 }
+
+#[test]
+fn signing_keys_are_validated() {
+    let e =
+        err("[keys.a]\nalgorithm = \"HS256\"\nkey_env = \"NOPE\"\n[servers.s]\ncommand = \"x\"\n");
+    assert!(e.contains("keys.a.key_env") && e.contains("NOPE"), "{e}");
+    let e = err("[keys.a]\nalgorithm = \"XX1\"\nkey = \"k\"\n[servers.s]\ncommand = \"x\"\n");
+    assert!(e.contains("unknown algorithm"), "{e}");
+    let e = err("[keys.a]\nkey = \"k\"\nkey_env = \"TOKEN\"\n[servers.s]\ncommand = \"x\"\n");
+    assert!(e.contains("exactly one of"), "{e}");
+    let e = err("[servers.s]\ncommand = \"x\"\nkeys = [\"missing\"]\n");
+    assert!(e.contains("servers.s.keys") && e.contains("missing"), "{e}");
+    let c = parse("[keys.a]\nalgorithm = \"HS256\"\nkey_env = \"TOKEN\"\n[servers.s]\ncommand = \"x\"\nkeys = [\"a\"]\n").unwrap();
+    assert_eq!(c.keys["a"].material, "s3cret");
+    assert!(
+        c.servers["s"].signing.require_signature,
+        "keys listed → signatures required by default"
+    );
+}

@@ -181,7 +181,9 @@ impl Enforcer {
                     }
                     let mut bundles = Vec::new();
                     for r in &server.bundles {
-                        bundles.push(load_ref(r)?);
+                        let b = load_ref(r)?;
+                        verify_signature(&b, name, server, config)?;
+                        bundles.push(b);
                     }
                     bundles.extend(shared.iter().cloned());
                     PolicyEngine::build(name, bundles, &opts).map_err(|e| e.to_string())
@@ -488,6 +490,59 @@ impl Enforcer {
                 true
             }
         }
+    }
+}
+
+/// Verifies a bundle's signature under the server's trusted keys, before the
+/// bundle is used at all.
+fn verify_signature(
+    b: &Bundle,
+    server: &str,
+    sc: &crate::config::ServerConfig,
+    config: &Config,
+) -> Result<(), String> {
+    use crate::bundle::verify::{VerificationConfig, VerificationKey, verify_bundle};
+    let s = &sc.signing;
+    let cfg = (!s.keys.is_empty()).then(|| VerificationConfig {
+        keys: s
+            .keys
+            .iter()
+            .filter_map(|k| {
+                config.keys.get(k).map(|kc| {
+                    (
+                        k.clone(),
+                        VerificationKey {
+                            algorithm: kc.algorithm.clone(),
+                            key: kc.material.clone(),
+                            scope: kc.scope.clone(),
+                        },
+                    )
+                })
+            })
+            .collect(),
+        exclude_files: s.exclude_files.clone(),
+        ..Default::default()
+    });
+    if b.signatures.is_some() && cfg.is_none() {
+        return Err(format!(
+            "bundle {} is signed but servers.{server}.keys names no key to verify it",
+            b.source
+        ));
+    }
+    match verify_bundle(b, cfg.as_ref(), "") {
+        Ok(Some(v)) => {
+            tracing::info!(server = %server, bundle = %b.name, keyid = %v.keyid, "bundle signature verified");
+            Ok(())
+        }
+        Ok(None) if s.require_signature => Err(format!(
+            "bundle {} is not signed and servers.{server}.require_signature is true",
+            b.source
+        )),
+        Ok(None) => Ok(()),
+        Err(e) => Err(format!(
+            "bundle {} failed signature verification: {e}",
+            b.source
+        )),
     }
 }
 

@@ -1,0 +1,241 @@
+//! Signed bundles end to end: `gavel bundle sign/build/verify`, then gavel
+//! verifies before it trusts — tampering, wrong keys, rotation, unsigned.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::json;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+fn gavel(args: &[&str]) -> std::process::Output {
+    Command::new(GAVEL).args(args).output().unwrap()
+}
+
+fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A signed copy of the fixture bundle; returns its directory.
+fn signed_bundle(s: &Setup, name: &str, secret_file: &Path, kid: &str) -> PathBuf {
+    let dir = s.path(name);
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture"),
+        &dir,
+    );
+    ok(gavel(&[
+        "bundle",
+        "sign",
+        dir.to_str().unwrap(),
+        "--key",
+        secret_file.to_str().unwrap(),
+        "--algorithm",
+        "HS256",
+        "--keyid",
+        kid,
+    ]));
+    dir
+}
+
+fn config_with(s: &Setup, bundle: &Path, trusted: &[&str]) -> String {
+    let keys: Vec<String> = trusted.iter().map(|k| format!("{k:?}")).collect();
+    format!(
+        "[keys.k1]\nalgorithm = \"HS256\"\nkey_file = {:?}\n\n[keys.k2]\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_TEST_K2\"\n\n[identity.user]\nid = \"ada\"\n\n{}bundle = {:?}\nkeys = [{}]\n",
+        s.path("k1.secret").display().to_string(),
+        fixture_server("fx", &[], &s.path("r.jsonl")),
+        bundle.display().to_string(),
+        keys.join(", ")
+    )
+}
+
+fn check(s: &Setup) -> (bool, String) {
+    let out = Command::new(GAVEL)
+        .args(["config", "check", "--config", s.config().to_str().unwrap()])
+        .env("GAVEL_TEST_K2", "second-secret")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_tarball_is_verified_and_decides() {
+    let s = Setup::new("");
+    std::fs::write(s.path("k1.secret"), "first-secret").unwrap();
+    let dir = signed_bundle(&s, "b", &s.path("k1.secret"), "k1");
+    let out = ok(gavel(&[
+        "bundle",
+        "verify",
+        dir.to_str().unwrap(),
+        "--key",
+        s.path("k1.secret").to_str().unwrap(),
+        "--algorithm",
+        "HS256",
+    ]));
+    assert!(out.contains("keyid \"k1\""), "{out}");
+    let tgz = s.path("b.tar.gz");
+    ok(gavel(&[
+        "bundle",
+        "build",
+        dir.to_str().unwrap(),
+        "-o",
+        tgz.to_str().unwrap(),
+    ]));
+    let inspect = ok(gavel(&["bundle", "inspect", tgz.to_str().unwrap()]));
+    assert!(
+        inspect.contains("\"signed\": true") && inspect.contains("\"signature_kid\": \"k1\""),
+        "{inspect}"
+    );
+    // The launched gavel gets no GAVEL_TEST_K2: this config defines only k1.
+    let cfg = config_with(&s, &tgz, &["k1"]).replace(
+        "[keys.k2]\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_TEST_K2\"\n\n",
+        "",
+    );
+    std::fs::write(s.config(), cfg).unwrap();
+    let (good, err) = check(&s);
+    assert!(good, "{err}");
+    let client = s.connect(TestHost::new()).await;
+    let r = call(&client, "destructive_delete", json!({"path": "/"}))
+        .await
+        .unwrap();
+    assert!(text(&r).contains("destructive_denied"), "{}", text(&r));
+    assert_eq!(
+        text(
+            &call(&client, "echo", json!({"text": "signed"}))
+                .await
+                .unwrap()
+        ),
+        "signed"
+    );
+}
+
+#[test]
+fn tampering_wrong_keys_rotation_and_unsigned_are_refused() {
+    let s = Setup::new("");
+    std::fs::write(s.path("k1.secret"), "first-secret").unwrap();
+    std::fs::write(s.path("k2.secret"), "second-secret").unwrap();
+
+    // Tampered after signing: refused, naming the check and the file.
+    let dir = signed_bundle(&s, "tampered", &s.path("k1.secret"), "k1");
+    std::fs::write(
+        dir.join("mcp/fixture/data.json"),
+        r#"{"max_turns": 1000000}"#,
+    )
+    .unwrap();
+    std::fs::write(s.config(), config_with(&s, &dir, &["k1"])).unwrap();
+    let (good, err) = check(&s);
+    assert!(
+        !good && err.contains("digest mismatch") && err.contains("mcp/fixture/data.json"),
+        "{err}"
+    );
+
+    // Signed by a key the server does not trust.
+    let dir = signed_bundle(&s, "by-k2", &s.path("k2.secret"), "k2");
+    std::fs::write(s.config(), config_with(&s, &dir, &["k1"])).unwrap();
+    let (good, err) = check(&s);
+    assert!(
+        !good && err.contains("verification key corresponding to ID k2 not found"),
+        "{err}"
+    );
+
+    // Rotation: both trusted, then only the new one.
+    std::fs::write(s.config(), config_with(&s, &dir, &["k1", "k2"])).unwrap();
+    assert!(check(&s).0, "{}", check(&s).1);
+    std::fs::write(s.config(), config_with(&s, &dir, &["k2"])).unwrap();
+    assert!(check(&s).0);
+
+    // A token whose kid names a trusted key but signed with another secret.
+    let forged = signed_bundle(&s, "forged", &s.path("k2.secret"), "k1");
+    std::fs::write(s.config(), config_with(&s, &forged, &["k1"])).unwrap();
+    let (good, err) = check(&s);
+    assert!(
+        !good && err.contains("failed to verify JWT signature"),
+        "{err}"
+    );
+
+    // Unsigned while keys are configured (require_signature defaults to true).
+    let unsigned = s.path("unsigned");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture"),
+        &unsigned,
+    );
+    std::fs::write(s.config(), config_with(&s, &unsigned, &["k1"])).unwrap();
+    let (good, err) = check(&s);
+    assert!(!good && err.contains("not signed"), "{err}");
+
+    // An extra file added after signing.
+    let extra = signed_bundle(&s, "extra", &s.path("k1.secret"), "k1");
+    std::fs::write(
+        extra.join("mcp/fixture/extra.rego"),
+        "package mcp.fixture\nextra := 1\n",
+    )
+    .unwrap();
+    std::fs::write(s.config(), config_with(&s, &extra, &["k1"])).unwrap();
+    let (good, err) = check(&s);
+    assert!(
+        !good && err.contains("not included in bundle signature"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rs256_signatures_from_opas_test_keys() {
+    let s = Setup::new("");
+    let keys =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/opa-signing/jwt-only/keys");
+    let dir = s.path("rsa");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture"),
+        &dir,
+    );
+    let private = keys.join("keys_test.TestGetPrivateKey.rsa4096-private.pem");
+    let public = keys.join("DERIVED.keys_test.rsa4096-public.pem");
+    ok(gavel(&[
+        "bundle",
+        "sign",
+        dir.to_str().unwrap(),
+        "--key",
+        private.to_str().unwrap(),
+        "--keyid",
+        "rsa",
+    ]));
+    ok(gavel(&[
+        "bundle",
+        "verify",
+        dir.to_str().unwrap(),
+        "--key",
+        public.to_str().unwrap(),
+    ]));
+    let bad = gavel(&[
+        "bundle",
+        "verify",
+        dir.to_str().unwrap(),
+        "--key",
+        keys.join("verify_test.publicKeyValid.pem")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(!bad.status.success());
+}
