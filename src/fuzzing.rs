@@ -55,3 +55,24 @@ pub fn bundle_reader(data: &[u8]) {
         let _ = crate::bundle::lint::lint(&b, false);
     }
 }
+
+/// `.signatures.json` and JWT parsing never panic on any bytes, and never
+/// accept a token under a key it was not signed with.
+pub fn signatures(data: &[u8]) {
+    use crate::bundle::verify::{
+        VerificationConfig, VerificationKey, verify_signatures_for_fuzzing,
+    };
+    let mut cfg = VerificationConfig::default();
+    cfg.keys.insert(
+        "foo".into(),
+        VerificationKey {
+            algorithm: "HS256".into(),
+            key: "fuzz-secret-never-used-to-sign".into(),
+            scope: None,
+        },
+    );
+    assert!(
+        verify_signatures_for_fuzzing(data, &cfg).is_err(),
+        "a token verified under a key nobody signed with"
+    );
+}

@@ -548,3 +548,59 @@ fn require_bundle_makes_a_bundleless_server_a_startup_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("require_bundle"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workflow_counters_stop_a_runaway_agent() {
+    // The example workflow layer, with tighter limits.
+    let tmp = tempfile::tempdir().unwrap();
+    let wf = tmp.path().join("workflow");
+    std::fs::create_dir_all(wf.join("gavel/workflow")).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundles/workflow");
+    std::fs::copy(src.join(".manifest"), wf.join(".manifest")).unwrap();
+    std::fs::copy(
+        src.join("gavel/workflow/workflow.rego"),
+        wf.join("gavel/workflow/workflow.rego"),
+    )
+    .unwrap();
+    std::fs::write(
+        wf.join("gavel/workflow/data.json"),
+        r#"{"max_consecutive_same_tool": 3, "max_calls_per_minute": 1000, "max_session_tokens": 5000, "reasons": {"same_tool_loop": "loop"}}"#,
+    )
+    .unwrap();
+    let s = Setup::new("");
+    std::fs::write(s.config(), config(&s, &[&fixture_bundle(), &wf], "", "")).unwrap();
+    let client = s.connect(TestHost::new()).await;
+    for i in 0..3 {
+        let r = call(&client, "echo", json!({"text": format!("n{i}")}))
+            .await
+            .unwrap();
+        assert_ne!(r.is_error, Some(true), "call {i}: {}", text(&r));
+    }
+    let r = call(&client, "echo", json!({"text": "fourth"}))
+        .await
+        .unwrap();
+    assert!(text(&r).contains("same_tool_loop"), "{}", text(&r));
+    // Another tool breaks the run.
+    let r = call(&client, "add", json!({"a": 1, "b": 1})).await.unwrap();
+    assert_eq!(text(&r), "2");
+    let log = decisions(&s);
+    let fourth = log
+        .iter()
+        .filter(|r| r["input"]["action"]["tool"] == "echo")
+        .nth(3)
+        .unwrap();
+    assert_eq!(
+        fourth["input"]["context"]["consecutive_same_tool"], 3,
+        "the snapshot the decision used is logged"
+    );
+    // A host-reported token count can only raise gavel's figure: over budget now.
+    let mut p = rmcp::model::CallToolRequestParams::new("add");
+    p.arguments = json!({"a": 2, "b": 2}).as_object().cloned();
+    let mut meta = RequestMetaObject::default();
+    meta.0
+        .0
+        .insert("dev.gavel/cumulative_tokens".into(), json!(999_999));
+    p.meta = Some(meta);
+    let r = client.peer().call_tool(p).await.unwrap();
+    assert!(text(&r).contains("token_budget_exceeded"), "{}", text(&r));
+}

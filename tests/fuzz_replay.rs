@@ -27,3 +27,8 @@ fn idscan_corpus() {
 fn bundle_reader_corpus() {
     replay("bundle_reader", gavel::fuzzing::bundle_reader);
 }
+
+#[test]
+fn signatures_corpus() {
+    replay("signatures", gavel::fuzzing::signatures);
+}

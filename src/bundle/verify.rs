@@ -192,6 +192,15 @@ fn verify_signatures(
     }
 }
 
+/// Entry point for the fuzz target: `.signatures.json` bytes through the
+/// whole JWT path.
+pub fn verify_signatures_for_fuzzing(
+    raw: &[u8],
+    cfg: &VerificationConfig,
+) -> Result<(), VerifyError> {
+    verify_signatures(raw, cfg).map(|_| ())
+}
+
 /// OPA's reader behaviour for a bundle: `Ok(None)` for an unsigned bundle
 /// when that is acceptable under OPA's rules (no config, or a config with no
 /// key id) — callers that require signatures refuse `None`.

@@ -16,11 +16,73 @@ pub struct SessionCounters {
     pub denied_count: u64,
     pub tool_calls: BTreeMap<String, BTreeMap<String, u64>>,
     pub cumulative_tokens: u64,
+    /// tools/call requests immediately before this one, in an unbroken run,
+    /// to the same server and tool (the first call of a run sees 0).
+    pub consecutive_same_tool: u64,
+    /// tools/call requests decided in the 60 s before this one.
+    pub calls_last_minute: u64,
+    #[serde(skip)]
+    last_tool: Option<(String, String)>,
+    #[serde(skip)]
+    run_length: u64,
+    /// Seconds (session clock) of recent calls, pruned to the last minute.
+    #[serde(skip)]
+    recent: std::collections::VecDeque<f64>,
 }
 
+/// Bound on the remembered call times (a minute of calls at 100/s).
+const MAX_RECENT: usize = 6000;
+
 impl SessionCounters {
+    /// Fills the per-call views (`consecutive_same_tool`, `calls_last_minute`)
+    /// for a call to `server`/`tool` at session time `now_s`.
+    pub fn prepare(&mut self, server: &str, tool: &str, now_s: f64) {
+        while self.recent.front().is_some_and(|t| now_s - *t > 60.0) {
+            self.recent.pop_front();
+        }
+        self.calls_last_minute = self.recent.len() as u64;
+        let same = self
+            .last_tool
+            .as_ref()
+            .is_some_and(|(s, t)| s == server && t == tool);
+        self.consecutive_same_tool = if same { self.run_length } else { 0 };
+    }
+
+    /// A host may report its own token count (`_meta["dev.gavel/cumulative_tokens"]`):
+    /// it can only raise gavel's figure, never lower it.
+    pub fn raise_tokens(&mut self, reported: u64) {
+        self.cumulative_tokens = self.cumulative_tokens.max(reported);
+    }
+
     /// Counts one decided `tools/call` (and only those: never protocol chatter).
     pub fn record_tool_call(&mut self, server: &str, tool: &str, allowed: bool, arg_bytes: usize) {
+        self.record_tool_call_at(
+            server,
+            tool,
+            allowed,
+            arg_bytes,
+            self.recent.back().copied().unwrap_or(0.0),
+        );
+    }
+
+    pub fn record_tool_call_at(
+        &mut self,
+        server: &str,
+        tool: &str,
+        allowed: bool,
+        arg_bytes: usize,
+        now_s: f64,
+    ) {
+        let same = self
+            .last_tool
+            .as_ref()
+            .is_some_and(|(s, t)| s == server && t == tool);
+        self.run_length = if same { self.run_length + 1 } else { 1 };
+        self.last_tool = Some((server.to_string(), tool.to_string()));
+        if self.recent.len() >= MAX_RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(now_s);
         self.turn_count += 1;
         if !allowed {
             self.denied_count += 1;
@@ -87,6 +149,8 @@ pub fn build(
             "denied_count": ctx.counters.denied_count,
             "tool_calls": ctx.counters.tool_calls,
             "cumulative_tokens": ctx.counters.cumulative_tokens,
+            "consecutive_same_tool": ctx.counters.consecutive_same_tool,
+            "calls_last_minute": ctx.counters.calls_last_minute,
             "session_age_seconds": ctx.session_age_seconds,
         },
         "environment": {
@@ -127,10 +191,14 @@ impl SessionState {
     /// `tools/call`.
     pub fn decide(&self, enforcer: &super::Enforcer, action: &Action) -> super::Verdict {
         let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let now_s = self.started.elapsed().as_secs_f64();
+        if action.kind == super::ActionType::ToolCall {
+            counters.prepare(&action.server, &action.tool, now_s);
+        }
         let ctx = DecisionContext {
             session_id: self.id.clone(),
             client: self.client.get().cloned(),
-            session_age_seconds: self.started.elapsed().as_secs_f64(),
+            session_age_seconds: now_s,
             counters: counters.clone(),
         };
         let verdict = enforcer.decide(action, &ctx);
@@ -138,14 +206,23 @@ impl SessionState {
             let bytes = serde_json::to_vec(&action.args)
                 .map(|v| v.len())
                 .unwrap_or(0);
-            counters.record_tool_call(
+            counters.record_tool_call_at(
                 &action.server,
                 &action.tool,
                 verdict.decision().allow,
                 bytes,
+                now_s,
             );
         }
         verdict
+    }
+
+    /// A host-reported token count (can only raise gavel's own).
+    pub fn raise_tokens(&self, reported: u64) {
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .raise_tokens(reported);
     }
 
     /// Counts the tokens of a tool result.
@@ -175,6 +252,42 @@ mod tests {
     }
 
     #[test]
+    fn workflow_counters() {
+        let call = |c: &mut SessionCounters, tool: &str, t: f64| {
+            c.prepare("s", tool, t);
+            let view = (c.consecutive_same_tool, c.calls_last_minute);
+            c.record_tool_call_at("s", tool, true, 0, t);
+            view
+        };
+        let mut c = SessionCounters::default();
+        assert_eq!(
+            call(&mut c, "a", 0.0),
+            (0, 0),
+            "the first call sees nothing before it"
+        );
+        assert_eq!(call(&mut c, "a", 1.0), (1, 1));
+        assert_eq!(call(&mut c, "a", 2.0), (2, 2));
+        assert_eq!(
+            call(&mut c, "b", 3.0),
+            (0, 3),
+            "another tool breaks the run"
+        );
+        assert_eq!(
+            call(&mut c, "a", 61.5),
+            (0, 2),
+            "calls older than a minute drop out"
+        );
+        c.raise_tokens(10);
+        c.add_tokens(8);
+        assert_eq!(c.cumulative_tokens, 12);
+        c.raise_tokens(5);
+        assert_eq!(
+            c.cumulative_tokens, 12,
+            "a host report never lowers the count"
+        );
+    }
+
+    #[test]
     fn input_has_every_contract_field() {
         let action = Action {
             kind: ActionType::ToolCall,
@@ -197,7 +310,7 @@ mod tests {
             serde_json::from_str(include_str!("../../schemas/input.v1.json")).unwrap();
         for (section, props) in schema["properties"].as_object().unwrap() {
             for key in props["properties"].as_object().unwrap().keys() {
-                let reserved = ["consecutive_same_tool", "calls_last_minute", "budget"];
+                let reserved = ["budget"];
                 if !reserved.contains(&key.as_str()) {
                     assert!(
                         v[section].get(key).is_some(),

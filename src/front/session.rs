@@ -363,6 +363,15 @@ impl ServerHandler for Session {
                 None,
             ));
         };
+        if let Some(n) = cx
+            .meta
+            .0
+            .0
+            .get("dev.gavel/cumulative_tokens")
+            .and_then(Value::as_u64)
+        {
+            self.inner.state.raise_tokens(n);
+        }
         let args = request
             .arguments
             .clone()
