@@ -253,6 +253,28 @@ impl Session {
     }
 }
 
+/// Size of a tool result for the token estimate, without serializing it
+/// again: the text it carries (binary content counts as its base64 text).
+fn result_bytes(r: &ServerResult) -> usize {
+    match r {
+        ServerResult::CallToolResult(r) => {
+            let content: usize = r
+                .content
+                .iter()
+                .map(|c| match c.as_text() {
+                    Some(t) => t.text.len(),
+                    None => serde_json::to_vec(c).map(|v| v.len()).unwrap_or(0),
+                })
+                .sum();
+            content
+                + r.structured_content
+                    .as_ref()
+                    .map_or(0, |v| v.to_string().len())
+        }
+        other => serde_json::to_vec(other).map(|v| v.len()).unwrap_or(0),
+    }
+}
+
 fn unexpected(method: &str, r: ServerResult) -> ErrorData {
     ErrorData::internal_error(
         format!(
@@ -403,9 +425,7 @@ impl ServerHandler for Session {
         upstream_req.name = route.name.clone().into();
         let req = ClientRequest::CallToolRequest(CallToolRequest::new(upstream_req));
         let result = self.forward(&route.server, &permit, req, &cx).await?;
-        self.inner
-            .state
-            .add_result_bytes(serde_json::to_vec(&result).map(|v| v.len()).unwrap_or(0));
+        self.inner.state.add_result_bytes(result_bytes(&result));
         match result {
             ServerResult::CallToolResult(r) => Ok(r.into()),
             ServerResult::CustomResult(CustomResult(v)) => serde_json::from_value::<CallToolResult>(v.clone())
