@@ -431,3 +431,25 @@ async fn a_later_name_collision_is_withheld_and_logged() {
             .all(|c| c["params"]["name"] != "x")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_notifications_pass_through_with_their_meta() {
+    let s = Setup::new("");
+    std::fs::write(
+        s.config(),
+        fixture_server("solo", &[], &s.path("solo.jsonl")),
+    )
+    .unwrap();
+    let host = TestHost::new();
+    let seen = host.seen.clone();
+    let client = s.connect(host).await;
+    call(&client, "notify_custom", json!({})).await.unwrap();
+    eventually("the custom notification reached the host", || {
+        !seen.lock().unwrap().custom.is_empty()
+    })
+    .await;
+    let n = seen.lock().unwrap().custom[0].clone();
+    assert_eq!(n["method"], "notifications/fixture/custom");
+    assert_eq!(n["params"]["x"], 1, "{n}");
+    assert_eq!(n["meta"]["fixture/tag"], "kept", "_meta survives: {n}");
+}

@@ -17,6 +17,7 @@ use rmcp::model::{
     ProgressNotificationParam, ProgressToken, ResourceUpdatedNotificationParam, ServerNotification,
     ServerRequest,
 };
+use rmcp::model::{GetExtensions, GetMeta};
 use rmcp::service::{NotificationContext, RequestContext, RoleClient};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -216,9 +217,19 @@ impl ClientHandler for UpstreamClient {
     async fn on_custom_notification(
         &self,
         notification: CustomNotification,
-        _cx: NotificationContext<RoleClient>,
+        cx: NotificationContext<RoleClient>,
     ) {
-        // Unknown notifications pass through unchanged (transparency).
+        // Unknown notifications pass through unchanged (transparency). rmcp
+        // moves the notification's extensions — where a custom notification
+        // keeps its `_meta` — into the context: put them back.
+        let mut notification = notification;
+        let NotificationContext {
+            meta, extensions, ..
+        } = cx;
+        *notification.extensions_mut() = extensions;
+        if !meta.0.is_empty() {
+            notification.get_meta_mut().extend(meta);
+        }
         if let Some(peer) = self.host.peer() {
             let _ = peer
                 .send_notification(ServerNotification::CustomNotification(notification))

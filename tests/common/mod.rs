@@ -9,7 +9,7 @@ use std::time::Duration;
 use rmcp::model::*;
 use rmcp::service::{NotificationContext, RequestContext, RoleClient, RunningService};
 use rmcp::{ClientHandler, ErrorData, ServiceExt};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const GAVEL: &str = env!("CARGO_BIN_EXE_gavel");
 pub const FIXTURE: &str = env!("CARGO_BIN_EXE_gavel-fixture");
@@ -27,6 +27,8 @@ pub struct Seen {
     pub resource_updated: Vec<String>,
     pub elicitations: Vec<Value>,
     pub samplings: Vec<Value>,
+    /// Custom notifications: method, params and `_meta` wherever rmcp put it.
+    pub custom: Vec<Value>,
 }
 
 /// A host: records notifications; answers elicitation and sampling.
@@ -90,6 +92,25 @@ impl ClientHandler for TestHost {
 
     async fn on_tool_list_changed(&self, _cx: NotificationContext<RoleClient>) {
         self.seen.lock().unwrap().tool_list_changed += 1;
+    }
+
+    async fn on_custom_notification(
+        &self,
+        n: CustomNotification,
+        cx: NotificationContext<RoleClient>,
+    ) {
+        // rmcp moves a custom notification's `_meta` into the context's extensions.
+        let meta = cx
+            .extensions
+            .get::<NotificationMetaObject>()
+            .map(|m| serde_json::to_value(m).unwrap())
+            .filter(|m| m.as_object().is_some_and(|o| !o.is_empty()))
+            .unwrap_or_else(|| serde_json::to_value(&cx.meta).unwrap());
+        self.seen
+            .lock()
+            .unwrap()
+            .custom
+            .push(json!({"method": n.method, "params": n.params, "meta": meta}));
     }
 
     async fn on_resource_updated(
