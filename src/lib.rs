@@ -15,5 +15,6 @@ pub mod front;
 pub mod fuzzing;
 pub mod gateway;
 pub mod router;
+pub mod status;
 pub mod transport;
 pub mod upstream;

@@ -78,6 +78,12 @@ pub enum Command {
         #[command(subcommand)]
         command: BundleCommand,
     },
+    /// Show every running gavel on this machine: policies (bundle revisions,
+    /// digests, signers, errors) and upstreams (phase, restarts, withheld names).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a JSON Schema of gavel's contracts.
     Schema {
         #[command(subcommand)]
@@ -205,6 +211,48 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { config } => demo::run(&config, cli.log_file.as_deref()).await,
         Command::Test { bundles } => test_bundles(&bundles),
         Command::Bundle { command } => bundle_command(command),
+        Command::Status { json } => {
+            let all = crate::status::read_all(&crate::status::state_dir());
+            if json {
+                say(serde_json::to_string_pretty(&all)?);
+            } else if all.is_empty() {
+                say("no running gavel instances");
+            } else {
+                for i in &all {
+                    say(format!(
+                        "gavel pid {} (since {}, config {})",
+                        i["pid"],
+                        i["started"].as_str().unwrap_or("?"),
+                        i["config"]
+                    ));
+                    for (name, p) in i["policies"].as_object().into_iter().flatten() {
+                        let up = &i["session"]["upstreams"][name];
+                        say(format!(
+                            "  {name}: upstream {} (restarts {}), policy {} {}{}",
+                            up["phase"].as_str().unwrap_or("-"),
+                            up["restarts"],
+                            p["policy"].as_str().unwrap_or("?"),
+                            p["version"].as_str().unwrap_or(""),
+                            p["last_error"]
+                                .as_str()
+                                .map(|e| format!(" — {e}"))
+                                .unwrap_or_default()
+                        ));
+                    }
+                    for w in i["session"]["withheld_names"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                    {
+                        say(format!(
+                            "  withheld (name collision): {}",
+                            w.as_str().unwrap_or("?")
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
         Command::Schema { which } => {
             let text = match which {
                 SchemaCommand::Input => include_str!("../../schemas/input.v1.json"),

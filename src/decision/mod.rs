@@ -118,6 +118,8 @@ enum Policy {
 
 struct ServerPolicy {
     static_rules: StaticRules,
+    /// (bundle name, signer key id) for each signed bundle that verified.
+    signers: Vec<(String, String)>,
     policy: Policy,
     fail_open: bool,
     annotations_trusted: bool,
@@ -164,6 +166,7 @@ impl Enforcer {
         };
         let mut servers = HashMap::new();
         for (name, server) in &config.servers {
+            let mut signers = Vec::new();
             let policy = if server.bundles.is_empty() && config.policy.shared_bundles.is_empty() {
                 if config.policy.require_bundle && server.enabled {
                     anyhow::bail!(
@@ -182,7 +185,9 @@ impl Enforcer {
                     let mut bundles = Vec::new();
                     for r in &server.bundles {
                         let b = load_ref(r)?;
-                        verify_signature(&b, name, server, config)?;
+                        if let Some(keyid) = verify_signature(&b, name, server, config)? {
+                            signers.push((b.name.clone(), keyid));
+                        }
                         bundles.push(b);
                     }
                     bundles.extend(shared.iter().cloned());
@@ -209,6 +214,7 @@ impl Enforcer {
                 name.clone(),
                 ServerPolicy {
                     static_rules: StaticRules::new(name, &server.tools)?,
+                    signers,
                     policy,
                     fail_open: server.fail_open,
                     annotations_trusted: server.annotations_trusted,
@@ -246,6 +252,30 @@ impl Enforcer {
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
+    }
+
+    /// Per-server policy state for `gavel status` (OPA's bundle status in spirit).
+    pub fn status_json(&self) -> Value {
+        let mut out = serde_json::Map::new();
+        for (name, sp) in &self.servers {
+            let v = match &sp.policy {
+                Policy::None => json!({"policy": "none"}),
+                Policy::Unavailable(why) => json!({"policy": "unavailable", "last_error": why}),
+                Policy::Rego(e) => {
+                    let bundles: Vec<Value> = e
+                        .bundle_info()
+                        .into_iter()
+                        .map(|b| {
+                            let signer = sp.signers.iter().find(|(n, _)| *n == b.name).map(|(_, k)| k.clone());
+                            json!({"name": b.name, "active_revision": b.revision, "digest": b.digest, "layer": b.layer, "signer_keyid": signer})
+                        })
+                        .collect();
+                    json!({"policy": "rego", "version": e.policy_version(), "bundles": bundles})
+                }
+            };
+            out.insert(name.clone(), v);
+        }
+        Value::Object(out)
     }
 
     pub fn decision_log(&self) -> Option<&Arc<DecisionLog>> {
@@ -500,7 +530,7 @@ fn verify_signature(
     server: &str,
     sc: &crate::config::ServerConfig,
     config: &Config,
-) -> Result<(), String> {
+) -> Result<Option<String>, String> {
     use crate::bundle::verify::{VerificationConfig, VerificationKey, verify_bundle};
     let s = &sc.signing;
     let cfg = (!s.keys.is_empty()).then(|| VerificationConfig {
@@ -532,13 +562,13 @@ fn verify_signature(
     match verify_bundle(b, cfg.as_ref(), "") {
         Ok(Some(v)) => {
             tracing::info!(server = %server, bundle = %b.name, keyid = %v.keyid, "bundle signature verified");
-            Ok(())
+            Ok(Some(v.keyid))
         }
         Ok(None) if s.require_signature => Err(format!(
             "bundle {} is not signed and servers.{server}.require_signature is true",
             b.source
         )),
-        Ok(None) => Ok(()),
+        Ok(None) => Ok(None),
         Err(e) => Err(format!(
             "bundle {} failed signature verification: {e}",
             b.source

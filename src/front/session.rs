@@ -166,6 +166,31 @@ impl Session {
         Ok(router)
     }
 
+    /// Upstream state for `gavel status`: phase, restarts, last error, what is
+    /// listed and what was withheld by a name collision.
+    pub fn status_json(&self) -> Value {
+        let Some(router) = self.inner.router.get() else {
+            return json!({"session": self.id(), "state": "waiting for the host's initialize"});
+        };
+        let table = router.table();
+        let mut servers = serde_json::Map::new();
+        for (name, up) in &router.upstreams {
+            let (phase, last_error) = match up.phase() {
+                crate::upstream::Phase::Starting { .. } => ("starting", None),
+                crate::upstream::Phase::Ready => ("ready", None),
+                crate::upstream::Phase::Down { error, .. } => ("down", Some(error)),
+                crate::upstream::Phase::Stopped => ("stopped", None),
+            };
+            let tools = table
+                .tool_routes
+                .values()
+                .filter(|r| &r.server == name)
+                .count();
+            servers.insert(name.clone(), json!({"phase": phase, "restarts": up.restarts(), "last_error": last_error, "tools": tools}));
+        }
+        json!({"session": self.id(), "upstreams": servers, "withheld_names": table.withheld})
+    }
+
     /// Stops every upstream of this session and waits for them to exit.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();

@@ -14,6 +14,7 @@ use crate::transport::line::LinkLabel;
 /// gavel is signalled, then stops every upstream.
 pub async fn serve_stdio(gw: Arc<Gateway>) -> anyhow::Result<()> {
     let result = serve(gw.clone()).await;
+    crate::status::remove_instance(&crate::status::state_dir());
     // The decision log's fsync is batched: make the last batch durable.
     if let Some(log) = gw.enforcer.decision_log() {
         log.sync();
@@ -35,6 +36,28 @@ async fn serve(gw: Arc<Gateway>) -> anyhow::Result<()> {
         });
     }
     let session = gw.session();
+    let status_dir = crate::status::state_dir();
+    // Aborted when `serve` returns, before the status file is removed.
+    let _status_task = tokio_util::task::AbortOnDropHandle::new({
+        let (gw, session, dir) = (gw.clone(), session.clone(), status_dir.clone());
+        let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        tokio::spawn(async move {
+            loop {
+                let status = serde_json::json!({
+                    "pid": std::process::id(),
+                    "started": started,
+                    "updated": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+                    "config": gw.config.source,
+                    "policies": gw.enforcer.status_json(),
+                    "session": session.status_json(),
+                });
+                if let Err(e) = crate::status::write_instance(&dir, &status) {
+                    tracing::debug!("cannot write status to {}: {e}", dir.display());
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        })
+    });
     let transport = LineTransport::<RoleServer, _, _>::new(
         stdin_reader(),
         stdout_writer(),
