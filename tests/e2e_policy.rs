@@ -310,7 +310,7 @@ async fn every_policy_failure_fails_closed_with_its_own_code() {
         let s = Setup::new("");
         std::fs::write(
             s.config(),
-            config(&s, &[&b], "", "[policy]\neval_timeout = \"50ms\"\n"),
+            config(&s, &[&b], "", "[policy]\neval_timeout = \"300ms\"\n"),
         )
         .unwrap();
         let (reason, d) = denial_reason(&s).await;
