@@ -1,15 +1,28 @@
-//! Load-time checks. regorus reports a call to a builtin it does not have only
-//! when that call is evaluated — possibly months later, on the one request
-//! that reaches it. gavel refuses such a bundle at load instead, with
-//! file:line; and warns about `input.*` paths the input schema does not have
-//! (refused under `strict_input`).
+//! Load-time checks, on regorus's own parse tree (`regorus::unstable`).
+//!
+//! regorus reports a call to a function it does not have only when that call
+//! is evaluated — possibly months later, on the one request that reaches it
+//! (reference §7.3). gavel refuses such a bundle at load instead, with
+//! `file:line`. The available builtins are taken from regorus itself
+//! (`unstable::BUILTINS`, the table its interpreter looks calls up in), so the
+//! lint cannot drift from the build. A call is fine when it names a builtin,
+//! `print`, a rule of the same package (user functions shadow builtins, as in
+//! regorus), an import alias, or an explicit `data.` path.
+//!
+//! References to `input.<path>` that the input schema (schemas/input.v1.json)
+//! does not have are warnings — errors under `strict_input` — because they are
+//! always undefined and a rule using them silently never fires.
+//!
+//! A rule whose name is also a key of the bundle's data in the same package is
+//! refused: regorus then silently evaluates one of them.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
+use regorus::unstable::{Expr, Literal, Module, Parser, Query, Rule, RuleHead, Source};
 use serde_json::Value;
 
-use super::{Bundle, BundleError};
+use super::{Bundle, BundleError, file_err};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LintFinding {
@@ -30,229 +43,416 @@ pub struct LintReport {
     pub warnings: Vec<LintFinding>,
 }
 
-const KEYWORDS: &[&str] = &[
-    "if", "not", "some", "every", "contains", "else", "with", "as", "default", "package", "import",
-    "in", "true", "false", "null",
-];
-
-/// The package path of a module (`a/b`), from its source.
-pub fn package_of(text: &str) -> Option<String> {
-    super::reader::package_path(text)
+/// Parses one module as regorus will (Rego v1 unless the manifest says 0).
+/// Syntax errors name the bundle and carry regorus's `file:line:col` text.
+pub fn parse_module(
+    bundle: &str,
+    path: &str,
+    text: &str,
+    rego_v0: bool,
+) -> Result<Module, BundleError> {
+    let err = |e| parse_err(bundle, path, e);
+    let source = Source::from_contents(path.to_string(), text.to_string()).map_err(err)?;
+    let mut parser = Parser::new(&source).map_err(err)?;
+    if !rego_v0 {
+        parser.enable_rego_v1().map_err(err)?;
+    }
+    parser.parse().map_err(err)
 }
 
-/// Source with comments and string contents blanked (same length, same lines).
-fn blank(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    let (mut in_str, mut in_raw, mut esc) = (false, false, false);
-    while let Some(c) = chars.next() {
-        if in_str {
-            if esc {
-                esc = false;
-            } else if c == '\\' {
-                esc = true;
-            } else if c == '"' {
-                in_str = false;
-                out.push('"');
-                continue;
+fn parse_err(bundle: &str, path: &str, e: impl fmt::Display) -> BundleError {
+    file_err(bundle, path, format!("does not parse: {e}"))
+}
+
+/// The static prefix of a reference (`a.b["c"][x].d` → `[a, b, c]`) and
+/// whether it was static all the way.
+fn ref_prefix(e: &Expr) -> (Vec<String>, bool) {
+    match e {
+        Expr::Var { span, .. } => (vec![span.text().to_string()], true),
+        Expr::RefDot { refr, field, .. } => {
+            let (mut p, whole) = ref_prefix(refr);
+            if whole {
+                p.push(field.0.text().to_string());
             }
-            out.push(if c == '\n' { '\n' } else { ' ' });
-        } else if in_raw {
-            if c == '`' {
-                in_raw = false;
-                out.push('`');
-            } else {
-                out.push(if c == '\n' { '\n' } else { ' ' });
-            }
-        } else if c == '#' {
-            out.push(' ');
-            while let Some(&n) = chars.peek() {
-                if n == '\n' {
-                    break;
+            (p, whole)
+        }
+        Expr::RefBrack { refr, index, .. } => {
+            let (mut p, whole) = ref_prefix(refr);
+            let key = match index.as_ref() {
+                Expr::String { value, .. } | Expr::RawString { value, .. } => {
+                    value.as_string().ok().map(|s| s.to_string())
                 }
-                chars.next();
-                out.push(' ');
+                _ => None,
+            };
+            match (whole, key) {
+                (true, Some(k)) => {
+                    p.push(k);
+                    (p, true)
+                }
+                _ => (p, false),
             }
-        } else {
-            if c == '"' {
-                in_str = true;
-            } else if c == '`' {
-                in_raw = true;
-            }
-            out.push(c);
         }
+        _ => (vec![], false),
     }
-    out
 }
 
-/// Dotted identifiers with their line, and whether a `(` follows.
-fn refs(src: &str) -> Vec<(String, usize, bool, usize)> {
-    let b = src.as_bytes();
-    let mut out = Vec::new();
-    let (mut i, mut line, mut col0) = (0, 1, 0);
-    while i < b.len() {
-        let c = b[i];
-        if c == b'\n' {
-            line += 1;
-            col0 = i + 1;
-            i += 1;
-            continue;
-        }
-        let starts = (c.is_ascii_alphabetic() || c == b'_')
-            && (i == 0
-                || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b'.'));
-        if !starts {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len()
-            && (b[i].is_ascii_alphanumeric()
-                || b[i] == b'_'
-                || (b[i] == b'.'
-                    && i + 1 < b.len()
-                    && (b[i + 1].is_ascii_alphabetic() || b[i + 1] == b'_')))
-        {
-            i += 1;
-        }
-        let mut j = i;
-        while j < b.len() && (b[j] == b' ' || b[j] == b'\t') {
-            j += 1;
-        }
-        let call = j < b.len() && b[j] == b'(';
-        out.push((src[start..i].to_string(), line, call, start - col0));
-    }
-    out
+/// `package a.b` → `a/b` (the data path under `data`).
+pub fn package_path(m: &Module) -> String {
+    ref_prefix(&m.package.refr).0.join("/")
 }
 
+/// What the engine and the test runner need to know about one module.
+#[derive(Debug, Clone)]
+pub struct ModuleIndex {
+    pub path: String,
+    /// `a/b` for `package a.b`.
+    pub package: String,
+    /// Static head paths of its rules, dotted (`decision`, `crypto.sha256`).
+    pub rules: BTreeSet<String>,
+    /// The subset that are functions (heads with arguments).
+    pub functions: BTreeSet<String>,
+}
+
+fn rule_head(r: &Rule) -> (String, bool) {
+    let (refr, func) = match r {
+        Rule::Spec { head, .. } => match head {
+            RuleHead::Compr { refr, .. } | RuleHead::Set { refr, .. } => (refr, false),
+            RuleHead::Func { refr, .. } => (refr, true),
+        },
+        Rule::Default { refr, args, .. } => (refr, !args.is_empty()),
+    };
+    (ref_prefix(refr).0.join("."), func)
+}
+
+fn index_of(path: &str, m: &Module) -> ModuleIndex {
+    let mut rules = BTreeSet::new();
+    let mut functions = BTreeSet::new();
+    for r in &m.policy {
+        let (name, func) = rule_head(r);
+        if func {
+            functions.insert(name.clone());
+        }
+        rules.insert(name);
+    }
+    ModuleIndex {
+        path: path.to_string(),
+        package: package_path(m),
+        rules,
+        functions,
+    }
+}
+
+/// Parses every module of the bundle and indexes its rules.
+pub fn index(bundle: &Bundle) -> Result<Vec<ModuleIndex>, BundleError> {
+    bundle
+        .modules
+        .iter()
+        .map(|m| {
+            parse_module(&bundle.source, &m.path, &m.text, bundle.manifest.rego_v0())
+                .map(|p| index_of(&m.path, &p))
+        })
+        .collect()
+}
+
+/// Visits every expression of a query (bodies, `with` modifiers, `every`, …).
+fn walk_query(q: &Query, f: &mut dyn FnMut(&Expr) -> bool) {
+    for s in &q.stmts {
+        match &s.literal {
+            Literal::SomeVars { .. } => {}
+            Literal::SomeIn {
+                key,
+                value,
+                collection,
+                ..
+            } => {
+                key.iter().for_each(|k| walk(k, f));
+                walk(value, f);
+                walk(collection, f);
+            }
+            Literal::Expr { expr, .. } | Literal::NotExpr { expr, .. } => walk(expr, f),
+            Literal::Every { domain, query, .. } => {
+                walk(domain, f);
+                walk_query(query, f);
+            }
+        }
+        for w in &s.with_mods {
+            walk(&w.refr, f);
+            walk(&w.r#as, f);
+        }
+    }
+}
+
+/// Pre-order walk; `f` returns whether to visit the children.
+fn walk(e: &Expr, f: &mut dyn FnMut(&Expr) -> bool) {
+    if !f(e) {
+        return;
+    }
+    match e {
+        Expr::Array { items, .. } | Expr::Set { items, .. } => {
+            items.iter().for_each(|i| walk(i, f))
+        }
+        Expr::Object { fields, .. } => fields.iter().for_each(|(_, k, v)| {
+            walk(k, f);
+            walk(v, f);
+        }),
+        Expr::ArrayCompr { term, query, .. } | Expr::SetCompr { term, query, .. } => {
+            walk(term, f);
+            walk_query(query, f);
+        }
+        Expr::ObjectCompr {
+            key, value, query, ..
+        } => {
+            walk(key, f);
+            walk(value, f);
+            walk_query(query, f);
+        }
+        Expr::Call { fcn, params, .. } => {
+            walk(fcn, f);
+            params.iter().for_each(|p| walk(p, f));
+        }
+        Expr::UnaryExpr { expr, .. } => walk(expr, f),
+        Expr::RefDot { refr, .. } => walk(refr, f),
+        Expr::RefBrack { refr, index, .. } => {
+            walk(refr, f);
+            walk(index, f);
+        }
+        Expr::BinExpr { lhs, rhs, .. }
+        | Expr::BoolExpr { lhs, rhs, .. }
+        | Expr::ArithExpr { lhs, rhs, .. }
+        | Expr::AssignExpr { lhs, rhs, .. } => {
+            walk(lhs, f);
+            walk(rhs, f);
+        }
+        Expr::Membership {
+            key,
+            value,
+            collection,
+            ..
+        } => {
+            key.iter().for_each(|k| walk(k, f));
+            walk(value, f);
+            walk(collection, f);
+        }
+        _ => {} // scalars and variables
+    }
+}
+
+fn walk_module(m: &Module, f: &mut dyn FnMut(&Expr) -> bool) {
+    for r in &m.policy {
+        match r.as_ref() {
+            Rule::Spec { head, bodies, .. } => {
+                match head {
+                    RuleHead::Compr { refr, assign, .. } => {
+                        walk(refr, f);
+                        assign.iter().for_each(|a| walk(&a.value, f));
+                    }
+                    RuleHead::Set { refr, key, .. } => {
+                        walk(refr, f);
+                        key.iter().for_each(|k| walk(k, f));
+                    }
+                    RuleHead::Func {
+                        refr, args, assign, ..
+                    } => {
+                        walk(refr, f);
+                        args.iter().for_each(|a| walk(a, f));
+                        assign.iter().for_each(|a| walk(&a.value, f));
+                    }
+                }
+                for b in bodies {
+                    b.assign.iter().for_each(|a| walk(&a.value, f));
+                    walk_query(&b.query, f);
+                }
+            }
+            Rule::Default {
+                refr, args, value, ..
+            } => {
+                walk(refr, f);
+                args.iter().for_each(|a| walk(a, f));
+                walk(value, f);
+            }
+        }
+    }
+}
+
+/// The builtins this build evaluates: regorus's registry plus `print`, which
+/// its interpreter handles itself.
 fn builtins() -> HashSet<&'static str> {
     let mut s: HashSet<&'static str> = regorus::unstable::BUILTINS.keys().copied().collect();
-    s.extend(["print", "trace"]);
+    s.insert("print");
     s
 }
 
-/// Whether `path` (after `input.`) exists in the input schema.
-fn schema_has(schema: &Value, path: &[&str]) -> bool {
+/// Whether `path` (after `input.`) exists in the input schema. Below a node
+/// whose `additionalProperties` is `true` or a schema (action.args, maps such
+/// as context.tool_calls) any key exists.
+fn schema_has(schema: &Value, path: &[String]) -> bool {
     let mut node = schema;
     for seg in path {
-        if let Some(p) = node.get("properties").and_then(|p| p.get(*seg)) {
+        if let Some(p) = node.get("properties").and_then(|p| p.get(seg)) {
             node = p;
             continue;
         }
-        // Open objects (args, tool_calls, labels, budget): anything below goes.
         return match node.get("additionalProperties") {
             Some(Value::Bool(false)) => false,
-            Some(_) => true,
-            None => node.get("properties").is_none(),
+            Some(Value::Bool(true)) => true,
+            Some(sub) => {
+                node = sub;
+                continue;
+            }
+            // An untyped node (`annotations`) is open; a typed leaf is not.
+            None => ["properties", "type", "enum"]
+                .iter()
+                .all(|k| node.get(*k).is_none()),
         };
     }
     true
 }
 
+/// Lints a loaded bundle. `Err` only when a module does not parse.
 pub fn lint(bundle: &Bundle, strict_input: bool) -> Result<LintReport, BundleError> {
     let schema: Value = serde_json::from_str(include_str!("../../schemas/input.v1.json"))
-        .expect("bundled schema is valid");
+        .expect("the bundled input schema is valid JSON");
     let builtins = builtins();
     let mut report = LintReport::default();
-    let blanked: Vec<(String, String)> = bundle
-        .modules
-        .iter()
-        .map(|m| (m.path.clone(), blank(&m.text)))
-        .collect();
-    // Functions the bundle defines itself (rule heads at column 0) and import aliases.
-    let mut defined: HashSet<String> = HashSet::new();
-    let mut aliases: HashSet<String> = HashSet::new();
-    for (_, src) in &blanked {
-        for line in src.lines() {
-            if let Some(rest) = line.strip_prefix("import ") {
-                let rest = rest.trim();
-                let alias = match rest.split_once(" as ") {
-                    Some((_, a)) => a.trim().to_string(),
-                    None => rest.rsplit('.').next().unwrap_or("").to_string(),
-                };
-                aliases.insert(alias);
-            }
-        }
-        for (name, _, call, col) in refs(src) {
-            if call && col == 0 {
-                defined.insert(name);
-            }
-        }
+    let mut parsed = Vec::with_capacity(bundle.modules.len());
+    for m in &bundle.modules {
+        let module = parse_module(&bundle.source, &m.path, &m.text, bundle.manifest.rego_v0())?;
+        let idx = index_of(&m.path, &module);
+        parsed.push((module, idx));
     }
-    // A rule and a data document at the same path shadow each other (regorus
-    // then evaluates the data, silently): refuse it.
-    for (file, src) in &blanked {
-        let Some(pkg) = package_of(src) else { continue };
-        let node = pkg
+    // Rules per package, over every module of the bundle.
+    let mut by_package: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    for (_, idx) in &parsed {
+        by_package
+            .entry(idx.package.as_str())
+            .or_default()
+            .extend(idx.rules.iter().map(String::as_str));
+    }
+    for (module, idx) in &parsed {
+        let file = &idx.path;
+        let pkg_rules = &by_package[idx.package.as_str()];
+        let dotted_pkg = idx.package.replace('/', ".");
+        // Rule/data collisions in this package.
+        let node = idx
+            .package
             .split('/')
-            .filter(|s| !s.is_empty())
             .try_fold(&bundle.data, |v, k| v.get(k));
-        let Some(Value::Object(keys)) = node else {
-            continue;
-        };
-        let mut reported = HashSet::new();
-        for (name, line, _, col) in refs(src) {
-            let head = name.split('.').next().unwrap_or("");
-            if col == 0
-                && !KEYWORDS.contains(&head)
-                && keys.contains_key(head)
-                && reported.insert(head.to_string())
-            {
-                report.errors.push(LintFinding {
-                    file: file.clone(),
-                    line,
-                    message: format!("rule {head} collides with data.{}.{head} from the bundle's data; rename one of them", pkg.replace('/', ".")),
-                });
-            }
-        }
-    }
-    for (file, src) in &blanked {
-        // Decision-log rules (`<root>.log`) see the whole event as input; the
-        // policy input is at `input.input`.
-        let log_rules = package_of(src).is_some_and(|p| p.ends_with("/log"));
-        for (name, line, call, col) in refs(src) {
-            let first = name.split('.').next().unwrap_or("");
-            if name.starts_with("input.") {
-                let skip = if log_rules { 2 } else { 1 };
-                if log_rules && !name.starts_with("input.input.") {
-                    continue; // event fields: decision_id, result, labels, …
-                }
-                let path: Vec<&str> = name.split('.').skip(skip).collect();
-                if !schema_has(&schema, &path) {
-                    let f = LintFinding {
+        if let Some(Value::Object(keys)) = node {
+            let mut reported = HashSet::new();
+            for r in &module.policy {
+                let (name, _) = rule_head(r);
+                let head = name.split('.').next().unwrap_or("").to_string();
+                if keys.contains_key(&head) && reported.insert(head.clone()) {
+                    report.errors.push(LintFinding {
                         file: file.clone(),
-                        line,
-                        message: format!(
-                            "{name} is not in the input schema (gavel schema input); it will always be undefined"
-                        ),
-                    };
-                    if strict_input {
-                        report.errors.push(f)
-                    } else {
-                        report.warnings.push(f)
-                    }
+                        line: r.span().line as usize,
+                        message: format!("rule {head} collides with data.{dotted_pkg}.{head} from the bundle's data; rename one of them"),
+                    });
                 }
-                continue;
             }
-            if !call
-                || col == 0
-                || KEYWORDS.contains(&name.as_str())
-                || first == "data"
-                || first == "input"
-                || aliases.contains(first)
-                || defined.contains(&name)
-                || builtins.contains(name.as_str())
-            {
-                continue;
+        }
+        let aliases: HashSet<String> = module
+            .imports
+            .iter()
+            .filter_map(|i| {
+                let (p, _) = ref_prefix(&i.refr);
+                if !matches!(p.first().map(String::as_str), Some("data" | "input")) {
+                    return None; // future.keywords, rego.v1
+                }
+                i.r#as
+                    .as_ref()
+                    .map(|s| s.text().to_string())
+                    .or_else(|| p.last().cloned())
+            })
+            .collect();
+        // Decision-log rules (`<root>/log`) see the whole event as input; the
+        // policy input is at `input.input`.
+        let log_rules = idx.package.ends_with("/log") || idx.package == "log";
+        let mut visit = |e: &Expr| -> bool {
+            match e {
+                Expr::Call { span, fcn, .. } => {
+                    let (path, _) = ref_prefix(fcn);
+                    let name = path.join(".");
+                    let first = path.first().map(String::as_str).unwrap_or("");
+                    let known = builtins.contains(name.as_str())
+                        || pkg_rules.contains(name.as_str())
+                        || first == "data"
+                        || aliases.contains(first);
+                    if !known {
+                        report.errors.push(LintFinding {
+                            file: file.clone(),
+                            line: span.line as usize,
+                            message: format!(
+                                "call to {name}(): not a builtin of this gavel build (regorus 0.14.1 lacks e.g. http.send, io.jwt.*, crypto.*, net.cidr_merge, regex.globs_match) and not a function of package data.{dotted_pkg}; compute the value outside the policy (gavel passes verified claims in input) or remove the call"
+                            ),
+                        });
+                    }
+                    true
+                }
+                Expr::RefDot { span, .. } | Expr::RefBrack { span, .. } => {
+                    let (path, _) = ref_prefix(e);
+                    if path.first().map(String::as_str) != Some("input") {
+                        return true;
+                    }
+                    let rest: &[String] = if log_rules {
+                        if path.get(1).map(String::as_str) != Some("input") {
+                            return descend_indices(e);
+                        }
+                        &path[2..]
+                    } else {
+                        &path[1..]
+                    };
+                    if !schema_has(&schema, rest) {
+                        let finding = LintFinding {
+                            file: file.clone(),
+                            line: span.line as usize,
+                            message: format!(
+                                "{} is not in the input schema (schemas/input.v1.json, `gavel schema input`); it is always undefined",
+                                path.join(".")
+                            ),
+                        };
+                        if strict_input {
+                            report.errors.push(finding);
+                        } else {
+                            report.warnings.push(finding);
+                        }
+                    }
+                    descend_indices(e)
+                }
+                _ => true,
             }
-            report.errors.push(LintFinding {
-                file: file.clone(),
-                line,
-                message: format!("call to {name}(), a builtin this gavel build does not provide (regorus {}); compute it outside the policy or remove it", "0.14.1"),
-            });
+        };
+        walk_module(module, &mut visit);
+    }
+    let key = |f: &LintFinding| (f.file.clone(), f.line, f.message.clone());
+    report.errors.sort_by_key(key);
+    report.errors.dedup();
+    report.warnings.sort_by_key(key);
+    report.warnings.dedup();
+    Ok(report)
+}
+
+/// After an `input…` chain has been checked as a whole, its children only
+/// need visiting when a bracket index is dynamic (`input.a[input.b]`); the
+/// shorter prefixes that visit re-checks give duplicate findings, removed at
+/// the end.
+fn descend_indices(e: &Expr) -> bool {
+    let mut cur = e;
+    loop {
+        match cur {
+            Expr::RefDot { refr, .. } => cur = refr,
+            Expr::RefBrack { refr, index, .. } => {
+                if !matches!(
+                    index.as_ref(),
+                    Expr::String { .. } | Expr::RawString { .. } | Expr::Number { .. }
+                ) {
+                    return true;
+                }
+                cur = refr;
+            }
+            _ => return false,
         }
     }
-    Ok(report)
 }
 
 #[cfg(test)]
@@ -278,24 +478,46 @@ mod tests {
 
     #[test]
     fn missing_builtins_are_errors_with_file_and_line() {
-        let r = lint(&bundle("package x\n\nallow if {\n  http.send({\"url\": \"u\"})\n  # io.jwt.decode(x) in a comment\n  s := \"crypto.sha256(y)\"\n}\n"), false).unwrap();
-        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+        let src = "package x\n\nallow if {\n  http.send({\"url\": \"u\"})\n  # io.jwt.decode(x) in a comment\n  s := \"crypto.sha256(y)\"\n  count(s) > 0\n}\n\nh := crypto.sha256(\"a\")\nm := net.cidr_merge([\"10.0.0.0/8\"])\ng if regex.globs_match(\"a\", \"b\")\nj := io.jwt.decode(\"t\")\n";
+        let r = lint(&bundle(src), false).unwrap();
+        let got: Vec<String> = r
+            .errors
+            .iter()
+            .map(|f| format!("{}:{}", f.file, f.line))
+            .collect();
         assert_eq!(
+            got,
+            [
+                "p.rego:4",
+                "p.rego:10",
+                "p.rego:11",
+                "p.rego:12",
+                "p.rego:13"
+            ],
+            "{:?}",
+            r.errors
+        );
+        assert!(r.errors[0].message.contains("http.send()"));
+        assert!(
             r.errors[0]
                 .to_string()
-                .split(':')
-                .take(2)
-                .collect::<Vec<_>>(),
-            vec!["p.rego", "4"]
+                .starts_with("p.rego:4: call to http.send()")
         );
-        assert!(r.errors[0].message.contains("http.send"));
     }
 
     #[test]
     fn builtins_user_functions_and_imports_pass() {
-        let src = "package x\nimport data.lib.helpers as h\n\nmy_fn(a) := upper(a)\n\nallow if {\n  my_fn(\"x\") == \"X\"\n  startswith(input.action.tool, \"read\")\n  h.check(input.user.id)\n  count(input.context.tool_calls) > 0\n  input.action.args.path\n}\n";
+        let src = "package x\nimport data.lib.helpers as h\nimport data.lib.other\n\nmy_fn(a) := upper(a)\n\n# a user function named like a missing builtin shadows it\ncrypto.sha256(s) := concat(\"\", [\"h:\", s])\n\nallow if {\n  my_fn(\"x\") == \"X\"\n  crypto.sha256(\"a\") != \"\"\n  startswith(input.action.tool, \"read\")\n  h.check(input.user.id)\n  other.f(1)\n  data.lib.g(2)\n  print(\"ok\")\n  count(input.context.tool_calls[input.action.server]) > 0\n  input.action.args.path.deep\n  input.action.annotations.readOnlyHint\n  every c in input.user.groups { c != \"x\" }\n}\n";
         let r = lint(&bundle(src), true).unwrap();
         assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn undefined_local_functions_are_errors() {
+        let r = lint(&bundle("package x\nallow if nope(1)\n"), false).unwrap();
+        assert_eq!(r.errors.len(), 1);
+        assert!(r.errors[0].message.contains("nope()"));
     }
 
     #[test]
@@ -318,10 +540,38 @@ mod tests {
 
     #[test]
     fn unknown_input_paths_warn_or_refuse() {
-        let src = "package x\nallow if input.user.role == \"admin\"\n";
+        let src =
+            "package x\nallow if input.user.role == \"admin\"\nb if input[\"agent\"].id.sub\n";
         let r = lint(&bundle(src), false).unwrap();
-        assert_eq!(r.warnings.len(), 1);
+        assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+        assert_eq!(r.warnings[0].to_string().split(':').nth(1), Some("2"));
         assert!(r.warnings[0].message.contains("input.user.role"));
-        assert_eq!(lint(&bundle(src), true).unwrap().errors.len(), 1);
+        assert!(r.warnings[1].message.contains("input.agent.id.sub"));
+        assert_eq!(lint(&bundle(src), true).unwrap().errors.len(), 2);
+    }
+
+    #[test]
+    fn syntax_errors_name_bundle_file_and_line() {
+        let e = lint(&bundle("package x\nallow if {\n"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("bundle b: p.rego: does not parse"), "{e}");
+        assert!(e.contains("p.rego:"), "{e}");
+        // v0 syntax is refused unless the manifest says rego_version 0.
+        let mut b = bundle("package x\nallow { true }\n");
+        assert!(lint(&b, false).is_err());
+        b.manifest.rego_version = Some(0);
+        assert!(lint(&b, false).unwrap().errors.is_empty());
+    }
+
+    #[test]
+    fn index_lists_rules_and_functions() {
+        let i = index(&bundle(
+            "package a.b\nf(x) := x\ndefault d := 1\ntest_one if true\n",
+        ))
+        .unwrap();
+        assert_eq!(i[0].package, "a/b");
+        assert!(i[0].rules.contains("test_one") && i[0].rules.contains("d"));
+        assert!(i[0].functions.contains("f") && !i[0].functions.contains("d"));
     }
 }

@@ -1,19 +1,25 @@
-//! OPA bundles: read exactly as OPA reads them (`reader`), hashed as OPA hashes
-//! them (`canonical`), checked before use (`lint`), tested like `opa test`
-//! (`testrun`). A bundle is data: nothing here evaluates policy.
+//! OPA bundles: read exactly as OPA reads them (`reader`, `manifest`), hashed
+//! as OPA hashes them (`canonical`, `digest`), checked before use (`lint`),
+//! tested like `opa test` (`testrun`). A bundle is data: nothing here decides a
+//! request (only `testrun` evaluates, and only the bundle's own tests).
 
 pub mod canonical;
+pub mod digest;
 pub mod lint;
+pub mod manifest;
 mod reader;
 pub mod sign;
 pub mod testrun;
 pub mod verify;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+pub use manifest::Manifest;
 pub use reader::{load_bundle, load_bundle_tar_gz};
 
-/// Bounds on what one bundle may contain (gzip bombs, runaway bundles).
+/// Bounds on what one bundle may contain (gzip bombs, runaway bundles). OPA
+/// only has a 1 GiB per-file limit; a policy bundle warrants far less, and the
+/// total bounds memory whatever the archive claims.
 #[derive(Debug, Clone)]
 pub struct BundleLimits {
     pub max_files: usize,
@@ -28,33 +34,6 @@ impl Default for BundleLimits {
             max_file_bytes: 8 << 20,
             max_total_bytes: 64 << 20,
         }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Manifest {
-    pub revision: String,
-    /// Normalised roots (no leading/trailing `/`); `[""]` when absent.
-    pub roots: Vec<String>,
-    pub rego_version: Option<i64>,
-    pub metadata: Map<String, Value>,
-}
-
-impl Default for Manifest {
-    fn default() -> Self {
-        Self {
-            revision: String::new(),
-            roots: vec![String::new()],
-            rego_version: None,
-            metadata: Map::new(),
-        }
-    }
-}
-
-impl Manifest {
-    /// `metadata.gavel.<key>`.
-    pub fn gavel(&self, key: &str) -> Option<&Value> {
-        self.metadata.get("gavel").and_then(|g| g.get(key))
     }
 }
 
@@ -81,8 +60,8 @@ pub struct Bundle {
     pub modules: Vec<RegoModule>,
     /// Merged data tree (an object).
     pub data: Value,
-    /// `sha256:<hex>`: of the tarball, or for a directory of the sorted
-    /// `(path, OPA file hash)` list (see `reader::directory_digest`).
+    /// `sha256:<hex>`: of the tarball bytes, or for a directory of the sorted
+    /// `(path, OPA file hash)` list (exact bytes: [`digest::directory_digest`]).
     pub digest: String,
     /// Raw `.signatures.json`, recognised here and verified by the OCI layer.
     pub signatures: Option<Vec<u8>>,
@@ -90,6 +69,8 @@ pub struct Bundle {
     pub files: Vec<BundleFile>,
 }
 
+/// Why a bundle was refused. Every message names the bundle (its source) and,
+/// where there is one, the file (`path:line` for Rego), and says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     #[error("bundle {bundle}: {message}")]
@@ -120,4 +101,35 @@ pub fn root_contains(root: &str, path: &str) -> bool {
 /// OPA's `RootPathsOverlap`.
 pub fn roots_overlap(a: &str, b: &str) -> bool {
     root_contains(a, b) || root_contains(b, a)
+}
+
+pub(crate) fn invalid(bundle: &str, message: impl Into<String>) -> BundleError {
+    BundleError::Invalid {
+        bundle: bundle.to_string(),
+        message: message.into(),
+    }
+}
+
+pub(crate) fn file_err(bundle: &str, file: &str, message: impl Into<String>) -> BundleError {
+    BundleError::File {
+        bundle: bundle.to_string(),
+        file: file.to_string(),
+        message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_overlap_by_segment_like_opa() {
+        assert!(roots_overlap("a/b", "a/b/c"));
+        assert!(roots_overlap("", "x"));
+        assert!(roots_overlap("a", "a"));
+        assert!(!roots_overlap("a/b", "a/bc"));
+        assert!(!roots_overlap("a/b", "a/c"));
+        assert!(root_contains("mcp/fs", "mcp/fs/sub"));
+        assert!(!root_contains("mcp/fs", "mcp"));
+    }
 }

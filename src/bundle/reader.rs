@@ -1,26 +1,41 @@
-//! Reading a bundle — a directory or a `.tar.gz` — exactly as OPA's reader
-//! does (`v1/bundle/bundle.go`), and stricter where OPA is lax (documented in
-//! docs/policy.md): symlinks, hard links and other non-regular entries are
-//! refused rather than skipped, `..` paths are refused, `patch.json` (delta
-//! bundles) is refused.
+//! Reading a bundle — a directory or a `.tar.gz` — as OPA's reader does
+//! (`v1/bundle/bundle.go`, reference §1), and stricter where OPA is lax
+//! (documented in docs/policy.md):
+//!
+//! - tar: only regular files and directories. OPA silently skips symlinks,
+//!   hard links and devices; gavel refuses the bundle, because a bundle that
+//!   carries them was not made by `opa build` and may have been tampered with.
+//!   (pax global headers, as `git archive` writes, are metadata and skipped.)
+//! - a leading `/` or `./` is stripped (`opa build` writes `/data.json`); a
+//!   path that is still absolute, has a `..` component or control characters,
+//!   or occurs twice, is refused.
+//! - limits are enforced while streaming: nothing is decompressed or buffered
+//!   past `max_total_bytes` (plus tar header overhead), so a gzip bomb costs
+//!   at most the limit.
+//! - `patch.json` (delta bundles), `wasm` and `file_rego_versions` are refused.
+//! - a directory: symlinks refused too; dot-files and dot-directories other
+//!   than `/.manifest` and `/.signatures.json` ignored (`.git`, editor files).
 
+use std::cell::Cell;
 use std::io::Read;
 use std::path::Path;
+use std::rc::Rc;
 
 use serde_json::{Map, Value};
 
 use super::{
-    Bundle, BundleError, BundleFile, BundleLimits, Manifest, RegoModule, canonical, root_contains,
-    roots_overlap,
+    Bundle, BundleError, BundleFile, BundleLimits, Manifest, RegoModule, digest, file_err, invalid,
+    lint, root_contains,
 };
 
-/// Loads a bundle directory or `.tar.gz` file.
+/// Loads a bundle directory or gzipped tarball (recognised by its gzip magic,
+/// whatever its name).
 pub fn load_bundle(path: &Path, limits: &BundleLimits) -> Result<Bundle, BundleError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().trim_end_matches(".tar.gz").to_string())
-        .unwrap_or_else(|| path.display().to_string());
     let source = path.display().to_string();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| source.clone());
     let io = |e: std::io::Error| BundleError::Io {
         bundle: source.clone(),
         source: e,
@@ -30,26 +45,57 @@ pub fn load_bundle(path: &Path, limits: &BundleLimits) -> Result<Bundle, BundleE
         let mut files = Vec::new();
         let mut total = 0u64;
         walk_dir(path, path, &mut files, &mut total, limits, &source)?;
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        let digest = directory_digest(&files, &source)?;
-        build(name, source, files, digest)
-    } else {
-        if meta.len() > limits.max_total_bytes {
-            return Err(invalid(
-                &source,
-                format!(
-                    "the file is {} bytes, over the {} byte limit",
-                    meta.len(),
-                    limits.max_total_bytes
-                ),
-            ));
+        let digest = digest::directory_digest(&files, &source)?;
+        return build(file_name, source, files, digest);
+    }
+    if !meta.is_file() {
+        return Err(invalid(
+            &source,
+            "neither a directory nor a regular file (symlinks are refused); point gavel at the bundle itself",
+        ));
+    }
+    // A compressed bundle larger than the decompressed limit cannot be valid.
+    if meta.len() > limits.max_total_bytes {
+        return Err(invalid(
+            &source,
+            format!(
+                "the file is {} bytes, over the {} byte bundle limit",
+                meta.len(),
+                limits.max_total_bytes
+            ),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    let name = file_name
+        .trim_end_matches(".tar.gz")
+        .trim_end_matches(".tgz")
+        .to_string();
+    load_bundle_tar_gz(&name, &source, &bytes, limits)
+}
+
+/// A reader that fails (and says so in `hit`) once more than `left` bytes
+/// have been read: the tar parser then stops, whatever the headers claim.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    hit: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            self.hit.set(true);
+            return Err(std::io::Error::other("decompressed size limit reached"));
         }
-        let bytes = std::fs::read(path).map_err(io)?;
-        load_bundle_tar_gz(&name, &source, &bytes, limits)
+        let max = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 
-/// Loads a gzipped tarball from memory (OCI layers, fuzzing).
+/// Loads a gzipped tarball from memory (OCI layers, fuzzing). `name` labels
+/// the bundle in logs; `source` says where it came from.
 pub fn load_bundle_tar_gz(
     name: &str,
     source: &str,
@@ -59,98 +105,143 @@ pub fn load_bundle_tar_gz(
     if bytes.len() < 2 || bytes[0] != 0x1f || bytes[1] != 0x8b {
         return Err(invalid(
             source,
-            "not a gzipped tarball (a bundle is a directory or a .tar.gz)",
+            "not a gzipped tarball (a bundle is a directory or a .tar.gz made by `opa build` or `gavel bundle build`)",
         ));
     }
-    let gz = flate2::read::GzDecoder::new(bytes);
-    // Never decompress past the total limit, whatever the headers claim.
-    let mut archive = tar::Archive::new(gz.take(limits.max_total_bytes + 1));
-    let mut files = Vec::new();
+    let hit = Rc::new(Cell::new(false));
+    // Tar headers and padding come on top of file contents: allow 1.5 KiB
+    // (a header, a long-name header, padding) per permitted file.
+    let overhead = (limits.max_files as u64 + 16).saturating_mul(1536);
+    let capped = Capped {
+        inner: flate2::read::GzDecoder::new(bytes),
+        left: limits.max_total_bytes.saturating_add(overhead),
+        hit: hit.clone(),
+    };
+    let bomb = || {
+        invalid(
+            source,
+            format!(
+                "more than {} bytes decompressed (gzip bomb?); raise the bundle limit only if the bundle is genuinely this large",
+                limits.max_total_bytes
+            ),
+        )
+    };
+    let unreadable = |e: std::io::Error| {
+        if hit.get() {
+            bomb()
+        } else {
+            invalid(
+                source,
+                format!("unreadable tarball ({e}); rebuild it with `opa build`"),
+            )
+        }
+    };
+    let mut archive = tar::Archive::new(capped);
+    let mut files: Vec<BundleFile> = Vec::new();
     let mut total = 0u64;
-    let entries = archive
-        .entries()
-        .map_err(|e| invalid(source, format!("unreadable tarball: {e}")))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| invalid(source, format!("unreadable tarball: {e}")))?;
-        let raw_path = entry.path_bytes().into_owned();
-        let raw = String::from_utf8_lossy(&raw_path).into_owned();
+    for entry in archive.entries().map_err(unreadable)? {
+        let mut entry = entry.map_err(unreadable)?;
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let kind = entry.header().entry_type();
-        if kind.is_dir() {
+        if kind.is_dir() || kind.is_pax_global_extensions() {
             continue;
         }
         if !kind.is_file() {
             return Err(file_err(
                 source,
                 &raw,
-                format!("{kind:?} entries are refused (only regular files may be in a bundle)"),
+                format!(
+                    "{kind:?} entries are refused: a bundle may hold only regular files and directories (OPA would skip it; gavel treats it as tampering)"
+                ),
             ));
         }
         let path = normalize(&raw).map_err(|m| file_err(source, &raw, m))?;
-        if files.len() >= limits.max_files {
-            return Err(invalid(
-                source,
-                format!("more than {} files", limits.max_files),
-            ));
-        }
+        check_count(&files, limits, source)?;
         let mut data = Vec::new();
         (&mut entry)
             .take(limits.max_file_bytes + 1)
             .read_to_end(&mut data)
-            .map_err(|e| file_err(source, &path, format!("unreadable: {e}")))?;
+            .map_err(unreadable)?;
         if data.len() as u64 > limits.max_file_bytes {
-            return Err(file_err(
-                source,
-                &path,
-                format!(
-                    "larger than the {} byte per-file limit",
-                    limits.max_file_bytes
-                ),
-            ));
+            return Err(too_big(source, &path, limits));
         }
         total += data.len() as u64;
         if total > limits.max_total_bytes {
-            return Err(invalid(
-                source,
-                format!("more than {} bytes decompressed", limits.max_total_bytes),
-            ));
+            return Err(bomb());
         }
-        files.push(BundleFile { path, bytes: data });
+        push_unique(&mut files, BundleFile { path, bytes: data }, source)?;
     }
-    let digest = format!("sha256:{}", canonical::sha256_hex(bytes));
-    build(name.to_string(), source.to_string(), files, digest)
+    build(
+        name.to_string(),
+        source.to_string(),
+        files,
+        digest::tarball_digest(bytes),
+    )
 }
 
-fn invalid(bundle: &str, message: impl Into<String>) -> BundleError {
-    BundleError::Invalid {
-        bundle: bundle.to_string(),
-        message: message.into(),
+fn check_count(
+    files: &[BundleFile],
+    limits: &BundleLimits,
+    source: &str,
+) -> Result<(), BundleError> {
+    if files.len() >= limits.max_files {
+        return Err(invalid(
+            source,
+            format!("more than {} files; split the bundle", limits.max_files),
+        ));
     }
+    Ok(())
 }
 
-fn file_err(bundle: &str, file: &str, message: impl Into<String>) -> BundleError {
-    BundleError::File {
-        bundle: bundle.to_string(),
-        file: file.to_string(),
-        message: message.into(),
-    }
+fn too_big(source: &str, path: &str, limits: &BundleLimits) -> BundleError {
+    file_err(
+        source,
+        path,
+        format!(
+            "larger than the {} byte per-file limit; move large data out of the bundle",
+            limits.max_file_bytes
+        ),
+    )
 }
 
-/// Strips a leading `/` or `./`; refuses `..`, empty and absolute-after-strip paths.
+fn push_unique(
+    files: &mut Vec<BundleFile>,
+    f: BundleFile,
+    source: &str,
+) -> Result<(), BundleError> {
+    if files.iter().any(|g| g.path == f.path) {
+        return Err(file_err(
+            source,
+            &f.path,
+            "occurs twice in the tarball (with or without a leading '/'); rebuild the bundle",
+        ));
+    }
+    files.push(f);
+    Ok(())
+}
+
+/// Strips one leading `/` or `./` (as `opa build` and `tar -C dir .` write
+/// them); refuses what is still absolute, `..`, control characters, empties.
 fn normalize(raw: &str) -> Result<String, String> {
-    let mut p = raw.trim_start_matches("./");
-    p = p.trim_start_matches('/');
+    let p = raw
+        .strip_prefix("./")
+        .or_else(|| raw.strip_prefix('/'))
+        .unwrap_or(raw);
+    if p.starts_with('/') {
+        return Err("absolute path refused; paths in a bundle are relative to its root".into());
+    }
+    if p.chars().any(|c| c.is_control() || c == '\\') {
+        return Err("control characters or backslashes in the path are refused".into());
+    }
     let parts: Vec<&str> = p
         .split('/')
         .filter(|s| !s.is_empty() && *s != ".")
         .collect();
+    if parts.contains(&"..") {
+        return Err("path escapes the bundle (contains \"..\"); refused".into());
+    }
     if parts.is_empty() {
         return Err("empty path".into());
-    }
-    if parts.contains(&"..") {
-        return Err("path escapes the bundle (contains \"..\")".into());
-    }
-    if parts.iter().any(|s| s.contains('\\') || s.contains('\0')) {
-        return Err("invalid characters in path".into());
     }
     Ok(parts.join("/"))
 }
@@ -163,35 +254,34 @@ fn walk_dir(
     limits: &BundleLimits,
     source: &str,
 ) -> Result<(), BundleError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| BundleError::Io {
+    let io = |e: std::io::Error| BundleError::Io {
         bundle: source.into(),
         source: e,
-    })?;
-    for entry in rd {
-        let entry = entry.map_err(|e| BundleError::Io {
-            bundle: source.into(),
-            source: e,
-        })?;
+    };
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(io)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io)?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
         let p = entry.path();
         let rel = p
             .strip_prefix(root)
             .unwrap_or(&p)
             .to_string_lossy()
-            .replace('\\', "/");
-        let ft = entry.file_type().map_err(|e| BundleError::Io {
-            bundle: source.into(),
-            source: e,
-        })?;
+            .into_owned();
+        let ft = entry.file_type().map_err(io)?;
+        let base = entry.file_name().to_string_lossy().into_owned();
+        let top = dir == root;
+        if base.starts_with('.') && !(top && (base == ".manifest" || base == ".signatures.json")) {
+            continue; // .git, editor files: not part of a bundle
+        }
         if ft.is_symlink() {
             return Err(file_err(
                 source,
                 &rel,
-                "symbolic links are refused in bundles",
+                "symbolic links are refused in bundles; copy the file instead",
             ));
-        }
-        let base = entry.file_name().to_string_lossy().into_owned();
-        if base.starts_with('.') && base != ".manifest" && base != ".signatures.json" {
-            continue; // .git, editor files: not part of a bundle
         }
         if ft.is_dir() {
             walk_dir(root, &p, out, total, limits, source)?;
@@ -204,133 +294,34 @@ fn walk_dir(
                 "only regular files may be in a bundle",
             ));
         }
-        if out.len() >= limits.max_files {
-            return Err(invalid(
-                source,
-                format!("more than {} files", limits.max_files),
-            ));
+        let rel = normalize(&rel).map_err(|m| file_err(source, &rel, m))?;
+        check_count(out, limits, source)?;
+        let mut bytes = Vec::new();
+        std::fs::File::open(&p)
+            .map_err(io)?
+            .take(limits.max_file_bytes + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > limits.max_file_bytes {
+            return Err(too_big(source, &rel, limits));
         }
-        let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-        if len > limits.max_file_bytes {
-            return Err(file_err(
-                source,
-                &rel,
-                format!(
-                    "larger than the {} byte per-file limit",
-                    limits.max_file_bytes
-                ),
-            ));
-        }
-        *total += len;
+        *total += bytes.len() as u64;
         if *total > limits.max_total_bytes {
             return Err(invalid(
                 source,
-                format!("more than {} bytes", limits.max_total_bytes),
+                format!(
+                    "more than {} bytes in total; split the bundle",
+                    limits.max_total_bytes
+                ),
             ));
         }
-        let bytes = std::fs::read(&p).map_err(|e| BundleError::Io {
-            bundle: source.into(),
-            source: e,
-        })?;
         out.push(BundleFile { path: rel, bytes });
     }
     Ok(())
 }
 
-/// Digest of a directory bundle: sha256 over the lines `"<path> <sha256 of
-/// OPA's hash input>\n"` for every file sorted by path. Two directories with
-/// the same files (up to JSON formatting of structured docs) share a digest.
-fn directory_digest(files: &[BundleFile], source: &str) -> Result<String, BundleError> {
-    let mut acc = String::new();
-    for f in files {
-        let input =
-            canonical::hash_input(&f.path, &f.bytes).map_err(|m| file_err(source, &f.path, m))?;
-        acc.push_str(&format!("{} {}\n", f.path, canonical::sha256_hex(&input)));
-    }
-    Ok(format!("sha256:{}", canonical::sha256_hex(acc.as_bytes())))
-}
-
-fn parse_manifest(bytes: &[u8], source: &str) -> Result<Manifest, BundleError> {
-    let v: Value = serde_json::from_slice(bytes)
-        .map_err(|e| file_err(source, ".manifest", format!("not valid JSON: {e}")))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| file_err(source, ".manifest", "must be a JSON object"))?;
-    let mut m = Manifest::default();
-    if let Some(r) = obj.get("revision") {
-        m.revision = r
-            .as_str()
-            .ok_or_else(|| file_err(source, ".manifest", "revision must be a string"))?
-            .to_string();
-    }
-    if let Some(roots) = obj.get("roots") {
-        let arr = roots
-            .as_array()
-            .ok_or_else(|| file_err(source, ".manifest", "roots must be a list of strings"))?;
-        m.roots = arr
-            .iter()
-            .map(|r| r.as_str().map(|s| s.trim_matches('/').to_string()))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| file_err(source, ".manifest", "roots must be a list of strings"))?;
-    }
-    if let Some(rv) = obj.get("rego_version") {
-        match rv.as_i64() {
-            Some(0) | Some(1) => m.rego_version = rv.as_i64(),
-            _ => {
-                return Err(file_err(
-                    source,
-                    ".manifest",
-                    format!("unknown bundle rego-version {rv}"),
-                ));
-            }
-        }
-    }
-    if obj.contains_key("file_rego_versions") {
-        return Err(file_err(
-            source,
-            ".manifest",
-            "file_rego_versions is not supported by gavel; set rego_version for the whole bundle",
-        ));
-    }
-    if obj.contains_key("wasm") {
-        return Err(file_err(
-            source,
-            ".manifest",
-            "wasm modules are not supported by gavel (policies are evaluated as Rego)",
-        ));
-    }
-    if let Some(md) = obj.get("metadata") {
-        m.metadata = md
-            .as_object()
-            .cloned()
-            .ok_or_else(|| file_err(source, ".manifest", "metadata must be an object"))?;
-    }
-    for (i, a) in m.roots.iter().enumerate() {
-        for b in &m.roots[i + 1..] {
-            if roots_overlap(a, b) {
-                return Err(file_err(
-                    source,
-                    ".manifest",
-                    format!("manifest has overlapped roots: '{a}' and '{b}'"),
-                ));
-            }
-        }
-    }
-    Ok(m)
-}
-
-/// The package path of a module (`package a.b` → `a/b`), from its source.
-pub fn package_path(text: &str) -> Option<String> {
-    for line in text.lines() {
-        let l = line.trim();
-        if let Some(rest) = l.strip_prefix("package ") {
-            let pkg = rest.split('#').next().unwrap_or("").trim();
-            return Some(pkg.replace('.', "/").replace(['[', ']', '"'], ""));
-        }
-    }
-    None
-}
-
+/// Deep merge; a key present on both sides that is not an object on both is
+/// a conflict (OPA: `failed to insert data file from path …`).
 fn merge(into: &mut Map<String, Value>, from: Map<String, Value>, at: &str) -> Result<(), String> {
     for (k, v) in from {
         match (into.get_mut(&k), v) {
@@ -344,6 +335,46 @@ fn merge(into: &mut Map<String, Value>, from: Map<String, Value>, at: &str) -> R
     Ok(())
 }
 
+/// OPA's data check (`validateAndInjectDefaults`): walking the merged data,
+/// a path under a root is fine; an object on the way to a root is walked
+/// into; anything else is outside every root.
+fn check_data_roots(node: &Value, path: &str, roots: &[String]) -> Result<(), String> {
+    if roots.iter().any(|r| root_contains(r, path)) {
+        return Ok(());
+    }
+    if let Value::Object(o) = node {
+        let on_the_way = roots.iter().any(|r| root_contains(path, r));
+        if on_the_way {
+            for (k, v) in o {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}/{k}")
+                };
+                check_data_roots(v, &p, roots)?;
+            }
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "manifest roots {roots:?} do not permit data at path '/{path}' (hint: check bundle directory structure)"
+    ))
+}
+
+fn parse_data(f: &BundleFile, base: &str, source: &str) -> Result<Value, BundleError> {
+    if base == "data.json" {
+        return serde_json::from_slice::<Value>(&f.bytes)
+            .map_err(|e| file_err(source, &f.path, format!("invalid JSON ({e}); fix the file")));
+    }
+    let text = std::str::from_utf8(&f.bytes).map_err(|_| file_err(source, &f.path, "not UTF-8"))?;
+    let v = regorus::Value::from_yaml_str(text)
+        .map_err(|e| file_err(source, &f.path, format!("invalid YAML ({e}); fix the file")))?;
+    let json = v
+        .to_json_str()
+        .map_err(|e| file_err(source, &f.path, e.to_string()))?;
+    serde_json::from_str(&json).map_err(|e| file_err(source, &f.path, e.to_string()))
+}
+
 fn build(
     name: String,
     source: String,
@@ -351,17 +382,23 @@ fn build(
     digest: String,
 ) -> Result<Bundle, BundleError> {
     let manifest = match files.iter().find(|f| f.path == ".manifest") {
-        Some(f) => parse_manifest(&f.bytes, &source)?,
+        Some(f) => Manifest::parse(&f.bytes, &source)?,
         None => Manifest::default(),
     };
     let mut modules = Vec::new();
     let mut data = Map::new();
     let mut signatures = None;
     for f in &files {
-        let base = f.path.rsplit('/').next().unwrap_or(&f.path);
-        let dir = f.path.rsplit_once('/').map_or("", |(d, _)| d);
+        let (dir, base) = f.path.rsplit_once('/').unwrap_or(("", &f.path));
         if f.path == ".manifest" {
             continue;
+        }
+        if f.path.ends_with(".manifest") {
+            return Err(file_err(
+                &source,
+                &f.path,
+                "OPA would read this as the manifest; only /.manifest is allowed, rename or remove it",
+            ));
         }
         if f.path.ends_with("signatures.json") {
             if f.path != ".signatures.json" {
@@ -384,14 +421,14 @@ fn build(
         if f.path.ends_with(".rego") {
             let text = String::from_utf8(f.bytes.clone())
                 .map_err(|_| file_err(&source, &f.path, "not UTF-8"))?;
-            let pkg = package_path(&text)
-                .ok_or_else(|| file_err(&source, &f.path, "no package declaration"))?;
+            let module = lint::parse_module(&source, &f.path, &text, manifest.rego_v0())?;
+            let pkg = lint::package_path(&module);
             if !manifest.roots.iter().any(|r| root_contains(r, &pkg)) {
                 return Err(file_err(
                     &source,
                     &f.path,
                     format!(
-                        "manifest roots {:?} do not permit '{}' in module '{}'",
+                        "manifest roots {:?} do not permit 'data.{}' in module '{}'; move the package under a root",
                         manifest.roots,
                         pkg.replace('/', "."),
                         f.path
@@ -404,82 +441,34 @@ fn build(
             });
             continue;
         }
-        let value = match base {
-            "data.json" => serde_json::from_slice::<Value>(&f.bytes)
-                .map_err(|e| file_err(&source, &f.path, format!("invalid JSON: {e}")))?,
-            "data.yaml" | "data.yml" => {
-                let text = std::str::from_utf8(&f.bytes)
-                    .map_err(|_| file_err(&source, &f.path, "not UTF-8"))?;
-                let v = regorus::Value::from_yaml_str(text)
-                    .map_err(|e| file_err(&source, &f.path, format!("invalid YAML: {e}")))?;
-                serde_json::from_str(
-                    &v.to_json_str()
-                        .map_err(|e| file_err(&source, &f.path, e.to_string()))?,
-                )
-                .map_err(|e| file_err(&source, &f.path, e.to_string()))?
-            }
-            _ => continue, // other files are ignored, as OPA does
-        };
-        if !dir.is_empty() && !manifest.roots.iter().any(|r| root_contains(r, dir)) {
-            return Err(file_err(
-                &source,
-                &f.path,
-                format!(
-                    "manifest roots {:?} do not permit data at path '/{dir}' (hint: check bundle directory structure)",
-                    manifest.roots
-                ),
-            ));
+        if !matches!(base, "data.json" | "data.yaml" | "data.yml") {
+            continue; // other files (README, other .json/.yaml) are ignored, as OPA does
         }
-        let mut node = value;
-        if dir.is_empty() {
-            if !node.is_object() {
-                return Err(file_err(&source, &f.path, "root data must be an object"));
-            }
-            if !manifest.roots.iter().any(|r| r.is_empty()) {
-                let keys: Vec<String> = node
-                    .as_object()
-                    .map(|o| o.keys().cloned().collect())
-                    .unwrap_or_default();
-                for k in keys {
-                    if !manifest
-                        .roots
-                        .iter()
-                        .any(|r| root_contains(r, &k) || root_contains(&k, r))
-                    {
-                        return Err(file_err(
-                            &source,
-                            &f.path,
-                            format!(
-                                "manifest roots {:?} do not permit data at path '/{k}'",
-                                manifest.roots
-                            ),
-                        ));
-                    }
-                }
-            }
-        } else {
-            for seg in dir.rsplit('/') {
-                let mut m = Map::new();
-                m.insert(seg.to_string(), node);
-                node = Value::Object(m);
-            }
+        let mut node = parse_data(f, base, &source)?;
+        if dir.is_empty() && !node.is_object() {
+            return Err(file_err(&source, &f.path, "root value must be object"));
+        }
+        for seg in dir.rsplit('/').filter(|s| !s.is_empty()) {
+            node = Value::Object(Map::from_iter([(seg.to_string(), node)]));
         }
         if let Value::Object(o) = node {
             merge(&mut data, o, "").map_err(|m| {
                 file_err(
                     &source,
                     &f.path,
-                    format!("{m} (failed to insert data file)"),
+                    format!("failed to insert data file from path {} ({m}); each value may come from one file only", f.path),
                 )
             })?;
         }
     }
+    let data = Value::Object(data);
+    check_data_roots(&data, "", &manifest.roots).map_err(|m| invalid(&source, m))?;
     Ok(Bundle {
         name,
         source,
         manifest,
         modules,
-        data: Value::Object(data),
+        data,
         digest,
         signatures,
         files,

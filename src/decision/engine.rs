@@ -1,16 +1,28 @@
 //! One warm regorus engine per server, holding the server's own bundles and
 //! the shared ones. Each evaluation clones the warm engine (an Arc clone: the
 //! parsed modules and data are shared) so evaluations never see each other's
-//! input and never re-prepare.
+//! input and never re-prepare (reference §7.1: the first evaluation prepares
+//! the engine; clones made before that each prepare again).
+//!
+//! regorus settings, and why: `set_strict_builtin_errors(false)` gives OPA's
+//! semantics (a builtin error makes the expression undefined, so `default`
+//! rules apply); an `ExecutionTimerConfig` bounds each evaluation — it is
+//! cooperative, checked every 64 interpreter steps, so a single long builtin
+//! call (e.g. a huge `numbers.range`) is only stopped at its next step.
+//!
+//! Every failure is distinct so the proxy can fail closed with a precise
+//! reason code ([`EngineError::reason_code`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::layers::{Combined, Layer, LayerDecision, combine};
-use crate::bundle::lint::{LintFinding, lint};
+pub use super::layers::Layer;
+use super::layers::{Combined, LayerDecision, combine};
+use crate::bundle::lint::{LintFinding, index, lint};
 use crate::bundle::{Bundle, roots_overlap};
+use crate::decision::contract::{Decision, Disclosure};
 
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -26,14 +38,21 @@ pub struct BundleInfo {
     pub layer: Layer,
 }
 
+/// Why the engine could not decide. `Load` is a tuple variant so both
+/// `Load(_)` and `Load { .. }` patterns match it.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("policy evaluation of {rule} exceeded {limit:?}")]
+    #[error(
+        "policy evaluation of {rule} exceeded the {limit:?} limit ([policy] eval_timeout); simplify the rule or raise the limit"
+    )]
     Timeout { rule: String, limit: Duration },
     #[error("policy evaluation of {rule} failed: {message}")]
     Eval { rule: String, message: String },
-    #[error("{rule} returned a decision of the wrong shape: {message}")]
+    #[error(
+        "{rule} returned a decision of the wrong shape: {message}; it must return {{\"allow\": bool, \"reasons\": [string], …}} (schemas/decision.v1.json)"
+    )]
     BadDecision { rule: String, message: String },
+    /// Building the engine failed (the message names server, bundle, file).
     #[error("{0}")]
     Load(String),
 }
@@ -63,10 +82,15 @@ struct Loaded {
     withhold: bool,
 }
 
+/// One evaluation. `decision` is complete except `decision_id` (the
+/// proxy's); `combined` and `reason_texts` are the same facts, kept for
+/// callers written against the earlier API.
+#[derive(Debug, Clone)]
 pub struct EvalOutcome {
+    pub decision: Decision,
+    pub eval_ns: u64,
     pub combined: Combined,
     pub reason_texts: std::collections::BTreeMap<String, String>,
-    pub eval_ns: u64,
 }
 
 pub struct PolicyEngine {
@@ -77,6 +101,15 @@ pub struct PolicyEngine {
     bundles_json: Value,
     warnings: Vec<LintFinding>,
     timeout: Duration,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("version", &self.version)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 fn rule_path(s: &str) -> String {
@@ -134,8 +167,9 @@ impl PolicyEngine {
             if !report.errors.is_empty() {
                 let list: Vec<String> = report.errors.iter().map(|f| f.to_string()).collect();
                 return Err(load(format!(
-                    "bundle {} refused by lint:\n  {}",
+                    "bundle {} ({}) refused by lint:\n  {}",
                     b.name,
+                    b.source,
                     list.join("\n  ")
                 )));
             }
@@ -166,15 +200,21 @@ impl PolicyEngine {
                 .trim_start_matches("data")
                 .trim_start_matches('.')
                 .replace('.', "/");
-            let has_visible = b.modules.iter().any(|m| {
-                crate::bundle::lint::package_of(&m.text).as_deref() == Some(pkg_path.as_str())
-                    && m.text.lines().any(|l| {
-                        let l = l.strip_prefix("default ").unwrap_or(l);
-                        l.starts_with("visible ")
-                            || l.starts_with("visible:")
-                            || l.starts_with("visible if")
-                    })
-            });
+            // Which rules exist, from the parse tree: the decision rule must,
+            // `visible` and the `log` package may.
+            let idx = index(b).map_err(|e| load(e.to_string()))?;
+            let has_rule = |package: &str, rule: &str| {
+                idx.iter()
+                    .any(|m| m.package == package && m.rules.contains(rule))
+            };
+            let decision_name = decision_rule.rsplit('.').next().unwrap_or("decision");
+            if !has_rule(&pkg_path, decision_name) {
+                return Err(load(format!(
+                    "bundle {}: no module defines the decision rule {decision_rule}; define it, or point metadata.gavel.decision in .manifest at the right rule",
+                    b.name
+                )));
+            }
+            let has_visible = has_rule(&pkg_path, "visible");
             let layer = match b.manifest.gavel("layer").and_then(Value::as_str) {
                 None => Layer::Resource,
                 Some(l) => Layer::parse(l).ok_or_else(|| load(format!("bundle {}: unknown layer {l:?} (identity, resource, workflow, compliance, override)", b.name)))?,
@@ -190,20 +230,19 @@ impl PolicyEngine {
                     b.name
                 )));
             }
-            let reasons = get_path(&b.data, &format!("{pkg_path}/reasons"))
-                .and_then(Value::as_object)
+            // Reason catalog: beside the decision rule, else at a root.
+            let reasons = std::iter::once(pkg_path.as_str())
+                .chain(b.manifest.roots.iter().map(String::as_str))
+                .find_map(|p| get_path(&b.data, &format!("{p}/reasons")).and_then(Value::as_object))
                 .cloned()
                 .unwrap_or_default();
             let classification = get_path(&b.data, &format!("{pkg_path}/classification"))
                 .cloned()
                 .unwrap_or(Value::Null);
-            let log_rules = b
-                .modules
+            let log_package = format!("{pkg_path}/log");
+            let log_rules = idx
                 .iter()
-                .any(|m| {
-                    crate::bundle::lint::package_of(&m.text).as_deref()
-                        == Some(format!("{pkg_path}/log").as_str())
-                })
+                .any(|m| m.package == log_package)
                 .then(|| format!("{pkg}.log"));
             loaded.push(Loaded {
                 info: BundleInfo {
@@ -336,10 +375,11 @@ impl PolicyEngine {
             }),
             Err(e) => {
                 let message = e.to_string();
-                if message.contains("TimeLimit")
-                    || message.contains("time limit")
-                    || message.contains("execution time")
-                {
+                let timed_out = matches!(
+                    e.downcast_ref::<regorus::LimitError>(),
+                    Some(regorus::LimitError::TimeLimitExceeded { .. })
+                ) || message.contains("exceeded time limit");
+                if timed_out {
                     Err(EngineError::Timeout {
                         rule: rule.into(),
                         limit: self.timeout,
@@ -361,7 +401,7 @@ impl PolicyEngine {
         let mut layers = Vec::with_capacity(self.bundles.len());
         for b in &self.bundles {
             let v = self.eval(&mut engine, &b.decision_rule)?;
-            let d = parse_decision(&b.decision_rule, &b.info.name, v)?;
+            let d = parse_decision(&b.decision_rule, &b.info.name, b.info.layer, v)?;
             layers.push((
                 b.info.layer,
                 LayerDecision {
@@ -381,10 +421,27 @@ impl PolicyEngine {
                 reason_texts.insert(code.clone(), t.to_string());
             }
         }
+        let decision = Decision {
+            allow: combined.allow,
+            decision_id: None,
+            reasons: combined.reasons.clone(),
+            reason_texts: reason_texts.clone(),
+            remediation: combined.remediation.clone(),
+            appeal_path: combined.appeal_path.clone(),
+            audit_required: combined.audit_required,
+            policy_version: Some(self.version.clone()),
+            matched_rules: combined.matched_rules.clone(),
+            disclosure: if combined.withhold {
+                Disclosure::Withhold
+            } else {
+                Disclosure::Explain
+            },
+        };
         Ok(EvalOutcome {
+            decision,
+            eval_ns: start.elapsed().as_nanos() as u64,
             combined,
             reason_texts,
-            eval_ns: start.elapsed().as_nanos() as u64,
         })
     }
 
@@ -432,9 +489,18 @@ impl PolicyEngine {
     }
 }
 
-/// Decision contract v1 for one bundle: an object with a boolean `allow`.
-/// An undefined decision denies (`no_decision`).
-fn parse_decision(rule: &str, bundle: &str, v: Value) -> Result<LayerDecision, EngineError> {
+/// Decision contract v1 for one bundle: an object with a boolean `allow`
+/// (optional, and ignored, for an override layer), optional `reasons`,
+/// `remediation`, `appeal_path`, `audit_required`, and `waive` (override
+/// layer only). Unknown keys are ignored, so a policy may carry debugging
+/// fields. An undefined decision denies with `no_decision`: a policy that
+/// says nothing must not let a request through.
+fn parse_decision(
+    rule: &str,
+    bundle: &str,
+    layer: Layer,
+    v: Value,
+) -> Result<LayerDecision, EngineError> {
     let bad = |m: String| EngineError::BadDecision {
         rule: rule.into(),
         message: m,
@@ -458,7 +524,7 @@ fn parse_decision(rule: &str, bundle: &str, v: Value) -> Result<LayerDecision, E
     d.allow = match obj.get("allow") {
         Some(Value::Bool(b)) => *b,
         Some(other) => return Err(bad(format!("allow must be a boolean, got {other}"))),
-        None if obj.contains_key("waive") => false,
+        None if layer == Layer::Override => false,
         None => return Err(bad("missing allow".into())),
     };
     let strings = |k: &str| -> Result<Vec<String>, EngineError> {
@@ -477,6 +543,12 @@ fn parse_decision(rule: &str, bundle: &str, v: Value) -> Result<LayerDecision, E
     };
     d.reasons = strings("reasons")?;
     d.waive = strings("waive")?;
+    if !d.waive.is_empty() && layer != Layer::Override {
+        return Err(bad(format!(
+            "waive is only allowed in an override layer (this bundle's layer is {}); set metadata.gavel.layer = \"override\" or drop waive",
+            layer.as_str()
+        )));
+    }
     let text = |k: &str| -> Result<Option<String>, EngineError> {
         match obj.get(k) {
             None | Some(Value::Null) => Ok(None),

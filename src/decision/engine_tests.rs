@@ -197,3 +197,153 @@ fn the_decision_rule_must_be_known() {
     let err = PolicyEngine::build("srv", vec![b], &opts()).err().unwrap();
     assert!(err.to_string().contains("metadata.gavel.decision"), "{err}");
 }
+
+fn bundle_at(dir: &std::path::Path, root: &str, gavel: Value, rego: &str) -> Arc<Bundle> {
+    std::fs::create_dir_all(dir.join(root)).unwrap();
+    std::fs::write(
+        dir.join(".manifest"),
+        json!({"revision": "1.0", "roots": [root], "metadata": {"gavel": gavel}}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.join(root).join("p.rego"), rego).unwrap();
+    Arc::new(load_bundle(dir, &BundleLimits::default()).unwrap())
+}
+
+#[test]
+fn the_engine_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<PolicyEngine>();
+}
+
+#[test]
+fn decision_is_complete_and_withhold_comes_from_denying_layers() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let id = bundle_at(
+        &d1.path().join("id"),
+        "id",
+        json!({"layer": "identity", "disclosure": "withhold"}),
+        "package id\ndecision := {\"allow\": input.user.id != \"mallory\", \"reasons\": [\"blocked_user\"], \"audit_required\": true}\n",
+    );
+    let fs = bundle_at(
+        &d2.path().join("fs"),
+        "fs",
+        json!({}),
+        "package fs\ndecision := {\"allow\": false, \"reasons\": [\"not_allowed\"]} if input.action.tool == \"rm\"\ndecision := {\"allow\": true} if input.action.tool != \"rm\"\n",
+    );
+    let e = PolicyEngine::build("srv", vec![id, fs], &opts()).unwrap();
+    assert_eq!(e.policy_version(), "id@1.0,fs@1.0");
+    let layers: Vec<Layer> = e.bundle_info().iter().map(|b| b.layer).collect();
+    assert_eq!(layers, [Layer::Identity, Layer::Resource]);
+    // Only the resource layer denies: its disclosure (explain) applies.
+    let out = e
+        .decide(&json!({"user": {"id": "ann"}, "action": {"tool": "rm"}}))
+        .unwrap();
+    let d = &out.decision;
+    assert!(!d.allow);
+    assert_eq!(d.reasons, ["not_allowed"]);
+    assert_eq!(d.matched_rules, ["data.fs.decision"]);
+    assert_eq!(d.disclosure, Disclosure::Explain);
+    assert!(d.audit_required, "audit_required from any layer");
+    assert_eq!(d.policy_version.as_deref(), Some("id@1.0,fs@1.0"));
+    // The identity layer denies and withholds.
+    let d = e
+        .decide(&json!({"user": {"id": "mallory"}, "action": {"tool": "ls"}}))
+        .unwrap()
+        .decision;
+    assert_eq!(d.disclosure, Disclosure::Withhold);
+    assert_eq!(d.matched_rules, ["data.id.decision"]);
+    assert!(
+        e.decide(&json!({"user": {"id": "ann"}, "action": {"tool": "ls"}}))
+            .unwrap()
+            .decision
+            .allow
+    );
+    // Neither bundle has a visible rule: everything is listed.
+    assert!(e.visible(&json!({})).unwrap());
+}
+
+#[test]
+fn shape_and_build_refusals() {
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle_at(
+        d.path(),
+        "p",
+        json!({}),
+        "package p\ndecision := {\"allow\": false, \"waive\": [\"x\"]}\n",
+    );
+    let e = PolicyEngine::build("srv", vec![b], &opts()).unwrap();
+    let err = e.decide(&json!({})).unwrap_err();
+    assert_eq!(err.reason_code(), "policy_bad_decision");
+    assert!(
+        err.to_string()
+            .contains("waive is only allowed in an override layer"),
+        "{err}"
+    );
+
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle_at(d.path(), "p", json!({}), "package p\nallow := true\n");
+    let err = PolicyEngine::build("srv", vec![b], &opts()).unwrap_err();
+    assert_eq!(err.reason_code(), "policy_unavailable");
+    assert!(
+        err.to_string()
+            .contains("no module defines the decision rule data.p.decision"),
+        "{err}"
+    );
+
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle_at(
+        d.path(),
+        "p",
+        json!({"layer": "sideways"}),
+        "package p\ndecision := {\"allow\": true}\n",
+    );
+    assert!(
+        PolicyEngine::build("srv", vec![b], &opts())
+            .unwrap_err()
+            .to_string()
+            .contains("unknown layer")
+    );
+
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle_at(
+        d.path(),
+        "p",
+        json!({"disclosure": "maybe"}),
+        "package p\ndecision := {\"allow\": true}\n",
+    );
+    assert!(
+        PolicyEngine::build("srv", vec![b], &opts())
+            .unwrap_err()
+            .to_string()
+            .contains("disclosure")
+    );
+}
+
+#[test]
+fn explicit_decision_path_and_rego_v0() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("a/b")).unwrap();
+    std::fs::write(
+        d.path().join(".manifest"),
+        json!({"roots": ["a", "c"], "rego_version": 0, "metadata": {"gavel": {"decision": "a/b/verdict"}}}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("a/b/p.rego"),
+        "package a.b\nverdict = {\"allow\": true} { input.ok }\nvisible { input.ok }\n",
+    )
+    .unwrap();
+    let b = Arc::new(load_bundle(d.path(), &BundleLimits::default()).unwrap());
+    let e = PolicyEngine::build("srv", vec![b], &opts()).unwrap();
+    assert!(e.decide(&json!({"ok": true})).unwrap().decision.allow);
+    let no = e.decide(&json!({})).unwrap().decision;
+    assert_eq!(
+        (no.allow, no.reasons.clone()),
+        (false, vec!["no_decision".to_string()])
+    );
+    assert!(e.visible(&json!({"ok": true})).unwrap());
+    assert!(
+        !e.visible(&json!({})).unwrap(),
+        "undefined visible hides the tool"
+    );
+}

@@ -35,6 +35,16 @@ impl Layer {
         })
     }
 
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Identity => "identity",
+            Layer::Resource => "resource",
+            Layer::Workflow => "workflow",
+            Layer::Compliance => "compliance",
+            Layer::Override => "override",
+        }
+    }
+
     fn waivable(self) -> bool {
         matches!(self, Layer::Resource | Layer::Workflow)
     }
@@ -105,13 +115,7 @@ pub fn combine(layers: &[(Layer, LayerDecision)]) -> Combined {
         allow = false;
         out.matched_rules.push(d.rule.clone());
         if d.reasons.is_empty() {
-            out.reasons.push(format!(
-                "denied_by_{}",
-                serde_json::to_value(layer)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default()
-            ));
+            out.reasons.push(format!("denied_by_{}", layer.as_str()));
         }
         for r in kept {
             if !out.reasons.contains(r) {
@@ -234,5 +238,62 @@ mod tests {
             (Layer::Override, waive(&["a"])),
         ]);
         assert_eq!(c.matched_rules, vec!["override:org:waived:a"]);
+    }
+
+    #[test]
+    fn waivers_never_reach_identity_or_compliance_even_alongside_a_waived_layer() {
+        let c = combine(&[
+            (Layer::Identity, d("id", false, &["blocked"])),
+            (Layer::Resource, d("fs", false, &["blocked"])),
+            (Layer::Override, waive(&["blocked"])),
+        ]);
+        assert!(!c.allow);
+        assert_eq!(c.reasons, vec!["blocked"]);
+        assert_eq!(
+            c.matched_rules,
+            vec!["data.id.decision", "override:org:waived:blocked"]
+        );
+    }
+
+    #[test]
+    fn withhold_remediation_and_audit() {
+        let mut deny = d("fs", false, &["r"]);
+        deny.withhold = true;
+        deny.remediation = Some("first".into());
+        let mut allow = d("id", true, &[]);
+        allow.withhold = true;
+        allow.audit_required = true;
+        let mut second = d("wf", false, &["s"]);
+        second.remediation = Some("second".into());
+        let c = combine(&[
+            (Layer::Identity, allow.clone()),
+            (Layer::Resource, deny),
+            (Layer::Workflow, second.clone()),
+        ]);
+        assert!(c.withhold && c.audit_required);
+        assert_eq!(c.remediation.as_deref(), Some("first"));
+        assert_eq!(c.reasons, vec!["r", "s"]);
+        // An allowing layer's withhold does not matter.
+        let c = combine(&[(Layer::Identity, allow), (Layer::Workflow, second)]);
+        assert!(!c.withhold);
+        // An allow carries no reasons.
+        let c = combine(&[(Layer::Resource, d("fs", true, &["ignored"]))]);
+        assert!(c.allow && c.reasons.is_empty());
+    }
+
+    #[test]
+    fn several_overrides_and_several_waived_codes() {
+        let mut o2 = waive(&["b"]);
+        o2.bundle = "team".into();
+        let c = combine(&[
+            (Layer::Resource, d("fs", false, &["a", "b"])),
+            (Layer::Override, waive(&["a"])),
+            (Layer::Override, o2),
+        ]);
+        assert!(c.allow, "{c:?}");
+        assert_eq!(
+            c.matched_rules,
+            vec!["override:org:waived:a", "override:team:waived:b"]
+        );
     }
 }

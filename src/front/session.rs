@@ -221,7 +221,7 @@ impl Session {
             server: server.to_string(),
             tool: tool.to_string(),
             args,
-            annotations: Value::Null,
+            annotations: json!({}),
             annotations_trusted: trusted,
             tool_digest: None,
             upstream_data_classes: vec![],
@@ -276,6 +276,15 @@ impl Session {
             )
         })
     }
+}
+
+/// A tool's annotations as the input contract has them: an object, empty
+/// when the upstream declared none.
+pub fn annotations_value(tool: &Tool) -> Value {
+    tool.annotations
+        .as_ref()
+        .and_then(|a| serde_json::to_value(a).ok())
+        .unwrap_or_else(|| json!({}))
 }
 
 /// Size of a tool result for the token estimate, without serializing it
@@ -425,7 +434,7 @@ impl ServerHandler for Session {
             .map(Value::Object)
             .unwrap_or_else(|| json!({}));
         let mut action = self.action(ActionType::ToolCall, &route.server, &route.name, args);
-        action.annotations = serde_json::to_value(&route.tool.annotations).unwrap_or(Value::Null);
+        action.annotations = annotations_value(&route.tool);
         action.tool_digest = route.digest.clone();
         action.upstream_data_classes = route
             .tool

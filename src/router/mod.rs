@@ -139,7 +139,7 @@ impl Router {
             let up = &self.upstreams[server];
             let lists = up.lists();
             for tool in &lists.tools {
-                let annotations = serde_json::to_value(&tool.annotations).unwrap_or_default();
+                let annotations = crate::front::session::annotations_value(tool);
                 let listed = enforcer.tool_listed(server, &tool.name, &annotations);
                 let exposed = self.exposed_name(server, &tool.name);
                 if let Some(owner) = claim(&mut still_claimed, &exposed, server) {

@@ -58,7 +58,7 @@ impl UpstreamClient {
             server: self.server.to_string(),
             tool: method.to_string(),
             args,
-            annotations: Value::Null,
+            annotations: serde_json::json!({}),
             annotations_trusted: self.enforcer.annotations_trusted(&self.server),
             tool_digest: None,
             upstream_data_classes: vec![],

@@ -58,83 +58,186 @@ fn data_files_are_placed_at_their_directory_and_merged() {
 }
 
 #[test]
-fn refusals_name_the_check_and_the_file() {
+fn refusals_name_the_bundle_the_file_and_the_check() {
     type Case<'a> = (Vec<(&'a str, &'a [u8])>, &'a str);
+    let manifest: &[u8] = br#"{"roots":["mcp/fs"]}"#;
     let cases: Vec<Case> = vec![
-        (vec![("../evil.rego", POLICY)], "escapes the bundle"),
-        (vec![("mcp/fs/patch.json", b"{}")], "patch.json"),
+        (
+            vec![("../evil.rego", POLICY)],
+            "../evil.rego: path escapes the bundle",
+        ),
+        (vec![("mcp/../../x.rego", POLICY)], "escapes the bundle"),
+        (vec![("//etc/passwd", b"x")], "absolute path refused"),
+        (
+            vec![("mcp/fs/patch.json", b"{}")],
+            "mcp/fs/patch.json: delta bundles",
+        ),
         (
             vec![("a/data.json", b"1"), ("a/b/data.json", b"2")],
-            "conflict",
+            "a/b/data.json: failed to insert data file",
         ),
-        (vec![("data.json", b"[1]")], "root data must be an object"),
+        (
+            vec![("a/data.json", br#"{"x":1}"#), ("a/data.yaml", b"x: 2")],
+            "data conflict at /a/x",
+        ),
+        (
+            vec![("data.json", b"[1]")],
+            "data.json: root value must be object",
+        ),
         (
             vec![(".manifest", br#"{"roots":["a","a/b"]}"#)],
-            "overlapped roots",
+            "manifest has overlapped roots: 'a' and 'a/b'",
         ),
         (
             vec![
-                (".manifest", br#"{"roots":["mcp/fs"]}"#),
+                (".manifest", manifest),
                 ("other/p.rego", b"package other\nx := 1\n"),
             ],
-            "do not permit",
+            "do not permit 'data.other' in module 'other/p.rego'",
+        ),
+        (
+            vec![(".manifest", manifest), ("other/data.json", b"{}")],
+            "do not permit data at path '/other'",
         ),
         (
             vec![
-                (".manifest", br#"{"roots":["mcp/fs"]}"#),
-                ("other/data.json", b"{}"),
+                (".manifest", manifest),
+                ("data.json", br#"{"mcp":{"fs":{},"x":1}}"#),
             ],
-            "do not permit data",
+            "do not permit data at path '/mcp/x'",
         ),
         (
             vec![(".manifest", br#"{"rego_version":7}"#)],
-            "rego-version",
+            "unknown bundle rego-version 7",
         ),
-        (vec![(".manifest", b"not json")], ".manifest"),
+        (
+            vec![(".manifest", b"not json")],
+            "t.tar.gz: .manifest: not valid JSON",
+        ),
+        (vec![("a/.manifest", b"{}")], "only /.manifest"),
+        (
+            vec![("a/.signatures.json", b"{}")],
+            "/.signatures.json at the bundle root",
+        ),
+        (
+            vec![("p.rego", b"package p\nallow if {\n")],
+            "p.rego: does not parse",
+        ),
+        (
+            vec![("p.rego", POLICY), ("/p.rego", POLICY)],
+            "occurs twice",
+        ),
+        (vec![("a\nb.rego", POLICY)], "control characters"),
     ];
     for (entries, needle) in cases {
         let e = load(&entries)
             .err()
             .unwrap_or_else(|| panic!("expected refusal containing {needle:?}"));
-        assert!(
-            e.to_string().contains(needle),
-            "{e} should contain {needle:?}"
-        );
+        let e = e.to_string();
+        assert!(e.starts_with("bundle t.tar.gz"), "{e}");
+        assert!(e.contains(needle), "{e} should contain {needle:?}");
     }
 }
 
 #[test]
-fn symlinks_and_hardlinks_are_refused() {
+fn what_opa_ignores_is_ignored_and_signatures_are_kept_raw() {
+    let b = load(&[
+        ("./README.md", b"hi"),
+        ("./mcp/fs/other.json", b"not even json"),
+        ("./mcp/fs/data.yml", b"a: 1"),
+        ("./.signatures.json", br#"{"signatures":[]}"#),
+        ("./.manifest", br#"{"roots":["mcp/fs"],"rego_version":0}"#),
+        ("./mcp/fs/p.rego", b"package mcp.fs\nallow { true }\n"),
+    ])
+    .unwrap();
+    assert_eq!(b.data, serde_json::json!({"mcp": {"fs": {"a": 1}}}));
+    assert_eq!(b.signatures.as_deref(), Some(&br#"{"signatures":[]}"#[..]));
+    assert_eq!(
+        b.files.len(),
+        6,
+        "every regular file is kept for verification"
+    );
+    assert_eq!(
+        b.modules.len(),
+        1,
+        "a v0 module parses under rego_version 0"
+    );
+}
+
+fn special(kind: tar::EntryType, link: Option<&str>) -> Vec<u8> {
     let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
         Vec::new(),
         flate2::Compression::fast(),
     ));
     let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_entry_type(kind);
     h.set_size(0);
-    b.append_link(&mut h, "p.rego", "/etc/passwd").unwrap();
-    let bytes = b.into_inner().unwrap().finish().unwrap();
-    let e = load_bundle_tar_gz("t", "t", &bytes, &BundleLimits::default())
-        .err()
-        .unwrap();
-    assert!(e.to_string().contains("Symlink"), "{e}");
+    h.set_mode(0o644);
+    match link {
+        Some(target) => b.append_link(&mut h, "p.rego", target).unwrap(),
+        None => {
+            h.set_path("dev").unwrap();
+            h.set_cksum();
+            b.append(&h, &[][..]).unwrap()
+        }
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+#[test]
+fn symlinks_hardlinks_and_devices_are_refused() {
+    for (kind, link, needle) in [
+        (
+            tar::EntryType::Symlink,
+            Some("/etc/passwd"),
+            "Symlink entries are refused",
+        ),
+        (
+            tar::EntryType::Link,
+            Some("other.rego"),
+            "Link entries are refused",
+        ),
+        (tar::EntryType::Char, None, "Char entries are refused"),
+        (tar::EntryType::Fifo, None, "Fifo entries are refused"),
+    ] {
+        let e = load_bundle_tar_gz("t", "t", &special(kind, link), &BundleLimits::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains(needle), "{e}");
+    }
 }
 
 #[test]
 fn limits_hold_against_bombs() {
-    let zeros = vec![0u8; 3 << 20];
     let limits = BundleLimits {
         max_files: 3,
         max_file_bytes: 1 << 20,
         max_total_bytes: 2 << 20,
     };
+    // One file over the per-file limit.
+    let zeros = vec![0u8; (1 << 20) + 1];
     let e = load_bundle_tar_gz("t", "t", &tarball(&[("big.bin", &zeros)]), &limits)
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(
-        e.to_string().contains("limit") || e.to_string().contains("bytes"),
+        e.contains("big.bin: larger than the 1048576 byte per-file limit"),
         "{e}"
     );
+    // Files each within the limit, together over the total.
+    let mb = vec![0u8; 1 << 20];
+    let e = load_bundle_tar_gz(
+        "t",
+        "t",
+        &tarball(&[("a", &mb), ("b", &mb), ("c", &mb)]),
+        &limits,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("more than 2097152 bytes decompressed"), "{e}");
+    // Too many files.
     let many: Vec<(String, Vec<u8>)> = (0..5).map(|i| (format!("f{i}.txt"), vec![1])).collect();
     let refs: Vec<(&str, &[u8])> = many
         .iter()
@@ -142,15 +245,65 @@ fn limits_hold_against_bombs() {
         .collect();
     let e = load_bundle_tar_gz("t", "t", &tarball(&refs), &limits)
         .err()
-        .unwrap();
-    assert!(e.to_string().contains("more than 3 files"), "{e}");
-    assert!(load_bundle_tar_gz("t", "t", b"plain text", &limits).is_err());
+        .unwrap()
+        .to_string();
+    assert!(e.contains("more than 3 files"), "{e}");
+    assert!(
+        load_bundle_tar_gz("t", "t", b"plain text", &limits)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("not a gzipped tarball")
+    );
+}
+
+/// 100 MB of zeros (≈100 KB compressed) stops at the limit, default limits.
+#[test]
+fn gzip_bomb_of_100_mb_zeros_is_refused_without_inflating_it() {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(100_000_000);
+    h.set_mode(0o644);
+    h.set_path("bomb.json").unwrap();
+    h.set_cksum();
+    gz.write_all(h.as_bytes()).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    for _ in 0..96 {
+        gz.write_all(&chunk).unwrap();
+    }
+    let bytes = gz.finish().unwrap();
+    assert!(bytes.len() < 1 << 20, "{}", bytes.len());
+    let e = load_bundle_tar_gz("t", "t", &bytes, &BundleLimits::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("bomb.json: larger than the 8388608 byte per-file limit"),
+        "{e}"
+    );
+    // 40 MB of zeros without a header: tar stops at the first zero block,
+    // nothing past it is inflated.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    for _ in 0..40 {
+        gz.write_all(&chunk).unwrap();
+    }
+    let limits = BundleLimits {
+        max_files: 10,
+        max_file_bytes: 1024,
+        max_total_bytes: 4096,
+    };
+    let b = load_bundle_tar_gz("t", "t", &gz.finish().unwrap(), &limits).unwrap();
+    assert!(b.files.is_empty());
 }
 
 #[test]
-fn directory_bundles_refuse_symlinks_and_have_stable_digests() {
+fn directory_bundles_refuse_symlinks_ignore_dotfiles_and_have_stable_digests() {
     let d = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(d.path().join("mcp/fs")).unwrap();
+    std::fs::create_dir_all(d.path().join(".git")).unwrap();
+    std::fs::write(d.path().join(".git/config"), b"x").unwrap();
+    std::fs::write(d.path().join("mcp/fs/.p.rego.swp"), b"x").unwrap();
     std::fs::write(
         d.path().join(".manifest"),
         br#"{"revision":"r1","roots":["mcp/fs"]}"#,
@@ -159,6 +312,11 @@ fn directory_bundles_refuse_symlinks_and_have_stable_digests() {
     std::fs::write(d.path().join("mcp/fs/p.rego"), POLICY).unwrap();
     std::fs::write(d.path().join("mcp/fs/data.json"), br#"{ "a" : 1 }"#).unwrap();
     let a = load_bundle(d.path(), &BundleLimits::default()).unwrap();
+    assert_eq!(
+        a.files.len(),
+        3,
+        "dotfiles other than .manifest are ignored"
+    );
     std::fs::write(d.path().join("mcp/fs/data.json"), br#"{"a":1}"#).unwrap();
     let b = load_bundle(d.path(), &BundleLimits::default()).unwrap();
     assert_eq!(
@@ -172,9 +330,32 @@ fn directory_bundles_refuse_symlinks_and_have_stable_digests() {
             .digest,
         a.digest
     );
+    // The same files as a tarball: the digest is the tarball's sha256.
+    let tgz = d.path().join("../b.tar.gz");
+    let bytes = tarball(&[("mcp/fs/p.rego", POLICY)]);
+    std::fs::write(&tgz, &bytes).unwrap();
+    let t = load_bundle(&tgz, &BundleLimits::default()).unwrap();
+    assert_eq!(t.digest, crate::bundle::digest::tarball_digest(&bytes));
+    assert_eq!(t.name, "b");
+    std::fs::remove_file(&tgz).unwrap();
+    let limits = BundleLimits {
+        max_files: 2,
+        ..Default::default()
+    };
+    assert!(
+        load_bundle(d.path(), &limits)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("more than 2 files")
+    );
     std::os::unix::fs::symlink("/etc/passwd", d.path().join("mcp/fs/x.rego")).unwrap();
     let e = load_bundle(d.path(), &BundleLimits::default())
         .err()
         .unwrap();
-    assert!(e.to_string().contains("symbolic links"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("mcp/fs/x.rego: symbolic links are refused"),
+        "{e}"
+    );
 }
