@@ -107,7 +107,7 @@ fn main() {
         "decisions_per_s": (full.len() as f64 / full_total.as_secs_f64()).round(),
         "regorus_eval_p50_us": (bare50 * 10.0).round() / 10.0,
         "ratio_to_bare_eval_p50": ((p50 / bare50) * 100.0).round() / 100.0,
-        "layers": 4,
+        "layers": enforcer.status_json()["filesystem"]["bundles"].as_array().map_or(0, Vec::len),
     });
     println!("{line}");
 }

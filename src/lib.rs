@@ -18,3 +18,8 @@ pub mod router;
 pub mod status;
 pub mod transport;
 pub mod upstream;
+
+/// mimalloc: the policy interpreter allocates and frees many small values per
+/// decision; glibc's allocator was a fifth of a decision's time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -120,6 +120,21 @@ fn rule_path(s: &str) -> String {
     }
 }
 
+/// The package of the synthetic rule that gathers every layer's decision.
+const COMBINED_PACKAGE: &str = "__gavel__";
+const COMBINED_RULE: &str = "data.__gavel__.layers";
+
+/// `data.a.b-c.d` as a Rego reference that survives any key: `data["a"]["b-c"]["d"]`.
+fn rego_ref(rule: &str) -> String {
+    let mut out = String::from("data");
+    for part in rule.trim_start_matches("data.").split('.') {
+        out.push('[');
+        out.push_str(&Value::String(part.to_string()).to_string());
+        out.push(']');
+    }
+    out
+}
+
 fn get_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('/')
         .filter(|s| !s.is_empty())
@@ -131,6 +146,16 @@ fn get_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
 fn to_regorus(v: &Value) -> regorus::Value {
     use serde::Deserialize;
     regorus::Value::deserialize(v).unwrap_or(regorus::Value::Undefined)
+}
+
+fn from_regorus(rule: &str, v: &regorus::Value) -> Result<Value, EngineError> {
+    match v {
+        regorus::Value::Undefined => Ok(Value::Null),
+        v => serde_json::to_value(v).map_err(|e| EngineError::BadDecision {
+            rule: rule.into(),
+            message: e.to_string(),
+        }),
+    }
 }
 
 impl PolicyEngine {
@@ -260,12 +285,37 @@ impl PolicyEngine {
             });
         }
         engine.set_rego_v0(false);
+        // One rule that gathers every layer's decision, so a decision is one
+        // evaluation: rules the layers share (identity helpers, data lookups)
+        // are computed once, and the interpreter's per-evaluation set-up is
+        // paid once instead of once per layer. `[x | x := …]` keeps an
+        // undefined decision apart from the others (an empty list).
+        for b in &bundles {
+            let idx = index(b).map_err(|e| load(e.to_string()))?;
+            if let Some(m) = idx.iter().find(|m| m.package == COMBINED_PACKAGE) {
+                return Err(load(format!(
+                    "bundle {}: {}: package {COMBINED_PACKAGE} is reserved for gavel; rename it",
+                    b.name, m.path
+                )));
+            }
+        }
+        let gather: Vec<String> = loaded
+            .iter()
+            .map(|l| format!("[x | x := {}]", rego_ref(&l.decision_rule)))
+            .collect();
+        engine
+            .add_policy(
+                "gavel:combined.rego".into(),
+                format!(
+                    "package {COMBINED_PACKAGE}\n\nlayers := [{}]\n",
+                    gather.join(", ")
+                ),
+            )
+            .map_err(|e| load(format!("gavel's combined decision rule: {e}")))?;
         // Warm: the first evaluation prepares the engine; clones made after it
         // skip that work.
         engine.set_input(regorus::Value::new_object());
-        for l in &loaded {
-            let _ = engine.eval_rule(l.decision_rule.clone());
-        }
+        let _ = engine.eval_rule(COMBINED_RULE.into());
         let version = loaded
             .iter()
             .map(|b| {
@@ -368,11 +418,7 @@ impl PolicyEngine {
 
     fn eval(&self, engine: &mut regorus::Engine, rule: &str) -> Result<Value, EngineError> {
         match engine.eval_rule(rule.to_string()) {
-            Ok(regorus::Value::Undefined) => Ok(Value::Null),
-            Ok(v) => serde_json::to_value(&v).map_err(|e| EngineError::BadDecision {
-                rule: rule.into(),
-                message: e.to_string(),
-            }),
+            Ok(v) => from_regorus(rule, &v),
             Err(e) => {
                 let message = e.to_string();
                 let timed_out = matches!(
@@ -398,9 +444,43 @@ impl PolicyEngine {
         let start = Instant::now();
         let mut engine = self.engine.clone();
         engine.set_input(to_regorus(input));
+        let result = self.eval(&mut engine, COMBINED_RULE);
+        let gathered = match result {
+            Ok(Value::Array(a)) if a.len() == self.bundles.len() => a,
+            Ok(other) => {
+                return Err(EngineError::BadDecision {
+                    rule: COMBINED_RULE.into(),
+                    message: format!("gavel's combined rule returned {other}"),
+                });
+            }
+            Err(EngineError::Timeout { limit, .. }) => {
+                let rules: Vec<&str> = self
+                    .bundles
+                    .iter()
+                    .map(|b| b.decision_rule.as_str())
+                    .collect();
+                return Err(EngineError::Timeout {
+                    rule: rules.join(", "),
+                    limit,
+                });
+            }
+            // Cold path: evaluate layer by layer so the error names the
+            // bundle's own rule rather than gavel's combined one.
+            Err(e) => {
+                let mut engine = self.engine.clone();
+                engine.set_input(to_regorus(input));
+                for b in &self.bundles {
+                    self.eval(&mut engine, &b.decision_rule)?;
+                }
+                return Err(e);
+            }
+        };
         let mut layers = Vec::with_capacity(self.bundles.len());
-        for b in &self.bundles {
-            let v = self.eval(&mut engine, &b.decision_rule)?;
+        for (b, v) in self.bundles.iter().zip(gathered) {
+            let v = match v {
+                Value::Array(mut one) if one.len() == 1 => one.pop().unwrap_or(Value::Null),
+                _ => Value::Null,
+            };
             let d = parse_decision(&b.decision_rule, &b.info.name, b.info.layer, v)?;
             layers.push((
                 b.info.layer,

@@ -347,3 +347,27 @@ fn explicit_decision_path_and_rego_v0() {
         "undefined visible hides the tool"
     );
 }
+
+/// OPA semantics for an undefined right-hand side: `_ := data.x[input.y]`
+/// makes the body fail, so an unknown key denies. regorus's RVM (0.14.1)
+/// evaluates such a body as true — a fail-open — which is why gavel
+/// decides on the interpreter only (ARCHITECTURE.md, "Invariants").
+#[test]
+fn an_undefined_assignment_fails_the_rule() {
+    let (_d, e) = one(
+        "package p\ndecision := {\"allow\": true} if { _ := data.p.allowed[input.user.id] }\ndefault decision := {\"allow\": false, \"reasons\": [\"not_allowed\"]}\n",
+        Some(json!({"allowed": {"alice": true}})),
+    );
+    assert!(
+        e.decide(&json!({"user": {"id": "alice"}}))
+            .unwrap()
+            .combined
+            .allow
+    );
+    let no = e
+        .decide(&json!({"user": {"id": "mallory"}}))
+        .unwrap()
+        .combined;
+    assert!(!no.allow);
+    assert_eq!(no.reasons, vec!["not_allowed"]);
+}
