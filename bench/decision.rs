@@ -1,7 +1,9 @@
 //! `cargo bench --bench decision`: one full decision — input build, Rego
-//! evaluation of every layer, decision parse and combination — on the example
-//! layered policy of the `filesystem` server (filesystem + override + shared
-//! identity + compliance bundles), warm, single thread. Side by side, in
+//! evaluation of every layer (or its memo), decision parse and combination —
+//! on the example layered policy of the `filesystem` server (filesystem +
+//! override + shared identity + compliance + workflow bundles), warm, single
+//! thread, over a simulated session whose counters advance on every call (so
+//! the workflow layer is evaluated on every decision). Side by side, in
 //! interleaved rounds: a bare regorus evaluation of the filesystem bundle's
 //! decision rule (the floor gavel builds on). Last line is the JSON summary.
 //!
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use gavel::config::Config;
 use gavel::decision::{Action, ActionType, DecisionContext, Enforcer, SessionCounters};
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn pct(v: &mut [Duration], p: f64) -> f64 {
     v.sort();
@@ -36,28 +38,81 @@ fn main() {
     let mut cfg = Config::load(&root.join("servers.toml")).expect("servers.toml");
     cfg.log.decisions = None; // measure the decision, not the disk
     let enforcer = Enforcer::from_config(&cfg).expect("policies load");
-    let action = Action {
-        kind: ActionType::ToolCall,
-        server: "filesystem".into(),
-        tool: "read_text_file".into(),
-        args: json!({"path": "demo-data/public/readme.txt"}),
-        annotations: json!({"readOnlyHint": true}),
-        annotations_trusted: false,
-        tool_digest: Some("sha256:0000".into()),
-        upstream_data_classes: vec![],
-    };
-    let mut counters = SessionCounters::default();
-    counters.record_tool_call("filesystem", "list_directory", true, 40);
-    let ctx = DecisionContext {
+    // A session: the agent cycles through a few tools and paths, one call
+    // every 1.5 s of session time, and every counter advances as it would
+    // (cumulative_tokens grows on every call, so the workflow layer never
+    // sees the same facts twice; the other layers do).
+    let calls: Vec<(&str, Value)> = vec![
+        (
+            "read_text_file",
+            json!({"path": "demo-data/public/readme.txt"}),
+        ),
+        ("list_directory", json!({"path": "demo-data/public"})),
+        (
+            "get_file_info",
+            json!({"path": "demo-data/public/readme.txt"}),
+        ),
+        (
+            "read_text_file",
+            json!({"path": "demo-data/public/notes.txt"}),
+        ),
+        (
+            "write_file",
+            json!({"path": "demo-data/public/out.txt", "content": "x"}),
+        ),
+        (
+            "search_files",
+            json!({"path": "demo-data/public", "pattern": "*.txt"}),
+        ),
+        ("directory_tree", json!({"path": "demo-data/public"})),
+        ("list_directory", json!({"path": "demo-data/public/sub"})),
+    ];
+    let actions: Vec<Action> = calls
+        .iter()
+        .map(|(tool, args)| Action {
+            kind: ActionType::ToolCall,
+            server: "filesystem".into(),
+            tool: tool.to_string(),
+            args: args.clone(),
+            annotations: json!({"readOnlyHint": true}),
+            annotations_trusted: false,
+            tool_digest: Some("sha256:0000".into()),
+            upstream_data_classes: vec![],
+        })
+        .collect();
+    let mut ctx = DecisionContext {
         session_id: "bench".into(),
         client: Some(("bench".into(), "1".into())),
-        session_age_seconds: 12.5,
-        counters,
+        session_age_seconds: 0.0,
+        counters: SessionCounters::default(),
     };
-    assert!(
-        enforcer.decide(&action, &ctx).decision().allow,
-        "the benchmark decision is an allow"
-    );
+    let mut call = 0usize;
+    let mut next = |ctx: &mut DecisionContext| -> usize {
+        let i = call % actions.len();
+        if call > 0 {
+            let prev = &actions[(call - 1) % actions.len()];
+            ctx.counters.record_tool_call_at(
+                "filesystem",
+                &prev.tool,
+                true,
+                4,
+                ctx.session_age_seconds,
+            );
+        }
+        ctx.session_age_seconds = call as f64 * 1.5;
+        ctx.counters
+            .prepare("filesystem", &actions[i].tool, ctx.session_age_seconds);
+        call += 1;
+        i
+    };
+    for _ in 0..actions.len() {
+        let i = next(&mut ctx);
+        assert!(
+            enforcer.decide(&actions[i], &ctx).decision().allow,
+            "the benchmark session's calls are allowed: {}",
+            actions[i].tool
+        );
+    }
 
     // Baseline: bare regorus on the filesystem bundle alone.
     let b =
@@ -74,17 +129,15 @@ fn main() {
         .unwrap();
 
     let (mut full, mut bare) = (Vec::new(), Vec::new());
-    let mut full_total = Duration::ZERO;
     for round in 0..rounds {
         for first in [round % 2 == 0, round % 2 != 0] {
             if first {
-                let t0 = Instant::now();
                 for _ in 0..iters {
+                    let i = next(&mut ctx);
                     let t = Instant::now();
-                    std::hint::black_box(enforcer.decide(&action, &ctx));
+                    std::hint::black_box(enforcer.decide(&actions[i], &ctx));
                     full.push(t.elapsed());
                 }
-                full_total += t0.elapsed();
             } else {
                 for _ in 0..iters {
                     let t = Instant::now();
@@ -104,7 +157,7 @@ fn main() {
         "bench": "decision",
         "p50_us": (p50 * 10.0).round() / 10.0,
         "p99_us": (p99 * 10.0).round() / 10.0,
-        "decisions_per_s": (full.len() as f64 / full_total.as_secs_f64()).round(),
+        "decisions_per_s": (full.len() as f64 / full.iter().sum::<Duration>().as_secs_f64()).round(),
         "regorus_eval_p50_us": (bare50 * 10.0).round() / 10.0,
         "ratio_to_bare_eval_p50": ((p50 / bare50) * 100.0).round() / 100.0,
         "layers": enforcer.status_json()["filesystem"]["bundles"].as_array().map_or(0, Vec::len),

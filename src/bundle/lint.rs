@@ -66,7 +66,7 @@ fn parse_err(bundle: &str, path: &str, e: impl fmt::Display) -> BundleError {
 
 /// The static prefix of a reference (`a.b["c"][x].d` → `[a, b, c]`) and
 /// whether it was static all the way.
-fn ref_prefix(e: &Expr) -> (Vec<String>, bool) {
+pub(crate) fn ref_prefix(e: &Expr) -> (Vec<String>, bool) {
     match e {
         Expr::Var { span, .. } => (vec![span.text().to_string()], true),
         Expr::RefDot { refr, field, .. } => {
@@ -237,39 +237,43 @@ fn walk(e: &Expr, f: &mut dyn FnMut(&Expr) -> bool) {
     }
 }
 
-fn walk_module(m: &Module, f: &mut dyn FnMut(&Expr) -> bool) {
+pub(crate) fn walk_module(m: &Module, f: &mut dyn FnMut(&Expr) -> bool) {
     for r in &m.policy {
-        match r.as_ref() {
-            Rule::Spec { head, bodies, .. } => {
-                match head {
-                    RuleHead::Compr { refr, assign, .. } => {
-                        walk(refr, f);
-                        assign.iter().for_each(|a| walk(&a.value, f));
-                    }
-                    RuleHead::Set { refr, key, .. } => {
-                        walk(refr, f);
-                        key.iter().for_each(|k| walk(k, f));
-                    }
-                    RuleHead::Func {
-                        refr, args, assign, ..
-                    } => {
-                        walk(refr, f);
-                        args.iter().for_each(|a| walk(a, f));
-                        assign.iter().for_each(|a| walk(&a.value, f));
-                    }
+        walk_rule(r, f);
+    }
+}
+
+pub(crate) fn walk_rule(r: &Rule, f: &mut dyn FnMut(&Expr) -> bool) {
+    match r {
+        Rule::Spec { head, bodies, .. } => {
+            match head {
+                RuleHead::Compr { refr, assign, .. } => {
+                    walk(refr, f);
+                    assign.iter().for_each(|a| walk(&a.value, f));
                 }
-                for b in bodies {
-                    b.assign.iter().for_each(|a| walk(&a.value, f));
-                    walk_query(&b.query, f);
+                RuleHead::Set { refr, key, .. } => {
+                    walk(refr, f);
+                    key.iter().for_each(|k| walk(k, f));
+                }
+                RuleHead::Func {
+                    refr, args, assign, ..
+                } => {
+                    walk(refr, f);
+                    args.iter().for_each(|a| walk(a, f));
+                    assign.iter().for_each(|a| walk(&a.value, f));
                 }
             }
-            Rule::Default {
-                refr, args, value, ..
-            } => {
-                walk(refr, f);
-                args.iter().for_each(|a| walk(a, f));
-                walk(value, f);
+            for b in bodies {
+                b.assign.iter().for_each(|a| walk(&a.value, f));
+                walk_query(&b.query, f);
             }
+        }
+        Rule::Default {
+            refr, args, value, ..
+        } => {
+            walk(refr, f);
+            args.iter().for_each(|a| walk(a, f));
+            walk(value, f);
         }
     }
 }

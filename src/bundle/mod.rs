@@ -4,6 +4,7 @@
 //! request (only `testrun` evaluates, and only the bundle's own tests).
 
 pub mod canonical;
+pub mod deps;
 pub mod digest;
 pub mod lint;
 pub mod manifest;

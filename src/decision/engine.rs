@@ -20,6 +20,8 @@ use serde_json::Value;
 
 pub use super::layers::Layer;
 use super::layers::{Combined, LayerDecision, combine};
+use super::memo::Memo;
+use crate::bundle::deps::{Deps, analyze};
 use crate::bundle::lint::{LintFinding, index, lint};
 use crate::bundle::{Bundle, roots_overlap};
 use crate::decision::contract::{Decision, Disclosure};
@@ -80,6 +82,8 @@ struct Loaded {
     /// `data.<package>.log` when the bundle ships log rules (`drop`, `mask`).
     log_rules: Option<String>,
     withhold: bool,
+    /// Set when the layer's decision may be memoized (see `memo`).
+    memo: Option<Memo>,
 }
 
 /// One evaluation. `decision` is complete except `decision_id` (the
@@ -187,6 +191,7 @@ impl PolicyEngine {
         });
         let mut loaded = Vec::new();
         let mut warnings = Vec::new();
+        let mut deps: Vec<Deps> = Vec::new();
         for b in &bundles {
             let report = lint(b, opts.strict_input).map_err(|e| load(e.to_string()))?;
             if !report.errors.is_empty() {
@@ -199,6 +204,7 @@ impl PolicyEngine {
                 )));
             }
             warnings.extend(report.warnings);
+            deps.push(analyze(b).map_err(|e| load(e.to_string()))?);
             engine.set_rego_v0(b.manifest.rego_version == Some(0));
             for m in &b.modules {
                 engine
@@ -282,9 +288,28 @@ impl PolicyEngine {
                 classification,
                 log_rules,
                 withhold: disclosure == "withhold",
+                memo: None,
             });
         }
         engine.set_rego_v0(false);
+        // Memoizable layers: pure, with listable input reads; a layer that
+        // reads another bundle's data or rules depends on what they read too.
+        let listable = |d: &Deps| !d.impure && !d.whole_input;
+        let all_listable = deps.iter().all(listable);
+        for (l, d) in loaded.iter_mut().zip(&deps) {
+            l.memo = match (listable(d), d.foreign_data) {
+                (false, _) => None,
+                (true, false) => Some(Memo::new(d.input_paths.iter().cloned())),
+                (true, true) if all_listable => {
+                    let union: std::collections::BTreeSet<Vec<String>> = deps
+                        .iter()
+                        .flat_map(|d| d.input_paths.iter().cloned())
+                        .collect();
+                    Some(Memo::new(crate::bundle::deps::prefix_free(union)))
+                }
+                (true, true) => None,
+            };
+        }
         // One rule that gathers every layer's decision, so a decision is one
         // evaluation: rules the layers share (identity helpers, data lookups)
         // are computed once, and the interpreter's per-evaluation set-up is
@@ -440,12 +465,41 @@ impl PolicyEngine {
         }
     }
 
-    pub fn decide(&self, input: &Value) -> Result<EvalOutcome, EngineError> {
-        let start = Instant::now();
+    /// Every layer's raw decision value (`Null` when undefined), in bundle
+    /// order: memoized layers from their memo or evaluated on their projected
+    /// input; the rest evaluated on the full input — all of them in one
+    /// evaluation of the combined rule when no layer is memoized.
+    fn layer_values(&self, input: &Value) -> Result<Vec<Value>, EngineError> {
+        let mut values = vec![Value::Null; self.bundles.len()];
+        let mut rest = Vec::new();
+        for (i, b) in self.bundles.iter().enumerate() {
+            let Some(memo) = &b.memo else {
+                rest.push(i);
+                continue;
+            };
+            let (projected, key) = memo.project(input);
+            if let Some(v) = memo.get(&key) {
+                values[i] = v;
+                continue;
+            }
+            let mut engine = self.engine.clone();
+            engine.set_input(to_regorus(&projected));
+            let v = self.eval(&mut engine, &b.decision_rule)?;
+            memo.put(key, v.clone());
+            values[i] = v;
+        }
+        if rest.is_empty() {
+            return Ok(values);
+        }
         let mut engine = self.engine.clone();
         engine.set_input(to_regorus(input));
-        let result = self.eval(&mut engine, COMBINED_RULE);
-        let gathered = match result {
+        if rest.len() < self.bundles.len() {
+            for i in rest {
+                values[i] = self.eval(&mut engine, &self.bundles[i].decision_rule)?;
+            }
+            return Ok(values);
+        }
+        let gathered = match self.eval(&mut engine, COMBINED_RULE) {
             Ok(Value::Array(a)) if a.len() == self.bundles.len() => a,
             Ok(other) => {
                 return Err(EngineError::BadDecision {
@@ -475,12 +529,20 @@ impl PolicyEngine {
                 return Err(e);
             }
         };
-        let mut layers = Vec::with_capacity(self.bundles.len());
-        for (b, v) in self.bundles.iter().zip(gathered) {
-            let v = match v {
+        Ok(gathered
+            .into_iter()
+            .map(|v| match v {
                 Value::Array(mut one) if one.len() == 1 => one.pop().unwrap_or(Value::Null),
                 _ => Value::Null,
-            };
+            })
+            .collect())
+    }
+
+    pub fn decide(&self, input: &Value) -> Result<EvalOutcome, EngineError> {
+        let start = Instant::now();
+        let values = self.layer_values(input)?;
+        let mut layers = Vec::with_capacity(self.bundles.len());
+        for (b, v) in self.bundles.iter().zip(values) {
             let d = parse_decision(&b.decision_rule, &b.info.name, b.info.layer, v)?;
             layers.push((
                 b.info.layer,

@@ -13,6 +13,7 @@ pub mod deny;
 pub mod engine;
 pub mod input;
 pub mod layers;
+mod memo;
 pub mod static_rules;
 
 use std::collections::HashMap;

@@ -1,0 +1,237 @@
+//! What a bundle's decision can depend on, from regorus's parse tree: which
+//! `input` paths its modules read, whether they read `data` outside the
+//! bundle's own roots, and whether they call a builtin whose answer is not a
+//! function of its arguments (`time.now_ns`, `rand.intn`, `uuid.rfc4122`,
+//! `opa.runtime`, `http.send`) or that has an effect (`print`, `trace`).
+//!
+//! The decision memo (`decision::memo`) uses this to key a layer's decision
+//! on the parts of the input it reads, so the analysis is conservative:
+//! anything it cannot see through — a bare `input` (`walk(input, …)`,
+//! `with input as …`, `object.get(input, …)`), `input[x]` at the top, a
+//! dynamic `data[x]` — makes the bundle depend on the whole input or on
+//! every bundle, never on less.
+
+use std::collections::BTreeSet;
+
+use regorus::unstable::{Expr, Rule, RuleHead};
+
+use super::lint::{parse_module, ref_prefix, walk_rule};
+use super::{Bundle, BundleError};
+
+/// Builtins whose result is not determined by their arguments, or that act.
+const IMPURE: &[&str] = &[
+    "time.now_ns",
+    "rand.intn",
+    "uuid.rfc4122",
+    "opa.runtime",
+    "http.send",
+    "print",
+    "trace",
+];
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Deps {
+    /// Calls an impure builtin: its decision may differ for the same input.
+    pub impure: bool,
+    /// Reads `input` in a way whose paths cannot be listed.
+    pub whole_input: bool,
+    /// Reads `data` outside its own roots (another bundle's rules or data).
+    pub foreign_data: bool,
+    /// Static `input` paths read (without the leading `input`), prefix-free:
+    /// a path whose ancestor is also read is dropped.
+    pub input_paths: BTreeSet<Vec<String>>,
+}
+
+fn within_roots(path: &[String], roots: &[String]) -> bool {
+    roots.iter().any(|r| {
+        let r: Vec<&str> = r.split('/').filter(|s| !s.is_empty()).collect();
+        // An empty root owns all of data.
+        path.len() >= r.len() && r.iter().zip(path).all(|(a, b)| *a == b.as_str())
+    })
+}
+
+/// Keeps only the shortest paths: reading `a` already covers `a.b`.
+pub(crate) fn prefix_free(paths: BTreeSet<Vec<String>>) -> BTreeSet<Vec<String>> {
+    let mut out: BTreeSet<Vec<String>> = BTreeSet::new();
+    // Sorted order puts every ancestor before its descendants.
+    for p in paths {
+        if !out.iter().any(|q| p.starts_with(q)) {
+            out.insert(p);
+        }
+    }
+    out
+}
+
+fn is_test_name(name: &str) -> bool {
+    name.starts_with("test_") || name.starts_with("todo_test_")
+}
+
+fn head_name(r: &Rule) -> String {
+    let refr = match r {
+        Rule::Spec { head, .. } => match head {
+            RuleHead::Compr { refr, .. }
+            | RuleHead::Set { refr, .. }
+            | RuleHead::Func { refr, .. } => refr,
+        },
+        Rule::Default { refr, .. } => refr,
+    };
+    ref_prefix(refr).0.first().cloned().unwrap_or_default()
+}
+
+pub fn analyze(bundle: &Bundle) -> Result<Deps, BundleError> {
+    let mut deps = Deps::default();
+    let mut paths = BTreeSet::new();
+    for m in &bundle.modules {
+        let module = parse_module(&bundle.source, &m.path, &m.text, bundle.manifest.rego_v0())?;
+        let mut note = |path: Vec<String>, deps: &mut Deps| match path.first().map(String::as_str) {
+            Some("input") if path.len() == 1 => deps.whole_input = true,
+            Some("input") => {
+                paths.insert(path[1..].to_vec());
+            }
+            Some("data") if !within_roots(&path[1..], &bundle.manifest.roots) => {
+                deps.foreign_data = true
+            }
+            _ => {}
+        };
+        for i in &module.imports {
+            note(ref_prefix(&i.refr).0, &mut deps);
+        }
+        // Every ref chain is noted with its static prefix, and so is every
+        // shorter chain inside it; the root variable of a chain that was
+        // noted is remembered by position so that only a bare `input` or
+        // `data` variable counts as reading all of it.
+        let mut chains: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+        let mut bare: Vec<(String, u32)> = Vec::new();
+        let reaches_tests = std::cell::Cell::new(false);
+        let mut visit = |e: &Expr| {
+            match e {
+                Expr::RefDot { .. } | Expr::RefBrack { .. } => {
+                    let mut root = e;
+                    while let Expr::RefDot { refr, .. } | Expr::RefBrack { refr, .. } = root {
+                        root = refr;
+                    }
+                    let (path, _) = ref_prefix(e);
+                    if path.iter().any(|c| is_test_name(c)) {
+                        reaches_tests.set(true);
+                    }
+                    // The walk also visits each shorter chain inside this
+                    // one; the longest static prefix per chain is the read.
+                    if let Expr::Var { span, .. } = root {
+                        let longest = chains.entry(span.start).or_default();
+                        if path.len() > longest.len() {
+                            *longest = path;
+                        }
+                    }
+                }
+                Expr::Var { span, .. } if matches!(span.text(), "input" | "data") => {
+                    bare.push((span.text().to_string(), span.start));
+                }
+                Expr::Var { span, .. } if is_test_name(span.text()) => reaches_tests.set(true),
+                Expr::Call { fcn, .. }
+                    if IMPURE.contains(&ref_prefix(fcn).0.join(".").as_str()) =>
+                {
+                    deps.impure = true;
+                }
+                _ => {}
+            }
+            true
+        };
+        // `test_*` rules (what `gavel test` runs, usually `with input as …`)
+        // are left out unless another rule refers to a test name.
+        let (tests, rules): (Vec<_>, Vec<_>) = module
+            .policy
+            .iter()
+            .partition(|r| is_test_name(&head_name(r)));
+        for r in &rules {
+            walk_rule(r, &mut visit);
+        }
+        if reaches_tests.get() {
+            for r in &tests {
+                walk_rule(r, &mut visit);
+            }
+        }
+        for (name, at) in bare {
+            if !chains.contains_key(&at) {
+                note(vec![name], &mut deps);
+            }
+        }
+        for (_, path) in chains {
+            note(path, &mut deps);
+        }
+    }
+    deps.input_paths = prefix_free(paths);
+    Ok(deps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::{BundleLimits, load_bundle};
+
+    fn deps(rego: &str) -> Deps {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("p")).unwrap();
+        std::fs::write(d.path().join(".manifest"), r#"{"roots": ["p"]}"#).unwrap();
+        std::fs::write(d.path().join("p/p.rego"), rego).unwrap();
+        analyze(&load_bundle(d.path(), &BundleLimits::default()).unwrap()).unwrap()
+    }
+
+    fn paths(d: &Deps) -> Vec<String> {
+        d.input_paths.iter().map(|p| p.join(".")).collect()
+    }
+
+    #[test]
+    fn static_input_paths_are_listed_prefix_free() {
+        let d = deps(
+            "package p\nimport input.user as u\nx if input.action.args.path\ny if input.action.args[input.action.tool]\nz if u.id\nw if input[\"environment\"].region\n",
+        );
+        assert_eq!(
+            paths(&d),
+            vec!["action.args", "action.tool", "environment.region", "user"]
+        );
+        assert!(!d.whole_input && !d.impure && !d.foreign_data);
+    }
+
+    #[test]
+    fn what_cannot_be_listed_reads_the_whole_input() {
+        for rego in [
+            "package p\nx if walk(input, [p, v])\n",
+            "package p\nx := object.get(input, \"a\", 1)\n",
+            "package p\nx if input[k] == 1\n",
+            "package p\nx if { y with input as {} }\ny := 1\n",
+            "package p\nimport input\nx if input.a\n",
+        ] {
+            assert!(deps(rego).whole_input, "{rego}");
+        }
+    }
+
+    #[test]
+    fn foreign_data_and_impure_builtins() {
+        assert!(deps("package p\nx if data.q.y\n").foreign_data);
+        assert!(!deps("package p\nx if data[\"p\"][k]\n").foreign_data);
+        assert!(deps("package p\nx if data[k]\n").foreign_data);
+        assert!(deps("package p\nimport data.other\nx if other.y\n").foreign_data);
+        assert!(!deps("package p\nx if data.p.y\n").foreign_data);
+        assert!(deps("package p\nx if time.now_ns() > 0\n").impure);
+        assert!(deps("package p\nx if print(\"hi\")\n").impure);
+        assert!(!deps("package p\nx if time.weekday(0) == \"Thursday\"\n").impure);
+    }
+
+    #[test]
+    fn test_rules_are_left_out_unless_referenced() {
+        let d = deps("package p\nx if input.a\ntest_x if x with input as {\"a\": 1}\n");
+        assert!(!d.whole_input);
+        assert_eq!(paths(&d), vec!["a"]);
+        let d = deps("package p\nx if test_y\ntest_y if input.b\n");
+        assert_eq!(paths(&d), vec!["b"]);
+    }
+
+    #[test]
+    fn the_example_bundles() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bundles");
+        let d = analyze(&load_bundle(&root.join("identity"), &BundleLimits::default()).unwrap())
+            .unwrap();
+        assert_eq!(paths(&d), vec!["user.groups", "user.id"]);
+        assert!(!d.whole_input && !d.impure && !d.foreign_data);
+    }
+}
