@@ -4,5 +4,6 @@
 
 pub mod log;
 pub mod mask;
+pub mod replay;
 
 pub use log::DecisionLog;

@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod logging;
+pub mod replay;
 
 use std::path::{Path, PathBuf};
 
@@ -77,6 +78,29 @@ pub enum Command {
     Bundle {
         #[command(subcommand)]
         command: BundleCommand,
+    },
+    /// Re-decide every input of a decision log with a candidate policy and
+    /// report the flips (allow→deny, deny→allow) by tool and reason.
+    Replay {
+        /// The decision log (JSON lines, as `[log] decisions` writes it).
+        #[arg(long)]
+        log: PathBuf,
+        /// Candidate bundle (directory or .tar.gz); repeat for layers. With
+        /// --config it replaces the configured bundle of the same name.
+        #[arg(long)]
+        bundle: Vec<String>,
+        /// Replay each server with its configured layers (servers.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Only this server's records.
+        #[arg(long)]
+        server: Option<String>,
+        /// Exit non-zero when more than N decisions flip (default 0): a CI gate.
+        #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
+        fail_on_flip: Option<u64>,
+        /// The summary as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show every running gavel on this machine: policies (bundle revisions,
     /// digests, signers, errors) and upstreams (phase, restarts, withheld names).
@@ -211,6 +235,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { config } => demo::run(&config, cli.log_file.as_deref()).await,
         Command::Test { bundles } => test_bundles(&bundles),
         Command::Bundle { command } => bundle_command(command),
+        Command::Replay {
+            log,
+            bundle,
+            config,
+            server,
+            fail_on_flip,
+            json,
+        } => replay::run(replay::Args {
+            log,
+            bundles: bundle,
+            config,
+            server,
+            fail_on_flip,
+            json,
+        }),
         Command::Status { json } => {
             let all = crate::status::read_all(&crate::status::state_dir());
             if json {

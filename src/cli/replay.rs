@@ -1,0 +1,141 @@
+//! `gavel replay`: the command-line side of `audit::replay`.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+
+use crate::audit::replay::{Bundles, Replayer, render};
+use crate::bundle::{Bundle, BundleLimits, load_bundle};
+use crate::decision::engine::EngineOptions;
+
+pub struct Args {
+    pub log: PathBuf,
+    pub bundles: Vec<String>,
+    pub config: Option<PathBuf>,
+    pub server: Option<String>,
+    pub fail_on_flip: Option<u64>,
+    pub json: bool,
+}
+
+fn load(r: &str) -> anyhow::Result<Arc<Bundle>> {
+    if r.starts_with("oci://") {
+        bail!(
+            "{r}: replay reads local bundles; fetch it first with `gavel bundle pull {r} -o bundle.tar.gz` and replay that file"
+        );
+    }
+    load_bundle(Path::new(r), &BundleLimits::default())
+        .map(Arc::new)
+        .with_context(|| format!("candidate bundle {r}"))
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let candidates: Vec<Arc<Bundle>> = a
+        .bundles
+        .iter()
+        .map(|b| load(b))
+        .collect::<Result<_, _>>()?;
+    let (bundles, opts) = match &a.config {
+        None => {
+            if candidates.is_empty() {
+                bail!(
+                    "give the candidate policy with --bundle (repeat for layers), or --config servers.toml to replay the configured bundles"
+                );
+            }
+            (
+                Bundles::Only(candidates),
+                EngineOptions {
+                    eval_timeout: std::time::Duration::from_secs(1),
+                    strict_input: false,
+                },
+            )
+        }
+        Some(path) => {
+            let cfg = super::load_config(path)?;
+            let mut used = vec![false; candidates.len()];
+            let mut pick = |r: &str| -> anyhow::Result<Arc<Bundle>> {
+                let b = load(r).with_context(|| format!("{}", path.display()))?;
+                Ok(match candidates.iter().position(|c| c.name == b.name) {
+                    Some(i) => {
+                        used[i] = true;
+                        candidates[i].clone()
+                    }
+                    None => b,
+                })
+            };
+            let shared: Vec<Arc<Bundle>> = cfg
+                .policy
+                .shared_bundles
+                .iter()
+                .map(|r| pick(r))
+                .collect::<Result<_, _>>()?;
+            let mut per = BTreeMap::new();
+            for (name, server) in &cfg.servers {
+                let mut set: Vec<Arc<Bundle>> = server
+                    .bundles
+                    .iter()
+                    .map(|r| pick(r))
+                    .collect::<Result<_, _>>()?;
+                if set.is_empty() && shared.is_empty() {
+                    continue; // static rules only: nothing to replay
+                }
+                set.extend(shared.iter().cloned());
+                per.insert(name.clone(), set);
+            }
+            if let Some(i) = used.iter().position(|u| !u) {
+                bail!(
+                    "candidate bundle {} (name {:?}) replaces no bundle in {}: a candidate replaces the configured bundle with the same directory or file name",
+                    a.bundles[i],
+                    candidates[i].name,
+                    path.display()
+                );
+            }
+            (
+                Bundles::PerServer(per),
+                EngineOptions {
+                    eval_timeout: cfg
+                        .policy
+                        .eval_timeout
+                        .max(std::time::Duration::from_secs(1)),
+                    strict_input: cfg.policy.strict_input,
+                },
+            )
+        }
+    };
+    let file = std::fs::File::open(&a.log)
+        .with_context(|| format!("cannot open the decision log {}", a.log.display()))?;
+    let mut r = Replayer::new(bundles, a.server.clone(), opts);
+    let tty = std::io::stderr().is_terminal();
+    r.run(std::io::BufReader::new(file), |n| {
+        if tty {
+            eprint!("\rreplayed {n} lines…");
+        }
+    })
+    .with_context(|| format!("replaying {}", a.log.display()))?;
+    if tty {
+        eprintln!();
+    }
+    let s = &r.summary;
+    if a.json {
+        let mut v = serde_json::to_value(s)?;
+        v["flips"] = s.flips().into();
+        super::say(v);
+    } else {
+        super::say(render(s).trim_end());
+    }
+    if let Some(limit) = a.fail_on_flip {
+        if s.flips() > limit {
+            bail!("{} decisions flipped (allowed: {limit})", s.flips());
+        }
+        if s.malformed > 0 {
+            bail!(
+                "{} lines of {} are not decision records: the gate cannot vouch for them",
+                s.malformed,
+                a.log.display()
+            );
+        }
+    }
+    Ok(())
+}
