@@ -77,6 +77,7 @@ impl DecisionLog {
             Ok(()) => self.dirty.store(true, Ordering::Relaxed),
             Err(e) => {
                 self.write_errors.fetch_add(1, Ordering::Relaxed);
+                super::metrics::global().log_write_error();
                 tracing::error!(path = %self.path.display(), "decision log write failed: {e}");
             }
         }

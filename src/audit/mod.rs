@@ -4,6 +4,7 @@
 
 pub mod log;
 pub mod mask;
+pub mod metrics;
 pub mod replay;
 
 pub use log::DecisionLog;

@@ -26,6 +26,10 @@ pub struct Cli {
     /// Log filter, RUST_LOG syntax (e.g. `info`, `gavel=debug`).
     #[arg(long, global = true)]
     pub log_level: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (overrides `[metrics] listen`).
+    /// A port already taken (another gavel) is a warning, not an error.
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -186,6 +190,10 @@ pub fn say(line: impl std::fmt::Display) {
     println!("{line}"); // stdout-ok
 }
 
+async fn serve_metrics(addr: Option<std::net::SocketAddr>) -> Option<tokio::task::JoinHandle<()>> {
+    crate::audit::metrics::serve(&addr?.to_string()).await
+}
+
 pub fn load_config(path: &Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
@@ -199,6 +207,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 cli.log_level.as_deref().or(cfg.log.level.as_deref()),
             )?;
             tracing::info!(config = %config.display(), servers = cfg.enabled_servers().count(), "gavel starting");
+            let _metrics = serve_metrics(cli.metrics_listen.or(cfg.metrics_listen)).await;
             let gw = Gateway::new(cfg)?;
             crate::front::stdio::serve_stdio(gw).await
         }
@@ -224,6 +233,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             cfg.log.decisions = decision_log;
             let _guard = logging::init(cli.log_file.as_deref(), cli.log_level.as_deref())?;
+            let _metrics = serve_metrics(cli.metrics_listen).await;
             let gw = Gateway::new(cfg)?;
             crate::front::stdio::serve_stdio(gw).await
         }

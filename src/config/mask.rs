@@ -226,6 +226,11 @@ pub fn render(c: &Config) -> String {
     root.insert("identity".into(), Value::Table(identity));
     root.insert("limits".into(), Value::Table(limits));
     root.insert("log".into(), Value::Table(log));
+    if let Some(l) = c.metrics_listen {
+        let mut m = Table::new();
+        m.insert("listen".into(), Value::String(l.to_string()));
+        root.insert("metrics".into(), Value::Table(m));
+    }
     root.insert("policy".into(), Value::Table(policy));
     root.insert("servers".into(), Value::Table(servers));
     toml::to_string_pretty(&root).unwrap_or_default()

@@ -24,6 +24,8 @@ pub struct Config {
     pub log: LogSettings,
     pub policy: PolicySettings,
     pub keys: BTreeMap<String, KeyConfig>,
+    /// `[metrics] listen`: where to serve Prometheus metrics (`host:port`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// File the config came from (None for `gavel wrap`); relative paths
     /// (commands, `cwd`, bundles) resolve against its directory.
     pub source: Option<PathBuf>,
@@ -523,6 +525,19 @@ impl Config {
                 PolicySettings::default().eval_timeout,
             )?,
         };
+        let metrics_listen = match &raw.metrics.listen {
+            None => None,
+            Some(l) => {
+                let text = ctx.expand(l, "metrics.listen")?;
+                Some(text.parse().map_err(|_| {
+                    ctx.at(
+                        l.span().start,
+                        "metrics.listen",
+                        format!("{text:?} is not an address to listen on; write host:port, e.g. \"127.0.0.1:9464\""),
+                    )
+                })?)
+            }
+        };
         Ok(Config {
             servers,
             identity,
@@ -530,6 +545,7 @@ impl Config {
             log,
             policy,
             keys,
+            metrics_listen,
             source: Some(origin.to_path_buf()),
         })
     }
@@ -757,6 +773,7 @@ impl Config {
             log: LogSettings::default(),
             policy: PolicySettings::default(),
             keys: BTreeMap::new(),
+            metrics_listen: None,
             source: None,
         })
     }

@@ -22,6 +22,15 @@ pub struct RawConfig {
     pub policy: RawPolicy,
     #[serde(default)]
     pub keys: BTreeMap<String, Spanned<RawKey>>,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+/// `[metrics]`: Prometheus exposition.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub listen: Option<Spanned<String>>,
 }
 
 /// `[keys.NAME]`: a bundle-signing verification key.

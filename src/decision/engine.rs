@@ -369,6 +369,11 @@ impl PolicyEngine {
         })
     }
 
+    /// Whether a reason code is in one of the bundles' reason catalogs.
+    pub fn has_reason(&self, code: &str) -> bool {
+        self.bundles.iter().any(|b| b.reasons.contains_key(code))
+    }
+
     pub fn bundle_info(&self) -> Vec<BundleInfo> {
         self.bundles.iter().map(|b| b.info.clone()).collect()
     }

@@ -200,6 +200,13 @@ impl Enforcer {
                             tracing::warn!(server = %name, "policy lint: {w}");
                         }
                         tracing::info!(server = %name, policy = %engine.policy_version(), "policy loaded");
+                        for b in engine.bundle_info() {
+                            crate::audit::metrics::global().bundle_active(
+                                name,
+                                &b.name,
+                                &b.revision,
+                            );
+                        }
                         Policy::Rego(Arc::new(engine))
                     }
                     Err(e) => {
@@ -406,6 +413,14 @@ impl Enforcer {
             eval_ns,
             start,
             &now,
+        );
+        crate::audit::metrics::global().decision(
+            &action.server,
+            (action.kind == ActionType::ToolCall).then_some(action.tool.as_str()),
+            decision.allow,
+            &decision.reasons,
+            |c| engine.is_some_and(|e| e.has_reason(c)),
+            start.elapsed().as_secs_f64(),
         );
         if decision.allow {
             Verdict::Allow(Permit {

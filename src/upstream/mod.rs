@@ -114,6 +114,7 @@ impl Upstream {
     }
 
     fn set_phase(&self, p: Phase) {
+        crate::audit::metrics::global().upstream_up(&self.name, matches!(p, Phase::Ready));
         self.phase.send_replace(p);
     }
 

@@ -98,6 +98,7 @@ async fn supervise(up: Arc<Upstream>, deps: SupervisorDeps) {
         }
         up.restarts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::audit::metrics::global().upstream_restart(&up.name);
         backoff = (backoff * 2).min(up.cfg.restart_max_backoff);
     }
     up.set_phase(Phase::Stopped);

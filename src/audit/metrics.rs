@@ -1,0 +1,337 @@
+//! Prometheus metrics (`--metrics-listen`, `[metrics] listen`), text format
+//! via `prometheus-client`.
+//!
+//! What an operator watches: decision latency per server, decisions by
+//! outcome, denials by reason, calls per tool, upstream health, which bundle
+//! revision is active, decision-log write errors.
+//!
+//! Label cardinality is bounded by construction: no arguments and no user
+//! ids; reason codes a bundle does not declare in its reason catalog (nor
+//! gavel's own) count as `other`; at most [`MAX_TOOLS`] distinct
+//! (server, tool) pairs, then `other`.
+//!
+//! Several gavel processes run on one machine (one per host window): a port
+//! already in use is a warning, never an exit — the first instance serves.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+const MAX_TOOLS: usize = 1000;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerL {
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeL {
+    server: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonL {
+    server: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolL {
+    server: String,
+    tool: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BundleL {
+    server: String,
+    bundle: String,
+    revision: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    latency: Family<ServerL, Histogram>,
+    decisions: Family<OutcomeL, Counter>,
+    denials: Family<ReasonL, Counter>,
+    tool_calls: Family<ToolL, Counter>,
+    upstream_up: Family<ServerL, Gauge>,
+    upstream_restarts: Family<ServerL, Counter>,
+    bundle_active: Family<BundleL, Gauge>,
+    log_write_errors: Counter,
+    tools_seen: Mutex<HashSet<(String, String)>>,
+}
+
+/// Reason codes gavel itself produces (always their own label).
+fn gavel_code(c: &str) -> bool {
+    matches!(
+        c,
+        "policy_unavailable"
+            | "policy_error"
+            | "policy_timeout"
+            | "policy_bad_decision"
+            | "no_decision"
+            | "no_policy"
+            | "static_rule"
+    ) || c.starts_with("denied_by_")
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("gavel");
+        let latency = Family::<ServerL, Histogram>::new_with_constructor(|| {
+            // 10 µs … ~0.3 s.
+            Histogram::new(exponential_buckets(0.000_01, 2.0, 16))
+        });
+        let m = Metrics {
+            latency,
+            decisions: Family::default(),
+            denials: Family::default(),
+            tool_calls: Family::default(),
+            upstream_up: Family::default(),
+            upstream_restarts: Family::default(),
+            bundle_active: Family::default(),
+            log_write_errors: Counter::default(),
+            tools_seen: Mutex::new(HashSet::new()),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "decision_duration_seconds",
+            "Time to decide one request (input, policy, record), per server",
+            m.latency.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Decisions by server and outcome (allow, deny)",
+            m.decisions.clone(),
+        );
+        registry.register(
+            "denials",
+            "Denials by server and reason code (codes outside the bundle's reason catalog: other)",
+            m.denials.clone(),
+        );
+        registry.register(
+            "tool_calls",
+            "tools/call decisions by server, tool and outcome",
+            m.tool_calls.clone(),
+        );
+        registry.register(
+            "upstream_up",
+            "1 when the upstream server is running and listed",
+            m.upstream_up.clone(),
+        );
+        registry.register(
+            "upstream_restarts",
+            "Restarts of the upstream server after a failure",
+            m.upstream_restarts.clone(),
+        );
+        registry.register(
+            "bundle_active",
+            "1 for the bundle revision that decides for a server",
+            m.bundle_active.clone(),
+        );
+        registry.register(
+            "decision_log_write_errors",
+            "Decision records that could not be written",
+            m.log_write_errors.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// One decision. `known` says whether a reason code is in the server's
+    /// reason catalog.
+    pub fn decision(
+        &self,
+        server: &str,
+        tool: Option<&str>,
+        allow: bool,
+        reasons: &[String],
+        known: impl Fn(&str) -> bool,
+        seconds: f64,
+    ) {
+        let server_s = server.to_string();
+        let outcome = if allow { "allow" } else { "deny" };
+        self.latency
+            .get_or_create(&ServerL {
+                server: server_s.clone(),
+            })
+            .observe(seconds);
+        self.decisions
+            .get_or_create(&OutcomeL {
+                server: server_s.clone(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        if !allow {
+            for r in reasons {
+                let reason = if gavel_code(r) || known(r) {
+                    r.clone()
+                } else {
+                    "other".into()
+                };
+                self.denials
+                    .get_or_create(&ReasonL {
+                        server: server_s.clone(),
+                        reason,
+                    })
+                    .inc();
+            }
+        }
+        if let Some(tool) = tool {
+            let tool = {
+                let mut seen = self.tools_seen.lock().unwrap_or_else(|p| p.into_inner());
+                let key = (server_s.clone(), tool.to_string());
+                if seen.contains(&key) || seen.len() < MAX_TOOLS {
+                    seen.insert(key);
+                    tool.to_string()
+                } else {
+                    "other".to_string()
+                }
+            };
+            self.tool_calls
+                .get_or_create(&ToolL {
+                    server: server_s,
+                    tool,
+                    outcome: outcome.into(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn upstream_up(&self, server: &str, up: bool) {
+        self.upstream_up
+            .get_or_create(&ServerL {
+                server: server.into(),
+            })
+            .set(up as i64);
+    }
+
+    pub fn upstream_restart(&self, server: &str) {
+        self.upstream_restarts
+            .get_or_create(&ServerL {
+                server: server.into(),
+            })
+            .inc();
+    }
+
+    /// Marks `revision` of `bundle` as the one deciding for `server`.
+    pub fn bundle_active(&self, server: &str, bundle: &str, revision: &str) {
+        self.bundle_active
+            .get_or_create(&BundleL {
+                server: server.into(),
+                bundle: bundle.into(),
+                revision: revision.into(),
+            })
+            .set(1);
+    }
+
+    /// Marks a revision as no longer deciding (after a reload).
+    pub fn bundle_inactive(&self, server: &str, bundle: &str, revision: &str) {
+        self.bundle_active
+            .get_or_create(&BundleL {
+                server: server.into(),
+                bundle: bundle.into(),
+                revision: revision.into(),
+            })
+            .set(0);
+    }
+
+    pub fn log_write_error(&self) {
+        self.log_write_errors.inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The process's metrics (recorded whether or not they are served).
+pub fn global() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::new)
+}
+
+/// Serves `GET /metrics` on `addr` in the background. A bind failure (the
+/// port taken by another gavel, a bad address) is a warning: gavel runs on.
+pub async fn serve(addr: &str) -> Option<tokio::task::JoinHandle<()>> {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "metrics not served: cannot listen (another gavel may already serve this port); gavel runs on");
+            return None;
+        }
+    };
+    tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics served at /metrics");
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            (
+                [(
+                    http::header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                global().encode(),
+            )
+        }),
+    );
+    Some(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "metrics server stopped");
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_bounded_and_unknown_reasons_are_other() {
+        let m = Metrics::new();
+        let known = |c: &str| c == "path_outside_scope";
+        m.decision(
+            "fs",
+            Some("read"),
+            false,
+            &[
+                "path_outside_scope".into(),
+                "made_up_code".into(),
+                "policy_timeout".into(),
+            ],
+            known,
+            0.0001,
+        );
+        m.decision("fs", Some("read"), true, &[], known, 0.00002);
+        for i in 0..MAX_TOOLS + 5 {
+            m.decision("fs", Some(&format!("t{i}")), true, &[], known, 0.00001);
+        }
+        let text = m.encode();
+        assert!(
+            text.contains(r#"gavel_denials_total{server="fs",reason="path_outside_scope"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"gavel_denials_total{server="fs",reason="other"} 1"#));
+        assert!(text.contains(r#"gavel_denials_total{server="fs",reason="policy_timeout"} 1"#));
+        assert!(!text.contains("made_up_code"));
+        assert!(
+            text.contains(r#"gavel_decisions_total{server="fs",outcome="allow"} 1006"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"gavel_tool_calls_total{server="fs",tool="other",outcome="allow"} 6"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"gavel_decision_duration_seconds_count{server="fs"} 1007"#));
+    }
+}

@@ -1,0 +1,119 @@
+//! End to end: Prometheus metrics scraped from a real gavel during a real
+//! session move with the calls; a second gavel on the same port runs on.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn scrape(port: u16) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("the metrics port answers");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+/// The value of the sample whose line starts with `series` (0 when absent).
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_move_with_a_real_session() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
+    let s = Setup::new("");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[identity.user]\nid = \"ada\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n{}bundle = {:?}\n",
+            fixture_server("fx", &[], &s.path("r.jsonl")),
+            bundle.display().to_string()
+        ),
+    )
+    .unwrap();
+    let client = s.connect(TestHost::new()).await;
+    client.list_all_tools().await.unwrap();
+    let before = scrape(port).await;
+    assert_eq!(
+        value(&before, r#"gavel_upstream_up{server="fx"}"#),
+        1.0,
+        "{before}"
+    );
+    assert_eq!(
+        value(
+            &before,
+            r#"gavel_bundle_active{server="fx",bundle="fixture",revision="9.9.9"}"#
+        ),
+        1.0,
+        "{before}"
+    );
+
+    call(&client, "echo", json!({"text": "a"})).await.unwrap();
+    call(&client, "echo", json!({"text": "b"})).await.unwrap();
+    let denied = call(&client, "destructive_delete", json!({"path": "/"}))
+        .await
+        .unwrap();
+    assert_eq!(denied.is_error, Some(true));
+
+    let after = scrape(port).await;
+    let moved = |series: &str| value(&after, series) - value(&before, series);
+    assert_eq!(
+        moved(r#"gavel_decisions_total{server="fx",outcome="allow"}"#),
+        2.0,
+        "{after}"
+    );
+    assert_eq!(
+        moved(r#"gavel_decisions_total{server="fx",outcome="deny"}"#),
+        1.0
+    );
+    assert_eq!(
+        moved(r#"gavel_denials_total{server="fx",reason="destructive_denied"}"#),
+        1.0
+    );
+    assert_eq!(
+        moved(r#"gavel_tool_calls_total{server="fx",tool="echo",outcome="allow"}"#),
+        2.0
+    );
+    assert!(moved(r#"gavel_decision_duration_seconds_count{server="fx"}"#) >= 3.0);
+    assert!(!after.contains("\"a\""), "no arguments in labels");
+
+    // A second gavel on the same port: a warning, and it serves its host.
+    let s2 = Setup::new("");
+    std::fs::write(
+        s2.config(),
+        format!(
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n{}",
+            fixture_server("fx", &[], &s2.path("r.jsonl")),
+        ),
+    )
+    .unwrap();
+    let client2 = s2.connect(TestHost::new()).await;
+    let ok = call(&client2, "echo", json!({"text": "second"}))
+        .await
+        .unwrap();
+    assert_eq!(text(&ok), "second");
+    assert!(
+        s2.log_text().contains("metrics not served"),
+        "{}",
+        s2.log_text()
+    );
+    client2.cancel().await.unwrap();
+    client.cancel().await.unwrap();
+}
