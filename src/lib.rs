@@ -15,6 +15,7 @@ pub mod front;
 pub mod fuzzing;
 pub mod gateway;
 pub mod router;
+pub mod state;
 pub mod status;
 pub mod transport;
 pub mod upstream;

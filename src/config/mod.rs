@@ -26,6 +26,10 @@ pub struct Config {
     pub keys: BTreeMap<String, KeyConfig>,
     /// `[metrics] listen`: where to serve Prometheus metrics (`host:port`).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `[budget]`: calls/tokens per user or agent per day or week.
+    pub budget: Option<Budget>,
+    /// `[state] path`: the state store (default `<state_dir>/state.sqlite`).
+    pub state_path: Option<PathBuf>,
     /// File the config came from (None for `gavel wrap`); relative paths
     /// (commands, `cwd`, bundles) resolve against its directory.
     pub source: Option<PathBuf>,
@@ -47,6 +51,8 @@ pub struct ServerConfig {
     /// Verification of the server's bundles (`keys`, `exclude_files`,
     /// `require_signature`).
     pub signing: BundleSigning,
+    /// Rate limits from `[[servers.NAME.limits]]` (added to the bundles').
+    pub limits: Vec<crate::state::limits::Limit>,
 }
 
 /// How a server's bundles must be signed.
@@ -152,6 +158,23 @@ impl Default for Limits {
             stderr_tail_lines: 50,
         }
     }
+}
+
+/// `[budget]`: what one user (or agent) may spend per period, across
+/// sessions, restarts and gavel processes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    pub per: BudgetPer,
+    pub period: crate::state::budget::Period,
+    pub calls: Option<u64>,
+    pub tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BudgetPer {
+    User,
+    Agent,
+    UserAgent,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -538,6 +561,17 @@ impl Config {
                 })?)
             }
         };
+        let budget = raw
+            .budget
+            .as_ref()
+            .map(|b| Self::budget(&ctx, b))
+            .transpose()?;
+        let state_path = raw
+            .state
+            .path
+            .as_ref()
+            .map(|p| ctx.expand(p, "state.path").map(|p| ctx.path(p)))
+            .transpose()?;
         Ok(Config {
             servers,
             identity,
@@ -546,6 +580,8 @@ impl Config {
             policy,
             keys,
             metrics_listen,
+            budget,
+            state_path,
             source: Some(origin.to_path_buf()),
         })
     }
@@ -676,6 +712,18 @@ impl Config {
             annotations_trusted: s.annotations_trusted.unwrap_or(false),
             bundles,
             fail_open: s.fail_open.unwrap_or(false),
+            limits: match &s.limits {
+                None => vec![],
+                Some(l) => l
+                    .get_ref()
+                    .iter()
+                    .map(|v| {
+                        let json = serde_json::to_value(v).map_err(|e| e.to_string())?;
+                        crate::state::limits::Limit::parse(&json, "servers.toml")
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| ctx.at(l.span().start, &f("limits"), e))?,
+            },
             signing: BundleSigning {
                 keys: s.keys.clone().unwrap_or_default(),
                 exclude_files: s.exclude_files.clone().unwrap_or_default(),
@@ -683,6 +731,42 @@ impl Config {
                     .require_signature
                     .unwrap_or(s.keys.as_ref().is_some_and(|k| !k.is_empty())),
             },
+        })
+    }
+
+    fn budget(ctx: &Ctx, b: &Spanned<raw::RawBudget>) -> Result<Budget, ConfigError> {
+        let r = b.get_ref();
+        let at = b.span().start;
+        let per = match r.per.as_ref().map(|p| p.get_ref().as_str()) {
+            None | Some("user") => BudgetPer::User,
+            Some("agent") => BudgetPer::Agent,
+            Some("user_agent") => BudgetPer::UserAgent,
+            Some(other) => {
+                return Err(ctx.at(
+                    at,
+                    "budget.per",
+                    format!("{other:?}: use \"user\", \"agent\" or \"user_agent\""),
+                ));
+            }
+        };
+        let period = match r.period.as_ref().map(|p| p.get_ref().as_str()) {
+            None => crate::state::budget::Period::Day,
+            Some(p) => crate::state::budget::Period::parse(p).ok_or_else(|| {
+                ctx.at(
+                    at,
+                    "budget.period",
+                    format!("{p:?}: use \"day\" (UTC) or \"week\" (ISO, Monday 00:00 UTC)"),
+                )
+            })?,
+        };
+        if r.calls.is_none() && r.tokens.is_none() {
+            return Err(ctx.at(at, "budget", "set calls and/or tokens (per period)"));
+        }
+        Ok(Budget {
+            per,
+            period,
+            calls: r.calls,
+            tokens: r.tokens,
         })
     }
 
@@ -765,6 +849,7 @@ impl Config {
             fail_open: false,
             restart_max_backoff: Duration::from_secs(30),
             signing: BundleSigning::default(),
+            limits: vec![],
         };
         Ok(Config {
             servers: [(name.to_string(), server)].into(),
@@ -774,6 +859,8 @@ impl Config {
             policy: PolicySettings::default(),
             keys: BTreeMap::new(),
             metrics_listen: None,
+            budget: None,
+            state_path: None,
             source: None,
         })
     }

@@ -24,6 +24,26 @@ pub struct RawConfig {
     pub keys: BTreeMap<String, Spanned<RawKey>>,
     #[serde(default)]
     pub metrics: RawMetrics,
+    pub budget: Option<Spanned<RawBudget>>,
+    #[serde(default)]
+    pub state: RawState,
+}
+
+/// `[budget]`: calls and tokens per period, across sessions and restarts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub per: Option<Spanned<String>>,
+    pub period: Option<Spanned<String>>,
+    pub calls: Option<u64>,
+    pub tokens: Option<u64>,
+}
+
+/// `[state]`: where limits and budgets are kept.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    pub path: Option<Spanned<String>>,
 }
 
 /// `[metrics]`: Prometheus exposition.
@@ -67,6 +87,8 @@ pub struct RawServer {
     pub keys: Option<Vec<String>>,
     pub exclude_files: Option<Vec<String>>,
     pub require_signature: Option<bool>,
+    /// `[[servers.NAME.limits]]`: rate limits added to the bundle's.
+    pub limits: Option<Spanned<Vec<toml::Value>>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -53,6 +53,13 @@ pub struct Decision {
     pub matched_rules: Vec<String>,
     #[serde(default)]
     pub disclosure: Disclosure,
+    /// Set by gavel when rate limits apply to the call: requests still
+    /// allowed right now under the tightest limit (0 when refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_remaining: Option<u64>,
+    /// Set by gavel when a rate limit refused the call: seconds to wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<f64>,
 }
 
 impl Decision {

@@ -82,6 +82,12 @@ pub fn denial_text(d: &Decision, what: &str) -> String {
     if let Some(r) = &d.remediation {
         s.push_str(&format!("What to do: {r}\n"));
     }
+    if let Some(secs) = d.retry_after_seconds {
+        s.push_str(&format!(
+            "Retry after: {secs:.1} s (rate limit; {} calls left now)\n",
+            d.rate_limit_remaining.unwrap_or(0)
+        ));
+    }
     if let Some(a) = &d.appeal_path {
         s.push_str(&format!("Appeal: {a}\n"));
     }

@@ -84,6 +84,8 @@ struct Loaded {
     withhold: bool,
     /// Set when the layer's decision may be memoized (see `memo`).
     memo: Option<Memo>,
+    /// `data.<package>.limits` (else at a root): rate limits it declares.
+    limits: Vec<crate::state::limits::Limit>,
 }
 
 /// One evaluation. `decision` is complete except `decision_id` (the
@@ -267,6 +269,13 @@ impl PolicyEngine {
                 .find_map(|p| get_path(&b.data, &format!("{p}/reasons")).and_then(Value::as_object))
                 .cloned()
                 .unwrap_or_default();
+            let limits = crate::state::limits::Limit::parse_list(
+                std::iter::once(pkg_path.as_str())
+                    .chain(b.manifest.roots.iter().map(String::as_str))
+                    .find_map(|p| get_path(&b.data, &format!("{p}/limits"))),
+                &format!("bundle {}", b.name),
+            )
+            .map_err(load)?;
             let classification = get_path(&b.data, &format!("{pkg_path}/classification"))
                 .cloned()
                 .unwrap_or(Value::Null);
@@ -289,6 +298,7 @@ impl PolicyEngine {
                 log_rules,
                 withhold: disclosure == "withhold",
                 memo: None,
+                limits,
             });
         }
         engine.set_rego_v0(false);
@@ -367,6 +377,11 @@ impl PolicyEngine {
             warnings,
             timeout: opts.eval_timeout,
         })
+    }
+
+    /// The rate limits the bundles declare (`data.<package>.limits`).
+    pub fn limits(&self) -> impl Iterator<Item = &crate::state::limits::Limit> {
+        self.bundles.iter().flat_map(|b| b.limits.iter())
     }
 
     /// Whether a reason code is in one of the bundles' reason catalogs.
@@ -583,6 +598,7 @@ impl PolicyEngine {
             } else {
                 Disclosure::Explain
             },
+            ..Default::default()
         };
         Ok(EvalOutcome {
             decision,

@@ -124,6 +124,8 @@ struct ServerPolicy {
     policy: Policy,
     fail_open: bool,
     annotations_trusted: bool,
+    /// `[[servers.NAME.limits]]`, applied with the bundle's own.
+    config_limits: Vec<crate::state::limits::Limit>,
 }
 
 /// Decides every request for every server of one gavel process.
@@ -133,6 +135,8 @@ pub struct Enforcer {
     log: Option<Arc<DecisionLog>>,
     secret_fields: Vec<String>,
     max_arg_bytes: usize,
+    /// Rate limits and budgets, after the policy.
+    guard: crate::state::guard::Guard,
 }
 
 /// Loads a bundle reference: a directory or `.tar.gz` (OCI references are
@@ -226,6 +230,7 @@ impl Enforcer {
                     policy,
                     fail_open: server.fail_open,
                     annotations_trusted: server.annotations_trusted,
+                    config_limits: server.limits.clone(),
                 },
             );
         }
@@ -235,12 +240,22 @@ impl Enforcer {
             })?),
             None => None,
         };
+        let limits_needed = servers.values().any(|s| {
+            !s.config_limits.is_empty()
+                || matches!(&s.policy, Policy::Rego(e) if e.limits().next().is_some())
+        });
+        let guard = crate::state::guard::Guard::from_config(
+            config,
+            limits_needed,
+            crate::state::clock::from_env(),
+        );
         Ok(Self {
             servers,
             identity: config.identity.clone(),
             log,
             secret_fields: config.log.secret_fields.clone(),
             max_arg_bytes: config.log.max_arg_bytes,
+            guard,
         })
     }
 
@@ -318,7 +333,11 @@ impl Enforcer {
                     classes.push(c.clone());
                 }
             }
-            input::build(&self.identity, action, ctx, &classes, &now)
+            let mut input = input::build(&self.identity, action, ctx, &classes, &now);
+            if let Some(b) = self.guard.budget_view(&self.who(action)) {
+                input["context"]["budget"] = b;
+            }
+            input
         } else {
             Value::Null
         };
@@ -375,7 +394,7 @@ impl Enforcer {
                                         } else {
                                             Disclosure::Explain
                                         },
-                                        decision_id: None,
+                                        ..Default::default()
                                     }
                                 }
                                 Err(e) => {
@@ -394,6 +413,20 @@ impl Enforcer {
                 }
             }
         };
+        if action.kind == ActionType::ToolCall
+            && let Some(sp) = self.servers.get(&action.server)
+        {
+            let mut limits: Vec<&crate::state::limits::Limit> = sp.config_limits.iter().collect();
+            if let Policy::Rego(e) = &sp.policy {
+                limits.extend(e.limits());
+            }
+            limits.retain(|l| l.applies(&action.tool));
+            let arg_tokens = serde_json::to_vec(&action.args)
+                .map(|v| v.len().div_ceil(4) as u64)
+                .unwrap_or(0);
+            self.guard
+                .check(&self.who(action), &limits, arg_tokens, &mut decision);
+        }
         decision.decision_id = Some(next_decision_id());
         if decision.policy_version.is_none() {
             decision.policy_version = Some(policy_label.to_string());
@@ -430,6 +463,21 @@ impl Enforcer {
         } else {
             Verdict::Deny(decision)
         }
+    }
+
+    fn who<'a>(&'a self, action: &'a Action) -> crate::state::guard::Who<'a> {
+        crate::state::guard::Who {
+            server: &action.server,
+            tool: &action.tool,
+            user: &self.identity.user.id,
+            agent: &self.identity.agent.id,
+        }
+    }
+
+    /// Counts a tool result's tokens in the budget (estimate: 4 bytes a token).
+    pub fn charge_result_tokens(&self, action: &Action, bytes: usize) {
+        self.guard
+            .charge_result_tokens(&self.who(action), bytes.div_ceil(4) as u64);
     }
 
     fn fail(

@@ -459,7 +459,9 @@ impl ServerHandler for Session {
         upstream_req.name = route.name.clone().into();
         let req = ClientRequest::CallToolRequest(CallToolRequest::new(upstream_req));
         let result = self.forward(&route.server, &permit, req, &cx).await?;
-        self.inner.state.add_result_bytes(result_bytes(&result));
+        let bytes = result_bytes(&result);
+        self.inner.state.add_result_bytes(bytes);
+        self.inner.gw.enforcer.charge_result_tokens(&action, bytes);
         match result {
             ServerResult::CallToolResult(r) => Ok(r.into()),
             ServerResult::CustomResult(CustomResult(v)) => serde_json::from_value::<CallToolResult>(v.clone())

@@ -1,0 +1,59 @@
+//! State that outlives a request: rate limits, and budgets that outlive a
+//! session and a process. One interface ([`StateStore`]) with one
+//! backend-neutral test suite (`tests.rs`); the embedded backend is SQLite
+//! (`sqlite.rs`), shared safely by every gavel process on the machine.
+//!
+//! Time comes from an injectable [`clock::Clock`]. Nothing here knows about
+//! MCP or Rego: the enforcer asks, the store answers.
+
+pub mod budget;
+pub mod clock;
+pub mod gcra;
+pub mod guard;
+pub mod limits;
+pub mod sqlite;
+
+pub use gcra::{Rate, RateOutcome};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "the state store {path} cannot be used: {message}; gavel fails closed on the limits and budgets it keeps there — fix or move the file (it is never reset silently)"
+    )]
+    Unavailable { path: String, message: String },
+}
+
+/// Counters kept per (key, period) for budgets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    pub calls: u64,
+    pub tokens: u64,
+}
+
+pub trait StateStore: Send + Sync {
+    /// One request against several GCRA limits at once, atomically: charged
+    /// to every limit only when all allow it (a refused call costs nothing).
+    fn rate_all(&self, limits: &[(String, Rate)], now: f64)
+    -> Result<Vec<RateOutcome>, StateError>;
+    /// One request against one limit.
+    fn rate(&self, key: &str, rate: Rate, now: f64) -> Result<RateOutcome, StateError> {
+        let mut v = self.rate_all(&[(key.to_string(), rate)], now)?;
+        Ok(v.remove(0))
+    }
+    /// Adds to a budget counter and returns the totals after the add.
+    fn budget_add(&self, key: &str, period: &str, add: Usage) -> Result<Usage, StateError>;
+    /// Adds to a budget counter only if the totals stay within `limit`
+    /// (None: unlimited), atomically; returns whether it did and the totals.
+    fn budget_charge(
+        &self,
+        key: &str,
+        period: &str,
+        add: Usage,
+        limit: (Option<u64>, Option<u64>),
+    ) -> Result<(bool, Usage), StateError>;
+    /// The totals of a budget counter (zero when never used).
+    fn budget_get(&self, key: &str, period: &str) -> Result<Usage, StateError>;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,204 @@
+//! The embedded [`StateStore`]: one SQLite file shared by every gavel
+//! process on the machine (each host window starts its own gavel).
+//!
+//! Why SQLite in WAL mode: readers never block the writer, a busy timeout
+//! turns lock contention between processes into a short wait, and every
+//! read-modify-write runs in a `BEGIN IMMEDIATE` transaction so two processes
+//! never both charge from the same old value. `synchronous = NORMAL` in WAL
+//! mode: a committed increment survives a crash or `kill -9` of gavel (it is
+//! in the WAL before the call is forwarded); only a power loss can drop the
+//! last commits.
+//!
+//! A file that is not a gavel state store (or is corrupt) is an error —
+//! never reset: the limits and budgets kept there fail closed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::gcra::{self, Rate, RateOutcome};
+use super::{StateError, StateStore, Usage};
+
+const SCHEMA_VERSION: i64 = 1;
+
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        let err = |m: String| StateError::Unavailable {
+            path: path.display().to_string(),
+            message: m,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        }
+        let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| err(e.to_string()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| err(e.to_string()))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| err(e.to_string()))?;
+        conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             CREATE TABLE IF NOT EXISTS gavel_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS gcra (key TEXT PRIMARY KEY, tat REAL NOT NULL);
+             CREATE TABLE IF NOT EXISTS budget (key TEXT NOT NULL, period TEXT NOT NULL,
+                 calls INTEGER NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (key, period));
+             INSERT OR IGNORE INTO gavel_meta (key, value) VALUES ('schema_version', 1);
+             COMMIT;",
+        )
+        .map_err(|e| err(format!("not a usable gavel state store ({e})")))?;
+        let version: i64 = conn
+            .query_row(
+                "SELECT value FROM gavel_meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| err(e.to_string()))?;
+        if version != SCHEMA_VERSION {
+            return Err(err(format!(
+                "schema version {version}, this gavel uses {SCHEMA_VERSION}"
+            )));
+        }
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StateError {
+        StateError::Unavailable {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let out = f(&tx).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+}
+
+impl StateStore for SqliteStore {
+    fn rate_all(
+        &self,
+        limits: &[(String, Rate)],
+        now: f64,
+    ) -> Result<Vec<RateOutcome>, StateError> {
+        self.with(|tx| {
+            let mut outs = Vec::with_capacity(limits.len());
+            let mut writes = Vec::with_capacity(limits.len());
+            for (key, rate) in limits {
+                let tat: Option<f64> = tx
+                    .query_row("SELECT tat FROM gcra WHERE key = ?1", [key], |r| r.get(0))
+                    .optional()?;
+                let (out, new_tat) = gcra::check(tat, *rate, now);
+                outs.push(out);
+                writes.push((key, new_tat));
+            }
+            if outs.iter().all(|o| o.allowed) {
+                for (key, tat) in writes {
+                    tx.execute(
+                        "INSERT INTO gcra (key, tat) VALUES (?1, ?2)
+                         ON CONFLICT(key) DO UPDATE SET tat = excluded.tat",
+                        params![key, tat],
+                    )?;
+                }
+            }
+            Ok(outs)
+        })
+    }
+
+    fn budget_add(&self, key: &str, period: &str, add: Usage) -> Result<Usage, StateError> {
+        self.with(|tx| {
+            tx.execute(
+                "INSERT INTO budget (key, period, calls, tokens) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(key, period) DO UPDATE SET calls = calls + excluded.calls,
+                     tokens = tokens + excluded.tokens",
+                params![key, period, add.calls as i64, add.tokens as i64],
+            )?;
+            tx.query_row(
+                "SELECT calls, tokens FROM budget WHERE key = ?1 AND period = ?2",
+                [key, period],
+                |r| {
+                    Ok(Usage {
+                        calls: r.get::<_, i64>(0)? as u64,
+                        tokens: r.get::<_, i64>(1)? as u64,
+                    })
+                },
+            )
+        })
+    }
+
+    fn budget_charge(
+        &self,
+        key: &str,
+        period: &str,
+        add: Usage,
+        limit: (Option<u64>, Option<u64>),
+    ) -> Result<(bool, Usage), StateError> {
+        self.with(|tx| {
+            let now: Usage = tx
+                .query_row(
+                    "SELECT calls, tokens FROM budget WHERE key = ?1 AND period = ?2",
+                    [key, period],
+                    |r| {
+                        Ok(Usage {
+                            calls: r.get::<_, i64>(0)? as u64,
+                            tokens: r.get::<_, i64>(1)? as u64,
+                        })
+                    },
+                )
+                .optional()?
+                .unwrap_or_default();
+            let after = Usage {
+                calls: now.calls + add.calls,
+                tokens: now.tokens + add.tokens,
+            };
+            let within = limit.0.is_none_or(|l| after.calls <= l)
+                && limit.1.is_none_or(|l| after.tokens <= l);
+            if !within {
+                return Ok((false, now));
+            }
+            tx.execute(
+                "INSERT INTO budget (key, period, calls, tokens) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(key, period) DO UPDATE SET calls = excluded.calls,
+                     tokens = excluded.tokens",
+                params![key, period, after.calls as i64, after.tokens as i64],
+            )?;
+            Ok((true, after))
+        })
+    }
+
+    fn budget_get(&self, key: &str, period: &str) -> Result<Usage, StateError> {
+        self.with(|tx| {
+            Ok(tx
+                .query_row(
+                    "SELECT calls, tokens FROM budget WHERE key = ?1 AND period = ?2",
+                    [key, period],
+                    |r| {
+                        Ok(Usage {
+                            calls: r.get::<_, i64>(0)? as u64,
+                            tokens: r.get::<_, i64>(1)? as u64,
+                        })
+                    },
+                )
+                .optional()?
+                .unwrap_or_default())
+        })
+    }
+}

@@ -1,0 +1,255 @@
+//! The backend-neutral suite: every `StateStore` must pass `suite`. The
+//! Redis backend (HTTP issue) runs the same function.
+
+use super::*;
+use proptest::prelude::*;
+
+/// What every backend must do. `store` must be empty.
+pub fn suite(store: &dyn StateStore) {
+    let r = Rate {
+        rate: 2.0,
+        period_s: 1.0,
+        burst: 3,
+    };
+    let t0 = 1_000_000.0;
+    // A burst of 3, then refused with the wait until the next slot.
+    let outs: Vec<RateOutcome> = (0..4).map(|_| store.rate("k", r, t0).unwrap()).collect();
+    assert_eq!(
+        outs.iter()
+            .map(|o| (o.allowed, o.remaining))
+            .collect::<Vec<_>>(),
+        vec![(true, 2), (true, 1), (true, 0), (false, 0)]
+    );
+    assert!((outs[3].retry_after - 0.5).abs() < 1e-6, "{:?}", outs[3]);
+    // A refused request is not charged: after the wait, one is allowed.
+    assert!(store.rate("k", r, t0 + 0.5).unwrap().allowed);
+    assert!(!store.rate("k", r, t0 + 0.5).unwrap().allowed);
+    // Keys are independent.
+    assert!(store.rate("other", r, t0).unwrap().allowed);
+    // Refilled after a quiet period.
+    assert_eq!(store.rate("k", r, t0 + 10.0).unwrap().remaining, 2);
+    // Several limits: charged to all only when all allow.
+    let one = Rate {
+        rate: 1.0,
+        period_s: 60.0,
+        burst: 1,
+    };
+    let both = vec![("a".to_string(), r), ("b".to_string(), one)];
+    let outs = store.rate_all(&both, t0).unwrap();
+    assert!(outs.iter().all(|o| o.allowed));
+    let outs = store.rate_all(&both, t0).unwrap();
+    assert!(outs[0].allowed && !outs[1].allowed);
+    assert_eq!(
+        store.rate("a", r, t0).unwrap().remaining,
+        1,
+        "the refused call did not charge limit a: this is its 2nd request of 3"
+    );
+
+    assert_eq!(store.budget_get("u", "day:x").unwrap(), Usage::default());
+    let u = store
+        .budget_add(
+            "u",
+            "day:x",
+            Usage {
+                calls: 1,
+                tokens: 10,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        u,
+        Usage {
+            calls: 1,
+            tokens: 10
+        }
+    );
+    let u = store
+        .budget_add(
+            "u",
+            "day:x",
+            Usage {
+                calls: 1,
+                tokens: 5,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        u,
+        Usage {
+            calls: 2,
+            tokens: 15
+        }
+    );
+    assert_eq!(store.budget_get("u", "day:x").unwrap(), u);
+    assert_eq!(store.budget_get("u", "day:y").unwrap(), Usage::default());
+    // Charging within a limit, atomically: over it nothing is added.
+    let lim = (Some(3), Some(100));
+    let (ok, u) = store
+        .budget_charge(
+            "u",
+            "day:x",
+            Usage {
+                calls: 1,
+                tokens: 1,
+            },
+            lim,
+        )
+        .unwrap();
+    assert!(ok);
+    assert_eq!(
+        u,
+        Usage {
+            calls: 3,
+            tokens: 16
+        }
+    );
+    let (ok, u) = store
+        .budget_charge(
+            "u",
+            "day:x",
+            Usage {
+                calls: 1,
+                tokens: 1,
+            },
+            lim,
+        )
+        .unwrap();
+    assert!(!ok, "a 4th call is over 3");
+    assert_eq!(
+        u,
+        Usage {
+            calls: 3,
+            tokens: 16
+        }
+    );
+    let (ok, _) = store
+        .budget_charge(
+            "u",
+            "day:x",
+            Usage {
+                calls: 0,
+                tokens: 90,
+            },
+            (None, Some(100)),
+        )
+        .unwrap();
+    assert!(!ok, "tokens over their limit");
+}
+
+#[test]
+fn sqlite_passes_the_suite_and_persists() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.sqlite");
+    suite(&sqlite::SqliteStore::open(&p).unwrap());
+    let again = sqlite::SqliteStore::open(&p).unwrap();
+    assert_eq!(
+        again.budget_get("u", "day:x").unwrap(),
+        Usage {
+            calls: 3,
+            tokens: 16
+        },
+        "budgets survive reopening"
+    );
+}
+
+#[test]
+fn sqlite_is_exact_under_concurrent_writers() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.sqlite");
+    sqlite::SqliteStore::open(&p).unwrap();
+    let r = Rate {
+        rate: 1.0,
+        period_s: 3600.0,
+        burst: 50,
+    };
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                // Each thread its own connection, as separate processes are.
+                let s = sqlite::SqliteStore::open(&p).unwrap();
+                let mut allowed = 0;
+                for _ in 0..25 {
+                    s.budget_add(
+                        "shared",
+                        "day:x",
+                        Usage {
+                            calls: 1,
+                            tokens: 2,
+                        },
+                    )
+                    .unwrap();
+                    if s.rate("limit", r, 5_000.0).unwrap().allowed {
+                        allowed += 1;
+                    }
+                }
+                allowed
+            })
+        })
+        .collect();
+    let allowed: u32 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let s = sqlite::SqliteStore::open(&p).unwrap();
+    assert_eq!(
+        s.budget_get("shared", "day:x").unwrap(),
+        Usage {
+            calls: 100,
+            tokens: 200
+        }
+    );
+    assert_eq!(allowed, 50, "exactly the burst, across connections");
+}
+
+#[test]
+fn a_file_that_is_not_a_store_is_an_error_and_is_left_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.sqlite");
+    std::fs::write(&p, b"this is not a database, and it is mine").unwrap();
+    let e = sqlite::SqliteStore::open(&p).err().expect("refused");
+    assert!(e.to_string().contains("never reset"), "{e}");
+    assert_eq!(
+        std::fs::read(&p).unwrap(),
+        b"this is not a database, and it is mine"
+    );
+}
+
+proptest! {
+    /// GCRA: over any sequence of request times, no window of length
+    /// `period` admits more than `burst + rate` requests, a refusal always
+    /// says how long to wait, and waiting that long is enough.
+    #[test]
+    fn gcra_never_admits_more_than_the_rate_allows(
+        rate in 1u32..20, burst in 1u64..10, gaps in proptest::collection::vec(0u32..2000, 1..200)
+    ) {
+        let r = Rate { rate: rate as f64, period_s: 1.0, burst };
+        let mut tat = None;
+        let mut now = 0.0;
+        let mut admitted: Vec<f64> = Vec::new();
+        for g in gaps {
+            now += g as f64 / 1000.0;
+            let (out, new_tat) = gcra::check(tat, r, now);
+            tat = Some(new_tat);
+            if out.allowed {
+                admitted.push(now);
+            } else {
+                prop_assert!(out.retry_after > 0.0);
+                let (later, _) = gcra::check(tat, r, now + out.retry_after + 1e-6);
+                prop_assert!(later.allowed, "waiting retry_after is enough");
+            }
+        }
+        for (i, t) in admitted.iter().enumerate() {
+            let in_window = admitted[i..].iter().take_while(|u| **u < t + 1.0).count() as u64;
+            prop_assert!(in_window <= burst + rate as u64, "{in_window} in one period");
+        }
+    }
+
+    /// Budget periods: every instant belongs to the period that ends after it,
+    /// and a period ends at most a day (week) later.
+    #[test]
+    fn periods_contain_their_instant(now in 0u64..4_102_444_800u64) {
+        let now = now as f64;
+        let (_, end) = budget::Period::Day.at(now);
+        prop_assert!(end > now && end - now <= 86_400.0);
+        let (_, end) = budget::Period::Week.at(now);
+        prop_assert!(end > now && end - now <= 7.0 * 86_400.0);
+    }
+}
