@@ -14,6 +14,8 @@ pub struct Gateway {
     pub config: Arc<Config>,
     pub enforcer: Arc<Enforcer>,
     pub shutdown: CancellationToken,
+    /// Human approvals remembered by this process (`front::approval`).
+    pub approvals: crate::state::approval::Remembered,
 }
 
 impl Gateway {
@@ -23,6 +25,7 @@ impl Gateway {
             config: Arc::new(config),
             enforcer: Arc::new(enforcer),
             shutdown: CancellationToken::new(),
+            approvals: crate::state::approval::Remembered::new(crate::state::clock::from_env()),
         }))
     }
 

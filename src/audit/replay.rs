@@ -78,6 +78,8 @@ pub struct Summary {
     /// Decided by gavel's static rules; the policy never saw them.
     pub gavel_side: u64,
     pub other_server: u64,
+    /// Approval-step records (not decisions; skipped).
+    pub approval_steps: u64,
     pub malformed: u64,
     pub malformed_lines: Vec<u64>,
     /// `"<direction> <server>/<tool>"` → count and example decision ids.
@@ -179,6 +181,11 @@ impl Replayer {
             Ok(v @ Value::Object(_)) => v,
             _ => return self.malformed(line_no),
         };
+        // Approval steps (front::approval) belong to a decision record.
+        if rec.get("approval").is_some() {
+            self.summary.approval_steps += 1;
+            return Ok(());
+        }
         let (Some(input), Some(allow)) = (
             rec.get("input"),
             rec.pointer("/result/allow").and_then(Value::as_bool),

@@ -204,6 +204,8 @@ pub struct PolicySettings {
     pub require_bundle: bool,
     pub strict_input: bool,
     pub eval_timeout: Duration,
+    /// How long gavel waits for a human to approve a call.
+    pub approval_timeout: Duration,
 }
 
 impl Default for PolicySettings {
@@ -213,6 +215,7 @@ impl Default for PolicySettings {
             require_bundle: false,
             strict_input: false,
             eval_timeout: Duration::from_millis(100),
+            approval_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -546,6 +549,11 @@ impl Config {
                 &p.eval_timeout,
                 "policy.eval_timeout",
                 PolicySettings::default().eval_timeout,
+            )?,
+            approval_timeout: ctx.duration(
+                &p.approval_timeout,
+                "policy.approval_timeout",
+                PolicySettings::default().approval_timeout,
             )?,
         };
         let metrics_listen = match &raw.metrics.listen {

@@ -170,6 +170,7 @@ pub struct RawLog {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
+    pub approval_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub shared_bundles: Vec<Spanned<String>>,
     #[serde(default)]

@@ -60,6 +60,25 @@ pub struct Decision {
     /// Set by gavel when a rate limit refused the call: seconds to wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_seconds: Option<f64>,
+    /// Set by a policy layer that allows only with a human's approval: gavel
+    /// asks the user (elicitation) before forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_approval: Option<Approval>,
+}
+
+/// `require_approval{reason, remember_seconds?, scope?}` of a decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// Why a human must approve: shown to the user.
+    pub reason: String,
+    /// How long an approval is remembered (absent: asked every time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remember_seconds: Option<u64>,
+    /// What a remembered approval covers: `call` (default: this tool with
+    /// these exact arguments), `tool` (any arguments), `server` (any tool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 impl Decision {

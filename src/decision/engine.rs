@@ -598,6 +598,7 @@ impl PolicyEngine {
             } else {
                 Disclosure::Explain
             },
+            require_approval: combined.require_approval.clone(),
             ..Default::default()
         };
         Ok(EvalOutcome {
@@ -721,6 +722,21 @@ fn parse_decision(
     };
     d.remediation = text("remediation")?;
     d.appeal_path = text("appeal_path")?;
+    d.require_approval = match obj.get("require_approval") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let a: crate::decision::contract::Approval = serde_json::from_value(v.clone())
+                .map_err(|e| bad(format!("require_approval must be {{\"reason\": string, \"remember_seconds\"?: number, \"scope\"?: \"call\"|\"tool\"|\"server\"}}: {e}")))?;
+            if let Some(s) = &a.scope
+                && !["call", "tool", "server"].contains(&s.as_str())
+            {
+                return Err(bad(format!(
+                    "require_approval.scope must be \"call\", \"tool\" or \"server\", not {s:?}"
+                )));
+            }
+            Some(a)
+        }
+    };
     d.audit_required = match obj.get("audit_required") {
         None => false,
         Some(Value::Bool(b)) => *b,

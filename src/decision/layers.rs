@@ -62,6 +62,7 @@ pub struct LayerDecision {
     pub audit_required: bool,
     pub waive: Vec<String>,
     pub withhold: bool,
+    pub require_approval: Option<super::contract::Approval>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -73,6 +74,8 @@ pub struct Combined {
     pub audit_required: bool,
     pub matched_rules: Vec<String>,
     pub withhold: bool,
+    /// An allowing decision that some layer allows only with approval.
+    pub require_approval: Option<super::contract::Approval>,
 }
 
 pub fn combine(layers: &[(Layer, LayerDecision)]) -> Combined {
@@ -91,9 +94,16 @@ pub fn combine(layers: &[(Layer, LayerDecision)]) -> Combined {
         .flat_map(|(_, d)| d.waive.iter().map(move |c| (d.bundle.as_str(), c.as_str())))
         .collect();
     let mut allow = true;
+    let mut approval_appeal = None;
     for (layer, d) in layers.iter().filter(|(l, _)| *l != Layer::Override) {
         out.audit_required |= d.audit_required;
         if d.allow {
+            if out.require_approval.is_none() && d.require_approval.is_some() {
+                out.require_approval = d.require_approval.clone();
+                approval_appeal = d.appeal_path.clone();
+                out.matched_rules
+                    .push(format!("{}:require_approval", d.rule));
+            }
             continue;
         }
         let (waived, kept): (Vec<&String>, Vec<&String>) = d
@@ -129,6 +139,15 @@ pub fn combine(layers: &[(Layer, LayerDecision)]) -> Combined {
     out.allow = allow;
     if allow {
         out.reasons.clear();
+        // Where to ask when the approval cannot be had here.
+        if out.require_approval.is_some() {
+            out.appeal_path = approval_appeal;
+        }
+    } else {
+        // Approval only ever relaxes nothing: a deny stays a deny.
+        out.require_approval = None;
+        out.matched_rules
+            .retain(|r| !r.ends_with(":require_approval"));
     }
     out
 }
@@ -294,6 +313,36 @@ mod tests {
         assert_eq!(
             c.matched_rules,
             vec!["override:org:waived:a", "override:team:waived:b"]
+        );
+    }
+
+    #[test]
+    fn approval_comes_from_an_allowing_layer_and_never_survives_a_deny() {
+        let approval = super::super::contract::Approval {
+            reason: "r".into(),
+            remember_seconds: None,
+            scope: None,
+        };
+        let mut needs = d("res", true, &[]);
+        needs.require_approval = Some(approval.clone());
+        needs.appeal_path = Some("https://ask".into());
+        let c = combine(&[
+            (Layer::Resource, needs.clone()),
+            (Layer::Identity, d("id", true, &[])),
+        ]);
+        assert!(c.allow);
+        assert_eq!(c.require_approval, Some(approval));
+        assert_eq!(c.appeal_path.as_deref(), Some("https://ask"));
+        let c = combine(&[
+            (Layer::Resource, needs),
+            (Layer::Identity, d("id", false, &["no"])),
+        ]);
+        assert!(!c.allow);
+        assert_eq!(c.require_approval, None);
+        assert!(
+            !c.matched_rules
+                .iter()
+                .any(|r| r.ends_with(":require_approval"))
         );
     }
 }

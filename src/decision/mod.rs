@@ -389,6 +389,7 @@ impl Enforcer {
                                         audit_required: c.audit_required,
                                         policy_version: Some(engine.policy_version().to_string()),
                                         matched_rules: c.matched_rules,
+                                        require_approval: c.require_approval,
                                         disclosure: if c.withhold {
                                             Disclosure::Withhold
                                         } else {

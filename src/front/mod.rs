@@ -2,6 +2,7 @@
 //! (one per host connection, shared by every front); `stdio` serves it on
 //! stdin/stdout. Toward the host gavel speaks 2024-11-05 … 2025-11-25.
 
+pub mod approval;
 pub mod host;
 pub mod session;
 pub mod stdio;

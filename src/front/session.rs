@@ -455,6 +455,18 @@ impl ServerHandler for Session {
             }
             Verdict::Allow(p) => p,
         };
+        if let Err(d) = super::approval::approve(
+            &self.inner.gw,
+            &self.inner.host,
+            &action,
+            &permit.decision,
+            cx.meta.get_progress_token(),
+        )
+        .await
+        {
+            let has_schema = route.tool.output_schema.is_some();
+            return Ok(deny::tool_denial(&d, &request.name, has_schema).into());
+        }
         let mut upstream_req = request;
         upstream_req.name = route.name.clone().into();
         let req = ClientRequest::CallToolRequest(CallToolRequest::new(upstream_req));

@@ -6,6 +6,7 @@
 //! Time comes from an injectable [`clock::Clock`]. Nothing here knows about
 //! MCP or Rego: the enforcer asks, the store answers.
 
+pub mod approval;
 pub mod budget;
 pub mod clock;
 pub mod gcra;

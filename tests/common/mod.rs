@@ -37,6 +37,10 @@ pub struct TestHost {
     pub seen: Arc<Mutex<Seen>>,
     pub caps: ClientCapabilities,
     pub elicit_action: ElicitationAction,
+    /// The answer to `approve` when accepting (gavel's approval form).
+    pub approve: bool,
+    /// How long the user "thinks" before answering an elicitation.
+    pub elicit_delay: Option<Duration>,
 }
 
 impl TestHost {
@@ -49,6 +53,8 @@ impl TestHost {
             seen: Default::default(),
             caps,
             elicit_action: ElicitationAction::Accept,
+            approve: true,
+            elicit_delay: None,
         }
     }
 
@@ -135,8 +141,12 @@ impl ClientHandler for TestHost {
             .unwrap()
             .elicitations
             .push(serde_json::to_value(&p).unwrap());
-        let content = (self.elicit_action == ElicitationAction::Accept)
-            .then(|| serde_json::json!({"confirm": true, "note": "from the e2e host"}));
+        if let Some(d) = self.elicit_delay {
+            tokio::time::sleep(d).await;
+        }
+        let content = (self.elicit_action == ElicitationAction::Accept).then(
+            || serde_json::json!({"confirm": true, "note": "from the e2e host", "approve": self.approve}),
+        );
         let mut r = ElicitResult::new(self.elicit_action.clone());
         r.content = content;
         Ok(r)
