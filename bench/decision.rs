@@ -37,7 +37,24 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut cfg = Config::load(&root.join("servers.toml")).expect("servers.toml");
     cfg.log.decisions = None; // measure the decision, not the disk
-    let enforcer = Enforcer::from_config(&cfg).expect("policies load");
+    // Stateful checks on: the workflow bundle's per-user rate limit, and
+    // (BENCH_BUDGET=1, default on) a daily budget — each a SQLite
+    // transaction in a throw-away state file, on a clock that follows the
+    // simulated session.
+    let state = tempfile::tempdir().expect("temp dir");
+    cfg.state_path = Some(state.path().join("state.sqlite"));
+    let with_budget = std::env::var("BENCH_BUDGET").map_or(true, |v| v != "0");
+    if with_budget {
+        cfg.budget = Some(gavel::config::Budget {
+            per: gavel::config::BudgetPer::User,
+            period: gavel::state::budget::Period::Day,
+            calls: Some(1_000_000),
+            tokens: Some(1_000_000_000),
+        });
+    }
+    let clock = gavel::state::clock::ManualClock::new(1_800_000_000.0);
+    let enforcer = Enforcer::from_config_with_clock(&cfg, std::sync::Arc::new(clock.clone()))
+        .expect("policies load");
     // A session: the agent cycles through a few tools and paths, one call
     // every 1.5 s of session time, and every counter advances as it would
     // (cumulative_tokens grows on every call, so the workflow layer never
@@ -100,6 +117,7 @@ fn main() {
             );
         }
         ctx.session_age_seconds = call as f64 * 1.5;
+        clock.set(1_800_000_000.0 + ctx.session_age_seconds);
         ctx.counters
             .prepare("filesystem", &actions[i].tool, ctx.session_age_seconds);
         call += 1;
@@ -161,6 +179,8 @@ fn main() {
         "regorus_eval_p50_us": (bare50 * 10.0).round() / 10.0,
         "ratio_to_bare_eval_p50": ((p50 / bare50) * 100.0).round() / 100.0,
         "layers": enforcer.status_json()["filesystem"]["bundles"].as_array().map_or(0, Vec::len),
+        "rate_limits": true,
+        "budget": with_budget,
     });
     println!("{line}");
 }

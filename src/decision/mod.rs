@@ -157,6 +157,15 @@ impl Enforcer {
     /// makes that server fail closed (and is logged loudly); `require_bundle`
     /// makes a server without a bundle a startup error.
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        Self::from_config_with_clock(config, crate::state::clock::from_env())
+    }
+
+    /// As [`Enforcer::from_config`], with the clock rate limits and budgets
+    /// read (tests and benchmarks drive it).
+    pub fn from_config_with_clock(
+        config: &Config,
+        clock: std::sync::Arc<dyn crate::state::clock::Clock>,
+    ) -> anyhow::Result<Self> {
         let mut shared = Vec::new();
         let mut shared_err = None;
         for r in &config.policy.shared_bundles {
@@ -244,11 +253,7 @@ impl Enforcer {
             !s.config_limits.is_empty()
                 || matches!(&s.policy, Policy::Rego(e) if e.limits().next().is_some())
         });
-        let guard = crate::state::guard::Guard::from_config(
-            config,
-            limits_needed,
-            crate::state::clock::from_env(),
-        );
+        let guard = crate::state::guard::Guard::from_config(config, limits_needed, clock);
         Ok(Self {
             servers,
             identity: config.identity.clone(),

@@ -17,7 +17,7 @@ use super::budget::Period;
 use super::clock::Clock;
 use super::limits::Limit;
 use super::sqlite::SqliteStore;
-use super::{StateStore, Usage};
+use super::{BudgetCharge, StateStore, Usage};
 use crate::config::{Budget, BudgetPer, Config};
 use crate::decision::Decision;
 
@@ -103,98 +103,94 @@ impl Guard {
         })
     }
 
-    /// Applies limits then budget to a `tools/call` the policy allowed.
+    /// Applies limits then budget to a `tools/call` the policy allowed, in
+    /// one atomic charge: a call refused by either costs nothing.
     pub fn check(&self, who: &Who, limits: &[&Limit], arg_tokens: u64, d: &mut Decision) {
-        if !d.allow {
+        if !d.allow || (limits.is_empty() && self.budget.is_none()) {
             return;
         }
-        if !limits.is_empty() {
-            let keys: Vec<(String, super::Rate)> = limits
-                .iter()
-                .map(|l| (l.key(who.server, who.tool, who.user, who.agent), l.rate))
-                .collect();
-            let outs = self.store().and_then(|s| {
-                s.rate_all(&keys, self.clock.now())
-                    .map_err(|e| e.to_string())
-            });
-            match outs {
-                Err(e) => return unavailable(d, &e),
-                Ok(outs) if outs.iter().all(|o| o.allowed) => {
-                    d.rate_limit_remaining = outs.iter().map(|o| o.remaining).min();
-                }
-                Ok(outs) => {
-                    let (i, worst) = outs
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, o)| !o.allowed)
-                        .max_by(|a, b| a.1.retry_after.total_cmp(&b.1.retry_after))
-                        .expect("one refused");
-                    let l = limits[i];
-                    let retry = (worst.retry_after * 10.0).ceil() / 10.0;
-                    *d = Decision {
-                        allow: false,
-                        reasons: vec!["rate_limited".into()],
-                        remediation: Some(format!(
-                            "Rate limit ({} per {}s, burst {}, from {}) reached for {:?}: wait {retry:.1} s before calling it again.",
-                            l.rate.rate, l.rate.period_s, l.rate.burst, l.source, who.tool
-                        )),
-                        rate_limit_remaining: Some(0),
-                        retry_after_seconds: Some(retry),
-                        matched_rules: vec![format!("gavel:limit:{}", keys[i].0)],
-                        policy_version: d.policy_version.take(),
-                        ..Default::default()
-                    };
-                    return;
-                }
-            }
-        }
-        if let Some(b) = &self.budget {
-            let (period, ends) = b.period.at(self.clock.now());
-            let key = Self::budget_key(b, who);
-            let charged = self.store().and_then(|s| {
-                s.budget_charge(
-                    &key,
-                    &period,
-                    Usage {
+        let now = self.clock.now();
+        let keys: Vec<(String, super::Rate)> = limits
+            .iter()
+            .map(|l| (l.key(who.server, who.tool, who.user, who.agent), l.rate))
+            .collect();
+        let budget = self.budget.as_ref().map(|b| {
+            let (period, ends) = b.period.at(now);
+            (b, Self::budget_key(b, who), period, ends)
+        });
+        let charged = self.store().and_then(|s| {
+            s.charge(
+                &keys,
+                now,
+                budget.as_ref().map(|(b, key, period, _)| BudgetCharge {
+                    key,
+                    period,
+                    add: Usage {
                         calls: 1,
                         tokens: arg_tokens,
                     },
-                    (b.calls, b.tokens),
-                )
-                .map_err(|e| e.to_string())
-            });
-            match charged {
-                Err(e) => unavailable(d, &e),
-                Ok((true, _)) => {}
-                Ok((false, used)) => {
-                    *d = Decision {
-                        allow: false,
-                        reasons: vec!["budget_exceeded".into()],
-                        remediation: Some(format!(
-                            "The {} budget ({}; used {} calls, {} tokens) is spent; it renews at {}. Ask for a larger budget if this work must go on.",
-                            match b.period {
-                                Period::Day => "daily",
-                                Period::Week => "weekly",
-                            },
-                            [
-                                b.calls.map(|c| format!("{c} calls")),
-                                b.tokens.map(|t| format!("{t} tokens"))
-                            ]
-                            .into_iter()
-                            .flatten()
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                            used.calls,
-                            used.tokens,
-                            rfc3339(ends)
-                        )),
-                        matched_rules: vec![format!("gavel:budget:{key}:{period}")],
-                        policy_version: d.policy_version.take(),
-                        rate_limit_remaining: d.rate_limit_remaining,
-                        ..Default::default()
-                    };
-                }
-            }
+                    limit: (b.calls, b.tokens),
+                }),
+            )
+            .map_err(|e| e.to_string())
+        });
+        let c = match charged {
+            Err(e) => return unavailable(d, &e),
+            Ok(c) => c,
+        };
+        if let Some((i, worst)) = c
+            .rates
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| !o.allowed)
+            .max_by(|a, b| a.1.retry_after.total_cmp(&b.1.retry_after))
+        {
+            let l = limits[i];
+            let retry = (worst.retry_after * 10.0).ceil() / 10.0;
+            *d = Decision {
+                allow: false,
+                reasons: vec!["rate_limited".into()],
+                remediation: Some(format!(
+                    "Rate limit ({} per {}s, burst {}, from {}) reached for {:?}: wait {retry:.1} s before calling it again.",
+                    l.rate.rate, l.rate.period_s, l.rate.burst, l.source, who.tool
+                )),
+                rate_limit_remaining: Some(0),
+                retry_after_seconds: Some(retry),
+                matched_rules: vec![format!("gavel:limit:{}", keys[i].0)],
+                policy_version: d.policy_version.take(),
+                ..Default::default()
+            };
+            return;
+        }
+        if !keys.is_empty() {
+            d.rate_limit_remaining = c.rates.iter().map(|o| o.remaining).min();
+        }
+        if let (Some((false, used)), Some((b, key, period, ends))) = (c.budget, &budget) {
+            *d = Decision {
+                allow: false,
+                reasons: vec!["budget_exceeded".into()],
+                remediation: Some(format!(
+                    "The {} budget ({}; used {} calls, {} tokens) is spent; it renews at {}. Ask for a larger budget if this work must go on.",
+                    match b.period {
+                        Period::Day => "daily",
+                        Period::Week => "weekly",
+                    },
+                    [
+                        b.calls.map(|c| format!("{c} calls")),
+                        b.tokens.map(|t| format!("{t} tokens"))
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                    used.calls,
+                    used.tokens,
+                    rfc3339(*ends)
+                )),
+                matched_rules: vec![format!("gavel:budget:{key}:{period}")],
+                policy_version: d.policy_version.take(),
+                ..Default::default()
+            };
         }
     }
 

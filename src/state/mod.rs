@@ -31,7 +31,34 @@ pub struct Usage {
     pub tokens: u64,
 }
 
+/// A budget charge that goes with a call (see [`StateStore::charge`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BudgetCharge<'a> {
+    pub key: &'a str,
+    pub period: &'a str,
+    pub add: Usage,
+    /// (calls, tokens); None: unlimited.
+    pub limit: (Option<u64>, Option<u64>),
+}
+
+/// What [`StateStore::charge`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Charged {
+    pub rates: Vec<RateOutcome>,
+    /// Whether the budget had room, and its totals (after the charge when it
+    /// had); None when a rate limit refused first or no budget was given.
+    pub budget: Option<(bool, Usage)>,
+}
+
 pub trait StateStore: Send + Sync {
+    /// One call's rate limits and budget, atomically: nothing is charged
+    /// unless every limit allows and the budget has room.
+    fn charge(
+        &self,
+        limits: &[(String, Rate)],
+        now: f64,
+        budget: Option<BudgetCharge<'_>>,
+    ) -> Result<Charged, StateError>;
     /// One request against several GCRA limits at once, atomically: charged
     /// to every limit only when all allow it (a refused call costs nothing).
     fn rate_all(&self, limits: &[(String, Rate)], now: f64)

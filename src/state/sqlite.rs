@@ -93,54 +93,119 @@ impl SqliteStore {
     }
 }
 
+type Tx<'a> = rusqlite::Transaction<'a>;
+
+fn rates_in(
+    tx: &Tx,
+    limits: &[(String, Rate)],
+    now: f64,
+) -> rusqlite::Result<(Vec<RateOutcome>, Vec<f64>)> {
+    let mut outs = Vec::with_capacity(limits.len());
+    let mut tats = Vec::with_capacity(limits.len());
+    for (key, rate) in limits {
+        let tat: Option<f64> = tx
+            .prepare_cached("SELECT tat FROM gcra WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?;
+        let (out, new_tat) = gcra::check(tat, *rate, now);
+        outs.push(out);
+        tats.push(new_tat);
+    }
+    Ok((outs, tats))
+}
+
+fn write_rates(tx: &Tx, limits: &[(String, Rate)], tats: &[f64]) -> rusqlite::Result<()> {
+    for ((key, _), tat) in limits.iter().zip(tats) {
+        tx.prepare_cached(
+            "INSERT INTO gcra (key, tat) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET tat = excluded.tat",
+        )?
+        .execute(params![key, tat])?;
+    }
+    Ok(())
+}
+
+fn usage_in(conn: &Connection, key: &str, period: &str) -> rusqlite::Result<Usage> {
+    Ok(conn
+        .prepare_cached("SELECT calls, tokens FROM budget WHERE key = ?1 AND period = ?2")?
+        .query_row([key, period], |r| {
+            Ok(Usage {
+                calls: r.get::<_, i64>(0)? as u64,
+                tokens: r.get::<_, i64>(1)? as u64,
+            })
+        })
+        .optional()?
+        .unwrap_or_default())
+}
+
+fn write_usage(tx: &Tx, key: &str, period: &str, u: Usage) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO budget (key, period, calls, tokens) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(key, period) DO UPDATE SET calls = excluded.calls, tokens = excluded.tokens",
+    )?
+    .execute(params![key, period, u.calls as i64, u.tokens as i64])?;
+    Ok(())
+}
+
+fn within(u: Usage, limit: (Option<u64>, Option<u64>)) -> bool {
+    limit.0.is_none_or(|l| u.calls <= l) && limit.1.is_none_or(|l| u.tokens <= l)
+}
+
+fn add(a: Usage, b: Usage) -> Usage {
+    Usage {
+        calls: a.calls + b.calls,
+        tokens: a.tokens + b.tokens,
+    }
+}
+
 impl StateStore for SqliteStore {
+    fn charge(
+        &self,
+        limits: &[(String, Rate)],
+        now: f64,
+        budget: Option<super::BudgetCharge<'_>>,
+    ) -> Result<super::Charged, StateError> {
+        self.with(|tx| {
+            let (rates, tats) = rates_in(tx, limits, now)?;
+            if !rates.iter().all(|o| o.allowed) {
+                return Ok(super::Charged {
+                    rates,
+                    budget: None,
+                });
+            }
+            let budget = match budget {
+                None => None,
+                Some(b) => {
+                    let used = usage_in(tx, b.key, b.period)?;
+                    let after = add(used, b.add);
+                    if !within(after, b.limit) {
+                        return Ok(super::Charged {
+                            rates,
+                            budget: Some((false, used)),
+                        });
+                    }
+                    write_usage(tx, b.key, b.period, after)?;
+                    Some((true, after))
+                }
+            };
+            write_rates(tx, limits, &tats)?;
+            Ok(super::Charged { rates, budget })
+        })
+    }
+
     fn rate_all(
         &self,
         limits: &[(String, Rate)],
         now: f64,
     ) -> Result<Vec<RateOutcome>, StateError> {
-        self.with(|tx| {
-            let mut outs = Vec::with_capacity(limits.len());
-            let mut writes = Vec::with_capacity(limits.len());
-            for (key, rate) in limits {
-                let tat: Option<f64> = tx
-                    .query_row("SELECT tat FROM gcra WHERE key = ?1", [key], |r| r.get(0))
-                    .optional()?;
-                let (out, new_tat) = gcra::check(tat, *rate, now);
-                outs.push(out);
-                writes.push((key, new_tat));
-            }
-            if outs.iter().all(|o| o.allowed) {
-                for (key, tat) in writes {
-                    tx.execute(
-                        "INSERT INTO gcra (key, tat) VALUES (?1, ?2)
-                         ON CONFLICT(key) DO UPDATE SET tat = excluded.tat",
-                        params![key, tat],
-                    )?;
-                }
-            }
-            Ok(outs)
-        })
+        Ok(self.charge(limits, now, None)?.rates)
     }
 
-    fn budget_add(&self, key: &str, period: &str, add: Usage) -> Result<Usage, StateError> {
+    fn budget_add(&self, key: &str, period: &str, add_: Usage) -> Result<Usage, StateError> {
         self.with(|tx| {
-            tx.execute(
-                "INSERT INTO budget (key, period, calls, tokens) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(key, period) DO UPDATE SET calls = calls + excluded.calls,
-                     tokens = tokens + excluded.tokens",
-                params![key, period, add.calls as i64, add.tokens as i64],
-            )?;
-            tx.query_row(
-                "SELECT calls, tokens FROM budget WHERE key = ?1 AND period = ?2",
-                [key, period],
-                |r| {
-                    Ok(Usage {
-                        calls: r.get::<_, i64>(0)? as u64,
-                        tokens: r.get::<_, i64>(1)? as u64,
-                    })
-                },
-            )
+            let after = add(usage_in(tx, key, period)?, add_);
+            write_usage(tx, key, period, after)?;
+            Ok(after)
         })
     }
 
@@ -148,57 +213,25 @@ impl StateStore for SqliteStore {
         &self,
         key: &str,
         period: &str,
-        add: Usage,
+        add_: Usage,
         limit: (Option<u64>, Option<u64>),
     ) -> Result<(bool, Usage), StateError> {
-        self.with(|tx| {
-            let now: Usage = tx
-                .query_row(
-                    "SELECT calls, tokens FROM budget WHERE key = ?1 AND period = ?2",
-                    [key, period],
-                    |r| {
-                        Ok(Usage {
-                            calls: r.get::<_, i64>(0)? as u64,
-                            tokens: r.get::<_, i64>(1)? as u64,
-                        })
-                    },
-                )
-                .optional()?
-                .unwrap_or_default();
-            let after = Usage {
-                calls: now.calls + add.calls,
-                tokens: now.tokens + add.tokens,
-            };
-            let within = limit.0.is_none_or(|l| after.calls <= l)
-                && limit.1.is_none_or(|l| after.tokens <= l);
-            if !within {
-                return Ok((false, now));
-            }
-            tx.execute(
-                "INSERT INTO budget (key, period, calls, tokens) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(key, period) DO UPDATE SET calls = excluded.calls,
-                     tokens = excluded.tokens",
-                params![key, period, after.calls as i64, after.tokens as i64],
-            )?;
-            Ok((true, after))
-        })
+        let c = self.charge(
+            &[],
+            0.0,
+            Some(super::BudgetCharge {
+                key,
+                period,
+                add: add_,
+                limit,
+            }),
+        )?;
+        Ok(c.budget.unwrap_or((false, Usage::default())))
     }
 
+    /// A plain read: no write lock, so it never waits behind a writer (WAL).
     fn budget_get(&self, key: &str, period: &str) -> Result<Usage, StateError> {
-        self.with(|tx| {
-            Ok(tx
-                .query_row(
-                    "SELECT calls, tokens FROM budget WHERE key = ?1 AND period = ?2",
-                    [key, period],
-                    |r| {
-                        Ok(Usage {
-                            calls: r.get::<_, i64>(0)? as u64,
-                            tokens: r.get::<_, i64>(1)? as u64,
-                        })
-                    },
-                )
-                .optional()?
-                .unwrap_or_default())
-        })
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        usage_in(&conn, key, period).map_err(|e| self.err(e))
     }
 }

@@ -2,7 +2,9 @@
 # title: Runaway-agent brakes
 # description: Org-wide workflow layer. Stops loops (the same tool many times in
 #   a row), bursts (too many calls a minute) and sessions over their token
-#   budget. Workflow reasons may be waived by an override layer.
+#   budget; flags calls once 80 % of the cross-session budget is spent, and
+#   rate-limits each user (data.gavel.workflow.limits, enforced by gavel).
+#   Workflow reasons may be waived by an override layer.
 package gavel.workflow
 
 violations contains "same_tool_loop" if {
@@ -17,7 +19,25 @@ violations contains "too_many_calls_per_minute" if {
 
 violations contains "token_budget_exceeded" if input.context.cumulative_tokens > data.gavel.workflow.max_session_tokens
 
-decision := {"allow": true} if count(violations) == 0
+# Budgets across sessions (servers.toml [budget]): gavel refuses a call over
+# the budget itself; this layer flags the calls made once 80 % is spent so
+# they are audited, and tells the agent why.
+nearly_spent if {
+	some kind in ["calls", "tokens"]
+	limit := input.context.budget.limit[kind]
+	is_number(limit)
+	input.context.budget.used[kind] >= limit * data.gavel.workflow.budget_warn_fraction
+}
+
+decision := {"allow": true} if {
+	count(violations) == 0
+	not nearly_spent
+}
+
+decision := {"allow": true, "audit_required": true} if {
+	count(violations) == 0
+	nearly_spent
+}
 
 decision := {
 	"allow": false,

@@ -20,3 +20,15 @@ test_budget_denied if {
 	d := decision with input as call({"consecutive_same_tool": 0, "calls_last_minute": 0, "cumulative_tokens": 200001})
 	d.reasons == ["token_budget_exceeded"]
 }
+
+test_budget_nearly_spent_is_audited if {
+	d := decision with input as {"action": {"type": "tool_call"}, "context": {"consecutive_same_tool": 0, "calls_last_minute": 1, "cumulative_tokens": 10, "budget": {"used": {"calls": 80, "tokens": 0}, "limit": {"calls": 100, "tokens": null}}}}
+	d.allow
+	d.audit_required
+}
+
+test_budget_with_room_is_plain if {
+	d := decision with input as {"action": {"type": "tool_call"}, "context": {"consecutive_same_tool": 0, "calls_last_minute": 1, "cumulative_tokens": 10, "budget": {"used": {"calls": 10, "tokens": 0}, "limit": {"calls": 100, "tokens": null}}}}
+	d.allow
+	not d.audit_required
+}
