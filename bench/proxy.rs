@@ -1,6 +1,7 @@
 //! `cargo bench --bench proxy`: tools/call round trips, direct host→upstream
 //! against host→gavel→upstream, with the same rmcp client, in interleaved
 //! rounds (this machine is noisy: the two paths share every disturbance).
+//! gavel runs as deployed: decision log and a daily budget on.
 //! One JSON line per upstream; the server-everything line is last.
 //!
 //! Env: BENCH_ROUNDS (default 20), BENCH_CALLS (per round and path, default 50),
@@ -65,14 +66,26 @@ async fn measure(name: &str, upstream: (String, Vec<String>), tool: &str, args: 
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
     let direct = connect(&upstream.0, &upstream.1).await;
-    let mut gavel_args = vec![
-        "wrap".to_string(),
-        "--name".into(),
-        name.into(),
-        "--".into(),
-        upstream.0.clone(),
+    // gavel as deployed: decision log on (one write(2) per decision) and a
+    // daily budget (one SQLite transaction per call) in a throw-away dir.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("servers.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[log]\ndecisions = {:?}\n\n[state]\npath = {:?}\n\n[budget]\ncalls = 1000000000\n\n[servers.{name}]\ncommand = {:?}\nargs = {}\n",
+            dir.path().join("decisions.jsonl").display().to_string(),
+            dir.path().join("state.sqlite").display().to_string(),
+            upstream.0,
+            serde_json::to_string(&upstream.1).unwrap(),
+        ),
+    )
+    .unwrap();
+    let gavel_args = vec![
+        "run".to_string(),
+        "--config".into(),
+        config.display().to_string(),
     ];
-    gavel_args.extend(upstream.1.iter().cloned());
     let gavel = connect(GAVEL, &gavel_args).await;
     for _ in 0..20 {
         one_call(&direct, tool, &args).await;
@@ -109,6 +122,8 @@ async fn measure(name: &str, upstream: (String, Vec<String>), tool: &str, args: 
         "direct_p99_us": (pct(&d, 0.99) * 10.0).round() / 10.0,
         "gavel_p99_us": (pct(&g, 0.99) * 10.0).round() / 10.0,
         "calls_per_s": ((g.len() as f64 / gavel_time.as_secs_f64()) * 10.0).round() / 10.0,
+        "decision_log": true,
+        "budget": true,
     });
     println!("{line}");
     direct.cancel().await.ok();
