@@ -322,4 +322,40 @@ mod tests {
         assert_eq!(v["action"]["type"], "tool_call");
         assert_eq!(v["action"]["data_classes_referenced"], json!(["pii"]));
     }
+
+    proptest::proptest! {
+        /// The counters against a naive model over any sequence of calls:
+        /// exact turn/denied/per-tool counts, the run length of the same
+        /// tool, the calls in the 60 s before, and tokens that only grow.
+        #[test]
+        fn counters_match_a_naive_model(
+            calls in proptest::collection::vec((0usize..3, 0usize..3, proptest::bool::ANY, 0u32..5000, 0usize..200), 1..120)
+        ) {
+            let mut c = SessionCounters::default();
+            let mut history: Vec<(String, String, f64)> = Vec::new();
+            let (mut now, mut denied, mut tokens) = (0.0f64, 0u64, 0u64);
+            for (s, t, allowed, gap_ms, bytes) in calls {
+                now += gap_ms as f64 / 1000.0;
+                let (server, tool) = (format!("s{s}"), format!("t{t}"));
+                c.prepare(&server, &tool, now);
+                let run = history
+                    .iter()
+                    .rev()
+                    .take_while(|(hs, ht, _)| *hs == server && *ht == tool)
+                    .count() as u64;
+                let recent = history.iter().filter(|(_, _, at)| now - at <= 60.0).count() as u64;
+                proptest::prop_assert_eq!(c.consecutive_same_tool, run);
+                proptest::prop_assert_eq!(c.calls_last_minute, recent);
+                proptest::prop_assert_eq!(c.turn_count, history.len() as u64);
+                proptest::prop_assert_eq!(c.denied_count, denied);
+                proptest::prop_assert_eq!(c.cumulative_tokens, tokens);
+                c.record_tool_call_at(&server, &tool, allowed, bytes, now);
+                history.push((server.clone(), tool.clone(), now));
+                denied += u64::from(!allowed);
+                tokens += bytes.div_ceil(4) as u64;
+                let per_tool = history.iter().filter(|(hs, ht, _)| *hs == server && *ht == tool).count() as u64;
+                proptest::prop_assert_eq!(c.tool_calls[&server][&tool], per_tool);
+            }
+        }
+    }
 }
