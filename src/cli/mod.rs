@@ -41,6 +41,24 @@ pub enum Command {
         #[arg(long, short, default_value = "servers.toml")]
         config: PathBuf,
     },
+    /// Serve MCP over streamable HTTP (http://ADDR/mcp) in front of the
+    /// servers in a config file: each HTTP session gets its own upstreams.
+    Serve {
+        #[arg(long, short, default_value = "servers.toml")]
+        config: PathBuf,
+        /// Address to listen on (loopback unless --behind-proxy).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Another accepted `Host` header value (name or name:port); repeat.
+        #[arg(long = "allowed-host")]
+        allowed_hosts: Vec<String>,
+        /// Another accepted browser `Origin` (scheme://host[:port|:*]); repeat.
+        #[arg(long = "allowed-origin")]
+        allowed_origins: Vec<String>,
+        /// A TLS-terminating proxy is in front: allow a non-loopback address.
+        #[arg(long)]
+        behind_proxy: bool,
+    },
     /// Wrap one server command with no config file: `gavel wrap -- npx -y some-server`.
     Wrap {
         /// Server name (used in logs and policy input).
@@ -210,6 +228,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let _metrics = serve_metrics(cli.metrics_listen.or(cfg.metrics_listen)).await;
             let gw = Gateway::new(cfg)?;
             crate::front::stdio::serve_stdio(gw).await
+        }
+        Command::Serve {
+            config,
+            listen,
+            allowed_hosts,
+            allowed_origins,
+            behind_proxy,
+        } => {
+            let cfg = load_config(&config)?;
+            let _guard = logging::init(
+                cli.log_file.as_deref().or(cfg.log.file.as_deref()),
+                cli.log_level.as_deref().or(cfg.log.level.as_deref()),
+            )?;
+            let _metrics = serve_metrics(cli.metrics_listen.or(cfg.metrics_listen)).await;
+            let gw = Gateway::new(cfg)?;
+            crate::front::http::serve_http(
+                gw,
+                crate::front::http::HttpOptions {
+                    listen,
+                    allowed_hosts,
+                    allowed_origins,
+                    behind_proxy,
+                },
+            )
+            .await
         }
         Command::Wrap {
             name,

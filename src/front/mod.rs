@@ -4,5 +4,6 @@
 
 pub mod approval;
 pub mod host;
+pub mod http;
 pub mod session;
 pub mod stdio;

@@ -69,6 +69,23 @@ pub struct Session {
     inner: Arc<Inner>,
 }
 
+/// When the last handle of a session goes (an HTTP session closed), its
+/// upstreams stop.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A handle that does not keep the session alive.
+pub struct WeakSession(std::sync::Weak<Inner>);
+
+impl WeakSession {
+    pub fn upgrade(&self) -> Option<Session> {
+        self.0.upgrade().map(|inner| Session { inner })
+    }
+}
+
 impl Session {
     pub fn new(gw: Arc<Gateway>) -> Self {
         let shutdown = gw.shutdown.child_token();
@@ -82,6 +99,10 @@ impl Session {
                 state: Arc::new(SessionState::default()),
             }),
         }
+    }
+
+    pub fn downgrade(&self) -> WeakSession {
+        WeakSession(Arc::downgrade(&self.inner))
     }
 
     pub fn id(&self) -> &str {

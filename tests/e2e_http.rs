@@ -1,0 +1,161 @@
+//! End to end: `gavel serve` — the same policy-enforced proxy over
+//! streamable HTTP, a session (and upstreams, and counters) per client, and
+//! the protections: DNS rebinding (Host), foreign Origins, `server/discover`,
+//! and no plain HTTP on a public address.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use rmcp::ServiceExt;
+use rmcp::transport::StreamableHttpClientTransport;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn raw_post(port: u16, host: &str, origin: Option<&str>, body: &Value) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let body = body.to_string();
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_over_http_with_a_session_per_client() {
+    let s = Setup::new("");
+    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[identity.user]\nid = \"ada\"\n\n[log]\ndecisions = {:?}\n\n{}bundle = {:?}\n",
+            s.path("decisions.jsonl").display().to_string(),
+            fixture_server("fx", &[], &s.path("r.jsonl")),
+            bundle.display().to_string()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut gavel = tokio::process::Command::new(GAVEL)
+        .args(["serve", "--config"])
+        .arg(s.config())
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--log-file"])
+        .arg(s.log())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let log = s.log();
+    eventually("gavel listens", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("serving MCP over streamable HTTP")
+    })
+    .await;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+
+    let a = TestHost::new()
+        .serve(StreamableHttpClientTransport::from_uri(url.clone()))
+        .await
+        .expect("HTTP client A initializes");
+    let b = TestHost::new()
+        .serve(StreamableHttpClientTransport::from_uri(url.clone()))
+        .await
+        .expect("HTTP client B initializes");
+    let tools = a.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "echo"));
+    let ok = call(&a, "echo", json!({"text": "over http"}))
+        .await
+        .unwrap();
+    assert_eq!(text(&ok), "over http");
+    let denied = call(&b, "destructive_delete", json!({"path": "/"}))
+        .await
+        .unwrap();
+    assert_eq!(denied.is_error, Some(true));
+    call(&a, "echo", json!({"text": "again"})).await.unwrap();
+
+    // One upstream per HTTP session.
+    let inits = recorded(&s.path("r.jsonl"))
+        .iter()
+        .filter(|r| r["method"] == "initialize")
+        .count();
+    assert_eq!(inits, 2, "each HTTP session starts its own upstream");
+    // Counters are per session: A's second call saw A's first only.
+    let records: Vec<Value> = std::fs::read_to_string(s.path("decisions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = records.last().unwrap();
+    assert_eq!(last["input"]["action"]["tool"], "echo");
+    assert_eq!(last["input"]["context"]["turn_count"], 1);
+    assert_ne!(
+        records[0]["input"]["context"]["session_id"],
+        records[1]["input"]["context"]["session_id"]
+    );
+
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    // DNS rebinding: a foreign Host is refused before any MCP happens.
+    let r = raw_post(port, "evil.example", None, &init).await;
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    // A foreign browser Origin is refused; a loopback one is served.
+    let r = raw_post(port, "127.0.0.1", Some("https://evil.example"), &init).await;
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    let r = raw_post(
+        port,
+        "127.0.0.1",
+        Some(&format!("http://localhost:{port}")),
+        &init,
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // server/discover: method not found, so dual-era hosts fall back.
+    let r = raw_post(
+        port,
+        "127.0.0.1",
+        None,
+        &json!({"jsonrpc": "2.0", "id": 9, "method": "server/discover", "params": {}}),
+    )
+    .await;
+    assert!(r.contains("-32601"), "{r}");
+
+    a.cancel().await.unwrap();
+    b.cancel().await.unwrap();
+    unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
+    let status = gavel.wait().await.unwrap();
+    assert!(status.success(), "graceful shutdown on SIGTERM: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_plain_http_on_a_public_address() {
+    let s = Setup::new("");
+    std::fs::write(s.config(), fixture_server("fx", &[], &s.path("r.jsonl"))).unwrap();
+    let out = tokio::process::Command::new(GAVEL)
+        .args(["serve", "--config"])
+        .arg(s.config())
+        .args(["--listen", &format!("0.0.0.0:{}", free_port())])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--behind-proxy"), "{err}");
+}
