@@ -102,6 +102,7 @@ fn main() {
         client: Some(("bench".into(), "1".into())),
         session_age_seconds: 0.0,
         counters: SessionCounters::default(),
+        identity: None,
     };
     let mut call = 0usize;
     let mut next = |ctx: &mut DecisionContext| -> usize {

@@ -30,6 +30,8 @@ pub struct Config {
     pub budget: Option<Budget>,
     /// `[state] path`: the state store (default `<state_dir>/state.sqlite`).
     pub state_path: Option<PathBuf>,
+    /// `[auth]`: who is asking, from bearer tokens (HTTP front only).
+    pub auth: Option<AuthSettings>,
     /// File the config came from (None for `gavel wrap`); relative paths
     /// (commands, `cwd`, bundles) resolve against its directory.
     pub source: Option<PathBuf>,
@@ -158,6 +160,28 @@ impl Default for Limits {
             stderr_tail_lines: 50,
         }
     }
+}
+
+/// `[auth]`: how `gavel serve` knows who is asking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthSettings {
+    pub issuer: String,
+    /// gavel's resource URL: tokens must be issued for it (`aud`).
+    pub audience: String,
+    pub algorithm: String,
+    pub key: AuthKey,
+    pub leeway: Duration,
+    pub user_claim: String,
+    pub groups_claim: String,
+    pub agent_claim: String,
+    pub classifications_claim: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthKey {
+    PemFile(PathBuf),
+    SecretEnv(String),
+    JwksFile(PathBuf),
 }
 
 /// `[budget]`: what one user (or agent) may spend per period, across
@@ -580,6 +604,7 @@ impl Config {
             .as_ref()
             .map(|p| ctx.expand(p, "state.path").map(|p| ctx.path(p)))
             .transpose()?;
+        let auth = raw.auth.as_ref().map(|a| Self::auth(&ctx, a)).transpose()?;
         Ok(Config {
             servers,
             identity,
@@ -590,6 +615,7 @@ impl Config {
             metrics_listen,
             budget,
             state_path,
+            auth,
             source: Some(origin.to_path_buf()),
         })
     }
@@ -742,6 +768,35 @@ impl Config {
         })
     }
 
+    fn auth(ctx: &Ctx, a: &Spanned<raw::RawAuth>) -> Result<AuthSettings, ConfigError> {
+        let r = a.get_ref();
+        let at = a.span().start;
+        let algorithm = r.algorithm.clone().unwrap_or_else(|| "RS256".into());
+        let key = match (&r.key_file, &r.key_env, &r.jwks_file) {
+            (Some(f), None, None) => AuthKey::PemFile(ctx.path(ctx.expand(f, "auth.key_file")?)),
+            (None, Some(e), None) => AuthKey::SecretEnv(e.clone()),
+            (None, None, Some(f)) => AuthKey::JwksFile(ctx.path(ctx.expand(f, "auth.jwks_file")?)),
+            _ => {
+                return Err(ctx.at(
+                    at,
+                    "auth",
+                    "give exactly one of key_file (PEM public key), key_env (HMAC secret in the environment) or jwks_file (a JWKS document)",
+                ));
+            }
+        };
+        Ok(AuthSettings {
+            issuer: ctx.expand(&r.issuer, "auth.issuer")?,
+            audience: ctx.expand(&r.audience, "auth.audience")?,
+            algorithm,
+            key,
+            leeway: ctx.duration(&r.leeway, "auth.leeway", Duration::from_secs(60))?,
+            user_claim: r.user_claim.clone().unwrap_or_else(|| "sub".into()),
+            groups_claim: r.groups_claim.clone().unwrap_or_else(|| "groups".into()),
+            agent_claim: r.agent_claim.clone().unwrap_or_else(|| "azp".into()),
+            classifications_claim: r.classifications_claim.clone(),
+        })
+    }
+
     fn budget(ctx: &Ctx, b: &Spanned<raw::RawBudget>) -> Result<Budget, ConfigError> {
         let r = b.get_ref();
         let at = b.span().start;
@@ -869,6 +924,7 @@ impl Config {
             metrics_listen: None,
             budget: None,
             state_path: None,
+            auth: None,
             source: None,
         })
     }

@@ -25,6 +25,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub metrics: RawMetrics,
     pub budget: Option<Spanned<RawBudget>>,
+    pub auth: Option<Spanned<RawAuth>>,
     #[serde(default)]
     pub state: RawState,
 }
@@ -37,6 +38,23 @@ pub struct RawBudget {
     pub period: Option<Spanned<String>>,
     pub calls: Option<u64>,
     pub tokens: Option<u64>,
+}
+
+/// `[auth]`: bearer-token identity for `gavel serve`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub issuer: Spanned<String>,
+    pub audience: Spanned<String>,
+    pub algorithm: Option<String>,
+    pub key_file: Option<Spanned<String>>,
+    pub key_env: Option<String>,
+    pub jwks_file: Option<Spanned<String>>,
+    pub leeway: Option<Spanned<String>>,
+    pub user_claim: Option<String>,
+    pub groups_claim: Option<String>,
+    pub agent_claim: Option<String>,
+    pub classifications_claim: Option<String>,
 }
 
 /// `[state]`: where limits and budgets are kept.

@@ -108,6 +108,9 @@ pub struct DecisionContext {
     pub client: Option<(String, String)>,
     pub session_age_seconds: f64,
     pub counters: SessionCounters,
+    /// The session's verified identity (a bearer token on HTTP); None: the
+    /// configured identity (stdio).
+    pub identity: Option<std::sync::Arc<Identity>>,
 }
 
 pub fn build(
@@ -169,6 +172,8 @@ pub struct SessionState {
     started: std::time::Instant,
     client: std::sync::OnceLock<(String, String)>,
     counters: std::sync::Mutex<SessionCounters>,
+    /// Set once, from the token that opened the session (HTTP with auth).
+    pub identity: std::sync::OnceLock<std::sync::Arc<Identity>>,
 }
 
 impl Default for SessionState {
@@ -178,6 +183,7 @@ impl Default for SessionState {
             started: std::time::Instant::now(),
             client: Default::default(),
             counters: Default::default(),
+            identity: Default::default(),
         }
     }
 }
@@ -200,6 +206,7 @@ impl SessionState {
             client: self.client.get().cloned(),
             session_age_seconds: now_s,
             counters: counters.clone(),
+            identity: self.identity.get().cloned(),
         };
         let verdict = enforcer.decide(action, &ctx);
         if action.kind == super::ActionType::ToolCall {
@@ -223,6 +230,14 @@ impl SessionState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .raise_tokens(reported);
+    }
+
+    /// The context a result is charged in (identity only).
+    pub fn result_context(&self) -> DecisionContext {
+        DecisionContext {
+            identity: self.identity.get().cloned(),
+            ..Default::default()
+        }
     }
 
     /// Counts the tokens of a tool result.

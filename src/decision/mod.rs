@@ -338,8 +338,8 @@ impl Enforcer {
                     classes.push(c.clone());
                 }
             }
-            let mut input = input::build(&self.identity, action, ctx, &classes, &now);
-            if let Some(b) = self.guard.budget_view(&self.who(action)) {
+            let mut input = input::build(self.identity(ctx), action, ctx, &classes, &now);
+            if let Some(b) = self.guard.budget_view(&self.who(action, ctx)) {
                 input["context"]["budget"] = b;
             }
             input
@@ -431,7 +431,7 @@ impl Enforcer {
                 .map(|v| v.len().div_ceil(4) as u64)
                 .unwrap_or(0);
             self.guard
-                .check(&self.who(action), &limits, arg_tokens, &mut decision);
+                .check(&self.who(action, ctx), &limits, arg_tokens, &mut decision);
         }
         decision.decision_id = Some(next_decision_id());
         if decision.policy_version.is_none() {
@@ -471,19 +471,30 @@ impl Enforcer {
         }
     }
 
-    fn who<'a>(&'a self, action: &'a Action) -> crate::state::guard::Who<'a> {
+    /// Who is asking: the session's verified token identity (HTTP), else the
+    /// configured one (stdio).
+    fn identity<'a>(&'a self, ctx: &'a DecisionContext) -> &'a Identity {
+        ctx.identity.as_deref().unwrap_or(&self.identity)
+    }
+
+    fn who<'a>(
+        &'a self,
+        action: &'a Action,
+        ctx: &'a DecisionContext,
+    ) -> crate::state::guard::Who<'a> {
+        let id = self.identity(ctx);
         crate::state::guard::Who {
             server: &action.server,
             tool: &action.tool,
-            user: &self.identity.user.id,
-            agent: &self.identity.agent.id,
+            user: &id.user.id,
+            agent: &id.agent.id,
         }
     }
 
     /// Counts a tool result's tokens in the budget (estimate: 4 bytes a token).
-    pub fn charge_result_tokens(&self, action: &Action, bytes: usize) {
+    pub fn charge_result_tokens(&self, action: &Action, ctx: &DecisionContext, bytes: usize) {
         self.guard
-            .charge_result_tokens(&self.who(action), bytes.div_ceil(4) as u64);
+            .charge_result_tokens(&self.who(action, ctx), bytes.div_ceil(4) as u64);
     }
 
     fn fail(

@@ -71,6 +71,7 @@ fn log_step(gw: &Gateway, d: &Decision, action: &Action, a: &Approval, step: &st
 pub async fn approve(
     gw: &Gateway,
     host: &HostLink,
+    identity: &crate::config::Identity,
     action: &Action,
     d: &Decision,
     progress: Option<ProgressToken>,
@@ -79,8 +80,8 @@ pub async fn approve(
         return Ok(());
     };
     let subject = Subject {
-        user: &gw.config.identity.user.id,
-        agent: &gw.config.identity.agent.id,
+        user: &identity.user.id,
+        agent: &identity.agent.id,
         server: &action.server,
         tool: &action.tool,
         args: &action.args,

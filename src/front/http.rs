@@ -87,11 +87,33 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
     let service =
         StreamableHttpService::new(factory, LocalSessionManager::default().into(), config);
     let max = gw.config.limits.max_message_bytes;
-    let app = axum::Router::new()
-        .nest_service("/mcp", service)
-        .layer(middleware::from_fn(move |req, next| {
-            refuse_discover(req, next, max)
+    let mut mcp = axum::Router::new().nest_service("/mcp", service);
+    let mut app = axum::Router::new();
+    if let Some(settings) = &gw.config.auth {
+        let auth = Arc::new(super::auth::Authenticator::new(
+            settings,
+            &gw.config.identity,
+        )?);
+        let metadata = auth.metadata();
+        for path in [
+            super::auth::METADATA_PATH.to_string(),
+            format!("{}/mcp", super::auth::METADATA_PATH),
+        ] {
+            let m = metadata.clone();
+            app = app.route(
+                &path,
+                axum::routing::get(move || async move {
+                    ([(header::CONTENT_TYPE, "application/json")], m.to_string())
+                }),
+            );
+        }
+        mcp = mcp.layer(middleware::from_fn(move |req, next| {
+            super::auth::require_token(auth.clone(), req, next)
         }));
+    }
+    let app = app.merge(mcp.layer(middleware::from_fn(move |req, next| {
+        refuse_discover(req, next, max)
+    })));
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opts.listen))?;

@@ -3,6 +3,7 @@
 //! stdin/stdout. Toward the host gavel speaks 2024-11-05 … 2025-11-25.
 
 pub mod approval;
+pub mod auth;
 pub mod host;
 pub mod http;
 pub mod session;

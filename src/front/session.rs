@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::decision::{Action, ActionType, Permit, SessionState, Verdict, deny};
+use crate::front::auth::TokenIdentity;
 use crate::front::host::HostLink;
 use crate::gateway::Gateway;
 use crate::router::Router;
@@ -99,6 +100,28 @@ impl Session {
                 state: Arc::new(SessionState::default()),
             }),
         }
+    }
+
+    /// The verified token identity of this request (HTTP with `[auth]`) is
+    /// the session's: the first request sets it, and a later request with a
+    /// token of another user or agent is refused — a session id is not a
+    /// credential.
+    fn bind_identity(&self, cx: &RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        let Some(TokenIdentity(id)) = cx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<TokenIdentity>())
+        else {
+            return Ok(());
+        };
+        let bound = self.inner.state.identity.get_or_init(|| id.clone());
+        if bound.user.id != id.user.id || bound.agent.id != id.agent.id {
+            return Err(ErrorData::invalid_request(
+                "this request's bearer token is for another user or agent than the one that opened the session; open a new session",
+                None,
+            ));
+        }
+        Ok(())
     }
 
     pub fn downgrade(&self) -> WeakSession {
@@ -387,6 +410,7 @@ impl ServerHandler for Session {
         cx: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
         cx.peer.set_peer_info(request.clone());
+        self.bind_identity(&cx)?;
         let result = self.negotiate_initialize(&request)?;
         if self.inner.router.get().is_none() {
             self.inner.state.set_client(
@@ -469,6 +493,7 @@ impl ServerHandler for Session {
                     .collect()
             })
             .unwrap_or_default();
+        self.bind_identity(&cx)?;
         let permit = match self.decide(&action) {
             Verdict::Deny(d) => {
                 let has_schema = route.tool.output_schema.is_some();
@@ -476,9 +501,13 @@ impl ServerHandler for Session {
             }
             Verdict::Allow(p) => p,
         };
+        let identity = self.inner.state.identity.get().cloned();
         if let Err(d) = super::approval::approve(
             &self.inner.gw,
             &self.inner.host,
+            identity
+                .as_deref()
+                .unwrap_or(&self.inner.gw.config.identity),
             &action,
             &permit.decision,
             cx.meta.get_progress_token(),
@@ -494,7 +523,11 @@ impl ServerHandler for Session {
         let result = self.forward(&route.server, &permit, req, &cx).await?;
         let bytes = result_bytes(&result);
         self.inner.state.add_result_bytes(bytes);
-        self.inner.gw.enforcer.charge_result_tokens(&action, bytes);
+        self.inner.gw.enforcer.charge_result_tokens(
+            &action,
+            &self.inner.state.result_context(),
+            bytes,
+        );
         match result {
             ServerResult::CallToolResult(r) => Ok(r.into()),
             ServerResult::CustomResult(CustomResult(v)) => serde_json::from_value::<CallToolResult>(v.clone())
@@ -540,6 +573,7 @@ impl ServerHandler for Session {
             &request.uri,
             json!({ "uri": request.uri }),
         );
+        self.bind_identity(&cx)?;
         let permit = match self.decide(&action) {
             Verdict::Deny(d) => {
                 return Err(deny::request_denial(
@@ -570,6 +604,7 @@ impl ServerHandler for Session {
             &request.uri,
             json!({ "uri": request.uri }),
         );
+        self.bind_identity(&cx)?;
         let permit = match self.decide(&action) {
             Verdict::Deny(d) => {
                 return Err(deny::request_denial(
@@ -598,6 +633,7 @@ impl ServerHandler for Session {
             &request.uri,
             json!({ "uri": request.uri, "unsubscribe": true }),
         );
+        self.bind_identity(&cx)?;
         let permit = match self.decide(&action) {
             Verdict::Deny(d) => {
                 return Err(deny::request_denial(
@@ -634,6 +670,7 @@ impl ServerHandler for Session {
         };
         let args = serde_json::to_value(&request.arguments).unwrap_or(Value::Null);
         let action = self.action(ActionType::PromptGet, &route.server, &route.name, args);
+        self.bind_identity(&cx)?;
         let permit = match self.decide(&action) {
             Verdict::Deny(d) => {
                 return Err(deny::request_denial(
@@ -684,6 +721,7 @@ impl ServerHandler for Session {
         };
         let args = serde_json::to_value(&request.argument).unwrap_or(Value::Null);
         let action = self.action(ActionType::Completion, &server, &target, args);
+        self.bind_identity(&cx)?;
         let permit = match self.decide(&action) {
             Verdict::Deny(d) => {
                 return Err(deny::request_denial(

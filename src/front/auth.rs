@@ -1,0 +1,259 @@
+//! Bearer-token identity for the HTTP front (`[auth]`), as MCP
+//! authorization asks of a resource server: a JWT validated against the
+//! configured key (issuer, audience = gavel's resource URL, expiry with a
+//! leeway; the algorithm comes from config, never from the token); claims
+//! mapped to `user.id`, `user.groups`, `agent.id` (and optionally the user's
+//! data classifications). A missing or invalid token gets 401 with
+//! `WWW-Authenticate: Bearer resource_metadata=…`, and the Protected
+//! Resource Metadata (RFC 9728) is served at
+//! `/.well-known/oauth-protected-resource`.
+//!
+//! The token is consumed here: it is never forwarded to an upstream (gavel's
+//! upstream connections carry only their own configured headers).
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Value, json};
+
+use crate::config::{AuthKey, AuthSettings, Identity};
+
+pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// The verified identity a request carries (axum request extension; rmcp
+/// hands the request parts to the session).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenIdentity(pub Arc<Identity>);
+
+pub struct Authenticator {
+    settings: AuthSettings,
+    alg: Algorithm,
+    keys: Vec<(Option<String>, DecodingKey)>,
+    /// The configured identity: what a token does not say (environment,
+    /// agent scope) comes from here.
+    base: Identity,
+}
+
+fn parse_alg(name: &str) -> Option<Algorithm> {
+    use Algorithm::*;
+    Some(match name {
+        "HS256" => HS256,
+        "HS384" => HS384,
+        "HS512" => HS512,
+        "RS256" => RS256,
+        "RS384" => RS384,
+        "RS512" => RS512,
+        "PS256" => PS256,
+        "PS384" => PS384,
+        "PS512" => PS512,
+        "ES256" => ES256,
+        "ES384" => ES384,
+        "EdDSA" => EdDSA,
+        _ => return None,
+    })
+}
+
+impl Authenticator {
+    pub fn new(settings: &AuthSettings, base: &Identity) -> anyhow::Result<Self> {
+        let alg = parse_alg(&settings.algorithm).ok_or_else(|| {
+            anyhow::anyhow!(
+                "[auth] algorithm {:?} is not one of HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA",
+                settings.algorithm
+            )
+        })?;
+        let pem = |path: &std::path::Path| -> anyhow::Result<DecodingKey> {
+            let text = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("[auth] key_file {}: {e}", path.display()))?;
+            let key = match alg {
+                Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512 => DecodingKey::from_rsa_pem(&text),
+                Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&text),
+                Algorithm::EdDSA => DecodingKey::from_ed_pem(&text),
+                _ => {
+                    anyhow::bail!(
+                        "[auth] key_file goes with a public-key algorithm; an HMAC secret goes in key_env"
+                    )
+                }
+            };
+            key.map_err(|e| {
+                anyhow::anyhow!(
+                    "[auth] key_file {}: not a PEM public key for {:?}: {e}",
+                    path.display(),
+                    alg
+                )
+            })
+        };
+        let keys = match &settings.key {
+            AuthKey::PemFile(p) => vec![(None, pem(p)?)],
+            AuthKey::SecretEnv(var) => {
+                if !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+                    anyhow::bail!(
+                        "[auth] key_env holds an HMAC secret: set algorithm = \"HS256\" (or HS384/HS512)"
+                    );
+                }
+                let secret = std::env::var(var).map_err(|_| {
+                    anyhow::anyhow!("[auth] key_env: environment variable {var} is not set")
+                })?;
+                vec![(None, DecodingKey::from_secret(secret.as_bytes()))]
+            }
+            AuthKey::JwksFile(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("[auth] jwks_file {}: {e}", p.display()))?;
+                let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!("[auth] jwks_file {}: not a JWKS document: {e}", p.display())
+                })?;
+                let mut keys = Vec::new();
+                for k in &set.keys {
+                    let key = DecodingKey::from_jwk(k).map_err(|e| {
+                        anyhow::anyhow!(
+                            "[auth] jwks_file {}: key {:?}: {e}",
+                            p.display(),
+                            k.common.key_id
+                        )
+                    })?;
+                    keys.push((k.common.key_id.clone(), key));
+                }
+                if keys.is_empty() {
+                    anyhow::bail!("[auth] jwks_file {}: no keys", p.display());
+                }
+                keys
+            }
+        };
+        Ok(Authenticator {
+            settings: settings.clone(),
+            alg,
+            keys,
+            base: base.clone(),
+        })
+    }
+
+    /// The Protected Resource Metadata document.
+    pub fn metadata(&self) -> Value {
+        json!({
+            "resource": self.settings.audience,
+            "authorization_servers": [self.settings.issuer],
+            "bearer_methods_supported": ["header"],
+        })
+    }
+
+    /// Validates a bearer token and maps its claims.
+    pub fn verify(&self, token: &str) -> Result<Identity, String> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
+        if header.alg != self.alg {
+            return Err(format!(
+                "token signed with {:?}; this server accepts {:?}",
+                header.alg, self.alg
+            ));
+        }
+        let mut v = Validation::new(self.alg);
+        v.set_issuer(&[&self.settings.issuer]);
+        v.set_audience(&[&self.settings.audience]);
+        v.leeway = self.settings.leeway.as_secs();
+        v.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let candidates = self
+            .keys
+            .iter()
+            .filter(|(kid, _)| kid.is_none() || header.kid.is_none() || *kid == header.kid);
+        let mut last = "no key matches the token's kid".to_string();
+        for (_, key) in candidates {
+            match jsonwebtoken::decode::<Value>(token, key, &v) {
+                Ok(data) => return self.map(&data.claims),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
+    }
+
+    fn map(&self, claims: &Value) -> Result<Identity, String> {
+        let s = &self.settings;
+        let string = |name: &str| claims.get(name).and_then(Value::as_str).map(String::from);
+        let list = |name: &str| -> Vec<String> {
+            match claims.get(name) {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect(),
+                Some(Value::String(s)) => s
+                    .split(' ')
+                    .filter(|x| !x.is_empty())
+                    .map(String::from)
+                    .collect(),
+                _ => vec![],
+            }
+        };
+        let mut id = self.base.clone();
+        id.user.id = string(&s.user_claim).ok_or_else(|| {
+            format!(
+                "the token has no {:?} claim to identify the user",
+                s.user_claim
+            )
+        })?;
+        id.user.groups = list(&s.groups_claim);
+        if let Some(c) = &s.classifications_claim {
+            id.user.data_classifications_authorized = list(c);
+        }
+        if let Some(agent) = string(&s.agent_claim) {
+            id.agent.id = agent;
+        }
+        Ok(id)
+    }
+}
+
+/// 401 with the challenge MCP clients follow to find the authorization server.
+fn unauthorized(base: &str, error: Option<&str>) -> Response {
+    let mut challenge = format!("Bearer resource_metadata=\"{base}{METADATA_PATH}\"");
+    if let Some(e) = error {
+        challenge.push_str(", error=\"invalid_token\", error_description=\"");
+        challenge.push_str(&e.replace('"', "'"));
+        challenge.push('"');
+    }
+    let mut r = (StatusCode::UNAUTHORIZED, "a valid bearer token is required").into_response();
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+/// The axum middleware: verifies the bearer token of every `/mcp` request
+/// and attaches the identity; the token itself goes no further.
+pub async fn require_token(auth: Arc<Authenticator>, mut req: Request, next: Next) -> Response {
+    let base = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| format!("http://{h}"))
+        .unwrap_or_default();
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .map(String::from);
+    let Some(token) = token else {
+        return unauthorized(&base, None);
+    };
+    match auth.verify(&token) {
+        Ok(id) => {
+            req.headers_mut().remove(header::AUTHORIZATION);
+            req.extensions_mut().insert(TokenIdentity(Arc::new(id)));
+            next.run(req).await
+        }
+        Err(e) => {
+            tracing::warn!("bearer token refused: {e}");
+            unauthorized(&base, Some(&e))
+        }
+    }
+}

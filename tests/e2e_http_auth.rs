@@ -1,0 +1,253 @@
+//! End to end: bearer-token identity on `gavel serve` — 401 with the
+//! resource-metadata challenge, the metadata document, refused tokens (wrong
+//! audience, issuer, expired, bad signature), the token's user reaching
+//! policy and the decision log, a session that cannot change hands, and the
+//! host's token never reaching an (HTTP) upstream.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use rmcp::ServiceExt;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+const SECRET: &str = "e2e-secret-for-hs256-tokens-only";
+
+fn token(claims: Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn raw(port: u16, request: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+async fn post_init(port: u16, bearer: Option<&str>) -> String {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}})
+    .to_string();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    raw(
+        port,
+        &format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await
+}
+
+async fn client(url: &str, bearer: &str) -> Client {
+    let t = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url.to_string())
+            .auth_header(bearer.to_string()),
+    );
+    TestHost::new()
+        .serve(t)
+        .await
+        .expect("authorized client initializes")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_tokens_decide_who_is_asking() {
+    let s = Setup::new("");
+    // The upstream is the fixture over HTTP, so we can see which headers reach it.
+    let mut fixture = tokio::process::Command::new(FIXTURE)
+        .args(["--name", "fx", "--http", "127.0.0.1:0", "--record"])
+        .arg(s.path("r.jsonl"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(fixture.stdout.take().unwrap()).lines();
+    let upstream = loop {
+        let line = lines.next_line().await.unwrap().expect("fixture address");
+        if let Some(u) = line.strip_prefix("FIXTURE_LISTENING ") {
+            break u.to_string();
+        }
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let audience = format!("http://127.0.0.1:{port}/mcp");
+    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n\n[log]\ndecisions = {:?}\n\n[servers.fx]\nurl = {upstream:?}\nbundle = {:?}\n",
+            s.path("decisions.jsonl").display().to_string(),
+            bundle.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut gavel = tokio::process::Command::new(GAVEL)
+        .args(["serve", "--config"])
+        .arg(s.config())
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--log-file"])
+        .arg(s.log())
+        .env("GAVEL_E2E_JWT_SECRET", SECRET)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let log = s.log();
+    eventually("gavel listens", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("serving MCP over streamable HTTP")
+    })
+    .await;
+
+    // No token: 401 and where to find the authorization server.
+    let r = post_init(port, None).await;
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    assert!(
+        r.to_ascii_lowercase().contains(&format!(
+            "www-authenticate: bearer resource_metadata=\"http://127.0.0.1:{port}/.well-known/oauth-protected-resource\""
+        )),
+        "{r}"
+    );
+    let meta = raw(
+        port,
+        &format!("GET /.well-known/oauth-protected-resource HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    let body: Value = serde_json::from_str(meta.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["resource"], audience);
+    assert_eq!(
+        body["authorization_servers"],
+        json!(["https://idp.example.test"])
+    );
+
+    let good = |sub: &str| {
+        token(
+            json!({"iss": "https://idp.example.test", "aud": audience, "exp": now() + 600,
+                   "sub": sub, "groups": ["engineering"], "azp": "agent-7"}),
+            SECRET,
+        )
+    };
+    for (bad, why) in [
+        (
+            token(
+                json!({"iss": "https://idp.example.test", "aud": "https://elsewhere.test/mcp", "exp": now() + 600, "sub": "ada"}),
+                SECRET,
+            ),
+            "wrong audience",
+        ),
+        (
+            token(
+                json!({"iss": "https://evil.test", "aud": audience, "exp": now() + 600, "sub": "ada"}),
+                SECRET,
+            ),
+            "wrong issuer",
+        ),
+        (
+            token(
+                json!({"iss": "https://idp.example.test", "aud": audience, "exp": now() - 3600, "sub": "ada"}),
+                SECRET,
+            ),
+            "expired",
+        ),
+        (
+            token(
+                json!({"iss": "https://idp.example.test", "aud": audience, "exp": now() + 600, "sub": "ada"}),
+                "another-secret",
+            ),
+            "bad signature",
+        ),
+    ] {
+        let r = post_init(port, Some(&bad)).await;
+        assert!(r.starts_with("HTTP/1.1 401"), "{why}: {r}");
+        assert!(r.contains("invalid_token"), "{why}: {r}");
+    }
+
+    // A valid token: its user reaches policy and the log. (The config names
+    // no user, so without the token the fixture policy would refuse
+    // `unknown-user`; its log rules erase the user id from the record.)
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let ada = client(&url, &good("ada")).await;
+    let ok = call(&ada, "echo", json!({"text": "hi"})).await.unwrap();
+    assert_eq!(text(&ok), "hi", "allowed: the policy saw the token's user");
+    let records: Vec<Value> = std::fs::read_to_string(s.path("decisions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = records.last().unwrap();
+    assert_eq!(last["erased"], json!(["/input/user/id"]));
+    assert_eq!(last["input"]["user"]["groups"], json!(["engineering"]));
+    assert_eq!(last["input"]["agent"]["id"], "agent-7");
+
+    // The host's token never reaches the upstream.
+    let seen = recorded(&s.path("r.jsonl"));
+    let header_sets: Vec<&Value> = seen.iter().filter_map(|r| r.get("http_headers")).collect();
+    assert!(
+        !header_sets.is_empty(),
+        "the upstream recorded its requests' headers"
+    );
+    assert!(
+        header_sets
+            .iter()
+            .all(|h| !h.to_string().to_ascii_lowercase().contains("authorization")),
+        "{header_sets:?}"
+    );
+
+    // A session id is not a credential: bob's token on ada's session is refused.
+    let r = post_init(port, Some(&good("ada"))).await;
+    let sid = r
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("mcp-session-id")
+                .then(|| v.trim().to_string())
+        })
+        .expect("a session id");
+    let send = |bearer: String, body: Value| {
+        let body = body.to_string();
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {bearer}\r\nMcp-Session-Id: {sid}\r\nMcp-Protocol-Version: 2025-06-18\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    raw(
+        port,
+        &send(
+            good("ada"),
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        ),
+    )
+    .await;
+    let call_echo = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "x"}}});
+    let r = raw(port, &send(good("bob"), call_echo.clone())).await;
+    assert!(r.contains("another user or agent"), "{r}");
+    let r = raw(port, &send(good("ada"), call_echo)).await;
+    assert!(r.contains("\"text\":\"x\""), "the owner may go on: {r}");
+
+    ada.cancel().await.unwrap();
+    unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
+    let _ = gavel.wait().await;
+}
