@@ -33,6 +33,11 @@ struct Lab {
 
 impl Lab {
     fn new(bundle_data: Value, extra: &str) -> Lab {
+        Self::with_state(bundle_data, extra, None)
+    }
+
+    /// `state`: the `[state]` table's body (default: a SQLite file here).
+    fn with_state(bundle_data: Value, extra: &str, state: Option<String>) -> Lab {
         let s = Setup::new("");
         let b = bundle(&s.path("policy"), bundle_data);
         let clock = s.path("clock");
@@ -40,8 +45,8 @@ impl Lab {
         std::fs::write(
             s.config(),
             format!(
-                "[identity.user]\nid = \"ada\"\n\n[state]\npath = {:?}\n\n[log]\ndecisions = {:?}\n\n{extra}\n\n{}bundle = {:?}\n",
-                s.path("state.sqlite").display().to_string(),
+                "[identity.user]\nid = \"ada\"\n\n[state]\n{}\n\n[log]\ndecisions = {:?}\n\n{extra}\n\n{}bundle = {:?}\n",
+                state.unwrap_or_else(|| format!("path = {:?}", s.path("state.sqlite").display().to_string())),
                 s.path("decisions.jsonl").display().to_string(),
                 fixture_server("fx", &[], &s.path("r.jsonl")),
                 b.display().to_string()
@@ -214,4 +219,89 @@ async fn a_corrupt_state_store_fails_closed_and_is_kept() {
         "never reset silently"
     );
     client.cancel().await.unwrap();
+}
+
+/// A throw-away `redis-server` (Debian package, installed by scripts/setup).
+struct Redis(std::process::Child, u16);
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is needed by this test: run scripts/setup");
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Redis(child, port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_on_one_redis_share_a_limit_and_a_budget() {
+    let redis = Redis::start();
+    let state = format!(
+        "backend = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/0\"",
+        redis.1
+    );
+    // Limit: 4 echo calls at once; budget: 6 calls a day.
+    let lab = Lab::with_state(
+        json!({"limits": [{"scope": "tool", "tool": "echo", "rate": 1, "per": "1h", "burst": 4}]}),
+        "[budget]\ncalls = 6\n",
+        Some(state),
+    );
+    let a = lab.connect().await;
+    let b = lab.connect().await;
+    let mut echo_ok = 0;
+    for i in 0..6 {
+        let c = if i % 2 == 0 { &a } else { &b };
+        let r = call(c, "echo", json!({"text": "x"})).await.unwrap();
+        if r.is_error != Some(true) {
+            echo_ok += 1;
+        } else {
+            assert_eq!(decision(&r)["reasons"], json!(["rate_limited"]));
+        }
+    }
+    assert_eq!(echo_ok, 4, "one limit across both instances");
+    // The budget: 4 calls spent; 2 more of another tool, then refused.
+    let mut add_ok = 0;
+    for i in 0..4 {
+        let c = if i % 2 == 0 { &b } else { &a };
+        let r = call(c, "add", json!({"a": 1, "b": 2})).await.unwrap();
+        if r.is_error != Some(true) {
+            add_ok += 1;
+        } else {
+            assert_eq!(decision(&r)["reasons"], json!(["budget_exceeded"]));
+        }
+    }
+    assert_eq!(add_ok, 2, "one budget across both instances");
+    a.cancel().await.unwrap();
+    b.cancel().await.unwrap();
 }

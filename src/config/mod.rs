@@ -5,7 +5,7 @@
 
 mod expand;
 pub mod import;
-mod mask;
+pub mod mask;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -30,6 +30,8 @@ pub struct Config {
     pub budget: Option<Budget>,
     /// `[state] path`: the state store (default `<state_dir>/state.sqlite`).
     pub state_path: Option<PathBuf>,
+    /// `[state] backend = "redis"`: the Redis URL shared by every instance.
+    pub redis_url: Option<String>,
     /// `[auth]`: who is asking, from bearer tokens (HTTP front only).
     pub auth: Option<AuthSettings>,
     /// File the config came from (None for `gavel wrap`); relative paths
@@ -605,6 +607,35 @@ impl Config {
             .map(|p| ctx.expand(p, "state.path").map(|p| ctx.path(p)))
             .transpose()?;
         let auth = raw.auth.as_ref().map(|a| Self::auth(&ctx, a)).transpose()?;
+        let redis_url = match raw
+            .state
+            .backend
+            .as_ref()
+            .map(|b| (b, b.get_ref().as_str()))
+        {
+            None | Some((_, "sqlite")) => None,
+            Some((b, "redis")) => Some(
+                raw.state
+                    .redis_url
+                    .as_ref()
+                    .map(|u| ctx.expand(u, "state.redis_url"))
+                    .transpose()?
+                    .ok_or_else(|| {
+                        ctx.at(
+                            b.span().start,
+                            "state.redis_url",
+                            "backend \"redis\" needs redis_url = \"redis://host:port/db\"",
+                        )
+                    })?,
+            ),
+            Some((b, other)) => {
+                return Err(ctx.at(
+                    b.span().start,
+                    "state.backend",
+                    format!("{other:?}: use \"sqlite\" (embedded, default) or \"redis\""),
+                ));
+            }
+        };
         Ok(Config {
             servers,
             identity,
@@ -615,6 +646,7 @@ impl Config {
             metrics_listen,
             budget,
             state_path,
+            redis_url,
             auth,
             source: Some(origin.to_path_buf()),
         })
@@ -924,6 +956,7 @@ impl Config {
             metrics_listen: None,
             budget: None,
             state_path: None,
+            redis_url: None,
             auth: None,
             source: None,
         })

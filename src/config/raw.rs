@@ -62,6 +62,8 @@ pub struct RawAuth {
 #[serde(deny_unknown_fields)]
 pub struct RawState {
     pub path: Option<Spanned<String>>,
+    pub backend: Option<Spanned<String>>,
+    pub redis_url: Option<Spanned<String>>,
 }
 
 /// `[metrics]`: Prometheus exposition.

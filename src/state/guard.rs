@@ -47,6 +47,15 @@ impl Guard {
     /// `needed`: whether any server has rate limits (bundle or config).
     pub fn from_config(config: &Config, needed: bool, clock: Arc<dyn Clock>) -> Self {
         let store = (needed || config.budget.is_some()).then(|| {
+            if let Some(url) = &config.redis_url {
+                return match super::redis::RedisStore::open(url) {
+                    Ok(s) => Ok(Arc::new(s) as Arc<dyn StateStore>),
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        Err(e.to_string())
+                    }
+                };
+            }
             let path = config
                 .state_path
                 .clone()

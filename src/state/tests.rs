@@ -253,3 +253,105 @@ proptest! {
         prop_assert!(end > now && end - now <= 7.0 * 86_400.0);
     }
 }
+
+/// A throw-away `redis-server` (Debian package, installed by scripts/setup)
+/// on a free port; killed on drop.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start_on(port: u16) -> RedisServer {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is needed by these tests: run scripts/setup");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        RedisServer { child, port }
+    }
+
+    fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn redis_passes_the_suite() {
+    let server = RedisServer::start();
+    suite(&redis::RedisStore::open(&server.url()).unwrap());
+}
+
+#[test]
+fn redis_is_exact_across_connections_and_fails_closed_until_it_returns() {
+    let mut server = RedisServer::start();
+    let url = server.url();
+    let r = Rate {
+        rate: 1.0,
+        period_s: 3600.0,
+        burst: 50,
+    };
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let s = redis::RedisStore::open(&url).unwrap();
+                (0..25)
+                    .filter(|_| s.rate("limit", r, 5_000.0).unwrap().allowed)
+                    .count()
+            })
+        })
+        .collect();
+    let allowed: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(allowed, 50, "exactly the burst, across connections");
+
+    let store = redis::RedisStore::open(&url).unwrap();
+    assert!(store.rate("x", r, 1.0).is_ok());
+    let port = server.port;
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let e = store.rate("x", r, 1.0).unwrap_err();
+    assert!(e.to_string().contains("Redis"), "{e}");
+    assert!(
+        store.budget_get("u", "day:x").is_err(),
+        "fails closed while down"
+    );
+    let _back = RedisServer::start_on(port);
+    assert!(
+        store.rate("x", r, 1.0).unwrap().allowed,
+        "recovers when Redis returns"
+    );
+}
