@@ -135,6 +135,10 @@ pub fn render(c: &Config) -> String {
         tools.insert("allow".into(), strings(&s.tools.allow));
         tools.insert("deny".into(), strings(&s.tools.deny));
         t.insert("tools".into(), Value::Table(tools));
+        if !s.limits.is_empty() {
+            let l: Vec<Value> = s.limits.iter().map(limit).collect();
+            t.insert("limits".into(), Value::Array(l));
+        }
         servers.insert(name.clone(), Value::Table(t));
     }
     let id = &c.identity;
@@ -191,6 +195,7 @@ pub fn render(c: &Config) -> String {
     );
     policy.insert("strict_input".into(), Value::Boolean(c.policy.strict_input));
     policy.insert("eval_timeout".into(), secs(c.policy.eval_timeout));
+    policy.insert("approval_timeout".into(), secs(c.policy.approval_timeout));
     let mut log = Table::new();
     if let Some(f) = &c.log.file {
         log.insert("file".into(), Value::String(f.display().to_string()));
@@ -233,5 +238,89 @@ pub fn render(c: &Config) -> String {
     }
     root.insert("policy".into(), Value::Table(policy));
     root.insert("servers".into(), Value::Table(servers));
+    stateful(c, &mut root);
     toml::to_string_pretty(&root).unwrap_or_default()
+}
+
+fn limit(l: &crate::state::limits::Limit) -> Value {
+    use crate::state::limits::Scope;
+    let mut t = Table::new();
+    let scope = match &l.scope {
+        Scope::Tool(tool) => {
+            t.insert("tool".into(), Value::String(tool.clone()));
+            "tool"
+        }
+        Scope::Server => "server",
+        Scope::User => "user",
+        Scope::Agent => "agent",
+    };
+    t.insert("scope".into(), Value::String(scope.into()));
+    t.insert("rate".into(), Value::Float(l.rate.rate));
+    t.insert("per".into(), Value::String(format!("{}s", l.rate.period_s)));
+    t.insert("burst".into(), Value::Integer(l.rate.burst as i64));
+    Value::Table(t)
+}
+
+/// `[budget]`, `[state]`, `[auth]` — secrets (Redis passwords, key material)
+/// masked; key files and variables named, never read out.
+fn stateful(c: &Config, root: &mut Table) {
+    if let Some(b) = &c.budget {
+        let mut t = Table::new();
+        let per = match b.per {
+            crate::config::BudgetPer::User => "user",
+            crate::config::BudgetPer::Agent => "agent",
+            crate::config::BudgetPer::UserAgent => "user_agent",
+        };
+        t.insert("per".into(), Value::String(per.into()));
+        t.insert(
+            "period".into(),
+            Value::String(
+                serde_json::to_value(b.period)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+            ),
+        );
+        if let Some(n) = b.calls {
+            t.insert("calls".into(), Value::Integer(n as i64));
+        }
+        if let Some(n) = b.tokens {
+            t.insert("tokens".into(), Value::Integer(n as i64));
+        }
+        root.insert("budget".into(), Value::Table(t));
+    }
+    let mut st = Table::new();
+    match &c.redis_url {
+        Some(u) => {
+            st.insert("backend".into(), Value::String("redis".into()));
+            st.insert("redis_url".into(), Value::String(mask_url(u)));
+        }
+        None => {
+            st.insert("backend".into(), Value::String("sqlite".into()));
+            if let Some(p) = &c.state_path {
+                st.insert("path".into(), Value::String(p.display().to_string()));
+            }
+        }
+    }
+    root.insert("state".into(), Value::Table(st));
+    if let Some(a) = &c.auth {
+        let mut t = Table::new();
+        t.insert("issuer".into(), Value::String(a.issuer.clone()));
+        t.insert("audience".into(), Value::String(a.audience.clone()));
+        t.insert("algorithm".into(), Value::String(a.algorithm.clone()));
+        let (k, v) = match &a.key {
+            crate::config::AuthKey::PemFile(p) => ("key_file", p.display().to_string()),
+            crate::config::AuthKey::SecretEnv(e) => ("key_env", e.clone()),
+            crate::config::AuthKey::JwksFile(p) => ("jwks_file", p.display().to_string()),
+        };
+        t.insert(k.into(), Value::String(v));
+        t.insert("leeway".into(), secs(a.leeway));
+        t.insert("user_claim".into(), Value::String(a.user_claim.clone()));
+        t.insert("groups_claim".into(), Value::String(a.groups_claim.clone()));
+        t.insert("agent_claim".into(), Value::String(a.agent_claim.clone()));
+        if let Some(cl) = &a.classifications_claim {
+            t.insert("classifications_claim".into(), Value::String(cl.clone()));
+        }
+        root.insert("auth".into(), Value::Table(t));
+    }
 }

@@ -181,3 +181,55 @@ fn signing_keys_are_validated() {
         "keys listed → signatures required by default"
     );
 }
+
+#[test]
+fn stateful_sections_parse_refuse_and_render_masked() {
+    let c = parse(
+        "[budget]\nper = \"agent\"\nperiod = \"week\"\ntokens = 100\n\n[state]\nbackend = \"redis\"\nredis_url = \"redis://:${TOKEN}@127.0.0.1:6379/0\"\n\n[auth]\nissuer = \"https://idp\"\naudience = \"http://g/mcp\"\njwks_file = \"keys.json\"\n\n[policy]\napproval_timeout = \"30s\"\n\n[servers.a]\ncommand = \"x\"\n[[servers.a.limits]]\nscope = \"user\"\nrate = 5\nper = \"1m\"\n",
+    )
+    .unwrap();
+    let b = c.budget.as_ref().unwrap();
+    assert_eq!(
+        (b.per, b.calls, b.tokens),
+        (BudgetPer::Agent, None, Some(100))
+    );
+    assert_eq!(
+        c.redis_url.as_deref(),
+        Some("redis://:s3cret@127.0.0.1:6379/0")
+    );
+    let a = c.auth.as_ref().unwrap();
+    assert_eq!(a.key, AuthKey::JwksFile("/etc/gavel/keys.json".into()));
+    assert_eq!(a.algorithm, "RS256");
+    assert_eq!(c.policy.approval_timeout, Duration::from_secs(30));
+    assert_eq!(c.servers["a"].limits.len(), 1);
+    let out = c.render_masked();
+    assert!(!out.contains("s3cret"), "{out}");
+    assert!(
+        out.contains("jwks_file") && out.contains("[budget]"),
+        "{out}"
+    );
+
+    for (bad, says) in [
+        ("[budget]\nper = \"team\"\ncalls = 1\n", "budget.per"),
+        ("[budget]\nperiod = \"month\"\ncalls = 1\n", "budget.period"),
+        ("[budget]\nper = \"user\"\n", "set calls and/or tokens"),
+        ("[state]\nbackend = \"redis\"\n", "needs redis_url"),
+        ("[state]\nbackend = \"etcd\"\n", "state.backend"),
+        (
+            "[auth]\nissuer = \"i\"\naudience = \"a\"\n",
+            "exactly one of key_file",
+        ),
+        ("[metrics]\nlisten = \"nowhere\"\n", "host:port"),
+        (
+            "[servers.a]\ncommand = \"x\"\n[[servers.a.limits]]\nscope = \"team\"\nrate = 1\nper = \"1s\"\n",
+            "unknown scope",
+        ),
+    ] {
+        let e = if bad.contains("[servers.a]") {
+            err(bad)
+        } else {
+            err(&format!("{bad}\n[servers.z]\ncommand = \"x\"\n"))
+        };
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}
