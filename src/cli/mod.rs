@@ -2,7 +2,9 @@
 //! lives in its own module here.
 
 pub mod demo;
+pub mod explain;
 pub mod logging;
+pub mod report;
 
 use std::path::{Path, PathBuf};
 
@@ -94,6 +96,10 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Say in plain language what a policy allows, or why one logged decision came out as it did.
+    Explain(explain::ExplainArgs),
+    /// Write a self-contained HTML report over a decision log.
+    Report(report::ReportArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -210,6 +216,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => import(&file, &output, force),
         Command::Demo { config } => demo::run(&config, cli.log_file.as_deref()).await,
         Command::Test { bundles } => test_bundles(&bundles),
+        Command::Explain(args) => explain::run(args),
+        Command::Report(args) => report::run(args),
         Command::Bundle { command } => bundle_command(command),
         Command::Status { json } => {
             let all = crate::status::read_all(&crate::status::state_dir());
