@@ -54,7 +54,7 @@ pub fn run(a: ExplainArgs) -> anyhow::Result<()> {
                 )
             })?;
         let (line, record) = governance::logread::find_decision(&log, id)?;
-        let server = record["path"].as_str().unwrap_or("").to_string();
+        let server = governance::explain_decision::server_of(&record).to_string();
         let sb: Option<ServerBundles> = match &config {
             Some(c) => {
                 let all = governance::bundles_from_config(c)?;

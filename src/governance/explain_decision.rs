@@ -34,6 +34,15 @@ fn outcome_text(o: &Outcome) -> String {
     }
 }
 
+/// The server a record was decided for (`path` is the first bundle's name,
+/// or `gavel/static`).
+pub fn server_of(record: &Value) -> &str {
+    record["input"]["action"]["server"]
+        .as_str()
+        .or(record["path"].as_str())
+        .unwrap_or("?")
+}
+
 /// Explains `record` (a decision-log line). `sb` are the bundles to
 /// re-evaluate with; `None` when the caller has none for this server.
 pub fn explain_record(
@@ -61,14 +70,14 @@ pub fn explain_record(
             "for"
         },
         action["tool"].as_str().unwrap_or("?"),
-        record["path"].as_str().unwrap_or("?"),
+        server_of(record),
         record["timestamp"].as_str().unwrap_or("?"),
         if logged.allow { "allowed" } else { "denied" },
     ));
     let who = &record["input"]["user"];
     doc.para(format!(
         "User `{}` (groups {}), agent `{}`; policy {} (decided by: {}).",
-        who["id"].as_str().unwrap_or("?"),
+        who["id"].as_str().unwrap_or("(not in the log)"),
         who["groups"],
         record["input"]["agent"]["id"].as_str().unwrap_or("?"),
         result["policy_version"].as_str().unwrap_or("?"),
@@ -184,10 +193,24 @@ pub fn explain_record(
             ),
         );
     }
-    if !cf.masked.is_empty() {
+    // What the log hid: the record's masked/erased pointers, and any leaf
+    // carrying the redaction marker. Their real values are unknown.
+    let mut hidden: Vec<String> = masked
+        .iter()
+        .map(|p| format!("input{}", p.trim_start_matches("/input").replace('/', ".")))
+        .collect();
+    for m in &cf.masked {
+        if !hidden.iter().any(|h| m.starts_with(h.as_str())) {
+            hidden.push(m.clone());
+        }
+    }
+    if !hidden.is_empty() {
         doc.bullet(
             0,
-            format!("Not tried (masked in the log): {}", cf.masked.join(", ")),
+            format!(
+                "Not tried (masked or erased in the log, real value unknown): {}",
+                hidden.join(", ")
+            ),
         );
     }
     if cf.untried > 0 {

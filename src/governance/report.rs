@@ -221,7 +221,9 @@ impl Report {
                     .entry(s - s % self.bucket_s)
                     .or_default()
                     .add(allow);
-                while self.timeline.len() > MAX_BUCKETS {
+                // Bounded by span, not just by buckets in use, so the chart
+                // has at most MAX_BUCKETS slots (and memory follows).
+                while self.span_slots() > MAX_BUCKETS as u64 {
                     self.coarsen();
                 }
             }
@@ -233,8 +235,12 @@ impl Report {
                 *self.reasons.entry(code, OTHER.into()) += 1;
             }
         }
-        let server = r["path"].as_str().unwrap_or("?").to_string();
         let action = &r["input"]["action"];
+        let server = action["server"]
+            .as_str()
+            .or(r["path"].as_str())
+            .unwrap_or("?")
+            .to_string();
         let key = (
             server.clone(),
             action["type"].as_str().unwrap_or("?").to_string(),
@@ -266,6 +272,16 @@ impl Report {
         }
         if let Some(v) = m["timer_rego_query_eval_ns"].as_u64() {
             self.eval_ns.add(v);
+        }
+    }
+
+    fn span_slots(&self) -> u64 {
+        match (
+            self.timeline.keys().next(),
+            self.timeline.keys().next_back(),
+        ) {
+            (Some(a), Some(b)) => (b - a) / self.bucket_s + 1,
+            _ => 0,
         }
     }
 
@@ -322,7 +338,7 @@ mod tests {
 
     fn rec(ts: &str, tool: &str, allow: bool, reasons: &[&str], ns: u64) -> Value {
         json!({"decision_id": "x", "timestamp": ts, "path": "fs",
-               "input": {"action": {"type": "tool_call", "tool": tool}},
+               "input": {"action": {"type": "tool_call", "server": "fs", "tool": tool}},
                "result": {"allow": allow, "reasons": reasons},
                "bundles": {"filesystem": {"revision": "1.4.7", "digest": "sha256:ab"}},
                "metrics": {"timer_gavel_decision_ns": ns, "timer_rego_query_eval_ns": ns / 2}})
