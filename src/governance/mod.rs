@@ -11,6 +11,7 @@ pub mod explain;
 pub mod explain_decision;
 pub mod logread;
 pub mod metadata;
+mod rego_facts;
 pub mod report;
 pub mod report_html;
 
