@@ -40,6 +40,16 @@ fn explains_the_example_config_in_plain_language() {
     assert!(ok, "{err}");
     assert!(text.starts_with("Server workflow\n"), "{text}");
     assert!(!text.contains('`'), "text output has no Markdown: {text}");
+
+    // A .tar.gz (as `gavel bundle build` / `opa build` lay it out) reads the same.
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("workflow.tar.gz").display().to_string();
+    let (ok, _, err) = gavel(&["bundle", "build", &bundle, "-o", &tar]);
+    assert!(ok, "{err}");
+    let (ok, from_tar, err) = gavel(&["explain", &tar]);
+    assert!(ok, "{err}");
+    assert!(from_tar.contains("max_calls_per_minute = 60"), "{from_tar}");
+    assert!(from_tar.contains("Runaway-agent brakes"), "{from_tar}");
 }
 
 #[test]
