@@ -141,9 +141,13 @@ pub fn parse_module(file: &str, text: &str) -> Result<Vec<Annotation>, MetadataE
             yaml.push(&lines[i][1..]);
             i += 1;
         }
-        // The statement it annotates: the next line that is not blank.
+        // The statement it annotates: the next line that is neither blank
+        // nor a comment (OPA: a blank line after the block lets ordinary
+        // comments sit between it and its statement).
         let mut j = i;
-        while j < lines.len() && lines[j].trim().is_empty() {
+        while j < lines.len()
+            && (lines[j].trim().is_empty() || lines[j].trim_start().starts_with('#'))
+        {
             j += 1;
         }
         let target = lines.get(j).and_then(|l| target_of(l)).ok_or_else(|| {
@@ -218,7 +222,8 @@ pub fn parse_module(file: &str, text: &str) -> Result<Vec<Annotation>, MetadataE
             related_resources: text_list(map.get("related_resources")),
             custom: map.get("custom").cloned().unwrap_or(Value::Null),
         });
-        i = j;
+        // Go on right after the block: a later block may annotate the same
+        // statement.
     }
     Ok(out)
 }
@@ -332,10 +337,17 @@ mod tests {
     fn ordinary_and_indented_comments_are_not_metadata() {
         let text = "# just a comment\npackage p\n  # METADATA\n# title: no\nx := 1\n";
         assert!(parse_module("p.rego", text).unwrap().is_empty());
-        // A blank line ends the block; unknown keys are ignored as OPA does.
-        let text = "package p\n# METADATA\n# title: t\n# colour: red\n\nx := 1\n";
+        // A blank line ends the block (ordinary comments may follow before
+        // the statement); unknown keys are ignored as OPA does.
+        let text = "package p\n# METADATA\n# title: t\n# colour: red\n\n# a note\nx := 1\n";
         let a = parse_module("p.rego", text).unwrap();
         assert_eq!(a[0].rule.as_deref(), Some("x"));
         assert_eq!(a[0].title.as_deref(), Some("t"));
+        // Two blocks on one rule (rule and document scope) are both kept.
+        let text = "package p\n# METADATA\n# title: one\n\n# METADATA\n# scope: document\n# title: all\ndeny if true\n";
+        let a = parse_module("p.rego", text).unwrap();
+        assert_eq!(a.len(), 2);
+        assert!(a.iter().all(|a| a.rule.as_deref() == Some("deny")));
+        assert_eq!(a[1].scope, Scope::Document);
     }
 }
