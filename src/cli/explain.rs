@@ -38,6 +38,11 @@ pub fn run(a: ExplainArgs) -> anyhow::Result<()> {
     if a.config.is_some() && !paths.is_empty() {
         anyhow::bail!("give either bundles or --config, not both");
     }
+    if a.server.is_some() && (a.config.is_none() || a.decision.is_some()) {
+        anyhow::bail!(
+            "--server picks a server of --config when explaining a policy; a decision names its own server"
+        );
+    }
     let config = match &a.config {
         Some(p) => Some(super::load_config(p)?),
         None => None,
