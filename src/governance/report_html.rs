@@ -212,7 +212,7 @@ fn tools(h: &mut String, r: &Report) {
 }
 
 fn latency(h: &mut String, r: &Report) {
-    h.push_str("<section><h2>Latency</h2><p class=\"muted\">Percentiles from a log-linear histogram (within 6.25 %); min and max are exact.</p><table id=\"latency\"><thead><tr><th>metric</th><th class=\"n\">samples</th><th class=\"n\">p50</th><th class=\"n\">p90</th><th class=\"n\">p99</th><th class=\"n\">max</th></tr></thead><tbody>");
+    h.push_str("<section><h2>Latency</h2><p class=\"muted\">Percentiles from a log-linear histogram (within 6.25 %); the maximum is exact.</p><table id=\"latency\"><thead><tr><th>metric</th><th class=\"n\">samples</th><th class=\"n\">p50</th><th class=\"n\">p90</th><th class=\"n\">p99</th><th class=\"n\">max</th></tr></thead><tbody>");
     for (name, hist) in [
         ("timer_gavel_decision_ns", &r.decision_ns),
         ("timer_rego_query_eval_ns", &r.eval_ns),
