@@ -191,3 +191,42 @@ async fn explains_logged_decisions_from_a_real_session() {
         "{err}"
     );
 }
+
+/// What the explanation cannot vouch for, it says: a decision made by static
+/// rules, bundles that are not the ones that decided, masked values.
+#[test]
+fn explain_names_what_it_cannot_reproduce() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("d.jsonl");
+    let record = serde_json::json!({
+        "decision_id": "static-1", "timestamp": "2026-11-22T10:00:00Z", "path": "gavel/static",
+        "input": {"action": {"type": "tool_call", "server": "fx", "tool": "echo",
+                             "args": {"token": "**REDACTED**"}},
+                  "user": {"id": "ada"}, "context": {"turn_count": 3}},
+        "result": {"allow": false, "reasons": ["static_rule"], "matched_rules": ["tools.deny:echo"]},
+        "bundles": {"fixture": {"revision": "9.9.8", "digest": "sha256:00"}},
+        "labels": {"policy": "static"}, "masked": ["/input/action/args/token"]
+    });
+    std::fs::write(&log, format!("{record}\n")).unwrap();
+    let fixture = repo("tests/bundles/fixture").display().to_string();
+    let (ok, text, err) = gavel(&[
+        "explain",
+        "--decision",
+        "static-1",
+        "--log",
+        &log.display().to_string(),
+        "--bundle",
+        &fixture,
+    ]);
+    assert!(ok, "{err}");
+    for needle in [
+        "Matched rules: tools.deny:echo",
+        "fixture (digest differs from the logged one)",
+        "made by gavel's static rules",
+        "Re-evaluated unchanged: allowed — differs from the log.",
+        "Not tried (masked or erased in the log, real value unknown): input.action.args.token",
+        "input.context.turn_count (logged 3): set to 1000300 → denied (turn_limit)",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
