@@ -2,9 +2,8 @@
 //! lives in its own module here.
 
 pub mod demo;
-pub mod explain;
+pub mod governance;
 pub mod logging;
-pub mod report;
 
 use std::path::{Path, PathBuf};
 
@@ -97,9 +96,9 @@ pub enum Command {
         command: ConfigCommand,
     },
     /// Say in plain language what a policy allows, or why one logged decision came out as it did.
-    Explain(explain::ExplainArgs),
+    Explain(governance::ExplainArgs),
     /// Write a self-contained HTML report over a decision log.
-    Report(report::ReportArgs),
+    Report(governance::ReportArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -216,8 +215,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => import(&file, &output, force),
         Command::Demo { config } => demo::run(&config, cli.log_file.as_deref()).await,
         Command::Test { bundles } => test_bundles(&bundles),
-        Command::Explain(args) => explain::run(args),
-        Command::Report(args) => report::run(args),
         Command::Bundle { command } => bundle_command(command),
         Command::Status { json } => {
             let all = crate::status::read_all(&crate::status::state_dir());
@@ -294,6 +291,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", cfg.render_masked()); // stdout-ok
             Ok(())
         }
+        Command::Explain(args) => governance::explain(args),
+        Command::Report(args) => governance::report(args),
     }
 }
 

@@ -1,7 +1,11 @@
-//! `gavel explain`: a bundle (or every server of a config) in plain
-//! language, or one logged decision with the inputs that mattered.
+//! The governance commands: `gavel explain` (a bundle, or every server of a
+//! config, in plain language; or one logged decision with the inputs that
+//! mattered) and `gavel report` (a decision log as one self-contained HTML
+//! page). The work is in `crate::governance`; this only wires arguments.
 
 use std::path::PathBuf;
+
+use anyhow::Context;
 
 use crate::governance::doc::{Doc, Format};
 use crate::governance::{self, ServerBundles};
@@ -32,7 +36,7 @@ pub struct ExplainArgs {
     pub format: Format,
 }
 
-pub fn run(a: ExplainArgs) -> anyhow::Result<()> {
+pub fn explain(a: ExplainArgs) -> anyhow::Result<()> {
     let mut paths = a.bundles.clone();
     paths.extend(a.bundle_flags.iter().cloned());
     if a.config.is_some() && !paths.is_empty() {
@@ -120,5 +124,28 @@ pub fn run(a: ExplainArgs) -> anyhow::Result<()> {
         }
     }
     print!("{}", doc.render(a.format)); // stdout-ok
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// The decision log (JSON lines).
+    pub log: PathBuf,
+    /// Where to write the HTML page.
+    #[arg(long, short)]
+    pub output: PathBuf,
+}
+
+pub fn report(a: ReportArgs) -> anyhow::Result<()> {
+    let report = crate::governance::report::Report::from_log(&a.log)?;
+    let page = crate::governance::report_html::render(&report);
+    std::fs::write(&a.output, page).with_context(|| format!("writing {}", a.output.display()))?;
+    super::say(format!(
+        "wrote {}: {} decisions ({} denied) from {}",
+        a.output.display(),
+        report.split.total(),
+        report.split.denied,
+        a.log.display()
+    ));
     Ok(())
 }
