@@ -41,6 +41,12 @@ fn settings(b: &Bundle) -> Vec<(String, String)> {
                     walk(&format!("{prefix}.{k}"), v, out);
                 }
             }
+            // A list of records (e.g. declared rate limits): one line per field.
+            Value::Array(a) if a.iter().any(Value::is_object) => {
+                for (i, v) in a.iter().enumerate() {
+                    walk(&format!("{prefix}[{i}]"), v, out);
+                }
+            }
             other => out.push((prefix.to_string(), short(other))),
         }
     }
@@ -386,6 +392,22 @@ mod tests {
         ] {
             assert!(md.contains(needle), "{needle} missing from:\n{md}");
         }
+    }
+
+    #[test]
+    fn lists_of_records_in_data_read_field_by_field() {
+        let mut b = (*bundles(&["workflow"]).bundles[0]).clone();
+        b.data["gavel"]["workflow"]["limits"] =
+            json!([{"scope": "user", "rate": 120, "per": "1m"}]);
+        let s = settings(&b);
+        assert!(
+            s.contains(&("data.gavel.workflow.limits[0].rate".into(), "120".into())),
+            "{s:?}"
+        );
+        assert!(
+            s.contains(&("data.gavel.workflow.limits[0].per".into(), "\"1m\"".into())),
+            "{s:?}"
+        );
     }
 
     #[test]
