@@ -53,6 +53,32 @@ fn explains_the_example_config_in_plain_language() {
 }
 
 #[test]
+fn a_bundle_gavel_cannot_evaluate_is_still_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = dir.path().join("b");
+    std::fs::create_dir_all(b.join("p")).unwrap();
+    std::fs::write(b.join(".manifest"), r#"{"roots": ["p"]}"#).unwrap();
+    // No decision rule: gavel refuses to load it, explain still reads it.
+    std::fs::write(
+        b.join("p/policy.rego"),
+        "# METADATA\n# title: Half-written policy\npackage p\n\nviolations contains \"nope\" if input.action.tool == \"rm\"\n",
+    )
+    .unwrap();
+    let (ok, text, err) = gavel(&["explain", &b.display().to_string()]);
+    assert!(ok, "{err}");
+    assert!(text.contains("Half-written policy"), "{text}");
+    assert!(
+        text.contains("- nope (not in the reason catalog)"),
+        "{text}"
+    );
+    assert!(text.contains("The policy cannot be evaluated"), "{text}");
+    assert!(
+        text.contains("no module defines the decision rule"),
+        "{text}"
+    );
+}
+
+#[test]
 fn explain_refuses_malformed_metadata_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let b = dir.path().join("b");

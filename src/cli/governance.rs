@@ -109,12 +109,19 @@ pub fn explain(a: ExplainArgs) -> anyhow::Result<()> {
         };
         let identity = config.as_ref().map(|c| &c.identity);
         for sb in &servers {
-            let engine = if sb.bundles.is_empty() {
-                None
-            } else {
-                Some(governance::build_engine(sb, config.as_ref())?)
+            use governance::explain::Probe;
+            let engine =
+                (!sb.bundles.is_empty()).then(|| governance::build_engine(sb, config.as_ref()));
+            let why;
+            let probe = match &engine {
+                None => Probe::Skip,
+                Some(Ok(e)) => Probe::Engine(e),
+                Some(Err(e)) => {
+                    why = e.to_string();
+                    Probe::Unavailable(&why)
+                }
             };
-            governance::explain::explain_server(&mut doc, sb, engine.as_ref(), identity)?;
+            governance::explain::explain_server(&mut doc, sb, probe, identity)?;
         }
         if let Some(sb) = servers.iter().find(|s| s.shared > 0) {
             governance::explain::explain_shared(

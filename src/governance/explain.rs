@@ -120,10 +120,21 @@ pub fn probe_input(server: &str, tool: &str, identity: Option<&Identity>) -> Val
 }
 
 /// Writes the explanation of one server's policy into `doc`.
+/// How the per-tool outcomes are obtained.
+pub enum Probe<'a> {
+    /// Evaluate each named tool with this engine.
+    Engine(&'a crate::decision::engine::PolicyEngine),
+    /// The policy cannot be evaluated (the reason is shown; the rest of the
+    /// explanation is still written).
+    Unavailable(&'a str),
+    /// Leave the per-tool outcomes out.
+    Skip,
+}
+
 pub fn explain_server(
     doc: &mut Doc,
     sb: &ServerBundles,
-    engine: Option<&crate::decision::engine::PolicyEngine>,
+    probe: Probe<'_>,
     identity: Option<&Identity>,
 ) -> Result<(), GovernanceError> {
     doc.heading(1, format!("Server `{}`", sb.server));
@@ -164,7 +175,13 @@ pub fn explain_server(
                 .extend(via.into_iter().map(|v| format!("{}: {v}", b.name)));
         }
     }
-    if let Some(engine) = engine {
+    if let Probe::Unavailable(why) = probe {
+        doc.heading(2, "Tools the policy names");
+        doc.para(format!(
+            "The policy cannot be evaluated, so no per-tool outcome is shown (gavel would deny every request to this server): {why}"
+        ));
+    }
+    if let Probe::Engine(engine) = probe {
         doc.heading(2, "Tools the policy names");
         if all_tools.is_empty() {
             doc.para("The policy names no tool: its rules apply to every tool alike.");
@@ -379,7 +396,7 @@ mod tests {
     fn workflow_bundle_reads_in_plain_terms() {
         let sb = bundles(&["workflow"]);
         let mut doc = Doc::default();
-        explain_server(&mut doc, &sb, None, None).unwrap();
+        explain_server(&mut doc, &sb, Probe::Skip, None).unwrap();
         let md = doc.render(Format::Markdown);
         for needle in [
             "Runaway-agent brakes",
@@ -415,7 +432,7 @@ mod tests {
         let sb = bundles(&["filesystem"]);
         let engine = crate::governance::build_engine(&sb, None).unwrap();
         let mut doc = Doc::default();
-        explain_server(&mut doc, &sb, Some(&engine), None).unwrap();
+        explain_server(&mut doc, &sb, Probe::Engine(&engine), None).unwrap();
         let text = doc.render(Format::Text);
         // A plain read with no path is allowed; move_file is refused as destructive.
         assert!(
@@ -441,7 +458,7 @@ mod tests {
         let sb = bundles(&["time"]);
         let engine = crate::governance::build_engine(&sb, None).unwrap();
         let mut doc = Doc::default();
-        explain_server(&mut doc, &sb, Some(&engine), None).unwrap();
+        explain_server(&mut doc, &sb, Probe::Engine(&engine), None).unwrap();
         let md = doc.render(Format::Markdown);
         assert!(md.contains("### Allowed when"), "{md}");
         assert!(
@@ -452,7 +469,7 @@ mod tests {
         let sb = bundles(&["everything"]);
         let engine = crate::governance::build_engine(&sb, None).unwrap();
         let mut doc = Doc::default();
-        explain_server(&mut doc, &sb, Some(&engine), None).unwrap();
+        explain_server(&mut doc, &sb, Probe::Engine(&engine), None).unwrap();
         let md = doc.render(Format::Markdown);
         assert!(
             md.contains(
