@@ -121,7 +121,15 @@ pub fn explain_record(
         doc.para("No policy bundles for this server were given (pass --bundle or --config), so the inputs could not be re-evaluated.");
         return Ok(());
     };
-    let engine = super::build_engine(sb, config)?;
+    let engine = match super::build_engine(sb, config) {
+        Ok(e) => e,
+        Err(e) => {
+            doc.para(format!(
+                "These bundles cannot be evaluated, so the inputs could not be re-evaluated: {e}"
+            ));
+            return Ok(());
+        }
+    };
     // Same bundles as the log? Compare digests by bundle name.
     let mut differing = Vec::new();
     for b in &sb.bundles {
