@@ -14,6 +14,7 @@ pub mod decision;
 pub mod front;
 pub mod fuzzing;
 pub mod gateway;
+pub mod governance;
 pub mod router;
 pub mod state;
 pub mod status;

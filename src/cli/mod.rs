@@ -2,6 +2,7 @@
 //! lives in its own module here.
 
 pub mod demo;
+pub mod governance;
 pub mod logging;
 pub mod replay;
 
@@ -140,6 +141,10 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Say in plain language what a policy allows, or why one logged decision came out as it did.
+    Explain(governance::ExplainArgs),
+    /// Write a self-contained HTML report over a decision log.
+    Report(governance::ReportArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -378,6 +383,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", cfg.render_masked()); // stdout-ok
             Ok(())
         }
+        Command::Explain(args) => governance::explain(args),
+        Command::Report(args) => governance::report(args),
     }
 }
 

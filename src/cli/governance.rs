@@ -1,0 +1,158 @@
+//! The governance commands: `gavel explain` (a bundle, or every server of a
+//! config, in plain language; or one logged decision with the inputs that
+//! mattered) and `gavel report` (a decision log as one self-contained HTML
+//! page). The work is in `crate::governance`; this only wires arguments.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::governance::doc::{Doc, Format};
+use crate::governance::{self, ServerBundles};
+
+#[derive(clap::Args, Debug)]
+pub struct ExplainArgs {
+    /// Bundle directories or .tar.gz files, composed as one server's layers.
+    pub bundles: Vec<PathBuf>,
+    /// Bundle to explain or re-evaluate with (same as the positional form; repeat for layers).
+    #[arg(long = "bundle")]
+    pub bundle_flags: Vec<PathBuf>,
+    /// Explain every enabled server of this config (its bundles and the shared ones, with its identity).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// With --config: only this server.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Explain one logged decision (its decision_id) instead of a bundle.
+    #[arg(long)]
+    pub decision: Option<String>,
+    /// The decision log holding --decision (default: the config's [log] decisions).
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// At most this many re-evaluations for --decision.
+    #[arg(long, default_value_t = governance::counterfactual::DEFAULT_BUDGET)]
+    pub budget: usize,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+pub fn explain(a: ExplainArgs) -> anyhow::Result<()> {
+    let mut paths = a.bundles.clone();
+    paths.extend(a.bundle_flags.iter().cloned());
+    if a.config.is_some() && !paths.is_empty() {
+        anyhow::bail!("give either bundles or --config, not both");
+    }
+    if a.server.is_some() && (a.config.is_none() || a.decision.is_some()) {
+        anyhow::bail!(
+            "--server picks a server of --config when explaining a policy; a decision names its own server"
+        );
+    }
+    let config = match &a.config {
+        Some(p) => Some(super::load_config(p)?),
+        None => None,
+    };
+    let mut doc = Doc::default();
+    if let Some(id) = &a.decision {
+        let log = a
+            .log
+            .clone()
+            .or_else(|| config.as_ref().and_then(|c| c.log.decisions.clone()))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--decision needs --log <decisions.jsonl> (or a --config whose [log] names one)"
+                )
+            })?;
+        let (line, record) = governance::logread::find_decision(&log, id)?;
+        let server = governance::explain_decision::server_of(&record).to_string();
+        let sb: Option<ServerBundles> = match &config {
+            Some(c) => {
+                let all = governance::bundles_from_config(c)?;
+                let found = all.into_iter().find(|s| s.server == server);
+                if found.is_none() {
+                    anyhow::bail!(
+                        "decision {id} was made for server {server:?}, which {} does not enable; pass its bundles with --bundle",
+                        a.config
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
+                    );
+                }
+                found
+            }
+            None if paths.is_empty() => None,
+            None => Some(governance::bundles_from_paths(&paths)?),
+        };
+        governance::explain_decision::explain_record(
+            &mut doc,
+            &record,
+            line,
+            sb.as_ref(),
+            config.as_ref(),
+            a.budget,
+        )?;
+    } else {
+        if a.log.is_some() {
+            anyhow::bail!("--log is only used with --decision <id>");
+        }
+        let servers = match &config {
+            Some(c) => {
+                let mut all = governance::bundles_from_config(c)?;
+                if let Some(only) = &a.server {
+                    all.retain(|s| &s.server == only);
+                    if all.is_empty() {
+                        anyhow::bail!("server {only:?} is not an enabled server of the config");
+                    }
+                }
+                all
+            }
+            None => vec![governance::bundles_from_paths(&paths)?],
+        };
+        let identity = config.as_ref().map(|c| &c.identity);
+        for sb in &servers {
+            use governance::explain::Probe;
+            let engine =
+                (!sb.bundles.is_empty()).then(|| governance::build_engine(sb, config.as_ref()));
+            let why;
+            let probe = match &engine {
+                None => Probe::Skip,
+                Some(Ok(e)) => Probe::Engine(e),
+                Some(Err(e)) => {
+                    why = e.to_string();
+                    Probe::Unavailable(&why)
+                }
+            };
+            governance::explain::explain_server(&mut doc, sb, probe, identity)?;
+        }
+        if let Some(sb) = servers.iter().find(|s| s.shared > 0) {
+            governance::explain::explain_shared(
+                &mut doc,
+                &sb.bundles[sb.bundles.len() - sb.shared..],
+            )?;
+        }
+    }
+    print!("{}", doc.render(a.format)); // stdout-ok
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// The decision log (JSON lines).
+    pub log: PathBuf,
+    /// Where to write the HTML page.
+    #[arg(long, short)]
+    pub output: PathBuf,
+}
+
+pub fn report(a: ReportArgs) -> anyhow::Result<()> {
+    let report = crate::governance::report::Report::from_log(&a.log)?;
+    let page = crate::governance::report_html::render(&report);
+    std::fs::write(&a.output, page).with_context(|| format!("writing {}", a.output.display()))?;
+    super::say(format!(
+        "wrote {}: {} decisions ({} denied) from {}",
+        a.output.display(),
+        report.split.total(),
+        report.split.denied,
+        a.log.display()
+    ));
+    Ok(())
+}

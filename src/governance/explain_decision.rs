@@ -1,0 +1,237 @@
+//! `gavel explain --decision ID --log FILE`: one logged decision in words —
+//! outcome, reasons with their catalog texts, the rules that matched, what
+//! the agent was told to do — and which inputs mattered, found by
+//! re-evaluating the logged input against the bundles with one field changed
+//! at a time ([`super::counterfactual`]).
+//!
+//! The re-evaluation covers the policy engine only: gavel's static rules
+//! (`servers.<name>.tools`) are not re-run, and a record they decided says
+//! so. When the given bundles are not the ones that made the decision
+//! (digests differ) the explanation says that too, since the counterfactuals
+//! then describe the given policy, not the logged one.
+
+use serde_json::Value;
+
+use super::counterfactual::{self, Outcome};
+use super::doc::Doc;
+use super::{GovernanceError, ServerBundles};
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str().map(String::from))
+        .collect()
+}
+
+fn outcome_text(o: &Outcome) -> String {
+    if o.allow {
+        "allowed".into()
+    } else if o.reasons.is_empty() {
+        "denied".into()
+    } else {
+        format!("denied ({})", o.reasons.join(", "))
+    }
+}
+
+/// The server a record was decided for (`path` is the first bundle's name,
+/// or `gavel/static`).
+pub fn server_of(record: &Value) -> &str {
+    record["input"]["action"]["server"]
+        .as_str()
+        .or(record["path"].as_str())
+        .unwrap_or("?")
+}
+
+/// Explains `record` (a decision-log line). `sb` are the bundles to
+/// re-evaluate with; `None` when the caller has none for this server.
+pub fn explain_record(
+    doc: &mut Doc,
+    record: &Value,
+    line: usize,
+    sb: Option<&ServerBundles>,
+    config: Option<&crate::config::Config>,
+    budget: usize,
+) -> Result<(), GovernanceError> {
+    let id = record["decision_id"].as_str().unwrap_or("?");
+    let result = &record["result"];
+    let logged = Outcome {
+        allow: result["allow"].as_bool().unwrap_or(false),
+        reasons: strings(&result["reasons"]),
+    };
+    let action = &record["input"]["action"];
+    doc.heading(1, format!("Decision `{id}`"));
+    doc.para(format!(
+        "{} {} `{}` on server `{}` at {} (log line {line}): **{}**.",
+        action["type"].as_str().unwrap_or("request"),
+        if action["type"] == "tool_call" {
+            "of tool"
+        } else {
+            "for"
+        },
+        action["tool"].as_str().unwrap_or("?"),
+        server_of(record),
+        record["timestamp"].as_str().unwrap_or("?"),
+        if logged.allow { "allowed" } else { "denied" },
+    ));
+    let who = &record["input"]["user"];
+    doc.para(format!(
+        "User `{}` (groups {}), agent `{}`; policy {} (decided by: {}).",
+        who["id"].as_str().unwrap_or("(not in the log)"),
+        who["groups"],
+        record["input"]["agent"]["id"].as_str().unwrap_or("?"),
+        result["policy_version"].as_str().unwrap_or("?"),
+        record["labels"]["policy"].as_str().unwrap_or("?"),
+    ));
+    doc.heading(2, "Why");
+    if logged.reasons.is_empty() {
+        doc.bullet(0, "No reason codes: every layer allowed.");
+    }
+    for r in &logged.reasons {
+        match result["reason_texts"][r].as_str() {
+            Some(t) => doc.bullet(0, format!("`{r}`: {t}")),
+            None => doc.bullet(0, format!("`{r}`")),
+        }
+    }
+    let matched = strings(&result["matched_rules"]);
+    if !matched.is_empty() {
+        doc.bullet(
+            0,
+            format!(
+                "Matched rules: {}",
+                matched
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
+    if let Some(r) = result["remediation"].as_str() {
+        doc.bullet(0, format!("Remediation given: {r}"));
+    }
+    if let Some(a) = result["appeal_path"].as_str() {
+        doc.bullet(0, format!("Appeal path given: {a}"));
+    }
+    let mut masked = strings(&record["masked"]);
+    masked.extend(strings(&record["erased"]));
+
+    doc.heading(2, "Which inputs mattered");
+    let Some(sb) = sb.filter(|sb| !sb.bundles.is_empty()) else {
+        doc.para("No policy bundles for this server were given (pass --bundle or --config), so the inputs could not be re-evaluated.");
+        return Ok(());
+    };
+    let engine = match super::build_engine(sb, config) {
+        Ok(e) => e,
+        Err(e) => {
+            doc.para(format!(
+                "These bundles cannot be evaluated, so the inputs could not be re-evaluated: {e}"
+            ));
+            return Ok(());
+        }
+    };
+    // Same bundles as the log? Compare digests by bundle name.
+    let mut differing = Vec::new();
+    for b in &sb.bundles {
+        match record["bundles"][&b.name]["digest"].as_str() {
+            Some(d) if d == b.digest => {}
+            Some(_) => differing.push(format!("`{}` (digest differs from the logged one)", b.name)),
+            None => differing.push(format!("`{}` (not in the record)", b.name)),
+        }
+    }
+    if !differing.is_empty() {
+        doc.para(format!(
+            "Note: re-evaluating with bundles that did not make this decision: {}. The findings describe the given policy.",
+            differing.join(", ")
+        ));
+    }
+    if record["labels"]["policy"] != "rego" {
+        doc.para(format!(
+            "Note: this decision was made by {} rather than the policy engine; only the policy part is re-evaluated here.",
+            match record["labels"]["policy"].as_str() {
+                Some("static") => "gavel's static rules (servers.<name>.tools)",
+                Some("unavailable") => "a fail-closed policy error",
+                Some("none") => "the absence of a policy",
+                _ => "something other than the bundles",
+            }
+        ));
+    }
+    let input = &record["input"];
+    let mut decide = |i: &Value| {
+        engine.decide(i).map(|o| Outcome {
+            allow: o.decision.allow,
+            reasons: o.decision.reasons,
+        })
+    };
+    let baseline = match decide(input) {
+        Ok(o) => o,
+        Err(e) => {
+            doc.para(format!(
+                "The logged input cannot be re-evaluated with these bundles: {e}"
+            ));
+            return Ok(());
+        }
+    };
+    doc.para(format!(
+        "Re-evaluated unchanged: {}{}.",
+        outcome_text(&baseline),
+        if baseline == logged {
+            ", as logged"
+        } else {
+            " — differs from the log"
+        }
+    ));
+    let cf = counterfactual::explore(input, &baseline, &masked, budget, &mut decide);
+    doc.para(format!(
+        "{} re-evaluations over {} input fields (budget {budget}), each with one field removed or changed:",
+        cf.evaluations, cf.leaves
+    ));
+    if cf.flips.is_empty() {
+        doc.bullet(0, "No single-field change alters the outcome.");
+    }
+    for f in &cf.flips {
+        doc.bullet(
+            0,
+            format!(
+                "`{}` (logged `{}`): {} → {}",
+                f.field,
+                f.value,
+                f.change,
+                outcome_text(&f.outcome)
+            ),
+        );
+    }
+    // What the log hid: the record's masked/erased pointers, and any leaf
+    // carrying the redaction marker. Their real values are unknown.
+    let mut hidden: Vec<String> = masked
+        .iter()
+        .map(|p| format!("input{}", p.trim_start_matches("/input").replace('/', ".")))
+        .collect();
+    for m in &cf.masked {
+        if !hidden.iter().any(|h| m.starts_with(h.as_str())) {
+            hidden.push(m.clone());
+        }
+    }
+    if !hidden.is_empty() {
+        doc.bullet(
+            0,
+            format!(
+                "Not tried (masked or erased in the log, real value unknown): {}",
+                hidden.join(", ")
+            ),
+        );
+    }
+    if cf.untried > 0 {
+        doc.bullet(
+            0,
+            format!(
+                "Not tried: {} changes beyond the budget of {budget} evaluations.",
+                cf.untried
+            ),
+        );
+    }
+    for (what, e) in &cf.errors {
+        doc.bullet(0, format!("{what}: evaluation failed: {e}"));
+    }
+    Ok(())
+}
