@@ -13,14 +13,6 @@ use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn raw_post(port: u16, host: &str, origin: Option<&str>, body: &Value) -> String {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -54,21 +46,7 @@ async fn serve_over_http_with_a_session_per_client() {
     )
     .unwrap();
     let port = free_port();
-    let mut gavel = tokio::process::Command::new(GAVEL)
-        .args(["serve", "--config"])
-        .arg(s.config())
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--log-file"])
-        .arg(s.log())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let log = s.log();
-    eventually("gavel listens", || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("serving MCP over streamable HTTP")
-    })
-    .await;
+    let mut gavel = gavel_serve(&s, port, &[]).await;
     let url = format!("http://127.0.0.1:{port}/mcp");
 
     let a = TestHost::new()

@@ -13,7 +13,7 @@ use rmcp::ServiceExt;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "e2e-secret-for-hs256-tokens-only";
 
@@ -75,25 +75,8 @@ async fn client(url: &str, bearer: &str) -> Client {
 async fn bearer_tokens_decide_who_is_asking() {
     let s = Setup::new("");
     // The upstream is the fixture over HTTP, so we can see which headers reach it.
-    let mut fixture = tokio::process::Command::new(FIXTURE)
-        .args(["--name", "fx", "--http", "127.0.0.1:0", "--record"])
-        .arg(s.path("r.jsonl"))
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(fixture.stdout.take().unwrap()).lines();
-    let upstream = loop {
-        let line = lines.next_line().await.unwrap().expect("fixture address");
-        if let Some(u) = line.strip_prefix("FIXTURE_LISTENING ") {
-            break u.to_string();
-        }
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (_fixture, upstream) = fixture_over_http("fx", &s.path("r.jsonl")).await;
+    let port = free_port();
     let audience = format!("http://127.0.0.1:{port}/mcp");
     let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
     std::fs::write(
@@ -105,22 +88,7 @@ async fn bearer_tokens_decide_who_is_asking() {
         ),
     )
     .unwrap();
-    let mut gavel = tokio::process::Command::new(GAVEL)
-        .args(["serve", "--config"])
-        .arg(s.config())
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--log-file"])
-        .arg(s.log())
-        .env("GAVEL_E2E_JWT_SECRET", SECRET)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let log = s.log();
-    eventually("gavel listens", || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("serving MCP over streamable HTTP")
-    })
-    .await;
+    let mut gavel = gavel_serve(&s, port, &[("GAVEL_E2E_JWT_SECRET", SECRET)]).await;
 
     // No token: 401 and where to find the authorization server.
     let r = post_init(port, None).await;

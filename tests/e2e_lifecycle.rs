@@ -213,26 +213,8 @@ async fn a_flood_of_child_stderr_is_drained_into_the_log() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn streamable_http_upstream_with_headers() {
-    use tokio::io::AsyncBufReadExt;
     let s = Setup::new("");
-    let mut fixture = tokio::process::Command::new(FIXTURE)
-        .args(["--name", "remote", "--http", "127.0.0.1:0", "--record"])
-        .arg(s.path("r.jsonl"))
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(fixture.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("fixture announces its address");
-        if let Some(u) = line.strip_prefix("FIXTURE_LISTENING ") {
-            break u.to_string();
-        }
-    };
+    let (_fixture, url) = fixture_over_http("remote", &s.path("r.jsonl")).await;
     std::fs::write(
         s.config(),
         format!("[servers.remote]\nurl = \"{url}\"\nheaders = {{ X-Team = \"platform\" }}\n"),

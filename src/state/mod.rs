@@ -62,8 +62,13 @@ pub trait StateStore: Send + Sync {
     ) -> Result<Charged, StateError>;
     /// One request against several GCRA limits at once, atomically: charged
     /// to every limit only when all allow it (a refused call costs nothing).
-    fn rate_all(&self, limits: &[(String, Rate)], now: f64)
-    -> Result<Vec<RateOutcome>, StateError>;
+    fn rate_all(
+        &self,
+        limits: &[(String, Rate)],
+        now: f64,
+    ) -> Result<Vec<RateOutcome>, StateError> {
+        Ok(self.charge(limits, now, None)?.rates)
+    }
     /// One request against one limit.
     fn rate(&self, key: &str, rate: Rate, now: f64) -> Result<RateOutcome, StateError> {
         let mut v = self.rate_all(&[(key.to_string(), rate)], now)?;
@@ -79,7 +84,19 @@ pub trait StateStore: Send + Sync {
         period: &str,
         add: Usage,
         limit: (Option<u64>, Option<u64>),
-    ) -> Result<(bool, Usage), StateError>;
+    ) -> Result<(bool, Usage), StateError> {
+        let c = self.charge(
+            &[],
+            0.0,
+            Some(BudgetCharge {
+                key,
+                period,
+                add,
+                limit,
+            }),
+        )?;
+        Ok(c.budget.unwrap_or((false, Usage::default())))
+    }
     /// The totals of a budget counter (zero when never used).
     fn budget_get(&self, key: &str, period: &str) -> Result<Usage, StateError>;
 }

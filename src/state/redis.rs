@@ -200,14 +200,6 @@ impl StateStore for RedisStore {
         Ok(Charged { rates, budget })
     }
 
-    fn rate_all(
-        &self,
-        limits: &[(String, Rate)],
-        now: f64,
-    ) -> Result<Vec<RateOutcome>, StateError> {
-        Ok(self.charge(limits, now, None)?.rates)
-    }
-
     fn budget_add(&self, key: &str, period: &str, add: Usage) -> Result<Usage, StateError> {
         let k = format!("{key}|{period}");
         let (calls, tokens): (u64, u64) = self.with(|c| {
@@ -220,26 +212,6 @@ impl StateStore for RedisStore {
                 .query(c)
         })?;
         Ok(Usage { calls, tokens })
-    }
-
-    fn budget_charge(
-        &self,
-        key: &str,
-        period: &str,
-        add: Usage,
-        limit: (Option<u64>, Option<u64>),
-    ) -> Result<(bool, Usage), StateError> {
-        let c = self.charge(
-            &[],
-            0.0,
-            Some(BudgetCharge {
-                key,
-                period,
-                add,
-                limit,
-            }),
-        )?;
-        Ok(c.budget.unwrap_or((false, Usage::default())))
     }
 
     fn budget_get(&self, key: &str, period: &str) -> Result<Usage, StateError> {

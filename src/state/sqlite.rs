@@ -193,40 +193,12 @@ impl StateStore for SqliteStore {
         })
     }
 
-    fn rate_all(
-        &self,
-        limits: &[(String, Rate)],
-        now: f64,
-    ) -> Result<Vec<RateOutcome>, StateError> {
-        Ok(self.charge(limits, now, None)?.rates)
-    }
-
     fn budget_add(&self, key: &str, period: &str, add_: Usage) -> Result<Usage, StateError> {
         self.with(|tx| {
             let after = add(usage_in(tx, key, period)?, add_);
             write_usage(tx, key, period, after)?;
             Ok(after)
         })
-    }
-
-    fn budget_charge(
-        &self,
-        key: &str,
-        period: &str,
-        add_: Usage,
-        limit: (Option<u64>, Option<u64>),
-    ) -> Result<(bool, Usage), StateError> {
-        let c = self.charge(
-            &[],
-            0.0,
-            Some(super::BudgetCharge {
-                key,
-                period,
-                add: add_,
-                limit,
-            }),
-        )?;
-        Ok(c.budget.unwrap_or((false, Usage::default())))
     }
 
     /// A plain read: no write lock, so it never waits behind a writer (WAL).

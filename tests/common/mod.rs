@@ -344,3 +344,57 @@ pub async fn eventually<F: FnMut() -> bool>(what: &str, mut f: F) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The fixture serving streamable HTTP on a free port; returns it and its
+/// `/mcp` URL.
+pub async fn fixture_over_http(name: &str, record: &Path) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut fixture = tokio::process::Command::new(FIXTURE)
+        .args(["--name", name, "--http", "127.0.0.1:0", "--record"])
+        .arg(record)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(fixture.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("fixture announces its address");
+        if let Some(u) = line.strip_prefix("FIXTURE_LISTENING ") {
+            return (fixture, u.to_string());
+        }
+    }
+}
+
+/// `gavel serve` on this setup's config at 127.0.0.1:`port`, once it listens.
+pub async fn gavel_serve(s: &Setup, port: u16, env: &[(&str, &str)]) -> tokio::process::Child {
+    let child = tokio::process::Command::new(GAVEL)
+        .args(["serve", "--config"])
+        .arg(s.config())
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--log-file"])
+        .arg(s.log())
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let log = s.log();
+    eventually("gavel listens", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("serving MCP over streamable HTTP")
+    })
+    .await;
+    child
+}
