@@ -170,3 +170,32 @@ async fn a_host_that_cannot_elicit_gets_approval_required() {
     assert_eq!(steps(&s), vec!["unavailable"]);
     client.cancel().await.unwrap();
 }
+
+/// A call whose approval is declined is not made, so it costs nothing: with
+/// a budget of one call, a declined call leaves the budget for the next one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_declined_call_gives_back_its_budget() {
+    let s = setup("");
+    let mut cfg = std::fs::read_to_string(s.config()).unwrap();
+    cfg.push_str(&format!(
+        "\n[budget]\ncalls = 1\n\n[state]\npath = {:?}\n",
+        s.path("state.sqlite").display().to_string()
+    ));
+    std::fs::write(s.config(), cfg).unwrap();
+    let mut host = TestHost::new();
+    host.approve = false;
+    let client = s.connect(host).await;
+    let r = call(&client, "destructive_delete", json!({"path": "/"}))
+        .await
+        .unwrap();
+    assert_eq!(reasons(&r), json!(["approval_declined"]));
+    let ok = call(&client, "echo", json!({"text": "still in budget"}))
+        .await
+        .unwrap();
+    assert_ne!(ok.is_error, Some(true), "{}", text(&ok));
+    let over = call(&client, "echo", json!({"text": "over"}))
+        .await
+        .unwrap();
+    assert_eq!(reasons(&over), json!(["budget_exceeded"]));
+    client.cancel().await.unwrap();
+}

@@ -419,19 +419,14 @@ impl Enforcer {
                 }
             }
         };
-        if action.kind == ActionType::ToolCall
-            && let Some(sp) = self.servers.get(&action.server)
-        {
-            let mut limits: Vec<&crate::state::limits::Limit> = sp.config_limits.iter().collect();
-            if let Policy::Rego(e) = &sp.policy {
-                limits.extend(e.limits());
-            }
-            limits.retain(|l| l.applies(&action.tool));
-            let arg_tokens = serde_json::to_vec(&action.args)
-                .map(|v| v.len().div_ceil(4) as u64)
-                .unwrap_or(0);
-            self.guard
-                .check(&self.who(action, ctx), &limits, arg_tokens, &mut decision);
+        if action.kind == ActionType::ToolCall {
+            let limits = self.limits_for(action);
+            self.guard.check(
+                &self.who(action, ctx),
+                &limits,
+                arg_tokens(action),
+                &mut decision,
+            );
         }
         decision.decision_id = Some(next_decision_id());
         if decision.policy_version.is_none() {
@@ -489,6 +484,28 @@ impl Enforcer {
             user: &id.user.id,
             agent: &id.agent.id,
         }
+    }
+
+    /// Every rate limit that applies to a tools/call: config's and the
+    /// bundles'.
+    fn limits_for(&self, action: &Action) -> Vec<&crate::state::limits::Limit> {
+        let Some(sp) = self.servers.get(&action.server) else {
+            return vec![];
+        };
+        let mut limits: Vec<&crate::state::limits::Limit> = sp.config_limits.iter().collect();
+        if let Policy::Rego(e) = &sp.policy {
+            limits.extend(e.limits());
+        }
+        limits.retain(|l| l.applies(&action.tool));
+        limits
+    }
+
+    /// Gives back the limits and budget charged for an allowed call that was
+    /// then not made (its approval was declined, cancelled or timed out).
+    pub fn refund_call(&self, action: &Action, ctx: &DecisionContext) {
+        let limits = self.limits_for(action);
+        self.guard
+            .refund(&self.who(action, ctx), &limits, arg_tokens(action));
     }
 
     /// Counts a tool result's tokens in the budget (estimate: 4 bytes a token).
@@ -685,6 +702,13 @@ fn next_decision_id() -> String {
     uuid::Uuid::from_u64_pair(prefix, n)
         .hyphenated()
         .to_string()
+}
+
+/// Tokens of a call's arguments (estimate: 4 bytes a token).
+fn arg_tokens(action: &Action) -> u64 {
+    serde_json::to_vec(&action.args)
+        .map(|v| v.len().div_ceil(4) as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -514,6 +514,11 @@ impl ServerHandler for Session {
         )
         .await
         {
+            // The call is not made: give back what its decision charged.
+            self.inner
+                .gw
+                .enforcer
+                .refund_call(&action, &self.inner.state.result_context());
             let has_schema = route.tool.output_schema.is_some();
             return Ok(deny::tool_denial(&d, &request.name, has_schema).into());
         }

@@ -203,6 +203,39 @@ impl Guard {
         }
     }
 
+    /// Undoes [`Guard::check`]'s charge for a call that was then not made.
+    pub fn refund(&self, who: &Who, limits: &[&Limit], arg_tokens: u64) {
+        if limits.is_empty() && self.budget.is_none() {
+            return;
+        }
+        let keys: Vec<(String, super::Rate)> = limits
+            .iter()
+            .map(|l| (l.key(who.server, who.tool, who.user, who.agent), l.rate))
+            .collect();
+        let budget = self.budget.as_ref().map(|b| {
+            let (period, _) = b.period.at(self.clock.now());
+            (Self::budget_key(b, who), period)
+        });
+        let r = self.store().and_then(|s| {
+            s.refund(
+                &keys,
+                budget.as_ref().map(|(key, period)| BudgetCharge {
+                    key,
+                    period,
+                    add: Usage {
+                        calls: 1,
+                        tokens: arg_tokens,
+                    },
+                    limit: (None, None),
+                }),
+            )
+            .map_err(|e| e.to_string())
+        });
+        if let Err(e) = r {
+            tracing::error!(server = %who.server, tool = %who.tool, "could not give back the charge of a call that was not made: {e}");
+        }
+    }
+
     /// Result tokens, counted after the call (the next call sees them).
     pub fn charge_result_tokens(&self, who: &Who, tokens: u64) {
         let Some(b) = &self.budget else { return };

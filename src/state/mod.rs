@@ -99,6 +99,14 @@ pub trait StateStore: Send + Sync {
     }
     /// The totals of a budget counter (zero when never used).
     fn budget_get(&self, key: &str, period: &str) -> Result<Usage, StateError>;
+    /// Gives back what [`StateStore::charge`] took for a call that was then
+    /// not made (its approval was declined): one emission interval on each
+    /// limit, `add` on the budget (never below zero).
+    fn refund(
+        &self,
+        limits: &[(String, Rate)],
+        budget: Option<BudgetCharge<'_>>,
+    ) -> Result<(), StateError>;
 }
 
 #[cfg(test)]

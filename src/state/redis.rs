@@ -77,6 +77,28 @@ end
 return out
 "#;
 
+/// KEYS: n GCRA keys, then the budget key (or none).
+/// ARGV: n, has_budget, interval × n, calls, tokens.
+const REFUND: &str = r#"
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  local stored = redis.call("GET", KEYS[i])
+  if stored then
+    local ttl = redis.call("TTL", KEYS[i])
+    local v = string.format("%.9f", tonumber(stored) - tonumber(ARGV[2 + i]))
+    if ttl > 0 then redis.call("SET", KEYS[i], v, "EX", ttl) else redis.call("SET", KEYS[i], v) end
+  end
+end
+if ARGV[2] == "1" then
+  local key = KEYS[n + 1]
+  local calls = tonumber(redis.call("HGET", key, "calls") or "0")
+  local tokens = tonumber(redis.call("HGET", key, "tokens") or "0")
+  redis.call("HSET", key, "calls", tostring(math.max(0, calls - tonumber(ARGV[3 + n]))),
+    "tokens", tostring(math.max(0, tokens - tonumber(ARGV[4 + n]))))
+end
+return 1
+"#;
+
 /// Budget counters are kept for this long after their last use (a period
 /// is at most a week; the margin keeps a period's total for `status`).
 const BUDGET_TTL_S: u64 = 15 * 86_400;
@@ -86,6 +108,7 @@ pub struct RedisStore {
     client: redis::Client,
     conn: Mutex<Option<redis::Connection>>,
     script: redis::Script,
+    refund: redis::Script,
 }
 
 impl RedisStore {
@@ -100,6 +123,7 @@ impl RedisStore {
             client,
             conn: Mutex::new(None),
             script: redis::Script::new(CHARGE),
+            refund: redis::Script::new(REFUND),
         })
     }
 
@@ -212,6 +236,29 @@ impl StateStore for RedisStore {
                 .query(c)
         })?;
         Ok(Usage { calls, tokens })
+    }
+
+    fn refund(
+        &self,
+        limits: &[(String, Rate)],
+        budget: Option<BudgetCharge<'_>>,
+    ) -> Result<(), StateError> {
+        let mut inv = self.refund.prepare_invoke();
+        for (k, _) in limits {
+            inv.key(k);
+        }
+        if let Some(b) = &budget {
+            inv.key(format!("{}|{}", b.key, b.period));
+        }
+        inv.arg(limits.len())
+            .arg(if budget.is_some() { "1" } else { "0" });
+        for (_, r) in limits {
+            inv.arg(format!("{:.9}", r.period_s / r.rate));
+        }
+        let b = budget.map(|b| b.add).unwrap_or_default();
+        inv.arg(b.calls).arg(b.tokens);
+        let _: i64 = self.with(|c| inv.invoke(c))?;
+        Ok(())
     }
 
     fn budget_get(&self, key: &str, period: &str) -> Result<Usage, StateError> {

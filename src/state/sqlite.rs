@@ -201,6 +201,28 @@ impl StateStore for SqliteStore {
         })
     }
 
+    fn refund(
+        &self,
+        limits: &[(String, Rate)],
+        budget: Option<super::BudgetCharge<'_>>,
+    ) -> Result<(), StateError> {
+        self.with(|tx| {
+            for (key, r) in limits {
+                tx.prepare_cached("UPDATE gcra SET tat = tat - ?2 WHERE key = ?1")?
+                    .execute(params![key, r.period_s / r.rate])?;
+            }
+            if let Some(b) = budget {
+                let u = usage_in(tx, b.key, b.period)?;
+                let back = Usage {
+                    calls: u.calls.saturating_sub(b.add.calls),
+                    tokens: u.tokens.saturating_sub(b.add.tokens),
+                };
+                write_usage(tx, b.key, b.period, back)?;
+            }
+            Ok(())
+        })
+    }
+
     /// A plain read: no write lock, so it never waits behind a writer (WAL).
     fn budget_get(&self, key: &str, period: &str) -> Result<Usage, StateError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());

@@ -134,6 +134,62 @@ pub fn suite(store: &dyn StateStore) {
         )
         .unwrap();
     assert!(!ok, "tokens over their limit");
+    // One call's limits and budget together: a budget without room charges
+    // no limit; a refusing limit charges no budget.
+    let lim = Rate {
+        rate: 1.0,
+        period_s: 60.0,
+        burst: 2,
+    };
+    let full = BudgetCharge {
+        key: "u",
+        period: "day:x",
+        add: Usage {
+            calls: 1,
+            tokens: 0,
+        },
+        limit: (Some(3), None),
+    };
+    let c = store.charge(&[("z".into(), lim)], t0, Some(full)).unwrap();
+    assert_eq!(
+        c.budget,
+        Some((
+            false,
+            Usage {
+                calls: 3,
+                tokens: 16
+            }
+        ))
+    );
+    assert_eq!(
+        store.rate("z", lim, t0).unwrap().remaining,
+        1,
+        "z was not charged"
+    );
+    let room = BudgetCharge {
+        key: "v",
+        period: "day:x",
+        add: Usage {
+            calls: 1,
+            tokens: 0,
+        },
+        limit: (Some(9), None),
+    };
+    let c = store.charge(&[("z".into(), lim)], t0, Some(room)).unwrap();
+    assert!(c.rates[0].allowed && c.budget.unwrap().0);
+    let c = store.charge(&[("z".into(), lim)], t0, Some(room)).unwrap();
+    assert!(!c.rates[0].allowed && c.budget.is_none());
+    assert_eq!(
+        store.budget_get("v", "day:x").unwrap().calls,
+        1,
+        "refused: v not charged"
+    );
+    // A refund gives back one call's charge: the limit has a slot again and
+    // the budget its call.
+    store.refund(&[("z".into(), lim)], Some(room)).unwrap();
+    assert_eq!(store.budget_get("v", "day:x").unwrap().calls, 0);
+    let c = store.charge(&[("z".into(), lim)], t0, Some(room)).unwrap();
+    assert!(c.rates[0].allowed && c.budget.unwrap().0, "{c:?}");
 }
 
 #[test]
