@@ -278,11 +278,16 @@ pub fn fixture_server(name: &str, extra_args: &[&str], record: &Path) -> String 
 }
 
 /// Lines the fixture recorded (requests and notifications it received).
+/// A line that does not parse fails the test: it would mean two fixture
+/// processes interleaved their writes, and skipping it would hide records.
 pub fn recorded(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}: bad record line {l:?}: {e}", path.display()))
+        })
         .collect()
 }
 
