@@ -76,3 +76,42 @@ pub fn signatures(data: &[u8]) {
         "a token verified under a key nobody signed with"
     );
 }
+
+/// OCI manifest and index parsing never panics, and whatever it accepts
+/// names only well-formed sha256 digests with non-negative sizes, and an
+/// accepted image always yields OPA's bundle layer media type.
+pub fn oci_manifest(data: &[u8]) {
+    use crate::bundle::oci::manifest::{Document, LAYER_MEDIA_TYPE, parse};
+    let well_formed = |d: &str| {
+        d.strip_prefix("sha256:").is_some_and(|h| {
+            h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+    };
+    for ct in [None, Some("application/vnd.oci.image.index.v1+json")] {
+        match parse(data, ct) {
+            Ok(Document::Image { layer }) => {
+                assert_eq!(layer.media_type, LAYER_MEDIA_TYPE);
+                assert!(well_formed(&layer.digest) && layer.size >= 0);
+            }
+            Ok(Document::Index { manifests }) => {
+                assert!(!manifests.is_empty());
+                for m in manifests {
+                    assert!(well_formed(&m.digest) && m.size >= 0);
+                    assert!(
+                        !m.platform
+                            .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
+                    );
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    // References: parse never panics, and what parses prints back to itself.
+    if let Ok(s) = std::str::from_utf8(data)
+        && let Ok(r) = crate::bundle::oci::OciRef::parse(s.trim())
+    {
+        let again =
+            crate::bundle::oci::OciRef::parse(&r.to_string()).expect("normalized form parses");
+        assert_eq!(again, r);
+    }
+}

@@ -32,3 +32,8 @@ fn bundle_reader_corpus() {
 fn signatures_corpus() {
     replay("signatures", gavel::fuzzing::signatures);
 }
+
+#[test]
+fn oci_manifest_corpus() {
+    replay("oci_manifest", gavel::fuzzing::oci_manifest);
+}

@@ -8,8 +8,11 @@ pub mod deps;
 pub mod digest;
 pub mod lint;
 pub mod manifest;
+pub mod oci;
 mod reader;
 pub mod sign;
+pub mod source;
+pub mod supply;
 pub mod testrun;
 pub mod verify;
 

@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod governance;
 pub mod logging;
+pub mod oci;
 pub mod replay;
 
 use std::path::{Path, PathBuf};
@@ -188,6 +189,24 @@ pub enum BundleCommand {
     },
     /// Show a bundle's manifest, digest, files and signature claims.
     Inspect { bundle: PathBuf },
+    /// Push a bundle (.tar.gz, or a directory packed on the way) to a
+    /// registry as OPA's OCI artifact; prints the digest to pin.
+    Push {
+        bundle: PathBuf,
+        /// oci://REGISTRY/REPOSITORY:TAG
+        reference: String,
+        #[command(flatten)]
+        registry: oci::RegistryArgs,
+    },
+    /// Pull a bundle from a registry into a .tar.gz (digest checked).
+    Pull {
+        /// oci://REGISTRY/REPOSITORY:TAG or …@sha256:DIGEST
+        reference: String,
+        #[arg(long, short)]
+        output: PathBuf,
+        #[command(flatten)]
+        registry: oci::RegistryArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -231,7 +250,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             tracing::info!(config = %config.display(), servers = cfg.enabled_servers().count(), "gavel starting");
             let _metrics = serve_metrics(cli.metrics_listen.or(cfg.metrics_listen)).await;
-            let gw = Gateway::new(cfg)?;
+            let gw = Gateway::start(cfg).await?;
             crate::front::stdio::serve_stdio(gw).await
         }
         Command::Serve {
@@ -247,7 +266,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 cli.log_level.as_deref().or(cfg.log.level.as_deref()),
             )?;
             let _metrics = serve_metrics(cli.metrics_listen.or(cfg.metrics_listen)).await;
-            let gw = Gateway::new(cfg)?;
+            let gw = Gateway::start(cfg).await?;
             crate::front::http::serve_http(
                 gw,
                 crate::front::http::HttpOptions {
@@ -282,7 +301,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.log.decisions = decision_log;
             let _guard = logging::init(cli.log_file.as_deref(), cli.log_level.as_deref())?;
             let _metrics = serve_metrics(cli.metrics_listen).await;
-            let gw = Gateway::new(cfg)?;
+            let gw = Gateway::start(cfg).await?;
             crate::front::stdio::serve_stdio(gw).await
         }
         Command::Import {
@@ -292,6 +311,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => import(&file, &output, force),
         Command::Demo { config } => demo::run(&config, cli.log_file.as_deref()).await,
         Command::Test { bundles } => test_bundles(&bundles),
+        Command::Bundle {
+            command: command @ (BundleCommand::Push { .. } | BundleCommand::Pull { .. }),
+        } => oci::run(command).await,
         Command::Bundle { command } => bundle_command(command),
         Command::Replay {
             log,
@@ -479,6 +501,9 @@ fn bundle_command(command: BundleCommand) -> anyhow::Result<()> {
                 "signature_kid": signed_kid(&b),
             });
             say(serde_json::to_string_pretty(&info)?);
+        }
+        BundleCommand::Push { .. } | BundleCommand::Pull { .. } => {
+            unreachable!("registry commands are async: dispatched to cli::oci")
         }
     }
     Ok(())

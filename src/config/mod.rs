@@ -6,7 +6,10 @@
 mod expand;
 pub mod import;
 pub mod mask;
+pub mod oci;
 mod raw;
+
+pub use oci::{OciSettings, RegistrySettings};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +37,8 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// `[auth]`: who is asking, from bearer tokens (HTTP front only).
     pub auth: Option<AuthSettings>,
+    /// `[oci]`: bundle cache, tag polling, registries.
+    pub oci: OciSettings,
     /// File the config came from (None for `gavel wrap`); relative paths
     /// (commands, `cwd`, bundles) resolve against its directory.
     pub source: Option<PathBuf>,
@@ -566,7 +571,7 @@ impl Config {
                 .iter()
                 .map(|b| {
                     ctx.expand(b, "policy.shared_bundles")
-                        .map(|b| bundle_ref(&ctx, b))
+                        .and_then(|e| bundle_ref(&ctx, e, b.span().start, "policy.shared_bundles"))
                 })
                 .collect::<Result<_, _>>()?,
             require_bundle: p.require_bundle,
@@ -607,6 +612,28 @@ impl Config {
             .map(|p| ctx.expand(p, "state.path").map(|p| ctx.path(p)))
             .transpose()?;
         let auth = raw.auth.as_ref().map(|a| Self::auth(&ctx, a)).transpose()?;
+        let oci = OciSettings::parse(&ctx, &raw.oci)?;
+        // Shared bundles from a registry bind every server as its own would:
+        // signed unless a server says require_signature = false.
+        if let Some(r) = policy
+            .shared_bundles
+            .iter()
+            .find(|b| b.starts_with("oci://"))
+        {
+            for (name, server) in servers.iter_mut() {
+                let rs = raw.servers[name].get_ref();
+                if rs.require_signature.is_none() {
+                    if server.signing.keys.is_empty() {
+                        return Err(ctx.at(
+                            raw.servers[name].span().start,
+                            &format!("servers.{name}.keys"),
+                            format!("the shared bundle {r} comes from a registry and must be signed: list the keys server {name:?} trusts, or set require_signature = false"),
+                        ));
+                    }
+                    server.signing.require_signature = true;
+                }
+            }
+        }
         let redis_url = match raw
             .state
             .backend
@@ -648,6 +675,7 @@ impl Config {
             state_path,
             redis_url,
             auth,
+            oci,
             source: Some(origin.to_path_buf()),
         })
     }
@@ -746,14 +774,38 @@ impl Config {
                     "set bundle (one) or bundles (layers), not both",
                 ));
             }
-            (Some(b), None) => vec![bundle_ref(ctx, ctx.expand(b, &f("bundle"))?)],
+            (Some(b), None) => vec![bundle_ref(
+                ctx,
+                ctx.expand(b, &f("bundle"))?,
+                b.span().start,
+                &f("bundle"),
+            )?],
             (None, Some(bs)) => bs
                 .get_ref()
                 .iter()
-                .map(|b| ctx.expand(b, &f("bundles")).map(|b| bundle_ref(ctx, b)))
+                .map(|b| {
+                    ctx.expand(b, &f("bundles"))
+                        .and_then(|e| bundle_ref(ctx, e, b.span().start, &f("bundles")))
+                })
                 .collect::<Result<_, _>>()?,
             (None, None) => vec![],
         };
+        // A bundle from a registry must be signed unless the config says
+        // otherwise in so many words.
+        let has_keys = s.keys.as_ref().is_some_and(|k| !k.is_empty());
+        let oci = bundles.iter().find(|b| b.starts_with("oci://")).cloned();
+        if let Some(r) = &oci
+            && !has_keys
+            && s.require_signature != Some(false)
+        {
+            return Err(ctx.at(
+                spanned.span().start,
+                &f("keys"),
+                format!(
+                    "bundle {r} comes from a registry and must be signed: list the trusted keys (servers.{name}.keys = [\"…\"] with [keys.…] tables), or set require_signature = false to accept it unsigned"
+                ),
+            ));
+        }
         Ok(ServerConfig {
             name: name.to_string(),
             transport,
@@ -793,9 +845,7 @@ impl Config {
             signing: BundleSigning {
                 keys: s.keys.clone().unwrap_or_default(),
                 exclude_files: s.exclude_files.clone().unwrap_or_default(),
-                require_signature: s
-                    .require_signature
-                    .unwrap_or(s.keys.as_ref().is_some_and(|k| !k.is_empty())),
+                require_signature: s.require_signature.unwrap_or(has_keys || oci.is_some()),
             },
         })
     }
@@ -958,6 +1008,7 @@ impl Config {
             state_path: None,
             redis_url: None,
             auth: None,
+            oci: OciSettings::default(),
             source: None,
         })
     }
@@ -968,13 +1019,15 @@ impl Config {
     }
 }
 
-/// Bundle references: `oci://…` kept as written; paths resolve against the
-/// config's directory.
-fn bundle_ref(ctx: &Ctx, b: String) -> String {
+/// Bundle references: `oci://…` checked and normalized (so the cache key and
+/// the logs use one spelling); paths resolve against the config's directory.
+fn bundle_ref(ctx: &Ctx, b: String, at: usize, field: &str) -> Result<String, ConfigError> {
     if b.starts_with("oci://") {
-        b
+        crate::bundle::oci::OciRef::parse(&b)
+            .map(|r| r.to_string())
+            .map_err(|e| ctx.at(at, field, e.to_string()))
     } else {
-        ctx.path(b).display().to_string()
+        Ok(ctx.path(b).display().to_string())
     }
 }
 

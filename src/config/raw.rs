@@ -28,6 +28,31 @@ pub struct RawConfig {
     pub auth: Option<Spanned<RawAuth>>,
     #[serde(default)]
     pub state: RawState,
+    #[serde(default)]
+    pub oci: RawOci,
+}
+
+/// `[oci]`: how bundles are pulled from registries.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawOci {
+    pub cache_dir: Option<Spanned<String>>,
+    pub min_delay: Option<Spanned<String>>,
+    pub max_delay: Option<Spanned<String>>,
+    pub pull_timeout: Option<Spanned<String>>,
+    pub max_bundle_bytes: Option<Spanned<RawSize>>,
+    #[serde(default)]
+    pub registries: BTreeMap<String, Spanned<RawRegistry>>,
+}
+
+/// `[oci.registries."host:port"]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegistry {
+    pub insecure: Option<bool>,
+    pub username: Option<Spanned<String>>,
+    pub password_env: Option<String>,
+    pub ca_file: Option<Spanned<String>>,
 }
 
 /// `[budget]`: calls and tokens per period, across sessions and restarts.

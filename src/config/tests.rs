@@ -114,12 +114,16 @@ fn env_expansion_in_documented_fields_only() {
 
 #[test]
 fn bundles_resolve_and_are_exclusive() {
-    let c =
-        parse("[servers.a]\ncommand = \"x\"\nbundles = [\"b1\", \"oci://r:5000/p:1\"]\n").unwrap();
+    let c = parse(
+        "[keys.k]\nkey = \"s\"\nalgorithm = \"HS256\"\n[servers.a]\ncommand = \"x\"\nbundles = [\"b1\", \"oci://R:5000/p:1\"]\nkeys = [\"k\"]\n",
+    )
+    .unwrap();
     assert_eq!(
         c.servers["a"].bundles,
-        vec!["/etc/gavel/b1", "oci://r:5000/p:1"]
+        vec!["/etc/gavel/b1", "oci://r:5000/p:1"],
+        "OCI references are normalized"
     );
+    assert!(c.servers["a"].signing.require_signature);
     assert!(
         err("[servers.a]\ncommand = \"x\"\nbundle = \"a\"\nbundles = [\"b\"]\n")
             .contains("not both")
@@ -232,4 +236,55 @@ fn stateful_sections_parse_refuse_and_render_masked() {
         };
         assert!(e.contains(says), "{bad}: {e}");
     }
+}
+
+#[test]
+fn oci_bundles_must_be_signed_unless_said_otherwise() {
+    let e = err("[servers.a]\ncommand = \"x\"\nbundle = \"oci://r:5000/p:1\"\n");
+    assert!(
+        e.contains("servers.a.keys") && e.contains("must be signed"),
+        "{e}"
+    );
+    let c = parse(
+        "[servers.a]\ncommand = \"x\"\nbundle = \"oci://r:5000/p:1\"\nrequire_signature = false\n",
+    )
+    .unwrap();
+    assert!(!c.servers["a"].signing.require_signature);
+    let e = err("[policy]\nshared_bundles = [\"oci://r/p:1\"]\n[servers.a]\ncommand = \"x\"\n");
+    assert!(
+        e.contains("shared bundle") && e.contains("must be signed"),
+        "{e}"
+    );
+    let e = err(
+        "[servers.a]\ncommand = \"x\"\nbundle = \"oci://r:5000/p\"\nrequire_signature = false\n",
+    );
+    assert!(
+        e.contains("servers.a.bundle") && e.contains("pin a tag"),
+        "{e}"
+    );
+}
+
+#[test]
+fn oci_settings_parse_and_check() {
+    let c = parse(
+        "[oci]\ncache_dir = \"cache\"\nmin_delay = \"5s\"\nmax_delay = \"10s\"\nmax_bundle_bytes = \"2MiB\"\n[oci.registries.\"127.0.0.1:5000\"]\ninsecure = true\nusername = \"ops\"\npassword_env = \"REG_PW\"\n[servers.a]\ncommand = \"x\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.oci.cache_dir.as_deref(),
+        Some(std::path::Path::new("/etc/gavel/cache"))
+    );
+    assert_eq!(c.oci.min_delay, Duration::from_secs(5));
+    assert_eq!(c.oci.max_bundle_bytes, 2 << 20);
+    let r = &c.oci.registries["127.0.0.1:5000"];
+    assert!(r.insecure);
+    assert_eq!(r.password_env.as_deref(), Some("REG_PW"));
+    let e = err("[oci]\nmin_delay = \"10s\"\nmax_delay = \"5s\"\n[servers.a]\ncommand = \"x\"\n");
+    assert!(e.contains("oci.max_delay") && e.contains("at least"), "{e}");
+    let e = err("[oci.registries.\"https://r\"]\ninsecure = true\n[servers.a]\ncommand = \"x\"\n");
+    assert!(e.contains("no scheme"), "{e}");
+    let e = err("[oci.registries.r]\nusername = \"u\"\n[servers.a]\ncommand = \"x\"\n");
+    assert!(e.contains("password_env"), "{e}");
+    let e = err("[oci]\npoll = \"1s\"\n[servers.a]\ncommand = \"x\"\n");
+    assert!(e.contains("poll"), "{e}");
 }

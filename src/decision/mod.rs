@@ -8,6 +8,7 @@
 //! The decision record reaches the log before `decide` returns, so before the
 //! request is forwarded or the denial answered.
 
+mod build;
 pub mod contract;
 pub mod deny;
 pub mod engine;
@@ -28,7 +29,7 @@ pub use input::{DecisionContext, SessionCounters, SessionState};
 
 use crate::audit::DecisionLog;
 use crate::audit::mask::{MaskSettings, mask_event};
-use crate::bundle::{Bundle, BundleLimits, load_bundle};
+
 use crate::config::{Config, Identity};
 use engine::{EngineError, EngineOptions, PolicyEngine};
 use static_rules::StaticRules;
@@ -117,11 +118,53 @@ enum Policy {
     Unavailable(String),
 }
 
-struct ServerPolicy {
-    static_rules: StaticRules,
+/// What a server decides with right now. Replaced whole and atomically when a
+/// new bundle is activated; a decision loads it once, so in-flight decisions
+/// finish on the engine they started with and none sees a half-built one.
+pub struct Active {
+    policy: Policy,
     /// (bundle name, signer key id) for each signed bundle that verified.
     signers: Vec<(String, String)>,
-    policy: Policy,
+}
+
+impl Active {
+    /// Whether this is a usable Rego policy (not `none`, not unavailable).
+    pub fn is_rego(&self) -> bool {
+        matches!(self.policy, Policy::Rego(_))
+    }
+
+    /// Why the policy is unavailable, if it is.
+    pub fn unavailable(&self) -> Option<&str> {
+        match &self.policy {
+            Policy::Unavailable(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// The revision of the active bundle named `name`.
+    pub fn bundle_revision(&self, name: &str) -> Option<String> {
+        match &self.policy {
+            Policy::Rego(e) => e
+                .bundle_info()
+                .into_iter()
+                .find(|b| b.name == name)
+                .map(|b| b.revision.clone()),
+            _ => None,
+        }
+    }
+
+    /// `name@revision` of every active bundle (for logs and status).
+    pub fn version(&self) -> Option<String> {
+        match &self.policy {
+            Policy::Rego(e) => Some(e.policy_version().to_string()),
+            _ => None,
+        }
+    }
+}
+
+struct ServerPolicy {
+    static_rules: StaticRules,
+    active: arc_swap::ArcSwap<Active>,
     fail_open: bool,
     annotations_trusted: bool,
     /// `[[servers.NAME.limits]]`, applied with the bundle's own.
@@ -137,25 +180,17 @@ pub struct Enforcer {
     max_arg_bytes: usize,
     /// Rate limits and budgets, after the policy.
     guard: crate::state::guard::Guard,
-}
-
-/// Loads a bundle reference: a directory or `.tar.gz` (OCI references are
-/// resolved by the bundle supply, not yet available: refused clearly).
-fn load_ref(r: &str) -> Result<Arc<Bundle>, String> {
-    if r.starts_with("oci://") {
-        return Err(format!(
-            "{r}: OCI bundle references are not supported by this build yet; use a local directory or .tar.gz"
-        ));
-    }
-    load_bundle(std::path::Path::new(r), &BundleLimits::default())
-        .map(Arc::new)
-        .map_err(|e| e.to_string())
+    /// Bumped on every activation; sessions re-evaluate what they list.
+    generation: tokio::sync::watch::Sender<u64>,
+    config: Arc<Config>,
+    engine_options: EngineOptions,
 }
 
 impl Enforcer {
-    /// Builds every server's policy. A configured bundle that cannot be loaded
-    /// makes that server fail closed (and is logged loudly); `require_bundle`
-    /// makes a server without a bundle a startup error.
+    /// Builds every server's policy from local files and the bundle cache
+    /// (no network). A configured bundle that cannot be loaded makes that
+    /// server fail closed (and is logged loudly); `require_bundle` makes a
+    /// server without a bundle a startup error.
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
         Self::from_config_with_clock(config, crate::state::clock::from_env())
     }
@@ -166,68 +201,26 @@ impl Enforcer {
         config: &Config,
         clock: std::sync::Arc<dyn crate::state::clock::Clock>,
     ) -> anyhow::Result<Self> {
-        let mut shared = Vec::new();
-        let mut shared_err = None;
-        for r in &config.policy.shared_bundles {
-            match load_ref(r) {
-                Ok(b) => shared.push(b),
-                Err(e) => shared_err = Some(format!("shared bundle {e}")),
-            }
-        }
+        let offline = crate::bundle::source::Offline::new(Some(
+            crate::bundle::oci::cache::Cache::new(&config.oci.cache_root()),
+        ));
+        Self::with_resolver(config, clock, &offline)
+    }
+
+    /// Builds every server's policy, resolving bundle references with
+    /// `resolver` (the running supply serves freshly pulled OCI bundles).
+    pub fn with_resolver(
+        config: &Config,
+        clock: std::sync::Arc<dyn crate::state::clock::Clock>,
+        resolver: &dyn crate::bundle::source::Resolve,
+    ) -> anyhow::Result<Self> {
         let opts = EngineOptions {
             eval_timeout: config.policy.eval_timeout,
             strict_input: config.policy.strict_input,
         };
         let mut servers = HashMap::new();
         for (name, server) in &config.servers {
-            let mut signers = Vec::new();
-            let policy = if server.bundles.is_empty() && config.policy.shared_bundles.is_empty() {
-                if config.policy.require_bundle && server.enabled {
-                    anyhow::bail!(
-                        "server {name:?} has no policy bundle and [policy] require_bundle = true: add servers.{name}.bundle"
-                    );
-                }
-                if server.enabled {
-                    tracing::warn!(server = %name, "no policy bundle: static rules only (decisions logged with policy \"none\")");
-                }
-                Policy::None
-            } else {
-                let built = (|| {
-                    if let Some(e) = &shared_err {
-                        return Err(e.clone());
-                    }
-                    let mut bundles = Vec::new();
-                    for r in &server.bundles {
-                        let b = load_ref(r)?;
-                        if let Some(keyid) = verify_signature(&b, name, server, config)? {
-                            signers.push((b.name.clone(), keyid));
-                        }
-                        bundles.push(b);
-                    }
-                    bundles.extend(shared.iter().cloned());
-                    PolicyEngine::build(name, bundles, &opts).map_err(|e| e.to_string())
-                })();
-                match built {
-                    Ok(engine) => {
-                        for w in engine.warnings() {
-                            tracing::warn!(server = %name, "policy lint: {w}");
-                        }
-                        tracing::info!(server = %name, policy = %engine.policy_version(), "policy loaded");
-                        for b in engine.bundle_info() {
-                            crate::audit::metrics::global().bundle_active(
-                                name,
-                                &b.name,
-                                &b.revision,
-                            );
-                        }
-                        Policy::Rego(Arc::new(engine))
-                    }
-                    Err(e) => {
-                        tracing::error!(server = %name, "policy unavailable, every request to this server is denied: {e}");
-                        Policy::Unavailable(e)
-                    }
-                }
-            };
+            let active = build::server_active(name, server, config, &opts, resolver)?;
             if server.fail_open && server.enabled {
                 tracing::warn!(server = %name, "fail_open = true: requests are ALLOWED when the policy cannot decide");
             }
@@ -235,8 +228,7 @@ impl Enforcer {
                 name.clone(),
                 ServerPolicy {
                     static_rules: StaticRules::new(name, &server.tools)?,
-                    signers,
-                    policy,
+                    active: arc_swap::ArcSwap::from_pointee(active),
                     fail_open: server.fail_open,
                     annotations_trusted: server.annotations_trusted,
                     config_limits: server.limits.clone(),
@@ -249,10 +241,19 @@ impl Enforcer {
             })?),
             None => None,
         };
-        let limits_needed = servers.values().any(|s| {
-            !s.config_limits.is_empty()
-                || matches!(&s.policy, Policy::Rego(e) if e.limits().next().is_some())
-        });
+        // A bundle pulled later may bring limits: servers with OCI bundles
+        // count as needing the state store from the start.
+        let limits_needed = config.servers.values().any(|s| {
+            s.bundles.iter().any(|b| b.starts_with("oci://"))
+        }) || config
+            .policy
+            .shared_bundles
+            .iter()
+            .any(|b| b.starts_with("oci://"))
+            || servers.values().any(|s| {
+                !s.config_limits.is_empty()
+                    || matches!(&s.active.load().policy, Policy::Rego(e) if e.limits().next().is_some())
+            });
         let guard = crate::state::guard::Guard::from_config(config, limits_needed, clock);
         Ok(Self {
             servers,
@@ -261,7 +262,51 @@ impl Enforcer {
             secret_fields: config.log.secret_fields.clone(),
             max_arg_bytes: config.log.max_arg_bytes,
             guard,
+            generation: tokio::sync::watch::channel(0).0,
+            config: Arc::new(config.clone()),
+            engine_options: opts,
         })
+    }
+
+    /// Builds `server`'s policy anew with `resolver`, off to the side. The
+    /// caller activates it only if it is usable ([`Enforcer::activate`]).
+    pub fn build_server(
+        &self,
+        server: &str,
+        resolver: &dyn crate::bundle::source::Resolve,
+    ) -> anyhow::Result<Active> {
+        let sc = self
+            .config
+            .servers
+            .get(server)
+            .ok_or_else(|| anyhow::anyhow!("no server {server:?} in the config"))?;
+        build::server_active(server, sc, &self.config, &self.engine_options, resolver)
+    }
+
+    /// The active policy of `server`.
+    pub fn active(&self, server: &str) -> Option<Arc<Active>> {
+        self.servers.get(server).map(|s| s.active.load_full())
+    }
+
+    /// Swaps in a new policy for `server` atomically and tells every session
+    /// (which re-evaluates its lists and announces changes).
+    pub fn activate(&self, server: &str, active: Active) {
+        let Some(sp) = self.servers.get(server) else {
+            return;
+        };
+        if let Policy::Rego(e) = &active.policy {
+            for b in e.bundle_info() {
+                crate::audit::metrics::global().bundle_active(server, &b.name, &b.revision);
+            }
+            tracing::info!(server = %server, policy = %e.policy_version(), "policy activated");
+        }
+        sp.active.store(Arc::new(active));
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Changes whenever a policy is activated.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// Per server: `none`, the loaded policy version, or why it is unavailable.
@@ -270,7 +315,8 @@ impl Enforcer {
             .servers
             .iter()
             .map(|(n, s)| {
-                let st = match &s.policy {
+                let active = s.active.load();
+                let st = match &active.policy {
                     Policy::None => Ok("none (static rules only)".to_string()),
                     Policy::Rego(e) => Ok(e.policy_version().to_string()),
                     Policy::Unavailable(why) => Err(why.clone()),
@@ -286,7 +332,8 @@ impl Enforcer {
     pub fn status_json(&self) -> Value {
         let mut out = serde_json::Map::new();
         for (name, sp) in &self.servers {
-            let v = match &sp.policy {
+            let active = sp.active.load();
+            let v = match &active.policy {
                 Policy::None => json!({"policy": "none"}),
                 Policy::Unavailable(why) => json!({"policy": "unavailable", "last_error": why}),
                 Policy::Rego(e) => {
@@ -294,7 +341,7 @@ impl Enforcer {
                         .bundle_info()
                         .into_iter()
                         .map(|b| {
-                            let signer = sp.signers.iter().find(|(n, _)| *n == b.name).map(|(_, k)| k.clone());
+                            let signer = active.signers.iter().find(|(n, _)| *n == b.name).map(|(_, k)| k.clone());
                             json!({"name": b.name, "active_revision": b.revision, "digest": b.digest, "layer": b.layer, "signer_keyid": signer})
                         })
                         .collect();
@@ -321,15 +368,18 @@ impl Enforcer {
     pub fn decide(&self, action: &Action, ctx: &DecisionContext) -> Verdict {
         let start = Instant::now();
         let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+        // One load per decision: the whole decision uses this policy even if
+        // a new one is activated meanwhile.
+        let active = self
+            .servers
+            .get(&action.server)
+            .map(|s| s.active.load_full());
+        let policy = active.as_ref().map(|a| &a.policy);
         // The input is only built when something reads it (a Rego policy or
         // the decision log): static-only servers stay on the fast path.
-        let needs_input = self.log.is_some()
-            || self
-                .servers
-                .get(&action.server)
-                .is_some_and(|s| matches!(s.policy, Policy::Rego(_)));
+        let needs_input = self.log.is_some() || matches!(policy, Some(Policy::Rego(_)));
         let input = if needs_input {
-            let mut classes = match self.servers.get(&action.server).map(|s| &s.policy) {
+            let mut classes = match policy {
                 Some(Policy::Rego(engine)) => engine.classify(&action.tool, &action.args),
                 _ => Vec::new(),
             };
@@ -365,7 +415,7 @@ impl Enforcer {
                     policy_label = "static";
                     d
                 } else {
-                    match &sp.policy {
+                    match policy.unwrap_or(&Policy::None) {
                         Policy::None => d,
                         Policy::Unavailable(why) => {
                             policy_label = "unavailable";
@@ -420,7 +470,7 @@ impl Enforcer {
             }
         };
         if action.kind == ActionType::ToolCall {
-            let limits = self.limits_for(action);
+            let limits = self.limits_for(action, active.as_deref());
             self.guard.check(
                 &self.who(action, ctx),
                 &limits,
@@ -432,7 +482,7 @@ impl Enforcer {
         if decision.policy_version.is_none() {
             decision.policy_version = Some(policy_label.to_string());
         }
-        let engine = match self.servers.get(&action.server).map(|s| &s.policy) {
+        let engine = match policy {
             Some(Policy::Rego(e)) => Some(e.as_ref()),
             _ => None,
         };
@@ -488,12 +538,16 @@ impl Enforcer {
 
     /// Every rate limit that applies to a tools/call: config's and the
     /// bundles'.
-    fn limits_for(&self, action: &Action) -> Vec<&crate::state::limits::Limit> {
+    fn limits_for<'a>(
+        &'a self,
+        action: &Action,
+        active: Option<&'a Active>,
+    ) -> Vec<&'a crate::state::limits::Limit> {
         let Some(sp) = self.servers.get(&action.server) else {
             return vec![];
         };
         let mut limits: Vec<&crate::state::limits::Limit> = sp.config_limits.iter().collect();
-        if let Policy::Rego(e) = &sp.policy {
+        if let Some(Policy::Rego(e)) = active.map(|a| &a.policy) {
             limits.extend(e.limits());
         }
         limits.retain(|l| l.applies(&action.tool));
@@ -503,7 +557,8 @@ impl Enforcer {
     /// Gives back the limits and budget charged for an allowed call that was
     /// then not made (its approval was declined, cancelled or timed out).
     pub fn refund_call(&self, action: &Action, ctx: &DecisionContext) {
-        let limits = self.limits_for(action);
+        let active = self.active(&action.server);
+        let limits = self.limits_for(action, active.as_deref());
         self.guard
             .refund(&self.who(action, ctx), &limits, arg_tokens(action));
     }
@@ -590,7 +645,8 @@ impl Enforcer {
         if sp.static_rules.tool_allowed(tool).is_err() {
             return false;
         }
-        let Policy::Rego(engine) = &sp.policy else {
+        let active = sp.active.load();
+        let Policy::Rego(engine) = &active.policy else {
             return true;
         };
         let action = Action {
@@ -618,59 +674,6 @@ impl Enforcer {
                 true
             }
         }
-    }
-}
-
-/// Verifies a bundle's signature under the server's trusted keys, before the
-/// bundle is used at all.
-fn verify_signature(
-    b: &Bundle,
-    server: &str,
-    sc: &crate::config::ServerConfig,
-    config: &Config,
-) -> Result<Option<String>, String> {
-    use crate::bundle::verify::{VerificationConfig, VerificationKey, verify_bundle};
-    let s = &sc.signing;
-    let cfg = (!s.keys.is_empty()).then(|| VerificationConfig {
-        keys: s
-            .keys
-            .iter()
-            .filter_map(|k| {
-                config.keys.get(k).map(|kc| {
-                    (
-                        k.clone(),
-                        VerificationKey {
-                            algorithm: kc.algorithm.clone(),
-                            key: kc.material.clone(),
-                            scope: kc.scope.clone(),
-                        },
-                    )
-                })
-            })
-            .collect(),
-        exclude_files: s.exclude_files.clone(),
-        ..Default::default()
-    });
-    if b.signatures.is_some() && cfg.is_none() {
-        return Err(format!(
-            "bundle {} is signed but servers.{server}.keys names no key to verify it",
-            b.source
-        ));
-    }
-    match verify_bundle(b, cfg.as_ref(), "") {
-        Ok(Some(v)) => {
-            tracing::info!(server = %server, bundle = %b.name, keyid = %v.keyid, "bundle signature verified");
-            Ok(Some(v.keyid))
-        }
-        Ok(None) if s.require_signature => Err(format!(
-            "bundle {} is not signed and servers.{server}.require_signature is true",
-            b.source
-        )),
-        Ok(None) => Ok(None),
-        Err(e) => Err(format!(
-            "bundle {} failed signature verification: {e}",
-            b.source
-        )),
     }
 }
 

@@ -170,18 +170,18 @@ impl Session {
         let host = self.inner.host.clone();
         let enforcer = gw.enforcer.clone();
         let shutdown = self.inner.shutdown.clone();
+        // A newly activated policy may show or hide tools (`visible`).
+        let mut policies = enforcer.subscribe();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     Some(_server) = changed_rx.recv() => {
                         // Coalesce bursts (several upstreams becoming ready together).
                         while changed_rx.try_recv().is_ok() {}
-                        let (tools, resources, prompts) = router.rebuild(&enforcer);
-                        if let Some(peer) = host.peer() {
-                            if tools { let _ = peer.notify_tool_list_changed().await; }
-                            if resources { let _ = peer.notify_resource_list_changed().await; }
-                            if prompts { let _ = peer.notify_prompt_list_changed().await; }
-                        }
+                        announce(&host, router.rebuild(&enforcer)).await;
+                    }
+                    Ok(()) = policies.changed() => {
+                        announce(&host, router.rebuild(&enforcer)).await;
                     }
                     _ = shutdown.cancelled() => break,
                     else => break,
@@ -324,6 +324,24 @@ impl Session {
 
 /// A tool's annotations as the input contract has them: an object, empty
 /// when the upstream declared none.
+/// Tells the host which lists changed (tools, resources, prompts).
+async fn announce(
+    host: &crate::front::host::HostLink,
+    (tools, resources, prompts): (bool, bool, bool),
+) {
+    if let Some(peer) = host.peer() {
+        if tools {
+            let _ = peer.notify_tool_list_changed().await;
+        }
+        if resources {
+            let _ = peer.notify_resource_list_changed().await;
+        }
+        if prompts {
+            let _ = peer.notify_prompt_list_changed().await;
+        }
+    }
+}
+
 pub fn annotations_value(tool: &Tool) -> Value {
     tool.annotations
         .as_ref()

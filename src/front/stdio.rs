@@ -48,7 +48,7 @@ async fn serve(gw: Arc<Gateway>) -> anyhow::Result<()> {
                     "started": started,
                     "updated": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
                     "config": gw.config.source,
-                    "policies": gw.enforcer.status_json(),
+                    "policies": gw.policy_status_json(),
                     "session": session.status_json(),
                 });
                 if let Err(e) = crate::status::write_instance(&dir, &status) {

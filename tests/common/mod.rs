@@ -2,6 +2,8 @@
 //! binary, talk to it with a real rmcp client, read what the fixture recorded.
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

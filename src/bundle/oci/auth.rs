@@ -1,0 +1,293 @@
+//! Registry credentials, as docker users expect them, first match wins:
+//! 1. `[oci.registries."host"] username` + `password_env` in servers.toml;
+//! 2. `GAVEL_REGISTRY_USERNAME` / `GAVEL_REGISTRY_PASSWORD` (CI, one registry);
+//! 3. docker's `config.json` (`$DOCKER_CONFIG/config.json`, else
+//!    `~/.docker/config.json`): `credHelpers[host]`, then `auths[host]`
+//!    (`auth` = base64 `user:password`, or `identitytoken`), then `credsStore`;
+//! 4. anonymous.
+//!
+//! Credential helpers are run as `docker-credential-<name> get` with the
+//! registry on stdin, with a timeout; their output never reaches a log.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use oci_client::secrets::RegistryAuth;
+use serde::Deserialize;
+
+use crate::config::OciSettings;
+
+/// Where credentials came from (logged; never the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    Config,
+    Environment,
+    DockerHelper(String),
+    DockerConfig,
+    Anonymous,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("credentials for registry {registry}: {message}")]
+pub struct AuthError {
+    pub registry: String,
+    pub message: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct DockerConfig {
+    #[serde(default)]
+    auths: std::collections::BTreeMap<String, DockerAuth>,
+    #[serde(default)]
+    cred_helpers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    creds_store: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct DockerAuth {
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    identitytoken: Option<String>,
+}
+
+fn docker_config_path() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("DOCKER_CONFIG") {
+        return Some(PathBuf::from(d).join("config.json"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json"))
+}
+
+/// Credentials for `registry` (`host` or `host:port`).
+pub fn credentials(
+    settings: &OciSettings,
+    registry: &str,
+) -> Result<(RegistryAuth, CredentialSource), AuthError> {
+    let err = |m: String| AuthError {
+        registry: registry.to_string(),
+        message: m,
+    };
+    if let Some(r) = settings.registries.get(registry)
+        && let (Some(user), Some(var)) = (&r.username, &r.password_env)
+    {
+        let pw = std::env::var(var).map_err(|_| {
+            err(format!(
+                "oci.registries.{registry:?}.password_env names {var}, which is not set"
+            ))
+        })?;
+        return Ok((
+            RegistryAuth::Basic(user.clone(), pw),
+            CredentialSource::Config,
+        ));
+    }
+    if let (Ok(u), Ok(p)) = (
+        std::env::var("GAVEL_REGISTRY_USERNAME"),
+        std::env::var("GAVEL_REGISTRY_PASSWORD"),
+    ) {
+        return Ok((RegistryAuth::Basic(u, p), CredentialSource::Environment));
+    }
+    let Some(path) = docker_config_path() else {
+        return Ok((RegistryAuth::Anonymous, CredentialSource::Anonymous));
+    };
+    let cfg: DockerConfig = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            err(format!(
+                "{}: not valid docker config JSON: {e}",
+                path.display()
+            ))
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => DockerConfig::default(),
+        Err(e) => return Err(err(format!("{}: {e}", path.display()))),
+    };
+    from_docker_config(&cfg, registry, None).map_err(err)
+}
+
+/// `helper_dir`: where to find helpers (tests); `None` searches `PATH`.
+fn from_docker_config(
+    cfg: &DockerConfig,
+    registry: &str,
+    helper_dir: Option<&std::path::Path>,
+) -> Result<(RegistryAuth, CredentialSource), String> {
+    if let Some(helper) = cfg.cred_helpers.get(registry) {
+        return helper_get(helper, registry, helper_dir)
+            .map(|a| (a, CredentialSource::DockerHelper(helper.clone())));
+    }
+    // docker writes `auths` keys as the bare host or as a URL.
+    let entry = cfg.auths.iter().find(|(k, _)| {
+        let k = k
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        k.split('/').next() == Some(registry)
+    });
+    if let Some((_, a)) = entry {
+        if let Some(tok) = &a.identitytoken {
+            return Ok((
+                RegistryAuth::Bearer(tok.clone()),
+                CredentialSource::DockerConfig,
+            ));
+        }
+        if let (Some(u), Some(p)) = (&a.username, &a.password) {
+            return Ok((
+                RegistryAuth::Basic(u.clone(), p.clone()),
+                CredentialSource::DockerConfig,
+            ));
+        }
+        if let Some(b64) = &a.auth {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|_| "auths entry: `auth` is not base64".to_string())?;
+            let text = String::from_utf8(raw)
+                .map_err(|_| "auths entry: `auth` is not UTF-8".to_string())?;
+            let (u, p) = text
+                .split_once(':')
+                .ok_or("auths entry: `auth` is not base64 of user:password")?;
+            return Ok((
+                RegistryAuth::Basic(u.to_string(), p.to_string()),
+                CredentialSource::DockerConfig,
+            ));
+        }
+    }
+    if let Some(store) = &cfg.creds_store {
+        return helper_get(store, registry, helper_dir)
+            .map(|a| (a, CredentialSource::DockerHelper(store.clone())));
+    }
+    Ok((RegistryAuth::Anonymous, CredentialSource::Anonymous))
+}
+
+/// `docker-credential-<helper> get`: registry on stdin, `{Username, Secret}`
+/// out. "credentials not found" means anonymous, as docker treats it.
+fn helper_get(
+    helper: &str,
+    registry: &str,
+    helper_dir: Option<&std::path::Path>,
+) -> Result<RegistryAuth, String> {
+    if !helper
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(format!(
+            "credential helper name {helper:?} is not a plain name"
+        ));
+    }
+    let prog = format!("docker-credential-{helper}");
+    let program = match helper_dir {
+        Some(d) => d.join(&prog),
+        None => PathBuf::from(&prog),
+    };
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {prog} (docker config names it): {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(registry.as_bytes());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            _ => {
+                let _ = child.kill();
+                return Err(format!("{prog} get did not answer within 10 s"));
+            }
+        }
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{prog} get: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        if stdout.contains("credentials not found") {
+            return Ok(RegistryAuth::Anonymous);
+        }
+        return Err(format!("{prog} get failed ({})", out.status));
+    }
+    #[derive(Deserialize)]
+    struct HelperOut {
+        #[serde(rename = "Username")]
+        username: String,
+        #[serde(rename = "Secret")]
+        secret: String,
+    }
+    let h: HelperOut = serde_json::from_slice(&out.stdout)
+        .map_err(|_| format!("{prog} get printed something that is not {{Username, Secret}}"))?;
+    Ok(if h.username == "<token>" {
+        RegistryAuth::Bearer(h.secret)
+    } else {
+        RegistryAuth::Basic(h.username, h.secret)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(j: &str) -> DockerConfig {
+        serde_json::from_str(j).unwrap()
+    }
+
+    #[test]
+    fn docker_config_auths_like_docker() {
+        let cfg = parse(
+            r#"{"auths": {"https://reg.example:5000/v1/": {"auth": "dXNlcjpwYXNz"}, "other": {"identitytoken": "tok"}}}"#,
+        );
+        let (a, src) = from_docker_config(&cfg, "reg.example:5000", None).unwrap();
+        assert!(matches!(a, RegistryAuth::Basic(u, p) if u == "user" && p == "pass"));
+        assert_eq!(src, CredentialSource::DockerConfig);
+        let (a, _) = from_docker_config(&cfg, "other", None).unwrap();
+        assert!(matches!(a, RegistryAuth::Bearer(t) if t == "tok"));
+        let (a, src) = from_docker_config(&cfg, "nowhere", None).unwrap();
+        assert!(matches!(a, RegistryAuth::Anonymous));
+        assert_eq!(src, CredentialSource::Anonymous);
+        let bad = parse(r#"{"auths": {"r": {"auth": "!!!"}}}"#);
+        assert!(
+            from_docker_config(&bad, "r", None)
+                .unwrap_err()
+                .contains("base64")
+        );
+    }
+
+    #[test]
+    fn credential_helpers_run_with_the_registry_on_stdin() {
+        let dir = tempfile::tempdir().unwrap();
+        let helper = dir.path().join("docker-credential-gaveltest");
+        std::fs::write(
+            &helper,
+            "#!/bin/sh\nread reg\nif [ \"$reg\" = \"known:5000\" ]; then echo '{\"Username\":\"u\",\"Secret\":\"s\"}'; else echo 'credentials not found in native keychain'; exit 1; fi\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let d = Some(dir.path());
+        let cfg =
+            parse(r#"{"credHelpers": {"known:5000": "gaveltest"}, "credsStore": "gaveltest"}"#);
+        let (a, src) = from_docker_config(&cfg, "known:5000", d).unwrap();
+        assert!(matches!(a, RegistryAuth::Basic(u, s) if u == "u" && s == "s"));
+        assert_eq!(src, CredentialSource::DockerHelper("gaveltest".into()));
+        let (a, _) = from_docker_config(&cfg, "unknown:1", d).unwrap();
+        assert!(
+            matches!(a, RegistryAuth::Anonymous),
+            "not found = anonymous"
+        );
+        let cfg = parse(r#"{"credHelpers": {"x": "no-such-helper-here"}}"#);
+        assert!(
+            from_docker_config(&cfg, "x", d)
+                .unwrap_err()
+                .contains("cannot run")
+        );
+    }
+}

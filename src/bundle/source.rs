@@ -1,0 +1,64 @@
+//! Where a bundle reference's bytes come from. A directory or `.tar.gz` is
+//! read from disk; an `oci://` reference is served by whoever pulled it
+//! ([`crate::bundle::supply::Supply`] while gavel runs) or, offline, from the
+//! bundle cache. Either way the result is an unverified [`Bundle`]: signature
+//! checks happen when a server's policy is built from it.
+
+use std::sync::Arc;
+
+use super::oci::OciRef;
+use super::oci::cache::Cache;
+use super::{Bundle, BundleLimits, load_bundle, load_bundle_tar_gz};
+
+/// Resolves a bundle reference for an owner (a server name, or
+/// [`SHARED_OWNER`] for `[policy] shared_bundles`).
+pub trait Resolve: Send + Sync {
+    fn resolve(&self, owner: &str, reference: &str) -> Result<Arc<Bundle>, String>;
+}
+
+/// The cache owner of `[policy] shared_bundles`.
+pub const SHARED_OWNER: &str = "(shared)";
+
+/// Loads a pulled layer as a bundle named after its repository.
+pub fn bundle_from_layer(r: &OciRef, bytes: &[u8]) -> Result<Bundle, String> {
+    load_bundle_tar_gz(
+        &r.repository,
+        &r.to_string(),
+        bytes,
+        &BundleLimits::default(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Local files, and OCI references from the cache only (no network):
+/// `gavel status`, `config check`, and the first moments of a start.
+pub struct Offline {
+    pub cache: Option<Cache>,
+}
+
+impl Offline {
+    pub fn new(cache: Option<Cache>) -> Self {
+        Self { cache }
+    }
+}
+
+impl Resolve for Offline {
+    fn resolve(&self, owner: &str, reference: &str) -> Result<Arc<Bundle>, String> {
+        if !reference.starts_with("oci://") {
+            return load_bundle(std::path::Path::new(reference), &BundleLimits::default())
+                .map(Arc::new)
+                .map_err(|e| e.to_string());
+        }
+        let r = OciRef::parse(reference).map_err(|e| e.to_string())?;
+        let Some(cache) = &self.cache else {
+            return Err(format!("{reference} has not been pulled"));
+        };
+        match cache.load(owner, reference, r.digest.as_deref()) {
+            Ok(Some((_, bytes))) => bundle_from_layer(&r, &bytes).map(Arc::new),
+            Ok(None) => Err(format!(
+                "{reference} could not be pulled and is not in the bundle cache; check the registry (gavel status shows the last error) or run `gavel bundle pull {reference}`"
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! The bundle supply: keeps every `oci://` reference of the config pulled,
+//! verified and active, and the last good bundle in service when anything
+//! goes wrong.
+//!
+//! - **Start.** A digest pin found intact in the cache is used without the
+//!   network (a digest never moves). Otherwise the registry is asked (bounded
+//!   by `oci.pull_timeout`); if it cannot answer, the cached bundle for the
+//!   same server and ref is used. Nothing usable → that server fails closed
+//!   (`policy_unavailable`, with a remediation naming the ref).
+//! - **Poll.** Tags (and refs not obtained yet) are polled after a jittered
+//!   delay in `[min_delay, max_delay]`; errors back off (×1.6 from 100 ms,
+//!   capped at `max_delay`, ±20 %), as OPA does. An unchanged layer digest is
+//!   "not modified": nothing is downloaded or rebuilt.
+//! - **Activate.** A new layer is built into a new engine off to the side,
+//!   for every server using the ref (verify, own tests, lint, compile); only
+//!   if all succeed are they swapped in, atomically, and the verified tarball
+//!   persisted to the cache. Any failure keeps the last good bundle and is
+//!   recorded in the status (`code`, `message`), and that layer is not retried
+//!   until the registry serves a different one.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::Bundle;
+use super::oci::cache::Cache;
+use super::oci::{OciRef, Registry};
+use super::source::{Offline, Resolve, SHARED_OWNER, bundle_from_layer};
+use crate::config::{Config, OciSettings};
+use crate::decision::Enforcer;
+
+/// OPA's bundle status fields (`v1/plugins/bundle/status.go`), per server and
+/// reference, plus where the active bytes came from.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RefStatus {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_revision: Option<String>,
+    /// `sha256:` of the active bundle layer (the tarball).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_digest: Option<String>,
+    /// `sha256:` of the manifest the ref resolved to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<String>,
+    /// `registry` or `cache`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<&'static str>,
+    pub last_request: Option<String>,
+    pub last_successful_request: Option<String>,
+    pub last_successful_download: Option<String>,
+    pub last_successful_activation: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Clone)]
+struct Layer {
+    manifest_digest: String,
+    layer_digest: String,
+    bytes: Arc<Vec<u8>>,
+    source: &'static str,
+}
+
+#[derive(Default)]
+struct Entry {
+    /// The bytes the active engine was built from (or will be, at start).
+    current: Option<Layer>,
+    /// A layer that failed activation: not retried until it changes.
+    refused: Option<String>,
+    status: RefStatus,
+}
+
+type Key = (String, String);
+
+pub struct Supply {
+    registry: Registry,
+    cache: Cache,
+    settings: OciSettings,
+    entries: Mutex<BTreeMap<Key, Entry>>,
+    /// Which servers each (owner, ref) feeds.
+    users: BTreeMap<Key, Vec<String>>,
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+impl Supply {
+    /// Every (owner, ref) of the config's enabled servers, and their users.
+    fn refs(config: &Config) -> BTreeMap<Key, Vec<String>> {
+        let mut users: BTreeMap<Key, Vec<String>> = BTreeMap::new();
+        for (name, s) in config.enabled_servers() {
+            for r in s.bundles.iter().filter(|r| r.starts_with("oci://")) {
+                users
+                    .entry((name.clone(), r.clone()))
+                    .or_default()
+                    .push(name.clone());
+            }
+            for r in config
+                .policy
+                .shared_bundles
+                .iter()
+                .filter(|r| r.starts_with("oci://"))
+            {
+                users
+                    .entry((SHARED_OWNER.to_string(), r.clone()))
+                    .or_default()
+                    .push(name.clone());
+            }
+        }
+        users
+    }
+
+    /// Whether the config names any OCI bundle (else no supply is needed).
+    pub fn needed(config: &Config) -> bool {
+        !Self::refs(config).is_empty()
+    }
+
+    /// Obtains every reference once (registry, else cache), bounded by
+    /// `oci.pull_timeout` each, in parallel.
+    pub async fn start(config: &Config) -> anyhow::Result<Arc<Self>> {
+        let registry = Registry::new(&config.oci).map_err(|e| anyhow::anyhow!(e))?;
+        let users = Self::refs(config);
+        let supply = Arc::new(Self {
+            registry,
+            cache: Cache::new(&config.oci.cache_root()),
+            settings: config.oci.clone(),
+            entries: Mutex::new(
+                users
+                    .keys()
+                    .map(|k| {
+                        let e = Entry {
+                            status: RefStatus {
+                                name: k.1.clone(),
+                                ..Default::default()
+                            },
+                            ..Default::default()
+                        };
+                        (k.clone(), e)
+                    })
+                    .collect(),
+            ),
+            users,
+        });
+        let keys: Vec<Key> = supply.users.keys().cloned().collect();
+        futures::future::join_all(keys.iter().map(|k| supply.obtain_at_start(k))).await;
+        Ok(supply)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record_error(&self, key: &Key, code: &str, message: String) {
+        tracing::error!(bundle = %key.1, owner = %key.0, "{message}");
+        if let Some(e) = self.lock().get_mut(key) {
+            e.status.code = Some(code.to_string());
+            e.status.message = Some(message);
+        }
+    }
+
+    async fn obtain_at_start(&self, key: &Key) {
+        let Ok(r) = OciRef::parse(&key.1) else { return };
+        if let Some(pin) = &r.digest
+            && let Ok(Some((rec, bytes))) = self.cache.load(&key.0, &key.1, Some(pin))
+        {
+            tracing::info!(bundle = %key.1, "digest pin found in the bundle cache; not asking the registry");
+            self.set_current(key, rec.manifest_digest, Arc::new(bytes), "cache");
+            return;
+        }
+        match self.pull(key, &r, None).await {
+            Ok(Some(layer)) => {
+                if let Some(e) = self.lock().get_mut(key) {
+                    e.current = Some(layer);
+                }
+            }
+            Ok(None) => {}
+            Err(msg) => {
+                self.record_error(key, "bundle_error", msg);
+                match self.cache.load(&key.0, &key.1, r.digest.as_deref()) {
+                    Ok(Some((rec, bytes))) => {
+                        tracing::warn!(bundle = %key.1, stored_at = %rec.stored_at, "registry unavailable: starting from the cached bundle");
+                        self.set_current(key, rec.manifest_digest, Arc::new(bytes), "cache");
+                    }
+                    Ok(None) => {}
+                    Err(e) => self.record_error(key, "bundle_error", e.to_string()),
+                }
+            }
+        }
+    }
+
+    fn set_current(
+        &self,
+        key: &Key,
+        manifest_digest: String,
+        bytes: Arc<Vec<u8>>,
+        source: &'static str,
+    ) {
+        if let Some(e) = self.lock().get_mut(key) {
+            e.current = Some(Layer {
+                manifest_digest,
+                layer_digest: super::oci::manifest::sha256_digest(&bytes),
+                bytes,
+                source,
+            });
+        }
+    }
+
+    /// Resolves and (if the layer changed) downloads. `Ok(None)`: not
+    /// modified. Updates the request/download status fields.
+    async fn pull(
+        &self,
+        key: &Key,
+        r: &OciRef,
+        known: Option<&str>,
+    ) -> Result<Option<Layer>, String> {
+        let t = now();
+        if let Some(e) = self.lock().get_mut(key) {
+            e.status.last_request = Some(t.clone());
+        }
+        let resolved = self.registry.resolve(r).await.map_err(|e| e.to_string())?;
+        if let Some(e) = self.lock().get_mut(key) {
+            e.status.last_successful_request = Some(t.clone());
+        }
+        if known == Some(resolved.layer.digest.as_str()) {
+            return Ok(None);
+        }
+        let bytes = self
+            .registry
+            .fetch(r, &resolved.layer)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(e) = self.lock().get_mut(key) {
+            e.status.last_successful_download = Some(now());
+        }
+        Ok(Some(Layer {
+            manifest_digest: resolved.manifest_digest,
+            layer_digest: resolved.layer.digest,
+            bytes: Arc::new(bytes),
+            source: "registry",
+        }))
+    }
+
+    /// After the enforcer is built at start: persist what activated, record
+    /// activation or the reason it failed.
+    pub fn started(&self, enforcer: &Enforcer) {
+        let keys: Vec<(Key, Vec<String>)> = self
+            .users
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (key, servers) in keys {
+            let failed: Vec<String> = servers
+                .iter()
+                .filter_map(|s| {
+                    enforcer
+                        .active(s)
+                        .and_then(|a| a.unavailable().map(|w| format!("{s}: {w}")))
+                })
+                .collect();
+            self.after_activation(&key, &servers, failed, enforcer);
+        }
+    }
+
+    fn after_activation(
+        &self,
+        key: &Key,
+        servers: &[String],
+        failed: Vec<String>,
+        enforcer: &Enforcer,
+    ) {
+        let current = self.lock().get(key).and_then(|e| e.current.clone());
+        let Some(layer) = current else {
+            return;
+        };
+        if !failed.is_empty() {
+            self.record_error(key, "bundle_error", failed.join("; "));
+            return;
+        }
+        if layer.source == "registry"
+            && let Err(e) = self
+                .cache
+                .store(&key.0, &key.1, &layer.manifest_digest, &layer.bytes)
+        {
+            tracing::warn!(bundle = %key.1, "cannot persist the bundle for an offline start: {e}");
+        }
+        let name = OciRef::parse(&key.1)
+            .map(|r| r.repository)
+            .unwrap_or_default();
+        let revision = servers
+            .first()
+            .and_then(|s| enforcer.active(s))
+            .and_then(|a| a.bundle_revision(&name));
+        if let Some(e) = self.lock().get_mut(key) {
+            e.status.active_revision = revision;
+            e.status.active_digest = Some(layer.layer_digest.clone());
+            e.status.manifest_digest = Some(layer.manifest_digest.clone());
+            e.status.source = Some(layer.source);
+            e.status.last_successful_activation = Some(now());
+            // A successful activation clears an earlier download error only
+            // if this activation came from the registry.
+            if layer.source == "registry" {
+                e.status.code = None;
+                e.status.message = None;
+            }
+        }
+    }
+
+    /// Polls every reference until `shutdown`, activating changes.
+    pub fn spawn_polling(self: &Arc<Self>, enforcer: Arc<Enforcer>, shutdown: CancellationToken) {
+        for key in self.users.keys().cloned() {
+            let (this, enforcer, shutdown) = (self.clone(), enforcer.clone(), shutdown.clone());
+            tokio::spawn(async move { this.poll_loop(key, enforcer, shutdown).await });
+        }
+    }
+
+    async fn poll_loop(
+        self: Arc<Self>,
+        key: Key,
+        enforcer: Arc<Enforcer>,
+        shutdown: CancellationToken,
+    ) {
+        let Ok(r) = OciRef::parse(&key.1) else { return };
+        let mut retries: u32 = 0;
+        loop {
+            let have = self
+                .lock()
+                .get(&key)
+                .and_then(|e| e.current.as_ref().map(|l| l.layer_digest.clone()));
+            // A digest pin that is active never changes: nothing to poll.
+            let active_ok = self
+                .lock()
+                .get(&key)
+                .is_some_and(|e| e.status.last_successful_activation.is_some());
+            if !r.is_mutable() && have.is_some() && active_ok {
+                return;
+            }
+            let delay = if retries == 0 {
+                jitter_between(self.settings.min_delay, self.settings.max_delay)
+            } else {
+                backoff(retries, self.settings.max_delay)
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let refused = self.lock().get(&key).and_then(|e| e.refused.clone());
+            let known = if active_ok { have.clone() } else { None };
+            match self
+                .pull(&key, &r, known.as_deref().or(refused.as_deref()))
+                .await
+            {
+                Ok(None) => retries = 0,
+                Ok(Some(layer)) => {
+                    retries = 0;
+                    self.try_activate(&key, layer, &enforcer);
+                }
+                Err(msg) => {
+                    retries = retries.saturating_add(1);
+                    self.record_error(&key, "bundle_error", msg);
+                }
+            }
+        }
+    }
+
+    /// Builds every user server with the candidate layer; swaps all in only
+    /// if all build.
+    fn try_activate(&self, key: &Key, layer: Layer, enforcer: &Enforcer) {
+        let servers = self.users.get(key).cloned().unwrap_or_default();
+        let overlay = Overlay {
+            supply: self,
+            key,
+            layer: &layer,
+        };
+        let mut built = Vec::new();
+        let mut failed = Vec::new();
+        for s in &servers {
+            match enforcer.build_server(s, &overlay) {
+                Ok(a) => match a.unavailable() {
+                    None => built.push((s.clone(), a)),
+                    Some(why) => failed.push(format!("{s}: {why}")),
+                },
+                Err(e) => failed.push(format!("{s}: {e}")),
+            }
+        }
+        if !failed.is_empty() {
+            let msg = format!(
+                "layer {} of {} was not activated; the last good bundle stays active: {}",
+                layer.layer_digest,
+                key.1,
+                failed.join("; ")
+            );
+            if let Some(e) = self.lock().get_mut(key) {
+                e.refused = Some(layer.layer_digest.clone());
+            }
+            self.record_error(key, "bundle_error", msg);
+            return;
+        }
+        if let Some(e) = self.lock().get_mut(key) {
+            e.current = Some(layer);
+            e.refused = None;
+        }
+        for (s, a) in built {
+            enforcer.activate(&s, a);
+        }
+        self.after_activation(key, &servers, vec![], enforcer);
+    }
+
+    /// Per server: the status of each OCI reference it uses.
+    pub fn status_json(&self) -> serde_json::Value {
+        let entries = self.lock();
+        let mut out = serde_json::Map::new();
+        for (key, servers) in &self.users {
+            let Some(e) = entries.get(key) else { continue };
+            for s in servers {
+                let list = out
+                    .entry(s.clone())
+                    .or_insert_with(|| serde_json::Value::Array(vec![]));
+                if let serde_json::Value::Array(a) = list {
+                    a.push(serde_json::to_value(&e.status).unwrap_or_default());
+                }
+            }
+        }
+        serde_json::Value::Object(out)
+    }
+}
+
+impl Resolve for Supply {
+    fn resolve(&self, owner: &str, reference: &str) -> Result<Arc<Bundle>, String> {
+        if reference.starts_with("oci://") {
+            let current = self
+                .lock()
+                .get(&(owner.to_string(), reference.to_string()))
+                .and_then(|e| e.current.clone());
+            if let Some(l) = current {
+                let r = OciRef::parse(reference).map_err(|e| e.to_string())?;
+                return bundle_from_layer(&r, &l.bytes).map(Arc::new);
+            }
+            let why = self
+                .lock()
+                .get(&(owner.to_string(), reference.to_string()))
+                .and_then(|e| e.status.message.clone());
+            if let Some(why) = why {
+                return Err(format!(
+                    "{reference} could not be pulled ({why}) and is not in the bundle cache; gavel keeps retrying"
+                ));
+            }
+        }
+        Offline::new(Some(self.cache.clone())).resolve(owner, reference)
+    }
+}
+
+/// The supply's view with one candidate layer in place of the current one.
+struct Overlay<'a> {
+    supply: &'a Supply,
+    key: &'a Key,
+    layer: &'a Layer,
+}
+
+impl Resolve for Overlay<'_> {
+    fn resolve(&self, owner: &str, reference: &str) -> Result<Arc<Bundle>, String> {
+        if owner == self.key.0 && reference == self.key.1 {
+            let r = OciRef::parse(reference).map_err(|e| e.to_string())?;
+            return bundle_from_layer(&r, &self.layer.bytes).map(Arc::new);
+        }
+        self.supply.resolve(owner, reference)
+    }
+}
+
+/// Uniform in `[min, max]`.
+fn jitter_between(min: Duration, max: Duration) -> Duration {
+    let span = max.saturating_sub(min).as_secs_f64();
+    min + Duration::from_secs_f64(span * rand_unit())
+}
+
+/// OPA's `util.DefaultBackoff`: 100 ms × 1.6^retries, capped, ±20 %.
+fn backoff(retries: u32, max: Duration) -> Duration {
+    let base = 0.1 * 1.6f64.powi(retries.min(64) as i32);
+    let capped = base.min(max.as_secs_f64());
+    let jittered = capped * (0.8 + 0.4 * rand_unit());
+    Duration::from_secs_f64(jittered.min(max.as_secs_f64()))
+}
+
+fn rand_unit() -> f64 {
+    (uuid::Uuid::new_v4().as_u64_pair().0 >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let max = Duration::from_secs(5);
+        assert!(backoff(1, max) <= Duration::from_millis(200));
+        assert!(backoff(30, max) <= max);
+        assert!(backoff(30, max) >= Duration::from_secs(4));
+        for _ in 0..100 {
+            let d = jitter_between(Duration::from_secs(1), Duration::from_secs(2));
+            assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(2));
+        }
+    }
+}

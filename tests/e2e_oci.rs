@@ -1,0 +1,492 @@
+//! Signed bundles from a real OCI registry (Debian's `docker-registry`):
+//! push with `gavel bundle push`, pin by tag, decide, hot-reload a new
+//! revision under the same tag (announcing list changes, dropping no call),
+//! refuse bad bundles while keeping the last good one, restart offline from
+//! the cache, and never use the cache for another pin.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::registry::TestRegistry;
+use common::*;
+use serde_json::{Value, json};
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+fn gavel(args: &[&str]) -> std::process::Output {
+    Command::new(GAVEL).args(args).output().unwrap()
+}
+
+fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The fixture bundle at `revision`, with `extra` Rego appended to its
+/// policy; signed with `key` (HS256, kid = file stem) unless None.
+fn bundle(s: &Setup, name: &str, revision: &str, extra: &str, key: Option<&str>) -> PathBuf {
+    let dir = s.path(name);
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture"),
+        &dir,
+    );
+    let manifest = dir.join(".manifest");
+    let m = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("9.9.9", revision);
+    std::fs::write(&manifest, m).unwrap();
+    let policy = dir.join("mcp/fixture/policy.rego");
+    let mut p = std::fs::read_to_string(&policy).unwrap();
+    p.push_str(extra);
+    std::fs::write(&policy, p).unwrap();
+    if let Some(k) = key {
+        ok(gavel(&[
+            "bundle",
+            "sign",
+            dir.to_str().unwrap(),
+            "--key",
+            s.path(&format!("{k}.secret")).to_str().unwrap(),
+            "--algorithm",
+            "HS256",
+            "--keyid",
+            k,
+        ]));
+    }
+    dir
+}
+
+fn tarball(s: &Setup, dir: &Path) -> PathBuf {
+    let out = s.path(&format!(
+        "{}.tar.gz",
+        dir.file_name().unwrap().to_string_lossy()
+    ));
+    ok(gavel(&[
+        "bundle",
+        "build",
+        dir.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]));
+    out
+}
+
+/// `gavel bundle push`; returns the digest it prints.
+fn push(path: &Path, reference: &str) -> String {
+    let out = ok(gavel(&[
+        "bundle",
+        "push",
+        path.to_str().unwrap(),
+        reference,
+        "--insecure",
+    ]));
+    out.split('@')
+        .nth(1)
+        .unwrap()
+        .trim()
+        .trim_end_matches('"')
+        .to_string()
+}
+
+fn keys(s: &Setup) {
+    std::fs::write(s.path("k1.secret"), "first-secret").unwrap();
+    std::fs::write(s.path("k2.secret"), "second-secret").unwrap();
+}
+
+fn config(s: &Setup, reg: &TestRegistry, reference: &str, trusted: &[&str]) {
+    let trusted: Vec<String> = trusted.iter().map(|k| format!("{k:?}")).collect();
+    std::fs::write(
+        s.config(),
+        format!(
+            "[keys.k1]\nalgorithm = \"HS256\"\nkey_file = {:?}\n\n[keys.k2]\nalgorithm = \"HS256\"\nkey_file = {:?}\n\n\
+             [identity.user]\nid = \"ada\"\n\n[log]\ndecisions = {:?}\n\n\
+             [oci]\ncache_dir = {:?}\nmin_delay = \"100ms\"\nmax_delay = \"300ms\"\n\n\
+             [oci.registries.\"{}\"]\ninsecure = true\n\n{}bundle = {reference:?}\nkeys = [{}]\n",
+            s.path("k1.secret").display().to_string(),
+            s.path("k2.secret").display().to_string(),
+            s.path("decisions.jsonl").display().to_string(),
+            s.path("cache").display().to_string(),
+            reg.host(),
+            fixture_server("fx", &[], &s.path("r.jsonl")),
+            trusted.join(", ")
+        ),
+    )
+    .unwrap();
+}
+
+fn status(state: &Path) -> Value {
+    let out = Command::new(GAVEL)
+        .args(["status", "--json"])
+        .env("GAVEL_STATE_DIR", state)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let all: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    all.into_iter().next().unwrap_or(Value::Null)
+}
+
+fn launch(s: &Setup) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(GAVEL);
+    cmd.args(s.run_args())
+        .env("GAVEL_STATE_DIR", s.path("state"));
+    cmd
+}
+
+async fn reasons(c: &Client, tool: &str) -> Value {
+    let r = call(c, tool, json!({"text": "x"})).await.unwrap();
+    if r.is_error == Some(true) {
+        r.structured_content
+            .as_ref()
+            .map(|v| v["reasons"].clone())
+            .unwrap_or_else(|| json!(text(&r)))
+    } else {
+        json!("allowed")
+    }
+}
+
+/// A policy change that keeps the bundle's own tests passing (they use
+/// user "u"): echo is frozen for ada, and `add` is no longer listed.
+const DENY_ECHO: &str = "\nviolations contains \"echo_frozen\" if {\n\tinput.action.tool == \"echo\"\n\tinput.user.id == \"ada\"\n}\n\nvisible := false if input.action.tool == \"add\"\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_decide_hot_reload_and_restart_offline() {
+    let reg = TestRegistry::start();
+    let s = Setup::new("");
+    keys(&s);
+    let tag = format!("oci://{}/policies/fixture:live", reg.host());
+    push(&tarball(&s, &bundle(&s, "r1", "r1", "", Some("k1"))), &tag);
+    config(&s, &reg, &tag, &["k1"]);
+
+    let host = TestHost::new();
+    let seen = host.seen.clone();
+    let c = connect_cmd(launch(&s), host).await;
+    assert_eq!(reasons(&c, "echo").await, json!("allowed"));
+    assert_eq!(
+        reasons(&c, "destructive_delete").await,
+        json!(["destructive_denied"])
+    );
+    let tools = c.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "add"));
+    // The decision records name the pulled bundle's revision and digest.
+    let log = std::fs::read_to_string(s.path("decisions.jsonl")).unwrap();
+    let last: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        last["bundles"]["policies/fixture"]["revision"], "r1",
+        "{last}"
+    );
+    eventually("status shows the active OCI bundle", || {
+        let st = status(&s.path("state"));
+        st["policies"]["fx"]["oci"][0]["active_revision"] == "r1"
+    })
+    .await;
+    let st = status(&s.path("state"));
+    let oci = &st["policies"]["fx"]["oci"][0];
+    assert_eq!(oci["source"], "registry");
+    assert!(oci["last_successful_activation"].is_string());
+    assert_eq!(st["policies"]["fx"]["bundles"][0]["signer_keyid"], "k1");
+
+    // A new revision under the same tag: hot-reloaded while calls continue,
+    // none dropped; the list change is announced.
+    push(
+        &tarball(&s, &bundle(&s, "r2", "r2", DENY_ECHO, Some("k1"))),
+        &tag,
+    );
+    let mut answers = Vec::new();
+    let start = std::time::Instant::now();
+    loop {
+        let active =
+            status(&s.path("state"))["policies"]["fx"]["oci"][0]["active_revision"] == "r2";
+        // A call now and then while the reload happens (well under the
+        // fixture policy's turn limit).
+        if answers.len() < 30 {
+            answers.push(reasons(&c, "echo").await);
+        }
+        if active {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "r2 never activated: {answers:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(reasons(&c, "echo").await, json!(["echo_frozen"]));
+    assert!(
+        answers
+            .iter()
+            .all(|a| *a == json!("allowed") || *a == json!(["echo_frozen"])),
+        "every call during the reload was decided by r1 or r2: {answers:?}"
+    );
+    eventually("tools/list_changed after activation", || {
+        seen.lock().unwrap().tool_list_changed > 0
+    })
+    .await;
+    let tools = c.list_all_tools().await.unwrap();
+    assert!(!tools.iter().any(|t| t.name == "add"), "r2 hides add");
+    eventually("status shows r2", || {
+        status(&s.path("state"))["policies"]["fx"]["oci"][0]["active_revision"] == "r2"
+    })
+    .await;
+    c.cancel().await.unwrap();
+
+    // Registry gone: a new gavel starts from the cached r2.
+    let mut reg = reg;
+    reg.stop();
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(reasons(&c, "echo").await, json!(["echo_frozen"]));
+    eventually("status says the bundle came from the cache", || {
+        let st = status(&s.path("state"));
+        st["policies"]["fx"]["oci"][0]["source"] == "cache"
+    })
+    .await;
+    let st = status(&s.path("state"));
+    assert!(
+        st["policies"]["fx"]["oci"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("policies/fixture")),
+        "the pull error is in the status: {st}"
+    );
+    c.cancel().await.unwrap();
+
+    // Another pin (not in the cache, registry down): the old cache is not
+    // used; the server fails closed naming the ref.
+    let other = format!("oci://{}/policies/fixture:other", reg.host());
+    config(&s, &reg, &other, &["k1"]);
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    let r = call(&c, "echo", json!({"text": "x"})).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    let sc = r.structured_content.clone().unwrap_or_default();
+    assert_eq!(sc["reasons"], json!(["policy_unavailable"]), "{r:?}");
+    assert!(text(&r).contains("policies/fixture:other"), "{}", text(&r));
+    c.cancel().await.unwrap();
+}
+
+/// Pushes `path` under the tag, waits until gavel has looked at it and
+/// recorded an error, and checks the last good bundle still decides.
+async fn refused(s: &Setup, c: &Client, tag: &str, path: &Path, needle: &str) {
+    let digest = push(path, tag);
+    eventually(
+        &format!("{} refused with {needle:?}", path.display()),
+        || {
+            let st = status(&s.path("state"));
+            let oci = &st["policies"]["fx"]["oci"][0];
+            oci["message"].as_str().is_some_and(|m| m.contains(needle))
+                && oci["manifest_digest"] != json!(digest)
+        },
+    )
+    .await;
+    assert_eq!(
+        reasons(c, "echo").await,
+        json!("allowed"),
+        "r1 still decides"
+    );
+    let st = status(&s.path("state"));
+    assert_eq!(st["policies"]["fx"]["oci"][0]["active_revision"], "r1");
+    assert_eq!(st["policies"]["fx"]["oci"][0]["code"], "bundle_error");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_bundles_are_refused_and_the_last_good_one_kept() {
+    let reg = TestRegistry::start();
+    let s = Setup::new("");
+    keys(&s);
+    let tag = format!("oci://{}/policies/fixture:live", reg.host());
+    push(
+        &tarball(&s, &bundle(&s, "good", "r1", "", Some("k1"))),
+        &tag,
+    );
+    config(&s, &reg, &tag, &["k1"]);
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(reasons(&c, "echo").await, json!("allowed"));
+
+    // Signed by a key the server does not trust.
+    let wrong = bundle(&s, "wrong-key", "bad1", DENY_ECHO, Some("k2"));
+    refused(&s, &c, &tag, &tarball(&s, &wrong), "signature").await;
+    // Unsigned.
+    let unsigned = bundle(&s, "unsigned", "bad2", DENY_ECHO, None);
+    refused(&s, &c, &tag, &tarball(&s, &unsigned), "not signed").await;
+    // Tampered after signing.
+    let tampered = bundle(&s, "tampered", "bad3", "", Some("k1"));
+    let p = tampered.join("mcp/fixture/policy.rego");
+    let mut t = std::fs::read_to_string(&p).unwrap();
+    t.push_str(DENY_ECHO);
+    std::fs::write(&p, t).unwrap();
+    refused(&s, &c, &tag, &tarball(&s, &tampered), "policy.rego").await;
+    // An extra file the signature does not cover.
+    let extra = bundle(&s, "extra", "bad4", "", Some("k1"));
+    std::fs::write(
+        extra.join("mcp/fixture/sneaky.rego"),
+        "package mcp.fixture\n\nboom := 1\n",
+    )
+    .unwrap();
+    refused(&s, &c, &tag, &tarball(&s, &extra), "sneaky.rego").await;
+    // Its own tests fail.
+    let failing = bundle(
+        &s,
+        "failing-tests",
+        "bad5",
+        "\ntest_fails if { false }\n",
+        Some("k1"),
+    );
+    refused(&s, &c, &tag, &tarball(&s, &failing), "tests fail").await;
+
+    // Rotation: k1 and k2 both trusted, a k2-signed bundle activates.
+    c.cancel().await.unwrap();
+    config(&s, &reg, &tag, &["k1", "k2"]);
+    let rotated = bundle(&s, "rotated", "r2", DENY_ECHO, Some("k2"));
+    push(&tarball(&s, &rotated), &tag);
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(reasons(&c, "echo").await, json!(["echo_frozen"]));
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_failures_keep_the_last_good_bundle() {
+    let reg = TestRegistry::start();
+    let s = Setup::new("");
+    keys(&s);
+    let tag = format!("oci://{}/policies/fixture:live", reg.host());
+    let good = tarball(&s, &bundle(&s, "good", "r1", "", Some("k1")));
+    push(&good, &tag);
+    config(&s, &reg, &tag, &["k1"]);
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(reasons(&c, "echo").await, json!("allowed"));
+
+    c.cancel().await.unwrap();
+
+    // A tag whose layer blob is gone from the registry's storage: the next
+    // gavel cannot download it and starts from the cached last good bundle.
+    let never = tarball(&s, &bundle(&s, "never", "bad", DENY_ECHO, Some("k1")));
+    push(&never, &tag);
+    let hex = sha256_hex(&std::fs::read(&never).unwrap());
+    let blob = reg
+        .storage()
+        .join("data/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(&hex)
+        .join("data");
+    std::fs::remove_file(&blob).unwrap();
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(
+        reasons(&c, "echo").await,
+        json!("allowed"),
+        "r1 from the cache"
+    );
+    eventually("missing blob reported, cache used", || {
+        let st = status(&s.path("state"));
+        let oci = &st["policies"]["fx"]["oci"][0];
+        oci["source"] == "cache" && oci["message"].as_str().is_some_and(|m| m.contains("layer"))
+    })
+    .await;
+    c.cancel().await.unwrap();
+
+    // A "registry" that answers garbage: gavel starts from the cache.
+    let garbage = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gport = garbage.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut sock, _)) = garbage.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let body = "<html>definitely not a manifest</html>";
+                let _ = sock
+                    .write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes())
+                    .await;
+            });
+        }
+    });
+    let s2 = Setup::new("");
+    keys(&s2);
+    let fake = TestRegistryAt(format!("127.0.0.1:{gport}"));
+    let garbage_ref = format!("oci://{}/policies/fixture:live", fake.0);
+    write_config_for(&s2, &fake.0, &garbage_ref, &s.path("cache"));
+    let c = connect_cmd(launch(&s2), TestHost::new()).await;
+    let r = call(&c, "echo", json!({"text": "x"})).await.unwrap();
+    // Not in this server's cache under this ref: fails closed, explained.
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).contains("not valid JSON"), "{}", text(&r));
+    c.cancel().await.unwrap();
+}
+
+struct TestRegistryAt(String);
+
+fn write_config_for(s: &Setup, host: &str, reference: &str, cache: &Path) {
+    std::fs::write(
+        s.config(),
+        format!(
+            "[keys.k1]\nalgorithm = \"HS256\"\nkey_file = {:?}\n\n[oci]\ncache_dir = {:?}\nmin_delay = \"100ms\"\nmax_delay = \"300ms\"\n\n\
+             [oci.registries.\"{host}\"]\ninsecure = true\n\n{}bundle = {reference:?}\nkeys = [\"k1\"]\n",
+            s.path("k1.secret").display().to_string(),
+            cache.display().to_string(),
+            fixture_server("fx", &[], &s.path("r.jsonl")),
+        ),
+    )
+    .unwrap();
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_auth_registry() {
+    let reg = TestRegistry::start_with(Some(("ops", "s3cret-pw")));
+    let s = Setup::new("");
+    keys(&s);
+    let tag = format!("oci://{}/policies/fixture:live", reg.host());
+    let tb = tarball(&s, &bundle(&s, "r1", "r1", "", Some("k1")));
+    // Anonymous push is refused, clearly.
+    let out = gavel(&["bundle", "push", tb.to_str().unwrap(), &tag, "--insecure"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("policies/fixture"), "{err}");
+    // With credentials from the environment.
+    let out = Command::new(GAVEL)
+        .args(["bundle", "push", tb.to_str().unwrap(), &tag, "--insecure"])
+        .env("GAVEL_REGISTRY_USERNAME", "ops")
+        .env("GAVEL_REGISTRY_PASSWORD", "s3cret-pw")
+        .output()
+        .unwrap();
+    ok(out);
+    // gavel run with username + password_env from servers.toml.
+    config(&s, &reg, &tag, &["k1"]);
+    let mut text_cfg = std::fs::read_to_string(s.config()).unwrap();
+    text_cfg = text_cfg.replace(
+        "insecure = true\n",
+        "insecure = true\nusername = \"ops\"\npassword_env = \"GAVEL_TEST_REG_PW\"\n",
+    );
+    std::fs::write(s.config(), text_cfg).unwrap();
+    let mut cmd = launch(&s);
+    cmd.env("GAVEL_TEST_REG_PW", "s3cret-pw");
+    let c = connect_cmd(cmd, TestHost::new()).await;
+    assert_eq!(reasons(&c, "echo").await, json!("allowed"));
+    assert_eq!(
+        reasons(&c, "destructive_delete").await,
+        json!(["destructive_denied"])
+    );
+    // The password never reaches the log.
+    assert!(!s.log_text().contains("s3cret-pw"));
+    c.cancel().await.unwrap();
+}
