@@ -384,7 +384,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: ConfigCommand::Check { config },
         } => {
             let cfg = load_config(&config)?;
-            let enforcer = crate::decision::Enforcer::from_config(&cfg)?;
+            // OCI bundles are pulled (or taken from the cache) and verified
+            // exactly as `gavel run` would at start.
+            let enforcer = if crate::bundle::supply::Supply::needed(&cfg) {
+                let supply = crate::bundle::supply::Supply::start(&cfg).await?;
+                crate::decision::Enforcer::with_resolver(
+                    &cfg,
+                    crate::state::clock::from_env(),
+                    supply.as_ref(),
+                )?
+            } else {
+                crate::decision::Enforcer::from_config(&cfg)?
+            };
             let mut broken = Vec::new();
             for (server, status) in enforcer.policy_status() {
                 match status {

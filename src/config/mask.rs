@@ -239,6 +239,7 @@ pub fn render(c: &Config) -> String {
     root.insert("policy".into(), Value::Table(policy));
     root.insert("servers".into(), Value::Table(servers));
     stateful(c, &mut root);
+    root.insert("oci".into(), Value::Table(oci(&c.oci)));
     toml::to_string_pretty(&root).unwrap_or_default()
 }
 
@@ -323,4 +324,40 @@ fn stateful(c: &Config, root: &mut Table) {
         }
         root.insert("auth".into(), Value::Table(t));
     }
+}
+
+/// `[oci]`: registry passwords are never in the config (only the name of
+/// the variable holding one), so nothing here needs masking.
+fn oci(o: &crate::config::OciSettings) -> Table {
+    let mut t = Table::new();
+    t.insert(
+        "cache_dir".into(),
+        Value::String(o.cache_root().display().to_string()),
+    );
+    t.insert("min_delay".into(), secs(o.min_delay));
+    t.insert("max_delay".into(), secs(o.max_delay));
+    t.insert("pull_timeout".into(), secs(o.pull_timeout));
+    t.insert(
+        "max_bundle_bytes".into(),
+        Value::Integer(o.max_bundle_bytes as i64),
+    );
+    let mut regs = Table::new();
+    for (host, r) in &o.registries {
+        let mut rt = Table::new();
+        rt.insert("insecure".into(), Value::Boolean(r.insecure));
+        if let Some(u) = &r.username {
+            rt.insert("username".into(), Value::String(u.clone()));
+        }
+        if let Some(e) = &r.password_env {
+            rt.insert("password_env".into(), Value::String(e.clone()));
+        }
+        if let Some(ca) = &r.ca_file {
+            rt.insert("ca_file".into(), Value::String(ca.display().to_string()));
+        }
+        regs.insert(host.clone(), Value::Table(rt));
+    }
+    if !regs.is_empty() {
+        t.insert("registries".into(), Value::Table(regs));
+    }
+    t
 }
