@@ -490,3 +490,137 @@ async fn basic_auth_registry() {
     assert!(!s.log_text().contains("s3cret-pw"));
     c.cancel().await.unwrap();
 }
+
+/// PUT a manifest document straight to the registry API.
+async fn put_manifest(reg: &TestRegistry, repo: &str, tag: &str, media_type: &str, body: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", reg.port))
+        .await
+        .unwrap();
+    sock.write_all(
+        format!(
+            "PUT /v2/{repo}/manifests/{tag} HTTP/1.1\r\nHost: {}\r\nContent-Type: {media_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            reg.host(),
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    sock.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 201"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_index_is_descended_past_attestations() {
+    let reg = TestRegistry::start();
+    let s = Setup::new("");
+    keys(&s);
+    let tb = tarball(&s, &bundle(&s, "r1", "r1", "", Some("k1")));
+    let digest = push(&tb, &format!("oci://{}/policies/fixture:plain", reg.host()));
+    // The digest push printed pins exactly that manifest.
+    {
+        let out = ok(gavel(&[
+            "bundle",
+            "pull",
+            &format!("oci://{}/policies/fixture@{digest}", reg.host()),
+            "-o",
+            s.path("check.tar.gz").to_str().unwrap(),
+            "--insecure",
+        ]));
+        assert!(out.contains(&digest), "{out}");
+    }
+    // An attestation manifest (unknown/unknown) listed first: an image
+    // manifest without a bundle layer.
+    let att = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},
+        "layers": []})
+    .to_string();
+    let att_digest = format!("sha256:{}", sha256_hex(att.as_bytes()));
+    put_manifest(
+        &reg,
+        "policies/fixture",
+        &att_digest,
+        "application/vnd.oci.image.manifest.v1+json",
+        &att,
+    )
+    .await;
+    let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": att_digest, "size": att.len(),
+             "platform": {"os": "unknown", "architecture": "unknown"}},
+            // gavel checks digests, not these informative sizes.
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": 0}
+        ]})
+    .to_string();
+    put_manifest(
+        &reg,
+        "policies/fixture",
+        "indexed",
+        "application/vnd.oci.image.index.v1+json",
+        &index,
+    )
+    .await;
+    let out = ok(gavel(&[
+        "bundle",
+        "pull",
+        &format!("oci://{}/policies/fixture:indexed", reg.host()),
+        "-o",
+        s.path("via-index.tar.gz").to_str().unwrap(),
+        "--insecure",
+    ]));
+    assert!(out.contains("revision \"r1\""), "{out}");
+    assert_eq!(
+        std::fs::read(s.path("via-index.tar.gz")).unwrap(),
+        std::fs::read(&tb).unwrap(),
+        "the bundle layer behind the index, byte for byte"
+    );
+    // And gavel run decides with it.
+    config(
+        &s,
+        &reg,
+        &format!("oci://{}/policies/fixture:indexed", reg.host()),
+        &["k1"],
+    );
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(
+        reasons(&c, "destructive_delete").await,
+        json!(["destructive_denied"])
+    );
+    assert_eq!(reasons(&c, "echo").await, json!("allowed"));
+    c.cancel().await.unwrap();
+
+    // `gavel replay` takes a candidate straight from the registry (these
+    // records' inputs are masked, so they are counted apart, not replayed).
+    let candidate = format!("oci://{}/policies/fixture:candidate", reg.host());
+    push(
+        &tarball(&s, &bundle(&s, "r2", "r2", DENY_ECHO, Some("k1"))),
+        &candidate,
+    );
+    let out = ok(gavel(&[
+        "replay",
+        "--log",
+        s.path("decisions.jsonl").to_str().unwrap(),
+        "--config",
+        s.config().to_str().unwrap(),
+        "--bundle",
+        &candidate,
+        "--json",
+    ]));
+    let summary: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["total"], 2, "{summary}");
+    let missing = format!("oci://{}/policies/fixture:nope", reg.host());
+    let out = gavel(&[
+        "replay",
+        "--log",
+        s.path("decisions.jsonl").to_str().unwrap(),
+        "--config",
+        s.config().to_str().unwrap(),
+        "--bundle",
+        &missing,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("policies/fixture:nope"));
+}

@@ -62,3 +62,34 @@ impl Resolve for Offline {
         }
     }
 }
+
+/// Pulls an `oci://` reference now, for the command-line tools that read
+/// policy (replay, explain): registry settings from the config's `[oci]`.
+/// The digest is checked; the signature is not (these tools evaluate
+/// history, they do not enforce).
+pub fn pull_now(
+    reference: &str,
+    settings: &crate::config::OciSettings,
+) -> Result<Arc<Bundle>, String> {
+    let r = OciRef::parse(reference).map_err(|e| e.to_string())?;
+    let settings = settings.clone();
+    let target = r.clone();
+    // Its own thread and runtime: callers are sync code that may or may not
+    // run inside a runtime already.
+    let bytes = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let reg = super::oci::Registry::new(&settings)?;
+            let resolved = reg.resolve(&target).await.map_err(|e| e.to_string())?;
+            reg.fetch(&target, &resolved.layer)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    })
+    .join()
+    .map_err(|_| format!("{reference}: the pull thread panicked"))??;
+    bundle_from_layer(&r, &bytes).map(Arc::new)
+}

@@ -20,11 +20,11 @@ pub struct Args {
     pub json: bool,
 }
 
-fn load(r: &str) -> anyhow::Result<Arc<Bundle>> {
+/// A local bundle, or an `oci://` one pulled now with the config's `[oci]`.
+fn load(r: &str, oci: &crate::config::OciSettings) -> anyhow::Result<Arc<Bundle>> {
     if r.starts_with("oci://") {
-        bail!(
-            "{r}: replay reads local bundles; fetch it first with `gavel bundle pull {r} -o bundle.tar.gz` and replay that file"
-        );
+        return crate::bundle::source::pull_now(r, oci)
+            .map_err(|e| anyhow::anyhow!("candidate bundle {e}"));
     }
     load_bundle(Path::new(r), &BundleLimits::default())
         .map(Arc::new)
@@ -32,10 +32,16 @@ fn load(r: &str) -> anyhow::Result<Arc<Bundle>> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    let cfg = a
+        .config
+        .as_ref()
+        .map(|p| super::load_config(p))
+        .transpose()?;
+    let oci = cfg.as_ref().map(|c| c.oci.clone()).unwrap_or_default();
     let candidates: Vec<Arc<Bundle>> = a
         .bundles
         .iter()
-        .map(|b| load(b))
+        .map(|b| load(b, &oci))
         .collect::<Result<_, _>>()?;
     let (bundles, opts) = match &a.config {
         None => {
@@ -53,10 +59,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             )
         }
         Some(path) => {
-            let cfg = super::load_config(path)?;
+            let cfg = cfg.as_ref().expect("loaded above");
             let mut used = vec![false; candidates.len()];
             let mut pick = |r: &str| -> anyhow::Result<Arc<Bundle>> {
-                let b = load(r).with_context(|| format!("{}", path.display()))?;
+                let b = load(r, &oci).with_context(|| format!("{}", path.display()))?;
                 Ok(match candidates.iter().position(|c| c.name == b.name) {
                     Some(i) => {
                         used[i] = true;

@@ -70,7 +70,10 @@ pub fn bundles_from_paths(paths: &[PathBuf]) -> Result<ServerBundles, Governance
     }
     let bundles = paths
         .iter()
-        .map(|p| load_bundle(p, &BundleLimits::default()).map(Arc::new))
+        .map(|p| match p.to_str().filter(|s| s.starts_with("oci://")) {
+            Some(r) => load_ref(r, &Default::default()),
+            None => Ok(load_bundle(p, &BundleLimits::default()).map(Arc::new)?),
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(ServerBundles {
         server: bundles[0].name.clone(),
@@ -79,11 +82,9 @@ pub fn bundles_from_paths(paths: &[PathBuf]) -> Result<ServerBundles, Governance
     })
 }
 
-fn load_ref(r: &str) -> Result<Arc<Bundle>, GovernanceError> {
+fn load_ref(r: &str, oci: &crate::config::OciSettings) -> Result<Arc<Bundle>, GovernanceError> {
     if r.starts_with("oci://") {
-        return Err(GovernanceError::Usage(format!(
-            "{r}: OCI bundle references cannot be read by explain yet; pull the bundle and pass its directory or .tar.gz with --bundle"
-        )));
+        return crate::bundle::source::pull_now(r, oci).map_err(GovernanceError::Usage);
     }
     Ok(Arc::new(load_bundle(
         Path::new(r),
@@ -99,7 +100,7 @@ pub fn bundles_from_config(config: &Config) -> Result<Vec<ServerBundles>, Govern
         .policy
         .shared_bundles
         .iter()
-        .map(|r| load_ref(r))
+        .map(|r| load_ref(r, &config.oci))
         .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::new();
     let mut names: Vec<&String> = config.servers.keys().collect();
@@ -112,7 +113,7 @@ pub fn bundles_from_config(config: &Config) -> Result<Vec<ServerBundles>, Govern
         let mut bundles = server
             .bundles
             .iter()
-            .map(|r| load_ref(r))
+            .map(|r| load_ref(r, &config.oci))
             .collect::<Result<Vec<_>, _>>()?;
         bundles.extend(shared.iter().cloned());
         out.push(ServerBundles {

@@ -110,10 +110,19 @@ impl Registry {
         r: &'r OciRef,
         step: &'static str,
     ) -> impl FnOnce(oci_client::errors::OciDistributionError) -> OciError + 'r {
-        move |e| OciError::Registry {
-            reference: r.to_string(),
-            step,
-            message: e.to_string(),
+        move |e| {
+            let mut message = e.to_string();
+            if message.contains("error sending request") {
+                message.push_str(&format!(
+                    " (is {} reachable? a plain-HTTP registry must be marked insecure = true under [oci.registries.\"{}\"], or pass --insecure)",
+                    r.registry, r.registry
+                ));
+            }
+            OciError::Registry {
+                reference: r.to_string(),
+                step,
+                message,
+            }
         }
     }
 
