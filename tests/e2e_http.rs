@@ -137,3 +137,152 @@ async fn no_plain_http_on_a_public_address() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--behind-proxy"), "{err}");
 }
+
+/// A test CA and a leaf certificate for 127.0.0.1 it signed (openssl), as
+/// (leaf cert, leaf key, CA cert).
+fn test_pki(s: &Setup) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(s.dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=gavel test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+    ]);
+    std::fs::write(
+        s.path("leaf.ext"),
+        "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    (s.path("cert.pem"), s.path("key.pem"), s.path("ca.pem"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_https_with_rustls() {
+    let s = Setup::new("");
+    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[identity.user]\nid = \"ada\"\n\n{}bundle = {:?}\n",
+            fixture_server("fx", &[], &s.path("r.jsonl")),
+            bundle.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (cert, key, ca_file) = test_pki(&s);
+    let port = free_port();
+    let mut gavel = gavel_serve_with(
+        &s,
+        port,
+        &[],
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        s.log_text()
+            .contains(&format!("https://127.0.0.1:{port}/mcp"))
+    );
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&ca_file).unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}/mcp");
+    let client = TestHost::new()
+        .serve(StreamableHttpClientTransport::with_client(
+            http,
+            rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+                url.clone(),
+            ),
+        ))
+        .await
+        .expect("HTTPS client initializes");
+    let ok = call(&client, "echo", json!({"text": "over tls"}))
+        .await
+        .unwrap();
+    assert_eq!(text(&ok), "over tls");
+    let denied = call(&client, "destructive_delete", json!({"path": "/"}))
+        .await
+        .unwrap();
+    assert_eq!(denied.is_error, Some(true));
+    // Plain HTTP to the TLS port gets no MCP answer.
+    let plain = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/mcp"))
+        .body("{}")
+        .send()
+        .await;
+    assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
+    client.cancel().await.unwrap();
+    unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
+    let status = gavel.wait().await.unwrap();
+    assert!(status.success(), "graceful shutdown on SIGTERM: {status:?}");
+
+    // A public address with TLS is allowed (no --behind-proxy needed); a
+    // broken key is refused naming the file.
+    let out = tokio::process::Command::new(GAVEL)
+        .args(["serve", "--config"])
+        .arg(s.config())
+        .args(["--listen", "0.0.0.0:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&cert)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--tls-key") && err.contains("cert.pem"),
+        "{err}"
+    );
+}

@@ -624,3 +624,174 @@ async fn an_image_index_is_descended_past_attestations() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("policies/fixture:nope"));
 }
+
+/// The PyPI `oras` SDK (installed by scripts/setup into .deps/oras).
+fn oras(op: &str, reg: &TestRegistry, target: &str, path: &Path) {
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/oras/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oras/oras_tool.py");
+    let out = Command::new(&py)
+        .arg(&script)
+        .args([op, &reg.host(), target, path.to_str().unwrap()])
+        .output()
+        .unwrap_or_else(|e| panic!("{} (run scripts/setup): {e}", py.display()));
+    assert!(
+        out.status.success(),
+        "oras {op}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A gzipped tarball with arbitrary entries, the way an attacker would
+/// build one (gavel's own tools refuse to make these).
+fn evil_tarball(
+    path: &Path,
+    build: impl FnOnce(&mut tar::Builder<flate2::write::GzEncoder<std::fs::File>>),
+) {
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::default(),
+    );
+    let mut b = tar::Builder::new(gz);
+    build(&mut b);
+    b.into_inner().unwrap().finish().unwrap();
+}
+
+type Tar = tar::Builder<flate2::write::GzEncoder<std::fs::File>>;
+/// (case name, how to build its layer, what the refusal must say)
+type EvilCase<'a> = (&'a str, Box<dyn FnOnce(&mut Tar) + 'a>, &'a str);
+
+fn raw_entry(b: &mut Tar, name: &str, kind: tar::EntryType, data: &[u8], link: Option<&str>) {
+    let mut h = tar::Header::new_old();
+    // Written raw so names like "../x" survive (the tar crate refuses them
+    // through set_path).
+    let bytes = name.as_bytes();
+    h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+    h.set_entry_type(kind);
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    if let Some(l) = link {
+        h.set_link_name(l).unwrap();
+    }
+    h.set_cksum();
+    b.append(&h, data).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oras_interop_and_malicious_layers() {
+    let reg = TestRegistry::start();
+    let s = Setup::new("");
+    keys(&s);
+    let host = reg.host();
+    // oras pushes a gavel-signed bundle exactly as OPA's docs say; gavel
+    // pulls it, verifies it, decides with it.
+    let tb = tarball(&s, &bundle(&s, "r1", "r1", "", Some("k1")));
+    let tag = format!("oci://{host}/policies/fixture:live");
+    oras("push", &reg, &format!("{host}/policies/fixture:live"), &tb);
+    config(&s, &reg, &tag, &["k1"]);
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(reasons(&c, "echo").await, json!("allowed"));
+    assert_eq!(
+        reasons(&c, "destructive_delete").await,
+        json!(["destructive_denied"])
+    );
+
+    // oras pulls what gavel pushed (and, seeing a tar+gzip layer, unpacks
+    // it): the very files that were signed.
+    push(&tb, &format!("oci://{host}/policies/fixture:by-gavel"));
+    let outdir = s.path("oras-out");
+    oras(
+        "pull",
+        &reg,
+        &format!("{host}/policies/fixture:by-gavel"),
+        &outdir,
+    );
+    for f in [
+        ".manifest",
+        ".signatures.json",
+        "mcp/fixture/policy.rego",
+        "mcp/fixture/data.json",
+    ] {
+        assert_eq!(
+            std::fs::read(outdir.join(f)).unwrap(),
+            std::fs::read(s.path("r1").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+
+    // Layers no gavel tool would build, pushed with oras under the live tag:
+    // each is refused, naming the check, and r1 keeps deciding.
+    let manifest = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture/.manifest"),
+    )
+    .unwrap();
+    let cases: Vec<EvilCase> = vec![
+        (
+            "traversal",
+            Box::new(|b: &mut Tar| {
+                raw_entry(b, "/.manifest", tar::EntryType::Regular, &manifest, None);
+                raw_entry(
+                    b,
+                    "../../etc/evil.rego",
+                    tar::EntryType::Regular,
+                    b"package x\n",
+                    None,
+                );
+            }),
+            "escapes the bundle",
+        ),
+        (
+            "symlink",
+            Box::new(|b: &mut Tar| {
+                raw_entry(b, "/.manifest", tar::EntryType::Regular, &manifest, None);
+                raw_entry(
+                    b,
+                    "/mcp/fixture/data.json",
+                    tar::EntryType::Symlink,
+                    b"",
+                    Some("/etc/passwd"),
+                );
+            }),
+            "entries are refused",
+        ),
+        (
+            "bomb",
+            Box::new(|b: &mut Tar| {
+                raw_entry(b, "/.manifest", tar::EntryType::Regular, &manifest, None);
+                let zeros = vec![0u8; 7 << 20];
+                for i in 0..12 {
+                    raw_entry(
+                        b,
+                        &format!("/pad{i}.json"),
+                        tar::EntryType::Regular,
+                        &zeros,
+                        None,
+                    );
+                }
+            }),
+            "gzip bomb",
+        ),
+    ];
+    for (name, build, needle) in cases {
+        let p = s.path(&format!("{name}.tar.gz"));
+        evil_tarball(&p, build);
+        oras("push", &reg, &format!("{host}/policies/fixture:live"), &p);
+        eventually(&format!("{name} refused with {needle:?}"), || {
+            let st = status(&s.path("state"));
+            st["policies"]["fx"]["oci"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(needle))
+        })
+        .await;
+        assert_eq!(
+            reasons(&c, "echo").await,
+            json!("allowed"),
+            "r1 still decides after {name}"
+        );
+        assert_eq!(
+            status(&s.path("state"))["policies"]["fx"]["oci"][0]["active_revision"],
+            "r1"
+        );
+    }
+    c.cancel().await.unwrap();
+}

@@ -48,7 +48,7 @@ pub enum Command {
     Serve {
         #[arg(long, short, default_value = "servers.toml")]
         config: PathBuf,
-        /// Address to listen on (loopback unless --behind-proxy).
+        /// Address to listen on (loopback unless TLS or --behind-proxy).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
         /// Another accepted `Host` header value (name or name:port); repeat.
@@ -60,6 +60,12 @@ pub enum Command {
         /// A TLS-terminating proxy is in front: allow a non-loopback address.
         #[arg(long)]
         behind_proxy: bool,
+        /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key for --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Wrap one server command with no config file: `gavel wrap -- npx -y some-server`.
     Wrap {
@@ -259,6 +265,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             allowed_hosts,
             allowed_origins,
             behind_proxy,
+            tls_cert,
+            tls_key,
         } => {
             let cfg = load_config(&config)?;
             let _guard = logging::init(
@@ -274,6 +282,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     allowed_hosts,
                     allowed_origins,
                     behind_proxy,
+                    tls: tls_cert.zip(tls_key),
                 },
             )
             .await

@@ -313,6 +313,7 @@ fn stateful(c: &Config, root: &mut Table) {
             crate::config::AuthKey::PemFile(p) => ("key_file", p.display().to_string()),
             crate::config::AuthKey::SecretEnv(e) => ("key_env", e.clone()),
             crate::config::AuthKey::JwksFile(p) => ("jwks_file", p.display().to_string()),
+            crate::config::AuthKey::JwksUrl { url, .. } => ("jwks_url", mask_url(url)),
         };
         t.insert(k.into(), Value::String(v));
         t.insert("leeway".into(), secs(a.leeway));

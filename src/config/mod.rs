@@ -189,6 +189,12 @@ pub enum AuthKey {
     PemFile(PathBuf),
     SecretEnv(String),
     JwksFile(PathBuf),
+    /// A JWKS document fetched over HTTPS (plain HTTP on loopback only),
+    /// refreshed every `refresh` and when a token names an unknown `kid`.
+    JwksUrl {
+        url: String,
+        refresh: Duration,
+    },
 }
 
 /// `[budget]`: what one user (or agent) may spend per period, across
@@ -854,15 +860,40 @@ impl Config {
         let r = a.get_ref();
         let at = a.span().start;
         let algorithm = r.algorithm.clone().unwrap_or_else(|| "RS256".into());
-        let key = match (&r.key_file, &r.key_env, &r.jwks_file) {
-            (Some(f), None, None) => AuthKey::PemFile(ctx.path(ctx.expand(f, "auth.key_file")?)),
-            (None, Some(e), None) => AuthKey::SecretEnv(e.clone()),
-            (None, None, Some(f)) => AuthKey::JwksFile(ctx.path(ctx.expand(f, "auth.jwks_file")?)),
+        let key = match (&r.key_file, &r.key_env, &r.jwks_file, &r.jwks_url) {
+            (Some(f), None, None, None) => {
+                AuthKey::PemFile(ctx.path(ctx.expand(f, "auth.key_file")?))
+            }
+            (None, Some(e), None, None) => AuthKey::SecretEnv(e.clone()),
+            (None, None, Some(f), None) => {
+                AuthKey::JwksFile(ctx.path(ctx.expand(f, "auth.jwks_file")?))
+            }
+            (None, None, None, Some(u)) => {
+                let url = ctx.expand(u, "auth.jwks_url")?;
+                let loopback_http = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                    .iter()
+                    .any(|p| url.starts_with(p));
+                if !url.starts_with("https://") && !loopback_http {
+                    return Err(ctx.at(
+                        u.span().start,
+                        "auth.jwks_url",
+                        "keys must come over https:// (plain http only from a loopback address)",
+                    ));
+                }
+                AuthKey::JwksUrl {
+                    url,
+                    refresh: ctx.duration(
+                        &r.jwks_refresh,
+                        "auth.jwks_refresh",
+                        Duration::from_secs(600),
+                    )?,
+                }
+            }
             _ => {
                 return Err(ctx.at(
                     at,
                     "auth",
-                    "give exactly one of key_file (PEM public key), key_env (HMAC secret in the environment) or jwks_file (a JWKS document)",
+                    "give exactly one of key_file (PEM public key), key_env (HMAC secret in the environment), jwks_file (a JWKS document) or jwks_url (a JWKS endpoint)",
                 ));
             }
         };

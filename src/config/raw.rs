@@ -75,6 +75,8 @@ pub struct RawAuth {
     pub key_file: Option<Spanned<String>>,
     pub key_env: Option<String>,
     pub jwks_file: Option<Spanned<String>>,
+    pub jwks_url: Option<Spanned<String>>,
+    pub jwks_refresh: Option<Spanned<String>>,
     pub leeway: Option<Spanned<String>>,
     pub user_claim: Option<String>,
     pub groups_claim: Option<String>,

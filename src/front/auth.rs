@@ -29,10 +29,17 @@ pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenIdentity(pub Arc<Identity>);
 
+type Keys = Vec<(Option<String>, DecodingKey)>;
+
 pub struct Authenticator {
     settings: AuthSettings,
     alg: Algorithm,
-    keys: Vec<(Option<String>, DecodingKey)>,
+    /// Swapped whole when a JWKS URL is refetched.
+    keys: arc_swap::ArcSwap<Keys>,
+    /// For `jwks_url`: when a token with an unknown `kid` last made gavel
+    /// refetch, and why the last fetch failed.
+    fetched: std::sync::Mutex<(Option<std::time::Instant>, Option<String>)>,
+    http: Option<reqwest::Client>,
     /// The configured identity: what a token does not say (environment,
     /// agent scope) comes from here.
     base: Identity,
@@ -105,34 +112,110 @@ impl Authenticator {
                 vec![(None, DecodingKey::from_secret(secret.as_bytes()))]
             }
             AuthKey::JwksFile(p) => {
-                let text = std::fs::read_to_string(p)
+                let text = std::fs::read(p)
                     .map_err(|e| anyhow::anyhow!("[auth] jwks_file {}: {e}", p.display()))?;
-                let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text).map_err(|e| {
-                    anyhow::anyhow!("[auth] jwks_file {}: not a JWKS document: {e}", p.display())
-                })?;
-                let mut keys = Vec::new();
-                for k in &set.keys {
-                    let key = DecodingKey::from_jwk(k).map_err(|e| {
-                        anyhow::anyhow!(
-                            "[auth] jwks_file {}: key {:?}: {e}",
-                            p.display(),
-                            k.common.key_id
-                        )
-                    })?;
-                    keys.push((k.common.key_id.clone(), key));
-                }
-                if keys.is_empty() {
-                    anyhow::bail!("[auth] jwks_file {}: no keys", p.display());
-                }
-                keys
+                parse_jwks(&text)
+                    .map_err(|e| anyhow::anyhow!("[auth] jwks_file {}: {e}", p.display()))?
             }
+            // Fetched by `start` (async) and refreshed in the background.
+            AuthKey::JwksUrl { .. } => Vec::new(),
+        };
+        let http = match &settings.key {
+            AuthKey::JwksUrl { .. } => Some(
+                reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(10))
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("[auth] jwks_url: HTTP client: {e}"))?,
+            ),
+            _ => None,
         };
         Ok(Authenticator {
             settings: settings.clone(),
             alg,
-            keys,
+            keys: arc_swap::ArcSwap::from_pointee(keys),
+            fetched: Default::default(),
+            http,
             base: base.clone(),
         })
+    }
+
+    /// Builds the authenticator and, for `jwks_url`, fetches the keys once
+    /// and keeps them fresh every `jwks_refresh` until `stop`. A failed
+    /// fetch is logged and retried; tokens are refused meanwhile, naming it.
+    pub async fn start(
+        settings: &AuthSettings,
+        base: &Identity,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
+        let auth = Arc::new(Self::new(settings, base)?);
+        if let AuthKey::JwksUrl { refresh, .. } = &settings.key {
+            auth.refresh().await;
+            let (weak, every) = (Arc::downgrade(&auth), *refresh);
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    let Some(a) = weak.upgrade() else { return };
+                    a.refresh().await;
+                }
+            });
+        }
+        Ok(auth)
+    }
+
+    /// Fetches the JWKS URL; keeps the current keys if that fails.
+    async fn refresh(&self) {
+        let (Some(http), AuthKey::JwksUrl { url, .. }) = (&self.http, &self.settings.key) else {
+            return;
+        };
+        let result = fetch_jwks(http, url).await;
+        let mut f = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(keys) => {
+                tracing::info!(url = %url, keys = keys.len(), "JWKS fetched");
+                self.keys.store(Arc::new(keys));
+                f.1 = None;
+            }
+            Err(e) => {
+                tracing::error!(url = %url, "JWKS fetch failed (current keys kept): {e}");
+                f.1 = Some(e);
+            }
+        }
+    }
+
+    /// A token names a `kid` we do not have: refetch, at most once per
+    /// `min(jwks_refresh, 30 s)` of such misses, so a stream of bad tokens
+    /// cannot hammer the issuer (the periodic refresh does not count).
+    async fn refresh_for_unknown_kid(&self) -> bool {
+        let AuthKey::JwksUrl { refresh, .. } = &self.settings.key else {
+            return false;
+        };
+        let gap = (*refresh).min(std::time::Duration::from_secs(30));
+        let due = {
+            let mut f = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
+            let due = f.0.is_none_or(|t| t.elapsed() >= gap);
+            if due {
+                f.0 = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if due {
+            self.refresh().await;
+        }
+        due
+    }
+
+    /// Validates a bearer token (refetching a JWKS URL once when the token's
+    /// key is unknown, for rotations).
+    pub async fn verify(&self, token: &str) -> Result<Identity, String> {
+        match self.verify_now(token) {
+            Err(e) if e.starts_with(NO_KEY) && self.refresh_for_unknown_kid().await => {
+                self.verify_now(token)
+            }
+            other => other,
+        }
     }
 
     /// The Protected Resource Metadata document.
@@ -144,8 +227,8 @@ impl Authenticator {
         })
     }
 
-    /// Validates a bearer token and maps its claims.
-    pub fn verify(&self, token: &str) -> Result<Identity, String> {
+    /// Validates a bearer token with the keys at hand and maps its claims.
+    fn verify_now(&self, token: &str) -> Result<Identity, String> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
         if header.alg != self.alg {
@@ -159,11 +242,14 @@ impl Authenticator {
         v.set_audience(&[&self.settings.audience]);
         v.leeway = self.settings.leeway.as_secs();
         v.set_required_spec_claims(&["exp", "iss", "aud"]);
-        let candidates = self
-            .keys
+        let keys = self.keys.load();
+        let candidates = keys
             .iter()
             .filter(|(kid, _)| kid.is_none() || header.kid.is_none() || *kid == header.kid);
-        let mut last = "no key matches the token's kid".to_string();
+        let mut last = match &self.fetched.lock().unwrap_or_else(|e| e.into_inner()).1 {
+            Some(why) => format!("{NO_KEY} (the JWKS URL could not be fetched: {why})"),
+            None => format!("{NO_KEY} ({:?})", header.kid),
+        };
         for (_, key) in candidates {
             match jsonwebtoken::decode::<Value>(token, key, &v) {
                 Ok(data) => return self.map(&data.claims),
@@ -208,6 +294,41 @@ impl Authenticator {
     }
 }
 
+const NO_KEY: &str = "no key matches the token's kid";
+
+/// A JWKS document's keys (each must be usable; an empty set is refused).
+fn parse_jwks(bytes: &[u8]) -> Result<Keys, String> {
+    let set: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let mut keys = Vec::new();
+    for k in &set.keys {
+        let key =
+            DecodingKey::from_jwk(k).map_err(|e| format!("key {:?}: {e}", k.common.key_id))?;
+        keys.push((k.common.key_id.clone(), key));
+    }
+    if keys.is_empty() {
+        return Err("no keys".into());
+    }
+    Ok(keys)
+}
+
+/// GET the JWKS URL: status checked, body bounded to 1 MiB.
+async fn fetch_jwks(http: &reqwest::Client, url: &str) -> Result<Keys, String> {
+    const MAX: usize = 1 << 20;
+    let mut resp = http.get(url).send().await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("HTTP {}", resp.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX {
+            return Err(format!("the JWKS document is over {MAX} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    parse_jwks(&body)
+}
+
 /// 401 with the challenge MCP clients follow to find the authorization server.
 fn unauthorized(base: &str, error: Option<&str>) -> Response {
     let mut challenge = format!("Bearer resource_metadata=\"{base}{METADATA_PATH}\"");
@@ -245,7 +366,7 @@ pub async fn require_token(auth: Arc<Authenticator>, mut req: Request, next: Nex
     let Some(token) = token else {
         return unauthorized(&base, None);
     };
-    match auth.verify(&token) {
+    match auth.verify(&token).await {
         Ok(id) => {
             req.headers_mut().remove(header::AUTHORIZATION);
             req.extensions_mut().insert(TokenIdentity(Arc::new(id)));

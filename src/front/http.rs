@@ -37,6 +37,8 @@ pub struct HttpOptions {
     /// Extra browser origins besides the loopback ones.
     pub allowed_origins: Vec<String>,
     pub behind_proxy: bool,
+    /// PEM certificate chain and key: serve HTTPS (rustls).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 const LOOPBACK_HOSTS: &[&str] = &["localhost", "127.0.0.1", "::1", "[::1]"];
@@ -51,12 +53,17 @@ const LOOPBACK_ORIGINS: &[&str] = &[
 /// Serves MCP at `http://ADDR/mcp` until a signal, then lets in-flight
 /// calls finish and stops every session's upstreams.
 pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<()> {
-    if !opts.listen.ip().is_loopback() && !opts.behind_proxy {
+    if !opts.listen.ip().is_loopback() && !opts.behind_proxy && opts.tls.is_none() {
         anyhow::bail!(
-            "refusing to serve plain HTTP on {} (not loopback): gavel has no TLS of its own yet; put a TLS-terminating proxy in front and pass --behind-proxy, or listen on 127.0.0.1",
+            "refusing to serve plain HTTP on {} (not loopback): give --tls-cert and --tls-key, or put a TLS-terminating proxy in front and pass --behind-proxy, or listen on 127.0.0.1",
             opts.listen
         );
     }
+    let tls = opts
+        .tls
+        .as_ref()
+        .map(|(c, k)| super::tls::server_config(c, k))
+        .transpose()?;
     let cancel = gw.shutdown.child_token();
     let mut config = StreamableHttpServerConfig::default();
     config.allowed_hosts = LOOPBACK_HOSTS
@@ -90,10 +97,8 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
     let mut mcp = axum::Router::new().nest_service("/mcp", service);
     let mut app = axum::Router::new();
     if let Some(settings) = &gw.config.auth {
-        let auth = Arc::new(super::auth::Authenticator::new(
-            settings,
-            &gw.config.identity,
-        )?);
+        let auth = super::auth::Authenticator::start(settings, &gw.config.identity, cancel.clone())
+            .await?;
         let metadata = auth.metadata();
         for path in [
             super::auth::METADATA_PATH.to_string(),
@@ -118,7 +123,8 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opts.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "serving MCP over streamable HTTP at http://{addr}/mcp");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, "serving MCP over streamable HTTP at {scheme}://{addr}/mcp");
     let shutdown = {
         let cancel = cancel.clone();
         async move {
@@ -127,9 +133,17 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
             cancel.cancel();
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    match tls {
+        Some(config) => {
+            tokio::spawn(shutdown);
+            super::tls::serve(listener, config, app, cancel.clone()).await?;
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+    }
     let all: Vec<Session> = sessions
         .lock()
         .unwrap_or_else(|p| p.into_inner())

@@ -8,3 +8,4 @@ pub mod host;
 pub mod http;
 pub mod session;
 pub mod stdio;
+pub mod tls;

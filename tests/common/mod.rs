@@ -387,11 +387,22 @@ pub async fn fixture_over_http(name: &str, record: &Path) -> (tokio::process::Ch
 
 /// `gavel serve` on this setup's config at 127.0.0.1:`port`, once it listens.
 pub async fn gavel_serve(s: &Setup, port: u16, env: &[(&str, &str)]) -> tokio::process::Child {
+    gavel_serve_with(s, port, env, &[]).await
+}
+
+/// `gavel serve` with extra arguments (TLS, allowed hosts…).
+pub async fn gavel_serve_with(
+    s: &Setup,
+    port: u16,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> tokio::process::Child {
     let child = tokio::process::Command::new(GAVEL)
         .args(["serve", "--config"])
         .arg(s.config())
         .args(["--listen", &format!("127.0.0.1:{port}"), "--log-file"])
         .arg(s.log())
+        .args(extra)
         .envs(env.iter().copied())
         .kill_on_drop(true)
         .spawn()
