@@ -286,3 +286,48 @@ async fn serves_https_with_rustls() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_sessions_caps_new_sessions_until_one_closes() {
+    let s = Setup::new("");
+    std::fs::write(s.config(), fixture_server("fx", &[], &s.path("r.jsonl"))).unwrap();
+    let port = free_port();
+    let mut gavel = gavel_serve_with(&s, port, &[], &["--max-sessions", "1"]).await;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let a = TestHost::new()
+        .serve(StreamableHttpClientTransport::from_uri(url.clone()))
+        .await
+        .expect("the first session fits");
+    call(&a, "echo", json!({"text": "a"})).await.unwrap();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    let r = raw_post(port, "127.0.0.1", None, &init).await;
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(
+        r.to_ascii_lowercase().contains("retry-after: 5") && r.contains("--max-sessions"),
+        "{r}"
+    );
+    // Only one upstream was ever started.
+    let inits = recorded(&s.path("r.jsonl"))
+        .iter()
+        .filter(|r| r["method"] == "initialize")
+        .count();
+    assert_eq!(inits, 1);
+    // The first session closes (DELETE): a new one fits again.
+    a.cancel().await.unwrap();
+    let start = std::time::Instant::now();
+    let b = loop {
+        match TestHost::new()
+            .serve(StreamableHttpClientTransport::from_uri(url.clone()))
+            .await
+        {
+            Ok(b) => break b,
+            Err(e) => assert!(start.elapsed() < PATIENCE, "never admitted again: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    call(&b, "echo", json!({"text": "b"})).await.unwrap();
+    b.cancel().await.unwrap();
+    unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
+    gavel.wait().await.unwrap();
+}

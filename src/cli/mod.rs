@@ -66,6 +66,10 @@ pub enum Command {
         /// The PEM private key for --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// At most this many host sessions at once (each starts its own
+        /// upstreams); more get 503 until one closes or idles out (5 min).
+        #[arg(long, default_value_t = 256)]
+        max_sessions: usize,
     },
     /// Wrap one server command with no config file: `gavel wrap -- npx -y some-server`.
     Wrap {
@@ -267,6 +271,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             behind_proxy,
             tls_cert,
             tls_key,
+            max_sessions,
         } => {
             let cfg = load_config(&config)?;
             let _guard = logging::init(
@@ -283,6 +288,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     allowed_origins,
                     behind_proxy,
                     tls: tls_cert.zip(tls_key),
+                    max_sessions: max_sessions.max(1),
                 },
             )
             .await

@@ -39,6 +39,9 @@ pub struct HttpOptions {
     pub behind_proxy: bool,
     /// PEM certificate chain and key: serve HTTPS (rustls).
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// At most this many host sessions at once (each has its own upstream
+    /// processes); a new `initialize` beyond it gets 503.
+    pub max_sessions: usize,
 }
 
 const LOOPBACK_HOSTS: &[&str] = &["localhost", "127.0.0.1", "::1", "[::1]"];
@@ -116,9 +119,23 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
             super::auth::require_token(auth.clone(), req, next)
         }));
     }
-    let app = app.merge(mcp.layer(middleware::from_fn(move |req, next| {
-        refuse_discover(req, next, max)
-    })));
+    let cap = {
+        let (sessions, max_sessions) = (sessions.clone(), opts.max_sessions);
+        move |req: Request, next: Next| {
+            let live = {
+                let mut all = sessions.lock().unwrap_or_else(|p| p.into_inner());
+                all.retain(|w| w.upgrade().is_some());
+                all.len()
+            };
+            session_cap(req, next, live, max_sessions)
+        }
+    };
+    let app = app.merge(
+        mcp.layer(middleware::from_fn(move |req, next| {
+            refuse_discover(req, next, max)
+        }))
+        .layer(middleware::from_fn(cap)),
+    );
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opts.listen))?;
@@ -155,6 +172,33 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
         log.sync();
     }
     Ok(())
+}
+
+/// A new session (a POST without `Mcp-Session-Id`) when `max` are open:
+/// 503 with `Retry-After`, before any upstream is started for it.
+async fn session_cap(req: Request, next: Next, live: usize, max: usize) -> Response {
+    if req.method() == Method::POST && !req.headers().contains_key("mcp-session-id") && live >= max
+    {
+        tracing::warn!(
+            live,
+            max,
+            "refusing a new HTTP session: --max-sessions reached"
+        );
+        let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000,
+            "message": format!("gavel is serving its maximum of {max} sessions (--max-sessions); retry later or close an idle session")}});
+        let mut r = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("5"),
+        );
+        return r;
+    }
+    next.run(req).await
 }
 
 /// rmcp answers `server/discover` itself; a host talking to gavel must get
