@@ -18,6 +18,15 @@ pub struct Gateway {
     pub approvals: crate::state::approval::Remembered,
     /// Keeps `oci://` bundles pulled and active (None without any).
     pub supply: Option<Arc<crate::bundle::supply::Supply>>,
+    /// `session_mode = "shared"` upstreams, started by the first session that
+    /// needs one and stopped with the gateway.
+    shared: std::sync::Mutex<SharedUpstreams>,
+}
+
+#[derive(Default)]
+struct SharedUpstreams {
+    upstreams: std::collections::BTreeMap<String, Arc<crate::upstream::Upstream>>,
+    supervisors: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -49,7 +58,54 @@ impl Gateway {
             shutdown,
             approvals: crate::state::approval::Remembered::new(clock),
             supply,
+            shared: Default::default(),
         }))
+    }
+
+    /// The shared upstream for `name`, attaching `owner`; the first caller
+    /// starts it with the deps `make` builds (its host's capabilities are the
+    /// ones the upstream sees).
+    pub fn shared_upstream(
+        &self,
+        cfg: &crate::config::ServerConfig,
+        owner: &Arc<crate::upstream::shared::Owner>,
+        make: impl FnOnce(crate::upstream::supervisor::ChangeSink) -> crate::upstream::SupervisorDeps,
+    ) -> Arc<crate::upstream::Upstream> {
+        let mut sh = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(up) = sh.upstreams.get(&cfg.name) {
+            if let Some(route) = &up.shared {
+                route.attach(owner);
+            }
+            // The new session builds its name table from the lists already there.
+            let _ = owner.changed.send(cfg.name.clone());
+            return up.clone();
+        }
+        let up = crate::upstream::Upstream::new_shared(cfg.clone());
+        let route = up.shared.clone().expect("a shared upstream has a route");
+        route.attach(owner);
+        let mut deps = make(crate::upstream::supervisor::ChangeSink::Shared(route));
+        deps.shutdown = self.shutdown.child_token();
+        sh.supervisors
+            .push(crate::upstream::spawn_supervisor(up.clone(), deps));
+        sh.upstreams.insert(cfg.name.clone(), up.clone());
+        up
+    }
+
+    /// Stops the shared upstreams (bounded wait).
+    pub async fn stop_shared(&self) {
+        self.shutdown.cancel();
+        let handles: Vec<_> = self
+            .shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .supervisors
+            .drain(..)
+            .collect();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            futures::future::join_all(handles),
+        )
+        .await;
     }
 
     /// Per server: the policy (`Enforcer::status_json`) and, for `oci://`

@@ -331,3 +331,105 @@ async fn max_sessions_caps_new_sessions_until_one_closes() {
     unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
     gavel.wait().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_upstream_serves_every_session_and_routes_back_to_the_caller() {
+    let s = Setup::new("");
+    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[identity.user]\nid = \"ada\"\n\n[log]\ndecisions = {:?}\n\n{}bundle = {:?}\nsession_mode = \"shared\"\n",
+            s.path("decisions.jsonl").display().to_string(),
+            fixture_server("fx", &[], &s.path("r.jsonl")),
+            bundle.display().to_string()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut gavel = gavel_serve(&s, port, &[]).await;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let (ha, hb) = (TestHost::new(), TestHost::new());
+    let (seen_a, seen_b) = (ha.seen.clone(), hb.seen.clone());
+    let a = ha
+        .serve(StreamableHttpClientTransport::from_uri(url.clone()))
+        .await
+        .unwrap();
+    let b = hb
+        .serve(StreamableHttpClientTransport::from_uri(url.clone()))
+        .await
+        .unwrap();
+    assert!(
+        b.list_all_tools()
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.name == "echo")
+    );
+    call(&a, "echo", json!({"text": "a"})).await.unwrap();
+    call(&b, "echo", json!({"text": "b"})).await.unwrap();
+    call(&b, "echo", json!({"text": "b2"})).await.unwrap();
+    // One upstream for both sessions.
+    let inits = recorded(&s.path("r.jsonl"))
+        .iter()
+        .filter(|r| r["method"] == "initialize")
+        .count();
+    assert_eq!(inits, 1, "shared: one upstream");
+    // Counters stay per session: B's second call saw only B's first.
+    let records: Vec<Value> = std::fs::read_to_string(s.path("decisions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.last().unwrap()["input"]["context"]["turn_count"], 1);
+
+    // An elicitation during A's call goes to A's host only.
+    let r = call(&a, "elicit", json!({"message": "for a"}))
+        .await
+        .unwrap();
+    assert!(text(&r).starts_with("action=accept"), "{}", text(&r));
+    assert_eq!(seen_a.lock().unwrap().elicitations.len(), 1);
+    assert_eq!(seen_b.lock().unwrap().elicitations.len(), 0);
+
+    // While B has a call in flight too, gavel cannot tell whose it is: declined.
+    let slow = {
+        let peer = b.peer().clone();
+        let mut p = rmcp::model::CallToolRequestParams::new("slow");
+        p.arguments = json!({"ms": 3000}).as_object().cloned();
+        tokio::spawn(async move { peer.call_tool(p).await })
+    };
+    eventually("B's slow call reached the upstream", || {
+        recorded(&s.path("r.jsonl"))
+            .iter()
+            .any(|r| r["method"] == "tools/call" && r["params"]["name"] == "slow")
+    })
+    .await;
+    let r = call(&a, "elicit", json!({"message": "ambiguous"}))
+        .await
+        .unwrap();
+    assert!(text(&r).contains("cannot tell which user"), "{}", text(&r));
+    assert_eq!(seen_b.lock().unwrap().elicitations.len(), 0);
+    slow.await.unwrap().unwrap();
+
+    // A list change on the shared upstream reaches every session.
+    call(&a, "add_tool", json!({"name": "shared_tool"}))
+        .await
+        .unwrap();
+    eventually("both sessions hear list_changed", || {
+        seen_a.lock().unwrap().tool_list_changed > 0 && seen_b.lock().unwrap().tool_list_changed > 0
+    })
+    .await;
+    assert!(
+        b.list_all_tools()
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.name == "shared_tool")
+    );
+
+    a.cancel().await.unwrap();
+    b.cancel().await.unwrap();
+    unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
+    let status = gavel.wait().await.unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -130,6 +130,16 @@ pub fn render(c: &Config) -> String {
             Value::Boolean(s.annotations_trusted),
         );
         t.insert("fail_open".into(), Value::Boolean(s.fail_open));
+        t.insert(
+            "session_mode".into(),
+            Value::String(
+                match s.session_mode {
+                    crate::config::SessionMode::PerSession => "per_session",
+                    crate::config::SessionMode::Shared => "shared",
+                }
+                .into(),
+            ),
+        );
         t.insert("bundles".into(), strings(&s.bundles));
         let mut tools = Table::new();
         tools.insert("allow".into(), strings(&s.tools.allow));

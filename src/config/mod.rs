@@ -62,6 +62,19 @@ pub struct ServerConfig {
     pub signing: BundleSigning,
     /// Rate limits from `[[servers.NAME.limits]]` (added to the bundles').
     pub limits: Vec<crate::state::limits::Limit>,
+    /// One upstream per host session (default), or one shared by all.
+    pub session_mode: SessionMode,
+}
+
+/// `servers.NAME.session_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionMode {
+    /// Started for each host session after its `initialize`, mirroring that
+    /// host's capabilities.
+    #[default]
+    PerSession,
+    /// One connection for every host session (upstream/shared.rs).
+    Shared,
 }
 
 /// How a server's bundles must be signed.
@@ -812,8 +825,20 @@ impl Config {
                 ),
             ));
         }
+        let session_mode = match s.session_mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
+            None | Some((_, "per_session")) => SessionMode::PerSession,
+            Some((_, "shared")) => SessionMode::Shared,
+            Some((m, other)) => {
+                return Err(ctx.at(
+                    m.span().start,
+                    &f("session_mode"),
+                    format!("{other:?}: use \"per_session\" (default: an upstream per host session) or \"shared\" (one for all)"),
+                ));
+            }
+        };
         Ok(ServerConfig {
             name: name.to_string(),
+            session_mode,
             transport,
             enabled: s.enabled.unwrap_or(true),
             startup_timeout: ctx.duration(
@@ -1026,6 +1051,7 @@ impl Config {
             restart_max_backoff: Duration::from_secs(30),
             signing: BundleSigning::default(),
             limits: vec![],
+            session_mode: SessionMode::PerSession,
         };
         Ok(Config {
             servers: [(name.to_string(), server)].into(),

@@ -136,6 +136,7 @@ pub struct RawServer {
     pub require_signature: Option<bool>,
     /// `[[servers.NAME.limits]]`: rate limits added to the bundle's.
     pub limits: Option<Spanned<Vec<toml::Value>>>,
+    pub session_mode: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

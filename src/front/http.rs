@@ -168,6 +168,7 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
         .filter_map(|w| w.upgrade())
         .collect();
     futures::future::join_all(all.iter().map(|s| s.shutdown())).await;
+    gw.stop_shared().await;
     if let Some(log) = gw.enforcer.decision_log() {
         log.sync();
     }

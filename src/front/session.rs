@@ -62,6 +62,8 @@ struct Inner {
     shutdown: CancellationToken,
     supervisors: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     state: Arc<SessionState>,
+    /// This session as shared upstreams see it (kept alive by the session).
+    owner: OnceLock<Arc<crate::upstream::shared::Owner>>,
 }
 
 /// Cheap to clone; all clones are the same session.
@@ -98,6 +100,7 @@ impl Session {
                 shutdown,
                 supervisors: Mutex::new(Vec::new()),
                 state: Arc::new(SessionState::default()),
+                owner: OnceLock::new(),
             }),
         }
     }
@@ -140,14 +143,19 @@ impl Session {
         let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<String>();
         let mut ups = BTreeMap::new();
         let mut handles = Vec::new();
+        let owner = Arc::new(crate::upstream::shared::Owner {
+            host: self.inner.host.clone(),
+            session: self.inner.state.clone(),
+            changed: changed_tx.clone(),
+        });
+        let _ = self.inner.owner.set(owner.clone());
         for (name, cfg) in gw.config.enabled_servers() {
-            let up = Upstream::new(cfg.clone());
-            let deps = SupervisorDeps {
+            let deps = |changed| SupervisorDeps {
                 host: self.inner.host.clone(),
                 enforcer: gw.enforcer.clone(),
                 limits: gw.config.limits.clone(),
                 logger_prefix: prefixed.then(|| cfg.prefix.clone()),
-                changed: changed_tx.clone(),
+                changed,
                 session: self.inner.state.clone(),
                 shutdown: self.inner.shutdown.clone(),
                 base_dir: gw
@@ -157,7 +165,17 @@ impl Session {
                     .and_then(|p| std::path::absolute(p).ok())
                     .and_then(|p| p.parent().map(|d| d.to_path_buf())),
             };
-            handles.push(spawn_supervisor(up.clone(), deps));
+            if cfg.session_mode == crate::config::SessionMode::Shared {
+                ups.insert(name.clone(), gw.shared_upstream(cfg, &owner, deps));
+                continue;
+            }
+            let up = Upstream::new(cfg.clone());
+            handles.push(spawn_supervisor(
+                up.clone(),
+                deps(crate::upstream::supervisor::ChangeSink::One(
+                    changed_tx.clone(),
+                )),
+            ));
             ups.insert(name.clone(), up);
         }
         let router = Arc::new(Router::new(ups, prefixed));
@@ -307,6 +325,12 @@ impl Session {
             self.router()?.upstreams.get(server).ok_or_else(|| {
                 ErrorData::internal_error(format!("no upstream {server:?}"), None)
             })?;
+        // A shared upstream learns whose call is in flight (to route its
+        // requests back to the right user) until this call ends.
+        let _in_flight = match (&up.shared, self.inner.owner.get()) {
+            (Some(route), Some(owner)) => Some(route.begin(owner.clone())),
+            _ => None,
+        };
         up.send(permit, request, cx).await
     }
 

@@ -14,6 +14,7 @@ use crate::transport::line::LinkLabel;
 /// gavel is signalled, then stops every upstream.
 pub async fn serve_stdio(gw: Arc<Gateway>) -> anyhow::Result<()> {
     let result = serve(gw.clone()).await;
+    gw.stop_shared().await;
     crate::status::remove_instance(&crate::status::state_dir());
     // The decision log's fsync is batched: make the last batch durable.
     if let Some(log) = gw.enforcer.decision_log() {

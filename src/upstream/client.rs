@@ -28,7 +28,15 @@ use crate::front::host::HostLink;
 /// Upstream progress token → the host's progress token for the same call.
 /// A tokio mutex: the forwarder holds it across `send_request_with_option` so
 /// that a progress notification racing the insert waits instead of being lost.
-pub type ProgressMap = tokio::sync::Mutex<HashMap<ProgressToken, ProgressToken>>;
+pub type ProgressMap = tokio::sync::Mutex<
+    HashMap<
+        ProgressToken,
+        (
+            ProgressToken,
+            rmcp::service::Peer<rmcp::service::RoleServer>,
+        ),
+    >,
+>;
 
 /// List kinds an upstream can announce changes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,10 +57,37 @@ pub struct UpstreamClient {
     pub list_changed: mpsc::UnboundedSender<ListKind>,
     pub info: ClientConfig,
     pub call_timeout: Duration,
+    /// `session_mode = "shared"`: route to the session with a call in flight.
+    pub shared: Option<Arc<super::shared::SharedRoute>>,
 }
 
 impl UpstreamClient {
-    fn decide(&self, kind: ActionType, method: &str, args: Value) -> Result<(), ErrorData> {
+    /// The host session an upstream→host request is for.
+    fn target(&self) -> Result<(Arc<HostLink>, Arc<crate::decision::SessionState>), ErrorData> {
+        match &self.shared {
+            None => Ok((self.host.clone(), self.session.clone())),
+            Some(route) => route
+                .target(&self.server)
+                .map(|o| (o.host.clone(), o.session.clone()))
+                .map_err(|m| ErrorData::invalid_request(m, None)),
+        }
+    }
+
+    /// Every host a notification goes to.
+    fn hosts(&self) -> Vec<Arc<HostLink>> {
+        match &self.shared {
+            None => vec![self.host.clone()],
+            Some(route) => route.owners().iter().map(|o| o.host.clone()).collect(),
+        }
+    }
+
+    fn decide(
+        &self,
+        session: &crate::decision::SessionState,
+        kind: ActionType,
+        method: &str,
+        args: Value,
+    ) -> Result<(), ErrorData> {
         let action = Action {
             kind,
             server: self.server.to_string(),
@@ -63,7 +98,7 @@ impl UpstreamClient {
             tool_digest: None,
             upstream_data_classes: vec![],
         };
-        match self.session.decide(&self.enforcer, &action) {
+        match session.decide(&self.enforcer, &action) {
             Verdict::Allow(_) => Ok(()),
             Verdict::Deny(d) => Err(deny::request_denial(
                 &d,
@@ -93,20 +128,18 @@ impl ClientHandler for UpstreamClient {
         params: CreateMessageRequestParams,
         cx: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, ErrorData> {
-        if self.host.capabilities().sampling.is_none() {
+        let (host, session) = self.target()?;
+        if host.capabilities().sampling.is_none() {
             return Err(self.not_declared("sampling"));
         }
         self.decide(
+            &session,
             ActionType::SamplingRequest,
             "sampling/createMessage",
             serde_json::to_value(&params).unwrap_or(Value::Null),
         )?;
         let req = ServerRequest::CreateMessageRequest(CreateMessageRequest::new(params));
-        match self
-            .host
-            .forward_request(req, &cx, self.call_timeout)
-            .await?
-        {
+        match host.forward_request(req, &cx, self.call_timeout).await? {
             ClientResult::CreateMessageResult(r) => Ok(*r),
             other => Err(unexpected("sampling/createMessage", other)),
         }
@@ -116,15 +149,12 @@ impl ClientHandler for UpstreamClient {
         &self,
         cx: RequestContext<RoleClient>,
     ) -> Result<ListRootsResult, ErrorData> {
-        if self.host.capabilities().roots.is_none() {
+        let (host, _) = self.target()?;
+        if host.capabilities().roots.is_none() {
             return Err(self.not_declared("roots"));
         }
         let req = ServerRequest::ListRootsRequest(ListRootsRequest::default());
-        match self
-            .host
-            .forward_request(req, &cx, self.call_timeout)
-            .await?
-        {
+        match host.forward_request(req, &cx, self.call_timeout).await? {
             ClientResult::ListRootsResult(r) => Ok(r),
             other => Err(unexpected("roots/list", other)),
         }
@@ -135,20 +165,18 @@ impl ClientHandler for UpstreamClient {
         params: ElicitRequestParams,
         cx: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
-        if self.host.capabilities().elicitation.is_none() {
+        let (host, session) = self.target()?;
+        if host.capabilities().elicitation.is_none() {
             return Err(self.not_declared("elicitation"));
         }
         self.decide(
+            &session,
             ActionType::ElicitationRequest,
             "elicitation/create",
             serde_json::to_value(&params).unwrap_or(Value::Null),
         )?;
         let req = ServerRequest::ElicitRequest(ElicitRequest::new(params));
-        match self
-            .host
-            .forward_request(req, &cx, self.call_timeout)
-            .await?
-        {
+        match host.forward_request(req, &cx, self.call_timeout).await? {
             ClientResult::ElicitResult(r) => Ok(r),
             other => Err(unexpected("elicitation/create", other)),
         }
@@ -166,8 +194,8 @@ impl ClientHandler for UpstreamClient {
             .get(&params.progress_token)
             .cloned();
         // Progress for a token gavel did not hand out (or whose call is over) is
-        // dropped: the host never asked for it.
-        if let (Some(token), Some(peer)) = (host_token, self.host.peer()) {
+        // dropped: the host never asked for it. It goes to the peer that asked.
+        if let Some((token, peer)) = host_token {
             let mut p = params;
             p.progress_token = token;
             let _ = peer.notify_progress(p).await;
@@ -179,16 +207,18 @@ impl ClientHandler for UpstreamClient {
         params: LoggingMessageNotificationParam,
         _cx: NotificationContext<RoleClient>,
     ) {
-        if let Some(peer) = self.host.peer() {
-            let mut p = params;
-            if let Some(prefix) = &self.logger_prefix {
-                p.logger = Some(match p.logger {
-                    Some(l) => format!("{prefix}/{l}"),
-                    None => prefix.clone(),
-                });
+        let mut p = params;
+        if let Some(prefix) = &self.logger_prefix {
+            p.logger = Some(match p.logger {
+                Some(l) => format!("{prefix}/{l}"),
+                None => prefix.clone(),
+            });
+        }
+        for host in self.hosts() {
+            if let Some(peer) = host.peer() {
+                #[allow(deprecated)]
+                let _ = peer.notify_logging_message(p.clone()).await;
             }
-            #[allow(deprecated)]
-            let _ = peer.notify_logging_message(p).await;
         }
     }
 
@@ -197,8 +227,10 @@ impl ClientHandler for UpstreamClient {
         params: ResourceUpdatedNotificationParam,
         _cx: NotificationContext<RoleClient>,
     ) {
-        if let Some(peer) = self.host.peer() {
-            let _ = peer.notify_resource_updated(params).await;
+        for host in self.hosts() {
+            if let Some(peer) = host.peer() {
+                let _ = peer.notify_resource_updated(params.clone()).await;
+            }
         }
     }
 
@@ -230,10 +262,12 @@ impl ClientHandler for UpstreamClient {
         if !meta.0.is_empty() {
             notification.get_meta_mut().extend(meta);
         }
-        if let Some(peer) = self.host.peer() {
-            let _ = peer
-                .send_notification(ServerNotification::CustomNotification(notification))
-                .await;
+        for host in self.hosts() {
+            if let Some(peer) = host.peer() {
+                let _ = peer
+                    .send_notification(ServerNotification::CustomNotification(notification.clone()))
+                    .await;
+            }
         }
     }
 }

@@ -8,7 +8,7 @@
 pub mod child;
 pub mod client;
 mod lists;
-mod supervisor;
+pub mod supervisor;
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use rmcp::service::{Peer, PeerRequestOptions, RequestContext, RoleClient, RoleSe
 use tokio::sync::watch;
 
 pub use client::{ListKind, ProgressMap};
+pub mod shared;
 pub use lists::UpstreamLists;
 pub use supervisor::{SupervisorDeps, spawn_supervisor};
 
@@ -56,6 +57,8 @@ pub struct Upstream {
     lists: RwLock<Arc<UpstreamLists>>,
     pub stderr_tail: child::StderrTail,
     restarts: std::sync::atomic::AtomicU64,
+    /// Set for `session_mode = "shared"`: the sessions this upstream serves.
+    pub shared: Option<Arc<shared::SharedRoute>>,
 }
 
 /// Why a request could not be sent to an upstream.
@@ -83,6 +86,15 @@ impl From<Unavailable> for ErrorData {
 
 impl Upstream {
     pub fn new(cfg: ServerConfig) -> Arc<Self> {
+        Self::with_route(cfg, None)
+    }
+
+    /// An upstream that serves every host session (`session_mode = "shared"`).
+    pub fn new_shared(cfg: ServerConfig) -> Arc<Self> {
+        Self::with_route(cfg, Some(Arc::new(shared::SharedRoute::default())))
+    }
+
+    fn with_route(cfg: ServerConfig, shared: Option<Arc<shared::SharedRoute>>) -> Arc<Self> {
         Arc::new(Self {
             name: cfg.name.clone(),
             cfg,
@@ -94,6 +106,7 @@ impl Upstream {
             lists: RwLock::new(Arc::new(UpstreamLists::default())),
             stderr_tail: child::StderrTail::default(),
             restarts: Default::default(),
+            shared,
         })
     }
 
@@ -188,7 +201,9 @@ impl Upstream {
                 .await
                 .map_err(|e| self.service_error(&method, e))?;
             if let Some(t) = host_token {
-                map.insert(handle.progress_token.clone(), t);
+                // The host peer travels with the token: with a shared
+                // upstream, progress must reach the session that asked.
+                map.insert(handle.progress_token.clone(), (t, host_cx.peer.clone()));
             }
             handle
         };

@@ -31,8 +31,8 @@ pub struct SupervisorDeps {
     pub limits: Limits,
     pub logger_prefix: Option<String>,
     /// Told the server name whenever this upstream's lists change (or it
-    /// comes and goes), so the session can rebuild its name table.
-    pub changed: mpsc::UnboundedSender<String>,
+    /// comes and goes), so the session(s) can rebuild their name tables.
+    pub changed: ChangeSink,
     /// The host session these upstreams serve (policy context for
     /// upstream→host requests).
     pub session: Arc<crate::decision::SessionState>,
@@ -42,6 +42,25 @@ pub struct SupervisorDeps {
 }
 
 type Running = RunningService<RoleClient, UpstreamClient>;
+
+/// Who hears that an upstream's lists changed: its one session, or every
+/// session attached to a shared upstream.
+#[derive(Clone)]
+pub enum ChangeSink {
+    One(mpsc::UnboundedSender<String>),
+    Shared(Arc<super::shared::SharedRoute>),
+}
+
+impl ChangeSink {
+    fn send(&self, server: String) {
+        match self {
+            ChangeSink::One(tx) => {
+                let _ = tx.send(server);
+            }
+            ChangeSink::Shared(route) => route.changed(&server),
+        }
+    }
+}
 
 /// What gavel tells an upstream about itself: the host's own client info and
 /// capabilities (so the upstream behaves as it would for the host), at the
@@ -119,6 +138,7 @@ async fn run_once(up: &Arc<Upstream>, deps: &SupervisorDeps) -> Result<String, S
         list_changed: list_tx,
         info: client_info(&deps.host),
         call_timeout: up.cfg.call_timeout,
+        shared: up.shared.clone(),
     };
     let timeout = up.cfg.startup_timeout;
     up.stderr_tail.clear();
@@ -258,7 +278,7 @@ async fn serve_connection(
         protocol_version: version,
     }));
     up.set_phase(Phase::Ready);
-    let _ = deps.changed.send(up.name.clone());
+    deps.changed.send(up.name.clone());
 
     let ct = running.cancellation_token();
     let waiting = running.waiting();
@@ -279,7 +299,7 @@ async fn serve_connection(
     };
     *up.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
     *up.lists.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(UpstreamLists::default());
-    let _ = deps.changed.send(up.name.clone());
+    deps.changed.send(up.name.clone());
     outcome
 }
 
@@ -320,5 +340,5 @@ async fn refresh(
         }
     }
     *up.lists.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-    let _ = deps.changed.send(up.name.clone());
+    deps.changed.send(up.name.clone());
 }
