@@ -795,3 +795,60 @@ async fn oras_interop_and_malicious_layers() {
     }
     c.cancel().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_share_one_cache() {
+    let reg = TestRegistry::start();
+    let s = Setup::new("");
+    keys(&s);
+    let tag = format!("oci://{}/policies/fixture:live", reg.host());
+    push(&tarball(&s, &bundle(&s, "r1", "r1", "", Some("k1"))), &tag);
+    config(&s, &reg, &tag, &["k1"]);
+    // Two host windows start their gavel at the same moment.
+    let (a, b) = tokio::join!(
+        connect_cmd(launch(&s), TestHost::new()),
+        connect_cmd(launch(&s), TestHost::new())
+    );
+    assert_eq!(
+        reasons(&a, "destructive_delete").await,
+        json!(["destructive_denied"])
+    );
+    assert_eq!(
+        reasons(&b, "destructive_delete").await,
+        json!(["destructive_denied"])
+    );
+    // Both persisted the same verified bundle: one record, one blob, no
+    // temporary files left behind.
+    let refs: Vec<_> = std::fs::read_dir(s.path("cache/oci/refs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(refs.len(), 1, "{refs:?}");
+    let blobs: Vec<_> = std::fs::read_dir(s.path("cache/oci/blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(blobs.len(), 1, "{blobs:?}");
+    assert!(!refs.iter().chain(&blobs).any(|n| n.contains(".tmp.")));
+    a.cancel().await.unwrap();
+    b.cancel().await.unwrap();
+    // Offline, both restart from it.
+    let mut reg = reg;
+    reg.stop();
+    let (a, b) = tokio::join!(
+        connect_cmd(launch(&s), TestHost::new()),
+        connect_cmd(launch(&s), TestHost::new())
+    );
+    assert_eq!(
+        reasons(&a, "destructive_delete").await,
+        json!(["destructive_denied"])
+    );
+    assert_eq!(
+        reasons(&b, "destructive_delete").await,
+        json!(["destructive_denied"])
+    );
+    a.cancel().await.unwrap();
+    b.cancel().await.unwrap();
+}

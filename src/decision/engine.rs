@@ -84,8 +84,40 @@ struct Loaded {
     withhold: bool,
     /// Set when the layer's decision may be memoized (see `memo`).
     memo: Option<Memo>,
+    /// For a memoized layer that reads nothing of the other bundles: an
+    /// engine holding this bundle alone, warm. A memo miss clones and
+    /// evaluates this small engine instead of the server's whole one.
+    own: Option<regorus::Engine>,
     /// `data.<package>.limits` (else at a root): rate limits it declares.
     limits: Vec<crate::state::limits::Limit>,
+}
+
+/// An engine with one bundle alone (same settings as the server's), warmed
+/// on its decision rule.
+fn alone(
+    b: &crate::bundle::Bundle,
+    decision_rule: &str,
+    opts: &EngineOptions,
+) -> Result<regorus::Engine, String> {
+    let mut engine = regorus::Engine::new();
+    engine.set_strict_builtin_errors(false);
+    engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+        limit: opts.eval_timeout,
+        check_interval: std::num::NonZeroU32::new(64).expect("non-zero"),
+    });
+    engine.set_rego_v0(b.manifest.rego_version == Some(0));
+    for m in &b.modules {
+        engine
+            .add_policy(m.path.clone(), m.text.clone())
+            .map_err(|e| format!("bundle {}: {}: {e}", b.name, m.path))?;
+    }
+    engine
+        .add_data(to_regorus(&b.data))
+        .map_err(|e| format!("bundle {}: data: {e}", b.name))?;
+    engine.set_rego_v0(false);
+    engine.set_input(regorus::Value::new_object());
+    let _ = engine.eval_rule(decision_rule.to_string());
+    Ok(engine)
 }
 
 /// One evaluation. `decision` is complete except `decision_id` (the
@@ -298,6 +330,7 @@ impl PolicyEngine {
                 log_rules,
                 withhold: disclosure == "withhold",
                 memo: None,
+                own: None,
                 limits,
             });
         }
@@ -306,7 +339,10 @@ impl PolicyEngine {
         // reads another bundle's data or rules depends on what they read too.
         let listable = |d: &Deps| !d.impure && !d.whole_input;
         let all_listable = deps.iter().all(listable);
-        for (l, d) in loaded.iter_mut().zip(&deps) {
+        for ((l, d), b) in loaded.iter_mut().zip(&deps).zip(&bundles) {
+            if listable(d) && !d.foreign_data {
+                l.own = Some(alone(b, &l.decision_rule, opts).map_err(load)?);
+            }
             l.memo = match (listable(d), d.foreign_data) {
                 (false, _) => None,
                 (true, false) => Some(Memo::new(d.input_paths.iter().cloned())),
@@ -502,7 +538,7 @@ impl PolicyEngine {
                 values[i] = v;
                 continue;
             }
-            let mut engine = self.engine.clone();
+            let mut engine = b.own.as_ref().unwrap_or(&self.engine).clone();
             engine.set_input(to_regorus(&projected));
             let v = self.eval(&mut engine, &b.decision_rule)?;
             memo.put(key, v.clone());
