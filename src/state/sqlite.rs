@@ -26,6 +26,45 @@ const SCHEMA_VERSION: i64 = 1;
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Stops the checkpointer thread when the store goes.
+    _checkpointer: Checkpointer,
+}
+
+/// WAL checkpoints run on their own thread, once a second, instead of on
+/// whichever decision happens to cross SQLite's 1000-page threshold (a
+/// checkpoint copies pages and fsyncs: it was the decision path's tail).
+/// PASSIVE never blocks writers or readers, in this process or another.
+struct Checkpointer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn spawn_checkpointer(path: &Path) -> Checkpointer {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, path) = (stop.clone(), path.to_path_buf());
+    let spawned = std::thread::Builder::new()
+        .name("gavel-sqlite-checkpoint".into())
+        .spawn(move || {
+            let Ok(conn) = Connection::open(&path) else {
+                return;
+            };
+            let _ = conn.busy_timeout(Duration::from_secs(5));
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::debug!(path = %path.display(), "WAL checkpoint: {e}");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the state store's checkpointer: {e}");
+    }
+    Checkpointer { stop }
 }
 
 impl SqliteStore {
@@ -43,6 +82,9 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| err(e.to_string()))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| err(e.to_string()))?;
+        // Checkpoints are the checkpointer thread's job (below).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(|e| err(e.to_string()))?;
         conn.execute_batch(
             "BEGIN IMMEDIATE;
@@ -69,6 +111,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            _checkpointer: spawn_checkpointer(path),
         })
     }
 
@@ -227,5 +270,51 @@ impl StateStore for SqliteStore {
     fn budget_get(&self, key: &str, period: &str) -> Result<Usage, StateError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         usage_in(&conn, key, period).map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_happen_off_the_write_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        let store = SqliteStore::open(&path).unwrap();
+        let size = || std::fs::metadata(&path).unwrap().len();
+        let before = size();
+        // Far more than SQLite's 1000-page autocheckpoint threshold would allow
+        // to sit in the WAL.
+        for i in 0..3000 {
+            store
+                .budget_add(
+                    &format!("budget:user:{i}:{}", "x".repeat(200)),
+                    "2026-11-22",
+                    Usage {
+                        calls: 1,
+                        tokens: 1,
+                    },
+                )
+                .unwrap();
+        }
+        // The write path never checkpoints…
+        let auto: i64 = store
+            .conn
+            .lock()
+            .unwrap()
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(auto, 0);
+        // …the checkpointer thread copies the WAL into the database file.
+        let start = std::time::Instant::now();
+        while size() <= before {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no checkpoint happened"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        drop(store);
     }
 }
