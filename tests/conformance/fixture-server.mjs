@@ -673,8 +673,9 @@ async function runStdio() {
   const server = createServer();
   const transport = new StdioServerTransport();
   server.onerror = (err) => log('server error:', err?.stack ?? err);
-  server.onclose = () => process.exit(0);
-  process.stdin.on('end', () => process.exit(0));
+  // On stdin EOF, let in-flight requests finish; the process then exits
+  // naturally once nothing else is pending.
+  process.stdin.on('end', () => log('stdin closed'));
   await server.connect(transport);
   log('serving MCP over stdio');
 }
