@@ -355,6 +355,28 @@ async fn bad_bundles_are_refused_and_the_last_good_one_kept() {
     let c = connect_cmd(launch(&s), TestHost::new()).await;
     assert_eq!(reasons(&c, "echo").await, json!(["echo_frozen"]));
     c.cancel().await.unwrap();
+    // Then k1 is removed: k2's bundle keeps deciding, and a k1-signed push
+    // is refused.
+    config(&s, &reg, &tag, &["k2"]);
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(reasons(&c, "echo").await, json!(["echo_frozen"]));
+    let old_key = bundle(&s, "old-key", "bad6", "", Some("k1"));
+    let digest = push(&tarball(&s, &old_key), &tag);
+    eventually("the k1-signed bundle is refused once k1 is gone", || {
+        let st = status(&s.path("state"));
+        let oci = &st["policies"]["fx"]["oci"][0];
+        oci["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("signature") && m.contains("bad") || m.contains("k1"))
+            && oci["manifest_digest"] != json!(digest)
+    })
+    .await;
+    assert_eq!(
+        reasons(&c, "echo").await,
+        json!(["echo_frozen"]),
+        "r2 (k2) still decides"
+    );
+    c.cancel().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -393,6 +415,40 @@ async fn registry_failures_keep_the_last_good_bundle() {
         let st = status(&s.path("state"));
         let oci = &st["policies"]["fx"]["oci"][0];
         oci["source"] == "cache" && oci["message"].as_str().is_some_and(|m| m.contains("layer"))
+    })
+    .await;
+    c.cancel().await.unwrap();
+
+    // A layer whose bytes were changed in the registry's storage (same size,
+    // one byte flipped): the digest check while downloading refuses it.
+    let tampered = tarball(
+        &s,
+        &bundle(&s, "tampered-layer", "bad2", DENY_ECHO, Some("k1")),
+    );
+    push(&tampered, &tag);
+    let hex = sha256_hex(&std::fs::read(&tampered).unwrap());
+    let blob = reg
+        .storage()
+        .join("data/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(&hex)
+        .join("data");
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(
+        reasons(&c, "echo").await,
+        json!("allowed"),
+        "r1 from the cache"
+    );
+    eventually("tampered layer reported", || {
+        let st = status(&s.path("state"));
+        let m = st["policies"]["fx"]["oci"][0]["message"]
+            .as_str()
+            .unwrap_or("");
+        m.contains("layer") && m.to_lowercase().contains("invalid digest")
     })
     .await;
     c.cancel().await.unwrap();
