@@ -199,6 +199,17 @@ async fn pull_decide_hot_reload_and_restart_offline() {
     let st = status(&s.path("state"));
     let oci = &st["policies"]["fx"]["oci"][0];
     assert_eq!(oci["source"], "registry");
+    // The same facts for people.
+    let human = Command::new(GAVEL)
+        .arg("status")
+        .env("GAVEL_STATE_DIR", s.path("state"))
+        .output()
+        .unwrap();
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.contains(&format!("{tag}: revision r1 (sha256:")) && human.contains("signer k1"),
+        "{human}"
+    );
     assert!(oci["last_successful_activation"].is_string());
     assert_eq!(st["policies"]["fx"]["bundles"][0]["signer_keyid"], "k1");
 

@@ -372,6 +372,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                                 .map(|e| format!(" — {e}"))
                                 .unwrap_or_default()
                         ));
+                        for o in p["oci"].as_array().into_iter().flatten() {
+                            say(format!(
+                                "    {}: revision {} ({}, from {}), signer {}, activated {}, last pull {}{}",
+                                o["name"].as_str().unwrap_or("?"),
+                                o["active_revision"].as_str().unwrap_or("-"),
+                                o["active_digest"].as_str().unwrap_or("no bundle"),
+                                o["source"].as_str().unwrap_or("-"),
+                                p["bundles"]
+                                    .as_array()
+                                    .into_iter()
+                                    .flatten()
+                                    .find_map(|b| b["signer_keyid"].as_str())
+                                    .unwrap_or("-"),
+                                o["last_successful_activation"].as_str().unwrap_or("never"),
+                                o["last_successful_download"].as_str().unwrap_or("never"),
+                                o["message"]
+                                    .as_str()
+                                    .map(|e| format!("\n      last error: {e}"))
+                                    .unwrap_or_default()
+                            ));
+                        }
                     }
                     for w in i["session"]["withheld_names"]
                         .as_array()
