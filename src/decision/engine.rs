@@ -87,7 +87,7 @@ struct Loaded {
     /// For a memoized layer that reads nothing of the other bundles: an
     /// engine holding this bundle alone, warm. A memo miss clones and
     /// evaluates this small engine instead of the server's whole one.
-    own: Option<regorus::Engine>,
+    own: Option<super::pool::Pool>,
     /// `data.<package>.limits` (else at a root): rate limits it declares.
     limits: Vec<crate::state::limits::Limit>,
 }
@@ -133,6 +133,8 @@ pub struct EvalOutcome {
 
 pub struct PolicyEngine {
     engine: regorus::Engine,
+    /// Reusable copies of `engine` for the decision path.
+    pool: super::pool::Pool,
     bundles: Vec<Loaded>,
     /// Precomputed: `name@revision,…` and the decision log's `bundles` object.
     version: String,
@@ -341,7 +343,9 @@ impl PolicyEngine {
         let all_listable = deps.iter().all(listable);
         for ((l, d), b) in loaded.iter_mut().zip(&deps).zip(&bundles) {
             if listable(d) && !d.foreign_data {
-                l.own = Some(alone(b, &l.decision_rule, opts).map_err(load)?);
+                l.own = Some(super::pool::Pool::new(
+                    alone(b, &l.decision_rule, opts).map_err(load)?,
+                ));
             }
             l.memo = match (listable(d), d.foreign_data) {
                 (false, _) => None,
@@ -406,6 +410,7 @@ impl PolicyEngine {
             );
         }
         Ok(PolicyEngine {
+            pool: super::pool::Pool::new(engine.clone()),
             engine,
             bundles: loaded,
             version,
@@ -538,24 +543,31 @@ impl PolicyEngine {
                 values[i] = v;
                 continue;
             }
-            let mut engine = b.own.as_ref().unwrap_or(&self.engine).clone();
-            engine.set_input(to_regorus(&projected));
-            let v = self.eval(&mut engine, &b.decision_rule)?;
+            let v = b.own.as_ref().unwrap_or(&self.pool).with(|engine| {
+                engine.set_input(to_regorus(&projected));
+                self.eval(engine, &b.decision_rule)
+            })?;
             memo.put(key, v.clone());
             values[i] = v;
         }
         if rest.is_empty() {
             return Ok(values);
         }
-        let mut engine = self.engine.clone();
-        engine.set_input(to_regorus(input));
         if rest.len() < self.bundles.len() {
-            for i in rest {
-                values[i] = self.eval(&mut engine, &self.bundles[i].decision_rule)?;
-            }
+            self.pool.with(|engine| {
+                engine.set_input(to_regorus(input));
+                for &i in &rest {
+                    values[i] = self.eval(engine, &self.bundles[i].decision_rule)?;
+                }
+                Ok::<(), EngineError>(())
+            })?;
             return Ok(values);
         }
-        let gathered = match self.eval(&mut engine, COMBINED_RULE) {
+        let combined = self.pool.with(|engine| {
+            engine.set_input(to_regorus(input));
+            self.eval(engine, COMBINED_RULE)
+        });
+        let gathered = match combined {
             Ok(Value::Array(a)) if a.len() == self.bundles.len() => a,
             Ok(other) => {
                 return Err(EngineError::BadDecision {

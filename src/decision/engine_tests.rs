@@ -462,6 +462,10 @@ fn memoized_decisions_equal_full_evaluation() {
                 .map(|b| b.memo.as_ref().unwrap().len())
                 .sum();
             hits += memo.bundles.len() - (after - before);
+            // The reference never reuses an engine (fresh clones), while
+            // `memo` reuses pooled ones: equality also shows reuse leaks
+            // nothing from one evaluation into the next.
+            full.pool.clear();
             let b = full.decide(&input).unwrap();
             assert_eq!(
                 a.combined, b.combined,

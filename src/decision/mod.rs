@@ -15,6 +15,7 @@ pub mod engine;
 pub mod input;
 pub mod layers;
 mod memo;
+mod pool;
 pub mod static_rules;
 
 use std::collections::HashMap;

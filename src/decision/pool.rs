@@ -1,0 +1,49 @@
+//! Warm regorus engines kept for reuse instead of cloned per evaluation.
+//! `Engine::eval_rule` resets every piece of evaluation state first (data,
+//! rule values, scopes, builtin cache, timer), so an engine that finished an
+//! evaluation is as good as a fresh clone of the template — without paying
+//! for the clone's allocations on every decision. An engine whose evaluation
+//! failed is dropped rather than reused. Checked by
+//! `memoized_decisions_equal_full_evaluation`, which reuses pooled engines
+//! across thousands of different inputs.
+
+use std::sync::Mutex;
+
+/// Engines kept per pool: enough for the threads that decide at once.
+const KEEP: usize = 16;
+
+pub(super) struct Pool {
+    template: regorus::Engine,
+    free: Mutex<Vec<regorus::Engine>>,
+}
+
+impl Pool {
+    pub fn new(template: regorus::Engine) -> Self {
+        Self {
+            template,
+            free: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` on a pooled engine (or a clone of the template).
+    pub fn with<T, E>(&self, f: impl FnOnce(&mut regorus::Engine) -> Result<T, E>) -> Result<T, E> {
+        let taken = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut engine = taken.unwrap_or_else(|| self.template.clone());
+        let r = f(&mut engine);
+        if r.is_ok() {
+            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+            if free.len() < KEEP {
+                free.push(engine);
+            }
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+impl Pool {
+    /// Drops every pooled engine: the next evaluation uses a fresh clone.
+    pub fn clear(&self) {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
