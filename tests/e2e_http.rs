@@ -46,7 +46,8 @@ async fn serve_over_http_with_a_session_per_client() {
     )
     .unwrap();
     let port = free_port();
-    let mut gavel = gavel_serve(&s, port, &[]).await;
+    let state = s.path("state");
+    let mut gavel = gavel_serve(&s, port, &[("GAVEL_STATE_DIR", state.to_str().unwrap())]).await;
     let url = format!("http://127.0.0.1:{port}/mcp");
 
     let a = TestHost::new()
@@ -75,6 +76,21 @@ async fn serve_over_http_with_a_session_per_client() {
         .filter(|r| r["method"] == "initialize")
         .count();
     assert_eq!(inits, 2, "each HTTP session starts its own upstream");
+    // `gavel status` sees the HTTP instance and its sessions.
+    eventually("status shows two HTTP sessions", || {
+        let out = std::process::Command::new(GAVEL)
+            .args(["status", "--json"])
+            .env("GAVEL_STATE_DIR", &state)
+            .output()
+            .unwrap();
+        let all: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        all.first().is_some_and(|i| {
+            i["http_sessions"] == 2
+                && i["serving"] == json!(url)
+                && i["policies"]["fx"]["policy"] == "rego"
+        })
+    })
+    .await;
     // Counters are per session: A's second call saw A's first only.
     let records: Vec<Value> = std::fs::read_to_string(s.path("decisions.jsonl"))
         .unwrap()
@@ -120,6 +136,13 @@ async fn serve_over_http_with_a_session_per_client() {
     unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
     let status = gavel.wait().await.unwrap();
     assert!(status.success(), "graceful shutdown on SIGTERM: {status:?}");
+    assert!(
+        std::fs::read_dir(state.join("instances"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the status file goes with the process"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

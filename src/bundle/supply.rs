@@ -355,7 +355,18 @@ impl Supply {
                 .pull(&key, &r, known.as_deref().or(refused.as_deref()))
                 .await
             {
-                Ok(None) => retries = 0,
+                Ok(None) => {
+                    retries = 0;
+                    // The registry answers again and nothing changed: an
+                    // earlier download error is over (a refused layer's
+                    // error stays until another layer is served).
+                    if refused.is_none()
+                        && let Some(e) = self.lock().get_mut(&key)
+                    {
+                        e.status.code = None;
+                        e.status.message = None;
+                    }
+                }
                 Ok(Some(layer)) => {
                     retries = 0;
                     self.try_activate(&key, layer, &enforcer);

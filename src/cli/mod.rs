@@ -359,6 +359,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         i["started"].as_str().unwrap_or("?"),
                         i["config"]
                     ));
+                    if let Some(url) = i["serving"].as_str() {
+                        say(format!(
+                            "  serving {url}, {} HTTP sessions open",
+                            i["http_sessions"]
+                        ));
+                    }
                     for (name, p) in i["policies"].as_object().into_iter().flatten() {
                         let up = &i["session"]["upstreams"][name];
                         say(format!(

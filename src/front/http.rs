@@ -142,6 +142,35 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, "serving MCP over streamable HTTP at {scheme}://{addr}/mcp");
+    // `gavel status` sees this process too (policies, OCI bundles, sessions).
+    let status_dir = crate::status::state_dir();
+    let _status_task = tokio_util::task::AbortOnDropHandle::new({
+        let (gw, sessions, dir) = (gw.clone(), sessions.clone(), status_dir.clone());
+        let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let url = format!("{scheme}://{addr}/mcp");
+        tokio::spawn(async move {
+            loop {
+                let open = {
+                    let mut all = sessions.lock().unwrap_or_else(|p| p.into_inner());
+                    all.retain(|w| w.upgrade().is_some());
+                    all.len()
+                };
+                let status = json!({
+                    "pid": std::process::id(),
+                    "started": started,
+                    "updated": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+                    "config": gw.config.source,
+                    "serving": url,
+                    "http_sessions": open,
+                    "policies": gw.policy_status_json(),
+                });
+                if let Err(e) = crate::status::write_instance(&dir, &status) {
+                    tracing::debug!("cannot write status to {}: {e}", dir.display());
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        })
+    });
     let shutdown = {
         let cancel = cancel.clone();
         async move {
@@ -169,6 +198,8 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
         .collect();
     futures::future::join_all(all.iter().map(|s| s.shutdown())).await;
     gw.stop_shared().await;
+    drop(_status_task);
+    crate::status::remove_instance(&status_dir);
     if let Some(log) = gw.enforcer.decision_log() {
         log.sync();
     }
