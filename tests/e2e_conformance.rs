@@ -115,10 +115,14 @@ fn gavel_config(s: &Setup, server: &str) {
 async fn the_conformance_suite_sees_no_difference_through_gavel() {
     // The fixture over HTTP (also gavel's HTTP upstream below).
     let port = free_port();
+    let work = tempfile::tempdir().unwrap();
+    // The fixture's diagnostics go to a file (kept out of the test output).
+    let fixture_log = std::fs::File::create(work.path().join("fixture.log")).unwrap();
     let mut fx = tokio::process::Command::new(node22())
         .arg(fixture())
         .args(["--http", &port.to_string()])
         .stdout(std::process::Stdio::null())
+        .stderr(fixture_log)
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -127,7 +131,6 @@ async fn the_conformance_suite_sees_no_difference_through_gavel() {
     })
     .await;
     let fixture_url = format!("http://127.0.0.1:{port}/mcp");
-    let work = tempfile::tempdir().unwrap();
 
     let (direct, summary) = suite(&fixture_url, &work.path().join("direct")).await;
     // 0.1.16's active suite: 30 scenarios, 40 checks (tests/conformance/README.md).
