@@ -356,6 +356,8 @@ async fn max_sessions_caps_new_sessions_until_one_closes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+// resources/subscribe is legacy-only in rmcp, and exactly what this era forwards.
+#[allow(deprecated)]
 async fn a_shared_upstream_serves_every_session_and_routes_back_to_the_caller() {
     let s = Setup::new("");
     let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
@@ -433,6 +435,48 @@ async fn a_shared_upstream_serves_every_session_and_routes_back_to_the_caller() 
     assert!(text(&r).contains("cannot tell which user"), "{}", text(&r));
     assert_eq!(seen_b.lock().unwrap().elicitations.len(), 0);
     slow.await.unwrap().unwrap();
+
+    // Subscriptions: both subscribe, A unsubscribes; an update reaches B
+    // only — A leaving did not cut B off, and A gets nothing it dropped.
+    let uri = "fixture://static/hello";
+    a.subscribe(rmcp::model::SubscribeRequestParams::new(uri))
+        .await
+        .unwrap();
+    b.subscribe(rmcp::model::SubscribeRequestParams::new(uri))
+        .await
+        .unwrap();
+    a.unsubscribe(rmcp::model::UnsubscribeRequestParams::new(uri))
+        .await
+        .unwrap();
+    let r = call(&b, "touch_resource", json!({"uri": uri}))
+        .await
+        .unwrap();
+    assert!(text(&r).contains("subscribed=true"), "{}", text(&r));
+    eventually("B hears the update", || {
+        seen_b
+            .lock()
+            .unwrap()
+            .resource_updated
+            .iter()
+            .any(|u| u == uri)
+    })
+    .await;
+    assert!(seen_a.lock().unwrap().resource_updated.is_empty());
+    let subs = recorded(&s.path("r.jsonl"))
+        .iter()
+        .filter(|r| r["method"] == "resources/subscribe")
+        .count();
+    assert_eq!(subs, 1, "the shared upstream was subscribed once");
+    b.unsubscribe(rmcp::model::UnsubscribeRequestParams::new(uri))
+        .await
+        .unwrap();
+    let r = call(&b, "touch_resource", json!({"uri": uri}))
+        .await
+        .unwrap();
+    assert!(
+        text(&r).contains("subscribed=false"),
+        "the last one out unsubscribed upstream"
+    );
 
     // A list change on the shared upstream reaches every session.
     call(&a, "add_tool", json!({"name": "shared_tool"}))

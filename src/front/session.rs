@@ -334,6 +334,18 @@ impl Session {
         up.send(permit, request, cx).await
     }
 
+    /// For a shared upstream: its route and this session as it sees it.
+    fn shared_route(
+        &self,
+        server: &str,
+    ) -> Option<(
+        Arc<crate::upstream::shared::SharedRoute>,
+        Arc<crate::upstream::shared::Owner>,
+    )> {
+        let up = self.inner.router.get()?.upstreams.get(server)?;
+        Some((up.shared.clone()?, self.inner.owner.get()?.clone()))
+    }
+
     /// Resolves a resource URI to its server, or the JSON-RPC error to return.
     fn route_uri(&self, uri: &str) -> Result<String, ErrorData> {
         let router = self.router()?;
@@ -661,8 +673,22 @@ impl ServerHandler for Session {
             }
             Verdict::Allow(p) => p,
         };
+        // A shared upstream is subscribed once, by the first session.
+        let shared = self.shared_route(&server);
+        if let Some((route, owner)) = &shared
+            && !route.subscribe(owner, &request.uri)
+        {
+            return Ok(());
+        }
+        let uri = request.uri.clone();
         let req = ClientRequest::SubscribeRequest(SubscribeRequest::new(request));
-        self.forward(&server, &permit, req, &cx).await.map(|_| ())
+        let r = self.forward(&server, &permit, req, &cx).await.map(|_| ());
+        if r.is_err()
+            && let Some((route, owner)) = &shared
+        {
+            route.unsubscribe(owner, &uri);
+        }
+        r
     }
 
     #[allow(deprecated)]
@@ -690,6 +716,12 @@ impl ServerHandler for Session {
             }
             Verdict::Allow(p) => p,
         };
+        // A shared upstream stays subscribed while another session is.
+        if let Some((route, owner)) = self.shared_route(&server)
+            && !route.unsubscribe(&owner, &request.uri)
+        {
+            return Ok(());
+        }
         let req = ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(request));
         self.forward(&server, &permit, req, &cx).await.map(|_| ())
     }

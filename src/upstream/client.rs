@@ -227,7 +227,15 @@ impl ClientHandler for UpstreamClient {
         params: ResourceUpdatedNotificationParam,
         _cx: NotificationContext<RoleClient>,
     ) {
-        for host in self.hosts() {
+        let hosts = match &self.shared {
+            None => vec![self.host.clone()],
+            Some(route) => route
+                .subscribers(&params.uri)
+                .iter()
+                .map(|o| o.host.clone())
+                .collect(),
+        };
+        for host in hosts {
             if let Some(peer) = host.peer() {
                 let _ = peer.notify_resource_updated(params.clone()).await;
             }

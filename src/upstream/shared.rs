@@ -8,8 +8,10 @@
 //! - an upstream→host request (sampling, elicitation, roots) goes to the one
 //!   session whose call to this upstream is in flight — and is declined when
 //!   none is, or when several are (gavel cannot tell whose it is);
-//! - list changes, log messages and resource updates go to every attached
-//!   session.
+//! - a resource update goes to the sessions subscribed to that URI; the
+//!   upstream subscription is made by the first of them and dropped by the
+//!   last (one session unsubscribing must not cut the others off);
+//! - list changes and log messages go to every attached session.
 //!
 //! Decisions and counters stay per host session: each request is decided in
 //! its own session before it is forwarded here.
@@ -35,6 +37,8 @@ pub struct SharedRoute {
     attached: Mutex<Vec<Weak<Owner>>>,
     in_flight: Mutex<Vec<(u64, Arc<Owner>)>>,
     next: AtomicU64,
+    /// URI → the sessions subscribed to it.
+    subscriptions: Mutex<std::collections::HashMap<String, Vec<Weak<Owner>>>>,
 }
 
 /// Removes its call from the in-flight set when dropped.
@@ -107,6 +111,47 @@ impl SharedRoute {
         }
     }
 
+    /// Records `owner`'s subscription; true when it is the first live one
+    /// (the upstream must be asked to subscribe).
+    pub fn subscribe(&self, owner: &Arc<Owner>, uri: &str) -> bool {
+        let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        let list = subs.entry(uri.to_string()).or_default();
+        list.retain(|w| w.strong_count() > 0);
+        let first = list.is_empty();
+        if !list
+            .iter()
+            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(owner)))
+        {
+            list.push(Arc::downgrade(owner));
+        }
+        first
+    }
+
+    /// Drops `owner`'s subscription; true when no live one is left (the
+    /// upstream must be asked to unsubscribe).
+    pub fn unsubscribe(&self, owner: &Arc<Owner>, uri: &str) -> bool {
+        let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(list) = subs.get_mut(uri) else {
+            return true;
+        };
+        list.retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(owner)));
+        let last = list.is_empty();
+        if last {
+            subs.remove(uri);
+        }
+        last
+    }
+
+    /// The live sessions subscribed to `uri`.
+    pub fn subscribers(&self, uri: &str) -> Vec<Arc<Owner>> {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uri)
+            .map(|l| l.iter().filter_map(Weak::upgrade).collect())
+            .unwrap_or_default()
+    }
+
     /// Tells every attached session that `server`'s lists changed.
     pub fn changed(&self, server: &str) {
         for o in self.owners() {
@@ -159,7 +204,19 @@ mod tests {
         route.changed("s");
         assert_eq!(arx.try_recv().unwrap(), "s");
         assert_eq!(brx.try_recv().unwrap(), "s");
+        assert!(route.subscribe(&a, "r://x"), "first subscriber");
+        assert!(!route.subscribe(&b, "r://x"));
+        assert!(!route.subscribe(&a, "r://x"), "idempotent");
+        assert!(!route.unsubscribe(&a, "r://x"), "b still subscribed");
+        assert_eq!(route.subscribers("r://x").len(), 1);
+        assert!(Arc::ptr_eq(&route.subscribers("r://x")[0], &b));
         drop(b);
         assert_eq!(route.owners().len(), 1, "a closed session drops out");
+        assert!(route.subscribers("r://x").is_empty());
+        assert!(
+            route.subscribe(&a, "r://x"),
+            "only dead subscribers: first again"
+        );
+        assert!(route.unsubscribe(&a, "r://x"));
     }
 }
