@@ -101,11 +101,7 @@ impl Gateway {
             .supervisors
             .drain(..)
             .collect();
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            futures::future::join_all(handles),
-        )
-        .await;
+        crate::upstream::supervisor::join_bounded(handles).await;
     }
 
     /// Per server: the policy (`Enforcer::status_json`) and, for `oci://`

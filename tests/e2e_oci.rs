@@ -13,33 +13,6 @@ use common::registry::TestRegistry;
 use common::*;
 use serde_json::{Value, json};
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
-
-fn gavel(args: &[&str]) -> std::process::Output {
-    Command::new(GAVEL).args(args).output().unwrap()
-}
-
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The fixture bundle at `revision`, with `extra` Rego appended to its
 /// policy; signed with `key` (HS256, kid = file stem) unless None.
 fn bundle(s: &Setup, name: &str, revision: &str, extra: &str, key: Option<&str>) -> PathBuf {
@@ -58,7 +31,7 @@ fn bundle(s: &Setup, name: &str, revision: &str, extra: &str, key: Option<&str>)
     p.push_str(extra);
     std::fs::write(&policy, p).unwrap();
     if let Some(k) = key {
-        ok(gavel(&[
+        stdout_ok(gavel_cmd(&[
             "bundle",
             "sign",
             dir.to_str().unwrap(),
@@ -78,7 +51,7 @@ fn tarball(s: &Setup, dir: &Path) -> PathBuf {
         "{}.tar.gz",
         dir.file_name().unwrap().to_string_lossy()
     ));
-    ok(gavel(&[
+    stdout_ok(gavel_cmd(&[
         "bundle",
         "build",
         dir.to_str().unwrap(),
@@ -90,7 +63,7 @@ fn tarball(s: &Setup, dir: &Path) -> PathBuf {
 
 /// `gavel bundle push`; returns the digest it prints.
 fn push(path: &Path, reference: &str) -> String {
-    let out = ok(gavel(&[
+    let out = stdout_ok(gavel_cmd(&[
         "bundle",
         "push",
         path.to_str().unwrap(),
@@ -131,6 +104,26 @@ fn config(s: &Setup, reg: &TestRegistry, reference: &str, trusted: &[&str]) {
     .unwrap();
 }
 
+/// Where the registry keeps a blob's bytes (to damage them on purpose).
+fn blob_file(reg: &TestRegistry, tarball: &Path) -> PathBuf {
+    let hex = sha256_hex(&std::fs::read(tarball).unwrap());
+    reg.storage()
+        .join("data/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(&hex)
+        .join("data")
+}
+
+/// Keys, the fixture bundle at revision r1 signed with k1 pushed under
+/// `policies/fixture:live`, and a config pinning that tag; returns the tag.
+fn published_r1(s: &Setup, reg: &TestRegistry) -> String {
+    keys(s);
+    let tag = format!("oci://{}/policies/fixture:live", reg.host());
+    push(&tarball(s, &bundle(s, "r1", "r1", "", Some("k1"))), &tag);
+    config(s, reg, &tag, &["k1"]);
+    tag
+}
+
 fn status(state: &Path) -> Value {
     let out = Command::new(GAVEL)
         .args(["status", "--json"])
@@ -169,10 +162,7 @@ const DENY_ECHO: &str = "\nviolations contains \"echo_frozen\" if {\n\tinput.act
 async fn pull_decide_hot_reload_and_restart_offline() {
     let reg = TestRegistry::start();
     let s = Setup::new("");
-    keys(&s);
-    let tag = format!("oci://{}/policies/fixture:live", reg.host());
-    push(&tarball(&s, &bundle(&s, "r1", "r1", "", Some("k1"))), &tag);
-    config(&s, &reg, &tag, &["k1"]);
+    let tag = published_r1(&s, &reg);
 
     let host = TestHost::new();
     let seen = host.seen.clone();
@@ -394,11 +384,7 @@ async fn bad_bundles_are_refused_and_the_last_good_one_kept() {
 async fn registry_failures_keep_the_last_good_bundle() {
     let reg = TestRegistry::start();
     let s = Setup::new("");
-    keys(&s);
-    let tag = format!("oci://{}/policies/fixture:live", reg.host());
-    let good = tarball(&s, &bundle(&s, "good", "r1", "", Some("k1")));
-    push(&good, &tag);
-    config(&s, &reg, &tag, &["k1"]);
+    let tag = published_r1(&s, &reg);
     let c = connect_cmd(launch(&s), TestHost::new()).await;
     assert_eq!(reasons(&c, "echo").await, json!("allowed"));
 
@@ -408,13 +394,7 @@ async fn registry_failures_keep_the_last_good_bundle() {
     // gavel cannot download it and starts from the cached last good bundle.
     let never = tarball(&s, &bundle(&s, "never", "bad", DENY_ECHO, Some("k1")));
     push(&never, &tag);
-    let hex = sha256_hex(&std::fs::read(&never).unwrap());
-    let blob = reg
-        .storage()
-        .join("data/docker/registry/v2/blobs/sha256")
-        .join(&hex[..2])
-        .join(&hex)
-        .join("data");
+    let blob = blob_file(&reg, &never);
     std::fs::remove_file(&blob).unwrap();
     let c = connect_cmd(launch(&s), TestHost::new()).await;
     assert_eq!(
@@ -437,13 +417,7 @@ async fn registry_failures_keep_the_last_good_bundle() {
         &bundle(&s, "tampered-layer", "bad2", DENY_ECHO, Some("k1")),
     );
     push(&tampered, &tag);
-    let hex = sha256_hex(&std::fs::read(&tampered).unwrap());
-    let blob = reg
-        .storage()
-        .join("data/docker/registry/v2/blobs/sha256")
-        .join(&hex[..2])
-        .join(&hex)
-        .join("data");
+    let blob = blob_file(&reg, &tampered);
     let mut bytes = std::fs::read(&blob).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
@@ -525,7 +499,7 @@ async fn basic_auth_registry() {
     let tag = format!("oci://{}/policies/fixture:live", reg.host());
     let tb = tarball(&s, &bundle(&s, "r1", "r1", "", Some("k1")));
     // Anonymous push is refused, clearly.
-    let out = gavel(&["bundle", "push", tb.to_str().unwrap(), &tag, "--insecure"]);
+    let out = gavel_cmd(&["bundle", "push", tb.to_str().unwrap(), &tag, "--insecure"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("policies/fixture"), "{err}");
@@ -536,7 +510,7 @@ async fn basic_auth_registry() {
         .env("GAVEL_REGISTRY_PASSWORD", "s3cret-pw")
         .output()
         .unwrap();
-    ok(out);
+    stdout_ok(out);
     // gavel run with username + password_env from servers.toml.
     config(&s, &reg, &tag, &["k1"]);
     let mut text_cfg = std::fs::read_to_string(s.config()).unwrap();
@@ -588,7 +562,7 @@ async fn an_image_index_is_descended_past_attestations() {
     let digest = push(&tb, &format!("oci://{}/policies/fixture:plain", reg.host()));
     // The digest push printed pins exactly that manifest.
     {
-        let out = ok(gavel(&[
+        let out = stdout_ok(gavel_cmd(&[
             "bundle",
             "pull",
             &format!("oci://{}/policies/fixture@{digest}", reg.host()),
@@ -630,7 +604,7 @@ async fn an_image_index_is_descended_past_attestations() {
         &index,
     )
     .await;
-    let out = ok(gavel(&[
+    let out = stdout_ok(gavel_cmd(&[
         "bundle",
         "pull",
         &format!("oci://{}/policies/fixture:indexed", reg.host()),
@@ -666,7 +640,7 @@ async fn an_image_index_is_descended_past_attestations() {
         &tarball(&s, &bundle(&s, "r2", "r2", DENY_ECHO, Some("k1"))),
         &candidate,
     );
-    let out = ok(gavel(&[
+    let out = stdout_ok(gavel_cmd(&[
         "replay",
         "--log",
         s.path("decisions.jsonl").to_str().unwrap(),
@@ -679,7 +653,7 @@ async fn an_image_index_is_descended_past_attestations() {
     let summary: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(summary["total"], 2, "{summary}");
     let missing = format!("oci://{}/policies/fixture:nope", reg.host());
-    let out = gavel(&[
+    let out = gavel_cmd(&[
         "replay",
         "--log",
         s.path("decisions.jsonl").to_str().unwrap(),
@@ -867,10 +841,7 @@ async fn oras_interop_and_malicious_layers() {
 async fn two_instances_share_one_cache() {
     let reg = TestRegistry::start();
     let s = Setup::new("");
-    keys(&s);
-    let tag = format!("oci://{}/policies/fixture:live", reg.host());
-    push(&tarball(&s, &bundle(&s, "r1", "r1", "", Some("k1"))), &tag);
-    config(&s, &reg, &tag, &["k1"]);
+    published_r1(&s, &reg);
     // Two host windows start their gavel at the same moment.
     let (a, b) = tokio::join!(
         connect_cmd(launch(&s), TestHost::new()),

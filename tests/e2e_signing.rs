@@ -9,33 +9,6 @@ use std::process::Command;
 use common::*;
 use serde_json::json;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
-
-fn gavel(args: &[&str]) -> std::process::Output {
-    Command::new(GAVEL).args(args).output().unwrap()
-}
-
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A signed copy of the fixture bundle; returns its directory.
 fn signed_bundle(s: &Setup, name: &str, secret_file: &Path, kid: &str) -> PathBuf {
     let dir = s.path(name);
@@ -43,7 +16,7 @@ fn signed_bundle(s: &Setup, name: &str, secret_file: &Path, kid: &str) -> PathBu
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture"),
         &dir,
     );
-    ok(gavel(&[
+    stdout_ok(gavel_cmd(&[
         "bundle",
         "sign",
         dir.to_str().unwrap(),
@@ -85,7 +58,7 @@ async fn signed_tarball_is_verified_and_decides() {
     let s = Setup::new("");
     std::fs::write(s.path("k1.secret"), "first-secret").unwrap();
     let dir = signed_bundle(&s, "b", &s.path("k1.secret"), "k1");
-    let out = ok(gavel(&[
+    let out = stdout_ok(gavel_cmd(&[
         "bundle",
         "verify",
         dir.to_str().unwrap(),
@@ -96,14 +69,14 @@ async fn signed_tarball_is_verified_and_decides() {
     ]));
     assert!(out.contains("keyid \"k1\""), "{out}");
     let tgz = s.path("b.tar.gz");
-    ok(gavel(&[
+    stdout_ok(gavel_cmd(&[
         "bundle",
         "build",
         dir.to_str().unwrap(),
         "-o",
         tgz.to_str().unwrap(),
     ]));
-    let inspect = ok(gavel(&["bundle", "inspect", tgz.to_str().unwrap()]));
+    let inspect = stdout_ok(gavel_cmd(&["bundle", "inspect", tgz.to_str().unwrap()]));
     assert!(
         inspect.contains("\"signed\": true") && inspect.contains("\"signature_kid\": \"k1\""),
         "{inspect}"
@@ -212,7 +185,7 @@ fn rs256_signatures_from_opas_test_keys() {
     );
     let private = keys.join("keys_test.TestGetPrivateKey.rsa4096-private.pem");
     let public = keys.join("DERIVED.keys_test.rsa4096-public.pem");
-    ok(gavel(&[
+    stdout_ok(gavel_cmd(&[
         "bundle",
         "sign",
         dir.to_str().unwrap(),
@@ -221,14 +194,14 @@ fn rs256_signatures_from_opas_test_keys() {
         "--keyid",
         "rsa",
     ]));
-    ok(gavel(&[
+    stdout_ok(gavel_cmd(&[
         "bundle",
         "verify",
         dir.to_str().unwrap(),
         "--key",
         public.to_str().unwrap(),
     ]));
-    let bad = gavel(&[
+    let bad = gavel_cmd(&[
         "bundle",
         "verify",
         dir.to_str().unwrap(),

@@ -263,11 +263,7 @@ impl Session {
             .unwrap_or_else(|e| e.into_inner())
             .drain(..)
             .collect();
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            futures::future::join_all(handles),
-        )
-        .await;
+        crate::upstream::supervisor::join_bounded(handles).await;
     }
 
     fn action(&self, kind: ActionType, server: &str, tool: &str, args: Value) -> Action {

@@ -75,6 +75,16 @@ fn client_info(host: &HostLink) -> ClientConfig {
     info
 }
 
+/// Waits for supervisors to stop their upstreams, at most 10 s (a child that
+/// ignores SIGTERM is killed by its own supervisor well within that).
+pub async fn join_bounded(handles: Vec<tokio::task::JoinHandle<()>>) {
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        futures::future::join_all(handles),
+    )
+    .await;
+}
+
 pub fn spawn_supervisor(up: Arc<Upstream>, deps: SupervisorDeps) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move { supervise(up, deps).await })
 }

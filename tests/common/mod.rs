@@ -416,3 +416,36 @@ pub async fn gavel_serve_with(
     .await;
     child
 }
+
+/// Copies a directory tree (bundles to sign or tamper with).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// Runs a gavel command to completion.
+pub fn gavel_cmd(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(GAVEL)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Its stdout, after asserting it succeeded (showing both streams if not).
+pub fn stdout_ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
