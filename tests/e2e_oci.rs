@@ -837,24 +837,28 @@ async fn oras_interop_and_malicious_layers() {
     c.cancel().await.unwrap();
 }
 
+/// Two host windows start their gavel at the same moment; both decide with
+/// the pulled (or cached) bundle.
+async fn two_deciding_instances(s: &Setup) -> (Client, Client) {
+    let (a, b) = tokio::join!(
+        connect_cmd(launch(s), TestHost::new()),
+        connect_cmd(launch(s), TestHost::new())
+    );
+    for c in [&a, &b] {
+        assert_eq!(
+            reasons(c, "destructive_delete").await,
+            json!(["destructive_denied"])
+        );
+    }
+    (a, b)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_instances_share_one_cache() {
     let reg = TestRegistry::start();
     let s = Setup::new("");
     published_r1(&s, &reg);
-    // Two host windows start their gavel at the same moment.
-    let (a, b) = tokio::join!(
-        connect_cmd(launch(&s), TestHost::new()),
-        connect_cmd(launch(&s), TestHost::new())
-    );
-    assert_eq!(
-        reasons(&a, "destructive_delete").await,
-        json!(["destructive_denied"])
-    );
-    assert_eq!(
-        reasons(&b, "destructive_delete").await,
-        json!(["destructive_denied"])
-    );
+    let (a, b) = two_deciding_instances(&s).await;
     // Both persisted the same verified bundle: one record, one blob, no
     // temporary files left behind.
     let refs: Vec<_> = std::fs::read_dir(s.path("cache/oci/refs"))
@@ -875,18 +879,7 @@ async fn two_instances_share_one_cache() {
     // Offline, both restart from it.
     let mut reg = reg;
     reg.stop();
-    let (a, b) = tokio::join!(
-        connect_cmd(launch(&s), TestHost::new()),
-        connect_cmd(launch(&s), TestHost::new())
-    );
-    assert_eq!(
-        reasons(&a, "destructive_delete").await,
-        json!(["destructive_denied"])
-    );
-    assert_eq!(
-        reasons(&b, "destructive_delete").await,
-        json!(["destructive_denied"])
-    );
+    let (a, b) = two_deciding_instances(&s).await;
     a.cancel().await.unwrap();
     b.cancel().await.unwrap();
 }
