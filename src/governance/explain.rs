@@ -409,6 +409,8 @@ mod tests {
         ] {
             assert!(md.contains(needle), "{needle} missing from:\n{md}");
         }
+        // `else := full_decision` is not an unconditional allow.
+        assert!(!md.contains("- always"), "{md}");
     }
 
     #[test]

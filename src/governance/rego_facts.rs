@@ -229,39 +229,52 @@ pub(crate) fn analyze_module(path: &str, src: &str, m: &Module, data: &Value, fa
                     }
                 }
             }
-            // `decision := {"allow": …, "reasons": [...], "remediation": …} if …`
+            // `decision := {"allow": …, "reasons": [...], "remediation": …} if …`,
+            // with `else := …` bodies carrying their own value: an else body
+            // holds only when the bodies before it do not, and its value
+            // may be another rule (`else := full_decision`), which is
+            // explained where that rule is.
             RuleHead::Compr {
-                assign: Some(a), ..
+                assign: Some(head_value),
+                ..
             } => {
-                let Expr::Object { fields, .. } = a.value.as_ref() else {
-                    continue;
-                };
-                let field = |name: &str| {
-                    fields
-                        .iter()
-                        .find(|(_, k, _)| string_lit(k).as_deref() == Some(name))
-                        .map(|(_, _, v)| v.as_ref())
-                };
                 for b in bodies {
+                    let value = match (&b.assign, b.is_else) {
+                        (Some(a), true) => a.value.as_ref(),
+                        _ => head_value.value.as_ref(),
+                    };
+                    let Expr::Object { fields, .. } = value else {
+                        continue;
+                    };
+                    let field = |name: &str| {
+                        fields
+                            .iter()
+                            .find(|(_, k, _)| string_lit(k).as_deref() == Some(name))
+                            .map(|(_, _, v)| v.as_ref())
+                    };
+                    let mut when = when_of(b);
+                    if b.is_else {
+                        when.insert(0, "the rule's earlier bodies do not hold".into());
+                    }
                     if let Some(Expr::Bool { value, .. }) = field("allow")
                         && value.as_bool().ok() == Some(&true)
                     {
-                        facts.allow_when.push(cond(when_of(b)));
+                        facts.allow_when.push(cond(when.clone()));
                     }
                     for code in field("reasons").map(strings_of).unwrap_or_default() {
                         facts
                             .reasons
                             .entry(code)
                             .or_default()
-                            .push(cond(when_of(b)));
+                            .push(cond(when.clone()));
                     }
-                }
-                if let Some(rem) = field("remediation") {
-                    let text = string_lit(rem).unwrap_or_else(|| {
-                        format!("computed per request: `{}`", rem.span().text())
-                    });
-                    if !facts.remediation.contains(&text) {
-                        facts.remediation.push(text);
+                    if let Some(rem) = field("remediation") {
+                        let text = string_lit(rem).unwrap_or_else(|| {
+                            format!("computed per request: `{}`", rem.span().text())
+                        });
+                        if !facts.remediation.contains(&text) {
+                            facts.remediation.push(text);
+                        }
                     }
                 }
             }

@@ -43,6 +43,20 @@ fn rfc3339(t: f64) -> String {
     .to_string()
 }
 
+/// The largest share of a limited kind spent so far (0 when nothing is
+/// limited): one number a policy compares with its warning threshold, so
+/// the common "is anything near its limit?" check is one comparison instead
+/// of a rule per kind with a null check (each rule costs a few microseconds
+/// in regorus, on every call).
+fn used_fraction(u: Usage, b: &Budget) -> f64 {
+    let share = |used: u64, limit: Option<u64>| match limit {
+        Some(0) => 1.0,
+        Some(l) => used as f64 / l as f64,
+        None => 0.0,
+    };
+    share(u.calls, b.calls).max(share(u.tokens, b.tokens))
+}
+
 impl Guard {
     /// `needed`: whether any server has rate limits (bundle or config).
     pub fn from_config(config: &Config, needed: bool, clock: Arc<dyn Clock>) -> Self {
@@ -105,6 +119,7 @@ impl Guard {
             Ok(u) => json!({
                 "used": u,
                 "limit": {"calls": b.calls, "tokens": b.tokens},
+                "used_fraction": used_fraction(u, b),
                 "period": period,
                 "period_ends": rfc3339(ends),
             }),
@@ -267,4 +282,27 @@ fn unavailable(d: &mut Decision, why: &str) {
         policy_version: d.policy_version.take(),
         ..Default::default()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn used_fraction_is_the_most_spent_limited_kind() {
+        let budget = |calls, tokens| Budget {
+            per: BudgetPer::User,
+            period: Period::Day,
+            calls,
+            tokens,
+        };
+        let u = Usage {
+            calls: 30,
+            tokens: 900,
+        };
+        assert_eq!(used_fraction(u, &budget(Some(100), Some(1000))), 0.9);
+        assert_eq!(used_fraction(u, &budget(Some(100), None)), 0.3);
+        assert_eq!(used_fraction(u, &budget(None, None)), 0.0);
+        assert_eq!(used_fraction(u, &budget(Some(0), None)), 1.0);
+    }
 }

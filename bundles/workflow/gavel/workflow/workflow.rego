@@ -22,24 +22,32 @@ violations contains "token_budget_exceeded" if input.context.cumulative_tokens >
 # Budgets across sessions (servers.toml [budget]): gavel refuses a call over
 # the budget itself; this layer flags the calls made once 80 % is spent so
 # they are audited, and tells the agent why.
-nearly_spent if {
-	some kind in ["calls", "tokens"]
-	limit := input.context.budget.limit[kind]
-	is_number(limit)
-	input.context.budget.used[kind] >= limit * data.gavel.workflow.budget_warn_fraction
-}
+nearly_spent if input.context.budget.used_fraction >= data.gavel.workflow.budget_warn_fraction
 
+# The common case first, in one body: nothing near any limit. regorus's
+# interpreter charges a few microseconds for every rule a decision consults,
+# and this layer is evaluated on every call (its counters change each time,
+# so gavel's memo never answers for it); the full rules below run only when
+# something is close. `decision_is_full_decision` in the tests holds the two
+# to the same answer.
 decision := {"allow": true} if {
+	input.context.consecutive_same_tool < data.gavel.workflow.max_consecutive_same_tool
+	input.context.calls_last_minute < data.gavel.workflow.max_calls_per_minute
+	input.context.cumulative_tokens <= data.gavel.workflow.max_session_tokens
+	not input.context.budget.used_fraction >= data.gavel.workflow.budget_warn_fraction
+} else := full_decision
+
+full_decision := {"allow": true} if {
 	count(violations) == 0
 	not nearly_spent
 }
 
-decision := {"allow": true, "audit_required": true} if {
+full_decision := {"allow": true, "audit_required": true} if {
 	count(violations) == 0
 	nearly_spent
 }
 
-decision := {
+full_decision := {
 	"allow": false,
 	"reasons": sort(violations),
 	"remediation": "Stop and check with the user before continuing; start a new session if the task really needs more.",
