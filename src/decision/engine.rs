@@ -539,7 +539,7 @@ impl PolicyEngine {
                 continue;
             };
             let (projected, key) = memo.project(input);
-            if let Some(v) = memo.get(&key) {
+            if let Some(v) = key.as_deref().and_then(|k| memo.get(k)) {
                 values[i] = v;
                 continue;
             }
@@ -547,7 +547,9 @@ impl PolicyEngine {
                 engine.set_input(to_regorus(&projected));
                 self.eval(engine, &b.decision_rule)
             })?;
-            memo.put(key, v.clone());
+            if let Some(key) = key {
+                memo.put(key, v.clone());
+            }
             values[i] = v;
         }
         if rest.is_empty() {

@@ -18,18 +18,33 @@
 //!
 //! Bounded: keys over [`MAX_KEY_BYTES`] are not stored (large arguments),
 //! and a full memo is cleared rather than grown.
+//!
+//! Adaptive: a layer whose memo hardly ever answers (the workflow layer,
+//! whose counters change on every call) stops paying for keys and stores —
+//! after a window of [`WINDOW`] lookups with fewer than one hit in
+//! [`MIN_HIT_ONE_IN`], the next [`BYPASS`] evaluations skip the memo, then it
+//! is tried again. Skipping a memo never changes an answer.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::{Map, Value};
 
 const MAX_KEY_BYTES: usize = 8 * 1024;
 const MAX_ENTRIES: usize = 4096;
+const WINDOW: u32 = 256;
+const MIN_HIT_ONE_IN: u32 = 16;
+const BYPASS: u32 = 4096;
 
 pub(super) struct Memo {
     paths: Vec<Vec<String>>,
     map: Mutex<HashMap<String, Value>>,
+    /// Lookups and hits in the current window; evaluations left to bypass.
+    /// Races between threads only blur the statistics.
+    lookups: AtomicU32,
+    hits: AtomicU32,
+    bypass: AtomicU32,
 }
 
 impl Memo {
@@ -37,14 +52,35 @@ impl Memo {
         Memo {
             paths: paths.into_iter().collect(),
             map: Mutex::new(HashMap::new()),
+            lookups: AtomicU32::new(0),
+            hits: AtomicU32::new(0),
+            bypass: AtomicU32::new(0),
         }
     }
 
-    /// The input restricted to the paths the layer reads, and its key.
-    pub(super) fn project(&self, input: &Value) -> (Value, String) {
+    /// The input restricted to the paths the layer reads, and its key —
+    /// `None` while the memo is bypassed (then neither look up nor store).
+    pub(super) fn project(&self, input: &Value) -> (Value, Option<String>) {
         let projected = project(input, &self.paths);
-        let key = projected.to_string();
+        let bypassing = self
+            .bypass
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        let key = (!bypassing).then(|| projected.to_string());
         (projected, key)
+    }
+
+    fn count(&self, hit: bool) {
+        if hit {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.lookups.fetch_add(1, Ordering::Relaxed) + 1 >= WINDOW {
+            let hits = self.hits.swap(0, Ordering::Relaxed);
+            self.lookups.store(0, Ordering::Relaxed);
+            if hits * MIN_HIT_ONE_IN < WINDOW {
+                self.bypass.store(BYPASS, Ordering::Relaxed);
+            }
+        }
     }
 
     #[cfg(test)]
@@ -53,7 +89,9 @@ impl Memo {
     }
 
     pub(super) fn get(&self, key: &str) -> Option<Value> {
-        self.map.lock().ok()?.get(key).cloned()
+        let v = self.map.lock().ok()?.get(key).cloned();
+        self.count(v.is_some());
+        v
     }
 
     pub(super) fn put(&self, key: String, value: Value) {
@@ -134,5 +172,27 @@ mod tests {
             m.put(i.to_string(), json!(i));
         }
         assert_eq!(m.map.lock().unwrap().len(), 1, "cleared when full");
+    }
+
+    #[test]
+    fn a_memo_that_never_answers_is_bypassed_then_tried_again() {
+        let m = Memo::new([p("n")]);
+        for i in 0..WINDOW {
+            let (_, key) = m.project(&json!({"n": i}));
+            let key = key.expect("not bypassed yet");
+            assert!(m.get(&key).is_none());
+            m.put(key, json!(i));
+        }
+        for i in 0..BYPASS {
+            assert!(m.project(&json!({"n": i})).1.is_none(), "bypassed");
+        }
+        assert!(m.project(&json!({"n": 0})).1.is_some(), "tried again");
+        // A memo that answers often stays on.
+        let m = Memo::new([p("n")]);
+        m.put(json!({"n": 1}).to_string(), json!(1));
+        for _ in 0..3 * WINDOW {
+            let (_, key) = m.project(&json!({"n": 1}));
+            assert!(m.get(&key.expect("on")).is_some());
+        }
     }
 }
