@@ -12,6 +12,7 @@ pub mod clock;
 pub mod gcra;
 pub mod guard;
 pub mod limits;
+pub mod ratefile;
 pub mod redis;
 pub mod sqlite;
 

@@ -1,13 +1,18 @@
 //! The embedded [`StateStore`]: one SQLite file shared by every gavel
-//! process on the machine (each host window starts its own gavel).
+//! process on the machine (each host window starts its own gavel), for
+//! budgets, with rate limits in a shared-memory table beside it
+//! (`<file>.rates`, see `ratefile`: a SQLite write per call was most of a
+//! decision's time, and a TAT is soft state).
 //!
-//! Why SQLite in WAL mode: readers never block the writer, a busy timeout
-//! turns lock contention between processes into a short wait, and every
-//! read-modify-write runs in a `BEGIN IMMEDIATE` transaction so two processes
-//! never both charge from the same old value. `synchronous = NORMAL` in WAL
-//! mode: a committed increment survives a crash or `kill -9` of gavel (it is
-//! in the WAL before the call is forwarded); only a power loss can drop the
-//! last commits.
+//! Why SQLite for budgets: in WAL mode readers never block the writer, a
+//! busy timeout turns lock contention between processes into a short wait,
+//! and every read-modify-write runs in a `BEGIN IMMEDIATE` transaction so two
+//! processes never both charge from the same old value. `synchronous =
+//! NORMAL` in WAL mode: a committed increment survives a crash or `kill -9`
+//! of gavel (it is in the WAL before the call is forwarded); only a power
+//! loss can drop the last commits. A call's limits and budget are charged
+//! together: the budget transaction runs under the rate table's lock, after
+//! every limit allowed.
 //!
 //! A file that is not a gavel state store (or is corrupt) is an error —
 //! never reset: the limits and budgets kept there fail closed.
@@ -18,7 +23,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::gcra::{self, Rate, RateOutcome};
+use super::gcra::Rate;
+use super::ratefile::RateFile;
 use super::{StateError, StateStore, Usage};
 
 const SCHEMA_VERSION: i64 = 1;
@@ -26,6 +32,9 @@ const SCHEMA_VERSION: i64 = 1;
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Rate limits live beside the file, in shared memory (`ratefile`):
+    /// budgets are accounting and stay here.
+    rates: RateFile,
     /// Stops the checkpointer thread when the store goes.
     _checkpointer: Checkpointer,
 }
@@ -89,7 +98,6 @@ impl SqliteStore {
         conn.execute_batch(
             "BEGIN IMMEDIATE;
              CREATE TABLE IF NOT EXISTS gavel_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS gcra (key TEXT PRIMARY KEY, tat REAL NOT NULL);
              CREATE TABLE IF NOT EXISTS budget (key TEXT NOT NULL, period TEXT NOT NULL,
                  calls INTEGER NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (key, period));
              INSERT OR IGNORE INTO gavel_meta (key, value) VALUES ('schema_version', 1);
@@ -108,9 +116,11 @@ impl SqliteStore {
                 "schema version {version}, this gavel uses {SCHEMA_VERSION}"
             )));
         }
+        let rates = RateFile::open(&path.with_extension("rates"))?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            rates,
             _checkpointer: spawn_checkpointer(path),
         })
     }
@@ -137,36 +147,6 @@ impl SqliteStore {
 }
 
 type Tx<'a> = rusqlite::Transaction<'a>;
-
-fn rates_in(
-    tx: &Tx,
-    limits: &[(String, Rate)],
-    now: f64,
-) -> rusqlite::Result<(Vec<RateOutcome>, Vec<f64>)> {
-    let mut outs = Vec::with_capacity(limits.len());
-    let mut tats = Vec::with_capacity(limits.len());
-    for (key, rate) in limits {
-        let tat: Option<f64> = tx
-            .prepare_cached("SELECT tat FROM gcra WHERE key = ?1")?
-            .query_row([key], |r| r.get(0))
-            .optional()?;
-        let (out, new_tat) = gcra::check(tat, *rate, now);
-        outs.push(out);
-        tats.push(new_tat);
-    }
-    Ok((outs, tats))
-}
-
-fn write_rates(tx: &Tx, limits: &[(String, Rate)], tats: &[f64]) -> rusqlite::Result<()> {
-    for ((key, _), tat) in limits.iter().zip(tats) {
-        tx.prepare_cached(
-            "INSERT INTO gcra (key, tat) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET tat = excluded.tat",
-        )?
-        .execute(params![key, tat])?;
-    }
-    Ok(())
-}
 
 fn usage_in(conn: &Connection, key: &str, period: &str) -> rusqlite::Result<Usage> {
     Ok(conn
@@ -208,32 +188,38 @@ impl StateStore for SqliteStore {
         now: f64,
         budget: Option<super::BudgetCharge<'_>>,
     ) -> Result<super::Charged, StateError> {
-        self.with(|tx| {
-            let (rates, tats) = rates_in(tx, limits, now)?;
-            if !rates.iter().all(|o| o.allowed) {
-                return Ok(super::Charged {
-                    rates,
-                    budget: None,
-                });
-            }
-            let budget = match budget {
-                None => None,
-                Some(b) => {
-                    let used = usage_in(tx, b.key, b.period)?;
-                    let after = add(used, b.add);
-                    if !within(after, b.limit) {
-                        return Ok(super::Charged {
-                            rates,
-                            budget: Some((false, used)),
-                        });
-                    }
-                    write_usage(tx, b.key, b.period, after)?;
-                    Some((true, after))
+        // The budget transaction runs under the rate table's lock, after the
+        // limits allowed: the call is charged to all of them or to none.
+        let charge_budget = |b: super::BudgetCharge<'_>| {
+            self.with(|tx| {
+                let used = usage_in(tx, b.key, b.period)?;
+                let after = add(used, b.add);
+                if !within(after, b.limit) {
+                    return Ok((false, used));
                 }
-            };
-            write_rates(tx, limits, &tats)?;
-            Ok(super::Charged { rates, budget })
-        })
+                write_usage(tx, b.key, b.period, after)?;
+                Ok((true, after))
+            })
+        };
+        if limits.is_empty() {
+            return Ok(super::Charged {
+                rates: vec![],
+                budget: budget.map(charge_budget).transpose()?,
+            });
+        }
+        let (rates, budget) = self.rates.charge(limits, now, |outs| {
+            if !outs.iter().all(|o| o.allowed) {
+                return Ok((false, None));
+            }
+            match budget {
+                None => Ok((true, None)),
+                Some(b) => {
+                    let done = charge_budget(b)?;
+                    Ok((done.0, Some(done)))
+                }
+            }
+        })?;
+        Ok(super::Charged { rates, budget })
     }
 
     fn budget_add(&self, key: &str, period: &str, add_: Usage) -> Result<Usage, StateError> {
@@ -249,20 +235,16 @@ impl StateStore for SqliteStore {
         limits: &[(String, Rate)],
         budget: Option<super::BudgetCharge<'_>>,
     ) -> Result<(), StateError> {
-        self.with(|tx| {
-            for (key, r) in limits {
-                tx.prepare_cached("UPDATE gcra SET tat = tat - ?2 WHERE key = ?1")?
-                    .execute(params![key, r.period_s / r.rate])?;
-            }
-            if let Some(b) = budget {
+        self.rates.refund(limits, || {
+            let Some(b) = budget else { return Ok(()) };
+            self.with(|tx| {
                 let u = usage_in(tx, b.key, b.period)?;
                 let back = Usage {
                     calls: u.calls.saturating_sub(b.add.calls),
                     tokens: u.tokens.saturating_sub(b.add.tokens),
                 };
-                write_usage(tx, b.key, b.period, back)?;
-            }
-            Ok(())
+                write_usage(tx, b.key, b.period, back)
+            })
         })
     }
 
