@@ -28,7 +28,7 @@ fn bundle(dir: &Path, data: Value) -> PathBuf {
 
 struct Lab {
     s: Setup,
-    clock: PathBuf,
+    clock: TestClock,
 }
 
 impl Lab {
@@ -38,10 +38,14 @@ impl Lab {
 
     /// `state`: the `[state]` table's body (default: a SQLite file here).
     fn with_state(bundle_data: Value, extra: &str, state: Option<String>) -> Lab {
+        Self::build(|s| bundle(&s.path("policy"), bundle_data), extra, state)
+    }
+
+    /// A lab whose server decides with the bundle `make` returns.
+    fn build(make: impl FnOnce(&Setup) -> PathBuf, extra: &str, state: Option<String>) -> Lab {
         let s = Setup::new("");
-        let b = bundle(&s.path("policy"), bundle_data);
-        let clock = s.path("clock");
-        std::fs::write(&clock, "1800000000").unwrap();
+        let b = make(&s);
+        let clock = TestClock::new(s.path("clock"));
         std::fs::write(
             s.config(),
             format!(
@@ -57,31 +61,19 @@ impl Lab {
     }
 
     fn advance(&self, secs: f64) {
-        let now: f64 = std::fs::read_to_string(&self.clock)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        std::fs::write(&self.clock, format!("{}", now + secs)).unwrap();
+        self.clock.advance(secs);
     }
 
     fn command(&self) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(GAVEL);
-        cmd.args(self.s.run_args())
-            .env("GAVEL_TEST_CLOCK_FILE", &self.clock);
-        cmd
+        self.s.command_on(&self.clock)
     }
 
     async fn connect(&self) -> Client {
-        connect_cmd(self.command(), TestHost::new()).await
+        self.s.connect_on(&self.clock, TestHost::new()).await
     }
 
     fn decisions(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.s.path("decisions.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        self.s.decisions()
     }
 }
 
@@ -136,6 +128,64 @@ async fn a_burst_over_the_rate_limit_waits_its_retry_after() {
     assert_eq!(echo[1]["result"]["rate_limit_remaining"], 0);
     assert_eq!(echo[2]["result"]["reasons"], json!(["rate_limited"]));
     assert_eq!(echo[4]["result"]["allow"], true);
+    client.cancel().await.unwrap();
+}
+
+/// The session counters read gavel's clock, not the process's: the example
+/// workflow layer (bundles/workflow, unmodified) refuses the 61st call of a
+/// minute with `too_many_calls_per_minute`, and the same call is allowed once
+/// the test clock has moved past the minute; `session_age_seconds` is the
+/// clock's too.
+#[tokio::test(flavor = "multi_thread")]
+async fn workflow_counters_follow_the_test_clock() {
+    let lab = Lab::build(
+        |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("bundles/workflow"),
+        "",
+        None,
+    );
+    let client = lab.connect().await;
+    // Alternate tools so the loop rule (20 of one tool in a row) stays quiet.
+    let tool = |i: usize| {
+        if i.is_multiple_of(2) {
+            ("echo", json!({"text": "x"}))
+        } else {
+            ("add", json!({"a": 1, "b": 2}))
+        }
+    };
+    let mut reasons = Vec::new();
+    for i in 0..61 {
+        let (name, args) = tool(i);
+        let r = call(&client, name, args).await.unwrap();
+        reasons.push(decision(&r)["reasons"].clone());
+    }
+    // The layer's user limit (burst 30) refuses calls 31–60; the 61st sees
+    // 60 calls in the last minute.
+    assert!(
+        reasons[..30].iter().all(|r| r.is_null() || *r == json!([])),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[30..60]
+            .iter()
+            .all(|r| *r == json!(["rate_limited"])),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[60], json!(["too_many_calls_per_minute"]));
+    lab.advance(61.0);
+    let (name, args) = tool(61);
+    let r = call(&client, name, args).await.unwrap();
+    assert_ne!(r.is_error, Some(true), "a minute later: {}", text(&r));
+    let log = lab.decisions();
+    let ctx = |i: usize| log[i]["input"]["context"].clone();
+    assert_eq!(ctx(0)["session_age_seconds"], json!(0.0));
+    assert_eq!(ctx(60)["calls_last_minute"], 60);
+    assert_eq!(ctx(61)["calls_last_minute"], 0);
+    assert_eq!(ctx(61)["session_age_seconds"], json!(61.0));
+    assert_eq!(
+        log[61]["input"]["environment"]["time"].as_str().unwrap(),
+        "2027-01-15T08:01:01.000000000Z",
+        "environment.time is the clock's"
+    );
     client.cancel().await.unwrap();
 }
 

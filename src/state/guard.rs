@@ -28,6 +28,16 @@ pub struct Guard {
     budget: Option<Budget>,
 }
 
+/// What [`Guard::check`] charged a call's budget: the exact key and period,
+/// so a refund or the result's tokens land where the call was charged even
+/// when the period rolls over meanwhile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Receipt {
+    pub key: String,
+    pub period: String,
+    pub add: Usage,
+}
+
 /// Who a check is for.
 pub struct Who<'a> {
     pub server: &'a str,
@@ -113,10 +123,17 @@ impl Guard {
     }
 
     /// Applies limits then budget to a `tools/call` the policy allowed, in
-    /// one atomic charge: a call refused by either costs nothing.
-    pub fn check(&self, who: &Who, limits: &[&Limit], arg_tokens: u64, d: &mut Decision) {
+    /// one atomic charge: a call refused by either costs nothing. Returns what
+    /// the budget was charged (None: no budget, or the call was refused).
+    pub fn check(
+        &self,
+        who: &Who,
+        limits: &[&Limit],
+        arg_tokens: u64,
+        d: &mut Decision,
+    ) -> Option<Receipt> {
         if !d.allow || (limits.is_empty() && self.budget.is_none()) {
-            return;
+            return None;
         }
         let now = self.clock.now();
         let keys: Vec<(String, super::Rate)> = limits
@@ -144,7 +161,10 @@ impl Guard {
             .map_err(|e| e.to_string())
         });
         let c = match charged {
-            Err(e) => return unavailable(d, &e),
+            Err(e) => {
+                unavailable(d, &e);
+                return None;
+            }
             Ok(c) => c,
         };
         if let Some((i, worst)) = c
@@ -169,12 +189,13 @@ impl Guard {
                 policy_version: d.policy_version.take(),
                 ..Default::default()
             };
-            return;
+            return None;
         }
         if !keys.is_empty() {
             d.rate_limit_remaining = c.rates.iter().map(|o| o.remaining).min();
         }
-        if let (Some((false, used)), Some((b, key, period, ends))) = (c.budget, &budget) {
+        let (b, key, period, ends) = budget?;
+        if let Some((false, used)) = c.budget {
             *d = Decision {
                 allow: false,
                 reasons: vec!["budget_exceeded".into()],
@@ -194,65 +215,60 @@ impl Guard {
                     .join(", "),
                     used.calls,
                     used.tokens,
-                    rfc3339(*ends)
+                    rfc3339(ends)
                 )),
                 matched_rules: vec![format!("gavel:budget:{key}:{period}")],
                 policy_version: d.policy_version.take(),
                 ..Default::default()
             };
+            return None;
         }
+        Some(Receipt {
+            key,
+            period,
+            add: Usage {
+                calls: 1,
+                tokens: arg_tokens,
+            },
+        })
     }
 
-    /// Undoes [`Guard::check`]'s charge for a call that was then not made.
-    pub fn refund(&self, who: &Who, limits: &[&Limit], arg_tokens: u64) {
-        if limits.is_empty() && self.budget.is_none() {
-            return;
-        }
-        let keys: Vec<(String, super::Rate)> = limits
-            .iter()
-            .map(|l| (l.key(who.server, who.tool, who.user, who.agent), l.rate))
-            .collect();
-        let budget = self.budget.as_ref().map(|b| {
-            let (period, _) = b.period.at(self.clock.now());
-            (Self::budget_key(b, who), period)
-        });
+    /// Gives back the budget charge of a call that was then not made (its
+    /// approval was declined, cancelled or timed out), into the period that
+    /// was charged. The rate limits are deliberately not given back: a
+    /// refused approval still cost the user a question, and an agent that
+    /// keeps asking for a call the user keeps refusing must be throttled by
+    /// the same limits as any other call (docs/policy.md).
+    pub fn refund_budget(&self, receipt: &Receipt) {
         let r = self.store().and_then(|s| {
             s.refund(
-                &keys,
-                budget.as_ref().map(|(key, period)| BudgetCharge {
-                    key,
-                    period,
-                    add: Usage {
-                        calls: 1,
-                        tokens: arg_tokens,
-                    },
+                &[],
+                Some(BudgetCharge {
+                    key: &receipt.key,
+                    period: &receipt.period,
+                    add: receipt.add,
                     limit: (None, None),
                 }),
             )
             .map_err(|e| e.to_string())
         });
         if let Err(e) = r {
-            tracing::error!(server = %who.server, tool = %who.tool, "could not give back the charge of a call that was not made: {e}");
+            tracing::error!(key = %receipt.key, "could not give back the budget charge of a call that was not made: {e}");
         }
     }
 
-    /// Result tokens, counted after the call (the next call sees them).
-    pub fn charge_result_tokens(&self, who: &Who, tokens: u64) {
-        let Some(b) = &self.budget else { return };
+    /// Result tokens, counted after the call (the next call sees them), in
+    /// the period the call was charged to.
+    pub fn charge_result_tokens(&self, receipt: &Receipt, tokens: u64) {
         if tokens == 0 {
             return;
         }
-        let (period, _) = b.period.at(self.clock.now());
         let r = self.store().and_then(|s| {
-            s.budget_add(
-                &Self::budget_key(b, who),
-                &period,
-                Usage { calls: 0, tokens },
-            )
-            .map_err(|e| e.to_string())
+            s.budget_add(&receipt.key, &receipt.period, Usage { calls: 0, tokens })
+                .map_err(|e| e.to_string())
         });
         if let Err(e) = r {
-            tracing::error!(server = %who.server, "result tokens not counted in the budget: {e}");
+            tracing::error!(key = %receipt.key, "result tokens not counted in the budget: {e}");
         }
     }
 }
