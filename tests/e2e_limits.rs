@@ -6,84 +6,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use common::lab::*;
 use common::*;
-use rmcp::ServiceExt;
 use serde_json::{Value, json};
-
-const POLICY: &str = "package fx\n\ndecision := {\"allow\": true}\n";
-
-fn bundle(dir: &Path, data: Value) -> PathBuf {
-    std::fs::create_dir_all(dir.join("fx")).unwrap();
-    std::fs::write(
-        dir.join(".manifest"),
-        json!({"revision": "1", "roots": ["fx"]}).to_string(),
-    )
-    .unwrap();
-    std::fs::write(dir.join("fx/policy.rego"), POLICY).unwrap();
-    std::fs::write(dir.join("fx/data.json"), data.to_string()).unwrap();
-    dir.to_path_buf()
-}
-
-struct Lab {
-    s: Setup,
-    clock: TestClock,
-}
-
-impl Lab {
-    fn new(bundle_data: Value, extra: &str) -> Lab {
-        Self::with_state(bundle_data, extra, None)
-    }
-
-    /// `state`: the `[state]` table's body (default: a SQLite file here).
-    fn with_state(bundle_data: Value, extra: &str, state: Option<String>) -> Lab {
-        Self::build(|s| bundle(&s.path("policy"), bundle_data), extra, state)
-    }
-
-    /// A lab whose server decides with the bundle `make` returns.
-    fn build(make: impl FnOnce(&Setup) -> PathBuf, extra: &str, state: Option<String>) -> Lab {
-        let s = Setup::new("");
-        let b = make(&s);
-        let clock = TestClock::new(s.path("clock"));
-        std::fs::write(
-            s.config(),
-            format!(
-                "[identity.user]\nid = \"ada\"\n\n[state]\n{}\n\n[log]\ndecisions = {:?}\n\n{extra}\n\n{}bundle = {:?}\n",
-                state.unwrap_or_else(|| format!("path = {:?}", s.path("state.sqlite").display().to_string())),
-                s.path("decisions.jsonl").display().to_string(),
-                fixture_server("fx", &[], &s.path("r.jsonl")),
-                b.display().to_string()
-            ),
-        )
-        .unwrap();
-        Lab { s, clock }
-    }
-
-    fn advance(&self, secs: f64) {
-        self.clock.advance(secs);
-    }
-
-    fn command(&self) -> tokio::process::Command {
-        self.s.command_on(&self.clock)
-    }
-
-    async fn connect(&self) -> Client {
-        self.s.connect_on(&self.clock, TestHost::new()).await
-    }
-
-    fn decisions(&self) -> Vec<Value> {
-        self.s.decisions()
-    }
-}
-
-fn decision(r: &rmcp::model::CallToolResult) -> Value {
-    r.meta
-        .as_ref()
-        .and_then(|m| m.0.get("dev.gavel/decision"))
-        .cloned()
-        .unwrap_or(Value::Null)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_over_the_rate_limit_waits_its_retry_after() {
@@ -196,17 +123,7 @@ async fn a_budget_survives_kill_9_and_is_shared_by_two_processes() {
         "[budget]\nper = \"user\"\nperiod = \"day\"\ncalls = 5\n",
     );
     // First process: two calls, then killed without a chance to clean up.
-    let (client, pid, mut child) = {
-        let mut cmd = lab.command();
-        cmd.stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().unwrap();
-        let pid = child.id().unwrap() as i32;
-        let io = (child.stdout.take().unwrap(), child.stdin.take().unwrap());
-        let client = TestHost::new().serve(io).await.unwrap();
-        (client, pid, child)
-    };
+    let (client, pid, mut child) = lab.connect_killable().await;
     for _ in 0..2 {
         let ok = call(&client, "echo", json!({"text": "x"})).await.unwrap();
         assert_ne!(ok.is_error, Some(true));
@@ -354,4 +271,39 @@ async fn two_instances_on_one_redis_share_a_limit_and_a_budget() {
     assert_eq!(add_ok, 2, "one budget across both instances");
     a.cancel().await.unwrap();
     b.cancel().await.unwrap();
+}
+
+/// `[[servers.NAME.limits]]` can only tighten: every declared limit applies,
+/// so a config limit tighter than the bundle's refuses first (with its own
+/// retry-after), and a looser one never lets more through than the bundle's.
+#[tokio::test(flavor = "multi_thread")]
+async fn servers_toml_limits_tighten_and_never_loosen() {
+    let limit = |rate: u32| json!({"scope": "tool", "tool": "echo", "rate": rate, "per": "1m", "burst": rate});
+    let config_limit = |rate: u32| {
+        format!(
+            "[[servers.fx.limits]]\nscope = \"tool\"\ntool = \"echo\"\nrate = {rate}\nper = \"1m\"\nburst = {rate}\n"
+        )
+    };
+    // (bundle, config, who refuses the 3rd call)
+    for (bundle_rate, config_rate, from) in [(10, 2, "from servers.toml"), (2, 10, "from bundle")] {
+        let lab = Lab::new(json!({"limits": [limit(bundle_rate)]}), "");
+        lab.append(&config_limit(config_rate));
+        let client = lab.connect().await;
+        for _ in 0..2 {
+            let ok = call(&client, "echo", json!({"text": "x"})).await.unwrap();
+            assert!(allowed(&ok), "{}", text(&ok));
+        }
+        let third = call(&client, "echo", json!({"text": "x"})).await.unwrap();
+        let d = decision(&third);
+        assert_eq!(
+            d["reasons"],
+            json!(["rate_limited"]),
+            "bundle {bundle_rate}, config {config_rate}"
+        );
+        // 2 a minute, burst 2: the next slot is 30 s away (the 10-a-minute
+        // limit would say 6 s).
+        assert_eq!(d["retry_after_seconds"], json!(30.0));
+        assert!(d["remediation"].as_str().unwrap().contains(from), "{d}");
+        client.cancel().await.unwrap();
+    }
 }
