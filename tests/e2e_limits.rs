@@ -307,3 +307,66 @@ async fn servers_toml_limits_tighten_and_never_loosen() {
         client.cancel().await.unwrap();
     }
 }
+
+/// A user limit declared in a shared bundle (`[policy] shared_bundles`) is
+/// one limit for the user across every server; a user limit in
+/// `[[servers.NAME.limits]]` is that server's alone, even when two servers
+/// declare the same one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_bundles_user_limit_spans_servers_and_a_config_one_does_not() {
+    let s = Setup::new("");
+    let clock = TestClock::new(s.path("clock"));
+    let shared = limit_bundle(
+        &s.path("org"),
+        json!({"limits": [{"scope": "user", "rate": 1, "per": "1h", "burst": 3}]}),
+    );
+    let per_server = |name: &str| {
+        format!("[[servers.{name}.limits]]\nscope = \"user\"\nrate = 1\nper = \"1h\"\nburst = 2\n")
+    };
+    std::fs::write(
+        s.config(),
+        format!(
+            "[identity.user]\nid = \"ada\"\n\n[policy]\nshared_bundles = [{:?}]\n\n[state]\npath = {:?}\n\n[log]\ndecisions = {:?}\n\n{}\n{}\n{}\n{}",
+            shared.display().to_string(),
+            s.path("state.sqlite").display().to_string(),
+            s.path("decisions.jsonl").display().to_string(),
+            fixture_server("fx", &[], &s.path("rx.jsonl")),
+            per_server("fx"),
+            fixture_server("fy", &[], &s.path("ry.jsonl")),
+            per_server("fy"),
+        ),
+    )
+    .unwrap();
+    let client = s.connect_on(&clock, TestHost::new()).await;
+    client.list_all_tools().await.unwrap();
+    let mut refused_by = Vec::new();
+    for tool in ["fx__echo", "fx__echo", "fx__echo", "fy__echo", "fy__echo"] {
+        let r = call(&client, tool, json!({"text": "x"})).await.unwrap();
+        let d = decision(&r);
+        refused_by.push(if allowed(&r) {
+            None
+        } else {
+            assert_eq!(d["reasons"], json!(["rate_limited"]));
+            Some(d["matched_rules"][0].as_str().unwrap().to_string())
+        });
+    }
+    assert_eq!(refused_by[..2], [None, None]);
+    // fx's own limit (2) refuses its 3rd call (which charges nothing)…
+    assert!(
+        refused_by[2]
+            .as_ref()
+            .unwrap()
+            .starts_with("gavel:limit:rl:fx:user:ada:"),
+        "{refused_by:?}"
+    );
+    // …but not fy's first: the same declaration on fy is fy's own.
+    assert_eq!(refused_by[3], None, "{refused_by:?}");
+    // The shared bundle's limit (3) counted fx's and fy's calls together:
+    // fy's 2nd is refused by it, though fy's own limit has room.
+    let shared_rule = refused_by[4].as_ref().unwrap();
+    assert!(
+        shared_rule.starts_with("gavel:limit:rlb:org[fx]:user:ada:"),
+        "{refused_by:?}"
+    );
+    client.cancel().await.unwrap();
+}
