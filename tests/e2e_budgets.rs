@@ -202,3 +202,41 @@ async fn a_budget_per_user_and_agent_is_the_pairs_own() {
         c.cancel().await.unwrap();
     }
 }
+
+/// A decision that waits on the state store (another process holds its write
+/// lock) waits off gavel's event loop: meanwhile the session is still served
+/// (a tools/list is answered; decisions of one session stay in order, so it
+/// is not another call); once the lock goes, the waiting call is decided
+/// and allowed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_decision_waiting_on_the_store_does_not_stall_the_process() {
+    let lab = Lab::new(
+        json!({"limits": [{"scope": "tool", "tool": "echo", "rate": 10, "per": "1m"}]}),
+        "",
+    );
+    let client = lab.connect().await;
+    // The store exists once gavel has started; take its write lock.
+    let lock = rusqlite::Connection::open(lab.s.path("state.sqlite")).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let peer = client.peer().clone();
+    let waiting = tokio::spawn(async move {
+        let mut p = rmcp::model::CallToolRequestParams::new("echo");
+        p.arguments = json!({"text": "waited"}).as_object().cloned();
+        peer.call_tool(p).await
+    });
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "echo"));
+    assert!(
+        !waiting.is_finished(),
+        "the echo call is still waiting for the lock"
+    );
+    lock.execute_batch("ROLLBACK").unwrap();
+    let echoed = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(allowed(&echoed), "{}", decision(&echoed));
+    assert_eq!(text(&echoed), "waited");
+    client.cancel().await.unwrap();
+}

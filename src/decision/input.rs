@@ -236,6 +236,33 @@ impl SessionState {
         verdict
     }
 
+    /// [`SessionState::decide`] for a front on an event loop. When the
+    /// decision may wait on the state store (rate limits, budgets: a SQLite
+    /// lock held by another process, a slow Redis), it runs on the blocking
+    /// pool, so one waiting decision never stalls every other session and
+    /// transfer of this single-threaded process; otherwise inline (no thread
+    /// hop for decisions that touch no store).
+    pub async fn decide_async(
+        self: &std::sync::Arc<Self>,
+        enforcer: &std::sync::Arc<super::Enforcer>,
+        action: &Action,
+    ) -> super::Verdict {
+        if !enforcer.uses_store() {
+            return self.decide(enforcer, action);
+        }
+        let (state, enforcer, owned) = (self.clone(), enforcer.clone(), action.clone());
+        match tokio::task::spawn_blocking(move || state.decide(&enforcer, &owned)).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(server = %action.server, tool = %action.tool, "the decision did not finish: {e}");
+                super::Verdict::Deny(super::Decision::deny(
+                    "state_unavailable",
+                    format!("gavel could not finish deciding this request ({e}); it is refused."),
+                ))
+            }
+        }
+    }
+
     /// A host-reported token count (can only raise gavel's own).
     pub fn raise_tokens(&self, reported: u64) {
         self.counters

@@ -368,6 +368,11 @@ impl Enforcer {
         self.log.as_ref()
     }
 
+    /// Whether decisions may read or write the state store (limits, budgets).
+    pub fn uses_store(&self) -> bool {
+        self.guard.uses_store()
+    }
+
     /// The clock every decision reads.
     pub fn clock(&self) -> &Arc<dyn crate::state::clock::Clock> {
         &self.clock

@@ -287,8 +287,12 @@ impl Session {
         }
     }
 
-    fn decide(&self, action: &Action) -> Verdict {
-        let verdict = self.inner.state.decide(&self.inner.gw.enforcer, action);
+    async fn decide(&self, action: &Action) -> Verdict {
+        let verdict = self
+            .inner
+            .state
+            .decide_async(&self.inner.gw.enforcer, action)
+            .await;
         let d = verdict.decision();
         // The decision log is the audit record; this diagnostic line shows
         // denials at info and allows only at debug (they are the hot path).
@@ -319,7 +323,7 @@ impl Session {
         action: &Action,
         cx: &RequestContext<RoleServer>,
     ) -> Result<Permit, crate::decision::Decision> {
-        let permit = match self.decide(action) {
+        let permit = match self.decide(action).await {
             Verdict::Deny(d) => return Err(d),
             Verdict::Allow(p) => p,
         };

@@ -87,7 +87,7 @@ impl UpstreamClient {
     async fn decide(
         &self,
         host: &HostLink,
-        session: &crate::decision::SessionState,
+        session: &Arc<crate::decision::SessionState>,
         kind: ActionType,
         method: &str,
         args: Value,
@@ -105,7 +105,7 @@ impl UpstreamClient {
         let denial = |d: &crate::decision::Decision| {
             deny::request_denial(d, &format!("{method} from server {:?}", self.server))
         };
-        let permit = match session.decide(&self.enforcer, &action) {
+        let permit = match session.decide_async(&self.enforcer, &action).await {
             Verdict::Allow(p) => p,
             Verdict::Deny(d) => return Err(denial(&d)),
         };
