@@ -14,8 +14,6 @@ pub struct Gateway {
     pub config: Arc<Config>,
     pub enforcer: Arc<Enforcer>,
     pub shutdown: CancellationToken,
-    /// Human approvals remembered by this process (`front::approval`).
-    pub approvals: crate::state::approval::Remembered,
     /// Keeps `oci://` bundles pulled and active (None without any).
     pub supply: Option<Arc<crate::bundle::supply::Supply>>,
     /// `session_mode = "shared"` upstreams, started by the first session that
@@ -38,17 +36,13 @@ impl Gateway {
         let shutdown = CancellationToken::new();
         let (enforcer, supply) = if crate::bundle::supply::Supply::needed(&config) {
             let supply = crate::bundle::supply::Supply::start(&config).await?;
-            let enforcer = Arc::new(Enforcer::with_resolver(
-                &config,
-                clock.clone(),
-                supply.as_ref(),
-            )?);
+            let enforcer = Arc::new(Enforcer::with_resolver(&config, clock, supply.as_ref())?);
             supply.started(&enforcer);
             supply.spawn_polling(enforcer.clone(), shutdown.clone());
             (enforcer, Some(supply))
         } else {
             (
-                Arc::new(Enforcer::from_config_with_clock(&config, clock.clone())?),
+                Arc::new(Enforcer::from_config_with_clock(&config, clock)?),
                 None,
             )
         };
@@ -56,7 +50,6 @@ impl Gateway {
             config: Arc::new(config),
             enforcer,
             shutdown,
-            approvals: crate::state::approval::Remembered::new(clock),
             supply,
             shared: Default::default(),
         }))

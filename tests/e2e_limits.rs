@@ -6,92 +6,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use common::lab::*;
 use common::*;
-use rmcp::ServiceExt;
 use serde_json::{Value, json};
-
-const POLICY: &str = "package fx\n\ndecision := {\"allow\": true}\n";
-
-fn bundle(dir: &Path, data: Value) -> PathBuf {
-    std::fs::create_dir_all(dir.join("fx")).unwrap();
-    std::fs::write(
-        dir.join(".manifest"),
-        json!({"revision": "1", "roots": ["fx"]}).to_string(),
-    )
-    .unwrap();
-    std::fs::write(dir.join("fx/policy.rego"), POLICY).unwrap();
-    std::fs::write(dir.join("fx/data.json"), data.to_string()).unwrap();
-    dir.to_path_buf()
-}
-
-struct Lab {
-    s: Setup,
-    clock: PathBuf,
-}
-
-impl Lab {
-    fn new(bundle_data: Value, extra: &str) -> Lab {
-        Self::with_state(bundle_data, extra, None)
-    }
-
-    /// `state`: the `[state]` table's body (default: a SQLite file here).
-    fn with_state(bundle_data: Value, extra: &str, state: Option<String>) -> Lab {
-        let s = Setup::new("");
-        let b = bundle(&s.path("policy"), bundle_data);
-        let clock = s.path("clock");
-        std::fs::write(&clock, "1800000000").unwrap();
-        std::fs::write(
-            s.config(),
-            format!(
-                "[identity.user]\nid = \"ada\"\n\n[state]\n{}\n\n[log]\ndecisions = {:?}\n\n{extra}\n\n{}bundle = {:?}\n",
-                state.unwrap_or_else(|| format!("path = {:?}", s.path("state.sqlite").display().to_string())),
-                s.path("decisions.jsonl").display().to_string(),
-                fixture_server("fx", &[], &s.path("r.jsonl")),
-                b.display().to_string()
-            ),
-        )
-        .unwrap();
-        Lab { s, clock }
-    }
-
-    fn advance(&self, secs: f64) {
-        let now: f64 = std::fs::read_to_string(&self.clock)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        std::fs::write(&self.clock, format!("{}", now + secs)).unwrap();
-    }
-
-    fn command(&self) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(GAVEL);
-        cmd.args(self.s.run_args())
-            .env("GAVEL_TEST_CLOCK_FILE", &self.clock);
-        cmd
-    }
-
-    async fn connect(&self) -> Client {
-        connect_cmd(self.command(), TestHost::new()).await
-    }
-
-    fn decisions(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.s.path("decisions.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-fn decision(r: &rmcp::model::CallToolResult) -> Value {
-    r.meta
-        .as_ref()
-        .and_then(|m| m.0.get("dev.gavel/decision"))
-        .cloned()
-        .unwrap_or(Value::Null)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_over_the_rate_limit_waits_its_retry_after() {
@@ -139,6 +58,64 @@ async fn a_burst_over_the_rate_limit_waits_its_retry_after() {
     client.cancel().await.unwrap();
 }
 
+/// The session counters read gavel's clock, not the process's: the example
+/// workflow layer (bundles/workflow, unmodified) refuses the 61st call of a
+/// minute with `too_many_calls_per_minute`, and the same call is allowed once
+/// the test clock has moved past the minute; `session_age_seconds` is the
+/// clock's too.
+#[tokio::test(flavor = "multi_thread")]
+async fn workflow_counters_follow_the_test_clock() {
+    let lab = Lab::build(
+        |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("bundles/workflow"),
+        "",
+        None,
+    );
+    let client = lab.connect().await;
+    // Alternate tools so the loop rule (20 of one tool in a row) stays quiet.
+    let tool = |i: usize| {
+        if i.is_multiple_of(2) {
+            ("echo", json!({"text": "x"}))
+        } else {
+            ("add", json!({"a": 1, "b": 2}))
+        }
+    };
+    let mut reasons = Vec::new();
+    for i in 0..61 {
+        let (name, args) = tool(i);
+        let r = call(&client, name, args).await.unwrap();
+        reasons.push(decision(&r)["reasons"].clone());
+    }
+    // The layer's user limit (burst 30) refuses calls 31–60; the 61st sees
+    // 60 calls in the last minute.
+    assert!(
+        reasons[..30].iter().all(|r| r.is_null() || *r == json!([])),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[30..60]
+            .iter()
+            .all(|r| *r == json!(["rate_limited"])),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[60], json!(["too_many_calls_per_minute"]));
+    lab.advance(61.0);
+    let (name, args) = tool(61);
+    let r = call(&client, name, args).await.unwrap();
+    assert_ne!(r.is_error, Some(true), "a minute later: {}", text(&r));
+    let log = lab.decisions();
+    let ctx = |i: usize| log[i]["input"]["context"].clone();
+    assert_eq!(ctx(0)["session_age_seconds"], json!(0.0));
+    assert_eq!(ctx(60)["calls_last_minute"], 60);
+    assert_eq!(ctx(61)["calls_last_minute"], 0);
+    assert_eq!(ctx(61)["session_age_seconds"], json!(61.0));
+    assert_eq!(
+        log[61]["input"]["environment"]["time"].as_str().unwrap(),
+        "2027-01-15T08:01:01.000000000Z",
+        "environment.time is the clock's"
+    );
+    client.cancel().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_budget_survives_kill_9_and_is_shared_by_two_processes() {
     let lab = Lab::new(
@@ -146,17 +123,7 @@ async fn a_budget_survives_kill_9_and_is_shared_by_two_processes() {
         "[budget]\nper = \"user\"\nperiod = \"day\"\ncalls = 5\n",
     );
     // First process: two calls, then killed without a chance to clean up.
-    let (client, pid, mut child) = {
-        let mut cmd = lab.command();
-        cmd.stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().unwrap();
-        let pid = child.id().unwrap() as i32;
-        let io = (child.stdout.take().unwrap(), child.stdin.take().unwrap());
-        let client = TestHost::new().serve(io).await.unwrap();
-        (client, pid, child)
-    };
+    let (client, pid, mut child) = lab.connect_killable().await;
     for _ in 0..2 {
         let ok = call(&client, "echo", json!({"text": "x"})).await.unwrap();
         assert_ne!(ok.is_error, Some(true));
@@ -304,4 +271,102 @@ async fn two_instances_on_one_redis_share_a_limit_and_a_budget() {
     assert_eq!(add_ok, 2, "one budget across both instances");
     a.cancel().await.unwrap();
     b.cancel().await.unwrap();
+}
+
+/// `[[servers.NAME.limits]]` can only tighten: every declared limit applies,
+/// so a config limit tighter than the bundle's refuses first (with its own
+/// retry-after), and a looser one never lets more through than the bundle's.
+#[tokio::test(flavor = "multi_thread")]
+async fn servers_toml_limits_tighten_and_never_loosen() {
+    let limit = |rate: u32| json!({"scope": "tool", "tool": "echo", "rate": rate, "per": "1m", "burst": rate});
+    let config_limit = |rate: u32| {
+        format!(
+            "[[servers.fx.limits]]\nscope = \"tool\"\ntool = \"echo\"\nrate = {rate}\nper = \"1m\"\nburst = {rate}\n"
+        )
+    };
+    // (bundle, config, who refuses the 3rd call)
+    for (bundle_rate, config_rate, from) in [(10, 2, "from servers.toml"), (2, 10, "from bundle")] {
+        let lab = Lab::new(json!({"limits": [limit(bundle_rate)]}), "");
+        lab.append(&config_limit(config_rate));
+        let client = lab.connect().await;
+        for _ in 0..2 {
+            let ok = call(&client, "echo", json!({"text": "x"})).await.unwrap();
+            assert!(allowed(&ok), "{}", text(&ok));
+        }
+        let third = call(&client, "echo", json!({"text": "x"})).await.unwrap();
+        let d = decision(&third);
+        assert_eq!(
+            d["reasons"],
+            json!(["rate_limited"]),
+            "bundle {bundle_rate}, config {config_rate}"
+        );
+        // 2 a minute, burst 2: the next slot is 30 s away (the 10-a-minute
+        // limit would say 6 s).
+        assert_eq!(d["retry_after_seconds"], json!(30.0));
+        assert!(d["remediation"].as_str().unwrap().contains(from), "{d}");
+        client.cancel().await.unwrap();
+    }
+}
+
+/// A user limit declared in a shared bundle (`[policy] shared_bundles`) is
+/// one limit for the user across every server; a user limit in
+/// `[[servers.NAME.limits]]` is that server's alone, even when two servers
+/// declare the same one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_bundles_user_limit_spans_servers_and_a_config_one_does_not() {
+    let s = Setup::new("");
+    let clock = TestClock::new(s.path("clock"));
+    let shared = limit_bundle(
+        &s.path("org"),
+        json!({"limits": [{"scope": "user", "rate": 1, "per": "1h", "burst": 3}]}),
+    );
+    let per_server = |name: &str| {
+        format!("[[servers.{name}.limits]]\nscope = \"user\"\nrate = 1\nper = \"1h\"\nburst = 2\n")
+    };
+    std::fs::write(
+        s.config(),
+        format!(
+            "[identity.user]\nid = \"ada\"\n\n[policy]\nshared_bundles = [{:?}]\n\n[state]\npath = {:?}\n\n[log]\ndecisions = {:?}\n\n{}\n{}\n{}\n{}",
+            shared.display().to_string(),
+            s.path("state.sqlite").display().to_string(),
+            s.path("decisions.jsonl").display().to_string(),
+            fixture_server("fx", &[], &s.path("rx.jsonl")),
+            per_server("fx"),
+            fixture_server("fy", &[], &s.path("ry.jsonl")),
+            per_server("fy"),
+        ),
+    )
+    .unwrap();
+    let client = s.connect_on(&clock, TestHost::new()).await;
+    client.list_all_tools().await.unwrap();
+    let mut refused_by = Vec::new();
+    for tool in ["fx__echo", "fx__echo", "fx__echo", "fy__echo", "fy__echo"] {
+        let r = call(&client, tool, json!({"text": "x"})).await.unwrap();
+        let d = decision(&r);
+        refused_by.push(if allowed(&r) {
+            None
+        } else {
+            assert_eq!(d["reasons"], json!(["rate_limited"]));
+            Some(d["matched_rules"][0].as_str().unwrap().to_string())
+        });
+    }
+    assert_eq!(refused_by[..2], [None, None]);
+    // fx's own limit (2) refuses its 3rd call (which charges nothing)…
+    assert!(
+        refused_by[2]
+            .as_ref()
+            .unwrap()
+            .starts_with("gavel:limit:rl:fx:user:ada:"),
+        "{refused_by:?}"
+    );
+    // …but not fy's first: the same declaration on fy is fy's own.
+    assert_eq!(refused_by[3], None, "{refused_by:?}");
+    // The shared bundle's limit (3) counted fx's and fy's calls together:
+    // fy's 2nd is refused by it, though fy's own limit has room.
+    let shared_rule = refused_by[4].as_ref().unwrap();
+    assert!(
+        shared_rule.starts_with("gavel:limit:rlb:org[fx]:user:ada:"),
+        "{refused_by:?}"
+    );
+    client.cancel().await.unwrap();
 }

@@ -80,7 +80,11 @@ fn gavel_code(c: &str) -> bool {
             | "no_decision"
             | "no_policy"
             | "static_rule"
+            | "rate_limited"
+            | "budget_exceeded"
+            | "state_unavailable"
     ) || c.starts_with("denied_by_")
+        || c.starts_with("approval_")
 }
 
 impl Metrics {
@@ -156,13 +160,32 @@ impl Metrics {
         known: impl Fn(&str) -> bool,
         seconds: f64,
     ) {
-        let server_s = server.to_string();
-        let outcome = if allow { "allow" } else { "deny" };
+        self.latency(server, seconds);
+        self.outcome(server, tool, allow, reasons, known);
+    }
+
+    /// The time one decision took.
+    pub fn latency(&self, server: &str, seconds: f64) {
         self.latency
             .get_or_create(&ServerL {
-                server: server_s.clone(),
+                server: server.to_string(),
             })
             .observe(seconds);
+    }
+
+    /// One decision's outcome. A decision that needs a human's approval is
+    /// counted once, when the approval is settled, with the effective
+    /// outcome (a declined approval is a denial).
+    pub fn outcome(
+        &self,
+        server: &str,
+        tool: Option<&str>,
+        allow: bool,
+        reasons: &[String],
+        known: impl Fn(&str) -> bool,
+    ) {
+        let server_s = server.to_string();
+        let outcome = if allow { "allow" } else { "deny" };
         self.decisions
             .get_or_create(&OutcomeL {
                 server: server_s.clone(),

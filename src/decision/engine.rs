@@ -303,13 +303,19 @@ impl PolicyEngine {
                 .find_map(|p| get_path(&b.data, &format!("{p}/reasons")).and_then(Value::as_object))
                 .cloned()
                 .unwrap_or_default();
-            let limits = crate::state::limits::Limit::parse_list(
+            let mut limits = crate::state::limits::Limit::parse_list(
                 std::iter::once(pkg_path.as_str())
                     .chain(b.manifest.roots.iter().map(String::as_str))
                     .find_map(|p| get_path(&b.data, &format!("{p}/limits"))),
                 &format!("bundle {}", b.name),
             )
             .map_err(load)?;
+            // The bundle's identity for its shared user/agent limits: its
+            // name and roots (two different bundles never share a root).
+            let owner = format!("{}[{}]", b.name, b.manifest.roots.join(","));
+            for l in &mut limits {
+                l.bundle = Some(owner.clone());
+            }
             let classification = get_path(&b.data, &format!("{pkg_path}/classification"))
                 .cloned()
                 .unwrap_or(Value::Null);

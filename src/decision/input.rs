@@ -169,26 +169,37 @@ pub fn build(
 /// under its counter lock, so `turn_count` is exact under concurrent calls.
 pub struct SessionState {
     pub id: String,
-    started: std::time::Instant,
+    /// The gateway's clock: `calls_last_minute` and `session_age_seconds`
+    /// follow the same (injectable) time as limits and budgets.
+    clock: std::sync::Arc<dyn crate::state::clock::Clock>,
+    /// When the session started, on `clock` (Unix seconds).
+    started: f64,
     client: std::sync::OnceLock<(String, String)>,
     counters: std::sync::Mutex<SessionCounters>,
     /// Set once, from the token that opened the session (HTTP with auth).
     pub identity: std::sync::OnceLock<std::sync::Arc<Identity>>,
 }
 
+/// A session on the system clock (unit tests).
 impl Default for SessionState {
     fn default() -> Self {
+        Self::new(std::sync::Arc::new(crate::state::clock::SystemClock))
+    }
+}
+
+impl SessionState {
+    /// A new session whose counters read `clock` (the enforcer's).
+    pub fn new(clock: std::sync::Arc<dyn crate::state::clock::Clock>) -> Self {
         Self {
             id: uuid::Uuid::new_v4().to_string(),
-            started: std::time::Instant::now(),
+            started: clock.now(),
+            clock,
             client: Default::default(),
             counters: Default::default(),
             identity: Default::default(),
         }
     }
-}
 
-impl SessionState {
     pub fn set_client(&self, name: String, version: String) {
         let _ = self.client.set((name, version));
     }
@@ -197,7 +208,8 @@ impl SessionState {
     /// `tools/call`.
     pub fn decide(&self, enforcer: &super::Enforcer, action: &Action) -> super::Verdict {
         let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        let now_s = self.started.elapsed().as_secs_f64();
+        // Seconds since the session started; a clock stepped back reads 0.
+        let now_s = (self.clock.now() - self.started).max(0.0);
         if action.kind == super::ActionType::ToolCall {
             counters.prepare(&action.server, &action.tool, now_s);
         }
@@ -224,6 +236,33 @@ impl SessionState {
         verdict
     }
 
+    /// [`SessionState::decide`] for a front on an event loop. When the
+    /// decision may wait on the state store (rate limits, budgets: a SQLite
+    /// lock held by another process, a slow Redis), it runs on the blocking
+    /// pool, so one waiting decision never stalls every other session and
+    /// transfer of this single-threaded process; otherwise inline (no thread
+    /// hop for decisions that touch no store).
+    pub async fn decide_async(
+        self: &std::sync::Arc<Self>,
+        enforcer: &std::sync::Arc<super::Enforcer>,
+        action: &Action,
+    ) -> super::Verdict {
+        if !enforcer.uses_store() {
+            return self.decide(enforcer, action);
+        }
+        let (state, enforcer, owned) = (self.clone(), enforcer.clone(), action.clone());
+        match tokio::task::spawn_blocking(move || state.decide(&enforcer, &owned)).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(server = %action.server, tool = %action.tool, "the decision did not finish: {e}");
+                super::Verdict::Deny(super::Decision::deny(
+                    "state_unavailable",
+                    format!("gavel could not finish deciding this request ({e}); it is refused."),
+                ))
+            }
+        }
+    }
+
     /// A host-reported token count (can only raise gavel's own).
     pub fn raise_tokens(&self, reported: u64) {
         self.counters
@@ -232,12 +271,14 @@ impl SessionState {
             .raise_tokens(reported);
     }
 
-    /// The context a result is charged in (identity only).
-    pub fn result_context(&self) -> DecisionContext {
-        DecisionContext {
-            identity: self.identity.get().cloned(),
-            ..Default::default()
-        }
+    /// A `tools/call` that was allowed but then not made because its
+    /// approval was refused (declined, cancelled, timed out, unavailable):
+    /// `denied_count` counts it, as the policy's next decisions should see.
+    pub fn count_denied(&self) {
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .denied_count += 1;
     }
 
     /// Counts the tokens of a tool result.

@@ -10,8 +10,14 @@
 //! 4. A denying layer whose every reason is waived counts as allowing; a deny
 //!    with no reason code cannot be waived.
 //! 5. Each waiver appears in `matched_rules` as `override:<bundle>:waived:<code>`.
+//! 6. Approval applies only to an allowing decision. When several allowing
+//!    layers ask for it, one request is made that is as strict as each: the
+//!    smallest `remember_seconds` (absent, "do not remember", wins), the
+//!    narrowest scope (`call` < `tool` < `server`), and every reason.
 
 use serde::Serialize;
+
+use super::contract::Approval;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,7 +68,7 @@ pub struct LayerDecision {
     pub audit_required: bool,
     pub waive: Vec<String>,
     pub withhold: bool,
-    pub require_approval: Option<super::contract::Approval>,
+    pub require_approval: Option<Approval>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -75,7 +81,43 @@ pub struct Combined {
     pub matched_rules: Vec<String>,
     pub withhold: bool,
     /// An allowing decision that some layer allows only with approval.
-    pub require_approval: Option<super::contract::Approval>,
+    pub require_approval: Option<Approval>,
+}
+
+/// How wide a remembered approval's scope is (`call` < `tool` < `server`;
+/// absent is `call`).
+fn scope_width(scope: Option<&str>) -> u8 {
+    match scope {
+        Some("server") => 2,
+        Some("tool") => 1,
+        _ => 0,
+    }
+}
+
+/// Two allowing layers that each ask for approval: one question that is at
+/// least as strict as each of them, so adding a layer can never weaken
+/// another's approval. The shortest `remember_seconds` wins (absent — do not
+/// remember — beats any number), the narrowest scope wins, and every reason
+/// is shown to the user.
+fn merge_approvals(a: Approval, b: &Approval) -> Approval {
+    let remember_seconds = match (a.remember_seconds, b.remember_seconds) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        _ => None,
+    };
+    let scope = if scope_width(b.scope.as_deref()) < scope_width(a.scope.as_deref()) {
+        b.scope.clone()
+    } else {
+        a.scope
+    };
+    let mut reason = a.reason;
+    if !reason.split("; ").any(|r| r == b.reason) {
+        reason = format!("{reason}; {}", b.reason);
+    }
+    Approval {
+        reason,
+        remember_seconds,
+        scope,
+    }
 }
 
 pub fn combine(layers: &[(Layer, LayerDecision)]) -> Combined {
@@ -98,9 +140,12 @@ pub fn combine(layers: &[(Layer, LayerDecision)]) -> Combined {
     for (layer, d) in layers.iter().filter(|(l, _)| *l != Layer::Override) {
         out.audit_required |= d.audit_required;
         if d.allow {
-            if out.require_approval.is_none() && d.require_approval.is_some() {
-                out.require_approval = d.require_approval.clone();
-                approval_appeal = d.appeal_path.clone();
+            if let Some(a) = &d.require_approval {
+                out.require_approval = Some(match out.require_approval.take() {
+                    None => a.clone(),
+                    Some(prev) => merge_approvals(prev, a),
+                });
+                approval_appeal = approval_appeal.or_else(|| d.appeal_path.clone());
                 out.matched_rules
                     .push(format!("{}:require_approval", d.rule));
             }
@@ -318,7 +363,7 @@ mod tests {
 
     #[test]
     fn approval_comes_from_an_allowing_layer_and_never_survives_a_deny() {
-        let approval = super::super::contract::Approval {
+        let approval = Approval {
             reason: "r".into(),
             remember_seconds: None,
             scope: None,
@@ -343,6 +388,91 @@ mod tests {
             !c.matched_rules
                 .iter()
                 .any(|r| r.ends_with(":require_approval"))
+        );
+    }
+
+    fn asks(rule: &str, reason: &str, remember: Option<u64>, scope: Option<&str>) -> LayerDecision {
+        let mut l = d(rule, true, &[]);
+        l.require_approval = Some(Approval {
+            reason: reason.into(),
+            remember_seconds: remember,
+            scope: scope.map(String::from),
+        });
+        l
+    }
+
+    fn merged(layers: &[LayerDecision]) -> Approval {
+        let ls: Vec<(Layer, LayerDecision)> = layers
+            .iter()
+            .map(|l| (Layer::Resource, l.clone()))
+            .collect();
+        let c = combine(&ls);
+        assert!(c.allow);
+        c.require_approval.expect("approval kept")
+    }
+
+    #[test]
+    fn approvals_of_several_layers_take_the_smallest_remember_seconds() {
+        let a = merged(&[
+            asks("a", "r", Some(600), None),
+            asks("b", "r", Some(60), None),
+        ]);
+        assert_eq!(a.remember_seconds, Some(60));
+        // Either order.
+        let a = merged(&[
+            asks("a", "r", Some(60), None),
+            asks("b", "r", Some(600), None),
+        ]);
+        assert_eq!(a.remember_seconds, Some(60));
+    }
+
+    #[test]
+    fn approvals_absent_remember_seconds_means_do_not_remember_and_wins() {
+        for layers in [
+            [asks("a", "r", None, None), asks("b", "r", Some(600), None)],
+            [asks("a", "r", Some(600), None), asks("b", "r", None, None)],
+        ] {
+            assert_eq!(merged(&layers).remember_seconds, None);
+        }
+    }
+
+    #[test]
+    fn approvals_take_the_narrowest_scope() {
+        let cases = [
+            (Some("server"), Some("tool"), Some("tool")),
+            (Some("tool"), Some("server"), Some("tool")),
+            (Some("server"), None, None),
+            (None, Some("server"), None),
+            (Some("call"), Some("tool"), Some("call")),
+            (Some("tool"), Some("call"), Some("call")),
+            (Some("server"), Some("server"), Some("server")),
+        ];
+        for (x, y, want) in cases {
+            let a = merged(&[asks("a", "r", Some(1), x), asks("b", "r", Some(1), y)]);
+            assert_eq!(a.scope.as_deref(), want, "{x:?} + {y:?}");
+        }
+    }
+
+    #[test]
+    fn approvals_show_every_reason_once() {
+        let a = merged(&[
+            asks("a", "deleting needs a human", None, None),
+            asks("b", "production data", None, None),
+            asks("c", "deleting needs a human", None, None),
+        ]);
+        assert_eq!(a.reason, "deleting needs a human; production data");
+        let ls: Vec<(Layer, LayerDecision)> =
+            [asks("a", "x", None, None), asks("b", "y", None, None)]
+                .into_iter()
+                .map(|l| (Layer::Resource, l))
+                .collect();
+        assert_eq!(
+            combine(&ls).matched_rules,
+            vec![
+                "data.a.decision:require_approval",
+                "data.b.decision:require_approval"
+            ],
+            "every asking layer is named"
         );
     }
 }

@@ -91,6 +91,9 @@ pub struct Action {
 #[allow(clippy::manual_non_exhaustive)]
 pub struct Permit {
     pub decision: Decision,
+    /// What the call's budget was charged (a `tools/call` under `[budget]`):
+    /// given back if the call is not made, and where its result's tokens go.
+    receipt: Option<crate::state::guard::Receipt>,
     _private: (),
 }
 
@@ -185,6 +188,11 @@ pub struct Enforcer {
     generation: tokio::sync::watch::Sender<u64>,
     config: Arc<Config>,
     engine_options: EngineOptions,
+    /// Every clock read of a decision (environment.time, counters, limits,
+    /// budgets, approvals) — the test clock when `GAVEL_TEST_CLOCK_FILE` is set.
+    clock: Arc<dyn crate::state::clock::Clock>,
+    /// Human approvals remembered by this process (`front::approval`).
+    approvals: crate::state::approval::Remembered,
 }
 
 impl Enforcer {
@@ -255,8 +263,10 @@ impl Enforcer {
                 !s.config_limits.is_empty()
                     || matches!(&s.active.load().policy, Policy::Rego(e) if e.limits().next().is_some())
             });
-        let guard = crate::state::guard::Guard::from_config(config, limits_needed, clock);
+        let guard = crate::state::guard::Guard::from_config(config, limits_needed, clock.clone());
         Ok(Self {
+            approvals: crate::state::approval::Remembered::new(clock.clone()),
+            clock,
             servers,
             identity: config.identity.clone(),
             log,
@@ -358,6 +368,49 @@ impl Enforcer {
         self.log.as_ref()
     }
 
+    /// Whether decisions may read or write the state store (limits, budgets).
+    pub fn uses_store(&self) -> bool {
+        self.guard.uses_store()
+    }
+
+    /// The clock every decision reads.
+    pub fn clock(&self) -> &Arc<dyn crate::state::clock::Clock> {
+        &self.clock
+    }
+
+    /// Now, as RFC 3339 with nanoseconds, on the decision clock.
+    pub fn now_rfc3339(&self) -> String {
+        humantime::format_rfc3339_nanos(crate::state::clock::system_time(self.clock.now()))
+            .to_string()
+    }
+
+    /// The `labels` of every record gavel writes to the decision log. A test
+    /// clock is named in each, so a log made with one can never pass for a
+    /// production log.
+    pub fn labels(&self) -> serde_json::Map<String, Value> {
+        let mut l = serde_json::Map::new();
+        l.insert("app".into(), json!("gavel"));
+        l.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+        if let Some(file) = self.clock.test_clock() {
+            l.insert("test_clock".into(), json!(file));
+        }
+        l
+    }
+
+    /// Remembered human approvals and how long to wait for one.
+    pub fn approvals(&self) -> &crate::state::approval::Remembered {
+        &self.approvals
+    }
+
+    pub fn approval_timeout(&self) -> std::time::Duration {
+        self.config.policy.approval_timeout
+    }
+
+    /// The configured identity (stdio; an HTTP session may carry its own).
+    pub fn configured_identity(&self) -> &Identity {
+        &self.identity
+    }
+
     pub fn annotations_trusted(&self, server: &str) -> bool {
         self.servers
             .get(server)
@@ -368,7 +421,7 @@ impl Enforcer {
     /// any byte is written upstream, and writes the decision record first.
     pub fn decide(&self, action: &Action, ctx: &DecisionContext) -> Verdict {
         let start = Instant::now();
-        let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+        let now = self.now_rfc3339();
         // One load per decision: the whole decision uses this policy even if
         // a new one is activated meanwhile.
         let active = self
@@ -470,15 +523,17 @@ impl Enforcer {
                 }
             }
         };
-        if action.kind == ActionType::ToolCall {
+        let receipt = if action.kind == ActionType::ToolCall {
             let limits = self.limits_for(action, active.as_deref());
             self.guard.check(
                 &self.who(action, ctx),
                 &limits,
                 arg_tokens(action),
                 &mut decision,
-            );
-        }
+            )
+        } else {
+            None
+        };
         decision.decision_id = Some(next_decision_id());
         if decision.policy_version.is_none() {
             decision.policy_version = Some(policy_label.to_string());
@@ -499,17 +554,23 @@ impl Enforcer {
             start,
             &now,
         );
-        crate::audit::metrics::global().decision(
-            &action.server,
-            (action.kind == ActionType::ToolCall).then_some(action.tool.as_str()),
-            decision.allow,
-            &decision.reasons,
-            |c| engine.is_some_and(|e| e.has_reason(c)),
-            start.elapsed().as_secs_f64(),
-        );
+        let metrics = crate::audit::metrics::global();
+        metrics.latency(&action.server, start.elapsed().as_secs_f64());
+        // A call that waits for a human is counted when the approval settles
+        // (`count_outcome`), with the outcome it then has.
+        if !(decision.allow && decision.require_approval.is_some()) {
+            metrics.outcome(
+                &action.server,
+                (action.kind == ActionType::ToolCall).then_some(action.tool.as_str()),
+                decision.allow,
+                &decision.reasons,
+                |c| engine.is_some_and(|e| e.has_reason(c)),
+            );
+        }
         if decision.allow {
             Verdict::Allow(Permit {
                 decision,
+                receipt,
                 _private: (),
             })
         } else {
@@ -555,19 +616,39 @@ impl Enforcer {
         limits
     }
 
-    /// Gives back the limits and budget charged for an allowed call that was
-    /// then not made (its approval was declined, cancelled or timed out).
-    pub fn refund_call(&self, action: &Action, ctx: &DecisionContext) {
-        let active = self.active(&action.server);
-        let limits = self.limits_for(action, active.as_deref());
-        self.guard
-            .refund(&self.who(action, ctx), &limits, arg_tokens(action));
+    /// Gives back the budget charged for an allowed call that was then not
+    /// made (its approval was declined, cancelled or timed out), into the
+    /// period it was charged to. Rate limits keep the charge
+    /// ([`crate::state::guard::Guard::refund_budget`] says why).
+    pub fn refund(&self, permit: &Permit) {
+        if let Some(r) = &permit.receipt {
+            self.guard.refund_budget(r);
+        }
     }
 
-    /// Counts a tool result's tokens in the budget (estimate: 4 bytes a token).
-    pub fn charge_result_tokens(&self, action: &Action, ctx: &DecisionContext, bytes: usize) {
-        self.guard
-            .charge_result_tokens(&self.who(action, ctx), bytes.div_ceil(4) as u64);
+    /// Counts a tool result's tokens in the budget the call was charged to
+    /// (estimate: 4 bytes a token).
+    pub fn charge_result_tokens(&self, permit: &Permit, bytes: usize) {
+        if let Some(r) = &permit.receipt {
+            self.guard.charge_result_tokens(r, bytes.div_ceil(4) as u64);
+        }
+    }
+
+    /// Counts the outcome of a decision whose approval just settled (see
+    /// [`Enforcer::decide`]: such decisions are not counted there).
+    pub fn count_outcome(&self, action: &Action, d: &Decision) {
+        let active = self.active(&action.server);
+        let engine = match active.as_deref().map(|a| &a.policy) {
+            Some(Policy::Rego(e)) => Some(e.clone()),
+            _ => None,
+        };
+        crate::audit::metrics::global().outcome(
+            &action.server,
+            (action.kind == ActionType::ToolCall).then_some(action.tool.as_str()),
+            d.allow,
+            &d.reasons,
+            |c| engine.as_ref().is_some_and(|e| e.has_reason(c)),
+        );
     }
 
     fn fail(
@@ -584,6 +665,13 @@ impl Enforcer {
             d.matched_rules.push("fail_open".into());
         }
         d
+    }
+
+    fn decision_labels(&self, policy: &str, fail_open: bool) -> Value {
+        let mut l = self.labels();
+        l.insert("policy".into(), json!(policy));
+        l.insert("fail_open".into(), json!(fail_open.to_string()));
+        Value::Object(l)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -608,7 +696,7 @@ impl Enforcer {
             "input": input,
             "result": d,
             "bundles": bundles,
-            "labels": {"app": "gavel", "version": env!("CARGO_PKG_VERSION"), "policy": policy, "fail_open": fail_open.to_string()},
+            "labels": self.decision_labels(policy, fail_open),
             "metrics": {"timer_rego_query_eval_ns": eval_ns, "timer_gavel_decision_ns": start.elapsed().as_nanos() as u64},
         });
         if let Some(engine) = engine {
@@ -660,7 +748,9 @@ impl Enforcer {
             tool_digest: None,
             upstream_data_classes: vec![],
         };
-        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let now =
+            humantime::format_rfc3339_seconds(crate::state::clock::system_time(self.clock.now()))
+                .to_string();
         let input = input::build(
             &self.identity,
             &action,

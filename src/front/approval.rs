@@ -1,16 +1,30 @@
-//! Human approval of a call the policy allows only with one
+//! Human approval of a request the policy allows only with one
 //! (`require_approval` in the decision).
+//!
+//! One mechanism for every decided request: [`settle`] runs after every
+//! allowing decision — `tools/call`, `resources/read`, `resources/subscribe`
+//! and `unsubscribe`, `prompts/get`, `completion/complete` (front/session.rs)
+//! and the upstream→host `sampling/createMessage` and `elicitation/create`
+//! (upstream/client.rs) — so no request that carries `require_approval` is
+//! forwarded without it.
 //!
 //! gavel asks the user through the host's elicitation (what, why, which
 //! rule) and forwards only on an explicit accept with `approve: true`;
 //! decline, cancel, `approve: false`, a failed request or the timeout
 //! (`[policy] approval_timeout`) deny with a remediation. A host that did
-//! not declare elicitation cannot ask: the call is denied with "approval
+//! not declare elicitation cannot ask: the request is denied with "approval
 //! required" and the appeal path. While the user thinks, gavel sends
 //! progress on the host's own progressToken, so the host's request timeout
-//! (reset by progress in most clients) does not fire. Every step — remembered,
-//! requested, approved, declined, cancelled, timeout, unavailable — is a
-//! record in the decision log with the decision id it belongs to.
+//! (reset by progress in most clients) does not fire.
+//!
+//! Every step — remembered, requested, approved, declined, cancelled,
+//! timeout, failed, unavailable — is a record in the decision log with the
+//! decision id it belongs to; the step that settles the approval is marked
+//! `final` and carries the effective `result` (docs/decision-log.md). A
+//! refused approval is a denial everywhere: the session's `denied_count`,
+//! the metrics, and that final record. Its budget charge is given back (the
+//! call was not made); its rate-limit charge is not, so an agent that keeps
+//! asking for a call the user keeps refusing is throttled like any other.
 
 use std::time::Duration;
 
@@ -22,8 +36,7 @@ use serde_json::{Value, json};
 
 use super::host::HostLink;
 use crate::decision::contract::Approval;
-use crate::decision::{Action, Decision};
-use crate::gateway::Gateway;
+use crate::decision::{Action, ActionType, Decision, Enforcer, Permit, SessionState};
 use crate::state::approval::{Subject, args_digest};
 
 /// How often progress is sent while waiting for the user.
@@ -43,16 +56,28 @@ fn denied(d: &Decision, code: &str, remediation: String) -> Decision {
     }
 }
 
-fn log_step(gw: &Gateway, d: &Decision, action: &Action, a: &Approval, step: &str) {
+/// Writes one approval step. `settled`: the effective result, on the step
+/// that settles the approval (absent on `requested`).
+fn log_step(
+    enforcer: &Enforcer,
+    d: &Decision,
+    action: &Action,
+    a: &Approval,
+    step: &str,
+    settled: Option<&Decision>,
+) {
     tracing::info!(server = %action.server, tool = %action.tool, decision_id = d.decision_id.as_deref().unwrap_or("-"), step, "approval");
-    let Some(log) = gw.enforcer.decision_log() else {
+    let Some(log) = enforcer.decision_log() else {
         return;
     };
-    let record = json!({
+    let mut record = json!({
         "decision_id": d.decision_id,
-        "timestamp": humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+        "timestamp": enforcer.now_rfc3339(),
+        "path": "gavel/approval",
         "approval": {
             "step": step,
+            "final": settled.is_some(),
+            "type": action.kind.as_str(),
             "server": action.server,
             "tool": action.tool,
             "args_sha256": args_digest(&action.args),
@@ -60,25 +85,35 @@ fn log_step(gw: &Gateway, d: &Decision, action: &Action, a: &Approval, step: &st
             "scope": a.scope.as_deref().unwrap_or("call"),
             "remember_seconds": a.remember_seconds,
         },
-        "labels": {"app": "gavel", "version": env!("CARGO_PKG_VERSION")},
+        "labels": Value::Object(enforcer.labels()),
     });
+    if let Some(result) = settled {
+        record["result"] = serde_json::to_value(result).unwrap_or(Value::Null);
+    }
     if let Err(e) = log.write(&record) {
         tracing::error!("approval step not logged: {e}");
     }
 }
 
-/// `Ok` when the call may go on; the denial to answer otherwise.
-pub async fn approve(
-    gw: &Gateway,
+/// The approval step of an allowed request: `Ok` when it may be forwarded,
+/// the denial to answer otherwise (the request is then not made: its budget
+/// charge is given back and it counts as denied).
+pub async fn settle(
+    enforcer: &Enforcer,
     host: &HostLink,
-    identity: &crate::config::Identity,
+    session: &SessionState,
     action: &Action,
-    d: &Decision,
+    permit: &Permit,
     progress: Option<ProgressToken>,
 ) -> Result<(), Decision> {
+    let d = &permit.decision;
     let Some(a) = &d.require_approval else {
         return Ok(());
     };
+    let identity = session.identity.get().cloned();
+    let identity = identity
+        .as_deref()
+        .unwrap_or(enforcer.configured_identity());
     let subject = Subject {
         user: &identity.user.id,
         agent: &identity.agent.id,
@@ -86,26 +121,53 @@ pub async fn approve(
         tool: &action.tool,
         args: &action.args,
     };
-    if gw.approvals.covers(a, &subject) {
-        log_step(gw, d, action, a, "remembered");
-        return Ok(());
+    let (step, outcome) = ask(enforcer, host, &subject, action, d, a, progress).await;
+    let effective = outcome.as_ref().err().unwrap_or(d);
+    log_step(enforcer, d, action, a, step, Some(effective));
+    enforcer.count_outcome(action, effective);
+    if outcome.is_err() {
+        enforcer.refund(permit);
+        if action.kind == ActionType::ToolCall {
+            session.count_denied();
+        }
+    }
+    outcome
+}
+
+/// Asks (or finds a remembered answer): the step that settled it and the
+/// outcome.
+async fn ask(
+    enforcer: &Enforcer,
+    host: &HostLink,
+    subject: &Subject<'_>,
+    action: &Action,
+    d: &Decision,
+    a: &Approval,
+    progress: Option<ProgressToken>,
+) -> (&'static str, Result<(), Decision>) {
+    let approvals = enforcer.approvals();
+    if approvals.covers(a, subject) {
+        return ("remembered", Ok(()));
     }
     let peer = match host.peer() {
         Some(p) if host.capabilities().elicitation.is_some() => p.clone(),
         _ => {
-            log_step(gw, d, action, a, "unavailable");
-            return Err(denied(
-                d,
-                "approval_required",
-                format!(
-                    "This call needs a human's approval ({}), and this host cannot ask for one (it does not support elicitation). Ask a person to approve it{}, or use a host that supports elicitation.",
-                    a.reason,
-                    d.appeal_path
-                        .as_deref()
-                        .map(|p| format!(" at {p}"))
-                        .unwrap_or_default()
-                ),
-            ));
+            return (
+                "unavailable",
+                Err(denied(
+                    d,
+                    "approval_required",
+                    format!(
+                        "This {} needs a human's approval ({}), and this host cannot ask for one (it does not support elicitation). Ask a person to approve it{}, or use a host that supports elicitation.",
+                        what(action),
+                        a.reason,
+                        d.appeal_path
+                            .as_deref()
+                            .map(|p| format!(" at {p}"))
+                            .unwrap_or_default()
+                    ),
+                )),
+            );
         }
     };
     let mut args = action.args.to_string();
@@ -118,7 +180,9 @@ pub async fn approve(
         args.push('…');
     }
     let message = format!(
-        "Approve this call?\n\nTool: {} on server {}\nArguments: {args}\nWhy approval is needed: {}\nRule: {}\nDecision: {}",
+        "Approve this {}?\n\n{}: {} on server {}\nArguments: {args}\nWhy approval is needed: {}\nRule: {}\nDecision: {}",
+        what(action),
+        target_label(action),
         action.tool,
         action.server,
         a.reason,
@@ -131,15 +195,18 @@ pub async fn approve(
     {
         Ok(s) => s,
         Err(e) => {
-            return Err(denied(
-                d,
-                "approval_failed",
-                format!("gavel could not build the approval request ({e})."),
-            ));
+            return (
+                "failed",
+                Err(denied(
+                    d,
+                    "approval_failed",
+                    format!("gavel could not build the approval request ({e})."),
+                )),
+            );
         }
     };
-    log_step(gw, d, action, a, "requested");
-    let ask = peer.create_elicitation(ElicitRequestParams::FormElicitationParams {
+    log_step(enforcer, d, action, a, "requested", None);
+    let request = peer.create_elicitation(ElicitRequestParams::FormElicitationParams {
         meta: None,
         message,
         requested_schema: schema,
@@ -157,43 +224,78 @@ pub async fn approve(
             tokio::time::sleep(PROGRESS_EVERY).await;
         }
     };
-    let timeout = gw.config.policy.approval_timeout;
+    let timeout = enforcer.approval_timeout();
     let answer = tokio::select! {
-        r = tokio::time::timeout(timeout, ask) => r,
+        r = tokio::time::timeout(timeout, request) => r,
         _ = ticker => unreachable!("the ticker never ends"),
     };
     let (step, code, text) = match answer {
         Err(_) => (
             "timeout",
             "approval_timeout",
-            format!("No one approved the call within {timeout:?}; ask again when someone can answer."),
+            format!(
+                "No one approved the {} within {timeout:?}; ask again when someone can answer.",
+                what(action)
+            ),
         ),
         Ok(Err(e)) => (
             "failed",
             "approval_failed",
-            format!("The approval request failed ({e}); the call was not made."),
+            format!(
+                "The approval request failed ({e}); the {} was not made.",
+                what(action)
+            ),
         ),
         Ok(Ok(r)) => match r.action {
             ElicitationAction::Accept
-                if r.content.as_ref().and_then(|c| c.get("approve")) == Some(&Value::Bool(true)) =>
+                if r.content.as_ref().and_then(|c| c.get("approve"))
+                    == Some(&Value::Bool(true)) =>
             {
-                gw.approvals.remember(a, &subject);
-                log_step(gw, d, action, a, "approved");
-                return Ok(());
+                enforcer.approvals().remember(a, subject);
+                return ("approved", Ok(()));
             }
             ElicitationAction::Accept | ElicitationAction::Decline => (
                 "declined",
                 "approval_declined",
-                "The user declined this call. Do not retry it or reach the same result another way; ask the user what to do instead.".to_string(),
+                format!(
+                    "The user declined this {}. Do not retry it or reach the same result another way; ask the user what to do instead.",
+                    what(action)
+                ),
             ),
             // Cancel, and any answer a later protocol adds: not an accept.
             _ => (
                 "cancelled",
                 "approval_cancelled",
-                "The user dismissed the approval request; the call was not made. Ask the user before trying again.".to_string(),
+                format!(
+                    "The user dismissed the approval request; the {} was not made. Ask the user before trying again.",
+                    what(action)
+                ),
             ),
         },
     };
-    log_step(gw, d, action, a, step);
-    Err(denied(d, code, text))
+    (step, Err(denied(d, code, text)))
+}
+
+/// What is being approved, in the user's words.
+fn what(action: &Action) -> &'static str {
+    match action.kind {
+        ActionType::ToolCall => "call",
+        ActionType::ResourceRead => "resource read",
+        ActionType::ResourceSubscribe => "resource subscription",
+        ActionType::PromptGet => "prompt request",
+        ActionType::Completion => "completion request",
+        ActionType::SamplingRequest => "sampling request from the server",
+        ActionType::ElicitationRequest => "question from the server",
+    }
+}
+
+/// The label of `action.tool` in the question.
+fn target_label(action: &Action) -> &'static str {
+    match action.kind {
+        ActionType::ToolCall => "Tool",
+        ActionType::ResourceRead | ActionType::ResourceSubscribe => "Resource",
+        ActionType::PromptGet => "Prompt",
+        ActionType::Completion => "Completion for",
+        ActionType::SamplingRequest | ActionType::ElicitationRequest => "Request",
+    }
 }

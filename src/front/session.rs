@@ -92,6 +92,7 @@ impl WeakSession {
 impl Session {
     pub fn new(gw: Arc<Gateway>) -> Self {
         let shutdown = gw.shutdown.child_token();
+        let state = Arc::new(SessionState::new(gw.enforcer.clock().clone()));
         Self {
             inner: Arc::new(Inner {
                 gw,
@@ -99,7 +100,7 @@ impl Session {
                 router: OnceLock::new(),
                 shutdown,
                 supervisors: Mutex::new(Vec::new()),
-                state: Arc::new(SessionState::default()),
+                state,
                 owner: OnceLock::new(),
             }),
         }
@@ -286,8 +287,12 @@ impl Session {
         }
     }
 
-    fn decide(&self, action: &Action) -> Verdict {
-        let verdict = self.inner.state.decide(&self.inner.gw.enforcer, action);
+    async fn decide(&self, action: &Action) -> Verdict {
+        let verdict = self
+            .inner
+            .state
+            .decide_async(&self.inner.gw.enforcer, action)
+            .await;
         let d = verdict.decision();
         // The decision log is the audit record; this diagnostic line shows
         // denials at info and allows only at debug (they are the hot path).
@@ -308,6 +313,30 @@ impl Session {
             );
         }
         verdict
+    }
+
+    /// Decides `action` and settles any human approval its decision asks
+    /// for (one mechanism for every kind of request): the permit to forward
+    /// with, or the denial to answer.
+    async fn authorize(
+        &self,
+        action: &Action,
+        cx: &RequestContext<RoleServer>,
+    ) -> Result<Permit, crate::decision::Decision> {
+        let permit = match self.decide(action).await {
+            Verdict::Deny(d) => return Err(d),
+            Verdict::Allow(p) => p,
+        };
+        super::approval::settle(
+            &self.inner.gw.enforcer,
+            &self.inner.host,
+            &self.inner.state,
+            action,
+            &permit,
+            cx.meta.get_progress_token(),
+        )
+        .await?;
+        Ok(permit)
     }
 
     async fn forward(
@@ -544,45 +573,20 @@ impl ServerHandler for Session {
             })
             .unwrap_or_default();
         self.bind_identity(&cx)?;
-        let permit = match self.decide(&action) {
-            Verdict::Deny(d) => {
+        let permit = match self.authorize(&action, &cx).await {
+            Err(d) => {
                 let has_schema = route.tool.output_schema.is_some();
                 return Ok(deny::tool_denial(&d, &request.name, has_schema).into());
             }
-            Verdict::Allow(p) => p,
+            Ok(p) => p,
         };
-        let identity = self.inner.state.identity.get().cloned();
-        if let Err(d) = super::approval::approve(
-            &self.inner.gw,
-            &self.inner.host,
-            identity
-                .as_deref()
-                .unwrap_or(&self.inner.gw.config.identity),
-            &action,
-            &permit.decision,
-            cx.meta.get_progress_token(),
-        )
-        .await
-        {
-            // The call is not made: give back what its decision charged.
-            self.inner
-                .gw
-                .enforcer
-                .refund_call(&action, &self.inner.state.result_context());
-            let has_schema = route.tool.output_schema.is_some();
-            return Ok(deny::tool_denial(&d, &request.name, has_schema).into());
-        }
         let mut upstream_req = request;
         upstream_req.name = route.name.clone().into();
         let req = ClientRequest::CallToolRequest(CallToolRequest::new(upstream_req));
         let result = self.forward(&route.server, &permit, req, &cx).await?;
         let bytes = result_bytes(&result);
         self.inner.state.add_result_bytes(bytes);
-        self.inner.gw.enforcer.charge_result_tokens(
-            &action,
-            &self.inner.state.result_context(),
-            bytes,
-        );
+        self.inner.gw.enforcer.charge_result_tokens(&permit, bytes);
         match result {
             ServerResult::CallToolResult(r) => Ok(r.into()),
             ServerResult::CustomResult(CustomResult(v)) => serde_json::from_value::<CallToolResult>(v.clone())
@@ -629,14 +633,14 @@ impl ServerHandler for Session {
             json!({ "uri": request.uri }),
         );
         self.bind_identity(&cx)?;
-        let permit = match self.decide(&action) {
-            Verdict::Deny(d) => {
+        let permit = match self.authorize(&action, &cx).await {
+            Err(d) => {
                 return Err(deny::request_denial(
                     &d,
                     &format!("reading resource {}", request.uri),
                 ));
             }
-            Verdict::Allow(p) => p,
+            Ok(p) => p,
         };
         let req = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request));
         match self.forward(&server, &permit, req, &cx).await? {
@@ -660,14 +664,14 @@ impl ServerHandler for Session {
             json!({ "uri": request.uri }),
         );
         self.bind_identity(&cx)?;
-        let permit = match self.decide(&action) {
-            Verdict::Deny(d) => {
+        let permit = match self.authorize(&action, &cx).await {
+            Err(d) => {
                 return Err(deny::request_denial(
                     &d,
                     &format!("subscribing to {}", request.uri),
                 ));
             }
-            Verdict::Allow(p) => p,
+            Ok(p) => p,
         };
         // A shared upstream is subscribed once, by the first session.
         let shared = self.shared_route(&server);
@@ -703,14 +707,14 @@ impl ServerHandler for Session {
             json!({ "uri": request.uri, "unsubscribe": true }),
         );
         self.bind_identity(&cx)?;
-        let permit = match self.decide(&action) {
-            Verdict::Deny(d) => {
+        let permit = match self.authorize(&action, &cx).await {
+            Err(d) => {
                 return Err(deny::request_denial(
                     &d,
                     &format!("unsubscribing from {}", request.uri),
                 ));
             }
-            Verdict::Allow(p) => p,
+            Ok(p) => p,
         };
         // A shared upstream stays subscribed while another session is.
         if let Some((route, owner)) = self.shared_route(&server)
@@ -746,14 +750,14 @@ impl ServerHandler for Session {
         let args = serde_json::to_value(&request.arguments).unwrap_or(Value::Null);
         let action = self.action(ActionType::PromptGet, &route.server, &route.name, args);
         self.bind_identity(&cx)?;
-        let permit = match self.decide(&action) {
-            Verdict::Deny(d) => {
+        let permit = match self.authorize(&action, &cx).await {
+            Err(d) => {
                 return Err(deny::request_denial(
                     &d,
                     &format!("getting prompt {}", request.name),
                 ));
             }
-            Verdict::Allow(p) => p,
+            Ok(p) => p,
         };
         let mut upstream_req = request;
         upstream_req.name = route.name.clone();
@@ -797,14 +801,14 @@ impl ServerHandler for Session {
         let args = serde_json::to_value(&request.argument).unwrap_or(Value::Null);
         let action = self.action(ActionType::Completion, &server, &target, args);
         self.bind_identity(&cx)?;
-        let permit = match self.decide(&action) {
-            Verdict::Deny(d) => {
+        let permit = match self.authorize(&action, &cx).await {
+            Err(d) => {
                 return Err(deny::request_denial(
                     &d,
                     &format!("completion for {target}"),
                 ));
             }
-            Verdict::Allow(p) => p,
+            Ok(p) => p,
         };
         let req = ClientRequest::CompleteRequest(CompleteRequest::new(upstream_req));
         match self.forward(&server, &permit, req, &cx).await? {

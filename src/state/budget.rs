@@ -48,6 +48,30 @@ impl Period {
     }
 }
 
+/// When the period named `name` (as [`Period::at`] names it) ends; None for
+/// a name gavel does not make (such rows are left alone).
+pub fn period_end(name: &str) -> Option<f64> {
+    if let Some(date) = name.strip_prefix("day:") {
+        let mut it = date.splitn(3, '-');
+        let y: i64 = it.next()?.parse().ok()?;
+        let m: u32 = it.next()?.parse().ok()?;
+        let d: u32 = it.next()?.parse().ok()?;
+        if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+            return None;
+        }
+        return Some(((days_from_civil(y, m, d) + 1) * 86_400) as f64);
+    }
+    let (y, w) = name.strip_prefix("week:")?.split_once("-W")?;
+    let (y, w): (i64, i64) = (y.parse().ok()?, w.parse().ok()?);
+    if !(1..=53).contains(&w) {
+        return None;
+    }
+    // ISO week 1 is the week with January 4th.
+    let jan4 = days_from_civil(y, 1, 4);
+    let monday1 = jan4 - (jan4 + 3).rem_euclid(7);
+    Some(((monday1 + 7 * w) * 86_400) as f64)
+}
+
 /// Days since the epoch → (year, month, day), proleptic Gregorian.
 fn civil(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -111,5 +135,21 @@ mod tests {
             Period::Day.at(at("2024-02-29T10:00:00Z")).0,
             "day:2024-02-29"
         );
+        // A period's name gives back its end (pruning reads names).
+        for t in [
+            "2026-11-22T23:59:59Z",
+            "2026-12-31T00:00:00Z",
+            "2027-01-03T10:00:00Z",
+            "2024-12-30T00:00:00Z",
+            "2024-02-29T10:00:00Z",
+        ] {
+            for p in [Period::Day, Period::Week] {
+                let (name, end) = p.at(at(t));
+                assert_eq!(period_end(&name), Some(end), "{name}");
+            }
+        }
+        assert_eq!(period_end("month:2026-11"), None);
+        assert_eq!(period_end("day:2026-13-01"), None);
+        assert_eq!(period_end("week:2026-W99"), None);
     }
 }

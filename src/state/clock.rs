@@ -1,5 +1,7 @@
-//! Every clock read of the stateful checks (rate limits, budget periods)
-//! goes through [`Clock`], so tests drive time instead of sleeping.
+//! Every clock read of a decision — `environment.time`, the session counters
+//! (`calls_last_minute`, `session_age_seconds`), rate limits, budget periods,
+//! remembered approvals, record timestamps — goes through [`Clock`], so tests
+//! drive time instead of sleeping.
 //!
 //! Time is Unix seconds (f64): the embedded store is shared by several gavel
 //! processes, so a per-process monotonic clock would not do.
@@ -10,6 +12,16 @@ use std::sync::{Arc, Mutex};
 pub trait Clock: Send + Sync {
     /// Seconds since the Unix epoch.
     fn now(&self) -> f64;
+    /// The file a test clock reads (`GAVEL_TEST_CLOCK_FILE`), so that every
+    /// decision record can say it was made on one.
+    fn test_clock(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Unix seconds as a `SystemTime` (negative times are the epoch).
+pub fn system_time(t: f64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t.max(0.0))
 }
 
 pub struct SystemClock;
@@ -48,6 +60,10 @@ impl Clock for ManualClock {
 /// The end-to-end tests' clock: Unix seconds read from a file at each read
 /// (`GAVEL_TEST_CLOCK_FILE`), so a test moves a running gavel's time. An
 /// unreadable file falls back to the system clock.
+///
+/// It is compiled into release builds because the e2e tests drive the real
+/// binary; it is never silent: gavel warns at start naming the file, and
+/// every decision-log record carries `labels.test_clock` with it.
 pub struct FileClock(pub PathBuf);
 
 impl Clock for FileClock {
@@ -57,6 +73,10 @@ impl Clock for FileClock {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or_else(|| SystemClock.now())
     }
+
+    fn test_clock(&self) -> Option<String> {
+        Some(self.0.display().to_string())
+    }
 }
 
 /// The process clock: the system clock, or the test clock file when
@@ -64,8 +84,13 @@ impl Clock for FileClock {
 pub fn from_env() -> Arc<dyn Clock> {
     match std::env::var_os("GAVEL_TEST_CLOCK_FILE") {
         Some(p) => {
-            tracing::warn!(file = %PathBuf::from(&p).display(), "GAVEL_TEST_CLOCK_FILE is set: rate limits and budgets use a test clock");
-            Arc::new(FileClock(p.into()))
+            let p = PathBuf::from(p);
+            tracing::warn!(
+                file = %p.display(),
+                "GAVEL_TEST_CLOCK_FILE is set: this gavel reads the time from {} (counters, rate limits, budgets, approvals, decision times) and labels every decision record test_clock; it is for tests only — unset it in production",
+                p.display()
+            );
+            Arc::new(FileClock(p))
         }
         None => Arc::new(SystemClock),
     }

@@ -26,6 +26,66 @@ pub struct Guard {
     store: Option<Result<Arc<dyn StateStore>, String>>,
     clock: Arc<dyn Clock>,
     budget: Option<Budget>,
+    /// Stops the pruning thread when the guard goes.
+    _pruner: Option<Pruner>,
+}
+
+/// How often expired rate-limit keys and ended budget periods are pruned.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The background tick that keeps the store from growing without bound
+/// ([`StateStore::prune`]), on the guard's clock, off the decision path.
+pub struct Pruner {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Pruner {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Prunes `store` every `every` until the returned handle is dropped.
+pub fn spawn_pruner(
+    store: Arc<dyn StateStore>,
+    clock: Arc<dyn Clock>,
+    every: std::time::Duration,
+) -> Pruner {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let step = every.min(std::time::Duration::from_secs(1));
+    let spawned = std::thread::Builder::new()
+        .name("gavel-state-prune".into())
+        .spawn(move || {
+            let mut waited = std::time::Duration::ZERO;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(step);
+                waited += step;
+                if waited < every {
+                    continue;
+                }
+                waited = std::time::Duration::ZERO;
+                match store.prune(clock.now()) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(entries = n, "state store pruned"),
+                    Err(e) => tracing::warn!("state store prune: {e}"),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the state store's pruner: {e}");
+    }
+    Pruner { stop }
+}
+
+/// What [`Guard::check`] charged a call's budget: the exact key and period,
+/// so a refund or the result's tokens land where the call was charged even
+/// when the period rolls over meanwhile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Receipt {
+    pub key: String,
+    pub period: String,
+    pub add: Usage,
 }
 
 /// Who a check is for.
@@ -82,11 +142,22 @@ impl Guard {
                 }
             }
         });
+        let pruner = match &store {
+            Some(Ok(s)) => Some(spawn_pruner(s.clone(), clock.clone(), PRUNE_EVERY)),
+            _ => None,
+        };
         Guard {
             store,
             clock,
             budget: config.budget.clone(),
+            _pruner: pruner,
         }
+    }
+
+    /// Whether decisions read or write the state store (then they may wait
+    /// on it, and a front should not make them on its event loop).
+    pub fn uses_store(&self) -> bool {
+        self.store.is_some()
     }
 
     fn store(&self) -> Result<&Arc<dyn StateStore>, String> {
@@ -128,10 +199,17 @@ impl Guard {
     }
 
     /// Applies limits then budget to a `tools/call` the policy allowed, in
-    /// one atomic charge: a call refused by either costs nothing.
-    pub fn check(&self, who: &Who, limits: &[&Limit], arg_tokens: u64, d: &mut Decision) {
+    /// one atomic charge: a call refused by either costs nothing. Returns what
+    /// the budget was charged (None: no budget, or the call was refused).
+    pub fn check(
+        &self,
+        who: &Who,
+        limits: &[&Limit],
+        arg_tokens: u64,
+        d: &mut Decision,
+    ) -> Option<Receipt> {
         if !d.allow || (limits.is_empty() && self.budget.is_none()) {
-            return;
+            return None;
         }
         let now = self.clock.now();
         let keys: Vec<(String, super::Rate)> = limits
@@ -159,7 +237,10 @@ impl Guard {
             .map_err(|e| e.to_string())
         });
         let c = match charged {
-            Err(e) => return unavailable(d, &e),
+            Err(e) => {
+                unavailable(d, &e);
+                return None;
+            }
             Ok(c) => c,
         };
         if let Some((i, worst)) = c
@@ -184,12 +265,13 @@ impl Guard {
                 policy_version: d.policy_version.take(),
                 ..Default::default()
             };
-            return;
+            return None;
         }
         if !keys.is_empty() {
             d.rate_limit_remaining = c.rates.iter().map(|o| o.remaining).min();
         }
-        if let (Some((false, used)), Some((b, key, period, ends))) = (c.budget, &budget) {
+        let (b, key, period, ends) = budget?;
+        if let Some((false, used)) = c.budget {
             *d = Decision {
                 allow: false,
                 reasons: vec!["budget_exceeded".into()],
@@ -209,65 +291,60 @@ impl Guard {
                     .join(", "),
                     used.calls,
                     used.tokens,
-                    rfc3339(*ends)
+                    rfc3339(ends)
                 )),
                 matched_rules: vec![format!("gavel:budget:{key}:{period}")],
                 policy_version: d.policy_version.take(),
                 ..Default::default()
             };
+            return None;
         }
+        Some(Receipt {
+            key,
+            period,
+            add: Usage {
+                calls: 1,
+                tokens: arg_tokens,
+            },
+        })
     }
 
-    /// Undoes [`Guard::check`]'s charge for a call that was then not made.
-    pub fn refund(&self, who: &Who, limits: &[&Limit], arg_tokens: u64) {
-        if limits.is_empty() && self.budget.is_none() {
-            return;
-        }
-        let keys: Vec<(String, super::Rate)> = limits
-            .iter()
-            .map(|l| (l.key(who.server, who.tool, who.user, who.agent), l.rate))
-            .collect();
-        let budget = self.budget.as_ref().map(|b| {
-            let (period, _) = b.period.at(self.clock.now());
-            (Self::budget_key(b, who), period)
-        });
+    /// Gives back the budget charge of a call that was then not made (its
+    /// approval was declined, cancelled or timed out), into the period that
+    /// was charged. The rate limits are deliberately not given back: a
+    /// refused approval still cost the user a question, and an agent that
+    /// keeps asking for a call the user keeps refusing must be throttled by
+    /// the same limits as any other call (docs/policy.md).
+    pub fn refund_budget(&self, receipt: &Receipt) {
         let r = self.store().and_then(|s| {
             s.refund(
-                &keys,
-                budget.as_ref().map(|(key, period)| BudgetCharge {
-                    key,
-                    period,
-                    add: Usage {
-                        calls: 1,
-                        tokens: arg_tokens,
-                    },
+                &[],
+                Some(BudgetCharge {
+                    key: &receipt.key,
+                    period: &receipt.period,
+                    add: receipt.add,
                     limit: (None, None),
                 }),
             )
             .map_err(|e| e.to_string())
         });
         if let Err(e) = r {
-            tracing::error!(server = %who.server, tool = %who.tool, "could not give back the charge of a call that was not made: {e}");
+            tracing::error!(key = %receipt.key, "could not give back the budget charge of a call that was not made: {e}");
         }
     }
 
-    /// Result tokens, counted after the call (the next call sees them).
-    pub fn charge_result_tokens(&self, who: &Who, tokens: u64) {
-        let Some(b) = &self.budget else { return };
+    /// Result tokens, counted after the call (the next call sees them), in
+    /// the period the call was charged to.
+    pub fn charge_result_tokens(&self, receipt: &Receipt, tokens: u64) {
         if tokens == 0 {
             return;
         }
-        let (period, _) = b.period.at(self.clock.now());
         let r = self.store().and_then(|s| {
-            s.budget_add(
-                &Self::budget_key(b, who),
-                &period,
-                Usage { calls: 0, tokens },
-            )
-            .map_err(|e| e.to_string())
+            s.budget_add(&receipt.key, &receipt.period, Usage { calls: 0, tokens })
+                .map_err(|e| e.to_string())
         });
         if let Err(e) = r {
-            tracing::error!(server = %who.server, "result tokens not counted in the budget: {e}");
+            tracing::error!(key = %receipt.key, "result tokens not counted in the budget: {e}");
         }
     }
 }
@@ -287,6 +364,92 @@ fn unavailable(d: &mut Decision, why: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::clock::ManualClock;
+
+    fn guard(dir: &std::path::Path, clock: &ManualClock) -> Guard {
+        let text = format!(
+            "[budget]\ncalls = 5\n\n[state]\npath = {:?}\n\n[servers.fx]\ncommand = \"x\"\n",
+            dir.join("state.sqlite").display().to_string()
+        );
+        let config = Config::from_toml_str(&text, &dir.join("servers.toml"), &|_| None).unwrap();
+        Guard::from_config(&config, false, Arc::new(clock.clone()))
+    }
+
+    fn who() -> Who<'static> {
+        Who {
+            server: "fx",
+            tool: "echo",
+            user: "ada",
+            agent: "a1",
+        }
+    }
+
+    /// A refund after the budget period rolled over goes back into the period
+    /// the call was charged to, not the new one; so do the result's tokens.
+    #[test]
+    fn refunds_and_result_tokens_land_in_the_charged_period() {
+        let dir = tempfile::tempdir().unwrap();
+        // 2026-11-22T23:59:59Z: one second before a new UTC day.
+        let clock = ManualClock::new(1_795_391_999.0);
+        let g = guard(dir.path(), &clock);
+        let mut d = Decision::allow("t");
+        let receipt = g.check(&who(), &[], 3, &mut d).expect("charged");
+        assert!(d.allow);
+        assert_eq!(receipt.period, "day:2026-11-22");
+        let mut d2 = Decision::allow("t");
+        let kept = g.check(&who(), &[], 1, &mut d2).unwrap();
+        clock.advance(2.0);
+        let today = Period::Day.at(clock.now()).0;
+        assert_eq!(today, "day:2026-11-23");
+        g.charge_result_tokens(&kept, 7);
+        g.refund_budget(&receipt);
+        let store = g.store().unwrap();
+        let key = "budget:user:ada";
+        assert_eq!(
+            store.budget_get(key, "day:2026-11-22").unwrap(),
+            Usage {
+                calls: 1,
+                tokens: 8
+            },
+            "one call back, the other's result tokens in its own period"
+        );
+        assert_eq!(store.budget_get(key, &today).unwrap(), Usage::default());
+    }
+
+    /// The pruner removes what can no longer matter, on the guard's clock.
+    #[test]
+    fn the_pruner_ticks_on_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_795_391_999.0);
+        let store: Arc<dyn StateStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("s.sqlite")).unwrap());
+        store
+            .budget_add(
+                "b",
+                "day:2026-11-22",
+                Usage {
+                    calls: 1,
+                    tokens: 0,
+                },
+            )
+            .unwrap();
+        let _p = spawn_pruner(
+            store.clone(),
+            Arc::new(clock.clone()),
+            std::time::Duration::from_millis(10),
+        );
+        // Two days later the day's counter is gone (bounded wait, no timing
+        // asserted).
+        clock.advance(2.0 * 86_400.0 + 1.0);
+        let start = std::time::Instant::now();
+        while store.budget_get("b", "day:2026-11-22").unwrap().calls != 0 {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "never pruned"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
 
     #[test]
     fn used_fraction_is_the_most_spent_limited_kind() {

@@ -13,8 +13,12 @@
 //! ```
 //!
 //! A limit counts `tools/call` requests the policy allowed, keyed by what its
-//! scope names: the tool (all users together), the server, the user, or the
-//! agent (each per server).
+//! scope names: the tool (all users together) or the server — both of one
+//! server — or the user or the agent. A user or agent limit declared in a
+//! bundle is that bundle's: one limit per user (agent) across every server
+//! the bundle decides for — so the shared workflow layer's "120 a minute per
+//! user" is 120 a minute for the user, not for the user on each server. One
+//! declared in `[[servers.NAME.limits]]` belongs to that server alone.
 
 use serde::Deserialize;
 
@@ -46,6 +50,10 @@ pub struct Limit {
     pub rate: Rate,
     /// Where it was declared (bundle name or `servers.toml`), for messages.
     pub source: String,
+    /// The bundle that declared it, as `name[roots]` (None: `servers.toml`).
+    /// User and agent limits of a bundle are shared by every server it
+    /// decides for.
+    pub bundle: Option<String>,
 }
 
 impl Limit {
@@ -103,6 +111,7 @@ impl Limit {
                 burst,
             },
             source: source.to_string(),
+            bundle: None,
         })
     }
 
@@ -122,18 +131,26 @@ impl Limit {
         !matches!(&self.scope, Scope::Tool(t) if t != tool)
     }
 
-    /// The store key: the limit's own identity (scope, rate) plus what it counts.
+    /// The store key: the limit's own identity (where it was declared,
+    /// scope, rate) plus what it counts. Tool and server limits count one
+    /// server's calls; a bundle's user and agent limits count the user's
+    /// (agent's) calls on every server (`rlb:<bundle>:…`); `servers.toml`
+    /// user and agent limits, one server's.
     pub fn key(&self, server: &str, tool: &str, user: &str, agent: &str) -> String {
-        let what = match &self.scope {
-            Scope::Tool(_) => format!("tool:{tool}"),
-            Scope::Server => "server".to_string(),
+        let rate = format!(
+            "{}/{}s/{}",
+            self.rate.rate, self.rate.period_s, self.rate.burst
+        );
+        let who = match &self.scope {
+            Scope::Tool(_) => return format!("rl:{server}:tool:{tool}:{rate}"),
+            Scope::Server => return format!("rl:{server}:server:{rate}"),
             Scope::User => format!("user:{user}"),
             Scope::Agent => format!("agent:{agent}"),
         };
-        format!(
-            "rl:{server}:{what}:{}/{}s/{}",
-            self.rate.rate, self.rate.period_s, self.rate.burst
-        )
+        match &self.bundle {
+            Some(b) => format!("rlb:{b}:{who}:{rate}"),
+            None => format!("rl:{server}:{who}:{rate}"),
+        }
     }
 }
 
@@ -166,6 +183,41 @@ mod tests {
         .unwrap();
         assert!(u.applies("anything"));
         assert_eq!(u.key("fx", "echo", "ada", "a1"), "rl:fx:user:ada:1/1s/3");
+        // Declared in a bundle: the user's limit on every server.
+        let shared = Limit {
+            bundle: Some("workflow".into()),
+            ..u.clone()
+        };
+        assert_eq!(
+            shared.key("fx", "echo", "ada", "a1"),
+            shared.key("fy", "add", "ada", "a1")
+        );
+        assert_eq!(
+            shared.key("fx", "echo", "ada", "a1"),
+            "rlb:workflow:user:ada:1/1s/3"
+        );
+        assert_ne!(
+            shared.key("fx", "echo", "ada", "a1"),
+            shared.key("fx", "echo", "bob", "a1"),
+            "per user"
+        );
+        let agent = Limit {
+            scope: Scope::Agent,
+            ..shared.clone()
+        };
+        assert_eq!(
+            agent.key("fx", "x", "ada", "a1"),
+            agent.key("fy", "y", "bob", "a1")
+        );
+        // Tool and server limits stay one server's even in a bundle.
+        let tool = Limit {
+            bundle: Some("workflow".into()),
+            ..l.clone()
+        };
+        assert_eq!(
+            tool.key("fx", "echo", "ada", "a1"),
+            "rl:fx:tool:echo:2/60s/2"
+        );
         for (bad, says) in [
             (
                 json!({"scope": "tool", "rate": 1, "per": "1s"}),

@@ -100,6 +100,14 @@ pub trait StateStore: Send + Sync {
     }
     /// The totals of a budget counter (zero when never used).
     fn budget_get(&self, key: &str, period: &str) -> Result<Usage, StateError>;
+    /// Removes state that can no longer matter at `now`: rate-limit keys
+    /// whose limiter has been full again for a long while, budget counters
+    /// of periods that ended long ago. Bounded per call (a long backlog goes
+    /// over several ticks); returns how many entries went. Backends whose
+    /// entries expire by themselves (Redis TTLs) keep the default.
+    fn prune(&self, _now: f64) -> Result<u64, StateError> {
+        Ok(0)
+    }
     /// Gives back what [`StateStore::charge`] took for a call that was then
     /// not made (its approval was declined): one emission interval on each
     /// limit, `add` on the budget (never below zero).

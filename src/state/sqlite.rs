@@ -15,7 +15,12 @@
 //! every limit allowed.
 //!
 //! A file that is not a gavel state store (or is corrupt) is an error —
-//! never reset: the limits and budgets kept there fail closed.
+//! never reset: the limits and budgets kept there fail closed. So is a lock
+//! another process holds past [`BUSY_TIMEOUT`]. Callers on an event loop run
+//! these (blocking) calls on a blocking thread (`SessionState::decide_async`).
+//! Rows that can no longer matter are removed by [`StateStore::prune`] on the
+//! guard's tick (an index on `period` keeps finding ended periods cheap; it
+//! is created if missing, the schema version is unchanged).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -28,6 +33,17 @@ use super::ratefile::RateFile;
 use super::{StateError, StateStore, Usage};
 
 const SCHEMA_VERSION: i64 = 1;
+
+/// How long a write waits for another process's transaction before the call
+/// fails closed (`state_unavailable`). Transactions here take microseconds;
+/// a lock held longer than this is a stuck or misbehaving writer, and a
+/// bounded refusal beats holding the agent's call.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Budget rows of periods that ended this long ago go.
+const PRUNE_BUDGET_AFTER_S: f64 = 86_400.0;
+/// At most this many rows of each table per prune (one short transaction).
+const PRUNE_BATCH: i64 = 1000;
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -86,7 +102,7 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
         let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
-        conn.busy_timeout(Duration::from_secs(5))
+        conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| err(e.to_string()))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| err(e.to_string()))?;
@@ -100,6 +116,7 @@ impl SqliteStore {
              CREATE TABLE IF NOT EXISTS gavel_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS budget (key TEXT NOT NULL, period TEXT NOT NULL,
                  calls INTEGER NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (key, period));
+             CREATE INDEX IF NOT EXISTS budget_period ON budget (period);
              INSERT OR IGNORE INTO gavel_meta (key, value) VALUES ('schema_version', 1);
              COMMIT;",
         )
@@ -245,6 +262,38 @@ impl StateStore for SqliteStore {
                 };
                 write_usage(tx, b.key, b.period, back)
             })
+        })
+    }
+
+    /// Bounded deletes in one short transaction: budget rows of periods that
+    /// ended a day ago (by the period's name; names gavel does not make are
+    /// kept). Rate limits need none: their table reuses drained slots, and a
+    /// `gcra` table an earlier gavel left here is no longer read.
+    fn prune(&self, now: f64) -> Result<u64, StateError> {
+        self.with(|tx| {
+            let mut gone = 0;
+            let periods: Vec<String> = tx
+                .prepare_cached("SELECT DISTINCT period FROM budget")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut left = PRUNE_BATCH as usize;
+            for p in periods {
+                if left == 0 {
+                    break;
+                }
+                if super::budget::period_end(&p).is_some_and(|end| end < now - PRUNE_BUDGET_AFTER_S)
+                {
+                    let n = tx
+                        .prepare_cached(
+                            "DELETE FROM budget WHERE rowid IN
+                             (SELECT rowid FROM budget WHERE period = ?1 LIMIT ?2)",
+                        )?
+                        .execute(params![p, left as i64])?;
+                    gone += n;
+                    left -= n;
+                }
+            }
+            Ok(gone as u64)
         })
     }
 

@@ -81,9 +81,13 @@ impl UpstreamClient {
         }
     }
 
-    fn decide(
+    /// Decides an upstream→host request for `session` and settles any human
+    /// approval the decision asks for (the same step as a host's requests,
+    /// `front::approval`).
+    async fn decide(
         &self,
-        session: &crate::decision::SessionState,
+        host: &HostLink,
+        session: &Arc<crate::decision::SessionState>,
         kind: ActionType,
         method: &str,
         args: Value,
@@ -98,13 +102,16 @@ impl UpstreamClient {
             tool_digest: None,
             upstream_data_classes: vec![],
         };
-        match session.decide(&self.enforcer, &action) {
-            Verdict::Allow(_) => Ok(()),
-            Verdict::Deny(d) => Err(deny::request_denial(
-                &d,
-                &format!("{method} from server {:?}", self.server),
-            )),
-        }
+        let denial = |d: &crate::decision::Decision| {
+            deny::request_denial(d, &format!("{method} from server {:?}", self.server))
+        };
+        let permit = match session.decide_async(&self.enforcer, &action).await {
+            Verdict::Allow(p) => p,
+            Verdict::Deny(d) => return Err(denial(&d)),
+        };
+        crate::front::approval::settle(&self.enforcer, host, session, &action, &permit, None)
+            .await
+            .map_err(|d| denial(&d))
     }
 
     fn not_declared(&self, what: &str) -> ErrorData {
@@ -133,11 +140,13 @@ impl ClientHandler for UpstreamClient {
             return Err(self.not_declared("sampling"));
         }
         self.decide(
+            &host,
             &session,
             ActionType::SamplingRequest,
             "sampling/createMessage",
             serde_json::to_value(&params).unwrap_or(Value::Null),
-        )?;
+        )
+        .await?;
         let req = ServerRequest::CreateMessageRequest(CreateMessageRequest::new(params));
         match host.forward_request(req, &cx, self.call_timeout).await? {
             ClientResult::CreateMessageResult(r) => Ok(*r),
@@ -170,11 +179,13 @@ impl ClientHandler for UpstreamClient {
             return Err(self.not_declared("elicitation"));
         }
         self.decide(
+            &host,
             &session,
             ActionType::ElicitationRequest,
             "elicitation/create",
             serde_json::to_value(&params).unwrap_or(Value::Null),
-        )?;
+        )
+        .await?;
         let req = ServerRequest::ElicitRequest(ElicitRequest::new(params));
         match host.forward_request(req, &cx, self.call_timeout).await? {
             ClientResult::ElicitResult(r) => Ok(r),

@@ -2,6 +2,7 @@
 //! binary, talk to it with a real rmcp client, read what the fixture recorded.
 #![allow(dead_code)]
 
+pub mod lab;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
@@ -222,6 +223,28 @@ impl Setup {
         connect_cmd(cmd, host).await
     }
 
+    /// `gavel run --config …` on the test clock `clock`, not yet started.
+    pub fn command_on(&self, clock: &TestClock) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(GAVEL);
+        cmd.args(self.run_args())
+            .env("GAVEL_TEST_CLOCK_FILE", &clock.0);
+        cmd
+    }
+
+    /// Like `connect`, on the test clock `clock`.
+    pub async fn connect_on(&self, clock: &TestClock, host: TestHost) -> Client {
+        connect_cmd(self.command_on(clock), host).await
+    }
+
+    /// The decision log at `decisions.jsonl` (the name the tests configure).
+    pub fn decisions(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.path("decisions.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// Like `connect`, but also returns gavel's pid and process handle (for
     /// signals).
     pub async fn connect_with_pid(&self, host: TestHost) -> (Client, i32, tokio::process::Child) {
@@ -244,6 +267,55 @@ impl Setup {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.log()).unwrap_or_default()
     }
+}
+
+/// The time a gavel started with `GAVEL_TEST_CLOCK_FILE` reads: Unix
+/// seconds in a file the test moves (never a sleep).
+pub struct TestClock(pub PathBuf);
+
+impl TestClock {
+    /// A clock file at `path`, set to 2027-01-15T08:00:00Z.
+    pub fn new(path: PathBuf) -> TestClock {
+        std::fs::write(&path, "1800000000").unwrap();
+        TestClock(path)
+    }
+
+    pub fn now(&self) -> f64 {
+        std::fs::read_to_string(&self.0)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn advance(&self, secs: f64) {
+        std::fs::write(&self.0, format!("{}", self.now() + secs)).unwrap();
+    }
+}
+
+/// `GET /metrics` from a gavel serving metrics on `port`.
+pub async fn scrape_metrics(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("the metrics port answers");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+/// The value of the metrics sample whose line starts with `series` (0 when
+/// absent).
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 pub async fn connect_cmd(mut cmd: tokio::process::Command, host: TestHost) -> Client {

@@ -1,0 +1,141 @@
+//! A gavel with rate limits and budgets on a test clock, for the limit and
+//! budget e2e tests: one fixture server `fx` deciding with a bundle whose
+//! data the test gives (limits), a SQLite state store in the temp dir (or
+//! the `[state]` the test gives), a decision log, and the identity from the
+//! environment (`E2E_USER`, `E2E_AGENT`; default `ada` / `a1`) so several
+//! processes can be different users or agents.
+
+use std::path::{Path, PathBuf};
+
+use rmcp::ServiceExt;
+use serde_json::{Value, json};
+
+use super::*;
+
+const POLICY: &str = "package fx\n\ndecision := {\"allow\": true}\n";
+
+/// An allow-all bundle rooted at `fx` with `data` (e.g. `{"limits": […]}`).
+pub fn limit_bundle(dir: &Path, data: Value) -> PathBuf {
+    std::fs::create_dir_all(dir.join("fx")).unwrap();
+    std::fs::write(
+        dir.join(".manifest"),
+        json!({"revision": "1", "roots": ["fx"]}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("fx/policy.rego"), POLICY).unwrap();
+    std::fs::write(dir.join("fx/data.json"), data.to_string()).unwrap();
+    dir.to_path_buf()
+}
+
+pub struct Lab {
+    pub s: Setup,
+    pub clock: TestClock,
+}
+
+impl Lab {
+    pub fn new(bundle_data: Value, extra: &str) -> Lab {
+        Self::with_state(bundle_data, extra, None)
+    }
+
+    /// `state`: the `[state]` table's body (default: a SQLite file here).
+    pub fn with_state(bundle_data: Value, extra: &str, state: Option<String>) -> Lab {
+        Self::build(
+            |s| limit_bundle(&s.path("policy"), bundle_data),
+            extra,
+            state,
+        )
+    }
+
+    /// A lab whose server decides with the bundle `make` returns; `extra`:
+    /// top-level tables (`[budget]`, `[policy]`…).
+    pub fn build(make: impl FnOnce(&Setup) -> PathBuf, extra: &str, state: Option<String>) -> Lab {
+        let s = Setup::new("");
+        let b = make(&s);
+        let clock = TestClock::new(s.path("clock"));
+        std::fs::write(
+            s.config(),
+            format!(
+                "[identity.user]\nid = \"${{E2E_USER:-ada}}\"\n\n[identity.agent]\nid = \"${{E2E_AGENT:-a1}}\"\n\n[state]\n{}\n\n[log]\ndecisions = {:?}\n\n{extra}\n\n{}bundle = {:?}\n",
+                state.unwrap_or_else(|| format!("path = {:?}", s.path("state.sqlite").display().to_string())),
+                s.path("decisions.jsonl").display().to_string(),
+                fixture_server("fx", &[], &s.path("r.jsonl")),
+                b.display().to_string()
+            ),
+        )
+        .unwrap();
+        Lab { s, clock }
+    }
+
+    /// Appends tables after the server's (`[[servers.fx.limits]]`).
+    pub fn append(&self, toml: &str) {
+        let mut cfg = std::fs::read_to_string(self.s.config()).unwrap();
+        cfg.push('\n');
+        cfg.push_str(toml);
+        std::fs::write(self.s.config(), cfg).unwrap();
+    }
+
+    pub fn advance(&self, secs: f64) {
+        self.clock.advance(secs);
+    }
+
+    pub fn command(&self) -> tokio::process::Command {
+        self.s.command_on(&self.clock)
+    }
+
+    /// A gavel for `user` and `agent`.
+    pub fn command_as(&self, user: &str, agent: &str) -> tokio::process::Command {
+        let mut cmd = self.command();
+        cmd.env("E2E_USER", user).env("E2E_AGENT", agent);
+        cmd
+    }
+
+    pub async fn connect(&self) -> Client {
+        connect_cmd(self.command(), TestHost::new()).await
+    }
+
+    pub async fn connect_as(&self, user: &str, agent: &str) -> Client {
+        connect_cmd(self.command_as(user, agent), TestHost::new()).await
+    }
+
+    /// A gavel connected and its pid, for `kill -9`.
+    pub async fn connect_killable(&self) -> (Client, i32, tokio::process::Child) {
+        let mut cmd = self.command();
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().unwrap();
+        let pid = child.id().unwrap() as i32;
+        let io = (child.stdout.take().unwrap(), child.stdin.take().unwrap());
+        let client = tokio::time::timeout(PATIENCE, TestHost::new().serve(io))
+            .await
+            .expect("gavel answered initialize")
+            .expect("initialize succeeded");
+        (client, pid, child)
+    }
+
+    pub fn decisions(&self) -> Vec<Value> {
+        self.s.decisions()
+    }
+
+    /// The decision records of `tool` calls (not approval steps), in order.
+    pub fn tool_decisions(&self, tool: &str) -> Vec<Value> {
+        self.decisions()
+            .into_iter()
+            .filter(|r| r["input"]["action"]["tool"] == tool)
+            .collect()
+    }
+}
+
+/// The decision gavel attached to a tool result.
+pub fn decision(r: &rmcp::model::CallToolResult) -> Value {
+    r.meta
+        .as_ref()
+        .and_then(|m| m.0.get("dev.gavel/decision"))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Whether a tool result is an allowed, forwarded call.
+pub fn allowed(r: &rmcp::model::CallToolResult) -> bool {
+    r.is_error != Some(true)
+}
