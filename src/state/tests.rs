@@ -275,7 +275,8 @@ fn sqlite_prunes_what_can_no_longer_matter_in_bounded_steps() {
         tokens: 0,
     };
     for i in 0..1500 {
-        s.budget_add(&format!("old{i}"), "day:2026-11-20", one).unwrap();
+        s.budget_add(&format!("old{i}"), "day:2026-11-20", one)
+            .unwrap();
     }
     for (key, period) in [
         ("u", "day:2026-11-21"),
@@ -290,7 +291,11 @@ fn sqlite_prunes_what_can_no_longer_matter_in_bounded_steps() {
     // Periods are visited in the order SQLite lists them; what matters is
     // that each prune is bounded and that all the ended rows go.
     assert_eq!(s.prune(now).unwrap(), 1000, "a bounded batch");
-    assert_eq!(s.prune(now).unwrap(), 500 + 2, "the rest of the ended periods");
+    assert_eq!(
+        s.prune(now).unwrap(),
+        500 + 2,
+        "the rest of the ended periods"
+    );
     assert_eq!(s.prune(now).unwrap(), 0);
     assert!(
         !s.rate("live", r, now).unwrap().allowed,
