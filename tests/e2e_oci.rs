@@ -31,19 +31,24 @@ fn bundle(s: &Setup, name: &str, revision: &str, extra: &str, key: Option<&str>)
     p.push_str(extra);
     std::fs::write(&policy, p).unwrap();
     if let Some(k) = key {
-        stdout_ok(gavel_cmd(&[
-            "bundle",
-            "sign",
-            dir.to_str().unwrap(),
-            "--key",
-            s.path(&format!("{k}.secret")).to_str().unwrap(),
-            "--algorithm",
-            "HS256",
-            "--keyid",
-            k,
-        ]));
+        sign(s, &dir, k, &format!("{k}.secret"));
     }
     dir
+}
+
+/// `gavel bundle sign` (HS256) with the secret in `secret_file`, naming `kid`.
+fn sign(s: &Setup, dir: &Path, kid: &str, secret_file: &str) {
+    stdout_ok(gavel_cmd(&[
+        "bundle",
+        "sign",
+        dir.to_str().unwrap(),
+        "--key",
+        s.path(secret_file).to_str().unwrap(),
+        "--algorithm",
+        "HS256",
+        "--keyid",
+        kid,
+    ]));
 }
 
 fn tarball(s: &Setup, dir: &Path) -> PathBuf {
@@ -280,16 +285,22 @@ async fn pull_decide_hot_reload_and_restart_offline() {
 }
 
 /// Pushes `path` under the tag, waits until gavel has looked at it and
-/// recorded an error, and checks the last good bundle still decides.
-async fn refused(s: &Setup, c: &Client, tag: &str, path: &Path, needle: &str) {
+/// recorded an error naming that layer, and checks the last good bundle
+/// still decides and is still what the status shows. Returns that status
+/// entry.
+async fn refused(s: &Setup, c: &Client, tag: &str, path: &Path, needle: &str) -> Value {
     let digest = push(path, tag);
+    let layer = format!("sha256:{}", sha256_hex(&std::fs::read(path).unwrap()));
+    let mut seen = Value::Null;
     eventually(
         &format!("{} refused with {needle:?}", path.display()),
         || {
             let st = status(&s.path("state"));
-            let oci = &st["policies"]["fx"]["oci"][0];
-            oci["message"].as_str().is_some_and(|m| m.contains(needle))
-                && oci["manifest_digest"] != json!(digest)
+            seen = st["policies"]["fx"]["oci"][0].clone();
+            seen["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(needle) && m.contains(&layer))
+                && seen["manifest_digest"] != json!(digest)
         },
     )
     .await;
@@ -298,9 +309,52 @@ async fn refused(s: &Setup, c: &Client, tag: &str, path: &Path, needle: &str) {
         json!("allowed"),
         "r1 still decides"
     );
-    let st = status(&s.path("state"));
-    assert_eq!(st["policies"]["fx"]["oci"][0]["active_revision"], "r1");
-    assert_eq!(st["policies"]["fx"]["oci"][0]["code"], "bundle_error");
+    assert_eq!(seen["active_revision"], "r1", "{seen}");
+    assert_eq!(seen["code"], "bundle_error", "{seen}");
+    assert_eq!(seen["source"], "registry", "{seen}");
+    assert!(
+        seen["message"]
+            .as_str()
+            .unwrap()
+            .contains("the last good bundle stays active"),
+        "{seen}"
+    );
+    seen
+}
+
+/// A good k1-signed bundle whose JWT payload is rewritten to cover a
+/// changed policy (the file hash updated, the original signature kept): what
+/// someone without the key would try.
+fn forged_payload(s: &Setup) -> PathBuf {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let dir = bundle(s, "forged-payload", "bad8", "", Some("k1"));
+    let policy = dir.join("mcp/fixture/policy.rego");
+    let mut p = std::fs::read_to_string(&policy).unwrap();
+    p.push_str(DENY_ECHO);
+    std::fs::write(&policy, &p).unwrap();
+    let sigs: Value =
+        serde_json::from_slice(&std::fs::read(dir.join(".signatures.json")).unwrap()).unwrap();
+    let token = sigs["signatures"][0].as_str().unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut payload: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    for f in payload["files"].as_array_mut().unwrap() {
+        if f["name"] == "mcp/fixture/policy.rego" {
+            f["hash"] = json!(sha256_hex(p.as_bytes()));
+        }
+    }
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64.encode(serde_json::to_vec(&payload).unwrap()),
+        parts[2]
+    );
+    std::fs::write(
+        dir.join(".signatures.json"),
+        serde_json::to_vec(&json!({"signatures": [forged]})).unwrap(),
+    )
+    .unwrap();
+    dir
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -319,7 +373,58 @@ async fn bad_bundles_are_refused_and_the_last_good_one_kept() {
 
     // Signed by a key the server does not trust.
     let wrong = bundle(&s, "wrong-key", "bad1", DENY_ECHO, Some("k2"));
-    refused(&s, &c, &tag, &tarball(&s, &wrong), "signature").await;
+    let st = refused(
+        &s,
+        &c,
+        &tag,
+        &tarball(&s, &wrong),
+        "verification key corresponding to ID k2 not found",
+    )
+    .await;
+    // The refused layer is not downloaded (or rebuilt) again while the
+    // registry keeps serving it: polls go on, downloads do not.
+    let (requests, downloads) = (st["requests"].as_u64().unwrap(), st["downloads"].clone());
+    eventually("three more polls after the refusal", || {
+        status(&s.path("state"))["policies"]["fx"]["oci"][0]["requests"]
+            .as_u64()
+            .is_some_and(|n| n >= requests + 3)
+    })
+    .await;
+    let later = status(&s.path("state"))["policies"]["fx"]["oci"][0].clone();
+    assert_eq!(later["downloads"], downloads, "{later}");
+    assert_eq!(later["message"], st["message"], "the refusal stays shown");
+    // The right kid, the wrong key material: a token claiming k1, made with
+    // k2's secret.
+    let bad_sig = bundle(&s, "bad-signature", "bad7", DENY_ECHO, None);
+    sign(&s, &bad_sig, "k1", "k2.secret");
+    refused(
+        &s,
+        &c,
+        &tag,
+        &tarball(&s, &bad_sig),
+        "failed to verify JWT signature",
+    )
+    .await;
+    // A forged payload under a genuine signature.
+    refused(
+        &s,
+        &c,
+        &tag,
+        &tarball(&s, &forged_payload(&s)),
+        "failed to verify JWT signature",
+    )
+    .await;
+    // A `.signatures.json` with no signature in it.
+    let empty = bundle(&s, "no-signature", "bad9", DENY_ECHO, None);
+    std::fs::write(empty.join(".signatures.json"), r#"{"signatures": []}"#).unwrap();
+    refused(
+        &s,
+        &c,
+        &tag,
+        &tarball(&s, &empty),
+        ".signatures.json: missing JWT (expected exactly one)",
+    )
+    .await;
     // Unsigned.
     let unsigned = bundle(&s, "unsigned", "bad2", DENY_ECHO, None);
     refused(&s, &c, &tag, &tarball(&s, &unsigned), "not signed").await;
@@ -363,15 +468,18 @@ async fn bad_bundles_are_refused_and_the_last_good_one_kept() {
     assert_eq!(reasons(&c, "echo").await, json!(["echo_frozen"]));
     let old_key = bundle(&s, "old-key", "bad6", "", Some("k1"));
     let digest = push(&tarball(&s, &old_key), &tag);
+    let mut seen = Value::Null;
     eventually("the k1-signed bundle is refused once k1 is gone", || {
-        let st = status(&s.path("state"));
-        let oci = &st["policies"]["fx"]["oci"][0];
-        oci["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("signature") && m.contains("bad") || m.contains("k1"))
-            && oci["manifest_digest"] != json!(digest)
+        seen = status(&s.path("state"))["policies"]["fx"]["oci"][0].clone();
+        seen["message"].as_str().is_some_and(|m| {
+            m.contains("failed signature verification")
+                && m.contains("verification key corresponding to ID k1 not found")
+        }) && seen["manifest_digest"] != json!(digest)
     })
     .await;
+    assert_eq!(seen["code"], "bundle_error", "{seen}");
+    assert_eq!(seen["active_revision"], "r2", "{seen}");
+    assert_eq!(seen["signer_keyid"], "k2", "{seen}");
     assert_eq!(
         reasons(&c, "echo").await,
         json!(["echo_frozen"]),
@@ -388,6 +496,41 @@ async fn registry_failures_keep_the_last_good_bundle() {
     let c = connect_cmd(launch(&s), TestHost::new()).await;
     assert_eq!(reasons(&c, "echo").await, json!("allowed"));
 
+    c.cancel().await.unwrap();
+
+    // The registry answers, but with a bundle that fails verification (signed
+    // by a key the server does not trust): the next gavel refuses it and
+    // starts from the cached r1 for this server and ref, saying why, and
+    // does not download the refused layer again on every poll.
+    let untrusted = tarball(&s, &bundle(&s, "untrusted", "bad0", DENY_ECHO, Some("k2")));
+    push(&untrusted, &tag);
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(
+        reasons(&c, "echo").await,
+        json!("allowed"),
+        "r1 from the cache"
+    );
+    let mut seen = Value::Null;
+    eventually("the refusal at start is in the status", || {
+        seen = status(&s.path("state"))["policies"]["fx"]["oci"][0].clone();
+        seen["message"].as_str().is_some_and(|m| {
+            m.contains("verification key corresponding to ID k2 not found")
+                && m.contains("the cached bundle for this ref is active")
+        })
+    })
+    .await;
+    assert_eq!(seen["source"], "cache", "{seen}");
+    assert_eq!(seen["active_revision"], "r1", "{seen}");
+    assert_eq!(seen["code"], "bundle_error", "{seen}");
+    assert_eq!(seen["downloads"], 1, "{seen}");
+    let requests = seen["requests"].as_u64().unwrap();
+    eventually("polls after the refusal at start", || {
+        seen = status(&s.path("state"))["policies"]["fx"]["oci"][0].clone();
+        seen["requests"].as_u64().is_some_and(|n| n >= requests + 3)
+    })
+    .await;
+    assert_eq!(seen["downloads"], 1, "not downloaded again: {seen}");
+    assert_eq!(seen["source"], "cache", "{seen}");
     c.cancel().await.unwrap();
 
     // A tag whose layer blob is gone from the registry's storage: the next
@@ -438,13 +581,75 @@ async fn registry_failures_keep_the_last_good_bundle() {
     .await;
     c.cancel().await.unwrap();
 
-    // A "registry" that answers garbage: gavel starts from the cache.
-    let garbage = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gport = garbage.local_addr().unwrap().port();
+    // A "registry" that answers garbage at the registry's own address,
+    // while r1 (pushed again) is active from the registry: the last good is
+    // kept and the error shown; a restart starts from the cache for this
+    // same server and ref.
+    push(&s.path("r1.tar.gz"), &tag);
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    eventually("r1 active from the registry again", || {
+        let oci = &status(&s.path("state"))["policies"]["fx"]["oci"][0];
+        oci["source"] == "registry" && oci["active_revision"] == "r1"
+    })
+    .await;
+    let mut reg = reg;
+    reg.stop();
+    garbage_registry(
+        tokio::net::TcpListener::bind(("127.0.0.1", reg.port))
+            .await
+            .unwrap(),
+    );
+    let mut seen = Value::Null;
+    eventually("garbage reported while r1 stays active", || {
+        seen = status(&s.path("state"))["policies"]["fx"]["oci"][0].clone();
+        seen["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not valid JSON") && m.contains(&tag))
+    })
+    .await;
+    assert_eq!(seen["code"], "bundle_error", "{seen}");
+    assert_eq!(seen["source"], "registry", "{seen}");
+    assert_eq!(seen["active_revision"], "r1", "{seen}");
+    assert_eq!(reasons(&c, "echo").await, json!("allowed"), "r1 decides");
+    c.cancel().await.unwrap();
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(
+        reasons(&c, "echo").await,
+        json!("allowed"),
+        "r1 from the cache"
+    );
+    eventually("garbage at start reported, cache used", || {
+        seen = status(&s.path("state"))["policies"]["fx"]["oci"][0].clone();
+        seen["source"] == "cache"
+            && seen["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not valid JSON"))
+    })
+    .await;
+    assert_eq!(seen["code"], "bundle_error", "{seen}");
+    assert_eq!(seen["active_revision"], "r1", "{seen}");
+    c.cancel().await.unwrap();
+
+    // A ref this server never pulled, from the garbage registry: nothing in
+    // the cache for it, so it fails closed, explained.
+    let s2 = Setup::new("");
+    keys(&s2);
+    let never_ref = format!("oci://{}/policies/fixture:never-pulled", reg.host());
+    write_config_for(&s2, &reg.host(), &never_ref, &s.path("cache"));
+    let c = connect_cmd(launch(&s2), TestHost::new()).await;
+    let r = call(&c, "echo", json!({"text": "x"})).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).contains("not valid JSON"), "{}", text(&r));
+    assert!(text(&r).contains("fixture:never-pulled"), "{}", text(&r));
+    c.cancel().await.unwrap();
+}
+
+/// Answers every request on `listener` with 200 and an HTML page.
+fn garbage_registry(listener: tokio::net::TcpListener) {
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         loop {
-            let Ok((mut sock, _)) = garbage.accept().await else {
+            let Ok((mut sock, _)) = listener.accept().await else {
                 return;
             };
             tokio::spawn(async move {
@@ -457,20 +662,7 @@ async fn registry_failures_keep_the_last_good_bundle() {
             });
         }
     });
-    let s2 = Setup::new("");
-    keys(&s2);
-    let fake = TestRegistryAt(format!("127.0.0.1:{gport}"));
-    let garbage_ref = format!("oci://{}/policies/fixture:live", fake.0);
-    write_config_for(&s2, &fake.0, &garbage_ref, &s.path("cache"));
-    let c = connect_cmd(launch(&s2), TestHost::new()).await;
-    let r = call(&c, "echo", json!({"text": "x"})).await.unwrap();
-    // Not in this server's cache under this ref: fails closed, explained.
-    assert_eq!(r.is_error, Some(true));
-    assert!(text(&r).contains("not valid JSON"), "{}", text(&r));
-    c.cancel().await.unwrap();
 }
-
-struct TestRegistryAt(String);
 
 fn write_config_for(s: &Setup, host: &str, reference: &str, cache: &Path) {
     std::fs::write(

@@ -385,12 +385,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                                 o["active_revision"].as_str().unwrap_or("-"),
                                 o["active_digest"].as_str().unwrap_or("no bundle"),
                                 o["source"].as_str().unwrap_or("-"),
-                                p["bundles"]
-                                    .as_array()
-                                    .into_iter()
-                                    .flatten()
-                                    .find_map(|b| b["signer_keyid"].as_str())
-                                    .unwrap_or("-"),
+                                // This entry's own signer (layers can have different ones).
+                                o["signer_keyid"].as_str().unwrap_or("-"),
                                 o["last_successful_activation"].as_str().unwrap_or("never"),
                                 o["last_successful_download"].as_str().unwrap_or("never"),
                                 o["message"]

@@ -11,6 +11,17 @@ use crate::bundle::Bundle;
 use crate::bundle::source::{Resolve, SHARED_OWNER};
 use crate::config::{Config, ServerConfig};
 
+impl Active {
+    /// The key id that verified the active bundle named `bundle`, if it was
+    /// signed (per bundle: a server's layers can have different signers).
+    pub fn signer(&self, bundle: &str) -> Option<String> {
+        self.signers
+            .iter()
+            .find(|(n, _)| n == bundle)
+            .map(|(_, k)| k.clone())
+    }
+}
+
 pub(super) fn server_active(
     name: &str,
     server: &ServerConfig,
