@@ -9,6 +9,7 @@ pub mod digest;
 pub mod lint;
 pub mod manifest;
 pub mod oci;
+pub mod pathmatch;
 mod reader;
 pub mod sign;
 pub mod source;

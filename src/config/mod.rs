@@ -785,6 +785,14 @@ impl Config {
                 }
             }
         }
+        // exclude_files drops files from the signature check: a pattern
+        // that does not parse is refused here, not discovered at the first
+        // verification.
+        for g in s.exclude_files.iter().flatten() {
+            if let Err(e) = crate::bundle::pathmatch::validate(g) {
+                return Err(ctx.at(at, &f("exclude_files"), e.to_string()));
+            }
+        }
         let bundles = match (&s.bundle, &s.bundles) {
             (Some(b), Some(_)) => {
                 return Err(ctx.at(

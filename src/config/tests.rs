@@ -288,3 +288,25 @@ fn oci_settings_parse_and_check() {
     let e = err("[oci]\npoll = \"1s\"\n[servers.a]\ncommand = \"x\"\n");
     assert!(e.contains("poll"), "{e}");
 }
+
+#[test]
+fn exclude_files_patterns_are_checked_at_load() {
+    let keys = "[keys.k]\nalgorithm = \"HS256\"\nkey = \"s\"\n";
+    let c = parse(&format!(
+        "{keys}[servers.a]\ncommand = \"x\"\nkeys = [\"k\"]\nexclude_files = [\"*.md\", \"docs/[a-z]*\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.servers["a"].signing.exclude_files,
+        ["*.md", "docs/[a-z]*"]
+    );
+    let e = err(&format!(
+        "{keys}[servers.a]\ncommand = \"x\"\nkeys = [\"k\"]\nexclude_files = [\"docs/[a-z\"]\n"
+    ));
+    assert!(
+        e.contains("servers.a.exclude_files")
+            && e.contains("docs/[a-z")
+            && e.contains("filepath.Match"),
+        "{e}"
+    );
+}
