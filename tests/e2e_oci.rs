@@ -1075,3 +1075,86 @@ async fn two_instances_share_one_cache() {
     a.cancel().await.unwrap();
     b.cancel().await.unwrap();
 }
+
+/// The remediation a server without its bundle names is true: `gavel bundle
+/// pull REF --config … --server NAME` verifies the bundle as that server
+/// would and stores it where a start looks, so gavel then starts offline.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_remediation_for_a_missing_bundle_fills_the_cache() {
+    let reg = TestRegistry::start();
+    let s = Setup::new("");
+    published_r1(&s, &reg);
+    let other = format!("oci://{}/policies/fixture:other", reg.host());
+    config(&s, &reg, &other, &["k1"]);
+    // Registry down, nothing cached: fails closed, naming what to run.
+    let mut reg = reg;
+    reg.stop();
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    let r = call(&c, "echo", json!({"text": "x"})).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    let hint = format!(
+        "gavel bundle pull {other} --config {} --server fx",
+        s.config().display()
+    );
+    assert!(text(&r).contains(&hint), "{}", text(&r));
+    c.cancel().await.unwrap();
+
+    // Registry back (same storage, new port): run the hint as given.
+    reg.restart();
+    let other = format!("oci://{}/policies/fixture:other", reg.host());
+    let tag = format!("oci://{}/policies/fixture:live", reg.host());
+    config(&s, &reg, &other, &["k1"]);
+    // A bundle the server would refuse is not stored.
+    push(
+        &tarball(&s, &bundle(&s, "by-k2", "bad", "", Some("k2"))),
+        &other,
+    );
+    let pull = |r: &str| {
+        gavel_cmd(&[
+            "bundle",
+            "pull",
+            r,
+            "--config",
+            s.config().to_str().unwrap(),
+            "--server",
+            "fx",
+        ])
+    };
+    let out = pull(&other);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not stored in the bundle cache")
+            && err.contains("verification key corresponding to ID k2 not found"),
+        "{err}"
+    );
+    assert!(!s.path("cache/oci/refs").exists(), "nothing stored");
+    // A ref the server does not use is refused too.
+    let out = pull(&tag);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a bundle of server \"fx\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The good one is verified and stored.
+    push(&s.path("r1.tar.gz"), &other);
+    let out = stdout_ok(pull(&other));
+    assert!(
+        out.contains("verified for server \"fx\"") && out.contains("stored in the bundle cache"),
+        "{out}"
+    );
+    // Registry gone again: gavel starts from what the hint stored.
+    reg.stop();
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(reasons(&c, "echo").await, json!("allowed"));
+    assert_eq!(
+        reasons(&c, "destructive_delete").await,
+        json!(["destructive_denied"])
+    );
+    eventually("started from the cache", || {
+        status(&s.path("state"))["policies"]["fx"]["oci"][0]["source"] == "cache"
+    })
+    .await;
+    c.cancel().await.unwrap();
+}

@@ -103,6 +103,8 @@ pub struct Supply {
     entries: Mutex<BTreeMap<Key, Entry>>,
     /// Which servers each (owner, ref) feeds.
     users: BTreeMap<Key, Vec<String>>,
+    /// The config file (named in remediations).
+    config_path: Option<std::path::PathBuf>,
 }
 
 fn now() -> String {
@@ -165,6 +167,7 @@ impl Supply {
                     .collect(),
             ),
             users,
+            config_path: config.source.clone(),
         });
         let keys: Vec<Key> = supply.users.keys().cloned().collect();
         futures::future::join_all(keys.iter().map(|k| supply.obtain_at_start(k))).await;
@@ -568,11 +571,14 @@ impl Resolve for Supply {
                 .and_then(|e| e.status.message.clone());
             if let Some(why) = why {
                 return Err(format!(
-                    "{reference} could not be pulled ({why}) and is not in the bundle cache; gavel keeps retrying"
+                    "{reference} could not be pulled ({why}) and is not in the bundle cache; gavel keeps retrying; or: {}",
+                    super::source::pull_hint(reference, owner, self.config_path.as_deref())
                 ));
             }
         }
-        Offline::new(Some(self.cache.clone())).resolve(owner, reference)
+        Offline::new(Some(self.cache.clone()))
+            .with_config(self.config_path.clone())
+            .resolve(owner, reference)
     }
 }
 

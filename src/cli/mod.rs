@@ -208,12 +208,18 @@ pub enum BundleCommand {
         #[command(flatten)]
         registry: oci::RegistryArgs,
     },
-    /// Pull a bundle from a registry into a .tar.gz (digest checked).
+    /// Pull a bundle from a registry (digest checked) into a .tar.gz, and/or
+    /// with --server verify it as that server would (keys, own tests,
+    /// compile) and store it in the bundle cache for an offline start.
     Pull {
         /// oci://REGISTRY/REPOSITORY:TAG or …@sha256:DIGEST
         reference: String,
-        #[arg(long, short)]
-        output: PathBuf,
+        #[arg(long, short, required_unless_present = "server")]
+        output: Option<PathBuf>,
+        /// The server (in --config) whose bundle this is: verify with its
+        /// keys and store in the cache it starts from.
+        #[arg(long, requires = "config")]
+        server: Option<String>,
         #[command(flatten)]
         registry: oci::RegistryArgs,
     },

@@ -11,6 +11,33 @@ use crate::bundle::Bundle;
 use crate::bundle::source::{Resolve, SHARED_OWNER};
 use crate::config::{Config, ServerConfig};
 
+impl super::Enforcer {
+    /// Builds `server`'s policy exactly as a start would (resolve, verify
+    /// signatures, the bundle's own tests, lint, compile) but without an
+    /// enforcer around it — no decision log opened, no state store: what
+    /// `gavel bundle pull --server` checks before it fills the cache.
+    /// Returns the policy version, or why it is unusable.
+    pub fn check_server(
+        config: &Config,
+        server: &str,
+        resolver: &dyn Resolve,
+    ) -> anyhow::Result<String> {
+        let sc = config
+            .servers
+            .get(server)
+            .ok_or_else(|| anyhow::anyhow!("no [servers.{server}] in the config"))?;
+        let opts = EngineOptions {
+            eval_timeout: config.policy.eval_timeout,
+            strict_input: config.policy.strict_input,
+        };
+        match server_active(server, sc, config, &opts, resolver)?.policy {
+            Policy::Unavailable(why) => Err(anyhow::anyhow!(why)),
+            Policy::Rego(e) => Ok(e.policy_version().to_string()),
+            Policy::None => Ok("none".into()),
+        }
+    }
+}
+
 impl Active {
     /// The key id that verified the active bundle named `bundle`, if it was
     /// signed (per bundle: a server's layers can have different signers).
