@@ -212,3 +212,77 @@ fn rs256_signatures_from_opas_test_keys() {
     ]);
     assert!(!bad.status.success());
 }
+
+/// `[policy] keys` sign the org-wide shared bundles: a signed workflow layer
+/// verifies under the org key while the server's own bundle verifies under
+/// its key; an unsigned shared bundle is refused, and so is one for a
+/// server that trusts keys when no [policy] keys are given (it would run an
+/// unsigned bundle).
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_bundles_are_signed_with_the_policy_keys() {
+    let s = Setup::new("");
+    std::fs::write(s.path("k1.secret"), "first-secret").unwrap();
+    std::fs::write(s.path("org.secret"), "org-secret").unwrap();
+    let own = signed_bundle(&s, "own", &s.path("k1.secret"), "k1");
+    let shared = s.path("workflow");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("bundles/workflow"),
+        &shared,
+    );
+    let with_shared = |policy_keys: &str, shared: &Path| {
+        format!(
+            "[keys.org]\nalgorithm = \"HS256\"\nkey_file = {:?}\n\n[policy]\n{policy_keys}shared_bundles = [{:?}]\n\n{}",
+            s.path("org.secret").display().to_string(),
+            shared.display().to_string(),
+            config_with(&s, &own, &["k1"]).replace(
+                "[keys.k2]\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_TEST_K2\"\n\n",
+                "",
+            )
+        )
+    };
+    // Unsigned shared bundle, [policy] keys given: refused.
+    std::fs::write(s.config(), with_shared("keys = [\"org\"]\n", &shared)).unwrap();
+    let (good, err) = check(&s);
+    assert!(
+        !good && err.contains("is not signed and policy requires a signature (keys org)"),
+        "{err}"
+    );
+    // Unsigned shared bundle, no [policy] keys, a server that trusts k1:
+    // verified with the server's keys, so refused too.
+    std::fs::write(s.config(), with_shared("", &shared)).unwrap();
+    let (good, err) = check(&s);
+    assert!(
+        !good && err.contains("is not signed and servers.fx requires a signature"),
+        "{err}"
+    );
+    // Signed by the org key: verifies under [policy] keys (not k1).
+    stdout_ok(gavel_cmd(&[
+        "bundle",
+        "sign",
+        shared.to_str().unwrap(),
+        "--key",
+        s.path("org.secret").to_str().unwrap(),
+        "--algorithm",
+        "HS256",
+        "--keyid",
+        "org",
+    ]));
+    std::fs::write(s.config(), with_shared("", &shared)).unwrap();
+    let (good, err) = check(&s);
+    assert!(
+        !good && err.contains("verification key corresponding to ID org not found"),
+        "the server's keys do not include org: {err}"
+    );
+    std::fs::write(s.config(), with_shared("keys = [\"org\"]\n", &shared)).unwrap();
+    let (good, err) = check(&s);
+    assert!(good, "{err}");
+    let client = s.connect(TestHost::new()).await;
+    let r = call(&client, "destructive_delete", json!({"path": "/"}))
+        .await
+        .unwrap();
+    assert!(text(&r).contains("destructive_denied"), "{}", text(&r));
+    assert_eq!(
+        text(&call(&client, "echo", json!({"text": "org"})).await.unwrap()),
+        "org"
+    );
+}
