@@ -1158,3 +1158,111 @@ async fn the_remediation_for_a_missing_bundle_fills_the_cache() {
     .await;
     c.cancel().await.unwrap();
 }
+
+/// The fenced block after `marker` in README.md.
+fn readme_block(marker: &str) -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let at = readme
+        .find(marker)
+        .unwrap_or_else(|| panic!("README.md lost its {marker} marker"));
+    let rest = &readme[at..];
+    let open = rest.find("```").unwrap();
+    let body = &rest[open..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body[..body.find("```").unwrap()].to_string()
+}
+
+/// Kills the process group of the walkthrough's shell (the registry it
+/// started in the background is in it) when the test ends, however it ends.
+struct ProcessGroup(i32);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: signals the group this test created (its leader's pid).
+        unsafe {
+            libc::killpg(self.0, libc::SIGKILL);
+        }
+    }
+}
+
+/// README "Publish a policy", run as written: its shell block (with only
+/// the command, directory and port it reads from the environment set, so
+/// several test runs can share the machine) builds, signs with a PKCS#8 RSA
+/// key from `openssl genpkey`, and pushes to a real registry; its TOML block
+/// (the demo directory and port substituted, the placeholder command given
+/// a real server) pins it; the pulled, verified bundle decides.
+#[tokio::test(flavor = "multi_thread")]
+async fn readme_publish_walkthrough_runs_as_written() {
+    use std::os::unix::process::CommandExt;
+    let s = Setup::new("");
+    let demo = s.path("demo");
+    let port = free_port();
+    let script = readme_block("<!-- publish-walkthrough:sh -->");
+    let child = std::process::Command::new("bash")
+        .args(["-e", "-c", &script])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("GAVEL", GAVEL)
+        .env("GAVEL_DEMO", &demo)
+        .env("GAVEL_DEMO_PORT", port.to_string())
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _group = ProcessGroup(child.id() as i32);
+    let out = child.wait_with_output().unwrap();
+    let printed = stdout_ok(out);
+    let pin = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("pin it: bundle = "))
+        .unwrap_or_else(|| panic!("push printed no pin: {printed}"));
+    assert!(
+        pin.contains(&format!("127.0.0.1:{port}/policies/filesystem@sha256:")),
+        "{pin}"
+    );
+    assert!(
+        std::fs::read_to_string(demo.join("release.pem"))
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----"),
+        "openssl genpkey writes PKCS#8"
+    );
+    // Signed after it was built: the tarball holds the signature.
+    let inspect = stdout_ok(gavel_cmd(&[
+        "bundle",
+        "inspect",
+        demo.join("filesystem.tar.gz").to_str().unwrap(),
+    ]));
+    assert!(
+        inspect.contains("\"signed\": true")
+            && inspect.contains("\"signature_kid\": \"release-2026\"")
+            && inspect.contains("\"revision\": \"1.0.0\""),
+        "{inspect}"
+    );
+
+    let toml = readme_block("<!-- publish-walkthrough:toml -->");
+    assert!(toml.contains("command = \"…\""), "{toml}");
+    let toml = toml
+        .replace("/tmp/gavel-demo", demo.to_str().unwrap())
+        .replace("127.0.0.1:5000", &format!("127.0.0.1:{port}"))
+        .replace(
+            "command = \"…\"",
+            &format!(
+                "command = {FIXTURE:?}\nargs = [\"--name\", \"filesystem\", \"--record\", {:?}]",
+                s.path("r.jsonl").display().to_string()
+            ),
+        );
+    std::fs::write(s.config(), toml).unwrap();
+    let mut cmd = launch(&s);
+    cmd.env("GAVEL_CACHE_DIR", s.path("cache"));
+    let c = connect_cmd(cmd, TestHost::new()).await;
+    // The filesystem policy decides: the fixture's echo is not a
+    // filesystem tool.
+    assert_eq!(reasons(&c, "echo").await, json!(["action_not_permitted"]));
+    eventually("status shows the verified bundle", || {
+        let oci = &status(&s.path("state"))["policies"]["filesystem"]["oci"][0];
+        oci["active_revision"] == "1.0.0" && oci["signer_keyid"] == "release-2026"
+    })
+    .await;
+    c.cancel().await.unwrap();
+}

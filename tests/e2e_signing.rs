@@ -286,3 +286,111 @@ async fn shared_bundles_are_signed_with_the_policy_keys() {
         "org"
     );
 }
+
+/// `bundle build --revision` writes the revision into `.manifest`; `bundle
+/// sign` signs a built tarball in place (re-packed, a new digest, an older
+/// signature replaced) and `--scope` binds the token to a key's scope.
+#[test]
+fn build_revision_then_sign_the_tarball_with_a_scope() {
+    let s = Setup::new("");
+    std::fs::write(s.path("k1.secret"), "first-secret").unwrap();
+    std::fs::write(s.path("k2.secret"), "second-secret").unwrap();
+    let dir = s.path("b");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture"),
+        &dir,
+    );
+    let tgz = s.path("b.tar.gz");
+    let built = stdout_ok(gavel_cmd(&[
+        "bundle",
+        "build",
+        dir.to_str().unwrap(),
+        "-o",
+        tgz.to_str().unwrap(),
+        "--revision",
+        "2.0.0",
+    ]));
+    let inspect = stdout_ok(gavel_cmd(&["bundle", "inspect", tgz.to_str().unwrap()]));
+    assert!(
+        inspect.contains("\"revision\": \"2.0.0\"") && inspect.contains("\"signed\": false"),
+        "{inspect}"
+    );
+    let sign = |key: &str, kid: &str| {
+        stdout_ok(gavel_cmd(&[
+            "bundle",
+            "sign",
+            tgz.to_str().unwrap(),
+            "--key",
+            s.path(key).to_str().unwrap(),
+            "--algorithm",
+            "HS256",
+            "--keyid",
+            kid,
+            "--scope",
+            "write",
+        ]))
+    };
+    // Signed twice: the second signature replaces the first.
+    sign("k2.secret", "k2");
+    let signed = sign("k1.secret", "k1");
+    let digest = |out: &str| {
+        out.rsplit("sha256:")
+            .next()
+            .unwrap()
+            .trim()
+            .trim_end_matches(')')
+            .to_string()
+    };
+    assert_ne!(digest(&built), digest(&signed), "{built} / {signed}");
+    let inspect = stdout_ok(gavel_cmd(&["bundle", "inspect", tgz.to_str().unwrap()]));
+    assert!(
+        inspect.contains("\"revision\": \"2.0.0\"")
+            && inspect.contains("\"signature_kid\": \"k1\""),
+        "{inspect}"
+    );
+    let with_scope = |scope: &str| {
+        config_with(&s, &tgz, &["k1"])
+            .replace(
+                "[keys.k2]\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_TEST_K2\"\n\n",
+                "",
+            )
+            .replace(
+                "k1.secret\"\n",
+                &format!("k1.secret\"\nscope = {scope:?}\n"),
+            )
+    };
+    std::fs::write(s.config(), with_scope("write")).unwrap();
+    let (good, err) = check(&s);
+    assert!(good, "{err}");
+    std::fs::write(s.config(), with_scope("read")).unwrap();
+    let (good, err) = check(&s);
+    assert!(!good && err.contains("scope mismatch"), "{err}");
+    // A signed directory cannot take a new revision (the signature covers
+    // .manifest); the message says what order works.
+    stdout_ok(gavel_cmd(&[
+        "bundle",
+        "sign",
+        dir.to_str().unwrap(),
+        "--key",
+        s.path("k1.secret").to_str().unwrap(),
+        "--algorithm",
+        "HS256",
+        "--keyid",
+        "k1",
+    ]));
+    let out = gavel_cmd(&[
+        "bundle",
+        "build",
+        dir.to_str().unwrap(),
+        "-o",
+        s.path("c.tar.gz").to_str().unwrap(),
+        "--revision",
+        "3.0.0",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("build with --revision first, then sign the tarball"),
+        "{err}"
+    );
+}

@@ -169,9 +169,12 @@ pub enum BundleCommand {
         #[arg(long)]
         revision: Option<String>,
     },
-    /// Write <dir>/.signatures.json: one JWT over every file's hash (OPA's format).
+    /// Sign a bundle (OPA's .signatures.json: one JWT over every file's hash):
+    /// a directory gets <dir>/.signatures.json; a .tar.gz from `bundle build`
+    /// is re-packed with it inside (build → sign → push).
     Sign {
-        dir: PathBuf,
+        /// A bundle directory or .tar.gz.
+        bundle: PathBuf,
         /// Signing key: PEM private key file, or a file holding the HMAC secret.
         #[arg(long)]
         key: PathBuf,
@@ -484,20 +487,28 @@ fn bundle_command(command: BundleCommand) -> anyhow::Result<()> {
             say(format!("built {} ({digest})", output.display()));
         }
         BundleCommand::Sign {
-            dir,
+            bundle,
             key,
             algorithm,
             keyid,
             scope,
         } => {
-            sign::sign_dir(
-                &dir,
+            match sign::sign_bundle(
+                &bundle,
                 &algorithm,
                 &read_key(&key)?,
                 keyid.as_deref(),
                 scope.as_deref(),
-            )?;
-            say(format!("signed {} (wrote .signatures.json)", dir.display()));
+            )? {
+                None => say(format!(
+                    "signed {} (wrote .signatures.json)",
+                    bundle.display()
+                )),
+                Some(digest) => say(format!(
+                    "signed {} (.signatures.json inside; now {digest})",
+                    bundle.display()
+                )),
+            }
         }
         BundleCommand::Verify {
             bundle,
