@@ -6,6 +6,7 @@
 pub mod canonical;
 pub mod deps;
 pub mod digest;
+pub mod es512;
 pub mod lint;
 pub mod manifest;
 pub mod oci;

@@ -23,6 +23,23 @@ pub fn sign(
     scope: Option<&str>,
 ) -> Result<String, SignError> {
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let mut files = Vec::new();
+    for f in bundle.files.iter().filter(|f| f.path != ".signatures.json") {
+        let input = canonical::hash_input(&f.path, &f.bytes).map_err(SignError)?;
+        files.push(
+            json!({"name": f.path, "hash": canonical::sha256_hex(&input), "algorithm": "SHA-256"}),
+        );
+    }
+    let mut claims = json!({"files": files});
+    if let Some(k) = keyid {
+        claims["keyid"] = json!(k);
+    }
+    if let Some(s) = scope {
+        claims["scope"] = json!(s);
+    }
+    if algorithm == "ES512" {
+        return sign_es512(&claims, key_pem_or_secret, keyid);
+    }
     let alg: Algorithm = algorithm
         .parse()
         .map_err(|_| SignError(format!("unknown algorithm {algorithm}")))?;
@@ -39,24 +56,33 @@ pub fn sign(
         _ => EncodingKey::from_rsa_pem(key_pem_or_secret.as_bytes())
             .map_err(|e| SignError(format!("signing key: {e}")))?,
     };
-    let mut files = Vec::new();
-    for f in bundle.files.iter().filter(|f| f.path != ".signatures.json") {
-        let input = canonical::hash_input(&f.path, &f.bytes).map_err(SignError)?;
-        files.push(
-            json!({"name": f.path, "hash": canonical::sha256_hex(&input), "algorithm": "SHA-256"}),
-        );
-    }
-    let mut claims = json!({"files": files});
-    if let Some(k) = keyid {
-        claims["keyid"] = json!(k);
-    }
-    if let Some(s) = scope {
-        claims["scope"] = json!(s);
-    }
     let mut header = Header::new(alg);
     header.kid = keyid.map(String::from);
     jsonwebtoken::encode(&header, &claims, &key)
         .map_err(|e| SignError(format!("signing failed: {e}")))
+}
+
+/// A compact JWS with ES512 (jsonwebtoken has no P-521): header and
+/// payload as jsonwebtoken would write them, the raw `r || s` signature.
+fn sign_es512(
+    claims: &serde_json::Value,
+    key: &str,
+    keyid: Option<&str>,
+) -> Result<String, SignError> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut header = json!({"typ": "JWT", "alg": "ES512"});
+    if let Some(k) = keyid {
+        header["kid"] = json!(k);
+    }
+    let input = format!(
+        "{}.{}",
+        b64.encode(serde_json::to_vec(&header).map_err(|e| SignError(e.to_string()))?),
+        b64.encode(serde_json::to_vec(claims).map_err(|e| SignError(e.to_string()))?)
+    );
+    let sig = super::es512::sign(input.as_bytes(), key)
+        .map_err(|e| SignError(format!("signing key: {e}")))?;
+    Ok(format!("{input}.{}", b64.encode(sig)))
 }
 
 /// Signs the bundle at `path`: a directory gets `<dir>/.signatures.json`; a

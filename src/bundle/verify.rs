@@ -16,7 +16,8 @@ use super::{Bundle, canonical};
 
 #[derive(Debug, Clone)]
 pub struct VerificationKey {
-    /// RS256 (default), RS/PS/ES 256/384/512, HS256/384/512, EdDSA.
+    /// RS256 (default), RS/PS/ES 256/384/512, HS256/384/512, EdDSA (ES512
+    /// through `es512`, the rest through jsonwebtoken).
     pub algorithm: String,
     /// PEM public key, or the HMAC secret.
     pub key: String,
@@ -236,25 +237,31 @@ fn verify_jwt(
             format!("verification key corresponding to ID {keyid} not found"),
         )
     })?;
-    let alg = algorithm(&key.algorithm).ok_or_else(|| {
-        err(
-            K::UnknownAlgorithm,
-            format!("unknown signature algorithm: {}", key.algorithm),
-        )
-    })?;
-    let dk = decoding_key(alg, &key.key)?;
-    b64(parts[2], "signature", K::SignatureBase64)?;
-    let mut validation = jsonwebtoken::Validation::new(alg);
-    validation.required_spec_claims.clear();
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    jsonwebtoken::decode::<Value>(token, &dk, &validation).map_err(|e| {
-        err(
-            K::BadSignature,
-            format!("failed to verify JWT signature: {e}"),
-        )
-    })?;
+    if key.algorithm == "ES512" {
+        verify_es512(&parts, &key.key)?;
+    } else {
+        let alg = algorithm(&key.algorithm).ok_or_else(|| {
+            err(
+                K::UnknownAlgorithm,
+                format!("unknown signature algorithm: {}", key.algorithm),
+            )
+        })?;
+        let dk = decoding_key(alg, &key.key)?;
+        b64(parts[2], "signature", K::SignatureBase64)?;
+        // Only the configured algorithm is accepted: a token whose header
+        // names another (HS256 against an RSA key, say) is refused.
+        let mut validation = jsonwebtoken::Validation::new(alg);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        jsonwebtoken::decode::<Value>(token, &dk, &validation).map_err(|e| {
+            err(
+                K::BadSignature,
+                format!("failed to verify JWT signature: {e}"),
+            )
+        })?;
+    }
     let scope = if !cfg.scope.is_empty() {
         cfg.scope.clone()
     } else {
@@ -264,6 +271,35 @@ fn verify_jwt(
         return Err(err(K::ScopeMismatch, "scope mismatch"));
     }
     Ok((payload, keyid, scope))
+}
+
+/// ES512 (not in jsonwebtoken): the configured key's algorithm, checked
+/// against the header as jsonwebtoken checks the others, then the raw
+/// `r || s` signature over `header.payload`.
+fn verify_es512(parts: &[&str], public_pem: &str) -> Result<(), VerifyError> {
+    let header: Value = serde_json::from_slice(&b64(parts[0], "headers", K::Header)?)
+        .map_err(|e| err(K::Header, format!("failed to parse JWT headers: {e}")))?;
+    let sig = b64(parts[2], "signature", K::SignatureBase64)?;
+    if header.get("alg").and_then(Value::as_str) != Some("ES512") {
+        return Err(err(
+            K::BadSignature,
+            "failed to verify JWT signature: InvalidAlgorithm",
+        ));
+    }
+    let input = format!("{}.{}", parts[0], parts[1]);
+    super::es512::verify(input.as_bytes(), &sig, public_pem).map_err(|e| {
+        let kind = if e.starts_with("failed to parse PEM") {
+            K::BadKey
+        } else {
+            K::BadSignature
+        };
+        let message = if kind == K::BadKey {
+            e
+        } else {
+            format!("failed to verify JWT signature: {e}")
+        };
+        err(kind, message)
+    })
 }
 
 /// Verifies the JWT in `.signatures.json` bytes (OPA's `VerifyBundleSignature`).

@@ -487,8 +487,8 @@ impl Config {
             let field = format!("keys.{name}");
             let algorithm = k.algorithm.clone().unwrap_or_else(|| "RS256".into());
             const ALGS: &[&str] = &[
-                "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "HS256",
-                "HS384", "HS512", "EdDSA",
+                "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+                "HS256", "HS384", "HS512", "EdDSA",
             ];
             if !ALGS.contains(&algorithm.as_str()) {
                 return Err(ctx.at(
