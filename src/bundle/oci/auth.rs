@@ -163,6 +163,11 @@ fn from_docker_config(
     Ok((RegistryAuth::Anonymous, CredentialSource::Anonymous))
 }
 
+/// A credential helper's answer is a small JSON object.
+const HELPER_OUTPUT_LIMIT: usize = 64 << 10;
+/// How long a credential helper may take.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// `docker-credential-<helper> get`: registry on stdin, `{Username, Secret}`
 /// out. "credentials not found" means anonymous, as docker treats it.
 fn helper_get(
@@ -187,34 +192,73 @@ fn helper_get(
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot run {prog} (docker config names it): {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(registry.as_bytes());
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    // Read stdout while the helper runs (a helper that prints more than a
+    // pipe holds would otherwise block until the deadline), at most
+    // HELPER_OUTPUT_LIMIT bytes: credentials are small.
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = Vec::new();
+            let r = stdout
+                .take(HELPER_OUTPUT_LIMIT as u64 + 1)
+                .read_to_end(&mut buf);
+            let _ = tx.send(r.map(|_| buf));
+        });
+    }
+    let deadline = std::time::Instant::now() + HELPER_TIMEOUT;
+    let kill = |child: &mut std::process::Child| {
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    let stdout = match rx.recv_timeout(HELPER_TIMEOUT) {
+        Ok(Ok(b)) if b.len() > HELPER_OUTPUT_LIMIT => {
+            kill(&mut child);
+            return Err(format!(
+                "{prog} get printed more than {HELPER_OUTPUT_LIMIT} bytes; it was stopped"
+            ));
+        }
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            kill(&mut child);
+            return Err(format!("{prog} get: {e}"));
+        }
+        Err(_) => {
+            kill(&mut child);
+            return Err(format!(
+                "{prog} get did not answer within {} s",
+                HELPER_TIMEOUT.as_secs()
+            ));
+        }
+    };
+    // Its output is complete (stdout closed); it has until the deadline to exit.
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(st)) => break st,
             Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
+                std::thread::sleep(Duration::from_millis(10))
             }
             _ => {
-                let _ = child.kill();
-                return Err(format!("{prog} get did not answer within 10 s"));
+                kill(&mut child);
+                return Err(format!(
+                    "{prog} get did not exit within {} s",
+                    HELPER_TIMEOUT.as_secs()
+                ));
             }
         }
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{prog} get: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        if stdout.contains("credentials not found") {
+    };
+    let text = String::from_utf8_lossy(&stdout);
+    if !status.success() {
+        if text.contains("credentials not found") {
             return Ok(RegistryAuth::Anonymous);
         }
-        return Err(format!("{prog} get failed ({})", out.status));
+        return Err(format!("{prog} get failed ({status})"));
     }
     #[derive(Deserialize)]
     struct HelperOut {
@@ -223,7 +267,7 @@ fn helper_get(
         #[serde(rename = "Secret")]
         secret: String,
     }
-    let h: HelperOut = serde_json::from_slice(&out.stdout)
+    let h: HelperOut = serde_json::from_slice(&stdout)
         .map_err(|_| format!("{prog} get printed something that is not {{Username, Secret}}"))?;
     Ok(if h.username == "<token>" {
         RegistryAuth::Bearer(h.secret)
@@ -283,6 +327,21 @@ mod tests {
             matches!(a, RegistryAuth::Anonymous),
             "not found = anonymous"
         );
+        // A chatty helper is read while it runs and stopped at the cap,
+        // not left blocked on a full pipe until the deadline.
+        let chatty = dir.path().join("docker-credential-chatty");
+        std::fs::write(
+            &chatty,
+            "#!/bin/sh
+head -c 10000000 /dev/zero | tr '\\0' x
+echo '{\"Username\":\"u\",\"Secret\":\"s\"}'
+",
+        )
+        .unwrap();
+        std::fs::set_permissions(&chatty, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cfg = parse(r#"{"credHelpers": {"loud:1": "chatty"}}"#);
+        let e = from_docker_config(&cfg, "loud:1", d).unwrap_err();
+        assert!(e.contains("printed more than 65536 bytes"), "{e}");
         let cfg = parse(r#"{"credHelpers": {"x": "no-such-helper-here"}}"#);
         assert!(
             from_docker_config(&cfg, "x", d)
