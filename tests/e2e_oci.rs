@@ -700,9 +700,60 @@ async fn basic_auth_registry() {
         .args(["bundle", "push", tb.to_str().unwrap(), &tag, "--insecure"])
         .env("GAVEL_REGISTRY_USERNAME", "ops")
         .env("GAVEL_REGISTRY_PASSWORD", "s3cret-pw")
+        .env("GAVEL_REGISTRY", reg.host())
         .output()
         .unwrap();
     stdout_ok(out);
+    // Environment credentials name their registry: they are not sent to
+    // another one, and without GAVEL_REGISTRY they are refused.
+    let out = Command::new(GAVEL)
+        .args(["bundle", "push", tb.to_str().unwrap(), &tag, "--insecure"])
+        .env("GAVEL_REGISTRY_USERNAME", "ops")
+        .env("GAVEL_REGISTRY_PASSWORD", "s3cret-pw")
+        .env("GAVEL_REGISTRY", "elsewhere.example:5000")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "anonymous: refused by the registry");
+    let out = Command::new(GAVEL)
+        .args(["bundle", "push", tb.to_str().unwrap(), &tag, "--insecure"])
+        .env("GAVEL_REGISTRY_USERNAME", "ops")
+        .env("GAVEL_REGISTRY_PASSWORD", "s3cret-pw")
+        .env_remove("GAVEL_REGISTRY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("GAVEL_REGISTRY does not name"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP is never assumed: without --insecure the error says so.
+    let out = Command::new(GAVEL)
+        .args(["bundle", "push", tb.to_str().unwrap(), &tag])
+        .env("GAVEL_REGISTRY_USERNAME", "ops")
+        .env("GAVEL_REGISTRY_PASSWORD", "s3cret-pw")
+        .env("GAVEL_REGISTRY", reg.host())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("insecure = true") && err.contains("--insecure"),
+        "{err}"
+    );
+    let out = gavel_cmd(&[
+        "bundle",
+        "pull",
+        &tag,
+        "-o",
+        s.path("x.tar.gz").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("insecure = true") && err.contains("--insecure"),
+        "{err}"
+    );
     // gavel run with username + password_env from servers.toml.
     config(&s, &reg, &tag, &["k1"]);
     let mut text_cfg = std::fs::read_to_string(s.config()).unwrap();

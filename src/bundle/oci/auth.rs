@@ -1,9 +1,14 @@
 //! Registry credentials, as docker users expect them, first match wins:
 //! 1. `[oci.registries."host"] username` + `password_env` in servers.toml;
-//! 2. `GAVEL_REGISTRY_USERNAME` / `GAVEL_REGISTRY_PASSWORD` (CI, one registry);
+//! 2. `GAVEL_REGISTRY_USERNAME` / `GAVEL_REGISTRY_PASSWORD` (CI), for the one
+//!    registry `GAVEL_REGISTRY` names (`host[:port]`) — never sent to any
+//!    other registry;
 //! 3. docker's `config.json` (`$DOCKER_CONFIG/config.json`, else
 //!    `~/.docker/config.json`): `credHelpers[host]`, then `auths[host]`
-//!    (`auth` = base64 `user:password`, or `identitytoken`), then `credsStore`;
+//!    (`auth` = base64 `user:password`, or `username`/`password`), then
+//!    `credsStore`. An `identitytoken` is an OAuth2 refresh token docker
+//!    exchanges for an access token; oci-client cannot, and sending it as a
+//!    bearer token would be wrong, so gavel refuses it and says what works;
 //! 4. anonymous.
 //!
 //! Credential helpers are run as `docker-credential-<name> get` with the
@@ -89,11 +94,8 @@ pub fn credentials(
             CredentialSource::Config,
         ));
     }
-    if let (Ok(u), Ok(p)) = (
-        std::env::var("GAVEL_REGISTRY_USERNAME"),
-        std::env::var("GAVEL_REGISTRY_PASSWORD"),
-    ) {
-        return Ok((RegistryAuth::Basic(u, p), CredentialSource::Environment));
+    if let Some(a) = from_environment(registry, &|k| std::env::var(k).ok()).map_err(err)? {
+        return Ok((a, CredentialSource::Environment));
     }
     let Some(path) = docker_config_path() else {
         return Ok((RegistryAuth::Anonymous, CredentialSource::Anonymous));
@@ -109,6 +111,29 @@ pub fn credentials(
         Err(e) => return Err(err(format!("{}: {e}", path.display()))),
     };
     from_docker_config(&cfg, registry, None).map_err(err)
+}
+
+/// `GAVEL_REGISTRY_USERNAME`/`_PASSWORD` for the registry `GAVEL_REGISTRY`
+/// names; `None` for any other registry. Credentials without a registry
+/// named are an error (they would otherwise go to every registry).
+fn from_environment(
+    registry: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<RegistryAuth>, String> {
+    let (Some(u), Some(p)) = (
+        env("GAVEL_REGISTRY_USERNAME"),
+        env("GAVEL_REGISTRY_PASSWORD"),
+    ) else {
+        return Ok(None);
+    };
+    match env("GAVEL_REGISTRY") {
+        None => Err(
+            "GAVEL_REGISTRY_USERNAME/GAVEL_REGISTRY_PASSWORD are set but GAVEL_REGISTRY does not name the registry (host[:port]) they are for; gavel does not send them to every registry"
+                .into(),
+        ),
+        Some(r) if r.trim().eq_ignore_ascii_case(registry) => Ok(Some(RegistryAuth::Basic(u, p))),
+        Some(_) => Ok(None),
+    }
 }
 
 /// `helper_dir`: where to find helpers (tests); `None` searches `PATH`.
@@ -129,10 +154,9 @@ fn from_docker_config(
         k.split('/').next() == Some(registry)
     });
     if let Some((_, a)) = entry {
-        if let Some(tok) = &a.identitytoken {
-            return Ok((
-                RegistryAuth::Bearer(tok.clone()),
-                CredentialSource::DockerConfig,
+        if a.identitytoken.as_deref().is_some_and(|t| !t.is_empty()) {
+            return Err(format!(
+                "docker config's auths entry for {registry} holds an identitytoken (an OAuth2 refresh token that docker exchanges for an access token; gavel does not): give gavel a username and password instead ([oci.registries.\"{registry}\"] username + password_env, or GAVEL_REGISTRY with GAVEL_REGISTRY_USERNAME/PASSWORD), or a credential helper"
             ));
         }
         if let (Some(u), Some(p)) = (&a.username, &a.password) {
@@ -292,8 +316,14 @@ mod tests {
         let (a, src) = from_docker_config(&cfg, "reg.example:5000", None).unwrap();
         assert!(matches!(a, RegistryAuth::Basic(u, p) if u == "user" && p == "pass"));
         assert_eq!(src, CredentialSource::DockerConfig);
-        let (a, _) = from_docker_config(&cfg, "other", None).unwrap();
-        assert!(matches!(a, RegistryAuth::Bearer(t) if t == "tok"));
+        // A refresh token is not a bearer token: refused, saying what works.
+        let e = from_docker_config(&cfg, "other", None).unwrap_err();
+        assert!(
+            e.contains("identitytoken")
+                && e.contains("refresh token")
+                && e.contains("password_env"),
+            "{e}"
+        );
         let (a, src) = from_docker_config(&cfg, "nowhere", None).unwrap();
         assert!(matches!(a, RegistryAuth::Anonymous));
         assert_eq!(src, CredentialSource::Anonymous);
@@ -303,6 +333,27 @@ mod tests {
                 .unwrap_err()
                 .contains("base64")
         );
+    }
+
+    #[test]
+    fn environment_credentials_go_to_the_named_registry_only() {
+        let env = |reg: Option<&'static str>| {
+            move |k: &str| match k {
+                "GAVEL_REGISTRY_USERNAME" => Some("ci".to_string()),
+                "GAVEL_REGISTRY_PASSWORD" => Some("pw".to_string()),
+                "GAVEL_REGISTRY" => reg.map(String::from),
+                _ => None,
+            }
+        };
+        let named = env(Some("reg.example:5000"));
+        assert!(matches!(
+            from_environment("reg.example:5000", &named).unwrap(),
+            Some(RegistryAuth::Basic(u, p)) if u == "ci" && p == "pw"
+        ));
+        assert!(from_environment("ghcr.io", &named).unwrap().is_none());
+        let e = from_environment("ghcr.io", &env(None)).unwrap_err();
+        assert!(e.contains("GAVEL_REGISTRY does not name"), "{e}");
+        assert!(from_environment("x", &|_| None).unwrap().is_none());
     }
 
     #[test]
