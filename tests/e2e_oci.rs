@@ -646,16 +646,21 @@ async fn registry_failures_keep_the_last_good_bundle() {
 
 /// Answers every request on `listener` with 200 and an HTML page.
 fn garbage_registry(listener: tokio::net::TcpListener) {
+    fake_registry(listener, "<html>definitely not a manifest</html>".into());
+}
+
+/// Answers every request on `listener` with 200 and `body` as a manifest.
+fn fake_registry(listener: tokio::net::TcpListener, body: String) {
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
                 return;
             };
+            let body = body.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = sock.read(&mut buf).await;
-                let body = "<html>definitely not a manifest</html>";
                 let _ = sock
                     .write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes())
                     .await;
@@ -1315,5 +1320,139 @@ async fn readme_publish_walkthrough_runs_as_written() {
         oci["active_revision"] == "1.0.0" && oci["signer_keyid"] == "release-2026"
     })
     .await;
+    c.cancel().await.unwrap();
+}
+
+/// A digest pin: decided from the registry, then offline from the cache
+/// without asking the registry at all; a registry that answers a pin with
+/// another manifest is refused (the server fails closed, naming both
+/// digests). The text status shows each OCI layer's own signer.
+#[tokio::test(flavor = "multi_thread")]
+async fn digest_pins_offline_and_a_registry_that_breaks_the_pin() {
+    let reg = TestRegistry::start();
+    let s = Setup::new("");
+    keys(&s);
+    let tb = tarball(&s, &bundle(&s, "r1", "r1", "", Some("k1")));
+    let digest = push(&tb, &format!("oci://{}/policies/fixture:live", reg.host()));
+    let pin = format!("oci://{}/policies/fixture@{digest}", reg.host());
+    config(&s, &reg, &pin, &["k1"]);
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(
+        reasons(&c, "destructive_delete").await,
+        json!(["destructive_denied"])
+    );
+    eventually("active from the registry", || {
+        status(&s.path("state"))["policies"]["fx"]["oci"][0]["source"] == "registry"
+    })
+    .await;
+    c.cancel().await.unwrap();
+
+    let mut reg = reg;
+    reg.stop();
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(
+        reasons(&c, "destructive_delete").await,
+        json!(["destructive_denied"])
+    );
+    let mut seen = Value::Null;
+    eventually("active from the cache", || {
+        seen = status(&s.path("state"))["policies"]["fx"]["oci"][0].clone();
+        seen["source"] == "cache"
+    })
+    .await;
+    assert_eq!(
+        seen["requests"], 0,
+        "a cached digest pin never asks: {seen}"
+    );
+    assert!(seen.get("message").is_none(), "{seen}");
+    assert_eq!(seen["manifest_digest"], json!(digest));
+    c.cancel().await.unwrap();
+
+    // Same address, now a registry that answers any pin with some other
+    // (well-formed) manifest; a pin this cache has never seen.
+    let other = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},
+        "layers": []})
+    .to_string();
+    fake_registry(
+        tokio::net::TcpListener::bind(("127.0.0.1", reg.port))
+            .await
+            .unwrap(),
+        other.clone(),
+    );
+    let wanted = format!("sha256:{}", sha256_hex(b"some other manifest"));
+    let broken = format!("oci://{}/policies/fixture@{wanted}", reg.host());
+    config(&s, &reg, &broken, &["k1"]);
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    let r = call(&c, "echo", json!({"text": "x"})).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    let t = text(&r);
+    assert!(
+        t.contains(&format!(
+            "the registry sent a manifest with digest sha256:{}, not the pinned {wanted}",
+            sha256_hex(other.as_bytes())
+        )),
+        "{t}"
+    );
+    c.cancel().await.unwrap();
+}
+
+/// `gavel status` (text) names each OCI layer's own signer.
+#[tokio::test(flavor = "multi_thread")]
+async fn text_status_shows_each_layers_signer() {
+    let reg = TestRegistry::start();
+    let s = Setup::new("");
+    keys(&s);
+    let fixture = format!("oci://{}/policies/fixture:live", reg.host());
+    let workflow = format!("oci://{}/policies/workflow:live", reg.host());
+    push(
+        &tarball(&s, &bundle(&s, "r1", "r1", "", Some("k1"))),
+        &fixture,
+    );
+    let wf = s.path("workflow");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("bundles/workflow"),
+        &wf,
+    );
+    sign(&s, &wf, "k2", "k2.secret");
+    push(&tarball(&s, &wf), &workflow);
+    config(&s, &reg, &fixture, &["k1", "k2"]);
+    let cfg = std::fs::read_to_string(s.config()).unwrap().replace(
+        &format!("bundle = {fixture:?}"),
+        &format!("bundles = [{fixture:?}, {workflow:?}]"),
+    );
+    std::fs::write(s.config(), cfg).unwrap();
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(
+        reasons(&c, "destructive_delete").await,
+        json!(["destructive_denied"])
+    );
+    let mut human = String::new();
+    eventually("both layers in the text status", || {
+        let out = Command::new(GAVEL)
+            .arg("status")
+            .env("GAVEL_STATE_DIR", s.path("state"))
+            .output()
+            .unwrap();
+        human = String::from_utf8_lossy(&out.stdout).into_owned();
+        human.contains("policies/workflow:live: revision 1.0.0")
+    })
+    .await;
+    let line = |name: &str| {
+        human
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        line("policies/fixture:live: revision").contains("signer k1"),
+        "{human}"
+    );
+    assert!(
+        line("policies/workflow:live: revision").contains("signer k2"),
+        "{human}"
+    );
     c.cancel().await.unwrap();
 }
