@@ -31,19 +31,24 @@ fn bundle(s: &Setup, name: &str, revision: &str, extra: &str, key: Option<&str>)
     p.push_str(extra);
     std::fs::write(&policy, p).unwrap();
     if let Some(k) = key {
-        stdout_ok(gavel_cmd(&[
-            "bundle",
-            "sign",
-            dir.to_str().unwrap(),
-            "--key",
-            s.path(&format!("{k}.secret")).to_str().unwrap(),
-            "--algorithm",
-            "HS256",
-            "--keyid",
-            k,
-        ]));
+        sign(s, &dir, k, &format!("{k}.secret"));
     }
     dir
+}
+
+/// `gavel bundle sign` (HS256) with the secret in `secret_file`, naming `kid`.
+fn sign(s: &Setup, dir: &Path, kid: &str, secret_file: &str) {
+    stdout_ok(gavel_cmd(&[
+        "bundle",
+        "sign",
+        dir.to_str().unwrap(),
+        "--key",
+        s.path(secret_file).to_str().unwrap(),
+        "--algorithm",
+        "HS256",
+        "--keyid",
+        kid,
+    ]));
 }
 
 fn tarball(s: &Setup, dir: &Path) -> PathBuf {
@@ -280,16 +285,22 @@ async fn pull_decide_hot_reload_and_restart_offline() {
 }
 
 /// Pushes `path` under the tag, waits until gavel has looked at it and
-/// recorded an error, and checks the last good bundle still decides.
-async fn refused(s: &Setup, c: &Client, tag: &str, path: &Path, needle: &str) {
+/// recorded an error naming that layer, and checks the last good bundle
+/// still decides and is still what the status shows. Returns that status
+/// entry.
+async fn refused(s: &Setup, c: &Client, tag: &str, path: &Path, needle: &str) -> Value {
     let digest = push(path, tag);
+    let layer = format!("sha256:{}", sha256_hex(&std::fs::read(path).unwrap()));
+    let mut seen = Value::Null;
     eventually(
         &format!("{} refused with {needle:?}", path.display()),
         || {
             let st = status(&s.path("state"));
-            let oci = &st["policies"]["fx"]["oci"][0];
-            oci["message"].as_str().is_some_and(|m| m.contains(needle))
-                && oci["manifest_digest"] != json!(digest)
+            seen = st["policies"]["fx"]["oci"][0].clone();
+            seen["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(needle) && m.contains(&layer))
+                && seen["manifest_digest"] != json!(digest)
         },
     )
     .await;
@@ -298,9 +309,52 @@ async fn refused(s: &Setup, c: &Client, tag: &str, path: &Path, needle: &str) {
         json!("allowed"),
         "r1 still decides"
     );
-    let st = status(&s.path("state"));
-    assert_eq!(st["policies"]["fx"]["oci"][0]["active_revision"], "r1");
-    assert_eq!(st["policies"]["fx"]["oci"][0]["code"], "bundle_error");
+    assert_eq!(seen["active_revision"], "r1", "{seen}");
+    assert_eq!(seen["code"], "bundle_error", "{seen}");
+    assert_eq!(seen["source"], "registry", "{seen}");
+    assert!(
+        seen["message"]
+            .as_str()
+            .unwrap()
+            .contains("the last good bundle stays active"),
+        "{seen}"
+    );
+    seen
+}
+
+/// A good k1-signed bundle whose JWT payload is rewritten to cover a
+/// changed policy (the file hash updated, the original signature kept): what
+/// someone without the key would try.
+fn forged_payload(s: &Setup) -> PathBuf {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let dir = bundle(s, "forged-payload", "bad8", "", Some("k1"));
+    let policy = dir.join("mcp/fixture/policy.rego");
+    let mut p = std::fs::read_to_string(&policy).unwrap();
+    p.push_str(DENY_ECHO);
+    std::fs::write(&policy, &p).unwrap();
+    let sigs: Value =
+        serde_json::from_slice(&std::fs::read(dir.join(".signatures.json")).unwrap()).unwrap();
+    let token = sigs["signatures"][0].as_str().unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut payload: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    for f in payload["files"].as_array_mut().unwrap() {
+        if f["name"] == "mcp/fixture/policy.rego" {
+            f["hash"] = json!(sha256_hex(p.as_bytes()));
+        }
+    }
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64.encode(serde_json::to_vec(&payload).unwrap()),
+        parts[2]
+    );
+    std::fs::write(
+        dir.join(".signatures.json"),
+        serde_json::to_vec(&json!({"signatures": [forged]})).unwrap(),
+    )
+    .unwrap();
+    dir
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -319,7 +373,58 @@ async fn bad_bundles_are_refused_and_the_last_good_one_kept() {
 
     // Signed by a key the server does not trust.
     let wrong = bundle(&s, "wrong-key", "bad1", DENY_ECHO, Some("k2"));
-    refused(&s, &c, &tag, &tarball(&s, &wrong), "signature").await;
+    let st = refused(
+        &s,
+        &c,
+        &tag,
+        &tarball(&s, &wrong),
+        "verification key corresponding to ID k2 not found",
+    )
+    .await;
+    // The refused layer is not downloaded (or rebuilt) again while the
+    // registry keeps serving it: polls go on, downloads do not.
+    let (requests, downloads) = (st["requests"].as_u64().unwrap(), st["downloads"].clone());
+    eventually("three more polls after the refusal", || {
+        status(&s.path("state"))["policies"]["fx"]["oci"][0]["requests"]
+            .as_u64()
+            .is_some_and(|n| n >= requests + 3)
+    })
+    .await;
+    let later = status(&s.path("state"))["policies"]["fx"]["oci"][0].clone();
+    assert_eq!(later["downloads"], downloads, "{later}");
+    assert_eq!(later["message"], st["message"], "the refusal stays shown");
+    // The right kid, the wrong key material: a token claiming k1, made with
+    // k2's secret.
+    let bad_sig = bundle(&s, "bad-signature", "bad7", DENY_ECHO, None);
+    sign(&s, &bad_sig, "k1", "k2.secret");
+    refused(
+        &s,
+        &c,
+        &tag,
+        &tarball(&s, &bad_sig),
+        "failed to verify JWT signature",
+    )
+    .await;
+    // A forged payload under a genuine signature.
+    refused(
+        &s,
+        &c,
+        &tag,
+        &tarball(&s, &forged_payload(&s)),
+        "failed to verify JWT signature",
+    )
+    .await;
+    // A `.signatures.json` with no signature in it.
+    let empty = bundle(&s, "no-signature", "bad9", DENY_ECHO, None);
+    std::fs::write(empty.join(".signatures.json"), r#"{"signatures": []}"#).unwrap();
+    refused(
+        &s,
+        &c,
+        &tag,
+        &tarball(&s, &empty),
+        ".signatures.json: missing JWT (expected exactly one)",
+    )
+    .await;
     // Unsigned.
     let unsigned = bundle(&s, "unsigned", "bad2", DENY_ECHO, None);
     refused(&s, &c, &tag, &tarball(&s, &unsigned), "not signed").await;
@@ -363,15 +468,18 @@ async fn bad_bundles_are_refused_and_the_last_good_one_kept() {
     assert_eq!(reasons(&c, "echo").await, json!(["echo_frozen"]));
     let old_key = bundle(&s, "old-key", "bad6", "", Some("k1"));
     let digest = push(&tarball(&s, &old_key), &tag);
+    let mut seen = Value::Null;
     eventually("the k1-signed bundle is refused once k1 is gone", || {
-        let st = status(&s.path("state"));
-        let oci = &st["policies"]["fx"]["oci"][0];
-        oci["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("signature") && m.contains("bad") || m.contains("k1"))
-            && oci["manifest_digest"] != json!(digest)
+        seen = status(&s.path("state"))["policies"]["fx"]["oci"][0].clone();
+        seen["message"].as_str().is_some_and(|m| {
+            m.contains("failed signature verification")
+                && m.contains("verification key corresponding to ID k1 not found")
+        }) && seen["manifest_digest"] != json!(digest)
     })
     .await;
+    assert_eq!(seen["code"], "bundle_error", "{seen}");
+    assert_eq!(seen["active_revision"], "r2", "{seen}");
+    assert_eq!(seen["signer_keyid"], "k2", "{seen}");
     assert_eq!(
         reasons(&c, "echo").await,
         json!(["echo_frozen"]),
@@ -388,6 +496,41 @@ async fn registry_failures_keep_the_last_good_bundle() {
     let c = connect_cmd(launch(&s), TestHost::new()).await;
     assert_eq!(reasons(&c, "echo").await, json!("allowed"));
 
+    c.cancel().await.unwrap();
+
+    // The registry answers, but with a bundle that fails verification (signed
+    // by a key the server does not trust): the next gavel refuses it and
+    // starts from the cached r1 for this server and ref, saying why, and
+    // does not download the refused layer again on every poll.
+    let untrusted = tarball(&s, &bundle(&s, "untrusted", "bad0", DENY_ECHO, Some("k2")));
+    push(&untrusted, &tag);
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(
+        reasons(&c, "echo").await,
+        json!("allowed"),
+        "r1 from the cache"
+    );
+    let mut seen = Value::Null;
+    eventually("the refusal at start is in the status", || {
+        seen = status(&s.path("state"))["policies"]["fx"]["oci"][0].clone();
+        seen["message"].as_str().is_some_and(|m| {
+            m.contains("verification key corresponding to ID k2 not found")
+                && m.contains("the cached bundle for this ref is active")
+        })
+    })
+    .await;
+    assert_eq!(seen["source"], "cache", "{seen}");
+    assert_eq!(seen["active_revision"], "r1", "{seen}");
+    assert_eq!(seen["code"], "bundle_error", "{seen}");
+    assert_eq!(seen["downloads"], 1, "{seen}");
+    let requests = seen["requests"].as_u64().unwrap();
+    eventually("polls after the refusal at start", || {
+        seen = status(&s.path("state"))["policies"]["fx"]["oci"][0].clone();
+        seen["requests"].as_u64().is_some_and(|n| n >= requests + 3)
+    })
+    .await;
+    assert_eq!(seen["downloads"], 1, "not downloaded again: {seen}");
+    assert_eq!(seen["source"], "cache", "{seen}");
     c.cancel().await.unwrap();
 
     // A tag whose layer blob is gone from the registry's storage: the next
@@ -438,39 +581,93 @@ async fn registry_failures_keep_the_last_good_bundle() {
     .await;
     c.cancel().await.unwrap();
 
-    // A "registry" that answers garbage: gavel starts from the cache.
-    let garbage = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gport = garbage.local_addr().unwrap().port();
+    // A "registry" that answers garbage at the registry's own address,
+    // while r1 (pushed again) is active from the registry: the last good is
+    // kept and the error shown; a restart starts from the cache for this
+    // same server and ref.
+    push(&s.path("r1.tar.gz"), &tag);
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    eventually("r1 active from the registry again", || {
+        let oci = &status(&s.path("state"))["policies"]["fx"]["oci"][0];
+        oci["source"] == "registry" && oci["active_revision"] == "r1"
+    })
+    .await;
+    let mut reg = reg;
+    reg.stop();
+    garbage_registry(
+        tokio::net::TcpListener::bind(("127.0.0.1", reg.port))
+            .await
+            .unwrap(),
+    );
+    let mut seen = Value::Null;
+    eventually("garbage reported while r1 stays active", || {
+        seen = status(&s.path("state"))["policies"]["fx"]["oci"][0].clone();
+        seen["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not valid JSON") && m.contains(&tag))
+    })
+    .await;
+    assert_eq!(seen["code"], "bundle_error", "{seen}");
+    assert_eq!(seen["source"], "registry", "{seen}");
+    assert_eq!(seen["active_revision"], "r1", "{seen}");
+    assert_eq!(reasons(&c, "echo").await, json!("allowed"), "r1 decides");
+    c.cancel().await.unwrap();
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(
+        reasons(&c, "echo").await,
+        json!("allowed"),
+        "r1 from the cache"
+    );
+    eventually("garbage at start reported, cache used", || {
+        seen = status(&s.path("state"))["policies"]["fx"]["oci"][0].clone();
+        seen["source"] == "cache"
+            && seen["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not valid JSON"))
+    })
+    .await;
+    assert_eq!(seen["code"], "bundle_error", "{seen}");
+    assert_eq!(seen["active_revision"], "r1", "{seen}");
+    c.cancel().await.unwrap();
+
+    // A ref this server never pulled, from the garbage registry: nothing in
+    // the cache for it, so it fails closed, explained.
+    let s2 = Setup::new("");
+    keys(&s2);
+    let never_ref = format!("oci://{}/policies/fixture:never-pulled", reg.host());
+    write_config_for(&s2, &reg.host(), &never_ref, &s.path("cache"));
+    let c = connect_cmd(launch(&s2), TestHost::new()).await;
+    let r = call(&c, "echo", json!({"text": "x"})).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).contains("not valid JSON"), "{}", text(&r));
+    assert!(text(&r).contains("fixture:never-pulled"), "{}", text(&r));
+    c.cancel().await.unwrap();
+}
+
+/// Answers every request on `listener` with 200 and an HTML page.
+fn garbage_registry(listener: tokio::net::TcpListener) {
+    fake_registry(listener, "<html>definitely not a manifest</html>".into());
+}
+
+/// Answers every request on `listener` with 200 and `body` as a manifest.
+fn fake_registry(listener: tokio::net::TcpListener, body: String) {
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         loop {
-            let Ok((mut sock, _)) = garbage.accept().await else {
+            let Ok((mut sock, _)) = listener.accept().await else {
                 return;
             };
+            let body = body.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = sock.read(&mut buf).await;
-                let body = "<html>definitely not a manifest</html>";
                 let _ = sock
                     .write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes())
                     .await;
             });
         }
     });
-    let s2 = Setup::new("");
-    keys(&s2);
-    let fake = TestRegistryAt(format!("127.0.0.1:{gport}"));
-    let garbage_ref = format!("oci://{}/policies/fixture:live", fake.0);
-    write_config_for(&s2, &fake.0, &garbage_ref, &s.path("cache"));
-    let c = connect_cmd(launch(&s2), TestHost::new()).await;
-    let r = call(&c, "echo", json!({"text": "x"})).await.unwrap();
-    // Not in this server's cache under this ref: fails closed, explained.
-    assert_eq!(r.is_error, Some(true));
-    assert!(text(&r).contains("not valid JSON"), "{}", text(&r));
-    c.cancel().await.unwrap();
 }
-
-struct TestRegistryAt(String);
 
 fn write_config_for(s: &Setup, host: &str, reference: &str, cache: &Path) {
     std::fs::write(
@@ -508,9 +705,60 @@ async fn basic_auth_registry() {
         .args(["bundle", "push", tb.to_str().unwrap(), &tag, "--insecure"])
         .env("GAVEL_REGISTRY_USERNAME", "ops")
         .env("GAVEL_REGISTRY_PASSWORD", "s3cret-pw")
+        .env("GAVEL_REGISTRY", reg.host())
         .output()
         .unwrap();
     stdout_ok(out);
+    // Environment credentials name their registry: they are not sent to
+    // another one, and without GAVEL_REGISTRY they are refused.
+    let out = Command::new(GAVEL)
+        .args(["bundle", "push", tb.to_str().unwrap(), &tag, "--insecure"])
+        .env("GAVEL_REGISTRY_USERNAME", "ops")
+        .env("GAVEL_REGISTRY_PASSWORD", "s3cret-pw")
+        .env("GAVEL_REGISTRY", "elsewhere.example:5000")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "anonymous: refused by the registry");
+    let out = Command::new(GAVEL)
+        .args(["bundle", "push", tb.to_str().unwrap(), &tag, "--insecure"])
+        .env("GAVEL_REGISTRY_USERNAME", "ops")
+        .env("GAVEL_REGISTRY_PASSWORD", "s3cret-pw")
+        .env_remove("GAVEL_REGISTRY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("GAVEL_REGISTRY does not name"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP is never assumed: without --insecure the error says so.
+    let out = Command::new(GAVEL)
+        .args(["bundle", "push", tb.to_str().unwrap(), &tag])
+        .env("GAVEL_REGISTRY_USERNAME", "ops")
+        .env("GAVEL_REGISTRY_PASSWORD", "s3cret-pw")
+        .env("GAVEL_REGISTRY", reg.host())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("insecure = true") && err.contains("--insecure"),
+        "{err}"
+    );
+    let out = gavel_cmd(&[
+        "bundle",
+        "pull",
+        &tag,
+        "-o",
+        s.path("x.tar.gz").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("insecure = true") && err.contains("--insecure"),
+        "{err}"
+    );
     // gavel run with username + password_env from servers.toml.
     config(&s, &reg, &tag, &["k1"]);
     let mut text_cfg = std::fs::read_to_string(s.config()).unwrap();
@@ -882,4 +1130,329 @@ async fn two_instances_share_one_cache() {
     let (a, b) = two_deciding_instances(&s).await;
     a.cancel().await.unwrap();
     b.cancel().await.unwrap();
+}
+
+/// The remediation a server without its bundle names is true: `gavel bundle
+/// pull REF --config … --server NAME` verifies the bundle as that server
+/// would and stores it where a start looks, so gavel then starts offline.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_remediation_for_a_missing_bundle_fills_the_cache() {
+    let reg = TestRegistry::start();
+    let s = Setup::new("");
+    published_r1(&s, &reg);
+    let other = format!("oci://{}/policies/fixture:other", reg.host());
+    config(&s, &reg, &other, &["k1"]);
+    // Registry down, nothing cached: fails closed, naming what to run.
+    let mut reg = reg;
+    reg.stop();
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    let r = call(&c, "echo", json!({"text": "x"})).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    let hint = format!(
+        "gavel bundle pull {other} --config {} --server fx",
+        s.config().display()
+    );
+    assert!(text(&r).contains(&hint), "{}", text(&r));
+    c.cancel().await.unwrap();
+
+    // Registry back (same storage, new port): run the hint as given.
+    reg.restart();
+    let other = format!("oci://{}/policies/fixture:other", reg.host());
+    let tag = format!("oci://{}/policies/fixture:live", reg.host());
+    config(&s, &reg, &other, &["k1"]);
+    // A bundle the server would refuse is not stored.
+    push(
+        &tarball(&s, &bundle(&s, "by-k2", "bad", "", Some("k2"))),
+        &other,
+    );
+    let pull = |r: &str| {
+        gavel_cmd(&[
+            "bundle",
+            "pull",
+            r,
+            "--config",
+            s.config().to_str().unwrap(),
+            "--server",
+            "fx",
+        ])
+    };
+    let out = pull(&other);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not stored in the bundle cache")
+            && err.contains("verification key corresponding to ID k2 not found"),
+        "{err}"
+    );
+    assert!(!s.path("cache/oci/refs").exists(), "nothing stored");
+    // A ref the server does not use is refused too.
+    let out = pull(&tag);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a bundle of server \"fx\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The good one is verified and stored.
+    push(&s.path("r1.tar.gz"), &other);
+    let out = stdout_ok(pull(&other));
+    assert!(
+        out.contains("verified for server \"fx\"") && out.contains("stored in the bundle cache"),
+        "{out}"
+    );
+    // Registry gone again: gavel starts from what the hint stored.
+    reg.stop();
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(reasons(&c, "echo").await, json!("allowed"));
+    assert_eq!(
+        reasons(&c, "destructive_delete").await,
+        json!(["destructive_denied"])
+    );
+    eventually("started from the cache", || {
+        status(&s.path("state"))["policies"]["fx"]["oci"][0]["source"] == "cache"
+    })
+    .await;
+    c.cancel().await.unwrap();
+}
+
+/// The fenced block after `marker` in README.md.
+fn readme_block(marker: &str) -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let at = readme
+        .find(marker)
+        .unwrap_or_else(|| panic!("README.md lost its {marker} marker"));
+    let rest = &readme[at..];
+    let open = rest.find("```").unwrap();
+    let body = &rest[open..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body[..body.find("```").unwrap()].to_string()
+}
+
+/// Kills the process group of the walkthrough's shell (the registry it
+/// started in the background is in it) when the test ends, however it ends.
+struct ProcessGroup(i32);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: signals the group this test created (its leader's pid).
+        unsafe {
+            libc::killpg(self.0, libc::SIGKILL);
+        }
+    }
+}
+
+/// README "Publish a policy", run as written: its shell block (with only
+/// the command, directory and port it reads from the environment set, so
+/// several test runs can share the machine) builds, signs with a PKCS#8 RSA
+/// key from `openssl genpkey`, and pushes to a real registry; its TOML block
+/// (the demo directory and port substituted, the placeholder command given
+/// a real server) pins it; the pulled, verified bundle decides.
+#[tokio::test(flavor = "multi_thread")]
+async fn readme_publish_walkthrough_runs_as_written() {
+    use std::os::unix::process::CommandExt;
+    let s = Setup::new("");
+    let demo = s.path("demo");
+    let port = free_port();
+    let script = readme_block("<!-- publish-walkthrough:sh -->");
+    let child = std::process::Command::new("bash")
+        .args(["-e", "-c", &script])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("GAVEL", GAVEL)
+        .env("GAVEL_DEMO", &demo)
+        .env("GAVEL_DEMO_PORT", port.to_string())
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _group = ProcessGroup(child.id() as i32);
+    let out = child.wait_with_output().unwrap();
+    let printed = stdout_ok(out);
+    let pin = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("pin it: bundle = "))
+        .unwrap_or_else(|| panic!("push printed no pin: {printed}"));
+    assert!(
+        pin.contains(&format!("127.0.0.1:{port}/policies/filesystem@sha256:")),
+        "{pin}"
+    );
+    assert!(
+        std::fs::read_to_string(demo.join("release.pem"))
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----"),
+        "openssl genpkey writes PKCS#8"
+    );
+    // Signed after it was built: the tarball holds the signature.
+    let inspect = stdout_ok(gavel_cmd(&[
+        "bundle",
+        "inspect",
+        demo.join("filesystem.tar.gz").to_str().unwrap(),
+    ]));
+    assert!(
+        inspect.contains("\"signed\": true")
+            && inspect.contains("\"signature_kid\": \"release-2026\"")
+            && inspect.contains("\"revision\": \"1.0.0\""),
+        "{inspect}"
+    );
+
+    let toml = readme_block("<!-- publish-walkthrough:toml -->");
+    assert!(toml.contains("command = \"…\""), "{toml}");
+    let toml = toml
+        .replace("/tmp/gavel-demo", demo.to_str().unwrap())
+        .replace("127.0.0.1:5000", &format!("127.0.0.1:{port}"))
+        .replace(
+            "command = \"…\"",
+            &format!(
+                "command = {FIXTURE:?}\nargs = [\"--name\", \"filesystem\", \"--record\", {:?}]",
+                s.path("r.jsonl").display().to_string()
+            ),
+        );
+    std::fs::write(s.config(), toml).unwrap();
+    let mut cmd = launch(&s);
+    cmd.env("GAVEL_CACHE_DIR", s.path("cache"));
+    let c = connect_cmd(cmd, TestHost::new()).await;
+    // The filesystem policy decides: the fixture's echo is not a
+    // filesystem tool.
+    assert_eq!(reasons(&c, "echo").await, json!(["action_not_permitted"]));
+    eventually("status shows the verified bundle", || {
+        let oci = &status(&s.path("state"))["policies"]["filesystem"]["oci"][0];
+        oci["active_revision"] == "1.0.0" && oci["signer_keyid"] == "release-2026"
+    })
+    .await;
+    c.cancel().await.unwrap();
+}
+
+/// A digest pin: decided from the registry, then offline from the cache
+/// without asking the registry at all; a registry that answers a pin with
+/// another manifest is refused (the server fails closed, naming both
+/// digests). The text status shows each OCI layer's own signer.
+#[tokio::test(flavor = "multi_thread")]
+async fn digest_pins_offline_and_a_registry_that_breaks_the_pin() {
+    let reg = TestRegistry::start();
+    let s = Setup::new("");
+    keys(&s);
+    let tb = tarball(&s, &bundle(&s, "r1", "r1", "", Some("k1")));
+    let digest = push(&tb, &format!("oci://{}/policies/fixture:live", reg.host()));
+    let pin = format!("oci://{}/policies/fixture@{digest}", reg.host());
+    config(&s, &reg, &pin, &["k1"]);
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(
+        reasons(&c, "destructive_delete").await,
+        json!(["destructive_denied"])
+    );
+    eventually("active from the registry", || {
+        status(&s.path("state"))["policies"]["fx"]["oci"][0]["source"] == "registry"
+    })
+    .await;
+    c.cancel().await.unwrap();
+
+    let mut reg = reg;
+    reg.stop();
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(
+        reasons(&c, "destructive_delete").await,
+        json!(["destructive_denied"])
+    );
+    let mut seen = Value::Null;
+    eventually("active from the cache", || {
+        seen = status(&s.path("state"))["policies"]["fx"]["oci"][0].clone();
+        seen["source"] == "cache"
+    })
+    .await;
+    assert_eq!(
+        seen["requests"], 0,
+        "a cached digest pin never asks: {seen}"
+    );
+    assert!(seen.get("message").is_none(), "{seen}");
+    assert_eq!(seen["manifest_digest"], json!(digest));
+    c.cancel().await.unwrap();
+
+    // Same address, now a registry that answers any pin with some other
+    // (well-formed) manifest; a pin this cache has never seen.
+    let other = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},
+        "layers": []})
+    .to_string();
+    fake_registry(
+        tokio::net::TcpListener::bind(("127.0.0.1", reg.port))
+            .await
+            .unwrap(),
+        other.clone(),
+    );
+    let wanted = format!("sha256:{}", sha256_hex(b"some other manifest"));
+    let broken = format!("oci://{}/policies/fixture@{wanted}", reg.host());
+    config(&s, &reg, &broken, &["k1"]);
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    let r = call(&c, "echo", json!({"text": "x"})).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    let t = text(&r);
+    assert!(
+        t.contains(&format!(
+            "the registry sent a manifest with digest sha256:{}, not the pinned {wanted}",
+            sha256_hex(other.as_bytes())
+        )),
+        "{t}"
+    );
+    c.cancel().await.unwrap();
+}
+
+/// `gavel status` (text) names each OCI layer's own signer.
+#[tokio::test(flavor = "multi_thread")]
+async fn text_status_shows_each_layers_signer() {
+    let reg = TestRegistry::start();
+    let s = Setup::new("");
+    keys(&s);
+    let fixture = format!("oci://{}/policies/fixture:live", reg.host());
+    let workflow = format!("oci://{}/policies/workflow:live", reg.host());
+    push(
+        &tarball(&s, &bundle(&s, "r1", "r1", "", Some("k1"))),
+        &fixture,
+    );
+    let wf = s.path("workflow");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("bundles/workflow"),
+        &wf,
+    );
+    sign(&s, &wf, "k2", "k2.secret");
+    push(&tarball(&s, &wf), &workflow);
+    config(&s, &reg, &fixture, &["k1", "k2"]);
+    let cfg = std::fs::read_to_string(s.config()).unwrap().replace(
+        &format!("bundle = {fixture:?}"),
+        &format!("bundles = [{fixture:?}, {workflow:?}]"),
+    );
+    std::fs::write(s.config(), cfg).unwrap();
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(
+        reasons(&c, "destructive_delete").await,
+        json!(["destructive_denied"])
+    );
+    let mut human = String::new();
+    eventually("both layers in the text status", || {
+        let out = Command::new(GAVEL)
+            .arg("status")
+            .env("GAVEL_STATE_DIR", s.path("state"))
+            .output()
+            .unwrap();
+        human = String::from_utf8_lossy(&out.stdout).into_owned();
+        human.contains("policies/workflow:live: revision 1.0.0")
+    })
+    .await;
+    let line = |name: &str| {
+        human
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        line("policies/fixture:live: revision").contains("signer k1"),
+        "{human}"
+    );
+    assert!(
+        line("policies/workflow:live: revision").contains("signer k2"),
+        "{human}"
+    );
+    c.cancel().await.unwrap();
 }

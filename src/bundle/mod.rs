@@ -6,9 +6,11 @@
 pub mod canonical;
 pub mod deps;
 pub mod digest;
+pub mod es512;
 pub mod lint;
 pub mod manifest;
 pub mod oci;
+pub mod pathmatch;
 mod reader;
 pub mod sign;
 pub mod source;

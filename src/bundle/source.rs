@@ -34,12 +34,38 @@ pub fn bundle_from_layer(r: &OciRef, bytes: &[u8]) -> Result<Bundle, String> {
 /// `gavel status`, `config check`, and the first moments of a start.
 pub struct Offline {
     pub cache: Option<Cache>,
+    /// The config file, for the remediation a missing bundle names.
+    pub config: Option<std::path::PathBuf>,
 }
 
 impl Offline {
     pub fn new(cache: Option<Cache>) -> Self {
-        Self { cache }
+        Self {
+            cache,
+            config: None,
+        }
     }
+
+    /// Names `config` in remediations.
+    pub fn with_config(mut self, config: Option<std::path::PathBuf>) -> Self {
+        self.config = config;
+        self
+    }
+}
+
+/// What to run to put a verified `reference` into the cache for `owner`
+/// (`gavel bundle pull --server` pulls, verifies with that server's keys,
+/// runs the bundle's tests and stores it where a start looks).
+pub fn pull_hint(reference: &str, owner: &str, config: Option<&std::path::Path>) -> String {
+    let config = config.map_or_else(|| "servers.toml".to_string(), |p| p.display().to_string());
+    let server = if owner == SHARED_OWNER {
+        "NAME (any server that uses it)".to_string()
+    } else {
+        owner.to_string()
+    };
+    format!(
+        "`gavel bundle pull {reference} --config {config} --server {server}` from where the registry is reachable verifies it and stores it in the bundle cache"
+    )
 }
 
 impl Resolve for Offline {
@@ -56,7 +82,8 @@ impl Resolve for Offline {
         match cache.load(owner, reference, r.digest.as_deref()) {
             Ok(Some((_, bytes))) => bundle_from_layer(&r, &bytes).map(Arc::new),
             Ok(None) => Err(format!(
-                "{reference} could not be pulled and is not in the bundle cache; check the registry (gavel status shows the last error) or run `gavel bundle pull {reference}`"
+                "{reference} could not be pulled and is not in the bundle cache; check the registry (gavel status shows the last error), or: {}",
+                pull_hint(reference, owner, self.config.as_deref())
             )),
             Err(e) => Err(e.to_string()),
         }

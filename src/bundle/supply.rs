@@ -4,13 +4,17 @@
 //!
 //! - **Start.** A digest pin found intact in the cache is used without the
 //!   network (a digest never moves). Otherwise the registry is asked (bounded
-//!   by `oci.pull_timeout`); if it cannot answer, the cached bundle for the
-//!   same server and ref is used. Nothing usable → that server fails closed
-//!   (`policy_unavailable`, with a remediation naming the ref).
+//!   by `oci.pull_timeout`); if it cannot answer, or its bundle fails any check
+//!   (verification, own tests, lint, compile), the cached bundle for the same
+//!   server and ref is used, and the refusal stays in the status. Nothing
+//!   usable → that server fails closed (`policy_unavailable`, with a
+//!   remediation naming the ref).
 //! - **Poll.** Tags (and refs not obtained yet) are polled after a jittered
 //!   delay in `[min_delay, max_delay]`; errors back off (×1.6 from 100 ms,
-//!   capped at `max_delay`, ±20 %), as OPA does. An unchanged layer digest is
-//!   "not modified": nothing is downloaded or rebuilt.
+//!   capped at `max_delay`, ±20 %), as OPA does. A layer digest equal to the
+//!   active one, or to the last refused one, is "not modified": nothing is
+//!   downloaded or rebuilt (`requests` and `downloads` in the status count
+//!   both).
 //! - **Activate.** A new layer is built into a new engine off to the side,
 //!   for every server using the ref (verify, own tests, lint, compile); only
 //!   if all succeed are they swapped in, atomically, and the verified tarball
@@ -56,6 +60,14 @@ pub struct RefStatus {
     pub code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Key id that verified the active bundle (None: unsigned, or none active).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer_keyid: Option<String>,
+    /// Manifest requests made (the start and every poll).
+    pub requests: u64,
+    /// Layers downloaded: a layer already active or already refused is not
+    /// downloaded again, so this moves only when the registry serves news.
+    pub downloads: u64,
 }
 
 #[derive(Clone)]
@@ -77,6 +89,13 @@ struct Entry {
 
 type Key = (String, String);
 
+/// What a pull found.
+enum Pulled {
+    /// The ref resolves to a layer to skip (active, or refused): its digest.
+    Unchanged(String),
+    New(Layer),
+}
+
 pub struct Supply {
     registry: Registry,
     cache: Cache,
@@ -84,6 +103,8 @@ pub struct Supply {
     entries: Mutex<BTreeMap<Key, Entry>>,
     /// Which servers each (owner, ref) feeds.
     users: BTreeMap<Key, Vec<String>>,
+    /// The config file (named in remediations).
+    config_path: Option<std::path::PathBuf>,
 }
 
 fn now() -> String {
@@ -146,6 +167,7 @@ impl Supply {
                     .collect(),
             ),
             users,
+            config_path: config.source.clone(),
         });
         let keys: Vec<Key> = supply.users.keys().cloned().collect();
         futures::future::join_all(keys.iter().map(|k| supply.obtain_at_start(k))).await;
@@ -173,23 +195,39 @@ impl Supply {
             self.set_current(key, rec.manifest_digest, Arc::new(bytes), "cache");
             return;
         }
-        match self.pull(key, &r, None).await {
-            Ok(Some(layer)) => {
+        match self.pull(key, &r, &[]).await {
+            Ok(Pulled::New(layer)) => {
                 if let Some(e) = self.lock().get_mut(key) {
                     e.current = Some(layer);
                 }
             }
-            Ok(None) => {}
+            Ok(Pulled::Unchanged(_)) => {}
             Err(msg) => {
                 self.record_error(key, "bundle_error", msg);
-                match self.cache.load(&key.0, &key.1, r.digest.as_deref()) {
-                    Ok(Some((rec, bytes))) => {
-                        tracing::warn!(bundle = %key.1, stored_at = %rec.stored_at, "registry unavailable: starting from the cached bundle");
-                        self.set_current(key, rec.manifest_digest, Arc::new(bytes), "cache");
+                if let Some(layer) = self.cached_layer(key, &r) {
+                    tracing::warn!(bundle = %key.1, "registry unavailable: starting from the cached bundle");
+                    if let Some(e) = self.lock().get_mut(key) {
+                        e.current = Some(layer);
                     }
-                    Ok(None) => {}
-                    Err(e) => self.record_error(key, "bundle_error", e.to_string()),
                 }
+            }
+        }
+    }
+
+    /// The cached bundle for `key` (same server and ref; for a digest pin,
+    /// that digest), as a layer; a damaged cache entry is reported.
+    fn cached_layer(&self, key: &Key, r: &OciRef) -> Option<Layer> {
+        match self.cache.load(&key.0, &key.1, r.digest.as_deref()) {
+            Ok(Some((rec, bytes))) => Some(Layer {
+                manifest_digest: rec.manifest_digest,
+                layer_digest: rec.layer_digest,
+                bytes: Arc::new(bytes),
+                source: "cache",
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                self.record_error(key, "bundle_error", e.to_string());
+                None
             }
         }
     }
@@ -211,24 +249,21 @@ impl Supply {
         }
     }
 
-    /// Resolves and (if the layer changed) downloads. `Ok(None)`: not
-    /// modified. Updates the request/download status fields.
-    async fn pull(
-        &self,
-        key: &Key,
-        r: &OciRef,
-        known: Option<&str>,
-    ) -> Result<Option<Layer>, String> {
+    /// Resolves and, unless the layer is one of `skip` (the active one, the
+    /// last refused one), downloads. Updates the request/download status
+    /// fields.
+    async fn pull(&self, key: &Key, r: &OciRef, skip: &[&str]) -> Result<Pulled, String> {
         let t = now();
         if let Some(e) = self.lock().get_mut(key) {
             e.status.last_request = Some(t.clone());
+            e.status.requests += 1;
         }
         let resolved = self.registry.resolve(r).await.map_err(|e| e.to_string())?;
         if let Some(e) = self.lock().get_mut(key) {
             e.status.last_successful_request = Some(t.clone());
         }
-        if known == Some(resolved.layer.digest.as_str()) {
-            return Ok(None);
+        if skip.contains(&resolved.layer.digest.as_str()) {
+            return Ok(Pulled::Unchanged(resolved.layer.digest));
         }
         let bytes = self
             .registry
@@ -237,8 +272,9 @@ impl Supply {
             .map_err(|e| e.to_string())?;
         if let Some(e) = self.lock().get_mut(key) {
             e.status.last_successful_download = Some(now());
+            e.status.downloads += 1;
         }
-        Ok(Some(Layer {
+        Ok(Pulled::New(Layer {
             manifest_digest: resolved.manifest_digest,
             layer_digest: resolved.layer.digest,
             bytes: Arc::new(bytes),
@@ -247,7 +283,10 @@ impl Supply {
     }
 
     /// After the enforcer is built at start: persist what activated, record
-    /// activation or the reason it failed.
+    /// activation or the reason it failed. A registry layer that failed to
+    /// build is refused (not downloaded again until the registry serves
+    /// another) and the cached bundle for the same server and ref, if any,
+    /// is activated in its place: any failure keeps the last good bundle.
     pub fn started(&self, enforcer: &Enforcer) {
         let keys: Vec<(Key, Vec<String>)> = self
             .users
@@ -263,8 +302,62 @@ impl Supply {
                         .and_then(|a| a.unavailable().map(|w| format!("{s}: {w}")))
                 })
                 .collect();
-            self.after_activation(&key, &servers, failed, enforcer);
+            let current = self.lock().get(&key).and_then(|e| e.current.clone());
+            match current {
+                Some(layer) if !failed.is_empty() && layer.source == "registry" => {
+                    self.refuse_at_start(&key, &servers, layer, failed, enforcer)
+                }
+                _ => self.after_activation(&key, &servers, failed, enforcer),
+            }
         }
+    }
+
+    /// The registry served `layer` at start and it did not build: refuse it,
+    /// and start from the cache when the cache has a bundle that builds.
+    fn refuse_at_start(
+        &self,
+        key: &Key,
+        servers: &[String],
+        layer: Layer,
+        failed: Vec<String>,
+        enforcer: &Enforcer,
+    ) {
+        let mut message = format!(
+            "layer {} of {} was not activated: {}",
+            layer.layer_digest,
+            key.1,
+            failed.join("; ")
+        );
+        let cached = OciRef::parse(&key.1)
+            .ok()
+            .and_then(|r| self.cached_layer(key, &r))
+            .filter(|c| c.layer_digest != layer.layer_digest);
+        if let Some(e) = self.lock().get_mut(key) {
+            e.refused = Some(layer.layer_digest.clone());
+            // Nothing else resolves the refused bytes as if they were good.
+            e.current = None;
+        }
+        match cached.map(|c| (self.build_all(key, &c, enforcer), c)) {
+            Some((Ok(built), c)) => {
+                tracing::warn!(bundle = %key.1, "the registry's bundle was refused: starting from the cached bundle");
+                if let Some(e) = self.lock().get_mut(key) {
+                    e.current = Some(c);
+                }
+                for (s, a) in built {
+                    enforcer.activate(&s, a);
+                }
+                self.after_activation(key, servers, vec![], enforcer);
+                message.push_str("; the cached bundle for this ref is active");
+            }
+            Some((Err(also), _)) => {
+                message.push_str(&format!(
+                    "; the cached bundle does not build either: {}",
+                    also.join("; ")
+                ));
+            }
+            None => message.push_str("; no cached bundle for this ref"),
+        }
+        self.record_error(key, "bundle_error", message);
     }
 
     fn after_activation(
@@ -292,12 +385,12 @@ impl Supply {
         let name = OciRef::parse(&key.1)
             .map(|r| r.repository)
             .unwrap_or_default();
-        let revision = servers
-            .first()
-            .and_then(|s| enforcer.active(s))
-            .and_then(|a| a.bundle_revision(&name));
+        let active = servers.first().and_then(|s| enforcer.active(s));
+        let revision = active.as_ref().and_then(|a| a.bundle_revision(&name));
+        let signer = active.as_ref().and_then(|a| a.signer(&name));
         if let Some(e) = self.lock().get_mut(key) {
             e.status.active_revision = revision;
+            e.status.signer_keyid = signer;
             e.status.active_digest = Some(layer.layer_digest.clone());
             e.status.manifest_digest = Some(layer.manifest_digest.clone());
             e.status.source = Some(layer.source);
@@ -350,24 +443,25 @@ impl Supply {
                 _ = shutdown.cancelled() => return,
             }
             let refused = self.lock().get(&key).and_then(|e| e.refused.clone());
-            let known = if active_ok { have.clone() } else { None };
-            match self
-                .pull(&key, &r, known.as_deref().or(refused.as_deref()))
-                .await
-            {
-                Ok(None) => {
+            let mut skip: Vec<&str> = refused.iter().map(String::as_str).collect();
+            if active_ok && let Some(h) = &have {
+                skip.push(h);
+            }
+            match self.pull(&key, &r, &skip).await {
+                Ok(Pulled::Unchanged(digest)) => {
                     retries = 0;
-                    // The registry answers again and nothing changed: an
-                    // earlier download error is over (a refused layer's
-                    // error stays until another layer is served).
-                    if refused.is_none()
+                    // The registry answers again with the active layer: an
+                    // earlier download error or refusal is over (a refused
+                    // layer's error stays while it is what the registry serves).
+                    if refused.as_deref() != Some(digest.as_str())
                         && let Some(e) = self.lock().get_mut(&key)
                     {
+                        e.refused = None;
                         e.status.code = None;
                         e.status.message = None;
                     }
                 }
-                Ok(Some(layer)) => {
+                Ok(Pulled::New(layer)) => {
                     retries = 0;
                     self.try_activate(&key, layer, &enforcer);
                 }
@@ -379,14 +473,19 @@ impl Supply {
         }
     }
 
-    /// Builds every user server with the candidate layer; swaps all in only
-    /// if all build.
-    fn try_activate(&self, key: &Key, layer: Layer, enforcer: &Enforcer) {
+    /// Builds every user server of `key` with `layer` in its place, off to
+    /// the side; all or nothing.
+    fn build_all(
+        &self,
+        key: &Key,
+        layer: &Layer,
+        enforcer: &Enforcer,
+    ) -> Result<Vec<(String, crate::decision::Active)>, Vec<String>> {
         let servers = self.users.get(key).cloned().unwrap_or_default();
         let overlay = Overlay {
             supply: self,
             key,
-            layer: &layer,
+            layer,
         };
         let mut built = Vec::new();
         let mut failed = Vec::new();
@@ -399,19 +498,33 @@ impl Supply {
                 Err(e) => failed.push(format!("{s}: {e}")),
             }
         }
-        if !failed.is_empty() {
-            let msg = format!(
-                "layer {} of {} was not activated; the last good bundle stays active: {}",
-                layer.layer_digest,
-                key.1,
-                failed.join("; ")
-            );
-            if let Some(e) = self.lock().get_mut(key) {
-                e.refused = Some(layer.layer_digest.clone());
-            }
-            self.record_error(key, "bundle_error", msg);
-            return;
+        if failed.is_empty() {
+            Ok(built)
+        } else {
+            Err(failed)
         }
+    }
+
+    /// Builds every user server with the candidate layer; swaps all in only
+    /// if all build.
+    fn try_activate(&self, key: &Key, layer: Layer, enforcer: &Enforcer) {
+        let servers = self.users.get(key).cloned().unwrap_or_default();
+        let built = match self.build_all(key, &layer, enforcer) {
+            Ok(built) => built,
+            Err(failed) => {
+                let msg = format!(
+                    "layer {} of {} was not activated; the last good bundle stays active: {}",
+                    layer.layer_digest,
+                    key.1,
+                    failed.join("; ")
+                );
+                if let Some(e) = self.lock().get_mut(key) {
+                    e.refused = Some(layer.layer_digest.clone());
+                }
+                self.record_error(key, "bundle_error", msg);
+                return;
+            }
+        };
         if let Some(e) = self.lock().get_mut(key) {
             e.current = Some(layer);
             e.refused = None;
@@ -458,11 +571,14 @@ impl Resolve for Supply {
                 .and_then(|e| e.status.message.clone());
             if let Some(why) = why {
                 return Err(format!(
-                    "{reference} could not be pulled ({why}) and is not in the bundle cache; gavel keeps retrying"
+                    "{reference} could not be pulled ({why}) and is not in the bundle cache; gavel keeps retrying; or: {}",
+                    super::source::pull_hint(reference, owner, self.config_path.as_deref())
                 ));
             }
         }
-        Offline::new(Some(self.cache.clone())).resolve(owner, reference)
+        Offline::new(Some(self.cache.clone()))
+            .with_config(self.config_path.clone())
+            .resolve(owner, reference)
     }
 }
 

@@ -169,9 +169,12 @@ pub enum BundleCommand {
         #[arg(long)]
         revision: Option<String>,
     },
-    /// Write <dir>/.signatures.json: one JWT over every file's hash (OPA's format).
+    /// Sign a bundle (OPA's .signatures.json: one JWT over every file's hash):
+    /// a directory gets <dir>/.signatures.json; a .tar.gz from `bundle build`
+    /// is re-packed with it inside (build → sign → push).
     Sign {
-        dir: PathBuf,
+        /// A bundle directory or .tar.gz.
+        bundle: PathBuf,
         /// Signing key: PEM private key file, or a file holding the HMAC secret.
         #[arg(long)]
         key: PathBuf,
@@ -208,12 +211,18 @@ pub enum BundleCommand {
         #[command(flatten)]
         registry: oci::RegistryArgs,
     },
-    /// Pull a bundle from a registry into a .tar.gz (digest checked).
+    /// Pull a bundle from a registry (digest checked) into a .tar.gz, and/or
+    /// with --server verify it as that server would (keys, own tests,
+    /// compile) and store it in the bundle cache for an offline start.
     Pull {
         /// oci://REGISTRY/REPOSITORY:TAG or …@sha256:DIGEST
         reference: String,
-        #[arg(long, short)]
-        output: PathBuf,
+        #[arg(long, short, required_unless_present = "server")]
+        output: Option<PathBuf>,
+        /// The server (in --config) whose bundle this is: verify with its
+        /// keys and store in the cache it starts from.
+        #[arg(long, requires = "config")]
+        server: Option<String>,
         #[command(flatten)]
         registry: oci::RegistryArgs,
     },
@@ -385,12 +394,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                                 o["active_revision"].as_str().unwrap_or("-"),
                                 o["active_digest"].as_str().unwrap_or("no bundle"),
                                 o["source"].as_str().unwrap_or("-"),
-                                p["bundles"]
-                                    .as_array()
-                                    .into_iter()
-                                    .flatten()
-                                    .find_map(|b| b["signer_keyid"].as_str())
-                                    .unwrap_or("-"),
+                                // This entry's own signer (layers can have different ones).
+                                o["signer_keyid"].as_str().unwrap_or("-"),
                                 o["last_successful_activation"].as_str().unwrap_or("never"),
                                 o["last_successful_download"].as_str().unwrap_or("never"),
                                 o["message"]
@@ -482,20 +487,28 @@ fn bundle_command(command: BundleCommand) -> anyhow::Result<()> {
             say(format!("built {} ({digest})", output.display()));
         }
         BundleCommand::Sign {
-            dir,
+            bundle,
             key,
             algorithm,
             keyid,
             scope,
         } => {
-            sign::sign_dir(
-                &dir,
+            match sign::sign_bundle(
+                &bundle,
                 &algorithm,
                 &read_key(&key)?,
                 keyid.as_deref(),
                 scope.as_deref(),
-            )?;
-            say(format!("signed {} (wrote .signatures.json)", dir.display()));
+            )? {
+                None => say(format!(
+                    "signed {} (wrote .signatures.json)",
+                    bundle.display()
+                )),
+                Some(digest) => say(format!(
+                    "signed {} (.signatures.json inside; now {digest})",
+                    bundle.display()
+                )),
+            }
         }
         BundleCommand::Verify {
             bundle,

@@ -59,6 +59,75 @@ fn tarball(path: &Path) -> anyhow::Result<(Vec<u8>, String)> {
     Ok((bytes, title))
 }
 
+/// `bundle pull --server`: builds the server's policy with the pulled layer
+/// in place of its configured reference, exactly as a start would (its
+/// keys, the bundle's own tests, lint, compile), and only then stores it in
+/// the cache under the same (server, ref) a start looks up.
+fn store_verified(
+    config: &Path,
+    server: &str,
+    r: &OciRef,
+    manifest_digest: &str,
+    bytes: Vec<u8>,
+) -> anyhow::Result<()> {
+    use crate::bundle::source::{Offline, Resolve, SHARED_OWNER, bundle_from_layer};
+    let cfg = Config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sc = cfg
+        .servers
+        .get(server)
+        .ok_or_else(|| anyhow::anyhow!("{} has no [servers.{server}]", config.display()))?;
+    let wanted = r.to_string();
+    let owner = if sc.bundles.contains(&wanted) {
+        server
+    } else if cfg.policy.shared_bundles.contains(&wanted) {
+        SHARED_OWNER
+    } else {
+        anyhow::bail!(
+            "{wanted} is not a bundle of server {server:?} in {} (servers.{server}.bundle(s) or [policy] shared_bundles): a start would never use it",
+            config.display()
+        );
+    };
+    struct WithLayer<'a> {
+        owner: &'a str,
+        reference: &'a str,
+        r: &'a OciRef,
+        bytes: &'a [u8],
+        rest: Offline,
+    }
+    impl Resolve for WithLayer<'_> {
+        fn resolve(
+            &self,
+            owner: &str,
+            reference: &str,
+        ) -> Result<std::sync::Arc<crate::bundle::Bundle>, String> {
+            if owner == self.owner && reference == self.reference {
+                return bundle_from_layer(self.r, self.bytes).map(std::sync::Arc::new);
+            }
+            self.rest.resolve(owner, reference)
+        }
+    }
+    let cache = crate::bundle::oci::cache::Cache::new(&cfg.oci.cache_root());
+    let resolver = WithLayer {
+        owner,
+        reference: &wanted,
+        r,
+        bytes: &bytes,
+        rest: Offline::new(Some(cache.clone())).with_config(Some(config.to_path_buf())),
+    };
+    let version =
+        crate::decision::Enforcer::check_server(&cfg, server, &resolver).map_err(|e| {
+            anyhow::anyhow!(
+                "not stored in the bundle cache: server {server:?} would refuse it: {e}"
+            )
+        })?;
+    cache.store(owner, &wanted, manifest_digest, &bytes)?;
+    say(format!(
+        "verified for server {server:?} (policy {version}) and stored in the bundle cache ({}): gavel starts from it when the registry is unreachable",
+        cfg.oci.cache_root().display()
+    ));
+    Ok(())
+}
+
 fn tempfile_path() -> PathBuf {
     std::env::temp_dir().join(format!(
         "gavel-push-{}-{}.tar.gz",
@@ -87,6 +156,7 @@ pub async fn run(command: BundleCommand) -> anyhow::Result<()> {
         BundleCommand::Pull {
             reference,
             output,
+            server,
             registry,
         } => {
             let r = OciRef::parse(&reference)?;
@@ -95,17 +165,27 @@ pub async fn run(command: BundleCommand) -> anyhow::Result<()> {
             let bytes = reg.fetch(&r, &resolved.layer).await?;
             let b = crate::bundle::source::bundle_from_layer(&r, &bytes)
                 .map_err(|e| anyhow::anyhow!(e))?;
-            crate::bundle::oci::cache::write_atomic(&output, &bytes)?;
+            if let Some(output) = &output {
+                crate::bundle::oci::cache::write_atomic(output, &bytes)?;
+            }
             say(format!(
-                "pulled {r} (manifest {}, layer {}, revision {:?}) to {}",
+                "pulled {r} (manifest {}, layer {}, revision {:?}){}",
                 resolved.manifest_digest,
                 resolved.layer.digest,
                 b.manifest.revision,
-                output.display()
+                output
+                    .as_ref()
+                    .map(|o| format!(" to {}", o.display()))
+                    .unwrap_or_default()
             ));
-            say(
-                "its signature is not checked here: run `gavel bundle verify` with the key you trust",
-            );
+            match (server, &registry.config) {
+                (Some(server), Some(config)) => {
+                    store_verified(config, &server, &r, &resolved.manifest_digest, bytes)?
+                }
+                _ => say(
+                    "its signature is not checked here: run `gavel bundle verify` with the key you trust, or pull with --config and --server to verify it as that server does and fill the bundle cache",
+                ),
+            }
         }
         _ => unreachable!("only push and pull are dispatched here"),
     }

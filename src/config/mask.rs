@@ -199,6 +199,9 @@ pub fn render(c: &Config) -> String {
     );
     let mut policy = Table::new();
     policy.insert("shared_bundles".into(), strings(&c.policy.shared_bundles));
+    if !c.policy.keys.is_empty() {
+        policy.insert("keys".into(), strings(&c.policy.keys));
+    }
     policy.insert(
         "require_bundle".into(),
         Value::Boolean(c.policy.require_bundle),

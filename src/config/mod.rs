@@ -251,6 +251,11 @@ impl Default for LogSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicySettings {
     pub shared_bundles: Vec<String>,
+    /// `[policy] keys`: key names trusted to sign the shared bundles. When
+    /// set, every shared bundle (local or from a registry) must be signed by
+    /// one of them; when not, shared bundles are verified with each server's
+    /// own keys (a server that lists keys never runs an unsigned bundle).
+    pub keys: Vec<String>,
     pub require_bundle: bool,
     pub strict_input: bool,
     pub eval_timeout: Duration,
@@ -262,6 +267,7 @@ impl Default for PolicySettings {
     fn default() -> Self {
         Self {
             shared_bundles: vec![],
+            keys: vec![],
             require_bundle: false,
             strict_input: false,
             eval_timeout: Duration::from_millis(100),
@@ -481,8 +487,8 @@ impl Config {
             let field = format!("keys.{name}");
             let algorithm = k.algorithm.clone().unwrap_or_else(|| "RS256".into());
             const ALGS: &[&str] = &[
-                "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "HS256",
-                "HS384", "HS512", "EdDSA",
+                "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+                "HS256", "HS384", "HS512", "EdDSA",
             ];
             if !ALGS.contains(&algorithm.as_str()) {
                 return Err(ctx.at(
@@ -593,6 +599,28 @@ impl Config {
                         .and_then(|e| bundle_ref(&ctx, e, b.span().start, "policy.shared_bundles"))
                 })
                 .collect::<Result<_, _>>()?,
+            keys: match &p.keys {
+                None => vec![],
+                Some(k) => {
+                    for name in k.get_ref() {
+                        if !keys.contains_key(name) {
+                            return Err(ctx.at(
+                                k.span().start,
+                                "policy.keys",
+                                format!("no [keys.{name}] table defines key {name:?}"),
+                            ));
+                        }
+                    }
+                    if k.get_ref().is_empty() {
+                        return Err(ctx.at(
+                            k.span().start,
+                            "policy.keys",
+                            "an empty list trusts no key: name the keys that sign the shared bundles, or remove policy.keys",
+                        ));
+                    }
+                    k.get_ref().clone()
+                }
+            },
             require_bundle: p.require_bundle,
             strict_input: p.strict_input,
             eval_timeout: ctx.duration(
@@ -633,11 +661,13 @@ impl Config {
         let auth = raw.auth.as_ref().map(|a| Self::auth(&ctx, a)).transpose()?;
         let oci = OciSettings::parse(&ctx, &raw.oci)?;
         // Shared bundles from a registry bind every server as its own would:
-        // signed unless a server says require_signature = false.
+        // signed unless a server says require_signature = false — or signed
+        // by the [policy] keys, when those are given.
         if let Some(r) = policy
             .shared_bundles
             .iter()
             .find(|b| b.starts_with("oci://"))
+            && policy.keys.is_empty()
         {
             for (name, server) in servers.iter_mut() {
                 let rs = raw.servers[name].get_ref();
@@ -653,6 +683,7 @@ impl Config {
                 }
             }
         }
+        Self::fail_open_only_for_local_unsigned(&ctx, &raw, &servers, &policy)?;
         let redis_url = match raw
             .state
             .backend
@@ -785,6 +816,14 @@ impl Config {
                 }
             }
         }
+        // exclude_files drops files from the signature check: a pattern
+        // that does not parse is refused here, not discovered at the first
+        // verification.
+        for g in s.exclude_files.iter().flatten() {
+            if let Err(e) = crate::bundle::pathmatch::validate(g) {
+                return Err(ctx.at(at, &f("exclude_files"), e.to_string()));
+            }
+        }
         let bundles = match (&s.bundle, &s.bundles) {
             (Some(b), Some(_)) => {
                 return Err(ctx.at(
@@ -812,6 +851,16 @@ impl Config {
         // A bundle from a registry must be signed unless the config says
         // otherwise in so many words.
         let has_keys = s.keys.as_ref().is_some_and(|k| !k.is_empty());
+        // A server that trusts keys never accepts an unsigned bundle.
+        if has_keys && s.require_signature == Some(false) {
+            return Err(ctx.at(
+                spanned.span().start,
+                &f("require_signature"),
+                format!(
+                    "require_signature = false with keys listed would accept unsigned bundles for a server that trusts signers: remove require_signature (keys require a signature), or remove servers.{name}.keys to run unsigned bundles"
+                ),
+            ));
+        }
         let oci = bundles.iter().find(|b| b.starts_with("oci://")).cloned();
         if let Some(r) = &oci
             && !has_keys
@@ -879,6 +928,43 @@ impl Config {
                 require_signature: s.require_signature.unwrap_or(has_keys || oci.is_some()),
             },
         })
+    }
+
+    /// `fail_open = true` turns "the policy cannot decide" into allow. A
+    /// bundle that failed its signature check, or a registry bundle that
+    /// could not be pulled, is exactly that case — and must never let
+    /// requests through. So fail_open is refused for a server whose policy
+    /// includes a signed or registry bundle (its own or shared).
+    fn fail_open_only_for_local_unsigned(
+        ctx: &Ctx,
+        raw: &RawConfig,
+        servers: &BTreeMap<String, ServerConfig>,
+        policy: &PolicySettings,
+    ) -> Result<(), ConfigError> {
+        let oci = |list: &[String]| list.iter().find(|b| b.starts_with("oci://")).cloned();
+        for (name, s) in servers.iter().filter(|(_, s)| s.fail_open) {
+            let why = if !s.signing.keys.is_empty() || s.signing.require_signature {
+                Some(format!(
+                    "servers.{name}.keys / require_signature make its bundles signed"
+                ))
+            } else if let Some(r) = oci(&s.bundles).or_else(|| oci(&policy.shared_bundles)) {
+                Some(format!("bundle {r} comes from a registry"))
+            } else if !policy.keys.is_empty() && !policy.shared_bundles.is_empty() {
+                Some("[policy] keys make the shared bundles signed".to_string())
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(ctx.at(
+                    raw.servers[name].span().start,
+                    &format!("servers.{name}.fail_open"),
+                    format!(
+                        "fail_open = true cannot be combined with verified bundles ({why}): a bundle that fails verification or cannot be pulled would let every request through. Remove fail_open (gavel then fails closed), or keep it only for servers with local, unsigned bundles"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn auth(ctx: &Ctx, a: &Spanned<raw::RawAuth>) -> Result<AuthSettings, ConfigError> {

@@ -219,6 +219,8 @@ pub struct RawLog {
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
     pub approval_timeout: Option<Spanned<String>>,
+    /// Key names trusted to sign `shared_bundles`.
+    pub keys: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub shared_bundles: Vec<Spanned<String>>,
     #[serde(default)]

@@ -288,3 +288,101 @@ fn oci_settings_parse_and_check() {
     let e = err("[oci]\npoll = \"1s\"\n[servers.a]\ncommand = \"x\"\n");
     assert!(e.contains("poll"), "{e}");
 }
+
+#[test]
+fn exclude_files_patterns_are_checked_at_load() {
+    let keys = "[keys.k]\nalgorithm = \"HS256\"\nkey = \"s\"\n";
+    let c = parse(&format!(
+        "{keys}[servers.a]\ncommand = \"x\"\nkeys = [\"k\"]\nexclude_files = [\"*.md\", \"docs/[a-z]*\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.servers["a"].signing.exclude_files,
+        ["*.md", "docs/[a-z]*"]
+    );
+    let e = err(&format!(
+        "{keys}[servers.a]\ncommand = \"x\"\nkeys = [\"k\"]\nexclude_files = [\"docs/[a-z\"]\n"
+    ));
+    assert!(
+        e.contains("servers.a.exclude_files")
+            && e.contains("docs/[a-z")
+            && e.contains("filepath.Match"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_server_that_trusts_keys_never_accepts_unsigned_bundles() {
+    let keys = "[keys.k]\nalgorithm = \"HS256\"\nkey = \"s\"\n";
+    let e = err(&format!(
+        "{keys}[servers.a]\ncommand = \"x\"\nbundle = \"b\"\nkeys = [\"k\"]\nrequire_signature = false\n"
+    ));
+    assert!(
+        e.contains("servers.a.require_signature") && e.contains("unsigned"),
+        "{e}"
+    );
+    // Without keys, an explicit opt-out stays possible.
+    let c = parse(
+        "[servers.a]\ncommand = \"x\"\nbundle = \"oci://r:5000/p:1\"\nrequire_signature = false\n",
+    )
+    .unwrap();
+    assert!(!c.servers["a"].signing.require_signature);
+}
+
+#[test]
+fn policy_keys_sign_the_shared_bundles() {
+    let keys = "[keys.org]\nalgorithm = \"HS256\"\nkey = \"s\"\n";
+    // With [policy] keys a registry shared bundle needs no per-server keys.
+    let c = parse(&format!(
+        "{keys}[policy]\nkeys = [\"org\"]\nshared_bundles = [\"oci://r:5000/org:1\"]\n[servers.a]\ncommand = \"x\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.policy.keys, ["org"]);
+    assert!(c.render_masked().contains("keys = [\"org\"]"));
+    let e = err(&format!(
+        "{keys}[policy]\nkeys = [\"nope\"]\n[servers.a]\ncommand = \"x\"\n"
+    ));
+    assert!(
+        e.contains("policy.keys") && e.contains("[keys.nope]"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{keys}[policy]\nkeys = []\n[servers.a]\ncommand = \"x\"\n"
+    ));
+    assert!(
+        e.contains("policy.keys") && e.contains("trusts no key"),
+        "{e}"
+    );
+}
+
+#[test]
+fn fail_open_is_refused_where_verification_could_fail() {
+    let keys = "[keys.k]\nalgorithm = \"HS256\"\nkey = \"s\"\n";
+    for (case, text) in [
+        (
+            "keys",
+            format!("{keys}[servers.a]\ncommand = \"x\"\nbundle = \"b\"\nkeys = [\"k\"]\nfail_open = true\n"),
+        ),
+        (
+            "registry",
+            "[servers.a]\ncommand = \"x\"\nbundle = \"oci://r:5000/p:1\"\nrequire_signature = false\nfail_open = true\n".to_string(),
+        ),
+        (
+            "shared registry",
+            "[policy]\nshared_bundles = [\"oci://r:5000/p:1\"]\n[servers.a]\ncommand = \"x\"\nrequire_signature = false\nfail_open = true\n".to_string(),
+        ),
+        (
+            "policy keys",
+            format!("{keys}[policy]\nkeys = [\"k\"]\nshared_bundles = [\"org\"]\n[servers.a]\ncommand = \"x\"\nfail_open = true\n"),
+        ),
+    ] {
+        let e = err(&text);
+        assert!(
+            e.contains("servers.a.fail_open") && e.contains("cannot be combined with verified bundles"),
+            "{case}: {e}"
+        );
+    }
+    // Local unsigned bundles: fail_open stays available (and explicit).
+    let c = parse("[servers.a]\ncommand = \"x\"\nbundle = \"b\"\nfail_open = true\n").unwrap();
+    assert!(c.servers["a"].fail_open);
+}

@@ -11,6 +11,44 @@ use crate::bundle::Bundle;
 use crate::bundle::source::{Resolve, SHARED_OWNER};
 use crate::config::{Config, ServerConfig};
 
+impl super::Enforcer {
+    /// Builds `server`'s policy exactly as a start would (resolve, verify
+    /// signatures, the bundle's own tests, lint, compile) but without an
+    /// enforcer around it — no decision log opened, no state store: what
+    /// `gavel bundle pull --server` checks before it fills the cache.
+    /// Returns the policy version, or why it is unusable.
+    pub fn check_server(
+        config: &Config,
+        server: &str,
+        resolver: &dyn Resolve,
+    ) -> anyhow::Result<String> {
+        let sc = config
+            .servers
+            .get(server)
+            .ok_or_else(|| anyhow::anyhow!("no [servers.{server}] in the config"))?;
+        let opts = EngineOptions {
+            eval_timeout: config.policy.eval_timeout,
+            strict_input: config.policy.strict_input,
+        };
+        match server_active(server, sc, config, &opts, resolver)?.policy {
+            Policy::Unavailable(why) => Err(anyhow::anyhow!(why)),
+            Policy::Rego(e) => Ok(e.policy_version().to_string()),
+            Policy::None => Ok("none".into()),
+        }
+    }
+}
+
+impl Active {
+    /// The key id that verified the active bundle named `bundle`, if it was
+    /// signed (per bundle: a server's layers can have different signers).
+    pub fn signer(&self, bundle: &str) -> Option<String> {
+        self.signers
+            .iter()
+            .find(|(n, _)| n == bundle)
+            .map(|(_, k)| k.clone())
+    }
+}
+
 pub(super) fn server_active(
     name: &str,
     server: &ServerConfig,
@@ -33,6 +71,11 @@ pub(super) fn server_active(
             signers,
         });
     }
+    let shared_signing = crate::config::BundleSigning {
+        keys: config.policy.keys.clone(),
+        exclude_files: vec![],
+        require_signature: true,
+    };
     let built = (|| {
         let mut bundles = Vec::new();
         let refs = server.bundles.iter().map(|r| (name, r)).chain(
@@ -51,10 +94,23 @@ pub(super) fn server_active(
                 }
             })?;
             let oci = r.starts_with("oci://");
-            // Local shared bundles are trusted as before; everything a server
-            // names, and everything from a registry, is verified.
-            if (owner != SHARED_OWNER || oci)
-                && let Some(keyid) = verify_signature(&b, name, server, config)?
+            // Everything a server names is verified with its keys. Shared
+            // bundles: with the [policy] keys when those are set; else with
+            // the server's own keys when it lists any or the bundle comes
+            // from a registry (a server that trusts signers never runs an
+            // unsigned bundle); only a local shared bundle for a server
+            // without keys is taken as it is.
+            let signing = if owner != SHARED_OWNER {
+                Some((&server.signing, format!("servers.{name}")))
+            } else if !config.policy.keys.is_empty() {
+                Some((&shared_signing, "policy".to_string()))
+            } else if oci || !server.signing.keys.is_empty() {
+                Some((&server.signing, format!("servers.{name}")))
+            } else {
+                None
+            };
+            if let Some((signing, whose)) = signing
+                && let Some(keyid) = verify_signature(&b, signing, &whose, config)?
             {
                 signers.push((b.name.clone(), keyid));
             }
@@ -106,16 +162,17 @@ fn own_tests_pass(b: &Bundle) -> Result<(), String> {
     Ok(())
 }
 
-/// Verifies a bundle's signature under the server's trusted keys, before the
-/// bundle is used at all.
+/// Verifies a bundle's signature under the trusted keys of `signing`
+/// (`whose`: the config table they come from, `servers.NAME` or `policy`,
+/// for messages), before the bundle is used at all.
 pub(super) fn verify_signature(
     b: &Bundle,
-    server: &str,
-    sc: &crate::config::ServerConfig,
+    signing: &crate::config::BundleSigning,
+    whose: &str,
     config: &Config,
 ) -> Result<Option<String>, String> {
     use crate::bundle::verify::{VerificationConfig, VerificationKey, verify_bundle};
-    let s = &sc.signing;
+    let s = signing;
     let cfg = (!s.keys.is_empty()).then(|| VerificationConfig {
         keys: s
             .keys
@@ -138,18 +195,23 @@ pub(super) fn verify_signature(
     });
     if b.signatures.is_some() && cfg.is_none() {
         return Err(format!(
-            "bundle {} is signed but servers.{server}.keys names no key to verify it",
+            "bundle {} is signed but {whose}.keys names no key to verify it",
             b.source
         ));
     }
     match verify_bundle(b, cfg.as_ref(), "") {
         Ok(Some(v)) => {
-            tracing::info!(server = %server, bundle = %b.name, keyid = %v.keyid, "bundle signature verified");
+            tracing::info!(keys = %whose, bundle = %b.name, keyid = %v.keyid, "bundle signature verified");
             Ok(Some(v.keyid))
         }
         Ok(None) if s.require_signature => Err(format!(
-            "bundle {} is not signed and servers.{server}.require_signature is true",
-            b.source
+            "bundle {} is not signed and {whose} requires a signature ({})",
+            b.source,
+            if s.keys.is_empty() {
+                "require_signature".to_string()
+            } else {
+                format!("keys {}", s.keys.join(", "))
+            }
         )),
         Ok(None) => Ok(None),
         Err(e) => Err(format!(

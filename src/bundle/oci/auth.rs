@@ -1,9 +1,14 @@
 //! Registry credentials, as docker users expect them, first match wins:
 //! 1. `[oci.registries."host"] username` + `password_env` in servers.toml;
-//! 2. `GAVEL_REGISTRY_USERNAME` / `GAVEL_REGISTRY_PASSWORD` (CI, one registry);
+//! 2. `GAVEL_REGISTRY_USERNAME` / `GAVEL_REGISTRY_PASSWORD` (CI), for the one
+//!    registry `GAVEL_REGISTRY` names (`host[:port]`) — never sent to any
+//!    other registry;
 //! 3. docker's `config.json` (`$DOCKER_CONFIG/config.json`, else
 //!    `~/.docker/config.json`): `credHelpers[host]`, then `auths[host]`
-//!    (`auth` = base64 `user:password`, or `identitytoken`), then `credsStore`;
+//!    (`auth` = base64 `user:password`, or `username`/`password`), then
+//!    `credsStore`. An `identitytoken` is an OAuth2 refresh token docker
+//!    exchanges for an access token; oci-client cannot, and sending it as a
+//!    bearer token would be wrong, so gavel refuses it and says what works;
 //! 4. anonymous.
 //!
 //! Credential helpers are run as `docker-credential-<name> get` with the
@@ -89,11 +94,8 @@ pub fn credentials(
             CredentialSource::Config,
         ));
     }
-    if let (Ok(u), Ok(p)) = (
-        std::env::var("GAVEL_REGISTRY_USERNAME"),
-        std::env::var("GAVEL_REGISTRY_PASSWORD"),
-    ) {
-        return Ok((RegistryAuth::Basic(u, p), CredentialSource::Environment));
+    if let Some(a) = from_environment(registry, &|k| std::env::var(k).ok()).map_err(err)? {
+        return Ok((a, CredentialSource::Environment));
     }
     let Some(path) = docker_config_path() else {
         return Ok((RegistryAuth::Anonymous, CredentialSource::Anonymous));
@@ -109,6 +111,29 @@ pub fn credentials(
         Err(e) => return Err(err(format!("{}: {e}", path.display()))),
     };
     from_docker_config(&cfg, registry, None).map_err(err)
+}
+
+/// `GAVEL_REGISTRY_USERNAME`/`_PASSWORD` for the registry `GAVEL_REGISTRY`
+/// names; `None` for any other registry. Credentials without a registry
+/// named are an error (they would otherwise go to every registry).
+fn from_environment(
+    registry: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<RegistryAuth>, String> {
+    let (Some(u), Some(p)) = (
+        env("GAVEL_REGISTRY_USERNAME"),
+        env("GAVEL_REGISTRY_PASSWORD"),
+    ) else {
+        return Ok(None);
+    };
+    match env("GAVEL_REGISTRY") {
+        None => Err(
+            "GAVEL_REGISTRY_USERNAME/GAVEL_REGISTRY_PASSWORD are set but GAVEL_REGISTRY does not name the registry (host[:port]) they are for; gavel does not send them to every registry"
+                .into(),
+        ),
+        Some(r) if r.trim().eq_ignore_ascii_case(registry) => Ok(Some(RegistryAuth::Basic(u, p))),
+        Some(_) => Ok(None),
+    }
 }
 
 /// `helper_dir`: where to find helpers (tests); `None` searches `PATH`.
@@ -129,10 +154,9 @@ fn from_docker_config(
         k.split('/').next() == Some(registry)
     });
     if let Some((_, a)) = entry {
-        if let Some(tok) = &a.identitytoken {
-            return Ok((
-                RegistryAuth::Bearer(tok.clone()),
-                CredentialSource::DockerConfig,
+        if a.identitytoken.as_deref().is_some_and(|t| !t.is_empty()) {
+            return Err(format!(
+                "docker config's auths entry for {registry} holds an identitytoken (an OAuth2 refresh token that docker exchanges for an access token; gavel does not): give gavel a username and password instead ([oci.registries.\"{registry}\"] username + password_env, or GAVEL_REGISTRY with GAVEL_REGISTRY_USERNAME/PASSWORD), or a credential helper"
             ));
         }
         if let (Some(u), Some(p)) = (&a.username, &a.password) {
@@ -163,6 +187,11 @@ fn from_docker_config(
     Ok((RegistryAuth::Anonymous, CredentialSource::Anonymous))
 }
 
+/// A credential helper's answer is a small JSON object.
+const HELPER_OUTPUT_LIMIT: usize = 64 << 10;
+/// How long a credential helper may take.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// `docker-credential-<helper> get`: registry on stdin, `{Username, Secret}`
 /// out. "credentials not found" means anonymous, as docker treats it.
 fn helper_get(
@@ -187,34 +216,73 @@ fn helper_get(
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot run {prog} (docker config names it): {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(registry.as_bytes());
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    // Read stdout while the helper runs (a helper that prints more than a
+    // pipe holds would otherwise block until the deadline), at most
+    // HELPER_OUTPUT_LIMIT bytes: credentials are small.
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = Vec::new();
+            let r = stdout
+                .take(HELPER_OUTPUT_LIMIT as u64 + 1)
+                .read_to_end(&mut buf);
+            let _ = tx.send(r.map(|_| buf));
+        });
+    }
+    let deadline = std::time::Instant::now() + HELPER_TIMEOUT;
+    let kill = |child: &mut std::process::Child| {
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    let stdout = match rx.recv_timeout(HELPER_TIMEOUT) {
+        Ok(Ok(b)) if b.len() > HELPER_OUTPUT_LIMIT => {
+            kill(&mut child);
+            return Err(format!(
+                "{prog} get printed more than {HELPER_OUTPUT_LIMIT} bytes; it was stopped"
+            ));
+        }
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            kill(&mut child);
+            return Err(format!("{prog} get: {e}"));
+        }
+        Err(_) => {
+            kill(&mut child);
+            return Err(format!(
+                "{prog} get did not answer within {} s",
+                HELPER_TIMEOUT.as_secs()
+            ));
+        }
+    };
+    // Its output is complete (stdout closed); it has until the deadline to exit.
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(st)) => break st,
             Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
+                std::thread::sleep(Duration::from_millis(10))
             }
             _ => {
-                let _ = child.kill();
-                return Err(format!("{prog} get did not answer within 10 s"));
+                kill(&mut child);
+                return Err(format!(
+                    "{prog} get did not exit within {} s",
+                    HELPER_TIMEOUT.as_secs()
+                ));
             }
         }
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{prog} get: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        if stdout.contains("credentials not found") {
+    };
+    let text = String::from_utf8_lossy(&stdout);
+    if !status.success() {
+        if text.contains("credentials not found") {
             return Ok(RegistryAuth::Anonymous);
         }
-        return Err(format!("{prog} get failed ({})", out.status));
+        return Err(format!("{prog} get failed ({status})"));
     }
     #[derive(Deserialize)]
     struct HelperOut {
@@ -223,7 +291,7 @@ fn helper_get(
         #[serde(rename = "Secret")]
         secret: String,
     }
-    let h: HelperOut = serde_json::from_slice(&out.stdout)
+    let h: HelperOut = serde_json::from_slice(&stdout)
         .map_err(|_| format!("{prog} get printed something that is not {{Username, Secret}}"))?;
     Ok(if h.username == "<token>" {
         RegistryAuth::Bearer(h.secret)
@@ -248,8 +316,14 @@ mod tests {
         let (a, src) = from_docker_config(&cfg, "reg.example:5000", None).unwrap();
         assert!(matches!(a, RegistryAuth::Basic(u, p) if u == "user" && p == "pass"));
         assert_eq!(src, CredentialSource::DockerConfig);
-        let (a, _) = from_docker_config(&cfg, "other", None).unwrap();
-        assert!(matches!(a, RegistryAuth::Bearer(t) if t == "tok"));
+        // A refresh token is not a bearer token: refused, saying what works.
+        let e = from_docker_config(&cfg, "other", None).unwrap_err();
+        assert!(
+            e.contains("identitytoken")
+                && e.contains("refresh token")
+                && e.contains("password_env"),
+            "{e}"
+        );
         let (a, src) = from_docker_config(&cfg, "nowhere", None).unwrap();
         assert!(matches!(a, RegistryAuth::Anonymous));
         assert_eq!(src, CredentialSource::Anonymous);
@@ -259,6 +333,27 @@ mod tests {
                 .unwrap_err()
                 .contains("base64")
         );
+    }
+
+    #[test]
+    fn environment_credentials_go_to_the_named_registry_only() {
+        let env = |reg: Option<&'static str>| {
+            move |k: &str| match k {
+                "GAVEL_REGISTRY_USERNAME" => Some("ci".to_string()),
+                "GAVEL_REGISTRY_PASSWORD" => Some("pw".to_string()),
+                "GAVEL_REGISTRY" => reg.map(String::from),
+                _ => None,
+            }
+        };
+        let named = env(Some("reg.example:5000"));
+        assert!(matches!(
+            from_environment("reg.example:5000", &named).unwrap(),
+            Some(RegistryAuth::Basic(u, p)) if u == "ci" && p == "pw"
+        ));
+        assert!(from_environment("ghcr.io", &named).unwrap().is_none());
+        let e = from_environment("ghcr.io", &env(None)).unwrap_err();
+        assert!(e.contains("GAVEL_REGISTRY does not name"), "{e}");
+        assert!(from_environment("x", &|_| None).unwrap().is_none());
     }
 
     #[test]
@@ -283,6 +378,21 @@ mod tests {
             matches!(a, RegistryAuth::Anonymous),
             "not found = anonymous"
         );
+        // A chatty helper is read while it runs and stopped at the cap,
+        // not left blocked on a full pipe until the deadline.
+        let chatty = dir.path().join("docker-credential-chatty");
+        std::fs::write(
+            &chatty,
+            "#!/bin/sh
+head -c 10000000 /dev/zero | tr '\\0' x
+echo '{\"Username\":\"u\",\"Secret\":\"s\"}'
+",
+        )
+        .unwrap();
+        std::fs::set_permissions(&chatty, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cfg = parse(r#"{"credHelpers": {"loud:1": "chatty"}}"#);
+        let e = from_docker_config(&cfg, "loud:1", d).unwrap_err();
+        assert!(e.contains("printed more than 65536 bytes"), "{e}");
         let cfg = parse(r#"{"credHelpers": {"x": "no-such-helper-here"}}"#);
         assert!(
             from_docker_config(&cfg, "x", d)
