@@ -500,3 +500,96 @@ async fn a_shared_upstream_serves_every_session_and_routes_back_to_the_caller() 
     let status = gavel.wait().await.unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// An rmcp client for `url`, trusting `ca` (PEM) when given (HTTPS).
+async fn http_client(url: &str, ca: Option<&Path>) -> Client {
+    let mut http = reqwest::Client::builder();
+    if let Some(ca) = ca {
+        http = http.add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap(),
+        );
+    }
+    TestHost::new()
+        .serve(StreamableHttpClientTransport::with_client(
+            http.build().unwrap(),
+            rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+                url.to_string(),
+            ),
+        ))
+        .await
+        .expect("client initializes")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_in_flight_calls_over_http_and_https() {
+    for tls in [false, true] {
+        let s = Setup::new("");
+        std::fs::write(s.config(), fixture_server("fx", &[], &s.path("r.jsonl"))).unwrap();
+        let pki = tls.then(|| test_pki(&s));
+        let mut extra = vec![];
+        if let Some((cert, key, _)) = &pki {
+            extra = vec![
+                "--tls-cert".to_string(),
+                cert.display().to_string(),
+                "--tls-key".into(),
+                key.display().to_string(),
+            ];
+        }
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let port = free_port();
+        let mut gavel = gavel_serve_with(&s, port, &[], &extra).await;
+        let scheme = if tls { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{port}/mcp");
+        let client = http_client(&url, pki.as_ref().map(|p| p.2.as_path())).await;
+
+        // A call held open by the fixture until the test creates `gate`.
+        let gate = s.path("gate");
+        let slow = {
+            let peer = client.peer().clone();
+            let mut p = rmcp::model::CallToolRequestParams::new("slow");
+            p.arguments = json!({"ms": 120_000, "until": gate.display().to_string()})
+                .as_object()
+                .cloned();
+            tokio::spawn(async move { peer.call_tool(p).await })
+        };
+        eventually("the slow call reached the upstream", || {
+            recorded_calls(&s.path("r.jsonl"))
+                .iter()
+                .any(|r| r["params"]["name"] == "slow")
+        })
+        .await;
+        unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
+        // Draining: new connections are refused while the call is in flight.
+        let start = std::time::Instant::now();
+        loop {
+            match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                _ => assert!(start.elapsed() < PATIENCE, "{scheme}: still accepting"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(
+            gavel.try_wait().unwrap().is_none(),
+            "{scheme}: gavel waits for the call"
+        );
+        assert!(!slow.is_finished(), "{scheme}: the call is still in flight");
+        // The upstream finishes: the host gets the answer, then gavel exits 0.
+        std::fs::write(&gate, "").unwrap();
+        let r = slow.await.unwrap().expect("the in-flight call is answered");
+        assert_eq!(
+            text(&r),
+            format!("released by {}", gate.display()),
+            "{scheme}"
+        );
+        let status = tokio::time::timeout(PATIENCE, gavel.wait())
+            .await
+            .expect("gavel exits after the drain")
+            .unwrap();
+        assert!(status.success(), "{scheme}: {status:?}");
+        assert!(
+            s.log_text().contains("finishing in-flight requests"),
+            "{scheme}"
+        );
+        drop(client);
+    }
+}

@@ -70,6 +70,10 @@ pub enum Command {
         /// upstreams); more get 503 until one closes or idles out (5 min).
         #[arg(long, default_value_t = 256)]
         max_sessions: usize,
+        /// At shutdown, how long in-flight requests may take to finish
+        /// before every session is closed (e.g. 30s, 2m).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        drain_timeout: std::time::Duration,
     },
     /// Wrap one server command with no config file: `gavel wrap -- npx -y some-server`.
     Wrap {
@@ -272,6 +276,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tls_cert,
             tls_key,
             max_sessions,
+            drain_timeout,
         } => {
             let cfg = load_config(&config)?;
             let _guard = logging::init(
@@ -289,6 +294,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     behind_proxy,
                     tls: tls_cert.zip(tls_key),
                     max_sessions: max_sessions.max(1),
+                    drain_timeout,
                 },
             )
             .await
