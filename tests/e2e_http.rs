@@ -161,69 +161,6 @@ async fn no_plain_http_on_a_public_address() {
     assert!(err.contains("--behind-proxy"), "{err}");
 }
 
-/// A test CA and a leaf certificate for 127.0.0.1 it signed (openssl), as
-/// (leaf cert, leaf key, CA cert).
-fn test_pki(s: &Setup) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(s.dir.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=gavel test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "leaf.csr",
-    ]);
-    std::fs::write(
-        s.path("leaf.ext"),
-        "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "leaf.ext",
-        "-out",
-        "cert.pem",
-    ]);
-    (s.path("cert.pem"), s.path("key.pem"), s.path("ca.pem"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn serves_https_with_rustls() {
     let s = Setup::new("");
@@ -501,25 +438,6 @@ async fn a_shared_upstream_serves_every_session_and_routes_back_to_the_caller() 
     assert!(status.success(), "{status:?}");
 }
 
-/// An rmcp client for `url`, trusting `ca` (PEM) when given (HTTPS).
-async fn http_client(url: &str, ca: Option<&Path>) -> Client {
-    let mut http = reqwest::Client::builder();
-    if let Some(ca) = ca {
-        http = http.add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap(),
-        );
-    }
-    TestHost::new()
-        .serve(StreamableHttpClientTransport::with_client(
-            http.build().unwrap(),
-            rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
-                url.to_string(),
-            ),
-        ))
-        .await
-        .expect("client initializes")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_in_flight_calls_over_http_and_https() {
     for tls in [false, true] {
@@ -540,7 +458,7 @@ async fn sigterm_drains_in_flight_calls_over_http_and_https() {
         let mut gavel = gavel_serve_with(&s, port, &[], &extra).await;
         let scheme = if tls { "https" } else { "http" };
         let url = format!("{scheme}://127.0.0.1:{port}/mcp");
-        let client = http_client(&url, pki.as_ref().map(|p| p.2.as_path())).await;
+        let client = http_client(&url, pki.as_ref().map(|p| p.2.as_path()), None).await;
 
         // A call held open by the fixture until the test creates `gate`.
         let gate = s.path("gate");

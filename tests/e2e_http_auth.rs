@@ -9,9 +9,6 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use rmcp::ServiceExt;
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -61,14 +58,7 @@ async fn post_init(port: u16, bearer: Option<&str>) -> String {
 }
 
 async fn client(url: &str, bearer: &str) -> Client {
-    let t = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(url.to_string())
-            .auth_header(bearer.to_string()),
-    );
-    TestHost::new()
-        .serve(t)
-        .await
-        .expect("authorized client initializes")
+    http_client(url, None, Some(bearer)).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -95,7 +85,7 @@ async fn bearer_tokens_decide_who_is_asking() {
     assert!(r.starts_with("HTTP/1.1 401"), "{r}");
     assert!(
         r.to_ascii_lowercase().contains(&format!(
-            "www-authenticate: bearer resource_metadata=\"http://127.0.0.1:{port}/.well-known/oauth-protected-resource\""
+            "www-authenticate: bearer resource_metadata=\"http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp\""
         )),
         "{r}"
     );
@@ -106,6 +96,43 @@ async fn bearer_tokens_decide_who_is_asking() {
     .await;
     let body: Value = serde_json::from_str(meta.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(body["resource"], audience);
+    // DNS rebinding: a foreign Host is refused (403) before any route
+    // answers — no 401 challenge naming evil.example, no metadata, no
+    // server/discover refusal; a foreign browser Origin likewise.
+    let discover =
+        json!({"jsonrpc": "2.0", "id": 9, "method": "server/discover", "params": {}}).to_string();
+    for (host, origin) in [
+        ("evil.example", None),
+        ("127.0.0.1", Some("https://evil.example")),
+    ] {
+        let origin = origin
+            .map(|o| format!("Origin: {o}\r\n"))
+            .unwrap_or_default();
+        for request in [
+            format!(
+                "POST /mcp HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            ),
+            format!(
+                "POST /mcp HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{discover}",
+                discover.len()
+            ),
+            format!(
+                "GET /mcp HTTP/1.1\r\nHost: {host}\r\n{origin}Accept: text/event-stream\r\nConnection: close\r\n\r\n"
+            ),
+            format!("DELETE /mcp HTTP/1.1\r\nHost: {host}\r\n{origin}Connection: close\r\n\r\n"),
+            format!(
+                "GET /.well-known/oauth-protected-resource HTTP/1.1\r\nHost: {host}\r\n{origin}Connection: close\r\n\r\n"
+            ),
+            format!(
+                "GET /.well-known/oauth-protected-resource/mcp HTTP/1.1\r\nHost: {host}\r\n{origin}Connection: close\r\n\r\n"
+            ),
+        ] {
+            let r = raw(port, &request).await;
+            assert!(r.starts_with("HTTP/1.1 403"), "{request}\n→ {r}");
+            assert!(!r.contains("evil.example/"), "{r}");
+            assert!(!r.to_ascii_lowercase().contains("www-authenticate"), "{r}");
+        }
+    }
     assert_eq!(
         body["authorization_servers"],
         json!(["https://idp.example.test"])
@@ -437,4 +464,78 @@ async fn per_session_upstreams_do_not_leak_between_users() {
     bob.cancel().await.unwrap();
     unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
     gavel.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_challenge_names_the_configured_https_resource() {
+    let s = Setup::new("");
+    let port = free_port();
+    // The URL hosts use; the Host gavel sees says nothing about the scheme.
+    let audience = format!("https://127.0.0.1:{port}/mcp");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n\n{}",
+            fixture_server("fx", &[], &s.path("r.jsonl")),
+        ),
+    )
+    .unwrap();
+    let (cert, key, ca) = test_pki(&s);
+    let mut gavel = gavel_serve_with(
+        &s,
+        port,
+        &[("GAVEL_E2E_JWT_SECRET", SECRET)],
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let r = http
+        .post(&audience)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let metadata_url = format!("https://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp");
+    assert_eq!(
+        challenge,
+        format!("Bearer resource_metadata=\"{metadata_url}\"")
+    );
+    // The document is where the challenge says, and names the resource.
+    let meta: Value = http
+        .get(&metadata_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["resource"], audience);
+    // A token for it works over HTTPS.
+    let t = token(
+        json!({"iss": "https://idp.example.test", "aud": audience, "exp": now() + 600, "sub": "ada"}),
+        SECRET,
+    );
+    let c = http_client(&audience, Some(&ca), Some(&t)).await;
+    assert_eq!(
+        text(&call(&c, "echo", json!({"text": "tls"})).await.unwrap()),
+        "tls"
+    );
+    c.cancel().await.unwrap();
+    unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
+    assert!(gavel.wait().await.unwrap().success());
 }

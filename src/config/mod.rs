@@ -922,9 +922,23 @@ impl Config {
                 ));
             }
         };
+        // The audience is gavel's resource URL: the 401 challenge and the
+        // protected-resource metadata are built from it (RFC 9728), never
+        // from a request's Host header.
+        let audience = ctx.expand(&r.audience, "auth.audience")?;
+        let is_url = audience.parse::<http::Uri>().ok().is_some_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+        });
+        if !is_url {
+            return Err(ctx.at(
+                r.audience.span().start,
+                "auth.audience",
+                format!("{audience:?} is not gavel's resource URL: write the URL hosts use, e.g. \"https://gavel.example/mcp\""),
+            ));
+        }
         Ok(AuthSettings {
             issuer: ctx.expand(&r.issuer, "auth.issuer")?,
-            audience: ctx.expand(&r.audience, "auth.audience")?,
+            audience,
             algorithm,
             key,
             leeway: ctx.duration(&r.leeway, "auth.leeway", Duration::from_secs(60))?,

@@ -165,6 +165,8 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
         .map(|o| o.to_string())
         .chain(opts.allowed_origins.iter().cloned())
         .collect();
+    let (config_hosts, config_origins) =
+        (config.allowed_hosts.clone(), config.allowed_origins.clone());
     config.max_request_body_bytes = gw.config.limits.max_message_bytes;
     config.cancellation_token = close.clone();
     // Weak handles: a closed HTTP session is dropped by rmcp, and its
@@ -189,13 +191,10 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
         let auth =
             super::auth::Authenticator::start(settings, &gw.config.identity, close.clone()).await?;
         let metadata = auth.metadata();
-        for path in [
-            super::auth::METADATA_PATH.to_string(),
-            format!("{}/mcp", super::auth::METADATA_PATH),
-        ] {
+        for path in auth.metadata_paths() {
             let m = metadata.clone();
             app = app.route(
-                &path,
+                path,
                 axum::routing::get(move || async move {
                     ([(header::CONTENT_TYPE, "application/json")], m.to_string())
                 }),
@@ -226,6 +225,12 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
             count_in_flight(counted.clone(), req, next)
         })),
     );
+    // Host/Origin first, for every route: nothing (401 challenge, metadata,
+    // `server/discover` refusal) answers a rebinding page.
+    let allowed = Arc::new(super::hosts::Allowed::new(&config_hosts, &config_origins)?);
+    let app = app.layer(middleware::from_fn(move |req, next| {
+        super::hosts::check(allowed.clone(), req, next)
+    }));
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opts.listen))?;

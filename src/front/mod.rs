@@ -5,6 +5,7 @@
 pub mod approval;
 pub mod auth;
 pub mod host;
+pub mod hosts;
 pub mod http;
 pub mod session;
 pub mod stdio;

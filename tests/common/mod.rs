@@ -417,6 +417,93 @@ pub async fn gavel_serve_with(
     child
 }
 
+/// A test CA and a leaf certificate for 127.0.0.1 it signed (the `openssl` command, installed by scripts/setup), as
+/// (leaf cert, leaf key, CA cert).
+pub fn test_pki(s: &Setup) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(s.dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=gavel test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+    ]);
+    std::fs::write(
+        s.path("leaf.ext"),
+        "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    (s.path("cert.pem"), s.path("key.pem"), s.path("ca.pem"))
+}
+
+/// An rmcp client over streamable HTTP for `url`, trusting `ca` (PEM) when
+/// given (HTTPS) and sending `bearer` as its token when given.
+pub async fn http_client(url: &str, ca: Option<&Path>, bearer: Option<&str>) -> Client {
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let mut http = reqwest::Client::builder();
+    if let Some(ca) = ca {
+        http = http.add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap(),
+        );
+    }
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
+    if let Some(b) = bearer {
+        config = config.auth_header(b.to_string());
+    }
+    TestHost::new()
+        .serve(StreamableHttpClientTransport::with_client(
+            http.build().unwrap(),
+            config,
+        ))
+        .await
+        .expect("the HTTP client initializes")
+}
+
 /// Copies a directory tree (bundles to sign or tamper with).
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
