@@ -15,19 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const SECRET: &str = "e2e-secret-for-hs256-tokens-only";
 
 fn token(claims: Value, secret: &str) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
+    hs256_token(claims, secret)
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    unix_now()
 }
 
 async fn raw(port: u16, request: &str) -> String {

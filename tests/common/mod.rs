@@ -397,24 +397,53 @@ pub async fn gavel_serve_with(
     env: &[(&str, &str)],
     extra: &[&str],
 ) -> tokio::process::Child {
+    gavel_serve_logged(&s.config(), &s.log(), port, env, extra).await
+}
+
+/// `gavel serve` of `config` logging to `log` (several instances of one
+/// config each need their own log to tell when each listens).
+pub async fn gavel_serve_logged(
+    config: &Path,
+    log: &Path,
+    port: u16,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> tokio::process::Child {
     let child = tokio::process::Command::new(GAVEL)
         .args(["serve", "--config"])
-        .arg(s.config())
+        .arg(config)
         .args(["--listen", &format!("127.0.0.1:{port}"), "--log-file"])
-        .arg(s.log())
+        .arg(log)
         .args(extra)
         .envs(env.iter().copied())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let log = s.log();
     eventually("gavel listens", || {
-        std::fs::read_to_string(&log)
+        std::fs::read_to_string(log)
             .unwrap_or_default()
             .contains("serving MCP over streamable HTTP")
     })
     .await;
     child
+}
+
+/// An HS256 bearer token with these claims.
+pub fn hs256_token(claims: Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Unix seconds now (token `exp`/`iat`).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A test CA and a leaf certificate for 127.0.0.1 it signed (the `openssl` command, installed by scripts/setup), as
