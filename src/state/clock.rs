@@ -10,6 +10,11 @@ use std::sync::{Arc, Mutex};
 pub trait Clock: Send + Sync {
     /// Seconds since the Unix epoch.
     fn now(&self) -> f64;
+    /// Whether this is the real system clock: a shared store may then use
+    /// its own server's time instead, so instances agree (Redis `TIME`).
+    fn is_system(&self) -> bool {
+        false
+    }
 }
 
 pub struct SystemClock;
@@ -20,6 +25,9 @@ impl Clock for SystemClock {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0)
+    }
+    fn is_system(&self) -> bool {
+        true
     }
 }
 
