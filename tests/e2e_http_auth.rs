@@ -228,11 +228,74 @@ async fn bearer_tokens_decide_who_is_asking() {
         ),
     )
     .await;
+    // Every message bob sends on it is refused, whatever its method —
+    // requests, a notification, the GET stream, DELETE.
     let call_echo = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "x"}}});
-    let r = raw(port, &send(good("bob"), call_echo.clone())).await;
-    assert!(r.contains("another user or agent"), "{r}");
+    for body in [
+        call_echo.clone(),
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {}}),
+        json!({"jsonrpc": "2.0", "id": 4, "method": "resources/list", "params": {}}),
+        json!({"jsonrpc": "2.0", "id": 5, "method": "prompts/list", "params": {}}),
+        json!({"jsonrpc": "2.0", "id": 6, "method": "logging/setLevel", "params": {"level": "debug"}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}),
+    ] {
+        let r = raw(port, &send(good("bob"), body.clone())).await;
+        assert!(
+            r.starts_with("HTTP/1.1 403") && r.contains("another user or agent"),
+            "{body}: {r}"
+        );
+    }
+    let other_verb = |verb: &str, bearer: String| {
+        format!(
+            "{verb} /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {bearer}\r\nMcp-Session-Id: {sid}\r\nMcp-Protocol-Version: 2025-06-18\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
+        )
+    };
+    for verb in ["GET", "DELETE"] {
+        let r = raw(port, &other_verb(verb, good("bob"))).await;
+        assert!(r.starts_with("HTTP/1.1 403"), "{verb}: {r}");
+    }
+    // Bob cannot cancel ada's call: she has one in flight (held by the
+    // fixture until `gate` exists), bob sends notifications/cancelled for it.
+    let gate = s.path("gate");
+    let held = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "slow",
+        "arguments": {"ms": 120_000, "until": gate.display().to_string()}}});
+    let in_flight = tokio::spawn({
+        let request = send(good("ada"), held);
+        async move { raw(port, &request).await }
+    });
+    eventually("ada's call reached the upstream", || {
+        recorded_calls(&s.path("r.jsonl"))
+            .iter()
+            .any(|r| r["params"]["name"] == "slow")
+    })
+    .await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7, "reason": "bob says so"}});
+    let r = raw(port, &send(good("bob"), cancel)).await;
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    std::fs::write(&gate, "").unwrap();
+    let r = in_flight.await.unwrap();
+    assert!(
+        r.contains("released by"),
+        "ada's call was not cancelled: {r}"
+    );
+    assert!(
+        !recorded(&s.path("r.jsonl"))
+            .iter()
+            .any(|r| r.get("cancelled").is_some() || r["notification"] == "notifications/cancelled"),
+        "no cancellation reached the upstream"
+    );
+    // The owner may go on, and bob's DELETE did not close her session.
     let r = raw(port, &send(good("ada"), call_echo)).await;
     assert!(r.contains("\"text\":\"x\""), "the owner may go on: {r}");
+    let r = raw(
+        port,
+        &send(
+            good("ada"),
+            json!({"jsonrpc": "2.0", "id": 8, "method": "tools/list", "params": {}}),
+        ),
+    )
+    .await;
+    assert!(r.contains("\"echo\""), "{r}");
 
     ada.cancel().await.unwrap();
     unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };

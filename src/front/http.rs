@@ -182,8 +182,8 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
             Ok(s)
         }
     };
-    let service =
-        StreamableHttpService::new(factory, LocalSessionManager::default().into(), config);
+    let manager = Arc::new(LocalSessionManager::default());
+    let service = StreamableHttpService::new(factory, manager.clone(), config);
     let max = gw.config.limits.max_message_bytes;
     let mut mcp = axum::Router::new().nest_service("/mcp", service);
     let mut app = axum::Router::new();
@@ -200,9 +200,16 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
                 }),
             );
         }
-        mcp = mcp.layer(middleware::from_fn(move |req, next| {
-            super::auth::require_token(auth.clone(), req, next)
-        }));
+        // Inside the token check: every message naming a session must carry
+        // a token of the session's owner.
+        let owners = Arc::new(super::binding::Owners::new(manager.clone()));
+        mcp = mcp
+            .layer(middleware::from_fn(move |req, next| {
+                super::binding::bind(owners.clone(), req, next)
+            }))
+            .layer(middleware::from_fn(move |req, next| {
+                super::auth::require_token(auth.clone(), req, next)
+            }));
     }
     let cap = {
         let (sessions, max_sessions) = (sessions.clone(), opts.max_sessions);

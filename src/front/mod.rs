@@ -4,6 +4,7 @@
 
 pub mod approval;
 pub mod auth;
+pub mod binding;
 pub mod host;
 pub mod hosts;
 pub mod http;
