@@ -594,3 +594,81 @@ async fn the_challenge_names_the_configured_https_resource() {
     unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
     assert!(gavel.wait().await.unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_decision_log_records_who_asked() {
+    let s = Setup::new("");
+    let port = free_port();
+    let audience = format!("http://127.0.0.1:{port}/mcp");
+    // A bundle with no log rules: nothing is erased from the records.
+    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/allow-all");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n\n[identity.user]\nid = \"configured-user\"\n\n[log]\ndecisions = {:?}\n\n{}bundle = {:?}\n",
+            s.path("decisions.jsonl").display().to_string(),
+            fixture_server("fx", &[], &s.path("r.jsonl")),
+            bundle.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut gavel = gavel_serve(&s, port, &[("GAVEL_E2E_JWT_SECRET", SECRET)]).await;
+    let t = |sub: &str, groups: Value, azp: &str| {
+        token(
+            json!({"iss": "https://idp.example.test", "aud": audience, "exp": now() + 600,
+                   "sub": sub, "groups": groups, "azp": azp}),
+            SECRET,
+        )
+    };
+    let ada = client(&audience, &t("ada", json!(["engineering"]), "agent-ada")).await;
+    // Groups as a space-separated string (the OAuth `scope` style) count too.
+    let bob = client(&audience, &t("bob", json!("finance audit"), "agent-bob")).await;
+    call(&ada, "echo", json!({"text": "a1"})).await.unwrap();
+    call(&bob, "echo", json!({"text": "b1"})).await.unwrap();
+    call(&ada, "echo", json!({"text": "a2"})).await.unwrap();
+    let records: Vec<Value> = std::fs::read_to_string(s.path("decisions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let who: Vec<(Value, Value, Value, Value)> = records
+        .iter()
+        .map(|r| {
+            assert!(r.get("erased").is_none_or(|e| e == &json!([])), "{r}");
+            let i = &r["input"];
+            (
+                i["user"]["id"].clone(),
+                i["agent"]["id"].clone(),
+                i["user"]["groups"].clone(),
+                i["action"]["args"]["text"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        who,
+        vec![
+            (
+                json!("ada"),
+                json!("agent-ada"),
+                json!(["engineering"]),
+                json!("a1")
+            ),
+            (
+                json!("bob"),
+                json!("agent-bob"),
+                json!(["finance", "audit"]),
+                json!("b1")
+            ),
+            (
+                json!("ada"),
+                json!("agent-ada"),
+                json!(["engineering"]),
+                json!("a2")
+            ),
+        ]
+    );
+    ada.cancel().await.unwrap();
+    bob.cancel().await.unwrap();
+    unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
+    assert!(gavel.wait().await.unwrap().success());
+}
