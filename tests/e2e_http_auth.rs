@@ -130,13 +130,20 @@ async fn bearer_tokens_decide_who_is_asking() {
         json!(["https://idp.example.test"])
     );
 
-    let good = |sub: &str| {
-        token(
-            json!({"iss": "https://idp.example.test", "aud": audience, "exp": now() + 600,
-                   "sub": sub, "groups": ["engineering"], "azp": "agent-7"}),
-            SECRET,
-        )
-    };
+    // One token per user for the whole test, so the leak check below can
+    // look for the exact values the host sent.
+    let tokens: std::collections::BTreeMap<&str, String> = ["ada", "bob"]
+        .into_iter()
+        .map(|sub| {
+            let t = token(
+                json!({"iss": "https://idp.example.test", "aud": audience, "exp": now() + 600,
+                       "sub": sub, "groups": ["engineering"], "azp": "agent-7"}),
+                SECRET,
+            );
+            (sub, t)
+        })
+        .collect();
+    let good = |sub: &str| tokens[sub].clone();
     for (bad, why) in [
         (
             token(
@@ -296,6 +303,20 @@ async fn bearer_tokens_decide_who_is_asking() {
     )
     .await;
     assert!(r.contains("\"echo\""), "{r}");
+
+    // No line the upstream recorded (requests, notifications, their
+    // headers) holds a token the host sent, nor its signature alone.
+    let upstream_saw = std::fs::read_to_string(s.path("r.jsonl")).unwrap();
+    assert!(upstream_saw.lines().count() > 5, "{upstream_saw}");
+    for t in tokens.values() {
+        let signature = t.rsplit('.').next().unwrap();
+        for line in upstream_saw.lines() {
+            assert!(
+                !line.contains(t.as_str()) && !line.contains(signature),
+                "a host token reached the upstream: {line}"
+            );
+        }
+    }
 
     ada.cancel().await.unwrap();
     unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };

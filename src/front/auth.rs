@@ -281,6 +281,8 @@ impl Authenticator {
         v.set_issuer(&[&self.settings.issuer]);
         v.set_audience(&[&self.settings.audience]);
         v.leeway = self.settings.leeway.as_secs();
+        // jsonwebtoken skips `nbf` unless asked; a token not valid yet is refused.
+        v.validate_nbf = true;
         v.set_required_spec_claims(&["exp", "iss", "aud"]);
         let keys = self.keys.load();
         let candidates = keys
@@ -413,3 +415,7 @@ pub async fn require_token(auth: Arc<Authenticator>, mut req: Request, next: Nex
         }
     }
 }
+
+#[cfg(test)]
+#[path = "auth_tests.rs"]
+mod tests;
