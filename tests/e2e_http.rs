@@ -159,6 +159,104 @@ async fn no_plain_http_on_a_public_address() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--behind-proxy"), "{err}");
+    // The same from [serve], and the message names the config keys too.
+    std::fs::write(
+        s.config(),
+        format!(
+            "[serve]\nlisten = \"0.0.0.0:{}\"\n\n{}",
+            free_port(),
+            fixture_server("fx", &[], &s.path("r.jsonl"))
+        ),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(GAVEL)
+        .args(["serve", "--config"])
+        .arg(s.config())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to serve plain HTTP on 0.0.0.0")
+            && err.contains("[serve] behind_proxy = true")
+            && err.contains("[serve] tls_cert"),
+        "{err}"
+    );
+}
+
+/// `gavel serve --config` with no --listen: the address comes from `[serve]`.
+async fn serve_from_config(s: &Setup) -> tokio::process::Child {
+    let child = tokio::process::Command::new(GAVEL)
+        .args(["serve", "--config"])
+        .arg(s.config())
+        .arg("--log-file")
+        .arg(s.log())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("gavel listens", || {
+        s.log_text().contains("serving MCP over streamable HTTP")
+    })
+    .await;
+    child
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_serve_table_configures_listen_hosts_and_the_proxy_escape() {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    // behind_proxy: a public address over plain HTTP is allowed; an extra
+    // allowed host is accepted, others still refused.
+    let s = Setup::new("");
+    let port = free_port();
+    std::fs::write(
+        s.config(),
+        format!(
+            "[serve]\nlisten = \"0.0.0.0:{port}\"\nbehind_proxy = true\nallowed_hosts = [\"gavel.internal\"]\n\n{}",
+            fixture_server("fx", &[], &s.path("r.jsonl"))
+        ),
+    )
+    .unwrap();
+    let mut gavel = serve_from_config(&s).await;
+    assert!(
+        s.log_text().contains(&format!("http://0.0.0.0:{port}/mcp")),
+        "{}",
+        s.log_text()
+    );
+    let r = raw_post(port, "gavel.internal", None, &init).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let r = raw_post(port, &format!("gavel.internal:{port}"), None, &init).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let r = raw_post(port, "127.0.0.1", None, &init).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let r = raw_post(port, "evil.example", None, &init).await;
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
+    assert!(gavel.wait().await.unwrap().success());
+
+    // A flag overrides the table: the config's public address without a
+    // proxy would be refused, --listen puts it on loopback; --allowed-host
+    // adds to the table's hosts.
+    let s = Setup::new("");
+    let port = free_port();
+    std::fs::write(
+        s.config(),
+        format!(
+            "[serve]\nlisten = \"0.0.0.0:{}\"\nallowed_hosts = [\"from-config.internal\"]\n\n{}",
+            free_port(),
+            fixture_server("fx", &[], &s.path("r.jsonl"))
+        ),
+    )
+    .unwrap();
+    let mut gavel =
+        gavel_serve_with(&s, port, &[], &["--allowed-host", "from-flag.internal"]).await;
+    for host in ["from-config.internal", "from-flag.internal"] {
+        let r = raw_post(port, host, None, &init).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{host}: {r}");
+    }
+    unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
+    assert!(gavel.wait().await.unwrap().success());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,8 +8,10 @@ pub mod import;
 pub mod mask;
 pub mod oci;
 mod raw;
+pub mod serve;
 
 pub use oci::{OciSettings, RegistrySettings};
+pub use serve::ServeSettings;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,8 @@ pub struct Config {
     pub auth: Option<AuthSettings>,
     /// `[oci]`: bundle cache, tag polling, registries.
     pub oci: OciSettings,
+    /// `[serve]`: how `gavel serve` listens (flags override).
+    pub serve: ServeSettings,
     /// File the config came from (None for `gavel wrap`); relative paths
     /// (commands, `cwd`, bundles) resolve against its directory.
     pub source: Option<PathBuf>,
@@ -632,6 +636,7 @@ impl Config {
             .transpose()?;
         let auth = raw.auth.as_ref().map(|a| Self::auth(&ctx, a)).transpose()?;
         let oci = OciSettings::parse(&ctx, &raw.oci)?;
+        let serve = ServeSettings::parse(&ctx, &raw.serve)?;
         // Shared bundles from a registry bind every server as its own would:
         // signed unless a server says require_signature = false.
         if let Some(r) = policy
@@ -695,6 +700,7 @@ impl Config {
             redis_url,
             auth,
             oci,
+            serve,
             source: Some(origin.to_path_buf()),
         })
     }
@@ -1080,6 +1086,7 @@ impl Config {
             redis_url: None,
             auth: None,
             oci: OciSettings::default(),
+            serve: ServeSettings::default(),
             source: None,
         })
     }

@@ -139,7 +139,7 @@ const LOOPBACK_ORIGINS: &[&str] = &[
 pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<()> {
     if !opts.listen.ip().is_loopback() && !opts.behind_proxy && opts.tls.is_none() {
         anyhow::bail!(
-            "refusing to serve plain HTTP on {} (not loopback): give --tls-cert and --tls-key, or put a TLS-terminating proxy in front and pass --behind-proxy, or listen on 127.0.0.1",
+            "refusing to serve plain HTTP on {} (not loopback): give --tls-cert and --tls-key ([serve] tls_cert/tls_key), or put a TLS-terminating proxy in front and pass --behind-proxy ([serve] behind_proxy = true), or listen on 127.0.0.1",
             opts.listen
         );
     }
