@@ -365,6 +365,10 @@ async fn max_sessions_caps_new_sessions_until_one_closes() {
         r.to_ascii_lowercase().contains("retry-after: 5") && r.contains("--max-sessions"),
         "{r}"
     );
+    // gavel's own refusal code, outside the reserved JSON-RPC ranges.
+    let body: Value = serde_json::from_str(r.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], 503, "{body}");
+    assert_eq!(body["error"]["data"]["retry_after_seconds"], 5, "{body}");
     // Only one upstream was ever started.
     let inits = recorded(&s.path("r.jsonl"))
         .iter()
@@ -513,12 +517,19 @@ async fn a_shared_upstream_serves_every_session_and_routes_back_to_the_caller() 
         "the last one out unsubscribed upstream"
     );
 
-    // A list change on the shared upstream reaches every session.
+    // A list change on the shared upstream reaches every session (counted
+    // from here: an earlier list_changed, from the upstream's start, must
+    // not satisfy the wait).
+    let before = (
+        seen_a.lock().unwrap().tool_list_changed,
+        seen_b.lock().unwrap().tool_list_changed,
+    );
     call(&a, "add_tool", json!({"name": "shared_tool"}))
         .await
         .unwrap();
     eventually("both sessions hear list_changed", || {
-        seen_a.lock().unwrap().tool_list_changed > 0 && seen_b.lock().unwrap().tool_list_changed > 0
+        seen_a.lock().unwrap().tool_list_changed > before.0
+            && seen_b.lock().unwrap().tool_list_changed > before.1
     })
     .await;
     assert!(
@@ -608,4 +619,48 @@ async fn sigterm_drains_in_flight_calls_over_http_and_https() {
         );
         drop(client);
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_body_is_refused_and_nothing_is_forwarded() {
+    let s = Setup::new("");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[limits]\nmax_message_bytes = \"64KiB\"\n\n{}",
+            fixture_server("fx", &[], &s.path("r.jsonl"))
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut gavel = gavel_serve(&s, port, &[]).await;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let client = http_client(&url, None, None).await;
+    // Over the limit: refused at the door, the session survives.
+    let big = "x".repeat(100 << 10);
+    let r = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                   "params": {"name": "echo", "arguments": {"text": big}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let why = r.text().await.unwrap();
+    assert!(why.contains("limits.max_message_bytes"), "{why}");
+    // Under it: served.
+    let ok = call(&client, "echo", json!({"text": "x".repeat(1000)}))
+        .await
+        .unwrap();
+    assert_eq!(text(&ok).len(), 1000);
+    let calls = recorded_calls(&s.path("r.jsonl"));
+    assert_eq!(calls.len(), 1, "only the small call reached the upstream");
+    client.cancel().await.unwrap();
+    unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
+    assert!(gavel.wait().await.unwrap().success());
 }

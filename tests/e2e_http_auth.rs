@@ -693,3 +693,24 @@ async fn the_decision_log_records_who_asked() {
     unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
     assert!(gavel.wait().await.unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_in_stdio_mode_is_reported_not_silently_ignored() {
+    let s = Setup::new("");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[auth]\nissuer = \"https://idp.example.test\"\naudience = \"https://gavel.example.test/mcp\"\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n\n[identity.user]\nid = \"ada\"\n\n{}",
+            fixture_server("fx", &[], &s.path("r.jsonl"))
+        ),
+    )
+    .unwrap();
+    let client = s.connect(TestHost::new()).await;
+    call(&client, "echo", json!({"text": "x"})).await.unwrap();
+    let log = s.log_text();
+    assert!(
+        log.contains("[auth] is ignored by gavel run") && log.contains("[identity.*]"),
+        "{log}"
+    );
+    client.cancel().await.unwrap();
+}

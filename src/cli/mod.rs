@@ -270,6 +270,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 cli.log_level.as_deref().or(cfg.log.level.as_deref()),
             )?;
             tracing::info!(config = %config.display(), servers = cfg.enabled_servers().count(), "gavel starting");
+            if cfg.auth.is_some() {
+                // Not an error: one config may serve both fronts.
+                tracing::warn!(
+                    "[auth] is ignored by gavel run: over stdio there is no bearer token, so the user and agent come from [identity.*]; use gavel serve for token identity"
+                );
+            }
             let _metrics = serve_metrics(cli.metrics_listen.or(cfg.metrics_listen)).await;
             let gw = Gateway::start(cfg).await?;
             crate::front::stdio::serve_stdio(gw).await

@@ -118,6 +118,11 @@ async fn count_in_flight(in_flight: InFlight, req: Request, next: Next) -> Respo
     }
     let guard = in_flight.enter();
     let (parts, body) = next.run(req).await.into_parts();
+    // A body of known length (JSON, 202, an error) is already complete;
+    // only a stream (the SSE answer of a request) is still in flight.
+    if axum::body::HttpBody::size_hint(&body).exact().is_some() {
+        return Response::from_parts(parts, body);
+    }
     let body = body.into_data_stream().map(move |chunk| {
         let _held = &guard;
         chunk
@@ -332,8 +337,14 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
     Ok(())
 }
 
+/// How long a client refused by the session cap is told to wait.
+const RETRY_AFTER_S: u64 = 5;
+
 /// A new session (a POST without `Mcp-Session-Id`) when `max` are open:
-/// 503 with `Retry-After`, before any upstream is started for it.
+/// 503 with `Retry-After`, before any upstream is started for it. The
+/// JSON-RPC error code is 503 too: gavel's own refusals use codes outside
+/// the reserved -32768..-32000 ranges (docs/denials.md), and -32000 would
+/// read as an implementation-defined server error.
 async fn session_cap(req: Request, next: Next, live: usize, max: usize) -> Response {
     if req.method() == Method::POST && !req.headers().contains_key("mcp-session-id") && live >= max
     {
@@ -342,18 +353,17 @@ async fn session_cap(req: Request, next: Next, live: usize, max: usize) -> Respo
             max,
             "refusing a new HTTP session: --max-sessions reached"
         );
-        let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000,
-            "message": format!("gavel is serving its maximum of {max} sessions (--max-sessions); retry later or close an idle session")}});
+        let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": 503,
+            "message": format!("gavel is serving its maximum of {max} sessions (--max-sessions, [serve] max_sessions); retry in {RETRY_AFTER_S} s or close an idle session"),
+            "data": {"retry_after_seconds": RETRY_AFTER_S}}});
         let mut r = (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "application/json")],
             body.to_string(),
         )
             .into_response();
-        r.headers_mut().insert(
-            header::RETRY_AFTER,
-            axum::http::HeaderValue::from_static("5"),
-        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, RETRY_AFTER_S.into());
         return r;
     }
     next.run(req).await
@@ -368,7 +378,16 @@ async fn refuse_discover(req: Request, next: Next, max: usize) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, max).await {
         Ok(b) => b,
-        Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        Err(_) => {
+            tracing::warn!(max, "refused a request body over limits.max_message_bytes");
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is over {max} bytes (limits.max_message_bytes); nothing was forwarded"
+                ),
+            )
+                .into_response();
+        }
     };
     if let Ok(msg) = serde_json::from_slice::<Value>(&bytes)
         && msg["method"] == "server/discover"
