@@ -385,6 +385,54 @@ pub async fn fixture_over_http(name: &str, record: &Path) -> (tokio::process::Ch
     }
 }
 
+/// Sends one raw HTTP request (with `Connection: close`) and returns the
+/// whole response: for what a real client would not send (rebinding,
+/// foreign origins, other users' tokens, caps).
+pub async fn raw_request(port: u16, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// A raw `POST /mcp` of `body` with this `Host` (and `Origin`).
+pub async fn raw_post(port: u16, host: &str, origin: Option<&str>, body: &Value) -> String {
+    let body = body.to_string();
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    raw_request(
+        port,
+        &format!(
+            "POST /mcp HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await
+}
+
+/// A raw `initialize` on 127.0.0.1:`port`, with this bearer token if any.
+pub async fn post_init(port: u16, bearer: Option<&str>) -> String {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}})
+    .to_string();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    raw_request(
+        port,
+        &format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await
+}
+
 /// `gavel serve` on this setup's config at 127.0.0.1:`port`, once it listens.
 pub async fn gavel_serve(s: &Setup, port: u16, env: &[(&str, &str)]) -> tokio::process::Child {
     gavel_serve_with(s, port, env, &[]).await
