@@ -1,7 +1,8 @@
 //! End to end: `gavel serve` — the same policy-enforced proxy over
 //! streamable HTTP, a session (and upstreams, and counters) per client, and
 //! the protections: DNS rebinding (Host), foreign Origins, `server/discover`,
-//! and no plain HTTP on a public address.
+//! shared upstreams and the session cap (listening, bodies and shutdown:
+//! e2e_http_serve.rs).
 
 mod common;
 
@@ -11,25 +12,6 @@ use common::*;
 use rmcp::ServiceExt;
 use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn raw_post(port: u16, host: &str, origin: Option<&str>, body: &Value) -> String {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let body = body.to_string();
-    let origin = origin
-        .map(|o| format!("Origin: {o}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "POST /mcp HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_over_http_with_a_session_per_client() {
@@ -146,85 +128,6 @@ async fn serve_over_http_with_a_session_per_client() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn no_plain_http_on_a_public_address() {
-    let s = Setup::new("");
-    std::fs::write(s.config(), fixture_server("fx", &[], &s.path("r.jsonl"))).unwrap();
-    let out = tokio::process::Command::new(GAVEL)
-        .args(["serve", "--config"])
-        .arg(s.config())
-        .args(["--listen", &format!("0.0.0.0:{}", free_port())])
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--behind-proxy"), "{err}");
-}
-
-/// A test CA and a leaf certificate for 127.0.0.1 it signed (openssl), as
-/// (leaf cert, leaf key, CA cert).
-fn test_pki(s: &Setup) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(s.dir.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=gavel test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "leaf.csr",
-    ]);
-    std::fs::write(
-        s.path("leaf.ext"),
-        "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "leaf.ext",
-        "-out",
-        "cert.pem",
-    ]);
-    (s.path("cert.pem"), s.path("key.pem"), s.path("ca.pem"))
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn serves_https_with_rustls() {
     let s = Setup::new("");
     let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
@@ -330,6 +233,10 @@ async fn max_sessions_caps_new_sessions_until_one_closes() {
         r.to_ascii_lowercase().contains("retry-after: 5") && r.contains("--max-sessions"),
         "{r}"
     );
+    // gavel's own refusal code, outside the reserved JSON-RPC ranges.
+    let body: Value = serde_json::from_str(r.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], 503, "{body}");
+    assert_eq!(body["error"]["data"]["retry_after_seconds"], 5, "{body}");
     // Only one upstream was ever started.
     let inits = recorded(&s.path("r.jsonl"))
         .iter()
@@ -478,12 +385,19 @@ async fn a_shared_upstream_serves_every_session_and_routes_back_to_the_caller() 
         "the last one out unsubscribed upstream"
     );
 
-    // A list change on the shared upstream reaches every session.
+    // A list change on the shared upstream reaches every session (counted
+    // from here: an earlier list_changed, from the upstream's start, must
+    // not satisfy the wait).
+    let before = (
+        seen_a.lock().unwrap().tool_list_changed,
+        seen_b.lock().unwrap().tool_list_changed,
+    );
     call(&a, "add_tool", json!({"name": "shared_tool"}))
         .await
         .unwrap();
     eventually("both sessions hear list_changed", || {
-        seen_a.lock().unwrap().tool_list_changed > 0 && seen_b.lock().unwrap().tool_list_changed > 0
+        seen_a.lock().unwrap().tool_list_changed > before.0
+            && seen_b.lock().unwrap().tool_list_changed > before.1
     })
     .await;
     assert!(

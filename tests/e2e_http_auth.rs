@@ -2,73 +2,32 @@
 //! resource-metadata challenge, the metadata document, refused tokens (wrong
 //! audience, issuer, expired, bad signature), the token's user reaching
 //! policy and the decision log, a session that cannot change hands, and the
-//! host's token never reaching an (HTTP) upstream.
+//! host's token never reaching an (HTTP) upstream. JWKS URLs:
+//! e2e_http_jwks.rs.
 
 mod common;
 
 use std::path::Path;
 
 use common::*;
-use rmcp::ServiceExt;
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "e2e-secret-for-hs256-tokens-only";
 
 fn token(claims: Value, secret: &str) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
+    hs256_token(claims, secret)
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    unix_now()
 }
 
 async fn raw(port: u16, request: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
-async fn post_init(port: u16, bearer: Option<&str>) -> String {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}})
-    .to_string();
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    raw(
-        port,
-        &format!(
-            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    )
-    .await
+    raw_request(port, request).await
 }
 
 async fn client(url: &str, bearer: &str) -> Client {
-    let t = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(url.to_string())
-            .auth_header(bearer.to_string()),
-    );
-    TestHost::new()
-        .serve(t)
-        .await
-        .expect("authorized client initializes")
+    http_client(url, None, Some(bearer)).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -95,7 +54,7 @@ async fn bearer_tokens_decide_who_is_asking() {
     assert!(r.starts_with("HTTP/1.1 401"), "{r}");
     assert!(
         r.to_ascii_lowercase().contains(&format!(
-            "www-authenticate: bearer resource_metadata=\"http://127.0.0.1:{port}/.well-known/oauth-protected-resource\""
+            "www-authenticate: bearer resource_metadata=\"http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp\""
         )),
         "{r}"
     );
@@ -106,18 +65,62 @@ async fn bearer_tokens_decide_who_is_asking() {
     .await;
     let body: Value = serde_json::from_str(meta.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(body["resource"], audience);
+    // DNS rebinding: a foreign Host is refused (403) before any route
+    // answers — no 401 challenge naming evil.example, no metadata, no
+    // server/discover refusal; a foreign browser Origin likewise.
+    let discover =
+        json!({"jsonrpc": "2.0", "id": 9, "method": "server/discover", "params": {}}).to_string();
+    for (host, origin) in [
+        ("evil.example", None),
+        ("127.0.0.1", Some("https://evil.example")),
+    ] {
+        let origin = origin
+            .map(|o| format!("Origin: {o}\r\n"))
+            .unwrap_or_default();
+        for request in [
+            format!(
+                "POST /mcp HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            ),
+            format!(
+                "POST /mcp HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{discover}",
+                discover.len()
+            ),
+            format!(
+                "GET /mcp HTTP/1.1\r\nHost: {host}\r\n{origin}Accept: text/event-stream\r\nConnection: close\r\n\r\n"
+            ),
+            format!("DELETE /mcp HTTP/1.1\r\nHost: {host}\r\n{origin}Connection: close\r\n\r\n"),
+            format!(
+                "GET /.well-known/oauth-protected-resource HTTP/1.1\r\nHost: {host}\r\n{origin}Connection: close\r\n\r\n"
+            ),
+            format!(
+                "GET /.well-known/oauth-protected-resource/mcp HTTP/1.1\r\nHost: {host}\r\n{origin}Connection: close\r\n\r\n"
+            ),
+        ] {
+            let r = raw(port, &request).await;
+            assert!(r.starts_with("HTTP/1.1 403"), "{request}\n→ {r}");
+            assert!(!r.contains("evil.example/"), "{r}");
+            assert!(!r.to_ascii_lowercase().contains("www-authenticate"), "{r}");
+        }
+    }
     assert_eq!(
         body["authorization_servers"],
         json!(["https://idp.example.test"])
     );
 
-    let good = |sub: &str| {
-        token(
-            json!({"iss": "https://idp.example.test", "aud": audience, "exp": now() + 600,
-                   "sub": sub, "groups": ["engineering"], "azp": "agent-7"}),
-            SECRET,
-        )
-    };
+    // One token per user for the whole test, so the leak check below can
+    // look for the exact values the host sent.
+    let tokens: std::collections::BTreeMap<&str, String> = ["ada", "bob"]
+        .into_iter()
+        .map(|sub| {
+            let t = token(
+                json!({"iss": "https://idp.example.test", "aud": audience, "exp": now() + 600,
+                       "sub": sub, "groups": ["engineering"], "azp": "agent-7"}),
+                SECRET,
+            );
+            (sub, t)
+        })
+        .collect();
+    let good = |sub: &str| tokens[sub].clone();
     for (bad, why) in [
         (
             token(
@@ -209,132 +212,92 @@ async fn bearer_tokens_decide_who_is_asking() {
         ),
     )
     .await;
+    // Every message bob sends on it is refused, whatever its method —
+    // requests, a notification, the GET stream, DELETE.
     let call_echo = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "x"}}});
-    let r = raw(port, &send(good("bob"), call_echo.clone())).await;
-    assert!(r.contains("another user or agent"), "{r}");
+    for body in [
+        call_echo.clone(),
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {}}),
+        json!({"jsonrpc": "2.0", "id": 4, "method": "resources/list", "params": {}}),
+        json!({"jsonrpc": "2.0", "id": 5, "method": "prompts/list", "params": {}}),
+        json!({"jsonrpc": "2.0", "id": 6, "method": "logging/setLevel", "params": {"level": "debug"}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}),
+    ] {
+        let r = raw(port, &send(good("bob"), body.clone())).await;
+        assert!(
+            r.starts_with("HTTP/1.1 403") && r.contains("another user or agent"),
+            "{body}: {r}"
+        );
+    }
+    let other_verb = |verb: &str, bearer: String| {
+        format!(
+            "{verb} /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {bearer}\r\nMcp-Session-Id: {sid}\r\nMcp-Protocol-Version: 2025-06-18\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
+        )
+    };
+    for verb in ["GET", "DELETE"] {
+        let r = raw(port, &other_verb(verb, good("bob"))).await;
+        assert!(r.starts_with("HTTP/1.1 403"), "{verb}: {r}");
+    }
+    // Bob cannot cancel ada's call: she has one in flight (held by the
+    // fixture until `gate` exists), bob sends notifications/cancelled for it.
+    let gate = s.path("gate");
+    let held = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "slow",
+        "arguments": {"ms": 120_000, "until": gate.display().to_string()}}});
+    let in_flight = tokio::spawn({
+        let request = send(good("ada"), held);
+        async move { raw(port, &request).await }
+    });
+    eventually("ada's call reached the upstream", || {
+        recorded_calls(&s.path("r.jsonl"))
+            .iter()
+            .any(|r| r["params"]["name"] == "slow")
+    })
+    .await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7, "reason": "bob says so"}});
+    let r = raw(port, &send(good("bob"), cancel)).await;
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    std::fs::write(&gate, "").unwrap();
+    let r = in_flight.await.unwrap();
+    assert!(
+        r.contains("released by"),
+        "ada's call was not cancelled: {r}"
+    );
+    assert!(
+        !recorded(&s.path("r.jsonl"))
+            .iter()
+            .any(|r| r.get("cancelled").is_some() || r["notification"] == "notifications/cancelled"),
+        "no cancellation reached the upstream"
+    );
+    // The owner may go on, and bob's DELETE did not close her session.
     let r = raw(port, &send(good("ada"), call_echo)).await;
     assert!(r.contains("\"text\":\"x\""), "the owner may go on: {r}");
+    let r = raw(
+        port,
+        &send(
+            good("ada"),
+            json!({"jsonrpc": "2.0", "id": 8, "method": "tools/list", "params": {}}),
+        ),
+    )
+    .await;
+    assert!(r.contains("\"echo\""), "{r}");
+
+    // No line the upstream recorded (requests, notifications, their
+    // headers) holds a token the host sent, nor its signature alone.
+    let upstream_saw = std::fs::read_to_string(s.path("r.jsonl")).unwrap();
+    assert!(upstream_saw.lines().count() > 5, "{upstream_saw}");
+    for t in tokens.values() {
+        let signature = t.rsplit('.').next().unwrap();
+        for line in upstream_saw.lines() {
+            assert!(
+                !line.contains(t.as_str()) && !line.contains(signature),
+                "a host token reached the upstream: {line}"
+            );
+        }
+    }
 
     ada.cancel().await.unwrap();
     unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
     let _ = gavel.wait().await;
-}
-
-fn token_kid(claims: Value, secret: &str, kid: &str) -> String {
-    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-    h.kid = Some(kid.to_string());
-    jsonwebtoken::encode(
-        &h,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
-}
-
-fn jwks(keys: &[(&str, &str)]) -> String {
-    use base64::Engine;
-    let keys: Vec<Value> = keys
-        .iter()
-        .map(|(kid, secret)| {
-            json!({"kty": "oct", "kid": kid, "alg": "HS256",
-                   "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)})
-        })
-        .collect();
-    json!({ "keys": keys }).to_string()
-}
-
-/// A tiny JWKS endpoint serving whatever `doc` holds now; counts fetches.
-async fn jwks_server(
-    doc: std::sync::Arc<std::sync::Mutex<String>>,
-    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) -> u16 {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = l.accept().await else {
-                return;
-            };
-            let body = doc.lock().unwrap().clone();
-            hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let _ = sock.read(&mut buf).await;
-                let _ = sock
-                    .write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes())
-                    .await;
-            });
-        }
-    });
-    port
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn jwks_url_keys_are_fetched_cached_and_rotated() {
-    let s = Setup::new("");
-    let doc = std::sync::Arc::new(std::sync::Mutex::new(jwks(&[("k1", "first-jwks-secret")])));
-    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let jport = jwks_server(doc.clone(), hits.clone()).await;
-    let port = free_port();
-    let audience = format!("http://127.0.0.1:{port}/mcp");
-    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
-    std::fs::write(
-        s.config(),
-        format!(
-            "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\njwks_url = \"http://127.0.0.1:{jport}/jwks.json\"\njwks_refresh = \"1h\"\n\n{}bundle = {:?}\n",
-            fixture_server("fx", &[], &s.path("r.jsonl")),
-            bundle.display().to_string()
-        ),
-    )
-    .unwrap();
-    let mut gavel = gavel_serve(&s, port, &[]).await;
-    let claims = |sub: &str| json!({"iss": "https://idp.example.test", "aud": audience, "exp": now() + 600, "sub": sub});
-    // A k1 token works; fetching happened once at start, and verifying more
-    // tokens does not refetch (cached).
-    let c = client(
-        &audience,
-        &token_kid(claims("ada"), "first-jwks-secret", "k1"),
-    )
-    .await;
-    call(&c, "echo", json!({"text": "hi"})).await.unwrap();
-    let after_first = hits.load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(after_first, 1, "fetched once at start");
-    assert!(
-        post_init(
-            port,
-            Some(&token_kid(claims("ada"), "first-jwks-secret", "k1"))
-        )
-        .await
-        .starts_with("HTTP/1.1 200")
-    );
-    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "cached");
-    // The issuer rotates to k2: a k2 token makes gavel refetch, then it works.
-    *doc.lock().unwrap() = jwks(&[("k2", "second-jwks-secret")]);
-    let r = post_init(
-        port,
-        Some(&token_kid(claims("bob"), "second-jwks-secret", "k2")),
-    )
-    .await;
-    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-    assert_eq!(
-        hits.load(std::sync::atomic::Ordering::SeqCst),
-        2,
-        "refetched for the new kid"
-    );
-    // An unknown kid right after is refused without hammering the issuer.
-    let r = post_init(port, Some(&token_kid(claims("eve"), "whatever", "k9"))).await;
-    assert!(
-        r.starts_with("HTTP/1.1 401") && r.contains("no key matches"),
-        "{r}"
-    );
-    assert_eq!(
-        hits.load(std::sync::atomic::Ordering::SeqCst),
-        2,
-        "rate-limited refetch"
-    );
-    c.cancel().await.unwrap();
-    unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
-    gavel.wait().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -437,4 +400,177 @@ async fn per_session_upstreams_do_not_leak_between_users() {
     bob.cancel().await.unwrap();
     unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
     gavel.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_challenge_names_the_configured_https_resource() {
+    let s = Setup::new("");
+    let port = free_port();
+    // The URL hosts use; the Host gavel sees says nothing about the scheme.
+    let audience = format!("https://127.0.0.1:{port}/mcp");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n\n{}",
+            fixture_server("fx", &[], &s.path("r.jsonl")),
+        ),
+    )
+    .unwrap();
+    let (cert, key, ca) = test_pki(&s);
+    let mut gavel = gavel_serve_with(
+        &s,
+        port,
+        &[("GAVEL_E2E_JWT_SECRET", SECRET)],
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let r = http
+        .post(&audience)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let metadata_url = format!("https://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp");
+    assert_eq!(
+        challenge,
+        format!("Bearer resource_metadata=\"{metadata_url}\"")
+    );
+    // The document is where the challenge says, and names the resource.
+    let meta: Value = http
+        .get(&metadata_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["resource"], audience);
+    // A token for it works over HTTPS.
+    let t = token(
+        json!({"iss": "https://idp.example.test", "aud": audience, "exp": now() + 600, "sub": "ada"}),
+        SECRET,
+    );
+    let c = http_client(&audience, Some(&ca), Some(&t)).await;
+    assert_eq!(
+        text(&call(&c, "echo", json!({"text": "tls"})).await.unwrap()),
+        "tls"
+    );
+    c.cancel().await.unwrap();
+    unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
+    assert!(gavel.wait().await.unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_decision_log_records_who_asked() {
+    let s = Setup::new("");
+    let port = free_port();
+    let audience = format!("http://127.0.0.1:{port}/mcp");
+    // A bundle with no log rules: nothing is erased from the records.
+    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/allow-all");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n\n[identity.user]\nid = \"configured-user\"\n\n[log]\ndecisions = {:?}\n\n{}bundle = {:?}\n",
+            s.path("decisions.jsonl").display().to_string(),
+            fixture_server("fx", &[], &s.path("r.jsonl")),
+            bundle.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut gavel = gavel_serve(&s, port, &[("GAVEL_E2E_JWT_SECRET", SECRET)]).await;
+    let t = |sub: &str, groups: Value, azp: &str| {
+        token(
+            json!({"iss": "https://idp.example.test", "aud": audience, "exp": now() + 600,
+                   "sub": sub, "groups": groups, "azp": azp}),
+            SECRET,
+        )
+    };
+    let ada = client(&audience, &t("ada", json!(["engineering"]), "agent-ada")).await;
+    // Groups as a space-separated string (the OAuth `scope` style) count too.
+    let bob = client(&audience, &t("bob", json!("finance audit"), "agent-bob")).await;
+    call(&ada, "echo", json!({"text": "a1"})).await.unwrap();
+    call(&bob, "echo", json!({"text": "b1"})).await.unwrap();
+    call(&ada, "echo", json!({"text": "a2"})).await.unwrap();
+    let records: Vec<Value> = std::fs::read_to_string(s.path("decisions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let who: Vec<(Value, Value, Value, Value)> = records
+        .iter()
+        .map(|r| {
+            assert!(r.get("erased").is_none_or(|e| e == &json!([])), "{r}");
+            let i = &r["input"];
+            (
+                i["user"]["id"].clone(),
+                i["agent"]["id"].clone(),
+                i["user"]["groups"].clone(),
+                i["action"]["args"]["text"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        who,
+        vec![
+            (
+                json!("ada"),
+                json!("agent-ada"),
+                json!(["engineering"]),
+                json!("a1")
+            ),
+            (
+                json!("bob"),
+                json!("agent-bob"),
+                json!(["finance", "audit"]),
+                json!("b1")
+            ),
+            (
+                json!("ada"),
+                json!("agent-ada"),
+                json!(["engineering"]),
+                json!("a2")
+            ),
+        ]
+    );
+    ada.cancel().await.unwrap();
+    bob.cancel().await.unwrap();
+    unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
+    assert!(gavel.wait().await.unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_in_stdio_mode_is_reported_not_silently_ignored() {
+    let s = Setup::new("");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[auth]\nissuer = \"https://idp.example.test\"\naudience = \"https://gavel.example.test/mcp\"\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n\n[identity.user]\nid = \"ada\"\n\n{}",
+            fixture_server("fx", &[], &s.path("r.jsonl"))
+        ),
+    )
+    .unwrap();
+    let client = s.connect(TestHost::new()).await;
+    call(&client, "echo", json!({"text": "x"})).await.unwrap();
+    let log = s.log_text();
+    assert!(
+        log.contains("[auth] is ignored by gavel run") && log.contains("[identity.*]"),
+        "{log}"
+    );
+    client.cancel().await.unwrap();
 }

@@ -2,7 +2,9 @@
 //! through the real binary, on a clock the test drives
 //! (`GAVEL_TEST_CLOCK_FILE`): a burst over the limit is refused with a
 //! retry-after and allowed again after it; a budget survives `kill -9` and a
-//! restart; two gavel processes spend one budget exactly.
+//! restart; two gavel processes spend one budget exactly; two `gavel serve`
+//! instances on one Redis share a limit and per-user budgets; Redis going
+//! away fails the limited calls closed until it returns.
 
 mod common;
 
@@ -189,15 +191,14 @@ async fn a_corrupt_state_store_fails_closed_and_is_kept() {
 }
 
 /// A throw-away `redis-server` (Debian package, installed by scripts/setup).
-struct Redis(std::process::Child, u16);
+struct Redis(Option<std::process::Child>, u16);
 
 impl Redis {
     fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        Self::start_on(free_port())
+    }
+
+    fn start_on(port: u16) -> Redis {
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -220,57 +221,179 @@ impl Redis {
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        Redis(child, port)
+        Redis(Some(child), port)
+    }
+
+    fn state(&self) -> String {
+        format!(
+            "backend = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/0\"",
+            self.1
+        )
+    }
+
+    /// Kills it and waits until the port refuses connections.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.stop();
+    }
+}
+
+const SECRET: &str = "e2e-secret-for-hs256-tokens-only";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_gavel_serve_instances_on_one_redis_share_a_limit_and_per_user_budgets() {
+    let redis = Redis::start();
+    // Everyone's echo calls: 4 at once; each user: 3 calls a day.
+    let lab = Lab::with_state(
+        json!({"limits": [{"scope": "tool", "tool": "echo", "rate": 1, "per": "1h", "burst": 4}]}),
+        "[budget]\nper = \"user\"\ncalls = 3\n\n[auth]\nissuer = \"https://idp.example.test\"\naudience = \"https://gavel.example.test/mcp\"\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n",
+        Some(redis.state()),
+    );
+    let mut env = lab.env();
+    env.push(("GAVEL_E2E_JWT_SECRET", SECRET.to_string()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = gavel_serve_logged(&lab.s.config(), &lab.s.path("a.log"), pa, &env, &[]).await;
+    let mut b = gavel_serve_logged(&lab.s.config(), &lab.s.path("b.log"), pb, &env, &[]).await;
+    let token = |sub: &str| {
+        hs256_token(
+            json!({"iss": "https://idp.example.test", "aud": "https://gavel.example.test/mcp",
+                   "exp": unix_now() + 600, "sub": sub}),
+            SECRET,
+        )
+    };
+    let url = |p: u16| format!("http://127.0.0.1:{p}/mcp");
+    let ada_a = http_client(&url(pa), None, Some(&token("ada"))).await;
+    let ada_b = http_client(&url(pb), None, Some(&token("ada"))).await;
+    let bob_a = http_client(&url(pa), None, Some(&token("bob"))).await;
+    let bob_b = http_client(&url(pb), None, Some(&token("bob"))).await;
+    let outcome = |r: rmcp::model::CallToolResult| match r.is_error {
+        Some(true) => decision(&r)["reasons"][0].as_str().unwrap().to_string(),
+        _ => "allowed".to_string(),
+    };
+    let echo = json!({"text": "x"});
+    let add = json!({"a": 1, "b": 2});
+    let mut seen = vec![];
+    for (client, tool, args) in [
+        // The echo limit counts both users on both instances: 4, then refused.
+        (&ada_a, "echo", &echo),
+        (&ada_b, "echo", &echo),
+        (&bob_b, "echo", &echo),
+        (&bob_a, "echo", &echo),
+        (&ada_a, "echo", &echo),
+        // Each user's budget counts both instances: ada has one call left
+        // (the refused echo cost nothing), then none; bob likewise.
+        (&ada_b, "add", &add),
+        (&ada_a, "add", &add),
+        (&bob_a, "add", &add),
+        (&bob_b, "add", &add),
+    ] {
+        seen.push(outcome(call(client, tool, args.clone()).await.unwrap()));
+    }
+    assert_eq!(
+        seen,
+        [
+            "allowed",
+            "allowed",
+            "allowed",
+            "allowed",
+            "rate_limited",
+            "allowed",
+            "budget_exceeded",
+            "allowed",
+            "budget_exceeded"
+        ]
+    );
+    // The log names who asked, and each budget refusal is the user's own.
+    let log = lab.decisions();
+    let users: Vec<&str> = log
+        .iter()
+        .map(|r| r["input"]["user"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        users,
+        [
+            "ada", "ada", "bob", "bob", "ada", "ada", "ada", "bob", "bob"
+        ]
+    );
+    let refusal = |i: usize| {
+        log[i]["result"]["matched_rules"][0]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        refusal(6).starts_with("gavel:budget:budget:user:ada:"),
+        "{}",
+        refusal(6)
+    );
+    assert!(
+        refusal(8).starts_with("gavel:budget:budget:user:bob:"),
+        "{}",
+        refusal(8)
+    );
+    // Redis held it all: no SQLite store was made anywhere.
+    lab.assert_no_sqlite();
+    for c in [ada_a, ada_b, bob_a, bob_b] {
+        c.cancel().await.unwrap();
+    }
+    for g in [&mut a, &mut b] {
+        unsafe { libc::kill(g.id().unwrap() as i32, libc::SIGTERM) };
+        assert!(g.wait().await.unwrap().success());
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn two_instances_on_one_redis_share_a_limit_and_a_budget() {
-    let redis = Redis::start();
-    let state = format!(
-        "backend = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/0\"",
-        redis.1
-    );
-    // Limit: 4 echo calls at once; budget: 6 calls a day.
+async fn redis_going_away_fails_limited_calls_closed_until_it_returns() {
+    let mut redis = Redis::start();
+    let port = redis.1;
     let lab = Lab::with_state(
-        json!({"limits": [{"scope": "tool", "tool": "echo", "rate": 1, "per": "1h", "burst": 4}]}),
-        "[budget]\ncalls = 6\n",
-        Some(state),
+        json!({"limits": [{"scope": "tool", "tool": "echo", "rate": 1, "per": "1s", "burst": 100}]}),
+        "",
+        Some(redis.state()),
     );
-    let a = lab.connect().await;
-    let b = lab.connect().await;
-    let mut echo_ok = 0;
-    for i in 0..6 {
-        let c = if i % 2 == 0 { &a } else { &b };
-        let r = call(c, "echo", json!({"text": "x"})).await.unwrap();
+    let client = lab.connect().await;
+    let r = call(&client, "echo", json!({"text": "x"})).await.unwrap();
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+
+    redis.stop();
+    let r = call(&client, "echo", json!({"text": "x"})).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    let d = decision(&r);
+    assert_eq!(d["reasons"], json!(["state_unavailable"]));
+    let remediation = d["remediation"].as_str().unwrap();
+    assert!(
+        remediation.contains("Redis") && remediation.contains(&format!("127.0.0.1:{port}")),
+        "{remediation}"
+    );
+    // A call the store keeps nothing for (no limit, no budget) still works.
+    let r = call(&client, "add", json!({"a": 1, "b": 2})).await.unwrap();
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    assert_eq!(text(&r), "3");
+
+    // Redis is back on the same port: the limited calls are allowed again
+    // (after gavel's reconnect backoff; polled, never timed).
+    let _back = Redis::start_on(port);
+    let start = std::time::Instant::now();
+    loop {
+        let r = call(&client, "echo", json!({"text": "x"})).await.unwrap();
         if r.is_error != Some(true) {
-            echo_ok += 1;
-        } else {
-            assert_eq!(decision(&r)["reasons"], json!(["rate_limited"]));
+            break;
         }
+        assert_eq!(decision(&r)["reasons"], json!(["state_unavailable"]));
+        assert!(start.elapsed() < PATIENCE, "never recovered");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(echo_ok, 4, "one limit across both instances");
-    // The budget: 4 calls spent; 2 more of another tool, then refused.
-    let mut add_ok = 0;
-    for i in 0..4 {
-        let c = if i % 2 == 0 { &b } else { &a };
-        let r = call(c, "add", json!({"a": 1, "b": 2})).await.unwrap();
-        if r.is_error != Some(true) {
-            add_ok += 1;
-        } else {
-            assert_eq!(decision(&r)["reasons"], json!(["budget_exceeded"]));
-        }
-    }
-    assert_eq!(add_ok, 2, "one budget across both instances");
-    a.cancel().await.unwrap();
-    b.cancel().await.unwrap();
+    lab.assert_no_sqlite();
+    client.cancel().await.unwrap();
 }
 
 /// `[[servers.NAME.limits]]` can only tighten: every declared limit applies,

@@ -48,19 +48,24 @@ pub enum Command {
     Serve {
         #[arg(long, short, default_value = "servers.toml")]
         config: PathBuf,
-        /// Address to listen on (loopback unless TLS or --behind-proxy).
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: std::net::SocketAddr,
+        /// Address to listen on (loopback unless TLS or --behind-proxy);
+        /// overrides `[serve] listen` (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
         /// Another accepted `Host` header value (name or name:port); repeat.
+        /// Added to `[serve] allowed_hosts`.
         #[arg(long = "allowed-host")]
         allowed_hosts: Vec<String>,
-        /// Another accepted browser `Origin` (scheme://host[:port|:*]); repeat.
+        /// Another accepted browser `Origin` (scheme://host[:port|:*]);
+        /// repeat. Added to `[serve] allowed_origins`.
         #[arg(long = "allowed-origin")]
         allowed_origins: Vec<String>,
-        /// A TLS-terminating proxy is in front: allow a non-loopback address.
+        /// A TLS-terminating proxy is in front: allow a non-loopback address
+        /// (or `[serve] behind_proxy = true`).
         #[arg(long)]
         behind_proxy: bool,
-        /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+        /// Serve HTTPS with this PEM certificate chain (with --tls-key);
+        /// overrides `[serve] tls_cert`/`tls_key`.
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<PathBuf>,
         /// The PEM private key for --tls-cert.
@@ -68,8 +73,14 @@ pub enum Command {
         tls_key: Option<PathBuf>,
         /// At most this many host sessions at once (each starts its own
         /// upstreams); more get 503 until one closes or idles out (5 min).
-        #[arg(long, default_value_t = 256)]
-        max_sessions: usize,
+        /// Overrides `[serve] max_sessions` (default 256).
+        #[arg(long)]
+        max_sessions: Option<usize>,
+        /// At shutdown, how long in-flight requests may take to finish
+        /// before every session is closed (e.g. 30s, 2m); overrides
+        /// `[serve] drain_timeout` (default 30s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        drain_timeout: Option<std::time::Duration>,
     },
     /// Wrap one server command with no config file: `gavel wrap -- npx -y some-server`.
     Wrap {
@@ -268,6 +279,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 cli.log_level.as_deref().or(cfg.log.level.as_deref()),
             )?;
             tracing::info!(config = %config.display(), servers = cfg.enabled_servers().count(), "gavel starting");
+            if cfg.auth.is_some() {
+                // Not an error: one config may serve both fronts.
+                tracing::warn!(
+                    "[auth] is ignored by gavel run: over stdio there is no bearer token, so the user and agent come from [identity.*]; use gavel serve for token identity"
+                );
+            }
             let _metrics = serve_metrics(cli.metrics_listen.or(cfg.metrics_listen)).await;
             let gw = Gateway::start(cfg).await?;
             crate::front::stdio::serve_stdio(gw).await
@@ -281,6 +298,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tls_cert,
             tls_key,
             max_sessions,
+            drain_timeout,
         } => {
             let cfg = load_config(&config)?;
             let _guard = logging::init(
@@ -288,19 +306,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 cli.log_level.as_deref().or(cfg.log.level.as_deref()),
             )?;
             let _metrics = serve_metrics(cli.metrics_listen.or(cfg.metrics_listen)).await;
+            // Flags override `[serve]`; list flags add to its lists.
+            let serve = &cfg.serve;
+            let opts = crate::front::http::HttpOptions {
+                listen: listen.unwrap_or(serve.listen),
+                allowed_hosts: serve
+                    .allowed_hosts
+                    .iter()
+                    .cloned()
+                    .chain(allowed_hosts)
+                    .collect(),
+                allowed_origins: serve
+                    .allowed_origins
+                    .iter()
+                    .cloned()
+                    .chain(allowed_origins)
+                    .collect(),
+                behind_proxy: behind_proxy || serve.behind_proxy,
+                tls: tls_cert.zip(tls_key).or_else(|| serve.tls.clone()),
+                max_sessions: max_sessions.unwrap_or(serve.max_sessions).max(1),
+                drain_timeout: drain_timeout.unwrap_or(serve.drain_timeout),
+            };
             let gw = Gateway::start(cfg).await?;
-            crate::front::http::serve_http(
-                gw,
-                crate::front::http::HttpOptions {
-                    listen,
-                    allowed_hosts,
-                    allowed_origins,
-                    behind_proxy,
-                    tls: tls_cert.zip(tls_key),
-                    max_sessions: max_sessions.max(1),
-                },
-            )
-            .await
+            crate::front::http::serve_http(gw, opts).await
         }
         Command::Wrap {
             name,

@@ -253,6 +253,7 @@ pub fn render(c: &Config) -> String {
     root.insert("servers".into(), Value::Table(servers));
     stateful(c, &mut root);
     root.insert("oci".into(), Value::Table(oci(&c.oci)));
+    root.insert("serve".into(), Value::Table(c.serve.render()));
     toml::to_string_pretty(&root).unwrap_or_default()
 }
 

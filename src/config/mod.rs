@@ -8,8 +8,10 @@ pub mod import;
 pub mod mask;
 pub mod oci;
 mod raw;
+pub mod serve;
 
 pub use oci::{OciSettings, RegistrySettings};
+pub use serve::ServeSettings;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,8 @@ pub struct Config {
     pub auth: Option<AuthSettings>,
     /// `[oci]`: bundle cache, tag polling, registries.
     pub oci: OciSettings,
+    /// `[serve]`: how `gavel serve` listens (flags override).
+    pub serve: ServeSettings,
     /// File the config came from (None for `gavel wrap`); relative paths
     /// (commands, `cwd`, bundles) resolve against its directory.
     pub source: Option<PathBuf>,
@@ -660,6 +664,7 @@ impl Config {
             .transpose()?;
         let auth = raw.auth.as_ref().map(|a| Self::auth(&ctx, a)).transpose()?;
         let oci = OciSettings::parse(&ctx, &raw.oci)?;
+        let serve = ServeSettings::parse(&ctx, &raw.serve)?;
         // Shared bundles from a registry bind every server as its own would:
         // signed unless a server says require_signature = false — or signed
         // by the [policy] keys, when those are given.
@@ -726,6 +731,7 @@ impl Config {
             redis_url,
             auth,
             oci,
+            serve,
             source: Some(origin.to_path_buf()),
         })
     }
@@ -1008,9 +1014,23 @@ impl Config {
                 ));
             }
         };
+        // The audience is gavel's resource URL: the 401 challenge and the
+        // protected-resource metadata are built from it (RFC 9728), never
+        // from a request's Host header.
+        let audience = ctx.expand(&r.audience, "auth.audience")?;
+        let is_url = audience.parse::<http::Uri>().ok().is_some_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+        });
+        if !is_url {
+            return Err(ctx.at(
+                r.audience.span().start,
+                "auth.audience",
+                format!("{audience:?} is not gavel's resource URL: write the URL hosts use, e.g. \"https://gavel.example/mcp\""),
+            ));
+        }
         Ok(AuthSettings {
             issuer: ctx.expand(&r.issuer, "auth.issuer")?,
-            audience: ctx.expand(&r.audience, "auth.audience")?,
+            audience,
             algorithm,
             key,
             leeway: ctx.duration(&r.leeway, "auth.leeway", Duration::from_secs(60))?,
@@ -1152,6 +1172,7 @@ impl Config {
             redis_url: None,
             auth: None,
             oci: OciSettings::default(),
+            serve: ServeSettings::default(),
             source: None,
         })
     }

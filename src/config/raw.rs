@@ -30,6 +30,8 @@ pub struct RawConfig {
     pub state: RawState,
     #[serde(default)]
     pub oci: RawOci,
+    #[serde(default)]
+    pub serve: super::serve::RawServe,
 }
 
 /// `[oci]`: how bundles are pulled from registries.

@@ -223,6 +223,10 @@ fn stateful_sections_parse_refuse_and_render_masked() {
             "[auth]\nissuer = \"i\"\naudience = \"a\"\n",
             "exactly one of key_file",
         ),
+        (
+            "[auth]\nissuer = \"i\"\naudience = \"gavel\"\nkey_env = \"K\"\nalgorithm = \"HS256\"\n",
+            "auth.audience",
+        ),
         ("[metrics]\nlisten = \"nowhere\"\n", "host:port"),
         (
             "[servers.a]\ncommand = \"x\"\n[[servers.a.limits]]\nscope = \"team\"\nrate = 1\nper = \"1s\"\n",

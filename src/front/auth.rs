@@ -6,7 +6,11 @@
 //! data classifications). A missing or invalid token gets 401 with
 //! `WWW-Authenticate: Bearer resource_metadata=…`, and the Protected
 //! Resource Metadata (RFC 9728) is served at
-//! `/.well-known/oauth-protected-resource`.
+//! `/.well-known/oauth-protected-resource` followed by the resource's path
+//! (and without it). The challenge's URL is built from the configured
+//! resource URL (`audience`), never from the request: behind TLS or a proxy
+//! the Host gavel sees is not the one the client used, and echoing an
+//! unchecked Host would point a rebinding page at its own server.
 //!
 //! The token is consumed here: it is never forwarded to an upstream (gavel's
 //! upstream connections carry only their own configured headers).
@@ -43,6 +47,34 @@ pub struct Authenticator {
     /// The configured identity: what a token does not say (environment,
     /// agent scope) comes from here.
     base: Identity,
+    /// Where the metadata document is, as the challenge names it.
+    metadata_url: String,
+    /// The paths the metadata is served at.
+    metadata_paths: Vec<String>,
+}
+
+/// RFC 9728 §3.1: the metadata of resource `https://h/p` is at
+/// `https://h/.well-known/oauth-protected-resource/p`. Returns (that URL,
+/// the paths to serve it at).
+fn metadata_location(resource: &str) -> anyhow::Result<(String, Vec<String>)> {
+    let uri: http::Uri = resource.parse().map_err(|e| {
+        anyhow::anyhow!("[auth] audience {resource:?} is not a URL ({e}): write gavel's resource URL, e.g. \"https://gavel.example/mcp\"")
+    })?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        anyhow::bail!(
+            "[auth] audience {resource:?} is not an absolute URL: write gavel's resource URL, e.g. \"https://gavel.example/mcp\""
+        );
+    };
+    let path = uri.path().trim_end_matches('/');
+    let url = format!("{scheme}://{authority}{METADATA_PATH}{path}");
+    let mut paths = vec![
+        METADATA_PATH.to_string(),
+        format!("{METADATA_PATH}/mcp"),
+        format!("{METADATA_PATH}{path}"),
+    ];
+    paths.sort();
+    paths.dedup();
+    Ok((url, paths))
 }
 
 fn parse_alg(name: &str) -> Option<Algorithm> {
@@ -129,7 +161,10 @@ impl Authenticator {
             ),
             _ => None,
         };
+        let (metadata_url, metadata_paths) = metadata_location(&settings.audience)?;
         Ok(Authenticator {
+            metadata_url,
+            metadata_paths,
             settings: settings.clone(),
             alg,
             keys: arc_swap::ArcSwap::from_pointee(keys),
@@ -218,6 +253,11 @@ impl Authenticator {
         }
     }
 
+    /// The paths the Protected Resource Metadata is served at.
+    pub fn metadata_paths(&self) -> &[String] {
+        &self.metadata_paths
+    }
+
     /// The Protected Resource Metadata document.
     pub fn metadata(&self) -> Value {
         json!({
@@ -241,6 +281,8 @@ impl Authenticator {
         v.set_issuer(&[&self.settings.issuer]);
         v.set_audience(&[&self.settings.audience]);
         v.leeway = self.settings.leeway.as_secs();
+        // jsonwebtoken skips `nbf` unless asked; a token not valid yet is refused.
+        v.validate_nbf = true;
         v.set_required_spec_claims(&["exp", "iss", "aud"]);
         let keys = self.keys.load();
         let candidates = keys
@@ -330,8 +372,8 @@ async fn fetch_jwks(http: &reqwest::Client, url: &str) -> Result<Keys, String> {
 }
 
 /// 401 with the challenge MCP clients follow to find the authorization server.
-fn unauthorized(base: &str, error: Option<&str>) -> Response {
-    let mut challenge = format!("Bearer resource_metadata=\"{base}{METADATA_PATH}\"");
+fn unauthorized(metadata_url: &str, error: Option<&str>) -> Response {
+    let mut challenge = format!("Bearer resource_metadata=\"{metadata_url}\"");
     if let Some(e) = error {
         challenge.push_str(", error=\"invalid_token\", error_description=\"");
         challenge.push_str(&e.replace('"', "'"));
@@ -347,12 +389,7 @@ fn unauthorized(base: &str, error: Option<&str>) -> Response {
 /// The axum middleware: verifies the bearer token of every `/mcp` request
 /// and attaches the identity; the token itself goes no further.
 pub async fn require_token(auth: Arc<Authenticator>, mut req: Request, next: Next) -> Response {
-    let base = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| format!("http://{h}"))
-        .unwrap_or_default();
+    let base = &auth.metadata_url;
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -364,7 +401,7 @@ pub async fn require_token(auth: Arc<Authenticator>, mut req: Request, next: Nex
         .map(str::trim)
         .map(String::from);
     let Some(token) = token else {
-        return unauthorized(&base, None);
+        return unauthorized(base, None);
     };
     match auth.verify(&token).await {
         Ok(id) => {
@@ -374,7 +411,11 @@ pub async fn require_token(auth: Arc<Authenticator>, mut req: Request, next: Nex
         }
         Err(e) => {
             tracing::warn!("bearer token refused: {e}");
-            unauthorized(&base, Some(&e))
+            unauthorized(base, Some(&e))
         }
     }
 }
+
+#[cfg(test)]
+#[path = "auth_tests.rs"]
+mod tests;

@@ -7,8 +7,16 @@
 //! against DNS rebinding; a browser `Origin` must be an allowed origin
 //! (default: loopback origins); request bodies are bounded by
 //! `limits.max_message_bytes`. gavel refuses to listen on a non-loopback
-//! address unless `--behind-proxy` says a TLS-terminating proxy is in front
-//! (TLS in gavel itself is not built yet).
+//! address without TLS (`--tls-cert`/`--tls-key`, see `tls.rs`) unless
+//! `--behind-proxy` says a TLS-terminating proxy is in front.
+//!
+//! Shutdown (SIGTERM/SIGINT) drains: the listener closes at once (a new
+//! connection is refused), requests already in flight — a `tools/call`
+//! whose answer is still streaming — run to their end, at most
+//! `--drain-timeout`; only then is rmcp's cancellation token cancelled
+//! (which ends every session's serve loop and SSE stream) and the
+//! upstreams stopped. Cancelling rmcp's token first would cut those answers
+//! off.
 //!
 //! `server/discover` is answered -32601 here, before rmcp (which would
 //! answer it itself), exactly as on stdio: gavel speaks the `initialize` era
@@ -16,16 +24,20 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use rmcp::transport::streamable_http_server::{
     StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
 };
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::front::session::{Session, WeakSession};
 use crate::gateway::Gateway;
@@ -42,6 +54,80 @@ pub struct HttpOptions {
     /// At most this many host sessions at once (each has its own upstream
     /// processes); a new `initialize` beyond it gets 503.
     pub max_sessions: usize,
+    /// At shutdown, how long requests in flight may take to finish before
+    /// every session is closed anyway.
+    pub drain_timeout: Duration,
+}
+
+/// After the drain, how long connections get to close before `serve_http`
+/// returns anyway (a client that stops reading cannot hold the exit).
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Requests whose response is still being produced or sent (a POST's SSE
+/// answer ends when its JSON-RPC response has been written). Standalone GET
+/// streams are not counted: they last as long as the session.
+#[derive(Clone, Default)]
+struct InFlight(Arc<InFlightInner>);
+
+#[derive(Default)]
+struct InFlightInner {
+    n: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Held by a response body; dropping it (body finished, or the connection
+/// went away) ends the request.
+struct InFlightGuard(InFlight);
+
+impl InFlight {
+    fn enter(&self) -> InFlightGuard {
+        self.0.n.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    fn count(&self) -> usize {
+        self.0.n.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when no request is in flight.
+    async fn idle(&self) {
+        loop {
+            let notified = self.0.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.0.n.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Counts a POST from its arrival until its response body is done.
+async fn count_in_flight(in_flight: InFlight, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let guard = in_flight.enter();
+    let (parts, body) = next.run(req).await.into_parts();
+    // A body of known length (JSON, 202, an error) is already complete;
+    // only a stream (the SSE answer of a request) is still in flight.
+    if axum::body::HttpBody::size_hint(&body).exact().is_some() {
+        return Response::from_parts(parts, body);
+    }
+    let body = body.into_data_stream().map(move |chunk| {
+        let _held = &guard;
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(body))
 }
 
 const LOOPBACK_HOSTS: &[&str] = &["localhost", "127.0.0.1", "::1", "[::1]"];
@@ -58,7 +144,7 @@ const LOOPBACK_ORIGINS: &[&str] = &[
 pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<()> {
     if !opts.listen.ip().is_loopback() && !opts.behind_proxy && opts.tls.is_none() {
         anyhow::bail!(
-            "refusing to serve plain HTTP on {} (not loopback): give --tls-cert and --tls-key, or put a TLS-terminating proxy in front and pass --behind-proxy, or listen on 127.0.0.1",
+            "refusing to serve plain HTTP on {} (not loopback): give --tls-cert and --tls-key ([serve] tls_cert/tls_key), or put a TLS-terminating proxy in front and pass --behind-proxy ([serve] behind_proxy = true), or listen on 127.0.0.1",
             opts.listen
         );
     }
@@ -67,7 +153,12 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
         .as_ref()
         .map(|(c, k)| super::tls::server_config(c, k))
         .transpose()?;
-    let cancel = gw.shutdown.child_token();
+    // `stop`: the signal arrived, accept nothing new. `close`: the drain is
+    // over, end every session (rmcp's token). Two tokens, so in-flight
+    // answers are not cut off by the first.
+    let stop = CancellationToken::new();
+    let close = gw.shutdown.child_token();
+    let in_flight = InFlight::default();
     let mut config = StreamableHttpServerConfig::default();
     config.allowed_hosts = LOOPBACK_HOSTS
         .iter()
@@ -79,8 +170,10 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
         .map(|o| o.to_string())
         .chain(opts.allowed_origins.iter().cloned())
         .collect();
+    let (config_hosts, config_origins) =
+        (config.allowed_hosts.clone(), config.allowed_origins.clone());
     config.max_request_body_bytes = gw.config.limits.max_message_bytes;
-    config.cancellation_token = cancel.clone();
+    config.cancellation_token = close.clone();
     // Weak handles: a closed HTTP session is dropped by rmcp, and its
     // upstreams stop then; the ones still open are stopped at exit.
     let sessions: Arc<std::sync::Mutex<Vec<WeakSession>>> = Default::default();
@@ -94,30 +187,34 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
             Ok(s)
         }
     };
-    let service =
-        StreamableHttpService::new(factory, LocalSessionManager::default().into(), config);
+    let manager = Arc::new(LocalSessionManager::default());
+    let service = StreamableHttpService::new(factory, manager.clone(), config);
     let max = gw.config.limits.max_message_bytes;
     let mut mcp = axum::Router::new().nest_service("/mcp", service);
     let mut app = axum::Router::new();
     if let Some(settings) = &gw.config.auth {
-        let auth = super::auth::Authenticator::start(settings, &gw.config.identity, cancel.clone())
-            .await?;
+        let auth =
+            super::auth::Authenticator::start(settings, &gw.config.identity, close.clone()).await?;
         let metadata = auth.metadata();
-        for path in [
-            super::auth::METADATA_PATH.to_string(),
-            format!("{}/mcp", super::auth::METADATA_PATH),
-        ] {
+        for path in auth.metadata_paths() {
             let m = metadata.clone();
             app = app.route(
-                &path,
+                path,
                 axum::routing::get(move || async move {
                     ([(header::CONTENT_TYPE, "application/json")], m.to_string())
                 }),
             );
         }
-        mcp = mcp.layer(middleware::from_fn(move |req, next| {
-            super::auth::require_token(auth.clone(), req, next)
-        }));
+        // Inside the token check: every message naming a session must carry
+        // a token of the session's owner.
+        let owners = Arc::new(super::binding::Owners::new(manager.clone()));
+        mcp = mcp
+            .layer(middleware::from_fn(move |req, next| {
+                super::binding::bind(owners.clone(), req, next)
+            }))
+            .layer(middleware::from_fn(move |req, next| {
+                super::auth::require_token(auth.clone(), req, next)
+            }));
     }
     let cap = {
         let (sessions, max_sessions) = (sessions.clone(), opts.max_sessions);
@@ -130,12 +227,22 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
             session_cap(req, next, live, max_sessions)
         }
     };
+    let counted = in_flight.clone();
     let app = app.merge(
         mcp.layer(middleware::from_fn(move |req, next| {
             refuse_discover(req, next, max)
         }))
-        .layer(middleware::from_fn(cap)),
+        .layer(middleware::from_fn(cap))
+        .layer(middleware::from_fn(move |req, next| {
+            count_in_flight(counted.clone(), req, next)
+        })),
     );
+    // Host/Origin first, for every route: nothing (401 challenge, metadata,
+    // `server/discover` refusal) answers a rebinding page.
+    let allowed = Arc::new(super::hosts::Allowed::new(&config_hosts, &config_origins)?);
+    let app = app.layer(middleware::from_fn(move |req, next| {
+        super::hosts::check(allowed.clone(), req, next)
+    }));
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opts.listen))?;
@@ -171,25 +278,49 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
             }
         })
     });
-    let shutdown = {
-        let cancel = cancel.clone();
+    let drain = {
+        let (stop, close, in_flight) = (stop.clone(), close.clone(), in_flight.clone());
+        let timeout = opts.drain_timeout;
         async move {
             super::stdio::shutdown_signal().await;
-            tracing::info!("signal received; finishing in-flight requests");
-            cancel.cancel();
+            stop.cancel();
+            tracing::info!(
+                in_flight = in_flight.count(),
+                "signal received; not accepting connections, finishing in-flight requests (at most {timeout:?})"
+            );
+            if tokio::time::timeout(timeout, in_flight.idle())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    in_flight = in_flight.count(),
+                    "requests still in flight after the drain timeout ({timeout:?}); closing every session"
+                );
+            }
+            close.cancel();
+        }
+    };
+    let _drain = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(drain));
+    // Bounded: once the sessions are closed, connections get CLOSE_GRACE.
+    let closed = {
+        let close = close.clone();
+        async move {
+            close.cancelled().await;
+            tokio::time::sleep(CLOSE_GRACE).await;
         }
     };
     match tls {
-        Some(config) => {
-            tokio::spawn(shutdown);
-            super::tls::serve(listener, config, app, cancel.clone()).await?;
-        }
+        Some(config) => super::tls::serve(listener, config, app, stop.clone(), closed).await?,
         None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await?
+            let server =
+                axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+            tokio::select! {
+                r = server => r?,
+                _ = closed => tracing::warn!("connections still open {CLOSE_GRACE:?} after the sessions closed; exiting anyway"),
+            }
         }
     }
+    close.cancel();
     let all: Vec<Session> = sessions
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -206,8 +337,14 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
     Ok(())
 }
 
+/// How long a client refused by the session cap is told to wait.
+const RETRY_AFTER_S: u64 = 5;
+
 /// A new session (a POST without `Mcp-Session-Id`) when `max` are open:
-/// 503 with `Retry-After`, before any upstream is started for it.
+/// 503 with `Retry-After`, before any upstream is started for it. The
+/// JSON-RPC error code is 503 too: gavel's own refusals use codes outside
+/// the reserved -32768..-32000 ranges (docs/denials.md), and -32000 would
+/// read as an implementation-defined server error.
 async fn session_cap(req: Request, next: Next, live: usize, max: usize) -> Response {
     if req.method() == Method::POST && !req.headers().contains_key("mcp-session-id") && live >= max
     {
@@ -216,18 +353,17 @@ async fn session_cap(req: Request, next: Next, live: usize, max: usize) -> Respo
             max,
             "refusing a new HTTP session: --max-sessions reached"
         );
-        let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000,
-            "message": format!("gavel is serving its maximum of {max} sessions (--max-sessions); retry later or close an idle session")}});
+        let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": 503,
+            "message": format!("gavel is serving its maximum of {max} sessions (--max-sessions, [serve] max_sessions); retry in {RETRY_AFTER_S} s or close an idle session"),
+            "data": {"retry_after_seconds": RETRY_AFTER_S}}});
         let mut r = (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "application/json")],
             body.to_string(),
         )
             .into_response();
-        r.headers_mut().insert(
-            header::RETRY_AFTER,
-            axum::http::HeaderValue::from_static("5"),
-        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, RETRY_AFTER_S.into());
         return r;
     }
     next.run(req).await
@@ -242,7 +378,16 @@ async fn refuse_discover(req: Request, next: Next, max: usize) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, max).await {
         Ok(b) => b,
-        Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        Err(_) => {
+            tracing::warn!(max, "refused a request body over limits.max_message_bytes");
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is over {max} bytes (limits.max_message_bytes); nothing was forwarded"
+                ),
+            )
+                .into_response();
+        }
     };
     if let Ok(msg) = serde_json::from_slice::<Value>(&bytes)
         && msg["method"] == "server/discover"

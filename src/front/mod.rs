@@ -4,7 +4,9 @@
 
 pub mod approval;
 pub mod auth;
+pub mod binding;
 pub mod host;
+pub mod hosts;
 pub mod http;
 pub mod session;
 pub mod stdio;

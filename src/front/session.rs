@@ -106,26 +106,20 @@ impl Session {
         }
     }
 
-    /// The verified token identity of this request (HTTP with `[auth]`) is
-    /// the session's: the first request sets it, and a later request with a
-    /// token of another user or agent is refused — a session id is not a
-    /// credential.
-    fn bind_identity(&self, cx: &RequestContext<RoleServer>) -> Result<(), ErrorData> {
-        let Some(TokenIdentity(id)) = cx
+    /// The verified token identity of the `initialize` (HTTP with `[auth]`)
+    /// becomes the session's, for every decision it makes. That later
+    /// messages on the session carry a token of the same user and agent is
+    /// enforced for every message, notifications included, by
+    /// `front::binding` at the HTTP layer (rmcp acts on some of them, e.g.
+    /// cancellation, before any handler here runs).
+    fn adopt_identity(&self, cx: &RequestContext<RoleServer>) {
+        if let Some(TokenIdentity(id)) = cx
             .extensions
             .get::<http::request::Parts>()
             .and_then(|p| p.extensions.get::<TokenIdentity>())
-        else {
-            return Ok(());
-        };
-        let bound = self.inner.state.identity.get_or_init(|| id.clone());
-        if bound.user.id != id.user.id || bound.agent.id != id.agent.id {
-            return Err(ErrorData::invalid_request(
-                "this request's bearer token is for another user or agent than the one that opened the session; open a new session",
-                None,
-            ));
+        {
+            let _ = self.inner.state.identity.set(id.clone());
         }
-        Ok(())
     }
 
     pub fn downgrade(&self) -> WeakSession {
@@ -489,7 +483,7 @@ impl ServerHandler for Session {
         cx: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
         cx.peer.set_peer_info(request.clone());
-        self.bind_identity(&cx)?;
+        self.adopt_identity(&cx);
         let result = self.negotiate_initialize(&request)?;
         if self.inner.router.get().is_none() {
             self.inner.state.set_client(
@@ -572,7 +566,6 @@ impl ServerHandler for Session {
                     .collect()
             })
             .unwrap_or_default();
-        self.bind_identity(&cx)?;
         let permit = match self.authorize(&action, &cx).await {
             Err(d) => {
                 let has_schema = route.tool.output_schema.is_some();
@@ -632,7 +625,6 @@ impl ServerHandler for Session {
             &request.uri,
             json!({ "uri": request.uri }),
         );
-        self.bind_identity(&cx)?;
         let permit = match self.authorize(&action, &cx).await {
             Err(d) => {
                 return Err(deny::request_denial(
@@ -663,7 +655,6 @@ impl ServerHandler for Session {
             &request.uri,
             json!({ "uri": request.uri }),
         );
-        self.bind_identity(&cx)?;
         let permit = match self.authorize(&action, &cx).await {
             Err(d) => {
                 return Err(deny::request_denial(
@@ -706,7 +697,6 @@ impl ServerHandler for Session {
             &request.uri,
             json!({ "uri": request.uri, "unsubscribe": true }),
         );
-        self.bind_identity(&cx)?;
         let permit = match self.authorize(&action, &cx).await {
             Err(d) => {
                 return Err(deny::request_denial(
@@ -749,7 +739,6 @@ impl ServerHandler for Session {
         };
         let args = serde_json::to_value(&request.arguments).unwrap_or(Value::Null);
         let action = self.action(ActionType::PromptGet, &route.server, &route.name, args);
-        self.bind_identity(&cx)?;
         let permit = match self.authorize(&action, &cx).await {
             Err(d) => {
                 return Err(deny::request_denial(
@@ -800,7 +789,6 @@ impl ServerHandler for Session {
         };
         let args = serde_json::to_value(&request.argument).unwrap_or(Value::Null);
         let action = self.action(ActionType::Completion, &server, &target, args);
-        self.bind_identity(&cx)?;
         let permit = match self.authorize(&action, &cx).await {
             Err(d) => {
                 return Err(deny::request_denial(

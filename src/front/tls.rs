@@ -1,7 +1,8 @@
 //! TLS for `gavel serve` (rustls): `--tls-cert` / `--tls-key` PEM files.
 //! HTTP/1.1 only (what MCP streamable HTTP needs); the handshake is bounded
 //! so a client that connects and says nothing cannot hold a task forever,
-//! and shutdown lets in-flight requests finish (bounded too).
+//! and shutdown closes the listener at once, then lets the open connections
+//! finish (bounded by the caller's drain, see `http.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,8 +15,6 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long in-flight requests get at shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Reads the certificate chain and private key; errors name the file and say
 /// what was expected.
@@ -51,13 +50,15 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::Serv
     Ok(Arc::new(config))
 }
 
-/// Serves `app` over TLS until `shutdown` is cancelled, then lets the open
-/// connections finish their requests (at most [`DRAIN_TIMEOUT`]).
+/// Serves `app` over TLS until `shutdown` is cancelled, then closes the
+/// listener (new connections are refused) and lets the open connections
+/// finish their requests until they are done or `give_up` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Arc<rustls::ServerConfig>,
     app: axum::Router,
     shutdown: CancellationToken,
+    give_up: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -97,11 +98,10 @@ pub async fn serve(
             }
         });
     }
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some connections were still open after {DRAIN_TIMEOUT:?}; closing them");
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = give_up => tracing::warn!("some TLS connections were still open after the drain; closing them"),
     }
     Ok(())
 }

@@ -17,6 +17,11 @@ pub trait Clock: Send + Sync {
     fn test_clock(&self) -> Option<String> {
         None
     }
+    /// Whether this is the real system clock: a shared store may then use
+    /// its own server's time instead, so instances agree (Redis `TIME`).
+    fn is_system(&self) -> bool {
+        false
+    }
 }
 
 /// Unix seconds as a `SystemTime` (negative times are the epoch).
@@ -32,6 +37,9 @@ impl Clock for SystemClock {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0)
+    }
+    fn is_system(&self) -> bool {
+        true
     }
 }
 

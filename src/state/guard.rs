@@ -122,7 +122,7 @@ impl Guard {
     pub fn from_config(config: &Config, needed: bool, clock: Arc<dyn Clock>) -> Self {
         let store = (needed || config.budget.is_some()).then(|| {
             if let Some(url) = &config.redis_url {
-                return match super::redis::RedisStore::open(url) {
+                return match super::redis::RedisStore::open(url, clock.is_system()) {
                     Ok(s) => Ok(Arc::new(s) as Arc<dyn StateStore>),
                     Err(e) => {
                         tracing::error!("{e}");

@@ -24,6 +24,10 @@ pub enum StateError {
         "the state store {path} cannot be used: {message}; gavel fails closed on the limits and budgets it keeps there — fix or move the file (it is never reset silently)"
     )]
     Unavailable { path: String, message: String },
+    #[error(
+        "Redis at {url} cannot be used: {message}; gavel fails closed on the limits and budgets it keeps there until Redis answers again — check that redis-server is running and reachable from this host ([state] redis_url); nothing is reset"
+    )]
+    Redis { url: String, message: String },
 }
 
 /// Counters kept per (key, period) for budgets.

@@ -2,23 +2,56 @@
 //! gavel instance (`[state] backend = "redis"`, `redis_url`).
 //!
 //! Each call's rate limits and budget are decided and charged by one Lua
-//! script (atomic on the server), with the same GCRA arithmetic as
-//! `gcra.rs` (floats travel as strings: Redis truncates Lua numbers).
-//! Redis unreachable → every call the store keeps fails closed with a
-//! clear error; the connection is re-established on the next call, so the
-//! limits recover when Redis returns. Every wait is bounded (connect,
-//! read and write timeouts).
+//! script (atomic on the server, one round trip), with the same GCRA
+//! arithmetic as `gcra.rs`. Floats travel as strings (Redis truncates Lua
+//! numbers in replies); counters are integers written with `%d`/`HINCRBY`,
+//! never `tostring` (which gives "1e+14" from 10^14 on, and that would not
+//! parse back).
+//!
+//! Time: with the system clock the script takes `now` from Redis itself
+//! (`TIME`), so instances on different machines agree on one GCRA timeline
+//! whatever their clock skew; with an injected clock (tests,
+//! `GAVEL_TEST_CLOCK_FILE`) the caller's `now` is used, so tests keep driving
+//! time. Budget *periods* (UTC day, ISO week) are still named from the
+//! caller's clock: skew only matters within seconds of midnight.
+//!
+//! Not on the async workers: the decision path is synchronous, so each
+//! round trip runs under `block_in_place` on a multi-threaded runtime (the
+//! worker hands its other tasks to another thread while it waits). Calls do
+//! not serialise: a small pool of connections ([`MAX_CONNECTIONS`]).
+//!
+//! Redis unreachable → every call the store keeps fails closed with an error
+//! naming Redis. gavel remembers that it is down and retries only after a
+//! backoff (doubling up to [`MAX_BACKOFF`]): meanwhile calls are refused at
+//! once instead of each waiting for a connect timeout, and one call probes
+//! when the backoff is over; the limits recover when Redis returns. Every
+//! wait is bounded (connect, read and write timeouts; waiting for a pooled
+//! connection).
+//!
+//! The budget is still read once before the policy (`budget_get`, for
+//! `input.context.budget`) and charged after it (in the script): folding the
+//! two into one round trip would mean charging before the policy has
+//! allowed the call, and a refused call must cost nothing.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use super::clock::{Clock, SystemClock};
 use super::gcra::{Rate, RateOutcome};
 use super::{BudgetCharge, Charged, StateError, StateStore, Usage};
 
+/// Connect, read and write timeout of one round trip.
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections kept per process; more concurrent calls wait for one (at
+/// most [`TIMEOUT`]).
+pub const MAX_CONNECTIONS: usize = 8;
+/// First wait after Redis is found unreachable; doubled per failed probe.
+const MIN_BACKOFF_S: f64 = 0.25;
+/// Longest wait between probes while Redis stays unreachable.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// KEYS: n GCRA keys, then the budget key (or none).
-/// ARGV: n, now, has_budget, [interval, tolerance] × n,
+/// ARGV: n, now, has_budget, server_time, [interval, tolerance] × n,
 ///       add_calls, add_tokens, limit_calls (-1: none), limit_tokens (-1: none), ttl.
 /// Returns: {allowed_0, remaining_0, retry_0, …, budget_state, calls, tokens}
 /// with budget_state -1 (not evaluated), 0 (refused), 1 (charged).
@@ -26,12 +59,18 @@ const CHARGE: &str = r#"
 local n = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
 local has_budget = ARGV[3] == "1"
+if ARGV[4] == "1" then
+  local t = redis.call("TIME")
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function int(x) return string.format("%d", x) end
+local function real(x) return string.format("%.9f", x) end
 local out = {}
 local tats = {}
 local all = true
 for i = 1, n do
-  local t = tonumber(ARGV[3 + 2 * i - 1])
-  local tau = tonumber(ARGV[3 + 2 * i])
+  local t = tonumber(ARGV[4 + 2 * i - 1])
+  local tau = tonumber(ARGV[4 + 2 * i])
   local stored = redis.call("GET", KEYS[i])
   local tat = now
   if stored then tat = tonumber(stored) end
@@ -39,18 +78,18 @@ for i = 1, n do
   local wait = base - now
   if wait > tau + 1e-9 then
     all = false
-    table.insert(out, "0"); table.insert(out, "0"); table.insert(out, tostring(wait - tau))
+    table.insert(out, "0"); table.insert(out, "0"); table.insert(out, real(wait - tau))
     tats[i] = false
   else
     local new_tat = base + t
     local slack = tau - (new_tat - now)
     local remaining = 0
     if slack >= -1e-9 then remaining = math.floor(slack / t + 1e-9) + 1 end
-    table.insert(out, "1"); table.insert(out, tostring(remaining)); table.insert(out, "0")
+    table.insert(out, "1"); table.insert(out, int(remaining)); table.insert(out, "0")
     tats[i] = {new_tat, math.ceil(new_tat - now + tau) + 1}
   end
 end
-local b = 3 + 2 * n
+local b = 4 + 2 * n
 if not all then
   table.insert(out, "-1"); table.insert(out, "0"); table.insert(out, "0")
   return out
@@ -62,17 +101,18 @@ if has_budget then
   local ac = tonumber(ARGV[b + 1]); local at = tonumber(ARGV[b + 2])
   local lc = tonumber(ARGV[b + 3]); local lt = tonumber(ARGV[b + 4])
   if (lc >= 0 and calls + ac > lc) or (lt >= 0 and tokens + at > lt) then
-    table.insert(out, "0"); table.insert(out, tostring(calls)); table.insert(out, tostring(tokens))
+    table.insert(out, "0"); table.insert(out, int(calls)); table.insert(out, int(tokens))
     return out
   end
-  redis.call("HSET", key, "calls", tostring(calls + ac), "tokens", tostring(tokens + at))
-  redis.call("EXPIRE", key, tonumber(ARGV[b + 5]))
-  table.insert(out, "1"); table.insert(out, tostring(calls + ac)); table.insert(out, tostring(tokens + at))
+  local c2 = redis.call("HINCRBY", key, "calls", ARGV[b + 1])
+  local t2 = redis.call("HINCRBY", key, "tokens", ARGV[b + 2])
+  redis.call("EXPIRE", key, ARGV[b + 5])
+  table.insert(out, "1"); table.insert(out, int(c2)); table.insert(out, int(t2))
 else
   table.insert(out, "-1"); table.insert(out, "0"); table.insert(out, "0")
 end
 for i = 1, n do
-  redis.call("SET", KEYS[i], string.format("%.9f", tats[i][1]), "EX", tats[i][2])
+  redis.call("SET", KEYS[i], real(tats[i][1]), "EX", int(tats[i][2]))
 end
 return out
 "#;
@@ -93,8 +133,9 @@ if ARGV[2] == "1" then
   local key = KEYS[n + 1]
   local calls = tonumber(redis.call("HGET", key, "calls") or "0")
   local tokens = tonumber(redis.call("HGET", key, "tokens") or "0")
-  redis.call("HSET", key, "calls", tostring(math.max(0, calls - tonumber(ARGV[3 + n]))),
-    "tokens", tostring(math.max(0, tokens - tonumber(ARGV[4 + n]))))
+  redis.call("HSET", key,
+    "calls", string.format("%d", math.max(0, calls - tonumber(ARGV[3 + n]))),
+    "tokens", string.format("%d", math.max(0, tokens - tonumber(ARGV[4 + n]))))
 end
 return 1
 "#;
@@ -103,67 +144,264 @@ return 1
 /// is at most a week; the margin keeps a period's total for `status`).
 const BUDGET_TTL_S: u64 = 15 * 86_400;
 
+/// Redis was found unreachable: since when, why, and when to try again.
+struct Down {
+    since: std::time::SystemTime,
+    last_error: String,
+    /// Backoff-clock seconds before which no call tries Redis.
+    retry_at: f64,
+    backoff_s: f64,
+}
+
+#[derive(Default)]
+struct Pool {
+    idle: Vec<redis::Connection>,
+    /// Connections in existence (idle or in use).
+    open: usize,
+    down: Option<Down>,
+}
+
 pub struct RedisStore {
     url_masked: String,
     client: redis::Client,
-    conn: Mutex<Option<redis::Connection>>,
+    pool: Mutex<Pool>,
+    returned: Condvar,
     script: redis::Script,
     refund: redis::Script,
+    /// Take `now` from Redis (`TIME`) rather than from the caller.
+    server_time: bool,
+    /// Paces the reconnect backoff (a test drives it; gavel uses the system clock).
+    backoff_clock: Arc<dyn Clock>,
+    /// Connection attempts made, for tests of the backoff.
+    attempts: std::sync::atomic::AtomicUsize,
+}
+
+/// A connection taken from the pool; goes back unless the call failed.
+struct Lease<'a> {
+    store: &'a RedisStore,
+    conn: Option<redis::Connection>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let mut p = self.store.lock();
+        match self.conn.take() {
+            Some(c) if p.down.is_none() => p.idle.push(c),
+            _ => p.open -= 1,
+        }
+        drop(p);
+        self.store.returned.notify_one();
+    }
+}
+
+/// Runs blocking I/O without stalling an async worker: `block_in_place`
+/// on a multi-threaded runtime, directly elsewhere (plain threads, tests).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// Errors after which the connection (and, for all we know, Redis) is gone.
+fn is_unreachable(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()
 }
 
 impl RedisStore {
-    pub fn open(url: &str) -> Result<Self, StateError> {
+    /// A store on `url`; `server_time`: take `now` from Redis (use it when
+    /// gavel runs on the system clock).
+    pub fn open(url: &str, server_time: bool) -> Result<Self, StateError> {
+        Self::open_with_backoff_clock(url, server_time, Arc::new(SystemClock))
+    }
+
+    pub fn open_with_backoff_clock(
+        url: &str,
+        server_time: bool,
+        backoff_clock: Arc<dyn Clock>,
+    ) -> Result<Self, StateError> {
         let url_masked = crate::config::mask::mask_url(url);
-        let client = redis::Client::open(url).map_err(|e| StateError::Unavailable {
-            path: url_masked.clone(),
+        let client = redis::Client::open(url).map_err(|e| StateError::Redis {
+            url: url_masked.clone(),
             message: format!("not a Redis URL ({e}); write redis://host:port/db"),
         })?;
         Ok(RedisStore {
             url_masked,
             client,
-            conn: Mutex::new(None),
+            pool: Mutex::default(),
+            returned: Condvar::new(),
             script: redis::Script::new(CHARGE),
             refund: redis::Script::new(REFUND),
+            server_time,
+            backoff_clock,
+            attempts: Default::default(),
         })
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> StateError {
-        StateError::Unavailable {
-            path: self.url_masked.clone(),
-            message: format!("Redis: {e}"),
+    /// How many times a connection was attempted (tests).
+    pub fn connect_attempts(&self) -> usize {
+        self.attempts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn err(&self, message: impl std::fmt::Display) -> StateError {
+        StateError::Redis {
+            url: self.url_masked.clone(),
+            message: message.to_string(),
         }
     }
 
-    /// Runs `f` on the connection, (re)connecting first when needed; a
-    /// failed call drops the connection so the next one reconnects.
+    /// Records that Redis is unreachable (or still is): closes the idle
+    /// connections and sets the next probe time.
+    fn mark_down(&self, p: &mut Pool, why: String) {
+        let now = self.backoff_clock.now();
+        p.open -= p.idle.len();
+        p.idle.clear();
+        let backoff_s = match &p.down {
+            Some(d) => (d.backoff_s * 2.0).min(MAX_BACKOFF.as_secs_f64()),
+            None => MIN_BACKOFF_S,
+        };
+        let since = p
+            .down
+            .as_ref()
+            .map_or_else(std::time::SystemTime::now, |d| d.since);
+        if p.down.is_none() {
+            tracing::error!(url = %self.url_masked, "Redis is unreachable: {why}; limited calls are refused until it answers");
+        }
+        p.down = Some(Down {
+            since,
+            last_error: why,
+            retry_at: now + backoff_s,
+            backoff_s,
+        });
+    }
+
+    fn down_error(&self, d: &Down) -> StateError {
+        self.err(format!(
+            "unreachable since {} ({}); next attempt within {:.1} s",
+            humantime::format_rfc3339_seconds(d.since),
+            d.last_error,
+            (d.retry_at - self.backoff_clock.now()).max(0.0)
+        ))
+    }
+
+    /// A connection: an idle one, a new one (up to [`MAX_CONNECTIONS`]), or
+    /// the next one returned (waiting at most [`TIMEOUT`]). While Redis is
+    /// down and the backoff is not over, fails at once.
+    fn lease(&self) -> Result<Lease<'_>, StateError> {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        let mut p = self.lock();
+        loop {
+            if let Some(d) = p.down.as_mut() {
+                let now = self.backoff_clock.now();
+                if now < d.retry_at {
+                    return Err(self.down_error(d));
+                }
+                // This call probes; the others keep failing fast meanwhile.
+                d.retry_at = now + d.backoff_s;
+                return self.connect(p);
+            }
+            if let Some(c) = p.idle.pop() {
+                return Ok(Lease {
+                    store: self,
+                    conn: Some(c),
+                });
+            }
+            if p.open < MAX_CONNECTIONS {
+                return self.connect(p);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(self.err(format!(
+                    "all {MAX_CONNECTIONS} connections stayed busy for {TIMEOUT:?}"
+                )));
+            }
+            p = self
+                .returned
+                .wait_timeout(p, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Opens a connection outside the lock (it may take up to [`TIMEOUT`]).
+    fn connect(&self, mut p: std::sync::MutexGuard<'_, Pool>) -> Result<Lease<'_>, StateError> {
+        p.open += 1;
+        drop(p);
+        self.attempts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let made = self
+            .client
+            .get_connection_with_timeout(TIMEOUT)
+            .and_then(|c| {
+                c.set_read_timeout(Some(TIMEOUT))?;
+                c.set_write_timeout(Some(TIMEOUT))?;
+                Ok(c)
+            });
+        let mut p = self.lock();
+        match made {
+            Ok(c) => {
+                if p.down.take().is_some() {
+                    tracing::info!(url = %self.url_masked, "Redis answers again");
+                }
+                Ok(Lease {
+                    store: self,
+                    conn: Some(c),
+                })
+            }
+            Err(e) => {
+                p.open -= 1;
+                self.mark_down(&mut p, e.to_string());
+                let err = self.down_error(p.down.as_ref().expect("just marked down"));
+                drop(p);
+                self.returned.notify_one();
+                Err(err)
+            }
+        }
+    }
+
+    /// Runs `f` on a pooled connection, off the async workers. A failed
+    /// call drops its connection; an unreachable Redis is remembered.
     fn with<T>(
         &self,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StateError> {
-        let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            let c = self
-                .client
-                .get_connection_with_timeout(TIMEOUT)
-                .map_err(|e| self.err(e))?;
-            c.set_read_timeout(Some(TIMEOUT)).map_err(|e| self.err(e))?;
-            c.set_write_timeout(Some(TIMEOUT))
-                .map_err(|e| self.err(e))?;
-            *slot = Some(c);
-        }
-        let conn = slot.as_mut().expect("connected above");
-        match f(conn) {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                *slot = None;
-                Err(self.err(e))
+        blocking(|| {
+            let mut lease = self.lease()?;
+            let conn = lease.conn.as_mut().expect("a lease holds a connection");
+            match f(conn) {
+                Ok(v) => Ok(v),
+                Err(e) => {
+                    lease.conn = None;
+                    if is_unreachable(&e) {
+                        let mut p = self.lock();
+                        self.mark_down(&mut p, e.to_string());
+                    }
+                    Err(self.err(e))
+                }
             }
-        }
+        })
     }
 }
 
 fn num(v: &str) -> f64 {
     v.parse().unwrap_or(0.0)
+}
+
+/// A stored counter: an integer (older gavels may have written a float).
+fn count(v: Option<String>) -> Result<u64, String> {
+    match v {
+        None => Ok(0),
+        Some(s) => s
+            .parse::<u64>()
+            .or_else(|_| s.parse::<f64>().map(|f| f.max(0.0) as u64))
+            .map_err(|_| format!("budget counter {s:?} is not a number")),
+    }
 }
 
 impl StateStore for RedisStore {
@@ -182,7 +420,8 @@ impl StateStore for RedisStore {
         }
         inv.arg(limits.len())
             .arg(format!("{now:.6}"))
-            .arg(if budget.is_some() { "1" } else { "0" });
+            .arg(if budget.is_some() { "1" } else { "0" })
+            .arg(if self.server_time { "1" } else { "0" });
         for (_, r) in limits {
             let t = r.period_s / r.rate;
             inv.arg(format!("{t:.9}"))
@@ -213,8 +452,8 @@ impl StateStore for RedisStore {
             .collect();
         let tail = &out[limits.len() * 3..];
         let used = Usage {
-            calls: num(&tail[1]) as u64,
-            tokens: num(&tail[2]) as u64,
+            calls: count(Some(tail[1].clone())).map_err(|e| self.err(e))?,
+            tokens: count(Some(tail[2].clone())).map_err(|e| self.err(e))?,
         };
         let budget = match tail[0].as_str() {
             "1" => Some((true, used)),
@@ -263,7 +502,7 @@ impl StateStore for RedisStore {
 
     fn budget_get(&self, key: &str, period: &str) -> Result<Usage, StateError> {
         let k = format!("{key}|{period}");
-        let (calls, tokens): (Option<u64>, Option<u64>) = self.with(|c| {
+        let (calls, tokens): (Option<String>, Option<String>) = self.with(|c| {
             redis::cmd("HMGET")
                 .arg(&k)
                 .arg("calls")
@@ -271,8 +510,12 @@ impl StateStore for RedisStore {
                 .query(c)
         })?;
         Ok(Usage {
-            calls: calls.unwrap_or(0),
-            tokens: tokens.unwrap_or(0),
+            calls: count(calls).map_err(|e| self.err(e))?,
+            tokens: count(tokens).map_err(|e| self.err(e))?,
         })
     }
 }
+
+#[cfg(test)]
+#[path = "redis_tests.rs"]
+mod tests;

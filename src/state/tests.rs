@@ -408,13 +408,13 @@ proptest! {
 
 /// A throw-away `redis-server` (Debian package, installed by scripts/setup)
 /// on a free port; killed on drop.
-struct RedisServer {
-    child: std::process::Child,
-    port: u16,
+pub(crate) struct RedisServer {
+    pub(crate) child: std::process::Child,
+    pub(crate) port: u16,
 }
 
 impl RedisServer {
-    fn start_on(port: u16) -> RedisServer {
+    pub(crate) fn start_on(port: u16) -> RedisServer {
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -440,7 +440,7 @@ impl RedisServer {
         RedisServer { child, port }
     }
 
-    fn start() -> RedisServer {
+    pub(crate) fn start() -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -449,7 +449,7 @@ impl RedisServer {
         Self::start_on(port)
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 }
@@ -464,7 +464,8 @@ impl Drop for RedisServer {
 #[test]
 fn redis_passes_the_suite() {
     let server = RedisServer::start();
-    suite(&redis::RedisStore::open(&server.url()).unwrap());
+    // The suite drives time itself: the caller's clock, not Redis's.
+    suite(&redis::RedisStore::open(&server.url(), false).unwrap());
 }
 
 #[test]
@@ -480,7 +481,7 @@ fn redis_is_exact_across_connections_and_fails_closed_until_it_returns() {
         .map(|_| {
             let url = url.clone();
             std::thread::spawn(move || {
-                let s = redis::RedisStore::open(&url).unwrap();
+                let s = redis::RedisStore::open(&url, false).unwrap();
                 (0..25)
                     .filter(|_| s.rate("limit", r, 5_000.0).unwrap().allowed)
                     .count()
@@ -490,20 +491,43 @@ fn redis_is_exact_across_connections_and_fails_closed_until_it_returns() {
     let allowed: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
     assert_eq!(allowed, 50, "exactly the burst, across connections");
 
-    let store = redis::RedisStore::open(&url).unwrap();
+    // Down and back: the backoff runs on a clock the test moves.
+    let backoff = clock::ManualClock::new(0.0);
+    let store = redis::RedisStore::open_with_backoff_clock(
+        &url,
+        false,
+        std::sync::Arc::new(backoff.clone()),
+    )
+    .unwrap();
     assert!(store.rate("x", r, 1.0).is_ok());
     let port = server.port;
     let _ = server.child.kill();
     let _ = server.child.wait();
-    let e = store.rate("x", r, 1.0).unwrap_err();
-    assert!(e.to_string().contains("Redis"), "{e}");
+    let e = store.rate("x", r, 1.0).unwrap_err().to_string();
     assert!(
-        store.budget_get("u", "day:x").is_err(),
-        "fails closed while down"
+        e.contains("Redis at redis://127.0.0.1") && e.contains("redis-server"),
+        "{e}"
     );
+    let attempts = store.connect_attempts();
+    // While down, calls fail at once without trying Redis again.
+    for _ in 0..20 {
+        let e = store.budget_get("u", "day:x").unwrap_err().to_string();
+        assert!(e.contains("unreachable since"), "{e}");
+    }
+    assert_eq!(
+        store.connect_attempts(),
+        attempts,
+        "no attempt within the backoff"
+    );
+    // Redis returns; the backoff is not over yet: still refused, untried.
     let _back = RedisServer::start_on(port);
+    assert!(store.rate("x", r, 1.0).is_err());
+    assert_eq!(store.connect_attempts(), attempts);
+    // After the backoff, one call probes, reconnects and is allowed.
+    backoff.advance(redis::MAX_BACKOFF.as_secs_f64());
     assert!(
         store.rate("x", r, 1.0).unwrap().allowed,
         "recovers when Redis returns"
     );
+    assert_eq!(store.connect_attempts(), attempts + 1);
 }

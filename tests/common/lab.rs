@@ -79,7 +79,48 @@ impl Lab {
     }
 
     pub fn command(&self) -> tokio::process::Command {
-        self.s.command_on(&self.clock)
+        let mut cmd = self.s.command_on(&self.clock);
+        cmd.env("GAVEL_STATE_DIR", self.state_dir());
+        cmd
+    }
+
+    /// gavel's default state directory for this lab (`GAVEL_STATE_DIR`):
+    /// never the user's, and a test can see what gavel put there.
+    pub fn state_dir(&self) -> PathBuf {
+        self.s.path("state-dir")
+    }
+
+    /// The environment [`Lab::command`] sets, for gavels started otherwise
+    /// (`gavel serve`).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("GAVEL_TEST_CLOCK_FILE", self.clock.0.display().to_string()),
+            ("GAVEL_STATE_DIR", self.state_dir().display().to_string()),
+        ]
+    }
+
+    /// No SQLite state store anywhere in the lab (a Redis test that fell
+    /// back to the embedded store would pass for the wrong reason).
+    pub fn assert_no_sqlite(&self) {
+        fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, found);
+                } else if p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("state."))
+                {
+                    found.push(p);
+                }
+            }
+        }
+        let mut found = vec![];
+        walk(self.s.dir.path(), &mut found);
+        assert!(
+            found.is_empty(),
+            "an embedded state store was created: {found:?}"
+        );
     }
 
     /// A gavel for `user` and `agent`.

@@ -1,0 +1,238 @@
+//! `[serve]`: how `gavel serve` listens — address, TLS, the Host/Origin
+//! allow-lists, the proxy escape hatch, the session cap and the shutdown
+//! drain. Every key has a command-line flag; a flag overrides the key
+//! (`--allowed-host`/`--allowed-origin` add to the lists). Ignored by
+//! `gavel run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::{ConfigError, Ctx};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeSettings {
+    pub listen: SocketAddr,
+    /// Extra `Host` values (names or `name:port`) besides the loopback ones.
+    pub allowed_hosts: Vec<String>,
+    /// Extra browser origins besides the loopback ones.
+    pub allowed_origins: Vec<String>,
+    /// A TLS-terminating proxy is in front: a non-loopback address may be
+    /// served over plain HTTP.
+    pub behind_proxy: bool,
+    /// PEM certificate chain and private key: serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub max_sessions: usize,
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            allowed_hosts: vec![],
+            allowed_origins: vec![],
+            behind_proxy: false,
+            tls: None,
+            max_sessions: 256,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[serve]` as written.
+#[derive(Debug, serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServe {
+    pub listen: Option<Spanned<String>>,
+    #[serde(default)]
+    pub allowed_hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub allowed_origins: Vec<Spanned<String>>,
+    pub behind_proxy: Option<bool>,
+    pub tls_cert: Option<Spanned<String>>,
+    pub tls_key: Option<Spanned<String>>,
+    pub max_sessions: Option<Spanned<i64>>,
+    pub drain_timeout: Option<Spanned<String>>,
+}
+
+impl ServeSettings {
+    pub(super) fn parse(ctx: &Ctx, raw: &RawServe) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let listen = match &raw.listen {
+            None => d.listen,
+            Some(l) => {
+                let text = ctx.expand(l, "serve.listen")?;
+                text.parse().map_err(|_| {
+                    ctx.at(
+                        l.span().start,
+                        "serve.listen",
+                        format!("{text:?} is not an address to listen on; write ip:port, e.g. \"127.0.0.1:8080\" or \"0.0.0.0:8443\""),
+                    )
+                })?
+            }
+        };
+        let list = |v: &[Spanned<String>], field: &str| -> Result<Vec<String>, ConfigError> {
+            v.iter().map(|s| ctx.expand(s, field)).collect()
+        };
+        let allowed_hosts = list(&raw.allowed_hosts, "serve.allowed_hosts")?;
+        let allowed_origins = list(&raw.allowed_origins, "serve.allowed_origins")?;
+        // The same parser the server uses: a typo is an error now, naming
+        // the entry, not a silently useless allow-list entry later.
+        for (i, h) in allowed_hosts.iter().enumerate() {
+            if let Err(e) = crate::front::hosts::Allowed::new(std::slice::from_ref(h), &[]) {
+                return Err(ctx.at(
+                    raw.allowed_hosts[i].span().start,
+                    "serve.allowed_hosts",
+                    e.to_string(),
+                ));
+            }
+        }
+        for (i, o) in allowed_origins.iter().enumerate() {
+            if let Err(e) = crate::front::hosts::Allowed::new(&[], std::slice::from_ref(o)) {
+                return Err(ctx.at(
+                    raw.allowed_origins[i].span().start,
+                    "serve.allowed_origins",
+                    e.to_string(),
+                ));
+            }
+        }
+        let tls = match (&raw.tls_cert, &raw.tls_key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => Some((
+                ctx.path(ctx.expand(c, "serve.tls_cert")?),
+                ctx.path(ctx.expand(k, "serve.tls_key")?),
+            )),
+            (Some(s), None) | (None, Some(s)) => {
+                return Err(ctx.at(
+                    s.span().start,
+                    "serve.tls_cert",
+                    "give both tls_cert (PEM certificate chain) and tls_key (its PEM private key), or neither",
+                ));
+            }
+        };
+        let max_sessions = match &raw.max_sessions {
+            None => d.max_sessions,
+            Some(n) if *n.get_ref() >= 1 => *n.get_ref() as usize,
+            Some(n) => {
+                return Err(ctx.at(
+                    n.span().start,
+                    "serve.max_sessions",
+                    "at least 1: how many host sessions (each with its own upstreams) may be open at once",
+                ));
+            }
+        };
+        Ok(ServeSettings {
+            listen,
+            allowed_hosts,
+            allowed_origins,
+            behind_proxy: raw.behind_proxy.unwrap_or(d.behind_proxy),
+            tls,
+            max_sessions,
+            drain_timeout: ctx.duration(
+                &raw.drain_timeout,
+                "serve.drain_timeout",
+                d.drain_timeout,
+            )?,
+        })
+    }
+
+    /// For `gavel config check`.
+    pub fn render(&self) -> toml::Table {
+        use toml::Value;
+        let strings = |v: &[String]| Value::Array(v.iter().cloned().map(Value::String).collect());
+        let mut t = toml::Table::new();
+        t.insert("listen".into(), Value::String(self.listen.to_string()));
+        t.insert("allowed_hosts".into(), strings(&self.allowed_hosts));
+        t.insert("allowed_origins".into(), strings(&self.allowed_origins));
+        t.insert("behind_proxy".into(), Value::Boolean(self.behind_proxy));
+        if let Some((c, k)) = &self.tls {
+            t.insert("tls_cert".into(), Value::String(c.display().to_string()));
+            t.insert("tls_key".into(), Value::String(k.display().to_string()));
+        }
+        t.insert(
+            "max_sessions".into(),
+            Value::Integer(self.max_sessions as i64),
+        );
+        t.insert(
+            "drain_timeout".into(),
+            Value::String(humantime::format_duration(self.drain_timeout).to_string()),
+        );
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn parse(serve: &str) -> Result<Config, String> {
+        Config::from_toml_str(
+            &format!("[serve]\n{serve}\n[servers.a]\ncommand = \"x\"\n"),
+            Path::new("/etc/gavel/servers.toml"),
+            &|k| (k == "HOST").then(|| "gavel.internal".to_string()),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_key_parses_and_renders() {
+        let c = parse(
+            "listen = \"0.0.0.0:8443\"\nallowed_hosts = [\"${HOST}\", \"gavel.example:8443\"]\nallowed_origins = [\"https://app.example\"]\nbehind_proxy = true\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\nmax_sessions = 12\ndrain_timeout = \"2m\"\n",
+        )
+        .unwrap();
+        let s = &c.serve;
+        assert_eq!(s.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(s.allowed_hosts, ["gavel.internal", "gavel.example:8443"]);
+        assert_eq!(s.allowed_origins, ["https://app.example"]);
+        assert!(s.behind_proxy);
+        assert_eq!(
+            s.tls,
+            Some(("/etc/gavel/cert.pem".into(), "/etc/gavel/key.pem".into()))
+        );
+        assert_eq!(
+            (s.max_sessions, s.drain_timeout),
+            (12, Duration::from_secs(120))
+        );
+        let out = c.render_masked();
+        for want in [
+            "[serve]",
+            "listen = \"0.0.0.0:8443\"",
+            "gavel.internal",
+            "behind_proxy = true",
+            "tls_key = \"/etc/gavel/key.pem\"",
+            "max_sessions = 12",
+            "drain_timeout = \"2m\"",
+        ] {
+            assert!(out.contains(want), "{want} missing in\n{out}");
+        }
+        assert_eq!(parse("").unwrap().serve, ServeSettings::default());
+    }
+
+    #[test]
+    fn mistakes_are_refused_naming_the_key() {
+        for (bad, says) in [
+            ("lisen = \"127.0.0.1:1\"", "unknown field `lisen`"),
+            ("listen = \"localhost\"", "serve.listen"),
+            ("allowed_hosts = [\"a b\"]", "serve.allowed_hosts"),
+            (
+                "allowed_origins = [\"app.example\"]",
+                "serve.allowed_origins",
+            ),
+            ("tls_cert = \"c.pem\"", "give both tls_cert"),
+            ("tls_key = \"k.pem\"", "give both tls_cert"),
+            ("max_sessions = 0", "serve.max_sessions"),
+            ("drain_timeout = \"soon\"", "serve.drain_timeout"),
+            ("behind_proxy = \"yes\"", "expected a boolean"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(e.starts_with("/etc/gavel/servers.toml:"), "{e}");
+        }
+    }
+}

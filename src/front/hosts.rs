@@ -1,0 +1,288 @@
+//! DNS-rebinding and cross-origin protection for `gavel serve`, applied to
+//! every route before anything else answers: the bearer-token check (whose
+//! 401 would otherwise be served to a rebinding page), the `server/discover`
+//! refusal and the protected-resource metadata. rmcp checks the same lists
+//! again for `/mcp`; this check matches the way rmcp does (a host entry
+//! without a port matches any port; an origin entry with `:*` matches any
+//! port) so the two never disagree, only run in a different place.
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+/// The accepted `Host` and `Origin` values, parsed once.
+#[derive(Debug, Clone)]
+pub struct Allowed {
+    hosts: Vec<(String, Option<u16>)>,
+    origins: Vec<AllowedOrigin>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum AllowedOrigin {
+    Null,
+    Tuple {
+        scheme: String,
+        host: String,
+        /// None: any port (`:*`, or no port given).
+        port: Option<u16>,
+    },
+}
+
+fn normalize_host(h: &str) -> String {
+    h.trim_matches('[').trim_matches(']').to_ascii_lowercase()
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    }
+}
+
+/// `scheme://host[:port]` → (scheme, host, port).
+fn parse_origin(value: &str) -> Option<(String, String, Option<u16>)> {
+    let uri = Uri::try_from(value.trim()).ok()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let authority = uri.authority()?;
+    Some((
+        scheme,
+        normalize_host(authority.host()),
+        authority.port_u16(),
+    ))
+}
+
+impl Allowed {
+    /// Entries that do not parse are reported by name: a typo in an allow
+    /// list must not silently allow nothing (or everything).
+    pub fn new(hosts: &[String], origins: &[String]) -> anyhow::Result<Self> {
+        let hosts = hosts
+            .iter()
+            .map(|h| {
+                // A bare IPv6 address (`::1`) is a host without a port.
+                if h.trim().parse::<std::net::Ipv6Addr>().is_ok() {
+                    return Ok((normalize_host(h.trim()), None));
+                }
+                let a = axum::http::uri::Authority::try_from(h.trim()).map_err(|_| {
+                    anyhow::anyhow!(
+                        "allowed host {h:?} is not a host name or host:port (e.g. \"gavel.example\" or \"gavel.example:8443\")"
+                    )
+                })?;
+                Ok((normalize_host(a.host()), a.port_u16()))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let origins = origins
+            .iter()
+            .map(|o| {
+                let bad = || {
+                    anyhow::anyhow!(
+                        "allowed origin {o:?} is not scheme://host[:port|:*] (e.g. \"https://app.example\" or \"http://localhost:*\")"
+                    )
+                };
+                if o.trim().eq_ignore_ascii_case("null") {
+                    return Ok(AllowedOrigin::Null);
+                }
+                let (base, any) = match o.trim().strip_suffix(":*") {
+                    Some(b) => (b, true),
+                    None => (o.trim(), false),
+                };
+                let (scheme, host, port) = parse_origin(base).ok_or_else(bad)?;
+                if any && port.is_some() {
+                    return Err(bad());
+                }
+                Ok(AllowedOrigin::Tuple { scheme, host, port })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Allowed { hosts, origins })
+    }
+
+    fn host_ok(&self, host: &str, port: Option<u16>) -> bool {
+        self.hosts
+            .iter()
+            .any(|(h, p)| *h == host && p.is_none_or(|p| Some(p) == port))
+    }
+
+    fn origin_ok(&self, value: &str) -> bool {
+        if value.trim().eq_ignore_ascii_case("null") {
+            return self.origins.contains(&AllowedOrigin::Null);
+        }
+        let Some((scheme, host, port)) = parse_origin(value) else {
+            return false;
+        };
+        let port = port.or_else(|| default_port(&scheme));
+        self.origins.iter().any(|a| match a {
+            AllowedOrigin::Null => false,
+            AllowedOrigin::Tuple {
+                scheme: s,
+                host: h,
+                port: p,
+            } => *s == scheme && *h == host && p.is_none_or(|p| Some(p) == port),
+        })
+    }
+
+    /// Why a request is refused, or None.
+    pub fn refusal(&self, uri: &Uri, headers: &HeaderMap) -> Option<(StatusCode, String)> {
+        let authority = match headers.get(header::HOST) {
+            Some(h) => {
+                let parsed = h
+                    .to_str()
+                    .ok()
+                    .and_then(|s| axum::http::uri::Authority::try_from(s).ok());
+                match parsed {
+                    Some(a) => a,
+                    None => {
+                        return Some((
+                            StatusCode::BAD_REQUEST,
+                            "Bad Request: the Host header is not a host or host:port".into(),
+                        ));
+                    }
+                }
+            }
+            None => match uri.authority() {
+                Some(a) => a.clone(),
+                None => {
+                    return Some((
+                        StatusCode::BAD_REQUEST,
+                        "Bad Request: missing Host header".into(),
+                    ));
+                }
+            },
+        };
+        let host = normalize_host(authority.host());
+        if !self.host_ok(&host, authority.port_u16()) {
+            tracing::warn!(host = %authority, "refused a request with a Host that is not allowed (possible DNS rebinding)");
+            return Some((
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Forbidden: Host {authority} is not allowed (add it with --allowed-host or [serve] allowed_hosts if this server is really reached under that name)"
+                ),
+            ));
+        }
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let ok = origin.to_str().is_ok_and(|o| self.origin_ok(o));
+            if !ok {
+                tracing::warn!(origin = ?origin, "refused a request from a browser Origin that is not allowed");
+                return Some((
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "Forbidden: Origin {} is not allowed (add it with --allowed-origin or [serve] allowed_origins)",
+                        String::from_utf8_lossy(origin.as_bytes())
+                    ),
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// The axum middleware: the outermost layer of `gavel serve`'s router.
+pub async fn check(allowed: std::sync::Arc<Allowed>, req: Request, next: Next) -> Response {
+    match allowed.refusal(req.uri(), req.headers()) {
+        Some((status, why)) => (status, why).into_response(),
+        None => next.run(req).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    fn allowed() -> Allowed {
+        Allowed::new(
+            &[
+                "localhost".into(),
+                "127.0.0.1".into(),
+                "::1".into(),
+                "gavel.example:8443".into(),
+            ],
+            &[
+                "http://localhost:*".into(),
+                "https://app.example".into(),
+                "https://exact.example:9000".into(),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn hosts_match_by_name_and_optional_port() {
+        let a = allowed();
+        let uri = Uri::from_static("/mcp");
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost",
+            "LOCALHOST:1",
+            "[::1]:80",
+            "gavel.example:8443",
+        ] {
+            assert!(a.refusal(&uri, &headers(&[("host", ok)])).is_none(), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "gavel.example",
+            "gavel.example:443",
+            "127.0.0.2:8080",
+        ] {
+            let (status, why) = a.refusal(&uri, &headers(&[("host", bad)])).unwrap();
+            assert_eq!(status, StatusCode::FORBIDDEN, "{bad}");
+            assert!(why.contains("--allowed-host"), "{why}");
+        }
+        let (status, _) = a.refusal(&uri, &headers(&[("host", "a b")])).unwrap();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = a.refusal(&uri, &HeaderMap::new()).unwrap();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn origins_match_scheme_host_and_port() {
+        let a = allowed();
+        let uri = Uri::from_static("/mcp");
+        let with = |o: &str| headers(&[("host", "127.0.0.1:8080"), ("origin", o)]);
+        for ok in [
+            "http://localhost:3000",
+            "http://localhost",
+            "https://app.example",
+            "https://app.example:444",
+            "https://exact.example:9000",
+        ] {
+            assert!(a.refusal(&uri, &with(ok)).is_none(), "{ok}");
+        }
+        for bad in [
+            "https://localhost:3000",
+            "https://evil.example",
+            "https://exact.example",
+            "null",
+            "not an origin",
+        ] {
+            let (status, why) = a.refusal(&uri, &with(bad)).unwrap();
+            assert_eq!(status, StatusCode::FORBIDDEN, "{bad}");
+            assert!(why.contains("--allowed-origin"), "{why}");
+        }
+    }
+
+    #[test]
+    fn bad_entries_are_refused_by_name() {
+        let e = Allowed::new(&["a b".into()], &[]).unwrap_err().to_string();
+        assert!(e.contains("\"a b\""), "{e}");
+        let e = Allowed::new(&[], &["app.example".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("scheme://host"), "{e}");
+        let e = Allowed::new(&[], &["https://a.example:1:*".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("allowed origin"), "{e}");
+    }
+}

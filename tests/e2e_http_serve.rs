@@ -1,0 +1,240 @@
+//! End to end: how `gavel serve` listens and stops — the `[serve]` table
+//! and its flags, no plain HTTP on a public address, bounded bodies, and
+//! the drain at SIGTERM (in-flight calls answered, new connections refused).
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_plain_http_on_a_public_address() {
+    let s = Setup::new("");
+    std::fs::write(s.config(), fixture_server("fx", &[], &s.path("r.jsonl"))).unwrap();
+    let out = tokio::process::Command::new(GAVEL)
+        .args(["serve", "--config"])
+        .arg(s.config())
+        .args(["--listen", &format!("0.0.0.0:{}", free_port())])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--behind-proxy"), "{err}");
+    // The same from [serve], and the message names the config keys too.
+    std::fs::write(
+        s.config(),
+        format!(
+            "[serve]\nlisten = \"0.0.0.0:{}\"\n\n{}",
+            free_port(),
+            fixture_server("fx", &[], &s.path("r.jsonl"))
+        ),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(GAVEL)
+        .args(["serve", "--config"])
+        .arg(s.config())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to serve plain HTTP on 0.0.0.0")
+            && err.contains("[serve] behind_proxy = true")
+            && err.contains("[serve] tls_cert"),
+        "{err}"
+    );
+}
+
+/// `gavel serve --config` with no --listen: the address comes from `[serve]`.
+async fn serve_from_config(s: &Setup) -> tokio::process::Child {
+    let child = tokio::process::Command::new(GAVEL)
+        .args(["serve", "--config"])
+        .arg(s.config())
+        .arg("--log-file")
+        .arg(s.log())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("gavel listens", || {
+        s.log_text().contains("serving MCP over streamable HTTP")
+    })
+    .await;
+    child
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_serve_table_configures_listen_hosts_and_the_proxy_escape() {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    // behind_proxy: a public address over plain HTTP is allowed; an extra
+    // allowed host is accepted, others still refused.
+    let s = Setup::new("");
+    let port = free_port();
+    std::fs::write(
+        s.config(),
+        format!(
+            "[serve]\nlisten = \"0.0.0.0:{port}\"\nbehind_proxy = true\nallowed_hosts = [\"gavel.internal\"]\n\n{}",
+            fixture_server("fx", &[], &s.path("r.jsonl"))
+        ),
+    )
+    .unwrap();
+    let mut gavel = serve_from_config(&s).await;
+    assert!(
+        s.log_text().contains(&format!("http://0.0.0.0:{port}/mcp")),
+        "{}",
+        s.log_text()
+    );
+    let r = raw_post(port, "gavel.internal", None, &init).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let r = raw_post(port, &format!("gavel.internal:{port}"), None, &init).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let r = raw_post(port, "127.0.0.1", None, &init).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let r = raw_post(port, "evil.example", None, &init).await;
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
+    assert!(gavel.wait().await.unwrap().success());
+
+    // A flag overrides the table: the config's public address without a
+    // proxy would be refused, --listen puts it on loopback; --allowed-host
+    // adds to the table's hosts.
+    let s = Setup::new("");
+    let port = free_port();
+    std::fs::write(
+        s.config(),
+        format!(
+            "[serve]\nlisten = \"0.0.0.0:{}\"\nallowed_hosts = [\"from-config.internal\"]\n\n{}",
+            free_port(),
+            fixture_server("fx", &[], &s.path("r.jsonl"))
+        ),
+    )
+    .unwrap();
+    let mut gavel =
+        gavel_serve_with(&s, port, &[], &["--allowed-host", "from-flag.internal"]).await;
+    for host in ["from-config.internal", "from-flag.internal"] {
+        let r = raw_post(port, host, None, &init).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{host}: {r}");
+    }
+    unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
+    assert!(gavel.wait().await.unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_in_flight_calls_over_http_and_https() {
+    for tls in [false, true] {
+        let s = Setup::new("");
+        std::fs::write(s.config(), fixture_server("fx", &[], &s.path("r.jsonl"))).unwrap();
+        let pki = tls.then(|| test_pki(&s));
+        let mut extra = vec![];
+        if let Some((cert, key, _)) = &pki {
+            extra = vec![
+                "--tls-cert".to_string(),
+                cert.display().to_string(),
+                "--tls-key".into(),
+                key.display().to_string(),
+            ];
+        }
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let port = free_port();
+        let mut gavel = gavel_serve_with(&s, port, &[], &extra).await;
+        let scheme = if tls { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{port}/mcp");
+        let client = http_client(&url, pki.as_ref().map(|p| p.2.as_path()), None).await;
+
+        // A call held open by the fixture until the test creates `gate`.
+        let gate = s.path("gate");
+        let slow = {
+            let peer = client.peer().clone();
+            let mut p = rmcp::model::CallToolRequestParams::new("slow");
+            p.arguments = json!({"ms": 120_000, "until": gate.display().to_string()})
+                .as_object()
+                .cloned();
+            tokio::spawn(async move { peer.call_tool(p).await })
+        };
+        eventually("the slow call reached the upstream", || {
+            recorded_calls(&s.path("r.jsonl"))
+                .iter()
+                .any(|r| r["params"]["name"] == "slow")
+        })
+        .await;
+        unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
+        // Draining: new connections are refused while the call is in flight.
+        let start = std::time::Instant::now();
+        loop {
+            match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                _ => assert!(start.elapsed() < PATIENCE, "{scheme}: still accepting"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(
+            gavel.try_wait().unwrap().is_none(),
+            "{scheme}: gavel waits for the call"
+        );
+        assert!(!slow.is_finished(), "{scheme}: the call is still in flight");
+        // The upstream finishes: the host gets the answer, then gavel exits 0.
+        std::fs::write(&gate, "").unwrap();
+        let r = slow.await.unwrap().expect("the in-flight call is answered");
+        assert_eq!(
+            text(&r),
+            format!("released by {}", gate.display()),
+            "{scheme}"
+        );
+        let status = tokio::time::timeout(PATIENCE, gavel.wait())
+            .await
+            .expect("gavel exits after the drain")
+            .unwrap();
+        assert!(status.success(), "{scheme}: {status:?}");
+        assert!(
+            s.log_text().contains("finishing in-flight requests"),
+            "{scheme}"
+        );
+        drop(client);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_body_is_refused_and_nothing_is_forwarded() {
+    let s = Setup::new("");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[limits]\nmax_message_bytes = \"64KiB\"\n\n{}",
+            fixture_server("fx", &[], &s.path("r.jsonl"))
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut gavel = gavel_serve(&s, port, &[]).await;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let client = http_client(&url, None, None).await;
+    // Over the limit: refused at the door, the session survives.
+    let big = "x".repeat(100 << 10);
+    let r = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                   "params": {"name": "echo", "arguments": {"text": big}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let why = r.text().await.unwrap();
+    assert!(why.contains("limits.max_message_bytes"), "{why}");
+    // Under it: served.
+    let ok = call(&client, "echo", json!({"text": "x".repeat(1000)}))
+        .await
+        .unwrap();
+    assert_eq!(text(&ok).len(), 1000);
+    let calls = recorded_calls(&s.path("r.jsonl"));
+    assert_eq!(calls.len(), 1, "only the small call reached the upstream");
+    client.cancel().await.unwrap();
+    unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
+    assert!(gavel.wait().await.unwrap().success());
+}
