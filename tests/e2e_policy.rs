@@ -6,54 +6,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::policy::*;
 use common::*;
 use rmcp::model::*;
 use serde_json::{Value, json};
-
-fn fixture_bundle() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture")
-}
-
-/// A one-file bundle under `dir/name` with root `root`.
-fn bundle(dir: &Path, name: &str, root: &str, manifest_extra: Value, rego: &str) -> PathBuf {
-    let b = dir.join(name);
-    std::fs::create_dir_all(b.join(root)).unwrap();
-    let mut m = json!({"revision": format!("{name}-1"), "roots": [root]});
-    if let (Some(m), Some(extra)) = (m.as_object_mut(), manifest_extra.as_object()) {
-        m.extend(extra.clone());
-    }
-    std::fs::write(b.join(".manifest"), m.to_string()).unwrap();
-    std::fs::write(b.join(root).join("policy.rego"), rego).unwrap();
-    b
-}
-
-fn config(s: &Setup, bundles: &[&Path], extra_server: &str, top: &str) -> String {
-    let list: Vec<String> = bundles
-        .iter()
-        .map(|b| format!("{:?}", b.display().to_string()))
-        .collect();
-    format!(
-        "{top}\n[identity.user]\nid = \"ada\"\ngroups = [\"engineering\"]\n\n[log]\ndecisions = {:?}\nsecret_fields = [\"note\"]\nmax_arg_bytes = 256\n\n{}bundles = [{}]\n{extra_server}\n",
-        s.path("decisions.jsonl").display().to_string(),
-        fixture_server("fx", &[], &s.path("r.jsonl")),
-        list.join(", ")
-    )
-}
-
-fn decisions(s: &Setup) -> Vec<Value> {
-    std::fs::read_to_string(s.path("decisions.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is one JSON record"))
-        .collect()
-}
-
-fn tool_error_code(e: &rmcp::ServiceError) -> Option<i32> {
-    match e {
-        rmcp::ServiceError::McpError(d) => Some(d.code.0),
-        _ => None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rego_allows_denies_hides_and_logs() {
@@ -202,7 +158,7 @@ async fn resources_prompts_and_sampling_are_decided() {
         .read_resource(ReadResourceRequestParams::new("fixture://static/blob"))
         .await
         .unwrap_err();
-    assert_eq!(tool_error_code(&e), Some(403), "{e}");
+    assert_eq!(error_code(&e), Some(403), "{e}");
     assert!(e.to_string().contains("secret_resource"), "{e}");
     let e = client
         .peer()
