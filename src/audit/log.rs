@@ -76,8 +76,7 @@ impl DecisionLog {
         match &result {
             Ok(()) => self.dirty.store(true, Ordering::Relaxed),
             Err(e) => {
-                self.write_errors.fetch_add(1, Ordering::Relaxed);
-                super::metrics::global().log_write_error();
+                self.count_failure();
                 tracing::error!(path = %self.path.display(), "decision log write failed: {e}");
             }
         }
@@ -89,6 +88,13 @@ impl DecisionLog {
             self.rotate(&mut f);
         }
         result
+    }
+
+    /// Counts a record that was not written (here and in the metrics), for
+    /// whatever reason: a failed write, or failing decision-log rules.
+    pub fn count_failure(&self) {
+        self.write_errors.fetch_add(1, Ordering::Relaxed);
+        super::metrics::global().log_write_error();
     }
 
     fn rotate(&self, f: &mut File) {

@@ -80,6 +80,7 @@ fn gavel_code(c: &str) -> bool {
             | "no_decision"
             | "no_policy"
             | "static_rule"
+            | "audit_unavailable"
     ) || c.starts_with("denied_by_")
 }
 

@@ -445,6 +445,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     Err(why) => broken.push(format!("server {server:?}: {why}")),
                 }
             }
+            if cfg.log.decisions.is_some()
+                && cfg.log.on_write_error == crate::config::OnWriteError::Allow
+            {
+                eprintln!(
+                    "warning: [log] on_write_error = \"allow\": a request whose decision record cannot be written is carried out unrecorded"
+                );
+            }
             if !broken.is_empty() {
                 anyhow::bail!(
                     "policy unavailable (every request to these servers would be denied):\n  {}",

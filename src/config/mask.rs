@@ -221,6 +221,10 @@ pub fn render(c: &Config) -> String {
         Value::Integer(c.log.max_arg_bytes as i64),
     );
     log.insert("secret_fields".into(), strings(&c.log.secret_fields));
+    log.insert(
+        "on_write_error".into(),
+        Value::String(c.log.on_write_error.as_str().into()),
+    );
     let keys: Table = c
         .keys
         .iter()

@@ -234,6 +234,28 @@ pub struct LogSettings {
     pub decisions: Option<PathBuf>,
     pub max_arg_bytes: usize,
     pub secret_fields: Vec<String>,
+    /// What a decision becomes when its record cannot be written.
+    pub on_write_error: OnWriteError,
+}
+
+/// `[log] on_write_error`: the record precedes the effect, so by default a
+/// request whose decision record cannot be written is denied
+/// (`audit_unavailable`); `allow` keeps the decision as made (the audit
+/// trail then has a gap, announced at startup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnWriteError {
+    #[default]
+    Deny,
+    Allow,
+}
+
+impl OnWriteError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnWriteError::Deny => "deny",
+            OnWriteError::Allow => "allow",
+        }
+    }
 }
 
 impl Default for LogSettings {
@@ -244,6 +266,7 @@ impl Default for LogSettings {
             decisions: None,
             max_arg_bytes: 4096,
             secret_fields: vec![],
+            on_write_error: OnWriteError::Deny,
         }
     }
 }
@@ -582,6 +605,21 @@ impl Config {
                 .transpose()?,
             max_arg_bytes: ctx.size(&lg.max_arg_bytes, "log.max_arg_bytes", 4096, 16, 1 << 30)?,
             secret_fields: lg.secret_fields.clone(),
+            on_write_error: match lg
+                .on_write_error
+                .as_ref()
+                .map(|m| (m, m.get_ref().as_str()))
+            {
+                None | Some((_, "deny")) => OnWriteError::Deny,
+                Some((_, "allow")) => OnWriteError::Allow,
+                Some((m, other)) => {
+                    return Err(ctx.at(
+                        m.span().start,
+                        "log.on_write_error",
+                        format!("{other:?}: use \"deny\" (default: a request whose decision record cannot be written is refused) or \"allow\" (it proceeds unrecorded)"),
+                    ));
+                }
+            },
         };
         let p = &raw.policy;
         let policy = PolicySettings {

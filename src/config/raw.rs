@@ -213,6 +213,7 @@ pub struct RawLog {
     pub max_arg_bytes: Option<Spanned<RawSize>>,
     #[serde(default)]
     pub secret_fields: Vec<String>,
+    pub on_write_error: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -288,3 +288,16 @@ fn oci_settings_parse_and_check() {
     let e = err("[oci]\npoll = \"1s\"\n[servers.a]\ncommand = \"x\"\n");
     assert!(e.contains("poll"), "{e}");
 }
+
+#[test]
+fn log_on_write_error_defaults_to_deny_and_names_the_choices() {
+    let c = parse("[servers.fs]\ncommand = \"x\"\n").unwrap();
+    assert_eq!(c.log.on_write_error, OnWriteError::Deny);
+    let c = parse("[log]\non_write_error = \"allow\"\n[servers.fs]\ncommand = \"x\"\n").unwrap();
+    assert_eq!(c.log.on_write_error, OnWriteError::Allow);
+    let e = err("[log]\non_write_error = \"ignore\"\n[servers.fs]\ncommand = \"x\"\n");
+    assert!(
+        e.contains(":2:") && e.contains("log.on_write_error") && e.contains("\"deny\""),
+        "{e}"
+    );
+}

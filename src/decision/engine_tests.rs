@@ -531,3 +531,32 @@ fn what_is_memoized() {
         .unwrap();
     assert!(!d.combined.allow);
 }
+
+#[test]
+fn log_rules_evaluate_only_the_rules_a_bundle_defines() {
+    let with_log = |log: &str| {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("p/log")).unwrap();
+        std::fs::write(d.path().join("p/log/log.rego"), log).unwrap();
+        let b = write_bundle(
+            d.path(),
+            json!({"revision": "1", "roots": ["p"]}),
+            "package p\ndecision := {\"allow\": true}\n",
+            None,
+        );
+        (d, PolicyEngine::build("srv", vec![b], &opts()).unwrap())
+    };
+    let event = json!({"input": {"action": {"tool": "t"}}});
+    // Only `mask`: no `drop` rule to evaluate (that would be an error).
+    let (_d, e) = with_log("package p.log\nmask contains \"/input/user/id\"\n");
+    assert_eq!(
+        e.log_rules(&event).unwrap(),
+        (false, vec![json!("/input/user/id")])
+    );
+    // Only `drop`.
+    let (_d, e) = with_log("package p.log\ndrop if input.input.action.tool == \"t\"\n");
+    assert_eq!(e.log_rules(&event).unwrap(), (true, vec![]));
+    // A failing rule is an error (the caller refuses the request).
+    let (_d, e) = with_log("package p.log\ndrop := true\ndrop := false\n");
+    assert!(e.log_rules(&event).is_err());
+}

@@ -16,6 +16,7 @@ pub mod input;
 pub mod layers;
 mod memo;
 mod pool;
+mod record;
 pub mod static_rules;
 
 use std::collections::HashMap;
@@ -29,7 +30,6 @@ pub use contract::{Decision, Disclosure};
 pub use input::{DecisionContext, SessionCounters, SessionState};
 
 use crate::audit::DecisionLog;
-use crate::audit::mask::{MaskSettings, mask_event};
 
 use crate::config::{Config, Identity};
 use engine::{EngineError, EngineOptions, PolicyEngine};
@@ -242,6 +242,11 @@ impl Enforcer {
             })?),
             None => None,
         };
+        if let Some(log) = &log
+            && config.log.on_write_error == crate::config::OnWriteError::Allow
+        {
+            tracing::warn!(path = %log.path().display(), "[log] on_write_error = \"allow\": a request whose decision record cannot be written is carried out UNRECORDED");
+        }
         // A bundle pulled later may bring limits: servers with OCI bundles
         // count as needing the state store from the start.
         let limits_needed = config.servers.values().any(|s| {
@@ -470,7 +475,7 @@ impl Enforcer {
                 }
             }
         };
-        if action.kind == ActionType::ToolCall {
+        let limits = if action.kind == ActionType::ToolCall {
             let limits = self.limits_for(action, active.as_deref());
             self.guard.check(
                 &self.who(action, ctx),
@@ -478,7 +483,10 @@ impl Enforcer {
                 arg_tokens(action),
                 &mut decision,
             );
-        }
+            Some(limits)
+        } else {
+            None
+        };
         decision.decision_id = Some(next_decision_id());
         if decision.policy_version.is_none() {
             decision.policy_version = Some(policy_label.to_string());
@@ -487,18 +495,28 @@ impl Enforcer {
             Some(Policy::Rego(e)) => Some(e.as_ref()),
             _ => None,
         };
-        self.log_decision(
-            engine,
+        let recorded = self.log_decision(
             &decision,
-            input,
-            &path,
-            bundles,
-            policy_label,
-            fail_open_used,
-            eval_ns,
-            start,
-            &now,
+            record::Record {
+                engine,
+                input,
+                path: &path,
+                bundles,
+                policy: policy_label,
+                fail_open: fail_open_used,
+                eval_ns,
+                start,
+                now: &now,
+            },
         );
+        if let Err(e) = recorded
+            && self.unrecorded(&mut decision, &e)
+            && let Some(limits) = &limits
+        {
+            // The call will not be made: give back what its decision charged.
+            self.guard
+                .refund(&self.who(action, ctx), limits, arg_tokens(action));
+        }
         crate::audit::metrics::global().decision(
             &action.server,
             (action.kind == ActionType::ToolCall).then_some(action.tool.as_str()),
@@ -584,56 +602,6 @@ impl Enforcer {
             d.matched_rules.push("fail_open".into());
         }
         d
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn log_decision(
-        &self,
-        engine: Option<&PolicyEngine>,
-        d: &Decision,
-        input: Value,
-        path: &str,
-        bundles: Value,
-        policy: &str,
-        fail_open: bool,
-        eval_ns: u64,
-        start: Instant,
-        now: &str,
-    ) {
-        let Some(log) = &self.log else { return };
-        let mut event = json!({
-            "decision_id": d.decision_id,
-            "timestamp": now,
-            "path": path,
-            "input": input,
-            "result": d,
-            "bundles": bundles,
-            "labels": {"app": "gavel", "version": env!("CARGO_PKG_VERSION"), "policy": policy, "fail_open": fail_open.to_string()},
-            "metrics": {"timer_rego_query_eval_ns": eval_ns, "timer_gavel_decision_ns": start.elapsed().as_nanos() as u64},
-        });
-        if let Some(engine) = engine {
-            match engine.log_rules(&event) {
-                Ok((true, _)) => return,
-                Ok((false, mask)) => {
-                    crate::audit::mask::apply_mask_rules(&mut event, &Value::Array(mask))
-                }
-                Err(e) => {
-                    // OPA semantics: a failing drop/mask rule means the event is not logged.
-                    log.write_errors
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::error!(decision_id = ?d.decision_id, "decision-log rules failed, event not logged: {e}");
-                    return;
-                }
-            }
-        }
-        mask_event(
-            &mut event,
-            &MaskSettings {
-                secret_fields: &self.secret_fields,
-                max_arg_bytes: self.max_arg_bytes,
-            },
-        );
-        let _ = log.write(&event);
     }
 
     /// Whether a tool appears in `tools/list`: not statically denied, and the

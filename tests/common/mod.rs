@@ -2,6 +2,7 @@
 //! binary, talk to it with a real rmcp client, read what the fixture recorded.
 #![allow(dead_code)]
 
+pub mod metrics;
 pub mod policy;
 pub mod registry;
 
