@@ -60,7 +60,8 @@ impl Enforcer {
             match engine.log_rules(&event) {
                 Ok((true, _)) => return Ok(()),
                 Ok((false, mask)) => {
-                    crate::audit::mask::apply_mask_rules(&mut event, &Value::Array(mask))
+                    // Items not applied are warned about there.
+                    crate::audit::mask::apply_mask_rules(&mut event, &Value::Array(mask));
                 }
                 Err(e) => {
                     // OPA semantics: a failing drop/mask rule means the event is not logged.
