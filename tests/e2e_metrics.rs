@@ -95,3 +95,42 @@ async fn metrics_move_with_a_real_session() {
     client2.cancel().await.unwrap();
     client.cancel().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gavel_side_denials_count_under_their_own_code() {
+    let port = free_port();
+    let s = Setup::new("");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[state]\npath = {:?}\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n{}[[servers.fx.limits]]\nscope = \"tool\"\ntool = \"echo\"\nrate = 1\nper = \"1day\"\nburst = 1\n",
+            s.path("state.sqlite").display().to_string(),
+            fixture_server("fx", &[], &s.path("r.jsonl")),
+        ),
+    )
+    .unwrap();
+    let client = s.connect(TestHost::new()).await;
+    let ok = call(&client, "echo", json!({"text": "a"})).await.unwrap();
+    assert_eq!(text(&ok), "a");
+    let limited = call(&client, "echo", json!({"text": "b"})).await.unwrap();
+    assert!(
+        text(&limited).contains("rate_limited"),
+        "{}",
+        text(&limited)
+    );
+    let m = scrape(port).await;
+    assert_eq!(
+        value(
+            &m,
+            r#"gavel_denials_total{server="fx",reason="rate_limited"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        value(&m, r#"gavel_denials_total{server="fx",reason="other"}"#),
+        0.0,
+        "{m}"
+    );
+    client.cancel().await.unwrap();
+}

@@ -69,21 +69,6 @@ pub struct Metrics {
     tools_seen: Mutex<HashSet<(String, String)>>,
 }
 
-/// Reason codes gavel itself produces (always their own label).
-fn gavel_code(c: &str) -> bool {
-    matches!(
-        c,
-        "policy_unavailable"
-            | "policy_error"
-            | "policy_timeout"
-            | "policy_bad_decision"
-            | "no_decision"
-            | "no_policy"
-            | "static_rule"
-            | "audit_unavailable"
-    ) || c.starts_with("denied_by_")
-}
-
 impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("gavel");
@@ -172,7 +157,7 @@ impl Metrics {
             .inc();
         if !allow {
             for r in reasons {
-                let reason = if gavel_code(r) || known(r) {
+                let reason = if crate::decision::codes::is_gavel_code(r) || known(r) {
                     r.clone()
                 } else {
                     "other".into()
@@ -309,6 +294,10 @@ mod tests {
                 "path_outside_scope".into(),
                 "made_up_code".into(),
                 "policy_timeout".into(),
+                "rate_limited".into(),
+                "state_unavailable".into(),
+                "audit_unavailable".into(),
+                "approval_declined".into(),
             ],
             known,
             0.0001,
@@ -324,6 +313,19 @@ mod tests {
         );
         assert!(text.contains(r#"gavel_denials_total{server="fs",reason="other"} 1"#));
         assert!(text.contains(r#"gavel_denials_total{server="fs",reason="policy_timeout"} 1"#));
+        for gavel_side in [
+            "rate_limited",
+            "state_unavailable",
+            "audit_unavailable",
+            "approval_declined",
+        ] {
+            assert!(
+                text.contains(&format!(
+                    r#"gavel_denials_total{{server="fs",reason="{gavel_side}"}} 1"#
+                )),
+                "{text}"
+            );
+        }
         assert!(!text.contains("made_up_code"));
         assert!(
             text.contains(r#"gavel_decisions_total{server="fs",outcome="allow"} 1006"#),

@@ -29,15 +29,6 @@ use crate::bundle::Bundle;
 use crate::bundle::deps::{Deps, analyze};
 use crate::decision::engine::{EngineOptions, PolicyEngine};
 
-/// Deny reasons that gavel itself decides after the policy (limits,
-/// budgets, approval): a replayed allow cannot undo them.
-const GAVEL_SIDE: &[&str] = &[
-    "rate_limited",
-    "budget_exceeded",
-    "approval_required",
-    "approval_declined",
-    "approval_timeout",
-];
 const MAX_GROUPS: usize = 1000;
 const MAX_EXAMPLES: usize = 3;
 const MAX_MALFORMED_LINES: usize = 20;
@@ -227,7 +218,7 @@ impl Replayer {
         let gavel_denied = !allow
             && logged_reasons
                 .iter()
-                .any(|r| GAVEL_SIDE.contains(&r.as_str()));
+                .any(|r| crate::decision::codes::is_after_policy(r));
         let masked: Vec<Vec<String>> = ["masked", "erased"]
             .iter()
             .filter_map(|k| rec.get(*k).and_then(Value::as_array))

@@ -9,6 +9,7 @@
 //! request is forwarded or the denial answered.
 
 mod build;
+pub mod codes;
 pub mod contract;
 pub mod deny;
 pub mod engine;
