@@ -166,3 +166,58 @@ fn server_discover_falls_back_to_initialize() {
     raw.send_line(r#"{"jsonrpc":"2.0","id":22,"method":"ping"}"#);
     assert!(raw.answer(&json!(22)).get("result").is_some());
 }
+
+#[test]
+fn malformed_params_of_every_decided_request_are_refused_never_forwarded() {
+    let s = setup();
+    let mut raw = Raw::start(&s);
+    let cases = [
+        ("resources/read", json!({"uri": 5})),
+        ("resources/read", json!({})),
+        (
+            "resources/subscribe",
+            json!({"uri": ["fixture://static/hello"]}),
+        ),
+        ("resources/unsubscribe", json!({"uri": {}})),
+        ("prompts/get", json!({"name": 1})),
+        (
+            "prompts/get",
+            json!({"name": "greet", "arguments": "not an object"}),
+        ),
+        (
+            "completion/complete",
+            json!({"ref": "greet", "argument": {"name": "name", "value": "a"}}),
+        ),
+        (
+            "completion/complete",
+            json!({"ref": {"type": "ref/prompt", "name": "greet"}}),
+        ),
+    ];
+    for (i, (method, params)) in cases.iter().enumerate() {
+        let id = 100 + i;
+        raw.send_line(
+            &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string(),
+        );
+        let e = raw.answer(&json!(id));
+        assert_eq!(e["error"]["code"], -32602, "{method} {params}: {e}");
+    }
+    // Still serving; none of them reached the upstream.
+    raw.send_line(r#"{"jsonrpc":"2.0","id":199,"method":"resources/read","params":{"uri":"fixture://static/hello"}}"#);
+    let ok = raw.answer(&json!(199));
+    assert!(ok.get("result").is_some(), "{ok}");
+    let got = recorded(&s.path("r.jsonl"));
+    let forwarded: Vec<&Value> = got
+        .iter()
+        .filter(|v| {
+            [
+                "resources/read",
+                "resources/subscribe",
+                "resources/unsubscribe",
+                "prompts/get",
+                "completion/complete",
+            ]
+            .contains(&v["method"].as_str().unwrap_or(""))
+        })
+        .collect();
+    assert_eq!(forwarded.len(), 1, "only the good read: {forwarded:?}");
+}

@@ -141,7 +141,9 @@ async fn rego_allows_denies_hides_and_logs() {
 async fn resources_prompts_and_sampling_are_decided() {
     let s = Setup::new("");
     std::fs::write(s.config(), config(&s, &[&fixture_bundle()], "", "")).unwrap();
-    let client = s.connect(TestHost::new()).await;
+    let host = TestHost::new();
+    let asked = host.seen.clone();
+    let client = s.connect(host).await;
     client.list_all_tools().await.unwrap();
     let ok = client
         .peer()
@@ -174,6 +176,10 @@ async fn resources_prompts_and_sampling_are_decided() {
         text(&host_seen).contains("sampling failed") || host_seen.is_error == Some(true),
         "{}",
         text(&host_seen)
+    );
+    assert!(
+        asked.lock().unwrap().samplings.is_empty(),
+        "the host was never asked to sample"
     );
     let recorded = recorded(&s.path("r.jsonl"));
     assert!(
