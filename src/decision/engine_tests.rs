@@ -560,3 +560,20 @@ fn log_rules_evaluate_only_the_rules_a_bundle_defines() {
     let (_d, e) = with_log("package p.log\ndrop := true\ndrop := false\n");
     assert!(e.log_rules(&event).is_err());
 }
+
+#[test]
+fn builtin_errors_are_undefined_as_in_opa_so_the_default_applies() {
+    // OPA's non-strict builtin errors: `to_number("x")` makes the expression
+    // undefined (no error), so the rule does not apply and the default does.
+    let (_d, e) = one(
+        "package p\ndefault decision := {\"allow\": false, \"reasons\": [\"default\"]}\ndecision := {\"allow\": true} if to_number(input.action.args.n) > 0\n",
+        None,
+    );
+    let bad = e
+        .decide(&json!({"action": {"args": {"n": "x"}}}))
+        .expect("a builtin error is not an evaluation error");
+    assert!(!bad.combined.allow);
+    assert_eq!(bad.combined.reasons, vec!["default"]);
+    let good = e.decide(&json!({"action": {"args": {"n": "5"}}})).unwrap();
+    assert!(good.combined.allow);
+}
