@@ -2,10 +2,12 @@
 //! through the real binary — a server without a bundle, an erroring
 //! `visible` rule, untrusted upstream annotations and `_meta`, the tool
 //! digest and data classes in the record, server and tool names with two
-//! servers, and `strict_input` from the config.
+//! servers, `strict_input` from the config, and a tool definition that
+//! changes (on `list_changed` and across a restart).
 
 mod common;
 
+use common::metrics::*;
 use common::policy::*;
 use common::*;
 use serde_json::{Value, json};
@@ -242,4 +244,123 @@ fn strict_input_from_the_config_refuses_a_bundle_reading_an_unknown_input_path()
             );
         }
     }
+}
+
+/// `(old, new)` digests of the "tool definition changed {when}" warning for
+/// `tool` in gavel's log, once it is there.
+fn change_logged(log: &str, tool: &str, when: &str) -> Option<(String, String)> {
+    let line = log.lines().find(|l| {
+        l.contains(&format!("tool definition changed {when}"))
+            && l.contains(&format!("tool={tool} "))
+    })?;
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .map(String::from)
+    };
+    Some((field("old=")?, field("new=")?))
+}
+
+/// The tool digest in the decision record of the last call to `tool`.
+fn last_digest(s: &Setup, tool: &str) -> String {
+    decisions(s)
+        .iter()
+        .rev()
+        .find(|r| r["input"]["action"]["tool"] == tool)
+        .and_then(|r| {
+            r["input"]["action"]["tool_digest"]
+                .as_str()
+                .map(String::from)
+        })
+        .expect("a record with a tool digest")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_tool_definition_is_logged_on_list_changed_and_across_a_restart() {
+    let s = Setup::new("");
+    let descriptions = s.path("descriptions.json");
+    std::fs::write(&descriptions, "{}").unwrap();
+    let b = bundle(
+        s.dir.path(),
+        "any",
+        "any",
+        json!({}),
+        "package any\ndecision := {\"allow\": true}\n",
+    );
+    let server = fixture_server(
+        "fx",
+        &["--descriptions", descriptions.to_str().unwrap()],
+        &s.path("r.jsonl"),
+    );
+    std::fs::write(
+        s.config(),
+        format!(
+            "[log]\ndecisions = {:?}\n\n{server}bundle = {:?}\n",
+            s.path("decisions.jsonl").display().to_string(),
+            b.display().to_string()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut cmd = tokio::process::Command::new(GAVEL);
+    cmd.args(s.run_args())
+        .args(["--metrics-listen", &format!("127.0.0.1:{port}")]);
+    let host = TestHost::new();
+    let seen = host.seen.clone();
+    let client = connect_cmd(cmd, host).await;
+    call(&client, "echo", json!({"text": "1"})).await.unwrap();
+    let d1 = last_digest(&s, "echo");
+
+    // 1. The description changes and the upstream says so.
+    std::fs::write(&descriptions, r#"{"echo": "Echo text back (v2)"}"#).unwrap();
+    call(&client, "tools_changed", json!({})).await.unwrap();
+    eventually("the change is logged", || {
+        change_logged(&s.log_text(), "echo", "after list_changed").is_some()
+    })
+    .await;
+    let (old, new) = change_logged(&s.log_text(), "echo", "after list_changed").unwrap();
+    assert_eq!(old, d1);
+    assert_ne!(new, d1);
+    eventually("the host was told", || {
+        seen.lock().unwrap().tool_list_changed > 0
+    })
+    .await;
+    call(&client, "echo", json!({"text": "2"})).await.unwrap();
+    let d2 = last_digest(&s, "echo");
+    assert_eq!(d2, new, "the record carries the new digest");
+
+    // 2. It changes again while the upstream is down: seen at the restart.
+    let before = scrape(port).await;
+    std::fs::write(&descriptions, r#"{"echo": "Echo text back (v3)"}"#).unwrap();
+    let _ = call(&client, "crash", json!({"code": 3})).await;
+    eventually("the change across the restart is logged", || {
+        change_logged(&s.log_text(), "echo", "after a restart").is_some()
+    })
+    .await;
+    let (old, d3) = change_logged(&s.log_text(), "echo", "after a restart").unwrap();
+    assert_eq!(old, d2, "compared with the definition before the crash");
+    assert_ne!(d3, d2);
+    // Calls go through again, decided with the new digest.
+    let start = std::time::Instant::now();
+    loop {
+        let ok =
+            matches!(call(&client, "echo", json!({"text": "3"})).await, Ok(r) if text(&r) == "3");
+        if ok && last_digest(&s, "echo") == d3 {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "echo never came back with digest {d3}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let after = scrape(port).await;
+    let moved = |series: &str| value(&after, series) - value(&before, series);
+    assert_eq!(
+        moved(r#"gavel_upstream_restarts_total{server="fx"}"#),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(value(&after, r#"gavel_upstream_up{server="fx"}"#), 1.0);
+    client.cancel().await.unwrap();
 }

@@ -57,6 +57,11 @@ pub struct Upstream {
     lists: RwLock<Arc<UpstreamLists>>,
     pub stderr_tail: child::StderrTail,
     restarts: std::sync::atomic::AtomicU64,
+    /// The tool digests of the last tool listing, kept across restarts (the
+    /// lists are emptied while the upstream is down), so a definition that
+    /// changed while it was down is still seen and logged.
+    pub(crate) last_tool_digests:
+        std::sync::Mutex<Option<std::collections::HashMap<String, String>>>,
     /// Set for `session_mode = "shared"`: the sessions this upstream serves.
     pub shared: Option<Arc<shared::SharedRoute>>,
 }
@@ -106,6 +111,7 @@ impl Upstream {
             lists: RwLock::new(Arc::new(UpstreamLists::default())),
             stderr_tail: child::StderrTail::default(),
             restarts: Default::default(),
+            last_tool_digests: Default::default(),
             shared,
         })
     }
