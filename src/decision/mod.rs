@@ -608,7 +608,15 @@ impl Enforcer {
     /// Whether a tool appears in `tools/list`: not statically denied, and the
     /// bundles' `visible` rule (if any) holds. An error in the list rule is
     /// logged and the tool stays visible — never a silently empty list.
-    pub fn tool_listed(&self, server: &str, tool: &str, annotations: &Value) -> bool {
+    /// `visible` sees the session's identity (a token user on HTTP) and id,
+    /// so two users of one `gavel serve` can be shown different tools.
+    pub fn tool_listed(
+        &self,
+        server: &str,
+        tool: &str,
+        annotations: &Value,
+        ctx: &DecisionContext,
+    ) -> bool {
         let Some(sp) = self.servers.get(server) else {
             return false;
         };
@@ -630,13 +638,7 @@ impl Enforcer {
             upstream_data_classes: vec![],
         };
         let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let input = input::build(
-            &self.identity,
-            &action,
-            &DecisionContext::default(),
-            &[],
-            &now,
-        );
+        let input = input::build(self.identity(ctx), &action, ctx, &[], &now);
         match engine.visible(&input) {
             Ok(v) => v,
             Err(e) => {
@@ -683,6 +685,10 @@ fn arg_tokens(action: &Action) -> u64 {
         .map(|v| v.len().div_ceil(4) as u64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+#[path = "enforcer_tests.rs"]
+mod enforcer_tests;
 
 #[cfg(test)]
 mod id_tests {
