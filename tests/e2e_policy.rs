@@ -243,7 +243,7 @@ async fn every_policy_failure_fails_closed_with_its_own_code() {
                 "slow",
                 "p",
                 json!({}),
-                "package p\ndecision := {\"allow\": count([x | some x in numbers.range(1, 100000000); x % 7 == 0]) > 0}\n",
+                "package p\n# CPU-bound, small memory: 10^10 pairs tried one at a time, none matches.\nslow if {\n\tsome a in numbers.range(1, 100000)\n\tsome b in numbers.range(1, 100000)\n\ta * b == -1\n}\ndecision := {\"allow\": true} if not slow\n",
             ),
             "policy_timeout",
         ),

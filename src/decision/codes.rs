@@ -15,7 +15,6 @@ pub const POLICY_PATH: &[&str] = &[
     "policy_error",
     "policy_timeout",
     "policy_bad_decision",
-    "policy_resources",
 ];
 
 /// Codes gavel decides after the policy allowed: limits, budget, the

@@ -9,6 +9,12 @@
 //! rules apply); an `ExecutionTimerConfig` bounds each evaluation — it is
 //! cooperative, checked every 64 interpreter steps, so a single long builtin
 //! call (e.g. a huge `numbers.range`) is only stopped at its next step.
+//! No memory limit is set: regorus 0.14.1 enforces one only when built with
+//! `allocator-memory-limits` (its own mimalloc fork as the process allocator),
+//! and then for the interpreter only as a process-wide live-byte ceiling —
+//! one runaway evaluation would fail every concurrent decision; per-execution
+//! budgets exist only for the RVM, which gavel does not use (ARCHITECTURE.md,
+//! invariant 2). Memory is bounded by the time limit and the bounded input.
 //!
 //! Every failure is distinct so the proxy can fail closed with a precise
 //! reason code ([`EngineError::reason_code`]).

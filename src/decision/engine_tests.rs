@@ -115,7 +115,7 @@ fn slow_policy_times_out() {
     let b = write_bundle(
         d.path(),
         json!({"roots": ["p"]}),
-        "package p\ndecision := {\"allow\": count([x | some x in numbers.range(1, 50000000); x % 7 == 0]) > 0}\n",
+        "package p\n# CPU-bound, small memory: 10^10 pairs tried one at a time, none matches.\nslow if {\n\tsome a in numbers.range(1, 100000)\n\tsome b in numbers.range(1, 100000)\n\ta * b == -1\n}\ndecision := {\"allow\": true} if not slow\n",
         None,
     );
     let e = PolicyEngine::build(
