@@ -196,3 +196,35 @@ async fn failing_decision_log_rules_deny_instead_of_dropping_the_record() {
     assert_eq!(log[0]["result"]["allow"], true);
     client.cancel().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_rotates_at_the_configured_size_and_keeps_its_generations() {
+    let s = Setup::new("");
+    let cfg = config(&s, &[&fixture_bundle()], "", "").replace(
+        "max_arg_bytes = 256\n",
+        "max_arg_bytes = 256\nrotate_bytes = \"4KiB\"\nrotate_keep = 2\n",
+    );
+    std::fs::write(s.config(), cfg).unwrap();
+    let client = s.connect(TestHost::new()).await;
+    for i in 0..30 {
+        call(&client, "echo", json!({"text": format!("call {i}")}))
+            .await
+            .unwrap();
+    }
+    let rotated = |n: u32| s.path(&format!("decisions.jsonl.{n}"));
+    assert!(
+        rotated(1).exists() && rotated(2).exists(),
+        "two generations kept"
+    );
+    assert!(!rotated(3).exists(), "the oldest is dropped");
+    let current = s.path("decisions.jsonl");
+    assert!(std::fs::metadata(&current).unwrap().len() <= 4096 + 2048);
+    // Every file holds whole records (`records` parses each line); the
+    // current file may be empty right after a rotation.
+    let kept: usize = [current, rotated(1), rotated(2)]
+        .iter()
+        .map(|f| records(f).len())
+        .sum();
+    assert!(kept > 0 && kept < 30, "older records rotated away: {kept}");
+    client.cancel().await.unwrap();
+}

@@ -222,6 +222,14 @@ pub fn render(c: &Config) -> String {
     );
     log.insert("secret_fields".into(), strings(&c.log.secret_fields));
     log.insert(
+        "rotate_bytes".into(),
+        Value::Integer(c.log.rotation.bytes as i64),
+    );
+    log.insert(
+        "rotate_keep".into(),
+        Value::Integer(c.log.rotation.keep as i64),
+    );
+    log.insert(
         "on_write_error".into(),
         Value::String(c.log.on_write_error.as_str().into()),
     );

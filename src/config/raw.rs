@@ -214,6 +214,8 @@ pub struct RawLog {
     #[serde(default)]
     pub secret_fields: Vec<String>,
     pub on_write_error: Option<Spanned<String>>,
+    pub rotate_bytes: Option<Spanned<RawSize>>,
+    pub rotate_keep: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -238,7 +238,7 @@ impl Enforcer {
             );
         }
         let log = match &config.log.decisions {
-            Some(p) => Some(DecisionLog::open(p, 256 << 20).map_err(|e| {
+            Some(p) => Some(DecisionLog::open(p, config.log.rotation).map_err(|e| {
                 anyhow::anyhow!("cannot open the decision log {}: {e}", p.display())
             })?),
             None => None,
