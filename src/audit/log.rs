@@ -85,7 +85,7 @@ impl DecisionLog {
             Ok(())
         })();
         match &result {
-            Ok(()) => self.dirty.store(true, Ordering::Relaxed),
+            Ok(()) => self.dirty.store(true, Ordering::Release),
             Err(e) => {
                 self.count_failure();
                 tracing::error!(path = %self.path.display(), "decision log write failed: {e}");
@@ -164,12 +164,38 @@ impl DecisionLog {
         }
     }
 
-    /// fsync if anything was written since the last one.
+    /// fsync if anything was written since the last one. The writers' lock
+    /// is held only to duplicate the descriptor: `fdatasync` can take
+    /// milliseconds, and every decision writes under that lock. A record
+    /// written meanwhile marks the log dirty again for the next round; one
+    /// written to a file rotated or reopened meanwhile was synced by the
+    /// rotation or reopen.
     pub fn sync(&self) {
-        if self.dirty.swap(false, Ordering::Relaxed) {
-            let f = self.file.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = f.sync_data();
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return;
         }
+        let dup = self
+            .file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_clone();
+        match dup {
+            Ok(f) => {
+                if let Err(e) = f.sync_data() {
+                    tracing::warn!(path = %self.path.display(), "decision log fsync failed: {e}");
+                }
+            }
+            Err(e) => {
+                // Try again next round.
+                self.dirty.store(true, Ordering::Release);
+                tracing::warn!(path = %self.path.display(), "cannot duplicate the decision log descriptor to fsync it: {e}");
+            }
+        }
+    }
+
+    /// Whether records were written since the last fsync.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::Acquire)
     }
 }
 
@@ -269,5 +295,20 @@ mod tests {
         write_n(&log, 100);
         assert!(!log.generation(1).exists());
         assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 100);
+    }
+
+    #[test]
+    fn sync_through_a_duplicate_descriptor_leaves_the_log_clean() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("decisions.jsonl");
+        let log = DecisionLog::open(&p, Rotation { bytes: 0, keep: 1 }).unwrap();
+        for round in 1..=3 {
+            write_n(&log, 1);
+            log.sync();
+            assert!(!log.is_dirty(), "round {round}");
+            // The duplicate shares the open file: the writer's descriptor
+            // still appends after it.
+            assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), round);
+        }
     }
 }
