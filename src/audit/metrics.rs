@@ -65,6 +65,7 @@ pub struct Metrics {
     upstream_up: Family<ServerL, Gauge>,
     upstream_restarts: Family<ServerL, Counter>,
     bundle_active: Family<BundleL, Gauge>,
+    policy_available: Family<ServerL, Gauge>,
     log_write_errors: Counter,
     tools_seen: Mutex<HashSet<(String, String)>>,
 }
@@ -84,6 +85,7 @@ impl Metrics {
             upstream_up: Family::default(),
             upstream_restarts: Family::default(),
             bundle_active: Family::default(),
+            policy_available: Family::default(),
             log_write_errors: Counter::default(),
             tools_seen: Mutex::new(HashSet::new()),
             registry: Registry::default(),
@@ -122,6 +124,11 @@ impl Metrics {
             "bundle_active",
             "1 for the bundle revision that decides for a server",
             m.bundle_active.clone(),
+        );
+        registry.register(
+            "policy_available",
+            "1 when the server's policy can decide (bundles loaded, or static rules only); 0 when its configured bundles are unavailable and every request is denied",
+            m.policy_available.clone(),
         );
         registry.register(
             "decision_log_write_errors",
@@ -227,6 +234,14 @@ impl Metrics {
                 revision: revision.into(),
             })
             .set(0);
+    }
+
+    pub fn policy_available(&self, server: &str, available: bool) {
+        self.policy_available
+            .get_or_create(&ServerL {
+                server: server.into(),
+            })
+            .set(available as i64);
     }
 
     pub fn log_write_error(&self) {

@@ -130,6 +130,30 @@ pub struct Active {
 }
 
 impl Active {
+    /// Publishes this policy in the metrics as the one deciding for `server`
+    /// (`previous`: the one it replaces, whose revisions stop reading 1).
+    fn publish(&self, server: &str, previous: Option<&Active>) {
+        let m = crate::audit::metrics::global();
+        let revisions = |a: &Active| match &a.policy {
+            Policy::Rego(e) => e
+                .bundle_info()
+                .into_iter()
+                .map(|b| (b.name.clone(), b.revision.clone()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let now = revisions(self);
+        for (bundle, revision) in previous.map(revisions).unwrap_or_default() {
+            if !now.contains(&(bundle.clone(), revision.clone())) {
+                m.bundle_inactive(server, &bundle, &revision);
+            }
+        }
+        for (bundle, revision) in &now {
+            m.bundle_active(server, bundle, revision);
+        }
+        m.policy_available(server, self.unavailable().is_none());
+    }
+
     /// Whether this is a usable Rego policy (not `none`, not unavailable).
     pub fn is_rego(&self) -> bool {
         matches!(self.policy, Policy::Rego(_))
@@ -223,6 +247,7 @@ impl Enforcer {
         let mut servers = HashMap::new();
         for (name, server) in &config.servers {
             let active = build::server_active(name, server, config, &opts, resolver)?;
+            active.publish(name, None);
             if server.fail_open && server.enabled {
                 tracing::warn!(server = %name, "fail_open = true: requests are ALLOWED when the policy cannot decide");
             }
@@ -302,12 +327,10 @@ impl Enforcer {
             return;
         };
         if let Policy::Rego(e) = &active.policy {
-            for b in e.bundle_info() {
-                crate::audit::metrics::global().bundle_active(server, &b.name, &b.revision);
-            }
             tracing::info!(server = %server, policy = %e.policy_version(), "policy activated");
         }
-        sp.active.store(Arc::new(active));
+        let previous = sp.active.swap(Arc::new(active));
+        sp.active.load().publish(server, Some(&previous));
         self.generation.send_modify(|g| *g += 1);
     }
 
