@@ -456,6 +456,15 @@ impl PolicyEngine {
         &self.bundles_json
     }
 
+    /// Whether any bundle ships classification data.
+    pub fn classifies(&self) -> bool {
+        self.bundles.iter().any(|b| !b.classification.is_null())
+    }
+
+    /// The argument keys [`PolicyEngine::classify`] reads (besides the tool).
+    pub const CLASSIFIED_ARGS: &'static [&'static str] =
+        &["path", "paths", "source", "destination", "uri"];
+
     /// Data classes a request references, from the bundles' classification
     /// data: by tool name, and by path-like arguments (`path`, `paths`,
     /// `source`, `destination`, `uri`) matching a prefix.

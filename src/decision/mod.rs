@@ -531,6 +531,8 @@ impl Enforcer {
                 eval_ns,
                 start,
                 now: &now,
+                upstream_classes: (action.kind == ActionType::ToolCall)
+                    .then_some(action.upstream_data_classes.as_slice()),
             },
         );
         if let Err(e) = recorded

@@ -39,6 +39,10 @@ pub(super) struct Record<'a> {
     pub eval_ns: u64,
     pub start: Instant,
     pub now: &'a str,
+    /// For a tool call: the data classes the upstream declared in the tool's
+    /// `_meta` (kept apart so that replay can recompute the classification
+    /// with a candidate bundle and still add these).
+    pub upstream_classes: Option<&'a [String]>,
 }
 
 impl Enforcer {
@@ -56,6 +60,9 @@ impl Enforcer {
             "labels": {"app": "gavel", "version": env!("CARGO_PKG_VERSION"), "policy": r.policy, "fail_open": r.fail_open.to_string()},
             "metrics": {"timer_rego_query_eval_ns": r.eval_ns, "timer_gavel_decision_ns": r.start.elapsed().as_nanos() as u64},
         });
+        if let Some(classes) = r.upstream_classes {
+            event["upstream_data_classes"] = json!(classes);
+        }
         if let Some(engine) = r.engine {
             match engine.log_rules(&event) {
                 Ok((true, _)) => return Ok(()),
