@@ -27,10 +27,38 @@ struct SharedUpstreams {
     supervisors: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// SIGHUP reopens the decision log (after `logrotate` moved it), whichever
+/// front serves: installed here, once per process, so that `gavel serve` —
+/// a daemon an operator signals like any other — is not killed by the
+/// signal's default action. The handler is registered before this returns
+/// (before any front listens); the task ends with the gateway.
+fn watch_hangup(enforcer: Arc<Enforcer>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())
+        .map_err(|e| anyhow::anyhow!("cannot install the SIGHUP handler: {e}"))?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = hup.recv() => {
+                    if r.is_none() {
+                        break;
+                    }
+                    match enforcer.decision_log() {
+                        Some(log) => log.reopen(),
+                        None => tracing::info!("SIGHUP: no decision log configured, nothing to reopen"),
+                    }
+                }
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    });
+    Ok(())
+}
+
 impl Gateway {
     /// Builds the enforcer. With `oci://` bundles, pulls them first (each
     /// bounded by `oci.pull_timeout`, falling back to the cache) and starts
-    /// polling them for changes.
+    /// polling them for changes. Watches SIGHUP ([`watch_hangup`]).
     pub async fn start(config: Config) -> anyhow::Result<Arc<Self>> {
         let clock = crate::state::clock::from_env();
         let shutdown = CancellationToken::new();
@@ -46,6 +74,7 @@ impl Gateway {
                 None,
             )
         };
+        watch_hangup(enforcer.clone(), shutdown.clone())?;
         Ok(Arc::new(Self {
             config: Arc::new(config),
             enforcer,

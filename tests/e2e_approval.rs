@@ -222,8 +222,8 @@ async fn declined_cancelled_or_not_approved_is_a_denial_and_never_forwarded() {
         assert_eq!(next["input"]["context"]["denied_count"], 1, "{next}");
         assert_eq!(next["input"]["context"]["turn_count"], 1);
 
-        let m = scrape_metrics(port).await;
-        let v = |series: &str| metric_value(&m, series);
+        let m = common::metrics::scrape(port).await;
+        let v = |series: &str| common::metrics::value(&m, series);
         assert_eq!(
             v(r#"gavel_decisions_total{server="fx",outcome="deny"}"#),
             1.0,

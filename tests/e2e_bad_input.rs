@@ -3,96 +3,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-
+use common::raw::RawHost as Raw;
 use common::*;
 use serde_json::{Value, json};
-
-struct Raw {
-    child: Child,
-    stdin: ChildStdin,
-    out: std::sync::mpsc::Receiver<Value>,
-}
-
-impl Raw {
-    fn start(s: &Setup) -> Raw {
-        let mut child = Command::new(GAVEL)
-            .args([
-                "run",
-                "--config",
-                s.config().to_str().unwrap(),
-                "--log-file",
-                s.log().to_str().unwrap(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let v: Value =
-                    serde_json::from_str(&line).expect("gavel writes only JSON-RPC on stdout");
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut raw = Raw {
-            child,
-            stdin,
-            out: rx,
-        };
-        raw.send_line(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#);
-        let init = raw.answer(&json!(0));
-        assert_eq!(init["result"]["protocolVersion"], "2025-11-25");
-        raw.send_line(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
-        raw
-    }
-
-    fn send_line(&mut self, line: &str) {
-        self.stdin.write_all(line.as_bytes()).unwrap();
-        self.stdin.write_all(b"\n").unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    /// The next message with this id (notifications are skipped).
-    fn answer(&mut self, id: &Value) -> Value {
-        loop {
-            let v = self
-                .out
-                .recv_timeout(PATIENCE)
-                .expect("an answer, not a hang");
-            if &v["id"] == id {
-                return v;
-            }
-        }
-    }
-
-    /// The next error with no id (parse errors).
-    fn idless_error(&mut self) -> Value {
-        loop {
-            let v = self
-                .out
-                .recv_timeout(PATIENCE)
-                .expect("an answer, not a hang");
-            if v.get("id").is_none() && v.get("error").is_some() {
-                return v;
-            }
-        }
-    }
-}
-
-impl Drop for Raw {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn setup() -> Setup {
     let s = Setup::new("[limits]\nmax_message_bytes = \"64KiB\"\n\n");
@@ -165,4 +78,59 @@ fn server_discover_falls_back_to_initialize() {
     assert_eq!(e["error"]["code"], -32601, "{e}");
     raw.send_line(r#"{"jsonrpc":"2.0","id":22,"method":"ping"}"#);
     assert!(raw.answer(&json!(22)).get("result").is_some());
+}
+
+#[test]
+fn malformed_params_of_every_decided_request_are_refused_never_forwarded() {
+    let s = setup();
+    let mut raw = Raw::start(&s);
+    let cases = [
+        ("resources/read", json!({"uri": 5})),
+        ("resources/read", json!({})),
+        (
+            "resources/subscribe",
+            json!({"uri": ["fixture://static/hello"]}),
+        ),
+        ("resources/unsubscribe", json!({"uri": {}})),
+        ("prompts/get", json!({"name": 1})),
+        (
+            "prompts/get",
+            json!({"name": "greet", "arguments": "not an object"}),
+        ),
+        (
+            "completion/complete",
+            json!({"ref": "greet", "argument": {"name": "name", "value": "a"}}),
+        ),
+        (
+            "completion/complete",
+            json!({"ref": {"type": "ref/prompt", "name": "greet"}}),
+        ),
+    ];
+    for (i, (method, params)) in cases.iter().enumerate() {
+        let id = 100 + i;
+        raw.send_line(
+            &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string(),
+        );
+        let e = raw.answer(&json!(id));
+        assert_eq!(e["error"]["code"], -32602, "{method} {params}: {e}");
+    }
+    // Still serving; none of them reached the upstream.
+    raw.send_line(r#"{"jsonrpc":"2.0","id":199,"method":"resources/read","params":{"uri":"fixture://static/hello"}}"#);
+    let ok = raw.answer(&json!(199));
+    assert!(ok.get("result").is_some(), "{ok}");
+    let got = recorded(&s.path("r.jsonl"));
+    let forwarded: Vec<&Value> = got
+        .iter()
+        .filter(|v| {
+            [
+                "resources/read",
+                "resources/subscribe",
+                "resources/unsubscribe",
+                "prompts/get",
+                "completion/complete",
+            ]
+            .contains(&v["method"].as_str().unwrap_or(""))
+        })
+        .collect();
+    assert_eq!(forwarded.len(), 1, "only the good read: {forwarded:?}");
 }

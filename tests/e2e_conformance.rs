@@ -186,7 +186,8 @@ async fn the_conformance_suite_sees_no_difference_through_gavel() {
         );
         assert!(
             summary.contains("40 passed, 0 failed"),
-            "through gavel ({label}): {summary}"
+            "through gavel ({label}): {summary}; failing: {:?}",
+            failures(got)
         );
         for (scenario, checks) in &direct {
             assert_eq!(

@@ -414,3 +414,97 @@ async fn a_shared_upstream_serves_every_session_and_routes_back_to_the_caller() 
     let status = gavel.wait().await.unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// Over HTTP the result of a call is the last event of its POST's stream:
+/// every progress notification the upstream sent before its result must be
+/// in that stream before it. rmcp handles each notification on a task of its
+/// own while a result goes straight to its caller, so when an upstream writes
+/// its progress and its result in one go (the Python upstream here does it
+/// in a single write) the result used to overtake the last progress, which
+/// was then dropped — the conformance suite's `tools-call-with-progress`
+/// failed now and then through `gavel serve`.
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_in_one_write_reaches_the_host_before_the_result() {
+    let s = Setup::new("");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixture/burst_upstream.py");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[servers.burst]\ncommand = \"python3\"\nargs = [{:?}]\n",
+            script.display().to_string()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut gavel = gavel_serve(&s, port, &[]).await;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let http = reqwest::Client::new();
+    let post = |body: Value, session: Option<String>| {
+        let mut r = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_string());
+        if let Some(id) = session {
+            r = r.header("mcp-session-id", id);
+        }
+        r.send()
+    };
+    let init = post(
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}),
+        None,
+    )
+    .await
+    .unwrap();
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    init.text().await.unwrap();
+    post(
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        Some(session.clone()),
+    )
+    .await
+    .unwrap();
+    for call in 1..=20 {
+        let body = post(
+            json!({"jsonrpc": "2.0", "id": call, "method": "tools/call", "params": {
+                "name": "burst", "arguments": {}, "_meta": {"progressToken": format!("p{call}")}}}),
+            Some(session.clone()),
+        )
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+        let messages: Vec<Value> = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter(|d| !d.trim().is_empty())
+            .map(|d| serde_json::from_str(d.trim()).unwrap())
+            .collect();
+        let last = messages.last().expect("an answer");
+        assert_eq!(
+            last["id"],
+            json!(call),
+            "the result ends the stream: {body}"
+        );
+        assert_eq!(last["result"]["content"][0]["text"], "done", "{body}");
+        let steps: Vec<f64> = messages
+            .iter()
+            .filter(|m| m["method"] == "notifications/progress")
+            .map(|m| {
+                assert_eq!(m["params"]["progressToken"], format!("p{call}"), "{m}");
+                m["params"]["progress"].as_f64().unwrap()
+            })
+            .collect();
+        let all: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(
+            steps, all,
+            "call {call}: every step before the result, in order"
+        );
+    }
+    gavel.kill().await.unwrap();
+}

@@ -574,3 +574,48 @@ async fn auth_in_stdio_mode_is_reported_not_silently_ignored() {
     );
     client.cancel().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn visible_lists_tools_per_token_user() {
+    let s = Setup::new("");
+    let port = free_port();
+    let audience = format!("http://127.0.0.1:{port}/mcp");
+    let b = common::policy::bundle(
+        s.dir.path(),
+        "vis",
+        "vis",
+        json!({}),
+        "package vis\ndecision := {\"allow\": true}\ndefault visible := true\nvisible := false if {\n\tinput.action.tool == \"destructive_delete\"\n\tnot \"admins\" in input.user.groups\n}\n",
+    );
+    std::fs::write(
+        s.config(),
+        format!(
+            "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n\n{}bundle = {:?}\n",
+            fixture_server("fx", &[], &s.path("r.jsonl")),
+            b.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut gavel = gavel_serve(&s, port, &[("GAVEL_E2E_JWT_SECRET", SECRET)]).await;
+    let as_user = |sub: &str, groups: &[&str]| {
+        token(
+            json!({"iss": "https://idp.example.test", "aud": audience, "exp": now() + 600,
+                   "sub": sub, "groups": groups}),
+            SECRET,
+        )
+    };
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let admin = client(&url, &as_user("ada", &["admins"])).await;
+    let staff = client(&url, &as_user("bob", &["staff"])).await;
+    let names = |tools: Vec<rmcp::model::Tool>| -> Vec<String> {
+        tools.into_iter().map(|t| t.name.to_string()).collect()
+    };
+    let a = names(admin.list_all_tools().await.unwrap());
+    let b = names(staff.list_all_tools().await.unwrap());
+    assert!(a.contains(&"destructive_delete".to_string()), "{a:?}");
+    assert!(!b.contains(&"destructive_delete".to_string()), "{b:?}");
+    assert!(b.contains(&"echo".to_string()), "{b:?}");
+    admin.cancel().await.unwrap();
+    staff.cancel().await.unwrap();
+    gavel.kill().await.unwrap();
+}

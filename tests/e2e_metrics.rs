@@ -5,10 +5,9 @@ mod common;
 
 use std::path::Path;
 
+use common::metrics::*;
 use common::*;
 use serde_json::json;
-
-use common::{metric_value as value, scrape_metrics as scrape};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_move_with_a_real_session() {
@@ -94,5 +93,147 @@ async fn metrics_move_with_a_real_session() {
         s2.log_text()
     );
     client2.cancel().await.unwrap();
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gavel_side_denials_count_under_their_own_code() {
+    let port = free_port();
+    let s = Setup::new("");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[state]\npath = {:?}\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n{}[[servers.fx.limits]]\nscope = \"tool\"\ntool = \"echo\"\nrate = 1\nper = \"1day\"\nburst = 1\n",
+            s.path("state.sqlite").display().to_string(),
+            fixture_server("fx", &[], &s.path("r.jsonl")),
+        ),
+    )
+    .unwrap();
+    let client = s.connect(TestHost::new()).await;
+    let ok = call(&client, "echo", json!({"text": "a"})).await.unwrap();
+    assert_eq!(text(&ok), "a");
+    let limited = call(&client, "echo", json!({"text": "b"})).await.unwrap();
+    assert!(
+        text(&limited).contains("rate_limited"),
+        "{}",
+        text(&limited)
+    );
+    let m = scrape(port).await;
+    assert_eq!(
+        value(
+            &m,
+            r#"gavel_denials_total{server="fx",reason="rate_limited"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        value(&m, r#"gavel_denials_total{server="fx",reason="other"}"#),
+        0.0,
+        "{m}"
+    );
+    client.cancel().await.unwrap();
+}
+
+/// `gavel bundle build` then `gavel bundle push` of `dir` to `reference`.
+fn publish(s: &Setup, dir: &Path, reference: &str) {
+    let tar = s.path("bundle.tar.gz");
+    stdout_ok(gavel_cmd(&[
+        "bundle",
+        "build",
+        dir.to_str().unwrap(),
+        "-o",
+        tar.to_str().unwrap(),
+    ]));
+    stdout_ok(gavel_cmd(&[
+        "bundle",
+        "push",
+        tar.to_str().unwrap(),
+        reference,
+        "--insecure",
+    ]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hot_reload_moves_bundle_active_and_policy_available_reads_per_server() {
+    let reg = common::registry::TestRegistry::start();
+    let port = free_port();
+    let s = Setup::new("");
+    let rego = |rev: &str| {
+        format!("package mx\ndecision := {{\"allow\": true, \"reasons\": [{rev:?}]}}\n")
+    };
+    let v1 = common::policy::bundle(
+        &s.path("v1"),
+        "m",
+        "mx",
+        json!({"revision": "one"}),
+        &rego("one"),
+    );
+    let v2 = common::policy::bundle(
+        &s.path("v2"),
+        "m",
+        "mx",
+        json!({"revision": "two"}),
+        &rego("two"),
+    );
+    let tag = format!("oci://{}/policies/metrics:live", reg.host());
+    publish(&s, &v1, &tag);
+    std::fs::write(
+        s.config(),
+        format!(
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[oci]\ncache_dir = {:?}\nmin_delay = \"100ms\"\nmax_delay = \"300ms\"\n\n[oci.registries.\"{}\"]\ninsecure = true\n\n{}bundle = {tag:?}\nrequire_signature = false\n\n{}bundle = {:?}\n",
+            s.path("cache").display().to_string(),
+            reg.host(),
+            fixture_server("live", &[], &s.path("r1.jsonl")),
+            fixture_server("broken", &[], &s.path("r2.jsonl")),
+            s.path("no-such-bundle").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = tokio::process::Command::new(GAVEL);
+    cmd.args(s.run_args())
+        .env("GAVEL_STATE_DIR", s.path("state"));
+    let client = connect_cmd(cmd, TestHost::new()).await;
+    client.list_all_tools().await.unwrap();
+    let active = |m: &str, rev: &str| {
+        value(
+            m,
+            &format!(
+                r#"gavel_bundle_active{{server="live",bundle="policies/metrics",revision="{rev}"}}"#
+            ),
+        )
+    };
+    let m = scrape(port).await;
+    assert_eq!(active(&m, "one"), 1.0, "{m}");
+    assert_eq!(
+        value(&m, r#"gavel_policy_available{server="live"}"#),
+        1.0,
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"gavel_policy_available{server="broken"} 0"#),
+        "an unavailable policy reads 0: {m}"
+    );
+
+    publish(&s, &v2, &tag);
+    let start = std::time::Instant::now();
+    let m = loop {
+        let m = scrape(port).await;
+        if active(&m, "two") == 1.0 {
+            break m;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "revision two never activated: {m}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        m.contains(
+            r#"gavel_bundle_active{server="live",bundle="policies/metrics",revision="one"} 0"#
+        ),
+        "the replaced revision reads 0: {m}"
+    );
+    assert_eq!(value(&m, r#"gavel_policy_available{server="live"}"#), 1.0);
     client.cancel().await.unwrap();
 }

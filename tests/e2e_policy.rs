@@ -6,54 +6,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::policy::*;
 use common::*;
 use rmcp::model::*;
 use serde_json::{Value, json};
-
-fn fixture_bundle() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture")
-}
-
-/// A one-file bundle under `dir/name` with root `root`.
-fn bundle(dir: &Path, name: &str, root: &str, manifest_extra: Value, rego: &str) -> PathBuf {
-    let b = dir.join(name);
-    std::fs::create_dir_all(b.join(root)).unwrap();
-    let mut m = json!({"revision": format!("{name}-1"), "roots": [root]});
-    if let (Some(m), Some(extra)) = (m.as_object_mut(), manifest_extra.as_object()) {
-        m.extend(extra.clone());
-    }
-    std::fs::write(b.join(".manifest"), m.to_string()).unwrap();
-    std::fs::write(b.join(root).join("policy.rego"), rego).unwrap();
-    b
-}
-
-fn config(s: &Setup, bundles: &[&Path], extra_server: &str, top: &str) -> String {
-    let list: Vec<String> = bundles
-        .iter()
-        .map(|b| format!("{:?}", b.display().to_string()))
-        .collect();
-    format!(
-        "{top}\n[identity.user]\nid = \"ada\"\ngroups = [\"engineering\"]\n\n[log]\ndecisions = {:?}\nsecret_fields = [\"note\"]\nmax_arg_bytes = 256\n\n{}bundles = [{}]\n{extra_server}\n",
-        s.path("decisions.jsonl").display().to_string(),
-        fixture_server("fx", &[], &s.path("r.jsonl")),
-        list.join(", ")
-    )
-}
-
-fn decisions(s: &Setup) -> Vec<Value> {
-    std::fs::read_to_string(s.path("decisions.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is one JSON record"))
-        .collect()
-}
-
-fn tool_error_code(e: &rmcp::ServiceError) -> Option<i32> {
-    match e {
-        rmcp::ServiceError::McpError(d) => Some(d.code.0),
-        _ => None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rego_allows_denies_hides_and_logs() {
@@ -185,7 +141,9 @@ async fn rego_allows_denies_hides_and_logs() {
 async fn resources_prompts_and_sampling_are_decided() {
     let s = Setup::new("");
     std::fs::write(s.config(), config(&s, &[&fixture_bundle()], "", "")).unwrap();
-    let client = s.connect(TestHost::new()).await;
+    let host = TestHost::new();
+    let asked = host.seen.clone();
+    let client = s.connect(host).await;
     client.list_all_tools().await.unwrap();
     let ok = client
         .peer()
@@ -202,7 +160,7 @@ async fn resources_prompts_and_sampling_are_decided() {
         .read_resource(ReadResourceRequestParams::new("fixture://static/blob"))
         .await
         .unwrap_err();
-    assert_eq!(tool_error_code(&e), Some(403), "{e}");
+    assert_eq!(error_code(&e), Some(403), "{e}");
     assert!(e.to_string().contains("secret_resource"), "{e}");
     let e = client
         .peer()
@@ -218,6 +176,10 @@ async fn resources_prompts_and_sampling_are_decided() {
         text(&host_seen).contains("sampling failed") || host_seen.is_error == Some(true),
         "{}",
         text(&host_seen)
+    );
+    assert!(
+        asked.lock().unwrap().samplings.is_empty(),
+        "the host was never asked to sample"
     );
     let recorded = recorded(&s.path("r.jsonl"));
     assert!(
@@ -281,7 +243,7 @@ async fn every_policy_failure_fails_closed_with_its_own_code() {
                 "slow",
                 "p",
                 json!({}),
-                "package p\ndecision := {\"allow\": count([x | some x in numbers.range(1, 100000000); x % 7 == 0]) > 0}\n",
+                "package p\n# CPU-bound, small memory: 10^10 pairs tried one at a time, none matches.\nslow if {\n\tsome a in numbers.range(1, 100000)\n\tsome b in numbers.range(1, 100000)\n\ta * b == -1\n}\ndecision := {\"allow\": true} if not slow\n",
             ),
             "policy_timeout",
         ),

@@ -167,6 +167,48 @@ async fn progress_tokens_are_mapped_back_to_the_hosts() {
     assert_eq!(values, vec![1.0, 2.0, 3.0]);
 }
 
+/// On the wire, every progress notification the upstream sent before its
+/// result reaches the host before the result, also when the upstream writes
+/// them all at once (tests/fixture/burst_upstream.py; the same over HTTP in
+/// e2e_http.rs).
+#[test]
+fn progress_in_one_write_reaches_the_host_before_the_result() {
+    let s = Setup::new("");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixture/burst_upstream.py");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[servers.burst]\ncommand = \"python3\"\nargs = [{:?}]\n",
+            script.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut host = common::raw::RawHost::start(&s);
+    for call in 1..=20 {
+        host.send_line(&format!(
+            r#"{{"jsonrpc":"2.0","id":{call},"method":"tools/call","params":{{"name":"burst","arguments":{{}},"_meta":{{"progressToken":"p{call}"}}}}}}"#
+        ));
+        let mut steps = vec![];
+        loop {
+            let m = host.next();
+            if m["id"] == json!(call) {
+                assert_eq!(m["result"]["content"][0]["text"], "done", "{m}");
+                break;
+            }
+            if m["method"] == "notifications/progress" {
+                assert_eq!(m["params"]["progressToken"], format!("p{call}"), "{m}");
+                steps.push(m["params"]["progress"].as_f64().unwrap());
+            }
+        }
+        let all: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(
+            steps, all,
+            "call {call}: every step before the result, in order"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cancellation_reaches_the_owning_upstream_only() {
     let s = Setup::new("");

@@ -157,17 +157,44 @@ async fn replay_of_a_real_session() {
         "3",
         "package fx\ndecision := {\"allow\": time.now_ns() > 0}\n",
     );
-    let (ok, out, _) = replay(&[
-        "--log",
-        &log_s,
-        "--bundle",
-        &clock.display().to_string(),
-        "--json",
-    ]);
+    let clock_s = clock.display().to_string();
+    let (ok, out, err) = replay(&["--log", &log_s, "--bundle", &clock_s, "--json"]);
     assert!(ok);
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["not_replayable"]["non_deterministic_builtin"], 5);
     assert_eq!(v["flips"], 0);
+    assert!(
+        err.contains("WARNING: 5 of 5 decision records could not be replayed"),
+        "loud: {err}"
+    );
+    // As a gate, zero flips out of nothing replayed is a failure.
+    let (ok, _, err) = replay(&["--log", &log_s, "--bundle", &clock_s, "--fail-on-flip"]);
+    assert!(!ok);
+    assert!(
+        err.contains("no decision record could be replayed"),
+        "{err}"
+    );
+    let (ok, _, err) = replay(&[
+        "--log",
+        &log_s,
+        "--bundle",
+        &clock_s,
+        "--max-not-replayable",
+        "4",
+    ]);
+    assert!(
+        !ok && err.contains("5 records could not be replayed (allowed: 4)"),
+        "{err}"
+    );
+    let (ok, _, err) = replay(&[
+        "--log",
+        &log_s,
+        "--bundle",
+        &clock_s,
+        "--max-not-replayable",
+        "5",
+    ]);
+    assert!(ok, "{err}");
 
     // Bad input: a candidate that replaces nothing, a missing log.
     let other = bundle(&s.path("other/elsewhere"), "1", POLICY);
@@ -189,4 +216,54 @@ async fn replay_of_a_real_session() {
     ]);
     assert!(!ok);
     assert!(err.contains("cannot open the decision log"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_candidate_alone_needs_server_when_the_log_holds_several() {
+    let s = Setup::new("");
+    let live = bundle(&s.path("live/policy"), "1", POLICY);
+    let log = s.path("decisions.jsonl");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[log]\ndecisions = {:?}\n\n{}bundle = {:?}\n\n{}bundle = {:?}\n",
+            log.display().to_string(),
+            fixture_server("alpha", &[], &s.path("ra.jsonl")),
+            live.display().to_string(),
+            fixture_server("beta", &[], &s.path("rb.jsonl")),
+            live.display().to_string()
+        ),
+    )
+    .unwrap();
+    let client = s.connect(TestHost::new()).await;
+    call(&client, "alpha__add", json!({"a": 50, "b": 1}))
+        .await
+        .unwrap();
+    call(&client, "beta__add", json!({"a": 60, "b": 1}))
+        .await
+        .unwrap();
+    call(&client, "beta__echo", json!({"text": "x"}))
+        .await
+        .unwrap();
+    client.cancel().await.unwrap();
+    let strict = bundle(&s.path("candidate/policy"), "2", STRICTER);
+    let (log_s, strict_s) = (log.display().to_string(), strict.display().to_string());
+    let (ok, _, err) = replay(&["--log", &log_s, "--bundle", &strict_s]);
+    assert!(!ok);
+    assert!(
+        err.contains("several servers (alpha, beta)") && err.contains("--server NAME"),
+        "{err}"
+    );
+    let (ok, out, err) = replay(&[
+        "--log", &log_s, "--bundle", &strict_s, "--server", "beta", "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (v["total"].clone(), v["other_server"].clone()),
+        (json!(2), json!(1)),
+        "{v}"
+    );
+    assert_eq!(v["by_tool"]["allow→deny beta/add"]["count"], 1, "{v}");
+    assert_eq!(v["unchanged"], 1);
 }

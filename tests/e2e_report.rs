@@ -320,3 +320,51 @@ fn malformed_log_is_refused_with_its_line() {
         "no page from part of a log"
     );
 }
+
+#[test]
+fn a_torn_last_record_and_approval_steps_do_not_distort_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("d.jsonl");
+    let decision = |allow: bool| {
+        json!({"decision_id": "d", "timestamp": "2026-11-22T12:00:00Z",
+               "input": {"action": {"type": "tool_call", "server": "fs", "tool": "deploy"}},
+               "result": {"allow": allow, "reasons": if allow { json!([]) } else { json!(["approval_declined"]) }}})
+        .to_string()
+    };
+    let step = |s: &str| {
+        json!({"decision_id": "d", "timestamp": "2026-11-22T12:00:00Z", "approval": {"step": s, "server": "fs", "tool": "deploy"}})
+            .to_string()
+    };
+    let torn = &decision(true)[..40];
+    std::fs::write(
+        &p,
+        format!(
+            "{}\n{}\n{}\n{}\n{torn}",
+            decision(true),
+            step("requested"),
+            step("declined"),
+            decision(false)
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("r.html");
+    let (ok, stdout, err) = gavel(&[
+        "report",
+        &p.display().to_string(),
+        "-o",
+        &out.display().to_string(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("d.jsonl:5") && err.contains("cut off"),
+        "{err}"
+    );
+    assert!(
+        stdout.contains("2 decisions (1 denied), 2 approval steps"),
+        "{stdout}"
+    );
+    let page = std::fs::read_to_string(&out).unwrap();
+    assert!(page.contains("id=\"total\" data-value=\"2\""), "{page}");
+    assert!(page.contains("id=\"approval-steps\" data-value=\"2\""));
+    assert!(page.contains("id=\"torn-tail\" data-line=\"5\""));
+}

@@ -65,26 +65,9 @@ pub struct Metrics {
     upstream_up: Family<ServerL, Gauge>,
     upstream_restarts: Family<ServerL, Counter>,
     bundle_active: Family<BundleL, Gauge>,
+    policy_available: Family<ServerL, Gauge>,
     log_write_errors: Counter,
     tools_seen: Mutex<HashSet<(String, String)>>,
-}
-
-/// Reason codes gavel itself produces (always their own label).
-fn gavel_code(c: &str) -> bool {
-    matches!(
-        c,
-        "policy_unavailable"
-            | "policy_error"
-            | "policy_timeout"
-            | "policy_bad_decision"
-            | "no_decision"
-            | "no_policy"
-            | "static_rule"
-            | "rate_limited"
-            | "budget_exceeded"
-            | "state_unavailable"
-    ) || c.starts_with("denied_by_")
-        || c.starts_with("approval_")
 }
 
 impl Metrics {
@@ -102,6 +85,7 @@ impl Metrics {
             upstream_up: Family::default(),
             upstream_restarts: Family::default(),
             bundle_active: Family::default(),
+            policy_available: Family::default(),
             log_write_errors: Counter::default(),
             tools_seen: Mutex::new(HashSet::new()),
             registry: Registry::default(),
@@ -140,6 +124,11 @@ impl Metrics {
             "bundle_active",
             "1 for the bundle revision that decides for a server",
             m.bundle_active.clone(),
+        );
+        registry.register(
+            "policy_available",
+            "1 when the server's policy can decide (bundles loaded, or static rules only); 0 when its configured bundles are unavailable and every request is denied",
+            m.policy_available.clone(),
         );
         registry.register(
             "decision_log_write_errors",
@@ -194,7 +183,7 @@ impl Metrics {
             .inc();
         if !allow {
             for r in reasons {
-                let reason = if gavel_code(r) || known(r) {
+                let reason = if crate::decision::codes::is_gavel_code(r) || known(r) {
                     r.clone()
                 } else {
                     "other".into()
@@ -266,6 +255,14 @@ impl Metrics {
             .set(0);
     }
 
+    pub fn policy_available(&self, server: &str, available: bool) {
+        self.policy_available
+            .get_or_create(&ServerL {
+                server: server.into(),
+            })
+            .set(available as i64);
+    }
+
     pub fn log_write_error(&self) {
         self.log_write_errors.inc();
     }
@@ -331,6 +328,10 @@ mod tests {
                 "path_outside_scope".into(),
                 "made_up_code".into(),
                 "policy_timeout".into(),
+                "rate_limited".into(),
+                "state_unavailable".into(),
+                "audit_unavailable".into(),
+                "approval_declined".into(),
             ],
             known,
             0.0001,
@@ -346,6 +347,19 @@ mod tests {
         );
         assert!(text.contains(r#"gavel_denials_total{server="fs",reason="other"} 1"#));
         assert!(text.contains(r#"gavel_denials_total{server="fs",reason="policy_timeout"} 1"#));
+        for gavel_side in [
+            "rate_limited",
+            "state_unavailable",
+            "audit_unavailable",
+            "approval_declined",
+        ] {
+            assert!(
+                text.contains(&format!(
+                    r#"gavel_denials_total{{server="fs",reason="{gavel_side}"}} 1"#
+                )),
+                "{text}"
+            );
+        }
         assert!(!text.contains("made_up_code"));
         assert!(
             text.contains(r#"gavel_decisions_total{server="fs",outcome="allow"} 1006"#),

@@ -7,4 +7,4 @@ pub mod mask;
 pub mod metrics;
 pub mod replay;
 
-pub use log::DecisionLog;
+pub use log::{DecisionLog, Rotation};

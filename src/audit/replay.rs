@@ -14,12 +14,25 @@
 //!   removed or changed an input path the server's policy reads, or when the
 //!   policy calls a non-deterministic builtin (`time.now_ns`, `rand.*`,
 //!   `uuid.*`, …; `bundle::deps`);
-//! - a line that is not a decision record is `malformed` (line numbers kept).
+//! - the request's data classes (`input.action.data_classes_referenced`) are
+//!   recomputed with the candidate's classification data, plus the classes
+//!   the upstream declared (`upstream_data_classes` in the record; a record
+//!   from before that field keeps its logged classes); when masking hid an
+//!   argument the candidate's classification reads, the record is
+//!   `not_replayable` (`masked_classification_input`);
+//! - a decision that allows both times but gains or loses `require_approval`
+//!   is reported as "approval added/removed" (not a flip);
+//! - a line that is not a decision record is `malformed` (line numbers
+//!   kept), and so is a line over [`MAX_LINE_BYTES`] (counted in `too_long`;
+//!   it is skipped without being held in memory);
+//! - with exactly the candidates (no config) and no `--server`, a log that
+//!   holds several servers is refused, naming them: one bundle would decide
+//!   for servers it was never written for.
 //!
 //! Streams the log line by line; the groups it keeps are bounded.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -29,15 +42,10 @@ use crate::bundle::Bundle;
 use crate::bundle::deps::{Deps, analyze};
 use crate::decision::engine::{EngineOptions, PolicyEngine};
 
-/// Deny reasons that gavel itself decides after the policy (limits,
-/// budgets, approval): a replayed allow cannot undo them.
-const GAVEL_SIDE: &[&str] = &[
-    "rate_limited",
-    "budget_exceeded",
-    "approval_required",
-    "approval_declined",
-    "approval_timeout",
-];
+/// Longest line read as a record; a longer one is malformed.
+pub const MAX_LINE_BYTES: usize = 64 << 20;
+/// Server names remembered for the several-servers error.
+const MAX_SERVERS_NAMED: usize = 50;
 const MAX_GROUPS: usize = 1000;
 const MAX_EXAMPLES: usize = 3;
 const MAX_MALFORMED_LINES: usize = 20;
@@ -80,12 +88,20 @@ pub struct Summary {
     pub other_server: u64,
     /// Approval-step records (not decisions; skipped).
     pub approval_steps: u64,
+    /// Allowed both times, and the candidate now asks for a human approval
+    /// where the logged decision did not (or no longer asks).
+    pub approval_added: u64,
+    pub approval_removed: u64,
     pub malformed: u64,
     pub malformed_lines: Vec<u64>,
+    /// Malformed because longer than [`MAX_LINE_BYTES`].
+    pub too_long: u64,
     /// `"<direction> <server>/<tool>"` → count and example decision ids.
     pub by_tool: BTreeMap<String, Group>,
     /// `"<direction> <reason>"` (the deny side's reasons) → count, examples.
     pub by_reason: BTreeMap<String, Group>,
+    /// `"approval added|removed <server>/<tool>"` → count, examples.
+    pub by_approval: BTreeMap<String, Group>,
     /// Revisions that produced the log: bundle → revisions seen.
     pub logged_revisions: BTreeMap<String, Vec<String>>,
 }
@@ -93,6 +109,15 @@ pub struct Summary {
 impl Summary {
     pub fn flips(&self) -> u64 {
         self.allow_to_deny + self.deny_to_allow
+    }
+
+    pub fn not_replayable_total(&self) -> u64 {
+        self.not_replayable.values().sum()
+    }
+
+    /// Records the candidate actually re-decided.
+    pub fn replayed(&self) -> u64 {
+        self.unchanged + self.flips()
     }
 }
 
@@ -106,6 +131,9 @@ pub struct Replayer {
     only_server: Option<String>,
     opts: EngineOptions,
     engines: HashMap<String, ServerEngine>,
+    max_line_bytes: usize,
+    /// Servers in the log, kept only to refuse an ambiguous `Only` replay.
+    servers_seen: std::collections::BTreeSet<String>,
     pub summary: Summary,
 }
 
@@ -138,8 +166,42 @@ impl Replayer {
             only_server,
             opts,
             engines: HashMap::new(),
+            max_line_bytes: MAX_LINE_BYTES,
+            servers_seen: Default::default(),
             summary: Summary::default(),
         }
+    }
+
+    /// A smaller line bound (tests).
+    pub fn with_max_line_bytes(mut self, n: usize) -> Self {
+        self.max_line_bytes = n;
+        self
+    }
+
+    /// With exactly the candidates and no `--server`, every record must be
+    /// of one server: remembers the servers seen, and says whether this
+    /// record may be replayed (false once a second one appeared).
+    fn one_server_only(&mut self, server: &str) -> bool {
+        if !matches!(self.bundles, Bundles::Only(_)) || self.only_server.is_some() {
+            return true;
+        }
+        if !self.servers_seen.contains(server) && self.servers_seen.len() < MAX_SERVERS_NAMED {
+            self.servers_seen.insert(server.to_string());
+        }
+        self.servers_seen.len() <= 1
+    }
+
+    /// The error for a replay of exactly the candidates over a log of
+    /// several servers, if that is what happened.
+    fn ambiguity(&self) -> Option<ReplayError> {
+        (self.servers_seen.len() > 1).then(|| {
+            let names: Vec<&str> = self.servers_seen.iter().map(String::as_str).collect();
+            ReplayError::Setup(format!(
+                "the log holds decisions of several servers ({}{}): the candidate bundle would decide for all of them. Give --server NAME to replay one of them, or --config servers.toml to replay each server with its own layers",
+                names.join(", "),
+                if names.len() >= MAX_SERVERS_NAMED { ", …" } else { "" }
+            ))
+        })
     }
 
     /// Builds the server's engine on first use; false when the config has
@@ -199,6 +261,10 @@ impl Replayer {
             self.summary.other_server += 1;
             return Ok(());
         }
+        if !self.one_server_only(server) {
+            // Refused at the end of the run, naming every server.
+            return Ok(());
+        }
         let s = &mut self.summary;
         s.total += 1;
         if let Some(Value::Object(b)) = rec.get("bundles") {
@@ -227,7 +293,7 @@ impl Replayer {
         let gavel_denied = !allow
             && logged_reasons
                 .iter()
-                .any(|r| GAVEL_SIDE.contains(&r.as_str()));
+                .any(|r| crate::decision::codes::is_after_policy(r));
         let masked: Vec<Vec<String>> = ["masked", "erased"]
             .iter()
             .filter_map(|k| rec.get(*k).and_then(Value::as_array))
@@ -240,7 +306,7 @@ impl Replayer {
             return Ok(());
         }
         let se = &self.engines[server];
-        if se.deps.iter().any(|d| d.impure) {
+        if se.deps.iter().any(|d| d.nondeterministic) {
             *self
                 .summary
                 .not_replayable
@@ -264,9 +330,63 @@ impl Replayer {
                 .or_default() += 1;
             return Ok(());
         }
-        let (now_allow, now_reasons) = match se.engine.decide(input) {
-            Ok(out) => (out.combined.allow && !gavel_denied, out.combined.reasons),
-            Err(e) => (false, vec![e.reason_code().to_string()]),
+        // The candidate's own classification, when it can be recomputed.
+        let classes_hidden = masked.iter().any(|m| {
+            let under_args = m.first().is_some_and(|s| s == "action")
+                && match m.get(1).map(String::as_str) {
+                    None => true,
+                    Some("tool") => true,
+                    Some("args") => m
+                        .get(2)
+                        .is_none_or(|k| PolicyEngine::CLASSIFIED_ARGS.contains(&k.as_str())),
+                    _ => false,
+                };
+            under_args || m.is_empty()
+        });
+        let mut replayed_input;
+        let mut input = input;
+        if input.pointer("/action/data_classes_referenced").is_some() {
+            if classes_hidden && se.engine.classifies() {
+                *self
+                    .summary
+                    .not_replayable
+                    .entry("masked_classification_input".into())
+                    .or_default() += 1;
+                return Ok(());
+            }
+            let action = &input["action"];
+            let mut classes = se
+                .engine
+                .classify(action["tool"].as_str().unwrap_or(""), &action["args"]);
+            // The upstream's own classes; an older record without them keeps
+            // what it logged (the candidate can then only add).
+            let upstream = rec
+                .get("upstream_data_classes")
+                .or_else(|| action.get("data_classes_referenced"));
+            for c in upstream
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                if !classes.iter().any(|x| x == c) {
+                    classes.push(c.to_string());
+                }
+            }
+            replayed_input = input.clone();
+            replayed_input["action"]["data_classes_referenced"] = serde_json::json!(classes);
+            input = &replayed_input;
+        }
+        let logged_approval = rec
+            .pointer("/result/require_approval")
+            .is_some_and(|v| !v.is_null());
+        let (now_allow, now_reasons, now_approval) = match se.engine.decide(input) {
+            Ok(out) => (
+                out.combined.allow && !gavel_denied,
+                out.combined.reasons,
+                out.combined.require_approval.is_some(),
+            ),
+            Err(e) => (false, vec![e.reason_code().to_string()], false),
         };
         let tool = input
             .pointer("/action/tool")
@@ -284,6 +404,16 @@ impl Replayer {
             }
             _ => {
                 s.unchanged += 1;
+                if allow && now_allow && logged_approval != now_approval {
+                    let what = if now_approval {
+                        s.approval_added += 1;
+                        "approval added"
+                    } else {
+                        s.approval_removed += 1;
+                        "approval removed"
+                    };
+                    add(&mut s.by_approval, format!("{what} {server}/{tool}"), &id);
+                }
                 let (mut a, mut b) = (logged_reasons.clone(), now_reasons.clone());
                 a.sort();
                 b.sort();
@@ -316,28 +446,58 @@ impl Replayer {
         Ok(())
     }
 
-    /// Replays a whole log; `progress` is called every 1000 records.
+    /// Replays a whole log; `progress` is called every 1000 lines. A line is
+    /// read up to the line bound; the rest of a longer one is skipped
+    /// without being kept.
     pub fn run(
         &mut self,
-        reader: impl BufRead,
+        mut reader: impl BufRead,
         mut progress: impl FnMut(u64),
     ) -> Result<(), ReplayError> {
-        for (i, line) in reader.lines().enumerate() {
-            let line = match line {
-                Ok(l) => l,
-                // Not UTF-8: a damaged line, not the end of the log.
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    self.malformed(i as u64 + 1)?;
-                    continue;
+        let mut buf = Vec::new();
+        let mut line_no = 0u64;
+        loop {
+            buf.clear();
+            let limit = self.max_line_bytes as u64 + 1;
+            let n = std::io::Read::by_ref(&mut reader)
+                .take(limit)
+                .read_until(b'\n', &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            line_no += 1;
+            if buf.len() > self.max_line_bytes && !buf.ends_with(b"\n") {
+                // Over the bound: skip to the end of this line.
+                loop {
+                    let (done, used) = {
+                        let chunk = reader.fill_buf()?;
+                        match chunk.iter().position(|b| *b == b'\n') {
+                            Some(i) => (true, i + 1),
+                            None => (chunk.is_empty(), chunk.len()),
+                        }
+                    };
+                    reader.consume(used);
+                    if done {
+                        break;
+                    }
                 }
-                Err(e) => return Err(e.into()),
-            };
-            self.line(i as u64 + 1, &line)?;
-            if (i + 1) % 1000 == 0 {
-                progress(i as u64 + 1);
+                self.summary.too_long += 1;
+                self.malformed(line_no)?;
+            } else {
+                match std::str::from_utf8(&buf) {
+                    Ok(text) => self.line(line_no, text.trim_end_matches(['\n', '\r']))?,
+                    // Not UTF-8: a damaged line, not the end of the log.
+                    Err(_) => self.malformed(line_no)?,
+                }
+            }
+            if line_no.is_multiple_of(1000) {
+                progress(line_no);
             }
         }
-        Ok(())
+        match self.ambiguity() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
@@ -371,22 +531,37 @@ pub fn render(s: &Summary) -> String {
         }
     ));
     line(format!("  gavel-side (static rules) {}", s.gavel_side));
+    if s.approval_added + s.approval_removed > 0 {
+        line(format!(
+            "  approval added     {} / removed {} (still allowed)",
+            s.approval_added, s.approval_removed
+        ));
+    }
     if s.other_server > 0 {
         line(format!("  other servers (skipped) {}", s.other_server));
     }
     if s.malformed > 0 {
         let lines: Vec<String> = s.malformed_lines.iter().map(u64::to_string).collect();
         line(format!(
-            "  malformed lines    {} (lines {})",
+            "  malformed lines    {} (lines {}){}",
             s.malformed,
-            lines.join(", ")
+            lines.join(", "),
+            if s.too_long > 0 {
+                format!(", {} over {} MiB", s.too_long, MAX_LINE_BYTES >> 20)
+            } else {
+                String::new()
+            }
         ));
     }
-    for (title, groups) in [("by tool", &s.by_tool), ("by reason", &s.by_reason)] {
+    for (title, groups) in [
+        ("flips by tool", &s.by_tool),
+        ("flips by reason", &s.by_reason),
+        ("approval changes", &s.by_approval),
+    ] {
         if groups.is_empty() {
             continue;
         }
-        line(format!("flips {title}:"));
+        line(format!("{title}:"));
         for (k, g) in groups {
             line(format!(
                 "  {k}  {}  e.g. {}",

@@ -4,7 +4,14 @@ use serde_json::json;
 use std::time::Duration;
 
 fn bundle(dir: &std::path::Path, rego: &str) -> Arc<Bundle> {
+    bundle_with_data(dir, rego, None)
+}
+
+fn bundle_with_data(dir: &std::path::Path, rego: &str, data: Option<Value>) -> Arc<Bundle> {
     std::fs::create_dir_all(dir.join("p")).unwrap();
+    if let Some(d) = data {
+        std::fs::write(dir.join("p/data.json"), d.to_string()).unwrap();
+    }
     std::fs::write(
         dir.join(".manifest"),
         r#"{"revision": "2", "roots": ["p"]}"#,
@@ -156,4 +163,155 @@ fn only_server_and_unknown_servers_are_skipped() {
     let mut r = Replayer::new(Bundles::PerServer(per), None, opts());
     r.line(1, &rec("x", "read", true, &[]).to_string()).unwrap();
     assert_eq!((r.summary.total, r.summary.other_server), (0, 1));
+}
+
+/// Denies requests that reference `pii` data.
+const NO_PII: &str = "package p\ndecision := {\"allow\": true} if not \"pii\" in input.action.data_classes_referenced\ndecision := {\"allow\": false, \"reasons\": [\"pii\"]} if \"pii\" in input.action.data_classes_referenced\n";
+
+fn classified(
+    id: &str,
+    tool: &str,
+    path: &str,
+    logged: &[&str],
+    upstream: Option<&[&str]>,
+) -> Value {
+    let mut r = rec(id, tool, true, &[]);
+    r["input"]["action"]["args"] = json!({"path": path});
+    r["input"]["action"]["data_classes_referenced"] = json!(logged);
+    if let Some(u) = upstream {
+        r["upstream_data_classes"] = json!(u);
+    }
+    r
+}
+
+#[test]
+fn data_classes_are_recomputed_with_the_candidates_classification() {
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle_with_data(
+        d.path(),
+        NO_PII,
+        Some(json!({"classification": {"paths": [{"prefix": "/hr/", "classes": ["pii"]}]}})),
+    );
+    // Logged under an old bundle that classified nothing: the candidate's
+    // classification now flips it.
+    let flipped = classified("c1", "read_file", "/hr/salaries", &[], Some(&[]));
+    // Classified by the old bundle as pii, not by the candidate: allowed now.
+    let mut was_pii = classified("c2", "read_file", "/public/readme", &["pii"], Some(&[]));
+    was_pii["result"] = json!({"allow": false, "reasons": ["pii"]});
+    // The upstream declared pii itself: that stays.
+    let mut upstream = classified("c3", "read_file", "/public/x", &["pii"], Some(&["pii"]));
+    upstream["result"] = json!({"allow": false, "reasons": ["pii"]});
+    // An older record without upstream_data_classes keeps what it logged.
+    let mut old = classified("c4", "read_file", "/public/y", &["pii"], None);
+    old["result"] = json!({"allow": false, "reasons": ["pii"]});
+    // The path the classification reads was masked: cannot be recomputed.
+    let mut hidden = classified("c5", "read_file", "**REDACTED**", &[], Some(&[]));
+    hidden["masked"] = json!(["/input/action/args/path"]);
+    // Another argument was masked: no matter.
+    let mut other = classified("c6", "read_file", "/public/z", &[], Some(&[]));
+    other["masked"] = json!(["/input/action/args/content"]);
+    let lines: Vec<String> = [flipped, was_pii, upstream, old, hidden, other]
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    let s = replay(b, &lines);
+    assert_eq!(s.by_tool["allow→deny fs/read_file"].examples, vec!["c1"]);
+    assert_eq!(s.by_tool["deny→allow fs/read_file"].examples, vec!["c2"]);
+    assert_eq!((s.allow_to_deny, s.deny_to_allow, s.unchanged), (1, 1, 3));
+    assert_eq!(s.not_replayable["masked_classification_input"], 1);
+}
+
+#[test]
+fn a_candidate_alone_over_a_log_of_several_servers_is_refused_naming_them() {
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle(d.path(), READS_ONLY);
+    let mut other = rec("o1", "read_file", true, &[]);
+    other["input"]["action"]["server"] = json!("db");
+    let log = [rec("f1", "read_file", true, &[]), other]
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut r = Replayer::new(Bundles::Only(vec![b.clone()]), None, opts());
+    let e = r
+        .run(std::io::Cursor::new(log.clone()), |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("several servers (db, fs)") && e.contains("--server"),
+        "{e}"
+    );
+    // With --server it replays that one.
+    let mut r = Replayer::new(Bundles::Only(vec![b]), Some("db".into()), opts());
+    r.run(std::io::Cursor::new(log), |_| {}).unwrap();
+    assert_eq!((r.summary.unchanged, r.summary.other_server), (1, 1));
+}
+
+#[test]
+fn approval_added_or_removed_is_reported_apart_from_flips() {
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle(
+        d.path(),
+        "package p\ndecision := {\"allow\": true, \"require_approval\": {\"reason\": \"writes need a human\"}} if startswith(input.action.tool, \"write\")\ndecision := {\"allow\": true} if not startswith(input.action.tool, \"write\")\n",
+    );
+    let mut asked = rec("r1", "read_file", true, &[]);
+    asked["result"]["require_approval"] = json!({"reason": "old rule"});
+    let lines: Vec<String> = [
+        rec("w1", "write_file", true, &[]),
+        asked,
+        rec("r2", "read_file", true, &[]),
+    ]
+    .iter()
+    .map(Value::to_string)
+    .collect();
+    let s = replay(b, &lines);
+    assert_eq!((s.unchanged, s.flips()), (3, 0));
+    assert_eq!((s.approval_added, s.approval_removed), (1, 1));
+    assert_eq!(
+        s.by_approval["approval added fs/write_file"].examples,
+        vec!["w1"]
+    );
+    assert_eq!(
+        s.by_approval["approval removed fs/read_file"].examples,
+        vec!["r1"]
+    );
+    assert!(
+        render(&s).contains("approval added     1 / removed 1"),
+        "{}",
+        render(&s)
+    );
+}
+
+#[test]
+fn an_over_long_line_is_malformed_and_skipped_without_losing_the_next() {
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle(d.path(), READS_ONLY);
+    let mut long = rec("big", "read_file", true, &[]);
+    long["input"]["action"]["args"]["content"] = json!("x".repeat(5000));
+    let log = [
+        long.to_string(),
+        rec("ok", "read_file", true, &[]).to_string(),
+    ]
+    .join("\n");
+    let mut r = Replayer::new(Bundles::Only(vec![b]), None, opts()).with_max_line_bytes(1000);
+    r.run(
+        std::io::BufReader::with_capacity(64, std::io::Cursor::new(log)),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!((r.summary.malformed, r.summary.too_long), (1, 1));
+    assert_eq!(r.summary.malformed_lines, vec![1]);
+    assert_eq!(r.summary.unchanged, 1, "the next line is read whole");
+}
+
+#[test]
+fn print_and_trace_do_not_make_a_policy_unreplayable() {
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle(
+        d.path(),
+        "package p\ndecision := {\"allow\": true} if {\n\tprint(\"deciding\", input.action.tool)\n\tstartswith(input.action.tool, \"read\")\n}\n",
+    );
+    let s = replay(b, &[rec("p1", "read_file", true, &[]).to_string()]);
+    assert!(s.not_replayable.is_empty(), "{:?}", s.not_replayable);
+    assert_eq!(s.unchanged, 1);
 }

@@ -29,10 +29,18 @@ const IMPURE: &[&str] = &[
     "trace",
 ];
 
+/// The impure builtins that only act (output), whose decisions stay a
+/// function of the input: a replay can still reproduce them.
+const EFFECT_ONLY: &[&str] = &["print", "trace"];
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Deps {
-    /// Calls an impure builtin: its decision may differ for the same input.
+    /// Calls an impure builtin: not memoizable (its answer may differ for
+    /// the same input, or it has an effect each evaluation must have).
     pub impure: bool,
+    /// Calls a builtin whose answer is not a function of its arguments
+    /// (everything impure but `print`/`trace`): not replayable.
+    pub nondeterministic: bool,
     /// Reads `input` in a way whose paths cannot be listed.
     pub whole_input: bool,
     /// Reads `data` outside its own roots (another bundle's rules or data).
@@ -131,6 +139,9 @@ pub fn analyze(bundle: &Bundle) -> Result<Deps, BundleError> {
                     if IMPURE.contains(&ref_prefix(fcn).0.join(".").as_str()) =>
                 {
                     deps.impure = true;
+                    if !EFFECT_ONLY.contains(&ref_prefix(fcn).0.join(".").as_str()) {
+                        deps.nondeterministic = true;
+                    }
                 }
                 _ => {}
             }
@@ -213,7 +224,9 @@ mod tests {
         assert!(deps("package p\nimport data.other\nx if other.y\n").foreign_data);
         assert!(!deps("package p\nx if data.p.y\n").foreign_data);
         assert!(deps("package p\nx if time.now_ns() > 0\n").impure);
-        assert!(deps("package p\nx if print(\"hi\")\n").impure);
+        assert!(deps("package p\nx if time.now_ns() > 0\n").nondeterministic);
+        let printing = deps("package p\nx if print(\"hi\")\n");
+        assert!(printing.impure && !printing.nondeterministic);
         assert!(!deps("package p\nx if time.weekday(0) == \"Thursday\"\n").impure);
     }
 

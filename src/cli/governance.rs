@@ -145,13 +145,20 @@ pub struct ReportArgs {
 
 pub fn report(a: ReportArgs) -> anyhow::Result<()> {
     let report = crate::governance::report::Report::from_log(&a.log)?;
+    if let Some(line) = report.torn_tail {
+        eprintln!(
+            "warning: {}:{line}: the last record was cut off while it was written (a crash or a full disk); it is not counted",
+            a.log.display()
+        );
+    }
     let page = crate::governance::report_html::render(&report);
     std::fs::write(&a.output, page).with_context(|| format!("writing {}", a.output.display()))?;
     super::say(format!(
-        "wrote {}: {} decisions ({} denied) from {}",
+        "wrote {}: {} decisions ({} denied), {} approval steps, from {}",
         a.output.display(),
         report.split.total(),
         report.split.denied,
+        report.approval_steps,
         a.log.display()
     ));
     Ok(())

@@ -140,9 +140,15 @@ pub enum Command {
         /// Only this server's records.
         #[arg(long)]
         server: Option<String>,
-        /// Exit non-zero when more than N decisions flip (default 0): a CI gate.
+        /// Exit non-zero when more than N decisions flip (default 0), when a
+        /// line is not a decision record, or when no record could be replayed
+        /// at all: a CI gate.
         #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
         fail_on_flip: Option<u64>,
+        /// Exit non-zero when more than N records cannot be replayed
+        /// faithfully (masked inputs the policy reads, clock or random builtins).
+        #[arg(long, value_name = "N")]
+        max_not_replayable: Option<u64>,
         /// The summary as JSON.
         #[arg(long)]
         json: bool,
@@ -373,6 +379,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             server,
             fail_on_flip,
+            max_not_replayable,
             json,
         } => replay::run(replay::Args {
             log,
@@ -380,6 +387,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             server,
             fail_on_flip,
+            max_not_replayable,
             json,
         }),
         Command::Status { json } => {
@@ -477,6 +485,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     Ok(v) => eprintln!("policy {server}: {v}"),
                     Err(why) => broken.push(format!("server {server:?}: {why}")),
                 }
+            }
+            if cfg.log.decisions.is_some()
+                && cfg.log.on_write_error == crate::config::OnWriteError::Allow
+            {
+                eprintln!(
+                    "warning: [log] on_write_error = \"allow\": a request whose decision record cannot be written is carried out unrecorded"
+                );
             }
             if !broken.is_empty() {
                 anyhow::bail!(

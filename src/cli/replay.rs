@@ -17,6 +17,7 @@ pub struct Args {
     pub config: Option<PathBuf>,
     pub server: Option<String>,
     pub fail_on_flip: Option<u64>,
+    pub max_not_replayable: Option<u64>,
     pub json: bool,
 }
 
@@ -131,7 +132,30 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     } else {
         super::say(render(s).trim_end());
     }
+    let nr = s.not_replayable_total();
+    if nr > 0 {
+        let why: Vec<String> = s
+            .not_replayable
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        eprintln!(
+            "WARNING: {nr} of {} decision records could not be replayed faithfully ({}); the candidate was not checked against them",
+            s.total,
+            why.join(", ")
+        );
+    }
+    if let Some(limit) = a.max_not_replayable
+        && nr > limit
+    {
+        bail!("{nr} records could not be replayed (allowed: {limit})");
+    }
     if let Some(limit) = a.fail_on_flip {
+        if nr > 0 && s.replayed() == 0 {
+            bail!(
+                "no decision record could be replayed ({nr} not replayable): zero flips would vouch for nothing"
+            );
+        }
         if s.flips() > limit {
             bail!("{} decisions flipped (allowed: {limit})", s.flips());
         }

@@ -224,6 +224,18 @@ pub fn render(c: &Config) -> String {
         Value::Integer(c.log.max_arg_bytes as i64),
     );
     log.insert("secret_fields".into(), strings(&c.log.secret_fields));
+    log.insert(
+        "rotate_bytes".into(),
+        Value::Integer(c.log.rotation.bytes as i64),
+    );
+    log.insert(
+        "rotate_keep".into(),
+        Value::Integer(c.log.rotation.keep as i64),
+    );
+    log.insert(
+        "on_write_error".into(),
+        Value::String(c.log.on_write_error.as_str().into()),
+    );
     let keys: Table = c
         .keys
         .iter()

@@ -238,6 +238,30 @@ pub struct LogSettings {
     pub decisions: Option<PathBuf>,
     pub max_arg_bytes: usize,
     pub secret_fields: Vec<String>,
+    /// What a decision becomes when its record cannot be written.
+    pub on_write_error: OnWriteError,
+    /// `rotate_bytes` (default 256 MiB, 0: off) and `rotate_keep` (default 1).
+    pub rotation: crate::audit::Rotation,
+}
+
+/// `[log] on_write_error`: the record precedes the effect, so by default a
+/// request whose decision record cannot be written is denied
+/// (`audit_unavailable`); `allow` keeps the decision as made (the audit
+/// trail then has a gap, announced at startup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnWriteError {
+    #[default]
+    Deny,
+    Allow,
+}
+
+impl OnWriteError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnWriteError::Deny => "deny",
+            OnWriteError::Allow => "allow",
+        }
+    }
 }
 
 impl Default for LogSettings {
@@ -248,6 +272,11 @@ impl Default for LogSettings {
             decisions: None,
             max_arg_bytes: 4096,
             secret_fields: vec![],
+            on_write_error: OnWriteError::Deny,
+            rotation: crate::audit::Rotation {
+                bytes: 256 << 20,
+                keep: 1,
+            },
         }
     }
 }
@@ -592,6 +621,47 @@ impl Config {
                 .transpose()?,
             max_arg_bytes: ctx.size(&lg.max_arg_bytes, "log.max_arg_bytes", 4096, 16, 1 << 30)?,
             secret_fields: lg.secret_fields.clone(),
+            on_write_error: match lg
+                .on_write_error
+                .as_ref()
+                .map(|m| (m, m.get_ref().as_str()))
+            {
+                None | Some((_, "deny")) => OnWriteError::Deny,
+                Some((_, "allow")) => OnWriteError::Allow,
+                Some((m, other)) => {
+                    return Err(ctx.at(
+                        m.span().start,
+                        "log.on_write_error",
+                        format!("{other:?}: use \"deny\" (default: a request whose decision record cannot be written is refused) or \"allow\" (it proceeds unrecorded)"),
+                    ));
+                }
+            },
+            rotation: crate::audit::Rotation {
+                bytes: match ctx.size(
+                    &lg.rotate_bytes,
+                    "log.rotate_bytes",
+                    256 << 20,
+                    0,
+                    1 << 50,
+                )? {
+                    n @ 1..4096 => {
+                        let at = lg.rotate_bytes.as_ref().map_or(0, |v| v.span().start);
+                        return Err(ctx.at(at, "log.rotate_bytes", format!("{n} bytes is too small to hold a few records: use 0 (gavel never rotates) or at least 4KiB")));
+                    }
+                    n => n as u64,
+                },
+                keep: match &lg.rotate_keep {
+                    None => 1,
+                    Some(k) if (1..=1000).contains(k.get_ref()) => *k.get_ref(),
+                    Some(k) => {
+                        return Err(ctx.at(
+                            k.span().start,
+                            "log.rotate_keep",
+                            "must be between 1 and 1000 (rotated files kept)",
+                        ));
+                    }
+                },
+            },
         };
         let p = &raw.policy;
         let policy = PolicySettings {

@@ -215,6 +215,9 @@ pub struct RawLog {
     pub max_arg_bytes: Option<Spanned<RawSize>>,
     #[serde(default)]
     pub secret_fields: Vec<String>,
+    pub on_write_error: Option<Spanned<String>>,
+    pub rotate_bytes: Option<Spanned<RawSize>>,
+    pub rotate_keep: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -390,3 +390,41 @@ fn fail_open_is_refused_where_verification_could_fail() {
     let c = parse("[servers.a]\ncommand = \"x\"\nbundle = \"b\"\nfail_open = true\n").unwrap();
     assert!(c.servers["a"].fail_open);
 }
+
+#[test]
+fn log_on_write_error_defaults_to_deny_and_names_the_choices() {
+    let c = parse("[servers.fs]\ncommand = \"x\"\n").unwrap();
+    assert_eq!(c.log.on_write_error, OnWriteError::Deny);
+    let c = parse("[log]\non_write_error = \"allow\"\n[servers.fs]\ncommand = \"x\"\n").unwrap();
+    assert_eq!(c.log.on_write_error, OnWriteError::Allow);
+    let e = err("[log]\non_write_error = \"ignore\"\n[servers.fs]\ncommand = \"x\"\n");
+    assert!(
+        e.contains(":2:") && e.contains("log.on_write_error") && e.contains("\"deny\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn log_rotation_is_configurable_and_bounded() {
+    let c = parse("[servers.fs]\ncommand = \"x\"\n").unwrap();
+    assert_eq!(
+        c.log.rotation,
+        crate::audit::Rotation {
+            bytes: 256 << 20,
+            keep: 1
+        }
+    );
+    let c =
+        parse("[log]\nrotate_bytes = \"16MiB\"\nrotate_keep = 5\n[servers.fs]\ncommand = \"x\"\n")
+            .unwrap();
+    assert_eq!((c.log.rotation.bytes, c.log.rotation.keep), (16 << 20, 5));
+    let c = parse("[log]\nrotate_bytes = 0\n[servers.fs]\ncommand = \"x\"\n").unwrap();
+    assert_eq!(c.log.rotation.bytes, 0, "0: never rotate");
+    let e = err("[log]\nrotate_bytes = 100\n[servers.fs]\ncommand = \"x\"\n");
+    assert!(
+        e.contains(":2:") && e.contains("log.rotate_bytes") && e.contains("4KiB"),
+        "{e}"
+    );
+    let e = err("[log]\nrotate_keep = 0\n[servers.fs]\ncommand = \"x\"\n");
+    assert!(e.contains(":2:") && e.contains("log.rotate_keep"), "{e}");
+}

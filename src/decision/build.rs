@@ -127,9 +127,6 @@ pub(super) fn server_active(
                 tracing::warn!(server = %name, "policy lint: {w}");
             }
             tracing::info!(server = %name, policy = %engine.policy_version(), "policy loaded");
-            for b in engine.bundle_info() {
-                crate::audit::metrics::global().bundle_active(name, &b.name, &b.revision);
-            }
             Policy::Rego(Arc::new(engine))
         }
         Err(e) => {

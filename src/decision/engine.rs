@@ -9,6 +9,12 @@
 //! rules apply); an `ExecutionTimerConfig` bounds each evaluation — it is
 //! cooperative, checked every 64 interpreter steps, so a single long builtin
 //! call (e.g. a huge `numbers.range`) is only stopped at its next step.
+//! No memory limit is set: regorus 0.14.1 enforces one only when built with
+//! `allocator-memory-limits` (its own mimalloc fork as the process allocator),
+//! and then for the interpreter only as a process-wide live-byte ceiling —
+//! one runaway evaluation would fail every concurrent decision; per-execution
+//! budgets exist only for the RVM, which gavel does not use (ARCHITECTURE.md,
+//! invariant 2). Memory is bounded by the time limit and the bounded input.
 //!
 //! Every failure is distinct so the proxy can fail closed with a precise
 //! reason code ([`EngineError::reason_code`]).
@@ -79,8 +85,10 @@ struct Loaded {
     /// `data.<package>.classification`: `{tools: {name: [classes]}, paths:
     /// [{prefix, classes}]}` — how this bundle classifies requests.
     classification: Value,
-    /// `data.<package>.log` when the bundle ships log rules (`drop`, `mask`).
-    log_rules: Option<String>,
+    /// `data.<package>.log.drop` / `.mask` when the bundle defines them
+    /// (evaluating a rule no module defines is an error, not "undefined").
+    log_drop: Option<String>,
+    log_mask: Option<String>,
     withhold: bool,
     /// Set when the layer's decision may be memoized (see `memo`).
     memo: Option<Memo>,
@@ -320,10 +328,9 @@ impl PolicyEngine {
                 .cloned()
                 .unwrap_or(Value::Null);
             let log_package = format!("{pkg_path}/log");
-            let log_rules = idx
-                .iter()
-                .any(|m| m.package == log_package)
-                .then(|| format!("{pkg}.log"));
+            let log_rule =
+                |rule: &str| has_rule(&log_package, rule).then(|| format!("{pkg}.log.{rule}"));
+            let (log_drop, log_mask) = (log_rule("drop"), log_rule("mask"));
             loaded.push(Loaded {
                 info: BundleInfo {
                     name: b.name.clone(),
@@ -335,7 +342,8 @@ impl PolicyEngine {
                 decision_rule,
                 reasons,
                 classification,
-                log_rules,
+                log_drop,
+                log_mask,
                 withhold: disclosure == "withhold",
                 memo: None,
                 own: None,
@@ -453,6 +461,15 @@ impl PolicyEngine {
     pub fn bundles_json(&self) -> &Value {
         &self.bundles_json
     }
+
+    /// Whether any bundle ships classification data.
+    pub fn classifies(&self) -> bool {
+        self.bundles.iter().any(|b| !b.classification.is_null())
+    }
+
+    /// The argument keys [`PolicyEngine::classify`] reads (besides the tool).
+    pub const CLASSIFIED_ARGS: &'static [&'static str] =
+        &["path", "paths", "source", "destination", "uri"];
 
     /// Data classes a request references, from the bundles' classification
     /// data: by tool name, and by path-like arguments (`path`, `paths`,
@@ -670,17 +687,24 @@ impl PolicyEngine {
     /// `data.<package>.log.mask` names what to erase or upsert. Returns
     /// `(drop, mask items)`; an error means the event must not be logged.
     pub fn log_rules(&self, event: &Value) -> Result<(bool, Vec<Value>), EngineError> {
-        if self.bundles.iter().all(|b| b.log_rules.is_none()) {
+        if self
+            .bundles
+            .iter()
+            .all(|b| b.log_drop.is_none() && b.log_mask.is_none())
+        {
             return Ok((false, vec![]));
         }
         let mut engine = self.engine.clone();
         engine.set_input(to_regorus(event));
-        let mut mask = Vec::new();
-        for pkg in self.bundles.iter().filter_map(|b| b.log_rules.as_ref()) {
-            if self.eval(&mut engine, &format!("{pkg}.drop"))? == Value::Bool(true) {
+        // OPA: drop first (any bundle), then mask.
+        for rule in self.bundles.iter().filter_map(|b| b.log_drop.as_ref()) {
+            if self.eval(&mut engine, rule)? == Value::Bool(true) {
                 return Ok((true, vec![]));
             }
-            if let Value::Array(items) = self.eval(&mut engine, &format!("{pkg}.mask"))? {
+        }
+        let mut mask = Vec::new();
+        for rule in self.bundles.iter().filter_map(|b| b.log_mask.as_ref()) {
+            if let Value::Array(items) = self.eval(&mut engine, rule)? {
                 mask.extend(items);
             }
         }

@@ -115,7 +115,7 @@ fn slow_policy_times_out() {
     let b = write_bundle(
         d.path(),
         json!({"roots": ["p"]}),
-        "package p\ndecision := {\"allow\": count([x | some x in numbers.range(1, 50000000); x % 7 == 0]) > 0}\n",
+        "package p\n# CPU-bound, small memory: 10^10 pairs tried one at a time, none matches.\nslow if {\n\tsome a in numbers.range(1, 100000)\n\tsome b in numbers.range(1, 100000)\n\ta * b == -1\n}\ndecision := {\"allow\": true} if not slow\n",
         None,
     );
     let e = PolicyEngine::build(
@@ -530,4 +530,50 @@ fn what_is_memoized() {
         .decide(&json!({"user": {"id": "y"}, "action": {"tool": "t"}}))
         .unwrap();
     assert!(!d.combined.allow);
+}
+
+#[test]
+fn log_rules_evaluate_only_the_rules_a_bundle_defines() {
+    let with_log = |log: &str| {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("p/log")).unwrap();
+        std::fs::write(d.path().join("p/log/log.rego"), log).unwrap();
+        let b = write_bundle(
+            d.path(),
+            json!({"revision": "1", "roots": ["p"]}),
+            "package p\ndecision := {\"allow\": true}\n",
+            None,
+        );
+        (d, PolicyEngine::build("srv", vec![b], &opts()).unwrap())
+    };
+    let event = json!({"input": {"action": {"tool": "t"}}});
+    // Only `mask`: no `drop` rule to evaluate (that would be an error).
+    let (_d, e) = with_log("package p.log\nmask contains \"/input/user/id\"\n");
+    assert_eq!(
+        e.log_rules(&event).unwrap(),
+        (false, vec![json!("/input/user/id")])
+    );
+    // Only `drop`.
+    let (_d, e) = with_log("package p.log\ndrop if input.input.action.tool == \"t\"\n");
+    assert_eq!(e.log_rules(&event).unwrap(), (true, vec![]));
+    // A failing rule is an error (the caller refuses the request).
+    let (_d, e) = with_log("package p.log\ndrop := true\ndrop := false\n");
+    assert!(e.log_rules(&event).is_err());
+}
+
+#[test]
+fn builtin_errors_are_undefined_as_in_opa_so_the_default_applies() {
+    // OPA's non-strict builtin errors: `to_number("x")` makes the expression
+    // undefined (no error), so the rule does not apply and the default does.
+    let (_d, e) = one(
+        "package p\ndefault decision := {\"allow\": false, \"reasons\": [\"default\"]}\ndecision := {\"allow\": true} if to_number(input.action.args.n) > 0\n",
+        None,
+    );
+    let bad = e
+        .decide(&json!({"action": {"args": {"n": "x"}}}))
+        .expect("a builtin error is not an evaluation error");
+    assert!(!bad.combined.allow);
+    assert_eq!(bad.combined.reasons, vec!["default"]);
+    let good = e.decide(&json!({"action": {"args": {"n": "5"}}})).unwrap();
+    assert!(good.combined.allow);
 }

@@ -9,6 +9,7 @@
 //! request is forwarded or the denial answered.
 
 mod build;
+pub mod codes;
 pub mod contract;
 pub mod deny;
 pub mod engine;
@@ -16,6 +17,7 @@ pub mod input;
 pub mod layers;
 mod memo;
 mod pool;
+mod record;
 pub mod static_rules;
 
 use std::collections::HashMap;
@@ -29,7 +31,6 @@ pub use contract::{Decision, Disclosure};
 pub use input::{DecisionContext, SessionCounters, SessionState};
 
 use crate::audit::DecisionLog;
-use crate::audit::mask::{MaskSettings, mask_event};
 
 use crate::config::{Config, Identity};
 use engine::{EngineError, EngineOptions, PolicyEngine};
@@ -132,6 +133,30 @@ pub struct Active {
 }
 
 impl Active {
+    /// Publishes this policy in the metrics as the one deciding for `server`
+    /// (`previous`: the one it replaces, whose revisions stop reading 1).
+    fn publish(&self, server: &str, previous: Option<&Active>) {
+        let m = crate::audit::metrics::global();
+        let revisions = |a: &Active| match &a.policy {
+            Policy::Rego(e) => e
+                .bundle_info()
+                .into_iter()
+                .map(|b| (b.name.clone(), b.revision.clone()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let now = revisions(self);
+        for (bundle, revision) in previous.map(revisions).unwrap_or_default() {
+            if !now.contains(&(bundle.clone(), revision.clone())) {
+                m.bundle_inactive(server, &bundle, &revision);
+            }
+        }
+        for (bundle, revision) in &now {
+            m.bundle_active(server, bundle, revision);
+        }
+        m.policy_available(server, self.unavailable().is_none());
+    }
+
     /// Whether this is a usable Rego policy (not `none`, not unavailable).
     pub fn is_rego(&self) -> bool {
         matches!(self.policy, Policy::Rego(_))
@@ -230,6 +255,7 @@ impl Enforcer {
         let mut servers = HashMap::new();
         for (name, server) in &config.servers {
             let active = build::server_active(name, server, config, &opts, resolver)?;
+            active.publish(name, None);
             if server.fail_open && server.enabled {
                 tracing::warn!(server = %name, "fail_open = true: requests are ALLOWED when the policy cannot decide");
             }
@@ -245,11 +271,16 @@ impl Enforcer {
             );
         }
         let log = match &config.log.decisions {
-            Some(p) => Some(DecisionLog::open(p, 256 << 20).map_err(|e| {
+            Some(p) => Some(DecisionLog::open(p, config.log.rotation).map_err(|e| {
                 anyhow::anyhow!("cannot open the decision log {}: {e}", p.display())
             })?),
             None => None,
         };
+        if let Some(log) = &log
+            && config.log.on_write_error == crate::config::OnWriteError::Allow
+        {
+            tracing::warn!(path = %log.path().display(), "[log] on_write_error = \"allow\": a request whose decision record cannot be written is carried out UNRECORDED");
+        }
         // A bundle pulled later may bring limits: servers with OCI bundles
         // count as needing the state store from the start.
         let limits_needed = config.servers.values().any(|s| {
@@ -306,12 +337,10 @@ impl Enforcer {
             return;
         };
         if let Policy::Rego(e) = &active.policy {
-            for b in e.bundle_info() {
-                crate::audit::metrics::global().bundle_active(server, &b.name, &b.revision);
-            }
             tracing::info!(server = %server, policy = %e.policy_version(), "policy activated");
         }
-        sp.active.store(Arc::new(active));
+        let previous = sp.active.swap(Arc::new(active));
+        sp.active.load().publish(server, Some(&previous));
         self.generation.send_modify(|g| *g += 1);
     }
 
@@ -523,8 +552,12 @@ impl Enforcer {
                 }
             }
         };
-        let receipt = if action.kind == ActionType::ToolCall {
-            let limits = self.limits_for(action, active.as_deref());
+        let limits = if action.kind == ActionType::ToolCall {
+            self.limits_for(action, active.as_deref())
+        } else {
+            vec![]
+        };
+        let mut receipt = if action.kind == ActionType::ToolCall {
             self.guard.check(
                 &self.who(action, ctx),
                 &limits,
@@ -542,18 +575,32 @@ impl Enforcer {
             Some(Policy::Rego(e)) => Some(e.as_ref()),
             _ => None,
         };
-        self.log_decision(
-            engine,
+        let recorded = self.log_decision(
             &decision,
-            input,
-            &path,
-            bundles,
-            policy_label,
-            fail_open_used,
-            eval_ns,
-            start,
-            &now,
+            record::Record {
+                engine,
+                input,
+                path: &path,
+                bundles,
+                policy: policy_label,
+                fail_open: fail_open_used,
+                eval_ns,
+                start,
+                now: &now,
+                upstream_classes: (action.kind == ActionType::ToolCall)
+                    .then_some(action.upstream_data_classes.as_slice()),
+            },
         );
+        if let Err(e) = recorded
+            && self.unrecorded(&mut decision, &e)
+        {
+            // The call will not be made, through no doing of the agent's:
+            // give back everything its decision charged.
+            self.guard.refund_limits(&self.who(action, ctx), &limits);
+            if let Some(r) = receipt.take() {
+                self.guard.refund_budget(&r);
+            }
+        }
         let metrics = crate::audit::metrics::global();
         metrics.latency(&action.server, start.elapsed().as_secs_f64());
         // A call that waits for a human is counted when the approval settles
@@ -667,67 +714,18 @@ impl Enforcer {
         d
     }
 
-    fn decision_labels(&self, policy: &str, fail_open: bool) -> Value {
-        let mut l = self.labels();
-        l.insert("policy".into(), json!(policy));
-        l.insert("fail_open".into(), json!(fail_open.to_string()));
-        Value::Object(l)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn log_decision(
-        &self,
-        engine: Option<&PolicyEngine>,
-        d: &Decision,
-        input: Value,
-        path: &str,
-        bundles: Value,
-        policy: &str,
-        fail_open: bool,
-        eval_ns: u64,
-        start: Instant,
-        now: &str,
-    ) {
-        let Some(log) = &self.log else { return };
-        let mut event = json!({
-            "decision_id": d.decision_id,
-            "timestamp": now,
-            "path": path,
-            "input": input,
-            "result": d,
-            "bundles": bundles,
-            "labels": self.decision_labels(policy, fail_open),
-            "metrics": {"timer_rego_query_eval_ns": eval_ns, "timer_gavel_decision_ns": start.elapsed().as_nanos() as u64},
-        });
-        if let Some(engine) = engine {
-            match engine.log_rules(&event) {
-                Ok((true, _)) => return,
-                Ok((false, mask)) => {
-                    crate::audit::mask::apply_mask_rules(&mut event, &Value::Array(mask))
-                }
-                Err(e) => {
-                    // OPA semantics: a failing drop/mask rule means the event is not logged.
-                    log.write_errors
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::error!(decision_id = ?d.decision_id, "decision-log rules failed, event not logged: {e}");
-                    return;
-                }
-            }
-        }
-        mask_event(
-            &mut event,
-            &MaskSettings {
-                secret_fields: &self.secret_fields,
-                max_arg_bytes: self.max_arg_bytes,
-            },
-        );
-        let _ = log.write(&event);
-    }
-
     /// Whether a tool appears in `tools/list`: not statically denied, and the
     /// bundles' `visible` rule (if any) holds. An error in the list rule is
     /// logged and the tool stays visible — never a silently empty list.
-    pub fn tool_listed(&self, server: &str, tool: &str, annotations: &Value) -> bool {
+    /// `visible` sees the session's identity (a token user on HTTP) and id,
+    /// so two users of one `gavel serve` can be shown different tools.
+    pub fn tool_listed(
+        &self,
+        server: &str,
+        tool: &str,
+        annotations: &Value,
+        ctx: &DecisionContext,
+    ) -> bool {
         let Some(sp) = self.servers.get(server) else {
             return false;
         };
@@ -751,13 +749,7 @@ impl Enforcer {
         let now =
             humantime::format_rfc3339_seconds(crate::state::clock::system_time(self.clock.now()))
                 .to_string();
-        let input = input::build(
-            &self.identity,
-            &action,
-            &DecisionContext::default(),
-            &[],
-            &now,
-        );
+        let input = input::build(self.identity(ctx), &action, ctx, &[], &now);
         match engine.visible(&input) {
             Ok(v) => v,
             Err(e) => {
@@ -804,6 +796,10 @@ fn arg_tokens(action: &Action) -> u64 {
         .map(|v| v.len().div_ceil(4) as u64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+#[path = "enforcer_tests.rs"]
+mod enforcer_tests;
 
 #[cfg(test)]
 mod id_tests {

@@ -183,6 +183,7 @@ impl Session {
         let host = self.inner.host.clone();
         let enforcer = gw.enforcer.clone();
         let shutdown = self.inner.shutdown.clone();
+        let state = self.inner.state.clone();
         // A newly activated policy may show or hide tools (`visible`).
         let mut policies = enforcer.subscribe();
         tokio::spawn(async move {
@@ -191,10 +192,10 @@ impl Session {
                     Some(_server) = changed_rx.recv() => {
                         // Coalesce bursts (several upstreams becoming ready together).
                         while changed_rx.try_recv().is_ok() {}
-                        announce(&host, router.rebuild(&enforcer)).await;
+                        announce(&host, router.rebuild(&enforcer, &list_context(&state))).await;
                     }
                     Ok(()) = policies.changed() => {
-                        announce(&host, router.rebuild(&enforcer)).await;
+                        announce(&host, router.rebuild(&enforcer, &list_context(&state))).await;
                     }
                     _ = shutdown.cancelled() => break,
                     else => break,
@@ -219,7 +220,7 @@ impl Session {
         // Servers that just became ready are in the table before we answer
         // (the background rebuild may not have run yet); the listener then
         // finds nothing changed and sends no redundant list_changed.
-        router.rebuild(&self.inner.gw.enforcer);
+        router.rebuild(&self.inner.gw.enforcer, &list_context(&self.inner.state));
         Ok(router)
     }
 
@@ -377,8 +378,16 @@ impl Session {
     }
 }
 
-/// A tool's annotations as the input contract has them: an object, empty
-/// when the upstream declared none.
+/// What `visible` sees of a session: its id and identity (counters stay
+/// zero — listing is not a call).
+fn list_context(state: &SessionState) -> crate::decision::DecisionContext {
+    crate::decision::DecisionContext {
+        session_id: state.id.clone(),
+        identity: state.identity.get().cloned(),
+        ..Default::default()
+    }
+}
+
 /// Tells the host which lists changed (tools, resources, prompts).
 async fn announce(
     host: &crate::front::host::HostLink,
@@ -397,6 +406,8 @@ async fn announce(
     }
 }
 
+/// A tool's annotations as the input contract has them: an object, empty
+/// when the upstream declared none.
 pub fn annotations_value(tool: &Tool) -> Value {
     tool.annotations
         .as_ref()

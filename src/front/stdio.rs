@@ -24,18 +24,6 @@ pub async fn serve_stdio(gw: Arc<Gateway>) -> anyhow::Result<()> {
 }
 
 async fn serve(gw: Arc<Gateway>) -> anyhow::Result<()> {
-    if let Some(log) = gw.enforcer.decision_log().cloned() {
-        // SIGHUP reopens the decision log (after logrotate moved it).
-        tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                return;
-            };
-            while hup.recv().await.is_some() {
-                log.reopen();
-            }
-        });
-    }
     let session = gw.session();
     let status_dir = crate::status::state_dir();
     // Aborted when `serve` returns, before the status file is removed.
@@ -134,8 +122,9 @@ fn stdout_writer() -> Writer {
     Box::new(tokio::io::stdout())
 }
 
-/// SIGINT or SIGTERM. (SIGHUP reopens the decision log instead; a host that
-/// goes away closes stdin, which ends the session.)
+/// SIGINT or SIGTERM. (SIGHUP reopens the decision log instead — the
+/// gateway watches it for every front; a host that goes away closes stdin,
+/// which ends the session.)
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).ok();

@@ -177,6 +177,13 @@ pub struct Report {
     pub revisions: Capped<(String, String, String), Seen>,
     pub decision_ns: Histogram,
     pub eval_ns: Histogram,
+    /// Approval-step records (`approval` without `result`): the steps of a
+    /// human approval, not decisions.
+    pub approval_steps: u64,
+    /// Approval steps by step (requested, approved, declined, …).
+    pub approval_by_step: Capped<String, u64>,
+    /// The line of a torn last record that was skipped (a crash mid-write).
+    pub torn_tail: Option<usize>,
 }
 
 fn parse_ts(ts: &str) -> Option<(SystemTime, u64)> {
@@ -202,11 +209,20 @@ impl Report {
             revisions: Capped::new(MAX_KEYS),
             decision_ns: Histogram::default(),
             eval_ns: Histogram::default(),
+            approval_steps: 0,
+            approval_by_step: Capped::new(MAX_KEYS),
+            torn_tail: None,
         }
     }
 
-    /// Adds one decision record.
+    /// Adds one record: a decision, or an approval step (counted apart).
     pub fn add(&mut self, r: &Value) {
+        if let Some(step) = r.get("approval").filter(|_| r.get("result").is_none()) {
+            self.approval_steps += 1;
+            let name = step["step"].as_str().unwrap_or("?").to_string();
+            *self.approval_by_step.entry(name, OTHER.into()) += 1;
+            return;
+        }
         let allow = r["result"]["allow"].as_bool().unwrap_or(false);
         self.split.add(allow);
         let ts = r["timestamp"].as_str().unwrap_or("");
@@ -323,7 +339,7 @@ impl Report {
     /// Reads a whole log.
     pub fn from_log(path: &Path) -> Result<Report, GovernanceError> {
         let mut r = Report::new(path.display().to_string());
-        super::logread::for_each_record(path, |_, v| {
+        r.torn_tail = super::logread::for_each_record(path, |_, v| {
             r.add(&v);
             Ok(true)
         })?;
@@ -437,5 +453,46 @@ mod tests {
             assert!(err <= 0.0625, "{v} -> {mid}");
         }
         assert_eq!(Histogram::default().quantile(0.5), None);
+    }
+
+    #[test]
+    fn approval_steps_are_counted_apart_from_decisions() {
+        let mut r = Report::new("t");
+        r.add(&rec("2026-11-22T12:00:00Z", "deploy", true, &[], 1000));
+        for step in ["requested", "declined"] {
+            r.add(
+                &json!({"decision_id": "x", "timestamp": "2026-11-22T12:00:01Z",
+                          "approval": {"step": step, "server": "fs", "tool": "deploy"}}),
+            );
+        }
+        r.add(&rec(
+            "2026-11-22T12:00:02Z",
+            "deploy",
+            false,
+            &["approval_declined"],
+            1000,
+        ));
+        assert_eq!(
+            r.split,
+            Split {
+                allowed: 1,
+                denied: 1
+            }
+        );
+        assert_eq!(r.approval_steps, 2);
+        assert_eq!(r.approval_by_step.map["declined"], 1);
+        assert_eq!(r.top_reasons(), vec![("approval_declined", 1)]);
+        assert_eq!(r.tools.map.len(), 1);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_skipped_and_noted() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.jsonl");
+        let whole = rec("2026-11-22T12:00:00Z", "read_file", true, &[], 1000).to_string();
+        std::fs::write(&p, format!("{whole}\n{}", &whole[..whole.len() / 2])).unwrap();
+        let r = Report::from_log(&p).unwrap();
+        assert_eq!(r.split.total(), 1);
+        assert_eq!(r.torn_tail, Some(2));
     }
 }

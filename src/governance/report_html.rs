@@ -84,12 +84,39 @@ from <span id=\"first\">{}</span> to <span id=\"last\">{}</span>.</p>",
 <div class=\"card\"><div class=\"muted\">allowed</div><div class=\"v\" id=\"allowed\" data-value=\"{a}\">{a}</div></div>\
 <div class=\"card\"><div class=\"muted\">denied</div><div class=\"v\" id=\"denied\" data-value=\"{d}\">{d}</div></div>\
 <div class=\"card\"><div class=\"muted\">denial rate</div><div class=\"v\" id=\"denial-rate\" data-value=\"{rate:.4}\">{pct:.1} %</div></div>\
+<div class=\"card\"><div class=\"muted\">approval steps</div><div class=\"v\" id=\"approval-steps\" data-value=\"{s}\">{s}</div></div>\
 </div>",
         t = r.split.total(),
         a = r.split.allowed,
         d = r.split.denied,
         pct = rate * 100.0,
+        s = r.approval_steps,
     );
+    if r.approval_steps > 0 {
+        let steps: Vec<String> = r
+            .approval_by_step
+            .map
+            .iter()
+            .map(|(k, n)| {
+                format!(
+                    "<span data-step=\"{}\" data-count=\"{n}\">{} {n}</span>",
+                    esc(k),
+                    esc(k)
+                )
+            })
+            .collect();
+        let _ = write!(
+            h,
+            "<p class=\"muted\" id=\"approval-by-step\">Approval steps (human approvals; not decisions): {}.</p>",
+            steps.join(", ")
+        );
+    }
+    if let Some(line) = r.torn_tail {
+        let _ = write!(
+            h,
+            "<p class=\"muted\" id=\"torn-tail\" data-line=\"{line}\">The last line ({line}) is a record cut off while it was written (a crash or a full disk); it is not counted.</p>"
+        );
+    }
     volume(&mut h, r);
     reasons(&mut h, r);
     tools(&mut h, r);

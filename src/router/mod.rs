@@ -124,7 +124,12 @@ impl Router {
 
     /// Rebuilds the table from every ready upstream's lists. Returns which list
     /// kinds changed (tools, resources, prompts) so the host is told only then.
-    pub fn rebuild(&self, enforcer: &Enforcer) -> (bool, bool, bool) {
+    /// `ctx` is the session's (its identity decides what `visible` shows).
+    pub fn rebuild(
+        &self,
+        enforcer: &Enforcer,
+        ctx: &crate::decision::DecisionContext,
+    ) -> (bool, bool, bool) {
         let mut t = RouteTable::default();
         let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
         let startup = !self
@@ -140,7 +145,7 @@ impl Router {
             let lists = up.lists();
             for tool in &lists.tools {
                 let annotations = crate::front::session::annotations_value(tool);
-                let listed = enforcer.tool_listed(server, &tool.name, &annotations);
+                let listed = enforcer.tool_listed(server, &tool.name, &annotations, ctx);
                 let exposed = self.exposed_name(server, &tool.name);
                 if let Some(owner) = claim(&mut still_claimed, &exposed, server) {
                     report_collision(&mut t.withheld, &exposed, server, &owner, startup);

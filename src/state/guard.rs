@@ -333,6 +333,26 @@ impl Guard {
         }
     }
 
+    /// Gives back the rate-limit charge of an allowed call that gavel then
+    /// did not make through no doing of the agent's (its decision record
+    /// could not be written). Unlike a refused approval, nothing was asked of
+    /// anyone: the agent keeps its allowance.
+    pub fn refund_limits(&self, who: &Who, limits: &[&Limit]) {
+        if limits.is_empty() {
+            return;
+        }
+        let keys: Vec<(String, super::Rate)> = limits
+            .iter()
+            .map(|l| (l.key(who.server, who.tool, who.user, who.agent), l.rate))
+            .collect();
+        if let Err(e) = self
+            .store()
+            .and_then(|s| s.refund(&keys, None).map_err(|e| e.to_string()))
+        {
+            tracing::error!(server = %who.server, tool = %who.tool, "could not give back the rate-limit charge of a call that was not made: {e}");
+        }
+    }
+
     /// Result tokens, counted after the call (the next call sees them), in
     /// the period the call was charged to.
     pub fn charge_result_tokens(&self, receipt: &Receipt, tokens: u64) {

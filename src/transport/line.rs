@@ -4,7 +4,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use rmcp::model::{ErrorCode, ErrorData, RequestId};
+use rmcp::model::{ErrorCode, ErrorData, ProgressToken, RequestId};
 use rmcp::service::{RxJsonRpcMessage, ServiceRole, TxJsonRpcMessage};
 use rmcp::transport::Transport;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -39,7 +39,12 @@ enum ReadState {
     },
 }
 
+/// Sees the token of every progress notification the peer sends, in the
+/// order it sent them (see `upstream::progress`).
+pub type ProgressObserver = Arc<dyn Fn(ProgressToken) + Send + Sync>;
+
 pub struct LineTransport<Role, R, W> {
+    progress: Option<ProgressObserver>,
     reader: BufReader<R>,
     line: Vec<u8>,
     state: ReadState,
@@ -57,6 +62,7 @@ where
 {
     pub fn new(reader: R, writer: W, max_bytes: usize, label: LinkLabel) -> Self {
         Self {
+            progress: None,
             reader: BufReader::with_capacity(64 * 1024, reader),
             line: Vec::new(),
             state: ReadState::Normal,
@@ -65,6 +71,12 @@ where
             label,
             _role: PhantomData,
         }
+    }
+
+    /// Reports each progress notification read (before rmcp handles it).
+    pub fn with_progress_observer(mut self, observer: ProgressObserver) -> Self {
+        self.progress = Some(observer);
+        self
     }
 
     async fn write_message(
@@ -147,7 +159,14 @@ where
         }
         let parsed = serde_json::from_slice::<RxJsonRpcMessage<Role>>(body);
         let out = match parsed {
-            Ok(msg) => Some(msg),
+            Ok(msg) => {
+                if let Some(observe) = &self.progress
+                    && let Some(token) = progress_token_of(body)
+                {
+                    observe(token);
+                }
+                Some(msg)
+            }
             Err(e) => {
                 self.bad_message(body, e);
                 None
@@ -212,6 +231,20 @@ where
             self.reply_error(ErrorData::new(ErrorCode::INVALID_REQUEST, msg, None), id);
         }
     }
+}
+
+/// The progress token of a raw JSON-RPC line, if it is a progress
+/// notification (checked cheaply first: most lines are not).
+fn progress_token_of(line: &[u8]) -> Option<ProgressToken> {
+    const NEEDLE: &[u8] = b"notifications/progress";
+    if !line.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    if v.get("method")?.as_str()? != "notifications/progress" {
+        return None;
+    }
+    serde_json::from_value(v.get("params")?.get("progressToken")?.clone()).ok()
 }
 
 enum Step {
@@ -333,7 +366,25 @@ mod tests {
     use super::*;
     use rmcp::RoleClient;
     use rmcp::RoleServer;
+    use rmcp::model::NumberOrString;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    fn t(n: i64) -> ProgressToken {
+        ProgressToken(NumberOrString::Number(n))
+    }
+
+    #[test]
+    fn progress_lines_are_recognised() {
+        let line = br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":3,"progress":1}}"#;
+        assert_eq!(progress_token_of(line), Some(t(3)));
+        let s = br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"a","progress":1}}"#;
+        assert_eq!(
+            progress_token_of(s),
+            Some(ProgressToken(NumberOrString::String("a".into())))
+        );
+        let result = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"notifications/progress"}]}}"#;
+        assert_eq!(progress_token_of(result), None);
+    }
 
     fn label(answer: bool) -> LinkLabel {
         LinkLabel {

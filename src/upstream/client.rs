@@ -5,7 +5,6 @@
 // 2026-07-28 (SEP-2577) but are exactly what the 2024-11-05 … 2025-11-25 era gavel serves.
 #![allow(deprecated)]
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +13,7 @@ use rmcp::model::{
     ClientConfig, ClientResult, CreateMessageRequest, CreateMessageRequestParams,
     CreateMessageResult, CustomNotification, ElicitRequest, ElicitRequestParams, ElicitResult,
     ErrorData, ListRootsRequest, ListRootsResult, LoggingMessageNotificationParam,
-    ProgressNotificationParam, ProgressToken, ResourceUpdatedNotificationParam, ServerNotification,
-    ServerRequest,
+    ProgressNotificationParam, ResourceUpdatedNotificationParam, ServerNotification, ServerRequest,
 };
 use rmcp::model::{GetExtensions, GetMeta};
 use rmcp::service::{NotificationContext, RequestContext, RoleClient};
@@ -25,18 +23,7 @@ use tokio::sync::mpsc;
 use crate::decision::{Action, ActionType, Enforcer, Verdict, deny};
 use crate::front::host::HostLink;
 
-/// Upstream progress token → the host's progress token for the same call.
-/// A tokio mutex: the forwarder holds it across `send_request_with_option` so
-/// that a progress notification racing the insert waits instead of being lost.
-pub type ProgressMap = tokio::sync::Mutex<
-    HashMap<
-        ProgressToken,
-        (
-            ProgressToken,
-            rmcp::service::Peer<rmcp::service::RoleServer>,
-        ),
-    >,
->;
+pub use super::progress::ProgressMap;
 
 /// List kinds an upstream can announce changes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,11 +193,14 @@ impl ClientHandler for UpstreamClient {
             .cloned();
         // Progress for a token gavel did not hand out (or whose call is over) is
         // dropped: the host never asked for it. It goes to the peer that asked.
+        let upstream_token = params.progress_token.clone();
         if let Some((token, peer)) = host_token {
             let mut p = params;
             p.progress_token = token;
             let _ = peer.notify_progress(p).await;
         }
+        // The call's result may be waiting for this one (`ProgressMap::settle`).
+        self.progress.forwarded(&upstream_token);
     }
 
     async fn on_logging_message(

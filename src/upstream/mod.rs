@@ -8,6 +8,7 @@
 pub mod child;
 pub mod client;
 mod lists;
+pub mod progress;
 pub mod supervisor;
 
 use std::sync::{Arc, RwLock};
@@ -42,6 +43,9 @@ pub enum Phase {
 }
 
 /// A live connection to the upstream.
+/// How long a result waits for the progress notifications read before it.
+const PROGRESS_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct Connection {
     pub peer: Peer<RoleClient>,
     pub capabilities: ServerCapabilities,
@@ -57,6 +61,11 @@ pub struct Upstream {
     lists: RwLock<Arc<UpstreamLists>>,
     pub stderr_tail: child::StderrTail,
     restarts: std::sync::atomic::AtomicU64,
+    /// The tool digests of the last tool listing, kept across restarts (the
+    /// lists are emptied while the upstream is down), so a definition that
+    /// changed while it was down is still seen and logged.
+    pub(crate) last_tool_digests:
+        std::sync::Mutex<Option<std::collections::HashMap<String, String>>>,
     /// Set for `session_mode = "shared"`: the sessions this upstream serves.
     pub shared: Option<Arc<shared::SharedRoute>>,
 }
@@ -106,6 +115,7 @@ impl Upstream {
             lists: RwLock::new(Arc::new(UpstreamLists::default())),
             stderr_tail: child::StderrTail::default(),
             restarts: Default::default(),
+            last_tool_digests: Default::default(),
             shared,
         })
     }
@@ -205,6 +215,7 @@ impl Upstream {
                 // upstream, progress must reach the session that asked.
                 map.insert(handle.progress_token.clone(), (t, host_cx.peer.clone()));
             }
+            conn.progress.track(&handle.progress_token);
             handle
         };
         let token = handle.progress_token.clone();
@@ -221,6 +232,9 @@ impl Upstream {
                 Err(ErrorData::internal_error("request cancelled by the agent host", None))
             }
         };
+        // Progress the upstream sent before its result reaches the host
+        // before the result does (see `progress`).
+        conn.progress.settle(&token, PROGRESS_SETTLE).await;
         conn.progress.lock().await.remove(&token);
         result
     }

@@ -176,12 +176,14 @@ async fn run_once(up: &Arc<Upstream>, deps: &SupervisorDeps) -> Result<String, S
                 answer_garbage: false,
                 refuse_discover: false,
             };
+            let ledger = progress.clone();
             let transport = LineTransport::<RoleClient, _, _>::new(
                 spawned.stdout,
                 spawned.stdin,
                 deps.limits.max_message_bytes,
                 label,
-            );
+            )
+            .with_progress_observer(Arc::new(move |token| ledger.read(token)));
             let proc = Some((spawned.child, spawned.pid));
             match tokio::time::timeout(timeout, handler.serve(transport)).await {
                 Ok(Ok(r)) => (r, proc),
@@ -280,6 +282,7 @@ async fn serve_connection(
         tools = fresh.tools.len(), resources = fresh.resources.len(), prompts = fresh.prompts.len(),
         "upstream ready"
     );
+    compare_tool_digests(up, &fresh.tool_digests, "after a restart");
     *up.lists.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
     *up.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Connection {
         peer: peer.clone(),
@@ -314,8 +317,7 @@ async fn serve_connection(
 }
 
 /// Re-fetches one list after the upstream's `list_changed`; logs every change
-/// of a tool definition (a tool changing under the same name is how a
-/// "rug pull" looks).
+/// of a tool definition ([`compare_tool_digests`]).
 async fn refresh(
     up: &Arc<Upstream>,
     deps: &SupervisorDeps,
@@ -329,26 +331,44 @@ async fn refresh(
         return;
     }
     if kind == ListKind::Tools {
-        let old = up.lists();
-        for (name, digest) in &next.tool_digests {
-            match old.tool_digests.get(name) {
+        compare_tool_digests(up, &next.tool_digests, "after list_changed");
+    }
+    *up.lists.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+    deps.changed.send(up.name.clone());
+}
+
+/// Logs how a tool listing differs from the upstream's previous one — in
+/// this connection (after `list_changed`) or in the one before a restart —
+/// and makes it the new baseline. A tool changing under the same name is how
+/// a "rug pull" looks, so a changed definition is a warning with both
+/// digests; the first listing of a gavel process is the baseline.
+fn compare_tool_digests(
+    up: &Upstream,
+    next: &std::collections::HashMap<String, String>,
+    when: &str,
+) {
+    let mut last = up
+        .last_tool_digests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(old) = last.as_ref() {
+        let mut names: Vec<&String> = next.keys().collect();
+        names.sort();
+        for name in names {
+            let digest = &next[name];
+            match old.get(name) {
                 Some(d) if d != digest => {
-                    tracing::warn!(server = %up.name, tool = %name, old = %d, new = %digest, "tool definition changed")
+                    tracing::warn!(server = %up.name, tool = %name, old = %d, new = %digest, "tool definition changed {when}")
                 }
                 None => {
-                    tracing::info!(server = %up.name, tool = %name, digest = %digest, "tool added")
+                    tracing::info!(server = %up.name, tool = %name, digest = %digest, "tool added {when}")
                 }
                 _ => {}
             }
         }
-        for name in old
-            .tool_digests
-            .keys()
-            .filter(|n| !next.tool_digests.contains_key(*n))
-        {
-            tracing::info!(server = %up.name, tool = %name, "tool removed");
+        for name in old.keys().filter(|n| !next.contains_key(*n)) {
+            tracing::info!(server = %up.name, tool = %name, "tool removed {when}");
         }
     }
-    *up.lists.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-    deps.changed.send(up.name.clone());
+    *last = Some(next.clone());
 }

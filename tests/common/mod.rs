@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod metrics;
+pub mod policy;
+pub mod raw;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
@@ -291,31 +294,6 @@ impl TestClock {
     pub fn advance(&self, secs: f64) {
         std::fs::write(&self.0, format!("{}", self.now() + secs)).unwrap();
     }
-}
-
-/// `GET /metrics` from a gavel serving metrics on `port`.
-pub async fn scrape_metrics(port: u16) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("the metrics port answers");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out
-}
-
-/// The value of the metrics sample whose line starts with `series` (0 when
-/// absent).
-pub fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 pub async fn connect_cmd(mut cmd: tokio::process::Command, host: TestHost) -> Client {

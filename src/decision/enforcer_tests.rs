@@ -1,0 +1,67 @@
+//! The enforcer as a whole, built from a config: list filtering per session
+//! identity.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::*;
+
+/// An enforcer for one server `fx` with a one-file bundle.
+fn enforcer(dir: &Path, rego: &str) -> Enforcer {
+    let b = dir.join("b");
+    std::fs::create_dir_all(b.join("p")).unwrap();
+    std::fs::write(
+        b.join(".manifest"),
+        json!({"revision": "1", "roots": ["p"]}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(b.join("p/policy.rego"), rego).unwrap();
+    let toml = format!(
+        "[identity.user]\nid = \"configured\"\n\n[servers.fx]\ncommand = \"x\"\nbundle = {:?}\n",
+        b.display().to_string()
+    );
+    let config = Config::from_toml_str(&toml, &dir.join("servers.toml"), &|_| None).unwrap();
+    Enforcer::from_config(&config).unwrap()
+}
+
+fn as_user(id: &str, groups: &[&str]) -> DecisionContext {
+    let mut identity = Identity::default();
+    identity.user.id = id.into();
+    identity.user.groups = groups.iter().map(|g| g.to_string()).collect();
+    DecisionContext {
+        session_id: format!("session-of-{id}"),
+        identity: Some(Arc::new(identity)),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn visible_sees_the_sessions_identity() {
+    let d = tempfile::tempdir().unwrap();
+    let e = enforcer(
+        d.path(),
+        "package p\ndecision := {\"allow\": true}\n\
+         default visible := false\n\
+         visible if input.action.tool == \"read\"\n\
+         visible if \"admins\" in input.user.groups\n\
+         visible if input.user.id == \"configured\"\n",
+    );
+    let listed = |ctx: &DecisionContext| -> Vec<&str> {
+        ["read", "drop_table"]
+            .into_iter()
+            .filter(|t| e.tool_listed("fx", t, &json!({}), ctx))
+            .collect()
+    };
+    assert_eq!(
+        listed(&as_user("ada", &["admins"])),
+        vec!["read", "drop_table"]
+    );
+    assert_eq!(listed(&as_user("bob", &["staff"])), vec!["read"]);
+    // No session identity (stdio): the configured one.
+    assert_eq!(
+        listed(&DecisionContext::default()),
+        vec!["read", "drop_table"]
+    );
+}

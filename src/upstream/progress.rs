@@ -1,0 +1,166 @@
+//! Progress notifications of forwarded requests: where each goes, and their
+//! order against the request's result.
+//!
+//! rmcp rewrites the progress token of every request it sends (an upstream
+//! sees rmcp's own counter), so gavel keeps a route from the upstream's token
+//! back to the host's token and peer. Order is the subtle part: rmcp hands
+//! each incoming notification to a task of its own, while a response goes
+//! straight to the waiting request, so the result of a call can overtake the
+//! progress that the upstream sent before it — and a progress notification
+//! handled after its call ended has no route any more and is lost (the host
+//! saw a call end without its last progress: the conformance suite's
+//! `tools-call-with-progress` failed now and then through gavel).
+//!
+//! So every line read from a stdio upstream is counted when it is a progress
+//! notification (`read`, in the order the upstream wrote it), every handled
+//! notification is counted too (`forwarded`), and a call whose result has
+//! arrived first waits — bounded — until the progress read before it has been
+//! forwarded ([`ProgressMap::settle`]). Over HTTP rmcp's client owns the
+//! stream, nothing is counted, and `settle` returns at once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rmcp::model::ProgressToken;
+use rmcp::service::{Peer, RoleServer};
+
+/// Counts kept per upstream token at most (late or foreign progress beyond
+/// this is not counted: ordering falls back to rmcp's).
+const MAX_TRACKED: usize = 4096;
+
+#[derive(Default)]
+struct Counts {
+    read: u64,
+    forwarded: u64,
+    /// A call is waiting for this token (it is removed when the call ends).
+    tracked: bool,
+}
+
+/// Upstream progress token → the host's token and peer for the same call,
+/// and the read/forwarded ledger that keeps a result behind its progress.
+#[derive(Default)]
+pub struct ProgressMap {
+    /// A tokio mutex: the forwarder holds it across `send_request_with_option`
+    /// so that a progress notification racing the insert waits instead of
+    /// being lost.
+    routes: tokio::sync::Mutex<HashMap<ProgressToken, (ProgressToken, Peer<RoleServer>)>>,
+    ledger: std::sync::Mutex<HashMap<ProgressToken, Counts>>,
+    changed: tokio::sync::Notify,
+}
+
+impl ProgressMap {
+    pub async fn lock(
+        &self,
+    ) -> tokio::sync::MutexGuard<'_, HashMap<ProgressToken, (ProgressToken, Peer<RoleServer>)>>
+    {
+        self.routes.lock().await
+    }
+
+    fn counts<T>(&self, f: impl FnOnce(&mut HashMap<ProgressToken, Counts>) -> T) -> T {
+        f(&mut self.ledger.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A forwarded request's token: its result will [`settle`](Self::settle).
+    pub fn track(&self, token: &ProgressToken) {
+        self.counts(|m| {
+            if m.len() < MAX_TRACKED || m.contains_key(token) {
+                m.entry(token.clone()).or_default().tracked = true;
+            }
+        });
+    }
+
+    /// The transport read a progress notification for `token`.
+    pub fn read(&self, token: ProgressToken) {
+        self.counts(|m| {
+            if m.len() < MAX_TRACKED || m.contains_key(&token) {
+                m.entry(token).or_default().read += 1;
+            }
+        });
+    }
+
+    /// A progress notification for `token` was handled (forwarded or
+    /// dropped).
+    pub fn forwarded(&self, token: &ProgressToken) {
+        self.counts(|m| {
+            if let Some(c) = m.get_mut(token) {
+                c.forwarded += 1;
+                if !c.tracked && c.forwarded >= c.read {
+                    m.remove(token);
+                }
+            }
+        });
+        self.changed.notify_waiters();
+    }
+
+    fn pending(&self, token: &ProgressToken) -> bool {
+        self.counts(|m| m.get(token).is_some_and(|c| c.forwarded < c.read))
+    }
+
+    /// Waits until every progress notification read for `token` before now
+    /// has been handled, at most `within`; then forgets the token.
+    pub async fn settle(&self, token: &ProgressToken, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if !self.pending(token) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                tracing::debug!(
+                    ?token,
+                    "progress still being forwarded when the result went out"
+                );
+                break;
+            }
+        }
+        self.counts(|m| m.remove(token));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::NumberOrString;
+
+    fn t(n: i64) -> ProgressToken {
+        ProgressToken(NumberOrString::Number(n))
+    }
+
+    #[tokio::test]
+    async fn a_result_waits_for_the_progress_read_before_it() {
+        let m = std::sync::Arc::new(ProgressMap::default());
+        m.track(&t(1));
+        m.read(t(1));
+        m.read(t(1));
+        let waiter = {
+            let m = m.clone();
+            tokio::spawn(async move { m.settle(&t(1), Duration::from_secs(30)).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "two notifications still to forward");
+        m.forwarded(&t(1));
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one still to forward");
+        m.forwarded(&t(1));
+        waiter.await.unwrap();
+        assert!(m.counts(|c| c.is_empty()), "forgotten once settled");
+        // Nothing read: no wait at all.
+        m.track(&t(2));
+        m.settle(&t(2), Duration::from_secs(30)).await;
+    }
+
+    #[tokio::test]
+    async fn late_or_foreign_progress_leaves_nothing_behind_and_the_wait_is_bounded() {
+        let m = ProgressMap::default();
+        m.read(t(7));
+        m.forwarded(&t(7));
+        assert!(m.counts(|c| c.is_empty()));
+        // A notification that is never handled cannot hold a result forever.
+        m.track(&t(8));
+        m.read(t(8));
+        m.settle(&t(8), Duration::from_millis(10)).await;
+        assert!(m.counts(|c| c.is_empty()));
+    }
+}

@@ -1,0 +1,64 @@
+//! Policy-side helpers shared by the end-to-end tests: the fixture's bundle,
+//! one-file bundles, a config with a decision log, and reading that log.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::{Setup, fixture_server};
+
+/// `tests/bundles/fixture` (root `mcp/fixture`, revision 9.9.9).
+pub fn fixture_bundle() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture")
+}
+
+/// A one-file bundle under `dir/name` with root `root` (revision `<name>-1`).
+pub fn bundle(dir: &Path, name: &str, root: &str, manifest_extra: Value, rego: &str) -> PathBuf {
+    let b = dir.join(name);
+    std::fs::create_dir_all(b.join(root)).unwrap();
+    let mut m = json!({"revision": format!("{name}-1"), "roots": [root]});
+    if let (Some(m), Some(extra)) = (m.as_object_mut(), manifest_extra.as_object()) {
+        m.extend(extra.clone());
+    }
+    std::fs::write(b.join(".manifest"), m.to_string()).unwrap();
+    std::fs::write(b.join(root).join("policy.rego"), rego).unwrap();
+    b
+}
+
+/// One fixture server `fx` (recording to `r.jsonl`) with `bundles`, user
+/// `ada`, and a decision log at `decisions.jsonl`; `top` goes first (other
+/// sections), `extra_server` after the server's keys.
+pub fn config(s: &Setup, bundles: &[&Path], extra_server: &str, top: &str) -> String {
+    let list: Vec<String> = bundles
+        .iter()
+        .map(|b| format!("{:?}", b.display().to_string()))
+        .collect();
+    format!(
+        "{top}\n[identity.user]\nid = \"ada\"\ngroups = [\"engineering\"]\n\n[log]\ndecisions = {:?}\nsecret_fields = [\"note\"]\nmax_arg_bytes = 256\n\n{}bundles = [{}]\n{extra_server}\n",
+        s.path("decisions.jsonl").display().to_string(),
+        fixture_server("fx", &[], &s.path("r.jsonl")),
+        list.join(", ")
+    )
+}
+
+/// Every record of a decision log file (none when it does not exist).
+pub fn records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is one JSON record"))
+        .collect()
+}
+
+/// The setup's `decisions.jsonl`.
+pub fn decisions(s: &Setup) -> Vec<Value> {
+    records(&s.path("decisions.jsonl"))
+}
+
+/// The JSON-RPC error code of a failed request.
+pub fn error_code(e: &rmcp::ServiceError) -> Option<i32> {
+    match e {
+        rmcp::ServiceError::McpError(d) => Some(d.code.0),
+        _ => None,
+    }
+}
