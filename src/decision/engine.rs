@@ -561,11 +561,12 @@ impl PolicyEngine {
                 rest.push(i);
                 continue;
             };
-            let (projected, key) = memo.project(input);
+            let key = memo.key(input);
             if let Some(v) = key.as_deref().and_then(|k| memo.get(k)) {
                 values[i] = v;
                 continue;
             }
+            let projected = memo.project(input);
             let v = b.own.as_ref().unwrap_or(&self.pool).with(|engine| {
                 engine.set_input(to_regorus(&projected));
                 self.eval(engine, &b.decision_rule)

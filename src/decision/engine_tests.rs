@@ -508,14 +508,9 @@ fn what_is_memoized() {
     let b = Arc::new(load_bundle(d2.path(), &BundleLimits::default()).unwrap());
     let e = PolicyEngine::build("srv", vec![a, b], &opts()).unwrap();
     let key = |i: usize| {
-        e.bundles[i]
-            .memo
-            .as_ref()
-            .unwrap()
-            .project(
-                &json!({"user": {"id": "x", "groups": []}, "action": {"tool": "t", "args": {}}}),
-            )
-            .0
+        e.bundles[i].memo.as_ref().unwrap().project(
+            &json!({"user": {"id": "x", "groups": []}, "action": {"tool": "t", "args": {}}}),
+        )
     };
     assert_eq!(key(0), json!({"user": {"id": "x"}}));
     assert_eq!(

@@ -58,16 +58,39 @@ impl Memo {
         }
     }
 
-    /// The input restricted to the paths the layer reads, and its key —
-    /// `None` while the memo is bypassed (then neither look up nor store).
-    pub(super) fn project(&self, input: &Value) -> (Value, Option<String>) {
-        let projected = project(input, &self.paths);
+    /// The key of `input` for this layer — the values at the paths the
+    /// layer reads, written straight from the input (no projected document
+    /// is built for a lookup) — or `None` while the memo is bypassed (then
+    /// neither look up nor store). Each path gives `+<json>` when present
+    /// and `-` when absent, comma-separated: one key per projection.
+    pub(super) fn key(&self, input: &Value) -> Option<String> {
         let bypassing = self
             .bypass
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok();
-        let key = (!bypassing).then(|| projected.to_string());
-        (projected, key)
+        if bypassing {
+            return None;
+        }
+        let mut key = Vec::with_capacity(128);
+        for (i, path) in self.paths.iter().enumerate() {
+            if i > 0 {
+                key.push(b',');
+            }
+            match path.iter().try_fold(input, |v, k| v.get(k)) {
+                Some(v) => {
+                    key.push(b'+');
+                    serde_json::to_writer(&mut key, v).ok()?;
+                }
+                None => key.push(b'-'),
+            }
+        }
+        String::from_utf8(key).ok()
+    }
+
+    /// The input restricted to the paths the layer reads: what a miss is
+    /// evaluated on.
+    pub(super) fn project(&self, input: &Value) -> Value {
+        project(input, &self.paths)
     }
 
     fn count(&self, hit: bool) {
@@ -164,6 +187,32 @@ mod tests {
     }
 
     #[test]
+    fn keys_tell_every_projection_apart() {
+        let m = Memo::new([p("a"), p("b.c")]);
+        let keys: Vec<String> = [
+            json!({}),
+            json!({"a": null}),
+            json!({"a": "x"}),
+            json!({"a": "x,+1"}),
+            json!({"a": "x", "b": {"c": 1}}),
+            json!({"b": {"c": 1}}),
+            json!({"b": {"c": 1, "d": 2}}),
+            json!({"b": "not an object"}),
+        ]
+        .iter()
+        .map(|i| m.key(i).unwrap())
+        .collect();
+        // Equal projections (a missing `b.c` whichever way) share a key…
+        assert_eq!(keys[0], keys[7]);
+        assert_eq!(keys[5], keys[6], "b.d is not read");
+        // …and different ones never do.
+        let mut distinct: Vec<&String> = keys.iter().collect();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), keys.len() - 2, "{keys:?}");
+    }
+
+    #[test]
     fn memo_is_bounded() {
         let m = Memo::new([p("a")]);
         m.put("x".repeat(MAX_KEY_BYTES + 1), json!(1));
@@ -178,21 +227,20 @@ mod tests {
     fn a_memo_that_never_answers_is_bypassed_then_tried_again() {
         let m = Memo::new([p("n")]);
         for i in 0..WINDOW {
-            let (_, key) = m.project(&json!({"n": i}));
-            let key = key.expect("not bypassed yet");
+            let key = m.key(&json!({"n": i})).expect("not bypassed yet");
             assert!(m.get(&key).is_none());
             m.put(key, json!(i));
         }
         for i in 0..BYPASS {
-            assert!(m.project(&json!({"n": i})).1.is_none(), "bypassed");
+            assert!(m.key(&json!({"n": i})).is_none(), "bypassed");
         }
-        assert!(m.project(&json!({"n": 0})).1.is_some(), "tried again");
+        assert!(m.key(&json!({"n": 0})).is_some(), "tried again");
         // A memo that answers often stays on.
         let m = Memo::new([p("n")]);
-        m.put(json!({"n": 1}).to_string(), json!(1));
+        m.put(m.key(&json!({"n": 1})).unwrap(), json!(1));
         for _ in 0..3 * WINDOW {
-            let (_, key) = m.project(&json!({"n": 1}));
-            assert!(m.get(&key.expect("on")).is_some());
+            let key = m.key(&json!({"n": 1})).expect("on");
+            assert!(m.get(&key).is_some());
         }
     }
 }
