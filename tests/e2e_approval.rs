@@ -550,3 +550,41 @@ async fn a_declined_call_gives_back_its_budget() {
     assert_eq!(reasons(&over), json!(["budget_exceeded"]));
     client.cancel().await.unwrap();
 }
+
+/// No record, no effect, for approvals too: the user approves, but the
+/// decision log can no longer be written (here: reopened on SIGHUP onto
+/// /dev/full while the question is open), so the call is refused with
+/// `audit_unavailable` and never reaches the upstream.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_that_cannot_be_recorded_is_not_carried_out() {
+    let s = setup("");
+    let mut host = TestHost::new();
+    host.elicit_until = Some(s.path("answer-now"));
+    let seen = host.seen.clone();
+    let (client, pid, _child) = s.connect_with_pid(host).await;
+    let pending = tokio::spawn(async move {
+        let r = call(&client, "destructive_delete", json!({"path": "/tmp/x"})).await;
+        (client, r)
+    });
+    eventually("the user is asked", || {
+        seen.lock().unwrap().elicitations.len() == 1
+    })
+    .await;
+    assert_eq!(steps(&s), ["requested"]);
+    let log = s.path("decisions.jsonl");
+    std::fs::remove_file(&log).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    eventually("gavel reopened its decision log", || {
+        s.log_text().contains("decision log reopened")
+    })
+    .await;
+    std::fs::write(s.path("answer-now"), "").unwrap();
+    let (client, r) = pending.await.unwrap();
+    let r = r.unwrap();
+    assert_eq!(r.is_error, Some(true), "{}", text(&r));
+    assert_eq!(reasons(&r), json!(["audit_unavailable"]), "{}", text(&r));
+    assert_eq!(deletes(&s), 0, "approved but unrecorded: never forwarded");
+    client.cancel().await.unwrap();
+}

@@ -95,6 +95,12 @@ impl Enforcer {
         Ok(log.write(&event)?)
     }
 
+    /// [`Enforcer::unrecorded`] for a record written outside `decide` (an
+    /// approval step): whether `d`, allowed, became `audit_unavailable`.
+    pub fn refuse_unrecorded(&self, d: &mut Decision, why: String) -> bool {
+        self.unrecorded(d, &RecordError::Write(std::io::Error::other(why)))
+    }
+
     /// The decision after its record could not be written: refused
     /// (`audit_unavailable`, same decision id) unless `on_write_error =
     /// "allow"`. Returns whether an allowed decision was turned into a deny

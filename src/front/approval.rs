@@ -65,10 +65,10 @@ fn log_step(
     a: &Approval,
     step: &str,
     settled: Option<&Decision>,
-) {
+) -> Result<(), String> {
     tracing::info!(server = %action.server, tool = %action.tool, decision_id = d.decision_id.as_deref().unwrap_or("-"), step, "approval");
     let Some(log) = enforcer.decision_log() else {
-        return;
+        return Ok(());
     };
     let mut record = json!({
         "decision_id": d.decision_id,
@@ -90,9 +90,10 @@ fn log_step(
     if let Some(result) = settled {
         record["result"] = serde_json::to_value(result).unwrap_or(Value::Null);
     }
-    if let Err(e) = log.write(&record) {
+    log.write(&record).map_err(|e| {
         tracing::error!("approval step not logged: {e}");
-    }
+        format!("the approval step {step:?} could not be recorded: {e}")
+    })
 }
 
 /// The approval step of an allowed request: `Ok` when it may be forwarded,
@@ -121,9 +122,24 @@ pub async fn settle(
         tool: &action.tool,
         args: &action.args,
     };
-    let (step, outcome) = ask(enforcer, host, &subject, action, d, a, progress).await;
+    let (step, mut outcome) = ask(enforcer, host, &subject, action, d, a, progress).await;
+    // No record, no effect: an approval whose final step cannot be recorded
+    // is not carried out (unless `[log] on_write_error = "allow"`).
+    if let Err(why) = log_step(
+        enforcer,
+        d,
+        action,
+        a,
+        step,
+        Some(outcome.as_ref().err().unwrap_or(d)),
+    ) && outcome.is_ok()
+    {
+        let mut denial = d.clone();
+        if enforcer.refuse_unrecorded(&mut denial, why) {
+            outcome = Err(denial);
+        }
+    }
     let effective = outcome.as_ref().err().unwrap_or(d);
-    log_step(enforcer, d, action, a, step, Some(effective));
     enforcer.count_outcome(action, effective);
     if outcome.is_err() {
         enforcer.refund(permit);
@@ -205,7 +221,13 @@ async fn ask(
             );
         }
     };
-    log_step(enforcer, d, action, a, "requested", None);
+    // A question whose asking cannot be recorded is not asked.
+    if let Err(why) = log_step(enforcer, d, action, a, "requested", None) {
+        let mut denial = d.clone();
+        if enforcer.refuse_unrecorded(&mut denial, why) {
+            return ("unrecorded", Err(denial));
+        }
+    }
     let request = peer.create_elicitation(ElicitRequestParams::FormElicitationParams {
         meta: None,
         message,

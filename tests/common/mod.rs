@@ -47,6 +47,9 @@ pub struct TestHost {
     pub approve: bool,
     /// How long the user "thinks" before answering an elicitation.
     pub elicit_delay: Option<Duration>,
+    /// Answer an elicitation only once this file exists (the test decides
+    /// when, at most `PATIENCE` later).
+    pub elicit_until: Option<PathBuf>,
 }
 
 impl TestHost {
@@ -61,6 +64,7 @@ impl TestHost {
             elicit_action: ElicitationAction::Accept,
             approve: true,
             elicit_delay: None,
+            elicit_until: None,
         }
     }
 
@@ -149,6 +153,12 @@ impl ClientHandler for TestHost {
             .push(serde_json::to_value(&p).unwrap());
         if let Some(d) = self.elicit_delay {
             tokio::time::sleep(d).await;
+        }
+        if let Some(f) = &self.elicit_until {
+            let start = std::time::Instant::now();
+            while !f.exists() && start.elapsed() < PATIENCE {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         let content = (self.elicit_action == ElicitationAction::Accept).then(
             || serde_json::json!({"confirm": true, "note": "from the e2e host", "approve": self.approve}),
