@@ -588,3 +588,43 @@ async fn an_approval_that_cannot_be_recorded_is_not_carried_out() {
     assert_eq!(deletes(&s), 0, "approved but unrecorded: never forwarded");
     client.cancel().await.unwrap();
 }
+
+/// `gavel report` on a real log with approvals: a decision that waited for
+/// a human is counted once, with its final outcome (approved: allowed;
+/// declined: denied), not once when asked and again when settled.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_report_counts_an_approved_and_a_declined_call_once_each() {
+    let s = setup("");
+    let yes = s.connect(TestHost::new()).await;
+    call(&yes, "destructive_delete", json!({"path": "/tmp/a"}))
+        .await
+        .unwrap();
+    yes.cancel().await.unwrap();
+    let mut host = TestHost::new();
+    host.approve = false;
+    let no = s.connect(host).await;
+    call(&no, "destructive_delete", json!({"path": "/tmp/b"}))
+        .await
+        .unwrap();
+    no.cancel().await.unwrap();
+    assert_eq!(deletes(&s), 1);
+    let page = s.path("report.html");
+    let out = gavel_cmd(&[
+        "report",
+        s.path("decisions.jsonl").to_str().unwrap(),
+        "-o",
+        page.to_str().unwrap(),
+    ]);
+    let summary = stdout_ok(out);
+    assert!(
+        summary.contains("2 decisions (1 denied)"),
+        "{summary}\n{:#?}",
+        s.decisions()
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("id=\"total\" data-value=\"2\""), "{summary}");
+    assert!(
+        !html.contains("approval-unsettled"),
+        "every approval settled"
+    );
+}

@@ -177,9 +177,13 @@ pub struct Report {
     pub revisions: Capped<(String, String, String), Seen>,
     pub decision_ns: Histogram,
     pub eval_ns: Histogram,
-    /// Approval-step records (`approval` without `result`): the steps of a
-    /// human approval, not decisions.
+    /// Approval-step records (`approval`): the steps of a human approval.
+    /// The final one (`approval.final`, with `result`) carries the outcome
+    /// of the decision that waited for it.
     pub approval_steps: u64,
+    /// Decisions that waited for a human and whose final approval record is
+    /// not in the log (gavel stopped while the user was being asked).
+    pub approval_unsettled: u64,
     /// Approval steps by step (requested, approved, declined, …).
     pub approval_by_step: Capped<String, u64>,
     /// The line of a torn last record that was skipped (a crash mid-write).
@@ -210,24 +214,44 @@ impl Report {
             decision_ns: Histogram::default(),
             eval_ns: Histogram::default(),
             approval_steps: 0,
+            approval_unsettled: 0,
             approval_by_step: Capped::new(MAX_KEYS),
             torn_tail: None,
         }
     }
 
     /// Adds one record: a decision, or an approval step (counted apart).
+    ///
+    /// A decision that allowed only with a human's approval gets its
+    /// outcome from the final approval record (same decision id): counted
+    /// there, once, as allowed or denied — not when it was asked.
     pub fn add(&mut self, r: &Value) {
-        if let Some(step) = r.get("approval").filter(|_| r.get("result").is_none()) {
+        if let Some(a) = r.get("approval") {
             self.approval_steps += 1;
-            let name = step["step"].as_str().unwrap_or("?").to_string();
+            let name = a["step"].as_str().unwrap_or("?").to_string();
             *self.approval_by_step.entry(name, OTHER.into()) += 1;
+            if let Some(result) = r.get("result").filter(|_| a["final"] == true) {
+                self.approval_unsettled = self.approval_unsettled.saturating_sub(1);
+                self.outcome(r, result, a);
+            }
             return;
         }
-        let allow = r["result"]["allow"].as_bool().unwrap_or(false);
+        let result = &r["result"];
+        if result["allow"] == true && result["require_approval"].is_object() {
+            self.approval_unsettled += 1;
+        } else {
+            self.outcome(r, result, &r["input"]["action"]);
+        }
+        self.decision_record(r);
+    }
+
+    /// One decision's outcome: `action` names what was decided (`server`,
+    /// `type`, `tool`).
+    fn outcome(&mut self, r: &Value, result: &Value, action: &Value) {
+        let allow = result["allow"].as_bool().unwrap_or(false);
         self.split.add(allow);
         let ts = r["timestamp"].as_str().unwrap_or("");
-        let parsed = parse_ts(ts);
-        match parsed {
+        match parse_ts(ts) {
             Some((t, s)) => {
                 let (first, last) = &mut self.span;
                 widen(first, last, t, ts);
@@ -246,12 +270,11 @@ impl Report {
             None => self.untimed += 1,
         }
         if !allow {
-            for reason in r["result"]["reasons"].as_array().into_iter().flatten() {
+            for reason in result["reasons"].as_array().into_iter().flatten() {
                 let code = reason.as_str().unwrap_or("?").to_string();
                 *self.reasons.entry(code, OTHER.into()) += 1;
             }
         }
-        let action = &r["input"]["action"];
         let server = action["server"]
             .as_str()
             .or(r["path"].as_str())
@@ -265,6 +288,13 @@ impl Report {
         let other = (OTHER.to_string(), String::new(), String::new());
         self.tools.entry(key, other).add(allow);
         self.servers.entry(server, OTHER.into()).add(allow);
+    }
+
+    /// What a decision record says besides its outcome: the bundle
+    /// revisions it was made with and its latency.
+    fn decision_record(&mut self, r: &Value) {
+        let ts = r["timestamp"].as_str().unwrap_or("");
+        let parsed = parse_ts(ts);
         for (name, b) in r["bundles"].as_object().into_iter().flatten() {
             let key = (
                 name.clone(),
@@ -459,18 +489,24 @@ mod tests {
     fn approval_steps_are_counted_apart_from_decisions() {
         let mut r = Report::new("t");
         r.add(&rec("2026-11-22T12:00:00Z", "deploy", true, &[], 1000));
-        for step in ["requested", "declined"] {
-            r.add(
-                &json!({"decision_id": "x", "timestamp": "2026-11-22T12:00:01Z",
-                          "approval": {"step": step, "server": "fs", "tool": "deploy"}}),
-            );
-        }
-        r.add(&rec(
-            "2026-11-22T12:00:02Z",
-            "deploy",
-            false,
-            &["approval_declined"],
-            1000,
+        // A decision that waits for a human: its outcome is the final step's.
+        let mut asked = rec("2026-11-22T12:00:01Z", "deploy", true, &[], 1000);
+        asked["result"]["require_approval"] = json!({"reason": "r"});
+        r.add(&asked);
+        assert_eq!(r.split.total(), 1, "not counted while the user is asked");
+        assert_eq!(r.approval_unsettled, 1);
+        let step = |s: &str, result: Option<Value>| {
+            let mut v = json!({"decision_id": "x", "timestamp": "2026-11-22T12:00:02Z",
+                      "approval": {"step": s, "final": result.is_some(), "type": "tool_call", "server": "fs", "tool": "deploy"}});
+            if let Some(res) = result {
+                v["result"] = res;
+            }
+            v
+        };
+        r.add(&step("requested", None));
+        r.add(&step(
+            "declined",
+            Some(json!({"allow": false, "reasons": ["approval_declined"]})),
         ));
         assert_eq!(
             r.split,
@@ -480,9 +516,12 @@ mod tests {
             }
         );
         assert_eq!(r.approval_steps, 2);
+        assert_eq!(r.approval_unsettled, 0);
         assert_eq!(r.approval_by_step.map["declined"], 1);
         assert_eq!(r.top_reasons(), vec![("approval_declined", 1)]);
-        assert_eq!(r.tools.map.len(), 1);
+        assert_eq!(r.tools.map.len(), 1, "{:?}", r.tools.map);
+        // Both decision records' latencies count.
+        assert_eq!(r.decision_ns.count, 2);
     }
 
     #[test]

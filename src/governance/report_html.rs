@@ -107,8 +107,15 @@ from <span id=\"first\">{}</span> to <span id=\"last\">{}</span>.</p>",
             .collect();
         let _ = write!(
             h,
-            "<p class=\"muted\" id=\"approval-by-step\">Approval steps (human approvals; not decisions): {}.</p>",
+            "<p class=\"muted\" id=\"approval-by-step\">Approval steps (human approvals; a decision that waited for one is counted once, with the outcome of its final step): {}.</p>",
             steps.join(", ")
+        );
+    }
+    if r.approval_unsettled > 0 {
+        let _ = write!(
+            h,
+            "<p class=\"muted\" id=\"approval-unsettled\" data-value=\"{n}\">{n} decision(s) waited for a human with no final approval record in this log (gavel stopped while asking); they are not counted as allowed or denied.</p>",
+            n = r.approval_unsettled
         );
     }
     if let Some(line) = r.torn_tail {
