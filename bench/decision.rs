@@ -1,26 +1,180 @@
 //! `cargo bench --bench decision`: one full decision — input build, Rego
-//! evaluation of every layer (or its memo), decision parse and combination —
-//! on the example layered policy of the `filesystem` server (filesystem +
-//! override + shared identity + compliance + workflow bundles), warm, single
-//! thread, over a simulated session whose counters advance on every call (so
-//! the workflow layer is evaluated on every decision). Side by side, in
-//! interleaved rounds: a bare regorus evaluation of the filesystem bundle's
-//! decision rule (the floor gavel builds on). Each figure is the median over
-//! rounds of that round's percentile. Last line is the JSON summary.
+//! evaluation of every layer (or its memo), decision parse and combination,
+//! rate limits — on the example layered policy of the `filesystem` server
+//! (filesystem + override + shared identity + compliance + workflow
+//! bundles), warm, single thread, over a simulated session whose counters
+//! advance on every call (so the workflow layer is evaluated on every
+//! decision). Two sessions run side by side: one with the workflow bundle's
+//! rate limit (counters and limits: the issues' configuration, `p50_us`,
+//! `p99_us`), one with a daily budget on top (`budget_*`, a SQLite read and
+//! transaction per call). Interleaved with them, in the same rounds: a bare
+//! regorus evaluation of the filesystem bundle's decision rule (the floor
+//! gavel builds on). Each figure is the median over rounds of that round's
+//! percentile. Last line is the JSON summary.
 //!
 //! Env: BENCH_ROUNDS (default 20), BENCH_ITERS (per round and kind, default 2000).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gavel::config::Config;
 use gavel::decision::{Action, ActionType, DecisionContext, Enforcer, SessionCounters};
+use gavel::state::clock::ManualClock;
 use serde_json::{Value, json};
 
 /// The `p` quantile of one round's samples, in microseconds.
 fn pct(v: &mut [Duration], p: f64) -> f64 {
     v.sort();
     v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e6
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// A simulated agent session against one enforcer: it cycles through a few
+/// tools and paths, one call every 1.5 s of session time, and every counter
+/// advances as it would (cumulative_tokens grows on every call, so the
+/// workflow layer never sees the same facts twice; the other layers do).
+struct Session {
+    enforcer: Enforcer,
+    clock: ManualClock,
+    actions: Vec<Action>,
+    ctx: DecisionContext,
+    call: usize,
+    _state: tempfile::TempDir,
+}
+
+impl Session {
+    fn new(root: &Path, budget: bool) -> Session {
+        let mut cfg = Config::load(&root.join("servers.toml")).expect("servers.toml");
+        cfg.log.decisions = None; // measure the decision, not the disk
+        let state = tempfile::tempdir().expect("temp dir");
+        cfg.state_path = Some(state.path().join("state.sqlite"));
+        if budget {
+            cfg.budget = Some(gavel::config::Budget {
+                per: gavel::config::BudgetPer::User,
+                period: gavel::state::budget::Period::Day,
+                calls: Some(1_000_000),
+                tokens: Some(1_000_000_000),
+            });
+        }
+        let clock = ManualClock::new(1_800_000_000.0);
+        let enforcer =
+            Enforcer::from_config_with_clock(&cfg, Arc::new(clock.clone())).expect("policies load");
+        let calls: Vec<(&str, Value)> = vec![
+            (
+                "read_text_file",
+                json!({"path": "demo-data/public/readme.txt"}),
+            ),
+            ("list_directory", json!({"path": "demo-data/public"})),
+            (
+                "get_file_info",
+                json!({"path": "demo-data/public/readme.txt"}),
+            ),
+            (
+                "read_text_file",
+                json!({"path": "demo-data/public/notes.txt"}),
+            ),
+            (
+                "write_file",
+                json!({"path": "demo-data/public/out.txt", "content": "x"}),
+            ),
+            (
+                "search_files",
+                json!({"path": "demo-data/public", "pattern": "*.txt"}),
+            ),
+            ("directory_tree", json!({"path": "demo-data/public"})),
+            ("list_directory", json!({"path": "demo-data/public/sub"})),
+        ];
+        let actions = calls
+            .iter()
+            .map(|(tool, args)| Action {
+                kind: ActionType::ToolCall,
+                server: "filesystem".into(),
+                tool: tool.to_string(),
+                args: args.clone(),
+                annotations: json!({"readOnlyHint": true}),
+                annotations_trusted: false,
+                tool_digest: Some("sha256:0000".into()),
+                upstream_data_classes: vec![],
+            })
+            .collect();
+        let mut s = Session {
+            enforcer,
+            clock,
+            actions,
+            ctx: DecisionContext {
+                session_id: "bench".into(),
+                client: Some(("bench".into(), "1".into())),
+                session_age_seconds: 0.0,
+                counters: SessionCounters::default(),
+                identity: None,
+            },
+            call: 0,
+            _state: state,
+        };
+        // Warm up, and check what is measured: every call allowed, the rate
+        // limit charged on each (and the budget, when on).
+        for _ in 0..s.actions.len() {
+            let i = s.next();
+            let v = s.enforcer.decide(&s.actions[i], &s.ctx);
+            let d = v.decision();
+            assert!(
+                d.allow,
+                "the benchmark session's calls are allowed: {}",
+                s.actions[i].tool
+            );
+            assert!(
+                d.rate_limit_remaining.is_some(),
+                "the rate limit is charged on every call"
+            );
+        }
+        s
+    }
+
+    /// Advances the session to its next call; returns the action's index.
+    fn next(&mut self) -> usize {
+        let i = self.call % self.actions.len();
+        if self.call > 0 {
+            let prev = &self.actions[(self.call - 1) % self.actions.len()];
+            self.ctx.counters.record_tool_call_at(
+                "filesystem",
+                &prev.tool,
+                true,
+                4,
+                self.ctx.session_age_seconds,
+            );
+        }
+        self.ctx.session_age_seconds = self.call as f64 * 1.5;
+        self.clock
+            .set(1_800_000_000.0 + self.ctx.session_age_seconds);
+        self.ctx.counters.prepare(
+            "filesystem",
+            &self.actions[i].tool,
+            self.ctx.session_age_seconds,
+        );
+        self.call += 1;
+        i
+    }
+
+    /// One round: `iters` decisions, timed one by one.
+    fn round(&mut self, iters: usize) -> Vec<Duration> {
+        (0..iters)
+            .map(|_| {
+                let i = self.next();
+                let t = Instant::now();
+                std::hint::black_box(self.enforcer.decide(&self.actions[i], &self.ctx));
+                t.elapsed()
+            })
+            .collect()
+    }
 }
 
 fn main() {
@@ -37,108 +191,11 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut cfg = Config::load(&root.join("servers.toml")).expect("servers.toml");
-    cfg.log.decisions = None; // measure the decision, not the disk
-    // Stateful checks on: the workflow bundle's per-user rate limit, and
-    // (BENCH_BUDGET=1, default on) a daily budget — each a SQLite
-    // transaction in a throw-away state file, on a clock that follows the
-    // simulated session.
-    let state = tempfile::tempdir().expect("temp dir");
-    cfg.state_path = Some(state.path().join("state.sqlite"));
-    let with_budget = std::env::var("BENCH_BUDGET").map_or(true, |v| v != "0");
-    if with_budget {
-        cfg.budget = Some(gavel::config::Budget {
-            per: gavel::config::BudgetPer::User,
-            period: gavel::state::budget::Period::Day,
-            calls: Some(1_000_000),
-            tokens: Some(1_000_000_000),
-        });
-    }
-    let clock = gavel::state::clock::ManualClock::new(1_800_000_000.0);
-    let enforcer = Enforcer::from_config_with_clock(&cfg, std::sync::Arc::new(clock.clone()))
-        .expect("policies load");
-    // A session: the agent cycles through a few tools and paths, one call
-    // every 1.5 s of session time, and every counter advances as it would
-    // (cumulative_tokens grows on every call, so the workflow layer never
-    // sees the same facts twice; the other layers do).
-    let calls: Vec<(&str, Value)> = vec![
-        (
-            "read_text_file",
-            json!({"path": "demo-data/public/readme.txt"}),
-        ),
-        ("list_directory", json!({"path": "demo-data/public"})),
-        (
-            "get_file_info",
-            json!({"path": "demo-data/public/readme.txt"}),
-        ),
-        (
-            "read_text_file",
-            json!({"path": "demo-data/public/notes.txt"}),
-        ),
-        (
-            "write_file",
-            json!({"path": "demo-data/public/out.txt", "content": "x"}),
-        ),
-        (
-            "search_files",
-            json!({"path": "demo-data/public", "pattern": "*.txt"}),
-        ),
-        ("directory_tree", json!({"path": "demo-data/public"})),
-        ("list_directory", json!({"path": "demo-data/public/sub"})),
-    ];
-    let actions: Vec<Action> = calls
-        .iter()
-        .map(|(tool, args)| Action {
-            kind: ActionType::ToolCall,
-            server: "filesystem".into(),
-            tool: tool.to_string(),
-            args: args.clone(),
-            annotations: json!({"readOnlyHint": true}),
-            annotations_trusted: false,
-            tool_digest: Some("sha256:0000".into()),
-            upstream_data_classes: vec![],
-        })
-        .collect();
-    let mut ctx = DecisionContext {
-        session_id: "bench".into(),
-        client: Some(("bench".into(), "1".into())),
-        session_age_seconds: 0.0,
-        counters: SessionCounters::default(),
-        identity: None,
-    };
-    let mut call = 0usize;
-    let mut next = |ctx: &mut DecisionContext| -> usize {
-        let i = call % actions.len();
-        if call > 0 {
-            let prev = &actions[(call - 1) % actions.len()];
-            ctx.counters.record_tool_call_at(
-                "filesystem",
-                &prev.tool,
-                true,
-                4,
-                ctx.session_age_seconds,
-            );
-        }
-        ctx.session_age_seconds = call as f64 * 1.5;
-        clock.set(1_800_000_000.0 + ctx.session_age_seconds);
-        ctx.counters
-            .prepare("filesystem", &actions[i].tool, ctx.session_age_seconds);
-        call += 1;
-        i
-    };
-    let mut rate_limited = true;
-    for _ in 0..actions.len() {
-        let i = next(&mut ctx);
-        let v = enforcer.decide(&actions[i], &ctx);
-        assert!(
-            v.decision().allow,
-            "the benchmark session's calls are allowed: {}",
-            actions[i].tool
-        );
-        // The workflow bundle's per-user limit is charged on every call.
-        rate_limited &= v.decision().rate_limit_remaining.is_some();
-    }
-    assert!(rate_limited, "the rate limit is charged on every call");
+    let mut limits = Session::new(root, false);
+    let mut budget = Session::new(root, true);
+    let layers = limits.enforcer.status_json()["filesystem"]["bundles"]
+        .as_array()
+        .map_or(0, Vec::len);
 
     // Baseline: bare regorus on the filesystem bundle alone.
     let b =
@@ -153,59 +210,57 @@ fn main() {
     warm.set_input(input.clone());
     warm.eval_rule("data.mcp.filesystem.decision".into())
         .unwrap();
+    let bare_round = || -> Vec<Duration> {
+        (0..iters)
+            .map(|_| {
+                let t = Instant::now();
+                let mut e = warm.clone();
+                e.set_input(input.clone());
+                std::hint::black_box(e.eval_rule("data.mcp.filesystem.decision".into()).unwrap());
+                t.elapsed()
+            })
+            .collect()
+    };
 
-    // Per round: p50 and p99 of each kind; reported: the median over rounds
-    // (one noisy round on this shared machine moves nothing).
-    let (mut full_p50, mut full_p99, mut bare_p50) = (Vec::new(), Vec::new(), Vec::new());
+    // [limits, budget, bare] × [p50, p99], one value per round; the order of
+    // the three kinds rotates from round to round.
+    let mut figures = [
+        [Vec::new(), Vec::new()],
+        [Vec::new(), Vec::new()],
+        [Vec::new(), Vec::new()],
+    ];
     let (mut decided, mut busy) = (0usize, Duration::ZERO);
     for round in 0..rounds {
-        for first in [round % 2 == 0, round % 2 != 0] {
-            if first {
-                let mut full = Vec::with_capacity(iters);
-                for _ in 0..iters {
-                    let i = next(&mut ctx);
-                    let t = Instant::now();
-                    std::hint::black_box(enforcer.decide(&actions[i], &ctx));
-                    full.push(t.elapsed());
-                }
-                decided += full.len();
-                busy += full.iter().sum::<Duration>();
-                full_p50.push(pct(&mut full, 0.5));
-                full_p99.push(pct(&mut full, 0.99));
-            } else {
-                let mut bare = Vec::with_capacity(iters);
-                for _ in 0..iters {
-                    let t = Instant::now();
-                    let mut e = warm.clone();
-                    e.set_input(input.clone());
-                    std::hint::black_box(
-                        e.eval_rule("data.mcp.filesystem.decision".into()).unwrap(),
-                    );
-                    bare.push(t.elapsed());
-                }
-                bare_p50.push(pct(&mut bare, 0.5));
+        for k in 0..3 {
+            let kind = (round + k) % 3;
+            let mut samples = match kind {
+                0 => limits.round(iters),
+                1 => budget.round(iters),
+                _ => bare_round(),
+            };
+            if kind == 0 {
+                decided += samples.len();
+                busy += samples.iter().sum::<Duration>();
             }
+            figures[kind][0].push(pct(&mut samples, 0.5));
+            figures[kind][1].push(pct(&mut samples, 0.99));
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (p50, p99, bare50) = (
-        median(&mut full_p50),
-        median(&mut full_p99),
-        median(&mut bare_p50),
-    );
+    let [l, bu, ba] = figures
+        .each_mut()
+        .map(|[p50, p99]| (median(p50), median(p99)));
     let line = json!({
         "bench": "decision",
-        "p50_us": (p50 * 10.0).round() / 10.0,
-        "p99_us": (p99 * 10.0).round() / 10.0,
+        "p50_us": round1(l.0),
+        "p99_us": round1(l.1),
         "decisions_per_s": (decided as f64 / busy.as_secs_f64()).round(),
-        "regorus_eval_p50_us": (bare50 * 10.0).round() / 10.0,
-        "ratio_to_bare_eval_p50": ((p50 / bare50) * 100.0).round() / 100.0,
-        "layers": enforcer.status_json()["filesystem"]["bundles"].as_array().map_or(0, Vec::len),
-        "rate_limits": rate_limited,
-        "budget": with_budget,
+        "regorus_eval_p50_us": round1(ba.0),
+        "regorus_eval_p99_us": round1(ba.1),
+        "ratio_to_bare_eval_p50": ((l.0 / ba.0) * 100.0).round() / 100.0,
+        "budget_p50_us": round1(bu.0),
+        "budget_p99_us": round1(bu.1),
+        "layers": layers,
+        "rate_limits": true,
     });
     println!("{line}");
 }
