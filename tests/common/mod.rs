@@ -4,6 +4,7 @@
 
 pub mod lab;
 pub mod metrics;
+pub mod oci;
 pub mod policy;
 pub mod raw;
 pub mod registry;
