@@ -1,0 +1,152 @@
+//! The `[auth]`, `[budget]` and `[identity]` tables.
+
+use super::ctx::*;
+use super::*;
+
+impl Config {
+    pub(super) fn auth(ctx: &Ctx, a: &Spanned<raw::RawAuth>) -> Result<AuthSettings, ConfigError> {
+        let r = a.get_ref();
+        let at = a.span().start;
+        let algorithm = r.algorithm.clone().unwrap_or_else(|| "RS256".into());
+        let key = match (&r.key_file, &r.key_env, &r.jwks_file, &r.jwks_url) {
+            (Some(f), None, None, None) => {
+                AuthKey::PemFile(ctx.path(ctx.expand(f, "auth.key_file")?))
+            }
+            (None, Some(e), None, None) => AuthKey::SecretEnv(e.clone()),
+            (None, None, Some(f), None) => {
+                AuthKey::JwksFile(ctx.path(ctx.expand(f, "auth.jwks_file")?))
+            }
+            (None, None, None, Some(u)) => {
+                let url = ctx.expand(u, "auth.jwks_url")?;
+                let loopback_http = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                    .iter()
+                    .any(|p| url.starts_with(p));
+                if !url.starts_with("https://") && !loopback_http {
+                    return Err(ctx.at(
+                        u.span().start,
+                        "auth.jwks_url",
+                        "keys must come over https:// (plain http only from a loopback address)",
+                    ));
+                }
+                AuthKey::JwksUrl {
+                    url,
+                    refresh: ctx.duration(
+                        &r.jwks_refresh,
+                        "auth.jwks_refresh",
+                        Duration::from_secs(600),
+                    )?,
+                }
+            }
+            _ => {
+                return Err(ctx.at(
+                    at,
+                    "auth",
+                    "give exactly one of key_file (PEM public key), key_env (HMAC secret in the environment), jwks_file (a JWKS document) or jwks_url (a JWKS endpoint)",
+                ));
+            }
+        };
+        // The audience is gavel's resource URL: the 401 challenge and the
+        // protected-resource metadata are built from it (RFC 9728), never
+        // from a request's Host header.
+        let audience = ctx.expand(&r.audience, "auth.audience")?;
+        let is_url = audience.parse::<http::Uri>().ok().is_some_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+        });
+        if !is_url {
+            return Err(ctx.at(
+                r.audience.span().start,
+                "auth.audience",
+                format!("{audience:?} is not gavel's resource URL: write the URL hosts use, e.g. \"https://gavel.example/mcp\""),
+            ));
+        }
+        Ok(AuthSettings {
+            issuer: ctx.expand(&r.issuer, "auth.issuer")?,
+            audience,
+            algorithm,
+            key,
+            leeway: ctx.duration(&r.leeway, "auth.leeway", Duration::from_secs(60))?,
+            user_claim: r.user_claim.clone().unwrap_or_else(|| "sub".into()),
+            groups_claim: r.groups_claim.clone().unwrap_or_else(|| "groups".into()),
+            agent_claim: r.agent_claim.clone().unwrap_or_else(|| "azp".into()),
+            classifications_claim: r.classifications_claim.clone(),
+        })
+    }
+
+    pub(super) fn budget(ctx: &Ctx, b: &Spanned<raw::RawBudget>) -> Result<Budget, ConfigError> {
+        let r = b.get_ref();
+        let at = b.span().start;
+        let per = match r.per.as_ref().map(|p| p.get_ref().as_str()) {
+            None | Some("user") => BudgetPer::User,
+            Some("agent") => BudgetPer::Agent,
+            Some("user_agent") => BudgetPer::UserAgent,
+            Some(other) => {
+                return Err(ctx.at(
+                    at,
+                    "budget.per",
+                    format!("{other:?}: use \"user\", \"agent\" or \"user_agent\""),
+                ));
+            }
+        };
+        let period = match r.period.as_ref().map(|p| p.get_ref().as_str()) {
+            None => crate::state::budget::Period::Day,
+            Some(p) => crate::state::budget::Period::parse(p).ok_or_else(|| {
+                ctx.at(
+                    at,
+                    "budget.period",
+                    format!("{p:?}: use \"day\" (UTC) or \"week\" (ISO, Monday 00:00 UTC)"),
+                )
+            })?,
+        };
+        if r.calls.is_none() && r.tokens.is_none() {
+            return Err(ctx.at(at, "budget", "set calls and/or tokens (per period)"));
+        }
+        Ok(Budget {
+            per,
+            period,
+            calls: r.calls,
+            tokens: r.tokens,
+        })
+    }
+
+    pub(super) fn identity(ctx: &Ctx, r: &raw::RawIdentity) -> Result<Identity, ConfigError> {
+        let list = |v: &[Spanned<String>], field: &str| -> Result<Vec<String>, ConfigError> {
+            v.iter().map(|x| ctx.expand(x, field)).collect()
+        };
+        let one =
+            |v: &Option<Spanned<String>>, field: &str| -> Result<Option<String>, ConfigError> {
+                v.as_ref().map(|x| ctx.expand(x, field)).transpose()
+            };
+        Ok(Identity {
+            agent: AgentIdentity {
+                id: one(&r.agent.id, "identity.agent.id")?
+                    .unwrap_or_else(|| AgentIdentity::default().id),
+                scope: list(&r.agent.scope, "identity.agent.scope")?,
+                owner_team: one(&r.agent.owner_team, "identity.agent.owner_team")?,
+            },
+            user: UserIdentity {
+                id: one(&r.user.id, "identity.user.id")?
+                    .unwrap_or_else(|| UserIdentity::default().id),
+                groups: list(&r.user.groups, "identity.user.groups")?,
+                data_classifications_authorized: list(
+                    &r.user.data_classifications_authorized,
+                    "identity.user.data_classifications_authorized",
+                )?,
+            },
+            environment: EnvironmentIdentity {
+                region: one(&r.environment.region, "identity.environment.region")?,
+                is_production: r.environment.is_production,
+                labels: r
+                    .environment
+                    .labels
+                    .iter()
+                    .map(|(k, v)| {
+                        Ok((
+                            k.clone(),
+                            ctx.expand(v, &format!("identity.environment.labels.{k}"))?,
+                        ))
+                    })
+                    .collect::<Result<_, ConfigError>>()?,
+            },
+        })
+    }
+}
