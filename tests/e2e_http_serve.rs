@@ -238,3 +238,48 @@ async fn an_oversized_body_is_refused_and_nothing_is_forwarded() {
     unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
     assert!(gavel.wait().await.unwrap().success());
 }
+
+/// With bearer tokens on, the session cap is checked after the token: a
+/// caller without a valid token gets 401 and its challenge even when gavel
+/// is full (it learns nothing of the cap), and a valid token gets the 503.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_gavel_still_answers_401_to_a_caller_without_a_token() {
+    const SECRET: &str = "e2e-secret-for-hs256-tokens-only";
+    let s = Setup::new("");
+    let port = free_port();
+    let audience = format!("http://127.0.0.1:{port}/mcp");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n\n{}",
+            fixture_server("fx", &[], &s.path("r.jsonl")),
+        ),
+    )
+    .unwrap();
+    let mut gavel = gavel_serve_with(
+        &s,
+        port,
+        &[("GAVEL_E2E_JWT_SECRET", SECRET)],
+        &["--max-sessions", "1"],
+    )
+    .await;
+    let bearer = hs256_token(
+        json!({"iss": "https://idp.example.test", "aud": audience, "exp": unix_now() + 600, "sub": "ada"}),
+        SECRET,
+    );
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let a = http_client(&url, None, Some(&bearer)).await;
+    call(&a, "echo", json!({"text": "a"})).await.unwrap();
+
+    let r = post_init(port, None).await;
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    assert!(!r.contains("max-sessions"), "{r}");
+    let r = post_init(port, Some("not-a-token")).await;
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    let r = post_init(port, Some(&bearer)).await;
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(r.contains("--max-sessions"), "{r}");
+
+    a.cancel().await.unwrap();
+    gavel.kill().await.unwrap();
+}

@@ -192,6 +192,20 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
     let max = gw.config.limits.max_message_bytes;
     let mut mcp = axum::Router::new().nest_service("/mcp", service);
     let mut app = axum::Router::new();
+    // The session cap sits inside the token check (added first, so it runs
+    // after it): a caller without a valid token gets 401 and its challenge,
+    // never learns how full gavel is, and cannot use up the cap's answer.
+    mcp = mcp.layer(middleware::from_fn({
+        let (sessions, max_sessions) = (sessions.clone(), opts.max_sessions);
+        move |req: Request, next: Next| {
+            let live = {
+                let mut all = sessions.lock().unwrap_or_else(|p| p.into_inner());
+                all.retain(|w| w.upgrade().is_some());
+                all.len()
+            };
+            session_cap(req, next, live, max_sessions)
+        }
+    }));
     if let Some(settings) = &gw.config.auth {
         let auth =
             super::auth::Authenticator::start(settings, &gw.config.identity, close.clone()).await?;
@@ -216,23 +230,11 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
                 super::auth::require_token(auth.clone(), req, next)
             }));
     }
-    let cap = {
-        let (sessions, max_sessions) = (sessions.clone(), opts.max_sessions);
-        move |req: Request, next: Next| {
-            let live = {
-                let mut all = sessions.lock().unwrap_or_else(|p| p.into_inner());
-                all.retain(|w| w.upgrade().is_some());
-                all.len()
-            };
-            session_cap(req, next, live, max_sessions)
-        }
-    };
     let counted = in_flight.clone();
     let app = app.merge(
         mcp.layer(middleware::from_fn(move |req, next| {
             refuse_discover(req, next, max)
         }))
-        .layer(middleware::from_fn(cap))
         .layer(middleware::from_fn(move |req, next| {
             count_in_flight(counted.clone(), req, next)
         })),
