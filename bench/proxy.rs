@@ -1,7 +1,8 @@
 //! `cargo bench --bench proxy`: tools/call round trips, direct host→upstream
 //! against host→gavel→upstream, with the same rmcp client, in interleaved
 //! rounds (this machine is noisy: the two paths share every disturbance).
-//! gavel runs as deployed: decision log and a daily budget on.
+//! gavel runs as deployed: decision log and a daily budget on (BENCH_STATE
+//! narrows that to `none`, `log` or `budget`).
 //! One JSON line per upstream; the server-everything line is last.
 //!
 //! Env: BENCH_ROUNDS (default 20), BENCH_CALLS (per round and path, default 50),
@@ -70,12 +71,26 @@ async fn measure(name: &str, upstream: (String, Vec<String>), tool: &str, args: 
     // daily budget (one SQLite transaction per call) in a throw-away dir.
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("servers.toml");
+    // BENCH_STATE=none|log|budget narrows that to tell the proxy's own cost
+    // from the decision log's and the budget's (default: both).
+    let which = std::env::var("BENCH_STATE").unwrap_or_else(|_| "log,budget".into());
+    let (log, budget) = (which.contains("log"), which.contains("budget"));
+    let mut state = String::new();
+    if log {
+        let path = dir.path().join("decisions.jsonl");
+        state += &format!("[log]\ndecisions = {:?}\n\n", path.display().to_string());
+    }
+    if budget {
+        let path = dir.path().join("state.sqlite");
+        state += &format!(
+            "[state]\npath = {:?}\n\n[budget]\ncalls = 1000000000\n\n",
+            path.display().to_string()
+        );
+    }
     std::fs::write(
         &config,
         format!(
-            "[log]\ndecisions = {:?}\n\n[state]\npath = {:?}\n\n[budget]\ncalls = 1000000000\n\n[servers.{name}]\ncommand = {:?}\nargs = {}\n",
-            dir.path().join("decisions.jsonl").display().to_string(),
-            dir.path().join("state.sqlite").display().to_string(),
+            "{state}[servers.{name}]\ncommand = {:?}\nargs = {}\n",
             upstream.0,
             serde_json::to_string(&upstream.1).unwrap(),
         ),
@@ -122,8 +137,8 @@ async fn measure(name: &str, upstream: (String, Vec<String>), tool: &str, args: 
         "direct_p99_us": (pct(&d, 0.99) * 10.0).round() / 10.0,
         "gavel_p99_us": (pct(&g, 0.99) * 10.0).round() / 10.0,
         "calls_per_s": ((g.len() as f64 / gavel_time.as_secs_f64()) * 10.0).round() / 10.0,
-        "decision_log": true,
-        "budget": true,
+        "decision_log": log,
+        "budget": budget,
     });
     println!("{line}");
     direct.cancel().await.ok();
