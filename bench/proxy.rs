@@ -74,7 +74,14 @@ async fn measure(name: &str, upstream: (String, Vec<String>), tool: &str, args: 
     // BENCH_STATE=none|log|budget narrows that to tell the proxy's own cost
     // from the decision log's and the budget's (default: both).
     let which = std::env::var("BENCH_STATE").unwrap_or_else(|_| "log,budget".into());
-    let (log, budget) = (which.contains("log"), which.contains("budget"));
+    let parts: Vec<&str> = which.split(',').map(str::trim).collect();
+    if let Some(bad) = parts
+        .iter()
+        .find(|p| !["none", "log", "budget"].contains(p))
+    {
+        panic!("BENCH_STATE: unknown part {bad:?} (use none, log, budget or log,budget)");
+    }
+    let (log, budget) = (parts.contains(&"log"), parts.contains(&"budget"));
     let mut state = String::new();
     if log {
         let path = dir.path().join("decisions.jsonl");
