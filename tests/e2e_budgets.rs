@@ -207,12 +207,14 @@ async fn a_budget_per_user_and_agent_is_the_pairs_own() {
 /// lock) waits off gavel's event loop: meanwhile the session is still served
 /// (a tools/list is answered; decisions of one session stay in order, so it
 /// is not another call); once the lock goes, the waiting call is decided
-/// and allowed.
+/// and allowed. The call has a rate limit and a budget: the budget is the
+/// SQLite write, charged under the rate table's `flock`, so gavel holding
+/// that lock is the sign that the call is inside the charge, waiting.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_decision_waiting_on_the_store_does_not_stall_the_process() {
     let lab = Lab::new(
         json!({"limits": [{"scope": "tool", "tool": "echo", "rate": 10, "per": "1m"}]}),
-        "",
+        "[budget]\ncalls = 100\n",
     );
     let client = lab.connect().await;
     // The store exists once gavel has started; take its write lock.
@@ -224,6 +226,21 @@ async fn a_decision_waiting_on_the_store_does_not_stall_the_process() {
         p.arguments = json!({"text": "waited"}).as_object().cloned();
         peer.call_tool(p).await
     });
+    let rates = std::fs::File::open(lab.s.path("state.rates")).unwrap();
+    eventually(
+        "gavel holds the rate table's lock, waiting on the budget",
+        || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a descriptor this test owns; released at once.
+            let free =
+                unsafe { libc::flock(rates.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+            if free {
+                unsafe { libc::flock(rates.as_raw_fd(), libc::LOCK_UN) };
+            }
+            !free
+        },
+    )
+    .await;
     let tools = client.list_all_tools().await.unwrap();
     assert!(tools.iter().any(|t| t.name == "echo"));
     assert!(
