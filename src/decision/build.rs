@@ -6,10 +6,122 @@
 use std::sync::Arc;
 
 use super::engine::{EngineOptions, PolicyEngine};
-use super::{Active, Policy};
+use std::collections::HashMap;
+
+use super::static_rules::StaticRules;
+use super::{Active, Enforcer, Policy, ServerPolicy};
+use crate::audit::DecisionLog;
 use crate::bundle::Bundle;
 use crate::bundle::source::{Resolve, SHARED_OWNER};
 use crate::config::{Config, ServerConfig};
+
+/// Constructing the enforcer: every server's policy, the decision log and
+/// the state guard.
+impl Enforcer {
+    /// Builds every server's policy from local files and the bundle cache
+    /// (no network). A configured bundle that cannot be loaded makes that
+    /// server fail closed (and is logged loudly); `require_bundle` makes a
+    /// server without a bundle a startup error.
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        Self::from_config_with_clock(config, crate::state::clock::from_env())
+    }
+
+    /// As [`Enforcer::from_config`], with the clock rate limits and budgets
+    /// read (tests and benchmarks drive it).
+    pub fn from_config_with_clock(
+        config: &Config,
+        clock: std::sync::Arc<dyn crate::state::clock::Clock>,
+    ) -> anyhow::Result<Self> {
+        let offline = crate::bundle::source::Offline::new(Some(
+            crate::bundle::oci::cache::Cache::new(&config.oci.cache_root()),
+        ));
+        Self::with_resolver(config, clock, &offline)
+    }
+
+    /// Builds every server's policy, resolving bundle references with
+    /// `resolver` (the running supply serves freshly pulled OCI bundles).
+    pub fn with_resolver(
+        config: &Config,
+        clock: std::sync::Arc<dyn crate::state::clock::Clock>,
+        resolver: &dyn crate::bundle::source::Resolve,
+    ) -> anyhow::Result<Self> {
+        let opts = EngineOptions {
+            eval_timeout: config.policy.eval_timeout,
+            strict_input: config.policy.strict_input,
+        };
+        let mut servers = HashMap::new();
+        for (name, server) in &config.servers {
+            let active = server_active(name, server, config, &opts, resolver)?;
+            active.publish(name, None);
+            if server.fail_open && server.enabled {
+                tracing::warn!(server = %name, "fail_open = true: requests are ALLOWED when the policy cannot decide");
+            }
+            servers.insert(
+                name.clone(),
+                ServerPolicy {
+                    static_rules: StaticRules::new(name, &server.tools)?,
+                    active: arc_swap::ArcSwap::from_pointee(active),
+                    fail_open: server.fail_open,
+                    annotations_trusted: server.annotations_trusted,
+                    config_limits: server.limits.clone(),
+                },
+            );
+        }
+        let log = match &config.log.decisions {
+            Some(p) => Some(DecisionLog::open(p, config.log.rotation).map_err(|e| {
+                anyhow::anyhow!("cannot open the decision log {}: {e}", p.display())
+            })?),
+            None => None,
+        };
+        if let Some(log) = &log
+            && config.log.on_write_error == crate::config::OnWriteError::Allow
+        {
+            tracing::warn!(path = %log.path().display(), "[log] on_write_error = \"allow\": a request whose decision record cannot be written is carried out UNRECORDED");
+        }
+        // A bundle pulled later may bring limits: servers with OCI bundles
+        // count as needing the state store from the start.
+        let limits_needed = config.servers.values().any(|s| {
+            s.bundles.iter().any(|b| b.starts_with("oci://"))
+        }) || config
+            .policy
+            .shared_bundles
+            .iter()
+            .any(|b| b.starts_with("oci://"))
+            || servers.values().any(|s| {
+                !s.config_limits.is_empty()
+                    || matches!(&s.active.load().policy, Policy::Rego(e) if e.limits().next().is_some())
+            });
+        let guard = crate::state::guard::Guard::from_config(config, limits_needed, clock.clone());
+        Ok(Self {
+            approvals: crate::state::approval::Remembered::new(clock.clone()),
+            clock,
+            servers,
+            identity: config.identity.clone(),
+            log,
+            secret_fields: config.log.secret_fields.clone(),
+            max_arg_bytes: config.log.max_arg_bytes,
+            guard,
+            generation: tokio::sync::watch::channel(0).0,
+            config: Arc::new(config.clone()),
+            engine_options: opts,
+        })
+    }
+
+    /// Builds `server`'s policy anew with `resolver`, off to the side. The
+    /// caller activates it only if it is usable ([`Enforcer::activate`]).
+    pub fn build_server(
+        &self,
+        server: &str,
+        resolver: &dyn crate::bundle::source::Resolve,
+    ) -> anyhow::Result<Active> {
+        let sc = self
+            .config
+            .servers
+            .get(server)
+            .ok_or_else(|| anyhow::anyhow!("no server {server:?} in the config"))?;
+        server_active(server, sc, &self.config, &self.engine_options, resolver)
+    }
+}
 
 impl super::Enforcer {
     /// Builds `server`'s policy exactly as a start would (resolve, verify

@@ -101,8 +101,8 @@ mod tests {
                 &["out.reasons.push("],
             ),
             (
-                "decision/engine.rs",
-                include_str!("engine.rs"),
+                "decision/engine/mod.rs",
+                include_str!("engine/mod.rs"),
                 &[".. } => ", "(_) => ", "d.reasons = vec!["],
             ),
         ];

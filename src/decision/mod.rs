@@ -8,6 +8,8 @@
 //! The decision record reaches the log before `decide` returns, so before the
 //! request is forwarded or the denial answered.
 
+mod action;
+mod active;
 mod build;
 pub mod codes;
 pub mod contract;
@@ -24,172 +26,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
 use serde_json::{Value, json};
 
+pub use action::{Action, ActionType, Permit, Verdict};
+pub use active::Active;
+use active::Policy;
 pub use contract::{Decision, Disclosure};
 pub use input::{DecisionContext, SessionCounters, SessionState};
 
 use crate::audit::DecisionLog;
 
 use crate::config::{Config, Identity};
-use engine::{EngineError, EngineOptions, PolicyEngine};
+use engine::{EngineError, EngineOptions};
 use static_rules::StaticRules;
-
-/// What kind of request is being decided (`input.action.type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ActionType {
-    ToolCall,
-    ResourceRead,
-    ResourceSubscribe,
-    PromptGet,
-    Completion,
-    SamplingRequest,
-    ElicitationRequest,
-}
-
-impl ActionType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActionType::ToolCall => "tool_call",
-            ActionType::ResourceRead => "resource_read",
-            ActionType::ResourceSubscribe => "resource_subscribe",
-            ActionType::PromptGet => "prompt_get",
-            ActionType::Completion => "completion",
-            ActionType::SamplingRequest => "sampling_request",
-            ActionType::ElicitationRequest => "elicitation_request",
-        }
-    }
-}
-
-/// One request as the policy sees it (`input.action`).
-#[derive(Debug, Clone, Serialize)]
-pub struct Action {
-    #[serde(rename = "type")]
-    pub kind: ActionType,
-    /// Config NAME of the server.
-    pub server: String,
-    /// The upstream's own name: tool or prompt name, resource URI, or the
-    /// method for upstream→host requests.
-    pub tool: String,
-    pub args: Value,
-    pub annotations: Value,
-    pub annotations_trusted: bool,
-    pub tool_digest: Option<String>,
-    /// Data classes the upstream declares in the tool's
-    /// `_meta["dev.gavel/data_classes"]`: they can only add to the bundle's
-    /// classification, never remove.
-    #[serde(skip)]
-    pub upstream_data_classes: Vec<String>,
-}
-
-/// Proof that a request was decided and allowed. Only [`Enforcer::decide`]
-/// makes one; upstream senders require it.
-#[derive(Debug)]
-// A private field, not #[non_exhaustive]: that would still let any module of
-// this crate build a Permit; this restricts it to `decision`.
-#[allow(clippy::manual_non_exhaustive)]
-pub struct Permit {
-    pub decision: Decision,
-    /// What the call's budget was charged (a `tools/call` under `[budget]`):
-    /// given back if the call is not made, and where its result's tokens go.
-    receipt: Option<crate::state::guard::Receipt>,
-    _private: (),
-}
-
-/// The outcome of deciding: forward with the permit, or answer with the denial.
-#[derive(Debug)]
-pub enum Verdict {
-    Allow(Permit),
-    Deny(Decision),
-}
-
-impl Verdict {
-    pub fn decision(&self) -> &Decision {
-        match self {
-            Verdict::Allow(p) => &p.decision,
-            Verdict::Deny(d) => d,
-        }
-    }
-}
-
-/// The policy of one server.
-enum Policy {
-    /// No bundle configured: static rules only (`policy: "none"`).
-    None,
-    Rego(Arc<PolicyEngine>),
-    /// Configured but not usable: every request fails closed.
-    Unavailable(String),
-}
-
-/// What a server decides with right now. Replaced whole and atomically when a
-/// new bundle is activated; a decision loads it once, so in-flight decisions
-/// finish on the engine they started with and none sees a half-built one.
-pub struct Active {
-    policy: Policy,
-    /// (bundle name, signer key id) for each signed bundle that verified.
-    signers: Vec<(String, String)>,
-}
-
-impl Active {
-    /// Publishes this policy in the metrics as the one deciding for `server`
-    /// (`previous`: the one it replaces, whose revisions stop reading 1).
-    fn publish(&self, server: &str, previous: Option<&Active>) {
-        let m = crate::audit::metrics::global();
-        let revisions = |a: &Active| match &a.policy {
-            Policy::Rego(e) => e
-                .bundle_info()
-                .into_iter()
-                .map(|b| (b.name.clone(), b.revision.clone()))
-                .collect(),
-            _ => Vec::new(),
-        };
-        let now = revisions(self);
-        for (bundle, revision) in previous.map(revisions).unwrap_or_default() {
-            if !now.contains(&(bundle.clone(), revision.clone())) {
-                m.bundle_inactive(server, &bundle, &revision);
-            }
-        }
-        for (bundle, revision) in &now {
-            m.bundle_active(server, bundle, revision);
-        }
-        m.policy_available(server, self.unavailable().is_none());
-    }
-
-    /// Whether this is a usable Rego policy (not `none`, not unavailable).
-    pub fn is_rego(&self) -> bool {
-        matches!(self.policy, Policy::Rego(_))
-    }
-
-    /// Why the policy is unavailable, if it is.
-    pub fn unavailable(&self) -> Option<&str> {
-        match &self.policy {
-            Policy::Unavailable(why) => Some(why),
-            _ => None,
-        }
-    }
-
-    /// The revision of the active bundle named `name`.
-    pub fn bundle_revision(&self, name: &str) -> Option<String> {
-        match &self.policy {
-            Policy::Rego(e) => e
-                .bundle_info()
-                .into_iter()
-                .find(|b| b.name == name)
-                .map(|b| b.revision.clone()),
-            _ => None,
-        }
-    }
-
-    /// `name@revision` of every active bundle (for logs and status).
-    pub fn version(&self) -> Option<String> {
-        match &self.policy {
-            Policy::Rego(e) => Some(e.policy_version().to_string()),
-            _ => None,
-        }
-    }
-}
 
 struct ServerPolicy {
     static_rules: StaticRules,
@@ -221,110 +70,6 @@ pub struct Enforcer {
 }
 
 impl Enforcer {
-    /// Builds every server's policy from local files and the bundle cache
-    /// (no network). A configured bundle that cannot be loaded makes that
-    /// server fail closed (and is logged loudly); `require_bundle` makes a
-    /// server without a bundle a startup error.
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        Self::from_config_with_clock(config, crate::state::clock::from_env())
-    }
-
-    /// As [`Enforcer::from_config`], with the clock rate limits and budgets
-    /// read (tests and benchmarks drive it).
-    pub fn from_config_with_clock(
-        config: &Config,
-        clock: std::sync::Arc<dyn crate::state::clock::Clock>,
-    ) -> anyhow::Result<Self> {
-        let offline = crate::bundle::source::Offline::new(Some(
-            crate::bundle::oci::cache::Cache::new(&config.oci.cache_root()),
-        ));
-        Self::with_resolver(config, clock, &offline)
-    }
-
-    /// Builds every server's policy, resolving bundle references with
-    /// `resolver` (the running supply serves freshly pulled OCI bundles).
-    pub fn with_resolver(
-        config: &Config,
-        clock: std::sync::Arc<dyn crate::state::clock::Clock>,
-        resolver: &dyn crate::bundle::source::Resolve,
-    ) -> anyhow::Result<Self> {
-        let opts = EngineOptions {
-            eval_timeout: config.policy.eval_timeout,
-            strict_input: config.policy.strict_input,
-        };
-        let mut servers = HashMap::new();
-        for (name, server) in &config.servers {
-            let active = build::server_active(name, server, config, &opts, resolver)?;
-            active.publish(name, None);
-            if server.fail_open && server.enabled {
-                tracing::warn!(server = %name, "fail_open = true: requests are ALLOWED when the policy cannot decide");
-            }
-            servers.insert(
-                name.clone(),
-                ServerPolicy {
-                    static_rules: StaticRules::new(name, &server.tools)?,
-                    active: arc_swap::ArcSwap::from_pointee(active),
-                    fail_open: server.fail_open,
-                    annotations_trusted: server.annotations_trusted,
-                    config_limits: server.limits.clone(),
-                },
-            );
-        }
-        let log = match &config.log.decisions {
-            Some(p) => Some(DecisionLog::open(p, config.log.rotation).map_err(|e| {
-                anyhow::anyhow!("cannot open the decision log {}: {e}", p.display())
-            })?),
-            None => None,
-        };
-        if let Some(log) = &log
-            && config.log.on_write_error == crate::config::OnWriteError::Allow
-        {
-            tracing::warn!(path = %log.path().display(), "[log] on_write_error = \"allow\": a request whose decision record cannot be written is carried out UNRECORDED");
-        }
-        // A bundle pulled later may bring limits: servers with OCI bundles
-        // count as needing the state store from the start.
-        let limits_needed = config.servers.values().any(|s| {
-            s.bundles.iter().any(|b| b.starts_with("oci://"))
-        }) || config
-            .policy
-            .shared_bundles
-            .iter()
-            .any(|b| b.starts_with("oci://"))
-            || servers.values().any(|s| {
-                !s.config_limits.is_empty()
-                    || matches!(&s.active.load().policy, Policy::Rego(e) if e.limits().next().is_some())
-            });
-        let guard = crate::state::guard::Guard::from_config(config, limits_needed, clock.clone());
-        Ok(Self {
-            approvals: crate::state::approval::Remembered::new(clock.clone()),
-            clock,
-            servers,
-            identity: config.identity.clone(),
-            log,
-            secret_fields: config.log.secret_fields.clone(),
-            max_arg_bytes: config.log.max_arg_bytes,
-            guard,
-            generation: tokio::sync::watch::channel(0).0,
-            config: Arc::new(config.clone()),
-            engine_options: opts,
-        })
-    }
-
-    /// Builds `server`'s policy anew with `resolver`, off to the side. The
-    /// caller activates it only if it is usable ([`Enforcer::activate`]).
-    pub fn build_server(
-        &self,
-        server: &str,
-        resolver: &dyn crate::bundle::source::Resolve,
-    ) -> anyhow::Result<Active> {
-        let sc = self
-            .config
-            .servers
-            .get(server)
-            .ok_or_else(|| anyhow::anyhow!("no server {server:?} in the config"))?;
-        build::server_active(server, sc, &self.config, &self.engine_options, resolver)
-    }
-
     /// The active policy of `server`.
     pub fn active(&self, server: &str) -> Option<Arc<Active>> {
         self.servers.get(server).map(|s| s.active.load_full())

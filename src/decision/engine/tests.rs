@@ -1,6 +1,7 @@
 use super::*;
 use crate::bundle::{BundleLimits, load_bundle};
 use serde_json::json;
+use std::sync::Arc;
 
 fn write_bundle(
     dir: &std::path::Path,

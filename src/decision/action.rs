@@ -1,0 +1,86 @@
+//! The request being decided (`input.action`) and what deciding it yields:
+//! a [`Verdict`], whose allowing side is the [`Permit`] every upstream send
+//! requires.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::Decision;
+
+/// What kind of request is being decided (`input.action.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionType {
+    ToolCall,
+    ResourceRead,
+    ResourceSubscribe,
+    PromptGet,
+    Completion,
+    SamplingRequest,
+    ElicitationRequest,
+}
+
+impl ActionType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionType::ToolCall => "tool_call",
+            ActionType::ResourceRead => "resource_read",
+            ActionType::ResourceSubscribe => "resource_subscribe",
+            ActionType::PromptGet => "prompt_get",
+            ActionType::Completion => "completion",
+            ActionType::SamplingRequest => "sampling_request",
+            ActionType::ElicitationRequest => "elicitation_request",
+        }
+    }
+}
+
+/// One request as the policy sees it (`input.action`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Action {
+    #[serde(rename = "type")]
+    pub kind: ActionType,
+    /// Config NAME of the server.
+    pub server: String,
+    /// The upstream's own name: tool or prompt name, resource URI, or the
+    /// method for upstream→host requests.
+    pub tool: String,
+    pub args: Value,
+    pub annotations: Value,
+    pub annotations_trusted: bool,
+    pub tool_digest: Option<String>,
+    /// Data classes the upstream declares in the tool's
+    /// `_meta["dev.gavel/data_classes"]`: they can only add to the bundle's
+    /// classification, never remove.
+    #[serde(skip)]
+    pub upstream_data_classes: Vec<String>,
+}
+
+/// Proof that a request was decided and allowed. Only [`Enforcer::decide`]
+/// makes one; upstream senders require it.
+#[derive(Debug)]
+// A private field, not #[non_exhaustive]: that would still let any module of
+// this crate build a Permit; `pub(super)` restricts it to `decision`.
+#[allow(clippy::manual_non_exhaustive)]
+pub struct Permit {
+    pub decision: Decision,
+    /// What the call's budget was charged (a `tools/call` under `[budget]`):
+    /// given back if the call is not made, and where its result's tokens go.
+    pub(super) receipt: Option<crate::state::guard::Receipt>,
+    pub(super) _private: (),
+}
+
+/// The outcome of deciding: forward with the permit, or answer with the denial.
+#[derive(Debug)]
+pub enum Verdict {
+    Allow(Permit),
+    Deny(Decision),
+}
+
+impl Verdict {
+    pub fn decision(&self) -> &Decision {
+        match self {
+            Verdict::Allow(p) => &p.decision,
+            Verdict::Deny(d) => d,
+        }
+    }
+}

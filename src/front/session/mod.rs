@@ -1,0 +1,379 @@
+//! One host session: the MCP server the host sees. Every request that can
+//! reach an upstream is resolved through the router, decided by the enforcer,
+//! and only then forwarded with the resulting [`Permit`]. This file is the
+//! session's state and its decide/forward path; `handler` is the MCP
+//! methods the host calls.
+// Legacy-era features (sampling, roots, logging, resources/subscribe) are deprecated in MCP
+// 2026-07-28 (SEP-2577) but are exactly what the 2024-11-05 … 2025-11-25 era gavel serves.
+#![allow(deprecated)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rmcp::ErrorData;
+use rmcp::model::*;
+use rmcp::service::{RequestContext, RoleServer};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::decision::{Action, ActionType, Permit, SessionState, Verdict};
+use crate::front::auth::TokenIdentity;
+use crate::front::host::HostLink;
+use crate::gateway::Gateway;
+use crate::router::Router;
+use crate::upstream::{SupervisorDeps, Upstream, spawn_supervisor};
+
+mod handler;
+pub use handler::annotations_value;
+
+struct Inner {
+    gw: Arc<Gateway>,
+    host: Arc<HostLink>,
+    router: OnceLock<Arc<Router>>,
+    shutdown: CancellationToken,
+    supervisors: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    state: Arc<SessionState>,
+    /// This session as shared upstreams see it (kept alive by the session).
+    owner: OnceLock<Arc<crate::upstream::shared::Owner>>,
+}
+
+/// Cheap to clone; all clones are the same session.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+/// When the last handle of a session goes (an HTTP session closed), its
+/// upstreams stop.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A handle that does not keep the session alive.
+pub struct WeakSession(std::sync::Weak<Inner>);
+
+impl WeakSession {
+    pub fn upgrade(&self) -> Option<Session> {
+        self.0.upgrade().map(|inner| Session { inner })
+    }
+}
+
+impl Session {
+    pub fn new(gw: Arc<Gateway>) -> Self {
+        let shutdown = gw.shutdown.child_token();
+        let state = Arc::new(SessionState::new(gw.enforcer.clock().clone()));
+        Self {
+            inner: Arc::new(Inner {
+                gw,
+                host: Arc::new(HostLink::default()),
+                router: OnceLock::new(),
+                shutdown,
+                supervisors: Mutex::new(Vec::new()),
+                state,
+                owner: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The verified token identity of the `initialize` (HTTP with `[auth]`)
+    /// becomes the session's, for every decision it makes. That later
+    /// messages on the session carry a token of the same user and agent is
+    /// enforced for every message, notifications included, by
+    /// `front::binding` at the HTTP layer (rmcp acts on some of them, e.g.
+    /// cancellation, before any handler here runs).
+    fn adopt_identity(&self, cx: &RequestContext<RoleServer>) {
+        if let Some(TokenIdentity(id)) = cx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<TokenIdentity>())
+        {
+            let _ = self.inner.state.identity.set(id.clone());
+        }
+    }
+
+    pub fn downgrade(&self) -> WeakSession {
+        WeakSession(Arc::downgrade(&self.inner))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.state.id
+    }
+
+    /// Starts every enabled upstream in parallel, mirroring the host's
+    /// capabilities, and the task that keeps the name table current.
+    fn start_upstreams(&self) {
+        let gw = &self.inner.gw;
+        let prefixed = gw.prefixed();
+        let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<String>();
+        let mut ups = BTreeMap::new();
+        let mut handles = Vec::new();
+        let owner = Arc::new(crate::upstream::shared::Owner {
+            host: self.inner.host.clone(),
+            session: self.inner.state.clone(),
+            changed: changed_tx.clone(),
+        });
+        let _ = self.inner.owner.set(owner.clone());
+        for (name, cfg) in gw.config.enabled_servers() {
+            let deps = |changed| SupervisorDeps {
+                host: self.inner.host.clone(),
+                enforcer: gw.enforcer.clone(),
+                limits: gw.config.limits.clone(),
+                logger_prefix: prefixed.then(|| cfg.prefix.clone()),
+                changed,
+                session: self.inner.state.clone(),
+                shutdown: self.inner.shutdown.clone(),
+                base_dir: gw
+                    .config
+                    .source
+                    .as_ref()
+                    .and_then(|p| std::path::absolute(p).ok())
+                    .and_then(|p| p.parent().map(|d| d.to_path_buf())),
+            };
+            if cfg.session_mode == crate::config::SessionMode::Shared {
+                ups.insert(name.clone(), gw.shared_upstream(cfg, &owner, deps));
+                continue;
+            }
+            let up = Upstream::new(cfg.clone());
+            handles.push(spawn_supervisor(
+                up.clone(),
+                deps(crate::upstream::supervisor::ChangeSink::One(
+                    changed_tx.clone(),
+                )),
+            ));
+            ups.insert(name.clone(), up);
+        }
+        let router = Arc::new(Router::new(ups, prefixed));
+        let _ = self.inner.router.set(router.clone());
+        self.inner
+            .supervisors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(handles);
+        let host = self.inner.host.clone();
+        let enforcer = gw.enforcer.clone();
+        let shutdown = self.inner.shutdown.clone();
+        let state = self.inner.state.clone();
+        // A newly activated policy may show or hide tools (`visible`).
+        let mut policies = enforcer.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(_server) = changed_rx.recv() => {
+                        // Coalesce bursts (several upstreams becoming ready together).
+                        while changed_rx.try_recv().is_ok() {}
+                        announce(&host, router.rebuild(&enforcer, &list_context(&state))).await;
+                    }
+                    Ok(()) = policies.changed() => {
+                        announce(&host, router.rebuild(&enforcer, &list_context(&state))).await;
+                    }
+                    _ = shutdown.cancelled() => break,
+                    else => break,
+                }
+            }
+        });
+    }
+
+    fn router(&self) -> Result<&Arc<Router>, ErrorData> {
+        self.inner.router.get().ok_or_else(|| {
+            ErrorData::invalid_request(
+                "the session is not initialized: send initialize first",
+                None,
+            )
+        })
+    }
+
+    /// Waits for upstreams still starting (each up to its startup_timeout).
+    async fn wait_started(&self) -> Result<&Arc<Router>, ErrorData> {
+        let router = self.router()?;
+        futures::future::join_all(router.upstreams.values().map(|u| u.wait_started())).await;
+        // Servers that just became ready are in the table before we answer
+        // (the background rebuild may not have run yet); the listener then
+        // finds nothing changed and sends no redundant list_changed.
+        router.rebuild(&self.inner.gw.enforcer, &list_context(&self.inner.state));
+        Ok(router)
+    }
+
+    /// Upstream state for `gavel status`: phase, restarts, last error, what is
+    /// listed and what was withheld by a name collision.
+    pub fn status_json(&self) -> Value {
+        let Some(router) = self.inner.router.get() else {
+            return json!({"session": self.id(), "state": "waiting for the host's initialize"});
+        };
+        let table = router.table();
+        let mut servers = serde_json::Map::new();
+        for (name, up) in &router.upstreams {
+            let (phase, last_error) = match up.phase() {
+                crate::upstream::Phase::Starting { .. } => ("starting", None),
+                crate::upstream::Phase::Ready => ("ready", None),
+                crate::upstream::Phase::Down { error, .. } => ("down", Some(error)),
+                crate::upstream::Phase::Stopped => ("stopped", None),
+            };
+            let tools = table
+                .tool_routes
+                .values()
+                .filter(|r| &r.server == name)
+                .count();
+            servers.insert(name.clone(), json!({"phase": phase, "restarts": up.restarts(), "last_error": last_error, "tools": tools}));
+        }
+        json!({"session": self.id(), "upstreams": servers, "withheld_names": table.withheld})
+    }
+
+    /// Stops every upstream of this session and waits for them to exit.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        let handles: Vec<_> = self
+            .inner
+            .supervisors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        crate::upstream::supervisor::join_bounded(handles).await;
+    }
+
+    fn action(&self, kind: ActionType, server: &str, tool: &str, args: Value) -> Action {
+        let trusted = self
+            .inner
+            .gw
+            .config
+            .servers
+            .get(server)
+            .is_some_and(|s| s.annotations_trusted);
+        Action {
+            kind,
+            server: server.to_string(),
+            tool: tool.to_string(),
+            args,
+            annotations: json!({}),
+            annotations_trusted: trusted,
+            tool_digest: None,
+            upstream_data_classes: vec![],
+        }
+    }
+
+    async fn decide(&self, action: &Action) -> Verdict {
+        let verdict = self
+            .inner
+            .state
+            .decide_async(&self.inner.gw.enforcer, action)
+            .await;
+        let d = verdict.decision();
+        // The decision log is the audit record; this diagnostic line shows
+        // denials at info and allows only at debug (they are the hot path).
+        if d.allow {
+            tracing::debug!(
+                target: "gavel::decision",
+                session = %self.inner.state.id, server = %action.server, tool = %action.tool,
+                action = action.kind.as_str(), decision_id = d.decision_id.as_deref().unwrap_or("-"),
+                "allowed"
+            );
+        } else {
+            tracing::info!(
+                target: "gavel::decision",
+                session = %self.inner.state.id, server = %action.server, tool = %action.tool,
+                action = action.kind.as_str(), reasons = ?d.reasons,
+                decision_id = d.decision_id.as_deref().unwrap_or("-"),
+                "denied"
+            );
+        }
+        verdict
+    }
+
+    /// Decides `action` and settles any human approval its decision asks
+    /// for (one mechanism for every kind of request): the permit to forward
+    /// with, or the denial to answer.
+    async fn authorize(
+        &self,
+        action: &Action,
+        cx: &RequestContext<RoleServer>,
+    ) -> Result<Permit, crate::decision::Decision> {
+        let permit = match self.decide(action).await {
+            Verdict::Deny(d) => return Err(d),
+            Verdict::Allow(p) => p,
+        };
+        super::approval::settle(
+            &self.inner.gw.enforcer,
+            &self.inner.host,
+            &self.inner.state,
+            action,
+            &permit,
+            cx.meta.get_progress_token(),
+        )
+        .await?;
+        Ok(permit)
+    }
+
+    async fn forward(
+        &self,
+        server: &str,
+        permit: &Permit,
+        request: ClientRequest,
+        cx: &RequestContext<RoleServer>,
+    ) -> Result<ServerResult, ErrorData> {
+        let up =
+            self.router()?.upstreams.get(server).ok_or_else(|| {
+                ErrorData::internal_error(format!("no upstream {server:?}"), None)
+            })?;
+        // A shared upstream learns whose call is in flight (to route its
+        // requests back to the right user) until this call ends.
+        let _in_flight = match (&up.shared, self.inner.owner.get()) {
+            (Some(route), Some(owner)) => Some(route.begin(owner.clone())),
+            _ => None,
+        };
+        up.send(permit, request, cx).await
+    }
+
+    /// For a shared upstream: its route and this session as it sees it.
+    fn shared_route(
+        &self,
+        server: &str,
+    ) -> Option<(
+        Arc<crate::upstream::shared::SharedRoute>,
+        Arc<crate::upstream::shared::Owner>,
+    )> {
+        let up = self.inner.router.get()?.upstreams.get(server)?;
+        Some((up.shared.clone()?, self.inner.owner.get()?.clone()))
+    }
+
+    /// Resolves a resource URI to its server, or the JSON-RPC error to return.
+    fn route_uri(&self, uri: &str) -> Result<String, ErrorData> {
+        let router = self.router()?;
+        router.table().route_resource(uri, &router.upstreams).ok_or_else(|| {
+            ErrorData::resource_not_found(
+                format!("Unknown resource: {uri} (no upstream server lists it or a template matching it)"),
+                Some(json!({ "uri": uri })),
+            )
+        })
+    }
+}
+
+/// What `visible` sees of a session: its id and identity (counters stay
+/// zero — listing is not a call).
+fn list_context(state: &SessionState) -> crate::decision::DecisionContext {
+    crate::decision::DecisionContext {
+        session_id: state.id.clone(),
+        identity: state.identity.get().cloned(),
+        ..Default::default()
+    }
+}
+
+/// Tells the host which lists changed (tools, resources, prompts).
+async fn announce(
+    host: &crate::front::host::HostLink,
+    (tools, resources, prompts): (bool, bool, bool),
+) {
+    if let Some(peer) = host.peer() {
+        if tools {
+            let _ = peer.notify_tool_list_changed().await;
+        }
+        if resources {
+            let _ = peer.notify_resource_list_changed().await;
+        }
+        if prompts {
+            let _ = peer.notify_prompt_list_changed().await;
+        }
+    }
+}
