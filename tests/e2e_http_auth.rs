@@ -12,7 +12,7 @@ use std::path::Path;
 use common::*;
 use serde_json::{Value, json};
 
-const SECRET: &str = "e2e-secret-for-hs256-tokens-only";
+const SECRET: &str = JWT_SECRET;
 
 fn token(claims: Value, secret: &str) -> String {
     hs256_token(claims, secret)
@@ -41,7 +41,8 @@ async fn bearer_tokens_decide_who_is_asking() {
     std::fs::write(
         s.config(),
         format!(
-            "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n\n[log]\ndecisions = {:?}\n\n[servers.fx]\nurl = {upstream:?}\nbundle = {:?}\n",
+            "{}\n[log]\ndecisions = {:?}\n\n[servers.fx]\nurl = {upstream:?}\nbundle = {:?}\n",
+            hs256_auth(&audience),
             s.path("decisions.jsonl").display().to_string(),
             bundle.display().to_string()
         ),
@@ -309,7 +310,8 @@ async fn per_session_upstreams_do_not_leak_between_users() {
     std::fs::write(
         s.config(),
         format!(
-            "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n\n[log]\ndecisions = {:?}\n\n{}bundle = {:?}\n",
+            "{}\n[log]\ndecisions = {:?}\n\n{}bundle = {:?}\n",
+            hs256_auth(&audience),
             s.path("decisions.jsonl").display().to_string(),
             fixture_server("fx", &[], &s.path("r.jsonl")),
             bundle.display().to_string()
@@ -411,7 +413,8 @@ async fn the_challenge_names_the_configured_https_resource() {
     std::fs::write(
         s.config(),
         format!(
-            "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n\n{}",
+            "{}\n{}",
+            hs256_auth(&audience),
             fixture_server("fx", &[], &s.path("r.jsonl")),
         ),
     )
@@ -486,7 +489,8 @@ async fn the_decision_log_records_who_asked() {
     std::fs::write(
         s.config(),
         format!(
-            "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n\n[identity.user]\nid = \"configured-user\"\n\n[log]\ndecisions = {:?}\n\n{}bundle = {:?}\n",
+            "{}\n[identity.user]\nid = \"configured-user\"\n\n[log]\ndecisions = {:?}\n\n{}bundle = {:?}\n",
+            hs256_auth(&audience),
             s.path("decisions.jsonl").display().to_string(),
             fixture_server("fx", &[], &s.path("r.jsonl")),
             bundle.display().to_string()
@@ -555,12 +559,13 @@ async fn the_decision_log_records_who_asked() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn auth_in_stdio_mode_is_reported_not_silently_ignored() {
+async fn auth_and_serve_in_stdio_mode_are_reported_not_silently_ignored() {
     let s = Setup::new("");
     std::fs::write(
         s.config(),
         format!(
-            "[auth]\nissuer = \"https://idp.example.test\"\naudience = \"https://gavel.example.test/mcp\"\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n\n[identity.user]\nid = \"ada\"\n\n{}",
+            "{}\n[serve]\nmax_sessions = 3\n\n[identity.user]\nid = \"ada\"\n\n{}",
+            hs256_auth("https://gavel.example.test/mcp"),
             fixture_server("fx", &[], &s.path("r.jsonl"))
         ),
     )
@@ -572,6 +577,7 @@ async fn auth_in_stdio_mode_is_reported_not_silently_ignored() {
         log.contains("[auth] is ignored by gavel run") && log.contains("[identity.*]"),
         "{log}"
     );
+    assert!(log.contains("[serve] applies to gavel serve only"), "{log}");
     client.cancel().await.unwrap();
 }
 
@@ -590,7 +596,8 @@ async fn visible_lists_tools_per_token_user() {
     std::fs::write(
         s.config(),
         format!(
-            "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n\n{}bundle = {:?}\n",
+            "{}\n{}bundle = {:?}\n",
+            hs256_auth(&audience),
             fixture_server("fx", &[], &s.path("r.jsonl")),
             b.display().to_string()
         ),

@@ -244,14 +244,14 @@ async fn an_oversized_body_is_refused_and_nothing_is_forwarded() {
 /// is full (it learns nothing of the cap), and a valid token gets the 503.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_gavel_still_answers_401_to_a_caller_without_a_token() {
-    const SECRET: &str = "e2e-secret-for-hs256-tokens-only";
     let s = Setup::new("");
     let port = free_port();
     let audience = format!("http://127.0.0.1:{port}/mcp");
     std::fs::write(
         s.config(),
         format!(
-            "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n\n{}",
+            "{}\n{}",
+            hs256_auth(&audience),
             fixture_server("fx", &[], &s.path("r.jsonl")),
         ),
     )
@@ -259,13 +259,13 @@ async fn a_full_gavel_still_answers_401_to_a_caller_without_a_token() {
     let mut gavel = gavel_serve_with(
         &s,
         port,
-        &[("GAVEL_E2E_JWT_SECRET", SECRET)],
+        &[("GAVEL_E2E_JWT_SECRET", JWT_SECRET)],
         &["--max-sessions", "1"],
     )
     .await;
     let bearer = hs256_token(
         json!({"iss": "https://idp.example.test", "aud": audience, "exp": unix_now() + 600, "sub": "ada"}),
-        SECRET,
+        JWT_SECRET,
     );
     let url = format!("http://127.0.0.1:{port}/mcp");
     let a = http_client(&url, None, Some(&bearer)).await;

@@ -246,7 +246,7 @@ impl Drop for Redis {
     }
 }
 
-const SECRET: &str = "e2e-secret-for-hs256-tokens-only";
+const SECRET: &str = JWT_SECRET;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_gavel_serve_instances_on_one_redis_share_a_limit_and_per_user_budgets() {
@@ -254,7 +254,10 @@ async fn two_gavel_serve_instances_on_one_redis_share_a_limit_and_per_user_budge
     // Everyone's echo calls: 4 at once; each user: 3 calls a day.
     let lab = Lab::with_state(
         json!({"limits": [{"scope": "tool", "tool": "echo", "rate": 1, "per": "1h", "burst": 4}]}),
-        "[budget]\nper = \"user\"\ncalls = 3\n\n[auth]\nissuer = \"https://idp.example.test\"\naudience = \"https://gavel.example.test/mcp\"\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n",
+        &format!(
+            "[budget]\nper = \"user\"\ncalls = 3\n\n{}",
+            hs256_auth("https://gavel.example.test/mcp")
+        ),
         Some(redis.state()),
     );
     let mut env = lab.env();

@@ -291,6 +291,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     "[auth] is ignored by gavel run: over stdio there is no bearer token, so the user and agent come from [identity.*]; use gavel serve for token identity"
                 );
             }
+            if cfg.serve != crate::config::ServeSettings::default() {
+                // Not a warning: one config may serve both fronts.
+                tracing::info!(
+                    "[serve] applies to gavel serve only; gavel run speaks MCP on stdin/stdout"
+                );
+            }
             let _metrics = serve_metrics(cli.metrics_listen.or(cfg.metrics_listen)).await;
             let gw = Gateway::start(cfg).await?;
             crate::front::stdio::serve_stdio(gw).await

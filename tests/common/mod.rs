@@ -537,6 +537,18 @@ pub async fn gavel_serve_logged(
     child
 }
 
+/// The HS256 secret of the bearer-token tests; gavel reads it from the
+/// environment variable the [`hs256_auth`] table names.
+pub const JWT_SECRET: &str = "e2e-secret-for-hs256-tokens-only";
+
+/// An `[auth]` table accepting HS256 tokens from `https://idp.example.test`
+/// for `audience`, the secret read from `GAVEL_E2E_JWT_SECRET`.
+pub fn hs256_auth(audience: &str) -> String {
+    format!(
+        "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n"
+    )
+}
+
 /// An HS256 bearer token with these claims.
 pub fn hs256_token(claims: Value, secret: &str) -> String {
     jsonwebtoken::encode(
