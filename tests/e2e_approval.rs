@@ -589,11 +589,12 @@ async fn an_approval_that_cannot_be_recorded_is_not_carried_out() {
     client.cancel().await.unwrap();
 }
 
-/// `gavel report` on a real log with approvals: a decision that waited for
-/// a human is counted once, with its final outcome (approved: allowed;
-/// declined: denied), not once when asked and again when settled.
+/// `gavel report` and `gavel replay` on a real log with approvals: a
+/// decision that waited for a human is counted once, with its final outcome
+/// (approved: allowed; declined: denied), not once when asked and again when
+/// settled.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_report_counts_an_approved_and_a_declined_call_once_each() {
+async fn report_and_replay_take_an_approved_and_a_declined_call_by_their_final_step() {
     let s = setup("");
     let yes = s.connect(TestHost::new()).await;
     call(&yes, "destructive_delete", json!({"path": "/tmp/a"}))
@@ -627,4 +628,57 @@ async fn the_report_counts_an_approved_and_a_declined_call_once_each() {
         !html.contains("approval-unsettled"),
         "every approval settled"
     );
+
+    // Replay: the producing policy changes nothing (the logged answers
+    // stand); a candidate that drops the approval lets the declined call
+    // through — one deny→allow flip — and keeps the approved one allowed.
+    let replay = |bundle: &std::path::Path| {
+        let out = gavel_cmd(&[
+            "replay",
+            "--log",
+            s.path("decisions.jsonl").to_str().unwrap(),
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--json",
+        ]);
+        serde_json::from_str::<Value>(&stdout_ok(out)).unwrap()
+    };
+    let same = replay(&s.path("policy"));
+    assert_eq!(
+        (
+            &same["total"],
+            &same["unchanged"],
+            &same["allow_to_deny"],
+            &same["deny_to_allow"]
+        ),
+        (&json!(2), &json!(2), &json!(0), &json!(0)),
+        "{same:#}"
+    );
+    assert_eq!(
+        same["approval_steps"], 4,
+        "two asked, two settled: {same:#}"
+    );
+    let lax = s.path("lax");
+    std::fs::create_dir_all(lax.join("fx")).unwrap();
+    std::fs::write(
+        lax.join(".manifest"),
+        r#"{"revision": "2", "roots": ["fx"]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        lax.join("fx/policy.rego"),
+        "package fx\n\ndecision := {\"allow\": true}\n",
+    )
+    .unwrap();
+    let r = replay(&lax);
+    assert_eq!(
+        (&r["unchanged"], &r["allow_to_deny"], &r["deny_to_allow"]),
+        (&json!(1), &json!(0), &json!(1)),
+        "{r:#}"
+    );
+    assert_eq!(
+        r["by_reason"]["deny→allow approval_declined"]["count"], 1,
+        "{r:#}"
+    );
+    assert_eq!(r["approval_removed"], 1, "{r:#}");
 }

@@ -3,7 +3,7 @@
 //! `visible` rule, untrusted upstream annotations and `_meta`, the tool
 //! digest and data classes in the record, server and tool names with two
 //! servers, `strict_input` from the config, and a tool definition that
-//! changes (on `list_changed` and across a restart).
+//! changes (on `list_changed`, across a restart, and between two gavel runs).
 
 mod common;
 
@@ -363,4 +363,78 @@ async fn a_changed_tool_definition_is_logged_on_list_changed_and_across_a_restar
     );
     assert_eq!(value(&after, r#"gavel_upstream_up{server="fx"}"#), 1.0);
     client.cancel().await.unwrap();
+}
+
+/// The gavel log of one run (each run writes its own).
+fn run_log(s: &Setup, name: &str) -> String {
+    std::fs::read_to_string(s.path(name)).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tool_definition_changed_between_two_gavel_runs_is_logged() {
+    let s = Setup::new("");
+    let descriptions = s.path("descriptions.json");
+    std::fs::write(&descriptions, "{}").unwrap();
+    let server = fixture_server(
+        "fx",
+        &["--descriptions", descriptions.to_str().unwrap()],
+        &s.path("r.jsonl"),
+    );
+    std::fs::write(
+        s.config(),
+        format!(
+            "[log]\ndecisions = {:?}\n\n{server}",
+            s.path("decisions.jsonl").display().to_string(),
+        ),
+    )
+    .unwrap();
+    // One gavel run: a call, then the host closes it.
+    let run = |log: &'static str| {
+        let mut cmd = tokio::process::Command::new(GAVEL);
+        cmd.args([
+            "run",
+            "--config",
+            s.config().to_str().unwrap(),
+            "--log-file",
+            s.path(log).to_str().unwrap(),
+        ])
+        .env("GAVEL_STATE_DIR", s.path("state"));
+        async move {
+            let client = connect_cmd(cmd, TestHost::new()).await;
+            call(&client, "echo", json!({"text": "x"})).await.unwrap();
+            client.cancel().await.unwrap();
+        }
+    };
+    run("run1.log").await;
+    let d1 = last_digest(&s, "echo");
+    assert!(
+        !run_log(&s, "run1.log").contains("tool definition changed"),
+        "the first run is the baseline"
+    );
+
+    // Changed while no gavel was running.
+    std::fs::write(
+        &descriptions,
+        r#"{"echo": "Echo text back (between runs)"}"#,
+    )
+    .unwrap();
+    run("run2.log").await;
+    let d2 = last_digest(&s, "echo");
+    assert_ne!(d2, d1);
+    let (old, new) = change_logged(
+        &run_log(&s, "run2.log"),
+        "echo",
+        "since gavel last listed it",
+    )
+    .unwrap_or_else(|| panic!("no change logged: {}", run_log(&s, "run2.log")));
+    assert_eq!((old, new), (d1, d2.clone()));
+
+    // Unchanged since: nothing to report.
+    run("run3.log").await;
+    assert_eq!(last_digest(&s, "echo"), d2);
+    assert!(
+        !run_log(&s, "run3.log").contains("tool definition changed"),
+        "{}",
+        run_log(&s, "run3.log")
+    );
 }

@@ -79,6 +79,26 @@ fn a_bundle_gavel_cannot_evaluate_is_still_explained() {
 }
 
 #[test]
+fn a_tool_that_needs_a_humans_approval_is_explained_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = dir.path().join("b");
+    std::fs::create_dir_all(b.join("p")).unwrap();
+    std::fs::write(b.join(".manifest"), r#"{"roots": ["p"]}"#).unwrap();
+    std::fs::write(
+        b.join("p/policy.rego"),
+        "package p\n\ndefault decision := {\"allow\": false, \"reasons\": [\"unknown_tool\"]}\n\ndecision := {\"allow\": true, \"require_approval\": {\"reason\": \"deleting needs a human\"}} if input.action.tool == \"delete\"\n\ndecision := {\"allow\": true} if input.action.tool == \"read\"\n",
+    )
+    .unwrap();
+    let (ok, text, err) = gavel(&["explain", &b.display().to_string()]);
+    assert!(ok, "{err}");
+    assert!(
+        text.contains("- delete: allowed after a human's approval (deleting needs a human)"),
+        "{text}"
+    );
+    assert!(text.contains("- read: allowed —"), "{text}");
+}
+
+#[test]
 fn explain_refuses_malformed_metadata_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let b = dir.path().join("b");

@@ -244,15 +244,15 @@ impl Metrics {
             .set(1);
     }
 
-    /// Marks a revision as no longer deciding (after a reload).
+    /// A revision no longer deciding (after a reload): its series is
+    /// removed, so a process that hot-reloads for months keeps one series
+    /// per bundle, not one per revision it ever ran.
     pub fn bundle_inactive(&self, server: &str, bundle: &str, revision: &str) {
-        self.bundle_active
-            .get_or_create(&BundleL {
-                server: server.into(),
-                bundle: bundle.into(),
-                revision: revision.into(),
-            })
-            .set(0);
+        self.bundle_active.remove(&BundleL {
+            server: server.into(),
+            bundle: bundle.into(),
+            revision: revision.into(),
+        });
     }
 
     pub fn policy_available(&self, server: &str, available: bool) {

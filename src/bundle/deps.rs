@@ -1,8 +1,9 @@
 //! What a bundle's decision can depend on, from regorus's parse tree: which
 //! `input` paths its modules read, whether they read `data` outside the
 //! bundle's own roots, and whether they call a builtin whose answer is not a
-//! function of its arguments (`time.now_ns`, `rand.intn`, `uuid.rfc4122`,
-//! `opa.runtime`, `http.send`) or that has an effect (`print`, `trace`).
+//! function of its arguments (`time.now_ns`, `rand.*`, `uuid.*`,
+//! `opa.runtime`, `http.send`, `io.jwt.decode_verify`) or that has an
+//! effect (`print`, `trace`).
 //!
 //! The decision memo (`decision::memo`) uses this to key a layer's decision
 //! on the parts of the input it reads, so the analysis is conservative:
@@ -19,15 +20,26 @@ use super::lint::{parse_module, ref_prefix, walk_rule};
 use super::{Bundle, BundleError};
 
 /// Builtins whose result is not determined by their arguments, or that act.
+/// `io.jwt.decode_verify` reads the clock when its constraints name no
+/// `time`; `net.lookup_ip_addr` asks DNS.
 const IMPURE: &[&str] = &[
     "time.now_ns",
-    "rand.intn",
-    "uuid.rfc4122",
     "opa.runtime",
     "http.send",
+    "net.lookup_ip_addr",
+    "io.jwt.decode_verify",
     "print",
     "trace",
 ];
+
+/// Whole families treated as impure, present and future members alike
+/// (`rand.intn`, `uuid.rfc4122`, …): a deterministic one (`uuid.parse`)
+/// only costs its bundle the memo and replay, never a wrong answer.
+const IMPURE_FAMILIES: &[&str] = &["rand.", "uuid."];
+
+fn is_impure(name: &str) -> bool {
+    IMPURE.contains(&name) || IMPURE_FAMILIES.iter().any(|f| name.starts_with(f))
+}
 
 /// The impure builtins that only act (output), whose decisions stay a
 /// function of the input: a replay can still reproduce them.
@@ -135,9 +147,7 @@ pub fn analyze(bundle: &Bundle) -> Result<Deps, BundleError> {
                     bare.push((span.text().to_string(), span.start));
                 }
                 Expr::Var { span, .. } if is_test_name(span.text()) => reaches_tests.set(true),
-                Expr::Call { fcn, .. }
-                    if IMPURE.contains(&ref_prefix(fcn).0.join(".").as_str()) =>
-                {
+                Expr::Call { fcn, .. } if is_impure(&ref_prefix(fcn).0.join(".")) => {
                     deps.impure = true;
                     if !EFFECT_ONLY.contains(&ref_prefix(fcn).0.join(".").as_str()) {
                         deps.nondeterministic = true;
@@ -225,6 +235,14 @@ mod tests {
         assert!(!deps("package p\nx if data.p.y\n").foreign_data);
         assert!(deps("package p\nx if time.now_ns() > 0\n").impure);
         assert!(deps("package p\nx if time.now_ns() > 0\n").nondeterministic);
+        // Families by prefix, and the clock-reading token check.
+        assert!(deps("package p\nx if rand.intn(\"k\", 10) > 0\n").nondeterministic);
+        assert!(deps("package p\nx if uuid.rfc4122(\"k\") != \"\"\n").nondeterministic);
+        assert!(
+            deps("package p\nx if io.jwt.decode_verify(input.t, {\"secret\": \"s\"})[0]\n")
+                .nondeterministic
+        );
+        assert!(!deps("package p\nx if time.parse_rfc3339_ns(input.t) > 0\n").nondeterministic);
         let printing = deps("package p\nx if print(\"hi\")\n");
         assert!(printing.impure && !printing.nondeterministic);
         assert!(!deps("package p\nx if time.weekday(0) == \"Thursday\"\n").impure);

@@ -17,6 +17,9 @@ pub const DEFAULT_BUDGET: usize = 200;
 pub struct Outcome {
     pub allow: bool,
     pub reasons: Vec<String>,
+    /// Allowed only after a human's approval (`require_approval`): a field
+    /// that adds or removes the question changes the outcome too.
+    pub approval: bool,
 }
 
 /// One change that altered the outcome.
@@ -230,6 +233,7 @@ mod tests {
         Ok(Outcome {
             allow: reasons.is_empty(),
             reasons,
+            approval: false,
         })
     }
 

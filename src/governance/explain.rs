@@ -195,7 +195,10 @@ pub fn explain_server(
             ));
             for (tool, via) in all_tools.iter().take(MAX_TOOLS) {
                 let verdict = match engine.decide(&probe_input(&sb.server, tool, identity)) {
-                    Ok(o) if o.decision.allow => "allowed".to_string(),
+                    Ok(o) if o.decision.allow => match &o.decision.require_approval {
+                        Some(a) => format!("allowed after a human's approval ({})", a.reason),
+                        None => "allowed".to_string(),
+                    },
                     Ok(o) => format!("denied ({})", o.decision.reasons.join(", ")),
                     Err(e) => format!("cannot be decided: {e}"),
                 };

@@ -25,7 +25,9 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 fn outcome_text(o: &Outcome) -> String {
-    if o.allow {
+    if o.allow && o.approval {
+        "allowed after a human's approval".into()
+    } else if o.allow {
         "allowed".into()
     } else if o.reasons.is_empty() {
         "denied".into()
@@ -58,6 +60,7 @@ pub fn explain_record(
     let logged = Outcome {
         allow: result["allow"].as_bool().unwrap_or(false),
         reasons: strings(&result["reasons"]),
+        approval: result["require_approval"].is_object(),
     };
     let action = &record["input"]["action"];
     doc.heading(1, format!("Decision `{id}`"));
@@ -161,6 +164,7 @@ pub fn explain_record(
         engine.decide(i).map(|o| Outcome {
             allow: o.decision.allow,
             reasons: o.decision.reasons,
+            approval: o.decision.require_approval.is_some(),
         })
     };
     let baseline = match decide(input) {

@@ -10,6 +10,7 @@ pub mod client;
 mod lists;
 pub mod progress;
 pub mod supervisor;
+mod tool_pins;
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -63,7 +64,8 @@ pub struct Upstream {
     restarts: std::sync::atomic::AtomicU64,
     /// The tool digests of the last tool listing, kept across restarts (the
     /// lists are emptied while the upstream is down), so a definition that
-    /// changed while it was down is still seen and logged.
+    /// changed while it was down is still seen and logged; before the first
+    /// listing, the one the last gavel recorded (`tool_pins`).
     pub(crate) last_tool_digests:
         std::sync::Mutex<Option<std::collections::HashMap<String, String>>>,
     /// Set for `session_mode = "shared"`: the sessions this upstream serves.

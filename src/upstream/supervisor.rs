@@ -338,20 +338,26 @@ async fn refresh(
 }
 
 /// Logs how a tool listing differs from the upstream's previous one — in
-/// this connection (after `list_changed`) or in the one before a restart —
-/// and makes it the new baseline. A tool changing under the same name is how
-/// a "rug pull" looks, so a changed definition is a warning with both
-/// digests; the first listing of a gavel process is the baseline.
+/// this connection (after `list_changed`), in the one before a restart, or,
+/// for the first listing, the one the last gavel process recorded for this
+/// upstream (`tool_pins`) — and makes it the new baseline. A tool changing
+/// under the same name is how a "rug pull" looks, so a changed definition is
+/// a warning with both digests.
 fn compare_tool_digests(
     up: &Upstream,
     next: &std::collections::HashMap<String, String>,
     when: &str,
 ) {
+    let pins = super::tool_pins::path(&crate::status::state_dir(), &up.cfg);
     let mut last = up
         .last_tool_digests
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if let Some(old) = last.as_ref() {
+    let (old, when) = match last.take() {
+        Some(old) => (Some(old), when),
+        None => (super::tool_pins::load(&pins), "since gavel last listed it"),
+    };
+    if let Some(old) = &old {
         let mut names: Vec<&String> = next.keys().collect();
         names.sort();
         for name in names {
@@ -369,6 +375,9 @@ fn compare_tool_digests(
         for name in old.keys().filter(|n| !next.contains_key(*n)) {
             tracing::info!(server = %up.name, tool = %name, "tool removed {when}");
         }
+    }
+    if old.as_ref() != Some(next) {
+        super::tool_pins::store(&pins, next);
     }
     *last = Some(next.clone());
 }

@@ -20,6 +20,12 @@
 //!   from before that field keeps its logged classes); when masking hid an
 //!   argument the candidate's classification reads, the record is
 //!   `not_replayable` (`masked_classification_input`);
+//! - a decision that allowed only with a human's approval ends as its final
+//!   approval step says (approved, remembered → allowed; declined, timed
+//!   out, unavailable → denied): that is the logged outcome, and where the
+//!   candidate asks for approval too, the logged answer stands for it; one
+//!   whose approval never settled is `not_replayable`
+//!   (`approval_unsettled`);
 //! - a decision that allows both times but gains or loses `require_approval`
 //!   is reported as "approval added/removed" (not a flip);
 //! - a line that is not a decision record is `malformed` (line numbers
@@ -30,6 +36,9 @@
 //!   for servers it was never written for.
 //!
 //! Streams the log line by line; the groups it keeps are bounded.
+
+mod render;
+pub use render::render;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Read};
@@ -49,6 +58,8 @@ const MAX_SERVERS_NAMED: usize = 50;
 const MAX_GROUPS: usize = 1000;
 const MAX_EXAMPLES: usize = 3;
 const MAX_MALFORMED_LINES: usize = 20;
+/// Decisions held for their final approval step; more are not replayable.
+const MAX_PENDING_APPROVALS: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -86,7 +97,8 @@ pub struct Summary {
     /// Decided by gavel's static rules; the policy never saw them.
     pub gavel_side: u64,
     pub other_server: u64,
-    /// Approval-step records (not decisions; skipped).
+    /// Approval-step records (not decisions; the final one settles its
+    /// decision).
     pub approval_steps: u64,
     /// Allowed both times, and the candidate now asks for a human approval
     /// where the logged decision did not (or no longer asks).
@@ -134,6 +146,8 @@ pub struct Replayer {
     max_line_bytes: usize,
     /// Servers in the log, kept only to refuse an ambiguous `Only` replay.
     servers_seen: std::collections::BTreeSet<String>,
+    /// Decisions waiting for their final approval step, by decision id.
+    pending: HashMap<String, (Logged, Replayed)>,
     pub summary: Summary,
 }
 
@@ -146,6 +160,38 @@ fn add(groups: &mut BTreeMap<String, Group>, key: String, id: &str) {
     if g.examples.len() < MAX_EXAMPLES && !id.is_empty() {
         g.examples.push(id.to_string());
     }
+}
+
+/// The reason codes of a record's `result`.
+fn reasons_of(rec: &Value) -> Vec<String> {
+    rec.pointer("/result/reasons")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What the log says of one decision.
+struct Logged {
+    server: String,
+    tool: String,
+    id: String,
+    allow: bool,
+    reasons: Vec<String>,
+    approval: bool,
+    /// Denied after the policy (limit, budget, approval): the candidate's
+    /// reasons are not compared with the logged ones.
+    gavel_denied: bool,
+}
+
+/// The candidate's decision of the same input.
+struct Replayed {
+    allow: bool,
+    reasons: Vec<String>,
+    approval: bool,
 }
 
 /// `/input/action/args/content` → `["action","args","content"]`.
@@ -168,6 +214,7 @@ impl Replayer {
             engines: HashMap::new(),
             max_line_bytes: MAX_LINE_BYTES,
             servers_seen: Default::default(),
+            pending: HashMap::new(),
             summary: Summary::default(),
         }
     }
@@ -244,8 +291,11 @@ impl Replayer {
             _ => return self.malformed(line_no),
         };
         // Approval steps (front::approval) belong to a decision record.
-        if rec.get("approval").is_some() {
+        if let Some(step) = rec.get("approval") {
             self.summary.approval_steps += 1;
+            if step["final"] == true {
+                self.settle(&rec);
+            }
             return Ok(());
         }
         let (Some(input), Some(allow)) = (
@@ -281,15 +331,7 @@ impl Replayer {
             return Ok(());
         }
         let id = rec["decision_id"].as_str().unwrap_or("").to_string();
-        let logged_reasons: Vec<String> = rec
-            .pointer("/result/reasons")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|r| r.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let logged_reasons = reasons_of(&rec);
         let gavel_denied = !allow
             && logged_reasons
                 .iter()
@@ -380,20 +422,101 @@ impl Replayer {
         let logged_approval = rec
             .pointer("/result/require_approval")
             .is_some_and(|v| !v.is_null());
-        let (now_allow, now_reasons, now_approval) = match se.engine.decide(input) {
-            Ok(out) => (
-                out.combined.allow && !gavel_denied,
-                out.combined.reasons,
-                out.combined.require_approval.is_some(),
-            ),
-            Err(e) => (false, vec![e.reason_code().to_string()], false),
+        let now = match se.engine.decide(input) {
+            Ok(out) => Replayed {
+                allow: out.combined.allow && !gavel_denied,
+                reasons: out.combined.reasons,
+                approval: out.combined.require_approval.is_some(),
+            },
+            Err(e) => Replayed {
+                allow: false,
+                reasons: vec![e.reason_code().to_string()],
+                approval: false,
+            },
         };
         let tool = input
             .pointer("/action/tool")
             .and_then(Value::as_str)
-            .unwrap_or("?");
+            .unwrap_or("?")
+            .to_string();
+        let logged = Logged {
+            server: server.to_string(),
+            tool,
+            id,
+            allow,
+            reasons: logged_reasons,
+            approval: logged_approval,
+            gavel_denied,
+        };
+        if allow && logged_approval {
+            // Its outcome is the human's answer, in the final approval step.
+            self.defer(logged, now);
+            return Ok(());
+        }
+        self.compare(logged, now);
+        Ok(())
+    }
+
+    /// Holds a decision that allowed only with a human's approval until its
+    /// final approval step (same decision id) says how it ended.
+    fn defer(&mut self, logged: Logged, now: Replayed) {
+        if logged.id.is_empty() || self.pending.len() >= MAX_PENDING_APPROVALS {
+            self.unsettled(1);
+            return;
+        }
+        if let Some(earlier) = self.pending.insert(logged.id.clone(), (logged, now)) {
+            // Two records with one decision id: the log is damaged.
+            drop(earlier);
+            self.unsettled(1);
+        }
+    }
+
+    fn unsettled(&mut self, n: u64) {
+        if n > 0 {
+            *self
+                .summary
+                .not_replayable
+                .entry("approval_unsettled".into())
+                .or_default() += n;
+        }
+    }
+
+    /// The final approval step of a deferred decision: the logged outcome is
+    /// the step's result; where the candidate asks for approval too, the
+    /// human's (or host's) logged answer stands for it as well.
+    fn settle(&mut self, rec: &Value) {
+        let Some((mut logged, mut now)) = rec["decision_id"]
+            .as_str()
+            .and_then(|id| self.pending.remove(id))
+        else {
+            return;
+        };
+        logged.allow = rec.pointer("/result/allow").and_then(Value::as_bool) == Some(true);
+        logged.reasons = reasons_of(rec);
+        // A declined, timed-out or unavailable approval is a gavel-side
+        // denial: the candidate's own reasons are not compared with it.
+        logged.gavel_denied = !logged.allow;
+        if now.approval && !logged.allow {
+            now.allow = false;
+            now.reasons = logged.reasons.clone();
+        }
+        self.compare(logged, now);
+    }
+
+    /// Counts one re-decided record: unchanged, a flip (grouped by tool and
+    /// by the deny side's reasons), an approval change or a reason change.
+    fn compare(&mut self, logged: Logged, now: Replayed) {
+        let Logged {
+            server,
+            tool,
+            id,
+            allow,
+            reasons: logged_reasons,
+            approval: logged_approval,
+            gavel_denied,
+        } = logged;
         let s = &mut self.summary;
-        let dir = match (allow, now_allow) {
+        let dir = match (allow, now.allow) {
             (true, false) => {
                 s.allow_to_deny += 1;
                 "allow→deny"
@@ -404,8 +527,8 @@ impl Replayer {
             }
             _ => {
                 s.unchanged += 1;
-                if allow && now_allow && logged_approval != now_approval {
-                    let what = if now_approval {
+                if allow && now.allow && logged_approval != now.approval {
+                    let what = if now.approval {
                         s.approval_added += 1;
                         "approval added"
                     } else {
@@ -414,20 +537,20 @@ impl Replayer {
                     };
                     add(&mut s.by_approval, format!("{what} {server}/{tool}"), &id);
                 }
-                let (mut a, mut b) = (logged_reasons.clone(), now_reasons.clone());
+                let (mut a, mut b) = (logged_reasons, now.reasons);
                 a.sort();
                 b.sort();
                 if !allow && a != b && !gavel_denied {
                     s.reasons_changed += 1;
                 }
-                return Ok(());
+                return;
             }
         };
         add(&mut s.by_tool, format!("{dir} {server}/{tool}"), &id);
-        let deny_reasons = if now_allow {
+        let deny_reasons = if now.allow {
             &logged_reasons
         } else {
-            &now_reasons
+            &now.reasons
         };
         if deny_reasons.is_empty() {
             add(&mut s.by_reason, format!("{dir} (no reason code)"), &id);
@@ -435,7 +558,6 @@ impl Replayer {
         for r in deny_reasons {
             add(&mut s.by_reason, format!("{dir} {r}"), &id);
         }
-        Ok(())
     }
 
     fn malformed(&mut self, line_no: u64) -> Result<(), ReplayError> {
@@ -494,6 +616,11 @@ impl Replayer {
                 progress(line_no);
             }
         }
+        // A decision whose approval never settled (gavel stopped while
+        // asking, or the log was cut) has no outcome to compare with.
+        let left = self.pending.len() as u64;
+        self.pending.clear();
+        self.unsettled(left);
         match self.ambiguity() {
             Some(e) => Err(e),
             None => Ok(()),
@@ -501,86 +628,5 @@ impl Replayer {
     }
 }
 
-/// Plain-text report.
-pub fn render(s: &Summary) -> String {
-    let mut out = String::new();
-    let mut line = |l: String| {
-        out.push_str(&l);
-        out.push('\n');
-    };
-    line(format!("replayed {} decision records", s.total));
-    line(format!("  unchanged          {}", s.unchanged));
-    line(format!("  allow → deny       {}", s.allow_to_deny));
-    line(format!("  deny → allow       {}", s.deny_to_allow));
-    line(format!(
-        "  reasons changed    {} (still denied)",
-        s.reasons_changed
-    ));
-    let nr: u64 = s.not_replayable.values().sum();
-    let why: Vec<String> = s
-        .not_replayable
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}"))
-        .collect();
-    line(format!(
-        "  not replayable     {nr}{}",
-        if why.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", why.join(", "))
-        }
-    ));
-    line(format!("  gavel-side (static rules) {}", s.gavel_side));
-    if s.approval_added + s.approval_removed > 0 {
-        line(format!(
-            "  approval added     {} / removed {} (still allowed)",
-            s.approval_added, s.approval_removed
-        ));
-    }
-    if s.other_server > 0 {
-        line(format!("  other servers (skipped) {}", s.other_server));
-    }
-    if s.malformed > 0 {
-        let lines: Vec<String> = s.malformed_lines.iter().map(u64::to_string).collect();
-        line(format!(
-            "  malformed lines    {} (lines {}){}",
-            s.malformed,
-            lines.join(", "),
-            if s.too_long > 0 {
-                format!(", {} over {} MiB", s.too_long, MAX_LINE_BYTES >> 20)
-            } else {
-                String::new()
-            }
-        ));
-    }
-    for (title, groups) in [
-        ("flips by tool", &s.by_tool),
-        ("flips by reason", &s.by_reason),
-        ("approval changes", &s.by_approval),
-    ] {
-        if groups.is_empty() {
-            continue;
-        }
-        line(format!("{title}:"));
-        for (k, g) in groups {
-            line(format!(
-                "  {k}  {}  e.g. {}",
-                g.count,
-                g.examples.join(", ")
-            ));
-        }
-    }
-    if !s.logged_revisions.is_empty() {
-        let revs: Vec<String> = s
-            .logged_revisions
-            .iter()
-            .map(|(b, r)| format!("{b}@{}", r.join("|")))
-            .collect();
-        line(format!("logged with: {}", revs.join(", ")));
-    }
-    out
-}
-
 #[cfg(test)]
-#[path = "replay_tests.rs"]
 mod tests;

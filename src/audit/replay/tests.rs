@@ -247,6 +247,72 @@ fn a_candidate_alone_over_a_log_of_several_servers_is_refused_naming_them() {
     assert_eq!((r.summary.unchanged, r.summary.other_server), (1, 1));
 }
 
+/// A decision record that allowed only with a human's approval.
+fn asked(id: &str, tool: &str) -> Value {
+    let mut r = rec(id, tool, true, &[]);
+    r["result"]["require_approval"] = json!({"reason": "old rule"});
+    r
+}
+
+/// The final approval step of decision `id`, as `front::approval` logs it.
+fn step(id: &str, tool: &str, step: &str, allow: bool) -> Value {
+    let reasons: Vec<&str> = if allow {
+        vec![]
+    } else {
+        vec!["approval_declined"]
+    };
+    json!({
+        "decision_id": id, "path": "gavel/approval",
+        "approval": {"step": step, "final": true, "type": "tool_call", "server": "fs", "tool": tool},
+        "result": {"allow": allow, "reasons": reasons},
+    })
+}
+
+#[test]
+fn an_approval_decision_ends_as_its_final_step_says() {
+    let d = tempfile::tempdir().unwrap();
+    // Candidate: writes still need a human, deletes are denied, reads are
+    // allowed outright.
+    let b = bundle(
+        d.path(),
+        "package p\ndefault decision := {\"allow\": false, \"reasons\": [\"no_deletes\"]}\ndecision := {\"allow\": true, \"require_approval\": {\"reason\": \"writes need a human\"}} if startswith(input.action.tool, \"write\")\ndecision := {\"allow\": true} if startswith(input.action.tool, \"read\")\n",
+    );
+    let requested = json!({
+        "decision_id": "w1", "path": "gavel/approval",
+        "approval": {"step": "requested", "final": false, "type": "tool_call", "server": "fs", "tool": "write_file"},
+    });
+    let lines: Vec<String> = [
+        // Declined; the candidate asks too: the human's no stands.
+        asked("w1", "write_file"),
+        requested,
+        step("w1", "write_file", "declined", false),
+        // Declined; the candidate allows reads outright: a real flip.
+        asked("r1", "read_file"),
+        step("r1", "read_file", "declined", false),
+        // Approved; the candidate denies deletes: a real flip.
+        asked("x1", "delete"),
+        step("x1", "delete", "accepted", true),
+        // Approved; the candidate asks too: unchanged.
+        asked("w2", "write_file"),
+        step("w2", "write_file", "remembered", true),
+        // Never settled (gavel stopped while asking).
+        asked("w3", "write_file"),
+    ]
+    .iter()
+    .map(Value::to_string)
+    .collect();
+    let s = replay(b, &lines);
+    assert_eq!(s.total, 5);
+    assert_eq!(s.approval_steps, 5);
+    assert_eq!((s.unchanged, s.allow_to_deny, s.deny_to_allow), (2, 1, 1));
+    assert_eq!(s.by_tool["deny→allow fs/read_file"].examples, vec!["r1"]);
+    assert_eq!(s.by_reason["deny→allow approval_declined"].count, 1);
+    assert_eq!(s.by_tool["allow→deny fs/delete"].examples, vec!["x1"]);
+    assert_eq!(s.by_reason["allow→deny no_deletes"].count, 1);
+    assert_eq!(s.reasons_changed, 0, "a declined approval is gavel-side");
+    assert_eq!(s.not_replayable["approval_unsettled"], 1);
+}
+
 #[test]
 fn approval_added_or_removed_is_reported_apart_from_flips() {
     let d = tempfile::tempdir().unwrap();
@@ -254,11 +320,10 @@ fn approval_added_or_removed_is_reported_apart_from_flips() {
         d.path(),
         "package p\ndecision := {\"allow\": true, \"require_approval\": {\"reason\": \"writes need a human\"}} if startswith(input.action.tool, \"write\")\ndecision := {\"allow\": true} if not startswith(input.action.tool, \"write\")\n",
     );
-    let mut asked = rec("r1", "read_file", true, &[]);
-    asked["result"]["require_approval"] = json!({"reason": "old rule"});
     let lines: Vec<String> = [
         rec("w1", "write_file", true, &[]),
-        asked,
+        asked("r1", "read_file"),
+        step("r1", "read_file", "accepted", true),
         rec("r2", "read_file", true, &[]),
     ]
     .iter()
