@@ -61,6 +61,7 @@ impl Session {
             cfg.budget = Some(gavel::config::Budget {
                 per: gavel::config::BudgetPer::User,
                 period: gavel::state::budget::Period::Day,
+                calendar: Default::default(),
                 calls: Some(1_000_000),
                 tokens: Some(1_000_000_000),
             });

@@ -203,6 +203,44 @@ async fn a_budget_per_user_and_agent_is_the_pairs_own() {
     }
 }
 
+/// `utc_offset` and `week_starts`: a weekly budget on a Sunday-to-Saturday
+/// week at UTC-8 renews at that local midnight — a day before the ISO week
+/// (Monday 00:00 UTC) would.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_budget_week_begins_where_the_config_says() {
+    let lab = Lab::new(
+        json!({}),
+        "[budget]\nperiod = \"week\"\nutc_offset = \"-08:00\"\nweek_starts = \"sunday\"\ncalls = 1\n",
+    );
+    let c = lab.connect_as("ada", "bot").await;
+    let first = call(&c, "echo", json!({"text": "x"})).await.unwrap();
+    assert!(allowed(&first), "{}", text(&first));
+    // 2027-01-15T08:00Z is Friday 00:00 at UTC-8: the week began on Sunday
+    // the 10th and ends at local midnight before Sunday the 17th.
+    let seen = budget_seen(&lab, "echo", 0);
+    assert_eq!(seen["period"], "week:2027-01-10/sun@-08:00");
+    assert_eq!(seen["period_ends"], "2027-01-17T08:00:00Z");
+    let over = call(&c, "echo", json!({"text": "x"})).await.unwrap();
+    assert_eq!(decision(&over)["reasons"], json!(["budget_exceeded"]));
+    assert!(
+        decision(&over)["remediation"]
+            .as_str()
+            .unwrap()
+            .contains("renews at 2027-01-17T08:00:00Z"),
+        "{}",
+        decision(&over)
+    );
+    // Just past the local week's end (still ISO week 2 in UTC).
+    lab.advance(2.0 * 86_400.0 + 1.0);
+    let renewed = call(&c, "echo", json!({"text": "x"})).await.unwrap();
+    assert!(allowed(&renewed), "a new local week: {}", text(&renewed));
+    assert_eq!(
+        budget_seen(&lab, "echo", 2)["period"],
+        "week:2027-01-17/sun@-08:00"
+    );
+    c.cancel().await.unwrap();
+}
+
 /// A decision that waits on the state store (another process holds its write
 /// lock) waits off gavel's event loop: meanwhile the session is still served
 /// (a tools/list is answered; decisions of one session stay in order, so it

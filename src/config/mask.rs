@@ -308,6 +308,11 @@ fn stateful(c: &Config, root: &mut Table) {
                     .unwrap_or_default(),
             ),
         );
+        t.insert("utc_offset".into(), Value::String(b.calendar.offset_text()));
+        t.insert(
+            "week_starts".into(),
+            Value::String(b.calendar.week_start_name().into()),
+        );
         if let Some(n) = b.calls {
             t.insert("calls".into(), Value::Integer(n as i64));
         }

@@ -206,6 +206,8 @@ pub enum AuthKey {
 pub struct Budget {
     pub per: BudgetPer,
     pub period: crate::state::budget::Period,
+    /// Where the periods begin (UTC days, ISO weeks by default).
+    pub calendar: crate::state::budget::Calendar,
     pub calls: Option<u64>,
     pub tokens: Option<u64>,
 }

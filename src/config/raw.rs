@@ -63,6 +63,10 @@ pub struct RawRegistry {
 pub struct RawBudget {
     pub per: Option<Spanned<String>>,
     pub period: Option<Spanned<String>>,
+    /// Where days begin, e.g. `"+05:30"` (default UTC).
+    pub utc_offset: Option<Spanned<String>>,
+    /// The first day of a budget week (default `"monday"`, ISO).
+    pub week_starts: Option<Spanned<String>>,
     pub calls: Option<u64>,
     pub tokens: Option<u64>,
 }

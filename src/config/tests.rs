@@ -197,6 +197,18 @@ fn stateful_sections_parse_refuse_and_render_masked() {
         (b.per, b.calls, b.tokens),
         (BudgetPer::Agent, None, Some(100))
     );
+    assert_eq!(b.calendar, Default::default(), "UTC, ISO weeks by default");
+    let local = parse(
+        "[budget]\nperiod = \"week\"\nutc_offset = \"-08:00\"\nweek_starts = \"sunday\"\ncalls = 5\n\n[servers.a]\ncommand = \"x\"\n",
+    )
+    .unwrap();
+    let cal = local.budget.as_ref().unwrap().calendar;
+    assert_eq!((cal.utc_offset_s, cal.week_start), (-8 * 3600, 6));
+    let shown = local.render_masked();
+    assert!(
+        shown.contains("utc_offset = \"-08:00\"") && shown.contains("week_starts = \"sunday\""),
+        "{shown}"
+    );
     assert_eq!(
         c.redis_url.as_deref(),
         Some("redis://:s3cret@127.0.0.1:6379/0")
@@ -216,6 +228,18 @@ fn stateful_sections_parse_refuse_and_render_masked() {
     for (bad, says) in [
         ("[budget]\nper = \"team\"\ncalls = 1\n", "budget.per"),
         ("[budget]\nperiod = \"month\"\ncalls = 1\n", "budget.period"),
+        (
+            "[budget]\nutc_offset = \"+15:00\"\ncalls = 1\n",
+            "budget.utc_offset",
+        ),
+        (
+            "[budget]\nutc_offset = \"5\"\ncalls = 1\n",
+            "budget.utc_offset",
+        ),
+        (
+            "[budget]\nweek_starts = \"Sunday\"\ncalls = 1\n",
+            "budget.week_starts",
+        ),
         ("[budget]\nper = \"user\"\n", "set calls and/or tokens"),
         ("[state]\nbackend = \"redis\"\n", "needs redis_url"),
         ("[state]\nbackend = \"etcd\"\n", "state.backend"),

@@ -181,7 +181,7 @@ impl Guard {
     /// call will then be denied after the policy).
     pub fn budget_view(&self, who: &Who) -> Option<Value> {
         let b = self.budget.as_ref()?;
-        let (period, ends) = b.period.at(self.clock.now());
+        let (period, ends) = b.period.at_in(self.clock.now(), &b.calendar);
         let used = self.store().and_then(|s| {
             s.budget_get(&Self::budget_key(b, who), &period)
                 .map_err(|e| e.to_string())
@@ -217,7 +217,7 @@ impl Guard {
             .map(|l| (l.key(who.server, who.tool, who.user, who.agent), l.rate))
             .collect();
         let budget = self.budget.as_ref().map(|b| {
-            let (period, ends) = b.period.at(now);
+            let (period, ends) = b.period.at_in(now, &b.calendar);
             (b, Self::budget_key(b, who), period, ends)
         });
         let charged = self.store().and_then(|s| {
@@ -476,6 +476,7 @@ mod tests {
         let budget = |calls, tokens| Budget {
             per: BudgetPer::User,
             period: Period::Day,
+            calendar: Default::default(),
             calls,
             tokens,
         };

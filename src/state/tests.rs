@@ -397,12 +397,21 @@ proptest! {
     /// Budget periods: every instant belongs to the period that ends after it,
     /// and a period ends at most a day (week) later.
     #[test]
-    fn periods_contain_their_instant(now in 0u64..4_102_444_800u64) {
+    fn periods_contain_their_instant(
+        now in 0u64..4_102_444_800u64,
+        offset_min in -840i64..=840,
+        week_start in 0u8..7,
+    ) {
         let now = now as f64;
-        let (_, end) = budget::Period::Day.at(now);
-        prop_assert!(end > now && end - now <= 86_400.0);
-        let (_, end) = budget::Period::Week.at(now);
-        prop_assert!(end > now && end - now <= 7.0 * 86_400.0);
+        let cal = budget::Calendar { utc_offset_s: offset_min * 60, week_start };
+        for (p, len) in [(budget::Period::Day, 86_400.0), (budget::Period::Week, 7.0 * 86_400.0)] {
+            let (name, end) = p.at_in(now, &cal);
+            prop_assert!(end > now && end - now <= len, "{}", name);
+            // The instant one period-length earlier is in the previous one.
+            let (before, _) = p.at_in(end - len - 0.5, &cal);
+            prop_assert_ne!(&before, &name);
+            prop_assert_eq!(budget::period_end(&name), Some(end));
+        }
     }
 }
 
