@@ -134,3 +134,40 @@ fn malformed_params_of_every_decided_request_are_refused_never_forwarded() {
         .collect();
     assert_eq!(forwarded.len(), 1, "only the good read: {forwarded:?}");
 }
+
+/// An upstream that sends malformed `sampling/createMessage` and
+/// `elicitation/create` requests (tests/fixture/bad_requester.py): each gets
+/// a JSON-RPC error, none reaches the host, and gavel keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_upstream_requests_never_reach_the_host() {
+    let s = Setup::new("");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixture/bad_requester.py");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[log]\ndecisions = {:?}\n\n[servers.bad]\ncommand = \"python3\"\nargs = [{:?}]\n",
+            s.path("decisions.jsonl").display().to_string(),
+            script.display().to_string()
+        ),
+    )
+    .unwrap();
+    let host = TestHost::new();
+    let seen = host.seen.clone();
+    let client = s.connect(host).await;
+    let r = call(&client, "ask_bad", json!({})).await.unwrap();
+    let answers: Vec<Value> = serde_json::from_str(&text(&r)).unwrap();
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    for a in &answers {
+        assert!(a["result"].is_null(), "refused, not answered: {a}");
+        assert_eq!(a["error"]["code"], -32602, "invalid params: {a}");
+    }
+    {
+        let seen = seen.lock().unwrap();
+        assert!(seen.samplings.is_empty(), "{:?}", seen.samplings);
+        assert!(seen.elicitations.is_empty(), "{:?}", seen.elicitations);
+    }
+    // Still serving.
+    assert!(call(&client, "ask_bad", json!({})).await.is_ok());
+    client.cancel().await.unwrap();
+}

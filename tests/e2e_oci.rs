@@ -33,9 +33,20 @@ async fn pull_decide_hot_reload_and_restart_offline() {
     // The decision records name the pulled bundle's revision and digest.
     let log = std::fs::read_to_string(s.path("decisions.jsonl")).unwrap();
     let last: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    let layer = |file: &str| {
+        format!(
+            "sha256:{}",
+            sha256_hex(&std::fs::read(s.path(file)).unwrap())
+        )
+    };
     assert_eq!(
         last["bundles"]["policies/fixture"]["revision"], "r1",
         "{last}"
+    );
+    assert_eq!(
+        last["bundles"]["policies/fixture"]["digest"],
+        json!(layer("r1.tar.gz")),
+        "the pushed layer's digest: {last}"
     );
     eventually("status shows the active OCI bundle", || {
         let st = status(&s.path("state"));
@@ -45,6 +56,7 @@ async fn pull_decide_hot_reload_and_restart_offline() {
     let st = status(&s.path("state"));
     let oci = &st["policies"]["fx"]["oci"][0];
     assert_eq!(oci["source"], "registry");
+    assert_eq!(oci["active_digest"], json!(layer("r1.tar.gz")), "{oci}");
     // The same facts for people.
     let human = Command::new(GAVEL)
         .arg("status")
@@ -60,7 +72,9 @@ async fn pull_decide_hot_reload_and_restart_offline() {
     assert_eq!(st["policies"]["fx"]["bundles"][0]["signer_keyid"], "k1");
 
     // A new revision under the same tag: hot-reloaded while calls continue,
-    // none dropped; the list change is announced.
+    // none dropped; the list change is announced (counted from here: one
+    // sent at start must not satisfy the wait).
+    let listed_before = seen.lock().unwrap().tool_list_changed;
     push(
         &tarball(&s, &bundle(&s, "r2", "r2", DENY_ECHO, Some("k1"))),
         &tag,
@@ -85,6 +99,16 @@ async fn pull_decide_hot_reload_and_restart_offline() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(reasons(&c, "echo").await, json!(["echo_frozen"]));
+    let last = s.decisions().pop().unwrap();
+    assert_eq!(
+        last["bundles"]["policies/fixture"],
+        json!({"revision": "r2", "digest": layer("r2.tar.gz"), "layer": "resource"}),
+        "{last}"
+    );
+    assert_eq!(
+        status(&s.path("state"))["policies"]["fx"]["oci"][0]["active_digest"],
+        json!(layer("r2.tar.gz"))
+    );
     assert!(
         answers
             .iter()
@@ -92,7 +116,7 @@ async fn pull_decide_hot_reload_and_restart_offline() {
         "every call during the reload was decided by r1 or r2: {answers:?}"
     );
     eventually("tools/list_changed after activation", || {
-        seen.lock().unwrap().tool_list_changed > 0
+        seen.lock().unwrap().tool_list_changed > listed_before
     })
     .await;
     let tools = c.list_all_tools().await.unwrap();

@@ -91,8 +91,12 @@ type Key = (String, String);
 
 /// What a pull found.
 enum Pulled {
-    /// The ref resolves to a layer to skip (active, or refused): its digest.
-    Unchanged(String),
+    /// The ref resolves to a layer to skip (active, or refused): its digest
+    /// and the manifest that names it now.
+    Unchanged {
+        layer: String,
+        manifest: String,
+    },
     New(Layer),
 }
 
@@ -201,7 +205,7 @@ impl Supply {
                     e.current = Some(layer);
                 }
             }
-            Ok(Pulled::Unchanged(_)) => {}
+            Ok(Pulled::Unchanged { .. }) => {}
             Err(msg) => {
                 self.record_error(key, "bundle_error", msg);
                 if let Some(layer) = self.cached_layer(key, &r) {
@@ -263,7 +267,10 @@ impl Supply {
             e.status.last_successful_request = Some(t.clone());
         }
         if skip.contains(&resolved.layer.digest.as_str()) {
-            return Ok(Pulled::Unchanged(resolved.layer.digest));
+            return Ok(Pulled::Unchanged {
+                layer: resolved.layer.digest,
+                manifest: resolved.manifest_digest,
+            });
         }
         let bytes = self
             .registry
@@ -448,8 +455,14 @@ impl Supply {
                 skip.push(h);
             }
             match self.pull(&key, &r, &skip).await {
-                Ok(Pulled::Unchanged(digest)) => {
+                Ok(Pulled::Unchanged {
+                    layer: digest,
+                    manifest,
+                }) => {
                     retries = 0;
+                    if have.as_deref() == Some(digest.as_str()) {
+                        self.same_layer_new_manifest(&key, &manifest);
+                    }
                     // The registry answers again with the active layer: an
                     // earlier download error or refusal is over (a refused
                     // layer's error stays while it is what the registry serves).
@@ -470,6 +483,32 @@ impl Supply {
                     self.record_error(&key, "bundle_error", msg);
                 }
             }
+        }
+    }
+
+    /// The tag moved to another manifest that names the active layer (a
+    /// re-push of the same bundle, other annotations): nothing to build, but
+    /// the status and the cache record name the manifest the tag names now.
+    fn same_layer_new_manifest(&self, key: &Key, manifest: &str) {
+        let layer = {
+            let mut map = self.lock();
+            let Some(e) = map.get_mut(key) else { return };
+            let Some(cur) = e.current.as_mut() else {
+                return;
+            };
+            if cur.manifest_digest == manifest {
+                return;
+            }
+            tracing::info!(bundle = %key.1, old = %cur.manifest_digest, new = %manifest, "the tag names a new manifest with the active layer; nothing to reload");
+            cur.manifest_digest = manifest.to_string();
+            e.status.manifest_digest = Some(manifest.to_string());
+            cur.clone()
+        };
+        if let Err(e) = self
+            .cache
+            .store(&key.0, &key.1, &layer.manifest_digest, &layer.bytes)
+        {
+            tracing::warn!(bundle = %key.1, "cannot update the cached bundle's manifest digest: {e}");
         }
     }
 

@@ -255,6 +255,35 @@ impl ClientHandler for UpstreamClient {
         let _ = self.list_changed.send(ListKind::Prompts);
     }
 
+    /// rmcp hands over here every upstream→host request it could not parse
+    /// — a standard method with malformed params included. Neither reaches
+    /// the host: a malformed standard request cannot be decided (its params
+    /// are what the policy reads) and is refused as invalid params; an
+    /// unknown method has no policy path and is not found.
+    async fn on_custom_request(
+        &self,
+        request: rmcp::model::CustomRequest,
+        _cx: RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::CustomResult, ErrorData> {
+        let method = request.method.as_str();
+        if UPSTREAM_SPEC_METHODS.contains(&method) {
+            tracing::warn!(server = %self.server, method, "refused a malformed request from the upstream");
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "Invalid params for {method}: the request does not match the MCP schema (check field names and types); gavel did not pass it to the host"
+                ),
+                None,
+            ));
+        }
+        Err(ErrorData::new(
+            rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+            format!(
+                "Method not found: {method} (gavel passes only the standard server-to-client requests to the host)"
+            ),
+            None,
+        ))
+    }
+
     async fn on_custom_notification(
         &self,
         notification: CustomNotification,
@@ -280,6 +309,14 @@ impl ClientHandler for UpstreamClient {
         }
     }
 }
+
+/// The standard requests a server may send its client (MCP 2025-11-25).
+const UPSTREAM_SPEC_METHODS: &[&str] = &[
+    "ping",
+    "sampling/createMessage",
+    "elicitation/create",
+    "roots/list",
+];
 
 fn unexpected(method: &str, got: ClientResult) -> ErrorData {
     ErrorData::internal_error(
