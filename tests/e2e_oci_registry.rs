@@ -205,8 +205,9 @@ async fn an_image_index_is_descended_past_attestations() {
     assert_eq!(reasons(&c, "echo").await, json!("allowed"));
     c.cancel().await.unwrap();
 
-    // `gavel replay` takes a candidate straight from the registry (these
-    // records' inputs are masked, so they are counted apart, not replayed).
+    // `gavel replay` takes a candidate straight from the registry. The
+    // fixture policy reads `input.user.id`, which its own log rules mask:
+    // with it, these records are counted apart, not replayed.
     let candidate = format!("oci://{}/policies/fixture:candidate", reg.host());
     push(
         &tarball(&s, &bundle(&s, "r2", "r2", DENY_ECHO, Some("k1"))),
@@ -224,6 +225,51 @@ async fn an_image_index_is_descended_past_attestations() {
     ]));
     let summary: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(summary["total"], 2, "{summary}");
+    assert_eq!(summary["not_replayable"]["masked_input"], 2, "{summary}");
+    // A candidate that reads no masked field re-decides both records: the
+    // delete (denied by r1) is now allowed, the echo (allowed) now denied.
+    let lax_dir = s.path("lax");
+    std::fs::create_dir_all(lax_dir.join("mcp/fixture")).unwrap();
+    std::fs::write(
+        lax_dir.join(".manifest"),
+        r#"{"revision": "r3", "roots": ["mcp/fixture"]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        lax_dir.join("mcp/fixture/policy.rego"),
+        "package mcp.fixture\n\ndecision := {\"allow\": true} if input.action.tool == \"destructive_delete\"\n\ndecision := {\"allow\": false, \"reasons\": [\"echo_frozen\"]} if input.action.tool == \"echo\"\n",
+    )
+    .unwrap();
+    let lax = format!("oci://{}/policies/fixture:lax", reg.host());
+    push(&tarball(&s, &lax_dir), &lax);
+    let out = stdout_ok(gavel_cmd(&[
+        "replay",
+        "--log",
+        s.path("decisions.jsonl").to_str().unwrap(),
+        "--config",
+        s.config().to_str().unwrap(),
+        "--bundle",
+        &lax,
+        "--json",
+    ]));
+    let summary: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (&summary["allow_to_deny"], &summary["deny_to_allow"]),
+        (&json!(1), &json!(1)),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["by_tool"]["allow→deny fx/echo"]["count"], 1,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["by_tool"]["deny→allow fx/destructive_delete"]["count"], 1,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["by_reason"]["allow→deny echo_frozen"]["count"], 1,
+        "{summary}"
+    );
     let missing = format!("oci://{}/policies/fixture:nope", reg.host());
     let out = gavel_cmd(&[
         "replay",
