@@ -311,4 +311,28 @@ mod tests {
             assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), round);
         }
     }
+
+    /// The batched fsync thread `open` starts syncs on its own: a record
+    /// written (and never synced by the test) leaves the log clean within a
+    /// bounded wait. Without the thread the log would stay dirty until
+    /// dropped, and this would time out.
+    #[test]
+    fn the_fsync_thread_syncs_what_was_written() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("decisions.jsonl");
+        let log = DecisionLog::open(&p, Rotation { bytes: 0, keep: 1 }).unwrap();
+        for round in 1..=3 {
+            write_n(&log, 1);
+            // Polled, never timed: generous so a loaded machine only waits.
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while log.is_dirty() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "round {round}: the fsync thread never synced the record"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), round);
+        }
+    }
 }

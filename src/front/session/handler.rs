@@ -58,7 +58,9 @@ pub fn annotations_value(tool: &Tool) -> Value {
 }
 
 /// Size of a tool result for the token estimate, without serializing it
-/// again: the text it carries (binary content counts as its base64 text).
+/// again: the text it carries (binary content counts as its base64 text),
+/// plus `structuredContent` unless a text block already mirrors it (the
+/// spec asks tools to send both: the same data counts once).
 fn result_bytes(r: &ServerResult) -> usize {
     match r {
         ServerResult::CallToolResult(r) => {
@@ -70,10 +72,13 @@ fn result_bytes(r: &ServerResult) -> usize {
                     None => serde_json::to_vec(c).map(|v| v.len()).unwrap_or(0),
                 })
                 .sum();
-            content
-                + r.structured_content
-                    .as_ref()
-                    .map_or(0, |v| v.to_string().len())
+            let structured = r.structured_content.as_ref().map_or(0, |v| {
+                let mirrored = r.content.iter().filter_map(|c| c.as_text()).any(|t| {
+                    serde_json::from_str::<serde_json::Value>(&t.text).is_ok_and(|x| x == *v)
+                });
+                if mirrored { 0 } else { v.to_string().len() }
+            });
+            content + structured
         }
         other => serde_json::to_vec(other).map(|v| v.len()).unwrap_or(0),
     }
@@ -506,5 +511,30 @@ impl ServerHandler for Session {
             format!("Method not found: {}", request.method),
             None,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::ContentBlock;
+
+    #[test]
+    fn a_structured_result_mirrored_in_text_counts_once() {
+        let data = json!({"temperature": 21.5, "unit": "C"});
+        let text = data.to_string();
+        let mirrored = CallToolResult::structured(data.clone());
+        assert_eq!(
+            result_bytes(&ServerResult::CallToolResult(mirrored)),
+            text.len(),
+            "the text block mirrors structuredContent"
+        );
+        let mut summary = CallToolResult::success(vec![ContentBlock::text("21.5 C")]);
+        summary.structured_content = Some(data);
+        assert_eq!(
+            result_bytes(&ServerResult::CallToolResult(summary)),
+            "21.5 C".len() + text.len(),
+            "a summary and the data: both count"
+        );
     }
 }

@@ -24,10 +24,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
+
+mod poll;
 
 use super::Bundle;
 use super::oci::cache::Cache;
@@ -411,107 +411,6 @@ impl Supply {
         }
     }
 
-    /// Polls every reference until `shutdown`, activating changes.
-    pub fn spawn_polling(self: &Arc<Self>, enforcer: Arc<Enforcer>, shutdown: CancellationToken) {
-        for key in self.users.keys().cloned() {
-            let (this, enforcer, shutdown) = (self.clone(), enforcer.clone(), shutdown.clone());
-            tokio::spawn(async move { this.poll_loop(key, enforcer, shutdown).await });
-        }
-    }
-
-    async fn poll_loop(
-        self: Arc<Self>,
-        key: Key,
-        enforcer: Arc<Enforcer>,
-        shutdown: CancellationToken,
-    ) {
-        let Ok(r) = OciRef::parse(&key.1) else { return };
-        let mut retries: u32 = 0;
-        loop {
-            let have = self
-                .lock()
-                .get(&key)
-                .and_then(|e| e.current.as_ref().map(|l| l.layer_digest.clone()));
-            // A digest pin that is active never changes: nothing to poll.
-            let active_ok = self
-                .lock()
-                .get(&key)
-                .is_some_and(|e| e.status.last_successful_activation.is_some());
-            if !r.is_mutable() && have.is_some() && active_ok {
-                return;
-            }
-            let delay = if retries == 0 {
-                jitter_between(self.settings.min_delay, self.settings.max_delay)
-            } else {
-                backoff(retries, self.settings.max_delay)
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.cancelled() => return,
-            }
-            let refused = self.lock().get(&key).and_then(|e| e.refused.clone());
-            let mut skip: Vec<&str> = refused.iter().map(String::as_str).collect();
-            if active_ok && let Some(h) = &have {
-                skip.push(h);
-            }
-            match self.pull(&key, &r, &skip).await {
-                Ok(Pulled::Unchanged {
-                    layer: digest,
-                    manifest,
-                }) => {
-                    retries = 0;
-                    if have.as_deref() == Some(digest.as_str()) {
-                        self.same_layer_new_manifest(&key, &manifest);
-                    }
-                    // The registry answers again with the active layer: an
-                    // earlier download error or refusal is over (a refused
-                    // layer's error stays while it is what the registry serves).
-                    if refused.as_deref() != Some(digest.as_str())
-                        && let Some(e) = self.lock().get_mut(&key)
-                    {
-                        e.refused = None;
-                        e.status.code = None;
-                        e.status.message = None;
-                    }
-                }
-                Ok(Pulled::New(layer)) => {
-                    retries = 0;
-                    self.try_activate(&key, layer, &enforcer);
-                }
-                Err(msg) => {
-                    retries = retries.saturating_add(1);
-                    self.record_error(&key, "bundle_error", msg);
-                }
-            }
-        }
-    }
-
-    /// The tag moved to another manifest that names the active layer (a
-    /// re-push of the same bundle, other annotations): nothing to build, but
-    /// the status and the cache record name the manifest the tag names now.
-    fn same_layer_new_manifest(&self, key: &Key, manifest: &str) {
-        let layer = {
-            let mut map = self.lock();
-            let Some(e) = map.get_mut(key) else { return };
-            let Some(cur) = e.current.as_mut() else {
-                return;
-            };
-            if cur.manifest_digest == manifest {
-                return;
-            }
-            tracing::info!(bundle = %key.1, old = %cur.manifest_digest, new = %manifest, "the tag names a new manifest with the active layer; nothing to reload");
-            cur.manifest_digest = manifest.to_string();
-            e.status.manifest_digest = Some(manifest.to_string());
-            cur.clone()
-        };
-        if let Err(e) = self
-            .cache
-            .store(&key.0, &key.1, &layer.manifest_digest, &layer.bytes)
-        {
-            tracing::warn!(bundle = %key.1, "cannot update the cached bundle's manifest digest: {e}");
-        }
-    }
-
     /// Builds every user server of `key` with `layer` in its place, off to
     /// the side; all or nothing.
     fn build_all(
@@ -635,40 +534,5 @@ impl Resolve for Overlay<'_> {
             return bundle_from_layer(&r, &self.layer.bytes).map(Arc::new);
         }
         self.supply.resolve(owner, reference)
-    }
-}
-
-/// Uniform in `[min, max]`.
-fn jitter_between(min: Duration, max: Duration) -> Duration {
-    let span = max.saturating_sub(min).as_secs_f64();
-    min + Duration::from_secs_f64(span * rand_unit())
-}
-
-/// OPA's `util.DefaultBackoff`: 100 ms × 1.6^retries, capped, ±20 %.
-fn backoff(retries: u32, max: Duration) -> Duration {
-    let base = 0.1 * 1.6f64.powi(retries.min(64) as i32);
-    let capped = base.min(max.as_secs_f64());
-    let jittered = capped * (0.8 + 0.4 * rand_unit());
-    Duration::from_secs_f64(jittered.min(max.as_secs_f64()))
-}
-
-fn rand_unit() -> f64 {
-    (uuid::Uuid::new_v4().as_u64_pair().0 >> 11) as f64 / (1u64 << 53) as f64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let max = Duration::from_secs(5);
-        assert!(backoff(1, max) <= Duration::from_millis(200));
-        assert!(backoff(30, max) <= max);
-        assert!(backoff(30, max) >= Duration::from_secs(4));
-        for _ in 0..100 {
-            let d = jitter_between(Duration::from_secs(1), Duration::from_secs(2));
-            assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(2));
-        }
     }
 }
