@@ -11,6 +11,7 @@ pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod decision;
+pub mod error_text;
 pub mod front;
 pub mod fuzzing;
 pub mod gateway;

@@ -16,6 +16,7 @@ mod server;
 
 pub use model::*;
 pub use oci::{OciSettings, RegistrySettings};
+pub use sections::key_url_allowed;
 pub use serve::ServeSettings;
 
 use ctx::*;

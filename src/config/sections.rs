@@ -18,15 +18,8 @@ impl Config {
             }
             (None, None, None, Some(u)) => {
                 let url = ctx.expand(u, "auth.jwks_url")?;
-                let loopback_http = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-                    .iter()
-                    .any(|p| url.starts_with(p));
-                if !url.starts_with("https://") && !loopback_http {
-                    return Err(ctx.at(
-                        u.span().start,
-                        "auth.jwks_url",
-                        "keys must come over https:// (plain http only from a loopback address)",
-                    ));
+                if let Err(why) = key_url_allowed(&url) {
+                    return Err(ctx.at(u.span().start, "auth.jwks_url", why));
                 }
                 AuthKey::JwksUrl {
                     url,
@@ -180,4 +173,33 @@ impl Config {
             },
         })
     }
+}
+
+/// Where token-signing keys may be fetched from: `https://`, or plain
+/// `http://` from a loopback host — decided on the parsed URL's host, never
+/// on its text (`http://127.0.0.1@evil.example/` is evil.example).
+pub fn key_url_allowed(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback_host(&parsed) => Ok(()),
+        "http" => Err(format!(
+            "keys must come over https:// (plain http only from a loopback address; {url:?} names host {:?})",
+            parsed.host_str().unwrap_or("")
+        )),
+        other => Err(format!("{other}:// is not a key URL: use https://")),
+    }
+}
+
+/// A URL whose host is `localhost` or a loopback address.
+pub(crate) fn is_loopback_host(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }

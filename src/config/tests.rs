@@ -452,3 +452,34 @@ fn log_rotation_is_configurable_and_bounded() {
     let e = err("[log]\nrotate_keep = 0\n[servers.fs]\ncommand = \"x\"\n");
     assert!(e.contains(":2:") && e.contains("log.rotate_keep"), "{e}");
 }
+
+#[test]
+fn jwks_urls_are_checked_on_their_parsed_host() {
+    use super::sections::key_url_allowed;
+    for ok in [
+        "https://idp.example/.well-known/jwks.json",
+        "http://127.0.0.1:8080/jwks",
+        "http://localhost/jwks",
+        "http://[::1]:9/jwks",
+        "http://127.0.0.2/jwks",
+    ] {
+        assert!(key_url_allowed(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "http://127.0.0.1@evil.example/jwks",
+        "http://localhost.evil.example/jwks",
+        "http://127.0.0.1.evil.example/jwks",
+        "http://idp.example/jwks",
+        "ftp://idp.example/jwks",
+        "not a url",
+    ] {
+        assert!(key_url_allowed(bad).is_err(), "{bad}");
+    }
+    let e = err(
+        "[auth]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"http://127.0.0.1@evil.example/k\"\n\n[servers.a]\ncommand = \"x\"\n",
+    );
+    assert!(
+        e.contains("auth.jwks_url") && e.contains("evil.example"),
+        "{e}"
+    );
+}

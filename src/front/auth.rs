@@ -156,6 +156,22 @@ impl Authenticator {
             AuthKey::JwksUrl { .. } => Some(
                 reqwest::Client::builder()
                     .timeout(std::time::Duration::from_secs(10))
+                    // A redirect is followed only where the configured URL
+                    // could have pointed (https, or http on loopback), at
+                    // most 5 hops: keys never arrive over plain http from
+                    // elsewhere.
+                    .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                        if attempt.previous().len() >= 5 {
+                            attempt.error("more than 5 redirects")
+                        } else if crate::config::key_url_allowed(attempt.url().as_str()).is_ok() {
+                            attempt.follow()
+                        } else {
+                            let to = attempt.url().to_string();
+                            attempt.error(format!(
+                                "redirected to {to}: keys must come over https:// (plain http only from a loopback address)"
+                            ))
+                        }
+                    }))
                     .build()
                     .map_err(|e| anyhow::anyhow!("[auth] jwks_url: HTTP client: {e}"))?,
             ),
@@ -357,12 +373,20 @@ fn parse_jwks(bytes: &[u8]) -> Result<Keys, String> {
 /// GET the JWKS URL: status checked, body bounded to 1 MiB.
 async fn fetch_jwks(http: &reqwest::Client, url: &str) -> Result<Keys, String> {
     const MAX: usize = 1 << 20;
-    let mut resp = http.get(url).send().await.map_err(|e| e.to_string())?;
+    let mut resp = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| crate::error_text::chain(&e))?;
     if !resp.status().is_success() {
         return Err(format!("HTTP {}", resp.status()));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| crate::error_text::chain(&e))?
+    {
         if body.len() + chunk.len() > MAX {
             return Err(format!("the JWKS document is over {MAX} bytes"));
         }

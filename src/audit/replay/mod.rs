@@ -319,6 +319,10 @@ impl Replayer {
         s.total += 1;
         if let Some(Value::Object(b)) = rec.get("bundles") {
             for (name, info) in b {
+                if !s.logged_revisions.contains_key(name) && s.logged_revisions.len() >= MAX_GROUPS
+                {
+                    continue;
+                }
                 let rev = info["revision"].as_str().unwrap_or("").to_string();
                 let seen = s.logged_revisions.entry(name.clone()).or_default();
                 if !seen.contains(&rev) && seen.len() < MAX_EXAMPLES * 10 {

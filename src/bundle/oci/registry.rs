@@ -29,6 +29,7 @@ use super::auth::{CredentialSource, credentials};
 use super::manifest::{self, Descriptor, Document, MAX_DEPTH, sha256_digest};
 use super::reference::OciRef;
 use crate::config::OciSettings;
+use crate::error_text::chain;
 
 /// Why a pull or push failed. Each names the reference and the step.
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +50,18 @@ pub enum OciError {
     Auth(#[from] super::auth::AuthError),
 }
 
-/// Adds what to check when a registry could not be reached at all.
+/// Adds what to check when a registry could not be reached: a TLS
+/// certificate it does not trust names `ca_file`; anything else (refused,
+/// reset, a plain-HTTP registry spoken to over TLS) names reachability and
+/// `insecure`.
 fn with_reachability_hint(r: &OciRef, mut message: String) -> String {
-    if message.contains("error sending request") {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("certificate") || lower.contains("unknownissuer") {
+        message.push_str(&format!(
+            " (the TLS certificate of {} is not trusted: give its CA as ca_file under [oci.registries.\"{}\"], or install it in the system's trust store)",
+            r.registry, r.registry
+        ));
+    } else if message.contains("error sending request") {
         message.push_str(&format!(
             " (is {} reachable? a plain-HTTP registry must be marked insecure = true under [oci.registries.\"{}\"], or pass --insecure)",
             r.registry, r.registry
@@ -189,7 +199,7 @@ impl Registry {
         let mut res = req
             .send()
             .await
-            .map_err(|e| fail(with_reachability_hint(r, format!("{e}"))))?;
+            .map_err(|e| fail(with_reachability_hint(r, chain(&e))))?;
         let max = manifest::MAX_MANIFEST_BYTES;
         let too_large =
             |n: usize| OciError::Manifest(manifest::ManifestError::TooLarge(n), r.to_string());
@@ -241,7 +251,7 @@ impl Registry {
         move |e| OciError::Registry {
             reference: r.to_string(),
             step,
-            message: with_reachability_hint(r, e.to_string()),
+            message: with_reachability_hint(r, chain(&e)),
         }
     }
 
@@ -373,7 +383,7 @@ impl Registry {
             let chunk = chunk.map_err(|e| OciError::Registry {
                 reference: r.to_string(),
                 step: "layer",
-                message: e.to_string(),
+                message: chain(&e),
             })?;
             if (out.len() + chunk.len()) as u64 > (layer.size as u64).min(max) {
                 return Err(integrity(format!(

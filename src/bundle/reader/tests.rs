@@ -359,3 +359,47 @@ fn directory_bundles_refuse_symlinks_ignore_dotfiles_and_have_stable_digests() {
         "{e}"
     );
 }
+
+#[test]
+fn directory_bundles_hold_the_same_limits() {
+    let limits = BundleLimits {
+        max_files: 3,
+        max_file_bytes: 1024,
+        max_total_bytes: 2048,
+    };
+    let fresh = || {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("p")).unwrap();
+        std::fs::write(d.path().join(".manifest"), br#"{"roots":["p"]}"#).unwrap();
+        d
+    };
+    let err = |d: &tempfile::TempDir| {
+        match crate::bundle::load_bundle(d.path(), &limits) {
+            Ok(_) => panic!("{} was loaded, not refused", d.path().display()),
+            Err(e) => e.to_string(),
+        }
+    };
+    // One file over the per-file limit.
+    let d = fresh();
+    std::fs::write(d.path().join("p/big.json"), vec![b' '; 1025]).unwrap();
+    let e = err(&d);
+    assert!(
+        e.contains("big.json: larger than the 1024 byte per-file limit"),
+        "{e}"
+    );
+    // Each file within it, together over the total.
+    let d = fresh();
+    let data = format!("{{\"x\": \"{}\"}}", "a".repeat(1010));
+    std::fs::create_dir_all(d.path().join("p/q")).unwrap();
+    std::fs::write(d.path().join("p/data.json"), &data).unwrap();
+    std::fs::write(d.path().join("p/q/data.json"), &data).unwrap();
+    let e = err(&d);
+    assert!(e.contains("more than 2048 bytes in total"), "{e}");
+    // Too many files (the manifest counts).
+    let d = fresh();
+    for n in ["a", "b", "c"] {
+        std::fs::write(d.path().join(format!("p/{n}.rego")), b"package p\n").unwrap();
+    }
+    let e = err(&d);
+    assert!(e.contains("more than 3 files"), "{e}");
+}
