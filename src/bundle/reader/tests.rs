@@ -373,11 +373,9 @@ fn directory_bundles_hold_the_same_limits() {
         std::fs::write(d.path().join(".manifest"), br#"{"roots":["p"]}"#).unwrap();
         d
     };
-    let err = |d: &tempfile::TempDir| {
-        match crate::bundle::load_bundle(d.path(), &limits) {
-            Ok(_) => panic!("{} was loaded, not refused", d.path().display()),
-            Err(e) => e.to_string(),
-        }
+    let err = |d: &tempfile::TempDir| match crate::bundle::load_bundle(d.path(), &limits) {
+        Ok(_) => panic!("{} was loaded, not refused", d.path().display()),
+        Err(e) => e.to_string(),
     };
     // One file over the per-file limit.
     let d = fresh();
