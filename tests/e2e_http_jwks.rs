@@ -77,6 +77,22 @@ async fn jwks_server(reply: Reply, hits: std::sync::Arc<std::sync::atomic::Atomi
     port
 }
 
+/// servers.toml: the fixture server with its bundle, tokens checked against
+/// the JWKS at `http://127.0.0.1:{jport}/jwks.json`, refetched every
+/// `refresh`.
+fn jwks_config(s: &Setup, audience: &str, jport: u16, refresh: &str) {
+    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\njwks_url = \"http://127.0.0.1:{jport}/jwks.json\"\njwks_refresh = {refresh:?}\n\n{}bundle = {:?}\n",
+            fixture_server("fx", &[], &s.path("r.jsonl")),
+            bundle.display().to_string()
+        ),
+    )
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn jwks_url_keys_are_fetched_cached_and_rotated() {
     let s = Setup::new("");
@@ -88,16 +104,7 @@ async fn jwks_url_keys_are_fetched_cached_and_rotated() {
     let jport = jwks_server(doc.clone(), hits.clone()).await;
     let port = free_port();
     let audience = format!("http://127.0.0.1:{port}/mcp");
-    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
-    std::fs::write(
-        s.config(),
-        format!(
-            "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\njwks_url = \"http://127.0.0.1:{jport}/jwks.json\"\njwks_refresh = \"1h\"\n\n{}bundle = {:?}\n",
-            fixture_server("fx", &[], &s.path("r.jsonl")),
-            bundle.display().to_string()
-        ),
-    )
-    .unwrap();
+    jwks_config(&s, &audience, jport, "1h");
     let mut gavel = gavel_serve(&s, port, &[]).await;
     let claims = |sub: &str| json!({"iss": "https://idp.example.test", "aud": audience, "exp": now() + 600, "sub": sub});
     // A k1 token works; fetching happened once at start, and verifying more
@@ -170,16 +177,7 @@ impl Served {
         let jport = jwks_server(reply.clone(), hits.clone()).await;
         let port = free_port();
         let audience = format!("http://127.0.0.1:{port}/mcp");
-        let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
-        std::fs::write(
-            s.config(),
-            format!(
-                "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\njwks_url = \"http://127.0.0.1:{jport}/jwks.json\"\njwks_refresh = {refresh:?}\n\n{}bundle = {:?}\n",
-                fixture_server("fx", &[], &s.path("r.jsonl")),
-                bundle.display().to_string()
-            ),
-        )
-        .unwrap();
+        jwks_config(&s, &audience, jport, refresh);
         let gavel = gavel_serve(&s, port, &[]).await;
         Served {
             s,
@@ -337,16 +335,7 @@ async fn a_jwks_redirect_to_plain_http_elsewhere_is_not_followed() {
     });
     let port = free_port();
     let audience = format!("http://127.0.0.1:{port}/mcp");
-    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
-    std::fs::write(
-        s.config(),
-        format!(
-            "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\njwks_url = \"http://127.0.0.1:{jport}/jwks.json\"\n\n{}bundle = {:?}\n",
-            fixture_server("fx", &[], &s.path("r.jsonl")),
-            bundle.display().to_string()
-        ),
-    )
-    .unwrap();
+    jwks_config(&s, &audience, jport, "10m");
     let mut gavel = gavel_serve(&s, port, &[]).await;
     let claims = json!({"iss": "https://idp.example.test", "aud": audience, "exp": now() + 600, "sub": "ada"});
     let answer = post_init(port, Some(&token_kid(claims, "any-secret", "k1"))).await;

@@ -213,17 +213,20 @@ async fn an_image_index_is_descended_past_attestations() {
         &tarball(&s, &bundle(&s, "r2", "r2", DENY_ECHO, Some("k1"))),
         &candidate,
     );
-    let out = stdout_ok(gavel_cmd(&[
-        "replay",
-        "--log",
-        s.path("decisions.jsonl").to_str().unwrap(),
-        "--config",
-        s.config().to_str().unwrap(),
-        "--bundle",
-        &candidate,
-        "--json",
-    ]));
-    let summary: Value = serde_json::from_str(out.trim()).unwrap();
+    let replay = |candidate: &str| -> Value {
+        let out = stdout_ok(gavel_cmd(&[
+            "replay",
+            "--log",
+            s.path("decisions.jsonl").to_str().unwrap(),
+            "--config",
+            s.config().to_str().unwrap(),
+            "--bundle",
+            candidate,
+            "--json",
+        ]));
+        serde_json::from_str(out.trim()).unwrap()
+    };
+    let summary = replay(&candidate);
     assert_eq!(summary["total"], 2, "{summary}");
     assert_eq!(summary["not_replayable"]["masked_input"], 2, "{summary}");
     // A candidate that reads no masked field re-decides both records: the
@@ -242,17 +245,7 @@ async fn an_image_index_is_descended_past_attestations() {
     .unwrap();
     let lax = format!("oci://{}/policies/fixture:lax", reg.host());
     push(&tarball(&s, &lax_dir), &lax);
-    let out = stdout_ok(gavel_cmd(&[
-        "replay",
-        "--log",
-        s.path("decisions.jsonl").to_str().unwrap(),
-        "--config",
-        s.config().to_str().unwrap(),
-        "--bundle",
-        &lax,
-        "--json",
-    ]));
-    let summary: Value = serde_json::from_str(out.trim()).unwrap();
+    let summary = replay(&lax);
     assert_eq!(
         (&summary["allow_to_deny"], &summary["deny_to_allow"]),
         (&json!(1), &json!(1)),

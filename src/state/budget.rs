@@ -215,7 +215,8 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 mod tests {
     use super::*;
 
-    fn at(s: &str) -> f64 {
+    /// An RFC 3339 instant as Unix seconds.
+    pub(super) fn at(s: &str) -> f64 {
         humantime::parse_rfc3339(s)
             .unwrap()
             .duration_since(std::time::UNIX_EPOCH)
@@ -271,15 +272,8 @@ mod tests {
 
 #[cfg(test)]
 mod calendar_tests {
+    use super::tests::at;
     use super::*;
-
-    fn at(s: &str) -> f64 {
-        humantime::parse_rfc3339(s)
-            .unwrap()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64()
-    }
 
     fn cal(offset: &str, week_starts: &str) -> Calendar {
         Calendar {

@@ -540,3 +540,52 @@ fn redis_is_exact_across_connections_and_fails_closed_until_it_returns() {
     );
     assert_eq!(store.connect_attempts(), attempts + 1);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The shared-memory rate table (the limiter gavel runs) decides every
+    /// call exactly as the GCRA model does with an in-memory map of TATs:
+    /// per key, all-or-nothing across a call's limits, refusals charging
+    /// nothing — over random calls naming random subsets of a few keys.
+    #[test]
+    fn the_rate_table_decides_as_the_gcra_model(
+        calls in proptest::collection::vec(
+            (0u32..1500, proptest::collection::vec(0usize..4, 1..3)),
+            1..120,
+        ),
+        rates in proptest::collection::vec((1u32..10, 1u64..5), 4),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let table = ratefile::RateFile::open(&dir.path().join("state.rates")).unwrap();
+        let rates: Vec<Rate> = rates
+            .iter()
+            .map(|(r, b)| Rate { rate: *r as f64, period_s: 1.0, burst: *b })
+            .collect();
+        let mut model: std::collections::HashMap<usize, f64> = Default::default();
+        let mut now = 1_000.0;
+        for (gap, keys) in calls {
+            now += gap as f64 / 1000.0;
+            let mut keys = keys;
+            keys.sort();
+            keys.dedup();
+            let limits: Vec<(String, Rate)> =
+                keys.iter().map(|k| (format!("rl:k{k}"), rates[*k])).collect();
+            let (got, ()) = table.charge(&limits, now, |_| Ok((true, ()))).unwrap();
+            let want: Vec<(gcra::RateOutcome, f64)> = keys
+                .iter()
+                .map(|k| gcra::check(model.get(k).copied(), rates[*k], now))
+                .collect();
+            for (g, (w, _)) in got.iter().zip(&want) {
+                prop_assert_eq!(g.allowed, w.allowed);
+                prop_assert!((g.retry_after - w.retry_after).abs() < 1e-6);
+                prop_assert_eq!(g.remaining, w.remaining);
+            }
+            if want.iter().all(|(w, _)| w.allowed) {
+                for (k, (_, tat)) in keys.iter().zip(want) {
+                    model.insert(*k, tat);
+                }
+            }
+        }
+    }
+}

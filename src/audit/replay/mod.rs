@@ -123,6 +123,11 @@ impl Summary {
         self.allow_to_deny + self.deny_to_allow
     }
 
+    /// Counts `n` records that cannot be replayed faithfully, and why.
+    fn unreplayable(&mut self, why: &str, n: u64) {
+        *self.not_replayable.entry(why.into()).or_default() += n;
+    }
+
     pub fn not_replayable_total(&self) -> u64 {
         self.not_replayable.values().sum()
     }
@@ -353,11 +358,7 @@ impl Replayer {
         }
         let se = &self.engines[server];
         if se.deps.iter().any(|d| d.nondeterministic) {
-            *self
-                .summary
-                .not_replayable
-                .entry("non_deterministic_builtin".into())
-                .or_default() += 1;
+            self.summary.unreplayable("non_deterministic_builtin", 1);
             return Ok(());
         }
         let reads_masked = masked.iter().any(|m| {
@@ -369,11 +370,7 @@ impl Replayer {
             })
         });
         if reads_masked {
-            *self
-                .summary
-                .not_replayable
-                .entry("masked_input".into())
-                .or_default() += 1;
+            self.summary.unreplayable("masked_input", 1);
             return Ok(());
         }
         // The candidate's own classification, when it can be recomputed.
@@ -393,11 +390,7 @@ impl Replayer {
         let mut input = input;
         if input.pointer("/action/data_classes_referenced").is_some() {
             if classes_hidden && se.engine.classifies() {
-                *self
-                    .summary
-                    .not_replayable
-                    .entry("masked_classification_input".into())
-                    .or_default() += 1;
+                self.summary.unreplayable("masked_classification_input", 1);
                 return Ok(());
             }
             let action = &input["action"];
@@ -477,11 +470,7 @@ impl Replayer {
 
     fn unsettled(&mut self, n: u64) {
         if n > 0 {
-            *self
-                .summary
-                .not_replayable
-                .entry("approval_unsettled".into())
-                .or_default() += n;
+            self.summary.unreplayable("approval_unsettled", n);
         }
     }
 
