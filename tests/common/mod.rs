@@ -2,8 +2,10 @@
 //! binary, talk to it with a real rmcp client, read what the fixture recorded.
 #![allow(dead_code)]
 
+pub mod approval;
 pub mod lab;
 pub mod metrics;
+mod net;
 pub mod oci;
 pub mod policy;
 pub mod raw;
@@ -17,6 +19,9 @@ use rmcp::model::*;
 use rmcp::service::{NotificationContext, RequestContext, RoleClient, RunningService};
 use rmcp::{ClientHandler, ErrorData, ServiceExt};
 use serde_json::{Value, json};
+
+#[allow(unused_imports)] // not every test crate uses the HTTP helpers
+pub use net::*;
 
 pub const GAVEL: &str = env!("CARGO_BIN_EXE_gavel");
 pub const FIXTURE: &str = env!("CARGO_BIN_EXE_gavel-fixture");
@@ -420,238 +425,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// The fixture serving streamable HTTP on a free port; returns it and its
-/// `/mcp` URL.
-pub async fn fixture_over_http(name: &str, record: &Path) -> (tokio::process::Child, String) {
-    use tokio::io::AsyncBufReadExt;
-    let mut fixture = tokio::process::Command::new(FIXTURE)
-        .args(["--name", name, "--http", "127.0.0.1:0", "--record"])
-        .arg(record)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(fixture.stdout.take().unwrap()).lines();
-    loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("fixture announces its address");
-        if let Some(u) = line.strip_prefix("FIXTURE_LISTENING ") {
-            return (fixture, u.to_string());
-        }
-    }
-}
-
-/// Sends one raw HTTP request (with `Connection: close`) and returns the
-/// whole response: for what a real client would not send (rebinding,
-/// foreign origins, other users' tokens, caps).
-pub async fn raw_request(port: u16, request: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
-/// A raw `POST /mcp` of `body` with this `Host` (and `Origin`).
-pub async fn raw_post(port: u16, host: &str, origin: Option<&str>, body: &Value) -> String {
-    let body = body.to_string();
-    let origin = origin
-        .map(|o| format!("Origin: {o}\r\n"))
-        .unwrap_or_default();
-    raw_request(
-        port,
-        &format!(
-            "POST /mcp HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    )
-    .await
-}
-
-/// A raw `initialize` on 127.0.0.1:`port`, with this bearer token if any.
-pub async fn post_init(port: u16, bearer: Option<&str>) -> String {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}})
-    .to_string();
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    raw_request(
-        port,
-        &format!(
-            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    )
-    .await
-}
-
-/// `gavel serve` on this setup's config at 127.0.0.1:`port`, once it listens.
-pub async fn gavel_serve(s: &Setup, port: u16, env: &[(&str, &str)]) -> tokio::process::Child {
-    gavel_serve_with(s, port, env, &[]).await
-}
-
-/// `gavel serve` with extra arguments (TLS, allowed hosts…).
-pub async fn gavel_serve_with(
-    s: &Setup,
-    port: u16,
-    env: &[(&str, &str)],
-    extra: &[&str],
-) -> tokio::process::Child {
-    gavel_serve_logged(&s.config(), &s.log(), port, env, extra).await
-}
-
-/// `gavel serve` of `config` logging to `log` (several instances of one
-/// config each need their own log to tell when each listens).
-pub async fn gavel_serve_logged(
-    config: &Path,
-    log: &Path,
-    port: u16,
-    env: &[(&str, &str)],
-    extra: &[&str],
-) -> tokio::process::Child {
-    let child = tokio::process::Command::new(GAVEL)
-        .args(["serve", "--config"])
-        .arg(config)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--log-file"])
-        .arg(log)
-        .args(extra)
-        .envs(env.iter().copied())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    eventually("gavel listens", || {
-        std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .contains("serving MCP over streamable HTTP")
-    })
-    .await;
-    child
-}
-
-/// The HS256 secret of the bearer-token tests; gavel reads it from the
-/// environment variable the [`hs256_auth`] table names.
-pub const JWT_SECRET: &str = "e2e-secret-for-hs256-tokens-only";
-
-/// An `[auth]` table accepting HS256 tokens from `https://idp.example.test`
-/// for `audience`, the secret read from `GAVEL_E2E_JWT_SECRET`.
-pub fn hs256_auth(audience: &str) -> String {
-    format!(
-        "[auth]\nissuer = \"https://idp.example.test\"\naudience = {audience:?}\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_E2E_JWT_SECRET\"\n"
-    )
-}
-
-/// An HS256 bearer token with these claims.
-pub fn hs256_token(claims: Value, secret: &str) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
-}
-
-/// Unix seconds now (token `exp`/`iat`).
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// A test CA and a leaf certificate for 127.0.0.1 it signed (the `openssl` command, installed by scripts/setup), as
-/// (leaf cert, leaf key, CA cert).
-pub fn test_pki(s: &Setup) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(s.dir.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=gavel test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "leaf.csr",
-    ]);
-    std::fs::write(
-        s.path("leaf.ext"),
-        "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "leaf.ext",
-        "-out",
-        "cert.pem",
-    ]);
-    (s.path("cert.pem"), s.path("key.pem"), s.path("ca.pem"))
-}
-
-/// An rmcp client over streamable HTTP for `url`, trusting `ca` (PEM) when
-/// given (HTTPS) and sending `bearer` as its token when given.
-pub async fn http_client(url: &str, ca: Option<&Path>, bearer: Option<&str>) -> Client {
-    use rmcp::transport::StreamableHttpClientTransport;
-    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-    let mut http = reqwest::Client::builder();
-    if let Some(ca) = ca {
-        http = http.add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap(),
-        );
-    }
-    let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
-    if let Some(b) = bearer {
-        config = config.auth_header(b.to_string());
-    }
-    TestHost::new()
-        .serve(StreamableHttpClientTransport::with_client(
-            http.build().unwrap(),
-            config,
-        ))
-        .await
-        .expect("the HTTP client initializes")
 }
 
 /// Copies a directory tree (bundles to sign or tamper with).
