@@ -1,9 +1,9 @@
 //! End to end: bearer-token identity on `gavel serve` — 401 with the
 //! resource-metadata challenge, the metadata document, refused tokens (wrong
 //! audience, issuer, expired, bad signature), the token's user reaching
-//! policy and the decision log, a session that cannot change hands, and the
-//! host's token never reaching an (HTTP) upstream. JWKS URLs:
-//! e2e_http_jwks.rs.
+//! policy, a session that cannot change hands, and the host's token never
+//! reaching an (HTTP) upstream. What each user gets (own upstreams, own tool
+//! list, own name in the log): e2e_http_users.rs. JWKS URLs: e2e_http_jwks.rs.
 
 mod common;
 
@@ -302,109 +302,6 @@ async fn bearer_tokens_decide_who_is_asking() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn per_session_upstreams_do_not_leak_between_users() {
-    let s = Setup::new("");
-    let port = free_port();
-    let audience = format!("http://127.0.0.1:{port}/mcp");
-    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
-    std::fs::write(
-        s.config(),
-        format!(
-            "{}\n[log]\ndecisions = {:?}\n\n{}bundle = {:?}\n",
-            hs256_auth(&audience),
-            s.path("decisions.jsonl").display().to_string(),
-            fixture_server("fx", &[], &s.path("r.jsonl")),
-            bundle.display().to_string()
-        ),
-    )
-    .unwrap();
-    let mut gavel = gavel_serve(&s, port, &[("GAVEL_E2E_JWT_SECRET", SECRET)]).await;
-    let claims = |sub: &str| json!({"iss": "https://idp.example.test", "aud": audience, "exp": now() + 600, "sub": sub});
-    let ada = client(&audience, &token(claims("ada"), SECRET)).await;
-    let bob = client(&audience, &token(claims("bob"), SECRET)).await;
-    // Ada adds a tool on her upstream (the fixture's dynamic tools); Bob's
-    // upstream, a different process, never sees it.
-    let before_bob: Vec<String> = bob
-        .list_all_tools()
-        .await
-        .unwrap()
-        .iter()
-        .map(|t| t.name.to_string())
-        .collect();
-    call(&ada, "add_tool", json!({"name": "adas_secret_tool"}))
-        .await
-        .unwrap();
-    let start = std::time::Instant::now();
-    loop {
-        let ada_tools: Vec<String> = ada
-            .list_all_tools()
-            .await
-            .unwrap()
-            .iter()
-            .map(|t| t.name.to_string())
-            .collect();
-        if ada_tools.contains(&"adas_secret_tool".to_string()) {
-            break;
-        }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "ada never saw her tool: {ada_tools:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let bob_tools: Vec<String> = bob
-        .list_all_tools()
-        .await
-        .unwrap()
-        .iter()
-        .map(|t| t.name.to_string())
-        .collect();
-    assert_eq!(bob_tools, before_bob, "bob's upstream is not ada's");
-    // Counters are per session and user: each decision names its own user
-    // and counts only its own calls.
-    call(&ada, "echo", json!({"text": "a"})).await.unwrap();
-    call(&bob, "echo", json!({"text": "b"})).await.unwrap();
-    let records: Vec<Value> = std::fs::read_to_string(s.path("decisions.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    // (The fixture bundle's log rules erase user ids: group by session.)
-    let mut by_session: std::collections::BTreeMap<String, Vec<&Value>> = Default::default();
-    for r in &records {
-        by_session
-            .entry(
-                r["input"]["context"]["session_id"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-            )
-            .or_default()
-            .push(r);
-    }
-    assert_eq!(by_session.len(), 2, "one session per user");
-    let mut sizes: Vec<(usize, u64)> = by_session
-        .values()
-        .map(|v| {
-            (
-                v.len(),
-                v.last().unwrap()["input"]["context"]["turn_count"]
-                    .as_u64()
-                    .unwrap(),
-            )
-        })
-        .collect();
-    sizes.sort();
-    // Bob: one call, which saw no earlier call; Ada: two calls, the second
-    // saw only her first.
-    assert_eq!(sizes, vec![(1, 0), (2, 1)]);
-    ada.cancel().await.unwrap();
-    bob.cancel().await.unwrap();
-    unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
-    gavel.wait().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn the_challenge_names_the_configured_https_resource() {
     let s = Setup::new("");
     let port = free_port();
@@ -480,85 +377,6 @@ async fn the_challenge_names_the_configured_https_resource() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_decision_log_records_who_asked() {
-    let s = Setup::new("");
-    let port = free_port();
-    let audience = format!("http://127.0.0.1:{port}/mcp");
-    // A bundle with no log rules: nothing is erased from the records.
-    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/allow-all");
-    std::fs::write(
-        s.config(),
-        format!(
-            "{}\n[identity.user]\nid = \"configured-user\"\n\n[log]\ndecisions = {:?}\n\n{}bundle = {:?}\n",
-            hs256_auth(&audience),
-            s.path("decisions.jsonl").display().to_string(),
-            fixture_server("fx", &[], &s.path("r.jsonl")),
-            bundle.display().to_string()
-        ),
-    )
-    .unwrap();
-    let mut gavel = gavel_serve(&s, port, &[("GAVEL_E2E_JWT_SECRET", SECRET)]).await;
-    let t = |sub: &str, groups: Value, azp: &str| {
-        token(
-            json!({"iss": "https://idp.example.test", "aud": audience, "exp": now() + 600,
-                   "sub": sub, "groups": groups, "azp": azp}),
-            SECRET,
-        )
-    };
-    let ada = client(&audience, &t("ada", json!(["engineering"]), "agent-ada")).await;
-    // Groups as a space-separated string (the OAuth `scope` style) count too.
-    let bob = client(&audience, &t("bob", json!("finance audit"), "agent-bob")).await;
-    call(&ada, "echo", json!({"text": "a1"})).await.unwrap();
-    call(&bob, "echo", json!({"text": "b1"})).await.unwrap();
-    call(&ada, "echo", json!({"text": "a2"})).await.unwrap();
-    let records: Vec<Value> = std::fs::read_to_string(s.path("decisions.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let who: Vec<(Value, Value, Value, Value)> = records
-        .iter()
-        .map(|r| {
-            assert!(r.get("erased").is_none_or(|e| e == &json!([])), "{r}");
-            let i = &r["input"];
-            (
-                i["user"]["id"].clone(),
-                i["agent"]["id"].clone(),
-                i["user"]["groups"].clone(),
-                i["action"]["args"]["text"].clone(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        who,
-        vec![
-            (
-                json!("ada"),
-                json!("agent-ada"),
-                json!(["engineering"]),
-                json!("a1")
-            ),
-            (
-                json!("bob"),
-                json!("agent-bob"),
-                json!(["finance", "audit"]),
-                json!("b1")
-            ),
-            (
-                json!("ada"),
-                json!("agent-ada"),
-                json!(["engineering"]),
-                json!("a2")
-            ),
-        ]
-    );
-    ada.cancel().await.unwrap();
-    bob.cancel().await.unwrap();
-    unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
-    assert!(gavel.wait().await.unwrap().success());
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn auth_and_serve_in_stdio_mode_are_reported_not_silently_ignored() {
     let s = Setup::new("");
     std::fs::write(
@@ -579,50 +397,4 @@ async fn auth_and_serve_in_stdio_mode_are_reported_not_silently_ignored() {
     );
     assert!(log.contains("[serve] applies to gavel serve only"), "{log}");
     client.cancel().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn visible_lists_tools_per_token_user() {
-    let s = Setup::new("");
-    let port = free_port();
-    let audience = format!("http://127.0.0.1:{port}/mcp");
-    let b = common::policy::bundle(
-        s.dir.path(),
-        "vis",
-        "vis",
-        json!({}),
-        "package vis\ndecision := {\"allow\": true}\ndefault visible := true\nvisible := false if {\n\tinput.action.tool == \"destructive_delete\"\n\tnot \"admins\" in input.user.groups\n}\n",
-    );
-    std::fs::write(
-        s.config(),
-        format!(
-            "{}\n{}bundle = {:?}\n",
-            hs256_auth(&audience),
-            fixture_server("fx", &[], &s.path("r.jsonl")),
-            b.display().to_string()
-        ),
-    )
-    .unwrap();
-    let mut gavel = gavel_serve(&s, port, &[("GAVEL_E2E_JWT_SECRET", SECRET)]).await;
-    let as_user = |sub: &str, groups: &[&str]| {
-        token(
-            json!({"iss": "https://idp.example.test", "aud": audience, "exp": now() + 600,
-                   "sub": sub, "groups": groups}),
-            SECRET,
-        )
-    };
-    let url = format!("http://127.0.0.1:{port}/mcp");
-    let admin = client(&url, &as_user("ada", &["admins"])).await;
-    let staff = client(&url, &as_user("bob", &["staff"])).await;
-    let names = |tools: Vec<rmcp::model::Tool>| -> Vec<String> {
-        tools.into_iter().map(|t| t.name.to_string()).collect()
-    };
-    let a = names(admin.list_all_tools().await.unwrap());
-    let b = names(staff.list_all_tools().await.unwrap());
-    assert!(a.contains(&"destructive_delete".to_string()), "{a:?}");
-    assert!(!b.contains(&"destructive_delete".to_string()), "{b:?}");
-    assert!(b.contains(&"echo".to_string()), "{b:?}");
-    admin.cancel().await.unwrap();
-    staff.cancel().await.unwrap();
-    gavel.kill().await.unwrap();
 }
