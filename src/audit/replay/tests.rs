@@ -380,3 +380,29 @@ fn print_and_trace_do_not_make_a_policy_unreplayable() {
     assert!(s.not_replayable.is_empty(), "{:?}", s.not_replayable);
     assert_eq!(s.unchanged, 1);
 }
+
+#[test]
+fn a_long_log_streams_with_progress_and_bounded_groups() {
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle(d.path(), READS_ONLY);
+    // 3500 records, each a write to its own tool: every one flips, each
+    // under a group of its own — more groups than are kept.
+    let log: String = (0..3500)
+        .map(|i| rec(&format!("d{i}"), &format!("write_{i}"), true, &[]).to_string() + "\n")
+        .collect();
+    let mut r = Replayer::new(Bundles::Only(vec![b]), None, opts());
+    let mut ticks = vec![];
+    r.run(std::io::Cursor::new(log), |n| ticks.push(n)).unwrap();
+    assert_eq!(ticks, vec![1000, 2000, 3000], "progress every 1000 lines");
+    let s = r.summary;
+    assert_eq!((s.total, s.allow_to_deny), (3500, 3500));
+    assert_eq!(s.by_tool.len(), MAX_GROUPS, "groups are capped");
+    assert_eq!(
+        s.by_reason["allow→deny write_denied"].count, 3500,
+        "an existing group keeps counting"
+    );
+    assert!(
+        s.by_reason["allow→deny write_denied"].examples.len() <= MAX_EXAMPLES,
+        "examples are capped"
+    );
+}
