@@ -303,20 +303,21 @@ async fn list_changed_is_refetched_and_reannounced() {
     call(&client, "alpha__add_tool", json!({"name": "fresh"}))
         .await
         .unwrap();
-    // gavel re-fetches only on the upstream's list_changed, so the new tool
-    // appearing proves the re-fetch; the count proves the re-announcement.
-    eventually("the re-fetched list has the new tool", || {
-        let tools = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(client.list_all_tools())
-        })
-        .unwrap();
-        tools.iter().any(|t| t.name == "alpha__fresh")
-    })
-    .await;
+    // The host is told first, without asking: a tools/list of its own
+    // while the change is on its way would rebuild the table itself (and
+    // answer with the new tool), leaving gavel nothing new to announce.
     eventually("tools/list_changed reached the host", || {
         seen.lock().unwrap().tool_list_changed > before
     })
     .await;
+    // gavel re-fetches only on the upstream's list_changed, so the new tool
+    // being listed proves the re-fetch.
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(
+        tools.iter().any(|t| t.name == "alpha__fresh"),
+        "{:?}",
+        tools.iter().map(|t| t.name.to_string()).collect::<Vec<_>>()
+    );
     let r = call(&client, "alpha__fresh", json!({})).await.unwrap();
     assert_eq!(text(&r), "dynamic fresh");
 }

@@ -49,6 +49,9 @@ pub struct RouteTable {
     template_routes: Vec<(UriTemplate, String)>,
     /// Names withheld because another server already exposes them.
     pub withheld: Vec<String>,
+    /// The rebuild at which each list kind (tools, resources, prompts) last
+    /// changed: what the host has been told of is compared against it.
+    changed_at: [u64; 3],
 }
 
 impl RouteTable {
@@ -94,7 +97,20 @@ pub struct Router {
     /// first claimant keeps it and the newcomer is withheld.
     claims: Mutex<HashMap<String, String>>,
     first_build_done: std::sync::atomic::AtomicBool,
+    /// Rebuilds that changed something, counted.
+    generation: std::sync::atomic::AtomicU64,
+    /// Per list kind, the change the host knows of: announced, or answered
+    /// in a list response. Any rebuild may find a change (a request waiting
+    /// for a starting server rebuilds too), so what was found is never lost
+    /// between a rebuild and the announcement: see
+    /// [`Router::take_unannounced`].
+    known: Mutex<[u64; 3]>,
 }
+
+/// The list kinds of [`Router::rebuild`]'s answer, as indices.
+pub const TOOLS: usize = 0;
+pub const RESOURCES: usize = 1;
+pub const PROMPTS: usize = 2;
 
 impl Router {
     pub fn new(upstreams: BTreeMap<String, Arc<Upstream>>, prefixed: bool) -> Self {
@@ -108,6 +124,8 @@ impl Router {
             table: RwLock::new(Arc::new(RouteTable::default())),
             claims: Mutex::new(HashMap::new()),
             first_build_done: false.into(),
+            generation: 0.into(),
+            known: Mutex::new([0; 3]),
         }
     }
 
@@ -217,8 +235,46 @@ impl Router {
                 .map(|p| &p.name)
                 .ne(t.prompts.iter().map(|p| &p.name)),
         );
-        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(t);
+        let mut slot = self.table.write().unwrap_or_else(|e| e.into_inner());
+        t.changed_at = slot.changed_at;
+        if changed.0 || changed.1 || changed.2 {
+            let g = self
+                .generation
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            for (kind, c) in [changed.0, changed.1, changed.2].into_iter().enumerate() {
+                if c {
+                    t.changed_at[kind] = g;
+                }
+            }
+        }
+        *slot = Arc::new(t);
         changed
+    }
+
+    /// The host was just sent `kind`'s list from `table`: it knows that
+    /// list, so a change that table already holds needs no announcement.
+    pub fn answered(&self, kind: usize, table: &RouteTable) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        known[kind] = known[kind].max(table.changed_at[kind]);
+    }
+
+    /// Which list kinds changed since the host last heard of them (by an
+    /// announcement or a list answer), now marked as told: what to
+    /// announce. Whichever rebuild found the change — the listener's own or
+    /// one a request made while waiting for a starting server — it is
+    /// announced once, unless the host already listed it.
+    pub fn take_unannounced(&self) -> (bool, bool, bool) {
+        let t = self.table();
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = [false; 3];
+        for kind in [TOOLS, RESOURCES, PROMPTS] {
+            if t.changed_at[kind] > known[kind] {
+                out[kind] = true;
+                known[kind] = t.changed_at[kind];
+            }
+        }
+        (out[0], out[1], out[2])
     }
 }
 
@@ -263,3 +319,6 @@ fn report_collision(
     }
     withheld.push(format!("{name} (server {server})"));
 }
+
+#[cfg(test)]
+mod tests;

@@ -130,6 +130,12 @@ impl Upstream {
         self.restarts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Replaces the lists as a re-fetch would (router tests).
+    #[cfg(test)]
+    pub(crate) fn set_lists(&self, lists: UpstreamLists) {
+        *self.lists.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(lists);
+    }
+
     pub fn lists(&self) -> Arc<UpstreamLists> {
         self.lists.read().unwrap_or_else(|e| e.into_inner()).clone()
     }

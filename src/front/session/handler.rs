@@ -165,6 +165,7 @@ impl ServerHandler for Session {
     ) -> Result<ListToolsResult, ErrorData> {
         let router = self.wait_started().await?;
         let t = router.table();
+        router.answered(crate::router::TOOLS, &t);
         Ok(ListToolsResult::with_all_items(t.tools.clone()))
     }
 
@@ -255,7 +256,9 @@ impl ServerHandler for Session {
         _r: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let t = self.wait_started().await?.table();
+        let router = self.wait_started().await?;
+        let t = router.table();
+        router.answered(crate::router::RESOURCES, &t);
         Ok(ListResourcesResult::with_all_items(t.resources.clone()))
     }
 
@@ -264,7 +267,9 @@ impl ServerHandler for Session {
         _r: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let t = self.wait_started().await?.table();
+        let router = self.wait_started().await?;
+        let t = router.table();
+        router.answered(crate::router::RESOURCES, &t);
         Ok(ListResourceTemplatesResult::with_all_items(
             t.templates.clone(),
         ))
@@ -379,7 +384,9 @@ impl ServerHandler for Session {
         _r: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let t = self.wait_started().await?.table();
+        let router = self.wait_started().await?;
+        let t = router.table();
+        router.answered(crate::router::PROMPTS, &t);
         Ok(ListPromptsResult::with_all_items(t.prompts.clone()))
     }
 

@@ -164,10 +164,12 @@ impl Session {
                     Some(_server) = changed_rx.recv() => {
                         // Coalesce bursts (several upstreams becoming ready together).
                         while changed_rx.try_recv().is_ok() {}
-                        announce(&host, router.rebuild(&enforcer, &list_context(&state))).await;
+                        router.rebuild(&enforcer, &list_context(&state));
+                        announce(&host, router.take_unannounced()).await;
                     }
                     Ok(()) = policies.changed() => {
-                        announce(&host, router.rebuild(&enforcer, &list_context(&state))).await;
+                        router.rebuild(&enforcer, &list_context(&state));
+                        announce(&host, router.take_unannounced()).await;
                     }
                     _ = shutdown.cancelled() => break,
                     else => break,
@@ -190,8 +192,9 @@ impl Session {
         let router = self.router()?;
         futures::future::join_all(router.upstreams.values().map(|u| u.wait_started())).await;
         // Servers that just became ready are in the table before we answer
-        // (the background rebuild may not have run yet); the listener then
-        // finds nothing changed and sends no redundant list_changed.
+        // (the background rebuild may not have run yet). A change found here
+        // is still announced by the listener, unless this request is the
+        // list itself (`Router::answered`).
         router.rebuild(&self.inner.gw.enforcer, &list_context(&self.inner.state));
         Ok(router)
     }

@@ -1,0 +1,73 @@
+use super::*;
+use crate::config::Config;
+use crate::upstream::UpstreamLists;
+
+fn tool(name: &str) -> Tool {
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "inputSchema": {"type": "object"}
+    }))
+    .unwrap()
+}
+
+fn setup() -> (Router, Arc<Upstream>, Enforcer) {
+    let config = Config::from_toml_str(
+        "[servers.fx]\ncommand = \"x\"\n",
+        std::path::Path::new("/x/servers.toml"),
+        &|_| None,
+    )
+    .unwrap();
+    let enforcer = Enforcer::from_config(&config).unwrap();
+    let up = Upstream::new(config.servers["fx"].clone());
+    let router = Router::new([("fx".to_string(), up.clone())].into(), false);
+    (router, up, enforcer)
+}
+
+fn lists(tools: &[&str]) -> UpstreamLists {
+    UpstreamLists {
+        tools: tools.iter().map(|t| tool(t)).collect(),
+        ..Default::default()
+    }
+}
+
+/// A change found by any rebuild — here one a request made while waiting
+/// for a starting server, before the listener ran — is still announced, and
+/// once.
+#[test]
+fn a_change_found_by_another_rebuild_is_still_announced_once() {
+    let (router, up, enforcer) = setup();
+    let ctx = crate::decision::DecisionContext::default();
+    up.set_lists(lists(&["a"]));
+    router.rebuild(&enforcer, &ctx);
+    let t = router.table();
+    router.answered(TOOLS, &t); // the host listed [a]
+    assert_eq!(router.take_unannounced(), (false, false, false));
+
+    up.set_lists(lists(&["a", "b"]));
+    // A resources/read rebuilds first (its server may have been starting)…
+    assert_eq!(router.rebuild(&enforcer, &ctx), (true, false, false));
+    // …then the listener rebuilds, finds nothing new, and still announces.
+    assert_eq!(router.rebuild(&enforcer, &ctx), (false, false, false));
+    assert_eq!(router.take_unannounced(), (true, false, false));
+    assert_eq!(router.take_unannounced(), (false, false, false), "once");
+}
+
+/// A host that just listed the changed table needs no announcement.
+#[test]
+fn a_change_the_host_already_listed_is_not_announced() {
+    let (router, up, enforcer) = setup();
+    let ctx = crate::decision::DecisionContext::default();
+    up.set_lists(lists(&["a"]));
+    router.rebuild(&enforcer, &ctx);
+    router.answered(TOOLS, &router.table());
+    up.set_lists(lists(&["a", "c"]));
+    router.rebuild(&enforcer, &ctx); // tools/list waiting for starts
+    let t = router.table();
+    router.answered(TOOLS, &t); // …and answered with [a, c]
+    router.rebuild(&enforcer, &ctx); // the listener
+    assert_eq!(router.take_unannounced(), (false, false, false));
+    // A later change is announced again.
+    up.set_lists(lists(&["c"]));
+    router.rebuild(&enforcer, &ctx);
+    assert_eq!(router.take_unannounced(), (true, false, false));
+}
