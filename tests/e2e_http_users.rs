@@ -14,16 +14,20 @@ async fn client(url: &str, bearer: &str) -> Client {
     http_client(url, None, Some(bearer)).await
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn per_session_upstreams_do_not_leak_between_users() {
-    let s = Setup::new("");
+/// `gavel serve` on a free port taking HS256 tokens for its own URL, with
+/// `tables` (TOML) and the fixture server decided by `bundle`, decisions
+/// logged to `decisions.jsonl`: its port, audience and process.
+async fn serve_for_tokens(
+    s: &Setup,
+    tables: &str,
+    bundle: &Path,
+) -> (u16, String, tokio::process::Child) {
     let port = free_port();
     let audience = format!("http://127.0.0.1:{port}/mcp");
-    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
     std::fs::write(
         s.config(),
         format!(
-            "{}\n[log]\ndecisions = {:?}\n\n{}bundle = {:?}\n",
+            "{}\n{tables}[log]\ndecisions = {:?}\n\n{}bundle = {:?}\n",
             hs256_auth(&audience),
             s.path("decisions.jsonl").display().to_string(),
             fixture_server("fx", &[], &s.path("r.jsonl")),
@@ -31,7 +35,15 @@ async fn per_session_upstreams_do_not_leak_between_users() {
         ),
     )
     .unwrap();
-    let mut gavel = gavel_serve(&s, port, &[("GAVEL_E2E_JWT_SECRET", JWT_SECRET)]).await;
+    let gavel = gavel_serve(s, port, &[("GAVEL_E2E_JWT_SECRET", JWT_SECRET)]).await;
+    (port, audience, gavel)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_session_upstreams_do_not_leak_between_users() {
+    let s = Setup::new("");
+    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
+    let (_port, audience, mut gavel) = serve_for_tokens(&s, "", &bundle).await;
     let claims = |sub: &str| json!({"iss": "https://idp.example.test", "aud": audience, "exp": unix_now() + 600, "sub": sub});
     let ada = client(&audience, &hs256_token(claims("ada"), JWT_SECRET)).await;
     let bob = client(&audience, &hs256_token(claims("bob"), JWT_SECRET)).await;
@@ -120,22 +132,10 @@ async fn per_session_upstreams_do_not_leak_between_users() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_decision_log_records_who_asked() {
     let s = Setup::new("");
-    let port = free_port();
-    let audience = format!("http://127.0.0.1:{port}/mcp");
     // A bundle with no log rules: nothing is erased from the records.
     let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/allow-all");
-    std::fs::write(
-        s.config(),
-        format!(
-            "{}\n[identity.user]\nid = \"configured-user\"\n\n[log]\ndecisions = {:?}\n\n{}bundle = {:?}\n",
-            hs256_auth(&audience),
-            s.path("decisions.jsonl").display().to_string(),
-            fixture_server("fx", &[], &s.path("r.jsonl")),
-            bundle.display().to_string()
-        ),
-    )
-    .unwrap();
-    let mut gavel = gavel_serve(&s, port, &[("GAVEL_E2E_JWT_SECRET", JWT_SECRET)]).await;
+    let (_port, audience, mut gavel) =
+        serve_for_tokens(&s, "[identity.user]\nid = \"configured-user\"\n\n", &bundle).await;
     let t = |sub: &str, groups: Value, azp: &str| {
         hs256_token(
             json!({"iss": "https://idp.example.test", "aud": audience, "exp": unix_now() + 600,
@@ -199,8 +199,6 @@ async fn the_decision_log_records_who_asked() {
 #[tokio::test(flavor = "multi_thread")]
 async fn visible_lists_tools_per_token_user() {
     let s = Setup::new("");
-    let port = free_port();
-    let audience = format!("http://127.0.0.1:{port}/mcp");
     let b = common::policy::bundle(
         s.dir.path(),
         "vis",
@@ -208,17 +206,7 @@ async fn visible_lists_tools_per_token_user() {
         json!({}),
         "package vis\ndecision := {\"allow\": true}\ndefault visible := true\nvisible := false if {\n\tinput.action.tool == \"destructive_delete\"\n\tnot \"admins\" in input.user.groups\n}\n",
     );
-    std::fs::write(
-        s.config(),
-        format!(
-            "{}\n{}bundle = {:?}\n",
-            hs256_auth(&audience),
-            fixture_server("fx", &[], &s.path("r.jsonl")),
-            b.display().to_string()
-        ),
-    )
-    .unwrap();
-    let mut gavel = gavel_serve(&s, port, &[("GAVEL_E2E_JWT_SECRET", JWT_SECRET)]).await;
+    let (port, audience, mut gavel) = serve_for_tokens(&s, "", &b).await;
     let as_user = |sub: &str, groups: &[&str]| {
         hs256_token(
             json!({"iss": "https://idp.example.test", "aud": audience, "exp": unix_now() + 600,
