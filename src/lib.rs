@@ -6,6 +6,7 @@
 //! `upstream` (children and HTTP servers). `config` feeds them all; `transport`
 //! is gavel's own bounded stdio framing. See ARCHITECTURE.md.
 
+pub mod atomic_file;
 pub mod audit;
 pub mod bundle;
 pub mod cli;

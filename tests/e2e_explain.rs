@@ -52,18 +52,23 @@ fn explains_the_example_config_in_plain_language() {
     assert!(from_tar.contains("Runaway-agent brakes"), "{from_tar}");
 }
 
+/// A bundle at `<dir>/b` with root `p` and one module, `p/policy.rego`.
+fn one_module_bundle(dir: &std::path::Path, rego: &str) -> std::path::PathBuf {
+    let b = dir.join("b");
+    std::fs::create_dir_all(b.join("p")).unwrap();
+    std::fs::write(b.join(".manifest"), r#"{"roots": ["p"]}"#).unwrap();
+    std::fs::write(b.join("p/policy.rego"), rego).unwrap();
+    b
+}
+
 #[test]
 fn a_bundle_gavel_cannot_evaluate_is_still_explained() {
     let dir = tempfile::tempdir().unwrap();
-    let b = dir.path().join("b");
-    std::fs::create_dir_all(b.join("p")).unwrap();
-    std::fs::write(b.join(".manifest"), r#"{"roots": ["p"]}"#).unwrap();
     // No decision rule: gavel refuses to load it, explain still reads it.
-    std::fs::write(
-        b.join("p/policy.rego"),
+    let b = one_module_bundle(
+        dir.path(),
         "# METADATA\n# title: Half-written policy\npackage p\n\nviolations contains \"nope\" if input.action.tool == \"rm\"\n",
-    )
-    .unwrap();
+    );
     let (ok, text, err) = gavel(&["explain", &b.display().to_string()]);
     assert!(ok, "{err}");
     assert!(text.contains("Half-written policy"), "{text}");
@@ -81,14 +86,10 @@ fn a_bundle_gavel_cannot_evaluate_is_still_explained() {
 #[test]
 fn a_tool_that_needs_a_humans_approval_is_explained_as_such() {
     let dir = tempfile::tempdir().unwrap();
-    let b = dir.path().join("b");
-    std::fs::create_dir_all(b.join("p")).unwrap();
-    std::fs::write(b.join(".manifest"), r#"{"roots": ["p"]}"#).unwrap();
-    std::fs::write(
-        b.join("p/policy.rego"),
+    let b = one_module_bundle(
+        dir.path(),
         "package p\n\ndefault decision := {\"allow\": false, \"reasons\": [\"unknown_tool\"]}\n\ndecision := {\"allow\": true, \"require_approval\": {\"reason\": \"deleting needs a human\"}} if input.action.tool == \"delete\"\n\ndecision := {\"allow\": true} if input.action.tool == \"read\"\n",
-    )
-    .unwrap();
+    );
     let (ok, text, err) = gavel(&["explain", &b.display().to_string()]);
     assert!(ok, "{err}");
     assert!(
@@ -101,14 +102,10 @@ fn a_tool_that_needs_a_humans_approval_is_explained_as_such() {
 #[test]
 fn explain_refuses_malformed_metadata_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    let b = dir.path().join("b");
-    std::fs::create_dir_all(b.join("p")).unwrap();
-    std::fs::write(b.join(".manifest"), r#"{"roots": ["p"]}"#).unwrap();
-    std::fs::write(
-        b.join("p/policy.rego"),
+    let b = one_module_bundle(
+        dir.path(),
         "package p\n\n# METADATA\n# title: [unclosed\ndecision := {\"allow\": true}\n",
-    )
-    .unwrap();
+    );
     let (ok, _, err) = gavel(&["explain", &b.display().to_string()]);
     assert!(!ok);
     assert!(

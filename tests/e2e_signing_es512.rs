@@ -13,10 +13,7 @@ use serde_json::json;
 
 /// `gavel config check` on the setup: (ok, stderr).
 fn check(s: &Setup) -> (bool, String) {
-    let out = Command::new(GAVEL)
-        .args(["config", "check", "--config", s.config().to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = gavel_cmd(&["config", "check", "--config", s.config().to_str().unwrap()]);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

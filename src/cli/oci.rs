@@ -166,7 +166,8 @@ pub async fn run(command: BundleCommand) -> anyhow::Result<()> {
             let b = crate::bundle::source::bundle_from_layer(&r, &bytes)
                 .map_err(|e| anyhow::anyhow!(e))?;
             if let Some(output) = &output {
-                crate::bundle::oci::cache::write_atomic(output, &bytes)?;
+                crate::atomic_file::write(output, &bytes)
+                    .with_context(|| format!("writing {}", output.display()))?;
             }
             say(format!(
                 "pulled {r} (manifest {}, layer {}, revision {:?}){}",

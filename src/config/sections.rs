@@ -192,7 +192,7 @@ pub fn key_url_allowed(url: &str) -> Result<(), String> {
 }
 
 /// A URL whose host is `localhost` or a loopback address.
-pub(crate) fn is_loopback_host(url: &reqwest::Url) -> bool {
+fn is_loopback_host(url: &reqwest::Url) -> bool {
     let Some(host) = url.host_str() else {
         return false;
     };

@@ -219,7 +219,9 @@ impl Router {
             }
         }
         *claims = still_claimed;
-        drop(claims);
+        // The claims lock is held until the new table is in place: rebuilds
+        // run one at a time, so an older build never replaces a newer one
+        // and each compares against the table it replaces.
         let old = self.table();
         let changed = (
             tool_names(&old.tools) != tool_names(&t.tools) || tools_differ(&old, &t),
@@ -249,6 +251,8 @@ impl Router {
             }
         }
         *slot = Arc::new(t);
+        drop(slot);
+        drop(claims);
         changed
     }
 

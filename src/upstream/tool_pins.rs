@@ -8,7 +8,7 @@
 //! server's config name and a hash of how it is reached (command, args, cwd
 //! or URL), so two configs that happen to use the same server name for
 //! different programs do not report each other's tools as changed. Written
-//! whole (temp file + rename): several gavel processes share the directory,
+//! whole (`atomic_file`): several gavel processes share the directory,
 //! a reader never sees half a file, and the last writer wins — each process
 //! has already logged what it saw. A file that cannot be read is a warning
 //! and no baseline, never an error: this is evidence for people, not policy.
@@ -86,20 +86,10 @@ pub fn load(path: &Path) -> Option<HashMap<String, String>> {
 
 /// Records `digests` as this upstream's latest listing.
 pub fn store(path: &Path, digests: &HashMap<String, String>) {
-    let write = || -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        // Sorted, so the file is stable and diffable.
-        let sorted: std::collections::BTreeMap<_, _> = digests.iter().collect();
-        let tmp = path.with_extension(format!("json.tmp.{}", std::process::id()));
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(&sorted).map_err(std::io::Error::other)?,
-        )?;
-        std::fs::rename(&tmp, path)
-    };
-    if let Err(e) = write() {
+    // Sorted, so the file is stable and diffable.
+    let sorted: std::collections::BTreeMap<_, _> = digests.iter().collect();
+    let bytes = serde_json::to_vec_pretty(&sorted).expect("strings serialize");
+    if let Err(e) = crate::atomic_file::write(path, &bytes) {
         tracing::warn!(file = %path.display(), "tool digests not recorded ({e}); the next gavel cannot compare with this listing");
     }
 }

@@ -34,9 +34,13 @@ impl Replayer {
             self.unsettled(1);
             return;
         }
-        if let Some(earlier) = self.pending.insert(logged.id.clone(), (logged, now)) {
-            // Two records with one decision id: the log is damaged.
-            drop(earlier);
+        if self
+            .pending
+            .insert(logged.id.clone(), (logged, now))
+            .is_some()
+        {
+            // Two records with one decision id: the log is damaged, and the
+            // earlier one will never be settled.
             self.unsettled(1);
         }
     }

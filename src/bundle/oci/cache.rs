@@ -180,30 +180,9 @@ impl Cache {
     }
 }
 
-/// Temp file (unique per process and call) + rename: readers see the old or
-/// the new file, never a torn one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}.{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    ));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res.map_err(io(path))
+/// `atomic_file::write`, its error naming the file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+    crate::atomic_file::write(path, bytes).map_err(io(path))
 }
 
 #[cfg(test)]

@@ -73,10 +73,16 @@ fn result_bytes(r: &ServerResult) -> usize {
                 })
                 .sum();
             let structured = r.structured_content.as_ref().map_or(0, |v| {
+                let compact = v.to_string();
+                // The usual mirror is the compact JSON itself; a reformatted
+                // one is parsed (only texts that look like JSON).
                 let mirrored = r.content.iter().filter_map(|c| c.as_text()).any(|t| {
-                    serde_json::from_str::<serde_json::Value>(&t.text).is_ok_and(|x| x == *v)
+                    t.text == compact
+                        || (t.text.trim_start().starts_with(['{', '['])
+                            && serde_json::from_str::<serde_json::Value>(&t.text)
+                                .is_ok_and(|x| x == *v))
                 });
-                if mirrored { 0 } else { v.to_string().len() }
+                if mirrored { 0 } else { compact.len() }
             });
             content + structured
         }
@@ -535,6 +541,15 @@ mod tests {
             result_bytes(&ServerResult::CallToolResult(mirrored)),
             text.len(),
             "the text block mirrors structuredContent"
+        );
+        let mut pretty = CallToolResult::structured(data.clone());
+        pretty.content = vec![ContentBlock::text(
+            serde_json::to_string_pretty(&data).unwrap(),
+        )];
+        assert_eq!(
+            result_bytes(&ServerResult::CallToolResult(pretty)),
+            serde_json::to_string_pretty(&data).unwrap().len(),
+            "a reformatted mirror counts once too"
         );
         let mut summary = CallToolResult::success(vec![ContentBlock::text("21.5 C")]);
         summary.structured_content = Some(data);
