@@ -321,8 +321,10 @@ async fn a_changed_tool_definition_is_logged_on_list_changed_and_across_a_restar
     let (old, new) = change_logged(&s.log_text(), "echo", "after list_changed").unwrap();
     assert_eq!(old, d1);
     assert_ne!(new, d1);
-    eventually("the host was told", || {
-        seen.lock().unwrap().tool_list_changed > 0
+    until_announced_list(&client, &seen, 0, "the host was told", |tools| {
+        tools
+            .iter()
+            .any(|t| t.name == "echo" && t.description.as_deref() == Some("Echo text back (v2)"))
     })
     .await;
     call(&client, "echo", json!({"text": "2"})).await.unwrap();

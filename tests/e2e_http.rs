@@ -395,18 +395,16 @@ async fn a_shared_upstream_serves_every_session_and_routes_back_to_the_caller() 
     call(&a, "add_tool", json!({"name": "shared_tool"}))
         .await
         .unwrap();
-    eventually("both sessions hear list_changed", || {
-        seen_a.lock().unwrap().tool_list_changed > before.0
-            && seen_b.lock().unwrap().tool_list_changed > before.1
-    })
-    .await;
-    assert!(
-        b.list_all_tools()
-            .await
-            .unwrap()
-            .iter()
-            .any(|t| t.name == "shared_tool")
-    );
+    for (client, seen, since) in [(&a, &seen_a, before.0), (&b, &seen_b, before.1)] {
+        until_announced_list(
+            client,
+            seen,
+            since,
+            "list_changed bringing shared_tool",
+            |t| t.iter().any(|t| t.name == "shared_tool"),
+        )
+        .await;
+    }
 
     a.cancel().await.unwrap();
     b.cancel().await.unwrap();

@@ -306,18 +306,16 @@ async fn list_changed_is_refetched_and_reannounced() {
     // The host is told first, without asking: a tools/list of its own
     // while the change is on its way would rebuild the table itself (and
     // answer with the new tool), leaving gavel nothing new to announce.
-    eventually("tools/list_changed reached the host", || {
-        seen.lock().unwrap().tool_list_changed > before
-    })
-    .await;
     // gavel re-fetches only on the upstream's list_changed, so the new tool
-    // being listed proves the re-fetch.
-    let tools = client.list_all_tools().await.unwrap();
-    assert!(
-        tools.iter().any(|t| t.name == "alpha__fresh"),
-        "{:?}",
-        tools.iter().map(|t| t.name.to_string()).collect::<Vec<_>>()
-    );
+    // being listed after an announcement proves the re-fetch.
+    until_announced_list(
+        &client,
+        &seen,
+        before,
+        "tools/list_changed bringing alpha__fresh",
+        |tools| tools.iter().any(|t| t.name == "alpha__fresh"),
+    )
+    .await;
     let r = call(&client, "alpha__fresh", json!({})).await.unwrap();
     assert_eq!(text(&r), "dynamic fresh");
 }

@@ -418,6 +418,32 @@ pub async fn eventually<F: FnMut() -> bool>(what: &str, mut f: F) {
     }
 }
 
+/// Waits for a `tools/list_changed` that brings a list satisfying `pred`,
+/// and returns that list. Each new announcement is followed by a list; an
+/// announcement that brings nothing new (a server that became ready at
+/// startup is announced too, and rmcp hands notifications to their handler
+/// on a task of their own, so one can land after a list that already held
+/// it) is waited past, never mistaken for the one the test caused. Without
+/// an announcement after the change the test times out: listing alone
+/// never satisfies it.
+pub async fn until_announced_list(
+    client: &Client,
+    seen: &std::sync::Arc<std::sync::Mutex<Seen>>,
+    since: usize,
+    what: &str,
+    pred: impl Fn(&[rmcp::model::Tool]) -> bool,
+) -> Vec<rmcp::model::Tool> {
+    let mut heard = since;
+    loop {
+        eventually(what, || seen.lock().unwrap().tool_list_changed > heard).await;
+        heard = seen.lock().unwrap().tool_list_changed;
+        let tools = client.list_all_tools().await.unwrap();
+        if pred(&tools) {
+            return tools;
+        }
+    }
+}
+
 /// A free TCP port on loopback (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
