@@ -194,18 +194,13 @@ async fn report_and_replay_take_an_approved_and_a_declined_call_by_their_final_s
         same["approval_steps"], 4,
         "two asked, two settled: {same:#}"
     );
-    let lax = s.path("lax");
-    std::fs::create_dir_all(lax.join("fx")).unwrap();
-    std::fs::write(
-        lax.join(".manifest"),
-        r#"{"revision": "2", "roots": ["fx"]}"#,
-    )
-    .unwrap();
-    std::fs::write(
-        lax.join("fx/policy.rego"),
+    let lax = common::policy::bundle(
+        s.dir.path(),
+        "lax",
+        "fx",
+        json!({"revision": "2"}),
         "package fx\n\ndecision := {\"allow\": true}\n",
-    )
-    .unwrap();
+    );
     let r = replay(&lax);
     assert_eq!(
         (&r["unchanged"], &r["allow_to_deny"], &r["deny_to_allow"]),

@@ -62,13 +62,7 @@ async fn an_erroring_visible_rule_is_logged_and_the_tool_stays_listed() {
     );
     std::fs::write(s.config(), config(&s, &[&b], "", "")).unwrap();
     let client = s.connect(TestHost::new()).await;
-    let names: Vec<String> = client
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
+    let names = tool_names(&client).await;
     assert!(names.contains(&"echo".to_string()), "{names:?}");
     assert!(!names.contains(&"add".to_string()), "{names:?}");
     assert!(names.contains(&"slow".to_string()), "{names:?}");
@@ -174,13 +168,7 @@ async fn with_two_servers_the_record_names_the_config_server_and_the_upstream_to
     )
     .unwrap();
     let client = s.connect(TestHost::new()).await;
-    let names: Vec<String> = client
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
+    let names = tool_names(&client).await;
     assert!(
         names.contains(&"alpha__echo".to_string()) && names.contains(&"second__echo".to_string()),
         "{names:?}"
@@ -230,7 +218,7 @@ fn strict_input_from_the_config_refuses_a_bundle_reading_an_unknown_input_path()
     for strict in [false, true] {
         let top = format!("[policy]\nstrict_input = {strict}\n");
         std::fs::write(s.config(), config(&s, &[&b], "", &top)).unwrap();
-        let out = gavel_cmd(&["config", "check", "--config", s.config().to_str().unwrap()]);
+        let out = s.config_check();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert_eq!(
             out.status.success(),

@@ -141,7 +141,7 @@ async fn on_write_error_allow_carries_out_unrecorded_and_says_so() {
     );
     client.cancel().await.unwrap();
     // `gavel config check` names it too.
-    let out = gavel_cmd(&["config", "check", "--config", s.config().to_str().unwrap()]);
+    let out = s.config_check();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("on_write_error"), "{stderr}");
     assert!(stdout_ok(out).contains("on_write_error = \"allow\""));

@@ -40,8 +40,7 @@ async fn wrap_server_everything_from_a_real_client() {
         client.peer_info().unwrap().protocol_version,
         ProtocolVersion::V_2025_11_25
     );
-    let tools = client.list_all_tools().await.unwrap();
-    let names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
+    let names = tool_names(&client).await;
     for expected in ["echo", "get-sum", "trigger-long-running-operation"] {
         assert!(
             names.contains(&expected.to_string()),

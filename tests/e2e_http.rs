@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_over_http_with_a_session_per_client() {
     let s = Setup::new("");
-    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
+    let bundle = common::policy::fixture_bundle();
     std::fs::write(
         s.config(),
         format!(
@@ -130,7 +130,7 @@ async fn serve_over_http_with_a_session_per_client() {
 #[tokio::test(flavor = "multi_thread")]
 async fn serves_https_with_rustls() {
     let s = Setup::new("");
-    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
+    let bundle = common::policy::fixture_bundle();
     std::fs::write(
         s.config(),
         format!(
@@ -267,7 +267,7 @@ async fn max_sessions_caps_new_sessions_until_one_closes() {
 #[allow(deprecated)]
 async fn a_shared_upstream_serves_every_session_and_routes_back_to_the_caller() {
     let s = Setup::new("");
-    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
+    let bundle = common::policy::fixture_bundle();
     std::fs::write(
         s.config(),
         format!(

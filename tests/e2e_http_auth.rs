@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 use serde_json::{Value, json};
 
@@ -37,7 +35,7 @@ async fn bearer_tokens_decide_who_is_asking() {
     let (_fixture, upstream) = fixture_over_http("fx", &s.path("r.jsonl")).await;
     let port = free_port();
     let audience = format!("http://127.0.0.1:{port}/mcp");
-    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
+    let bundle = common::policy::fixture_bundle();
     std::fs::write(
         s.config(),
         format!(

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -81,7 +79,7 @@ async fn jwks_server(reply: Reply, hits: std::sync::Arc<std::sync::atomic::Atomi
 /// the JWKS at `http://127.0.0.1:{jport}/jwks.json`, refetched every
 /// `refresh`.
 fn jwks_config(s: &Setup, audience: &str, jport: u16, refresh: &str) {
-    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
+    let bundle = common::policy::fixture_bundle();
     std::fs::write(
         s.config(),
         format!(

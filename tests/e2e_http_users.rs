@@ -42,32 +42,20 @@ async fn serve_for_tokens(
 #[tokio::test(flavor = "multi_thread")]
 async fn per_session_upstreams_do_not_leak_between_users() {
     let s = Setup::new("");
-    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
+    let bundle = common::policy::fixture_bundle();
     let (_port, audience, mut gavel) = serve_for_tokens(&s, "", &bundle).await;
     let claims = |sub: &str| json!({"iss": "https://idp.example.test", "aud": audience, "exp": unix_now() + 600, "sub": sub});
     let ada = client(&audience, &hs256_token(claims("ada"), JWT_SECRET)).await;
     let bob = client(&audience, &hs256_token(claims("bob"), JWT_SECRET)).await;
     // Ada adds a tool on her upstream (the fixture's dynamic tools); Bob's
     // upstream, a different process, never sees it.
-    let before_bob: Vec<String> = bob
-        .list_all_tools()
-        .await
-        .unwrap()
-        .iter()
-        .map(|t| t.name.to_string())
-        .collect();
+    let before_bob = tool_names(&bob).await;
     call(&ada, "add_tool", json!({"name": "adas_secret_tool"}))
         .await
         .unwrap();
     let start = std::time::Instant::now();
     loop {
-        let ada_tools: Vec<String> = ada
-            .list_all_tools()
-            .await
-            .unwrap()
-            .iter()
-            .map(|t| t.name.to_string())
-            .collect();
+        let ada_tools = tool_names(&ada).await;
         if ada_tools.contains(&"adas_secret_tool".to_string()) {
             break;
         }
@@ -77,13 +65,7 @@ async fn per_session_upstreams_do_not_leak_between_users() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let bob_tools: Vec<String> = bob
-        .list_all_tools()
-        .await
-        .unwrap()
-        .iter()
-        .map(|t| t.name.to_string())
-        .collect();
+    let bob_tools = tool_names(&bob).await;
     assert_eq!(bob_tools, before_bob, "bob's upstream is not ada's");
     // Counters are per session and user: each decision names its own user
     // and counts only its own calls.
@@ -217,11 +199,8 @@ async fn visible_lists_tools_per_token_user() {
     let url = format!("http://127.0.0.1:{port}/mcp");
     let admin = client(&url, &as_user("ada", &["admins"])).await;
     let staff = client(&url, &as_user("bob", &["staff"])).await;
-    let names = |tools: Vec<rmcp::model::Tool>| -> Vec<String> {
-        tools.into_iter().map(|t| t.name.to_string()).collect()
-    };
-    let a = names(admin.list_all_tools().await.unwrap());
-    let b = names(staff.list_all_tools().await.unwrap());
+    let a = tool_names(&admin).await;
+    let b = tool_names(&staff).await;
     assert!(a.contains(&"destructive_delete".to_string()), "{a:?}");
     assert!(!b.contains(&"destructive_delete".to_string()), "{b:?}");
     assert!(b.contains(&"echo".to_string()), "{b:?}");

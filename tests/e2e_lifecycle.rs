@@ -148,10 +148,7 @@ async fn children_die_with_gavel_even_on_sigkill() {
 #[test]
 fn config_mistakes_are_clear_errors() {
     let s = Setup::new("[servers.x]\ncommand = \"echo\"\nstartup_timout = \"5s\"\n");
-    let out = std::process::Command::new(GAVEL)
-        .args(["config", "check", "--config", s.config().to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = s.config_check();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("startup_timout"), "names the field: {err}");
@@ -171,10 +168,7 @@ fn config_check_masks_secrets() {
     let s = Setup::new(
         "[servers.api]\nurl = \"https://user:hunter2@api.example.test/mcp\"\nheaders = { Authorization = \"Bearer sk-very-secret\" }\n\n[servers.local]\ncommand = \"echo\"\nenv = { API_TOKEN = \"tok-123456\", REGION = \"eu\" }\n",
     );
-    let out = std::process::Command::new(GAVEL)
-        .args(["config", "check", "--config", s.config().to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = s.config_check();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

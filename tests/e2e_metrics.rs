@@ -15,7 +15,7 @@ async fn metrics_move_with_a_real_session() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
+    let bundle = common::policy::fixture_bundle();
     let s = Setup::new("");
     std::fs::write(
         s.config(),

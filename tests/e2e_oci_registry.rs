@@ -213,8 +213,8 @@ async fn an_image_index_is_descended_past_attestations() {
         &tarball(&s, &bundle(&s, "r2", "r2", DENY_ECHO, Some("k1"))),
         &candidate,
     );
-    let replay = |candidate: &str| -> Value {
-        let out = stdout_ok(gavel_cmd(&[
+    let replay_out = |candidate: &str| {
+        gavel_cmd(&[
             "replay",
             "--log",
             s.path("decisions.jsonl").to_str().unwrap(),
@@ -223,26 +223,23 @@ async fn an_image_index_is_descended_past_attestations() {
             "--bundle",
             candidate,
             "--json",
-        ]));
-        serde_json::from_str(out.trim()).unwrap()
+        ])
+    };
+    let replay = |candidate: &str| -> Value {
+        serde_json::from_str(stdout_ok(replay_out(candidate)).trim()).unwrap()
     };
     let summary = replay(&candidate);
     assert_eq!(summary["total"], 2, "{summary}");
     assert_eq!(summary["not_replayable"]["masked_input"], 2, "{summary}");
     // A candidate that reads no masked field re-decides both records: the
     // delete (denied by r1) is now allowed, the echo (allowed) now denied.
-    let lax_dir = s.path("lax");
-    std::fs::create_dir_all(lax_dir.join("mcp/fixture")).unwrap();
-    std::fs::write(
-        lax_dir.join(".manifest"),
-        r#"{"revision": "r3", "roots": ["mcp/fixture"]}"#,
-    )
-    .unwrap();
-    std::fs::write(
-        lax_dir.join("mcp/fixture/policy.rego"),
+    let lax_dir = common::policy::bundle(
+        s.dir.path(),
+        "lax",
+        "mcp/fixture",
+        json!({"revision": "r3"}),
         "package mcp.fixture\n\ndecision := {\"allow\": true} if input.action.tool == \"destructive_delete\"\n\ndecision := {\"allow\": false, \"reasons\": [\"echo_frozen\"]} if input.action.tool == \"echo\"\n",
-    )
-    .unwrap();
+    );
     let lax = format!("oci://{}/policies/fixture:lax", reg.host());
     push(&tarball(&s, &lax_dir), &lax);
     let summary = replay(&lax);
@@ -264,15 +261,7 @@ async fn an_image_index_is_descended_past_attestations() {
         "{summary}"
     );
     let missing = format!("oci://{}/policies/fixture:nope", reg.host());
-    let out = gavel_cmd(&[
-        "replay",
-        "--log",
-        s.path("decisions.jsonl").to_str().unwrap(),
-        "--config",
-        s.config().to_str().unwrap(),
-        "--bundle",
-        &missing,
-    ]);
+    let out = replay_out(&missing);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("policies/fixture:nope"));
 }

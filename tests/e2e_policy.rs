@@ -503,10 +503,7 @@ fn require_bundle_makes_a_bundleless_server_a_startup_error() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(GAVEL)
-        .args(["config", "check", "--config", s.config().to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = s.config_check();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("require_bundle"));
 }

@@ -26,8 +26,7 @@ async fn negotiates_legacy_era_and_prefixes_names_when_several_servers() {
     let info = client.peer_info().unwrap();
     assert_eq!(info.protocol_version, ProtocolVersion::V_2025_11_25);
     assert_eq!(info.server_info.as_ref().unwrap().name, "gavel");
-    let tools = client.list_all_tools().await.unwrap();
-    let names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
+    let names = tool_names(&client).await;
     assert!(names.contains(&"alpha__echo".to_string()), "{names:?}");
     assert!(names.contains(&"beta__echo".to_string()), "{names:?}");
     // Routing is by table: each prefix reaches its own server.

@@ -13,10 +13,7 @@ use serde_json::json;
 /// A signed copy of the fixture bundle; returns its directory.
 fn signed_bundle(s: &Setup, name: &str, secret_file: &Path, kid: &str) -> PathBuf {
     let dir = s.path(name);
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture"),
-        &dir,
-    );
+    copy_dir(&common::policy::fixture_bundle(), &dir);
     stdout_ok(gavel_cmd(&[
         "bundle",
         "sign",
@@ -151,10 +148,7 @@ fn tampering_wrong_keys_rotation_and_unsigned_are_refused() {
 
     // Unsigned while keys are configured (require_signature defaults to true).
     let unsigned = s.path("unsigned");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture"),
-        &unsigned,
-    );
+    copy_dir(&common::policy::fixture_bundle(), &unsigned);
     std::fs::write(s.config(), config_with(&s, &unsigned, &["k1"])).unwrap();
     let (good, err) = check(&s);
     assert!(!good && err.contains("not signed"), "{err}");
@@ -180,10 +174,7 @@ fn rs256_signatures_from_opas_test_keys() {
     let keys =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/opa-signing/jwt-only/keys");
     let dir = s.path("rsa");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture"),
-        &dir,
-    );
+    copy_dir(&common::policy::fixture_bundle(), &dir);
     let private = keys.join("keys_test.TestGetPrivateKey.rsa4096-private.pem");
     let public = keys.join("DERIVED.keys_test.rsa4096-public.pem");
     stdout_ok(gavel_cmd(&[
@@ -297,10 +288,7 @@ fn build_revision_then_sign_the_tarball_with_a_scope() {
     std::fs::write(s.path("k1.secret"), "first-secret").unwrap();
     std::fs::write(s.path("k2.secret"), "second-secret").unwrap();
     let dir = s.path("b");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture"),
-        &dir,
-    );
+    copy_dir(&common::policy::fixture_bundle(), &dir);
     let tgz = s.path("b.tar.gz");
     let built = stdout_ok(gavel_cmd(&[
         "bundle",

@@ -13,7 +13,7 @@ use serde_json::json;
 
 /// `gavel config check` on the setup: (ok, stderr).
 fn check(s: &Setup) -> (bool, String) {
-    let out = gavel_cmd(&["config", "check", "--config", s.config().to_str().unwrap()]);
+    let out = s.config_check();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -122,7 +122,7 @@ async fn es512_with_openssl_keys_both_ways_and_no_algorithm_confusion() {
             .unwrap()
             .contains("BEGIN EC PRIVATE KEY")
     );
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
+    let fixture = common::policy::fixture_bundle();
     let verify = |dir: &Path, public: &str| {
         gavel_cmd(&[
             "bundle",

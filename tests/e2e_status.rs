@@ -21,7 +21,7 @@ fn status(dir: &Path) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_instances_publish_policy_and_upstream_state() {
     let s = Setup::new("");
-    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/fixture");
+    let bundle = common::policy::fixture_bundle();
     std::fs::write(
         s.config(),
         format!(

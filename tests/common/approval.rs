@@ -34,10 +34,13 @@ decision := {
 
 pub fn setup(extra_policy: &str) -> Setup {
     let s = Setup::new("");
-    let b = s.path("policy");
-    std::fs::create_dir_all(b.join("fx")).unwrap();
-    std::fs::write(b.join(".manifest"), r#"{"revision": "1", "roots": ["fx"]}"#).unwrap();
-    std::fs::write(b.join("fx/policy.rego"), POLICY).unwrap();
+    let b = super::policy::bundle(
+        s.dir.path(),
+        "policy",
+        "fx",
+        json!({"revision": "1"}),
+        POLICY,
+    );
     std::fs::write(
         s.config(),
         format!(

@@ -216,6 +216,16 @@ impl Setup {
         self.dir.path().join("servers.toml")
     }
 
+    /// `gavel config check` on this setup's config.
+    pub fn config_check(&self) -> std::process::Output {
+        gavel_cmd(&[
+            "config",
+            "check",
+            "--config",
+            self.config().to_str().unwrap(),
+        ])
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -416,6 +426,17 @@ pub async fn eventually<F: FnMut() -> bool>(what: &str, mut f: F) {
         assert!(start.elapsed() < PATIENCE, "gave up waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The exposed names of every tool `client` is shown, in list order.
+pub async fn tool_names(client: &Client) -> Vec<String> {
+    client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect()
 }
 
 /// Waits for a `tools/list_changed` that brings a list satisfying `pred`,
