@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
 
 use crate::decision::Enforcer;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamLists};
 use uri_template::UriTemplate;
 
 pub const SEPARATOR: &str = "__";
@@ -52,6 +52,9 @@ pub struct RouteTable {
     /// The rebuild at which each list kind (tools, resources, prompts) last
     /// changed: what the host has been told of is compared against it.
     changed_at: [u64; 3],
+    /// The upstream lists this table was built from (each swapped whole on
+    /// a re-fetch), so [`Router::refresh`] can tell whether it is current.
+    sources: BTreeMap<String, Arc<UpstreamLists>>,
 }
 
 impl RouteTable {
@@ -161,6 +164,7 @@ impl Router {
         for server in order {
             let up = &self.upstreams[server];
             let lists = up.lists();
+            t.sources.insert(server.clone(), lists.clone());
             for tool in &lists.tools {
                 let annotations = crate::front::session::annotations_value(tool);
                 let listed = enforcer.tool_listed(server, &tool.name, &annotations, ctx);
@@ -254,6 +258,33 @@ impl Router {
         drop(slot);
         drop(claims);
         changed
+    }
+
+    /// Rebuilds only if an upstream's lists changed since the table was
+    /// built (a server that just became ready, a re-fetch not yet picked
+    /// up). Routing depends on nothing else, so a request that only routes
+    /// (a resource read, a prompt, a completion, an unknown tool's second
+    /// look) never pays for a rebuild, whose `visible` evaluations cost one
+    /// policy evaluation per tool. A list answer rebuilds in full instead:
+    /// what it shows also depends on the policy and the clock.
+    pub fn refresh(
+        &self,
+        enforcer: &Enforcer,
+        ctx: impl FnOnce() -> crate::decision::DecisionContext,
+    ) {
+        if !self.is_current() {
+            self.rebuild(enforcer, &ctx());
+        }
+    }
+
+    fn is_current(&self) -> bool {
+        let t = self.table();
+        t.sources.len() == self.upstreams.len()
+            && self.upstreams.iter().all(|(name, up)| {
+                t.sources
+                    .get(name)
+                    .is_some_and(|built| Arc::ptr_eq(built, &up.lists()))
+            })
     }
 
     /// The host was just sent `kind`'s list from `table`: it knows that

@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::Config;
+use crate::decision::DecisionContext;
 use crate::upstream::UpstreamLists;
 
 fn tool(name: &str) -> Tool {
@@ -45,11 +46,44 @@ fn a_change_found_by_another_rebuild_is_still_announced_once() {
 
     up.set_lists(lists(&["a", "b"]));
     // A resources/read rebuilds first (its server may have been starting)…
-    assert_eq!(router.rebuild(&enforcer, &ctx), (true, false, false));
+    router.refresh(&enforcer, DecisionContext::default);
+    assert!(router.table().tool_routes.contains_key("b"));
     // …then the listener rebuilds, finds nothing new, and still announces.
     assert_eq!(router.rebuild(&enforcer, &ctx), (false, false, false));
     assert_eq!(router.take_unannounced(), (true, false, false));
     assert_eq!(router.take_unannounced(), (false, false, false), "once");
+}
+
+/// A request that only routes rebuilds the table only when an upstream's
+/// lists changed since it was built; a list answer always rebuilds.
+#[test]
+fn a_routing_request_rebuilds_only_after_an_upstream_list_changed() {
+    let (router, up, enforcer) = setup();
+    router.refresh(&enforcer, DecisionContext::default);
+    assert!(router.table().tool_routes.is_empty(), "nothing listed yet");
+    up.set_lists(lists(&["a"]));
+    router.refresh(&enforcer, DecisionContext::default);
+    let built = router.table();
+    assert!(
+        built.tool_routes.contains_key("a"),
+        "a new list is picked up"
+    );
+    router.refresh(&enforcer, || {
+        unreachable!("a current table needs no context")
+    });
+    assert!(Arc::ptr_eq(&built, &router.table()), "not rebuilt");
+    router.rebuild(&enforcer, &DecisionContext::default());
+    assert!(
+        !Arc::ptr_eq(&built, &router.table()),
+        "a full rebuild always runs"
+    );
+    up.set_lists(lists(&["a"])); // a re-fetch, even of the same tools
+    let built = router.table();
+    router.refresh(&enforcer, DecisionContext::default);
+    assert!(
+        !Arc::ptr_eq(&built, &router.table()),
+        "rebuilt after a re-fetch"
+    );
 }
 
 /// A host that just listed the changed table needs no announcement.

@@ -169,7 +169,7 @@ impl ServerHandler for Session {
         _r: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let router = self.wait_started().await?;
+        let router = self.listing().await?;
         let t = router.table();
         router.answered(crate::router::TOOLS, &t);
         Ok(ListToolsResult::with_all_items(t.tools.clone()))
@@ -262,7 +262,7 @@ impl ServerHandler for Session {
         _r: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let router = self.wait_started().await?;
+        let router = self.listing().await?;
         let t = router.table();
         router.answered(crate::router::RESOURCES, &t);
         Ok(ListResourcesResult::with_all_items(t.resources.clone()))
@@ -273,7 +273,7 @@ impl ServerHandler for Session {
         _r: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let router = self.wait_started().await?;
+        let router = self.listing().await?;
         let t = router.table();
         router.answered(crate::router::RESOURCES, &t);
         Ok(ListResourceTemplatesResult::with_all_items(
@@ -390,7 +390,7 @@ impl ServerHandler for Session {
         _r: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let router = self.wait_started().await?;
+        let router = self.listing().await?;
         let t = router.table();
         router.answered(crate::router::PROMPTS, &t);
         Ok(ListPromptsResult::with_all_items(t.prompts.clone()))

@@ -187,15 +187,32 @@ impl Session {
         })
     }
 
-    /// Waits for upstreams still starting (each up to its startup_timeout).
+    /// Waits for upstreams still starting (each up to its startup_timeout),
+    /// for a request that routes: the table is rebuilt only if some
+    /// upstream's lists changed since it was built ([`Router::refresh`]).
     async fn wait_started(&self) -> Result<&Arc<Router>, ErrorData> {
+        self.started(false).await
+    }
+
+    /// As [`Self::wait_started`], for a list answer: the table is rebuilt in
+    /// full, so what is listed follows the active policy and the clock.
+    async fn listing(&self) -> Result<&Arc<Router>, ErrorData> {
+        self.started(true).await
+    }
+
+    async fn started(&self, full: bool) -> Result<&Arc<Router>, ErrorData> {
         let router = self.router()?;
         futures::future::join_all(router.upstreams.values().map(|u| u.wait_started())).await;
         // Servers that just became ready are in the table before we answer
         // (the background rebuild may not have run yet). A change found here
         // is still announced by the listener, unless this request is the
         // list itself (`Router::answered`).
-        router.rebuild(&self.inner.gw.enforcer, &list_context(&self.inner.state));
+        let (enforcer, state) = (&self.inner.gw.enforcer, &self.inner.state);
+        if full {
+            router.rebuild(enforcer, &list_context(state));
+        } else {
+            router.refresh(enforcer, || list_context(state));
+        }
         Ok(router)
     }
 
