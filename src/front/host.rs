@@ -1,15 +1,21 @@
 //! The link back to the agent host: its peer handle, what it declared at
 //! `initialize`, and whether it has sent `notifications/initialized` (only then
 //! may gavel send it requests). Upstream→host traffic goes through here.
+// roots/list is deprecated in MCP 2026-07-28 (SEP-2577) but is part of the
+// 2024-11-05 … 2025-11-25 era gavel serves.
+#![allow(deprecated)]
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use rmcp::model::{
-    ClientCapabilities, ClientResult, ErrorData, InitializeRequestParams, ServerRequest,
+    ClientCapabilities, ClientResult, ErrorData, InitializeRequestParams, ListRootsRequest,
+    ListRootsResult, ServerRequest,
 };
 use rmcp::service::{Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer};
 use tokio::sync::watch;
+
+use crate::decision::Permit;
 
 pub struct HostLink {
     peer: OnceLock<Peer<RoleServer>>,
@@ -73,9 +79,40 @@ impl HostLink {
         }
     }
 
-    /// Sends an upstream's request to the host and returns the host's answer
-    /// verbatim. The upstream cancelling its request cancels the host's.
+    /// Sends an upstream's decided request to the host and returns the host's
+    /// answer verbatim. The [`Permit`] proves it passed the one gate
+    /// ([`crate::front::authorize`]): no upstream→host request reaches the
+    /// host undecided. The upstream cancelling its request cancels the host's.
     pub async fn forward_request(
+        &self,
+        _permit: &Permit,
+        request: ServerRequest,
+        upstream_cx: &RequestContext<RoleClient>,
+        timeout: Duration,
+    ) -> Result<ClientResult, ErrorData> {
+        self.send(request, upstream_cx, timeout).await
+    }
+
+    /// An upstream's `roots/list`, the one upstream→host request that is
+    /// protocol plumbing rather than a policy decision (ARCHITECTURE.md
+    /// invariant 1): it carries no parameters an upstream could use, and it is
+    /// built here, so this path cannot carry anything else to the host.
+    pub async fn list_roots(
+        &self,
+        upstream_cx: &RequestContext<RoleClient>,
+        timeout: Duration,
+    ) -> Result<ListRootsResult, ErrorData> {
+        let request = ServerRequest::ListRootsRequest(ListRootsRequest::default());
+        match self.send(request, upstream_cx, timeout).await? {
+            ClientResult::ListRootsResult(r) => Ok(r),
+            _ => Err(ErrorData::internal_error(
+                "the agent host answered roots/list with a result of another kind",
+                None,
+            )),
+        }
+    }
+
+    async fn send(
         &self,
         request: ServerRequest,
         upstream_cx: &RequestContext<RoleClient>,

@@ -4,6 +4,7 @@
 
 pub mod approval;
 pub mod auth;
+pub mod authorize;
 pub mod binding;
 pub mod host;
 pub mod hosts;

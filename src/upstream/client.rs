@@ -12,15 +12,15 @@ use rmcp::ClientHandler;
 use rmcp::model::{
     ClientConfig, ClientResult, CreateMessageRequest, CreateMessageRequestParams,
     CreateMessageResult, CustomNotification, ElicitRequest, ElicitRequestParams, ElicitResult,
-    ErrorData, ListRootsRequest, ListRootsResult, LoggingMessageNotificationParam,
-    ProgressNotificationParam, ResourceUpdatedNotificationParam, ServerNotification, ServerRequest,
+    ErrorData, ListRootsResult, LoggingMessageNotificationParam, ProgressNotificationParam,
+    ResourceUpdatedNotificationParam, ServerNotification, ServerRequest,
 };
 use rmcp::model::{GetExtensions, GetMeta};
 use rmcp::service::{NotificationContext, RequestContext, RoleClient};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::decision::{Action, ActionType, Enforcer, Verdict, deny};
+use crate::decision::{Action, ActionType, Enforcer, Permit, deny};
 use crate::front::host::HostLink;
 
 pub use super::progress::ProgressMap;
@@ -68,17 +68,17 @@ impl UpstreamClient {
         }
     }
 
-    /// Decides an upstream→host request for `session` and settles any human
-    /// approval the decision asks for (the same step as a host's requests,
-    /// `front::approval`).
-    async fn decide(
+    /// Authorizes an upstream→host request for `session` through the one gate
+    /// both directions pass ([`crate::front::authorize`]: decision, then any
+    /// human approval): the permit `HostLink::forward_request` requires.
+    async fn authorize(
         &self,
         host: &HostLink,
         session: &Arc<crate::decision::SessionState>,
         kind: ActionType,
         method: &str,
         args: Value,
-    ) -> Result<(), ErrorData> {
+    ) -> Result<Permit, ErrorData> {
         let action = Action {
             kind,
             server: self.server.to_string(),
@@ -89,16 +89,11 @@ impl UpstreamClient {
             tool_digest: None,
             upstream_data_classes: vec![],
         };
-        let denial = |d: &crate::decision::Decision| {
-            deny::request_denial(d, &format!("{method} from server {:?}", self.server))
-        };
-        let permit = match session.decide_async(&self.enforcer, &action).await {
-            Verdict::Allow(p) => p,
-            Verdict::Deny(d) => return Err(denial(&d)),
-        };
-        crate::front::approval::settle(&self.enforcer, host, session, &action, &permit, None)
+        crate::front::authorize::authorize(&self.enforcer, host, session, &action, None)
             .await
-            .map_err(|d| denial(&d))
+            .map_err(|d| {
+                deny::request_denial(&d, &format!("{method} from server {:?}", self.server))
+            })
     }
 
     fn not_declared(&self, what: &str) -> ErrorData {
@@ -126,16 +121,20 @@ impl ClientHandler for UpstreamClient {
         if host.capabilities().sampling.is_none() {
             return Err(self.not_declared("sampling"));
         }
-        self.decide(
-            &host,
-            &session,
-            ActionType::SamplingRequest,
-            "sampling/createMessage",
-            serde_json::to_value(&params).unwrap_or(Value::Null),
-        )
-        .await?;
+        let permit = self
+            .authorize(
+                &host,
+                &session,
+                ActionType::SamplingRequest,
+                "sampling/createMessage",
+                serde_json::to_value(&params).unwrap_or(Value::Null),
+            )
+            .await?;
         let req = ServerRequest::CreateMessageRequest(CreateMessageRequest::new(params));
-        match host.forward_request(req, &cx, self.call_timeout).await? {
+        match host
+            .forward_request(&permit, req, &cx, self.call_timeout)
+            .await?
+        {
             ClientResult::CreateMessageResult(r) => Ok(*r),
             other => Err(unexpected("sampling/createMessage", other)),
         }
@@ -149,11 +148,7 @@ impl ClientHandler for UpstreamClient {
         if host.capabilities().roots.is_none() {
             return Err(self.not_declared("roots"));
         }
-        let req = ServerRequest::ListRootsRequest(ListRootsRequest::default());
-        match host.forward_request(req, &cx, self.call_timeout).await? {
-            ClientResult::ListRootsResult(r) => Ok(r),
-            other => Err(unexpected("roots/list", other)),
-        }
+        host.list_roots(&cx, self.call_timeout).await
     }
 
     async fn create_elicitation(
@@ -165,16 +160,20 @@ impl ClientHandler for UpstreamClient {
         if host.capabilities().elicitation.is_none() {
             return Err(self.not_declared("elicitation"));
         }
-        self.decide(
-            &host,
-            &session,
-            ActionType::ElicitationRequest,
-            "elicitation/create",
-            serde_json::to_value(&params).unwrap_or(Value::Null),
-        )
-        .await?;
+        let permit = self
+            .authorize(
+                &host,
+                &session,
+                ActionType::ElicitationRequest,
+                "elicitation/create",
+                serde_json::to_value(&params).unwrap_or(Value::Null),
+            )
+            .await?;
         let req = ServerRequest::ElicitRequest(ElicitRequest::new(params));
-        match host.forward_request(req, &cx, self.call_timeout).await? {
+        match host
+            .forward_request(&permit, req, &cx, self.call_timeout)
+            .await?
+        {
             ClientResult::ElicitResult(r) => Ok(r),
             other => Err(unexpected("elicitation/create", other)),
         }

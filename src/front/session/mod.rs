@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::decision::{Action, ActionType, Permit, SessionState, Verdict};
+use crate::decision::{Action, ActionType, Permit, SessionState};
 use crate::front::auth::TokenIdentity;
 use crate::front::host::HostLink;
 use crate::gateway::Gateway;
@@ -274,56 +274,22 @@ impl Session {
         }
     }
 
-    async fn decide(&self, action: &Action) -> Verdict {
-        let verdict = self
-            .inner
-            .state
-            .decide_async(&self.inner.gw.enforcer, action)
-            .await;
-        let d = verdict.decision();
-        // The decision log is the audit record; this diagnostic line shows
-        // denials at info and allows only at debug (they are the hot path).
-        if d.allow {
-            tracing::debug!(
-                target: "gavel::decision",
-                session = %self.inner.state.id, server = %action.server, tool = %action.tool,
-                action = action.kind.as_str(), decision_id = d.decision_id.as_deref().unwrap_or("-"),
-                "allowed"
-            );
-        } else {
-            tracing::info!(
-                target: "gavel::decision",
-                session = %self.inner.state.id, server = %action.server, tool = %action.tool,
-                action = action.kind.as_str(), reasons = ?d.reasons,
-                decision_id = d.decision_id.as_deref().unwrap_or("-"),
-                "denied"
-            );
-        }
-        verdict
-    }
-
     /// Decides `action` and settles any human approval its decision asks
-    /// for (one mechanism for every kind of request): the permit to forward
-    /// with, or the denial to answer.
+    /// for (the one gate of both directions, [`crate::front::authorize`]):
+    /// the permit to forward with, or the denial to answer.
     async fn authorize(
         &self,
         action: &Action,
         cx: &RequestContext<RoleServer>,
     ) -> Result<Permit, crate::decision::Decision> {
-        let permit = match self.decide(action).await {
-            Verdict::Deny(d) => return Err(d),
-            Verdict::Allow(p) => p,
-        };
-        super::approval::settle(
+        crate::front::authorize::authorize(
             &self.inner.gw.enforcer,
             &self.inner.host,
             &self.inner.state,
             action,
-            &permit,
             cx.meta.get_progress_token(),
         )
-        .await?;
-        Ok(permit)
+        .await
     }
 
     async fn forward(
