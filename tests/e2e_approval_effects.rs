@@ -213,3 +213,71 @@ async fn report_and_replay_take_an_approved_and_a_declined_call_by_their_final_s
     );
     assert_eq!(r["approval_removed"], 1, "{r:#}");
 }
+
+/// Approval for the prompt `greet`, remembered for any arguments
+/// (`scope = "tool"`), and the same for completing its arguments.
+const SAME_NAME: &str = r#"package fx
+
+needs_approval if {
+	input.action.type in {"prompt_get", "completion"}
+	input.action.tool == "greet"
+}
+
+decision := {"allow": true} if not needs_approval
+
+decision := {
+	"allow": true,
+	"require_approval": {"reason": "greeting needs a human", "remember_seconds": 600, "scope": "tool"},
+} if needs_approval
+"#;
+
+/// A remembered approval covers its action type only: approving
+/// `prompts/get greet` (for any arguments) does not let
+/// `completion/complete` on the same name through unasked — the key used to
+/// be (user, agent, server, name), so one type's approval passed the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remembered_approval_covers_its_action_type_only() {
+    use rmcp::model::{ArgumentInfo, CompleteRequestParams, GetPromptRequestParams, Reference};
+    let s = Setup::new("");
+    let b = common::policy::bundle(s.dir.path(), "policy", "fx", json!({}), SAME_NAME);
+    std::fs::write(
+        s.config(),
+        format!(
+            "[log]\ndecisions = {:?}\n\n{}bundle = {:?}\n",
+            s.path("decisions.jsonl").display().to_string(),
+            fixture_server("fx", &[], &s.path("r.jsonl")),
+            b.display().to_string()
+        ),
+    )
+    .unwrap();
+    let host = TestHost::new();
+    let seen = host.seen.clone();
+    let client = s.connect(host).await;
+    let asked = || seen.lock().unwrap().elicitations.len();
+    for name in ["al", "bo"] {
+        let mut gp = GetPromptRequestParams::new("greet");
+        gp.arguments = json!({"name": name}).as_object().cloned();
+        client.peer().get_prompt(gp).await.unwrap();
+    }
+    assert_eq!(asked(), 1, "the prompt, remembered for any arguments");
+    client
+        .peer()
+        .complete(CompleteRequestParams::new(
+            Reference::for_prompt("greet"),
+            ArgumentInfo::new("name", "al"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(asked(), 2, "completion is another action type: asked");
+    assert_eq!(
+        steps(&s),
+        vec![
+            "requested",
+            "approved",
+            "remembered",
+            "requested",
+            "approved"
+        ]
+    );
+    client.cancel().await.unwrap();
+}

@@ -262,3 +262,60 @@ async fn an_agent_limit_spans_users_and_sessions_of_the_agent() {
         c.cancel().await.unwrap();
     }
 }
+
+/// A `tools/call` carrying the host's `_meta["dev.gavel/cumulative_tokens"]`.
+async fn call_reporting(
+    client: &Client,
+    tool: &str,
+    args: Value,
+    reported: Value,
+) -> rmcp::model::CallToolResult {
+    let mut p = rmcp::model::CallToolRequestParams::new(tool.to_string());
+    p.arguments = args.as_object().cloned();
+    let mut meta = rmcp::model::RequestMetaObject::default();
+    meta.0
+        .0
+        .insert("dev.gavel/cumulative_tokens".into(), reported);
+    p.meta = Some(meta);
+    client.peer().call_tool(p).await.unwrap()
+}
+
+/// A host-reported token count only ever raises the session's: a negative
+/// or a string is no report, a float counts (rounded down), and 2^64-1
+/// stays 2^64-1 through the calls after it — it used to wrap to a small
+/// number with the next call's tokens, switching the token brake off.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_reported_token_count_saturates_and_never_lowers() {
+    let lab = Lab::new(json!({}), "");
+    let client = lab.connect().await;
+    let args = json!({"a": 1, "b": 2});
+    for reported in [json!(-5), json!("900000"), json!(25_000.7)] {
+        let r = call_reporting(&client, "add", args.clone(), reported).await;
+        assert!(allowed(&r), "{}", text(&r));
+    }
+    let r = call_reporting(&client, "add", args.clone(), json!(u64::MAX)).await;
+    assert!(allowed(&r), "{}", text(&r));
+    let r = call(&client, "echo", json!({"text": "after"}))
+        .await
+        .unwrap();
+    assert!(allowed(&r), "{}", text(&r));
+    let r = call_reporting(&client, "add", args.clone(), json!(1)).await;
+    assert!(allowed(&r), "{}", text(&r));
+
+    let ctx = tool_call_contexts(&lab);
+    let seen: Vec<u64> = ctx
+        .iter()
+        .map(|c| c["cumulative_tokens"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seen.len(), 6, "{ctx:?}");
+    // A call's report is seen by its own decision.
+    assert_eq!(seen[0], 0, "a negative report is none: {seen:?}");
+    assert!(seen[1] < 100, "a string is no report: {seen:?}");
+    assert!(seen[2] >= 25_000, "a float report raises: {seen:?}");
+    assert_eq!(
+        &seen[3..],
+        &[u64::MAX, u64::MAX, u64::MAX],
+        "saturated, not wrapped by the next calls' tokens"
+    );
+    client.cancel().await.unwrap();
+}

@@ -24,7 +24,7 @@ const ALLOWED: &[(&str, &str)] = &[
 const REFUSED: &[(&str, &str)] = &[
     (
         "filesystem__read_text_file",
-        r#"{"path":"demo-data/../servers.toml"}"#,
+        r#"{"path":"../servers.toml"}"#,
     ),
     ("everything__get-env", "{}"),
     ("get-env", "{}"),

@@ -413,6 +413,7 @@ impl Config {
             signing: BundleSigning::default(),
             limits: vec![],
             session_mode: SessionMode::PerSession,
+            path_root: None,
         };
         Ok(Config {
             servers: [(name.to_string(), server)].into(),

@@ -54,6 +54,10 @@ pub struct ServerConfig {
     pub limits: Vec<crate::state::limits::Limit>,
     /// One upstream per host session (default), or one shared by all.
     pub session_mode: SessionMode,
+    /// `servers.NAME.path_root`: the directory the upstream resolves relative
+    /// path arguments against (absolute); gavel canonicalizes path arguments
+    /// against it (decision::paths).
+    pub path_root: Option<PathBuf>,
 }
 
 /// `servers.NAME.session_mode`.

@@ -143,6 +143,8 @@ pub struct RawServer {
     /// `[[servers.NAME.limits]]`: rate limits added to the bundle's.
     pub limits: Option<Spanned<Vec<toml::Value>>>,
     pub session_mode: Option<Spanned<String>>,
+    /// The directory the upstream resolves relative path arguments against.
+    pub path_root: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -160,9 +160,20 @@ impl Config {
                 ));
             }
         };
+        let path_root = match &s.path_root {
+            None => None,
+            Some(p) => {
+                let dir = ctx.expand(p, &f("path_root"))?;
+                if dir.trim().is_empty() {
+                    return Err(ctx.at(p.span().start, &f("path_root"), "must not be empty: name the directory the server resolves relative paths against (server-filesystem: its first allowed directory), or leave path_root out"));
+                }
+                Some(ctx.path(dir))
+            }
+        };
         Ok(ServerConfig {
             name: name.to_string(),
             session_mode,
+            path_root,
             transport,
             enabled: s.enabled.unwrap_or(true),
             startup_timeout: ctx.duration(

@@ -64,6 +64,14 @@ impl Enforcer {
                     fail_open: server.fail_open,
                     annotations_trusted: server.annotations_trusted,
                     config_limits: server.limits.clone(),
+                    path_root: server
+                        .path_root
+                        .as_deref()
+                        .map(super::paths::PathRoot::new)
+                        .transpose()
+                        .map_err(|e| {
+                            anyhow::anyhow!("servers.{name}.path_root cannot be used: {e}")
+                        })?,
                 },
             );
         }

@@ -54,6 +54,19 @@ impl SessionCounters {
         self.cumulative_tokens = self.cumulative_tokens.max(reported);
     }
 
+    /// The token count a host reports, as a raise: a non-negative integer
+    /// as is, a non-negative float rounded down (one too large for u64
+    /// saturates); a negative number, a string or anything else is not a
+    /// count and raises nothing (`None`). An agent-controlled value can only
+    /// ever push a counter up.
+    pub fn reported_tokens(v: &Value) -> Option<u64> {
+        if let Some(n) = v.as_u64() {
+            return Some(n);
+        }
+        // `as` saturates: 1e300 is u64::MAX; NaN cannot come from JSON.
+        v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)
+    }
+
     /// Counts one decided `tools/call` (and only those: never protocol chatter).
     pub fn record_tool_call(&mut self, server: &str, tool: &str, allowed: bool, arg_bytes: usize) {
         self.record_tool_call_at(
@@ -77,28 +90,42 @@ impl SessionCounters {
             .last_tool
             .as_ref()
             .is_some_and(|(s, t)| s == server && t == tool);
-        self.run_length = if same { self.run_length + 1 } else { 1 };
+        // Every counter saturates: a host-reported token count may already
+        // sit at u64::MAX, and a wrapped counter would switch the brakes off.
+        self.run_length = if same {
+            self.run_length.saturating_add(1)
+        } else {
+            1
+        };
         self.last_tool = Some((server.to_string(), tool.to_string()));
         if self.recent.len() >= MAX_RECENT {
             self.recent.pop_front();
         }
         self.recent.push_back(now_s);
-        self.turn_count += 1;
+        self.turn_count = self.turn_count.saturating_add(1);
         if !allowed {
-            self.denied_count += 1;
+            self.denied_count = self.denied_count.saturating_add(1);
         }
-        *self
+        let per_tool = self
             .tool_calls
             .entry(server.into())
             .or_default()
             .entry(tool.into())
-            .or_default() += 1;
+            .or_default();
+        *per_tool = per_tool.saturating_add(1);
         self.add_tokens(arg_bytes);
+    }
+
+    /// A call allowed but not made (its approval refused).
+    pub fn count_denied(&mut self) {
+        self.denied_count = self.denied_count.saturating_add(1);
     }
 
     /// Documented estimate: one token per 4 bytes of UTF-8, rounded up.
     pub fn add_tokens(&mut self, bytes: usize) {
-        self.cumulative_tokens += bytes.div_ceil(4) as u64;
+        self.cumulative_tokens = self
+            .cumulative_tokens
+            .saturating_add(bytes.div_ceil(4) as u64);
     }
 }
 
@@ -278,7 +305,7 @@ impl SessionState {
         self.counters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .denied_count += 1;
+            .count_denied();
     }
 
     /// Counts the tokens of a tool result.
@@ -343,6 +370,47 @@ mod tests {
         );
     }
 
+    /// A host's `_meta["dev.gavel/cumulative_tokens"]` can only raise the
+    /// count: u64::MAX stays there through later calls (it used to wrap to a
+    /// small number and switch the token brake off), a float raises it
+    /// rounded down (a huge one saturates), a negative or a string is no
+    /// report. Every counter saturates rather than wraps.
+    #[test]
+    fn reported_tokens_only_raise_and_counters_saturate() {
+        let r = SessionCounters::reported_tokens;
+        assert_eq!(r(&json!(u64::MAX)), Some(u64::MAX));
+        assert_eq!(r(&json!(2.5e4)), Some(25_000));
+        assert_eq!(r(&json!(1e300)), Some(u64::MAX));
+        assert_eq!(r(&json!(-1)), None);
+        assert_eq!(r(&json!(-0.5)), None);
+        assert_eq!(r(&json!("999999")), None);
+        assert_eq!(r(&json!(null)), None);
+
+        let mut c = SessionCounters::default();
+        c.raise_tokens(u64::MAX);
+        c.record_tool_call_at("s", "t", true, 4000, 0.0);
+        c.add_tokens(usize::MAX);
+        assert_eq!(c.cumulative_tokens, u64::MAX, "never wraps");
+        c.raise_tokens(5);
+        assert_eq!(c.cumulative_tokens, u64::MAX, "never lowered");
+
+        let mut c = SessionCounters {
+            turn_count: u64::MAX,
+            denied_count: u64::MAX,
+            ..Default::default()
+        };
+        c.tool_calls
+            .entry("s".into())
+            .or_default()
+            .insert("t".into(), u64::MAX);
+        c.record_tool_call_at("s", "t", false, 0, 0.0);
+        c.count_denied();
+        assert_eq!(
+            (c.turn_count, c.denied_count, c.tool_calls["s"]["t"]),
+            (u64::MAX, u64::MAX, u64::MAX)
+        );
+    }
+
     #[test]
     fn input_has_every_contract_field() {
         let action = Action {
@@ -366,7 +434,9 @@ mod tests {
             serde_json::from_str(include_str!("../../schemas/input.v1.json")).unwrap();
         for (section, props) in schema["properties"].as_object().unwrap() {
             for key in props["properties"].as_object().unwrap().keys() {
-                let reserved = ["budget"];
+                // budget: only with [budget]; the canonical path view is
+                // added by the enforcer, which knows the server's path_root.
+                let reserved = ["budget", "canonical_args", "path_root"];
                 if !reserved.contains(&key.as_str()) {
                     assert!(
                         v[section].get(key).is_some(),

@@ -18,6 +18,7 @@ pub mod engine;
 pub mod input;
 pub mod layers;
 mod memo;
+pub mod paths;
 mod pool;
 mod record;
 pub mod static_rules;
@@ -47,6 +48,9 @@ struct ServerPolicy {
     annotations_trusted: bool,
     /// `[[servers.NAME.limits]]`, applied with the bundle's own.
     config_limits: Vec<crate::state::limits::Limit>,
+    /// `servers.NAME.path_root`: what relative path arguments are resolved
+    /// against (classification and `input.action.canonical_args`).
+    path_root: Option<paths::PathRoot>,
 }
 
 /// Decides every request for every server of one gavel process.
@@ -207,8 +211,12 @@ impl Enforcer {
         // the decision log): static-only servers stay on the fast path.
         let needs_input = self.log.is_some() || matches!(policy, Some(Policy::Rego(_)));
         let input = if needs_input {
+            let root = self
+                .servers
+                .get(&action.server)
+                .and_then(|s| s.path_root.as_ref());
             let mut classes = match policy {
-                Some(Policy::Rego(engine)) => engine.classify(&action.tool, &action.args),
+                Some(Policy::Rego(engine)) => engine.classify(&action.tool, &action.args, root),
                 _ => Vec::new(),
             };
             for c in &action.upstream_data_classes {
@@ -217,6 +225,7 @@ impl Enforcer {
                 }
             }
             let mut input = input::build(self.identity(ctx), action, ctx, &classes, &now);
+            paths::annotate(&mut input, &action.args, root);
             if let Some(b) = self.guard.budget_view(&self.who(action, ctx)) {
                 input["context"]["budget"] = b;
             }

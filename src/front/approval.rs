@@ -118,6 +118,7 @@ pub async fn settle(
     let subject = Subject {
         user: &identity.user.id,
         agent: &identity.agent.id,
+        kind: action.kind.as_str(),
         server: &action.server,
         tool: &action.tool,
         args: &action.args,

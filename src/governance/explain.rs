@@ -453,7 +453,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("paths under demo-data/confidential touch [\"confidential\"]"),
+            text.contains("paths under confidential touch [\"confidential\"]"),
             "{text}"
         );
     }

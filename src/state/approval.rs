@@ -2,9 +2,12 @@
 //!
 //! An approval is remembered only when the decision says for how long
 //! (`remember_seconds`), and covers exactly what its scope names: by default
-//! one call — (user, agent, server, tool, sha256 of the canonical arguments)
-//! — so an approval of `delete("/tmp/x")` never covers `delete("/")`;
-//! `tool` widens it to any arguments, `server` to any tool of the server.
+//! one request — (user, agent, action type, server, name, sha256 of the
+//! canonical arguments) — so an approval of `delete("/tmp/x")` never covers
+//! `delete("/")`; `tool` widens it to any arguments, `server` to any name of
+//! the server. Every scope keeps the action type: approving the prompt
+//! `deploy` never lets the tool `deploy` through, nor a resource read a
+//! tool call (names are per type in MCP, so the same name is another thing).
 //! Kept in memory by the gavel process that asked (bounded; expired entries
 //! are dropped as they are met).
 
@@ -26,7 +29,10 @@ pub struct Remembered {
 pub struct Subject<'a> {
     pub user: &'a str,
     pub agent: &'a str,
+    /// The action type (`tool_call`, `prompt_get`, …: `ActionType::as_str`).
+    pub kind: &'a str,
     pub server: &'a str,
+    /// The tool or prompt name, resource URI, or upstream→host method.
     pub tool: &'a str,
     pub args: &'a Value,
 }
@@ -40,13 +46,16 @@ pub fn args_digest(args: &Value) -> String {
     crate::bundle::canonical::sha256_hex(&canon)
 }
 
+/// The parts as a JSON array (no separator a name could contain and forge):
+/// user, agent, action type, server, then the name and the arguments'
+/// digest as wide as the scope says (`null` where any goes).
 fn key(a: &Approval, s: &Subject) -> String {
-    let base = format!("{}\u{1f}{}\u{1f}{}", s.user, s.agent, s.server);
-    match a.scope.as_deref() {
-        Some("server") => format!("{base}\u{1f}*"),
-        Some("tool") => format!("{base}\u{1f}{}\u{1f}*", s.tool),
-        _ => format!("{base}\u{1f}{}\u{1f}{}", s.tool, args_digest(s.args)),
-    }
+    let (name, args) = match a.scope.as_deref() {
+        Some("server") => (None, None),
+        Some("tool") => (Some(s.tool), None),
+        _ => (Some(s.tool), Some(args_digest(s.args))),
+    };
+    serde_json::json!([s.user, s.agent, s.kind, s.server, name, args]).to_string()
 }
 
 impl Remembered {
@@ -99,6 +108,7 @@ mod tests {
         Subject {
             user: "ada",
             agent: "a1",
+            kind: "tool_call",
             server: "fs",
             tool,
             args,
@@ -151,5 +161,29 @@ mod tests {
             !r.covers(&once, &subject("x", &a)),
             "not remembered without remember_seconds"
         );
+    }
+
+    /// Approving the prompt `deploy {}` covers that prompt, never the tool
+    /// `deploy {}` (nor another type of the same name), in every scope.
+    #[test]
+    fn an_approval_covers_its_action_type_only() {
+        let r = Remembered::new(Arc::new(ManualClock::new(1000.0)));
+        let args = json!({});
+        let of = |kind| Subject {
+            kind,
+            ..subject("deploy", &args)
+        };
+        for scope in [None, Some("tool"), Some("server")] {
+            let a = Approval {
+                reason: "r".into(),
+                remember_seconds: Some(60),
+                scope: scope.map(String::from),
+            };
+            r.remember(&a, &of("prompt_get"));
+            assert!(r.covers(&a, &of("prompt_get")), "{scope:?}");
+            for other in ["tool_call", "resource_read", "completion"] {
+                assert!(!r.covers(&a, &of(other)), "{scope:?}: {other}");
+            }
+        }
     }
 }

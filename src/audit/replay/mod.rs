@@ -360,7 +360,7 @@ impl Replayer {
             let under_args = m.first().is_some_and(|s| s == "action")
                 && match m.get(1).map(String::as_str) {
                     None => true,
-                    Some("tool") => true,
+                    Some("tool" | "path_root") => true,
                     Some("args") => m
                         .get(2)
                         .is_none_or(|k| PolicyEngine::CLASSIFIED_ARGS.contains(&k.as_str())),
@@ -376,9 +376,15 @@ impl Replayer {
                 return Ok(());
             }
             let action = &input["action"];
-            let mut classes = se
-                .engine
-                .classify(action["tool"].as_str().unwrap_or(""), &action["args"]);
+            // The root the live decision canonicalized paths against.
+            let root = action["path_root"]
+                .as_str()
+                .and_then(|r| crate::decision::paths::PathRoot::new(std::path::Path::new(r)).ok());
+            let mut classes = se.engine.classify(
+                action["tool"].as_str().unwrap_or(""),
+                &action["args"],
+                root.as_ref(),
+            );
             // The upstream's own classes; an older record without them keeps
             // what it logged (the candidate can then only add).
             let upstream = rec

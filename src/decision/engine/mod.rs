@@ -33,6 +33,7 @@ use crate::bundle::{Bundle, roots_overlap};
 use crate::decision::contract::{Decision, Disclosure};
 
 mod build;
+mod classify;
 
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -207,69 +208,6 @@ impl PolicyEngine {
     /// `{name: {revision, digest, layer}}` for decision records.
     pub fn bundles_json(&self) -> &Value {
         &self.bundles_json
-    }
-
-    /// Whether any bundle ships classification data.
-    pub fn classifies(&self) -> bool {
-        self.bundles.iter().any(|b| !b.classification.is_null())
-    }
-
-    /// The argument keys [`PolicyEngine::classify`] reads (besides the tool).
-    pub const CLASSIFIED_ARGS: &'static [&'static str] =
-        &["path", "paths", "source", "destination", "uri"];
-
-    /// Data classes a request references, from the bundles' classification
-    /// data: by tool name, and by path-like arguments (`path`, `paths`,
-    /// `source`, `destination`, `uri`) matching a prefix.
-    pub fn classify(&self, tool: &str, args: &Value) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        let mut add = |v: Option<&Value>| {
-            for c in v
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
-                if !out.iter().any(|x| x == c) {
-                    out.push(c.to_string());
-                }
-            }
-        };
-        let mut paths: Vec<&str> = Vec::new();
-        for k in ["path", "source", "destination", "uri"] {
-            if let Some(p) = args.get(k).and_then(Value::as_str) {
-                paths.push(p);
-            }
-        }
-        for p in args
-            .get("paths")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
-            paths.push(p);
-        }
-        if !tool.is_empty() {
-            paths.push(tool); // resource URIs arrive as the action's tool
-        }
-        for b in &self.bundles {
-            add(b.classification.get("tools").and_then(|t| t.get(tool)));
-            for rule in b
-                .classification
-                .get("paths")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(prefix) = rule.get("prefix").and_then(Value::as_str)
-                    && paths.iter().any(|p| p.starts_with(prefix))
-                {
-                    add(rule.get("classes"));
-                }
-            }
-        }
-        out
     }
 
     fn eval(&self, engine: &mut regorus::Engine, rule: &str) -> Result<Value, EngineError> {

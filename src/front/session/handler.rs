@@ -207,7 +207,7 @@ impl ServerHandler for Session {
             .0
             .0
             .get("dev.gavel/cumulative_tokens")
-            .and_then(Value::as_u64)
+            .and_then(crate::decision::input::SessionCounters::reported_tokens)
         {
             self.inner.state.raise_tokens(n);
         }

@@ -1,32 +1,61 @@
 package mcp.filesystem
 
-call(tool, args) := {"action": {"type": "tool_call", "tool": tool, "args": args}}
+# What gavel sends: the exact arguments and their canonical forms
+# (root-relative inside servers.toml path_root, "/…" outside, null if none).
+call(tool, args, canonical) := {"action": {"type": "tool_call", "tool": tool, "args": args, "canonical_args": canonical}}
 
 test_read_in_scope if {
-	decision.allow with input as call("read_text_file", {"path": "demo-data/public/readme.txt"})
+	decision.allow with input as call("read_text_file", {"path": "public/readme.txt"}, {"path": "public/readme.txt"})
 }
 
 test_read_outside_scope if {
-	d := decision with input as call("read_text_file", {"path": "/etc/passwd"})
+	d := decision with input as call("read_text_file", {"path": "/etc/passwd"}, {"path": "/etc/passwd"})
 	d.reasons == ["path_outside_scope"]
 	contains(d.remediation, "outside the directories")
 }
 
+test_any_spelling_is_checked_on_its_canonical_form if {
+	# "/srv/demo-data//public/./a.txt" under the root: root-relative, in scope.
+	decision.allow with input as call("read_text_file", {"path": "/srv/demo-data//public/./a.txt"}, {"path": "public/a.txt"})
+	d := decision with input as call("write_file", {"path": "./confidential//x/", "content": "x"}, {"path": "confidential/x"})
+	d.reasons == ["write_outside_writable"]
+	e := decision with input as call("write_file", {"path": "public-x/y", "content": "x"}, {"path": "public-x/y"})
+	e.reasons == ["write_outside_writable"]
+}
+
+test_every_element_of_paths if {
+	d := decision with input as call("read_multiple_files", {"paths": ["public/a", "/etc//shadow"]}, {"paths": ["public/a", "/etc/shadow"]})
+	d.reasons == ["path_outside_scope"]
+}
+
 test_traversal if {
-	d := decision with input as call("read_text_file", {"path": "demo-data/../servers.toml"})
+	d := decision with input as call("read_text_file", {"path": "public/../servers.toml"}, {"path": "servers.toml"})
 	"path_traversal" in d.reasons
 }
 
+test_unplaceable_path_refused if {
+	d := decision with input as call("read_text_file", {"path": "../../etc/passwd"}, {"path": null})
+	"path_unresolvable" in d.reasons
+	"path_outside_scope" in d.reasons
+	e := decision with input as call("read_multiple_files", {"paths": ["public/a", "../x"]}, {"paths": ["public/a", null]})
+	"path_unresolvable" in e.reasons
+}
+
+test_missing_canonical_form_refused if {
+	d := decision with input as {"action": {"type": "tool_call", "tool": "read_text_file", "args": {"path": "public/a"}}}
+	d.reasons == ["path_unresolvable"]
+}
+
 test_write_only_where_writable if {
-	decision.allow with input as call("write_file", {"path": "demo-data/public/new.txt", "content": "x"})
-	d := decision with input as call("write_file", {"path": "demo-data/confidential/plan.txt", "content": "x"})
+	decision.allow with input as call("write_file", {"path": "public/new.txt", "content": "x"}, {"path": "public/new.txt"})
+	d := decision with input as call("write_file", {"path": "confidential/plan.txt", "content": "x"}, {"path": "confidential/plan.txt"})
 	d.reasons == ["write_outside_writable"]
 }
 
 test_move_refused_and_hidden if {
-	d := decision with input as call("move_file", {"source": "demo-data/public/a", "destination": "demo-data/public/b"})
+	d := decision with input as call("move_file", {"source": "public/a", "destination": "public/b"}, {"source": "public/a", "destination": "public/b"})
 	d.reasons == ["destructive_operation"]
-	not visible with input as call("move_file", {})
+	not visible with input as call("move_file", {}, {})
 }
 
 test_other_request_types_refused if {
