@@ -23,7 +23,8 @@ pub mod status;
 pub mod transport;
 pub mod upstream;
 
-/// mimalloc: the policy interpreter allocates and frees many small values per
-/// decision; glibc's allocator was a fifth of a decision's time.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The process allocator is mimalloc — the policy interpreter allocates and
+// frees many small values per decision; glibc's allocator was a fifth of a
+// decision's time — in regorus's own build (`regorus-mimalloc`, declared
+// global by regorus with `allocator-memory-limits`): it counts live bytes for
+// the memory bound of policy evaluation (`decision::engine::memory`).

@@ -280,6 +280,63 @@ async fn every_policy_failure_fails_closed_with_its_own_code() {
     }
 }
 
+/// One builtin call over a large agent argument ran past `eval_timeout`
+/// (the cooperative timer cannot interrupt it) and the call was allowed: it
+/// is denied as `policy_timeout`, nothing reaches the upstream. A recursive
+/// rule crashed `gavel config check` (stack overflow): it is refused with
+/// the file and line.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_builtins_time_out_and_recursion_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slow = bundle(
+        tmp.path(),
+        "slow-builtin",
+        "p",
+        json!({}),
+        "package p\ndecision := {\"allow\": count(sort(split(input.action.args.text, \",\"))) > 0}\n",
+    );
+    let s = Setup::new("");
+    std::fs::write(
+        s.config(),
+        config(&s, &[&slow], "", "[policy]\neval_timeout = \"20ms\"\n"),
+    )
+    .unwrap();
+    let client = s.connect(TestHost::new()).await;
+    client.list_all_tools().await.unwrap();
+    let items: Vec<String> = (0..400_000u64)
+        .map(|i| format!("{:016x}", i.wrapping_mul(0x9E3779B97F4A7C15)))
+        .collect();
+    let r = call(&client, "echo", json!({"text": items.join(",")}))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true), "must fail closed");
+    let d = r.meta.unwrap().0["dev.gavel/decision"].clone();
+    assert_eq!(d["reasons"][0], "policy_timeout", "{d}");
+    assert!(recorded_calls(&s.path("r.jsonl")).is_empty());
+
+    let rec = bundle(
+        tmp.path(),
+        "recursive",
+        "p",
+        json!({}),
+        "package p\nf(x) := y if { y := f(x) }\ndecision := {\"allow\": f(1) == 1}\n",
+    );
+    let s = Setup::new("");
+    std::fs::write(s.config(), config(&s, &[&rec], "", "")).unwrap();
+    let out = s.config_check();
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        out.status.code().is_some(),
+        "exited, not killed by a signal: {err}"
+    );
+    assert!(
+        err.contains("policy.rego:2: rule data.p.f is recursive"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn fail_open_is_explicit_and_logged() {
     let s = Setup::new("");

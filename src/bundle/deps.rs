@@ -14,9 +14,10 @@
 
 use std::collections::BTreeSet;
 
-use regorus::unstable::{Expr, Rule, RuleHead};
+use regorus::unstable::{Expr, Module, Rule};
 
 use super::lint::{parse_module, ref_prefix, walk_rule};
+use super::recursion::{Graph, head_group};
 use super::{Bundle, BundleError};
 
 /// Builtins whose result is not determined by their arguments, or that act.
@@ -86,102 +87,126 @@ fn is_test_name(name: &str) -> bool {
     name.starts_with("test_") || name.starts_with("todo_test_")
 }
 
-fn head_name(r: &Rule) -> String {
-    let refr = match r {
-        Rule::Spec { head, .. } => match head {
-            RuleHead::Compr { refr, .. }
-            | RuleHead::Set { refr, .. }
-            | RuleHead::Func { refr, .. } => refr,
-        },
-        Rule::Default { refr, .. } => refr,
-    };
-    ref_prefix(refr).0.first().cloned().unwrap_or_default()
+/// One bundle alone; see [`analyze_set`] for bundles decided together.
+pub fn analyze(bundle: &Bundle) -> Result<Deps, BundleError> {
+    Ok(analyze_set(&[bundle])?.remove(0))
 }
 
-pub fn analyze(bundle: &Bundle) -> Result<Deps, BundleError> {
-    let mut deps = Deps::default();
-    let mut paths = BTreeSet::new();
-    for m in &bundle.modules {
-        let module = parse_module(&bundle.source, &m.path, &m.text, bundle.manifest.rego_v0())?;
-        let mut note = |path: Vec<String>, deps: &mut Deps| match path.first().map(String::as_str) {
-            Some("input") if path.len() == 1 => deps.whole_input = true,
-            Some("input") => {
-                paths.insert(path[1..].to_vec());
-            }
-            Some("data") if !within_roots(&path[1..], &bundle.manifest.roots) => {
-                deps.foreign_data = true
-            }
-            _ => {}
-        };
-        for i in &module.imports {
-            note(ref_prefix(&i.refr).0, &mut deps);
-        }
-        // Every ref chain is noted with its static prefix, and so is every
-        // shorter chain inside it; the root variable of a chain that was
-        // noted is remembered by position so that only a bare `input` or
-        // `data` variable counts as reading all of it.
-        let mut chains: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
-        let mut bare: Vec<(String, u32)> = Vec::new();
-        let reaches_tests = std::cell::Cell::new(false);
-        let mut visit = |e: &Expr| {
-            match e {
-                Expr::RefDot { .. } | Expr::RefBrack { .. } => {
-                    let mut root = e;
-                    while let Expr::RefDot { refr, .. } | Expr::RefBrack { refr, .. } = root {
-                        root = refr;
-                    }
-                    let (path, _) = ref_prefix(e);
-                    if path.iter().any(|c| is_test_name(c)) {
-                        reaches_tests.set(true);
-                    }
-                    // The walk also visits each shorter chain inside this
-                    // one; the longest static prefix per chain is the read.
-                    if let Expr::Var { span, .. } = root {
-                        let longest = chains.entry(span.start).or_default();
-                        if path.len() > longest.len() {
-                            *longest = path;
-                        }
-                    }
-                }
-                Expr::Var { span, .. } if matches!(span.text(), "input" | "data") => {
-                    bare.push((span.text().to_string(), span.start));
-                }
-                Expr::Var { span, .. } if is_test_name(span.text()) => reaches_tests.set(true),
-                Expr::Call { fcn, .. } if is_impure(&ref_prefix(fcn).0.join(".")) => {
-                    deps.impure = true;
-                    if !EFFECT_ONLY.contains(&ref_prefix(fcn).0.join(".").as_str()) {
-                        deps.nondeterministic = true;
-                    }
-                }
-                _ => {}
-            }
-            true
-        };
-        // `test_*` rules (what `gavel test` runs, usually `with input as …`)
-        // are left out unless another rule refers to a test name.
-        let (tests, rules): (Vec<_>, Vec<_>) = module
-            .policy
-            .iter()
-            .partition(|r| is_test_name(&head_name(r)));
-        for r in &rules {
-            walk_rule(r, &mut visit);
-        }
-        if reaches_tests.get() {
-            for r in &tests {
-                walk_rule(r, &mut visit);
-            }
-        }
-        for (name, at) in bare {
-            if !chains.contains_key(&at) {
-                note(vec![name], &mut deps);
-            }
-        }
-        for (_, path) in chains {
-            note(path, &mut deps);
+/// What each of `bundles` depends on when they are evaluated together (a
+/// server's bundles, shared ones included), in order.
+///
+/// `test_*` rules (what `gavel test` runs, usually `with input as …`) are
+/// left out only when no other rule of *any* of the bundles can reach them:
+/// reachability is the rule graph of `bundle::recursion` over the whole set
+/// — a helper named `test_…` in one file, used from another file, another
+/// package or another bundle, or reached by a dynamic `data.p[x]`, is read
+/// like any rule. Deciding per module once missed such a helper, so a layer
+/// was memoized on paths that left out what the helper read. Whatever the
+/// graph cannot rule out counts as reached: unsure means read, and a read
+/// the analysis cannot list (`with input as …` in a reached test) means not
+/// memoized.
+pub fn analyze_set(bundles: &[&Bundle]) -> Result<Vec<Deps>, BundleError> {
+    let mut parsed = Vec::new();
+    for (i, b) in bundles.iter().enumerate() {
+        for m in &b.modules {
+            let module = parse_module(&b.source, &m.path, &m.text, b.manifest.rego_v0())?;
+            parsed.push((i, m.path.clone(), module));
         }
     }
-    deps.input_paths = prefix_free(paths);
-    Ok(deps)
+    let graph = Graph::new(parsed.iter().map(|(_, f, m)| (f.as_str(), m)));
+    let live = graph.reachable(
+        graph
+            .defs
+            .keys()
+            .filter(|(_, group)| !is_test_name(group))
+            .cloned(),
+    );
+    let mut out = Vec::with_capacity(bundles.len());
+    for (i, bundle) in bundles.iter().enumerate() {
+        let mut deps = Deps::default();
+        let mut paths = BTreeSet::new();
+        for (_, _, module) in parsed.iter().filter(|(j, _, _)| *j == i) {
+            let pkg = ref_prefix(&module.package.refr).0;
+            let rules = module.policy.iter().filter(|r| match head_group(r) {
+                Some(g) => live.contains(&(pkg.clone(), g)),
+                None => true,
+            });
+            analyze_module(bundle, module, rules, &mut deps, &mut paths);
+        }
+        deps.input_paths = prefix_free(paths);
+        out.push(deps);
+    }
+    Ok(out)
+}
+
+/// Notes what the given rules of one module read and call.
+fn analyze_module<'a>(
+    bundle: &Bundle,
+    module: &Module,
+    rules: impl Iterator<Item = &'a regorus::unstable::Ref<Rule>>,
+    deps: &mut Deps,
+    paths: &mut BTreeSet<Vec<String>>,
+) {
+    let mut note = |path: Vec<String>, deps: &mut Deps| match path.first().map(String::as_str) {
+        Some("input") if path.len() == 1 => deps.whole_input = true,
+        Some("input") => {
+            paths.insert(path[1..].to_vec());
+        }
+        Some("data") if !within_roots(&path[1..], &bundle.manifest.roots) => {
+            deps.foreign_data = true
+        }
+        _ => {}
+    };
+    for i in &module.imports {
+        note(ref_prefix(&i.refr).0, deps);
+    }
+    // Every ref chain is noted with its static prefix, and so is every
+    // shorter chain inside it; the root variable of a chain that was
+    // noted is remembered by position so that only a bare `input` or
+    // `data` variable counts as reading all of it.
+    let mut chains: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+    let mut bare: Vec<(String, u32)> = Vec::new();
+    let mut visit = |e: &Expr| {
+        match e {
+            Expr::RefDot { .. } | Expr::RefBrack { .. } => {
+                let mut root = e;
+                while let Expr::RefDot { refr, .. } | Expr::RefBrack { refr, .. } = root {
+                    root = refr;
+                }
+                let (path, _) = ref_prefix(e);
+                // The walk also visits each shorter chain inside this
+                // one; the longest static prefix per chain is the read.
+                if let Expr::Var { span, .. } = root {
+                    let longest = chains.entry(span.start).or_default();
+                    if path.len() > longest.len() {
+                        *longest = path;
+                    }
+                }
+            }
+            Expr::Var { span, .. } if matches!(span.text(), "input" | "data") => {
+                bare.push((span.text().to_string(), span.start));
+            }
+            Expr::Call { fcn, .. } if is_impure(&ref_prefix(fcn).0.join(".")) => {
+                deps.impure = true;
+                if !EFFECT_ONLY.contains(&ref_prefix(fcn).0.join(".").as_str()) {
+                    deps.nondeterministic = true;
+                }
+            }
+            _ => {}
+        }
+        true
+    };
+    for r in rules {
+        walk_rule(r, &mut visit);
+    }
+    for (name, at) in bare {
+        if !chains.contains_key(&at) {
+            note(vec![name], deps);
+        }
+    }
+    for (_, path) in chains {
+        note(path, deps);
+    }
 }
 
 #[cfg(test)]
@@ -255,6 +280,83 @@ mod tests {
         assert_eq!(paths(&d), vec!["a"]);
         let d = deps("package p\nx if test_y\ntest_y if input.b\n");
         assert_eq!(paths(&d), vec!["b"]);
+    }
+
+    fn deps_files(files: &[(&str, &str)]) -> Deps {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("p")).unwrap();
+        std::fs::write(d.path().join(".manifest"), r#"{"roots": ["p"]}"#).unwrap();
+        for (name, rego) in files {
+            std::fs::write(d.path().join("p").join(name), rego).unwrap();
+        }
+        analyze(&load_bundle(d.path(), &BundleLimits::default()).unwrap()).unwrap()
+    }
+
+    /// Test helpers are followed across files, imports and dynamic refs of
+    /// the bundle: what they read is read.
+    #[test]
+    fn test_named_helpers_are_followed_across_the_bundle() {
+        let d = deps_files(&[
+            ("a.rego", "package p\ndecision := {\"allow\": test_ok}\n"),
+            ("b.rego", "package p\ntest_ok if input.user.id == \"x\"\n"),
+        ]);
+        assert_eq!(paths(&d), vec!["user.id"]);
+        let d = deps_files(&[
+            (
+                "a.rego",
+                "package p\nimport data.p.q.test_ok as ok\ndecision := {\"allow\": ok}\n",
+            ),
+            ("b.rego", "package p.q\ntest_ok if input.user.id == \"x\"\n"),
+        ]);
+        assert_eq!(paths(&d), vec!["user.id"]);
+        // Reached through a dynamic reference: unsure, so it counts — and
+        // its `with input as` cannot be listed.
+        let d = deps_files(&[
+            (
+                "a.rego",
+                "package p\ndecision := {\"allow\": data.p[k]} if k := input.k\n",
+            ),
+            ("b.rego", "package p\ntest_x if true with input as {}\n"),
+        ]);
+        assert!(d.whole_input);
+        // Unreached tests stay out.
+        let d = deps_files(&[
+            ("a.rego", "package p\ndecision := {\"allow\": input.a}\n"),
+            (
+                "a_test.rego",
+                "package p\ntest_x if decision with input as {\"a\": 1}\n",
+            ),
+        ]);
+        assert!(!d.whole_input);
+    }
+
+    /// A test helper in another bundle decided alongside is read too.
+    #[test]
+    fn test_named_helpers_are_followed_across_bundles() {
+        let dir = |root: &str, rego: &str| {
+            let d = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(d.path().join(root)).unwrap();
+            std::fs::write(
+                d.path().join(".manifest"),
+                format!(r#"{{"roots": ["{root}"]}}"#),
+            )
+            .unwrap();
+            std::fs::write(d.path().join(root).join("x.rego"), rego).unwrap();
+            let b = load_bundle(d.path(), &BundleLimits::default()).unwrap();
+            (d, b)
+        };
+        let (_a, a) = dir("p", "package p\ntest_helper if input.user.id == \"x\"\n");
+        let (_b, b) = dir(
+            "q",
+            "package q\ndecision := {\"allow\": data.p.test_helper}\n",
+        );
+        let d = analyze_set(&[&a, &b]).unwrap();
+        assert_eq!(paths(&d[0]), vec!["user.id"]);
+        assert!(d[1].foreign_data);
+        assert!(
+            paths(&analyze(&a).unwrap()).is_empty(),
+            "alone, nothing reaches it"
+        );
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! always undefined and a rule using them silently never fires.
 //!
 //! A rule whose name is also a key of the bundle's data in the same package is
-//! refused: regorus then silently evaluates one of them.
+//! refused: regorus then silently evaluates one of them. Recursion is refused
+//! (`bundle::recursion`): regorus would overflow its stack.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -155,7 +156,7 @@ pub fn index(bundle: &Bundle) -> Result<Vec<ModuleIndex>, BundleError> {
 }
 
 /// Visits every expression of a query (bodies, `with` modifiers, `every`, …).
-fn walk_query(q: &Query, f: &mut dyn FnMut(&Expr) -> bool) {
+pub(crate) fn walk_query(q: &Query, f: &mut dyn FnMut(&Expr) -> bool) {
     for s in &q.stmts {
         match &s.literal {
             Literal::SomeVars { .. } => {}
@@ -183,7 +184,7 @@ fn walk_query(q: &Query, f: &mut dyn FnMut(&Expr) -> bool) {
 }
 
 /// Pre-order walk; `f` returns whether to visit the children.
-fn walk(e: &Expr, f: &mut dyn FnMut(&Expr) -> bool) {
+pub(crate) fn walk(e: &Expr, f: &mut dyn FnMut(&Expr) -> bool) {
     if !f(e) {
         return;
     }
@@ -275,6 +276,27 @@ pub(crate) fn walk_rule(r: &Rule, f: &mut dyn FnMut(&Expr) -> bool) {
             args.iter().for_each(|a| walk(a, f));
             walk(value, f);
         }
+    }
+}
+
+/// Visits what a rule computes with — its bodies, value and set key — but
+/// not its head's name or arguments: a function's own name in its head is
+/// no call (`bundle::recursion`).
+pub(crate) fn walk_rule_values(r: &Rule, f: &mut dyn FnMut(&Expr) -> bool) {
+    match r {
+        Rule::Spec { head, bodies, .. } => {
+            match head {
+                RuleHead::Compr { assign, .. } | RuleHead::Func { assign, .. } => {
+                    assign.iter().for_each(|a| walk(&a.value, f))
+                }
+                RuleHead::Set { key, .. } => key.iter().for_each(|k| walk(k, f)),
+            }
+            for b in bodies {
+                b.assign.iter().for_each(|a| walk(&a.value, f));
+                walk_query(&b.query, f);
+            }
+        }
+        Rule::Default { value, .. } => walk(value, f),
     }
 }
 
@@ -428,6 +450,8 @@ pub fn lint(bundle: &Bundle, strict_input: bool) -> Result<LintReport, BundleErr
         };
         walk_module(module, &mut visit);
     }
+    // Recursion never ends or overflows the stack: refused, as OPA does.
+    report.errors.extend(super::recursion::check(&[bundle])?);
     let key = |f: &LintFinding| (f.file.clone(), f.line, f.message.clone());
     report.errors.sort_by_key(key);
     report.errors.dedup();

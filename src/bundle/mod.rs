@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod oci;
 pub mod pathmatch;
 mod reader;
+pub mod recursion;
 pub mod sign;
 pub mod source;
 pub mod supply;

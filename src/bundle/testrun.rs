@@ -66,6 +66,15 @@ impl fmt::Display for TestReport {
 /// loaded into an engine (a test failing is a result, not an error).
 pub fn run_tests(bundle: &Bundle) -> Result<TestReport, BundleError> {
     let index = lint::index(bundle)?;
+    // A recursive rule would overflow the stack (the process aborts) as
+    // soon as a test reaches it: refused before anything is evaluated.
+    if let Some(f) = super::recursion::check(&[bundle])?.first() {
+        return Err(super::file_err(
+            &bundle.source,
+            &f.file,
+            format!("line {}: {}", f.line, f.message),
+        ));
+    }
     let mut engine = regorus::Engine::new();
     engine.set_strict_builtin_errors(false);
     engine.set_rego_v0(bundle.manifest.rego_v0());

@@ -3,7 +3,7 @@
 //! rule values, scopes, builtin cache, timer), so an engine that finished an
 //! evaluation is as good as a fresh clone of the template — without paying
 //! for the clone's allocations on every decision. An engine whose evaluation
-//! failed is dropped rather than reused. Checked by
+//! failed, or was abandoned at its deadline, is dropped rather than reused. Checked by
 //! `memoized_decisions_equal_full_evaluation`, which reuses pooled engines
 //! across thousands of different inputs.
 
@@ -25,18 +25,20 @@ impl Pool {
         }
     }
 
-    /// Runs `f` on a pooled engine (or a clone of the template).
-    pub fn with<T, E>(&self, f: impl FnOnce(&mut regorus::Engine) -> Result<T, E>) -> Result<T, E> {
+    /// A pooled engine, or a clone of the template. The evaluation takes it
+    /// to its thread (`engine::run`); it comes back through [`Pool::give`]
+    /// only if the evaluation succeeded.
+    pub fn take(&self) -> regorus::Engine {
         let taken = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut engine = taken.unwrap_or_else(|| self.template.clone());
-        let r = f(&mut engine);
-        if r.is_ok() {
-            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-            if free.len() < KEEP {
-                free.push(engine);
-            }
+        taken.unwrap_or_else(|| self.template.clone())
+    }
+
+    /// Keeps an engine whose evaluation succeeded, for the next one.
+    pub fn give(&self, engine: regorus::Engine) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < KEEP {
+            free.push(engine);
         }
-        r
     }
 }
 

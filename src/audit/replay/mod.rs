@@ -50,7 +50,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::bundle::Bundle;
-use crate::bundle::deps::{Deps, analyze};
+use crate::bundle::deps::{Deps, analyze_set};
 use crate::decision::engine::{EngineOptions, PolicyEngine};
 
 /// Longest line read as a record; a longer one is malformed.
@@ -249,14 +249,12 @@ impl Replayer {
                     None => return Ok(false),
                 },
             };
-            let deps = set
-                .iter()
-                .map(|b| analyze(b))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| ReplayError::Engine {
-                    server: server.into(),
-                    message: e.to_string(),
-                })?;
+            // Together: a rule of one bundle may be reached from another.
+            let refs: Vec<&crate::bundle::Bundle> = set.iter().map(|b| b.as_ref()).collect();
+            let deps = analyze_set(&refs).map_err(|e| ReplayError::Engine {
+                server: server.into(),
+                message: e.to_string(),
+            })?;
             let engine =
                 PolicyEngine::build(server, set, &self.opts).map_err(|e| ReplayError::Engine {
                     server: server.into(),

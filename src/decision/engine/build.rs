@@ -32,9 +32,24 @@ fn alone(
         .add_data(to_regorus(&b.data))
         .map_err(|e| format!("bundle {}: data: {e}", b.name))?;
     engine.set_rego_v0(false);
-    engine.set_input(regorus::Value::new_object());
-    let _ = engine.eval_rule(decision_rule.to_string());
-    Ok(engine)
+    Ok(warm(engine, decision_rule, opts))
+}
+
+/// The engine after one evaluation of `rule` (the first prepares it; clones
+/// made after it skip that work) — on an evaluation thread, bounded like
+/// every other. If the warm-up does not finish in time, the engine as it was.
+fn warm(engine: regorus::Engine, rule: &str, opts: &EngineOptions) -> regorus::Engine {
+    let mut warmed = engine.clone();
+    let rule = rule.to_string();
+    let deadline = std::time::Instant::now() + opts.eval_timeout;
+    match run::run(deadline, move || {
+        warmed.set_input(regorus::Value::new_object());
+        let _ = warmed.eval_rule(rule);
+        warmed
+    }) {
+        run::Outcome::Done(w) => w,
+        _ => engine,
+    }
 }
 
 impl PolicyEngine {
@@ -66,7 +81,6 @@ impl PolicyEngine {
         });
         let mut loaded = Vec::new();
         let mut warnings = Vec::new();
-        let mut deps: Vec<Deps> = Vec::new();
         for b in &bundles {
             let report = lint(b, opts.strict_input).map_err(|e| load(e.to_string()))?;
             if !report.errors.is_empty() {
@@ -79,7 +93,6 @@ impl PolicyEngine {
                 )));
             }
             warnings.extend(report.warnings);
-            deps.push(analyze(b).map_err(|e| load(e.to_string()))?);
             engine.set_rego_v0(b.manifest.rego_version == Some(0));
             for m in &b.modules {
                 engine
@@ -182,15 +195,29 @@ impl PolicyEngine {
             });
         }
         engine.set_rego_v0(false);
+        // Recursion through another bundle's rules (each bundle's own was
+        // refused by its lint): refused before anything is evaluated.
+        let set: Vec<&Bundle> = bundles.iter().map(|b| b.as_ref()).collect();
+        let cycles = crate::bundle::recursion::check(&set).map_err(|e| load(e.to_string()))?;
+        if !cycles.is_empty() {
+            let list: Vec<String> = cycles.iter().map(|f| f.to_string()).collect();
+            return Err(load(format!(
+                "bundles refused together:\n  {}",
+                list.join("\n  ")
+            )));
+        }
+        // What each layer reads, over all the bundles together: a rule of
+        // one may be reached from another.
+        let deps: Vec<Deps> = analyze_set(&set).map_err(|e| load(e.to_string()))?;
         // Memoizable layers: pure, with listable input reads; a layer that
         // reads another bundle's data or rules depends on what they read too.
         let listable = |d: &Deps| !d.impure && !d.whole_input;
         let all_listable = deps.iter().all(listable);
         for ((l, d), b) in loaded.iter_mut().zip(&deps).zip(&bundles) {
             if listable(d) && !d.foreign_data {
-                l.own = Some(crate::decision::pool::Pool::new(
+                l.own = Some(Arc::new(Pool::new(
                     alone(b, &l.decision_rule, opts).map_err(load)?,
-                ));
+                )));
             }
             l.memo = match (listable(d), d.foreign_data) {
                 (false, _) => None,
@@ -234,8 +261,7 @@ impl PolicyEngine {
             .map_err(|e| load(format!("gavel's combined decision rule: {e}")))?;
         // Warm: the first evaluation prepares the engine; clones made after it
         // skip that work.
-        engine.set_input(regorus::Value::new_object());
-        let _ = engine.eval_rule(COMBINED_RULE.into());
+        let engine = warm(engine, COMBINED_RULE, opts);
         let version = loaded
             .iter()
             .map(|b| {
@@ -255,7 +281,7 @@ impl PolicyEngine {
             );
         }
         Ok(PolicyEngine {
-            pool: crate::decision::pool::Pool::new(engine.clone()),
+            pool: Arc::new(Pool::new(engine.clone())),
             engine,
             bundles: loaded,
             version,

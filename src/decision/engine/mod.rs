@@ -8,13 +8,12 @@
 //! semantics (a builtin error makes the expression undefined, so `default`
 //! rules apply); an `ExecutionTimerConfig` bounds each evaluation — it is
 //! cooperative, checked every 64 interpreter steps, so a single long builtin
-//! call (e.g. a huge `numbers.range`) is only stopped at its next step.
-//! No memory limit is set: regorus 0.14.1 enforces one only when built with
-//! `allocator-memory-limits` (its own mimalloc fork as the process allocator),
-//! and then for the interpreter only as a process-wide live-byte ceiling —
-//! one runaway evaluation would fail every concurrent decision; per-execution
-//! budgets exist only for the RVM, which gavel does not use (ARCHITECTURE.md,
-//! invariant 2). Memory is bounded by the time limit and the bounded input.
+//! call is only stopped at its next step. That is why every evaluation runs
+//! on an evaluation thread (`run`): its caller waits until the deadline and
+//! no longer, and the thread's large stack keeps deep values from
+//! overflowing it (recursion itself is refused at load, `bundle::recursion`).
+//! Memory: regorus's memory check, with the ceiling gavel sets while
+//! evaluations are in flight (`memory`).
 //!
 //! Every failure is distinct so the proxy can fail closed with a precise
 //! reason code ([`EngineError::reason_code`]). Building the engine (lint,
@@ -27,13 +26,19 @@ use serde_json::Value;
 pub use super::layers::Layer;
 use super::layers::{Combined, LayerDecision, combine};
 use super::memo::Memo;
-use crate::bundle::deps::{Deps, analyze};
+use crate::bundle::deps::{Deps, analyze_set};
 use crate::bundle::lint::{LintFinding, index, lint};
 use crate::bundle::{Bundle, roots_overlap};
 use crate::decision::contract::{Decision, Disclosure};
 
 mod build;
 mod classify;
+mod evaluate;
+pub mod memory;
+mod run;
+
+use super::pool::Pool;
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -98,7 +103,7 @@ struct Loaded {
     /// For a memoized layer that reads nothing of the other bundles: an
     /// engine holding this bundle alone, warm. A memo miss clones and
     /// evaluates this small engine instead of the server's whole one.
-    own: Option<super::pool::Pool>,
+    own: Option<Arc<Pool>>,
     /// `data.<package>.limits` (else at a root): rate limits it declares.
     limits: Vec<crate::state::limits::Limit>,
 }
@@ -117,7 +122,7 @@ pub struct EvalOutcome {
 pub struct PolicyEngine {
     engine: regorus::Engine,
     /// Reusable copies of `engine` for the decision path.
-    pool: super::pool::Pool,
+    pool: Arc<Pool>,
     bundles: Vec<Loaded>,
     /// Precomputed: `name@revision,…` and the decision log's `bundles` object.
     version: String,
@@ -210,113 +215,6 @@ impl PolicyEngine {
         &self.bundles_json
     }
 
-    fn eval(&self, engine: &mut regorus::Engine, rule: &str) -> Result<Value, EngineError> {
-        match engine.eval_rule(rule.to_string()) {
-            Ok(v) => from_regorus(rule, &v),
-            Err(e) => {
-                let message = e.to_string();
-                let timed_out = matches!(
-                    e.downcast_ref::<regorus::LimitError>(),
-                    Some(regorus::LimitError::TimeLimitExceeded { .. })
-                ) || message.contains("exceeded time limit");
-                if timed_out {
-                    Err(EngineError::Timeout {
-                        rule: rule.into(),
-                        limit: self.timeout,
-                    })
-                } else {
-                    Err(EngineError::Eval {
-                        rule: rule.into(),
-                        message,
-                    })
-                }
-            }
-        }
-    }
-
-    /// Every layer's raw decision value (`Null` when undefined), in bundle
-    /// order: memoized layers from their memo or evaluated on their projected
-    /// input; the rest evaluated on the full input — all of them in one
-    /// evaluation of the combined rule when no layer is memoized.
-    fn layer_values(&self, input: &Value) -> Result<Vec<Value>, EngineError> {
-        let mut values = vec![Value::Null; self.bundles.len()];
-        let mut rest = Vec::new();
-        for (i, b) in self.bundles.iter().enumerate() {
-            let Some(memo) = &b.memo else {
-                rest.push(i);
-                continue;
-            };
-            let key = memo.key(input);
-            if let Some(v) = key.as_deref().and_then(|k| memo.get(k)) {
-                values[i] = v;
-                continue;
-            }
-            let projected = memo.project(input);
-            let v = b.own.as_ref().unwrap_or(&self.pool).with(|engine| {
-                engine.set_input(to_regorus(&projected));
-                self.eval(engine, &b.decision_rule)
-            })?;
-            if let Some(key) = key {
-                memo.put(key, v.clone());
-            }
-            values[i] = v;
-        }
-        if rest.is_empty() {
-            return Ok(values);
-        }
-        if rest.len() < self.bundles.len() {
-            self.pool.with(|engine| {
-                engine.set_input(to_regorus(input));
-                for &i in &rest {
-                    values[i] = self.eval(engine, &self.bundles[i].decision_rule)?;
-                }
-                Ok::<(), EngineError>(())
-            })?;
-            return Ok(values);
-        }
-        let combined = self.pool.with(|engine| {
-            engine.set_input(to_regorus(input));
-            self.eval(engine, COMBINED_RULE)
-        });
-        let gathered = match combined {
-            Ok(Value::Array(a)) if a.len() == self.bundles.len() => a,
-            Ok(other) => {
-                return Err(EngineError::BadDecision {
-                    rule: COMBINED_RULE.into(),
-                    message: format!("gavel's combined rule returned {other}"),
-                });
-            }
-            Err(EngineError::Timeout { limit, .. }) => {
-                let rules: Vec<&str> = self
-                    .bundles
-                    .iter()
-                    .map(|b| b.decision_rule.as_str())
-                    .collect();
-                return Err(EngineError::Timeout {
-                    rule: rules.join(", "),
-                    limit,
-                });
-            }
-            // Cold path: evaluate layer by layer so the error names the
-            // bundle's own rule rather than gavel's combined one.
-            Err(e) => {
-                let mut engine = self.engine.clone();
-                engine.set_input(to_regorus(input));
-                for b in &self.bundles {
-                    self.eval(&mut engine, &b.decision_rule)?;
-                }
-                return Err(e);
-            }
-        };
-        Ok(gathered
-            .into_iter()
-            .map(|v| match v {
-                Value::Array(mut one) if one.len() == 1 => one.pop().unwrap_or(Value::Null),
-                _ => Value::Null,
-            })
-            .collect())
-    }
-
     pub fn decide(&self, input: &Value) -> Result<EvalOutcome, EngineError> {
         let start = Instant::now();
         let values = self.layer_values(input)?;
@@ -380,17 +278,25 @@ impl PolicyEngine {
         {
             return Ok((false, vec![]));
         }
-        let mut engine = self.engine.clone();
-        engine.set_input(to_regorus(event));
         // OPA: drop first (any bundle), then mask.
-        for rule in self.bundles.iter().filter_map(|b| b.log_drop.as_ref()) {
-            if self.eval(&mut engine, rule)? == Value::Bool(true) {
+        let drops: Vec<String> = self
+            .bundles
+            .iter()
+            .filter_map(|b| b.log_drop.clone())
+            .collect();
+        for v in self.evaluate(&self.pool, event.clone(), drops)? {
+            if v == Value::Bool(true) {
                 return Ok((true, vec![]));
             }
         }
+        let masks: Vec<String> = self
+            .bundles
+            .iter()
+            .filter_map(|b| b.log_mask.clone())
+            .collect();
         let mut mask = Vec::new();
-        for rule in self.bundles.iter().filter_map(|b| b.log_mask.as_ref()) {
-            if let Value::Array(items) = self.eval(&mut engine, rule)? {
+        for v in self.evaluate(&self.pool, event.clone(), masks)? {
+            if let Value::Array(items) = v {
                 mask.extend(items);
             }
         }
@@ -399,19 +305,27 @@ impl PolicyEngine {
 
     /// The list rule: every bundle that defines `visible` must make it true.
     pub fn visible(&self, input: &Value) -> Result<bool, EngineError> {
-        let mut engine = self.engine.clone();
-        engine.set_input(to_regorus(input));
-        for b in &self.bundles {
-            if let Some(rule) = &b.visible_rule {
-                match self.eval(&mut engine, rule)? {
-                    Value::Bool(true) => {}
-                    Value::Bool(false) | Value::Null => return Ok(false),
-                    other => {
-                        return Err(EngineError::BadDecision {
-                            rule: rule.clone(),
-                            message: format!("visible must be a boolean, got {other}"),
-                        });
-                    }
+        let rules: Vec<String> = self
+            .bundles
+            .iter()
+            .filter_map(|b| b.visible_rule.clone())
+            .collect();
+        if rules.is_empty() {
+            return Ok(true);
+        }
+        for (rule, v) in
+            rules
+                .iter()
+                .zip(self.evaluate(&self.pool, input.clone(), rules.clone())?)
+        {
+            match v {
+                Value::Bool(true) => {}
+                Value::Bool(false) | Value::Null => return Ok(false),
+                other => {
+                    return Err(EngineError::BadDecision {
+                        rule: rule.clone(),
+                        message: format!("visible must be a boolean, got {other}"),
+                    });
                 }
             }
         }
@@ -515,5 +429,9 @@ fn parse_decision(
     Ok(d)
 }
 
+#[cfg(test)]
+mod limits_tests;
+#[cfg(test)]
+mod memo_tests;
 #[cfg(test)]
 mod tests;
