@@ -484,24 +484,30 @@ mod tests {
     /// in line for the writer, holding its message, for ever).
     #[tokio::test]
     async fn writes_to_a_peer_that_does_not_read_are_bounded() {
+        use tokio::io::DuplexStream;
+        type T = LineTransport<RoleServer, DuplexStream, DuplexStream>;
         let (_unread, write_side) = tokio::io::duplex(64);
         let (read_side, _feed) = tokio::io::duplex(64);
-        let mut t =
-            LineTransport::<RoleServer, _, _>::new(read_side, write_side, 1 << 20, label(true));
-        let message = || {
-            TxJsonRpcMessage::<RoleServer>::error(
+        let t = T::new(read_side, write_side, 1 << 20, label(true));
+        // What `send` does, without its `&mut self` borrow (so that many
+        // sends can be started and held at once, as rmcp's tasks do).
+        let send = |t: &T| {
+            let msg = TxJsonRpcMessage::<RoleServer>::error(
                 ErrorData::internal_error("x".repeat(1 << 20), None),
                 None,
-            )
+            );
+            let writer = t.writer.clone();
+            let queued = t.queue(&msg);
+            Box::pin(async move { T::write_queued(&writer, queued?).await })
         };
         // Started (one holds the writer, stuck), never finished.
-        let mut stuck: Vec<_> = (0..8).map(|_| Box::pin(t.send(message()))).collect();
+        let mut stuck: Vec<_> = (0..8).map(|_| send(&t)).collect();
         for f in &mut stuck {
             assert!(futures::FutureExt::now_or_never(f.as_mut()).is_none());
         }
         let mut waiting = Vec::new();
         let refused = loop {
-            let mut f = Box::pin(t.send(message()));
+            let mut f = send(&t);
             match futures::FutureExt::now_or_never(f.as_mut()) {
                 None => waiting.push(f),
                 Some(r) => break r,
@@ -517,7 +523,7 @@ mod tests {
         // Once what waited is gone (written or dropped), sending works again.
         drop(waiting);
         drop(stuck);
-        let mut f = Box::pin(t.send(message()));
+        let mut f = send(&t);
         assert!(futures::FutureExt::now_or_never(f.as_mut()).is_none());
     }
 

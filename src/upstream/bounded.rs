@@ -74,6 +74,7 @@ fn method(r: &ServerRequest) -> &str {
         ServerRequest::ListRootsRequest(_) => "roots/list",
         ServerRequest::ElicitRequest(_) => "elicitation/create",
         ServerRequest::CustomRequest(c) => c.method.as_str(),
+        _ => "a request",
     }
 }
 
