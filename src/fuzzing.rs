@@ -115,3 +115,82 @@ pub fn oci_manifest(data: &[u8]) {
         assert_eq!(again, r);
     }
 }
+
+/// Resource-URI template matching (`router::uri_template`): never panics, does
+/// work linear in the URI (counted, not timed), and on small inputs agrees with
+/// the backtracking matcher it replaced ([`uri_template_reference`]). The input
+/// is `template\nuri`.
+pub fn uri_template(data: &[u8]) {
+    use crate::router::uri_template::UriTemplate;
+    let text = String::from_utf8_lossy(data);
+    let text: &str = &text;
+    let (template, uri) = text.split_once('\n').unwrap_or((text, ""));
+    let t = UriTemplate::parse(template);
+    let (matched, steps) = t.matches_counting(uri);
+    assert!(
+        steps <= t.step_bound(uri),
+        "{steps} steps for a {}-byte URI",
+        uri.len()
+    );
+    // The reference backtracks: only small inputs are comparable in time.
+    if t.problem().is_none() && uri.len() <= 48 && template.matches('{').count() <= 6 {
+        assert_eq!(
+            matched,
+            uri_template_reference(template, uri),
+            "{template:?} vs {uri:?}"
+        );
+    }
+}
+
+/// The backtracking matcher gavel used before the linear one, kept as the
+/// reference its replacement must agree with. Exponential in the number of
+/// expressions on hostile URIs: never call it on agent input.
+pub fn uri_template_reference(template: &str, uri: &str) -> bool {
+    #[derive(Debug)]
+    enum Part {
+        Lit(String),
+        Var { reserved: bool },
+        Rest,
+    }
+    fn match_from(parts: &[Part], s: &str) -> bool {
+        match parts.first() {
+            None => s.is_empty(),
+            Some(Part::Lit(l)) => s
+                .strip_prefix(l.as_str())
+                .is_some_and(|r| match_from(&parts[1..], r)),
+            Some(Part::Rest) => match_from(&parts[1..], "") || parts.len() == 1,
+            Some(Part::Var { reserved }) => {
+                let limit = s
+                    .char_indices()
+                    .find(|(_, c)| !reserved && matches!(c, '/' | '?' | '#'))
+                    .map_or(s.len(), |(i, _)| i);
+                (1..=limit)
+                    .filter(|i| s.is_char_boundary(*i))
+                    .any(|i| match_from(&parts[1..], &s[i..]))
+            }
+        }
+    }
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(Part::Lit(rest[..open].to_string()));
+        }
+        let Some(close) = rest[open..].find('}') else {
+            parts.push(Part::Lit(rest[open..].to_string()));
+            rest = "";
+            break;
+        };
+        let expr = &rest[open + 1..open + close];
+        parts.push(match expr.chars().next() {
+            Some('+') | Some('#') => Part::Var { reserved: true },
+            Some('?') | Some('&') => Part::Rest,
+            _ => Part::Var { reserved: false },
+        });
+        rest = &rest[open + close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Lit(rest.to_string()));
+    }
+    match_from(&parts, uri)
+}

@@ -279,3 +279,239 @@ fn import_writes_a_loadable_config_and_the_host_entry() {
         .unwrap();
     assert!(!again.status.success());
 }
+
+/// An HTTP upstream that dies in the middle of a call fails that call at
+/// once, as a stdio crash does — not after `call_timeout` (600 s here; the
+/// test's PATIENCE is 60 s). rmcp resumed the broken SSE stream forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_upstream_dying_mid_call_fails_the_call_at_once() {
+    let s = Setup::new("");
+    let (mut fixture, url) = fixture_over_http("remote", &s.path("r.jsonl")).await;
+    std::fs::write(
+        s.config(),
+        format!("[servers.remote]\nurl = \"{url}\"\ncall_timeout = \"600s\"\n"),
+    )
+    .unwrap();
+    let client = s.connect(TestHost::new()).await;
+    client.list_all_tools().await.unwrap();
+    let r = tokio::time::timeout(PATIENCE, call(&client, "crash", json!({"code": 3})))
+        .await
+        .expect("the call fails long before its call_timeout");
+    let _ = fixture.wait().await;
+    let shown = match r {
+        Err(e) => e.to_string(),
+        Ok(r) => {
+            assert_eq!(r.is_error, Some(true), "{}", text(&r));
+            text(&r)
+        }
+    };
+    // The stdio crash's error, word for word in shape.
+    assert!(
+        shown.contains("server \"remote\" closed the connection while handling tools/call"),
+        "{shown}"
+    );
+}
+
+/// What a wrapper starts in the background (`sh -c 'daemon & exec server'`)
+/// dies with gavel on every exit gavel controls. The supervisor used to drop
+/// the child at shutdown, and tokio's kill-on-drop reaches only the leader.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrappers_background_process_dies_with_gavel() {
+    for exit in ["SIGTERM", "host EOF"] {
+        let s = Setup::new("");
+        let pidfile = s.path("daemon.pid");
+        let script = format!(
+            "sleep 300 & echo $! > {}; exec {FIXTURE} --name wrapped --record {}",
+            pidfile.display(),
+            s.path("r.jsonl").display()
+        );
+        std::fs::write(
+            s.config(),
+            format!(
+                "[servers.wrapped]\ncommand = \"sh\"\nargs = [\"-c\", {:?}]\n",
+                script
+            ),
+        )
+        .unwrap();
+        let (client, pid, mut gavel) = s.connect_with_pid(TestHost::new()).await;
+        client.list_all_tools().await.unwrap();
+        let daemon: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(alive(daemon), "{exit}: the background process runs");
+        match exit {
+            "SIGTERM" => unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            },
+            _ => {
+                let _ = client.cancel().await;
+            }
+        }
+        let status = tokio::time::timeout(PATIENCE, gavel.wait())
+            .await
+            .expect("gavel exits")
+            .unwrap();
+        assert!(status.success(), "{exit}: {status:?}");
+        eventually(&format!("{exit}: the background process is gone"), || {
+            !alive(daemon)
+        })
+        .await;
+    }
+}
+
+/// The process exists and is not a zombie waiting to be reaped.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|r| r.trim().to_string()))
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
+/// gavel on `s`'s config with a host that initializes it, starts one call
+/// and then does not read gavel's stdout — the slowest host there is.
+struct StalledHost {
+    gavel: std::process::Child,
+    /// Kept open: closing it would end the session (host EOF).
+    _stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl StalledHost {
+    fn start(s: &Setup, call: serde_json::Value) -> StalledHost {
+        use std::io::{BufRead, Write};
+        let mut gavel = std::process::Command::new(GAVEL)
+            .args(s.run_args())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = gavel.stdin.take().unwrap();
+        let mut stdout = std::io::BufReader::new(gavel.stdout.take().unwrap());
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {"roots": {}},
+            "clientInfo": {"name": "stalled", "version": "1"}}});
+        writeln!(stdin, "{init}").unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.contains("\"id\":1"), "{line}");
+        writeln!(
+            stdin,
+            r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+        )
+        .unwrap();
+        let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call});
+        writeln!(stdin, "{call}").unwrap();
+        StalledHost {
+            gavel,
+            _stdin: stdin,
+            stdout,
+        }
+    }
+
+    /// gavel's peak resident memory (VmHWM), in bytes.
+    fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.gavel.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status");
+        kb * 1024
+    }
+
+    /// Starts reading again: the answer to the call (the session survived).
+    fn answer(&mut self) -> serde_json::Value {
+        use std::io::BufRead;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                self.stdout.read_line(&mut line).unwrap() > 0,
+                "gavel closed stdout"
+            );
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["id"] == 2 {
+                return v;
+            }
+        }
+    }
+}
+
+impl Drop for StalledHost {
+    fn drop(&mut self) {
+        let _ = self.gavel.kill();
+        let _ = self.gavel.wait();
+    }
+}
+
+/// A generous bound on gavel's peak memory: it idles at a few tens of MiB;
+/// the floods below carry ~190 MiB, which gavel held whole before.
+const FLOOD_RSS_BOUND: u64 = 128 << 20;
+
+/// An upstream flooding `notifications/message` at a host that does not
+/// read: gavel keeps reading the upstream, drops what cannot wait (counted,
+/// logged) and its memory stays flat; the call's answer still arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notification_flood_keeps_gavel_memory_flat() {
+    let s = Setup::new("");
+    std::fs::write(s.config(), fixture_server("noisy", &[], &s.path("r.jsonl"))).unwrap();
+    let (count, bytes) = (12_000, 16 * 1024);
+    let mut host = StalledHost::start(
+        &s,
+        json!({"name": "flood", "arguments": {"kind": "log", "count": count, "bytes": bytes}}),
+    );
+    eventually("the upstream sent its whole flood", || {
+        recorded(&s.path("r.jsonl"))
+            .iter()
+            .any(|r| r["flood"] == "log")
+    })
+    .await;
+    let peak = host.peak_rss();
+    assert!(
+        peak < FLOOD_RSS_BOUND,
+        "gavel peaked at {} MiB under a {} MiB flood",
+        peak >> 20,
+        (count * bytes) >> 20
+    );
+    let answer = host.answer();
+    assert_eq!(
+        answer["result"]["content"][0]["text"],
+        format!("flooded {count} log"),
+        "{answer}"
+    );
+    eventually("the drops are logged with the server", || {
+        let log = s.log_text();
+        log.contains("dropped notifications from the upstream") && log.contains("server=noisy")
+    })
+    .await;
+}
+
+/// Upstream→host requests are bounded too: past the bound a request is
+/// refused on its id at once instead of waiting (held) for a host that does
+/// not answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_flood_is_refused_past_the_bound() {
+    let s = Setup::new("");
+    std::fs::write(s.config(), fixture_server("asker", &[], &s.path("r.jsonl"))).unwrap();
+    let count = 500;
+    let _host = StalledHost::start(
+        &s,
+        json!({"name": "flood", "arguments": {"kind": "roots", "count": count}}),
+    );
+    // All but the few allowed to wait are refused, while the host reads nothing.
+    eventually("the requests past the bound are refused", || {
+        let refused = recorded(&s.path("r.jsonl"))
+            .iter()
+            .filter(|r| {
+                r["flood_reply"] == "error"
+                    && r["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("refused roots/list"))
+            })
+            .count();
+        refused >= count - 16
+    })
+    .await;
+}

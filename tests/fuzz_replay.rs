@@ -37,3 +37,8 @@ fn signatures_corpus() {
 fn oci_manifest_corpus() {
     replay("oci_manifest", gavel::fuzzing::oci_manifest);
 }
+
+#[test]
+fn uri_template_corpus() {
+    replay("uri_template", gavel::fuzzing::uri_template);
+}

@@ -50,6 +50,12 @@ struct ToolL {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DroppedL {
+    server: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BundleL {
     server: String,
     bundle: String,
@@ -64,6 +70,7 @@ pub struct Metrics {
     tool_calls: Family<ToolL, Counter>,
     upstream_up: Family<ServerL, Gauge>,
     upstream_restarts: Family<ServerL, Counter>,
+    upstream_dropped: Family<DroppedL, Counter>,
     bundle_active: Family<BundleL, Gauge>,
     policy_available: Family<ServerL, Gauge>,
     log_write_errors: Counter,
@@ -84,6 +91,7 @@ impl Metrics {
             tool_calls: Family::default(),
             upstream_up: Family::default(),
             upstream_restarts: Family::default(),
+            upstream_dropped: Family::default(),
             bundle_active: Family::default(),
             policy_available: Family::default(),
             log_write_errors: Counter::default(),
@@ -119,6 +127,11 @@ impl Metrics {
             "upstream_restarts",
             "Restarts of the upstream server after a failure",
             m.upstream_restarts.clone(),
+        );
+        registry.register(
+            "upstream_messages_dropped",
+            "Notifications from the upstream dropped and requests from it refused because too many were already waiting for the agent host (kind: notification, request)",
+            m.upstream_dropped.clone(),
         );
         registry.register(
             "bundle_active",
@@ -229,6 +242,17 @@ impl Metrics {
         self.upstream_restarts
             .get_or_create(&ServerL {
                 server: server.into(),
+            })
+            .inc();
+    }
+
+    /// A message from `server` dropped (`kind`: notification) or refused
+    /// (request) past its in-flight bound (`upstream::bounded`).
+    pub fn upstream_dropped(&self, server: &str, kind: &'static str) {
+        self.upstream_dropped
+            .get_or_create(&DroppedL {
+                server: server.into(),
+                kind,
             })
             .inc();
     }

@@ -3,6 +3,7 @@
 
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rmcp::model::{ErrorCode, ErrorData, ProgressToken, RequestId};
 use rmcp::service::{RxJsonRpcMessage, ServiceRole, TxJsonRpcMessage};
@@ -43,6 +44,14 @@ enum ReadState {
 /// order it sent them (see `upstream::progress`).
 pub type ProgressObserver = Arc<dyn Fn(ProgressToken) + Send + Sync>;
 
+/// Bytes that may wait to be written to one peer. A peer that stops reading
+/// (a stuck host, an upstream flooding requests without reading their
+/// answers) would otherwise make gavel hold every message for it: one more
+/// send fails at once instead (a request sent so fails as a closed link; an
+/// answer or notification is dropped and logged by rmcp). One message is
+/// always accepted when nothing waits, whatever its size.
+pub const MAX_PENDING_WRITE_BYTES: usize = 64 << 20;
+
 pub struct LineTransport<Role, R, W> {
     progress: Option<ProgressObserver>,
     reader: BufReader<R>,
@@ -50,8 +59,23 @@ pub struct LineTransport<Role, R, W> {
     state: ReadState,
     max_bytes: usize,
     writer: Arc<Mutex<Option<W>>>,
+    /// Bytes queued for or being written to `writer` ([`MAX_PENDING_WRITE_BYTES`]).
+    pending: Arc<AtomicUsize>,
     label: LinkLabel,
     _role: PhantomData<fn() -> Role>,
+}
+
+/// One serialized message counted in its transport's pending bytes until
+/// written or dropped.
+struct Queued {
+    bytes: Vec<u8>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.pending.fetch_sub(self.bytes.len(), Ordering::AcqRel);
+    }
 }
 
 impl<Role, R, W> LineTransport<Role, R, W>
@@ -68,6 +92,7 @@ where
             state: ReadState::Normal,
             max_bytes,
             writer: Arc::new(Mutex::new(Some(writer))),
+            pending: Arc::new(AtomicUsize::new(0)),
             label,
             _role: PhantomData,
         }
@@ -79,17 +104,35 @@ where
         self
     }
 
-    async fn write_message(
-        writer: &Mutex<Option<W>>,
-        msg: &TxJsonRpcMessage<Role>,
-    ) -> std::io::Result<()> {
+    /// Serializes `msg` and counts it as pending, or refuses it when the
+    /// peer already has [`MAX_PENDING_WRITE_BYTES`] waiting.
+    fn queue(&self, msg: &TxJsonRpcMessage<Role>) -> std::io::Result<Queued> {
         let mut bytes = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
         bytes.push(b'\n');
+        let len = bytes.len();
+        let before = self.pending.fetch_add(len, Ordering::AcqRel);
+        let queued = Queued {
+            bytes,
+            pending: self.pending.clone(),
+        };
+        if before > 0 && before + len > MAX_PENDING_WRITE_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!(
+                    "{} is not reading what gavel writes ({before} bytes already wait for it); a message of {len} bytes was not sent",
+                    self.label.name
+                ),
+            ));
+        }
+        Ok(queued)
+    }
+
+    async fn write_queued(writer: &Mutex<Option<W>>, queued: Queued) -> std::io::Result<()> {
         let mut guard = writer.lock().await;
         let w = guard
             .as_mut()
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotConnected, "closed"))?;
-        w.write_all(&bytes).await?;
+        w.write_all(&queued.bytes).await?;
         w.flush().await
     }
 
@@ -97,10 +140,17 @@ where
     /// `select!` and may be dropped at any await, which must not lose the answer.
     fn reply_error(&self, error: ErrorData, id: Option<RequestId>) {
         let msg = TxJsonRpcMessage::<Role>::error(error, id);
-        let writer = self.writer.clone();
         let link = self.label.name.clone();
+        let queued = match self.queue(&msg) {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::warn!(link = %link, "could not answer a bad message: {e}");
+                return;
+            }
+        };
+        let writer = self.writer.clone();
         tokio::spawn(async move {
-            if let Err(e) = Self::write_message(&writer, &msg).await {
+            if let Err(e) = Self::write_queued(&writer, queued).await {
                 tracing::warn!(link = %link, "could not answer a bad message: {e}");
             }
         });
@@ -268,7 +318,8 @@ where
         item: TxJsonRpcMessage<Role>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
         let writer = self.writer.clone();
-        async move { Self::write_message(&writer, &item).await }
+        let queued = self.queue(&item);
+        async move { Self::write_queued(&writer, queued?).await }
     }
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<Role>> {
@@ -426,6 +477,54 @@ mod tests {
         }
         t.close().await.unwrap();
         (delivered, replies)
+    }
+
+    /// A peer that does not read cannot make gavel hold unbounded output:
+    /// past `MAX_PENDING_WRITE_BYTES` a send fails at once (it used to wait
+    /// in line for the writer, holding its message, for ever).
+    #[tokio::test]
+    async fn writes_to_a_peer_that_does_not_read_are_bounded() {
+        use tokio::io::DuplexStream;
+        type T = LineTransport<RoleServer, DuplexStream, DuplexStream>;
+        let (_unread, write_side) = tokio::io::duplex(64);
+        let (read_side, _feed) = tokio::io::duplex(64);
+        let t = T::new(read_side, write_side, 1 << 20, label(true));
+        // What `send` does, without its `&mut self` borrow (so that many
+        // sends can be started and held at once, as rmcp's tasks do).
+        let send = |t: &T| {
+            let msg = TxJsonRpcMessage::<RoleServer>::error(
+                ErrorData::internal_error("x".repeat(1 << 20), None),
+                None,
+            );
+            let writer = t.writer.clone();
+            let queued = t.queue(&msg);
+            Box::pin(async move { T::write_queued(&writer, queued?).await })
+        };
+        // Started (one holds the writer, stuck), never finished.
+        let mut stuck: Vec<_> = (0..8).map(|_| send(&t)).collect();
+        for f in &mut stuck {
+            assert!(futures::FutureExt::now_or_never(f.as_mut()).is_none());
+        }
+        let mut waiting = Vec::new();
+        let refused = loop {
+            let mut f = send(&t);
+            match futures::FutureExt::now_or_never(f.as_mut()) {
+                None => waiting.push(f),
+                Some(r) => break r,
+            }
+            assert!(
+                waiting.len() < 100,
+                "sends to a stuck peer are never refused"
+            );
+        };
+        let e = refused.expect_err("refused, not written");
+        assert!(e.to_string().contains("test is not reading"), "{e}");
+        assert!(waiting.len() + stuck.len() <= MAX_PENDING_WRITE_BYTES >> 20);
+        // Once what waited is gone (written or dropped), sending works again.
+        drop(waiting);
+        drop(stuck);
+        let mut f = send(&t);
+        assert!(futures::FutureExt::now_or_never(f.as_mut()).is_none());
     }
 
     #[tokio::test]

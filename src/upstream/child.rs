@@ -1,7 +1,8 @@
 //! Upstream child processes: spawned in their own process group so that a
 //! wrapper (`npx`, `uvx`, a shell) and everything it starts die together;
 //! stderr drained continuously (a full pipe blocks the child and deadlocks the
-//! protocol silently); terminated explicitly at shutdown.
+//! protocol silently); terminated explicitly at shutdown, and the whole group
+//! killed whenever gavel lets go of a child any other way ([`ProcessGroup`]).
 
 use std::collections::VecDeque;
 use std::process::Stdio;
@@ -15,7 +16,7 @@ use crate::config::ServerConfig;
 
 pub struct SpawnedChild {
     pub child: Child,
-    pub pid: u32,
+    pub group: ProcessGroup,
     pub stdin: ChildStdin,
     pub stdout: ChildStdout,
 }
@@ -118,7 +119,7 @@ pub fn spawn(
     ));
     Ok(SpawnedChild {
         child,
-        pid,
+        group: ProcessGroup { pgid: pid },
         stdin,
         stdout,
     })
@@ -187,23 +188,60 @@ pub fn signal_group(pid: u32, signal: i32) {
     }
 }
 
+/// A child's process group, owned: dropped without [`terminate`] — the
+/// supervisor's future dropped at shutdown, a task aborted, the runtime torn
+/// down as `main` returns or unwinds from a panic — it SIGKILLs the whole
+/// group. tokio's `kill_on_drop` reaches only the leader, and
+/// `PR_SET_PDEATHSIG` only the direct child: a wrapper's background process
+/// (`sh -c 'server & …'`) would outlive gavel. What no code of gavel's runs
+/// for (gavel itself killed with -9) is ARCHITECTURE.md invariant 9.
+pub struct ProcessGroup {
+    pgid: u32,
+}
+
+impl ProcessGroup {
+    pub fn pgid(&self) -> u32 {
+        self.pgid
+    }
+
+    /// The group is known dead (killed and its leader reaped): nothing to do
+    /// on drop, and no signal for a pgid the kernel could reuse.
+    fn release(mut self) {
+        self.pgid = 0;
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        signal_group(self.pgid, libc::SIGKILL);
+    }
+}
+
 /// Stops a child: its stdin is already closed by the caller (a well-behaved
-/// server exits on EOF); then SIGTERM to the group, then SIGKILL.
-pub async fn terminate(mut child: Child, pid: u32) -> Option<std::process::ExitStatus> {
+/// server exits on EOF); then SIGTERM to the group, then SIGKILL. The group
+/// is killed at the end whatever the leader did (its background processes
+/// go with it).
+pub async fn terminate(mut child: Child, group: ProcessGroup) -> Option<std::process::ExitStatus> {
+    let pid = group.pgid();
     let grace = Duration::from_millis(1500);
-    if let Ok(Ok(status)) = tokio::time::timeout(grace, child.wait()).await {
+    let status = if let Ok(Ok(status)) = tokio::time::timeout(grace, child.wait()).await {
         // The leader is gone; make sure nothing it started lingers.
         signal_group(pid, libc::SIGTERM);
-        signal_group(pid, libc::SIGKILL);
-        return Some(status);
-    }
-    signal_group(pid, libc::SIGTERM);
-    if let Ok(Ok(status)) = tokio::time::timeout(grace, child.wait()).await {
-        signal_group(pid, libc::SIGKILL);
-        return Some(status);
-    }
+        Some(status)
+    } else {
+        signal_group(pid, libc::SIGTERM);
+        match tokio::time::timeout(grace, child.wait()).await {
+            Ok(Ok(status)) => Some(status),
+            _ => None,
+        }
+    };
     signal_group(pid, libc::SIGKILL);
-    child.wait().await.ok()
+    let status = match status {
+        Some(s) => Some(s),
+        None => child.wait().await.ok(),
+    };
+    group.release();
+    status
 }
 
 /// Human description of an exit status.

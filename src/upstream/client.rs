@@ -18,7 +18,6 @@ use rmcp::model::{
 use rmcp::model::{GetExtensions, GetMeta};
 use rmcp::service::{NotificationContext, RequestContext, RoleClient};
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use crate::decision::{Action, ActionType, Enforcer, Permit, deny};
 use crate::front::host::HostLink;
@@ -41,7 +40,8 @@ pub struct UpstreamClient {
     pub enforcer: Arc<Enforcer>,
     pub session: Arc<crate::decision::SessionState>,
     pub progress: Arc<ProgressMap>,
-    pub list_changed: mpsc::UnboundedSender<ListKind>,
+    /// Coalesced: a flood of announcements is one re-fetch per kind.
+    pub list_changed: Arc<super::bounded::ListChanges>,
     pub info: ClientConfig,
     pub call_timeout: Duration,
     /// `session_mode = "shared"`: route to the session with a call in flight.
@@ -243,15 +243,15 @@ impl ClientHandler for UpstreamClient {
     }
 
     async fn on_tool_list_changed(&self, _cx: NotificationContext<RoleClient>) {
-        let _ = self.list_changed.send(ListKind::Tools);
+        self.list_changed.announce(ListKind::Tools);
     }
 
     async fn on_resource_list_changed(&self, _cx: NotificationContext<RoleClient>) {
-        let _ = self.list_changed.send(ListKind::Resources);
+        self.list_changed.announce(ListKind::Resources);
     }
 
     async fn on_prompt_list_changed(&self, _cx: NotificationContext<RoleClient>) {
-        let _ = self.list_changed.send(ListKind::Prompts);
+        self.list_changed.announce(ListKind::Prompts);
     }
 
     /// rmcp hands over here every upstream→host request it could not parse

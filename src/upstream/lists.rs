@@ -91,6 +91,15 @@ pub async fn fetch(
                 timeout,
                 "resources/templates/list"
             )?;
+            for t in &into.templates {
+                let parsed = crate::router::uri_template::UriTemplate::parse(&t.uri_template);
+                if let Some(problem) = parsed.problem() {
+                    tracing::warn!(
+                        "resources/templates/list: template {:?}…: {problem}; shorten it upstream",
+                        t.uri_template.chars().take(80).collect::<String>()
+                    );
+                }
+            }
         }
         ListKind::Prompts if caps.prompts.is_some() => {
             into.prompts = fetch_all!(peer, list_prompts, prompts, timeout, "prompts/list")?;

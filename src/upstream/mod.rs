@@ -5,6 +5,7 @@
 // 2026-07-28 (SEP-2577) but are exactly what the 2024-11-05 … 2025-11-25 era gavel serves.
 #![allow(deprecated)]
 
+pub mod bounded;
 pub mod child;
 pub mod client;
 mod lists;

@@ -12,6 +12,7 @@ use rmcp::service::{RoleClient, RunningService};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::bounded::{Bounded, ListChanges};
 use super::client::{ListKind, UpstreamClient};
 use super::lists::{self, UpstreamLists};
 use super::{Connection, Phase, Upstream, child};
@@ -41,7 +42,7 @@ pub struct SupervisorDeps {
     pub base_dir: Option<std::path::PathBuf>,
 }
 
-type Running = RunningService<RoleClient, UpstreamClient>;
+type Running = RunningService<RoleClient, Bounded>;
 
 /// Who hears that an upstream's lists changed: its one session, or every
 /// session attached to a shared upstream.
@@ -136,7 +137,7 @@ async fn supervise(up: Arc<Upstream>, deps: SupervisorDeps) {
 /// One life of the upstream. `Ok(reason)` when it ran and ended; `Err` when it
 /// could not start.
 async fn run_once(up: &Arc<Upstream>, deps: &SupervisorDeps) -> Result<String, String> {
-    let (list_tx, mut list_rx) = mpsc::unbounded_channel();
+    let list_changes = Arc::new(ListChanges::default());
     let progress = Arc::new(super::ProgressMap::default());
     let handler = UpstreamClient {
         server: up.name.clone().into(),
@@ -145,11 +146,12 @@ async fn run_once(up: &Arc<Upstream>, deps: &SupervisorDeps) -> Result<String, S
         enforcer: deps.enforcer.clone(),
         session: deps.session.clone(),
         progress: progress.clone(),
-        list_changed: list_tx,
+        list_changed: list_changes.clone(),
         info: client_info(&deps.host),
         call_timeout: up.cfg.call_timeout,
         shared: up.shared.clone(),
     };
+    let handler = Bounded::new(handler);
     let timeout = up.cfg.startup_timeout;
     up.stderr_tail.clear();
     let (running, mut proc) = match &up.cfg.transport {
@@ -184,7 +186,7 @@ async fn run_once(up: &Arc<Upstream>, deps: &SupervisorDeps) -> Result<String, S
                 label,
             )
             .with_progress_observer(Arc::new(move |token| ledger.read(token)));
-            let proc = Some((spawned.child, spawned.pid));
+            let proc = Some((spawned.child, spawned.group));
             match tokio::time::timeout(timeout, handler.serve(transport)).await {
                 Ok(Ok(r)) => (r, proc),
                 Ok(Err(e)) => {
@@ -213,7 +215,7 @@ async fn run_once(up: &Arc<Upstream>, deps: &SupervisorDeps) -> Result<String, S
             }
         }
     };
-    let result = serve_connection(up, deps, running, progress, &mut list_rx).await;
+    let result = serve_connection(up, deps, running, progress, &list_changes).await;
     stop_process(proc.take())
         .await
         .map_or(result.clone(), |exit| match result {
@@ -236,16 +238,39 @@ fn http_config(
             http::HeaderValue::try_from(v.as_str()).map_err(|e| format!("header {k:?}: {e}"))?;
         map.insert(name, value);
     }
-    Ok(
-        StreamableHttpClientTransportConfig::with_uri(url.to_string())
-            .custom_headers(map)
-            .max_sse_event_size(max_bytes),
-    )
+    let mut cfg = StreamableHttpClientTransportConfig::with_uri(url.to_string())
+        .custom_headers(map)
+        .max_sse_event_size(max_bytes);
+    cfg.retry_config = Arc::new(BoundedReconnect);
+    Ok(cfg)
 }
 
-async fn stop_process(proc: Option<(tokio::process::Child, u32)>) -> Option<String> {
-    let (child, pid) = proc?;
-    Some(child::describe_exit(child::terminate(child, pid).await))
+/// How often a broken SSE stream from an HTTP upstream is resumed before the
+/// stream is given up. rmcp's default retries forever with unbounded
+/// doubling, so a call whose upstream died mid-answer waited out its whole
+/// `call_timeout` (300 s by default) while a stdio upstream's crash failed it
+/// at once. Given up, rmcp fails the calls on that stream as closed, which
+/// gavel reports exactly like a stdio crash. A stream that reconnects resets
+/// the count, so servers that close streams on purpose (SEP-1699) still work.
+#[derive(Debug)]
+struct BoundedReconnect;
+
+/// Reconnect attempts in a row before the stream is given up: 0.25 s, 0.5 s,
+/// 1 s, 2 s apart, so a call learns its upstream is gone within ~4 s.
+const RECONNECT_TRIES: usize = 4;
+const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(250);
+
+impl rmcp::transport::common::client_side_sse::SseRetryPolicy for BoundedReconnect {
+    fn retry(&self, tries: usize) -> Option<Duration> {
+        (tries < RECONNECT_TRIES).then(|| RECONNECT_FIRST_DELAY * (1 << tries.min(8)) as u32)
+    }
+}
+
+async fn stop_process(
+    proc: Option<(tokio::process::Child, child::ProcessGroup)>,
+) -> Option<String> {
+    let (child, group) = proc?;
+    Some(child::describe_exit(child::terminate(child, group).await))
 }
 
 /// Runs a connected upstream until it ends or gavel shuts down.
@@ -254,7 +279,7 @@ async fn serve_connection(
     deps: &SupervisorDeps,
     running: Running,
     progress: Arc<super::ProgressMap>,
-    list_rx: &mut mpsc::UnboundedReceiver<ListKind>,
+    list_changes: &ListChanges,
 ) -> Result<String, String> {
     let peer = running.peer().clone();
     peer.set_response_cache_config(rmcp::service::ClientCacheConfig::disabled())
@@ -302,7 +327,11 @@ async fn serve_connection(
                 Ok(reason) => format!("connection ended ({reason:?})"),
                 Err(e) => format!("connection task failed: {e}"),
             }),
-            Some(kind) = list_rx.recv() => refresh(up, deps, &peer, &caps, kind).await,
+            kinds = list_changes.next() => {
+                for kind in kinds {
+                    refresh(up, deps, &peer, &caps, kind).await;
+                }
+            }
             _ = deps.shutdown.cancelled() => {
                 ct.cancel();
                 let _ = (&mut waiting).await;
