@@ -20,6 +20,9 @@ pub mod governance;
 pub mod router;
 pub mod state;
 pub mod status;
+#[cfg(test)]
+pub(crate) mod test_support;
+pub mod text;
 pub mod transport;
 pub mod upstream;
 

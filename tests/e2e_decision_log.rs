@@ -6,6 +6,7 @@ mod common;
 
 use common::metrics::*;
 use common::policy::*;
+use common::tmpfs;
 use common::*;
 use rmcp::ServiceExt;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -226,5 +227,71 @@ async fn the_log_rotates_at_the_configured_size_and_keeps_its_generations() {
         .map(|f| records(f).len())
         .sum();
     assert!(kept > 0 && kept < 30, "older records rotated away: {kept}");
+    client.cancel().await.unwrap();
+}
+
+/// On a real full filesystem (a small tmpfs): a record the disk has no
+/// room for denies its call (`audit_unavailable`) and leaves no fragment —
+/// once space is back, the next record is a line of its own and the whole
+/// log reads line by line. Before, the part of the refused record that fit
+/// stayed in the file and the next record was glued onto it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_denies_and_leaves_no_fragment_in_the_log() {
+    let Some(fs) = tmpfs::Tmpfs::mount(
+        256 * 1024,
+        "a_full_disk_denies_and_leaves_no_fragment_in_the_log",
+    ) else {
+        return;
+    };
+    let s = Setup::new("");
+    let log = fs.path().join("decisions.jsonl");
+    let cfg = config(&s, &[&fixture_bundle()], "", "").replace(
+        &format!("{:?}", s.path("decisions.jsonl").display().to_string()),
+        &format!("{:?}", log.display().to_string()),
+    );
+    std::fs::write(s.config(), cfg).unwrap();
+    let client = s.connect(TestHost::new()).await;
+    client.list_all_tools().await.unwrap();
+    // Secret argument names in the spellings clients use are masked.
+    let secrets = json!({"text": "before", "x-api-key": "k-1", "privateKey": "k-2", "jwt": "k-3", "bearer": "k-4", "credentials": "k-5", "access-key": "k-6", "auth": "k-7"});
+    let r = call(&client, "echo", secrets).await.unwrap();
+    assert_eq!(text(&r), "before");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    for secret in ["k-1", "k-2", "k-3", "k-4", "k-5", "k-6", "k-7"] {
+        assert!(!logged.contains(secret), "{secret} leaked: {logged}");
+    }
+    // Over a page of arguments (each under max_arg_bytes, so logged as
+    // they are): the record never fits in the room left in the log's last
+    // page, so on the full filesystem it is cut short.
+    let mut big = serde_json::Map::new();
+    big.insert("text".into(), json!("refused"));
+    for i in 0..40 {
+        big.insert(format!("a{i}"), json!("x".repeat(200)));
+    }
+    let filler = fs.fill();
+    let r = call(&client, "echo", serde_json::Value::Object(big))
+        .await
+        .unwrap();
+    let d = &r.meta.as_ref().unwrap().0["dev.gavel/decision"];
+    assert_eq!(d["reasons"], json!(["audit_unavailable"]), "{d}");
+    std::fs::remove_file(filler).unwrap();
+    let r = call(&client, "echo", json!({"text": "after"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        text(&r),
+        "after",
+        "space is back: the call is recorded and made"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let recs: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not one whole record ({e}): {l:?}"))
+        })
+        .collect();
+    assert_eq!(recs.len(), 2, "{text}");
+    assert!(recs.iter().all(|r| r["result"]["allow"] == true), "{text}");
     client.cancel().await.unwrap();
 }

@@ -166,7 +166,7 @@ fn config_mistakes_are_clear_errors() {
 #[test]
 fn config_check_masks_secrets() {
     let s = Setup::new(
-        "[servers.api]\nurl = \"https://user:hunter2@api.example.test/mcp\"\nheaders = { Authorization = \"Bearer sk-very-secret\" }\n\n[servers.local]\ncommand = \"echo\"\nenv = { API_TOKEN = \"tok-123456\", REGION = \"eu\" }\n",
+        "[servers.api]\nurl = \"https://user:hunter2@api.example.test/mcp\"\nheaders = { Authorization = \"Bearer sk-very-secret\" }\n\n[servers.local]\ncommand = \"echo\"\nenv = { API_TOKEN = \"tok-123456\", REGION = \"eu\", GITHUB_JWT = \"jwt-123456\", MY_BEARER = \"bear-123456\" }\n\n[servers.q]\nurl = \"https://q.example.test/mcp?jwt=qjwt-123456&page=2\"\n",
     );
     let out = s.config_check();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -175,7 +175,15 @@ fn config_check_masks_secrets() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for secret in ["hunter2", "sk-very-secret", "tok-123456"] {
+    // Secret names in any spelling (as the decision log masks them).
+    for secret in [
+        "hunter2",
+        "sk-very-secret",
+        "tok-123456",
+        "jwt-123456",
+        "bear-123456",
+        "qjwt-123456",
+    ] {
         assert!(!text.contains(secret), "{secret} leaked: {text}");
     }
     assert!(text.contains("eu"), "non-secrets stay visible: {text}");
@@ -514,4 +522,60 @@ async fn a_request_flood_is_refused_past_the_bound() {
         refused >= count - 16
     })
     .await;
+}
+/// `gavel run` stopped by SIGTERM with a call in flight says so on stderr,
+/// and blames no one else: neither its log nor the cancellation the
+/// upstream gets says the agent host cancelled the call (gavel cancels
+/// every request in flight when it stops, through the same path as a
+/// host's cancellation).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_is_logged_as_sigterm_not_as_the_host_cancelling() {
+    let s = Setup::new("");
+    std::fs::write(s.config(), fixture_server("fx", &[], &s.path("r.jsonl"))).unwrap();
+    let stderr = std::fs::File::create(s.path("stderr.txt")).unwrap();
+    let mut child = tokio::process::Command::new(GAVEL)
+        .args(["run", "--config", s.config().to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap() as i32;
+    let io = (child.stdout.take().unwrap(), child.stdin.take().unwrap());
+    let client = tokio::time::timeout(PATIENCE, rmcp::ServiceExt::serve(TestHost::new(), io))
+        .await
+        .unwrap()
+        .unwrap();
+    client.list_all_tools().await.unwrap();
+    let in_flight = tokio::spawn({
+        let peer = client.peer().clone();
+        async move {
+            let mut p = rmcp::model::CallToolRequestParams::new("slow");
+            p.arguments = json!({"ms": 600_000}).as_object().cloned();
+            peer.call_tool(p).await
+        }
+    });
+    eventually("the upstream has the call", || {
+        recorded_calls(&s.path("r.jsonl"))
+            .iter()
+            .any(|c| c["params"]["name"] == "slow")
+    })
+    .await;
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("gavel stops on SIGTERM")
+        .unwrap();
+    let _ = in_flight.await;
+    let log = std::fs::read_to_string(s.path("stderr.txt")).unwrap();
+    assert!(log.contains("stopped by SIGTERM"), "{log}");
+    assert!(!log.contains("agent host"), "{log}");
+    for n in recorded(&s.path("r.jsonl")) {
+        if n["method"] == "notifications/cancelled" {
+            let reason = n["params"]["reason"].as_str().unwrap_or_default();
+            assert!(reason.contains("SIGTERM"), "{n}");
+        }
+    }
 }

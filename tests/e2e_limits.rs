@@ -11,6 +11,7 @@ mod common;
 use std::path::Path;
 
 use common::lab::*;
+use common::tmpfs;
 use common::*;
 use serde_json::{Value, json};
 
@@ -494,5 +495,40 @@ async fn a_shared_bundles_user_limit_spans_servers_and_a_config_one_does_not() {
         shared_rule.starts_with("gavel:limit:rlb:org[fx]:user:ada:"),
         "{refused_by:?}"
     );
+    client.cancel().await.unwrap();
+}
+
+/// On a real filesystem too small for the rate table (a 1 MiB tmpfs; the
+/// table takes 2 MiB): creating it fails, a limited call is refused
+/// (`state_unavailable`) and gavel answers on. Before, the table was made
+/// sparse and mapped anyway — the call was allowed, and once the
+/// filesystem filled up, writing a slot killed every gavel sharing the
+/// table with SIGBUS.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_table_that_does_not_fit_fails_closed() {
+    let Some(fs) = tmpfs::Tmpfs::mount(1 << 20, "a_rate_table_that_does_not_fit_fails_closed")
+    else {
+        return;
+    };
+    let state = fs.path().join("state.sqlite");
+    let lab = Lab::with_state(
+        json!({"limits": [{"scope": "tool", "tool": "echo", "rate": 1, "per": "1m", "burst": 100}]}),
+        "",
+        Some(format!("path = {:?}", state.display().to_string())),
+    );
+    let client = lab.connect().await;
+    for _ in 0..2 {
+        let r = call(&client, "echo", json!({"text": "x"})).await.unwrap();
+        assert_eq!(r.is_error, Some(true), "{}", text(&r));
+        assert_eq!(decision(&r)["reasons"], json!(["state_unavailable"]));
+    }
+    let other = call(&client, "add", json!({"a": 1, "b": 2})).await.unwrap();
+    assert_ne!(
+        other.is_error,
+        Some(true),
+        "an unlimited tool is not refused"
+    );
+    let log = lab.s.log_text();
+    assert!(log.contains("cannot allocate the rate table"), "{log}");
     client.cancel().await.unwrap();
 }

@@ -2,6 +2,13 @@
 //!
 //! - one record = one `write(2)` of one line on an `O_APPEND` descriptor, so
 //!   several gavel processes can share a file without interleaving;
+//! - a record the disk has no room for leaves no fragment: a short write is
+//!   never finished by a second write (another process's record could land
+//!   between the halves); the part that reached the file is overwritten in
+//!   place with spaces and a newline — a blank line, which readers skip —
+//!   and the record counts as not written (`audit_unavailable`). Overwriting
+//!   only the bytes that write appended needs no lock against other
+//!   writers, who only ever append after them;
 //! - the write happens before the decided request is forwarded or the denial
 //!   answered: a record reaches the kernel before its effect, so it survives a
 //!   gavel crash (`kill -9`); `fsync` is batched (at most every 100 ms) and
@@ -12,7 +19,7 @@
 //!   processes never rotate twice.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +29,9 @@ pub struct DecisionLog {
     path: PathBuf,
     file: Mutex<File>,
     dirty: AtomicBool,
+    /// A fragment could not be blanked: the next record starts with a
+    /// newline of its own, so at least it is not glued onto the fragment.
+    torn: AtomicBool,
     rotation: Rotation,
     pub write_errors: AtomicU64,
 }
@@ -49,6 +59,7 @@ impl DecisionLog {
             path: path.to_path_buf(),
             file: Mutex::new(open(path)?),
             dirty: AtomicBool::new(false),
+            torn: AtomicBool::new(false),
             rotation,
             write_errors: AtomicU64::new(0),
         });
@@ -69,21 +80,22 @@ impl DecisionLog {
         &self.path
     }
 
-    /// Appends one record as one line in one `write(2)`.
+    /// Appends one record as one line in one `write(2)`; on an error
+    /// nothing of it is left in the file but, at most, a blank line.
     pub fn write(&self, record: &serde_json::Value) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        line.push(b'\n');
         let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        let result = (|| {
-            let n = f.write(&line)?;
-            if n != line.len() {
-                // A short write on a regular file means the disk is full or a
-                // limit was hit: finish it, but say so.
-                tracing::warn!(path = %self.path.display(), "short write to the decision log ({n} of {} bytes)", line.len());
-                f.write_all(&line[n..])?;
-            }
-            Ok(())
-        })();
+        let mut line = Vec::with_capacity(512);
+        let torn = self.torn.swap(false, Ordering::AcqRel);
+        if torn {
+            line.push(b'\n');
+        }
+        serde_json::to_writer(&mut line, record).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        let result = self.append(&f, &line);
+        if torn && result.is_err() {
+            // The newline may not have been written either: still torn.
+            self.torn.store(true, Ordering::Release);
+        }
         match &result {
             Ok(()) => self.dirty.store(true, Ordering::Release),
             Err(e) => {
@@ -99,6 +111,63 @@ impl DecisionLog {
             self.rotate(&mut f);
         }
         result
+    }
+
+    /// One `write(2)` of `line`. A short write (the filesystem filled up,
+    /// a size limit) is not finished: the fragment it appended is blanked
+    /// ([`Self::blank`]) and the record is an error.
+    fn append(&self, mut f: &File, line: &[u8]) -> std::io::Result<()> {
+        let n = loop {
+            match f.write(line) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        if n == line.len() {
+            return Ok(());
+        }
+        if n > 0 {
+            // With O_APPEND the descriptor's offset is the end of what this
+            // write appended, whatever other processes appended since.
+            match f.stream_position() {
+                Ok(end) => self.blank(f, end - n as u64, n),
+                Err(e) => {
+                    self.torn.store(true, Ordering::Release);
+                    tracing::error!(path = %self.path.display(), "cannot find the decision log fragment a short write left ({e}); the next record starts on a line of its own");
+                }
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!(
+                "short write ({n} of {} bytes): the filesystem is full or a file size limit was reached",
+                line.len()
+            ),
+        ))
+    }
+
+    /// Overwrites the `n` bytes at `at` (a fragment this process appended)
+    /// with spaces ending in a newline. Through a second open of the same
+    /// file (not the path: it may have been rotated away since): `pwrite`
+    /// on an `O_APPEND` descriptor appends on Linux.
+    fn blank(&self, f: &File, at: u64, n: usize) {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::FileExt;
+        let mut pad = vec![b' '; n];
+        pad[n - 1] = b'\n';
+        let done = OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/self/fd/{}", f.as_raw_fd()))
+            .and_then(|w| w.write_all_at(&pad, at));
+        match done {
+            Ok(()) => {
+                tracing::warn!(path = %self.path.display(), "the decision log is full: a record was not written ({n} bytes of it blanked)")
+            }
+            Err(e) => {
+                self.torn.store(true, Ordering::Release);
+                tracing::error!(path = %self.path.display(), "cannot blank the fragment of a record the decision log had no room for ({e}); the next record starts on a line of its own");
+            }
+        }
     }
 
     /// Counts a record that was not written (here and in the metrics), for
@@ -334,5 +403,59 @@ mod tests {
             }
             assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), round);
         }
+    }
+
+    /// A real filesystem fills up under two writers (two gavel processes,
+    /// in effect): records that do not fit fail and leave at most a blank
+    /// line; once space is back, both writers' records are whole lines. On
+    /// the old code the fragment of a failed record stayed, and the next
+    /// record was glued onto it.
+    #[test]
+    fn a_record_the_disk_has_no_room_for_leaves_no_fragment() {
+        let Some(fs) = crate::test_support::Tmpfs::mount(
+            256 * 1024,
+            "a_record_the_disk_has_no_room_for_leaves_no_fragment",
+        ) else {
+            return;
+        };
+        let p = fs.path().join("decisions.jsonl");
+        let never = Rotation { bytes: 0, keep: 1 };
+        let (a, b) = (
+            DecisionLog::open(&p, never).unwrap(),
+            DecisionLog::open(&p, never).unwrap(),
+        );
+        // Larger than a page: it never fits in the room left at the end of
+        // the log's last page, so on the full filesystem it is cut short.
+        let big = |w: &str, i: usize| serde_json::json!({"w": w, "i": i, "pad": "x".repeat(6000)});
+        a.write(&big("a", 0)).unwrap();
+        b.write(&serde_json::json!({"w": "b", "i": 0})).unwrap();
+        let filler = fs.fill();
+        let before = std::fs::metadata(&p).unwrap().len();
+        assert!(a.write(&big("a", 1)).is_err(), "the filesystem is full");
+        assert!(b.write(&big("b", 1)).is_err(), "the filesystem is full");
+        let after = std::fs::metadata(&p).unwrap().len();
+        assert!(
+            after > before || before % 4096 == 0,
+            "a short write appended a fragment ({before} -> {after} bytes)"
+        );
+        std::fs::remove_file(filler).unwrap();
+        a.write(&big("a", 2)).unwrap();
+        b.write(&big("b", 2)).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("every non-blank line is one whole record"))
+            .collect();
+        let seen: Vec<(String, u64)> = records
+            .iter()
+            .map(|r| (r["w"].as_str().unwrap().into(), r["i"].as_u64().unwrap()))
+            .collect();
+        let want: Vec<(String, u64)> = [("a", 0), ("b", 0), ("a", 2), ("b", 2)]
+            .iter()
+            .map(|(w, i)| (w.to_string(), *i))
+            .collect();
+        assert_eq!(seen, want);
+        assert!(text.ends_with('\n'));
     }
 }

@@ -6,29 +6,90 @@
 
 use serde_json::{Value, json};
 
-const DEFAULT_SECRETS: &[&str] = &[
+/// Words that make a field name secret wherever they occur in it, compared
+/// on the name's [`compact`] form: `api_key`, `apiKey`, `API-KEY`,
+/// `x-api-key` and `XApiKey` are all `…apikey…`.
+const SECRET_WORDS: &[&str] = &[
     "password",
     "passwd",
     "secret",
     "token",
-    "api_key",
     "apikey",
     "authorization",
     "cookie",
-    "private_key",
-    "access_key",
-    "client_secret",
+    "privatekey",
+    "accesskey",
+    "clientsecret",
+    "credential",
+    "bearer",
+    "jwt",
 ];
+
+/// Words that make a field name secret only as a whole word of it (`auth`,
+/// `x-auth`, `authHeader`, `AUTH_HEADER`): inside a word they are innocent
+/// (`author`, `authority`).
+const SECRET_WHOLE_WORDS: &[&str] = &["auth"];
+
+/// `name` lower-cased with everything but letters and digits dropped: the
+/// form secret words are matched on, so case, `-`/`_`/`.` and camelCase do
+/// not matter.
+pub fn compact(name: &str) -> String {
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// The words of `name`, lower-cased: split at anything not a letter or
+/// digit and at camelCase boundaries (`xAuthToken` → `x`, `auth`, `token`;
+/// `HTTPAuth` → `http`, `auth`).
+pub fn words(name: &str) -> Vec<String> {
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = vec![];
+    let mut word = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        if !c.is_ascii_alphanumeric() {
+            if !word.is_empty() {
+                out.push(std::mem::take(&mut word));
+            }
+            continue;
+        }
+        let prev = i.checked_sub(1).map(|j| chars[j]);
+        let next = chars.get(i + 1);
+        let boundary = c.is_ascii_uppercase()
+            && prev.is_some_and(|p| {
+                p.is_ascii_lowercase()
+                    || p.is_ascii_digit()
+                    || (p.is_ascii_uppercase() && next.is_some_and(|n| n.is_ascii_lowercase()))
+            });
+        if boundary && !word.is_empty() {
+            out.push(std::mem::take(&mut word));
+        }
+        word.push(c.to_ascii_lowercase());
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
+
+/// Whether a field (or header, query parameter, variable) named `name`
+/// holds a secret by its name alone: one of the usual secret words in any
+/// spelling, or one of `extra` (compared in the same spelling-blind form).
+/// The one test every mask in gavel uses: the decision log here, and
+/// `config check` (`config::mask`).
+pub fn is_secret_name(name: &str, extra: &[String]) -> bool {
+    let c = compact(name);
+    SECRET_WORDS.iter().any(|w| c.contains(w))
+        || words(name)
+            .iter()
+            .any(|w| SECRET_WHOLE_WORDS.contains(&w.as_str()))
+        || extra.iter().any(|s| !s.is_empty() && compact(s) == c)
+}
 
 pub struct MaskSettings<'a> {
     pub secret_fields: &'a [String],
     pub max_arg_bytes: usize,
-}
-
-fn is_secret(key: &str, extra: &[String]) -> bool {
-    let k = key.to_ascii_lowercase();
-    DEFAULT_SECRETS.iter().any(|s| k.contains(s))
-        || extra.iter().any(|s| s.eq_ignore_ascii_case(key))
 }
 
 /// Masks secret-named fields anywhere under `v`, recording JSON pointers.
@@ -37,7 +98,7 @@ fn mask_secrets(v: &mut Value, path: &str, extra: &[String], masked: &mut Vec<St
         Value::Object(o) => {
             for (k, child) in o.iter_mut() {
                 let p = format!("{path}/{}", k.replace('~', "~0").replace('/', "~1"));
-                if is_secret(k, extra) && !child.is_null() {
+                if is_secret_name(k, extra) && !child.is_null() {
                     *child = Value::String("**REDACTED**".into());
                     masked.push(p);
                 } else {
@@ -270,6 +331,90 @@ fn warn_once(pointer: &str, why: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Secret names in every spelling a client or server uses: header
+    /// style, camelCase, SCREAMING_CASE, with or without separators.
+    #[test]
+    fn secret_names_match_in_any_spelling_and_innocent_ones_do_not() {
+        for name in [
+            "x-api-key",
+            "api-key",
+            "X-API-KEY",
+            "apiKey",
+            "XApiKey",
+            "privateKey",
+            "private-key",
+            "PRIVATE_KEY",
+            "accessKey",
+            "access-key",
+            "aws_access_key_id",
+            "jwt",
+            "idJwt",
+            "auth",
+            "x-auth",
+            "authHeader",
+            "AUTH_HEADER",
+            "HTTPAuth",
+            "bearer",
+            "bearerToken",
+            "credentials",
+            "gcpCredentials",
+            "Password",
+            "client-secret",
+            "Set-Cookie",
+        ] {
+            assert!(is_secret_name(name, &[]), "{name} is secret");
+        }
+        for name in [
+            "author",
+            "authority",
+            "path",
+            "keyword",
+            "monkey",
+            "sessionId",
+            "count",
+        ] {
+            assert!(!is_secret_name(name, &[]), "{name} is not secret");
+        }
+        // Configured names match in any spelling too, and only whole.
+        let extra = ["note_text".to_string(), String::new()];
+        for name in ["note_text", "noteText", "NOTE-TEXT"] {
+            assert!(is_secret_name(name, &extra), "{name}");
+        }
+        assert!(!is_secret_name("notes", &extra));
+        assert!(
+            !is_secret_name("-", &extra),
+            "an empty configured name matches nothing"
+        );
+        assert_eq!(words("xAuthToken"), ["x", "auth", "token"]);
+        assert_eq!(words("HTTPAuth_v2"), ["http", "auth", "v2"]);
+    }
+
+    #[test]
+    fn the_decision_log_masks_secret_names_in_any_spelling() {
+        let mut e = json!({"input": {"action": {"args": {
+            "headers": {"x-api-key": "k1", "Authorization": "Bearer t"},
+            "privateKey": "k2", "access-key": "k3", "jwt": "k4", "auth": "k5",
+            "bearer": "k6", "credentials": {"user": "u", "pass": "k7"},
+            "author": "ada",
+        }}}});
+        mask_event(
+            &mut e,
+            &MaskSettings {
+                secret_fields: &[],
+                max_arg_bytes: 4096,
+            },
+        );
+        let s = e.to_string();
+        for secret in ["k1", "Bearer t", "k2", "k3", "k4", "k5", "k6", "k7"] {
+            assert!(
+                !s.contains(&format!("\"{secret}\"")),
+                "{secret} leaked: {s}"
+            );
+        }
+        assert_eq!(e["input"]["action"]["args"]["author"], "ada", "{s}");
+        assert_eq!(e["masked"].as_array().unwrap().len(), 8, "{s}");
+    }
 
     #[test]
     fn secrets_big_args_and_bundle_rules() {

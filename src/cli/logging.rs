@@ -16,9 +16,12 @@ pub fn init(file: Option<&Path>, level: Option<&str>) -> anyhow::Result<LogGuard
             None => EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn")),
         };
+    // Field values are escaped (`text::SafeFields`): agent and upstream text
+    // in a field must not start a forged line in this log.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(true);
+        .with_target(true)
+        .fmt_fields(crate::text::SafeFields);
     match file {
         Some(path) => {
             let f = std::fs::OpenOptions::new()

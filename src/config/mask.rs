@@ -6,21 +6,15 @@ use toml::{Table, Value};
 
 use super::{Config, UpstreamTransport};
 
-const SECRET_WORDS: &[&str] = &[
-    "TOKEN",
-    "SECRET",
-    "PASSWORD",
-    "PASSWD",
-    "KEY",
-    "AUTH",
-    "CREDENTIAL",
-    "COOKIE",
-    "SESSION",
-];
+/// Beyond the decision log's secret names (`audit::mask::is_secret_name`),
+/// words that make a variable or query parameter secret when printing a
+/// config (over-masking costs nothing there): `…KEY…`, `…AUTH…`,
+/// `…SESSION…` anywhere, in any spelling.
+const MORE_SECRET_WORDS: &[&str] = &["key", "auth", "session"];
 
 pub fn is_secret_name(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    SECRET_WORDS.iter().any(|w| upper.contains(w))
+    let c = crate::audit::mask::compact(name);
+    crate::audit::mask::is_secret_name(name, &[]) || MORE_SECRET_WORDS.iter().any(|w| c.contains(w))
 }
 
 /// Keeps an auth scheme word (`Bearer`, `Basic`, `token`) and masks the rest.
@@ -392,4 +386,34 @@ fn oci(o: &crate::config::OciSettings) -> Table {
         t.insert("registries".into(), Value::Table(regs));
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `config check` masks by the same spelling-blind names as the
+    /// decision log (plus its broader words): variables and query
+    /// parameters named `…JWT…`, `bearer`, `privateKey`, `x-api-key`.
+    #[test]
+    fn config_check_masks_secret_names_in_any_spelling() {
+        for name in [
+            "GITHUB_JWT",
+            "MY_BEARER",
+            "privateKey",
+            "x-api-key",
+            "GCP_CREDENTIALS",
+            "SESSION_ID",
+            "DB_PASSWORD",
+        ] {
+            assert!(is_secret_name(name), "{name}");
+        }
+        for name in ["HOME", "PATH", "LOG_LEVEL"] {
+            assert!(!is_secret_name(name), "{name}");
+        }
+        assert_eq!(
+            mask_url("https://u:p@h.example/x?jwt=abc&bearer=def&accessKey=ghi&page=2"),
+            "https://***@h.example/x?jwt=***&bearer=***&accessKey=***&page=2"
+        );
+    }
 }

@@ -187,25 +187,7 @@ async fn ask(
             );
         }
     };
-    let mut args = action.args.to_string();
-    if args.len() > 500 {
-        let cut = (0..=500)
-            .rev()
-            .find(|i| args.is_char_boundary(*i))
-            .unwrap_or(0);
-        args.truncate(cut);
-        args.push('…');
-    }
-    let message = format!(
-        "Approve this {}?\n\n{}: {} on server {}\nArguments: {args}\nWhy approval is needed: {}\nRule: {}\nDecision: {}",
-        what(action),
-        target_label(action),
-        action.tool,
-        action.server,
-        a.reason,
-        d.matched_rules.join(", "),
-        d.decision_id.as_deref().unwrap_or("-"),
-    );
+    let message = question(action, d, a);
     let schema = match ElicitationSchema::builder()
         .required_bool("approve")
         .build()
@@ -297,6 +279,36 @@ async fn ask(
         },
     };
     (step, Err(denied(d, code, text)))
+}
+
+/// The question the user is asked. Everything in it but gavel's own words
+/// came from the agent (tool, URI, prompt name, arguments), the upstream
+/// (the request of a sampling or elicitation) or the policy (reason, rules):
+/// each is escaped ([`crate::text::escape_controls`]), so none can break the
+/// question's lines — a forged "Rule:" or "Decision:" line, an "approve"
+/// hint on a line of its own — or reorder what the user reads (bidi
+/// controls). The arguments are cut at 500 bytes (after escaping).
+fn question(action: &Action, d: &Decision, a: &Approval) -> String {
+    use crate::text::escape_controls as esc;
+    let mut args = esc(&action.args.to_string()).into_owned();
+    if args.len() > 500 {
+        let cut = (0..=500)
+            .rev()
+            .find(|i| args.is_char_boundary(*i))
+            .unwrap_or(0);
+        args.truncate(cut);
+        args.push('…');
+    }
+    format!(
+        "Approve this {}?\n\n{}: {} on server {}\nArguments: {args}\nWhy approval is needed: {}\nRule: {}\nDecision: {}",
+        what(action),
+        target_label(action),
+        esc(&action.tool),
+        esc(&action.server),
+        esc(&a.reason),
+        esc(&d.matched_rules.join(", ")),
+        esc(d.decision_id.as_deref().unwrap_or("-")),
+    )
 }
 
 /// What is being approved, in the user's words.

@@ -79,8 +79,8 @@ async fn serve(gw: Arc<Gateway>) -> anyhow::Result<()> {
     tokio::pin!(waiting);
     tokio::select! {
         r = &mut waiting => tracing::info!("host session ended: {:?}", r.map_err(|e| e.to_string())),
-        _ = shutdown_signal() => {
-            tracing::info!("signal received; shutting down");
+        sig = shutdown_signal() => {
+            tracing::info!("stopped by {sig}; shutting down");
             ct.cancel();
             let _ = (&mut waiting).await;
         }
@@ -122,10 +122,12 @@ fn stdout_writer() -> Writer {
     Box::new(tokio::io::stdout())
 }
 
-/// SIGINT or SIGTERM. (SIGHUP reopens the decision log instead — the
+/// SIGINT or SIGTERM, whichever comes first: its name, also recorded as
+/// the process's stop reason ([`crate::gateway::stop_reason`]) before the
+/// caller cancels anything. (SIGHUP reopens the decision log instead — the
 /// gateway watches it for every front; a host that goes away closes stdin,
 /// which ends the session.)
-pub async fn shutdown_signal() {
+pub async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).ok();
     let term = async {
@@ -136,8 +138,10 @@ pub async fn shutdown_signal() {
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
+    let sig = tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term => "SIGTERM",
+    };
+    crate::gateway::set_stop_reason(sig);
+    sig
 }

@@ -108,13 +108,13 @@ impl RateFile {
             let _held = lock_file(&file, Instant::now() + LOCK_WAIT).map_err(err)?;
             let size = file.metadata().map_err(|e| err(e.to_string()))?.len();
             let mut header = [0u8; HEADER];
-            if size == 0 {
-                file.set_len(len as u64).map_err(|e| err(e.to_string()))?;
-            } else if size != len as u64 {
+            if size != 0 && size != len as u64 {
                 return Err(err(format!(
                     "not a gavel rate table ({size} bytes, expected {len})"
                 )));
-            } else {
+            }
+            allocate(&file, len, size == 0).map_err(err)?;
+            if size != 0 {
                 file.read_exact_at(&mut header, 0)
                     .map_err(|e| err(e.to_string()))?;
             }
@@ -190,13 +190,47 @@ impl RateFile {
     }
 
     /// Runs `f` with the table locked against every thread and process.
+    ///
+    /// The file is checked first, under the lock: a page of the mapping
+    /// past the end of the file raises SIGBUS in whichever process touches
+    /// it, and every gavel sharing the table would die of a file truncated
+    /// behind their back (by hand, or by a tool that "cleans" state files).
+    /// Such a table fails its limits closed instead (`state_unavailable`);
+    /// it is never repaired here — its content is gone, and resetting it
+    /// would hand out fresh bursts.
     fn locked<T>(&self, f: impl FnOnce(&Self) -> Result<T, StateError>) -> Result<T, StateError> {
         let _threads: MutexGuard<()> = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         let _file = lock_file(&self.file, Instant::now() + LOCK_WAIT).map_err(|m| self.err(m))?;
+        self.check_intact()?;
         fence(Ordering::SeqCst);
         let out = f(self);
         fence(Ordering::SeqCst);
         out
+    }
+
+    /// Whether the file still holds the whole table (and its header), so
+    /// the mapping may be touched. Called under the file lock.
+    fn check_intact(&self) -> Result<(), StateError> {
+        let size = self
+            .file
+            .metadata()
+            .map_err(|e| self.err(format!("cannot check the rate table: {e}")))?
+            .len();
+        if size < self.len as u64 {
+            return Err(self.err(format!(
+                "the rate table was truncated to {size} bytes (it has {}); its limits fail closed — remove the file and restart gavel to start a new one",
+                self.len
+            )));
+        }
+        // SAFETY: the header is in bounds (checked just above) and 8-byte
+        // aligned (page-aligned base).
+        let magic = unsafe { &*(self.map as *const AtomicU64) }.load(Ordering::Relaxed);
+        if magic.to_ne_bytes() != *MAGIC {
+            return Err(self.err(
+                "the rate table's header was overwritten; its limits fail closed — remove the file and restart gavel to start a new one",
+            ));
+        }
+        Ok(())
     }
 
     /// The key's slot, if it has one.
@@ -306,6 +340,29 @@ impl RateFile {
     }
 }
 
+/// Allocates every block of the table's `len` bytes (extending an empty
+/// file to it). A sparse table gets its pages when a slot is first written
+/// through the mapping, and on a full filesystem that write is a SIGBUS —
+/// in every gavel sharing the table. Allocated up front, a full filesystem
+/// is an error here, when the table is opened, and its limits fail closed.
+/// A table made sparse by an older gavel is allocated the same way.
+/// `created`: the file was empty; a failed allocation empties it again, so
+/// the next open tries afresh instead of finding a file of the wrong size.
+fn allocate(file: &File, len: usize, created: bool) -> Result<(), String> {
+    // SAFETY: posix_fallocate on a descriptor we own.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::from_raw_os_error(rc);
+    if created {
+        let _ = file.set_len(0);
+    }
+    Err(format!(
+        "cannot allocate the rate table's {len} bytes: {e} (free space on its filesystem, or set [state] path elsewhere); rate limits fail closed"
+    ))
+}
+
 /// An exclusive `flock` on `file` until dropped, waiting at most until
 /// `deadline` (a stopped process holding it must not hang every decision).
 struct FileLock<'a>(&'a File);
@@ -340,140 +397,5 @@ fn lock_file(file: &File, deadline: Instant) -> Result<FileLock<'_>, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const R: Rate = Rate {
-        rate: 1.0,
-        period_s: 1.0,
-        burst: 2,
-    };
-
-    fn allow(t: &RateFile, keys: &[&str], now: f64) -> Vec<bool> {
-        let limits: Vec<(String, Rate)> = keys.iter().map(|k| (k.to_string(), R)).collect();
-        t.charge(&limits, now, |_| Ok((true, ())))
-            .unwrap()
-            .0
-            .iter()
-            .map(|o| o.allowed)
-            .collect()
-    }
-
-    #[test]
-    fn two_opens_share_one_table_and_a_refusal_charges_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rates");
-        let (a, b) = (
-            RateFile::open(&path).unwrap(),
-            RateFile::open(&path).unwrap(),
-        );
-        assert_eq!(allow(&a, &["k"], 100.0), [true]);
-        assert_eq!(allow(&b, &["k"], 100.0), [true]);
-        // Burst spent, seen through either descriptor; the other key of the
-        // call is not charged either.
-        assert_eq!(allow(&a, &["j", "k"], 100.0), [true, false]);
-        assert_eq!(allow(&b, &["j"], 100.0), [true]);
-        assert_eq!(allow(&b, &["j"], 100.0), [true]);
-        assert_eq!(allow(&b, &["j"], 100.0), [false]);
-        // `then` can veto the charge (a budget without room).
-        let k2 = [("fresh".to_string(), R)];
-        a.charge(&k2, 100.0, |_| Ok((false, ()))).unwrap();
-        a.charge(&k2, 100.0, |_| Ok((false, ()))).unwrap();
-        assert_eq!(allow(&a, &["fresh"], 100.0), [true]);
-        // A refund gives one back.
-        a.refund(&[("k".to_string(), R)], || Ok(())).unwrap();
-        a.refund(&[("never-seen".to_string(), R)], || Ok(()))
-            .unwrap();
-        assert_eq!(allow(&b, &["k"], 100.0), [true]);
-    }
-
-    #[test]
-    fn threads_and_descriptors_never_over_admit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rates");
-        let burst = Rate {
-            rate: 1.0,
-            period_s: 3600.0,
-            burst: 50,
-        };
-        let admitted: usize = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..4)
-                .map(|_| {
-                    let path = &path;
-                    s.spawn(move || {
-                        let t = RateFile::open(path).unwrap();
-                        (0..40)
-                            .filter(|_| {
-                                t.charge(&[("shared".into(), burst)], 10.0, |_| Ok((true, ())))
-                                    .unwrap()
-                                    .0[0]
-                                    .allowed
-                            })
-                            .count()
-                    })
-                })
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).sum()
-        });
-        assert_eq!(admitted, 50);
-    }
-
-    #[test]
-    fn drained_slots_are_reused_and_a_full_window_fails_closed() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = RateFile::open(&dir.path().join("rates")).unwrap();
-        let long = Rate {
-            rate: 1.0,
-            period_s: 1000.0,
-            burst: 1,
-        };
-        // Fill one probe window with live keys: find PROBE keys whose home
-        // is slot 7 or just before it, so they all land in 7..7+PROBE.
-        let mut keys = vec![];
-        let mut i = 0u64;
-        while keys.len() < PROBE + 1 {
-            let k = format!("key-{i}");
-            if (key_hash(&k).0 as usize) % SLOTS == 7 {
-                keys.push(k);
-            }
-            i += 1;
-        }
-        for k in &keys[..PROBE] {
-            let out = t
-                .charge(&[(k.clone(), long)], 0.5, |_| Ok((true, ())))
-                .unwrap();
-            assert!(out.0[0].allowed);
-        }
-        let last = [(keys[PROBE].clone(), long)];
-        let e = t.charge(&last, 0.5, |_| Ok((true, ()))).unwrap_err();
-        assert!(e.to_string().contains("full"), "{e}");
-        // Once their TATs have passed, the slots are free again.
-        assert!(t.charge(&last, 2000.0, |_| Ok((true, ()))).unwrap().0[0].allowed);
-    }
-
-    #[test]
-    fn foreign_or_damaged_files_are_refused_and_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rates");
-        std::fs::write(&path, b"not a table").unwrap();
-        let e = RateFile::open(&path).err().unwrap().to_string();
-        assert!(e.contains("not a gavel rate table"), "{e}");
-        assert_eq!(std::fs::read(&path).unwrap(), b"not a table");
-        // Right size, wrong magic.
-        let mut bytes = vec![0u8; HEADER + SLOTS * SLOT];
-        bytes[..8].copy_from_slice(b"SOMEELSE");
-        std::fs::write(&path, &bytes).unwrap();
-        assert!(RateFile::open(&path).is_err());
-        // A header of zeros: its creator died before writing it.
-        std::fs::write(&path, vec![0u8; HEADER + SLOTS * SLOT]).unwrap();
-        let t = RateFile::open(&path).unwrap();
-        assert_eq!(allow(&t, &["k"], 1.0), [true]);
-        // A damaged slot fails that call closed.
-        let slot = t.locked(|t| t.slot("k", 1.0)).unwrap();
-        t.set_tat(slot.index, f64::NAN);
-        let e = t
-            .charge(&[("k".into(), R)], 1.0, |_| Ok((true, ())))
-            .unwrap_err();
-        assert!(e.to_string().contains("damaged"), "{e}");
-    }
-}
+#[path = "ratefile_tests.rs"]
+mod tests;

@@ -233,12 +233,18 @@ impl Upstream {
         let result = tokio::select! {
             r = handle.await_response() => r.map_err(|e| self.service_error(&method, e)),
             _ = host_cx.ct.cancelled() => {
+                // The host's request is cancelled by the host, or by gavel
+                // stopping on a signal (which cancels every request): say which.
+                let why = match crate::gateway::stop_reason() {
+                    Some(sig) => format!("gavel stopped by {sig}"),
+                    None => "cancelled by the agent host".to_string(),
+                };
                 // Cancellation goes to the owning upstream only, on its own id.
                 let _ = peer.notify_cancelled(rmcp::model::CancelledNotificationParam::new(
                     Some(id),
-                    Some("cancelled by the agent host".into()),
+                    Some(why.clone()),
                 )).await;
-                Err(ErrorData::internal_error("request cancelled by the agent host", None))
+                Err(ErrorData::internal_error(format!("request not finished: {why}"), None))
             }
         };
         // Progress the upstream sent before its result reaches the host

@@ -10,6 +10,7 @@ pub mod oci;
 pub mod policy;
 pub mod raw;
 pub mod registry;
+pub mod tmpfs;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
