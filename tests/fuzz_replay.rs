@@ -37,3 +37,8 @@ fn signatures_corpus() {
 fn oci_manifest_corpus() {
     replay("oci_manifest", gavel::fuzzing::oci_manifest);
 }
+
+#[test]
+fn idscan_depth_corpus() {
+    replay("idscan_depth", gavel::fuzzing::idscan_depth);
+}
