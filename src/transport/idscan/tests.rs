@@ -92,10 +92,11 @@ fn deep_nesting_keeps_the_top_level_id_before_or_after_it() {
     let r = scan(&before);
     assert_eq!(r.id, Some(NumberOrString::String("d-1".into())));
     assert!(r.has_method && !r.has_outcome);
-    assert_eq!(r.max_depth, 5001);
+    // The innermost array level holds a `{"id":3}`: one level more.
+    assert_eq!(r.max_depth, 5002);
     let r = scan(&after);
     assert_eq!(r.id, Some(NumberOrString::Number(41)));
-    assert_eq!(r.max_depth, 5001);
+    assert_eq!(r.max_depth, 5002);
     let reply = format!(r#"{{"jsonrpc":"2.0","result":{params},"id":"r-9"}}"#);
     let r = scan(&reply);
     assert_eq!(r.id, Some(NumberOrString::String("r-9".into())));
