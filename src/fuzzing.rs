@@ -194,3 +194,97 @@ pub fn uri_template_reference(template: &str, uri: &str) -> bool {
     }
     match_from(&parts, uri)
 }
+
+/// The id scanner's depth handling: a line built from `data` — the id (plain
+/// or with an escaped key, a number or a string) first, before, after or
+/// last around `params` nested 0–6000 levels deep, each level an object or
+/// an array holding decoy ids and strings full of quotes, escapes and
+/// brackets — is scanned to exactly its top-level id, method and depth, in
+/// any chunking. Beyond serde_json's depth this is the only way gavel finds
+/// the id to answer on (transport/line.rs), so the parser is only a
+/// cross-check where it can read the line.
+pub fn idscan_depth(data: &[u8]) {
+    let [d0, d1, flags, shape @ ..] = data else {
+        return;
+    };
+    let (d0, d1, flags) = (*d0, *d1, *flags);
+    let depth = usize::from(u16::from_le_bytes([d0, d1])) % 6000;
+    // Short strings keep a 6000-level line a few hundred KiB.
+    let shape = &shape[..shape.len().min(48)];
+    let filler = serde_json::to_string(&String::from_utf8_lossy(shape)).expect("a string");
+    let id_key = if flags & 0x20 != 0 {
+        r#""\u0069d""#
+    } else {
+        r#""id""#
+    };
+    let id = if flags & 0x04 != 0 {
+        let short: String = String::from_utf8_lossy(shape).chars().take(16).collect();
+        serde_json::to_string(&short).expect("a string")
+    } else {
+        (u64::from(d0) * 7 + u64::from(flags)).to_string()
+    };
+    let ws = if flags & 0x10 != 0 { " \t " } else { "" };
+    let has_method = flags & 0x08 != 0;
+    let mut params = String::new();
+    for level in 0..depth {
+        let object = shape
+            .get(level % shape.len().max(1))
+            .is_none_or(|b| b & 1 == 0);
+        if object {
+            params.push_str(&format!(r#"{{{ws}"id"{ws}:{ws}{level},{filler}:{ws}"#));
+        } else {
+            params.push_str(&format!(r#"[{ws}{filler},{{"id":{level}}},{ws}"#));
+        }
+    }
+    params.push_str(&filler);
+    for level in (0..depth).rev() {
+        let object = shape
+            .get(level % shape.len().max(1))
+            .is_none_or(|b| b & 1 == 0);
+        params.push(if object { '}' } else { ']' });
+    }
+    let id_member = format!("{id_key}{ws}:{ws}{id}");
+    let method = if has_method {
+        r#","method":"tools/call""#
+    } else {
+        r#","result_":1"#
+    };
+    let line = match flags & 0x03 {
+        0 => format!(r#"{{{ws}{id_member},"jsonrpc":"2.0"{method},"params":{params}}}"#),
+        1 => format!(r#"{{"jsonrpc":"2.0"{method},{id_member},"params":{params}}}"#),
+        2 => format!(r#"{{"jsonrpc":"2.0"{method},"params":{params},{id_member}}}"#),
+        _ => format!(r#"{{"jsonrpc":"2.0","params":{params}{method},{ws}{id_member}{ws}}}"#),
+    };
+    let expected: rmcp::model::RequestId = serde_json::from_str(&id).expect("a valid id");
+    let step = 1 + usize::from(flags >> 6) * 997;
+    let mut chunked = IdScanner::new();
+    for chunk in line.as_bytes().chunks(step) {
+        chunked.feed(chunk);
+    }
+    let r = chunked.result();
+    assert_eq!(r.id.as_ref(), Some(&expected), "id of {line:.300}");
+    assert_eq!(r.has_method, has_method, "method of {line:.300}");
+    assert!(!r.has_outcome, "result_ is not result");
+    // An array level holds a `{"id":…}` object: one more level inside the innermost.
+    let innermost_array = depth > 0
+        && !shape
+            .get((depth - 1) % shape.len().max(1))
+            .is_none_or(|b| b & 1 == 0);
+    let want = depth + 1 + usize::from(innermost_array);
+    assert_eq!(r.max_depth as usize, want, "depth of {line:.300}");
+    let mut whole = IdScanner::new();
+    whole.feed(line.as_bytes());
+    assert_eq!(whole.result(), r, "chunked scan differs");
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+        assert_eq!(
+            v["id"],
+            serde_json::to_value(&expected).unwrap(),
+            "the generator"
+        );
+    } else {
+        assert!(
+            depth + 1 > 127,
+            "only the depth makes {line:.300} unreadable"
+        );
+    }
+}

@@ -42,3 +42,8 @@ fn oci_manifest_corpus() {
 fn uri_template_corpus() {
     replay("uri_template", gavel::fuzzing::uri_template);
 }
+
+#[test]
+fn idscan_depth_corpus() {
+    replay("idscan_depth", gavel::fuzzing::idscan_depth);
+}

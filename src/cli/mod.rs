@@ -474,6 +474,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: ConfigCommand::Check { config },
         } => {
             let cfg = load_config(&config)?;
+            check_serve_files(&cfg)?;
             // OCI bundles are pulled (or taken from the cache) and verified
             // exactly as `gavel run` would at start.
             let enforcer = if crate::bundle::supply::Supply::needed(&cfg) {
@@ -516,6 +517,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Explain(args) => governance::explain(args),
         Command::Report(args) => governance::report(args),
     }
+}
+
+/// What `gavel serve` reads at start besides the config — the `[auth]` key
+/// (file, environment or JWKS file) and the `[serve]` TLS pair — read by the
+/// same constructors `serve` uses, so `config check` refuses what `serve`
+/// would. A `jwks_url` is not fetched (serve starts without it and retries).
+fn check_serve_files(cfg: &Config) -> anyhow::Result<()> {
+    if let Some(auth) = &cfg.auth {
+        crate::front::auth::Authenticator::new(auth, &cfg.identity)?;
+    }
+    if let Some((cert, key)) = &cfg.serve.tls {
+        crate::front::tls::server_config(cert, key)
+            .map_err(|e| anyhow::anyhow!("[serve] tls_cert/tls_key: {e}"))?;
+    }
+    Ok(())
 }
 
 fn import(file: &Path, output: &Path, force: bool) -> anyhow::Result<()> {

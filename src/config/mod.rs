@@ -6,6 +6,7 @@
 mod ctx;
 mod expand;
 pub mod import;
+mod keypath;
 pub mod mask;
 mod model;
 pub mod oci;
@@ -13,6 +14,7 @@ mod raw;
 mod sections;
 pub mod serve;
 mod server;
+mod values;
 
 pub use model::*;
 pub use oci::{OciSettings, RegistrySettings};
@@ -28,6 +30,24 @@ use std::time::Duration;
 use toml::Spanned;
 
 use raw::RawConfig;
+
+/// An error of the typed parse (a wrong type, an unknown or missing key),
+/// naming the dotted field as gavel's own checks do: toml's message says
+/// what was expected but not where in the tree.
+fn typed_parse_error(ctx: &Ctx, e: &toml::de::Error) -> ConfigError {
+    let offset = e.span().map_or(0, |s| s.start);
+    let field = e
+        .span()
+        .and_then(|_| keypath::field_at(ctx.text, offset))
+        .unwrap_or_default();
+    let message = e.message().trim();
+    let message = if message.contains("untagged enum RawSize") {
+        "invalid type: expected a size (a number of bytes, or a string with a unit: \"512KiB\", \"16MiB\", \"1MB\")"
+    } else {
+        message
+    };
+    ctx.at(offset, &field, message.to_string())
+}
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -53,10 +73,7 @@ impl Config {
             env,
             base,
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let offset = e.span().map_or(0, |s| s.start);
-            ctx.at(offset, "", e.message().trim().to_string())
-        })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| typed_parse_error(&ctx, &e))?;
         let mut servers = BTreeMap::new();
         for (name, server) in &raw.servers {
             let s = Self::server(&ctx, name, server)?;
@@ -181,7 +198,7 @@ impl Config {
                 .as_ref()
                 .map(|f| ctx.expand(f, "log.file").map(|p| ctx.path(p)))
                 .transpose()?,
-            level: lg.level.clone(),
+            level: values::log_level(&ctx, &lg.level)?,
             decisions: lg
                 .decisions
                 .as_ref()
@@ -338,7 +355,10 @@ impl Config {
                 raw.state
                     .redis_url
                     .as_ref()
-                    .map(|u| ctx.expand(u, "state.redis_url"))
+                    .map(|u| {
+                        let url = ctx.expand(u, "state.redis_url")?;
+                        values::redis_url(&ctx, &url, u.span().start).map(|()| url)
+                    })
                     .transpose()?
                     .ok_or_else(|| {
                         ctx.at(
@@ -441,3 +461,5 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fields;

@@ -77,7 +77,7 @@ pub struct RawBudget {
 pub struct RawAuth {
     pub issuer: Spanned<String>,
     pub audience: Spanned<String>,
-    pub algorithm: Option<String>,
+    pub algorithm: Option<Spanned<String>>,
     pub key_file: Option<Spanned<String>>,
     pub key_env: Option<String>,
     pub jwks_file: Option<Spanned<String>>,
@@ -216,7 +216,7 @@ pub struct RawLimits {
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     pub file: Option<Spanned<String>>,
-    pub level: Option<String>,
+    pub level: Option<Spanned<String>>,
     pub decisions: Option<Spanned<String>>,
     pub max_arg_bytes: Option<Spanned<RawSize>>,
     #[serde(default)]

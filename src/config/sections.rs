@@ -7,7 +7,7 @@ impl Config {
     pub(super) fn auth(ctx: &Ctx, a: &Spanned<raw::RawAuth>) -> Result<AuthSettings, ConfigError> {
         let r = a.get_ref();
         let at = a.span().start;
-        let algorithm = r.algorithm.clone().unwrap_or_else(|| "RS256".into());
+        let algorithm = Self::auth_algorithm(ctx, r, at)?;
         let key = match (&r.key_file, &r.key_env, &r.jwks_file, &r.jwks_url) {
             (Some(f), None, None, None) => {
                 AuthKey::PemFile(ctx.path(ctx.expand(f, "auth.key_file")?))
@@ -63,6 +63,40 @@ impl Config {
             agent_claim: r.agent_claim.clone().unwrap_or_else(|| "azp".into()),
             classifications_claim: r.classifications_claim.clone(),
         })
+    }
+
+    /// `[auth] algorithm`, checked by the parser the token checks use, and
+    /// against the kind of key given (`Authenticator::new` would refuse both).
+    fn auth_algorithm(ctx: &Ctx, r: &raw::RawAuth, table: usize) -> Result<String, ConfigError> {
+        use jsonwebtoken::Algorithm::{HS256, HS384, HS512};
+        let at = r.algorithm.as_ref().map_or(table, |a| a.span().start);
+        let name = r
+            .algorithm
+            .as_ref()
+            .map_or_else(|| "RS256".to_string(), |a| a.get_ref().clone());
+        let Some(alg) = crate::front::auth::parse_alg(&name) else {
+            return Err(ctx.at(
+                at,
+                "auth.algorithm",
+                format!("unknown algorithm {name:?} (one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"),
+            ));
+        };
+        let hmac = matches!(alg, HS256 | HS384 | HS512);
+        if hmac && r.key_file.is_some() {
+            return Err(ctx.at(
+                at,
+                "auth.algorithm",
+                format!("{name} is an HMAC algorithm: its secret goes in key_env; key_file holds a public key (RS*, PS*, ES*, EdDSA)"),
+            ));
+        }
+        if !hmac && r.key_env.is_some() {
+            return Err(ctx.at(
+                at,
+                "auth.algorithm",
+                format!("key_env holds an HMAC secret: set algorithm = \"HS256\" (or HS384/HS512), not {name}"),
+            ));
+        }
+        Ok(name)
     }
 
     pub(super) fn budget(ctx: &Ctx, b: &Spanned<raw::RawBudget>) -> Result<Budget, ConfigError> {

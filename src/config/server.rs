@@ -2,6 +2,7 @@
 
 use super::ctx::*;
 use super::raw::RawServer;
+use super::values;
 use super::*;
 
 impl Config {
@@ -29,16 +30,39 @@ impl Config {
                 if command.trim().is_empty() {
                     return Err(ctx.at(cmd.span().start, &f("command"), "must not be empty"));
                 }
+                values::process_text(ctx, &command, cmd.span().start, &f("command"))?;
                 UpstreamTransport::Stdio {
                     command,
-                    args: s.args.iter().flatten().map(|a| ctx.expand(a, &f("args"))).collect::<Result<_, _>>()?,
+                    args: s
+                        .args
+                        .iter()
+                        .flatten()
+                        .map(|a| {
+                            let arg = ctx.expand(a, &f("args"))?;
+                            values::process_text(ctx, &arg, a.span().start, &f("args")).map(|()| arg)
+                        })
+                        .collect::<Result<_, _>>()?,
                     env: s
                         .env
                         .iter()
                         .flatten()
-                        .map(|(k, v)| Ok((k.clone(), ctx.expand(v, &f(&format!("env.{k}")))?)))
+                        .map(|(k, v)| {
+                            let field = f(&format!("env.{k}"));
+                            values::env_name(ctx, k, v.span().start, &field)?;
+                            let value = ctx.expand(v, &field)?;
+                            values::process_text(ctx, &value, v.span().start, &field)?;
+                            Ok((k.clone(), value))
+                        })
                         .collect::<Result<_, ConfigError>>()?,
-                    cwd: s.cwd.as_ref().map(|c| ctx.expand(c, &f("cwd")).map(|c| ctx.path(c))).transpose()?,
+                    cwd: s
+                        .cwd
+                        .as_ref()
+                        .map(|c| {
+                            let dir = ctx.expand(c, &f("cwd"))?;
+                            values::process_text(ctx, &dir, c.span().start, &f("cwd"))?;
+                            Ok::<_, ConfigError>(ctx.path(dir))
+                        })
+                        .transpose()?,
                 }
             }
             (None, Some(url)) => {
@@ -51,15 +75,17 @@ impl Config {
                 if !(u.starts_with("http://") || u.starts_with("https://")) {
                     return Err(ctx.at(url.span().start, &f("url"), "must start with http:// or https://"));
                 }
-                UpstreamTransport::Http {
-                    url: u,
-                    headers: s
-                        .headers
-                        .iter()
-                        .flatten()
-                        .map(|(k, v)| Ok((k.clone(), ctx.expand(v, &f(&format!("headers.{k}")))?)))
-                        .collect::<Result<_, ConfigError>>()?,
+                values::upstream_url(ctx, &u, url.span().start, &f("url"))?;
+                let headers: BTreeMap<String, String> = s
+                    .headers
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| Ok((k.clone(), ctx.expand(v, &f(&format!("headers.{k}")))?)))
+                    .collect::<Result<_, ConfigError>>()?;
+                if let Some(raw) = &s.headers {
+                    values::headers(ctx, raw, &headers, &f("headers"))?;
                 }
+                UpstreamTransport::Http { url: u, headers }
             }
         };
         let prefix = match &s.prefix {

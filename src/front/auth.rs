@@ -77,7 +77,8 @@ fn metadata_location(resource: &str) -> anyhow::Result<(String, Vec<String>)> {
     Ok((url, paths))
 }
 
-fn parse_alg(name: &str) -> Option<Algorithm> {
+/// The token algorithms `[auth]` accepts (config load checks with it too).
+pub(crate) fn parse_alg(name: &str) -> Option<Algorithm> {
     use Algorithm::*;
     Some(match name {
         "HS256" => HS256,

@@ -1,20 +1,35 @@
 //! Streaming scan of one JSON-RPC line for its top-level `id` and `method`.
 //!
-//! When a line exceeds the message limit gavel must not buffer it, yet it still
-//! has to answer the request (or fail the call the reply belongs to) on the
-//! right id — otherwise the peer waits forever. This scanner looks at the bytes
-//! once, as they stream past, keeping only a few hundred bytes of state.
+//! gavel must answer every request on its id (or fail the call a reply
+//! belongs to), or the peer waits forever — also when the line cannot be
+//! parsed: over the message limit (never buffered: the scanner sees the bytes
+//! once, as they stream past) or nested deeper than serde_json's recursion
+//! limit (a parser cannot read it, a byte scanner can). The scanner keeps only
+//! a few hundred bytes of state whatever the size or the depth of the line.
+//!
+//! It does not validate JSON; it tracks strings (quotes, escapes) and nesting
+//! well enough to tell top-level keys from nested ones, so a decoy `"id"`
+//! inside `params` or inside a string never counts. Keys are compared after
+//! JSON unescaping (`"\u0069d"` is `id`, as a parser reads it). Only the first
+//! top-level value counts: bytes after it are ignored.
 
 use rmcp::model::RequestId;
 
 /// Longest raw `id` token kept; a longer one is treated as absent.
 const MAX_ID_BYTES: usize = 256;
-/// Longest top-level key kept while looking for `id` / `method`.
-const MAX_KEY_BYTES: usize = 16;
+/// Longest raw (still escaped) top-level key kept while looking for `id`,
+/// `method`, `result` and `error`: `"\u006d\u0065…"` spells `method` in 36.
+const MAX_KEY_BYTES: usize = 64;
 
 #[derive(Debug, Default)]
 pub struct IdScanner {
     depth: u32,
+    /// The deepest nesting seen (saturating).
+    max_depth: u32,
+    /// The first top-level value has ended; the rest of the line is ignored.
+    done: bool,
+    /// The top-level value is an object (only its keys count).
+    top_object: bool,
     in_string: bool,
     escaped: bool,
     /// At depth 1, expecting a key (after `{` or `,`).
@@ -22,21 +37,24 @@ pub struct IdScanner {
     /// Capturing the current depth-1 key; `None` when over `MAX_KEY_BYTES`.
     key: Option<Vec<u8>>,
     capturing_key: bool,
-    /// The key whose value follows (set at `:`).
-    value_key: Option<Vec<u8>>,
     /// Raw bytes of the `id` value while it streams past.
     id_raw: Option<Vec<u8>>,
     capturing_id: bool,
     found_id: Option<Vec<u8>>,
     found_method: bool,
+    found_outcome: bool,
 }
 
-/// What the scan found in an oversized message.
+/// What the scan found in a message gavel could not parse.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScanResult {
     pub id: Option<RequestId>,
     /// `true` when the message has a top-level `method`: a request or notification.
     pub has_method: bool,
+    /// `true` when the message has a top-level `result` or `error`: a response.
+    pub has_outcome: bool,
+    /// The deepest nesting of arrays and objects seen (the top level is 1).
+    pub max_depth: u32,
 }
 
 impl IdScanner {
@@ -46,6 +64,9 @@ impl IdScanner {
 
     pub fn feed(&mut self, bytes: &[u8]) {
         for &b in bytes {
+            if self.done {
+                return;
+            }
             self.step(b);
         }
     }
@@ -55,60 +76,70 @@ impl IdScanner {
             self.capture_id_byte(b);
         }
         if self.in_string {
-            if self.escaped {
-                self.escaped = false;
-                self.push_key(b);
-                return;
-            }
-            match b {
-                b'\\' => {
-                    self.escaped = true;
-                    self.push_key(b);
-                }
-                b'"' => {
-                    self.in_string = false;
-                    self.capturing_key = false;
-                }
-                _ => self.push_key(b),
-            }
+            self.string_byte(b);
             return;
         }
         match b {
             b'"' => {
                 self.in_string = true;
-                if self.depth == 1 && self.expect_key {
+                if self.depth == 1 && self.top_object && self.expect_key {
                     self.capturing_key = true;
                     self.key = Some(Vec::new());
                 }
             }
             b'{' | b'[' => {
-                self.depth += 1;
+                self.depth = self.depth.saturating_add(1);
+                self.max_depth = self.max_depth.max(self.depth);
                 if self.depth == 1 {
-                    self.expect_key = b == b'{';
+                    self.top_object = b == b'{';
+                    self.expect_key = self.top_object;
                 }
             }
             b'}' | b']' => {
                 if self.depth == 1 {
                     self.finish_value();
+                    self.done = true;
                 }
                 self.depth = self.depth.saturating_sub(1);
             }
-            b':' if self.depth == 1 && self.expect_key => {
+            b':' if self.depth == 1 && self.top_object && self.expect_key => {
                 self.expect_key = false;
-                self.value_key = self.key.take();
-                match self.value_key.as_deref() {
-                    Some(b"id") => {
-                        self.capturing_id = true;
-                        self.id_raw = Some(Vec::new());
-                    }
-                    Some(b"method") => self.found_method = true,
-                    _ => {}
-                }
+                let key = self.key.take();
+                self.top_level_key(key);
             }
-            b',' if self.depth == 1 => {
+            b',' if self.depth == 1 && self.top_object => {
                 self.finish_value();
                 self.expect_key = true;
             }
+            _ => {}
+        }
+    }
+
+    fn string_byte(&mut self, b: u8) {
+        if self.escaped {
+            self.escaped = false;
+        } else if b == b'\\' {
+            self.escaped = true;
+        } else if b == b'"' {
+            self.in_string = false;
+            self.capturing_key = false;
+            return;
+        }
+        self.push_key(b);
+    }
+
+    /// A depth-1 key has ended at its `:`; its value follows.
+    fn top_level_key(&mut self, raw: Option<Vec<u8>>) {
+        let Some(name) = raw.and_then(|raw| unescape(&raw)) else {
+            return;
+        };
+        match name.as_str() {
+            "id" => {
+                self.capturing_id = true;
+                self.id_raw = Some(Vec::new());
+            }
+            "method" => self.found_method = true,
+            "result" | "error" => self.found_outcome = true,
             _ => {}
         }
     }
@@ -145,7 +176,6 @@ impl IdScanner {
             self.capturing_id = false;
             self.found_id = self.id_raw.take();
         }
-        self.value_key = None;
     }
 
     pub fn result(&self) -> ScanResult {
@@ -154,74 +184,23 @@ impl IdScanner {
         ScanResult {
             id,
             has_method: self.found_method,
+            has_outcome: self.found_outcome,
+            max_depth: self.max_depth,
         }
     }
+}
+
+/// A key's raw bytes (between its quotes) as a parser reads them.
+fn unescape(raw: &[u8]) -> Option<String> {
+    if !raw.contains(&b'\\') {
+        return String::from_utf8(raw.to_vec()).ok();
+    }
+    let mut quoted = Vec::with_capacity(raw.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(raw);
+    quoted.push(b'"');
+    serde_json::from_slice(&quoted).ok()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rmcp::model::NumberOrString;
-
-    fn scan(s: &str) -> ScanResult {
-        let mut sc = IdScanner::new();
-        // Feed in small pieces to exercise state carried across chunks.
-        for chunk in s.as_bytes().chunks(3) {
-            sc.feed(chunk);
-        }
-        sc.result()
-    }
-
-    #[test]
-    fn finds_numeric_id_after_huge_params() {
-        let big = "x".repeat(10_000);
-        let line = format!(
-            r#"{{"jsonrpc":"2.0","method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{big}","id":99}}}},"id":7}}"#
-        );
-        let r = scan(&line);
-        assert_eq!(r.id, Some(NumberOrString::Number(7)));
-        assert!(r.has_method);
-    }
-
-    #[test]
-    fn finds_string_id_with_escapes_and_nested_decoys() {
-        let line =
-            r#"{"id":"a\"b,}","result":{"id":5,"method":"x","content":[{"text":"\"id\":1"}]}}"#;
-        let r = scan(line);
-        assert_eq!(r.id, Some(NumberOrString::String("a\"b,}".into())));
-        assert!(!r.has_method, "nested method keys do not count");
-    }
-
-    #[test]
-    fn id_first_and_last() {
-        assert_eq!(
-            scan(r#"{ "id" : 12 , "result": {}}"#).id,
-            Some(NumberOrString::Number(12))
-        );
-        assert_eq!(
-            scan(r#"{"result": {"a":[1,2,{"id":3}]}, "id": 4}"#).id,
-            Some(NumberOrString::Number(4))
-        );
-    }
-
-    #[test]
-    fn no_id_or_garbage() {
-        assert_eq!(scan(r#"{"method":"notifications/x","params":{}}"#).id, None);
-        assert_eq!(scan("not json at all").id, None);
-        assert_eq!(scan(r#"{"id":null}"#).id, None);
-        assert_eq!(
-            scan(r#"[{"id":1}]"#).id,
-            None,
-            "batches are not JSON-RPC 2025"
-        );
-    }
-
-    #[test]
-    fn truncated_line_still_reports_id_seen_so_far() {
-        // The limit may cut the line before its end; an id already complete is kept.
-        assert_eq!(
-            scan(r#"{"id":5,"result":{"content":[{"text":"xxxx"#).id,
-            Some(NumberOrString::Number(5))
-        );
-    }
-}
+mod tests;

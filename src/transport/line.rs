@@ -11,7 +11,7 @@ use rmcp::transport::Transport;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
 
-use super::idscan::IdScanner;
+use super::idscan::{IdScanner, ScanResult};
 
 /// Which end of the link this transport serves; only changes what is logged and
 /// whether garbage from the peer is answered (a host is answered, an upstream
@@ -107,7 +107,12 @@ where
     /// Serializes `msg` and counts it as pending, or refuses it when the
     /// peer already has [`MAX_PENDING_WRITE_BYTES`] waiting.
     fn queue(&self, msg: &TxJsonRpcMessage<Role>) -> std::io::Result<Queued> {
-        let mut bytes = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+        let bytes = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+        self.queue_bytes(bytes)
+    }
+
+    /// [`Self::queue`] for bytes already serialized.
+    fn queue_bytes(&self, mut bytes: Vec<u8>) -> std::io::Result<Queued> {
         bytes.push(b'\n');
         let len = bytes.len();
         let before = self.pending.fetch_add(len, Ordering::AcqRel);
@@ -138,10 +143,22 @@ where
 
     /// Answers the peer without awaiting the write: `receive` runs inside rmcp's
     /// `select!` and may be dropped at any await, which must not lose the answer.
+    ///
+    /// With no id the answer carries `"id": null`, as JSON-RPC 2.0 §5 asks of
+    /// an error whose request id could not be determined (rmcp's type would
+    /// omit the member).
     fn reply_error(&self, error: ErrorData, id: Option<RequestId>) {
-        let msg = TxJsonRpcMessage::<Role>::error(error, id);
+        let bytes = match id {
+            Some(id) => serde_json::to_vec(&TxJsonRpcMessage::<Role>::error(error, Some(id))),
+            None => serde_json::to_vec(
+                &serde_json::json!({"jsonrpc": "2.0", "id": null, "error": error}),
+            ),
+        };
         let link = self.label.name.clone();
-        let queued = match self.queue(&msg) {
+        let queued = match bytes
+            .map_err(std::io::Error::other)
+            .and_then(|b| self.queue_bytes(b))
+        {
             Ok(q) => q,
             Err(e) => {
                 tracing::warn!(link = %link, "could not answer a bad message: {e}");
@@ -156,38 +173,50 @@ where
         });
     }
 
-    /// Called once an oversized line has been fully skipped.
-    fn oversized(&self, scanner: IdScanner, seen: usize) -> Option<RxJsonRpcMessage<Role>> {
-        let scan = scanner.result();
-        let what = format!(
-            "message of at least {seen} bytes exceeds the {} byte limit (limits.max_message_bytes)",
-            self.max_bytes
-        );
-        match (scan.id, scan.has_method) {
-            (Some(id), true) => {
-                tracing::warn!(link = %self.label.name, %id, "request refused: {what}");
+    /// A line that cannot be delivered as it is (too large, too deep, not
+    /// JSON): answered, or turned into an error for the call it answers, on
+    /// the id the scanner found, so that nobody waits for it forever.
+    ///
+    /// - a request (top-level `method`) with an id: answered on its id, on
+    ///   both sides (-32600, or -32700 for a line that is not JSON);
+    /// - a reply (`result`/`error`, or on the upstream side any message with
+    ///   an id and no method): delivered locally as an error on its id, so the
+    ///   call it answers fails;
+    /// - no id found: the host gets the error with `"id": null`; an upstream's
+    ///   line is logged and dropped (it may be a stray log line on stdout).
+    fn unreadable(&self, why: Unreadable, scan: ScanResult) -> Option<RxJsonRpcMessage<Role>> {
+        let what = why.describe(self.max_bytes);
+        let link = &self.label.name;
+        let is_reply = scan.has_outcome || (!scan.has_method && !self.label.answer_garbage);
+        match scan.id {
+            Some(id) if is_reply => {
+                tracing::warn!(link = %link, %id, "reply refused: {what}");
                 let msg = format!(
-                    "Request too large: {what}; send less data or raise limits.max_message_bytes in gavel's config"
-                );
-                self.reply_error(
-                    ErrorData::new(ErrorCode::INVALID_REQUEST, msg, None),
-                    Some(id),
-                );
-                None
-            }
-            (Some(id), false) => {
-                tracing::warn!(link = %self.label.name, %id, "reply refused: {what}");
-                let msg = format!(
-                    "Reply from {} too large: {what}; ask for less data or raise limits.max_message_bytes in gavel's config",
-                    self.label.name
+                    "Reply from {link} {}: {what}{}",
+                    why.reply_word(),
+                    why.hint()
                 );
                 Some(RxJsonRpcMessage::<Role>::error(
                     ErrorData::new(ErrorCode::INTERNAL_ERROR, msg, None),
                     Some(id),
                 ))
             }
-            (None, _) => {
-                tracing::warn!(link = %self.label.name, "dropped a message with no id: {what}");
+            Some(id) => {
+                tracing::warn!(link = %link, %id, "request refused: {what}");
+                self.reply_error(why.request_error(&what), Some(id));
+                None
+            }
+            None if self.label.answer_garbage => {
+                tracing::warn!(link = %link, "refused a message with no id: {what}");
+                self.reply_error(why.request_error(&what), None);
+                None
+            }
+            None => {
+                let hint = match why {
+                    Unreadable::NotJson { .. } => " (a server must log to stderr, never stdout)",
+                    _ => "",
+                };
+                tracing::warn!(link = %link, "dropped a message with no id: {what}{hint}");
                 None
             }
         }
@@ -217,10 +246,7 @@ where
                 }
                 Some(msg)
             }
-            Err(e) => {
-                self.bad_message(body, e);
-                None
-            }
+            Err(e) => self.bad_message(body, e),
         };
         self.line = raw;
         self.line.clear();
@@ -255,20 +281,20 @@ where
         true
     }
 
-    fn bad_message(&self, body: &[u8], e: serde_json::Error) {
-        let value = serde_json::from_slice::<serde_json::Value>(body);
-        let Ok(value) = value else {
-            if self.label.answer_garbage {
-                tracing::warn!(link = %self.label.name, "unparsable JSON: {e}");
-                self.reply_error(
-                    ErrorData::new(ErrorCode::PARSE_ERROR, format!("Parse error: {e}"), None),
-                    None,
-                );
+    fn bad_message(&self, body: &[u8], e: serde_json::Error) -> Option<RxJsonRpcMessage<Role>> {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+            // Not readable as JSON at all: a syntax error, or nesting deeper
+            // than serde_json reads. The scanner still finds a top-level id.
+            let mut scanner = IdScanner::new();
+            scanner.feed(body);
+            let scan = scanner.result();
+            let why = if scan.max_depth > MAX_JSON_DEPTH {
+                Unreadable::TooDeep(scan.max_depth)
             } else {
                 let shown = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-                tracing::warn!(link = %self.label.name, "ignored non-JSON output on stdout (a server must log to stderr): {shown}");
-            }
-            return;
+                Unreadable::NotJson { error: e, shown }
+            };
+            return self.unreadable(why, scan);
         };
         let id = value
             .get("id")
@@ -280,6 +306,76 @@ where
                 format!("Invalid Request: not a JSON-RPC 2.0 message this server understands: {e}");
             self.reply_error(ErrorData::new(ErrorCode::INVALID_REQUEST, msg, None), id);
         }
+        None
+    }
+}
+
+/// The deepest nesting serde_json reads (its recursion limit refuses the
+/// 128th level); rmcp's parsing and gavel's own use it.
+const MAX_JSON_DEPTH: u32 = 127;
+
+/// Why a line could not be delivered as a message.
+enum Unreadable {
+    /// Over `limits.max_message_bytes`: at least this many bytes were seen.
+    TooLarge(usize),
+    /// Nested this many levels deep, beyond `MAX_JSON_DEPTH`.
+    TooDeep(u32),
+    /// Not JSON; `shown` is the start of the line, for the log.
+    NotJson {
+        error: serde_json::Error,
+        shown: String,
+    },
+}
+
+impl Unreadable {
+    fn describe(&self, max_bytes: usize) -> String {
+        match self {
+            Unreadable::TooLarge(seen) => format!(
+                "message of at least {seen} bytes exceeds the {max_bytes} byte limit (limits.max_message_bytes)"
+            ),
+            Unreadable::TooDeep(depth) => format!(
+                "message nested {depth} levels deep; gavel reads JSON nested at most {MAX_JSON_DEPTH} levels"
+            ),
+            Unreadable::NotJson { error, shown } => format!("not JSON ({error}): {shown}"),
+        }
+    }
+
+    fn reply_word(&self) -> &'static str {
+        match self {
+            Unreadable::TooLarge(_) => "too large",
+            _ => "unreadable",
+        }
+    }
+
+    fn hint(&self) -> &'static str {
+        match self {
+            Unreadable::TooLarge(_) => {
+                "; ask for less data or raise limits.max_message_bytes in gavel's config"
+            }
+            Unreadable::TooDeep(_) => "; its sender must nest less deeply",
+            Unreadable::NotJson { .. } => "",
+        }
+    }
+
+    /// The error a request gets: -32700 for a line that is not JSON,
+    /// -32600 for JSON gavel will not read.
+    fn request_error(&self, what: &str) -> ErrorData {
+        let (code, msg) = match self {
+            Unreadable::TooLarge(_) => (
+                ErrorCode::INVALID_REQUEST,
+                format!(
+                    "Request too large: {what}; send less data or raise limits.max_message_bytes in gavel's config"
+                ),
+            ),
+            Unreadable::TooDeep(_) => (
+                ErrorCode::INVALID_REQUEST,
+                format!("Invalid Request: {what}; send a flatter structure"),
+            ),
+            Unreadable::NotJson { error, .. } => {
+                (ErrorCode::PARSE_ERROR, format!("Parse error: {error}"))
+            }
+        };
+        ErrorData::new(code, msg, None)
     }
 }
 
@@ -396,7 +492,8 @@ where
                         unreachable!("DiscardDone is only produced while discarding")
                     };
                     self.line = Vec::new(); // release the memory a big line may have grown
-                    if let Some(msg) = self.oversized(scanner, seen) {
+                    let scan = scanner.result();
+                    if let Some(msg) = self.unreadable(Unreadable::TooLarge(seen), scan) {
                         return Some(msg);
                     }
                 }
@@ -413,170 +510,4 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rmcp::RoleClient;
-    use rmcp::RoleServer;
-    use rmcp::model::NumberOrString;
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-    fn t(n: i64) -> ProgressToken {
-        ProgressToken(NumberOrString::Number(n))
-    }
-
-    #[test]
-    fn progress_lines_are_recognised() {
-        let line = br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":3,"progress":1}}"#;
-        assert_eq!(progress_token_of(line), Some(t(3)));
-        let s = br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"a","progress":1}}"#;
-        assert_eq!(
-            progress_token_of(s),
-            Some(ProgressToken(NumberOrString::String("a".into())))
-        );
-        let result = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"notifications/progress"}]}}"#;
-        assert_eq!(progress_token_of(result), None);
-    }
-
-    fn label(answer: bool) -> LinkLabel {
-        LinkLabel {
-            name: "test".into(),
-            answer_garbage: answer,
-            refuse_discover: answer,
-        }
-    }
-
-    /// A transport reading `input`; returns what it delivered and what it wrote back.
-    async fn run<Role: ServiceRole>(
-        input: Vec<u8>,
-        max: usize,
-        answer: bool,
-    ) -> (Vec<String>, Vec<serde_json::Value>) {
-        let (mut feed, read_side) = tokio::io::duplex(1 << 20);
-        let (write_side, out) = tokio::io::duplex(1 << 20);
-        let mut t = LineTransport::<Role, _, _>::new(read_side, write_side, max, label(answer));
-        tokio::spawn(async move {
-            // Dribble the input in small writes to exercise partial lines.
-            for chunk in input.chunks(7919) {
-                feed.write_all(chunk).await.unwrap();
-            }
-        });
-        let mut delivered = Vec::new();
-        while let Some(m) = tokio::time::timeout(std::time::Duration::from_millis(500), t.receive())
-            .await
-            .ok()
-            .flatten()
-        {
-            delivered.push(serde_json::to_string(&m).unwrap());
-        }
-        let mut replies = Vec::new();
-        let mut lines = BufReader::new(out).lines();
-        while let Ok(Ok(Some(l))) =
-            tokio::time::timeout(std::time::Duration::from_millis(300), lines.next_line()).await
-        {
-            replies.push(serde_json::from_str(&l).unwrap());
-        }
-        t.close().await.unwrap();
-        (delivered, replies)
-    }
-
-    /// A peer that does not read cannot make gavel hold unbounded output:
-    /// past `MAX_PENDING_WRITE_BYTES` a send fails at once (it used to wait
-    /// in line for the writer, holding its message, for ever).
-    #[tokio::test]
-    async fn writes_to_a_peer_that_does_not_read_are_bounded() {
-        use tokio::io::DuplexStream;
-        type T = LineTransport<RoleServer, DuplexStream, DuplexStream>;
-        let (_unread, write_side) = tokio::io::duplex(64);
-        let (read_side, _feed) = tokio::io::duplex(64);
-        let t = T::new(read_side, write_side, 1 << 20, label(true));
-        // What `send` does, without its `&mut self` borrow (so that many
-        // sends can be started and held at once, as rmcp's tasks do).
-        let send = |t: &T| {
-            let msg = TxJsonRpcMessage::<RoleServer>::error(
-                ErrorData::internal_error("x".repeat(1 << 20), None),
-                None,
-            );
-            let writer = t.writer.clone();
-            let queued = t.queue(&msg);
-            Box::pin(async move { T::write_queued(&writer, queued?).await })
-        };
-        // Started (one holds the writer, stuck), never finished.
-        let mut stuck: Vec<_> = (0..8).map(|_| send(&t)).collect();
-        for f in &mut stuck {
-            assert!(futures::FutureExt::now_or_never(f.as_mut()).is_none());
-        }
-        let mut waiting = Vec::new();
-        let refused = loop {
-            let mut f = send(&t);
-            match futures::FutureExt::now_or_never(f.as_mut()) {
-                None => waiting.push(f),
-                Some(r) => break r,
-            }
-            assert!(
-                waiting.len() < 100,
-                "sends to a stuck peer are never refused"
-            );
-        };
-        let e = refused.expect_err("refused, not written");
-        assert!(e.to_string().contains("test is not reading"), "{e}");
-        assert!(waiting.len() + stuck.len() <= MAX_PENDING_WRITE_BYTES >> 20);
-        // Once what waited is gone (written or dropped), sending works again.
-        drop(waiting);
-        drop(stuck);
-        let mut f = send(&t);
-        assert!(futures::FutureExt::now_or_never(f.as_mut()).is_none());
-    }
-
-    #[tokio::test]
-    async fn passes_normal_messages_and_answers_oversized_requests_on_their_id() {
-        let big = "y".repeat(5000);
-        let input = format!(
-            "{}\n{}\n{}\n",
-            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
-            format_args!(
-                r#"{{"jsonrpc":"2.0","method":"tools/call","params":{{"name":"e","arguments":{{"t":"{big}"}}}},"id":"req-9"}}"#
-            ),
-            r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#,
-        );
-        let (delivered, replies) = run::<RoleServer>(input.into_bytes(), 1024, true).await;
-        assert_eq!(delivered.len(), 2, "{delivered:?}");
-        assert!(delivered[0].contains("\"id\":1") && delivered[1].contains("\"id\":2"));
-        assert_eq!(replies.len(), 1, "{replies:?}");
-        assert_eq!(replies[0]["id"], "req-9");
-        assert_eq!(replies[0]["error"]["code"], -32600);
-    }
-
-    #[tokio::test]
-    async fn oversized_reply_becomes_an_error_for_the_call_it_answers() {
-        let big = "z".repeat(50_000);
-        let input = format!(
-            r#"{{"jsonrpc":"2.0","id":77,"result":{{"content":[{{"type":"text","text":"{big}"}}]}}}}"#
-        ) + "\n";
-        let (delivered, replies) = run::<RoleClient>(input.into_bytes(), 4096, false).await;
-        assert!(replies.is_empty());
-        assert_eq!(delivered.len(), 1);
-        let v: serde_json::Value = serde_json::from_str(&delivered[0]).unwrap();
-        assert_eq!(v["id"], 77);
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("max_message_bytes")
-        );
-    }
-
-    #[tokio::test]
-    async fn garbage_is_answered_on_the_host_side_and_ignored_upstream() {
-        let input = b"not json\n{\"jsonrpc\":\"2.0\",\"id\":5}\n\n".to_vec();
-        let (delivered, replies) = run::<RoleServer>(input.clone(), 1024, true).await;
-        assert!(delivered.is_empty());
-        assert_eq!(replies.len(), 2, "{replies:?}");
-        assert_eq!(replies[0]["error"]["code"], -32700);
-        assert!(replies[0].get("id").is_none());
-        assert_eq!(replies[1]["error"]["code"], -32600);
-        assert_eq!(replies[1]["id"], 5);
-        let (delivered, replies) =
-            run::<RoleClient>(b"npm notice: hello\n".to_vec(), 1024, false).await;
-        assert!(delivered.is_empty() && replies.is_empty());
-    }
-}
+mod tests;

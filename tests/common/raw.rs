@@ -80,14 +80,14 @@ impl RawHost {
             .expect("a message, not a hang")
     }
 
-    /// The next error with no id (parse errors).
+    /// The next error with no id (parse errors): `"id": null` or none.
     pub fn idless_error(&mut self) -> Value {
         loop {
             let v = self
                 .out
                 .recv_timeout(PATIENCE)
                 .expect("an answer, not a hang");
-            if v.get("id").is_none() && v.get("error").is_some() {
+            if v["id"].is_null() && v.get("error").is_some() {
                 return v;
             }
         }
