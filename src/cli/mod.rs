@@ -73,7 +73,8 @@ pub enum Command {
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
         /// At most this many host sessions at once (each starts its own
-        /// upstreams); more get 503 until one closes or idles out (5 min).
+        /// upstreams); more get 503 until one closes or idles out
+        /// (--session-idle-timeout).
         /// Overrides `[serve] max_sessions` (default 256).
         #[arg(long)]
         max_sessions: Option<usize>,
