@@ -103,6 +103,16 @@ async fn serve_over_http_with_a_session_per_client() {
     )
     .await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // Two Hosts (or Origins), the first one allowed: 400, whatever the case.
+    let r = raw_post(port, "127.0.0.1\r\nhost: evil.example", None, &init).await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(r.contains("more than one Host"), "{r}");
+    let r = raw_post(port, "127.0.0.1\r\nHOST: 127.0.0.1", None, &init).await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let origins = format!("http://localhost:{port}\r\nOrigin: https://evil.example");
+    let r = raw_post(port, "127.0.0.1", Some(&origins), &init).await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(r.contains("more than one Origin"), "{r}");
     // server/discover: method not found, so dual-era hosts fall back.
     let r = raw_post(
         port,

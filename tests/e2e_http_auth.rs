@@ -396,3 +396,38 @@ async fn auth_and_serve_in_stdio_mode_are_reported_not_silently_ignored() {
     assert!(log.contains("[serve] applies to gavel serve only"), "{log}");
     client.cancel().await.unwrap();
 }
+
+/// The token is checked before the body is read: a caller without a token
+/// gets 401 — not 413 for an oversized body, and not after gavel has waited
+/// for (and buffered) a body it has not been sent yet.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tokenless_request_is_refused_before_its_body_is_read() {
+    let s = Setup::new("");
+    let port = free_port();
+    let audience = format!("http://127.0.0.1:{port}/mcp");
+    std::fs::write(
+        s.config(),
+        format!(
+            "{}\n[limits]\nmax_message_bytes = \"64KiB\"\n\n{}",
+            hs256_auth(&audience),
+            fixture_server("fx", &[], &s.path("r.jsonl"))
+        ),
+    )
+    .unwrap();
+    let mut gavel = gavel_serve(&s, port, &[("GAVEL_E2E_JWT_SECRET", SECRET)]).await;
+    let head = |len: usize, auth: &str| {
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {len}\r\n\r\n{{\"jsonrpc\""
+        )
+    };
+    // Over the size limit, only its first bytes sent: 401, not 413.
+    let mut big = raw_partial(port, &head(1 << 20, "")).await;
+    let r = response_head(&mut big).await;
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    // Under it, body not sent: answered at once all the same.
+    let mut stalled = raw_partial(port, &head(1000, "Authorization: Bearer not-a-token\r\n")).await;
+    let r = response_head(&mut stalled).await;
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    assert!(recorded(&s.path("r.jsonl")).is_empty());
+    gavel.kill().await.unwrap();
+}

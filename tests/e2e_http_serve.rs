@@ -1,6 +1,8 @@
 //! End to end: how `gavel serve` listens and stops — the `[serve]` table
 //! and its flags, no plain HTTP on a public address, bounded bodies, and
-//! the drain at SIGTERM (in-flight calls answered, new connections refused).
+//! the drain at SIGTERM (in-flight calls answered, new connections refused);
+//! connection limits (header and body timeouts, the connection cap,
+//! TCP_NODELAY) and the idle-session timeout.
 
 mod common;
 
@@ -282,4 +284,152 @@ async fn a_full_gavel_still_answers_401_to_a_caller_without_a_token() {
 
     a.cancel().await.unwrap();
     gavel.kill().await.unwrap();
+}
+
+/// A POST head that promises `len` bytes of body, with `extra` headers.
+fn post_head(port: u16, len: usize, extra: &str) -> String {
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {len}\r\n\r\n"
+    )
+}
+
+/// Connections are bounded before any request is decided: a half-sent
+/// head is disconnected after `[serve] header_timeout`, a body that stalls
+/// gets 408 after `body_timeout`, and gavel still serves the next client.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_and_half_sent_requests_are_cut_off() {
+    let s = Setup::new("");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[serve]\nheader_timeout = \"1s\"\nbody_timeout = \"1s\"\n\n{}",
+            fixture_server("fx", &[], &s.path("r.jsonl"))
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut gavel = gavel_serve(&s, port, &[]).await;
+    // Half a head, then silence: closed without an answer.
+    let mut half = raw_partial(
+        port,
+        &format!("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-"),
+    )
+    .await;
+    let said = until_closed(&mut half).await;
+    assert!(!said.contains("200 OK"), "{said}");
+    // Nothing at all: closed too.
+    let mut silent = raw_partial(port, "").await;
+    until_closed(&mut silent).await;
+    // A whole head and a tenth of the body: 408, naming the key.
+    let mut slow = raw_partial(port, &format!("{}{{\"jsonrpc\"", post_head(port, 100, ""))).await;
+    let said = until_closed(&mut slow).await;
+    assert!(said.starts_with("HTTP/1.1 408"), "{said}");
+    assert!(said.contains("[serve] body_timeout"), "{said}");
+    // Served as ever.
+    let client = http_client(&format!("http://127.0.0.1:{port}/mcp"), None, None).await;
+    call(&client, "echo", json!({"text": "still here"}))
+        .await
+        .unwrap();
+    assert_eq!(recorded_calls(&s.path("r.jsonl")).len(), 1);
+    client.cancel().await.unwrap();
+    gavel.kill().await.unwrap();
+}
+
+/// `[serve] max_connections`: one connection over the cap gets 503 naming
+/// the key (it is not left hanging); once one closes, the next is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_over_the_cap_are_refused() {
+    let s = Setup::new("");
+    std::fs::write(
+        s.config(),
+        format!(
+            "[serve]\nmax_connections = 2\n\n{}",
+            fixture_server("fx", &[], &s.path("r.jsonl"))
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut gavel = gavel_serve(&s, port, &[]).await;
+    let first = raw_partial(port, "POST /mcp HTTP/1.1\r\n").await;
+    let _second = raw_partial(port, "POST /mcp HTTP/1.1\r\n").await;
+    let r = post_init(port, None).await;
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(r.contains("[serve] max_connections"), "{r}");
+    drop(first);
+    let start = std::time::Instant::now();
+    loop {
+        let r = post_init(port, None).await;
+        if r.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "no slot came free: {r}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    gavel.kill().await.unwrap();
+}
+
+/// A session with no message for `[serve] session_idle_timeout` is closed,
+/// and its upstream process stops with it; its id is then unknown.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_session_is_closed_and_its_upstream_stops() {
+    let s = Setup::new("");
+    let marker = format!("idle-check-{}", std::process::id());
+    std::fs::write(
+        s.config(),
+        format!(
+            "[serve]\nsession_idle_timeout = \"2s\"\n\n{}",
+            fixture_server(&marker, &[], &s.path("r.jsonl"))
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut gavel = gavel_serve(&s, port, &[]).await;
+    let running = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()
+            .map(|o| !o.stdout.is_empty())
+            .unwrap_or(false)
+    };
+    let client = http_client(&format!("http://127.0.0.1:{port}/mcp"), None, None).await;
+    call(&client, "echo", json!({"text": "once"}))
+        .await
+        .unwrap();
+    assert!(running(), "the session's fixture runs");
+    eventually("the idle session's upstream stopped", || !running()).await;
+    drop(client);
+    gavel.kill().await.unwrap();
+}
+
+/// Every accepted socket has TCP_NODELAY (plain and TLS): without it each
+/// answer on a kept-alive connection waits for the client's delayed ACK.
+#[tokio::test(flavor = "multi_thread")]
+async fn accepted_sockets_have_nodelay_plain_and_tls() {
+    let s = Setup::new("");
+    std::fs::write(s.config(), fixture_server("fx", &[], &s.path("r.jsonl"))).unwrap();
+    let port = free_port();
+    let mut plain = gavel_serve(&s, port, &[]).await;
+    let conn = raw_partial(port, "").await;
+    assert!(server_side_nodelay(plain.id().unwrap(), &conn).await);
+    plain.kill().await.unwrap();
+
+    let (cert, key, _) = test_pki(&s);
+    let port = free_port();
+    let log = s.path("tls.log");
+    let mut tls = gavel_serve_logged(
+        &s.config(),
+        &log,
+        port,
+        &[],
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let conn = raw_partial(port, "").await;
+    assert!(server_side_nodelay(tls.id().unwrap(), &conn).await);
+    tls.kill().await.unwrap();
 }

@@ -208,3 +208,56 @@ async fn visible_lists_tools_per_token_user() {
     staff.cancel().await.unwrap();
     gavel.kill().await.unwrap();
 }
+
+/// `[serve] max_sessions_per_user`: one user at the cap gets 503 naming the
+/// key, while another user still gets a session; a session the user closes
+/// gives the slot back.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_users_sessions_are_capped_and_others_still_get_one() {
+    let s = Setup::new("");
+    let bundle = common::policy::fixture_bundle();
+    let (port, audience, mut gavel) =
+        serve_for_tokens(&s, "[serve]\nmax_sessions_per_user = 2\n", &bundle).await;
+    let token = |sub: &str| {
+        hs256_token(
+            json!({"iss": "https://idp.example.test", "aud": audience, "exp": unix_now() + 600, "sub": sub}),
+            JWT_SECRET,
+        )
+    };
+    let (ada, bob) = (token("ada"), token("bob"));
+    let session_of = |r: &str| {
+        r.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("mcp-session-id")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no session id in {r}"))
+    };
+    let first = post_init(port, Some(&ada)).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let r = post_init(port, Some(&ada)).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let r = post_init(port, Some(&ada)).await;
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(
+        r.contains("max_sessions_per_user") && r.contains("ada"),
+        "{r}"
+    );
+    // Bob is not locked out by Ada's sessions.
+    let r = post_init(port, Some(&bob)).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // Ada closes one: she may open another.
+    let r = raw_request(
+        port,
+        &format!(
+            "DELETE /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {ada}\r\nMcp-Session-Id: {}\r\nConnection: close\r\n\r\n",
+            session_of(&first)
+        ),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 2"), "{r}");
+    let r = post_init(port, Some(&ada)).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    gavel.kill().await.unwrap();
+}

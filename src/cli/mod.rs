@@ -73,7 +73,8 @@ pub enum Command {
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
         /// At most this many host sessions at once (each starts its own
-        /// upstreams); more get 503 until one closes or idles out (5 min).
+        /// upstreams); more get 503 until one closes or idles out
+        /// (--session-idle-timeout).
         /// Overrides `[serve] max_sessions` (default 256).
         #[arg(long)]
         max_sessions: Option<usize>,
@@ -82,6 +83,21 @@ pub enum Command {
         /// `[serve] drain_timeout` (default 30s).
         #[arg(long, value_parser = humantime::parse_duration)]
         drain_timeout: Option<std::time::Duration>,
+        /// With `[auth]`: sessions per token user (`[serve] max_sessions_per_user`, 16).
+        #[arg(long, value_parser = crate::config::serve::positive_count)]
+        max_sessions_per_user: Option<usize>,
+        /// Close a session idle this long (`[serve] session_idle_timeout`, 5m).
+        #[arg(long, value_parser = crate::config::serve::positive_duration)]
+        session_idle_timeout: Option<std::time::Duration>,
+        /// Connections at once; more get 503 (`[serve] max_connections`, 1024).
+        #[arg(long, value_parser = crate::config::serve::positive_count)]
+        max_connections: Option<usize>,
+        /// Close a connection whose request head is slower (`[serve] header_timeout`, 30s).
+        #[arg(long, value_parser = crate::config::serve::positive_duration)]
+        header_timeout: Option<std::time::Duration>,
+        /// Answer 408 to a slower request body (`[serve] body_timeout`, 30s).
+        #[arg(long, value_parser = crate::config::serve::positive_duration)]
+        body_timeout: Option<std::time::Duration>,
     },
     /// Wrap one server command with no config file: `gavel wrap -- npx -y some-server`.
     Wrap {
@@ -312,6 +328,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tls_key,
             max_sessions,
             drain_timeout,
+            max_sessions_per_user,
+            session_idle_timeout,
+            max_connections,
+            header_timeout,
+            body_timeout,
         } => {
             let cfg = load_config(&config)?;
             let _guard = logging::init(
@@ -339,6 +360,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 tls: tls_cert.zip(tls_key).or_else(|| serve.tls.clone()),
                 max_sessions: max_sessions.unwrap_or(serve.max_sessions).max(1),
                 drain_timeout: drain_timeout.unwrap_or(serve.drain_timeout),
+                max_sessions_per_user: max_sessions_per_user.unwrap_or(serve.max_sessions_per_user),
+                session_idle_timeout: session_idle_timeout.unwrap_or(serve.session_idle_timeout),
+                conn: crate::front::conn::ConnLimits {
+                    max_connections: max_connections.unwrap_or(serve.max_connections),
+                    header_timeout: header_timeout.unwrap_or(serve.header_timeout),
+                },
+                body_timeout: body_timeout.unwrap_or(serve.body_timeout),
             };
             let gw = Gateway::start(cfg).await?;
             crate::front::http::serve_http(gw, opts).await

@@ -1,6 +1,7 @@
 //! `[serve]`: how `gavel serve` listens — address, TLS, the Host/Origin
-//! allow-lists, the proxy escape hatch, the session cap and the shutdown
-//! drain. Every key has a command-line flag; a flag overrides the key
+//! allow-lists, the proxy escape hatch, the session caps (in all, per
+//! user), the idle-session timeout, the connection cap, the header and body
+//! read timeouts and the shutdown drain. Every key has a command-line flag; a flag overrides the key
 //! (`--allowed-host`/`--allowed-origin` add to the lists). Ignored by
 //! `gavel run`.
 
@@ -26,6 +27,18 @@ pub struct ServeSettings {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub max_sessions: usize,
     pub drain_timeout: Duration,
+    /// With `[auth]`: sessions one user may have open at once.
+    pub max_sessions_per_user: usize,
+    /// A session with no message for this long is closed, its upstreams
+    /// stopped.
+    pub session_idle_timeout: Duration,
+    /// TCP connections open at once (plain or TLS).
+    pub max_connections: usize,
+    /// How long a request head may take to arrive (also: how long a
+    /// kept-alive connection may wait for its next request).
+    pub header_timeout: Duration,
+    /// How long a request body may take to arrive once its head has.
+    pub body_timeout: Duration,
 }
 
 impl Default for ServeSettings {
@@ -38,6 +51,11 @@ impl Default for ServeSettings {
             tls: None,
             max_sessions: 256,
             drain_timeout: Duration::from_secs(30),
+            max_sessions_per_user: 16,
+            session_idle_timeout: Duration::from_secs(300),
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -56,6 +74,11 @@ pub struct RawServe {
     pub tls_key: Option<Spanned<String>>,
     pub max_sessions: Option<Spanned<i64>>,
     pub drain_timeout: Option<Spanned<String>>,
+    pub max_sessions_per_user: Option<Spanned<i64>>,
+    pub session_idle_timeout: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub header_timeout: Option<Spanned<String>>,
+    pub body_timeout: Option<Spanned<String>>,
 }
 
 impl ServeSettings {
@@ -113,17 +136,27 @@ impl ServeSettings {
                 ));
             }
         };
-        let max_sessions = match &raw.max_sessions {
-            None => d.max_sessions,
-            Some(n) if *n.get_ref() >= 1 => *n.get_ref() as usize,
-            Some(n) => {
-                return Err(ctx.at(
-                    n.span().start,
-                    "serve.max_sessions",
-                    "at least 1: how many host sessions (each with its own upstreams) may be open at once",
-                ));
-            }
-        };
+        let max_sessions = count(
+            ctx,
+            &raw.max_sessions,
+            "serve.max_sessions",
+            d.max_sessions,
+            "how many host sessions (each with its own upstreams) may be open at once",
+        )?;
+        let max_sessions_per_user = count(
+            ctx,
+            &raw.max_sessions_per_user,
+            "serve.max_sessions_per_user",
+            d.max_sessions_per_user,
+            "how many sessions one bearer-token user may have open at once",
+        )?;
+        let max_connections = count(
+            ctx,
+            &raw.max_connections,
+            "serve.max_connections",
+            d.max_connections,
+            "how many TCP connections may be open at once (each session's event stream holds one)",
+        )?;
         Ok(ServeSettings {
             listen,
             allowed_hosts,
@@ -136,6 +169,19 @@ impl ServeSettings {
                 "serve.drain_timeout",
                 d.drain_timeout,
             )?,
+            max_sessions_per_user,
+            session_idle_timeout: ctx.duration(
+                &raw.session_idle_timeout,
+                "serve.session_idle_timeout",
+                d.session_idle_timeout,
+            )?,
+            max_connections,
+            header_timeout: ctx.duration(
+                &raw.header_timeout,
+                "serve.header_timeout",
+                d.header_timeout,
+            )?,
+            body_timeout: ctx.duration(&raw.body_timeout, "serve.body_timeout", d.body_timeout)?,
         })
     }
 
@@ -156,11 +202,55 @@ impl ServeSettings {
             "max_sessions".into(),
             Value::Integer(self.max_sessions as i64),
         );
+        let duration = |d: Duration| Value::String(humantime::format_duration(d).to_string());
+        t.insert("drain_timeout".into(), duration(self.drain_timeout));
         t.insert(
-            "drain_timeout".into(),
-            Value::String(humantime::format_duration(self.drain_timeout).to_string()),
+            "max_sessions_per_user".into(),
+            Value::Integer(self.max_sessions_per_user as i64),
         );
+        t.insert(
+            "session_idle_timeout".into(),
+            duration(self.session_idle_timeout),
+        );
+        t.insert(
+            "max_connections".into(),
+            Value::Integer(self.max_connections as i64),
+        );
+        t.insert("header_timeout".into(), duration(self.header_timeout));
+        t.insert("body_timeout".into(), duration(self.body_timeout));
         t
+    }
+}
+
+/// The `gavel serve` flags' parser for a timeout: a duration above zero.
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be greater than zero".into()),
+        Err(e) => Err(format!("{e} (write e.g. 30s, 2m, 500ms)")),
+    }
+}
+
+/// The `gavel serve` flags' parser for a cap: a whole number, at least 1.
+pub fn positive_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{text:?}: expected a whole number, at least 1")),
+    }
+}
+
+/// A count key that must be at least 1; the error says what it counts.
+fn count(
+    ctx: &Ctx,
+    v: &Option<Spanned<i64>>,
+    field: &str,
+    default: usize,
+    what: &str,
+) -> Result<usize, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(n) if *n.get_ref() >= 1 => Ok(*n.get_ref() as usize),
+        Some(n) => Err(ctx.at(n.span().start, field, format!("at least 1: {what}"))),
     }
 }
 
@@ -183,7 +273,7 @@ mod tests {
     #[test]
     fn every_key_parses_and_renders() {
         let c = parse(
-            "listen = \"0.0.0.0:8443\"\nallowed_hosts = [\"${HOST}\", \"gavel.example:8443\"]\nallowed_origins = [\"https://app.example\"]\nbehind_proxy = true\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\nmax_sessions = 12\ndrain_timeout = \"2m\"\n",
+            "listen = \"0.0.0.0:8443\"\nallowed_hosts = [\"${HOST}\", \"gavel.example:8443\"]\nallowed_origins = [\"https://app.example\"]\nbehind_proxy = true\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\nmax_sessions = 12\ndrain_timeout = \"2m\"\nmax_sessions_per_user = 3\nsession_idle_timeout = \"10m\"\nmax_connections = 99\nheader_timeout = \"5s\"\nbody_timeout = \"7s\"\n",
         )
         .unwrap();
         let s = &c.serve;
@@ -199,6 +289,14 @@ mod tests {
             (s.max_sessions, s.drain_timeout),
             (12, Duration::from_secs(120))
         );
+        assert_eq!(
+            (s.max_sessions_per_user, s.session_idle_timeout),
+            (3, Duration::from_secs(600))
+        );
+        assert_eq!(
+            (s.max_connections, s.header_timeout, s.body_timeout),
+            (99, Duration::from_secs(5), Duration::from_secs(7))
+        );
         let out = c.render_masked();
         for want in [
             "[serve]",
@@ -208,6 +306,11 @@ mod tests {
             "tls_key = \"/etc/gavel/key.pem\"",
             "max_sessions = 12",
             "drain_timeout = \"2m\"",
+            "max_sessions_per_user = 3",
+            "session_idle_timeout = \"10m\"",
+            "max_connections = 99",
+            "header_timeout = \"5s\"",
+            "body_timeout = \"7s\"",
         ] {
             assert!(out.contains(want), "{want} missing in\n{out}");
         }
@@ -228,6 +331,14 @@ mod tests {
             ("tls_key = \"k.pem\"", "give both tls_cert"),
             ("max_sessions = 0", "serve.max_sessions"),
             ("drain_timeout = \"soon\"", "serve.drain_timeout"),
+            ("max_sessions_per_user = 0", "serve.max_sessions_per_user"),
+            (
+                "session_idle_timeout = \"0s\"",
+                "serve.session_idle_timeout",
+            ),
+            ("max_connections = -1", "serve.max_connections"),
+            ("header_timeout = \"0s\"", "serve.header_timeout"),
+            ("body_timeout = \"later\"", "serve.body_timeout"),
             ("behind_proxy = \"yes\"", "expected a boolean"),
         ] {
             let e = parse(bad).unwrap_err();

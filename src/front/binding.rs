@@ -8,6 +8,11 @@
 //! Checked here, at the HTTP layer, once for all of them: rmcp acts on some
 //! messages (cancellation, stream resumption) before any handler of ours
 //! runs, so a per-handler check could not cover them.
+//!
+//! The owners also cap each user's sessions (`[serve]
+//! max_sessions_per_user`): every session starts its own upstreams, and
+//! without a per-user cap one user's idle sessions could take every slot of
+//! `max_sessions` and lock everyone else out.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,14 +32,83 @@ pub struct Owners {
     owners: Mutex<HashMap<String, (String, String)>>,
     /// rmcp's sessions: an owner whose session is gone is forgotten.
     manager: Arc<LocalSessionManager>,
+    /// Sessions one user may have open at once.
+    per_user: usize,
+    /// Per user, `initialize` requests admitted and not yet answered: a
+    /// session being opened counts before it is recorded.
+    pending: Mutex<HashMap<String, usize>>,
+    /// One admission at a time, so two concurrent `initialize`s of one user
+    /// cannot both take the last slot.
+    admit: tokio::sync::Mutex<()>,
+}
+
+/// A user's slot for a session being opened; given back when dropped (the
+/// session, if one was opened, is recorded by then).
+struct Reservation {
+    owners: Arc<Owners>,
+    user: String,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut pending = self
+            .owners
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = pending.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                pending.remove(&self.user);
+            }
+        }
+    }
 }
 
 impl Owners {
-    pub fn new(manager: Arc<LocalSessionManager>) -> Self {
+    pub fn new(manager: Arc<LocalSessionManager>, per_user: usize) -> Self {
         Owners {
             owners: Mutex::default(),
             manager,
+            per_user,
+            pending: Mutex::default(),
+            admit: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// A slot for a new session of `user`, or None when the user has
+    /// `per_user` sessions open or being opened. Pending ones are read before
+    /// the open ones: a session recorded in between is then counted twice
+    /// (refusing early), never missed.
+    async fn reserve(self: &Arc<Self>, user: &str) -> Option<Reservation> {
+        let _one = self.admit.lock().await;
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .copied()
+            .unwrap_or(0);
+        let open = {
+            let sessions = self.manager.sessions.read().await;
+            self.lock()
+                .iter()
+                .filter(|(k, (u, _))| u == user && sessions.contains_key(k.as_str()))
+                .count()
+        };
+        if open + pending >= self.per_user {
+            return None;
+        }
+        *self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(user.to_string())
+            .or_default() += 1;
+        Some(Reservation {
+            owners: self.clone(),
+            user: user.to_string(),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, String)>> {
@@ -102,6 +176,21 @@ pub async fn bind(owners: Arc<Owners>, req: Request, next: Next) -> Response {
         .map(String::from);
     let Some(session) = session else {
         // No session yet: an `initialize`; the session it opens is ours.
+        let _slot = if req.method() == Method::POST {
+            match owners.reserve(&me.0).await {
+                Some(slot) => Some(slot),
+                None => {
+                    let max = owners.per_user;
+                    tracing::warn!(user = %me.0, max, "refusing a new HTTP session: the user's session cap is reached");
+                    return super::http::busy(format!(
+                        "user {:?} has its maximum of {max} sessions open ([serve] max_sessions_per_user, --max-sessions-per-user); close one (DELETE /mcp) or retry once one idles out",
+                        me.0
+                    ));
+                }
+            }
+        } else {
+            None
+        };
         let resp = next.run(req).await;
         if let Some(new) = resp
             .headers()
@@ -139,7 +228,7 @@ mod tests {
     #[tokio::test]
     async fn owners_of_closed_sessions_are_forgotten() {
         let manager = Arc::new(LocalSessionManager::default());
-        let owners = Owners::new(manager.clone());
+        let owners = Owners::new(manager.clone(), 4);
         owners.record("s1".into(), ("ada".into(), "a".into())).await;
         owners.record("s2".into(), ("bob".into(), "b".into())).await;
         // rmcp has neither (never created there): recording s2 dropped s1.

@@ -123,6 +123,29 @@ impl Allowed {
 
     /// Why a request is refused, or None.
     pub fn refusal(&self, uri: &Uri, headers: &HeaderMap) -> Option<(StatusCode, String)> {
+        // Two `Host`s (or `Origin`s) are two answers to one question: this
+        // check would read the first, rmcp or a proxy in front perhaps
+        // another. RFC 9112 §3.2: a request with more than one Host is 400.
+        for (name, shown) in [(header::HOST, "Host"), (header::ORIGIN, "Origin")] {
+            if headers.get_all(&name).iter().nth(1).is_some() {
+                tracing::warn!("refused a request with more than one {shown} header");
+                return Some((
+                    StatusCode::BAD_REQUEST,
+                    format!("Bad Request: more than one {shown} header; send exactly one"),
+                ));
+            }
+        }
+        // An absolute-form target names the host too; it must be the same.
+        if let (Some(target), Some(host)) = (uri.authority(), headers.get(header::HOST))
+            && !host
+                .as_bytes()
+                .eq_ignore_ascii_case(target.as_str().as_bytes())
+        {
+            return Some((
+                StatusCode::BAD_REQUEST,
+                "Bad Request: the request target names another host than the Host header".into(),
+            ));
+        }
         let authority = match headers.get(header::HOST) {
             Some(h) => {
                 let parsed = h
@@ -214,6 +237,39 @@ mod tests {
             ],
         )
         .unwrap()
+    }
+
+    /// Two Host (or Origin) headers, in any spelling, are refused even when
+    /// the first is allowed; a target naming another host than Host too.
+    #[test]
+    fn duplicate_host_or_origin_is_refused() {
+        let a = allowed();
+        let uri: Uri = "/mcp".parse().unwrap();
+        for (first, second) in [("Host", "host"), ("host", "HOST")] {
+            let mut h = HeaderMap::new();
+            h.append(
+                axum::http::HeaderName::from_bytes(first.as_bytes()).unwrap(),
+                "localhost:8080".parse().unwrap(),
+            );
+            h.append(
+                axum::http::HeaderName::from_bytes(second.as_bytes()).unwrap(),
+                "evil.example".parse().unwrap(),
+            );
+            let (status, why) = a.refusal(&uri, &h).expect("refused");
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert!(why.contains("more than one Host"), "{why}");
+        }
+        let mut h = headers(&[("host", "localhost:8080")]);
+        h.append(header::ORIGIN, "http://localhost:3000".parse().unwrap());
+        h.append(header::ORIGIN, "https://evil.example".parse().unwrap());
+        let (status, why) = a.refusal(&uri, &h).expect("refused");
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(why.contains("more than one Origin"), "{why}");
+        let absolute: Uri = "http://evil.example/mcp".parse().unwrap();
+        let h = headers(&[("host", "localhost:8080")]);
+        assert_eq!(a.refusal(&absolute, &h).unwrap().0, StatusCode::BAD_REQUEST);
+        let same: Uri = "http://localhost:8080/mcp".parse().unwrap();
+        assert!(a.refusal(&same, &h).is_none());
     }
 
     #[test]

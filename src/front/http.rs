@@ -6,7 +6,13 @@
 //! Protections: `Host` must be an allowed host (default: loopback names)
 //! against DNS rebinding; a browser `Origin` must be an allowed origin
 //! (default: loopback origins); request bodies are bounded by
-//! `limits.max_message_bytes`. gavel refuses to listen on a non-loopback
+//! `limits.max_message_bytes` and `[serve] body_timeout`, and read only
+//! after the bearer token is checked (a caller without a token cannot make
+//! gavel buffer anything); connections, header reads and `TCP_NODELAY` are
+//! `conn.rs`'s. Sessions are capped in all (`max_sessions`) and, with
+//! bearer tokens, per user (`max_sessions_per_user`, `binding.rs`); a
+//! session idle for `session_idle_timeout` is closed by rmcp and its
+//! upstreams stop with it. gavel refuses to listen on a non-loopback
 //! address without TLS (`--tls-cert`/`--tls-key`, see `tls.rs`) unless
 //! `--behind-proxy` says a TLS-terminating proxy is in front.
 //!
@@ -57,6 +63,15 @@ pub struct HttpOptions {
     /// At shutdown, how long requests in flight may take to finish before
     /// every session is closed anyway.
     pub drain_timeout: Duration,
+    /// With bearer tokens: at most this many sessions per user.
+    pub max_sessions_per_user: usize,
+    /// A session with no message for this long is closed (its upstreams
+    /// stop).
+    pub session_idle_timeout: Duration,
+    /// Connections open at once, the header read timeout.
+    pub conn: super::conn::ConnLimits,
+    /// How long a request body may take to arrive, once its head has.
+    pub body_timeout: Duration,
 }
 
 /// After the drain, how long connections get to close before `serve_http`
@@ -187,7 +202,11 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
             Ok(s)
         }
     };
-    let manager = Arc::new(LocalSessionManager::default());
+    // rmcp closes a session with no message for `keep_alive`; the
+    // session's service is dropped then, and its upstreams stop.
+    let mut manager = LocalSessionManager::default();
+    manager.session_config.keep_alive = Some(opts.session_idle_timeout);
+    let manager = Arc::new(manager);
     let service = StreamableHttpService::new(factory, manager.clone(), config);
     let max = gw.config.limits.max_message_bytes;
     let mut mcp = axum::Router::new().nest_service("/mcp", service);
@@ -206,6 +225,14 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
             session_cap(req, next, live, max_sessions)
         }
     }));
+    // The body is read here, inside the token check (added before it, so it
+    // runs after it): a caller without a valid token gets its 401 before a
+    // byte of its body is read, and cannot make gavel buffer up to
+    // `max_message_bytes` per connection.
+    let body_timeout = opts.body_timeout;
+    mcp = mcp.layer(middleware::from_fn(move |req, next| {
+        refuse_discover(req, next, max, body_timeout)
+    }));
     if let Some(settings) = &gw.config.auth {
         let auth =
             super::auth::Authenticator::start(settings, &gw.config.identity, close.clone()).await?;
@@ -221,7 +248,10 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
         }
         // Inside the token check: every message naming a session must carry
         // a token of the session's owner.
-        let owners = Arc::new(super::binding::Owners::new(manager.clone()));
+        let owners = Arc::new(super::binding::Owners::new(
+            manager.clone(),
+            opts.max_sessions_per_user,
+        ));
         mcp = mcp
             .layer(middleware::from_fn(move |req, next| {
                 super::binding::bind(owners.clone(), req, next)
@@ -231,14 +261,9 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
             }));
     }
     let counted = in_flight.clone();
-    let app = app.merge(
-        mcp.layer(middleware::from_fn(move |req, next| {
-            refuse_discover(req, next, max)
-        }))
-        .layer(middleware::from_fn(move |req, next| {
-            count_in_flight(counted.clone(), req, next)
-        })),
-    );
+    let app = app.merge(mcp.layer(middleware::from_fn(move |req, next| {
+        count_in_flight(counted.clone(), req, next)
+    })));
     // Host/Origin first, for every route: nothing (401 challenge, metadata,
     // `server/discover` refusal) answers a rebinding page.
     let allowed = Arc::new(super::hosts::Allowed::new(&config_hosts, &config_origins)?);
@@ -311,17 +336,7 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
             tokio::time::sleep(CLOSE_GRACE).await;
         }
     };
-    match tls {
-        Some(config) => super::tls::serve(listener, config, app, stop.clone(), closed).await?,
-        None => {
-            let server =
-                axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
-            tokio::select! {
-                r = server => r?,
-                _ = closed => tracing::warn!("connections still open {CLOSE_GRACE:?} after the sessions closed; exiting anyway"),
-            }
-        }
-    }
+    super::conn::serve(listener, tls, app, opts.conn, stop.clone(), closed).await?;
     close.cancel();
     let all: Vec<Session> = sessions
         .lock()
@@ -355,32 +370,60 @@ async fn session_cap(req: Request, next: Next, live: usize, max: usize) -> Respo
             max,
             "refusing a new HTTP session: --max-sessions reached"
         );
-        let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": 503,
-            "message": format!("gavel is serving its maximum of {max} sessions (--max-sessions, [serve] max_sessions); retry in {RETRY_AFTER_S} s or close an idle session"),
-            "data": {"retry_after_seconds": RETRY_AFTER_S}}});
-        let mut r = (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response();
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, RETRY_AFTER_S.into());
-        return r;
+        return busy(format!(
+            "gavel is serving its maximum of {max} sessions (--max-sessions, [serve] max_sessions); retry in {RETRY_AFTER_S} s or close an idle session"
+        ));
     }
     next.run(req).await
 }
 
+/// 503 with `Retry-After` and a JSON-RPC error (code 503) saying why: the
+/// answer of every session cap.
+pub(super) fn busy(message: String) -> Response {
+    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": 503,
+        "message": message, "data": {"retry_after_seconds": RETRY_AFTER_S}}});
+    let mut r = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, RETRY_AFTER_S.into());
+    r
+}
+
 /// rmcp answers `server/discover` itself; a host talking to gavel must get
-/// -32601 so that dual-era hosts fall back to `initialize`.
-async fn refuse_discover(req: Request, next: Next, max: usize) -> Response {
+/// -32601 so that dual-era hosts fall back to `initialize`. The body is
+/// read here, bounded in size (`max`) and in time (`timeout`: a client that
+/// sends a head and then trickles or stalls gets 408 and is disconnected).
+async fn refuse_discover(req: Request, next: Next, max: usize, timeout: Duration) -> Response {
     if req.method() != Method::POST {
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();
-    let bytes = match to_bytes(body, max).await {
-        Ok(b) => b,
+    let bytes = match tokio::time::timeout(timeout, to_bytes(body, max)).await {
+        Ok(Ok(b)) => b,
         Err(_) => {
+            tracing::warn!(
+                ?timeout,
+                "refused a request whose body did not arrive within [serve] body_timeout"
+            );
+            let mut r = (
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} ([serve] body_timeout, --body-timeout); nothing was forwarded",
+                    humantime::format_duration(timeout)
+                ),
+            )
+                .into_response();
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return r;
+        }
+        Ok(Err(_)) => {
             tracing::warn!(max, "refused a request body over limits.max_message_bytes");
             return (
                 StatusCode::PAYLOAD_TOO_LARGE,

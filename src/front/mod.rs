@@ -6,6 +6,7 @@ pub mod approval;
 pub mod auth;
 pub mod authorize;
 pub mod binding;
+pub mod conn;
 pub mod host;
 pub mod hosts;
 pub mod http;

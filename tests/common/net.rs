@@ -239,3 +239,112 @@ pub async fn http_client(url: &str, ca: Option<&Path>, bearer: Option<&str>) -> 
         .await
         .expect("the HTTP client initializes")
 }
+
+/// A raw TCP connection to 127.0.0.1:`port` that has sent `head` (a request
+/// that may stop anywhere: the slow and half-sent cases).
+pub async fn raw_partial(port: u16, head: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s
+}
+
+/// Everything gavel sends on `s` until it closes the connection (a reset
+/// counts as closed); fails the test if it is still open after PATIENCE.
+pub async fn until_closed(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read_all = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read_all)
+        .await
+        .expect("gavel closes the connection");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The response head gavel sends on `s` (up to the blank line), within
+/// PATIENCE: for answers that must come before the request is complete.
+pub async fn response_head(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    let read_head = async {
+        while !out.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte).await {
+                Ok(1) => out.push(byte[0]),
+                _ => break,
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read_head)
+        .await
+        .expect("gavel answers before the request is complete");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether process `pid` (gavel, our child) has `TCP_NODELAY` set on its
+/// side of `client`'s connection. The socket option of the accepted side is
+/// not visible from the client, so the test takes a duplicate of gavel's
+/// socket with `pidfd_getfd` (Linux 5.6+; a parent may do this to its
+/// child) and asks it; its fd is found through `/proc/<pid>/net/tcp`.
+pub async fn server_side_nodelay(pid: u32, client: &tokio::net::TcpStream) -> bool {
+    let (me, gavel) = (client.local_addr().unwrap(), client.peer_addr().unwrap());
+    // /proc/net/tcp writes 127.0.0.1 as 0100007F and ports in hex.
+    let (local, remote) = (
+        format!("0100007F:{:04X}", gavel.port()),
+        format!("0100007F:{:04X}", me.port()),
+    );
+    let mut fd = None;
+    eventually("gavel accepted the connection", || {
+        let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap();
+        let inode = table.lines().skip(1).find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 9 && f[1] == local && f[2] == remote).then(|| f[9].to_string())
+        });
+        let Some(inode) = inode else { return false };
+        let want = format!("socket:[{inode}]");
+        fd = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .find(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy() == want))
+            .and_then(|e| e.file_name().to_str()?.parse::<i32>().ok());
+        fd.is_some()
+    })
+    .await;
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) as libc::c_int;
+        assert!(
+            pidfd >= 0,
+            "pidfd_open: {}",
+            std::io::Error::last_os_error()
+        );
+        let dup = libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd.unwrap(), 0) as libc::c_int;
+        let err = std::io::Error::last_os_error();
+        libc::close(pidfd);
+        assert!(
+            dup >= 0,
+            "pidfd_getfd (Linux 5.6+, rights over our child): {err}"
+        );
+        let mut on: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let r = libc::getsockopt(
+            dup,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            &mut on as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        );
+        libc::close(dup);
+        assert_eq!(r, 0, "getsockopt: {}", std::io::Error::last_os_error());
+        on != 0
+    }
+}
