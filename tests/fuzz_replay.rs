@@ -37,3 +37,8 @@ fn signatures_corpus() {
 fn oci_manifest_corpus() {
     replay("oci_manifest", gavel::fuzzing::oci_manifest);
 }
+
+#[test]
+fn bundle_verified_corpus() {
+    replay("bundle_verified", gavel::fuzzing::bundle_verified);
+}
