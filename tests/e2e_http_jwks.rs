@@ -118,7 +118,11 @@ async fn jwks_url_keys_are_fetched_cached_and_rotated() {
     assert!(
         post_init(
             port,
-            Some(&token_kid(claims("ada"), "first-jwks-secret-padded-to-32-bytes", "k1"))
+            Some(&token_kid(
+                claims("ada"),
+                "first-jwks-secret-padded-to-32-bytes",
+                "k1"
+            ))
         )
         .await
         .starts_with("HTTP/1.1 200")
@@ -128,7 +132,11 @@ async fn jwks_url_keys_are_fetched_cached_and_rotated() {
     *doc.lock().unwrap() = ok(jwks(&[("k2", "second-jwks-secret-padded-to-32-bytes")]));
     let r = post_init(
         port,
-        Some(&token_kid(claims("bob"), "second-jwks-secret-padded-to-32-bytes", "k2")),
+        Some(&token_kid(
+            claims("bob"),
+            "second-jwks-secret-padded-to-32-bytes",
+            "k2",
+        )),
     )
     .await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");

@@ -431,7 +431,11 @@ async fn a_tag_moved_back_to_an_older_revision_is_refused_unless_pinned() {
     .await;
     assert_eq!(seen["active_revision"], "r2", "{seen}");
     assert_eq!(seen["code"], "bundle_error", "{seen}");
-    assert_eq!(reasons(&c, "echo").await, json!(["echo_frozen"]), "r2 decides");
+    assert_eq!(
+        reasons(&c, "echo").await,
+        json!(["echo_frozen"]),
+        "r2 decides"
+    );
     c.cancel().await.unwrap();
 
     let c = connect_cmd(launch(&s), TestHost::new()).await;
@@ -441,7 +445,11 @@ async fn a_tag_moved_back_to_an_older_revision_is_refused_unless_pinned() {
     })
     .await;
     assert_eq!(seen["active_revision"], "r2", "{seen}");
-    assert_eq!(reasons(&c, "echo").await, json!(["echo_frozen"]), "r2 decides");
+    assert_eq!(
+        reasons(&c, "echo").await,
+        json!(["echo_frozen"]),
+        "r2 decides"
+    );
     c.cancel().await.unwrap();
 
     let pin = format!("oci://{}/policies/fixture@{r1}", reg.host());
@@ -480,8 +488,14 @@ async fn a_slow_bundle_check_never_holds_requests() {
     .await;
     assert_eq!(reasons(&c, "echo").await, json!("allowed"), "r1 decides");
     let st = oci_status(&s);
-    assert_eq!(st["active_revision"], "r1", "the check is still running: {st}");
-    assert!(st.get("message").is_none(), "the check is still running: {st}");
+    assert_eq!(
+        st["active_revision"], "r1",
+        "the check is still running: {st}"
+    );
+    assert!(
+        st.get("message").is_none(),
+        "the check is still running: {st}"
+    );
     // It ends (activated or refused by the test timeout), never half-way.
     let layer = format!("sha256:{}", sha256_hex(&std::fs::read(&slow).unwrap()));
     eventually("the slow bundle's check ended", || {

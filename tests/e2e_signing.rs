@@ -112,7 +112,11 @@ fn config_check_refuses_hmac_secrets_shorter_than_the_hash() {
     std::fs::write(s.path("k1.secret"), "first-secret-padded-to-32-bytesx").unwrap();
     let dir = signed_bundle(&s, "b", &s.path("k1.secret"), "k1");
     let auth = hs256_auth("https://gavel.example.test/mcp");
-    std::fs::write(s.config(), format!("{auth}\n{}", config_with(&s, &dir, &["k1"]))).unwrap();
+    std::fs::write(
+        s.config(),
+        format!("{auth}\n{}", config_with(&s, &dir, &["k1"])),
+    )
+    .unwrap();
     let check_with = |jwt_secret: &str| {
         let out = Command::new(GAVEL)
             .args(["config", "check", "--config", s.config().to_str().unwrap()])
@@ -120,7 +124,10 @@ fn config_check_refuses_hmac_secrets_shorter_than_the_hash() {
             .env("GAVEL_E2E_JWT_SECRET", jwt_secret)
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (good, err) = check_with(JWT_SECRET);
     assert!(good, "{err}");

@@ -401,9 +401,7 @@ fn oci(o: &crate::config::OciSettings) -> Table {
 }
 
 /// `bundle_roles` as written (nothing in them is secret).
-fn bundle_roles(
-    roles: &std::collections::BTreeMap<String, crate::config::BundleRole>,
-) -> Value {
+fn bundle_roles(roles: &std::collections::BTreeMap<String, crate::config::BundleRole>) -> Value {
     let t: Table = roles
         .iter()
         .map(|(r, role)| {

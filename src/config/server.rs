@@ -160,8 +160,12 @@ impl Config {
                 ));
             }
         };
-        let bundle_roles =
-            Self::bundle_roles(ctx, s.bundle_roles.as_ref(), &bundles, &format!("servers.{name}"))?;
+        let bundle_roles = Self::bundle_roles(
+            ctx,
+            s.bundle_roles.as_ref(),
+            &bundles,
+            &format!("servers.{name}"),
+        )?;
         Ok(ServerConfig {
             name: name.to_string(),
             session_mode,
@@ -253,7 +257,11 @@ impl Config {
                         "an empty list permits no root: name the data paths the bundle may own, e.g. [\"mcp/fs\"]",
                     ));
                 }
-                Some(list) => Some(list.iter().map(|r| r.trim_matches('/').to_string()).collect()),
+                Some(list) => Some(
+                    list.iter()
+                        .map(|r| r.trim_matches('/').to_string())
+                        .collect(),
+                ),
                 None => None,
             };
             out.insert(

@@ -497,18 +497,24 @@ fn hmac_secrets_shorter_than_their_hash_are_refused_from_every_source() {
         p.display().to_string()
     };
     let server = "[servers.s]\ncommand = \"x\"\nkeys = [\"a\"]\n";
-    let key = |alg: &str, source: String| format!("[keys.a]\nalgorithm = \"{alg}\"\n{source}\n{server}");
+    let key =
+        |alg: &str, source: String| format!("[keys.a]\nalgorithm = \"{alg}\"\n{source}\n{server}");
     for (alg, min) in [("HS256", 32), ("HS384", 48), ("HS512", 64)] {
         for (len, field) in [(0, "key"), (min - 1, "key")] {
             let e = err(&key(alg, format!("key = {:?}", "k".repeat(len))));
             assert!(
-                e.contains(&format!("keys.a.{field}")) && e.contains(&format!("at least {min}")) && e.contains(&format!("{len} bytes")),
+                e.contains(&format!("keys.a.{field}"))
+                    && e.contains(&format!("at least {min}"))
+                    && e.contains(&format!("{len} bytes")),
                 "{alg} {len}: {e}"
             );
         }
         let short = file(&format!("{alg}.short"), min - 1);
         let e = err(&key(alg, format!("key_file = {short:?}")));
-        assert!(e.contains("keys.a.key_file") && e.contains(&format!("at least {min}")), "{e}");
+        assert!(
+            e.contains("keys.a.key_file") && e.contains(&format!("at least {min}")),
+            "{e}"
+        );
         // The trailing newline of a key file is not part of the secret.
         let exact = file(&format!("{alg}.exact"), min);
         let c = parse(&key(alg, format!("key_file = {exact:?}"))).unwrap();
@@ -522,12 +528,20 @@ fn hmac_secrets_shorter_than_their_hash_are_refused_from_every_source() {
     parse(&key("RS256", "key = \"pem\"".into())).unwrap();
     // [auth]: the HMAC secret in the environment.
     let auth = |var: &str, alg: &str| {
-        format!("[auth]\nissuer = \"https://idp\"\naudience = \"https://g.test/mcp\"\nalgorithm = \"{alg}\"\nkey_env = \"{var}\"\n[servers.z]\ncommand = \"x\"\n")
+        format!(
+            "[auth]\nissuer = \"https://idp\"\naudience = \"https://g.test/mcp\"\nalgorithm = \"{alg}\"\nkey_env = \"{var}\"\n[servers.z]\ncommand = \"x\"\n"
+        )
     };
     let e = err(&auth("TOKEN", "HS256"));
-    assert!(e.contains("auth.key_env") && e.contains("TOKEN") && e.contains("at least 32"), "{e}");
+    assert!(
+        e.contains("auth.key_env") && e.contains("TOKEN") && e.contains("at least 32"),
+        "{e}"
+    );
     let e = err(&auth("HMAC_32", "HS384"));
-    assert!(e.contains("auth.key_env") && e.contains("at least 48"), "{e}");
+    assert!(
+        e.contains("auth.key_env") && e.contains("at least 48"),
+        "{e}"
+    );
     parse(&auth("HMAC_32", "HS256")).unwrap();
     // Set only later (gavel serve's environment): the authenticator checks it.
     parse(&auth("UNSET", "HS256")).unwrap();

@@ -63,7 +63,10 @@ fn layer(b: &Bundle, at: &Place) -> Result<Option<String>, String> {
         (Some(l), _) => (l, format!("{}.layer says {l:?}", key(at))),
         (None, true) => (
             "resource",
-            format!("{}.layer is not set, so a registry bundle plays \"resource\"", key(at)),
+            format!(
+                "{}.layer is not set, so a registry bundle plays \"resource\"",
+                key(at)
+            ),
         ),
         (None, false) => return Ok(claimed.map(str::to_string)),
     };
@@ -88,7 +91,10 @@ fn roots(b: &Bundle, at: &Place) -> Result<(), String> {
         None if !at.oci => return Ok(()),
         None if at.shared => (
             vec!["gavel".to_string()],
-            format!("the shared layers' namespace; or declare them in {}.roots", key(at)),
+            format!(
+                "the shared layers' namespace; or declare them in {}.roots",
+                key(at)
+            ),
         ),
         None => (
             vec![format!("mcp/{}", at.server)],
@@ -188,7 +194,10 @@ mod tests {
         assert!(!older("1.0.0", "1.0.0"));
         assert!(older("1.0", "1.0.1"));
         assert!(!older("2026-12-01", "2026-11-30"));
-        assert!(older("", "r1"), "an unrevisioned bundle cannot prove it is newer");
+        assert!(
+            older("", "r1"),
+            "an unrevisioned bundle cannot prove it is newer"
+        );
         assert!(!older("r1", ""), "nothing to roll back from");
         assert!(!older("007", "7") && !older("7", "007"));
     }

@@ -215,12 +215,12 @@ pub(super) fn server_active(
         for (owner, r) in refs {
             let (b, signer) = load_one(name, server, config, owner, r, resolver, &shared_signing)
                 .map_err(|e| {
-                    if owner == SHARED_OWNER {
-                        format!("shared bundle {e}")
-                    } else {
-                        e
-                    }
-                })?;
+                if owner == SHARED_OWNER {
+                    format!("shared bundle {e}")
+                } else {
+                    e
+                }
+            })?;
             if let Some(keyid) = signer {
                 signers.push((b.name.clone(), keyid));
             }

@@ -122,7 +122,10 @@ fn a_registry_bundle_must_be_made_for_this_server() {
     let declared = format!("[servers.fs.bundle_roles.{TEAM:?}]\nroots = [\"mcp/other\"]\n");
     check(&server(&declared), "fs", &registry(&[(TEAM, &other)])).unwrap();
     let e = check(&server(&declared), "fs", &registry(&[(TEAM, &own)])).unwrap_err();
-    assert!(e.contains("servers.fs.bundle_roles") && e.contains(".roots"), "{e}");
+    assert!(
+        e.contains("servers.fs.bundle_roles") && e.contains(".roots"),
+        "{e}"
+    );
 }
 
 /// Which layer a registry bundle plays is the config's word: a team bundle
@@ -150,7 +153,12 @@ fn a_registry_bundle_cannot_choose_its_own_layer() {
     assert!(e.contains("says \"identity\""), "{e}");
     // The layer the config gives is the one the engine uses.
     let org = d.path().join("org");
-    write_bundle(&org, r#"{"roots":["gavel/override"]}"#, "gavel.override", "");
+    write_bundle(
+        &org,
+        r#"{"roots":["gavel/override"]}"#,
+        "gavel.override",
+        "",
+    );
     let own = d.path().join("own");
     write_bundle(&own, r#"{"roots":["mcp/fs"]}"#, "mcp.fs", "");
     let cfg = config(&format!(
@@ -195,7 +203,10 @@ fn bundle_roles_are_checked_at_load() {
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("servers.fs.bundle_roles") && e.contains("not one of the bundles"), "{e}");
+    assert!(
+        e.contains("servers.fs.bundle_roles") && e.contains("not one of the bundles"),
+        "{e}"
+    );
     let e = Config::from_toml_str(
         &format!("[servers.fs]\ncommand = \"x\"\nbundles = [{TEAM:?}]\nrequire_signature = false\n[servers.fs.bundle_roles.{TEAM:?}]\nlayer = \"boss\"\n"),
         Path::new("/etc/gavel/servers.toml"),
@@ -203,5 +214,8 @@ fn bundle_roles_are_checked_at_load() {
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains(".layer") && e.contains("unknown layer \"boss\""), "{e}");
+    assert!(
+        e.contains(".layer") && e.contains("unknown layer \"boss\""),
+        "{e}"
+    );
 }

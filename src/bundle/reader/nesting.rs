@@ -230,7 +230,8 @@ impl YamlScan {
                     b'"' | b'\'' if node_start => self.quote = Some(c),
                     b'[' | b'{' if node_start || self.flow > 0 => {
                         self.flow += 1;
-                        if self.flow > MAX_YAML_FLOW_NESTING || block + self.flow > MAX_DATA_NESTING {
+                        if self.flow > MAX_YAML_FLOW_NESTING || block + self.flow > MAX_DATA_NESTING
+                        {
                             return Err(TooDeep {
                                 line: n,
                                 limit: MAX_YAML_FLOW_NESTING,
@@ -272,10 +273,7 @@ mod tests {
 
     #[test]
     fn rego_nesting_is_bounded_outside_strings_and_comments() {
-        let ok = format!(
-            "package p\n\nx := {}\n",
-            deep("[", "]", MAX_REGO_NESTING)
-        );
+        let ok = format!("package p\n\nx := {}\n", deep("[", "]", MAX_REGO_NESTING));
         assert!(check("p.rego", ok.as_bytes()).is_ok());
         let bad = format!(
             "package p\n\nx := {}\n",

@@ -408,19 +408,31 @@ fn directory_bundles_hold_the_same_limits() {
 #[test]
 fn deeply_nested_files_are_refused_before_parsing() {
     let manifest: &[u8] = br#"{"roots":["mcp/fs"]}"#;
-    let rego = format!("package mcp.fs\n\nx := {}{}\n", "[".repeat(19), "]".repeat(19));
+    let rego = format!(
+        "package mcp.fs\n\nx := {}{}\n",
+        "[".repeat(19),
+        "]".repeat(19)
+    );
     let e = load(&[(".manifest", manifest), ("mcp/fs/p.rego", rego.as_bytes())])
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("mcp/fs/p.rego") && e.contains("nested more than 12 deep") && e.contains("line 3"),
+        e.contains("mcp/fs/p.rego")
+            && e.contains("nested more than 12 deep")
+            && e.contains("line 3"),
         "{e}"
     );
     let yaml = "[".repeat(460);
-    let e = load(&[(".manifest", manifest), ("mcp/fs/data.yaml", yaml.as_bytes())])
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("mcp/fs/data.yaml") && e.contains("nested more than"), "{e}");
+    let e = load(&[
+        (".manifest", manifest),
+        ("mcp/fs/data.yaml", yaml.as_bytes()),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("mcp/fs/data.yaml") && e.contains("nested more than"),
+        "{e}"
+    );
     // Nothing is parsed by the read step, so even the raw read refuses.
     let raw = crate::bundle::read_bundle_tar_gz(
         "t",
@@ -440,5 +452,8 @@ fn deeply_nested_files_are_refused_before_parsing() {
     let e = load_bundle(d.path(), &BundleLimits::default())
         .unwrap_err()
         .to_string();
-    assert!(e.contains("mcp/fs/data.json") && e.contains("JSON nested more than 64"), "{e}");
+    assert!(
+        e.contains("mcp/fs/data.json") && e.contains("JSON nested more than 64"),
+        "{e}"
+    );
 }

@@ -481,12 +481,12 @@ impl Supply {
     /// if all build.
     fn try_activate(&self, key: &Key, layer: Layer, enforcer: &Enforcer) {
         let servers = self.users.get(key).cloned().unwrap_or_default();
-        let built = match self
-            .build_all(key, &layer, enforcer)
-            .and_then(|built| match self.rollback(key, &built, enforcer) {
+        let built = match self.build_all(key, &layer, enforcer).and_then(|built| {
+            match self.rollback(key, &built, enforcer) {
                 Some(why) => Err(vec![why]),
                 None => Ok(built),
-            }) {
+            }
+        }) {
             Ok(built) => built,
             Err(failed) => {
                 let msg = format!(

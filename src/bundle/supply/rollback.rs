@@ -23,7 +23,11 @@ impl Supply {
         enforcer: &Enforcer,
     ) -> Option<String> {
         let r = OciRef::parse(&key.1).ok()?;
-        if !r.is_mutable() || enforcer.bundle_role(&key.0, &key.1).is_some_and(|b| b.allow_rollback) {
+        if !r.is_mutable()
+            || enforcer
+                .bundle_role(&key.0, &key.1)
+                .is_some_and(|b| b.allow_rollback)
+        {
             return None;
         }
         let active = self.lock().get(key)?.status.active_revision.clone()?;
