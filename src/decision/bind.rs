@@ -105,13 +105,8 @@ fn roots(b: &Bundle, at: &Place) -> Result<(), String> {
             ),
         ),
     };
-    let outside: Vec<&String> = b
-        .manifest
-        .roots
-        .iter()
-        .filter(|r| !allowed.iter().any(|a| root_contains(a, r)))
-        .collect();
-    if outside.is_empty() {
+    let within = |r: &String| allowed.iter().any(|a| root_contains(a, r));
+    if b.manifest.roots.iter().all(within) {
         return Ok(());
     }
     Err(format!(
