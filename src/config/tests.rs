@@ -116,7 +116,7 @@ fn env_expansion_in_documented_fields_only() {
 #[test]
 fn bundles_resolve_and_are_exclusive() {
     let c = parse(
-        "[keys.k]\nkey = \"s\"\nalgorithm = \"HS256\"\n[servers.a]\ncommand = \"x\"\nbundles = [\"b1\", \"oci://R:5000/p:1\"]\nkeys = [\"k\"]\n",
+        "[keys.k]\nkey = \"0123456789abcdef0123456789abcdef\"\nalgorithm = \"HS256\"\n[servers.a]\ncommand = \"x\"\nbundles = [\"b1\", \"oci://R:5000/p:1\"]\nkeys = [\"k\"]\n",
     )
     .unwrap();
     assert_eq!(
