@@ -56,6 +56,48 @@ pub fn bundle_reader(data: &[u8]) {
     }
 }
 
+/// The HS256 secret the `bundle_verified` corpus is signed with (what a
+/// server would trust; long enough for RFC 7518 §3.2).
+pub const BUNDLE_FUZZ_SECRET: &str = "fuzz-bundle-secret-of-32-bytes-at-least";
+
+/// A registry bundle as a server with keys takes it: read (bounded, nesting
+/// pre-scanned, nothing parsed), signature verified, and only then parsed.
+/// Never panics; whatever the reader keeps is within the nesting bounds (so
+/// no parser meets an expensive input); nothing unverified is parsed.
+pub fn bundle_verified(data: &[u8]) {
+    use crate::bundle::verify::{VerificationConfig, VerificationKey, verify_raw};
+    let limits = crate::bundle::BundleLimits {
+        max_files: 64,
+        max_file_bytes: 64 * 1024,
+        max_total_bytes: 256 * 1024,
+    };
+    let Ok(raw) = crate::bundle::read_bundle_tar_gz("fuzz", "fuzz", data, &limits) else {
+        return;
+    };
+    for f in &raw.files {
+        assert!(
+            crate::bundle::nesting::check(&f.path, &f.bytes).is_ok(),
+            "{} passed the reader beyond the nesting bounds",
+            f.path
+        );
+    }
+    let mut cfg = VerificationConfig::default();
+    cfg.keys.insert(
+        "fuzz".into(),
+        VerificationKey {
+            algorithm: "HS256".into(),
+            key: BUNDLE_FUZZ_SECRET.into(),
+            scope: None,
+        },
+    );
+    // As a server with keys: unsigned (Ok(None)) or refused → never parsed.
+    if let Ok(Some(_)) = verify_raw(&raw, Some(&cfg), "")
+        && let Ok(b) = raw.parse()
+    {
+        let _ = crate::bundle::lint::lint(&b, false);
+    }
+}
+
 /// `.signatures.json` and JWT parsing never panic on any bytes, and never
 /// accept a token under a key it was not signed with.
 pub fn signatures(data: &[u8]) {

@@ -79,7 +79,9 @@ impl Gateway {
         let clock = crate::state::clock::from_env();
         let shutdown = CancellationToken::new();
         let (enforcer, supply) = if crate::bundle::supply::Supply::needed(&config) {
-            let supply = crate::bundle::supply::Supply::start(&config).await?;
+            // A cached bundle starts at once; the registry is asked in the
+            // background (a stalled registry never holds `initialize`).
+            let supply = crate::bundle::supply::Supply::start_from_cache(&config).await?;
             let enforcer = Arc::new(Enforcer::with_resolver(&config, clock, supply.as_ref())?);
             supply.started(&enforcer);
             supply.spawn_polling(enforcer.clone(), shutdown.clone());

@@ -96,7 +96,7 @@ async fn jwks_url_keys_are_fetched_cached_and_rotated() {
     let s = Setup::new("");
     let doc: Reply = std::sync::Arc::new(std::sync::Mutex::new(ok(jwks(&[(
         "k1",
-        "first-jwks-secret",
+        "first-jwks-secret-padded-to-32-bytes",
     )]))));
     let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let jport = jwks_server(doc.clone(), hits.clone()).await;
@@ -109,7 +109,7 @@ async fn jwks_url_keys_are_fetched_cached_and_rotated() {
     // tokens does not refetch (cached).
     let c = client(
         &audience,
-        &token_kid(claims("ada"), "first-jwks-secret", "k1"),
+        &token_kid(claims("ada"), "first-jwks-secret-padded-to-32-bytes", "k1"),
     )
     .await;
     call(&c, "echo", json!({"text": "hi"})).await.unwrap();
@@ -118,17 +118,25 @@ async fn jwks_url_keys_are_fetched_cached_and_rotated() {
     assert!(
         post_init(
             port,
-            Some(&token_kid(claims("ada"), "first-jwks-secret", "k1"))
+            Some(&token_kid(
+                claims("ada"),
+                "first-jwks-secret-padded-to-32-bytes",
+                "k1"
+            ))
         )
         .await
         .starts_with("HTTP/1.1 200")
     );
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "cached");
     // The issuer rotates to k2: a k2 token makes gavel refetch, then it works.
-    *doc.lock().unwrap() = ok(jwks(&[("k2", "second-jwks-secret")]));
+    *doc.lock().unwrap() = ok(jwks(&[("k2", "second-jwks-secret-padded-to-32-bytes")]));
     let r = post_init(
         port,
-        Some(&token_kid(claims("bob"), "second-jwks-secret", "k2")),
+        Some(&token_kid(
+            claims("bob"),
+            "second-jwks-secret-padded-to-32-bytes",
+            "k2",
+        )),
     )
     .await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
@@ -153,8 +161,8 @@ async fn jwks_url_keys_are_fetched_cached_and_rotated() {
     gavel.wait().await.unwrap();
 }
 
-const KEY_A: &str = "secret-of-jwks-key-a";
-const KEY_B: &str = "secret-of-jwks-key-b";
+const KEY_A: &str = "secret-of-jwks-key-a-padded-to-32-bytes";
+const KEY_B: &str = "secret-of-jwks-key-b-padded-to-32-bytes";
 
 /// `gavel serve` with `jwks_url` on a [`jwks_server`] answering `first`,
 /// refetching every `refresh`.

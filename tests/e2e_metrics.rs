@@ -181,10 +181,11 @@ async fn a_hot_reload_moves_bundle_active_and_policy_available_reads_per_server(
     std::fs::write(
         s.config(),
         format!(
-            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[oci]\ncache_dir = {:?}\nmin_delay = \"100ms\"\nmax_delay = \"300ms\"\n\n[oci.registries.\"{}\"]\ninsecure = true\n\n{}bundle = {tag:?}\nrequire_signature = false\n\n{}bundle = {:?}\n",
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[oci]\ncache_dir = {:?}\nmin_delay = \"100ms\"\nmax_delay = \"300ms\"\n\n[oci.registries.\"{}\"]\ninsecure = true\n\n{}bundle = {tag:?}\nrequire_signature = false\n{}\n{}bundle = {:?}\n",
             s.path("cache").display().to_string(),
             reg.host(),
             fixture_server("live", &[], &s.path("r1.jsonl")),
+            common::oci::role("live", &tag, &["mx"], None),
             fixture_server("broken", &[], &s.path("r2.jsonl")),
             s.path("no-such-bundle").display().to_string(),
         ),

@@ -300,9 +300,10 @@ async fn registry_failures_keep_the_last_good_bundle() {
     c.cancel().await.unwrap();
 
     // The registry answers, but with a bundle that fails verification (signed
-    // by a key the server does not trust): the next gavel refuses it and
-    // starts from the cached r1 for this server and ref, saying why, and
-    // does not download the refused layer again on every poll.
+    // by a key the server does not trust): the next gavel starts from the
+    // cached r1 for this server and ref, refuses the registry's bundle when
+    // it asks in the background, saying why, and does not download the
+    // refused layer again on every poll.
     let untrusted = tarball(&s, &bundle(&s, "untrusted", "bad0", DENY_ECHO, Some("k2")));
     push(&untrusted, &tag);
     let c = connect_cmd(launch(&s), TestHost::new()).await;
@@ -316,7 +317,7 @@ async fn registry_failures_keep_the_last_good_bundle() {
         seen = status(&s.path("state"))["policies"]["fx"]["oci"][0].clone();
         seen["message"].as_str().is_some_and(|m| {
             m.contains("verification key corresponding to ID k2 not found")
-                && m.contains("the cached bundle for this ref is active")
+                && m.contains("the last good bundle stays active")
         })
     })
     .await;
@@ -455,11 +456,77 @@ fn write_config_for(s: &Setup, host: &str, reference: &str, cache: &Path) {
         s.config(),
         format!(
             "[keys.k1]\nalgorithm = \"HS256\"\nkey_file = {:?}\n\n[oci]\ncache_dir = {:?}\nmin_delay = \"100ms\"\nmax_delay = \"300ms\"\n\n\
-             [oci.registries.\"{host}\"]\ninsecure = true\n\n{}bundle = {reference:?}\nkeys = [\"k1\"]\n",
+             [oci.registries.\"{host}\"]\ninsecure = true\n\n{}bundle = {reference:?}\nkeys = [\"k1\"]\n{}",
             s.path("k1.secret").display().to_string(),
             cache.display().to_string(),
             fixture_server("fx", &[], &s.path("r.jsonl")),
+            role("fx", reference, &["mcp/fixture"], None),
         ),
     )
     .unwrap();
+}
+
+/// A registry that accepts connections and never answers cannot hold the
+/// host's `initialize` when a verified cached bundle exists: gavel starts
+/// from the cache (verified again as the policy is built) and asks the
+/// registry in the background, however long a pull may take.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_registry_does_not_delay_initialize_when_the_cache_has_the_bundle() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let reg = TestRegistry::start();
+    let s = Setup::new("");
+    published_r1(&s, &reg);
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    eventually("r1 active from the registry (and cached)", || {
+        let oci = &status(&s.path("state"))["policies"]["fx"]["oci"][0];
+        oci["source"] == "registry" && oci["active_revision"] == "r1"
+    })
+    .await;
+    c.cancel().await.unwrap();
+
+    let mut reg = reg;
+    reg.stop();
+    let stalled = tokio::net::TcpListener::bind(("127.0.0.1", reg.port))
+        .await
+        .unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = stalled.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(sock); // never answered, never closed
+        }
+    });
+    // A pull may wait an hour: only a start that does not wait for it
+    // answers `initialize` (connect_cmd allows PATIENCE).
+    let cfg = std::fs::read_to_string(s.config()).unwrap();
+    std::fs::write(
+        s.config(),
+        cfg.replace("[oci]\n", "[oci]\npull_timeout = \"1h\"\n"),
+    )
+    .unwrap();
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    assert_eq!(
+        reasons(&c, "echo").await,
+        json!("allowed"),
+        "r1 from the cache"
+    );
+    assert_eq!(
+        reasons(&c, "destructive_delete").await,
+        json!(["destructive_denied"])
+    );
+    eventually("the registry is asked in the background", || {
+        accepted.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    let mut seen = Value::Null;
+    eventually("the status shows the cached bundle active", || {
+        seen = status(&s.path("state"))["policies"]["fx"]["oci"][0].clone();
+        seen["source"] == "cache" && seen["active_revision"] == "r1"
+    })
+    .await;
+    assert_eq!(seen["signer_keyid"], "k1", "{seen}");
+    c.cancel().await.unwrap();
 }

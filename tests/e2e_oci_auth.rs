@@ -81,11 +81,12 @@ fn write_config(s: &Setup, cache: &str, host: &str, registry_table: &str, refere
             "[keys.k1]\nalgorithm = \"HS256\"\nkey_file = {:?}\n\n[identity.user]\nid = \"ada\"\n\n\
              [log]\ndecisions = {:?}\n\n\
              [oci]\ncache_dir = {:?}\nmin_delay = \"100ms\"\nmax_delay = \"300ms\"\n\n\
-             [oci.registries.\"{host}\"]\n{registry_table}\n\n{}bundle = {reference:?}\nkeys = [\"k1\"]\n",
+             [oci.registries.\"{host}\"]\n{registry_table}\n\n{}bundle = {reference:?}\nkeys = [\"k1\"]\n{}",
             s.path("k1.secret").display().to_string(),
             s.path("decisions.jsonl").display().to_string(),
             s.path(cache).display().to_string(),
             fixture_server("fx", &[], &s.path("r.jsonl")),
+            role("fx", reference, &["mcp/fixture"], None),
         ),
     )
     .unwrap();

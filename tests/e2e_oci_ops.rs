@@ -348,7 +348,7 @@ async fn text_status_shows_each_layers_signer() {
     let cfg = std::fs::read_to_string(s.config()).unwrap().replace(
         &format!("bundle = {fixture:?}"),
         &format!("bundles = [{fixture:?}, {workflow:?}]"),
-    );
+    ) + &role("fx", &workflow, &["gavel/workflow"], Some("workflow"));
     std::fs::write(s.config(), cfg).unwrap();
     let c = connect_cmd(launch(&s), TestHost::new()).await;
     assert_eq!(

@@ -398,3 +398,111 @@ async fn hot_reload_answers_every_call_in_flight_with_one_revision() {
     );
     c.cancel().await.unwrap();
 }
+
+/// A tag moved back to an older revision — validly signed once, by a key
+/// still trusted, so verification alone would take it — is refused as a
+/// rollback, and stays refused across a restart (the cached newer bundle
+/// is active before the registry is asked). Pinning the older bundle by
+/// digest is the operator's decision, and then it decides.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tag_moved_back_to_an_older_revision_is_refused_unless_pinned() {
+    let reg = TestRegistry::start();
+    let s = Setup::new("");
+    let tag = published_r1(&s, &reg);
+    push(
+        &tarball(&s, &bundle(&s, "r2", "r2", DENY_ECHO, Some("k1"))),
+        &tag,
+    );
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    eventually("r2 active", || oci_status(&s)["active_revision"] == "r2").await;
+    assert_eq!(reasons(&c, "echo").await, json!(["echo_frozen"]));
+
+    let r1 = push(&s.path("r1.tar.gz"), &tag);
+    let rollback = |seen: &Value| {
+        seen["message"].as_str().is_some_and(|m| {
+            m.contains("refused as a rollback") && m.contains("\"r1\"") && m.contains("\"r2\"")
+        })
+    };
+    let mut seen = Value::Null;
+    eventually("the rollback to r1 is refused", || {
+        seen = oci_status(&s);
+        rollback(&seen)
+    })
+    .await;
+    assert_eq!(seen["active_revision"], "r2", "{seen}");
+    assert_eq!(seen["code"], "bundle_error", "{seen}");
+    assert_eq!(
+        reasons(&c, "echo").await,
+        json!(["echo_frozen"]),
+        "r2 decides"
+    );
+    c.cancel().await.unwrap();
+
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    eventually("refused again after a restart", || {
+        seen = oci_status(&s);
+        rollback(&seen)
+    })
+    .await;
+    assert_eq!(seen["active_revision"], "r2", "{seen}");
+    assert_eq!(
+        reasons(&c, "echo").await,
+        json!(["echo_frozen"]),
+        "r2 decides"
+    );
+    c.cancel().await.unwrap();
+
+    let pin = format!("oci://{}/policies/fixture@{r1}", reg.host());
+    config(&s, &reg, &pin, &["k1"]);
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    eventually("the pinned r1 active", || {
+        oci_status(&s)["active_revision"] == "r1"
+    })
+    .await;
+    assert_eq!(reasons(&c, "echo").await, json!("allowed"), "r1 decides");
+    c.cancel().await.unwrap();
+}
+
+/// A bundle's own test that counts for seconds (legal, signed, within the
+/// test timeout's reach).
+const SLOW_TEST: &str = "\ntest_slow if {\n\tevery x in numbers.range(1, 5000) {\n\t\tevery y in numbers.range(1, 5000) {\n\t\t\tx + y > 1\n\t\t}\n\t}\n}\n";
+
+/// Checking a new bundle (verify, parse, its own tests, compile) runs off
+/// the event loop: while a bundle whose own test takes seconds is checked,
+/// a call is answered by the active bundle, before the check has ended —
+/// the status, written by the same event loop, shows the download and
+/// neither an activation nor a refusal yet.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_bundle_check_never_holds_requests() {
+    let reg = TestRegistry::start();
+    let s = Setup::new("");
+    let tag = published_r1(&s, &reg);
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    eventually("r1 active", || oci_status(&s)["active_revision"] == "r1").await;
+    let before = oci_status(&s)["downloads"].as_u64().unwrap();
+    let slow = tarball(&s, &bundle(&s, "slow", "r2", SLOW_TEST, Some("k1")));
+    push(&slow, &tag);
+    eventually("the slow bundle downloaded", || {
+        oci_status(&s)["downloads"].as_u64() > Some(before)
+    })
+    .await;
+    assert_eq!(reasons(&c, "echo").await, json!("allowed"), "r1 decides");
+    let st = oci_status(&s);
+    assert_eq!(
+        st["active_revision"], "r1",
+        "the check is still running: {st}"
+    );
+    assert!(
+        st.get("message").is_none(),
+        "the check is still running: {st}"
+    );
+    // It ends (activated or refused by the test timeout), never half-way.
+    let layer = format!("sha256:{}", sha256_hex(&std::fs::read(&slow).unwrap()));
+    eventually("the slow bundle's check ended", || {
+        let st = oci_status(&s);
+        st["active_digest"] == json!(layer)
+            || st["message"].as_str().is_some_and(|m| m.contains(&layer))
+    })
+    .await;
+    c.cancel().await.unwrap();
+}

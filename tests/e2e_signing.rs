@@ -42,7 +42,7 @@ fn config_with(s: &Setup, bundle: &Path, trusted: &[&str]) -> String {
 fn check(s: &Setup) -> (bool, String) {
     let out = Command::new(GAVEL)
         .args(["config", "check", "--config", s.config().to_str().unwrap()])
-        .env("GAVEL_TEST_K2", "second-secret")
+        .env("GAVEL_TEST_K2", "second-secret-padded-to-32-bytes")
         .output()
         .unwrap();
     (
@@ -54,7 +54,7 @@ fn check(s: &Setup) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn signed_tarball_is_verified_and_decides() {
     let s = Setup::new("");
-    std::fs::write(s.path("k1.secret"), "first-secret").unwrap();
+    std::fs::write(s.path("k1.secret"), "first-secret-padded-to-32-bytesx").unwrap();
     let dir = signed_bundle(&s, "b", &s.path("k1.secret"), "k1");
     let out = stdout_ok(gavel_cmd(&[
         "bundle",
@@ -102,11 +102,55 @@ async fn signed_tarball_is_verified_and_decides() {
     );
 }
 
+/// An HMAC secret shorter than its hash (RFC 7518 §3.2) fails `gavel config
+/// check`, naming the field: a bundle key from a file, and `[auth]`'s
+/// secret from the environment — the empty one, with which anyone could
+/// mint a token for `sub: admin`.
+#[test]
+fn config_check_refuses_hmac_secrets_shorter_than_the_hash() {
+    let s = Setup::new("");
+    std::fs::write(s.path("k1.secret"), "first-secret-padded-to-32-bytesx").unwrap();
+    let dir = signed_bundle(&s, "b", &s.path("k1.secret"), "k1");
+    let auth = hs256_auth("https://gavel.example.test/mcp");
+    std::fs::write(
+        s.config(),
+        format!("{auth}\n{}", config_with(&s, &dir, &["k1"])),
+    )
+    .unwrap();
+    let check_with = |jwt_secret: &str| {
+        let out = Command::new(GAVEL)
+            .args(["config", "check", "--config", s.config().to_str().unwrap()])
+            .env("GAVEL_TEST_K2", "second-secret-padded-to-32-bytes")
+            .env("GAVEL_E2E_JWT_SECRET", jwt_secret)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (good, err) = check_with(JWT_SECRET);
+    assert!(good, "{err}");
+    for short in ["", "secret"] {
+        let (good, err) = check_with(short);
+        assert!(
+            !good && err.contains("auth.key_env") && err.contains("at least 32"),
+            "{short:?}: {err}"
+        );
+    }
+    std::fs::write(s.path("k1.secret"), "first-secret").unwrap();
+    let (good, err) = check_with(JWT_SECRET);
+    assert!(
+        !good && err.contains("keys.k1.key_file") && err.contains("12 bytes"),
+        "{err}"
+    );
+}
+
 #[test]
 fn tampering_wrong_keys_rotation_and_unsigned_are_refused() {
     let s = Setup::new("");
-    std::fs::write(s.path("k1.secret"), "first-secret").unwrap();
-    std::fs::write(s.path("k2.secret"), "second-secret").unwrap();
+    std::fs::write(s.path("k1.secret"), "first-secret-padded-to-32-bytesx").unwrap();
+    std::fs::write(s.path("k2.secret"), "second-secret-padded-to-32-bytes").unwrap();
 
     // Tampered after signing: refused, naming the check and the file.
     let dir = signed_bundle(&s, "tampered", &s.path("k1.secret"), "k1");
@@ -213,8 +257,8 @@ fn rs256_signatures_from_opas_test_keys() {
 #[tokio::test(flavor = "multi_thread")]
 async fn shared_bundles_are_signed_with_the_policy_keys() {
     let s = Setup::new("");
-    std::fs::write(s.path("k1.secret"), "first-secret").unwrap();
-    std::fs::write(s.path("org.secret"), "org-secret").unwrap();
+    std::fs::write(s.path("k1.secret"), "first-secret-padded-to-32-bytesx").unwrap();
+    std::fs::write(s.path("org.secret"), "org-secret-padded-to-32-bytesxxx").unwrap();
     let own = signed_bundle(&s, "own", &s.path("k1.secret"), "k1");
     let shared = s.path("workflow");
     copy_dir(
@@ -285,8 +329,8 @@ async fn shared_bundles_are_signed_with_the_policy_keys() {
 #[test]
 fn build_revision_then_sign_the_tarball_with_a_scope() {
     let s = Setup::new("");
-    std::fs::write(s.path("k1.secret"), "first-secret").unwrap();
-    std::fs::write(s.path("k2.secret"), "second-secret").unwrap();
+    std::fs::write(s.path("k1.secret"), "first-secret-padded-to-32-bytesx").unwrap();
+    std::fs::write(s.path("k2.secret"), "second-secret-padded-to-32-bytes").unwrap();
     let dir = s.path("b");
     copy_dir(&common::policy::fixture_bundle(), &dir);
     let tgz = s.path("b.tar.gz");

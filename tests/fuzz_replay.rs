@@ -47,3 +47,8 @@ fn uri_template_corpus() {
 fn idscan_depth_corpus() {
     replay("idscan_depth", gavel::fuzzing::idscan_depth);
 }
+
+#[test]
+fn bundle_verified_corpus() {
+    replay("bundle_verified", gavel::fuzzing::bundle_verified);
+}

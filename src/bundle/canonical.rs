@@ -40,6 +40,9 @@ pub fn hash_input(path: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
         return Ok(bytes.to_vec());
     }
     let text = std::str::from_utf8(bytes).map_err(|e| format!("{path}: not UTF-8: {e}"))?;
+    // The reader has scanned bundle files already; this entry point is
+    // public, so whoever calls it gets the same bound before the parser.
+    super::nesting::check(path, bytes).map_err(|e| format!("{path}: {e}"))?;
     if path.ends_with(".yaml") {
         let v = regorus::Value::from_yaml_str(text).map_err(|e| format!("{path}: {e}"))?;
         let json = v.to_json_str().map_err(|e| format!("{path}: {e}"))?;

@@ -22,7 +22,8 @@ pub mod verify;
 use serde_json::Value;
 
 pub use manifest::Manifest;
-pub use reader::{load_bundle, load_bundle_tar_gz};
+pub use reader::nesting;
+pub use reader::{load_bundle, load_bundle_tar_gz, read_bundle, read_bundle_tar_gz};
 
 /// Bounds on what one bundle may contain (gzip bombs, runaway bundles). OPA
 /// only has a 1 GiB per-file limit; a policy bundle warrants far less, and the
@@ -74,6 +75,40 @@ pub struct Bundle {
     pub signatures: Option<Vec<u8>>,
     /// Every regular file, for signature verification.
     pub files: Vec<BundleFile>,
+}
+
+/// A bundle's files as read — decompressed within the limits, paths
+/// checked, every file a parser will see pre-scanned for nesting — and
+/// nothing parsed. Bundle bytes are untrusted until verified: a signature is
+/// checked against these files ([`verify::verify_raw`]) before
+/// [`RawBundle::parse`] hands anything to a parser.
+#[derive(Debug, Clone)]
+pub struct RawBundle {
+    pub name: String,
+    pub source: String,
+    pub files: Vec<BundleFile>,
+    /// As [`Bundle::digest`].
+    pub digest: String,
+}
+
+impl RawBundle {
+    /// The raw `/.signatures.json`, if the bundle has one.
+    pub fn signatures(&self) -> Option<&[u8]> {
+        self.files
+            .iter()
+            .find(|f| f.path == ".signatures.json")
+            .map(|f| f.bytes.as_slice())
+    }
+
+    /// Parses the manifest, modules and data (OPA's rules, see `reader`).
+    pub fn parse(&self) -> Result<Bundle, BundleError> {
+        reader::build(
+            self.name.clone(),
+            self.source.clone(),
+            self.files.clone(),
+            self.digest.clone(),
+        )
+    }
 }
 
 /// Why a bundle was refused. Every message names the bundle (its source) and,

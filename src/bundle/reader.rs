@@ -13,6 +13,11 @@
 //!   past `max_total_bytes` (plus tar header overhead), so a gzip bomb costs
 //!   at most the limit.
 //! - `patch.json` (delta bundles), `wasm` and `file_rego_versions` are refused.
+//! - reading and parsing are two steps: [`read_bundle`] /
+//!   [`read_bundle_tar_gz`] give the files ([`RawBundle`]) with nothing
+//!   parsed, so a signature is checked before any parser sees a byte;
+//!   every file a parser will see is pre-scanned for nesting as it is read
+//!   (`nesting`: the parsers are not linear in it).
 //! - a directory: symlinks refused too; dot-files and dot-directories other
 //!   than `/.manifest` and `/.signatures.json` ignored (`.git`, editor files).
 
@@ -24,13 +29,31 @@ use std::rc::Rc;
 use serde_json::{Map, Value};
 
 use super::{
-    Bundle, BundleError, BundleFile, BundleLimits, Manifest, RegoModule, digest, file_err, invalid,
-    lint, root_contains,
+    Bundle, BundleError, BundleFile, BundleLimits, Manifest, RawBundle, RegoModule, digest,
+    file_err, invalid, lint, root_contains,
 };
 
-/// Loads a bundle directory or gzipped tarball (recognised by its gzip magic,
-/// whatever its name).
+#[path = "reader/nesting.rs"]
+pub mod nesting;
+
+/// Loads (reads and parses) a bundle directory or gzipped tarball.
 pub fn load_bundle(path: &Path, limits: &BundleLimits) -> Result<Bundle, BundleError> {
+    read_bundle(path, limits)?.parse()
+}
+
+/// Loads (reads and parses) a gzipped tarball from memory.
+pub fn load_bundle_tar_gz(
+    name: &str,
+    source: &str,
+    bytes: &[u8],
+    limits: &BundleLimits,
+) -> Result<Bundle, BundleError> {
+    read_bundle_tar_gz(name, source, bytes, limits)?.parse()
+}
+
+/// Reads a bundle directory or gzipped tarball (recognised by its gzip
+/// magic, whatever its name), parsing nothing.
+pub fn read_bundle(path: &Path, limits: &BundleLimits) -> Result<RawBundle, BundleError> {
     let source = path.display().to_string();
     let file_name = path
         .file_name()
@@ -46,7 +69,12 @@ pub fn load_bundle(path: &Path, limits: &BundleLimits) -> Result<Bundle, BundleE
         let mut total = 0u64;
         walk_dir(path, path, &mut files, &mut total, limits, &source)?;
         let digest = digest::directory_digest(&files, &source)?;
-        return build(file_name, source, files, digest);
+        return Ok(RawBundle {
+            name: file_name,
+            source,
+            files,
+            digest,
+        });
     }
     if !meta.is_file() {
         return Err(invalid(
@@ -70,7 +98,7 @@ pub fn load_bundle(path: &Path, limits: &BundleLimits) -> Result<Bundle, BundleE
         .trim_end_matches(".tar.gz")
         .trim_end_matches(".tgz")
         .to_string();
-    load_bundle_tar_gz(&name, &source, &bytes, limits)
+    read_bundle_tar_gz(&name, &source, &bytes, limits)
 }
 
 /// A reader that fails (and says so in `hit`) once more than `left` bytes
@@ -94,14 +122,15 @@ impl<R: Read> Read for Capped<R> {
     }
 }
 
-/// Loads a gzipped tarball from memory (OCI layers, fuzzing). `name` labels
-/// the bundle in logs; `source` says where it came from.
-pub fn load_bundle_tar_gz(
+/// Reads a gzipped tarball from memory (OCI layers, fuzzing), parsing
+/// nothing. `name` labels the bundle in logs; `source` says where it came
+/// from.
+pub fn read_bundle_tar_gz(
     name: &str,
     source: &str,
     bytes: &[u8],
     limits: &BundleLimits,
-) -> Result<Bundle, BundleError> {
+) -> Result<RawBundle, BundleError> {
     if bytes.len() < 2 || bytes[0] != 0x1f || bytes[1] != 0x8b {
         return Err(invalid(
             source,
@@ -169,14 +198,15 @@ pub fn load_bundle_tar_gz(
         if total > limits.max_total_bytes {
             return Err(bomb());
         }
+        nesting::check(&path, &data).map_err(|m| file_err(source, &path, m))?;
         push_unique(&mut files, BundleFile { path, bytes: data }, source)?;
     }
-    build(
-        name.to_string(),
-        source.to_string(),
+    Ok(RawBundle {
+        name: name.to_string(),
+        source: source.to_string(),
         files,
-        digest::tarball_digest(bytes),
-    )
+        digest: digest::tarball_digest(bytes),
+    })
 }
 
 fn check_count(
@@ -315,6 +345,7 @@ fn walk_dir(
                 ),
             ));
         }
+        nesting::check(&rel, &bytes).map_err(|m| file_err(source, &rel, m))?;
         out.push(BundleFile { path: rel, bytes });
     }
     Ok(())
@@ -375,7 +406,9 @@ fn parse_data(f: &BundleFile, base: &str, source: &str) -> Result<Value, BundleE
     serde_json::from_str(&json).map_err(|e| file_err(source, &f.path, e.to_string()))
 }
 
-fn build(
+/// Parses what [`read_bundle`] read: the manifest, every module and data
+/// file (each already within the nesting bounds).
+pub(super) fn build(
     name: String,
     source: String,
     files: Vec<BundleFile>,

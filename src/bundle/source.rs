@@ -1,19 +1,20 @@
 //! Where a bundle reference's bytes come from. A directory or `.tar.gz` is
 //! read from disk; an `oci://` reference is served by whoever pulled it
 //! ([`crate::bundle::supply::Supply`] while gavel runs) or, offline, from the
-//! bundle cache. Either way the result is an unverified [`Bundle`]: signature
-//! checks happen when a server's policy is built from it.
+//! bundle cache. Either way the result is an unverified, unparsed
+//! [`RawBundle`]: the signature is checked when a server's policy is built
+//! from it, and only then is it parsed.
 
 use std::sync::Arc;
 
 use super::oci::OciRef;
 use super::oci::cache::Cache;
-use super::{Bundle, BundleLimits, load_bundle, load_bundle_tar_gz};
+use super::{Bundle, BundleLimits, RawBundle, load_bundle_tar_gz, read_bundle, read_bundle_tar_gz};
 
 /// Resolves a bundle reference for an owner (a server name, or
 /// [`SHARED_OWNER`] for `[policy] shared_bundles`).
 pub trait Resolve: Send + Sync {
-    fn resolve(&self, owner: &str, reference: &str) -> Result<Arc<Bundle>, String>;
+    fn resolve(&self, owner: &str, reference: &str) -> Result<Arc<RawBundle>, String>;
 }
 
 /// The cache owner of `[policy] shared_bundles`.
@@ -22,6 +23,17 @@ pub const SHARED_OWNER: &str = "(shared)";
 /// Loads a pulled layer as a bundle named after its repository.
 pub fn bundle_from_layer(r: &OciRef, bytes: &[u8]) -> Result<Bundle, String> {
     load_bundle_tar_gz(
+        &r.repository,
+        &r.to_string(),
+        bytes,
+        &BundleLimits::default(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Reads a pulled layer's files (nothing parsed), named after its repository.
+pub fn raw_from_layer(r: &OciRef, bytes: &[u8]) -> Result<RawBundle, String> {
+    read_bundle_tar_gz(
         &r.repository,
         &r.to_string(),
         bytes,
@@ -69,9 +81,9 @@ pub fn pull_hint(reference: &str, owner: &str, config: Option<&std::path::Path>)
 }
 
 impl Resolve for Offline {
-    fn resolve(&self, owner: &str, reference: &str) -> Result<Arc<Bundle>, String> {
+    fn resolve(&self, owner: &str, reference: &str) -> Result<Arc<RawBundle>, String> {
         if !reference.starts_with("oci://") {
-            return load_bundle(std::path::Path::new(reference), &BundleLimits::default())
+            return read_bundle(std::path::Path::new(reference), &BundleLimits::default())
                 .map(Arc::new)
                 .map_err(|e| e.to_string());
         }
@@ -80,7 +92,7 @@ impl Resolve for Offline {
             return Err(format!("{reference} has not been pulled"));
         };
         match cache.load(owner, reference, r.digest.as_deref()) {
-            Ok(Some((_, bytes))) => bundle_from_layer(&r, &bytes).map(Arc::new),
+            Ok(Some((_, bytes))) => raw_from_layer(&r, &bytes).map(Arc::new),
             Ok(None) => Err(format!(
                 "{reference} could not be pulled and is not in the bundle cache; check the registry (gavel status shows the last error), or: {}",
                 pull_hint(reference, owner, self.config.as_deref())

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Bundle, canonical};
+use super::{Bundle, BundleFile, RawBundle, canonical};
 
 #[derive(Debug, Clone)]
 pub struct VerificationKey {
@@ -357,7 +357,29 @@ pub fn verify_bundle(
     cfg: Option<&VerificationConfig>,
     base_dir: &str,
 ) -> Result<Option<Verified>, VerifyError> {
-    let Some(raw) = &bundle.signatures else {
+    verify_files_signed(bundle.signatures.as_deref(), &bundle.files, cfg, base_dir)
+}
+
+/// [`verify_bundle`] on a bundle's files as read, before anything in it is
+/// parsed: the JWT first (only `.signatures.json` is read), then each
+/// file's hash — so bytes nobody trusted signed never reach a parser, but
+/// for the structured files OPA hashes in canonical form (within the
+/// reader's nesting bounds).
+pub fn verify_raw(
+    bundle: &RawBundle,
+    cfg: Option<&VerificationConfig>,
+    base_dir: &str,
+) -> Result<Option<Verified>, VerifyError> {
+    verify_files_signed(bundle.signatures(), &bundle.files, cfg, base_dir)
+}
+
+fn verify_files_signed(
+    signatures: Option<&[u8]>,
+    files: &[BundleFile],
+    cfg: Option<&VerificationConfig>,
+    base_dir: &str,
+) -> Result<Option<Verified>, VerifyError> {
+    let Some(raw) = signatures else {
         return match cfg {
             Some(c) if !c.keyid.is_empty() => Err(err(
                 K::MissingSignaturesFile,
@@ -373,7 +395,7 @@ pub fn verify_bundle(
         .into_iter()
         .map(|f| (f.name.clone(), f))
         .collect();
-    verify_files(bundle, signed, &cfg.exclude_files, base_dir)?;
+    verify_files(files, signed, &cfg.exclude_files, base_dir)?;
     Ok(Some(Verified { keyid, scope }))
 }
 
@@ -396,13 +418,13 @@ fn excluded(patterns: &[String], path: &str) -> Result<bool, VerifyError> {
 /// missing. Paths are the reader's, without a leading `/` (as OPA signs
 /// them), under `base_dir` when one is given.
 fn verify_files(
-    bundle: &Bundle,
+    files: &[BundleFile],
     mut signed: BTreeMap<String, FileInfo>,
     exclude: &[String],
     base_dir: &str,
 ) -> Result<(), VerifyError> {
     let prefix = base_dir.trim_matches('/');
-    for f in bundle.files.iter().filter(|f| f.path != ".signatures.json") {
+    for f in files.iter().filter(|f| f.path != ".signatures.json") {
         let name = if prefix.is_empty() {
             f.path.clone()
         } else {

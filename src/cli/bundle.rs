@@ -32,10 +32,13 @@ pub fn bundle_command(command: BundleCommand) -> anyhow::Result<()> {
             keyid,
             scope,
         } => {
+            let secret = read_key(&key)?;
+            crate::config::check_hmac_secret(&algorithm, secret.as_bytes())
+                .map_err(|why| anyhow::anyhow!("--key {}: {why}", key.display()))?;
             match sign::sign_bundle(
                 &bundle,
                 &algorithm,
-                &read_key(&key)?,
+                &secret,
                 keyid.as_deref(),
                 scope.as_deref(),
             )? {
@@ -69,9 +72,12 @@ pub fn bundle_command(command: BundleCommand) -> anyhow::Result<()> {
                 exclude_files: exclude,
                 ..Default::default()
             };
+            let secret = read_key(&key)?;
+            crate::config::check_hmac_secret(&algorithm, secret.as_bytes())
+                .map_err(|why| anyhow::anyhow!("--key {}: {why}", key.display()))?;
             let vk = verify::VerificationKey {
                 algorithm,
-                key: read_key(&key)?,
+                key: secret,
                 scope: None,
             };
             cfg.keys.insert(id, vk.clone());

@@ -70,7 +70,7 @@ fn store_verified(
     manifest_digest: &str,
     bytes: Vec<u8>,
 ) -> anyhow::Result<()> {
-    use crate::bundle::source::{Offline, Resolve, SHARED_OWNER, bundle_from_layer};
+    use crate::bundle::source::{Offline, Resolve, SHARED_OWNER, raw_from_layer};
     let cfg = Config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let sc = cfg
         .servers
@@ -99,9 +99,9 @@ fn store_verified(
             &self,
             owner: &str,
             reference: &str,
-        ) -> Result<std::sync::Arc<crate::bundle::Bundle>, String> {
+        ) -> Result<std::sync::Arc<crate::bundle::RawBundle>, String> {
             if owner == self.owner && reference == self.reference {
-                return bundle_from_layer(self.r, self.bytes).map(std::sync::Arc::new);
+                return raw_from_layer(self.r, self.bytes).map(std::sync::Arc::new);
             }
             self.rest.resolve(owner, reference)
         }

@@ -135,6 +135,9 @@ pub fn render(c: &Config) -> String {
             ),
         );
         t.insert("bundles".into(), strings(&s.bundles));
+        if !s.bundle_roles.is_empty() {
+            t.insert("bundle_roles".into(), bundle_roles(&s.bundle_roles));
+        }
         let mut tools = Table::new();
         tools.insert("allow".into(), strings(&s.tools.allow));
         tools.insert("deny".into(), strings(&s.tools.deny));
@@ -203,6 +206,9 @@ pub fn render(c: &Config) -> String {
     policy.insert("strict_input".into(), Value::Boolean(c.policy.strict_input));
     policy.insert("eval_timeout".into(), secs(c.policy.eval_timeout));
     policy.insert("approval_timeout".into(), secs(c.policy.approval_timeout));
+    if !c.policy.bundle_roles.is_empty() {
+        policy.insert("bundle_roles".into(), bundle_roles(&c.policy.bundle_roles));
+    }
     let mut log = Table::new();
     if let Some(f) = &c.log.file {
         log.insert("file".into(), Value::String(f.display().to_string()));
@@ -386,6 +392,25 @@ fn oci(o: &crate::config::OciSettings) -> Table {
         t.insert("registries".into(), Value::Table(regs));
     }
     t
+}
+
+/// `bundle_roles` as written (nothing in them is secret).
+fn bundle_roles(roles: &std::collections::BTreeMap<String, crate::config::BundleRole>) -> Value {
+    let t: Table = roles
+        .iter()
+        .map(|(r, role)| {
+            let mut e = Table::new();
+            if let Some(l) = &role.layer {
+                e.insert("layer".into(), Value::String(l.clone()));
+            }
+            if let Some(roots) = &role.roots {
+                e.insert("roots".into(), strings(roots));
+            }
+            e.insert("allow_rollback".into(), Value::Boolean(role.allow_rollback));
+            (r.clone(), Value::Table(e))
+        })
+        .collect();
+    Value::Table(t)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ mod values;
 
 pub use model::*;
 pub use oci::{OciSettings, RegistrySettings};
-pub use sections::key_url_allowed;
+pub use sections::{check_hmac_secret, hmac_min_bytes, key_url_allowed};
 pub use serve::ServeSettings;
 
 use ctx::*;
@@ -148,6 +148,15 @@ impl Config {
                     ));
                 }
             };
+            // Every source (inline, file, environment) ends here.
+            if let Err(why) = check_hmac_secret(&algorithm, material.as_bytes()) {
+                let source = match (&k.key, &k.key_file) {
+                    (Some(_), _) => "key",
+                    (_, Some(_)) => "key_file",
+                    _ => "key_env",
+                };
+                return Err(ctx.at(at, &format!("{field}.{source}"), why));
+            }
             keys.insert(
                 name.clone(),
                 KeyConfig {
@@ -292,6 +301,16 @@ impl Config {
                 "policy.approval_timeout",
                 PolicySettings::default().approval_timeout,
             )?,
+            bundle_roles: BTreeMap::new(),
+        };
+        let policy = PolicySettings {
+            bundle_roles: Self::bundle_roles(
+                &ctx,
+                Some(&p.bundle_roles),
+                &policy.shared_bundles,
+                "policy",
+            )?,
+            ..policy
         };
         let metrics_listen = match &raw.metrics.listen {
             None => None,
@@ -434,6 +453,7 @@ impl Config {
             limits: vec![],
             session_mode: SessionMode::PerSession,
             path_root: None,
+            bundle_roles: BTreeMap::new(),
         };
         Ok(Config {
             servers: [(name.to_string(), server)].into(),

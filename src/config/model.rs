@@ -58,6 +58,25 @@ pub struct ServerConfig {
     /// path arguments against (absolute); gavel canonicalizes path arguments
     /// against it (decision::paths).
     pub path_root: Option<PathBuf>,
+    /// `servers.NAME.bundle_roles`, by bundle reference (as in `bundles`).
+    pub bundle_roles: BTreeMap<String, BundleRole>,
+}
+
+/// What the operator says one bundle is for (`bundle_roles."REF"`). A
+/// bundle's own `.manifest` may only agree: a registry bundle is someone
+/// else's publication, and a signature says who published it, not what it
+/// may govern.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BundleRole {
+    /// The layer it plays (`identity`, `resource`, …). Unset: a registry
+    /// bundle plays `resource`; a local one what its manifest says.
+    pub layer: Option<String>,
+    /// The data paths its roots must lie within. Unset: a server's registry
+    /// bundle within `mcp/<server>`, a shared one within `gavel`.
+    pub roots: Option<Vec<String>>,
+    /// Let a revision older than the active one replace it (a tag moved
+    /// back on purpose); a digest pin never needs this.
+    pub allow_rollback: bool,
 }
 
 /// `servers.NAME.session_mode`.
@@ -286,6 +305,8 @@ pub struct PolicySettings {
     pub eval_timeout: Duration,
     /// How long gavel waits for a human to approve a call.
     pub approval_timeout: Duration,
+    /// `[policy.bundle_roles]`, for the shared bundles.
+    pub bundle_roles: BTreeMap<String, BundleRole>,
 }
 
 impl Default for PolicySettings {
@@ -297,6 +318,7 @@ impl Default for PolicySettings {
             strict_input: false,
             eval_timeout: Duration::from_millis(100),
             approval_timeout: Duration::from_secs(120),
+            bundle_roles: BTreeMap::new(),
         }
     }
 }

@@ -145,6 +145,19 @@ pub struct RawServer {
     pub session_mode: Option<Spanned<String>>,
     /// The directory the upstream resolves relative path arguments against.
     pub path_root: Option<Spanned<String>>,
+    /// `[servers.NAME.bundle_roles."REF"]`: what each bundle is for.
+    pub bundle_roles: Option<BTreeMap<String, Spanned<RawBundleRole>>>,
+}
+
+/// `bundle_roles."REF"`: the operator's word on one bundle — the layer it
+/// plays, the roots it may own, whether an older revision may replace a
+/// newer one.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawBundleRole {
+    pub layer: Option<String>,
+    pub roots: Option<Vec<String>>,
+    pub allow_rollback: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -239,4 +252,7 @@ pub struct RawPolicy {
     #[serde(default)]
     pub strict_input: bool,
     pub eval_timeout: Option<Spanned<String>>,
+    /// `[policy.bundle_roles."REF"]`, for `shared_bundles`.
+    #[serde(default)]
+    pub bundle_roles: BTreeMap<String, Spanned<RawBundleRole>>,
 }

@@ -12,7 +12,17 @@ impl Config {
             (Some(f), None, None, None) => {
                 AuthKey::PemFile(ctx.path(ctx.expand(f, "auth.key_file")?))
             }
-            (None, Some(e), None, None) => AuthKey::SecretEnv(e.clone()),
+            (None, Some(e), None, None) => {
+                // Checked here when the variable is set, so `config check`
+                // refuses a short secret; the authenticator checks again
+                // when it reads the variable (it may be set only there).
+                if let Some(secret) = (ctx.env)(e)
+                    && let Err(why) = check_hmac_secret(&algorithm, secret.as_bytes())
+                {
+                    return Err(ctx.at(at, "auth.key_env", format!("{e}: {why}")));
+                }
+                AuthKey::SecretEnv(e.clone())
+            }
             (None, None, Some(f), None) => {
                 AuthKey::JwksFile(ctx.path(ctx.expand(f, "auth.jwks_file")?))
             }
@@ -206,6 +216,33 @@ impl Config {
                     .collect::<Result<_, ConfigError>>()?,
             },
         })
+    }
+}
+
+/// RFC 7518 §3.2: "A key of the same size as the hash output (for instance,
+/// 256 bits for "HS256") or larger MUST be used." A shorter secret — the
+/// empty one included — is guessable or brute-forceable, and anyone who
+/// finds it mints tokens (`sub: admin`) or signs bundles. `None` for a
+/// non-HMAC algorithm.
+pub fn hmac_min_bytes(algorithm: &str) -> Option<usize> {
+    match algorithm {
+        "HS256" => Some(32),
+        "HS384" => Some(48),
+        "HS512" => Some(64),
+        _ => None,
+    }
+}
+
+/// Refuses an HMAC secret shorter than its hash (see [`hmac_min_bytes`]);
+/// the message says how long it is, how long it must be and how to make
+/// one. Other algorithms pass.
+pub fn check_hmac_secret(algorithm: &str, secret: &[u8]) -> Result<(), String> {
+    match hmac_min_bytes(algorithm) {
+        Some(min) if secret.len() < min => Err(format!(
+            "the {algorithm} secret is {} bytes; RFC 7518 §3.2 requires at least {min} (the hash size) — generate one with `openssl rand -base64 {min}`",
+            secret.len()
+        )),
+        _ => Ok(()),
     }
 }
 

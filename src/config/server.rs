@@ -196,10 +196,17 @@ impl Config {
                 Some(ctx.path(dir))
             }
         };
+        let bundle_roles = Self::bundle_roles(
+            ctx,
+            s.bundle_roles.as_ref(),
+            &bundles,
+            &format!("servers.{name}"),
+        )?;
         Ok(ServerConfig {
             name: name.to_string(),
             session_mode,
             path_root,
+            bundle_roles,
             transport,
             enabled: s.enabled.unwrap_or(true),
             startup_timeout: ctx.duration(
@@ -240,6 +247,70 @@ impl Config {
                 require_signature: s.require_signature.unwrap_or(has_keys || oci.is_some()),
             },
         })
+    }
+
+    /// `<table>.bundle_roles."REF"` for the bundles `bundles` of `table`
+    /// (`servers.NAME` or `policy`): each key one of those bundles (written
+    /// as in the list: relative paths resolve the same way), a known layer,
+    /// roots as `.manifest` writes them.
+    pub(super) fn bundle_roles(
+        ctx: &Ctx,
+        raw: Option<&BTreeMap<String, Spanned<super::raw::RawBundleRole>>>,
+        bundles: &[String],
+        table: &str,
+    ) -> Result<BTreeMap<String, BundleRole>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (key, role) in raw.into_iter().flatten() {
+            let at = role.span().start;
+            let field = format!("{table}.bundle_roles.{key:?}");
+            let expanded = super::expand::expand(key, ctx.env)
+                .map_err(|var| ctx.at(at, &field, format!("cannot expand {var} in the key")))?;
+            let reference = bundle_ref(ctx, expanded, at, &field)?;
+            if !bundles.contains(&reference) {
+                return Err(ctx.at(
+                    at,
+                    &field,
+                    format!(
+                        "{reference} is not one of the bundles of [{table}]; name a bundle exactly as {} lists it",
+                        if table == "policy" { "policy.shared_bundles" } else { "its bundle(s)" }
+                    ),
+                ));
+            }
+            let r = role.get_ref();
+            if let Some(l) = &r.layer
+                && crate::decision::layers::Layer::parse(l).is_none()
+            {
+                return Err(ctx.at(
+                    at,
+                    &format!("{field}.layer"),
+                    format!("unknown layer {l:?}: one of identity, resource, workflow, compliance, override"),
+                ));
+            }
+            let roots = match &r.roots {
+                Some(list) if list.is_empty() => {
+                    return Err(ctx.at(
+                        at,
+                        &format!("{field}.roots"),
+                        "an empty list permits no root: name the data paths the bundle may own, e.g. [\"mcp/fs\"]",
+                    ));
+                }
+                Some(list) => Some(
+                    list.iter()
+                        .map(|r| r.trim_matches('/').to_string())
+                        .collect(),
+                ),
+                None => None,
+            };
+            out.insert(
+                reference,
+                BundleRole {
+                    layer: r.layer.clone(),
+                    roots,
+                    allow_rollback: r.allow_rollback.unwrap_or(false),
+                },
+            );
+        }
+        Ok(out)
     }
 
     /// `fail_open = true` turns "the policy cannot decide" into allow. A

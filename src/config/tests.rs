@@ -6,6 +6,7 @@ use super::*;
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::from_toml_str(text, Path::new("/etc/gavel/servers.toml"), &|k| match k {
         "TOKEN" => Some("s3cret".into()),
+        "HMAC_32" => Some("0123456789abcdef0123456789abcdef".into()),
         "USER" => Some("ada".into()),
         _ => None,
     })
@@ -115,7 +116,7 @@ fn env_expansion_in_documented_fields_only() {
 #[test]
 fn bundles_resolve_and_are_exclusive() {
     let c = parse(
-        "[keys.k]\nkey = \"s\"\nalgorithm = \"HS256\"\n[servers.a]\ncommand = \"x\"\nbundles = [\"b1\", \"oci://R:5000/p:1\"]\nkeys = [\"k\"]\n",
+        "[keys.k]\nkey = \"0123456789abcdef0123456789abcdef\"\nalgorithm = \"HS256\"\n[servers.a]\ncommand = \"x\"\nbundles = [\"b1\", \"oci://R:5000/p:1\"]\nkeys = [\"k\"]\n",
     )
     .unwrap();
     assert_eq!(
@@ -178,8 +179,8 @@ fn signing_keys_are_validated() {
     assert!(e.contains("exactly one of"), "{e}");
     let e = err("[servers.s]\ncommand = \"x\"\nkeys = [\"missing\"]\n");
     assert!(e.contains("servers.s.keys") && e.contains("missing"), "{e}");
-    let c = parse("[keys.a]\nalgorithm = \"HS256\"\nkey_env = \"TOKEN\"\n[servers.s]\ncommand = \"x\"\nkeys = [\"a\"]\n").unwrap();
-    assert_eq!(c.keys["a"].material, "s3cret");
+    let c = parse("[keys.a]\nalgorithm = \"HS256\"\nkey_env = \"HMAC_32\"\n[servers.s]\ncommand = \"x\"\nkeys = [\"a\"]\n").unwrap();
+    assert_eq!(c.keys["a"].material, "0123456789abcdef0123456789abcdef");
     assert!(
         c.servers["s"].signing.require_signature,
         "keys listed → signatures required by default"
@@ -319,7 +320,7 @@ fn oci_settings_parse_and_check() {
 
 #[test]
 fn exclude_files_patterns_are_checked_at_load() {
-    let keys = "[keys.k]\nalgorithm = \"HS256\"\nkey = \"s\"\n";
+    let keys = "[keys.k]\nalgorithm = \"HS256\"\nkey = \"0123456789abcdef0123456789abcdef\"\n";
     let c = parse(&format!(
         "{keys}[servers.a]\ncommand = \"x\"\nkeys = [\"k\"]\nexclude_files = [\"*.md\", \"docs/[a-z]*\"]\n"
     ))
@@ -341,7 +342,7 @@ fn exclude_files_patterns_are_checked_at_load() {
 
 #[test]
 fn a_server_that_trusts_keys_never_accepts_unsigned_bundles() {
-    let keys = "[keys.k]\nalgorithm = \"HS256\"\nkey = \"s\"\n";
+    let keys = "[keys.k]\nalgorithm = \"HS256\"\nkey = \"0123456789abcdef0123456789abcdef\"\n";
     let e = err(&format!(
         "{keys}[servers.a]\ncommand = \"x\"\nbundle = \"b\"\nkeys = [\"k\"]\nrequire_signature = false\n"
     ));
@@ -359,7 +360,7 @@ fn a_server_that_trusts_keys_never_accepts_unsigned_bundles() {
 
 #[test]
 fn policy_keys_sign_the_shared_bundles() {
-    let keys = "[keys.org]\nalgorithm = \"HS256\"\nkey = \"s\"\n";
+    let keys = "[keys.org]\nalgorithm = \"HS256\"\nkey = \"0123456789abcdef0123456789abcdef\"\n";
     // With [policy] keys a registry shared bundle needs no per-server keys.
     let c = parse(&format!(
         "{keys}[policy]\nkeys = [\"org\"]\nshared_bundles = [\"oci://r:5000/org:1\"]\n[servers.a]\ncommand = \"x\"\n"
@@ -385,7 +386,7 @@ fn policy_keys_sign_the_shared_bundles() {
 
 #[test]
 fn fail_open_is_refused_where_verification_could_fail() {
-    let keys = "[keys.k]\nalgorithm = \"HS256\"\nkey = \"s\"\n";
+    let keys = "[keys.k]\nalgorithm = \"HS256\"\nkey = \"0123456789abcdef0123456789abcdef\"\n";
     for (case, text) in [
         (
             "keys",
@@ -482,4 +483,66 @@ fn jwks_urls_are_checked_on_their_parsed_host() {
         e.contains("auth.jwks_url") && e.contains("evil.example"),
         "{e}"
     );
+}
+
+/// RFC 7518 §3.2: an HMAC secret at least as long as its hash, whatever
+/// the source (inline, file, environment) and for `[auth]` too; the error
+/// names the field.
+#[test]
+fn hmac_secrets_shorter_than_their_hash_are_refused_from_every_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, len: usize| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("{}\n", "k".repeat(len))).unwrap();
+        p.display().to_string()
+    };
+    let server = "[servers.s]\ncommand = \"x\"\nkeys = [\"a\"]\n";
+    let key =
+        |alg: &str, source: String| format!("[keys.a]\nalgorithm = \"{alg}\"\n{source}\n{server}");
+    for (alg, min) in [("HS256", 32), ("HS384", 48), ("HS512", 64)] {
+        for (len, field) in [(0, "key"), (min - 1, "key")] {
+            let e = err(&key(alg, format!("key = {:?}", "k".repeat(len))));
+            assert!(
+                e.contains(&format!("keys.a.{field}"))
+                    && e.contains(&format!("at least {min}"))
+                    && e.contains(&format!("{len} bytes")),
+                "{alg} {len}: {e}"
+            );
+        }
+        let short = file(&format!("{alg}.short"), min - 1);
+        let e = err(&key(alg, format!("key_file = {short:?}")));
+        assert!(
+            e.contains("keys.a.key_file") && e.contains(&format!("at least {min}")),
+            "{e}"
+        );
+        // The trailing newline of a key file is not part of the secret.
+        let exact = file(&format!("{alg}.exact"), min);
+        let c = parse(&key(alg, format!("key_file = {exact:?}"))).unwrap();
+        assert_eq!(c.keys["a"].material.len(), min);
+        parse(&key(alg, format!("key = {:?}", "k".repeat(min)))).unwrap();
+    }
+    let e = err(&key("HS256", "key_env = \"TOKEN\"".into()));
+    assert!(e.contains("keys.a.key_env") && e.contains("6 bytes"), "{e}");
+    parse(&key("HS256", "key_env = \"HMAC_32\"".into())).unwrap();
+    // Public-key algorithms are not HMAC secrets: not measured here.
+    parse(&key("RS256", "key = \"pem\"".into())).unwrap();
+    // [auth]: the HMAC secret in the environment.
+    let auth = |var: &str, alg: &str| {
+        format!(
+            "[auth]\nissuer = \"https://idp\"\naudience = \"https://g.test/mcp\"\nalgorithm = \"{alg}\"\nkey_env = \"{var}\"\n[servers.z]\ncommand = \"x\"\n"
+        )
+    };
+    let e = err(&auth("TOKEN", "HS256"));
+    assert!(
+        e.contains("auth.key_env") && e.contains("TOKEN") && e.contains("at least 32"),
+        "{e}"
+    );
+    let e = err(&auth("HMAC_32", "HS384"));
+    assert!(
+        e.contains("auth.key_env") && e.contains("at least 48"),
+        "{e}"
+    );
+    parse(&auth("HMAC_32", "HS256")).unwrap();
+    // Set only later (gavel serve's environment): the authenticator checks it.
+    parse(&auth("UNSET", "HS256")).unwrap();
 }

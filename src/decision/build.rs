@@ -158,6 +158,21 @@ impl super::Enforcer {
     }
 }
 
+impl Enforcer {
+    /// The operator's `bundle_roles` entry for a bundle reference of `owner`
+    /// (a server, or [`SHARED_OWNER`]).
+    pub fn bundle_role(&self, owner: &str, reference: &str) -> Option<&crate::config::BundleRole> {
+        if owner == SHARED_OWNER {
+            self.config.policy.bundle_roles.get(reference)
+        } else {
+            self.config
+                .servers
+                .get(owner)
+                .and_then(|s| s.bundle_roles.get(reference))
+        }
+    }
+}
+
 impl Active {
     /// The key id that verified the active bundle named `bundle`, if it was
     /// signed (per bundle: a server's layers can have different signers).
@@ -206,36 +221,16 @@ pub(super) fn server_active(
                 .map(|r| (SHARED_OWNER, r)),
         );
         for (owner, r) in refs {
-            let b = resolver.resolve(owner, r).map_err(|e| {
+            let (b, signer) = load_one(name, server, config, owner, r, resolver, &shared_signing)
+                .map_err(|e| {
                 if owner == SHARED_OWNER {
                     format!("shared bundle {e}")
                 } else {
                     e
                 }
             })?;
-            let oci = r.starts_with("oci://");
-            // Everything a server names is verified with its keys. Shared
-            // bundles: with the [policy] keys when those are set; else with
-            // the server's own keys when it lists any or the bundle comes
-            // from a registry (a server that trusts signers never runs an
-            // unsigned bundle); only a local shared bundle for a server
-            // without keys is taken as it is.
-            let signing = if owner != SHARED_OWNER {
-                Some((&server.signing, format!("servers.{name}")))
-            } else if !config.policy.keys.is_empty() {
-                Some((&shared_signing, "policy".to_string()))
-            } else if oci || !server.signing.keys.is_empty() {
-                Some((&server.signing, format!("servers.{name}")))
-            } else {
-                None
-            };
-            if let Some((signing, whose)) = signing
-                && let Some(keyid) = verify_signature(&b, signing, &whose, config)?
-            {
+            if let Some(keyid) = signer {
                 signers.push((b.name.clone(), keyid));
-            }
-            if oci {
-                own_tests_pass(&b)?;
             }
             bundles.push(b);
         }
@@ -255,6 +250,67 @@ pub(super) fn server_active(
         }
     };
     Ok(Active { policy, signers })
+}
+
+/// One bundle of server `name`'s policy, in the order that keeps untrusted
+/// bytes away from the parsers: its files are read (bounded, nesting
+/// pre-scanned, nothing parsed), its signature verified under the keys that
+/// apply, and only then is it parsed, bound to what the operator says it is
+/// for (`bind`) and — from a registry — made to pass its own tests. Returns
+/// the bundle and the key id that verified it.
+fn load_one(
+    name: &str,
+    server: &ServerConfig,
+    config: &Config,
+    owner: &str,
+    r: &str,
+    resolver: &dyn Resolve,
+    shared_signing: &crate::config::BundleSigning,
+) -> Result<(Arc<Bundle>, Option<String>), String> {
+    let raw = resolver.resolve(owner, r)?;
+    let oci = r.starts_with("oci://");
+    let shared = owner == SHARED_OWNER;
+    // Everything a server names is verified with its keys. Shared
+    // bundles: with the [policy] keys when those are set; else with
+    // the server's own keys when it lists any or the bundle comes
+    // from a registry (a server that trusts signers never runs an
+    // unsigned bundle); only a local shared bundle for a server
+    // without keys is taken as it is.
+    let signing = if !shared {
+        Some((&server.signing, format!("servers.{name}")))
+    } else if !config.policy.keys.is_empty() {
+        Some((shared_signing, "policy".to_string()))
+    } else if oci || !server.signing.keys.is_empty() {
+        Some((&server.signing, format!("servers.{name}")))
+    } else {
+        None
+    };
+    let signer = match signing {
+        Some((signing, whose)) => verify_signature(&raw, signing, &whose, config)?,
+        None => None,
+    };
+    let mut b = raw.parse().map_err(|e| e.to_string())?;
+    let (table, role) = if shared {
+        ("policy".to_string(), config.policy.bundle_roles.get(r))
+    } else {
+        (format!("servers.{name}"), server.bundle_roles.get(r))
+    };
+    super::bind::bind(
+        &mut b,
+        &super::bind::Place {
+            table,
+            server: name,
+            shared,
+            oci,
+            reference: r,
+            role,
+        },
+    )?;
+    let b = Arc::new(b);
+    if oci {
+        own_tests_pass(&b)?;
+    }
+    Ok((b, signer))
 }
 
 /// A bundle that ships `test_*` rules must pass them before it decides
@@ -283,12 +339,12 @@ fn own_tests_pass(b: &Bundle) -> Result<(), String> {
 /// (`whose`: the config table they come from, `servers.NAME` or `policy`,
 /// for messages), before the bundle is used at all.
 pub(super) fn verify_signature(
-    b: &Bundle,
+    b: &crate::bundle::RawBundle,
     signing: &crate::config::BundleSigning,
     whose: &str,
     config: &Config,
 ) -> Result<Option<String>, String> {
-    use crate::bundle::verify::{VerificationConfig, VerificationKey, verify_bundle};
+    use crate::bundle::verify::{VerificationConfig, VerificationKey, verify_raw};
     let s = signing;
     let cfg = (!s.keys.is_empty()).then(|| VerificationConfig {
         keys: s
@@ -310,13 +366,13 @@ pub(super) fn verify_signature(
         exclude_files: s.exclude_files.clone(),
         ..Default::default()
     });
-    if b.signatures.is_some() && cfg.is_none() {
+    if b.signatures().is_some() && cfg.is_none() {
         return Err(format!(
             "bundle {} is signed but {whose}.keys names no key to verify it",
             b.source
         ));
     }
-    match verify_bundle(b, cfg.as_ref(), "") {
+    match verify_raw(b, cfg.as_ref(), "") {
         Ok(Some(v)) => {
             tracing::info!(keys = %whose, bundle = %b.name, keyid = %v.keyid, "bundle signature verified");
             Ok(Some(v.keyid))
@@ -337,3 +393,7 @@ pub(super) fn verify_signature(
         )),
     }
 }
+
+#[cfg(test)]
+#[path = "build_tests.rs"]
+mod tests;

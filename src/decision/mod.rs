@@ -10,6 +10,7 @@
 
 mod action;
 mod active;
+pub mod bind;
 mod build;
 pub mod codes;
 pub mod contract;

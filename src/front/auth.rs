@@ -142,6 +142,8 @@ impl Authenticator {
                 let secret = std::env::var(var).map_err(|_| {
                     anyhow::anyhow!("[auth] key_env: environment variable {var} is not set")
                 })?;
+                crate::config::check_hmac_secret(&settings.algorithm, secret.as_bytes())
+                    .map_err(|why| anyhow::anyhow!("[auth] key_env {var}: {why}"))?;
                 vec![(None, DecodingKey::from_secret(secret.as_bytes()))]
             }
             AuthKey::JwksFile(p) => {
@@ -361,6 +363,23 @@ fn parse_jwks(bytes: &[u8]) -> Result<Keys, String> {
         serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS document: {e}"))?;
     let mut keys = Vec::new();
     for k in &set.keys {
+        // A symmetric (`oct`) key is an HMAC secret: as short as RFC 7518
+        // §3.2 allows for its algorithm (HS256 when it names none), never
+        // shorter.
+        if let jsonwebtoken::jwk::AlgorithmParameters::OctetKey(oct) = &k.algorithm {
+            use base64::Engine as _;
+            let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(oct.value.trim_end_matches('='))
+                .map_err(|e| format!("key {:?}: k: {e}", k.common.key_id))?;
+            let alg = k
+                .common
+                .key_algorithm
+                .map(|a| a.to_string())
+                .filter(|a| crate::config::hmac_min_bytes(a).is_some())
+                .unwrap_or_else(|| "HS256".to_string());
+            crate::config::check_hmac_secret(&alg, &secret)
+                .map_err(|why| format!("key {:?}: {why}", k.common.key_id))?;
+        }
         let key =
             DecodingKey::from_jwk(k).map_err(|e| format!("key {:?}: {e}", k.common.key_id))?;
         keys.push((k.common.key_id.clone(), key));

@@ -228,7 +228,7 @@ fn forgeries_are_refused() {
     let e = verify(&rs, &confused).unwrap_err();
     assert!(e.contains("HS256") && e.contains("accepts RS256"), "{e}");
     // And an HS256 server never takes an RS256 token.
-    let hs = auth(&hs256(dir.path(), "s3cret-s3cret-s3cret"));
+    let hs = auth(&hs256(dir.path(), "s3cret-s3cret-s3cret-s3cret-s3cret"));
     let (rsa_private, _) = rsa(dir.path());
     let rs_token = sign(
         Algorithm::RS256,
@@ -242,7 +242,7 @@ fn forgeries_are_refused() {
     );
     let good = sign(
         Algorithm::HS256,
-        &EncodingKey::from_secret(b"s3cret-s3cret-s3cret"),
+        &EncodingKey::from_secret(b"s3cret-s3cret-s3cret-s3cret-s3cret"),
         &claims(json!({})),
     );
     assert!(verify(&hs, &good).is_ok());
@@ -255,7 +255,7 @@ fn forgeries_are_refused() {
 #[test]
 fn malformed_tokens_are_refused_as_malformed() {
     let dir = tempfile::tempdir().unwrap();
-    let hs = auth(&hs256(dir.path(), "another-test-secret"));
+    let hs = auth(&hs256(dir.path(), "another-test-secret-padded-to-32-bytes"));
     for bad in [
         "",
         "abc",
@@ -271,7 +271,7 @@ fn malformed_tokens_are_refused_as_malformed() {
     }
     assert!(verify(&hs, "abc").unwrap_err().contains("malformed token"));
     // A well-formed token missing a required claim (exp, iss, aud).
-    let key = EncodingKey::from_secret(b"another-test-secret");
+    let key = EncodingKey::from_secret(b"another-test-secret-padded-to-32-bytes");
     for missing in ["exp", "iss", "aud"] {
         let mut c = claims(json!({}));
         c.as_object_mut().unwrap().remove(missing);
@@ -283,8 +283,8 @@ fn malformed_tokens_are_refused_as_malformed() {
 #[test]
 fn expiry_is_checked_with_the_leeway() {
     let dir = tempfile::tempdir().unwrap();
-    let hs = auth(&hs256(dir.path(), "leeway-test-secret"));
-    let key = EncodingKey::from_secret(b"leeway-test-secret");
+    let hs = auth(&hs256(dir.path(), "leeway-test-secret-padded-to-32-bytes"));
+    let key = EncodingKey::from_secret(b"leeway-test-secret-padded-to-32-bytes");
     let at = |exp: u64| sign(Algorithm::HS256, &key, &claims(json!({"exp": exp})));
     assert!(
         verify(&hs, &at(now() - 30)).is_ok(),
@@ -308,7 +308,7 @@ fn expiry_is_checked_with_the_leeway() {
 #[test]
 fn claims_map_as_configured() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = hs256(dir.path(), "mapping-test-secret");
+    let mut s = hs256(dir.path(), "mapping-test-secret-padded-to-32-bytes");
     s.user_claim = "email".into();
     s.groups_claim = "roles".into();
     s.agent_claim = "client_id".into();
@@ -317,7 +317,7 @@ fn claims_map_as_configured() {
     base.agent.id = "configured-agent".into();
     base.agent.scope = vec!["repo:read".into()];
     let a = Authenticator::new(&s, &base).unwrap();
-    let key = EncodingKey::from_secret(b"mapping-test-secret");
+    let key = EncodingKey::from_secret(b"mapping-test-secret-padded-to-32-bytes");
     let id = verify(
         &a,
         &sign(
@@ -380,4 +380,19 @@ fn the_challenge_points_at_the_resources_metadata() {
         "{h}"
     );
     assert!(h.contains("error_description=\"bad 'quote'\""), "{h}");
+}
+
+/// A JWKS `oct` key is an HMAC secret: shorter than its hash (RFC 7518
+/// §3.2), the empty one included, the key set is refused.
+#[test]
+fn short_hmac_keys_in_a_jwks_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for short in ["", "k", &"k".repeat(31)] {
+        let e = Authenticator::new(&hs256(dir.path(), short), &Identity::default())
+            .err()
+            .expect("a short oct key is refused")
+            .to_string();
+        assert!(e.contains("at least 32") && e.contains("jwks_file"), "{e}");
+    }
+    Authenticator::new(&hs256(dir.path(), &"k".repeat(32)), &Identity::default()).unwrap();
 }

@@ -80,8 +80,16 @@ pub fn push(path: &Path, reference: &str) -> String {
 }
 
 pub fn keys(s: &Setup) {
-    std::fs::write(s.path("k1.secret"), "first-secret").unwrap();
-    std::fs::write(s.path("k2.secret"), "second-secret").unwrap();
+    std::fs::write(s.path("k1.secret"), "first-secret-padded-to-32-bytesx").unwrap();
+    std::fs::write(s.path("k2.secret"), "second-secret-padded-to-32-bytes").unwrap();
+}
+
+/// `[servers.SERVER.bundle_roles."REF"]` permitting `roots` (and, if
+/// given, playing `layer`): the operator's word on what a registry bundle
+/// is for (the fixture bundle's root is `mcp/fixture`, not `mcp/fx`).
+pub fn role(server: &str, reference: &str, roots: &[&str], layer: Option<&str>) -> String {
+    let layer = layer.map_or_else(String::new, |l| format!("layer = {l:?}\n"));
+    format!("\n[servers.{server}.bundle_roles.{reference:?}]\nroots = {roots:?}\n{layer}")
 }
 
 pub fn config(s: &Setup, reg: &TestRegistry, reference: &str, trusted: &[&str]) {
@@ -92,14 +100,15 @@ pub fn config(s: &Setup, reg: &TestRegistry, reference: &str, trusted: &[&str]) 
             "[keys.k1]\nalgorithm = \"HS256\"\nkey_file = {:?}\n\n[keys.k2]\nalgorithm = \"HS256\"\nkey_file = {:?}\n\n\
              [identity.user]\nid = \"ada\"\n\n[log]\ndecisions = {:?}\n\n\
              [oci]\ncache_dir = {:?}\nmin_delay = \"100ms\"\nmax_delay = \"300ms\"\n\n\
-             [oci.registries.\"{}\"]\ninsecure = true\n\n{}bundle = {reference:?}\nkeys = [{}]\n",
+             [oci.registries.\"{}\"]\ninsecure = true\n\n{}bundle = {reference:?}\nkeys = [{}]\n{}",
             s.path("k1.secret").display().to_string(),
             s.path("k2.secret").display().to_string(),
             s.path("decisions.jsonl").display().to_string(),
             s.path("cache").display().to_string(),
             reg.host(),
             fixture_server("fx", &[], &s.path("r.jsonl")),
-            trusted.join(", ")
+            trusted.join(", "),
+            role("fx", reference, &["mcp/fixture"], None)
         ),
     )
     .unwrap();

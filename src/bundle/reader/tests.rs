@@ -401,3 +401,59 @@ fn directory_bundles_hold_the_same_limits() {
     let e = err(&d);
     assert!(e.contains("more than 3 files"), "{e}");
 }
+
+/// Small inputs the parsers take seconds on (regorus's Rego parser on a
+/// bracket nest, the YAML parser on flow collections) are refused before
+/// any parser sees them, naming the file — from a tarball or a directory.
+#[test]
+fn deeply_nested_files_are_refused_before_parsing() {
+    let manifest: &[u8] = br#"{"roots":["mcp/fs"]}"#;
+    let rego = format!(
+        "package mcp.fs\n\nx := {}{}\n",
+        "[".repeat(19),
+        "]".repeat(19)
+    );
+    let e = load(&[(".manifest", manifest), ("mcp/fs/p.rego", rego.as_bytes())])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("mcp/fs/p.rego")
+            && e.contains("nested more than 12 deep")
+            && e.contains("line 3"),
+        "{e}"
+    );
+    let yaml = "[".repeat(460);
+    let e = load(&[
+        (".manifest", manifest),
+        ("mcp/fs/data.yaml", yaml.as_bytes()),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("mcp/fs/data.yaml") && e.contains("nested more than"),
+        "{e}"
+    );
+    // Nothing is parsed by the read step, so even the raw read refuses.
+    let raw = crate::bundle::read_bundle_tar_gz(
+        "t",
+        "t",
+        &tarball(&[("mcp/fs/data.yaml", yaml.as_bytes())]),
+        &BundleLimits::default(),
+    );
+    assert!(raw.is_err());
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("mcp/fs")).unwrap();
+    std::fs::write(d.path().join(".manifest"), manifest).unwrap();
+    std::fs::write(
+        d.path().join("mcp/fs/data.json"),
+        format!("{}{}", "[".repeat(65), "]".repeat(65)),
+    )
+    .unwrap();
+    let e = load_bundle(d.path(), &BundleLimits::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("mcp/fs/data.json") && e.contains("JSON nested more than 64"),
+        "{e}"
+    );
+}

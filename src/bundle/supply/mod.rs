@@ -3,12 +3,17 @@
 //! goes wrong.
 //!
 //! - **Start.** A digest pin found intact in the cache is used without the
-//!   network (a digest never moves). Otherwise the registry is asked (bounded
-//!   by `oci.pull_timeout`); if it cannot answer, or its bundle fails any check
-//!   (verification, own tests, lint, compile), the cached bundle for the same
-//!   server and ref is used, and the refusal stays in the status. Nothing
-//!   usable → that server fails closed (`policy_unavailable`, with a
-//!   remediation naming the ref).
+//!   network (a digest never moves). So is, for `gavel run`/`serve`
+//!   ([`Supply::start_from_cache`]), a tag with a bundle in the cache for
+//!   the same server and ref: it is verified again as the policy is built,
+//!   and the registry is asked at once in the background — a registry that
+//!   accepts connections and never answers cannot hold the host's
+//!   `initialize` for `pull_timeout`. Otherwise the registry is asked
+//!   (bounded by `oci.pull_timeout`); if it cannot answer, or its bundle
+//!   fails any check (verification, own tests, lint, compile), the cached
+//!   bundle for the same server and ref is used, and the refusal stays in
+//!   the status. Nothing usable → that server fails closed
+//!   (`policy_unavailable`, with a remediation naming the ref).
 //! - **Poll.** Tags (and refs not obtained yet) are polled after a jittered
 //!   delay in `[min_delay, max_delay]`; errors back off (×1.6 from 100 ms,
 //!   capped at `max_delay`, ±20 %), as OPA does. A layer digest equal to the
@@ -20,7 +25,10 @@
 //!   if all succeed are they swapped in, atomically, and the verified tarball
 //!   persisted to the cache. Any failure keeps the last good bundle and is
 //!   recorded in the status (`code`, `message`), and that layer is not retried
-//!   until the registry serves a different one.
+//!   until the registry serves a different one. The build runs on the
+//!   blocking pool: a slow verify, parse or compile never holds the event
+//!   loop that answers requests. A tag that moved to an older revision than
+//!   the active one is refused as a rollback (`rollback.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -28,11 +36,12 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 mod poll;
+mod rollback;
 
-use super::Bundle;
+use super::RawBundle;
 use super::oci::cache::Cache;
 use super::oci::{OciRef, Registry};
-use super::source::{Offline, Resolve, SHARED_OWNER, bundle_from_layer};
+use super::source::{Offline, Resolve, SHARED_OWNER, raw_from_layer};
 use crate::config::{Config, OciSettings};
 use crate::decision::Enforcer;
 
@@ -84,6 +93,8 @@ struct Entry {
     current: Option<Layer>,
     /// A layer that failed activation: not retried until it changes.
     refused: Option<String>,
+    /// Started from the cache: ask the registry at once, not after a delay.
+    refresh_now: bool,
     status: RefStatus,
 }
 
@@ -147,8 +158,19 @@ impl Supply {
     }
 
     /// Obtains every reference once (registry, else cache), bounded by
-    /// `oci.pull_timeout` each, in parallel.
+    /// `oci.pull_timeout` each, in parallel: what `config check` verifies.
     pub async fn start(config: &Config) -> anyhow::Result<Arc<Self>> {
+        Self::start_with(config, false).await
+    }
+
+    /// As [`Supply::start`], but a reference with a bundle in the cache (for
+    /// the same server and ref) starts from it without waiting for the
+    /// registry, which the poll loop asks at once: `gavel run` and `serve`.
+    pub async fn start_from_cache(config: &Config) -> anyhow::Result<Arc<Self>> {
+        Self::start_with(config, true).await
+    }
+
+    async fn start_with(config: &Config, cache_first: bool) -> anyhow::Result<Arc<Self>> {
         let registry = Registry::new(&config.oci).map_err(|e| anyhow::anyhow!(e))?;
         let users = Self::refs(config);
         let supply = Arc::new(Self {
@@ -174,7 +196,8 @@ impl Supply {
             config_path: config.source.clone(),
         });
         let keys: Vec<Key> = supply.users.keys().cloned().collect();
-        futures::future::join_all(keys.iter().map(|k| supply.obtain_at_start(k))).await;
+        futures::future::join_all(keys.iter().map(|k| supply.obtain_at_start(k, cache_first)))
+            .await;
         Ok(supply)
     }
 
@@ -190,13 +213,24 @@ impl Supply {
         }
     }
 
-    async fn obtain_at_start(&self, key: &Key) {
+    async fn obtain_at_start(&self, key: &Key, cache_first: bool) {
         let Ok(r) = OciRef::parse(&key.1) else { return };
         if let Some(pin) = &r.digest
             && let Ok(Some((rec, bytes))) = self.cache.load(&key.0, &key.1, Some(pin))
         {
             tracing::info!(bundle = %key.1, "digest pin found in the bundle cache; not asking the registry");
             self.set_current(key, rec.manifest_digest, Arc::new(bytes), "cache");
+            return;
+        }
+        if cache_first
+            && r.digest.is_none()
+            && let Some(layer) = self.cached_layer(key, &r)
+        {
+            tracing::info!(bundle = %key.1, "starting from the cached bundle; the registry is asked in the background");
+            if let Some(e) = self.lock().get_mut(key) {
+                e.current = Some(layer);
+                e.refresh_now = true;
+            }
             return;
         }
         match self.pull(key, &r, &[]).await {
@@ -447,7 +481,12 @@ impl Supply {
     /// if all build.
     fn try_activate(&self, key: &Key, layer: Layer, enforcer: &Enforcer) {
         let servers = self.users.get(key).cloned().unwrap_or_default();
-        let built = match self.build_all(key, &layer, enforcer) {
+        let built = match self.build_all(key, &layer, enforcer).and_then(|built| {
+            match self.rollback(key, &built, enforcer) {
+                Some(why) => Err(vec![why]),
+                None => Ok(built),
+            }
+        }) {
             Ok(built) => built,
             Err(failed) => {
                 let msg = format!(
@@ -493,7 +532,7 @@ impl Supply {
 }
 
 impl Resolve for Supply {
-    fn resolve(&self, owner: &str, reference: &str) -> Result<Arc<Bundle>, String> {
+    fn resolve(&self, owner: &str, reference: &str) -> Result<Arc<RawBundle>, String> {
         if reference.starts_with("oci://") {
             let current = self
                 .lock()
@@ -501,7 +540,7 @@ impl Resolve for Supply {
                 .and_then(|e| e.current.clone());
             if let Some(l) = current {
                 let r = OciRef::parse(reference).map_err(|e| e.to_string())?;
-                return bundle_from_layer(&r, &l.bytes).map(Arc::new);
+                return raw_from_layer(&r, &l.bytes).map(Arc::new);
             }
             let why = self
                 .lock()
@@ -528,10 +567,10 @@ struct Overlay<'a> {
 }
 
 impl Resolve for Overlay<'_> {
-    fn resolve(&self, owner: &str, reference: &str) -> Result<Arc<Bundle>, String> {
+    fn resolve(&self, owner: &str, reference: &str) -> Result<Arc<RawBundle>, String> {
         if owner == self.key.0 && reference == self.key.1 {
             let r = OciRef::parse(reference).map_err(|e| e.to_string())?;
-            return bundle_from_layer(&r, &self.layer.bytes).map(Arc::new);
+            return raw_from_layer(&r, &self.layer.bytes).map(Arc::new);
         }
         self.supply.resolve(owner, reference)
     }

@@ -41,7 +41,15 @@ impl Supply {
             if !r.is_mutable() && have.is_some() && active_ok {
                 return;
             }
-            let delay = next_delay(retries, &self.settings);
+            let now = self
+                .lock()
+                .get_mut(&key)
+                .is_some_and(|e| std::mem::take(&mut e.refresh_now));
+            let delay = if now {
+                Duration::ZERO
+            } else {
+                next_delay(retries, &self.settings)
+            };
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.cancelled() => return,
@@ -73,7 +81,20 @@ impl Supply {
                 }
                 Ok(Pulled::New(layer)) => {
                     retries = 0;
-                    self.try_activate(&key, layer, &enforcer);
+                    // Verifying, parsing, the bundle's own tests and the
+                    // compile take what they take: on the blocking pool,
+                    // never on the event loop that answers requests.
+                    let (this, k, e) = (self.clone(), key.clone(), enforcer.clone());
+                    if tokio::task::spawn_blocking(move || this.try_activate(&k, layer, &e))
+                        .await
+                        .is_err()
+                    {
+                        self.record_error(
+                            &key,
+                            "bundle_error",
+                            format!("activating a new layer of {} failed unexpectedly; the last good bundle stays active", key.1),
+                        );
+                    }
                 }
                 Err(msg) => {
                     retries = retries.saturating_add(1);
@@ -83,9 +104,11 @@ impl Supply {
         }
     }
 
-    /// The tag moved to another manifest that names the active layer (a
-    /// re-push of the same bundle, other annotations): nothing to build, but
-    /// the status and the cache record name the manifest the tag names now.
+    /// The registry serves the active layer: a start from the cache is
+    /// confirmed (the status says `registry`), and if the tag moved to
+    /// another manifest that names the active layer (a re-push of the same
+    /// bundle, other annotations) there is nothing to build, but the status
+    /// and the cache record name the manifest the tag names now.
     fn same_layer_new_manifest(&self, key: &Key, manifest: &str) {
         let layer = {
             let mut map = self.lock();
@@ -93,6 +116,12 @@ impl Supply {
             let Some(cur) = e.current.as_mut() else {
                 return;
             };
+            // Started from the cache: the registry now serves the very
+            // bytes that decide, so they are the registry's as much.
+            if cur.source == "cache" {
+                cur.source = "registry";
+                e.status.source = Some("registry");
+            }
             if cur.manifest_digest == manifest {
                 return;
             }
