@@ -309,9 +309,9 @@ pub fn idscan_depth(data: &[u8]) {
     assert!(!r.has_outcome, "result_ is not result");
     // An array level holds a `{"id":…}` object: one more level inside the innermost.
     let innermost_array = depth > 0
-        && !shape
+        && shape
             .get((depth - 1) % shape.len().max(1))
-            .is_none_or(|b| b & 1 == 0);
+            .is_some_and(|b| b & 1 != 0);
     let want = depth + 1 + usize::from(innermost_array);
     assert_eq!(r.max_depth as usize, want, "depth of {line:.300}");
     let mut whole = IdScanner::new();

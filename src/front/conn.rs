@@ -83,7 +83,7 @@ pub async fn serve(
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             let n = refused.fetch_add(1, Ordering::Relaxed);
             // A flood must not flood the log too: the first, then every 100th.
-            if n % 100 == 0 {
+            if n.is_multiple_of(100) {
                 tracing::warn!(
                     %peer,
                     max = limits.max_connections,

@@ -281,8 +281,7 @@ impl PolicyEngine {
             );
         }
         Ok(PolicyEngine {
-            pool: Arc::new(Pool::new(engine.clone())),
-            engine,
+            pool: Arc::new(Pool::new(engine)),
             bundles: loaded,
             version,
             bundles_json: Value::Object(bundles_json),

@@ -36,7 +36,7 @@ fn recursive_policies_are_refused_at_load() {
         "package p\nf(x) := y if {\n  x > 0\n  y := f(x - 1)\n}\nf(x) := 0 if x <= 0\ndecision := {\"allow\": f(input.n) == 0}\n",
     ] {
         let (_d, e) = build(rego, Duration::from_secs(1));
-        let err = e.err().expect("refused").to_string();
+        let err = e.expect_err("refused").to_string();
         assert!(
             err.contains("policy.rego:2: rule data.p.f is recursive"),
             "{err}"
@@ -59,8 +59,7 @@ fn recursive_policies_are_refused_at_load() {
         strict_input: false,
     };
     let err = PolicyEngine::build("srv", vec![a, b], &opts)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(err.contains("data.p.ok -> data.q.ok -> data.p.ok"), "{err}");
 }
@@ -100,7 +99,7 @@ fn a_slow_builtin_call_is_a_timeout() {
     let items: Vec<Value> = (0..400_000u64)
         .map(|i| json!(format!("{:016x}", i.wrapping_mul(0x9E3779B97F4A7C15))))
         .collect();
-    let err = e.decide(&json!({"items": items})).err().expect("denied");
+    let err = e.decide(&json!({"items": items})).expect_err("denied");
     assert_eq!(err.reason_code(), "policy_timeout", "{err}");
 }
 
@@ -143,7 +142,7 @@ fn memory_doubling_alone() {
     let (_d, e) = build(&rego, Duration::from_secs(30));
     let e = e.unwrap();
     let before = peak_rss();
-    let err = e.decide(&json!({})).err().expect("refused");
+    let err = e.decide(&json!({})).expect_err("refused");
     assert_eq!(err.reason_code(), "policy_error", "{err}");
     assert!(err.to_string().contains("memory limit"), "{err}");
     let grew = peak_rss().saturating_sub(before);

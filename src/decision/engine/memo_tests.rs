@@ -179,11 +179,11 @@ fn differential(name: &str, bundles: Vec<Arc<Bundle>>, n: usize) -> usize {
         assert_eq!(a2, b, "{name}: a memo hit differs on {input}");
         for l in memo.bundles.iter().filter(|l| l.memo.is_some()) {
             let m = l.memo.as_ref().unwrap();
-            let mut e = memo.engine.clone();
+            let mut e = memo.pool.take();
             e.set_input(to_regorus(&input));
             let whole =
                 eval_rule(&mut e, &l.decision_rule, opts.eval_timeout).map_err(|e| e.reason_code());
-            let mut e = memo.engine.clone();
+            let mut e = memo.pool.take();
             e.set_input(to_regorus(&m.project(&input)));
             let projected =
                 eval_rule(&mut e, &l.decision_rule, opts.eval_timeout).map_err(|e| e.reason_code());

@@ -120,8 +120,8 @@ pub struct EvalOutcome {
 }
 
 pub struct PolicyEngine {
-    engine: regorus::Engine,
-    /// Reusable copies of `engine` for the decision path.
+    /// The warm engine (every bundle loaded, prepared once) and its reusable
+    /// copies for evaluations.
     pool: Arc<Pool>,
     bundles: Vec<Loaded>,
     /// Precomputed: `name@revision,…` and the decision log's `bundles` object.
