@@ -115,27 +115,41 @@ fn mask_secrets(v: &mut Value, path: &str, extra: &[String], masked: &mut Vec<St
     }
 }
 
-/// Applies gavel's own masking to an event's `input.action.args`.
+/// Applies gavel's own masking to an event's `input.action.args` and to the
+/// canonical forms gavel derived from them (`input.action.canonical_args`):
+/// a value hidden in one must not be readable in the other.
 pub fn mask_event(event: &mut Value, settings: &MaskSettings) {
     let mut masked = Vec::new();
-    if let Some(args) = event.pointer_mut("/input/action/args") {
-        mask_secrets(
-            args,
-            "/input/action/args",
-            settings.secret_fields,
-            &mut masked,
-        );
+    for key in ["args", "canonical_args"] {
+        let path = format!("/input/action/{key}");
+        let Some(args) = event.pointer_mut(&path) else {
+            continue;
+        };
+        mask_secrets(args, &path, settings.secret_fields, &mut masked);
         if let Value::Object(o) = args {
             for (k, v) in o.iter_mut() {
                 let bytes = serde_json::to_vec(v).unwrap_or_default();
                 if bytes.len() > settings.max_arg_bytes {
                     *v = json!({"size_bytes": bytes.len(), "sha256": crate::bundle::canonical::sha256_hex(&bytes), "truncated": true});
-                    masked.push(format!("/input/action/args/{k}"));
+                    masked.push(format!("{path}/{k}"));
                 }
             }
         }
     }
     add_list(event, "masked", masked);
+}
+
+/// The pointer into `input.action.canonical_args` that mirrors one into
+/// `input.action.args` (the canonical form of the same argument), if any.
+fn canonical_mirror(parts: &[String]) -> Option<Vec<String>> {
+    match parts {
+        [i, a, args, rest @ ..] if i == "input" && a == "action" && args == "args" => {
+            let mut m = vec![i.clone(), a.clone(), "canonical_args".to_string()];
+            m.extend(rest.iter().cloned());
+            Some(m)
+        }
+        _ => None,
+    }
 }
 
 fn add_list(event: &mut Value, key: &str, items: Vec<String>) {
@@ -191,6 +205,27 @@ pub fn apply_mask_rules(event: &mut Value, rules: &Value) -> Vec<(String, String
             Ok(list) => list.push(path.to_string()),
             Err(why) => skipped.push((path.to_string(), why)),
         }
+        // What a rule hides in the arguments it hides in their canonical
+        // forms too (present only for path-like arguments gavel derived).
+        if let Some(mirror) = pointer_parts(path)
+            .ok()
+            .as_deref()
+            .and_then(canonical_mirror)
+            && walk(event, &mirror).is_ok()
+        {
+            let shown: String = mirror
+                .iter()
+                .map(|p| format!("/{}", p.replace('~', "~0").replace('/', "~1")))
+                .collect();
+            let applied = match op {
+                "remove" => remove_at(event, &mirror).map(|()| &mut erased),
+                "upsert" => upsert_at(event, &mirror, value_of(item)).map(|()| &mut masked),
+                _ => continue,
+            };
+            if let Ok(list) = applied {
+                list.push(shown);
+            }
+        }
     }
     for (pointer, why) in &skipped {
         warn_once(pointer, why);
@@ -198,6 +233,11 @@ pub fn apply_mask_rules(event: &mut Value, rules: &Value) -> Vec<(String, String
     add_list(event, "erased", erased);
     add_list(event, "masked", masked);
     skipped
+}
+
+/// The `value` of an `{op, path, value}` mask item (null for a bare pointer).
+fn value_of(item: &Value) -> Value {
+    item.get("value").cloned().unwrap_or(Value::Null)
 }
 
 /// `/input/a~1b/0` → `["input", "a/b", "0"]`, under `/input` or `/result`.
@@ -520,5 +560,71 @@ mod tests {
         );
         assert_eq!(skipped.len(), 1);
         assert!(e.get("input").is_none());
+    }
+
+    /// A value hidden in the arguments is hidden in their canonical forms
+    /// too: by gavel's secret names and size cap, and by a bundle's
+    /// `log.mask` rule naming the argument (remove and upsert alike).
+    #[test]
+    fn what_is_masked_in_args_is_masked_in_canonical_args() {
+        let event = || {
+            json!({"input": {"action": {
+                "args": {"path": "secret/plan.txt", "note": "x"},
+                "canonical_args": {"path": "secret/plan.txt"},
+            }}})
+        };
+        let extra = ["path".to_string()];
+        let mut e = event();
+        mask_event(
+            &mut e,
+            &MaskSettings {
+                secret_fields: &extra,
+                max_arg_bytes: 1 << 20,
+            },
+        );
+        assert_ne!(
+            e.pointer("/input/action/canonical_args/path"),
+            Some(&json!("secret/plan.txt")),
+            "{e}"
+        );
+        let mut e = event();
+        mask_event(
+            &mut e,
+            &MaskSettings {
+                secret_fields: &[],
+                max_arg_bytes: 4,
+            },
+        );
+        assert_eq!(
+            e["input"]["action"]["canonical_args"]["path"]["truncated"], true,
+            "{e}"
+        );
+
+        let mut e = event();
+        apply_mask_rules(&mut e, &json!(["/input/action/args/path"]));
+        assert!(
+            e.pointer("/input/action/canonical_args/path").is_none(),
+            "{e}"
+        );
+        assert!(
+            e["erased"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("/input/action/canonical_args/path"))
+        );
+        let mut e = event();
+        apply_mask_rules(
+            &mut e,
+            &json!([{"op": "upsert", "path": "/input/action/args/path", "value": "***"}]),
+        );
+        assert_eq!(e["input"]["action"]["canonical_args"]["path"], "***", "{e}");
+        // An argument with no canonical form: nothing mirrored, nothing skipped.
+        let mut e = event();
+        let skipped = apply_mask_rules(&mut e, &json!(["/input/action/args/note"]));
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(
+            e["input"]["action"]["canonical_args"]["path"],
+            "secret/plan.txt"
+        );
     }
 }
