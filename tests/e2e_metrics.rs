@@ -43,6 +43,16 @@ async fn metrics_move_with_a_real_session() {
         "{before}"
     );
 
+    // The metrics port is an edge like `gavel serve`'s: a scraper that sends
+    // half a request head, or nothing, is disconnected (axum's own `serve`
+    // kept both open for ever); a whole request is still served after.
+    let mut half = raw_partial(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n").await;
+    let said = until_closed(&mut half).await;
+    assert!(!said.contains("200 OK"), "{said}");
+    let mut silent = raw_partial(port, "").await;
+    until_closed(&mut silent).await;
+    assert!(scrape(port).await.contains("gavel_upstream_up"));
+
     call(&client, "echo", json!({"text": "a"})).await.unwrap();
     call(&client, "echo", json!({"text": "b"})).await.unwrap();
     let denied = call(&client, "destructive_delete", json!({"path": "/"}))

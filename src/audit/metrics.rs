@@ -306,6 +306,11 @@ pub fn global() -> &'static Metrics {
     M.get_or_init(Metrics::new)
 }
 
+/// Connections the metrics port holds open at once (scrapers are few).
+const METRICS_MAX_CONNECTIONS: usize = 32;
+/// How long a scraper may take to send a request head.
+const METRICS_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves `GET /metrics` on `addr` in the background. A bind failure (the
 /// port taken by another gavel, a bad address) is a warning: gavel runs on.
 pub async fn serve(addr: &str) -> Option<tokio::task::JoinHandle<()>> {
@@ -329,8 +334,19 @@ pub async fn serve(addr: &str) -> Option<tokio::task::JoinHandle<()>> {
             )
         }),
     );
+    // The same bounded accept loop as `gavel serve` (connection cap, header
+    // timeout, TCP_NODELAY): a scraper port is an edge like any other, and
+    // axum's own `serve` bounds neither idle nor half-sent connections.
+    let limits = crate::front::conn::ConnLimits {
+        max_connections: METRICS_MAX_CONNECTIONS,
+        header_timeout: METRICS_HEADER_TIMEOUT,
+    };
     Some(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        let never = tokio_util::sync::CancellationToken::new();
+        let served =
+            crate::front::conn::serve(listener, None, app, limits, never, std::future::pending())
+                .await;
+        if let Err(e) = served {
             tracing::warn!(error = %e, "metrics server stopped");
         }
     }))
