@@ -22,18 +22,27 @@ pub struct Doc {
     blocks: Vec<Block>,
 }
 
+/// A block's text as it may reach a terminal: what it quotes from bundles and
+/// logs (tool names, URIs, reasons) is outside text, so control characters
+/// are escaped — a name holding a newline or an escape sequence cannot forge
+/// a line or repaint the screen. Blocks are single lines by construction.
+fn safe(text: impl Into<String>) -> String {
+    let text = text.into();
+    crate::text::escape_controls(&text).into_owned()
+}
+
 impl Doc {
     pub fn heading(&mut self, level: usize, text: impl Into<String>) {
-        self.blocks.push(Block::Heading(level, text.into()));
+        self.blocks.push(Block::Heading(level, safe(text)));
     }
 
     pub fn para(&mut self, text: impl Into<String>) {
-        self.blocks.push(Block::Para(text.into()));
+        self.blocks.push(Block::Para(safe(text)));
     }
 
     /// A list item at nesting `depth` (0 = top).
     pub fn bullet(&mut self, depth: usize, text: impl Into<String>) {
-        self.blocks.push(Block::Bullet(depth, text.into()));
+        self.blocks.push(Block::Bullet(depth, safe(text)));
     }
 
     pub fn render(&self, format: Format) -> String {
@@ -105,5 +114,18 @@ mod tests {
         let text = d.render(Format::Text);
         assert!(text.starts_with("Server fs\n=========\n"), "{text}");
         assert!(text.contains("Reads a.") && !text.contains('`'), "{text}");
+    }
+
+    /// Outside text (a tool name with a line break, an escape sequence)
+    /// cannot forge a line or reach the terminal raw.
+    #[test]
+    fn quoted_text_cannot_forge_a_line() {
+        let mut d = Doc::default();
+        d.bullet(0, "tool `evil\nDECISION: allowed` \u{1b}[2J");
+        for format in [Format::Text, Format::Markdown] {
+            let out = d.render(format);
+            assert_eq!(out.trim().lines().count(), 1, "{out:?}");
+            assert!(!out.contains('\u{1b}'), "{out:?}");
+        }
     }
 }

@@ -2,11 +2,13 @@
 
 use super::{MAX_LINE_BYTES, Summary};
 
-/// Plain-text report.
+/// Plain-text report. Tool names, reasons and bundle names come from the
+/// log (agent and bundle text): each line is escaped so none of them can
+/// forge a line or send escape sequences to the terminal.
 pub fn render(s: &Summary) -> String {
     let mut out = String::new();
     let mut line = |l: String| {
-        out.push_str(&l);
+        out.push_str(&crate::text::escape_controls(&l));
         out.push('\n');
     };
     line(format!("replayed {} decision records", s.total));
