@@ -506,3 +506,74 @@ async fn a_slow_bundle_check_never_holds_requests() {
     .await;
     c.cancel().await.unwrap();
 }
+
+/// `dir`'s bundle rewritten to govern `mcp/other` instead of `mcp/fixture`
+/// (directory, packages, data references, roots) — a bundle made, and
+/// validly signed, for another server.
+fn for_another_server(dir: &std::path::Path) {
+    fn rewrite(dir: &std::path::Path) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                rewrite(&p);
+            } else {
+                let t = std::fs::read_to_string(&p).unwrap();
+                let t = t
+                    .replace("mcp.fixture", "mcp.other")
+                    .replace("mcp/fixture", "mcp/other");
+                std::fs::write(&p, t).unwrap();
+            }
+        }
+    }
+    std::fs::rename(dir.join("mcp/fixture"), dir.join("mcp/other")).unwrap();
+    rewrite(dir);
+}
+
+/// A bundle from the registry, signed by a trusted key, is still refused
+/// when it is not made for this server (its roots lie outside what
+/// `bundle_roles` gives the server) or claims a layer the operator did not
+/// give it (`override` in its own .manifest): which data a bundle governs
+/// and which layer it plays are the operator's word, not the bundle's. The
+/// last good bundle keeps deciding.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_bundle_for_another_server_or_layer_is_refused() {
+    let reg = TestRegistry::start();
+    let s = Setup::new("");
+    let tag = published_r1(&s, &reg);
+    let c = connect_cmd(launch(&s), TestHost::new()).await;
+    eventually("r1 active", || oci_status(&s)["active_revision"] == "r1").await;
+
+    let other = bundle(&s, "other", "r2", DENY_ECHO, None);
+    for_another_server(&other);
+    sign(&s, &other, "k1", "k1.secret");
+    push(&tarball(&s, &other), &tag);
+    let mut seen = Value::Null;
+    eventually("the other server's bundle is refused", || {
+        seen = oci_status(&s);
+        seen["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("mcp/other") && m.contains("not within"))
+    })
+    .await;
+    assert_eq!(seen["active_revision"], "r1", "{seen}");
+    assert_eq!(reasons(&c, "echo").await, json!("allowed"), "r1 decides");
+
+    let promoted = bundle(&s, "promoted", "r3", DENY_ECHO, None);
+    let manifest = promoted.join(".manifest");
+    let m = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("\"resource\"", "\"override\"");
+    std::fs::write(&manifest, m).unwrap();
+    sign(&s, &promoted, "k1", "k1.secret");
+    push(&tarball(&s, &promoted), &tag);
+    eventually("the self-promoted bundle is refused", || {
+        seen = oci_status(&s);
+        seen["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("declares layer \"override\""))
+    })
+    .await;
+    assert_eq!(seen["active_revision"], "r1", "{seen}");
+    assert_eq!(reasons(&c, "echo").await, json!("allowed"), "r1 decides");
+    c.cancel().await.unwrap();
+}
