@@ -105,7 +105,7 @@ impl ServeSettings {
         // The same parser the server uses: a typo is an error now, naming
         // the entry, not a silently useless allow-list entry later.
         for (i, h) in allowed_hosts.iter().enumerate() {
-            if let Err(e) = crate::front::hosts::Allowed::new(std::slice::from_ref(h), &[]) {
+            if let Err(e) = crate::front::http::hosts::Allowed::new(std::slice::from_ref(h), &[]) {
                 return Err(ctx.at(
                     raw.allowed_hosts[i].span().start,
                     "serve.allowed_hosts",
@@ -114,7 +114,7 @@ impl ServeSettings {
             }
         }
         for (i, o) in allowed_origins.iter().enumerate() {
-            if let Err(e) = crate::front::hosts::Allowed::new(&[], std::slice::from_ref(o)) {
+            if let Err(e) = crate::front::http::hosts::Allowed::new(&[], std::slice::from_ref(o)) {
                 return Err(ctx.at(
                     raw.allowed_origins[i].span().start,
                     "serve.allowed_origins",

@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::decision::{Action, ActionType, Permit, SessionState};
-use crate::front::auth::TokenIdentity;
 use crate::front::host::HostLink;
+use crate::front::http::auth::TokenIdentity;
 use crate::gateway::Gateway;
 use crate::router::Router;
 use crate::upstream::{SupervisorDeps, Upstream, spawn_supervisor};

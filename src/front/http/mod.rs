@@ -48,6 +48,11 @@ use tokio_util::sync::CancellationToken;
 use crate::front::session::{Session, WeakSession};
 use crate::gateway::Gateway;
 
+pub mod auth;
+pub mod binding;
+pub mod hosts;
+pub mod tls;
+
 pub struct HttpOptions {
     pub listen: SocketAddr,
     /// Extra `Host` values (names or `name:port`) besides the loopback ones.
@@ -166,7 +171,7 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
     let tls = opts
         .tls
         .as_ref()
-        .map(|(c, k)| super::tls::server_config(c, k))
+        .map(|(c, k)| tls::server_config(c, k))
         .transpose()?;
     // `stop`: the signal arrived, accept nothing new. `close`: the drain is
     // over, end every session (rmcp's token). Two tokens, so in-flight
@@ -234,8 +239,7 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
         refuse_discover(req, next, max, body_timeout)
     }));
     if let Some(settings) = &gw.config.auth {
-        let auth =
-            super::auth::Authenticator::start(settings, &gw.config.identity, close.clone()).await?;
+        let auth = auth::Authenticator::start(settings, &gw.config.identity, close.clone()).await?;
         let metadata = auth.metadata();
         for path in auth.metadata_paths() {
             let m = metadata.clone();
@@ -248,16 +252,16 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
         }
         // Inside the token check: every message naming a session must carry
         // a token of the session's owner.
-        let owners = Arc::new(super::binding::Owners::new(
+        let owners = Arc::new(binding::Owners::new(
             manager.clone(),
             opts.max_sessions_per_user,
         ));
         mcp = mcp
             .layer(middleware::from_fn(move |req, next| {
-                super::binding::bind(owners.clone(), req, next)
+                binding::bind(owners.clone(), req, next)
             }))
             .layer(middleware::from_fn(move |req, next| {
-                super::auth::require_token(auth.clone(), req, next)
+                auth::require_token(auth.clone(), req, next)
             }));
     }
     let counted = in_flight.clone();
@@ -266,9 +270,9 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
     })));
     // Host/Origin first, for every route: nothing (401 challenge, metadata,
     // `server/discover` refusal) answers a rebinding page.
-    let allowed = Arc::new(super::hosts::Allowed::new(&config_hosts, &config_origins)?);
+    let allowed = Arc::new(hosts::Allowed::new(&config_hosts, &config_origins)?);
     let app = app.layer(middleware::from_fn(move |req, next| {
-        super::hosts::check(allowed.clone(), req, next)
+        hosts::check(allowed.clone(), req, next)
     }));
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
