@@ -7,5 +7,6 @@ pub mod authorize;
 pub mod conn;
 pub mod host;
 pub mod http;
+pub mod lifecycle;
 pub mod session;
 pub mod stdio;

@@ -25,7 +25,9 @@ use crate::router::Router;
 use crate::upstream::{SupervisorDeps, Upstream, spawn_supervisor};
 
 mod handler;
+mod set;
 pub use handler::annotations_value;
+pub use set::SessionSet;
 
 struct Inner {
     gw: Arc<Gateway>,
@@ -52,11 +54,11 @@ impl Drop for Inner {
     }
 }
 
-/// A handle that does not keep the session alive.
-pub struct WeakSession(std::sync::Weak<Inner>);
+/// A handle that does not keep the session alive ([`SessionSet`]).
+struct WeakSession(std::sync::Weak<Inner>);
 
 impl WeakSession {
-    pub fn upgrade(&self) -> Option<Session> {
+    fn upgrade(&self) -> Option<Session> {
         self.0.upgrade().map(|inner| Session { inner })
     }
 }
@@ -94,7 +96,7 @@ impl Session {
         }
     }
 
-    pub fn downgrade(&self) -> WeakSession {
+    fn downgrade(&self) -> WeakSession {
         WeakSession(Arc::downgrade(&self.inner))
     }
 
