@@ -35,7 +35,7 @@ pub struct FrontLifecycle {
 
 impl FrontLifecycle {
     /// Starts writing `<state_dir>/instances/<pid>.json` every
-    /// [`STATUS_EVERY`]: what every front writes (pid, start time, config,
+    /// `STATUS_EVERY`: what every front writes (pid, start time, config,
     /// per-server policies) plus `front_fields()`.
     pub fn start(gw: &Arc<Gateway>, front_fields: FrontFields) -> Self {
         let status_dir = crate::status::state_dir();

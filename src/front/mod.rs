@@ -1,6 +1,16 @@
-//! What the agent host talks to. `session` is the host-facing MCP server
-//! (one per host connection, shared by every front); `stdio` serves it on
-//! stdin/stdout. Toward the host gavel speaks 2024-11-05 … 2025-11-25.
+//! What the agent host talks to. Toward the host gavel speaks MCP
+//! 2024-11-05 … 2025-11-25 (`initialize` era; `server/discover` refused so
+//! dual-era hosts fall back).
+//!
+//! - `session`: the host-facing MCP server, one per host connection and the
+//!   same type behind every front (resolve the route, decide, forward with
+//!   the `Permit`); `SessionSet` holds a many-session front's open ones.
+//! - The fronts, one per transport: `stdio` (the host launched gavel) and
+//!   `http` (`gavel serve`: streamable HTTP with its token check, session
+//!   owners, Host/Origin lists, TLS, drain). `lifecycle` is what both do
+//!   around serving: the status file, SIGINT/SIGTERM, the shutdown epilogue.
+//! - `conn`: `gavel serve`'s accept loop; `host`, `authorize`, `approval`:
+//!   the link back to the host and the one gate both directions pass.
 
 pub mod approval;
 pub mod authorize;

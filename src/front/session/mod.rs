@@ -2,7 +2,8 @@
 //! reach an upstream is resolved through the router, decided by the enforcer,
 //! and only then forwarded with the resulting [`Permit`]. This file is the
 //! session's state and its decide/forward path; `handler` is the MCP
-//! methods the host calls.
+//! methods the host calls; `set` the open sessions of a front that serves
+//! many (HTTP).
 // Legacy-era features (sampling, roots, logging, resources/subscribe) are deprecated in MCP
 // 2026-07-28 (SEP-2577) but are exactly what the 2024-11-05 … 2025-11-25 era gavel serves.
 #![allow(deprecated)]
