@@ -15,6 +15,7 @@
 //! The token is consumed here: it is never forwarded to an upstream (gavel's
 //! upstream connections carry only their own configured headers).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::Request;
@@ -34,6 +35,48 @@ pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 pub struct TokenIdentity(pub Arc<Identity>);
 
 type Keys = Vec<(Option<String>, DecodingKey)>;
+
+/// Why `[auth]` cannot be used, naming the field at fault. (Config load
+/// checks most of it with the field's line; these are what only the files
+/// and the environment of the running process can tell.)
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    #[error(
+        "[auth] algorithm {0:?} is not one of HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA"
+    )]
+    UnknownAlgorithm(String),
+    #[error("[auth] key_file {}: {why}", path.display())]
+    KeyFileUnreadable { path: PathBuf, why: std::io::Error },
+    #[error("[auth] key_file goes with a public-key algorithm; an HMAC secret goes in key_env")]
+    KeyFileWithHmac,
+    #[error("[auth] key_file {}: not a PEM public key for {alg:?}: {why}", path.display())]
+    KeyFileNotPem {
+        path: PathBuf,
+        alg: Algorithm,
+        why: jsonwebtoken::errors::Error,
+    },
+    #[error("[auth] key_env holds an HMAC secret: set algorithm = \"HS256\" (or HS384/HS512)")]
+    KeyEnvWithoutHmac,
+    #[error("[auth] key_env: environment variable {0} is not set")]
+    KeyEnvUnset(String),
+    #[error("[auth] key_env {var}: {why}")]
+    KeyEnvTooShort { var: String, why: String },
+    #[error("[auth] jwks_file {}: {why}", path.display())]
+    JwksFile { path: PathBuf, why: String },
+    #[error("[auth] jwks_url: HTTP client: {0}")]
+    JwksClient(reqwest::Error),
+    #[error(
+        "[auth] audience {resource:?} is not a URL ({why}): write gavel's resource URL, e.g. \"https://gavel.example/mcp\""
+    )]
+    AudienceNotUrl {
+        resource: String,
+        why: http::uri::InvalidUri,
+    },
+    #[error(
+        "[auth] audience {0:?} is not an absolute URL: write gavel's resource URL, e.g. \"https://gavel.example/mcp\""
+    )]
+    AudienceNotAbsolute(String),
+}
 
 pub struct Authenticator {
     settings: AuthSettings,
@@ -56,14 +99,15 @@ pub struct Authenticator {
 /// RFC 9728 §3.1: the metadata of resource `https://h/p` is at
 /// `https://h/.well-known/oauth-protected-resource/p`. Returns (that URL,
 /// the paths to serve it at).
-fn metadata_location(resource: &str) -> anyhow::Result<(String, Vec<String>)> {
-    let uri: http::Uri = resource.parse().map_err(|e| {
-        anyhow::anyhow!("[auth] audience {resource:?} is not a URL ({e}): write gavel's resource URL, e.g. \"https://gavel.example/mcp\"")
-    })?;
+fn metadata_location(resource: &str) -> Result<(String, Vec<String>), AuthSetupError> {
+    let uri: http::Uri = resource
+        .parse()
+        .map_err(|why| AuthSetupError::AudienceNotUrl {
+            resource: resource.to_string(),
+            why,
+        })?;
     let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-        anyhow::bail!(
-            "[auth] audience {resource:?} is not an absolute URL: write gavel's resource URL, e.g. \"https://gavel.example/mcp\""
-        );
+        return Err(AuthSetupError::AudienceNotAbsolute(resource.to_string()));
     };
     let path = uri.path().trim_end_matches('/');
     let url = format!("{scheme}://{authority}{METADATA_PATH}{path}");
@@ -81,7 +125,7 @@ impl Authenticator {
     /// Checks `[auth]` as far as it can without the network: the algorithm,
     /// the key (a PEM file, an HMAC secret, a JWKS file) and the resource
     /// URL. A JWKS URL's keys come later ([`Self::start`]).
-    pub fn new(settings: &AuthSettings, base: &Identity) -> anyhow::Result<Self> {
+    pub fn new(settings: &AuthSettings, base: &Identity) -> Result<Self, AuthSetupError> {
         let alg = token_algorithm(&settings.algorithm)?;
         let keys = configured_keys(settings, alg)?;
         let http = jwks_client(&settings.key)?;
@@ -105,7 +149,7 @@ impl Authenticator {
         settings: &AuthSettings,
         base: &Identity,
         stop: tokio_util::sync::CancellationToken,
-    ) -> anyhow::Result<Arc<Self>> {
+    ) -> Result<Arc<Self>, AuthSetupError> {
         let auth = Arc::new(Self::new(settings, base)?);
         if let AuthKey::JwksUrl { refresh, .. } = &settings.key {
             auth.refresh().await;
@@ -262,60 +306,58 @@ impl Authenticator {
 
 /// `[auth] algorithm`, by jsonwebtoken's names (config load refuses the
 /// same names, with the field's line).
-fn token_algorithm(name: &str) -> anyhow::Result<Algorithm> {
-    name.parse().map_err(|_| {
-        anyhow::anyhow!(
-            "[auth] algorithm {name:?} is not one of HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA"
-        )
-    })
+fn token_algorithm(name: &str) -> Result<Algorithm, AuthSetupError> {
+    name.parse()
+        .map_err(|_| AuthSetupError::UnknownAlgorithm(name.to_string()))
 }
 
 /// The keys known at start; none yet for a JWKS URL (fetched by `start`
 /// and refreshed in the background).
-fn configured_keys(settings: &AuthSettings, alg: Algorithm) -> anyhow::Result<Keys> {
+fn configured_keys(settings: &AuthSettings, alg: Algorithm) -> Result<Keys, AuthSetupError> {
     Ok(match &settings.key {
         AuthKey::PemFile(p) => vec![(None, pem_key(alg, p)?)],
         AuthKey::SecretEnv(var) => {
             if alg.family() != AlgorithmFamily::Hmac {
-                anyhow::bail!(
-                    "[auth] key_env holds an HMAC secret: set algorithm = \"HS256\" (or HS384/HS512)"
-                );
+                return Err(AuthSetupError::KeyEnvWithoutHmac);
             }
-            let secret = std::env::var(var).map_err(|_| {
-                anyhow::anyhow!("[auth] key_env: environment variable {var} is not set")
-            })?;
-            crate::config::check_hmac_secret(&settings.algorithm, secret.as_bytes())
-                .map_err(|why| anyhow::anyhow!("[auth] key_env {var}: {why}"))?;
+            let secret =
+                std::env::var(var).map_err(|_| AuthSetupError::KeyEnvUnset(var.clone()))?;
+            crate::config::check_hmac_secret(&settings.algorithm, secret.as_bytes()).map_err(
+                |why| AuthSetupError::KeyEnvTooShort {
+                    var: var.clone(),
+                    why,
+                },
+            )?;
             vec![(None, DecodingKey::from_secret(secret.as_bytes()))]
         }
         AuthKey::JwksFile(p) => {
-            let text = std::fs::read(p)
-                .map_err(|e| anyhow::anyhow!("[auth] jwks_file {}: {e}", p.display()))?;
-            parse_jwks(&text)
-                .map_err(|e| anyhow::anyhow!("[auth] jwks_file {}: {e}", p.display()))?
+            let jwks_file = |why: String| AuthSetupError::JwksFile {
+                path: p.clone(),
+                why,
+            };
+            let text = std::fs::read(p).map_err(|e| jwks_file(e.to_string()))?;
+            parse_jwks(&text).map_err(jwks_file)?
         }
         AuthKey::JwksUrl { .. } => Vec::new(),
     })
 }
 
 /// `key_file`: a PEM public key of `alg`'s family.
-fn pem_key(alg: Algorithm, path: &std::path::Path) -> anyhow::Result<DecodingKey> {
-    let text = std::fs::read(path)
-        .map_err(|e| anyhow::anyhow!("[auth] key_file {}: {e}", path.display()))?;
+fn pem_key(alg: Algorithm, path: &Path) -> Result<DecodingKey, AuthSetupError> {
+    let text = std::fs::read(path).map_err(|why| AuthSetupError::KeyFileUnreadable {
+        path: path.to_path_buf(),
+        why,
+    })?;
     let key = match alg.family() {
         AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(&text),
         AlgorithmFamily::Ec => DecodingKey::from_ec_pem(&text),
         AlgorithmFamily::Ed => DecodingKey::from_ed_pem(&text),
-        AlgorithmFamily::Hmac => anyhow::bail!(
-            "[auth] key_file goes with a public-key algorithm; an HMAC secret goes in key_env"
-        ),
+        AlgorithmFamily::Hmac => return Err(AuthSetupError::KeyFileWithHmac),
     };
-    key.map_err(|e| {
-        anyhow::anyhow!(
-            "[auth] key_file {}: not a PEM public key for {:?}: {e}",
-            path.display(),
-            alg
-        )
+    key.map_err(|why| AuthSetupError::KeyFileNotPem {
+        path: path.to_path_buf(),
+        alg,
+        why,
     })
 }
 
@@ -323,7 +365,7 @@ fn pem_key(alg: Algorithm, path: &std::path::Path) -> anyhow::Result<DecodingKey
 /// followed only where the configured URL could have pointed (https, or
 /// http on loopback), at most 5 hops: keys never arrive over plain http
 /// from elsewhere.
-fn jwks_client(key: &AuthKey) -> anyhow::Result<Option<reqwest::Client>> {
+fn jwks_client(key: &AuthKey) -> Result<Option<reqwest::Client>, AuthSetupError> {
     let AuthKey::JwksUrl { .. } = key else {
         return Ok(None);
     };
@@ -342,7 +384,7 @@ fn jwks_client(key: &AuthKey) -> anyhow::Result<Option<reqwest::Client>> {
             }
         }))
         .build()
-        .map_err(|e| anyhow::anyhow!("[auth] jwks_url: HTTP client: {e}"))?;
+        .map_err(AuthSetupError::JwksClient)?;
     Ok(Some(client))
 }
 

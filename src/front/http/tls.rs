@@ -3,42 +3,62 @@
 //! with plain HTTP, is `conn.rs`: it bounds the handshake, the connections
 //! and the header read, and sets `TCP_NODELAY`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// Reads the certificate chain and private key; errors name the file and say
-/// what was expected.
-pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+/// Why the certificate or key cannot be used, naming the file and what
+/// was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("--tls-cert {}: {why} (expected PEM certificates, leaf first)", path.display())]
+    CertUnreadable {
+        path: PathBuf,
+        why: rustls::pki_types::pem::Error,
+    },
+    #[error(
+        "--tls-cert {}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)",
+        .0.display()
+    )]
+    NoCert(PathBuf),
+    #[error(
+        "--tls-key {}: {why} (expected a PEM private key: PKCS#8, PKCS#1 or SEC1)",
+        path.display()
+    )]
+    KeyUnreadable {
+        path: PathBuf,
+        why: rustls::pki_types::pem::Error,
+    },
+    #[error("TLS: {0}")]
+    Protocols(rustls::Error),
+    #[error("--tls-cert/--tls-key do not form a usable pair: {0}")]
+    NotAPair(rustls::Error),
+}
+
+/// Reads the certificate chain and private key.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "--tls-cert {}: {e} (expected PEM certificates, leaf first)",
-                cert.display()
-            )
+        .map_err(|why| TlsSetupError::CertUnreadable {
+            path: cert.to_path_buf(),
+            why,
         })?;
     if certs.is_empty() {
-        anyhow::bail!(
-            "--tls-cert {}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)",
-            cert.display()
-        );
+        return Err(TlsSetupError::NoCert(cert.to_path_buf()));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        anyhow::anyhow!(
-            "--tls-key {}: {e} (expected a PEM private key: PKCS#8, PKCS#1 or SEC1)",
-            key.display()
-        )
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|why| TlsSetupError::KeyUnreadable {
+        path: key.to_path_buf(),
+        why,
     })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| anyhow::anyhow!("TLS: {e}"))?
+        .map_err(TlsSetupError::Protocols)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key do not form a usable pair: {e}"))?;
+        .map_err(TlsSetupError::NotAPair)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
