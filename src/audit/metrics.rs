@@ -337,15 +337,21 @@ pub async fn serve(addr: &str) -> Option<tokio::task::JoinHandle<()>> {
     // The same bounded accept loop as `gavel serve` (connection cap, header
     // timeout, TCP_NODELAY): a scraper port is an edge like any other, and
     // axum's own `serve` bounds neither idle nor half-sent connections.
-    let limits = crate::front::conn::ConnLimits {
+    let limits = crate::transport::conn::ConnLimits {
         max_connections: METRICS_MAX_CONNECTIONS,
         header_timeout: METRICS_HEADER_TIMEOUT,
     };
     Some(tokio::spawn(async move {
         let never = tokio_util::sync::CancellationToken::new();
-        let served =
-            crate::front::conn::serve(listener, None, app, limits, never, std::future::pending())
-                .await;
+        let served = crate::transport::conn::serve(
+            listener,
+            None,
+            app,
+            limits,
+            never,
+            std::future::pending(),
+        )
+        .await;
         if let Err(e) = served {
             tracing::warn!(error = %e, "metrics server stopped");
         }

@@ -1,10 +1,12 @@
-//! What auditors read: the decision log (one JSON line per decision, OPA's
-//! decision-log event shape) and the masking applied before anything is
-//! written. See docs/decision-log.md for the format and the guarantees.
+//! What auditors and operators read: the decision log (one JSON line per
+//! decision, OPA's decision-log event shape), the masking applied before
+//! anything is written (and to every secret gavel prints: `mask`), and the
+//! Prometheus metrics. See docs/decision-log.md for the format and the
+//! guarantees. Re-deciding a log with another policy (`replay`) reads logs
+//! and runs the engine, so it lives above the enforcer, in `governance`.
 
 pub mod log;
 pub mod mask;
 pub mod metrics;
-pub mod replay;
 
 pub use log::{DecisionLog, Rotation};

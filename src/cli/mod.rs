@@ -362,7 +362,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 drain_timeout: drain_timeout.unwrap_or(serve.drain_timeout),
                 max_sessions_per_user: max_sessions_per_user.unwrap_or(serve.max_sessions_per_user),
                 session_idle_timeout: session_idle_timeout.unwrap_or(serve.session_idle_timeout),
-                conn: crate::front::conn::ConnLimits {
+                conn: crate::transport::conn::ConnLimits {
                     max_connections: max_connections.unwrap_or(serve.max_connections),
                     header_timeout: header_timeout.unwrap_or(serve.header_timeout),
                 },
@@ -505,8 +505,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             check_serve_files(&cfg)?;
             // OCI bundles are pulled (or taken from the cache) and verified
             // exactly as `gavel run` would at start.
-            let enforcer = if crate::bundle::supply::Supply::needed(&cfg) {
-                let supply = crate::bundle::supply::Supply::start(&cfg).await?;
+            let enforcer = if crate::policy::supply::Supply::needed(&cfg) {
+                let supply = crate::policy::supply::Supply::start(&cfg).await?;
                 crate::decision::Enforcer::with_resolver(
                     &cfg,
                     crate::state::clock::from_env(),

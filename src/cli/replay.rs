@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
-use crate::audit::replay::{Bundles, Replayer, render};
 use crate::bundle::{Bundle, BundleLimits, load_bundle};
 use crate::decision::engine::EngineOptions;
+use crate::governance::replay::{Bundles, Replayer, render};
 
 pub struct Args {
     pub log: PathBuf,
@@ -24,7 +24,7 @@ pub struct Args {
 /// A local bundle, or an `oci://` one pulled now with the config's `[oci]`.
 fn load(r: &str, oci: &crate::config::OciSettings) -> anyhow::Result<Arc<Bundle>> {
     if r.starts_with("oci://") {
-        return crate::bundle::source::pull_now(r, oci)
+        return crate::policy::source::pull_now(r, oci)
             .map_err(|e| anyhow::anyhow!("candidate bundle {e}"));
     }
     load_bundle(Path::new(r), &BundleLimits::default())

@@ -6,60 +6,10 @@ use toml::{Table, Value};
 
 use super::{Config, UpstreamTransport};
 
-/// Beyond the decision log's secret names (`audit::mask::is_secret_name`),
-/// words that make a variable or query parameter secret when printing a
-/// config (over-masking costs nothing there): `…KEY…`, `…AUTH…`,
-/// `…SESSION…` anywhere, in any spelling.
-const MORE_SECRET_WORDS: &[&str] = &["key", "auth", "session"];
-
-pub fn is_secret_name(name: &str) -> bool {
-    let c = crate::audit::mask::compact(name);
-    crate::audit::mask::is_secret_name(name, &[]) || MORE_SECRET_WORDS.iter().any(|w| c.contains(w))
-}
-
-/// Keeps an auth scheme word (`Bearer`, `Basic`, `token`) and masks the rest.
-pub fn mask_header(value: &str) -> String {
-    match value.split_once(' ') {
-        Some((scheme, _)) if scheme.chars().all(|c| c.is_ascii_alphabetic()) => {
-            format!("{scheme} ***")
-        }
-        _ => "***".into(),
-    }
-}
-
-/// Masks URL userinfo and the values of secret-looking query parameters.
-pub fn mask_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let authority = match authority.rsplit_once('@') {
-        Some((_, host)) => format!("***@{host}"),
-        None => authority.to_string(),
-    };
-    let (path, query) = path
-        .split_once('?')
-        .map_or((path, None), |(p, q)| (p, Some(q)));
-    let query = query.map(|q| {
-        q.split('&')
-            .map(|kv| match kv.split_once('=') {
-                Some((k, _)) if is_secret_name(k) => format!("{k}=***"),
-                _ => kv.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join("&")
-    });
-    let mut out = if scheme.is_empty() {
-        String::new()
-    } else {
-        format!("{scheme}://")
-    };
-    out.push_str(&authority);
-    out.push_str(path);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(&q);
-    }
-    out
-}
+// The masking rules for printed config (secret-looking names, URLs,
+// headers) live with the decision log's in `audit::mask`: one home for
+// what counts as a secret.
+pub use crate::audit::mask::{is_config_secret_name as is_secret_name, mask_header, mask_url};
 
 fn strings(v: &[String]) -> Value {
     Value::Array(v.iter().cloned().map(Value::String).collect())

@@ -69,7 +69,7 @@ pub struct HttpOptions {
     /// stop).
     pub session_idle_timeout: Duration,
     /// Connections open at once, the header read timeout.
-    pub conn: super::conn::ConnLimits,
+    pub conn: crate::transport::conn::ConnLimits,
     /// How long a request body may take to arrive, once its head has.
     pub body_timeout: Duration,
 }
@@ -195,7 +195,7 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
     let factory = {
         let (gw, sessions) = (gw.clone(), sessions.clone());
         move || {
-            let s = gw.session();
+            let s = super::session::Session::new(gw.clone());
             let mut all = sessions.lock().unwrap_or_else(|p| p.into_inner());
             all.retain(|w| w.upgrade().is_some());
             all.push(s.downgrade());
@@ -336,7 +336,7 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
             tokio::time::sleep(CLOSE_GRACE).await;
         }
     };
-    super::conn::serve(listener, tls, app, opts.conn, stop.clone(), closed).await?;
+    crate::transport::conn::serve(listener, tls, app, opts.conn, stop.clone(), closed).await?;
     close.cancel();
     let all: Vec<Session> = sessions
         .lock()

@@ -2,12 +2,8 @@
 //! (one per host connection, shared by every front); `stdio` serves it on
 //! stdin/stdout. Toward the host gavel speaks 2024-11-05 … 2025-11-25.
 
-pub mod approval;
 pub mod auth;
-pub mod authorize;
 pub mod binding;
-pub mod conn;
-pub mod host;
 pub mod hosts;
 pub mod http;
 pub mod session;

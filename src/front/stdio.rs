@@ -24,7 +24,7 @@ pub async fn serve_stdio(gw: Arc<Gateway>) -> anyhow::Result<()> {
 }
 
 async fn serve(gw: Arc<Gateway>) -> anyhow::Result<()> {
-    let session = gw.session();
+    let session = super::session::Session::new(gw.clone());
     let status_dir = crate::status::state_dir();
     // Aborted when `serve` returns, before the status file is removed.
     let _status_task = tokio_util::task::AbortOnDropHandle::new({
@@ -123,7 +123,7 @@ fn stdout_writer() -> Writer {
 }
 
 /// SIGINT or SIGTERM, whichever comes first: its name, also recorded as
-/// the process's stop reason ([`crate::gateway::stop_reason`]) before the
+/// the process's stop reason ([`crate::status::stop_reason`]) before the
 /// caller cancels anything. (SIGHUP reopens the decision log instead — the
 /// gateway watches it for every front; a host that goes away closes stdin,
 /// which ends the session.)
@@ -142,6 +142,6 @@ pub async fn shutdown_signal() -> &'static str {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = term => "SIGTERM",
     };
-    crate::gateway::set_stop_reason(sig);
+    crate::status::set_stop_reason(sig);
     sig
 }

@@ -1,5 +1,6 @@
 //! Governance: reading a policy and its decision history as people need to —
-//! `explain` (what a bundle says, why one decision came out as it did) and
+//! `explain` (what a bundle says, why one decision came out as it did),
+//! `replay` (re-decide a log with a candidate policy: what would flip) and
 //! `report` (a self-contained HTML page over a decision log).
 //!
 //! Everything here is read-only over bundles and logs; nothing in the
@@ -12,6 +13,7 @@ pub mod explain_decision;
 pub mod logread;
 pub mod metadata;
 mod rego_facts;
+pub mod replay;
 pub mod report;
 pub mod report_html;
 
@@ -84,7 +86,7 @@ pub fn bundles_from_paths(paths: &[PathBuf]) -> Result<ServerBundles, Governance
 
 fn load_ref(r: &str, oci: &crate::config::OciSettings) -> Result<Arc<Bundle>, GovernanceError> {
     if r.starts_with("oci://") {
-        return crate::bundle::source::pull_now(r, oci).map_err(GovernanceError::Usage);
+        return crate::policy::source::pull_now(r, oci).map_err(GovernanceError::Usage);
     }
     Ok(Arc::new(load_bundle(
         Path::new(r),

@@ -23,7 +23,7 @@ use base64::Engine;
 use oci_client::secrets::RegistryAuth;
 use serde::Deserialize;
 
-use crate::config::OciSettings;
+use super::settings::OciSettings;
 
 /// Where credentials came from (logged; never the secret).
 #[derive(Debug, Clone, PartialEq, Eq)]

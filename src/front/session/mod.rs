@@ -19,13 +19,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::decision::{Action, ActionType, Permit, SessionState};
 use crate::front::auth::TokenIdentity;
-use crate::front::host::HostLink;
 use crate::gateway::Gateway;
+use crate::host::link::HostLink;
 use crate::router::Router;
 use crate::upstream::{SupervisorDeps, Upstream, spawn_supervisor};
 
 mod handler;
-pub use handler::annotations_value;
 
 struct Inner {
     gw: Arc<Gateway>,
@@ -275,14 +274,14 @@ impl Session {
     }
 
     /// Decides `action` and settles any human approval its decision asks
-    /// for (the one gate of both directions, [`crate::front::authorize`]):
+    /// for (the one gate of both directions, [`crate::host::authorize`]):
     /// the permit to forward with, or the denial to answer.
     async fn authorize(
         &self,
         action: &Action,
         cx: &RequestContext<RoleServer>,
     ) -> Result<Permit, crate::decision::Decision> {
-        crate::front::authorize::authorize(
+        crate::host::authorize::authorize(
             &self.inner.gw.enforcer,
             &self.inner.host,
             &self.inner.state,
@@ -348,7 +347,7 @@ fn list_context(state: &SessionState) -> crate::decision::DecisionContext {
 
 /// Tells the host which lists changed (tools, resources, prompts).
 async fn announce(
-    host: &crate::front::host::HostLink,
+    host: &crate::host::link::HostLink,
     (tools, resources, prompts): (bool, bool, bool),
 ) {
     if let Some(peer) = host.peer() {

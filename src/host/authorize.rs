@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use rmcp::model::ProgressToken;
 
-use super::host::HostLink;
+use super::link::HostLink;
 use crate::decision::{Action, Decision, Enforcer, Permit, SessionState, Verdict};
 
 /// Decides `action` for `session` and settles its approval step: the permit

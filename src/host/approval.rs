@@ -34,10 +34,10 @@ use rmcp::model::{
 };
 use serde_json::{Value, json};
 
-use super::host::HostLink;
+use super::link::HostLink;
 use crate::decision::contract::Approval;
+use crate::decision::remembered::{Subject, args_digest};
 use crate::decision::{Action, ActionType, Decision, Enforcer, Permit, SessionState};
-use crate::state::approval::{Subject, args_digest};
 
 /// How often progress is sent while waiting for the user.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);

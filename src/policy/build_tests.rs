@@ -7,9 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::bundle::RawBundle;
-use crate::bundle::source::{Offline, Resolve};
 use crate::config::Config;
 use crate::decision::Enforcer;
+use crate::policy::source::{Offline, Resolve};
 
 const SECRET: &str = "a-test-secret-of-at-least-32-bytes";
 

@@ -1,15 +1,17 @@
 //! Where a bundle reference's bytes come from. A directory or `.tar.gz` is
 //! read from disk; an `oci://` reference is served by whoever pulled it
-//! ([`crate::bundle::supply::Supply`] while gavel runs) or, offline, from the
+//! ([`crate::policy::supply::Supply`] while gavel runs) or, offline, from the
 //! bundle cache. Either way the result is an unverified, unparsed
 //! [`RawBundle`]: the signature is checked when a server's policy is built
 //! from it, and only then is it parsed.
 
 use std::sync::Arc;
 
-use super::oci::OciRef;
-use super::oci::cache::Cache;
-use super::{Bundle, BundleLimits, RawBundle, load_bundle_tar_gz, read_bundle, read_bundle_tar_gz};
+use crate::bundle::oci::OciRef;
+use crate::bundle::oci::cache::Cache;
+use crate::bundle::{
+    Bundle, BundleLimits, RawBundle, load_bundle_tar_gz, read_bundle, read_bundle_tar_gz,
+};
 
 /// Resolves a bundle reference for an owner (a server name, or
 /// [`SHARED_OWNER`] for `[policy] shared_bundles`).
@@ -121,7 +123,7 @@ pub fn pull_now(
             .build()
             .map_err(|e| e.to_string())?;
         rt.block_on(async {
-            let reg = super::oci::Registry::new(&settings)?;
+            let reg = crate::bundle::oci::Registry::new(&settings)?;
             let resolved = reg.resolve(&target).await.map_err(|e| e.to_string())?;
             reg.fetch(&target, &resolved.layer)
                 .await

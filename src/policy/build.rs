@@ -5,15 +5,15 @@
 
 use std::sync::Arc;
 
-use super::engine::{EngineOptions, PolicyEngine};
+use crate::decision::engine::{EngineOptions, PolicyEngine};
 use std::collections::HashMap;
 
-use super::static_rules::StaticRules;
-use super::{Active, Enforcer, Policy, ServerPolicy};
 use crate::audit::DecisionLog;
 use crate::bundle::Bundle;
-use crate::bundle::source::{Resolve, SHARED_OWNER};
 use crate::config::{Config, ServerConfig};
+use crate::decision::static_rules::StaticRules;
+use crate::decision::{Active, Enforcer, Policy, ServerPolicy};
+use crate::policy::source::{Resolve, SHARED_OWNER};
 
 /// Constructing the enforcer: every server's policy, the decision log and
 /// the state guard.
@@ -32,7 +32,7 @@ impl Enforcer {
         config: &Config,
         clock: std::sync::Arc<dyn crate::state::clock::Clock>,
     ) -> anyhow::Result<Self> {
-        let offline = crate::bundle::source::Offline::new(Some(
+        let offline = crate::policy::source::Offline::new(Some(
             crate::bundle::oci::cache::Cache::new(&config.oci.cache_root()),
         ));
         Self::with_resolver(config, clock, &offline)
@@ -43,7 +43,7 @@ impl Enforcer {
     pub fn with_resolver(
         config: &Config,
         clock: std::sync::Arc<dyn crate::state::clock::Clock>,
-        resolver: &dyn crate::bundle::source::Resolve,
+        resolver: &dyn crate::policy::source::Resolve,
     ) -> anyhow::Result<Self> {
         let opts = EngineOptions {
             eval_timeout: config.policy.eval_timeout,
@@ -67,7 +67,7 @@ impl Enforcer {
                     path_root: server
                         .path_root
                         .as_deref()
-                        .map(super::paths::PathRoot::new)
+                        .map(crate::decision::paths::PathRoot::new)
                         .transpose()
                         .map_err(|e| {
                             anyhow::anyhow!("servers.{name}.path_root cannot be used: {e}")
@@ -99,20 +99,9 @@ impl Enforcer {
                 !s.config_limits.is_empty()
                     || matches!(&s.active.load().policy, Policy::Rego(e) if e.limits().next().is_some())
             });
-        let guard = crate::state::guard::Guard::from_config(config, limits_needed, clock.clone());
-        Ok(Self {
-            approvals: crate::state::approval::Remembered::new(clock.clone()),
-            clock,
-            servers,
-            identity: config.identity.clone(),
-            log,
-            secret_fields: config.log.secret_fields.clone(),
-            max_arg_bytes: config.log.max_arg_bytes,
-            guard,
-            generation: tokio::sync::watch::channel(0).0,
-            config: Arc::new(config.clone()),
-            engine_options: opts,
-        })
+        let guard =
+            crate::decision::guard::Guard::from_config(config, limits_needed, clock.clone());
+        Ok(Self::assemble(config, servers, log, guard, clock, opts))
     }
 
     /// Builds `server`'s policy anew with `resolver`, off to the side. The
@@ -120,18 +109,18 @@ impl Enforcer {
     pub fn build_server(
         &self,
         server: &str,
-        resolver: &dyn crate::bundle::source::Resolve,
+        resolver: &dyn crate::policy::source::Resolve,
     ) -> anyhow::Result<Active> {
         let sc = self
-            .config
+            .config()
             .servers
             .get(server)
             .ok_or_else(|| anyhow::anyhow!("no server {server:?} in the config"))?;
-        server_active(server, sc, &self.config, &self.engine_options, resolver)
+        server_active(server, sc, self.config(), self.engine_options(), resolver)
     }
 }
 
-impl super::Enforcer {
+impl Enforcer {
     /// Builds `server`'s policy exactly as a start would (resolve, verify
     /// signatures, the bundle's own tests, lint, compile) but without an
     /// enforcer around it — no decision log opened, no state store: what
@@ -163,9 +152,9 @@ impl Enforcer {
     /// (a server, or [`SHARED_OWNER`]).
     pub fn bundle_role(&self, owner: &str, reference: &str) -> Option<&crate::config::BundleRole> {
         if owner == SHARED_OWNER {
-            self.config.policy.bundle_roles.get(reference)
+            self.config().policy.bundle_roles.get(reference)
         } else {
-            self.config
+            self.config()
                 .servers
                 .get(owner)
                 .and_then(|s| s.bundle_roles.get(reference))

@@ -38,12 +38,12 @@ use serde::Serialize;
 mod poll;
 mod rollback;
 
-use super::RawBundle;
-use super::oci::cache::Cache;
-use super::oci::{OciRef, Registry};
-use super::source::{Offline, Resolve, SHARED_OWNER, raw_from_layer};
+use crate::bundle::RawBundle;
+use crate::bundle::oci::cache::Cache;
+use crate::bundle::oci::{OciRef, Registry};
 use crate::config::{Config, OciSettings};
 use crate::decision::Enforcer;
+use crate::policy::source::{Offline, Resolve, SHARED_OWNER, raw_from_layer};
 
 /// OPA's bundle status fields (`v1/plugins/bundle/status.go`), per server and
 /// reference, plus where the active bytes came from.
@@ -280,7 +280,7 @@ impl Supply {
         if let Some(e) = self.lock().get_mut(key) {
             e.current = Some(Layer {
                 manifest_digest,
-                layer_digest: super::oci::manifest::sha256_digest(&bytes),
+                layer_digest: crate::bundle::oci::manifest::sha256_digest(&bytes),
                 bytes,
                 source,
             });
@@ -549,7 +549,7 @@ impl Resolve for Supply {
             if let Some(why) = why {
                 return Err(format!(
                     "{reference} could not be pulled ({why}) and is not in the bundle cache; gavel keeps retrying; or: {}",
-                    super::source::pull_hint(reference, owner, self.config_path.as_deref())
+                    crate::policy::source::pull_hint(reference, owner, self.config_path.as_deref())
                 ));
             }
         }

@@ -1,4 +1,6 @@
-//! gavel-side checks after the policy: rate limits, then the budget.
+//! gavel-side checks after the policy: rate limits, then the budget, charged
+//! in the state store (`crate::state`, which knows nothing of decisions: the
+//! guard is the part of the enforcer that talks to it).
 //!
 //! Order (issue contract): Rego → limiter (charged only if Rego allowed) →
 //! budget. Only `tools/call` is counted. Everything fails closed: a store
@@ -13,13 +15,13 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::budget::Period;
-use super::clock::Clock;
-use super::limits::Limit;
-use super::sqlite::SqliteStore;
-use super::{BudgetCharge, StateStore, Usage};
 use crate::config::{Budget, BudgetPer, Config};
 use crate::decision::Decision;
+use crate::state::budget::Period;
+use crate::state::clock::Clock;
+use crate::state::limits::Limit;
+use crate::state::sqlite::SqliteStore;
+use crate::state::{BudgetCharge, StateStore, Usage};
 
 pub struct Guard {
     /// Opened when some limit or a budget needs it; `Err` keeps why not.
@@ -122,7 +124,7 @@ impl Guard {
     pub fn from_config(config: &Config, needed: bool, clock: Arc<dyn Clock>) -> Self {
         let store = (needed || config.budget.is_some()).then(|| {
             if let Some(url) = &config.redis_url {
-                return match super::redis::RedisStore::open(url, clock.is_system()) {
+                return match crate::state::redis::RedisStore::open(url, clock.is_system()) {
                     Ok(s) => Ok(Arc::new(s) as Arc<dyn StateStore>),
                     Err(e) => {
                         tracing::error!("{e}");
@@ -212,7 +214,7 @@ impl Guard {
             return None;
         }
         let now = self.clock.now();
-        let keys: Vec<(String, super::Rate)> = limits
+        let keys: Vec<(String, crate::state::Rate)> = limits
             .iter()
             .map(|l| (l.key(who.server, who.tool, who.user, who.agent), l.rate))
             .collect();
@@ -341,7 +343,7 @@ impl Guard {
         if limits.is_empty() {
             return;
         }
-        let keys: Vec<(String, super::Rate)> = limits
+        let keys: Vec<(String, crate::state::Rate)> = limits
             .iter()
             .map(|l| (l.key(who.server, who.tool, who.user, who.agent), l.rate))
             .collect();

@@ -254,7 +254,7 @@ fn asked(id: &str, tool: &str) -> Value {
     r
 }
 
-/// The final approval step of decision `id`, as `front::approval` logs it.
+/// The final approval step of decision `id`, as `host::approval` logs it.
 fn step(id: &str, tool: &str, step: &str, allow: bool) -> Value {
     let reasons: Vec<&str> = if allow {
         vec![]

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use super::clock::Clock;
 use crate::decision::contract::Approval;
+use crate::state::clock::Clock;
 
 const MAX_REMEMBERED: usize = 10_000;
 

@@ -3,7 +3,7 @@
 //! rule, a fixed hole). The signature still verifies, so verification alone
 //! would activate it. A new layer for a tag is therefore refused when its
 //! revision is older than the active one (ordered as versions:
-//! [`crate::decision::bind::older`]), unless the operator says so: a digest
+//! [`crate::policy::bind::older`]), unless the operator says so: a digest
 //! pin names exact bytes (no rollback to guard against), and
 //! `bundle_roles."REF".allow_rollback = true` accepts it. What is "active"
 //! survives restarts: a start from the cache makes the cached bundle active
@@ -32,12 +32,12 @@ impl Supply {
         }
         let active = self.lock().get(key)?.status.active_revision.clone()?;
         let candidate = built.first()?.1.bundle_revision(&r.repository)?;
-        let table = if key.0 == crate::bundle::source::SHARED_OWNER {
+        let table = if key.0 == crate::policy::source::SHARED_OWNER {
             "policy".to_string()
         } else {
             format!("servers.{}", key.0)
         };
-        crate::decision::bind::older(&candidate, &active).then(|| {
+        crate::policy::bind::older(&candidate, &active).then(|| {
             format!(
                 "revision {candidate:?} is older than the active revision {active:?}: refused as a rollback (revisions compare as versions). To run it, pin it by digest (oci://…@sha256:…) or set {table}.bundle_roles.{:?}.allow_rollback = true",
                 key.1

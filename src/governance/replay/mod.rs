@@ -275,7 +275,7 @@ impl Replayer {
             Ok(v @ Value::Object(_)) => v,
             _ => return self.malformed(line_no),
         };
-        // Approval steps (front::approval) belong to a decision record.
+        // Approval steps (host::approval) belong to a decision record.
         if let Some(step) = rec.get("approval") {
             self.summary.approval_steps += 1;
             if step["final"] == true {

@@ -81,7 +81,7 @@ impl HostLink {
 
     /// Sends an upstream's decided request to the host and returns the host's
     /// answer verbatim. The [`Permit`] proves it passed the one gate
-    /// ([`crate::front::authorize`]): no upstream→host request reaches the
+    /// ([`crate::host::authorize`]): no upstream→host request reaches the
     /// host undecided. The upstream cancelling its request cancels the host's.
     pub async fn forward_request(
         &self,
