@@ -222,7 +222,7 @@ impl RedisStore {
         server_time: bool,
         backoff_clock: Arc<dyn Clock>,
     ) -> Result<Self, StateError> {
-        let url_masked = crate::config::mask::mask_url(url);
+        let url_masked = crate::config::render::mask_url(url);
         let client = redis::Client::open(url).map_err(|e| StateError::Redis {
             url: url_masked.clone(),
             message: format!("not a Redis URL ({e}); write redis://host:port/db"),
