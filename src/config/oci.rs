@@ -44,45 +44,7 @@ impl OciSettings {
             1024,
             1 << 30,
         )? as u64;
-        let mut registries = BTreeMap::new();
-        for (host, r) in &raw.registries {
-            let field = format!("oci.registries.{host:?}");
-            let rr = r.get_ref();
-            if host.contains('/') || host.contains("://") || host.is_empty() {
-                return Err(ctx.at(
-                    r.span().start,
-                    &field,
-                    "name the registry as host or host:port (no scheme, no path)",
-                ));
-            }
-            if rr.password_env.is_some() != rr.username.is_some() {
-                return Err(ctx.at(
-                    r.span().start,
-                    &field,
-                    "username and password_env go together (the password is read from that environment variable)",
-                ));
-            }
-            registries.insert(
-                host.to_ascii_lowercase(),
-                RegistrySettings {
-                    insecure: rr.insecure.unwrap_or(false),
-                    username: rr
-                        .username
-                        .as_ref()
-                        .map(|u| ctx.expand(u, &format!("{field}.username")))
-                        .transpose()?,
-                    password_env: rr.password_env.clone(),
-                    ca_file: rr
-                        .ca_file
-                        .as_ref()
-                        .map(|p| {
-                            ctx.expand(p, &format!("{field}.ca_file"))
-                                .map(|p| ctx.path(p))
-                        })
-                        .transpose()?,
-                },
-            );
-        }
+        let registries = registries(ctx, raw)?;
         Ok(Self {
             cache_dir,
             min_delay,
@@ -92,4 +54,49 @@ impl OciSettings {
             registries,
         })
     }
+}
+
+/// `[oci.registries."HOST"]`: per-registry TLS and credentials, keyed by
+/// the host in lower case.
+fn registries(ctx: &Ctx, raw: &RawOci) -> Result<BTreeMap<String, RegistrySettings>, ConfigError> {
+    let mut registries = BTreeMap::new();
+    for (host, r) in &raw.registries {
+        let field = format!("oci.registries.{host:?}");
+        let rr = r.get_ref();
+        if host.contains('/') || host.contains("://") || host.is_empty() {
+            return Err(ctx.at(
+                r.span().start,
+                &field,
+                "name the registry as host or host:port (no scheme, no path)",
+            ));
+        }
+        if rr.password_env.is_some() != rr.username.is_some() {
+            return Err(ctx.at(
+                r.span().start,
+                &field,
+                "username and password_env go together (the password is read from that environment variable)",
+            ));
+        }
+        registries.insert(
+            host.to_ascii_lowercase(),
+            RegistrySettings {
+                insecure: rr.insecure.unwrap_or(false),
+                username: rr
+                    .username
+                    .as_ref()
+                    .map(|u| ctx.expand(u, &format!("{field}.username")))
+                    .transpose()?,
+                password_env: rr.password_env.clone(),
+                ca_file: rr
+                    .ca_file
+                    .as_ref()
+                    .map(|p| {
+                        ctx.expand(p, &format!("{field}.ca_file"))
+                            .map(|p| ctx.path(p))
+                    })
+                    .transpose()?,
+            },
+        );
+    }
+    Ok(registries)
 }

@@ -4,7 +4,12 @@
 
 use toml::{Table, Value};
 
-use super::{Config, UpstreamTransport};
+use std::collections::BTreeMap;
+
+use super::{
+    Config, Identity, KeyConfig, Limits, LogSettings, PolicySettings, ServerConfig,
+    UpstreamTransport,
+};
 
 // The masking rules for printed config (secret-looking names, URLs,
 // headers) live with the decision log's in `audit::mask`: one home for
@@ -19,86 +24,119 @@ fn secs(d: std::time::Duration) -> Value {
     Value::String(humantime::format_duration(d).to_string())
 }
 
+/// The whole config as TOML, one table per section as the file has them.
 pub fn render(c: &Config) -> String {
     let mut root = Table::new();
-    let mut servers = Table::new();
-    for (name, s) in &c.servers {
-        let mut t = Table::new();
-        match &s.transport {
-            UpstreamTransport::Stdio {
-                command,
-                args,
-                env,
-                cwd,
-            } => {
-                t.insert("command".into(), Value::String(command.clone()));
-                t.insert("args".into(), strings(args));
-                if !env.is_empty() {
-                    let e: Table = env
-                        .iter()
-                        .map(|(k, v)| {
-                            (
-                                k.clone(),
-                                Value::String(if is_secret_name(k) {
-                                    "***".into()
-                                } else {
-                                    v.clone()
-                                }),
-                            )
-                        })
-                        .collect();
-                    t.insert("env".into(), Value::Table(e));
-                }
-                if let Some(cwd) = cwd {
-                    t.insert("cwd".into(), Value::String(cwd.display().to_string()));
-                }
-            }
-            UpstreamTransport::Http { url, headers } => {
-                t.insert("url".into(), Value::String(mask_url(url)));
-                if !headers.is_empty() {
-                    let h: Table = headers
-                        .iter()
-                        .map(|(k, v)| (k.clone(), Value::String(mask_header(v))))
-                        .collect();
-                    t.insert("headers".into(), Value::Table(h));
-                }
-            }
-        }
-        t.insert("enabled".into(), Value::Boolean(s.enabled));
-        t.insert("prefix".into(), Value::String(s.prefix.clone()));
-        t.insert("startup_timeout".into(), secs(s.startup_timeout));
-        t.insert("call_timeout".into(), secs(s.call_timeout));
-        t.insert("restart_max_backoff".into(), secs(s.restart_max_backoff));
-        t.insert(
-            "annotations_trusted".into(),
-            Value::Boolean(s.annotations_trusted),
-        );
-        t.insert("fail_open".into(), Value::Boolean(s.fail_open));
-        t.insert(
-            "session_mode".into(),
-            Value::String(
-                match s.session_mode {
-                    crate::config::SessionMode::PerSession => "per_session",
-                    crate::config::SessionMode::Shared => "shared",
-                }
-                .into(),
-            ),
-        );
-        t.insert("bundles".into(), strings(&s.bundles));
-        if !s.bundle_roles.is_empty() {
-            t.insert("bundle_roles".into(), bundle_roles(&s.bundle_roles));
-        }
-        let mut tools = Table::new();
-        tools.insert("allow".into(), strings(&s.tools.allow));
-        tools.insert("deny".into(), strings(&s.tools.deny));
-        t.insert("tools".into(), Value::Table(tools));
-        if !s.limits.is_empty() {
-            let l: Vec<Value> = s.limits.iter().map(limit).collect();
-            t.insert("limits".into(), Value::Array(l));
-        }
-        servers.insert(name.clone(), Value::Table(t));
+    let servers: Table = c
+        .servers
+        .iter()
+        .map(|(name, s)| (name.clone(), Value::Table(server(s))))
+        .collect();
+    let keys = keys(&c.keys);
+    if !keys.is_empty() {
+        root.insert("keys".into(), Value::Table(keys));
     }
-    let id = &c.identity;
+    root.insert("identity".into(), Value::Table(identity(&c.identity)));
+    root.insert("limits".into(), Value::Table(limits(&c.limits)));
+    root.insert("log".into(), Value::Table(log(&c.log)));
+    if let Some(l) = c.metrics_listen {
+        let mut m = Table::new();
+        m.insert("listen".into(), Value::String(l.to_string()));
+        root.insert("metrics".into(), Value::Table(m));
+    }
+    root.insert("policy".into(), Value::Table(policy(&c.policy)));
+    root.insert("servers".into(), Value::Table(servers));
+    stateful(c, &mut root);
+    root.insert("oci".into(), Value::Table(oci(&c.oci)));
+    root.insert("serve".into(), Value::Table(c.serve.render()));
+    toml::to_string_pretty(&root).unwrap_or_default()
+}
+
+/// One `[servers.NAME]` table: environment variables with secret names,
+/// URL credentials and header values masked.
+fn server(s: &ServerConfig) -> Table {
+    let mut t = Table::new();
+    transport(&mut t, &s.transport);
+    t.insert("enabled".into(), Value::Boolean(s.enabled));
+    t.insert("prefix".into(), Value::String(s.prefix.clone()));
+    t.insert("startup_timeout".into(), secs(s.startup_timeout));
+    t.insert("call_timeout".into(), secs(s.call_timeout));
+    t.insert("restart_max_backoff".into(), secs(s.restart_max_backoff));
+    t.insert(
+        "annotations_trusted".into(),
+        Value::Boolean(s.annotations_trusted),
+    );
+    t.insert("fail_open".into(), Value::Boolean(s.fail_open));
+    t.insert(
+        "session_mode".into(),
+        Value::String(
+            match s.session_mode {
+                crate::config::SessionMode::PerSession => "per_session",
+                crate::config::SessionMode::Shared => "shared",
+            }
+            .into(),
+        ),
+    );
+    t.insert("bundles".into(), strings(&s.bundles));
+    if !s.bundle_roles.is_empty() {
+        t.insert("bundle_roles".into(), bundle_roles(&s.bundle_roles));
+    }
+    let mut tools = Table::new();
+    tools.insert("allow".into(), strings(&s.tools.allow));
+    tools.insert("deny".into(), strings(&s.tools.deny));
+    t.insert("tools".into(), Value::Table(tools));
+    if !s.limits.is_empty() {
+        let l: Vec<Value> = s.limits.iter().map(limit).collect();
+        t.insert("limits".into(), Value::Array(l));
+    }
+    t
+}
+
+/// `command`/`args`/`env`/`cwd` or `url`/`headers`, into the server's table.
+fn transport(t: &mut Table, transport: &UpstreamTransport) {
+    match transport {
+        UpstreamTransport::Stdio {
+            command,
+            args,
+            env,
+            cwd,
+        } => {
+            t.insert("command".into(), Value::String(command.clone()));
+            t.insert("args".into(), strings(args));
+            if !env.is_empty() {
+                let e: Table = env
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            Value::String(if is_secret_name(k) {
+                                "***".into()
+                            } else {
+                                v.clone()
+                            }),
+                        )
+                    })
+                    .collect();
+                t.insert("env".into(), Value::Table(e));
+            }
+            if let Some(cwd) = cwd {
+                t.insert("cwd".into(), Value::String(cwd.display().to_string()));
+            }
+        }
+        UpstreamTransport::Http { url, headers } => {
+            t.insert("url".into(), Value::String(mask_url(url)));
+            if !headers.is_empty() {
+                let h: Table = headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(mask_header(v))))
+                    .collect();
+                t.insert("headers".into(), Value::Table(h));
+            }
+        }
+    }
+}
+
+fn identity(id: &Identity) -> Table {
     let mut identity = Table::new();
     let mut agent = Table::new();
     agent.insert("id".into(), Value::String(id.agent.id.clone()));
@@ -131,64 +169,72 @@ pub fn render(c: &Config) -> String {
     identity.insert("agent".into(), Value::Table(agent));
     identity.insert("user".into(), Value::Table(user));
     identity.insert("environment".into(), Value::Table(env));
+    identity
+}
+
+fn limits(l: &Limits) -> Table {
     let mut limits = Table::new();
     limits.insert(
         "max_message_bytes".into(),
-        Value::Integer(c.limits.max_message_bytes as i64),
+        Value::Integer(l.max_message_bytes as i64),
     );
     limits.insert(
         "max_stderr_line_bytes".into(),
-        Value::Integer(c.limits.max_stderr_line_bytes as i64),
+        Value::Integer(l.max_stderr_line_bytes as i64),
     );
     limits.insert(
         "stderr_tail_lines".into(),
-        Value::Integer(c.limits.stderr_tail_lines as i64),
+        Value::Integer(l.stderr_tail_lines as i64),
     );
+    limits
+}
+
+fn policy(p: &PolicySettings) -> Table {
     let mut policy = Table::new();
-    policy.insert("shared_bundles".into(), strings(&c.policy.shared_bundles));
-    if !c.policy.keys.is_empty() {
-        policy.insert("keys".into(), strings(&c.policy.keys));
+    policy.insert("shared_bundles".into(), strings(&p.shared_bundles));
+    if !p.keys.is_empty() {
+        policy.insert("keys".into(), strings(&p.keys));
     }
-    policy.insert(
-        "require_bundle".into(),
-        Value::Boolean(c.policy.require_bundle),
-    );
-    policy.insert("strict_input".into(), Value::Boolean(c.policy.strict_input));
-    policy.insert("eval_timeout".into(), secs(c.policy.eval_timeout));
-    policy.insert("approval_timeout".into(), secs(c.policy.approval_timeout));
-    if !c.policy.bundle_roles.is_empty() {
-        policy.insert("bundle_roles".into(), bundle_roles(&c.policy.bundle_roles));
+    policy.insert("require_bundle".into(), Value::Boolean(p.require_bundle));
+    policy.insert("strict_input".into(), Value::Boolean(p.strict_input));
+    policy.insert("eval_timeout".into(), secs(p.eval_timeout));
+    policy.insert("approval_timeout".into(), secs(p.approval_timeout));
+    if !p.bundle_roles.is_empty() {
+        policy.insert("bundle_roles".into(), bundle_roles(&p.bundle_roles));
     }
+    policy
+}
+
+fn log(l: &LogSettings) -> Table {
     let mut log = Table::new();
-    if let Some(f) = &c.log.file {
+    if let Some(f) = &l.file {
         log.insert("file".into(), Value::String(f.display().to_string()));
     }
-    if let Some(l) = &c.log.level {
-        log.insert("level".into(), Value::String(l.clone()));
+    if let Some(level) = &l.level {
+        log.insert("level".into(), Value::String(level.clone()));
     }
-    if let Some(f) = &c.log.decisions {
+    if let Some(f) = &l.decisions {
         log.insert("decisions".into(), Value::String(f.display().to_string()));
     }
     log.insert(
         "max_arg_bytes".into(),
-        Value::Integer(c.log.max_arg_bytes as i64),
+        Value::Integer(l.max_arg_bytes as i64),
     );
-    log.insert("secret_fields".into(), strings(&c.log.secret_fields));
+    log.insert("secret_fields".into(), strings(&l.secret_fields));
     log.insert(
         "rotate_bytes".into(),
-        Value::Integer(c.log.rotation.bytes as i64),
+        Value::Integer(l.rotation.bytes as i64),
     );
-    log.insert(
-        "rotate_keep".into(),
-        Value::Integer(c.log.rotation.keep as i64),
-    );
+    log.insert("rotate_keep".into(), Value::Integer(l.rotation.keep as i64));
     log.insert(
         "on_write_error".into(),
-        Value::String(c.log.on_write_error.as_str().into()),
+        Value::String(l.on_write_error.as_str().into()),
     );
-    let keys: Table = c
-        .keys
-        .iter()
+    log
+}
+
+fn keys(keys: &BTreeMap<String, KeyConfig>) -> Table {
+    keys.iter()
         .map(|(name, k)| {
             let mut t = Table::new();
             t.insert("algorithm".into(), Value::String(k.algorithm.clone()));
@@ -199,24 +245,7 @@ pub fn render(c: &Config) -> String {
             }
             (name.clone(), Value::Table(t))
         })
-        .collect();
-    if !keys.is_empty() {
-        root.insert("keys".into(), Value::Table(keys));
-    }
-    root.insert("identity".into(), Value::Table(identity));
-    root.insert("limits".into(), Value::Table(limits));
-    root.insert("log".into(), Value::Table(log));
-    if let Some(l) = c.metrics_listen {
-        let mut m = Table::new();
-        m.insert("listen".into(), Value::String(l.to_string()));
-        root.insert("metrics".into(), Value::Table(m));
-    }
-    root.insert("policy".into(), Value::Table(policy));
-    root.insert("servers".into(), Value::Table(servers));
-    stateful(c, &mut root);
-    root.insert("oci".into(), Value::Table(oci(&c.oci)));
-    root.insert("serve".into(), Value::Table(c.serve.render()));
-    toml::to_string_pretty(&root).unwrap_or_default()
+        .collect()
 }
 
 fn limit(l: &crate::state::limits::Limit) -> Value {
