@@ -56,10 +56,10 @@ async fn enforcer(cfg: &Config) -> anyhow::Result<Enforcer> {
 /// would. A `jwks_url` is not fetched (serve starts without it and retries).
 fn check_serve_files(cfg: &Config) -> anyhow::Result<()> {
     if let Some(auth) = &cfg.auth {
-        crate::front::auth::Authenticator::new(auth, &cfg.identity)?;
+        crate::front::http::auth::Authenticator::new(auth, &cfg.identity)?;
     }
     if let Some((cert, key)) = &cfg.serve.tls {
-        crate::front::tls::server_config(cert, key)
+        crate::front::http::tls::server_config(cert, key)
             .map_err(|e| anyhow::anyhow!("[serve] tls_cert/tls_key: {e}"))?;
     }
     Ok(())

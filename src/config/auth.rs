@@ -85,7 +85,7 @@ impl Config {
             .algorithm
             .as_ref()
             .map_or_else(|| "RS256".to_string(), |a| a.get_ref().clone());
-        let Some(alg) = crate::front::auth::parse_alg(&name) else {
+        let Some(alg) = name.parse::<jsonwebtoken::Algorithm>().ok() else {
             return Err(ctx.at(
                 at,
                 "auth.algorithm",

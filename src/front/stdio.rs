@@ -6,47 +6,32 @@ use std::sync::Arc;
 use rmcp::ServiceExt;
 use rmcp::service::RoleServer;
 
+use super::lifecycle::{FrontLifecycle, shutdown_signal};
+use super::session::Session;
 use crate::gateway::Gateway;
 use crate::transport::LineTransport;
 use crate::transport::line::LinkLabel;
 
 /// Serves one host session on stdin/stdout until the host closes stdin or
-/// gavel is signalled, then stops every upstream.
+/// gavel is signalled, then stops every upstream ([`FrontLifecycle`]).
 pub async fn serve_stdio(gw: Arc<Gateway>) -> anyhow::Result<()> {
-    let result = serve(gw.clone()).await;
-    gw.stop_shared().await;
-    crate::status::remove_instance(&crate::status::state_dir());
-    // The decision log's fsync is batched: make the last batch durable.
-    if let Some(log) = gw.enforcer.decision_log() {
-        log.sync();
-    }
+    let session = super::session::Session::new(gw.clone());
+    let lifecycle = FrontLifecycle::start(&gw, {
+        let session = session.clone();
+        Box::new(move || {
+            let mut fields = serde_json::Map::new();
+            fields.insert("session".into(), session.status_json());
+            fields
+        })
+    });
+    let result = serve(&gw, &session).await;
+    lifecycle.finish().await;
     result
 }
 
-async fn serve(gw: Arc<Gateway>) -> anyhow::Result<()> {
-    let session = super::session::Session::new(gw.clone());
-    let status_dir = crate::status::state_dir();
-    // Aborted when `serve` returns, before the status file is removed.
-    let _status_task = tokio_util::task::AbortOnDropHandle::new({
-        let (gw, session, dir) = (gw.clone(), session.clone(), status_dir.clone());
-        let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        tokio::spawn(async move {
-            loop {
-                let status = serde_json::json!({
-                    "pid": std::process::id(),
-                    "started": started,
-                    "updated": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-                    "config": gw.config.source,
-                    "policies": gw.policy_status_json(),
-                    "session": session.status_json(),
-                });
-                if let Err(e) = crate::status::write_instance(&dir, &status) {
-                    tracing::debug!("cannot write status to {}: {e}", dir.display());
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-            }
-        })
-    });
+/// The session's life: handshake, then serving until the host goes or a
+/// signal comes; its upstreams are stopped on every way out.
+async fn serve(gw: &Gateway, session: &Session) -> anyhow::Result<()> {
     let transport = LineTransport::<RoleServer, _, _>::new(
         stdin_reader(),
         stdout_writer(),
@@ -120,28 +105,4 @@ fn stdout_writer() -> Writer {
         return Box::new(w);
     }
     Box::new(tokio::io::stdout())
-}
-
-/// SIGINT or SIGTERM, whichever comes first: its name, also recorded as
-/// the process's stop reason ([`crate::status::stop_reason`]) before the
-/// caller cancels anything. (SIGHUP reopens the decision log instead — the
-/// gateway watches it for every front; a host that goes away closes stdin,
-/// which ends the session.)
-pub async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let term = async {
-        match term.as_mut() {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
-    let sig = tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term => "SIGTERM",
-    };
-    crate::status::set_stop_reason(sig);
-    sig
 }

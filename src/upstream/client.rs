@@ -310,12 +310,16 @@ impl ClientHandler for UpstreamClient {
 }
 
 /// The standard requests a server may send its client (MCP 2025-11-25).
-const UPSTREAM_SPEC_METHODS: &[&str] = &[
-    "ping",
-    "sampling/createMessage",
-    "elicitation/create",
-    "roots/list",
-];
+/// Named by rmcp's method constants.
+const UPSTREAM_SPEC_METHODS: &[&str] = {
+    use rmcp::model::*;
+    &[
+        PingRequestMethod::VALUE,
+        CreateMessageRequestMethod::VALUE,
+        ElicitationCreateRequestMethod::VALUE,
+        ListRootsRequestMethod::VALUE,
+    ]
+};
 
 fn unexpected(method: &str, got: ClientResult) -> ErrorData {
     ErrorData::internal_error(

@@ -14,38 +14,42 @@ use rmcp::{ErrorData, ServerHandler};
 use serde_json::{Value, json};
 
 use super::Session;
-use crate::decision::{ActionType, deny};
+use crate::decision::{Action, ActionType, deny};
+use crate::router::ToolRoute;
 
 /// Spec method names that must never be forwarded as custom requests: rmcp
 /// routes a malformed standard request (e.g. `tools/call` with a numeric name)
-/// to `on_custom_request`, which would otherwise bypass the decision.
+/// to `on_custom_request`, which would otherwise bypass the decision. Named
+/// by rmcp's method constants, so the list follows rmcp's model.
 const SPEC_METHODS: &[&str] = &[
-    "initialize",
-    "ping",
-    "server/discover",
-    "tools/call",
-    "tools/list",
-    "resources/list",
-    "resources/read",
-    "resources/templates/list",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "prompts/list",
-    "prompts/get",
-    "completion/complete",
-    "logging/setLevel",
-    "subscriptions/listen",
-    "tasks/get",
-    "tasks/update",
-    "tasks/cancel",
+    InitializeResultMethod::VALUE,
+    PingRequestMethod::VALUE,
+    DiscoverRequestMethod::VALUE,
+    CallToolRequestMethod::VALUE,
+    ListToolsRequestMethod::VALUE,
+    ListResourcesRequestMethod::VALUE,
+    ReadResourceRequestMethod::VALUE,
+    ListResourceTemplatesRequestMethod::VALUE,
+    SubscribeRequestMethod::VALUE,
+    UnsubscribeRequestMethod::VALUE,
+    ListPromptsRequestMethod::VALUE,
+    GetPromptRequestMethod::VALUE,
+    CompleteRequestMethod::VALUE,
+    SetLevelRequestMethod::VALUE,
+    SubscriptionsListenRequestMethod::VALUE,
+    GetTaskMethod::VALUE,
+    UpdateTaskMethod::VALUE,
+    CancelTaskMethod::VALUE,
+    // The 2025-11-25 tasks methods rmcp 3.9 has no constant for (its model
+    // is the SEP-2663 tasks extension: get, update, cancel).
     "tasks/list",
     "tasks/result",
-    "skills/list",
-    "skills/get",
-    "resources/directory/read",
-    "sampling/createMessage",
-    "elicitation/create",
-    "roots/list",
+    ListSkillsRequestMethod::VALUE,
+    GetSkillRequestMethod::VALUE,
+    ReadResourceDirectoryRequestMethod::VALUE,
+    CreateMessageRequestMethod::VALUE,
+    ElicitationCreateRequestMethod::VALUE,
+    ListRootsRequestMethod::VALUE,
 ];
 
 /// Size of a tool result for the token estimate, without serializing it
@@ -89,6 +93,83 @@ fn unexpected(method: &str, r: ServerResult) -> ErrorData {
         ),
         None,
     )
+}
+
+/// The steps of `tools/call`.
+impl Session {
+    /// The route of a tool by the name the host sees, waiting for servers
+    /// still starting when it is not (yet) in the table.
+    async fn tool_route(&self, name: &str) -> Result<ToolRoute, ErrorData> {
+        let mut route = self.router()?.table().tool_routes.get(name).cloned();
+        if route.is_none() {
+            // The tool's server may still be starting.
+            route = self
+                .wait_started()
+                .await?
+                .table()
+                .tool_routes
+                .get(name)
+                .cloned();
+        }
+        route.ok_or_else(|| ErrorData::invalid_params(format!("Unknown tool: {name}"), None))
+    }
+
+    /// A host may report the tokens its conversation used so far
+    /// (`_meta["dev.gavel/cumulative_tokens"]`); it only ever raises the
+    /// session's count.
+    fn raise_reported_tokens(&self, cx: &RequestContext<RoleServer>) {
+        if let Some(n) = cx
+            .meta
+            .0
+            .0
+            .get("dev.gavel/cumulative_tokens")
+            .and_then(crate::decision::input::SessionCounters::reported_tokens)
+        {
+            self.inner.state.raise_tokens(n);
+        }
+    }
+
+    /// The action a `tools/call` asks for: the upstream's own tool name, the
+    /// arguments, and what the upstream declared about the tool
+    /// (annotations, definition digest, data classes).
+    fn tool_action(&self, route: &ToolRoute, request: &CallToolRequestParams) -> Action {
+        let args = request
+            .arguments
+            .clone()
+            .map(Value::Object)
+            .unwrap_or_else(|| json!({}));
+        let mut action = self.action(ActionType::ToolCall, &route.server, &route.name, args);
+        action.annotations = crate::router::annotations_value(&route.tool);
+        action.tool_digest = route.digest.clone();
+        action.upstream_data_classes = route
+            .tool
+            .meta
+            .as_ref()
+            .and_then(|m| m.0.get("dev.gavel/data_classes"))
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        action
+    }
+}
+
+/// An upstream's answer to `tools/call` as the host gets it; a result rmcp
+/// did not type (a custom result) is parsed as a tool result or refused.
+fn tool_result(server: &str, result: ServerResult) -> Result<CallToolResponse, ErrorData> {
+    match result {
+        ServerResult::CallToolResult(r) => Ok(r.into()),
+        ServerResult::CustomResult(CustomResult(v)) => serde_json::from_value::<CallToolResult>(v.clone())
+            .map(Into::into)
+            .map_err(|e| ErrorData::internal_error(
+                format!("server {server:?} returned a tools/call result gavel cannot represent ({e}): {v}"),
+                None,
+            )),
+        other => Err(unexpected("tools/call", other)),
+    }
 }
 
 impl ServerHandler for Session {
@@ -171,63 +252,17 @@ impl ServerHandler for Session {
         request: CallToolRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let mut route = self
-            .router()?
-            .table()
-            .tool_routes
-            .get(request.name.as_ref())
-            .cloned();
-        if route.is_none() {
-            // The tool's server may still be starting.
-            route = self
-                .wait_started()
-                .await?
-                .table()
-                .tool_routes
-                .get(request.name.as_ref())
-                .cloned();
-        }
-        let Some(route) = route else {
-            return Err(ErrorData::invalid_params(
-                format!("Unknown tool: {}", request.name),
-                None,
-            ));
-        };
-        if let Some(n) = cx
-            .meta
-            .0
-            .0
-            .get("dev.gavel/cumulative_tokens")
-            .and_then(crate::decision::input::SessionCounters::reported_tokens)
-        {
-            self.inner.state.raise_tokens(n);
-        }
-        let args = request
-            .arguments
-            .clone()
-            .map(Value::Object)
-            .unwrap_or_else(|| json!({}));
-        let mut action = self.action(ActionType::ToolCall, &route.server, &route.name, args);
-        action.annotations = crate::router::annotations_value(&route.tool);
-        action.tool_digest = route.digest.clone();
-        action.upstream_data_classes = route
-            .tool
-            .meta
-            .as_ref()
-            .and_then(|m| m.0.get("dev.gavel/data_classes"))
-            .and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|c| c.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let route = self.tool_route(&request.name).await?;
+        self.raise_reported_tokens(&cx);
+        let action = self.tool_action(&route, &request);
+        // Unlike the other methods, a denied call is answered as a tool
+        // result (`isError`), which agents show the model: it reads why.
         let permit = match self.authorize(&action, &cx).await {
+            Ok(p) => p,
             Err(d) => {
                 let has_schema = route.tool.output_schema.is_some();
                 return Ok(deny::tool_denial(&d, &request.name, has_schema).into());
             }
-            Ok(p) => p,
         };
         let mut upstream_req = request;
         upstream_req.name = route.name.clone().into();
@@ -236,16 +271,7 @@ impl ServerHandler for Session {
         let bytes = result_bytes(&result);
         self.inner.state.add_result_bytes(bytes);
         self.inner.gw.enforcer.charge_result_tokens(&permit, bytes);
-        match result {
-            ServerResult::CallToolResult(r) => Ok(r.into()),
-            ServerResult::CustomResult(CustomResult(v)) => serde_json::from_value::<CallToolResult>(v.clone())
-                .map(Into::into)
-                .map_err(|e| ErrorData::internal_error(
-                    format!("server {:?} returned a tools/call result gavel cannot represent ({e}): {v}", route.server),
-                    None,
-                )),
-            other => Err(unexpected("tools/call", other)),
-        }
+        tool_result(&route.server, result)
     }
 
     async fn list_resources(
@@ -285,15 +311,10 @@ impl ServerHandler for Session {
             &request.uri,
             json!({ "uri": request.uri }),
         );
-        let permit = match self.authorize(&action, &cx).await {
-            Err(d) => {
-                return Err(deny::request_denial(
-                    &d,
-                    &format!("reading resource {}", request.uri),
-                ));
-            }
-            Ok(p) => p,
-        };
+        let permit = self
+            .authorize(&action, &cx)
+            .await
+            .map_err(|d| deny::request_denial(&d, &format!("reading resource {}", request.uri)))?;
         let req = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request));
         match self.forward(&server, &permit, req, &cx).await? {
             ServerResult::ReadResourceResult(r) => Ok(r.into()),
@@ -315,15 +336,10 @@ impl ServerHandler for Session {
             &request.uri,
             json!({ "uri": request.uri }),
         );
-        let permit = match self.authorize(&action, &cx).await {
-            Err(d) => {
-                return Err(deny::request_denial(
-                    &d,
-                    &format!("subscribing to {}", request.uri),
-                ));
-            }
-            Ok(p) => p,
-        };
+        let permit = self
+            .authorize(&action, &cx)
+            .await
+            .map_err(|d| deny::request_denial(&d, &format!("subscribing to {}", request.uri)))?;
         // A shared upstream is subscribed once, by the first session.
         let shared = self.shared_route(&server);
         if let Some((route, owner)) = &shared
@@ -357,15 +373,9 @@ impl ServerHandler for Session {
             &request.uri,
             json!({ "uri": request.uri, "unsubscribe": true }),
         );
-        let permit = match self.authorize(&action, &cx).await {
-            Err(d) => {
-                return Err(deny::request_denial(
-                    &d,
-                    &format!("unsubscribing from {}", request.uri),
-                ));
-            }
-            Ok(p) => p,
-        };
+        let permit = self.authorize(&action, &cx).await.map_err(|d| {
+            deny::request_denial(&d, &format!("unsubscribing from {}", request.uri))
+        })?;
         // A shared upstream stays subscribed while another session is.
         if let Some((route, owner)) = self.shared_route(&server)
             && !route.unsubscribe(&owner, &request.uri)
@@ -401,15 +411,10 @@ impl ServerHandler for Session {
         };
         let args = serde_json::to_value(&request.arguments).unwrap_or(Value::Null);
         let action = self.action(ActionType::PromptGet, &route.server, &route.name, args);
-        let permit = match self.authorize(&action, &cx).await {
-            Err(d) => {
-                return Err(deny::request_denial(
-                    &d,
-                    &format!("getting prompt {}", request.name),
-                ));
-            }
-            Ok(p) => p,
-        };
+        let permit = self
+            .authorize(&action, &cx)
+            .await
+            .map_err(|d| deny::request_denial(&d, &format!("getting prompt {}", request.name)))?;
         let mut upstream_req = request;
         upstream_req.name = route.name.clone();
         let req = ClientRequest::GetPromptRequest(GetPromptRequest::new(upstream_req));
@@ -451,15 +456,10 @@ impl ServerHandler for Session {
         };
         let args = serde_json::to_value(&request.argument).unwrap_or(Value::Null);
         let action = self.action(ActionType::Completion, &server, &target, args);
-        let permit = match self.authorize(&action, &cx).await {
-            Err(d) => {
-                return Err(deny::request_denial(
-                    &d,
-                    &format!("completion for {target}"),
-                ));
-            }
-            Ok(p) => p,
-        };
+        let permit = self
+            .authorize(&action, &cx)
+            .await
+            .map_err(|d| deny::request_denial(&d, &format!("completion for {target}")))?;
         let req = ClientRequest::CompleteRequest(CompleteRequest::new(upstream_req));
         match self.forward(&server, &permit, req, &cx).await? {
             ServerResult::CompleteResult(r) => Ok(r),

@@ -18,13 +18,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::decision::{Action, ActionType, Permit, SessionState};
-use crate::front::auth::TokenIdentity;
+use crate::front::http::auth::TokenIdentity;
 use crate::gateway::Gateway;
 use crate::host::link::HostLink;
 use crate::router::Router;
 use crate::upstream::{SupervisorDeps, Upstream, spawn_supervisor};
 
 mod handler;
+mod set;
+pub use set::SessionSet;
 
 struct Inner {
     gw: Arc<Gateway>,
@@ -51,11 +53,11 @@ impl Drop for Inner {
     }
 }
 
-/// A handle that does not keep the session alive.
-pub struct WeakSession(std::sync::Weak<Inner>);
+/// A handle that does not keep the session alive ([`SessionSet`]).
+struct WeakSession(std::sync::Weak<Inner>);
 
 impl WeakSession {
-    pub fn upgrade(&self) -> Option<Session> {
+    fn upgrade(&self) -> Option<Session> {
         self.0.upgrade().map(|inner| Session { inner })
     }
 }
@@ -93,7 +95,7 @@ impl Session {
         }
     }
 
-    pub fn downgrade(&self) -> WeakSession {
+    fn downgrade(&self) -> WeakSession {
         WeakSession(Arc::downgrade(&self.inner))
     }
 

@@ -182,7 +182,7 @@ pub async fn bind(owners: Arc<Owners>, req: Request, next: Next) -> Response {
                 None => {
                     let max = owners.per_user;
                     tracing::warn!(user = %me.0, max, "refusing a new HTTP session: the user's session cap is reached");
-                    return super::http::busy(format!(
+                    return super::cap::busy(format!(
                         "user {:?} has its maximum of {max} sessions open ([serve] max_sessions_per_user, --max-sessions-per-user); close one (DELETE /mcp) or retry once one idles out",
                         me.0
                     ));

@@ -396,3 +396,19 @@ fn short_hmac_keys_in_a_jwks_are_refused() {
     }
     Authenticator::new(&hs256(dir.path(), &"k".repeat(32)), &Identity::default()).unwrap();
 }
+
+#[test]
+fn algorithm_names_are_jsonwebtokens_and_others_are_refused_naming_the_field() {
+    for name in [
+        "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+        "ES384", "EdDSA",
+    ] {
+        let alg = token_algorithm(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(format!("{alg:?}"), name);
+    }
+    // ES512 is for bundle signatures only (jsonwebtoken has no P-521).
+    for name in ["ES512", "none", "hs256", ""] {
+        let e = token_algorithm(name).unwrap_err().to_string();
+        assert!(e.starts_with("[auth] algorithm"), "{name}: {e}");
+    }
+}

@@ -21,7 +21,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Value, json};
 
 use crate::config::{AuthKey, AuthSettings, Identity};
@@ -77,109 +77,14 @@ fn metadata_location(resource: &str) -> anyhow::Result<(String, Vec<String>)> {
     Ok((url, paths))
 }
 
-/// The token algorithms `[auth]` accepts (config load checks with it too).
-pub(crate) fn parse_alg(name: &str) -> Option<Algorithm> {
-    use Algorithm::*;
-    Some(match name {
-        "HS256" => HS256,
-        "HS384" => HS384,
-        "HS512" => HS512,
-        "RS256" => RS256,
-        "RS384" => RS384,
-        "RS512" => RS512,
-        "PS256" => PS256,
-        "PS384" => PS384,
-        "PS512" => PS512,
-        "ES256" => ES256,
-        "ES384" => ES384,
-        "EdDSA" => EdDSA,
-        _ => return None,
-    })
-}
-
 impl Authenticator {
+    /// Checks `[auth]` as far as it can without the network: the algorithm,
+    /// the key (a PEM file, an HMAC secret, a JWKS file) and the resource
+    /// URL. A JWKS URL's keys come later ([`Self::start`]).
     pub fn new(settings: &AuthSettings, base: &Identity) -> anyhow::Result<Self> {
-        let alg = parse_alg(&settings.algorithm).ok_or_else(|| {
-            anyhow::anyhow!(
-                "[auth] algorithm {:?} is not one of HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA",
-                settings.algorithm
-            )
-        })?;
-        let pem = |path: &std::path::Path| -> anyhow::Result<DecodingKey> {
-            let text = std::fs::read(path)
-                .map_err(|e| anyhow::anyhow!("[auth] key_file {}: {e}", path.display()))?;
-            let key = match alg {
-                Algorithm::RS256
-                | Algorithm::RS384
-                | Algorithm::RS512
-                | Algorithm::PS256
-                | Algorithm::PS384
-                | Algorithm::PS512 => DecodingKey::from_rsa_pem(&text),
-                Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&text),
-                Algorithm::EdDSA => DecodingKey::from_ed_pem(&text),
-                _ => {
-                    anyhow::bail!(
-                        "[auth] key_file goes with a public-key algorithm; an HMAC secret goes in key_env"
-                    )
-                }
-            };
-            key.map_err(|e| {
-                anyhow::anyhow!(
-                    "[auth] key_file {}: not a PEM public key for {:?}: {e}",
-                    path.display(),
-                    alg
-                )
-            })
-        };
-        let keys = match &settings.key {
-            AuthKey::PemFile(p) => vec![(None, pem(p)?)],
-            AuthKey::SecretEnv(var) => {
-                if !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
-                    anyhow::bail!(
-                        "[auth] key_env holds an HMAC secret: set algorithm = \"HS256\" (or HS384/HS512)"
-                    );
-                }
-                let secret = std::env::var(var).map_err(|_| {
-                    anyhow::anyhow!("[auth] key_env: environment variable {var} is not set")
-                })?;
-                crate::config::check_hmac_secret(&settings.algorithm, secret.as_bytes())
-                    .map_err(|why| anyhow::anyhow!("[auth] key_env {var}: {why}"))?;
-                vec![(None, DecodingKey::from_secret(secret.as_bytes()))]
-            }
-            AuthKey::JwksFile(p) => {
-                let text = std::fs::read(p)
-                    .map_err(|e| anyhow::anyhow!("[auth] jwks_file {}: {e}", p.display()))?;
-                parse_jwks(&text)
-                    .map_err(|e| anyhow::anyhow!("[auth] jwks_file {}: {e}", p.display()))?
-            }
-            // Fetched by `start` (async) and refreshed in the background.
-            AuthKey::JwksUrl { .. } => Vec::new(),
-        };
-        let http = match &settings.key {
-            AuthKey::JwksUrl { .. } => Some(
-                reqwest::Client::builder()
-                    .timeout(std::time::Duration::from_secs(10))
-                    // A redirect is followed only where the configured URL
-                    // could have pointed (https, or http on loopback), at
-                    // most 5 hops: keys never arrive over plain http from
-                    // elsewhere.
-                    .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                        if attempt.previous().len() >= 5 {
-                            attempt.error("more than 5 redirects")
-                        } else if crate::config::key_url_allowed(attempt.url().as_str()).is_ok() {
-                            attempt.follow()
-                        } else {
-                            let to = attempt.url().to_string();
-                            attempt.error(format!(
-                                "redirected to {to}: keys must come over https:// (plain http only from a loopback address)"
-                            ))
-                        }
-                    }))
-                    .build()
-                    .map_err(|e| anyhow::anyhow!("[auth] jwks_url: HTTP client: {e}"))?,
-            ),
-            _ => None,
-        };
+        let alg = token_algorithm(&settings.algorithm)?;
+        let keys = configured_keys(settings, alg)?;
+        let http = jwks_client(&settings.key)?;
         let (metadata_url, metadata_paths) = metadata_location(&settings.audience)?;
         Ok(Authenticator {
             metadata_url,
@@ -353,6 +258,92 @@ impl Authenticator {
         }
         Ok(id)
     }
+}
+
+/// `[auth] algorithm`, by jsonwebtoken's names (config load refuses the
+/// same names, with the field's line).
+fn token_algorithm(name: &str) -> anyhow::Result<Algorithm> {
+    name.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "[auth] algorithm {name:?} is not one of HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA"
+        )
+    })
+}
+
+/// The keys known at start; none yet for a JWKS URL (fetched by `start`
+/// and refreshed in the background).
+fn configured_keys(settings: &AuthSettings, alg: Algorithm) -> anyhow::Result<Keys> {
+    Ok(match &settings.key {
+        AuthKey::PemFile(p) => vec![(None, pem_key(alg, p)?)],
+        AuthKey::SecretEnv(var) => {
+            if alg.family() != AlgorithmFamily::Hmac {
+                anyhow::bail!(
+                    "[auth] key_env holds an HMAC secret: set algorithm = \"HS256\" (or HS384/HS512)"
+                );
+            }
+            let secret = std::env::var(var).map_err(|_| {
+                anyhow::anyhow!("[auth] key_env: environment variable {var} is not set")
+            })?;
+            crate::config::check_hmac_secret(&settings.algorithm, secret.as_bytes())
+                .map_err(|why| anyhow::anyhow!("[auth] key_env {var}: {why}"))?;
+            vec![(None, DecodingKey::from_secret(secret.as_bytes()))]
+        }
+        AuthKey::JwksFile(p) => {
+            let text = std::fs::read(p)
+                .map_err(|e| anyhow::anyhow!("[auth] jwks_file {}: {e}", p.display()))?;
+            parse_jwks(&text)
+                .map_err(|e| anyhow::anyhow!("[auth] jwks_file {}: {e}", p.display()))?
+        }
+        AuthKey::JwksUrl { .. } => Vec::new(),
+    })
+}
+
+/// `key_file`: a PEM public key of `alg`'s family.
+fn pem_key(alg: Algorithm, path: &std::path::Path) -> anyhow::Result<DecodingKey> {
+    let text = std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("[auth] key_file {}: {e}", path.display()))?;
+    let key = match alg.family() {
+        AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(&text),
+        AlgorithmFamily::Ec => DecodingKey::from_ec_pem(&text),
+        AlgorithmFamily::Ed => DecodingKey::from_ed_pem(&text),
+        AlgorithmFamily::Hmac => anyhow::bail!(
+            "[auth] key_file goes with a public-key algorithm; an HMAC secret goes in key_env"
+        ),
+    };
+    key.map_err(|e| {
+        anyhow::anyhow!(
+            "[auth] key_file {}: not a PEM public key for {:?}: {e}",
+            path.display(),
+            alg
+        )
+    })
+}
+
+/// For `jwks_url`: the HTTP client that fetches the keys. A redirect is
+/// followed only where the configured URL could have pointed (https, or
+/// http on loopback), at most 5 hops: keys never arrive over plain http
+/// from elsewhere.
+fn jwks_client(key: &AuthKey) -> anyhow::Result<Option<reqwest::Client>> {
+    let AuthKey::JwksUrl { .. } = key else {
+        return Ok(None);
+    };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.previous().len() >= 5 {
+                attempt.error("more than 5 redirects")
+            } else if crate::config::key_url_allowed(attempt.url().as_str()).is_ok() {
+                attempt.follow()
+            } else {
+                let to = attempt.url().to_string();
+                attempt.error(format!(
+                    "redirected to {to}: keys must come over https:// (plain http only from a loopback address)"
+                ))
+            }
+        }))
+        .build()
+        .map_err(|e| anyhow::anyhow!("[auth] jwks_url: HTTP client: {e}"))?;
+    Ok(Some(client))
 }
 
 const NO_KEY: &str = "no key matches the token's kid";
