@@ -62,7 +62,7 @@ pub fn explain(a: ExplainArgs) -> anyhow::Result<()> {
                     "--decision needs --log <decisions.jsonl> (or a --config whose [log] names one)"
                 )
             })?;
-        let (line, record) = governance::logread::find_decision(&log, id)?;
+        let (line, record) = crate::audit::read::find_decision(&log, id)?;
         let server = governance::explain_decision::server_of(&record).to_string();
         let sb: Option<ServerBundles> = match &config {
             Some(c) => {
