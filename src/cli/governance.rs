@@ -84,11 +84,13 @@ pub fn explain(a: ExplainArgs) -> anyhow::Result<()> {
         };
         governance::explain_decision::explain_record(
             &mut doc,
-            &record,
-            line,
-            sb.as_ref(),
-            config.as_ref(),
-            a.budget,
+            &governance::explain_decision::Explain {
+                record: &record,
+                line,
+                bundles: sb.as_ref(),
+                config: config.as_ref(),
+                budget: a.budget,
+            },
         )?;
     } else {
         if a.log.is_some() {
