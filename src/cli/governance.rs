@@ -80,7 +80,7 @@ fn explain_decision(
                 "--decision needs --log <decisions.jsonl> (or a --config whose [log] names one)"
             )
         })?;
-    let (line, record) = governance::logread::find_decision(&log, id)?;
+    let (line, record) = crate::audit::read::find_decision(&log, id)?;
     let server = governance::explain_decision::server_of(&record).to_string();
     let sb: Option<ServerBundles> = match config {
         Some(c) => {
@@ -102,11 +102,13 @@ fn explain_decision(
     };
     governance::explain_decision::explain_record(
         doc,
-        &record,
-        line,
-        sb.as_ref(),
-        config,
-        a.budget,
+        &governance::explain_decision::Explain {
+            record: &record,
+            line,
+            bundles: sb.as_ref(),
+            config,
+            budget: a.budget,
+        },
     )?;
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! `gavel replay`: the command-line side of `audit::replay`.
+//! `gavel replay`: the command-line side of `governance::replay`.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;

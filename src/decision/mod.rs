@@ -405,7 +405,7 @@ impl Enforcer {
                 (action.kind == ActionType::ToolCall).then_some(action.tool.as_str()),
                 decision.allow,
                 &decision.reasons,
-                |c| engine.is_some_and(|e| e.has_reason(c)),
+                |c| record::reason_is_label(engine, c),
             );
         }
         if decision.allow {
@@ -488,7 +488,7 @@ impl Enforcer {
             (action.kind == ActionType::ToolCall).then_some(action.tool.as_str()),
             d.allow,
             &d.reasons,
-            |c| engine.as_ref().is_some_and(|e| e.has_reason(c)),
+            |c| record::reason_is_label(engine.as_deref(), c),
         );
     }
 

@@ -10,7 +10,6 @@ pub mod counterfactual;
 pub mod doc;
 pub mod explain;
 pub mod explain_decision;
-pub mod logread;
 pub mod metadata;
 mod rego_facts;
 pub mod replay;
@@ -33,21 +32,9 @@ pub enum GovernanceError {
     Metadata(#[from] metadata::MetadataError),
     #[error("{0}")]
     Engine(String),
-    #[error("{file}:{line}: {message}")]
-    Log {
-        file: String,
-        line: usize,
-        message: String,
-    },
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error(
-        "decision {id:?} is not in {file}; copy the decision_id from a record of that log (the agent sees it as authorizationContextId)"
-    )]
-    UnknownDecision { id: String, file: String },
+    /// The decision log (`crate::audit::read`: file and line at fault).
+    #[error(transparent)]
+    Log(#[from] crate::audit::read::LogReadError),
     #[error("{0}")]
     Usage(String),
 }

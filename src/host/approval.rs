@@ -32,7 +32,7 @@ use rmcp::model::{
     ElicitRequestParams, ElicitationAction, ElicitationSchema, ProgressNotificationParam,
     ProgressToken,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::link::HostLink;
 use crate::decision::contract::Approval;
@@ -70,27 +70,22 @@ fn log_step(
     let Some(log) = enforcer.decision_log() else {
         return Ok(());
     };
-    let mut record = json!({
-        "decision_id": d.decision_id,
-        "timestamp": enforcer.now_rfc3339(),
-        "path": "gavel/approval",
-        "approval": {
-            "step": step,
-            "final": settled.is_some(),
-            "type": action.kind.as_str(),
-            "server": action.server,
-            "tool": action.tool,
-            "args_sha256": args_digest(&action.args),
-            "reason": a.reason,
-            "scope": a.scope.as_deref().unwrap_or("call"),
-            "remember_seconds": a.remember_seconds,
-        },
-        "labels": Value::Object(enforcer.labels()),
-    });
-    if let Some(result) = settled {
-        record["result"] = serde_json::to_value(result).unwrap_or(Value::Null);
-    }
-    log.write(&record).map_err(|e| {
+    let now = enforcer.now_rfc3339();
+    let record = crate::audit::record::ApprovalStep {
+        decision_id: d.decision_id.as_deref(),
+        timestamp: &now,
+        step,
+        kind: action.kind.as_str(),
+        server: &action.server,
+        tool: &action.tool,
+        args_sha256: args_digest(&action.args),
+        reason: &a.reason,
+        scope: a.scope.as_deref().unwrap_or("call"),
+        remember_seconds: a.remember_seconds,
+        labels: Value::Object(enforcer.labels()),
+        settled: settled.map(|result| serde_json::to_value(result).unwrap_or(Value::Null)),
+    };
+    record.write(log).map_err(|e| {
         tracing::error!("approval step not logged: {e}");
         format!("the approval step {step:?} could not be recorded: {e}")
     })

@@ -26,6 +26,32 @@ pub(super) struct Replayed {
     pub(super) approval: bool,
 }
 
+impl Logged {
+    /// What the decision record `rec` (of `server`, `allow`ed or not) says.
+    pub(super) fn of(rec: &Value, server: &str, allow: bool) -> Logged {
+        let reasons = reasons_of(rec);
+        let gavel_denied = !allow
+            && reasons
+                .iter()
+                .any(|r| crate::decision::codes::is_after_policy(r));
+        Logged {
+            server: server.to_string(),
+            tool: rec
+                .pointer("/input/action/tool")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_string(),
+            id: rec["decision_id"].as_str().unwrap_or("").to_string(),
+            allow,
+            reasons,
+            approval: rec
+                .pointer("/result/require_approval")
+                .is_some_and(|v| !v.is_null()),
+            gavel_denied,
+        }
+    }
+}
+
 impl Replayer {
     /// Holds a decision that allowed only with a human's approval until its
     /// final approval step (same decision id) says how it ended.

@@ -42,19 +42,20 @@ mod render;
 use compare::{Logged, Replayed};
 pub use render::render;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
 
+pub use crate::audit::read::MAX_LINE_BYTES;
+use crate::audit::read::{self, Bad, Entry, LogReader};
 use crate::bundle::Bundle;
 use crate::bundle::deps::{Deps, analyze_set};
 use crate::decision::engine::{EngineOptions, PolicyEngine};
 
-/// Longest line read as a record; a longer one is malformed.
-pub const MAX_LINE_BYTES: usize = 64 << 20;
 /// Server names remembered for the several-servers error.
 const MAX_SERVERS_NAMED: usize = 50;
 const MAX_GROUPS: usize = 1000;
@@ -192,6 +193,122 @@ fn pointer_under_input(p: &str) -> Option<Vec<String>> {
     )
 }
 
+/// A decision record's `input`, `result.allow` and server; `None`: not a
+/// decision record.
+fn decided(rec: &Value) -> Option<(&Value, bool, &str)> {
+    let input = rec.get("input")?;
+    let allow = rec.pointer("/result/allow").and_then(Value::as_bool)?;
+    let server = input.pointer("/action/server").and_then(Value::as_str)?;
+    Some((input, allow, server))
+}
+
+/// The input paths masking removed or changed (`masked`, `erased`), under
+/// `input`.
+fn masked_paths(rec: &Value) -> Vec<Vec<String>> {
+    ["masked", "erased"]
+        .iter()
+        .filter_map(|k| rec.get(*k).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|p| p.as_str().and_then(pointer_under_input))
+        .collect()
+}
+
+/// Whether a masked path hides something the classification reads: the
+/// tool, the path root, or a classified argument.
+fn hides_classification_input(m: &[String]) -> bool {
+    let under_args = m.first().is_some_and(|s| s == "action")
+        && match m.get(1).map(String::as_str) {
+            None => true,
+            Some("tool" | "path_root") => true,
+            Some("args") => m
+                .get(2)
+                .is_none_or(|k| PolicyEngine::CLASSIFIED_ARGS.contains(&k.as_str())),
+            _ => false,
+        };
+    under_args || m.is_empty()
+}
+
+/// The input the candidate decides: the logged one, its data classes
+/// recomputed with the candidate's classification. `Err`: why the record is
+/// not replayable.
+fn candidate_input<'a>(
+    se: &ServerEngine,
+    rec: &Value,
+    input: &'a Value,
+) -> Result<Cow<'a, Value>, &'static str> {
+    if se.deps.iter().any(|d| d.nondeterministic) {
+        return Err("non_deterministic_builtin");
+    }
+    let masked = masked_paths(rec);
+    let reads_masked = masked.iter().any(|m| {
+        se.deps.iter().any(|d| {
+            d.whole_input
+                || d.input_paths
+                    .iter()
+                    .any(|p| p.starts_with(m) || m.starts_with(p))
+        })
+    });
+    if reads_masked {
+        return Err("masked_input");
+    }
+    if input.pointer("/action/data_classes_referenced").is_none() {
+        return Ok(Cow::Borrowed(input));
+    }
+    if se.engine.classifies() && masked.iter().any(|m| hides_classification_input(m)) {
+        return Err("masked_classification_input");
+    }
+    let mut replayed = input.clone();
+    replayed["action"]["data_classes_referenced"] =
+        serde_json::json!(candidate_classes(se, rec, &input["action"]));
+    Ok(Cow::Owned(replayed))
+}
+
+/// The candidate's classification of the logged action, plus the classes
+/// the upstream declared.
+fn candidate_classes(se: &ServerEngine, rec: &Value, action: &Value) -> Vec<String> {
+    // The root the live decision canonicalized paths against.
+    let root = action["path_root"]
+        .as_str()
+        .and_then(|r| crate::decision::paths::PathRoot::new(std::path::Path::new(r)).ok());
+    let mut classes = se.engine.classify(
+        action["tool"].as_str().unwrap_or(""),
+        &action["args"],
+        root.as_ref(),
+    );
+    // The upstream's own classes; an older record without them keeps
+    // what it logged (the candidate can then only add).
+    let upstream = rec
+        .get("upstream_data_classes")
+        .or_else(|| action.get("data_classes_referenced"));
+    for c in upstream
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if !classes.iter().any(|x| x == c) {
+            classes.push(c.to_string());
+        }
+    }
+    classes
+}
+
+/// The candidate's decision of `input`; a logged gavel-side denial stands.
+fn redecide(se: &ServerEngine, input: &Value, gavel_denied: bool) -> Replayed {
+    match se.engine.decide(input) {
+        Ok(out) => Replayed {
+            allow: out.combined.allow && !gavel_denied,
+            reasons: out.combined.reasons,
+            approval: out.combined.require_approval.is_some(),
+        },
+        Err(e) => Replayed {
+            allow: false,
+            reasons: vec![e.reason_code().to_string()],
+            approval: false,
+        },
+    }
+}
+
 impl Replayer {
     pub fn new(bundles: Bundles, only_server: Option<String>, opts: EngineOptions) -> Self {
         Replayer {
@@ -268,13 +385,27 @@ impl Replayer {
 
     /// Replays one log line (1-based `line_no` for the report).
     pub fn line(&mut self, line_no: u64, line: &str) -> Result<(), ReplayError> {
-        if line.trim().is_empty() {
-            return Ok(());
+        self.entry(line_no, read::classify(line.as_bytes()))
+    }
+
+    /// Replays one classified line: a bad one is counted, never an error.
+    fn entry(&mut self, line_no: u64, entry: Entry) -> Result<(), ReplayError> {
+        match entry {
+            Entry::Blank => Ok(()),
+            Entry::Record(rec) => self.record(line_no, rec),
+            Entry::Bad(why) => {
+                if matches!(why, Bad::TooLong) {
+                    self.summary.too_long += 1;
+                }
+                self.malformed(line_no)
+            }
         }
-        let rec: Value = match serde_json::from_str(line) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => return self.malformed(line_no),
-        };
+    }
+
+    /// Replays one record: an approval step settles its decision; a
+    /// decision of a server being replayed is re-decided by the candidate
+    /// unless it cannot be faithfully (see the module doc), then compared.
+    fn record(&mut self, line_no: u64, rec: Value) -> Result<(), ReplayError> {
         // Approval steps (host::approval) belong to a decision record.
         if let Some(step) = rec.get("approval") {
             self.summary.approval_steps += 1;
@@ -283,161 +414,65 @@ impl Replayer {
             }
             return Ok(());
         }
-        let (Some(input), Some(allow)) = (
-            rec.get("input"),
-            rec.pointer("/result/allow").and_then(Value::as_bool),
-        ) else {
+        let Some((input, allow, server)) = decided(&rec) else {
             return self.malformed(line_no);
         };
-        let Some(server) = input.pointer("/action/server").and_then(Value::as_str) else {
-            return self.malformed(line_no);
-        };
-        if self.only_server.as_deref().is_some_and(|s| s != server) {
-            self.summary.other_server += 1;
+        if !self.replays_server(server) {
             return Ok(());
         }
-        if !self.one_server_only(server) {
-            // Refused at the end of the run, naming every server.
-            return Ok(());
-        }
-        let s = &mut self.summary;
-        s.total += 1;
-        if let Some(Value::Object(b)) = rec.get("bundles") {
-            for (name, info) in b {
-                if !s.logged_revisions.contains_key(name) && s.logged_revisions.len() >= MAX_GROUPS
-                {
-                    continue;
-                }
-                let rev = info["revision"].as_str().unwrap_or("").to_string();
-                let seen = s.logged_revisions.entry(name.clone()).or_default();
-                if !seen.contains(&rev) && seen.len() < MAX_EXAMPLES * 10 {
-                    seen.push(rev);
-                }
-            }
-        }
+        self.summary.total += 1;
+        self.note_revisions(&rec);
         if rec.get("path").and_then(Value::as_str) == Some("gavel/static") {
-            s.gavel_side += 1;
+            self.summary.gavel_side += 1;
             return Ok(());
         }
-        let id = rec["decision_id"].as_str().unwrap_or("").to_string();
-        let logged_reasons = reasons_of(&rec);
-        let gavel_denied = !allow
-            && logged_reasons
-                .iter()
-                .any(|r| crate::decision::codes::is_after_policy(r));
-        let masked: Vec<Vec<String>> = ["masked", "erased"]
-            .iter()
-            .filter_map(|k| rec.get(*k).and_then(Value::as_array))
-            .flatten()
-            .filter_map(|p| p.as_str().and_then(pointer_under_input))
-            .collect();
+        let logged = Logged::of(&rec, server, allow);
         if !self.ensure_engine(server)? {
             self.summary.total -= 1;
             self.summary.other_server += 1;
             return Ok(());
         }
-        let se = &self.engines[server];
-        if se.deps.iter().any(|d| d.nondeterministic) {
-            self.summary.unreplayable("non_deterministic_builtin", 1);
-            return Ok(());
-        }
-        let reads_masked = masked.iter().any(|m| {
-            se.deps.iter().any(|d| {
-                d.whole_input
-                    || d.input_paths
-                        .iter()
-                        .any(|p| p.starts_with(m) || m.starts_with(p))
-            })
-        });
-        if reads_masked {
-            self.summary.unreplayable("masked_input", 1);
-            return Ok(());
-        }
-        // The candidate's own classification, when it can be recomputed.
-        let classes_hidden = masked.iter().any(|m| {
-            let under_args = m.first().is_some_and(|s| s == "action")
-                && match m.get(1).map(String::as_str) {
-                    None => true,
-                    Some("tool" | "path_root") => true,
-                    Some("args") => m
-                        .get(2)
-                        .is_none_or(|k| PolicyEngine::CLASSIFIED_ARGS.contains(&k.as_str())),
-                    _ => false,
-                };
-            under_args || m.is_empty()
-        });
-        let mut replayed_input;
-        let mut input = input;
-        if input.pointer("/action/data_classes_referenced").is_some() {
-            if classes_hidden && se.engine.classifies() {
-                self.summary.unreplayable("masked_classification_input", 1);
-                return Ok(());
-            }
-            let action = &input["action"];
-            // The root the live decision canonicalized paths against.
-            let root = action["path_root"]
-                .as_str()
-                .and_then(|r| crate::decision::paths::PathRoot::new(std::path::Path::new(r)).ok());
-            let mut classes = se.engine.classify(
-                action["tool"].as_str().unwrap_or(""),
-                &action["args"],
-                root.as_ref(),
-            );
-            // The upstream's own classes; an older record without them keeps
-            // what it logged (the candidate can then only add).
-            let upstream = rec
-                .get("upstream_data_classes")
-                .or_else(|| action.get("data_classes_referenced"));
-            for c in upstream
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
-                if !classes.iter().any(|x| x == c) {
-                    classes.push(c.to_string());
-                }
-            }
-            replayed_input = input.clone();
-            replayed_input["action"]["data_classes_referenced"] = serde_json::json!(classes);
-            input = &replayed_input;
-        }
-        let logged_approval = rec
-            .pointer("/result/require_approval")
-            .is_some_and(|v| !v.is_null());
-        let now = match se.engine.decide(input) {
-            Ok(out) => Replayed {
-                allow: out.combined.allow && !gavel_denied,
-                reasons: out.combined.reasons,
-                approval: out.combined.require_approval.is_some(),
-            },
-            Err(e) => Replayed {
-                allow: false,
-                reasons: vec![e.reason_code().to_string()],
-                approval: false,
-            },
+        let replayed = {
+            let se = &self.engines[server];
+            candidate_input(se, &rec, input).map(|i| redecide(se, &i, logged.gavel_denied))
         };
-        let tool = input
-            .pointer("/action/tool")
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-            .to_string();
-        let logged = Logged {
-            server: server.to_string(),
-            tool,
-            id,
-            allow,
-            reasons: logged_reasons,
-            approval: logged_approval,
-            gavel_denied,
-        };
-        if allow && logged_approval {
+        match replayed {
+            Err(why) => self.summary.unreplayable(why, 1),
             // Its outcome is the human's answer, in the final approval step.
-            self.defer(logged, now);
-            return Ok(());
+            Ok(now) if allow && logged.approval => self.defer(logged, now),
+            Ok(now) => self.compare(logged, now),
         }
-        self.compare(logged, now);
         Ok(())
+    }
+
+    /// Whether a decision of `server` is replayed: not when `--server` names
+    /// another (counted), nor once a replay of exactly the candidates has
+    /// seen a second server (refused at the end of the run, naming every
+    /// server).
+    fn replays_server(&mut self, server: &str) -> bool {
+        if self.only_server.as_deref().is_some_and(|s| s != server) {
+            self.summary.other_server += 1;
+            return false;
+        }
+        self.one_server_only(server)
+    }
+
+    /// Remembers the bundle revisions that produced the log (bounded).
+    fn note_revisions(&mut self, rec: &Value) {
+        let Some(Value::Object(b)) = rec.get("bundles") else {
+            return;
+        };
+        let revisions = &mut self.summary.logged_revisions;
+        for (name, info) in b {
+            if !revisions.contains_key(name) && revisions.len() >= MAX_GROUPS {
+                continue;
+            }
+            let rev = info["revision"].as_str().unwrap_or("").to_string();
+            let seen = revisions.entry(name.clone()).or_default();
+            if !seen.contains(&rev) && seen.len() < MAX_EXAMPLES * 10 {
+                seen.push(rev);
+            }
+        }
     }
 
     fn malformed(&mut self, line_no: u64) -> Result<(), ReplayError> {
@@ -448,52 +483,19 @@ impl Replayer {
         Ok(())
     }
 
-    /// Replays a whole log; `progress` is called every 1000 lines. A line is
-    /// read up to the line bound; the rest of a longer one is skipped
-    /// without being kept.
+    /// Replays a whole log, read by the one log reader
+    /// ([`crate::audit::read`]: each line bounded, the rest of a longer one
+    /// skipped without being kept); `progress` is called every 1000 lines.
     pub fn run(
         &mut self,
-        mut reader: impl BufRead,
+        reader: impl BufRead,
         mut progress: impl FnMut(u64),
     ) -> Result<(), ReplayError> {
-        let mut buf = Vec::new();
-        let mut line_no = 0u64;
-        loop {
-            buf.clear();
-            let limit = self.max_line_bytes as u64 + 1;
-            let n = std::io::Read::by_ref(&mut reader)
-                .take(limit)
-                .read_until(b'\n', &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            line_no += 1;
-            if buf.len() > self.max_line_bytes && !buf.ends_with(b"\n") {
-                // Over the bound: skip to the end of this line.
-                loop {
-                    let (done, used) = {
-                        let chunk = reader.fill_buf()?;
-                        match chunk.iter().position(|b| *b == b'\n') {
-                            Some(i) => (true, i + 1),
-                            None => (chunk.is_empty(), chunk.len()),
-                        }
-                    };
-                    reader.consume(used);
-                    if done {
-                        break;
-                    }
-                }
-                self.summary.too_long += 1;
-                self.malformed(line_no)?;
-            } else {
-                match std::str::from_utf8(&buf) {
-                    Ok(text) => self.line(line_no, text.trim_end_matches(['\n', '\r']))?,
-                    // Not UTF-8: a damaged line, not the end of the log.
-                    Err(_) => self.malformed(line_no)?,
-                }
-            }
-            if line_no.is_multiple_of(1000) {
-                progress(line_no);
+        let mut log = LogReader::new(reader).with_max_line_bytes(self.max_line_bytes);
+        while let Some(line) = log.next_line()? {
+            self.entry(line.number, line.entry)?;
+            if line.number.is_multiple_of(1000) {
+                progress(line.number);
             }
         }
         // A decision whose approval never settled (gavel stopped while
