@@ -163,7 +163,7 @@ pub fn oci_manifest(data: &[u8]) {
 /// the backtracking matcher it replaced ([`uri_template_reference`]). The input
 /// is `template\nuri`.
 pub fn uri_template(data: &[u8]) {
-    use crate::router::uri_template::UriTemplate;
+    use crate::upstream::uri_template::UriTemplate;
     let text = String::from_utf8_lossy(data);
     let text: &str = &text;
     let (template, uri) = text.split_once('\n').unwrap_or((text, ""));

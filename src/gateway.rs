@@ -1,6 +1,9 @@
 //! What one gavel process shares across host sessions: the config, the
-//! enforcer, and the shutdown signal. A front (stdio today, streamable HTTP
-//! later) asks it for a [`Session`] per host connection.
+//! enforcer (with its policy supply), the `shared` upstreams and the shutdown
+//! signal. Both fronts (stdio, streamable HTTP) open a
+//! `front::session::Session` over it per host connection; the gateway knows
+//! nothing of sessions or fronts (it sits below them, ARCHITECTURE.md
+//! "Layers").
 
 use std::sync::Arc;
 
@@ -8,14 +11,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::decision::Enforcer;
-use crate::front::session::Session;
 
 pub struct Gateway {
     pub config: Arc<Config>,
     pub enforcer: Arc<Enforcer>,
     pub shutdown: CancellationToken,
     /// Keeps `oci://` bundles pulled and active (None without any).
-    pub supply: Option<Arc<crate::bundle::supply::Supply>>,
+    pub supply: Option<Arc<crate::policy::supply::Supply>>,
     /// `session_mode = "shared"` upstreams, started by the first session that
     /// needs one and stopped with the gateway.
     shared: std::sync::Mutex<SharedUpstreams>,
@@ -25,22 +27,6 @@ pub struct Gateway {
 struct SharedUpstreams {
     upstreams: std::collections::BTreeMap<String, Arc<crate::upstream::Upstream>>,
     supervisors: Vec<tokio::task::JoinHandle<()>>,
-}
-
-/// The signal that is stopping this process, once one has (`SIGTERM`,
-/// `SIGINT`): what gavel says when it cancels the requests in flight, so
-/// that neither its log nor the upstreams blame the agent host for a stop
-/// the operator (or a service manager) asked for.
-static STOP_REASON: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
-
-/// Records that `signal` is stopping the process (the first one counts).
-pub fn set_stop_reason(signal: &'static str) {
-    let _ = STOP_REASON.set(signal);
-}
-
-/// The signal stopping the process, if one is.
-pub fn stop_reason() -> Option<&'static str> {
-    STOP_REASON.get().copied()
 }
 
 /// SIGHUP reopens the decision log (after `logrotate` moved it), whichever
@@ -78,10 +64,10 @@ impl Gateway {
     pub async fn start(config: Config) -> anyhow::Result<Arc<Self>> {
         let clock = crate::state::clock::from_env();
         let shutdown = CancellationToken::new();
-        let (enforcer, supply) = if crate::bundle::supply::Supply::needed(&config) {
+        let (enforcer, supply) = if crate::policy::supply::Supply::needed(&config) {
             // A cached bundle starts at once; the registry is asked in the
             // background (a stalled registry never holds `initialize`).
-            let supply = crate::bundle::supply::Supply::start_from_cache(&config).await?;
+            let supply = crate::policy::supply::Supply::start_from_cache(&config).await?;
             let enforcer = Arc::new(Enforcer::with_resolver(&config, clock, supply.as_ref())?);
             supply.started(&enforcer);
             supply.spawn_polling(enforcer.clone(), shutdown.clone());
@@ -158,11 +144,6 @@ impl Gateway {
             }
         }
         v
-    }
-
-    /// A new host session (one per stdio process; one per HTTP session).
-    pub fn session(self: &Arc<Self>) -> Session {
-        Session::new(self.clone())
     }
 
     /// Whether names get `<prefix>__`: decided by the config alone (how many

@@ -6,6 +6,8 @@
 //! `upstream` (children and HTTP servers). `config` feeds them all; `transport`
 //! is gavel's own bounded stdio framing. See ARCHITECTURE.md.
 
+#[cfg(test)]
+mod architecture_tests;
 pub mod atomic_file;
 pub mod audit;
 pub mod bundle;
@@ -17,6 +19,8 @@ pub mod front;
 pub mod fuzzing;
 pub mod gateway;
 pub mod governance;
+pub mod host;
+pub mod policy;
 pub mod router;
 pub mod state;
 pub mod status;

@@ -82,6 +82,22 @@ pub fn read_all(dir: &Path) -> Vec<Value> {
     out
 }
 
+/// The signal that is stopping this process, once one has (`SIGTERM`,
+/// `SIGINT`): what gavel says when it cancels the requests in flight, so
+/// that neither its log nor the upstreams blame the agent host for a stop
+/// the operator (or a service manager) asked for.
+static STOP_REASON: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Records that `signal` is stopping the process (the first one counts).
+pub fn set_stop_reason(signal: &'static str) {
+    let _ = STOP_REASON.set(signal);
+}
+
+/// The signal stopping the process, if one is.
+pub fn stop_reason() -> Option<&'static str> {
+    STOP_REASON.get().copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -368,6 +368,60 @@ fn warn_once(pointer: &str, why: &str) {
     }
 }
 
+/// Beyond the decision log's secret names ([`is_secret_name`]), words that
+/// make a variable or query parameter secret when printing a config (over-masking costs nothing there): `…KEY…`, `…AUTH…`,
+/// `…SESSION…` anywhere, in any spelling.
+const MORE_SECRET_WORDS: &[&str] = &["key", "auth", "session"];
+
+pub fn is_config_secret_name(name: &str) -> bool {
+    let c = compact(name);
+    is_secret_name(name, &[]) || MORE_SECRET_WORDS.iter().any(|w| c.contains(w))
+}
+
+/// Keeps an auth scheme word (`Bearer`, `Basic`, `token`) and masks the rest.
+pub fn mask_header(value: &str) -> String {
+    match value.split_once(' ') {
+        Some((scheme, _)) if scheme.chars().all(|c| c.is_ascii_alphabetic()) => {
+            format!("{scheme} ***")
+        }
+        _ => "***".into(),
+    }
+}
+
+/// Masks URL userinfo and the values of secret-looking query parameters.
+pub fn mask_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => authority.to_string(),
+    };
+    let (path, query) = path
+        .split_once('?')
+        .map_or((path, None), |(p, q)| (p, Some(q)));
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if is_config_secret_name(k) => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    let mut out = if scheme.is_empty() {
+        String::new()
+    } else {
+        format!("{scheme}://")
+    };
+    out.push_str(&authority);
+    out.push_str(path);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(&q);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,19 +151,19 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// One decision. `known` says whether a reason code is in the server's
-    /// reason catalog.
+    /// One decision. `is_label` says whether a reason code may be a label
+    /// value as it is (see [`Metrics::outcome`]).
     pub fn decision(
         &self,
         server: &str,
         tool: Option<&str>,
         allow: bool,
         reasons: &[String],
-        known: impl Fn(&str) -> bool,
+        is_label: impl Fn(&str) -> bool,
         seconds: f64,
     ) {
         self.latency(server, seconds);
-        self.outcome(server, tool, allow, reasons, known);
+        self.outcome(server, tool, allow, reasons, is_label);
     }
 
     /// The time one decision took.
@@ -178,13 +178,18 @@ impl Metrics {
     /// One decision's outcome. A decision that needs a human's approval is
     /// counted once, when the approval is settled, with the effective
     /// outcome (a declined approval is a denial).
+    ///
+    /// `is_label` is the caller's rule for which reason codes may be label
+    /// values as they are (the enforcer's: gavel's own codes and the server's
+    /// reason catalog); any other code is counted as `other`, so an agent or
+    /// a policy cannot grow the label set without bound.
     pub fn outcome(
         &self,
         server: &str,
         tool: Option<&str>,
         allow: bool,
         reasons: &[String],
-        known: impl Fn(&str) -> bool,
+        is_label: impl Fn(&str) -> bool,
     ) {
         let server_s = server.to_string();
         let outcome = if allow { "allow" } else { "deny" };
@@ -196,7 +201,7 @@ impl Metrics {
             .inc();
         if !allow {
             for r in reasons {
-                let reason = if crate::decision::codes::is_gavel_code(r) || known(r) {
+                let reason = if is_label(r) {
                     r.clone()
                 } else {
                     "other".into()
@@ -337,15 +342,21 @@ pub async fn serve(addr: &str) -> Option<tokio::task::JoinHandle<()>> {
     // The same bounded accept loop as `gavel serve` (connection cap, header
     // timeout, TCP_NODELAY): a scraper port is an edge like any other, and
     // axum's own `serve` bounds neither idle nor half-sent connections.
-    let limits = crate::front::conn::ConnLimits {
+    let limits = crate::transport::conn::ConnLimits {
         max_connections: METRICS_MAX_CONNECTIONS,
         header_timeout: METRICS_HEADER_TIMEOUT,
     };
     Some(tokio::spawn(async move {
         let never = tokio_util::sync::CancellationToken::new();
-        let served =
-            crate::front::conn::serve(listener, None, app, limits, never, std::future::pending())
-                .await;
+        let served = crate::transport::conn::serve(
+            listener,
+            None,
+            app,
+            limits,
+            never,
+            std::future::pending(),
+        )
+        .await;
         if let Err(e) = served {
             tracing::warn!(error = %e, "metrics server stopped");
         }
@@ -359,7 +370,19 @@ mod tests {
     #[test]
     fn labels_are_bounded_and_unknown_reasons_are_other() {
         let m = Metrics::new();
-        let known = |c: &str| c == "path_outside_scope";
+        // The enforcer's rule (gavel's codes and the catalog) is tested with
+        // it, `decision::record::reason_is_label`.
+        let known = |c: &str| {
+            [
+                "path_outside_scope",
+                "policy_timeout",
+                "rate_limited",
+                "state_unavailable",
+                "audit_unavailable",
+                "approval_declined",
+            ]
+            .contains(&c)
+        };
         m.decision(
             "fs",
             Some("read"),

@@ -60,7 +60,7 @@ mod tests {
 
     fn vectors(file: &str) -> Vec<Value> {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/vectors/opa-signing")
+            .join("tests/vectors/opa-signing")
             .join(file);
         let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         serde_json::from_str(&text).unwrap()

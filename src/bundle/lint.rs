@@ -355,100 +355,20 @@ pub fn lint(bundle: &Bundle, strict_input: bool) -> Result<LintReport, BundleErr
             .extend(idx.rules.iter().map(String::as_str));
     }
     for (module, idx) in &parsed {
-        let file = &idx.path;
-        let pkg_rules = &by_package[idx.package.as_str()];
-        let dotted_pkg = idx.package.replace('/', ".");
-        // Rule/data collisions in this package.
-        let node = idx
-            .package
-            .split('/')
-            .try_fold(&bundle.data, |v, k| v.get(k));
-        if let Some(Value::Object(keys)) = node {
-            let mut reported = HashSet::new();
-            for r in &module.policy {
-                let (name, _) = rule_head(r);
-                let head = name.split('.').next().unwrap_or("").to_string();
-                if keys.contains_key(&head) && reported.insert(head.clone()) {
-                    report.errors.push(LintFinding {
-                        file: file.clone(),
-                        line: r.span().line as usize,
-                        message: format!("rule {head} collides with data.{dotted_pkg}.{head} from the bundle's data; rename one of them"),
-                    });
-                }
-            }
-        }
-        let aliases: HashSet<String> = module
-            .imports
-            .iter()
-            .filter_map(|i| {
-                let (p, _) = ref_prefix(&i.refr);
-                if !matches!(p.first().map(String::as_str), Some("data" | "input")) {
-                    return None; // future.keywords, rego.v1
-                }
-                i.r#as
-                    .as_ref()
-                    .map(|s| s.text().to_string())
-                    .or_else(|| p.last().cloned())
-            })
-            .collect();
-        // Decision-log rules (`<root>/log`) see the whole event as input; the
-        // policy input is at `input.input`.
-        let log_rules = idx.package.ends_with("/log") || idx.package == "log";
-        let mut visit = |e: &Expr| -> bool {
-            match e {
-                Expr::Call { span, fcn, .. } => {
-                    let (path, _) = ref_prefix(fcn);
-                    let name = path.join(".");
-                    let first = path.first().map(String::as_str).unwrap_or("");
-                    let known = builtins.contains(name.as_str())
-                        || pkg_rules.contains(name.as_str())
-                        || first == "data"
-                        || aliases.contains(first);
-                    if !known {
-                        report.errors.push(LintFinding {
-                            file: file.clone(),
-                            line: span.line as usize,
-                            message: format!(
-                                "call to {name}(): not a builtin of this gavel build (regorus 0.14.1 lacks e.g. http.send, io.jwt.*, crypto.*, net.cidr_merge, regex.globs_match) and not a function of package data.{dotted_pkg}; compute the value outside the policy (gavel passes verified claims in input) or remove the call"
-                            ),
-                        });
-                    }
-                    true
-                }
-                Expr::RefDot { span, .. } | Expr::RefBrack { span, .. } => {
-                    let (path, _) = ref_prefix(e);
-                    if path.first().map(String::as_str) != Some("input") {
-                        return true;
-                    }
-                    let rest: &[String] = if log_rules {
-                        if path.get(1).map(String::as_str) != Some("input") {
-                            return descend_indices(e);
-                        }
-                        &path[2..]
-                    } else {
-                        &path[1..]
-                    };
-                    if !schema_has(&schema, rest) {
-                        let finding = LintFinding {
-                            file: file.clone(),
-                            line: span.line as usize,
-                            message: format!(
-                                "{} is not in the input schema (schemas/input.v1.json, `gavel schema input`); it is always undefined",
-                                path.join(".")
-                            ),
-                        };
-                        if strict_input {
-                            report.errors.push(finding);
-                        } else {
-                            report.warnings.push(finding);
-                        }
-                    }
-                    descend_indices(e)
-                }
-                _ => true,
-            }
+        data_collisions(bundle, module, idx, &mut report);
+        let check = ModuleCheck {
+            file: &idx.path,
+            dotted_pkg: idx.package.replace('/', "."),
+            pkg_rules: &by_package[idx.package.as_str()],
+            aliases: import_aliases(module),
+            // Decision-log rules (`<root>/log`) see the whole event as
+            // input; the policy input is at `input.input`.
+            log_rules: idx.package.ends_with("/log") || idx.package == "log",
+            builtins: &builtins,
+            schema: &schema,
+            strict_input,
         };
-        walk_module(module, &mut visit);
+        walk_module(module, &mut |e| check.visit(e, &mut report));
     }
     // Recursion never ends or overflows the stack: refused, as OPA does.
     report.errors.extend(super::recursion::check(&[bundle])?);
@@ -458,6 +378,132 @@ pub fn lint(bundle: &Bundle, strict_input: bool) -> Result<LintReport, BundleErr
     report.warnings.sort_by_key(key);
     report.warnings.dedup();
     Ok(report)
+}
+
+/// Rules of `module` whose name is also a key of the bundle's data at the
+/// package's path.
+fn data_collisions(bundle: &Bundle, module: &Module, idx: &ModuleIndex, report: &mut LintReport) {
+    let node = idx
+        .package
+        .split('/')
+        .try_fold(&bundle.data, |v, k| v.get(k));
+    let Some(Value::Object(keys)) = node else {
+        return;
+    };
+    let dotted_pkg = idx.package.replace('/', ".");
+    let mut reported = HashSet::new();
+    for r in &module.policy {
+        let (name, _) = rule_head(r);
+        let head = name.split('.').next().unwrap_or("").to_string();
+        if keys.contains_key(&head) && reported.insert(head.clone()) {
+            report.errors.push(LintFinding {
+                file: idx.path.clone(),
+                line: r.span().line as usize,
+                message: format!("rule {head} collides with data.{dotted_pkg}.{head} from the bundle's data; rename one of them"),
+            });
+        }
+    }
+}
+
+/// The names `data`/`input` imports bind (`import data.x.y as z` → `z`,
+/// else `y`); `future.keywords` and `rego.v1` bind none.
+fn import_aliases(module: &Module) -> HashSet<String> {
+    module
+        .imports
+        .iter()
+        .filter_map(|i| {
+            let (p, _) = ref_prefix(&i.refr);
+            if !matches!(p.first().map(String::as_str), Some("data" | "input")) {
+                return None; // future.keywords, rego.v1
+            }
+            i.r#as
+                .as_ref()
+                .map(|s| s.text().to_string())
+                .or_else(|| p.last().cloned())
+        })
+        .collect()
+}
+
+/// What one module's expressions are checked against: calls must reach a
+/// builtin or a function of the bundle, `input` paths must be in the schema.
+struct ModuleCheck<'a> {
+    file: &'a String,
+    dotted_pkg: String,
+    pkg_rules: &'a BTreeSet<&'a str>,
+    aliases: HashSet<String>,
+    log_rules: bool,
+    builtins: &'a HashSet<&'static str>,
+    schema: &'a Value,
+    strict_input: bool,
+}
+
+impl ModuleCheck<'_> {
+    /// Checks one expression; whether to visit its children.
+    fn visit(&self, e: &Expr, report: &mut LintReport) -> bool {
+        match e {
+            Expr::Call { span, fcn, .. } => {
+                self.call(span.line, fcn, report);
+                true
+            }
+            Expr::RefDot { span, .. } | Expr::RefBrack { span, .. } => {
+                self.input_ref(e, span.line, report)
+            }
+            _ => true,
+        }
+    }
+
+    fn call(&self, line: u32, fcn: &Expr, report: &mut LintReport) {
+        let (path, _) = ref_prefix(fcn);
+        let name = path.join(".");
+        let first = path.first().map(String::as_str).unwrap_or("");
+        let known = self.builtins.contains(name.as_str())
+            || self.pkg_rules.contains(name.as_str())
+            || first == "data"
+            || self.aliases.contains(first);
+        if !known {
+            let dotted_pkg = &self.dotted_pkg;
+            report.errors.push(LintFinding {
+                file: self.file.clone(),
+                line: line as usize,
+                message: format!(
+                    "call to {name}(): not a builtin of this gavel build (regorus 0.14.1 lacks e.g. http.send, io.jwt.*, crypto.*, net.cidr_merge, regex.globs_match) and not a function of package data.{dotted_pkg}; compute the value outside the policy (gavel passes verified claims in input) or remove the call"
+                ),
+            });
+        }
+    }
+
+    /// An `input…` reference must be in the input schema (an error with
+    /// `strict_input`, else a warning); whether to visit its children.
+    fn input_ref(&self, e: &Expr, line: u32, report: &mut LintReport) -> bool {
+        let (path, _) = ref_prefix(e);
+        if path.first().map(String::as_str) != Some("input") {
+            return true;
+        }
+        let rest: &[String] = if self.log_rules {
+            if path.get(1).map(String::as_str) != Some("input") {
+                return descend_indices(e);
+            }
+            &path[2..]
+        } else {
+            &path[1..]
+        };
+        if !schema_has(self.schema, rest) {
+            let finding = LintFinding {
+                file: self.file.clone(),
+                line: line as usize,
+                message: format!(
+                    "{} is not in the input schema (schemas/input.v1.json, `gavel schema input`); it is always undefined",
+                    path.join(".")
+                ),
+            };
+            if self.strict_input {
+                report.errors.push(finding);
+            } else {
+                report.warnings.push(finding);
+            }
+        }
+        descend_indices(e)
+    }
 }
 
 /// After an `input…` chain has been checked as a whole, its children only

@@ -1,7 +1,11 @@
-//! OPA bundles: read exactly as OPA reads them (`reader`, `manifest`), hashed
-//! as OPA hashes them (`canonical`, `digest`), checked before use (`lint`),
-//! tested like `opa test` (`testrun`). A bundle is data: nothing here decides a
-//! request (only `testrun` evaluates, and only the bundle's own tests).
+//! The OPA bundle *format*: read exactly as OPA reads them (`reader`,
+//! `manifest`), hashed as OPA hashes them (`canonical`, `digest`), signed and
+//! verified (`sign`, `verify`), checked before use (`lint`), tested like
+//! `opa test` (`testrun`), and moved to and from OCI registries (`oci`: the
+//! client, the verified cache). A bundle is data: nothing here decides a
+//! request (only `testrun` evaluates, and only the bundle's own tests), and
+//! nothing here knows which server a bundle is for or when it is activated —
+//! that lifecycle is `crate::policy`.
 
 pub mod canonical;
 pub mod deps;
@@ -14,8 +18,6 @@ pub mod pathmatch;
 mod reader;
 pub mod recursion;
 pub mod sign;
-pub mod source;
-pub mod supply;
 pub mod testrun;
 pub mod verify;
 

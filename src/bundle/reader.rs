@@ -170,21 +170,9 @@ pub fn read_bundle_tar_gz(
     let mut total = 0u64;
     for entry in archive.entries().map_err(unreadable)? {
         let mut entry = entry.map_err(unreadable)?;
-        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let kind = entry.header().entry_type();
-        if kind.is_dir() || kind.is_pax_global_extensions() {
+        let Some(path) = entry_path(&entry, source)? else {
             continue;
-        }
-        if !kind.is_file() {
-            return Err(file_err(
-                source,
-                &raw,
-                format!(
-                    "{kind:?} entries are refused: a bundle may hold only regular files and directories (OPA would skip it; gavel treats it as tampering)"
-                ),
-            ));
-        }
-        let path = normalize(&raw).map_err(|m| file_err(source, &raw, m))?;
+        };
         check_count(&files, limits, source)?;
         let mut data = Vec::new();
         (&mut entry)
@@ -207,6 +195,29 @@ pub fn read_bundle_tar_gz(
         files,
         digest: digest::tarball_digest(bytes),
     })
+}
+
+/// The normalized path of a tar entry holding a file; `None` for entries
+/// that hold none (directories, pax global headers). Any other entry type
+/// (links, devices) is refused.
+fn entry_path<R: Read>(entry: &tar::Entry<R>, source: &str) -> Result<Option<String>, BundleError> {
+    let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    let kind = entry.header().entry_type();
+    if kind.is_dir() || kind.is_pax_global_extensions() {
+        return Ok(None);
+    }
+    if !kind.is_file() {
+        return Err(file_err(
+            source,
+            &raw,
+            format!(
+                "{kind:?} entries are refused: a bundle may hold only regular files and directories (OPA would skip it; gavel treats it as tampering)"
+            ),
+        ));
+    }
+    normalize(&raw)
+        .map(Some)
+        .map_err(|m| file_err(source, &raw, m))
 }
 
 fn check_count(
@@ -422,76 +433,11 @@ pub(super) fn build(
     let mut data = Map::new();
     let mut signatures = None;
     for f in &files {
-        let (dir, base) = f.path.rsplit_once('/').unwrap_or(("", &f.path));
-        if f.path == ".manifest" {
-            continue;
-        }
-        if f.path.ends_with(".manifest") {
-            return Err(file_err(
-                &source,
-                &f.path,
-                "OPA would read this as the manifest; only /.manifest is allowed, rename or remove it",
-            ));
-        }
-        if f.path.ends_with("signatures.json") {
-            if f.path != ".signatures.json" {
-                return Err(file_err(
-                    &source,
-                    &f.path,
-                    "signatures must be in /.signatures.json at the bundle root",
-                ));
-            }
-            signatures = Some(f.bytes.clone());
-            continue;
-        }
-        if base == "patch.json" {
-            return Err(file_err(
-                &source,
-                &f.path,
-                "delta bundles (patch.json) are not supported; publish a snapshot bundle",
-            ));
-        }
-        if f.path.ends_with(".rego") {
-            let text = String::from_utf8(f.bytes.clone())
-                .map_err(|_| file_err(&source, &f.path, "not UTF-8"))?;
-            let module = lint::parse_module(&source, &f.path, &text, manifest.rego_v0())?;
-            let pkg = lint::package_path(&module);
-            if !manifest.roots.iter().any(|r| root_contains(r, &pkg)) {
-                return Err(file_err(
-                    &source,
-                    &f.path,
-                    format!(
-                        "manifest roots {:?} do not permit 'data.{}' in module '{}'; move the package under a root",
-                        manifest.roots,
-                        pkg.replace('/', "."),
-                        f.path
-                    ),
-                ));
-            }
-            modules.push(RegoModule {
-                path: f.path.clone(),
-                text,
-            });
-            continue;
-        }
-        if !matches!(base, "data.json" | "data.yaml" | "data.yml") {
-            continue; // other files (README, other .json/.yaml) are ignored, as OPA does
-        }
-        let mut node = parse_data(f, base, &source)?;
-        if dir.is_empty() && !node.is_object() {
-            return Err(file_err(&source, &f.path, "root value must be object"));
-        }
-        for seg in dir.rsplit('/').filter(|s| !s.is_empty()) {
-            node = Value::Object(Map::from_iter([(seg.to_string(), node)]));
-        }
-        if let Value::Object(o) = node {
-            merge(&mut data, o, "").map_err(|m| {
-                file_err(
-                    &source,
-                    &f.path,
-                    format!("failed to insert data file from path {} ({m}); each value may come from one file only", f.path),
-                )
-            })?;
+        match role_of(f, &source)? {
+            Role::Manifest | Role::Ignored => {}
+            Role::Signatures => signatures = Some(f.bytes.clone()),
+            Role::Module => modules.push(module_of(f, &manifest, &source)?),
+            Role::Data { dir, base } => merge_data_file(&mut data, f, dir, base, &source)?,
         }
     }
     let data = Value::Object(data);
@@ -506,6 +452,111 @@ pub(super) fn build(
         signatures,
         files,
     })
+}
+
+/// What a bundle file is, by its path (OPA's rules).
+enum Role<'a> {
+    Manifest,
+    Signatures,
+    Module,
+    Data {
+        dir: &'a str,
+        base: &'a str,
+    },
+    /// README, other .json/.yaml: ignored, as OPA does.
+    Ignored,
+}
+
+/// The role of `f`; `Err` for the files a bundle may not hold (a second
+/// manifest or signatures file, a delta bundle's patch).
+fn role_of<'a>(f: &'a BundleFile, source: &str) -> Result<Role<'a>, BundleError> {
+    let (dir, base) = f.path.rsplit_once('/').unwrap_or(("", &f.path));
+    if f.path == ".manifest" {
+        return Ok(Role::Manifest);
+    }
+    if f.path.ends_with(".manifest") {
+        return Err(file_err(
+            source,
+            &f.path,
+            "OPA would read this as the manifest; only /.manifest is allowed, rename or remove it",
+        ));
+    }
+    if f.path.ends_with("signatures.json") {
+        if f.path != ".signatures.json" {
+            return Err(file_err(
+                source,
+                &f.path,
+                "signatures must be in /.signatures.json at the bundle root",
+            ));
+        }
+        return Ok(Role::Signatures);
+    }
+    if base == "patch.json" {
+        return Err(file_err(
+            source,
+            &f.path,
+            "delta bundles (patch.json) are not supported; publish a snapshot bundle",
+        ));
+    }
+    if f.path.ends_with(".rego") {
+        return Ok(Role::Module);
+    }
+    if matches!(base, "data.json" | "data.yaml" | "data.yml") {
+        return Ok(Role::Data { dir, base });
+    }
+    Ok(Role::Ignored)
+}
+
+/// A Rego module: UTF-8, parses, and its package under a manifest root.
+fn module_of(f: &BundleFile, manifest: &Manifest, source: &str) -> Result<RegoModule, BundleError> {
+    let text =
+        String::from_utf8(f.bytes.clone()).map_err(|_| file_err(source, &f.path, "not UTF-8"))?;
+    let module = lint::parse_module(source, &f.path, &text, manifest.rego_v0())?;
+    let pkg = lint::package_path(&module);
+    if !manifest.roots.iter().any(|r| root_contains(r, &pkg)) {
+        return Err(file_err(
+            source,
+            &f.path,
+            format!(
+                "manifest roots {:?} do not permit 'data.{}' in module '{}'; move the package under a root",
+                manifest.roots,
+                pkg.replace('/', "."),
+                f.path
+            ),
+        ));
+    }
+    Ok(RegoModule {
+        path: f.path.clone(),
+        text,
+    })
+}
+
+/// Merges a data file into `data` at its directory's path; a value may come
+/// from one file only.
+fn merge_data_file(
+    data: &mut Map<String, Value>,
+    f: &BundleFile,
+    dir: &str,
+    base: &str,
+    source: &str,
+) -> Result<(), BundleError> {
+    let mut node = parse_data(f, base, source)?;
+    if dir.is_empty() && !node.is_object() {
+        return Err(file_err(source, &f.path, "root value must be object"));
+    }
+    for seg in dir.rsplit('/').filter(|s| !s.is_empty()) {
+        node = Value::Object(Map::from_iter([(seg.to_string(), node)]));
+    }
+    if let Value::Object(o) = node {
+        merge(data, o, "").map_err(|m| {
+            file_err(
+                source,
+                &f.path,
+                format!("failed to insert data file from path {} ({m}); each value may come from one file only", f.path),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -187,23 +187,7 @@ fn verify_jwt(
     }
     let mut keyid = cfg.keyid.clone();
     if keyid.is_empty() {
-        let raw = b64(parts[0], "headers", K::Header).map_err(|e| {
-            err(
-                K::Header,
-                format!("failed to extract key ID from headers: {e}"),
-            )
-        })?;
-        let header: Value = serde_json::from_slice(&raw).map_err(|e| {
-            err(
-                K::Header,
-                format!("failed to extract key ID from headers: {e}"),
-            )
-        })?;
-        keyid = header
-            .get("kid")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        keyid = header_keyid(parts[0])?;
     }
     let payload_bytes = b64(parts[1], "payload", K::PayloadBase64)?;
     let payload: Payload = serde_json::from_slice(&payload_bytes)
@@ -220,31 +204,7 @@ fn verify_jwt(
             format!("verification key corresponding to ID {keyid} not found"),
         )
     })?;
-    if key.algorithm == "ES512" {
-        verify_es512(&parts, &key.key)?;
-    } else {
-        let alg = algorithm(&key.algorithm).ok_or_else(|| {
-            err(
-                K::UnknownAlgorithm,
-                format!("unknown signature algorithm: {}", key.algorithm),
-            )
-        })?;
-        let dk = decoding_key(alg, &key.key)?;
-        b64(parts[2], "signature", K::SignatureBase64)?;
-        // Only the configured algorithm is accepted: a token whose header
-        // names another (HS256 against an RSA key, say) is refused.
-        let mut validation = jsonwebtoken::Validation::new(alg);
-        validation.required_spec_claims.clear();
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        jsonwebtoken::decode::<Value>(token, &dk, &validation).map_err(|e| {
-            err(
-                K::BadSignature,
-                format!("failed to verify JWT signature: {e}"),
-            )
-        })?;
-    }
+    verify_signature(token, &parts, &key.algorithm, &key.key)?;
     let scope = if !cfg.scope.is_empty() {
         cfg.scope.clone()
     } else {
@@ -254,6 +214,57 @@ fn verify_jwt(
         return Err(err(K::ScopeMismatch, "scope mismatch"));
     }
     Ok((payload, keyid, scope))
+}
+
+/// The key id (`kid`) in a JWT's header segment ("" when it has none).
+fn header_keyid(segment: &str) -> Result<String, VerifyError> {
+    let failed = |e: &dyn std::fmt::Display| {
+        err(
+            K::Header,
+            format!("failed to extract key ID from headers: {e}"),
+        )
+    };
+    let raw = b64(segment, "headers", K::Header).map_err(|e| failed(&e))?;
+    let header: Value = serde_json::from_slice(&raw).map_err(|e| failed(&e))?;
+    Ok(header
+        .get("kid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string())
+}
+
+/// Verifies the token's signature with the configured key and algorithm.
+fn verify_signature(
+    token: &str,
+    parts: &[&str],
+    algorithm_name: &str,
+    key_pem: &str,
+) -> Result<(), VerifyError> {
+    if algorithm_name == "ES512" {
+        return verify_es512(parts, key_pem);
+    }
+    let alg = algorithm(algorithm_name).ok_or_else(|| {
+        err(
+            K::UnknownAlgorithm,
+            format!("unknown signature algorithm: {algorithm_name}"),
+        )
+    })?;
+    let dk = decoding_key(alg, key_pem)?;
+    b64(parts[2], "signature", K::SignatureBase64)?;
+    // Only the configured algorithm is accepted: a token whose header
+    // names another (HS256 against an RSA key, say) is refused.
+    let mut validation = jsonwebtoken::Validation::new(alg);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    jsonwebtoken::decode::<Value>(token, &dk, &validation).map_err(|e| {
+        err(
+            K::BadSignature,
+            format!("failed to verify JWT signature: {e}"),
+        )
+    })?;
+    Ok(())
 }
 
 /// ES512 (not in jsonwebtoken): the configured key's algorithm, checked

@@ -1,4 +1,4 @@
-//! OPA's own signing vectors (../shared/vectors/opa-signing): every JWT case
+//! OPA's own signing vectors (tests/vectors/opa-signing): every JWT case
 //! and every whole-bundle fixture.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use super::*;
 use crate::bundle::{BundleLimits, load_bundle_tar_gz};
 
 fn vectors() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/opa-signing")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/opa-signing")
 }
 
 fn config(v: &Value, base: &Path) -> Option<VerificationConfig> {

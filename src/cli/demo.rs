@@ -38,6 +38,8 @@ fn text_of(r: &CallToolResult) -> String {
         .join("\n")
 }
 
+type Client = rmcp::service::RunningService<rmcp::RoleClient, ClientConfig>;
+
 pub async fn run(config: &Path, log_file: Option<&Path>) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the gavel binary")?;
     let log = match log_file {
@@ -50,32 +52,7 @@ pub async fn run(config: &Path, log_file: Option<&Path>) -> anyhow::Result<()> {
         exe.display(),
         config.display()
     ));
-    let mut child = tokio::process::Command::new(&exe)
-        .args(["run", "--config"])
-        .arg(config)
-        .arg("--log-file")
-        .arg(&log)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting gavel")?;
-    let stdin = child.stdin.take().context("gavel stdin")?;
-    let stdout = child.stdout.take().context("gavel stdout")?;
-    let info = ClientConfig::new(
-        Default::default(),
-        Implementation::new("gavel-demo", env!("CARGO_PKG_VERSION")),
-    )
-    .with_protocol_version(ProtocolVersion::V_2025_11_25);
-    let client = tokio::time::timeout(Duration::from_secs(30), info.serve((stdout, stdin)))
-        .await
-        .context("gavel did not answer initialize within 30s")??;
-    let proto = client
-        .peer_info()
-        .map(|i| i.protocol_version.to_string())
-        .unwrap_or_default();
-    println!("✔ Connected (MCP {proto}).\n"); // stdout-ok
-
+    let (mut child, client) = start(&exe, config, &log).await?;
     let tools = client.list_all_tools().await?;
     println!("▶ tools/list — {} tools visible to the agent:", tools.len()); // stdout-ok
     for t in &tools {
@@ -97,29 +74,75 @@ pub async fn run(config: &Path, log_file: Option<&Path>) -> anyhow::Result<()> {
             || !n.contains("__")
     });
     if let Some((name, args)) = refused {
-        println!("\n▶ tools/call {name} {args}"); // stdout-ok
-        let r = call(&client, name, args).await;
-        match r {
-            Ok(r) if r.is_error == Some(true) => {
-                println!("✘ refused — what the agent reads:\n"); // stdout-ok
-                for line in text_of(&r).lines() {
-                    println!("    {line}"); // stdout-ok
-                }
-                if let Some(meta) = &r.meta {
-                    let d = meta
-                        .0
-                        .get("dev.gavel/decision")
-                        .cloned()
-                        .unwrap_or(Value::Null);
-                    println!("\n  structured decision (_meta[\"dev.gavel/decision\"]):\n    {d}"); // stdout-ok
-                }
-            }
-            Ok(r) => println!("  (the call was allowed: {})", text_of(&r)), // stdout-ok
-            Err(e) => println!("  (error: {e})"),                           // stdout-ok
-        }
+        show_refusal(&client, name, args).await;
     }
     client.cancel().await.ok();
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    where_next(&cfg, &exe, config, &log);
+    Ok(())
+}
+
+/// `gavel run --config CONFIG` as a child speaking MCP on its stdio, and
+/// an MCP client connected to it (initialized).
+async fn start(
+    exe: &Path,
+    config: &Path,
+    log: &Path,
+) -> anyhow::Result<(tokio::process::Child, Client)> {
+    let mut child = tokio::process::Command::new(exe)
+        .args(["run", "--config"])
+        .arg(config)
+        .arg("--log-file")
+        .arg(log)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting gavel")?;
+    let stdin = child.stdin.take().context("gavel stdin")?;
+    let stdout = child.stdout.take().context("gavel stdout")?;
+    let info = ClientConfig::new(
+        Default::default(),
+        Implementation::new("gavel-demo", env!("CARGO_PKG_VERSION")),
+    )
+    .with_protocol_version(ProtocolVersion::V_2025_11_25);
+    let client = tokio::time::timeout(Duration::from_secs(30), info.serve((stdout, stdin)))
+        .await
+        .context("gavel did not answer initialize within 30s")??;
+    let proto = client
+        .peer_info()
+        .map(|i| i.protocol_version.to_string())
+        .unwrap_or_default();
+    println!("✔ Connected (MCP {proto}).\n"); // stdout-ok
+    Ok((child, client))
+}
+
+/// The scripted call gavel should refuse, and what the agent reads.
+async fn show_refusal(client: &Client, name: &str, args: &str) {
+    println!("\n▶ tools/call {name} {args}"); // stdout-ok
+    let r = call(client, name, args).await;
+    match r {
+        Ok(r) if r.is_error == Some(true) => {
+            println!("✘ refused — what the agent reads:\n"); // stdout-ok
+            for line in text_of(&r).lines() {
+                println!("    {line}"); // stdout-ok
+            }
+            if let Some(meta) = &r.meta {
+                let d = meta
+                    .0
+                    .get("dev.gavel/decision")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                println!("\n  structured decision (_meta[\"dev.gavel/decision\"]):\n    {d}"); // stdout-ok
+            }
+        }
+        Ok(r) => println!("  (the call was allowed: {})", text_of(&r)), // stdout-ok
+        Err(e) => println!("  (error: {e})"),                           // stdout-ok
+    }
+}
+
+/// Where the logs went, and the host entry that points at gavel.
+fn where_next(cfg: &crate::config::Config, exe: &Path, config: &Path, log: &Path) {
     let decisions = match &cfg.log.decisions {
         Some(d) => {
             let n = std::fs::read_to_string(d)
@@ -139,14 +162,9 @@ pub async fn run(config: &Path, log_file: Option<&Path>) -> anyhow::Result<()> {
     say(format!(
         "Next: point your agent host at gavel — {host_entry}"
     ));
-    Ok(())
 }
 
-async fn call(
-    client: &rmcp::service::RunningService<rmcp::RoleClient, ClientConfig>,
-    name: &str,
-    args: &str,
-) -> anyhow::Result<CallToolResult> {
+async fn call(client: &Client, name: &str, args: &str) -> anyhow::Result<CallToolResult> {
     let args: Value = serde_json::from_str(args)?;
     let mut p = CallToolRequestParams::new(name.to_string());
     p.arguments = args.as_object().cloned();

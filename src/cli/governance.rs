@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use crate::config::Config;
 use crate::governance::doc::{Doc, Format};
 use crate::governance::{self, ServerBundles};
 
@@ -53,84 +54,107 @@ pub fn explain(a: ExplainArgs) -> anyhow::Result<()> {
     };
     let mut doc = Doc::default();
     if let Some(id) = &a.decision {
-        let log = a
-            .log
-            .clone()
-            .or_else(|| config.as_ref().and_then(|c| c.log.decisions.clone()))
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "--decision needs --log <decisions.jsonl> (or a --config whose [log] names one)"
-                )
-            })?;
-        let (line, record) = governance::logread::find_decision(&log, id)?;
-        let server = governance::explain_decision::server_of(&record).to_string();
-        let sb: Option<ServerBundles> = match &config {
-            Some(c) => {
-                let all = governance::bundles_from_config(c)?;
-                let found = all.into_iter().find(|s| s.server == server);
-                if found.is_none() {
-                    anyhow::bail!(
-                        "decision {id} was made for server {server:?}, which {} does not enable; pass its bundles with --bundle",
-                        a.config
-                            .as_ref()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default()
-                    );
-                }
-                found
-            }
-            None if paths.is_empty() => None,
-            None => Some(governance::bundles_from_paths(&paths)?),
-        };
-        governance::explain_decision::explain_record(
-            &mut doc,
-            &record,
-            line,
-            sb.as_ref(),
-            config.as_ref(),
-            a.budget,
-        )?;
+        explain_decision(&mut doc, &a, id, config.as_ref(), &paths)?;
     } else {
-        if a.log.is_some() {
-            anyhow::bail!("--log is only used with --decision <id>");
-        }
-        let servers = match &config {
-            Some(c) => {
-                let mut all = governance::bundles_from_config(c)?;
-                if let Some(only) = &a.server {
-                    all.retain(|s| &s.server == only);
-                    if all.is_empty() {
-                        anyhow::bail!("server {only:?} is not an enabled server of the config");
-                    }
-                }
-                all
-            }
-            None => vec![governance::bundles_from_paths(&paths)?],
-        };
-        let identity = config.as_ref().map(|c| &c.identity);
-        for sb in &servers {
-            use governance::explain::Probe;
-            let engine =
-                (!sb.bundles.is_empty()).then(|| governance::build_engine(sb, config.as_ref()));
-            let why;
-            let probe = match &engine {
-                None => Probe::Skip,
-                Some(Ok(e)) => Probe::Engine(e),
-                Some(Err(e)) => {
-                    why = e.to_string();
-                    Probe::Unavailable(&why)
-                }
-            };
-            governance::explain::explain_server(&mut doc, sb, probe, identity)?;
-        }
-        if let Some(sb) = servers.iter().find(|s| s.shared > 0) {
-            governance::explain::explain_shared(
-                &mut doc,
-                &sb.bundles[sb.bundles.len() - sb.shared..],
-            )?;
-        }
+        explain_policy(&mut doc, &a, config.as_ref(), &paths)?;
     }
     print!("{}", doc.render(a.format)); // stdout-ok
+    Ok(())
+}
+
+/// `--decision ID`: why one logged decision came out as it did, against
+/// the bundles of `--config` (the decision's server) or of `paths`.
+fn explain_decision(
+    doc: &mut Doc,
+    a: &ExplainArgs,
+    id: &str,
+    config: Option<&Config>,
+    paths: &[PathBuf],
+) -> anyhow::Result<()> {
+    let log = a
+        .log
+        .clone()
+        .or_else(|| config.and_then(|c| c.log.decisions.clone()))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--decision needs --log <decisions.jsonl> (or a --config whose [log] names one)"
+            )
+        })?;
+    let (line, record) = crate::audit::read::find_decision(&log, id)?;
+    let server = governance::explain_decision::server_of(&record).to_string();
+    let sb: Option<ServerBundles> = match config {
+        Some(c) => {
+            let all = governance::bundles_from_config(c)?;
+            let found = all.into_iter().find(|s| s.server == server);
+            if found.is_none() {
+                anyhow::bail!(
+                    "decision {id} was made for server {server:?}, which {} does not enable; pass its bundles with --bundle",
+                    a.config
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                );
+            }
+            found
+        }
+        None if paths.is_empty() => None,
+        None => Some(governance::bundles_from_paths(paths)?),
+    };
+    governance::explain_decision::explain_record(
+        doc,
+        &governance::explain_decision::Explain {
+            record: &record,
+            line,
+            bundles: sb.as_ref(),
+            config,
+            budget: a.budget,
+        },
+    )?;
+    Ok(())
+}
+
+/// What a policy allows: each server of `--config` (or `--server` only),
+/// or the bundles of `paths`, then the shared bundles.
+fn explain_policy(
+    doc: &mut Doc,
+    a: &ExplainArgs,
+    config: Option<&Config>,
+    paths: &[PathBuf],
+) -> anyhow::Result<()> {
+    if a.log.is_some() {
+        anyhow::bail!("--log is only used with --decision <id>");
+    }
+    let servers = match config {
+        Some(c) => {
+            let mut all = governance::bundles_from_config(c)?;
+            if let Some(only) = &a.server {
+                all.retain(|s| &s.server == only);
+                if all.is_empty() {
+                    anyhow::bail!("server {only:?} is not an enabled server of the config");
+                }
+            }
+            all
+        }
+        None => vec![governance::bundles_from_paths(paths)?],
+    };
+    let identity = config.map(|c| &c.identity);
+    for sb in &servers {
+        use governance::explain::Probe;
+        let engine = (!sb.bundles.is_empty()).then(|| governance::build_engine(sb, config));
+        let why;
+        let probe = match &engine {
+            None => Probe::Skip,
+            Some(Ok(e)) => Probe::Engine(e),
+            Some(Err(e)) => {
+                why = e.to_string();
+                Probe::Unavailable(&why)
+            }
+        };
+        governance::explain::explain_server(doc, sb, probe, identity)?;
+    }
+    if let Some(sb) = servers.iter().find(|s| s.shared > 0) {
+        governance::explain::explain_shared(doc, &sb.bundles[sb.bundles.len() - sb.shared..])?;
+    }
     Ok(())
 }
 
@@ -152,7 +176,8 @@ pub fn report(a: ReportArgs) -> anyhow::Result<()> {
         );
     }
     let page = crate::governance::report_html::render(&report);
-    std::fs::write(&a.output, page).with_context(|| format!("writing {}", a.output.display()))?;
+    crate::atomic_file::write(&a.output, page.as_bytes())
+        .with_context(|| format!("writing {}", a.output.display()))?;
     super::say(format!(
         "wrote {}: {} decisions ({} denied), {} approval steps, from {}",
         a.output.display(),

@@ -70,7 +70,7 @@ fn store_verified(
     manifest_digest: &str,
     bytes: Vec<u8>,
 ) -> anyhow::Result<()> {
-    use crate::bundle::source::{Offline, Resolve, SHARED_OWNER, raw_from_layer};
+    use crate::policy::source::{Offline, Resolve, SHARED_OWNER, raw_from_layer};
     let cfg = Config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let sc = cfg
         .servers
@@ -163,7 +163,7 @@ pub async fn run(command: BundleCommand) -> anyhow::Result<()> {
             let reg = Registry::new(&settings(&registry, &r)?).map_err(|e| anyhow::anyhow!(e))?;
             let resolved = reg.resolve(&r).await?;
             let bytes = reg.fetch(&r, &resolved.layer).await?;
-            let b = crate::bundle::source::bundle_from_layer(&r, &bytes)
+            let b = crate::policy::source::bundle_from_layer(&r, &bytes)
                 .map_err(|e| anyhow::anyhow!(e))?;
             if let Some(output) = &output {
                 crate::atomic_file::write(output, &bytes)

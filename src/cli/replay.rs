@@ -1,4 +1,4 @@
-//! `gavel replay`: the command-line side of `audit::replay`.
+//! `gavel replay`: the command-line side of `governance::replay`.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
-use crate::audit::replay::{Bundles, Replayer, render};
 use crate::bundle::{Bundle, BundleLimits, load_bundle};
+use crate::config::Config;
 use crate::decision::engine::EngineOptions;
+use crate::governance::replay::{Bundles, Replayer, Summary, render};
 
 pub struct Args {
     pub log: PathBuf,
@@ -24,7 +25,7 @@ pub struct Args {
 /// A local bundle, or an `oci://` one pulled now with the config's `[oci]`.
 fn load(r: &str, oci: &crate::config::OciSettings) -> anyhow::Result<Arc<Bundle>> {
     if r.starts_with("oci://") {
-        return crate::bundle::source::pull_now(r, oci)
+        return crate::policy::source::pull_now(r, oci)
             .map_err(|e| anyhow::anyhow!("candidate bundle {e}"));
     }
     load_bundle(Path::new(r), &BundleLimits::default())
@@ -44,73 +45,92 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .iter()
         .map(|b| load(b, &oci))
         .collect::<Result<_, _>>()?;
-    let (bundles, opts) = match &a.config {
-        None => {
-            if candidates.is_empty() {
-                bail!(
-                    "give the candidate policy with --bundle (repeat for layers), or --config servers.toml to replay the configured bundles"
-                );
-            }
-            (
-                Bundles::Only(candidates),
-                EngineOptions {
-                    eval_timeout: std::time::Duration::from_secs(1),
-                    strict_input: false,
-                },
-            )
-        }
-        Some(path) => {
-            let cfg = cfg.as_ref().expect("loaded above");
-            let mut used = vec![false; candidates.len()];
-            let mut pick = |r: &str| -> anyhow::Result<Arc<Bundle>> {
-                let b = load(r, &oci).with_context(|| format!("{}", path.display()))?;
-                Ok(match candidates.iter().position(|c| c.name == b.name) {
-                    Some(i) => {
-                        used[i] = true;
-                        candidates[i].clone()
-                    }
-                    None => b,
-                })
-            };
-            let shared: Vec<Arc<Bundle>> = cfg
-                .policy
-                .shared_bundles
-                .iter()
-                .map(|r| pick(r))
-                .collect::<Result<_, _>>()?;
-            let mut per = BTreeMap::new();
-            for (name, server) in &cfg.servers {
-                let mut set: Vec<Arc<Bundle>> = server
-                    .bundles
-                    .iter()
-                    .map(|r| pick(r))
-                    .collect::<Result<_, _>>()?;
-                if set.is_empty() && shared.is_empty() {
-                    continue; // static rules only: nothing to replay
-                }
-                set.extend(shared.iter().cloned());
-                per.insert(name.clone(), set);
-            }
-            if let Some(i) = used.iter().position(|u| !u) {
-                bail!(
-                    "candidate bundle {} (name {:?}) replaces no bundle in {}: a candidate replaces the configured bundle with the same directory or file name",
-                    a.bundles[i],
-                    candidates[i].name,
-                    path.display()
-                );
-            }
-            (
-                Bundles::PerServer(per),
-                EngineOptions {
-                    eval_timeout: cfg
-                        .policy
-                        .eval_timeout
-                        .max(std::time::Duration::from_secs(1)),
-                    strict_input: cfg.policy.strict_input,
-                },
-            )
-        }
+    let (bundles, opts) = match (&a.config, &cfg) {
+        (Some(path), Some(cfg)) => configured(&a, path, cfg, candidates)?,
+        _ => candidates_only(candidates)?,
     };
+    let summary = replay(&a, bundles, opts)?;
+    report(&a, &summary)?;
+    gate(&a, &summary)
+}
+
+/// Without `--config`: the candidates are the whole policy.
+fn candidates_only(candidates: Vec<Arc<Bundle>>) -> anyhow::Result<(Bundles, EngineOptions)> {
+    if candidates.is_empty() {
+        bail!(
+            "give the candidate policy with --bundle (repeat for layers), or --config servers.toml to replay the configured bundles"
+        );
+    }
+    Ok((
+        Bundles::Only(candidates),
+        EngineOptions {
+            eval_timeout: std::time::Duration::from_secs(1),
+            strict_input: false,
+        },
+    ))
+}
+
+/// With `--config`: each server's configured layers, a candidate replacing
+/// the configured bundle of the same name (and every candidate must
+/// replace one).
+fn configured(
+    a: &Args,
+    path: &Path,
+    cfg: &Config,
+    candidates: Vec<Arc<Bundle>>,
+) -> anyhow::Result<(Bundles, EngineOptions)> {
+    let mut used = vec![false; candidates.len()];
+    let mut pick = |r: &str| -> anyhow::Result<Arc<Bundle>> {
+        let b = load(r, &cfg.oci).with_context(|| format!("{}", path.display()))?;
+        Ok(match candidates.iter().position(|c| c.name == b.name) {
+            Some(i) => {
+                used[i] = true;
+                candidates[i].clone()
+            }
+            None => b,
+        })
+    };
+    let shared: Vec<Arc<Bundle>> = cfg
+        .policy
+        .shared_bundles
+        .iter()
+        .map(|r| pick(r))
+        .collect::<Result<_, _>>()?;
+    let mut per = BTreeMap::new();
+    for (name, server) in &cfg.servers {
+        let mut set: Vec<Arc<Bundle>> = server
+            .bundles
+            .iter()
+            .map(|r| pick(r))
+            .collect::<Result<_, _>>()?;
+        if set.is_empty() && shared.is_empty() {
+            continue; // static rules only: nothing to replay
+        }
+        set.extend(shared.iter().cloned());
+        per.insert(name.clone(), set);
+    }
+    if let Some(i) = used.iter().position(|u| !u) {
+        bail!(
+            "candidate bundle {} (name {:?}) replaces no bundle in {}: a candidate replaces the configured bundle with the same directory or file name",
+            a.bundles[i],
+            candidates[i].name,
+            path.display()
+        );
+    }
+    Ok((
+        Bundles::PerServer(per),
+        EngineOptions {
+            eval_timeout: cfg
+                .policy
+                .eval_timeout
+                .max(std::time::Duration::from_secs(1)),
+            strict_input: cfg.policy.strict_input,
+        },
+    ))
+}
+
+/// Re-decides every record of the log, counting lines on a terminal.
+fn replay(a: &Args, bundles: Bundles, opts: EngineOptions) -> anyhow::Result<Summary> {
     let file = std::fs::File::open(&a.log)
         .with_context(|| format!("cannot open the decision log {}", a.log.display()))?;
     let mut r = Replayer::new(bundles, a.server.clone(), opts);
@@ -124,7 +144,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if tty {
         eprintln!();
     }
-    let s = &r.summary;
+    Ok(r.summary)
+}
+
+/// The summary on stdout (text or JSON); a warning on stderr for the
+/// records that could not be replayed faithfully.
+fn report(a: &Args, s: &Summary) -> anyhow::Result<()> {
     if a.json {
         let mut v = serde_json::to_value(s)?;
         v["flips"] = s.flips().into();
@@ -145,6 +170,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             why.join(", ")
         );
     }
+    Ok(())
+}
+
+/// `--max-not-replayable` and `--fail-on-flip`: the CI gate.
+fn gate(a: &Args, s: &Summary) -> anyhow::Result<()> {
+    let nr = s.not_replayable_total();
     if let Some(limit) = a.max_not_replayable
         && nr > limit
     {

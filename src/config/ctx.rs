@@ -2,7 +2,7 @@
 //! file:line:col errors naming the field, expands `${ENV}`, reads durations,
 //! sizes and paths relative to the config file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
@@ -21,7 +21,26 @@ pub(super) struct Ctx<'a> {
     pub(super) base: PathBuf,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// The context for `text` read from `origin`: relative paths resolve
+    /// against the directory of `origin` (made absolute first).
+    pub(super) fn new(
+        text: &'a str,
+        origin: &Path,
+        env: &'a dyn Fn(&str) -> Option<String>,
+    ) -> Self {
+        let base = std::path::absolute(origin)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        Ctx {
+            text,
+            path: origin.display().to_string(),
+            env,
+            base,
+        }
+    }
+
     pub(super) fn at(&self, offset: usize, field: &str, message: impl Into<String>) -> ConfigError {
         let before = &self.text[..offset.min(self.text.len())];
         let line = before.matches('\n').count() + 1;

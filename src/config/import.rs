@@ -107,6 +107,25 @@ fn sanitize(name: &str) -> String {
     if s.is_empty() { "server".into() } else { s }
 }
 
+/// What the conversion could not carry over (`notes`) and the environment
+/// variables the converted config reads (`required`), gathered while the
+/// servers are converted.
+#[derive(Default)]
+struct Carried {
+    notes: Vec<String>,
+    required: Vec<String>,
+}
+
+impl Carried {
+    /// `s` with its host variables converted (see [`convert_vars`]).
+    fn text(&mut self, s: &str, field: &str) -> toml::Value {
+        toml::Value::String(convert_vars(s, field, &mut self.notes, &mut self.required))
+    }
+}
+
+/// Converts the host config `json_text` (read from `source`) into a
+/// servers.toml to be written at `config_out`, and the host entry that
+/// starts `gavel_command` on it.
 pub fn import_host_config(
     json_text: &str,
     source: &Path,
@@ -119,160 +138,14 @@ pub fn import_host_config(
         .get("mcp")
         .filter(|m| m.get("servers").is_some())
         .unwrap_or(&doc);
-    let (dialect, servers) = if let Some(s) = root.get("mcpServers").and_then(Value::as_object) {
-        (Dialect::McpServers, s)
-    } else if let Some(s) = root.get("servers").and_then(Value::as_object) {
-        (Dialect::VsCode, s)
-    } else {
-        return Err(err(
-            source,
-            "expected a Claude Desktop / Cursor config ({\"mcpServers\": {...}}) or a VS Code config ({\"servers\": {...}, \"inputs\": [...]}, or the same under \"mcp\")",
-        ));
-    };
-    let key = if dialect == Dialect::McpServers {
-        "mcpServers"
-    } else {
-        "servers"
-    };
-    let mut notes = Vec::new();
-    let mut required = Vec::new();
-    let mut out = Table::new();
+    let (dialect, servers) = dialect(root, source)?;
+    let key = dialect.servers_key();
+    let mut carried = Carried::default();
     let mut servers_t = Table::new();
     for (name, v) in servers {
-        let Some(obj) = v.as_object() else {
-            notes.push(format!("{key}.{name}: not an object; skipped"));
-            continue;
-        };
-        let gname = sanitize(name);
-        if gname != *name {
-            notes.push(format!(
-                "{key}.{name}: renamed to {gname:?} (gavel names use letters, digits, '-' and '_')"
-            ));
+        if let Some((gname, t)) = import_server(key, name, v, &mut carried) {
+            servers_t.insert(gname, toml::Value::Table(t));
         }
-        let field = |k: &str| format!("{key}.{name}.{k}");
-        let mut t = Table::new();
-        let ty = obj.get("type").and_then(Value::as_str).unwrap_or("");
-        let str_of = |v: &Value| v.as_str().map(String::from);
-        for (k, val) in obj {
-            match k.as_str() {
-                "command" => {
-                    if let Some(c) = str_of(val) {
-                        t.insert(
-                            "command".into(),
-                            toml::Value::String(convert_vars(
-                                &c,
-                                &field(k),
-                                &mut notes,
-                                &mut required,
-                            )),
-                        );
-                    }
-                }
-                "args" => {
-                    let args: Vec<toml::Value> = val
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|a| a.as_str())
-                        .map(|a| {
-                            toml::Value::String(convert_vars(
-                                a,
-                                &field(k),
-                                &mut notes,
-                                &mut required,
-                            ))
-                        })
-                        .collect();
-                    t.insert("args".into(), toml::Value::Array(args));
-                }
-                "env" | "headers" => {
-                    let mut m = Table::new();
-                    for (ek, ev) in val.as_object().into_iter().flatten() {
-                        if let Some(s) = ev.as_str() {
-                            m.insert(
-                                ek.clone(),
-                                toml::Value::String(convert_vars(
-                                    s,
-                                    &field(&format!("{k}.{ek}")),
-                                    &mut notes,
-                                    &mut required,
-                                )),
-                            );
-                        }
-                    }
-                    t.insert(k.clone(), toml::Value::Table(m));
-                }
-                "cwd" => {
-                    if let Some(c) = str_of(val) {
-                        t.insert(
-                            "cwd".into(),
-                            toml::Value::String(convert_vars(
-                                &c,
-                                &field(k),
-                                &mut notes,
-                                &mut required,
-                            )),
-                        );
-                    }
-                }
-                "url" => {
-                    if let Some(u) = str_of(val) {
-                        t.insert(
-                            "url".into(),
-                            toml::Value::String(convert_vars(
-                                &u,
-                                &field(k),
-                                &mut notes,
-                                &mut required,
-                            )),
-                        );
-                    }
-                }
-                "type" => {}
-                "disabled" => {
-                    if val.as_bool() == Some(true) {
-                        t.insert("enabled".into(), toml::Value::Boolean(false));
-                    }
-                }
-                "timeout" => match val.as_u64() {
-                    Some(ms) if ms > 0 => {
-                        t.insert(
-                            "call_timeout".into(),
-                            toml::Value::String(format!("{ms}ms")),
-                        );
-                    }
-                    _ => notes.push(format!(
-                        "{}: not a number of milliseconds; not carried over",
-                        field(k)
-                    )),
-                },
-                "envFile" => notes.push(format!(
-                    "{}: env files are not supported by gavel; put the variables in env",
-                    field(k)
-                )),
-                other => notes.push(format!(
-                    "{}: not supported by gavel; not carried over",
-                    field(other)
-                )),
-            }
-        }
-        let is_sse = ty == "sse"
-            || t.get("url")
-                .and_then(|u| u.as_str())
-                .is_some_and(|u| u.trim_end_matches('/').ends_with("/sse"));
-        if is_sse {
-            t.insert("enabled".into(), toml::Value::Boolean(false));
-            notes.push(format!(
-                "{key}.{name}: legacy HTTP+SSE transport cannot be proxied (gavel speaks streamable HTTP upstream); imported disabled"
-            ));
-        }
-        if !t.contains_key("command") && !t.contains_key("url") {
-            notes.push(format!(
-                "{key}.{name}: has neither command nor url; skipped"
-            ));
-            continue;
-        }
-        servers_t.insert(gname, toml::Value::Table(t));
     }
     if servers_t.is_empty() {
         return Err(err(
@@ -280,41 +153,184 @@ pub fn import_host_config(
             format!("no importable servers under \"{key}\""),
         ));
     }
-    if let Some(inputs) = root.get("inputs").and_then(Value::as_array) {
-        for i in inputs {
-            if let Some(id) = i.get("id").and_then(Value::as_str) {
-                let var = input_var(id);
-                if required.contains(&var) {
-                    let desc = i.get("description").and_then(Value::as_str).unwrap_or("");
-                    notes.push(format!(
-                        "inputs.{id}: VS Code prompts for it; gavel reads it from ${var} ({desc})"
-                    ));
-                }
-            }
-        }
-    }
+    note_inputs(root, &mut carried);
+    let mut out = Table::new();
     out.insert("servers".into(), toml::Value::Table(servers_t));
     let body = toml::to_string_pretty(&out).map_err(|e| err(source, e.to_string()))?;
     let toml = format!(
         "# Imported by `gavel import` from {}.\n# Review, add policy (docs/config.md), then point your host at gavel.\n\n{body}",
         source.display()
     );
+    Ok(ImportResult {
+        toml,
+        not_carried: carried.notes,
+        host_entry: host_entry(dialect, config_out, gavel_command),
+        required_env: carried.required,
+    })
+}
+
+impl Dialect {
+    /// The key the servers are listed under.
+    fn servers_key(self) -> &'static str {
+        match self {
+            Dialect::McpServers => "mcpServers",
+            Dialect::VsCode => "servers",
+        }
+    }
+}
+
+/// Which host wrote the config, told by where its servers are.
+fn dialect<'a>(
+    root: &'a Value,
+    source: &Path,
+) -> Result<(Dialect, &'a Map<String, Value>), ConfigError> {
+    if let Some(s) = root.get("mcpServers").and_then(Value::as_object) {
+        Ok((Dialect::McpServers, s))
+    } else if let Some(s) = root.get("servers").and_then(Value::as_object) {
+        Ok((Dialect::VsCode, s))
+    } else {
+        Err(err(
+            source,
+            "expected a Claude Desktop / Cursor config ({\"mcpServers\": {...}}) or a VS Code config ({\"servers\": {...}, \"inputs\": [...]}, or the same under \"mcp\")",
+        ))
+    }
+}
+
+/// One host server → its gavel name and `[servers.NAME]` table, or `None`
+/// (with a note saying why) when it cannot be imported.
+fn import_server(
+    key: &str,
+    name: &str,
+    v: &Value,
+    carried: &mut Carried,
+) -> Option<(String, Table)> {
+    let Some(obj) = v.as_object() else {
+        carried
+            .notes
+            .push(format!("{key}.{name}: not an object; skipped"));
+        return None;
+    };
+    let gname = sanitize(name);
+    if gname != *name {
+        carried.notes.push(format!(
+            "{key}.{name}: renamed to {gname:?} (gavel names use letters, digits, '-' and '_')"
+        ));
+    }
+    let mut t = Table::new();
+    for (k, val) in obj {
+        carry_field(&mut t, &format!("{key}.{name}"), k, val, carried);
+    }
+    let ty = obj.get("type").and_then(Value::as_str).unwrap_or("");
+    let is_sse = ty == "sse"
+        || t.get("url")
+            .and_then(|u| u.as_str())
+            .is_some_and(|u| u.trim_end_matches('/').ends_with("/sse"));
+    if is_sse {
+        t.insert("enabled".into(), toml::Value::Boolean(false));
+        carried.notes.push(format!(
+            "{key}.{name}: legacy HTTP+SSE transport cannot be proxied (gavel speaks streamable HTTP upstream); imported disabled"
+        ));
+    }
+    if !t.contains_key("command") && !t.contains_key("url") {
+        carried.notes.push(format!(
+            "{key}.{name}: has neither command nor url; skipped"
+        ));
+        return None;
+    }
+    Some((gname, t))
+}
+
+/// One field `k` of the host server at `at` (`mcpServers.NAME`) into the
+/// server's table `t`, or a note that it was not carried over.
+fn carry_field(t: &mut Table, at: &str, k: &str, val: &Value, carried: &mut Carried) {
+    let field = |k: &str| format!("{at}.{k}");
+    let str_of = |v: &Value| v.as_str().map(String::from);
+    match k {
+        "command" | "cwd" | "url" => {
+            if let Some(c) = str_of(val) {
+                t.insert(k.into(), carried.text(&c, &field(k)));
+            }
+        }
+        "args" => {
+            let args: Vec<toml::Value> = val
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str())
+                .map(|a| carried.text(a, &field(k)))
+                .collect();
+            t.insert("args".into(), toml::Value::Array(args));
+        }
+        "env" | "headers" => {
+            let mut m = Table::new();
+            for (ek, ev) in val.as_object().into_iter().flatten() {
+                if let Some(s) = ev.as_str() {
+                    m.insert(ek.clone(), carried.text(s, &field(&format!("{k}.{ek}"))));
+                }
+            }
+            t.insert(k.into(), toml::Value::Table(m));
+        }
+        "type" => {}
+        "disabled" => {
+            if val.as_bool() == Some(true) {
+                t.insert("enabled".into(), toml::Value::Boolean(false));
+            }
+        }
+        "timeout" => match val.as_u64() {
+            Some(ms) if ms > 0 => {
+                t.insert(
+                    "call_timeout".into(),
+                    toml::Value::String(format!("{ms}ms")),
+                );
+            }
+            _ => carried.notes.push(format!(
+                "{}: not a number of milliseconds; not carried over",
+                field(k)
+            )),
+        },
+        "envFile" => carried.notes.push(format!(
+            "{}: env files are not supported by gavel; put the variables in env",
+            field(k)
+        )),
+        other => carried.notes.push(format!(
+            "{}: not supported by gavel; not carried over",
+            field(other)
+        )),
+    }
+}
+
+/// VS Code `inputs` the converted config reads: a note each, saying which
+/// environment variable now carries it.
+fn note_inputs(root: &Value, carried: &mut Carried) {
+    for i in root
+        .get("inputs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(id) = i.get("id").and_then(Value::as_str) {
+            let var = input_var(id);
+            if carried.required.contains(&var) {
+                let desc = i.get("description").and_then(Value::as_str).unwrap_or("");
+                carried.notes.push(format!(
+                    "inputs.{id}: VS Code prompts for it; gavel reads it from ${var} ({desc})"
+                ));
+            }
+        }
+    }
+}
+
+/// The one entry that replaces the imported servers in the host config.
+fn host_entry(dialect: Dialect, config_out: &Path, gavel_command: &str) -> Value {
     let args = json!(["run", "--config", config_out.display().to_string()]);
-    let host_entry = match dialect {
+    match dialect {
         Dialect::McpServers => {
             json!({"mcpServers": {"gavel": {"command": gavel_command, "args": args}}})
         }
         Dialect::VsCode => {
             json!({"servers": {"gavel": {"type": "stdio", "command": gavel_command, "args": args}}})
         }
-    };
-    let _ = Map::<String, Value>::new();
-    Ok(ImportResult {
-        toml,
-        not_carried: notes,
-        host_entry,
-        required_env: required,
-    })
+    }
 }
 
 #[cfg(test)]

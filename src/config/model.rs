@@ -1,5 +1,7 @@
 //! The validated configuration: what the rest of gavel reads. Built only by
-//! `Config::from_toml_str` (parse.rs), so every value here has been checked.
+//! `Config::from_toml_str` (`config/mod.rs`, one step per table, each in
+//! the file named after it) and `Config::single_stdio_server` (`gavel
+//! wrap`), so every value here has been checked.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -84,58 +84,9 @@ pub struct RawServe {
 impl ServeSettings {
     pub(super) fn parse(ctx: &Ctx, raw: &RawServe) -> Result<Self, ConfigError> {
         let d = Self::default();
-        let listen = match &raw.listen {
-            None => d.listen,
-            Some(l) => {
-                let text = ctx.expand(l, "serve.listen")?;
-                text.parse().map_err(|_| {
-                    ctx.at(
-                        l.span().start,
-                        "serve.listen",
-                        format!("{text:?} is not an address to listen on; write ip:port, e.g. \"127.0.0.1:8080\" or \"0.0.0.0:8443\""),
-                    )
-                })?
-            }
-        };
-        let list = |v: &[Spanned<String>], field: &str| -> Result<Vec<String>, ConfigError> {
-            v.iter().map(|s| ctx.expand(s, field)).collect()
-        };
-        let allowed_hosts = list(&raw.allowed_hosts, "serve.allowed_hosts")?;
-        let allowed_origins = list(&raw.allowed_origins, "serve.allowed_origins")?;
-        // The same parser the server uses: a typo is an error now, naming
-        // the entry, not a silently useless allow-list entry later.
-        for (i, h) in allowed_hosts.iter().enumerate() {
-            if let Err(e) = crate::front::http::hosts::Allowed::new(std::slice::from_ref(h), &[]) {
-                return Err(ctx.at(
-                    raw.allowed_hosts[i].span().start,
-                    "serve.allowed_hosts",
-                    e.to_string(),
-                ));
-            }
-        }
-        for (i, o) in allowed_origins.iter().enumerate() {
-            if let Err(e) = crate::front::http::hosts::Allowed::new(&[], std::slice::from_ref(o)) {
-                return Err(ctx.at(
-                    raw.allowed_origins[i].span().start,
-                    "serve.allowed_origins",
-                    e.to_string(),
-                ));
-            }
-        }
-        let tls = match (&raw.tls_cert, &raw.tls_key) {
-            (None, None) => None,
-            (Some(c), Some(k)) => Some((
-                ctx.path(ctx.expand(c, "serve.tls_cert")?),
-                ctx.path(ctx.expand(k, "serve.tls_key")?),
-            )),
-            (Some(s), None) | (None, Some(s)) => {
-                return Err(ctx.at(
-                    s.span().start,
-                    "serve.tls_cert",
-                    "give both tls_cert (PEM certificate chain) and tls_key (its PEM private key), or neither",
-                ));
-            }
-        };
+        let listen = listen(ctx, raw, d.listen)?;
+        let (allowed_hosts, allowed_origins) = allow_lists(ctx, raw)?;
+        let tls = tls(ctx, raw)?;
         let max_sessions = count(
             ctx,
             &raw.max_sessions,
@@ -219,6 +170,64 @@ impl ServeSettings {
         t.insert("header_timeout".into(), duration(self.header_timeout));
         t.insert("body_timeout".into(), duration(self.body_timeout));
         t
+    }
+}
+
+/// `serve.listen`, an ip:port.
+fn listen(ctx: &Ctx, raw: &RawServe, default: SocketAddr) -> Result<SocketAddr, ConfigError> {
+    let Some(l) = &raw.listen else {
+        return Ok(default);
+    };
+    let text = ctx.expand(l, "serve.listen")?;
+    text.parse().map_err(|_| {
+        ctx.at(
+            l.span().start,
+            "serve.listen",
+            format!("{text:?} is not an address to listen on; write ip:port, e.g. \"127.0.0.1:8080\" or \"0.0.0.0:8443\""),
+        )
+    })
+}
+
+/// `serve.allowed_hosts` and `serve.allowed_origins`, expanded, each entry
+/// checked by the parser the server uses (`config::hosts`).
+fn allow_lists(ctx: &Ctx, raw: &RawServe) -> Result<(Vec<String>, Vec<String>), ConfigError> {
+    let list = |v: &[Spanned<String>], field: &str| -> Result<Vec<String>, ConfigError> {
+        v.iter().map(|s| ctx.expand(s, field)).collect()
+    };
+    let allowed_hosts = list(&raw.allowed_hosts, "serve.allowed_hosts")?;
+    let allowed_origins = list(&raw.allowed_origins, "serve.allowed_origins")?;
+    // The same parser the server uses: a typo is an error now, naming
+    // the entry, not a silently useless allow-list entry later.
+    for (i, h) in allowed_hosts.iter().enumerate() {
+        if let Err(e) = super::hosts::allowed_host(h) {
+            return Err(ctx.at(raw.allowed_hosts[i].span().start, "serve.allowed_hosts", e));
+        }
+    }
+    for (i, o) in allowed_origins.iter().enumerate() {
+        if let Err(e) = super::hosts::allowed_origin(o) {
+            return Err(ctx.at(
+                raw.allowed_origins[i].span().start,
+                "serve.allowed_origins",
+                e,
+            ));
+        }
+    }
+    Ok((allowed_hosts, allowed_origins))
+}
+
+/// `serve.tls_cert` and `serve.tls_key`: both or neither.
+fn tls(ctx: &Ctx, raw: &RawServe) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+    match (&raw.tls_cert, &raw.tls_key) {
+        (None, None) => Ok(None),
+        (Some(c), Some(k)) => Ok(Some((
+            ctx.path(ctx.expand(c, "serve.tls_cert")?),
+            ctx.path(ctx.expand(k, "serve.tls_key")?),
+        ))),
+        (Some(s), None) | (None, Some(s)) => Err(ctx.at(
+            s.span().start,
+            "serve.tls_cert",
+            "give both tls_cert (PEM certificate chain) and tls_key (its PEM private key), or neither",
+        )),
     }
 }
 

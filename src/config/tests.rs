@@ -456,7 +456,7 @@ fn log_rotation_is_configurable_and_bounded() {
 
 #[test]
 fn jwks_urls_are_checked_on_their_parsed_host() {
-    use super::sections::key_url_allowed;
+    use super::auth::key_url_allowed;
     for ok in [
         "https://idp.example/.well-known/jwks.json",
         "http://127.0.0.1:8080/jwks",

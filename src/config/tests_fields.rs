@@ -25,6 +25,8 @@ fn names(text: &str, field: &str) {
     );
 }
 
+// One piece (over 80 lines) because it is a table of cases, one line a
+// case, read top to bottom; the loops that run them are a few lines.
 #[test]
 fn type_errors_name_the_dotted_field_in_every_section() {
     let in_server = [

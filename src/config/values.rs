@@ -37,7 +37,7 @@ pub(super) fn redis_url(ctx: &Ctx, url: &str, at: usize) -> Result<(), ConfigErr
             "state.redis_url",
             format!(
                 "{:?} is not a Redis URL ({e}): write redis://host:port/db (rediss:// for TLS)",
-                crate::config::mask::mask_url(url)
+                crate::config::render::mask_url(url)
             ),
         )
     })

@@ -65,7 +65,7 @@ pub struct Permit {
     pub decision: Decision,
     /// What the call's budget was charged (a `tools/call` under `[budget]`):
     /// given back if the call is not made, and where its result's tokens go.
-    pub(super) receipt: Option<crate::state::guard::Receipt>,
+    pub(super) receipt: Option<crate::decision::guard::Receipt>,
     pub(super) _private: (),
 }
 

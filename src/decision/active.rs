@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::engine::PolicyEngine;
 
 /// The policy of one server.
-pub(super) enum Policy {
+pub(crate) enum Policy {
     /// No bundle configured: static rules only (`policy: "none"`).
     None,
     Rego(Arc<PolicyEngine>),
@@ -18,15 +18,15 @@ pub(super) enum Policy {
 /// new bundle is activated; a decision loads it once, so in-flight decisions
 /// finish on the engine they started with and none sees a half-built one.
 pub struct Active {
-    pub(super) policy: Policy,
+    pub(crate) policy: Policy,
     /// (bundle name, signer key id) for each signed bundle that verified.
-    pub(super) signers: Vec<(String, String)>,
+    pub(crate) signers: Vec<(String, String)>,
 }
 
 impl Active {
     /// Publishes this policy in the metrics as the one deciding for `server`
     /// (`previous`: the one it replaces, whose revisions stop reading 1).
-    pub(super) fn publish(&self, server: &str, previous: Option<&Active>) {
+    pub(crate) fn publish(&self, server: &str, previous: Option<&Active>) {
         let m = crate::audit::metrics::global();
         let revisions = |a: &Active| match &a.policy {
             Policy::Rego(e) => e

@@ -65,13 +65,13 @@ mod tests {
     fn every_code_gavel_produces_is_listed() {
         let producers: &[(&str, &str, &[&str])] = &[
             (
-                "state/guard.rs",
-                include_str!("../state/guard.rs"),
+                "decision/guard.rs",
+                include_str!("guard.rs"),
                 &["reasons: vec!["],
             ),
             (
-                "front/approval.rs",
-                include_str!("../front/approval.rs"),
+                "host/approval.rs",
+                include_str!("../host/approval.rs"),
                 &[
                     "denied(",
                     "\"declined\",",

@@ -15,42 +15,13 @@
 //!    smallest `remember_seconds` (absent, "do not remember", wins), the
 //!    narrowest scope (`call` < `tool` < `server`), and every reason.
 
-use serde::Serialize;
-
 use super::contract::Approval;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Layer {
-    Identity,
-    Resource,
-    Workflow,
-    Compliance,
-    Override,
-}
+/// The layer names live in config, which validates them; the combining
+/// rules (which layers an override may waive) live here.
+pub use crate::config::Layer;
 
 impl Layer {
-    pub fn parse(s: &str) -> Option<Layer> {
-        Some(match s {
-            "identity" => Layer::Identity,
-            "resource" => Layer::Resource,
-            "workflow" => Layer::Workflow,
-            "compliance" => Layer::Compliance,
-            "override" => Layer::Override,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Layer::Identity => "identity",
-            Layer::Resource => "resource",
-            Layer::Workflow => "workflow",
-            Layer::Compliance => "compliance",
-            Layer::Override => "override",
-        }
-    }
-
     fn waivable(self) -> bool {
         matches!(self, Layer::Resource | Layer::Workflow)
     }

@@ -10,18 +10,18 @@
 
 mod action;
 mod active;
-pub mod bind;
-mod build;
 pub mod codes;
 pub mod contract;
 pub mod deny;
 pub mod engine;
+pub mod guard;
 pub mod input;
 pub mod layers;
 mod memo;
 pub mod paths;
 mod pool;
 mod record;
+pub mod remembered;
 pub mod static_rules;
 
 use std::collections::HashMap;
@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 
 pub use action::{Action, ActionType, Permit, Verdict};
 pub use active::Active;
-use active::Policy;
+pub(crate) use active::Policy;
 pub use contract::{Decision, Disclosure};
 pub use input::{DecisionContext, SessionCounters, SessionState};
 
@@ -42,16 +42,18 @@ use crate::config::{Config, Identity};
 use engine::{EngineError, EngineOptions};
 use static_rules::StaticRules;
 
-struct ServerPolicy {
-    static_rules: StaticRules,
-    active: arc_swap::ArcSwap<Active>,
-    fail_open: bool,
-    annotations_trusted: bool,
+/// One server's part of the enforcer, built by `crate::policy` (the
+/// lifecycle) and handed over whole to [`Enforcer::assemble`].
+pub(crate) struct ServerPolicy {
+    pub(crate) static_rules: StaticRules,
+    pub(crate) active: arc_swap::ArcSwap<Active>,
+    pub(crate) fail_open: bool,
+    pub(crate) annotations_trusted: bool,
     /// `[[servers.NAME.limits]]`, applied with the bundle's own.
-    config_limits: Vec<crate::state::limits::Limit>,
+    pub(crate) config_limits: Vec<crate::state::limits::Limit>,
     /// `servers.NAME.path_root`: what relative path arguments are resolved
     /// against (classification and `input.action.canonical_args`).
-    path_root: Option<paths::PathRoot>,
+    pub(crate) path_root: Option<paths::PathRoot>,
 }
 
 /// Decides every request for every server of one gavel process.
@@ -62,7 +64,7 @@ pub struct Enforcer {
     secret_fields: Vec<String>,
     max_arg_bytes: usize,
     /// Rate limits and budgets, after the policy.
-    guard: crate::state::guard::Guard,
+    guard: crate::decision::guard::Guard,
     /// Bumped on every activation; sessions re-evaluate what they list.
     generation: tokio::sync::watch::Sender<u64>,
     config: Arc<Config>,
@@ -70,11 +72,48 @@ pub struct Enforcer {
     /// Every clock read of a decision (environment.time, counters, limits,
     /// budgets, approvals) — the test clock when `GAVEL_TEST_CLOCK_FILE` is set.
     clock: Arc<dyn crate::state::clock::Clock>,
-    /// Human approvals remembered by this process (`front::approval`).
-    approvals: crate::state::approval::Remembered,
+    /// Human approvals remembered by this process (`host::approval`).
+    approvals: crate::decision::remembered::Remembered,
 }
 
 impl Enforcer {
+    /// Puts together an enforcer from parts the policy lifecycle built
+    /// (`crate::policy`: `Enforcer::from_config` and friends live there,
+    /// because building means resolving and verifying bundles, which the
+    /// enforcement point must not depend on).
+    pub(crate) fn assemble(
+        config: &Config,
+        servers: HashMap<String, ServerPolicy>,
+        log: Option<Arc<DecisionLog>>,
+        guard: guard::Guard,
+        clock: Arc<dyn crate::state::clock::Clock>,
+        engine_options: EngineOptions,
+    ) -> Self {
+        Self {
+            approvals: remembered::Remembered::new(clock.clone()),
+            clock,
+            servers,
+            identity: config.identity.clone(),
+            log,
+            secret_fields: config.log.secret_fields.clone(),
+            max_arg_bytes: config.log.max_arg_bytes,
+            guard,
+            generation: tokio::sync::watch::channel(0).0,
+            config: Arc::new(config.clone()),
+            engine_options,
+        }
+    }
+
+    /// The configuration this enforcer was built from.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// How this enforcer's engines are built (a rebuild uses the same).
+    pub(crate) fn engine_options(&self) -> &EngineOptions {
+        &self.engine_options
+    }
+
     /// The active policy of `server`.
     pub fn active(&self, server: &str) -> Option<Arc<Active>> {
         self.servers.get(server).map(|s| s.active.load_full())
@@ -177,7 +216,7 @@ impl Enforcer {
     }
 
     /// Remembered human approvals and how long to wait for one.
-    pub fn approvals(&self) -> &crate::state::approval::Remembered {
+    pub fn approvals(&self) -> &crate::decision::remembered::Remembered {
         &self.approvals
     }
 
@@ -366,7 +405,7 @@ impl Enforcer {
                 (action.kind == ActionType::ToolCall).then_some(action.tool.as_str()),
                 decision.allow,
                 &decision.reasons,
-                |c| engine.is_some_and(|e| e.has_reason(c)),
+                |c| record::reason_is_label(engine, c),
             );
         }
         if decision.allow {
@@ -390,9 +429,9 @@ impl Enforcer {
         &'a self,
         action: &'a Action,
         ctx: &'a DecisionContext,
-    ) -> crate::state::guard::Who<'a> {
+    ) -> crate::decision::guard::Who<'a> {
         let id = self.identity(ctx);
-        crate::state::guard::Who {
+        crate::decision::guard::Who {
             server: &action.server,
             tool: &action.tool,
             user: &id.user.id,
@@ -421,7 +460,7 @@ impl Enforcer {
     /// Gives back the budget charged for an allowed call that was then not
     /// made (its approval was declined, cancelled or timed out), into the
     /// period it was charged to. Rate limits keep the charge
-    /// ([`crate::state::guard::Guard::refund_budget`] says why).
+    /// ([`crate::decision::guard::Guard::refund_budget`] says why).
     pub fn refund(&self, permit: &Permit) {
         if let Some(r) = &permit.receipt {
             self.guard.refund_budget(r);
@@ -449,7 +488,7 @@ impl Enforcer {
             (action.kind == ActionType::ToolCall).then_some(action.tool.as_str()),
             d.allow,
             &d.reasons,
-            |c| engine.as_ref().is_some_and(|e| e.has_reason(c)),
+            |c| record::reason_is_label(engine.as_deref(), c),
         );
     }
 

@@ -1,6 +1,8 @@
-//! The decision record: OPA's decision-log event for one decision, masked,
-//! written inside [`Enforcer::decide`] before the decision takes effect
-//! (ARCHITECTURE.md, invariant 4: the record precedes the effect).
+//! The enforcer's side of the decision record: the record of one decision
+//! (its shape and masking are `audit::record`'s) written inside
+//! [`Enforcer::decide`] before the decision takes effect (ARCHITECTURE.md,
+//! invariant 4: the record precedes the effect), and what becomes of a
+//! decision whose record cannot be written.
 //!
 //! A record that cannot be written — the write fails (disk full, I/O
 //! error), or the bundle's `log.drop`/`log.mask` rules fail, which under
@@ -16,17 +18,10 @@ use serde_json::{Value, json};
 
 use super::engine::PolicyEngine;
 use super::{Decision, Enforcer};
-use crate::audit::mask::{MaskSettings, mask_event};
+use crate::audit::mask::MaskSettings;
+pub(super) use crate::audit::record::RecordError;
+use crate::audit::record::{DecisionRecord, LogRules};
 use crate::config::OnWriteError;
-
-/// Why a decision record was not written.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum RecordError {
-    #[error("{0}")]
-    Write(#[from] std::io::Error),
-    #[error("the bundle's decision-log rules (log.drop/log.mask) failed: {0}")]
-    Rules(String),
-}
 
 /// What a record carries besides the decision.
 pub(super) struct Record<'a> {
@@ -40,9 +35,15 @@ pub(super) struct Record<'a> {
     pub start: Instant,
     pub now: &'a str,
     /// For a tool call: the data classes the upstream declared in the tool's
-    /// `_meta` (kept apart so that replay can recompute the classification
-    /// with a candidate bundle and still add these).
+    /// `_meta` (see [`DecisionRecord::upstream_classes`]).
     pub upstream_classes: Option<&'a [String]>,
+}
+
+/// Whether a reason code may be a metrics label value as it is: gavel's
+/// own codes and the codes in the server's reason catalog (any other is
+/// counted as `other` by `audit::metrics`, which keeps labels bounded).
+pub(super) fn reason_is_label(engine: Option<&PolicyEngine>, code: &str) -> bool {
+    super::codes::is_gavel_code(code) || engine.is_some_and(|e| e.has_reason(code))
 }
 
 impl Enforcer {
@@ -54,45 +55,33 @@ impl Enforcer {
     }
 
     /// Writes the record of `d` (nothing without a decision log, or when the
-    /// bundle's `log.drop` says so).
+    /// bundle's `log.drop` says so); the shape and the masking are
+    /// `audit::record`'s.
     pub(super) fn log_decision(&self, d: &Decision, r: Record) -> Result<(), RecordError> {
         let Some(log) = &self.log else { return Ok(()) };
-        let mut event = json!({
-            "decision_id": d.decision_id,
-            "timestamp": r.now,
-            "path": r.path,
-            "input": r.input,
-            "result": d,
-            "bundles": r.bundles,
-            "labels": self.decision_labels(r.policy, r.fail_open),
-            "metrics": {"timer_rego_query_eval_ns": r.eval_ns, "timer_gavel_decision_ns": r.start.elapsed().as_nanos() as u64},
-        });
-        if let Some(classes) = r.upstream_classes {
-            event["upstream_data_classes"] = json!(classes);
-        }
-        if let Some(engine) = r.engine {
-            match engine.log_rules(&event) {
-                Ok((true, _)) => return Ok(()),
-                Ok((false, mask)) => {
-                    // Items not applied are warned about there.
-                    crate::audit::mask::apply_mask_rules(&mut event, &Value::Array(mask));
-                }
-                Err(e) => {
-                    // OPA semantics: a failing drop/mask rule means the event is not logged.
-                    log.count_failure();
-                    tracing::error!(decision_id = ?d.decision_id, "decision-log rules failed, event not logged: {e}");
-                    return Err(RecordError::Rules(e.to_string()));
-                }
-            }
-        }
-        mask_event(
-            &mut event,
+        let rules = r
+            .engine
+            .map(|e| move |event: &Value| e.log_rules(event).map_err(|e| e.to_string()));
+        let record = DecisionRecord {
+            decision_id: d.decision_id.as_deref(),
+            timestamp: r.now,
+            path: r.path,
+            input: r.input,
+            result: json!(d),
+            bundles: r.bundles,
+            labels: self.decision_labels(r.policy, r.fail_open),
+            eval_ns: r.eval_ns,
+            decision_ns: r.start.elapsed().as_nanos() as u64,
+            upstream_classes: r.upstream_classes,
+        };
+        record.write(
+            log,
+            rules.as_ref().map(|f| f as LogRules),
             &MaskSettings {
                 secret_fields: &self.secret_fields,
                 max_arg_bytes: self.max_arg_bytes,
             },
-        );
-        Ok(log.write(&event)?)
+        )
     }
 
     /// [`Enforcer::unrecorded`] for a record written outside `decide` (an
@@ -126,5 +115,25 @@ impl Enforcer {
         denied.policy_version = d.policy_version.take();
         *d = denied;
         was_allowed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reason_is_label;
+
+    #[test]
+    fn gavel_codes_are_labels_and_other_codes_need_a_catalog() {
+        for code in [
+            "policy_timeout",
+            "rate_limited",
+            "state_unavailable",
+            "audit_unavailable",
+            "approval_declined",
+        ] {
+            assert!(reason_is_label(None, code), "{code}");
+        }
+        assert!(!reason_is_label(None, "made_up_code"));
+        assert!(!reason_is_label(None, "path_outside_scope"));
     }
 }

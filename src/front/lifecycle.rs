@@ -91,7 +91,7 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 /// SIGINT or SIGTERM, whichever comes first: its name, also recorded as
-/// the process's stop reason ([`crate::gateway::stop_reason`]) before the
+/// the process's stop reason ([`crate::status::stop_reason`]) before the
 /// caller cancels anything. (SIGHUP reopens the decision log instead — the
 /// gateway watches it for every front; a stdio host that goes away closes
 /// stdin, which ends the session.)
@@ -110,6 +110,6 @@ pub async fn shutdown_signal() -> &'static str {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = term => "SIGTERM",
     };
-    crate::gateway::set_stop_reason(sig);
+    crate::status::set_stop_reason(sig);
     sig
 }

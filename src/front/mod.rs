@@ -12,10 +12,6 @@
 //! - `conn`: `gavel serve`'s accept loop; `host`, `authorize`, `approval`:
 //!   the link back to the host and the one gate both directions pass.
 
-pub mod approval;
-pub mod authorize;
-pub mod conn;
-pub mod host;
 pub mod http;
 pub mod lifecycle;
 pub mod session;

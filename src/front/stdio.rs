@@ -15,7 +15,7 @@ use crate::transport::line::LinkLabel;
 /// Serves one host session on stdin/stdout until the host closes stdin or
 /// gavel is signalled, then stops every upstream ([`FrontLifecycle`]).
 pub async fn serve_stdio(gw: Arc<Gateway>) -> anyhow::Result<()> {
-    let session = gw.session();
+    let session = super::session::Session::new(gw.clone());
     let lifecycle = FrontLifecycle::start(&gw, {
         let session = session.clone();
         Box::new(move || {

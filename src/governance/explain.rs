@@ -142,6 +142,27 @@ pub fn explain_server(
         doc.para("No policy bundle: only gavel's static rules (servers.<name>.tools) apply; every other request is allowed.");
         return Ok(());
     }
+    let own = layers_of_server(doc, sb);
+    let all_tools = explain_bundles_of_server(doc, sb, own)?;
+    match probe {
+        Probe::Unavailable(why) => {
+            doc.heading(2, "Tools the policy names");
+            doc.para(format!(
+                "The policy cannot be evaluated, so no per-tool outcome is shown (gavel would deny every request to this server): {why}"
+            ));
+        }
+        Probe::Engine(engine) => {
+            doc.heading(2, "Tools the policy names");
+            probe_tools(doc, &sb.server, engine, identity, &all_tools);
+        }
+        Probe::Skip => {}
+    }
+    Ok(())
+}
+
+/// The server's layers, how they combine, and which are the org-wide ones
+/// (explained once elsewhere). Returns how many are the server's own.
+fn layers_of_server(doc: &mut Doc, sb: &ServerBundles) -> usize {
     let layers: Vec<String> = sb
         .bundles
         .iter()
@@ -163,6 +184,16 @@ pub fn explain_server(
             shared.join(", ")
         ));
     }
+    own
+}
+
+/// Explains the server's own bundles; returns every tool any of its bundles
+/// names, with where (`bundle: rule`).
+fn explain_bundles_of_server(
+    doc: &mut Doc,
+    sb: &ServerBundles,
+    own: usize,
+) -> Result<BTreeMap<String, BTreeSet<String>>, GovernanceError> {
     let mut all_tools: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (i, b) in sb.bundles.iter().enumerate() {
         // Shared layers are analysed for tool names but written out once.
@@ -175,42 +206,44 @@ pub fn explain_server(
                 .extend(via.into_iter().map(|v| format!("{}: {v}", b.name)));
         }
     }
-    if let Probe::Unavailable(why) = probe {
-        doc.heading(2, "Tools the policy names");
-        doc.para(format!(
-            "The policy cannot be evaluated, so no per-tool outcome is shown (gavel would deny every request to this server): {why}"
-        ));
+    Ok(all_tools)
+}
+
+/// What a plain call of each named tool gets from `engine` (at most
+/// [`MAX_TOOLS`]).
+fn probe_tools(
+    doc: &mut Doc,
+    server: &str,
+    engine: &crate::decision::engine::PolicyEngine,
+    identity: Option<&Identity>,
+    all_tools: &BTreeMap<String, BTreeSet<String>>,
+) {
+    if all_tools.is_empty() {
+        doc.para("The policy names no tool: its rules apply to every tool alike.");
+        return;
     }
-    if let Probe::Engine(engine) = probe {
-        doc.heading(2, "Tools the policy names");
-        if all_tools.is_empty() {
-            doc.para("The policy names no tool: its rules apply to every tool alike.");
-        } else {
-            doc.para(format!(
-                "What a plain call (no arguments, fresh session) gets, as {}:",
-                match identity {
-                    Some(i) => format!("the configured user `{}` (groups {:?})", i.user.id, i.user.groups),
-                    None => "an unconfigured user (`unknown-user`, no groups; pass --config for the configured identity)".into(),
-                }
-            ));
-            for (tool, via) in all_tools.iter().take(MAX_TOOLS) {
-                let verdict = match engine.decide(&probe_input(&sb.server, tool, identity)) {
-                    Ok(o) if o.decision.allow => match &o.decision.require_approval {
-                        Some(a) => format!("allowed after a human's approval ({})", a.reason),
-                        None => "allowed".to_string(),
-                    },
-                    Ok(o) => format!("denied ({})", o.decision.reasons.join(", ")),
-                    Err(e) => format!("cannot be decided: {e}"),
-                };
-                let via: Vec<&str> = via.iter().map(String::as_str).collect();
-                doc.bullet(0, format!("`{tool}`: {verdict} — {}", via.join("; ")));
-            }
-            if all_tools.len() > MAX_TOOLS {
-                doc.bullet(0, format!("… and {} more", all_tools.len() - MAX_TOOLS));
-            }
+    doc.para(format!(
+        "What a plain call (no arguments, fresh session) gets, as {}:",
+        match identity {
+            Some(i) => format!("the configured user `{}` (groups {:?})", i.user.id, i.user.groups),
+            None => "an unconfigured user (`unknown-user`, no groups; pass --config for the configured identity)".into(),
         }
+    ));
+    for (tool, via) in all_tools.iter().take(MAX_TOOLS) {
+        let verdict = match engine.decide(&probe_input(server, tool, identity)) {
+            Ok(o) if o.decision.allow => match &o.decision.require_approval {
+                Some(a) => format!("allowed after a human's approval ({})", a.reason),
+                None => "allowed".to_string(),
+            },
+            Ok(o) => format!("denied ({})", o.decision.reasons.join(", ")),
+            Err(e) => format!("cannot be decided: {e}"),
+        };
+        let via: Vec<&str> = via.iter().map(String::as_str).collect();
+        doc.bullet(0, format!("`{tool}`: {verdict} — {}", via.join("; ")));
     }
-    Ok(())
+    if all_tools.len() > MAX_TOOLS {
+        doc.bullet(0, format!("… and {} more", all_tools.len() - MAX_TOOLS));
+    }
 }
 
 /// The layers every server shares, written once.
@@ -237,6 +270,9 @@ fn layer_of(b: &Bundle) -> String {
         .to_string()
 }
 
+/// Explains one bundle (what it is for, its rules, when it allows and
+/// denies, what it tells the agent, its settings and data classes); returns
+/// the facts found in its modules.
 fn explain_bundle(doc: &mut Doc, b: &Bundle) -> Result<Facts, GovernanceError> {
     let annotations = metadata::parse_bundle(b)?;
     let mut facts = Facts::default();
@@ -252,6 +288,21 @@ fn explain_bundle(doc: &mut Doc, b: &Bundle) -> Result<Facts, GovernanceError> {
     let pkg_doc = packages
         .iter()
         .find_map(|p| metadata::for_package(&annotations, p));
+    bundle_header(doc, b, pkg_doc);
+    facts.rule_docs = annotations
+        .into_iter()
+        .filter(|a| a.rule.is_some())
+        .collect();
+    rule_docs(doc, &facts.rule_docs);
+    allowed_and_denied_when(doc, b, &facts);
+    on_deny(doc, b, &facts);
+    settings_and_data_classes(doc, b);
+    Ok(facts)
+}
+
+/// The bundle's title (its package's `# METADATA`, else its name), layer,
+/// revision, roots and description.
+fn bundle_header(doc: &mut Doc, b: &Bundle, pkg_doc: Option<&metadata::Annotation>) {
     let title = pkg_doc
         .and_then(|a| a.title.clone())
         .unwrap_or_else(|| b.name.clone());
@@ -270,11 +321,11 @@ fn explain_bundle(doc: &mut Doc, b: &Bundle) -> Result<Facts, GovernanceError> {
         Some(d) => doc.para(d.to_string()),
         None => doc.para("(No `# METADATA` description on its package: add one so this explanation can say what the policy is for.)"),
     }
-    facts.rule_docs = annotations
-        .into_iter()
-        .filter(|a| a.rule.is_some())
-        .collect();
-    for a in &facts.rule_docs {
+}
+
+/// The rules' own `# METADATA` titles and descriptions.
+fn rule_docs(doc: &mut Doc, rule_docs: &[metadata::Annotation]) {
+    for a in rule_docs {
         let text: Vec<&str> = [a.title.as_deref(), a.description.as_deref()]
             .into_iter()
             .flatten()
@@ -290,6 +341,11 @@ fn explain_bundle(doc: &mut Doc, b: &Bundle) -> Result<Facts, GovernanceError> {
             );
         }
     }
+}
+
+/// The conditions of allowing, and every reason code (found in the rules or
+/// in the catalog) with its text and conditions.
+fn allowed_and_denied_when(doc: &mut Doc, b: &Bundle, facts: &Facts) {
     if !facts.allow_when.is_empty() {
         doc.heading(3, "Allowed when");
         for c in &facts.allow_when {
@@ -313,6 +369,10 @@ fn explain_bundle(doc: &mut Doc, b: &Bundle) -> Result<Facts, GovernanceError> {
             }
         }
     }
+}
+
+/// What a denied agent is told: remediation and appeal path.
+fn on_deny(doc: &mut Doc, b: &Bundle, facts: &Facts) {
     doc.heading(3, "On deny");
     if facts.remediation.is_empty() {
         doc.bullet(0, "Remediation: none given by the policy.");
@@ -324,6 +384,10 @@ fn explain_bundle(doc: &mut Doc, b: &Bundle) -> Result<Facts, GovernanceError> {
         Some(a) => doc.bullet(0, format!("Appeal: {a}")),
         None => doc.bullet(0, "Appeal: no appeal path in the bundle's data."),
     }
+}
+
+/// The bundle's settings (data) and its classification of tools and paths.
+fn settings_and_data_classes(doc: &mut Doc, b: &Bundle) {
     let settings = settings(b);
     if !settings.is_empty() {
         doc.heading(3, "Limits and settings (data)");
@@ -331,35 +395,35 @@ fn explain_bundle(doc: &mut Doc, b: &Bundle) -> Result<Facts, GovernanceError> {
             doc.bullet(0, format!("`{k}` = `{v}`"));
         }
     }
-    if let Some(cls) = b.manifest.roots.iter().find_map(|r| {
+    let Some(cls) = b.manifest.roots.iter().find_map(|r| {
         data_at(&b.data, &r.split('/').map(String::from).collect::<Vec<_>>())?.get("classification")
-    }) {
-        doc.heading(3, "Data classes");
-        for (tool, classes) in cls
-            .get("tools")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
-            doc.bullet(0, format!("tool `{tool}` touches {}", short(classes)));
-        }
-        for p in cls
-            .get("paths")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            doc.bullet(
-                0,
-                format!(
-                    "paths under `{}` touch {}",
-                    p["prefix"].as_str().unwrap_or("?"),
-                    short(&p["classes"])
-                ),
-            );
-        }
+    }) else {
+        return;
+    };
+    doc.heading(3, "Data classes");
+    for (tool, classes) in cls
+        .get("tools")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        doc.bullet(0, format!("tool `{tool}` touches {}", short(classes)));
     }
-    Ok(facts)
+    for p in cls
+        .get("paths")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        doc.bullet(
+            0,
+            format!(
+                "paths under `{}` touch {}",
+                p["prefix"].as_str().unwrap_or("?"),
+                short(&p["classes"])
+            ),
+        );
+    }
 }
 
 fn condition(doc: &mut Doc, c: &Condition) {

@@ -45,23 +45,39 @@ pub fn server_of(record: &Value) -> &str {
         .unwrap_or("?")
 }
 
-/// Explains `record` (a decision-log line). `sb` are the bundles to
-/// re-evaluate with; `None` when the caller has none for this server.
-pub fn explain_record(
-    doc: &mut Doc,
-    record: &Value,
-    line: usize,
-    sb: Option<&ServerBundles>,
-    config: Option<&crate::config::Config>,
-    budget: usize,
-) -> Result<(), GovernanceError> {
-    let id = record["decision_id"].as_str().unwrap_or("?");
-    let result = &record["result"];
+/// One logged decision to explain, and what to re-evaluate it with.
+pub struct Explain<'a> {
+    /// The decision-log record.
+    pub record: &'a Value,
+    /// Its line in the log.
+    pub line: usize,
+    /// The bundles to re-evaluate with; `None` when the caller has none for
+    /// this server.
+    pub bundles: Option<&'a ServerBundles>,
+    pub config: Option<&'a crate::config::Config>,
+    /// Re-evaluations allowed for the counterfactuals.
+    pub budget: usize,
+}
+
+/// Explains one logged decision: what was decided, why, and which inputs
+/// mattered.
+pub fn explain_record(doc: &mut Doc, e: &Explain) -> Result<(), GovernanceError> {
+    let result = &e.record["result"];
     let logged = Outcome {
         allow: result["allow"].as_bool().unwrap_or(false),
         reasons: strings(&result["reasons"]),
         approval: result["require_approval"].is_object(),
     };
+    what_was_decided(doc, e.record, e.line, &logged);
+    why(doc, result, &logged);
+    which_inputs_mattered(doc, e, &logged);
+    Ok(())
+}
+
+/// The heading and who asked for what, when, with which outcome.
+fn what_was_decided(doc: &mut Doc, record: &Value, line: usize, logged: &Outcome) {
+    let id = record["decision_id"].as_str().unwrap_or("?");
+    let result = &record["result"];
     let action = &record["input"]["action"];
     doc.heading(1, format!("Decision `{id}`"));
     doc.para(format!(
@@ -86,6 +102,11 @@ pub fn explain_record(
         result["policy_version"].as_str().unwrap_or("?"),
         record["labels"]["policy"].as_str().unwrap_or("?"),
     ));
+}
+
+/// The logged reasons with their catalog texts, the rules that matched and
+/// what the agent was told.
+fn why(doc: &mut Doc, result: &Value, logged: &Outcome) {
     doc.heading(2, "Why");
     if logged.reasons.is_empty() {
         doc.bullet(0, "No reason codes: every layer allowed.");
@@ -116,24 +137,63 @@ pub fn explain_record(
     if let Some(a) = result["appeal_path"].as_str() {
         doc.bullet(0, format!("Appeal path given: {a}"));
     }
+}
+
+/// Re-evaluates the logged input with the given bundles, then with one
+/// field changed at a time; says why when it cannot.
+fn which_inputs_mattered(doc: &mut Doc, e: &Explain, logged: &Outcome) {
+    let record = e.record;
     let mut masked = strings(&record["masked"]);
     masked.extend(strings(&record["erased"]));
-
     doc.heading(2, "Which inputs mattered");
-    let Some(sb) = sb.filter(|sb| !sb.bundles.is_empty()) else {
+    let Some(sb) = e.bundles.filter(|sb| !sb.bundles.is_empty()) else {
         doc.para("No policy bundles for this server were given (pass --bundle or --config), so the inputs could not be re-evaluated.");
-        return Ok(());
+        return;
     };
-    let engine = match super::build_engine(sb, config) {
-        Ok(e) => e,
-        Err(e) => {
+    let engine = match super::build_engine(sb, e.config) {
+        Ok(engine) => engine,
+        Err(err) => {
             doc.para(format!(
-                "These bundles cannot be evaluated, so the inputs could not be re-evaluated: {e}"
+                "These bundles cannot be evaluated, so the inputs could not be re-evaluated: {err}"
             ));
-            return Ok(());
+            return;
         }
     };
-    // Same bundles as the log? Compare digests by bundle name.
+    provenance_notes(doc, record, sb);
+    let input = &record["input"];
+    let mut decide = |i: &Value| {
+        engine.decide(i).map(|o| Outcome {
+            allow: o.decision.allow,
+            reasons: o.decision.reasons,
+            approval: o.decision.require_approval.is_some(),
+        })
+    };
+    let baseline = match decide(input) {
+        Ok(o) => o,
+        Err(err) => {
+            doc.para(format!(
+                "The logged input cannot be re-evaluated with these bundles: {err}"
+            ));
+            return;
+        }
+    };
+    doc.para(format!(
+        "Re-evaluated unchanged: {}{}.",
+        outcome_text(&baseline),
+        if baseline == *logged {
+            ", as logged"
+        } else {
+            " — differs from the log"
+        }
+    ));
+    let cf = counterfactual::explore(input, &baseline, &masked, e.budget, &mut decide);
+    counterfactual_findings(doc, &cf, &masked, e.budget);
+}
+
+/// Notes that the findings may not describe the logged decision: other
+/// bundles than the logged ones (by digest), or a decision the policy engine
+/// did not make.
+fn provenance_notes(doc: &mut Doc, record: &Value, sb: &ServerBundles) {
     let mut differing = Vec::new();
     for b in &sb.bundles {
         match record["bundles"][&b.name]["digest"].as_str() {
@@ -159,33 +219,16 @@ pub fn explain_record(
             }
         ));
     }
-    let input = &record["input"];
-    let mut decide = |i: &Value| {
-        engine.decide(i).map(|o| Outcome {
-            allow: o.decision.allow,
-            reasons: o.decision.reasons,
-            approval: o.decision.require_approval.is_some(),
-        })
-    };
-    let baseline = match decide(input) {
-        Ok(o) => o,
-        Err(e) => {
-            doc.para(format!(
-                "The logged input cannot be re-evaluated with these bundles: {e}"
-            ));
-            return Ok(());
-        }
-    };
-    doc.para(format!(
-        "Re-evaluated unchanged: {}{}.",
-        outcome_text(&baseline),
-        if baseline == logged {
-            ", as logged"
-        } else {
-            " — differs from the log"
-        }
-    ));
-    let cf = counterfactual::explore(input, &baseline, &masked, budget, &mut decide);
+}
+
+/// The single-field changes that flipped the outcome, and what was not
+/// tried (masked in the log, beyond the budget, failed).
+fn counterfactual_findings(
+    doc: &mut Doc,
+    cf: &counterfactual::Counterfactuals,
+    masked: &[String],
+    budget: usize,
+) {
     doc.para(format!(
         "{} re-evaluations over {} input fields (budget {budget}), each with one field removed or changed:",
         cf.evaluations, cf.leaves
@@ -237,5 +280,4 @@ pub fn explain_record(
     for (what, e) in &cf.errors {
         doc.bullet(0, format!("{what}: evaluation failed: {e}"));
     }
-    Ok(())
 }

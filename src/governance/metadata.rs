@@ -121,111 +121,131 @@ pub fn parse_module(file: &str, text: &str) -> Result<Vec<Annotation>, MetadataE
     let mut package = String::new();
     let mut i = 0;
     while i < lines.len() {
-        let line = lines[i];
-        if let Some(Target::Package(p)) = target_of(line) {
+        if let Some(Target::Package(p)) = target_of(lines[i]) {
             package = p;
         }
-        if line.trim_end() != "# METADATA" {
+        if lines[i].trim_end() != "# METADATA" {
             i += 1;
             continue;
         }
         let start = i;
-        let err = |message: String| MetadataError {
-            file: file.to_string(),
-            line: start + 1,
-            message,
-        };
         i += 1;
         let mut yaml = Vec::new();
         while i < lines.len() && lines[i].starts_with('#') {
             yaml.push(&lines[i][1..]);
             i += 1;
         }
-        // The statement it annotates: the next line that is neither blank
-        // nor a comment (OPA: a blank line after the block lets ordinary
-        // comments sit between it and its statement).
-        let mut j = i;
-        while j < lines.len()
-            && (lines[j].trim().is_empty() || lines[j].trim_start().starts_with('#'))
-        {
-            j += 1;
-        }
-        let target = lines.get(j).and_then(|l| target_of(l)).ok_or_else(|| {
-            err("is not followed by a package or a rule; put it right above the statement it describes".into())
-        })?;
-        // Text after `#`, less the one space conventionally written after it
-        // when every line has it (YAML indentation stays relative).
-        let strip = yaml
-            .iter()
-            .filter(|l| !l.trim().is_empty())
-            .all(|l| l.starts_with(' '));
-        let body: String = yaml
-            .iter()
-            .map(|l| {
-                if strip {
-                    l.strip_prefix(' ').unwrap_or(l)
-                } else {
-                    l
+        let annotation =
+            annotation(file, start + 1, &yaml, &lines[i..], &package).map_err(|message| {
+                MetadataError {
+                    file: file.to_string(),
+                    line: start + 1,
+                    message,
                 }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        let parsed: Value = if body.trim().is_empty() {
-            Value::Object(Default::default())
-        } else {
-            yaml_serde::from_str(&body).map_err(|e| err(format!("YAML does not parse: {e}")))?
-        };
-        let Value::Object(map) = parsed else {
-            return Err(err(format!(
-                "must be a YAML mapping (key: value lines), found {parsed}"
-            )));
-        };
-        let str_field = |k: &str| -> Result<Option<String>, MetadataError> {
-            match map.get(k) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
-                Some(other) => Err(err(format!("{k} must be a string, found {other}"))),
-            }
-        };
-        let scope_text = str_field("scope")?;
-        let (scope, pkg, rule) = match (&target, scope_text.as_deref()) {
-            (Target::Package(p), None | Some("package")) => (Scope::Package, p.clone(), None),
-            (Target::Package(p), Some("subpackages")) => (Scope::Subpackages, p.clone(), None),
-            (Target::Rule(r), None | Some("rule")) => {
-                (Scope::Rule, package.clone(), Some(r.clone()))
-            }
-            (Target::Rule(r), Some("document")) => {
-                (Scope::Document, package.clone(), Some(r.clone()))
-            }
-            (Target::Package(_), Some(s)) => {
-                return Err(err(format!(
-                    "scope {s:?} does not apply to a package; use package or subpackages"
-                )));
-            }
-            (Target::Rule(_), Some(s)) => {
-                return Err(err(format!(
-                    "scope {s:?} does not apply to a rule; use rule or document"
-                )));
-            }
-        };
-        out.push(Annotation {
-            file: file.to_string(),
-            line: start + 1,
-            scope,
-            package: pkg,
-            rule,
-            title: str_field("title")?,
-            description: str_field("description")?,
-            entrypoint: map.get("entrypoint") == Some(&Value::Bool(true)),
-            authors: text_list(map.get("authors")),
-            organizations: text_list(map.get("organizations")),
-            related_resources: text_list(map.get("related_resources")),
-            custom: map.get("custom").cloned().unwrap_or(Value::Null),
-        });
+            })?;
+        out.push(annotation);
         // Go on right after the block: a later block may annotate the same
         // statement.
     }
     Ok(out)
+}
+
+/// One block: its `yaml` lines (text after `#`) and the lines that follow
+/// it, in `package`. `Err`: what is wrong with it.
+fn annotation(
+    file: &str,
+    line: usize,
+    yaml: &[&str],
+    after: &[&str],
+    package: &str,
+) -> Result<Annotation, String> {
+    // The statement it annotates: the next line that is neither blank nor a
+    // comment (OPA: a blank line after the block lets ordinary comments sit
+    // between it and its statement).
+    let target = after
+        .iter()
+        .find(|l| !(l.trim().is_empty() || l.trim_start().starts_with('#')))
+        .and_then(|l| target_of(l))
+        .ok_or_else(|| {
+            "is not followed by a package or a rule; put it right above the statement it describes"
+                .to_string()
+        })?;
+    let map = yaml_mapping(yaml)?;
+    let str_field = |k: &str| -> Result<Option<String>, String> {
+        match map.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+            Some(other) => Err(format!("{k} must be a string, found {other}")),
+        }
+    };
+    let (scope, package, rule) = scope_of(target, str_field("scope")?.as_deref(), package)?;
+    Ok(Annotation {
+        file: file.to_string(),
+        line,
+        scope,
+        package,
+        rule,
+        title: str_field("title")?,
+        description: str_field("description")?,
+        entrypoint: map.get("entrypoint") == Some(&Value::Bool(true)),
+        authors: text_list(map.get("authors")),
+        organizations: text_list(map.get("organizations")),
+        related_resources: text_list(map.get("related_resources")),
+        custom: map.get("custom").cloned().unwrap_or(Value::Null),
+    })
+}
+
+/// The block's YAML as a mapping (an empty block is an empty mapping).
+fn yaml_mapping(yaml: &[&str]) -> Result<serde_json::Map<String, Value>, String> {
+    // Text after `#`, less the one space conventionally written after it
+    // when every line has it (YAML indentation stays relative).
+    let strip = yaml
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .all(|l| l.starts_with(' '));
+    let body: String = yaml
+        .iter()
+        .map(|l| {
+            if strip {
+                l.strip_prefix(' ').unwrap_or(l)
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let parsed: Value = if body.trim().is_empty() {
+        Value::Object(Default::default())
+    } else {
+        yaml_serde::from_str(&body).map_err(|e| format!("YAML does not parse: {e}"))?
+    };
+    match parsed {
+        Value::Object(map) => Ok(map),
+        parsed => Err(format!(
+            "must be a YAML mapping (key: value lines), found {parsed}"
+        )),
+    }
+}
+
+/// The scope, package and rule of a block annotating `target` with the
+/// `scope` it declares (OPA's defaults: package, rule).
+fn scope_of(
+    target: Target,
+    scope: Option<&str>,
+    package: &str,
+) -> Result<(Scope, String, Option<String>), String> {
+    match (target, scope) {
+        (Target::Package(p), None | Some("package")) => Ok((Scope::Package, p, None)),
+        (Target::Package(p), Some("subpackages")) => Ok((Scope::Subpackages, p, None)),
+        (Target::Rule(r), None | Some("rule")) => Ok((Scope::Rule, package.to_string(), Some(r))),
+        (Target::Rule(r), Some("document")) => Ok((Scope::Document, package.to_string(), Some(r))),
+        (Target::Package(_), Some(s)) => Err(format!(
+            "scope {s:?} does not apply to a package; use package or subpackages"
+        )),
+        (Target::Rule(_), Some(s)) => Err(format!(
+            "scope {s:?} does not apply to a rule; use rule or document"
+        )),
+    }
 }
 
 /// Every annotation of a bundle, module by module.

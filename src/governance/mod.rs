@@ -1,5 +1,6 @@
 //! Governance: reading a policy and its decision history as people need to —
-//! `explain` (what a bundle says, why one decision came out as it did) and
+//! `explain` (what a bundle says, why one decision came out as it did),
+//! `replay` (re-decide a log with a candidate policy: what would flip) and
 //! `report` (a self-contained HTML page over a decision log).
 //!
 //! Everything here is read-only over bundles and logs; nothing in the
@@ -9,9 +10,9 @@ pub mod counterfactual;
 pub mod doc;
 pub mod explain;
 pub mod explain_decision;
-pub mod logread;
 pub mod metadata;
 mod rego_facts;
+pub mod replay;
 pub mod report;
 pub mod report_html;
 
@@ -31,21 +32,9 @@ pub enum GovernanceError {
     Metadata(#[from] metadata::MetadataError),
     #[error("{0}")]
     Engine(String),
-    #[error("{file}:{line}: {message}")]
-    Log {
-        file: String,
-        line: usize,
-        message: String,
-    },
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error(
-        "decision {id:?} is not in {file}; copy the decision_id from a record of that log (the agent sees it as authorizationContextId)"
-    )]
-    UnknownDecision { id: String, file: String },
+    /// The decision log (`crate::audit::read`: file and line at fault).
+    #[error(transparent)]
+    Log(#[from] crate::audit::read::LogReadError),
     #[error("{0}")]
     Usage(String),
 }
@@ -84,7 +73,7 @@ pub fn bundles_from_paths(paths: &[PathBuf]) -> Result<ServerBundles, Governance
 
 fn load_ref(r: &str, oci: &crate::config::OciSettings) -> Result<Arc<Bundle>, GovernanceError> {
     if r.starts_with("oci://") {
-        return crate::bundle::source::pull_now(r, oci).map_err(GovernanceError::Usage);
+        return crate::policy::source::pull_now(r, oci).map_err(GovernanceError::Usage);
     }
     Ok(Arc::new(load_bundle(
         Path::new(r),

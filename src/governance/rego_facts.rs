@@ -120,90 +120,18 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Reads the facts of one module into `facts`: per rule, the data and
+/// constants it reads and the tool names it compares with, then what its
+/// head produces (reason codes, an allowing decision, a remediation).
 pub(crate) fn analyze_module(path: &str, src: &str, m: &Module, data: &Value, facts: &mut Facts) {
     let consts = constants(m);
     for r in &m.policy {
         let Rule::Spec { head, bodies, span } = r.as_ref() else {
             continue;
         };
-        // Data and constants this rule reads, and tool names it compares.
-        let mut where_ = BTreeSet::new();
-        walk_rule(r, &mut |e| {
-            match e {
-                Expr::RefDot { .. } | Expr::RefBrack { .. } => {
-                    let (p, whole) = ref_prefix(e);
-                    if whole
-                        && p.first().map(String::as_str) == Some("data")
-                        && let Some(v) = data_at(data, &p[1..])
-                        && !v.is_object()
-                    {
-                        where_.insert(format!("`{} = {}`", p.join("."), short(v)));
-                    }
-                    return false;
-                }
-                Expr::Var { span, .. } => {
-                    if let Some(c) = consts.get(span.text()) {
-                        where_.insert(format!("`{} = {}`", span.text(), one_line(c.span().text())));
-                    }
-                }
-                Expr::BoolExpr { lhs, rhs, .. } => {
-                    for (a, b) in [(lhs, rhs), (rhs, lhs)] {
-                        if is_tool_ref(a)
-                            && let Some(t) = string_lit(b)
-                        {
-                            facts
-                                .tools
-                                .entry(t)
-                                .or_default()
-                                .insert("named in a comparison".into());
-                        }
-                    }
-                }
-                Expr::Membership {
-                    value, collection, ..
-                } if is_tool_ref(value) => {
-                    let (names, via): (Vec<String>, String) = match collection.as_ref() {
-                        Expr::Var { span, .. } => (
-                            consts
-                                .get(span.text())
-                                .map(|c| strings_of(c))
-                                .unwrap_or_default(),
-                            format!("in `{}`", span.text()),
-                        ),
-                        c @ (Expr::RefDot { .. } | Expr::RefBrack { .. }) => {
-                            let (p, _) = ref_prefix(c);
-                            let list = if p.first().map(String::as_str) == Some("data") {
-                                data_at(data, &p[1..])
-                                    .and_then(Value::as_array)
-                                    .map(|a| {
-                                        a.iter()
-                                            .filter_map(|x| x.as_str().map(String::from))
-                                            .collect()
-                                    })
-                                    .unwrap_or_default()
-                            } else {
-                                vec![]
-                            };
-                            (list, format!("in `{}`", p.join(".")))
-                        }
-                        other => (strings_of(other), "in a literal set".into()),
-                    };
-                    for n in names {
-                        facts.tools.entry(n).or_default().insert(via.clone());
-                    }
-                }
-                _ => {}
-            }
-            true
-        });
-        let when_of = |b: &regorus::unstable::RuleBody| -> Vec<String> {
-            b.query
-                .stmts
-                .iter()
-                .map(|s| format!("`{}`", stmt_text(src, &s.span)))
-                .collect()
-        };
-        let cond = |when: Vec<String>| Condition {
+        let where_ = rule_reads(r, data, &consts, &mut facts.tools);
+        let site = RuleSite {
+            src,
             rule: ref_prefix(match head {
                 RuleHead::Compr { refr, .. }
                 | RuleHead::Set { refr, .. }
@@ -211,10 +139,9 @@ pub(crate) fn analyze_module(path: &str, src: &str, m: &Module, data: &Value, fa
             })
             .0
             .join("."),
-            file: path.to_string(),
+            file: path,
             line: span.line,
-            when,
-            where_: where_.iter().cloned().collect(),
+            where_: where_.into_iter().collect(),
         };
         match head {
             // `violations contains "code" if …`
@@ -225,60 +152,186 @@ pub(crate) fn analyze_module(path: &str, src: &str, m: &Module, data: &Value, fa
                             .reasons
                             .entry(code.clone())
                             .or_default()
-                            .push(cond(when_of(b)));
+                            .push(site.condition(site.when_of(b)));
                     }
                 }
             }
-            // `decision := {"allow": …, "reasons": [...], "remediation": …} if …`,
-            // with `else := …` bodies carrying their own value: an else body
-            // holds only when the bodies before it do not, and its value
-            // may be another rule (`else := full_decision`), which is
-            // explained where that rule is.
             RuleHead::Compr {
                 assign: Some(head_value),
                 ..
             } => {
                 for b in bodies {
-                    let value = match (&b.assign, b.is_else) {
-                        (Some(a), true) => a.value.as_ref(),
-                        _ => head_value.value.as_ref(),
-                    };
-                    let Expr::Object { fields, .. } = value else {
-                        continue;
-                    };
-                    let field = |name: &str| {
-                        fields
-                            .iter()
-                            .find(|(_, k, _)| string_lit(k).as_deref() == Some(name))
-                            .map(|(_, _, v)| v.as_ref())
-                    };
-                    let mut when = when_of(b);
-                    if b.is_else {
-                        when.insert(0, "the rule's earlier bodies do not hold".into());
-                    }
-                    if let Some(Expr::Bool { value, .. }) = field("allow")
-                        && value.as_bool().ok() == Some(&true)
-                    {
-                        facts.allow_when.push(cond(when.clone()));
-                    }
-                    for code in field("reasons").map(strings_of).unwrap_or_default() {
-                        facts
-                            .reasons
-                            .entry(code)
-                            .or_default()
-                            .push(cond(when.clone()));
-                    }
-                    if let Some(rem) = field("remediation") {
-                        let text = string_lit(rem).unwrap_or_else(|| {
-                            format!("computed per request: `{}`", rem.span().text())
-                        });
-                        if !facts.remediation.contains(&text) {
-                            facts.remediation.push(text);
-                        }
-                    }
+                    decision_body(&site, head_value.value.as_ref(), b, facts);
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// Where a rule is, and what it reads: makes its [`Condition`]s.
+struct RuleSite<'a> {
+    src: &'a str,
+    rule: String,
+    file: &'a str,
+    line: u32,
+    where_: Vec<String>,
+}
+
+impl RuleSite<'_> {
+    fn condition(&self, when: Vec<String>) -> Condition {
+        Condition {
+            rule: self.rule.clone(),
+            file: self.file.to_string(),
+            line: self.line,
+            when,
+            where_: self.where_.clone(),
+        }
+    }
+
+    /// A body's statements, as written.
+    fn when_of(&self, b: &regorus::unstable::RuleBody) -> Vec<String> {
+        b.query
+            .stmts
+            .iter()
+            .map(|s| format!("`{}`", stmt_text(self.src, &s.span)))
+            .collect()
+    }
+}
+
+/// Walks a rule: the data (`data.x = value`) and constants it reads, and the
+/// tool names it compares `input.action.tool` with (added to `tools`).
+fn rule_reads(
+    r: &Rule,
+    data: &Value,
+    consts: &BTreeMap<String, &Expr>,
+    tools: &mut BTreeMap<String, BTreeSet<String>>,
+) -> BTreeSet<String> {
+    let mut where_ = BTreeSet::new();
+    walk_rule(r, &mut |e| {
+        match e {
+            Expr::RefDot { .. } | Expr::RefBrack { .. } => {
+                let (p, whole) = ref_prefix(e);
+                if whole
+                    && p.first().map(String::as_str) == Some("data")
+                    && let Some(v) = data_at(data, &p[1..])
+                    && !v.is_object()
+                {
+                    where_.insert(format!("`{} = {}`", p.join("."), short(v)));
+                }
+                return false;
+            }
+            Expr::Var { span, .. } => {
+                if let Some(c) = consts.get(span.text()) {
+                    where_.insert(format!("`{} = {}`", span.text(), one_line(c.span().text())));
+                }
+            }
+            Expr::BoolExpr { lhs, rhs, .. } => {
+                for (a, b) in [(lhs, rhs), (rhs, lhs)] {
+                    if is_tool_ref(a)
+                        && let Some(t) = string_lit(b)
+                    {
+                        tools
+                            .entry(t)
+                            .or_default()
+                            .insert("named in a comparison".into());
+                    }
+                }
+            }
+            Expr::Membership {
+                value, collection, ..
+            } if is_tool_ref(value) => {
+                let (names, via) = tools_in(collection, consts, data);
+                for n in names {
+                    tools.entry(n).or_default().insert(via.clone());
+                }
+            }
+            _ => {}
+        }
+        true
+    });
+    where_
+}
+
+/// The tool names of `input.action.tool in <collection>`, and how the
+/// collection is named (`in \`name\``, `in a literal set`).
+fn tools_in(
+    collection: &Expr,
+    consts: &BTreeMap<String, &Expr>,
+    data: &Value,
+) -> (Vec<String>, String) {
+    match collection {
+        Expr::Var { span, .. } => (
+            consts
+                .get(span.text())
+                .map(|c| strings_of(c))
+                .unwrap_or_default(),
+            format!("in `{}`", span.text()),
+        ),
+        c @ (Expr::RefDot { .. } | Expr::RefBrack { .. }) => {
+            let (p, _) = ref_prefix(c);
+            let list = if p.first().map(String::as_str) == Some("data") {
+                data_at(data, &p[1..])
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            } else {
+                vec![]
+            };
+            (list, format!("in `{}`", p.join(".")))
+        }
+        other => (strings_of(other), "in a literal set".into()),
+    }
+}
+
+/// One body of `decision := {"allow": …, "reasons": [...], "remediation": …}
+/// if …`. An `else := …` body carries its own value and holds only when the
+/// bodies before it do not; its value may be another rule (`else :=
+/// full_decision`), which is explained where that rule is.
+fn decision_body(
+    site: &RuleSite,
+    head_value: &Expr,
+    b: &regorus::unstable::RuleBody,
+    facts: &mut Facts,
+) {
+    let value = match (&b.assign, b.is_else) {
+        (Some(a), true) => a.value.as_ref(),
+        _ => head_value,
+    };
+    let Expr::Object { fields, .. } = value else {
+        return;
+    };
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(_, k, _)| string_lit(k).as_deref() == Some(name))
+            .map(|(_, _, v)| v.as_ref())
+    };
+    let mut when = site.when_of(b);
+    if b.is_else {
+        when.insert(0, "the rule's earlier bodies do not hold".into());
+    }
+    if let Some(Expr::Bool { value, .. }) = field("allow")
+        && value.as_bool().ok() == Some(&true)
+    {
+        facts.allow_when.push(site.condition(when.clone()));
+    }
+    for code in field("reasons").map(strings_of).unwrap_or_default() {
+        facts
+            .reasons
+            .entry(code)
+            .or_default()
+            .push(site.condition(when.clone()));
+    }
+    if let Some(rem) = field("remediation") {
+        let text = string_lit(rem)
+            .unwrap_or_else(|| format!("computed per request: `{}`", rem.span().text()));
+        if !facts.remediation.contains(&text) {
+            facts.remediation.push(text);
         }
     }
 }

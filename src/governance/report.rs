@@ -369,7 +369,7 @@ impl Report {
     /// Reads a whole log.
     pub fn from_log(path: &Path) -> Result<Report, GovernanceError> {
         let mut r = Report::new(path.display().to_string());
-        r.torn_tail = super::logread::for_each_record(path, |_, v| {
+        r.torn_tail = crate::audit::read::for_each_record::<GovernanceError>(path, |_, v| {
             r.add(&v);
             Ok(true)
         })?;

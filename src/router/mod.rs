@@ -9,16 +9,15 @@
 //! only resource-capable server. Routing is always by table lookup, never by
 //! splitting a name on `__`.
 
-pub mod uri_template;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
 
 use crate::decision::Enforcer;
+use crate::upstream::uri_template::UriTemplate;
 use crate::upstream::{Upstream, UpstreamLists};
-use uri_template::UriTemplate;
+use serde_json::{Value, json};
 
 pub const SEPARATOR: &str = "__";
 
@@ -166,7 +165,7 @@ impl Router {
             let lists = up.lists();
             t.sources.insert(server.clone(), lists.clone());
             for tool in &lists.tools {
-                let annotations = crate::front::session::annotations_value(tool);
+                let annotations = annotations_value(tool);
                 let listed = enforcer.tool_listed(server, &tool.name, &annotations, ctx);
                 let exposed = self.exposed_name(server, &tool.name);
                 if let Some(owner) = claim(&mut still_claimed, &exposed, server) {
@@ -353,6 +352,15 @@ fn report_collision(
         tracing::warn!("name collision: {msg}");
     }
     withheld.push(format!("{name} (server {server})"));
+}
+
+/// A tool's annotations as the input contract has them: an object, empty
+/// when the upstream declared none.
+pub fn annotations_value(tool: &Tool) -> Value {
+    tool.annotations
+        .as_ref()
+        .and_then(|a| serde_json::to_value(a).ok())
+        .unwrap_or_else(|| json!({}))
 }
 
 #[cfg(test)]

@@ -6,11 +6,9 @@
 //! Time comes from an injectable [`clock::Clock`]. Nothing here knows about
 //! MCP or Rego: the enforcer asks, the store answers.
 
-pub mod approval;
 pub mod budget;
 pub mod clock;
 pub mod gcra;
-pub mod guard;
 pub mod limits;
 pub mod ratefile;
 pub mod redis;

@@ -15,10 +15,13 @@
 //! time. Budget *periods* (UTC day, ISO week) are still named from the
 //! caller's clock: skew only matters within seconds of midnight.
 //!
-//! Not on the async workers: the decision path is synchronous, so each
-//! round trip runs under `block_in_place` on a multi-threaded runtime (the
-//! worker hands its other tasks to another thread while it waits). Calls do
-//! not serialise: a small pool of connections ([`MAX_CONNECTIONS`]).
+//! Never on the event loop: the decision path is synchronous and gavel's
+//! runtime is single-threaded (`main.rs`), so a decision that uses the store
+//! runs on a blocking-pool thread (`SessionState::decide_async` →
+//! `spawn_blocking`) and each round trip blocks that thread only. Called on
+//! a multi-threaded runtime's worker instead (a library user), a round trip
+//! runs under `block_in_place` ([`blocking`]). Calls do not serialise: a
+//! small pool of connections ([`MAX_CONNECTIONS`]).
 //!
 //! Redis unreachable → every call the store keeps fails closed with an error
 //! naming Redis. gavel remembers that it is down and retries only after a
@@ -222,7 +225,7 @@ impl RedisStore {
         server_time: bool,
         backoff_clock: Arc<dyn Clock>,
     ) -> Result<Self, StateError> {
-        let url_masked = crate::config::mask::mask_url(url);
+        let url_masked = crate::audit::mask::mask_url(url);
         let client = redis::Client::open(url).map_err(|e| StateError::Redis {
             url: url_masked.clone(),
             message: format!("not a Redis URL ({e}); write redis://host:port/db"),

@@ -20,7 +20,7 @@ use rmcp::service::{NotificationContext, RequestContext, RoleClient};
 use serde_json::Value;
 
 use crate::decision::{Action, ActionType, Enforcer, Permit, deny};
-use crate::front::host::HostLink;
+use crate::host::link::HostLink;
 
 pub use super::progress::ProgressMap;
 
@@ -69,7 +69,7 @@ impl UpstreamClient {
     }
 
     /// Authorizes an upstream→host request for `session` through the one gate
-    /// both directions pass ([`crate::front::authorize`]: decision, then any
+    /// both directions pass ([`crate::host::authorize`]: decision, then any
     /// human approval): the permit `HostLink::forward_request` requires.
     async fn authorize(
         &self,
@@ -89,7 +89,7 @@ impl UpstreamClient {
             tool_digest: None,
             upstream_data_classes: vec![],
         };
-        crate::front::authorize::authorize(&self.enforcer, host, session, &action, None)
+        crate::host::authorize::authorize(&self.enforcer, host, session, &action, None)
             .await
             .map_err(|d| {
                 deny::request_denial(&d, &format!("{method} from server {:?}", self.server))

@@ -92,7 +92,7 @@ pub async fn fetch(
                 "resources/templates/list"
             )?;
             for t in &into.templates {
-                let parsed = crate::router::uri_template::UriTemplate::parse(&t.uri_template);
+                let parsed = crate::upstream::uri_template::UriTemplate::parse(&t.uri_template);
                 if let Some(problem) = parsed.problem() {
                     tracing::warn!(
                         "resources/templates/list: template {:?}…: {problem}; shorten it upstream",

@@ -12,6 +12,7 @@ mod lists;
 pub mod progress;
 pub mod supervisor;
 mod tool_pins;
+pub mod uri_template;
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -235,7 +236,7 @@ impl Upstream {
             _ = host_cx.ct.cancelled() => {
                 // The host's request is cancelled by the host, or by gavel
                 // stopping on a signal (which cancels every request): say which.
-                let why = match crate::gateway::stop_reason() {
+                let why = match crate::status::stop_reason() {
                     Some(sig) => format!("gavel stopped by {sig}"),
                     None => "cancelled by the agent host".to_string(),
                 };

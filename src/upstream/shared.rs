@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::mpsc;
 
 use crate::decision::SessionState;
-use crate::front::host::HostLink;
+use crate::host::link::HostLink;
 
 /// A host session as a shared upstream sees it.
 pub struct Owner {

@@ -18,7 +18,7 @@ use super::lists::{self, UpstreamLists};
 use super::{Connection, Phase, Upstream, child};
 use crate::config::{Limits, UpstreamTransport};
 use crate::decision::Enforcer;
-use crate::front::host::HostLink;
+use crate::host::link::HostLink;
 use crate::transport::LineTransport;
 use crate::transport::line::LinkLabel;
 

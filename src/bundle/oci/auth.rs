@@ -23,7 +23,7 @@ use base64::Engine;
 use oci_client::secrets::RegistryAuth;
 use serde::Deserialize;
 
-use crate::config::OciSettings;
+use super::settings::OciSettings;
 
 /// Where credentials came from (logged; never the secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +222,21 @@ fn helper_get(
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(registry.as_bytes());
     }
+    let (stdout, status) = helper_output(&mut child, &prog)?;
+    helper_answer(&prog, status, &stdout)
+}
+
+fn kill(child: &mut std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The helper's stdout and exit status, both within [`HELPER_TIMEOUT`]; a
+/// helper that overruns the time or [`HELPER_OUTPUT_LIMIT`] is killed.
+fn helper_output(
+    child: &mut std::process::Child,
+    prog: &str,
+) -> Result<(Vec<u8>, std::process::ExitStatus), String> {
     // Read stdout while the helper runs (a helper that prints more than a
     // pipe holds would otherwise block until the deadline), at most
     // HELPER_OUTPUT_LIMIT bytes: credentials are small.
@@ -237,24 +252,20 @@ fn helper_get(
         });
     }
     let deadline = std::time::Instant::now() + HELPER_TIMEOUT;
-    let kill = |child: &mut std::process::Child| {
-        let _ = child.kill();
-        let _ = child.wait();
-    };
     let stdout = match rx.recv_timeout(HELPER_TIMEOUT) {
         Ok(Ok(b)) if b.len() > HELPER_OUTPUT_LIMIT => {
-            kill(&mut child);
+            kill(child);
             return Err(format!(
                 "{prog} get printed more than {HELPER_OUTPUT_LIMIT} bytes; it was stopped"
             ));
         }
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {
-            kill(&mut child);
+            kill(child);
             return Err(format!("{prog} get: {e}"));
         }
         Err(_) => {
-            kill(&mut child);
+            kill(child);
             return Err(format!(
                 "{prog} get did not answer within {} s",
                 HELPER_TIMEOUT.as_secs()
@@ -262,22 +273,30 @@ fn helper_get(
         }
     };
     // Its output is complete (stdout closed); it has until the deadline to exit.
-    let status = loop {
+    loop {
         match child.try_wait() {
-            Ok(Some(st)) => break st,
+            Ok(Some(st)) => return Ok((stdout, st)),
             Ok(None) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10))
             }
             _ => {
-                kill(&mut child);
+                kill(child);
                 return Err(format!(
                     "{prog} get did not exit within {} s",
                     HELPER_TIMEOUT.as_secs()
                 ));
             }
         }
-    };
-    let text = String::from_utf8_lossy(&stdout);
+    }
+}
+
+/// The credentials in a helper's answer.
+fn helper_answer(
+    prog: &str,
+    status: std::process::ExitStatus,
+    stdout: &[u8],
+) -> Result<RegistryAuth, String> {
+    let text = String::from_utf8_lossy(stdout);
     if !status.success() {
         if text.contains("credentials not found") {
             return Ok(RegistryAuth::Anonymous);
@@ -291,7 +310,7 @@ fn helper_get(
         #[serde(rename = "Secret")]
         secret: String,
     }
-    let h: HelperOut = serde_json::from_slice(&stdout)
+    let h: HelperOut = serde_json::from_slice(stdout)
         .map_err(|_| format!("{prog} get printed something that is not {{Username, Secret}}"))?;
     Ok(if h.username == "<token>" {
         RegistryAuth::Bearer(h.secret)

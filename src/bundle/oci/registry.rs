@@ -28,7 +28,7 @@ use sha2::Digest;
 use super::auth::{CredentialSource, credentials};
 use super::manifest::{self, Descriptor, Document, MAX_DEPTH, sha256_digest};
 use super::reference::OciRef;
-use crate::config::OciSettings;
+use super::settings::OciSettings;
 use crate::error_text::chain;
 
 /// Why a pull or push failed. Each names the reference and the step.

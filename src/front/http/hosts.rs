@@ -11,6 +11,8 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::config::hosts::{allowed_host, allowed_origin, normalize_host, parse_origin};
+
 /// The accepted `Host` and `Origin` values, parsed once.
 #[derive(Debug, Clone)]
 pub struct Allowed {
@@ -29,10 +31,6 @@ enum AllowedOrigin {
     },
 }
 
-fn normalize_host(h: &str) -> String {
-    h.trim_matches('[').trim_matches(']').to_ascii_lowercase()
-}
-
 fn default_port(scheme: &str) -> Option<u16> {
     match scheme {
         "http" => Some(80),
@@ -41,57 +39,21 @@ fn default_port(scheme: &str) -> Option<u16> {
     }
 }
 
-/// `scheme://host[:port]` → (scheme, host, port).
-fn parse_origin(value: &str) -> Option<(String, String, Option<u16>)> {
-    let uri = Uri::try_from(value.trim()).ok()?;
-    let scheme = uri.scheme_str()?.to_ascii_lowercase();
-    let authority = uri.authority()?;
-    Some((
-        scheme,
-        normalize_host(authority.host()),
-        authority.port_u16(),
-    ))
-}
-
 impl Allowed {
     /// Entries that do not parse are reported by name: a typo in an allow
     /// list must not silently allow nothing (or everything).
     pub fn new(hosts: &[String], origins: &[String]) -> anyhow::Result<Self> {
         let hosts = hosts
             .iter()
-            .map(|h| {
-                // A bare IPv6 address (`::1`) is a host without a port.
-                if h.trim().parse::<std::net::Ipv6Addr>().is_ok() {
-                    return Ok((normalize_host(h.trim()), None));
-                }
-                let a = axum::http::uri::Authority::try_from(h.trim()).map_err(|_| {
-                    anyhow::anyhow!(
-                        "allowed host {h:?} is not a host name or host:port (e.g. \"gavel.example\" or \"gavel.example:8443\")"
-                    )
-                })?;
-                Ok((normalize_host(a.host()), a.port_u16()))
-            })
+            .map(|h| allowed_host(h).map_err(anyhow::Error::msg))
             .collect::<anyhow::Result<_>>()?;
         let origins = origins
             .iter()
             .map(|o| {
-                let bad = || {
-                    anyhow::anyhow!(
-                        "allowed origin {o:?} is not scheme://host[:port|:*] (e.g. \"https://app.example\" or \"http://localhost:*\")"
-                    )
-                };
-                if o.trim().eq_ignore_ascii_case("null") {
-                    return Ok(AllowedOrigin::Null);
-                }
-                let (base, any) = match o.trim().strip_suffix(":*") {
-                    Some(b) => (b, true),
-                    None => (o.trim(), false),
-                };
-                let (scheme, host, port) = parse_origin(base).ok_or_else(bad)?;
-                if any && port.is_some() {
-                    return Err(bad());
-                }
-                Ok(AllowedOrigin::Tuple { scheme, host, port })
+                Ok(match allowed_origin(o).map_err(anyhow::Error::msg)? {
+                    None => AllowedOrigin::Null,
+                    Some((scheme, host, port)) => AllowedOrigin::Tuple { scheme, host, port },
+                })
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(Allowed { hosts, origins })

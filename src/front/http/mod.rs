@@ -69,7 +69,7 @@ pub struct HttpOptions {
     /// stop).
     pub session_idle_timeout: Duration,
     /// Connections open at once, the header read timeout.
-    pub conn: super::conn::ConnLimits,
+    pub conn: crate::transport::conn::ConnLimits,
     /// How long a request body may take to arrive, once its head has.
     pub body_timeout: Duration,
 }
@@ -114,7 +114,7 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
         opts.drain_timeout,
     )));
     let closed = drain::closed(stops.close.clone());
-    let served = crate::front::conn::serve(listener, tls, app, opts.conn, stops.stop, closed).await;
+    let served = crate::transport::conn::serve(listener, tls, app, opts.conn, stops.stop, closed).await;
     stops.close.cancel();
     sessions.shutdown_all().await;
     lifecycle.finish().await;
@@ -229,7 +229,7 @@ fn mcp_service(
     let factory = {
         let (gw, sessions) = (gw.clone(), sessions.clone());
         move || {
-            let s = gw.session();
+            let s = crate::front::session::Session::new(gw.clone());
             sessions.add(&s);
             Ok(s)
         }

@@ -52,15 +52,6 @@ const SPEC_METHODS: &[&str] = &[
     ListRootsRequestMethod::VALUE,
 ];
 
-/// A tool's annotations as the input contract has them: an object, empty
-/// when the upstream declared none.
-pub fn annotations_value(tool: &Tool) -> Value {
-    tool.annotations
-        .as_ref()
-        .and_then(|a| serde_json::to_value(a).ok())
-        .unwrap_or_else(|| json!({}))
-}
-
 /// Size of a tool result for the token estimate, without serializing it
 /// again: the text it carries (binary content counts as its base64 text),
 /// plus `structuredContent` unless a text block already mirrors it (the
@@ -148,7 +139,7 @@ impl Session {
             .map(Value::Object)
             .unwrap_or_else(|| json!({}));
         let mut action = self.action(ActionType::ToolCall, &route.server, &route.name, args);
-        action.annotations = annotations_value(&route.tool);
+        action.annotations = crate::router::annotations_value(&route.tool);
         action.tool_digest = route.digest.clone();
         action.upstream_data_classes = route
             .tool

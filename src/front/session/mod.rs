@@ -19,15 +19,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::decision::{Action, ActionType, Permit, SessionState};
-use crate::front::host::HostLink;
 use crate::front::http::auth::TokenIdentity;
 use crate::gateway::Gateway;
+use crate::host::link::HostLink;
 use crate::router::Router;
 use crate::upstream::{SupervisorDeps, Upstream, spawn_supervisor};
 
 mod handler;
 mod set;
-pub use handler::annotations_value;
 pub use set::SessionSet;
 
 struct Inner {
@@ -278,14 +277,14 @@ impl Session {
     }
 
     /// Decides `action` and settles any human approval its decision asks
-    /// for (the one gate of both directions, [`crate::front::authorize`]):
+    /// for (the one gate of both directions, [`crate::host::authorize`]):
     /// the permit to forward with, or the denial to answer.
     async fn authorize(
         &self,
         action: &Action,
         cx: &RequestContext<RoleServer>,
     ) -> Result<Permit, crate::decision::Decision> {
-        crate::front::authorize::authorize(
+        crate::host::authorize::authorize(
             &self.inner.gw.enforcer,
             &self.inner.host,
             &self.inner.state,
@@ -351,7 +350,7 @@ fn list_context(state: &SessionState) -> crate::decision::DecisionContext {
 
 /// Tells the host which lists changed (tools, resources, prompts).
 async fn announce(
-    host: &crate::front::host::HostLink,
+    host: &crate::host::link::HostLink,
     (tools, resources, prompts): (bool, bool, bool),
 ) {
     if let Some(peer) = host.peer() {

@@ -1,0 +1,154 @@
+//! The records of the decision log: their shape (OPA's decision-log event
+//! for a decision, gavel's own for an approval step) and the way a decision
+//! record is finished before it is written — the bundle's `log.drop` /
+//! `log.mask` rules, then gavel's masking ([`super::mask`]). The format is
+//! documented in docs/decision-log.md; the one reader is [`super::read`].
+//!
+//! The decision module composes a record inside `Enforcer::decide`, before
+//! the decision takes effect (ARCHITECTURE.md, invariant 4); the approval
+//! step writes one per step. What to do when a record cannot be written is
+//! the caller's (a decision then becomes `audit_unavailable`): this module
+//! only says why ([`RecordError`]).
+
+use serde_json::{Value, json};
+
+use super::DecisionLog;
+use super::mask::{MaskSettings, apply_mask_rules, mask_event};
+
+/// Why a decision record was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("{0}")]
+    Write(#[from] std::io::Error),
+    #[error("the bundle's decision-log rules (log.drop/log.mask) failed: {0}")]
+    Rules(String),
+}
+
+/// The bundle's decision-log rules over an event: `Ok((true, _))` drops it,
+/// `Ok((false, mask))` masks the paths in `mask`; an error means the event
+/// is not logged (OPA's semantics).
+pub type LogRules<'a> = &'a dyn Fn(&Value) -> Result<(bool, Vec<Value>), String>;
+
+/// One decision, as its record says it.
+pub struct DecisionRecord<'a> {
+    pub decision_id: Option<&'a str>,
+    /// RFC 3339, the enforcer's clock.
+    pub timestamp: &'a str,
+    /// The policy path decided (`gavel/static` for static rules).
+    pub path: &'a str,
+    pub input: Value,
+    /// The decision (v1 contract), serialized.
+    pub result: Value,
+    pub bundles: Value,
+    pub labels: Value,
+    pub eval_ns: u64,
+    pub decision_ns: u64,
+    /// For a tool call: the data classes the upstream declared in the tool's
+    /// `_meta` (kept apart so that replay can recompute the classification
+    /// with a candidate bundle and still add these).
+    pub upstream_classes: Option<&'a [String]>,
+}
+
+impl DecisionRecord<'_> {
+    /// The decision-log event, before masking.
+    pub fn event(self) -> Value {
+        let mut event = json!({
+            "decision_id": self.decision_id,
+            "timestamp": self.timestamp,
+            "path": self.path,
+            "input": self.input,
+            "result": self.result,
+            "bundles": self.bundles,
+            "labels": self.labels,
+            "metrics": {"timer_rego_query_eval_ns": self.eval_ns, "timer_gavel_decision_ns": self.decision_ns},
+        });
+        if let Some(classes) = self.upstream_classes {
+            event["upstream_data_classes"] = json!(classes);
+        }
+        event
+    }
+
+    /// Writes the record: the bundle's `rules` first (a drop is not a
+    /// failure), then gavel's masking, then one line to `log`.
+    pub fn write(
+        self,
+        log: &DecisionLog,
+        rules: Option<LogRules>,
+        mask: &MaskSettings,
+    ) -> Result<(), RecordError> {
+        let decision_id = self.decision_id;
+        let mut event = self.event();
+        if let Some(rules) = rules {
+            match rules(&event) {
+                Ok((true, _)) => return Ok(()),
+                Ok((false, paths)) => {
+                    // Items not applied are warned about there.
+                    apply_mask_rules(&mut event, &Value::Array(paths));
+                }
+                Err(e) => {
+                    // OPA semantics: a failing drop/mask rule means the event is not logged.
+                    log.count_failure();
+                    tracing::error!(
+                        ?decision_id,
+                        "decision-log rules failed, event not logged: {e}"
+                    );
+                    return Err(RecordError::Rules(e));
+                }
+            }
+        }
+        mask_event(&mut event, mask);
+        Ok(log.write(&event)?)
+    }
+}
+
+/// One step of a human approval (docs/decision-log.md): its own record,
+/// with the decision id it belongs to; the step that settles the approval is
+/// final and carries the effective result.
+pub struct ApprovalStep<'a> {
+    pub decision_id: Option<&'a str>,
+    pub timestamp: &'a str,
+    /// remembered, requested, approved, declined, cancelled, timeout,
+    /// failed, unavailable.
+    pub step: &'a str,
+    /// The action type (`tool_call`, …).
+    pub kind: &'a str,
+    pub server: &'a str,
+    pub tool: &'a str,
+    pub args_sha256: String,
+    pub reason: &'a str,
+    pub scope: &'a str,
+    pub remember_seconds: Option<u64>,
+    pub labels: Value,
+    /// The effective result, on the step that settles the approval.
+    pub settled: Option<Value>,
+}
+
+impl ApprovalStep<'_> {
+    pub fn event(&self) -> Value {
+        let mut record = json!({
+            "decision_id": self.decision_id,
+            "timestamp": self.timestamp,
+            "path": "gavel/approval",
+            "approval": {
+                "step": self.step,
+                "final": self.settled.is_some(),
+                "type": self.kind,
+                "server": self.server,
+                "tool": self.tool,
+                "args_sha256": self.args_sha256,
+                "reason": self.reason,
+                "scope": self.scope,
+                "remember_seconds": self.remember_seconds,
+            },
+            "labels": self.labels,
+        });
+        if let Some(result) = &self.settled {
+            record["result"] = result.clone();
+        }
+        record
+    }
+
+    pub fn write(&self, log: &DecisionLog) -> std::io::Result<()> {
+        log.write(&self.event())
+    }
+}

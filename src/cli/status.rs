@@ -1,0 +1,80 @@
+//! `gavel status`: every running gavel on this machine, read from the
+//! status files they keep (`crate::status`), as text or JSON.
+
+use serde_json::Value;
+
+use super::say;
+
+pub fn run(json: bool) -> anyhow::Result<()> {
+    let all = crate::status::read_all(&crate::status::state_dir());
+    if json {
+        say(serde_json::to_string_pretty(&all)?);
+    } else if all.is_empty() {
+        say("no running gavel instances");
+    } else {
+        all.iter().for_each(print_instance);
+    }
+    Ok(())
+}
+
+/// One instance: its process, what it serves, each server's upstream and
+/// policy, and the tool names it withholds.
+fn print_instance(i: &Value) {
+    say(format!(
+        "gavel pid {} (since {}, config {})",
+        i["pid"],
+        i["started"].as_str().unwrap_or("?"),
+        i["config"]
+    ));
+    if let Some(url) = i["serving"].as_str() {
+        say(format!(
+            "  serving {url}, {} HTTP sessions open",
+            i["http_sessions"]
+        ));
+    }
+    for (name, p) in i["policies"].as_object().into_iter().flatten() {
+        print_server(name, p, &i["session"]["upstreams"][name]);
+    }
+    for w in i["session"]["withheld_names"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        say(format!(
+            "  withheld (name collision): {}",
+            w.as_str().unwrap_or("?")
+        ));
+    }
+}
+
+/// One server: its upstream's phase, its policy, and each registry bundle.
+fn print_server(name: &str, p: &Value, up: &Value) {
+    say(format!(
+        "  {name}: upstream {} (restarts {}), policy {} {}{}",
+        up["phase"].as_str().unwrap_or("-"),
+        up["restarts"],
+        p["policy"].as_str().unwrap_or("?"),
+        p["version"].as_str().unwrap_or(""),
+        p["last_error"]
+            .as_str()
+            .map(|e| format!(" — {e}"))
+            .unwrap_or_default()
+    ));
+    for o in p["oci"].as_array().into_iter().flatten() {
+        say(format!(
+            "    {}: revision {} ({}, from {}), signer {}, activated {}, last pull {}{}",
+            o["name"].as_str().unwrap_or("?"),
+            o["active_revision"].as_str().unwrap_or("-"),
+            o["active_digest"].as_str().unwrap_or("no bundle"),
+            o["source"].as_str().unwrap_or("-"),
+            // This entry's own signer (layers can have different ones).
+            o["signer_keyid"].as_str().unwrap_or("-"),
+            o["last_successful_activation"].as_str().unwrap_or("never"),
+            o["last_successful_download"].as_str().unwrap_or("never"),
+            o["message"]
+                .as_str()
+                .map(|e| format!("\n      last error: {e}"))
+                .unwrap_or_default()
+        ));
+    }
+}

@@ -1,0 +1,494 @@
+//! gavel-side checks after the policy: rate limits, then the budget, charged
+//! in the state store (`crate::state`, which knows nothing of decisions: the
+//! guard is the part of the enforcer that talks to it).
+//!
+//! Order (issue contract): Rego → limiter (charged only if Rego allowed) →
+//! budget. Only `tools/call` is counted. Everything fails closed: a store
+//! that cannot be opened or read denies the calls whose limits or budget it
+//! keeps, with `state_unavailable` and a remediation naming the file.
+//!
+//! The budget increment reaches the store (a committed SQLite transaction)
+//! inside the decision, before the call is forwarded — so it survives a
+//! crash or `kill -9` of gavel right after.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::config::{Budget, BudgetPer, Config};
+use crate::decision::Decision;
+use crate::state::budget::Period;
+use crate::state::clock::Clock;
+use crate::state::limits::Limit;
+use crate::state::sqlite::SqliteStore;
+use crate::state::{BudgetCharge, StateStore, Usage};
+
+pub struct Guard {
+    /// Opened when some limit or a budget needs it; `Err` keeps why not.
+    store: Option<Result<Arc<dyn StateStore>, String>>,
+    clock: Arc<dyn Clock>,
+    budget: Option<Budget>,
+    /// Stops the pruning thread when the guard goes.
+    _pruner: Option<Pruner>,
+}
+
+/// How often expired rate-limit keys and ended budget periods are pruned.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The background tick that keeps the store from growing without bound
+/// ([`StateStore::prune`]), on the guard's clock, off the decision path.
+pub struct Pruner {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Pruner {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Prunes `store` every `every` until the returned handle is dropped.
+pub fn spawn_pruner(
+    store: Arc<dyn StateStore>,
+    clock: Arc<dyn Clock>,
+    every: std::time::Duration,
+) -> Pruner {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let step = every.min(std::time::Duration::from_secs(1));
+    let spawned = std::thread::Builder::new()
+        .name("gavel-state-prune".into())
+        .spawn(move || {
+            let mut waited = std::time::Duration::ZERO;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(step);
+                waited += step;
+                if waited < every {
+                    continue;
+                }
+                waited = std::time::Duration::ZERO;
+                match store.prune(clock.now()) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(entries = n, "state store pruned"),
+                    Err(e) => tracing::warn!("state store prune: {e}"),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the state store's pruner: {e}");
+    }
+    Pruner { stop }
+}
+
+/// What [`Guard::check`] charged a call's budget: the exact key and period,
+/// so a refund or the result's tokens land where the call was charged even
+/// when the period rolls over meanwhile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Receipt {
+    pub key: String,
+    pub period: String,
+    pub add: Usage,
+}
+
+/// Who a check is for.
+pub struct Who<'a> {
+    pub server: &'a str,
+    pub tool: &'a str,
+    pub user: &'a str,
+    pub agent: &'a str,
+}
+
+fn rfc3339(t: f64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t.max(0.0)),
+    )
+    .to_string()
+}
+
+/// The largest share of a limited kind spent so far (0 when nothing is
+/// limited): one number a policy compares with its warning threshold, so
+/// the common "is anything near its limit?" check is one comparison instead
+/// of a rule per kind with a null check (each rule costs a few microseconds
+/// in regorus, on every call).
+fn used_fraction(u: Usage, b: &Budget) -> f64 {
+    let share = |used: u64, limit: Option<u64>| match limit {
+        Some(0) => 1.0,
+        Some(l) => used as f64 / l as f64,
+        None => 0.0,
+    };
+    share(u.calls, b.calls).max(share(u.tokens, b.tokens))
+}
+
+impl Guard {
+    /// `needed`: whether any server has rate limits (bundle or config).
+    pub fn from_config(config: &Config, needed: bool, clock: Arc<dyn Clock>) -> Self {
+        let store = (needed || config.budget.is_some()).then(|| {
+            if let Some(url) = &config.redis_url {
+                return match crate::state::redis::RedisStore::open(url, clock.is_system()) {
+                    Ok(s) => Ok(Arc::new(s) as Arc<dyn StateStore>),
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        Err(e.to_string())
+                    }
+                };
+            }
+            let path = config
+                .state_path
+                .clone()
+                .unwrap_or_else(|| crate::status::state_dir().join("state.sqlite"));
+            match SqliteStore::open(&path) {
+                Ok(s) => Ok(Arc::new(s) as Arc<dyn StateStore>),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    Err(e.to_string())
+                }
+            }
+        });
+        let pruner = match &store {
+            Some(Ok(s)) => Some(spawn_pruner(s.clone(), clock.clone(), PRUNE_EVERY)),
+            _ => None,
+        };
+        Guard {
+            store,
+            clock,
+            budget: config.budget.clone(),
+            _pruner: pruner,
+        }
+    }
+
+    /// Whether decisions read or write the state store (then they may wait
+    /// on it, and a front should not make them on its event loop).
+    pub fn uses_store(&self) -> bool {
+        self.store.is_some()
+    }
+
+    fn store(&self) -> Result<&Arc<dyn StateStore>, String> {
+        match &self.store {
+            Some(Ok(s)) => Ok(s),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("no state store is open".into()),
+        }
+    }
+
+    fn budget_key(b: &Budget, who: &Who) -> String {
+        match b.per {
+            BudgetPer::User => format!("budget:user:{}", who.user),
+            BudgetPer::Agent => format!("budget:agent:{}", who.agent),
+            BudgetPer::UserAgent => format!("budget:user_agent:{}:{}", who.user, who.agent),
+        }
+    }
+
+    /// `input.context.budget`: `{used{calls,tokens}, limit{calls,tokens},
+    /// period, period_ends}` — or `{error}` when the store cannot say (the
+    /// call will then be denied after the policy).
+    pub fn budget_view(&self, who: &Who) -> Option<Value> {
+        let b = self.budget.as_ref()?;
+        let (period, ends) = b.period.at_in(self.clock.now(), &b.calendar);
+        let used = self.store().and_then(|s| {
+            s.budget_get(&Self::budget_key(b, who), &period)
+                .map_err(|e| e.to_string())
+        });
+        Some(match used {
+            Ok(u) => json!({
+                "used": u,
+                "limit": {"calls": b.calls, "tokens": b.tokens},
+                "used_fraction": used_fraction(u, b),
+                "period": period,
+                "period_ends": rfc3339(ends),
+            }),
+            Err(e) => json!({"error": e, "limit": {"calls": b.calls, "tokens": b.tokens}}),
+        })
+    }
+
+    /// Applies limits then budget to a `tools/call` the policy allowed, in
+    /// one atomic charge: a call refused by either costs nothing. Returns what
+    /// the budget was charged (None: no budget, or the call was refused).
+    pub fn check(
+        &self,
+        who: &Who,
+        limits: &[&Limit],
+        arg_tokens: u64,
+        d: &mut Decision,
+    ) -> Option<Receipt> {
+        if !d.allow || (limits.is_empty() && self.budget.is_none()) {
+            return None;
+        }
+        let now = self.clock.now();
+        let keys: Vec<(String, crate::state::Rate)> = limits
+            .iter()
+            .map(|l| (l.key(who.server, who.tool, who.user, who.agent), l.rate))
+            .collect();
+        let budget = self.budget.as_ref().map(|b| {
+            let (period, ends) = b.period.at_in(now, &b.calendar);
+            (b, Self::budget_key(b, who), period, ends)
+        });
+        let charged = self.store().and_then(|s| {
+            s.charge(
+                &keys,
+                now,
+                budget.as_ref().map(|(b, key, period, _)| BudgetCharge {
+                    key,
+                    period,
+                    add: Usage {
+                        calls: 1,
+                        tokens: arg_tokens,
+                    },
+                    limit: (b.calls, b.tokens),
+                }),
+            )
+            .map_err(|e| e.to_string())
+        });
+        let c = match charged {
+            Err(e) => {
+                unavailable(d, &e);
+                return None;
+            }
+            Ok(c) => c,
+        };
+        if let Some((i, worst)) = c
+            .rates
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| !o.allowed)
+            .max_by(|a, b| a.1.retry_after.total_cmp(&b.1.retry_after))
+        {
+            let l = limits[i];
+            let retry = (worst.retry_after * 10.0).ceil() / 10.0;
+            *d = Decision {
+                allow: false,
+                reasons: vec!["rate_limited".into()],
+                remediation: Some(format!(
+                    "Rate limit ({} per {}s, burst {}, from {}) reached for {:?}: wait {retry:.1} s before calling it again.",
+                    l.rate.rate, l.rate.period_s, l.rate.burst, l.source, who.tool
+                )),
+                rate_limit_remaining: Some(0),
+                retry_after_seconds: Some(retry),
+                matched_rules: vec![format!("gavel:limit:{}", keys[i].0)],
+                policy_version: d.policy_version.take(),
+                ..Default::default()
+            };
+            return None;
+        }
+        if !keys.is_empty() {
+            d.rate_limit_remaining = c.rates.iter().map(|o| o.remaining).min();
+        }
+        let (b, key, period, ends) = budget?;
+        if let Some((false, used)) = c.budget {
+            *d = Decision {
+                allow: false,
+                reasons: vec!["budget_exceeded".into()],
+                remediation: Some(format!(
+                    "The {} budget ({}; used {} calls, {} tokens) is spent; it renews at {}. Ask for a larger budget if this work must go on.",
+                    match b.period {
+                        Period::Day => "daily",
+                        Period::Week => "weekly",
+                    },
+                    [
+                        b.calls.map(|c| format!("{c} calls")),
+                        b.tokens.map(|t| format!("{t} tokens"))
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                    used.calls,
+                    used.tokens,
+                    rfc3339(ends)
+                )),
+                matched_rules: vec![format!("gavel:budget:{key}:{period}")],
+                policy_version: d.policy_version.take(),
+                ..Default::default()
+            };
+            return None;
+        }
+        Some(Receipt {
+            key,
+            period,
+            add: Usage {
+                calls: 1,
+                tokens: arg_tokens,
+            },
+        })
+    }
+
+    /// Gives back the budget charge of a call that was then not made (its
+    /// approval was declined, cancelled or timed out), into the period that
+    /// was charged. The rate limits are deliberately not given back: a
+    /// refused approval still cost the user a question, and an agent that
+    /// keeps asking for a call the user keeps refusing must be throttled by
+    /// the same limits as any other call (docs/policy.md).
+    pub fn refund_budget(&self, receipt: &Receipt) {
+        let r = self.store().and_then(|s| {
+            s.refund(
+                &[],
+                Some(BudgetCharge {
+                    key: &receipt.key,
+                    period: &receipt.period,
+                    add: receipt.add,
+                    limit: (None, None),
+                }),
+            )
+            .map_err(|e| e.to_string())
+        });
+        if let Err(e) = r {
+            tracing::error!(key = %receipt.key, "could not give back the budget charge of a call that was not made: {e}");
+        }
+    }
+
+    /// Gives back the rate-limit charge of an allowed call that gavel then
+    /// did not make through no doing of the agent's (its decision record
+    /// could not be written). Unlike a refused approval, nothing was asked of
+    /// anyone: the agent keeps its allowance.
+    pub fn refund_limits(&self, who: &Who, limits: &[&Limit]) {
+        if limits.is_empty() {
+            return;
+        }
+        let keys: Vec<(String, crate::state::Rate)> = limits
+            .iter()
+            .map(|l| (l.key(who.server, who.tool, who.user, who.agent), l.rate))
+            .collect();
+        if let Err(e) = self
+            .store()
+            .and_then(|s| s.refund(&keys, None).map_err(|e| e.to_string()))
+        {
+            tracing::error!(server = %who.server, tool = %who.tool, "could not give back the rate-limit charge of a call that was not made: {e}");
+        }
+    }
+
+    /// Result tokens, counted after the call (the next call sees them), in
+    /// the period the call was charged to.
+    pub fn charge_result_tokens(&self, receipt: &Receipt, tokens: u64) {
+        if tokens == 0 {
+            return;
+        }
+        let r = self.store().and_then(|s| {
+            s.budget_add(&receipt.key, &receipt.period, Usage { calls: 0, tokens })
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = r {
+            tracing::error!(key = %receipt.key, "result tokens not counted in the budget: {e}");
+        }
+    }
+}
+
+fn unavailable(d: &mut Decision, why: &str) {
+    *d = Decision {
+        allow: false,
+        reasons: vec!["state_unavailable".into()],
+        remediation: Some(format!(
+            "gavel cannot check this call's rate limits or budget: {why}"
+        )),
+        policy_version: d.policy_version.take(),
+        ..Default::default()
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::clock::ManualClock;
+
+    fn guard(dir: &std::path::Path, clock: &ManualClock) -> Guard {
+        let text = format!(
+            "[budget]\ncalls = 5\n\n[state]\npath = {:?}\n\n[servers.fx]\ncommand = \"x\"\n",
+            dir.join("state.sqlite").display().to_string()
+        );
+        let config = Config::from_toml_str(&text, &dir.join("servers.toml"), &|_| None).unwrap();
+        Guard::from_config(&config, false, Arc::new(clock.clone()))
+    }
+
+    fn who() -> Who<'static> {
+        Who {
+            server: "fx",
+            tool: "echo",
+            user: "ada",
+            agent: "a1",
+        }
+    }
+
+    /// A refund after the budget period rolled over goes back into the period
+    /// the call was charged to, not the new one; so do the result's tokens.
+    #[test]
+    fn refunds_and_result_tokens_land_in_the_charged_period() {
+        let dir = tempfile::tempdir().unwrap();
+        // 2026-11-22T23:59:59Z: one second before a new UTC day.
+        let clock = ManualClock::new(1_795_391_999.0);
+        let g = guard(dir.path(), &clock);
+        let mut d = Decision::allow("t");
+        let receipt = g.check(&who(), &[], 3, &mut d).expect("charged");
+        assert!(d.allow);
+        assert_eq!(receipt.period, "day:2026-11-22");
+        let mut d2 = Decision::allow("t");
+        let kept = g.check(&who(), &[], 1, &mut d2).unwrap();
+        clock.advance(2.0);
+        let today = Period::Day.at(clock.now()).0;
+        assert_eq!(today, "day:2026-11-23");
+        g.charge_result_tokens(&kept, 7);
+        g.refund_budget(&receipt);
+        let store = g.store().unwrap();
+        let key = "budget:user:ada";
+        assert_eq!(
+            store.budget_get(key, "day:2026-11-22").unwrap(),
+            Usage {
+                calls: 1,
+                tokens: 8
+            },
+            "one call back, the other's result tokens in its own period"
+        );
+        assert_eq!(store.budget_get(key, &today).unwrap(), Usage::default());
+    }
+
+    /// The pruner removes what can no longer matter, on the guard's clock.
+    #[test]
+    fn the_pruner_ticks_on_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_795_391_999.0);
+        let store: Arc<dyn StateStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("s.sqlite")).unwrap());
+        store
+            .budget_add(
+                "b",
+                "day:2026-11-22",
+                Usage {
+                    calls: 1,
+                    tokens: 0,
+                },
+            )
+            .unwrap();
+        let _p = spawn_pruner(
+            store.clone(),
+            Arc::new(clock.clone()),
+            std::time::Duration::from_millis(10),
+        );
+        // Two days later the day's counter is gone (bounded wait, no timing
+        // asserted).
+        clock.advance(2.0 * 86_400.0 + 1.0);
+        let start = std::time::Instant::now();
+        while store.budget_get("b", "day:2026-11-22").unwrap().calls != 0 {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "never pruned"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn used_fraction_is_the_most_spent_limited_kind() {
+        let budget = |calls, tokens| Budget {
+            per: BudgetPer::User,
+            period: Period::Day,
+            calendar: Default::default(),
+            calls,
+            tokens,
+        };
+        let u = Usage {
+            calls: 30,
+            tokens: 900,
+        };
+        assert_eq!(used_fraction(u, &budget(Some(100), Some(1000))), 0.9);
+        assert_eq!(used_fraction(u, &budget(Some(100), None)), 0.3);
+        assert_eq!(used_fraction(u, &budget(None, None)), 0.0);
+        assert_eq!(used_fraction(u, &budget(Some(0), None)), 1.0);
+    }
+}

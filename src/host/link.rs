@@ -1,0 +1,145 @@
+//! The link back to the agent host: its peer handle, what it declared at
+//! `initialize`, and whether it has sent `notifications/initialized` (only then
+//! may gavel send it requests). Upstream→host traffic goes through here.
+// roots/list is deprecated in MCP 2026-07-28 (SEP-2577) but is part of the
+// 2024-11-05 … 2025-11-25 era gavel serves.
+#![allow(deprecated)]
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use rmcp::model::{
+    ClientCapabilities, ClientResult, ErrorData, InitializeRequestParams, ListRootsRequest,
+    ListRootsResult, ServerRequest,
+};
+use rmcp::service::{Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer};
+use tokio::sync::watch;
+
+use crate::decision::Permit;
+
+pub struct HostLink {
+    peer: OnceLock<Peer<RoleServer>>,
+    params: OnceLock<InitializeRequestParams>,
+    initialized: watch::Sender<bool>,
+}
+
+impl Default for HostLink {
+    fn default() -> Self {
+        Self {
+            peer: OnceLock::new(),
+            params: OnceLock::new(),
+            initialized: watch::channel(false).0,
+        }
+    }
+}
+
+/// How long an upstream→host request waits for the host to finish its
+/// handshake before it is refused.
+const INITIALIZED_WAIT: Duration = Duration::from_secs(10);
+
+impl HostLink {
+    pub fn set_initialize(&self, peer: Peer<RoleServer>, params: InitializeRequestParams) {
+        let _ = self.peer.set(peer);
+        let _ = self.params.set(params);
+    }
+
+    pub fn mark_initialized(&self) {
+        self.initialized.send_replace(true);
+    }
+
+    pub fn params(&self) -> Option<&InitializeRequestParams> {
+        self.params.get()
+    }
+
+    pub fn capabilities(&self) -> ClientCapabilities {
+        self.params
+            .get()
+            .map(|p| p.capabilities.clone())
+            .unwrap_or_default()
+    }
+
+    /// The host peer, once the host may receive notifications.
+    pub fn peer(&self) -> Option<&Peer<RoleServer>> {
+        if *self.initialized.borrow() {
+            self.peer.get()
+        } else {
+            None
+        }
+    }
+
+    async fn ready_peer(&self) -> Result<Peer<RoleServer>, ErrorData> {
+        let mut rx = self.initialized.subscribe();
+        let ok = tokio::time::timeout(INITIALIZED_WAIT, rx.wait_for(|v| *v)).await;
+        match (ok, self.peer.get()) {
+            (Ok(Ok(_)), Some(p)) => Ok(p.clone()),
+            _ => Err(ErrorData::internal_error(
+                "the agent host has not completed its MCP handshake; gavel cannot pass the request on",
+                None,
+            )),
+        }
+    }
+
+    /// Sends an upstream's decided request to the host and returns the host's
+    /// answer verbatim. The [`Permit`] proves it passed the one gate
+    /// ([`crate::host::authorize`]): no upstream→host request reaches the
+    /// host undecided. The upstream cancelling its request cancels the host's.
+    pub async fn forward_request(
+        &self,
+        _permit: &Permit,
+        request: ServerRequest,
+        upstream_cx: &RequestContext<RoleClient>,
+        timeout: Duration,
+    ) -> Result<ClientResult, ErrorData> {
+        self.send(request, upstream_cx, timeout).await
+    }
+
+    /// An upstream's `roots/list`, the one upstream→host request that is
+    /// protocol plumbing rather than a policy decision (ARCHITECTURE.md
+    /// invariant 1): it carries no parameters an upstream could use, and it is
+    /// built here, so this path cannot carry anything else to the host.
+    pub async fn list_roots(
+        &self,
+        upstream_cx: &RequestContext<RoleClient>,
+        timeout: Duration,
+    ) -> Result<ListRootsResult, ErrorData> {
+        let request = ServerRequest::ListRootsRequest(ListRootsRequest::default());
+        match self.send(request, upstream_cx, timeout).await? {
+            ClientResult::ListRootsResult(r) => Ok(r),
+            _ => Err(ErrorData::internal_error(
+                "the agent host answered roots/list with a result of another kind",
+                None,
+            )),
+        }
+    }
+
+    async fn send(
+        &self,
+        request: ServerRequest,
+        upstream_cx: &RequestContext<RoleClient>,
+        timeout: Duration,
+    ) -> Result<ClientResult, ErrorData> {
+        let peer = self.ready_peer().await?;
+        let options = PeerRequestOptions::with_timeout(timeout).with_meta(upstream_cx.meta.clone());
+        let handle = peer
+            .send_request_with_option(request, options)
+            .await
+            .map_err(|e| {
+                ErrorData::internal_error(format!("could not reach the agent host: {e}"), None)
+            })?;
+        let id = handle.id.clone();
+        let host = handle.peer.clone();
+        tokio::select! {
+            r = handle.await_response() => r.map_err(|e| match e {
+                rmcp::ServiceError::McpError(e) => e,
+                other => ErrorData::internal_error(format!("agent host did not answer: {other}"), None),
+            }),
+            _ = upstream_cx.ct.cancelled() => {
+                let _ = host.notify_cancelled(rmcp::model::CancelledNotificationParam::new(
+                    Some(id),
+                    Some("cancelled by the upstream server".into()),
+                )).await;
+                Err(ErrorData::internal_error("cancelled by the upstream server", None))
+            }
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! Building one server's policy: resolve each bundle reference, verify its
+//! signature under the server's trusted keys, run the bundle's own tests (for
+//! bundles pulled from a registry), lint and compile into one engine. Used at
+//! start and, off to the side of the running engine, on every hot reload.
+
+use std::sync::Arc;
+
+use crate::decision::engine::{EngineOptions, PolicyEngine};
+use std::collections::HashMap;
+
+use crate::audit::DecisionLog;
+use crate::bundle::Bundle;
+use crate::config::{Config, ServerConfig};
+use crate::decision::static_rules::StaticRules;
+use crate::decision::{Active, Enforcer, Policy, ServerPolicy};
+use crate::policy::source::{Resolve, SHARED_OWNER};
+
+/// Constructing the enforcer: every server's policy, the decision log and
+/// the state guard.
+impl Enforcer {
+    /// Builds every server's policy from local files and the bundle cache
+    /// (no network). A configured bundle that cannot be loaded makes that
+    /// server fail closed (and is logged loudly); `require_bundle` makes a
+    /// server without a bundle a startup error.
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        Self::from_config_with_clock(config, crate::state::clock::from_env())
+    }
+
+    /// As [`Enforcer::from_config`], with the clock rate limits and budgets
+    /// read (tests and benchmarks drive it).
+    pub fn from_config_with_clock(
+        config: &Config,
+        clock: std::sync::Arc<dyn crate::state::clock::Clock>,
+    ) -> anyhow::Result<Self> {
+        let offline = crate::policy::source::Offline::new(Some(
+            crate::bundle::oci::cache::Cache::new(&config.oci.cache_root()),
+        ));
+        Self::with_resolver(config, clock, &offline)
+    }
+
+    /// Builds every server's policy, resolving bundle references with
+    /// `resolver` (the running supply serves freshly pulled OCI bundles).
+    pub fn with_resolver(
+        config: &Config,
+        clock: std::sync::Arc<dyn crate::state::clock::Clock>,
+        resolver: &dyn crate::policy::source::Resolve,
+    ) -> anyhow::Result<Self> {
+        let opts = EngineOptions {
+            eval_timeout: config.policy.eval_timeout,
+            strict_input: config.policy.strict_input,
+        };
+        let mut servers = HashMap::new();
+        for (name, server) in &config.servers {
+            let active = server_active(name, server, config, &opts, resolver)?;
+            active.publish(name, None);
+            if server.fail_open && server.enabled {
+                tracing::warn!(server = %name, "fail_open = true: requests are ALLOWED when the policy cannot decide");
+            }
+            servers.insert(
+                name.clone(),
+                ServerPolicy {
+                    static_rules: StaticRules::new(name, &server.tools)?,
+                    active: arc_swap::ArcSwap::from_pointee(active),
+                    fail_open: server.fail_open,
+                    annotations_trusted: server.annotations_trusted,
+                    config_limits: server.limits.clone(),
+                    path_root: server
+                        .path_root
+                        .as_deref()
+                        .map(crate::decision::paths::PathRoot::new)
+                        .transpose()
+                        .map_err(|e| {
+                            anyhow::anyhow!("servers.{name}.path_root cannot be used: {e}")
+                        })?,
+                },
+            );
+        }
+        let log = match &config.log.decisions {
+            Some(p) => Some(DecisionLog::open(p, config.log.rotation).map_err(|e| {
+                anyhow::anyhow!("cannot open the decision log {}: {e}", p.display())
+            })?),
+            None => None,
+        };
+        if let Some(log) = &log
+            && config.log.on_write_error == crate::config::OnWriteError::Allow
+        {
+            tracing::warn!(path = %log.path().display(), "[log] on_write_error = \"allow\": a request whose decision record cannot be written is carried out UNRECORDED");
+        }
+        // A bundle pulled later may bring limits: servers with OCI bundles
+        // count as needing the state store from the start.
+        let limits_needed = config.servers.values().any(|s| {
+            s.bundles.iter().any(|b| b.starts_with("oci://"))
+        }) || config
+            .policy
+            .shared_bundles
+            .iter()
+            .any(|b| b.starts_with("oci://"))
+            || servers.values().any(|s| {
+                !s.config_limits.is_empty()
+                    || matches!(&s.active.load().policy, Policy::Rego(e) if e.limits().next().is_some())
+            });
+        let guard =
+            crate::decision::guard::Guard::from_config(config, limits_needed, clock.clone());
+        Ok(Self::assemble(config, servers, log, guard, clock, opts))
+    }
+
+    /// Builds `server`'s policy anew with `resolver`, off to the side. The
+    /// caller activates it only if it is usable ([`Enforcer::activate`]).
+    pub fn build_server(
+        &self,
+        server: &str,
+        resolver: &dyn crate::policy::source::Resolve,
+    ) -> anyhow::Result<Active> {
+        let sc = self
+            .config()
+            .servers
+            .get(server)
+            .ok_or_else(|| anyhow::anyhow!("no server {server:?} in the config"))?;
+        server_active(server, sc, self.config(), self.engine_options(), resolver)
+    }
+}
+
+impl Enforcer {
+    /// Builds `server`'s policy exactly as a start would (resolve, verify
+    /// signatures, the bundle's own tests, lint, compile) but without an
+    /// enforcer around it — no decision log opened, no state store: what
+    /// `gavel bundle pull --server` checks before it fills the cache.
+    /// Returns the policy version, or why it is unusable.
+    pub fn check_server(
+        config: &Config,
+        server: &str,
+        resolver: &dyn Resolve,
+    ) -> anyhow::Result<String> {
+        let sc = config
+            .servers
+            .get(server)
+            .ok_or_else(|| anyhow::anyhow!("no [servers.{server}] in the config"))?;
+        let opts = EngineOptions {
+            eval_timeout: config.policy.eval_timeout,
+            strict_input: config.policy.strict_input,
+        };
+        match server_active(server, sc, config, &opts, resolver)?.policy {
+            Policy::Unavailable(why) => Err(anyhow::anyhow!(why)),
+            Policy::Rego(e) => Ok(e.policy_version().to_string()),
+            Policy::None => Ok("none".into()),
+        }
+    }
+}
+
+impl Enforcer {
+    /// The operator's `bundle_roles` entry for a bundle reference of `owner`
+    /// (a server, or [`SHARED_OWNER`]).
+    pub fn bundle_role(&self, owner: &str, reference: &str) -> Option<&crate::config::BundleRole> {
+        if owner == SHARED_OWNER {
+            self.config().policy.bundle_roles.get(reference)
+        } else {
+            self.config()
+                .servers
+                .get(owner)
+                .and_then(|s| s.bundle_roles.get(reference))
+        }
+    }
+}
+
+impl Active {
+    /// The key id that verified the active bundle named `bundle`, if it was
+    /// signed (per bundle: a server's layers can have different signers).
+    pub fn signer(&self, bundle: &str) -> Option<String> {
+        self.signers
+            .iter()
+            .find(|(n, _)| n == bundle)
+            .map(|(_, k)| k.clone())
+    }
+}
+
+pub(super) fn server_active(
+    name: &str,
+    server: &ServerConfig,
+    config: &Config,
+    opts: &EngineOptions,
+    resolver: &dyn Resolve,
+) -> anyhow::Result<Active> {
+    let mut signers = Vec::new();
+    if server.bundles.is_empty() && config.policy.shared_bundles.is_empty() {
+        if config.policy.require_bundle && server.enabled {
+            anyhow::bail!(
+                "server {name:?} has no policy bundle and [policy] require_bundle = true: add servers.{name}.bundle"
+            );
+        }
+        if server.enabled {
+            tracing::warn!(server = %name, "no policy bundle: static rules only (decisions logged with policy \"none\")");
+        }
+        return Ok(Active {
+            policy: Policy::None,
+            signers,
+        });
+    }
+    let shared_signing = crate::config::BundleSigning {
+        keys: config.policy.keys.clone(),
+        exclude_files: vec![],
+        require_signature: true,
+    };
+    let built = (|| {
+        let mut bundles = Vec::new();
+        let refs = server.bundles.iter().map(|r| (name, r)).chain(
+            config
+                .policy
+                .shared_bundles
+                .iter()
+                .map(|r| (SHARED_OWNER, r)),
+        );
+        for (owner, r) in refs {
+            let (b, signer) = load_one(name, server, config, owner, r, resolver, &shared_signing)
+                .map_err(|e| {
+                if owner == SHARED_OWNER {
+                    format!("shared bundle {e}")
+                } else {
+                    e
+                }
+            })?;
+            if let Some(keyid) = signer {
+                signers.push((b.name.clone(), keyid));
+            }
+            bundles.push(b);
+        }
+        PolicyEngine::build(name, bundles, opts).map_err(|e| e.to_string())
+    })();
+    let policy = match built {
+        Ok(engine) => {
+            for w in engine.warnings() {
+                tracing::warn!(server = %name, "policy lint: {w}");
+            }
+            tracing::info!(server = %name, policy = %engine.policy_version(), "policy loaded");
+            Policy::Rego(Arc::new(engine))
+        }
+        Err(e) => {
+            tracing::error!(server = %name, "policy unavailable, every request to this server is denied: {e}");
+            Policy::Unavailable(e)
+        }
+    };
+    Ok(Active { policy, signers })
+}
+
+/// One bundle of server `name`'s policy, in the order that keeps untrusted
+/// bytes away from the parsers: its files are read (bounded, nesting
+/// pre-scanned, nothing parsed), its signature verified under the keys that
+/// apply, and only then is it parsed, bound to what the operator says it is
+/// for (`bind`) and — from a registry — made to pass its own tests. Returns
+/// the bundle and the key id that verified it.
+fn load_one(
+    name: &str,
+    server: &ServerConfig,
+    config: &Config,
+    owner: &str,
+    r: &str,
+    resolver: &dyn Resolve,
+    shared_signing: &crate::config::BundleSigning,
+) -> Result<(Arc<Bundle>, Option<String>), String> {
+    let raw = resolver.resolve(owner, r)?;
+    let oci = r.starts_with("oci://");
+    let shared = owner == SHARED_OWNER;
+    // Everything a server names is verified with its keys. Shared
+    // bundles: with the [policy] keys when those are set; else with
+    // the server's own keys when it lists any or the bundle comes
+    // from a registry (a server that trusts signers never runs an
+    // unsigned bundle); only a local shared bundle for a server
+    // without keys is taken as it is.
+    let signing = if !shared {
+        Some((&server.signing, format!("servers.{name}")))
+    } else if !config.policy.keys.is_empty() {
+        Some((shared_signing, "policy".to_string()))
+    } else if oci || !server.signing.keys.is_empty() {
+        Some((&server.signing, format!("servers.{name}")))
+    } else {
+        None
+    };
+    let signer = match signing {
+        Some((signing, whose)) => verify_signature(&raw, signing, &whose, config)?,
+        None => None,
+    };
+    let mut b = raw.parse().map_err(|e| e.to_string())?;
+    let (table, role) = if shared {
+        ("policy".to_string(), config.policy.bundle_roles.get(r))
+    } else {
+        (format!("servers.{name}"), server.bundle_roles.get(r))
+    };
+    super::bind::bind(
+        &mut b,
+        &super::bind::Place {
+            table,
+            server: name,
+            shared,
+            oci,
+            reference: r,
+            role,
+        },
+    )?;
+    let b = Arc::new(b);
+    if oci {
+        own_tests_pass(&b)?;
+    }
+    Ok((b, signer))
+}
+
+/// A bundle that ships `test_*` rules must pass them before it decides
+/// anything (like a CI gate, at activation).
+fn own_tests_pass(b: &Bundle) -> Result<(), String> {
+    let report = crate::bundle::testrun::run_tests(b).map_err(|e| e.to_string())?;
+    if report.failed() > 0 {
+        let failed: Vec<String> = report
+            .results
+            .iter()
+            .filter(|r| !r.passed)
+            .map(|r| format!("{} ({})", r.name, r.error.as_deref().unwrap_or("false")))
+            .collect();
+        return Err(format!(
+            "bundle {}: {} of its own {} tests fail: {}",
+            b.source,
+            report.failed(),
+            report.results.len(),
+            failed.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// Verifies a bundle's signature under the trusted keys of `signing`
+/// (`whose`: the config table they come from, `servers.NAME` or `policy`,
+/// for messages), before the bundle is used at all.
+pub(super) fn verify_signature(
+    b: &crate::bundle::RawBundle,
+    signing: &crate::config::BundleSigning,
+    whose: &str,
+    config: &Config,
+) -> Result<Option<String>, String> {
+    use crate::bundle::verify::{VerificationConfig, VerificationKey, verify_raw};
+    let s = signing;
+    let cfg = (!s.keys.is_empty()).then(|| VerificationConfig {
+        keys: s
+            .keys
+            .iter()
+            .filter_map(|k| {
+                config.keys.get(k).map(|kc| {
+                    (
+                        k.clone(),
+                        VerificationKey {
+                            algorithm: kc.algorithm.clone(),
+                            key: kc.material.clone(),
+                            scope: kc.scope.clone(),
+                        },
+                    )
+                })
+            })
+            .collect(),
+        exclude_files: s.exclude_files.clone(),
+        ..Default::default()
+    });
+    if b.signatures().is_some() && cfg.is_none() {
+        return Err(format!(
+            "bundle {} is signed but {whose}.keys names no key to verify it",
+            b.source
+        ));
+    }
+    match verify_raw(b, cfg.as_ref(), "") {
+        Ok(Some(v)) => {
+            tracing::info!(keys = %whose, bundle = %b.name, keyid = %v.keyid, "bundle signature verified");
+            Ok(Some(v.keyid))
+        }
+        Ok(None) if s.require_signature => Err(format!(
+            "bundle {} is not signed and {whose} requires a signature ({})",
+            b.source,
+            if s.keys.is_empty() {
+                "require_signature".to_string()
+            } else {
+                format!("keys {}", s.keys.join(", "))
+            }
+        )),
+        Ok(None) => Ok(None),
+        Err(e) => Err(format!(
+            "bundle {} failed signature verification: {e}",
+            b.source
+        )),
+    }
+}
+
+#[cfg(test)]
+#[path = "build_tests.rs"]
+mod tests;
