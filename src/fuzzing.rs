@@ -1,5 +1,5 @@
 //! Entry points shared by the cargo-fuzz targets in `fuzz/` and the corpus
-//! replay test (`tests/fuzz_replay.rs`), so the corpus runs on stable in CI.
+//! replay test (`tests/e2e/fuzz_replay.rs`), so the corpus runs on stable in CI.
 //! Each checks an invariant and panics on violation; a panic is a finding.
 
 use crate::transport::idscan::IdScanner;
