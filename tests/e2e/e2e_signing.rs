@@ -212,7 +212,7 @@ fn tampering_wrong_keys_rotation_and_unsigned_are_refused() {
 fn rs256_signatures_from_opas_test_keys() {
     let s = Setup::blank();
     let keys =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/opa-signing/jwt-only/keys");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/opa-signing/jwt-only/keys");
     let dir = s.path("rsa");
     copy_dir(&common::policy::fixture_bundle(), &dir);
     let private = keys.join("keys_test.TestGetPrivateKey.rsa4096-private.pem");

@@ -241,7 +241,7 @@ async fn es512_with_openssl_keys_both_ways_and_no_algorithm_confusion() {
     // Algorithm confusion: HMAC with the public key text as the secret,
     // the header claiming HS*; the configured algorithm decides.
     let rsa_pub = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/vectors/opa-signing/jwt-only/keys/DERIVED.keys_test.rsa4096-public.pem");
+        .join("tests/vectors/opa-signing/jwt-only/keys/DERIVED.keys_test.rsa4096-public.pem");
     for (alg, hs, public) in [
         ("RS256", "HS256", rsa_pub.display().to_string()),
         ("ES512", "HS512", p("es.pub.pem")),
