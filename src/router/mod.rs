@@ -182,7 +182,7 @@ impl Router {
     fn add_tools(
         &self,
         b: &mut Building,
-        server: &String,
+        server: &str,
         lists: &UpstreamLists,
         enforcer: &Enforcer,
         ctx: &crate::decision::DecisionContext,
@@ -200,7 +200,7 @@ impl Router {
             b.t.tool_routes.insert(
                 exposed,
                 ToolRoute {
-                    server: server.clone(),
+                    server: server.to_string(),
                     name: tool.name.to_string(),
                     tool: Arc::new(tool.clone()),
                     digest: lists.tool_digests.get(tool.name.as_ref()).cloned(),
@@ -214,7 +214,7 @@ impl Router {
         }
     }
 
-    fn add_prompts(&self, b: &mut Building, server: &String, lists: &UpstreamLists) {
+    fn add_prompts(&self, b: &mut Building, server: &str, lists: &UpstreamLists) {
         for prompt in &lists.prompts {
             let exposed = self.exposed_name(server, &prompt.name);
             let key = format!("prompt:{exposed}");
@@ -227,7 +227,7 @@ impl Router {
             b.t.prompt_routes.insert(
                 exposed,
                 PromptRoute {
-                    server: server.clone(),
+                    server: server.to_string(),
                     name: prompt.name.clone(),
                 },
             );
@@ -330,7 +330,7 @@ struct Building {
 impl Building {
     /// Routes `server`'s resources (the first server to list a URI keeps
     /// it) and templates.
-    fn add_resources(&mut self, server: &String, lists: &UpstreamLists) {
+    fn add_resources(&mut self, server: &str, lists: &UpstreamLists) {
         for r in &lists.resources {
             if self.t.resource_routes.contains_key(&r.uri) {
                 report_collision(
@@ -342,13 +342,15 @@ impl Building {
                 );
                 continue;
             }
-            self.t.resource_routes.insert(r.uri.clone(), server.clone());
+            self.t
+                .resource_routes
+                .insert(r.uri.clone(), server.to_string());
             self.t.resources.push(r.clone());
         }
         for tpl in &lists.templates {
             self.t
                 .template_routes
-                .push((UriTemplate::parse(&tpl.uri_template), server.clone()));
+                .push((UriTemplate::parse(&tpl.uri_template), server.to_string()));
             self.t.templates.push(tpl.clone());
         }
     }
