@@ -9,8 +9,10 @@
 //!   `http` (`gavel serve`: streamable HTTP with its token check, session
 //!   owners, Host/Origin lists, TLS, drain). `lifecycle` is what both do
 //!   around serving: the status file, SIGINT/SIGTERM, the shutdown epilogue.
-//! - `conn`: `gavel serve`'s accept loop; `host`, `authorize`, `approval`:
-//!   the link back to the host and the one gate both directions pass.
+//!
+//! Beneath the fronts, not in them: the accept loop is `transport::conn`;
+//! the link back to the host, the one gate both directions pass and the
+//! approval step are `crate::host` (upstream uses them too).
 
 pub mod http;
 pub mod lifecycle;
