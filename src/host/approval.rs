@@ -28,9 +28,10 @@
 
 use std::time::Duration;
 
+use rmcp::ServiceError;
 use rmcp::model::{
-    ElicitRequestParams, ElicitationAction, ElicitationSchema, ProgressNotificationParam,
-    ProgressToken,
+    ElicitRequestParams, ElicitResult, ElicitationAction, ElicitationSchema,
+    ProgressNotificationParam, ProgressToken,
 };
 use serde_json::Value;
 
@@ -58,37 +59,171 @@ fn denied(d: &Decision, code: &str, remediation: String) -> Decision {
 
 /// Writes one approval step. `settled`: the effective result, on the step
 /// that settles the approval (absent on `requested`).
-fn log_step(
-    enforcer: &Enforcer,
-    d: &Decision,
-    action: &Action,
-    a: &Approval,
-    step: &str,
-    settled: Option<&Decision>,
-) -> Result<(), String> {
-    tracing::info!(server = %action.server, tool = %action.tool, decision_id = d.decision_id.as_deref().unwrap_or("-"), step, "approval");
-    let Some(log) = enforcer.decision_log() else {
-        return Ok(());
-    };
-    let now = enforcer.now_rfc3339();
-    let record = crate::audit::record::ApprovalStep {
-        decision_id: d.decision_id.as_deref(),
-        timestamp: &now,
-        step,
-        kind: action.kind.as_str(),
-        server: &action.server,
-        tool: &action.tool,
-        args_sha256: args_digest(&action.args),
-        reason: &a.reason,
-        scope: a.scope.as_deref().unwrap_or("call"),
-        remember_seconds: a.remember_seconds,
-        labels: Value::Object(enforcer.labels()),
-        settled: settled.map(|result| serde_json::to_value(result).unwrap_or(Value::Null)),
-    };
-    record.write(log).map_err(|e| {
-        tracing::error!("approval step not logged: {e}");
-        format!("the approval step {step:?} could not be recorded: {e}")
-    })
+/// One approval being settled: the decision that asked for it, the action
+/// it is for, and whom to ask. Every step of it is logged through
+/// [`Asking::log_step`].
+struct Asking<'a> {
+    enforcer: &'a Enforcer,
+    host: &'a HostLink,
+    action: &'a Action,
+    decision: &'a Decision,
+    approval: &'a Approval,
+}
+
+/// What settled an approval (the step logged last) and its outcome.
+type Settled = (&'static str, Result<(), Decision>);
+
+impl Asking<'_> {
+    /// Logs one approval step: `settled` is the effective result, on the
+    /// final step only.
+    fn log_step(&self, step: &str, settled: Option<&Decision>) -> Result<(), String> {
+        let (enforcer, d, action, a) = (self.enforcer, self.decision, self.action, self.approval);
+        tracing::info!(server = %action.server, tool = %action.tool, decision_id = d.decision_id.as_deref().unwrap_or("-"), step, "approval");
+        let Some(log) = enforcer.decision_log() else {
+            return Ok(());
+        };
+        let now = enforcer.now_rfc3339();
+        let record = crate::audit::record::ApprovalStep {
+            decision_id: d.decision_id.as_deref(),
+            timestamp: &now,
+            step,
+            kind: action.kind.as_str(),
+            server: &action.server,
+            tool: &action.tool,
+            args_sha256: args_digest(&action.args),
+            reason: &a.reason,
+            scope: a.scope.as_deref().unwrap_or("call"),
+            remember_seconds: a.remember_seconds,
+            labels: Value::Object(enforcer.labels()),
+            settled: settled.map(|result| serde_json::to_value(result).unwrap_or(Value::Null)),
+        };
+        record.write(log).map_err(|e| {
+            tracing::error!("approval step not logged: {e}");
+            format!("the approval step {step:?} could not be recorded: {e}")
+        })
+    }
+
+    /// Asks (or finds a remembered answer): the step that settled it and
+    /// the outcome.
+    async fn ask(&self, subject: &Subject<'_>, progress: Option<ProgressToken>) -> Settled {
+        let (enforcer, d, a) = (self.enforcer, self.decision, self.approval);
+        if enforcer.approvals().covers(a, subject) {
+            return ("remembered", Ok(()));
+        }
+        let peer = match self.host.peer() {
+            Some(p) if self.host.capabilities().elicitation.is_some() => p.clone(),
+            _ => return ("unavailable", Err(self.host_cannot_ask())),
+        };
+        let schema = match ElicitationSchema::builder()
+            .required_bool("approve")
+            .build()
+        {
+            Ok(s) => s,
+            Err(e) => {
+                let why = format!("gavel could not build the approval request ({e}).");
+                return ("failed", Err(denied(d, "approval_failed", why)));
+            }
+        };
+        // A question whose asking cannot be recorded is not asked.
+        if let Err(why) = self.log_step("requested", None) {
+            let mut denial = d.clone();
+            if enforcer.refuse_unrecorded(&mut denial, why) {
+                return ("unrecorded", Err(denial));
+            }
+        }
+        let request = peer.create_elicitation(ElicitRequestParams::FormElicitationParams {
+            meta: None,
+            message: question(self.action, d, a),
+            requested_schema: schema,
+        });
+        // Progress every few seconds while a person thinks, so the host's
+        // request timeout (reset by progress) does not cut the wait short.
+        let ticker = async {
+            let Some(token) = progress else {
+                return std::future::pending::<()>().await;
+            };
+            let mut n = 0.0;
+            loop {
+                let mut p = ProgressNotificationParam::new(token.clone(), n);
+                p.message = Some("waiting for a human to approve the call".into());
+                let _ = peer.notify_progress(p).await;
+                n += 1.0;
+                tokio::time::sleep(PROGRESS_EVERY).await;
+            }
+        };
+        let timeout = enforcer.approval_timeout();
+        let answer = tokio::select! {
+            r = tokio::time::timeout(timeout, request) => r.map_err(|_| timeout),
+            _ = ticker => unreachable!("the ticker never ends"),
+        };
+        self.settle_answer(subject, answer)
+    }
+
+    /// The denial when the host cannot ask (no elicitation).
+    fn host_cannot_ask(&self) -> Decision {
+        let (d, a) = (self.decision, self.approval);
+        denied(
+            d,
+            "approval_required",
+            format!(
+                "This {} needs a human's approval ({}), and this host cannot ask for one (it does not support elicitation). Ask a person to approve it{}, or use a host that supports elicitation.",
+                what(self.action),
+                a.reason,
+                d.appeal_path
+                    .as_deref()
+                    .map(|p| format!(" at {p}"))
+                    .unwrap_or_default()
+            ),
+        )
+    }
+
+    /// What the user's answer (or its absence after `timeout`) settles.
+    fn settle_answer(
+        &self,
+        subject: &Subject<'_>,
+        answer: Result<Result<ElicitResult, ServiceError>, Duration>,
+    ) -> Settled {
+        let what = what(self.action);
+        let (step, code, text) = match answer {
+            Err(timeout) => (
+                "timeout",
+                "approval_timeout",
+                format!(
+                    "No one approved the {what} within {timeout:?}; ask again when someone can answer."
+                ),
+            ),
+            Ok(Err(e)) => (
+                "failed",
+                "approval_failed",
+                format!("The approval request failed ({e}); the {what} was not made."),
+            ),
+            Ok(Ok(r)) => match r.action {
+                ElicitationAction::Accept
+                    if r.content.as_ref().and_then(|c| c.get("approve"))
+                        == Some(&Value::Bool(true)) =>
+                {
+                    self.enforcer.approvals().remember(self.approval, subject);
+                    return ("approved", Ok(()));
+                }
+                ElicitationAction::Accept | ElicitationAction::Decline => (
+                    "declined",
+                    "approval_declined",
+                    format!(
+                        "The user declined this {what}. Do not retry it or reach the same result another way; ask the user what to do instead."
+                    ),
+                ),
+                // Cancel, and any answer a later protocol adds: not an accept.
+                _ => (
+                    "cancelled",
+                    "approval_cancelled",
+                    format!(
+                        "The user dismissed the approval request; the {what} was not made. Ask the user before trying again."
+                    ),
+                ),
+            },
+        };
+        (step, Err(denied(self.decision, code, text)))
+    }
 }
 
 /// The approval step of an allowed request: `Ok` when it may be forwarded,
@@ -118,17 +253,18 @@ pub async fn settle(
         tool: &action.tool,
         args: &action.args,
     };
-    let (step, mut outcome) = ask(enforcer, host, &subject, action, d, a, progress).await;
+    let asking = Asking {
+        enforcer,
+        host,
+        action,
+        decision: d,
+        approval: a,
+    };
+    let (step, mut outcome) = asking.ask(&subject, progress).await;
     // No record, no effect: an approval whose final step cannot be recorded
     // is not carried out (unless `[log] on_write_error = "allow"`).
-    if let Err(why) = log_step(
-        enforcer,
-        d,
-        action,
-        a,
-        step,
-        Some(outcome.as_ref().err().unwrap_or(d)),
-    ) && outcome.is_ok()
+    if let Err(why) = asking.log_step(step, Some(outcome.as_ref().err().unwrap_or(d)))
+        && outcome.is_ok()
     {
         let mut denial = d.clone();
         if enforcer.refuse_unrecorded(&mut denial, why) {
@@ -144,136 +280,6 @@ pub async fn settle(
         }
     }
     outcome
-}
-
-/// Asks (or finds a remembered answer): the step that settled it and the
-/// outcome.
-async fn ask(
-    enforcer: &Enforcer,
-    host: &HostLink,
-    subject: &Subject<'_>,
-    action: &Action,
-    d: &Decision,
-    a: &Approval,
-    progress: Option<ProgressToken>,
-) -> (&'static str, Result<(), Decision>) {
-    let approvals = enforcer.approvals();
-    if approvals.covers(a, subject) {
-        return ("remembered", Ok(()));
-    }
-    let peer = match host.peer() {
-        Some(p) if host.capabilities().elicitation.is_some() => p.clone(),
-        _ => {
-            return (
-                "unavailable",
-                Err(denied(
-                    d,
-                    "approval_required",
-                    format!(
-                        "This {} needs a human's approval ({}), and this host cannot ask for one (it does not support elicitation). Ask a person to approve it{}, or use a host that supports elicitation.",
-                        what(action),
-                        a.reason,
-                        d.appeal_path
-                            .as_deref()
-                            .map(|p| format!(" at {p}"))
-                            .unwrap_or_default()
-                    ),
-                )),
-            );
-        }
-    };
-    let message = question(action, d, a);
-    let schema = match ElicitationSchema::builder()
-        .required_bool("approve")
-        .build()
-    {
-        Ok(s) => s,
-        Err(e) => {
-            return (
-                "failed",
-                Err(denied(
-                    d,
-                    "approval_failed",
-                    format!("gavel could not build the approval request ({e})."),
-                )),
-            );
-        }
-    };
-    // A question whose asking cannot be recorded is not asked.
-    if let Err(why) = log_step(enforcer, d, action, a, "requested", None) {
-        let mut denial = d.clone();
-        if enforcer.refuse_unrecorded(&mut denial, why) {
-            return ("unrecorded", Err(denial));
-        }
-    }
-    let request = peer.create_elicitation(ElicitRequestParams::FormElicitationParams {
-        meta: None,
-        message,
-        requested_schema: schema,
-    });
-    let ticker = async {
-        let Some(token) = progress else {
-            return std::future::pending::<()>().await;
-        };
-        let mut n = 0.0;
-        loop {
-            let mut p = ProgressNotificationParam::new(token.clone(), n);
-            p.message = Some("waiting for a human to approve the call".into());
-            let _ = peer.notify_progress(p).await;
-            n += 1.0;
-            tokio::time::sleep(PROGRESS_EVERY).await;
-        }
-    };
-    let timeout = enforcer.approval_timeout();
-    let answer = tokio::select! {
-        r = tokio::time::timeout(timeout, request) => r,
-        _ = ticker => unreachable!("the ticker never ends"),
-    };
-    let (step, code, text) = match answer {
-        Err(_) => (
-            "timeout",
-            "approval_timeout",
-            format!(
-                "No one approved the {} within {timeout:?}; ask again when someone can answer.",
-                what(action)
-            ),
-        ),
-        Ok(Err(e)) => (
-            "failed",
-            "approval_failed",
-            format!(
-                "The approval request failed ({e}); the {} was not made.",
-                what(action)
-            ),
-        ),
-        Ok(Ok(r)) => match r.action {
-            ElicitationAction::Accept
-                if r.content.as_ref().and_then(|c| c.get("approve"))
-                    == Some(&Value::Bool(true)) =>
-            {
-                enforcer.approvals().remember(a, subject);
-                return ("approved", Ok(()));
-            }
-            ElicitationAction::Accept | ElicitationAction::Decline => (
-                "declined",
-                "approval_declined",
-                format!(
-                    "The user declined this {}. Do not retry it or reach the same result another way; ask the user what to do instead.",
-                    what(action)
-                ),
-            ),
-            // Cancel, and any answer a later protocol adds: not an accept.
-            _ => (
-                "cancelled",
-                "approval_cancelled",
-                format!(
-                    "The user dismissed the approval request; the {} was not made. Ask the user before trying again.",
-                    what(action)
-                ),
-            ),
-        },
-    };
-    (step, Err(denied(d, code, text)))
 }
 
 /// The question the user is asked. Everything in it but gavel's own words
