@@ -65,42 +65,57 @@ impl Supply {
                     manifest,
                 }) => {
                     retries = 0;
-                    if have.as_deref() == Some(digest.as_str()) {
-                        self.same_layer_new_manifest(&key, &manifest);
-                    }
-                    // The registry answers again with the active layer: an
-                    // earlier download error or refusal is over (a refused
-                    // layer's error stays while it is what the registry serves).
-                    if refused.as_deref() != Some(digest.as_str())
-                        && let Some(e) = self.lock().get_mut(&key)
-                    {
-                        e.refused = None;
-                        e.status.code = None;
-                        e.status.message = None;
-                    }
+                    let active = have.as_deref() == Some(digest.as_str());
+                    let still_refused = refused.as_deref() == Some(digest.as_str());
+                    self.unchanged(&key, &manifest, active, still_refused);
                 }
                 Ok(Pulled::New(layer)) => {
                     retries = 0;
-                    // Verifying, parsing, the bundle's own tests and the
-                    // compile take what they take: on the blocking pool,
-                    // never on the event loop that answers requests.
-                    let (this, k, e) = (self.clone(), key.clone(), enforcer.clone());
-                    if tokio::task::spawn_blocking(move || this.try_activate(&k, layer, &e))
-                        .await
-                        .is_err()
-                    {
-                        self.record_error(
-                            &key,
-                            "bundle_error",
-                            format!("activating a new layer of {} failed unexpectedly; the last good bundle stays active", key.1),
-                        );
-                    }
+                    self.activate_off_loop(&key, layer, &enforcer).await;
                 }
                 Err(msg) => {
                     retries = retries.saturating_add(1);
                     self.record_error(&key, "bundle_error", msg);
                 }
             }
+        }
+    }
+
+    /// The registry answers with a layer already known: the active one
+    /// (`active`: its manifest may have moved), or the one last refused
+    /// (`still_refused`: its error stays while the registry serves it).
+    fn unchanged(&self, key: &Key, manifest: &str, active: bool, still_refused: bool) {
+        if active {
+            self.same_layer_new_manifest(key, manifest);
+        }
+        // The registry answers again with the active layer: an earlier
+        // download error or refusal is over.
+        if !still_refused && let Some(e) = self.lock().get_mut(key) {
+            e.refused = None;
+            e.status.code = None;
+            e.status.message = None;
+        }
+    }
+
+    /// Verifying, parsing, the bundle's own tests and the compile take what
+    /// they take: on the blocking pool, never on the event loop that answers
+    /// requests.
+    async fn activate_off_loop(
+        self: &Arc<Self>,
+        key: &Key,
+        layer: super::Layer,
+        enforcer: &Arc<Enforcer>,
+    ) {
+        let (this, k, e) = (self.clone(), key.clone(), enforcer.clone());
+        if tokio::task::spawn_blocking(move || this.try_activate(&k, layer, &e))
+            .await
+            .is_err()
+        {
+            self.record_error(
+                key,
+                "bundle_error",
+                format!("activating a new layer of {} failed unexpectedly; the last good bundle stays active", key.1),
+            );
         }
     }
 
