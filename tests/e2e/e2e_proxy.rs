@@ -20,7 +20,7 @@ fn two_servers(s: &Setup, extra_a: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn negotiates_legacy_era_and_prefixes_names_when_several_servers() {
-    let s = Setup::with(|s| two_servers(&s, ""));
+    let s = Setup::with(|s| two_servers(s, ""));
     let client = s.connect(TestHost::new()).await;
     let info = client.peer_info().unwrap();
     assert_eq!(info.protocol_version, ProtocolVersion::V_2025_11_25);
@@ -191,7 +191,7 @@ fn progress_in_one_write_reaches_the_host_before_the_result() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancellation_reaches_the_owning_upstream_only() {
-    let s = Setup::with(|s| two_servers(&s, ""));
+    let s = Setup::with(|s| two_servers(s, ""));
     let client = s.connect(TestHost::new()).await;
     let mut p = CallToolRequestParams::new("alpha__slow");
     p.arguments = json!({"ms": 30000}).as_object().cloned();
@@ -262,7 +262,7 @@ async fn host_without_elicitation_is_not_asked() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn list_changed_is_refetched_and_reannounced() {
-    let s = Setup::with(|s| two_servers(&s, ""));
+    let s = Setup::with(|s| two_servers(s, ""));
     let host = TestHost::new();
     let seen = host.seen.clone();
     let client = s.connect(host).await;
@@ -308,7 +308,7 @@ async fn every_upstream_page_is_fetched() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn resources_prompts_completion_logging_route_to_their_server() {
-    let s = Setup::with(|s| two_servers(&s, ""));
+    let s = Setup::with(|s| two_servers(s, ""));
     let host = TestHost::new();
     let seen = host.seen.clone();
     let client = s.connect(host).await;
