@@ -51,11 +51,10 @@ async fn one_server_keeps_names_unchanged() {
 #[tokio::test(flavor = "multi_thread")]
 async fn static_deny_hides_tool_and_never_reaches_upstream() {
     let s = Setup::with(|s| {
-        let cfg = format!(
+        format!(
             "{}[servers.alpha.tools]\ndeny = [\"destructive_*\"]\n",
             fixture_server("alpha", &[], &s.path("alpha.jsonl"))
-        );
-        cfg
+        )
     });
     let client = s.connect(TestHost::new()).await;
     let tools = client.list_all_tools().await.unwrap();
@@ -389,12 +388,11 @@ async fn subscriptions_and_updates() {
 async fn a_later_name_collision_is_withheld_and_logged() {
     // Prefix "p" + tool "_x" and prefix "p_" + tool "x" both expose "p___x".
     let s = Setup::with(|s| {
-        let cfg = format!(
+        format!(
             "{}prefix = \"p\"\n\n{}prefix = \"p_\"\n",
             fixture_server("first", &[], &s.path("first.jsonl")),
             fixture_server("second", &[], &s.path("second.jsonl")),
-        );
-        cfg
+        )
     });
     let client = s.connect(TestHost::new()).await;
     client.list_all_tools().await.unwrap();
