@@ -141,7 +141,7 @@ async fn progress_tokens_are_mapped_back_to_the_hosts() {
         "{progress:?} vs {host_token:?}"
     );
     // The upstream saw gavel's own token, not the host's: mapping happened.
-    let upstream_meta = recorded_calls(&s.path("solo.jsonl"))[0]["params"]["_meta"].clone();
+    let upstream_meta = recorded_calls(&s.record("solo"))[0]["params"]["_meta"].clone();
     assert!(
         upstream_meta.get("progressToken").is_some(),
         "{upstream_meta}"
@@ -293,7 +293,7 @@ async fn every_upstream_page_is_fetched() {
         fixture_server(
             "solo",
             &["--page-size", "3", "--extra-tools", "25"],
-            &s.path("solo.jsonl"),
+            &s.record("solo"),
         )
     });
     let client = s.connect(TestHost::new()).await;
