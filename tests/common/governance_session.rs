@@ -41,16 +41,3 @@ pub async fn run_session(s: &Setup) -> Vec<Value> {
     client.cancel().await.unwrap();
     records(&s.path("decisions.jsonl"))
 }
-
-/// Runs `gavel <args>` to completion: (success, stdout, stderr).
-pub fn gavel(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(GAVEL)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}

@@ -565,6 +565,19 @@ pub fn gavel_cmd(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Runs `gavel <args>` to completion: (success, stdout, stderr).
+pub fn gavel(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(GAVEL)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Its stdout, after asserting it succeeded (showing both streams if not).
 pub fn stdout_ok(out: std::process::Output) -> String {
     assert!(

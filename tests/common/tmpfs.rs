@@ -6,5 +6,4 @@
 #[path = "../../src/test_support.rs"]
 mod support;
 
-#[allow(unused_imports)] // not every test crate fills a disk
 pub use support::Tmpfs;

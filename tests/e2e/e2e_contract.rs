@@ -57,7 +57,7 @@ async fn an_erroring_visible_rule_is_logged_and_the_tool_stays_listed() {
             json!({}),
             "package vis\ndecision := {\"allow\": true}\ndefault visible := true\nvisible := false if input.action.tool == \"add\"\nvisible := false if input.action.tool == \"echo\"\nvisible := true if input.action.tool == \"echo\"\n",
         );
-        config(&s, &[&b], "", "")
+        config(s, &[&b], "", "")
     });
     let client = s.connect(TestHost::new()).await;
     let names = tool_names(&client).await;
@@ -100,7 +100,7 @@ async fn upstream_meta_only_adds_classes_and_annotations_are_trusted_only_by_con
             } else {
                 ""
             };
-            config(&s, &[&b], extra, "")
+            config(s, &[&b], extra, "")
         });
         let client = s.connect(TestHost::new()).await;
         let tools = client.list_all_tools().await.unwrap();

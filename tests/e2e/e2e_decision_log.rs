@@ -14,7 +14,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_survives_sighup_and_reopens_the_decision_log() {
-    let s = Setup::with(|s| config(&s, &[&fixture_bundle()], "", ""));
+    let s = Setup::with(|s| config(s, &[&fixture_bundle()], "", ""));
     let state = s.path("state");
     let (mut gavel, port) = gavel_serve(&s, &[("GAVEL_STATE_DIR", state.to_str().unwrap())]).await;
     let client = TestHost::new()
@@ -70,11 +70,10 @@ async fn a_record_that_cannot_be_written_denies_the_request() {
     let s = Setup::with(|s| {
         // /dev/full accepts the open and fails every write with ENOSPC (root
         // can write anywhere, so permissions would not test this).
-        let cfg = config(&s, &[&fixture_bundle()], "", "").replace(
+        config(s, &[&fixture_bundle()], "", "").replace(
             &format!("{:?}", s.path("decisions.jsonl").display().to_string()),
             "\"/dev/full\"",
-        );
-        cfg
+        )
     });
     let (client, port) = run_with_metrics(&s).await;
     client.list_all_tools().await.unwrap();
@@ -123,11 +122,10 @@ async fn a_record_that_cannot_be_written_denies_the_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn on_write_error_allow_carries_out_unrecorded_and_says_so() {
     let s = Setup::with(|s| {
-        let cfg = config(&s, &[&fixture_bundle()], "", "").replace(
+        config(s, &[&fixture_bundle()], "", "").replace(
             &format!("{:?}", s.path("decisions.jsonl").display().to_string()),
             "\"/dev/full\"\non_write_error = \"allow\"",
-        );
-        cfg
+        )
     });
     let client = s.connect(TestHost::new()).await;
     let r = call(&client, "echo", json!({"text": "through"}))
@@ -201,11 +199,10 @@ async fn failing_decision_log_rules_deny_instead_of_dropping_the_record() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_log_rotates_at_the_configured_size_and_keeps_its_generations() {
     let s = Setup::with(|s| {
-        let cfg = config(&s, &[&fixture_bundle()], "", "").replace(
+        config(s, &[&fixture_bundle()], "", "").replace(
             "max_arg_bytes = 256\n",
             "max_arg_bytes = 256\nrotate_bytes = \"4KiB\"\nrotate_keep = 2\n",
-        );
-        cfg
+        )
     });
     let client = s.connect(TestHost::new()).await;
     for i in 0..30 {

@@ -21,11 +21,10 @@ async fn first_list_waits_for_a_slow_server() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_that_never_starts_fails_clearly_and_others_still_work() {
     let s = Setup::with(|s| {
-        let cfg = format!(
+        format!(
             "{}[servers.ghost]\ncommand = \"/nonexistent/mcp-server\"\nstartup_timeout = \"2s\"\n",
             fixture_server("alive", &[], &s.path("r.jsonl"))
-        );
-        cfg
+        )
     });
     let client = s.connect(TestHost::new()).await;
     let tools = client.list_all_tools().await.unwrap();
@@ -87,11 +86,10 @@ fn futures_lite_block<F: std::future::Future>(f: F) -> F::Output {
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_upstream_reply_fails_the_call_not_the_session() {
     let s = Setup::with(|s| {
-        let cfg = format!(
+        format!(
             "[limits]\nmax_message_bytes = \"1MiB\"\n\n{}",
             fixture_server("big", &[], &s.path("r.jsonl"))
-        );
-        cfg
+        )
     });
     let client = s.connect(TestHost::new()).await;
     let r = call(&client, "huge", json!({"bytes": 3_000_000})).await;

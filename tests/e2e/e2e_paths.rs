@@ -63,7 +63,7 @@ fn reason(e: &rmcp::ServiceError) -> String {
 async fn every_path_is_decided_and_a_denied_request_never_arrives() {
     let s = Setup::with(|s| {
         let b = bundle(s.dir.path(), "paths", "paths", json!({}), PATHS);
-        config(&s, &[&b], "", "")
+        config(s, &[&b], "", "")
     });
     let host = TestHost::new();
     let seen = host.seen.clone();

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rego_allows_denies_hides_and_logs() {
-    let s = Setup::with(|s| config(&s, &[&fixture_bundle()], "", ""));
+    let s = Setup::with(|s| config(s, &[&fixture_bundle()], "", ""));
     let client = s.connect(TestHost::new()).await;
     let tools = client.list_all_tools().await.unwrap();
     assert!(tools.iter().any(|t| t.name == "echo"));
@@ -138,7 +138,7 @@ async fn rego_allows_denies_hides_and_logs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn resources_prompts_and_sampling_are_decided() {
-    let s = Setup::with(|s| config(&s, &[&fixture_bundle()], "", ""));
+    let s = Setup::with(|s| config(s, &[&fixture_bundle()], "", ""));
     let host = TestHost::new();
     let asked = host.seen.clone();
     let client = s.connect(host).await;
@@ -267,7 +267,7 @@ async fn every_policy_failure_fails_closed_with_its_own_code() {
         ),
     ];
     for (b, code) in cases {
-        let s = Setup::with(|s| config(&s, &[&b], "", "[policy]\neval_timeout = \"300ms\"\n"));
+        let s = Setup::with(|s| config(s, &[&b], "", "[policy]\neval_timeout = \"300ms\"\n"));
         let (reason, d) = denial_reason(&s).await;
         assert_eq!(reason, code, "{}: {d}", b.display());
     }
@@ -288,7 +288,7 @@ async fn slow_builtins_time_out_and_recursion_is_refused() {
         json!({}),
         "package p\ndecision := {\"allow\": count(sort(split(input.action.args.text, \",\"))) > 0}\n",
     );
-    let s = Setup::with(|s| config(&s, &[&slow], "", "[policy]\neval_timeout = \"20ms\"\n"));
+    let s = Setup::with(|s| config(s, &[&slow], "", "[policy]\neval_timeout = \"20ms\"\n"));
     let client = s.connect(TestHost::new()).await;
     client.list_all_tools().await.unwrap();
     let items: Vec<String> = (0..400_000u64)
@@ -309,7 +309,7 @@ async fn slow_builtins_time_out_and_recursion_is_refused() {
         json!({}),
         "package p\nf(x) := y if { y := f(x) }\ndecision := {\"allow\": f(1) == 1}\n",
     );
-    let s = Setup::with(|s| config(&s, &[&rec], "", ""));
+    let s = Setup::with(|s| config(s, &[&rec], "", ""));
     let out = s.config_check();
     let err =
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
@@ -328,7 +328,7 @@ async fn slow_builtins_time_out_and_recursion_is_refused() {
 async fn fail_open_is_explicit_and_logged() {
     let s = Setup::with(|s| {
         let missing = s.path("no-such-bundle");
-        config(&s, &[&missing], "fail_open = true", "")
+        config(s, &[&missing], "fail_open = true", "")
     });
     let client = s.connect(TestHost::new()).await;
     let r = call(&client, "echo", json!({"text": "through"}))
@@ -372,7 +372,7 @@ async fn layers_override_and_withheld_details() {
         json!({"metadata": {"gavel": {"layer": "override"}}}),
         "package o\ndecision := {\"waive\": [\"outside_scope\", \"residency\"]}\n",
     );
-    let s = Setup::with(|s| config(&s, &[&resource, &compliance, &over], "", ""));
+    let s = Setup::with(|s| config(s, &[&resource, &compliance, &over], "", ""));
     let client = s.connect(TestHost::new()).await;
     // The override waives the resource layer's code…
     let r = call(&client, "echo", json!({"text": "waived"}))
@@ -463,7 +463,7 @@ fn hex_sha256(b: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn decision_records_survive_kill_9() {
-    let s = Setup::with(|s| config(&s, &[&fixture_bundle()], "", ""));
+    let s = Setup::with(|s| config(s, &[&fixture_bundle()], "", ""));
     let (client, pid, mut child) = s.connect_with_pid(TestHost::new()).await;
     for i in 0..5 {
         call(&client, "echo", json!({"text": format!("n{i}")}))
@@ -486,7 +486,7 @@ async fn decision_records_survive_kill_9() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reopens_the_decision_log_after_rotation() {
-    let s = Setup::with(|s| config(&s, &[&fixture_bundle()], "", ""));
+    let s = Setup::with(|s| config(s, &[&fixture_bundle()], "", ""));
     let (client, pid, _child) = s.connect_with_pid(TestHost::new()).await;
     call(&client, "echo", json!({"text": "before"}))
         .await
@@ -564,7 +564,7 @@ async fn workflow_counters_stop_a_runaway_agent() {
         r#"{"max_consecutive_same_tool": 3, "max_calls_per_minute": 1000, "max_session_tokens": 5000, "reasons": {"same_tool_loop": "loop"}}"#,
     )
     .unwrap();
-    let s = Setup::with(|s| config(&s, &[&fixture_bundle(), &wf], "", ""));
+    let s = Setup::with(|s| config(s, &[&fixture_bundle(), &wf], "", ""));
     let client = s.connect(TestHost::new()).await;
     for i in 0..3 {
         let r = call(&client, "echo", json!({"text": format!("n{i}")}))

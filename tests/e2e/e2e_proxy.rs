@@ -20,7 +20,7 @@ fn two_servers(s: &Setup, extra_a: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn negotiates_legacy_era_and_prefixes_names_when_several_servers() {
-    let s = Setup::with(|s| two_servers(&s, ""));
+    let s = Setup::with(|s| two_servers(s, ""));
     let client = s.connect(TestHost::new()).await;
     let info = client.peer_info().unwrap();
     assert_eq!(info.protocol_version, ProtocolVersion::V_2025_11_25);
@@ -51,11 +51,10 @@ async fn one_server_keeps_names_unchanged() {
 #[tokio::test(flavor = "multi_thread")]
 async fn static_deny_hides_tool_and_never_reaches_upstream() {
     let s = Setup::with(|s| {
-        let cfg = format!(
+        format!(
             "{}[servers.alpha.tools]\ndeny = [\"destructive_*\"]\n",
             fixture_server("alpha", &[], &s.path("alpha.jsonl"))
-        );
-        cfg
+        )
     });
     let client = s.connect(TestHost::new()).await;
     let tools = client.list_all_tools().await.unwrap();
@@ -142,7 +141,7 @@ async fn progress_tokens_are_mapped_back_to_the_hosts() {
         "{progress:?} vs {host_token:?}"
     );
     // The upstream saw gavel's own token, not the host's: mapping happened.
-    let upstream_meta = recorded_calls(&s.path("solo.jsonl"))[0]["params"]["_meta"].clone();
+    let upstream_meta = recorded_calls(&s.record("solo"))[0]["params"]["_meta"].clone();
     assert!(
         upstream_meta.get("progressToken").is_some(),
         "{upstream_meta}"
@@ -191,7 +190,7 @@ fn progress_in_one_write_reaches_the_host_before_the_result() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancellation_reaches_the_owning_upstream_only() {
-    let s = Setup::with(|s| two_servers(&s, ""));
+    let s = Setup::with(|s| two_servers(s, ""));
     let client = s.connect(TestHost::new()).await;
     let mut p = CallToolRequestParams::new("alpha__slow");
     p.arguments = json!({"ms": 30000}).as_object().cloned();
@@ -262,7 +261,7 @@ async fn host_without_elicitation_is_not_asked() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn list_changed_is_refetched_and_reannounced() {
-    let s = Setup::with(|s| two_servers(&s, ""));
+    let s = Setup::with(|s| two_servers(s, ""));
     let host = TestHost::new();
     let seen = host.seen.clone();
     let client = s.connect(host).await;
@@ -294,7 +293,7 @@ async fn every_upstream_page_is_fetched() {
         fixture_server(
             "solo",
             &["--page-size", "3", "--extra-tools", "25"],
-            &s.path("solo.jsonl"),
+            &s.record("solo"),
         )
     });
     let client = s.connect(TestHost::new()).await;
@@ -308,7 +307,7 @@ async fn every_upstream_page_is_fetched() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn resources_prompts_completion_logging_route_to_their_server() {
-    let s = Setup::with(|s| two_servers(&s, ""));
+    let s = Setup::with(|s| two_servers(s, ""));
     let host = TestHost::new();
     let seen = host.seen.clone();
     let client = s.connect(host).await;
@@ -389,12 +388,11 @@ async fn subscriptions_and_updates() {
 async fn a_later_name_collision_is_withheld_and_logged() {
     // Prefix "p" + tool "_x" and prefix "p_" + tool "x" both expose "p___x".
     let s = Setup::with(|s| {
-        let cfg = format!(
+        format!(
             "{}prefix = \"p\"\n\n{}prefix = \"p_\"\n",
             fixture_server("first", &[], &s.path("first.jsonl")),
             fixture_server("second", &[], &s.path("second.jsonl")),
-        );
-        cfg
+        )
     });
     let client = s.connect(TestHost::new()).await;
     client.list_all_tools().await.unwrap();

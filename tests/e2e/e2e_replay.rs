@@ -5,7 +5,6 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use serde_json::{Value, json};
@@ -45,17 +44,9 @@ fn bundle(dir: &Path, revision: &str, rego: &str) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// `gavel replay <args>`: (success, stdout, stderr).
 fn replay(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(GAVEL)
-        .arg("replay")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    gavel(&[&["replay"], args].concat())
 }
 
 #[tokio::test(flavor = "multi_thread")]
