@@ -9,8 +9,9 @@
 //!   `http` (`gavel serve`: streamable HTTP with its token check, session
 //!   owners, Host/Origin lists, TLS, drain). `lifecycle` is what both do
 //!   around serving: the status file, SIGINT/SIGTERM, the shutdown epilogue.
-//! - `conn`: `gavel serve`'s accept loop; `host`, `authorize`, `approval`:
-//!   the link back to the host and the one gate both directions pass.
+//!
+//! Not here: `gavel serve`'s accept loop (`transport::conn`), and the link
+//! back to the host with the one gate both directions pass (`host`).
 
 pub mod http;
 pub mod lifecycle;

@@ -114,7 +114,8 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
         opts.drain_timeout,
     )));
     let closed = drain::closed(stops.close.clone());
-    let served = crate::transport::conn::serve(listener, tls, app, opts.conn, stops.stop, closed).await;
+    let served =
+        crate::transport::conn::serve(listener, tls, app, opts.conn, stops.stop, closed).await;
     stops.close.cancel();
     sessions.shutdown_all().await;
     lifecycle.finish().await;
