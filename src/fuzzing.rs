@@ -1,5 +1,5 @@
 //! Entry points shared by the cargo-fuzz targets in `fuzz/` and the corpus
-//! replay test (`tests/fuzz_replay.rs`), so the corpus runs on stable in CI.
+//! replay test (`tests/e2e/fuzz_replay.rs`), so the corpus runs on stable in CI.
 //! Each checks an invariant and panics on violation; a panic is a finding.
 
 use crate::transport::idscan::IdScanner;
@@ -253,50 +253,8 @@ pub fn idscan_depth(data: &[u8]) {
     let depth = usize::from(u16::from_le_bytes([d0, d1])) % 6000;
     // Short strings keep a 6000-level line a few hundred KiB.
     let shape = &shape[..shape.len().min(48)];
-    let filler = serde_json::to_string(&String::from_utf8_lossy(shape)).expect("a string");
-    let id_key = if flags & 0x20 != 0 {
-        r#""\u0069d""#
-    } else {
-        r#""id""#
-    };
-    let id = if flags & 0x04 != 0 {
-        let short: String = String::from_utf8_lossy(shape).chars().take(16).collect();
-        serde_json::to_string(&short).expect("a string")
-    } else {
-        (u64::from(d0) * 7 + u64::from(flags)).to_string()
-    };
-    let ws = if flags & 0x10 != 0 { " \t " } else { "" };
+    let (line, id) = deep_line(d0, flags, depth, shape);
     let has_method = flags & 0x08 != 0;
-    let mut params = String::new();
-    for level in 0..depth {
-        let object = shape
-            .get(level % shape.len().max(1))
-            .is_none_or(|b| b & 1 == 0);
-        if object {
-            params.push_str(&format!(r#"{{{ws}"id"{ws}:{ws}{level},{filler}:{ws}"#));
-        } else {
-            params.push_str(&format!(r#"[{ws}{filler},{{"id":{level}}},{ws}"#));
-        }
-    }
-    params.push_str(&filler);
-    for level in (0..depth).rev() {
-        let object = shape
-            .get(level % shape.len().max(1))
-            .is_none_or(|b| b & 1 == 0);
-        params.push(if object { '}' } else { ']' });
-    }
-    let id_member = format!("{id_key}{ws}:{ws}{id}");
-    let method = if has_method {
-        r#","method":"tools/call""#
-    } else {
-        r#","result_":1"#
-    };
-    let line = match flags & 0x03 {
-        0 => format!(r#"{{{ws}{id_member},"jsonrpc":"2.0"{method},"params":{params}}}"#),
-        1 => format!(r#"{{"jsonrpc":"2.0"{method},{id_member},"params":{params}}}"#),
-        2 => format!(r#"{{"jsonrpc":"2.0"{method},"params":{params},{id_member}}}"#),
-        _ => format!(r#"{{"jsonrpc":"2.0","params":{params}{method},{ws}{id_member}{ws}}}"#),
-    };
     let expected: rmcp::model::RequestId = serde_json::from_str(&id).expect("a valid id");
     let step = 1 + usize::from(flags >> 6) * 997;
     let mut chunked = IdScanner::new();
@@ -308,10 +266,7 @@ pub fn idscan_depth(data: &[u8]) {
     assert_eq!(r.has_method, has_method, "method of {line:.300}");
     assert!(!r.has_outcome, "result_ is not result");
     // An array level holds a `{"id":…}` object: one more level inside the innermost.
-    let innermost_array = depth > 0
-        && shape
-            .get((depth - 1) % shape.len().max(1))
-            .is_some_and(|b| b & 1 != 0);
+    let innermost_array = depth > 0 && !level_is_object(shape, depth - 1);
     let want = depth + 1 + usize::from(innermost_array);
     assert_eq!(r.max_depth as usize, want, "depth of {line:.300}");
     let mut whole = IdScanner::new();
@@ -329,4 +284,67 @@ pub fn idscan_depth(data: &[u8]) {
             "only the depth makes {line:.300} unreadable"
         );
     }
+}
+
+/// Whether nesting level `level` of [`idscan_depth`]'s line is an object
+/// (else an array), as `shape` says.
+fn level_is_object(shape: &[u8], level: usize) -> bool {
+    shape
+        .get(level % shape.len().max(1))
+        .is_none_or(|b| b & 1 == 0)
+}
+
+/// [`idscan_depth`]'s line and the JSON text of its top-level id: `flags`
+/// choose the id's form (number or string, escaped key), whitespace, a
+/// method or not, and where the id sits around `params`.
+fn deep_line(d0: u8, flags: u8, depth: usize, shape: &[u8]) -> (String, String) {
+    let filler = serde_json::to_string(&String::from_utf8_lossy(shape)).expect("a string");
+    let id_key = if flags & 0x20 != 0 {
+        r#""\u0069d""#
+    } else {
+        r#""id""#
+    };
+    let id = if flags & 0x04 != 0 {
+        let short: String = String::from_utf8_lossy(shape).chars().take(16).collect();
+        serde_json::to_string(&short).expect("a string")
+    } else {
+        (u64::from(d0) * 7 + u64::from(flags)).to_string()
+    };
+    let ws = if flags & 0x10 != 0 { " \t " } else { "" };
+    let params = nested_params(depth, shape, ws, &filler);
+    let id_member = format!("{id_key}{ws}:{ws}{id}");
+    let method = if flags & 0x08 != 0 {
+        r#","method":"tools/call""#
+    } else {
+        r#","result_":1"#
+    };
+    let line = match flags & 0x03 {
+        0 => format!(r#"{{{ws}{id_member},"jsonrpc":"2.0"{method},"params":{params}}}"#),
+        1 => format!(r#"{{"jsonrpc":"2.0"{method},{id_member},"params":{params}}}"#),
+        2 => format!(r#"{{"jsonrpc":"2.0"{method},"params":{params},{id_member}}}"#),
+        _ => format!(r#"{{"jsonrpc":"2.0","params":{params}{method},{ws}{id_member}{ws}}}"#),
+    };
+    (line, id)
+}
+
+/// `params` nested `depth` levels deep, each level holding decoy ids and the
+/// `filler` string.
+fn nested_params(depth: usize, shape: &[u8], ws: &str, filler: &str) -> String {
+    let mut params = String::new();
+    for level in 0..depth {
+        if level_is_object(shape, level) {
+            params.push_str(&format!(r#"{{{ws}"id"{ws}:{ws}{level},{filler}:{ws}"#));
+        } else {
+            params.push_str(&format!(r#"[{ws}{filler},{{"id":{level}}},{ws}"#));
+        }
+    }
+    params.push_str(filler);
+    for level in (0..depth).rev() {
+        params.push(if level_is_object(shape, level) {
+            '}'
+        } else {
+            ']'
+        });
+    }
+    params
 }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::decision::Enforcer;
+use crate::policy::start::{Pull, start_enforcer};
 
 pub struct Gateway {
     pub config: Arc<Config>,
@@ -64,20 +65,14 @@ impl Gateway {
     pub async fn start(config: Config) -> anyhow::Result<Arc<Self>> {
         let clock = crate::state::clock::from_env();
         let shutdown = CancellationToken::new();
-        let (enforcer, supply) = if crate::policy::supply::Supply::needed(&config) {
-            // A cached bundle starts at once; the registry is asked in the
-            // background (a stalled registry never holds `initialize`).
-            let supply = crate::policy::supply::Supply::start_from_cache(&config).await?;
-            let enforcer = Arc::new(Enforcer::with_resolver(&config, clock, supply.as_ref())?);
+        // A cached bundle starts at once; the registry is asked in the
+        // background (a stalled registry never holds `initialize`).
+        let (enforcer, supply) = start_enforcer(&config, clock, Pull::CacheFirst).await?;
+        let enforcer = Arc::new(enforcer);
+        if let Some(supply) = &supply {
             supply.started(&enforcer);
             supply.spawn_polling(enforcer.clone(), shutdown.clone());
-            (enforcer, Some(supply))
-        } else {
-            (
-                Arc::new(Enforcer::from_config_with_clock(&config, clock)?),
-                None,
-            )
-        };
+        }
         watch_hangup(enforcer.clone(), shutdown.clone())?;
         Ok(Arc::new(Self {
             config: Arc::new(config),

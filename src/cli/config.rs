@@ -42,12 +42,9 @@ pub async fn check(config: &Path) -> anyhow::Result<()> {
 /// The enforcer `gavel run` would start with: OCI bundles are pulled (or
 /// taken from the cache) and verified exactly as at start.
 async fn enforcer(cfg: &Config) -> anyhow::Result<Enforcer> {
-    Ok(if crate::policy::supply::Supply::needed(cfg) {
-        let supply = crate::policy::supply::Supply::start(cfg).await?;
-        Enforcer::with_resolver(cfg, crate::state::clock::from_env(), supply.as_ref())?
-    } else {
-        Enforcer::from_config(cfg)?
-    })
+    use crate::policy::start::{Pull, start_enforcer};
+    let clock = crate::state::clock::from_env();
+    Ok(start_enforcer(cfg, clock, Pull::Registry).await?.0)
 }
 
 /// What `gavel serve` reads at start besides the config — the `[auth]` key

@@ -10,8 +10,9 @@
 //!   owners, Host/Origin lists, TLS, drain). `lifecycle` is what both do
 //!   around serving: the status file, SIGINT/SIGTERM, the shutdown epilogue.
 //!
-//! Not here: `gavel serve`'s accept loop (`transport::conn`), and the link
-//! back to the host with the one gate both directions pass (`host`).
+//! Beneath the fronts, not in them: the accept loop is `transport::conn`;
+//! the link back to the host, the one gate both directions pass and the
+//! approval step are `crate::host` (upstream uses them too).
 
 pub mod http;
 pub mod lifecycle;

@@ -11,4 +11,5 @@
 pub mod bind;
 mod build;
 pub mod source;
+pub mod start;
 pub mod supply;

@@ -150,96 +150,95 @@ impl Router {
         enforcer: &Enforcer,
         ctx: &crate::decision::DecisionContext,
     ) -> (bool, bool, bool) {
-        let mut t = RouteTable::default();
         let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
-        let startup = !self
-            .first_build_done
-            .swap(true, std::sync::atomic::Ordering::Relaxed);
-        let mut still_claimed: HashMap<String, String> = HashMap::new();
+        let mut b = Building {
+            t: RouteTable::default(),
+            still_claimed: HashMap::new(),
+            startup: !self
+                .first_build_done
+                .swap(true, std::sync::atomic::Ordering::Relaxed),
+        };
         // Previous claimants first, so an arriving server never displaces one
         // that was already listed.
         let mut order: Vec<&String> = self.upstreams.keys().collect();
         order.sort_by_key(|s| !claims.values().any(|c| c == *s));
         for server in order {
-            let up = &self.upstreams[server];
-            let lists = up.lists();
-            t.sources.insert(server.clone(), lists.clone());
-            for tool in &lists.tools {
-                let annotations = annotations_value(tool);
-                let listed = enforcer.tool_listed(server, &tool.name, &annotations, ctx);
-                let exposed = self.exposed_name(server, &tool.name);
-                if let Some(owner) = claim(&mut still_claimed, &exposed, server) {
-                    report_collision(&mut t.withheld, &exposed, server, &owner, startup);
-                    continue;
-                }
-                let mut shown = tool.clone();
-                shown.name = exposed.clone().into();
-                t.tool_routes.insert(
-                    exposed,
-                    ToolRoute {
-                        server: server.clone(),
-                        name: tool.name.to_string(),
-                        tool: Arc::new(tool.clone()),
-                        digest: lists.tool_digests.get(tool.name.as_ref()).cloned(),
-                    },
-                );
-                // A statically denied tool keeps its route (a call to it gets
-                // the structured denial) but is not listed.
-                if listed {
-                    t.tools.push(shown);
-                }
-            }
-            for prompt in &lists.prompts {
-                let exposed = self.exposed_name(server, &prompt.name);
-                let key = format!("prompt:{exposed}");
-                if let Some(owner) = claim(&mut still_claimed, &key, server) {
-                    report_collision(&mut t.withheld, &key, server, &owner, startup);
-                    continue;
-                }
-                let mut shown = prompt.clone();
-                shown.name = exposed.clone();
-                t.prompt_routes.insert(
-                    exposed,
-                    PromptRoute {
-                        server: server.clone(),
-                        name: prompt.name.clone(),
-                    },
-                );
-                t.prompts.push(shown);
-            }
-            for r in &lists.resources {
-                if t.resource_routes.contains_key(&r.uri) {
-                    report_collision(&mut t.withheld, &r.uri, server, "another server", startup);
-                    continue;
-                }
-                t.resource_routes.insert(r.uri.clone(), server.clone());
-                t.resources.push(r.clone());
-            }
-            for tpl in &lists.templates {
-                t.template_routes
-                    .push((UriTemplate::parse(&tpl.uri_template), server.clone()));
-                t.templates.push(tpl.clone());
-            }
+            let lists = self.upstreams[server].lists();
+            b.t.sources.insert(server.clone(), lists.clone());
+            self.add_tools(&mut b, server, &lists, enforcer, ctx);
+            self.add_prompts(&mut b, server, &lists);
+            b.add_resources(server, &lists);
         }
-        *claims = still_claimed;
+        *claims = b.still_claimed;
         // The claims lock is held until the new table is in place: rebuilds
         // run one at a time, so an older build never replaces a newer one
         // and each compares against the table it replaces.
-        let old = self.table();
-        let changed = (
-            tool_names(&old.tools) != tool_names(&t.tools) || tools_differ(&old, &t),
-            old.resources.len() != t.resources.len()
-                || old.templates.len() != t.templates.len()
-                || old
-                    .resources
-                    .iter()
-                    .zip(&t.resources)
-                    .any(|(a, b)| a.uri != b.uri),
-            old.prompts
-                .iter()
-                .map(|p| &p.name)
-                .ne(t.prompts.iter().map(|p| &p.name)),
-        );
+        let changed = self.install(b.t);
+        drop(claims);
+        changed
+    }
+
+    /// Routes `server`'s tools; lists those the static rules do not deny.
+    fn add_tools(
+        &self,
+        b: &mut Building,
+        server: &str,
+        lists: &UpstreamLists,
+        enforcer: &Enforcer,
+        ctx: &crate::decision::DecisionContext,
+    ) {
+        for tool in &lists.tools {
+            let annotations = annotations_value(tool);
+            let listed = enforcer.tool_listed(server, &tool.name, &annotations, ctx);
+            let exposed = self.exposed_name(server, &tool.name);
+            if let Some(owner) = claim(&mut b.still_claimed, &exposed, server) {
+                report_collision(&mut b.t.withheld, &exposed, server, &owner, b.startup);
+                continue;
+            }
+            let mut shown = tool.clone();
+            shown.name = exposed.clone().into();
+            b.t.tool_routes.insert(
+                exposed,
+                ToolRoute {
+                    server: server.to_string(),
+                    name: tool.name.to_string(),
+                    tool: Arc::new(tool.clone()),
+                    digest: lists.tool_digests.get(tool.name.as_ref()).cloned(),
+                },
+            );
+            // A statically denied tool keeps its route (a call to it gets
+            // the structured denial) but is not listed.
+            if listed {
+                b.t.tools.push(shown);
+            }
+        }
+    }
+
+    fn add_prompts(&self, b: &mut Building, server: &str, lists: &UpstreamLists) {
+        for prompt in &lists.prompts {
+            let exposed = self.exposed_name(server, &prompt.name);
+            let key = format!("prompt:{exposed}");
+            if let Some(owner) = claim(&mut b.still_claimed, &key, server) {
+                report_collision(&mut b.t.withheld, &key, server, &owner, b.startup);
+                continue;
+            }
+            let mut shown = prompt.clone();
+            shown.name = exposed.clone();
+            b.t.prompt_routes.insert(
+                exposed,
+                PromptRoute {
+                    server: server.to_string(),
+                    name: prompt.name.clone(),
+                },
+            );
+            b.t.prompts.push(shown);
+        }
+    }
+
+    /// Swaps in the new table; which list kinds changed (tools, resources,
+    /// prompts), each marked with a new generation.
+    fn install(&self, mut t: RouteTable) -> (bool, bool, bool) {
+        let changed = list_changes(&self.table(), &t);
         let mut slot = self.table.write().unwrap_or_else(|e| e.into_inner());
         t.changed_at = slot.changed_at;
         if changed.0 || changed.1 || changed.2 {
@@ -254,8 +253,6 @@ impl Router {
             }
         }
         *slot = Arc::new(t);
-        drop(slot);
-        drop(claims);
         changed
     }
 
@@ -320,6 +317,61 @@ fn tools_differ(old: &RouteTable, new: &RouteTable) -> bool {
     new.tool_routes
         .iter()
         .any(|(k, r)| old.tool_routes.get(k).map(|o| &o.digest) != Some(&r.digest))
+}
+
+/// A table being built, with the names claimed so far.
+struct Building {
+    t: RouteTable,
+    still_claimed: HashMap<String, String>,
+    /// The first build: collisions are reported at startup level.
+    startup: bool,
+}
+
+impl Building {
+    /// Routes `server`'s resources (the first server to list a URI keeps
+    /// it) and templates.
+    fn add_resources(&mut self, server: &str, lists: &UpstreamLists) {
+        for r in &lists.resources {
+            if self.t.resource_routes.contains_key(&r.uri) {
+                report_collision(
+                    &mut self.t.withheld,
+                    &r.uri,
+                    server,
+                    "another server",
+                    self.startup,
+                );
+                continue;
+            }
+            self.t
+                .resource_routes
+                .insert(r.uri.clone(), server.to_string());
+            self.t.resources.push(r.clone());
+        }
+        for tpl in &lists.templates {
+            self.t
+                .template_routes
+                .push((UriTemplate::parse(&tpl.uri_template), server.to_string()));
+            self.t.templates.push(tpl.clone());
+        }
+    }
+}
+
+/// Which list kinds differ between two tables (tools, resources, prompts).
+fn list_changes(old: &RouteTable, t: &RouteTable) -> (bool, bool, bool) {
+    (
+        tool_names(&old.tools) != tool_names(&t.tools) || tools_differ(old, t),
+        old.resources.len() != t.resources.len()
+            || old.templates.len() != t.templates.len()
+            || old
+                .resources
+                .iter()
+                .zip(&t.resources)
+                .any(|(a, b)| a.uri != b.uri),
+        old.prompts
+            .iter()
+            .map(|p| &p.name)
+            .ne(t.prompts.iter().map(|p| &p.name)),
+    )
 }
 
 /// Claims `key` for `server`; `Some(owner)` if another server holds it.

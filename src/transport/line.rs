@@ -222,6 +222,19 @@ where
         }
     }
 
+    /// The end of an over-long line: answered on the id the scanner found
+    /// (or refused with `"id": null`), reading resumes normally.
+    fn finish_discard(&mut self) -> Option<RxJsonRpcMessage<Role>> {
+        let ReadState::Discarding { scanner, seen } =
+            std::mem::replace(&mut self.state, ReadState::Normal)
+        else {
+            unreachable!("DiscardDone is only produced while discarding")
+        };
+        self.line = Vec::new(); // release the memory a big line may have grown
+        let scan = scanner.result();
+        self.unreadable(Unreadable::TooLarge(seen), scan)
+    }
+
     fn parse_line(&mut self) -> Option<RxJsonRpcMessage<Role>> {
         let raw = std::mem::take(&mut self.line);
         let body = raw.strip_suffix(b"\n").unwrap_or(&raw);
@@ -401,6 +414,44 @@ enum Step {
     Eof,
 }
 
+/// Takes what the reader has buffered, up to and including the next
+/// newline: appended to `line`, or — once the line is over `max_bytes` —
+/// fed to the id scanner and dropped. Returns the bytes taken and what they
+/// completed.
+fn take_chunk(
+    state: &mut ReadState,
+    line: &mut Vec<u8>,
+    max_bytes: usize,
+    available: &[u8],
+) -> (usize, Step) {
+    if available.is_empty() {
+        return (0, Step::Eof);
+    }
+    let newline = available.iter().position(|b| *b == b'\n');
+    let take = newline.map_or(available.len(), |i| i + 1);
+    let ends = |done: Step, more: Step| if newline.is_some() { done } else { more };
+    match state {
+        ReadState::Discarding { scanner, seen } => {
+            scanner.feed(&available[..take]);
+            *seen += take;
+            (take, ends(Step::DiscardDone, Step::More))
+        }
+        ReadState::Normal if line.len() + take > max_bytes + 2 => {
+            let mut scanner = IdScanner::new();
+            scanner.feed(line);
+            scanner.feed(&available[..take]);
+            let seen = line.len() + take;
+            line.clear();
+            *state = ReadState::Discarding { scanner, seen };
+            (take, ends(Step::DiscardDone, Step::Overflow))
+        }
+        ReadState::Normal => {
+            line.extend_from_slice(&available[..take]);
+            (take, ends(Step::Line, Step::More))
+        }
+    }
+}
+
 impl<Role, R, W> Transport<Role> for LineTransport<Role, R, W>
 where
     Role: ServiceRole,
@@ -428,53 +479,7 @@ where
                         return None;
                     }
                 };
-                if available.is_empty() {
-                    (0, Step::Eof)
-                } else {
-                    let newline = available.iter().position(|b| *b == b'\n');
-                    let take = newline.map_or(available.len(), |i| i + 1);
-                    match &mut self.state {
-                        ReadState::Discarding { scanner, seen } => {
-                            scanner.feed(&available[..take]);
-                            *seen += take;
-                            (
-                                take,
-                                if newline.is_some() {
-                                    Step::DiscardDone
-                                } else {
-                                    Step::More
-                                },
-                            )
-                        }
-                        ReadState::Normal if self.line.len() + take > self.max_bytes + 2 => {
-                            let mut scanner = IdScanner::new();
-                            scanner.feed(&self.line);
-                            scanner.feed(&available[..take]);
-                            let seen = self.line.len() + take;
-                            self.line.clear();
-                            self.state = ReadState::Discarding { scanner, seen };
-                            (
-                                take,
-                                if newline.is_some() {
-                                    Step::DiscardDone
-                                } else {
-                                    Step::Overflow
-                                },
-                            )
-                        }
-                        ReadState::Normal => {
-                            self.line.extend_from_slice(&available[..take]);
-                            (
-                                take,
-                                if newline.is_some() {
-                                    Step::Line
-                                } else {
-                                    Step::More
-                                },
-                            )
-                        }
-                    }
-                }
+                take_chunk(&mut self.state, &mut self.line, self.max_bytes, available)
             };
             self.reader.consume(consumed);
             match step {
@@ -486,14 +491,7 @@ where
                     }
                 }
                 Step::DiscardDone => {
-                    let ReadState::Discarding { scanner, seen } =
-                        std::mem::replace(&mut self.state, ReadState::Normal)
-                    else {
-                        unreachable!("DiscardDone is only produced while discarding")
-                    };
-                    self.line = Vec::new(); // release the memory a big line may have grown
-                    let scan = scanner.result();
-                    if let Some(msg) = self.unreadable(Unreadable::TooLarge(seen), scan) {
+                    if let Some(msg) = self.finish_discard() {
                         return Some(msg);
                     }
                 }

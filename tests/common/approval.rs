@@ -33,7 +33,7 @@ decision := {
 "#;
 
 pub fn setup(extra_policy: &str) -> Setup {
-    let s = Setup::new("");
+    let s = Setup::blank();
     let b = super::policy::bundle(
         s.dir.path(),
         "policy",
@@ -41,16 +41,12 @@ pub fn setup(extra_policy: &str) -> Setup {
         json!({"revision": "1"}),
         POLICY,
     );
-    std::fs::write(
-        s.config(),
-        format!(
-            "[policy]\n{extra_policy}\n\n[log]\ndecisions = {:?}\n\n{}bundle = {:?}\n",
-            s.path("decisions.jsonl").display().to_string(),
-            fixture_server("fx", &[], &s.path("r.jsonl")),
-            b.display().to_string()
-        ),
-    )
-    .unwrap();
+    s.write_config(&format!(
+        "[policy]\n{extra_policy}\n\n[log]\ndecisions = {:?}\n\n{}bundle = {:?}\n",
+        s.path("decisions.jsonl").display().to_string(),
+        fixture_server("fx", &[], &s.path("r.jsonl")),
+        b.display().to_string()
+    ));
     s
 }
 
@@ -59,7 +55,7 @@ pub fn add_config(s: &Setup, tables: &str) {
     let mut cfg = std::fs::read_to_string(s.config()).unwrap();
     cfg.push('\n');
     cfg.push_str(tables);
-    std::fs::write(s.config(), cfg).unwrap();
+    s.write_config(&cfg);
 }
 
 pub fn steps(s: &Setup) -> Vec<String> {

@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 
-use rmcp::ServiceExt;
 use serde_json::{Value, json};
 
 use super::*;
@@ -49,20 +48,20 @@ impl Lab {
     /// A lab whose server decides with the bundle `make` returns; `extra`:
     /// top-level tables (`[budget]`, `[policy]`…).
     pub fn build(make: impl FnOnce(&Setup) -> PathBuf, extra: &str, state: Option<String>) -> Lab {
-        let s = Setup::new("");
-        let b = make(&s);
-        let clock = TestClock::new(s.path("clock"));
-        std::fs::write(
-            s.config(),
+        let s = Setup::with(|s| {
+            let b = make(s);
             format!(
-                "[identity.user]\nid = \"${{E2E_USER:-ada}}\"\n\n[identity.agent]\nid = \"${{E2E_AGENT:-a1}}\"\n\n[state]\n{}\n\n[log]\ndecisions = {:?}\n\n{extra}\n\n{}bundle = {:?}\n",
-                state.unwrap_or_else(|| format!("path = {:?}", s.path("state.sqlite").display().to_string())),
-                s.path("decisions.jsonl").display().to_string(),
+                "[identity.user]\nid = \"${{E2E_USER:-ada}}\"\n\n[identity.agent]\nid = \"${{E2E_AGENT:-a1}}\"\n\n[state]\n{}\n\n{}{extra}\n\n{}bundle = {:?}\n",
+                state.unwrap_or_else(|| format!(
+                    "path = {:?}",
+                    s.path("state.sqlite").display().to_string()
+                )),
+                s.decision_log_table(),
                 fixture_server("fx", &[], &s.path("r.jsonl")),
                 b.display().to_string()
-            ),
-        )
-        .unwrap();
+            )
+        });
+        let clock = TestClock::new(s.path("clock"));
         Lab { s, clock }
     }
 
@@ -71,7 +70,7 @@ impl Lab {
         let mut cfg = std::fs::read_to_string(self.s.config()).unwrap();
         cfg.push('\n');
         cfg.push_str(toml);
-        std::fs::write(self.s.config(), cfg).unwrap();
+        self.s.write_config(&cfg);
     }
 
     pub fn advance(&self, secs: f64) {
@@ -139,19 +138,8 @@ impl Lab {
     }
 
     /// A gavel connected and its pid, for `kill -9`.
-    pub async fn connect_killable(&self) -> (Client, i32, tokio::process::Child) {
-        let mut cmd = self.command();
-        cmd.stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().unwrap();
-        let pid = child.id().unwrap() as i32;
-        let io = (child.stdout.take().unwrap(), child.stdin.take().unwrap());
-        let client = tokio::time::timeout(PATIENCE, TestHost::new().serve(io))
-            .await
-            .expect("gavel answered initialize")
-            .expect("initialize succeeded");
-        (client, pid, child)
+    pub async fn connect_with_pid(&self) -> (Client, i32, tokio::process::Child) {
+        connect_with_pid(self.command(), TestHost::new()).await
     }
 
     pub fn decisions(&self) -> Vec<Value> {

@@ -1,8 +1,8 @@
 //! Shared support for end-to-end tests: write a config, launch the real gavel
 //! binary, talk to it with a real rmcp client, read what the fixture recorded.
-#![allow(dead_code)]
 
 pub mod approval;
+pub mod governance_session;
 pub mod lab;
 pub mod metrics;
 mod net;
@@ -21,7 +21,6 @@ use rmcp::service::{NotificationContext, RequestContext, RoleClient, RunningServ
 use rmcp::{ClientHandler, ErrorData, ServiceExt};
 use serde_json::{Value, json};
 
-#[allow(unused_imports)] // not every test crate uses the HTTP helpers
 pub use net::*;
 
 pub const GAVEL: &str = env!("CARGO_BIN_EXE_gavel");
@@ -207,10 +206,56 @@ pub struct Setup {
 }
 
 impl Setup {
+    /// A setup whose config is `toml` as given (no paths of its own).
     pub fn new(toml: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("servers.toml"), toml).unwrap();
-        Self { dir }
+        Self::with(|_| toml.to_string())
+    }
+
+    /// A setup whose config `toml` writes: it gets the setup to name paths
+    /// inside the temp dir (record files, the decision log, bundles it
+    /// creates there), so a test states its config once instead of
+    /// writing an empty one and overwriting it.
+    pub fn with(toml: impl FnOnce(&Setup) -> String) -> Self {
+        let s = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let text = toml(&s);
+        s.write_config(&text);
+        s
+    }
+
+    /// A setup whose config is still empty: for a test that first makes
+    /// keys, bundles or upstreams in its directory, or keeps what it made
+    /// there for later steps, and then writes the config
+    /// ([`Setup::write_config`]).
+    pub fn blank() -> Self {
+        Self::with(|_| String::new())
+    }
+
+    /// One fixture server `name` recording to `<name>.jsonl`, nothing else:
+    /// the setup of most forwarding tests.
+    pub fn solo(name: &str) -> Self {
+        Self::with(|s| fixture_server(name, &[], &s.record(name)))
+    }
+
+    /// Where the fixture server `name` of [`Setup::solo`] records.
+    pub fn record(&self, name: &str) -> PathBuf {
+        self.path(&format!("{name}.jsonl"))
+    }
+
+    /// Replaces the config (for tests of reloads and of what gavel does
+    /// when its config changes under it).
+    pub fn write_config(&self, toml: &str) {
+        std::fs::write(self.config(), toml).unwrap();
+    }
+
+    /// `[log] decisions` pointing at [`Setup::decisions`]'s file, as the
+    /// first table of a config.
+    pub fn decision_log_table(&self) -> String {
+        format!(
+            "[log]\ndecisions = {:?}\n\n",
+            self.path("decisions.jsonl").display().to_string()
+        )
     }
 
     pub fn config(&self) -> PathBuf {
@@ -246,18 +291,22 @@ impl Setup {
         ]
     }
 
-    /// `gavel run --config …` as a host launches it, connected.
-    pub async fn connect(&self, host: TestHost) -> Client {
+    /// `gavel run --config …` as a host launches it, not yet started.
+    pub fn command(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(GAVEL);
         cmd.args(self.run_args());
-        connect_cmd(cmd, host).await
+        cmd
+    }
+
+    /// `gavel run --config …` as a host launches it, connected.
+    pub async fn connect(&self, host: TestHost) -> Client {
+        connect_cmd(self.command(), host).await
     }
 
     /// `gavel run --config …` on the test clock `clock`, not yet started.
     pub fn command_on(&self, clock: &TestClock) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(GAVEL);
-        cmd.args(self.run_args())
-            .env("GAVEL_TEST_CLOCK_FILE", &clock.0);
+        let mut cmd = self.command();
+        cmd.env("GAVEL_TEST_CLOCK_FILE", &clock.0);
         cmd
     }
 
@@ -268,30 +317,13 @@ impl Setup {
 
     /// The decision log at `decisions.jsonl` (the name the tests configure).
     pub fn decisions(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.path("decisions.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        records(&self.path("decisions.jsonl"))
     }
 
     /// Like `connect`, but also returns gavel's pid and process handle (for
     /// signals).
     pub async fn connect_with_pid(&self, host: TestHost) -> (Client, i32, tokio::process::Child) {
-        let mut child = tokio::process::Command::new(GAVEL)
-            .args(self.run_args())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn gavel");
-        let pid = child.id().expect("pid") as i32;
-        let io = (child.stdout.take().unwrap(), child.stdin.take().unwrap());
-        let client = tokio::time::timeout(PATIENCE, host.serve(io))
-            .await
-            .expect("gavel answered initialize")
-            .expect("initialize succeeded");
-        (client, pid, child)
+        connect_with_pid(self.command(), host).await
     }
 
     pub fn log_text(&self) -> String {
@@ -323,21 +355,34 @@ impl TestClock {
     }
 }
 
-pub async fn connect_cmd(mut cmd: tokio::process::Command, host: TestHost) -> Client {
+/// Starts `cmd` as a host launches gavel (stdio piped, killed when the
+/// handle drops) and initializes `host` over it; returns the client, gavel's
+/// pid and its process handle (for signals and `kill -9`).
+pub async fn connect_with_pid(
+    mut cmd: tokio::process::Command,
+    host: TestHost,
+) -> (Client, i32, tokio::process::Child) {
     cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true);
     let mut child = cmd.spawn().expect("spawn gavel");
-    let stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let pid = child.id().expect("pid") as i32;
+    let io = (child.stdout.take().unwrap(), child.stdin.take().unwrap());
+    let client = tokio::time::timeout(PATIENCE, host.serve(io))
+        .await
+        .expect("gavel answered initialize")
+        .expect("initialize succeeded");
+    (client, pid, child)
+}
+
+/// Like [`connect_with_pid`], for a test that never signals gavel.
+pub async fn connect_cmd(cmd: tokio::process::Command, host: TestHost) -> Client {
+    let (client, _, mut child) = connect_with_pid(cmd, host).await;
     // The child handle must outlive the client; park it in a task that waits.
     tokio::spawn(async move {
         let _ = child.wait().await;
     });
-    tokio::time::timeout(PATIENCE, host.serve((stdout, stdin)))
-        .await
-        .expect("gavel answered initialize")
-        .expect("initialize succeeded")
+    client
 }
 
 /// A stdio fixture server entry for servers.toml.
@@ -356,10 +401,12 @@ pub fn fixture_server(name: &str, extra_args: &[&str], record: &Path) -> String 
     )
 }
 
-/// Lines the fixture recorded (requests and notifications it received).
-/// A line that does not parse fails the test: it would mean two fixture
-/// processes interleaved their writes, and skipping it would hide records.
-pub fn recorded(path: &Path) -> Vec<Value> {
+/// Every JSON line of `path`, none when it does not exist: the one reader
+/// of what gavel and the fixture write line by line (the decision log, the
+/// fixture's record of the requests and notifications it received). A line
+/// that does not parse fails the test naming the file: it would mean two
+/// writers interleaved, or a torn record, and skipping it would hide one.
+pub fn records(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -370,8 +417,9 @@ pub fn recorded(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The `tools/call` requests the fixture recorded.
 pub fn recorded_calls(path: &Path) -> Vec<Value> {
-    recorded(path)
+    records(path)
         .into_iter()
         .filter(|v| v["method"] == "tools/call")
         .collect()
@@ -466,13 +514,33 @@ pub async fn until_announced_list(
     }
 }
 
-/// A free TCP port on loopback (bound, then released).
+/// A free TCP port on loopback (bound, then released). Racy: another
+/// process can take the port before the test's server binds it. Only for
+/// listeners that cannot bind port 0 and say where they are (the
+/// registry, Redis, gavel's metrics port, a port written into a config
+/// before gavel starts); `gavel serve` binds port 0 ([`gavel_serve`]).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port` (a
+/// server the test just spawned), at most PATIENCE; failing, the panic
+/// shows `log` (the server's own account of why it did not start).
+pub fn wait_for_port(port: u16, what: &str, log: Option<&Path>) {
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{what} did not listen on 127.0.0.1:{port}: {}",
+            log.map(|l| std::fs::read_to_string(l).unwrap_or_default())
+                .unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Copies a directory tree (bundles to sign or tamper with).

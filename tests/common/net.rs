@@ -80,47 +80,79 @@ pub async fn post_init(port: u16, bearer: Option<&str>) -> String {
     .await
 }
 
-/// `gavel serve` on this setup's config at 127.0.0.1:`port`, once it listens.
-pub async fn gavel_serve(s: &Setup, port: u16, env: &[(&str, &str)]) -> tokio::process::Child {
-    gavel_serve_with(s, port, env, &[]).await
+/// `gavel serve` on this setup's config, on a port the OS picked, once it
+/// listens: the process and its port.
+pub async fn gavel_serve(s: &Setup, env: &[(&str, &str)]) -> (tokio::process::Child, u16) {
+    gavel_serve_with(s, env, &[]).await
 }
 
 /// `gavel serve` with extra arguments (TLS, allowed hosts…).
 pub async fn gavel_serve_with(
     s: &Setup,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> (tokio::process::Child, u16) {
+    gavel_serve_logged(&s.config(), &s.log(), "127.0.0.1:0", env, extra).await
+}
+
+/// `gavel serve` on 127.0.0.1:`port`, for a config that names its own URL
+/// (a bearer-token audience is the URL hosts connect to), so the port is
+/// chosen before gavel starts: [`free_port`]'s race, where nothing else
+/// will do.
+pub async fn gavel_serve_at(
+    s: &Setup,
     port: u16,
     env: &[(&str, &str)],
     extra: &[&str],
 ) -> tokio::process::Child {
-    gavel_serve_logged(&s.config(), &s.log(), port, env, extra).await
+    let listen = format!("127.0.0.1:{port}");
+    gavel_serve_logged(&s.config(), &s.log(), &listen, env, extra)
+        .await
+        .0
 }
 
-/// `gavel serve` of `config` logging to `log` (several instances of one
-/// config each need their own log to tell when each listens).
+/// `gavel serve --listen <listen>` of `config` logging to `log` (several
+/// instances of one config each need their own log to tell when each
+/// listens, and where), once it listens: the process and the port it
+/// reports. With port 0 the OS picks it as gavel binds, so no other
+/// process can take it first (as it can a port picked beforehand).
 pub async fn gavel_serve_logged(
     config: &Path,
     log: &Path,
-    port: u16,
+    listen: &str,
     env: &[(&str, &str)],
     extra: &[&str],
-) -> tokio::process::Child {
+) -> (tokio::process::Child, u16) {
     let child = tokio::process::Command::new(GAVEL)
         .args(["serve", "--config"])
         .arg(config)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--log-file"])
+        .args(["--listen", listen, "--log-file"])
         .arg(log)
         .args(extra)
         .envs(env.iter().copied())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    let addr = serving_address(log).await;
+    (child, addr.port())
+}
+
+/// The address a `gavel serve` logging to `log` reports it serves at (the
+/// bound one, never `:0`), once it listens.
+pub async fn serving_address(log: &Path) -> std::net::SocketAddr {
+    const SERVING: &str = "serving MCP over streamable HTTP at ";
+    let mut found = None;
     eventually("gavel listens", || {
-        std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .contains("serving MCP over streamable HTTP")
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        found = text.lines().find_map(|l| {
+            let url = &l[l.find(SERVING)? + SERVING.len()..];
+            let authority = url.split_once("://")?.1.split_once("/mcp")?.0;
+            authority.parse().ok()
+        });
+        found.is_some()
     })
     .await;
-    child
+    found.unwrap()
 }
 
 /// The HS256 secret of the bearer-token tests; gavel reads it from the

@@ -94,9 +94,7 @@ pub fn role(server: &str, reference: &str, roots: &[&str], layer: Option<&str>) 
 
 pub fn config(s: &Setup, reg: &TestRegistry, reference: &str, trusted: &[&str]) {
     let trusted: Vec<String> = trusted.iter().map(|k| format!("{k:?}")).collect();
-    std::fs::write(
-        s.config(),
-        format!(
+    s.write_config(&format!(
             "[keys.k1]\nalgorithm = \"HS256\"\nkey_file = {:?}\n\n[keys.k2]\nalgorithm = \"HS256\"\nkey_file = {:?}\n\n\
              [identity.user]\nid = \"ada\"\n\n[log]\ndecisions = {:?}\n\n\
              [oci]\ncache_dir = {:?}\nmin_delay = \"100ms\"\nmax_delay = \"300ms\"\n\n\
@@ -109,9 +107,7 @@ pub fn config(s: &Setup, reg: &TestRegistry, reference: &str, trusted: &[&str]) 
             fixture_server("fx", &[], &s.path("r.jsonl")),
             trusted.join(", "),
             role("fx", reference, &["mcp/fixture"], None)
-        ),
-    )
-    .unwrap();
+        ));
 }
 
 /// Where the registry keeps a blob's bytes (to damage them on purpose).

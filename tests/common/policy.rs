@@ -1,5 +1,5 @@
 //! Policy-side helpers shared by the end-to-end tests: the fixture's bundle,
-//! one-file bundles, a config with a decision log, and reading that log.
+//! one-file bundles, a config with a decision log.
 
 use std::path::{Path, PathBuf};
 
@@ -39,20 +39,6 @@ pub fn config(s: &Setup, bundles: &[&Path], extra_server: &str, top: &str) -> St
         fixture_server("fx", &[], &s.path("r.jsonl")),
         list.join(", ")
     )
-}
-
-/// Every record of a decision log file (none when it does not exist).
-pub fn records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is one JSON record"))
-        .collect()
-}
-
-/// The setup's `decisions.jsonl`.
-pub fn decisions(s: &Setup) -> Vec<Value> {
-    records(&s.path("decisions.jsonl"))
 }
 
 /// The JSON-RPC error code of a failed request.

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 pub struct TestRegistry {
     child: Option<Child>,
@@ -75,15 +74,7 @@ impl TestRegistry {
             .spawn()
             .expect("docker-registry (Debian package; scripts/setup installs it)");
         self.child = Some(child);
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                start.elapsed() < super::PATIENCE,
-                "registry did not start: {}",
-                std::fs::read_to_string(root.join("registry.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::wait_for_port(self.port, "the registry", Some(&root.join("registry.log")));
     }
 
     pub fn storage(&self) -> &Path {

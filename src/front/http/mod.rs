@@ -10,7 +10,7 @@
 //! (`auth.rs`) and the session's owner (`binding.rs`); request bodies
 //! bounded by `limits.max_message_bytes` and `[serve] body_timeout`, read
 //! only after the token is checked, `server/discover` refused — `body.rs`;
-//! connections, header reads and `TCP_NODELAY` are `conn.rs`'s. Sessions
+//! connections, header reads and `TCP_NODELAY` are `transport::conn`'s. Sessions
 //! are capped in all (`max_sessions`, `cap.rs`) and, with bearer tokens,
 //! per user (`max_sessions_per_user`, `binding.rs`); a session idle for
 //! `session_idle_timeout` is closed by rmcp and its upstreams stop with it.

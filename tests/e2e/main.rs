@@ -1,0 +1,51 @@
+//! gavel's integration tests, as one crate: one module per area (the module
+//! names are the former test files', so a test's path reads
+//! `e2e_proxy::one_server_keeps_names_unchanged`). One crate links the
+//! library, rmcp and the helpers once instead of once per file, and the
+//! helpers in `tests/common` are checked for dead code like any module.
+//!
+//! Most modules run the real `gavel` binary against the fixture upstream
+//! (`tests/fixture/server.rs`, the `gavel-fixture` binary); a few need an
+//! external tool that `scripts/setup` installs (node, a registry, Redis):
+//! see README.md, Development. Run one area with
+//! `cargo test --test e2e e2e_proxy::`.
+
+// The helpers live beside the crate (tests/common), not inside it, so the
+// fixture paths and `tests/common/tmpfs.rs`'s path to `src/` keep working.
+#[path = "../common/mod.rs"]
+mod common;
+
+mod e2e_approval;
+mod e2e_approval_effects;
+mod e2e_bad_input;
+mod e2e_budgets;
+mod e2e_conformance;
+mod e2e_contract;
+mod e2e_counters;
+mod e2e_decision_log;
+mod e2e_everything;
+mod e2e_explain;
+mod e2e_http;
+mod e2e_http_auth;
+mod e2e_http_jwks;
+mod e2e_http_serve;
+mod e2e_http_users;
+mod e2e_lifecycle;
+mod e2e_limits;
+mod e2e_metrics;
+mod e2e_oci;
+mod e2e_oci_auth;
+mod e2e_oci_ops;
+mod e2e_oci_registry;
+mod e2e_oci_reload;
+mod e2e_paths;
+mod e2e_policy;
+mod e2e_proxy;
+mod e2e_replay;
+mod e2e_report;
+mod e2e_signing;
+mod e2e_signing_es512;
+mod e2e_status;
+mod fuzz_replay;
+mod golden_fidelity;
+mod policy_bundles;
