@@ -226,17 +226,28 @@ impl Asking<'_> {
     }
 }
 
+/// A request passing the gate: what it asks, for which session, over which
+/// host link, with the host's progress token if it gave one.
+pub struct Gated<'a> {
+    pub enforcer: &'a Enforcer,
+    pub host: &'a HostLink,
+    pub session: &'a SessionState,
+    pub action: &'a Action,
+    pub progress: Option<ProgressToken>,
+}
+
 /// The approval step of an allowed request: `Ok` when it may be forwarded,
 /// the denial to answer otherwise (the request is then not made: its budget
 /// charge is given back and it counts as denied).
-pub async fn settle(
-    enforcer: &Enforcer,
-    host: &HostLink,
-    session: &SessionState,
-    action: &Action,
-    permit: &Permit,
-    progress: Option<ProgressToken>,
-) -> Result<(), Decision> {
+pub async fn settle(request: &Gated<'_>, permit: &Permit) -> Result<(), Decision> {
+    let Gated {
+        enforcer,
+        host,
+        session,
+        action,
+        ref progress,
+    } = *request;
+    let progress = progress.clone();
     let d = &permit.decision;
     let Some(a) = &d.require_approval else {
         return Ok(());

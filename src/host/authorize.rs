@@ -35,7 +35,14 @@ pub async fn authorize(
         Verdict::Deny(d) => return Err(d),
         Verdict::Allow(p) => p,
     };
-    super::approval::settle(enforcer, host, session, action, &permit, progress).await?;
+    let request = super::approval::Gated {
+        enforcer,
+        host,
+        session,
+        action,
+        progress,
+    };
+    super::approval::settle(&request, &permit).await?;
     Ok(permit)
 }
 

@@ -173,6 +173,17 @@ impl Active {
     }
 }
 
+/// What building one server's policy reads: the server, the whole config
+/// (shared bundles, `[policy]` keys and roles) and where bundles come from.
+struct Building<'a> {
+    name: &'a str,
+    server: &'a ServerConfig,
+    config: &'a Config,
+    resolver: &'a dyn Resolve,
+    /// The `[policy]` keys, as the signing settings shared bundles use.
+    shared_signing: crate::config::BundleSigning,
+}
+
 pub(super) fn server_active(
     name: &str,
     server: &ServerConfig,
@@ -195,10 +206,16 @@ pub(super) fn server_active(
             signers,
         });
     }
-    let shared_signing = crate::config::BundleSigning {
-        keys: config.policy.keys.clone(),
-        exclude_files: vec![],
-        require_signature: true,
+    let building = Building {
+        name,
+        server,
+        config,
+        resolver,
+        shared_signing: crate::config::BundleSigning {
+            keys: config.policy.keys.clone(),
+            exclude_files: vec![],
+            require_signature: true,
+        },
     };
     let built = (|| {
         let mut bundles = Vec::new();
@@ -210,8 +227,7 @@ pub(super) fn server_active(
                 .map(|r| (SHARED_OWNER, r)),
         );
         for (owner, r) in refs {
-            let (b, signer) = load_one(name, server, config, owner, r, resolver, &shared_signing)
-                .map_err(|e| {
+            let (b, signer) = building.load_one(owner, r).map_err(|e| {
                 if owner == SHARED_OWNER {
                     format!("shared bundle {e}")
                 } else {
@@ -241,65 +257,66 @@ pub(super) fn server_active(
     Ok(Active { policy, signers })
 }
 
-/// One bundle of server `name`'s policy, in the order that keeps untrusted
-/// bytes away from the parsers: its files are read (bounded, nesting
-/// pre-scanned, nothing parsed), its signature verified under the keys that
-/// apply, and only then is it parsed, bound to what the operator says it is
-/// for (`bind`) and — from a registry — made to pass its own tests. Returns
-/// the bundle and the key id that verified it.
-fn load_one(
-    name: &str,
-    server: &ServerConfig,
-    config: &Config,
-    owner: &str,
-    r: &str,
-    resolver: &dyn Resolve,
-    shared_signing: &crate::config::BundleSigning,
-) -> Result<(Arc<Bundle>, Option<String>), String> {
-    let raw = resolver.resolve(owner, r)?;
-    let oci = r.starts_with("oci://");
-    let shared = owner == SHARED_OWNER;
-    // Everything a server names is verified with its keys. Shared
-    // bundles: with the [policy] keys when those are set; else with
-    // the server's own keys when it lists any or the bundle comes
-    // from a registry (a server that trusts signers never runs an
-    // unsigned bundle); only a local shared bundle for a server
-    // without keys is taken as it is.
-    let signing = if !shared {
-        Some((&server.signing, format!("servers.{name}")))
-    } else if !config.policy.keys.is_empty() {
-        Some((shared_signing, "policy".to_string()))
-    } else if oci || !server.signing.keys.is_empty() {
-        Some((&server.signing, format!("servers.{name}")))
-    } else {
-        None
-    };
-    let signer = match signing {
-        Some((signing, whose)) => verify_signature(&raw, signing, &whose, config)?,
-        None => None,
-    };
-    let mut b = raw.parse().map_err(|e| e.to_string())?;
-    let (table, role) = if shared {
-        ("policy".to_string(), config.policy.bundle_roles.get(r))
-    } else {
-        (format!("servers.{name}"), server.bundle_roles.get(r))
-    };
-    super::bind::bind(
-        &mut b,
-        &super::bind::Place {
-            table,
-            server: name,
-            shared,
-            oci,
-            reference: r,
-            role,
-        },
-    )?;
-    let b = Arc::new(b);
-    if oci {
-        own_tests_pass(&b)?;
+impl Building<'_> {
+    /// One bundle of server `name`'s policy, in the order that keeps untrusted
+    /// bytes away from the parsers: its files are read (bounded, nesting
+    /// pre-scanned, nothing parsed), its signature verified under the keys that
+    /// apply, and only then is it parsed, bound to what the operator says it is
+    /// for (`bind`) and — from a registry — made to pass its own tests. Returns
+    /// the bundle and the key id that verified it.
+    fn load_one(&self, owner: &str, r: &str) -> Result<(Arc<Bundle>, Option<String>), String> {
+        let Building {
+            name,
+            server,
+            config,
+            resolver,
+            ref shared_signing,
+        } = *self;
+        let raw = resolver.resolve(owner, r)?;
+        let oci = r.starts_with("oci://");
+        let shared = owner == SHARED_OWNER;
+        // Everything a server names is verified with its keys. Shared
+        // bundles: with the [policy] keys when those are set; else with
+        // the server's own keys when it lists any or the bundle comes
+        // from a registry (a server that trusts signers never runs an
+        // unsigned bundle); only a local shared bundle for a server
+        // without keys is taken as it is.
+        let signing = if !shared {
+            Some((&server.signing, format!("servers.{name}")))
+        } else if !config.policy.keys.is_empty() {
+            Some((shared_signing, "policy".to_string()))
+        } else if oci || !server.signing.keys.is_empty() {
+            Some((&server.signing, format!("servers.{name}")))
+        } else {
+            None
+        };
+        let signer = match signing {
+            Some((signing, whose)) => verify_signature(&raw, signing, &whose, config)?,
+            None => None,
+        };
+        let mut b = raw.parse().map_err(|e| e.to_string())?;
+        let (table, role) = if shared {
+            ("policy".to_string(), config.policy.bundle_roles.get(r))
+        } else {
+            (format!("servers.{name}"), server.bundle_roles.get(r))
+        };
+        super::bind::bind(
+            &mut b,
+            &super::bind::Place {
+                table,
+                server: name,
+                shared,
+                oci,
+                reference: r,
+                role,
+            },
+        )?;
+        let b = Arc::new(b);
+        if oci {
+            own_tests_pass(&b)?;
+        }
+        Ok((b, signer))
     }
-    Ok((b, signer))
 }
 
 /// A bundle that ships `test_*` rules must pass them before it decides
