@@ -348,15 +348,12 @@ pub async fn serve(addr: &str) -> Option<tokio::task::JoinHandle<()>> {
     };
     Some(tokio::spawn(async move {
         let never = tokio_util::sync::CancellationToken::new();
-        let served = crate::transport::conn::serve(
+        let port = crate::transport::conn::Port {
             listener,
-            None,
-            app,
+            tls: None,
             limits,
-            never,
-            std::future::pending(),
-        )
-        .await;
+        };
+        let served = crate::transport::conn::serve(port, app, never, std::future::pending()).await;
         if let Err(e) = served {
             tracing::warn!(error = %e, "metrics server stopped");
         }

@@ -50,18 +50,21 @@ pub struct ConnLimits {
     pub header_timeout: Duration,
 }
 
-/// Serves `app` on `listener` (over TLS when `tls` is given) until
+/// Serves `app` on `port` (over TLS when it has a TLS config) until
 /// `shutdown` is cancelled, then closes the listener (new connections are
 /// refused) and lets the open connections finish their requests until they
 /// are done or `give_up` resolves.
 pub async fn serve(
-    listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    port: Port,
     app: axum::Router,
-    limits: ConnLimits,
     shutdown: CancellationToken,
     give_up: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let Port {
+        listener,
+        tls,
+        limits,
+    } = port;
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
@@ -113,6 +116,14 @@ pub async fn serve(
         _ = give_up => tracing::warn!("some connections were still open after the drain; closing them"),
     }
     Ok(())
+}
+
+/// A bound port and how its connections are taken: plain or TLS, and the
+/// bounds every connection is held to.
+pub struct Port {
+    pub listener: TcpListener,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub limits: ConnLimits,
 }
 
 /// Accepts one connection and turns Nagle's algorithm off on it.

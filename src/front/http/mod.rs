@@ -114,8 +114,12 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
         opts.drain_timeout,
     )));
     let closed = drain::closed(stops.close.clone());
-    let served =
-        crate::transport::conn::serve(listener, tls, app, opts.conn, stops.stop, closed).await;
+    let port = crate::transport::conn::Port {
+        listener,
+        tls,
+        limits: opts.conn,
+    };
+    let served = crate::transport::conn::serve(port, app, stops.stop, closed).await;
     stops.close.cancel();
     sessions.shutdown_all().await;
     lifecycle.finish().await;
