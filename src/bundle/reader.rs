@@ -65,9 +65,15 @@ pub fn read_bundle(path: &Path, limits: &BundleLimits) -> Result<RawBundle, Bund
     };
     let meta = std::fs::symlink_metadata(path).map_err(io)?;
     if meta.is_dir() {
-        let mut files = Vec::new();
-        let mut total = 0u64;
-        walk_dir(path, path, &mut files, &mut total, limits, &source)?;
+        let mut walk = Walk {
+            root: path,
+            files: Vec::new(),
+            total: 0,
+            limits,
+            source: &source,
+        };
+        walk.dir(path)?;
+        let files = walk.files;
         let digest = digest::directory_digest(&files, &source)?;
         return Ok(RawBundle {
             name: file_name,
@@ -287,79 +293,87 @@ fn normalize(raw: &str) -> Result<String, String> {
     Ok(parts.join("/"))
 }
 
-fn walk_dir(
-    root: &Path,
-    dir: &Path,
-    out: &mut Vec<BundleFile>,
-    total: &mut u64,
-    limits: &BundleLimits,
-    source: &str,
-) -> Result<(), BundleError> {
-    let io = |e: std::io::Error| BundleError::Io {
-        bundle: source.into(),
-        source: e,
-    };
-    let mut entries = std::fs::read_dir(dir)
-        .map_err(io)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(io)?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let p = entry.path();
-        let rel = p
-            .strip_prefix(root)
-            .unwrap_or(&p)
-            .to_string_lossy()
-            .into_owned();
-        let ft = entry.file_type().map_err(io)?;
-        let base = entry.file_name().to_string_lossy().into_owned();
-        let top = dir == root;
-        if base.starts_with('.') && !(top && (base == ".manifest" || base == ".signatures.json")) {
-            continue; // .git, editor files: not part of a bundle
-        }
-        if ft.is_symlink() {
-            return Err(file_err(
-                source,
-                &rel,
-                "symbolic links are refused in bundles; copy the file instead",
-            ));
-        }
-        if ft.is_dir() {
-            walk_dir(root, &p, out, total, limits, source)?;
-            continue;
-        }
-        if !ft.is_file() {
-            return Err(file_err(
-                source,
-                &rel,
-                "only regular files may be in a bundle",
-            ));
-        }
-        let rel = normalize(&rel).map_err(|m| file_err(source, &rel, m))?;
-        check_count(out, limits, source)?;
-        let mut bytes = Vec::new();
-        std::fs::File::open(&p)
+/// Reading a bundle directory: its files so far and their total size,
+/// both bounded by `limits` as they grow.
+struct Walk<'a> {
+    root: &'a Path,
+    files: Vec<BundleFile>,
+    total: u64,
+    limits: &'a BundleLimits,
+    source: &'a str,
+}
+
+impl Walk<'_> {
+    fn dir(&mut self, dir: &Path) -> Result<(), BundleError> {
+        let (root, limits, source) = (self.root, self.limits, self.source);
+        let io = |e: std::io::Error| BundleError::Io {
+            bundle: source.into(),
+            source: e,
+        };
+        let mut entries = std::fs::read_dir(dir)
             .map_err(io)?
-            .take(limits.max_file_bytes + 1)
-            .read_to_end(&mut bytes)
+            .collect::<Result<Vec<_>, _>>()
             .map_err(io)?;
-        if bytes.len() as u64 > limits.max_file_bytes {
-            return Err(too_big(source, &rel, limits));
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let p = entry.path();
+            let rel = p
+                .strip_prefix(root)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            let ft = entry.file_type().map_err(io)?;
+            let base = entry.file_name().to_string_lossy().into_owned();
+            let top = dir == root;
+            if base.starts_with('.')
+                && !(top && (base == ".manifest" || base == ".signatures.json"))
+            {
+                continue; // .git, editor files: not part of a bundle
+            }
+            if ft.is_symlink() {
+                return Err(file_err(
+                    source,
+                    &rel,
+                    "symbolic links are refused in bundles; copy the file instead",
+                ));
+            }
+            if ft.is_dir() {
+                self.dir(&p)?;
+                continue;
+            }
+            if !ft.is_file() {
+                return Err(file_err(
+                    source,
+                    &rel,
+                    "only regular files may be in a bundle",
+                ));
+            }
+            let rel = normalize(&rel).map_err(|m| file_err(source, &rel, m))?;
+            check_count(&self.files, limits, source)?;
+            let mut bytes = Vec::new();
+            std::fs::File::open(&p)
+                .map_err(io)?
+                .take(limits.max_file_bytes + 1)
+                .read_to_end(&mut bytes)
+                .map_err(io)?;
+            if bytes.len() as u64 > limits.max_file_bytes {
+                return Err(too_big(source, &rel, limits));
+            }
+            self.total += bytes.len() as u64;
+            if self.total > limits.max_total_bytes {
+                return Err(invalid(
+                    source,
+                    format!(
+                        "more than {} bytes in total; split the bundle",
+                        limits.max_total_bytes
+                    ),
+                ));
+            }
+            nesting::check(&rel, &bytes).map_err(|m| file_err(source, &rel, m))?;
+            self.files.push(BundleFile { path: rel, bytes });
         }
-        *total += bytes.len() as u64;
-        if *total > limits.max_total_bytes {
-            return Err(invalid(
-                source,
-                format!(
-                    "more than {} bytes in total; split the bundle",
-                    limits.max_total_bytes
-                ),
-            ));
-        }
-        nesting::check(&rel, &bytes).map_err(|m| file_err(source, &rel, m))?;
-        out.push(BundleFile { path: rel, bytes });
+        Ok(())
     }
-    Ok(())
 }
 
 /// Deep merge; a key present on both sides that is not an object on both is
