@@ -2,9 +2,13 @@
 //! per-server policy before it reaches an upstream server.
 //!
 //! The data path follows the modules: `front` (what the host talks to) →
-//! `router` (names, aggregation) → `decision` (the one enforcement point) →
-//! `upstream` (children and HTTP servers). `config` feeds them all; `transport`
-//! is gavel's own bounded stdio framing. See ARCHITECTURE.md.
+//! `router` (names, aggregation) → `decision` (the one enforcement point),
+//! with `host` (the one authorize gate, approval) → `upstream` (children and
+//! HTTP servers). Beside it: `policy` (bundles built into engines and kept
+//! current), `bundle` (the format), `audit`, `state`, `config`,
+//! `governance`; `transport` is the bytes under the protocol. Each module
+//! uses only those below it: ARCHITECTURE.md's layer table, checked by
+//! `architecture_tests`.
 
 #[cfg(test)]
 mod architecture_tests;

@@ -12,7 +12,7 @@
 //!   digest = "sha256:" + hex(sha256(concatenation of those lines))
 //!   ```
 //!
-//!   The OPA hash input (`v1/bundle/hash.go`, reference §2.4) is the raw
+//!   The OPA hash input (OPA `v1/bundle/hash.go`) is the raw
 //!   bytes for `.rego`, `data.yml` and any other file, and canonical JSON
 //!   (keys sorted byte-wise, compact, number text kept, Go string escaping)
 //!   for `data.json`, `data.yaml`, `.manifest` and `.signatures.json`.

@@ -1,8 +1,8 @@
 //! Load-time checks, on regorus's own parse tree (`regorus::unstable`).
 //!
 //! regorus reports a call to a function it does not have only when that call
-//! is evaluated — possibly months later, on the one request that reaches it
-//! (reference §7.3). gavel refuses such a bundle at load instead, with
+//! is evaluated — possibly months later, on the one request that reaches it.
+//! gavel refuses such a bundle at load instead, with
 //! `file:line`. The available builtins are taken from regorus itself
 //! (`unstable::BUILTINS`, the table its interpreter looks calls up in), so the
 //! lint cannot drift from the build. A call is fine when it names a builtin,

@@ -1,5 +1,5 @@
 //! Reading a bundle — a directory or a `.tar.gz` — as OPA's reader does
-//! (`v1/bundle/bundle.go`, reference §1), and stricter where OPA is lax
+//! (OPA `v1/bundle/bundle.go`), and stricter where OPA is lax
 //! (documented in docs/policy.md):
 //!
 //! - tar: only regular files and directories. OPA silently skips symlinks,

@@ -3,7 +3,7 @@
 //!
 //! One mechanism for every decided request: [`settle`] runs after every
 //! allowing decision — `tools/call`, `resources/read`, `resources/subscribe`
-//! and `unsubscribe`, `prompts/get`, `completion/complete` (front/session.rs)
+//! and `unsubscribe`, `prompts/get`, `completion/complete` (`front/session/handler.rs`)
 //! and the upstream→host `sampling/createMessage` and `elicitation/create`
 //! (upstream/client.rs) — so no request that carries `require_approval` is
 //! forwarded without it.

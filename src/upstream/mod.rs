@@ -45,10 +45,10 @@ pub enum Phase {
     Stopped,
 }
 
-/// A live connection to the upstream.
 /// How long a result waits for the progress notifications read before it.
 const PROGRESS_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// A live connection to the upstream.
 pub struct Connection {
     pub peer: Peer<RoleClient>,
     pub capabilities: ServerCapabilities,

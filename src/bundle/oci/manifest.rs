@@ -1,5 +1,5 @@
-//! OCI manifests and indexes as OPA reads them (`../shared/reference`
-//! opa-bundles.md §3.2): the bundle is the first
+//! OCI manifests and indexes as OPA reads them (OPA's `v1/download`
+//! OCI client, as the team's reference notes it): the bundle is the first
 //! `application/vnd.oci.image.layer.v1.tar+gzip` layer of an image manifest;
 //! the config media type is not checked; an image index (or Docker manifest
 //! list) is descended, skipping `unknown/unknown` attestation entries, at
