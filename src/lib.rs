@@ -20,6 +20,7 @@ pub mod governance;
 pub mod router;
 pub mod state;
 pub mod status;
+pub mod sync;
 #[cfg(test)]
 pub(crate) mod test_support;
 pub mod text;

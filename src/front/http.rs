@@ -47,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::front::session::{Session, WeakSession};
 use crate::gateway::Gateway;
+use crate::sync::Recover;
 
 pub struct HttpOptions {
     pub listen: SocketAddr,
@@ -196,7 +197,7 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
         let (gw, sessions) = (gw.clone(), sessions.clone());
         move || {
             let s = gw.session();
-            let mut all = sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let mut all = sessions.lock().recover();
             all.retain(|w| w.upgrade().is_some());
             all.push(s.downgrade());
             Ok(s)
@@ -218,7 +219,7 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
         let (sessions, max_sessions) = (sessions.clone(), opts.max_sessions);
         move |req: Request, next: Next| {
             let live = {
-                let mut all = sessions.lock().unwrap_or_else(|p| p.into_inner());
+                let mut all = sessions.lock().recover();
                 all.retain(|w| w.upgrade().is_some());
                 all.len()
             };
@@ -285,7 +286,7 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
         tokio::spawn(async move {
             loop {
                 let open = {
-                    let mut all = sessions.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut all = sessions.lock().recover();
                     all.retain(|w| w.upgrade().is_some());
                     all.len()
                 };
@@ -340,7 +341,7 @@ pub async fn serve_http(gw: Arc<Gateway>, opts: HttpOptions) -> anyhow::Result<(
     close.cancel();
     let all: Vec<Session> = sessions
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .recover()
         .drain(..)
         .filter_map(|w| w.upgrade())
         .collect();

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
 
 use crate::decision::Enforcer;
+use crate::sync::Recover;
 use crate::upstream::{Upstream, UpstreamLists};
 use uri_template::UriTemplate;
 
@@ -133,7 +134,7 @@ impl Router {
     }
 
     pub fn table(&self) -> Arc<RouteTable> {
-        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.table.read().recover().clone()
     }
 
     pub fn exposed_name(&self, server: &str, name: &str) -> String {
@@ -152,7 +153,7 @@ impl Router {
         ctx: &crate::decision::DecisionContext,
     ) -> (bool, bool, bool) {
         let mut t = RouteTable::default();
-        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        let mut claims = self.claims.lock().recover();
         let startup = !self
             .first_build_done
             .swap(true, std::sync::atomic::Ordering::Relaxed);
@@ -241,7 +242,7 @@ impl Router {
                 .map(|p| &p.name)
                 .ne(t.prompts.iter().map(|p| &p.name)),
         );
-        let mut slot = self.table.write().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.table.write().recover();
         t.changed_at = slot.changed_at;
         if changed.0 || changed.1 || changed.2 {
             let g = self
@@ -290,7 +291,7 @@ impl Router {
     /// The host was just sent `kind`'s list from `table`: it knows that
     /// list, so a change that table already holds needs no announcement.
     pub fn answered(&self, kind: usize, table: &RouteTable) {
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = self.known.lock().recover();
         known[kind] = known[kind].max(table.changed_at[kind]);
     }
 
@@ -301,7 +302,7 @@ impl Router {
     /// announced once, unless the host already listed it.
     pub fn take_unannounced(&self) -> (bool, bool, bool) {
         let t = self.table();
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = self.known.lock().recover();
         let mut out = [false; 3];
         for kind in [TOOLS, RESOURCES, PROMPTS] {
             if t.changed_at[kind] > known[kind] {

@@ -310,7 +310,6 @@ impl ServerHandler for Session {
         }
     }
 
-    #[allow(deprecated)]
     async fn subscribe(
         &self,
         request: SubscribeRequestParams,
@@ -351,7 +350,6 @@ impl ServerHandler for Session {
         r
     }
 
-    #[allow(deprecated)]
     async fn unsubscribe(
         &self,
         request: UnsubscribeRequestParams,
