@@ -18,7 +18,8 @@ const R: Rate = Rate {
 pub fn suite(store: &dyn StateStore) {
     one_limit_gives_its_burst_then_refuses_without_charging(store);
     several_limits_are_charged_all_or_none(store);
-    budgets_add_and_charge_only_within_their_limit(store);
+    budgets_add_up_per_key_and_period(store);
+    a_budget_charge_adds_only_within_its_limit(store);
     a_calls_limits_and_budget_are_charged_together_and_refunded(store);
 }
 
@@ -61,7 +62,7 @@ fn several_limits_are_charged_all_or_none(store: &dyn StateStore) {
     );
 }
 
-fn budgets_add_and_charge_only_within_their_limit(store: &dyn StateStore) {
+fn budgets_add_up_per_key_and_period(store: &dyn StateStore) {
     assert_eq!(store.budget_get("u", "day:x").unwrap(), Usage::default());
     let u = store
         .budget_add(
@@ -99,6 +100,10 @@ fn budgets_add_and_charge_only_within_their_limit(store: &dyn StateStore) {
     );
     assert_eq!(store.budget_get("u", "day:x").unwrap(), u);
     assert_eq!(store.budget_get("u", "day:y").unwrap(), Usage::default());
+}
+
+/// Starts from budget `u` at 2 calls and 15 tokens (the step before).
+fn a_budget_charge_adds_only_within_its_limit(store: &dyn StateStore) {
     // Charging within a limit, atomically: over it nothing is added.
     let lim = (Some(3), Some(100));
     let (ok, u) = store

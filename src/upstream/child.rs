@@ -56,21 +56,7 @@ pub fn spawn(
     tail: &StderrTail,
     limits: &Limits,
 ) -> std::io::Result<SpawnedChild> {
-    let UpstreamTransport::Stdio {
-        command,
-        args,
-        env,
-        cwd,
-    } = &server.transport
-    else {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!(
-                "server {:?} is reached over HTTP: there is no command to start",
-                server.name
-            ),
-        ));
-    };
+    let (command, args, env, cwd) = stdio_command(server)?;
     // Relative paths (a command like `.deps/venv/bin/server`, or `cwd`) are
     // relative to the config file's directory, so a servers.toml works from
     // wherever the host launches gavel.
@@ -92,7 +78,6 @@ pub fn spawn(
         .kill_on_drop(true)
         .process_group(0);
     if let Some(dir) = cwd
-        .as_deref()
         .map(resolve)
         .or_else(|| base_dir.map(|b| b.to_path_buf()))
     {
@@ -133,6 +118,32 @@ pub fn spawn(
         stdin,
         stdout,
     })
+}
+
+/// The command of a stdio server: program, arguments, environment, `cwd`.
+type StdioCommand<'a> = (
+    &'a str,
+    &'a [String],
+    &'a std::collections::BTreeMap<String, String>,
+    Option<&'a std::path::Path>,
+);
+
+fn stdio_command(server: &ServerConfig) -> std::io::Result<StdioCommand<'_>> {
+    match &server.transport {
+        UpstreamTransport::Stdio {
+            command,
+            args,
+            env,
+            cwd,
+        } => Ok((command, args, env, cwd.as_deref())),
+        UpstreamTransport::Http { .. } => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "server {:?} is reached over HTTP: there is no command to start",
+                server.name
+            ),
+        )),
+    }
 }
 
 /// Reads stderr until EOF, line by line with a cap on line length, into
