@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::decision::Enforcer;
 use crate::policy::start::{Pull, start_enforcer};
+use crate::sync::Recover;
 
 pub struct Gateway {
     pub config: Arc<Config>,
@@ -92,7 +93,7 @@ impl Gateway {
         owner: &Arc<crate::upstream::shared::Owner>,
         make: impl FnOnce(crate::upstream::supervisor::ChangeSink) -> crate::upstream::SupervisorDeps,
     ) -> Arc<crate::upstream::Upstream> {
-        let mut sh = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sh = self.shared.lock().recover();
         if let Some(up) = sh.upstreams.get(&cfg.name) {
             if let Some(route) = &up.shared {
                 route.attach(owner);
@@ -115,13 +116,7 @@ impl Gateway {
     /// Stops the shared upstreams (bounded wait).
     pub async fn stop_shared(&self) {
         self.shutdown.cancel();
-        let handles: Vec<_> = self
-            .shared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .supervisors
-            .drain(..)
-            .collect();
+        let handles: Vec<_> = self.shared.lock().recover().supervisors.drain(..).collect();
         crate::upstream::supervisor::join_bounded(handles).await;
     }
 

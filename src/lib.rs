@@ -28,6 +28,7 @@ pub mod policy;
 pub mod router;
 pub mod state;
 pub mod status;
+pub mod sync;
 #[cfg(test)]
 pub(crate) mod test_support;
 pub mod text;

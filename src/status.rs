@@ -25,17 +25,13 @@ fn instance_path(dir: &Path, pid: u32) -> PathBuf {
     dir.join("instances").join(format!("{pid}.json"))
 }
 
-/// Writes this process's status; readers never see a half-written file.
+/// Writes this process's status; readers never see a half-written file
+/// (its temporary file, `.<pid>.json.tmp.…`, is not a `<pid>.json` that
+/// [`read_all`] reads).
 pub fn write_instance(dir: &Path, status: &Value) -> std::io::Result<()> {
-    let pid = std::process::id();
-    let path = instance_path(dir, pid);
-    std::fs::create_dir_all(path.parent().unwrap_or(dir))?;
-    let tmp = path.with_extension(format!("json.tmp.{pid}"));
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?,
-    )?;
-    std::fs::rename(&tmp, &path)
+    let path = instance_path(dir, std::process::id());
+    let bytes = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
+    crate::atomic_file::write(&path, &bytes)
 }
 
 pub fn remove_instance(dir: &Path) {

@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::sync::Recover;
+
 pub struct DecisionLog {
     path: PathBuf,
     file: Mutex<File>,
@@ -83,7 +85,7 @@ impl DecisionLog {
     /// Appends one record as one line in one `write(2)`; on an error
     /// nothing of it is left in the file but, at most, a blank line.
     pub fn write(&self, record: &serde_json::Value) -> std::io::Result<()> {
-        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = self.file.lock().recover();
         let mut line = Vec::with_capacity(512);
         let torn = self.torn.swap(false, Ordering::AcqRel);
         if torn {
@@ -222,7 +224,7 @@ impl DecisionLog {
     pub fn reopen(&self) {
         match open(&self.path) {
             Ok(newf) => {
-                let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+                let mut f = self.file.lock().recover();
                 let _ = f.sync_all();
                 *f = newf;
                 tracing::info!(path = %self.path.display(), "decision log reopened");
@@ -243,11 +245,7 @@ impl DecisionLog {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return;
         }
-        let dup = self
-            .file
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .try_clone();
+        let dup = self.file.lock().recover().try_clone();
         match dup {
             Ok(f) => {
                 if let Err(e) = f.sync_data() {

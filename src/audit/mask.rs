@@ -6,6 +6,8 @@
 
 use serde_json::{Value, json};
 
+use crate::sync::Recover;
+
 /// Words that make a field name secret wherever they occur in it, compared
 /// on the name's [`compact`] form: `api_key`, `apiKey`, `API-KEY`,
 /// `x-api-key` and `XApiKey` are all `…apikey…`.
@@ -350,10 +352,7 @@ fn warn_once(pointer: &str, why: &str) {
     use std::sync::{Mutex, OnceLock};
     static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
     let key = format!("{pointer}\u{0}{why}");
-    let mut seen = SEEN
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut seen = SEEN.get_or_init(Default::default).lock().recover();
     if !seen.contains(&key) && seen.len() < 256 {
         seen.insert(key);
         tracing::warn!(

@@ -23,6 +23,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::sync::Recover;
+
 const MAX_TOOLS: usize = 1000;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -216,7 +218,7 @@ impl Metrics {
         }
         if let Some(tool) = tool {
             let tool = {
-                let mut seen = self.tools_seen.lock().unwrap_or_else(|p| p.into_inner());
+                let mut seen = self.tools_seen.lock().recover();
                 let key = (server_s.clone(), tool.to_string());
                 if seen.contains(&key) || seen.len() < MAX_TOOLS {
                     seen.insert(key);

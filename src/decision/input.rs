@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::Action;
 use crate::config::Identity;
+use crate::sync::Recover;
 
 /// The host session as the policy sees it, snapshotted under the session's
 /// counter lock so that counts are exact even with concurrent calls.
@@ -234,7 +235,7 @@ impl SessionState {
     /// Decides `action` with this session's context; counts it if it is a
     /// `tools/call`.
     pub fn decide(&self, enforcer: &super::Enforcer, action: &Action) -> super::Verdict {
-        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counters = self.counters.lock().recover();
         // Seconds since the session started; a clock stepped back reads 0.
         let now_s = (self.clock.now() - self.started).max(0.0);
         if action.kind == super::ActionType::ToolCall {
@@ -292,28 +293,19 @@ impl SessionState {
 
     /// A host-reported token count (can only raise gavel's own).
     pub fn raise_tokens(&self, reported: u64) {
-        self.counters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .raise_tokens(reported);
+        self.counters.lock().recover().raise_tokens(reported);
     }
 
     /// A `tools/call` that was allowed but then not made because its
     /// approval was refused (declined, cancelled, timed out, unavailable):
     /// `denied_count` counts it, as the policy's next decisions should see.
     pub fn count_denied(&self) {
-        self.counters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .count_denied();
+        self.counters.lock().recover().count_denied();
     }
 
     /// Counts the tokens of a tool result.
     pub fn add_result_bytes(&self, bytes: usize) {
-        self.counters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .add_tokens(bytes);
+        self.counters.lock().recover().add_tokens(bytes);
     }
 }
 

@@ -9,6 +9,8 @@
 
 use std::sync::Mutex;
 
+use crate::sync::Recover;
+
 /// Engines kept per pool: enough for the threads that decide at once.
 const KEEP: usize = 16;
 
@@ -29,13 +31,13 @@ impl Pool {
     /// to its thread (`engine::run`); it comes back through [`Pool::give`]
     /// only if the evaluation succeeded.
     pub fn take(&self) -> regorus::Engine {
-        let taken = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let taken = self.free.lock().recover().pop();
         taken.unwrap_or_else(|| self.template.clone())
     }
 
     /// Keeps an engine whose evaluation succeeded, for the next one.
     pub fn give(&self, engine: regorus::Engine) {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let mut free = self.free.lock().recover();
         if free.len() < KEEP {
             free.push(engine);
         }
@@ -46,6 +48,6 @@ impl Pool {
 impl Pool {
     /// Drops every pooled engine: the next evaluation uses a fresh clone.
     pub fn clear(&self) {
-        self.free.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.free.lock().recover().clear();
     }
 }

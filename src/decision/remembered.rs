@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::decision::contract::Approval;
 use crate::state::clock::Clock;
+use crate::sync::Recover;
 
 const MAX_REMEMBERED: usize = 10_000;
 
@@ -69,7 +70,7 @@ impl Remembered {
     /// Whether a live remembered approval covers this call.
     pub fn covers(&self, a: &Approval, s: &Subject) -> bool {
         let now = self.clock.now();
-        let mut m = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.until.lock().recover();
         let k = key(a, s);
         match m.get(&k) {
             Some(t) if *t > now => true,
@@ -87,7 +88,7 @@ impl Remembered {
             return;
         };
         let now = self.clock.now();
-        let mut m = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.until.lock().recover();
         if m.len() >= MAX_REMEMBERED {
             m.retain(|_, t| *t > now);
             if m.len() >= MAX_REMEMBERED {

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
 
 use crate::decision::Enforcer;
+use crate::sync::Recover;
 use crate::upstream::uri_template::UriTemplate;
 use crate::upstream::{Upstream, UpstreamLists};
 use serde_json::{Value, json};
@@ -132,7 +133,7 @@ impl Router {
     }
 
     pub fn table(&self) -> Arc<RouteTable> {
-        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.table.read().recover().clone()
     }
 
     pub fn exposed_name(&self, server: &str, name: &str) -> String {
@@ -150,7 +151,7 @@ impl Router {
         enforcer: &Enforcer,
         ctx: &crate::decision::DecisionContext,
     ) -> (bool, bool, bool) {
-        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        let mut claims = self.claims.lock().recover();
         let mut b = Building {
             t: RouteTable::default(),
             still_claimed: HashMap::new(),
@@ -239,7 +240,7 @@ impl Router {
     /// prompts), each marked with a new generation.
     fn install(&self, mut t: RouteTable) -> (bool, bool, bool) {
         let changed = list_changes(&self.table(), &t);
-        let mut slot = self.table.write().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.table.write().recover();
         t.changed_at = slot.changed_at;
         if changed.0 || changed.1 || changed.2 {
             let g = self
@@ -286,7 +287,7 @@ impl Router {
     /// The host was just sent `kind`'s list from `table`: it knows that
     /// list, so a change that table already holds needs no announcement.
     pub fn answered(&self, kind: usize, table: &RouteTable) {
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = self.known.lock().recover();
         known[kind] = known[kind].max(table.changed_at[kind]);
     }
 
@@ -297,7 +298,7 @@ impl Router {
     /// announced once, unless the host already listed it.
     pub fn take_unannounced(&self) -> (bool, bool, bool) {
         let t = self.table();
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = self.known.lock().recover();
         let mut out = [false; 3];
         for kind in [TOOLS, RESOURCES, PROMPTS] {
             if t.changed_at[kind] > known[kind] {

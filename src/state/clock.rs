@@ -9,6 +9,8 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use crate::sync::Recover;
+
 pub trait Clock: Send + Sync {
     /// Seconds since the Unix epoch.
     fn now(&self) -> f64;
@@ -52,16 +54,16 @@ impl ManualClock {
         ManualClock(Arc::new(Mutex::new(at)))
     }
     pub fn set(&self, at: f64) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = at;
+        *self.0.lock().recover() = at;
     }
     pub fn advance(&self, by: f64) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) += by;
+        *self.0.lock().recover() += by;
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> f64 {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+        *self.0.lock().recover()
     }
 }
 

@@ -159,8 +159,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn user_limit() -> Limit {
+        Limit::parse(
+            &json!({"scope": "user", "rate": 1, "per": "1s", "burst": 3}),
+            "b",
+        )
+        .unwrap()
+    }
+
     #[test]
-    fn parse_and_refuse_clearly() {
+    fn a_tool_limit_parses_with_a_burst_of_its_rate_and_counts_its_tool_on_one_server() {
         let l = Limit::parse(
             &json!({"scope": "tool", "tool": "echo", "rate": 2, "per": "1m"}),
             "b",
@@ -176,17 +184,29 @@ mod tests {
         );
         assert!(l.applies("echo") && !l.applies("add"));
         assert_eq!(l.key("fx", "echo", "ada", "a1"), "rl:fx:tool:echo:2/60s/2");
-        let u = Limit::parse(
-            &json!({"scope": "user", "rate": 1, "per": "1s", "burst": 3}),
-            "b",
-        )
-        .unwrap();
+        // Tool and server limits stay one server's even in a bundle.
+        let tool = Limit {
+            bundle: Some("workflow".into()),
+            ..l.clone()
+        };
+        assert_eq!(
+            tool.key("fx", "echo", "ada", "a1"),
+            "rl:fx:tool:echo:2/60s/2"
+        );
+    }
+
+    #[test]
+    fn a_user_limit_from_servers_toml_counts_the_user_on_one_server() {
+        let u = user_limit();
         assert!(u.applies("anything"));
         assert_eq!(u.key("fx", "echo", "ada", "a1"), "rl:fx:user:ada:1/1s/3");
-        // Declared in a bundle: the user's limit on every server.
+    }
+
+    #[test]
+    fn a_bundles_user_and_agent_limits_count_across_every_server() {
         let shared = Limit {
             bundle: Some("workflow".into()),
-            ..u.clone()
+            ..user_limit()
         };
         assert_eq!(
             shared.key("fx", "echo", "ada", "a1"),
@@ -209,15 +229,10 @@ mod tests {
             agent.key("fx", "x", "ada", "a1"),
             agent.key("fy", "y", "bob", "a1")
         );
-        // Tool and server limits stay one server's even in a bundle.
-        let tool = Limit {
-            bundle: Some("workflow".into()),
-            ..l.clone()
-        };
-        assert_eq!(
-            tool.key("fx", "echo", "ada", "a1"),
-            "rl:fx:tool:echo:2/60s/2"
-        );
+    }
+
+    #[test]
+    fn a_wrong_limit_is_refused_naming_what_is_wrong_and_where() {
         for (bad, says) in [
             (
                 json!({"scope": "tool", "rate": 1, "per": "1s"}),
@@ -251,6 +266,10 @@ mod tests {
             let e = Limit::parse(&bad, "bundle x").unwrap_err();
             assert!(e.contains(says) && e.contains("bundle x"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_limits_list_is_a_list_or_absent() {
         assert!(Limit::parse_list(Some(&json!({"a": 1})), "b").is_err());
         assert_eq!(Limit::parse_list(None, "b").unwrap(), vec![]);
     }

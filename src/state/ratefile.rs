@@ -22,6 +22,10 @@
 //! linear probing over a bounded window. A file that is not a gavel rate
 //! table is an error, never reset (the limits it keeps fail closed); a
 //! header of zeros is a table whose creator died before writing it.
+//!
+//! The mapping is a `memmap2::MmapRaw`: it hands out raw pointers only,
+//! never `&[u8]`, which is what a buffer that other processes write at any
+//! time needs; memory is touched only as `AtomicU64` words ([`RateFile::word`]).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -31,10 +35,12 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use memmap2::{MmapOptions, MmapRaw};
 use sha2::{Digest, Sha256};
 
 use super::StateError;
 use super::gcra::{self, Rate, RateOutcome};
+use crate::sync::Recover;
 
 const MAGIC: &[u8; 8] = b"GAVELGCR";
 const VERSION: u32 = 1;
@@ -53,23 +59,13 @@ const LOCK_WAIT: Duration = Duration::from_secs(6);
 pub struct RateFile {
     path: PathBuf,
     file: File,
-    map: *mut u8,
+    /// A shared read-write mapping of the whole file (`len` bytes), unmapped
+    /// when dropped.
+    map: MmapRaw,
     len: usize,
     /// `flock` excludes other processes (each opens its own descriptor);
     /// this excludes the other threads of this one.
     threads: Mutex<()>,
-}
-
-// SAFETY: the mapping is only read and written through atomics, under
-// `threads` and the file lock; the pointer stays valid until `Drop`.
-unsafe impl Send for RateFile {}
-unsafe impl Sync for RateFile {}
-
-impl Drop for RateFile {
-    fn drop(&mut self) {
-        // SAFETY: `map`/`len` come from a successful mmap in `open`.
-        unsafe { libc::munmap(self.map.cast(), self.len) };
-    }
 }
 
 /// A slot found (or claimed) for a key while the table is locked.
@@ -136,25 +132,15 @@ impl RateFile {
                 )));
             }
         }
-        // SAFETY: a shared read-write mapping of a file we keep open, of the
-        // size checked above; unmapped in Drop.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(err(format!("mmap: {}", std::io::Error::last_os_error())));
-        }
+        // Shared and read-write, of the size checked above.
+        let map = MmapOptions::new()
+            .len(len)
+            .map_raw(&file)
+            .map_err(|e| err(format!("mmap: {e}")))?;
         Ok(RateFile {
             path: path.to_path_buf(),
             file,
-            map: map.cast(),
+            map,
             len,
             threads: Mutex::new(()),
         })
@@ -169,9 +155,19 @@ impl RateFile {
 
     fn word(&self, slot: usize, word: usize) -> &AtomicU64 {
         debug_assert!(slot < SLOTS && word < SLOT / 8);
-        // SAFETY: in bounds of the mapping, 8-byte aligned (page-aligned base,
-        // 64-byte header, 32-byte slots).
-        unsafe { &*(self.map.add(HEADER + slot * SLOT + word * 8) as *const AtomicU64) }
+        self.atomic_at(HEADER + slot * SLOT + word * 8)
+    }
+
+    /// The 8 bytes at `offset` of the mapping, as an atomic word: the only
+    /// way the table's memory is read or written (other processes write it
+    /// at any time, so no `&[u8]` over it may exist).
+    fn atomic_at(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset % 8 == 0 && offset + 8 <= self.map.len());
+        // SAFETY: in bounds of the mapping and 8-byte aligned (asserted; the
+        // base is page-aligned); the mapping lives as long as `self`, and
+        // memory shared with other processes is only ever accessed
+        // atomically, so no non-atomic Rust reference aliases it.
+        unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(offset).cast()) }
     }
 
     fn hash_at(&self, slot: usize) -> (u64, u64) {
@@ -199,7 +195,7 @@ impl RateFile {
     /// it is never repaired here — its content is gone, and resetting it
     /// would hand out fresh bursts.
     fn locked<T>(&self, f: impl FnOnce(&Self) -> Result<T, StateError>) -> Result<T, StateError> {
-        let _threads: MutexGuard<()> = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        let _threads: MutexGuard<()> = self.threads.lock().recover();
         let _file = lock_file(&self.file, Instant::now() + LOCK_WAIT).map_err(|m| self.err(m))?;
         self.check_intact()?;
         fence(Ordering::SeqCst);
@@ -222,9 +218,8 @@ impl RateFile {
                 self.len
             )));
         }
-        // SAFETY: the header is in bounds (checked just above) and 8-byte
-        // aligned (page-aligned base).
-        let magic = unsafe { &*(self.map as *const AtomicU64) }.load(Ordering::Relaxed);
+        // The file covers the header (checked just above), so no SIGBUS.
+        let magic = self.atomic_at(0).load(Ordering::Relaxed);
         if magic.to_ne_bytes() != *MAGIC {
             return Err(self.err(
                 "the rate table's header was overwritten; its limits fail closed — remove the file and restart gavel to start a new one",

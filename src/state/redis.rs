@@ -42,6 +42,7 @@ use std::time::Duration;
 use super::clock::{Clock, SystemClock};
 use super::gcra::{Rate, RateOutcome};
 use super::{BudgetCharge, Charged, StateError, StateStore, Usage};
+use crate::sync::Recover;
 
 /// Connect, read and write timeout of one round trip.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -249,7 +250,7 @@ impl RedisStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+        self.pool.lock().recover()
     }
 
     fn err(&self, message: impl std::fmt::Display) -> StateError {
@@ -324,11 +325,7 @@ impl RedisStore {
                     "all {MAX_CONNECTIONS} connections stayed busy for {TIMEOUT:?}"
                 )));
             }
-            p = self
-                .returned
-                .wait_timeout(p, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            p = self.returned.wait_timeout(p, left).recover().0;
         }
     }
 

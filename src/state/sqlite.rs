@@ -31,6 +31,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use super::gcra::Rate;
 use super::ratefile::RateFile;
 use super::{StateError, StateStore, Usage};
+use crate::sync::Recover;
 
 const SCHEMA_VERSION: i64 = 1;
 
@@ -153,7 +154,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>,
     ) -> Result<T, StateError> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conn = self.conn.lock().recover();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
@@ -299,7 +300,7 @@ impl StateStore for SqliteStore {
 
     /// A plain read: no write lock, so it never waits behind a writer (WAL).
     fn budget_get(&self, key: &str, period: &str) -> Result<Usage, StateError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = self.conn.lock().recover();
         usage_in(&conn, key, period).map_err(|e| self.err(e))
     }
 }

@@ -4,14 +4,27 @@
 use super::*;
 use proptest::prelude::*;
 
-/// What every backend must do. `store` must be empty.
+/// A time well after the epoch, where every step of the suite happens.
+const T0: f64 = 1_000_000.0;
+/// 2 a second, 3 at once.
+const R: Rate = Rate {
+    rate: 2.0,
+    period_s: 1.0,
+    burst: 3,
+};
+
+/// What every backend must do. `store` must be empty. The steps run in this
+/// order on one store: each later one starts from what the earlier left.
 pub fn suite(store: &dyn StateStore) {
-    let r = Rate {
-        rate: 2.0,
-        period_s: 1.0,
-        burst: 3,
-    };
-    let t0 = 1_000_000.0;
+    one_limit_gives_its_burst_then_refuses_without_charging(store);
+    several_limits_are_charged_all_or_none(store);
+    budgets_add_up_per_key_and_period(store);
+    a_budget_charge_adds_only_within_its_limit(store);
+    a_calls_limits_and_budget_are_charged_together_and_refunded(store);
+}
+
+fn one_limit_gives_its_burst_then_refuses_without_charging(store: &dyn StateStore) {
+    let (r, t0) = (R, T0);
     // A burst of 3, then refused with the wait until the next slot.
     let outs: Vec<RateOutcome> = (0..4).map(|_| store.rate("k", r, t0).unwrap()).collect();
     assert_eq!(
@@ -28,7 +41,10 @@ pub fn suite(store: &dyn StateStore) {
     assert!(store.rate("other", r, t0).unwrap().allowed);
     // Refilled after a quiet period.
     assert_eq!(store.rate("k", r, t0 + 10.0).unwrap().remaining, 2);
-    // Several limits: charged to all only when all allow.
+}
+
+fn several_limits_are_charged_all_or_none(store: &dyn StateStore) {
+    let (r, t0) = (R, T0);
     let one = Rate {
         rate: 1.0,
         period_s: 60.0,
@@ -44,7 +60,9 @@ pub fn suite(store: &dyn StateStore) {
         1,
         "the refused call did not charge limit a: this is its 2nd request of 3"
     );
+}
 
+fn budgets_add_up_per_key_and_period(store: &dyn StateStore) {
     assert_eq!(store.budget_get("u", "day:x").unwrap(), Usage::default());
     let u = store
         .budget_add(
@@ -82,6 +100,10 @@ pub fn suite(store: &dyn StateStore) {
     );
     assert_eq!(store.budget_get("u", "day:x").unwrap(), u);
     assert_eq!(store.budget_get("u", "day:y").unwrap(), Usage::default());
+}
+
+/// Starts from budget `u` at 2 calls and 15 tokens (the step before).
+fn a_budget_charge_adds_only_within_its_limit(store: &dyn StateStore) {
     // Charging within a limit, atomically: over it nothing is added.
     let lim = (Some(3), Some(100));
     let (ok, u) = store
@@ -134,6 +156,11 @@ pub fn suite(store: &dyn StateStore) {
         )
         .unwrap();
     assert!(!ok, "tokens over their limit");
+}
+
+/// Starts from budget `u` at 3 calls of 3 (the step before).
+fn a_calls_limits_and_budget_are_charged_together_and_refunded(store: &dyn StateStore) {
+    let t0 = T0;
     // One call's limits and budget together: a budget without room charges
     // no limit; a refusing limit charges no budget.
     let lim = Rate {

@@ -24,6 +24,8 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::client::{ListKind, UpstreamClient};
 
+use crate::sync::Recover;
+
 /// Notifications of one upstream on their way to the host at once. A host
 /// that keeps up never sees the bound; one that does not loses the excess
 /// (progress and log lines are advisory; what matters — results — never
@@ -166,7 +168,7 @@ impl DropLog {
         if self.unreported.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self.last_line.lock().recover();
         if last.is_some_and(|t| t.elapsed() < DROP_LOG_EVERY) {
             return;
         }

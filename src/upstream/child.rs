@@ -12,7 +12,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
-use crate::config::ServerConfig;
+use crate::config::{Limits, ServerConfig, UpstreamTransport};
+use crate::sync::Recover;
 
 pub struct SpawnedChild {
     pub child: Child,
@@ -29,7 +30,7 @@ pub struct StderrTail {
 
 impl StderrTail {
     fn push(&self, line: String, cap: usize) {
-        let mut l = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let mut l = self.lines.lock().recover();
         if l.len() >= cap.max(1) {
             l.pop_front();
         }
@@ -37,31 +38,25 @@ impl StderrTail {
     }
 
     pub fn snapshot(&self) -> Vec<String> {
-        self.lines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        self.lines.lock().recover().iter().cloned().collect()
     }
 
     pub fn clear(&self) {
-        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.lines.lock().recover().clear();
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Starts `server`'s command (its `transport` must be stdio), its stderr
+/// drained into gavel's log and `tail` within `limits`
+/// (`max_stderr_line_bytes`, `stderr_tail_lines`). `base_dir`: the config
+/// file's directory.
 pub fn spawn(
     server: &ServerConfig,
-    command: &str,
-    args: &[String],
-    env: &std::collections::BTreeMap<String, String>,
-    cwd: Option<&std::path::Path>,
     base_dir: Option<&std::path::Path>,
     tail: &StderrTail,
-    max_line: usize,
-    tail_lines: usize,
+    limits: &Limits,
 ) -> std::io::Result<SpawnedChild> {
+    let (command, args, env, cwd) = stdio_command(server)?;
     // Relative paths (a command like `.deps/venv/bin/server`, or `cwd`) are
     // relative to the config file's directory, so a servers.toml works from
     // wherever the host launches gavel.
@@ -114,8 +109,8 @@ pub fn spawn(
         server.name.clone(),
         stderr,
         tail.clone(),
-        max_line,
-        tail_lines,
+        limits.max_stderr_line_bytes,
+        limits.stderr_tail_lines,
     ));
     Ok(SpawnedChild {
         child,
@@ -123,6 +118,32 @@ pub fn spawn(
         stdin,
         stdout,
     })
+}
+
+/// The command of a stdio server: program, arguments, environment, `cwd`.
+type StdioCommand<'a> = (
+    &'a str,
+    &'a [String],
+    &'a std::collections::BTreeMap<String, String>,
+    Option<&'a std::path::Path>,
+);
+
+fn stdio_command(server: &ServerConfig) -> std::io::Result<StdioCommand<'_>> {
+    match &server.transport {
+        UpstreamTransport::Stdio {
+            command,
+            args,
+            env,
+            cwd,
+        } => Ok((command, args, env, cwd.as_deref())),
+        UpstreamTransport::Http { .. } => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "server {:?} is reached over HTTP: there is no command to start",
+                server.name
+            ),
+        )),
+    }
 }
 
 /// Reads stderr until EOF, line by line with a cap on line length, into

@@ -216,7 +216,6 @@ impl ClientHandler for UpstreamClient {
         }
         for host in self.hosts() {
             if let Some(peer) = host.peer() {
-                #[allow(deprecated)]
                 let _ = peer.notify_logging_message(p.clone()).await;
             }
         }

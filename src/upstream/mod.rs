@@ -29,6 +29,7 @@ pub use supervisor::{SupervisorDeps, spawn_supervisor};
 
 use crate::config::ServerConfig;
 use crate::decision::Permit;
+use crate::sync::Recover;
 
 /// Where an upstream is in its life.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,15 +136,15 @@ impl Upstream {
     /// Replaces the lists as a re-fetch would (router tests).
     #[cfg(test)]
     pub(crate) fn set_lists(&self, lists: UpstreamLists) {
-        *self.lists.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(lists);
+        *self.lists.write().recover() = Arc::new(lists);
     }
 
     pub fn lists(&self) -> Arc<UpstreamLists> {
-        self.lists.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.lists.read().recover().clone()
     }
 
     pub fn connection(&self) -> Option<Arc<Connection>> {
-        self.conn.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.conn.read().recover().clone()
     }
 
     fn set_phase(&self, p: Phase) {

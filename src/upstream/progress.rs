@@ -24,6 +24,8 @@ use std::time::Duration;
 use rmcp::model::ProgressToken;
 use rmcp::service::{Peer, RoleServer};
 
+use crate::sync::Recover;
+
 /// Counts kept per upstream token at most (late or foreign progress beyond
 /// this is not counted: ordering falls back to rmcp's).
 const MAX_TRACKED: usize = 4096;
@@ -57,7 +59,7 @@ impl ProgressMap {
     }
 
     fn counts<T>(&self, f: impl FnOnce(&mut HashMap<ProgressToken, Counts>) -> T) -> T {
-        f(&mut self.ledger.lock().unwrap_or_else(|p| p.into_inner()))
+        f(&mut self.ledger.lock().recover())
     }
 
     /// A forwarded request's token: its result will [`settle`](Self::settle).

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::decision::SessionState;
 use crate::host::link::HostLink;
+use crate::sync::Recover;
 
 /// A host session as a shared upstream sees it.
 pub struct Owner {
@@ -52,7 +53,7 @@ impl Drop for InFlight {
         self.route
             .in_flight
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .recover()
             .retain(|(i, _)| *i != self.id);
     }
 }
@@ -61,7 +62,7 @@ impl SharedRoute {
     /// A session starts using the shared upstream (weakly: a closed session
     /// drops out by itself).
     pub fn attach(&self, owner: &Arc<Owner>) {
-        let mut a = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        let mut a = self.attached.lock().recover();
         a.retain(|w| w.strong_count() > 0);
         a.push(Arc::downgrade(owner));
     }
@@ -70,7 +71,7 @@ impl SharedRoute {
     pub fn owners(&self) -> Vec<Arc<Owner>> {
         self.attached
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .recover()
             .iter()
             .filter_map(Weak::upgrade)
             .collect()
@@ -79,10 +80,7 @@ impl SharedRoute {
     /// Marks a call of `owner` in flight until the guard drops.
     pub fn begin(self: &Arc<Self>, owner: Arc<Owner>) -> InFlight {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((id, owner));
+        self.in_flight.lock().recover().push((id, owner));
         InFlight {
             route: self.clone(),
             id,
@@ -92,7 +90,7 @@ impl SharedRoute {
     /// The session an upstream→host request belongs to: the only one with a
     /// call in flight.
     pub fn target(&self, server: &str) -> Result<Arc<Owner>, String> {
-        let flying = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let flying = self.in_flight.lock().recover();
         let mut distinct: Vec<&Arc<Owner>> = Vec::new();
         for (_, o) in flying.iter() {
             if !distinct.iter().any(|d| Arc::ptr_eq(d, o)) {
@@ -114,7 +112,7 @@ impl SharedRoute {
     /// Records `owner`'s subscription; true when it is the first live one
     /// (the upstream must be asked to subscribe).
     pub fn subscribe(&self, owner: &Arc<Owner>, uri: &str) -> bool {
-        let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut subs = self.subscriptions.lock().recover();
         let list = subs.entry(uri.to_string()).or_default();
         list.retain(|w| w.strong_count() > 0);
         let first = list.is_empty();
@@ -130,7 +128,7 @@ impl SharedRoute {
     /// Drops `owner`'s subscription; true when no live one is left (the
     /// upstream must be asked to unsubscribe).
     pub fn unsubscribe(&self, owner: &Arc<Owner>, uri: &str) -> bool {
-        let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut subs = self.subscriptions.lock().recover();
         let Some(list) = subs.get_mut(uri) else {
             return true;
         };
@@ -146,7 +144,7 @@ impl SharedRoute {
     pub fn subscribers(&self, uri: &str) -> Vec<Arc<Owner>> {
         self.subscriptions
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .recover()
             .get(uri)
             .map(|l| l.iter().filter_map(Weak::upgrade).collect())
             .unwrap_or_default()

@@ -19,6 +19,7 @@ use super::{Connection, Phase, Upstream, child};
 use crate::config::{Limits, UpstreamTransport};
 use crate::decision::Enforcer;
 use crate::host::link::HostLink;
+use crate::sync::Recover;
 use crate::transport::LineTransport;
 use crate::transport::line::LinkLabel;
 
@@ -139,7 +140,36 @@ async fn supervise(up: Arc<Upstream>, deps: SupervisorDeps) {
 async fn run_once(up: &Arc<Upstream>, deps: &SupervisorDeps) -> Result<String, String> {
     let list_changes = Arc::new(ListChanges::default());
     let progress = Arc::new(super::ProgressMap::default());
-    let handler = UpstreamClient {
+    let handler = client_handler(up, deps, &progress, &list_changes);
+    up.stderr_tail.clear();
+    let (running, mut proc) = match &up.cfg.transport {
+        UpstreamTransport::Stdio { .. } => connect_stdio(up, deps, handler, &progress).await?,
+        UpstreamTransport::Http { url, headers } => {
+            (connect_http(up, deps, handler, url, headers).await?, None)
+        }
+    };
+    let result = serve_connection(up, deps, running, progress, &list_changes).await;
+    stop_process(proc.take())
+        .await
+        .map_or(result.clone(), |exit| match result {
+            Ok(r) => Ok(format!("{r} ({exit})")),
+            Err(e) => Err(e),
+        })
+}
+
+/// A stdio upstream's process group, stopped when its life ends.
+type Process = (tokio::process::Child, child::ProcessGroup);
+
+/// The client side gavel presents to one life of the upstream: it answers
+/// the upstream's own requests (sampling, elicitation, roots) through the
+/// host, and counts progress and list changes for the supervisor.
+fn client_handler(
+    up: &Arc<Upstream>,
+    deps: &SupervisorDeps,
+    progress: &Arc<super::ProgressMap>,
+    list_changes: &Arc<ListChanges>,
+) -> Bounded {
+    Bounded::new(UpstreamClient {
         server: up.name.clone().into(),
         logger_prefix: deps.logger_prefix.clone(),
         host: deps.host.clone(),
@@ -150,78 +180,72 @@ async fn run_once(up: &Arc<Upstream>, deps: &SupervisorDeps) -> Result<String, S
         info: client_info(&deps.host),
         call_timeout: up.cfg.call_timeout,
         shared: up.shared.clone(),
-    };
-    let handler = Bounded::new(handler);
+    })
+}
+
+/// Starts the child and initializes it within `startup_timeout`; a child
+/// that does not answer is stopped before the error returns.
+async fn connect_stdio(
+    up: &Arc<Upstream>,
+    deps: &SupervisorDeps,
+    handler: Bounded,
+    progress: &Arc<super::ProgressMap>,
+) -> Result<(Running, Option<Process>), String> {
     let timeout = up.cfg.startup_timeout;
-    up.stderr_tail.clear();
-    let (running, mut proc) = match &up.cfg.transport {
-        UpstreamTransport::Stdio {
-            command,
-            args,
-            env,
-            cwd,
-        } => {
-            let spawned = child::spawn(
-                &up.cfg,
-                command,
-                args,
-                env,
-                cwd.as_deref(),
-                deps.base_dir.as_deref(),
-                &up.stderr_tail,
-                deps.limits.max_stderr_line_bytes,
-                deps.limits.stderr_tail_lines,
-            )
-            .map_err(|e| e.to_string())?;
-            let label = LinkLabel {
-                name: format!("upstream {}", up.name).into(),
-                answer_garbage: false,
-                refuse_discover: false,
-            };
-            let ledger = progress.clone();
-            let transport = LineTransport::<RoleClient, _, _>::new(
-                spawned.stdout,
-                spawned.stdin,
-                deps.limits.max_message_bytes,
-                label,
-            )
-            .with_progress_observer(Arc::new(move |token| ledger.read(token)));
-            let proc = Some((spawned.child, spawned.group));
-            match tokio::time::timeout(timeout, handler.serve(transport)).await {
-                Ok(Ok(r)) => (r, proc),
-                Ok(Err(e)) => {
-                    stop_process(proc).await;
-                    return Err(format!("MCP initialize failed: {e}"));
-                }
-                Err(_) => {
-                    stop_process(proc).await;
-                    return Err(format!(
-                        "no answer to initialize within {timeout:?} (startup_timeout)"
-                    ));
-                }
-            }
-        }
-        UpstreamTransport::Http { url, headers } => {
-            let cfg = http_config(url, headers, deps.limits.max_message_bytes)?;
-            let transport = rmcp::transport::StreamableHttpClientTransport::from_config(cfg);
-            match tokio::time::timeout(timeout, handler.serve(transport)).await {
-                Ok(Ok(r)) => (r, None),
-                Ok(Err(e)) => return Err(format!("MCP initialize with {url} failed: {e}")),
-                Err(_) => {
-                    return Err(format!(
-                        "{url} did not answer initialize within {timeout:?}"
-                    ));
-                }
-            }
-        }
+    let spawned = child::spawn(
+        &up.cfg,
+        deps.base_dir.as_deref(),
+        &up.stderr_tail,
+        &deps.limits,
+    )
+    .map_err(|e| e.to_string())?;
+    let label = LinkLabel {
+        name: format!("upstream {}", up.name).into(),
+        answer_garbage: false,
+        refuse_discover: false,
     };
-    let result = serve_connection(up, deps, running, progress, &list_changes).await;
-    stop_process(proc.take())
-        .await
-        .map_or(result.clone(), |exit| match result {
-            Ok(r) => Ok(format!("{r} ({exit})")),
-            Err(e) => Err(e),
-        })
+    let ledger = progress.clone();
+    let transport = LineTransport::<RoleClient, _, _>::new(
+        spawned.stdout,
+        spawned.stdin,
+        deps.limits.max_message_bytes,
+        label,
+    )
+    .with_progress_observer(Arc::new(move |token| ledger.read(token)));
+    let proc = Some((spawned.child, spawned.group));
+    match tokio::time::timeout(timeout, handler.serve(transport)).await {
+        Ok(Ok(r)) => Ok((r, proc)),
+        Ok(Err(e)) => {
+            stop_process(proc).await;
+            Err(format!("MCP initialize failed: {e}"))
+        }
+        Err(_) => {
+            stop_process(proc).await;
+            Err(format!(
+                "no answer to initialize within {timeout:?} (startup_timeout)"
+            ))
+        }
+    }
+}
+
+/// Initializes an HTTP upstream within `startup_timeout`.
+async fn connect_http(
+    up: &Arc<Upstream>,
+    deps: &SupervisorDeps,
+    handler: Bounded,
+    url: &str,
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Result<Running, String> {
+    let timeout = up.cfg.startup_timeout;
+    let cfg = http_config(url, headers, deps.limits.max_message_bytes)?;
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_config(cfg);
+    match tokio::time::timeout(timeout, handler.serve(transport)).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(format!("MCP initialize with {url} failed: {e}")),
+        Err(_) => Err(format!(
+            "{url} did not answer initialize within {timeout:?}"
+        )),
+    }
 }
 
 fn http_config(
@@ -266,9 +290,7 @@ impl rmcp::transport::common::client_side_sse::SseRetryPolicy for BoundedReconne
     }
 }
 
-async fn stop_process(
-    proc: Option<(tokio::process::Child, child::ProcessGroup)>,
-) -> Option<String> {
+async fn stop_process(proc: Option<Process>) -> Option<String> {
     let (child, group) = proc?;
     Some(child::describe_exit(child::terminate(child, group).await))
 }
@@ -308,8 +330,8 @@ async fn serve_connection(
         "upstream ready"
     );
     compare_tool_digests(up, &fresh.tool_digests, "after a restart");
-    *up.lists.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
-    *up.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Connection {
+    *up.lists.write().recover() = Arc::new(fresh);
+    *up.conn.write().recover() = Some(Arc::new(Connection {
         peer: peer.clone(),
         capabilities: caps.clone(),
         progress,
@@ -339,8 +361,8 @@ async fn serve_connection(
             }
         }
     };
-    *up.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
-    *up.lists.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(UpstreamLists::default());
+    *up.conn.write().recover() = None;
+    *up.lists.write().recover() = Arc::new(UpstreamLists::default());
     deps.changed.send(up.name.clone());
     outcome
 }
@@ -362,7 +384,7 @@ async fn refresh(
     if kind == ListKind::Tools {
         compare_tool_digests(up, &next.tool_digests, "after list_changed");
     }
-    *up.lists.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+    *up.lists.write().recover() = Arc::new(next);
     deps.changed.send(up.name.clone());
 }
 
@@ -378,10 +400,7 @@ fn compare_tool_digests(
     when: &str,
 ) {
     let pins = super::tool_pins::path(&crate::status::state_dir(), &up.cfg);
-    let mut last = up
-        .last_tool_digests
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut last = up.last_tool_digests.lock().recover();
     let (old, when) = match last.take() {
         Some(old) => (Some(old), when),
         None => (super::tool_pins::load(&pins), "since gavel last listed it"),

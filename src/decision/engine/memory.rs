@@ -23,6 +23,8 @@
 
 use std::sync::Mutex;
 
+use crate::sync::Recover;
+
 /// What evaluations in flight may add to the process's live bytes.
 pub const LIMIT: u64 = 256 << 20;
 
@@ -42,7 +44,7 @@ pub(super) fn scope<T>(f: impl FnOnce() -> T) -> T {
     impl Drop for Leave {
         fn drop(&mut self) {
             regorus_mimalloc::limits::flush_thread_counters();
-            let mut n = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+            let mut n = IN_FLIGHT.lock().recover();
             *n -= 1;
             if *n == 0 {
                 regorus::set_global_memory_limit(None);
@@ -50,7 +52,7 @@ pub(super) fn scope<T>(f: impl FnOnce() -> T) -> T {
         }
     }
     {
-        let mut n = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = IN_FLIGHT.lock().recover();
         if *n == 0 {
             regorus::set_global_memory_limit(Some(live_bytes().saturating_add(LIMIT)));
         }

@@ -25,6 +25,8 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, OnceLock, mpsc};
 use std::time::Instant;
 
+use crate::sync::Recover;
+
 /// Stack of an evaluation thread.
 pub const STACK_BYTES: usize = 256 << 20;
 /// Evaluation threads at most (idle ones wait for work; none exit).
@@ -58,13 +60,13 @@ fn workers() -> &'static Workers {
 fn work(w: &'static Workers) {
     loop {
         let task = {
-            let mut s = w.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = w.state.lock().recover();
             loop {
                 if let Some(t) = s.tasks.pop_front() {
                     break t;
                 }
                 s.idle += 1;
-                s = w.ready.wait(s).unwrap_or_else(|e| e.into_inner());
+                s = w.ready.wait(s).recover();
                 s.idle -= 1;
             }
         };
@@ -99,7 +101,7 @@ pub fn run<T: Send + 'static>(
         let _ = tx.send(super::memory::scope(f));
     });
     {
-        let mut s = w.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = w.state.lock().recover();
         s.tasks.push_back(task);
         if s.tasks.len() > s.idle && s.threads < MAX_WORKERS {
             let spawned = std::thread::Builder::new()

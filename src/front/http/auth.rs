@@ -26,6 +26,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Value, json};
 
 use crate::config::{AuthKey, AuthSettings, Identity};
+use crate::sync::Recover;
 
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
@@ -174,7 +175,7 @@ impl Authenticator {
             return;
         };
         let result = fetch_jwks(http, url).await;
-        let mut f = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = self.fetched.lock().recover();
         match result {
             Ok(keys) => {
                 tracing::info!(url = %url, keys = keys.len(), "JWKS fetched");
@@ -197,7 +198,7 @@ impl Authenticator {
         };
         let gap = (*refresh).min(std::time::Duration::from_secs(30));
         let due = {
-            let mut f = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
+            let mut f = self.fetched.lock().recover();
             let due = f.0.is_none_or(|t| t.elapsed() >= gap);
             if due {
                 f.0 = Some(std::time::Instant::now());
@@ -256,7 +257,7 @@ impl Authenticator {
         let candidates = keys
             .iter()
             .filter(|(kid, _)| kid.is_none() || header.kid.is_none() || *kid == header.kid);
-        let mut last = match &self.fetched.lock().unwrap_or_else(|e| e.into_inner()).1 {
+        let mut last = match &self.fetched.lock().recover().1 {
             Some(why) => format!("{NO_KEY} (the JWKS URL could not be fetched: {why})"),
             None => format!("{NO_KEY} ({:?})", header.kid),
         };

@@ -25,6 +25,8 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 
 use super::auth::TokenIdentity;
 
+use crate::sync::Recover;
+
 const SESSION_HEADER: &str = "mcp-session-id";
 
 /// Who owns each open session: (user id, agent id).
@@ -51,11 +53,7 @@ struct Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        let mut pending = self
-            .owners
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.owners.pending.lock().recover();
         if let Some(n) = pending.get_mut(&self.user) {
             *n -= 1;
             if *n == 0 {
@@ -85,7 +83,7 @@ impl Owners {
         let pending = self
             .pending
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .recover()
             .get(user)
             .copied()
             .unwrap_or(0);
@@ -102,7 +100,7 @@ impl Owners {
         *self
             .pending
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .recover()
             .entry(user.to_string())
             .or_default() += 1;
         Some(Reservation {
@@ -112,7 +110,7 @@ impl Owners {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, String)>> {
-        self.owners.lock().unwrap_or_else(|p| p.into_inner())
+        self.owners.lock().recover()
     }
 
     /// Records a new session's owner, forgetting the sessions rmcp closed

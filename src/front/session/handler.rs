@@ -322,7 +322,6 @@ impl ServerHandler for Session {
         }
     }
 
-    #[allow(deprecated)]
     async fn subscribe(
         &self,
         request: SubscribeRequestParams,
@@ -358,7 +357,6 @@ impl ServerHandler for Session {
         r
     }
 
-    #[allow(deprecated)]
     async fn unsubscribe(
         &self,
         request: UnsubscribeRequestParams,

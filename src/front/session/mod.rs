@@ -4,9 +4,6 @@
 //! session's state and its decide/forward path; `handler` is the MCP
 //! methods the host calls; `set` the open sessions of a front that serves
 //! many (HTTP).
-// Legacy-era features (sampling, roots, logging, resources/subscribe) are deprecated in MCP
-// 2026-07-28 (SEP-2577) but are exactly what the 2024-11-05 … 2025-11-25 era gavel serves.
-#![allow(deprecated)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -23,6 +20,7 @@ use crate::front::http::auth::TokenIdentity;
 use crate::gateway::Gateway;
 use crate::host::link::HostLink;
 use crate::router::Router;
+use crate::sync::Recover;
 use crate::upstream::{SupervisorDeps, Upstream, spawn_supervisor};
 
 mod handler;
@@ -149,11 +147,7 @@ impl Session {
         }
         let router = Arc::new(Router::new(ups, prefixed));
         let _ = self.inner.router.set(router.clone());
-        self.inner
-            .supervisors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(handles);
+        self.inner.supervisors.lock().recover().extend(handles);
         let host = self.inner.host.clone();
         let enforcer = gw.enforcer.clone();
         let shutdown = self.inner.shutdown.clone();
@@ -246,13 +240,7 @@ impl Session {
     /// Stops every upstream of this session and waits for them to exit.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
-        let handles: Vec<_> = self
-            .inner
-            .supervisors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect();
+        let handles: Vec<_> = self.inner.supervisors.lock().recover().drain(..).collect();
         crate::upstream::supervisor::join_bounded(handles).await;
     }
 

@@ -3,6 +3,7 @@
 //! timeout), and dropping its last handle stops its upstreams; the set must
 //! not keep it alive. What is still open at exit is stopped explicitly.
 
+use crate::sync::Recover;
 use std::sync::{Arc, Mutex};
 
 use super::{Session, WeakSession};
@@ -32,7 +33,7 @@ impl SessionSet {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<WeakSession>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.lock().recover()
     }
 
     /// The list with the closed sessions swept out.

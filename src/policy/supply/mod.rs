@@ -44,6 +44,7 @@ use crate::bundle::oci::{OciRef, Registry};
 use crate::config::{Config, OciSettings};
 use crate::decision::Enforcer;
 use crate::policy::source::{Offline, Resolve, SHARED_OWNER, raw_from_layer};
+use crate::sync::Recover;
 
 /// OPA's bundle status fields (`v1/plugins/bundle/status.go`), per server and
 /// reference, plus where the active bytes came from.
@@ -202,7 +203,7 @@ impl Supply {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Entry>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+        self.entries.lock().recover()
     }
 
     fn record_error(&self, key: &Key, code: &str, message: String) {
