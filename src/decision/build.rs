@@ -45,10 +45,7 @@ impl Enforcer {
         clock: std::sync::Arc<dyn crate::state::clock::Clock>,
         resolver: &dyn crate::bundle::source::Resolve,
     ) -> anyhow::Result<Self> {
-        let opts = EngineOptions {
-            eval_timeout: config.policy.eval_timeout,
-            strict_input: config.policy.strict_input,
-        };
+        let opts = EngineOptions::from_config(config);
         let mut servers = HashMap::new();
         for (name, server) in &config.servers {
             let active = server_active(name, server, config, &opts, resolver)?;
@@ -104,14 +101,10 @@ impl Enforcer {
             approvals: crate::state::approval::Remembered::new(clock.clone()),
             clock,
             servers,
-            identity: config.identity.clone(),
             log,
-            secret_fields: config.log.secret_fields.clone(),
-            max_arg_bytes: config.log.max_arg_bytes,
             guard,
             generation: tokio::sync::watch::channel(0).0,
             config: Arc::new(config.clone()),
-            engine_options: opts,
         })
     }
 
@@ -127,7 +120,8 @@ impl Enforcer {
             .servers
             .get(server)
             .ok_or_else(|| anyhow::anyhow!("no server {server:?} in the config"))?;
-        server_active(server, sc, &self.config, &self.engine_options, resolver)
+        let opts = EngineOptions::from_config(&self.config);
+        server_active(server, sc, &self.config, &opts, resolver)
     }
 }
 
@@ -146,10 +140,7 @@ impl super::Enforcer {
             .servers
             .get(server)
             .ok_or_else(|| anyhow::anyhow!("no [servers.{server}] in the config"))?;
-        let opts = EngineOptions {
-            eval_timeout: config.policy.eval_timeout,
-            strict_input: config.policy.strict_input,
-        };
+        let opts = EngineOptions::from_config(config);
         match server_active(server, sc, config, &opts, resolver)?.policy {
             Policy::Unavailable(why) => Err(anyhow::anyhow!(why)),
             Policy::Rego(e) => Ok(e.policy_version().to_string()),

@@ -17,6 +17,7 @@
 
 use serde::Serialize;
 
+use super::codes::{self, ReasonCode};
 use super::contract::Approval;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -123,7 +124,7 @@ fn merge_approvals(a: Approval, b: &Approval) -> Approval {
 pub fn combine(layers: &[(Layer, LayerDecision)]) -> Combined {
     let mut out = Combined::default();
     if !layers.iter().any(|(l, _)| *l != Layer::Override) {
-        out.reasons.push("no_policy".into());
+        out.reasons.push(ReasonCode::NoPolicy.into());
         out.remediation = Some(
             "No policy layer decides this server; ask the gavel administrator to configure one."
                 .into(),
@@ -170,7 +171,7 @@ pub fn combine(layers: &[(Layer, LayerDecision)]) -> Combined {
         allow = false;
         out.matched_rules.push(d.rule.clone());
         if d.reasons.is_empty() {
-            out.reasons.push(format!("denied_by_{}", layer.as_str()));
+            out.reasons.push(codes::denied_by(layer.as_str()));
         }
         for r in kept {
             if !out.reasons.contains(r) {

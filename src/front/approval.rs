@@ -35,6 +35,7 @@ use rmcp::model::{
 use serde_json::{Value, json};
 
 use super::host::HostLink;
+use crate::decision::codes::ReasonCode;
 use crate::decision::contract::Approval;
 use crate::decision::{Action, ActionType, Decision, Enforcer, Permit, SessionState};
 use crate::state::approval::{Subject, args_digest};
@@ -42,7 +43,7 @@ use crate::state::approval::{Subject, args_digest};
 /// How often progress is sent while waiting for the user.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-fn denied(d: &Decision, code: &str, remediation: String) -> Decision {
+fn denied(d: &Decision, code: ReasonCode, remediation: String) -> Decision {
     Decision {
         allow: false,
         reasons: vec![code.into()],
@@ -173,7 +174,7 @@ async fn ask(
                 "unavailable",
                 Err(denied(
                     d,
-                    "approval_required",
+                    ReasonCode::ApprovalRequired,
                     format!(
                         "This {} needs a human's approval ({}), and this host cannot ask for one (it does not support elicitation). Ask a person to approve it{}, or use a host that supports elicitation.",
                         what(action),
@@ -198,7 +199,7 @@ async fn ask(
                 "failed",
                 Err(denied(
                     d,
-                    "approval_failed",
+                    ReasonCode::ApprovalFailed,
                     format!("gavel could not build the approval request ({e})."),
                 )),
             );
@@ -237,7 +238,7 @@ async fn ask(
     let (step, code, text) = match answer {
         Err(_) => (
             "timeout",
-            "approval_timeout",
+            ReasonCode::ApprovalTimeout,
             format!(
                 "No one approved the {} within {timeout:?}; ask again when someone can answer.",
                 what(action)
@@ -245,7 +246,7 @@ async fn ask(
         ),
         Ok(Err(e)) => (
             "failed",
-            "approval_failed",
+            ReasonCode::ApprovalFailed,
             format!(
                 "The approval request failed ({e}); the {} was not made.",
                 what(action)
@@ -261,7 +262,7 @@ async fn ask(
             }
             ElicitationAction::Accept | ElicitationAction::Decline => (
                 "declined",
-                "approval_declined",
+                ReasonCode::ApprovalDeclined,
                 format!(
                     "The user declined this {}. Do not retry it or reach the same result another way; ask the user what to do instead.",
                     what(action)
@@ -270,7 +271,7 @@ async fn ask(
             // Cancel, and any answer a later protocol adds: not an accept.
             _ => (
                 "cancelled",
-                "approval_cancelled",
+                ReasonCode::ApprovalCancelled,
                 format!(
                     "The user dismissed the approval request; the {} was not made. Ask the user before trying again.",
                     what(action)

@@ -407,9 +407,9 @@ impl Replayer {
             .is_some_and(|v| !v.is_null());
         let now = match se.engine.decide(input) {
             Ok(out) => Replayed {
-                allow: out.combined.allow && !gavel_denied,
-                reasons: out.combined.reasons,
-                approval: out.combined.require_approval.is_some(),
+                allow: out.decision.allow && !gavel_denied,
+                reasons: out.decision.reasons,
+                approval: out.decision.require_approval.is_some(),
             },
             Err(e) => Replayed {
                 allow: false,
