@@ -55,6 +55,30 @@ pub struct Action {
     pub upstream_data_classes: Vec<String>,
 }
 
+impl Action {
+    /// A request to `server` for `target` (tool or prompt name, resource
+    /// URI, or method) with `args`: no annotations (untrusted), no tool
+    /// digest, no data classes from the upstream — the caller sets those it
+    /// knows.
+    pub fn new(
+        kind: ActionType,
+        server: impl Into<String>,
+        target: impl Into<String>,
+        args: Value,
+    ) -> Self {
+        Action {
+            kind,
+            server: server.into(),
+            tool: target.into(),
+            args,
+            annotations: Value::Object(Default::default()),
+            annotations_trusted: false,
+            tool_digest: None,
+            upstream_data_classes: Vec::new(),
+        }
+    }
+}
+
 /// Proof that a request was decided and allowed. Only [`Enforcer::decide`]
 /// makes one; upstream senders require it.
 #[derive(Debug)]

@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::codes::ReasonCode;
+
 /// Version of the decision contract carried in every decision.
 pub const DECISION_CONTRACT_VERSION: &str = "gavel.decision/v1";
 
@@ -90,7 +92,9 @@ impl Decision {
         }
     }
 
-    pub fn deny(reason: impl Into<String>, remediation: impl Into<String>) -> Self {
+    /// A denial by gavel itself (a bundle's denials come from its decision):
+    /// one of gavel's own codes and what to do about it.
+    pub fn deny(reason: ReasonCode, remediation: impl Into<String>) -> Self {
         Decision {
             allow: false,
             reasons: vec![reason.into()],

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::config::{Budget, BudgetPer, Config};
 use crate::decision::Decision;
+use crate::decision::codes::ReasonCode;
 use crate::state::budget::Period;
 use crate::state::clock::Clock;
 use crate::state::limits::Limit;
@@ -202,7 +203,8 @@ impl Guard {
 
     /// Applies limits then budget to a `tools/call` the policy allowed, in
     /// one atomic charge: a call refused by either costs nothing. Returns what
-    /// the budget was charged (None: no budget, or the call was refused).
+    /// the budget was charged (None: no budget, or the call was refused, and
+    /// then `d` is the refusal).
     pub fn check(
         &self,
         who: &Who,
@@ -214,26 +216,29 @@ impl Guard {
             return None;
         }
         let now = self.clock.now();
-        let keys: Vec<(String, crate::state::Rate)> = limits
-            .iter()
-            .map(|l| (l.key(who.server, who.tool, who.user, who.agent), l.rate))
-            .collect();
+        let keys = rate_keys(who, limits);
         let budget = self.budget.as_ref().map(|b| {
             let (period, ends) = b.period.at_in(now, &b.calendar);
-            (b, Self::budget_key(b, who), period, ends)
+            BudgetSlot {
+                budget: b,
+                key: Self::budget_key(b, who),
+                period,
+                ends,
+            }
         });
+        let add = Usage {
+            calls: 1,
+            tokens: arg_tokens,
+        };
         let charged = self.store().and_then(|s| {
             s.charge(
                 &keys,
                 now,
-                budget.as_ref().map(|(b, key, period, _)| BudgetCharge {
-                    key,
-                    period,
-                    add: Usage {
-                        calls: 1,
-                        tokens: arg_tokens,
-                    },
-                    limit: (b.calls, b.tokens),
+                budget.as_ref().map(|slot| BudgetCharge {
+                    key: &slot.key,
+                    period: &slot.period,
+                    add,
+                    limit: (slot.budget.calls, slot.budget.tokens),
                 }),
             )
             .map_err(|e| e.to_string())
@@ -245,6 +250,7 @@ impl Guard {
             }
             Ok(c) => c,
         };
+        // The limit that refused with the longest wait speaks for all.
         if let Some((i, worst)) = c
             .rates
             .iter()
@@ -252,62 +258,21 @@ impl Guard {
             .filter(|(_, o)| !o.allowed)
             .max_by(|a, b| a.1.retry_after.total_cmp(&b.1.retry_after))
         {
-            let l = limits[i];
-            let retry = (worst.retry_after * 10.0).ceil() / 10.0;
-            *d = Decision {
-                allow: false,
-                reasons: vec!["rate_limited".into()],
-                remediation: Some(format!(
-                    "Rate limit ({} per {}s, burst {}, from {}) reached for {:?}: wait {retry:.1} s before calling it again.",
-                    l.rate.rate, l.rate.period_s, l.rate.burst, l.source, who.tool
-                )),
-                rate_limit_remaining: Some(0),
-                retry_after_seconds: Some(retry),
-                matched_rules: vec![format!("gavel:limit:{}", keys[i].0)],
-                policy_version: d.policy_version.take(),
-                ..Default::default()
-            };
+            rate_limited(d, who, limits[i], &keys[i].0, worst.retry_after);
             return None;
         }
         if !keys.is_empty() {
             d.rate_limit_remaining = c.rates.iter().map(|o| o.remaining).min();
         }
-        let (b, key, period, ends) = budget?;
+        let slot = budget?;
         if let Some((false, used)) = c.budget {
-            *d = Decision {
-                allow: false,
-                reasons: vec!["budget_exceeded".into()],
-                remediation: Some(format!(
-                    "The {} budget ({}; used {} calls, {} tokens) is spent; it renews at {}. Ask for a larger budget if this work must go on.",
-                    match b.period {
-                        Period::Day => "daily",
-                        Period::Week => "weekly",
-                    },
-                    [
-                        b.calls.map(|c| format!("{c} calls")),
-                        b.tokens.map(|t| format!("{t} tokens"))
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                    used.calls,
-                    used.tokens,
-                    rfc3339(ends)
-                )),
-                matched_rules: vec![format!("gavel:budget:{key}:{period}")],
-                policy_version: d.policy_version.take(),
-                ..Default::default()
-            };
+            budget_exceeded(d, &slot, used);
             return None;
         }
         Some(Receipt {
-            key,
-            period,
-            add: Usage {
-                calls: 1,
-                tokens: arg_tokens,
-            },
+            key: slot.key,
+            period: slot.period,
+            add,
         })
     }
 
@@ -343,10 +308,7 @@ impl Guard {
         if limits.is_empty() {
             return;
         }
-        let keys: Vec<(String, crate::state::Rate)> = limits
-            .iter()
-            .map(|l| (l.key(who.server, who.tool, who.user, who.agent), l.rate))
-            .collect();
+        let keys = rate_keys(who, limits);
         if let Err(e) = self
             .store()
             .and_then(|s| s.refund(&keys, None).map_err(|e| e.to_string()))
@@ -371,10 +333,76 @@ impl Guard {
     }
 }
 
+/// The budget period a call is charged to: the budget's key for who is
+/// asking, the period and when it ends (Unix seconds).
+struct BudgetSlot<'a> {
+    budget: &'a Budget,
+    key: String,
+    period: String,
+    ends: f64,
+}
+
+/// The state-store key and rate of each limit, for who is asking.
+fn rate_keys(who: &Who, limits: &[&Limit]) -> Vec<(String, crate::state::Rate)> {
+    limits
+        .iter()
+        .map(|l| (l.key(who.server, who.tool, who.user, who.agent), l.rate))
+        .collect()
+}
+
+/// `d` refused by the rate limit `l` (state key `key`): wait `retry_after`
+/// seconds, rounded up to a tenth.
+fn rate_limited(d: &mut Decision, who: &Who, l: &Limit, key: &str, retry_after: f64) {
+    let retry = (retry_after * 10.0).ceil() / 10.0;
+    *d = Decision {
+        allow: false,
+        reasons: vec![ReasonCode::RateLimited.into()],
+        remediation: Some(format!(
+            "Rate limit ({} per {}s, burst {}, from {}) reached for {:?}: wait {retry:.1} s before calling it again.",
+            l.rate.rate, l.rate.period_s, l.rate.burst, l.source, who.tool
+        )),
+        rate_limit_remaining: Some(0),
+        retry_after_seconds: Some(retry),
+        matched_rules: vec![format!("gavel:limit:{key}")],
+        policy_version: d.policy_version.take(),
+        ..Default::default()
+    };
+}
+
+/// `d` refused because the budget of `slot` is spent (`used` so far).
+fn budget_exceeded(d: &mut Decision, slot: &BudgetSlot, used: Usage) {
+    let b = slot.budget;
+    *d = Decision {
+        allow: false,
+        reasons: vec![ReasonCode::BudgetExceeded.into()],
+        remediation: Some(format!(
+            "The {} budget ({}; used {} calls, {} tokens) is spent; it renews at {}. Ask for a larger budget if this work must go on.",
+            match b.period {
+                Period::Day => "daily",
+                Period::Week => "weekly",
+            },
+            [
+                b.calls.map(|c| format!("{c} calls")),
+                b.tokens.map(|t| format!("{t} tokens"))
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", "),
+            used.calls,
+            used.tokens,
+            rfc3339(slot.ends)
+        )),
+        matched_rules: vec![format!("gavel:budget:{}:{}", slot.key, slot.period)],
+        policy_version: d.policy_version.take(),
+        ..Default::default()
+    };
+}
+
 fn unavailable(d: &mut Decision, why: &str) {
     *d = Decision {
         allow: false,
-        reasons: vec!["state_unavailable".into()],
+        reasons: vec![ReasonCode::StateUnavailable.into()],
         remediation: Some(format!(
             "gavel cannot check this call's rate limits or budget: {why}"
         )),

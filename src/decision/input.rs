@@ -284,7 +284,7 @@ impl SessionState {
             Err(e) => {
                 tracing::error!(server = %action.server, tool = %action.tool, "the decision did not finish: {e}");
                 super::Verdict::Deny(super::Decision::deny(
-                    "state_unavailable",
+                    super::codes::ReasonCode::StateUnavailable,
                     format!("gavel could not finish deciding this request ({e}); it is refused."),
                 ))
             }

@@ -15,6 +15,7 @@
 //!    smallest `remember_seconds` (absent, "do not remember", wins), the
 //!    narrowest scope (`call` < `tool` < `server`), and every reason.
 
+use super::codes::{self, ReasonCode};
 use super::contract::Approval;
 
 /// The layer names live in config, which validates them; the combining
@@ -94,7 +95,7 @@ fn merge_approvals(a: Approval, b: &Approval) -> Approval {
 pub fn combine(layers: &[(Layer, LayerDecision)]) -> Combined {
     let mut out = Combined::default();
     if !layers.iter().any(|(l, _)| *l != Layer::Override) {
-        out.reasons.push("no_policy".into());
+        out.reasons.push(ReasonCode::NoPolicy.into());
         out.remediation = Some(
             "No policy layer decides this server; ask the gavel administrator to configure one."
                 .into(),
@@ -141,7 +142,7 @@ pub fn combine(layers: &[(Layer, LayerDecision)]) -> Combined {
         allow = false;
         out.matched_rules.push(d.rule.clone());
         if d.reasons.is_empty() {
-            out.reasons.push(format!("denied_by_{}", layer.as_str()));
+            out.reasons.push(codes::denied_by(layer.as_str()));
         }
         for r in kept {
             if !out.reasons.contains(r) {

@@ -78,8 +78,8 @@ impl Enforcer {
             log,
             rules.as_ref().map(|f| f as LogRules),
             &MaskSettings {
-                secret_fields: &self.secret_fields,
-                max_arg_bytes: self.max_arg_bytes,
+                secret_fields: &self.config.log.secret_fields,
+                max_arg_bytes: self.config.log.max_arg_bytes,
             },
         )
     }
@@ -106,7 +106,7 @@ impl Enforcer {
         }
         let was_allowed = d.allow;
         let mut denied = Decision::deny(
-            "audit_unavailable",
+            super::codes::ReasonCode::AuditUnavailable,
             format!(
                 "The decision log at {path} cannot be written ({e}), and gavel does not carry out a decision it cannot record: the request was refused. Retrying will not help until an operator fixes the decision log (disk space, permissions, the bundle's log rules)."
             ),

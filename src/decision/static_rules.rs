@@ -3,6 +3,7 @@
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
+use super::codes::ReasonCode;
 use super::{Action, ActionType, Decision};
 use crate::config::ToolRules;
 
@@ -85,7 +86,7 @@ impl StaticRules {
             Ok(()) => Decision::allow("static"),
             Err(rule) => Decision {
                 allow: false,
-                reasons: vec!["static_rule".into()],
+                reasons: vec![ReasonCode::StaticRule.into()],
                 remediation: Some(format!(
                     "The tool {:?} of server {:?} is blocked by gavel's static rules in servers.toml ({rule}). \
                      Ask the person who administers gavel to change the rule if this tool is needed.",

@@ -36,6 +36,7 @@ use rmcp::model::{
 use serde_json::Value;
 
 use super::link::HostLink;
+use crate::decision::codes::ReasonCode;
 use crate::decision::contract::Approval;
 use crate::decision::remembered::{Subject, args_digest};
 use crate::decision::{Action, ActionType, Decision, Enforcer, Permit, SessionState};
@@ -43,7 +44,7 @@ use crate::decision::{Action, ActionType, Decision, Enforcer, Permit, SessionSta
 /// How often progress is sent while waiting for the user.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-fn denied(d: &Decision, code: &str, remediation: String) -> Decision {
+fn denied(d: &Decision, code: ReasonCode, remediation: String) -> Decision {
     Decision {
         allow: false,
         reasons: vec![code.into()],
@@ -121,7 +122,7 @@ impl Asking<'_> {
             Ok(s) => s,
             Err(e) => {
                 let why = format!("gavel could not build the approval request ({e}).");
-                return ("failed", Err(denied(d, "approval_failed", why)));
+                return ("failed", Err(denied(d, ReasonCode::ApprovalFailed, why)));
             }
         };
         // A question whose asking cannot be recorded is not asked.
@@ -164,7 +165,7 @@ impl Asking<'_> {
         let (d, a) = (self.decision, self.approval);
         denied(
             d,
-            "approval_required",
+            ReasonCode::ApprovalRequired,
             format!(
                 "This {} needs a human's approval ({}), and this host cannot ask for one (it does not support elicitation). Ask a person to approve it{}, or use a host that supports elicitation.",
                 what(self.action),
@@ -187,14 +188,14 @@ impl Asking<'_> {
         let (step, code, text) = match answer {
             Err(timeout) => (
                 "timeout",
-                "approval_timeout",
+                ReasonCode::ApprovalTimeout,
                 format!(
                     "No one approved the {what} within {timeout:?}; ask again when someone can answer."
                 ),
             ),
             Ok(Err(e)) => (
                 "failed",
-                "approval_failed",
+                ReasonCode::ApprovalFailed,
                 format!("The approval request failed ({e}); the {what} was not made."),
             ),
             Ok(Ok(r)) => match r.action {
@@ -207,7 +208,7 @@ impl Asking<'_> {
                 }
                 ElicitationAction::Accept | ElicitationAction::Decline => (
                     "declined",
-                    "approval_declined",
+                    ReasonCode::ApprovalDeclined,
                     format!(
                         "The user declined this {what}. Do not retry it or reach the same result another way; ask the user what to do instead."
                     ),
@@ -215,7 +216,7 @@ impl Asking<'_> {
                 // Cancel, and any answer a later protocol adds: not an accept.
                 _ => (
                     "cancelled",
-                    "approval_cancelled",
+                    ReasonCode::ApprovalCancelled,
                     format!(
                         "The user dismissed the approval request; the {what} was not made. Ask the user before trying again."
                     ),

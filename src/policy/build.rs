@@ -45,10 +45,7 @@ impl Enforcer {
         clock: std::sync::Arc<dyn crate::state::clock::Clock>,
         resolver: &dyn crate::policy::source::Resolve,
     ) -> anyhow::Result<Self> {
-        let opts = EngineOptions {
-            eval_timeout: config.policy.eval_timeout,
-            strict_input: config.policy.strict_input,
-        };
+        let opts = EngineOptions::from_config(config);
         let mut servers = HashMap::new();
         for (name, server) in &config.servers {
             let active = server_active(name, server, config, &opts, resolver)?;
@@ -101,7 +98,7 @@ impl Enforcer {
             });
         let guard =
             crate::decision::guard::Guard::from_config(config, limits_needed, clock.clone());
-        Ok(Self::assemble(config, servers, log, guard, clock, opts))
+        Ok(Self::assemble(config, servers, log, guard, clock))
     }
 
     /// Builds `server`'s policy anew with `resolver`, off to the side. The
@@ -116,7 +113,8 @@ impl Enforcer {
             .servers
             .get(server)
             .ok_or_else(|| anyhow::anyhow!("no server {server:?} in the config"))?;
-        server_active(server, sc, self.config(), self.engine_options(), resolver)
+        let opts = EngineOptions::from_config(self.config());
+        server_active(server, sc, self.config(), &opts, resolver)
     }
 }
 
@@ -135,10 +133,7 @@ impl Enforcer {
             .servers
             .get(server)
             .ok_or_else(|| anyhow::anyhow!("no [servers.{server}] in the config"))?;
-        let opts = EngineOptions {
-            eval_timeout: config.policy.eval_timeout,
-            strict_input: config.policy.strict_input,
-        };
+        let opts = EngineOptions::from_config(config);
         match server_active(server, sc, config, &opts, resolver)?.policy {
             Policy::Unavailable(why) => Err(anyhow::anyhow!(why)),
             Policy::Rego(e) => Ok(e.policy_version().to_string()),

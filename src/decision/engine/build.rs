@@ -2,26 +2,39 @@
 //! dependency analysis that decides which layers may be memoized, each
 //! bundle's reason catalog, classification and limits, and the warm engine
 //! (one combined rule evaluates every layer in a single pass).
+//!
+//! [`PolicyEngine::build`] is the sequence; each step is a method of
+//! [`Builder`], which holds what the steps share (the server's engine being
+//! filled, the lint warnings, the server name every error starts with).
+//! The steps run in a fixed order and the first failure is the error, so a
+//! bundle with several problems always reports the same one.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::*;
+use crate::bundle::lint::ModuleIndex;
+use crate::state::limits::Limit;
 
-/// An engine with one bundle alone (same settings as the server's), warmed
-/// on its decision rule.
-fn alone(
-    b: &crate::bundle::Bundle,
-    decision_rule: &str,
-    opts: &EngineOptions,
-) -> Result<regorus::Engine, String> {
+/// A regorus engine with gavel's settings, shared by a server's engine and a
+/// bundle's own: OPA's semantics for builtin errors (the expression is
+/// undefined, so `default` rules apply) and the evaluation timer, checked
+/// every 64 interpreter steps.
+fn new_engine(opts: &EngineOptions) -> regorus::Engine {
     let mut engine = regorus::Engine::new();
     engine.set_strict_builtin_errors(false);
     engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
         limit: opts.eval_timeout,
         check_interval: std::num::NonZeroU32::new(64).expect("non-zero"),
     });
+    engine
+}
+
+/// Adds a bundle's modules (parsed in its own Rego version) and data to
+/// `engine`. The error names the bundle and the module.
+fn add_bundle(engine: &mut regorus::Engine, b: &Bundle) -> Result<(), String> {
     engine.set_rego_v0(b.manifest.rego_version == Some(0));
     for m in &b.modules {
         engine
@@ -32,6 +45,14 @@ fn alone(
         .add_data(to_regorus(&b.data))
         .map_err(|e| format!("bundle {}: data: {e}", b.name))?;
     engine.set_rego_v0(false);
+    Ok(())
+}
+
+/// An engine with one bundle alone (same settings as the server's), warmed
+/// on its decision rule.
+fn alone(b: &Bundle, decision_rule: &str, opts: &EngineOptions) -> Result<regorus::Engine, String> {
+    let mut engine = new_engine(opts);
+    add_bundle(&mut engine, b)?;
     Ok(warm(engine, decision_rule, opts))
 }
 
@@ -53,18 +74,77 @@ fn warm(engine: regorus::Engine, rule: &str, opts: &EngineOptions) -> regorus::E
 }
 
 impl PolicyEngine {
+    /// Compiles `server`'s bundles into one engine: refuses overlapping
+    /// roots, loads and lints each layer, refuses recursion across bundles,
+    /// plans the memos, then adds the rule that gathers every layer and
+    /// warms the engine.
     pub fn build(
         server: &str,
         bundles: Vec<Arc<Bundle>>,
         opts: &EngineOptions,
     ) -> Result<PolicyEngine, EngineError> {
-        let load = |m: String| EngineError::Load(format!("server {server:?}: {m}"));
+        let mut builder = Builder {
+            server,
+            opts,
+            engine: new_engine(opts),
+            warnings: Vec::new(),
+            reserved: None,
+        };
+        builder.refuse_overlapping_roots(&bundles)?;
+        let mut loaded = Vec::with_capacity(bundles.len());
+        for b in &bundles {
+            loaded.push(builder.load_layer(b)?);
+        }
+        let set: Vec<&Bundle> = bundles.iter().map(|b| b.as_ref()).collect();
+        builder.refuse_recursion(&set)?;
+        builder.plan_memos(&mut loaded, &set)?;
+        builder.refuse_reserved_package()?;
+        let Builder {
+            engine, warnings, ..
+        } = builder;
+        let engine = gather(engine, &loaded, opts).map_err(|m| load_error(server, m))?;
+        Ok(PolicyEngine {
+            pool: Arc::new(Pool::new(engine)),
+            version: version_of(&loaded),
+            bundles_json: bundles_json_of(&loaded),
+            bundles: loaded,
+            warnings,
+            timeout: opts.eval_timeout,
+        })
+    }
+}
+
+/// A build failure, named by the server whose policy it is.
+fn load_error(server: &str, m: String) -> EngineError {
+    EngineError::Load(format!("server {server:?}: {m}"))
+}
+
+/// The state [`PolicyEngine::build`]'s steps share.
+struct Builder<'a> {
+    server: &'a str,
+    opts: &'a EngineOptions,
+    /// The server's engine: every bundle's modules and data.
+    engine: regorus::Engine,
+    /// Lint warnings of every bundle, in bundle order.
+    warnings: Vec<LintFinding>,
+    /// The first module (bundle, path) found in gavel's reserved package,
+    /// refused once the layers are loaded.
+    reserved: Option<(String, String)>,
+}
+
+impl Builder<'_> {
+    fn load(&self, m: String) -> EngineError {
+        load_error(self.server, m)
+    }
+
+    /// Two bundles of one server must not share a root (OPA's rule).
+    fn refuse_overlapping_roots(&self, bundles: &[Arc<Bundle>]) -> Result<(), EngineError> {
         for (i, a) in bundles.iter().enumerate() {
             for b in &bundles[i + 1..] {
                 for ra in &a.manifest.roots {
                     for rb in &b.manifest.roots {
                         if roots_overlap(ra, rb) {
-                            return Err(load(format!(
+                            return Err(self.load(format!(
                                 "detected overlapping roots in manifests for these bundles: [{}, {}] ('{ra}' and '{rb}'); give each bundle its own root",
                                 a.name, b.name
                             )));
@@ -73,157 +153,182 @@ impl PolicyEngine {
                 }
             }
         }
-        let mut engine = regorus::Engine::new();
-        engine.set_strict_builtin_errors(false);
-        engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
-            limit: opts.eval_timeout,
-            check_interval: std::num::NonZeroU32::new(64).expect("non-zero"),
-        });
-        let mut loaded = Vec::new();
-        let mut warnings = Vec::new();
-        for b in &bundles {
-            let report = lint(b, opts.strict_input).map_err(|e| load(e.to_string()))?;
-            if !report.errors.is_empty() {
-                let list: Vec<String> = report.errors.iter().map(|f| f.to_string()).collect();
-                return Err(load(format!(
-                    "bundle {} ({}) refused by lint:\n  {}",
-                    b.name,
-                    b.source,
-                    list.join("\n  ")
-                )));
-            }
-            warnings.extend(report.warnings);
-            engine.set_rego_v0(b.manifest.rego_version == Some(0));
-            for m in &b.modules {
-                engine
-                    .add_policy(m.path.clone(), m.text.clone())
-                    .map_err(|e| load(format!("bundle {}: {}: {e}", b.name, m.path)))?;
-            }
-            engine
-                .add_data(to_regorus(&b.data))
-                .map_err(|e| load(format!("bundle {}: data: {e}", b.name)))?;
-            let decision_rule = match b.manifest.gavel("decision").and_then(Value::as_str) {
-                Some(r) => rule_path(r),
-                None if b.manifest.roots.len() == 1 && !b.manifest.roots[0].is_empty() => {
-                    rule_path(&format!("{}/decision", b.manifest.roots[0]))
-                }
-                None => {
-                    return Err(load(format!(
-                        "bundle {}: cannot tell its decision rule: set metadata.gavel.decision in .manifest, or give the bundle exactly one root",
-                        b.name
-                    )));
-                }
-            };
-            let (pkg, _) = decision_rule.rsplit_once('.').unwrap_or(("data", ""));
-            let pkg_path = pkg
-                .trim_start_matches("data")
-                .trim_start_matches('.')
-                .replace('.', "/");
-            // Which rules exist, from the parse tree: the decision rule must,
-            // `visible` and the `log` package may.
-            let idx = index(b).map_err(|e| load(e.to_string()))?;
-            let has_rule = |package: &str, rule: &str| {
-                idx.iter()
-                    .any(|m| m.package == package && m.rules.contains(rule))
-            };
-            let decision_name = decision_rule.rsplit('.').next().unwrap_or("decision");
-            if !has_rule(&pkg_path, decision_name) {
-                return Err(load(format!(
-                    "bundle {}: no module defines the decision rule {decision_rule}; define it, or point metadata.gavel.decision in .manifest at the right rule",
-                    b.name
-                )));
-            }
-            let has_visible = has_rule(&pkg_path, "visible");
-            let layer = match b.manifest.gavel("layer").and_then(Value::as_str) {
-                None => Layer::Resource,
-                Some(l) => Layer::parse(l).ok_or_else(|| load(format!("bundle {}: unknown layer {l:?} (identity, resource, workflow, compliance, override)", b.name)))?,
-            };
-            let disclosure = b
-                .manifest
-                .gavel("disclosure")
-                .and_then(Value::as_str)
-                .unwrap_or("explain");
-            if disclosure != "explain" && disclosure != "withhold" {
-                return Err(load(format!(
-                    "bundle {}: disclosure must be \"explain\" or \"withhold\", not {disclosure:?}",
-                    b.name
-                )));
-            }
-            // Reason catalog: beside the decision rule, else at a root.
-            let reasons = std::iter::once(pkg_path.as_str())
-                .chain(b.manifest.roots.iter().map(String::as_str))
-                .find_map(|p| get_path(&b.data, &format!("{p}/reasons")).and_then(Value::as_object))
-                .cloned()
-                .unwrap_or_default();
-            let mut limits = crate::state::limits::Limit::parse_list(
-                std::iter::once(pkg_path.as_str())
-                    .chain(b.manifest.roots.iter().map(String::as_str))
-                    .find_map(|p| get_path(&b.data, &format!("{p}/limits"))),
-                &format!("bundle {}", b.name),
-            )
-            .map_err(load)?;
-            // The bundle's identity for its shared user/agent limits: its
-            // name and roots (two different bundles never share a root).
-            let owner = format!("{}[{}]", b.name, b.manifest.roots.join(","));
-            for l in &mut limits {
-                l.bundle = Some(owner.clone());
-            }
-            let classification = get_path(&b.data, &format!("{pkg_path}/classification"))
-                .cloned()
-                .unwrap_or(Value::Null);
-            let log_package = format!("{pkg_path}/log");
-            let log_rule =
-                |rule: &str| has_rule(&log_package, rule).then(|| format!("{pkg}.log.{rule}"));
-            let (log_drop, log_mask) = (log_rule("drop"), log_rule("mask"));
-            loaded.push(Loaded {
-                info: BundleInfo {
-                    name: b.name.clone(),
-                    revision: b.manifest.revision.clone(),
-                    digest: b.digest.clone(),
-                    layer,
-                },
-                visible_rule: has_visible.then(|| format!("{pkg}.visible")),
-                decision_rule,
-                reasons,
-                classification,
-                log_drop,
-                log_mask,
-                withhold: disclosure == "withhold",
-                memo: None,
-                own: None,
-                limits,
-            });
+        Ok(())
+    }
+
+    /// One bundle as a layer: linted, added to the server's engine, its
+    /// decision rule found and checked to exist (from the bundle's parse
+    /// tree, parsed once here), its layer, disclosure, reason catalog,
+    /// limits, classification and log rules read.
+    fn load_layer(&mut self, b: &Bundle) -> Result<Loaded, EngineError> {
+        let report = lint(b, self.opts.strict_input).map_err(|e| self.load(e.to_string()))?;
+        if !report.errors.is_empty() {
+            let list: Vec<String> = report.errors.iter().map(|f| f.to_string()).collect();
+            return Err(self.load(format!(
+                "bundle {} ({}) refused by lint:\n  {}",
+                b.name,
+                b.source,
+                list.join("\n  ")
+            )));
         }
-        engine.set_rego_v0(false);
-        // Recursion through another bundle's rules (each bundle's own was
-        // refused by its lint): refused before anything is evaluated.
-        let set: Vec<&Bundle> = bundles.iter().map(|b| b.as_ref()).collect();
-        let cycles = crate::bundle::recursion::check(&set).map_err(|e| load(e.to_string()))?;
+        self.warnings.extend(report.warnings);
+        add_bundle(&mut self.engine, b).map_err(|m| self.load(m))?;
+        let decision_rule = self.decision_rule(b)?;
+        let (pkg, _) = decision_rule.rsplit_once('.').unwrap_or(("data", ""));
+        let pkg_path = pkg
+            .trim_start_matches("data")
+            .trim_start_matches('.')
+            .replace('.', "/");
+        // Which rules exist, from the parse tree: the decision rule must,
+        // `visible` and the `log` package may.
+        let idx = index(b).map_err(|e| self.load(e.to_string()))?;
+        if self.reserved.is_none() {
+            self.reserved = idx
+                .iter()
+                .find(|m| m.package == COMBINED_PACKAGE)
+                .map(|m| (b.name.clone(), m.path.clone()));
+        }
+        let defines = |package: &str, rule: &str| has_rule(&idx, package, rule);
+        let decision_name = decision_rule.rsplit('.').next().unwrap_or("decision");
+        if !defines(&pkg_path, decision_name) {
+            return Err(self.load(format!(
+                "bundle {}: no module defines the decision rule {decision_rule}; define it, or point metadata.gavel.decision in .manifest at the right rule",
+                b.name
+            )));
+        }
+        let has_visible = defines(&pkg_path, "visible");
+        let layer = self.layer(b)?;
+        let withhold = self.withhold(b)?;
+        // Reason catalog: beside the decision rule, else at a root.
+        let reasons = std::iter::once(pkg_path.as_str())
+            .chain(b.manifest.roots.iter().map(String::as_str))
+            .find_map(|p| get_path(&b.data, &format!("{p}/reasons")).and_then(Value::as_object))
+            .cloned()
+            .unwrap_or_default();
+        let limits = self.limits(b, &pkg_path)?;
+        let classification = get_path(&b.data, &format!("{pkg_path}/classification"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let log_package = format!("{pkg_path}/log");
+        let log_rule =
+            |rule: &str| defines(&log_package, rule).then(|| format!("{pkg}.log.{rule}"));
+        let (log_drop, log_mask) = (log_rule("drop"), log_rule("mask"));
+        Ok(Loaded {
+            info: BundleInfo {
+                name: b.name.clone(),
+                revision: b.manifest.revision.clone(),
+                digest: b.digest.clone(),
+                layer,
+            },
+            visible_rule: has_visible.then(|| format!("{pkg}.visible")),
+            decision_rule,
+            reasons,
+            classification,
+            log_drop,
+            log_mask,
+            withhold,
+            memo: None,
+            own: None,
+            limits,
+        })
+    }
+
+    /// `metadata.gavel.decision`, else `<the one root>/decision`.
+    fn decision_rule(&self, b: &Bundle) -> Result<String, EngineError> {
+        match b.manifest.gavel("decision").and_then(Value::as_str) {
+            Some(r) => Ok(rule_path(r)),
+            None if b.manifest.roots.len() == 1 && !b.manifest.roots[0].is_empty() => {
+                Ok(rule_path(&format!("{}/decision", b.manifest.roots[0])))
+            }
+            None => Err(self.load(format!(
+                "bundle {}: cannot tell its decision rule: set metadata.gavel.decision in .manifest, or give the bundle exactly one root",
+                b.name
+            ))),
+        }
+    }
+
+    /// `metadata.gavel.layer` (default: resource).
+    fn layer(&self, b: &Bundle) -> Result<Layer, EngineError> {
+        match b.manifest.gavel("layer").and_then(Value::as_str) {
+            None => Ok(Layer::Resource),
+            Some(l) => Layer::parse(l).ok_or_else(|| {
+                self.load(format!(
+                    "bundle {}: unknown layer {l:?} (identity, resource, workflow, compliance, override)",
+                    b.name
+                ))
+            }),
+        }
+    }
+
+    /// Whether `metadata.gavel.disclosure` withholds the reasons from the
+    /// agent (default: explain).
+    fn withhold(&self, b: &Bundle) -> Result<bool, EngineError> {
+        let disclosure = b
+            .manifest
+            .gavel("disclosure")
+            .and_then(Value::as_str)
+            .unwrap_or("explain");
+        if disclosure != "explain" && disclosure != "withhold" {
+            return Err(self.load(format!(
+                "bundle {}: disclosure must be \"explain\" or \"withhold\", not {disclosure:?}",
+                b.name
+            )));
+        }
+        Ok(disclosure == "withhold")
+    }
+
+    /// The rate limits the bundle declares (beside the decision rule, else
+    /// at a root), owned by the bundle: its name and roots are the identity
+    /// of its shared user/agent limits (two different bundles never share a
+    /// root).
+    fn limits(&self, b: &Bundle, pkg_path: &str) -> Result<Vec<Limit>, EngineError> {
+        let mut limits = Limit::parse_list(
+            beside_or_at_root(b, pkg_path, "limits"),
+            &format!("bundle {}", b.name),
+        )
+        .map_err(|m| self.load(m))?;
+        let owner = format!("{}[{}]", b.name, b.manifest.roots.join(","));
+        for l in &mut limits {
+            l.bundle = Some(owner.clone());
+        }
+        Ok(limits)
+    }
+
+    /// Recursion through another bundle's rules (each bundle's own was
+    /// refused by its lint): refused before anything is evaluated.
+    fn refuse_recursion(&self, set: &[&Bundle]) -> Result<(), EngineError> {
+        let cycles = crate::bundle::recursion::check(set).map_err(|e| self.load(e.to_string()))?;
         if !cycles.is_empty() {
             let list: Vec<String> = cycles.iter().map(|f| f.to_string()).collect();
-            return Err(load(format!(
+            return Err(self.load(format!(
                 "bundles refused together:\n  {}",
                 list.join("\n  ")
             )));
         }
-        // What each layer reads, over all the bundles together: a rule of
-        // one may be reached from another.
-        let deps: Vec<Deps> = analyze_set(&set).map_err(|e| load(e.to_string()))?;
-        // Memoizable layers: pure, with listable input reads; a layer that
-        // reads another bundle's data or rules depends on what they read too.
+        Ok(())
+    }
+
+    /// Which layers may be memoized, and on which input paths. What each
+    /// layer reads is analysed over all the bundles together (a rule of one
+    /// may be reached from another). Memoizable layers: pure, with listable
+    /// input reads; a layer that reads another bundle's data or rules
+    /// depends on what they read too. A layer that reads nothing of the
+    /// others gets an engine of its own for its memo misses.
+    fn plan_memos(&self, loaded: &mut [Loaded], set: &[&Bundle]) -> Result<(), EngineError> {
+        let deps: Vec<Deps> = analyze_set(set).map_err(|e| self.load(e.to_string()))?;
         let listable = |d: &Deps| !d.impure && !d.whole_input;
         let all_listable = deps.iter().all(listable);
-        for ((l, d), b) in loaded.iter_mut().zip(&deps).zip(&bundles) {
+        for ((l, d), b) in loaded.iter_mut().zip(&deps).zip(set) {
             if listable(d) && !d.foreign_data {
                 l.own = Some(Arc::new(Pool::new(
-                    alone(b, &l.decision_rule, opts).map_err(load)?,
+                    alone(b, &l.decision_rule, self.opts).map_err(|m| self.load(m))?,
                 )));
             }
             l.memo = match (listable(d), d.foreign_data) {
                 (false, _) => None,
                 (true, false) => Some(Memo::new(d.input_paths.iter().cloned())),
                 (true, true) if all_listable => {
-                    let union: std::collections::BTreeSet<Vec<String>> = deps
+                    let union: BTreeSet<Vec<String>> = deps
                         .iter()
                         .flat_map(|d| d.input_paths.iter().cloned())
                         .collect();
@@ -232,61 +337,86 @@ impl PolicyEngine {
                 (true, true) => None,
             };
         }
-        // One rule that gathers every layer's decision, so a decision is one
-        // evaluation: rules the layers share (identity helpers, data lookups)
-        // are computed once, and the interpreter's per-evaluation set-up is
-        // paid once instead of once per layer. `[x | x := …]` keeps an
-        // undefined decision apart from the others (an empty list).
-        for b in &bundles {
-            let idx = index(b).map_err(|e| load(e.to_string()))?;
-            if let Some(m) = idx.iter().find(|m| m.package == COMBINED_PACKAGE) {
-                return Err(load(format!(
-                    "bundle {}: {}: package {COMBINED_PACKAGE} is reserved for gavel; rename it",
-                    b.name, m.path
-                )));
-            }
-        }
-        let gather: Vec<String> = loaded
-            .iter()
-            .map(|l| format!("[x | x := {}]", rego_ref(&l.decision_rule)))
-            .collect();
-        engine
-            .add_policy(
-                "gavel:combined.rego".into(),
-                format!(
-                    "package {COMBINED_PACKAGE}\n\nlayers := [{}]\n",
-                    gather.join(", ")
-                ),
-            )
-            .map_err(|e| load(format!("gavel's combined decision rule: {e}")))?;
-        // Warm: the first evaluation prepares the engine; clones made after it
-        // skip that work.
-        let engine = warm(engine, COMBINED_RULE, opts);
-        let version = loaded
-            .iter()
-            .map(|b| {
-                if b.info.revision.is_empty() {
-                    b.info.name.clone()
-                } else {
-                    format!("{}@{}", b.info.name, b.info.revision)
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut bundles_json = serde_json::Map::new();
-        for b in &loaded {
-            bundles_json.insert(
-                b.info.name.clone(),
-                serde_json::json!({"revision": b.info.revision, "digest": b.info.digest, "layer": b.info.layer}),
-            );
-        }
-        Ok(PolicyEngine {
-            pool: Arc::new(Pool::new(engine)),
-            bundles: loaded,
-            version,
-            bundles_json: Value::Object(bundles_json),
-            warnings,
-            timeout: opts.eval_timeout,
-        })
+        Ok(())
     }
+
+    /// gavel's combined rule lives in its own package: a bundle may not
+    /// define it.
+    fn refuse_reserved_package(&self) -> Result<(), EngineError> {
+        match &self.reserved {
+            Some((bundle, path)) => Err(self.load(format!(
+                "bundle {bundle}: {path}: package {COMBINED_PACKAGE} is reserved for gavel; rename it"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether a module of `package` defines `rule`.
+fn has_rule(idx: &[ModuleIndex], package: &str, rule: &str) -> bool {
+    idx.iter()
+        .any(|m| m.package == package && m.rules.contains(rule))
+}
+
+/// `<package>/<name>` in a bundle's data, else `<root>/<name>` at its
+/// first root that has it.
+fn beside_or_at_root<'a>(b: &'a Bundle, pkg_path: &str, name: &str) -> Option<&'a Value> {
+    std::iter::once(pkg_path)
+        .chain(b.manifest.roots.iter().map(String::as_str))
+        .find_map(|p| get_path(&b.data, &format!("{p}/{name}")))
+}
+
+/// One rule that gathers every layer's decision, so a decision is one
+/// evaluation: rules the layers share (identity helpers, data lookups) are
+/// computed once, and the interpreter's per-evaluation set-up is paid once
+/// instead of once per layer. `[x | x := …]` keeps an undefined decision
+/// apart from the others (an empty list). Then the engine is warmed: the
+/// first evaluation prepares it; clones made after it skip that work.
+fn gather(
+    mut engine: regorus::Engine,
+    loaded: &[Loaded],
+    opts: &EngineOptions,
+) -> Result<regorus::Engine, String> {
+    let gather: Vec<String> = loaded
+        .iter()
+        .map(|l| format!("[x | x := {}]", rego_ref(&l.decision_rule)))
+        .collect();
+    engine
+        .add_policy(
+            "gavel:combined.rego".into(),
+            format!(
+                "package {COMBINED_PACKAGE}\n\nlayers := [{}]\n",
+                gather.join(", ")
+            ),
+        )
+        .map_err(|e| format!("gavel's combined decision rule: {e}"))?;
+    Ok(warm(engine, COMBINED_RULE, opts))
+}
+
+/// `name@revision` of every bundle (the name alone without a revision),
+/// comma-separated.
+fn version_of(loaded: &[Loaded]) -> String {
+    loaded
+        .iter()
+        .map(|b| {
+            if b.info.revision.is_empty() {
+                b.info.name.clone()
+            } else {
+                format!("{}@{}", b.info.name, b.info.revision)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The decision log's `bundles`: `{name: {revision, digest, layer}}`.
+fn bundles_json_of(loaded: &[Loaded]) -> Value {
+    let mut bundles_json = serde_json::Map::new();
+    for b in loaded {
+        bundles_json.insert(
+            b.info.name.clone(),
+            serde_json::json!({"revision": b.info.revision, "digest": b.info.digest, "layer": b.info.layer}),
+        );
+    }
+    Value::Object(bundles_json)
 }

@@ -78,7 +78,7 @@ fn deep_values_do_not_need_the_callers_stack() {
     let input: Value = serde_json::from_str(&text).unwrap();
     let allowed = std::thread::Builder::new()
         .stack_size(160 << 10)
-        .spawn(move || e.decide(&input).unwrap().combined.allow)
+        .spawn(move || e.decide(&input).unwrap().decision.allow)
         .unwrap()
         .join()
         .unwrap();
@@ -155,5 +155,5 @@ fn memory_doubling_alone() {
         "package p\ndecision := {\"allow\": true}\n",
         Duration::from_secs(5),
     );
-    assert!(small.unwrap().decide(&json!({})).unwrap().combined.allow);
+    assert!(small.unwrap().decide(&json!({})).unwrap().decision.allow);
 }

@@ -142,8 +142,8 @@ fn input(rng: &mut Rng, paths: &[Vec<String>], lits: &[String]) -> Value {
     doc
 }
 
-fn outcome(r: Result<EvalOutcome, EngineError>) -> Result<Combined, &'static str> {
-    r.map(|o| o.combined).map_err(|e| e.reason_code())
+fn outcome(r: Result<EvalOutcome, EngineError>) -> Result<Decision, ReasonCode> {
+    r.map(|o| o.decision).map_err(|e| e.reason_code())
 }
 
 /// Memo on vs off over `n` generated inputs, and each memoized layer's
@@ -330,7 +330,7 @@ fn a_test_named_helper_in_another_file_still_denies() {
     let call = |p: &str| {
         e.decide(&json!({"action": {"args": {"path": p}}}))
             .unwrap()
-            .combined
+            .decision
             .allow
     };
     assert!(call("/tmp/x"));

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::codes::ReasonCode;
 pub use super::layers::Layer;
 use super::layers::{Combined, LayerDecision, combine};
 use super::memo::Memo;
@@ -44,6 +45,16 @@ use std::sync::Arc;
 pub struct EngineOptions {
     pub eval_timeout: Duration,
     pub strict_input: bool,
+}
+
+impl EngineOptions {
+    /// `[policy] eval_timeout` and `strict_input`.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        EngineOptions {
+            eval_timeout: config.policy.eval_timeout,
+            strict_input: config.policy.strict_input,
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -75,12 +86,12 @@ pub enum EngineError {
 
 impl EngineError {
     /// The reason code a fail-closed denial carries.
-    pub fn reason_code(&self) -> &'static str {
+    pub fn reason_code(&self) -> ReasonCode {
         match self {
-            EngineError::Timeout { .. } => "policy_timeout",
-            EngineError::Eval { .. } => "policy_error",
-            EngineError::BadDecision { .. } => "policy_bad_decision",
-            EngineError::Load(_) => "policy_unavailable",
+            EngineError::Timeout { .. } => ReasonCode::PolicyTimeout,
+            EngineError::Eval { .. } => ReasonCode::PolicyError,
+            EngineError::BadDecision { .. } => ReasonCode::PolicyBadDecision,
+            EngineError::Load(_) => ReasonCode::PolicyUnavailable,
         }
     }
 }
@@ -108,15 +119,13 @@ struct Loaded {
     limits: Vec<crate::state::limits::Limit>,
 }
 
-/// One evaluation. `decision` is complete except `decision_id` (the
-/// proxy's); `combined` and `reason_texts` are the same facts, kept for
-/// callers written against the earlier API.
+/// One evaluation: the decision, complete except `decision_id` (the
+/// enforcer's), and how long the evaluation took (the record's
+/// `metrics.timer_rego_query_eval_ns`).
 #[derive(Debug, Clone)]
 pub struct EvalOutcome {
     pub decision: Decision,
     pub eval_ns: u64,
-    pub combined: Combined,
-    pub reason_texts: std::collections::BTreeMap<String, String>,
 }
 
 pub struct PolicyEngine {
@@ -215,6 +224,13 @@ impl PolicyEngine {
         &self.bundles_json
     }
 
+    /// The record's `path`: the name of the server's first bundle.
+    pub fn first_bundle(&self) -> &str {
+        self.bundles.first().map_or("", |b| b.info.name.as_str())
+    }
+
+    /// Evaluates every layer on `input` and combines their answers
+    /// (`layers`) into one decision.
     pub fn decide(&self, input: &Value) -> Result<EvalOutcome, EngineError> {
         let start = Instant::now();
         let values = self.layer_values(input)?;
@@ -229,9 +245,18 @@ impl PolicyEngine {
                 },
             ));
         }
-        let combined = combine(&layers);
+        let decision = self.decision_of(combine(&layers));
+        Ok(EvalOutcome {
+            decision,
+            eval_ns: start.elapsed().as_nanos() as u64,
+        })
+    }
+
+    /// The combined layers as the decision contract: with the policy
+    /// version and each reason's text from the bundles' reason catalogs.
+    fn decision_of(&self, c: Combined) -> Decision {
         let mut reason_texts = std::collections::BTreeMap::new();
-        for code in &combined.reasons {
+        for code in &c.reasons {
             if let Some(t) = self
                 .bundles
                 .iter()
@@ -240,30 +265,24 @@ impl PolicyEngine {
                 reason_texts.insert(code.clone(), t.to_string());
             }
         }
-        let decision = Decision {
-            allow: combined.allow,
+        Decision {
+            allow: c.allow,
             decision_id: None,
-            reasons: combined.reasons.clone(),
-            reason_texts: reason_texts.clone(),
-            remediation: combined.remediation.clone(),
-            appeal_path: combined.appeal_path.clone(),
-            audit_required: combined.audit_required,
+            reasons: c.reasons,
+            reason_texts,
+            remediation: c.remediation,
+            appeal_path: c.appeal_path,
+            audit_required: c.audit_required,
             policy_version: Some(self.version.clone()),
-            matched_rules: combined.matched_rules.clone(),
-            disclosure: if combined.withhold {
+            matched_rules: c.matched_rules,
+            disclosure: if c.withhold {
                 Disclosure::Withhold
             } else {
                 Disclosure::Explain
             },
-            require_approval: combined.require_approval.clone(),
+            require_approval: c.require_approval,
             ..Default::default()
-        };
-        Ok(EvalOutcome {
-            decision,
-            eval_ns: start.elapsed().as_nanos() as u64,
-            combined,
-            reason_texts,
-        })
+        }
     }
 
     /// Decision-log rules, OPA semantics at a per-bundle path: with the whole
@@ -335,98 +354,139 @@ impl PolicyEngine {
 
 /// Decision contract v1 for one bundle: an object with a boolean `allow`
 /// (optional, and ignored, for an override layer), optional `reasons`,
-/// `remediation`, `appeal_path`, `audit_required`, and `waive` (override
-/// layer only). Unknown keys are ignored, so a policy may carry debugging
-/// fields. An undefined decision denies with `no_decision`: a policy that
-/// says nothing must not let a request through.
+/// `remediation`, `appeal_path`, `require_approval`, `audit_required`, and
+/// `waive` (override layer only). Unknown keys are ignored, so a policy may
+/// carry debugging fields. An undefined decision denies with `no_decision`:
+/// a policy that says nothing must not let a request through. Fields are
+/// checked in that order; the first wrong one is the error.
 fn parse_decision(
     rule: &str,
     bundle: &str,
     layer: Layer,
     v: Value,
 ) -> Result<LayerDecision, EngineError> {
-    let bad = |m: String| EngineError::BadDecision {
-        rule: rule.into(),
-        message: m,
+    let obj = match v {
+        Value::Null => return Ok(undefined(rule, bundle)),
+        Value::Object(o) => o,
+        other => {
+            return Err(bad_decision(
+                rule,
+                format!("expected an object with allow, got {other}"),
+            ));
+        }
     };
-    let mut d = LayerDecision {
+    let f = Fields { obj: &obj, rule };
+    let allow = match obj.get("allow") {
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(f.bad(format!("allow must be a boolean, got {other}"))),
+        None if layer == Layer::Override => false,
+        None => return Err(f.bad("missing allow".into())),
+    };
+    let reasons = f.strings("reasons")?;
+    let waive = f.strings("waive")?;
+    if !waive.is_empty() && layer != Layer::Override {
+        return Err(f.bad(format!(
+            "waive is only allowed in an override layer (this bundle's layer is {}); set metadata.gavel.layer = \"override\" or drop waive",
+            layer.as_str()
+        )));
+    }
+    Ok(LayerDecision {
         bundle: bundle.into(),
         rule: rule.into(),
+        allow,
+        reasons,
+        waive,
+        remediation: f.text("remediation")?,
+        appeal_path: f.text("appeal_path")?,
+        require_approval: f.approval()?,
+        audit_required: f.flag("audit_required")?,
         ..Default::default()
-    };
-    let obj = match v {
-        Value::Null => {
-            d.reasons = vec!["no_decision".into()];
-            d.remediation = Some(format!(
-                "The policy rule {rule} gave no decision for this request."
-            ));
-            return Ok(d);
-        }
-        Value::Object(o) => o,
-        other => return Err(bad(format!("expected an object with allow, got {other}"))),
-    };
-    d.allow = match obj.get("allow") {
-        Some(Value::Bool(b)) => *b,
-        Some(other) => return Err(bad(format!("allow must be a boolean, got {other}"))),
-        None if layer == Layer::Override => false,
-        None => return Err(bad("missing allow".into())),
-    };
-    let strings = |k: &str| -> Result<Vec<String>, EngineError> {
-        match obj.get(k) {
+    })
+}
+
+/// The decision of a rule that gave none: deny, `no_decision`.
+fn undefined(rule: &str, bundle: &str) -> LayerDecision {
+    LayerDecision {
+        bundle: bundle.into(),
+        rule: rule.into(),
+        reasons: vec![ReasonCode::NoDecision.into()],
+        remediation: Some(format!(
+            "The policy rule {rule} gave no decision for this request."
+        )),
+        ..Default::default()
+    }
+}
+
+fn bad_decision(rule: &str, message: String) -> EngineError {
+    EngineError::BadDecision {
+        rule: rule.into(),
+        message,
+    }
+}
+
+/// The optional fields of one decision object, each read with its type
+/// checked; an error names the field and what it must be.
+struct Fields<'a> {
+    obj: &'a serde_json::Map<String, Value>,
+    rule: &'a str,
+}
+
+impl Fields<'_> {
+    fn bad(&self, message: String) -> EngineError {
+        bad_decision(self.rule, message)
+    }
+
+    /// A list of strings (absent: empty).
+    fn strings(&self, k: &str) -> Result<Vec<String>, EngineError> {
+        match self.obj.get(k) {
             None => Ok(vec![]),
             Some(Value::Array(a)) => a
                 .iter()
                 .map(|x| {
                     x.as_str()
                         .map(String::from)
-                        .ok_or_else(|| bad(format!("{k} must be a list of strings")))
+                        .ok_or_else(|| self.bad(format!("{k} must be a list of strings")))
                 })
                 .collect(),
-            Some(other) => Err(bad(format!("{k} must be a list of strings, got {other}"))),
+            Some(other) => Err(self.bad(format!("{k} must be a list of strings, got {other}"))),
         }
-    };
-    d.reasons = strings("reasons")?;
-    d.waive = strings("waive")?;
-    if !d.waive.is_empty() && layer != Layer::Override {
-        return Err(bad(format!(
-            "waive is only allowed in an override layer (this bundle's layer is {}); set metadata.gavel.layer = \"override\" or drop waive",
-            layer.as_str()
-        )));
     }
-    let text = |k: &str| -> Result<Option<String>, EngineError> {
-        match obj.get(k) {
+
+    /// A string (absent or null: none).
+    fn text(&self, k: &str) -> Result<Option<String>, EngineError> {
+        match self.obj.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(bad(format!("{k} must be a string, got {other}"))),
+            Some(other) => Err(self.bad(format!("{k} must be a string, got {other}"))),
         }
-    };
-    d.remediation = text("remediation")?;
-    d.appeal_path = text("appeal_path")?;
-    d.require_approval = match obj.get("require_approval") {
-        None | Some(Value::Null) => None,
-        Some(v) => {
-            let a: crate::decision::contract::Approval = serde_json::from_value(v.clone())
-                .map_err(|e| bad(format!("require_approval must be {{\"reason\": string, \"remember_seconds\"?: number, \"scope\"?: \"call\"|\"tool\"|\"server\"}}: {e}")))?;
-            if let Some(s) = &a.scope
-                && !["call", "tool", "server"].contains(&s.as_str())
-            {
-                return Err(bad(format!(
-                    "require_approval.scope must be \"call\", \"tool\" or \"server\", not {s:?}"
-                )));
-            }
-            Some(a)
+    }
+
+    /// A boolean (absent: false).
+    fn flag(&self, k: &str) -> Result<bool, EngineError> {
+        match self.obj.get(k) {
+            None => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(other) => Err(self.bad(format!("{k} must be a boolean, got {other}"))),
         }
-    };
-    d.audit_required = match obj.get("audit_required") {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(bad(format!(
-                "audit_required must be a boolean, got {other}"
+    }
+
+    /// `require_approval` (absent or null: none), its scope one gavel knows.
+    fn approval(&self) -> Result<Option<crate::decision::contract::Approval>, EngineError> {
+        let v = match self.obj.get("require_approval") {
+            None | Some(Value::Null) => return Ok(None),
+            Some(v) => v,
+        };
+        let a: crate::decision::contract::Approval = serde_json::from_value(v.clone())
+            .map_err(|e| self.bad(format!("require_approval must be {{\"reason\": string, \"remember_seconds\"?: number, \"scope\"?: \"call\"|\"tool\"|\"server\"}}: {e}")))?;
+        if let Some(s) = &a.scope
+            && !["call", "tool", "server"].contains(&s.as_str())
+        {
+            return Err(self.bad(format!(
+                "require_approval.scope must be \"call\", \"tool\" or \"server\", not {s:?}"
             )));
         }
-    };
-    Ok(d)
+        Ok(Some(a))
+    }
 }
 
 #[cfg(test)]

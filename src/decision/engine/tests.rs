@@ -54,21 +54,21 @@ fn allow_deny_reasons_catalog_and_version() {
         Some(json!({"reasons": {"not_read_only": "only read tools are allowed"}})),
     );
     let ok = e.decide(&json!({"action": {"tool": "read_file"}})).unwrap();
-    assert!(ok.combined.allow);
+    assert!(ok.decision.allow);
     let no = e
         .decide(&json!({"action": {"tool": "write_file"}}))
         .unwrap();
-    assert!(!no.combined.allow);
-    assert_eq!(no.combined.reasons, vec!["not_read_only"]);
+    assert!(!no.decision.allow);
+    assert_eq!(no.decision.reasons, vec!["not_read_only"]);
     assert_eq!(
-        no.reason_texts["not_read_only"],
+        no.decision.reason_texts["not_read_only"],
         "only read tools are allowed"
     );
     assert_eq!(
-        no.combined.appeal_path.as_deref(),
+        no.decision.appeal_path.as_deref(),
         Some("https://appeal.example.test")
     );
-    assert_eq!(no.combined.matched_rules, vec!["data.p.decision"]);
+    assert_eq!(no.decision.matched_rules, vec!["data.p.decision"]);
     assert!(e.policy_version().contains("@7"));
     assert!(e.visible(&json!({"action": {"tool": "x"}})).unwrap());
     assert!(
@@ -84,8 +84,8 @@ fn undefined_wrong_shape_and_errors_fail_closed_with_distinct_codes() {
         None,
     );
     let u = e.decide(&json!({})).unwrap();
-    assert!(!u.combined.allow);
-    assert_eq!(u.combined.reasons, vec!["no_decision"]);
+    assert!(!u.decision.allow);
+    assert_eq!(u.decision.reasons, vec!["no_decision"]);
     let (_d, e) = one("package p\ndecision := \"yes\"\n", None);
     assert_eq!(
         e.decide(&json!({})).err().unwrap().reason_code(),
@@ -156,12 +156,12 @@ fn layers_across_bundles_and_overlapping_roots() {
     let ovr = Arc::new(load_bundle(d2.path(), &BundleLimits::default()).unwrap());
     let e = PolicyEngine::build("srv", vec![res.clone(), ovr.clone()], &opts()).unwrap();
     let waived = e.decide(&json!({"user": {"id": "ops"}})).unwrap();
-    assert!(waived.combined.allow);
-    assert!(waived.combined.matched_rules[0].starts_with("override:"));
+    assert!(waived.decision.allow);
+    assert!(waived.decision.matched_rules[0].starts_with("override:"));
     assert!(
         !e.decide(&json!({"user": {"id": "dev"}}))
             .unwrap()
-            .combined
+            .decision
             .allow
     );
     let err = PolicyEngine::build("srv", vec![res.clone(), res], &opts())
@@ -362,13 +362,13 @@ fn an_undefined_assignment_fails_the_rule() {
     assert!(
         e.decide(&json!({"user": {"id": "alice"}}))
             .unwrap()
-            .combined
+            .decision
             .allow
     );
     let no = e
         .decide(&json!({"user": {"id": "mallory"}}))
         .unwrap()
-        .combined;
+        .decision;
     assert!(!no.allow);
     assert_eq!(no.reasons, vec!["not_allowed"]);
 }
@@ -469,7 +469,7 @@ fn memoized_decisions_equal_full_evaluation() {
             full.pool.clear();
             let b = full.decide(&input).unwrap();
             assert_eq!(
-                a.combined, b.combined,
+                a.decision, b.decision,
                 "{server}: memoized and full differ on {input}"
             );
         }
@@ -521,11 +521,11 @@ fn what_is_memoized() {
     let d = e
         .decide(&json!({"user": {"id": "x"}, "action": {"tool": "t"}}))
         .unwrap();
-    assert!(d.combined.allow);
+    assert!(d.decision.allow);
     let d = e
         .decide(&json!({"user": {"id": "y"}, "action": {"tool": "t"}}))
         .unwrap();
-    assert!(!d.combined.allow);
+    assert!(!d.decision.allow);
 }
 
 #[test]
@@ -568,8 +568,8 @@ fn builtin_errors_are_undefined_as_in_opa_so_the_default_applies() {
     let bad = e
         .decide(&json!({"action": {"args": {"n": "x"}}}))
         .expect("a builtin error is not an evaluation error");
-    assert!(!bad.combined.allow);
-    assert_eq!(bad.combined.reasons, vec!["default"]);
+    assert!(!bad.decision.allow);
+    assert_eq!(bad.decision.reasons, vec!["default"]);
     let good = e.decide(&json!({"action": {"args": {"n": "5"}}})).unwrap();
-    assert!(good.combined.allow);
+    assert!(good.decision.allow);
 }

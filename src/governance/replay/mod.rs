@@ -297,9 +297,9 @@ fn candidate_classes(se: &ServerEngine, rec: &Value, action: &Value) -> Vec<Stri
 fn redecide(se: &ServerEngine, input: &Value, gavel_denied: bool) -> Replayed {
     match se.engine.decide(input) {
         Ok(out) => Replayed {
-            allow: out.combined.allow && !gavel_denied,
-            reasons: out.combined.reasons,
-            approval: out.combined.require_approval.is_some(),
+            allow: out.decision.allow && !gavel_denied,
+            reasons: out.decision.reasons,
+            approval: out.decision.require_approval.is_some(),
         },
         Err(e) => Replayed {
             allow: false,

@@ -1,0 +1,391 @@
+//! [`Enforcer::decide`], the enforcement function, as its steps: the policy
+//! input (`input_for`), the evaluation — static rules, then the server's
+//! policy (`evaluate`) — the charge of rate limits and budget (`charge`),
+//! the decision record (`record`) and the metrics (`count`). Each step
+//! reads the one policy loaded at the start, so a decision never mixes two
+//! policies.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::active::Policy;
+use super::codes::ReasonCode;
+use super::engine::{EngineError, PolicyEngine};
+use super::{
+    Action, ActionType, Decision, DecisionContext, Enforcer, Permit, ServerPolicy, Verdict, input,
+    paths, record,
+};
+use crate::config::Identity;
+use crate::state::limits::Limit;
+
+impl Enforcer {
+    /// The enforcement function. Synchronous: it runs on every request before
+    /// any byte is written upstream, and writes the decision record first.
+    /// The steps: the policy input, the evaluation (static rules, then the
+    /// server's policy), the charge of limits and budget, the record, the
+    /// metrics.
+    pub fn decide(&self, action: &Action, ctx: &DecisionContext) -> Verdict {
+        let start = Instant::now();
+        let now = self.now_rfc3339();
+        let sp = self.servers.get(&action.server);
+        // One load per decision: the whole decision uses this policy even if
+        // a new one is activated meanwhile.
+        let active = sp.map(|s| s.active.load_full());
+        let policy = active.as_ref().map(|a| &a.policy);
+        let engine = match policy {
+            Some(Policy::Rego(e)) => Some(e.as_ref()),
+            _ => None,
+        };
+        let input = self.input_for(action, ctx, sp, engine, &now);
+        let mut ev = self.evaluate(action, sp, policy, &input);
+        let mut charged = self.charge(action, ctx, sp, engine, &mut ev.decision);
+        ev.decision.decision_id = Some(next_decision_id());
+        let record = record::Record {
+            engine,
+            input,
+            path: &ev.path,
+            bundles: ev.bundles,
+            policy: ev.policy,
+            fail_open: ev.fail_open,
+            eval_ns: ev.eval_ns,
+            start,
+            now: &now,
+            upstream_classes: (action.kind == ActionType::ToolCall)
+                .then_some(action.upstream_data_classes.as_slice()),
+        };
+        let mut decision = ev.decision;
+        self.record(action, ctx, &mut decision, record, &mut charged);
+        self.count(action, &decision, engine, start);
+        if decision.allow {
+            Verdict::Allow(Permit {
+                decision,
+                receipt: charged.receipt,
+                _private: (),
+            })
+        } else {
+            Verdict::Deny(decision)
+        }
+    }
+
+    /// The policy input of `action` (contract `input.v1`), with the data
+    /// classes the policy and the upstream give it, the canonical path
+    /// arguments and the budget. Built only when something reads it (a Rego
+    /// policy or the decision log): static-only servers stay on the fast
+    /// path, with `Null`.
+    fn input_for(
+        &self,
+        action: &Action,
+        ctx: &DecisionContext,
+        sp: Option<&ServerPolicy>,
+        engine: Option<&PolicyEngine>,
+        now: &str,
+    ) -> Value {
+        if self.log.is_none() && engine.is_none() {
+            return Value::Null;
+        }
+        let root = sp.and_then(|s| s.path_root.as_ref());
+        let mut classes = match engine {
+            Some(engine) => engine.classify(&action.tool, &action.args, root),
+            None => Vec::new(),
+        };
+        for c in &action.upstream_data_classes {
+            if !classes.contains(c) {
+                classes.push(c.clone());
+            }
+        }
+        let mut input = input::build(self.identity(ctx), action, ctx, &classes, now);
+        paths::annotate(&mut input, &action.args, root);
+        if let Some(b) = self.guard.budget_view(&self.who(action, ctx)) {
+            input["context"]["budget"] = b;
+        }
+        input
+    }
+
+    /// The decision of the policy path: an unknown server is refused, then
+    /// the static rules, then the server's policy (none, unavailable —
+    /// failing closed unless `fail_open` — or its Rego engine). The decision
+    /// carries its `policy_version` (the bundles', else how it was decided).
+    fn evaluate(
+        &self,
+        action: &Action,
+        sp: Option<&ServerPolicy>,
+        policy: Option<&Policy>,
+        input: &Value,
+    ) -> Evaluated {
+        let Some(sp) = sp else {
+            return Evaluated::by_gavel(
+                Decision::deny(
+                    ReasonCode::PolicyUnavailable,
+                    format!(
+                        "gavel has no policy for server {:?}; check servers.toml",
+                        action.server
+                    ),
+                ),
+                "none",
+            );
+        };
+        let d = sp.static_rules.decide(action);
+        if !d.allow {
+            return Evaluated::by_gavel(d, "static");
+        }
+        match policy.unwrap_or(&Policy::None) {
+            Policy::None => Evaluated::by_gavel(d, "none"),
+            Policy::Unavailable(why) => {
+                let (d, fail_open) = sp.fail(
+                    ReasonCode::PolicyUnavailable,
+                    format!(
+                        "The policy for server {:?} could not be loaded ({why}); every request is refused until it is fixed.",
+                        action.server
+                    ),
+                );
+                Evaluated {
+                    fail_open,
+                    ..Evaluated::by_gavel(d, "unavailable")
+                }
+            }
+            Policy::Rego(engine) => self.evaluate_rego(sp, engine, input),
+        }
+    }
+
+    /// The server's Rego policy on `input`; an engine error fails closed
+    /// (unless `fail_open`) with its own reason code.
+    fn evaluate_rego(&self, sp: &ServerPolicy, engine: &PolicyEngine, input: &Value) -> Evaluated {
+        // The record's `path` and `bundles`: only a record reads them.
+        let (path, bundles) = if self.log.is_some() {
+            (
+                engine.first_bundle().to_string(),
+                engine.bundles_json().clone(),
+            )
+        } else {
+            ("gavel/static".to_string(), json!({}))
+        };
+        let (decision, fail_open, eval_ns) = match engine.decide(input) {
+            Ok(out) => (out.decision, false, out.eval_ns),
+            Err(e) => {
+                let (mut d, fail_open) = sp.fail(e.reason_code(), fail_text(&e));
+                d.policy_version = Some(engine.policy_version().to_string());
+                (d, fail_open, 0)
+            }
+        };
+        Evaluated {
+            decision,
+            policy: "rego",
+            path,
+            bundles,
+            fail_open,
+            eval_ns,
+        }
+    }
+
+    /// Rate limits then budget, charged for a `tools/call` the policy
+    /// allowed ([`crate::decision::guard::Guard::check`]: one atomic charge, a
+    /// refusal turns `d` into a denial). Other requests are not counted.
+    fn charge<'a>(
+        &self,
+        action: &Action,
+        ctx: &DecisionContext,
+        sp: Option<&'a ServerPolicy>,
+        engine: Option<&'a PolicyEngine>,
+        d: &mut Decision,
+    ) -> Charged<'a> {
+        if action.kind != ActionType::ToolCall {
+            return Charged::default();
+        }
+        let limits = limits_for(action, sp, engine);
+        let receipt = self
+            .guard
+            .check(&self.who(action, ctx), &limits, arg_tokens(action), d);
+        Charged { limits, receipt }
+    }
+
+    /// Writes the decision record (ARCHITECTURE.md, invariant 4). A record
+    /// that cannot be written turns an allowed decision into a denial
+    /// ([`Enforcer::unrecorded`]), and everything it charged is given back.
+    fn record(
+        &self,
+        action: &Action,
+        ctx: &DecisionContext,
+        decision: &mut Decision,
+        record: record::Record,
+        charged: &mut Charged,
+    ) {
+        if let Err(e) = self.log_decision(decision, record)
+            && self.unrecorded(decision, &e)
+        {
+            // The call will not be made, through no doing of the agent's:
+            // give back everything its decision charged.
+            self.guard
+                .refund_limits(&self.who(action, ctx), &charged.limits);
+            if let Some(r) = charged.receipt.take() {
+                self.guard.refund_budget(&r);
+            }
+        }
+    }
+
+    /// The decision's latency and outcome metrics. A call that waits for a
+    /// human is counted when the approval settles (`count_outcome`), with
+    /// the outcome it then has.
+    fn count(&self, action: &Action, d: &Decision, engine: Option<&PolicyEngine>, start: Instant) {
+        crate::audit::metrics::global().latency(&action.server, start.elapsed().as_secs_f64());
+        if !(d.allow && d.require_approval.is_some()) {
+            count_decision(action, d, engine);
+        }
+    }
+
+    /// Who is asking: the session's verified token identity (HTTP), else the
+    /// configured one (stdio).
+    pub(super) fn identity<'a>(&'a self, ctx: &'a DecisionContext) -> &'a Identity {
+        ctx.identity.as_deref().unwrap_or(&self.config.identity)
+    }
+
+    fn who<'a>(
+        &'a self,
+        action: &'a Action,
+        ctx: &'a DecisionContext,
+    ) -> crate::decision::guard::Who<'a> {
+        let id = self.identity(ctx);
+        crate::decision::guard::Who {
+            server: &action.server,
+            tool: &action.tool,
+            user: &id.user.id,
+            agent: &id.agent.id,
+        }
+    }
+}
+
+/// What the evaluation step yields: the decision and how it was reached, as
+/// the record tells it.
+struct Evaluated {
+    decision: Decision,
+    /// `labels.policy`: `none`, `static`, `unavailable` or `rego`.
+    policy: &'static str,
+    /// The record's `path`: the first bundle's name, else `gavel/static`.
+    path: String,
+    /// The record's `bundles` (`{}` unless a Rego policy decided).
+    bundles: Value,
+    /// Whether `fail_open` let a failed policy allow.
+    fail_open: bool,
+    /// `metrics.timer_rego_query_eval_ns`.
+    eval_ns: u64,
+}
+
+impl Evaluated {
+    /// A decision made without the Rego engine; its `policy_version` is
+    /// `policy` unless the decision names one (static rules: `static`).
+    fn by_gavel(mut decision: Decision, policy: &'static str) -> Self {
+        if decision.policy_version.is_none() {
+            decision.policy_version = Some(policy.to_string());
+        }
+        Evaluated {
+            decision,
+            policy,
+            path: "gavel/static".to_string(),
+            bundles: json!({}),
+            fail_open: false,
+            eval_ns: 0,
+        }
+    }
+}
+
+/// What a `tools/call` was charged: the limits (given back with the budget
+/// if the record cannot be written) and the budget's receipt.
+#[derive(Default)]
+struct Charged<'a> {
+    limits: Vec<&'a Limit>,
+    receipt: Option<crate::decision::guard::Receipt>,
+}
+
+impl ServerPolicy {
+    /// A denial for a policy that cannot decide, allowed instead when the
+    /// server is `fail_open` (then `matched_rules` says so, and the second
+    /// value is true: the record's `labels.fail_open`).
+    fn fail(&self, code: ReasonCode, text: String) -> (Decision, bool) {
+        let mut d = Decision::deny(code, text);
+        if self.fail_open {
+            d.allow = true;
+            d.matched_rules.push("fail_open".into());
+        }
+        (d, self.fail_open)
+    }
+}
+
+/// Every rate limit that applies to a tools/call: config's and the
+/// bundles'.
+fn limits_for<'a>(
+    action: &Action,
+    sp: Option<&'a ServerPolicy>,
+    engine: Option<&'a PolicyEngine>,
+) -> Vec<&'a Limit> {
+    let Some(sp) = sp else {
+        return vec![];
+    };
+    let mut limits: Vec<&Limit> = sp.config_limits.iter().collect();
+    if let Some(e) = engine {
+        limits.extend(e.limits());
+    }
+    limits.retain(|l| l.applies(&action.tool));
+    limits
+}
+
+/// The outcome metrics of a decision: allowed or denied, and by which
+/// reasons (a code outside gavel's and the bundles' catalogs counts as
+/// `other`).
+pub(super) fn count_decision(action: &Action, d: &Decision, engine: Option<&PolicyEngine>) {
+    crate::audit::metrics::global().outcome(
+        &action.server,
+        (action.kind == ActionType::ToolCall).then_some(action.tool.as_str()),
+        d.allow,
+        &d.reasons,
+        |c| super::record::reason_is_label(engine, c),
+    );
+}
+
+fn fail_text(e: &EngineError) -> String {
+    match e {
+        EngineError::Timeout { .. } => format!(
+            "The policy took too long to decide ({e}); the request is refused. Try again; if it persists, report it to the policy owners."
+        ),
+        EngineError::Eval { .. } => format!(
+            "The policy failed while deciding ({e}); the request is refused. Report it to the policy owners."
+        ),
+        EngineError::BadDecision { .. } => format!(
+            "The policy answered in a shape gavel does not understand ({e}); the request is refused. Report it to the policy owners."
+        ),
+        EngineError::Load(_) => format!("The policy is unavailable ({e}); the request is refused."),
+    }
+}
+
+/// Decision ids: a random 64-bit prefix per process (so ids from several gavel
+/// processes never collide) and a counter — unique without a random-number
+/// syscall on every decision. UUID-shaped for tools that expect one.
+fn next_decision_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    uuid::Uuid::from_u64_pair(prefix, n)
+        .hyphenated()
+        .to_string()
+}
+
+/// Tokens of a call's arguments (estimate: 4 bytes a token).
+fn arg_tokens(action: &Action) -> u64 {
+    serde_json::to_vec(&action.args)
+        .map(|v| v.len().div_ceil(4) as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod id_tests {
+    #[test]
+    fn decision_ids_are_unique_and_uuid_shaped() {
+        let a = super::next_decision_id();
+        let b = super::next_decision_id();
+        assert_ne!(a, b);
+        assert!(uuid::Uuid::parse_str(&a).is_ok());
+        assert_eq!(a[..18], b[..18], "same process prefix");
+    }
+}
