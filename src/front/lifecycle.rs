@@ -79,7 +79,12 @@ async fn write_status(gw: Arc<Gateway>, dir: PathBuf, front_fields: FrontFields)
         if let Value::Object(all) = &mut status {
             all.extend(front_fields());
         }
-        if let Err(e) = crate::status::write_instance(&dir, &status) {
+        // The write syncs the file (atomic_file): on the blocking pool, never
+        // on the event loop that answers requests.
+        let d = dir.clone();
+        let written =
+            tokio::task::spawn_blocking(move || crate::status::write_instance(&d, &status)).await;
+        if let Ok(Err(e)) = written {
             tracing::debug!("cannot write status to {}: {e}", dir.display());
         }
         tokio::time::sleep(STATUS_EVERY).await;

@@ -162,7 +162,7 @@ impl RateFile {
     /// way the table's memory is read or written (other processes write it
     /// at any time, so no `&[u8]` over it may exist).
     fn atomic_at(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % 8 == 0 && offset + 8 <= self.map.len());
+        assert!(offset.is_multiple_of(8) && offset + 8 <= self.map.len());
         // SAFETY: in bounds of the mapping and 8-byte aligned (asserted; the
         // base is page-aligned); the mapping lives as long as `self`, and
         // memory shared with other processes is only ever accessed

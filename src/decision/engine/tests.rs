@@ -376,6 +376,8 @@ fn an_undefined_assignment_fails_the_rule() {
 /// Memoized layers decide exactly as evaluating every layer on the full
 /// input does, for every example policy over a spread of inputs drawn from a
 /// small space (so layers hit their memo) that exercises each rule.
+// One piece (over 80 lines) because most of it is the case space — servers,
+// tools, paths, users, clocks — as tables; the loop that compares is short.
 #[test]
 fn memoized_decisions_equal_full_evaluation() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bundles");
