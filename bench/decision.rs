@@ -70,29 +70,20 @@ impl Session {
         let enforcer =
             Enforcer::from_config_with_clock(&cfg, Arc::new(clock.clone())).expect("policies load");
         let calls: Vec<(&str, Value)> = vec![
-            (
-                "read_text_file",
-                json!({"path": "demo-data/public/readme.txt"}),
-            ),
-            ("list_directory", json!({"path": "demo-data/public"})),
-            (
-                "get_file_info",
-                json!({"path": "demo-data/public/readme.txt"}),
-            ),
-            (
-                "read_text_file",
-                json!({"path": "demo-data/public/notes.txt"}),
-            ),
+            ("read_text_file", json!({"path": "public/readme.txt"})),
+            ("list_directory", json!({"path": "public"})),
+            ("get_file_info", json!({"path": "public/readme.txt"})),
+            ("read_text_file", json!({"path": "public/notes.txt"})),
             (
                 "write_file",
-                json!({"path": "demo-data/public/out.txt", "content": "x"}),
+                json!({"path": "public/out.txt", "content": "x"}),
             ),
             (
                 "search_files",
-                json!({"path": "demo-data/public", "pattern": "*.txt"}),
+                json!({"path": "public", "pattern": "*.txt"}),
             ),
-            ("directory_tree", json!({"path": "demo-data/public"})),
-            ("list_directory", json!({"path": "demo-data/public/sub"})),
+            ("directory_tree", json!({"path": "public"})),
+            ("list_directory", json!({"path": "public/sub"})),
         ];
         let actions = calls
             .iter()
@@ -129,8 +120,10 @@ impl Session {
             let d = v.decision();
             assert!(
                 d.allow,
-                "the benchmark session's calls are allowed: {}",
-                s.actions[i].tool
+                "the benchmark session's calls are allowed: {} was denied ({:?}: {})",
+                s.actions[i].tool,
+                d.reasons,
+                d.remediation.as_deref().unwrap_or("")
             );
             assert!(
                 d.rate_limit_remaining.is_some(),
@@ -207,7 +200,7 @@ fn main() {
     }
     warm.add_data(serde_json::from_value(b.data.clone()).unwrap())
         .unwrap();
-    let input: regorus::Value = serde_json::from_value(json!({"action": {"type": "tool_call", "tool": "read_text_file", "args": {"path": "demo-data/public/readme.txt"}}})).unwrap();
+    let input: regorus::Value = serde_json::from_value(json!({"action": {"type": "tool_call", "tool": "read_text_file", "args": {"path": "public/readme.txt"}}})).unwrap();
     warm.set_input(input.clone());
     warm.eval_rule("data.mcp.filesystem.decision".into())
         .unwrap();
