@@ -64,9 +64,7 @@ fn denied(d: &Decision, code: ReasonCode, remediation: String) -> Decision {
 /// it is for, and whom to ask. Every step of it is logged through
 /// [`Asking::log_step`].
 struct Asking<'a> {
-    enforcer: &'a Enforcer,
-    host: &'a HostLink,
-    action: &'a Action,
+    request: &'a Gated<'a>,
     decision: &'a Decision,
     approval: &'a Approval,
 }
@@ -78,7 +76,12 @@ impl Asking<'_> {
     /// Logs one approval step: `settled` is the effective result, on the
     /// final step only.
     fn log_step(&self, step: &str, settled: Option<&Decision>) -> Result<(), String> {
-        let (enforcer, d, action, a) = (self.enforcer, self.decision, self.action, self.approval);
+        let (enforcer, d, action, a) = (
+            self.request.enforcer,
+            self.decision,
+            self.request.action,
+            self.approval,
+        );
         tracing::info!(server = %action.server, tool = %action.tool, decision_id = d.decision_id.as_deref().unwrap_or("-"), step, "approval");
         let Some(log) = enforcer.decision_log() else {
             return Ok(());
@@ -106,13 +109,13 @@ impl Asking<'_> {
 
     /// Asks (or finds a remembered answer): the step that settled it and
     /// the outcome.
-    async fn ask(&self, subject: &Subject<'_>, progress: Option<ProgressToken>) -> Settled {
-        let (enforcer, d, a) = (self.enforcer, self.decision, self.approval);
+    async fn ask(&self, subject: &Subject<'_>) -> Settled {
+        let (enforcer, d, a) = (self.request.enforcer, self.decision, self.approval);
         if enforcer.approvals().covers(a, subject) {
             return ("remembered", Ok(()));
         }
-        let peer = match self.host.peer() {
-            Some(p) if self.host.capabilities().elicitation.is_some() => p.clone(),
+        let peer = match self.request.host.peer() {
+            Some(p) if self.request.host.capabilities().elicitation.is_some() => p.clone(),
             _ => return ("unavailable", Err(self.host_cannot_ask())),
         };
         let schema = match ElicitationSchema::builder()
@@ -134,13 +137,13 @@ impl Asking<'_> {
         }
         let request = peer.create_elicitation(ElicitRequestParams::FormElicitationParams {
             meta: None,
-            message: question(self.action, d, a),
+            message: question(self.request.action, d, a),
             requested_schema: schema,
         });
         // Progress every few seconds while a person thinks, so the host's
         // request timeout (reset by progress) does not cut the wait short.
         let ticker = async {
-            let Some(token) = progress else {
+            let Some(token) = self.request.progress.clone() else {
                 return std::future::pending::<()>().await;
             };
             let mut n = 0.0;
@@ -168,7 +171,7 @@ impl Asking<'_> {
             ReasonCode::ApprovalRequired,
             format!(
                 "This {} needs a human's approval ({}), and this host cannot ask for one (it does not support elicitation). Ask a person to approve it{}, or use a host that supports elicitation.",
-                what(self.action),
+                what(self.request.action),
                 a.reason,
                 d.appeal_path
                     .as_deref()
@@ -184,7 +187,7 @@ impl Asking<'_> {
         subject: &Subject<'_>,
         answer: Result<Result<ElicitResult, ServiceError>, Duration>,
     ) -> Settled {
-        let what = what(self.action);
+        let what = what(self.request.action);
         let (step, code, text) = match answer {
             Err(timeout) => (
                 "timeout",
@@ -203,7 +206,10 @@ impl Asking<'_> {
                     if r.content.as_ref().and_then(|c| c.get("approve"))
                         == Some(&Value::Bool(true)) =>
                 {
-                    self.enforcer.approvals().remember(self.approval, subject);
+                    self.request
+                        .enforcer
+                        .approvals()
+                        .remember(self.approval, subject);
                     return ("approved", Ok(()));
                 }
                 ElicitationAction::Accept | ElicitationAction::Decline => (
@@ -241,14 +247,7 @@ pub struct Gated<'a> {
 /// the denial to answer otherwise (the request is then not made: its budget
 /// charge is given back and it counts as denied).
 pub async fn settle(request: &Gated<'_>, permit: &Permit) -> Result<(), Decision> {
-    let Gated {
-        enforcer,
-        host,
-        session,
-        action,
-        ref progress,
-    } = *request;
-    let progress = progress.clone();
+    let (enforcer, session, action) = (request.enforcer, request.session, request.action);
     let d = &permit.decision;
     let Some(a) = &d.require_approval else {
         return Ok(());
@@ -266,13 +265,11 @@ pub async fn settle(request: &Gated<'_>, permit: &Permit) -> Result<(), Decision
         args: &action.args,
     };
     let asking = Asking {
-        enforcer,
-        host,
-        action,
+        request,
         decision: d,
         approval: a,
     };
-    let (step, mut outcome) = asking.ask(&subject, progress).await;
+    let (step, mut outcome) = asking.ask(&subject).await;
     // No record, no effect: an approval whose final step cannot be recorded
     // is not carried out (unless `[log] on_write_error = "allow"`).
     if let Err(why) = asking.log_step(step, Some(outcome.as_ref().err().unwrap_or(d)))

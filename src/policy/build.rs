@@ -260,14 +260,8 @@ impl Building<'_> {
     /// for (`bind`) and — from a registry — made to pass its own tests. Returns
     /// the bundle and the key id that verified it.
     fn load_one(&self, owner: &str, r: &str) -> Result<(Arc<Bundle>, Option<String>), String> {
-        let Building {
-            name,
-            server,
-            config,
-            resolver,
-            ref shared_signing,
-        } = *self;
-        let raw = resolver.resolve(owner, r)?;
+        let (name, server, config) = (self.name, self.server, self.config);
+        let raw = self.resolver.resolve(owner, r)?;
         let oci = r.starts_with("oci://");
         let shared = owner == SHARED_OWNER;
         // Everything a server names is verified with its keys. Shared
@@ -279,7 +273,7 @@ impl Building<'_> {
         let signing = if !shared {
             Some((&server.signing, format!("servers.{name}")))
         } else if !config.policy.keys.is_empty() {
-            Some((shared_signing, "policy".to_string()))
+            Some((&self.shared_signing, "policy".to_string()))
         } else if oci || !server.signing.keys.is_empty() {
             Some((&server.signing, format!("servers.{name}")))
         } else {
