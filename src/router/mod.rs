@@ -27,6 +27,9 @@ pub struct ToolRoute {
     pub server: String,
     pub name: String,
     pub tool: Arc<Tool>,
+    /// The tool's annotations as the input contract has them
+    /// ([`annotations_value`]), made once when the table is built.
+    pub annotations: Value,
     pub digest: Option<String>,
 }
 
@@ -204,6 +207,7 @@ impl Router {
                     server: server.to_string(),
                     name: tool.name.to_string(),
                     tool: Arc::new(tool.clone()),
+                    annotations,
                     digest: lists.tool_digests.get(tool.name.as_ref()).cloned(),
                 },
             );

@@ -139,7 +139,7 @@ impl Session {
             .map(Value::Object)
             .unwrap_or_else(|| json!({}));
         let mut action = self.action(ActionType::ToolCall, &route.server, &route.name, args);
-        action.annotations = crate::router::annotations_value(&route.tool);
+        action.annotations = route.annotations.clone();
         action.tool_digest = route.digest.clone();
         action.upstream_data_classes = route
             .tool
