@@ -442,60 +442,7 @@ proptest! {
     }
 }
 
-/// A throw-away `redis-server` (Debian package, installed by scripts/setup)
-/// on a free port; killed on drop.
-pub(crate) struct RedisServer {
-    pub(crate) child: std::process::Child,
-    pub(crate) port: u16,
-}
-
-impl RedisServer {
-    pub(crate) fn start_on(port: u16) -> RedisServer {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is needed by these tests: run scripts/setup");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        RedisServer { child, port }
-    }
-
-    pub(crate) fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub(crate) use crate::test_support::RedisServer;
 
 #[test]
 #[ignore = "needs redis-server (scripts/setup installs it); .ci/run runs it: cargo test --lib -- --ignored redis"]
@@ -539,8 +486,7 @@ fn redis_is_exact_across_connections_and_fails_closed_until_it_returns() {
     .unwrap();
     assert!(store.rate("x", r, 1.0).is_ok());
     let port = server.port;
-    let _ = server.child.kill();
-    let _ = server.child.wait();
+    server.stop();
     let e = store.rate("x", r, 1.0).unwrap_err().to_string();
     assert!(
         e.contains("Redis at redis://127.0.0.1") && e.contains("redis-server"),

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use common::lab::*;
 use common::tmpfs;
+use common::tmpfs::RedisServer;
 use common::*;
 use serde_json::{Value, json};
 
@@ -191,52 +192,15 @@ async fn a_corrupt_state_store_fails_closed_and_is_kept() {
     client.cancel().await.unwrap();
 }
 
-/// A throw-away `redis-server` (Debian package, installed by scripts/setup).
-struct Redis(Option<std::process::Child>, u16);
-
-impl Redis {
-    fn start() -> Redis {
-        Self::start_on(free_port())
-    }
-
-    fn start_on(port: u16) -> Redis {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is needed by this test: run scripts/setup");
-        wait_for_port(port, "redis-server", None);
-        Redis(Some(child), port)
-    }
-
-    fn state(&self) -> String {
-        format!(
-            "backend = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/0\"",
-            self.1
-        )
-    }
-
-    /// Kills it and waits until the port refuses connections.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// The shared throw-away `redis-server` (`src/test_support.rs`), with the
+/// `[state]` table that points gavel at it.
+trait RedisState {
+    fn state(&self) -> String;
 }
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
+impl RedisState for RedisServer {
+    fn state(&self) -> String {
+        format!("backend = \"redis\"\nredis_url = \"{}\"", self.url())
     }
 }
 
@@ -244,7 +208,7 @@ const SECRET: &str = JWT_SECRET;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_gavel_serve_instances_on_one_redis_share_a_limit_and_per_user_budgets() {
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     // Everyone's echo calls: 4 at once; each user: 3 calls a day.
     let lab = Lab::with_state(
         json!({"limits": [{"scope": "tool", "tool": "echo", "rate": 1, "per": "1h", "burst": 4}]}),
@@ -350,8 +314,8 @@ async fn two_gavel_serve_instances_on_one_redis_share_a_limit_and_per_user_budge
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_going_away_fails_limited_calls_closed_until_it_returns() {
-    let mut redis = Redis::start();
-    let port = redis.1;
+    let mut redis = RedisServer::start();
+    let port = redis.port;
     let lab = Lab::with_state(
         json!({"limits": [{"scope": "tool", "tool": "echo", "rate": 1, "per": "1s", "burst": 100}]}),
         "",
@@ -378,7 +342,7 @@ async fn redis_going_away_fails_limited_calls_closed_until_it_returns() {
 
     // Redis is back on the same port: the limited calls are allowed again
     // (after gavel's reconnect backoff; polled, never timed).
-    let _back = Redis::start_on(port);
+    let _back = RedisServer::start_on(port);
     let start = std::time::Instant::now();
     loop {
         let r = call(&client, "echo", json!({"text": "x"})).await.unwrap();
