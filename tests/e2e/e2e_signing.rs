@@ -10,21 +10,12 @@ use std::process::Command;
 use common::*;
 use serde_json::json;
 
-/// A signed copy of the fixture bundle; returns its directory.
-fn signed_bundle(s: &Setup, name: &str, secret_file: &Path, kid: &str) -> PathBuf {
+/// A copy of the fixture bundle signed (HS256) with the secret in the
+/// setup's file `secret_file`, naming `kid`; returns its directory.
+fn signed_bundle(s: &Setup, name: &str, secret_file: &str, kid: &str) -> PathBuf {
     let dir = s.path(name);
     copy_dir(&common::policy::fixture_bundle(), &dir);
-    stdout_ok(gavel_cmd(&[
-        "bundle",
-        "sign",
-        dir.to_str().unwrap(),
-        "--key",
-        secret_file.to_str().unwrap(),
-        "--algorithm",
-        "HS256",
-        "--keyid",
-        kid,
-    ]));
+    common::oci::sign(s, &dir, kid, secret_file);
     dir
 }
 
@@ -55,7 +46,7 @@ fn check(s: &Setup) -> (bool, String) {
 async fn signed_tarball_is_verified_and_decides() {
     let s = Setup::blank();
     std::fs::write(s.path("k1.secret"), "first-secret-padded-to-32-bytesx").unwrap();
-    let dir = signed_bundle(&s, "b", &s.path("k1.secret"), "k1");
+    let dir = signed_bundle(&s, "b", "k1.secret", "k1");
     let out = stdout_ok(gavel_cmd(&[
         "bundle",
         "verify",
@@ -110,7 +101,7 @@ async fn signed_tarball_is_verified_and_decides() {
 fn config_check_refuses_hmac_secrets_shorter_than_the_hash() {
     let s = Setup::blank();
     std::fs::write(s.path("k1.secret"), "first-secret-padded-to-32-bytesx").unwrap();
-    let dir = signed_bundle(&s, "b", &s.path("k1.secret"), "k1");
+    let dir = signed_bundle(&s, "b", "k1.secret", "k1");
     let auth = hs256_auth("https://gavel.example.test/mcp");
     s.write_config(&format!("{auth}\n{}", config_with(&s, &dir, &["k1"])));
     let check_with = |jwt_secret: &str| {
@@ -149,7 +140,7 @@ fn tampering_wrong_keys_rotation_and_unsigned_are_refused() {
     std::fs::write(s.path("k2.secret"), "second-secret-padded-to-32-bytes").unwrap();
 
     // Tampered after signing: refused, naming the check and the file.
-    let dir = signed_bundle(&s, "tampered", &s.path("k1.secret"), "k1");
+    let dir = signed_bundle(&s, "tampered", "k1.secret", "k1");
     std::fs::write(
         dir.join("mcp/fixture/data.json"),
         r#"{"max_turns": 1000000}"#,
@@ -163,7 +154,7 @@ fn tampering_wrong_keys_rotation_and_unsigned_are_refused() {
     );
 
     // Signed by a key the server does not trust.
-    let dir = signed_bundle(&s, "by-k2", &s.path("k2.secret"), "k2");
+    let dir = signed_bundle(&s, "by-k2", "k2.secret", "k2");
     s.write_config(&config_with(&s, &dir, &["k1"]));
     let (good, err) = check(&s);
     assert!(
@@ -178,7 +169,7 @@ fn tampering_wrong_keys_rotation_and_unsigned_are_refused() {
     assert!(check(&s).0);
 
     // A token whose kid names a trusted key but signed with another secret.
-    let forged = signed_bundle(&s, "forged", &s.path("k2.secret"), "k1");
+    let forged = signed_bundle(&s, "forged", "k2.secret", "k1");
     s.write_config(&config_with(&s, &forged, &["k1"]));
     let (good, err) = check(&s);
     assert!(
@@ -194,7 +185,7 @@ fn tampering_wrong_keys_rotation_and_unsigned_are_refused() {
     assert!(!good && err.contains("not signed"), "{err}");
 
     // An extra file added after signing.
-    let extra = signed_bundle(&s, "extra", &s.path("k1.secret"), "k1");
+    let extra = signed_bundle(&s, "extra", "k1.secret", "k1");
     std::fs::write(
         extra.join("mcp/fixture/extra.rego"),
         "package mcp.fixture\nextra := 1\n",
@@ -255,7 +246,7 @@ async fn shared_bundles_are_signed_with_the_policy_keys() {
     let s = Setup::blank();
     std::fs::write(s.path("k1.secret"), "first-secret-padded-to-32-bytesx").unwrap();
     std::fs::write(s.path("org.secret"), "org-secret-padded-to-32-bytesxxx").unwrap();
-    let own = signed_bundle(&s, "own", &s.path("k1.secret"), "k1");
+    let own = signed_bundle(&s, "own", "k1.secret", "k1");
     let shared = s.path("workflow");
     copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("bundles/workflow"),
@@ -288,17 +279,7 @@ async fn shared_bundles_are_signed_with_the_policy_keys() {
         "{err}"
     );
     // Signed by the org key: verifies under [policy] keys (not k1).
-    stdout_ok(gavel_cmd(&[
-        "bundle",
-        "sign",
-        shared.to_str().unwrap(),
-        "--key",
-        s.path("org.secret").to_str().unwrap(),
-        "--algorithm",
-        "HS256",
-        "--keyid",
-        "org",
-    ]));
+    common::oci::sign(&s, &shared, "org", "org.secret");
     s.write_config(&with_shared("", &shared));
     let (good, err) = check(&s);
     assert!(
@@ -396,17 +377,7 @@ fn build_revision_then_sign_the_tarball_with_a_scope() {
     assert!(!good && err.contains("scope mismatch"), "{err}");
     // A signed directory cannot take a new revision (the signature covers
     // .manifest); the message says what order works.
-    stdout_ok(gavel_cmd(&[
-        "bundle",
-        "sign",
-        dir.to_str().unwrap(),
-        "--key",
-        s.path("k1.secret").to_str().unwrap(),
-        "--algorithm",
-        "HS256",
-        "--keyid",
-        "k1",
-    ]));
+    common::oci::sign(&s, &dir, "k1", "k1.secret");
     let out = gavel_cmd(&[
         "bundle",
         "build",
