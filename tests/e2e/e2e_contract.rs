@@ -147,13 +147,7 @@ async fn upstream_meta_only_adds_classes_and_annotations_are_trusted_only_by_con
 #[tokio::test(flavor = "multi_thread")]
 async fn with_two_servers_the_record_names_the_config_server_and_the_upstream_tool() {
     let s = Setup::blank();
-    let b = bundle(
-        s.dir.path(),
-        "any",
-        "any",
-        json!({}),
-        "package any\ndecision := {\"allow\": true}\n",
-    );
+    let b = allow_all_bundle(&s);
     s.write_config(&format!(
         "[log]\ndecisions = {:?}\n\n{}bundle = {:?}\nprefix = \"alpha\"\n\n{}bundle = {:?}\n",
         s.path("decisions.jsonl").display().to_string(),
@@ -258,28 +252,41 @@ fn last_digest(s: &Setup, tool: &str) -> String {
         .expect("a record with a tool digest")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_changed_tool_definition_is_logged_on_list_changed_and_across_a_restart() {
-    let s = Setup::blank();
-    let descriptions = s.path("descriptions.json");
-    std::fs::write(&descriptions, "{}").unwrap();
-    let b = bundle(
+/// A bundle that allows everything (so the records say `rego`).
+fn allow_all_bundle(s: &Setup) -> std::path::PathBuf {
+    bundle(
         s.dir.path(),
         "any",
         "any",
         json!({}),
         "package any\ndecision := {\"allow\": true}\n",
-    );
+    )
+}
+
+/// The fixture server `fx` whose tool descriptions come from a file the
+/// test rewrites (returned), with a decision log and `extra` config after
+/// the server table (`bundle = …`).
+fn describable_fixture(s: &Setup, extra: &str) -> std::path::PathBuf {
+    let descriptions = s.path("descriptions.json");
+    std::fs::write(&descriptions, "{}").unwrap();
     let server = fixture_server(
         "fx",
         &["--descriptions", descriptions.to_str().unwrap()],
         &s.path("r.jsonl"),
     );
     s.write_config(&format!(
-        "[log]\ndecisions = {:?}\n\n{server}bundle = {:?}\n",
+        "[log]\ndecisions = {:?}\n\n{server}{extra}",
         s.path("decisions.jsonl").display().to_string(),
-        b.display().to_string()
     ));
+    descriptions
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_tool_definition_is_logged_on_list_changed_and_across_a_restart() {
+    let s = Setup::blank();
+    let b = allow_all_bundle(&s);
+    let descriptions =
+        describable_fixture(&s, &format!("bundle = {:?}\n", b.display().to_string()));
     let port = free_port();
     let mut cmd = tokio::process::Command::new(GAVEL);
     cmd.args(s.run_args())
@@ -354,17 +361,7 @@ fn run_log(s: &Setup, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tool_definition_changed_between_two_gavel_runs_is_logged() {
     let s = Setup::blank();
-    let descriptions = s.path("descriptions.json");
-    std::fs::write(&descriptions, "{}").unwrap();
-    let server = fixture_server(
-        "fx",
-        &["--descriptions", descriptions.to_str().unwrap()],
-        &s.path("r.jsonl"),
-    );
-    s.write_config(&format!(
-        "[log]\ndecisions = {:?}\n\n{server}",
-        s.path("decisions.jsonl").display().to_string(),
-    ));
+    let descriptions = describable_fixture(&s, "");
     // One gavel run: a call, then the host closes it.
     let run = |log: &'static str| {
         let mut cmd = tokio::process::Command::new(GAVEL);
