@@ -30,6 +30,27 @@ fn config_with(s: &Setup, bundle: &Path, trusted: &[&str]) -> String {
     )
 }
 
+/// The HS256 secrets of keys `k1` and `k2` (32 bytes each), in the setup's
+/// `k1.secret` and `k2.secret`.
+fn write_secrets(s: &Setup) {
+    std::fs::write(s.path("k1.secret"), "first-secret-padded-to-32-bytesx").unwrap();
+    std::fs::write(s.path("k2.secret"), "second-secret-padded-to-32-bytes").unwrap();
+}
+
+/// Writes `config`: `gavel config check` refuses it, naming each of `why`.
+fn refused(s: &Setup, config: &str, why: &[&str]) {
+    s.write_config(config);
+    let (good, err) = check(s);
+    assert!(!good && why.iter().all(|w| err.contains(w)), "{err}");
+}
+
+/// Writes `config`: `gavel config check` accepts it.
+fn accepted(s: &Setup, config: &str) {
+    s.write_config(config);
+    let (good, err) = check(s);
+    assert!(good, "{err}");
+}
+
 fn check(s: &Setup) -> (bool, String) {
     let out = Command::new(GAVEL)
         .args(["config", "check", "--config", s.config().to_str().unwrap()])
@@ -75,9 +96,7 @@ async fn signed_tarball_is_verified_and_decides() {
         "[keys.k2]\nalgorithm = \"HS256\"\nkey_env = \"GAVEL_TEST_K2\"\n\n",
         "",
     );
-    s.write_config(&cfg);
-    let (good, err) = check(&s);
-    assert!(good, "{err}");
+    accepted(&s, &cfg);
     let client = s.connect(TestHost::new()).await;
     let r = call(&client, "destructive_delete", json!({"path": "/"}))
         .await
@@ -136,8 +155,7 @@ fn config_check_refuses_hmac_secrets_shorter_than_the_hash() {
 #[test]
 fn tampering_wrong_keys_rotation_and_unsigned_are_refused() {
     let s = Setup::blank();
-    std::fs::write(s.path("k1.secret"), "first-secret-padded-to-32-bytesx").unwrap();
-    std::fs::write(s.path("k2.secret"), "second-secret-padded-to-32-bytes").unwrap();
+    write_secrets(&s);
 
     // Tampered after signing: refused, naming the check and the file.
     let dir = signed_bundle(&s, "tampered", "k1.secret", "k1");
@@ -146,20 +164,18 @@ fn tampering_wrong_keys_rotation_and_unsigned_are_refused() {
         r#"{"max_turns": 1000000}"#,
     )
     .unwrap();
-    s.write_config(&config_with(&s, &dir, &["k1"]));
-    let (good, err) = check(&s);
-    assert!(
-        !good && err.contains("digest mismatch") && err.contains("mcp/fixture/data.json"),
-        "{err}"
+    refused(
+        &s,
+        &config_with(&s, &dir, &["k1"]),
+        &["digest mismatch", "mcp/fixture/data.json"],
     );
 
     // Signed by a key the server does not trust.
     let dir = signed_bundle(&s, "by-k2", "k2.secret", "k2");
-    s.write_config(&config_with(&s, &dir, &["k1"]));
-    let (good, err) = check(&s);
-    assert!(
-        !good && err.contains("verification key corresponding to ID k2 not found"),
-        "{err}"
+    refused(
+        &s,
+        &config_with(&s, &dir, &["k1"]),
+        &["verification key corresponding to ID k2 not found"],
     );
 
     // Rotation: both trusted, then only the new one.
@@ -170,19 +186,16 @@ fn tampering_wrong_keys_rotation_and_unsigned_are_refused() {
 
     // A token whose kid names a trusted key but signed with another secret.
     let forged = signed_bundle(&s, "forged", "k2.secret", "k1");
-    s.write_config(&config_with(&s, &forged, &["k1"]));
-    let (good, err) = check(&s);
-    assert!(
-        !good && err.contains("failed to verify JWT signature"),
-        "{err}"
+    refused(
+        &s,
+        &config_with(&s, &forged, &["k1"]),
+        &["failed to verify JWT signature"],
     );
 
     // Unsigned while keys are configured (require_signature defaults to true).
     let unsigned = s.path("unsigned");
     copy_dir(&common::policy::fixture_bundle(), &unsigned);
-    s.write_config(&config_with(&s, &unsigned, &["k1"]));
-    let (good, err) = check(&s);
-    assert!(!good && err.contains("not signed"), "{err}");
+    refused(&s, &config_with(&s, &unsigned, &["k1"]), &["not signed"]);
 
     // An extra file added after signing.
     let extra = signed_bundle(&s, "extra", "k1.secret", "k1");
@@ -191,11 +204,10 @@ fn tampering_wrong_keys_rotation_and_unsigned_are_refused() {
         "package mcp.fixture\nextra := 1\n",
     )
     .unwrap();
-    s.write_config(&config_with(&s, &extra, &["k1"]));
-    let (good, err) = check(&s);
-    assert!(
-        !good && err.contains("not included in bundle signature"),
-        "{err}"
+    refused(
+        &s,
+        &config_with(&s, &extra, &["k1"]),
+        &["not included in bundle signature"],
     );
 }
 
@@ -264,31 +276,26 @@ async fn shared_bundles_are_signed_with_the_policy_keys() {
         )
     };
     // Unsigned shared bundle, [policy] keys given: refused.
-    s.write_config(&with_shared("keys = [\"org\"]\n", &shared));
-    let (good, err) = check(&s);
-    assert!(
-        !good && err.contains("is not signed and policy requires a signature (keys org)"),
-        "{err}"
+    refused(
+        &s,
+        &with_shared("keys = [\"org\"]\n", &shared),
+        &["is not signed and policy requires a signature (keys org)"],
     );
     // Unsigned shared bundle, no [policy] keys, a server that trusts k1:
     // verified with the server's keys, so refused too.
-    s.write_config(&with_shared("", &shared));
-    let (good, err) = check(&s);
-    assert!(
-        !good && err.contains("is not signed and servers.fx requires a signature"),
-        "{err}"
+    refused(
+        &s,
+        &with_shared("", &shared),
+        &["is not signed and servers.fx requires a signature"],
     );
     // Signed by the org key: verifies under [policy] keys (not k1).
     common::oci::sign(&s, &shared, "org", "org.secret");
-    s.write_config(&with_shared("", &shared));
-    let (good, err) = check(&s);
-    assert!(
-        !good && err.contains("verification key corresponding to ID org not found"),
-        "the server's keys do not include org: {err}"
+    refused(
+        &s,
+        &with_shared("", &shared),
+        &["verification key corresponding to ID org not found"],
     );
-    s.write_config(&with_shared("keys = [\"org\"]\n", &shared));
-    let (good, err) = check(&s);
-    assert!(good, "{err}");
+    accepted(&s, &with_shared("keys = [\"org\"]\n", &shared));
     let client = s.connect(TestHost::new()).await;
     let r = call(&client, "destructive_delete", json!({"path": "/"}))
         .await
@@ -306,8 +313,7 @@ async fn shared_bundles_are_signed_with_the_policy_keys() {
 #[test]
 fn build_revision_then_sign_the_tarball_with_a_scope() {
     let s = Setup::blank();
-    std::fs::write(s.path("k1.secret"), "first-secret-padded-to-32-bytesx").unwrap();
-    std::fs::write(s.path("k2.secret"), "second-secret-padded-to-32-bytes").unwrap();
+    write_secrets(&s);
     let dir = s.path("b");
     copy_dir(&common::policy::fixture_bundle(), &dir);
     let tgz = s.path("b.tar.gz");
@@ -369,12 +375,8 @@ fn build_revision_then_sign_the_tarball_with_a_scope() {
                 &format!("k1.secret\"\nscope = {scope:?}\n"),
             )
     };
-    s.write_config(&with_scope("write"));
-    let (good, err) = check(&s);
-    assert!(good, "{err}");
-    s.write_config(&with_scope("read"));
-    let (good, err) = check(&s);
-    assert!(!good && err.contains("scope mismatch"), "{err}");
+    accepted(&s, &with_scope("write"));
+    refused(&s, &with_scope("read"), &["scope mismatch"]);
     // A signed directory cannot take a new revision (the signature covers
     // .manifest); the message says what order works.
     common::oci::sign(&s, &dir, "k1", "k1.secret");
