@@ -25,6 +25,8 @@ use serde_json::Value;
 
 use super::{Bundle, BundleError, file_err};
 
+pub mod decision_shape;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LintFinding {
     pub file: String,

@@ -5,6 +5,14 @@
 //! `allow`, `reasons`, `remediation`, `appeal_path`, `audit_required`;
 //! gavel adds `policy_version` and `matched_rules` (and, with the workflow layer,
 //! `rate_limit_remaining` / `retry_after_seconds`).
+//!
+//! A policy may also answer in the shape the production pattern documents,
+//! with `appeal_path`, `audit_required`, `policy_version`, `matched_rules`
+//! and `rate_limit_remaining` nested under `metadata`. gavel reads both; what
+//! the policy says about itself (its own version, its own matched rules) is
+//! kept in `policy_metadata`, beside gavel's bundle revisions and rule paths,
+//! because an auditor needs both: which artefact ran, and which of its rules
+//! the author meant to fire.
 
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +74,36 @@ pub struct Decision {
     /// asks the user (elicitation) before forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_approval: Option<Approval>,
+    /// What the deciding layers said about themselves (their own
+    /// `policy_version`, `matched_rules`, `rate_limit_remaining`), one entry
+    /// per layer that said anything: the denying layers of a denial, every
+    /// layer of an allow.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_metadata: Vec<PolicyMetadata>,
+}
+
+/// One layer's own account of itself, from its decision's `metadata` (or
+/// the same keys at the top level).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct PolicyMetadata {
+    /// The bundle whose decision said it.
+    pub bundle: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matched_rules: Vec<String>,
+    /// The policy's own count; gavel's `rate_limit_remaining` (from
+    /// `[limits]` and the bundles' limits) is the enforced one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_remaining: Option<u64>,
+}
+
+impl PolicyMetadata {
+    pub fn is_empty(&self) -> bool {
+        self.policy_version.is_none()
+            && self.matched_rules.is_empty()
+            && self.rate_limit_remaining.is_none()
+    }
 }
 
 /// `require_approval{reason, remember_seconds?, scope?}` of a decision.

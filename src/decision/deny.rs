@@ -97,6 +97,21 @@ pub fn denial_text(d: &Decision, what: &str) -> String {
     if !d.matched_rules.is_empty() {
         s.push_str(&format!("Matched rules: {}\n", d.matched_rules.join(", ")));
     }
+    for m in &d.policy_metadata {
+        let mut said = Vec::new();
+        if let Some(v) = &m.policy_version {
+            said.push(format!("version {v}"));
+        }
+        if !m.matched_rules.is_empty() {
+            said.push(format!("matched rules {}", m.matched_rules.join(", ")));
+        }
+        if let Some(n) = m.rate_limit_remaining {
+            said.push(format!("rate limit remaining {n}"));
+        }
+        if !said.is_empty() {
+            s.push_str(&format!("Policy {} reports: {}\n", m.bundle, said.join("; ")));
+        }
+    }
     s.push_str(&format!(
         "Do not try to work around this denial with other tools or different arguments; \
          explain it to the user (decision {}).",

@@ -16,7 +16,7 @@
 //!    narrowest scope (`call` < `tool` < `server`), and every reason.
 
 use super::codes::{self, ReasonCode};
-use super::contract::Approval;
+use super::contract::{Approval, PolicyMetadata};
 
 /// The layer names live in config, which validates them; the combining
 /// rules (which layers an override may waive) live here.
@@ -41,6 +41,10 @@ pub struct LayerDecision {
     pub waive: Vec<String>,
     pub withhold: bool,
     pub require_approval: Option<Approval>,
+    /// What the policy said about itself (its own version, matched rules).
+    pub own: PolicyMetadata,
+    /// Keys of the answer gavel does not understand (logged, never silent).
+    pub unknown: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -54,6 +58,9 @@ pub struct Combined {
     pub withhold: bool,
     /// An allowing decision that some layer allows only with approval.
     pub require_approval: Option<Approval>,
+    /// The deciding layers' own metadata: every layer's for an allow, the
+    /// denying layers' for a deny (the ones whose `matched_rules` show).
+    pub policy_metadata: Vec<PolicyMetadata>,
 }
 
 /// How wide a remembered approval's scope is (`call` < `tool` < `server`;
@@ -109,8 +116,12 @@ pub fn combine(layers: &[(Layer, LayerDecision)]) -> Combined {
         .collect();
     let mut allow = true;
     let mut approval_appeal = None;
+    let (mut every_meta, mut denying_meta) = (Vec::new(), Vec::new());
     for (layer, d) in layers.iter().filter(|(l, _)| *l != Layer::Override) {
         out.audit_required |= d.audit_required;
+        if !d.own.is_empty() {
+            every_meta.push(d.own.clone());
+        }
         if d.allow {
             if let Some(a) = &d.require_approval {
                 out.require_approval = Some(match out.require_approval.take() {
@@ -141,6 +152,9 @@ pub fn combine(layers: &[(Layer, LayerDecision)]) -> Combined {
         }
         allow = false;
         out.matched_rules.push(d.rule.clone());
+        if !d.own.is_empty() {
+            denying_meta.push(d.own.clone());
+        }
         if d.reasons.is_empty() {
             out.reasons.push(codes::denied_by(layer.as_str()));
         }
@@ -154,6 +168,7 @@ pub fn combine(layers: &[(Layer, LayerDecision)]) -> Combined {
         out.withhold |= d.withhold;
     }
     out.allow = allow;
+    out.policy_metadata = if allow { every_meta } else { denying_meta };
     if allow {
         out.reasons.clear();
         // Where to ask when the approval cannot be had here.

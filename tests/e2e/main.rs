@@ -23,6 +23,7 @@ mod e2e_conformance;
 mod e2e_contract;
 mod e2e_counters;
 mod e2e_decision_log;
+mod e2e_decision_shape;
 mod e2e_everything;
 mod e2e_explain;
 mod e2e_http;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::*;
-use crate::bundle::lint::ModuleIndex;
+use crate::bundle::lint::{ModuleIndex, decision_shape};
 use crate::state::limits::Limit;
 
 /// A regorus engine with gavel's settings, shared by a server's engine and a
@@ -196,6 +196,17 @@ impl Builder<'_> {
                 b.name
             )));
         }
+        self.warnings.extend(
+            decision_shape::unknown_keys(
+                b,
+                &decision_rule,
+                &decision_shape::Known {
+                    decision: answer::DECISION_KEYS,
+                    metadata: answer::METADATA_KEYS,
+                },
+            )
+            .map_err(|e| self.load(e.to_string()))?,
+        );
         let has_visible = defines(&pkg_path, "visible");
         let layer = self.layer(b)?;
         let withhold = self.withhold(b)?;

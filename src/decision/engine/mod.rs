@@ -26,12 +26,14 @@ use serde_json::Value;
 use super::codes::ReasonCode;
 pub use super::layers::Layer;
 use super::layers::{Combined, LayerDecision, combine};
+use answer::parse_decision;
 use super::memo::Memo;
 use crate::bundle::deps::{Deps, analyze_set};
 use crate::bundle::lint::{LintFinding, index, lint};
 use crate::bundle::{Bundle, roots_overlap};
 use crate::decision::contract::{Decision, Disclosure};
 
+mod answer;
 mod build;
 mod classify;
 mod evaluate;
@@ -237,6 +239,7 @@ impl PolicyEngine {
         let mut layers = Vec::with_capacity(self.bundles.len());
         for (b, v) in self.bundles.iter().zip(values) {
             let d = parse_decision(&b.decision_rule, &b.info.name, b.info.layer, v)?;
+            answer::warn_unknown(&b.decision_rule, &d.unknown);
             layers.push((
                 b.info.layer,
                 LayerDecision {
@@ -281,6 +284,7 @@ impl PolicyEngine {
                 Disclosure::Explain
             },
             require_approval: c.require_approval,
+            policy_metadata: c.policy_metadata,
             ..Default::default()
         }
     }
@@ -349,143 +353,6 @@ impl PolicyEngine {
             }
         }
         Ok(true)
-    }
-}
-
-/// Decision contract v1 for one bundle: an object with a boolean `allow`
-/// (optional, and ignored, for an override layer), optional `reasons`,
-/// `remediation`, `appeal_path`, `require_approval`, `audit_required`, and
-/// `waive` (override layer only). Unknown keys are ignored, so a policy may
-/// carry debugging fields. An undefined decision denies with `no_decision`:
-/// a policy that says nothing must not let a request through. Fields are
-/// checked in that order; the first wrong one is the error.
-fn parse_decision(
-    rule: &str,
-    bundle: &str,
-    layer: Layer,
-    v: Value,
-) -> Result<LayerDecision, EngineError> {
-    let obj = match v {
-        Value::Null => return Ok(undefined(rule, bundle)),
-        Value::Object(o) => o,
-        other => {
-            return Err(bad_decision(
-                rule,
-                format!("expected an object with allow, got {other}"),
-            ));
-        }
-    };
-    let f = Fields { obj: &obj, rule };
-    let allow = match obj.get("allow") {
-        Some(Value::Bool(b)) => *b,
-        Some(other) => return Err(f.bad(format!("allow must be a boolean, got {other}"))),
-        None if layer == Layer::Override => false,
-        None => return Err(f.bad("missing allow".into())),
-    };
-    let reasons = f.strings("reasons")?;
-    let waive = f.strings("waive")?;
-    if !waive.is_empty() && layer != Layer::Override {
-        return Err(f.bad(format!(
-            "waive is only allowed in an override layer (this bundle's layer is {}); set metadata.gavel.layer = \"override\" or drop waive",
-            layer.as_str()
-        )));
-    }
-    Ok(LayerDecision {
-        bundle: bundle.into(),
-        rule: rule.into(),
-        allow,
-        reasons,
-        waive,
-        remediation: f.text("remediation")?,
-        appeal_path: f.text("appeal_path")?,
-        require_approval: f.approval()?,
-        audit_required: f.flag("audit_required")?,
-        ..Default::default()
-    })
-}
-
-/// The decision of a rule that gave none: deny, `no_decision`.
-fn undefined(rule: &str, bundle: &str) -> LayerDecision {
-    LayerDecision {
-        bundle: bundle.into(),
-        rule: rule.into(),
-        reasons: vec![ReasonCode::NoDecision.into()],
-        remediation: Some(format!(
-            "The policy rule {rule} gave no decision for this request."
-        )),
-        ..Default::default()
-    }
-}
-
-fn bad_decision(rule: &str, message: String) -> EngineError {
-    EngineError::BadDecision {
-        rule: rule.into(),
-        message,
-    }
-}
-
-/// The optional fields of one decision object, each read with its type
-/// checked; an error names the field and what it must be.
-struct Fields<'a> {
-    obj: &'a serde_json::Map<String, Value>,
-    rule: &'a str,
-}
-
-impl Fields<'_> {
-    fn bad(&self, message: String) -> EngineError {
-        bad_decision(self.rule, message)
-    }
-
-    /// A list of strings (absent: empty).
-    fn strings(&self, k: &str) -> Result<Vec<String>, EngineError> {
-        match self.obj.get(k) {
-            None => Ok(vec![]),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(String::from)
-                        .ok_or_else(|| self.bad(format!("{k} must be a list of strings")))
-                })
-                .collect(),
-            Some(other) => Err(self.bad(format!("{k} must be a list of strings, got {other}"))),
-        }
-    }
-
-    /// A string (absent or null: none).
-    fn text(&self, k: &str) -> Result<Option<String>, EngineError> {
-        match self.obj.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(self.bad(format!("{k} must be a string, got {other}"))),
-        }
-    }
-
-    /// A boolean (absent: false).
-    fn flag(&self, k: &str) -> Result<bool, EngineError> {
-        match self.obj.get(k) {
-            None => Ok(false),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(other) => Err(self.bad(format!("{k} must be a boolean, got {other}"))),
-        }
-    }
-
-    /// `require_approval` (absent or null: none), its scope one gavel knows.
-    fn approval(&self) -> Result<Option<crate::decision::contract::Approval>, EngineError> {
-        let v = match self.obj.get("require_approval") {
-            None | Some(Value::Null) => return Ok(None),
-            Some(v) => v,
-        };
-        let a: crate::decision::contract::Approval = serde_json::from_value(v.clone())
-            .map_err(|e| self.bad(format!("require_approval must be {{\"reason\": string, \"remember_seconds\"?: number, \"scope\"?: \"call\"|\"tool\"|\"server\"}}: {e}")))?;
-        if let Some(s) = &a.scope
-            && !["call", "tool", "server"].contains(&s.as_str())
-        {
-            return Err(self.bad(format!(
-                "require_approval.scope must be \"call\", \"tool\" or \"server\", not {s:?}"
-            )));
-        }
-        Ok(Some(a))
     }
 }
 
