@@ -131,6 +131,21 @@ fn why(doc: &mut Doc, result: &Value, logged: &Outcome) {
             ),
         );
     }
+    for m in result["policy_metadata"].as_array().into_iter().flatten() {
+        doc.bullet(
+            0,
+            format!(
+                "Bundle `{}` reported its own version {} and matched rules {}",
+                m["bundle"].as_str().unwrap_or("?"),
+                m["policy_version"].as_str().unwrap_or("(none)"),
+                strings(&m["matched_rules"])
+                    .iter()
+                    .map(|r| format!("`{r}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
     if let Some(r) = result["remediation"].as_str() {
         doc.bullet(0, format!("Remediation given: {r}"));
     }

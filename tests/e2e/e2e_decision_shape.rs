@@ -80,6 +80,17 @@ async fn the_seed_decision_shape_reaches_the_agent_and_the_log() {
         rec["result"]["policy_metadata"][0]["policy_version"],
         "seed-2026.11"
     );
+    // `gavel explain --decision` shows the policy's own account beside gavel's.
+    let id = rec["decision_id"].as_str().unwrap();
+    let config = s.config().display().to_string();
+    let (ok, md, err) = gavel(&["explain", "--decision", id, "--config", &config]);
+    assert!(ok, "{err}");
+    assert!(
+        md.contains("reported its own version seed-2026.11")
+            && md.contains("matched rules export.block_external")
+            && md.contains("https://appeals.example.test/export"),
+        "{md}"
+    );
     // The unknown key: a load-time lint warning naming file and line, and
     // one log line when a decision carries it (not one per call).
     let text = s.log_text();
