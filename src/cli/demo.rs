@@ -14,21 +14,57 @@ use serde_json::{Value, json};
 
 use super::say;
 
-/// The scripted calls: (tool, arguments, what it shows). The first that
-/// exists in the listing is used for each step.
-const ALLOWED: &[(&str, &str)] = &[
-    ("everything__echo", r#"{"message":"hello through gavel"}"#),
-    ("echo", r#"{"message":"hello through gavel"}"#),
-    ("time__get_current_time", r#"{"timezone":"UTC"}"#),
-];
-const REFUSED: &[(&str, &str)] = &[
-    (
+/// The scripted session, in order: each step is a list of alternatives
+/// (tool, arguments), the first listed by gavel is called; a step whose
+/// tools are all absent (that server is not configured) is skipped.
+const ALLOWED: &[&[(&str, &str)]] = &[
+    &[
+        ("everything__echo", r#"{"message":"hello through gavel"}"#),
+        ("echo", r#"{"message":"hello through gavel"}"#),
+    ],
+    // A read inside the filesystem server's scope returns the file.
+    &[(
         "filesystem__read_text_file",
-        r#"{"path":"../servers.toml"}"#,
-    ),
-    ("everything__get-env", "{}"),
-    ("get-env", "{}"),
+        r#"{"path":"public/readme.txt"}"#,
+    )],
+    &[("time__get_current_time", r#"{"timezone":"UTC"}"#)],
 ];
+const REFUSED: &[&[(&str, &str)]] = &[
+    // Out of the server's scope, however it is spelt.
+    &[(
+        "filesystem__read_text_file",
+        r#"{"path":"./public/../../servers.toml"}"#,
+    )],
+    // In scope, but confidential: the user is not cleared for it.
+    &[(
+        "filesystem__read_text_file",
+        r#"{"path":"confidential/plan.txt"}"#,
+    )],
+    // Writes only under public/.
+    &[(
+        "filesystem__write_file",
+        r#"{"path":"confidential/notes.txt","content":"x"}"#,
+    )],
+    &[("everything__get-env", "{}"), ("get-env", "{}")],
+];
+
+/// The first alternative of `step` that gavel lists.
+fn pick<'a>(step: &[(&'a str, &'a str)], has: &dyn Fn(&str) -> bool) -> Option<(&'a str, &'a str)> {
+    step.iter().find(|(n, _)| has(n)).copied()
+}
+
+/// The first alternative of a refusal step whose server is configured: a
+/// refused tool may well be hidden from the listing, so its server's other
+/// tools (the `server__` prefix) stand for it; an unprefixed one needs a
+/// single-server listing.
+fn pick_refusal<'a>(step: &[(&'a str, &'a str)], listed: &[String]) -> Option<(&'a str, &'a str)> {
+    step.iter()
+        .find(|(n, _)| match n.split_once("__") {
+            Some((server, _)) => listed.iter().any(|t| t.starts_with(&format!("{server}__"))),
+            None => !listed.is_empty() && !listed.iter().any(|t| t.contains("__")),
+        })
+        .copied()
+}
 
 fn text_of(r: &CallToolResult) -> String {
     r.content
@@ -60,21 +96,23 @@ pub async fn run(config: &Path, log_file: Option<&Path>) -> anyhow::Result<()> {
     }
     let has = |n: &str| tools.iter().any(|t| t.name == n);
 
-    if let Some((name, args)) = ALLOWED.iter().find(|(n, _)| has(n)) {
+    for (name, args) in ALLOWED.iter().filter_map(|step| pick(step, &has)) {
         println!("\n▶ tools/call {name} {args}"); // stdout-ok
-        let r = call(&client, name, args).await?;
-        println!("✔ allowed — the upstream answered: {}", text_of(&r)); // stdout-ok
+        match call(&client, name, args).await {
+            Ok(r) if r.is_error != Some(true) => {
+                println!("✔ allowed — the upstream answered: {}", text_of(&r)) // stdout-ok
+            }
+            Ok(r) => println!("  (refused or failed: {})", text_of(&r)), // stdout-ok
+            Err(e) => println!("  (error: {e})"),                        // stdout-ok
+        }
     }
-    // The first scripted refusal whose server is configured (its prefix is listed).
-    let refused = REFUSED.iter().find(|(n, _)| {
-        let prefix = n.split("__").next().unwrap_or("");
-        tools
-            .iter()
-            .any(|t| t.name.starts_with(&format!("{prefix}__")))
-            || !n.contains("__")
-    });
-    if let Some((name, args)) = refused {
-        show_refusal(&client, name, args).await;
+    let listed: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+    let refusals = REFUSED
+        .iter()
+        .filter_map(|step| pick_refusal(step, &listed));
+    for (i, (name, args)) in refusals.enumerate() {
+        // The first refusal in full; the others by their reasons.
+        show_refusal(&client, name, args, i == 0).await;
     }
     client.cancel().await.ok();
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
@@ -117,27 +155,31 @@ async fn start(
     Ok((child, client))
 }
 
-/// The scripted call gavel should refuse, and what the agent reads.
-async fn show_refusal(client: &Client, name: &str, args: &str) {
+/// A scripted call gavel should refuse, and what the agent reads: all of
+/// it (`full`), or the line saying why.
+async fn show_refusal(client: &Client, name: &str, args: &str, full: bool) {
     println!("\n▶ tools/call {name} {args}"); // stdout-ok
-    let r = call(client, name, args).await;
-    match r {
-        Ok(r) if r.is_error == Some(true) => {
-            println!("✘ refused — what the agent reads:\n"); // stdout-ok
-            for line in text_of(&r).lines() {
-                println!("    {line}"); // stdout-ok
-            }
-            if let Some(meta) = &r.meta {
-                let d = meta
-                    .0
-                    .get("dev.gavel/decision")
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                println!("\n  structured decision (_meta[\"dev.gavel/decision\"]):\n    {d}"); // stdout-ok
-            }
-        }
-        Ok(r) => println!("  (the call was allowed: {})", text_of(&r)), // stdout-ok
-        Err(e) => println!("  (error: {e})"),                           // stdout-ok
+    let r = match call(client, name, args).await {
+        Ok(r) if r.is_error == Some(true) => r,
+        Ok(r) => return println!("  (the call was allowed: {})", text_of(&r)), // stdout-ok
+        Err(e) => return println!("  (error: {e})"),                           // stdout-ok
+    };
+    let text = text_of(&r);
+    if !full {
+        let why = text.lines().find(|l| l.starts_with("Why:")).unwrap_or("");
+        return println!("✘ refused — {why}"); // stdout-ok
+    }
+    println!("✘ refused — what the agent reads:\n"); // stdout-ok
+    for line in text.lines() {
+        println!("    {line}"); // stdout-ok
+    }
+    if let Some(meta) = &r.meta {
+        let d = meta
+            .0
+            .get("dev.gavel/decision")
+            .cloned()
+            .unwrap_or(Value::Null);
+        println!("\n  structured decision (_meta[\"dev.gavel/decision\"]):\n    {d}"); // stdout-ok
     }
 }
 

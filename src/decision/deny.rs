@@ -109,7 +109,11 @@ pub fn denial_text(d: &Decision, what: &str) -> String {
             said.push(format!("rate limit remaining {n}"));
         }
         if !said.is_empty() {
-            s.push_str(&format!("Policy {} reports: {}\n", m.bundle, said.join("; ")));
+            s.push_str(&format!(
+                "Policy {} reports: {}\n",
+                m.bundle,
+                said.join("; ")
+            ));
         }
     }
     s.push_str(&format!(

@@ -61,7 +61,10 @@ async fn the_seed_decision_shape_reaches_the_agent_and_the_log() {
     // gavel's own figures stay beside the policy's.
     assert_eq!(meta["matched_rules"], json!(["data.seed.decision"]));
     assert!(
-        meta["policy_version"].as_str().unwrap().contains("seed@seed-1"),
+        meta["policy_version"]
+            .as_str()
+            .unwrap()
+            .contains("seed@seed-1"),
         "{meta}"
     );
     let authz = &v["_meta"]["io.modelcontextprotocol/authorization"];
@@ -74,7 +77,10 @@ async fn the_seed_decision_shape_reaches_the_agent_and_the_log() {
     assert_eq!(ok.is_error, Some(true), "every echo is denied");
     let log = s.decisions();
     let rec: &Value = &log[0];
-    assert_eq!(rec["result"]["appeal_path"], "https://appeals.example.test/export");
+    assert_eq!(
+        rec["result"]["appeal_path"],
+        "https://appeals.example.test/export"
+    );
     assert_eq!(rec["result"]["audit_required"], true);
     assert_eq!(
         rec["result"]["policy_metadata"][0]["policy_version"],

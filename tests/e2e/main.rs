@@ -25,6 +25,7 @@ mod e2e_counters;
 mod e2e_decision_log;
 mod e2e_decision_shape;
 mod e2e_everything;
+mod e2e_example;
 mod e2e_explain;
 mod e2e_http;
 mod e2e_http_auth;

@@ -49,11 +49,12 @@ pub fn unknown_keys(
 fn literal_value<'a>(r: &'a Rule, name: &str) -> Option<&'a Expr> {
     let (refr, value) = match r {
         Rule::Spec {
-            head: RuleHead::Compr {
-                refr,
-                assign: Some(a),
-                ..
-            },
+            head:
+                RuleHead::Compr {
+                    refr,
+                    assign: Some(a),
+                    ..
+                },
             ..
         } => (refr, &a.value),
         Rule::Default {
@@ -77,8 +78,7 @@ fn check_object(
     };
     for (span, k, v) in fields {
         let key = match k.as_ref() {
-            Expr::String { value, .. } | Expr::RawString { value, .. } => match value.as_string()
-            {
+            Expr::String { value, .. } | Expr::RawString { value, .. } => match value.as_string() {
                 Ok(s) => s.to_string(),
                 Err(_) => continue,
             },
@@ -137,7 +137,11 @@ mod tests {
             .map(|f| (f.line, f.message.contains("\"apeal_path\"")))
             .collect();
         assert_eq!(got, vec![(3, true), (7, false)], "{w:?}");
-        assert!(w[1].message.contains("\"metadata.owner\""), "{}", w[1].message);
+        assert!(
+            w[1].message.contains("\"metadata.owner\""),
+            "{}",
+            w[1].message
+        );
     }
 
     #[test]

@@ -18,10 +18,10 @@
 
 use serde_json::{Map, Value};
 
-use super::EngineError;
 use super::super::codes::ReasonCode;
 use super::super::contract::{Approval, PolicyMetadata};
 use super::super::layers::{Layer, LayerDecision};
+use super::EngineError;
 
 /// Top-level keys of a layer's answer that gavel reads.
 pub const DECISION_KEYS: &[&str] = &[
@@ -125,9 +125,7 @@ fn own_metadata(
     };
     Ok(PolicyMetadata {
         bundle: bundle.into(),
-        policy_version: top
-            .text("policy_version")?
-            .or(meta.text("policy_version")?),
+        policy_version: top.text("policy_version")?.or(meta.text("policy_version")?),
         matched_rules,
         rate_limit_remaining: top
             .count("rate_limit_remaining")?
@@ -235,9 +233,9 @@ impl Fields<'_> {
         match self.obj.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
-            Some(other) => Err(self.bad(format!(
-                "{k} must be a non-negative integer, got {other}"
-            ))),
+            Some(other) => {
+                Err(self.bad(format!("{k} must be a non-negative integer, got {other}")))
+            }
         }
     }
 

@@ -26,12 +26,12 @@ use serde_json::Value;
 use super::codes::ReasonCode;
 pub use super::layers::Layer;
 use super::layers::{Combined, LayerDecision, combine};
-use answer::parse_decision;
 use super::memo::Memo;
 use crate::bundle::deps::{Deps, analyze_set};
 use crate::bundle::lint::{LintFinding, index, lint};
 use crate::bundle::{Bundle, roots_overlap};
 use crate::decision::contract::{Decision, Disclosure};
+use answer::parse_decision;
 
 mod answer;
 mod build;

@@ -639,7 +639,10 @@ fn wrong_metadata_types_fail_closed_and_unknown_keys_are_warned_at_load() {
     );
     let w: Vec<String> = e.warnings().iter().map(|f| f.to_string()).collect();
     assert_eq!(w.len(), 2, "{w:?}");
-    assert!(w[0].contains("\"apeal_path\"") && w[1].contains("\"metadata.owner\""), "{w:?}");
+    assert!(
+        w[0].contains("\"apeal_path\"") && w[1].contains("\"metadata.owner\""),
+        "{w:?}"
+    );
     // Enforced all the same: the unknown keys change nothing.
     assert!(e.decide(&json!({})).unwrap().decision.allow);
 }
