@@ -406,6 +406,12 @@ async fn an_idle_session_is_closed_and_its_upstream_stops() {
         .unwrap();
     assert!(running(), "the session's fixture runs");
     eventually("the idle session's upstream stopped", || !running()).await;
+    eventually("the idle close is logged", || {
+        std::fs::read_to_string(s.log())
+            .unwrap_or_default()
+            .contains("HTTP session closed after no message for its idle timeout")
+    })
+    .await;
     drop(client);
     gavel.kill().await.unwrap();
 }
@@ -438,4 +444,62 @@ async fn accepted_sockets_have_nodelay_plain_and_tls() {
     let conn = raw_partial(port, "").await;
     assert!(server_side_nodelay(tls.id().unwrap(), &conn).await);
     tls.kill().await.unwrap();
+}
+
+/// `DELETE` as the spec says: 204 for an open session (the official Python
+/// SDK, which closes its session on exit, logs no "Session termination
+/// failed"), 404 for one that is closed or never was; each ending logged.
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_answers_as_the_spec_says_and_every_ending_is_logged() {
+    let s = Setup::with(|s| fixture_server("fx", &[], &s.path("r.jsonl")));
+    let (mut gavel, port) = gavel_serve(&s, &[]).await;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let py = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/venv/bin/python");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_session.py");
+    let out = tokio::process::Command::new(&py)
+        .arg(&script)
+        .args([url.as_str(), "via python"])
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("via python"),
+        "{stdout}{stderr}"
+    );
+    assert!(!stderr.contains("Session termination failed"), "{stderr}");
+    eventually("the client's DELETE is logged", || {
+        std::fs::read_to_string(s.log())
+            .unwrap_or_default()
+            .contains("HTTP session closed by its client (DELETE)")
+    })
+    .await;
+
+    let init = post_init(port, None).await;
+    let id = init
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp-session-id: "))
+        .expect("a session id")
+        .trim()
+        .to_string();
+    let delete = |id: String| async move {
+        raw_request(
+            port,
+            &format!(
+                "DELETE /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nmcp-session-id: {id}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await
+    };
+    let first = delete(id.clone()).await;
+    assert!(first.starts_with("HTTP/1.1 204"), "{first}");
+    let again = delete(id).await;
+    assert!(again.starts_with("HTTP/1.1 404"), "{again}");
+    let unknown = delete("no-such-session".into()).await;
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+    gavel.kill().await.unwrap();
 }

@@ -13,7 +13,8 @@
 //! connections, header reads and `TCP_NODELAY` are `transport::conn`'s. Sessions
 //! are capped in all (`max_sessions`, `cap.rs`) and, with bearer tokens,
 //! per user (`max_sessions_per_user`, `binding.rs`); a session idle for
-//! `session_idle_timeout` is closed by rmcp and its upstreams stop with it.
+//! `session_idle_timeout` is closed by rmcp and its upstreams stop with it;
+//! `DELETE` answers 204 or 404 and every ending is logged (`ending.rs`).
 //! gavel refuses to listen on a non-loopback address without TLS
 //! (`--tls-cert`/`--tls-key`, see `tls.rs`) unless `--behind-proxy` says a
 //! TLS-terminating proxy is in front.
@@ -45,6 +46,7 @@ pub mod binding;
 mod body;
 mod cap;
 mod drain;
+mod ending;
 pub mod hosts;
 pub mod tls;
 
@@ -164,6 +166,13 @@ async fn app(
     let (allowed_hosts, allowed_origins) =
         (config.allowed_hosts.clone(), config.allowed_origins.clone());
     let (mcp, manager) = mcp_service(gw, opts, sessions, config);
+    // Innermost: how sessions end (`DELETE` as the spec says, idle closes
+    // logged), seeing only requests every outer layer let through.
+    let endings = ending::Endings::new(manager.clone(), opts.session_idle_timeout);
+    endings.watch(close.clone());
+    let mcp = mcp.layer(middleware::from_fn(move |req, next| {
+        ending::track(endings.clone(), req, next)
+    }));
     // The session cap sits inside the token check (added first, so it runs
     // after it): a caller without a valid token gets 401 and its challenge,
     // never learns how full gavel is, and cannot use up the cap's answer.
