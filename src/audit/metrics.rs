@@ -1,5 +1,15 @@
-//! Prometheus metrics (`--metrics-listen`, `[metrics] listen`), text format
-//! via `prometheus-client`.
+//! Prometheus metrics (`--metrics-listen`, `[metrics] listen`), via
+//! `prometheus-client`: the Prometheus text format 0.0.4 by default, and
+//! OpenMetrics 1.0 when the scraper asks for it (`Accept:
+//! application/openmetrics-text`), as the Prometheus exposition guide says a
+//! target should negotiate. The crate writes OpenMetrics only; the 0.0.4
+//! text is made from it (`to_text_004`): the two differ in the `_total`
+//! name on a counter's HELP/TYPE lines, `# UNIT` and `# EOF`.
+//!
+//! Every per-server series is registered at 0 when the server's upstream
+//! starts (`register_server`): a counter that first appears at 1 or 2 is
+//! invisible to `increase()` and `rate()`, so the alert on the first
+//! restart would never fire.
 //!
 //! What an operator watches: decision latency per server, decisions by
 //! outcome, denials by reason, calls per tool, upstream health, which bundle
@@ -237,6 +247,27 @@ impl Metrics {
         }
     }
 
+    /// Creates `server`'s series at 0 (module doc: why).
+    pub fn register_server(&self, server: &str) {
+        let sl = ServerL {
+            server: server.into(),
+        };
+        self.upstream_restarts.get_or_create(&sl);
+        self.upstream_up.get_or_create(&sl);
+        for outcome in ["allow", "deny"] {
+            self.decisions.get_or_create(&OutcomeL {
+                server: server.into(),
+                outcome: outcome.into(),
+            });
+        }
+        for kind in ["notification", "request"] {
+            self.upstream_dropped.get_or_create(&DroppedL {
+                server: server.into(),
+                kind,
+            });
+        }
+    }
+
     pub fn upstream_up(&self, server: &str, up: bool) {
         self.upstream_up
             .get_or_create(&ServerL {
@@ -298,13 +329,49 @@ impl Metrics {
         self.log_write_errors.inc();
     }
 
-    /// The Prometheus text exposition.
-    pub fn encode(&self) -> String {
+    /// The exposition: OpenMetrics 1.0, or the Prometheus text format 0.0.4.
+    pub fn encode(&self, openmetrics: bool) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        if openmetrics { out } else { to_text_004(&out) }
     }
+}
+
+/// OpenMetrics text as the Prometheus text format 0.0.4: a counter family
+/// `x` is HELP/TYPE'd as `x_total` there (its samples already are), and
+/// `# UNIT` / `# EOF` do not exist.
+fn to_text_004(om: &str) -> String {
+    let counters: HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// Whether the scraper asked for OpenMetrics (its `Accept` header).
+fn wants_openmetrics(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
 }
 
 /// The process's metrics (recorded whether or not they are served).
@@ -331,13 +398,16 @@ pub async fn serve(addr: &str) -> Option<tokio::task::JoinHandle<()>> {
     tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics served at /metrics");
     let app = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(|| async {
+        axum::routing::get(|headers: http::HeaderMap| async move {
+            let om = wants_openmetrics(&headers);
+            let content_type = if om {
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            } else {
+                "text/plain; version=0.0.4; charset=utf-8"
+            };
             (
-                [(
-                    http::header::CONTENT_TYPE,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )],
-                global().encode(),
+                [(http::header::CONTENT_TYPE, content_type)],
+                global().encode(om),
             )
         }),
     );
@@ -402,7 +472,7 @@ mod tests {
         for i in 0..MAX_TOOLS + 5 {
             m.decision("fs", Some(&format!("t{i}")), true, &[], known, 0.00001);
         }
-        let text = m.encode();
+        let text = m.encode(true);
         assert!(
             text.contains(r#"gavel_denials_total{server="fs",reason="path_outside_scope"} 1"#),
             "{text}"
@@ -432,5 +502,37 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"gavel_decision_duration_seconds_count{server="fs"} 1007"#));
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn text_004_names_counters_with_total_and_has_no_eof_or_unit() {
+        let m = Metrics::new();
+        m.register_server("fs");
+        let om = m.encode(true);
+        assert!(
+            om.contains("# TYPE gavel_upstream_restarts counter"),
+            "{om}"
+        );
+        assert!(om.trim_end().ends_with("# EOF"));
+        let t = m.encode(false);
+        assert!(
+            t.contains("# TYPE gavel_upstream_restarts_total counter"),
+            "{t}"
+        );
+        assert!(
+            t.contains("# HELP gavel_upstream_restarts_total Restarts"),
+            "{t}"
+        );
+        assert!(
+            t.contains(r#"gavel_upstream_restarts_total{server="fs"} 0"#),
+            "{t}"
+        );
+        assert!(t.contains("# TYPE gavel_upstream_up gauge"), "{t}");
+        assert!(!t.contains("# EOF") && !t.contains("# UNIT"), "{t}");
     }
 }

@@ -93,6 +93,7 @@ pub fn spawn_supervisor(up: Arc<Upstream>, deps: SupervisorDeps) -> tokio::task:
 
 async fn supervise(up: Arc<Upstream>, deps: SupervisorDeps) {
     let mut backoff = FIRST_BACKOFF;
+    crate::audit::metrics::global().register_server(&up.name);
     loop {
         up.set_phase(Phase::Starting {
             since: Instant::now(),

@@ -235,3 +235,66 @@ async fn a_hot_reload_moves_bundle_active_and_policy_available_reads_per_server(
     assert_eq!(value(&m, r#"gavel_policy_available{server="live"}"#), 1.0);
     client.cancel().await.unwrap();
 }
+
+/// The exposition is what the official Prometheus client parses: text format
+/// 0.0.4 by default, OpenMetrics when asked for. Every per-server series
+/// exists at 0 before anything happened, so the first restart is an
+/// increase of exactly 1, not a series that appears already counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn series_start_at_zero_each_restart_counts_once_and_both_formats_parse() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let s = Setup::with(|s| {
+        format!(
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n{}",
+            fixture_server("fx", &[], &s.path("r.jsonl"))
+        )
+    });
+    let client = s.connect(TestHost::new()).await;
+    client.list_all_tools().await.unwrap();
+    let (ct, body) = scrape_accepting(port, "text/plain;version=0.0.4;q=0.5,*/*;q=0.1").await;
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    let before = parsed_samples(&body, false);
+    assert_eq!(
+        sample(&before, "gavel_upstream_restarts_total", "fx"),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&before, "gavel_decisions_total", "fx"),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&before, "gavel_upstream_up", "fx"),
+        Some(1.0),
+        "{body}"
+    );
+
+    // The upstream dies once; gavel restarts it once.
+    let _ = call(&client, "crash", json!({"code": 3})).await;
+    let mut restarted = false;
+    for _ in 0..300 {
+        if call(&client, "echo", json!({"text": "back"})).await.is_ok() {
+            restarted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(restarted, "the fixture came back");
+    let (ct, body) = scrape_accepting(
+        port,
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    )
+    .await;
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    let after = parsed_samples(&body, true);
+    assert_eq!(
+        sample(&after, "gavel_upstream_restarts_total", "fx"),
+        Some(1.0),
+        "{body}"
+    );
+    client.cancel().await.unwrap();
+}
