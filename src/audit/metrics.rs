@@ -252,19 +252,20 @@ impl Metrics {
         let sl = ServerL {
             server: server.into(),
         };
-        self.upstream_restarts.get_or_create(&sl);
-        self.upstream_up.get_or_create(&sl);
+        // `get_or_create` creates the series; the guard it returns is not needed.
+        drop(self.upstream_restarts.get_or_create(&sl));
+        drop(self.upstream_up.get_or_create(&sl));
         for outcome in ["allow", "deny"] {
-            self.decisions.get_or_create(&OutcomeL {
+            drop(self.decisions.get_or_create(&OutcomeL {
                 server: server.into(),
                 outcome: outcome.into(),
-            });
+            }));
         }
         for kind in ["notification", "request"] {
-            self.upstream_dropped.get_or_create(&DroppedL {
+            drop(self.upstream_dropped.get_or_create(&DroppedL {
                 server: server.into(),
                 kind,
-            });
+            }));
         }
     }
 
