@@ -95,7 +95,7 @@ pub struct Split {
 }
 
 impl Split {
-    fn add(&mut self, allow: bool) {
+    pub(crate) fn add(&mut self, allow: bool) {
         if allow {
             self.allowed += 1
         } else {
@@ -116,14 +116,14 @@ pub struct Capped<K: Ord, V> {
 }
 
 impl<K: Ord, V: Default> Capped<K, V> {
-    fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize) -> Self {
         Capped {
             map: BTreeMap::new(),
             cap,
         }
     }
 
-    fn entry(&mut self, k: K, other: K) -> &mut V {
+    pub(crate) fn entry(&mut self, k: K, other: K) -> &mut V {
         if self.map.len() >= self.cap && !self.map.contains_key(&k) {
             return self.map.entry(other).or_default();
         }
@@ -188,6 +188,9 @@ pub struct Report {
     pub approval_by_step: Capped<String, u64>,
     /// The line of a torn last record that was skipped (a crash mid-write).
     pub torn_tail: Option<usize>,
+    /// Users, agents, audit and fail-open counts, and the decisions behind
+    /// each denial figure.
+    pub trail: super::report_trail::Trail,
 }
 
 fn parse_ts(ts: &str) -> Option<(SystemTime, u64)> {
@@ -217,6 +220,7 @@ impl Report {
             approval_unsettled: 0,
             approval_by_step: Capped::new(MAX_KEYS),
             torn_tail: None,
+            trail: Default::default(),
         }
     }
 
@@ -285,6 +289,7 @@ impl Report {
             action["type"].as_str().unwrap_or("?").to_string(),
             action["tool"].as_str().unwrap_or("?").to_string(),
         );
+        self.trail.add(r, result, &key);
         let other = (OTHER.to_string(), String::new(), String::new());
         self.tools.entry(key, other).add(allow);
         self.servers.entry(server, OTHER.into()).add(allow);

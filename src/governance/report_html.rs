@@ -9,7 +9,8 @@
 
 use std::fmt::Write as _;
 
-use super::report::Report;
+use super::report::{Report, Split};
+use super::report_trail::{Recent, Trail};
 
 /// HTML-escapes text and attribute values.
 pub fn esc(s: &str) -> String {
@@ -55,6 +56,8 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .allow{fill:#1a7f37}.deny{fill:#cf222e}
 .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}
 code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}
+td,th,code{overflow-wrap:anywhere}
+details summary{cursor:pointer;color:#0969da}details code{display:block}
 "#;
 
 /// Renders the whole page.
@@ -85,12 +88,16 @@ from <span id=\"first\">{}</span> to <span id=\"last\">{}</span>.</p>",
 <div class=\"card\"><div class=\"muted\">denied</div><div class=\"v\" id=\"denied\" data-value=\"{d}\">{d}</div></div>\
 <div class=\"card\"><div class=\"muted\">denial rate</div><div class=\"v\" id=\"denial-rate\" data-value=\"{rate:.4}\">{pct:.1} %</div></div>\
 <div class=\"card\"><div class=\"muted\">approval steps</div><div class=\"v\" id=\"approval-steps\" data-value=\"{s}\">{s}</div></div>\
+<div class=\"card\"><div class=\"muted\">audit required</div><div class=\"v\" id=\"audit-required\" data-value=\"{au}\">{au}</div></div>\
+<div class=\"card\"><div class=\"muted\">let through by fail_open</div><div class=\"v\" id=\"fail-open\" data-value=\"{fo}\">{fo}</div></div>\
 </div>",
         t = r.split.total(),
         a = r.split.allowed,
         d = r.split.denied,
         pct = rate * 100.0,
         s = r.approval_steps,
+        au = r.trail.audit_required,
+        fo = r.trail.fail_open,
     );
     if r.approval_steps > 0 {
         let steps: Vec<String> = r
@@ -126,6 +133,7 @@ from <span id=\"first\">{}</span> to <span id=\"last\">{}</span>.</p>",
     }
     volume(&mut h, r);
     reasons(&mut h, r);
+    people(&mut h, r);
     tools(&mut h, r);
     latency(&mut h, r);
     revisions(&mut h, r);
@@ -195,38 +203,109 @@ fn volume(h: &mut String, r: &Report) {
 }
 
 fn reasons(h: &mut String, r: &Report) {
-    h.push_str("<section><h2>Top denial reasons</h2><table id=\"reasons\"><thead><tr><th>reason</th><th class=\"n\">denials</th><th></th></tr></thead><tbody>");
+    h.push_str("<section><h2>Top denial reasons</h2><table id=\"reasons\"><thead><tr><th>reason</th><th>meaning</th><th class=\"n\">denials</th><th></th><th>decisions</th></tr></thead><tbody>");
     let top = r.top_reasons();
     let max = top.first().map(|t| t.1).unwrap_or(1).max(1);
     for (code, n) in top.iter().take(25) {
         let _ = write!(
             h,
-            "<tr data-reason=\"{c}\" data-count=\"{n}\"><td><code>{c}</code></td><td class=\"n\">{n}</td><td><span class=\"bar\" style=\"width:{w}px\"></span></td></tr>",
+            "<tr data-reason=\"{c}\" data-count=\"{n}\"><td><code>{c}</code></td><td class=\"reason-text\">{t}</td><td class=\"n\">{n}</td><td><span class=\"bar\" style=\"width:{w}px\"></span></td><td>{ids}</td></tr>",
             c = esc(code),
-            w = (*n as f64 / max as f64 * 300.0).round(),
+            t = esc(r
+                .trail
+                .reason_texts
+                .map
+                .get(*code)
+                .map_or("", String::as_str)),
+            w = (*n as f64 / max as f64 * 150.0).round(),
+            ids = decisions(&r.source, r.trail.by_reason.map.get(*code)),
         );
     }
     if top.is_empty() {
-        h.push_str("<tr><td colspan=\"3\" class=\"muted\">no denials</td></tr>");
+        h.push_str("<tr><td colspan=\"5\" class=\"muted\">no denials</td></tr>");
     }
     if top.len() > 25 {
         let _ = write!(
             h,
-            "<tr><td colspan=\"3\" class=\"muted\">… {} more reason codes</td></tr>",
+            "<tr><td colspan=\"5\" class=\"muted\">… {} more reason codes</td></tr>",
             top.len() - 25
         );
     }
     h.push_str("</tbody></table></section>");
 }
 
+/// The latest decisions behind a figure, each with the command that
+/// explains it (in a `<details>`, so the table stays readable).
+fn decisions(source: &str, recent: Option<&Recent>) -> String {
+    let Some(recent) = recent.filter(|r| !r.ids.is_empty()) else {
+        return String::new();
+    };
+    let mut out = format!(
+        "<details class=\"decisions\" data-total=\"{t}\"><summary>latest {n} of {t}</summary>",
+        n = recent.ids.len(),
+        t = recent.total
+    );
+    for id in recent.ids.iter().rev() {
+        let _ = write!(
+            out,
+            "<code data-decision=\"{i}\">gavel explain --decision {i} --log {s}</code>",
+            i = esc(id),
+            s = esc(source),
+        );
+    }
+    out.push_str("</details>");
+    out
+}
+
+/// Who was denied: users and agents by denials.
+fn people(h: &mut String, r: &Report) {
+    h.push_str("<section><h2>Who was denied</h2><p class=\"muted\">Users and agents by denials (from each decision's input; an approval's final step counts for the decision it settled).</p>");
+    for (id, title, table) in [
+        ("users", "user", &r.trail.users),
+        ("agents", "agent", &r.trail.agents),
+    ] {
+        let _ = write!(
+            h,
+            "<table id=\"{id}\"><thead><tr><th>{title}</th><th class=\"n\">allowed</th><th class=\"n\">denied</th><th class=\"n\">denial rate</th></tr></thead><tbody>"
+        );
+        let top: Vec<(&str, &Split)> = Trail::top(table);
+        for (name, s) in top.iter().take(25) {
+            let _ = write!(
+                h,
+                "<tr data-name=\"{n}\" data-allowed=\"{a}\" data-denied=\"{d}\"><td><code>{n}</code></td><td class=\"n\">{a}</td><td class=\"n\">{d}</td><td class=\"n\">{p:.0} %</td></tr>",
+                n = esc(name),
+                a = s.allowed,
+                d = s.denied,
+                p = s.denied as f64 / s.total().max(1) as f64 * 100.0,
+            );
+        }
+        if top.len() > 25 {
+            let _ = write!(
+                h,
+                "<tr><td colspan=\"4\" class=\"muted\">… {} more</td></tr>",
+                top.len() - 25
+            );
+        }
+        h.push_str("</tbody></table>");
+    }
+    h.push_str("</section>");
+}
+
 fn tools(h: &mut String, r: &Report) {
-    h.push_str("<section><h2>Outcomes per server and tool</h2><table id=\"tools\"><thead><tr><th>server</th><th>request</th><th>tool / name</th><th class=\"n\">allowed</th><th class=\"n\">denied</th><th class=\"n\">denial rate</th></tr></thead><tbody>");
+    h.push_str("<section><h2>Outcomes per server and tool</h2><table id=\"tools\"><thead><tr><th>server</th><th>request</th><th>tool / name</th><th class=\"n\">allowed</th><th class=\"n\">denied</th><th class=\"n\">denial rate</th><th>denied decisions</th></tr></thead><tbody>");
     let mut rows: Vec<_> = r.tools.map.iter().collect();
     rows.sort_by(|a, b| b.1.total().cmp(&a.1.total()).then(a.0.cmp(b.0)));
     for ((server, kind, tool), s) in rows.iter().take(200) {
         let _ = write!(
             h,
-            "<tr data-server=\"{sv}\" data-type=\"{k}\" data-tool=\"{t}\" data-allowed=\"{a}\" data-denied=\"{d}\"><td>{sv}</td><td>{k}</td><td><code>{t}</code></td><td class=\"n\">{a}</td><td class=\"n\">{d}</td><td class=\"n\">{p:.0} %</td></tr>",
+            "<tr data-server=\"{sv}\" data-type=\"{k}\" data-tool=\"{t}\" data-allowed=\"{a}\" data-denied=\"{d}\"><td>{sv}</td><td>{k}</td><td><code>{t}</code></td><td class=\"n\">{a}</td><td class=\"n\">{d}</td><td class=\"n\">{p:.0} %</td><td>{ids}</td></tr>",
+            ids = decisions(
+                &r.source,
+                r.trail
+                    .by_tool
+                    .map
+                    .get(&(server.clone(), kind.clone(), tool.clone()))
+            ),
             sv = esc(server),
             k = esc(kind),
             t = esc(tool),
@@ -238,7 +317,7 @@ fn tools(h: &mut String, r: &Report) {
     if rows.len() > 200 {
         let _ = write!(
             h,
-            "<tr><td colspan=\"6\" class=\"muted\">… {} more rows</td></tr>",
+            "<tr><td colspan=\"7\" class=\"muted\">… {} more rows</td></tr>",
             rows.len() - 200
         );
     }

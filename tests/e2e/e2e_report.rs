@@ -52,6 +52,11 @@ fn read_in_browser(html: &Path) -> Value {
         "the page must need no network: {page}"
     );
     assert_eq!(page["title"], "gavel decision report");
+    assert_eq!(
+        page["figures"]["overflow"],
+        json!([]),
+        "at 1280 px nothing may be wider than the window or clip: {page}"
+    );
     for part in ["volume", "reasons", "tools", "latency", "revisions"] {
         let b = &page["figures"]["boxes"][part];
         assert!(
@@ -297,6 +302,41 @@ async fn real_session_log_renders() {
         .find(|l| l["metric"] == "timer_gavel_decision_ns")
         .unwrap();
     assert_eq!(decision["count"], log.len().to_string());
+    // Who was denied, and the way from each denial figure to its decisions.
+    let user = &f["users"][0];
+    let logged_user = log[0]["input"]["user"]["id"]
+        .as_str()
+        .unwrap_or("(not logged)");
+    assert_eq!(
+        (user["name"].as_str(), user["denied"].as_str()),
+        (Some(logged_user), Some("2")),
+        "{f}"
+    );
+    assert_eq!(f["agents"][0]["denied"], "2", "{f}");
+    let log_path = s.path("decisions.jsonl").display().to_string();
+    for r in log.iter().filter(|r| r["result"]["allow"] == false) {
+        let cmd = format!(
+            "gavel explain --decision {} --log {log_path}",
+            r["decision_id"].as_str().unwrap()
+        );
+        assert!(
+            f["decisions"].as_array().unwrap().iter().any(|c| c == &cmd),
+            "{cmd} not offered: {f}"
+        );
+    }
+    let audited = log.iter().filter(|r| r["result"]["audit_required"] == true).count();
+    assert_eq!(f["auditRequired"], audited.to_string());
+    assert_eq!(f["failOpen"], "0");
+    // A reason with a catalog text shows it beside the code.
+    for r in f["reasons"].as_array().unwrap() {
+        let code = r["reason"].as_str().unwrap();
+        let logged = log
+            .iter()
+            .find_map(|x| x["result"]["reason_texts"][code].as_str());
+        if let Some(t) = logged {
+            assert!(r["text"].as_str().unwrap().contains(t), "{r}");
+        }
+    }
 }
 
 #[test]
