@@ -311,13 +311,35 @@ pub fn gavel_command() -> String {
         .unwrap_or_else(|| "gavel".into())
 }
 
-/// Refuses a generated servers.toml that gavel itself would not load (every
-/// variable taken as set, so a missing one is not the reason).
+/// Refuses a generated servers.toml that gavel itself would not load. The
+/// variables it reads are not known here, so it is loaded with the variables
+/// unset (defaults apply) and the required ones set to a word, then to a URL
+/// (a variable may be a whole `url`): it must load with one of them.
 pub fn check_loads(imported: &Imported, out: &Path) -> anyhow::Result<()> {
-    crate::config::Config::from_toml_str(&imported.toml, out, &|_| Some("x".into())).map_err(
-        |e| anyhow::anyhow!("the servers.toml converted from this config does not load: {e}"),
-    )?;
-    Ok(())
+    let required = |v: &str, value: &str| {
+        imported
+            .required_env
+            .iter()
+            .any(|r| r == v)
+            .then(|| value.to_string())
+    };
+    let envs: [&dyn Fn(&str) -> Option<String>; 3] =
+        [&|v| required(v, "x"), &|_| Some("x".into()), &|v| {
+            required(v, "https://x.example")
+        }];
+    let mut first = None;
+    for env in envs {
+        match crate::config::Config::from_toml_str(&imported.toml, out, env) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    bail!(
+        "the servers.toml converted from this config does not load: {}",
+        first.expect("tried")
+    )
 }
 
 /// What the user must know about an import: notes, variables, the names
