@@ -228,21 +228,7 @@ pub fn install(args: InstallArgs) -> anyhow::Result<()> {
         import::report(&imported);
         return Ok(());
     }
-    let backup = fresh(&config, "backup");
-    crate::atomic_file::write(&backup, text.as_bytes())
-        .with_context(|| format!("writing the backup {}", backup.display()))?;
-    crate::atomic_file::write(&servers, imported.toml.as_bytes())
-        .with_context(|| format!("writing {}", servers.display()))?;
-    let record = Record {
-        host: host_flag(args.host),
-        backup: backup.clone(),
-        servers: servers.clone(),
-        installed_sha256: sha256(new_text.as_bytes()),
-    };
-    crate::atomic_file::write(&record_path(&config), &serde_json::to_vec_pretty(&record)?)
-        .with_context(|| format!("writing {}", record_path(&config).display()))?;
-    crate::atomic_file::write(&config, new_text.as_bytes())
-        .with_context(|| format!("writing {}", config.display()))?;
+    let backup = write_install(&config, &text, &new_text, &imported, &servers, args.host)?;
     say(format!(
         "{} now launches gavel on {} ({} servers moved there). The original is in {}; `gavel uninstall --host {}` restores it.",
         config.display(),
@@ -255,6 +241,35 @@ pub fn install(args: InstallArgs) -> anyhow::Result<()> {
     import::report(&imported);
     gemini_allow_list(args.host, &parsed.root);
     Ok(())
+}
+
+/// Writes, in this order, the backup of the original, the servers.toml, the
+/// install record and the rewritten host config (so a crash part-way never
+/// leaves a rewritten config without its backup and record); the backup's path.
+fn write_install(
+    config: &Path,
+    text: &str,
+    new_text: &str,
+    imported: &Imported,
+    servers: &Path,
+    host: Host,
+) -> anyhow::Result<PathBuf> {
+    let backup = fresh(config, "backup");
+    crate::atomic_file::write(&backup, text.as_bytes())
+        .with_context(|| format!("writing the backup {}", backup.display()))?;
+    crate::atomic_file::write(servers, imported.toml.as_bytes())
+        .with_context(|| format!("writing {}", servers.display()))?;
+    let record = Record {
+        host: host_flag(host),
+        backup: backup.clone(),
+        servers: servers.to_path_buf(),
+        installed_sha256: sha256(new_text.as_bytes()),
+    };
+    crate::atomic_file::write(&record_path(config), &serde_json::to_vec_pretty(&record)?)
+        .with_context(|| format!("writing {}", record_path(config).display()))?;
+    crate::atomic_file::write(config, new_text.as_bytes())
+        .with_context(|| format!("writing {}", config.display()))?;
+    Ok(backup)
 }
 
 /// Says which servers stay in the host config, not behind gavel.

@@ -230,7 +230,65 @@ fn scalar(v: &Value) -> Option<String> {
 
 fn duration(v: &Value, unit_ms: f64) -> Option<toml::Value> {
     let ms = (v.as_f64()? * unit_ms).round();
-    (ms >= 1.0 && ms < 1e12).then(|| toml::Value::String(format!("{}ms", ms as u64)))
+    (1.0..1e12)
+        .contains(&ms)
+        .then(|| toml::Value::String(format!("{}ms", ms as u64)))
+}
+
+/// Codex's headers from the environment: `env_http_headers` (header →
+/// variable) and `bearer_token_env_var` (`Authorization: Bearer $VAR`).
+fn codex_headers(t: &mut Table, k: &str, val: &Value, c: &mut Carried) {
+    let mut m = t
+        .remove("headers")
+        .and_then(|v| v.as_table().cloned())
+        .unwrap_or_default();
+    let bearer = k == "bearer_token_env_var";
+    let pairs: Vec<(String, &str)> = if bearer {
+        val.as_str()
+            .map(|var| ("Authorization".to_string(), var))
+            .into_iter()
+            .collect()
+    } else {
+        val.as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(h, var)| Some((h.clone(), var.as_str()?)))
+            .collect()
+    };
+    for (h, var) in pairs {
+        c.require(var);
+        let v = if bearer {
+            format!("Bearer ${{{var}}}")
+        } else {
+            format!("${{{var}}}")
+        };
+        m.insert(h, toml::Value::String(v));
+    }
+    t.insert("headers".into(), toml::Value::Table(m));
+}
+
+/// `timeout` (milliseconds: Gemini, Cline), Codex's `tool_timeout_sec`,
+/// `startup_timeout_sec` / `startup_timeout_ms`.
+fn timeout(t: &mut Table, k: &str, val: &Value, field: &str, c: &mut Carried) {
+    let unit = if k.ends_with("_sec") { 1000.0 } else { 1.0 };
+    let key = if k.starts_with("startup") {
+        "startup_timeout"
+    } else {
+        "call_timeout"
+    };
+    match duration(val, unit) {
+        Some(d) => {
+            t.insert(key.into(), d);
+        }
+        None => c.notes.push(format!(
+            "{field}: not a duration ({}); not carried over",
+            if unit > 1.0 {
+                "seconds"
+            } else {
+                "milliseconds"
+            }
+        )),
+    }
 }
 
 /// One field `k` of host server `name` into `t` (or `e`), or a note.
@@ -263,33 +321,7 @@ fn carry(t: &mut Table, e: &mut Entry, name: &str, k: &str, val: &Value, c: &mut
             }
             t.insert(into.into(), toml::Value::Table(m));
         }
-        "env_http_headers" => {
-            let mut m = t
-                .remove("headers")
-                .and_then(|v| v.as_table().cloned())
-                .unwrap_or_default();
-            for (hk, var) in val.as_object().into_iter().flatten() {
-                if let Some(var) = var.as_str() {
-                    m.insert(hk.clone(), toml::Value::String(format!("${{{var}}}")));
-                    c.required.push(var.to_string());
-                }
-            }
-            t.insert("headers".into(), toml::Value::Table(m));
-        }
-        "bearer_token_env_var" => {
-            if let Some(var) = val.as_str() {
-                let mut m = t
-                    .remove("headers")
-                    .and_then(|v| v.as_table().cloned())
-                    .unwrap_or_default();
-                m.insert(
-                    "Authorization".into(),
-                    toml::Value::String(format!("Bearer ${{{var}}}")),
-                );
-                c.required.push(var.to_string());
-                t.insert("headers".into(), toml::Value::Table(m));
-            }
-        }
+        "env_http_headers" | "bearer_token_env_var" => codex_headers(t, k, val, c),
         "url" | "serverUrl" | "httpUrl" => {
             if let Some(u) = val.as_str()
                 && (e.url.is_none() || k == "httpUrl")
@@ -301,27 +333,8 @@ fn carry(t: &mut Table, e: &mut Entry, name: &str, k: &str, val: &Value, c: &mut
         "type" | "transport" => e.ty = val.as_str().map(String::from),
         "disabled" => e.disabled |= val.as_bool() == Some(true),
         "enabled" => e.disabled |= val.as_bool() == Some(false),
-        "timeout" => match duration(val, 1.0) {
-            Some(d) => {
-                t.insert("call_timeout".into(), d);
-            }
-            None => c.notes.push(format!(
-                "{field}: not a number of milliseconds; not carried over"
-            )),
-        },
-        "tool_timeout_sec" | "startup_timeout_sec" | "startup_timeout_ms" => {
-            let unit = if k.ends_with("_ms") { 1.0 } else { 1000.0 };
-            let key = if k.starts_with("tool") {
-                "call_timeout"
-            } else {
-                "startup_timeout"
-            };
-            match duration(val, unit) {
-                Some(d) => {
-                    t.insert(key.into(), d);
-                }
-                None => c.notes.push(format!("{field}: not a duration; not carried over")),
-            }
+        "timeout" | "tool_timeout_sec" | "startup_timeout_sec" | "startup_timeout_ms" => {
+            timeout(t, k, val, &field, c)
         }
         "disabledTools" | "excludeTools" | "disabled_tools" => e.deny.extend(strings(val)),
         "includeTools" | "enabled_tools" => e.allow = Some(strings(val)),

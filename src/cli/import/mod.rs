@@ -323,10 +323,10 @@ pub fn check_loads(imported: &Imported, out: &Path) -> anyhow::Result<()> {
             .any(|r| r == v)
             .then(|| value.to_string())
     };
-    let envs: [&dyn Fn(&str) -> Option<String>; 3] =
-        [&|v| required(v, "x"), &|_| Some("x".into()), &|v| {
-            required(v, "https://x.example")
-        }];
+    type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+    let envs: [Env; 3] = [&|v| required(v, "x"), &|_| Some("x".into()), &|v| {
+        required(v, "https://x.example")
+    }];
     let mut first = None;
     for env in envs {
         match crate::config::Config::from_toml_str(&imported.toml, out, env) {

@@ -243,7 +243,7 @@ impl Carried {
         out
     }
 
-    fn require(&mut self, var: &str) {
+    pub(super) fn require(&mut self, var: &str) {
         if !self.required.iter().any(|v| v == var) {
             self.required.push(var.to_string());
         }
