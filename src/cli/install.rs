@@ -416,3 +416,69 @@ pub fn uninstall(args: UninstallArgs) -> anyhow::Result<()> {
     ));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry() -> Value {
+        json!({"command": "/bin/gavel", "args": ["run", "--config", "/s.toml"]})
+    }
+
+    #[test]
+    fn jsonc_rewrite_keeps_comments_and_the_servers_not_moved() {
+        let text = "// top\n{\n  \"mcpServers\": {\n    // fs\n    \"fs\": {\"command\": \"a\"},\n    \"old\": {\"url\": \"https://x/sse\"},\n  },\n  \"other\": 1, // kept\n}\n";
+        let out = rewrite(
+            Host::Cursor,
+            text,
+            &["mcpServers".into()],
+            &["fs"],
+            &entry(),
+        )
+        .unwrap();
+        assert!(
+            out.starts_with("// top\n{") && out.contains("\"other\": 1, // kept"),
+            "{out}"
+        );
+        let v = import::jsonc::parse(&out).unwrap();
+        let keys: Vec<&String> = v["mcpServers"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["gavel", "old"]);
+        assert!(
+            out.find("\"command\"").unwrap() < out.find("\"args\"").unwrap(),
+            "{out}"
+        );
+        // An entry already named gavel is replaced, not doubled.
+        let again = rewrite(Host::Cursor, &out, &["mcpServers".into()], &[], &entry()).unwrap();
+        assert_eq!(again.matches("\"gavel\"").count(), 1, "{again}");
+    }
+
+    #[test]
+    fn toml_rewrite_keeps_comments() {
+        let text = "# mine\nmodel = \"m\"\n\n[mcp_servers.a]\ncommand = \"a\" # inline\n\n[mcp_servers.b]\nurl = \"https://b/mcp\"\n";
+        let out = rewrite(Host::Codex, text, &["mcp_servers".into()], &["a"], &entry()).unwrap();
+        assert!(out.starts_with("# mine\nmodel = \"m\""), "{out}");
+        let t: toml::Table = toml::from_str(&out).unwrap();
+        let keys: Vec<&String> = t["mcp_servers"].as_table().unwrap().keys().collect();
+        assert_eq!(keys, ["b", "gavel"]);
+        assert_eq!(
+            t["mcp_servers"]["gavel"]["command"].as_str(),
+            Some("/bin/gavel")
+        );
+    }
+
+    #[test]
+    fn backups_get_fresh_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.json");
+        let a = fresh(&f, "backup");
+        std::fs::write(&a, "x").unwrap();
+        let b = fresh(&f, "backup");
+        assert_ne!(a, b);
+        assert!(
+            a.to_string_lossy().contains("c.json.gavel-backup-2"),
+            "{}",
+            a.display()
+        );
+    }
+}

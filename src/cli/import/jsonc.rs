@@ -98,7 +98,16 @@ pub fn input(v: &Value) -> CstInputValue {
         Value::String(s) => CstInputValue::String(s.clone()),
         Value::Array(a) => CstInputValue::Array(a.iter().map(input).collect()),
         Value::Object(o) => {
-            CstInputValue::Object(o.iter().map(|(k, v)| (k.clone(), input(v))).collect())
+            // An entry reads as a person writes it: type, command, args first.
+            let rank = |k: &str| ["type", "command", "args"].iter().position(|x| *x == k);
+            let mut props: Vec<_> = o.iter().collect();
+            props.sort_by_key(|(k, _)| rank(k).unwrap_or(usize::MAX));
+            CstInputValue::Object(
+                props
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), input(v)))
+                    .collect(),
+            )
         }
     }
 }
