@@ -27,6 +27,7 @@ use super::say;
 
 #[derive(clap::Args, Debug)]
 pub struct InstallArgs {
+    /// The host whose config to rewrite (`continue`: use `gavel import`).
     #[arg(long, value_enum)]
     pub host: Host,
     /// The host's config file (default: the host's usual place; docs/config.md).
@@ -45,6 +46,7 @@ pub struct InstallArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct UninstallArgs {
+    /// The host whose config `gavel install` rewrote.
     #[arg(long, value_enum)]
     pub host: Host,
     #[arg(long, value_name = "PATH")]

@@ -227,6 +227,12 @@ fn expected(format: &str) -> &'static str {
 pub fn import(text: &str, source: &Path, host: Option<Host>) -> anyhow::Result<Imported> {
     let parsed = parse(text, source, host)?;
     let mut carried = Carried::new(parsed.host.syntax(source));
+    if host.is_none() && Host::guess(source).is_none() {
+        carried.notes.push(format!(
+            "read as a {} config (told by its contents); hosts read variables and some fields differently: pass --host if it is another host's",
+            parsed.host.label()
+        ));
+    }
     let mut servers: Vec<Server> = Vec::new();
     let mut skipped = Vec::new();
     for (host_name, v) in &parsed.servers {

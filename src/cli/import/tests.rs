@@ -225,3 +225,19 @@ fn several_servers_warn_and_rewrite_claude_code_rules() {
     );
     assert!(!p.contains("Bash"), "{p}");
 }
+
+#[test]
+fn a_host_told_only_by_contents_is_named() {
+    let r = imp(r#"{"mcpServers": {"a": {"command": "x"}}}"#, "hosts.json");
+    assert_eq!(r.host, Host::ClaudeDesktop);
+    assert!(r.notes[0].contains("pass --host"), "{:?}", r.notes);
+    let r = import(
+        r#"{"mcpServers": {"a": {"command": "x", "args": ["${A}"]}}}"#,
+        Path::new("hosts.json"),
+        Some(Host::ClaudeCode),
+    )
+    .unwrap();
+    assert_eq!(r.host, Host::ClaudeCode);
+    assert_eq!(r.required_env, ["A"]);
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
+}
