@@ -137,7 +137,9 @@ fn config_file(host: Host, given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
             host.label()
         );
     }
-    Ok(std::path::absolute(&path).unwrap_or(path))
+    // A config that is a symlink (a dotfiles checkout) is rewritten where it
+    // points, so the link survives.
+    Ok(std::fs::canonicalize(&path).unwrap_or(path))
 }
 
 /// Where each host keeps its MCP config (docs/config.md, "gavel install").
@@ -257,9 +259,11 @@ fn write_install(
     host: Host,
 ) -> anyhow::Result<PathBuf> {
     let backup = fresh(config, "backup");
-    crate::atomic_file::write(&backup, text.as_bytes())
+    let mode = import::mode_of(config);
+    let private = mode & import::OWNER_ONLY;
+    import::write_private(&backup, text.as_bytes(), private)
         .with_context(|| format!("writing the backup {}", backup.display()))?;
-    crate::atomic_file::write(servers, imported.toml.as_bytes())
+    import::write_private(servers, imported.toml.as_bytes(), private)
         .with_context(|| format!("writing {}", servers.display()))?;
     let record = Record {
         host: host_flag(host),
@@ -269,7 +273,7 @@ fn write_install(
     };
     crate::atomic_file::write(&record_path(config), &serde_json::to_vec_pretty(&record)?)
         .with_context(|| format!("writing {}", record_path(config).display()))?;
-    crate::atomic_file::write(config, new_text.as_bytes())
+    import::write_private(config, new_text.as_bytes(), mode)
         .with_context(|| format!("writing {}", config.display()))?;
     Ok(backup)
 }
@@ -402,11 +406,15 @@ pub fn uninstall(args: UninstallArgs) -> anyhow::Result<()> {
     }
     if changed {
         let keep = fresh(&config, "uninstalled");
-        crate::atomic_file::write(&keep, &current)
-            .with_context(|| format!("writing {}", keep.display()))?;
+        import::write_private(
+            &keep,
+            &current,
+            import::mode_of(&config) & import::OWNER_ONLY,
+        )
+        .with_context(|| format!("writing {}", keep.display()))?;
         say(format!("The changed config is kept in {}.", keep.display()));
     }
-    crate::atomic_file::write(&config, &original)
+    import::write_private(&config, &original, import::mode_of(&config))
         .with_context(|| format!("writing {}", config.display()))?;
     std::fs::remove_file(record_path(&config))
         .with_context(|| format!("removing {}", record_path(&config).display()))?;

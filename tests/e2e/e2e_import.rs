@@ -300,7 +300,14 @@ async fn install_claude_code_puts_gavel_in_front_of_server_everything() {
     assert_eq!(std::fs::read(&config).unwrap(), original);
     assert!(backups(dir.path()).is_empty() && !dir.path().join("gavel-servers.toml").exists());
 
+    // Host configs hold tokens: what install writes keeps them private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).unwrap();
     ok(&install("claude-code", &config, &[]));
+    assert_eq!(mode(&config), 0o640, "the host config keeps its mode");
+    assert_eq!(mode(&dir.path().join("gavel-servers.toml")), 0o600);
+    assert_eq!(mode(&backups(dir.path())[0]), 0o600);
     let installed = std::fs::read(&config).unwrap();
     let doc: Value = serde_json::from_slice(&installed).unwrap();
     let servers = doc["mcpServers"].as_object().unwrap();

@@ -389,7 +389,7 @@ pub fn run(file: &Path, output: &Path, force: bool, host: Option<Host>) -> anyho
     let abs_out = std::path::absolute(output).unwrap_or_else(|_| output.to_path_buf());
     let imported = import(&text, file, host)?;
     check_loads(&imported, &abs_out)?;
-    crate::atomic_file::write(&abs_out, imported.toml.as_bytes())
+    write_private(&abs_out, imported.toml.as_bytes(), OWNER_ONLY)
         .with_context(|| format!("writing {}", abs_out.display()))?;
     say(format!(
         "Wrote {} ({} servers from a {} config).",
@@ -430,6 +430,64 @@ fn entry_text(imported: &Imported, out: &Path) -> anyhow::Result<String> {
             serde_json::to_string_pretty(&v)?
         }
     })
+}
+
+/// Mode of what holds a host config's secrets (its env and headers): the
+/// servers.toml and the backup.
+pub const OWNER_ONLY: u32 = 0o600;
+
+/// Writes `bytes` to `path` as `atomic_file::write` does (a synced temporary
+/// file renamed over it), the temporary file created with `mode` (Unix) so
+/// the secrets a host config holds are never readable by others, not even
+/// for a moment.
+pub fn write_private(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.tmp.{}", uuid::Uuid::new_v4().simple()));
+        let res = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if res.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        res
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = mode;
+        crate::atomic_file::write(path, bytes)
+    }
+}
+
+/// The permission bits of `path` (Unix), for writing it back as it was.
+pub fn mode_of(path: &Path) -> u32 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(OWNER_ONLY)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        OWNER_ONLY
+    }
 }
 
 /// A host config's text, bounded.
