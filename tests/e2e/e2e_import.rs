@@ -474,3 +474,34 @@ fn install_codex_rewrites_the_toml_in_place() {
     ));
     assert_eq!(std::fs::read(&config).unwrap(), original);
 }
+
+/// The other JSON hosts: install, the host's launch proxying the real
+/// server, uninstall — each in its own file shape and servers key.
+#[tokio::test(flavor = "multi_thread")]
+async fn install_works_for_every_json_host() {
+    let path = everything();
+    let server = json!({"command": "node", "args": [path.to_str().unwrap(), "stdio"]});
+    for (host, file, key) in [
+        ("claude-desktop", "claude_desktop_config.json", "mcpServers"),
+        ("cursor", "mcp.json", "mcpServers"),
+        ("windsurf", "mcp_config.json", "mcpServers"),
+        ("zed", "settings.json", "context_servers"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join(file);
+        let original = serde_json::to_vec_pretty(&json!({key: {"everything": server}})).unwrap();
+        std::fs::write(&config, &original).unwrap();
+        ok(&install(host, &config, &[]));
+        let doc: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        let servers = doc[key].as_object().unwrap();
+        assert_eq!(servers.keys().collect::<Vec<_>>(), ["gavel"], "{host}");
+        let client = launch(&servers["gavel"], &[]).await;
+        let r = call(&client, "echo", json!({"message": host}))
+            .await
+            .unwrap();
+        assert_eq!(text(&r), format!("Echo: {host}"));
+        client.cancel().await.unwrap();
+        ok(&uninstall(host, &config));
+        assert_eq!(std::fs::read(&config).unwrap(), original, "{host}");
+    }
+}
