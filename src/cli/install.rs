@@ -383,6 +383,15 @@ pub fn uninstall(args: UninstallArgs) -> anyhow::Result<()> {
             record_path(&config).display()
         );
     };
+    if rec.host != host_flag(args.host) {
+        bail!(
+            "{}: gavel was installed into it as a {} config (--host {}), not --host {}",
+            config.display(),
+            rec.host,
+            rec.host,
+            host_flag(args.host)
+        );
+    }
     let original = std::fs::read(&rec.backup)
         .with_context(|| format!("reading the backup {}", rec.backup.display()))?;
     let current =

@@ -350,7 +350,9 @@ async fn install_claude_code_puts_gavel_in_front_of_server_everything() {
     assert_eq!(std::fs::read(&config).unwrap(), installed);
     assert_eq!(backups(dir.path()).len(), 1);
 
-    // Uninstall gives back the original bytes.
+    // Uninstall gives back the original bytes (for the host it was installed as).
+    let e = failed(&uninstall("cursor", &config));
+    assert!(e.contains("--host claude-code"), "{e}");
     ok(&uninstall("claude-code", &config));
     assert_eq!(std::fs::read(&config).unwrap(), original);
     let e = failed(&uninstall("claude-code", &config));
@@ -362,16 +364,16 @@ async fn install_vscode_settings_keeps_comments_and_other_settings() {
     let dir = tempfile::tempdir().unwrap();
     let (config, original) = copy_fixture(dir.path(), "vscode-settings.json", "settings.json");
     ok(&install("vscode", &config, &[]));
-    let text = std::fs::read_to_string(&config).unwrap();
+    let written = std::fs::read_to_string(&config).unwrap();
     for kept in [
         "// VS Code user settings",
         "/* kept as it is by gavel install */",
         "\"editor.fontSize\": 14",
         "\"workbench.colorTheme\"",
     ] {
-        assert!(text.contains(kept), "{kept} missing from {text}");
+        assert!(written.contains(kept), "{kept} missing from {written}");
     }
-    let doc = jsonc_parser::cst::CstRootNode::parse(&text, &Default::default())
+    let doc = jsonc_parser::cst::CstRootNode::parse(&written, &Default::default())
         .unwrap()
         .to_serde_value()
         .unwrap();
@@ -388,14 +390,10 @@ async fn install_vscode_settings_keeps_comments_and_other_settings() {
     let r = call(&client, "echo", json!({"message": "jsonc"}))
         .await
         .unwrap();
-    assert_eq!(text_of(&r), "Echo: jsonc");
+    assert_eq!(text(&r), "Echo: jsonc");
     client.cancel().await.unwrap();
     ok(&uninstall("vscode", &config));
     assert_eq!(std::fs::read(&config).unwrap(), original);
-}
-
-fn text_of(r: &rmcp::model::CallToolResult) -> String {
-    text(r)
 }
 
 /// Gemini's `includeTools`/`excludeTools` through gavel: never wider. Two
