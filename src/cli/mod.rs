@@ -5,7 +5,8 @@ pub mod bundle;
 mod config;
 pub mod demo;
 pub mod governance;
-mod import;
+pub mod import;
+mod install;
 pub mod logging;
 pub mod oci;
 pub mod proxy;
@@ -64,10 +65,14 @@ pub enum Command {
         #[arg(last = true, required = true, num_args = 1..)]
         command: Vec<String>,
     },
-    /// Convert a Claude Desktop / Cursor / VS Code MCP config into servers.toml.
+    /// Convert an agent host's MCP config (Claude Desktop, Claude Code, Cursor,
+    /// VS Code, Windsurf, Zed, Codex CLI, Gemini CLI, Continue) into servers.toml.
     Import {
-        /// The host's JSON config file.
+        /// The host's config file (JSON/JSONC, Codex TOML or Continue YAML).
         file: PathBuf,
+        /// Read the file as this host's config (default: told by its name and contents).
+        #[arg(long, value_enum)]
+        host: Option<import::Host>,
         /// Where to write the servers.toml.
         #[arg(long, short, default_value = "servers.toml")]
         output: PathBuf,
@@ -75,6 +80,11 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Put gavel in front of a host's MCP servers: import them into a
+    /// servers.toml and rewrite the host's config to launch gavel (backup first).
+    Install(install::InstallArgs),
+    /// Restore a host config that `gavel install` rewrote.
+    Uninstall(install::UninstallArgs),
     /// Start gavel on a config and drive a short scripted agent session through it.
     Demo {
         #[arg(long, short, default_value = "servers.toml")]
@@ -286,9 +296,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => proxy::wrap(&g, &name, &bundle, decision_log, command).await,
         Command::Import {
             file,
+            host,
             output,
             force,
-        } => import::run(&file, &output, force),
+        } => import::run(&file, &output, force, host),
+        Command::Install(args) => install::install(args),
+        Command::Uninstall(args) => install::uninstall(args),
         Command::Demo { config } => demo::run(&config, g.log_file.as_deref()).await,
         Command::Test { bundles } => bundle::test_bundles(&bundles),
         Command::Bundle {

@@ -1,6 +1,9 @@
-//! `${VAR}` and `${VAR:-default}` expansion (and `$$` for a literal `$`), in
-//! the fields documented in docs/config.md only. A missing variable without a
-//! default is an error: silently expanding to "" would e.g. drop a token.
+//! `${VAR}`, `${VAR:-default}` and `${VAR-default}` expansion (and `$$` for a
+//! literal `$`), in the fields documented in docs/config.md only. A missing
+//! variable without a default is an error: silently expanding to "" would e.g.
+//! drop a token. `:-` (as in the shell) also replaces a variable set to "";
+//! `-` replaces only an unset one — the meaning hosts such as Claude Code give
+//! their `${VAR:-default}`, which `gavel import` must carry over exactly.
 
 /// Expands `text`; `Err(var)` names the first missing variable.
 pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
@@ -17,15 +20,18 @@ pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
                 return Err(format!("unterminated ${{ in {text:?}"));
             };
             let expr = &body[..end];
-            let (name, default) = match expr.split_once(":-") {
-                Some((n, d)) => (n, Some(d)),
-                None => (expr, None),
+            let (name, default, empty_is_unset) = match expr.split_once(":-") {
+                Some((n, d)) => (n, Some(d), true),
+                None => match expr.split_once('-') {
+                    Some((n, d)) => (n, Some(d), false),
+                    None => (expr, None, false),
+                },
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("invalid variable name {name:?}"));
             }
             match (
-                env(name).filter(|v| !v.is_empty() || default.is_none()),
+                env(name).filter(|v| !v.is_empty() || !empty_is_unset),
                 default,
             ) {
                 (Some(v), _) => out.push_str(&v),
@@ -63,6 +69,12 @@ mod tests {
         assert_eq!(expand("cost $$5 and $x", &env).unwrap(), "cost $5 and $x");
         assert_eq!(expand("${NOPE}", &env).unwrap_err(), "NOPE");
         assert!(expand("${HOME", &env).is_err());
-        assert!(expand("${BAD-NAME}", &env).is_err());
+        assert!(expand("${BAD.NAME}", &env).is_err());
+        // `-`: only an unset variable takes the default.
+        assert_eq!(expand("${EMPTY-dflt}", &env).unwrap(), "");
+        assert_eq!(expand("${NOPE-dflt}", &env).unwrap(), "dflt");
+        assert_eq!(expand("${NOPE-}", &env).unwrap(), "");
+        assert_eq!(expand("${HOME-x-y}", &env).unwrap(), "/home/a");
+        assert_eq!(expand("${NOPE-x-y}", &env).unwrap(), "x-y");
     }
 }

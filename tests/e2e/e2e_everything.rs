@@ -10,7 +10,7 @@ use common::*;
 use rmcp::model::*;
 use serde_json::json;
 
-fn everything() -> PathBuf {
+pub(crate) fn everything() -> PathBuf {
     let p = std::env::var_os("GAVEL_EVERYTHING")
         .map(PathBuf::from)
         .unwrap_or_else(|| {

@@ -32,6 +32,7 @@ mod e2e_http_auth;
 mod e2e_http_jwks;
 mod e2e_http_serve;
 mod e2e_http_users;
+mod e2e_import;
 mod e2e_lifecycle;
 mod e2e_limits;
 mod e2e_metrics;
