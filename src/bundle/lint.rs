@@ -510,7 +510,7 @@ impl ModuleCheck<'_> {
 /// need visiting when a bracket index is dynamic (`input.a[input.b]`); the
 /// shorter prefixes that visit re-checks give duplicate findings, removed at
 /// the end.
-fn descend_indices(e: &Expr) -> bool {
+pub(crate) fn descend_indices(e: &Expr) -> bool {
     let mut cur = e;
     loop {
         match cur {
@@ -528,6 +528,9 @@ fn descend_indices(e: &Expr) -> bool {
         }
     }
 }
+
+#[path = "lint/schema.rs"]
+pub mod schema;
 
 #[cfg(test)]
 #[path = "lint/tests.rs"]
