@@ -115,7 +115,8 @@ impl Enforcer {
                 };
                 found.extend(self.policy_findings(server, e, tools, &universe, &mut facts_cache));
             }
-            found.sort();
+            // Errors first, then by place.
+            found.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.cmp(b)));
             found.dedup();
             out.insert(server.clone(), found);
         }
@@ -271,3 +272,7 @@ fn globs(patterns: &[String]) -> Vec<(String, globset::GlobMatcher)> {
         .filter_map(|p| Some((p.clone(), globset::Glob::new(p).ok()?.compile_matcher())))
         .collect()
 }
+
+#[cfg(test)]
+#[path = "tool_lint_tests.rs"]
+mod tests;
