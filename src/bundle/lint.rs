@@ -13,6 +13,9 @@
 //! does not have are warnings — errors under `strict_input` — because they are
 //! always undefined and a rule using them silently never fires.
 //!
+//! What this lint cannot know — the tools and argument names a server really
+//! offers — is `schema` (`gavel lint`), run once an upstream has listed them.
+//!
 //! A rule whose name is also a key of the bundle's data in the same package is
 //! refused: regorus then silently evaluates one of them. Recursion is refused
 //! (`bundle::recursion`): regorus would overflow its stack.

@@ -215,3 +215,28 @@ fn edit_distance_suggests_near_names_only() {
     assert_eq!(closest("raed_file", &tools()), Some("read_file"));
     assert_eq!(closest("delete_everything", &tools()), None);
 }
+
+#[test]
+fn tests_log_rules_and_the_policy_library_are_not_policy() {
+    let b = Bundle {
+        modules: vec![
+            RegoModule {
+                path: "t.rego".into(),
+                text: "package x\n\ntest_typo if input.action.tool == \"nope\"\n".into(),
+            },
+            RegoModule {
+                path: "log.rego".into(),
+                text: "package x.log\n\ndrop if input.input.action.args.nope\n".into(),
+            },
+            RegoModule {
+                path: "lib.rego".into(),
+                text:
+                    "package gavel.lib.paths\n\nargs contains p if p := input.action.args.source\n"
+                        .into(),
+            },
+        ],
+        ..bundle("package x\n", serde_json::json!({}))
+    };
+    let f = facts(&b, "data.x.decision").unwrap();
+    assert_eq!((f.tools.len(), f.args.len()), (0, 0), "{f:?}");
+}
