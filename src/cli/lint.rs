@@ -197,7 +197,10 @@ fn report(rows: &[Row], args: &LintArgs) -> anyhow::Result<()> {
             };
             say(format!(
                 "{} {} {} {at}: {}",
-                f.severity, r.server, f.bundle, f.message
+                f.severity,
+                r.server,
+                f.bundle,
+                crate::text::escape_controls(&f.message)
             ));
         }
         eprintln!("gavel lint: {errors} error(s), {warnings} warning(s)");
