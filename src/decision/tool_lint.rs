@@ -199,7 +199,7 @@ impl Enforcer {
                 file: at.file.clone(),
                 line: at.line,
                 message: format!(
-                    "tool {:?} is offered by the server but no rule of the policy names it, and the policy allows by default (this decision allows unless a rule matches): calls of it are allowed unreviewed; name it in a rule (allow it explicitly or deny it), or allow-list the tools",
+                    "tool {:?} is offered by the server but no rule names it, and the policy allows by default (allow unless a rule matches): it is allowed unreviewed; allow or deny it by name, or allow-list the tools",
                     crate::text::escape_controls(&t.name)
                 ),
             })

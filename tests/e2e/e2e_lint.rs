@@ -101,7 +101,7 @@ fn lint_reports_each_problem_with_file_and_line_in_text() {
             line_of(PROBLEMS, "startswith")
         ),
         format!(
-            "warning fx lint {file}:{}: tool \"echo_meta\" is offered by the server but no rule of the policy names it",
+            "warning fx lint {file}:{}: tool \"echo_meta\" is offered by the server but no rule names it",
             line_of(PROBLEMS, "if count(violations) == 0")
         ),
         format!(
