@@ -13,6 +13,9 @@
 //! does not have are warnings — errors under `strict_input` — because they are
 //! always undefined and a rule using them silently never fires.
 //!
+//! What this lint cannot know — the tools and argument names a server really
+//! offers — is `schema` (`gavel lint`), run once an upstream has listed them.
+//!
 //! A rule whose name is also a key of the bundle's data in the same package is
 //! refused: regorus then silently evaluates one of them. Recursion is refused
 //! (`bundle::recursion`): regorus would overflow its stack.
@@ -512,7 +515,7 @@ impl ModuleCheck<'_> {
 /// need visiting when a bracket index is dynamic (`input.a[input.b]`); the
 /// shorter prefixes that visit re-checks give duplicate findings, removed at
 /// the end.
-fn descend_indices(e: &Expr) -> bool {
+pub(crate) fn descend_indices(e: &Expr) -> bool {
     let mut cur = e;
     loop {
         match cur {
@@ -530,6 +533,9 @@ fn descend_indices(e: &Expr) -> bool {
         }
     }
 }
+
+#[path = "lint/schema.rs"]
+pub mod schema;
 
 #[cfg(test)]
 #[path = "lint/tests.rs"]

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod governance;
 pub mod import;
 mod install;
+pub mod lint;
 pub mod logging;
 pub mod oci;
 pub mod proxy;
@@ -96,6 +97,11 @@ pub enum Command {
         #[arg(required = true)]
         bundles: Vec<PathBuf>,
     },
+    /// Start a config's servers, list their tools and check each server's
+    /// policy against them: tool and argument names the servers do not
+    /// have, string-prefix path scoping, tools a default-allow policy never
+    /// names. Non-zero exit at or above --fail-on.
+    Lint(lint::LintArgs),
     /// Build, sign, verify and inspect policy bundles (OPA-compatible).
     Bundle {
         #[command(subcommand)]
@@ -304,6 +310,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Uninstall(args) => install::uninstall(args),
         Command::Demo { config } => demo::run(&config, g.log_file.as_deref()).await,
         Command::Test { bundles } => bundle::test_bundles(&bundles),
+        Command::Lint(args) => lint::run(args).await,
         Command::Bundle {
             command: command @ (BundleCommand::Push { .. } | BundleCommand::Pull { .. }),
         } => oci::run(command).await,

@@ -60,6 +60,7 @@ fn print_server(name: &str, p: &Value, up: &Value) {
             .map(|e| format!(" — {e}"))
             .unwrap_or_default()
     ));
+    print_lint(&p["lint"]);
     for o in p["oci"].as_array().into_iter().flatten() {
         say(format!(
             "    {}: revision {} ({}, from {}), signer {}, activated {}, last pull {}{}",
@@ -75,6 +76,28 @@ fn print_server(name: &str, p: &Value, up: &Value) {
                 .as_str()
                 .map(|e| format!("\n      last error: {e}"))
                 .unwrap_or_default()
+        ));
+    }
+}
+
+/// The schema lint of a server's policy against its tools (`gavel lint`'s
+/// checks, run when its upstream lists them and on every activation).
+fn print_lint(l: &Value) {
+    if l["checked"] != Value::Bool(true) {
+        return;
+    }
+    say(format!(
+        "    lint: {} error(s), {} warning(s)",
+        l["errors"], l["warnings"]
+    ));
+    for f in l["findings"].as_array().into_iter().flatten() {
+        say(format!(
+            "      {} {} {}:{}: {}",
+            f["severity"].as_str().unwrap_or("?"),
+            f["bundle"].as_str().unwrap_or("-"),
+            f["file"].as_str().unwrap_or("-"),
+            f["line"],
+            crate::text::escape_controls(f["message"].as_str().unwrap_or(""))
         ));
     }
 }

@@ -26,6 +26,7 @@ mod pool;
 mod record;
 pub mod remembered;
 pub mod static_rules;
+pub mod tool_lint;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -75,6 +76,8 @@ pub struct Enforcer {
     clock: Arc<dyn crate::state::clock::Clock>,
     /// Human approvals remembered by this process (`host::approval`).
     approvals: crate::decision::remembered::Remembered,
+    /// The servers' tool lists and the schema lint's last findings.
+    tool_lint: tool_lint::ToolLint,
 }
 
 impl Enforcer {
@@ -97,6 +100,7 @@ impl Enforcer {
             guard,
             generation: tokio::sync::watch::channel(0).0,
             config: Arc::new(config.clone()),
+            tool_lint: Default::default(),
         }
     }
 
@@ -122,6 +126,8 @@ impl Enforcer {
         let previous = sp.active.swap(Arc::new(active));
         sp.active.load().publish(server, Some(&previous));
         self.generation.send_modify(|g| *g += 1);
+        // The new bundles against the tools already known.
+        self.relint();
     }
 
     /// Changes whenever a policy is activated.
@@ -168,6 +174,8 @@ impl Enforcer {
                     json!({"policy": "rego", "version": e.policy_version(), "bundles": bundles})
                 }
             };
+            let mut v = v;
+            v["lint"] = self.lint_status(name);
             out.insert(name.clone(), v);
         }
         Value::Object(out)

@@ -331,6 +331,7 @@ async fn serve_connection(
         "upstream ready"
     );
     compare_tool_digests(up, &fresh.tool_digests, "after a restart");
+    lint_tools(up, deps, &fresh.tools);
     *up.lists.write().recover() = Arc::new(fresh);
     *up.conn.write().recover() = Some(Arc::new(Connection {
         peer: peer.clone(),
@@ -384,9 +385,17 @@ async fn refresh(
     }
     if kind == ListKind::Tools {
         compare_tool_digests(up, &next.tool_digests, "after list_changed");
+        lint_tools(up, deps, &next.tools);
     }
     *up.lists.write().recover() = Arc::new(next);
     deps.changed.send(up.name.clone());
+}
+
+/// Hands the tool list to the policy's schema lint (`decision::tool_lint`),
+/// off the event loop: it parses the server's bundles.
+fn lint_tools(up: &Upstream, deps: &SupervisorDeps, tools: &[rmcp::model::Tool]) {
+    let (enforcer, server, tools) = (deps.enforcer.clone(), up.name.clone(), tools.to_vec());
+    tokio::task::spawn_blocking(move || enforcer.note_tools(&server, &tools));
 }
 
 /// Logs how a tool listing differs from the upstream's previous one — in

@@ -35,6 +35,7 @@ mod e2e_http_users;
 mod e2e_import;
 mod e2e_lifecycle;
 mod e2e_limits;
+mod e2e_lint;
 mod e2e_metrics;
 mod e2e_oci;
 mod e2e_oci_auth;

@@ -160,7 +160,7 @@ impl Builder<'_> {
     /// decision rule found and checked to exist (from the bundle's parse
     /// tree, parsed once here), its layer, disclosure, reason catalog,
     /// limits, classification and log rules read.
-    fn load_layer(&mut self, b: &Bundle) -> Result<Loaded, EngineError> {
+    fn load_layer(&mut self, b: &Arc<Bundle>) -> Result<Loaded, EngineError> {
         let report = lint(b, self.opts.strict_input).map_err(|e| self.load(e.to_string()))?;
         if !report.errors.is_empty() {
             let list: Vec<String> = report.errors.iter().map(|f| f.to_string()).collect();
@@ -231,6 +231,7 @@ impl Builder<'_> {
                 digest: b.digest.clone(),
                 layer,
             },
+            source: b.clone(),
             visible_rule: has_visible.then(|| format!("{pkg}.visible")),
             decision_rule,
             reasons,

@@ -100,6 +100,8 @@ impl EngineError {
 
 struct Loaded {
     info: BundleInfo,
+    /// The bundle as loaded, for the schema lint (`decision::tool_lint`).
+    source: Arc<Bundle>,
     decision_rule: String,
     visible_rule: Option<String>,
     reasons: serde_json::Map<String, Value>,
@@ -210,6 +212,14 @@ impl PolicyEngine {
 
     pub fn bundle_info(&self) -> Vec<BundleInfo> {
         self.bundles.iter().map(|b| b.info.clone()).collect()
+    }
+
+    /// Each bundle with its layer and decision rule (`data.a.b.decision`).
+    pub fn sources(&self) -> Vec<(Arc<Bundle>, Layer, &str)> {
+        self.bundles
+            .iter()
+            .map(|b| (b.source.clone(), b.info.layer, b.decision_rule.as_str()))
+            .collect()
     }
 
     pub fn warnings(&self) -> &[LintFinding] {
