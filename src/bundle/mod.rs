@@ -11,6 +11,7 @@ pub mod canonical;
 pub mod deps;
 pub mod digest;
 pub mod es512;
+pub mod library;
 pub mod lint;
 pub mod manifest;
 pub mod oci;
