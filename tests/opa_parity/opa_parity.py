@@ -1,8 +1,11 @@
 """Evaluates gavel's policy library in OPA (PyPI opa-golib-python-bindings,
 installed into .deps/venv by scripts/setup) for tests/e2e/e2e_opa_parity.rs.
 
-    python opa_parity.py tests BUNDLE_DIR       -> {"data.pkg.test_x": true|false|"error: …"}
+    python opa_parity.py tests BUNDLE_DIR…     -> {"data.pkg.test_x": true|false|"error: …"}
     python opa_parity.py cases BUNDLE_DIR FILE  -> the value of data.parity.r
+
+Several bundle directories load into one engine, as `opa test a b` does
+(each directory's data.json files at their directory path).
 
 Test rules are found as `opa test` finds them: every rule whose name starts
 with test_ (here: defined at the start of a line of a *_test.rego file, the
@@ -22,18 +25,21 @@ except ImportError as e:  # the test must fail, not skip: setup installs them
     sys.exit(2)
 
 
-def engine(bundle: pathlib.Path):
+def engine(*bundles: pathlib.Path):
     e = OpaEngine()
     sources = {}
-    for f in sorted(bundle.rglob("*.rego")):
-        rel = str(f.relative_to(bundle))
-        sources[rel] = f.read_text()
-        e.add_policy(rel, sources[rel])
+    for bundle in bundles:
+        for f in sorted(bundle.rglob("*.rego")):
+            rel = f"{bundle.name}/{f.relative_to(bundle)}"
+            sources[rel] = f.read_text()
+            e.add_policy(rel, sources[rel])
+        for f in sorted(bundle.rglob("data.json")):
+            e.add_data(json.loads(f.read_text()), ".".join(f.parent.relative_to(bundle).parts))
     return e, sources
 
 
-def tests(bundle: pathlib.Path):
-    e, sources = engine(bundle)
+def tests(*bundles: pathlib.Path):
+    e, sources = engine(*bundles)
     out = {}
     for rel, src in sources.items():
         pkg = re.search(r"^package\s+([\w.]+)", src, re.M).group(1)
@@ -55,9 +61,9 @@ def cases(bundle: pathlib.Path, file: pathlib.Path):
 
 
 if __name__ == "__main__":
-    mode, bundle = sys.argv[1], pathlib.Path(sys.argv[2])
+    mode = sys.argv[1]
     if mode == "tests":
-        result = tests(bundle)
+        result = tests(*map(pathlib.Path, sys.argv[2:]))
     else:
-        result = cases(bundle, pathlib.Path(sys.argv[3]))
+        result = cases(pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]))
     json.dump(result, sys.stdout, sort_keys=True, ensure_ascii=True)
