@@ -284,6 +284,13 @@ mod engine {
             .unwrap()
             .to_string();
         assert!(err.contains("overlapping roots"), "{err}");
+        // A library alone decides nothing: refused, not an empty policy.
+        let files = load_bundle(&repo().join("bundles/lib"), &BundleLimits::default()).unwrap();
+        let err = PolicyEngine::build("srv", vec![Arc::new(files)], &opts())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("decides nothing"), "{err}");
     }
 }
 

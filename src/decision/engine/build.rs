@@ -107,6 +107,14 @@ impl PolicyEngine {
             .copied()
             .filter(|b| !crate::bundle::library::library_only(b))
             .collect();
+        if layers.is_empty() && !configured.is_empty() {
+            // A library decides nothing: without a layer every request
+            // would pass unexamined.
+            return Err(load_error(
+                server,
+                "its only bundle is the policy library (roots [\"gavel/lib\"]), which decides nothing; add the bundle whose decision rule governs the server".into(),
+            ));
+        }
         let mut loaded = Vec::with_capacity(layers.len());
         for b in &layers {
             loaded.push(builder.load_layer(b)?);
