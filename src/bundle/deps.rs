@@ -105,9 +105,16 @@ pub fn analyze(bundle: &Bundle) -> Result<Deps, BundleError> {
 /// graph cannot rule out counts as reached: unsure means read, and a read
 /// the analysis cannot list (`with input as …` in a reached test) means not
 /// memoized.
+///
+/// gavel's policy library (`bundle::library`: the embedded copy, unless one
+/// of `bundles` provides it) is analysed with the set: a bundle that reads
+/// `data.gavel.lib` depends on everything the library reads and calls, not
+/// on foreign data — unless the library comes from a layer bundle, whose
+/// own rules could then be reached too (foreign, as before).
 pub fn analyze_set(bundles: &[&Bundle]) -> Result<Vec<Deps>, BundleError> {
+    let all = super::library::with_library(bundles);
     let mut parsed = Vec::new();
-    for (i, b) in bundles.iter().enumerate() {
+    for (i, b) in all.iter().enumerate() {
         for m in &b.modules {
             let module = parse_module(&b.source, &m.path, &m.text, b.manifest.rego_v0())?;
             parsed.push((i, m.path.clone(), module));
@@ -121,22 +128,53 @@ pub fn analyze_set(bundles: &[&Bundle]) -> Result<Vec<Deps>, BundleError> {
             .filter(|(_, group)| !is_test_name(group))
             .cloned(),
     );
-    let mut out = Vec::with_capacity(bundles.len());
-    for (i, bundle) in bundles.iter().enumerate() {
+    let mut out = Vec::with_capacity(all.len());
+    let mut reads_library = Vec::with_capacity(all.len());
+    for (i, bundle) in all.iter().enumerate() {
         let mut deps = Deps::default();
         let mut paths = BTreeSet::new();
+        let mut library = false;
         for (_, _, module) in parsed.iter().filter(|(j, _, _)| *j == i) {
             let pkg = ref_prefix(&module.package.refr).0;
             let rules = module.policy.iter().filter(|r| match head_group(r) {
                 Some(g) => live.contains(&(pkg.clone(), g)),
                 None => true,
             });
-            analyze_module(bundle, module, rules, &mut deps, &mut paths);
+            analyze_module(bundle, module, rules, &mut deps, &mut paths, &mut library);
         }
         deps.input_paths = prefix_free(paths);
         out.push(deps);
+        reads_library.push(library);
     }
+    let provider = all.iter().position(|b| super::library::provides(b));
+    if let Some(p) = provider {
+        let lib = out[p].clone();
+        let layer = !super::library::library_only(all[p]);
+        for (i, d) in out.iter_mut().enumerate() {
+            if i != p && reads_library[i] {
+                merge(d, &lib);
+                d.foreign_data |= layer;
+            }
+        }
+    }
+    out.truncate(bundles.len());
     Ok(out)
+}
+
+/// `d` also depends on what `lib` does.
+fn merge(d: &mut Deps, lib: &Deps) {
+    d.impure |= lib.impure;
+    d.nondeterministic |= lib.nondeterministic;
+    d.whole_input |= lib.whole_input;
+    d.foreign_data |= lib.foreign_data;
+    let paths = std::mem::take(&mut d.input_paths);
+    d.input_paths = prefix_free(paths.into_iter().chain(lib.input_paths.clone()).collect());
+}
+
+/// Whether a `data` path (without `data`) is at or under the library's root.
+fn in_library(path: &[String]) -> bool {
+    let root: Vec<&str> = super::library::ROOT.split('/').collect();
+    path.len() >= root.len() && root.iter().zip(path).all(|(a, b)| *a == b.as_str())
 }
 
 /// Notes what the given rules of one module read and call.
@@ -146,11 +184,17 @@ fn analyze_module<'a>(
     rules: impl Iterator<Item = &'a regorus::unstable::Ref<Rule>>,
     deps: &mut Deps,
     paths: &mut BTreeSet<Vec<String>>,
+    library: &mut bool,
 ) {
     let mut note = |path: Vec<String>, deps: &mut Deps| match path.first().map(String::as_str) {
         Some("input") if path.len() == 1 => deps.whole_input = true,
         Some("input") => {
             paths.insert(path[1..].to_vec());
+        }
+        Some("data")
+            if in_library(&path[1..]) && !within_roots(&path[1..], &bundle.manifest.roots) =>
+        {
+            *library = true
         }
         Some("data") if !within_roots(&path[1..], &bundle.manifest.roots) => {
             deps.foreign_data = true

@@ -7,7 +7,9 @@
 //! (`unstable::BUILTINS`, the table its interpreter looks calls up in), so the
 //! lint cannot drift from the build. A call is fine when it names a builtin,
 //! `print`, a rule of the same package (user functions shadow builtins, as in
-//! regorus), an import alias, or an explicit `data.` path.
+//! regorus), an import alias, or an explicit `data.` path — except that a
+//! call into gavel's policy library (`data.gavel.lib`, directly or through an
+//! import) must name one of its functions (`bundle::library`).
 //!
 //! References to `input.<path>` that the input schema (schemas/input.v1.json)
 //! does not have are warnings — errors under `strict_input` — because they are
@@ -344,6 +346,13 @@ pub fn lint(bundle: &Bundle, strict_input: bool) -> Result<LintReport, BundleErr
     let schema: Value = serde_json::from_str(include_str!("../../schemas/input.v1.json"))
         .expect("the bundled input schema is valid JSON");
     let builtins = builtins();
+    let own_library;
+    let library = if super::library::provides(bundle) {
+        own_library = super::library::functions_of(bundle)?;
+        &own_library
+    } else {
+        super::library::functions()
+    };
     let mut report = LintReport::default();
     let mut parsed = Vec::with_capacity(bundle.modules.len());
     for m in &bundle.modules {
@@ -370,6 +379,7 @@ pub fn lint(bundle: &Bundle, strict_input: bool) -> Result<LintReport, BundleErr
             // input; the policy input is at `input.input`.
             log_rules: idx.package.ends_with("/log") || idx.package == "log",
             builtins: &builtins,
+            library,
             schema: &schema,
             strict_input,
         };
@@ -411,8 +421,9 @@ fn data_collisions(bundle: &Bundle, module: &Module, idx: &ModuleIndex, report: 
 }
 
 /// The names `data`/`input` imports bind (`import data.x.y as z` → `z`,
-/// else `y`); `future.keywords` and `rego.v1` bind none.
-fn import_aliases(module: &Module) -> HashSet<String> {
+/// else `y`), with the path each stands for; `future.keywords` and
+/// `rego.v1` bind none.
+fn import_aliases(module: &Module) -> HashMap<String, Vec<String>> {
     module
         .imports
         .iter()
@@ -421,10 +432,12 @@ fn import_aliases(module: &Module) -> HashSet<String> {
             if !matches!(p.first().map(String::as_str), Some("data" | "input")) {
                 return None; // future.keywords, rego.v1
             }
-            i.r#as
+            let alias = i
+                .r#as
                 .as_ref()
                 .map(|s| s.text().to_string())
-                .or_else(|| p.last().cloned())
+                .or_else(|| p.last().cloned())?;
+            Some((alias, p))
         })
         .collect()
 }
@@ -435,9 +448,11 @@ struct ModuleCheck<'a> {
     file: &'a String,
     dotted_pkg: String,
     pkg_rules: &'a BTreeSet<&'a str>,
-    aliases: HashSet<String>,
+    aliases: HashMap<String, Vec<String>>,
     log_rules: bool,
     builtins: &'a HashSet<&'static str>,
+    /// The library functions a call into `data.gavel.lib` may name.
+    library: &'a BTreeSet<String>,
     schema: &'a Value,
     strict_input: bool,
 }
@@ -464,8 +479,18 @@ impl ModuleCheck<'_> {
         let known = self.builtins.contains(name.as_str())
             || self.pkg_rules.contains(name.as_str())
             || first == "data"
-            || self.aliases.contains(first);
-        if !known {
+            || self.aliases.contains_key(first);
+        if let Some(f) = self.library_call(&path) {
+            if !self.library.contains(&f) {
+                report.errors.push(LintFinding {
+                    file: self.file.clone(),
+                    line: line as usize,
+                    message: format!(
+                        "call to {name}(): data.{f} is not a function of gavel's policy library (docs/policy.md, The policy library); check the name"
+                    ),
+                });
+            }
+        } else if !known {
             let dotted_pkg = &self.dotted_pkg;
             report.errors.push(LintFinding {
                 file: self.file.clone(),
@@ -475,6 +500,21 @@ impl ModuleCheck<'_> {
                 ),
             });
         }
+    }
+
+    /// The full dotted name (`gavel.lib.paths.within`) of a call into the
+    /// library, directly (`data.gavel.lib.…`) or through an import alias.
+    fn library_call(&self, path: &[String]) -> Option<String> {
+        let first = path.first()?;
+        let full: Vec<String> = match self.aliases.get(first) {
+            Some(target) => target.iter().chain(&path[1..]).cloned().collect(),
+            None => path.to_vec(),
+        };
+        let lib: Vec<&str> = std::iter::once("data")
+            .chain(super::library::ROOT.split('/'))
+            .collect();
+        (full.len() > lib.len() && full.iter().zip(&lib).all(|(a, b)| a == b))
+            .then(|| full[1..].join("."))
     }
 
     /// An `input…` reference must be in the input schema (an error with

@@ -2,7 +2,8 @@
 //! `manifest`), hashed as OPA hashes them (`canonical`, `digest`), signed and
 //! verified (`sign`, `verify`), checked before use (`lint`), tested like
 //! `opa test` (`testrun`), and moved to and from OCI registries (`oci`: the
-//! client, the verified cache). A bundle is data: nothing here decides a
+//! client, the verified cache). `library` is gavel's policy library
+//! (`data.gavel.lib`, `bundles/lib`), embedded and added to every engine. A bundle is data: nothing here decides a
 //! request (only `testrun` evaluates, and only the bundle's own tests), and
 //! nothing here knows which server a bundle is for or when it is activated —
 //! that lifecycle is `crate::policy`.
@@ -11,6 +12,7 @@ pub mod canonical;
 pub mod deps;
 pub mod digest;
 pub mod es512;
+pub mod library;
 pub mod lint;
 pub mod manifest;
 pub mod oci;

@@ -87,6 +87,7 @@ pub fn run_tests(bundle: &Bundle) -> Result<TestReport, BundleError> {
             .add_policy(m.path.clone(), m.text.clone())
             .map_err(|e| super::file_err(&bundle.source, &m.path, e.to_string()))?;
     }
+    super::library::add_to(&mut engine, bundle)?;
     let data: regorus::Value = serde_json::from_value(bundle.data.clone())
         .map_err(|e| invalid(&bundle.source, format!("data: {e}")))?;
     engine

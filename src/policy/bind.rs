@@ -86,6 +86,18 @@ fn key(at: &Place) -> String {
 }
 
 fn roots(b: &Bundle, at: &Place) -> Result<(), String> {
+    // A bundle declaring gavel/lib replaces gavel's policy library for
+    // every policy it is loaded with (bundle::library): a registry bundle
+    // does that only where the operator names the root.
+    let declared = at.role.is_some_and(|r| r.roots.is_some());
+    if at.oci && !declared && crate::bundle::library::provides(b) {
+        return Err(format!(
+            "bundle {} declares the root {:?}: it would replace gavel's policy library for every policy of the server; if that is intended, declare the root in {}.roots",
+            b.source,
+            crate::bundle::library::ROOT,
+            key(at)
+        ));
+    }
     let (allowed, from) = match at.role.and_then(|r| r.roots.clone()) {
         Some(r) => (r, format!("{}.roots", key(at))),
         None if !at.oci => return Ok(()),
@@ -178,6 +190,36 @@ fn runs(s: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_registry_bundle_replaces_the_policy_library_only_where_declared() {
+        let mut b = crate::bundle::library::embedded().clone();
+        b.source = "oci://r/lib:1".into();
+        fn at(oci: bool, role: Option<&BundleRole>) -> Place<'_> {
+            Place {
+                table: "policy".into(),
+                server: "fs",
+                shared: true,
+                oci,
+                reference: "oci://r/lib:1",
+                role,
+            }
+        }
+        let e = roots(&b, &at(true, None)).unwrap_err();
+        assert!(
+            e.contains("policy library") && e.contains("bundle_roles"),
+            "{e}"
+        );
+        assert!(
+            roots(&b, &at(false, None)).is_ok(),
+            "a local path is the operator's word"
+        );
+        let role = BundleRole {
+            roots: Some(vec!["gavel/lib".into()]),
+            ..BundleRole::default()
+        };
+        assert!(roots(&b, &at(true, Some(&role))).is_ok());
+    }
 
     #[test]
     fn revisions_order_as_versions() {

@@ -42,6 +42,7 @@ mod e2e_oci_auth;
 mod e2e_oci_ops;
 mod e2e_oci_registry;
 mod e2e_oci_reload;
+mod e2e_opa_parity;
 mod e2e_paths;
 mod e2e_policy;
 mod e2e_proxy;

@@ -48,11 +48,19 @@ fn add_bundle(engine: &mut regorus::Engine, b: &Bundle) -> Result<(), String> {
     Ok(())
 }
 
-/// An engine with one bundle alone (same settings as the server's), warmed
-/// on its decision rule.
-fn alone(b: &Bundle, decision_rule: &str, opts: &EngineOptions) -> Result<regorus::Engine, String> {
+/// An engine with one bundle alone (same settings as the server's) and
+/// the policy library (unless the bundle is it), warmed on its decision rule.
+fn alone(
+    b: &Bundle,
+    library: &Bundle,
+    decision_rule: &str,
+    opts: &EngineOptions,
+) -> Result<regorus::Engine, String> {
     let mut engine = new_engine(opts);
     add_bundle(&mut engine, b)?;
+    if !std::ptr::eq(b, library) {
+        add_bundle(&mut engine, library)?;
+    }
     Ok(warm(engine, decision_rule, opts))
 }
 
@@ -75,9 +83,10 @@ fn warm(engine: regorus::Engine, rule: &str, opts: &EngineOptions) -> regorus::E
 
 impl PolicyEngine {
     /// Compiles `server`'s bundles into one engine: refuses overlapping
-    /// roots, loads and lints each layer, refuses recursion across bundles,
-    /// plans the memos, then adds the rule that gathers every layer and
-    /// warms the engine.
+    /// roots, loads the policy library (`bundle::library`: a configured
+    /// one, else the embedded copy) and lints and loads each layer, refuses
+    /// recursion across bundles, plans the memos, then adds the rule that
+    /// gathers every layer and warms the engine.
     pub fn build(
         server: &str,
         bundles: Vec<Arc<Bundle>>,
@@ -91,13 +100,31 @@ impl PolicyEngine {
             reserved: None,
         };
         builder.refuse_overlapping_roots(&bundles)?;
-        let mut loaded = Vec::with_capacity(bundles.len());
-        for b in &bundles {
+        let configured: Vec<&Bundle> = bundles.iter().map(|b| b.as_ref()).collect();
+        let library = builder.load_library(&configured)?;
+        let layers: Vec<&Bundle> = configured
+            .iter()
+            .copied()
+            .filter(|b| !crate::bundle::library::library_only(b))
+            .collect();
+        if layers.is_empty() && !configured.is_empty() {
+            // A library decides nothing: without a layer every request
+            // would pass unexamined.
+            return Err(load_error(
+                server,
+                "its only bundle is the policy library (roots [\"gavel/lib\"]), which decides nothing; add the bundle whose decision rule governs the server".into(),
+            ));
+        }
+        let mut loaded = Vec::with_capacity(layers.len());
+        // The same layers as `layers`, as the shared bundles the engine keeps.
+        for b in bundles
+            .iter()
+            .filter(|b| !crate::bundle::library::library_only(b))
+        {
             loaded.push(builder.load_layer(b)?);
         }
-        let set: Vec<&Bundle> = bundles.iter().map(|b| b.as_ref()).collect();
-        builder.refuse_recursion(&set)?;
-        builder.plan_memos(&mut loaded, &set)?;
+        builder.refuse_recursion(&crate::bundle::library::with_library(&configured))?;
+        builder.plan_memos(&mut loaded, &layers, &configured, library)?;
         builder.refuse_reserved_package()?;
         let Builder {
             engine, warnings, ..
@@ -156,11 +183,31 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// One bundle as a layer: linted, added to the server's engine, its
-    /// decision rule found and checked to exist (from the bundle's parse
-    /// tree, parsed once here), its layer, disclosure, reason catalog,
-    /// limits, classification and log rules read.
-    fn load_layer(&mut self, b: &Arc<Bundle>) -> Result<Loaded, EngineError> {
+    /// The policy library the server's engine gets: a configured bundle
+    /// that provides it (added with its layer when it is one), else the
+    /// embedded copy. Every configured bundle is checked against the
+    /// reserved package here, before anything is added.
+    fn load_library<'b>(&mut self, configured: &[&'b Bundle]) -> Result<&'b Bundle, EngineError> {
+        for b in configured {
+            crate::bundle::library::check_reserved(b).map_err(|e| self.load(e.to_string()))?;
+        }
+        if let Some(b) = configured
+            .iter()
+            .find(|b| crate::bundle::library::provides(b))
+        {
+            if crate::bundle::library::library_only(b) {
+                self.lint_and_add(b)?;
+            }
+            return Ok(b);
+        }
+        let lib = crate::bundle::library::embedded();
+        add_bundle(&mut self.engine, lib).map_err(|m| self.load(m))?;
+        Ok(lib)
+    }
+
+    /// Lints `b` (errors refuse it, warnings are kept) and adds it to the
+    /// server's engine.
+    fn lint_and_add(&mut self, b: &Bundle) -> Result<(), EngineError> {
         let report = lint(b, self.opts.strict_input).map_err(|e| self.load(e.to_string()))?;
         if !report.errors.is_empty() {
             let list: Vec<String> = report.errors.iter().map(|f| f.to_string()).collect();
@@ -172,7 +219,15 @@ impl Builder<'_> {
             )));
         }
         self.warnings.extend(report.warnings);
-        add_bundle(&mut self.engine, b).map_err(|m| self.load(m))?;
+        add_bundle(&mut self.engine, b).map_err(|m| self.load(m))
+    }
+
+    /// One bundle as a layer: linted, added to the server's engine, its
+    /// decision rule found and checked to exist (from the bundle's parse
+    /// tree, parsed once here), its layer, disclosure, reason catalog,
+    /// limits, classification and log rules read.
+    fn load_layer(&mut self, b: &Arc<Bundle>) -> Result<Loaded, EngineError> {
+        self.lint_and_add(b)?;
         let decision_rule = self.decision_rule(b)?;
         let (pkg, _) = decision_rule.rsplit_once('.').unwrap_or(("data", ""));
         let pkg_path = pkg
@@ -325,15 +380,29 @@ impl Builder<'_> {
     /// may be reached from another). Memoizable layers: pure, with listable
     /// input reads; a layer that reads another bundle's data or rules
     /// depends on what they read too. A layer that reads nothing of the
-    /// others gets an engine of its own for its memo misses.
-    fn plan_memos(&self, loaded: &mut [Loaded], set: &[&Bundle]) -> Result<(), EngineError> {
-        let deps: Vec<Deps> = analyze_set(set).map_err(|e| self.load(e.to_string()))?;
+    /// others gets an engine of its own (with the library) for its memo
+    /// misses. `configured` is every bundle (a library-only one too, for
+    /// the analysis); `set` the layers, in `loaded` order.
+    fn plan_memos(
+        &self,
+        loaded: &mut [Loaded],
+        set: &[&Bundle],
+        configured: &[&Bundle],
+        library: &Bundle,
+    ) -> Result<(), EngineError> {
+        let all: Vec<Deps> = analyze_set(configured).map_err(|e| self.load(e.to_string()))?;
+        let deps: Vec<Deps> = configured
+            .iter()
+            .zip(all)
+            .filter(|(b, _)| !crate::bundle::library::library_only(b))
+            .map(|(_, d)| d)
+            .collect();
         let listable = |d: &Deps| !d.impure && !d.whole_input;
         let all_listable = deps.iter().all(listable);
         for ((l, d), b) in loaded.iter_mut().zip(&deps).zip(set) {
             if listable(d) && !d.foreign_data {
                 l.own = Some(Arc::new(Pool::new(
-                    alone(b, &l.decision_rule, self.opts).map_err(|m| self.load(m))?,
+                    alone(b, library, &l.decision_rule, self.opts).map_err(|m| self.load(m))?,
                 )));
             }
             l.memo = match (listable(d), d.foreign_data) {

@@ -1,15 +1,20 @@
 # METADATA
 # title: Filesystem server — path scoping and destructive operations
-# description: Agents may read under data.mcp.filesystem.readable and write only
+# description: >-
+#   Agents may read under data.mcp.filesystem.readable and write only
 #   under data.mcp.filesystem.writable (directories relative to the server's
 #   root, servers.toml path_root; "." is the root itself); moving files is
-#   refused; any path with ".." is refused. move_file is not even listed.
-#   Scopes are checked on gavel's canonical form of each path
+#   refused; any path with a ".." segment is refused. move_file is not even
+#   listed. Scopes are checked on gavel's canonical form of each path
 #   (input.action.canonical_args, with "./", "//", a trailing "/", ".." and
-#   Unicode NFC resolved, absolute paths under the root made root-relative), so
-#   no spelling of a path escapes them; a path argument gavel could not place,
-#   or did not place at all, is refused.
+#   Unicode NFC resolved, absolute paths under the root made root-relative), by
+#   whole segments with gavel's policy library (data.gavel.lib.paths.within:
+#   "public-x" is not within "public"), so no spelling of a path escapes them;
+#   a path argument gavel could not place, or did not place at all, is refused.
 package mcp.filesystem
+
+import data.gavel.lib.args
+import data.gavel.lib.paths
 
 read_tools := {
 	"read_file", "read_text_file", "read_media_file", "read_multiple_files", "list_directory",
@@ -18,78 +23,52 @@ read_tools := {
 
 write_tools := {"write_file", "edit_file", "create_directory"}
 
-path_args := ["path", "paths", "source", "destination"]
+# The exact path arguments, as the upstream gets them (path, paths[],
+# source, destination, uri; every element of an array).
+raw_paths := args.paths(raw_args)
 
-# The exact arguments, as the upstream gets them.
-raw_paths contains p if {
-	some k in path_args
-	p := input.action.args[k]
-	is_string(p)
-}
+default raw_args := {}
 
-raw_paths contains p if some p in input.action.args.paths
+raw_args := input.action.args
 
 # gavel's canonical form of each: root-relative inside the root, "/…" outside,
 # null when it has none (a ".." above the root).
-paths contains p if {
-	some k in path_args
-	p := input.action.canonical_args[k]
-	not is_array(p)
-}
+canonical_paths := args.paths(canonical_args)
 
-paths contains p if some p in input.action.canonical_args.paths
+# Absent (a gavel without the canonical view, a test input): {} — every path
+# argument is then missing its canonical form, and refused.
+default canonical_args := {}
 
-# A directory holds itself and what is below it, by whole segments:
-# "confidential-x" is not within "confidential". "." is the root: every
-# root-relative path.
-within(p, dir) if p == dir
+canonical_args := input.action.canonical_args
 
-within(p, dir) if startswith(p, concat("", [dir, "/"]))
+in_scope(p) if paths.within_any(p, data.mcp.filesystem.readable)
 
-within(p, dir) if {
-	dir == "."
-	is_string(p)
-	not startswith(p, "/")
-}
-
-in_scope(p) if {
-	some dir in data.mcp.filesystem.readable
-	within(p, dir)
-}
-
-writable_path(p) if {
-	some dir in data.mcp.filesystem.writable
-	within(p, dir)
-}
+writable_path(p) if paths.within_any(p, data.mcp.filesystem.writable)
 
 violations contains "action_not_permitted" if input.action.type != "tool_call"
 
 violations contains "path_traversal" if {
 	some p in raw_paths
-	contains(p, "..")
+	paths.has_dotdot(p)
 }
 
 violations contains "path_unresolvable" if {
-	some p in paths
+	some p in canonical_paths
 	not is_string(p)
 }
 
 # A path argument with no canonical form beside it (a gavel without the
 # canonical view, a test input): refused rather than unchecked.
-violations contains "path_unresolvable" if {
-	some k in path_args
-	input.action.args[k]
-	not input.action.canonical_args[k]
-}
+violations contains "path_unresolvable" if count(args.missing_canonical(raw_args, canonical_args)) > 0
 
 violations contains "path_outside_scope" if {
-	some p in paths
+	some p in canonical_paths
 	not in_scope(p)
 }
 
 violations contains "write_outside_writable" if {
 	input.action.tool in write_tools
-	some p in paths
+	some p in canonical_paths
 	not writable_path(p)
 }
 

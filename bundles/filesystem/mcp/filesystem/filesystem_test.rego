@@ -62,3 +62,23 @@ test_other_request_types_refused if {
 	d := decision with input as {"action": {"type": "resource_read", "tool": "file:///etc/passwd", "args": {}}}
 	"action_not_permitted" in d.reasons
 }
+
+test_dots_in_a_name_are_not_traversal if {
+	decision.allow with input as call("read_text_file", {"path": "public/notes..txt"}, {"path": "public/notes..txt"})
+	d := decision with input as call("read_text_file", {"path": `public\..\..\x`}, {"path": `public\..\..\x`})
+	"path_traversal" in d.reasons
+}
+
+test_scopes_are_whole_segments if {
+	d := decision with input as call("write_file", {"path": "public-evil/x", "content": "x"}, {"path": "public-evil/x"})
+	d.reasons == ["write_outside_writable"]
+	e := decision with input as call("read_text_file", {"path": "/srv/demo-data-evil/x"}, {"path": "/srv/demo-data-evil/x"})
+	e.reasons == ["path_outside_scope"]
+}
+
+test_an_array_where_a_string_belongs_is_read_element_by_element if {
+	d := decision with input as call("write_file", {"path": ["public/a", "confidential/b"], "content": "x"}, {"path": ["public/a", "confidential/b"]})
+	d.reasons == ["write_outside_writable"]
+	e := decision with input as call("write_file", {"path": ["public/a", "confidential/b"], "content": "x"}, {"path": "public/a"})
+	"path_unresolvable" in e.reasons
+}
