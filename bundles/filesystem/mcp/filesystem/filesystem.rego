@@ -4,7 +4,8 @@
 #   Agents may read under data.mcp.filesystem.readable and write only
 #   under data.mcp.filesystem.writable (directories relative to the server's
 #   root, servers.toml path_root; "." is the root itself); moving files is
-#   refused; any path with a ".." segment is refused. move_file is not even
+#   refused; a ".." that climbs above where its path starts is refused (one
+#   that stays below it is checked on the canonical form). move_file is not even
 #   listed. Scopes are checked on gavel's canonical form of each path
 #   (input.action.canonical_args, with "./", "//", a trailing "/", ".." and
 #   Unicode NFC resolved, absolute paths under the root made root-relative), by
@@ -47,9 +48,14 @@ writable_path(p) if paths.within_any(p, data.mcp.filesystem.writable)
 
 violations contains "action_not_permitted" if input.action.type != "tool_call"
 
+# A ".." that climbs above where its path starts (a backslash read as "/"
+# too, as some servers do): out of its directory whatever the root. A ".."
+# that stays below its start ("public/x/../readme.txt") is resolved by the
+# server lexically, as gavel's canonical form is, and that form is what the
+# scopes below check.
 violations contains "path_traversal" if {
 	some p in raw_paths
-	paths.has_dotdot(p)
+	paths.climbs(replace(p, `\`, "/"))
 }
 
 violations contains "path_unresolvable" if {

@@ -29,8 +29,18 @@ test_every_element_of_paths if {
 }
 
 test_traversal if {
-	d := decision with input as call("read_text_file", {"path": "public/../servers.toml"}, {"path": "servers.toml"})
+	d := decision with input as call("read_text_file", {"path": "public/../../servers.toml"}, {"path": null})
 	"path_traversal" in d.reasons
+	e := decision with input as call("read_text_file", {"path": "/srv/demo-data/../../etc/passwd"}, {"path": "/etc/passwd"})
+	"path_outside_scope" in e.reasons
+}
+
+# The server resolves "x/.." lexically, as gavel's canonical form does: a
+# ".." that stays inside is the file it names, and is allowed where that is.
+test_a_dotdot_that_stays_inside_is_its_canonical_path if {
+	decision.allow with input as call("read_text_file", {"path": "public/x/../readme.txt"}, {"path": "public/readme.txt"})
+	d := decision with input as call("write_file", {"path": "public/../confidential/x", "content": "x"}, {"path": "confidential/x"})
+	d.reasons == ["write_outside_writable"]
 }
 
 test_unplaceable_path_refused if {
