@@ -277,3 +277,27 @@ fn reports_in_opa_shapes() {
     assert_eq!(v[2]["skip"], true);
     assert_eq!(v[3]["sub_results"]["v"]["fail"], true);
 }
+
+/// Rego v0: `p[x] { }` is a partial set (FAIL, as in OPA), `p[x] = true {
+/// }` a partial object whose cases are found by a v0 probe.
+#[test]
+fn rego_v0_bundles_get_the_same_rules() {
+    let mut b = bundle(&[(
+        "t_test.rego",
+        "package t\ntest_set[x] { x := 1 }\ntest_obj[x] = true { x := [\"a\", \"b\"][_]; x == \"a\" }\ntest_dup { false }\ntest_dup { true }\n",
+    )]);
+    b.manifest.rego_version = Some(0);
+    let r = run_tests(&b).unwrap();
+    use Outcome::*;
+    let want: Vec<(String, Outcome)> = [
+        ("data.t.test_set", Fail),
+        ("data.t.test_obj", Fail),
+        ("data.t.test_dup", Fail),
+        ("data.t.test_dup#01", Pass),
+    ]
+    .iter()
+    .map(|(n, o)| (n.to_string(), *o))
+    .collect();
+    assert_eq!(outcomes(&r), want);
+    assert!(r.results[1].sub_results["b"].fail && !r.results[1].sub_results["a"].fail);
+}
