@@ -266,6 +266,8 @@ fn engine_for(
             })?;
         }
     }
+    // The embedded policy library (issue 16 §1, `bundle::library`) joins
+    // the engine here, after the bundle's modules.
     let data: regorus::Value = serde_json::from_value(bundle.data.clone())
         .map_err(|e| invalid(&bundle.source, format!("data: {e}")))?;
     engine
@@ -348,7 +350,7 @@ fn run_one(
     let start = Instant::now();
     let (value, prints, cov) = eval(engine, &t.query, opts.coverage);
     r.duration_ns = start.elapsed().as_nanos() as u64;
-    r.output = prints.iter().map(|p| strip_location(p) + "\n").collect();
+    r.output = bounded_output(&prints);
     let mut hits: Vec<regorus::coverage::Report> = cov.into_iter().collect();
     let value = match value {
         Err(e) => {
@@ -399,6 +401,25 @@ fn run_one(
         r.outcome = Outcome::Fail;
     }
     (r, opts.coverage.then_some(hits))
+}
+
+/// Bound on one test's captured `print` output.
+pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// What a test printed, a line per call, cut at [`MAX_OUTPUT_BYTES`] (a
+/// print in a loop must not fill memory or the terminal).
+fn bounded_output(prints: &[String]) -> String {
+    let mut out = String::new();
+    for p in prints {
+        let line = strip_location(p);
+        if out.len() + line.len() + 1 > MAX_OUTPUT_BYTES {
+            out.push_str("… (print output cut at 64 KiB)\n");
+            break;
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }
 
 /// The probe's value, a set of key arrays, as case paths.

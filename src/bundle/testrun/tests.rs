@@ -32,7 +32,8 @@ fn outcomes(r: &TestReport) -> Vec<(String, Outcome)> {
 
 /// OPA's `TestRun` modules (runner_test.go), with its expected outcomes:
 /// every definition of a duplicated name is its own test, `test_x[case]`
-/// rules pass or fail by their cases.
+/// rules pass or fail by their cases. (Long: OPA's table, kept whole so it
+/// can be read against runner_test.go.)
 #[test]
 fn runs_each_definition_and_each_case_as_opa_does() {
     let b = bundle(&[
@@ -300,4 +301,25 @@ fn rego_v0_bundles_get_the_same_rules() {
     .collect();
     assert_eq!(outcomes(&r), want);
     assert!(r.results[1].sub_results["b"].fail && !r.results[1].sub_results["a"].fail);
+}
+
+/// A test past its time limit is an ERROR (OPA: a cancelled evaluation),
+/// and the run goes on with the next test.
+#[test]
+fn a_runaway_test_is_an_error_and_the_run_goes_on() {
+    let b = bundle(&[(
+        "t_test.rego",
+        "package t\nn := numbers.range(1, 2000)\ntest_slow if { count({[a, b, c] | some a in n; some b in n; some c in n; false}) == 0 }\ntest_next if { true }\n",
+    )]);
+    let opts = TestOptions {
+        timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let r = run_tests_with(&b, &opts).unwrap();
+    assert_eq!(r.results[0].outcome, Outcome::Error);
+    assert_eq!(
+        r.results[0].error.as_ref().unwrap().code,
+        "eval_cancel_error"
+    );
+    assert_eq!(r.results[1].outcome, Outcome::Pass);
 }
