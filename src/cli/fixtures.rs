@@ -456,3 +456,35 @@ fn set<T: Clone>(field: &mut T, v: &Option<T>) {
         *field = v.clone();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A case's partial input changes only the fields it gives; the rest is
+    /// the config's identity and an empty session.
+    #[test]
+    fn a_partial_input_is_merged_onto_the_configured_identity() {
+        let mut configured = Identity::default();
+        configured.user.id = "alice".into();
+        configured.user.groups = vec!["engineering".into()];
+        configured.environment.region = Some("eu-west-1".into());
+        let input: Input = yaml_serde::from_str(
+            "action: {tool: t}\nuser: {groups: [marketing]}\ncontext: {calls_last_minute: 7}\nagent: {client: {name: c, version: '1'}}\n",
+        )
+        .unwrap();
+        let ctx = context(&configured, &input);
+        let id = ctx.identity.as_deref().unwrap();
+        assert_eq!(id.user.id, "alice");
+        assert_eq!(id.user.groups, ["marketing"]);
+        assert_eq!(id.environment.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(ctx.counters.calls_last_minute, 7);
+        assert_eq!(ctx.counters.turn_count, 0);
+        assert_eq!(ctx.client, Some(("c".into(), "1".into())));
+        let bad = yaml_serde::from_str::<Input>("user: {group: [x]}\n");
+        let Err(e) = bad else {
+            panic!("an unknown field is refused")
+        };
+        assert!(e.to_string().contains("unknown field `group`"), "{e}");
+    }
+}

@@ -49,7 +49,12 @@ pub struct TestArgs {
     #[arg(long)]
     pub fail_on_empty: bool,
     /// Test one server's layered decision on fixture files (needs --server).
-    #[arg(long, value_name = "SERVERS_TOML", requires = "server")]
+    #[arg(
+        long,
+        value_name = "SERVERS_TOML",
+        requires = "server",
+        conflicts_with_all = ["coverage", "threshold"]
+    )]
     pub config: Option<PathBuf>,
     /// The server of --config whose decision the fixtures test.
     #[arg(long, value_name = "NAME", requires = "config")]
