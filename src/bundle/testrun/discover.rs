@@ -235,9 +235,9 @@ pub fn discover(
         );
         let mut m = ModuleRewrite::default();
         for rule in &module.policy {
-            if let Some(t) = rule_test(rule, path, &package, &mut count, &mut m, rego_v0) {
-                tests.push(t);
-            }
+            tests.extend(rule_tests(
+                rule, path, &package, &mut count, &mut m, rego_v0,
+            ));
         }
         let probe_module = (!m.probes.is_empty()).then(|| {
             let mut text = format!("package {}\n", &package["data.".len()..]);
@@ -269,71 +269,143 @@ struct ModuleRewrite {
     probes: Vec<String>,
 }
 
-/// The test one rule defines, if it is one: renamed when its name was
+/// The tests one rule defines, if it is one: renamed when its name was
 /// defined before (`rewriteDuplicateTestNames`), with its document kind
-/// and, for a partial object, its probe.
-fn rule_test(
+/// and, for a partial object, its probe. OPA's parser makes each chained
+/// body of a Rego v0 rule (`test_x { a } { b }`) a rule of its own
+/// (`parseRules`); regorus keeps them as bodies of one, so each further
+/// body is split off as a rule of its own, on the same line.
+fn rule_tests(
     rule: &Rule,
     path: &str,
     package: &str,
     count: &mut HashMap<String, usize>,
     m: &mut ModuleRewrite,
     rego_v0: bool,
-) -> Option<TestRule> {
+) -> Vec<TestRule> {
     let h = head(rule);
     let cs = comps(h.refr);
-    let i = test_index(&cs)?;
-    let base = cs[i].name.clone().unwrap_or_default();
-    let mut names: Vec<String> = cs[..=i]
-        .iter()
-        .map(|c| c.name.clone().unwrap_or_default())
-        .collect();
-    let skip = base.starts_with("todo_test_");
-    let mut query_names = names.clone();
-    if !skip {
-        let n = count
-            .entry(format!("{package}.{}", ref_string(&names)))
-            .or_insert(0);
-        if *n > 0 {
-            // A var or field must stay an identifier; a string can be anything.
-            let internal = format!("__gavel_dup{:02}_{base}", *n);
-            let replacement = if cs[i].quoted {
-                serde_json::Value::String(internal.clone()).to_string()
-            } else {
-                internal.clone()
-            };
-            let span = &cs[i].span;
-            m.edits
-                .push((span.start as usize, span.end as usize, replacement));
-            names[i] = format!("{base}#{:02}", *n);
-            query_names[i] = internal;
-        }
-        *n += 1;
-    }
-    let tail = &cs[i + 1..];
-    let kind = match h.kind {
-        // `p[x] if`, and any head with a variable after the test's name.
-        DocKind::Complete if tail.iter().any(|c| !c.ground) => DocKind::PartialObject,
-        k => k,
+    let Some(i) = test_index(&cs) else {
+        return vec![];
     };
-    let probe = (kind == DocKind::PartialObject && !skip).then(|| {
-        let probe_name = format!("__gavel_cases{}", m.probes.len());
-        m.probes
-            .push(probe_rule(&probe_name, tail, h.body, rego_v0));
-        format!("{package}.{probe_name}")
-    });
-    let span = rule.span();
-    Some(TestRule {
-        package: package.to_string(),
-        name: ref_string(&names),
-        query: format!("{package}.{}", ref_string(&query_names)),
-        file: path.to_string(),
-        row: span.line,
-        col: span.col,
-        kind,
-        skip,
-        probe,
-    })
+    let def = Def {
+        h: &h,
+        cs: &cs,
+        i,
+        path,
+        package,
+        rego_v0,
+    };
+    let mut out = vec![def.test(rule, None, count, m)];
+    if let Rule::Spec {
+        head: rh, bodies, ..
+    } = rule
+    {
+        for b in bodies.iter().skip(1).filter(|b| !b.is_else) {
+            let hs = match rh {
+                RuleHead::Compr { span, .. }
+                | RuleHead::Set { span, .. }
+                | RuleHead::Func { span, .. } => span,
+            };
+            out.push(def.test(rule, Some((hs, b)), count, m));
+        }
+    }
+    out
+}
+
+/// One rule head's test facts, shared by its definitions.
+struct Def<'a> {
+    h: &'a Head<'a>,
+    cs: &'a [Comp<'a>],
+    i: usize,
+    path: &'a str,
+    package: &'a str,
+    rego_v0: bool,
+}
+
+impl Def<'_> {
+    /// The test of the rule's first body (`split` None) or of a chained
+    /// body split off (its head's span and the body).
+    fn test(
+        &self,
+        rule: &Rule,
+        split: Option<(&Span, &regorus::unstable::RuleBody)>,
+        count: &mut HashMap<String, usize>,
+        m: &mut ModuleRewrite,
+    ) -> TestRule {
+        let (cs, i, package) = (self.cs, self.i, self.package);
+        let base = cs[i].name.clone().unwrap_or_default();
+        let mut names: Vec<String> = cs[..=i]
+            .iter()
+            .map(|c| c.name.clone().unwrap_or_default())
+            .collect();
+        let skip = base.starts_with("todo_test_");
+        let mut query_names = names.clone();
+        let mut renamed = None;
+        if !skip {
+            let n = count
+                .entry(format!("{package}.{}", ref_string(&names)))
+                .or_insert(0);
+            if *n > 0 {
+                // A var or field must stay an identifier; a string can be anything.
+                let internal = format!("__gavel_dup{:02}_{base}", *n);
+                renamed = Some(if cs[i].quoted {
+                    serde_json::Value::String(internal.clone()).to_string()
+                } else {
+                    internal.clone()
+                });
+                names[i] = format!("{base}#{:02}", *n);
+                query_names[i] = internal;
+            }
+            *n += 1;
+        }
+        let name_span = &cs[i].span;
+        match (split, &renamed) {
+            (None, Some(r)) => {
+                m.edits
+                    .push((name_span.start as usize, name_span.end as usize, r.clone()));
+            }
+            (Some((head_span, body)), _) => {
+                // `<head, renamed> ` before the chained body's `{`.
+                let mut head = head_span.text().to_string();
+                if let Some(r) = &renamed {
+                    let from = (name_span.start - head_span.start) as usize;
+                    let to = (name_span.end - head_span.start) as usize;
+                    if to <= head.len() {
+                        head.replace_range(from..to, r);
+                    }
+                }
+                let at = body.span.start as usize;
+                m.edits.push((at, at, format!("{head} ")));
+            }
+            (None, None) => {}
+        }
+        let tail = &cs[i + 1..];
+        let kind = match self.h.kind {
+            // `p[x] if`, and any head with a variable after the test's name.
+            DocKind::Complete if tail.iter().any(|c| !c.ground) => DocKind::PartialObject,
+            k => k,
+        };
+        let body = split.map(|(_, b)| b.query.as_ref()).or(self.h.body);
+        let probe = (kind == DocKind::PartialObject && !skip).then(|| {
+            let probe_name = format!("__gavel_cases{}", m.probes.len());
+            m.probes
+                .push(probe_rule(&probe_name, tail, body, self.rego_v0));
+            format!("{package}.{probe_name}")
+        });
+        let span = split.map_or(rule.span(), |(_, b)| &b.span);
+        TestRule {
+            package: package.to_string(),
+            name: ref_string(&names),
+            query: format!("{package}.{}", ref_string(&query_names)),
+            file: self.path.to_string(),
+            row: span.line,
+            col: span.col,
+            kind,
+            skip,
+            probe,
+        }
+    }
 }
 
 /// OPA's `ruleName`: the first component of the head's ground prefix

@@ -280,12 +280,13 @@ fn reports_in_opa_shapes() {
 }
 
 /// Rego v0: `p[x] { }` is a partial set (FAIL, as in OPA), `p[x] = true {
-/// }` a partial object whose cases are found by a v0 probe.
+/// }` a partial object whose cases are found by a v0 probe, and chained
+/// bodies are separate tests.
 #[test]
 fn rego_v0_bundles_get_the_same_rules() {
     let mut b = bundle(&[(
         "t_test.rego",
-        "package t\ntest_set[x] { x := 1 }\ntest_obj[x] = true { x := [\"a\", \"b\"][_]; x == \"a\" }\ntest_dup { false }\ntest_dup { true }\n",
+        "package t\ntest_set[x] { x := 1 }\ntest_obj[x] = true { x := [\"a\", \"b\"][_]; x == \"a\" }\ntest_dup { false }\ntest_dup { true }\ntest_chained { true } {\n  false\n}\n",
     )]);
     b.manifest.rego_version = Some(0);
     let r = run_tests(&b).unwrap();
@@ -295,6 +296,9 @@ fn rego_v0_bundles_get_the_same_rules() {
         ("data.t.test_obj", Fail),
         ("data.t.test_dup", Fail),
         ("data.t.test_dup#01", Pass),
+        // OPA's parser: each chained body is a rule of its own.
+        ("data.t.test_chained", Pass),
+        ("data.t.test_chained#01", Fail),
     ]
     .iter()
     .map(|(n, o)| (n.to_string(), *o))
