@@ -16,9 +16,15 @@
 //! - `Head.DocKind` (`v1/ast/policy.go`) with `parseRules`
 //!   (`v1/ast/parser.go`): a head with a key and a value (`p[x] if`, `p[x] :=
 //!   v`, any head ref with a variable after the name) is a partial object,
-//!   whose entries are the test's cases (`subResults`); `contains` (or Rego
-//!   v0 `p[x] { }`) is a partial set, which never passes; a function is an
-//!   error (OPA's query `data.p.test_f` fails to type-check).
+//!   whose entries are the test's cases (`subResults`); a ground key
+//!   (`test_x["a"] if`, `test_x.a if`) is a complete object, not `true`, so
+//!   a FAIL; `contains` (or Rego v0 `p[x] { }`) is a partial set, which
+//!   never passes; a function is an error (OPA's query `data.p.test_f`
+//!   fails to type-check); each chained body of a Rego v0 rule is a rule.
+//!
+//! Checked against OPA v1.20 (PyPI `opa-golib-python-bindings`, which has no
+//! test runner): for OPA's `TestRun` rules and the kinds above, the values
+//! OPA computes give, under these rules, the outcomes gavel reports.
 //! - `injectTestCaseFunc`: a case counts as *reached* once the body has
 //!   bound every variable of the key, at the first statement binding the
 //!   last of them; a reached case whose body then fails is a FAIL. We find
