@@ -84,6 +84,15 @@ pub fn run(a: TestArgs) -> anyhow::Result<()> {
     };
     let mut all = TestReport::default();
     for p in &a.paths {
+        let is_fixture = p.is_file()
+            && p.extension()
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json");
+        if is_fixture {
+            anyhow::bail!(
+                "{} looks like a fixture file: test it with --config servers.toml --server NAME",
+                p.display()
+            );
+        }
         let bundle = crate::bundle::load_bundle(p, &crate::bundle::BundleLimits::default())?;
         let lint = crate::bundle::lint::lint(&bundle, false)?;
         for w in &lint.warnings {
