@@ -241,3 +241,52 @@ fn fixture_failures_show_the_actual_decision() {
         "{stderr}"
     );
 }
+
+/// Fixture runs write neither the configured decision log nor the
+/// configured state store (limits are charged in a private one), and the
+/// cases of a file share that private store as successive calls.
+#[test]
+fn fixtures_leave_the_configured_log_and_state_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let bundles = root().join("bundles");
+    std::fs::write(
+        d.path().join("servers.toml"),
+        format!(
+            "[policy]\nshared_bundles = [{:?}]\n[log]\ndecisions = \"decisions.jsonl\"\n[state]\npath = \"state.sqlite\"\n[servers.time]\ncommand = \"true\"\nbundle = {:?}\n",
+            bundles.join("workflow"),
+            bundles.join("time")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("f.yaml"),
+        "cases:\n  - name: one\n    input: {action: {tool: get_current_time}}\n    expect: {allow: true}\n  - name: two\n    input: {action: {tool: get_current_time}}\n    expect: {allow: true}\n",
+    )
+    .unwrap();
+    let config = d.path().join("servers.toml");
+    let fixture = d.path().join("f.yaml");
+    let out = gavel_cmd(&[
+        "test",
+        "--config",
+        config.to_str().unwrap(),
+        "--server",
+        "time",
+        "-v",
+        fixture.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("f.yaml#two: PASS ("), "{stdout}");
+    assert!(
+        !d.path().join("decisions.jsonl").exists(),
+        "no decision log written"
+    );
+    assert!(
+        !d.path().join("state.sqlite").exists(),
+        "the configured store untouched"
+    );
+}
