@@ -11,6 +11,12 @@ async fn main() -> std::process::ExitCode {
     match gavel::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(s) = e.downcast_ref::<gavel::cli::ExitStatus>() {
+                if !s.message.is_empty() {
+                    eprintln!("gavel: {}", s.message);
+                }
+                return std::process::ExitCode::from(s.code);
+            }
             eprintln!("gavel: {e:#}");
             std::process::ExitCode::FAILURE
         }

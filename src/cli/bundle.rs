@@ -1,5 +1,6 @@
-//! `gavel bundle build|sign|verify|inspect` and `gavel test`: the local
-//! bundle tooling (the registry commands, `push`/`pull`, are in `cli::oci`).
+//! `gavel bundle build|sign|verify|inspect`: the local bundle tooling (the
+//! registry commands, `push`/`pull`, are in `cli::oci`; `gavel test` is
+//! `cli::test`).
 
 use std::path::{Path, PathBuf};
 
@@ -166,37 +167,4 @@ fn signed_kid(b: &crate::bundle::Bundle) -> Option<String> {
         .ok()?;
     let h: serde_json::Value = serde_json::from_slice(&header).ok()?;
     h["kid"].as_str().map(String::from)
-}
-
-pub fn test_bundles(paths: &[PathBuf]) -> anyhow::Result<()> {
-    let mut failed = 0;
-    let mut passed = 0;
-    for p in paths {
-        let bundle = crate::bundle::load_bundle(p, &crate::bundle::BundleLimits::default())?;
-        let lint = crate::bundle::lint::lint(&bundle, false)?;
-        for w in &lint.warnings {
-            println!("WARN {w}"); // stdout-ok
-        }
-        for e in &lint.errors {
-            println!("FAIL lint {e}"); // stdout-ok
-        }
-        failed += lint.errors.len();
-        let report = crate::bundle::testrun::run_tests(&bundle)?;
-        for r in &report.results {
-            match &r.error {
-                None => println!("PASS {} ({})", r.name, r.file), // stdout-ok
-                Some(e) => println!("FAIL {} ({}): {e}", r.name, r.file), // stdout-ok
-            }
-        }
-        passed += report.passed();
-        failed += report.failed();
-    }
-    println!("{passed} passed, {failed} failed"); // stdout-ok
-    if failed > 0 {
-        anyhow::bail!("{failed} policy test(s) failed");
-    }
-    if passed == 0 {
-        anyhow::bail!("no test_* rules found");
-    }
-    Ok(())
 }

@@ -4,6 +4,7 @@
 pub mod bundle;
 mod config;
 pub mod demo;
+mod fixtures;
 pub mod governance;
 pub mod import;
 mod install;
@@ -13,6 +14,7 @@ pub mod oci;
 pub mod proxy;
 pub mod replay;
 mod status;
+mod test;
 
 use std::path::{Path, PathBuf};
 
@@ -91,12 +93,11 @@ pub enum Command {
         #[arg(long, short, default_value = "servers.toml")]
         config: PathBuf,
     },
-    /// Run a bundle's `test_*` rules (like `opa test`); non-zero exit on failure.
-    Test {
-        /// Bundle directories or .tar.gz files.
-        #[arg(required = true)]
-        bundles: Vec<PathBuf>,
-    },
+    /// Run a bundle's `test_*` rules as `opa test` does (`--run`, `--verbose`,
+    /// `--coverage`, `--format json`); with `--config` and `--server`, run
+    /// fixture files through that server's whole layered decision. Exit
+    /// status 2 when a test fails, errors or is skipped.
+    Test(test::TestArgs),
     /// Start a config's servers, list their tools and check each server's
     /// policy against them: tool and argument names the servers do not
     /// have, string-prefix path scoping, tools a default-allow policy never
@@ -234,6 +235,31 @@ pub enum ConfigCommand {
 
 /// One line of command output on stdout (CLI commands only; never in `run`
 /// or `wrap`, where stdout is the protocol).
+/// A command's outcome that is not a plain failure: the process exits with
+/// `code` (e.g. `gavel test`'s 2, as `opa test`), printing `message` if any.
+#[derive(Debug)]
+pub struct ExitStatus {
+    pub code: u8,
+    pub message: String,
+}
+
+impl ExitStatus {
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.message)
+    }
+}
+
+impl std::error::Error for ExitStatus {}
+
 pub fn say(line: impl std::fmt::Display) {
     println!("{line}"); // stdout-ok
 }
@@ -309,7 +335,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Install(args) => install::install(args),
         Command::Uninstall(args) => install::uninstall(args),
         Command::Demo { config } => demo::run(&config, g.log_file.as_deref()).await,
-        Command::Test { bundles } => bundle::test_bundles(&bundles),
+        Command::Test(args) => test::run(args),
         Command::Lint(args) => lint::run(args).await,
         Command::Bundle {
             command: command @ (BundleCommand::Push { .. } | BundleCommand::Pull { .. }),

@@ -316,8 +316,13 @@ fn own_tests_pass(b: &Bundle) -> Result<(), String> {
         let failed: Vec<String> = report
             .results
             .iter()
-            .filter(|r| !r.passed)
-            .map(|r| format!("{} ({})", r.name, r.error.as_deref().unwrap_or("false")))
+            .filter(|r| {
+                matches!(
+                    r.outcome,
+                    crate::bundle::testrun::Outcome::Fail | crate::bundle::testrun::Outcome::Error
+                )
+            })
+            .map(|r| format!("{} ({})", r.full_name(), r.why()))
             .collect();
         return Err(format!(
             "bundle {}: {} of its own {} tests fail: {}",

@@ -40,23 +40,30 @@ fn opa(args: &[&str]) -> Value {
 /// `gavel test DIR`: each test rule's name and whether it passed, and the
 /// whole output for messages.
 fn gavel_test(dir: &Path) -> (BTreeMap<String, bool>, String) {
-    let out = Command::new(GAVEL).arg("test").arg(dir).output().unwrap();
+    // OPA's `--format json` shape: `package` + `.` + `name`; a test passed
+    // when it has no `fail`, `error` or `skip` key.
+    let out = Command::new(GAVEL)
+        .args(["test", "--format", "json"])
+        .arg(dir)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut results = BTreeMap::new();
-    for line in stdout.lines() {
-        let (passed, rest) = match line.split_once(' ') {
-            Some(("PASS", rest)) => (true, rest),
-            Some(("FAIL", rest)) => (false, rest),
-            _ => continue,
-        };
-        if let Some(name) = rest
-            .split_whitespace()
-            .next()
-            .filter(|n| n.starts_with("data."))
-        {
-            results.insert(name.trim_end_matches(':').to_string(), passed);
-        }
-    }
+    let results: Vec<Value> = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("gavel test --format json: {e}\n{stdout}"));
+    let results = results
+        .iter()
+        .map(|r| {
+            let name = format!(
+                "{}.{}",
+                r["package"].as_str().unwrap(),
+                r["name"].as_str().unwrap()
+            );
+            let passed = ["fail", "error", "skip"]
+                .iter()
+                .all(|k| r.get(*k).is_none_or(|v| v == false || v.is_null()));
+            (name, passed)
+        })
+        .collect();
     (results, stdout)
 }
 
