@@ -324,7 +324,10 @@ async fn real_session_log_renders() {
             "{cmd} not offered: {f}"
         );
     }
-    let audited = log.iter().filter(|r| r["result"]["audit_required"] == true).count();
+    let audited = log
+        .iter()
+        .filter(|r| r["result"]["audit_required"] == true)
+        .count();
     assert_eq!(f["auditRequired"], audited.to_string());
     assert_eq!(f["failOpen"], "0");
     // A reason with a catalog text shows it beside the code.
