@@ -1,7 +1,9 @@
 # METADATA
 # title: Everything reference server
-# description: Blocks tools that leak the environment or fetch from the network,
-#   caps long-running operations, and refuses the server's own sampling and
+# description: Allows only the tools reviewed for agents (data.mcp.everything.reviewed;
+#   a tool a server upgrade adds is refused and hidden until someone reviews it),
+#   blocks tools that leak the environment or fetch from the network, caps
+#   long-running operations, and refuses the server's own sampling and
 #   elicitation requests. Resources, prompts and completions are allowed.
 package mcp.everything
 
@@ -12,6 +14,12 @@ violations contains "action_not_permitted" if not input.action.type in allowed_t
 violations contains "tool_blocked" if {
 	input.action.type == "tool_call"
 	input.action.tool in data.mcp.everything.blocked
+}
+
+violations contains "tool_not_reviewed" if {
+	input.action.type == "tool_call"
+	not input.action.tool in data.mcp.everything.reviewed
+	not input.action.tool in data.mcp.everything.blocked
 }
 
 violations contains "operation_too_long" if {
@@ -31,3 +39,5 @@ decision := {
 default visible := true
 
 visible := false if input.action.tool in data.mcp.everything.blocked
+
+visible := false if not input.action.tool in data.mcp.everything.reviewed

@@ -17,3 +17,15 @@ test_sampling_refused if {
 test_blocked_hidden if {
 	not visible with input as {"action": {"type": "tool_call", "tool": "get-env"}}
 }
+
+test_unreviewed_tool_refused_and_hidden if {
+	d := decision with input as {"action": {"type": "tool_call", "tool": "trigger-sampling-request", "args": {}}}
+	d.reasons == ["tool_not_reviewed"]
+	not visible with input as {"action": {"type": "tool_call", "tool": "trigger-sampling-request"}}
+	visible with input as {"action": {"type": "tool_call", "tool": "get-sum"}}
+}
+
+test_blocked_is_blocked_not_unreviewed if {
+	d := decision with input as {"action": {"type": "tool_call", "tool": "get-env", "args": {}}}
+	d.reasons == ["tool_blocked"]
+}
