@@ -99,6 +99,21 @@ fn merge_approvals(a: Approval, b: &Approval) -> Approval {
     }
 }
 
+/// What the deciding layers said about themselves: every layer's for an
+/// allow, the denying layers' (their rule is in `matched`) for a deny.
+fn own_metadata(
+    layers: &[(Layer, LayerDecision)],
+    allow: bool,
+    matched: &[String],
+) -> Vec<PolicyMetadata> {
+    layers
+        .iter()
+        .filter(|(l, d)| *l != Layer::Override && !d.own.is_empty())
+        .filter(|(_, d)| allow || matched.contains(&d.rule))
+        .map(|(_, d)| d.own.clone())
+        .collect()
+}
+
 pub fn combine(layers: &[(Layer, LayerDecision)]) -> Combined {
     let mut out = Combined::default();
     if !layers.iter().any(|(l, _)| *l != Layer::Override) {
@@ -116,12 +131,8 @@ pub fn combine(layers: &[(Layer, LayerDecision)]) -> Combined {
         .collect();
     let mut allow = true;
     let mut approval_appeal = None;
-    let (mut every_meta, mut denying_meta) = (Vec::new(), Vec::new());
     for (layer, d) in layers.iter().filter(|(l, _)| *l != Layer::Override) {
         out.audit_required |= d.audit_required;
-        if !d.own.is_empty() {
-            every_meta.push(d.own.clone());
-        }
         if d.allow {
             if let Some(a) = &d.require_approval {
                 out.require_approval = Some(match out.require_approval.take() {
@@ -152,9 +163,6 @@ pub fn combine(layers: &[(Layer, LayerDecision)]) -> Combined {
         }
         allow = false;
         out.matched_rules.push(d.rule.clone());
-        if !d.own.is_empty() {
-            denying_meta.push(d.own.clone());
-        }
         if d.reasons.is_empty() {
             out.reasons.push(codes::denied_by(layer.as_str()));
         }
@@ -168,7 +176,7 @@ pub fn combine(layers: &[(Layer, LayerDecision)]) -> Combined {
         out.withhold |= d.withhold;
     }
     out.allow = allow;
-    out.policy_metadata = if allow { every_meta } else { denying_meta };
+    out.policy_metadata = own_metadata(layers, allow, &out.matched_rules);
     if allow {
         out.reasons.clear();
         // Where to ask when the approval cannot be had here.

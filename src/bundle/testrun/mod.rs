@@ -367,41 +367,53 @@ fn run_one(
         Ok(v) => v,
     };
     let fail = match t.kind {
-        DocKind::PartialObject => {
-            let v = match value {
-                // OPA evaluates a partial object without entries to `{}`.
-                regorus::Value::Undefined => serde_json::json!({}),
-                v => serde_json::to_value(&v).unwrap_or(serde_json::Value::Null),
-            };
-            let (mut fail, mut subs) = outcome::sub_results(&v);
-            if let Some(probe) = &t.probe {
-                let (reached, _, pcov) = eval(engine, probe, opts.coverage);
-                hits.extend(pcov);
-                match reached {
-                    Ok(reached) => {
-                        for case in cases(&reached) {
-                            fail |= outcome::reach(&mut subs, &case);
-                        }
-                    }
-                    Err(e) => {
-                        r.outcome = Outcome::Error;
-                        r.error = Some(TestError {
-                            code: "eval_error",
-                            message: format!("while finding the cases of this test: {e}"),
-                        });
-                        return (r, opts.coverage.then_some(hits));
-                    }
-                }
+        DocKind::PartialObject => match cases_failed(engine, t, value, opts, &mut hits) {
+            Ok((fail, subs)) => {
+                r.sub_results = subs;
+                fail
             }
-            r.sub_results = subs;
-            fail
-        }
+            Err(error) => {
+                r.outcome = Outcome::Error;
+                r.error = Some(error);
+                return (r, opts.coverage.then_some(hits));
+            }
+        },
         _ => value != regorus::Value::Bool(true),
     };
     if fail {
         r.outcome = Outcome::Fail;
     }
     (r, opts.coverage.then_some(hits))
+}
+
+/// A `test_x[case]` rule's verdict (OPA's `subResults`): each case its value
+/// produced, and each case the body reached without producing it (found by
+/// the probe query) a failure.
+fn cases_failed(
+    engine: &regorus::Engine,
+    t: &TestRule,
+    value: regorus::Value,
+    opts: &TestOptions,
+    hits: &mut Vec<regorus::coverage::Report>,
+) -> Result<(bool, BTreeMap<String, SubResult>), TestError> {
+    let v = match value {
+        // OPA evaluates a partial object without entries to `{}`.
+        regorus::Value::Undefined => serde_json::json!({}),
+        v => serde_json::to_value(&v).unwrap_or(serde_json::Value::Null),
+    };
+    let (mut fail, mut subs) = outcome::sub_results(&v);
+    if let Some(probe) = &t.probe {
+        let (reached, _, pcov) = eval(engine, probe, opts.coverage);
+        hits.extend(pcov);
+        let reached = reached.map_err(|e| TestError {
+            code: "eval_error",
+            message: format!("while finding the cases of this test: {e}"),
+        })?;
+        for case in cases(&reached) {
+            fail |= outcome::reach(&mut subs, &case);
+        }
+    }
+    Ok((fail, subs))
 }
 
 /// Bound on one test's captured `print` output.

@@ -367,6 +367,8 @@ impl PolicyEngine {
 }
 
 #[cfg(test)]
+mod answer_tests;
+#[cfg(test)]
 mod limits_tests;
 #[cfg(test)]
 mod memo_tests;
