@@ -164,6 +164,25 @@ pub(crate) fn file_err(bundle: &str, file: &str, message: impl Into<String>) -> 
     }
 }
 
+/// A bundle of one module `p.rego` with `data`, default manifest: what the
+/// lint and test-runner unit tests build their cases from.
+#[cfg(test)]
+pub(crate) fn one_module_bundle(text: &str, data: serde_json::Value) -> Bundle {
+    Bundle {
+        name: "b".into(),
+        source: "b".into(),
+        manifest: Manifest::default(),
+        modules: vec![RegoModule {
+            path: "p.rego".into(),
+            text: text.into(),
+        }],
+        data,
+        digest: String::new(),
+        signatures: None,
+        files: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

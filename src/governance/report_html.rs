@@ -224,13 +224,7 @@ fn reasons(h: &mut String, r: &Report) {
     if top.is_empty() {
         h.push_str("<tr><td colspan=\"5\" class=\"muted\">no denials</td></tr>");
     }
-    if top.len() > 25 {
-        let _ = write!(
-            h,
-            "<tr><td colspan=\"5\" class=\"muted\">… {} more reason codes</td></tr>",
-            top.len() - 25
-        );
-    }
+    more_rows(h, top.len(), 25, 5, " reason codes");
     h.push_str("</tbody></table></section>");
 }
 
@@ -257,6 +251,22 @@ fn decisions(source: &str, recent: Option<&Recent>) -> String {
     out
 }
 
+/// The row that says how many rows a table left out (`total` > `shown`).
+fn more_rows(h: &mut String, total: usize, shown: usize, cols: usize, what: &str) {
+    if total > shown {
+        let _ = write!(
+            h,
+            "<tr><td colspan=\"{cols}\" class=\"muted\">… {} more{what}</td></tr>",
+            total - shown
+        );
+    }
+}
+
+/// Denied as a percentage of all (0 for none).
+fn denied_pct(s: &Split) -> f64 {
+    s.denied as f64 / s.total().max(1) as f64 * 100.0
+}
+
 /// Who was denied: users and agents by denials.
 fn people(h: &mut String, r: &Report) {
     h.push_str("<section><h2>Who was denied</h2><p class=\"muted\">Users and agents by denials (from each decision's input; an approval's final step counts for the decision it settled).</p>");
@@ -276,16 +286,10 @@ fn people(h: &mut String, r: &Report) {
                 n = esc(name),
                 a = s.allowed,
                 d = s.denied,
-                p = s.denied as f64 / s.total().max(1) as f64 * 100.0,
+                p = denied_pct(s),
             );
         }
-        if top.len() > 25 {
-            let _ = write!(
-                h,
-                "<tr><td colspan=\"4\" class=\"muted\">… {} more</td></tr>",
-                top.len() - 25
-            );
-        }
+        more_rows(h, top.len(), 25, 4, "");
         h.push_str("</tbody></table>");
     }
     h.push_str("</section>");
@@ -311,16 +315,10 @@ fn tools(h: &mut String, r: &Report) {
             t = esc(tool),
             a = s.allowed,
             d = s.denied,
-            p = s.denied as f64 / s.total().max(1) as f64 * 100.0,
+            p = denied_pct(s),
         );
     }
-    if rows.len() > 200 {
-        let _ = write!(
-            h,
-            "<tr><td colspan=\"7\" class=\"muted\">… {} more rows</td></tr>",
-            rows.len() - 200
-        );
-    }
+    more_rows(h, rows.len(), 200, 7, " rows");
     h.push_str("</tbody></table></section>");
 }
 

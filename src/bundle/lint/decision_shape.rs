@@ -105,7 +105,6 @@ fn check_object(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::{Manifest, RegoModule};
 
     const KNOWN: Known<'static> = Known {
         decision: &["allow", "reasons", "appeal_path", "metadata"],
@@ -113,19 +112,7 @@ mod tests {
     };
 
     fn bundle(text: &str) -> Bundle {
-        Bundle {
-            name: "b".into(),
-            source: "b".into(),
-            manifest: Manifest::default(),
-            modules: vec![RegoModule {
-                path: "p.rego".into(),
-                text: text.into(),
-            }],
-            data: serde_json::json!({}),
-            digest: String::new(),
-            signatures: None,
-            files: vec![],
-        }
+        crate::bundle::one_module_bundle(text, serde_json::json!({}))
     }
 
     #[test]

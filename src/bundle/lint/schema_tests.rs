@@ -1,20 +1,8 @@
 use super::*;
-use crate::bundle::{Bundle, Manifest, RegoModule};
+use crate::bundle::{Bundle, RegoModule};
 
 fn bundle(text: &str, data: Value) -> Bundle {
-    Bundle {
-        name: "b".into(),
-        source: "b".into(),
-        manifest: Manifest::default(),
-        modules: vec![RegoModule {
-            path: "p.rego".into(),
-            text: text.into(),
-        }],
-        data,
-        digest: String::new(),
-        signatures: None,
-        files: vec![],
-    }
+    crate::bundle::one_module_bundle(text, data)
 }
 
 fn facts_of(text: &str) -> Facts {

@@ -1,20 +1,7 @@
 use super::*;
-use crate::bundle::{Manifest, RegoModule};
 
 fn bundle(text: &str) -> Bundle {
-    Bundle {
-        name: "b".into(),
-        source: "b".into(),
-        manifest: Manifest::default(),
-        modules: vec![RegoModule {
-            path: "p.rego".into(),
-            text: text.into(),
-        }],
-        data: serde_json::json!({}),
-        digest: String::new(),
-        signatures: None,
-        files: vec![],
-    }
+    crate::bundle::one_module_bundle(text, serde_json::json!({}))
 }
 
 #[test]
