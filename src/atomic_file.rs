@@ -10,6 +10,13 @@ use std::path::Path;
 
 /// Writes `bytes` to `path` atomically (creating its directory).
 pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_with_mode(path, bytes, None)
+}
+
+/// [`write`], the temporary file created with `mode` (Unix permission bits)
+/// when given, so a file that holds secrets is never readable by others,
+/// not even for a moment before a `chmod`.
+pub fn write_with_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
@@ -21,7 +28,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         uuid::Uuid::new_v4().simple()
     ));
     let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = create(&tmp, mode)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -30,6 +37,20 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     res
+}
+
+/// A new file (never an existing one: the name is fresh), with `mode`.
+fn create(tmp: &Path, mode: Option<u32>) -> std::io::Result<std::fs::File> {
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    if let Some(mode) = mode {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    open.open(tmp)
 }
 
 #[cfg(test)]

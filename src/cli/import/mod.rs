@@ -441,37 +441,7 @@ pub const OWNER_ONLY: u32 = 0o600;
 /// the secrets a host config holds are never readable by others, not even
 /// for a moment.
 pub fn write_private(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.tmp.{}", uuid::Uuid::new_v4().simple()));
-        let res = (|| {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if res.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        res
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = mode;
-        crate::atomic_file::write(path, bytes)
-    }
+    crate::atomic_file::write_with_mode(path, bytes, Some(mode))
 }
 
 /// The permission bits of `path` (Unix), for writing it back as it was.
