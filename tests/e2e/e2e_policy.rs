@@ -76,6 +76,22 @@ async fn rego_allows_denies_hides_and_logs() {
         .unwrap();
     assert_eq!(allowed["result"]["allow"], true);
     assert_eq!(allowed["bundles"]["fixture"]["revision"], "9.9.9");
+    // OPA's event: the decision path as OPA writes it, the instance id and
+    // version in `labels`, a UUIDv4 id, an RFC 3339 UTC timestamp with ns.
+    for rec in &log {
+        assert_eq!(rec["path"], "mcp/fixture/decision", "{rec}");
+        let id = uuid::Uuid::parse_str(rec["decision_id"].as_str().unwrap()).unwrap();
+        assert_eq!(id.get_version_num(), 4, "{rec}");
+        let instance = uuid::Uuid::parse_str(rec["labels"]["id"].as_str().unwrap()).unwrap();
+        assert_eq!(instance.get_version_num(), 4, "{rec}");
+        assert_eq!(rec["labels"]["id"], log[0]["labels"]["id"], "one instance");
+        assert_eq!(rec["labels"]["version"], env!("CARGO_PKG_VERSION"));
+        let ts = rec["timestamp"].as_str().unwrap();
+        assert!(
+            ts.ends_with('Z') && ts.split('.').nth(1).unwrap().len() == 10,
+            "{ts}"
+        );
+    }
     assert!(
         allowed["bundles"]["fixture"]["digest"]
             .as_str()
