@@ -1,5 +1,6 @@
 //! `[log]`: gavel's own log (file, level) and the decision log (file,
-//! argument size, secret fields, what a failed write does, rotation).
+//! argument size, secret fields, what a failed write does, rotation,
+//! shipping: `ship.rs`).
 
 use super::ctx::*;
 use super::raw::RawLog;
@@ -26,6 +27,11 @@ impl LogSettings {
                 bytes: rotate_bytes(ctx, lg)?,
                 keep: rotate_keep(ctx, lg)?,
             },
+            ship: lg
+                .ship
+                .as_ref()
+                .map(|s| super::ship::parse(ctx, s))
+                .transpose()?,
         })
     }
 }
