@@ -178,6 +178,12 @@ mod tests {
             let e = parse(ship).unwrap_err();
             assert!(e.contains(field) && e.contains(hint), "{ship}: {e}");
         }
+        let c = parse("url = \"https://u:pw@logs.example\"\nheaders = { Authorization = \"Bearer ${TOKEN}\" }").unwrap();
+        let shown = super::super::render::render(&c);
+        assert!(
+            shown.contains("[log.ship]") && !shown.contains("s3cret") && !shown.contains("pw@"),
+            "{shown}"
+        );
         let e = parse("resource = \"/logs\"").unwrap_err();
         assert!(e.contains("url"), "{e}");
     }

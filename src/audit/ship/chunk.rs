@@ -32,11 +32,15 @@ pub fn gzip_array(events: &[&[u8]]) -> Vec<u8> {
     gz.finish().unwrap_or_default()
 }
 
+/// The first event alone is larger than the upload limit, compressed: OPA
+/// drops such an event (and so does the caller, logged and counted).
+#[derive(Debug, thiserror::Error)]
+#[error("an event is larger than the upload limit, compressed")]
+pub struct Oversized;
+
 /// The first chunk of `events`: as many leading events as fit in `limit`
-/// compressed bytes (halving until they fit). `Err(())` when the first
-/// event alone does not fit: OPA drops such an event (and so does the
-/// caller, logged and counted).
-pub fn first_chunk(events: &[&[u8]], limit: usize) -> Result<Chunk, ()> {
+/// compressed bytes (halving until they fit).
+pub fn first_chunk(events: &[&[u8]], limit: usize) -> Result<Chunk, Oversized> {
     let mut n = events.len();
     while n > 0 {
         let body = gzip_array(&events[..n]);
@@ -45,7 +49,7 @@ pub fn first_chunk(events: &[&[u8]], limit: usize) -> Result<Chunk, ()> {
         }
         n /= 2;
     }
-    Err(())
+    Err(Oversized)
 }
 
 /// The delay before retry number `attempt` (0-based): `min · 2^attempt`,

@@ -190,7 +190,10 @@ impl Shipper {
         }
         let src = sources.get(index).unwrap_or(src);
         let limit = self.s.upload_size_limit_bytes;
-        let lines = match spool::read_lines(&src.path, offset, limit * 8, limit * 64) {
+        // Only what the bound was checked on: records appended since wait
+        // for the next round (and its check).
+        let seen = usize::try_from(src.len.saturating_sub(offset)).unwrap_or(usize::MAX);
+        let lines = match spool::read_lines(&src.path, offset, seen.min(limit * 8), limit * 64) {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(path = %esc(&src.path.display().to_string()), "decision-log shipping cannot read the log: {e}");

@@ -121,6 +121,9 @@ pub fn read_lines(
     max: usize,
     hard_max: usize,
 ) -> std::io::Result<Vec<(Vec<u8>, u64)>> {
+    if max == 0 {
+        return Ok(Vec::new());
+    }
     let mut f = File::open(path)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
