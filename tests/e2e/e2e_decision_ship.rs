@@ -194,3 +194,97 @@ async fn at_the_bound_stop_ships_nothing_and_loses_nothing() {
     all_arrive_once(&s, &rx).await;
     let _ = client.cancel().await;
 }
+
+/// Every record of the log and its rotated generations, oldest first.
+fn all_generations(s: &Setup, keep: u32) -> Vec<Value> {
+    let mut out = Vec::new();
+    for n in (1..=keep).rev() {
+        out.extend(records(&s.path(&format!("decisions.jsonl.{n}"))));
+    }
+    out.extend(s.decisions());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn processes_sharing_a_rotating_log_ship_it_once() {
+    let s = Setup::blank();
+    let rx = Receiver::start(&s.path("rx"));
+    let log = format!(
+        "[log]\ndecisions = {:?}\nrotate_bytes = 4096\nrotate_keep = 20\n",
+        s.path("decisions.jsonl").display().to_string()
+    );
+    s.write_config(&format!(
+        "{log}[log.ship]\nurl = {:?}\nmin_delay = \"20ms\"\nmax_delay = \"200ms\"\n{}",
+        rx.url(),
+        fixture_server("fx", &[], &s.record("fx"))
+    ));
+    // Two host windows, one log file: one process ships it.
+    let (a, pid_a, mut gavel_a) = s.connect_with_pid(TestHost::new()).await;
+    let b = s.connect(TestHost::new()).await;
+    for i in 0..6 {
+        calls(&a, 2, &format!("a{i}-")).await;
+        calls(&b, 2, &format!("b{i}-")).await;
+    }
+    assert!(
+        std::fs::metadata(s.path("decisions.jsonl.2")).is_ok(),
+        "the log rotated (the test needs it)"
+    );
+    // The shipper may be either process: kill one, the other goes on.
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(pid_a, libc::SIGKILL) };
+    let _ = gavel_a.wait().await;
+    drop(a);
+    calls(&b, 4, "b-after").await;
+    let logged = ids(&all_generations(&s, 20));
+    eventually("every record shipped", || rx.events().len() >= logged.len()).await;
+    let sent = ids(&rx.events());
+    assert_eq!(sent.len(), logged.len(), "exactly once");
+    assert_eq!(
+        sent.iter().collect::<BTreeSet<_>>(),
+        logged.iter().collect::<BTreeSet<_>>()
+    );
+    let _ = b.cancel().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_process_writes_past_a_rotation_another_made_and_is_shipped() {
+    let s = Setup::blank();
+    let rx = Receiver::start(&s.path("rx"));
+    s.write_config(&format!(
+        "[log]\ndecisions = {:?}\nrotate_bytes = 4096\nrotate_keep = 20\n[log.ship]\nurl = {:?}\nmin_delay = \"20ms\"\nmax_delay = \"200ms\"\n{}",
+        s.path("decisions.jsonl").display().to_string(),
+        rx.url(),
+        fixture_server("fx", &[], &s.record("fx"))
+    ));
+    let a = s.connect(TestHost::new()).await;
+    let b = s.connect(TestHost::new()).await;
+    // `a` alone rotates the file `b` opened.
+    let mut n = 0;
+    while std::fs::metadata(s.path("decisions.jsonl.1")).is_err() {
+        calls(&a, 1, &format!("a{n}")).await;
+        n += 1;
+    }
+    // Shipping has moved past the rotated file to the live one.
+    let live = || {
+        use std::os::unix::fs::MetadataExt;
+        let pos: Value = serde_json::from_slice(
+            &std::fs::read(s.path("decisions.jsonl.ship.json")).unwrap_or_default(),
+        )
+        .unwrap_or(Value::Null);
+        let m = std::fs::metadata(s.path("decisions.jsonl")).unwrap();
+        pos["ino"] == m.ino()
+    };
+    eventually("shipping reached the live file", live).await;
+    // `b`'s next record lands in the live file, not the rotated one, and
+    // is shipped.
+    calls(&b, 1, "b-late").await;
+    let logged = ids(&all_generations(&s, 20));
+    eventually("every record shipped", || rx.events().len() >= logged.len()).await;
+    let sent = ids(&rx.events());
+    assert_eq!(
+        sent.iter().collect::<BTreeSet<_>>(),
+        logged.iter().collect::<BTreeSet<_>>()
+    );
+    assert_eq!(sent.len(), logged.len(), "exactly once");
+    let _ = (a.cancel().await, b.cancel().await);
+}

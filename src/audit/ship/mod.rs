@@ -31,6 +31,10 @@ use std::time::Duration;
 use super::DecisionLog;
 use crate::text::escape_controls as esc;
 
+/// How long a rotated file must go unmodified before shipping moves on
+/// from its end to the next file.
+const QUIET: Duration = Duration::from_secs(1);
+
 /// `[log.ship]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShipSettings {
@@ -202,7 +206,12 @@ impl Shipper {
         };
         if lines.is_empty() {
             if index + 1 < sources.len() {
-                // A rotated file shipped to its end: on to the next one.
+                // A rotated file shipped to its end: on to the next one,
+                // once it is quiet (a process that wrote to it as it was
+                // rotated has moved on: `DecisionLog::follow_rotation`).
+                if !spool::quiet(&src.path, QUIET) {
+                    return Round::Idle;
+                }
                 let next = &sources[index + 1];
                 self.commit(next, 0);
                 return Round::Progress;

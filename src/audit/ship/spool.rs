@@ -155,6 +155,15 @@ pub fn read_lines(
     Ok(out)
 }
 
+/// Whether `path` was last modified at least `quiet` ago.
+pub fn quiet(path: &Path, quiet: std::time::Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age >= quiet)
+}
+
 /// Counts the records (non-blank lines) in `path` between `from` and `to`.
 pub fn count_records(path: &Path, from: u64, to: u64) -> u64 {
     let Ok(mut f) = File::open(path) else {
