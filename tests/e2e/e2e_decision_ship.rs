@@ -100,24 +100,29 @@ async fn records_arrive_exactly_once_across_an_outage_and_a_kill_9() {
 async fn over_the_spool_bound_the_oldest_records_are_dropped_and_counted() {
     let s = Setup::blank();
     let rx = Receiver::start(&s.path("rx"));
-    rx.fail();
-    s.write_config(&config(&s, &rx, "max_spool_bytes = 4096"));
-    let (client, pid, mut gavel) = s.connect_with_pid(TestHost::new()).await;
+    // A backlog over the bound, made while nothing ships (no [log.ship]
+    // yet: as a service that was never reachable), so that the shipper
+    // meets it whole.
+    s.write_config(&format!(
+        "{}{}",
+        s.decision_log_table(),
+        fixture_server("fx", &[], &s.record("fx"))
+    ));
+    let client = s.connect(TestHost::new()).await;
     calls(&client, 12, "x").await;
-    // Stop the first process (its shipper with it) so that the backlog is
-    // whole when the next one looks: kill -9, as a crash would.
-    // SAFETY: signalling the child this test started.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    let _ = gavel.wait().await;
-    drop(client);
+    let _ = client.cancel().await;
     let first = s.decisions();
     let log_bytes = std::fs::metadata(s.path("decisions.jsonl")).unwrap().len();
     assert!(
         log_bytes > 2 * 4096,
         "the test needs a backlog over the bound: {log_bytes}"
     );
-    rx.recover();
-    let client = s.connect(TestHost::new()).await;
+    s.write_config(&config(&s, &rx, "max_spool_bytes = 4096"));
+    let port = free_port();
+    let mut cmd = tokio::process::Command::new(GAVEL);
+    cmd.args(s.run_args())
+        .args(["--metrics-listen", &format!("127.0.0.1:{port}")]);
+    let client = connect_cmd(cmd, TestHost::new()).await;
     let last = ids(&first).last().cloned();
     eventually("the newest records shipped", || {
         ids(&rx.events()).contains(last.as_ref().unwrap())
@@ -148,6 +153,16 @@ async fn over_the_spool_bound_the_oldest_records_are_dropped_and_counted() {
         .map(|r| r.to_string().len() as u64 + 1)
         .sum();
     assert!(shipped <= 4096, "within the bound: {shipped}");
+    // Counted: what was dropped (records of the first process not sent),
+    // and what was delivered.
+    let m = common::metrics::scrape(port).await;
+    let dropped = common::metrics::value(&m, "gavel_decision_log_ship_dropped_total");
+    assert_eq!(dropped as usize, logged.len() - sent.len(), "{m}");
+    assert!(common::metrics::value(&m, "gavel_decision_log_shipped_total") >= sent.len() as f64);
+    assert_eq!(
+        common::metrics::value(&m, "gavel_decision_log_ship_stopped"),
+        0.0
+    );
     assert!(
         s.log_text().contains("the oldest records were not shipped"),
         "the drop is logged: {}",

@@ -404,6 +404,9 @@ async fn layers_override_and_withheld_details() {
         rec["result"]["matched_rules"],
         json!(["override:ovr:waived:outside_scope"])
     );
+    // OPA's `path`: every layer allowed (one by waiver), so the first
+    // non-override layer's rule.
+    assert_eq!(rec["path"], "r/decision");
     // …but never a compliance denial, whose details are withheld from the agent.
     let r = call(&client, "add", json!({"a": 1, "b": 2})).await.unwrap();
     assert_eq!(r.is_error, Some(true));
@@ -423,6 +426,12 @@ async fn layers_override_and_withheld_details() {
         json!(["residency"]),
         "the log keeps the full decision"
     );
+    // The layer that denied is the record's `path`; every bundle is in
+    // `bundles`.
+    assert_eq!(rec["path"], "c/decision");
+    for b in ["res", "comp", "ovr"] {
+        assert!(rec["bundles"][b].is_object(), "{b}: {rec}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
