@@ -27,13 +27,22 @@ impl LogSettings {
                 bytes: rotate_bytes(ctx, lg)?,
                 keep: rotate_keep(ctx, lg)?,
             },
-            ship: lg
-                .ship
-                .as_ref()
-                .map(|s| super::ship::parse(ctx, s))
-                .transpose()?,
+            ship: ship(ctx, lg)?,
         })
     }
+}
+
+/// `[log.ship]`: shipping needs the local log it ships from.
+fn ship(ctx: &Ctx, lg: &RawLog) -> Result<Option<crate::audit::ship::ShipSettings>, ConfigError> {
+    let Some(raw) = &lg.ship else { return Ok(None) };
+    if lg.decisions.is_none() {
+        return Err(ctx.at(
+            raw.url.span().start,
+            "log.ship",
+            "ships the decision log from its local file: set [log] decisions = \"PATH\" too",
+        ));
+    }
+    super::ship::parse(ctx, raw).map(Some)
 }
 
 /// `log.on_write_error`: refuse (default) or carry out a request whose

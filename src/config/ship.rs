@@ -54,6 +54,15 @@ pub(super) fn parse(ctx: &Ctx, raw: &RawShip) -> Result<ShipSettings, ConfigErro
             format!("min_delay ({min_delay:?}) must be at least 10ms and no more than max_delay ({max_delay:?})"),
         ));
     }
+    let timeout = ctx.duration(&raw.timeout, "log.ship.timeout", Duration::from_secs(10))?;
+    if timeout < Duration::from_millis(100) {
+        let at = raw.timeout.as_ref().map_or(0, |v| v.span().start);
+        return Err(ctx.at(
+            at,
+            "log.ship.timeout",
+            "must be at least 100ms (one upload's time limit)",
+        ));
+    }
     Ok(ShipSettings {
         url,
         resource,
@@ -67,7 +76,7 @@ pub(super) fn parse(ctx: &Ctx, raw: &RawShip) -> Result<ShipSettings, ConfigErro
         )?,
         min_delay,
         max_delay,
-        timeout: ctx.duration(&raw.timeout, "log.ship.timeout", Duration::from_secs(10))?,
+        timeout,
         max_spool_bytes: ctx.size(
             &raw.max_spool_bytes,
             "log.ship.max_spool_bytes",
@@ -174,6 +183,11 @@ mod tests {
                 "header name",
             ),
             ("url = \"https://x\"\nurls = 1", "urls", "unknown"),
+            (
+                "url = \"https://x\"\ntimeout = \"1ms\"",
+                "log.ship.timeout",
+                "100ms",
+            ),
         ] {
             let e = parse(ship).unwrap_err();
             assert!(e.contains(field) && e.contains(hint), "{ship}: {e}");
@@ -186,5 +200,16 @@ mod tests {
         );
         let e = parse("resource = \"/logs\"").unwrap_err();
         assert!(e.contains("url"), "{e}");
+        let e = Config::from_toml_str(
+            "[log.ship]\nurl = \"https://x\"\n[servers.fs]\ncommand = \"x\"\n",
+            Path::new("/etc/gavel/servers.toml"),
+            &|_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(":2:") && e.contains("log.ship") && e.contains("[log] decisions"),
+            "{e}"
+        );
     }
 }

@@ -185,6 +185,9 @@ impl Shipper {
         if lost {
             tracing::error!(log = %esc(&self.log.display().to_string()), "decision-log shipping: the file being shipped was rotated away before it was delivered (raise [log] rotate_keep or max_spool_bytes); resuming at the oldest file left");
             super::metrics::global().ship_dropped(1);
+            if let Some(oldest) = sources.first() {
+                self.commit(oldest, 0);
+            }
         }
         let Some(src) = sources.get(index) else {
             return Round::Idle;
