@@ -13,6 +13,8 @@
 //!   answered: a record reaches the kernel before its effect, so it survives a
 //!   gavel crash (`kill -9`); `fsync` is batched (at most every 100 ms) and
 //!   done at exit, so it also survives a machine crash up to that window;
+//! - a writer whose file was rotated by another process (or replaced at the
+//!   path) reopens the path before its next record;
 //! - `SIGHUP` reopens the file (after external rotation); past
 //!   `[log] rotate_bytes` gavel rotates it itself (`file` → `file.1` → … →
 //!   `file.<rotate_keep>`, the oldest dropped) under an exclusive lock so two
@@ -86,6 +88,7 @@ impl DecisionLog {
     /// nothing of it is left in the file but, at most, a blank line.
     pub fn write(&self, record: &serde_json::Value) -> std::io::Result<()> {
         let mut f = self.file.lock().recover();
+        self.follow_rotation(&mut f);
         let mut line = Vec::with_capacity(512);
         let torn = self.torn.swap(false, Ordering::AcqRel);
         if torn {
@@ -113,6 +116,22 @@ impl DecisionLog {
             self.rotate(&mut f);
         }
         result
+    }
+
+    /// Another process sharing the file rotated it: write to the new file
+    /// at the path, not the old one (`file.1`), so that a rotated file gets
+    /// no late records — the shipper (`super::ship`) moves on from a rotated
+    /// file once it is quiet. Two `stat`s per record.
+    fn follow_rotation(&self, f: &mut File) {
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(at_path), Ok(ours)) = (std::fs::metadata(&self.path), f.metadata()) else {
+            return;
+        };
+        if (at_path.dev(), at_path.ino()) != (ours.dev(), ours.ino())
+            && let Ok(newf) = open(&self.path)
+        {
+            *f = newf;
+        }
     }
 
     /// One `write(2)` of `line`. A short write (the filesystem filled up,

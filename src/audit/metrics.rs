@@ -86,6 +86,7 @@ pub struct Metrics {
     bundle_active: Family<BundleL, Gauge>,
     policy_available: Family<ServerL, Gauge>,
     log_write_errors: Counter,
+    ship: ShipMetrics,
     tools_seen: Mutex<HashSet<(String, String)>>,
 }
 
@@ -107,6 +108,7 @@ impl Metrics {
             bundle_active: Family::default(),
             policy_available: Family::default(),
             log_write_errors: Counter::default(),
+            ship: ShipMetrics::default(),
             tools_seen: Mutex::new(HashSet::new()),
             registry: Registry::default(),
         };
@@ -160,6 +162,7 @@ impl Metrics {
             "Decision records that could not be written",
             m.log_write_errors.clone(),
         );
+        m.ship.register(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -330,6 +333,25 @@ impl Metrics {
         self.log_write_errors.inc();
     }
 
+    /// Decision-log events a service acknowledged (`audit::ship`).
+    pub fn ship_delivered(&self, n: u64) {
+        self.ship.delivered.inc_by(n);
+    }
+
+    /// Decision-log events that will not be shipped (the spool bound,
+    /// oversized, rotated away, not JSON); they stay in the local log.
+    pub fn ship_dropped(&self, n: u64) {
+        self.ship.dropped.inc_by(n);
+    }
+
+    pub fn ship_failed(&self) {
+        self.ship.failures.inc();
+    }
+
+    pub fn ship_stopped(&self, stopped: bool) {
+        self.ship.stopped.set(i64::from(stopped));
+    }
+
     /// The exposition: OpenMetrics 1.0, or the Prometheus text format 0.0.4.
     pub fn encode(&self, openmetrics: bool) -> String {
         let mut out = String::new();
@@ -376,6 +398,40 @@ fn wants_openmetrics(headers: &http::HeaderMap) -> bool {
 }
 
 /// The process's metrics (recorded whether or not they are served).
+/// Decision-log shipping (`audit::ship`), registered at 0 from the start.
+#[derive(Default)]
+struct ShipMetrics {
+    delivered: Counter,
+    dropped: Counter,
+    failures: Counter,
+    stopped: Gauge,
+}
+
+impl ShipMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "decision_log_shipped",
+            "Decision-log events delivered to the [log.ship] service (2xx)",
+            self.delivered.clone(),
+        );
+        registry.register(
+            "decision_log_ship_dropped",
+            "Decision-log events not shipped: over [log.ship] max_spool_bytes (drop_oldest), larger than upload_size_limit_bytes, rotated away undelivered, or not JSON (they remain in the local log)",
+            self.dropped.clone(),
+        );
+        registry.register(
+            "decision_log_ship_failures",
+            "Decision-log uploads that failed (retried with backoff)",
+            self.failures.clone(),
+        );
+        registry.register(
+            "decision_log_ship_stopped",
+            "1 while shipping is stopped at [log.ship] max_spool_bytes (at_bound = \"stop\")",
+            self.stopped.clone(),
+        );
+    }
+}
+
 pub fn global() -> &'static Metrics {
     static M: OnceLock<Metrics> = OnceLock::new();
     M.get_or_init(Metrics::new)

@@ -3,7 +3,8 @@
 //! gavel's for an approval step), the masking applied before anything is
 //! written and to every secret gavel prints (`mask`), the writer (`log`)
 //! and the one streaming reader (`read`, used by replay, report and
-//! explain) — plus the Prometheus metrics. See docs/decision-log.md for the
+//! explain), the shipper to an OPA decision-log service (`ship`) — plus
+//! the Prometheus metrics. See docs/decision-log.md for the
 //! format and the guarantees. audit imports neither `decision` nor the
 //! fronts; re-deciding a log with another policy (`replay`) runs the engine,
 //! so it lives above the enforcer, in `governance`.
@@ -13,5 +14,6 @@ pub mod mask;
 pub mod metrics;
 pub mod read;
 pub mod record;
+pub mod ship;
 
 pub use log::{DecisionLog, Rotation};

@@ -15,6 +15,14 @@ use serde_json::{Value, json};
 use super::DecisionLog;
 use super::mask::{MaskSettings, apply_mask_rules, mask_event};
 
+/// This process's instance id: OPA's `labels.id`, a UUIDv4 drawn once per
+/// gavel process, so a receiver can tell apart the processes that share a
+/// log file or ship to it.
+pub fn instance_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| uuid::Uuid::new_v4().hyphenated().to_string())
+}
+
 /// Why a decision record was not written.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -129,6 +137,16 @@ impl ApprovalStep<'_> {
             "decision_id": self.decision_id,
             "timestamp": self.timestamp,
             "path": "gavel/approval",
+            // OPA's `input` is what was decided: here the action the step
+            // is about. Its arguments are only digested: they stand,
+            // masked by the bundle's `log.mask` rules, in the decision
+            // record with the same id, which these steps cannot apply.
+            "input": {"action": {
+                "type": self.kind,
+                "server": self.server,
+                "tool": self.tool,
+                "args_sha256": self.args_sha256,
+            }},
             "approval": {
                 "step": self.step,
                 "final": self.settled.is_some(),

@@ -1,5 +1,6 @@
 //! `[log]`: gavel's own log (file, level) and the decision log (file,
-//! argument size, secret fields, what a failed write does, rotation).
+//! argument size, secret fields, what a failed write does, rotation,
+//! shipping: `ship.rs`).
 
 use super::ctx::*;
 use super::raw::RawLog;
@@ -26,8 +27,22 @@ impl LogSettings {
                 bytes: rotate_bytes(ctx, lg)?,
                 keep: rotate_keep(ctx, lg)?,
             },
+            ship: ship(ctx, lg)?,
         })
     }
+}
+
+/// `[log.ship]`: shipping needs the local log it ships from.
+fn ship(ctx: &Ctx, lg: &RawLog) -> Result<Option<crate::audit::ship::ShipSettings>, ConfigError> {
+    let Some(raw) = &lg.ship else { return Ok(None) };
+    if lg.decisions.is_none() {
+        return Err(ctx.at(
+            raw.url.span().start,
+            "log.ship",
+            "ships the decision log from its local file: set [log] decisions = \"PATH\" too",
+        ));
+    }
+    super::ship::parse(ctx, raw).map(Some)
 }
 
 /// `log.on_write_error`: refuse (default) or carry out a request whose

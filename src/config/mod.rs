@@ -22,6 +22,7 @@ mod raw;
 pub mod render;
 pub mod serve;
 mod server;
+mod ship;
 mod state;
 mod values;
 

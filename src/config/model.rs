@@ -255,6 +255,8 @@ pub struct LogSettings {
     pub on_write_error: OnWriteError,
     /// `rotate_bytes` (default 256 MiB, 0: off) and `rotate_keep` (default 1).
     pub rotation: crate::audit::Rotation,
+    /// `[log.ship]`: shipping the decision log to a service (none: local only).
+    pub ship: Option<crate::audit::ship::ShipSettings>,
 }
 
 /// `[log] on_write_error`: the record precedes the effect, so by default a
@@ -290,6 +292,7 @@ impl Default for LogSettings {
                 bytes: 256 << 20,
                 keep: 1,
             },
+            ship: None,
         }
     }
 }

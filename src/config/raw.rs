@@ -237,6 +237,23 @@ pub struct RawLog {
     pub on_write_error: Option<Spanned<String>>,
     pub rotate_bytes: Option<Spanned<RawSize>>,
     pub rotate_keep: Option<Spanned<u32>>,
+    /// `[log.ship]`: shipping to an OPA decision-log service.
+    pub ship: Option<RawShip>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShip {
+    pub url: Spanned<String>,
+    pub resource: Option<Spanned<String>>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<String>>,
+    pub upload_size_limit_bytes: Option<Spanned<RawSize>>,
+    pub min_delay: Option<Spanned<String>>,
+    pub max_delay: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub max_spool_bytes: Option<Spanned<RawSize>>,
+    pub at_bound: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -230,7 +230,40 @@ fn log(l: &LogSettings) -> Table {
         "on_write_error".into(),
         Value::String(l.on_write_error.as_str().into()),
     );
+    if let Some(ship) = &l.ship {
+        log.insert("ship".into(), Value::Table(ship_table(ship)));
+    }
     log
+}
+
+/// `[log.ship]`: the URL's credentials and every header value masked.
+fn ship_table(s: &crate::audit::ship::ShipSettings) -> Table {
+    let mut t = Table::new();
+    t.insert("url".into(), Value::String(mask_url(&s.url)));
+    t.insert("resource".into(), Value::String(s.resource.clone()));
+    t.insert(
+        "headers".into(),
+        Value::Table(
+            s.headers
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(mask_header(v))))
+                .collect(),
+        ),
+    );
+    let secs = |d: std::time::Duration| Value::String(humantime::format_duration(d).to_string());
+    t.insert(
+        "upload_size_limit_bytes".into(),
+        Value::Integer(s.upload_size_limit_bytes as i64),
+    );
+    t.insert("min_delay".into(), secs(s.min_delay));
+    t.insert("max_delay".into(), secs(s.max_delay));
+    t.insert("timeout".into(), secs(s.timeout));
+    t.insert(
+        "max_spool_bytes".into(),
+        Value::Integer(s.max_spool_bytes as i64),
+    );
+    t.insert("at_bound".into(), Value::String(s.at_bound.as_str().into()));
+    t
 }
 
 fn keys(keys: &BTreeMap<String, KeyConfig>) -> Table {

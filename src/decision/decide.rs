@@ -151,15 +151,6 @@ impl Enforcer {
     /// The server's Rego policy on `input`; an engine error fails closed
     /// (unless `fail_open`) with its own reason code.
     fn evaluate_rego(&self, sp: &ServerPolicy, engine: &PolicyEngine, input: &Value) -> Evaluated {
-        // The record's `path` and `bundles`: only a record reads them.
-        let (path, bundles) = if self.log.is_some() {
-            (
-                engine.first_bundle().to_string(),
-                engine.bundles_json().clone(),
-            )
-        } else {
-            ("gavel/static".to_string(), json!({}))
-        };
         let (decision, fail_open, eval_ns) = match engine.decide(input) {
             Ok(out) => (out.decision, false, out.eval_ns),
             Err(e) => {
@@ -167,6 +158,12 @@ impl Enforcer {
                 d.policy_version = Some(engine.policy_version().to_string());
                 (d, fail_open, 0)
             }
+        };
+        // The record's `path` and `bundles`: only a record reads them.
+        let (path, bundles) = if self.log.is_some() {
+            (engine.record_path(&decision), engine.bundles_json().clone())
+        } else {
+            ("gavel/static".to_string(), json!({}))
         };
         Evaluated {
             decision,
@@ -260,7 +257,8 @@ struct Evaluated {
     decision: Decision,
     /// `labels.policy`: `none`, `static`, `unavailable` or `rego`.
     policy: &'static str,
-    /// The record's `path`: the first bundle's name, else `gavel/static`.
+    /// The record's `path`: the deciding layer's rule as OPA writes a path
+    /// (`PolicyEngine::record_path`), else `gavel/static`.
     path: String,
     /// The record's `bundles` (`{}` unless a Rego policy decided).
     bundles: Value,
@@ -360,15 +358,10 @@ fn fail_text(e: &EngineError) -> String {
 /// processes never collide) and a counter — unique without a random-number
 /// syscall on every decision. UUID-shaped for tools that expect one.
 fn next_decision_id() -> String {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static PREFIX: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    uuid::Uuid::from_u64_pair(prefix, n)
-        .hyphenated()
-        .to_string()
+    // OPA's decision ids are random UUIDv4s: unguessable, and unique across
+    // processes sharing a log or a receiver (the idempotency key of a
+    // shipped event, docs/decision-log.md).
+    uuid::Uuid::new_v4().hyphenated().to_string()
 }
 
 /// Tokens of a call's arguments (estimate: 4 bytes a token).
@@ -385,7 +378,13 @@ mod id_tests {
         let a = super::next_decision_id();
         let b = super::next_decision_id();
         assert_ne!(a, b);
-        assert!(uuid::Uuid::parse_str(&a).is_ok());
-        assert_eq!(a[..18], b[..18], "same process prefix");
+        for id in [&a, &b] {
+            let u = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(u.get_version(), Some(uuid::Version::Random), "{id}");
+            assert_eq!(u.get_variant(), uuid::Variant::RFC4122, "{id}");
+        }
+        // Random, not a process prefix and a counter (the old scheme shared
+        // the first 64 bits within a process).
+        assert_ne!(a[..18], b[..18]);
     }
 }

@@ -201,11 +201,13 @@ impl Enforcer {
             .to_string()
     }
 
-    /// The `labels` of every record gavel writes to the decision log. A test
+    /// The `labels` of every record gavel writes to the decision log: OPA's
+    /// `id` (this process's instance) and `version`, then gavel's. A test
     /// clock is named in each, so a log made with one can never pass for a
     /// production log.
     pub fn labels(&self) -> serde_json::Map<String, Value> {
         let mut l = serde_json::Map::new();
+        l.insert("id".into(), json!(crate::audit::record::instance_id()));
         l.insert("app".into(), json!("gavel"));
         l.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
         if let Some(file) = self.clock.test_clock() {

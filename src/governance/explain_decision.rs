@@ -36,7 +36,8 @@ fn outcome_text(o: &Outcome) -> String {
     }
 }
 
-/// The server a record was decided for (`path` is the first bundle's name,
+/// The server a record was decided for (`path`, in logs written before
+/// gavel wrote OPA decision paths, was the first bundle's name,
 /// or `gavel/static`).
 pub fn server_of(record: &Value) -> &str {
     record["input"]["action"]["server"]

@@ -78,6 +78,10 @@ impl Enforcer {
             })?),
             None => None,
         };
+        if let (Some(log), Some(ship)) = (&log, &config.log.ship) {
+            crate::audit::ship::start(log, ship.clone(), config.log.rotation.keep)
+                .map_err(|e| anyhow::anyhow!("cannot start decision-log shipping: {e}"))?;
+        }
         if let Some(log) = &log
             && config.log.on_write_error == crate::config::OnWriteError::Allow
         {

@@ -9,6 +9,7 @@ mod net;
 pub mod oci;
 pub mod policy;
 pub mod raw;
+pub mod receiver;
 pub mod registry;
 pub mod tmpfs;
 

@@ -115,7 +115,7 @@ async fn declined_cancelled_or_not_approved_is_a_denial_and_never_forwarded() {
         let log = s.decisions();
         let decided = log
             .iter()
-            .find(|r| r["decision_id"] == id && r.get("input").is_some())
+            .find(|r| r["decision_id"] == id && r.get("approval").is_none())
             .expect("the decision record");
         assert_eq!(decided["result"]["allow"], true);
         let fin = settled(&s, &id);

@@ -76,6 +76,22 @@ async fn rego_allows_denies_hides_and_logs() {
         .unwrap();
     assert_eq!(allowed["result"]["allow"], true);
     assert_eq!(allowed["bundles"]["fixture"]["revision"], "9.9.9");
+    // OPA's event: the decision path as OPA writes it, the instance id and
+    // version in `labels`, a UUIDv4 id, an RFC 3339 UTC timestamp with ns.
+    for rec in &log {
+        assert_eq!(rec["path"], "mcp/fixture/decision", "{rec}");
+        let id = uuid::Uuid::parse_str(rec["decision_id"].as_str().unwrap()).unwrap();
+        assert_eq!(id.get_version_num(), 4, "{rec}");
+        let instance = uuid::Uuid::parse_str(rec["labels"]["id"].as_str().unwrap()).unwrap();
+        assert_eq!(instance.get_version_num(), 4, "{rec}");
+        assert_eq!(rec["labels"]["id"], log[0]["labels"]["id"], "one instance");
+        assert_eq!(rec["labels"]["version"], env!("CARGO_PKG_VERSION"));
+        let ts = rec["timestamp"].as_str().unwrap();
+        assert!(
+            ts.ends_with('Z') && ts.split('.').nth(1).unwrap().len() == 10,
+            "{ts}"
+        );
+    }
     assert!(
         allowed["bundles"]["fixture"]["digest"]
             .as_str()
@@ -388,6 +404,9 @@ async fn layers_override_and_withheld_details() {
         rec["result"]["matched_rules"],
         json!(["override:ovr:waived:outside_scope"])
     );
+    // OPA's `path`: every layer allowed (one by waiver), so the first
+    // non-override layer's rule.
+    assert_eq!(rec["path"], "r/decision");
     // …but never a compliance denial, whose details are withheld from the agent.
     let r = call(&client, "add", json!({"a": 1, "b": 2})).await.unwrap();
     assert_eq!(r.is_error, Some(true));
@@ -407,6 +426,12 @@ async fn layers_override_and_withheld_details() {
         json!(["residency"]),
         "the log keeps the full decision"
     );
+    // The layer that denied is the record's `path`; every bundle is in
+    // `bundles`.
+    assert_eq!(rec["path"], "c/decision");
+    for b in ["res", "comp", "ovr"] {
+        assert!(rec["bundles"][b].is_object(), "{b}: {rec}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -24,6 +24,7 @@ mod e2e_contract;
 mod e2e_counters;
 mod e2e_decision_log;
 mod e2e_decision_shape;
+mod e2e_decision_ship;
 mod e2e_everything;
 mod e2e_example;
 mod e2e_explain;

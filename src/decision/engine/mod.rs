@@ -161,6 +161,11 @@ fn rule_path(s: &str) -> String {
     }
 }
 
+/// `data.a.b.decision` as OPA's decision log writes a path: `a/b/decision`.
+fn opa_path(rule: &str) -> String {
+    rule.trim_start_matches("data.").replace('.', "/")
+}
+
 /// The package of the synthetic rule that gathers every layer's decision.
 const COMBINED_PACKAGE: &str = "__gavel__";
 const COMBINED_RULE: &str = "data.__gavel__.layers";
@@ -236,9 +241,24 @@ impl PolicyEngine {
         &self.bundles_json
     }
 
-    /// The record's `path`: the name of the server's first bundle.
-    pub fn first_bundle(&self) -> &str {
-        self.bundles.first().map_or("", |b| b.info.name.as_str())
+    /// The record's `path`, as OPA writes a decision path
+    /// (`mcp/filesystem/decision` for `data.mcp.filesystem.decision`): the
+    /// rule of the first layer that denied (layer order), else — every
+    /// layer allowed — the first non-override layer's rule. Which bundles
+    /// took part is the record's `bundles`.
+    pub fn record_path(&self, d: &Decision) -> String {
+        let layered = || {
+            self.bundles
+                .iter()
+                .filter(|b| b.info.layer != Layer::Override)
+        };
+        let denying = (!d.allow)
+            .then(|| layered().find(|b| d.matched_rules.contains(&b.decision_rule)))
+            .flatten();
+        denying
+            .or_else(|| layered().next())
+            .or(self.bundles.first())
+            .map_or_else(String::new, |b| opa_path(&b.decision_rule))
     }
 
     /// Evaluates every layer on `input` and combines their answers
