@@ -88,6 +88,7 @@ impl UpstreamClient {
             annotations_trusted: self.enforcer.annotations_trusted(&self.server),
             tool_digest: None,
             upstream_data_classes: vec![],
+            trace: None,
         };
         crate::host::authorize::authorize(&self.enforcer, host, session, &action, None)
             .await

@@ -261,22 +261,30 @@ impl Session {
             annotations_trusted: trusted,
             tool_digest: None,
             upstream_data_classes: vec![],
+            trace: None,
         }
     }
 
     /// Decides `action` and settles any human approval its decision asks
     /// for (the one gate of both directions, [`crate::host::authorize`]):
     /// the permit to forward with, or the denial to answer.
+    /// With `[telemetry]`, the action is decided in a span of the trace the
+    /// request's `_meta` `traceparent` names (or of a new trace).
     async fn authorize(
         &self,
-        action: &Action,
+        mut action: Action,
         cx: &RequestContext<RoleServer>,
     ) -> Result<Permit, crate::decision::Decision> {
+        if self.inner.gw.enforcer.tracer().is_some() {
+            action.trace = Some(crate::telemetry::SpanContext::for_request(Some(
+                &cx.meta.0.0,
+            )));
+        }
         crate::host::authorize::authorize(
             &self.inner.gw.enforcer,
             &self.inner.host,
             &self.inner.state,
-            action,
+            &action,
             cx.meta.get_progress_token(),
         )
         .await
@@ -299,7 +307,12 @@ impl Session {
             (Some(route), Some(owner)) => Some(route.begin(owner.clone())),
             _ => None,
         };
-        up.send(permit, request, cx).await
+        let result = up.send(permit, request, cx).await;
+        if let (Err(e), Some(span)) = (&result, &permit.span) {
+            // The code only: an error's text may quote the request.
+            span.fail(format!("the upstream answered with error {}", e.code.0));
+        }
+        result
     }
 
     /// For a shared upstream: its route and this session as it sees it.
