@@ -79,8 +79,8 @@ impl Tracer {
     pub fn begin(&self, context: SpanContext, name: String) -> ActiveSpan {
         ActiveSpan {
             tracer: self.clone(),
-            context: context.clone(),
-            data: std::sync::Mutex::new(Some(SpanData::new(context, name))),
+            context: Box::new(context.clone()),
+            data: std::sync::Mutex::new(Some(Box::new(SpanData::new(context, name)))),
         }
     }
 
@@ -127,8 +127,9 @@ impl Tracer {
 /// reference: the span travels inside the permit); dropping it ends it.
 pub struct ActiveSpan {
     tracer: Tracer,
-    context: SpanContext,
-    data: std::sync::Mutex<Option<SpanData>>,
+    // Boxed: the span rides in every `Permit`, which should stay small.
+    context: Box<SpanContext>,
+    data: std::sync::Mutex<Option<Box<SpanData>>>,
 }
 
 impl std::fmt::Debug for ActiveSpan {
@@ -162,7 +163,7 @@ impl Drop for ActiveSpan {
     fn drop(&mut self) {
         if let Some(mut d) = self.data.lock().recover().take() {
             d.end_unix_ns = now_unix_ns();
-            self.tracer.submit(d);
+            self.tracer.submit(*d);
         }
     }
 }
