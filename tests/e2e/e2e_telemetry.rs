@@ -278,3 +278,34 @@ async fn a_receiver_that_never_answers_neither_fails_nor_holds_calls() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_still_queued_at_exit_are_sent_before_gavel_exits() {
+    let s = Setup::blank();
+    let rx = Receiver::start(&s, false);
+    // A batch would wait a minute to fill: only the shutdown flush sends it.
+    configure(&s, &rx, "");
+    let text = std::fs::read_to_string(s.config()).unwrap();
+    s.write_config(&text.replace("flush_interval = \"100ms\"", "flush_interval = \"1m\""));
+    let (client, pid, mut gavel) = s.connect_with_pid(TestHost::new()).await;
+    call(&client, "echo", json!({"text": "x"})).await.unwrap();
+    assert!(
+        rx.spans().is_empty(),
+        "sent before exit: the test would prove nothing"
+    );
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = tokio::time::timeout(PATIENCE, gavel.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    // No waiting here: gavel sent the span before it exited.
+    let spans = rx.spans();
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(
+        attr(&spans[0], "gavel.tool"),
+        &json!({"stringValue": "echo"})
+    );
+    drop(client);
+}
