@@ -309,3 +309,42 @@ async fn spans_still_queued_at_exit_are_sent_before_gavel_exits() {
     );
     drop(client);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstreams_request_to_the_host_is_a_span_and_the_host_its_child() {
+    let s = Setup::blank();
+    let rx = Receiver::start(&s, false);
+    configure(&s, &rx, "");
+    let host = TestHost::new();
+    let seen = host.seen.clone();
+    let client = s.connect(host).await;
+    let r = call(&client, "sample", json!({"prompt": "say hi"}))
+        .await
+        .unwrap();
+    assert!(text(&r).contains("sampled by the e2e host"), "{}", text(&r));
+    eventually("two spans exported", || rx.spans().len() >= 2).await;
+    let spans = rx.spans();
+    let sampling = spans
+        .iter()
+        .find(|s| s["name"] == "gavel.decide sampling/createMessage")
+        .unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(
+        attr(sampling, "gavel.decision.allow"),
+        &json!({"boolValue": true})
+    );
+    assert_eq!(
+        attr(sampling, "gavel.action"),
+        &json!({"stringValue": "sampling_request"})
+    );
+    let meta = seen.lock().unwrap().sampling_metas[0].clone();
+    assert_eq!(
+        meta["traceparent"],
+        format!(
+            "00-{}-{}-01",
+            sampling["traceId"].as_str().unwrap(),
+            sampling["spanId"].as_str().unwrap()
+        ),
+        "{meta}"
+    );
+    client.cancel().await.unwrap();
+}
