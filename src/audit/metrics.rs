@@ -68,6 +68,11 @@ struct DroppedL {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpanL {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BundleL {
     server: String,
     bundle: String,
@@ -86,6 +91,7 @@ pub struct Metrics {
     bundle_active: Family<BundleL, Gauge>,
     policy_available: Family<ServerL, Gauge>,
     log_write_errors: Counter,
+    telemetry_spans: Family<SpanL, Counter>,
     tools_seen: Mutex<HashSet<(String, String)>>,
 }
 
@@ -107,6 +113,7 @@ impl Metrics {
             bundle_active: Family::default(),
             policy_available: Family::default(),
             log_write_errors: Counter::default(),
+            telemetry_spans: Family::default(),
             tools_seen: Mutex::new(HashSet::new()),
             registry: Registry::default(),
         };
@@ -159,6 +166,11 @@ impl Metrics {
             "decision_log_write_errors",
             "Decision records that could not be written",
             m.log_write_errors.clone(),
+        );
+        registry.register(
+            "telemetry_spans",
+            "OpenTelemetry spans by outcome: exported, dropped (queue full), failed (the receiver refused them or retries ran out)",
+            m.telemetry_spans.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -328,6 +340,20 @@ impl Metrics {
 
     pub fn log_write_error(&self) {
         self.log_write_errors.inc();
+    }
+
+    /// `[telemetry]` on: every outcome's series at 0 from the start.
+    pub fn register_telemetry(&self) {
+        for outcome in ["exported", "dropped", "failed"] {
+            let _ = self.telemetry_spans.get_or_create(&SpanL { outcome });
+        }
+    }
+
+    /// `n` spans ended as `outcome` (exported, dropped, failed).
+    pub fn telemetry_spans(&self, outcome: &'static str, n: u64) {
+        self.telemetry_spans
+            .get_or_create(&SpanL { outcome })
+            .inc_by(n);
     }
 
     /// The exposition: OpenMetrics 1.0, or the Prometheus text format 0.0.4.

@@ -70,6 +70,7 @@ impl Tracer {
             shutdown_timeout: settings.shutdown_timeout,
             stats: Stats::default(),
         });
+        crate::audit::metrics::global().register_telemetry();
         let task = tokio::spawn(run(rx, client, settings, inner.clone()));
         *inner.task.lock().recover() = Some(task);
         Ok(Tracer { inner })
@@ -95,6 +96,7 @@ impl Tracer {
         }
         if self.inner.tx.try_send(span).is_err() {
             let n = self.inner.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            crate::audit::metrics::global().telemetry_spans("dropped", 1);
             // One line for the first drop and one per thousand after: a slow
             // receiver must not flood gavel's log.
             if n == 1 || n.is_multiple_of(1000) {
@@ -244,6 +246,7 @@ impl Sender<'_> {
             match self.attempt(&body).await {
                 Attempt::Done => {
                     self.inner.stats.exported.fetch_add(n, Ordering::Relaxed);
+                    crate::audit::metrics::global().telemetry_spans("exported", n);
                     if std::mem::take(&mut self.failing) {
                         tracing::info!("telemetry: the OTLP receiver accepts spans again");
                     }
@@ -267,6 +270,7 @@ impl Sender<'_> {
             }
         }
         self.inner.stats.failed.fetch_add(n, Ordering::Relaxed);
+        crate::audit::metrics::global().telemetry_spans("failed", n);
         let endpoint = escape_controls(&self.settings.endpoint);
         if std::mem::replace(&mut self.failing, true) {
             tracing::debug!(%endpoint, spans = n, "telemetry: spans not exported: {why}");

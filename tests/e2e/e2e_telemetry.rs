@@ -253,10 +253,13 @@ fn spans_of_trace(spans: &[Value], d: &Value) -> Value {
 async fn a_receiver_that_never_answers_neither_fails_nor_holds_calls() {
     let s = Setup::blank();
     let rx = Receiver::start(&s, true);
+    let metrics = free_port();
     configure(
         &s,
         &rx,
-        "queue_size = 4\nbatch_size = 2\ntimeout = \"1m\"\n",
+        &format!(
+            "queue_size = 4\nbatch_size = 2\ntimeout = \"1m\"\n\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"
+        ),
     );
     let mut host = RawHost::start(&s);
     // More calls than the queue holds while the exporter waits on the
@@ -277,6 +280,21 @@ async fn a_receiver_that_never_answers_neither_fails_nor_holds_calls() {
         s.log_text().contains("span dropped")
     })
     .await;
+    // 20 spans: at most one batch (2) waits on the receiver, at most 4 in
+    // the queue; the rest are dropped and counted.
+    let text = common::metrics::scrape(metrics).await;
+    let series = |o: &str| {
+        common::metrics::value(
+            &text,
+            &format!("gavel_telemetry_spans_total{{outcome=\"{o}\"}}"),
+        )
+    };
+    assert!(series("dropped") >= 14.0, "{text}");
+    assert_eq!(series("exported"), 0.0, "{text}");
+    assert!(
+        text.contains("gavel_telemetry_spans_total{outcome=\"failed\"} 0"),
+        "every outcome at 0 from the start: {text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
