@@ -366,3 +366,42 @@ async fn an_upstreams_request_to_the_host_is_a_span_and_the_host_its_child() {
     );
     client.cancel().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_the_w3c_headers_give_the_trace_when_meta_has_none() {
+    use rmcp::ServiceExt;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let s = Setup::blank();
+    let rx = Receiver::start(&s, false);
+    configure(&s, &rx, "");
+    let (mut gavel, port) = common::gavel_serve(
+        &s,
+        &[("GAVEL_STATE_DIR", s.path("state").to_str().unwrap())],
+    )
+    .await;
+    let mut config =
+        StreamableHttpClientTransportConfig::with_uri(format!("http://127.0.0.1:{port}/mcp"));
+    config.custom_headers.insert(
+        http::HeaderName::from_static("traceparent"),
+        http::HeaderValue::from_str(&format!("00-{TRACE}-{PARENT}-01")).unwrap(),
+    );
+    let client = TestHost::new()
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .unwrap();
+    call(&client, "echo", json!({"text": "over http"}))
+        .await
+        .unwrap();
+    eventually("a span exported", || !rx.spans().is_empty()).await;
+    let spans = rx.spans();
+    assert_eq!(spans[0]["traceId"], TRACE, "{spans:#?}");
+    assert_eq!(spans[0]["parentSpanId"], PARENT);
+    let upstream = recorded_calls(&s.record("fx"));
+    assert_eq!(
+        upstream[0]["params"]["_meta"]["traceparent"],
+        format!("00-{TRACE}-{}-01", spans[0]["spanId"].as_str().unwrap())
+    );
+    client.cancel().await.unwrap();
+    gavel.kill().await.unwrap();
+}

@@ -276,9 +276,7 @@ impl Session {
         cx: &RequestContext<RoleServer>,
     ) -> Result<Permit, crate::decision::Decision> {
         if self.inner.gw.enforcer.tracer().is_some() {
-            action.trace = Some(crate::telemetry::SpanContext::for_request(Some(
-                &cx.meta.0.0,
-            )));
+            action.trace = Some(trace_context(cx));
         }
         crate::host::authorize::authorize(
             &self.inner.gw.enforcer,
@@ -337,6 +335,36 @@ impl Session {
             )
         })
     }
+}
+
+/// The span context of a request: the `_meta` `traceparent` (MCP's
+/// convention, SEP-414) when there is one, else, over HTTP, the W3C
+/// `traceparent`/`tracestate` headers (what HTTP clients instrumented by
+/// OpenTelemetry send); a new trace otherwise.
+fn trace_context(cx: &RequestContext<RoleServer>) -> crate::telemetry::SpanContext {
+    use crate::telemetry::SpanContext;
+    let meta = &cx.meta.0.0;
+    if meta.contains_key("traceparent") {
+        return SpanContext::for_request(Some(meta));
+    }
+    let Some(parts) = cx.extensions.get::<http::request::Parts>() else {
+        return SpanContext::for_request(None);
+    };
+    // One header each (a repeated traceparent is invalid: ignored).
+    let header = |name: &str| {
+        let mut values = parts.headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (Some(v), None) => v.to_str().ok().map(|s| Value::String(s.to_string())),
+            _ => None,
+        }
+    };
+    let mut from_http = serde_json::Map::new();
+    for name in ["traceparent", "tracestate"] {
+        if let Some(v) = header(name) {
+            from_http.insert(name.into(), v);
+        }
+    }
+    SpanContext::for_request(Some(&from_http))
 }
 
 /// What `visible` sees of a session: its id and identity (counters stay
