@@ -93,7 +93,7 @@ pub(super) fn parse(ctx: &Ctx, raw: &RawTelemetry) -> Result<Option<Settings>, C
         }
     };
     let queue_size = count(ctx, &raw.queue_size, "telemetry.queue_size", 2048, 1 << 20)?;
-    let batch_size = count(ctx, &raw.batch_size, "telemetry.batch_size", 512, 1 << 16)?;
+    let batch_size = count(ctx, &raw.batch_size, "telemetry.batch_size", 512, 8192)?;
     if batch_size > queue_size {
         let at = raw.batch_size.as_ref().map_or(0, |v| v.span().start);
         return Err(ctx.at(
@@ -205,6 +205,10 @@ mod tests {
             (
                 "endpoint = \"http://x/v1/traces\"\nqueue_size = 0",
                 "telemetry.queue_size",
+            ),
+            (
+                "endpoint = \"http://x/v1/traces\"\nbatch_size = 9000",
+                "telemetry.batch_size",
             ),
             (
                 "endpoint = \"http://x/v1/traces\"\nqueue_size = 4\nbatch_size = 8",
