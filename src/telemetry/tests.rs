@@ -92,6 +92,13 @@ async fn spans_arrive_in_batches_after_retries() {
     for i in 0..7 {
         open(&t, &format!("span {i}"));
     }
+    // Delivered by the running exporter (its backoff waits taken), not by
+    // the shutdown flush, which skips them.
+    let start = std::time::Instant::now();
+    while t.stats().exported.load(Ordering::Relaxed) < 7 {
+        assert!(start.elapsed() < Duration::from_secs(60), "not exported");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     t.shutdown().await;
     let spans = spans_in(&r);
     let mut names: Vec<_> = spans
