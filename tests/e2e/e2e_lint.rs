@@ -243,14 +243,7 @@ fn the_example_config_lints_clean() {
     );
     let out = std::process::Command::new(GAVEL)
         .current_dir(root)
-        .args([
-            "lint",
-            "--config",
-            "servers.toml",
-            "--json",
-            "--fail-on",
-            "warning",
-        ])
+        .args(["lint", "--config", "servers.toml", "--json", "--fail-on", "warning"])
         .output()
         .unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
