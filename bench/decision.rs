@@ -96,6 +96,7 @@ impl Session {
                 annotations_trusted: false,
                 tool_digest: Some("sha256:0000".into()),
                 upstream_data_classes: vec![],
+                trace: None,
             })
             .collect();
         let mut s = Session {

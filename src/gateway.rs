@@ -70,6 +70,10 @@ impl Gateway {
         // background (a stalled registry never holds `initialize`).
         let (enforcer, supply) = start_enforcer(&config, clock, Pull::CacheFirst).await?;
         let enforcer = Arc::new(enforcer);
+        if let Some(t) = &config.telemetry {
+            enforcer.set_tracer(crate::telemetry::Tracer::start(t.clone())?);
+            tracing::info!(endpoint = %crate::audit::mask::mask_url(&t.endpoint), "telemetry: spans exported over OTLP/HTTP");
+        }
         if let Some(supply) = &supply {
             supply.started(&enforcer);
             supply.spawn_polling(enforcer.clone(), shutdown.clone());

@@ -29,6 +29,7 @@ pub mod router;
 pub mod state;
 pub mod status;
 pub mod sync;
+pub mod telemetry;
 #[cfg(test)]
 pub(crate) mod test_support;
 pub mod text;

@@ -68,6 +68,11 @@ struct DroppedL {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpanL {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BundleL {
     server: String,
     bundle: String,
@@ -87,6 +92,7 @@ pub struct Metrics {
     policy_available: Family<ServerL, Gauge>,
     log_write_errors: Counter,
     ship: ShipMetrics,
+    telemetry_spans: Family<SpanL, Counter>,
     tools_seen: Mutex<HashSet<(String, String)>>,
 }
 
@@ -109,6 +115,7 @@ impl Metrics {
             policy_available: Family::default(),
             log_write_errors: Counter::default(),
             ship: ShipMetrics::default(),
+            telemetry_spans: Family::default(),
             tools_seen: Mutex::new(HashSet::new()),
             registry: Registry::default(),
         };
@@ -163,6 +170,11 @@ impl Metrics {
             m.log_write_errors.clone(),
         );
         m.ship.register(&mut registry);
+        registry.register(
+            "telemetry_spans",
+            "OpenTelemetry spans by outcome: exported, dropped (queue full), failed (the receiver refused them or retries ran out)",
+            m.telemetry_spans.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -350,6 +362,20 @@ impl Metrics {
 
     pub fn ship_stopped(&self, stopped: bool) {
         self.ship.stopped.set(i64::from(stopped));
+    }
+
+    /// `[telemetry]` on: every outcome's series at 0 from the start.
+    pub fn register_telemetry(&self) {
+        for outcome in ["exported", "dropped", "failed"] {
+            let _ = self.telemetry_spans.get_or_create(&SpanL { outcome });
+        }
+    }
+
+    /// `n` spans ended as `outcome` (exported, dropped, failed).
+    pub fn telemetry_spans(&self, outcome: &'static str, n: u64) {
+        self.telemetry_spans
+            .get_or_create(&SpanL { outcome })
+            .inc_by(n);
     }
 
     /// The exposition: OpenMetrics 1.0, or the Prometheus text format 0.0.4.

@@ -55,6 +55,9 @@ pub struct DecisionRecord<'a> {
     /// `_meta` (kept apart so that replay can recompute the classification
     /// with a candidate bundle and still add these).
     pub upstream_classes: Option<&'a [String]>,
+    /// OPA's `trace_id` and `span_id` (hex): the span the decision was made
+    /// in, when tracing is on (`[telemetry]`).
+    pub trace: Option<(String, String)>,
 }
 
 impl DecisionRecord<'_> {
@@ -72,6 +75,10 @@ impl DecisionRecord<'_> {
         });
         if let Some(classes) = self.upstream_classes {
             event["upstream_data_classes"] = json!(classes);
+        }
+        if let Some((trace_id, span_id)) = self.trace {
+            event["trace_id"] = json!(trace_id);
+            event["span_id"] = json!(span_id);
         }
         event
     }

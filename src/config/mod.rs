@@ -24,6 +24,7 @@ pub mod serve;
 mod server;
 mod ship;
 mod state;
+mod telemetry;
 mod values;
 
 pub use auth::key_url_allowed;
@@ -78,7 +79,7 @@ impl Config {
     /// directory), one named step per table. The steps run in this order
     /// because a config with several mistakes reports the first one met, and
     /// the tests pin which one that is: servers, keys, identity, limits, log,
-    /// policy, metrics, budget, state, auth, oci, serve, then the rules that
+    /// policy, metrics, budget, state, auth, oci, serve, telemetry, then the rules that
     /// span tables (registry bundles signed, fail_open) and the state backend.
     pub fn from_toml_str(
         text: &str,
@@ -104,6 +105,7 @@ impl Config {
         let auth = raw.auth.as_ref().map(|a| Self::auth(&ctx, a)).transpose()?;
         let oci = OciSettings::parse(&ctx, &raw.oci)?;
         let serve = ServeSettings::parse(&ctx, &raw.serve)?;
+        let telemetry = telemetry::parse(&ctx, &raw.telemetry)?;
         policy::sign_shared_registry_bundles(&ctx, &raw, &mut servers, &policy)?;
         Self::fail_open_only_for_local_unsigned(&ctx, &raw, &servers, &policy)?;
         let redis_url = state::redis_url(&ctx, &raw.state)?;
@@ -121,6 +123,7 @@ impl Config {
             auth,
             oci,
             serve,
+            telemetry,
             source: Some(origin.to_path_buf()),
         })
     }
@@ -181,6 +184,7 @@ impl Config {
             auth: None,
             oci: OciSettings::default(),
             serve: ServeSettings::default(),
+            telemetry: None,
             source: None,
         })
     }

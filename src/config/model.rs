@@ -31,6 +31,8 @@ pub struct Config {
     pub oci: OciSettings,
     /// `[serve]`: how `gavel serve` listens (flags override).
     pub serve: ServeSettings,
+    /// `[telemetry]`: OpenTelemetry spans over OTLP/HTTP (None: off).
+    pub telemetry: Option<crate::telemetry::Settings>,
     /// File the config came from (None for `gavel wrap`); relative paths
     /// (commands, `cwd`, bundles) resolve against its directory.
     pub source: Option<PathBuf>,

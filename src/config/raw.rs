@@ -32,6 +32,8 @@ pub struct RawConfig {
     pub oci: RawOci,
     #[serde(default)]
     pub serve: super::serve::RawServe,
+    #[serde(default)]
+    pub telemetry: super::telemetry::RawTelemetry,
 }
 
 /// `[oci]`: how bundles are pulled from registries.

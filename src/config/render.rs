@@ -49,6 +49,12 @@ pub fn render(c: &Config) -> String {
     stateful(c, &mut root);
     root.insert("oci".into(), Value::Table(oci(&c.oci)));
     root.insert("serve".into(), Value::Table(c.serve.render()));
+    if let Some(t) = &c.telemetry {
+        root.insert(
+            "telemetry".into(),
+            Value::Table(super::telemetry::render(t)),
+        );
+    }
     toml::to_string_pretty(&root).unwrap_or_default()
 }
 

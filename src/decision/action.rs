@@ -53,6 +53,11 @@ pub struct Action {
     /// classification, never remove.
     #[serde(skip)]
     pub upstream_data_classes: Vec<String>,
+    /// The span this request is decided in (`[telemetry]` on): set by the
+    /// front from the request's `_meta` `traceparent`; the decision record
+    /// carries its ids.
+    #[serde(skip)]
+    pub trace: Option<crate::telemetry::SpanContext>,
 }
 
 impl Action {
@@ -75,6 +80,7 @@ impl Action {
             annotations_trusted: false,
             tool_digest: None,
             upstream_data_classes: Vec::new(),
+            trace: None,
         }
     }
 }
@@ -90,6 +96,9 @@ pub struct Permit {
     /// What the call's budget was charged (a `tools/call` under `[budget]`):
     /// given back if the call is not made, and where its result's tokens go.
     pub(super) receipt: Option<crate::decision::guard::Receipt>,
+    /// The request's span (`[telemetry]` on), open until the permit is
+    /// dropped: it covers the decision and the forwarded request.
+    pub span: Option<crate::telemetry::ActiveSpan>,
     pub(super) _private: (),
 }
 

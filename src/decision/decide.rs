@@ -53,6 +53,7 @@ impl Enforcer {
             now: &now,
             upstream_classes: (action.kind == ActionType::ToolCall)
                 .then_some(action.upstream_data_classes.as_slice()),
+            trace: action.trace.as_ref(),
         };
         let mut decision = ev.decision;
         self.record(action, ctx, &mut decision, record, &mut charged);
@@ -61,6 +62,7 @@ impl Enforcer {
             Verdict::Allow(Permit {
                 decision,
                 receipt: charged.receipt,
+                span: None,
                 _private: (),
             })
         } else {

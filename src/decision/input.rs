@@ -414,6 +414,7 @@ mod tests {
             annotations_trusted: false,
             tool_digest: Some("sha256:00".into()),
             upstream_data_classes: vec![],
+            trace: None,
         };
         let v = build(
             &Identity::default(),

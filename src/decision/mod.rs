@@ -78,6 +78,9 @@ pub struct Enforcer {
     approvals: crate::decision::remembered::Remembered,
     /// The servers' tool lists and the schema lint's last findings.
     tool_lint: tool_lint::ToolLint,
+    /// `[telemetry]`: the span exporter, set once by the gateway (it needs
+    /// the runtime the enforcer is built before).
+    tracer: std::sync::OnceLock<crate::telemetry::Tracer>,
 }
 
 impl Enforcer {
@@ -101,7 +104,18 @@ impl Enforcer {
             generation: tokio::sync::watch::channel(0).0,
             config: Arc::new(config.clone()),
             tool_lint: Default::default(),
+            tracer: Default::default(),
         }
+    }
+
+    /// Installs the span exporter (once; a second call is ignored).
+    pub fn set_tracer(&self, tracer: crate::telemetry::Tracer) {
+        let _ = self.tracer.set(tracer);
+    }
+
+    /// The span exporter, when `[telemetry]` is on.
+    pub fn tracer(&self) -> Option<&crate::telemetry::Tracer> {
+        self.tracer.get()
     }
 
     /// The configuration this enforcer was built from.

@@ -37,6 +37,9 @@ pub(super) struct Record<'a> {
     /// For a tool call: the data classes the upstream declared in the tool's
     /// `_meta` (see [`DecisionRecord::upstream_classes`]).
     pub upstream_classes: Option<&'a [String]>,
+    /// The request's span (`[telemetry]` on): the record's `trace_id` and
+    /// `span_id`, as OPA's event has them.
+    pub trace: Option<&'a crate::telemetry::SpanContext>,
 }
 
 /// Whether a reason code may be a metrics label value as it is: gavel's
@@ -73,6 +76,7 @@ impl Enforcer {
             eval_ns: r.eval_ns,
             decision_ns: r.start.elapsed().as_nanos() as u64,
             upstream_classes: r.upstream_classes,
+            trace: r.trace.map(|t| (t.trace_id_hex(), t.span_id_hex())),
         };
         record.write(
             log,

@@ -126,6 +126,7 @@ mod tests {
             annotations_trusted: false,
             tool_digest: None,
             upstream_data_classes: vec![],
+            trace: None,
         }
     }
 

@@ -49,7 +49,7 @@ impl FrontLifecycle {
 
     /// The epilogue, once the front's own sessions have stopped: the shared
     /// upstreams stop (bounded wait), the status file goes, and the decision
-    /// log's batched fsync is made durable.
+    /// log's batched fsync is made durable, and queued spans are sent.
     pub async fn finish(self) {
         self.gw.stop_shared().await;
         // Waited for, not only aborted: a write already under way must not
@@ -59,6 +59,10 @@ impl FrontLifecycle {
         crate::status::remove_instance(&self.status_dir);
         if let Some(log) = self.gw.enforcer.decision_log() {
             log.sync();
+        }
+        // Spans still queued are sent, within [telemetry] shutdown_timeout.
+        if let Some(tracer) = self.gw.enforcer.tracer() {
+            tracer.shutdown().await;
         }
     }
 }

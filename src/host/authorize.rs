@@ -16,7 +16,8 @@ use std::sync::Arc;
 use rmcp::model::ProgressToken;
 
 use super::link::HostLink;
-use crate::decision::{Action, Decision, Enforcer, Permit, SessionState, Verdict};
+use crate::decision::{Action, ActionType, Decision, Enforcer, Permit, SessionState, Verdict};
+use crate::telemetry::{ActiveSpan, AttrValue};
 
 /// Decides `action` for `session` and settles its approval step: the permit
 /// to forward with, or the denial to answer. `progress`: the host's progress
@@ -29,10 +30,19 @@ pub async fn authorize(
     action: &Action,
     progress: Option<ProgressToken>,
 ) -> Result<Permit, Decision> {
+    // Opened before deciding, so the span covers the decision (and, held by
+    // the permit, the forwarded request until its answer).
+    let span = match (&action.trace, enforcer.tracer()) {
+        (Some(cx), Some(tracer)) => Some(tracer.begin(cx.clone(), span_name(action))),
+        _ => None,
+    };
     let verdict = session.decide_async(enforcer, action).await;
     trace_verdict(session, action, &verdict);
-    let permit = match verdict {
-        Verdict::Deny(d) => return Err(d),
+    let mut permit = match verdict {
+        Verdict::Deny(d) => {
+            describe(span.as_ref(), action, &d);
+            return Err(d);
+        }
         Verdict::Allow(p) => p,
     };
     let request = super::approval::Gated {
@@ -42,8 +52,68 @@ pub async fn authorize(
         action,
         progress,
     };
-    super::approval::settle(&request, &permit).await?;
+    if let Err(d) = super::approval::settle(&request, &permit).await {
+        describe(span.as_ref(), action, &d);
+        return Err(d);
+    }
+    describe(span.as_ref(), action, &permit.decision);
+    permit.span = span;
     Ok(permit)
+}
+
+/// `gavel.decide <method>`: the MCP method decided.
+fn span_name(action: &Action) -> String {
+    let method = match action.kind {
+        ActionType::ToolCall => "tools/call",
+        ActionType::ResourceRead => "resources/read",
+        ActionType::ResourceSubscribe if action.args.get("unsubscribe").is_some() => {
+            "resources/unsubscribe"
+        }
+        ActionType::ResourceSubscribe => "resources/subscribe",
+        ActionType::PromptGet => "prompts/get",
+        ActionType::Completion => "completion/complete",
+        ActionType::SamplingRequest => "sampling/createMessage",
+        ActionType::ElicitationRequest => "elicitation/create",
+    };
+    format!("gavel.decide {method}")
+}
+
+/// The decision as span attributes (docs/decision-log.md, "Tracing"). Never
+/// arguments, resource URIs or identity: a trace backend is usually read by
+/// more people than the decision log, and `gavel.decision_id` leads from
+/// the span to the full record.
+fn describe(span: Option<&ActiveSpan>, action: &Action, d: &Decision) {
+    let Some(span) = span else { return };
+    let method = span_name(action);
+    span.set(
+        "mcp.method.name",
+        AttrValue::Str(method.trim_start_matches("gavel.decide ").into()),
+    );
+    span.set("gavel.action", AttrValue::Str(action.kind.as_str().into()));
+    span.set("gavel.server", AttrValue::Str(action.server.clone()));
+    // Names the upstream lists (tools, prompts), not data the agent chose.
+    if matches!(action.kind, ActionType::ToolCall | ActionType::PromptGet) {
+        span.set("gavel.tool", AttrValue::Str(action.tool.clone()));
+    }
+    span.set("gavel.decision.allow", AttrValue::Bool(d.allow));
+    span.set(
+        "gavel.decision.reasons",
+        AttrValue::StrList(d.reasons.clone()),
+    );
+    span.set(
+        "gavel.decision.matched_rules",
+        AttrValue::StrList(d.matched_rules.clone()),
+    );
+    span.set(
+        "gavel.decision.audit_required",
+        AttrValue::Bool(d.audit_required),
+    );
+    if let Some(id) = &d.decision_id {
+        span.set("gavel.decision_id", AttrValue::Str(id.clone()));
+    }
+    if let Some(v) = &d.policy_version {
+        span.set("gavel.policy_version", AttrValue::Str(v.clone()));
+    }
 }
 
 /// gavel's own diagnostic line for a decision. The decision log is the audit

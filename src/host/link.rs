@@ -83,14 +83,19 @@ impl HostLink {
     /// answer verbatim. The [`Permit`] proves it passed the one gate
     /// ([`crate::host::authorize`]): no upstream→host request reaches the
     /// host undecided. The upstream cancelling its request cancels the host's.
+    /// With `[telemetry]`, the `_meta` `traceparent` names gavel's span.
     pub async fn forward_request(
         &self,
-        _permit: &Permit,
+        permit: &Permit,
         request: ServerRequest,
         upstream_cx: &RequestContext<RoleClient>,
         timeout: Duration,
     ) -> Result<ClientResult, ErrorData> {
-        self.send(request, upstream_cx, timeout).await
+        let mut meta = upstream_cx.meta.clone();
+        if let Some(span) = &permit.span {
+            span.context().propagate(&mut meta.0.0);
+        }
+        self.send(request, upstream_cx, meta, timeout).await
     }
 
     /// An upstream's `roots/list`, the one upstream→host request that is
@@ -103,7 +108,10 @@ impl HostLink {
         timeout: Duration,
     ) -> Result<ListRootsResult, ErrorData> {
         let request = ServerRequest::ListRootsRequest(ListRootsRequest::default());
-        match self.send(request, upstream_cx, timeout).await? {
+        match self
+            .send(request, upstream_cx, upstream_cx.meta.clone(), timeout)
+            .await?
+        {
             ClientResult::ListRootsResult(r) => Ok(r),
             _ => Err(ErrorData::internal_error(
                 "the agent host answered roots/list with a result of another kind",
@@ -116,10 +124,11 @@ impl HostLink {
         &self,
         request: ServerRequest,
         upstream_cx: &RequestContext<RoleClient>,
+        meta: rmcp::model::RequestMetaObject,
         timeout: Duration,
     ) -> Result<ClientResult, ErrorData> {
         let peer = self.ready_peer().await?;
-        let options = PeerRequestOptions::with_timeout(timeout).with_meta(upstream_cx.meta.clone());
+        let options = PeerRequestOptions::with_timeout(timeout).with_meta(meta);
         let handle = peer
             .send_request_with_option(request, options)
             .await

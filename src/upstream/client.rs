@@ -71,6 +71,8 @@ impl UpstreamClient {
     /// Authorizes an upstream→host request for `session` through the one gate
     /// both directions pass ([`crate::host::authorize`]: decision, then any
     /// human approval): the permit `HostLink::forward_request` requires.
+    /// With `[telemetry]`, decided in a span of the trace the upstream's
+    /// `_meta` `traceparent` names.
     async fn authorize(
         &self,
         host: &HostLink,
@@ -78,7 +80,12 @@ impl UpstreamClient {
         kind: ActionType,
         method: &str,
         args: Value,
+        meta: &rmcp::model::RequestMetaObject,
     ) -> Result<Permit, ErrorData> {
+        let trace = self
+            .enforcer
+            .tracer()
+            .map(|_| crate::telemetry::SpanContext::for_request(Some(&meta.0.0)));
         let action = Action {
             kind,
             server: self.server.to_string(),
@@ -88,6 +95,7 @@ impl UpstreamClient {
             annotations_trusted: self.enforcer.annotations_trusted(&self.server),
             tool_digest: None,
             upstream_data_classes: vec![],
+            trace,
         };
         crate::host::authorize::authorize(&self.enforcer, host, session, &action, None)
             .await
@@ -128,6 +136,7 @@ impl ClientHandler for UpstreamClient {
                 ActionType::SamplingRequest,
                 "sampling/createMessage",
                 serde_json::to_value(&params).unwrap_or(Value::Null),
+                &cx.meta,
             )
             .await?;
         let req = ServerRequest::CreateMessageRequest(CreateMessageRequest::new(params));
@@ -167,6 +176,7 @@ impl ClientHandler for UpstreamClient {
                 ActionType::ElicitationRequest,
                 "elicitation/create",
                 serde_json::to_value(&params).unwrap_or(Value::Null),
+                &cx.meta,
             )
             .await?;
         let req = ServerRequest::ElicitRequest(ElicitRequest::new(params));

@@ -194,14 +194,20 @@ impl Upstream {
     /// function allowed it; the host's `_meta` travels along (rmcp replaces only
     /// the progress token, which is mapped back to the host's in
     /// [`client::UpstreamClient::on_progress`]); host cancellation is passed on.
+    /// With `[telemetry]`, the `_meta` `traceparent` names gavel's span of the
+    /// request, so that the upstream's spans are its children.
     pub async fn send(
         &self,
-        _permit: &Permit,
+        permit: &Permit,
         request: ClientRequest,
         host_cx: &RequestContext<RoleServer>,
     ) -> Result<ServerResult, ErrorData> {
         let conn = self.ready().await?;
-        self.send_on(&conn, request, host_cx).await
+        let mut meta = host_cx.meta.clone();
+        if let Some(span) = &permit.span {
+            span.context().propagate(&mut meta.0.0);
+        }
+        self.send_on(&conn, request, host_cx, meta).await
     }
 
     async fn send_on(
@@ -209,11 +215,11 @@ impl Upstream {
         conn: &Connection,
         request: ClientRequest,
         host_cx: &RequestContext<RoleServer>,
+        meta: rmcp::model::RequestMetaObject,
     ) -> Result<ServerResult, ErrorData> {
         let method = request.method().to_string();
         let host_token = host_cx.meta.get_progress_token();
-        let options =
-            PeerRequestOptions::with_timeout(self.cfg.call_timeout).with_meta(host_cx.meta.clone());
+        let options = PeerRequestOptions::with_timeout(self.cfg.call_timeout).with_meta(meta);
         let handle = {
             let mut map = conn.progress.lock().await;
             let handle = conn

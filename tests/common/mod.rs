@@ -40,6 +40,8 @@ pub struct Seen {
     pub resource_updated: Vec<String>,
     pub elicitations: Vec<Value>,
     pub samplings: Vec<Value>,
+    /// The `_meta` of each sampling request (trace context).
+    pub sampling_metas: Vec<Value>,
     /// Custom notifications: method, params and `_meta` wherever rmcp put it.
     pub custom: Vec<Value>,
 }
@@ -178,13 +180,13 @@ impl ClientHandler for TestHost {
     async fn create_message(
         &self,
         p: CreateMessageRequestParams,
-        _cx: RequestContext<RoleClient>,
+        cx: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, ErrorData> {
-        self.seen
-            .lock()
-            .unwrap()
-            .samplings
-            .push(serde_json::to_value(&p).unwrap());
+        let mut seen = self.seen.lock().unwrap();
+        seen.samplings.push(serde_json::to_value(&p).unwrap());
+        seen.sampling_metas
+            .push(serde_json::to_value(&cx.meta).unwrap());
+        drop(seen);
         Ok(CreateMessageResult::new(
             SamplingMessage::assistant_text("sampled by the e2e host"),
             "e2e-model".into(),

@@ -52,6 +52,7 @@ mod e2e_report;
 mod e2e_signing;
 mod e2e_signing_es512;
 mod e2e_status;
+mod e2e_telemetry;
 mod e2e_test_cmd;
 mod fuzz_replay;
 mod golden_fidelity;

@@ -257,7 +257,7 @@ impl ServerHandler for Session {
         let action = self.tool_action(&route, &request);
         // Unlike the other methods, a denied call is answered as a tool
         // result (`isError`), which agents show the model: it reads why.
-        let permit = match self.authorize(&action, &cx).await {
+        let permit = match self.authorize(action, &cx).await {
             Ok(p) => p,
             Err(d) => {
                 let has_schema = route.tool.output_schema.is_some();
@@ -312,7 +312,7 @@ impl ServerHandler for Session {
             json!({ "uri": request.uri }),
         );
         let permit = self
-            .authorize(&action, &cx)
+            .authorize(action, &cx)
             .await
             .map_err(|d| deny::request_denial(&d, &format!("reading resource {}", request.uri)))?;
         let req = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request));
@@ -336,7 +336,7 @@ impl ServerHandler for Session {
             json!({ "uri": request.uri }),
         );
         let permit = self
-            .authorize(&action, &cx)
+            .authorize(action, &cx)
             .await
             .map_err(|d| deny::request_denial(&d, &format!("subscribing to {}", request.uri)))?;
         // A shared upstream is subscribed once, by the first session.
@@ -371,7 +371,7 @@ impl ServerHandler for Session {
             &request.uri,
             json!({ "uri": request.uri, "unsubscribe": true }),
         );
-        let permit = self.authorize(&action, &cx).await.map_err(|d| {
+        let permit = self.authorize(action, &cx).await.map_err(|d| {
             deny::request_denial(&d, &format!("unsubscribing from {}", request.uri))
         })?;
         // A shared upstream stays subscribed while another session is.
@@ -410,7 +410,7 @@ impl ServerHandler for Session {
         let args = serde_json::to_value(&request.arguments).unwrap_or(Value::Null);
         let action = self.action(ActionType::PromptGet, &route.server, &route.name, args);
         let permit = self
-            .authorize(&action, &cx)
+            .authorize(action, &cx)
             .await
             .map_err(|d| deny::request_denial(&d, &format!("getting prompt {}", request.name)))?;
         let mut upstream_req = request;
@@ -455,7 +455,7 @@ impl ServerHandler for Session {
         let args = serde_json::to_value(&request.argument).unwrap_or(Value::Null);
         let action = self.action(ActionType::Completion, &server, &target, args);
         let permit = self
-            .authorize(&action, &cx)
+            .authorize(action, &cx)
             .await
             .map_err(|d| deny::request_denial(&d, &format!("completion for {target}")))?;
         let req = ClientRequest::CompleteRequest(CompleteRequest::new(upstream_req));

@@ -261,22 +261,28 @@ impl Session {
             annotations_trusted: trusted,
             tool_digest: None,
             upstream_data_classes: vec![],
+            trace: None,
         }
     }
 
     /// Decides `action` and settles any human approval its decision asks
     /// for (the one gate of both directions, [`crate::host::authorize`]):
     /// the permit to forward with, or the denial to answer.
+    /// With `[telemetry]`, the action is decided in a span of the trace the
+    /// request's `_meta` `traceparent` names (or of a new trace).
     async fn authorize(
         &self,
-        action: &Action,
+        mut action: Action,
         cx: &RequestContext<RoleServer>,
     ) -> Result<Permit, crate::decision::Decision> {
+        if self.inner.gw.enforcer.tracer().is_some() {
+            action.trace = Some(trace_context(cx));
+        }
         crate::host::authorize::authorize(
             &self.inner.gw.enforcer,
             &self.inner.host,
             &self.inner.state,
-            action,
+            &action,
             cx.meta.get_progress_token(),
         )
         .await
@@ -299,7 +305,12 @@ impl Session {
             (Some(route), Some(owner)) => Some(route.begin(owner.clone())),
             _ => None,
         };
-        up.send(permit, request, cx).await
+        let result = up.send(permit, request, cx).await;
+        if let (Err(e), Some(span)) = (&result, &permit.span) {
+            // The code only: an error's text may quote the request.
+            span.fail(format!("the upstream answered with error {}", e.code.0));
+        }
+        result
     }
 
     /// For a shared upstream: its route and this session as it sees it.
@@ -324,6 +335,36 @@ impl Session {
             )
         })
     }
+}
+
+/// The span context of a request: the `_meta` `traceparent` (MCP's
+/// convention, SEP-414) when there is one, else, over HTTP, the W3C
+/// `traceparent`/`tracestate` headers (what HTTP clients instrumented by
+/// OpenTelemetry send); a new trace otherwise.
+fn trace_context(cx: &RequestContext<RoleServer>) -> crate::telemetry::SpanContext {
+    use crate::telemetry::SpanContext;
+    let meta = &cx.meta.0.0;
+    if meta.contains_key("traceparent") {
+        return SpanContext::for_request(Some(meta));
+    }
+    let Some(parts) = cx.extensions.get::<http::request::Parts>() else {
+        return SpanContext::for_request(None);
+    };
+    // One header each (a repeated traceparent is invalid: ignored).
+    let header = |name: &str| {
+        let mut values = parts.headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (Some(v), None) => v.to_str().ok().map(|s| Value::String(s.to_string())),
+            _ => None,
+        }
+    };
+    let mut from_http = serde_json::Map::new();
+    for name in ["traceparent", "tracestate"] {
+        if let Some(v) = header(name) {
+            from_http.insert(name.into(), v);
+        }
+    }
+    SpanContext::for_request(Some(&from_http))
 }
 
 /// What `visible` sees of a session: its id and identity (counters stay
