@@ -35,6 +35,9 @@ use prometheus_client::registry::Registry;
 
 use crate::sync::Recover;
 
+mod exposition;
+use exposition::{to_text_004, wants_openmetrics};
+
 const MAX_TOOLS: usize = 1000;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -387,42 +390,6 @@ impl Metrics {
     }
 }
 
-/// OpenMetrics text as the Prometheus text format 0.0.4: a counter family
-/// `x` is HELP/TYPE'd as `x_total` there (its samples already are), and
-/// `# UNIT` / `# EOF` do not exist.
-fn to_text_004(om: &str) -> String {
-    let counters: HashSet<&str> = om
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(om.len());
-    for line in om.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
-            let rest = line.strip_prefix(p)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters
-                .contains(name)
-                .then(|| format!("{p}{name}_total {tail}"))
-        });
-        out.push_str(renamed.as_deref().unwrap_or(line));
-        out.push('\n');
-    }
-    out
-}
-
-/// Whether the scraper asked for OpenMetrics (its `Accept` header).
-fn wants_openmetrics(headers: &http::HeaderMap) -> bool {
-    headers
-        .get_all(http::header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/openmetrics-text"))
-}
-
 /// The process's metrics (recorded whether or not they are served).
 /// Decision-log shipping (`audit::ship`), registered at 0 from the start.
 #[derive(Default)]
@@ -585,37 +552,5 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"gavel_decision_duration_seconds_count{server="fs"} 1007"#));
-    }
-}
-
-#[cfg(test)]
-mod format_tests {
-    use super::*;
-
-    #[test]
-    fn text_004_names_counters_with_total_and_has_no_eof_or_unit() {
-        let m = Metrics::new();
-        m.register_server("fs");
-        let om = m.encode(true);
-        assert!(
-            om.contains("# TYPE gavel_upstream_restarts counter"),
-            "{om}"
-        );
-        assert!(om.trim_end().ends_with("# EOF"));
-        let t = m.encode(false);
-        assert!(
-            t.contains("# TYPE gavel_upstream_restarts_total counter"),
-            "{t}"
-        );
-        assert!(
-            t.contains("# HELP gavel_upstream_restarts_total Restarts"),
-            "{t}"
-        );
-        assert!(
-            t.contains(r#"gavel_upstream_restarts_total{server="fs"} 0"#),
-            "{t}"
-        );
-        assert!(t.contains("# TYPE gavel_upstream_up gauge"), "{t}");
-        assert!(!t.contains("# EOF") && !t.contains("# UNIT"), "{t}");
     }
 }
