@@ -256,7 +256,6 @@ fn ship_table(s: &crate::audit::ship::ShipSettings) -> Table {
                 .collect(),
         ),
     );
-    let secs = |d: std::time::Duration| Value::String(humantime::format_duration(d).to_string());
     t.insert(
         "upload_size_limit_bytes".into(),
         Value::Integer(s.upload_size_limit_bytes as i64),
