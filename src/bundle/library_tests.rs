@@ -181,7 +181,7 @@ fn a_call_into_a_replacement_library_is_read_through() {
 #[test]
 fn the_library_metadata_parses() {
     let b = load_bundle(&repo().join("bundles/lib"), &BundleLimits::default()).unwrap();
-    let notes = crate::governance::metadata::parse_bundle(&b).unwrap();
+    let notes = crate::bundle::metadata::parse_bundle(&b).unwrap();
     assert!(notes.len() >= 4, "{notes:?}");
 }
 

@@ -385,6 +385,22 @@ pub fn lint(bundle: &Bundle, strict_input: bool) -> Result<LintReport, BundleErr
         };
         walk_module(module, &mut |e| check.visit(e, &mut report));
     }
+    // A `# METADATA` block that does not parse loses the rule's documentation
+    // silently (regorus skips comments; only `gavel explain` reads them):
+    // each module's first bad block is a warning, never a refusal — a
+    // comment must not take a server's policy down.
+    for m in &bundle.modules {
+        if let Err(e) = super::metadata::parse_module(&m.path, &m.text) {
+            report.warnings.push(LintFinding {
+                file: e.file,
+                line: e.line,
+                message: format!(
+                    "METADATA block: {} (gavel explain cannot read this bundle's documentation)",
+                    e.message
+                ),
+            });
+        }
+    }
     // Recursion never ends or overflows the stack: refused, as OPA does.
     report.errors.extend(super::recursion::check(&[bundle])?);
     let key = |f: &LintFinding| (f.file.clone(), f.line, f.message.clone());

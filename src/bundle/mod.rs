@@ -15,6 +15,7 @@ pub mod es512;
 pub mod library;
 pub mod lint;
 pub mod manifest;
+pub mod metadata;
 pub mod oci;
 pub mod pathmatch;
 mod reader;

@@ -13,11 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 
 use super::doc::Doc;
-use super::metadata;
 use super::rego_facts::{Condition, Facts, analyze_module, data_at, short};
 use super::{GovernanceError, ServerBundles};
 use crate::bundle::Bundle;
 use crate::bundle::lint::{parse_module, ref_prefix};
+use crate::bundle::metadata;
 use crate::config::Identity;
 
 /// At most this many tools get a probe evaluation per server.

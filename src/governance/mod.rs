@@ -10,7 +10,6 @@ pub mod counterfactual;
 pub mod doc;
 pub mod explain;
 pub mod explain_decision;
-pub mod metadata;
 mod rego_facts;
 pub mod replay;
 pub mod report;
@@ -30,7 +29,7 @@ pub enum GovernanceError {
     #[error(transparent)]
     Bundle(#[from] BundleError),
     #[error(transparent)]
-    Metadata(#[from] metadata::MetadataError),
+    Metadata(#[from] crate::bundle::metadata::MetadataError),
     #[error("{0}")]
     Engine(String),
     /// The decision log (`crate::audit::read`: file and line at fault).

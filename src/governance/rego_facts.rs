@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use regorus::unstable::{Expr, Module, Rule, RuleHead};
 use serde_json::Value;
 
-use super::metadata::Annotation;
 use crate::bundle::lint::{ref_prefix, walk_rule};
+use crate::bundle::metadata::Annotation;
 
 /// A rule that produces a reason code or an allowing decision, with its
 /// conditions as written.

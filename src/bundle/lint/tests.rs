@@ -101,3 +101,22 @@ fn index_lists_rules_and_functions() {
     assert!(i[0].rules.contains("test_one") && i[0].rules.contains("d"));
     assert!(i[0].functions.contains("f") && !i[0].functions.contains("d"));
 }
+
+#[test]
+fn a_metadata_block_that_does_not_parse_is_a_warning_with_its_line() {
+    let src = "package x\n\n# METADATA\n# description: Allows only reviewed tools (data.x.reviewed: a list)\n#   more words\ndecision := {\"allow\": true}\n";
+    let r = lint(&bundle(src), false).unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    assert_eq!(
+        (r.warnings[0].file.as_str(), r.warnings[0].line),
+        ("p.rego", 3)
+    );
+    assert!(
+        r.warnings[0].message.contains("METADATA block"),
+        "{}",
+        r.warnings[0].message
+    );
+    let ok = "package x\n\n# METADATA\n# description: Allows only reviewed tools (data.x.reviewed; a list)\ndecision := {\"allow\": true}\n";
+    assert!(lint(&bundle(ok), false).unwrap().warnings.is_empty());
+}
