@@ -38,7 +38,16 @@ pub struct DecisionLog {
     torn: AtomicBool,
     rotation: Rotation,
     pub write_errors: AtomicU64,
+    /// When the path was last compared with our file (ms since `opened`):
+    /// see [`Self::write`].
+    followed_ms: AtomicU64,
+    opened: std::time::Instant,
 }
+
+/// How often a rotating log checks whether another process rotated its file:
+/// well inside the shipper's quiet time, so a record written to a rotated file
+/// in between still keeps that file from being passed over as quiet.
+const FOLLOW_EVERY: Duration = Duration::from_millis(100);
 
 /// When gavel rotates the log itself, and how many old files it keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +75,8 @@ impl DecisionLog {
             torn: AtomicBool::new(false),
             rotation,
             write_errors: AtomicU64::new(0),
+            followed_ms: AtomicU64::new(0),
+            opened: std::time::Instant::now(),
         });
         let weak = Arc::downgrade(&log);
         std::thread::Builder::new()
@@ -88,7 +99,18 @@ impl DecisionLog {
     /// nothing of it is left in the file but, at most, a blank line.
     pub fn write(&self, record: &serde_json::Value) -> std::io::Result<()> {
         let mut f = self.file.lock().recover();
-        self.follow_rotation(&mut f);
+        // Only a rotating log can be rotated under us (the processes sharing
+        // a log share its `[log]` table, so they agree on whether it
+        // rotates), and it is checked at most every FOLLOW_EVERY: the record
+        // path pays two `stat`s per interval, not per record.
+        if self.rotation.bytes > 0 {
+            let now = self.opened.elapsed().as_millis() as u64;
+            let last = self.followed_ms.load(Ordering::Relaxed);
+            if last == 0 || now.saturating_sub(last) >= FOLLOW_EVERY.as_millis() as u64 {
+                self.followed_ms.store(now.max(1), Ordering::Relaxed);
+                self.follow_rotation(&mut f);
+            }
+        }
         let mut line = Vec::with_capacity(512);
         let torn = self.torn.swap(false, Ordering::AcqRel);
         if torn {
@@ -121,7 +143,8 @@ impl DecisionLog {
     /// Another process sharing the file rotated it: write to the new file
     /// at the path, not the old one (`file.1`), so that a rotated file gets
     /// no late records — the shipper (`super::ship`) moves on from a rotated
-    /// file once it is quiet. Two `stat`s per record.
+    /// file once it is quiet (`super::ship`'s QUIET, ten times
+    /// [`FOLLOW_EVERY`]).
     fn follow_rotation(&self, f: &mut File) {
         use std::os::unix::fs::MetadataExt;
         let (Ok(at_path), Ok(ours)) = (std::fs::metadata(&self.path), f.metadata()) else {
