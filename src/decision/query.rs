@@ -179,4 +179,85 @@ mod tests {
         assert_eq!(q["query"], json!({"kind": "check", "session_id": "s1"}));
         assert_eq!(q["result"]["allow"], true);
     }
+
+    /// A query writes one query record and nothing else (no decision
+    /// record, no budget or rate-limit charge), and predicts the decision
+    /// the same action then gets from `decide` — here the budget's refusal
+    /// too, once it is spent.
+    #[test]
+    fn a_query_predicts_decide_and_records_only_the_question() {
+        let d = tempfile::tempdir().unwrap();
+        let b = d.path().join("b");
+        std::fs::create_dir_all(b.join("p")).unwrap();
+        std::fs::write(
+            b.join(".manifest"),
+            json!({"revision": "1", "roots": ["p"]}).to_string(),
+        )
+        .unwrap();
+        std::fs::write(
+            b.join("p/policy.rego"),
+            "package p\ndecision := {\"allow\": true} if input.action.tool == \"echo\"\n\
+             decision := {\"allow\": false, \"reasons\": [\"nope\"], \"remediation\": \"r\"} if input.action.tool != \"echo\"\n",
+        )
+        .unwrap();
+        let log = d.path().join("decisions.jsonl");
+        let toml = format!(
+            "[log]\ndecisions = {:?}\n\n[budget]\ncalls = 1\n\n[state]\npath = {:?}\n\n[servers.fx]\ncommand = \"x\"\nbundle = {:?}\n",
+            log.display().to_string(),
+            d.path().join("state.sqlite").display().to_string(),
+            b.display().to_string()
+        );
+        let config =
+            crate::config::Config::from_toml_str(&toml, &d.path().join("servers.toml"), &|_| None)
+                .unwrap();
+        let e = Enforcer::from_config(&config).unwrap();
+        let ctx = DecisionContext::default();
+        let echo = Action::new(ActionType::ToolCall, "fx", "echo", json!({}));
+        let other = Action::new(ActionType::ToolCall, "fx", "other", json!({}));
+        let lines = || -> Vec<Value> {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        for _ in 0..3 {
+            let p = e.query(&echo, &ctx, "check");
+            assert!(
+                p.decision.allow && p.decision.decision_id.is_none(),
+                "{:?}",
+                p.decision
+            );
+        }
+        let denied = e.query(&other, &ctx, "check").decision;
+        let written = lines();
+        assert_eq!(written.len(), 4);
+        assert!(
+            written.iter().all(|r| r["query"]["kind"] == "check"),
+            "{written:?}"
+        );
+        assert_eq!(
+            e.budget_for(&ctx).unwrap()["used"]["calls"],
+            0,
+            "nothing charged"
+        );
+
+        let real = e.decide(&other, &ctx).decision().clone();
+        assert_eq!(
+            (real.allow, &real.reasons, &real.remediation),
+            (denied.allow, &denied.reasons, &denied.remediation)
+        );
+        assert!(
+            e.decide(&echo, &ctx).decision().allow,
+            "the budget's one call"
+        );
+        let spent = e.query(&echo, &ctx, "check").decision;
+        let real = e.decide(&echo, &ctx).decision().clone();
+        assert_eq!(spent.reasons, vec!["budget_exceeded".to_string()]);
+        assert_eq!(
+            (spent.allow, &spent.reasons, &spent.remediation),
+            (real.allow, &real.reasons, &real.remediation)
+        );
+        assert_eq!(e.budget_for(&ctx).unwrap()["used"]["calls"], 1);
+    }
 }

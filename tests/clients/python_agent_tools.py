@@ -1,5 +1,6 @@
 """A scripted MCP session through the official Python SDK (mcp, PyPI) over
-stdio: launches the command given, runs the steps of a JSON plan in order
+stdio — it launches the command given — or, when the command is an
+http:// URL, over streamable HTTP to it; runs the steps of a JSON plan in order
 and prints one JSON array with each step's answer (the test asserts on it).
 
 A step is {"op": "list_tools"} | {"op": "call", "name": N, "args": {...}} |
@@ -9,7 +10,7 @@ one. An argument "$last_decision_id" stands for the decision id of the
 latest answer that carried one (`_meta["dev.gavel/decision"]`). The
 launched process gets this process's environment.
 
-Usage: python_agent_tools.py PLAN_JSON COMMAND [ARGS...]
+Usage: python_agent_tools.py PLAN_JSON (COMMAND [ARGS...] | URL)
 """
 
 import asyncio
@@ -20,6 +21,7 @@ import sys
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 
@@ -45,17 +47,26 @@ async def step(session: ClientSession, s: dict):
     raise ValueError(f"unknown op {op!r}")
 
 
-async def main(plan: list, command: str, args: list) -> None:
-    params = StdioServerParameters(command=command, args=args, env=dict(os.environ))
+async def run(plan: list, streams) -> list:
     out = []
-    async with stdio_client(params) as streams:
-        async with ClientSession(streams[0], streams[1]) as session:
-            await session.initialize()
-            for s in plan:
-                try:
-                    out.append(await step(session, s))
-                except MCPError as e:
-                    out.append({"error": {"code": e.error.code, "message": e.error.message}})
+    async with ClientSession(streams[0], streams[1]) as session:
+        await session.initialize()
+        for s in plan:
+            try:
+                out.append(await step(session, s))
+            except MCPError as e:
+                out.append({"error": {"code": e.error.code, "message": e.error.message}})
+    return out
+
+
+async def main(plan: list, command: str, args: list) -> None:
+    if command.startswith("http://"):
+        async with streamable_http_client(command) as streams:
+            out = await run(plan, streams)
+    else:
+        params = StdioServerParameters(command=command, args=args, env=dict(os.environ))
+        async with stdio_client(params) as streams:
+            out = await run(plan, streams)
     print(json.dumps(out), flush=True)
 
 

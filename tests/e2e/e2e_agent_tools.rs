@@ -77,16 +77,17 @@ fn lab(agent_tools: bool) -> Lab {
 }
 
 /// Runs `plan` (tests/clients/python_agent_tools.py) in one MCP session
-/// with gavel launched as `args` in the lab's environment; each step's
-/// answer.
+/// with gavel launched as `args` in the lab's environment (or, when `args`
+/// is one http:// URL, with the gavel serving it); each step's answer.
 async fn python(lab: &Lab, args: &[String], plan: Value) -> Vec<Value> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut cmd = tokio::process::Command::new(root.join(".deps/venv/bin/python"));
     cmd.arg(root.join("tests/clients/python_agent_tools.py"))
-        .arg(plan.to_string())
-        .arg(GAVEL)
-        .args(args)
-        .envs(lab.env());
+        .arg(plan.to_string());
+    if !matches!(args, [url] if url.starts_with("http://")) {
+        cmd.arg(GAVEL);
+    }
+    cmd.args(args).envs(lab.env());
     let out = tokio::time::timeout(PATIENCE, cmd.output())
         .await
         .expect("the python session finished")
@@ -396,6 +397,52 @@ async fn policy_server_answers_check_alone() {
         .filter_map(|r| r["uri"].as_str())
         .collect();
     assert_eq!(uris, ["gavel://policy/fx"], "the agent resources alone");
+    assert_eq!(
+        upstream_calls(&lab),
+        0,
+        "a policy server never calls upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_server_answers_check_over_http() {
+    let lab = lab(false);
+    let log = lab.s.path("policy-server.log");
+    let _server = tokio::process::Command::new(GAVEL)
+        .args([
+            "policy-server",
+            "--http",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(lab.s.config())
+        .arg("--log-file")
+        .arg(&log)
+        .envs(lab.env())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let port = serving_address(&log).await.port();
+    let plan = json!([
+        {"op": "list_tools"},
+        {"op": "call", "name": "gavel__check", "args": {"tool": "huge", "arguments": {"bytes": 10}}},
+        {"op": "call", "name": "echo", "args": {"text": "hi"}},
+    ]);
+    let out = python(&lab, &[format!("http://127.0.0.1:{port}/mcp")], plan).await;
+    let mut names = tool_names(&out[0]);
+    names.sort();
+    assert_eq!(names, ["gavel__check", "gavel__limits", "gavel__why"]);
+    let no = &out[1]["structuredContent"]["decision"];
+    assert_eq!(no["reasons"], json!(["too_big"]), "{}", out[1]);
+    assert!(
+        out[2]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Unknown tool: echo"),
+        "{}",
+        out[2]
+    );
     assert_eq!(
         upstream_calls(&lab),
         0,
