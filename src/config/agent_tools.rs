@@ -65,3 +65,33 @@ pub(super) fn parse(
     }
     Ok(AgentToolsMode::Beside)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, std::path::Path::new("/x/servers.toml"), &|_| None)
+    }
+
+    #[test]
+    fn off_unless_enabled_and_the_gavel_prefix_is_refused_while_on() {
+        let two =
+            "[servers.a]\ncommand = \"x\"\n\n[servers.b]\ncommand = \"x\"\nprefix = \"gavel\"\n";
+        assert_eq!(load(two).unwrap().agent_tools, AgentToolsMode::Off);
+        let off = format!("[agent_tools]\nenabled = false\n\n{two}");
+        assert_eq!(load(&off).unwrap().agent_tools, AgentToolsMode::Off);
+        let on = format!("[agent_tools]\nenabled = true\n\n{two}");
+        let e = load(&on).unwrap_err().to_string();
+        assert!(
+            e.contains("agent_tools.enabled") && e.contains("servers.b.prefix"),
+            "{e}"
+        );
+        // One server is never prefixed: its name cannot reach the reserved space.
+        let one = "[agent_tools]\nenabled = true\n\n[servers.gavel]\ncommand = \"x\"\n";
+        assert_eq!(load(one).unwrap().agent_tools, AgentToolsMode::Beside);
+        let unknown = "[agent_tools]\nenable = true\n";
+        assert!(load(unknown).unwrap_err().to_string().contains("enable"));
+    }
+}

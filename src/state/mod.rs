@@ -152,4 +152,6 @@ pub(crate) fn predicted(
 }
 
 #[cfg(test)]
+mod peek_tests;
+#[cfg(test)]
 mod tests;

@@ -268,8 +268,7 @@ impl Session {
         request: &CallToolRequestParams,
         cx: &RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let router = self.listing().await?;
-        let table = router.table();
+        let table = self.listing().await?.table();
         let only = match string_arg(request, "tool") {
             Some(name) => Some(
                 table
@@ -285,7 +284,6 @@ impl Session {
             None => None,
         };
         let ctx = self.inner.state.context();
-        let enforcer = self.inner.gw.enforcer.clone();
         let mut servers = serde_json::Map::new();
         let mut any_allowed = false;
         for server in self.visible_servers(&table) {
@@ -301,31 +299,12 @@ impl Session {
                 continue;
             }
             any_allowed = true;
-            let calls = ctx
-                .counters
-                .tool_calls
-                .get(&server)
-                .cloned()
-                .unwrap_or_default();
-            let tools: Vec<String> = match &only {
-                Some(r) => vec![r.name.clone()],
-                None => calls.keys().cloned().collect(),
-            };
-            let mut per_tool = serde_json::Map::new();
-            for tool in tools {
-                let (e, c, s, t) = (enforcer.clone(), ctx.clone(), server.clone(), tool.clone());
-                let h = tokio::task::spawn_blocking(move || e.headroom(&s, &t, &c))
-                    .await
-                    .unwrap_or_else(|e| json!({"error": e.to_string()}));
-                per_tool.insert(
-                    router.exposed_name(&server, &tool),
-                    json!({"calls": calls.get(&tool).copied().unwrap_or(0), "rate_limits": h}),
-                );
-            }
+            let only_tool = only.as_ref().map(|r| r.name.as_str());
+            let per_tool = self.tool_headroom(&ctx, &server, only_tool).await;
             servers.insert(server, json!({"tools": per_tool}));
         }
         let budget = if any_allowed {
-            let (e, c) = (enforcer.clone(), ctx.clone());
+            let (e, c) = (self.inner.gw.enforcer.clone(), ctx.clone());
             tokio::task::spawn_blocking(move || e.budget_for(&c))
                 .await
                 .unwrap_or(None)
@@ -343,6 +322,42 @@ impl Session {
         let data = json!({"session": session, "servers": servers, "budget": budget});
         let text = serde_json::to_string_pretty(&data).unwrap_or_default();
         Ok(answer(text, data, false))
+    }
+
+    /// Per tool of `server` this session called (or `only`): its calls and
+    /// each rate limit's headroom, read off the event loop.
+    async fn tool_headroom(
+        &self,
+        ctx: &crate::decision::DecisionContext,
+        server: &str,
+        only: Option<&str>,
+    ) -> serde_json::Map<String, Value> {
+        let calls = ctx
+            .counters
+            .tool_calls
+            .get(server)
+            .cloned()
+            .unwrap_or_default();
+        let tools: Vec<String> = match only {
+            Some(t) => vec![t.to_string()],
+            None => calls.keys().cloned().collect(),
+        };
+        let mut per_tool = serde_json::Map::new();
+        let Ok(router) = self.router() else {
+            return per_tool;
+        };
+        for tool in tools {
+            let e = self.inner.gw.enforcer.clone();
+            let (c, s, t) = (ctx.clone(), server.to_string(), tool.clone());
+            let h = tokio::task::spawn_blocking(move || e.headroom(&s, &t, &c))
+                .await
+                .unwrap_or_else(|e| json!({"error": e.to_string()}));
+            per_tool.insert(
+                router.exposed_name(server, &tool),
+                json!({"calls": calls.get(&tool).copied().unwrap_or(0), "rate_limits": h}),
+            );
+        }
+        per_tool
     }
 
     /// `gavel__why`: one of this session's own decisions explained. Any
