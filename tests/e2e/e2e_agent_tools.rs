@@ -80,6 +80,11 @@ fn lab(agent_tools: bool) -> Lab {
 /// with gavel launched as `args` in the lab's environment (or, when `args`
 /// is one http:// URL, with the gavel serving it); each step's answer.
 async fn python(lab: &Lab, args: &[String], plan: Value) -> Vec<Value> {
+    python_as(lab, "a1", args, plan).await
+}
+
+/// [`python`] with gavel's configured agent id `agent` (`E2E_AGENT`).
+async fn python_as(lab: &Lab, agent: &str, args: &[String], plan: Value) -> Vec<Value> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut cmd = tokio::process::Command::new(root.join(".deps/venv/bin/python"));
     cmd.arg(root.join("tests/clients/python_agent_tools.py"))
@@ -87,7 +92,7 @@ async fn python(lab: &Lab, args: &[String], plan: Value) -> Vec<Value> {
     if !matches!(args, [url] if url.starts_with("http://")) {
         cmd.arg(GAVEL);
     }
-    cmd.args(args).envs(lab.env());
+    cmd.args(args).envs(lab.env()).env("E2E_AGENT", agent);
     let out = tokio::time::timeout(PATIENCE, cmd.output())
         .await
         .expect("the python session finished")
@@ -300,27 +305,19 @@ async fn check_predicts_a_spent_rate_limit_without_spending_more() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bundle_that_refuses_policy_queries_is_obeyed() {
     let lab = lab(true);
-    let client = lab.connect_as("ada", "blocked").await;
-    let r = call(
-        &client,
-        "gavel__check",
-        json!({"tool": "echo", "arguments": {"text": "x"}}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.is_error, Some(true), "{r:?}");
-    let d = lab::decision(&r);
+    let plan = json!([
+        {"op": "call", "name": "gavel__check", "args": {"tool": "echo", "arguments": {"text": "x"}}},
+        {"op": "call", "name": "gavel__limits", "args": {}},
+        {"op": "read", "uri": "gavel://policy/fx"},
+    ]);
+    let out = python_as(&lab, "blocked", &lab.s.run_args(), plan).await;
+    assert_eq!(out[0]["isError"], true, "{}", out[0]);
+    let d = &out[0]["_meta"]["dev.gavel/decision"];
     assert_eq!(d["reasons"], json!(["no_policy_queries"]), "{d}");
-    let r = call(&client, "gavel__limits", json!({})).await.unwrap();
-    assert!(
-        r.structured_content.as_ref().unwrap()["servers"]["fx"]["withheld"].is_string(),
-        "{r:?}"
-    );
-    assert!(
-        r.structured_content.as_ref().unwrap()["session"].is_null(),
-        "{r:?}"
-    );
-    client.cancel().await.unwrap();
+    let limits = &out[1]["structuredContent"];
+    assert!(limits["servers"]["fx"]["withheld"].is_string(), "{limits}");
+    assert!(limits["session"].is_null(), "{limits}");
+    assert_eq!(out[2]["error"]["code"], 403, "{}", out[2]);
     let log = lab.decisions();
     assert!(
         log.iter().all(|r| r.get("query").is_none()),
@@ -332,6 +329,7 @@ async fn a_bundle_that_refuses_policy_queries_is_obeyed() {
         .expect("the query itself was decided");
     assert_eq!(gate["input"]["action"]["tool"], "check");
     assert_eq!(gate["input"]["action"]["args"]["tool"], "echo");
+    assert_eq!(gate["input"]["agent"]["id"], "blocked");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -448,4 +446,40 @@ async fn policy_server_answers_check_over_http() {
         0,
         "a policy server never calls upstream"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_tool_with_a_reserved_name_is_withheld_and_logged() {
+    let lab = lab(true);
+    let client = lab.connect().await;
+    let r = call(&client, "add_tool", json!({"name": "gavel__check"}))
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "added gavel__check");
+    eventually("the reserved name is logged", || {
+        lab.s.log_text().contains("reserved name")
+            && lab
+                .s
+                .log_text()
+                .contains("\"gavel__check\" from server \"fx\"")
+    })
+    .await;
+    let tools = client.list_all_tools().await.unwrap();
+    let ours: Vec<_> = tools.iter().filter(|t| t.name == "gavel__check").collect();
+    assert_eq!(ours.len(), 1, "{tools:?}");
+    assert!(
+        ours[0]
+            .description
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("Would this call be allowed?"),
+        "{:?}",
+        ours[0]
+    );
+    let r = call(&client, "gavel__check", json!({"tool": "echo"}))
+        .await
+        .unwrap();
+    assert_eq!(r.structured_content.unwrap()["would"], "allow");
+    client.cancel().await.unwrap();
+    assert_eq!(upstream_calls(&lab), 1, "only add_tool reached the fixture");
 }
