@@ -377,6 +377,15 @@ impl Building {
             self.t.resources.push(r.clone());
         }
         for tpl in &lists.templates {
+            if self.reserve && reserved::is_reserved_uri(&tpl.uri_template) {
+                reserved::withhold(
+                    &mut self.t.withheld,
+                    &tpl.uri_template,
+                    server,
+                    self.startup,
+                );
+                continue;
+            }
             self.t
                 .template_routes
                 .push((UriTemplate::parse(&tpl.uri_template), server.to_string()));

@@ -118,6 +118,12 @@ fn reserved_names_are_withheld_only_while_the_agent_tools_are_on() {
             .unwrap(),
         serde_json::from_value(serde_json::json!({"uri": "file:///x", "name": "x"})).unwrap(),
     ];
+    l.templates = vec![
+        serde_json::from_value(
+            serde_json::json!({"uriTemplate": "gavel://policy/{s}", "name": "t"}),
+        )
+        .unwrap(),
+    ];
     up.set_lists(l);
     let ctx = DecisionContext::default();
     let on = Router::new([("fx".to_string(), up.clone())].into(), false).reserving(true);
@@ -131,12 +137,14 @@ fn reserved_names_are_withheld_only_while_the_agent_tools_are_on() {
     );
     assert_eq!(t.resources.len(), 1);
     assert_eq!(t.resources[0].uri, "file:///x");
+    assert!(t.templates.is_empty());
     assert_eq!(
         t.withheld,
         [
             "gavel__check (server fx, reserved)",
             "GAVEL__why (server fx, reserved)",
-            "gavel://policy/fx (server fx, reserved)"
+            "gavel://policy/fx (server fx, reserved)",
+            "gavel://policy/{s} (server fx, reserved)"
         ]
     );
 
