@@ -23,6 +23,26 @@ pub struct Gateway {
     /// `session_mode = "shared"` upstreams, started by the first session that
     /// needs one and stopped with the gateway.
     shared: std::sync::Mutex<SharedUpstreams>,
+    /// What `gavel explain` says, for the agent tools (`gavel__why`, the
+    /// `gavel://policy/…` resources): set by the cli, which may use
+    /// `governance` (the fronts, below it, may not).
+    policy_texts: std::sync::OnceLock<Arc<dyn PolicyTexts>>,
+}
+
+/// The plain-language texts the agent tools serve, written by `gavel
+/// explain`'s code (`crate::governance`, above the fronts): injected into
+/// the gateway by the cli ([`Gateway::set_policy_texts`]). Both may read
+/// bundles and the decision log: call them off the event loop.
+pub trait PolicyTexts: Send + Sync {
+    /// `gavel explain --config … --server SERVER` as `identity` sees it.
+    fn server_policy(
+        &self,
+        config: &Config,
+        server: &str,
+        identity: &crate::config::Identity,
+    ) -> Result<String, String>;
+    /// `gavel explain --decision ID --config …`.
+    fn decision(&self, config: &Config, id: &str) -> Result<String, String>;
 }
 
 #[derive(Default)]
@@ -85,6 +105,7 @@ impl Gateway {
             shutdown,
             supply,
             shared: Default::default(),
+            policy_texts: Default::default(),
         }))
     }
 
@@ -138,6 +159,17 @@ impl Gateway {
             }
         }
         v
+    }
+
+    /// Installs the texts of the agent tools (once; a second call is
+    /// ignored).
+    pub fn set_policy_texts(&self, texts: Arc<dyn PolicyTexts>) {
+        let _ = self.policy_texts.set(texts);
+    }
+
+    /// The texts of the agent tools, when the cli installed them.
+    pub fn policy_texts(&self) -> Option<&Arc<dyn PolicyTexts>> {
+        self.policy_texts.get()
     }
 
     /// Whether names get `<prefix>__`: decided by the config alone (how many

@@ -91,29 +91,38 @@ impl DecisionRecord<'_> {
         rules: Option<LogRules>,
         mask: &MaskSettings,
     ) -> Result<(), RecordError> {
-        let decision_id = self.decision_id;
-        let mut event = self.event();
-        if let Some(rules) = rules {
-            match rules(&event) {
-                Ok((true, _)) => return Ok(()),
-                Ok((false, paths)) => {
-                    // Items not applied are warned about there.
-                    apply_mask_rules(&mut event, &Value::Array(paths));
-                }
-                Err(e) => {
-                    // OPA semantics: a failing drop/mask rule means the event is not logged.
-                    log.count_failure();
-                    tracing::error!(
-                        ?decision_id,
-                        "decision-log rules failed, event not logged: {e}"
-                    );
-                    return Err(RecordError::Rules(e));
-                }
+        let id = self.decision_id;
+        write_event(self.event(), id, log, rules, mask)
+    }
+}
+
+/// Finishes and writes one event shaped like a decision's (a decision, a
+/// policy query): the bundle's `rules` first (a drop is not a failure),
+/// then gavel's masking, then one line to `log`. `id` names it in errors.
+pub fn write_event(
+    mut event: Value,
+    id: Option<&str>,
+    log: &DecisionLog,
+    rules: Option<LogRules>,
+    mask: &MaskSettings,
+) -> Result<(), RecordError> {
+    if let Some(rules) = rules {
+        match rules(&event) {
+            Ok((true, _)) => return Ok(()),
+            Ok((false, paths)) => {
+                // Items not applied are warned about there.
+                apply_mask_rules(&mut event, &Value::Array(paths));
+            }
+            Err(e) => {
+                // OPA semantics: a failing drop/mask rule means the event is not logged.
+                log.count_failure();
+                tracing::error!(id = ?id, "decision-log rules failed, event not logged: {e}");
+                return Err(RecordError::Rules(e));
             }
         }
-        mask_event(&mut event, mask);
-        Ok(log.write(&event)?)
     }
+    mask_event(&mut event, mask);
+    Ok(log.write(&event)?)
 }
 
 /// One step of a human approval (docs/decision-log.md): its own record,

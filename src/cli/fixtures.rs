@@ -380,8 +380,9 @@ fn request(
         "completion" => ActionType::Completion,
         "sampling_request" => ActionType::SamplingRequest,
         "elicitation_request" => ActionType::ElicitationRequest,
+        "policy_query" => ActionType::PolicyQuery,
         other => bail!(
-            "input.action.type {other:?}: one of tool_call, resource_read, resource_subscribe, prompt_get, completion, sampling_request, elicitation_request"
+            "input.action.type {other:?}: one of tool_call, resource_read, resource_subscribe, prompt_get, completion, sampling_request, elicitation_request, policy_query"
         ),
     };
     let Some(tool) = &a.tool else {

@@ -11,6 +11,7 @@ mod install;
 pub mod lint;
 pub mod logging;
 pub mod oci;
+pub mod policy_server;
 pub mod proxy;
 pub mod replay;
 mod status;
@@ -53,6 +54,10 @@ pub enum Command {
     /// Serve MCP over streamable HTTP (http://ADDR/mcp) in front of the
     /// servers in a config file: each HTTP session gets its own upstreams.
     Serve(proxy::ServeArgs),
+    /// Serve gavel's agent tools alone (gavel__check, gavel__limits,
+    /// gavel__why, the gavel://policy resources) over stdio, or HTTP with
+    /// --http: gavel's decisions for frameworks that call tools themselves.
+    PolicyServer(policy_server::PolicyServerArgs),
     /// Wrap one server command with no config file: `gavel wrap -- npx -y some-server`.
     Wrap {
         /// Server name (used in logs and policy input).
@@ -320,6 +325,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match command {
         Command::Run { config } => proxy::run(&g, &config).await,
         Command::Serve(args) => proxy::serve(&g, args).await,
+        Command::PolicyServer(args) => policy_server::policy_server(&g, args).await,
         Command::Wrap {
             name,
             bundle,

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use crate::config::{Config, ServeSettings};
 use crate::front::http::HttpOptions;
-use crate::gateway::Gateway;
 
 use super::{Globals, load_config};
 
@@ -84,7 +83,7 @@ pub async fn run(g: &Globals, config: &Path) -> anyhow::Result<()> {
         tracing::info!("[serve] applies to gavel serve only; gavel run speaks MCP on stdin/stdout");
     }
     let _metrics = g.metrics(cfg.metrics_listen).await;
-    let gw = Gateway::start(cfg).await?;
+    let gw = super::policy_server::start(cfg).await?;
     crate::front::stdio::serve_stdio(gw).await
 }
 
@@ -94,12 +93,12 @@ pub async fn serve(g: &Globals, args: ServeArgs) -> anyhow::Result<()> {
     let _guard = g.logging(Some(&cfg))?;
     let _metrics = g.metrics(cfg.metrics_listen).await;
     let opts = http_options(args, &cfg.serve);
-    let gw = Gateway::start(cfg).await?;
+    let gw = super::policy_server::start(cfg).await?;
     crate::front::http::serve_http(gw, opts).await
 }
 
 /// Flags override `[serve]`; list flags add to its lists.
-fn http_options(a: ServeArgs, serve: &ServeSettings) -> HttpOptions {
+pub(super) fn http_options(a: ServeArgs, serve: &ServeSettings) -> HttpOptions {
     HttpOptions {
         listen: a.listen.unwrap_or(serve.listen),
         allowed_hosts: serve
@@ -155,6 +154,6 @@ pub async fn wrap(
     cfg.log.decisions = decision_log;
     let _guard = g.logging(None)?;
     let _metrics = g.metrics(None).await;
-    let gw = Gateway::start(cfg).await?;
+    let gw = super::policy_server::start(cfg).await?;
     crate::front::stdio::serve_stdio(gw).await
 }

@@ -3,6 +3,7 @@
 //! with errors that name the file, line and field and say what to do.
 //! Reference: docs/config.md.
 
+pub mod agent_tools;
 mod auth;
 mod budget;
 mod ctx;
@@ -27,6 +28,7 @@ mod state;
 mod telemetry;
 mod values;
 
+pub use agent_tools::AgentToolsMode;
 pub use auth::key_url_allowed;
 /// The expander, for `cli::import`'s tests (an imported string must mean in
 /// gavel what it meant in its host).
@@ -106,6 +108,7 @@ impl Config {
         let oci = OciSettings::parse(&ctx, &raw.oci)?;
         let serve = ServeSettings::parse(&ctx, &raw.serve)?;
         let telemetry = telemetry::parse(&ctx, &raw.telemetry)?;
+        let agent_tools = agent_tools::parse(&ctx, &raw.agent_tools, &servers)?;
         policy::sign_shared_registry_bundles(&ctx, &raw, &mut servers, &policy)?;
         Self::fail_open_only_for_local_unsigned(&ctx, &raw, &servers, &policy)?;
         let redis_url = state::redis_url(&ctx, &raw.state)?;
@@ -124,6 +127,7 @@ impl Config {
             oci,
             serve,
             telemetry,
+            agent_tools,
             source: Some(origin.to_path_buf()),
         })
     }
@@ -185,6 +189,7 @@ impl Config {
             oci: OciSettings::default(),
             serve: ServeSettings::default(),
             telemetry: None,
+            agent_tools: AgentToolsMode::Off,
             source: None,
         })
     }

@@ -33,6 +33,9 @@ pub struct Config {
     pub serve: ServeSettings,
     /// `[telemetry]`: OpenTelemetry spans over OTLP/HTTP (None: off).
     pub telemetry: Option<crate::telemetry::Settings>,
+    /// `[agent_tools]`: gavel's own tools beside the upstreams' (or alone,
+    /// `gavel policy-server`).
+    pub agent_tools: super::AgentToolsMode,
     /// File the config came from (None for `gavel wrap`); relative paths
     /// (commands, `cwd`, bundles) resolve against its directory.
     pub source: Option<PathBuf>,

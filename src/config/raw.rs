@@ -34,6 +34,8 @@ pub struct RawConfig {
     pub serve: super::serve::RawServe,
     #[serde(default)]
     pub telemetry: super::telemetry::RawTelemetry,
+    #[serde(default)]
+    pub agent_tools: super::agent_tools::RawAgentTools,
 }
 
 /// `[oci]`: how bundles are pulled from registries.

@@ -55,6 +55,11 @@ pub fn render(c: &Config) -> String {
             Value::Table(super::telemetry::render(t)),
         );
     }
+    if c.agent_tools == super::AgentToolsMode::Beside {
+        let mut a = Table::new();
+        a.insert("enabled".into(), Value::Boolean(true));
+        root.insert("agent_tools".into(), Value::Table(a));
+    }
     toml::to_string_pretty(&root).unwrap_or_default()
 }
 

@@ -18,6 +18,10 @@ pub enum ActionType {
     Completion,
     SamplingRequest,
     ElicitationRequest,
+    /// One of gavel's own agent tools (`gavel__check`, …, the
+    /// `gavel://policy/…` resources), decided by the server it asks about:
+    /// `tool` is the query (`check`, `limits`, `why`, `policy`).
+    PolicyQuery,
 }
 
 impl ActionType {
@@ -30,6 +34,7 @@ impl ActionType {
             ActionType::Completion => "completion",
             ActionType::SamplingRequest => "sampling_request",
             ActionType::ElicitationRequest => "elicitation_request",
+            ActionType::PolicyQuery => "policy_query",
         }
     }
 }

@@ -75,7 +75,7 @@ impl Enforcer {
     /// arguments and the budget. Built only when something reads it (a Rego
     /// policy or the decision log): static-only servers stay on the fast
     /// path, with `Null`.
-    fn input_for(
+    pub(super) fn input_for(
         &self,
         action: &Action,
         ctx: &DecisionContext,
@@ -108,7 +108,7 @@ impl Enforcer {
     /// the static rules, then the server's policy (none, unavailable —
     /// failing closed unless `fail_open` — or its Rego engine). The decision
     /// carries its `policy_version` (the bundles', else how it was decided).
-    fn evaluate(
+    pub(super) fn evaluate(
         &self,
         action: &Action,
         sp: Option<&ServerPolicy>,
@@ -238,7 +238,7 @@ impl Enforcer {
         ctx.identity.as_deref().unwrap_or(&self.config.identity)
     }
 
-    fn who<'a>(
+    pub(super) fn who<'a>(
         &'a self,
         action: &'a Action,
         ctx: &'a DecisionContext,
@@ -255,19 +255,19 @@ impl Enforcer {
 
 /// What the evaluation step yields: the decision and how it was reached, as
 /// the record tells it.
-struct Evaluated {
-    decision: Decision,
+pub(super) struct Evaluated {
+    pub(super) decision: Decision,
     /// `labels.policy`: `none`, `static`, `unavailable` or `rego`.
-    policy: &'static str,
+    pub(super) policy: &'static str,
     /// The record's `path`: the deciding layer's rule as OPA writes a path
     /// (`PolicyEngine::record_path`), else `gavel/static`.
-    path: String,
+    pub(super) path: String,
     /// The record's `bundles` (`{}` unless a Rego policy decided).
-    bundles: Value,
+    pub(super) bundles: Value,
     /// Whether `fail_open` let a failed policy allow.
-    fail_open: bool,
+    pub(super) fail_open: bool,
     /// `metrics.timer_rego_query_eval_ns`.
-    eval_ns: u64,
+    pub(super) eval_ns: u64,
 }
 
 impl Evaluated {
@@ -312,7 +312,7 @@ impl ServerPolicy {
 
 /// Every rate limit that applies to a tools/call: config's and the
 /// bundles'.
-fn limits_for<'a>(
+pub(super) fn limits_for<'a>(
     action: &Action,
     sp: Option<&'a ServerPolicy>,
     engine: Option<&'a PolicyEngine>,
@@ -367,7 +367,7 @@ fn next_decision_id() -> String {
 }
 
 /// Tokens of a call's arguments (estimate: 4 bytes a token).
-fn arg_tokens(action: &Action) -> u64 {
+pub(super) fn arg_tokens(action: &Action) -> u64 {
     serde_json::to_vec(&action.args)
         .map(|v| v.len().div_ceil(4) as u64)
         .unwrap_or(0)

@@ -212,6 +212,26 @@ impl Guard {
         arg_tokens: u64,
         d: &mut Decision,
     ) -> Option<Receipt> {
+        self.apply(who, limits, arg_tokens, d, Mode::Charge)
+    }
+
+    /// What [`Guard::check`] would make of `d` now, charging nothing (a
+    /// policy query, `gavel__check`): the same refusals and the same
+    /// `rate_limit_remaining`, read from the store ([`StateStore::peek`]).
+    pub fn peek(&self, who: &Who, limits: &[&Limit], arg_tokens: u64, d: &mut Decision) {
+        self.apply(who, limits, arg_tokens, d, Mode::Peek);
+    }
+
+    /// [`Guard::check`] and [`Guard::peek`]: one path, so a prediction is
+    /// the decision the call then gets; only the store call differs.
+    fn apply(
+        &self,
+        who: &Who,
+        limits: &[&Limit],
+        arg_tokens: u64,
+        d: &mut Decision,
+        mode: Mode,
+    ) -> Option<Receipt> {
         if !d.allow || (limits.is_empty() && self.budget.is_none()) {
             return None;
         }
@@ -231,16 +251,16 @@ impl Guard {
             tokens: arg_tokens,
         };
         let charged = self.store().and_then(|s| {
-            s.charge(
-                &keys,
-                now,
-                budget.as_ref().map(|slot| BudgetCharge {
-                    key: &slot.key,
-                    period: &slot.period,
-                    add,
-                    limit: (slot.budget.calls, slot.budget.tokens),
-                }),
-            )
+            let b = budget.as_ref().map(|slot| BudgetCharge {
+                key: &slot.key,
+                period: &slot.period,
+                add,
+                limit: (slot.budget.calls, slot.budget.tokens),
+            });
+            match mode {
+                Mode::Charge => s.charge(&keys, now, b),
+                Mode::Peek => s.peek(&keys, now, b),
+            }
             .map_err(|e| e.to_string())
         });
         let c = match charged {
@@ -269,11 +289,40 @@ impl Guard {
             budget_exceeded(d, &slot, used);
             return None;
         }
-        Some(Receipt {
+        (mode == Mode::Charge).then_some(Receipt {
             key: slot.key,
             period: slot.period,
             add,
         })
+    }
+
+    /// Each limit's headroom for `who` now, as `gavel__limits` shows it:
+    /// the limit, and how many calls it would still allow at once (read
+    /// only). `Err`: the store cannot say.
+    pub fn headroom(&self, who: &Who, limits: &[&Limit]) -> Result<Vec<Value>, String> {
+        if limits.is_empty() {
+            return Ok(vec![]);
+        }
+        let keys = rate_keys(who, limits);
+        let c = self
+            .store()?
+            .peek(&keys, self.clock.now(), None)
+            .map_err(|e| e.to_string())?;
+        Ok(limits
+            .iter()
+            .zip(c.rates)
+            .map(|(l, o)| {
+                json!({
+                    "tool": who.tool,
+                    "rate": l.rate.rate,
+                    "period_seconds": l.rate.period_s,
+                    "burst": l.rate.burst,
+                    "source": l.source,
+                    "remaining": if o.allowed { o.remaining + 1 } else { 0 },
+                    "retry_after_seconds": (!o.allowed).then_some((o.retry_after * 10.0).ceil() / 10.0),
+                })
+            })
+            .collect())
     }
 
     /// Gives back the budget charge of a call that was then not made (its
@@ -331,6 +380,13 @@ impl Guard {
             tracing::error!(key = %receipt.key, "result tokens not counted in the budget: {e}");
         }
     }
+}
+
+/// Whether [`Guard::apply`] charges or only reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Charge,
+    Peek,
 }
 
 /// The budget period a call is charged to: the budget's key for who is

@@ -291,6 +291,61 @@ impl SessionState {
         }
     }
 
+    /// What [`SessionState::decide`] would make of `action` now, with its
+    /// effects off ([`super::Enforcer::query`]): the context the call would
+    /// be decided in (counters prepared on a copy; the session's own are
+    /// untouched), `kind` naming the query in its record.
+    pub fn query(
+        &self,
+        enforcer: &super::Enforcer,
+        action: &Action,
+        kind: &str,
+    ) -> super::Prediction {
+        let mut counters = self.counters.lock().recover().clone();
+        let now_s = (self.clock.now() - self.started).max(0.0);
+        if action.kind == super::ActionType::ToolCall {
+            counters.prepare(&action.server, &action.tool, now_s);
+        }
+        let ctx = DecisionContext {
+            session_id: self.id.clone(),
+            client: self.client.get().cloned(),
+            session_age_seconds: now_s,
+            counters,
+            identity: self.identity.get().cloned(),
+        };
+        enforcer.query(action, &ctx, kind)
+    }
+
+    /// [`SessionState::query`] off the event loop when it reads the state
+    /// store (as [`SessionState::decide_async`]).
+    pub async fn query_async(
+        self: &std::sync::Arc<Self>,
+        enforcer: &std::sync::Arc<super::Enforcer>,
+        action: &Action,
+        kind: &'static str,
+    ) -> Result<super::Prediction, String> {
+        if !enforcer.uses_store() {
+            return Ok(self.query(enforcer, action, kind));
+        }
+        let (state, enforcer, owned) = (self.clone(), enforcer.clone(), action.clone());
+        tokio::task::spawn_blocking(move || state.query(&enforcer, &owned, kind))
+            .await
+            .map_err(|e| format!("gavel could not finish the query ({e})"))
+    }
+
+    /// The session's counters now and the context its decisions see (for
+    /// `gavel__limits`: what the policy's `input.context` holds).
+    pub fn context(&self) -> DecisionContext {
+        let counters = self.counters.lock().recover().clone();
+        DecisionContext {
+            session_id: self.id.clone(),
+            client: self.client.get().cloned(),
+            session_age_seconds: (self.clock.now() - self.started).max(0.0),
+            counters,
+            identity: self.identity.get().cloned(),
+        }
+    }
+
     /// A host-reported token count (can only raise gavel's own).
     pub fn raise_tokens(&self, reported: u64) {
         self.counters.lock().recover().raise_tokens(reported);

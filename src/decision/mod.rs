@@ -23,6 +23,7 @@ pub mod layers;
 mod memo;
 pub mod paths;
 mod pool;
+mod query;
 mod record;
 pub mod remembered;
 pub mod static_rules;
@@ -38,6 +39,7 @@ pub use active::Active;
 pub(crate) use active::Policy;
 pub use contract::{Decision, Disclosure};
 pub use input::{DecisionContext, SessionCounters, SessionState};
+pub use query::Prediction;
 
 use crate::audit::DecisionLog;
 

@@ -50,7 +50,7 @@ pub(super) fn reason_is_label(engine: Option<&PolicyEngine>, code: &str) -> bool
 }
 
 impl Enforcer {
-    fn decision_labels(&self, policy: &str, fail_open: bool) -> Value {
+    pub(super) fn decision_labels(&self, policy: &str, fail_open: bool) -> Value {
         let mut l = self.labels();
         l.insert("policy".into(), json!(policy));
         l.insert("fail_open".into(), json!(fail_open.to_string()));

@@ -6,6 +6,7 @@
 //! Everything here is read-only over bundles and logs; nothing in the
 //! enforcement path depends on it.
 
+pub mod agent_texts;
 pub mod counterfactual;
 pub mod doc;
 pub mod explain;

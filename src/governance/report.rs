@@ -230,6 +230,10 @@ impl Report {
     /// outcome from the final approval record (same decision id): counted
     /// there, once, as allowed or denied — not when it was asked.
     pub fn add(&mut self, r: &Value) {
+        // A policy query (`gavel__check`) decided nothing.
+        if r.get("query").is_some() {
+            return;
+        }
         if let Some(a) = r.get("approval") {
             self.approval_steps += 1;
             let name = a["step"].as_str().unwrap_or("?").to_string();

@@ -331,6 +331,7 @@ fn what(action: &Action) -> &'static str {
         ActionType::Completion => "completion request",
         ActionType::SamplingRequest => "sampling request from the server",
         ActionType::ElicitationRequest => "question from the server",
+        ActionType::PolicyQuery => "policy question",
     }
 }
 
@@ -342,5 +343,6 @@ fn target_label(action: &Action) -> &'static str {
         ActionType::PromptGet => "Prompt",
         ActionType::Completion => "Completion for",
         ActionType::SamplingRequest | ActionType::ElicitationRequest => "Request",
+        ActionType::PolicyQuery => "Question",
     }
 }

@@ -74,6 +74,7 @@ fn span_name(action: &Action) -> String {
         ActionType::Completion => "completion/complete",
         ActionType::SamplingRequest => "sampling/createMessage",
         ActionType::ElicitationRequest => "elicitation/create",
+        ActionType::PolicyQuery => "tools/call",
     };
     format!("gavel.decide {method}")
 }

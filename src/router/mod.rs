@@ -20,6 +20,8 @@ use crate::upstream::uri_template::UriTemplate;
 use crate::upstream::{Upstream, UpstreamLists};
 use serde_json::{Value, json};
 
+pub mod reserved;
+
 pub const SEPARATOR: &str = "__";
 
 #[derive(Debug, Clone)]
@@ -111,6 +113,9 @@ pub struct Router {
     /// between a rebuild and the announcement: see
     /// [`Router::take_unannounced`].
     known: Mutex<[u64; 3]>,
+    /// Agent tools on: upstream names in gavel's reserved space
+    /// ([`reserved`]) are withheld.
+    reserve: bool,
 }
 
 /// The list kinds of [`Router::rebuild`]'s answer, as indices.
@@ -132,7 +137,15 @@ impl Router {
             first_build_done: false.into(),
             generation: 0.into(),
             known: Mutex::new([0; 3]),
+            reserve: false,
         }
+    }
+
+    /// Withholds upstream names in gavel's reserved space ([`reserved`]):
+    /// set when the session offers gavel's agent tools.
+    pub fn reserving(mut self, on: bool) -> Self {
+        self.reserve = on;
+        self
     }
 
     pub fn table(&self) -> Arc<RouteTable> {
@@ -161,6 +174,7 @@ impl Router {
             startup: !self
                 .first_build_done
                 .swap(true, std::sync::atomic::Ordering::Relaxed),
+            reserve: self.reserve,
         };
         // Previous claimants first, so an arriving server never displaces one
         // that was already listed.
@@ -195,6 +209,10 @@ impl Router {
             let annotations = annotations_value(tool);
             let listed = enforcer.tool_listed(server, &tool.name, &annotations, ctx);
             let exposed = self.exposed_name(server, &tool.name);
+            if self.reserve && reserved::is_reserved_tool(&exposed) {
+                reserved::withhold(&mut b.t.withheld, &exposed, server, b.startup);
+                continue;
+            }
             if let Some(owner) = claim(&mut b.still_claimed, &exposed, server) {
                 report_collision(&mut b.t.withheld, &exposed, server, &owner, b.startup);
                 continue;
@@ -330,6 +348,8 @@ struct Building {
     still_claimed: HashMap<String, String>,
     /// The first build: collisions are reported at startup level.
     startup: bool,
+    /// [`Router::reserving`].
+    reserve: bool,
 }
 
 impl Building {
@@ -337,6 +357,10 @@ impl Building {
     /// it) and templates.
     fn add_resources(&mut self, server: &str, lists: &UpstreamLists) {
         for r in &lists.resources {
+            if self.reserve && reserved::is_reserved_uri(&r.uri) {
+                reserved::withhold(&mut self.t.withheld, &r.uri, server, self.startup);
+                continue;
+            }
             if self.t.resource_routes.contains_key(&r.uri) {
                 report_collision(
                     &mut self.t.withheld,
@@ -353,6 +377,15 @@ impl Building {
             self.t.resources.push(r.clone());
         }
         for tpl in &lists.templates {
+            if self.reserve && reserved::is_reserved_uri(&tpl.uri_template) {
+                reserved::withhold(
+                    &mut self.t.withheld,
+                    &tpl.uri_template,
+                    server,
+                    self.startup,
+                );
+                continue;
+            }
             self.t
                 .template_routes
                 .push((UriTemplate::parse(&tpl.uri_template), server.to_string()));

@@ -105,3 +105,51 @@ fn a_change_the_host_already_listed_is_not_announced() {
     router.rebuild(&enforcer, &ctx);
     assert_eq!(router.take_unannounced(), (true, false, false));
 }
+
+/// With the agent tools on, an upstream tool or resource in gavel's
+/// reserved space is withheld and listed as such; the rest of the server's
+/// names are unaffected. Off, the same names pass as any other.
+#[test]
+fn reserved_names_are_withheld_only_while_the_agent_tools_are_on() {
+    let (_, up, enforcer) = setup();
+    let mut l = lists(&["gavel__check", "GAVEL__why", "echo"]);
+    l.resources = vec![
+        serde_json::from_value(serde_json::json!({"uri": "gavel://policy/fx", "name": "p"}))
+            .unwrap(),
+        serde_json::from_value(serde_json::json!({"uri": "file:///x", "name": "x"})).unwrap(),
+    ];
+    l.templates = vec![
+        serde_json::from_value(
+            serde_json::json!({"uriTemplate": "gavel://policy/{s}", "name": "t"}),
+        )
+        .unwrap(),
+    ];
+    up.set_lists(l);
+    let ctx = DecisionContext::default();
+    let on = Router::new([("fx".to_string(), up.clone())].into(), false).reserving(true);
+    on.rebuild(&enforcer, &ctx);
+    let t = on.table();
+    let names: Vec<&str> = t.tools.iter().map(|t| t.name.as_ref()).collect();
+    assert_eq!(names, ["echo"]);
+    assert!(
+        !t.tool_routes.contains_key("gavel__check"),
+        "no route either"
+    );
+    assert_eq!(t.resources.len(), 1);
+    assert_eq!(t.resources[0].uri, "file:///x");
+    assert!(t.templates.is_empty());
+    assert_eq!(
+        t.withheld,
+        [
+            "gavel__check (server fx, reserved)",
+            "GAVEL__why (server fx, reserved)",
+            "gavel://policy/fx (server fx, reserved)",
+            "gavel://policy/{s} (server fx, reserved)"
+        ]
+    );
+
+    let off = Router::new([("fx".to_string(), up)].into(), false);
+    off.rebuild(&enforcer, &ctx);
+    assert_eq!(off.table().tools.len(), 3);
+    assert!(off.table().withheld.is_empty());
+}

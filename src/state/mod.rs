@@ -100,6 +100,17 @@ pub trait StateStore: Send + Sync {
         )?;
         Ok(c.budget.unwrap_or((false, Usage::default())))
     }
+    /// What [`StateStore::charge`] would find for the same call now,
+    /// without charging anything: each limit's outcome and the budget's
+    /// (whether it has room, and the totals the charge would leave). Read
+    /// only; two peeks never change an answer. A charge made by anyone
+    /// between a peek and the call can still refuse the call.
+    fn peek(
+        &self,
+        limits: &[(String, Rate)],
+        now: f64,
+        budget: Option<BudgetCharge<'_>>,
+    ) -> Result<Charged, StateError>;
     /// The totals of a budget counter (zero when never used).
     fn budget_get(&self, key: &str, period: &str) -> Result<Usage, StateError>;
     /// Removes state that can no longer matter at `now`: rate-limit keys
@@ -120,5 +131,27 @@ pub trait StateStore: Send + Sync {
     ) -> Result<(), StateError>;
 }
 
+/// What a charge would do, from the limits' outcomes and the budget's
+/// totals now (`used`): the budget is only reached when every limit allows,
+/// as in [`StateStore::charge`].
+pub(crate) fn predicted(
+    rates: Vec<RateOutcome>,
+    budget: Option<(BudgetCharge<'_>, Usage)>,
+) -> Charged {
+    let all = rates.iter().all(|o| o.allowed);
+    let budget = budget.filter(|_| all).map(|(b, used)| {
+        let after = Usage {
+            calls: used.calls.saturating_add(b.add.calls),
+            tokens: used.tokens.saturating_add(b.add.tokens),
+        };
+        let fits = b.limit.0.is_none_or(|l| after.calls <= l)
+            && b.limit.1.is_none_or(|l| after.tokens <= l);
+        if fits { (true, after) } else { (false, used) }
+    });
+    Charged { rates, budget }
+}
+
+#[cfg(test)]
+mod peek_tests;
 #[cfg(test)]
 mod tests;

@@ -316,6 +316,27 @@ impl RateFile {
         })
     }
 
+    /// What [`RateFile::charge`] would answer now, without storing anything
+    /// (a key never seen is absent, and stays so).
+    pub fn peek(
+        &self,
+        limits: &[(String, Rate)],
+        now: f64,
+    ) -> Result<Vec<RateOutcome>, StateError> {
+        self.locked(|t| {
+            limits
+                .iter()
+                .map(|(key, rate)| {
+                    let tat = match t.find(key) {
+                        Some(slot) => t.stored_tat(slot)?,
+                        None => None,
+                    };
+                    Ok(gcra::check(tat, *rate, now).0)
+                })
+                .collect()
+        })
+    }
+
     /// Gives back one emission interval on each limit (a call charged and
     /// then not made), with `then` run under the same lock.
     pub fn refund(

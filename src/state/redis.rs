@@ -463,6 +463,40 @@ impl StateStore for RedisStore {
         Ok(Charged { rates, budget })
     }
 
+    /// The stored TATs (and Redis's clock, when it is the one the script
+    /// reads) through plain reads: nothing is written.
+    fn peek(
+        &self,
+        limits: &[(String, Rate)],
+        now: f64,
+        budget: Option<BudgetCharge<'_>>,
+    ) -> Result<Charged, StateError> {
+        let mut rates = Vec::with_capacity(limits.len());
+        if !limits.is_empty() {
+            let keys: Vec<&str> = limits.iter().map(|(k, _)| k.as_str()).collect();
+            let server_time = self.server_time;
+            let (tats, time): (Vec<Option<String>>, Option<(String, String)>) = self.with(|c| {
+                let tats: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(c)?;
+                let time = if server_time {
+                    Some(redis::cmd("TIME").query(c)?)
+                } else {
+                    None
+                };
+                Ok((tats, time))
+            })?;
+            let now = time.map_or(now, |(s, us)| num(&s) + num(&us) / 1e6);
+            for ((_, rate), tat) in limits.iter().zip(tats) {
+                let tat = tat.map(|t| num(&t));
+                rates.push(crate::state::gcra::check(tat, *rate, now).0);
+            }
+        }
+        let budget = match budget {
+            Some(b) => Some((b, self.budget_get(b.key, b.period)?)),
+            None => None,
+        };
+        Ok(super::predicted(rates, budget))
+    }
+
     fn budget_add(&self, key: &str, period: &str, add: Usage) -> Result<Usage, StateError> {
         let k = format!("{key}|{period}");
         let (calls, tokens): (u64, u64) = self.with(|c| {

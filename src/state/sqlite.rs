@@ -240,6 +240,24 @@ impl StateStore for SqliteStore {
         Ok(super::Charged { rates, budget })
     }
 
+    fn peek(
+        &self,
+        limits: &[(String, Rate)],
+        now: f64,
+        budget: Option<super::BudgetCharge<'_>>,
+    ) -> Result<super::Charged, StateError> {
+        let rates = if limits.is_empty() {
+            vec![]
+        } else {
+            self.rates.peek(limits, now)?
+        };
+        let budget = match budget {
+            Some(b) => Some((b, self.budget_get(b.key, b.period)?)),
+            None => None,
+        };
+        Ok(super::predicted(rates, budget))
+    }
+
     fn budget_add(&self, key: &str, period: &str, add_: Usage) -> Result<Usage, StateError> {
         self.with(|tx| {
             let after = add(usage_in(tx, key, period)?, add_);

@@ -21,6 +21,7 @@ pub fn suite(store: &dyn StateStore) {
     budgets_add_up_per_key_and_period(store);
     a_budget_charge_adds_only_within_its_limit(store);
     a_calls_limits_and_budget_are_charged_together_and_refunded(store);
+    super::peek_tests::a_peek_answers_as_the_charge_would_and_charges_nothing(store);
 }
 
 fn one_limit_gives_its_burst_then_refuses_without_charging(store: &dyn StateStore) {

@@ -15,6 +15,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod e2e_agent_tools;
 mod e2e_approval;
 mod e2e_approval_effects;
 mod e2e_bad_input;

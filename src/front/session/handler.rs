@@ -132,7 +132,7 @@ impl Session {
     /// The action a `tools/call` asks for: the upstream's own tool name, the
     /// arguments, and what the upstream declared about the tool
     /// (annotations, definition digest, data classes).
-    fn tool_action(&self, route: &ToolRoute, request: &CallToolRequestParams) -> Action {
+    pub(super) fn tool_action(&self, route: &ToolRoute, request: &CallToolRequestParams) -> Action {
         let args = request
             .arguments
             .clone()
@@ -244,7 +244,9 @@ impl ServerHandler for Session {
         let router = self.listing().await?;
         let t = router.table();
         router.answered(crate::router::TOOLS, &t);
-        Ok(ListToolsResult::with_all_items(t.tools.clone()))
+        Ok(ListToolsResult::with_all_items(
+            self.with_agent_tools(&t.tools),
+        ))
     }
 
     async fn call_tool(
@@ -252,6 +254,9 @@ impl ServerHandler for Session {
         request: CallToolRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if let Some(answer) = self.agent_call(&request, &cx).await {
+            return answer;
+        }
         let route = self.tool_route(&request.name).await?;
         self.raise_reported_tokens(&cx);
         let action = self.tool_action(&route, &request);
@@ -282,7 +287,9 @@ impl ServerHandler for Session {
         let router = self.listing().await?;
         let t = router.table();
         router.answered(crate::router::RESOURCES, &t);
-        Ok(ListResourcesResult::with_all_items(t.resources.clone()))
+        let mut all = self.upstream_items(&t.resources);
+        all.extend(self.agent_resources().await?);
+        Ok(ListResourcesResult::with_all_items(all))
     }
 
     async fn list_resource_templates(
@@ -294,7 +301,7 @@ impl ServerHandler for Session {
         let t = router.table();
         router.answered(crate::router::RESOURCES, &t);
         Ok(ListResourceTemplatesResult::with_all_items(
-            t.templates.clone(),
+            self.upstream_items(&t.templates),
         ))
     }
 
@@ -303,6 +310,9 @@ impl ServerHandler for Session {
         request: ReadResourceRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
+        if let Some(answer) = self.agent_read(&request.uri, &cx).await {
+            return answer.map(Into::into);
+        }
         self.wait_started().await?;
         let server = self.route_uri(&request.uri)?;
         let action = self.action(
@@ -327,6 +337,7 @@ impl ServerHandler for Session {
         request: SubscribeRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        self.serves_upstreams()?;
         self.wait_started().await?;
         let server = self.route_uri(&request.uri)?;
         let action = self.action(
@@ -362,6 +373,7 @@ impl ServerHandler for Session {
         request: UnsubscribeRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        self.serves_upstreams()?;
         let server = self.route_uri(&request.uri)?;
         // Giving up access is decided like subscribing (same action type) so
         // the single enforcement point still sees it.
@@ -392,7 +404,9 @@ impl ServerHandler for Session {
         let router = self.listing().await?;
         let t = router.table();
         router.answered(crate::router::PROMPTS, &t);
-        Ok(ListPromptsResult::with_all_items(t.prompts.clone()))
+        Ok(ListPromptsResult::with_all_items(
+            self.upstream_items(&t.prompts),
+        ))
     }
 
     async fn get_prompt(
@@ -400,6 +414,7 @@ impl ServerHandler for Session {
         request: GetPromptRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
+        self.serves_upstreams()?;
         let table = self.wait_started().await?.table();
         let Some(route) = table.prompt_routes.get(&request.name).cloned() else {
             return Err(ErrorData::invalid_params(
@@ -427,6 +442,7 @@ impl ServerHandler for Session {
         request: CompleteRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
+        self.serves_upstreams()?;
         let table = self.wait_started().await?.table();
         let mut upstream_req = request.clone();
         let (server, target) = match &request.r#ref {

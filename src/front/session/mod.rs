@@ -23,6 +23,8 @@ use crate::router::Router;
 use crate::sync::Recover;
 use crate::upstream::{SupervisorDeps, Upstream, spawn_supervisor};
 
+mod agent;
+mod agent_resources;
 mod handler;
 mod set;
 pub use set::SessionSet;
@@ -36,6 +38,9 @@ struct Inner {
     state: Arc<SessionState>,
     /// This session as shared upstreams see it (kept alive by the session).
     owner: OnceLock<Arc<crate::upstream::shared::Owner>>,
+    /// The decisions this session was given, newest last and bounded: the
+    /// only ids `gavel__why` explains to it.
+    given: Mutex<agent::Given>,
 }
 
 /// Cheap to clone; all clones are the same session.
@@ -74,6 +79,7 @@ impl Session {
                 supervisors: Mutex::new(Vec::new()),
                 state,
                 owner: OnceLock::new(),
+                given: Default::default(),
             }),
         }
     }
@@ -145,7 +151,8 @@ impl Session {
             ));
             ups.insert(name.clone(), up);
         }
-        let router = Arc::new(Router::new(ups, prefixed));
+        let router =
+            Arc::new(Router::new(ups, prefixed).reserving(gw.config.agent_tools.enabled()));
         let _ = self.inner.router.set(router.clone());
         self.inner.supervisors.lock().recover().extend(handles);
         let host = self.inner.host.clone();
@@ -278,14 +285,20 @@ impl Session {
         if self.inner.gw.enforcer.tracer().is_some() {
             action.trace = Some(trace_context(cx));
         }
-        crate::host::authorize::authorize(
+        let r = crate::host::authorize::authorize(
             &self.inner.gw.enforcer,
             &self.inner.host,
             &self.inner.state,
             &action,
             cx.meta.get_progress_token(),
         )
-        .await
+        .await;
+        let d = match &r {
+            Ok(p) => &p.decision,
+            Err(d) => d,
+        };
+        self.inner.given.lock().recover().keep(d, &action.server);
+        r
     }
 
     async fn forward(

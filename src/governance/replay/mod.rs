@@ -406,6 +406,10 @@ impl Replayer {
     /// decision of a server being replayed is re-decided by the candidate
     /// unless it cannot be faithfully (see the module doc), then compared.
     fn record(&mut self, line_no: u64, rec: Value) -> Result<(), ReplayError> {
+        // A policy query (`gavel__check`) decided nothing: not replayed.
+        if rec.get("query").is_some() {
+            return Ok(());
+        }
         // Approval steps (host::approval) belong to a decision record.
         if let Some(step) = rec.get("approval") {
             self.summary.approval_steps += 1;
