@@ -124,6 +124,11 @@ pub enum Command {
         /// Only this server's records.
         #[arg(long)]
         server: Option<String>,
+        /// Only the records decided as this persona (`labels.persona`); with
+        /// --config, each server with that persona's layers, a candidate
+        /// replacing the persona's (or any configured) bundle of its name.
+        #[arg(long)]
+        persona: Option<String>,
         /// Exit non-zero when more than N decisions flip (default 0), when a
         /// line is not a decision record, or when no record could be replayed
         /// at all: a CI gate.
@@ -346,6 +351,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             bundle,
             config,
             server,
+            persona,
             fail_on_flip,
             max_not_replayable,
             json,
@@ -354,6 +360,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             bundles: bundle,
             config,
             server,
+            persona,
             fail_on_flip,
             max_not_replayable,
             json,

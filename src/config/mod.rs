@@ -17,6 +17,7 @@ mod log;
 mod metrics;
 mod model;
 pub mod oci;
+mod persona;
 mod policy;
 mod raw;
 pub mod render;
@@ -36,6 +37,7 @@ pub use keys::{check_hmac_secret, hmac_min_bytes};
 pub use layer::Layer;
 pub use model::*;
 pub use oci::{OciSettings, RegistrySettings};
+pub use persona::{Persona, Personas, UnmatchedPersona, glob_match};
 pub use serve::ServeSettings;
 
 use ctx::*;
@@ -80,7 +82,7 @@ impl Config {
     /// because a config with several mistakes reports the first one met, and
     /// the tests pin which one that is: servers, keys, identity, limits, log,
     /// policy, metrics, budget, state, auth, oci, serve, telemetry, then the rules that
-    /// span tables (registry bundles signed, fail_open) and the state backend.
+    /// span tables (registry bundles signed, fail_open), the personas and the state backend.
     pub fn from_toml_str(
         text: &str,
         origin: &Path,
@@ -108,6 +110,7 @@ impl Config {
         let telemetry = telemetry::parse(&ctx, &raw.telemetry)?;
         policy::sign_shared_registry_bundles(&ctx, &raw, &mut servers, &policy)?;
         Self::fail_open_only_for_local_unsigned(&ctx, &raw, &servers, &policy)?;
+        let personas = Self::personas(&ctx, &raw, &mut servers)?;
         let redis_url = state::redis_url(&ctx, &raw.state)?;
         Ok(Config {
             servers,
@@ -124,6 +127,7 @@ impl Config {
             oci,
             serve,
             telemetry,
+            personas,
             source: Some(origin.to_path_buf()),
         })
     }
@@ -185,6 +189,7 @@ impl Config {
             oci: OciSettings::default(),
             serve: ServeSettings::default(),
             telemetry: None,
+            personas: Personas::default(),
             source: None,
         })
     }

@@ -33,6 +33,8 @@ pub struct Config {
     pub serve: ServeSettings,
     /// `[telemetry]`: OpenTelemetry spans over OTLP/HTTP (None: off).
     pub telemetry: Option<crate::telemetry::Settings>,
+    /// `[personas.NAME]` and `[policy] unmatched_persona` (config/persona.rs).
+    pub personas: super::Personas,
     /// File the config came from (None for `gavel wrap`); relative paths
     /// (commands, `cwd`, bundles) resolve against its directory.
     pub source: Option<PathBuf>,

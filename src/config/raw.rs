@@ -34,6 +34,9 @@ pub struct RawConfig {
     pub serve: super::serve::RawServe,
     #[serde(default)]
     pub telemetry: super::telemetry::RawTelemetry,
+    /// `[personas.NAME]`: agent personas and their bundles.
+    #[serde(default)]
+    pub personas: BTreeMap<String, Spanned<super::persona::RawPersona>>,
 }
 
 /// `[oci]`: how bundles are pulled from registries.
@@ -274,4 +277,6 @@ pub struct RawPolicy {
     /// `[policy.bundle_roles."REF"]`, for `shared_bundles`.
     #[serde(default)]
     pub bundle_roles: BTreeMap<String, Spanned<RawBundleRole>>,
+    /// What an agent of no persona gets (`deny` or `base`).
+    pub unmatched_persona: Option<Spanned<String>>,
 }

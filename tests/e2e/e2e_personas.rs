@@ -1,0 +1,377 @@
+//! End to end: agent personas (`[personas.NAME]`). Two personas over the
+//! same servers get different decisions from their own bundles — over HTTP
+//! (the token's agent claim) and over stdio (`[identity] agent.id`); an
+//! agent of no persona gets `[policy] unmatched_persona` (deny or base); a
+//! persona's server list holds; and the governance commands tell personas
+//! apart (status, explain, report, replay).
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Persona bundles: `hr` denies `echo` (`hr_no_echo`), `it` denies `add`
+/// (`it_no_add`); everything else each allows.
+fn persona_bundles(dir: &Path) -> (PathBuf, PathBuf) {
+    let hr = common::policy::bundle(
+        dir,
+        "hr",
+        "persona/hr",
+        json!({"metadata": {"gavel": {"layer": "identity"}}}),
+        "package persona.hr\n\ndefault decision := {\"allow\": true}\n\ndecision := {\"allow\": false, \"reasons\": [\"hr_no_echo\"]} if input.action.tool == \"echo\"\n",
+    );
+    let it = common::policy::bundle(
+        dir,
+        "it",
+        "persona/it",
+        json!({}),
+        "package persona.it\n\ndefault decision := {\"allow\": true}\n\ndecision := {\"allow\": false, \"reasons\": [\"it_no_add\"]} if input.action.tool == \"add\"\n",
+    );
+    (hr, it)
+}
+
+fn allow_all() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/allow-all")
+}
+
+/// Two fixture servers (`fx`, `mail`) with the allow-all bundle, personas
+/// `hr` (agents `hr-*`, server `fx` only) and `it` (agent `it-bot`, every
+/// server), `unmatched_persona = unmatched`, a decision log; `top` first.
+fn persona_config(s: &Setup, top: &str, unmatched: &str) -> String {
+    let (hr, it) = persona_bundles(&s.path("bundles"));
+    let base = allow_all().display().to_string();
+    format!(
+        "{top}\n[policy]\nunmatched_persona = {unmatched:?}\n\n{}\
+         {}bundle = {base:?}\n{}bundle = {base:?}\n\
+         [personas.hr]\nagents = [\"hr-*\"]\nservers = [\"fx\"]\nbundles = [{:?}]\n\
+         [personas.it]\nagents = [\"it-bot\"]\nbundles = [{:?}]\n",
+        s.decision_log_table(),
+        fixture_server("fx", &[], &s.path("fx.jsonl")),
+        fixture_server("mail", &[], &s.path("mail.jsonl")),
+        hr.display().to_string(),
+        it.display().to_string(),
+    )
+}
+
+/// The reasons of a call's decision (empty when it was allowed).
+async fn reasons(c: &Client, tool: &str, args: Value) -> Vec<String> {
+    let r = call(c, tool, args).await.unwrap();
+    if r.is_error != Some(true) {
+        return vec![];
+    }
+    let d = &r.meta.as_ref().expect("a denial carries its decision").0["dev.gavel/decision"];
+    d["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn personas_logged(s: &Setup) -> Vec<(Value, Value, Value)> {
+    s.decisions()
+        .iter()
+        .map(|r| {
+            (
+                r["input"]["agent"]["id"].clone(),
+                r["labels"]["persona"].clone(),
+                r["result"]["allow"].clone(),
+            )
+        })
+        .collect()
+}
+
+async fn serve_with_personas(s: &Setup, unmatched: &str) -> (String, tokio::process::Child) {
+    let port = free_port();
+    let audience = format!("http://127.0.0.1:{port}/mcp");
+    s.write_config(&persona_config(s, &hs256_auth(&audience), unmatched));
+    let gavel = gavel_serve_at(s, port, &[("GAVEL_E2E_JWT_SECRET", JWT_SECRET)], &[]).await;
+    (audience, gavel)
+}
+
+async fn as_agent(audience: &str, agent: &str) -> Client {
+    let token = hs256_token(
+        json!({"iss": "https://idp.example.test", "aud": audience, "exp": unix_now() + 600,
+               "sub": format!("user-of-{agent}"), "azp": agent}),
+        JWT_SECRET,
+    );
+    http_client(audience, None, Some(&token)).await
+}
+
+async fn stop(mut gavel: tokio::process::Child) {
+    unsafe { libc::kill(gavel.id().unwrap() as i32, libc::SIGTERM) };
+    gavel.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_each_token_agent_is_decided_by_its_personas_bundles() {
+    let s = Setup::blank();
+    let (audience, gavel) = serve_with_personas(&s, "deny").await;
+    let hr = as_agent(&audience, "hr-payroll").await;
+    let it = as_agent(&audience, "it-bot").await;
+    let stranger = as_agent(&audience, "sales-bot").await;
+    // Same servers, same call: hr's bundle denies echo, it's allows it.
+    assert_eq!(
+        reasons(&hr, "fx__echo", json!({"text": "a"})).await,
+        ["hr_no_echo"]
+    );
+    assert!(
+        reasons(&it, "fx__echo", json!({"text": "b"}))
+            .await
+            .is_empty()
+    );
+    // ... and the other way round for add.
+    assert!(
+        reasons(&hr, "fx__add", json!({"a": 1, "b": 2}))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        reasons(&it, "fx__add", json!({"a": 1, "b": 2})).await,
+        ["it_no_add"]
+    );
+    // hr reaches fx only: mail's tools are not listed to it, and a call is
+    // refused before any policy, with gavel's code.
+    let hr_tools = tool_names(&hr).await;
+    assert!(hr_tools.iter().any(|t| t == "fx__echo"), "{hr_tools:?}");
+    assert!(
+        !hr_tools.iter().any(|t| t.starts_with("mail__")),
+        "{hr_tools:?}"
+    );
+    assert!(tool_names(&it).await.iter().any(|t| t == "mail__echo"));
+    assert_eq!(
+        reasons(&hr, "mail__add", json!({"a": 1, "b": 2})).await,
+        ["persona_server_denied"]
+    );
+    // An agent of no persona: unmatched_persona = "deny".
+    assert!(tool_names(&stranger).await.is_empty());
+    assert_eq!(
+        reasons(&stranger, "fx__echo", json!({"text": "c"})).await,
+        ["persona_unmatched"]
+    );
+    // Only allowed calls reached the upstreams.
+    let texts: Vec<Value> = recorded_calls(&s.path("fx.jsonl"))
+        .iter()
+        .map(|c| c["params"]["arguments"]["text"].clone())
+        .filter(|t| !t.is_null())
+        .collect();
+    assert_eq!(texts, [json!("b")]);
+    assert!(recorded_calls(&s.path("mail.jsonl")).is_empty());
+    // Every record names the persona it was decided as (none for the stranger).
+    let logged = personas_logged(&s);
+    assert!(logged.contains(&(json!("hr-payroll"), json!("hr"), json!(false))));
+    assert!(logged.contains(&(json!("it-bot"), json!("it"), json!(true))));
+    assert!(logged.contains(&(json!("sales-bot"), Value::Null, json!(false))));
+    for c in [hr, it, stranger] {
+        c.cancel().await.unwrap();
+    }
+    stop(gavel).await;
+    governance_tells_personas_apart(&s);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_an_unmatched_agent_gets_the_base_layers_when_configured() {
+    let s = Setup::blank();
+    let (audience, gavel) = serve_with_personas(&s, "base").await;
+    let stranger = as_agent(&audience, "sales-bot").await;
+    // The base policy (allow-all, no persona bundle): echo and add pass.
+    assert!(
+        reasons(&stranger, "fx__echo", json!({"text": "s"}))
+            .await
+            .is_empty()
+    );
+    assert!(
+        reasons(&stranger, "mail__add", json!({"a": 1, "b": 2}))
+            .await
+            .is_empty()
+    );
+    assert_eq!(recorded_calls(&s.path("fx.jsonl")).len(), 1);
+    let logged = personas_logged(&s);
+    assert!(
+        logged
+            .iter()
+            .all(|(_, p, a)| p.is_null() && a == &json!(true)),
+        "{logged:?}"
+    );
+    stranger.cancel().await.unwrap();
+    stop(gavel).await;
+}
+
+/// A `gavel run` on this setup with `[identity] agent.id = agent`, its
+/// own config file, publishing status in `state`.
+async fn run_as(s: &Setup, agent: &str, unmatched: &str, state: &Path) -> Client {
+    let config = s.path(&format!("{agent}.toml"));
+    std::fs::write(
+        &config,
+        persona_config(s, &format!("[identity.agent]\nid = {agent:?}\n"), unmatched),
+    )
+    .unwrap();
+    let mut cmd = tokio::process::Command::new(GAVEL);
+    cmd.args(["run", "--config"])
+        .arg(&config)
+        .arg("--log-file")
+        .arg(s.path(&format!("{agent}.log")))
+        .env("GAVEL_STATE_DIR", state);
+    connect_cmd(cmd, TestHost::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_stdio_the_configured_agent_picks_the_persona() {
+    let s = Setup::blank();
+    let state = s.path("state");
+    let hr = run_as(&s, "hr-bot", "deny", &state).await;
+    let it = run_as(&s, "it-bot", "deny", &state).await;
+    let stranger = run_as(&s, "sales-bot", "deny", &state).await;
+    let base = run_as(&s, "ops-bot", "base", &state).await;
+    assert_eq!(
+        reasons(&hr, "fx__echo", json!({"text": "a"})).await,
+        ["hr_no_echo"]
+    );
+    assert!(
+        reasons(&it, "fx__echo", json!({"text": "b"}))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        reasons(&it, "mail__add", json!({"a": 1, "b": 2})).await,
+        ["it_no_add"]
+    );
+    assert_eq!(
+        reasons(&hr, "mail__echo", json!({"text": "c"})).await,
+        ["persona_server_denied"]
+    );
+    assert_eq!(
+        reasons(&stranger, "fx__echo", json!({"text": "d"})).await,
+        ["persona_unmatched"]
+    );
+    assert!(
+        reasons(&base, "fx__echo", json!({"text": "e"}))
+            .await
+            .is_empty()
+    );
+    let logged = personas_logged(&s);
+    assert!(logged.contains(&(json!("hr-bot"), json!("hr"), json!(false))));
+    assert!(logged.contains(&(json!("ops-bot"), Value::Null, json!(true))));
+    // `gavel status` lists each persona's policy under the servers it reaches.
+    let out = gavel_cmd_env(&["status", "--json"], &state);
+    let all: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all.len(), 4);
+    let fx = &all[0]["policies"]["fx"];
+    assert_eq!(fx["personas"]["hr"]["policy"], "rego", "{fx}");
+    let names = |p: &Value| -> Vec<String> {
+        p["bundles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                format!(
+                    "{}@{}",
+                    b["name"].as_str().unwrap(),
+                    b["active_revision"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(names(&fx["personas"]["hr"]), ["allow-all@1", "hr@hr-1"]);
+    assert_eq!(names(&fx["personas"]["it"]), ["allow-all@1", "it@it-1"]);
+    assert!(all[0]["policies"]["mail"]["personas"].get("hr").is_none());
+    let text = String::from_utf8(gavel_cmd_env(&["status"], &state).stdout).unwrap();
+    assert!(
+        text.contains(
+            "persona hr: policy rego, bundles allow-all@1 (resource), hr@hr-1 (identity)"
+        ),
+        "{text}"
+    );
+    for c in [hr, it, stranger, base] {
+        c.cancel().await.unwrap();
+    }
+}
+
+fn gavel_cmd_env(args: &[&str], state: &Path) -> std::process::Output {
+    let out = std::process::Command::new(GAVEL)
+        .args(args)
+        .env("GAVEL_STATE_DIR", state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// After the HTTP run: explain, report and replay see the personas apart.
+fn governance_tells_personas_apart(s: &Setup) {
+    let config = s.config().display().to_string();
+    // explain --persona: each persona's own layers and probe outcomes.
+    let (ok, hr, err) = gavel(&["explain", "--config", &config, "--persona", "hr"]);
+    assert!(ok, "{err}");
+    let (ok, it, err) = gavel(&["explain", "--config", &config, "--persona", "it"]);
+    assert!(ok, "{err}");
+    assert!(
+        hr.contains("Persona `hr`") && hr.contains("`hr`") && !hr.contains("Server `mail`"),
+        "{hr}"
+    );
+    assert!(
+        it.contains("Persona `it`") && it.contains("Server `mail`") && it.contains("`it`"),
+        "{it}"
+    );
+    assert!(
+        hr.contains("hr_no_echo") && !it.contains("hr_no_echo"),
+        "{hr}\n---\n{it}"
+    );
+    let (ok, _, err) = gavel(&["explain", "--config", &config, "--persona", "sales"]);
+    assert!(!ok && err.contains("personas: hr, it"), "{err}");
+    // report: outcomes per persona.
+    let page = s.path("report.html");
+    let log = s.path("decisions.jsonl").display().to_string();
+    let (ok, _, err) = gavel(&["report", &log, "--output", page.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("id=\"personas\""), "no persona table");
+    for row in [
+        "data-persona=\"hr\" data-allowed=\"1\" data-denied=\"2\"",
+        "data-persona=\"it\" data-allowed=\"1\" data-denied=\"1\"",
+        "data-persona=\"(none)\" data-allowed=\"0\" data-denied=\"1\"",
+    ] {
+        assert!(html.contains(row), "{row} missing");
+    }
+    // replay --persona hr with a candidate hr bundle that allows echo: only
+    // hr's records are re-decided, and its echo denial flips.
+    let cand = common::policy::bundle(
+        &s.path("candidate"),
+        "hr",
+        "persona/hr",
+        json!({"metadata": {"gavel": {"layer": "identity"}}}),
+        "package persona.hr\n\ndecision := {\"allow\": true}\n",
+    );
+    let (_, out, err) = gavel(&[
+        "replay",
+        "--log",
+        &log,
+        "--config",
+        &config,
+        "--persona",
+        "hr",
+        "--bundle",
+        cand.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    // hr: echo (deny→allow), add (unchanged), mail__add (refused by gavel
+    // before the policy: stands).
+    assert_eq!(v["deny_to_allow"], 1, "{v}");
+    assert_eq!(v["unchanged"], 1, "{v}");
+    assert_eq!(v["gavel_side"], 1, "{v}");
+    assert_eq!(v["other_persona"], 3, "it's two and the stranger's: {v}");
+    assert!(
+        v["by_tool"]
+            .as_object()
+            .unwrap()
+            .contains_key("deny→allow fx/echo"),
+        "{v}"
+    );
+}
