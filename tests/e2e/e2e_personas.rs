@@ -32,16 +32,23 @@ fn persona_bundles(dir: &Path) -> (PathBuf, PathBuf) {
     (hr, it)
 }
 
-fn allow_all() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/allow-all")
+/// The servers' own layer: allows everything (revision `base-1`).
+fn allow_all(dir: &Path) -> PathBuf {
+    common::policy::bundle(
+        dir,
+        "base",
+        "base",
+        json!({}),
+        "package base\n\ndecision := {\"allow\": true}\n",
+    )
 }
 
-/// Two fixture servers (`fx`, `mail`) with the allow-all bundle, personas
+/// Two fixture servers (`fx`, `mail`) with an allow-all bundle, personas
 /// `hr` (agents `hr-*`, server `fx` only) and `it` (agent `it-bot`, every
 /// server), `unmatched_persona = unmatched`, a decision log; `top` first.
 fn persona_config(s: &Setup, top: &str, unmatched: &str) -> String {
     let (hr, it) = persona_bundles(&s.path("bundles"));
-    let base = allow_all().display().to_string();
+    let base = allow_all(&s.path("bundles")).display().to_string();
     format!(
         "{top}\n[policy]\nunmatched_persona = {unmatched:?}\n\n{}\
          {}bundle = {base:?}\n{}bundle = {base:?}\n\
@@ -176,7 +183,7 @@ async fn over_http_an_unmatched_agent_gets_the_base_layers_when_configured() {
     let s = Setup::blank();
     let (audience, gavel) = serve_with_personas(&s, "base").await;
     let stranger = as_agent(&audience, "sales-bot").await;
-    // The base policy (allow-all, no persona bundle): echo and add pass.
+    // The base policy (the servers' own allow-all, no persona bundle): echo and add pass.
     assert!(
         reasons(&stranger, "fx__echo", json!({"text": "s"}))
             .await
@@ -274,13 +281,13 @@ async fn over_stdio_the_configured_agent_picks_the_persona() {
             })
             .collect()
     };
-    assert_eq!(names(&fx["personas"]["hr"]), ["allow-all@1", "hr@hr-1"]);
-    assert_eq!(names(&fx["personas"]["it"]), ["allow-all@1", "it@it-1"]);
+    assert_eq!(names(&fx["personas"]["hr"]), ["base@base-1", "hr@hr-1"]);
+    assert_eq!(names(&fx["personas"]["it"]), ["base@base-1", "it@it-1"]);
     assert!(all[0]["policies"]["mail"]["personas"].get("hr").is_none());
     let text = String::from_utf8(gavel_cmd_env(&["status"], &state).stdout).unwrap();
     assert!(
         text.contains(
-            "persona hr: policy rego, bundles allow-all@1 (resource), hr@hr-1 (identity)"
+            "persona hr: policy rego, bundles base@base-1 (resource), hr@hr-1 (identity)"
         ),
         "{text}"
     );
@@ -312,11 +319,11 @@ fn governance_tells_personas_apart(s: &Setup) {
     let (ok, it, err) = gavel(&["explain", "--config", &config, "--persona", "it"]);
     assert!(ok, "{err}");
     assert!(
-        hr.contains("Persona `hr`") && hr.contains("`hr`") && !hr.contains("Server `mail`"),
+        hr.contains("Persona hr") && hr.contains("hr — bundle hr") && !hr.contains("Server mail"),
         "{hr}"
     );
     assert!(
-        it.contains("Persona `it`") && it.contains("Server `mail`") && it.contains("`it`"),
+        it.contains("Persona it") && it.contains("Server mail") && it.contains("it — bundle it"),
         "{it}"
     );
     assert!(
