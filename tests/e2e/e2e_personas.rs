@@ -382,3 +382,79 @@ fn governance_tells_personas_apart(s: &Setup) {
         "{v}"
     );
 }
+
+/// A persona's registry bundle at `revision` (root `persona/hr`), denying
+/// echo when `deny_echo`, signed with k1 when `signed`: its tarball.
+fn hr_tarball(s: &Setup, revision: &str, deny_echo: bool, signed: bool) -> PathBuf {
+    let rego = if deny_echo {
+        "package persona.hr\n\ndefault decision := {\"allow\": true}\n\ndecision := {\"allow\": false, \"reasons\": [\"hr_no_echo\"]} if input.action.tool == \"echo\"\n"
+    } else {
+        "package persona.hr\n\ndecision := {\"allow\": true}\n"
+    };
+    let dir = common::policy::bundle(
+        &s.path(revision),
+        "hr",
+        "persona/hr",
+        json!({"revision": revision}),
+        rego,
+    );
+    if signed {
+        common::oci::sign(s, &dir, "k1", "k1.secret");
+    }
+    common::oci::tarball(s, &dir)
+}
+
+/// The status of persona hr's registry bundle on server fx.
+fn hr_oci(s: &Setup) -> Value {
+    common::oci::status(&s.path("state"))["policies"]["fx"]["personas"]["hr"]["oci"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_persona_bundle_is_verified_pulled_and_hot_reloaded() {
+    let reg = common::registry::TestRegistry::start();
+    let s = Setup::blank();
+    common::oci::keys(&s);
+    let tag = format!("oci://{}/policies/hr:live", reg.host());
+    common::oci::push(&hr_tarball(&s, "r1", false, true), &tag);
+    s.write_config(&format!(
+        "[keys.k1]\nalgorithm = \"HS256\"\nkey_file = {:?}\n\n[identity.agent]\nid = \"hr-bot\"\n\n{}\
+         [oci]\ncache_dir = {:?}\nmin_delay = \"100ms\"\nmax_delay = \"300ms\"\n\n\
+         [oci.registries.\"{}\"]\ninsecure = true\n\n{}keys = [\"k1\"]\n\n\
+         [personas.hr]\nagents = [\"hr-*\"]\nbundles = [{tag:?}]\n",
+        s.path("k1.secret").display().to_string(),
+        s.decision_log_table(),
+        s.path("cache").display().to_string(),
+        reg.host(),
+        fixture_server("fx", &[], &s.path("fx.jsonl")),
+    ));
+    let c = connect_cmd(common::oci::launch(&s), TestHost::new()).await;
+    eventually("r1 active for hr", || hr_oci(&s)["active_revision"] == "r1").await;
+    assert_eq!(hr_oci(&s)["signer_keyid"], "k1");
+    assert!(reasons(&c, "echo", json!({"text": "a"})).await.is_empty());
+    // A new signed revision under the tag: pulled, verified, activated.
+    common::oci::push(&hr_tarball(&s, "r2", true, true), &tag);
+    eventually("r2 active for hr", || hr_oci(&s)["active_revision"] == "r2").await;
+    assert_eq!(
+        reasons(&c, "echo", json!({"text": "b"})).await,
+        ["hr_no_echo"]
+    );
+    let st = common::oci::status(&s.path("state"));
+    let hr = &st["policies"]["fx"]["personas"]["hr"];
+    assert_eq!(hr["bundles"][0]["active_revision"], "r2", "{hr}");
+    // An unsigned revision is refused; r2 keeps deciding.
+    common::oci::push(&hr_tarball(&s, "r3", false, false), &tag);
+    eventually("the unsigned r3 refused", || {
+        hr_oci(&s)["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not signed"))
+    })
+    .await;
+    assert_eq!(hr_oci(&s)["active_revision"], "r2");
+    assert_eq!(
+        reasons(&c, "echo", json!({"text": "c"})).await,
+        ["hr_no_echo"]
+    );
+    let logged = personas_logged(&s);
+    assert!(logged.iter().all(|(_, p, _)| p == "hr"), "{logged:?}");
+    c.cancel().await.unwrap();
+}
