@@ -81,7 +81,7 @@ pub(crate) enum Pick<'c> {
     /// Denied before any policy: the agent matches no persona
     /// (`unmatched_persona = "deny"`), or its persona does not list the
     /// server.
-    Refused(Option<&'c Persona>, Decision),
+    Refused(Option<&'c Persona>, Box<Decision>),
 }
 
 impl Pick<'_> {
@@ -96,7 +96,7 @@ impl Pick<'_> {
     /// The denial, when the persona refuses the request outright.
     pub(crate) fn refusal(&self) -> Option<Decision> {
         match self {
-            Pick::Refused(_, d) => Some(d.clone()),
+            Pick::Refused(_, d) => Some(d.as_ref().clone()),
             _ => None,
         }
     }
@@ -121,7 +121,7 @@ impl Enforcer {
             Some(p) if p.reaches(server) => Pick::Persona(p),
             Some(p) => Pick::Refused(
                 Some(p),
-                Decision::deny(
+                Box::new(Decision::deny(
                     ReasonCode::PersonaServerDenied,
                     format!(
                         "Agent {agent:?} (persona {:?}) may not use server {server:?}: the persona reaches only {}. Ask the operator to add the server to personas.{}.servers if this agent needs it.",
@@ -129,21 +129,32 @@ impl Enforcer {
                         p.servers.as_deref().unwrap_or_default().join(", "),
                         p.name
                     ),
-                ),
+                )),
             ),
             None => match personas.unmatched {
                 UnmatchedPersona::Base => Pick::Base,
                 UnmatchedPersona::Deny => Pick::Refused(
                     None,
-                    Decision::deny(
+                    Box::new(Decision::deny(
                         ReasonCode::PersonaUnmatched,
                         format!(
                             "Agent {agent:?} matches no persona, and [policy] unmatched_persona = \"deny\": every request is refused. Ask the operator to add the agent id to a persona's agents."
                         ),
-                    ),
+                    )),
                 ),
             },
         }
+    }
+
+    /// The persona of a session whose verified identity is `identity`
+    /// (`None`: the configured one), for the `labels.persona` of the
+    /// records written outside `decide` (approval steps).
+    pub fn persona_of(&self, identity: Option<&crate::config::Identity>) -> Option<&str> {
+        let id = identity.unwrap_or(&self.config.identity);
+        self.config
+            .personas
+            .of(&id.agent.id)
+            .map(|p| p.name.as_str())
     }
 
     /// The policy a request to `server` is decided with under `pick`. A
