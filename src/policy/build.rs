@@ -146,12 +146,19 @@ impl Enforcer {
         server: &str,
         resolver: &dyn Resolve,
     ) -> anyhow::Result<String> {
-        let sc = config
-            .servers
-            .get(server)
-            .ok_or_else(|| anyhow::anyhow!("no [servers.{server}] in the config"))?;
-        let opts = EngineOptions::from_config(config);
-        match server_active(server, sc, config, &opts, resolver)?.policy {
+        let active = match super::persona::build_in(config, server, resolver) {
+            // A persona target `SERVER@PERSONA`: that persona's policy.
+            Some(built) => built?,
+            None => {
+                let sc = config
+                    .servers
+                    .get(server)
+                    .ok_or_else(|| anyhow::anyhow!("no [servers.{server}] in the config"))?;
+                let opts = EngineOptions::from_config(config);
+                server_active(server, sc, config, &opts, resolver)?
+            }
+        };
+        match active.policy {
             Policy::Unavailable(why) => Err(anyhow::anyhow!(why)),
             Policy::Rego(e) => Ok(e.policy_version().to_string()),
             Policy::None => Ok("none".into()),
@@ -161,7 +168,7 @@ impl Enforcer {
 
 impl Enforcer {
     /// The operator's `bundle_roles` entry for a bundle reference of `owner`
-    /// (a server, or [`SHARED_OWNER`]).
+    /// (a server, a persona's owner, or [`SHARED_OWNER`]).
     pub fn bundle_role(&self, owner: &str, reference: &str) -> Option<&crate::config::BundleRole> {
         if let Some(role) = super::persona::bundle_role(self.config(), owner, reference) {
             role

@@ -88,8 +88,17 @@ pub(super) fn build_target(
     t: &str,
     resolver: &dyn Resolve,
 ) -> Option<anyhow::Result<crate::decision::Active>> {
+    build_in(enforcer.config(), t, resolver)
+}
+
+/// As [`build_target`], for `config` without an enforcer (`gavel bundle
+/// pull --server`'s check).
+pub(super) fn build_in(
+    config: &Config,
+    t: &str,
+    resolver: &dyn Resolve,
+) -> Option<anyhow::Result<crate::decision::Active>> {
     let (server, persona) = split_target(t)?;
-    let config = enforcer.config();
     Some((|| {
         let sc = config
             .servers

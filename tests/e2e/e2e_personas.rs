@@ -457,4 +457,36 @@ async fn a_registry_persona_bundle_is_verified_pulled_and_hot_reloaded() {
     let logged = personas_logged(&s);
     assert!(logged.iter().all(|(_, p, _)| p == "hr"), "{logged:?}");
     c.cancel().await.unwrap();
+    // `gavel bundle pull --server` checks a persona's bundle in the
+    // persona's policy for that server, with the server's keys.
+    let pull = || {
+        gavel_cmd(&[
+            "bundle",
+            "pull",
+            &tag,
+            "--config",
+            s.config().to_str().unwrap(),
+            "--server",
+            "fx",
+        ])
+    };
+    let out = pull();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not signed"), "{err}");
+    common::oci::push(&hr_tarball(&s, "r4", true, true), &tag);
+    let out = stdout_ok(pull());
+    assert!(out.contains("verified for server \"fx\""), "{out}");
+    // Registry gone: a restart decides with the persona's cached bundle.
+    drop(reg);
+    let c = connect_cmd(common::oci::launch(&s), TestHost::new()).await;
+    assert_eq!(
+        reasons(&c, "echo", json!({"text": "d"})).await,
+        ["hr_no_echo"]
+    );
+    eventually("r4 from the cache in the status", || {
+        let st = hr_oci(&s);
+        st["active_revision"] == "r4" && st["source"] == "cache"
+    })
+    .await;
+    c.cancel().await.unwrap();
 }
