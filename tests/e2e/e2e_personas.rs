@@ -332,6 +332,19 @@ fn governance_tells_personas_apart(s: &Setup) {
     );
     let (ok, _, err) = gavel(&["explain", "--config", &config, "--persona", "sales"]);
     assert!(!ok && err.contains("personas: hr, it"), "{err}");
+    // explain --decision: a persona's decision against that persona's layers.
+    let denied = records(&s.path("decisions.jsonl"))
+        .into_iter()
+        .find(|r| r["labels"]["persona"] == "hr" && r["input"]["action"]["tool"] == "echo")
+        .unwrap();
+    let id = denied["decision_id"].as_str().unwrap();
+    let (ok, why, err) = gavel(&["explain", "--config", &config, "--decision", id]);
+    assert!(ok, "{err}");
+    // (The base layer alone would allow: re-evaluated with hr's layers.)
+    assert!(
+        why.contains("Re-evaluated unchanged: denied (hr_no_echo), as logged."),
+        "{why}"
+    );
     // report: outcomes per persona.
     let page = s.path("report.html");
     let log = s.path("decisions.jsonl").display().to_string();
