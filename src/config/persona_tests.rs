@@ -181,3 +181,19 @@ fn globs_match_and_overlap_as_documented() {
     assert!(globs_overlap("a*x", "a*"));
     assert!(!globs_overlap("abc", "abd"));
 }
+
+#[test]
+fn config_check_renders_personas_so_that_they_parse_back_the_same() {
+    let c = parse(&format!(
+        "{SERVERS}[policy]\nunmatched_persona = \"base\"\n\
+         [personas.hr]\nagents = [\"hr-*\"]\nservers = [\"mail\"]\nbundles = [\"/b/hr\"]\n\
+         [personas.hr.bundle_roles.\"/b/hr\"]\nlayer = \"identity\"\n"
+    ))
+    .unwrap();
+    let out = c.render_masked();
+    assert!(out.contains("unmatched_persona = \"base\""), "{out}");
+    let again = parse(&out).unwrap();
+    assert_eq!(again.personas, c.personas, "{out}");
+    // Without personas nothing is added.
+    assert!(!parse(SERVERS).unwrap().render_masked().contains("persona"));
+}
