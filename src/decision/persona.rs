@@ -195,6 +195,29 @@ impl Enforcer {
         self.generation.send_modify(|g| *g += 1);
     }
 
+    /// Per persona target (`SERVER@PERSONA`, sorted): its policy version, or
+    /// why it is unavailable — what `gavel config check` reports beside the
+    /// servers' own ([`Enforcer::policy_status`]).
+    pub fn persona_policy_status(&self) -> Vec<(String, Result<String, String>)> {
+        let mut v: Vec<_> = self
+            .personas
+            .by_server
+            .iter()
+            .flat_map(|(server, m)| {
+                m.iter().map(move |(persona, slot)| {
+                    let st = match &slot.load().policy {
+                        Policy::None => Ok("none (static rules only)".to_string()),
+                        Policy::Rego(e) => Ok(e.policy_version().to_string()),
+                        Policy::Unavailable(why) => Err(why.clone()),
+                    };
+                    (target(server, persona), st)
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     /// `gavel status`: each persona's policy for `server` (its bundles and
     /// their revisions), under the server's entry.
     pub(super) fn persona_status(&self, server: &str) -> Option<Value> {

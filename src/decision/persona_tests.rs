@@ -129,3 +129,36 @@ fn a_persona_target_builds_and_activates_alone() {
     assert_eq!(status["fx"]["personas"]["hr"]["policy"], "rego");
     assert!(status["mail"].get("personas").is_none());
 }
+
+#[test]
+fn a_broken_persona_bundle_fails_closed_for_that_persona_only() {
+    let d = tempfile::tempdir().unwrap();
+    let e = enforcer(d.path(), "base");
+    assert_eq!(
+        e.persona_policy_status(),
+        [("fx@hr".to_string(), Ok("base@base-1,hr@hr-1".to_string()))]
+    );
+    // The hr bundle no longer compiles: a rebuilt target is unavailable,
+    // and once activated hr's requests fail closed; others are unaffected.
+    std::fs::write(
+        d.path().join("hr/persona/hr/policy.rego"),
+        "package persona.hr\ndecision := \n",
+    )
+    .unwrap();
+    let t = target("fx", "hr");
+    let broken = e
+        .build_server(&t, &crate::policy::source::Offline::new(None))
+        .unwrap();
+    assert!(broken.unavailable().is_some());
+    e.activate(&t, broken);
+    assert_eq!(
+        reasons(&e, &as_agent("hr-bot"), "fx", "add"),
+        ["policy_unavailable"]
+    );
+    assert!(reasons(&e, &as_agent("sales"), "fx", "add").is_empty());
+    let st = e.persona_policy_status();
+    assert!(
+        st[0].1.as_ref().is_err_and(|w| w.contains("persona")),
+        "{st:?}"
+    );
+}

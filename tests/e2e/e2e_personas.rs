@@ -313,6 +313,16 @@ fn gavel_cmd_env(args: &[&str], state: &Path) -> std::process::Output {
 /// After the HTTP run: explain, report and replay see the personas apart.
 fn governance_tells_personas_apart(s: &Setup) {
     let config = s.config().display().to_string();
+    // config check builds and reports each persona's policy too.
+    let out = std::process::Command::new(GAVEL)
+        .args(["config", "check", "--config", &config])
+        .env("GAVEL_E2E_JWT_SECRET", JWT_SECRET)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("policy fx@hr: base@base-1,hr@hr-1"), "{err}");
+    assert!(err.contains("policy mail@it: base@base-1,it@it-1"), "{err}");
     // explain --persona: each persona's own layers and probe outcomes.
     let (ok, hr, err) = gavel(&["explain", "--config", &config, "--persona", "hr"]);
     assert!(ok, "{err}");
