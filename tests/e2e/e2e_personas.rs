@@ -323,6 +323,28 @@ fn governance_tells_personas_apart(s: &Setup) {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("policy fx@hr: base@base-1,hr@hr-1"), "{err}");
     assert!(err.contains("policy mail@it: base@base-1,it@it-1"), "{err}");
+    // gavel test --config --server: a case's agent is decided as its persona.
+    let fixture = s.path("fx-cases.json");
+    let case = |name: &str, agent: &str, expect: Value| json!({"name": name, "input": {"agent": {"id": agent}, "action": {"tool": "echo"}}, "expect": expect});
+    let cases = json!({"cases": [
+        case("hr may not echo", "hr-bot", json!({"allow": false, "reasons": ["hr_no_echo"]})),
+        case("it may echo", "it-bot", json!({"allow": true})),
+        case("a stranger is refused", "sales-bot", json!({"allow": false, "reasons": ["persona_unmatched"]})),
+    ]});
+    std::fs::write(&fixture, cases.to_string()).unwrap();
+    let out = std::process::Command::new(GAVEL)
+        .args(["test", "--config", &config, "--server", "fx"])
+        .arg(&fixture)
+        .env("GAVEL_E2E_JWT_SECRET", JWT_SECRET)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("PASS: 3/3"), "{text}");
     // explain --persona: each persona's own layers and probe outcomes.
     let (ok, hr, err) = gavel(&["explain", "--config", &config, "--persona", "hr"]);
     assert!(ok, "{err}");
