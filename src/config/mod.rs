@@ -110,7 +110,7 @@ impl Config {
         let telemetry = telemetry::parse(&ctx, &raw.telemetry)?;
         policy::sign_shared_registry_bundles(&ctx, &raw, &mut servers, &policy)?;
         Self::fail_open_only_for_local_unsigned(&ctx, &raw, &servers, &policy)?;
-        let personas = Self::personas(&ctx, &raw, &mut servers)?;
+        let personas = Self::personas(&ctx, &raw, &mut servers, &policy.shared_bundles)?;
         let redis_url = state::redis_url(&ctx, &raw.state)?;
         Ok(Config {
             servers,

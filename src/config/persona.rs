@@ -193,6 +193,7 @@ impl Config {
         ctx: &Ctx,
         raw: &RawConfig,
         servers: &mut BTreeMap<String, ServerConfig>,
+        shared: &[String],
     ) -> Result<Personas, ConfigError> {
         let unmatched = match raw.policy.unmatched_persona.as_ref() {
             None => UnmatchedPersona::default(),
@@ -215,6 +216,7 @@ impl Config {
         no_agent_in_two(ctx, raw, &by_name)?;
         for (name, p) in &by_name {
             let at = raw.personas[name].span().start;
+            not_loaded_twice(ctx, at, p, servers, shared)?;
             sign_registry_bundles(ctx, raw, at, p, servers)?;
         }
         Ok(Personas { by_name, unmatched })
@@ -318,6 +320,34 @@ fn no_agent_in_two(
                     "{what}: an agent must belong to one persona; make the ids or globs disjoint"
                 ),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// A persona's bundle is added to the layers of each server it reaches: one
+/// that already is a layer there (the server's own, or shared) would be
+/// loaded twice, its roots overlapping themselves.
+fn not_loaded_twice(
+    ctx: &Ctx,
+    at: usize,
+    p: &Persona,
+    servers: &BTreeMap<String, ServerConfig>,
+    shared: &[String],
+) -> Result<(), ConfigError> {
+    for b in &p.bundles {
+        let owner = if shared.contains(b) {
+            Some("[policy] shared_bundles".to_string())
+        } else {
+            servers
+                .iter()
+                .find(|(n, s)| p.reaches(n) && s.bundles.contains(b))
+                .map(|(n, _)| format!("servers.{n}.bundle(s)"))
+        };
+        if let Some(owner) = owner {
+            return Err(ctx.at(at, &format!("personas.{}.bundles", p.name), format!(
+                "{b} is already in {owner}: it would be loaded twice for the persona; list it in one place"
+            )));
         }
     }
     Ok(())

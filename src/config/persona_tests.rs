@@ -197,3 +197,23 @@ fn config_check_renders_personas_so_that_they_parse_back_the_same() {
     // Without personas nothing is added.
     assert!(!parse(SERVERS).unwrap().render_masked().contains("persona"));
 }
+
+#[test]
+fn a_persona_bundle_that_already_is_a_layer_is_refused() {
+    let e = err(
+        "[servers.fs]\ncommand = \"a\"\nbundle = \"p\"\n[personas.hr]\nagents = [\"x\"]\nbundles = [\"p\"]\n",
+    );
+    assert!(
+        e.contains("personas.hr.bundles") && e.contains("already in servers.fs.bundle(s)"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{SERVERS}[policy]\nshared_bundles = [\"s\"]\n[personas.hr]\nagents = [\"x\"]\nbundles = [\"s\"]\n"
+    ));
+    assert!(e.contains("already in [policy] shared_bundles"), "{e}");
+    // A server the persona does not reach may have it.
+    parse(
+        "[servers.fs]\ncommand = \"a\"\nbundle = \"p\"\n[servers.mail]\ncommand = \"b\"\n[personas.hr]\nagents = [\"x\"]\nservers = [\"mail\"]\nbundles = [\"p\"]\n",
+    )
+    .unwrap();
+}

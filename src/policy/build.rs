@@ -348,7 +348,9 @@ impl Building<'_> {
                     .get(r)
                     .map(std::borrow::Cow::Borrowed),
             ),
-            Some(p) if owner != name => super::persona::role(p, r, oci),
+            Some(p) if super::persona::persona_of_owner(owner).is_some() => {
+                super::persona::role(p, r, oci)
+            }
             _ => (
                 format!("servers.{name}"),
                 server.bundle_roles.get(r).map(std::borrow::Cow::Borrowed),
