@@ -193,6 +193,8 @@ impl Enforcer {
         let previous = slot.swap(Arc::new(active));
         slot.load().publish(&t, Some(&previous));
         self.generation.send_modify(|g| *g += 1);
+        // The persona's new bundles against the tools already known.
+        self.relint();
     }
 
     /// Per persona target (`SERVER@PERSONA`, sorted): its policy version, or
@@ -216,6 +218,22 @@ impl Enforcer {
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
+    }
+
+    /// Every persona's Rego policy, by the server it is for (the schema
+    /// lint checks them against that server's tools).
+    pub(super) fn persona_engines(&self) -> Vec<(&str, Arc<super::engine::PolicyEngine>)> {
+        self.personas
+            .by_server
+            .iter()
+            .flat_map(|(server, m)| {
+                m.values()
+                    .filter_map(move |slot| match &slot.load().policy {
+                        Policy::Rego(e) => Some((server.as_str(), e.clone())),
+                        _ => None,
+                    })
+            })
+            .collect()
     }
 
     /// `gavel status`: each persona's policy for `server` (its bundles and

@@ -162,3 +162,27 @@ fn a_broken_persona_bundle_fails_closed_for_that_persona_only() {
         "{st:?}"
     );
 }
+
+fn tool(name: &str) -> rmcp::model::Tool {
+    serde_json::from_value(json!({"name": name, "inputSchema": {"type": "object"}})).unwrap()
+}
+
+#[test]
+fn a_personas_bundle_is_linted_against_the_tools_of_the_servers_it_reaches() {
+    let d = tempfile::tempdir().unwrap();
+    let e = enforcer(d.path(), "deny");
+    // hr's bundle names `echo`; fx lists only `add`.
+    e.note_tools("fx", &[tool("add")]);
+    let found = e.lint_tools();
+    let fx: Vec<(&str, &str)> = found["fx"]
+        .iter()
+        .map(|f| (f.bundle.as_str(), f.message.as_str()))
+        .collect();
+    assert!(
+        fx.iter().any(|(b, m)| *b == "hr" && m.contains("\"echo\"")),
+        "{fx:?}"
+    );
+    // Once fx lists echo, nothing is left to say about hr.
+    e.note_tools("fx", &[tool("add"), tool("echo")]);
+    assert!(e.lint_tools()["fx"].iter().all(|f| f.bundle != "hr"));
+}
