@@ -116,7 +116,7 @@ pub enum Command {
         log: PathBuf,
         /// Candidate bundle (directory, .tar.gz or oci://…); repeat for layers. With
         /// --config it replaces the configured bundle of the same name.
-        #[arg(long)]
+        #[arg(long, visible_alias = "candidate")]
         bundle: Vec<String>,
         /// Replay each server with its configured layers (servers.toml).
         #[arg(long, short)]

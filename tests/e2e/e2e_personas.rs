@@ -408,7 +408,7 @@ fn governance_tells_personas_apart(s: &Setup) {
         &config,
         "--persona",
         "hr",
-        "--bundle",
+        "--candidate",
         cand.to_str().unwrap(),
         "--json",
     ]);
