@@ -107,17 +107,19 @@ impl Personas {
 }
 
 /// `*` matches any run of characters (also none); every other character
-/// matches itself. Linear-time two-pointer match with backtracking to the
-/// last star.
+/// matches itself. A two-pointer match with backtracking to the last star,
+/// on bytes (no allocation on the decision path): a literal byte of the
+/// pattern that starts a character never equals a continuation byte, so a
+/// match always ends on character boundaries.
 pub fn glob_match(pattern: &str, s: &str) -> bool {
-    let (p, s): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
+    let (p, s) = (pattern.as_bytes(), s.as_bytes());
     let (mut i, mut j) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while j < s.len() {
-        if i < p.len() && p[i] != '*' && p[i] == s[j] {
+        if i < p.len() && p[i] != b'*' && p[i] == s[j] {
             i += 1;
             j += 1;
-        } else if i < p.len() && p[i] == '*' {
+        } else if i < p.len() && p[i] == b'*' {
             star = Some((i, j));
             i += 1;
         } else if let Some((si, sj)) = star {
@@ -128,7 +130,7 @@ pub fn glob_match(pattern: &str, s: &str) -> bool {
             return false;
         }
     }
-    p[i..].iter().all(|c| *c == '*')
+    p[i..].iter().all(|c| *c == b'*')
 }
 
 /// Whether some agent id matches both patterns: reachability over pairs of

@@ -174,6 +174,8 @@ fn globs_match_and_overlap_as_documented() {
     assert!(!glob_match("a*b*c", "a-b-b-"));
     assert!(!glob_match("hr-*", "xhr-1"));
     assert!(glob_match("exact", "exact") && !glob_match("exact", "exact2"));
+    assert!(glob_match("ü-*-ß", "ü-bot-ß") && !glob_match("ü-*", "u-bot"));
+    assert!(glob_match("*é", "xé") && !glob_match("*é", "xe"));
     assert!(globs_overlap("hr-*", "*-bot"));
     assert!(globs_overlap("a*", "*b"));
     assert!(!globs_overlap("a*", "b*"));
