@@ -535,3 +535,34 @@ async fn a_registry_persona_bundle_is_verified_pulled_and_hot_reloaded() {
     .await;
     c.cancel().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approval_steps_name_the_persona_of_the_decision_they_settle() {
+    let s = common::approval::setup("");
+    common::approval::add_config(
+        &s,
+        "[identity.agent]\nid = \"hr-bot\"\n\n[personas.hr]\nagents = [\"hr-*\"]\n",
+    );
+    let client = s.connect(TestHost::new()).await;
+    let ok = call(&client, "destructive_delete", json!({"path": "/tmp/x"}))
+        .await
+        .unwrap();
+    assert_ne!(ok.is_error, Some(true), "{}", text(&ok));
+    client.cancel().await.unwrap();
+    assert_eq!(common::approval::steps(&s), ["requested", "approved"]);
+    let records = s.decisions();
+    assert_eq!(records.len(), 3, "the decision and its two steps");
+    for r in &records {
+        assert_eq!(r["labels"]["persona"], "hr", "{r}");
+    }
+    // The report counts the approved call for hr (from its final step).
+    let page = s.path("report.html");
+    let log = s.path("decisions.jsonl").display().to_string();
+    let (ok, _, err) = gavel(&["report", &log, "--output", page.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("data-persona=\"hr\" data-allowed=\"1\" data-denied=\"0\""),
+        "persona row missing"
+    );
+}
