@@ -153,7 +153,14 @@ impl Gateway {
             && let serde_json::Value::Object(per) = supply.status_json()
         {
             for (server, refs) in per {
-                if let Some(s) = obj.get_mut(&server).and_then(|s| s.as_object_mut()) {
+                // A persona's policy (`SERVER@PERSONA`) sits under its server.
+                let at = match crate::decision::persona::split_target(&server) {
+                    Some((s, p)) => obj
+                        .get_mut(s)
+                        .and_then(|s| s.get_mut("personas")?.get_mut(p)),
+                    None => obj.get_mut(&server),
+                };
+                if let Some(s) = at.and_then(|s| s.as_object_mut()) {
                     s.insert("oci".into(), refs);
                 }
             }

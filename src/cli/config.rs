@@ -20,6 +20,13 @@ pub async fn check(config: &Path) -> anyhow::Result<()> {
             Err(why) => broken.push(format!("server {server:?}: {why}")),
         }
     }
+    // Each persona's policy for a server it reaches (`SERVER@PERSONA`).
+    for (target, status) in enforcer.persona_policy_status() {
+        match status {
+            Ok(v) => eprintln!("policy {target}: {v}"),
+            Err(why) => broken.push(format!("persona policy {target:?}: {why}")),
+        }
+    }
     if cfg.log.decisions.is_some() && cfg.log.on_write_error == OnWriteError::Allow {
         eprintln!(
             "warning: [log] on_write_error = \"allow\": a request whose decision record cannot be written is carried out unrecorded"

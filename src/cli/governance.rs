@@ -24,6 +24,10 @@ pub struct ExplainArgs {
     /// With --config: only this server.
     #[arg(long)]
     pub server: Option<String>,
+    /// With --config: as this persona's agents see it (the servers it
+    /// reaches, their layers with the persona's bundles added).
+    #[arg(long)]
+    pub persona: Option<String>,
     /// Explain one logged decision (its decision_id) instead of a bundle.
     #[arg(long)]
     pub decision: Option<String>,
@@ -46,6 +50,11 @@ pub fn explain(a: ExplainArgs) -> anyhow::Result<()> {
     if a.server.is_some() && (a.config.is_none() || a.decision.is_some()) {
         anyhow::bail!(
             "--server picks a server of --config when explaining a policy; a decision names its own server"
+        );
+    }
+    if a.persona.is_some() && (a.config.is_none() || a.decision.is_some()) {
+        anyhow::bail!(
+            "--persona picks a persona of --config when explaining a policy; a decision names its own persona"
         );
     }
     let config = match &a.config {
@@ -84,7 +93,13 @@ fn explain_decision(
     let server = governance::explain_decision::server_of(&record).to_string();
     let sb: Option<ServerBundles> = match config {
         Some(c) => {
-            let all = governance::bundles_from_config(c)?;
+            // Decided as a persona: its layers, not only the server's.
+            let all = match governance::persona::of_record(&record) {
+                Some(p) => {
+                    governance::persona::configured_bundles(c, governance::persona::find(c, p)?)?
+                }
+                None => governance::bundles_from_config(c)?,
+            };
             let found = all.into_iter().find(|s| s.server == server);
             if found.is_none() {
                 anyhow::bail!(
@@ -124,9 +139,16 @@ fn explain_policy(
     if a.log.is_some() {
         anyhow::bail!("--log is only used with --decision <id>");
     }
+    let persona = match (config, &a.persona) {
+        (Some(c), Some(p)) => Some(governance::persona::find(c, p)?),
+        _ => None,
+    };
     let servers = match config {
         Some(c) => {
-            let mut all = governance::bundles_from_config(c)?;
+            let mut all = match persona {
+                Some(p) => governance::persona::configured_bundles(c, p)?,
+                None => governance::bundles_from_config(c)?,
+            };
             if let Some(only) = &a.server {
                 all.retain(|s| &s.server == only);
                 if all.is_empty() {
@@ -137,7 +159,20 @@ fn explain_policy(
         }
         None => vec![governance::bundles_from_paths(paths)?],
     };
-    let identity = config.map(|c| &c.identity);
+    let persona_identity = config
+        .zip(persona)
+        .map(|(c, p)| governance::persona::identity(c, p));
+    let identity = persona_identity.as_ref().or(config.map(|c| &c.identity));
+    if let Some(p) = persona {
+        doc.heading(1, format!("Persona `{}`", p.name));
+        doc.para(format!(
+            "Agents {} reach {}; each server below is decided by its own bundles, the persona's ({}) and the shared ones. Probes speak as agent `{}`.",
+            p.agents.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", "),
+            p.servers.as_ref().map_or("every server".to_string(), |s| s.join(", ")),
+            if p.bundles.is_empty() { "none".to_string() } else { p.bundles.join(", ") },
+            identity.map(|i| i.agent.id.as_str()).unwrap_or("?")
+        ));
+    }
     for sb in &servers {
         use governance::explain::Probe;
         let engine = (!sb.bundles.is_empty()).then(|| governance::build_engine(sb, config));

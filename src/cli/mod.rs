@@ -121,7 +121,7 @@ pub enum Command {
         log: PathBuf,
         /// Candidate bundle (directory, .tar.gz or oci://…); repeat for layers. With
         /// --config it replaces the configured bundle of the same name.
-        #[arg(long)]
+        #[arg(long, visible_alias = "candidate")]
         bundle: Vec<String>,
         /// Replay each server with its configured layers (servers.toml).
         #[arg(long, short)]
@@ -129,6 +129,11 @@ pub enum Command {
         /// Only this server's records.
         #[arg(long)]
         server: Option<String>,
+        /// Only the records decided as this persona (`labels.persona`); with
+        /// --config, each server with that persona's layers, a candidate
+        /// replacing the persona's (or any configured) bundle of its name.
+        #[arg(long)]
+        persona: Option<String>,
         /// Exit non-zero when more than N decisions flip (default 0), when a
         /// line is not a decision record, or when no record could be replayed
         /// at all: a CI gate.
@@ -352,6 +357,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             bundle,
             config,
             server,
+            persona,
             fail_on_flip,
             max_not_replayable,
             json,
@@ -360,6 +366,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             bundles: bundle,
             config,
             server,
+            persona,
             fail_on_flip,
             max_not_replayable,
             json,

@@ -77,16 +77,27 @@ fn store_verified(
         .get(server)
         .ok_or_else(|| anyhow::anyhow!("{} has no [servers.{server}]", config.display()))?;
     let wanted = r.to_string();
-    let owner = if sc.bundles.contains(&wanted) {
-        server
+    // A persona's bundle is checked in that persona's policy for the server.
+    let persona = cfg
+        .personas
+        .reaching(server)
+        .find(|p| p.bundles.contains(&wanted));
+    let (owner, checked) = if sc.bundles.contains(&wanted) {
+        (server.to_string(), server.to_string())
     } else if cfg.policy.shared_bundles.contains(&wanted) {
-        SHARED_OWNER
+        (SHARED_OWNER.to_string(), server.to_string())
+    } else if let Some(p) = persona {
+        (
+            crate::policy::persona::owner(&p.name),
+            crate::decision::persona::target(server, &p.name),
+        )
     } else {
         anyhow::bail!(
-            "{wanted} is not a bundle of server {server:?} in {} (servers.{server}.bundle(s) or [policy] shared_bundles): a start would never use it",
+            "{wanted} is not a bundle of server {server:?} in {} (servers.{server}.bundle(s), [policy] shared_bundles or a persona's bundles): a start would never use it",
             config.display()
         );
     };
+    let owner = owner.as_str();
     struct WithLayer<'a> {
         owner: &'a str,
         reference: &'a str,
@@ -115,7 +126,7 @@ fn store_verified(
         rest: Offline::new(Some(cache.clone())).with_config(Some(config.to_path_buf())),
     };
     let version =
-        crate::decision::Enforcer::check_server(&cfg, server, &resolver).map_err(|e| {
+        crate::decision::Enforcer::check_server(&cfg, &checked, &resolver).map_err(|e| {
             anyhow::anyhow!(
                 "not stored in the bundle cache: server {server:?} would refuse it: {e}"
             )

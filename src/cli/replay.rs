@@ -17,6 +17,8 @@ pub struct Args {
     pub bundles: Vec<String>,
     pub config: Option<PathBuf>,
     pub server: Option<String>,
+    /// Only the records of this persona, with its layers (with --config).
+    pub persona: Option<String>,
     pub fail_on_flip: Option<u64>,
     pub max_not_replayable: Option<u64>,
     pub json: bool,
@@ -90,6 +92,18 @@ fn configured(
             None => b,
         })
     };
+    if let Some(p) = &a.persona {
+        let persona = crate::governance::persona::find(cfg, p)?;
+        let sets = crate::governance::persona::bundles(cfg, persona, &mut |r| {
+            pick(r).map_err(|e| crate::governance::GovernanceError::Usage(format!("{e:#}")))
+        })?;
+        let per = sets
+            .into_iter()
+            .filter(|s| !s.bundles.is_empty())
+            .map(|s| (s.server, s.bundles))
+            .collect();
+        return finish_configured(a, path, cfg, &candidates, &used, per);
+    }
     let shared: Vec<Arc<Bundle>> = cfg
         .policy
         .shared_bundles
@@ -109,6 +123,19 @@ fn configured(
         set.extend(shared.iter().cloned());
         per.insert(name.clone(), set);
     }
+    finish_configured(a, path, cfg, &candidates, &used, per)
+}
+
+/// Every candidate must have replaced a configured bundle; the options from
+/// the config.
+fn finish_configured(
+    a: &Args,
+    path: &Path,
+    cfg: &Config,
+    candidates: &[Arc<Bundle>],
+    used: &[bool],
+    per: BTreeMap<String, Vec<Arc<Bundle>>>,
+) -> anyhow::Result<(Bundles, EngineOptions)> {
     if let Some(i) = used.iter().position(|u| !u) {
         bail!(
             "candidate bundle {} (name {:?}) replaces no bundle in {}: a candidate replaces the configured bundle with the same directory or file name",
@@ -133,7 +160,7 @@ fn configured(
 fn replay(a: &Args, bundles: Bundles, opts: EngineOptions) -> anyhow::Result<Summary> {
     let file = std::fs::File::open(&a.log)
         .with_context(|| format!("cannot open the decision log {}", a.log.display()))?;
-    let mut r = Replayer::new(bundles, a.server.clone(), opts);
+    let mut r = Replayer::new(bundles, a.server.clone(), opts).with_persona(a.persona.clone());
     let tty = std::io::stderr().is_terminal();
     r.run(std::io::BufReader::new(file), |n| {
         if tty {

@@ -61,7 +61,46 @@ fn print_server(name: &str, p: &Value, up: &Value) {
             .unwrap_or_default()
     ));
     print_lint(&p["lint"]);
-    for o in p["oci"].as_array().into_iter().flatten() {
+    print_oci(&p["oci"]);
+    for (persona, pp) in p["personas"].as_object().into_iter().flatten() {
+        print_persona(persona, pp);
+    }
+}
+
+/// One persona's policy for a server: its version and bundle revisions.
+fn print_persona(name: &str, p: &Value) {
+    let bundles: Vec<String> = p["bundles"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            format!(
+                "{}@{} ({})",
+                b["name"].as_str().unwrap_or("?"),
+                b["active_revision"].as_str().unwrap_or("-"),
+                b["layer"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    say(format!(
+        "    persona {name}: policy {}{}{}",
+        p["policy"].as_str().unwrap_or("?"),
+        if bundles.is_empty() {
+            String::new()
+        } else {
+            format!(", bundles {}", bundles.join(", "))
+        },
+        p["last_error"]
+            .as_str()
+            .map(|e| format!(" — {e}"))
+            .unwrap_or_default()
+    ));
+    print_oci(&p["oci"]);
+}
+
+/// Each registry bundle's status (OPA's fields).
+fn print_oci(oci: &Value) {
+    for o in oci.as_array().into_iter().flatten() {
         say(format!(
             "    {}: revision {} ({}, from {}), signer {}, activated {}, last pull {}{}",
             o["name"].as_str().unwrap_or("?"),

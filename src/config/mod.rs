@@ -18,6 +18,7 @@ mod log;
 mod metrics;
 mod model;
 pub mod oci;
+mod persona;
 mod policy;
 mod raw;
 pub mod render;
@@ -38,6 +39,7 @@ pub use keys::{check_hmac_secret, hmac_min_bytes};
 pub use layer::Layer;
 pub use model::*;
 pub use oci::{OciSettings, RegistrySettings};
+pub use persona::{Persona, Personas, UnmatchedPersona, glob_match};
 pub use serve::ServeSettings;
 
 use ctx::*;
@@ -82,7 +84,7 @@ impl Config {
     /// because a config with several mistakes reports the first one met, and
     /// the tests pin which one that is: servers, keys, identity, limits, log,
     /// policy, metrics, budget, state, auth, oci, serve, telemetry, then the rules that
-    /// span tables (registry bundles signed, fail_open) and the state backend.
+    /// span tables (registry bundles signed, fail_open), the personas and the state backend.
     pub fn from_toml_str(
         text: &str,
         origin: &Path,
@@ -111,6 +113,7 @@ impl Config {
         let agent_tools = agent_tools::parse(&ctx, &raw.agent_tools, &servers)?;
         policy::sign_shared_registry_bundles(&ctx, &raw, &mut servers, &policy)?;
         Self::fail_open_only_for_local_unsigned(&ctx, &raw, &servers, &policy)?;
+        let personas = Self::personas(&ctx, &raw, &mut servers, &policy.shared_bundles)?;
         let redis_url = state::redis_url(&ctx, &raw.state)?;
         Ok(Config {
             servers,
@@ -128,6 +131,7 @@ impl Config {
             serve,
             telemetry,
             agent_tools,
+            personas,
             source: Some(origin.to_path_buf()),
         })
     }
@@ -190,6 +194,7 @@ impl Config {
             serve: ServeSettings::default(),
             telemetry: None,
             agent_tools: AgentToolsMode::Off,
+            personas: Personas::default(),
             source: None,
         })
     }

@@ -36,6 +36,8 @@ pub struct Config {
     /// `[agent_tools]`: gavel's own tools beside the upstreams' (or alone,
     /// `gavel policy-server`).
     pub agent_tools: super::AgentToolsMode,
+    /// `[personas.NAME]` and `[policy] unmatched_persona` (config/persona.rs).
+    pub personas: super::Personas,
     /// File the config came from (None for `gavel wrap`); relative paths
     /// (commands, `cwd`, bundles) resolve against its directory.
     pub source: Option<PathBuf>,

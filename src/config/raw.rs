@@ -36,6 +36,9 @@ pub struct RawConfig {
     pub telemetry: super::telemetry::RawTelemetry,
     #[serde(default)]
     pub agent_tools: super::agent_tools::RawAgentTools,
+    /// `[personas.NAME]`: agent personas and their bundles.
+    #[serde(default)]
+    pub personas: BTreeMap<String, Spanned<super::persona::RawPersona>>,
 }
 
 /// `[oci]`: how bundles are pulled from registries.
@@ -276,4 +279,6 @@ pub struct RawPolicy {
     /// `[policy.bundle_roles."REF"]`, for `shared_bundles`.
     #[serde(default)]
     pub bundle_roles: BTreeMap<String, Spanned<RawBundleRole>>,
+    /// What an agent of no persona gets (`deny` or `base`).
+    pub unmatched_persona: Option<Spanned<String>>,
 }

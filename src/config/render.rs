@@ -46,6 +46,7 @@ pub fn render(c: &Config) -> String {
     }
     root.insert("policy".into(), Value::Table(policy(&c.policy)));
     root.insert("servers".into(), Value::Table(servers));
+    super::persona::render(&c.personas, &mut root);
     stateful(c, &mut root);
     root.insert("oci".into(), Value::Table(oci(&c.oci)));
     root.insert("serve".into(), Value::Table(c.serve.render()));
@@ -417,7 +418,9 @@ fn oci(o: &crate::config::OciSettings) -> Table {
 }
 
 /// `bundle_roles` as written (nothing in them is secret).
-fn bundle_roles(roles: &std::collections::BTreeMap<String, crate::config::BundleRole>) -> Value {
+pub(super) fn bundle_roles(
+    roles: &std::collections::BTreeMap<String, crate::config::BundleRole>,
+) -> Value {
     let t: Table = roles
         .iter()
         .map(|(r, role)| {

@@ -86,6 +86,10 @@ reason_codes! {
     PolicyTimeout => "policy_timeout", Policy;
     /// The decision did not have the contract's shape.
     PolicyBadDecision => "policy_bad_decision", Policy;
+    /// The agent matches no persona and `[policy] unmatched_persona = "deny"`.
+    PersonaUnmatched => "persona_unmatched", Policy;
+    /// The agent's persona does not list the server (`personas.NAME.servers`).
+    PersonaServerDenied => "persona_server_denied", Policy;
     /// A rate limit refused the call.
     RateLimited => "rate_limited", AfterPolicy;
     /// The budget is spent.
@@ -168,6 +172,8 @@ mod tests {
                 "policy_error",
                 "policy_timeout",
                 "policy_bad_decision",
+                "persona_unmatched",
+                "persona_server_denied",
                 "rate_limited",
                 "budget_exceeded",
                 "state_unavailable",

@@ -29,16 +29,21 @@ impl Enforcer {
         let start = Instant::now();
         let now = self.now_rfc3339();
         let sp = self.servers.get(&action.server);
+        // The agent's persona (if personas are configured) picks the policy.
+        let pick = self.pick_persona(&action.server, ctx);
         // One load per decision: the whole decision uses this policy even if
         // a new one is activated meanwhile.
-        let active = sp.map(|s| s.active.load_full());
+        let active = sp.map(|s| self.active_for(s, &action.server, &pick));
         let policy = active.as_ref().map(|a| &a.policy);
         let engine = match policy {
             Some(Policy::Rego(e)) => Some(e.as_ref()),
             _ => None,
         };
         let input = self.input_for(action, ctx, sp, engine, &now);
-        let mut ev = self.evaluate(action, sp, policy, &input);
+        let mut ev = match pick.refusal() {
+            Some(d) => Evaluated::by_gavel(d, "persona"),
+            None => self.evaluate(action, sp, policy, &input),
+        };
         let mut charged = self.charge(action, ctx, sp, engine, &mut ev.decision);
         ev.decision.decision_id = Some(next_decision_id());
         let record = record::Record {
@@ -54,6 +59,7 @@ impl Enforcer {
             upstream_classes: (action.kind == ActionType::ToolCall)
                 .then_some(action.upstream_data_classes.as_slice()),
             trace: action.trace.as_ref(),
+            persona: pick.label(),
         };
         let mut decision = ev.decision;
         self.record(action, ctx, &mut decision, record, &mut charged);
@@ -257,7 +263,7 @@ impl Enforcer {
 /// the record tells it.
 pub(super) struct Evaluated {
     pub(super) decision: Decision,
-    /// `labels.policy`: `none`, `static`, `unavailable` or `rego`.
+    /// `labels.policy`: `none`, `static`, `unavailable`, `persona` or `rego`.
     pub(super) policy: &'static str,
     /// The record's `path`: the deciding layer's rule as OPA writes a path
     /// (`PolicyEngine::record_path`), else `gavel/static`.
@@ -273,7 +279,7 @@ pub(super) struct Evaluated {
 impl Evaluated {
     /// A decision made without the Rego engine; its `policy_version` is
     /// `policy` unless the decision names one (static rules: `static`).
-    fn by_gavel(mut decision: Decision, policy: &'static str) -> Self {
+    pub(super) fn by_gavel(mut decision: Decision, policy: &'static str) -> Self {
         if decision.policy_version.is_none() {
             decision.policy_version = Some(policy.to_string());
         }

@@ -22,6 +22,7 @@ pub mod input;
 pub mod layers;
 mod memo;
 pub mod paths;
+pub mod persona;
 mod pool;
 mod query;
 mod record;
@@ -83,6 +84,8 @@ pub struct Enforcer {
     /// `[telemetry]`: the span exporter, set once by the gateway (it needs
     /// the runtime the enforcer is built before).
     tracer: std::sync::OnceLock<crate::telemetry::Tracer>,
+    /// Each persona's policy per server (`persona.rs`; empty without personas).
+    personas: persona::PersonaPolicies,
 }
 
 impl Enforcer {
@@ -107,6 +110,7 @@ impl Enforcer {
             config: Arc::new(config.clone()),
             tool_lint: Default::default(),
             tracer: Default::default(),
+            personas: Default::default(),
         }
     }
 
@@ -125,14 +129,20 @@ impl Enforcer {
         &self.config
     }
 
-    /// The active policy of `server`.
+    /// The active policy of `server` (or of a persona target `SERVER@PERSONA`).
     pub fn active(&self, server: &str) -> Option<Arc<Active>> {
+        if let Some((s, p)) = persona::split_target(server) {
+            return self.persona_active(s, p);
+        }
         self.servers.get(server).map(|s| s.active.load_full())
     }
 
     /// Swaps in a new policy for `server` atomically and tells every session
     /// (which re-evaluates its lists and announces changes).
     pub fn activate(&self, server: &str, active: Active) {
+        if let Some((s, p)) = persona::split_target(server) {
+            return self.activate_persona(s, p, active);
+        }
         let Some(sp) = self.servers.get(server) else {
             return;
         };
@@ -192,6 +202,9 @@ impl Enforcer {
             };
             let mut v = v;
             v["lint"] = self.lint_status(name);
+            if let Some(p) = self.persona_status(name) {
+                v["personas"] = p;
+            }
             out.insert(name.clone(), v);
         }
         Value::Object(out)
@@ -299,7 +312,12 @@ impl Enforcer {
         if sp.static_rules.tool_allowed(tool).is_err() {
             return false;
         }
-        let active = sp.active.load();
+        // A persona sees only the servers it may reach, decided by its policy.
+        let pick = self.pick_persona(server, ctx);
+        if pick.refusal().is_some() {
+            return false;
+        }
+        let active = self.active_for(sp, server, &pick);
         let Policy::Rego(engine) = &active.policy else {
             return true;
         };

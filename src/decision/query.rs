@@ -42,14 +42,19 @@ impl Enforcer {
         let start = Instant::now();
         let now = self.now_rfc3339();
         let sp = self.servers.get(&action.server);
-        let active = sp.map(|s| s.active.load_full());
+        // The persona picks the policy exactly as it does for the call.
+        let pick = self.pick_persona(&action.server, ctx);
+        let active = sp.map(|s| self.active_for(s, &action.server, &pick));
         let policy = active.as_ref().map(|a| &a.policy);
         let engine = match policy {
             Some(Policy::Rego(e)) => Some(e.as_ref()),
             _ => None,
         };
         let input = self.input_for(action, ctx, sp, engine, &now);
-        let mut ev = self.evaluate(action, sp, policy, &input);
+        let mut ev = match pick.refusal() {
+            Some(d) => super::decide::Evaluated::by_gavel(d, "persona"),
+            None => self.evaluate(action, sp, policy, &input),
+        };
         self.peek(action, ctx, sp, engine, &mut ev.decision);
         let query_id = uuid::Uuid::new_v4().hyphenated().to_string();
         let mut decision = ev.decision;
@@ -60,7 +65,7 @@ impl Enforcer {
             input,
             result: json!(decision),
             bundles: ev.bundles,
-            labels: self.decision_labels(ev.policy, ev.fail_open),
+            labels: self.decision_labels(ev.policy, ev.fail_open, pick.label()),
             eval_ns: ev.eval_ns,
             decision_ns: start.elapsed().as_nanos() as u64,
             upstream_classes: (action.kind == ActionType::ToolCall)

@@ -40,6 +40,8 @@ pub(super) struct Record<'a> {
     /// The request's span (`[telemetry]` on): the record's `trace_id` and
     /// `span_id`, as OPA's event has them.
     pub trace: Option<&'a crate::telemetry::SpanContext>,
+    /// The agent's persona (`labels.persona`), when it matched one.
+    pub persona: Option<&'a str>,
 }
 
 /// Whether a reason code may be a metrics label value as it is: gavel's
@@ -50,10 +52,18 @@ pub(super) fn reason_is_label(engine: Option<&PolicyEngine>, code: &str) -> bool
 }
 
 impl Enforcer {
-    pub(super) fn decision_labels(&self, policy: &str, fail_open: bool) -> Value {
+    pub(super) fn decision_labels(
+        &self,
+        policy: &str,
+        fail_open: bool,
+        persona: Option<&str>,
+    ) -> Value {
         let mut l = self.labels();
         l.insert("policy".into(), json!(policy));
         l.insert("fail_open".into(), json!(fail_open.to_string()));
+        if let Some(p) = persona {
+            l.insert("persona".into(), json!(p));
+        }
         Value::Object(l)
     }
 
@@ -72,7 +82,7 @@ impl Enforcer {
             input: r.input,
             result: json!(d),
             bundles: r.bundles,
-            labels: self.decision_labels(r.policy, r.fail_open),
+            labels: self.decision_labels(r.policy, r.fail_open, r.persona),
             eval_ns: r.eval_ns,
             decision_ns: r.start.elapsed().as_nanos() as u64,
             upstream_classes: r.upstream_classes,

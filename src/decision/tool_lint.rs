@@ -83,7 +83,8 @@ impl Enforcer {
     /// The findings of every server whose tools are known, by server.
     pub fn lint_tools(&self) -> BTreeMap<String, Vec<SchemaFinding>> {
         let known = self.tool_lint.tools.lock().recover().clone();
-        let engines: BTreeMap<&str, Arc<super::engine::PolicyEngine>> = self
+        // Each server's own policy, and each persona's for it.
+        let mut engines: Vec<(&str, Arc<super::engine::PolicyEngine>)> = self
             .servers
             .iter()
             .filter_map(|(name, sp)| match &sp.active.load().policy {
@@ -91,21 +92,22 @@ impl Enforcer {
                 _ => None,
             })
             .collect();
+        engines.extend(self.persona_engines());
         // The servers each bundle (name, digest) serves.
         let mut users: HashMap<(String, String), Vec<&str>> = HashMap::new();
         for (server, e) in &engines {
             for (b, _, _) in e.sources() {
-                users
-                    .entry((b.name.clone(), b.digest.clone()))
-                    .or_default()
-                    .push(server);
+                let u = users.entry((b.name.clone(), b.digest.clone())).or_default();
+                if !u.contains(server) {
+                    u.push(server);
+                }
             }
         }
         let mut facts_cache = HashMap::new();
         let mut out = BTreeMap::new();
         for (server, tools) in &known {
             let mut found = self.config_globs(server, tools);
-            if let Some(e) = engines.get(server.as_str()) {
+            for (_, e) in engines.iter().filter(|(s, _)| *s == server.as_str()) {
                 let universe = |b: &crate::bundle::Bundle| -> Option<Vec<ToolInfo>> {
                     let mut all = Vec::new();
                     for u in users.get(&(b.name.clone(), b.digest.clone()))? {

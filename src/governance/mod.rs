@@ -11,6 +11,7 @@ pub mod counterfactual;
 pub mod doc;
 pub mod explain;
 pub mod explain_decision;
+pub mod persona;
 mod rego_facts;
 pub mod replay;
 pub mod report;

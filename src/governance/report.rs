@@ -173,6 +173,8 @@ pub struct Report {
     /// (server, action type, tool) → outcome counts.
     pub tools: Capped<(String, String, String), Split>,
     pub servers: Capped<String, Split>,
+    /// Persona (`labels.persona`; `(none)` without one) → outcome counts.
+    pub personas: Capped<String, Split>,
     /// (bundle, revision, digest) → when seen.
     pub revisions: Capped<(String, String, String), Seen>,
     pub decision_ns: Histogram,
@@ -213,6 +215,7 @@ impl Report {
             reasons: Capped::new(MAX_KEYS),
             tools: Capped::new(MAX_KEYS),
             servers: Capped::new(MAX_KEYS),
+            personas: Capped::new(MAX_KEYS),
             revisions: Capped::new(MAX_KEYS),
             decision_ns: Histogram::default(),
             eval_ns: Histogram::default(),
@@ -297,6 +300,10 @@ impl Report {
         let other = (OTHER.to_string(), String::new(), String::new());
         self.tools.entry(key, other).add(allow);
         self.servers.entry(server, OTHER.into()).add(allow);
+        let persona = super::persona::of_record(r).unwrap_or(super::persona::NONE);
+        self.personas
+            .entry(persona.to_string(), OTHER.into())
+            .add(allow);
     }
 
     /// What a decision record says besides its outcome: the bundle

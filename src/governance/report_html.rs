@@ -134,6 +134,7 @@ from <span id=\"first\">{}</span> to <span id=\"last\">{}</span>.</p>",
     volume(&mut h, r);
     reasons(&mut h, r);
     people(&mut h, r);
+    personas(&mut h, r);
     tools(&mut h, r);
     latency(&mut h, r);
     revisions(&mut h, r);
@@ -293,6 +294,26 @@ fn people(h: &mut String, r: &Report) {
         h.push_str("</tbody></table>");
     }
     h.push_str("</section>");
+}
+
+/// Outcomes per persona (`labels.persona`), when the log has any persona.
+fn personas(h: &mut String, r: &Report) {
+    let none = crate::governance::persona::NONE;
+    if r.personas.map.keys().all(|k| k == none) {
+        return;
+    }
+    h.push_str("<section><h2>Outcomes per persona</h2><p class=\"muted\">The persona each decision was made as (<code>labels.persona</code>); <code>(none)</code>: an agent of no persona.</p><table id=\"personas\"><thead><tr><th>persona</th><th class=\"n\">allowed</th><th class=\"n\">denied</th><th class=\"n\">denial rate</th></tr></thead><tbody>");
+    for (name, s) in &r.personas.map {
+        let _ = write!(
+            h,
+            "<tr data-persona=\"{n}\" data-allowed=\"{a}\" data-denied=\"{d}\"><td><code>{n}</code></td><td class=\"n\">{a}</td><td class=\"n\">{d}</td><td class=\"n\">{p:.0} %</td></tr>",
+            n = esc(name),
+            a = s.allowed,
+            d = s.denied,
+            p = denied_pct(s),
+        );
+    }
+    h.push_str("</tbody></table></section>");
 }
 
 fn tools(h: &mut String, r: &Report) {

@@ -98,13 +98,25 @@ impl Asking<'_> {
             reason: &a.reason,
             scope: a.scope.as_deref().unwrap_or("call"),
             remember_seconds: a.remember_seconds,
-            labels: Value::Object(enforcer.labels()),
+            labels: Value::Object(self.labels()),
             settled: settled.map(|result| serde_json::to_value(result).unwrap_or(Value::Null)),
         };
         record.write(log).map_err(|e| {
             tracing::error!("approval step not logged: {e}");
             format!("the approval step {step:?} could not be recorded: {e}")
         })
+    }
+
+    /// The step's labels: the process's, and the session's persona (as on
+    /// the decision it settles, so a report counts it for that persona).
+    fn labels(&self) -> serde_json::Map<String, Value> {
+        let enforcer = self.request.enforcer;
+        let mut l = enforcer.labels();
+        let identity = self.request.session.identity.get().map(|i| i.as_ref());
+        if let Some(p) = enforcer.persona_of(identity) {
+            l.insert("persona".into(), Value::String(p.to_string()));
+        }
+        l
     }
 
     /// Asks (or finds a remembered answer): the step that settled it and

@@ -100,9 +100,18 @@ impl Enforcer {
                 !s.config_limits.is_empty()
                     || matches!(&s.active.load().policy, Policy::Rego(e) if e.limits().next().is_some())
             });
+        // Each persona's policy per server (none without personas).
+        let personas = super::persona::build_all(config, &opts, resolver)?;
+        let limits_needed = limits_needed
+            || personas.has_limits()
+            || config
+                .personas
+                .by_name
+                .values()
+                .any(|p| p.bundles.iter().any(|b| b.starts_with("oci://")));
         let guard =
             crate::decision::guard::Guard::from_config(config, limits_needed, clock.clone());
-        Ok(Self::assemble(config, servers, log, guard, clock))
+        Ok(Self::assemble(config, servers, log, guard, clock).with_personas(personas))
     }
 
     /// Builds `server`'s policy anew with `resolver`, off to the side. The
@@ -112,6 +121,10 @@ impl Enforcer {
         server: &str,
         resolver: &dyn crate::policy::source::Resolve,
     ) -> anyhow::Result<Active> {
+        // A persona target `SERVER@PERSONA`: that persona's policy.
+        if let Some(built) = super::persona::build_target(self, server, resolver) {
+            return built;
+        }
         let sc = self
             .config()
             .servers
@@ -133,12 +146,19 @@ impl Enforcer {
         server: &str,
         resolver: &dyn Resolve,
     ) -> anyhow::Result<String> {
-        let sc = config
-            .servers
-            .get(server)
-            .ok_or_else(|| anyhow::anyhow!("no [servers.{server}] in the config"))?;
-        let opts = EngineOptions::from_config(config);
-        match server_active(server, sc, config, &opts, resolver)?.policy {
+        let active = match super::persona::build_in(config, server, resolver) {
+            // A persona target `SERVER@PERSONA`: that persona's policy.
+            Some(built) => built?,
+            None => {
+                let sc = config
+                    .servers
+                    .get(server)
+                    .ok_or_else(|| anyhow::anyhow!("no [servers.{server}] in the config"))?;
+                let opts = EngineOptions::from_config(config);
+                server_active(server, sc, config, &opts, resolver)?
+            }
+        };
+        match active.policy {
             Policy::Unavailable(why) => Err(anyhow::anyhow!(why)),
             Policy::Rego(e) => Ok(e.policy_version().to_string()),
             Policy::None => Ok("none".into()),
@@ -148,9 +168,11 @@ impl Enforcer {
 
 impl Enforcer {
     /// The operator's `bundle_roles` entry for a bundle reference of `owner`
-    /// (a server, or [`SHARED_OWNER`]).
+    /// (a server, a persona's owner, or [`SHARED_OWNER`]).
     pub fn bundle_role(&self, owner: &str, reference: &str) -> Option<&crate::config::BundleRole> {
-        if owner == SHARED_OWNER {
+        if let Some(role) = super::persona::bundle_role(self.config(), owner, reference) {
+            role
+        } else if owner == SHARED_OWNER {
             self.config().policy.bundle_roles.get(reference)
         } else {
             self.config()
@@ -179,6 +201,8 @@ struct Building<'a> {
     server: &'a ServerConfig,
     config: &'a Config,
     resolver: &'a dyn Resolve,
+    /// The persona whose policy this is (its bundles added), if any.
+    persona: Option<&'a crate::config::Persona>,
     /// The `[policy]` keys, as the signing settings shared bundles use.
     shared_signing: crate::config::BundleSigning,
 }
@@ -190,8 +214,26 @@ pub(super) fn server_active(
     opts: &EngineOptions,
     resolver: &dyn Resolve,
 ) -> anyhow::Result<Active> {
+    policy_active(name, server, None, config, opts, resolver)
+}
+
+/// Server `name`'s policy, with `persona`'s bundles as layers between the
+/// server's and the shared ones when given (`policy/persona.rs`).
+pub(super) fn policy_active(
+    name: &str,
+    server: &ServerConfig,
+    persona: Option<&crate::config::Persona>,
+    config: &Config,
+    opts: &EngineOptions,
+    resolver: &dyn Resolve,
+) -> anyhow::Result<Active> {
     let mut signers = Vec::new();
-    if server.bundles.is_empty() && config.policy.shared_bundles.is_empty() {
+    let persona_bundles = persona.map(|p| p.bundles.as_slice()).unwrap_or_default();
+    let persona_owner = persona.map(|p| super::persona::owner(&p.name));
+    if server.bundles.is_empty()
+        && persona_bundles.is_empty()
+        && config.policy.shared_bundles.is_empty()
+    {
         if config.policy.require_bundle && server.enabled {
             anyhow::bail!(
                 "server {name:?} has no policy bundle and [policy] require_bundle = true: add servers.{name}.bundle"
@@ -210,6 +252,7 @@ pub(super) fn server_active(
         server,
         config,
         resolver,
+        persona,
         shared_signing: crate::config::BundleSigning {
             keys: config.policy.keys.clone(),
             exclude_files: vec![],
@@ -218,17 +261,25 @@ pub(super) fn server_active(
     };
     let built = (|| {
         let mut bundles = Vec::new();
-        let refs = server.bundles.iter().map(|r| (name, r)).chain(
-            config
-                .policy
-                .shared_bundles
-                .iter()
-                .map(|r| (SHARED_OWNER, r)),
-        );
+        let persona_owner = persona_owner.as_deref().unwrap_or_default();
+        let refs = server
+            .bundles
+            .iter()
+            .map(|r| (name, r))
+            .chain(persona_bundles.iter().map(|r| (persona_owner, r)))
+            .chain(
+                config
+                    .policy
+                    .shared_bundles
+                    .iter()
+                    .map(|r| (SHARED_OWNER, r)),
+            );
         for (owner, r) in refs {
             let (b, signer) = building.load_one(owner, r).map_err(|e| {
                 if owner == SHARED_OWNER {
                     format!("shared bundle {e}")
+                } else if let Some(p) = super::persona::persona_of_owner(owner) {
+                    format!("persona {p:?}: {e}")
                 } else {
                     e
                 }
@@ -245,11 +296,11 @@ pub(super) fn server_active(
             for w in engine.warnings() {
                 tracing::warn!(server = %name, "policy lint: {w}");
             }
-            tracing::info!(server = %name, policy = %engine.policy_version(), "policy loaded");
+            tracing::info!(server = %name, persona = ?persona.map(|p| &p.name), policy = %engine.policy_version(), "policy loaded");
             Policy::Rego(Arc::new(engine))
         }
         Err(e) => {
-            tracing::error!(server = %name, "policy unavailable, every request to this server is denied: {e}");
+            tracing::error!(server = %name, persona = ?persona.map(|p| &p.name), "policy unavailable, every request to this server is denied: {e}");
             Policy::Unavailable(e)
         }
     };
@@ -288,10 +339,22 @@ impl Building<'_> {
             None => None,
         };
         let mut b = raw.parse().map_err(|e| e.to_string())?;
-        let (table, role) = if shared {
-            ("policy".to_string(), config.policy.bundle_roles.get(r))
-        } else {
-            (format!("servers.{name}"), server.bundle_roles.get(r))
+        let (table, role) = match self.persona {
+            _ if shared => (
+                "policy".to_string(),
+                config
+                    .policy
+                    .bundle_roles
+                    .get(r)
+                    .map(std::borrow::Cow::Borrowed),
+            ),
+            Some(p) if super::persona::persona_of_owner(owner).is_some() => {
+                super::persona::role(p, r, oci)
+            }
+            _ => (
+                format!("servers.{name}"),
+                server.bundle_roles.get(r).map(std::borrow::Cow::Borrowed),
+            ),
         };
         super::bind::bind(
             &mut b,
@@ -301,7 +364,7 @@ impl Building<'_> {
                 shared,
                 oci,
                 reference: r,
-                role,
+                role: role.as_deref(),
             },
         )?;
         let b = Arc::new(b);

@@ -10,6 +10,7 @@
 
 pub mod bind;
 mod build;
+pub mod persona;
 pub mod source;
 pub mod start;
 pub mod supply;

@@ -74,6 +74,8 @@ pub fn pull_hint(reference: &str, owner: &str, config: Option<&std::path::Path>)
     let config = config.map_or_else(|| "servers.toml".to_string(), |p| p.display().to_string());
     let server = if owner == SHARED_OWNER {
         "NAME (any server that uses it)".to_string()
+    } else if let Some(p) = super::persona::persona_of_owner(owner) {
+        format!("NAME (any server persona {p:?} reaches)")
     } else {
         owner.to_string()
     };

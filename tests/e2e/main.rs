@@ -46,6 +46,7 @@ mod e2e_oci_registry;
 mod e2e_oci_reload;
 mod e2e_opa_parity;
 mod e2e_paths;
+mod e2e_personas;
 mod e2e_policy;
 mod e2e_proxy;
 mod e2e_replay;

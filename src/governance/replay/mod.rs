@@ -100,6 +100,8 @@ pub struct Summary {
     /// Decided by gavel's static rules; the policy never saw them.
     pub gavel_side: u64,
     pub other_server: u64,
+    /// Decided as another persona (or as none) than `--persona` names.
+    pub other_persona: u64,
     /// Approval-step records (not decisions; the final one settles its
     /// decision).
     pub approval_steps: u64,
@@ -149,6 +151,8 @@ struct ServerEngine {
 pub struct Replayer {
     bundles: Bundles,
     only_server: Option<String>,
+    /// `--persona`: only records with this `labels.persona`.
+    only_persona: Option<String>,
     opts: EngineOptions,
     engines: HashMap<String, ServerEngine>,
     max_line_bytes: usize,
@@ -314,6 +318,7 @@ impl Replayer {
         Replayer {
             bundles,
             only_server,
+            only_persona: None,
             opts,
             engines: HashMap::new(),
             max_line_bytes: MAX_LINE_BYTES,
@@ -321,6 +326,13 @@ impl Replayer {
             pending: HashMap::new(),
             summary: Summary::default(),
         }
+    }
+
+    /// Replays only the decisions made as `persona` (`labels.persona`);
+    /// the others are counted in `other_persona`.
+    pub fn with_persona(mut self, persona: Option<String>) -> Self {
+        self.only_persona = persona;
+        self
     }
 
     /// A smaller line bound (tests).
@@ -421,6 +433,12 @@ impl Replayer {
         let Some((input, allow, server)) = decided(&rec) else {
             return self.malformed(line_no);
         };
+        if let Some(p) = &self.only_persona
+            && crate::governance::persona::of_record(&rec) != Some(p.as_str())
+        {
+            self.summary.other_persona += 1;
+            return Ok(());
+        }
         if !self.replays_server(server) {
             return Ok(());
         }

@@ -40,6 +40,9 @@ pub fn render(s: &Summary) -> String {
             s.approval_added, s.approval_removed
         ));
     }
+    if s.other_persona > 0 {
+        line(format!("  other personas (skipped) {}", s.other_persona));
+    }
     if s.other_server > 0 {
         line(format!("  other servers (skipped) {}", s.other_server));
     }

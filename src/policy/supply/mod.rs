@@ -150,6 +150,8 @@ impl Supply {
                     .push(name.clone());
             }
         }
+        // Each persona's policy for a server is a user too.
+        crate::policy::persona::add_refs(config, &mut users);
         users
     }
 

@@ -32,11 +32,7 @@ impl Supply {
         }
         let active = self.lock().get(key)?.status.active_revision.clone()?;
         let candidate = built.first()?.1.bundle_revision(&r.repository)?;
-        let table = if key.0 == crate::policy::source::SHARED_OWNER {
-            "policy".to_string()
-        } else {
-            format!("servers.{}", key.0)
-        };
+        let table = crate::policy::persona::table_of_owner(&key.0);
         crate::policy::bind::older(&candidate, &active).then(|| {
             format!(
                 "revision {candidate:?} is older than the active revision {active:?}: refused as a rollback (revisions compare as versions). To run it, pin it by digest (oci://…@sha256:…) or set {table}.bundle_roles.{:?}.allow_rollback = true",
