@@ -71,6 +71,13 @@ struct DroppedL {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowL {
+    server: String,
+    direction: &'static str,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SpanL {
     outcome: &'static str,
 }
@@ -96,6 +103,8 @@ pub struct Metrics {
     log_write_errors: Counter,
     ship: ShipMetrics,
     telemetry_spans: Family<SpanL, Counter>,
+    shadow_divergences: Family<ShadowL, Counter>,
+    shadow_dropped: Family<ServerL, Counter>,
     tools_seen: Mutex<HashSet<(String, String)>>,
 }
 
@@ -119,6 +128,8 @@ impl Metrics {
             log_write_errors: Counter::default(),
             ship: ShipMetrics::default(),
             telemetry_spans: Family::default(),
+            shadow_divergences: Family::default(),
+            shadow_dropped: Family::default(),
             tools_seen: Mutex::new(HashSet::new()),
             registry: Registry::default(),
         };
@@ -178,7 +189,50 @@ impl Metrics {
             "OpenTelemetry spans by outcome: exported, dropped (queue full), failed (the receiver refused them or retries ran out)",
             m.telemetry_spans.clone(),
         );
+        registry.register(
+            "shadow_divergences",
+            "Requests a server's shadow bundles decided otherwise than its live policy, by direction (allow_to_deny, deny_to_allow, reasons_changed) and the shadow's reason codes (outside its catalog: other; none when it allowed)",
+            m.shadow_divergences.clone(),
+        );
+        registry.register(
+            "shadow_dropped",
+            "Shadow evaluations dropped because the shadow queue was full (the live decisions are not affected)",
+            m.shadow_dropped.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// A shadow outcome that differs from the live one (`decision::shadow`):
+    /// one count per shadow reason, bounded by `is_label` as denials are.
+    pub fn shadow_divergence(
+        &self,
+        server: &str,
+        direction: &'static str,
+        reasons: &[String],
+        is_label: impl Fn(&str) -> bool,
+    ) {
+        let labels = |reason: String| ShadowL {
+            server: server.to_string(),
+            direction,
+            reason,
+        };
+        if reasons.is_empty() {
+            self.shadow_divergences.get_or_create(&labels("none".into())).inc();
+        }
+        for r in reasons {
+            let reason = if is_label(r) { r.clone() } else { "other".into() };
+            self.shadow_divergences.get_or_create(&labels(reason)).inc();
+        }
+    }
+
+    /// A shadow evaluation dropped on a full queue (`count`: false only
+    /// creates the series at 0, for a server that has a shadow).
+    pub fn shadow_dropped(&self, server: &str, count: bool) {
+        let sl = ServerL { server: server.into() };
+        let c = self.shadow_dropped.get_or_create(&sl);
+        if count {
+            c.inc();
+        }
     }
 
     /// One decision. `is_label` says whether a reason code may be a label

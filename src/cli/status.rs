@@ -61,6 +61,17 @@ fn print_server(name: &str, p: &Value, up: &Value) {
             .unwrap_or_default()
     ));
     print_lint(&p["lint"]);
+    if let Some(sh) = p["shadow"].as_object() {
+        say(format!(
+            "    shadow (never decides): {} {}{}",
+            sh["policy"].as_str().unwrap_or("?"),
+            sh["version"].as_str().unwrap_or(""),
+            sh["last_error"]
+                .as_str()
+                .map(|e| format!(" — {e}"))
+                .unwrap_or_default()
+        ));
+    }
     for o in p["oci"].as_array().into_iter().flatten() {
         say(format!(
             "    {}: revision {} ({}, from {}), signer {}, activated {}, last pull {}{}",

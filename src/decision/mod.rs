@@ -21,10 +21,14 @@ pub mod guard;
 pub mod input;
 pub mod layers;
 mod memo;
+pub mod output_paths;
 pub mod paths;
 mod pool;
 mod record;
 pub mod remembered;
+pub mod seen;
+mod shadow;
+pub(crate) use shadow::ShadowPolicy;
 pub mod static_rules;
 pub mod tool_lint;
 
@@ -81,6 +85,8 @@ pub struct Enforcer {
     /// `[telemetry]`: the span exporter, set once by the gateway (it needs
     /// the runtime the enforcer is built before).
     tracer: std::sync::OnceLock<crate::telemetry::Tracer>,
+    /// Shadow evaluations waiting for their thread (`decision::shadow`).
+    shadow_queue: shadow::ShadowQueue,
 }
 
 impl Enforcer {
@@ -105,6 +111,7 @@ impl Enforcer {
             config: Arc::new(config.clone()),
             tool_lint: Default::default(),
             tracer: Default::default(),
+            shadow_queue: Default::default(),
         }
     }
 
@@ -189,6 +196,9 @@ impl Enforcer {
                 }
             };
             let mut v = v;
+            if let Some(shadow) = &active.shadow {
+                v["shadow"] = shadow.status();
+            }
             v["lint"] = self.lint_status(name);
             out.insert(name.clone(), v);
         }

@@ -22,6 +22,7 @@ mod e2e_budgets;
 mod e2e_conformance;
 mod e2e_contract;
 mod e2e_counters;
+mod e2e_dataflow;
 mod e2e_decision_log;
 mod e2e_decision_shape;
 mod e2e_decision_ship;

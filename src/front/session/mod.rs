@@ -23,6 +23,7 @@ use crate::router::Router;
 use crate::sync::Recover;
 use crate::upstream::{SupervisorDeps, Upstream, spawn_supervisor};
 
+mod dataflow;
 mod handler;
 mod set;
 pub use set::SessionSet;
