@@ -217,10 +217,16 @@ impl Metrics {
             reason,
         };
         if reasons.is_empty() {
-            self.shadow_divergences.get_or_create(&labels("none".into())).inc();
+            self.shadow_divergences
+                .get_or_create(&labels("none".into()))
+                .inc();
         }
         for r in reasons {
-            let reason = if is_label(r) { r.clone() } else { "other".into() };
+            let reason = if is_label(r) {
+                r.clone()
+            } else {
+                "other".into()
+            };
             self.shadow_divergences.get_or_create(&labels(reason)).inc();
         }
     }
@@ -228,7 +234,9 @@ impl Metrics {
     /// A shadow evaluation dropped on a full queue (`count`: false only
     /// creates the series at 0, for a server that has a shadow).
     pub fn shadow_dropped(&self, server: &str, count: bool) {
-        let sl = ServerL { server: server.into() };
+        let sl = ServerL {
+            server: server.into(),
+        };
         let c = self.shadow_dropped.get_or_create(&sl);
         if count {
             c.inc();

@@ -128,8 +128,7 @@ impl Enforcer {
         input: &Value,
         now: &str,
     ) -> Option<super::shadow::Job> {
-        let Some(super::ShadowPolicy::Rego(engine)) = active.and_then(|a| a.shadow.as_ref())
-        else {
+        let Some(super::ShadowPolicy::Rego(engine)) = active.and_then(|a| a.shadow.as_ref()) else {
             return None;
         };
         if ev.policy != "rego" {

@@ -196,7 +196,10 @@ mod tests {
             divergence(&live(false, &["x"]), true, &[]),
             Some("deny_to_allow")
         );
-        assert_eq!(divergence(&live(false, &["a", "b"]), false, &r(&["b", "a"])), None);
+        assert_eq!(
+            divergence(&live(false, &["a", "b"]), false, &r(&["b", "a"])),
+            None
+        );
         assert_eq!(
             divergence(&live(false, &["a"]), false, &r(&["a", "b"])),
             Some("reasons_changed")

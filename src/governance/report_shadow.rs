@@ -56,7 +56,12 @@ impl ShadowReport {
             reasons.join(", "),
             s(&r["result"]["policy_version"]),
         );
-        let other = (OTHER.to_string(), String::new(), String::new(), String::new());
+        let other = (
+            OTHER.to_string(),
+            String::new(),
+            String::new(),
+            String::new(),
+        );
         let row = self.rows.entry(key, other);
         row.count += 1;
         if row.ids.len() == IDS {
@@ -117,7 +122,10 @@ mod tests {
         let mut s = ShadowReport::default();
         assert_eq!(s.html(), "", "no section without shadow records");
         for i in 0..7 {
-            s.add(&rec(&format!("d{i}"), &["no_writes"]), &rec("", &[])["shadow"]);
+            s.add(
+                &rec(&format!("d{i}"), &["no_writes"]),
+                &rec("", &[])["shadow"],
+            );
         }
         s.add(&rec("e", &["other"]), &rec("", &[])["shadow"]);
         assert_eq!(s.total, 8);
@@ -130,7 +138,10 @@ mod tests {
         assert_eq!(row.count, 7);
         assert_eq!(row.ids, ["d2", "d3", "d4", "d5", "d6"], "the latest ids");
         let h = s.html();
-        assert!(h.contains("Shadow would have") && h.contains("allow to deny"), "{h}");
+        assert!(
+            h.contains("Shadow would have") && h.contains("allow to deny"),
+            "{h}"
+        );
         assert!(h.contains("data-value=\"8\""), "{h}");
     }
 }

@@ -320,7 +320,6 @@ impl Building<'_> {
     }
 }
 
-
 impl Building<'_> {
     /// One bundle of server `name`'s policy, in the order that keeps untrusted
     /// bytes away from the parsers: its files are read (bounded, nesting

@@ -78,7 +78,12 @@ async fn a_shadow_that_would_deny_changes_nothing_and_records_the_divergence() {
     assert_ne!(r.is_error, Some(true), "{}", text(&r));
     for (a, b) in [(1, 2), (3, 4)] {
         let r = call(&client, "add", json!({"a": a, "b": b})).await.unwrap();
-        assert_ne!(r.is_error, Some(true), "the live policy decides: {}", text(&r));
+        assert_ne!(
+            r.is_error,
+            Some(true),
+            "the live policy decides: {}",
+            text(&r)
+        );
         assert!(text(&r).contains(&(a + b).to_string()), "{}", text(&r));
     }
     eventually("two shadow records", || shadow_records(&log).len() == 2).await;
@@ -112,7 +117,10 @@ async fn a_shadow_that_would_deny_changes_nothing_and_records_the_divergence() {
         "{metrics}"
     );
     assert_eq!(
-        value(&metrics, r#"gavel_decisions_total{server="fx",outcome="deny"}"#),
+        value(
+            &metrics,
+            r#"gavel_decisions_total{server="fx",outcome="deny"}"#
+        ),
         0.0,
         "{metrics}"
     );
@@ -158,13 +166,19 @@ fn shadow_bundles_are_validated() {
     let l = live.display().to_string();
     let server = fixture_server("fx", &[], &s.path("r.jsonl"));
     for (extra, needle) in [
-        (format!("bundle = {l:?}\nshadow_bundles = [{l:?}]\n"), "also a live bundle"),
+        (
+            format!("bundle = {l:?}\nshadow_bundles = [{l:?}]\n"),
+            "also a live bundle",
+        ),
         (format!("shadow_bundles = [{l:?}]\n"), "has no live bundle"),
     ] {
         s.write_config(&format!("{server}{extra}"));
         let out = s.config_check();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{extra}");
-        assert!(err.contains("servers.fx.shadow_bundles") && err.contains(needle), "{err}");
+        assert!(
+            err.contains("servers.fx.shadow_bundles") && err.contains(needle),
+            "{err}"
+        );
     }
 }
