@@ -61,7 +61,8 @@ fn print_server(name: &str, p: &Value, up: &Value) {
             .unwrap_or_default()
     ));
     print_lint(&p["lint"]);
-    if let Some(sh) = p["shadow"].as_object() {
+    let sh = &p["shadow"];
+    if sh.is_object() {
         say(format!(
             "    shadow (never decides): {} {}{}",
             sh["policy"].as_str().unwrap_or("?"),

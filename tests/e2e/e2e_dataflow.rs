@@ -183,3 +183,39 @@ async fn an_answer_that_names_confidential_files_closes_the_way_out() {
         );
     }
 }
+
+/// Over `gavel serve`, what a session has seen is its own: one MCP session
+/// reads the confidential file and is refused the write; a second session
+/// of the same process makes it; the first stays refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_http_session_has_its_own_data_flow() {
+    let s = example(true);
+    let (mut child, port) = gavel_serve(&s, &[]).await;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let a = http_client(&url, None, None).await;
+    let b = http_client(&url, None, None).await;
+    let r = call(
+        &a,
+        "filesystem__read_text_file",
+        json!({"path": "confidential/plan.txt"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(text(&r).trim_end(), PLAN);
+    let r = call(&a, "filesystem__write_file", write("a.txt"))
+        .await
+        .unwrap();
+    assert_refused_egress(&s, &r, "a.txt");
+    let r = call(&b, "filesystem__write_file", write("b.txt"))
+        .await
+        .unwrap();
+    assert_ne!(r.is_error, Some(true), "another session: {}", text(&r));
+    assert!(s.path("demo-data/public/b.txt").exists());
+    let r = call(&a, "filesystem__write_file", write("a.txt"))
+        .await
+        .unwrap();
+    assert_refused_egress(&s, &r, "a.txt");
+    a.cancel().await.unwrap();
+    b.cancel().await.unwrap();
+    child.kill().await.unwrap();
+}

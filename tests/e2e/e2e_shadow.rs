@@ -67,7 +67,31 @@ async fn a_shadow_that_would_deny_changes_nothing_and_records_the_divergence() {
         live.display().to_string(),
         shadow.display().to_string(),
     ));
-    let client = s.connect(TestHost::new()).await;
+    let state = s.path("state");
+    let mut cmd = tokio::process::Command::new(GAVEL);
+    cmd.args(s.run_args()).env("GAVEL_STATE_DIR", &state);
+    let client = connect_cmd(cmd, TestHost::new()).await;
+    // `gavel status` names the shadow beside the live policy.
+    let status = |json: bool| {
+        let mut c = std::process::Command::new(GAVEL);
+        c.arg("status").env("GAVEL_STATE_DIR", &state);
+        if json {
+            c.arg("--json");
+        }
+        String::from_utf8(c.output().unwrap().stdout).unwrap()
+    };
+    eventually("gavel status shows the shadow", || {
+        serde_json::from_str::<Value>(&status(true)).is_ok_and(|v| {
+            v[0]["policies"]["fx"]["shadow"] == json!({"policy": "rego", "version": "policy@2"})
+        })
+    })
+    .await;
+    let shown = status(false);
+    assert!(
+        shown.contains("policy rego policy@1")
+            && shown.contains("shadow (never decides): rego policy@2"),
+        "{shown}"
+    );
     let zero = scrape(port).await;
     assert_eq!(
         value(&zero, r#"gavel_shadow_dropped_total{server="fx"}"#),
