@@ -205,4 +205,42 @@ mod tests {
             Some("reasons_changed")
         );
     }
+
+    /// A full queue never waits: the job is dropped and counted per server
+    /// (the queue here has room for one and nobody drains it).
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        use crate::bundle::{BundleLimits, load_bundle};
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bundles/time");
+        let b = load_bundle(&root, &BundleLimits::default()).unwrap();
+        let opts = crate::decision::engine::EngineOptions {
+            eval_timeout: Duration::from_secs(2),
+            strict_input: false,
+        };
+        let engine = Arc::new(PolicyEngine::build("t", vec![Arc::new(b)], &opts).unwrap());
+        let job = || Job {
+            server: "shadow-full-queue".into(),
+            kind: "tool_call",
+            tool: "t".into(),
+            decision_id: "d".into(),
+            timestamp: "2026-01-01T00:00:00Z".into(),
+            engine: engine.clone(),
+            input: json!({}),
+            live: live(true, &[]),
+            log: None,
+            labels: Default::default(),
+        };
+        let q = ShadowQueue::default();
+        let (tx, rx) = sync_channel(1);
+        assert!(q.tx.set(tx).is_ok());
+        q.submit(job());
+        q.submit(job());
+        q.submit(job());
+        let text = crate::audit::metrics::global().encode(false);
+        assert!(
+            text.contains("gavel_shadow_dropped_total{server=\"shadow-full-queue\"} 2"),
+            "{text}"
+        );
+        assert_eq!(rx.try_iter().count(), 1, "the first job was queued");
+    }
 }
