@@ -77,13 +77,15 @@ fn store_verified(
         .get(server)
         .ok_or_else(|| anyhow::anyhow!("{} has no [servers.{server}]", config.display()))?;
     let wanted = r.to_string();
-    let owner = if sc.bundles.contains(&wanted) {
+    let owner = if sc.bundles.contains(&wanted) || sc.shadow_bundles.contains(&wanted) {
         server
-    } else if cfg.policy.shared_bundles.contains(&wanted) {
+    } else if cfg.policy.shared_bundles.contains(&wanted)
+        || cfg.policy.shared_shadow_bundles.contains(&wanted)
+    {
         SHARED_OWNER
     } else {
         anyhow::bail!(
-            "{wanted} is not a bundle of server {server:?} in {} (servers.{server}.bundle(s) or [policy] shared_bundles): a start would never use it",
+            "{wanted} is not a bundle of server {server:?} in {} (servers.{server}.bundle(s) or shadow_bundles, [policy] shared_bundles or shared_shadow_bundles): a start would never use it",
             config.display()
         );
     };

@@ -138,7 +138,11 @@ impl Enforcer {
             .get(server)
             .ok_or_else(|| anyhow::anyhow!("no [servers.{server}] in the config"))?;
         let opts = EngineOptions::from_config(config);
-        match server_active(server, sc, config, &opts, resolver)?.policy {
+        let active = server_active(server, sc, config, &opts, resolver)?;
+        if let Some(ShadowPolicy::Unavailable(why)) = &active.shadow {
+            anyhow::bail!("its shadow policy: {why}");
+        }
+        match active.policy {
             Policy::Unavailable(why) => Err(anyhow::anyhow!(why)),
             Policy::Rego(e) => Ok(e.policy_version().to_string()),
             Policy::None => Ok("none".into()),
