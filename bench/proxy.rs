@@ -2,7 +2,9 @@
 //! against host→gavel→upstream, with the same rmcp client, in interleaved
 //! rounds (this machine is noisy: the two paths share every disturbance).
 //! gavel runs as deployed: decision log and a daily budget on (BENCH_STATE
-//! narrows that to `none`, `log` or `budget`).
+//! narrows that to `none`, `log` or `budget`, and adds `policy`, a live Rego
+//! bundle that allows every call, or `shadow`, that bundle plus a shadow
+//! bundle that would deny every call: a divergence, so a shadow record, each).
 //! One JSON line per upstream; the server-everything line is last.
 //!
 //! Env: BENCH_ROUNDS (default 20), BENCH_CALLS (per round and path, default 50),
@@ -77,11 +79,20 @@ async fn measure(name: &str, upstream: (String, Vec<String>), tool: &str, args: 
     let parts: Vec<&str> = which.split(',').map(str::trim).collect();
     if let Some(bad) = parts
         .iter()
-        .find(|p| !["none", "log", "budget"].contains(p))
+        .find(|p| !["none", "log", "budget", "policy", "shadow"].contains(p))
     {
-        panic!("BENCH_STATE: unknown part {bad:?} (use none, log, budget or log,budget)");
+        panic!(
+            "BENCH_STATE: unknown part {bad:?} (use none, log, budget, policy, shadow, comma-separated)"
+        );
     }
     let (log, budget) = (parts.contains(&"log"), parts.contains(&"budget"));
+    let shadow = parts.contains(&"shadow");
+    let policy = shadow || parts.contains(&"policy");
+    let bundles = if policy {
+        bench_bundles(dir.path(), shadow)
+    } else {
+        String::new()
+    };
     let mut state = String::new();
     if log {
         let path = dir.path().join("decisions.jsonl");
@@ -97,7 +108,7 @@ async fn measure(name: &str, upstream: (String, Vec<String>), tool: &str, args: 
     std::fs::write(
         &config,
         format!(
-            "{state}[servers.{name}]\ncommand = {:?}\nargs = {}\n",
+            "{state}[servers.{name}]\ncommand = {:?}\nargs = {}\n{bundles}",
             upstream.0,
             serde_json::to_string(&upstream.1).unwrap(),
         ),
@@ -146,10 +157,37 @@ async fn measure(name: &str, upstream: (String, Vec<String>), tool: &str, args: 
         "calls_per_s": ((g.len() as f64 / gavel_time.as_secs_f64()) * 10.0).round() / 10.0,
         "decision_log": log,
         "budget": budget,
+        "policy": policy,
+        "shadow": shadow,
     });
     println!("{line}");
     direct.cancel().await.ok();
     gavel.cancel().await.ok();
+}
+
+/// `BENCH_STATE` `policy`/`shadow`: the config lines of a live bundle that
+/// allows every call and, with `shadow`, a shadow bundle of the same name
+/// that would deny every call.
+fn bench_bundles(dir: &std::path::Path, shadow: bool) -> String {
+    let write = |sub: &str, rego: &str| {
+        let b = dir.join(sub).join("bench");
+        std::fs::create_dir_all(b.join("bench")).expect("bundle dir");
+        std::fs::write(
+            b.join(".manifest"),
+            r#"{"revision": "1", "roots": ["bench"]}"#,
+        )
+        .expect("manifest");
+        std::fs::write(b.join("bench/policy.rego"), rego).expect("rego");
+        b.display().to_string()
+    };
+    let live = write("live", "package bench\n\ndecision := {\"allow\": true}\n");
+    let mut lines = format!("bundle = {live:?}\n");
+    if shadow {
+        let deny =
+            "package bench\n\ndecision := {\"allow\": false, \"reasons\": [\"shadow_denies\"]}\n";
+        lines += &format!("shadow_bundles = [{:?}]\n", write("shadow", deny));
+    }
+    lines
 }
 
 #[tokio::main]

@@ -36,6 +36,7 @@ use prometheus_client::registry::Registry;
 use crate::sync::Recover;
 
 mod exposition;
+mod shadow;
 use exposition::{to_text_004, wants_openmetrics};
 
 const MAX_TOOLS: usize = 1000;
@@ -71,6 +72,13 @@ struct DroppedL {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowL {
+    server: String,
+    direction: &'static str,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SpanL {
     outcome: &'static str,
 }
@@ -96,6 +104,8 @@ pub struct Metrics {
     log_write_errors: Counter,
     ship: ShipMetrics,
     telemetry_spans: Family<SpanL, Counter>,
+    shadow_divergences: Family<ShadowL, Counter>,
+    shadow_dropped: Family<ServerL, Counter>,
     tools_seen: Mutex<HashSet<(String, String)>>,
 }
 
@@ -119,6 +129,8 @@ impl Metrics {
             log_write_errors: Counter::default(),
             ship: ShipMetrics::default(),
             telemetry_spans: Family::default(),
+            shadow_divergences: Family::default(),
+            shadow_dropped: Family::default(),
             tools_seen: Mutex::new(HashSet::new()),
             registry: Registry::default(),
         };
@@ -177,6 +189,16 @@ impl Metrics {
             "telemetry_spans",
             "OpenTelemetry spans by outcome: exported, dropped (queue full), failed (the receiver refused them or retries ran out)",
             m.telemetry_spans.clone(),
+        );
+        registry.register(
+            "shadow_divergences",
+            "Requests a server's shadow bundles decided otherwise than its live policy, by direction (allow_to_deny, deny_to_allow, reasons_changed) and the shadow's reason codes (outside its catalog: other; none when it allowed)",
+            m.shadow_divergences.clone(),
+        );
+        registry.register(
+            "shadow_dropped",
+            "Shadow evaluations dropped because the shadow queue was full (the live decisions are not affected)",
+            m.shadow_dropped.clone(),
         );
         Metrics { registry, ..m }
     }

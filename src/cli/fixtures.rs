@@ -28,7 +28,8 @@
 //! `tool_digest`, `data_classes_referenced` — classes the upstream
 //! declares, added to the bundle's classification), `agent`, `user`,
 //! `environment` (with `time`, RFC 3339, the decision's clock) and
-//! `context` (the session's counters). `expect` takes `allow` (required),
+//! `context` (the session's counters, and `data_classes_seen`: what its
+//! earlier answers carried). `expect` takes `allow` (required),
 //! `reasons` (the exact set) and `require_approval` (whether the decision
 //! asks a human). The cases of a file run in order against one fresh,
 //! private state store — as one agent's successive calls, so a file can
@@ -137,6 +138,8 @@ struct ContextIn {
     consecutive_same_tool: Option<u64>,
     calls_last_minute: Option<u64>,
     session_age_seconds: Option<f64>,
+    /// `[{class, server, tool}]`: what the session's earlier answers carried.
+    data_classes_seen: Option<Vec<crate::decision::seen::SeenClass>>,
 }
 
 #[derive(Deserialize, serde::Serialize, Clone)]
@@ -447,6 +450,10 @@ fn context(configured: &Identity, input: &Input) -> DecisionContext {
         set(&mut k.cumulative_tokens, &c.cumulative_tokens);
         set(&mut k.consecutive_same_tool, &c.consecutive_same_tool);
         set(&mut k.calls_last_minute, &c.calls_last_minute);
+        for e in c.data_classes_seen.iter().flatten() {
+            k.data_classes_seen
+                .add(&e.server, &e.tool, std::slice::from_ref(&e.class));
+        }
     }
     ctx.identity = Some(Arc::new(id));
     ctx
@@ -471,7 +478,7 @@ mod tests {
         configured.user.groups = vec!["engineering".into()];
         configured.environment.region = Some("eu-west-1".into());
         let input: Input = yaml_serde::from_str(
-            "action: {tool: t}\nuser: {groups: [marketing]}\ncontext: {calls_last_minute: 7}\nagent: {client: {name: c, version: '1'}}\n",
+            "action: {tool: t}\nuser: {groups: [marketing]}\ncontext: {calls_last_minute: 7, data_classes_seen: [{class: confidential, server: fs, tool: read}]}\nagent: {client: {name: c, version: '1'}}\n",
         )
         .unwrap();
         let ctx = context(&configured, &input);
@@ -481,6 +488,7 @@ mod tests {
         assert_eq!(id.environment.region.as_deref(), Some("eu-west-1"));
         assert_eq!(ctx.counters.calls_last_minute, 7);
         assert_eq!(ctx.counters.turn_count, 0);
+        assert!(ctx.counters.data_classes_seen.contains("confidential"));
         assert_eq!(ctx.client, Some(("c".into(), "1".into())));
         let bad = yaml_serde::from_str::<Input>("user: {group: [x]}\n");
         let Err(e) = bad else {

@@ -214,11 +214,12 @@ pub fn report(a: ReportArgs) -> anyhow::Result<()> {
     crate::atomic_file::write(&a.output, page.as_bytes())
         .with_context(|| format!("writing {}", a.output.display()))?;
     super::say(format!(
-        "wrote {}: {} decisions ({} denied), {} approval steps, from {}",
+        "wrote {}: {} decisions ({} denied), {} approval steps, {} shadow divergences, from {}",
         a.output.display(),
         report.split.total(),
         report.split.denied,
         report.approval_steps,
+        report.shadow.total,
         a.log.display()
     ));
     Ok(())

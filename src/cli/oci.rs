@@ -82,9 +82,11 @@ fn store_verified(
         .personas
         .reaching(server)
         .find(|p| p.bundles.contains(&wanted));
-    let (owner, checked) = if sc.bundles.contains(&wanted) {
+    let (owner, checked) = if sc.bundles.contains(&wanted) || sc.shadow_bundles.contains(&wanted) {
         (server.to_string(), server.to_string())
-    } else if cfg.policy.shared_bundles.contains(&wanted) {
+    } else if cfg.policy.shared_bundles.contains(&wanted)
+        || cfg.policy.shared_shadow_bundles.contains(&wanted)
+    {
         (SHARED_OWNER.to_string(), server.to_string())
     } else if let Some(p) = persona {
         (
@@ -93,7 +95,7 @@ fn store_verified(
         )
     } else {
         anyhow::bail!(
-            "{wanted} is not a bundle of server {server:?} in {} (servers.{server}.bundle(s), [policy] shared_bundles or a persona's bundles): a start would never use it",
+            "{wanted} is not a bundle of server {server:?} in {} (servers.{server}.bundle(s) or shadow_bundles, [policy] shared_bundles or shared_shadow_bundles, or a persona's bundles): a start would never use it",
             config.display()
         );
     };

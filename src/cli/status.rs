@@ -61,6 +61,18 @@ fn print_server(name: &str, p: &Value, up: &Value) {
             .unwrap_or_default()
     ));
     print_lint(&p["lint"]);
+    let sh = &p["shadow"];
+    if sh.is_object() {
+        say(format!(
+            "    shadow (never decides): {} {}{}",
+            sh["policy"].as_str().unwrap_or("?"),
+            sh["version"].as_str().unwrap_or(""),
+            sh["last_error"]
+                .as_str()
+                .map(|e| format!(" — {e}"))
+                .unwrap_or_default()
+        ));
+    }
     print_oci(&p["oci"]);
     for (persona, pp) in p["personas"].as_object().into_iter().flatten() {
         print_persona(persona, pp);

@@ -170,6 +170,7 @@ impl Config {
             tools: ToolRules::default(),
             annotations_trusted: false,
             bundles: vec![],
+            shadow_bundles: vec![],
             fail_open: false,
             restart_max_backoff: Duration::from_secs(30),
             signing: BundleSigning::default(),

@@ -54,6 +54,9 @@ pub struct ServerConfig {
     pub tools: ToolRules,
     pub annotations_trusted: bool,
     pub bundles: Vec<String>,
+    /// `servers.NAME.shadow_bundles`: evaluated beside the live policy on
+    /// every request, never deciding (`decision::shadow`).
+    pub shadow_bundles: Vec<String>,
     pub fail_open: bool,
     pub restart_max_backoff: Duration,
     /// Verification of the server's bundles (`keys`, `exclude_files`,
@@ -307,6 +310,8 @@ impl Default for LogSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicySettings {
     pub shared_bundles: Vec<String>,
+    /// `[policy] shared_shadow_bundles`: every server's shadow layers.
+    pub shared_shadow_bundles: Vec<String>,
     /// `[policy] keys`: key names trusted to sign the shared bundles. When
     /// set, every shared bundle (local or from a registry) must be signed by
     /// one of them; when not, shared bundles are verified with each server's
@@ -325,6 +330,7 @@ impl Default for PolicySettings {
     fn default() -> Self {
         Self {
             shared_bundles: vec![],
+            shared_shadow_bundles: vec![],
             keys: vec![],
             require_bundle: false,
             strict_input: false,

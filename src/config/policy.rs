@@ -20,6 +20,27 @@ impl PolicySettings {
                     .and_then(|e| bundle_ref(ctx, e, b.span().start, "policy.shared_bundles"))
             })
             .collect::<Result<_, _>>()?;
+        let shared_shadow_bundles: Vec<String> = p
+            .shared_shadow_bundles
+            .iter()
+            .map(|b| {
+                ctx.expand(b, "policy.shared_shadow_bundles").and_then(|e| {
+                    bundle_ref(ctx, e, b.span().start, "policy.shared_shadow_bundles")
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if let Some((b, at)) = p
+            .shared_shadow_bundles
+            .iter()
+            .zip(&shared_shadow_bundles)
+            .find_map(|(raw, r)| shared_bundles.contains(r).then_some((r, raw.span().start)))
+        {
+            return Err(ctx.at(
+                at,
+                "policy.shared_shadow_bundles",
+                format!("{b} is also in policy.shared_bundles: a shadow bundle runs beside the live ones; remove it from one of the two"),
+            ));
+        }
         let keys = shared_keys(ctx, p, keys)?;
         let eval_timeout = ctx.duration(
             &p.eval_timeout,
@@ -31,10 +52,15 @@ impl PolicySettings {
             "policy.approval_timeout",
             PolicySettings::default().approval_timeout,
         )?;
-        let bundle_roles =
-            Config::bundle_roles(ctx, Some(&p.bundle_roles), &shared_bundles, "policy")?;
+        let all: Vec<String> = shared_bundles
+            .iter()
+            .chain(&shared_shadow_bundles)
+            .cloned()
+            .collect();
+        let bundle_roles = Config::bundle_roles(ctx, Some(&p.bundle_roles), &all, "policy")?;
         Ok(PolicySettings {
             shared_bundles,
+            shared_shadow_bundles,
             keys,
             require_bundle: p.require_bundle,
             strict_input: p.strict_input,

@@ -142,6 +142,8 @@ pub struct RawServer {
     pub annotations_trusted: Option<bool>,
     pub bundle: Option<Spanned<String>>,
     pub bundles: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Bundles evaluated beside the live ones, never deciding.
+    pub shadow_bundles: Option<Vec<Spanned<String>>>,
     pub fail_open: Option<bool>,
     /// Names of `[keys.*]` this server trusts for its bundles.
     pub keys: Option<Vec<String>>,
@@ -271,6 +273,9 @@ pub struct RawPolicy {
     pub keys: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub shared_bundles: Vec<Spanned<String>>,
+    /// Shadow bundles for every server (beside `shared_bundles`).
+    #[serde(default)]
+    pub shared_shadow_bundles: Vec<Spanned<String>>,
     #[serde(default)]
     pub require_bundle: bool,
     #[serde(default)]

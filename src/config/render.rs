@@ -90,6 +90,9 @@ fn server(s: &ServerConfig) -> Table {
         ),
     );
     t.insert("bundles".into(), strings(&s.bundles));
+    if !s.shadow_bundles.is_empty() {
+        t.insert("shadow_bundles".into(), strings(&s.shadow_bundles));
+    }
     if !s.bundle_roles.is_empty() {
         t.insert("bundle_roles".into(), bundle_roles(&s.bundle_roles));
     }
@@ -204,6 +207,12 @@ fn limits(l: &Limits) -> Table {
 fn policy(p: &PolicySettings) -> Table {
     let mut policy = Table::new();
     policy.insert("shared_bundles".into(), strings(&p.shared_bundles));
+    if !p.shared_shadow_bundles.is_empty() {
+        policy.insert(
+            "shared_shadow_bundles".into(),
+            strings(&p.shared_shadow_bundles),
+        );
+    }
     if !p.keys.is_empty() {
         policy.insert("keys".into(), strings(&p.keys));
     }

@@ -68,13 +68,15 @@ impl Config {
             }
         }
         let bundles = bundles(ctx, name, s)?;
+        let shadow_bundles = shadow_bundles(ctx, name, s, &bundles)?;
         let signing = signing(ctx, name, s, at, &bundles)?;
         let session_mode = session_mode(ctx, name, s)?;
         let path_root = path_root(ctx, name, s)?;
+        let all: Vec<String> = bundles.iter().chain(&shadow_bundles).cloned().collect();
         let bundle_roles = Self::bundle_roles(
             ctx,
             s.bundle_roles.as_ref(),
-            &bundles,
+            &all,
             &format!("servers.{name}"),
         )?;
         Ok(ServerConfig {
@@ -103,6 +105,7 @@ impl Config {
             tools,
             annotations_trusted: s.annotations_trusted.unwrap_or(false),
             bundles,
+            shadow_bundles,
             fail_open: s.fail_open.unwrap_or(false),
             limits: limits(ctx, name, s)?,
             signing,
@@ -400,6 +403,30 @@ fn bundles(ctx: &Ctx, name: &str, s: &RawServer) -> Result<Vec<String>, ConfigEr
             .collect::<Result<_, _>>(),
         (None, None) => Ok(vec![]),
     }
+}
+
+/// `shadow_bundles`: expanded and normalized like `bundles`; each must not
+/// be a live bundle too, and there must be a live policy to compare with.
+fn shadow_bundles(
+    ctx: &Ctx,
+    name: &str,
+    s: &RawServer,
+    live: &[String],
+) -> Result<Vec<String>, ConfigError> {
+    let f = field(name, "shadow_bundles");
+    let mut out = Vec::new();
+    for b in s.shadow_bundles.iter().flatten() {
+        let at = b.span().start;
+        let r = bundle_ref(ctx, ctx.expand(b, &f)?, at, &f)?;
+        if live.is_empty() {
+            return Err(ctx.at(at, &f, format!("server {name:?} has no live bundle (bundle or bundles) for a shadow to run beside: set its bundles, or move {r} there")));
+        }
+        if live.contains(&r) {
+            return Err(ctx.at(at, &f, format!("{r} is also a live bundle of server {name:?}: a shadow bundle runs beside the live ones; remove it from one of the two")));
+        }
+        out.push(r);
+    }
+    Ok(out)
 }
 
 /// `keys`, `exclude_files` and `require_signature`. A bundle from a

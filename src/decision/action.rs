@@ -104,7 +104,26 @@ pub struct Permit {
     /// The request's span (`[telemetry]` on), open until the permit is
     /// dropped: it covers the decision and the forwarded request.
     pub span: Option<crate::telemetry::ActiveSpan>,
+    /// The data classes the request referenced
+    /// (`input.action.data_classes_referenced`): what its answer, once the
+    /// host gets it, adds to the session's `data_classes_seen`.
+    pub(super) data_classes: Vec<String>,
+    /// The request's path arguments as sent (`decision::paths::PATH_ARGS`):
+    /// the directory a listing in its answer is relative to.
+    pub(super) request_paths: Vec<String>,
     pub(super) _private: (),
+}
+
+impl Permit {
+    /// The data classes the allowed request referenced.
+    pub fn data_classes(&self) -> &[String] {
+        &self.data_classes
+    }
+
+    /// The allowed request's path arguments, as sent.
+    pub fn request_paths(&self) -> &[String] {
+        &self.request_paths
+    }
 }
 
 /// The outcome of deciding: forward with the permit, or answer with the denial.

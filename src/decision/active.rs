@@ -21,6 +21,9 @@ pub struct Active {
     pub(crate) policy: Policy,
     /// (bundle name, signer key id) for each signed bundle that verified.
     pub(crate) signers: Vec<(String, String)>,
+    /// The shadow policy (`shadow_bundles`), built with the live one and
+    /// swapped with it (`decision::shadow`); never decides.
+    pub(crate) shadow: Option<super::shadow::ShadowPolicy>,
 }
 
 impl Active {
@@ -46,6 +49,9 @@ impl Active {
             m.bundle_active(server, bundle, revision);
         }
         m.policy_available(server, self.unavailable().is_none());
+        if self.shadow.is_some() {
+            m.shadow_dropped(server, false);
+        }
     }
 
     /// Whether this is a usable Rego policy (not `none`, not unavailable).

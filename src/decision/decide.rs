@@ -40,9 +40,18 @@ impl Enforcer {
             _ => None,
         };
         let input = self.input_for(action, ctx, sp, engine, &now);
-        let mut ev = match pick.refusal() {
-            Some(d) => Evaluated::by_gavel(d, "persona"),
-            None => self.evaluate(action, sp, policy, &input),
+        let data_classes = referenced_classes(&input, action);
+        let (mut ev, shadow) = match pick.refusal() {
+            // Refused by persona before any policy: nothing to shadow.
+            Some(d) => (Evaluated::by_gavel(d, "persona"), None),
+            None => {
+                let ev = self.evaluate(action, sp, policy, &input);
+                // The shadow's job, taken before the input goes into the
+                // record and before gavel-side steps change the policy's
+                // outcome.
+                let shadow = self.shadow_job(action, active.as_deref(), &ev, &input, &now);
+                (ev, shadow)
+            }
         };
         let mut charged = self.charge(action, ctx, sp, engine, &mut ev.decision);
         ev.decision.decision_id = Some(next_decision_id());
@@ -64,11 +73,20 @@ impl Enforcer {
         let mut decision = ev.decision;
         self.record(action, ctx, &mut decision, record, &mut charged);
         self.count(action, &decision, engine, start);
+        if let Some(mut job) = shadow {
+            job.decision_id = decision.decision_id.clone().unwrap_or_default();
+            self.shadow_queue.submit(job);
+        }
         if decision.allow {
             Verdict::Allow(Permit {
                 decision,
                 receipt: charged.receipt,
                 span: None,
+                data_classes,
+                request_paths: paths::path_values(&action.args)
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
                 _private: (),
             })
         } else {
@@ -108,6 +126,40 @@ impl Enforcer {
             input["context"]["budget"] = b;
         }
         input
+    }
+
+    /// A shadow evaluation of this request, when the server has a shadow
+    /// policy and the live one decided with Rego (static rules and an
+    /// unavailable policy decide the same for both: nothing to compare).
+    fn shadow_job(
+        &self,
+        action: &Action,
+        active: Option<&super::Active>,
+        ev: &Evaluated,
+        input: &Value,
+        now: &str,
+    ) -> Option<super::shadow::Job> {
+        let Some(super::ShadowPolicy::Rego(engine)) = active.and_then(|a| a.shadow.as_ref()) else {
+            return None;
+        };
+        if ev.policy != "rego" {
+            return None;
+        }
+        Some(super::shadow::Job {
+            server: action.server.clone(),
+            kind: action.kind.as_str(),
+            tool: action.tool.clone(),
+            decision_id: String::new(),
+            timestamp: now.to_string(),
+            engine: engine.clone(),
+            input: input.clone(),
+            live: super::shadow::Live {
+                allow: ev.decision.allow,
+                reasons: ev.decision.reasons.clone(),
+            },
+            log: self.log.clone(),
+            labels: self.labels(),
+        })
     }
 
     /// The decision of the policy path: an unknown server is refused, then
@@ -370,6 +422,18 @@ fn next_decision_id() -> String {
     // processes sharing a log or a receiver (the idempotency key of a
     // shipped event, docs/decision-log.md).
     uuid::Uuid::new_v4().hyphenated().to_string()
+}
+
+/// The classes the request referenced, as its input lists them (the
+/// upstream's own when no input was built: no policy, no log).
+fn referenced_classes(input: &Value, action: &Action) -> Vec<String> {
+    match input.pointer("/action/data_classes_referenced") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|c| c.as_str().map(String::from))
+            .collect(),
+        _ => action.upstream_data_classes.clone(),
+    }
 }
 
 /// Tokens of a call's arguments (estimate: 4 bytes a token).

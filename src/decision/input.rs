@@ -22,6 +22,10 @@ pub struct SessionCounters {
     pub consecutive_same_tool: u64,
     /// tools/call requests decided in the 60 s before this one.
     pub calls_last_minute: u64,
+    /// Data classes the answers forwarded to the host carried
+    /// (`input.context.data_classes_seen`, `decision::seen`).
+    #[serde(skip)]
+    pub data_classes_seen: super::seen::DataClassesSeen,
     #[serde(skip)]
     last_tool: Option<(String, String)>,
     #[serde(skip)]
@@ -182,6 +186,7 @@ pub fn build(
             "cumulative_tokens": ctx.counters.cumulative_tokens,
             "consecutive_same_tool": ctx.counters.consecutive_same_tool,
             "calls_last_minute": ctx.counters.calls_last_minute,
+            "data_classes_seen": ctx.counters.data_classes_seen.entries(),
             "session_age_seconds": ctx.session_age_seconds,
         },
         "environment": {
@@ -356,6 +361,42 @@ impl SessionState {
     /// `denied_count` counts it, as the policy's next decisions should see.
     pub fn count_denied(&self) {
         self.counters.lock().recover().count_denied();
+    }
+
+    /// An answer the host gets (a result that is not an error, and that no
+    /// result policy withheld) to the request `permit` allowed: the classes
+    /// the request referenced ([`super::Permit::data_classes`]) and those
+    /// the paths the answer names carry ([`super::Enforcer::output_classes`])
+    /// join the session's `data_classes_seen`, which every later decision of
+    /// the session reads. `output` is the answer as JSON, `None` when the
+    /// server's policy does not classify by path
+    /// ([`super::Enforcer::classifies_output`]).
+    pub fn saw(
+        &self,
+        enforcer: &super::Enforcer,
+        (server, tool): (&str, &str),
+        permit: &super::Permit,
+        output: Option<&Value>,
+    ) {
+        let mut all = permit.data_classes().to_vec();
+        for c in output
+            .map(|o| enforcer.output_classes(server, permit.request_paths(), o))
+            .unwrap_or_default()
+        {
+            if !all.contains(&c) {
+                all.push(c);
+            }
+        }
+        if all.is_empty() {
+            return;
+        }
+        let mut counters = self.counters.lock().recover();
+        if counters.data_classes_seen.add(server, tool, &all) {
+            tracing::info!(
+                session = %self.id, server, tool = %crate::text::escape_controls(tool),
+                "the session has seen data classed {all:?}"
+            );
+        }
     }
 
     /// Counts the tokens of a tool result.

@@ -21,12 +21,16 @@ pub mod guard;
 pub mod input;
 pub mod layers;
 mod memo;
+pub mod output_paths;
 pub mod paths;
 pub mod persona;
 mod pool;
 mod query;
 mod record;
 pub mod remembered;
+pub mod seen;
+mod shadow;
+pub(crate) use shadow::ShadowPolicy;
 pub mod static_rules;
 pub mod tool_lint;
 
@@ -86,6 +90,8 @@ pub struct Enforcer {
     tracer: std::sync::OnceLock<crate::telemetry::Tracer>,
     /// Each persona's policy per server (`persona.rs`; empty without personas).
     personas: persona::PersonaPolicies,
+    /// Shadow evaluations waiting for their thread (`decision::shadow`).
+    shadow_queue: shadow::ShadowQueue,
 }
 
 impl Enforcer {
@@ -111,6 +117,7 @@ impl Enforcer {
             tool_lint: Default::default(),
             tracer: Default::default(),
             personas: Default::default(),
+            shadow_queue: Default::default(),
         }
     }
 
@@ -201,6 +208,9 @@ impl Enforcer {
                 }
             };
             let mut v = v;
+            if let Some(shadow) = &active.shadow {
+                v["shadow"] = shadow.status();
+            }
             v["lint"] = self.lint_status(name);
             if let Some(p) = self.persona_status(name) {
                 v["personas"] = p;

@@ -169,6 +169,7 @@ impl Enforcer {
                         p.name
                     )),
                     signers: vec![],
+                    shadow: None,
                 })
             }),
             _ => sp.active.load_full(),

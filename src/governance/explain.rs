@@ -115,7 +115,7 @@ pub fn probe_input(server: &str, tool: &str, identity: Option<&Identity>) -> Val
                    "annotations_trusted": false, "tool_digest": "", "data_classes_referenced": []},
         "context": {"session_id": "explain-probe", "turn_count": 0, "denied_count": 0, "tool_calls": {},
                     "cumulative_tokens": 0, "consecutive_same_tool": 0, "calls_last_minute": 0,
-                    "session_age_seconds": 0},
+                    "data_classes_seen": [], "session_age_seconds": 0},
     })
 }
 

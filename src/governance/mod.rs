@@ -16,6 +16,7 @@ mod rego_facts;
 pub mod replay;
 pub mod report;
 pub mod report_html;
+pub mod report_shadow;
 pub mod report_trail;
 
 use std::path::{Path, PathBuf};

@@ -193,6 +193,8 @@ pub struct Report {
     /// Users, agents, audit and fail-open counts, and the decisions behind
     /// each denial figure.
     pub trail: super::report_trail::Trail,
+    /// Shadow records: what the shadow bundles would have decided.
+    pub shadow: super::report_shadow::ShadowReport,
 }
 
 fn parse_ts(ts: &str) -> Option<(SystemTime, u64)> {
@@ -224,6 +226,7 @@ impl Report {
             approval_by_step: Capped::new(MAX_KEYS),
             torn_tail: None,
             trail: Default::default(),
+            shadow: Default::default(),
         }
     }
 
@@ -235,6 +238,10 @@ impl Report {
     pub fn add(&mut self, r: &Value) {
         // A policy query (`gavel__check`) decided nothing.
         if r.get("query").is_some() {
+            return;
+        }
+        if let Some(s) = r.get("shadow") {
+            self.shadow.add(r, s);
             return;
         }
         if let Some(a) = r.get("approval") {

@@ -270,6 +270,7 @@ fn denied_pct(s: &Split) -> f64 {
 
 /// Who was denied: users and agents by denials.
 fn people(h: &mut String, r: &Report) {
+    h.push_str(&r.shadow.html());
     h.push_str("<section><h2>Who was denied</h2><p class=\"muted\">Users and agents by denials (from each decision's input; an approval's final step counts for the decision it settled).</p>");
     for (id, title, table) in [
         ("users", "user", &r.trail.users),

@@ -12,7 +12,7 @@ use crate::audit::DecisionLog;
 use crate::bundle::Bundle;
 use crate::config::{Config, ServerConfig};
 use crate::decision::static_rules::StaticRules;
-use crate::decision::{Active, Enforcer, Policy, ServerPolicy};
+use crate::decision::{Active, Enforcer, Policy, ServerPolicy, ShadowPolicy};
 use crate::policy::source::{Resolve, SHARED_OWNER};
 
 /// Constructing the enforcer: every server's policy, the decision log and
@@ -158,6 +158,9 @@ impl Enforcer {
                 server_active(server, sc, config, &opts, resolver)?
             }
         };
+        if let Some(ShadowPolicy::Unavailable(why)) = &active.shadow {
+            anyhow::bail!("its shadow policy: {why}");
+        }
         match active.policy {
             Policy::Unavailable(why) => Err(anyhow::anyhow!(why)),
             Policy::Rego(e) => Ok(e.policy_version().to_string()),
@@ -245,6 +248,7 @@ pub(super) fn policy_active(
         return Ok(Active {
             policy: Policy::None,
             signers,
+            shadow: None,
         });
     }
     let building = Building {
@@ -259,8 +263,8 @@ pub(super) fn policy_active(
             require_signature: true,
         },
     };
+    let mut live = Vec::new();
     let built = (|| {
-        let mut bundles = Vec::new();
         let persona_owner = persona_owner.as_deref().unwrap_or_default();
         let refs = server
             .bundles
@@ -274,22 +278,8 @@ pub(super) fn policy_active(
                     .iter()
                     .map(|r| (SHARED_OWNER, r)),
             );
-        for (owner, r) in refs {
-            let (b, signer) = building.load_one(owner, r).map_err(|e| {
-                if owner == SHARED_OWNER {
-                    format!("shared bundle {e}")
-                } else if let Some(p) = super::persona::persona_of_owner(owner) {
-                    format!("persona {p:?}: {e}")
-                } else {
-                    e
-                }
-            })?;
-            if let Some(keyid) = signer {
-                signers.push((b.name.clone(), keyid));
-            }
-            bundles.push(b);
-        }
-        PolicyEngine::build(name, bundles, opts).map_err(|e| e.to_string())
+        live = building.load_all(refs, &mut signers)?;
+        PolicyEngine::build(name, live.clone(), opts).map_err(|e| e.to_string())
     })();
     let policy = match built {
         Ok(engine) => {
@@ -304,7 +294,84 @@ pub(super) fn policy_active(
             Policy::Unavailable(e)
         }
     };
-    Ok(Active { policy, signers })
+    // A shadow needs a live Rego policy to be compared with.
+    let shadow = matches!(policy, Policy::Rego(_))
+        .then(|| building.shadow(opts, live))
+        .flatten();
+    Ok(Active {
+        policy,
+        signers,
+        shadow,
+    })
+}
+
+impl Building<'_> {
+    /// The bundles `refs` name, in order, each loaded by [`Building::load_one`];
+    /// the signers of those that verified are added to `signers`.
+    fn load_all<'r>(
+        &self,
+        refs: impl Iterator<Item = (&'r str, &'r String)>,
+        signers: &mut Vec<(String, String)>,
+    ) -> Result<Vec<Arc<Bundle>>, String> {
+        let mut bundles = Vec::new();
+        for (owner, r) in refs {
+            let (b, signer) = self.load_one(owner, r).map_err(|e| {
+                if owner == SHARED_OWNER {
+                    format!("shared bundle {e}")
+                } else if let Some(p) = super::persona::persona_of_owner(owner) {
+                    format!("persona {p:?}: {e}")
+                } else {
+                    e
+                }
+            })?;
+            if let Some(keyid) = signer {
+                signers.push((b.name.clone(), keyid));
+            }
+            bundles.push(b);
+        }
+        Ok(bundles)
+    }
+
+    /// The shadow policy (`shadow_bundles`, `[policy] shared_shadow_bundles`;
+    /// `decision::shadow`): the live bundles with each shadow bundle in place
+    /// of the live one of the same name (directory or file name, as `gavel
+    /// replay --config` replaces), or beside them. Loaded like live bundles
+    /// (signatures under the same keys, roles, a registry bundle's own
+    /// tests); a shadow that cannot be built is unavailable and logged —
+    /// the live policy is untouched.
+    fn shadow(&self, opts: &EngineOptions, live: Vec<Arc<Bundle>>) -> Option<ShadowPolicy> {
+        let (name, server, config) = (self.name, self.server, self.config);
+        if server.shadow_bundles.is_empty() && config.policy.shared_shadow_bundles.is_empty() {
+            return None;
+        }
+        let refs = server.shadow_bundles.iter().map(|r| (name, r)).chain(
+            config
+                .policy
+                .shared_shadow_bundles
+                .iter()
+                .map(|r| (SHARED_OWNER, r)),
+        );
+        let built = self.load_all(refs, &mut Vec::new()).and_then(|shadows| {
+            let mut bundles = live;
+            for b in shadows {
+                match bundles.iter().position(|l| l.name == b.name) {
+                    Some(i) => bundles[i] = b,
+                    None => bundles.push(b),
+                }
+            }
+            PolicyEngine::build(name, bundles, opts).map_err(|e| e.to_string())
+        });
+        Some(match built {
+            Ok(engine) => {
+                tracing::info!(server = %name, shadow = %engine.policy_version(), "shadow policy loaded (evaluated beside the live one, never deciding)");
+                ShadowPolicy::Rego(Arc::new(engine))
+            }
+            Err(e) => {
+                tracing::error!(server = %name, "shadow policy unavailable, no shadow evaluation (the live policy is not affected): {e}");
+                ShadowPolicy::Unavailable(e)
+            }
+        })
+    }
 }
 
 impl Building<'_> {

@@ -27,31 +27,61 @@ impl PolicyEngine {
     /// references every class a path rule names.
     pub fn classify(&self, tool: &str, args: &Value, root: Option<&PathRoot>) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        let mut add = |v: Option<&Value>| {
-            for c in v
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
-                if !out.iter().any(|x| x == c) {
-                    out.push(c.to_string());
-                }
-            }
-        };
         let mut values = paths::path_values(args);
         if tool.contains("://") {
             values.push(tool); // resource URIs arrive as the action's tool
         }
-        let readings: Vec<Result<Canon, PathError>> = values
-            .iter()
-            .flat_map(|v| paths::readings(v, root))
-            .collect();
         for b in &self.bundles {
-            add(b.classification.get("tools").and_then(|t| t.get(tool)));
-            if readings.is_empty() {
-                continue;
-            }
+            add(
+                &mut out,
+                b.classification.get("tools").and_then(|t| t.get(tool)),
+            );
+        }
+        self.path_classes(values.iter().copied(), false, root, &mut out);
+        out
+    }
+
+    /// Data classes an upstream's answer carries, by the path strings it
+    /// names (`decision::output_paths`), with the same rules and the same
+    /// canonical readings as [`PolicyEngine::classify`]; an answer whose
+    /// candidates were cut short by the bound references every class a
+    /// path rule names.
+    pub fn classify_output(
+        &self,
+        found: &crate::decision::output_paths::Candidates,
+        root: Option<&PathRoot>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        let values = found.paths.iter().map(String::as_str);
+        self.path_classes(values, found.truncated, root, &mut out);
+        out
+    }
+
+    /// Whether any bundle classifies by path (`classification.paths`).
+    pub fn classifies_paths(&self) -> bool {
+        self.bundles.iter().any(|b| {
+            b.classification
+                .get("paths")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty())
+        })
+    }
+
+    /// The classes of the `classification.paths` rules any of `values` falls
+    /// within (every rule's, if `unplaced`: a path that could be anywhere).
+    fn path_classes<'a>(
+        &self,
+        values: impl Iterator<Item = &'a str>,
+        unplaced: bool,
+        root: Option<&PathRoot>,
+        out: &mut Vec<String>,
+    ) {
+        let readings: Vec<Result<Canon, PathError>> =
+            values.flat_map(|v| paths::readings(v, root)).collect();
+        if readings.is_empty() && !unplaced {
+            return;
+        }
+        for b in &self.bundles {
             for rule in b
                 .classification
                 .get("paths")
@@ -65,19 +95,33 @@ impl PolicyEngine {
                 // A prefix that cannot be placed is the bundle's mistake:
                 // it matches every path rather than none.
                 let prefixes = paths::readings(prefix, root);
-                let hit = readings.iter().any(|r| match r {
-                    Err(_) => true,
-                    Ok(c) => prefixes.iter().any(|p| match p {
+                let hit = unplaced
+                    || readings.iter().any(|r| match r {
                         Err(_) => true,
-                        Ok(p) => paths::within(c, p),
-                    }),
-                });
+                        Ok(c) => prefixes.iter().any(|p| match p {
+                            Err(_) => true,
+                            Ok(p) => paths::within(c, p),
+                        }),
+                    });
                 if hit {
-                    add(rule.get("classes"));
+                    add(out, rule.get("classes"));
                 }
             }
         }
-        out
+    }
+}
+
+/// Adds the classes listed in `v` (an array of strings) not yet in `out`.
+fn add(out: &mut Vec<String>, v: Option<&Value>) {
+    for c in v
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if !out.iter().any(|x| x == c) {
+            out.push(c.to_string());
+        }
     }
 }
 
@@ -178,5 +222,85 @@ mod tests {
             e.classify("x", &json!({"path": "public/a"}), None)
                 .is_empty()
         );
+    }
+
+    /// An answer is classified by the paths it names with the argument
+    /// classifier's rules: every spelling of the confidential file, as a
+    /// line (`search_files`), a `path:` header (`read_multiple_files`), a
+    /// word in prose or a resource URI; a listing or tree entry joined to
+    /// the directory the request named; nothing for public paths, look-alike
+    /// names or a bare word.
+    #[test]
+    fn outputs_are_classified_by_every_spelling_of_the_paths_they_name() {
+        use crate::decision::output_paths::candidates;
+        let e = shipped();
+        let root = PathRoot::new(Path::new("/srv/demo-data")).unwrap();
+        let conf = vec!["confidential".to_string()];
+        let text = |t: String| json!({"content": [{"type": "text", "text": t}]});
+        let classify =
+            |out: &Value, bases: &[&str]| e.classify_output(&candidates(out, bases), Some(&root));
+        let nfd = "confidential/re\u{301}sume\u{301}.txt";
+        for p in [
+            "confidential/plan.txt",
+            "./confidential/plan.txt",
+            "confidential//plan.txt",
+            "confidential/./plan.txt",
+            "confidential/",
+            "public/../confidential/plan.txt",
+            "/srv/demo-data/confidential/plan.txt",
+            "/srv/demo-data//confidential/plan.txt",
+            "file:///srv/demo-data/confidential/plan.txt",
+            "file:///srv/demo-data/%63onfidential%2Fplan.txt",
+            "Confidential/plan.txt",
+            "public\\..\\confidential\\plan.txt",
+            nfd,
+            "../demo-data/confidential/plan.txt",
+            "public/../../x",
+        ] {
+            for out in [
+                text(p.to_string()),
+                text(format!("/srv/demo-data/public/readme.txt\n{p}")),
+                text(format!("{p}:\nthe plan\n---\n")),
+                text(format!("see \"{p}\", then stop.")),
+                json!({"structuredContent": {"content": p}}),
+                json!({"contents": [{"uri": p, "text": "x"}]}),
+            ] {
+                assert_eq!(classify(&out, &[]), conf, "{out}");
+            }
+        }
+        assert_eq!(
+            classify(
+                &json!({"contents": [{"uri": "confidential", "text": "x"}]}),
+                &[]
+            ),
+            conf,
+            "a resource URI is a path however short"
+        );
+        // Listings and trees name entries of the directory asked for.
+        let listing = text("[DIR] confidential\n[FILE] readme.txt".into());
+        for base in [".", "./", "", "/srv/demo-data", "file:///srv/demo-data/"] {
+            assert_eq!(classify(&listing, &[base]), conf, "{base}");
+        }
+        assert!(classify(&listing, &["public"]).is_empty());
+        let sizes = text("[FILE] plan.txt                       12 B\n\nTotal: 1 files, 0 directories\nCombined size: 12 B".into());
+        assert_eq!(classify(&sizes, &["confidential"]), conf);
+        let tree = r#"[{"name": "confidential", "type": "directory", "children": [{"name": "plan.txt", "type": "file"}]}]"#;
+        assert_eq!(classify(&text(tree.into()), &["."]), conf);
+        assert!(classify(&text(tree.into()), &["public"]).is_empty());
+        for p in [
+            "public/readme.txt",
+            "confidential-x/plan.txt",
+            "/etc/confidential/x",
+            "public/confidential/x",
+            "the confidential plan",
+            "https://example.com/confidential/x",
+        ] {
+            assert!(classify(&text(p.into()), &[]).is_empty(), "{p}");
+        }
+        // More paths than the bound: every class a path rule names.
+        let many: String = (0..=crate::decision::output_paths::MAX_CANDIDATES)
+            .map(|i| format!("public/{i}\n"))
+            .collect();
+        assert_eq!(classify(&text(many), &[]), conf);
     }
 }

@@ -273,6 +273,7 @@ impl ServerHandler for Session {
         upstream_req.name = route.name.clone().into();
         let req = ClientRequest::CallToolRequest(CallToolRequest::new(upstream_req));
         let result = self.forward(&route.server, &permit, req, &cx).await?;
+        self.saw(&route.server, &route.name, &permit, &result);
         let bytes = result_bytes(&result);
         self.inner.state.add_result_bytes(bytes);
         self.inner.gw.enforcer.charge_result_tokens(&permit, bytes);
@@ -325,8 +326,13 @@ impl ServerHandler for Session {
             .authorize(action, &cx)
             .await
             .map_err(|d| deny::request_denial(&d, &format!("reading resource {}", request.uri)))?;
+        let uri = request.uri.clone();
         let req = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request));
-        match self.forward(&server, &permit, req, &cx).await? {
+        let result = self.forward(&server, &permit, req, &cx).await?;
+        if matches!(result, ServerResult::ReadResourceResult(_)) {
+            self.saw(&server, &uri, &permit, &result);
+        }
+        match result {
             ServerResult::ReadResourceResult(r) => Ok(r.into()),
             other => Err(unexpected("resources/read", other)),
         }

@@ -25,6 +25,7 @@ use crate::upstream::{SupervisorDeps, Upstream, spawn_supervisor};
 
 mod agent;
 mod agent_resources;
+mod dataflow;
 mod handler;
 mod set;
 pub use set::SessionSet;

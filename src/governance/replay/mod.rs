@@ -20,6 +20,9 @@
 //!   from before that field keeps its logged classes); when masking hid an
 //!   argument the candidate's classification reads, the record is
 //!   `not_replayable` (`masked_classification_input`);
+//! - what the session had seen (`input.context.data_classes_seen`) is
+//!   replayed as logged, never recomputed: the answers it came from are not
+//!   in the log, and the candidate decides on the same session history;
 //! - a decision that allowed only with a human's approval ends as its final
 //!   approval step says (approved, remembered → allowed; declined, timed
 //!   out, unavailable → denied): that is the logged outcome, and where the
@@ -418,8 +421,10 @@ impl Replayer {
     /// decision of a server being replayed is re-decided by the candidate
     /// unless it cannot be faithfully (see the module doc), then compared.
     fn record(&mut self, line_no: u64, rec: Value) -> Result<(), ReplayError> {
-        // A policy query (`gavel__check`) decided nothing: not replayed.
-        if rec.get("query").is_some() {
+        // A policy query (`gavel__check`) decided nothing, and shadow records
+        // (decision::shadow) are no decision — the live record beside them
+        // is what is replayed.
+        if rec.get("query").is_some() || rec.get("shadow").is_some() {
             return Ok(());
         }
         // Approval steps (host::approval) belong to a decision record.

@@ -221,6 +221,31 @@ fn data_classes_are_recomputed_with_the_candidates_classification() {
     assert_eq!(s.not_replayable["masked_classification_input"], 1);
 }
 
+/// Denies writes after the session saw `confidential` data.
+const NO_EGRESS: &str = "package p\nseen := {e.class | some e in input.context.data_classes_seen}\ndecision := {\"allow\": true} if not \"confidential\" in seen\ndecision := {\"allow\": false, \"reasons\": [\"egress\"]} if \"confidential\" in seen\n";
+
+/// `input.context.data_classes_seen` is replayed as logged (a candidate
+/// classification recomputes the request's classes, never what the session
+/// saw): the write after a confidential read flips, the fresh one does not.
+#[test]
+fn data_classes_seen_replay_as_logged() {
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle_with_data(
+        d.path(),
+        NO_EGRESS,
+        Some(json!({"classification": {"paths": [{"prefix": "/hr/", "classes": ["pii"]}]}})),
+    );
+    let mut after = classified("s1", "write_file", "/public/x", &[], Some(&[]));
+    after["input"]["context"]["data_classes_seen"] =
+        json!([{"class": "confidential", "server": "fs", "tool": "read_file"}]);
+    let mut fresh = classified("s2", "write_file", "/public/x", &[], Some(&[]));
+    fresh["input"]["context"]["data_classes_seen"] = json!([]);
+    let lines: Vec<String> = [after, fresh].iter().map(Value::to_string).collect();
+    let s = replay(b, &lines);
+    assert_eq!(s.by_tool["allow→deny fs/write_file"].examples, vec!["s1"]);
+    assert_eq!((s.allow_to_deny, s.unchanged), (1, 1));
+}
+
 #[test]
 fn a_candidate_alone_over_a_log_of_several_servers_is_refused_naming_them() {
     let d = tempfile::tempdir().unwrap();

@@ -132,7 +132,13 @@ impl Supply {
     fn refs(config: &Config) -> BTreeMap<Key, Vec<String>> {
         let mut users: BTreeMap<Key, Vec<String>> = BTreeMap::new();
         for (name, s) in config.enabled_servers() {
-            for r in s.bundles.iter().filter(|r| r.starts_with("oci://")) {
+            // Shadow bundles are pulled and hot-reloaded like live ones.
+            for r in s
+                .bundles
+                .iter()
+                .chain(&s.shadow_bundles)
+                .filter(|r| r.starts_with("oci://"))
+            {
                 users
                     .entry((name.clone(), r.clone()))
                     .or_default()
@@ -142,6 +148,7 @@ impl Supply {
                 .policy
                 .shared_bundles
                 .iter()
+                .chain(&config.policy.shared_shadow_bundles)
                 .filter(|r| r.starts_with("oci://"))
             {
                 users
