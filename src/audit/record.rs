@@ -92,28 +92,40 @@ impl DecisionRecord<'_> {
         mask: &MaskSettings,
     ) -> Result<(), RecordError> {
         let decision_id = self.decision_id;
-        let mut event = self.event();
-        if let Some(rules) = rules {
-            match rules(&event) {
-                Ok((true, _)) => return Ok(()),
-                Ok((false, paths)) => {
-                    // Items not applied are warned about there.
-                    apply_mask_rules(&mut event, &Value::Array(paths));
-                }
-                Err(e) => {
-                    // OPA semantics: a failing drop/mask rule means the event is not logged.
-                    log.count_failure();
-                    tracing::error!(
-                        ?decision_id,
-                        "decision-log rules failed, event not logged: {e}"
-                    );
-                    return Err(RecordError::Rules(e));
-                }
+        write_event(self.event(), decision_id, log, rules, mask)
+    }
+}
+
+/// Finishes and writes one decision-shaped event (a decision record, a
+/// result record): the bundle's `rules` first (a drop is not a failure),
+/// then gavel's masking, then one line to `log`.
+pub fn write_event(
+    mut event: Value,
+    decision_id: Option<&str>,
+    log: &DecisionLog,
+    rules: Option<LogRules>,
+    mask: &MaskSettings,
+) -> Result<(), RecordError> {
+    if let Some(rules) = rules {
+        match rules(&event) {
+            Ok((true, _)) => return Ok(()),
+            Ok((false, paths)) => {
+                // Items not applied are warned about there.
+                apply_mask_rules(&mut event, &Value::Array(paths));
+            }
+            Err(e) => {
+                // OPA semantics: a failing drop/mask rule means the event is not logged.
+                log.count_failure();
+                tracing::error!(
+                    ?decision_id,
+                    "decision-log rules failed, event not logged: {e}"
+                );
+                return Err(RecordError::Rules(e));
             }
         }
-        mask_event(&mut event, mask);
-        Ok(log.write(&event)?)
     }
+    mask_event(&mut event, mask);
+    Ok(log.write(&event)?)
 }
 
 /// One step of a human approval (docs/decision-log.md): its own record,

@@ -99,6 +99,9 @@ pub struct Permit {
     /// The request's span (`[telemetry]` on), open until the permit is
     /// dropped: it covers the decision and the forwarded request.
     pub span: Option<crate::telemetry::ActiveSpan>,
+    /// What deciding the request's result needs, kept only when its
+    /// server's policy has a result rule (`decision::result`).
+    pub(super) result: Option<Box<super::result::ResultContext>>,
     pub(super) _private: (),
 }
 

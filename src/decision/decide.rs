@@ -40,6 +40,12 @@ impl Enforcer {
         let input = self.input_for(action, ctx, sp, engine, &now);
         let mut ev = self.evaluate(action, sp, policy, &input);
         let mut charged = self.charge(action, ctx, sp, engine, &mut ev.decision);
+        // Only with a result rule: the input its result is decided with.
+        let result = ev
+            .decision
+            .allow
+            .then(|| super::result::ResultContext::keep(action, active.as_ref(), &input))
+            .flatten();
         ev.decision.decision_id = Some(next_decision_id());
         let record = record::Record {
             engine,
@@ -63,6 +69,7 @@ impl Enforcer {
                 decision,
                 receipt: charged.receipt,
                 span: None,
+                result,
                 _private: (),
             })
         } else {

@@ -25,6 +25,7 @@ pub mod paths;
 mod pool;
 mod record;
 pub mod remembered;
+pub mod result;
 pub mod static_rules;
 pub mod tool_lint;
 

@@ -10,10 +10,12 @@ pub mod counterfactual;
 pub mod doc;
 pub mod explain;
 pub mod explain_decision;
+pub mod explain_result;
 mod rego_facts;
 pub mod replay;
 pub mod report;
 pub mod report_html;
+pub mod report_results;
 pub mod report_trail;
 
 use std::path::{Path, PathBuf};

@@ -191,6 +191,8 @@ pub struct Report {
     /// Users, agents, audit and fail-open counts, and the decisions behind
     /// each denial figure.
     pub trail: super::report_trail::Trail,
+    /// Result records (`result_of`): counted apart from decisions.
+    pub results: super::report_results::ResultStats,
 }
 
 fn parse_ts(ts: &str) -> Option<(SystemTime, u64)> {
@@ -221,6 +223,7 @@ impl Report {
             approval_by_step: Capped::new(MAX_KEYS),
             torn_tail: None,
             trail: Default::default(),
+            results: Default::default(),
         }
     }
 
@@ -230,6 +233,10 @@ impl Report {
     /// outcome from the final approval record (same decision id): counted
     /// there, once, as allowed or denied — not when it was asked.
     pub fn add(&mut self, r: &Value) {
+        if r.get("result_of").is_some() {
+            self.results.add(r);
+            return;
+        }
         if let Some(a) = r.get("approval") {
             self.approval_steps += 1;
             let name = a["step"].as_str().unwrap_or("?").to_string();

@@ -14,6 +14,7 @@ use rmcp::{ErrorData, ServerHandler};
 use serde_json::{Value, json};
 
 use super::Session;
+use crate::decision::result::OutputKind;
 use crate::decision::{Action, ActionType, deny};
 use crate::router::ToolRoute;
 
@@ -271,6 +272,13 @@ impl ServerHandler for Session {
         let bytes = result_bytes(&result);
         self.inner.state.add_result_bytes(bytes);
         self.inner.gw.enforcer.charge_result_tokens(&permit, bytes);
+        let result = match self.result_policy(&permit, OutputKind::ToolResult, result) {
+            Ok(r) => r,
+            Err(d) => {
+                let has_schema = route.tool.output_schema.is_some();
+                return Ok(super::result::tool_result_denial(&d, &route.name, has_schema).into());
+            }
+        };
         tool_result(&route.server, result)
     }
 
@@ -315,8 +323,15 @@ impl ServerHandler for Session {
             .authorize(action, &cx)
             .await
             .map_err(|d| deny::request_denial(&d, &format!("reading resource {}", request.uri)))?;
+        let uri = request.uri.clone();
         let req = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request));
-        match self.forward(&server, &permit, req, &cx).await? {
+        let result = self.forward(&server, &permit, req, &cx).await?;
+        let result = self
+            .result_policy(&permit, OutputKind::ResourceContents, result)
+            .map_err(|d| {
+                deny::request_denial(&d, &format!("the result of reading resource {uri}"))
+            })?;
+        match result {
             ServerResult::ReadResourceResult(r) => Ok(r.into()),
             other => Err(unexpected("resources/read", other)),
         }
@@ -416,7 +431,13 @@ impl ServerHandler for Session {
         let mut upstream_req = request;
         upstream_req.name = route.name.clone();
         let req = ClientRequest::GetPromptRequest(GetPromptRequest::new(upstream_req));
-        match self.forward(&route.server, &permit, req, &cx).await? {
+        let result = self.forward(&route.server, &permit, req, &cx).await?;
+        let result = self
+            .result_policy(&permit, OutputKind::PromptMessages, result)
+            .map_err(|d| {
+                deny::request_denial(&d, &format!("the result of getting prompt {}", route.name))
+            })?;
+        match result {
             ServerResult::GetPromptResult(r) => Ok(r.into()),
             other => Err(unexpected("prompts/get", other)),
         }
@@ -459,7 +480,13 @@ impl ServerHandler for Session {
             .await
             .map_err(|d| deny::request_denial(&d, &format!("completion for {target}")))?;
         let req = ClientRequest::CompleteRequest(CompleteRequest::new(upstream_req));
-        match self.forward(&server, &permit, req, &cx).await? {
+        let result = self.forward(&server, &permit, req, &cx).await?;
+        let result = self
+            .result_policy(&permit, OutputKind::Completion, result)
+            .map_err(|d| {
+                deny::request_denial(&d, &format!("the result of completion for {target}"))
+            })?;
+        match result {
             ServerResult::CompleteResult(r) => Ok(r),
             other => Err(unexpected("completion/complete", other)),
         }

@@ -24,6 +24,7 @@ use crate::sync::Recover;
 use crate::upstream::{SupervisorDeps, Upstream, spawn_supervisor};
 
 mod handler;
+mod result;
 mod set;
 pub use set::SessionSet;
 

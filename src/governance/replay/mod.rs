@@ -39,6 +39,7 @@
 
 mod compare;
 mod render;
+mod results;
 use compare::{Logged, Replayed};
 pub use render::render;
 
@@ -119,6 +120,8 @@ pub struct Summary {
     pub by_approval: BTreeMap<String, Group>,
     /// Revisions that produced the log: bundle → revisions seen.
     pub logged_revisions: BTreeMap<String, Vec<String>>,
+    /// Result records (`result_of`), re-decided apart (`results`).
+    pub results: results::ResultSummary,
 }
 
 impl Summary {
@@ -406,6 +409,10 @@ impl Replayer {
     /// decision of a server being replayed is re-decided by the candidate
     /// unless it cannot be faithfully (see the module doc), then compared.
     fn record(&mut self, line_no: u64, rec: Value) -> Result<(), ReplayError> {
+        // Result records belong to a decision record too (`results`).
+        if rec.get("result_of").is_some() {
+            return self.result_record(&rec);
+        }
         // Approval steps (host::approval) belong to a decision record.
         if let Some(step) = rec.get("approval") {
             self.summary.approval_steps += 1;
