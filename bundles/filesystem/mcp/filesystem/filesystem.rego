@@ -108,13 +108,11 @@ visible := false if input.action.tool == "move_file"
 # entry classified for a data class the user is not authorized for
 # (result_item, per entry, on its path's classification), so a search
 # cannot reveal what a read would refuse.
-redactions := {"patterns": ["email", "card_number"]}
-
 listing_items := {"search_files": "lines", "directory_tree": "tree"}
 
-default result := {"redact": redactions}
+default result := {"redact": {"patterns": ["email", "card_number"]}}
 
-result := {"redact": redactions, "filter": {"items": listing_items[input.action.tool]}} if {
+result := {"redact": {"patterns": ["email", "card_number"]}, "filter": {"items": listing_items[input.action.tool]}} if {
 	listing_items[input.action.tool]
 	not input.output.isError
 }
