@@ -364,7 +364,7 @@ fn walk(
 
 /// Removes the dropped entries (with their subtrees, whose flags are
 /// consumed too), in [`walk`]'s order.
-fn prune<'a>(v: &mut Value, flags: &mut dyn Iterator<Item = &'a bool>) {
+fn prune(v: &mut Value, flags: &mut dyn Iterator<Item = &bool>) {
     match v {
         Value::Array(list) => prune_list(list, flags),
         one => {
@@ -380,7 +380,7 @@ fn prune<'a>(v: &mut Value, flags: &mut dyn Iterator<Item = &'a bool>) {
     }
 }
 
-fn prune_list<'a>(list: &mut Vec<Value>, flags: &mut dyn Iterator<Item = &'a bool>) {
+fn prune_list(list: &mut Vec<Value>, flags: &mut dyn Iterator<Item = &bool>) {
     list.retain_mut(|e| {
         let keep = *flags.next().unwrap_or(&false);
         if keep {
@@ -395,7 +395,7 @@ fn prune_list<'a>(list: &mut Vec<Value>, flags: &mut dyn Iterator<Item = &'a boo
 }
 
 /// Consumes the flags of an entry's descendants.
-fn skip<'a>(e: &Value, flags: &mut dyn Iterator<Item = &'a bool>) {
+fn skip(e: &Value, flags: &mut dyn Iterator<Item = &bool>) {
     if let Some(Value::Array(c)) = e.get("children") {
         for x in c {
             flags.next();

@@ -295,7 +295,7 @@ impl Step<'_> {
             for f in &a.filters {
                 match self.filter(result, l, f, &mirror_idx) {
                     Ok(rec) => out.filtered.push(rec),
-                    Err(o) => return o,
+                    Err((code, text)) => return Outcome::failed(code, text),
                 }
             }
         }
@@ -319,9 +319,9 @@ impl Step<'_> {
         l: &ResultLayer,
         f: &Items,
         mirrors: &[usize],
-    ) -> Result<Value, Outcome> {
+    ) -> Result<Value, Failure> {
         let (engine, root) = (self.engine, self.root);
-        let bad = |m: String| Outcome::failed(ReasonCode::PolicyBadDecision, m);
+        let bad = |m: String| (ReasonCode::PolicyBadDecision, m);
         let Some(item_rule) = l.item_rule else {
             return Err(bad(format!(
                 "{} asks to filter items but its package defines no result_item rule",
@@ -345,7 +345,7 @@ impl Step<'_> {
         let evaluated = metas.len();
         let values = engine
             .eval_items(item_rule, self.input, metas)
-            .map_err(|e| Outcome::failed(e.reason_code(), e.to_string()))?;
+            .map_err(|e| (e.reason_code(), e.to_string()))?;
         let mut keep = Vec::with_capacity(values.len());
         for v in values {
             match v {
@@ -365,9 +365,12 @@ impl Step<'_> {
     }
 }
 
-fn item_failure(l: &ResultLayer, f: &Items, e: items::ItemError) -> Outcome {
+/// Why a result is withheld: the code and the text.
+type Failure = (ReasonCode, String);
+
+fn item_failure(l: &ResultLayer, f: &Items, e: items::ItemError) -> Failure {
     match e {
-        items::ItemError::TooMany(n) => Outcome::failed(
+        items::ItemError::TooMany(n) => (
             ReasonCode::ResultTooManyItems,
             format!(
                 "{} asks to filter the result's {} items, and it has more than {} ({n} counted); gavel evaluates at most {} and withholds a result it cannot filter whole",
@@ -377,7 +380,7 @@ fn item_failure(l: &ResultLayer, f: &Items, e: items::ItemError) -> Outcome {
                 items::MAX_ITEMS
             ),
         ),
-        items::ItemError::Shape(m) => Outcome::failed(
+        items::ItemError::Shape(m) => (
             ReasonCode::PolicyBadDecision,
             format!("{} asks to filter {} items: {m}", l.rule, f.as_str()),
         ),

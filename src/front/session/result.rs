@@ -24,7 +24,7 @@ impl Session {
         permit: &Permit,
         kind: OutputKind,
         result: ServerResult,
-    ) -> Result<ServerResult, Decision> {
+    ) -> Result<ServerResult, Box<Decision>> {
         if !permit.decides_result() {
             return Ok(result);
         }
@@ -41,7 +41,7 @@ impl Session {
         let enforcer = &self.inner.gw.enforcer;
         match enforcer.decide_result(permit, kind, value) {
             ResultVerdict::Pass(v) => retyped(&result, v).map_err(|e| unrepresentable(permit, e)),
-            ResultVerdict::Deny(d) | ResultVerdict::Withheld(d) => Err(d),
+            ResultVerdict::Deny(d) | ResultVerdict::Withheld(d) => Err(Box::new(d)),
         }
     }
 }
@@ -62,7 +62,7 @@ fn retyped(like: &ServerResult, v: Value) -> Result<ServerResult, serde_json::Er
 }
 
 /// A result gavel cannot carry through the result policy: withheld.
-fn unrepresentable(permit: &Permit, e: serde_json::Error) -> Decision {
+fn unrepresentable(permit: &Permit, e: serde_json::Error) -> Box<Decision> {
     let mut d = Decision::deny(
         crate::decision::codes::ReasonCode::PolicyError,
         format!(
@@ -71,7 +71,7 @@ fn unrepresentable(permit: &Permit, e: serde_json::Error) -> Decision {
         ),
     );
     d.decision_id = permit.decision.decision_id.clone();
-    d
+    Box::new(d)
 }
 
 /// The `tools/call` answer for a result that was denied or withheld: an

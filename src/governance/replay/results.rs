@@ -28,7 +28,8 @@ pub struct ResultSummary {
     pub filters_more: u64,
     /// A result the log passed, the candidate denies (or fails on).
     pub pass_to_deny: u64,
-    /// Denied or withheld results: recorded without their output.
+    /// Denied or withheld results (recorded without their output), and
+    /// results whose logged output masking changed.
     pub not_replayable: u64,
     /// `"<change> <server>/<tool> <pattern|pointer|rule>"` → count, examples.
     pub by_change: BTreeMap<String, Group>,
@@ -65,8 +66,19 @@ impl Replayer {
             .pointer("/result/outcome")
             .and_then(Value::as_str)
             .unwrap_or("");
+        // Masking (secret-named fields, `log.mask`) changed the output:
+        // what the candidate would see is not what the logged policy saw.
+        let masked = ["masked", "erased"]
+            .iter()
+            .filter_map(|k| rec.get(*k).and_then(Value::as_array))
+            .flatten()
+            .filter_map(Value::as_str)
+            .any(|p| p.starts_with("/input/output"));
         let engine = &self.engines[server].engine;
-        let Some(now) = crate::decision::result::replay::replay(engine, input) else {
+        let replayed = (!masked)
+            .then(|| crate::decision::result::replay::replay(engine, input))
+            .flatten();
+        let Some(now) = replayed else {
             s.not_replayable += 1;
             return Ok(());
         };
@@ -147,7 +159,7 @@ pub(super) fn render(s: &ResultSummary, line: &mut dyn FnMut(String)) {
     line(format!("  filters more       {}", s.filters_more));
     line(format!("  pass → deny/error  {}", s.pass_to_deny));
     line(format!(
-        "  not replayable     {} (denied or withheld: recorded without output)",
+        "  not replayable     {} (denied or withheld: recorded without output; or masked)",
         s.not_replayable
     ));
     if !s.by_change.is_empty() {
