@@ -24,6 +24,8 @@ use crate::config::Layer;
 /// list is bundle data, and untrusted.
 const MAX_PATTERNS: usize = 64;
 const MAX_PATTERN_LEN: usize = 4096;
+/// Per-item evaluations get one `eval_timeout` per this many items.
+pub const ITEMS_PER_TIMEOUT: usize = 100;
 /// regex's compiled-size limit per pattern (its default is 10 MiB).
 const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 
@@ -183,8 +185,10 @@ impl PolicyEngine {
     }
 
     /// `item_rule` once per item: `input` is `base` with `item` set to each
-    /// item in turn. One evaluation thread for all of them, bounded by one
-    /// `eval_timeout` in all.
+    /// item in turn. One evaluation thread for all of them; each evaluation
+    /// bounded by `eval_timeout` (regorus's timer), and all of them together
+    /// by one `eval_timeout` per [`ITEMS_PER_TIMEOUT`] items (at least one):
+    /// at the default 100 ms, a second for the 1000 items a filter may have.
     pub fn eval_items(
         &self,
         item_rule: &str,
@@ -192,11 +196,13 @@ impl PolicyEngine {
         items: Vec<Value>,
     ) -> Result<Vec<Value>, EngineError> {
         let limit = self.timeout;
+        let batches = items.len().div_ceil(ITEMS_PER_TIMEOUT).max(1) as u32;
+        let total = limit * batches;
         let start = std::time::Instant::now();
         let pool = std::sync::Arc::clone(&self.pool);
         let base = to_regorus(base);
         let rule = item_rule.to_string();
-        let outcome = run::run(start + limit, move || -> Result<Vec<Value>, EngineError> {
+        let outcome = run::run(start + total, move || -> Result<Vec<Value>, EngineError> {
             let mut engine = pool.take();
             let mut out = Vec::with_capacity(items.len());
             for item in &items {
@@ -212,11 +218,11 @@ impl PolicyEngine {
         });
         let rule = item_rule.to_string();
         match outcome {
-            run::Outcome::Done(Ok(_)) if start.elapsed() > limit => {
-                Err(EngineError::Timeout { rule, limit })
+            run::Outcome::Done(Ok(_)) if start.elapsed() > total => {
+                Err(EngineError::Timeout { rule, limit: total })
             }
             run::Outcome::Done(r) => r,
-            run::Outcome::TimedOut => Err(EngineError::Timeout { rule, limit }),
+            run::Outcome::TimedOut => Err(EngineError::Timeout { rule, limit: total }),
             run::Outcome::Failed => Err(EngineError::Eval {
                 rule,
                 message: "the evaluation failed inside the policy engine (no result)".into(),

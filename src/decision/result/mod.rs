@@ -267,10 +267,10 @@ impl Step<'_> {
                         ),
                     );
                 };
-                if !patterns
-                    .iter()
-                    .any(|(_, n, _): &(&ResultLayer, &str, _)| *n == name)
-                {
+                // One pattern of one bundle is applied once, whichever
+                // layers name it.
+                let seen = |(m, n, _): &(&ResultLayer, &str, _)| m.bundle == l.bundle && *n == name;
+                if !patterns.iter().any(seen) {
                     patterns.push((l, name.as_str(), re));
                 }
             }
@@ -301,8 +301,7 @@ impl Step<'_> {
         }
         let named: Vec<(&str, &regex::Regex)> = patterns.iter().map(|(_, n, r)| (*n, *r)).collect();
         let counts = apply::redact_patterns(result, kind, &named, &mirrors);
-        for (l, n, _) in &patterns {
-            let count = counts.get(*n).copied().unwrap_or(0);
+        for ((l, n, _), count) in patterns.iter().zip(counts) {
             out.redactions
                 .push(json!({"bundle": l.bundle, "rule": l.rule, "pattern": n, "count": count}));
         }

@@ -46,7 +46,7 @@ fn enforcer(dir: &Path, bundles: &[PathBuf]) -> (Enforcer, PathBuf) {
         .map(|b| format!("{:?}", b.display().to_string()))
         .collect();
     let toml = format!(
-        "[log]\ndecisions = {:?}\n\n[servers.fx]\ncommand = \"x\"\npath_root = {:?}\nbundles = [{}]\n",
+        "[policy]\neval_timeout = \"5s\"\n\n[log]\ndecisions = {:?}\n\n[servers.fx]\ncommand = \"x\"\npath_root = {:?}\nbundles = [{}]\n",
         log.display().to_string(),
         dir.display().to_string(),
         list.join(", ")
