@@ -403,3 +403,119 @@ fn skip(e: &Value, flags: &mut dyn Iterator<Item = &bool>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cx<'a>(kind: OutputKind, classify: &'a dyn Fn(&str) -> (Value, Vec<String>)) -> ItemCx<'a> {
+        ItemCx {
+            kind,
+            classify,
+            base_path: Some("root"),
+            mirrors: &[],
+        }
+    }
+
+    fn secret(p: &str) -> (Value, Vec<String>) {
+        let c = if p.contains("secret") {
+            vec!["secret".to_string()]
+        } else {
+            vec![]
+        };
+        (json!(p), c)
+    }
+
+    /// Keeps the items the metadata does not mark secret.
+    fn keep(metas: &[Value]) -> Vec<bool> {
+        metas
+            .iter()
+            .map(|m| m["data_classes"] != json!(["secret"]))
+            .collect()
+    }
+
+    #[test]
+    fn a_tree_entry_dropped_takes_its_subtree_and_paths_join_the_base() {
+        let c = cx(OutputKind::ToolResult, &secret);
+        let tree = json!({"name": "top", "type": "directory", "children": [
+            {"name": "secret", "children": [{"name": "a"}, {"name": "b", "children": [{"name": "c"}]}]},
+            {"name": "open", "children": [{"name": "secret.txt"}, {"name": "x"}]}]});
+        let mut r = json!({"content": [{"type": "text", "text": tree.to_string()}]});
+        let metas = gather(&r, &Items::Tree, &c).unwrap();
+        let paths: Vec<&str> = metas.iter().map(|m| m["path"].as_str().unwrap()).collect();
+        assert_eq!(
+            paths,
+            [
+                "root/top",
+                "root/top/secret",
+                "root/top/secret/a",
+                "root/top/secret/b",
+                "root/top/secret/b/c",
+                "root/top/open",
+                "root/top/open/secret.txt",
+                "root/top/open/x"
+            ]
+        );
+        let k = keep(&metas);
+        assert_eq!(apply(&mut r, &Items::Tree, &k, &c).unwrap(), 5);
+        let out: Value = serde_json::from_str(r["content"][0]["text"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            out,
+            json!({"name": "top", "type": "directory", "children": [{"name": "open", "children": [{"name": "x"}]}]})
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_tree_fails_and_every_list_kind_filters() {
+        let c = cx(OutputKind::ToolResult, &secret);
+        for bad in ["not json", "3", "[1]", r#"[{"name": "a", "children": 5}]"#] {
+            let r = json!({"content": [{"type": "text", "text": bad}]});
+            assert!(
+                matches!(gather(&r, &Items::Tree, &c), Err(ItemError::Shape(_))),
+                "{bad}"
+            );
+        }
+        let r = json!({"structuredContent": {"hits": 3}});
+        assert!(gather(&r, &Items::Structured("/hits".into()), &c).is_err());
+        assert_eq!(
+            gather(&r, &Items::Structured("/none".into()), &c).unwrap(),
+            Vec::<Value>::new()
+        );
+        for (kind, mut r, want) in [
+            (
+                OutputKind::Completion,
+                json!({"completion": {"values": ["a", "secret-b"]}}),
+                json!({"completion": {"values": ["a"]}}),
+            ),
+            (
+                OutputKind::ResourceContents,
+                json!({"contents": [{"uri": "file:///secret", "text": "x"}, {"uri": "file:///y", "text": "y"}]}),
+                json!({"contents": [{"uri": "file:///y", "text": "y"}]}),
+            ),
+            (
+                OutputKind::PromptMessages,
+                json!({"messages": [{"role": "user", "content": {"type": "resource", "resource": {"uri": "secret://a", "text": "t"}}}, {"role": "user", "content": {"type": "text", "text": "ok"}}]}),
+                json!({"messages": [{"role": "user", "content": {"type": "text", "text": "ok"}}]}),
+            ),
+        ] {
+            let c = cx(kind, &secret);
+            let metas = gather(&r, &Items::Content, &c).unwrap();
+            apply(&mut r, &Items::Content, &keep(&metas), &c).unwrap();
+            assert_eq!(r, want, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn the_item_bound_counts_every_item_and_texts_are_cut() {
+        let c = cx(OutputKind::ToolResult, &secret);
+        let lines = vec!["é".repeat(ITEM_TEXT); MAX_ITEMS + 1].join("\n");
+        let r = json!({"content": [{"type": "text", "text": lines}]});
+        assert_eq!(
+            gather(&r, &Items::Lines, &c),
+            Err(ItemError::TooMany(MAX_ITEMS + 1))
+        );
+        let r = json!({"content": [{"type": "text", "text": "é".repeat(ITEM_TEXT)}]});
+        let metas = gather(&r, &Items::Lines, &c).unwrap();
+        assert!(metas[0]["text"].as_str().unwrap().len() <= ITEM_TEXT);
+    }
+}
