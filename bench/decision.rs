@@ -200,7 +200,10 @@ fn main() {
     let b =
         gavel::bundle::load_bundle(&root.join("bundles/filesystem"), &Default::default()).unwrap();
     let mut warm = regorus::Engine::new();
-    for m in &b.modules {
+    // The bundle calls the policy library (data.gavel.lib), which gavel
+    // adds to every engine: the floor has it too.
+    let lib = gavel::bundle::library::embedded();
+    for m in b.modules.iter().chain(&lib.modules) {
         warm.add_policy(m.path.clone(), m.text.clone()).unwrap();
     }
     warm.add_data(serde_json::from_value(b.data.clone()).unwrap())
