@@ -9,8 +9,11 @@
 //! `p99_us`), one with a daily budget on top (`budget_*`, a SQLite read and
 //! transaction per call). Interleaved with them, in the same rounds: a bare
 //! regorus evaluation of the filesystem bundle's decision rule (the floor
-//! gavel builds on). Each figure is the median over rounds of that round's
-//! percentile. Last line is the JSON summary.
+//! gavel builds on), and the result step of one small `read_text_file`
+//! result (`result_*`: the filesystem bundle's result rule, its email and
+//! card-number patterns applied to the text and its structured mirror —
+//! the extra cost a result rule adds to a call). Each figure is the median
+//! over rounds of that round's percentile. Last line is the JSON summary.
 //!
 //! Env: BENCH_ROUNDS (default 20), BENCH_ITERS (per round and kind, default 2000).
 
@@ -19,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gavel::config::Config;
+use gavel::decision::result::{OutputKind, ResultVerdict};
 use gavel::decision::{Action, ActionType, DecisionContext, Enforcer, SessionCounters};
 use gavel::state::clock::ManualClock;
 use serde_json::{Value, json};
@@ -196,7 +200,10 @@ fn main() {
     let b =
         gavel::bundle::load_bundle(&root.join("bundles/filesystem"), &Default::default()).unwrap();
     let mut warm = regorus::Engine::new();
-    for m in &b.modules {
+    // The bundle calls the policy library (data.gavel.lib), which gavel
+    // adds to every engine: the floor has it too.
+    let lib = gavel::bundle::library::embedded();
+    for m in b.modules.iter().chain(&lib.modules) {
         warm.add_policy(m.path.clone(), m.text.clone()).unwrap();
     }
     warm.add_data(serde_json::from_value(b.data.clone()).unwrap())
@@ -217,21 +224,56 @@ fn main() {
             .collect()
     };
 
-    // [limits, budget, bare] × [p50, p99], one value per round; the order of
-    // the three kinds rotates from round to round.
+    // The result step: a permit for one read, then its small result.
+    let read = Action::new(
+        ActionType::ToolCall,
+        "filesystem",
+        "read_text_file",
+        json!({"path": "public/readme.txt"}),
+    );
+    let permit = match limits.enforcer.decide(&read, &limits.ctx) {
+        gavel::decision::Verdict::Allow(p) => p,
+        gavel::decision::Verdict::Deny(d) => panic!("the read is allowed: {d:?}"),
+    };
+    assert!(
+        permit.decides_result(),
+        "the filesystem bundle has a result rule"
+    );
+    let text = "Hello from gavel's demo data. Contact ann@example.com.\n";
+    let small = json!({"content": [{"type": "text", "text": text}], "structuredContent": {"content": text}, "isError": false});
+    let result_round = |enforcer: &Enforcer| -> Vec<Duration> {
+        (0..iters)
+            .map(|_| {
+                let r = small.clone();
+                let t = Instant::now();
+                let v = enforcer.decide_result(&permit, OutputKind::ToolResult, r);
+                let d = t.elapsed();
+                assert!(
+                    matches!(v, ResultVerdict::Pass(_)),
+                    "the result passes redacted: {v:?}"
+                );
+                d
+            })
+            .collect()
+    };
+
+    // [limits, budget, bare, result] × [p50, p99], one value per round; the
+    // order of the kinds rotates from round to round.
     let mut figures = [
+        [Vec::new(), Vec::new()],
         [Vec::new(), Vec::new()],
         [Vec::new(), Vec::new()],
         [Vec::new(), Vec::new()],
     ];
     let (mut decided, mut busy) = (0usize, Duration::ZERO);
     for round in 0..rounds {
-        for k in 0..3 {
-            let kind = (round + k) % 3;
+        for k in 0..4 {
+            let kind = (round + k) % 4;
             let mut samples = match kind {
                 0 => limits.round(iters),
                 1 => budget.round(iters),
-                _ => bare_round(),
+                2 => bare_round(),
+                _ => result_round(&limits.enforcer),
             };
             if kind == 0 {
                 decided += samples.len();
@@ -241,7 +283,7 @@ fn main() {
             figures[kind][1].push(pct(&mut samples, 0.99));
         }
     }
-    let [l, bu, ba] = figures
+    let [l, bu, ba, re] = figures
         .each_mut()
         .map(|[p50, p99]| (median(p50), median(p99)));
     let line = json!({
@@ -254,6 +296,8 @@ fn main() {
         "ratio_to_bare_eval_p50": ((l.0 / ba.0) * 100.0).round() / 100.0,
         "budget_p50_us": round1(bu.0),
         "budget_p99_us": round1(bu.1),
+        "result_p50_us": round1(re.0),
+        "result_p99_us": round1(re.1),
         "layers": layers,
         "rate_limits": true,
     });

@@ -138,6 +138,11 @@ pub fn mask_event(event: &mut Value, settings: &MaskSettings) {
             }
         }
     }
+    // A result record's output (docs/decision-log.md): secret-named fields
+    // masked as in arguments (its size is already bounded).
+    if let Some(output) = event.pointer_mut("/input/output") {
+        mask_secrets(output, "/input/output", settings.secret_fields, &mut masked);
+    }
     add_list(event, "masked", masked);
 }
 

@@ -96,8 +96,8 @@ impl DecisionRecord<'_> {
     }
 }
 
-/// Finishes and writes one event shaped like a decision's (a decision, a
-/// policy query): the bundle's `rules` first (a drop is not a failure),
+/// Finishes and writes one event shaped like a decision's (a decision, a result,
+/// a policy query): the bundle's `rules` first (a drop is not a failure),
 /// then gavel's masking, then one line to `log`. `id` names it in errors.
 pub fn write_event(
     mut event: Value,

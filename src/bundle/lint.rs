@@ -341,10 +341,24 @@ fn schema_has(schema: &Value, path: &[String]) -> bool {
     true
 }
 
+/// The input a bundle's rules may read: the decision input
+/// (schemas/input.v1.json) and, for result rules and their per-item rules,
+/// `output` and `item` (schemas/result.v1.json).
+fn input_schema() -> Value {
+    let mut schema: Value = serde_json::from_str(include_str!("../../schemas/input.v1.json"))
+        .expect("the bundled input schema is valid JSON");
+    let result: Value = serde_json::from_str(include_str!("../../schemas/result.v1.json"))
+        .expect("the bundled result schema is valid JSON");
+    if let Some(p) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        p.insert("output".into(), result["$defs"]["output"].clone());
+        p.insert("item".into(), result["$defs"]["item"].clone());
+    }
+    schema
+}
+
 /// Lints a loaded bundle. `Err` only when a module does not parse.
 pub fn lint(bundle: &Bundle, strict_input: bool) -> Result<LintReport, BundleError> {
-    let schema: Value = serde_json::from_str(include_str!("../../schemas/input.v1.json"))
-        .expect("the bundled input schema is valid JSON");
+    let schema = input_schema();
     let builtins = builtins();
     let own_library;
     let library = if super::library::provides(bundle) {

@@ -90,6 +90,10 @@ fn explain_decision(
             )
         })?;
     let (line, record) = crate::audit::read::find_decision(&log, id)?;
+    if record.get("result_of").is_some() {
+        governance::explain_result::explain_result(doc, &record, line);
+        return Ok(());
+    }
     let server = governance::explain_decision::server_of(&record).to_string();
     let sb: Option<ServerBundles> = match config {
         Some(c) => {
@@ -125,6 +129,7 @@ fn explain_decision(
             budget: a.budget,
         },
     )?;
+    governance::explain_result::explain_results_of(doc, &log, id)?;
     Ok(())
 }
 

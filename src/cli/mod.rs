@@ -232,6 +232,8 @@ pub enum SchemaCommand {
     Input,
     /// The decision a policy returns and gavel completes, versioned.
     Decision,
+    /// What a result rule returns, and its `output` and `item` inputs, versioned.
+    Result,
 }
 
 #[derive(Subcommand, Debug)]
@@ -386,6 +388,7 @@ fn schema(which: SchemaCommand) -> anyhow::Result<()> {
     let text = match which {
         SchemaCommand::Input => include_str!("../../schemas/input.v1.json"),
         SchemaCommand::Decision => include_str!("../../schemas/decision.v1.json"),
+        SchemaCommand::Result => include_str!("../../schemas/result.v1.json"),
     };
     print!("{text}"); // stdout-ok
     Ok(())

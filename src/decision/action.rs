@@ -111,6 +111,9 @@ pub struct Permit {
     /// The request's path arguments as sent (`decision::paths::PATH_ARGS`):
     /// the directory a listing in its answer is relative to.
     pub(super) request_paths: Vec<String>,
+    /// What deciding the request's result needs, kept only when its
+    /// server's policy has a result rule (`decision::result`).
+    pub(super) result: Option<Box<super::result::ResultContext>>,
     pub(super) _private: (),
 }
 

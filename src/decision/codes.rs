@@ -108,6 +108,10 @@ reason_codes! {
     ApprovalTimeout => "approval_timeout", AfterPolicy;
     /// The approval request itself failed.
     ApprovalFailed => "approval_failed", AfterPolicy;
+    /// A result rule denied a result without naming a reason.
+    ResultDenied => "result_denied", Policy;
+    /// A result asked to be filtered has more items than gavel evaluates.
+    ResultTooManyItems => "result_too_many_items", Policy;
 }
 
 impl ReasonCode {
@@ -183,6 +187,8 @@ mod tests {
                 "approval_cancelled",
                 "approval_timeout",
                 "approval_failed",
+                "result_denied",
+                "result_too_many_items",
             ]
         );
         let after: Vec<&str> = ReasonCode::ALL

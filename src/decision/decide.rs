@@ -54,6 +54,12 @@ impl Enforcer {
             }
         };
         let mut charged = self.charge(action, ctx, sp, engine, &mut ev.decision);
+        // Only with a result rule: the input its result is decided with.
+        let result = ev
+            .decision
+            .allow
+            .then(|| super::result::ResultContext::keep(action, active.as_ref(), &input))
+            .flatten();
         ev.decision.decision_id = Some(next_decision_id());
         let record = record::Record {
             engine,
@@ -87,6 +93,7 @@ impl Enforcer {
                     .into_iter()
                     .map(String::from)
                     .collect(),
+                result,
                 _private: (),
             })
         } else {

@@ -31,6 +31,7 @@ pub mod remembered;
 pub mod seen;
 mod shadow;
 pub(crate) use shadow::ShadowPolicy;
+pub mod result;
 pub mod static_rules;
 pub mod tool_lint;
 

@@ -11,11 +11,13 @@ pub mod counterfactual;
 pub mod doc;
 pub mod explain;
 pub mod explain_decision;
+pub mod explain_result;
 pub mod persona;
 mod rego_facts;
 pub mod replay;
 pub mod report;
 pub mod report_html;
+pub mod report_results;
 pub mod report_shadow;
 pub mod report_trail;
 

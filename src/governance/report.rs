@@ -195,6 +195,8 @@ pub struct Report {
     pub trail: super::report_trail::Trail,
     /// Shadow records: what the shadow bundles would have decided.
     pub shadow: super::report_shadow::ShadowReport,
+    /// Result records (`result_of`): counted apart from decisions.
+    pub results: super::report_results::ResultStats,
 }
 
 fn parse_ts(ts: &str) -> Option<(SystemTime, u64)> {
@@ -227,6 +229,7 @@ impl Report {
             torn_tail: None,
             trail: Default::default(),
             shadow: Default::default(),
+            results: Default::default(),
         }
     }
 
@@ -242,6 +245,10 @@ impl Report {
         }
         if let Some(s) = r.get("shadow") {
             self.shadow.add(r, s);
+            return;
+        }
+        if r.get("result_of").is_some() {
+            self.results.add(r);
             return;
         }
         if let Some(a) = r.get("approval") {

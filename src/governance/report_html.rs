@@ -125,6 +125,7 @@ from <span id=\"first\">{}</span> to <span id=\"last\">{}</span>.</p>",
             n = r.approval_unsettled
         );
     }
+    h.push_str(&r.results.html());
     if let Some(line) = r.torn_tail {
         let _ = write!(
             h,

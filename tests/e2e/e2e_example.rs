@@ -160,9 +160,21 @@ async fn the_example_filesystem_policy_serves_every_spelling_and_refuses_every_b
     client.cancel().await.unwrap();
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     // Every call above was decided and logged; none was forwarded undecided.
-    let log = decisions(&s);
+    // The example's result rule decided every allowed call's result too: one
+    // result record each, linked to its request.
+    let (results, log): (Vec<Value>, Vec<Value>) = decisions(&s)
+        .into_iter()
+        .partition(|r| r.get("result_of").is_some());
     let expected = served.len() + 1 + 5 + 2 + refused_writes.len() + bypasses.len() + 1;
     assert_eq!(log.len(), expected, "{log:?}");
+    let allowed: Vec<&Value> = log
+        .iter()
+        .filter(|r| r["result"]["allow"] == true)
+        .collect();
+    assert_eq!(results.len(), allowed.len(), "{results:?}");
+    for (r, a) in results.iter().zip(&allowed) {
+        assert_eq!(r["result_of"], a["decision_id"]);
+    }
 }
 
 #[test]

@@ -279,6 +279,7 @@ impl Builder<'_> {
         let log_rule =
             |rule: &str| defines(&log_package, rule).then(|| format!("{pkg}.log.{rule}"));
         let (log_drop, log_mask) = (log_rule("drop"), log_rule("mask"));
+        let result = super::result::find(b, pkg, &pkg_path, &idx).map_err(|m| self.load(m))?;
         Ok(Loaded {
             info: BundleInfo {
                 name: b.name.clone(),
@@ -297,6 +298,7 @@ impl Builder<'_> {
             memo: None,
             own: None,
             limits,
+            result,
         })
     }
 

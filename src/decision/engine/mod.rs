@@ -38,7 +38,9 @@ mod build;
 mod classify;
 mod evaluate;
 pub mod memory;
+mod result;
 mod run;
+pub use result::ResultLayer;
 
 use super::pool::Pool;
 use std::sync::Arc;
@@ -121,6 +123,8 @@ struct Loaded {
     own: Option<Arc<Pool>>,
     /// `data.<package>.limits` (else at a root): rate limits it declares.
     limits: Vec<crate::state::limits::Limit>,
+    /// The layer's result rules, when it has one (`result`).
+    result: Option<result::ResultRules>,
 }
 
 /// One evaluation: the decision, complete except `decision_id` (the

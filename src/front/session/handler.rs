@@ -14,6 +14,7 @@ use rmcp::{ErrorData, ServerHandler};
 use serde_json::{Value, json};
 
 use super::Session;
+use crate::decision::result::OutputKind;
 use crate::decision::{Action, ActionType, deny};
 use crate::router::ToolRoute;
 
@@ -273,10 +274,18 @@ impl ServerHandler for Session {
         upstream_req.name = route.name.clone().into();
         let req = ClientRequest::CallToolRequest(CallToolRequest::new(upstream_req));
         let result = self.forward(&route.server, &permit, req, &cx).await?;
-        self.saw(&route.server, &route.name, &permit, &result);
         let bytes = result_bytes(&result);
         self.inner.state.add_result_bytes(bytes);
         self.inner.gw.enforcer.charge_result_tokens(&permit, bytes);
+        let result = match self.result_policy(&permit, OutputKind::ToolResult, result) {
+            Ok(r) => r,
+            Err(d) => {
+                let has_schema = route.tool.output_schema.is_some();
+                return Ok(super::result::tool_result_denial(&d, &route.name, has_schema).into());
+            }
+        };
+        // Only what the host gets is seen: after the result policy.
+        self.saw(&route.server, &route.name, &permit, &result);
         tool_result(&route.server, result)
     }
 
@@ -329,6 +338,11 @@ impl ServerHandler for Session {
         let uri = request.uri.clone();
         let req = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request));
         let result = self.forward(&server, &permit, req, &cx).await?;
+        let result = self
+            .result_policy(&permit, OutputKind::ResourceContents, result)
+            .map_err(|d| {
+                deny::request_denial(&d, &format!("the result of reading resource {uri}"))
+            })?;
         if matches!(result, ServerResult::ReadResourceResult(_)) {
             self.saw(&server, &uri, &permit, &result);
         }
@@ -437,7 +451,13 @@ impl ServerHandler for Session {
         let mut upstream_req = request;
         upstream_req.name = route.name.clone();
         let req = ClientRequest::GetPromptRequest(GetPromptRequest::new(upstream_req));
-        match self.forward(&route.server, &permit, req, &cx).await? {
+        let result = self.forward(&route.server, &permit, req, &cx).await?;
+        let result = self
+            .result_policy(&permit, OutputKind::PromptMessages, result)
+            .map_err(|d| {
+                deny::request_denial(&d, &format!("the result of getting prompt {}", route.name))
+            })?;
+        match result {
             ServerResult::GetPromptResult(r) => Ok(r.into()),
             other => Err(unexpected("prompts/get", other)),
         }
@@ -481,7 +501,13 @@ impl ServerHandler for Session {
             .await
             .map_err(|d| deny::request_denial(&d, &format!("completion for {target}")))?;
         let req = ClientRequest::CompleteRequest(CompleteRequest::new(upstream_req));
-        match self.forward(&server, &permit, req, &cx).await? {
+        let result = self.forward(&server, &permit, req, &cx).await?;
+        let result = self
+            .result_policy(&permit, OutputKind::Completion, result)
+            .map_err(|d| {
+                deny::request_denial(&d, &format!("the result of completion for {target}"))
+            })?;
+        match result {
             ServerResult::CompleteResult(r) => Ok(r),
             other => Err(unexpected("completion/complete", other)),
         }

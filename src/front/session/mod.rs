@@ -27,6 +27,7 @@ mod agent;
 mod agent_resources;
 mod dataflow;
 mod handler;
+mod result;
 mod set;
 pub use set::SessionSet;
 

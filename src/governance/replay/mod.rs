@@ -42,6 +42,7 @@
 
 mod compare;
 mod render;
+mod results;
 use compare::{Logged, Replayed};
 pub use render::render;
 
@@ -124,6 +125,8 @@ pub struct Summary {
     pub by_approval: BTreeMap<String, Group>,
     /// Revisions that produced the log: bundle → revisions seen.
     pub logged_revisions: BTreeMap<String, Vec<String>>,
+    /// Result records (`result_of`), re-decided apart (`results`).
+    pub results: results::ResultSummary,
 }
 
 impl Summary {
@@ -426,6 +429,10 @@ impl Replayer {
         // is what is replayed.
         if rec.get("query").is_some() || rec.get("shadow").is_some() {
             return Ok(());
+        }
+        // Result records belong to a decision record too (`results`).
+        if rec.get("result_of").is_some() {
+            return self.result_record(&rec);
         }
         // Approval steps (host::approval) belong to a decision record.
         if let Some(step) = rec.get("approval") {

@@ -76,6 +76,7 @@ pub fn render(s: &Summary) -> String {
             ));
         }
     }
+    super::results::render(&s.results, &mut line);
     if !s.logged_revisions.is_empty() {
         let revs: Vec<String> = s
             .logged_revisions

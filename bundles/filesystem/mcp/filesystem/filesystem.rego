@@ -99,3 +99,31 @@ decision := {
 default visible := true
 
 visible := false if input.action.tool == "move_file"
+
+# Result policy (docs/policy.md, "Result policy"): what the server answers is
+# decided too. Every result has email addresses and card-number-like
+# strings redacted (data.mcp.filesystem.result_patterns; gavel applies them
+# to the whole output and its structuredContent mirror). The listings of
+# search_files (one path a line) and directory_tree (a JSON tree) lose each
+# entry classified for a data class the user is not authorized for
+# (result_item, per entry, on its path's classification), so a search
+# cannot reveal what a read would refuse.
+listing_items := {"search_files": "lines", "directory_tree": "tree"}
+
+default result := {"redact": {"patterns": ["email", "card_number"]}}
+
+result := {"redact": {"patterns": ["email", "card_number"]}, "filter": {"items": listing_items[input.action.tool]}} if {
+	listing_items[input.action.tool]
+	not input.output.isError
+}
+
+authorized_classes := {c | some c in input.user.data_classifications_authorized}
+
+unauthorized_item_classes := {c |
+	some c in input.item.data_classes
+	not c in authorized_classes
+}
+
+default result_item := false
+
+result_item if count(unauthorized_item_classes) == 0

@@ -92,3 +92,27 @@ test_an_array_where_a_string_belongs_is_read_element_by_element if {
 	e := decision with input as call("write_file", {"path": ["public/a", "confidential/b"], "content": "x"}, {"path": "public/a"})
 	"path_unresolvable" in e.reasons
 }
+
+# Result policy: listings are filtered, every result redacted.
+listing(tool, is_error) := {"action": {"type": "tool_call", "tool": tool}, "output": {"isError": is_error}}
+
+test_listings_are_filtered_and_every_result_redacted if {
+	r := result with input as listing("search_files", false)
+	r.filter.items == "lines"
+	r.redact.patterns == ["email", "card_number"]
+	t := result with input as listing("directory_tree", false)
+	t.filter.items == "tree"
+	e := result with input as listing("read_text_file", false)
+	not e.filter
+	e.redact.patterns == ["email", "card_number"]
+	# An error is not a listing: redacted, not filtered.
+	x := result with input as listing("directory_tree", true)
+	not x.filter
+}
+
+test_confidential_entries_need_the_class if {
+	item := {"kind": "line", "path": "confidential/plan.txt", "data_classes": ["confidential"]}
+	not result_item with input as {"item": item, "user": {"data_classifications_authorized": ["public"]}}
+	result_item with input as {"item": item, "user": {"data_classifications_authorized": ["confidential"]}}
+	result_item with input as {"item": {"path": "public/a.txt", "data_classes": []}, "user": {}}
+}

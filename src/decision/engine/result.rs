@@ -1,0 +1,248 @@
+//! The engine's side of result policy (docs/policy.md, "Result policy"):
+//! which layers have a result rule — found at load like the decision rule —
+//! their per-item rule and redaction patterns, and their evaluation. What
+//! the answers mean, and what is done with the result, is
+//! `decision::result`'s.
+//!
+//! A layer's result rule is `metadata.gavel.result` in its manifest, else
+//! `result` beside its decision rule when a module defines it; its per-item
+//! rule is `result_item` in the result rule's package; its patterns are
+//! `result_patterns` (`{name: regex}`) in the bundle's data beside the
+//! decision rule, else at a root. A pattern that does not compile refuses
+//! the bundle at load (the policy is then unavailable: fail closed).
+
+use regex::Regex;
+use serde_json::Value;
+
+use super::run;
+use super::{EngineError, PolicyEngine, get_path, rule_path, to_regorus};
+use crate::bundle::Bundle;
+use crate::bundle::lint::ModuleIndex;
+use crate::config::Layer;
+
+/// At most this many patterns per bundle, each at most this long: a pattern
+/// list is bundle data, and untrusted.
+const MAX_PATTERNS: usize = 64;
+const MAX_PATTERN_LEN: usize = 4096;
+/// Per-item evaluations get one `eval_timeout` per this many items.
+pub const ITEMS_PER_TIMEOUT: usize = 100;
+/// regex's compiled-size limit per pattern (its default is 10 MiB).
+const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
+/// One layer's result rules, found at load.
+#[derive(Debug)]
+pub(super) struct ResultRules {
+    /// `data.<package>.result` (or the manifest's `metadata.gavel.result`).
+    rule: String,
+    /// `<package of the result rule>.result_item`, when a module defines it.
+    item_rule: Option<String>,
+    /// `result_patterns`: name → compiled pattern, in name order.
+    patterns: Vec<(String, Regex)>,
+}
+
+/// One layer that has a result rule, as the result step sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct ResultLayer<'a> {
+    pub bundle: &'a str,
+    pub layer: Layer,
+    pub rule: &'a str,
+    pub item_rule: Option<&'a str>,
+    patterns: &'a [(String, Regex)],
+}
+
+impl<'a> ResultLayer<'a> {
+    /// The pattern `name` this layer's bundle declares.
+    pub fn pattern(&self, name: &str) -> Option<&'a Regex> {
+        self.patterns
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| r)
+    }
+}
+
+/// The result rules of bundle `b`, whose decision rule lives in package
+/// `pkg` (`data.a.b`, path `a/b`); `idx` is its parse tree's index.
+pub(super) fn find(
+    b: &Bundle,
+    pkg: &str,
+    pkg_path: &str,
+    idx: &[ModuleIndex],
+) -> Result<Option<ResultRules>, String> {
+    let defines = |package: &str, rule: &str| {
+        idx.iter()
+            .any(|m| m.package == package && m.rules.contains(rule))
+    };
+    let rule = match b.manifest.gavel("result") {
+        Some(Value::String(r)) => {
+            let rule = rule_path(r);
+            let (package, name) = rule.rsplit_once('.').unwrap_or(("data", ""));
+            let package = package.trim_start_matches("data").trim_start_matches('.');
+            if !defines(&package.replace('.', "/"), name) {
+                return Err(format!(
+                    "bundle {}: no module defines the result rule {rule} named by metadata.gavel.result in .manifest; define it or fix the name",
+                    b.name
+                ));
+            }
+            rule
+        }
+        Some(other) => {
+            return Err(format!(
+                "bundle {}: metadata.gavel.result must be a rule name (a string), not {other}",
+                b.name
+            ));
+        }
+        None if defines(pkg_path, "result") => format!("{pkg}.result"),
+        None => return Ok(None),
+    };
+    let (rule_pkg, _) = rule.rsplit_once('.').unwrap_or(("data", ""));
+    let rule_pkg_path = rule_pkg
+        .trim_start_matches("data")
+        .trim_start_matches('.')
+        .replace('.', "/");
+    let item_rule =
+        defines(&rule_pkg_path, "result_item").then(|| format!("{rule_pkg}.result_item"));
+    let declared = std::iter::once(pkg_path)
+        .chain(b.manifest.roots.iter().map(String::as_str))
+        .find_map(|p| get_path(&b.data, &format!("{p}/result_patterns")));
+    let patterns = compile_patterns(&b.name, declared)?;
+    Ok(Some(ResultRules {
+        rule,
+        item_rule,
+        patterns,
+    }))
+}
+
+/// `result_patterns` compiled: an object of name → regex string (RE2
+/// syntax, as OPA's `regex.*` builtins use), bounded in count and size.
+fn compile_patterns(bundle: &str, v: Option<&Value>) -> Result<Vec<(String, Regex)>, String> {
+    let Some(v) = v else { return Ok(vec![]) };
+    let Some(o) = v.as_object() else {
+        return Err(format!(
+            "bundle {bundle}: result_patterns must be an object of name → regular expression, not {v}"
+        ));
+    };
+    if o.len() > MAX_PATTERNS {
+        return Err(format!(
+            "bundle {bundle}: result_patterns declares {} patterns; at most {MAX_PATTERNS}",
+            o.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(o.len());
+    for (name, p) in o {
+        let Some(p) = p.as_str() else {
+            return Err(format!(
+                "bundle {bundle}: result_patterns.{name} must be a string (a regular expression)"
+            ));
+        };
+        if p.len() > MAX_PATTERN_LEN {
+            return Err(format!(
+                "bundle {bundle}: result_patterns.{name} is {} bytes long; at most {MAX_PATTERN_LEN}",
+                p.len()
+            ));
+        }
+        let re = regex::RegexBuilder::new(p)
+            .size_limit(PATTERN_SIZE_LIMIT)
+            .build()
+            .map_err(|e| {
+                format!(
+                    "bundle {bundle}: result_patterns.{name} is not a valid regular expression: {e}"
+                )
+            })?;
+        out.push((name.clone(), re));
+    }
+    Ok(out)
+}
+
+impl PolicyEngine {
+    /// Whether any layer has a result rule: without one, results pass
+    /// untouched and nothing is kept for them.
+    pub fn has_result_rules(&self) -> bool {
+        self.bundles.iter().any(|b| b.result.is_some())
+    }
+
+    /// The layers with a result rule, in bundle order.
+    pub fn result_layers(&self) -> Vec<ResultLayer<'_>> {
+        self.bundles
+            .iter()
+            .filter_map(|b| {
+                b.result.as_ref().map(|r| ResultLayer {
+                    bundle: &b.info.name,
+                    layer: b.info.layer,
+                    rule: &r.rule,
+                    item_rule: r.item_rule.as_deref(),
+                    patterns: &r.patterns,
+                })
+            })
+            .collect()
+    }
+
+    /// Every result rule's raw answer on `input` (`Null` when undefined), in
+    /// [`PolicyEngine::result_layers`] order: one evaluation, bounded like a
+    /// decision's.
+    pub fn eval_results(&self, input: Value) -> Result<Vec<Value>, EngineError> {
+        let rules: Vec<String> = self.result_layers().iter().map(|l| l.rule.into()).collect();
+        self.evaluate(&self.pool, input, rules)
+    }
+
+    /// `item_rule` once per item: `input` is `base` with `item` set to each
+    /// item in turn. One evaluation thread for all of them; each evaluation
+    /// bounded by `eval_timeout` (regorus's timer), and all of them together
+    /// by one `eval_timeout` per [`ITEMS_PER_TIMEOUT`] items (at least one):
+    /// at the default 100 ms, a second for the 1000 items a filter may have.
+    pub fn eval_items(
+        &self,
+        item_rule: &str,
+        base: &Value,
+        items: Vec<Value>,
+    ) -> Result<Vec<Value>, EngineError> {
+        let limit = self.timeout;
+        let batches = items.len().div_ceil(ITEMS_PER_TIMEOUT).max(1) as u32;
+        let total = limit * batches;
+        let start = std::time::Instant::now();
+        let pool = std::sync::Arc::clone(&self.pool);
+        let base = to_regorus(base);
+        let rule = item_rule.to_string();
+        let outcome = run::run(start + total, move || -> Result<Vec<Value>, EngineError> {
+            let mut engine = pool.take();
+            let mut out = Vec::with_capacity(items.len());
+            for item in &items {
+                let mut input = base.clone();
+                if let Ok(o) = input.as_object_mut() {
+                    o.insert(regorus::Value::from("item"), to_regorus(item));
+                }
+                engine.set_input(input);
+                out.push(super::evaluate::eval_rule(&mut engine, &rule, limit)?);
+            }
+            pool.give(engine);
+            Ok(out)
+        });
+        let rule = item_rule.to_string();
+        match outcome {
+            run::Outcome::Done(Ok(_)) if start.elapsed() > total => {
+                Err(EngineError::Timeout { rule, limit: total })
+            }
+            run::Outcome::Done(r) => r,
+            run::Outcome::TimedOut => Err(EngineError::Timeout { rule, limit: total }),
+            run::Outcome::Failed => Err(EngineError::Eval {
+                rule,
+                message: "the evaluation failed inside the policy engine (no result)".into(),
+            }),
+        }
+    }
+
+    /// The text of a reason code in the bundles' reason catalogs.
+    pub fn reason_text(&self, code: &str) -> Option<String> {
+        self.bundles
+            .iter()
+            .find_map(|b| b.reasons.get(code).and_then(Value::as_str))
+            .map(String::from)
+    }
+
+    /// The record path of a result decision: the first result rule's, as
+    /// OPA writes a path (`mcp/filesystem/result`).
+    pub fn result_record_path(&self) -> String {
+        self.result_layers()
+            .first()
+            .map_or_else(|| "gavel/result".into(), |l| super::opa_path(l.rule))
+    }
+}

@@ -1,0 +1,108 @@
+//! The record of a result decision (docs/decision-log.md, "Result
+//! records"): its own decision-log event, with its own `decision_id` and
+//! `result_of` naming the request's, written before the host gets the
+//! result — a record that cannot be written withholds it, as a request's
+//! does (`audit_unavailable`, unless `[log] on_write_error = "allow"`).
+//!
+//! What it holds: the request's input with `output` — the output *after*
+//! redaction and filtering, bounded as the policy saw it and masked as
+//! arguments are; a denied or withheld result only as its size and digest.
+//! The result says what was redacted (pointer or pattern, by which rule,
+//! how many matches) and filtered (which rule, which items, how many
+//! evaluated and dropped) — never the values removed.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::super::record::RecordError;
+use super::{Outcome, OutputKind};
+use crate::audit::mask::MaskSettings;
+use crate::audit::record::LogRules;
+use crate::decision::engine::PolicyEngine;
+use crate::decision::{Decision, Enforcer};
+
+pub(super) struct ResultRecord<'a> {
+    pub engine: &'a PolicyEngine,
+    pub id: &'a str,
+    pub request_id: Option<&'a str>,
+    /// The request's decision input.
+    pub cx: &'a Value,
+    /// `input.output` of the result as the host gets it.
+    pub output: Value,
+    pub kind: OutputKind,
+    pub outcome: &'a Outcome,
+    pub decision: &'a Decision,
+    pub start: Instant,
+}
+
+impl ResultRecord<'_> {
+    fn event(self, labels: serde_json::Map<String, Value>, now: &str) -> Value {
+        let o = self.outcome;
+        let mut input = self.cx.clone();
+        let output = if o.error.is_some() || o.deny {
+            let bytes = serde_json::to_vec(&self.output).unwrap_or_default();
+            json!({"kind": self.kind.as_str(), "withheld": true, "size_bytes": bytes.len(),
+                   "sha256": crate::bundle::canonical::sha256_hex(&bytes)})
+        } else {
+            self.output
+        };
+        if let Value::Object(m) = &mut input {
+            m.insert("output".into(), output);
+        }
+        let d = self.decision;
+        let mut result = json!({
+            "allow": d.allow,
+            "outcome": o.label(),
+            "reasons": d.reasons,
+            "redactions": o.redactions,
+            "filtered": o.filtered,
+            "policy_version": d.policy_version,
+            "matched_rules": d.matched_rules,
+        });
+        if let Some(r) = &d.remediation {
+            result["remediation"] = json!(r);
+        }
+        if let Some((_, text)) = &o.error {
+            result["error"] = json!(text);
+        }
+        let mut labels = labels;
+        labels.insert("policy".into(), json!("rego"));
+        labels.insert("fail_open".into(), json!("false"));
+        json!({
+            "decision_id": self.id,
+            "result_of": self.request_id,
+            "timestamp": now,
+            "path": self.engine.result_record_path(),
+            "input": input,
+            "result": result,
+            "bundles": self.engine.bundles_json(),
+            "labels": labels,
+            "metrics": {"timer_rego_query_eval_ns": o.eval_ns,
+                        "timer_gavel_decision_ns": self.start.elapsed().as_nanos() as u64},
+        })
+    }
+}
+
+impl Enforcer {
+    /// Writes a result record (nothing without a decision log): the
+    /// bundle's `log.drop`/`log.mask` rules and gavel's masking apply as to
+    /// a request's record.
+    pub(super) fn log_result(&self, r: ResultRecord) -> Result<(), RecordError> {
+        let Some(log) = &self.log else { return Ok(()) };
+        let engine = r.engine;
+        let id = r.id.to_string();
+        let event = r.event(self.labels(), &self.now_rfc3339());
+        let rules = move |event: &Value| engine.log_rules(event).map_err(|e| e.to_string());
+        crate::audit::record::write_event(
+            event,
+            Some(&id),
+            log,
+            Some(&rules as LogRules),
+            &MaskSettings {
+                secret_fields: &self.config.log.secret_fields,
+                max_arg_bytes: self.config.log.max_arg_bytes,
+            },
+        )
+    }
+}
