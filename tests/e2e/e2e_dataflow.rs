@@ -42,8 +42,12 @@ fn write(name: &str) -> Value {
     json!({"path": format!("public/{name}"), "content": "copied"})
 }
 
+/// The decision records of the log (result records, `result_of`, apart).
 fn decisions(s: &Setup) -> Vec<Value> {
     records(&s.path(".gavel/decisions.jsonl"))
+        .into_iter()
+        .filter(|r| r.get("result_of").is_none())
+        .collect()
 }
 
 /// Asserts `r` is the compliance layer's refusal of a write after a
@@ -128,13 +132,30 @@ async fn after_a_confidential_read_the_session_cannot_write_to_public_and_a_fres
     );
 }
 
-/// The shipped demo user is not cleared for `confidential` and never reads
-/// the file; a tree, a listing or a search that names it is enough for the
-/// session to have seen the class (the answer's paths are classified as
-/// arguments are). A listing of `public/` names nothing classified.
+/// A cleared user who never reads the file: a tree, a listing or a search
+/// that names it is enough for the session to have seen the class (the
+/// answer's paths are classified as arguments are). A listing of `public/`
+/// names nothing classified. For the shipped, uncleared demo user the
+/// example's result layer filters those entries out of the same answers:
+/// what the host never got was never seen, and the write goes on.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_answer_that_names_confidential_files_closes_the_way_out() {
-    let s = example(false);
+    let uncleared = example(false);
+    let client = uncleared.connect(TestHost::bare()).await;
+    let r = call(&client, "filesystem__directory_tree", json!({"path": "."}))
+        .await
+        .unwrap();
+    assert!(text(&r).contains("readme.txt"), "{}", text(&r));
+    assert!(!text(&r).contains("plan.txt"), "filtered: {}", text(&r));
+    let r = call(&client, "filesystem__write_file", write("after-tree.txt"))
+        .await
+        .unwrap();
+    assert_ne!(r.is_error, Some(true), "nothing seen: {}", text(&r));
+    client.cancel().await.unwrap();
+    let last = decisions(&uncleared).pop().unwrap();
+    assert_eq!(last["input"]["context"]["data_classes_seen"], json!([]));
+
+    let s = example(true);
     let seen = [
         ("filesystem__directory_tree", json!({"path": "."})),
         ("filesystem__list_directory", json!({"path": "./"})),
