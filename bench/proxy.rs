@@ -79,15 +79,22 @@ async fn measure(name: &str, upstream: (String, Vec<String>), tool: &str, args: 
     let parts: Vec<&str> = which.split(',').map(str::trim).collect();
     if let Some(bad) = parts
         .iter()
-        .find(|p| !["none", "log", "budget", "policy", "shadow"].contains(p))
+        .find(|p| !["none", "log", "budget", "policy", "shadow", "shadow_agree"].contains(p))
     {
         panic!(
-            "BENCH_STATE: unknown part {bad:?} (use none, log, budget, policy, shadow, comma-separated)"
+            "BENCH_STATE: unknown part {bad:?} (use none, log, budget, policy, shadow, shadow_agree, comma-separated)"
         );
     }
     let (log, budget) = (parts.contains(&"log"), parts.contains(&"budget"));
-    let shadow = parts.contains(&"shadow");
-    let policy = shadow || parts.contains(&"policy");
+    // `shadow`: a shadow that denies every call (the worst case: a record
+    // each); `shadow_agree`: one that allows as the live one does (the
+    // usual case: evaluated on the side, no record).
+    let shadow = match (parts.contains(&"shadow"), parts.contains(&"shadow_agree")) {
+        (true, _) => Some(false),
+        (false, true) => Some(true),
+        (false, false) => None,
+    };
+    let policy = shadow.is_some() || parts.contains(&"policy");
     let bundles = if policy {
         bench_bundles(dir.path(), shadow)
     } else {
@@ -158,17 +165,18 @@ async fn measure(name: &str, upstream: (String, Vec<String>), tool: &str, args: 
         "decision_log": log,
         "budget": budget,
         "policy": policy,
-        "shadow": shadow,
+        "shadow": shadow.map(|agrees| if agrees { "agrees" } else { "denies" }),
     });
     println!("{line}");
     direct.cancel().await.ok();
     gavel.cancel().await.ok();
 }
 
-/// `BENCH_STATE` `policy`/`shadow`: the config lines of a live bundle that
-/// allows every call and, with `shadow`, a shadow bundle of the same name
-/// that would deny every call.
-fn bench_bundles(dir: &std::path::Path, shadow: bool) -> String {
+/// `BENCH_STATE` `policy`/`shadow`/`shadow_agree`: the config lines of a
+/// live bundle that allows every call and, with a shadow, a shadow bundle of
+/// the same name that would deny every call (`Some(false)`) or allow it as
+/// the live one does (`Some(true)`).
+fn bench_bundles(dir: &std::path::Path, shadow: Option<bool>) -> String {
     let write = |sub: &str, rego: &str| {
         let b = dir.join(sub).join("bench");
         std::fs::create_dir_all(b.join("bench")).expect("bundle dir");
@@ -182,10 +190,13 @@ fn bench_bundles(dir: &std::path::Path, shadow: bool) -> String {
     };
     let live = write("live", "package bench\n\ndecision := {\"allow\": true}\n");
     let mut lines = format!("bundle = {live:?}\n");
-    if shadow {
-        let deny =
-            "package bench\n\ndecision := {\"allow\": false, \"reasons\": [\"shadow_denies\"]}\n";
-        lines += &format!("shadow_bundles = [{:?}]\n", write("shadow", deny));
+    if let Some(agrees) = shadow {
+        let rego = if agrees {
+            "package bench\n\ndecision := {\"allow\": true}\n"
+        } else {
+            "package bench\n\ndecision := {\"allow\": false, \"reasons\": [\"shadow_denies\"]}\n"
+        };
+        lines += &format!("shadow_bundles = [{:?}]\n", write("shadow", rego));
     }
     lines
 }
