@@ -29,16 +29,9 @@ impl Enforcer {
         let start = Instant::now();
         let now = self.now_rfc3339();
         let sp = self.servers.get(&action.server);
-        // The agent's persona (if personas are configured) picks the policy.
-        let pick = self.pick_persona(&action.server, ctx);
-        // One load per decision: the whole decision uses this policy even if
-        // a new one is activated meanwhile.
-        let active = sp.map(|s| self.active_for(s, &action.server, &pick));
+        let (pick, active) = self.policy_for(action, ctx, sp);
         let policy = active.as_ref().map(|a| &a.policy);
-        let engine = match policy {
-            Some(Policy::Rego(e)) => Some(e.as_ref()),
-            _ => None,
-        };
+        let engine = engine_of(policy);
         let input = self.input_for(action, ctx, sp, engine, &now);
         let data_classes = referenced_classes(&input, action);
         let (mut ev, shadow) = match pick.refusal() {
@@ -99,6 +92,25 @@ impl Enforcer {
         } else {
             Verdict::Deny(decision)
         }
+    }
+
+    /// The policy `action` is decided with: the agent's persona (when
+    /// personas are configured) picks it, then one load — the whole decision
+    /// uses this policy even if a new one is activated meanwhile. Shared by
+    /// [`Enforcer::decide`] and the policy query, so that a prediction is
+    /// made by the very policy the call would meet.
+    pub(super) fn policy_for(
+        &self,
+        action: &Action,
+        ctx: &DecisionContext,
+        sp: Option<&ServerPolicy>,
+    ) -> (
+        super::persona::Pick<'_>,
+        Option<std::sync::Arc<super::active::Active>>,
+    ) {
+        let pick = self.pick_persona(&action.server, ctx);
+        let active = sp.map(|s| self.active_for(s, &action.server, &pick));
+        (pick, active)
     }
 
     /// The policy input of `action` (contract `input.v1`), with the data
@@ -448,6 +460,14 @@ pub(super) fn arg_tokens(action: &Action) -> u64 {
     serde_json::to_vec(&action.args)
         .map(|v| v.len().div_ceil(4) as u64)
         .unwrap_or(0)
+}
+
+/// The Rego engine of a policy, if it has one.
+pub(super) fn engine_of(policy: Option<&Policy>) -> Option<&PolicyEngine> {
+    match policy {
+        Some(Policy::Rego(e)) => Some(e.as_ref()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

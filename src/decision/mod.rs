@@ -193,22 +193,7 @@ impl Enforcer {
         let mut out = serde_json::Map::new();
         for (name, sp) in &self.servers {
             let active = sp.active.load();
-            let v = match &active.policy {
-                Policy::None => json!({"policy": "none"}),
-                Policy::Unavailable(why) => json!({"policy": "unavailable", "last_error": why}),
-                Policy::Rego(e) => {
-                    let bundles: Vec<Value> = e
-                        .bundle_info()
-                        .into_iter()
-                        .map(|b| {
-                            let signer = active.signer(&b.name);
-                            json!({"name": b.name, "active_revision": b.revision, "digest": b.digest, "layer": b.layer, "signer_keyid": signer})
-                        })
-                        .collect();
-                    json!({"policy": "rego", "version": e.policy_version(), "bundles": bundles})
-                }
-            };
-            let mut v = v;
+            let mut v = persona::active_json(&active);
             if let Some(shadow) = &active.shadow {
                 v["shadow"] = shadow.status();
             }

@@ -43,13 +43,9 @@ impl Enforcer {
         let now = self.now_rfc3339();
         let sp = self.servers.get(&action.server);
         // The persona picks the policy exactly as it does for the call.
-        let pick = self.pick_persona(&action.server, ctx);
-        let active = sp.map(|s| self.active_for(s, &action.server, &pick));
+        let (pick, active) = self.policy_for(action, ctx, sp);
         let policy = active.as_ref().map(|a| &a.policy);
-        let engine = match policy {
-            Some(Policy::Rego(e)) => Some(e.as_ref()),
-            _ => None,
-        };
+        let engine = super::decide::engine_of(policy);
         let input = self.input_for(action, ctx, sp, engine, &now);
         let mut ev = match pick.refusal() {
             Some(d) => super::decide::Evaluated::by_gavel(d, "persona"),
