@@ -126,10 +126,15 @@ pub fn denial_text(d: &Decision, what: &str) -> String {
 
 /// The `tools/call` answer for a denied call.
 pub fn tool_denial(d: &Decision, tool: &str, has_output_schema: bool) -> CallToolResult {
-    let mut result = CallToolResult::error(vec![ContentBlock::text(denial_text(
-        d,
-        &format!("the call to tool {tool:?}"),
-    ))]);
+    tool_error(d, &format!("the call to tool {tool:?}"), has_output_schema)
+}
+
+/// A `tools/call` answer carrying the denial `d` of `what` (the call, or
+/// its result): an `isError` result the model reads, the decision in
+/// `_meta` (and in `structuredContent` when the tool declares no output
+/// schema, which its result would otherwise have to match).
+pub fn tool_error(d: &Decision, what: &str, has_output_schema: bool) -> CallToolResult {
+    let mut result = CallToolResult::error(vec![ContentBlock::text(denial_text(d, what))]);
     let visible = visible_decision(d);
     if !has_output_schema {
         result.structured_content = Some(visible.clone());

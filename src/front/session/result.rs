@@ -10,9 +10,6 @@ use rmcp::model::*;
 use serde_json::Value;
 
 use super::Session;
-use crate::decision::deny::{
-    META_AUTHZ, META_DECISION, authorization_envelope, denial_text, visible_decision,
-};
 use crate::decision::result::{OutputKind, ResultVerdict};
 use crate::decision::{Decision, Permit};
 
@@ -84,14 +81,5 @@ pub(super) fn tool_result_denial(
     has_output_schema: bool,
 ) -> CallToolResult {
     let what = format!("the result of the call to tool {tool:?} (the call itself has happened)");
-    let mut result = CallToolResult::error(vec![ContentBlock::text(denial_text(d, &what))]);
-    let visible = visible_decision(d);
-    if !has_output_schema {
-        result.structured_content = Some(visible.clone());
-    }
-    let mut meta = MetaObject::new();
-    meta.0.insert(META_DECISION.into(), visible);
-    meta.0.insert(META_AUTHZ.into(), authorization_envelope(d));
-    result.meta = Some(meta);
-    result
+    crate::decision::deny::tool_error(d, &what, has_output_schema)
 }
