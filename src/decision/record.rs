@@ -109,6 +109,17 @@ impl Enforcer {
     /// "allow"`. Returns whether an allowed decision was turned into a deny
     /// (its rate-limit and budget charges are then given back by the caller).
     pub(super) fn unrecorded(&self, d: &mut Decision, e: &RecordError) -> bool {
+        self.unrecorded_as(d, e, Unrecorded::Request)
+    }
+
+    /// [`Enforcer::unrecorded`], saying what became of `what`: a request
+    /// refused, or a result withheld after its call was carried out.
+    pub(super) fn unrecorded_as(
+        &self,
+        d: &mut Decision,
+        e: &RecordError,
+        what: Unrecorded,
+    ) -> bool {
         let path = self
             .log
             .as_ref()
@@ -122,7 +133,8 @@ impl Enforcer {
         let mut denied = Decision::deny(
             super::codes::ReasonCode::AuditUnavailable,
             format!(
-                "The decision log at {path} cannot be written ({e}), and gavel does not carry out a decision it cannot record: the request was refused. Retrying will not help until an operator fixes the decision log (disk space, permissions, the bundle's log rules)."
+                "The decision log at {path} cannot be written ({e}), and gavel does not carry out a decision it cannot record: {} Retrying will not help until an operator fixes the decision log (disk space, permissions, the bundle's log rules).",
+                what.outcome()
             ),
         );
         denied.decision_id = d.decision_id.take();
@@ -132,9 +144,36 @@ impl Enforcer {
     }
 }
 
+/// What a decision that could not be recorded was about.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Unrecorded {
+    /// A request: it was refused, nothing reached the upstream.
+    Request,
+    /// An upstream's result: the call was carried out, its result withheld.
+    Result,
+}
+
+impl Unrecorded {
+    fn outcome(self) -> &'static str {
+        match self {
+            Unrecorded::Request => "the request was refused.",
+            Unrecorded::Result => {
+                "the call itself has been carried out (do not repeat it), but its result was withheld."
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::reason_is_label;
+    use super::{Unrecorded, reason_is_label};
+
+    #[test]
+    fn an_unrecorded_result_says_the_call_happened() {
+        assert!(Unrecorded::Request.outcome().contains("refused"));
+        let r = Unrecorded::Result.outcome();
+        assert!(r.contains("carried out") && r.contains("withheld"), "{r}");
+    }
 
     #[test]
     fn gavel_codes_are_labels_and_other_codes_need_a_catalog() {

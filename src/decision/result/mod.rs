@@ -185,7 +185,7 @@ impl Enforcer {
             start,
         };
         if let Err(e) = self.log_result(rec)
-            && self.unrecorded(&mut decision, &e)
+            && self.unrecorded_as(&mut decision, &e, super::record::Unrecorded::Result)
         {
             return ResultVerdict::Withheld(decision);
         }
