@@ -82,10 +82,17 @@ impl Enforcer {
                 receipt: charged.receipt,
                 span: None,
                 data_classes,
-                request_paths: paths::path_values(&action.args)
-                    .into_iter()
-                    .map(String::from)
-                    .collect(),
+                // Only a policy that classifies paths reads them back
+                // (`seen`: a listing's entries joined to the directory the
+                // request named); every other call allocates nothing here.
+                request_paths: if engine.is_some_and(PolicyEngine::classifies) {
+                    paths::path_values(&action.args)
+                        .into_iter()
+                        .map(String::from)
+                        .collect()
+                } else {
+                    Vec::new()
+                },
                 result,
                 _private: (),
             })

@@ -237,22 +237,33 @@ impl SessionState {
         let _ = self.client.set((name, version));
     }
 
-    /// Decides `action` with this session's context; counts it if it is a
-    /// `tools/call`.
-    pub fn decide(&self, enforcer: &super::Enforcer, action: &Action) -> super::Verdict {
-        let mut counters = self.counters.lock().recover();
-        // Seconds since the session started; a clock stepped back reads 0.
+    /// Seconds since the session started (a clock stepped back reads 0),
+    /// with `counters` prepared for `action` when it is a `tools/call`.
+    fn prepare(&self, counters: &mut SessionCounters, action: &Action) -> f64 {
         let now_s = (self.clock.now() - self.started).max(0.0);
         if action.kind == super::ActionType::ToolCall {
             counters.prepare(&action.server, &action.tool, now_s);
         }
-        let ctx = DecisionContext {
+        now_s
+    }
+
+    /// The context a decision of this session is made in.
+    fn context_with(&self, counters: SessionCounters, now_s: f64) -> DecisionContext {
+        DecisionContext {
             session_id: self.id.clone(),
             client: self.client.get().cloned(),
             session_age_seconds: now_s,
-            counters: counters.clone(),
+            counters,
             identity: self.identity.get().cloned(),
-        };
+        }
+    }
+
+    /// Decides `action` with this session's context; counts it if it is a
+    /// `tools/call`.
+    pub fn decide(&self, enforcer: &super::Enforcer, action: &Action) -> super::Verdict {
+        let mut counters = self.counters.lock().recover();
+        let now_s = self.prepare(&mut counters, action);
+        let ctx = self.context_with(counters.clone(), now_s);
         let verdict = enforcer.decide(action, &ctx);
         if action.kind == super::ActionType::ToolCall {
             let bytes = serde_json::to_vec(&action.args)
@@ -307,17 +318,8 @@ impl SessionState {
         kind: &str,
     ) -> super::Prediction {
         let mut counters = self.counters.lock().recover().clone();
-        let now_s = (self.clock.now() - self.started).max(0.0);
-        if action.kind == super::ActionType::ToolCall {
-            counters.prepare(&action.server, &action.tool, now_s);
-        }
-        let ctx = DecisionContext {
-            session_id: self.id.clone(),
-            client: self.client.get().cloned(),
-            session_age_seconds: now_s,
-            counters,
-            identity: self.identity.get().cloned(),
-        };
+        let now_s = self.prepare(&mut counters, action);
+        let ctx = self.context_with(counters, now_s);
         enforcer.query(action, &ctx, kind)
     }
 
@@ -342,13 +344,7 @@ impl SessionState {
     /// `gavel__limits`: what the policy's `input.context` holds).
     pub fn context(&self) -> DecisionContext {
         let counters = self.counters.lock().recover().clone();
-        DecisionContext {
-            session_id: self.id.clone(),
-            client: self.client.get().cloned(),
-            session_age_seconds: (self.clock.now() - self.started).max(0.0),
-            counters,
-            identity: self.identity.get().cloned(),
-        }
+        self.context_with(counters, (self.clock.now() - self.started).max(0.0))
     }
 
     /// A host-reported token count (can only raise gavel's own).
