@@ -96,8 +96,12 @@ impl Permit {
 /// What the host gets instead of, or as, the upstream's result.
 #[derive(Debug)]
 pub enum ResultVerdict {
-    /// The result (rewritten when redacted or filtered).
+    /// The result, rewritten: something was redacted or filtered.
     Pass(Value),
+    /// The result exactly as it came (every rule passed it, nothing
+    /// redacted or filtered): the caller hands over the upstream's own
+    /// answer, not a re-typed copy of it.
+    Unchanged(Value),
     /// A result rule denied it: the call has happened, its result is
     /// withheld; the denial carries the result record's decision id.
     Deny(Decision),
@@ -153,10 +157,10 @@ impl Enforcer {
     /// [`Permit::decides_result`]).
     pub fn decide_result(&self, permit: &Permit, kind: OutputKind, result: Value) -> ResultVerdict {
         let Some(cx) = permit.result.as_deref() else {
-            return ResultVerdict::Pass(result);
+            return ResultVerdict::Unchanged(result);
         };
         let Policy::Rego(engine) = &cx.active.policy else {
-            return ResultVerdict::Pass(result);
+            return ResultVerdict::Unchanged(result);
         };
         let start = Instant::now();
         let mut result = result;
@@ -192,6 +196,7 @@ impl Enforcer {
         match (outcome.error.is_some(), outcome.deny) {
             (true, _) => ResultVerdict::Withheld(decision),
             (false, true) => ResultVerdict::Deny(decision),
+            (false, false) if outcome.label() == "pass" => ResultVerdict::Unchanged(result),
             (false, false) => ResultVerdict::Pass(result),
         }
     }

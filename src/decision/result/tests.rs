@@ -102,7 +102,7 @@ fn without_a_result_rule_nothing_is_kept_and_results_pass_untouched() {
     assert!(!p.decides_result());
     let r = text_result("ann@example.com");
     match e.decide_result(&p, OutputKind::ToolResult, r.clone()) {
-        ResultVerdict::Pass(v) => assert_eq!(v, r),
+        ResultVerdict::Unchanged(v) => assert_eq!(v, r),
         other => panic!("{other:?}"),
     }
     assert!(result_records(&log).is_empty());
@@ -288,6 +288,13 @@ fn layers_combine_denials_win_and_redactions_accumulate() {
     };
     assert_eq!(out["content"][0]["text"], "[REDACTED:email]");
     assert_eq!(out["structuredContent"]["id"], apply::REDACTED);
+    // Nothing to redact (no address, no `/id`): the upstream's own answer
+    // is handed over, not a re-typed copy.
+    let clean = json!({"content": [{"type": "text", "text": "no address"}], "structuredContent": {"n": 7}, "isError": false});
+    match e.decide_result(&p, OutputKind::ToolResult, clean.clone()) {
+        ResultVerdict::Unchanged(v) => assert_eq!(v, clean),
+        other => panic!("{other:?}"),
+    }
     let mut err = r;
     err["isError"] = json!(true);
     let v = e.decide_result(&p, OutputKind::ToolResult, err);
@@ -318,7 +325,8 @@ fn filtering(dir: &Path) -> (Enforcer, PathBuf) {
 fn filtered(e: &Enforcer, items: &str, path: &str, r: Value) -> Value {
     let p = permit(e, "search", json!({"items": items, "path": path}));
     match e.decide_result(&p, OutputKind::ToolResult, r) {
-        ResultVerdict::Pass(v) => v,
+        // Unchanged: the rule kept every item.
+        ResultVerdict::Pass(v) | ResultVerdict::Unchanged(v) => v,
         other => panic!("{other:?}"),
     }
 }

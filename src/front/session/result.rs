@@ -37,6 +37,7 @@ impl Session {
         let value = value.map_err(|e| unrepresentable(permit, e))?;
         let enforcer = &self.inner.gw.enforcer;
         match enforcer.decide_result(permit, kind, value) {
+            ResultVerdict::Unchanged(_) => Ok(result),
             ResultVerdict::Pass(v) => retyped(&result, v).map_err(|e| unrepresentable(permit, e)),
             ResultVerdict::Deny(d) | ResultVerdict::Withheld(d) => Err(Box::new(d)),
         }
