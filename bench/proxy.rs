@@ -1,57 +1,171 @@
-//! `cargo bench --bench proxy`: tools/call round trips, direct host→upstream
-//! against host→gavel→upstream, with the same rmcp client, in interleaved
-//! rounds (this machine is noisy: the two paths share every disturbance).
-//! gavel runs as deployed: decision log and a daily budget on (BENCH_STATE
-//! narrows that to `none`, `log` or `budget`, and adds `policy`, a live Rego
-//! bundle that allows every call, or `shadow`, that bundle plus a shadow
-//! bundle that would deny every call: a divergence, so a shadow record, each).
-//! One JSON line per upstream; the server-everything line is last.
+//! `cargo bench --bench proxy`: what a `tools/call` round trip costs through
+//! each hop, side by side in one run, with a minimal client (std only: one
+//! `write(2)` per request, a blocking line read per answer), so the figures
+//! are the hops' and not a client library's. Paths, all alive for the whole
+//! run, measured in interleaved rounds whose order rotates:
 //!
-//! Env: BENCH_ROUNDS (default 20), BENCH_CALLS (per round and path, default 50),
-//! GAVEL_EVERYTHING (path to server-everything's dist/index.js).
+//! - `direct`: the client on the upstream itself;
+//! - `floor`: a byte relay (this binary, re-run as one: `poll(2)` and copy,
+//!   no parsing) — the physical floor of an extra process on the path;
+//! - `wrap`: `gavel wrap` (no policy, no log);
+//! - `deployed`: `gavel run` as the example deploys it: the five layers (the
+//!   upstream's bundle, `override`, and the shared `identity`, `compliance`,
+//!   `workflow` — the workflow layer's loop thresholds and rate limit raised
+//!   so a bench loop stays allowed, its rules unchanged), the decision log, a
+//!   daily budget and the workflow layer's rate limit;
+//! - with `BENCH_SHADOW=1`, also `deployed_shadow` (deployed plus a shadow
+//!   layer that would deny every call: a divergence record each, the worst
+//!   case) and `deployed_shadow_agree` (a shadow layer that agrees: the usual
+//!   case, evaluated on the side, no record) — issue 20's shadow cost.
+//!
+//! Each path reports p50/p99, the p50 added over `direct`, and the proxy
+//! process's CPU per call (its threads' `schedstat` run time around each
+//! block, divided by the calls). The whole set runs twice: unpinned, then
+//! with every process on one CPU (`sched_setaffinity` before spawning,
+//! inherited), where wake-ups across vCPUs vanish and CPU cost is what is
+//! left (pinned p50s repeat within a few µs here). Beside the proxy figures,
+//! the deployed path's own decision timers from its decision log
+//! (`timer_gavel_decision_ns`, `timer_rego_query_eval_ns`): what a decision
+//! costs inside the proxy, to set against `cargo bench --bench decision`.
+//!
+//! One JSON line per upstream (the Rust fixture's `echo`, then npm
+//! server-everything's `echo`); the last line is the summary of both.
+//!
+//! Env: BENCH_ROUNDS (default 30), BENCH_CALLS (per round and path, default
+//! 200), BENCH_UPSTREAMS (`fixture,everything`), BENCH_SHADOW (`1` adds the
+//! shadow paths), GAVEL_EVERYTHING (server-everything's dist/index.js).
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, ClientConfig, Implementation, ProtocolVersion};
-use rmcp::service::{RoleClient, RunningService};
 use serde_json::{Value, json};
 
 const GAVEL: &str = env!("CARGO_BIN_EXE_gavel");
 const FIXTURE: &str = env!("CARGO_BIN_EXE_gavel-fixture");
+/// Set in the environment of this binary re-run as the floor relay.
+const RELAY_ENV: &str = "GAVEL_BENCH_RELAY";
 
-type Client = RunningService<RoleClient, ClientConfig>;
-
-async fn connect(program: &str, args: &[String]) -> Client {
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
-    let stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    tokio::spawn(async move {
-        let _ = child.wait().await;
-    });
-    let info = ClientConfig::new(Default::default(), Implementation::new("gavel-bench", "1"))
-        .with_protocol_version(ProtocolVersion::V_2025_11_25);
-    let c = info.serve((stdout, stdin)).await.expect("initialize");
-    c.peer().list_all_tools().await.expect("tools/list"); // warm: upstream ready
-    c
+/// The client side of one path: a child speaking MCP over its pipes.
+struct Raw {
+    child: Child,
+    w: ChildStdin,
+    r: BufReader<ChildStdout>,
+    id: u64,
+    line: String,
 }
 
-async fn one_call(c: &Client, tool: &str, args: &Value) -> Duration {
-    let mut p = CallToolRequestParams::new(tool.to_string());
-    p.arguments = args.as_object().cloned();
-    let t = Instant::now();
-    let r = c.peer().call_tool(p).await.expect("call");
-    let d = t.elapsed();
-    assert_ne!(r.is_error, Some(true), "bench call failed");
-    d
+impl Raw {
+    fn spawn(program: &str, args: &[String]) -> Raw {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+        let w = child.stdin.take().unwrap();
+        let r = BufReader::new(child.stdout.take().unwrap());
+        let mut c = Raw {
+            child,
+            w,
+            r,
+            id: 0,
+            line: String::new(),
+        };
+        let init = json!({"protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "gavel-bench", "version": "1"}});
+        c.request("initialize", init);
+        c.w.write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
+            .unwrap();
+        c.request("tools/list", json!({}));
+        c
+    }
+
+    /// Sends one request and waits for its answer (notifications skipped).
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        self.id += 1;
+        let msg = json!({"jsonrpc": "2.0", "id": self.id, "method": method, "params": params});
+        self.w.write_all(format!("{msg}\n").as_bytes()).unwrap();
+        loop {
+            self.line.clear();
+            let n = self.r.read_line(&mut self.line).unwrap();
+            assert!(n > 0, "{method}: the path closed its output");
+            let v: Value = serde_json::from_str(&self.line).unwrap();
+            if v["id"] == json!(self.id) {
+                assert!(v.get("error").is_none(), "{method} failed: {v}");
+                return v;
+            }
+        }
+    }
+
+    /// One `tools/call`, timed from before the write to the answer's line.
+    /// The answer is checked after the clock stops.
+    fn call(&mut self, tool: &str, args: &str) -> Duration {
+        self.id += 1;
+        let msg = format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"tools/call\",\"params\":{{\"name\":\"{tool}\",\"arguments\":{args}}}}}\n",
+            self.id
+        );
+        let t = Instant::now();
+        self.w.write_all(msg.as_bytes()).unwrap();
+        loop {
+            self.line.clear();
+            let n = self.r.read_line(&mut self.line).unwrap();
+            assert!(n > 0, "the path closed its output");
+            if self.line.contains("\"result\"") || self.line.contains("\"error\"") {
+                break;
+            }
+        }
+        let d = t.elapsed();
+        let v: Value = serde_json::from_str(&self.line).unwrap();
+        assert_eq!(v["id"], json!(self.id), "answers come in order");
+        assert!(
+            v["result"].is_object() && v["result"]["isError"] != json!(true),
+            "the bench call must succeed: {v}"
+        );
+        d
+    }
+
+    /// CPU time of the process's threads so far (`schedstat`, ns).
+    fn cpu_ns(&self) -> u64 {
+        let dir = format!("/proc/{}/task", self.child.id());
+        let Ok(tasks) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One path of the comparison.
+struct Path_ {
+    name: &'static str,
+    client: Raw,
+    /// Whether the child is a proxy whose CPU is counted (not `direct`).
+    proxy: bool,
+    samples: Vec<Duration>,
+    cpu_ns: u64,
+}
+
+/// An upstream under test.
+struct Upstream {
+    name: &'static str,
+    program: String,
+    args: Vec<String>,
+    tool: &'static str,
+    call_args: &'static str,
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -59,156 +173,342 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
-async fn measure(name: &str, upstream: (String, Vec<String>), tool: &str, args: Value) {
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
+fn r1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let calls: usize = std::env::var("BENCH_CALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    let direct = connect(&upstream.0, &upstream.1).await;
-    // gavel as deployed: decision log on (one write(2) per decision) and a
-    // daily budget (one SQLite transaction per call) in a throw-away dir.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("servers.toml");
-    // BENCH_STATE=none|log|budget narrows that to tell the proxy's own cost
-    // from the decision log's and the budget's (default: both).
-    let which = std::env::var("BENCH_STATE").unwrap_or_else(|_| "log,budget".into());
-    let parts: Vec<&str> = which.split(',').map(str::trim).collect();
-    if let Some(bad) = parts
-        .iter()
-        .find(|p| !["none", "log", "budget", "policy", "shadow", "shadow_agree"].contains(p))
-    {
-        panic!(
-            "BENCH_STATE: unknown part {bad:?} (use none, log, budget, policy, shadow, shadow_agree, comma-separated)"
-        );
-    }
-    let (log, budget) = (parts.contains(&"log"), parts.contains(&"budget"));
-    // `shadow`: a shadow that denies every call (the worst case: a record
-    // each); `shadow_agree`: one that allows as the live one does (the
-    // usual case: evaluated on the side, no record).
-    let shadow = match (parts.contains(&"shadow"), parts.contains(&"shadow_agree")) {
-        (true, _) => Some(false),
-        (false, true) => Some(true),
-        (false, false) => None,
-    };
-    let policy = shadow.is_some() || parts.contains(&"policy");
-    let bundles = if policy {
-        bench_bundles(dir.path(), shadow)
-    } else {
-        String::new()
-    };
-    let mut state = String::new();
-    if log {
-        let path = dir.path().join("decisions.jsonl");
-        state += &format!("[log]\ndecisions = {:?}\n\n", path.display().to_string());
-    }
-    if budget {
-        let path = dir.path().join("state.sqlite");
-        state += &format!(
-            "[state]\npath = {:?}\n\n[budget]\ncalls = 1000000000\n\n",
-            path.display().to_string()
-        );
-    }
-    std::fs::write(
-        &config,
-        format!(
-            "{state}[servers.{name}]\ncommand = {:?}\nargs = {}\n{bundles}",
-            upstream.0,
-            serde_json::to_string(&upstream.1).unwrap(),
+        .unwrap_or(default)
+}
+
+/// The paths for `up`, spawned (configs written under `dir`).
+fn spawn_paths(up: &Upstream, dir: &Path, shadow: bool) -> Vec<Path_> {
+    let mut upstream = vec![up.program.clone()];
+    upstream.extend(up.args.iter().cloned());
+    let relay = std::env::current_exe().unwrap().display().to_string();
+    let mut wrap = vec![
+        "wrap".to_string(),
+        "--name".into(),
+        "bench".into(),
+        "--".into(),
+    ];
+    wrap.extend(upstream.iter().cloned());
+    let mut specs: Vec<(&'static str, String, Vec<String>, bool)> = vec![
+        ("direct", up.program.clone(), up.args.clone(), false),
+        ("floor", relay, upstream.clone(), true),
+        ("wrap", GAVEL.into(), wrap, true),
+        (
+            "deployed",
+            GAVEL.into(),
+            run_args(&deployed(up, dir, "deployed", None)),
+            true,
         ),
-    )
-    .unwrap();
-    let gavel_args = vec![
-        "run".to_string(),
+    ];
+    if shadow {
+        for (name, agrees) in [("deployed_shadow", false), ("deployed_shadow_agree", true)] {
+            let cfg = deployed(up, dir, name, Some(agrees));
+            specs.push((name, GAVEL.into(), run_args(&cfg), true));
+        }
+    }
+    specs
+        .into_iter()
+        .map(|(name, program, args, proxy)| Path_ {
+            name,
+            client: if name == "floor" {
+                // SAFETY-free: the relay is this very binary, told by env.
+                // SAFETY: set before any thread of this process reads the
+                // environment concurrently (the bench is single-threaded).
+                unsafe { std::env::set_var(RELAY_ENV, "1") };
+                let c = Raw::spawn(&program, &args);
+                unsafe { std::env::remove_var(RELAY_ENV) };
+                c
+            } else {
+                Raw::spawn(&program, &args)
+            },
+            proxy,
+            samples: Vec::new(),
+            cpu_ns: 0,
+        })
+        .collect()
+}
+
+fn run_args(config: &Path) -> Vec<String> {
+    vec![
+        "run".into(),
         "--config".into(),
         config.display().to_string(),
-    ];
-    let gavel = connect(GAVEL, &gavel_args).await;
-    for _ in 0..20 {
-        one_call(&direct, tool, &args).await;
-        one_call(&gavel, tool, &args).await;
+    ]
+}
+
+/// The deployed configuration of `up` under `dir/name`: the example's five
+/// layers (copied; the workflow layer's thresholds raised), log, budget and
+/// the workflow layer's rate limit; `shadow` adds a shadow layer that denies
+/// (`Some(false)`) or allows (`Some(true)`) every call.
+fn deployed(up: &Upstream, dir: &Path, name: &str, shadow: Option<bool>) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let base = dir.join(name);
+    for b in [
+        "everything",
+        "override",
+        "identity",
+        "compliance",
+        "workflow",
+    ] {
+        copy_dir(&root.join("bundles").join(b), &base.join(b));
     }
-    let (mut d, mut g) = (Vec::new(), Vec::new());
-    let mut gavel_time = Duration::ZERO;
-    for round in 0..rounds {
-        // Alternate which path goes first so drift hits both equally.
-        for first_direct in [round % 2 == 0, round % 2 != 0] {
-            if first_direct {
-                for _ in 0..calls {
-                    d.push(one_call(&direct, tool, &args).await);
-                }
+    let wf = base.join("workflow/gavel/workflow/data.json");
+    let mut data: Value = serde_json::from_slice(&std::fs::read(&wf).unwrap()).unwrap();
+    data["max_consecutive_same_tool"] = json!(1_000_000_000u64);
+    data["max_calls_per_minute"] = json!(1_000_000_000u64);
+    data["max_session_tokens"] = json!(1_000_000_000_000u64);
+    data["limits"] =
+        json!([{"scope": "user", "rate": 1_000_000_000u64, "per": "1m", "burst": 1_000_000u64}]);
+    std::fs::write(&wf, serde_json::to_vec_pretty(&data).unwrap()).unwrap();
+    let shadow_line = match shadow {
+        None => String::new(),
+        Some(agrees) => {
+            let b = base.join("shadow-layer");
+            std::fs::create_dir_all(b.join("shadowbench")).unwrap();
+            std::fs::write(
+                b.join(".manifest"),
+                r#"{"revision": "1", "roots": ["shadowbench"]}"#,
+            )
+            .unwrap();
+            let rego = if agrees {
+                "package shadowbench\n\ndecision := {\"allow\": true}\n"
             } else {
-                let t = Instant::now();
-                for _ in 0..calls {
-                    g.push(one_call(&gavel, tool, &args).await);
-                }
-                gavel_time += t.elapsed();
+                "package shadowbench\n\ndecision := {\"allow\": false, \"reasons\": [\"shadow_denies\"]}\n"
+            };
+            std::fs::write(b.join("shadowbench/policy.rego"), rego).unwrap();
+            format!("shadow_bundles = [{:?}]\n", b.display().to_string())
+        }
+    };
+    let p = |s: &str| format!("{:?}", base.join(s).display().to_string());
+    let config = format!(
+        r#"[identity.agent]
+id = "demo-agent"
+scope = ["tools:read", "tools:call"]
+owner_team = "platform"
+
+[identity.user]
+id = "bench-user"
+groups = ["engineering"]
+data_classifications_authorized = ["public", "internal"]
+
+[identity.environment]
+region = "eu-west-1"
+is_production = false
+
+[policy]
+shared_bundles = [{identity}, {compliance}, {workflow}]
+eval_timeout = "100ms"
+
+[log]
+decisions = {log}
+
+[state]
+path = {state}
+
+[budget]
+calls = 1000000000
+
+[servers.bench]
+command = {program:?}
+args = {args}
+bundles = [{everything}, {override_}]
+{shadow_line}"#,
+        identity = p("identity"),
+        compliance = p("compliance"),
+        workflow = p("workflow"),
+        log = p("decisions.jsonl"),
+        state = p("state.sqlite"),
+        program = up.program,
+        args = serde_json::to_string(&up.args).unwrap(),
+        everything = p("everything"),
+        override_ = p("override"),
+    );
+    let path = base.join("servers.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), t).unwrap();
+        }
+    }
+}
+
+/// Runs the interleaved rounds on `paths`; returns each path's figures.
+fn measure(paths: &mut [Path_], up: &Upstream, rounds: usize, calls: usize) -> Value {
+    for p in paths.iter_mut() {
+        for _ in 0..200 {
+            p.client.call(up.tool, up.call_args);
+        }
+    }
+    let n = paths.len();
+    for round in 0..rounds {
+        for k in 0..n {
+            let p = &mut paths[(round + k) % n];
+            let cpu = p.client.cpu_ns();
+            for _ in 0..calls {
+                let d = p.client.call(up.tool, up.call_args);
+                p.samples.push(d);
+            }
+            p.cpu_ns += p.client.cpu_ns().saturating_sub(cpu);
+        }
+    }
+    for p in paths.iter_mut() {
+        p.samples.sort();
+    }
+    let direct = pct(&paths[0].samples, 0.5);
+    let floor_cpu = paths
+        .iter()
+        .find(|p| p.name == "floor")
+        .map(|p| p.cpu_ns as f64 / p.samples.len() as f64 / 1e3);
+    let mut out = serde_json::Map::new();
+    for p in paths.iter() {
+        let p50 = pct(&p.samples, 0.5);
+        let cpu = p.cpu_ns as f64 / p.samples.len() as f64 / 1e3;
+        out.insert(
+            p.name.into(),
+            json!({
+                "p50_us": r1(p50),
+                "p99_us": r1(pct(&p.samples, 0.99)),
+                "added_p50_us": r1(p50 - direct),
+                "cpu_us_per_call": p.proxy.then(|| r1(cpu)),
+                "cpu_ratio_to_floor": (p.proxy).then(|| floor_cpu.map(|f| r1(cpu / f))).flatten(),
+            }),
+        );
+    }
+    let added = |name: &str| out.get(name).and_then(|v| v["added_p50_us"].as_f64());
+    if let (Some(f), Some(w), Some(d)) = (added("floor"), added("wrap"), added("deployed")) {
+        out.insert(
+            "added_ratio_to_floor".into(),
+            json!({"wrap": r1(w / f), "deployed": r1(d / f)}),
+        );
+    }
+    Value::Object(out)
+}
+
+/// The deployed path's own decision timers, from its decision log.
+fn log_timers(dir: &Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("deployed/decisions.jsonl")).unwrap_or_default();
+    let (mut dec, mut eval) = (Vec::new(), Vec::new());
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let m = &v["metrics"];
+        if let Some(n) = m["timer_gavel_decision_ns"].as_u64() {
+            dec.push(Duration::from_nanos(n));
+        }
+        if let Some(n) = m["timer_rego_query_eval_ns"].as_u64() {
+            eval.push(Duration::from_nanos(n));
+        }
+    }
+    dec.sort();
+    eval.sort();
+    let fig = |v: &[Duration]| {
+        (!v.is_empty())
+            .then(|| json!({"p50_us": r1(pct(v, 0.5)), "p99_us": r1(pct(v, 0.99)), "n": v.len()}))
+    };
+    json!({"decision": fig(&dec), "rego_eval": fig(&eval)})
+}
+
+/// Pins this process (and so every child spawned after) to CPU 0.
+fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// The floor: relays bytes between this process's stdin/stdout and the
+/// upstream's pipes with `poll(2)`, one thread, no parsing.
+fn relay(args: &[String]) {
+    let mut child = Command::new(&args[0])
+        .args(&args[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("relay: spawn the upstream");
+    let mut to_up = child.stdin.take().unwrap();
+    let mut from_up = child.stdout.take().unwrap();
+    let (mut stdin, mut stdout) = (std::io::stdin().lock(), std::io::stdout().lock());
+    use std::os::fd::AsRawFd;
+    let mut fds = [
+        libc::pollfd {
+            fd: 0,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: from_up.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        // SAFETY: two valid pollfd entries.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if rc < 0 {
+            break;
+        }
+        if fds[0].revents != 0 {
+            let n = stdin.read(&mut buf).unwrap_or(0);
+            if n == 0 || to_up.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        if fds[1].revents != 0 {
+            let n = from_up.read(&mut buf).unwrap_or(0);
+            if n == 0
+                || stdout
+                    .write_all(&buf[..n])
+                    .and_then(|_| stdout.flush())
+                    .is_err()
+            {
+                break;
             }
         }
     }
-    d.sort();
-    g.sort();
-    let (dp50, gp50) = (pct(&d, 0.5), pct(&g, 0.5));
-    let line = json!({
-        "bench": "proxy",
-        "upstream": name,
-        "direct_p50_us": (dp50 * 10.0).round() / 10.0,
-        "gavel_p50_us": (gp50 * 10.0).round() / 10.0,
-        "added_p50_us": ((gp50 - dp50) * 10.0).round() / 10.0,
-        "ratio_p50": ((gp50 / dp50) * 1000.0).round() / 1000.0,
-        "direct_p99_us": (pct(&d, 0.99) * 10.0).round() / 10.0,
-        "gavel_p99_us": (pct(&g, 0.99) * 10.0).round() / 10.0,
-        "calls_per_s": ((g.len() as f64 / gavel_time.as_secs_f64()) * 10.0).round() / 10.0,
-        "decision_log": log,
-        "budget": budget,
-        "policy": policy,
-        "shadow": shadow.map(|agrees| if agrees { "agrees" } else { "denies" }),
-    });
-    println!("{line}");
-    direct.cancel().await.ok();
-    gavel.cancel().await.ok();
+    let _ = child.kill();
 }
 
-/// `BENCH_STATE` `policy`/`shadow`/`shadow_agree`: the config lines of a
-/// live bundle that allows every call and, with a shadow, a shadow bundle of
-/// the same name that would deny every call (`Some(false)`) or allow it as
-/// the live one does (`Some(true)`).
-fn bench_bundles(dir: &std::path::Path, shadow: Option<bool>) -> String {
-    let write = |sub: &str, rego: &str| {
-        let b = dir.join(sub).join("bench");
-        std::fs::create_dir_all(b.join("bench")).expect("bundle dir");
-        std::fs::write(
-            b.join(".manifest"),
-            r#"{"revision": "1", "roots": ["bench"]}"#,
-        )
-        .expect("manifest");
-        std::fs::write(b.join("bench/policy.rego"), rego).expect("rego");
-        b.display().to_string()
-    };
-    let live = write("live", "package bench\n\ndecision := {\"allow\": true}\n");
-    let mut lines = format!("bundle = {live:?}\n");
-    if let Some(agrees) = shadow {
-        let rego = if agrees {
-            "package bench\n\ndecision := {\"allow\": true}\n"
-        } else {
-            "package bench\n\ndecision := {\"allow\": false, \"reasons\": [\"shadow_denies\"]}\n"
-        };
-        lines += &format!("shadow_bundles = [{:?}]\n", write("shadow", rego));
+fn main() {
+    if std::env::var_os(RELAY_ENV).is_some() {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        return relay(&args);
     }
-    lines
-}
-
-#[tokio::main]
-async fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this
     // binary without it, where it must not benchmark (no benchmarks in CI).
     if !std::env::args().any(|a| a == "--bench") {
         eprintln!("proxy bench: run with `cargo bench --bench proxy`");
         return;
     }
+    let rounds = env_num("BENCH_ROUNDS", 30);
+    let calls = env_num("BENCH_CALLS", 200);
+    let shadow = std::env::var("BENCH_SHADOW").is_ok_and(|v| v == "1");
+    let which = std::env::var("BENCH_UPSTREAMS").unwrap_or_else(|_| "fixture,everything".into());
     let everything = std::env::var_os("GAVEL_EVERYTHING")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -216,26 +516,72 @@ async fn main() {
                 ".deps/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js",
             )
         });
-    assert!(
-        everything.exists(),
-        "{} missing: run scripts/setup",
-        everything.display()
-    );
-    measure(
-        "rust-fixture",
-        (FIXTURE.to_string(), vec![]),
-        "echo",
-        json!({"text": "bench"}),
-    )
-    .await;
-    measure(
-        "server-everything",
-        (
-            "node".into(),
-            vec![everything.display().to_string(), "stdio".into()],
-        ),
-        "echo",
-        json!({"message": "bench"}),
-    )
-    .await;
+    let mut ups = Vec::new();
+    if which.contains("fixture") {
+        ups.push(Upstream {
+            name: "rust-fixture",
+            program: FIXTURE.into(),
+            args: vec![],
+            tool: "echo",
+            call_args: r#"{"text":"bench"}"#,
+        });
+    }
+    if which.contains("everything") {
+        assert!(
+            everything.exists(),
+            "{} missing: run scripts/setup",
+            everything.display()
+        );
+        ups.push(Upstream {
+            name: "server-everything",
+            program: "node".into(),
+            args: vec![everything.display().to_string(), "stdio".into()],
+            tool: "echo",
+            call_args: r#"{"message":"bench"}"#,
+        });
+    }
+    let mut figures = Vec::new();
+    for pinned in [false, true] {
+        if pinned {
+            pin_to_cpu0();
+        }
+        for up in &ups {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut paths = spawn_paths(up, dir.path(), shadow);
+            let fig = measure(&mut paths, up, rounds, calls);
+            drop(paths);
+            let line = json!({
+                "bench": "proxy",
+                "upstream": up.name,
+                "pinned": pinned,
+                "rounds": rounds,
+                "calls_per_round": calls,
+                "paths": fig,
+                "deployed_log_timers": log_timers(dir.path()),
+            });
+            println!("{line}");
+            figures.push(line);
+        }
+    }
+    let summary: Vec<Value> = figures
+        .iter()
+        .map(|f| {
+            let p = &f["paths"];
+            json!({
+                "upstream": f["upstream"], "pinned": f["pinned"],
+                "added_p50_us": {
+                    "floor": p["floor"]["added_p50_us"], "wrap": p["wrap"]["added_p50_us"],
+                    "deployed": p["deployed"]["added_p50_us"],
+                    "deployed_shadow": p.get("deployed_shadow").map(|s| &s["added_p50_us"]),
+                    "deployed_shadow_agree": p.get("deployed_shadow_agree").map(|s| &s["added_p50_us"]),
+                },
+                "cpu_us_per_call": {
+                    "floor": p["floor"]["cpu_us_per_call"], "wrap": p["wrap"]["cpu_us_per_call"],
+                    "deployed": p["deployed"]["cpu_us_per_call"],
+                },
+                "deployed_decision_p50_us": f["deployed_log_timers"]["decision"]["p50_us"],
+            })
+        })
+        .collect();
+    println!("{}", json!({"bench": "proxy", "summary": summary}));
 }

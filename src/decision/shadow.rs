@@ -32,6 +32,10 @@ use crate::sync::Recover;
 
 /// Requests waiting for their shadow evaluation, all servers together.
 pub const QUEUE_CAPACITY: usize = 1024;
+/// How long the worker rests after draining the queue (see `worker`). At
+/// [`QUEUE_CAPACITY`] jobs per pause, that is up to ~100k requests a second
+/// before jobs are dropped.
+pub const BATCH_PAUSE: Duration = Duration::from_millis(10);
 /// At most one "shadow queue full" log line per interval.
 pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -88,11 +92,10 @@ impl ShadowQueue {
     pub(crate) fn submit(&self, job: Job) {
         let tx = self.tx.get_or_init(|| {
             let (tx, rx) = sync_channel(QUEUE_CAPACITY);
-            // Evaluations themselves run on the engine's evaluation threads
-            // (`engine::run`): this one only waits for them, one at a time.
-            let spawned = std::thread::Builder::new()
-                .name("gavel-shadow".into())
-                .spawn(move || worker(rx));
+            // An evaluator of its own: its evaluations run on it, not handed
+            // to the engine's pool (no wake-ups per job on the machine the
+            // forwarded calls run on; nobody waits for it).
+            let spawned = super::engine::spawn_evaluator("gavel-shadow", move || worker(rx));
             if let Err(e) = spawned {
                 tracing::error!("the shadow evaluation thread did not start ({e}); shadow bundles are not evaluated");
             }
@@ -113,9 +116,18 @@ impl ShadowQueue {
     }
 }
 
+/// Drains the queue in batches: after a batch it rests [`BATCH_PAUSE`]
+/// before waiting again, so jobs queued meanwhile cost their submitter no
+/// wake-up (a send wakes the worker only when it is blocked in `recv`) and
+/// the shadow's work comes in bursts between forwarded calls rather than
+/// beside each one.
 fn worker(rx: Receiver<Job>) {
     while let Ok(job) = rx.recv() {
         evaluate(job);
+        while let Ok(job) = rx.try_recv() {
+            evaluate(job);
+        }
+        std::thread::sleep(BATCH_PAUSE);
     }
 }
 

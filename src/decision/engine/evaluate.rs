@@ -67,53 +67,86 @@ impl PolicyEngine {
         if rules.is_empty() {
             return Ok(vec![]);
         }
-        let limit = self.timeout;
-        let start = Instant::now();
-        let names = rules.join(", ");
         let pool = Arc::clone(pool);
-        let outcome = run::run(start + limit, move || -> Result<Vec<Value>, EngineError> {
-            let mut engine = pool.take();
-            engine.set_input(to_regorus(&input));
-            let mut out = Vec::with_capacity(rules.len());
-            for r in &rules {
-                out.push(eval_rule(&mut engine, r, limit)?);
-            }
-            pool.give(engine);
-            Ok(out)
-        });
-        match outcome {
-            // Done, but past the limit (one long builtin call the timer
-            // could not interrupt): a timeout all the same.
-            run::Outcome::Done(Ok(_)) if start.elapsed() > limit => {
-                Err(EngineError::Timeout { rule: names, limit })
-            }
-            run::Outcome::Done(r) => r,
-            run::Outcome::TimedOut => Err(EngineError::Timeout { rule: names, limit }),
-            run::Outcome::Failed => Err(EngineError::Eval {
-                rule: names,
-                message: "the evaluation failed inside the policy engine (no result)".into(),
-            }),
+        match self.evaluate_batch(vec![Job { pool, input, rules }]) {
+            (_, Some(e)) => Err(e),
+            (mut done, None) => Ok(done.pop().unwrap_or_default()),
         }
     }
 
-    /// One rule on one layer's engine.
-    pub(super) fn evaluate_one(
-        &self,
-        pool: &Arc<Pool>,
-        input: Value,
-        rule: &str,
-    ) -> Result<Value, EngineError> {
-        let mut v = self.evaluate(pool, input, vec![rule.to_string()])?;
-        Ok(v.pop().unwrap_or(Value::Null))
+    /// [`PolicyEngine::evaluate`] of several jobs in one hand-off to an
+    /// evaluation thread (each hand-off costs two cross-thread wake-ups):
+    /// each job bounded as if it ran alone (its own `eval_timeout`, checked
+    /// again when it ends), the caller waiting at most one limit per job.
+    /// Stops at the first error: the values of the jobs finished before it,
+    /// then the error.
+    pub(super) fn evaluate_batch(&self, jobs: Vec<Job>) -> (Vec<Vec<Value>>, Option<EngineError>) {
+        let limit = self.timeout;
+        let start = Instant::now();
+        let names = |jobs: &[Job]| {
+            let all: Vec<&str> = jobs
+                .iter()
+                .flat_map(|j| j.rules.iter().map(String::as_str))
+                .collect();
+            all.join(", ")
+        };
+        let every = names(&jobs);
+        let deadline = start + limit * jobs.len().max(1) as u32;
+        let cap = run::INLINE_INPUT_BYTES;
+        let size = jobs
+            .iter()
+            .map(|j| run::input_bytes(&j.input, cap))
+            .fold(0usize, usize::saturating_add);
+        let outcome = run::run_sized(deadline, size, move || {
+            let mut done = Vec::with_capacity(jobs.len());
+            for job in &jobs {
+                if job.rules.is_empty() {
+                    done.push(vec![]);
+                    continue;
+                }
+                let t = Instant::now();
+                let mut engine = job.pool.take();
+                engine.set_input(to_regorus(&job.input));
+                let mut out = Vec::with_capacity(job.rules.len());
+                for r in &job.rules {
+                    match eval_rule(&mut engine, r, limit) {
+                        Ok(v) => out.push(v),
+                        Err(e) => return (done, Some(e)),
+                    }
+                }
+                // Done, but past the limit (one long builtin call the timer
+                // could not interrupt): a timeout all the same.
+                if t.elapsed() > limit {
+                    let rule = names(std::slice::from_ref(job));
+                    return (done, Some(EngineError::Timeout { rule, limit }));
+                }
+                job.pool.give(engine);
+                done.push(out);
+            }
+            (done, None)
+        });
+        match outcome {
+            run::Outcome::Done(r) => r,
+            run::Outcome::TimedOut => (vec![], Some(EngineError::Timeout { rule: every, limit })),
+            run::Outcome::Failed => (
+                vec![],
+                Some(EngineError::Eval {
+                    rule: every,
+                    message: "the evaluation failed inside the policy engine (no result)".into(),
+                }),
+            ),
+        }
     }
 
     /// Every layer's raw decision value (`Null` when undefined), in bundle
     /// order: memoized layers from their memo or evaluated on their projected
     /// input; the rest evaluated on the full input — all of them in one
-    /// evaluation of the combined rule when no layer is memoized.
+    /// evaluation of the combined rule when no layer is memoized. Everything
+    /// that has to be evaluated goes to the evaluation thread in one batch.
     pub(super) fn layer_values(&self, input: &Value) -> Result<Vec<Value>, EngineError> {
         let mut values = vec![Value::Null; self.bundles.len()];
         let mut rest = Vec::new();
+        let (mut missed, mut jobs) = (Vec::new(), Vec::new());
         for (i, b) in self.bundles.iter().enumerate() {
             let Some(memo) = &b.memo else {
                 rest.push(i);
@@ -124,9 +157,45 @@ impl PolicyEngine {
                 values[i] = v;
                 continue;
             }
-            let projected = memo.project(input);
-            let pool = b.own.as_ref().unwrap_or(&self.pool);
-            let v = self.evaluate_one(pool, projected, &b.decision_rule)?;
+            jobs.push(Job {
+                pool: Arc::clone(b.own.as_ref().unwrap_or(&self.pool)),
+                input: memo.project(input),
+                rules: vec![b.decision_rule.clone()],
+            });
+            missed.push((i, memo, key));
+        }
+        let combined = rest.len() == self.bundles.len();
+        if !rest.is_empty() {
+            let rules = if combined {
+                vec![COMBINED_RULE.to_string()]
+            } else {
+                rest.iter()
+                    .map(|&i| self.bundles[i].decision_rule.clone())
+                    .collect()
+            };
+            jobs.push(Job {
+                pool: Arc::clone(&self.pool),
+                input: input.clone(),
+                rules,
+            });
+        }
+        if jobs.is_empty() {
+            return Ok(values);
+        }
+        let (done, mut err) = self.evaluate_batch(jobs);
+        let mut failed = || {
+            err.take().unwrap_or_else(|| EngineError::Eval {
+                rule: COMBINED_RULE.into(),
+                message: "the evaluation ended without a result".into(),
+            })
+        };
+        let mut done = done.into_iter();
+        for (i, memo, key) in missed {
+            let v = done
+                .next()
+                .ok_or_else(&mut failed)?
+                .pop()
+                .unwrap_or(Value::Null);
             if let Some(key) = key {
                 memo.put(key, v.clone());
             }
@@ -135,18 +204,17 @@ impl PolicyEngine {
         if rest.is_empty() {
             return Ok(values);
         }
-        if rest.len() < self.bundles.len() {
-            let rules = rest
-                .iter()
-                .map(|&i| self.bundles[i].decision_rule.clone())
-                .collect();
-            let got = self.evaluate(&self.pool, input.clone(), rules)?;
-            for (&i, v) in rest.iter().zip(got) {
+        let got = done.next();
+        if !combined {
+            for (&i, v) in rest.iter().zip(got.ok_or_else(&mut failed)?) {
                 values[i] = v;
             }
             return Ok(values);
         }
-        let combined = self.evaluate_one(&self.pool, input.clone(), COMBINED_RULE);
+        let combined = match got {
+            Some(mut v) => Ok(v.pop().unwrap_or(Value::Null)),
+            None => Err(failed()),
+        };
         let gathered = match combined {
             Ok(Value::Array(a)) if a.len() == self.bundles.len() => a,
             Ok(other) => {
@@ -186,4 +254,12 @@ impl PolicyEngine {
             })
             .collect())
     }
+}
+
+/// One evaluation of a batch: `rules` in order on `input`, on an engine
+/// from `pool`.
+pub(super) struct Job {
+    pub pool: Arc<Pool>,
+    pub input: Value,
+    pub rules: Vec<String>,
 }

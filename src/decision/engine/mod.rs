@@ -41,6 +41,8 @@ pub mod memory;
 mod result;
 mod run;
 pub use result::ResultLayer;
+pub(crate) use run::spawn_evaluator;
+pub use run::{STACK_BYTES, mark_host};
 
 use super::pool::Pool;
 use std::sync::Arc;
@@ -335,24 +337,31 @@ impl PolicyEngine {
         {
             return Ok((false, vec![]));
         }
-        // OPA: drop first (any bundle), then mask.
-        let drops: Vec<String> = self
-            .bundles
-            .iter()
-            .filter_map(|b| b.log_drop.clone())
-            .collect();
-        for v in self.evaluate(&self.pool, event.clone(), drops)? {
-            if v == Value::Bool(true) {
-                return Ok((true, vec![]));
-            }
+        // OPA: drop first (any bundle), then mask — both in one hand-off to
+        // the evaluation thread; a drop wins even if a mask rule failed.
+        let rules = |pick: fn(&Loaded) -> Option<&String>| -> Vec<String> {
+            self.bundles.iter().filter_map(pick).cloned().collect()
+        };
+        let job = |rules| evaluate::Job {
+            pool: Arc::clone(&self.pool),
+            input: event.clone(),
+            rules,
+        };
+        let jobs = vec![
+            job(rules(|b| b.log_drop.as_ref())),
+            job(rules(|b| b.log_mask.as_ref())),
+        ];
+        let (done, err) = self.evaluate_batch(jobs);
+        let mut done = done.into_iter();
+        let drops = done.next().unwrap_or_default();
+        if drops.iter().any(|v| *v == Value::Bool(true)) {
+            return Ok((true, vec![]));
         }
-        let masks: Vec<String> = self
-            .bundles
-            .iter()
-            .filter_map(|b| b.log_mask.clone())
-            .collect();
+        if let Some(e) = err {
+            return Err(e);
+        }
         let mut mask = Vec::new();
-        for v in self.evaluate(&self.pool, event.clone(), masks)? {
+        for v in done.next().unwrap_or_default() {
             if let Value::Array(items) = v {
                 mask.extend(items);
             }

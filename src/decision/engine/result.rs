@@ -200,22 +200,32 @@ impl PolicyEngine {
         let total = limit * batches;
         let start = std::time::Instant::now();
         let pool = std::sync::Arc::clone(&self.pool);
+        let base_json = base;
         let base = to_regorus(base);
         let rule = item_rule.to_string();
-        let outcome = run::run(start + total, move || -> Result<Vec<Value>, EngineError> {
-            let mut engine = pool.take();
-            let mut out = Vec::with_capacity(items.len());
-            for item in &items {
-                let mut input = base.clone();
-                if let Ok(o) = input.as_object_mut() {
-                    o.insert(regorus::Value::from("item"), to_regorus(item));
+        let cap = run::INLINE_INPUT_BYTES;
+        let size = items
+            .iter()
+            .map(|i| run::input_bytes(i, cap))
+            .fold(run::input_bytes(base_json, cap), usize::saturating_add);
+        let outcome = run::run_sized(
+            start + total,
+            size,
+            move || -> Result<Vec<Value>, EngineError> {
+                let mut engine = pool.take();
+                let mut out = Vec::with_capacity(items.len());
+                for item in &items {
+                    let mut input = base.clone();
+                    if let Ok(o) = input.as_object_mut() {
+                        o.insert(regorus::Value::from("item"), to_regorus(item));
+                    }
+                    engine.set_input(input);
+                    out.push(super::evaluate::eval_rule(&mut engine, &rule, limit)?);
                 }
-                engine.set_input(input);
-                out.push(super::evaluate::eval_rule(&mut engine, &rule, limit)?);
-            }
-            pool.give(engine);
-            Ok(out)
-        });
+                pool.give(engine);
+                Ok(out)
+            },
+        );
         let rule = item_rule.to_string();
         match outcome {
             run::Outcome::Done(Ok(_)) if start.elapsed() > total => {
