@@ -26,27 +26,65 @@ impl Enforcer {
     /// server's policy), the charge of limits and budget, the record, the
     /// metrics.
     pub fn decide(&self, action: &Action, ctx: &DecisionContext) -> Verdict {
+        // Store calls may wait here, so every attempt ends in a verdict; the
+        // fallback is only the type's (fail closed).
+        self.decide_steps(action, ctx, false).unwrap_or_else(|| {
+            Verdict::Deny(Decision::deny(
+                ReasonCode::StateUnavailable,
+                "gavel could not reach its state store for this request; it is refused.",
+            ))
+        })
+    }
+
+    /// [`Enforcer::decide`] on a thread that must not wait for the state
+    /// store (the event loop, `crate::state::wait`). `None`: a lock of the
+    /// store is held elsewhere — nothing was charged, recorded or counted,
+    /// and the caller decides again where waiting is allowed.
+    pub fn try_decide(&self, action: &Action, ctx: &DecisionContext) -> Option<Verdict> {
+        self.decide_steps(action, ctx, true)
+    }
+
+    /// The steps of [`Enforcer::decide`]; with `no_wait`, the steps that
+    /// touch the store (the input's budget, the charge) give up rather than
+    /// wait, before anything is recorded.
+    fn decide_steps(
+        &self,
+        action: &Action,
+        ctx: &DecisionContext,
+        no_wait: bool,
+    ) -> Option<Verdict> {
         let start = Instant::now();
         let now = self.now_rfc3339();
         let sp = self.servers.get(&action.server);
         let (pick, active) = self.policy_for(action, ctx, sp);
         let policy = active.as_ref().map(|a| &a.policy);
         let engine = engine_of(policy);
-        let input = self.input_for(action, ctx, sp, engine, &now);
-        let data_classes = referenced_classes(&input, action);
-        let (mut ev, shadow) = match pick.refusal() {
-            // Refused by persona before any policy: nothing to shadow.
-            Some(d) => (Evaluated::by_gavel(d, "persona"), None),
-            None => {
-                let ev = self.evaluate(action, sp, policy, &input);
-                // The shadow's job, taken before the input goes into the
-                // record and before gavel-side steps change the policy's
-                // outcome.
-                let shadow = self.shadow_job(action, active.as_deref(), &ev, &input, &now);
-                (ev, shadow)
-            }
+        let stored = || {
+            let input = self.input_for(action, ctx, sp, engine, &now);
+            let (mut ev, shadow) = match pick.refusal() {
+                // Refused by persona before any policy: nothing to shadow.
+                Some(d) => (Evaluated::by_gavel(d, "persona"), None),
+                None => {
+                    let ev = self.evaluate(action, sp, policy, &input);
+                    // The shadow's job, taken before the input goes into
+                    // the record and before gavel-side steps change the
+                    // policy's outcome.
+                    let shadow = self.shadow_job(action, active.as_deref(), &ev, &input, &now);
+                    (ev, shadow)
+                }
+            };
+            let charged = self.charge(action, ctx, sp, engine, &mut ev.decision);
+            (input, ev, shadow, charged)
         };
-        let mut charged = self.charge(action, ctx, sp, engine, &mut ev.decision);
+        let (input, mut ev, shadow, mut charged) = if no_wait {
+            match crate::state::wait::no_wait(stored) {
+                (_, true) => return None,
+                (done, false) => done,
+            }
+        } else {
+            stored()
+        };
+        let data_classes = referenced_classes(&input, action);
         // Only with a result rule: the input its result is decided with.
         let result = ev
             .decision
@@ -77,7 +115,7 @@ impl Enforcer {
             self.shadow_queue.submit(job);
         }
         if decision.allow {
-            Verdict::Allow(Permit {
+            Some(Verdict::Allow(Permit {
                 decision,
                 receipt: charged.receipt,
                 span: None,
@@ -95,9 +133,9 @@ impl Enforcer {
                 },
                 result,
                 _private: (),
-            })
+            }))
         } else {
-            Verdict::Deny(decision)
+            Some(Verdict::Deny(decision))
         }
     }
 

@@ -163,6 +163,16 @@ impl Guard {
         self.store.is_some()
     }
 
+    /// Whether a decision may be tried on the event loop first
+    /// ([`crate::state::wait`]): no store, a store that failed to open (it
+    /// refuses at once), or one whose locks can be tried without waiting.
+    pub fn can_try_inline(&self) -> bool {
+        match &self.store {
+            Some(Ok(s)) => s.can_try(),
+            _ => true,
+        }
+    }
+
     fn store(&self) -> Result<&Arc<dyn StateStore>, String> {
         match &self.store {
             Some(Ok(s)) => Ok(s),

@@ -211,6 +211,8 @@ pub struct SessionState {
     counters: std::sync::Mutex<SessionCounters>,
     /// Set once, from the token that opened the session (HTTP with auth).
     pub identity: std::sync::OnceLock<std::sync::Arc<Identity>>,
+    /// Decisions handed to the blocking pool ([`SessionState::decide_async`]).
+    pooled: std::sync::atomic::AtomicU64,
 }
 
 /// A session on the system clock (unit tests).
@@ -230,6 +232,7 @@ impl SessionState {
             client: Default::default(),
             counters: Default::default(),
             identity: Default::default(),
+            pooled: Default::default(),
         }
     }
 
@@ -265,6 +268,34 @@ impl SessionState {
         let now_s = self.prepare(&mut counters, action);
         let ctx = self.context_with(counters.clone(), now_s);
         let verdict = enforcer.decide(action, &ctx);
+        Self::count(&mut counters, action, &verdict, now_s);
+        verdict
+    }
+
+    /// [`SessionState::decide`] where nothing may wait (the event loop):
+    /// `None` when this session's counters are held by a decision on
+    /// another thread, or the state store's locks are held elsewhere
+    /// ([`super::Enforcer::try_decide`]); then nothing was counted.
+    fn try_decide(&self, enforcer: &super::Enforcer, action: &Action) -> Option<super::Verdict> {
+        let mut counters = match self.counters.try_lock() {
+            Ok(c) => c,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        let now_s = self.prepare(&mut counters, action);
+        let ctx = self.context_with(counters.clone(), now_s);
+        let verdict = enforcer.try_decide(action, &ctx)?;
+        Self::count(&mut counters, action, &verdict, now_s);
+        Some(verdict)
+    }
+
+    /// Counts a decided `tools/call` in the session's counters.
+    fn count(
+        counters: &mut SessionCounters,
+        action: &Action,
+        verdict: &super::Verdict,
+        now_s: f64,
+    ) {
         if action.kind == super::ActionType::ToolCall {
             let bytes = serde_json::to_vec(&action.args)
                 .map(|v| v.len())
@@ -277,15 +308,18 @@ impl SessionState {
                 now_s,
             );
         }
-        verdict
     }
 
-    /// [`SessionState::decide`] for a front on an event loop. When the
-    /// decision may wait on the state store (rate limits, budgets: a SQLite
-    /// lock held by another process, a slow Redis), it runs on the blocking
-    /// pool, so one waiting decision never stalls every other session and
-    /// transfer of this single-threaded process; otherwise inline (no thread
-    /// hop for decisions that touch no store).
+    /// [`SessionState::decide`] for a front on an event loop. A decision
+    /// that uses no store runs inline. One that uses the embedded store is
+    /// tried inline with every wait forbidden (`crate::state::wait`): its
+    /// locks are nearly always free, and a thread hop per call cost more
+    /// than the decision. Only when a lock is held elsewhere (another
+    /// process's SQLite transaction or rate-table lock, this session's
+    /// counters) — or the store is a network one (Redis) — does the
+    /// decision run on the blocking pool, with the store's bounded waits
+    /// (2 s, then fail closed), so one waiting decision never stalls every
+    /// other session and transfer of this single-threaded process.
     pub async fn decide_async(
         self: &std::sync::Arc<Self>,
         enforcer: &std::sync::Arc<super::Enforcer>,
@@ -294,6 +328,13 @@ impl SessionState {
         if !enforcer.uses_store() {
             return self.decide(enforcer, action);
         }
+        if enforcer.can_try_inline()
+            && let Some(v) = self.try_decide(enforcer, action)
+        {
+            return v;
+        }
+        self.pooled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (state, enforcer, owned) = (self.clone(), enforcer.clone(), action.clone());
         match tokio::task::spawn_blocking(move || state.decide(&enforcer, &owned)).await {
             Ok(v) => v,
@@ -305,6 +346,12 @@ impl SessionState {
                 ))
             }
         }
+    }
+
+    /// How many of this session's decisions ran on the blocking pool
+    /// because the store would have made them wait (or is a network store).
+    pub fn pooled_decisions(&self) -> u64 {
+        self.pooled.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// What [`SessionState::decide`] would make of `action` now, with its

@@ -215,6 +215,12 @@ impl Enforcer {
         self.guard.uses_store()
     }
 
+    /// Whether a decision may first be tried on the event loop
+    /// ([`Enforcer::try_decide`]; not with a network store).
+    pub fn can_try_inline(&self) -> bool {
+        self.guard.can_try_inline()
+    }
+
     /// The clock every decision reads.
     pub fn clock(&self) -> &Arc<dyn crate::state::clock::Clock> {
         &self.clock
@@ -337,3 +343,6 @@ impl Enforcer {
 #[cfg(test)]
 #[path = "enforcer_tests.rs"]
 mod enforcer_tests;
+#[cfg(test)]
+#[path = "inline_tests.rs"]
+mod inline_tests;

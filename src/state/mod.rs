@@ -13,6 +13,7 @@ pub mod limits;
 pub mod ratefile;
 pub mod redis;
 pub mod sqlite;
+pub mod wait;
 
 pub use gcra::{Rate, RateOutcome};
 
@@ -129,6 +130,12 @@ pub trait StateStore: Send + Sync {
         limits: &[(String, Rate)],
         budget: Option<BudgetCharge<'_>>,
     ) -> Result<(), StateError>;
+    /// Whether calls may be tried without waiting ([`wait::no_wait`]): the
+    /// store's locks are local and a held one gives up at once. False for a
+    /// network store, whose every call may wait (Redis).
+    fn can_try(&self) -> bool {
+        false
+    }
 }
 
 /// What a charge would do, from the limits' outcomes and the budget's

@@ -16,14 +16,17 @@
 //!
 //! A file that is not a gavel state store (or is corrupt) is an error —
 //! never reset: the limits and budgets kept there fail closed. So is a lock
-//! another process holds past [`BUSY_TIMEOUT`]. Callers on an event loop run
-//! these (blocking) calls on a blocking thread (`SessionState::decide_async`).
+//! another process holds past [`BUSY_TIMEOUT`]. A decision is first tried on
+//! the event loop with every wait forbidden (`state::wait`: the mutex tried,
+//! `busy_timeout(0)`); only when a lock is held elsewhere does it run again
+//! on a blocking thread, where the bounded waits apply
+//! (`SessionState::decide_async`).
 //! Rows that can no longer matter are removed by [`StateStore::prune`] on the
 //! guard's tick (an index on `period` keeps finding ended periods cheap; it
 //! is created if missing, the schema version is unchanged).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -150,16 +153,53 @@ impl SqliteStore {
         }
     }
 
+    /// The connection, locked for this thread, with the busy timeout the
+    /// caller may wait: inside [`super::wait::no_wait`] the mutex is only
+    /// tried and SQLite waits for no lock (`busy_timeout(0)`); otherwise
+    /// [`BUSY_TIMEOUT`]. A mutex held by another thread while this call may
+    /// not wait gives up.
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>, StateError> {
+        let nowait = super::wait::forbidden();
+        let conn = if nowait {
+            match self.conn.try_lock() {
+                Ok(c) => c,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(super::wait::gave_up(&self.path, "the state store"));
+                }
+            }
+        } else {
+            self.conn.lock().recover()
+        };
+        // A plain setting of the connection: no syscall.
+        conn.busy_timeout(if nowait { Duration::ZERO } else { BUSY_TIMEOUT })
+            .map_err(|e| self.err(e))?;
+        Ok(conn)
+    }
+
+    /// A SQLite error as the store's: a lock another process holds, met
+    /// while this call may not wait, gives up ([`super::wait::gave_up`]).
+    fn fail(&self, e: rusqlite::Error) -> StateError {
+        let busy = matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        );
+        if busy && super::wait::forbidden() {
+            return super::wait::gave_up(&self.path, "the state store's write lock");
+        }
+        self.err(e)
+    }
+
     fn with<T>(
         &self,
         f: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>,
     ) -> Result<T, StateError> {
-        let mut conn = self.conn.lock().recover();
+        let mut conn = self.conn()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.err(e))?;
-        let out = f(&tx).map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))?;
+            .map_err(|e| self.fail(e))?;
+        let out = f(&tx).map_err(|e| self.fail(e))?;
+        tx.commit().map_err(|e| self.fail(e))?;
         Ok(out)
     }
 }
@@ -318,8 +358,12 @@ impl StateStore for SqliteStore {
 
     /// A plain read: no write lock, so it never waits behind a writer (WAL).
     fn budget_get(&self, key: &str, period: &str) -> Result<Usage, StateError> {
-        let conn = self.conn.lock().recover();
-        usage_in(&conn, key, period).map_err(|e| self.err(e))
+        let conn = self.conn()?;
+        usage_in(&conn, key, period).map_err(|e| self.fail(e))
+    }
+
+    fn can_try(&self) -> bool {
+        true
     }
 }
 
