@@ -10,6 +10,19 @@
 //! The budget increment reaches the store (a committed SQLite transaction)
 //! inside the decision, before the call is forwarded — so it survives a
 //! crash or `kill -9` of gavel right after.
+//!
+//! A result's tokens are known only once the upstream answered. Writing them
+//! then was a SQLite write transaction on the event loop between the answer
+//! and the reply (half the store's time per call). They are kept in memory
+//! instead (`decision::owed`) and written with the next charge of the same budget
+//! in the same transaction — so this process's next call sees them, exactly
+//! as before — or by the flusher thread within [`crate::decision::owed::FLUSH_EVERY`], or when the
+//! guard goes (shutdown). Every read of the budget here counts them. The
+//! durability class of these tokens only: another gavel process sees them
+//! up to [`crate::decision::owed::FLUSH_EVERY`] later, and a `kill -9` can lose the result tokens
+//! of calls answered in that last interval (calls and argument tokens are
+//! committed before the call is forwarded, as before). With Redis they are
+//! written at once, as before (a network store: no fold into its script).
 
 use std::sync::Arc;
 
@@ -18,6 +31,7 @@ use serde_json::{Value, json};
 use crate::config::{Budget, BudgetPer, Config};
 use crate::decision::Decision;
 use crate::decision::codes::ReasonCode;
+use crate::decision::owed::{Owed, spawn_flusher};
 use crate::state::budget::Period;
 use crate::state::clock::Clock;
 use crate::state::limits::Limit;
@@ -29,8 +43,20 @@ pub struct Guard {
     store: Option<Result<Arc<dyn StateStore>, String>>,
     clock: Arc<dyn Clock>,
     budget: Option<Budget>,
+    /// Result tokens not written yet; `None`: written at once (Redis, or no
+    /// usable store).
+    owed: Option<Arc<Owed>>,
     /// Stops the pruning thread when the guard goes.
     _pruner: Option<Pruner>,
+    /// Stops the flusher of `owed` when the guard goes.
+    _flusher: Option<Pruner>,
+}
+
+impl Drop for Guard {
+    /// Shutdown: result tokens still owed are written.
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// How often expired rate-limit keys and ended budget periods are pruned.
@@ -39,7 +65,7 @@ const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// The background tick that keeps the store from growing without bound
 /// ([`StateStore::prune`]), on the guard's clock, off the decision path.
 pub struct Pruner {
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    pub(super) stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Drop for Pruner {
@@ -149,12 +175,39 @@ impl Guard {
             Some(Ok(s)) => Some(spawn_pruner(s.clone(), clock.clone(), PRUNE_EVERY)),
             _ => None,
         };
+        // Folded only into the embedded store (its charge takes `owed` in
+        // the same transaction).
+        let owed = match &store {
+            Some(Ok(s)) if config.budget.is_some() && s.can_try() => {
+                Some(Arc::new(Owed::default()))
+            }
+            _ => None,
+        };
+        let flusher = match (&store, &owed) {
+            (Some(Ok(s)), Some(o)) => Some(spawn_flusher(s.clone(), o.clone())),
+            _ => None,
+        };
         Guard {
             store,
             clock,
             budget: config.budget.clone(),
+            owed,
             _pruner: pruner,
+            _flusher: flusher,
         }
+    }
+
+    /// Writes the result tokens kept in memory now (shutdown; the flusher
+    /// does it every [`crate::decision::owed::FLUSH_EVERY`]).
+    pub fn flush(&self) {
+        if let (Some(owed), Ok(store)) = (&self.owed, self.store()) {
+            owed.flush(store.as_ref());
+        }
+    }
+
+    /// Result tokens of `key`'s `period` not yet written.
+    fn owed(&self, key: &str, period: &str) -> u64 {
+        self.owed.as_ref().map_or(0, |o| o.get(key, period))
     }
 
     /// Whether decisions read or write the state store (then they may wait
@@ -195,9 +248,11 @@ impl Guard {
     pub fn budget_view(&self, who: &Who) -> Option<Value> {
         let b = self.budget.as_ref()?;
         let (period, ends) = b.period.at_in(self.clock.now(), &b.calendar);
+        let key = Self::budget_key(b, who);
         let used = self.store().and_then(|s| {
-            s.budget_get(&Self::budget_key(b, who), &period)
-                .map_err(|e| e.to_string())
+            let mut u = s.budget_get(&key, &period).map_err(|e| e.to_string())?;
+            u.tokens = u.tokens.saturating_add(self.owed(&key, &period));
+            Ok(u)
         });
         Some(match used {
             Ok(u) => json!({
@@ -260,12 +315,24 @@ impl Guard {
             calls: 1,
             tokens: arg_tokens,
         };
+        // Result tokens owed to this budget: written by the charge in its
+        // transaction (given back to memory if it did not reach the budget),
+        // counted by a peek.
+        let owed = budget.as_ref().map_or(0, |slot| match (mode, &self.owed) {
+            (Mode::Charge, Some(o)) => o.take(&slot.key, &slot.period),
+            (Mode::Peek, _) => self.owed(&slot.key, &slot.period),
+            _ => 0,
+        });
         let charged = self.store().and_then(|s| {
             let b = budget.as_ref().map(|slot| BudgetCharge {
                 key: &slot.key,
                 period: &slot.period,
                 add,
                 limit: (slot.budget.calls, slot.budget.tokens),
+                owed: Usage {
+                    calls: 0,
+                    tokens: owed,
+                },
             });
             match mode {
                 Mode::Charge => s.charge(&keys, now, b),
@@ -273,6 +340,13 @@ impl Guard {
             }
             .map_err(|e| e.to_string())
         });
+        let reached_budget = matches!(&charged, Ok(c) if c.budget.is_some());
+        if let (Mode::Charge, Some(o), Some(slot)) = (mode, &self.owed, &budget)
+            && owed > 0
+            && !reached_budget
+        {
+            o.add(&slot.key, &slot.period, owed);
+        }
         let c = match charged {
             Err(e) => {
                 unavailable(d, &e);
@@ -350,6 +424,7 @@ impl Guard {
                     period: &receipt.period,
                     add: receipt.add,
                     limit: (None, None),
+                    owed: Usage::default(),
                 }),
             )
             .map_err(|e| e.to_string())
@@ -377,9 +452,14 @@ impl Guard {
     }
 
     /// Result tokens, counted after the call (the next call sees them), in
-    /// the period the call was charged to.
+    /// the period the call was charged to: kept in memory and written with
+    /// the next charge or by the flusher (module doc), else — Redis — now.
     pub fn charge_result_tokens(&self, receipt: &Receipt, tokens: u64) {
         if tokens == 0 {
+            return;
+        }
+        if let Some(o) = &self.owed {
+            o.add(&receipt.key, &receipt.period, tokens);
             return;
         }
         let r = self.store().and_then(|s| {
@@ -519,6 +599,7 @@ mod tests {
         assert_eq!(today, "day:2026-11-23");
         g.charge_result_tokens(&kept, 7);
         g.refund_budget(&receipt);
+        g.flush();
         let store = g.store().unwrap();
         let key = "budget:user:ada";
         assert_eq!(

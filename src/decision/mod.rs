@@ -22,6 +22,7 @@ pub mod input;
 pub mod layers;
 mod memo;
 pub mod output_paths;
+mod owed;
 pub mod paths;
 pub mod persona;
 mod pool;
@@ -283,6 +284,12 @@ impl Enforcer {
         if let Some(r) = &permit.receipt {
             self.guard.charge_result_tokens(r, bytes.div_ceil(4) as u64);
         }
+    }
+
+    /// Writes the budget's result tokens still kept in memory (shutdown:
+    /// `front::lifecycle`; `decision::guard` says why they wait).
+    pub fn flush_budget(&self) {
+        self.guard.flush();
     }
 
     /// Counts the outcome of a decision whose approval just settled (see

@@ -44,6 +44,10 @@ pub struct BudgetCharge<'a> {
     pub add: Usage,
     /// (calls, tokens); None: unlimited.
     pub limit: (Option<u64>, Option<u64>),
+    /// Already spent and not yet written (the results of earlier calls,
+    /// `decision::guard`): added in the same transaction whether or not
+    /// `add` fits, and counted before `add` is checked against `limit`.
+    pub owed: Usage,
 }
 
 /// What [`StateStore::charge`] found.
@@ -97,6 +101,7 @@ pub trait StateStore: Send + Sync {
                 period,
                 add,
                 limit,
+                owed: Usage::default(),
             }),
         )?;
         Ok(c.budget.unwrap_or((false, Usage::default())))
@@ -139,14 +144,18 @@ pub trait StateStore: Send + Sync {
 }
 
 /// What a charge would do, from the limits' outcomes and the budget's
-/// totals now (`used`): the budget is only reached when every limit allows,
+/// stored totals now (its `owed` is added to them): the budget is only reached when every limit allows,
 /// as in [`StateStore::charge`].
 pub(crate) fn predicted(
     rates: Vec<RateOutcome>,
     budget: Option<(BudgetCharge<'_>, Usage)>,
 ) -> Charged {
     let all = rates.iter().all(|o| o.allowed);
-    let budget = budget.filter(|_| all).map(|(b, used)| {
+    let budget = budget.filter(|_| all).map(|(b, stored)| {
+        let used = Usage {
+            calls: stored.calls.saturating_add(b.owed.calls),
+            tokens: stored.tokens.saturating_add(b.owed.tokens),
+        };
         let after = Usage {
             calls: used.calls.saturating_add(b.add.calls),
             tokens: used.tokens.saturating_add(b.add.tokens),

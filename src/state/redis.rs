@@ -411,6 +411,14 @@ impl StateStore for RedisStore {
         now: f64,
         budget: Option<BudgetCharge<'_>>,
     ) -> Result<Charged, StateError> {
+        // gavel's guard folds owed result tokens only into the embedded
+        // store (`decision::guard`); a caller that passes some here has them
+        // written first, in a round trip of their own.
+        if let Some(b) = &budget
+            && b.owed != Usage::default()
+        {
+            self.budget_add(b.key, b.period, b.owed)?;
+        }
         let mut inv = self.script.prepare_invoke();
         for (k, _) in limits {
             inv.key(k);
@@ -432,6 +440,7 @@ impl StateStore for RedisStore {
             period: "",
             add: Usage::default(),
             limit: (None, None),
+            owed: Usage::default(),
         });
         inv.arg(b.add.calls)
             .arg(b.add.tokens)

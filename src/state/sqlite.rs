@@ -250,9 +250,12 @@ impl StateStore for SqliteStore {
         // limits allowed: the call is charged to all of them or to none.
         let charge_budget = |b: super::BudgetCharge<'_>| {
             self.with(|tx| {
-                let used = usage_in(tx, b.key, b.period)?;
+                let used = add(usage_in(tx, b.key, b.period)?, b.owed);
                 let after = add(used, b.add);
                 if !within(after, b.limit) {
+                    if b.owed != Usage::default() {
+                        write_usage(tx, b.key, b.period, used)?;
+                    }
                     return Ok((false, used));
                 }
                 write_usage(tx, b.key, b.period, after)?;
