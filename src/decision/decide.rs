@@ -59,8 +59,12 @@ impl Enforcer {
         let (pick, active) = self.policy_for(action, ctx, sp);
         let policy = active.as_ref().map(|a| &a.policy);
         let engine = engine_of(policy);
+        // Read before the policy only when a rule may read it; the record
+        // gets the charge's own view of it otherwise.
+        let budget_first = engine.is_some_and(PolicyEngine::reads_budget)
+            || active.as_ref().is_some_and(|a| a.shadow.is_some());
         let stored = || {
-            let input = self.input_for(action, ctx, sp, engine, &now);
+            let mut input = self.input_for(action, ctx, sp, engine, &now, budget_first);
             let (mut ev, shadow) = match pick.refusal() {
                 // Refused by persona before any policy: nothing to shadow.
                 Some(d) => (Evaluated::by_gavel(d, "persona"), None),
@@ -74,6 +78,14 @@ impl Enforcer {
                 }
             };
             let charged = self.charge(action, ctx, sp, engine, &mut ev.decision);
+            if !budget_first && !input.is_null() {
+                // The record's `input.context.budget`: the totals the charge
+                // found (read here only when the call was not charged).
+                let who = self.who(action, ctx);
+                if let Some(b) = self.guard.budget_view_from(&who, charged.seen) {
+                    input["context"]["budget"] = b;
+                }
+            }
             (input, ev, shadow, charged)
         };
         let (input, mut ev, shadow, mut charged) = if no_wait {
@@ -160,9 +172,9 @@ impl Enforcer {
 
     /// The policy input of `action` (contract `input.v1`), with the data
     /// classes the policy and the upstream give it, the canonical path
-    /// arguments and the budget. Built only when something reads it (a Rego
-    /// policy or the decision log): static-only servers stay on the fast
-    /// path, with `Null`.
+    /// arguments and — with `budget` — the budget (a read of the store).
+    /// Built only when something reads it (a Rego policy or the decision
+    /// log): static-only servers stay on the fast path, with `Null`.
     pub(super) fn input_for(
         &self,
         action: &Action,
@@ -170,6 +182,7 @@ impl Enforcer {
         sp: Option<&ServerPolicy>,
         engine: Option<&PolicyEngine>,
         now: &str,
+        budget: bool,
     ) -> Value {
         if self.log.is_none() && engine.is_none() {
             return Value::Null;
@@ -186,7 +199,7 @@ impl Enforcer {
         }
         let mut input = input::build(self.identity(ctx), action, ctx, &classes, now);
         paths::annotate(&mut input, &action.args, root);
-        if let Some(b) = self.guard.budget_view(&self.who(action, ctx)) {
+        if budget && let Some(b) = self.guard.budget_view(&self.who(action, ctx)) {
             input["context"]["budget"] = b;
         }
         input
@@ -314,10 +327,14 @@ impl Enforcer {
             return Charged::default();
         }
         let limits = limits_for(action, sp, engine);
-        let receipt = self
-            .guard
-            .check(&self.who(action, ctx), &limits, arg_tokens(action), d);
-        Charged { limits, receipt }
+        let (receipt, seen) =
+            self.guard
+                .check_seen(&self.who(action, ctx), &limits, arg_tokens(action), d);
+        Charged {
+            limits,
+            receipt,
+            seen,
+        }
     }
 
     /// Writes the decision record (ARCHITECTURE.md, invariant 4). A record
@@ -416,6 +433,8 @@ impl Evaluated {
 struct Charged<'a> {
     limits: Vec<&'a Limit>,
     receipt: Option<crate::decision::guard::Receipt>,
+    /// The budget's totals before the call, as the charge found them.
+    seen: Option<crate::state::Usage>,
 }
 
 impl ServerPolicy {

@@ -50,6 +50,8 @@ pub struct Guard {
     _pruner: Option<Pruner>,
     /// Stops the flusher of `owed` when the guard goes.
     _flusher: Option<Pruner>,
+    /// Reads of the budget made for a view ([`Guard::budget_view_from`]).
+    reads: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Guard {
@@ -194,6 +196,7 @@ impl Guard {
             owed,
             _pruner: pruner,
             _flusher: flusher,
+            reads: Default::default(),
         }
     }
 
@@ -246,14 +249,30 @@ impl Guard {
     /// period, period_ends}` — or `{error}` when the store cannot say (the
     /// call will then be denied after the policy).
     pub fn budget_view(&self, who: &Who) -> Option<Value> {
+        self.budget_view_from(who, None)
+    }
+
+    /// How many times a view read the budget from the store.
+    pub fn budget_reads(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// [`Guard::budget_view`] with the totals a charge already found
+    /// (`found`, [`Guard::check_seen`]): no read of its own then.
+    pub fn budget_view_from(&self, who: &Who, found: Option<Usage>) -> Option<Value> {
         let b = self.budget.as_ref()?;
         let (period, ends) = b.period.at_in(self.clock.now(), &b.calendar);
         let key = Self::budget_key(b, who);
-        let used = self.store().and_then(|s| {
-            let mut u = s.budget_get(&key, &period).map_err(|e| e.to_string())?;
-            u.tokens = u.tokens.saturating_add(self.owed(&key, &period));
-            Ok(u)
-        });
+        let used = match found {
+            Some(u) => Ok(u),
+            None => self.store().and_then(|s| {
+                self.reads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut u = s.budget_get(&key, &period).map_err(|e| e.to_string())?;
+                u.tokens = u.tokens.saturating_add(self.owed(&key, &period));
+                Ok(u)
+            }),
+        };
         Some(match used {
             Ok(u) => json!({
                 "used": u,
@@ -277,18 +296,35 @@ impl Guard {
         arg_tokens: u64,
         d: &mut Decision,
     ) -> Option<Receipt> {
-        self.apply(who, limits, arg_tokens, d, Mode::Charge)
+        self.apply(who, limits, arg_tokens, d, Mode::Charge, &mut None)
+    }
+
+    /// [`Guard::check`], also giving the budget's totals before this call
+    /// as the charge's transaction found them (None: the charge did not
+    /// reach the budget) — what [`Guard::budget_view`] would have read
+    /// first, without a read of its own.
+    pub fn check_seen(
+        &self,
+        who: &Who,
+        limits: &[&Limit],
+        arg_tokens: u64,
+        d: &mut Decision,
+    ) -> (Option<Receipt>, Option<Usage>) {
+        let mut seen = None;
+        let receipt = self.apply(who, limits, arg_tokens, d, Mode::Charge, &mut seen);
+        (receipt, seen)
     }
 
     /// What [`Guard::check`] would make of `d` now, charging nothing (a
     /// policy query, `gavel__check`): the same refusals and the same
     /// `rate_limit_remaining`, read from the store ([`StateStore::peek`]).
     pub fn peek(&self, who: &Who, limits: &[&Limit], arg_tokens: u64, d: &mut Decision) {
-        self.apply(who, limits, arg_tokens, d, Mode::Peek);
+        self.apply(who, limits, arg_tokens, d, Mode::Peek, &mut None);
     }
 
     /// [`Guard::check`] and [`Guard::peek`]: one path, so a prediction is
-    /// the decision the call then gets; only the store call differs.
+    /// the decision the call then gets; only the store call differs. `seen`:
+    /// the budget's totals before the call, when the store reached it.
     fn apply(
         &self,
         who: &Who,
@@ -296,6 +332,7 @@ impl Guard {
         arg_tokens: u64,
         d: &mut Decision,
         mode: Mode,
+        seen: &mut Option<Usage>,
     ) -> Option<Receipt> {
         if !d.allow || (limits.is_empty() && self.budget.is_none()) {
             return None;
@@ -368,6 +405,13 @@ impl Guard {
         if !keys.is_empty() {
             d.rate_limit_remaining = c.rates.iter().map(|o| o.remaining).min();
         }
+        *seen = c.budget.map(|(fits, u)| match fits {
+            true => Usage {
+                calls: u.calls.saturating_sub(add.calls),
+                tokens: u.tokens.saturating_sub(add.tokens),
+            },
+            false => u,
+        });
         let slot = budget?;
         if let Some((false, used)) = c.budget {
             budget_exceeded(d, &slot, used);

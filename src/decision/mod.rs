@@ -286,6 +286,12 @@ impl Enforcer {
         }
     }
 
+    /// How many times a decision or query read the budget from the store
+    /// for `input.context.budget` (a charge's own view is not a read).
+    pub fn budget_reads(&self) -> u64 {
+        self.guard.budget_reads()
+    }
+
     /// Writes the budget's result tokens still kept in memory (shutdown:
     /// `front::lifecycle`; `decision::guard` says why they wait).
     pub fn flush_budget(&self) {
@@ -347,6 +353,9 @@ impl Enforcer {
     }
 }
 
+#[cfg(test)]
+#[path = "budget_read_tests.rs"]
+mod budget_read_tests;
 #[cfg(test)]
 #[path = "enforcer_tests.rs"]
 mod enforcer_tests;

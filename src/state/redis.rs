@@ -31,9 +31,9 @@
 //! wait is bounded (connect, read and write timeouts; waiting for a pooled
 //! connection).
 //!
-//! The budget is still read once before the policy (`budget_get`, for
-//! `input.context.budget`) and charged after it (in the script): folding the
-//! two into one round trip would mean charging before the policy has
+//! The budget is still read once before the policy when a rule reads it
+//! (`budget_get`, for `input.context.budget`) and charged after it (in the
+//! script): folding the two into one round trip would mean charging before the policy has
 //! allowed the call, and a refused call must cost nothing.
 
 use std::sync::{Arc, Condvar, Mutex};
