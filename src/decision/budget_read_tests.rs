@@ -12,14 +12,7 @@ use super::*;
 /// An enforcer for server `fx` deciding with `rego`, a budget of 3 calls a
 /// day and a decision log; returns it and the log's path.
 fn enforcer(dir: &Path, rego: &str) -> (Enforcer, std::path::PathBuf) {
-    let b = dir.join("b");
-    std::fs::create_dir_all(b.join("p")).unwrap();
-    std::fs::write(
-        b.join(".manifest"),
-        json!({"revision": "1", "roots": ["p"]}).to_string(),
-    )
-    .unwrap();
-    std::fs::write(b.join("p/policy.rego"), rego).unwrap();
+    let b = super::enforcer_tests::write_bundle(dir, rego);
     let log = dir.join("decisions.jsonl");
     let toml = format!(
         "[log]\ndecisions = {:?}\n\n[budget]\ncalls = 3\n\n[state]\npath = {:?}\n\n[servers.fx]\ncommand = \"x\"\nbundle = {:?}\n",

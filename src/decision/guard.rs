@@ -602,20 +602,30 @@ fn unavailable(d: &mut Decision, why: &str) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::state::clock::ManualClock;
 
     fn guard(dir: &std::path::Path, clock: &ManualClock) -> Guard {
+        guard_with(dir, clock, "calls = 5")
+    }
+
+    /// A guard on `dir`'s store with `[budget]` `budget` (TOML lines), for
+    /// server `fx`.
+    pub(in crate::decision) fn guard_with(
+        dir: &std::path::Path,
+        clock: &ManualClock,
+        budget: &str,
+    ) -> Guard {
         let text = format!(
-            "[budget]\ncalls = 5\n\n[state]\npath = {:?}\n\n[servers.fx]\ncommand = \"x\"\n",
+            "[budget]\n{budget}\n\n[state]\npath = {:?}\n\n[servers.fx]\ncommand = \"x\"\n",
             dir.join("state.sqlite").display().to_string()
         );
         let config = Config::from_toml_str(&text, &dir.join("servers.toml"), &|_| None).unwrap();
         Guard::from_config(&config, false, Arc::new(clock.clone()))
     }
 
-    fn who() -> Who<'static> {
+    pub(in crate::decision) fn who() -> Who<'static> {
         Who {
             server: "fx",
             tool: "echo",

@@ -83,29 +83,15 @@ pub(super) fn spawn_flusher(store: Arc<dyn StateStore>, owed: Arc<Owed>) -> Prun
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::decision::Decision;
-    use crate::decision::guard::{Guard, Who};
+    use crate::decision::guard::Guard;
+    use crate::decision::guard::tests::{guard_with, who};
     use crate::state::clock::ManualClock;
     use crate::state::limits::Limit;
 
     /// A guard with a daily budget of 30 tokens, on `dir`'s store.
     fn guard(dir: &std::path::Path, clock: &ManualClock) -> Guard {
-        let text = format!(
-            "[budget]\ntokens = 30\n\n[state]\npath = {:?}\n\n[servers.fx]\ncommand = \"x\"\n",
-            dir.join("state.sqlite").display().to_string()
-        );
-        let config = Config::from_toml_str(&text, &dir.join("servers.toml"), &|_| None).unwrap();
-        Guard::from_config(&config, true, Arc::new(clock.clone()))
-    }
-
-    fn who() -> Who<'static> {
-        Who {
-            server: "fx",
-            tool: "echo",
-            user: "ada",
-            agent: "a1",
-        }
+        guard_with(dir, clock, "tokens = 30")
     }
 
     /// The budget's stored totals, read by a store of its own.
