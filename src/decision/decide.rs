@@ -26,27 +26,77 @@ impl Enforcer {
     /// server's policy), the charge of limits and budget, the record, the
     /// metrics.
     pub fn decide(&self, action: &Action, ctx: &DecisionContext) -> Verdict {
+        // Store calls may wait here, so every attempt ends in a verdict; the
+        // fallback is only the type's (fail closed).
+        self.decide_steps(action, ctx, false).unwrap_or_else(|| {
+            Verdict::Deny(Decision::deny(
+                ReasonCode::StateUnavailable,
+                "gavel could not reach its state store for this request; it is refused.",
+            ))
+        })
+    }
+
+    /// [`Enforcer::decide`] on a thread that must not wait for the state
+    /// store (the event loop, `crate::state::wait`). `None`: a lock of the
+    /// store is held elsewhere — nothing was charged, recorded or counted,
+    /// and the caller decides again where waiting is allowed.
+    pub fn try_decide(&self, action: &Action, ctx: &DecisionContext) -> Option<Verdict> {
+        self.decide_steps(action, ctx, true)
+    }
+
+    /// The steps of [`Enforcer::decide`]; with `no_wait`, the steps that
+    /// touch the store (the input's budget, the charge) give up rather than
+    /// wait, before anything is recorded.
+    fn decide_steps(
+        &self,
+        action: &Action,
+        ctx: &DecisionContext,
+        no_wait: bool,
+    ) -> Option<Verdict> {
         let start = Instant::now();
         let now = self.now_rfc3339();
         let sp = self.servers.get(&action.server);
         let (pick, active) = self.policy_for(action, ctx, sp);
         let policy = active.as_ref().map(|a| &a.policy);
         let engine = engine_of(policy);
-        let input = self.input_for(action, ctx, sp, engine, &now);
-        let data_classes = referenced_classes(&input, action);
-        let (mut ev, shadow) = match pick.refusal() {
-            // Refused by persona before any policy: nothing to shadow.
-            Some(d) => (Evaluated::by_gavel(d, "persona"), None),
-            None => {
-                let ev = self.evaluate(action, sp, policy, &input);
-                // The shadow's job, taken before the input goes into the
-                // record and before gavel-side steps change the policy's
-                // outcome.
-                let shadow = self.shadow_job(action, active.as_deref(), &ev, &input, &now);
-                (ev, shadow)
+        // Read before the policy only when a rule may read it; the record
+        // gets the charge's own view of it otherwise.
+        let budget_first = engine.is_some_and(PolicyEngine::reads_budget)
+            || active.as_ref().is_some_and(|a| a.shadow.is_some());
+        let stored = || {
+            let mut input = self.input_for(action, ctx, sp, engine, &now, budget_first);
+            let (mut ev, shadow) = match pick.refusal() {
+                // Refused by persona before any policy: nothing to shadow.
+                Some(d) => (Evaluated::by_gavel(d, "persona"), None),
+                None => {
+                    let ev = self.evaluate(action, sp, policy, &input);
+                    // The shadow's job, taken before the input goes into
+                    // the record and before gavel-side steps change the
+                    // policy's outcome.
+                    let shadow = self.shadow_job(action, active.as_deref(), &ev, &input, &now);
+                    (ev, shadow)
+                }
+            };
+            let charged = self.charge(action, ctx, sp, engine, &mut ev.decision);
+            if !budget_first && !input.is_null() {
+                // The record's `input.context.budget`: the totals the charge
+                // found (read here only when the call was not charged).
+                let who = self.who(action, ctx);
+                if let Some(b) = self.guard.budget_view_from(&who, charged.seen) {
+                    input["context"]["budget"] = b;
+                }
             }
+            (input, ev, shadow, charged)
         };
-        let mut charged = self.charge(action, ctx, sp, engine, &mut ev.decision);
+        let (input, mut ev, shadow, mut charged) = if no_wait {
+            match crate::state::wait::no_wait(stored) {
+                (_, true) => return None,
+                (done, false) => done,
+            }
+        } else {
+            stored()
+        };
+        let data_classes = referenced_classes(&input, action);
         // Only with a result rule: the input its result is decided with.
         let result = ev
             .decision
@@ -77,7 +127,7 @@ impl Enforcer {
             self.shadow_queue.submit(job);
         }
         if decision.allow {
-            Verdict::Allow(Permit {
+            Some(Verdict::Allow(Permit {
                 decision,
                 receipt: charged.receipt,
                 span: None,
@@ -95,9 +145,9 @@ impl Enforcer {
                 },
                 result,
                 _private: (),
-            })
+            }))
         } else {
-            Verdict::Deny(decision)
+            Some(Verdict::Deny(decision))
         }
     }
 
@@ -122,9 +172,9 @@ impl Enforcer {
 
     /// The policy input of `action` (contract `input.v1`), with the data
     /// classes the policy and the upstream give it, the canonical path
-    /// arguments and the budget. Built only when something reads it (a Rego
-    /// policy or the decision log): static-only servers stay on the fast
-    /// path, with `Null`.
+    /// arguments and — with `budget` — the budget (a read of the store).
+    /// Built only when something reads it (a Rego policy or the decision
+    /// log): static-only servers stay on the fast path, with `Null`.
     pub(super) fn input_for(
         &self,
         action: &Action,
@@ -132,6 +182,7 @@ impl Enforcer {
         sp: Option<&ServerPolicy>,
         engine: Option<&PolicyEngine>,
         now: &str,
+        budget: bool,
     ) -> Value {
         if self.log.is_none() && engine.is_none() {
             return Value::Null;
@@ -148,7 +199,7 @@ impl Enforcer {
         }
         let mut input = input::build(self.identity(ctx), action, ctx, &classes, now);
         paths::annotate(&mut input, &action.args, root);
-        if let Some(b) = self.guard.budget_view(&self.who(action, ctx)) {
+        if budget && let Some(b) = self.guard.budget_view(&self.who(action, ctx)) {
             input["context"]["budget"] = b;
         }
         input
@@ -276,10 +327,14 @@ impl Enforcer {
             return Charged::default();
         }
         let limits = limits_for(action, sp, engine);
-        let receipt = self
-            .guard
-            .check(&self.who(action, ctx), &limits, arg_tokens(action), d);
-        Charged { limits, receipt }
+        let (receipt, seen) =
+            self.guard
+                .check_seen(&self.who(action, ctx), &limits, arg_tokens(action), d);
+        Charged {
+            limits,
+            receipt,
+            seen,
+        }
     }
 
     /// Writes the decision record (ARCHITECTURE.md, invariant 4). A record
@@ -378,6 +433,8 @@ impl Evaluated {
 struct Charged<'a> {
     limits: Vec<&'a Limit>,
     receipt: Option<crate::decision::guard::Receipt>,
+    /// The budget's totals before the call, as the charge found them.
+    seen: Option<crate::state::Usage>,
 }
 
 impl ServerPolicy {

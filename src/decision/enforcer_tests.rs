@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::*;
 
-/// An enforcer for one server `fx` with a one-file bundle.
-fn enforcer(dir: &Path, rego: &str) -> Enforcer {
+/// A one-file bundle (root `p`) at `dir/b`, holding `rego`; its path.
+pub(super) fn write_bundle(dir: &Path, rego: &str) -> std::path::PathBuf {
     let b = dir.join("b");
     std::fs::create_dir_all(b.join("p")).unwrap();
     std::fs::write(
@@ -18,6 +18,12 @@ fn enforcer(dir: &Path, rego: &str) -> Enforcer {
     )
     .unwrap();
     std::fs::write(b.join("p/policy.rego"), rego).unwrap();
+    b
+}
+
+/// An enforcer for one server `fx` with a one-file bundle.
+fn enforcer(dir: &Path, rego: &str) -> Enforcer {
+    let b = write_bundle(dir, rego);
     let toml = format!(
         "[identity.user]\nid = \"configured\"\n\n[servers.fx]\ncommand = \"x\"\nbundle = {:?}\n",
         b.display().to_string()

@@ -10,6 +10,19 @@
 //! The budget increment reaches the store (a committed SQLite transaction)
 //! inside the decision, before the call is forwarded — so it survives a
 //! crash or `kill -9` of gavel right after.
+//!
+//! A result's tokens are known only once the upstream answered. Writing them
+//! then was a SQLite write transaction on the event loop between the answer
+//! and the reply (half the store's time per call). They are kept in memory
+//! instead (`decision::owed`) and written with the next charge of the same budget
+//! in the same transaction — so this process's next call sees them, exactly
+//! as before — or by the flusher thread within [`crate::decision::owed::FLUSH_EVERY`], or when the
+//! guard goes (shutdown). Every read of the budget here counts them. The
+//! durability class of these tokens only: another gavel process sees them
+//! up to [`crate::decision::owed::FLUSH_EVERY`] later, and a `kill -9` can lose the result tokens
+//! of calls answered in that last interval (calls and argument tokens are
+//! committed before the call is forwarded, as before). With Redis they are
+//! written at once, as before (a network store: no fold into its script).
 
 use std::sync::Arc;
 
@@ -18,6 +31,7 @@ use serde_json::{Value, json};
 use crate::config::{Budget, BudgetPer, Config};
 use crate::decision::Decision;
 use crate::decision::codes::ReasonCode;
+use crate::decision::owed::{Owed, spawn_flusher};
 use crate::state::budget::Period;
 use crate::state::clock::Clock;
 use crate::state::limits::Limit;
@@ -29,8 +43,22 @@ pub struct Guard {
     store: Option<Result<Arc<dyn StateStore>, String>>,
     clock: Arc<dyn Clock>,
     budget: Option<Budget>,
+    /// Result tokens not written yet; `None`: written at once (Redis, or no
+    /// usable store).
+    owed: Option<Arc<Owed>>,
     /// Stops the pruning thread when the guard goes.
     _pruner: Option<Pruner>,
+    /// Stops the flusher of `owed` when the guard goes.
+    _flusher: Option<Pruner>,
+    /// Reads of the budget made for a view ([`Guard::budget_view_from`]).
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl Drop for Guard {
+    /// Shutdown: result tokens still owed are written.
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// How often expired rate-limit keys and ended budget periods are pruned.
@@ -39,7 +67,7 @@ const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// The background tick that keeps the store from growing without bound
 /// ([`StateStore::prune`]), on the guard's clock, off the decision path.
 pub struct Pruner {
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    pub(super) stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Drop for Pruner {
@@ -149,18 +177,56 @@ impl Guard {
             Some(Ok(s)) => Some(spawn_pruner(s.clone(), clock.clone(), PRUNE_EVERY)),
             _ => None,
         };
+        // Folded only into the embedded store (its charge takes `owed` in
+        // the same transaction).
+        let owed = match &store {
+            Some(Ok(s)) if config.budget.is_some() && s.can_try() => {
+                Some(Arc::new(Owed::default()))
+            }
+            _ => None,
+        };
+        let flusher = match (&store, &owed) {
+            (Some(Ok(s)), Some(o)) => Some(spawn_flusher(s.clone(), o.clone())),
+            _ => None,
+        };
         Guard {
             store,
             clock,
             budget: config.budget.clone(),
+            owed,
             _pruner: pruner,
+            _flusher: flusher,
+            reads: Default::default(),
         }
+    }
+
+    /// Writes the result tokens kept in memory now (shutdown; the flusher
+    /// does it every [`crate::decision::owed::FLUSH_EVERY`]).
+    pub fn flush(&self) {
+        if let (Some(owed), Ok(store)) = (&self.owed, self.store()) {
+            owed.flush(store.as_ref());
+        }
+    }
+
+    /// Result tokens of `key`'s `period` not yet written.
+    fn owed(&self, key: &str, period: &str) -> u64 {
+        self.owed.as_ref().map_or(0, |o| o.get(key, period))
     }
 
     /// Whether decisions read or write the state store (then they may wait
     /// on it, and a front should not make them on its event loop).
     pub fn uses_store(&self) -> bool {
         self.store.is_some()
+    }
+
+    /// Whether a decision may be tried on the event loop first
+    /// ([`crate::state::wait`]): no store, a store that failed to open (it
+    /// refuses at once), or one whose locks can be tried without waiting.
+    pub fn can_try_inline(&self) -> bool {
+        match &self.store {
+            Some(Ok(s)) => s.can_try(),
+            _ => true,
+        }
     }
 
     fn store(&self) -> Result<&Arc<dyn StateStore>, String> {
@@ -183,12 +249,30 @@ impl Guard {
     /// period, period_ends}` — or `{error}` when the store cannot say (the
     /// call will then be denied after the policy).
     pub fn budget_view(&self, who: &Who) -> Option<Value> {
+        self.budget_view_from(who, None)
+    }
+
+    /// How many times a view read the budget from the store.
+    pub fn budget_reads(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// [`Guard::budget_view`] with the totals a charge already found
+    /// (`found`, [`Guard::check_seen`]): no read of its own then.
+    pub fn budget_view_from(&self, who: &Who, found: Option<Usage>) -> Option<Value> {
         let b = self.budget.as_ref()?;
         let (period, ends) = b.period.at_in(self.clock.now(), &b.calendar);
-        let used = self.store().and_then(|s| {
-            s.budget_get(&Self::budget_key(b, who), &period)
-                .map_err(|e| e.to_string())
-        });
+        let key = Self::budget_key(b, who);
+        let used = match found {
+            Some(u) => Ok(u),
+            None => self.store().and_then(|s| {
+                self.reads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut u = s.budget_get(&key, &period).map_err(|e| e.to_string())?;
+                u.tokens = u.tokens.saturating_add(self.owed(&key, &period));
+                Ok(u)
+            }),
+        };
         Some(match used {
             Ok(u) => json!({
                 "used": u,
@@ -212,18 +296,35 @@ impl Guard {
         arg_tokens: u64,
         d: &mut Decision,
     ) -> Option<Receipt> {
-        self.apply(who, limits, arg_tokens, d, Mode::Charge)
+        self.apply(who, limits, arg_tokens, d, Mode::Charge, &mut None)
+    }
+
+    /// [`Guard::check`], also giving the budget's totals before this call
+    /// as the charge's transaction found them (None: the charge did not
+    /// reach the budget) — what [`Guard::budget_view`] would have read
+    /// first, without a read of its own.
+    pub fn check_seen(
+        &self,
+        who: &Who,
+        limits: &[&Limit],
+        arg_tokens: u64,
+        d: &mut Decision,
+    ) -> (Option<Receipt>, Option<Usage>) {
+        let mut seen = None;
+        let receipt = self.apply(who, limits, arg_tokens, d, Mode::Charge, &mut seen);
+        (receipt, seen)
     }
 
     /// What [`Guard::check`] would make of `d` now, charging nothing (a
     /// policy query, `gavel__check`): the same refusals and the same
     /// `rate_limit_remaining`, read from the store ([`StateStore::peek`]).
     pub fn peek(&self, who: &Who, limits: &[&Limit], arg_tokens: u64, d: &mut Decision) {
-        self.apply(who, limits, arg_tokens, d, Mode::Peek);
+        self.apply(who, limits, arg_tokens, d, Mode::Peek, &mut None);
     }
 
     /// [`Guard::check`] and [`Guard::peek`]: one path, so a prediction is
-    /// the decision the call then gets; only the store call differs.
+    /// the decision the call then gets; only the store call differs. `seen`:
+    /// the budget's totals before the call, when the store reached it.
     fn apply(
         &self,
         who: &Who,
@@ -231,6 +332,7 @@ impl Guard {
         arg_tokens: u64,
         d: &mut Decision,
         mode: Mode,
+        seen: &mut Option<Usage>,
     ) -> Option<Receipt> {
         if !d.allow || (limits.is_empty() && self.budget.is_none()) {
             return None;
@@ -250,12 +352,24 @@ impl Guard {
             calls: 1,
             tokens: arg_tokens,
         };
+        // Result tokens owed to this budget: written by the charge in its
+        // transaction (given back to memory if it did not reach the budget),
+        // counted by a peek.
+        let owed = budget.as_ref().map_or(0, |slot| match (mode, &self.owed) {
+            (Mode::Charge, Some(o)) => o.take(&slot.key, &slot.period),
+            (Mode::Peek, _) => self.owed(&slot.key, &slot.period),
+            _ => 0,
+        });
         let charged = self.store().and_then(|s| {
             let b = budget.as_ref().map(|slot| BudgetCharge {
                 key: &slot.key,
                 period: &slot.period,
                 add,
                 limit: (slot.budget.calls, slot.budget.tokens),
+                owed: Usage {
+                    calls: 0,
+                    tokens: owed,
+                },
             });
             match mode {
                 Mode::Charge => s.charge(&keys, now, b),
@@ -263,6 +377,13 @@ impl Guard {
             }
             .map_err(|e| e.to_string())
         });
+        let reached_budget = matches!(&charged, Ok(c) if c.budget.is_some());
+        if let (Mode::Charge, Some(o), Some(slot)) = (mode, &self.owed, &budget)
+            && owed > 0
+            && !reached_budget
+        {
+            o.add(&slot.key, &slot.period, owed);
+        }
         let c = match charged {
             Err(e) => {
                 unavailable(d, &e);
@@ -284,6 +405,13 @@ impl Guard {
         if !keys.is_empty() {
             d.rate_limit_remaining = c.rates.iter().map(|o| o.remaining).min();
         }
+        *seen = c.budget.map(|(fits, u)| match fits {
+            true => Usage {
+                calls: u.calls.saturating_sub(add.calls),
+                tokens: u.tokens.saturating_sub(add.tokens),
+            },
+            false => u,
+        });
         let slot = budget?;
         if let Some((false, used)) = c.budget {
             budget_exceeded(d, &slot, used);
@@ -340,6 +468,7 @@ impl Guard {
                     period: &receipt.period,
                     add: receipt.add,
                     limit: (None, None),
+                    owed: Usage::default(),
                 }),
             )
             .map_err(|e| e.to_string())
@@ -367,9 +496,14 @@ impl Guard {
     }
 
     /// Result tokens, counted after the call (the next call sees them), in
-    /// the period the call was charged to.
+    /// the period the call was charged to: kept in memory and written with
+    /// the next charge or by the flusher (module doc), else — Redis — now.
     pub fn charge_result_tokens(&self, receipt: &Receipt, tokens: u64) {
         if tokens == 0 {
+            return;
+        }
+        if let Some(o) = &self.owed {
+            o.add(&receipt.key, &receipt.period, tokens);
             return;
         }
         let r = self.store().and_then(|s| {
@@ -468,20 +602,30 @@ fn unavailable(d: &mut Decision, why: &str) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::state::clock::ManualClock;
 
     fn guard(dir: &std::path::Path, clock: &ManualClock) -> Guard {
+        guard_with(dir, clock, "calls = 5")
+    }
+
+    /// A guard on `dir`'s store with `[budget]` `budget` (TOML lines), for
+    /// server `fx`.
+    pub(in crate::decision) fn guard_with(
+        dir: &std::path::Path,
+        clock: &ManualClock,
+        budget: &str,
+    ) -> Guard {
         let text = format!(
-            "[budget]\ncalls = 5\n\n[state]\npath = {:?}\n\n[servers.fx]\ncommand = \"x\"\n",
+            "[budget]\n{budget}\n\n[state]\npath = {:?}\n\n[servers.fx]\ncommand = \"x\"\n",
             dir.join("state.sqlite").display().to_string()
         );
         let config = Config::from_toml_str(&text, &dir.join("servers.toml"), &|_| None).unwrap();
         Guard::from_config(&config, false, Arc::new(clock.clone()))
     }
 
-    fn who() -> Who<'static> {
+    pub(in crate::decision) fn who() -> Who<'static> {
         Who {
             server: "fx",
             tool: "echo",
@@ -509,6 +653,7 @@ mod tests {
         assert_eq!(today, "day:2026-11-23");
         g.charge_result_tokens(&kept, 7);
         g.refund_budget(&receipt);
+        g.flush();
         let store = g.store().unwrap();
         let key = "budget:user:ada";
         assert_eq!(

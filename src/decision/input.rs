@@ -53,6 +53,24 @@ impl SessionCounters {
         self.consecutive_same_tool = if same { self.run_length } else { 0 };
     }
 
+    /// What a decision sees of the counters: every field the policy input
+    /// reads, without the bookkeeping behind the per-call views (`recent`,
+    /// up to [`MAX_RECENT`] call times, was copied on every decision).
+    pub fn snapshot(&self) -> SessionCounters {
+        SessionCounters {
+            turn_count: self.turn_count,
+            denied_count: self.denied_count,
+            tool_calls: self.tool_calls.clone(),
+            cumulative_tokens: self.cumulative_tokens,
+            consecutive_same_tool: self.consecutive_same_tool,
+            calls_last_minute: self.calls_last_minute,
+            data_classes_seen: self.data_classes_seen.clone(),
+            last_tool: None,
+            run_length: 0,
+            recent: Default::default(),
+        }
+    }
+
     /// A host may report its own token count (`_meta["dev.gavel/cumulative_tokens"]`):
     /// it can only raise gavel's figure, never lower it.
     pub fn raise_tokens(&mut self, reported: u64) {
@@ -211,6 +229,8 @@ pub struct SessionState {
     counters: std::sync::Mutex<SessionCounters>,
     /// Set once, from the token that opened the session (HTTP with auth).
     pub identity: std::sync::OnceLock<std::sync::Arc<Identity>>,
+    /// Decisions handed to the blocking pool ([`SessionState::decide_async`]).
+    pooled: std::sync::atomic::AtomicU64,
 }
 
 /// A session on the system clock (unit tests).
@@ -230,6 +250,7 @@ impl SessionState {
             client: Default::default(),
             counters: Default::default(),
             identity: Default::default(),
+            pooled: Default::default(),
         }
     }
 
@@ -263,8 +284,36 @@ impl SessionState {
     pub fn decide(&self, enforcer: &super::Enforcer, action: &Action) -> super::Verdict {
         let mut counters = self.counters.lock().recover();
         let now_s = self.prepare(&mut counters, action);
-        let ctx = self.context_with(counters.clone(), now_s);
+        let ctx = self.context_with(counters.snapshot(), now_s);
         let verdict = enforcer.decide(action, &ctx);
+        Self::count(&mut counters, action, &verdict, now_s);
+        verdict
+    }
+
+    /// [`SessionState::decide`] where nothing may wait (the event loop):
+    /// `None` when this session's counters are held by a decision on
+    /// another thread, or the state store's locks are held elsewhere
+    /// ([`super::Enforcer::try_decide`]); then nothing was counted.
+    fn try_decide(&self, enforcer: &super::Enforcer, action: &Action) -> Option<super::Verdict> {
+        let mut counters = match self.counters.try_lock() {
+            Ok(c) => c,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        let now_s = self.prepare(&mut counters, action);
+        let ctx = self.context_with(counters.snapshot(), now_s);
+        let verdict = enforcer.try_decide(action, &ctx)?;
+        Self::count(&mut counters, action, &verdict, now_s);
+        Some(verdict)
+    }
+
+    /// Counts a decided `tools/call` in the session's counters.
+    fn count(
+        counters: &mut SessionCounters,
+        action: &Action,
+        verdict: &super::Verdict,
+        now_s: f64,
+    ) {
         if action.kind == super::ActionType::ToolCall {
             let bytes = serde_json::to_vec(&action.args)
                 .map(|v| v.len())
@@ -277,15 +326,18 @@ impl SessionState {
                 now_s,
             );
         }
-        verdict
     }
 
-    /// [`SessionState::decide`] for a front on an event loop. When the
-    /// decision may wait on the state store (rate limits, budgets: a SQLite
-    /// lock held by another process, a slow Redis), it runs on the blocking
-    /// pool, so one waiting decision never stalls every other session and
-    /// transfer of this single-threaded process; otherwise inline (no thread
-    /// hop for decisions that touch no store).
+    /// [`SessionState::decide`] for a front on an event loop. A decision
+    /// that uses no store runs inline. One that uses the embedded store is
+    /// tried inline with every wait forbidden (`crate::state::wait`): its
+    /// locks are nearly always free, and a thread hop per call cost more
+    /// than the decision. Only when a lock is held elsewhere (another
+    /// process's SQLite transaction or rate-table lock, this session's
+    /// counters) — or the store is a network one (Redis) — does the
+    /// decision run on the blocking pool, with the store's bounded waits
+    /// (2 s, then fail closed), so one waiting decision never stalls every
+    /// other session and transfer of this single-threaded process.
     pub async fn decide_async(
         self: &std::sync::Arc<Self>,
         enforcer: &std::sync::Arc<super::Enforcer>,
@@ -294,6 +346,13 @@ impl SessionState {
         if !enforcer.uses_store() {
             return self.decide(enforcer, action);
         }
+        if enforcer.can_try_inline()
+            && let Some(v) = self.try_decide(enforcer, action)
+        {
+            return v;
+        }
+        self.pooled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (state, enforcer, owned) = (self.clone(), enforcer.clone(), action.clone());
         match tokio::task::spawn_blocking(move || state.decide(&enforcer, &owned)).await {
             Ok(v) => v,
@@ -305,6 +364,12 @@ impl SessionState {
                 ))
             }
         }
+    }
+
+    /// How many of this session's decisions ran on the blocking pool
+    /// because the store would have made them wait (or is a network store).
+    pub fn pooled_decisions(&self) -> u64 {
+        self.pooled.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// What [`SessionState::decide`] would make of `action` now, with its
@@ -343,7 +408,7 @@ impl SessionState {
     /// The session's counters now and the context its decisions see (for
     /// `gavel__limits`: what the policy's `input.context` holds).
     pub fn context(&self) -> DecisionContext {
-        let counters = self.counters.lock().recover().clone();
+        let counters = self.counters.lock().recover().snapshot();
         self.context_with(counters, (self.clock.now() - self.started).max(0.0))
     }
 
@@ -402,171 +467,5 @@ impl SessionState {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::decision::ActionType;
-
-    #[test]
-    fn counters_follow_the_contract() {
-        let mut c = SessionCounters::default();
-        c.record_tool_call("fs", "read", true, 10);
-        c.record_tool_call("fs", "write", false, 0);
-        c.record_tool_call("fs", "read", true, 0);
-        assert_eq!(c.turn_count, 3);
-        assert_eq!(c.denied_count, 1);
-        assert_eq!(c.tool_calls["fs"]["read"], 2);
-        assert_eq!(c.cumulative_tokens, 3);
-    }
-
-    #[test]
-    fn workflow_counters() {
-        let call = |c: &mut SessionCounters, tool: &str, t: f64| {
-            c.prepare("s", tool, t);
-            let view = (c.consecutive_same_tool, c.calls_last_minute);
-            c.record_tool_call_at("s", tool, true, 0, t);
-            view
-        };
-        let mut c = SessionCounters::default();
-        assert_eq!(
-            call(&mut c, "a", 0.0),
-            (0, 0),
-            "the first call sees nothing before it"
-        );
-        assert_eq!(call(&mut c, "a", 1.0), (1, 1));
-        assert_eq!(call(&mut c, "a", 2.0), (2, 2));
-        assert_eq!(
-            call(&mut c, "b", 3.0),
-            (0, 3),
-            "another tool breaks the run"
-        );
-        assert_eq!(
-            call(&mut c, "a", 61.5),
-            (0, 2),
-            "calls older than a minute drop out"
-        );
-        c.raise_tokens(10);
-        c.add_tokens(8);
-        assert_eq!(c.cumulative_tokens, 12);
-        c.raise_tokens(5);
-        assert_eq!(
-            c.cumulative_tokens, 12,
-            "a host report never lowers the count"
-        );
-    }
-
-    /// A host's `_meta["dev.gavel/cumulative_tokens"]` can only raise the
-    /// count: u64::MAX stays there through later calls (it used to wrap to a
-    /// small number and switch the token brake off), a float raises it
-    /// rounded down (a huge one saturates), a negative or a string is no
-    /// report. Every counter saturates rather than wraps.
-    #[test]
-    fn reported_tokens_only_raise_and_counters_saturate() {
-        let r = SessionCounters::reported_tokens;
-        assert_eq!(r(&json!(u64::MAX)), Some(u64::MAX));
-        assert_eq!(r(&json!(2.5e4)), Some(25_000));
-        assert_eq!(r(&json!(1e300)), Some(u64::MAX));
-        assert_eq!(r(&json!(-1)), None);
-        assert_eq!(r(&json!(-0.5)), None);
-        assert_eq!(r(&json!("999999")), None);
-        assert_eq!(r(&json!(null)), None);
-
-        let mut c = SessionCounters::default();
-        c.raise_tokens(u64::MAX);
-        c.record_tool_call_at("s", "t", true, 4000, 0.0);
-        c.add_tokens(usize::MAX);
-        assert_eq!(c.cumulative_tokens, u64::MAX, "never wraps");
-        c.raise_tokens(5);
-        assert_eq!(c.cumulative_tokens, u64::MAX, "never lowered");
-
-        let mut c = SessionCounters {
-            turn_count: u64::MAX,
-            denied_count: u64::MAX,
-            ..Default::default()
-        };
-        c.tool_calls
-            .entry("s".into())
-            .or_default()
-            .insert("t".into(), u64::MAX);
-        c.record_tool_call_at("s", "t", false, 0, 0.0);
-        c.count_denied();
-        assert_eq!(
-            (c.turn_count, c.denied_count, c.tool_calls["s"]["t"]),
-            (u64::MAX, u64::MAX, u64::MAX)
-        );
-    }
-
-    #[test]
-    fn input_has_every_contract_field() {
-        let action = Action {
-            kind: ActionType::ToolCall,
-            server: "fs".into(),
-            tool: "read".into(),
-            args: json!({"path": "/x"}),
-            annotations: json!({"readOnlyHint": true}),
-            annotations_trusted: false,
-            tool_digest: Some("sha256:00".into()),
-            upstream_data_classes: vec![],
-            trace: None,
-        };
-        let v = build(
-            &Identity::default(),
-            &action,
-            &DecisionContext::default(),
-            &["pii".into()],
-            "2026-01-01T00:00:00Z",
-        );
-        let schema: Value =
-            serde_json::from_str(include_str!("../../schemas/input.v1.json")).unwrap();
-        for (section, props) in schema["properties"].as_object().unwrap() {
-            for key in props["properties"].as_object().unwrap().keys() {
-                // budget: only with [budget]; the canonical path view is
-                // added by the enforcer, which knows the server's path_root.
-                let reserved = ["budget", "canonical_args", "path_root"];
-                if !reserved.contains(&key.as_str()) {
-                    assert!(
-                        v[section].get(key).is_some(),
-                        "input.{section}.{key} missing"
-                    );
-                }
-            }
-        }
-        assert_eq!(v["action"]["type"], "tool_call");
-        assert_eq!(v["action"]["data_classes_referenced"], json!(["pii"]));
-    }
-
-    proptest::proptest! {
-        /// The counters against a naive model over any sequence of calls:
-        /// exact turn/denied/per-tool counts, the run length of the same
-        /// tool, the calls in the 60 s before, and tokens that only grow.
-        #[test]
-        fn counters_match_a_naive_model(
-            calls in proptest::collection::vec((0usize..3, 0usize..3, proptest::bool::ANY, 0u32..5000, 0usize..200), 1..120)
-        ) {
-            let mut c = SessionCounters::default();
-            let mut history: Vec<(String, String, f64)> = Vec::new();
-            let (mut now, mut denied, mut tokens) = (0.0f64, 0u64, 0u64);
-            for (s, t, allowed, gap_ms, bytes) in calls {
-                now += gap_ms as f64 / 1000.0;
-                let (server, tool) = (format!("s{s}"), format!("t{t}"));
-                c.prepare(&server, &tool, now);
-                let run = history
-                    .iter()
-                    .rev()
-                    .take_while(|(hs, ht, _)| *hs == server && *ht == tool)
-                    .count() as u64;
-                let recent = history.iter().filter(|(_, _, at)| now - at <= 60.0).count() as u64;
-                proptest::prop_assert_eq!(c.consecutive_same_tool, run);
-                proptest::prop_assert_eq!(c.calls_last_minute, recent);
-                proptest::prop_assert_eq!(c.turn_count, history.len() as u64);
-                proptest::prop_assert_eq!(c.denied_count, denied);
-                proptest::prop_assert_eq!(c.cumulative_tokens, tokens);
-                c.record_tool_call_at(&server, &tool, allowed, bytes, now);
-                history.push((server.clone(), tool.clone(), now));
-                denied += u64::from(!allowed);
-                tokens += bytes.div_ceil(4) as u64;
-                let per_tool = history.iter().filter(|(hs, ht, _)| *hs == server && *ht == tool).count() as u64;
-                proptest::prop_assert_eq!(c.tool_calls[&server][&tool], per_tool);
-            }
-        }
-    }
-}
+#[path = "input_tests.rs"]
+mod tests;

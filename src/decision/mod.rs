@@ -22,6 +22,7 @@ pub mod input;
 pub mod layers;
 mod memo;
 pub mod output_paths;
+mod owed;
 pub mod paths;
 pub mod persona;
 mod pool;
@@ -215,6 +216,12 @@ impl Enforcer {
         self.guard.uses_store()
     }
 
+    /// Whether a decision may first be tried on the event loop
+    /// ([`Enforcer::try_decide`]; not with a network store).
+    pub fn can_try_inline(&self) -> bool {
+        self.guard.can_try_inline()
+    }
+
     /// The clock every decision reads.
     pub fn clock(&self) -> &Arc<dyn crate::state::clock::Clock> {
         &self.clock
@@ -279,6 +286,18 @@ impl Enforcer {
         }
     }
 
+    /// How many times a decision or query read the budget from the store
+    /// for `input.context.budget` (a charge's own view is not a read).
+    pub fn budget_reads(&self) -> u64 {
+        self.guard.budget_reads()
+    }
+
+    /// Writes the budget's result tokens still kept in memory (shutdown:
+    /// `front::lifecycle`; `decision::guard` says why they wait).
+    pub fn flush_budget(&self) {
+        self.guard.flush();
+    }
+
     /// Counts the outcome of a decision whose approval just settled (see
     /// [`Enforcer::decide`]: such decisions are not counted there).
     pub fn count_outcome(&self, action: &Action, d: &Decision) {
@@ -335,5 +354,11 @@ impl Enforcer {
 }
 
 #[cfg(test)]
+#[path = "budget_read_tests.rs"]
+mod budget_read_tests;
+#[cfg(test)]
 #[path = "enforcer_tests.rs"]
 mod enforcer_tests;
+#[cfg(test)]
+#[path = "inline_tests.rs"]
+mod inline_tests;

@@ -46,7 +46,8 @@ impl Enforcer {
         let (pick, active) = self.policy_for(action, ctx, sp);
         let policy = active.as_ref().map(|a| &a.policy);
         let engine = super::decide::engine_of(policy);
-        let input = self.input_for(action, ctx, sp, engine, &now);
+        // A prediction shows the budget whatever the policy reads.
+        let input = self.input_for(action, ctx, sp, engine, &now, true);
         let mut ev = match pick.refusal() {
             Some(d) => super::decide::Evaluated::by_gavel(d, "persona"),
             None => self.evaluate(action, sp, policy, &input),

@@ -48,8 +48,9 @@ impl FrontLifecycle {
     }
 
     /// The epilogue, once the front's own sessions have stopped: the shared
-    /// upstreams stop (bounded wait), the status file goes, and the decision
-    /// log's batched fsync is made durable, and queued spans are sent.
+    /// upstreams stop (bounded wait), the status file goes, result tokens
+    /// kept in memory reach the budget's store, the decision log's batched
+    /// fsync is made durable, and queued spans are sent.
     pub async fn finish(self) {
         self.gw.stop_shared().await;
         // Waited for, not only aborted: a write already under way must not
@@ -57,6 +58,8 @@ impl FrontLifecycle {
         self.status_task.abort();
         let _ = self.status_task.await;
         crate::status::remove_instance(&self.status_dir);
+        // Result tokens not yet in the budget's store.
+        self.gw.enforcer.flush_budget();
         if let Some(log) = self.gw.enforcer.decision_log() {
             log.sync();
         }

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod ratefile;
 pub mod redis;
 pub mod sqlite;
+pub mod wait;
 
 pub use gcra::{Rate, RateOutcome};
 
@@ -43,6 +44,10 @@ pub struct BudgetCharge<'a> {
     pub add: Usage,
     /// (calls, tokens); None: unlimited.
     pub limit: (Option<u64>, Option<u64>),
+    /// Already spent and not yet written (the results of earlier calls,
+    /// `decision::guard`): added in the same transaction whether or not
+    /// `add` fits, and counted before `add` is checked against `limit`.
+    pub owed: Usage,
 }
 
 /// What [`StateStore::charge`] found.
@@ -96,6 +101,7 @@ pub trait StateStore: Send + Sync {
                 period,
                 add,
                 limit,
+                owed: Usage::default(),
             }),
         )?;
         Ok(c.budget.unwrap_or((false, Usage::default())))
@@ -129,17 +135,27 @@ pub trait StateStore: Send + Sync {
         limits: &[(String, Rate)],
         budget: Option<BudgetCharge<'_>>,
     ) -> Result<(), StateError>;
+    /// Whether calls may be tried without waiting ([`wait::no_wait`]): the
+    /// store's locks are local and a held one gives up at once. False for a
+    /// network store, whose every call may wait (Redis).
+    fn can_try(&self) -> bool {
+        false
+    }
 }
 
 /// What a charge would do, from the limits' outcomes and the budget's
-/// totals now (`used`): the budget is only reached when every limit allows,
+/// stored totals now (its `owed` is added to them): the budget is only reached when every limit allows,
 /// as in [`StateStore::charge`].
 pub(crate) fn predicted(
     rates: Vec<RateOutcome>,
     budget: Option<(BudgetCharge<'_>, Usage)>,
 ) -> Charged {
     let all = rates.iter().all(|o| o.allowed);
-    let budget = budget.filter(|_| all).map(|(b, used)| {
+    let budget = budget.filter(|_| all).map(|(b, stored)| {
+        let used = Usage {
+            calls: stored.calls.saturating_add(b.owed.calls),
+            tokens: stored.tokens.saturating_add(b.owed.tokens),
+        };
         let after = Usage {
             calls: used.calls.saturating_add(b.add.calls),
             tokens: used.tokens.saturating_add(b.add.tokens),

@@ -23,6 +23,7 @@ pub(super) fn a_peek_answers_as_the_charge_would_and_charges_nothing(store: &dyn
             calls: 1,
             tokens: 5,
         },
+        owed: Usage::default(),
         limit: (Some(2), None),
     };
     for _ in 0..2 {

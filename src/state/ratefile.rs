@@ -101,7 +101,8 @@ impl RateFile {
             .map_err(|e| err(e.to_string()))?;
         let len = HEADER + SLOTS * SLOT;
         {
-            let _held = lock_file(&file, Instant::now() + LOCK_WAIT).map_err(err)?;
+            let _held =
+                lock_file(&file, Some(Instant::now() + LOCK_WAIT)).map_err(|b| err(b.message()))?;
             let size = file.metadata().map_err(|e| err(e.to_string()))?.len();
             let mut header = [0u8; HEADER];
             if size != 0 && size != len as u64 {
@@ -194,9 +195,33 @@ impl RateFile {
     /// Such a table fails its limits closed instead (`state_unavailable`);
     /// it is never repaired here — its content is gone, and resetting it
     /// would hand out fresh bursts.
+    ///
+    /// Inside [`super::wait::no_wait`] (a decision tried on the event loop)
+    /// neither lock is waited for: one `LOCK_NB` attempt, and a lock held
+    /// elsewhere gives up ([`super::wait::gave_up`]).
     fn locked<T>(&self, f: impl FnOnce(&Self) -> Result<T, StateError>) -> Result<T, StateError> {
-        let _threads: MutexGuard<()> = self.threads.lock().recover();
-        let _file = lock_file(&self.file, Instant::now() + LOCK_WAIT).map_err(|m| self.err(m))?;
+        let (_threads, _file): (MutexGuard<()>, FileLock) = if super::wait::forbidden() {
+            let threads = match self.threads.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(super::wait::gave_up(&self.path, "the rate table's lock"));
+                }
+            };
+            let file = match lock_file(&self.file, None) {
+                Ok(l) => l,
+                Err(Busy::Held) => {
+                    return Err(super::wait::gave_up(&self.path, "the rate table's lock"));
+                }
+                Err(Busy::Failed(m)) => return Err(self.err(m)),
+            };
+            (threads, file)
+        } else {
+            let threads = self.threads.lock().recover();
+            let file = lock_file(&self.file, Some(Instant::now() + LOCK_WAIT))
+                .map_err(|b| self.err(b.message()))?;
+            (threads, file)
+        };
         self.check_intact()?;
         fence(Ordering::SeqCst);
         let out = f(self);
@@ -379,8 +404,7 @@ fn allocate(file: &File, len: usize, created: bool) -> Result<(), String> {
     ))
 }
 
-/// An exclusive `flock` on `file` until dropped, waiting at most until
-/// `deadline` (a stopped process holding it must not hang every decision).
+/// An exclusive `flock` on `file` until dropped.
 struct FileLock<'a>(&'a File);
 
 impl Drop for FileLock<'_> {
@@ -390,7 +414,30 @@ impl Drop for FileLock<'_> {
     }
 }
 
-fn lock_file(file: &File, deadline: Instant) -> Result<FileLock<'_>, String> {
+/// Why [`lock_file`] has no lock.
+enum Busy {
+    /// Another process holds it (past the deadline, or at once without one).
+    Held,
+    /// `flock` itself failed.
+    Failed(String),
+}
+
+impl Busy {
+    fn message(&self) -> String {
+        match self {
+            Busy::Held => format!(
+                "another process has held the rate table's lock for more than {} s",
+                LOCK_WAIT.as_secs()
+            ),
+            Busy::Failed(m) => m.clone(),
+        }
+    }
+}
+
+/// An exclusive `flock` on `file`, waiting at most until `deadline` (a
+/// stopped process holding it must not hang every decision); `None`: one
+/// attempt, no wait.
+fn lock_file(file: &File, deadline: Option<Instant>) -> Result<FileLock<'_>, Busy> {
     let mut pause = Duration::from_micros(20);
     loop {
         // SAFETY: plain flock on a descriptor we own.
@@ -399,13 +446,10 @@ fn lock_file(file: &File, deadline: Instant) -> Result<FileLock<'_>, String> {
         }
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EWOULDBLOCK) && e.raw_os_error() != Some(libc::EINTR) {
-            return Err(format!("cannot lock the rate table: {e}"));
+            return Err(Busy::Failed(format!("cannot lock the rate table: {e}")));
         }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "another process has held the rate table's lock for more than {} s",
-                LOCK_WAIT.as_secs()
-            ));
+        if deadline.is_none_or(|d| Instant::now() >= d) {
+            return Err(Busy::Held);
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(5));

@@ -31,9 +31,9 @@
 //! wait is bounded (connect, read and write timeouts; waiting for a pooled
 //! connection).
 //!
-//! The budget is still read once before the policy (`budget_get`, for
-//! `input.context.budget`) and charged after it (in the script): folding the
-//! two into one round trip would mean charging before the policy has
+//! The budget is still read once before the policy when a rule reads it
+//! (`budget_get`, for `input.context.budget`) and charged after it (in the
+//! script): folding the two into one round trip would mean charging before the policy has
 //! allowed the call, and a refused call must cost nothing.
 
 use std::sync::{Arc, Condvar, Mutex};
@@ -411,6 +411,14 @@ impl StateStore for RedisStore {
         now: f64,
         budget: Option<BudgetCharge<'_>>,
     ) -> Result<Charged, StateError> {
+        // gavel's guard folds owed result tokens only into the embedded
+        // store (`decision::guard`); a caller that passes some here has them
+        // written first, in a round trip of their own.
+        if let Some(b) = &budget
+            && b.owed != Usage::default()
+        {
+            self.budget_add(b.key, b.period, b.owed)?;
+        }
         let mut inv = self.script.prepare_invoke();
         for (k, _) in limits {
             inv.key(k);
@@ -432,6 +440,7 @@ impl StateStore for RedisStore {
             period: "",
             add: Usage::default(),
             limit: (None, None),
+            owed: Usage::default(),
         });
         inv.arg(b.add.calls)
             .arg(b.add.tokens)

@@ -84,6 +84,7 @@ fn counters_stay_exact_integers_past_1e14() {
                 calls: 1,
                 tokens: 7,
             },
+            owed: Usage::default(),
             limit: (None, None),
         }),
     )

@@ -16,14 +16,17 @@
 //!
 //! A file that is not a gavel state store (or is corrupt) is an error —
 //! never reset: the limits and budgets kept there fail closed. So is a lock
-//! another process holds past [`BUSY_TIMEOUT`]. Callers on an event loop run
-//! these (blocking) calls on a blocking thread (`SessionState::decide_async`).
+//! another process holds past [`BUSY_TIMEOUT`]. A decision is first tried on
+//! the event loop with every wait forbidden (`state::wait`: the mutex tried,
+//! `busy_timeout(0)`); only when a lock is held elsewhere does it run again
+//! on a blocking thread, where the bounded waits apply
+//! (`SessionState::decide_async`).
 //! Rows that can no longer matter are removed by [`StateStore::prune`] on the
 //! guard's tick (an index on `period` keeps finding ended periods cheap; it
 //! is created if missing, the schema version is unchanged).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -60,14 +63,38 @@ pub struct SqliteStore {
 /// whichever decision happens to cross SQLite's 1000-page threshold (a
 /// checkpoint copies pages and fsyncs: it was the decision path's tail).
 /// PASSIVE never blocks writers or readers, in this process or another.
+///
+/// PASSIVE alone does not bound the WAL: under steady load some reader or
+/// writer always holds a frame, the WAL never restarts, and it grew by
+/// every commit (311 MB after 38 k calls). So the thread also looks at the
+/// WAL's size every [`WAL_LOOK`], and past [`WAL_BOUND`] runs a TRUNCATE
+/// checkpoint: it waits (busy timeout) for the readers of old frames,
+/// copies the rest and empties the file. Writers of every process wait
+/// meanwhile — milliseconds for a few MB, within their own bounded busy
+/// wait, and a decision tried on the event loop just moves to the pool.
+/// `journal_size_limit` makes any process that restarts the WAL cut it back
+/// too. Several processes may run this on one file: SQLite serialises
+/// checkpoints, and a busy one is tried again at the next look.
 struct Checkpointer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// The WAL size past which it is checkpointed and truncated.
+pub const WAL_BOUND: u64 = 4 << 20;
+/// How often the WAL's size is looked at (one `stat`).
+const WAL_LOOK: Duration = Duration::from_millis(100);
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// `<file>-wal`, where SQLite keeps the WAL of `path`.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_os_string();
+    p.push("-wal");
+    PathBuf::from(p)
 }
 
 fn spawn_checkpointer(path: &Path) -> Checkpointer {
@@ -80,10 +107,22 @@ fn spawn_checkpointer(path: &Path) -> Checkpointer {
                 return;
             };
             let _ = conn.busy_timeout(Duration::from_secs(5));
+            let _ = conn.pragma_update(None, "journal_size_limit", WAL_BOUND as i64);
+            let wal = wal_path(&path);
+            let looks_per_passive = (1000 / WAL_LOOK.as_millis()).max(1);
+            let mut looks = 0;
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_secs(1));
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::debug!(path = %path.display(), "WAL checkpoint: {e}");
+                std::thread::sleep(WAL_LOOK);
+                looks += 1;
+                let big = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_BOUND);
+                let mode = match (big, looks % looks_per_passive == 0) {
+                    (true, _) => "TRUNCATE",
+                    (false, true) => "PASSIVE",
+                    (false, false) => continue,
+                };
+                let sql = format!("PRAGMA wal_checkpoint({mode})");
+                if let Err(e) = conn.query_row(&sql, [], |_| Ok(())) {
+                    tracing::debug!(path = %path.display(), "WAL checkpoint ({mode}): {e}");
                 }
             }
         });
@@ -109,8 +148,11 @@ impl SqliteStore {
             .map_err(|e| err(e.to_string()))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| err(e.to_string()))?;
-        // Checkpoints are the checkpointer thread's job (below).
+        // Checkpoints are the checkpointer thread's job (above); a WAL this
+        // connection restarts is cut back to the bound.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|e| err(e.to_string()))?;
+        conn.pragma_update(None, "journal_size_limit", WAL_BOUND as i64)
             .map_err(|e| err(e.to_string()))?;
         conn.execute_batch(
             "BEGIN IMMEDIATE;
@@ -150,16 +192,53 @@ impl SqliteStore {
         }
     }
 
+    /// The connection, locked for this thread, with the busy timeout the
+    /// caller may wait: inside [`super::wait::no_wait`] the mutex is only
+    /// tried and SQLite waits for no lock (`busy_timeout(0)`); otherwise
+    /// [`BUSY_TIMEOUT`]. A mutex held by another thread while this call may
+    /// not wait gives up.
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>, StateError> {
+        let nowait = super::wait::forbidden();
+        let conn = if nowait {
+            match self.conn.try_lock() {
+                Ok(c) => c,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(super::wait::gave_up(&self.path, "the state store"));
+                }
+            }
+        } else {
+            self.conn.lock().recover()
+        };
+        // A plain setting of the connection: no syscall.
+        conn.busy_timeout(if nowait { Duration::ZERO } else { BUSY_TIMEOUT })
+            .map_err(|e| self.err(e))?;
+        Ok(conn)
+    }
+
+    /// A SQLite error as the store's: a lock another process holds, met
+    /// while this call may not wait, gives up ([`super::wait::gave_up`]).
+    fn fail(&self, e: rusqlite::Error) -> StateError {
+        let busy = matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        );
+        if busy && super::wait::forbidden() {
+            return super::wait::gave_up(&self.path, "the state store's write lock");
+        }
+        self.err(e)
+    }
+
     fn with<T>(
         &self,
         f: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>,
     ) -> Result<T, StateError> {
-        let mut conn = self.conn.lock().recover();
+        let mut conn = self.conn()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.err(e))?;
-        let out = f(&tx).map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))?;
+            .map_err(|e| self.fail(e))?;
+        let out = f(&tx).map_err(|e| self.fail(e))?;
+        tx.commit().map_err(|e| self.fail(e))?;
         Ok(out)
     }
 }
@@ -210,9 +289,12 @@ impl StateStore for SqliteStore {
         // limits allowed: the call is charged to all of them or to none.
         let charge_budget = |b: super::BudgetCharge<'_>| {
             self.with(|tx| {
-                let used = usage_in(tx, b.key, b.period)?;
+                let used = add(usage_in(tx, b.key, b.period)?, b.owed);
                 let after = add(used, b.add);
                 if !within(after, b.limit) {
+                    if b.owed != Usage::default() {
+                        write_usage(tx, b.key, b.period, used)?;
+                    }
                     return Ok((false, used));
                 }
                 write_usage(tx, b.key, b.period, after)?;
@@ -318,8 +400,12 @@ impl StateStore for SqliteStore {
 
     /// A plain read: no write lock, so it never waits behind a writer (WAL).
     fn budget_get(&self, key: &str, period: &str) -> Result<Usage, StateError> {
-        let conn = self.conn.lock().recover();
-        usage_in(&conn, key, period).map_err(|e| self.err(e))
+        let conn = self.conn()?;
+        usage_in(&conn, key, period).map_err(|e| self.fail(e))
+    }
+
+    fn can_try(&self) -> bool {
+        true
     }
 }
 
@@ -366,5 +452,60 @@ mod checkpoint_tests {
             std::thread::sleep(Duration::from_millis(100));
         }
         drop(store);
+    }
+}
+
+#[cfg(test)]
+mod wal_tests {
+    use super::*;
+
+    /// Many charges, with a reader always coming and going (as decisions of
+    /// other sessions and processes do): the WAL passes its bound and is
+    /// brought back under it, and ends under it (bounded waits; no timing
+    /// asserted).
+    #[test]
+    fn the_wal_stays_bounded_under_steady_writes_and_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        let store = std::sync::Arc::new(SqliteStore::open(&path).unwrap());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (stop, path) = (stop.clone(), path.clone());
+            std::thread::spawn(move || {
+                let conn = Connection::open(&path).unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = usage_in(&conn, "budget:user:ada", "day:x");
+                }
+            })
+        };
+        let wal = || std::fs::metadata(wal_path(&path)).map_or(0, |m| m.len());
+        let one = Usage {
+            calls: 1,
+            tokens: 1,
+        };
+        let mut peak = 0;
+        // Each commit writes a 4 KiB page: 3 × the bound's worth.
+        for _ in 0..3 {
+            for _ in 0..WAL_BOUND / 4096 {
+                store.budget_add("budget:user:ada", "day:x", one).unwrap();
+            }
+            peak = peak.max(wal());
+            let start = std::time::Instant::now();
+            while wal() > WAL_BOUND {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "the WAL stayed at {} bytes",
+                    wal()
+                );
+                store.budget_add("budget:user:ada", "day:x", one).unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().unwrap();
+        assert!(peak > WAL_BOUND, "the test wrote past the bound ({peak})");
+        assert!(wal() <= WAL_BOUND, "{} bytes", wal());
+        let n = store.budget_get("budget:user:ada", "day:x").unwrap().calls;
+        assert!(n >= 3 * (WAL_BOUND / 4096), "every charge kept: {n}");
     }
 }

@@ -176,6 +176,7 @@ fn a_calls_limits_and_budget_are_charged_together_and_refunded(store: &dyn State
             calls: 1,
             tokens: 0,
         },
+        owed: Usage::default(),
         limit: (Some(3), None),
     };
     let c = store.charge(&[("z".into(), lim)], t0, Some(full)).unwrap();
@@ -201,6 +202,7 @@ fn a_calls_limits_and_budget_are_charged_together_and_refunded(store: &dyn State
             calls: 1,
             tokens: 0,
         },
+        owed: Usage::default(),
         limit: (Some(9), None),
     };
     let c = store.charge(&[("z".into(), lim)], t0, Some(room)).unwrap();

@@ -3,7 +3,10 @@
 //! reaches the store before the call is forwarded (gavel killed while the
 //! upstream holds a call), two processes at once spend one burst and one
 //! budget exactly, token budgets count arguments and results, and budgets
-//! per agent and per user and agent, with their periods.
+//! per agent and per user and agent, with their periods; a `kill -9` right
+//! after answered calls loses none of them, and a result's tokens (counted
+//! in memory, written with the next charge or shortly after) reach the
+//! store when gavel ends.
 
 use crate::common;
 
@@ -294,4 +297,65 @@ async fn a_decision_waiting_on_the_store_does_not_stall_the_process() {
     assert!(allowed(&echoed), "{}", decision(&echoed));
     assert_eq!(text(&echoed), "waited");
     client.cancel().await.unwrap();
+}
+
+/// gavel is killed with SIGKILL right after five calls were answered (their
+/// results' tokens possibly still in memory): a new gavel counts exactly the
+/// five calls and every argument token; result tokens are never counted
+/// twice, and are at most those of the results answered in the last 0.2 s
+/// short (docs/config.md, durability of budget counters).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_9_right_after_answered_calls_loses_no_call() {
+    let lab = Lab::new(json!({}), "[budget]\ncalls = 100\ntokens = 100000\n");
+    let (client, pid, mut child) = lab.connect_with_pid().await;
+    // {"text":"<40 x>"}: 13 tokens of arguments, 10 of result.
+    let args = json!({"text": "x".repeat(40)});
+    for _ in 0..5 {
+        let r = call(&client, "echo", args.clone()).await.unwrap();
+        assert!(allowed(&r), "{}", text(&r));
+    }
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = child.wait().await;
+    drop(client);
+
+    let again = lab.connect().await;
+    let sixth = call(&again, "echo", args).await.unwrap();
+    assert!(allowed(&sixth), "{}", text(&sixth));
+    let used = &budget_seen(&lab, "echo", 5)["used"];
+    assert_eq!(used["calls"], 5, "every answered call was charged: {used}");
+    let tokens = used["tokens"].as_u64().unwrap();
+    assert!(
+        (5 * 13..=5 * 23).contains(&tokens),
+        "every argument token, no result token twice: {used}"
+    );
+    again.cancel().await.unwrap();
+}
+
+/// A result's tokens reach the store when gavel ends (its session closed by
+/// the host): the next gavel's first call sees arguments and result
+/// exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn result_tokens_reach_the_store_when_gavel_ends() {
+    let lab = Lab::new(json!({}), "[budget]\ntokens = 1000\n");
+    let (client, _pid, mut child) = lab.connect_with_pid().await;
+    let first = call(&client, "echo", json!({"text": "x".repeat(40)}))
+        .await
+        .unwrap();
+    assert!(allowed(&first), "{}", text(&first));
+    client.cancel().await.unwrap();
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "gavel ended cleanly: {status:?}");
+
+    let again = lab.connect().await;
+    let next = call(&again, "echo", json!({"text": ""})).await.unwrap();
+    assert!(allowed(&next), "{}", text(&next));
+    assert_eq!(
+        budget_seen(&lab, "echo", 1)["used"],
+        json!({"calls": 1, "tokens": 23}),
+        "13 of arguments, 10 of result"
+    );
+    again.cancel().await.unwrap();
 }

@@ -124,7 +124,7 @@ impl PolicyEngine {
             loaded.push(builder.load_layer(b)?);
         }
         builder.refuse_recursion(&crate::bundle::library::with_library(&configured))?;
-        builder.plan_memos(&mut loaded, &layers, &configured, library)?;
+        let reads_budget = builder.plan_memos(&mut loaded, &layers, &configured, library)?;
         builder.refuse_reserved_package()?;
         let Builder {
             engine, warnings, ..
@@ -137,8 +137,19 @@ impl PolicyEngine {
             bundles: loaded,
             warnings,
             timeout: opts.eval_timeout,
+            reads_budget,
         })
     }
+}
+
+/// Whether a rule with these dependencies may read `input.context.budget`
+/// (a path above it, below it, or input it cannot list).
+fn reads_budget(d: &Deps) -> bool {
+    const BUDGET: [&str; 2] = ["context", "budget"];
+    d.whole_input
+        || d.input_paths
+            .iter()
+            .any(|p| p.iter().zip(BUDGET).all(|(a, b)| a == b))
 }
 
 /// A build failure, named by the server whose policy it is.
@@ -384,15 +395,19 @@ impl Builder<'_> {
     /// depends on what they read too. A layer that reads nothing of the
     /// others gets an engine of its own (with the library) for its memo
     /// misses. `configured` is every bundle (a library-only one too, for
-    /// the analysis); `set` the layers, in `loaded` order.
+    /// the analysis); `set` the layers, in `loaded` order. Returns whether
+    /// any rule of the bundles may read `input.context.budget` (the same
+    /// analysis: a server whose rules never do is decided without reading
+    /// the budget before the policy, `Enforcer::input_for`).
     fn plan_memos(
         &self,
         loaded: &mut [Loaded],
         set: &[&Bundle],
         configured: &[&Bundle],
         library: &Bundle,
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         let all: Vec<Deps> = analyze_set(configured).map_err(|e| self.load(e.to_string()))?;
+        let budget = all.iter().any(reads_budget);
         let deps: Vec<Deps> = configured
             .iter()
             .zip(all)
@@ -420,7 +435,7 @@ impl Builder<'_> {
                 (true, true) => None,
             };
         }
-        Ok(())
+        Ok(budget)
     }
 
     /// gavel's combined rule lives in its own package: a bundle may not

@@ -148,6 +148,8 @@ pub struct PolicyEngine {
     bundles_json: Value,
     warnings: Vec<LintFinding>,
     timeout: Duration,
+    /// Whether some rule may read `input.context.budget` (`bundle::deps`).
+    reads_budget: bool,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -235,6 +237,12 @@ impl PolicyEngine {
 
     pub fn warnings(&self) -> &[LintFinding] {
         &self.warnings
+    }
+
+    /// Whether some rule of the bundles may read `input.context.budget`
+    /// (by the dependency analysis the memos use; unsure means yes).
+    pub fn reads_budget(&self) -> bool {
+        self.reads_budget
     }
 
     /// `name@revision` of every bundle, comma-separated.

@@ -276,6 +276,8 @@ impl ServerHandler for Session {
         let result = self.forward(&route.server, &permit, req, &cx).await?;
         let bytes = result_bytes(&result);
         self.inner.state.add_result_bytes(bytes);
+        // No store write here, between the answer and the reply: counted in
+        // memory, written with the next charge (`decision::owed`).
         self.inner.gw.enforcer.charge_result_tokens(&permit, bytes);
         let result = match self.result_policy(&permit, OutputKind::ToolResult, result) {
             Ok(r) => r,
