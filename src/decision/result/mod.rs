@@ -28,6 +28,7 @@ pub mod answer;
 pub mod apply;
 pub mod input;
 pub mod items;
+pub mod list;
 mod record;
 pub mod replay;
 
@@ -188,9 +189,12 @@ impl Enforcer {
             decision: &decision,
             start,
         };
-        if let Err(e) = self.log_result(rec)
-            && self.unrecorded_as(&mut decision, &e, super::record::Unrecorded::Result)
-        {
+        let unrecorded = match self.log_result(rec) {
+            Ok(()) => false,
+            Err(e) => self.unrecorded_as(&mut decision, &e, super::record::Unrecorded::Result),
+        };
+        record::count(&cx.server, &cx.tool, &outcome, unrecorded);
+        if unrecorded {
             return ResultVerdict::Withheld(decision);
         }
         match (outcome.error.is_some(), outcome.deny) {

@@ -106,3 +106,26 @@ impl Enforcer {
         )
     }
 }
+
+/// Counts a result decision in the Prometheus metrics
+/// (`gavel_result_decisions_total`, and the redactions and dropped items
+/// of each rule): `unrecorded` — its record could not be written, so it was
+/// withheld — counts as `error` whatever the rules said.
+pub(super) fn count(server: &str, tool: &str, o: &Outcome, unrecorded: bool) {
+    let m = crate::audit::metrics::global();
+    m.result_decision(server, tool, if unrecorded { "error" } else { o.label() });
+    let n = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    for r in &o.redactions {
+        // A pattern by its name (declared by the bundle: bounded); every
+        // pointer as `pointer` (policy-chosen strings are no label).
+        let what = match r.get("pattern") {
+            Some(_) => s(r, "pattern"),
+            None => "pointer".into(),
+        };
+        m.result_redactions(server, &s(r, "rule"), &what, n(r, "count"));
+    }
+    for f in &o.filtered {
+        m.result_filtered(server, &s(f, "rule"), &s(f, "items"), n(f, "dropped"));
+    }
+}
