@@ -1,7 +1,7 @@
 //! What a session is shown of each server's resources: the server's list
 //! as its result rules decide it for this session's identity
 //! (`decision::result::list`, docs/policy.md "Resource lists"), kept per
-//! server until the upstream's list or the server's policy changes — a
+//! server until the upstream's resources or the server's policy change — a
 //! table rebuild (every `resources/list` answer rebuilds) reuses it instead
 //! of evaluating each resource again. A hidden resource keeps its route:
 //! listing is not access, and a read of it is decided (request and result
@@ -50,9 +50,11 @@ impl Router {
             self.shown.lock().recover().remove(server);
             return None;
         };
+        // The same list re-fetched (an upstream announces changes that
+        // change nothing: server-everything does at start) is the same.
         if let Some(s) = self.shown.lock().recover().get(server)
-            && Arc::ptr_eq(&s.lists, lists)
             && s.policy.same(&policy)
+            && (Arc::ptr_eq(&s.lists, lists) || s.lists.resources == lists.resources)
         {
             return s.resources.clone();
         }
