@@ -5,7 +5,8 @@
 //! refused its read by the same `result_item` rule; an admin is listed and
 //! reads it. The list is decided once per upstream list and policy (one
 //! record for two lists), its record holds counts, never the dropped
-//! resource; the result metrics move.
+//! resource, and `gavel explain` and `gavel replay` read it; the result
+//! metrics move.
 
 use crate::common;
 
@@ -118,6 +119,37 @@ async fn two_identities_are_listed_and_read_what_one_item_rule_allows() {
         !r.to_string().contains("architecture.md"),
         "the dropped resource is logged: {r}"
     );
+    // explain and replay read the list's record: a candidate that hides
+    // one more document filters more of the logged list.
+    let logp = s.path("decisions.jsonl").display().to_string();
+    let id = r["decision_id"].as_str().unwrap();
+    let (ok, out, err) = gavel(&["explain", "--decision", id, "--log", &logp]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("resource list of server everything") && out.contains("1 dropped"),
+        "{out}"
+    );
+    let stricter = POLICY.replace(
+        r#"result_item if not endswith(input.item.uri, "/architecture.md")"#,
+        r#"result_item if {
+	not endswith(input.item.uri, "/architecture.md")
+	not endswith(input.item.uri, "/features.md")
+}"#,
+    );
+    let cand = policy::bundle(&s.path("cand"), "docs", "everything", json!({}), &stricter);
+    let (ok, out, err) = gavel(&[
+        "replay",
+        "--log",
+        &logp,
+        "--bundle",
+        &cand.display().to_string(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("filters more everything/resources/list data.everything.result_item"),
+        "{out}"
+    );
+
     let series = |s: &str| value(&metrics, s);
     assert_eq!(
         series(
