@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use super::super::active::{Active, Policy};
 use super::super::record::Unrecorded;
-use super::{OutputKind, Step, input, record, verdict_decision};
+use super::{OutputKind, Step, record, verdict_decision};
 use crate::decision::{Action, ActionType, Decision, DecisionContext, Enforcer};
 
 /// `input.action.tool` of a list decision, and its tool in records and
@@ -65,7 +65,7 @@ pub enum ListVerdict {
     Shown(Vec<Value>),
     /// None of the server's resources are listed: a result rule denied the
     /// list, or it could not be decided (the decision says why; logged).
-    Hidden(Decision),
+    Hidden(Box<Decision>),
 }
 
 impl Enforcer {
@@ -117,22 +117,8 @@ impl Enforcer {
         if !decision.allow {
             decision.remediation = Some(hidden_text(server, &outcome));
         }
-        let rec = record::ResultRecord {
-            engine,
-            id: &id,
-            request_id: None,
-            cx: &base,
-            output: input::output(kind, &result),
-            kind,
-            outcome: &outcome,
-            decision: &decision,
-            start,
-        };
-        let unrecorded = match self.log_result(rec) {
-            Ok(()) => false,
-            Err(e) => self.unrecorded_as(&mut decision, &e, Unrecorded::List),
-        };
-        record::count(server, LIST_TOOL, &outcome, unrecorded);
+        let rec = record::ResultRecord::new(&step, &id, None, &result, &outcome, start);
+        let unrecorded = self.settle(rec, &mut decision, (server, LIST_TOOL), Unrecorded::List);
         if unrecorded || !decision.allow {
             tracing::warn!(
                 server = %server,
@@ -140,7 +126,7 @@ impl Enforcer {
                 "none of the server's resources are listed: {}",
                 decision.remediation.as_deref().unwrap_or("")
             );
-            return ListVerdict::Hidden(decision);
+            return ListVerdict::Hidden(Box::new(decision));
         }
         match (outcome.label(), result) {
             ("pass", _) => ListVerdict::Unchanged,

@@ -178,23 +178,9 @@ impl Enforcer {
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
         let request_id = permit.decision.decision_id.as_deref();
         let mut decision = verdict_decision(&outcome, engine, &id, &cx.tool, request_id);
-        let rec = record::ResultRecord {
-            engine,
-            id: &id,
-            request_id,
-            cx: &cx.input,
-            output: input::output(kind, &result),
-            kind,
-            outcome: &outcome,
-            decision: &decision,
-            start,
-        };
-        let unrecorded = match self.log_result(rec) {
-            Ok(()) => false,
-            Err(e) => self.unrecorded_as(&mut decision, &e, super::record::Unrecorded::Result),
-        };
-        record::count(&cx.server, &cx.tool, &outcome, unrecorded);
-        if unrecorded {
+        let rec = record::ResultRecord::new(&step, &id, request_id, &result, &outcome, start);
+        let at = (cx.server.as_str(), cx.tool.as_str());
+        if self.settle(rec, &mut decision, at, super::record::Unrecorded::Result) {
             return ResultVerdict::Withheld(decision);
         }
         match (outcome.error.is_some(), outcome.deny) {
