@@ -137,13 +137,7 @@ async fn two_identities_are_listed_and_read_what_one_item_rule_allows() {
 }"#,
     );
     let cand = policy::bundle(&s.path("cand"), "docs", "everything", json!({}), &stricter);
-    let (ok, out, err) = gavel(&[
-        "replay",
-        "--log",
-        &logp,
-        "--bundle",
-        &cand.display().to_string(),
-    ]);
+    let (ok, out, err) = replay_bundle(&s.path("decisions.jsonl"), &cand);
     assert!(ok, "{err}");
     assert!(
         out.contains("filters more everything/resources/list data.everything.result_item"),

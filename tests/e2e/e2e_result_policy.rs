@@ -257,13 +257,7 @@ async fn a_json_mirror_is_redacted_denials_say_the_call_happened_and_errors_with
     )
     .unwrap();
     let logp = s.path("decisions.jsonl").display().to_string();
-    let (ok, out, err) = gavel(&[
-        "replay",
-        "--log",
-        &logp,
-        "--bundle",
-        &cand.display().to_string(),
-    ]);
+    let (ok, out, err) = replay_bundle(&s.path("decisions.jsonl"), &cand);
     assert!(ok, "{err}");
     // The four calls' results and the fixture's resource list.
     assert!(out.contains("replayed 5 result records"), "{out}");
