@@ -12,8 +12,9 @@
 //! restart would never fire.
 //!
 //! What an operator watches: decision latency per server, decisions by
-//! outcome, denials by reason, calls per tool, upstream health, which bundle
-//! revision is active, decision-log write errors.
+//! outcome, denials by reason, calls per tool, result decisions by outcome
+//! with their redactions and dropped items per rule (`results`), upstream
+//! health, which bundle revision is active, decision-log write errors.
 //!
 //! Label cardinality is bounded by construction: no arguments and no user
 //! ids; reason codes a bundle does not declare in its reason catalog (nor
@@ -36,6 +37,7 @@ use prometheus_client::registry::Registry;
 use crate::sync::Recover;
 
 mod exposition;
+mod results;
 mod shadow;
 use exposition::{to_text_004, wants_openmetrics};
 
@@ -106,6 +108,7 @@ pub struct Metrics {
     telemetry_spans: Family<SpanL, Counter>,
     shadow_divergences: Family<ShadowL, Counter>,
     shadow_dropped: Family<ServerL, Counter>,
+    results: results::ResultMetrics,
     tools_seen: Mutex<HashSet<(String, String)>>,
 }
 
@@ -131,6 +134,7 @@ impl Metrics {
             telemetry_spans: Family::default(),
             shadow_divergences: Family::default(),
             shadow_dropped: Family::default(),
+            results: Default::default(),
             tools_seen: Mutex::new(HashSet::new()),
             registry: Registry::default(),
         };
@@ -200,6 +204,7 @@ impl Metrics {
             "Shadow evaluations dropped because the shadow queue was full (the live decisions are not affected)",
             m.shadow_dropped.clone(),
         );
+        m.results.register(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -267,16 +272,7 @@ impl Metrics {
             }
         }
         if let Some(tool) = tool {
-            let tool = {
-                let mut seen = self.tools_seen.lock().recover();
-                let key = (server_s.clone(), tool.to_string());
-                if seen.contains(&key) || seen.len() < MAX_TOOLS {
-                    seen.insert(key);
-                    tool.to_string()
-                } else {
-                    "other".to_string()
-                }
-            };
+            let tool = self.tool_label(server, tool);
             self.tool_calls
                 .get_or_create(&ToolL {
                     server: server_s,
@@ -284,6 +280,19 @@ impl Metrics {
                     outcome: outcome.into(),
                 })
                 .inc();
+        }
+    }
+
+    /// `tool` as a label value: itself among the first [`MAX_TOOLS`]
+    /// (server, tool) pairs seen, `other` after.
+    fn tool_label(&self, server: &str, tool: &str) -> String {
+        let mut seen = self.tools_seen.lock().recover();
+        let key = (server.to_string(), tool.to_string());
+        if seen.contains(&key) || seen.len() < MAX_TOOLS {
+            seen.insert(key);
+            tool.to_string()
+        } else {
+            "other".to_string()
         }
     }
 

@@ -22,6 +22,11 @@ pub enum ActionType {
     /// `gavel://policy/…` resources), decided by the server it asks about:
     /// `tool` is the query (`check`, `limits`, `why`, `policy`).
     PolicyQuery,
+    /// A server's resource list as result rules decide it (docs/policy.md,
+    /// "Resource lists"): never a request that is decided or forwarded —
+    /// only the `input.action` of a list's result and per-item rules, with
+    /// `tool` = `resources/list`.
+    ResourceList,
 }
 
 impl ActionType {
@@ -35,6 +40,7 @@ impl ActionType {
             ActionType::SamplingRequest => "sampling_request",
             ActionType::ElicitationRequest => "elicitation_request",
             ActionType::PolicyQuery => "policy_query",
+            ActionType::ResourceList => "resource_list",
         }
     }
 }

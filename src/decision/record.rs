@@ -151,6 +151,8 @@ pub(super) enum Unrecorded {
     Request,
     /// An upstream's result: the call was carried out, its result withheld.
     Result,
+    /// A server's resource list: its resources were left out of the list.
+    List,
 }
 
 impl Unrecorded {
@@ -160,6 +162,7 @@ impl Unrecorded {
             Unrecorded::Result => {
                 "the call itself has been carried out (do not repeat it), but its result was withheld."
             }
+            Unrecorded::List => "the server's resources were left out of the resource list.",
         }
     }
 }

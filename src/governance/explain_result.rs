@@ -31,8 +31,35 @@ pub fn explain_result(doc: &mut Doc, record: &Value, line: usize) {
 fn describe(doc: &mut Doc, record: &Value, line: usize) {
     let result = &record["result"];
     let action = &record["input"]["action"];
-    let outcome = str_of(result, "outcome");
-    doc.para(format!(
+    if str_of(action, "type") == "resource_list" {
+        doc.para(list_sentence(record, line));
+    } else {
+        doc.para(request_sentence(record, line));
+    }
+    describe_changes(doc, result);
+}
+
+/// A resource list's decision (docs/policy.md, "Resource lists"): it
+/// answers no request.
+fn list_sentence(record: &Value, line: usize) -> String {
+    format!(
+        "The resource list of server `{}` as one session is shown it, decided at {} (log line {line}) by `{}`: **{}**.",
+        str_of(&record["input"]["action"], "server"),
+        str_of(record, "timestamp"),
+        str_of(record, "path"),
+        match str_of(&record["result"], "outcome") {
+            "pass" => "listed as the server sent it",
+            "modified" => "listed, filtered or redacted",
+            "deny" => "denied — none of the server's resources are listed",
+            "error" => "not decidable — none of the server's resources are listed (fail closed)",
+            other => other,
+        }
+    )
+}
+
+fn request_sentence(record: &Value, line: usize) -> String {
+    let action = &record["input"]["action"];
+    format!(
         "The result of request `{}` ({} `{}` on server `{}`), decided at {} (log line {line}) by `{}`: **{}**.",
         str_of(record, "result_of"),
         str_of(action, "type"),
@@ -40,14 +67,18 @@ fn describe(doc: &mut Doc, record: &Value, line: usize) {
         str_of(action, "server"),
         str_of(record, "timestamp"),
         str_of(record, "path"),
-        match outcome {
+        match str_of(&record["result"], "outcome") {
             "pass" => "passed unchanged",
             "modified" => "passed, redacted or filtered",
             "deny" => "denied — the request had been carried out; its result was withheld",
             "error" => "withheld — a result rule failed (fail closed)",
             other => other,
         }
-    ));
+    )
+}
+
+/// What a result decision removed or why it failed.
+fn describe_changes(doc: &mut Doc, result: &Value) {
     let reasons: Vec<&str> = result["reasons"]
         .as_array()
         .into_iter()

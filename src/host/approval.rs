@@ -344,6 +344,7 @@ fn what(action: &Action) -> &'static str {
         ActionType::SamplingRequest => "sampling request from the server",
         ActionType::ElicitationRequest => "question from the server",
         ActionType::PolicyQuery => "policy question",
+        ActionType::ResourceList => "resource list",
     }
 }
 
@@ -351,7 +352,9 @@ fn what(action: &Action) -> &'static str {
 fn target_label(action: &Action) -> &'static str {
     match action.kind {
         ActionType::ToolCall => "Tool",
-        ActionType::ResourceRead | ActionType::ResourceSubscribe => "Resource",
+        ActionType::ResourceRead | ActionType::ResourceSubscribe | ActionType::ResourceList => {
+            "Resource"
+        }
         ActionType::PromptGet => "Prompt",
         ActionType::Completion => "Completion for",
         ActionType::SamplingRequest | ActionType::ElicitationRequest => "Request",

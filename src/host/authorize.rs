@@ -75,6 +75,7 @@ fn span_name(action: &Action) -> String {
         ActionType::SamplingRequest => "sampling/createMessage",
         ActionType::ElicitationRequest => "elicitation/create",
         ActionType::PolicyQuery => "tools/call",
+        ActionType::ResourceList => "resources/list",
     };
     format!("gavel.decide {method}")
 }

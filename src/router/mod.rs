@@ -21,6 +21,7 @@ use crate::upstream::{Upstream, UpstreamLists};
 use serde_json::{Value, json};
 
 pub mod reserved;
+mod resources;
 
 pub const SEPARATOR: &str = "__";
 
@@ -116,6 +117,9 @@ pub struct Router {
     /// Agent tools on: upstream names in gavel's reserved space
     /// ([`reserved`]) are withheld.
     reserve: bool,
+    /// Each server's resources as this session is shown them, decided by
+    /// its result rules once per upstream list and policy ([`resources`]).
+    shown: resources::ShownCache,
 }
 
 /// The list kinds of [`Router::rebuild`]'s answer, as indices.
@@ -138,6 +142,7 @@ impl Router {
             generation: 0.into(),
             known: Mutex::new([0; 3]),
             reserve: false,
+            shown: Default::default(),
         }
     }
 
@@ -185,7 +190,8 @@ impl Router {
             b.t.sources.insert(server.clone(), lists.clone());
             self.add_tools(&mut b, server, &lists, enforcer, ctx);
             self.add_prompts(&mut b, server, &lists);
-            b.add_resources(server, &lists);
+            let shown = self.shown_resources(server, &lists, enforcer, ctx);
+            b.add_resources(server, &lists, shown.as_deref().map(Vec::as_slice));
         }
         *claims = b.still_claimed;
         // The claims lock is held until the new table is in place: rebuilds
@@ -354,8 +360,12 @@ struct Building {
 
 impl Building {
     /// Routes `server`'s resources (the first server to list a URI keeps
-    /// it) and templates.
-    fn add_resources(&mut self, server: &str, lists: &UpstreamLists) {
+    /// it) and templates; lists those of `shown` (what its result rules
+    /// show this session; `None`: all), each as `shown` has it. A resource
+    /// left out keeps its route: a read of it is decided like any other.
+    fn add_resources(&mut self, server: &str, lists: &UpstreamLists, shown: Option<&[Resource]>) {
+        let shown: Option<HashMap<&str, &Resource>> =
+            shown.map(|s| s.iter().map(|r| (r.uri.as_str(), r)).collect());
         for r in &lists.resources {
             if self.reserve && reserved::is_reserved_uri(&r.uri) {
                 reserved::withhold(&mut self.t.withheld, &r.uri, server, self.startup);
@@ -374,7 +384,14 @@ impl Building {
             self.t
                 .resource_routes
                 .insert(r.uri.clone(), server.to_string());
-            self.t.resources.push(r.clone());
+            match &shown {
+                None => self.t.resources.push(r.clone()),
+                Some(s) => {
+                    if let Some(r) = s.get(r.uri.as_str()) {
+                        self.t.resources.push((*r).clone());
+                    }
+                }
+            }
         }
         for tpl in &lists.templates {
             if self.reserve && reserved::is_reserved_uri(&tpl.uri_template) {

@@ -581,6 +581,17 @@ pub fn gavel(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `gavel replay --log LOG --bundle BUNDLE`: (success, stdout, stderr).
+pub fn replay_bundle(log: &Path, bundle: &Path) -> (bool, String, String) {
+    gavel(&[
+        "replay",
+        "--log",
+        &log.display().to_string(),
+        "--bundle",
+        &bundle.display().to_string(),
+    ])
+}
+
 /// Its stdout, after asserting it succeeded (showing both streams if not).
 pub fn stdout_ok(out: std::process::Output) -> String {
     assert!(

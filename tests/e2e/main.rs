@@ -52,6 +52,7 @@ mod e2e_policy;
 mod e2e_proxy;
 mod e2e_replay;
 mod e2e_report;
+mod e2e_resource_lists;
 mod e2e_result_policy;
 mod e2e_shadow;
 mod e2e_signing;

@@ -123,7 +123,8 @@ pub fn redact_text(s: &str, patterns: &[(&str, &Regex)], counts: &mut [u64]) -> 
 /// Applies `patterns` to every text of `result` (of `kind`): every string
 /// under `structuredContent`; `text` of content blocks (not the JSON
 /// mirrors, rewritten after), embedded resources, resource contents and
-/// prompt messages; a prompt's `description`; completion values. Returns
+/// prompt messages; a prompt's `description`; completion values; a listed
+/// resource's `name`, `title` and `description`. Returns
 /// the matches per pattern, in `patterns` order.
 pub fn redact_patterns(
     result: &mut Value,
@@ -143,6 +144,17 @@ pub fn redact_patterns(
                 }
                 if kind == OutputKind::Completion {
                     every_string(item, &mut |s| redact_text(s, patterns, &mut counts));
+                    continue;
+                }
+                if kind == OutputKind::ResourceList {
+                    // What a list says of a resource, never its URI: the
+                    // address it is read by (filter a resource whose URI
+                    // must not be seen).
+                    for k in ["name", "title", "description"] {
+                        if let Some(v) = item.get_mut(k) {
+                            every_string(v, &mut |s| redact_text(s, patterns, &mut counts));
+                        }
+                    }
                     continue;
                 }
                 texts_of(item, &mut |s| redact_text(s, patterns, &mut counts));

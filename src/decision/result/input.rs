@@ -22,6 +22,9 @@ pub enum OutputKind {
     PromptMessages,
     /// `completion/complete`: `completion.values`.
     Completion,
+    /// A server's `resources/list` as this session is shown it
+    /// (`result::list`): `resources`.
+    ResourceList,
 }
 
 impl OutputKind {
@@ -31,6 +34,7 @@ impl OutputKind {
             OutputKind::ResourceContents => "resource_contents",
             OutputKind::PromptMessages => "prompt_messages",
             OutputKind::Completion => "completion",
+            OutputKind::ResourceList => "resource_list",
         }
     }
 
@@ -41,6 +45,7 @@ impl OutputKind {
             OutputKind::ResourceContents => "/contents",
             OutputKind::PromptMessages => "/messages",
             OutputKind::Completion => "/completion/values",
+            OutputKind::ResourceList => "/resources",
         }
     }
 }
@@ -93,7 +98,7 @@ pub fn output(kind: OutputKind, result: &Value) -> Value {
         let bounded = match k.as_str() {
             "structuredContent" => capped(v, MAX_STRUCTURED),
             "_meta" => capped(v, MAX_META),
-            "content" | "contents" | "messages" => list(v),
+            "content" | "contents" | "messages" | "resources" => list(v),
             "completion" => {
                 let mut c = v.clone();
                 if let Some(values) = c.get_mut("values") {

@@ -69,6 +69,8 @@ pub fn text_pointers(result: &Value, cx: &ItemCx) -> Vec<String> {
             OutputKind::ResourceContents => &["/text"],
             OutputKind::PromptMessages => &["/content/text", "/content/resource/text"],
             OutputKind::Completion => &[""],
+            // A listed resource has no text: only its own fields.
+            OutputKind::ResourceList => &[],
         };
         for c in candidates {
             if v.pointer(c).is_some_and(Value::is_string) {
@@ -246,14 +248,24 @@ fn replace_strings(v: &mut Value, changed: &[(String, String)]) {
 
 /// The metadata of one entry of a result's own list.
 fn block_meta(i: usize, v: &Value, cx: &ItemCx) -> Value {
-    let mut m = json!({"kind": "block", "index": i});
+    let listed = cx.kind == OutputKind::ResourceList;
+    let mut m = json!({"kind": if listed { "resource" } else { "block" }, "index": i});
     if let Some(s) = v.as_str() {
         m["text"] = json!(prefix(s, ITEM_TEXT));
         return cx.with_path(m, s);
     }
-    for k in ["type", "role", "name", "title", "mimeType", "annotations"] {
-        if let Some(x) = v.get(k) {
-            m[k] = bounded(x);
+    // A listed resource is judged by everything the list says of it.
+    let listed_keys: &[&str] = if listed {
+        &["description", "size", "_meta"]
+    } else {
+        &[]
+    };
+    for k in ["type", "role", "name", "title", "mimeType", "annotations"]
+        .iter()
+        .chain(listed_keys)
+    {
+        if let Some(x) = v.get(*k) {
+            m[*k] = bounded(x);
         }
     }
     let text = ["/text", "/content/text", "/resource/text"]

@@ -28,6 +28,7 @@ pub mod answer;
 pub mod apply;
 pub mod input;
 pub mod items;
+pub mod list;
 mod record;
 pub mod replay;
 
@@ -177,20 +178,9 @@ impl Enforcer {
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
         let request_id = permit.decision.decision_id.as_deref();
         let mut decision = verdict_decision(&outcome, engine, &id, &cx.tool, request_id);
-        let rec = record::ResultRecord {
-            engine,
-            id: &id,
-            request_id,
-            cx: &cx.input,
-            output: input::output(kind, &result),
-            kind,
-            outcome: &outcome,
-            decision: &decision,
-            start,
-        };
-        if let Err(e) = self.log_result(rec)
-            && self.unrecorded_as(&mut decision, &e, super::record::Unrecorded::Result)
-        {
+        let rec = record::ResultRecord::new(&step, &id, request_id, &result, &outcome, start);
+        let at = (cx.server.as_str(), cx.tool.as_str());
+        if self.settle(rec, &mut decision, at, super::record::Unrecorded::Result) {
             return ResultVerdict::Withheld(decision);
         }
         match (outcome.error.is_some(), outcome.deny) {

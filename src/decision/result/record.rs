@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::super::record::RecordError;
-use super::{Outcome, OutputKind};
+use super::super::record::{RecordError, Unrecorded};
+use super::{Outcome, OutputKind, Step};
 use crate::audit::mask::MaskSettings;
 use crate::audit::record::LogRules;
 use crate::decision::engine::PolicyEngine;
@@ -25,6 +25,7 @@ use crate::decision::{Decision, Enforcer};
 pub(super) struct ResultRecord<'a> {
     pub engine: &'a PolicyEngine,
     pub id: &'a str,
+    /// The request's decision id (`result_of`); none for a resource list.
     pub request_id: Option<&'a str>,
     /// The request's decision input.
     pub cx: &'a Value,
@@ -32,12 +33,32 @@ pub(super) struct ResultRecord<'a> {
     pub output: Value,
     pub kind: OutputKind,
     pub outcome: &'a Outcome,
-    pub decision: &'a Decision,
     pub start: Instant,
 }
 
-impl ResultRecord<'_> {
-    fn event(self, labels: serde_json::Map<String, Value>, now: &str) -> Value {
+impl<'a> ResultRecord<'a> {
+    /// The record of what `step` made of `result` (as the host gets it).
+    pub fn new(
+        step: &Step<'a>,
+        id: &'a str,
+        request_id: Option<&'a str>,
+        result: &Value,
+        outcome: &'a Outcome,
+        start: Instant,
+    ) -> Self {
+        ResultRecord {
+            engine: step.engine,
+            id,
+            request_id,
+            cx: step.input,
+            output: super::input::output(step.kind, result),
+            kind: step.kind,
+            outcome,
+            start,
+        }
+    }
+
+    fn event(self, d: &Decision, labels: serde_json::Map<String, Value>, now: &str) -> Value {
         let o = self.outcome;
         let mut input = self.cx.clone();
         let output = if o.error.is_some() || o.deny {
@@ -50,7 +71,6 @@ impl ResultRecord<'_> {
         if let Value::Object(m) = &mut input {
             m.insert("output".into(), output);
         }
-        let d = self.decision;
         let mut result = json!({
             "allow": d.allow,
             "outcome": o.label(),
@@ -88,11 +108,11 @@ impl Enforcer {
     /// Writes a result record (nothing without a decision log): the
     /// bundle's `log.drop`/`log.mask` rules and gavel's masking apply as to
     /// a request's record.
-    pub(super) fn log_result(&self, r: ResultRecord) -> Result<(), RecordError> {
+    fn log_result(&self, r: ResultRecord, d: &Decision) -> Result<(), RecordError> {
         let Some(log) = &self.log else { return Ok(()) };
         let engine = r.engine;
         let id = r.id.to_string();
-        let event = r.event(self.labels(), &self.now_rfc3339());
+        let event = r.event(d, self.labels(), &self.now_rfc3339());
         let rules = move |event: &Value| engine.log_rules(event).map_err(|e| e.to_string());
         crate::audit::record::write_event(
             event,
@@ -104,5 +124,49 @@ impl Enforcer {
                 max_arg_bytes: self.config.log.max_arg_bytes,
             },
         )
+    }
+}
+
+impl Enforcer {
+    /// Writes the record of result decision `d` and counts it (as `tool`
+    /// of `server`). True when the record could not be written and `d`
+    /// now withholds the result (`what` says what became of it).
+    pub(super) fn settle(
+        &self,
+        r: ResultRecord,
+        d: &mut Decision,
+        (server, tool): (&str, &str),
+        what: Unrecorded,
+    ) -> bool {
+        let outcome = r.outcome;
+        let unrecorded = match self.log_result(r, d) {
+            Ok(()) => false,
+            Err(e) => self.unrecorded_as(d, &e, what),
+        };
+        count(server, tool, outcome, unrecorded);
+        unrecorded
+    }
+}
+
+/// Counts a result decision in the Prometheus metrics
+/// (`gavel_result_decisions_total`, and the redactions and dropped items
+/// of each rule): `unrecorded` — its record could not be written, so it was
+/// withheld — counts as `error` whatever the rules said.
+fn count(server: &str, tool: &str, o: &Outcome, unrecorded: bool) {
+    let m = crate::audit::metrics::global();
+    m.result_decision(server, tool, if unrecorded { "error" } else { o.label() });
+    let n = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    for r in &o.redactions {
+        // A pattern by its name (declared by the bundle: bounded); every
+        // pointer as `pointer` (policy-chosen strings are no label).
+        let what = match r.get("pattern") {
+            Some(_) => s(r, "pattern"),
+            None => "pointer".into(),
+        };
+        m.result_redactions(server, &s(r, "rule"), &what, n(r, "count"));
+    }
+    for f in &o.filtered {
+        m.result_filtered(server, &s(f, "rule"), &s(f, "items"), n(f, "dropped"));
     }
 }

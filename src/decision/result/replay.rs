@@ -41,6 +41,7 @@ pub fn replay(engine: &PolicyEngine, input: &Value) -> Option<Replayed> {
         "resource_contents" => OutputKind::ResourceContents,
         "prompt_messages" => OutputKind::PromptMessages,
         "completion" => OutputKind::Completion,
+        "resource_list" => OutputKind::ResourceList,
         _ => return None,
     };
     if !engine.has_result_rules() {
@@ -77,3 +78,7 @@ pub fn replay(engine: &PolicyEngine, input: &Value) -> Option<Replayed> {
         filtered: o.filtered,
     })
 }
+
+#[cfg(test)]
+#[path = "replay_tests.rs"]
+mod tests;

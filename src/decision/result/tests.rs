@@ -9,13 +9,13 @@ use super::*;
 use crate::config::Config;
 use crate::decision::{DecisionContext, Verdict};
 
-const PATTERNS: &str = r#"{"result_patterns": {
+pub(super) const PATTERNS: &str = r#"{"result_patterns": {
     "email": "[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}",
     "card": "\\b(?:\\d[ -]?){13,16}\\b"}}"#;
 
 /// A bundle directory `name` with root `root`, the given Rego, data and
 /// layer.
-fn bundle(
+pub(super) fn bundle(
     dir: &Path,
     name: &str,
     root: &str,
@@ -39,7 +39,7 @@ fn bundle(
 }
 
 /// An enforcer for server `fx` with `bundles` and a decision log.
-fn enforcer(dir: &Path, bundles: &[PathBuf]) -> (Enforcer, PathBuf) {
+pub(super) fn enforcer(dir: &Path, bundles: &[PathBuf]) -> (Enforcer, PathBuf) {
     let log = dir.join("decisions.jsonl");
     let list: Vec<String> = bundles
         .iter()
@@ -55,12 +55,12 @@ fn enforcer(dir: &Path, bundles: &[PathBuf]) -> (Enforcer, PathBuf) {
     (Enforcer::from_config(&config).unwrap(), log)
 }
 
-fn one(dir: &Path, rego: &str) -> (Enforcer, PathBuf) {
+pub(super) fn one(dir: &Path, rego: &str) -> (Enforcer, PathBuf) {
     let b = bundle(dir, "b", "p", rego, Some(PATTERNS), "resource");
     enforcer(dir, &[b])
 }
 
-fn permit(e: &Enforcer, tool: &str, args: Value) -> Permit {
+pub(super) fn permit(e: &Enforcer, tool: &str, args: Value) -> Permit {
     let action = Action::new(ActionType::ToolCall, "fx", tool, args);
     match e.decide(&action, &DecisionContext::default()) {
         Verdict::Allow(p) => p,
@@ -68,7 +68,7 @@ fn permit(e: &Enforcer, tool: &str, args: Value) -> Permit {
     }
 }
 
-fn records(log: &Path) -> Vec<Value> {
+pub(super) fn records(log: &Path) -> Vec<Value> {
     std::fs::read_to_string(log)
         .unwrap()
         .lines()
@@ -77,14 +77,14 @@ fn records(log: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn result_records(log: &Path) -> Vec<Value> {
+pub(super) fn result_records(log: &Path) -> Vec<Value> {
     records(log)
         .into_iter()
         .filter(|r| r.get("result_of").is_some())
         .collect()
 }
 
-fn text_result(text: &str) -> Value {
+pub(super) fn text_result(text: &str) -> Value {
     json!({"content": [{"type": "text", "text": text}], "structuredContent": {"content": text}, "isError": false})
 }
 
