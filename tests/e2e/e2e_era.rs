@@ -357,3 +357,29 @@ async fn a_modern_only_http_server_is_reached_with_discover() {
     .await;
     client.cancel().await.unwrap();
 }
+
+/// A dual-era server (the same SDK's default, `legacy: 'serve'`) under the
+/// default `era = "auto"` stays in the legacy era gavel has always used
+/// with it (opened with `initialize`, which it accepts at once).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dual_era_server_stays_legacy_under_auto() {
+    let s = Setup::with(|_| {
+        format!(
+            "[servers.dual]\ncommand = \"node\"\nargs = [{:?}, \"--dual\"]\nstartup_timeout = \"30s\"\n",
+            modern_only_server().display().to_string()
+        )
+    });
+    let client = connect(&s).await;
+    let r = call(&client, "add", json!({"a": 1, "b": 1})).await.unwrap();
+    assert_eq!(text(&r), "sum: 2");
+    eventually("gavel status shows the legacy era", || {
+        upstream_status(&s, "dual")["era"] == "legacy"
+    })
+    .await;
+    assert!(
+        !s.log_text().contains("refused initialize"),
+        "{}",
+        s.log_text()
+    );
+    client.cancel().await.unwrap();
+}
