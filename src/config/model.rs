@@ -112,7 +112,8 @@ pub enum Era {
     /// `initialize` first — what every pre-2026 and every dual-era server
     /// accepts, so no existing setup changes and no probe is ever sent —
     /// and `server/discover` when the server refuses `initialize` as
-    /// 2026-07-28-only. The era found is remembered (`upstream::era`).
+    /// 2026-07-28-only or exits on it. The era found is remembered
+    /// (`upstream::era`).
     #[default]
     Auto,
     /// `initialize` only.

@@ -13,7 +13,8 @@
 //! would exit on — and a dual-era server stays on the era in which gavel
 //! relays its list changes, elicitation and sampling to a legacy host. A
 //! server that refuses `initialize` as 2026-07-28-only (`-32022`, what the
-//! spec asks of it) is connected again with `server/discover`. The era that
+//! spec asks of it), or closes the connection on it, is connected again
+//! with `server/discover`. The era that
 //! worked is remembered for the server's command or URL in this process, so
 //! a restart goes straight to it; a remembered era that fails is forgotten,
 //! so a server that changed era is found again on the next start.
@@ -147,6 +148,16 @@ pub fn refusal(tried: Spoken, e: &ClientInitializeError) -> Option<Refusal> {
         _ => return None,
     };
     Some(Refusal { tried, said })
+}
+
+/// Whether a failed opening ended with the connection closed (a child that
+/// exited, a transport that broke): what a strict server may do on a
+/// request of the era it does not speak, so `auto` tries the other one.
+pub fn closed(e: &ClientInitializeError) -> bool {
+    matches!(
+        e,
+        ClientInitializeError::ConnectionClosed(_) | ClientInitializeError::TransportError { .. }
+    )
 }
 
 /// The mismatch to report once every era `cfg` allows was refused.
@@ -310,9 +321,11 @@ mod tests {
             None,
         ));
         assert_eq!(refusal(Spoken::Modern, &capability), None);
-        let closed = ClientInitializeError::ConnectionClosed("eof".into());
-        assert_eq!(refusal(Spoken::Legacy, &closed), None);
-        assert_eq!(refusal(Spoken::Modern, &closed), None);
+        let eof = ClientInitializeError::ConnectionClosed("eof".into());
+        assert_eq!(refusal(Spoken::Legacy, &eof), None);
+        assert_eq!(refusal(Spoken::Modern, &eof), None);
+        assert!(closed(&eof));
+        assert!(!closed(&not_found) && !closed(&modern_only));
     }
 
     #[test]

@@ -194,9 +194,12 @@ async fn run_once(up: &Arc<Upstream>, deps: &SupervisorDeps) -> Result<String, E
 }
 
 /// Opens a connection in the eras [`era::plan`] lists, in order: the next
-/// one only when the upstream refused the one before (a stdio child is
-/// started again for it). The era that worked is remembered (`auto`); a
-/// remembered era that failed is forgotten.
+/// one when the upstream refused the one before, or closed the connection
+/// while it was being opened (a strict server may exit on a request of the
+/// era it does not speak); a stdio child is started again for it. The era
+/// that worked is remembered (`auto`); a remembered era that failed is
+/// forgotten. Only refusals make an [`era::EraMismatch`]: a start that also
+/// failed otherwise is an ordinary failure, restarted.
 async fn open(
     up: &Arc<Upstream>,
     deps: &SupervisorDeps,
@@ -204,8 +207,9 @@ async fn open(
     list_changes: &Arc<ListChanges>,
 ) -> Result<(Running, Option<Process>, Spoken), End> {
     let remembered = era::remembered(&up.cfg);
-    let mut refusals = Vec::new();
-    for spoken in era::plan(&up.cfg) {
+    let plan = era::plan(&up.cfg);
+    let (mut refusals, mut failures) = (Vec::new(), Vec::new());
+    for (i, &spoken) in plan.iter().enumerate() {
         let handler = client_handler(up, deps, progress, list_changes, spoken);
         let opened = match &up.cfg.transport {
             UpstreamTransport::Stdio { .. } => {
@@ -229,13 +233,21 @@ async fn open(
         if remembered == Some(spoken) {
             era::forget(&up.cfg);
         }
-        match failure.init.as_ref().and_then(|e| era::refusal(spoken, e)) {
-            Some(r) => {
-                tracing::info!(server = %up.name, era = r.tried.as_str(), "{}", r.said);
-                refusals.push(r);
-            }
-            None => return Err(End::Restart(failure.message)),
+        let init = failure.init.as_ref();
+        if let Some(r) = init.and_then(|e| era::refusal(spoken, e)) {
+            tracing::info!(server = %up.name, era = r.tried.as_str(), "{}", r.said);
+            refusals.push(r);
+            continue;
         }
+        failures.push(failure.message);
+        let last = i + 1 == plan.len();
+        if last || !init.is_some_and(era::closed) {
+            return Err(End::Restart(failures.join("; then ")));
+        }
+        tracing::info!(server = %up.name, era = spoken.as_str(), "the connection closed while it was being opened ({}); trying the other era", failures[failures.len() - 1]);
+    }
+    if !failures.is_empty() {
+        return Err(End::Restart(failures.join("; then ")));
     }
     Err(End::Incompatible(era::mismatch(&up.cfg, &refusals)))
 }

@@ -358,17 +358,22 @@ async fn a_modern_only_http_server_is_reached_with_discover() {
     client.cancel().await.unwrap();
 }
 
+/// The SDK server as `[servers.NAME]` (no policy) started with `flag`.
+fn variant(name: &str, flag: &str) -> Setup {
+    Setup::with(|_| {
+        format!(
+            "[servers.{name}]\ncommand = \"node\"\nargs = [{:?}, {flag:?}]\nstartup_timeout = \"30s\"\n",
+            modern_only_server().display().to_string()
+        )
+    })
+}
+
 /// A dual-era server (the same SDK's default, `legacy: 'serve'`) under the
 /// default `era = "auto"` stays in the legacy era gavel has always used
 /// with it (opened with `initialize`, which it accepts at once).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dual_era_server_stays_legacy_under_auto() {
-    let s = Setup::with(|_| {
-        format!(
-            "[servers.dual]\ncommand = \"node\"\nargs = [{:?}, \"--dual\"]\nstartup_timeout = \"30s\"\n",
-            modern_only_server().display().to_string()
-        )
-    });
+    let s = variant("dual", "--dual");
     let client = connect(&s).await;
     let r = call(&client, "add", json!({"a": 1, "b": 1})).await.unwrap();
     assert_eq!(text(&r), "sum: 2");
@@ -378,6 +383,35 @@ async fn a_dual_era_server_stays_legacy_under_auto() {
     .await;
     assert!(
         !s.log_text().contains("refused initialize"),
+        "{}",
+        s.log_text()
+    );
+    client.cancel().await.unwrap();
+}
+
+/// A modern-only server that exits on `initialize` instead of refusing it:
+/// under `auto` it is started again and reached with `server/discover` in
+/// the same start (not restarted, not a loop).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_exits_on_initialize_is_started_again_with_discover() {
+    let s = variant("strict", "--exit-on-initialize");
+    let client = connect(&s).await;
+    let r = call(&client, "add", json!({"a": 5, "b": 5}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", s.log_text()));
+    assert_eq!(text(&r), "sum: 10");
+    eventually("gavel status shows the upstream's era", || {
+        upstream_status(&s, "strict")["era"].is_string()
+    })
+    .await;
+    let up = upstream_status(&s, "strict");
+    assert_eq!(
+        (up["era"].as_str(), up["restarts"].as_u64()),
+        (Some("modern"), Some(0)),
+        "{up}"
+    );
+    assert!(
+        s.log_text().contains("trying the other era"),
         "{}",
         s.log_text()
     );
