@@ -239,17 +239,25 @@ async fn open(
             refusals.push(r);
             continue;
         }
-        failures.push(failure.message);
-        let last = i + 1 == plan.len();
-        if last || !init.is_some_and(era::closed) {
-            return Err(End::Restart(failures.join("; then ")));
+        if i + 1 == plan.len() || !init.is_some_and(era::closed) {
+            failures.push(failure.message);
+            return Err(End::Restart(attempts(&refusals, &failures)));
         }
-        tracing::info!(server = %up.name, era = spoken.as_str(), "the connection closed while it was being opened ({}); trying the other era", failures[failures.len() - 1]);
+        tracing::info!(server = %up.name, era = spoken.as_str(), "the connection closed while it was being opened ({}); trying the other era", failure.message);
+        failures.push(failure.message);
     }
     if !failures.is_empty() {
-        return Err(End::Restart(failures.join("; then ")));
+        return Err(End::Restart(attempts(&refusals, &failures)));
     }
     Err(End::Incompatible(era::mismatch(&up.cfg, &refusals)))
+}
+
+/// What the attempts of a failed start met (refusals first), for the log
+/// and status.
+fn attempts(refusals: &[era::Refusal], failures: &[String]) -> String {
+    let said = refusals.iter().map(|r| r.said.as_str());
+    let all: Vec<&str> = said.chain(failures.iter().map(String::as_str)).collect();
+    all.join("; then ")
 }
 
 /// A stdio upstream's process group, stopped when its life ends.
