@@ -47,11 +47,16 @@ fn print_instance(i: &Value) {
     }
 }
 
-/// One server: its upstream's phase, its policy, and each registry bundle.
+/// One server: its upstream's phase (and MCP era, or why it is down), its
+/// policy, and each registry bundle.
 fn print_server(name: &str, p: &Value, up: &Value) {
     say(format!(
-        "  {name}: upstream {} (restarts {}), policy {} {}{}",
+        "  {name}: upstream {}{} (restarts {}), policy {} {}{}",
         up["phase"].as_str().unwrap_or("-"),
+        up["era"]
+            .as_str()
+            .map(|e| format!(", {e} era"))
+            .unwrap_or_default(),
         up["restarts"],
         p["policy"].as_str().unwrap_or("?"),
         p["version"].as_str().unwrap_or(""),
@@ -60,6 +65,12 @@ fn print_server(name: &str, p: &Value, up: &Value) {
             .map(|e| format!(" — {e}"))
             .unwrap_or_default()
     ));
+    if let Some(e) = up["last_error"].as_str() {
+        say(format!(
+            "    upstream error: {}",
+            crate::text::escape_controls(e)
+        ));
+    }
     print_lint(&p["lint"]);
     let sh = &p["shadow"];
     if sh.is_object() {

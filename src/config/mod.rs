@@ -178,6 +178,7 @@ impl Config {
             session_mode: SessionMode::PerSession,
             path_root: None,
             bundle_roles: BTreeMap::new(),
+            era: Era::Auto,
         };
         Ok(Config {
             servers: [(name.to_string(), server)].into(),

@@ -72,6 +72,8 @@ pub struct ServerConfig {
     pub path_root: Option<PathBuf>,
     /// `servers.NAME.bundle_roles`, by bundle reference (as in `bundles`).
     pub bundle_roles: BTreeMap<String, BundleRole>,
+    /// `servers.NAME.era`: which MCP era gavel speaks to the upstream.
+    pub era: Era,
 }
 
 /// What the operator says one bundle is for (`bundle_roles."REF"`). A
@@ -100,6 +102,34 @@ pub enum SessionMode {
     PerSession,
     /// One connection for every host session (upstream/shared.rs).
     Shared,
+}
+
+/// `servers.NAME.era`: how gavel opens a connection to the upstream.
+/// "Legacy" is the `initialize` era (MCP 2024-11-05 … 2025-11-25), "modern"
+/// MCP 2026-07-28 (`server/discover`, no handshake).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Era {
+    /// `initialize` first — what every pre-2026 and every dual-era server
+    /// accepts, so no existing setup changes and no probe is ever sent —
+    /// and `server/discover` when the server refuses `initialize` as
+    /// 2026-07-28-only or exits on it. The era found is remembered
+    /// (`upstream::era`).
+    #[default]
+    Auto,
+    /// `initialize` only.
+    Legacy,
+    /// `server/discover` and per-request `_meta` only.
+    Modern,
+}
+
+impl Era {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Era::Auto => "auto",
+            Era::Legacy => "legacy",
+            Era::Modern => "modern",
+        }
+    }
 }
 
 /// How a server's bundles must be signed.

@@ -152,6 +152,8 @@ pub struct RawServer {
     /// `[[servers.NAME.limits]]`: rate limits added to the bundle's.
     pub limits: Option<Spanned<Vec<toml::Value>>>,
     pub session_mode: Option<Spanned<String>>,
+    /// `"auto"`, `"legacy"` or `"modern"`: the MCP era spoken to the upstream.
+    pub era: Option<Spanned<String>>,
     /// The directory the upstream resolves relative path arguments against.
     pub path_root: Option<Spanned<String>>,
     /// `[servers.NAME.bundle_roles."REF"]`: what each bundle is for.

@@ -89,6 +89,7 @@ fn server(s: &ServerConfig) -> Table {
             .into(),
         ),
     );
+    t.insert("era".into(), Value::String(s.era.as_str().into()));
     t.insert("bundles".into(), strings(&s.bundles));
     if !s.shadow_bundles.is_empty() {
         t.insert("shadow_bundles".into(), strings(&s.shadow_bundles));

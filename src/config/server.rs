@@ -71,6 +71,7 @@ impl Config {
         let shadow_bundles = shadow_bundles(ctx, name, s, &bundles)?;
         let signing = signing(ctx, name, s, at, &bundles)?;
         let session_mode = session_mode(ctx, name, s)?;
+        let era = era(ctx, name, s)?;
         let path_root = path_root(ctx, name, s)?;
         let all: Vec<String> = bundles.iter().chain(&shadow_bundles).cloned().collect();
         let bundle_roles = Self::bundle_roles(
@@ -109,6 +110,7 @@ impl Config {
             fail_open: s.fail_open.unwrap_or(false),
             limits: limits(ctx, name, s)?,
             signing,
+            era,
         })
     }
 
@@ -478,6 +480,20 @@ fn session_mode(ctx: &Ctx, name: &str, s: &RawServer) -> Result<SessionMode, Con
             m.span().start,
             &field(name, "session_mode"),
             format!("{other:?}: use \"per_session\" (default: an upstream per host session) or \"shared\" (one for all)"),
+        )),
+    }
+}
+
+/// `era`: how gavel opens the connection (`Era`); default `auto`.
+fn era(ctx: &Ctx, name: &str, s: &RawServer) -> Result<Era, ConfigError> {
+    match s.era.as_ref().map(|m| (m, m.get_ref().as_str())) {
+        None | Some((_, "auto")) => Ok(Era::Auto),
+        Some((_, "legacy")) => Ok(Era::Legacy),
+        Some((_, "modern")) => Ok(Era::Modern),
+        Some((m, other)) => Err(ctx.at(
+            m.span().start,
+            &field(name, "era"),
+            format!("{other:?}: use \"auto\" (default: initialize, and server/discover for a server that refuses it as MCP 2026-07-28-only), \"legacy\" (initialize only) or \"modern\" (server/discover only)"),
         )),
     }
 }

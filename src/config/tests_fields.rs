@@ -41,6 +41,7 @@ fn type_errors_name_the_dotted_field_in_every_section() {
         ("limits = 5", "servers.fs.limits"),
         ("bundles = \"b\"", "servers.fs.bundles"),
         ("session_mode = 1", "servers.fs.session_mode"),
+        ("era = 1", "servers.fs.era"),
     ];
     for (line, field) in in_server {
         names(&format!("{SERVER}{line}\n"), field);
@@ -172,4 +173,24 @@ fn values_used_at_run_or_serve_time_are_checked_at_load() {
         "[log]\nlevel = \"info,gavel=debug\"\n{auth}key_env = \"SECRET\"\nalgorithm = \"HS384\"\n[state]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379/0\"\n[servers.web]\nurl = \"https://h.example/mcp\"\nheaders = {{ Authorization = \"Bearer x\" }}\n"
     );
     Config::from_toml_str(&ok, Path::new("/etc/gavel/servers.toml"), &|_| None).unwrap();
+}
+
+#[test]
+fn era_is_auto_unless_set_and_an_unknown_era_names_its_field() {
+    let parse = |extra: &str| {
+        Config::from_toml_str(
+            &format!("{SERVER}{extra}"),
+            Path::new("/etc/gavel/servers.toml"),
+            &|_| None,
+        )
+        .unwrap()
+        .servers["fs"]
+            .era
+    };
+    assert_eq!(parse(""), Era::Auto);
+    assert_eq!(parse("era = \"auto\"\n"), Era::Auto);
+    assert_eq!(parse("era = \"legacy\"\n"), Era::Legacy);
+    assert_eq!(parse("era = \"modern\"\n"), Era::Modern);
+    names(&format!("{SERVER}era = \"2026\"\n"), "servers.fs.era");
+    assert!(err(&format!("{SERVER}era = \"2026\"\n")).contains("\"legacy\""));
 }

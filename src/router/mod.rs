@@ -157,6 +157,27 @@ impl Router {
         self.table.read().recover().clone()
     }
 
+    /// The upstream a tool name missing from the table would belong to,
+    /// when that upstream is not connected (down, starting, or refusing
+    /// its era): with prefixes, the server whose `<prefix>__` the name
+    /// starts with; without, the one server. Only to say why a call cannot
+    /// be routed ("server X is down: …" rather than "Unknown tool") —
+    /// routing itself is by table (invariant 10).
+    pub fn unready_owner(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams
+            .iter()
+            .find(|(server, up)| {
+                up.connection().is_none()
+                    && match self.prefixes.get(*server).and_then(|p| p.as_deref()) {
+                        Some(p) => name
+                            .strip_prefix(p)
+                            .is_some_and(|rest| rest.starts_with(SEPARATOR)),
+                        None => self.upstreams.len() == 1,
+                    }
+            })
+            .map(|(_, up)| up)
+    }
+
     pub fn exposed_name(&self, server: &str, name: &str) -> String {
         match self.prefixes.get(server).and_then(|p| p.as_deref()) {
             Some(p) => format!("{p}{SEPARATOR}{name}"),

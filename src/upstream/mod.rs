@@ -8,6 +8,7 @@
 pub mod bounded;
 pub mod child;
 pub mod client;
+pub mod era;
 mod lists;
 pub mod progress;
 pub mod supervisor;
@@ -44,6 +45,11 @@ pub enum Phase {
         retry_at: Instant,
     },
     Stopped,
+    /// It refuses every MCP era its config allows ([`era::EraMismatch`]):
+    /// not restarted.
+    Incompatible {
+        error: String,
+    },
 }
 
 /// How long a result waits for the progress notifications read before it.
@@ -55,6 +61,8 @@ pub struct Connection {
     pub capabilities: ServerCapabilities,
     pub progress: Arc<ProgressMap>,
     pub protocol_version: String,
+    /// The era the connection was opened in.
+    pub era: era::Spoken,
 }
 
 pub struct Upstream {
@@ -90,6 +98,9 @@ pub enum Unavailable {
     },
     #[error("server {server:?} is stopped")]
     Stopped { server: String },
+    /// The era mismatch's own text names the server and the fix.
+    #[error("{error}")]
+    Incompatible { error: String },
 }
 
 impl From<Unavailable> for ErrorData {
@@ -184,6 +195,7 @@ impl Upstream {
                 error,
                 retry_in: retry_at.saturating_duration_since(Instant::now()),
             },
+            Phase::Incompatible { error } => Unavailable::Incompatible { error },
             Phase::Ready | Phase::Stopped => Unavailable::Stopped {
                 server: self.name.clone(),
             },
@@ -203,7 +215,7 @@ impl Upstream {
         host_cx: &RequestContext<RoleServer>,
     ) -> Result<ServerResult, ErrorData> {
         let conn = self.ready().await?;
-        let mut meta = host_cx.meta.clone();
+        let mut meta = era::upstream_meta(&host_cx.meta);
         if let Some(span) = &permit.span {
             span.context().propagate(&mut meta.0.0);
         }
@@ -271,7 +283,9 @@ impl Upstream {
         let Some(conn) = self.connection() else {
             return Ok(());
         };
-        if conn.capabilities.logging.is_none() {
+        // `logging/setLevel` is gone from MCP 2026-07-28 (the level travels
+        // per request), so a modern upstream is not sent it.
+        if conn.capabilities.logging.is_none() || conn.era == era::Spoken::Modern {
             return Ok(());
         }
         let req = ClientRequest::SetLevelRequest(rmcp::model::SetLevelRequest::new(request));

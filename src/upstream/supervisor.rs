@@ -6,17 +6,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rmcp::ServiceExt;
 use rmcp::model::{ClientConfig, ProtocolVersion};
-use rmcp::service::{RoleClient, RunningService};
+use rmcp::service::{ClientInitializeError, ClientServiceExt, RoleClient, RunningService};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::bounded::{Bounded, ListChanges};
 use super::client::{ListKind, UpstreamClient};
+use super::era::{self, Spoken};
 use super::lists::{self, UpstreamLists};
 use super::{Connection, Phase, Upstream, child};
-use crate::config::{Limits, UpstreamTransport};
+use crate::config::{Era, Limits, UpstreamTransport};
 use crate::decision::Enforcer;
 use crate::host::link::HostLink;
 use crate::sync::Recover;
@@ -66,15 +66,47 @@ impl ChangeSink {
 
 /// What gavel tells an upstream about itself: the host's own client info and
 /// capabilities (so the upstream behaves as it would for the host), at the
-/// newest protocol version that still has `initialize`.
-fn client_info(host: &HostLink) -> ClientConfig {
+/// newest protocol version that still has `initialize`. A modern (2026-07-28)
+/// upstream is declared no capability: it would ask for elicitation,
+/// sampling or roots through input rounds (MRTR), which gavel does not relay
+/// yet; an upstream that needs one answers -32021, which reaches the host as
+/// the upstream sent it.
+fn client_info(host: &HostLink, era: Spoken) -> ClientConfig {
     let mut info = match host.params() {
         Some(p) => p.clone(),
         None => ClientConfig::default(),
     };
     info.protocol_version = ProtocolVersion::V_2025_11_25;
     info.meta = None;
+    if era == Spoken::Modern {
+        info.capabilities = Default::default();
+    }
     info
+}
+
+/// Why a life of the upstream ended, or could not begin.
+enum End {
+    /// A crash, a failed start: restarted with backoff.
+    Restart(String),
+    /// The upstream refuses every era its config allows: it is not
+    /// restarted (nothing would change), and says why until gavel stops.
+    Incompatible(era::EraMismatch),
+}
+
+/// Why one opening of a connection failed: the message for the log and
+/// status, and rmcp's error when the upstream answered (read for its era).
+struct OpenFailure {
+    message: String,
+    init: Option<ClientInitializeError>,
+}
+
+impl OpenFailure {
+    fn plain(message: String) -> Self {
+        Self {
+            message,
+            init: None,
+        }
+    }
 }
 
 /// Waits for supervisors to stop their upstreams, at most 10 s (a child that
@@ -101,14 +133,22 @@ async fn supervise(up: Arc<Upstream>, deps: SupervisorDeps) {
         let started = Instant::now();
         let outcome = tokio::select! {
             r = run_once(&up, &deps) => r,
-            _ = deps.shutdown.cancelled() => Err("shutting down".to_string()),
+            _ = deps.shutdown.cancelled() => Err(End::Restart("shutting down".to_string())),
         };
         if deps.shutdown.is_cancelled() {
             break;
         }
         let error = match outcome {
             Ok(exit) => exit,
-            Err(e) => e,
+            Err(End::Restart(e)) => e,
+            Err(End::Incompatible(m)) => {
+                tracing::error!(server = %up.name, "{m}; gavel does not restart it");
+                up.set_phase(Phase::Incompatible {
+                    error: m.to_string(),
+                });
+                deps.shutdown.cancelled().await;
+                break;
+            }
         };
         if started.elapsed() >= HEALTHY_RUN {
             backoff = FIRST_BACKOFF;
@@ -138,24 +178,86 @@ async fn supervise(up: Arc<Upstream>, deps: SupervisorDeps) {
 
 /// One life of the upstream. `Ok(reason)` when it ran and ended; `Err` when it
 /// could not start.
-async fn run_once(up: &Arc<Upstream>, deps: &SupervisorDeps) -> Result<String, String> {
+async fn run_once(up: &Arc<Upstream>, deps: &SupervisorDeps) -> Result<String, End> {
     let list_changes = Arc::new(ListChanges::default());
     let progress = Arc::new(super::ProgressMap::default());
-    let handler = client_handler(up, deps, &progress, &list_changes);
     up.stderr_tail.clear();
-    let (running, mut proc) = match &up.cfg.transport {
-        UpstreamTransport::Stdio { .. } => connect_stdio(up, deps, handler, &progress).await?,
-        UpstreamTransport::Http { url, headers } => {
-            (connect_http(up, deps, handler, url, headers).await?, None)
-        }
-    };
-    let result = serve_connection(up, deps, running, progress, &list_changes).await;
+    let (running, mut proc, spoken) = open(up, deps, &progress, &list_changes).await?;
+    let result = serve_connection(up, deps, running, progress, &list_changes, spoken).await;
     stop_process(proc.take())
         .await
         .map_or(result.clone(), |exit| match result {
             Ok(r) => Ok(format!("{r} ({exit})")),
             Err(e) => Err(e),
         })
+        .map_err(End::Restart)
+}
+
+/// Opens a connection in the eras [`era::plan`] lists, in order: the next
+/// one when the upstream refused the one before, or closed the connection
+/// while it was being opened (a strict server may exit on a request of the
+/// era it does not speak); a stdio child is started again for it. The era
+/// that worked is remembered (`auto`); a remembered era that failed is
+/// forgotten. Only refusals make an [`era::EraMismatch`]: a start that also
+/// failed otherwise is an ordinary failure, restarted.
+async fn open(
+    up: &Arc<Upstream>,
+    deps: &SupervisorDeps,
+    progress: &Arc<super::ProgressMap>,
+    list_changes: &Arc<ListChanges>,
+) -> Result<(Running, Option<Process>, Spoken), End> {
+    let remembered = era::remembered(&up.cfg);
+    let plan = era::plan(&up.cfg);
+    let (mut refusals, mut failures) = (Vec::new(), Vec::new());
+    for (i, &spoken) in plan.iter().enumerate() {
+        let handler = client_handler(up, deps, progress, list_changes, spoken);
+        let opened = match &up.cfg.transport {
+            UpstreamTransport::Stdio { .. } => {
+                connect_stdio(up, deps, handler, progress, spoken).await
+            }
+            UpstreamTransport::Http { url, headers } => {
+                connect_http(up, deps, handler, url, headers, spoken)
+                    .await
+                    .map(|r| (r, None))
+            }
+        };
+        let failure = match opened {
+            Ok((running, proc)) => {
+                if up.cfg.era == Era::Auto {
+                    era::remember(&up.cfg, spoken);
+                }
+                return Ok((running, proc, spoken));
+            }
+            Err(f) => f,
+        };
+        if remembered == Some(spoken) {
+            era::forget(&up.cfg);
+        }
+        let init = failure.init.as_ref();
+        if let Some(r) = init.and_then(|e| era::refusal(spoken, e)) {
+            tracing::info!(server = %up.name, era = r.tried.as_str(), "{}", r.said);
+            refusals.push(r);
+            continue;
+        }
+        if i + 1 == plan.len() || !init.is_some_and(era::closed) {
+            failures.push(failure.message);
+            return Err(End::Restart(attempts(&refusals, &failures)));
+        }
+        tracing::info!(server = %up.name, era = spoken.as_str(), "the connection closed while it was being opened ({}); trying the other era", failure.message);
+        failures.push(failure.message);
+    }
+    if !failures.is_empty() {
+        return Err(End::Restart(attempts(&refusals, &failures)));
+    }
+    Err(End::Incompatible(era::mismatch(&up.cfg, &refusals)))
+}
+
+/// What the attempts of a failed start met (refusals first), for the log
+/// and status.
+fn attempts(refusals: &[era::Refusal], failures: &[String]) -> String {
+    let said = refusals.iter().map(|r| r.said.as_str());
+    let all: Vec<&str> = said.chain(failures.iter().map(String::as_str)).collect();
+    all.join("; then ")
 }
 
 /// A stdio upstream's process group, stopped when its life ends.
@@ -169,6 +271,7 @@ fn client_handler(
     deps: &SupervisorDeps,
     progress: &Arc<super::ProgressMap>,
     list_changes: &Arc<ListChanges>,
+    era: Spoken,
 ) -> Bounded {
     Bounded::new(UpstreamClient {
         server: up.name.clone().into(),
@@ -178,20 +281,22 @@ fn client_handler(
         session: deps.session.clone(),
         progress: progress.clone(),
         list_changed: list_changes.clone(),
-        info: client_info(&deps.host),
+        info: client_info(&deps.host, era),
         call_timeout: up.cfg.call_timeout,
         shared: up.shared.clone(),
     })
 }
 
-/// Starts the child and initializes it within `startup_timeout`; a child
-/// that does not answer is stopped before the error returns.
+/// Starts the child and opens the connection in `era` within
+/// `startup_timeout`; a child that does not answer, or refuses, is stopped
+/// before the error returns.
 async fn connect_stdio(
     up: &Arc<Upstream>,
     deps: &SupervisorDeps,
     handler: Bounded,
     progress: &Arc<super::ProgressMap>,
-) -> Result<(Running, Option<Process>), String> {
+    era: Spoken,
+) -> Result<(Running, Option<Process>), OpenFailure> {
     let timeout = up.cfg.startup_timeout;
     let spawned = child::spawn(
         &up.cfg,
@@ -199,7 +304,7 @@ async fn connect_stdio(
         &up.stderr_tail,
         &deps.limits,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| OpenFailure::plain(e.to_string()))?;
     let label = LinkLabel {
         name: format!("upstream {}", up.name).into(),
         answer_garbage: false,
@@ -214,38 +319,66 @@ async fn connect_stdio(
     )
     .with_progress_observer(Arc::new(move |token| ledger.read(token)));
     let proc = Some((spawned.child, spawned.group));
-    match tokio::time::timeout(timeout, handler.serve(transport)).await {
+    let opening = opening(era);
+    match tokio::time::timeout(
+        timeout,
+        handler.serve_with_lifecycle(transport, era.lifecycle()),
+    )
+    .await
+    {
         Ok(Ok(r)) => Ok((r, proc)),
         Ok(Err(e)) => {
             stop_process(proc).await;
-            Err(format!("MCP initialize failed: {e}"))
+            Err(OpenFailure {
+                message: format!("MCP {opening} failed: {e}"),
+                init: Some(e),
+            })
         }
         Err(_) => {
             stop_process(proc).await;
-            Err(format!(
-                "no answer to initialize within {timeout:?} (startup_timeout)"
-            ))
+            Err(OpenFailure::plain(format!(
+                "no answer to {opening} within {timeout:?} (startup_timeout)"
+            )))
         }
     }
 }
 
-/// Initializes an HTTP upstream within `startup_timeout`.
+/// The request that opens a connection in `era`, for messages.
+fn opening(era: Spoken) -> &'static str {
+    match era {
+        Spoken::Legacy => "initialize",
+        Spoken::Modern => "server/discover",
+    }
+}
+
+/// Opens an HTTP upstream's connection in `era` within `startup_timeout`.
 async fn connect_http(
     up: &Arc<Upstream>,
     deps: &SupervisorDeps,
     handler: Bounded,
     url: &str,
     headers: &std::collections::BTreeMap<String, String>,
-) -> Result<Running, String> {
+    era: Spoken,
+) -> Result<Running, OpenFailure> {
     let timeout = up.cfg.startup_timeout;
-    let cfg = http_config(url, headers, deps.limits.max_message_bytes)?;
+    let cfg =
+        http_config(url, headers, deps.limits.max_message_bytes).map_err(OpenFailure::plain)?;
     let transport = rmcp::transport::StreamableHttpClientTransport::from_config(cfg);
-    match tokio::time::timeout(timeout, handler.serve(transport)).await {
+    let opening = opening(era);
+    match tokio::time::timeout(
+        timeout,
+        handler.serve_with_lifecycle(transport, era.lifecycle()),
+    )
+    .await
+    {
         Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(format!("MCP initialize with {url} failed: {e}")),
-        Err(_) => Err(format!(
-            "{url} did not answer initialize within {timeout:?}"
-        )),
+        Ok(Err(e)) => Err(OpenFailure {
+            message: format!("MCP {opening} with {url} failed: {e}"),
+            init: Some(e),
+        }),
+        Err(_) => Err(OpenFailure::plain(format!(
+            "{url} did not answer {opening} within {timeout:?}"
+        ))),
     }
 }
 
@@ -303,6 +436,7 @@ async fn serve_connection(
     running: Running,
     progress: Arc<super::ProgressMap>,
     list_changes: &ListChanges,
+    era: Spoken,
 ) -> Result<String, String> {
     let peer = running.peer().clone();
     peer.set_response_cache_config(rmcp::service::ClientCacheConfig::disabled())
@@ -322,11 +456,11 @@ async fn serve_connection(
             let ct = running.cancellation_token();
             ct.cancel();
             let _ = running.waiting().await;
-            return Err(format!("listing after initialize failed: {e}"));
+            return Err(format!("listing after {} failed: {e}", opening(era)));
         }
     }
     tracing::info!(
-        server = %up.name, protocol = %version,
+        server = %up.name, protocol = %version, era = era.as_str(),
         tools = fresh.tools.len(), resources = fresh.resources.len(), prompts = fresh.prompts.len(),
         "upstream ready"
     );
@@ -338,6 +472,7 @@ async fn serve_connection(
         capabilities: caps.clone(),
         progress,
         protocol_version: version,
+        era,
     }));
     up.set_phase(Phase::Ready);
     deps.changed.send(up.name.clone());

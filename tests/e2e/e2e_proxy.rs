@@ -315,6 +315,16 @@ async fn resources_prompts_completion_logging_route_to_their_server() {
     // the second is withheld and the first routes.
     let resources = client.list_all_resources().await.unwrap();
     assert!(resources.iter().any(|r| r.uri == "fixture://static/hello"));
+    // Every list and completion method a host may call is answered by
+    // gavel's own handler (rmcp 3.11 answers an unimplemented one -32601):
+    // tools, resources, prompts and completion here, templates too.
+    let templates = client.list_all_resource_templates().await.unwrap();
+    assert!(
+        templates
+            .iter()
+            .any(|t| t.uri_template == "fixture://items/{id}"),
+        "{templates:?}"
+    );
     let r = client
         .peer()
         .read_resource(ReadResourceRequestParams::new("fixture://items/42"))

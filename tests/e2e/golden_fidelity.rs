@@ -1,4 +1,4 @@
-//! Golden test: what rmcp 3.9's typed model drops when gavel forwards a
+//! Golden test: what rmcp 3.11's typed model drops when gavel forwards a
 //! message. gavel's core is typed (one `ServerHandler` serves stdio and HTTP),
 //! so anything outside the negotiated schema plus `_meta`/`structuredContent`
 //! is lost. This test pins the exact list; if rmcp changes, it fails and this
@@ -95,4 +95,20 @@ fn unknown_content_type_is_not_a_call_tool_result() {
     assert!(serde_json::from_value::<CallToolResult>(r.clone()).is_err());
     let sr: ServerResult = serde_json::from_value(r).unwrap();
     assert!(matches!(sr, ServerResult::CustomResult(_)));
+}
+
+#[test]
+fn a_tool_result_without_content_is_a_call_tool_result() {
+    // rmcp 3.11 (#1434): `content` may be absent (MCP 2026-07-28 servers
+    // may send structured output alone); before, such a result was no
+    // CallToolResult and the host saw an error. gavel hands it on with an
+    // empty `content`, what a 2025-11-25 host expects.
+    let r = json!({"structuredContent": {"n": 1}, "isError": false});
+    let sr: ServerResult = serde_json::from_value(r).unwrap();
+    let ServerResult::CallToolResult(t) = sr else {
+        panic!("not a CallToolResult: {sr:?}")
+    };
+    assert!(t.content.is_empty());
+    assert_eq!(t.structured_content, Some(json!({"n": 1})));
+    assert_eq!(serde_json::to_value(&t).unwrap()["content"], json!([]));
 }

@@ -27,6 +27,7 @@ mod e2e_dataflow;
 mod e2e_decision_log;
 mod e2e_decision_shape;
 mod e2e_decision_ship;
+mod e2e_era;
 mod e2e_everything;
 mod e2e_example;
 mod e2e_explain;

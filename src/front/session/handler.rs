@@ -41,7 +41,7 @@ const SPEC_METHODS: &[&str] = &[
     GetTaskMethod::VALUE,
     UpdateTaskMethod::VALUE,
     CancelTaskMethod::VALUE,
-    // The 2025-11-25 tasks methods rmcp 3.9 has no constant for (its model
+    // The 2025-11-25 tasks methods rmcp 3.11 has no constant for (its model
     // is the SEP-2663 tasks extension: get, update, cancel).
     "tasks/list",
     "tasks/result",
@@ -52,39 +52,6 @@ const SPEC_METHODS: &[&str] = &[
     ElicitationCreateRequestMethod::VALUE,
     ListRootsRequestMethod::VALUE,
 ];
-
-/// Size of a tool result for the token estimate, without serializing it
-/// again: the text it carries (binary content counts as its base64 text),
-/// plus `structuredContent` unless a text block already mirrors it (the
-/// spec asks tools to send both: the same data counts once).
-fn result_bytes(r: &ServerResult) -> usize {
-    match r {
-        ServerResult::CallToolResult(r) => {
-            let content: usize = r
-                .content
-                .iter()
-                .map(|c| match c.as_text() {
-                    Some(t) => t.text.len(),
-                    None => serde_json::to_vec(c).map(|v| v.len()).unwrap_or(0),
-                })
-                .sum();
-            let structured = r.structured_content.as_ref().map_or(0, |v| {
-                let compact = v.to_string();
-                // The usual mirror is the compact JSON itself; a reformatted
-                // one is parsed (only texts that look like JSON).
-                let mirrored = r.content.iter().filter_map(|c| c.as_text()).any(|t| {
-                    t.text == compact
-                        || (t.text.trim_start().starts_with(['{', '['])
-                            && serde_json::from_str::<serde_json::Value>(&t.text)
-                                .is_ok_and(|x| x == *v))
-                });
-                if mirrored { 0 } else { compact.len() }
-            });
-            content + structured
-        }
-        other => serde_json::to_vec(other).map(|v| v.len()).unwrap_or(0),
-    }
-}
 
 fn unexpected(method: &str, r: ServerResult) -> ErrorData {
     ErrorData::internal_error(
@@ -112,7 +79,21 @@ impl Session {
                 .get(name)
                 .cloned();
         }
-        route.ok_or_else(|| ErrorData::invalid_params(format!("Unknown tool: {name}"), None))
+        if let Some(route) = route {
+            return Ok(route);
+        }
+        // A tool of a server that is not connected is not listed; the host
+        // is told why its server cannot be reached, not that the tool does
+        // not exist.
+        if let Some(up) = self.router()?.unready_owner(name)
+            && let Err(why) = up.ready().await
+        {
+            return Err(why.into());
+        }
+        Err(ErrorData::invalid_params(
+            format!("Unknown tool: {name}"),
+            None,
+        ))
     }
 
     /// A host may report the tokens its conversation used so far
@@ -163,6 +144,12 @@ impl Session {
 fn tool_result(server: &str, result: ServerResult) -> Result<CallToolResponse, ErrorData> {
     match result {
         ServerResult::CallToolResult(r) => Ok(r.into()),
+        ServerResult::InputRequiredResult(_) => Err(ErrorData::internal_error(
+            format!(
+                "server {server:?} asked for more input (an MCP 2026-07-28 input_required round), which gavel does not relay yet; the call was not completed"
+            ),
+            None,
+        )),
         ServerResult::CustomResult(CustomResult(v)) => serde_json::from_value::<CallToolResult>(v.clone())
             .map(Into::into)
             .map_err(|e| ErrorData::internal_error(
@@ -274,7 +261,7 @@ impl ServerHandler for Session {
         upstream_req.name = route.name.clone().into();
         let req = ClientRequest::CallToolRequest(CallToolRequest::new(upstream_req));
         let result = self.forward(&route.server, &permit, req, &cx).await?;
-        let bytes = result_bytes(&result);
+        let bytes = super::result::result_bytes(&result);
         self.inner.state.add_result_bytes(bytes);
         // No store write here, between the answer and the reply: counted in
         // memory, written with the next charge (`decision::owed`).
@@ -563,39 +550,5 @@ impl ServerHandler for Session {
             format!("Method not found: {}", request.method),
             None,
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rmcp::model::ContentBlock;
-
-    #[test]
-    fn a_structured_result_mirrored_in_text_counts_once() {
-        let data = json!({"temperature": 21.5, "unit": "C"});
-        let text = data.to_string();
-        let mirrored = CallToolResult::structured(data.clone());
-        assert_eq!(
-            result_bytes(&ServerResult::CallToolResult(mirrored)),
-            text.len(),
-            "the text block mirrors structuredContent"
-        );
-        let mut pretty = CallToolResult::structured(data.clone());
-        pretty.content = vec![ContentBlock::text(
-            serde_json::to_string_pretty(&data).unwrap(),
-        )];
-        assert_eq!(
-            result_bytes(&ServerResult::CallToolResult(pretty)),
-            serde_json::to_string_pretty(&data).unwrap().len(),
-            "a reformatted mirror counts once too"
-        );
-        let mut summary = CallToolResult::success(vec![ContentBlock::text("21.5 C")]);
-        summary.structured_content = Some(data);
-        assert_eq!(
-            result_bytes(&ServerResult::CallToolResult(summary)),
-            "21.5 C".len() + text.len(),
-            "a summary and the data: both count"
-        );
     }
 }

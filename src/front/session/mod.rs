@@ -235,13 +235,15 @@ impl Session {
                 crate::upstream::Phase::Ready => ("ready", None),
                 crate::upstream::Phase::Down { error, .. } => ("down", Some(error)),
                 crate::upstream::Phase::Stopped => ("stopped", None),
+                crate::upstream::Phase::Incompatible { error } => ("incompatible", Some(error)),
             };
+            let era = up.connection().map(|c| c.era.as_str());
             let tools = table
                 .tool_routes
                 .values()
                 .filter(|r| &r.server == name)
                 .count();
-            servers.insert(name.clone(), json!({"phase": phase, "restarts": up.restarts(), "last_error": last_error, "tools": tools}));
+            servers.insert(name.clone(), json!({"phase": phase, "era": era, "restarts": up.restarts(), "last_error": last_error, "tools": tools}));
         }
         json!({"session": self.id(), "upstreams": servers, "withheld_names": table.withheld})
     }

@@ -4,7 +4,8 @@
 //! rule skips this step entirely — its result is not even serialized.
 //! A denied or withheld result is answered like a denied request (a tool
 //! call as an `isError` result the model reads, other requests as a
-//! JSON-RPC error), saying that the call has happened.
+//! JSON-RPC error), saying that the call has happened. Also the size a
+//! tool result counts for the token estimate (`result_bytes`).
 
 use rmcp::model::*;
 use serde_json::Value;
@@ -83,4 +84,72 @@ pub(super) fn tool_result_denial(
 ) -> CallToolResult {
     let what = format!("the result of the call to tool {tool:?} (the call itself has happened)");
     crate::decision::deny::tool_error(d, &what, has_output_schema)
+}
+
+/// Size of a tool result for the token estimate, without serializing it
+/// again: the text it carries (binary content counts as its base64 text),
+/// plus `structuredContent` unless a text block already mirrors it (the
+/// spec asks tools to send both: the same data counts once).
+pub(super) fn result_bytes(r: &ServerResult) -> usize {
+    match r {
+        ServerResult::CallToolResult(r) => {
+            let content: usize = r
+                .content
+                .iter()
+                .map(|c| match c.as_text() {
+                    Some(t) => t.text.len(),
+                    None => serde_json::to_vec(c).map(|v| v.len()).unwrap_or(0),
+                })
+                .sum();
+            let structured = r.structured_content.as_ref().map_or(0, |v| {
+                let compact = v.to_string();
+                // The usual mirror is the compact JSON itself; a reformatted
+                // one is parsed (only texts that look like JSON).
+                let mirrored = r.content.iter().filter_map(|c| c.as_text()).any(|t| {
+                    t.text == compact
+                        || (t.text.trim_start().starts_with(['{', '['])
+                            && serde_json::from_str::<serde_json::Value>(&t.text)
+                                .is_ok_and(|x| x == *v))
+                });
+                if mirrored { 0 } else { compact.len() }
+            });
+            content + structured
+        }
+        other => serde_json::to_vec(other).map(|v| v.len()).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::ContentBlock;
+    use serde_json::json;
+
+    #[test]
+    fn a_structured_result_mirrored_in_text_counts_once() {
+        let data = json!({"temperature": 21.5, "unit": "C"});
+        let text = data.to_string();
+        let mirrored = CallToolResult::structured(data.clone());
+        assert_eq!(
+            result_bytes(&ServerResult::CallToolResult(mirrored)),
+            text.len(),
+            "the text block mirrors structuredContent"
+        );
+        let mut pretty = CallToolResult::structured(data.clone());
+        pretty.content = vec![ContentBlock::text(
+            serde_json::to_string_pretty(&data).unwrap(),
+        )];
+        assert_eq!(
+            result_bytes(&ServerResult::CallToolResult(pretty)),
+            serde_json::to_string_pretty(&data).unwrap().len(),
+            "a reformatted mirror counts once too"
+        );
+        let mut summary = CallToolResult::success(vec![ContentBlock::text("21.5 C")]);
+        summary.structured_content = Some(data);
+        assert_eq!(
+            result_bytes(&ServerResult::CallToolResult(summary)),
+            "21.5 C".len() + text.len(),
+            "a summary and the data: both count"
+        );
+    }
 }
