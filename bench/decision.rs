@@ -15,7 +15,13 @@
 //! the extra cost a result rule adds to a call). Each figure is the median
 //! over rounds of that round's percentile. Last line is the JSON summary.
 //!
-//! Env: BENCH_ROUNDS (default 20), BENCH_ITERS (per round and kind, default 2000).
+//! Decisions run as in the proxy: on a host thread that evaluates small
+//! inputs itself; `BENCH_HANDOFF=1` hands every evaluation to the
+//! evaluation pool instead (the cost of the hand-off, side by side when run
+//! both ways).
+//!
+//! Env: BENCH_ROUNDS (default 20), BENCH_ITERS (per round and kind, default
+//! 2000), BENCH_HANDOFF.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -181,6 +187,24 @@ fn main() {
         eprintln!("decision bench: run with `cargo bench --bench decision`");
         return;
     }
+    // Decide as the proxy does: on a host thread (gavel's event loop has an
+    // evaluation thread's stack and evaluates small inputs itself), unless
+    // BENCH_HANDOFF=1 asks for every evaluation to be handed to the pool.
+    let handoff = std::env::var("BENCH_HANDOFF").is_ok_and(|v| v == "1");
+    std::thread::Builder::new()
+        .stack_size(gavel::decision::engine::STACK_BYTES)
+        .spawn(move || {
+            if !handoff {
+                gavel::decision::engine::mark_host();
+            }
+            bench(handoff)
+        })
+        .expect("bench thread")
+        .join()
+        .expect("bench ran");
+}
+
+fn bench(handoff: bool) {
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -288,6 +312,7 @@ fn main() {
         .map(|[p50, p99]| (median(p50), median(p99)));
     let line = json!({
         "bench": "decision",
+        "evaluations": if handoff { "handed to the pool" } else { "on the calling thread" },
         "p50_us": round1(l.0),
         "p99_us": round1(l.1),
         "decisions_per_s": (decided as f64 / busy.as_secs_f64()).round(),

@@ -33,7 +33,9 @@
 //!
 //! Env: BENCH_ROUNDS (default 30), BENCH_CALLS (per round and path, default
 //! 200), BENCH_UPSTREAMS (`fixture,everything`), BENCH_SHADOW (`1` adds the
-//! shadow paths), GAVEL_EVERYTHING (server-everything's dist/index.js).
+//! shadow paths), BENCH_BASELINE_GAVEL (another gavel binary: adds
+//! `wrap_baseline` and `deployed_baseline`, an A/B in the same rounds),
+//! GAVEL_EVERYTHING (server-everything's dist/index.js).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -57,8 +59,12 @@ struct Raw {
 }
 
 impl Raw {
-    fn spawn(program: &str, args: &[String]) -> Raw {
-        let mut child = Command::new(program)
+    fn spawn(program: &str, args: &[String], relay: bool) -> Raw {
+        let mut cmd = Command::new(program);
+        if relay {
+            cmd.env(RELAY_ENV, "1");
+        }
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -150,7 +156,7 @@ impl Drop for Raw {
 }
 
 /// One path of the comparison.
-struct Path_ {
+struct Hop {
     name: &'static str,
     client: Raw,
     /// Whether the child is a proxy whose CPU is counted (not `direct`).
@@ -185,7 +191,7 @@ fn env_num(name: &str, default: usize) -> usize {
 }
 
 /// The paths for `up`, spawned (configs written under `dir`).
-fn spawn_paths(up: &Upstream, dir: &Path, shadow: bool) -> Vec<Path_> {
+fn spawn_paths(up: &Upstream, dir: &Path, shadow: bool) -> Vec<Hop> {
     let mut upstream = vec![up.program.clone()];
     upstream.extend(up.args.iter().cloned());
     let relay = std::env::current_exe().unwrap().display().to_string();
@@ -207,6 +213,15 @@ fn spawn_paths(up: &Upstream, dir: &Path, shadow: bool) -> Vec<Path_> {
             true,
         ),
     ];
+    // A/B in one run: the same wrap and deployed paths with another gavel
+    // binary (e.g. a release build of the previous commit).
+    if let Ok(base) = std::env::var("BENCH_BASELINE_GAVEL") {
+        let mut wrap = vec!["wrap".to_string(), "--name".into(), "bench".into(), "--".into()];
+        wrap.extend(upstream.iter().cloned());
+        specs.push(("wrap_baseline", base.clone(), wrap, true));
+        let cfg = deployed(up, dir, "deployed_baseline", None);
+        specs.push(("deployed_baseline", base, run_args(&cfg), true));
+    }
     if shadow {
         for (name, agrees) in [("deployed_shadow", false), ("deployed_shadow_agree", true)] {
             let cfg = deployed(up, dir, name, Some(agrees));
@@ -215,19 +230,11 @@ fn spawn_paths(up: &Upstream, dir: &Path, shadow: bool) -> Vec<Path_> {
     }
     specs
         .into_iter()
-        .map(|(name, program, args, proxy)| Path_ {
+        .map(|(name, program, args, proxy)| Hop {
             name,
-            client: if name == "floor" {
-                // SAFETY-free: the relay is this very binary, told by env.
-                // SAFETY: set before any thread of this process reads the
-                // environment concurrently (the bench is single-threaded).
-                unsafe { std::env::set_var(RELAY_ENV, "1") };
-                let c = Raw::spawn(&program, &args);
-                unsafe { std::env::remove_var(RELAY_ENV) };
-                c
-            } else {
-                Raw::spawn(&program, &args)
-            },
+            // The floor relay is this very binary, told so by its
+            // environment.
+            client: Raw::spawn(&program, &args, name == "floor"),
             proxy,
             samples: Vec::new(),
             cpu_ns: 0,
@@ -348,7 +355,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Runs the interleaved rounds on `paths`; returns each path's figures.
-fn measure(paths: &mut [Path_], up: &Upstream, rounds: usize, calls: usize) -> Value {
+fn measure(paths: &mut [Hop], up: &Upstream, rounds: usize, calls: usize) -> Value {
     for p in paths.iter_mut() {
         for _ in 0..200 {
             p.client.call(up.tool, up.call_args);
@@ -574,6 +581,8 @@ fn main() {
                     "deployed": p["deployed"]["added_p50_us"],
                     "deployed_shadow": p.get("deployed_shadow").map(|s| &s["added_p50_us"]),
                     "deployed_shadow_agree": p.get("deployed_shadow_agree").map(|s| &s["added_p50_us"]),
+                    "wrap_baseline": p.get("wrap_baseline").map(|s| &s["added_p50_us"]),
+                    "deployed_baseline": p.get("deployed_baseline").map(|s| &s["added_p50_us"]),
                 },
                 "cpu_us_per_call": {
                     "floor": p["floor"]["cpu_us_per_call"], "wrap": p["wrap"]["cpu_us_per_call"],
