@@ -32,6 +32,9 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
+#[path = "../tests/common/files.rs"]
+mod files;
+
 const GAVEL: &str = env!("CARGO_BIN_EXE_gavel");
 const FIXTURE: &str = env!("CARGO_BIN_EXE_gavel-fixture");
 const PROTOCOL: &str = "2025-11-25";
@@ -354,7 +357,7 @@ fn bundles(dir: &Path) {
         "compliance",
         "workflow",
     ] {
-        copy_dir(&root.join(b), &dir.join("bundles").join(b));
+        files::copy_dir(&root.join(b), &dir.join("bundles").join(b));
     }
     let fs = dir.join("bundles/filesystem/mcp/filesystem/filesystem.rego");
     let rego = std::fs::read_to_string(&fs).unwrap();
@@ -373,18 +376,6 @@ fn bundles(dir: &Path) {
     data["limits"] =
         json!([{"scope": "user", "rate": 1_000_000_000u64, "per": "1m", "burst": 1_000_000u64}]);
     std::fs::write(&wf, data.to_string()).unwrap();
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// gavel as deployed, with its own decision log and state (budget, rate
@@ -438,8 +429,8 @@ bundles = [{filesystem:?}, {override_:?}]
     path
 }
 
-/// A throw-away CA and a leaf for 127.0.0.1 (openssl, as the e2e tests
-/// make theirs), and a client that trusts the CA.
+/// A throw-away CA and a leaf for 127.0.0.1 (as the e2e tests make
+/// theirs), and a client that trusts the CA.
 struct Pki {
     cert: PathBuf,
     key: PathBuf,
@@ -448,68 +439,12 @@ struct Pki {
 
 impl Pki {
     fn new(dir: &Path) -> Pki {
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("openssl");
-            assert!(out.status.success(), "openssl {args:?}: {out:?}");
-        };
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=gavel bench CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ]);
-        run(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "leaf.csr",
-        ]);
-        std::fs::write(
-            dir.join("leaf.ext"),
-            "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            "leaf.ext",
-            "-out",
-            "cert.pem",
-        ]);
+        let (cert, key, ca) = files::pki(dir);
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
         let mut roots = rustls::RootCertStore::empty();
         roots
-            .add(CertificateDer::from_pem_file(dir.join("ca.pem")).expect("ca.pem"))
+            .add(CertificateDer::from_pem_file(&ca).expect("the bench CA's PEM"))
             .expect("the bench CA");
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -518,8 +453,8 @@ impl Pki {
             .with_root_certificates(roots)
             .with_no_client_auth();
         Pki {
-            cert: dir.join("cert.pem"),
-            key: dir.join("key.pem"),
+            cert,
+            key,
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
         }
     }
