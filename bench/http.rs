@@ -20,7 +20,9 @@
 //! `path` under `demo-data/public`, so every layer sees a realistic input.
 //!
 //! Env: BENCH_ROUNDS (default 5), BENCH_CALLS (per client, round and path,
-//! default 200).
+//! default 200), BENCH_POLICY (`deployed`, the default, or `none`: no
+//! bundle, log, budget or limit — the HTTP front and the hop alone, to tell
+//! their cost from the decision's).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -154,7 +156,11 @@ struct Server {
 
 impl Server {
     async fn start(name: &'static str, dir: &Path, tls: Option<&Pki>, clients: usize) -> Server {
-        let cfg = config(dir, name);
+        let cfg = if deployed() {
+            config(dir, name)
+        } else {
+            bare_config(dir, name)
+        };
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -329,7 +335,7 @@ async fn main() {
         println!("{line}");
         all.insert(key, figures);
     }
-    for s in &servers {
+    for s in servers.iter().filter(|_| deployed()) {
         s.check_deployed();
     }
     let met = |k: &str| {
@@ -337,7 +343,12 @@ async fn main() {
             && all[k]["p50_us"].as_f64().unwrap() <= TARGET_P50_US
     };
     let (plain_met, tls_met) = (met("plain_4"), met("tls_4"));
-    let mut last = json!({"bench": "http", "deployed": "five layers, decision log, budget, rate limit",
+    let policy = if deployed() {
+        "five layers, decision log, budget, rate limit"
+    } else {
+        "none"
+    };
+    let mut last = json!({"bench": "http", "policy": policy,
         "upstream": "rust-fixture echo", "rounds": rounds, "calls_per_client_round": calls,
         "target": {"clients": 4, "calls_per_s": TARGET_CALLS_PER_S, "p50_us": TARGET_P50_US},
         "target_met_plain": plain_met, "target_met_tls": tls_met});
@@ -376,6 +387,26 @@ fn bundles(dir: &Path) {
     data["limits"] =
         json!([{"scope": "user", "rate": 1_000_000_000u64, "per": "1m", "burst": 1_000_000u64}]);
     std::fs::write(&wf, data.to_string()).unwrap();
+}
+
+/// BENCH_POLICY: `deployed` (the default) or `none`.
+fn deployed() -> bool {
+    match std::env::var("BENCH_POLICY").as_deref() {
+        Err(_) | Ok("deployed") => true,
+        Ok("none") => false,
+        Ok(other) => panic!("BENCH_POLICY={other:?}: use deployed or none"),
+    }
+}
+
+/// gavel with no policy, log or state: the front and the hop alone.
+fn bare_config(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("servers-{name}.toml"));
+    std::fs::write(
+        &path,
+        format!("[servers.filesystem]\ncommand = {FIXTURE:?}\n"),
+    )
+    .unwrap();
+    path
 }
 
 /// gavel as deployed, with its own decision log and state (budget, rate
