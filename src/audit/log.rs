@@ -18,7 +18,11 @@
 //! - `SIGHUP` reopens the file (after external rotation); past
 //!   `[log] rotate_bytes` gavel rotates it itself (`file` → `file.1` → … →
 //!   `file.<rotate_keep>`, the oldest dropped) under an exclusive lock so two
-//!   processes never rotate twice.
+//!   processes never rotate twice;
+//! - the size check costs no syscall per record: each process counts what it
+//!   appends and looks at the real size (one `fstat`) only when its count
+//!   nears the limit ([`Current::due`]) — and rotates on the real size
+//!   only, which counts every process's records.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, Write};
@@ -31,7 +35,7 @@ use crate::sync::Recover;
 
 pub struct DecisionLog {
     path: PathBuf,
-    file: Mutex<File>,
+    file: Mutex<Current>,
     dirty: AtomicBool,
     /// A fragment could not be blanked: the next record starts with a
     /// newline of its own, so at least it is not glued onto the fragment.
@@ -63,6 +67,61 @@ fn open(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
+/// Look at the real size at least every this many bytes this process
+/// appends (about 40 records), however far the limit still is.
+const CHECK_EVERY: u64 = 64 * 1024;
+
+/// The open file and what this process knows of its size. The count
+/// under-counts when other processes append to the same file, so it only
+/// says when to look ([`Self::due`]); rotation is decided on the real size.
+struct Current {
+    file: File,
+    /// The file's size when this process last looked (`fstat`).
+    seen: u64,
+    /// Bytes this process appended since (a failed write counts whole: an
+    /// over-count only makes the next look come sooner).
+    since: u64,
+    /// Looks at the size taken by the rotation check (what the tests count).
+    looks: u64,
+}
+
+impl Current {
+    fn new(file: File) -> Current {
+        let seen = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Current {
+            file,
+            seen,
+            since: 0,
+            looks: 0,
+        }
+    }
+
+    /// Another file at the path (a reopen, a rotation): its size is looked
+    /// at once, here.
+    fn replace(&mut self, file: File) {
+        *self = Current {
+            looks: self.looks,
+            ..Current::new(file)
+        };
+    }
+
+    fn saw(&mut self, len: u64) {
+        self.seen = len;
+        self.since = 0;
+    }
+
+    /// Whether to look at the real size after this record: once this
+    /// process has appended an eighth of the room it last saw left below
+    /// `limit`, or `CHECK_EVERY` bytes. Every writer of a shared file looks
+    /// this often, so together they notice the file passing the limit
+    /// before it is far past it (an eighth of the room per writer at most);
+    /// near the limit that is after every record, as without the count.
+    fn due(&self, limit: u64) -> bool {
+        let room = limit.saturating_sub(self.seen);
+        self.since >= (room / 8).clamp(1, CHECK_EVERY)
+    }
+}
+
 impl DecisionLog {
     pub fn open(path: &Path, rotation: Rotation) -> std::io::Result<Arc<Self>> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -70,7 +129,7 @@ impl DecisionLog {
         }
         let log = Arc::new(Self {
             path: path.to_path_buf(),
-            file: Mutex::new(open(path)?),
+            file: Mutex::new(Current::new(open(path)?)),
             dirty: AtomicBool::new(false),
             torn: AtomicBool::new(false),
             rotation,
@@ -118,7 +177,8 @@ impl DecisionLog {
         }
         serde_json::to_writer(&mut line, record).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        let result = self.append(&f, &line);
+        let result = self.append(&f.file, &line);
+        f.since = f.since.saturating_add(line.len() as u64);
         if torn && result.is_err() {
             // The newline may not have been written either: still torn.
             self.torn.store(true, Ordering::Release);
@@ -130,12 +190,14 @@ impl DecisionLog {
                 tracing::error!(path = %self.path.display(), "decision log write failed: {e}");
             }
         }
-        if self.rotation.bytes > 0
-            && f.metadata()
-                .map(|m| m.len() > self.rotation.bytes)
-                .unwrap_or(false)
-        {
-            self.rotate(&mut f);
+        if self.rotation.bytes > 0 && f.due(self.rotation.bytes) {
+            f.looks += 1;
+            match f.file.metadata().map(|m| m.len()) {
+                Ok(len) if len > self.rotation.bytes => self.rotate(&mut f),
+                Ok(len) => f.saw(len),
+                // Looked at again after the next record.
+                Err(_) => {}
+            }
         }
         result
     }
@@ -145,15 +207,17 @@ impl DecisionLog {
     /// no late records — the shipper (`super::ship`) moves on from a rotated
     /// file once it is quiet (`super::ship`'s QUIET, ten times
     /// [`FOLLOW_EVERY`]).
-    fn follow_rotation(&self, f: &mut File) {
+    /// The same look tells the size of our file, which other processes
+    /// may have grown: the count starts again from it.
+    fn follow_rotation(&self, f: &mut Current) {
         use std::os::unix::fs::MetadataExt;
-        let (Ok(at_path), Ok(ours)) = (std::fs::metadata(&self.path), f.metadata()) else {
+        let (Ok(at_path), Ok(ours)) = (std::fs::metadata(&self.path), f.file.metadata()) else {
             return;
         };
-        if (at_path.dev(), at_path.ino()) != (ours.dev(), ours.ino())
-            && let Ok(newf) = open(&self.path)
-        {
-            *f = newf;
+        if (at_path.dev(), at_path.ino()) == (ours.dev(), ours.ino()) {
+            f.saw(ours.len());
+        } else if let Ok(newf) = open(&self.path) {
+            f.replace(newf);
         }
     }
 
@@ -221,7 +285,7 @@ impl DecisionLog {
         super::metrics::global().log_write_error();
     }
 
-    fn rotate(&self, f: &mut File) {
+    fn rotate(&self, f: &mut Current) {
         let lock_path = self.path.with_extension("rotate.lock");
         let Ok(lock) = OpenOptions::new()
             .create(true)
@@ -242,7 +306,7 @@ impl DecisionLog {
             .map(|m| m.len() > self.rotation.bytes)
             .unwrap_or(false);
         if over {
-            let _ = f.sync_all();
+            let _ = f.file.sync_all();
             // Oldest first: file.<keep-1> → file.<keep> (replacing it), …,
             // file → file.1. A missing generation is simply skipped.
             for n in (1..self.rotation.keep.max(1)).rev() {
@@ -251,7 +315,7 @@ impl DecisionLog {
             let _ = std::fs::rename(&self.path, self.generation(1));
         }
         if let Ok(newf) = open(&self.path) {
-            *f = newf;
+            f.replace(newf);
         }
     }
 
@@ -267,8 +331,8 @@ impl DecisionLog {
         match open(&self.path) {
             Ok(newf) => {
                 let mut f = self.file.lock().recover();
-                let _ = f.sync_all();
-                *f = newf;
+                let _ = f.file.sync_all();
+                f.replace(newf);
                 tracing::info!(path = %self.path.display(), "decision log reopened");
             }
             Err(e) => {
@@ -287,7 +351,7 @@ impl DecisionLog {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return;
         }
-        let dup = self.file.lock().recover().try_clone();
+        let dup = self.file.lock().recover().file.try_clone();
         match dup {
             Ok(f) => {
                 if let Err(e) = f.sync_data() {
@@ -315,187 +379,5 @@ impl Drop for DecisionLog {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lines_from_many_writers_never_interleave_and_rotation_keeps_everything() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("decisions.jsonl");
-        let rotation = Rotation {
-            bytes: 64 * 1024,
-            keep: 1,
-        };
-        let a = DecisionLog::open(&p, rotation).unwrap();
-        let b = DecisionLog::open(&p, rotation).unwrap(); // a second process, in effect
-        std::thread::scope(|s| {
-            for (w, log) in [(0, &a), (1, &b)] {
-                s.spawn(move || {
-                    for i in 0..500 {
-                        log.write(&serde_json::json!({"w": w, "i": i, "pad": "x".repeat(200)}))
-                            .unwrap();
-                    }
-                });
-            }
-        });
-        a.sync();
-        let mut lines = 0;
-        for f in [p.clone(), d.path().join("decisions.jsonl.1")] {
-            if let Ok(t) = std::fs::read_to_string(&f) {
-                for l in t.lines() {
-                    let v: serde_json::Value =
-                        serde_json::from_str(l).expect("every line is one whole record");
-                    assert!(v["i"].is_number());
-                    lines += 1;
-                }
-            }
-        }
-        // Rotation keeps one previous file; everything since the last rotation is there.
-        assert!(lines > 0 && lines <= 1000);
-        assert!(std::fs::metadata(&p).unwrap().len() <= 64 * 1024 + 512);
-    }
-
-    fn write_n(log: &DecisionLog, n: usize) {
-        for i in 0..n {
-            log.write(&serde_json::json!({"i": i, "pad": "x".repeat(200)}))
-                .unwrap();
-        }
-    }
-
-    #[test]
-    fn rotation_keeps_the_configured_generations_in_order() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("decisions.jsonl");
-        let log = DecisionLog::open(
-            &p,
-            Rotation {
-                bytes: 4096,
-                keep: 3,
-            },
-        )
-        .unwrap();
-        // ~250 bytes a record, > 4 KiB a file: about 17 records per file.
-        write_n(&log, 200);
-        let first = |f: &Path| -> u64 {
-            let t = std::fs::read_to_string(f).unwrap();
-            let v: serde_json::Value = serde_json::from_str(t.lines().next().unwrap()).unwrap();
-            v["i"].as_u64().unwrap()
-        };
-        for n in 1..=3 {
-            assert!(log.generation(n).exists(), "{n}");
-        }
-        assert!(!log.generation(4).exists(), "only 3 kept");
-        // Newest first: file, .1, .2, .3 hold ever older records.
-        let order = [
-            first(&p),
-            first(&log.generation(1)),
-            first(&log.generation(2)),
-            first(&log.generation(3)),
-        ];
-        assert!(order.windows(2).all(|w| w[0] > w[1]), "{order:?}");
-        assert_eq!(log.generation(2), d.path().join("decisions.jsonl.2"));
-    }
-
-    #[test]
-    fn rotate_bytes_zero_never_rotates() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("decisions.jsonl");
-        let log = DecisionLog::open(&p, Rotation { bytes: 0, keep: 1 }).unwrap();
-        write_n(&log, 100);
-        assert!(!log.generation(1).exists());
-        assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 100);
-    }
-
-    #[test]
-    fn sync_through_a_duplicate_descriptor_leaves_the_log_clean() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("decisions.jsonl");
-        let log = DecisionLog::open(&p, Rotation { bytes: 0, keep: 1 }).unwrap();
-        for round in 1..=3 {
-            write_n(&log, 1);
-            log.sync();
-            assert!(!log.is_dirty(), "round {round}");
-            // The duplicate shares the open file: the writer's descriptor
-            // still appends after it.
-            assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), round);
-        }
-    }
-
-    /// The batched fsync thread `open` starts syncs on its own: a record
-    /// written (and never synced by the test) leaves the log clean within a
-    /// bounded wait. Without the thread the log would stay dirty until
-    /// dropped, and this would time out.
-    #[test]
-    fn the_fsync_thread_syncs_what_was_written() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("decisions.jsonl");
-        let log = DecisionLog::open(&p, Rotation { bytes: 0, keep: 1 }).unwrap();
-        for round in 1..=3 {
-            write_n(&log, 1);
-            // Polled, never timed: generous so a loaded machine only waits.
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            while log.is_dirty() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "round {round}: the fsync thread never synced the record"
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), round);
-        }
-    }
-
-    /// A real filesystem fills up under two writers (two gavel processes,
-    /// in effect): records that do not fit fail and leave at most a blank
-    /// line; once space is back, both writers' records are whole lines. On
-    /// the old code the fragment of a failed record stayed, and the next
-    /// record was glued onto it.
-    #[test]
-    fn a_record_the_disk_has_no_room_for_leaves_no_fragment() {
-        let Some(fs) = crate::test_support::Tmpfs::mount(
-            256 * 1024,
-            "a_record_the_disk_has_no_room_for_leaves_no_fragment",
-        ) else {
-            return;
-        };
-        let p = fs.path().join("decisions.jsonl");
-        let never = Rotation { bytes: 0, keep: 1 };
-        let (a, b) = (
-            DecisionLog::open(&p, never).unwrap(),
-            DecisionLog::open(&p, never).unwrap(),
-        );
-        // Larger than a page: it never fits in the room left at the end of
-        // the log's last page, so on the full filesystem it is cut short.
-        let big = |w: &str, i: usize| serde_json::json!({"w": w, "i": i, "pad": "x".repeat(6000)});
-        a.write(&big("a", 0)).unwrap();
-        b.write(&serde_json::json!({"w": "b", "i": 0})).unwrap();
-        let filler = fs.fill();
-        let before = std::fs::metadata(&p).unwrap().len();
-        assert!(a.write(&big("a", 1)).is_err(), "the filesystem is full");
-        assert!(b.write(&big("b", 1)).is_err(), "the filesystem is full");
-        let after = std::fs::metadata(&p).unwrap().len();
-        assert!(
-            after > before || before % 4096 == 0,
-            "a short write appended a fragment ({before} -> {after} bytes)"
-        );
-        std::fs::remove_file(filler).unwrap();
-        a.write(&big("a", 2)).unwrap();
-        b.write(&big("b", 2)).unwrap();
-        let text = std::fs::read_to_string(&p).unwrap();
-        let records: Vec<serde_json::Value> = text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).expect("every non-blank line is one whole record"))
-            .collect();
-        let seen: Vec<(String, u64)> = records
-            .iter()
-            .map(|r| (r["w"].as_str().unwrap().into(), r["i"].as_u64().unwrap()))
-            .collect();
-        let want: Vec<(String, u64)> = [("a", 0), ("b", 0), ("a", 2), ("b", 2)]
-            .iter()
-            .map(|(w, i)| (w.to_string(), *i))
-            .collect();
-        assert_eq!(seen, want);
-        assert!(text.ends_with('\n'));
-    }
-}
+#[path = "log_tests.rs"]
+mod tests;

@@ -2,6 +2,7 @@
 //! binary, talk to it with a real rmcp client, read what the fixture recorded.
 
 pub mod approval;
+pub mod files;
 pub mod governance_session;
 pub mod lab;
 pub mod metrics;
@@ -22,6 +23,7 @@ use rmcp::service::{NotificationContext, RequestContext, RoleClient, RunningServ
 use rmcp::{ClientHandler, ErrorData, ServiceExt};
 use serde_json::{Value, json};
 
+pub use files::copy_dir;
 pub use net::*;
 
 pub const GAVEL: &str = env!("CARGO_BIN_EXE_gavel");
@@ -543,20 +545,6 @@ pub fn wait_for_port(port: u16, what: &str, log: Option<&Path>) {
                 .unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Copies a directory tree (bundles to sign or tamper with).
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
     }
 }
 

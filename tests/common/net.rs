@@ -185,67 +185,10 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// A test CA and a leaf certificate for 127.0.0.1 it signed (the `openssl` command, installed by scripts/setup), as
-/// (leaf cert, leaf key, CA cert).
+/// A test CA and a leaf certificate for 127.0.0.1 it signed, in the
+/// setup's directory, as (leaf cert, leaf key, CA cert).
 pub fn test_pki(s: &Setup) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(s.dir.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=gavel test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "leaf.csr",
-    ]);
-    std::fs::write(
-        s.path("leaf.ext"),
-        "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "leaf.ext",
-        "-out",
-        "cert.pem",
-    ]);
-    (s.path("cert.pem"), s.path("key.pem"), s.path("ca.pem"))
+    super::files::pki(s.dir.path())
 }
 
 /// An rmcp client over streamable HTTP for `url`, trusting `ca` (PEM) when

@@ -14,7 +14,9 @@
 //! are capped in all (`max_sessions`, `cap.rs`) and, with bearer tokens,
 //! per user (`max_sessions_per_user`, `binding.rs`); a session idle for
 //! `session_idle_timeout` is closed by rmcp and its upstreams stop with it;
-//! `DELETE` answers 204 or 404 and every ending is logged (`ending.rs`).
+//! `DELETE` answers 204 or 404 and every ending is logged (`ending.rs`); a
+//! POST's SSE answer goes out in one write with its priming event
+//! (`sse_start.rs`).
 //! gavel refuses to listen on a non-loopback address without TLS
 //! (`--tls-cert`/`--tls-key`, see `tls.rs`) unless `--behind-proxy` says a
 //! TLS-terminating proxy is in front.
@@ -48,6 +50,7 @@ mod cap;
 mod drain;
 mod ending;
 pub mod hosts;
+mod sse_start;
 pub mod tls;
 
 pub struct HttpOptions {
@@ -166,7 +169,9 @@ async fn app(
     let (allowed_hosts, allowed_origins) =
         (config.allowed_hosts.clone(), config.allowed_origins.clone());
     let (mcp, manager) = mcp_service(gw, opts, sessions, config);
-    // Innermost: how sessions end (`DELETE` as the spec says, idle closes
+    // Innermost of all: only rmcp's own answers are held (`sse_start`).
+    let mcp = mcp.layer(middleware::from_fn(sse_start::coalesce));
+    // Next: how sessions end (`DELETE` as the spec says, idle closes
     // logged), seeing only requests every outer layer let through.
     let endings = ending::Endings::new(manager.clone(), opts.session_idle_timeout);
     endings.watch(close.clone());
