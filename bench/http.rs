@@ -34,6 +34,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
+#[path = "deployed.rs"]
+mod deployed;
 #[path = "../tests/common/files.rs"]
 mod files;
 
@@ -156,8 +158,8 @@ struct Server {
 
 impl Server {
     async fn start(name: &'static str, dir: &Path, tls: Option<&Pki>, clients: usize) -> Server {
-        let cfg = if deployed() {
-            config(dir, name)
+        let cfg = if policy_on() {
+            deployed::config(dir, name, &[FIXTURE.to_string()], "")
         } else {
             bare_config(dir, name)
         };
@@ -308,7 +310,7 @@ async fn main() {
     }
     let (rounds, calls) = (env("BENCH_ROUNDS", 5), env("BENCH_CALLS", 200));
     let dir = tempfile::tempdir().unwrap();
-    bundles(dir.path());
+    deployed::bundles(dir.path());
     let pki = Pki::new(dir.path());
     let mut servers = [
         Server::start("plain", dir.path(), None, 4).await,
@@ -335,7 +337,7 @@ async fn main() {
         println!("{line}");
         all.insert(key, figures);
     }
-    for s in servers.iter().filter(|_| deployed()) {
+    for s in servers.iter().filter(|_| policy_on()) {
         s.check_deployed();
     }
     let met = |k: &str| {
@@ -343,7 +345,7 @@ async fn main() {
             && all[k]["p50_us"].as_f64().unwrap() <= TARGET_P50_US
     };
     let (plain_met, tls_met) = (met("plain_4"), met("tls_4"));
-    let policy = if deployed() {
+    let policy = if policy_on() {
         "five layers, decision log, budget, rate limit"
     } else {
         "none"
@@ -356,41 +358,8 @@ async fn main() {
     println!("{last}");
 }
 
-/// The example's layers, copied into `dir`, with the workflow layer's
-/// thresholds and rate limit raised (a bench loop stays allowed; its rules
-/// are unchanged) and `echo` a read tool of the filesystem layer.
-fn bundles(dir: &Path) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundles");
-    for b in [
-        "filesystem",
-        "override",
-        "identity",
-        "compliance",
-        "workflow",
-    ] {
-        files::copy_dir(&root.join(b), &dir.join("bundles").join(b));
-    }
-    let fs = dir.join("bundles/filesystem/mcp/filesystem/filesystem.rego");
-    let rego = std::fs::read_to_string(&fs).unwrap();
-    let with_echo = rego.replacen(
-        "\"list_allowed_directories\",",
-        "\"list_allowed_directories\", \"echo\",",
-        1,
-    );
-    assert_ne!(rego, with_echo, "filesystem.rego: its read_tools set moved");
-    std::fs::write(&fs, with_echo).unwrap();
-    let wf = dir.join("bundles/workflow/gavel/workflow/data.json");
-    let mut data: Value = serde_json::from_str(&std::fs::read_to_string(&wf).unwrap()).unwrap();
-    data["max_consecutive_same_tool"] = json!(1_000_000_000u64);
-    data["max_calls_per_minute"] = json!(1_000_000_000u64);
-    data["max_session_tokens"] = json!(1_000_000_000_000u64);
-    data["limits"] =
-        json!([{"scope": "user", "rate": 1_000_000_000u64, "per": "1m", "burst": 1_000_000u64}]);
-    std::fs::write(&wf, data.to_string()).unwrap();
-}
-
 /// BENCH_POLICY: `deployed` (the default) or `none`.
-fn deployed() -> bool {
+fn policy_on() -> bool {
     match std::env::var("BENCH_POLICY").as_deref() {
         Err(_) | Ok("deployed") => true,
         Ok("none") => false,
@@ -406,57 +375,6 @@ fn bare_config(dir: &Path, name: &str) -> PathBuf {
         format!("[servers.filesystem]\ncommand = {FIXTURE:?}\n"),
     )
     .unwrap();
-    path
-}
-
-/// gavel as deployed, with its own decision log and state (budget, rate
-/// table) per server.
-fn config(dir: &Path, name: &str) -> PathBuf {
-    let p = |s: &str| dir.join(s).display().to_string();
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo-data");
-    let text = format!(
-        r#"[identity.agent]
-id = "bench-agent"
-scope = ["tools:read", "tools:call"]
-owner_team = "platform"
-
-[identity.user]
-id = "bench"
-groups = ["engineering"]
-data_classifications_authorized = ["public", "internal"]
-
-[identity.environment]
-region = "eu-west-1"
-is_production = false
-
-[policy]
-shared_bundles = [{identity:?}, {compliance:?}, {workflow:?}]
-
-[log]
-decisions = {log:?}
-
-[state]
-path = {state:?}
-
-[budget]
-calls = 1000000000
-
-[servers.filesystem]
-command = {FIXTURE:?}
-path_root = {demo:?}
-bundles = [{filesystem:?}, {override_:?}]
-"#,
-        identity = p("bundles/identity"),
-        compliance = p("bundles/compliance"),
-        workflow = p("bundles/workflow"),
-        log = p(&format!("decisions-{name}.jsonl")),
-        state = p(&format!("state-{name}/state.sqlite")),
-        demo = demo.display().to_string(),
-        filesystem = p("bundles/filesystem"),
-        override_ = p("bundles/override"),
-    );
-    let path = dir.join(format!("servers-{name}.toml"));
-    std::fs::write(&path, text).unwrap();
     path
 }
 

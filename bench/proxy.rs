@@ -8,11 +8,9 @@
 //! - `floor`: a byte relay (this binary, re-run as one: `poll(2)` and copy,
 //!   no parsing) — the physical floor of an extra process on the path;
 //! - `wrap`: `gavel wrap` (no policy, no log);
-//! - `deployed`: `gavel run` as the example deploys it: the five layers (the
-//!   upstream's bundle, `override`, and the shared `identity`, `compliance`,
-//!   `workflow` — the workflow layer's loop thresholds and rate limit raised
-//!   so a bench loop stays allowed, its rules unchanged), the decision log, a
-//!   daily budget and the workflow layer's rate limit;
+//! - `deployed`: `gavel run` as the example deploys it (`bench/deployed.rs`:
+//!   the five example layers, the filesystem one with its result rule, the
+//!   decision log, a daily budget and the workflow layer's rate limit);
 //! - with `BENCH_SHADOW=1`, also `deployed_shadow` (deployed plus a shadow
 //!   layer that would deny every call: a divergence record each, the worst
 //!   case) and `deployed_shadow_agree` (a shadow layer that agrees: the usual
@@ -43,6 +41,12 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+#[path = "deployed.rs"]
+mod deployed;
+#[path = "../tests/common/files.rs"]
+#[allow(dead_code)]
+mod files;
 
 const GAVEL: &str = env!("CARGO_BIN_EXE_gavel");
 const FIXTURE: &str = env!("CARGO_BIN_EXE_gavel-fixture");
@@ -209,22 +213,27 @@ fn spawn_paths(up: &Upstream, dir: &Path, shadow: bool) -> Vec<Hop> {
         (
             "deployed",
             GAVEL.into(),
-            run_args(&deployed(up, dir, "deployed", None)),
+            run_args(&deployed_config(dir, "deployed", &upstream, None)),
             true,
         ),
     ];
     // A/B in one run: the same wrap and deployed paths with another gavel
     // binary (e.g. a release build of the previous commit).
     if let Ok(base) = std::env::var("BENCH_BASELINE_GAVEL") {
-        let mut wrap = vec!["wrap".to_string(), "--name".into(), "bench".into(), "--".into()];
+        let mut wrap = vec![
+            "wrap".to_string(),
+            "--name".into(),
+            "bench".into(),
+            "--".into(),
+        ];
         wrap.extend(upstream.iter().cloned());
         specs.push(("wrap_baseline", base.clone(), wrap, true));
-        let cfg = deployed(up, dir, "deployed_baseline", None);
+        let cfg = deployed_config(dir, "deployed_baseline", &upstream, None);
         specs.push(("deployed_baseline", base, run_args(&cfg), true));
     }
     if shadow {
         for (name, agrees) in [("deployed_shadow", false), ("deployed_shadow_agree", true)] {
-            let cfg = deployed(up, dir, name, Some(agrees));
+            let cfg = deployed_config(dir, name, &upstream, Some(agrees));
             specs.push((name, GAVEL.into(), run_args(&cfg), true));
         }
     }
@@ -250,34 +259,14 @@ fn run_args(config: &Path) -> Vec<String> {
     ]
 }
 
-/// The deployed configuration of `up` under `dir/name`: the example's five
-/// layers (copied; the workflow layer's thresholds raised), log, budget and
-/// the workflow layer's rate limit; `shadow` adds a shadow layer that denies
+/// The deployed configuration (`bench/deployed.rs`) of `upstream` as path
+/// `name`, its own log and state; `shadow` adds a shadow layer that denies
 /// (`Some(false)`) or allows (`Some(true)`) every call.
-fn deployed(up: &Upstream, dir: &Path, name: &str, shadow: Option<bool>) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let base = dir.join(name);
-    for b in [
-        "everything",
-        "override",
-        "identity",
-        "compliance",
-        "workflow",
-    ] {
-        copy_dir(&root.join("bundles").join(b), &base.join(b));
-    }
-    let wf = base.join("workflow/gavel/workflow/data.json");
-    let mut data: Value = serde_json::from_slice(&std::fs::read(&wf).unwrap()).unwrap();
-    data["max_consecutive_same_tool"] = json!(1_000_000_000u64);
-    data["max_calls_per_minute"] = json!(1_000_000_000u64);
-    data["max_session_tokens"] = json!(1_000_000_000_000u64);
-    data["limits"] =
-        json!([{"scope": "user", "rate": 1_000_000_000u64, "per": "1m", "burst": 1_000_000u64}]);
-    std::fs::write(&wf, serde_json::to_vec_pretty(&data).unwrap()).unwrap();
-    let shadow_line = match shadow {
+fn deployed_config(dir: &Path, name: &str, upstream: &[String], shadow: Option<bool>) -> PathBuf {
+    let extra = match shadow {
         None => String::new(),
         Some(agrees) => {
-            let b = base.join("shadow-layer");
+            let b = dir.join(format!("shadow-{name}"));
             std::fs::create_dir_all(b.join("shadowbench")).unwrap();
             std::fs::write(
                 b.join(".manifest"),
@@ -293,65 +282,7 @@ fn deployed(up: &Upstream, dir: &Path, name: &str, shadow: Option<bool>) -> Path
             format!("shadow_bundles = [{:?}]\n", b.display().to_string())
         }
     };
-    let p = |s: &str| format!("{:?}", base.join(s).display().to_string());
-    let config = format!(
-        r#"[identity.agent]
-id = "demo-agent"
-scope = ["tools:read", "tools:call"]
-owner_team = "platform"
-
-[identity.user]
-id = "bench-user"
-groups = ["engineering"]
-data_classifications_authorized = ["public", "internal"]
-
-[identity.environment]
-region = "eu-west-1"
-is_production = false
-
-[policy]
-shared_bundles = [{identity}, {compliance}, {workflow}]
-eval_timeout = "100ms"
-
-[log]
-decisions = {log}
-
-[state]
-path = {state}
-
-[budget]
-calls = 1000000000
-
-[servers.bench]
-command = {program:?}
-args = {args}
-bundles = [{everything}, {override_}]
-{shadow_line}"#,
-        identity = p("identity"),
-        compliance = p("compliance"),
-        workflow = p("workflow"),
-        log = p("decisions.jsonl"),
-        state = p("state.sqlite"),
-        program = up.program,
-        args = serde_json::to_string(&up.args).unwrap(),
-        everything = p("everything"),
-        override_ = p("override"),
-    );
-    let path = base.join("servers.toml");
-    std::fs::write(&path, config).unwrap();
-    path
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), t).unwrap();
-        }
-    }
+    deployed::config(dir, name, upstream, &extra)
 }
 
 /// Runs the interleaved rounds on `paths`; returns each path's figures.
@@ -408,7 +339,7 @@ fn measure(paths: &mut [Hop], up: &Upstream, rounds: usize, calls: usize) -> Val
 
 /// The deployed path's own decision timers, from its decision log.
 fn log_timers(dir: &Path) -> Value {
-    let text = std::fs::read_to_string(dir.join("deployed/decisions.jsonl")).unwrap_or_default();
+    let text = std::fs::read_to_string(dir.join("decisions-deployed.jsonl")).unwrap_or_default();
     let (mut dec, mut eval) = (Vec::new(), Vec::new());
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<Value>(line) else {
@@ -530,7 +461,7 @@ fn main() {
             program: FIXTURE.into(),
             args: vec![],
             tool: "echo",
-            call_args: r#"{"text":"bench"}"#,
+            call_args: r#"{"text":"bench","path":"public/readme.txt"}"#,
         });
     }
     if which.contains("everything") {
@@ -544,7 +475,7 @@ fn main() {
             program: "node".into(),
             args: vec![everything.display().to_string(), "stdio".into()],
             tool: "echo",
-            call_args: r#"{"message":"bench"}"#,
+            call_args: r#"{"message":"bench","path":"public/readme.txt"}"#,
         });
     }
     let mut figures = Vec::new();
@@ -554,6 +485,7 @@ fn main() {
         }
         for up in &ups {
             let dir = tempfile::tempdir().expect("temp dir");
+            deployed::bundles(dir.path());
             let mut paths = spawn_paths(up, dir.path(), shadow);
             let fig = measure(&mut paths, up, rounds, calls);
             drop(paths);
