@@ -430,6 +430,7 @@ fn relay(args: &[String]) {
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn main() {

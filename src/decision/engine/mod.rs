@@ -362,7 +362,7 @@ impl PolicyEngine {
         let (done, err) = self.evaluate_batch(jobs);
         let mut done = done.into_iter();
         let drops = done.next().unwrap_or_default();
-        if drops.iter().any(|v| *v == Value::Bool(true)) {
+        if drops.contains(&Value::Bool(true)) {
             return Ok((true, vec![]));
         }
         if let Some(e) = err {
