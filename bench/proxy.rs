@@ -199,17 +199,15 @@ fn spawn_paths(up: &Upstream, dir: &Path, shadow: bool) -> Vec<Hop> {
     let mut upstream = vec![up.program.clone()];
     upstream.extend(up.args.iter().cloned());
     let relay = std::env::current_exe().unwrap().display().to_string();
-    let mut wrap = vec![
-        "wrap".to_string(),
-        "--name".into(),
-        "bench".into(),
-        "--".into(),
-    ];
-    wrap.extend(upstream.iter().cloned());
+    let wrap: Vec<String> = ["wrap", "--name", "bench", "--"]
+        .into_iter()
+        .map(String::from)
+        .chain(upstream.iter().cloned())
+        .collect();
     let mut specs: Vec<(&'static str, String, Vec<String>, bool)> = vec![
         ("direct", up.program.clone(), up.args.clone(), false),
         ("floor", relay, upstream.clone(), true),
-        ("wrap", GAVEL.into(), wrap, true),
+        ("wrap", GAVEL.into(), wrap.clone(), true),
         (
             "deployed",
             GAVEL.into(),
@@ -220,13 +218,6 @@ fn spawn_paths(up: &Upstream, dir: &Path, shadow: bool) -> Vec<Hop> {
     // A/B in one run: the same wrap and deployed paths with another gavel
     // binary (e.g. a release build of the previous commit).
     if let Ok(base) = std::env::var("BENCH_BASELINE_GAVEL") {
-        let mut wrap = vec![
-            "wrap".to_string(),
-            "--name".into(),
-            "bench".into(),
-            "--".into(),
-        ];
-        wrap.extend(upstream.iter().cloned());
         specs.push(("wrap_baseline", base.clone(), wrap, true));
         let cfg = deployed_config(dir, "deployed_baseline", &upstream, None);
         specs.push(("deployed_baseline", base, run_args(&cfg), true));

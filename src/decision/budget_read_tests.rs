@@ -12,10 +12,15 @@ use super::*;
 /// An enforcer for server `fx` deciding with `rego`, a budget of 3 calls a
 /// day and a decision log; returns it and the log's path.
 fn enforcer(dir: &Path, rego: &str) -> (Enforcer, std::path::PathBuf) {
+    enforcer_with(dir, rego, "")
+}
+
+/// [`enforcer`] with `extra` lines in the server's table.
+fn enforcer_with(dir: &Path, rego: &str, extra: &str) -> (Enforcer, std::path::PathBuf) {
     let b = super::enforcer_tests::write_bundle(dir, rego);
     let log = dir.join("decisions.jsonl");
     let toml = format!(
-        "[log]\ndecisions = {:?}\n\n[budget]\ncalls = 3\n\n[state]\npath = {:?}\n\n[servers.fx]\ncommand = \"x\"\nbundle = {:?}\n",
+        "[log]\ndecisions = {:?}\n\n[budget]\ncalls = 3\n\n[state]\npath = {:?}\n\n[servers.fx]\ncommand = \"x\"\nbundle = {:?}\n{extra}",
         log.display().to_string(),
         dir.join("state.sqlite").display().to_string(),
         b.display().to_string()
@@ -112,4 +117,49 @@ fn the_dependency_analysis_says_which_policies_read_the_budget() {
         };
         assert_eq!(engine.reads_budget(), reads, "{rego}");
     }
+}
+
+/// A shadow whose rules read the budget adds no read before the live
+/// decision: it is evaluated with the budget the record shows (the charge's
+/// own view), and diverges exactly where that budget says it would.
+#[test]
+fn a_shadow_that_reads_the_budget_adds_no_read_and_sees_the_records_view() {
+    let d = tempfile::tempdir().unwrap();
+    let shadow = super::enforcer_tests::write_bundle(
+        &d.path().join("shadow"),
+        "package p\ndefault decision := {\"allow\": false, \"reasons\": [\"shadow_thrifty\"]}\n\
+         decision := {\"allow\": true} if input.context.budget.used.calls < 1\n",
+    );
+    let (e, log) = enforcer_with(
+        d.path(),
+        "package p\ndecision := {\"allow\": true}\n",
+        &format!("shadow_bundles = [{:?}]\n", shadow.display().to_string()),
+    );
+    let ctx = DecisionContext::default();
+    assert!(e.decide(&echo(), &ctx).decision().allow);
+    let second = e.decide(&echo(), &ctx).decision().clone();
+    assert!(second.allow, "a shadow never decides: {second:?}");
+    assert_eq!(e.budget_reads(), 0, "no read before the live policy");
+    // The shadow queue drains on its own thread, in batches.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let shadows = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        let found: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|r| r["path"] == "gavel/shadow")
+            .collect();
+        if !found.is_empty() || std::time::Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(
+        shadows.len(),
+        1,
+        "only the second call diverges: {shadows:?}"
+    );
+    assert_eq!(shadows[0]["decision_id"], json!(second.decision_id));
+    assert_eq!(shadows[0]["result"]["reasons"], json!(["shadow_thrifty"]));
+    assert_eq!(budgets_recorded(&log)[1]["used"]["calls"], 1);
 }

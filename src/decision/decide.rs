@@ -59,13 +59,13 @@ impl Enforcer {
         let (pick, active) = self.policy_for(action, ctx, sp);
         let policy = active.as_ref().map(|a| &a.policy);
         let engine = engine_of(policy);
-        // Read before the policy only when a rule may read it; the record
-        // gets the charge's own view of it otherwise.
-        let budget_first = engine.is_some_and(PolicyEngine::reads_budget)
-            || active.as_ref().is_some_and(|a| a.shadow.is_some());
+        // Read before the policy only when a live rule may read it; the
+        // record — and a shadow whose rules read it — gets the charge's own
+        // view of it otherwise (a shadow never adds a read to the call).
+        let budget_first = engine.is_some_and(PolicyEngine::reads_budget);
         let stored = || {
             let mut input = self.input_for(action, ctx, sp, engine, &now, budget_first);
-            let (mut ev, shadow) = match pick.refusal() {
+            let (mut ev, mut shadow) = match pick.refusal() {
                 // Refused by persona before any policy: nothing to shadow.
                 Some(d) => (Evaluated::by_gavel(d, "persona"), None),
                 None => {
@@ -83,6 +83,10 @@ impl Enforcer {
                 // found (read here only when the call was not charged).
                 let who = self.who(action, ctx);
                 if let Some(b) = self.guard.budget_view_from(&who, charged.seen) {
+                    let shadow_reads = shadow.as_mut().filter(|j| j.engine.reads_budget());
+                    if let Some(job) = shadow_reads {
+                        job.input["context"]["budget"] = b.clone();
+                    }
                     input["context"]["budget"] = b;
                 }
             }
