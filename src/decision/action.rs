@@ -150,3 +150,41 @@ impl Verdict {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ActionType::{self, *};
+
+    /// Every action type gavel puts in `input.action.type` is one the input
+    /// contract lists (the linter checks policies against that schema): a
+    /// new variant fails to compile in the match below until it is added to
+    /// the list, and this test until it is in the schema.
+    #[test]
+    fn every_action_type_is_in_the_input_schema() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../schemas/input.v1.json")).unwrap();
+        let listed = &schema["properties"]["action"]["properties"]["type"]["enum"];
+        let all = [
+            ToolCall,
+            ResourceRead,
+            ResourceSubscribe,
+            PromptGet,
+            Completion,
+            SamplingRequest,
+            ElicitationRequest,
+            PolicyQuery,
+            ResourceList,
+        ];
+        for t in all {
+            match t {
+                ToolCall | ResourceRead | ResourceSubscribe | PromptGet | Completion
+                | SamplingRequest | ElicitationRequest | PolicyQuery | ResourceList => {}
+            }
+            let name = ActionType::as_str(t);
+            assert!(
+                listed.as_array().unwrap().iter().any(|v| v == name),
+                "{name} is missing from schemas/input.v1.json's action types: {listed}"
+            );
+        }
+    }
+}
