@@ -120,35 +120,17 @@ impl ShadowQueue {
 /// before waiting again, so jobs queued meanwhile cost their submitter no
 /// wake-up (a send wakes the worker only when it is blocked in `recv`) and
 /// the shadow's work comes in bursts between forwarded calls rather than
-/// beside each one. The thread runs under `SCHED_IDLE`: it gets a CPU only
-/// when nothing else wants one, so on a busy machine the shadow waits (and
-/// its queue, once full, drops and counts) rather than the forwarded calls.
+/// beside each one. It runs at normal priority on purpose: it takes locks
+/// the forwarded path takes too (the decision log's writer, the evaluation
+/// memory scope), and a thread at idle priority preempted while holding one
+/// would stall live decisions behind it on a busy machine.
 fn worker(rx: Receiver<Job>) {
-    idle_priority();
     while let Ok(job) = rx.recv() {
         evaluate(job);
         while let Ok(job) = rx.try_recv() {
             evaluate(job);
         }
         std::thread::sleep(BATCH_PAUSE);
-    }
-}
-
-/// Puts the calling thread in Linux's idle scheduling class; elsewhere, or
-/// if refused, it stays as it is (a warning: the shadow then competes with
-/// forwarded calls for CPU, but still never holds one).
-fn idle_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: pid 0 is the calling thread; `param` is a valid struct.
-        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-        if rc != 0 {
-            tracing::warn!(
-                "the shadow evaluation thread could not lower its priority ({}); it competes with forwarded calls for CPU",
-                std::io::Error::last_os_error()
-            );
-        }
     }
 }
 
