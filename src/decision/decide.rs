@@ -69,11 +69,12 @@ impl Enforcer {
                 // Refused by persona before any policy: nothing to shadow.
                 Some(d) => (Evaluated::by_gavel(d, "persona"), None),
                 None => {
-                    let ev = self.evaluate(action, sp, policy, &input);
+                    let keep = shadow_borrows(active.as_deref());
+                    let mut ev = self.evaluate(action, sp, policy, &input, keep);
                     // The shadow's job, taken before the input goes into
                     // the record and before gavel-side steps change the
                     // policy's outcome.
-                    let shadow = self.shadow_job(action, active.as_deref(), &ev, &input, &now);
+                    let shadow = self.shadow_job(action, active.as_deref(), &mut ev, &input, &now);
                     (ev, shadow)
                 }
             };
@@ -216,7 +217,7 @@ impl Enforcer {
         &self,
         action: &Action,
         active: Option<&super::Active>,
-        ev: &Evaluated,
+        ev: &mut Evaluated,
         input: &Value,
         now: &str,
     ) -> Option<super::shadow::Job> {
@@ -237,6 +238,7 @@ impl Enforcer {
             live: super::shadow::Live {
                 allow: ev.decision.allow,
                 reasons: ev.decision.reasons.clone(),
+                layers: ev.layers.take(),
             },
             log: self.log.clone(),
             labels: self.labels(),
@@ -246,13 +248,16 @@ impl Enforcer {
     /// The decision of the policy path: an unknown server is refused, then
     /// the static rules, then the server's policy (none, unavailable —
     /// failing closed unless `fail_open` — or its Rego engine). The decision
-    /// carries its `policy_version` (the bundles', else how it was decided).
+    /// carries its `policy_version` (the bundles', else how it was decided);
+    /// with `keep_layers`, a Rego evaluation keeps each layer's value for the
+    /// server's shadow to borrow (`engine::lend`).
     pub(super) fn evaluate(
         &self,
         action: &Action,
         sp: Option<&ServerPolicy>,
         policy: Option<&Policy>,
         input: &Value,
+        keep_layers: bool,
     ) -> Evaluated {
         let Some(sp) = sp else {
             return Evaluated::by_gavel(
@@ -285,19 +290,30 @@ impl Enforcer {
                     ..Evaluated::by_gavel(d, "unavailable")
                 }
             }
-            Policy::Rego(engine) => self.evaluate_rego(sp, engine, input),
+            Policy::Rego(engine) => self.evaluate_rego(sp, engine, input, keep_layers),
         }
     }
 
     /// The server's Rego policy on `input`; an engine error fails closed
     /// (unless `fail_open`) with its own reason code.
-    fn evaluate_rego(&self, sp: &ServerPolicy, engine: &PolicyEngine, input: &Value) -> Evaluated {
-        let (decision, fail_open, eval_ns) = match engine.decide(input) {
-            Ok(out) => (out.decision, false, out.eval_ns),
+    fn evaluate_rego(
+        &self,
+        sp: &ServerPolicy,
+        engine: &PolicyEngine,
+        input: &Value,
+        keep_layers: bool,
+    ) -> Evaluated {
+        let outcome = if keep_layers {
+            engine.decide_keeping(input).map(|(o, l)| (o, Some(l)))
+        } else {
+            engine.decide(input).map(|o| (o, None))
+        };
+        let (decision, fail_open, eval_ns, layers) = match outcome {
+            Ok((out, layers)) => (out.decision, false, out.eval_ns, layers),
             Err(e) => {
                 let (mut d, fail_open) = sp.fail(e.reason_code(), fail_text(&e));
                 d.policy_version = Some(engine.policy_version().to_string());
-                (d, fail_open, 0)
+                (d, fail_open, 0, None)
             }
         };
         // The record's `path` and `bundles`: only a record reads them.
@@ -313,6 +329,7 @@ impl Enforcer {
             bundles,
             fail_open,
             eval_ns,
+            layers,
         }
     }
 
@@ -411,6 +428,8 @@ pub(super) struct Evaluated {
     pub(super) fail_open: bool,
     /// `metrics.timer_rego_query_eval_ns`.
     pub(super) eval_ns: u64,
+    /// Each layer's value, kept for the shadow when it borrows them.
+    pub(super) layers: Option<super::engine::LayerValues>,
 }
 
 impl Evaluated {
@@ -427,8 +446,18 @@ impl Evaluated {
             bundles: json!({}),
             fail_open: false,
             eval_ns: 0,
+            layers: None,
         }
     }
+}
+
+/// Whether `active`'s shadow takes layer values from the live evaluation
+/// (then the live one keeps them, `engine::lend`).
+fn shadow_borrows(active: Option<&super::Active>) -> bool {
+    matches!(
+        active.and_then(|a| a.shadow.as_ref()),
+        Some(super::ShadowPolicy::Rego(e)) if e.borrows()
+    )
 }
 
 /// What a `tools/call` was charged: the limits (given back with the budget

@@ -50,7 +50,7 @@ impl Enforcer {
         let input = self.input_for(action, ctx, sp, engine, &now, true);
         let mut ev = match pick.refusal() {
             Some(d) => super::decide::Evaluated::by_gavel(d, "persona"),
-            None => self.evaluate(action, sp, policy, &input),
+            None => self.evaluate(action, sp, policy, &input, false),
         };
         self.peek(action, ctx, sp, engine, &mut ev.decision);
         let query_id = uuid::Uuid::new_v4().hyphenated().to_string();

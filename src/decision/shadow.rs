@@ -19,6 +19,12 @@
 //! reason (`gavel_shadow_divergences_total`) and written as its own record,
 //! `path: "gavel/shadow"`, with the live decision's `decision_id`. Agreeing
 //! outcomes write nothing.
+//!
+//! A shadow evaluates only what it changes: the live evaluation keeps each
+//! layer's value, and the shadow takes the values of the layers both engines
+//! share unchanged (`engine::lend`: same bundle, reading nothing of the
+//! others, same library), evaluating only its own bundles — on two cores the
+//! shadow's CPU is the forwarded path's.
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -63,6 +69,9 @@ impl ShadowPolicy {
 pub(crate) struct Live {
     pub allow: bool,
     pub reasons: Vec<String>,
+    /// The live evaluation's layer values, when the shadow borrows some
+    /// (`engine::lend`): the shadow then evaluates only its own layers.
+    pub layers: Option<super::engine::LayerValues>,
 }
 
 /// One request to evaluate in the shadow.
@@ -136,7 +145,11 @@ fn worker(rx: Receiver<Job>) {
 
 /// The shadow's outcome of one job; a divergence is counted and recorded.
 fn evaluate(job: Job) {
-    let shadow = match job.engine.decide(&job.input) {
+    let decided = match &job.live.layers {
+        Some(live) => job.engine.decide_lent(&job.input, live),
+        None => job.engine.decide(&job.input),
+    };
+    let shadow = match decided {
         Ok(out) => out.decision,
         // A shadow that fails fails closed, as it would live.
         Err(e) => super::Decision::deny(e.reason_code(), e.to_string()),
@@ -196,6 +209,7 @@ mod tests {
         Live {
             allow,
             reasons: reasons.iter().map(|r| r.to_string()).collect(),
+            layers: None,
         }
     }
 

@@ -295,9 +295,10 @@ pub(super) fn policy_active(
         }
     };
     // A shadow needs a live Rego policy to be compared with.
-    let shadow = matches!(policy, Policy::Rego(_))
-        .then(|| building.shadow(opts, live))
-        .flatten();
+    let shadow = match &policy {
+        Policy::Rego(engine) => building.shadow(opts, live, engine),
+        _ => None,
+    };
     Ok(Active {
         policy,
         signers,
@@ -339,7 +340,14 @@ impl Building<'_> {
     /// (signatures under the same keys, roles, a registry bundle's own
     /// tests); a shadow that cannot be built is unavailable and logged —
     /// the live policy is untouched.
-    fn shadow(&self, opts: &EngineOptions, live: Vec<Arc<Bundle>>) -> Option<ShadowPolicy> {
+    /// The shadow takes from the live evaluation the values of the layers
+    /// both share (`engine::lend`), so it evaluates only its own bundles.
+    fn shadow(
+        &self,
+        opts: &EngineOptions,
+        live: Vec<Arc<Bundle>>,
+        live_engine: &PolicyEngine,
+    ) -> Option<ShadowPolicy> {
         let (name, server, config) = (self.name, self.server, self.config);
         if server.shadow_bundles.is_empty() && config.policy.shared_shadow_bundles.is_empty() {
             return None;
@@ -359,7 +367,9 @@ impl Building<'_> {
                     None => bundles.push(b),
                 }
             }
-            PolicyEngine::build(name, bundles, opts).map_err(|e| e.to_string())
+            let mut engine = PolicyEngine::build(name, bundles, opts).map_err(|e| e.to_string())?;
+            engine.borrow_from(live_engine);
+            Ok(engine)
         });
         Some(match built {
             Ok(engine) => {

@@ -125,6 +125,7 @@ impl PolicyEngine {
         }
         builder.refuse_recursion(&crate::bundle::library::with_library(&configured))?;
         let reads_budget = builder.plan_memos(&mut loaded, &layers, &configured, library)?;
+        let library = library.digest.clone();
         builder.refuse_reserved_package()?;
         let Builder {
             engine, warnings, ..
@@ -138,6 +139,8 @@ impl PolicyEngine {
             warnings,
             timeout: opts.eval_timeout,
             reads_budget,
+            library,
+            lent: Vec::new(),
         })
     }
 }
@@ -310,6 +313,7 @@ impl Builder<'_> {
             own: None,
             limits,
             result,
+            independent: false,
         })
     }
 
@@ -417,6 +421,7 @@ impl Builder<'_> {
         let listable = |d: &Deps| !d.impure && !d.whole_input;
         let all_listable = deps.iter().all(listable);
         for ((l, d), b) in loaded.iter_mut().zip(&deps).zip(set) {
+            l.independent = !d.foreign_data;
             if listable(d) && !d.foreign_data {
                 l.own = Some(Arc::new(Pool::new(
                     alone(b, library, &l.decision_rule, self.opts).map_err(|m| self.load(m))?,

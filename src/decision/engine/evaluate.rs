@@ -143,11 +143,21 @@ impl PolicyEngine {
     /// input; the rest evaluated on the full input — all of them in one
     /// evaluation of the combined rule when no layer is memoized. Everything
     /// that has to be evaluated goes to the evaluation thread in one batch.
-    pub(super) fn layer_values(&self, input: &Value) -> Result<Vec<Value>, EngineError> {
+    /// A layer whose value `given` holds (another engine's evaluation of the
+    /// same decision on the same input, `lend`) is taken as it is.
+    pub(super) fn layer_values(
+        &self,
+        input: &Value,
+        given: &[Option<Value>],
+    ) -> Result<Vec<Value>, EngineError> {
         let mut values = vec![Value::Null; self.bundles.len()];
         let mut rest = Vec::new();
         let (mut missed, mut jobs) = (Vec::new(), Vec::new());
         for (i, b) in self.bundles.iter().enumerate() {
+            if let Some(Some(v)) = given.get(i) {
+                values[i] = v.clone();
+                continue;
+            }
             let Some(memo) = &b.memo else {
                 rest.push(i);
                 continue;

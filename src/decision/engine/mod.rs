@@ -37,9 +37,11 @@ mod answer;
 mod build;
 mod classify;
 mod evaluate;
+mod lend;
 pub mod memory;
 mod result;
 mod run;
+pub use lend::LayerValues;
 pub use result::ResultLayer;
 pub(crate) use run::spawn_evaluator;
 pub use run::{STACK_BYTES, mark_host};
@@ -127,6 +129,10 @@ struct Loaded {
     limits: Vec<crate::state::limits::Limit>,
     /// The layer's result rules, when it has one (`result`).
     result: Option<result::ResultRules>,
+    /// Reads nothing outside its own roots (`bundle::deps`): its decision
+    /// depends on its bundle, the policy library and the input alone, so
+    /// another engine with the same three may take its value (`lend`).
+    independent: bool,
 }
 
 /// One evaluation: the decision, complete except `decision_id` (the
@@ -150,6 +156,11 @@ pub struct PolicyEngine {
     timeout: Duration,
     /// Whether some rule may read `input.context.budget` (`bundle::deps`).
     reads_budget: bool,
+    /// The digest of the policy library the layers are loaded with.
+    library: String,
+    /// A shadow engine's map to the live one (`lend`): for each layer, the
+    /// live layer whose value it takes; empty on a live engine.
+    lent: Vec<Option<usize>>,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -279,7 +290,17 @@ impl PolicyEngine {
     /// (`layers`) into one decision.
     pub fn decide(&self, input: &Value) -> Result<EvalOutcome, EngineError> {
         let start = Instant::now();
-        let values = self.layer_values(input)?;
+        let values = self.layer_values(input, &[])?;
+        self.combine_values(values, start)
+    }
+
+    /// The layers' raw values (in bundle order) parsed and combined into
+    /// one decision; `start` is when the evaluation began.
+    fn combine_values(
+        &self,
+        values: Vec<Value>,
+        start: Instant,
+    ) -> Result<EvalOutcome, EngineError> {
         let mut layers = Vec::with_capacity(self.bundles.len());
         for (b, v) in self.bundles.iter().zip(values) {
             let d = parse_decision(&b.decision_rule, &b.info.name, b.info.layer, v)?;
