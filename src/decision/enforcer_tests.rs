@@ -71,3 +71,23 @@ fn visible_sees_the_sessions_identity() {
         vec!["read", "drop_table"]
     );
 }
+
+/// A `visible` rule that fails hides the tool (fail closed) — other tools,
+/// for which it does not fail, stay listed.
+#[test]
+fn a_failing_visible_rule_hides_the_tool() {
+    let d = tempfile::tempdir().unwrap();
+    let e = enforcer(
+        d.path(),
+        "package p\ndecision := {\"allow\": true}\n\
+         default visible := true\n\
+         visible := true if input.action.tool == \"secret\"\n\
+         visible := false if startswith(input.action.tool, \"sec\")\n",
+    );
+    let ctx = DecisionContext::default();
+    assert!(e.tool_listed("fx", "read", &json!({}), &ctx));
+    assert!(
+        !e.tool_listed("fx", "secret", &json!({}), &ctx),
+        "the rule conflicts for `secret`: an evaluation error, so hidden"
+    );
+}

@@ -310,8 +310,10 @@ impl Enforcer {
     }
 
     /// Whether a tool appears in `tools/list`: not statically denied, and the
-    /// bundles' `visible` rule (if any) holds. An error in the list rule is
-    /// logged and the tool stays visible — never a silently empty list.
+    /// bundles' `visible` rule (if any) holds. An error in the list rule
+    /// hides the tool (fail closed: a rule that exists to hide tools must not
+    /// reveal them when it breaks) and is logged as an error naming the server
+    /// and tool — a list emptied by a broken rule is never silent.
     /// `visible` sees the session's identity (a token user on HTTP) and id,
     /// so two users of one `gavel serve` can be shown different tools.
     pub fn tool_listed(
@@ -346,8 +348,8 @@ impl Enforcer {
         match engine.visible(&input) {
             Ok(v) => v,
             Err(e) => {
-                tracing::error!(server = %server, tool = %tool, "the visible rule failed ({e}); listing the tool");
-                true
+                tracing::error!(server = %server, tool = %tool, "the visible rule failed ({e}); the tool is not listed until the policy is fixed (a call to it is still decided by the decision rule)");
+                false
             }
         }
     }

@@ -227,10 +227,17 @@ impl RedisStore {
         backoff_clock: Arc<dyn Clock>,
     ) -> Result<Self, StateError> {
         let url_masked = crate::audit::mask::mask_url(url);
-        let client = redis::Client::open(url).map_err(|e| StateError::Redis {
+        let not_a_url = |e: redis::RedisError| StateError::Redis {
             url: url_masked.clone(),
             message: format!("not a Redis URL ({e}); write redis://host:port/db"),
-        })?;
+        };
+        // TCP_NODELAY: a charge is one small request and its answer; with
+        // Nagle's algorithm on, a request written while the previous
+        // answer's ACK is delayed waits for it (tens of ms per call).
+        let info = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(not_a_url)?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info).map_err(not_a_url)?;
         Ok(RedisStore {
             url_masked,
             client,

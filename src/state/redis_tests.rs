@@ -182,3 +182,12 @@ fn a_waiting_round_trip_does_not_hold_its_async_worker() {
         "the fake Redis fails the call, and the other task ran while it waited"
     );
 }
+
+/// Every connection is opened with TCP_NODELAY (no Redis needed: the
+/// client's settings, which each new connection applies).
+#[test]
+fn connections_are_opened_without_nagle_delay() {
+    let store = RedisStore::open("redis://127.0.0.1:1/0", false).unwrap();
+    assert!(store.client.get_connection_info().tcp_settings().nodelay());
+    assert!(RedisStore::open("not a url", false).is_err());
+}
