@@ -28,6 +28,7 @@ mod agent_resources;
 mod dataflow;
 mod handler;
 mod result;
+mod rounds;
 mod set;
 pub use set::SessionSet;
 
@@ -283,17 +284,33 @@ impl Session {
     /// request's `_meta` `traceparent` names (or of a new trace).
     async fn authorize(
         &self,
-        mut action: Action,
+        action: Action,
         cx: &RequestContext<RoleServer>,
     ) -> Result<Permit, crate::decision::Decision> {
-        if self.inner.gw.enforcer.tracer().is_some() {
-            action.trace = Some(trace_context(cx));
-        }
+        self.authorize_ref(&action, cx).await
+    }
+
+    /// [`Self::authorize`] keeping the action: a request that may take
+    /// input rounds is decided again for each retry (`rounds`).
+    async fn authorize_ref(
+        &self,
+        action: &Action,
+        cx: &RequestContext<RoleServer>,
+    ) -> Result<Permit, crate::decision::Decision> {
+        let traced;
+        let action = if self.inner.gw.enforcer.tracer().is_some() {
+            let mut a = action.clone();
+            a.trace = Some(trace_context(cx));
+            traced = a;
+            &traced
+        } else {
+            action
+        };
         let r = crate::host::authorize::authorize(
             &self.inner.gw.enforcer,
             &self.inner.host,
             &self.inner.state,
-            &action,
+            action,
             cx.meta.get_progress_token(),
         )
         .await;
