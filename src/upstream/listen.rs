@@ -149,26 +149,5 @@ impl Listen {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn the_filter_asks_for_what_the_upstream_advertises() {
-        let caps: ServerCapabilities = serde_json::from_value(json!({
-            "tools": {"listChanged": true},
-            "prompts": {},
-            "resources": {"subscribe": true, "listChanged": true},
-        }))
-        .unwrap();
-        let f = filter(&caps).unwrap();
-        assert_eq!(
-            serde_json::to_value(&f).unwrap(),
-            json!({"toolsListChanged": true, "resourcesListChanged": true})
-        );
-        assert_eq!(kinds(&f), vec![ListKind::Tools, ListKind::Resources]);
-        let quiet: ServerCapabilities =
-            serde_json::from_value(json!({"tools": {}, "logging": {}})).unwrap();
-        assert!(filter(&quiet).is_none());
-    }
-}
+#[path = "listen_tests.rs"]
+mod tests;

@@ -14,7 +14,7 @@
 use crate::common;
 
 use common::*;
-use rmcp::model::{ElicitationAction, LoggingLevel, SetLevelRequestParams};
+use rmcp::model::{ElicitationAction, ElicitationCapability, LoggingLevel, SetLevelRequestParams};
 use serde_json::{Value, json};
 
 use super::e2e_era::{modern_only_server, upstream_status};
@@ -108,6 +108,42 @@ async fn an_input_round_is_answered_by_the_legacy_host_and_the_retry_decided() {
     );
     assert_eq!(text(&a.unwrap()), "confirmed left (state confirm:left)");
     assert_eq!(text(&b.unwrap()), "confirmed right (state confirm:right)");
+    client.cancel().await.unwrap();
+}
+
+/// A URL-mode elicitation (2026-07-28 has no `elicitationId`) reaches a
+/// host that declared URL mode with the id a 2025-11-25 host needs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_url_elicitation_reaches_the_legacy_host_with_an_id() {
+    let s = setup("");
+    let mut host = TestHost::new();
+    host.caps.elicitation = Some(
+        ElicitationCapability::new()
+            .with_form(Default::default())
+            .with_url(Default::default()),
+    );
+    let seen = host.seen.clone();
+    let client = connect(&s, host).await;
+    let r = call(&client, "visit", json!({})).await.unwrap();
+    assert_eq!(text(&r), "visit accept", "{r:?}");
+    let asked = seen.lock().unwrap().elicitations.clone();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0]["mode"], "url");
+    assert_eq!(asked[0]["url"], "https://example.test/sign-in");
+    assert!(
+        asked[0]["elicitationId"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("gavel-") && id.len() > 10),
+        "{asked:?}"
+    );
+    client.cancel().await.unwrap();
+    // A host that declared form mode only is not sent it.
+    let s = setup("");
+    let client = connect(&s, TestHost::new()).await;
+    let e = call(&client, "visit", json!({}))
+        .await
+        .expect_err("no url mode");
+    assert!(e.to_string().contains("elicitation"), "{e}");
     client.cancel().await.unwrap();
 }
 
