@@ -14,7 +14,10 @@
 use crate::common;
 
 use common::*;
-use rmcp::model::{ElicitationAction, ElicitationCapability, LoggingLevel, SetLevelRequestParams};
+use rmcp::model::{
+    ElicitationAction, ElicitationCapability, GetPromptRequestParams, LoggingLevel,
+    ReadResourceRequestParams, SetLevelRequestParams,
+};
 use serde_json::{Value, json};
 
 use super::e2e_era::{modern_only_server, upstream_status};
@@ -108,6 +111,51 @@ async fn an_input_round_is_answered_by_the_legacy_host_and_the_retry_decided() {
     );
     assert_eq!(text(&a.unwrap()), "confirmed left (state confirm:left)");
     assert_eq!(text(&b.unwrap()), "confirmed right (state confirm:right)");
+    client.cancel().await.unwrap();
+}
+
+/// `prompts/get` and `resources/read` take rounds too, each retry decided
+/// again as the request it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn prompts_and_resources_take_input_rounds_through_the_legacy_host() {
+    let s = setup("");
+    let host = TestHost::new();
+    let seen = host.seen.clone();
+    let client = connect(&s, host).await;
+    tool_names(&client).await;
+    let p = client
+        .peer()
+        .get_prompt(GetPromptRequestParams::new("greeting"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", s.log_text()));
+    let said = serde_json::to_value(&p.messages).unwrap();
+    assert_eq!(
+        said[0]["content"]["text"], "Hello, from the e2e host",
+        "{said}"
+    );
+    let r = client
+        .peer()
+        .read_resource(ReadResourceRequestParams::new("modern://secret"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", s.log_text()));
+    let contents = serde_json::to_value(&r.contents).unwrap();
+    assert_eq!(contents[0]["text"], "the secret", "{contents}");
+    assert_eq!(seen.lock().unwrap().elicitations.len(), 2);
+    let kinds: Vec<Value> = s
+        .decisions()
+        .iter()
+        .map(|d| d["input"]["action"]["type"].clone())
+        .filter(|k| k == "prompt_get" || k == "resource_read")
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            json!("prompt_get"),
+            json!("prompt_get"),
+            json!("resource_read"),
+            json!("resource_read")
+        ]
+    );
     client.cancel().await.unwrap();
 }
 
