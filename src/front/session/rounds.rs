@@ -6,8 +6,10 @@
 //! A modern host relays rounds itself; for it (and for a legacy upstream)
 //! this is `forward` and nothing more.
 
+use std::sync::Arc;
+
 use rmcp::ErrorData;
-use rmcp::model::{ClientCapabilities, ClientRequest, ErrorCode, InputRequest, ServerResult};
+use rmcp::model::{ClientRequest, ErrorCode, InitializeRequestParams, InputRequest, ServerResult};
 use rmcp::service::{RequestContext, RoleServer};
 use serde_json::Value;
 
@@ -19,11 +21,11 @@ use crate::upstream::rounds::{self, Call, Outcome, RoundIo};
 /// A forwarded request's end.
 pub(super) type Forwarded = Outcome<Permit, Decision>;
 
-/// A legacy host's capabilities: one that opened with `initialize` (rmcp
-/// keeps its parameters as the peer's info; a modern host has none) takes
-/// requests from gavel and knows nothing of rounds.
-fn legacy_host(cx: &RequestContext<RoleServer>) -> Option<ClientCapabilities> {
-    cx.peer.peer_info().map(|i| i.capabilities.clone())
+/// A legacy host's `initialize`: one that opened with it (rmcp keeps its
+/// parameters as the peer's info; a modern host has none) takes requests
+/// from gavel and knows nothing of rounds.
+fn legacy_host(cx: &RequestContext<RoleServer>) -> Option<Arc<InitializeRequestParams>> {
+    cx.peer.peer_info()
 }
 
 /// A legacy host has no rounds: `inputResponses` or `requestState` on its
@@ -91,7 +93,7 @@ impl Session {
             .as_ref()
             .and_then(|u| u.connection())
             .is_some_and(|c| c.era == Spoken::Modern);
-        let (Some(caps), true, Some(method), Some(up)) =
+        let (Some(host), true, Some(method), Some(up)) =
             (host, modern, rounds::round_method(&request), up)
         else {
             let r = self.forward(server, &permit, request, cx).await?;
@@ -116,7 +118,7 @@ impl Session {
         rounds::drive(
             &io,
             &call,
-            &caps,
+            &host.capabilities,
             &request,
             (permit, first),
             rounds::MAX_INPUT_ROUNDS,
