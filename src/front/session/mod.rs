@@ -284,28 +284,29 @@ impl Session {
     /// request's `_meta` `traceparent` names (or of a new trace).
     async fn authorize(
         &self,
-        action: Action,
+        mut action: Action,
         cx: &RequestContext<RoleServer>,
     ) -> Result<Permit, crate::decision::Decision> {
+        self.trace(&mut action, cx);
         self.authorize_ref(&action, cx).await
     }
 
-    /// [`Self::authorize`] keeping the action: a request that may take
-    /// input rounds is decided again for each retry (`rounds`).
+    /// With `[telemetry]`, the span `action` is decided in (see
+    /// [`Self::authorize`]).
+    fn trace(&self, action: &mut Action, cx: &RequestContext<RoleServer>) {
+        if self.inner.gw.enforcer.tracer().is_some() {
+            action.trace = Some(trace_context(cx));
+        }
+    }
+
+    /// [`Self::authorize`] keeping the action (traced first with
+    /// [`Self::trace`]): a request that may take input rounds is decided
+    /// again, as itself, for each retry (`rounds`).
     async fn authorize_ref(
         &self,
         action: &Action,
         cx: &RequestContext<RoleServer>,
     ) -> Result<Permit, crate::decision::Decision> {
-        let traced;
-        let action = if self.inner.gw.enforcer.tracer().is_some() {
-            let mut a = action.clone();
-            a.trace = Some(trace_context(cx));
-            traced = a;
-            &traced
-        } else {
-            action
-        };
         let r = crate::host::authorize::authorize(
             &self.inner.gw.enforcer,
             &self.inner.host,
