@@ -13,13 +13,14 @@
 //! A stream that ends (the server closed it, the transport dropped, gavel
 //! fell behind) is opened again with backoff for as long as the connection
 //! lives; every kind it carries is re-listed then, since a change may have
-//! come while it was closed. A restarted upstream gets a new connection and
+//! come while it was closed. An upstream that refuses the listen itself
+//! (-32601, -32602) is not asked again on this connection. A restarted upstream gets a new connection and
 //! a new stream with it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::model::{ServerCapabilities, ServerNotification, SubscriptionFilter};
+use rmcp::model::{ErrorCode, ServerCapabilities, ServerNotification, SubscriptionFilter};
 use rmcp::service::{Peer, RoleClient};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -130,6 +131,15 @@ impl Listen {
                     if !self.ct.is_cancelled() {
                         tracing::info!(server = %self.server, "subscriptions/listen: {why}; opening it again in {backoff:?}");
                     }
+                }
+                Ok(Err(rmcp::ServiceError::McpError(e)))
+                    if e.code == ErrorCode::METHOD_NOT_FOUND
+                        || e.code == ErrorCode::INVALID_PARAMS =>
+                {
+                    // It advertises list changes but refuses to send them:
+                    // asking again would not change its mind.
+                    tracing::warn!(server = %self.server, "it refused subscriptions/listen ({}: {}); its list changes are not followed until it restarts", e.code.0, e.message);
+                    return;
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(server = %self.server, "subscriptions/listen could not be opened: {e}; trying again in {backoff:?}");

@@ -23,6 +23,8 @@ struct Lister {
     listens: Arc<AtomicUsize>,
     closed: Arc<AtomicUsize>,
     poke: Arc<Notify>,
+    /// Advertises list changes but answers every listen -32601.
+    refuse: bool,
 }
 
 impl ServerHandler for Lister {
@@ -39,7 +41,7 @@ impl ServerHandler for Lister {
     }
 
     fn accepted_subscription_filter(&self, r: &SubscriptionFilter) -> Option<SubscriptionFilter> {
-        Some(r.clone())
+        (!self.refuse).then(|| r.clone())
     }
 
     async fn listen(&self, cx: SubscriptionContext) -> Result<(), ErrorData> {
@@ -81,10 +83,9 @@ fn the_filter_asks_for_what_the_upstream_advertises() {
     assert!(filter(&quiet).is_none());
 }
 
-#[tokio::test]
-async fn an_ended_stream_is_opened_again_and_its_frames_announced() {
+/// A connected modern client of `lister`, and the listen over it.
+async fn connect(lister: &Lister) -> (rmcp::service::RunningService<rmcp::RoleClient, ()>, Listen) {
     let (server_io, client_io) = tokio::io::duplex(1 << 16);
-    let lister = Lister::default();
     let server = lister.clone();
     tokio::spawn(async move {
         if let Ok(running) = server.serve(server_io).await {
@@ -101,16 +102,22 @@ async fn an_ended_stream_is_opened_again_and_its_frames_announced() {
         .await
         .expect("a modern connection");
     let caps = client.peer().peer_info().unwrap().capabilities.clone();
-    let changes = Arc::new(ListChanges::default());
-    let ct = CancellationToken::new();
     let listen = Listen {
         server: "lister".into(),
         peer: client.peer().clone(),
         filter: filter(&caps).expect("it advertises tools listChanged"),
-        changes: changes.clone(),
-        ct: ct.clone(),
+        changes: Arc::new(ListChanges::default()),
+        ct: CancellationToken::new(),
         ack_timeout: Duration::from_secs(10),
     };
+    (client, listen)
+}
+
+#[tokio::test]
+async fn an_ended_stream_is_opened_again_and_its_frames_announced() {
+    let lister = Lister::default();
+    let (client, listen) = connect(&lister).await;
+    let (changes, ct) = (listen.changes.clone(), listen.ct.clone());
     let (opened, first) = oneshot::channel();
     let task = tokio::spawn(listen.run(opened));
     first.await.unwrap();
@@ -133,5 +140,22 @@ async fn an_ended_stream_is_opened_again_and_its_frames_announced() {
         .await
         .expect("the server saw its stream cancelled");
     assert_eq!(lister.listens.load(Ordering::SeqCst), 2);
+    let _ = client.cancel().await;
+}
+
+#[tokio::test]
+async fn a_refused_listen_is_not_asked_again() {
+    let lister = Lister {
+        refuse: true,
+        ..Lister::default()
+    };
+    let (client, listen) = connect(&lister).await;
+    let (opened, first) = oneshot::channel();
+    // The loop ends by itself (no cancellation), after one attempt.
+    tokio::time::timeout(Duration::from_secs(60), listen.run(opened))
+        .await
+        .expect("the loop gives up on a refusal");
+    first.await.unwrap();
+    assert_eq!(lister.listens.load(Ordering::SeqCst), 0);
     let _ = client.cancel().await;
 }
