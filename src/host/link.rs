@@ -14,6 +14,7 @@ use rmcp::model::{
 };
 use rmcp::service::{Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::decision::Permit;
 
@@ -32,6 +33,11 @@ impl Default for HostLink {
         }
     }
 }
+
+/// Why a request to the host was cancelled: the upstream withdrew its own
+/// request, or the host cancelled the request an input round belongs to.
+const BY_UPSTREAM: &str = "cancelled by the upstream server";
+const BY_HOST: &str = "the request this input round belongs to was cancelled";
 
 /// How long an upstream→host request waits for the host to finish its
 /// handshake before it is refused.
@@ -95,7 +101,46 @@ impl HostLink {
         if let Some(span) = &permit.span {
             span.context().propagate(&mut meta.0.0);
         }
-        self.send(request, upstream_cx, meta, timeout).await
+        self.send(request, (&upstream_cx.ct, BY_UPSTREAM), meta, timeout)
+            .await
+    }
+
+    /// Sends one input request of a modern upstream's round (MCP 2026-07-28
+    /// MRTR, `upstream::rounds`) to this legacy host as a real request, with
+    /// the [`Permit`] that decided it; `ct` is the host's own request that
+    /// the round belongs to (cancelling it cancels this one).
+    pub async fn forward_input(
+        &self,
+        permit: &Permit,
+        request: ServerRequest,
+        ct: &CancellationToken,
+        timeout: Duration,
+    ) -> Result<ClientResult, ErrorData> {
+        let mut meta = rmcp::model::RequestMetaObject::default();
+        if let Some(span) = &permit.span {
+            span.context().propagate(&mut meta.0.0);
+        }
+        self.send(request, (ct, BY_HOST), meta, timeout).await
+    }
+
+    /// `roots/list` for a modern upstream's input round: plumbing, as
+    /// [`Self::list_roots`] is, and built here for the same reason.
+    pub async fn list_roots_input(
+        &self,
+        ct: &CancellationToken,
+        timeout: Duration,
+    ) -> Result<ListRootsResult, ErrorData> {
+        let request = ServerRequest::ListRootsRequest(ListRootsRequest::default());
+        match self
+            .send(request, (ct, BY_HOST), Default::default(), timeout)
+            .await?
+        {
+            ClientResult::ListRootsResult(r) => Ok(r),
+            _ => Err(ErrorData::internal_error(
+                "the agent host answered roots/list with a result of another kind",
+                None,
+            )),
+        }
     }
 
     /// An upstream's `roots/list`, the one upstream→host request that is
@@ -109,7 +154,12 @@ impl HostLink {
     ) -> Result<ListRootsResult, ErrorData> {
         let request = ServerRequest::ListRootsRequest(ListRootsRequest::default());
         match self
-            .send(request, upstream_cx, upstream_cx.meta.clone(), timeout)
+            .send(
+                request,
+                (&upstream_cx.ct, BY_UPSTREAM),
+                upstream_cx.meta.clone(),
+                timeout,
+            )
             .await?
         {
             ClientResult::ListRootsResult(r) => Ok(r),
@@ -123,7 +173,7 @@ impl HostLink {
     async fn send(
         &self,
         request: ServerRequest,
-        upstream_cx: &RequestContext<RoleClient>,
+        (ct, why): (&CancellationToken, &str),
         meta: rmcp::model::RequestMetaObject,
         timeout: Duration,
     ) -> Result<ClientResult, ErrorData> {
@@ -142,12 +192,12 @@ impl HostLink {
                 rmcp::ServiceError::McpError(e) => e,
                 other => ErrorData::internal_error(format!("agent host did not answer: {other}"), None),
             }),
-            _ = upstream_cx.ct.cancelled() => {
+            _ = ct.cancelled() => {
                 let _ = host.notify_cancelled(rmcp::model::CancelledNotificationParam::new(
                     Some(id),
-                    Some("cancelled by the upstream server".into()),
+                    Some(why.into()),
                 )).await;
-                Err(ErrorData::internal_error("cancelled by the upstream server", None))
+                Err(ErrorData::internal_error(why.to_string(), None))
             }
         }
     }

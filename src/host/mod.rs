@@ -8,6 +8,7 @@
 
 pub mod approval;
 pub mod authorize;
+pub mod inputs;
 pub mod link;
 
 pub use authorize::authorize;

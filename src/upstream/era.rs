@@ -27,7 +27,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use rmcp::model::{ErrorCode, ProtocolVersion, RequestMetaObject};
+use rmcp::model::{
+    ClientCapabilities, ElicitationCapability, ErrorCode, LoggingLevel, ProtocolVersion,
+    RequestMetaObject, RootsCapabilities,
+};
 use rmcp::service::{ClientInitializeError, ClientLifecycleMode};
 
 use crate::config::{Era, ServerConfig, UpstreamTransport};
@@ -246,6 +249,46 @@ pub fn upstream_meta(host: &RequestMetaObject) -> RequestMetaObject {
     meta
 }
 
+/// The capabilities gavel declares on a legacy host's request to a modern
+/// upstream: what it can honour for this request (reference §2.2) — the
+/// host's own elicitation, sampling and roots, which gavel asks it for
+/// when the upstream's input round needs them (`rounds`). Nothing else:
+/// no tasks, no extensions, no roots `listChanged` (gone in 2026-07-28). An
+/// `elicitation` object naming no mode is form mode, said explicitly.
+pub fn relayable(host: &ClientCapabilities) -> ClientCapabilities {
+    let mut caps = ClientCapabilities::default();
+    caps.elicitation = host.elicitation.clone().map(|e| {
+        if e.form.is_none() && e.url.is_none() {
+            ElicitationCapability::new().with_form(Default::default())
+        } else {
+            e
+        }
+    });
+    caps.sampling = host.sampling.clone();
+    caps.roots = host.roots.as_ref().map(|_| RootsCapabilities::default());
+    caps
+}
+
+const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+const LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
+
+/// gavel's own per-request keys on a legacy host's request to a modern
+/// upstream (rmcp stamps version and client info): the capabilities
+/// gavel can honour ([`relayable`]), and the level the host set with
+/// `logging/setLevel`, if it did and the upstream logs — a modern server
+/// sends log messages for a request only when it carries a level.
+pub fn stamp_legacy_host(
+    meta: &mut RequestMetaObject,
+    host: &ClientCapabilities,
+    level: Option<LoggingLevel>,
+) {
+    let caps = serde_json::to_value(relayable(host)).unwrap_or_default();
+    meta.0.0.insert(CLIENT_CAPABILITIES.into(), caps);
+    if let Some(level) = level.and_then(|l| serde_json::to_value(l).ok()) {
+        meta.0.0.insert(LOG_LEVEL.into(), level);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,6 +385,36 @@ mod tests {
         );
         assert!(text.contains("servers.notes.era = \"legacy\""), "{text}");
         assert!(text.contains("set era = \"auto\""), "{text}");
+    }
+
+    #[test]
+    fn a_legacy_host_is_declared_upstream_with_what_gavel_can_relay() {
+        let host: ClientCapabilities = serde_json::from_value(json!({
+            "elicitation": {},
+            "sampling": {"tools": {}},
+            "roots": {"listChanged": true},
+            "experimental": {"x": {}},
+        }))
+        .unwrap();
+        let mut meta = RequestMetaObject::default();
+        stamp_legacy_host(&mut meta, &host, Some(LoggingLevel::Warning));
+        assert_eq!(
+            serde_json::to_value(&meta).unwrap(),
+            json!({
+                "io.modelcontextprotocol/clientCapabilities": {
+                    "elicitation": {"form": {}},
+                    "sampling": {"tools": {}},
+                    "roots": {},
+                },
+                "io.modelcontextprotocol/logLevel": "warning",
+            })
+        );
+        let mut meta = RequestMetaObject::default();
+        stamp_legacy_host(&mut meta, &ClientCapabilities::default(), None);
+        assert_eq!(
+            serde_json::to_value(&meta).unwrap(),
+            json!({"io.modelcontextprotocol/clientCapabilities": {}})
+        );
     }
 
     #[test]

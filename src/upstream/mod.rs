@@ -9,8 +9,10 @@ pub mod bounded;
 pub mod child;
 pub mod client;
 pub mod era;
+mod listen;
 mod lists;
 pub mod progress;
+pub mod rounds;
 pub mod supervisor;
 mod tool_pins;
 pub mod uri_template;
@@ -81,6 +83,9 @@ pub struct Upstream {
         std::sync::Mutex<Option<std::collections::HashMap<String, String>>>,
     /// Set for `session_mode = "shared"`: the sessions this upstream serves.
     pub shared: Option<Arc<shared::SharedRoute>>,
+    /// The level a legacy host last set with `logging/setLevel`: stamped on
+    /// its requests when the upstream is modern.
+    log_level: RwLock<Option<rmcp::model::LoggingLevel>>,
 }
 
 /// Why a request could not be sent to an upstream.
@@ -133,6 +138,7 @@ impl Upstream {
             restarts: Default::default(),
             last_tool_digests: Default::default(),
             shared,
+            log_level: RwLock::new(None),
         })
     }
 
@@ -216,6 +222,21 @@ impl Upstream {
     ) -> Result<ServerResult, ErrorData> {
         let conn = self.ready().await?;
         let mut meta = era::upstream_meta(&host_cx.meta);
+        // A legacy host's request to a modern upstream carries what gavel
+        // can honour for it and the level it set (`era::stamp_legacy_host`).
+        // (A host that opened with `initialize` is the peer whose info rmcp
+        // keeps; a modern host has none.)
+        if conn.era == era::Spoken::Modern
+            && let Some(host) = host_cx.peer.peer_info()
+        {
+            let level = conn
+                .capabilities
+                .logging
+                .is_some()
+                .then(|| *self.log_level.read().recover())
+                .flatten();
+            era::stamp_legacy_host(&mut meta, &host.capabilities, level);
+        }
         if let Some(span) = &permit.span {
             span.context().propagate(&mut meta.0.0);
         }
@@ -280,11 +301,13 @@ impl Upstream {
         &self,
         request: rmcp::model::SetLevelRequestParams,
     ) -> Result<(), ErrorData> {
+        // `logging/setLevel` is gone from MCP 2026-07-28: the level travels
+        // on each request (`send`), so it is kept, for this connection and
+        // the next, and a modern upstream is not sent it.
+        *self.log_level.write().recover() = Some(request.level);
         let Some(conn) = self.connection() else {
             return Ok(());
         };
-        // `logging/setLevel` is gone from MCP 2026-07-28 (the level travels
-        // per request), so a modern upstream is not sent it.
         if conn.capabilities.logging.is_none() || conn.era == era::Spoken::Modern {
             return Ok(());
         }

@@ -67,10 +67,10 @@ impl ChangeSink {
 /// What gavel tells an upstream about itself: the host's own client info and
 /// capabilities (so the upstream behaves as it would for the host), at the
 /// newest protocol version that still has `initialize`. A modern (2026-07-28)
-/// upstream is declared no capability: it would ask for elicitation,
-/// sampling or roots through input rounds (MRTR), which gavel does not relay
-/// yet; an upstream that needs one answers -32021, which reaches the host as
-/// the upstream sent it.
+/// upstream is declared no capability for the connection: capabilities are
+/// per request there, and each request carries the ones gavel can honour
+/// for it (`era::stamp_legacy_host`: the host's elicitation, sampling and
+/// roots, which gavel asks it for when an input round needs them).
 fn client_info(host: &HostLink, era: Spoken) -> ClientConfig {
     let mut info = match host.params() {
         Some(p) => p.clone(),
@@ -183,7 +183,7 @@ async fn run_once(up: &Arc<Upstream>, deps: &SupervisorDeps) -> Result<String, E
     let progress = Arc::new(super::ProgressMap::default());
     up.stderr_tail.clear();
     let (running, mut proc, spoken) = open(up, deps, &progress, &list_changes).await?;
-    let result = serve_connection(up, deps, running, progress, &list_changes, spoken).await;
+    let result = serve_connection(up, deps, running, progress, list_changes, spoken).await;
     stop_process(proc.take())
         .await
         .map_or(result.clone(), |exit| match result {
@@ -435,7 +435,7 @@ async fn serve_connection(
     deps: &SupervisorDeps,
     running: Running,
     progress: Arc<super::ProgressMap>,
-    list_changes: &ListChanges,
+    list_changes: Arc<ListChanges>,
     era: Spoken,
 ) -> Result<String, String> {
     let peer = running.peer().clone();
@@ -450,6 +450,12 @@ async fn serve_connection(
         .as_ref()
         .map(|i| i.protocol_version.to_string())
         .unwrap_or_default();
+    // Ends with this connection (every way out of this function).
+    let listening = CancellationToken::new();
+    let _listening = listening.clone().drop_guard();
+    if era == Spoken::Modern {
+        listen(up, &peer, &caps, &list_changes, listening).await;
+    }
     let mut fresh = UpstreamLists::default();
     for kind in [ListKind::Tools, ListKind::Resources, ListKind::Prompts] {
         if let Err(e) = lists::fetch(&peer, &caps, kind, &mut fresh, up.cfg.startup_timeout).await {
@@ -502,6 +508,31 @@ async fn serve_connection(
     *up.lists.write().recover() = Arc::new(UpstreamLists::default());
     deps.changed.send(up.name.clone());
     outcome
+}
+
+/// Opens the listen of a modern upstream that advertises list changes
+/// (`listen`), waiting (up to `startup_timeout`) for its first attempt.
+async fn listen(
+    up: &Arc<Upstream>,
+    peer: &rmcp::service::Peer<RoleClient>,
+    caps: &rmcp::model::ServerCapabilities,
+    changes: &Arc<ListChanges>,
+    ct: CancellationToken,
+) {
+    let Some(filter) = super::listen::filter(caps) else {
+        return;
+    };
+    let (opened, first) = tokio::sync::oneshot::channel();
+    let listen = super::listen::Listen {
+        server: up.name.clone().into(),
+        peer: peer.clone(),
+        filter,
+        changes: changes.clone(),
+        ct,
+        ack_timeout: up.cfg.startup_timeout,
+    };
+    tokio::spawn(listen.run(opened));
+    let _ = tokio::time::timeout(up.cfg.startup_timeout, first).await;
 }
 
 /// Re-fetches one list after the upstream's `list_changed`; logs every change

@@ -12,7 +12,7 @@ use common::*;
 use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, ServerResult};
 use serde_json::{Value, json};
 
-fn modern_only_server() -> PathBuf {
+pub(crate) fn modern_only_server() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let sdk = root.join(".deps/node-mcp2/node_modules/@modelcontextprotocol/server/package.json");
     assert!(
@@ -57,7 +57,7 @@ async fn connect(s: &Setup) -> Client {
 }
 
 /// `gavel status --json` for `s`: the one instance's upstream `name`.
-fn upstream_status(s: &Setup, name: &str) -> Value {
+pub(crate) fn upstream_status(s: &Setup, name: &str) -> Value {
     let out = std::process::Command::new(GAVEL)
         .args(["status", "--json"])
         .env("GAVEL_STATE_DIR", s.path("state"))
@@ -142,12 +142,18 @@ async fn a_modern_only_server_is_listed_called_and_decided_through_gavel() {
 }
 
 /// The host's connection keys in `_meta` stay with gavel; gavel's own
-/// envelope (2026-07-28, the host's client info, no capabilities) reaches
-/// the upstream, and the host's other keys pass.
+/// envelope (2026-07-28, the host's client info, the capabilities gavel
+/// can honour for it — the host's elicitation, sampling and roots from its
+/// `initialize`, never the ones its `_meta` claims) reaches the upstream,
+/// and the host's other keys pass.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_host_connection_meta_never_reaches_a_modern_upstream() {
     let s = setup("");
-    let client = connect(&s).await;
+    let mut host = TestHost::bare();
+    host.caps.elicitation = Some(Default::default());
+    let mut cmd = s.command();
+    cmd.env("GAVEL_STATE_DIR", s.path("state"));
+    let client = connect_cmd(cmd, host).await;
     tool_names(&client).await;
     let mut p = CallToolRequestParams::new("envelope");
     p.arguments = Some(Default::default());
@@ -184,7 +190,7 @@ async fn the_host_connection_meta_never_reaches_a_modern_upstream() {
     );
     assert_eq!(
         env["io.modelcontextprotocol/clientCapabilities"],
-        json!({}),
+        json!({"elicitation": {"form": {}}}),
         "{seen}"
     );
     assert!(

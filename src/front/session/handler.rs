@@ -17,6 +17,7 @@ use super::Session;
 use crate::decision::result::OutputKind;
 use crate::decision::{Action, ActionType, deny};
 use crate::router::ToolRoute;
+use crate::upstream::rounds::Outcome;
 
 /// Spec method names that must never be forwarded as custom requests: rmcp
 /// routes a malformed standard request (e.g. `tools/call` with a numeric name)
@@ -247,20 +248,33 @@ impl ServerHandler for Session {
         }
         let route = self.tool_route(&request.name).await?;
         self.raise_reported_tokens(&cx);
-        let action = self.tool_action(&route, &request);
+        let mut action = self.tool_action(&route, &request);
+        self.trace(&mut action, &cx);
         // Unlike the other methods, a denied call is answered as a tool
         // result (`isError`), which agents show the model: it reads why.
-        let permit = match self.authorize(action, &cx).await {
+        let permit = match self.authorize_ref(&action, &cx).await {
             Ok(p) => p,
             Err(d) => {
                 let has_schema = route.tool.output_schema.is_some();
                 return Ok(deny::tool_denial(&d, &request.name, has_schema).into());
             }
         };
+        let host_name = request.name.clone();
         let mut upstream_req = request;
         upstream_req.name = route.name.clone().into();
         let req = ClientRequest::CallToolRequest(CallToolRequest::new(upstream_req));
-        let result = self.forward(&route.server, &permit, req, &cx).await?;
+        // A retry of an input round the policy denies is answered as the
+        // first call's denial would be.
+        let (permit, result) = match self
+            .forward_call(&route.server, permit, &action, req, &cx)
+            .await?
+        {
+            Outcome::Done(p, r) => (p, r),
+            Outcome::Denied(d) => {
+                let has_schema = route.tool.output_schema.is_some();
+                return Ok(deny::tool_denial(&d, &host_name, has_schema).into());
+            }
+        };
         let bytes = super::result::result_bytes(&result);
         self.inner.state.add_result_bytes(bytes);
         // No store write here, between the answer and the reply: counted in
@@ -314,19 +328,27 @@ impl ServerHandler for Session {
         }
         self.wait_started().await?;
         let server = self.route_uri(&request.uri)?;
-        let action = self.action(
+        let mut action = self.action(
             ActionType::ResourceRead,
             &server,
             &request.uri,
             json!({ "uri": request.uri }),
         );
+        self.trace(&mut action, &cx);
+        let what = format!("reading resource {}", request.uri);
         let permit = self
-            .authorize(action, &cx)
+            .authorize_ref(&action, &cx)
             .await
-            .map_err(|d| deny::request_denial(&d, &format!("reading resource {}", request.uri)))?;
+            .map_err(|d| deny::request_denial(&d, &what))?;
         let uri = request.uri.clone();
         let req = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request));
-        let result = self.forward(&server, &permit, req, &cx).await?;
+        let (permit, result) = match self
+            .forward_call(&server, permit, &action, req, &cx)
+            .await?
+        {
+            Outcome::Done(p, r) => (p, r),
+            Outcome::Denied(d) => return Err(deny::request_denial(&d, &what)),
+        };
         let result = self
             .result_policy(&permit, OutputKind::ResourceContents, result)
             .map_err(|d| {
@@ -432,15 +454,23 @@ impl ServerHandler for Session {
             ));
         };
         let args = serde_json::to_value(&request.arguments).unwrap_or(Value::Null);
-        let action = self.action(ActionType::PromptGet, &route.server, &route.name, args);
+        let mut action = self.action(ActionType::PromptGet, &route.server, &route.name, args);
+        self.trace(&mut action, &cx);
+        let what = format!("getting prompt {}", request.name);
         let permit = self
-            .authorize(action, &cx)
+            .authorize_ref(&action, &cx)
             .await
-            .map_err(|d| deny::request_denial(&d, &format!("getting prompt {}", request.name)))?;
+            .map_err(|d| deny::request_denial(&d, &what))?;
         let mut upstream_req = request;
         upstream_req.name = route.name.clone();
         let req = ClientRequest::GetPromptRequest(GetPromptRequest::new(upstream_req));
-        let result = self.forward(&route.server, &permit, req, &cx).await?;
+        let (permit, result) = match self
+            .forward_call(&route.server, permit, &action, req, &cx)
+            .await?
+        {
+            Outcome::Done(p, r) => (p, r),
+            Outcome::Denied(d) => return Err(deny::request_denial(&d, &what)),
+        };
         let result = self
             .result_policy(&permit, OutputKind::PromptMessages, result)
             .map_err(|d| {

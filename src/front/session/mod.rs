@@ -28,6 +28,7 @@ mod agent_resources;
 mod dataflow;
 mod handler;
 mod result;
+mod rounds;
 mod set;
 pub use set::SessionSet;
 
@@ -286,14 +287,31 @@ impl Session {
         mut action: Action,
         cx: &RequestContext<RoleServer>,
     ) -> Result<Permit, crate::decision::Decision> {
+        self.trace(&mut action, cx);
+        self.authorize_ref(&action, cx).await
+    }
+
+    /// With `[telemetry]`, the span `action` is decided in (see
+    /// [`Self::authorize`]).
+    fn trace(&self, action: &mut Action, cx: &RequestContext<RoleServer>) {
         if self.inner.gw.enforcer.tracer().is_some() {
             action.trace = Some(trace_context(cx));
         }
+    }
+
+    /// [`Self::authorize`] keeping the action (traced first with
+    /// [`Self::trace`]): a request that may take input rounds is decided
+    /// again, as itself, for each retry (`rounds`).
+    async fn authorize_ref(
+        &self,
+        action: &Action,
+        cx: &RequestContext<RoleServer>,
+    ) -> Result<Permit, crate::decision::Decision> {
         let r = crate::host::authorize::authorize(
             &self.inner.gw.enforcer,
             &self.inner.host,
             &self.inner.state,
-            &action,
+            action,
             cx.meta.get_progress_token(),
         )
         .await;
