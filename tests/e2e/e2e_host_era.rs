@@ -1,0 +1,293 @@
+//! The eras gavel speaks toward the host (`src/front/era.rs`): a real
+//! third-party host — the official Python SDK's `Client` (mcp 2.3, in
+//! `.deps/mcp2`, `tests/clients/python_era.py`) in `auto`, `legacy` and
+//! `2026-07-28` modes — drives `gavel run` over stdio in front of a legacy
+//! upstream (npm server-everything) and a 2026-07-28-only one (the
+//! TypeScript SDK v2 fixture, `tests/fixture/modern_only.mjs`); and raw
+//! JSON lines for what the envelope rules say on the wire.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+
+use common::raw::RawHost;
+use common::*;
+use serde_json::{Value, json};
+
+fn deps(rel: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps").join(rel);
+    assert!(p.exists(), "{} is missing: run scripts/setup first", p.display());
+    p
+}
+
+/// `add` is allowed below 100 and denied from there; everything else is
+/// allowed: a decision that reads the call's arguments, in either era.
+const POLICY: &str = r#"package mcp.era
+
+violations contains "too_big" if input.action.args.a >= 100
+
+decision := {"allow": true} if count(violations) == 0
+
+decision := {"allow": false, "reasons": sort(violations)} if count(violations) > 0
+"#;
+
+/// server-everything (`everything`, legacy) and the modern-only server
+/// (`modern`), both under `POLICY`, with a decision log.
+fn two_eras() -> Setup {
+    Setup::with(|s| {
+        let bundle = common::policy::bundle(s.dir.path(), "era", "mcp/era", json!({}), POLICY);
+        let bundle = bundle.display().to_string();
+        let node = deps("node/node_modules/node/bin/node").display().to_string();
+        let everything = crate::e2e_everything::everything().display().to_string();
+        let modern = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixture/modern_only.mjs")
+            .display()
+            .to_string();
+        format!(
+            "{}[servers.everything]\ncommand = {node:?}\nargs = [{everything:?}, \"stdio\"]\nstartup_timeout = \"30s\"\ncall_timeout = \"30s\"\nbundle = {bundle:?}\n\n\
+             [servers.modern]\ncommand = {node:?}\nargs = [{modern:?}]\nstartup_timeout = \"30s\"\ncall_timeout = \"30s\"\nbundle = {bundle:?}\n",
+            s.decision_log_table(),
+        )
+    })
+}
+
+/// Runs `plan` through the Python `Client` in `mode` against `gavel run`
+/// on `s`: the connection line, then one line per step.
+async fn python(s: &Setup, mode: &str, plan: Value) -> (Value, Vec<Value>) {
+    let mut cmd = tokio::process::Command::new(deps("mcp2/bin/python"));
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_era.py"))
+        .arg(mode)
+        .arg(GAVEL)
+        .args(s.run_args())
+        .env("GAVEL_STATE_DIR", s.path("state"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("python starts");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(plan.to_string().as_bytes()).await.unwrap();
+    }
+    let out = tokio::time::timeout(PATIENCE * 2, child.wait_with_output())
+        .await
+        .expect("the python host finished")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python host failed ({mode}): {}\nstdout: {stdout}\ngavel log: {}",
+        String::from_utf8_lossy(&out.stderr),
+        s.log_text()
+    );
+    let mut lines = stdout.lines().map(|l| serde_json::from_str::<Value>(l).unwrap());
+    let connected = lines.next().expect("a connection line");
+    (connected, lines.collect())
+}
+
+fn result_text(step: &Value) -> String {
+    step["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The plan every mode runs: list, a call to each era of upstream, a
+/// denied call, and a call with progress.
+fn plan() -> Value {
+    json!([
+        {"op": "list_tools"},
+        {"op": "call", "name": "modern__add", "args": {"a": 2, "b": 40}},
+        {"op": "call", "name": "modern__add", "args": {"a": 200, "b": 1}},
+        {"op": "call", "name": "everything__echo", "args": {"message": "hi"}},
+        {"op": "call", "name": "everything__trigger-long-running-operation",
+         "args": {"duration": 0.2, "steps": 2}, "progress": true},
+    ])
+}
+
+/// What every mode must see: the tools of both upstreams, the calls
+/// forwarded, the denied one explained, progress relayed; gavel's identity
+/// on results (never an upstream's) and private caching in the 2026 era.
+fn check_session(s: &Setup, mode: &str, connected: &Value, steps: &[Value], modern: bool) {
+    let want = if modern { "2026-07-28" } else { "2025-11-25" };
+    assert_eq!(connected["protocol_version"], want, "{mode}: {connected}");
+    if mode != "2026-07-28" {
+        // A pinned client synthesizes its discover; the others asked gavel.
+        assert_eq!(connected["server_info"]["name"], "gavel", "{mode}: {connected}");
+    }
+    let list = &steps[0]["result"];
+    let names: Vec<&str> = list["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{mode}: {:?}", steps[0]))
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    for n in ["modern__add", "everything__echo", "everything__trigger-long-running-operation"] {
+        assert!(names.contains(&n), "{mode}: {n} not in {names:?}");
+    }
+    let info = "io.modelcontextprotocol/serverInfo";
+    if modern {
+        assert_eq!(list["_meta"][info]["name"], "gavel", "{mode}: {list}");
+        assert_eq!(list["cacheScope"], "private", "{mode}");
+        assert_eq!(list["ttlMs"], 0, "{mode}");
+    } else {
+        assert!(list.get("cacheScope").is_none(), "{mode}: {list}");
+    }
+    assert_eq!(result_text(&steps[1]), "sum: 42", "{mode}: {:?}", steps[1]);
+    assert_ne!(steps[1]["result"]["isError"], true, "{mode}");
+    if modern {
+        // The modern upstream stamps its own identity: the host sees gavel's.
+        assert_eq!(steps[1]["result"]["_meta"][info]["name"], "gavel", "{mode}: {:?}", steps[1]);
+        assert_eq!(steps[3]["result"]["_meta"][info]["name"], "gavel", "{mode}: {:?}", steps[3]);
+    }
+    assert_eq!(steps[2]["result"]["isError"], true, "{mode}: {:?}", steps[2]);
+    assert!(result_text(&steps[2]).contains("too_big"), "{mode}: {:?}", steps[2]);
+    assert_eq!(result_text(&steps[3]), "Echo: hi", "{mode}: {:?}", steps[3]);
+    assert!(
+        result_text(&steps[4]).contains("Long running operation completed"),
+        "{mode}: {:?}",
+        steps[4]
+    );
+    assert_eq!(steps[4]["progress"], json!([[1.0, 2.0], [2.0, 2.0]]), "{mode}: {:?}", steps[4]);
+    // Decided alike in both eras; the input names the request's revision
+    // and, in 2026-07-28, the client the request itself names.
+    let log = s.decisions();
+    let calls: Vec<&Value> = log
+        .iter()
+        .filter(|d| d["input"]["action"]["type"] == "tool_call")
+        .collect();
+    assert_eq!(calls.len(), 4, "{mode}: {log:?}");
+    let denied: Vec<&&Value> = calls
+        .iter()
+        .filter(|d| d["result"]["allow"] == false)
+        .collect();
+    assert_eq!(denied.len(), 1, "{mode}: {log:?}");
+    assert_eq!(denied[0]["input"]["action"]["tool"], "add", "{mode}");
+    for d in &calls {
+        let input = &d["input"];
+        assert_eq!(input["context"]["protocol_version"], want, "{mode}: {input}");
+        // The Python SDK names itself on every request, and at initialize.
+        assert_eq!(input["agent"]["client"]["name"], "mcp", "{mode}: {input}");
+    }
+}
+
+async fn session_in(mode: &str, modern: bool) {
+    let s = two_eras();
+    let (connected, steps) = python(&s, mode, plan()).await;
+    assert_eq!(steps.len(), 5, "{mode}: {steps:?}");
+    check_session(&s, mode, &connected, &steps, modern);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_host_in_auto_mode_speaks_2026_07_28_to_gavel() {
+    session_in("auto", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_host_in_legacy_mode_initializes_as_before() {
+    session_in("legacy", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_host_pinned_to_2026_07_28_is_served() {
+    session_in("2026-07-28", true).await;
+}
+
+const ENVELOPE: &str = r#""io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}"#;
+
+/// A raw request line under the 2026 envelope (plus `meta_extra`).
+fn modern_line(id: u64, method: &str, params: Value, meta_extra: &str) -> String {
+    let mut params = params;
+    let meta: Value = serde_json::from_str(&format!("{{{ENVELOPE}{meta_extra}}}")).unwrap();
+    params["_meta"] = meta;
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
+}
+
+#[test]
+fn the_2026_envelope_is_validated_on_every_request_and_removed_methods_are_gone() {
+    let s = Setup::solo("fx");
+    let mut raw = RawHost::bare(&s);
+    // Missing capabilities, missing version: -32602.
+    raw.send_line(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#);
+    let e = raw.answer(&json!(1));
+    assert_eq!(e["error"]["code"], -32602, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("clientCapabilities"), "{e}");
+    raw.send_line(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}}}}"#);
+    assert_eq!(raw.answer(&json!(2))["error"]["code"], -32602);
+    // An unsupported version: -32022 naming what is supported.
+    raw.send_line(r#"{"jsonrpc":"2.0","id":3,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2099-01-01","io.modelcontextprotocol/clientCapabilities":{}}}}"#);
+    let e = raw.answer(&json!(3));
+    assert_eq!(e["error"]["code"], -32022, "{e}");
+    assert_eq!(e["error"]["data"]["requested"], "2099-01-01", "{e}");
+    let supported = e["error"]["data"]["supported"].as_array().unwrap();
+    for v in ["2026-07-28", "2025-11-25", "2024-11-05"] {
+        assert!(supported.contains(&json!(v)), "{v} in {e}");
+    }
+    // Removed in 2026-07-28: ping, logging/setLevel, resources/(un)subscribe.
+    raw.send_line(&modern_line(4, "ping", json!({}), ""));
+    assert_eq!(raw.answer(&json!(4))["error"]["code"], -32601);
+    raw.send_line(&modern_line(5, "logging/setLevel", json!({"level": "debug"}), ""));
+    assert_eq!(raw.answer(&json!(5))["error"]["code"], -32601);
+    raw.send_line(&modern_line(6, "resources/subscribe", json!({"uri": "fixture://static/hello"}), ""));
+    assert_eq!(raw.answer(&json!(6))["error"]["code"], -32601);
+    raw.send_line(&modern_line(7, "resources/unsubscribe", json!({"uri": "fixture://static/hello"}), ""));
+    assert_eq!(raw.answer(&json!(7))["error"]["code"], -32601);
+    // A complete envelope is served, stamped with gavel's identity; the
+    // next request without one is refused (nothing carried over).
+    raw.send_line(&modern_line(8, "tools/call", json!({"name": "echo", "arguments": {"text": "hi"}}), ""));
+    let ok = raw.answer(&json!(8));
+    assert_eq!(ok["result"]["content"][0]["text"], "hi", "{ok}");
+    assert_eq!(ok["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "gavel", "{ok}");
+    raw.send_line(r#"{"jsonrpc":"2.0","id":9,"method":"tools/list","params":{}}"#);
+    assert_eq!(raw.answer(&json!(9))["error"]["code"], -32602);
+}
+
+#[test]
+fn discover_answers_with_gavels_identity_and_starts_nothing_before_initialize() {
+    let s = Setup::solo("fx");
+    let mut raw = RawHost::bare(&s);
+    raw.send_line(&modern_line(1, "server/discover", json!({}), ""));
+    let d = raw.answer(&json!(1));
+    let r = &d["result"];
+    assert_eq!(r["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "gavel", "{d}");
+    assert!(r["supportedVersions"].as_array().unwrap().contains(&json!("2026-07-28")), "{d}");
+    assert!(r["supportedVersions"].as_array().unwrap().contains(&json!("2025-11-25")), "{d}");
+    assert_eq!(r["cacheScope"], "private", "{d}");
+    assert_eq!(r["ttlMs"], 0, "{d}");
+    assert!(r["capabilities"].get("tasks").is_none(), "{d}");
+    assert!(r["capabilities"].get("tools").is_some(), "{d}");
+    // A host that probes and then initializes (Claude Code does) is a
+    // legacy host like any other: its capabilities reach the upstream.
+    raw.send_line(r#"{"jsonrpc":"2.0","id":2,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"roots":{}},"clientInfo":{"name":"probing-host","version":"7"}}}"#);
+    assert_eq!(raw.answer(&json!(2))["result"]["protocolVersion"], "2025-11-25");
+    raw.send_line(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    raw.send_line(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"legacy"}}}"#);
+    let ok = raw.answer(&json!(3));
+    assert_eq!(ok["result"]["content"][0]["text"], "legacy", "{ok}");
+    assert!(ok["result"]["_meta"].get("io.modelcontextprotocol/serverInfo").is_none(), "{ok}");
+    assert!(ok["result"].get("resultType").is_none(), "{ok}");
+    let init = records(&s.record("fx"))
+        .into_iter()
+        .find(|r| r["method"] == "initialize")
+        .expect("the upstream was initialized");
+    assert_eq!(init["params"]["clientInfo"]["name"], "probing-host", "{init}");
+}
+
+#[test]
+fn an_upstreams_request_during_a_modern_call_is_refused_naming_mrtr() {
+    let s = Setup::solo("fx");
+    let mut raw = RawHost::bare(&s);
+    raw.send_line(&modern_line(1, "tools/call", json!({"name": "roots", "arguments": {}}), ""));
+    let r = raw.answer(&json!(1));
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    let text = r["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("2026-07-28") && text.contains("MRTR"), "{text}");
+    // The upstream was told gavel's identity and no capability.
+    let init = records(&s.record("fx"))
+        .into_iter()
+        .find(|r| r["method"] == "initialize")
+        .expect("the upstream was initialized");
+    assert_eq!(init["params"]["clientInfo"]["name"], "gavel", "{init}");
+    assert_eq!(init["params"]["capabilities"], json!({}), "{init}");
+}
