@@ -283,7 +283,12 @@ impl SessionState {
 
     /// [`Self::context_with`] for `action`: a 2026-07-28 request's own
     /// verified identity, when it has one, is the one it is decided as.
-    fn context_for(&self, counters: SessionCounters, now_s: f64, action: &Action) -> DecisionContext {
+    fn context_for(
+        &self,
+        counters: SessionCounters,
+        now_s: f64,
+        action: &Action,
+    ) -> DecisionContext {
         let mut ctx = self.context_with(counters, now_s);
         if let Some(id) = &action.era.identity {
             ctx.identity = Some(id.clone());

@@ -104,7 +104,6 @@ impl UpstreamClient {
                 deny::request_denial(&d, &format!("{method} from server {:?}", self.server))
             })
     }
-
 }
 
 impl ClientHandler for UpstreamClient {

@@ -4,7 +4,8 @@ era mode given: "auto" (probes `server/discover`, falls back to
 `initialize`), "legacy" (`initialize` only) or a 2026 version such as
 "2026-07-28" (per-request `_meta`, no probe). tests/e2e/e2e_host_era.rs.
 
-Usage: python_era.py MODE COMMAND [ARG...]
+Usage: python_era.py MODE COMMAND [ARG...]   (stdio: gavel run ...)
+       python_era.py MODE URL                 (streamable HTTP: gavel serve)
 
 The plan is a JSON list on stdin; each step prints one JSON line on stdout:
   {"op": "list_tools"}                         -> {"result": ListToolsResult}
@@ -56,8 +57,12 @@ async def step(client: Client, s: dict) -> dict:
 
 
 async def main(mode: str, command: str, args: list[str], plan: list[dict]) -> None:
-    # The whole environment: gavel reads GAVEL_STATE_DIR and its clock from it.
-    server = StdioServerParameters(command=command, args=args, env=dict(os.environ))
+    server: str | StdioServerParameters
+    if command.startswith("http://"):
+        server = command
+    else:
+        # The whole environment: gavel reads GAVEL_STATE_DIR and its clock from it.
+        server = StdioServerParameters(command=command, args=args, env=dict(os.environ))
     async with Client(server, mode=mode, cache=None, read_timeout_seconds=60) as client:
         info = client.server_info
         print(

@@ -15,8 +15,14 @@ use common::*;
 use serde_json::{Value, json};
 
 fn deps(rel: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps").join(rel);
-    assert!(p.exists(), "{} is missing: run scripts/setup first", p.display());
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".deps")
+        .join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup first",
+        p.display()
+    );
     p
 }
 
@@ -37,7 +43,9 @@ fn two_eras() -> Setup {
     Setup::with(|s| {
         let bundle = common::policy::bundle(s.dir.path(), "era", "mcp/era", json!({}), POLICY);
         let bundle = bundle.display().to_string();
-        let node = deps("node/node_modules/node/bin/node").display().to_string();
+        let node = deps("node/node_modules/node/bin/node")
+            .display()
+            .to_string();
         let everything = crate::e2e_everything::everything().display().to_string();
         let modern = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixture/modern_only.mjs")
@@ -54,11 +62,18 @@ fn two_eras() -> Setup {
 /// Runs `plan` through the Python `Client` in `mode` against `gavel run`
 /// on `s`: the connection line, then one line per step.
 async fn python(s: &Setup, mode: &str, plan: Value) -> (Value, Vec<Value>) {
+    let mut target = vec![GAVEL.to_string()];
+    target.extend(s.run_args());
+    python_to(s, mode, &target, plan).await
+}
+
+/// [`python`] against `target`: gavel's command line (stdio) or the URL of
+/// a `gavel serve`.
+async fn python_to(s: &Setup, mode: &str, target: &[String], plan: Value) -> (Value, Vec<Value>) {
     let mut cmd = tokio::process::Command::new(deps("mcp2/bin/python"));
     cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_era.py"))
         .arg(mode)
-        .arg(GAVEL)
-        .args(s.run_args())
+        .args(target)
         .env("GAVEL_STATE_DIR", s.path("state"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -81,7 +96,9 @@ async fn python(s: &Setup, mode: &str, plan: Value) -> (Value, Vec<Value>) {
         String::from_utf8_lossy(&out.stderr),
         s.log_text()
     );
-    let mut lines = stdout.lines().map(|l| serde_json::from_str::<Value>(l).unwrap());
+    let mut lines = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap());
     let connected = lines.next().expect("a connection line");
     (connected, lines.collect())
 }
@@ -114,7 +131,10 @@ fn check_session(s: &Setup, mode: &str, connected: &Value, steps: &[Value], mode
     assert_eq!(connected["protocol_version"], want, "{mode}: {connected}");
     if mode != "2026-07-28" {
         // A pinned client synthesizes its discover; the others asked gavel.
-        assert_eq!(connected["server_info"]["name"], "gavel", "{mode}: {connected}");
+        assert_eq!(
+            connected["server_info"]["name"], "gavel",
+            "{mode}: {connected}"
+        );
     }
     let list = &steps[0]["result"];
     let names: Vec<&str> = list["tools"]
@@ -123,7 +143,11 @@ fn check_session(s: &Setup, mode: &str, connected: &Value, steps: &[Value], mode
         .iter()
         .filter_map(|t| t["name"].as_str())
         .collect();
-    for n in ["modern__add", "everything__echo", "everything__trigger-long-running-operation"] {
+    for n in [
+        "modern__add",
+        "everything__echo",
+        "everything__trigger-long-running-operation",
+    ] {
         assert!(names.contains(&n), "{mode}: {n} not in {names:?}");
     }
     let info = "io.modelcontextprotocol/serverInfo";
@@ -138,18 +162,39 @@ fn check_session(s: &Setup, mode: &str, connected: &Value, steps: &[Value], mode
     assert_ne!(steps[1]["result"]["isError"], true, "{mode}");
     if modern {
         // The modern upstream stamps its own identity: the host sees gavel's.
-        assert_eq!(steps[1]["result"]["_meta"][info]["name"], "gavel", "{mode}: {:?}", steps[1]);
-        assert_eq!(steps[3]["result"]["_meta"][info]["name"], "gavel", "{mode}: {:?}", steps[3]);
+        assert_eq!(
+            steps[1]["result"]["_meta"][info]["name"], "gavel",
+            "{mode}: {:?}",
+            steps[1]
+        );
+        assert_eq!(
+            steps[3]["result"]["_meta"][info]["name"], "gavel",
+            "{mode}: {:?}",
+            steps[3]
+        );
     }
-    assert_eq!(steps[2]["result"]["isError"], true, "{mode}: {:?}", steps[2]);
-    assert!(result_text(&steps[2]).contains("too_big"), "{mode}: {:?}", steps[2]);
+    assert_eq!(
+        steps[2]["result"]["isError"], true,
+        "{mode}: {:?}",
+        steps[2]
+    );
+    assert!(
+        result_text(&steps[2]).contains("too_big"),
+        "{mode}: {:?}",
+        steps[2]
+    );
     assert_eq!(result_text(&steps[3]), "Echo: hi", "{mode}: {:?}", steps[3]);
     assert!(
         result_text(&steps[4]).contains("Long running operation completed"),
         "{mode}: {:?}",
         steps[4]
     );
-    assert_eq!(steps[4]["progress"], json!([[1.0, 2.0], [2.0, 2.0]]), "{mode}: {:?}", steps[4]);
+    assert_eq!(
+        steps[4]["progress"],
+        json!([[1.0, 2.0], [2.0, 2.0]]),
+        "{mode}: {:?}",
+        steps[4]
+    );
     // Decided alike in both eras; the input names the request's revision
     // and, in 2026-07-28, the client the request itself names.
     let log = s.decisions();
@@ -166,7 +211,10 @@ fn check_session(s: &Setup, mode: &str, connected: &Value, steps: &[Value], mode
     assert_eq!(denied[0]["input"]["action"]["tool"], "add", "{mode}");
     for d in &calls {
         let input = &d["input"];
-        assert_eq!(input["context"]["protocol_version"], want, "{mode}: {input}");
+        assert_eq!(
+            input["context"]["protocol_version"], want,
+            "{mode}: {input}"
+        );
         // The Python SDK names itself on every request, and at initialize.
         assert_eq!(input["agent"]["client"]["name"], "mcp", "{mode}: {input}");
     }
@@ -212,7 +260,13 @@ fn the_2026_envelope_is_validated_on_every_request_and_removed_methods_are_gone(
     raw.send_line(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#);
     let e = raw.answer(&json!(1));
     assert_eq!(e["error"]["code"], -32602, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("clientCapabilities"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("clientCapabilities"),
+        "{e}"
+    );
     raw.send_line(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}}}}"#);
     assert_eq!(raw.answer(&json!(2))["error"]["code"], -32602);
     // An unsupported version: -32022 naming what is supported.
@@ -227,18 +281,41 @@ fn the_2026_envelope_is_validated_on_every_request_and_removed_methods_are_gone(
     // Removed in 2026-07-28: ping, logging/setLevel, resources/(un)subscribe.
     raw.send_line(&modern_line(4, "ping", json!({}), ""));
     assert_eq!(raw.answer(&json!(4))["error"]["code"], -32601);
-    raw.send_line(&modern_line(5, "logging/setLevel", json!({"level": "debug"}), ""));
+    raw.send_line(&modern_line(
+        5,
+        "logging/setLevel",
+        json!({"level": "debug"}),
+        "",
+    ));
     assert_eq!(raw.answer(&json!(5))["error"]["code"], -32601);
-    raw.send_line(&modern_line(6, "resources/subscribe", json!({"uri": "fixture://static/hello"}), ""));
+    raw.send_line(&modern_line(
+        6,
+        "resources/subscribe",
+        json!({"uri": "fixture://static/hello"}),
+        "",
+    ));
     assert_eq!(raw.answer(&json!(6))["error"]["code"], -32601);
-    raw.send_line(&modern_line(7, "resources/unsubscribe", json!({"uri": "fixture://static/hello"}), ""));
+    raw.send_line(&modern_line(
+        7,
+        "resources/unsubscribe",
+        json!({"uri": "fixture://static/hello"}),
+        "",
+    ));
     assert_eq!(raw.answer(&json!(7))["error"]["code"], -32601);
     // A complete envelope is served, stamped with gavel's identity; the
     // next request without one is refused (nothing carried over).
-    raw.send_line(&modern_line(8, "tools/call", json!({"name": "echo", "arguments": {"text": "hi"}}), ""));
+    raw.send_line(&modern_line(
+        8,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "hi"}}),
+        "",
+    ));
     let ok = raw.answer(&json!(8));
     assert_eq!(ok["result"]["content"][0]["text"], "hi", "{ok}");
-    assert_eq!(ok["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "gavel", "{ok}");
+    assert_eq!(
+        ok["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "gavel",
+        "{ok}"
+    );
     raw.send_line(r#"{"jsonrpc":"2.0","id":9,"method":"tools/list","params":{}}"#);
     assert_eq!(raw.answer(&json!(9))["error"]["code"], -32602);
 }
@@ -250,9 +327,24 @@ fn discover_answers_with_gavels_identity_and_starts_nothing_before_initialize() 
     raw.send_line(&modern_line(1, "server/discover", json!({}), ""));
     let d = raw.answer(&json!(1));
     let r = &d["result"];
-    assert_eq!(r["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "gavel", "{d}");
-    assert!(r["supportedVersions"].as_array().unwrap().contains(&json!("2026-07-28")), "{d}");
-    assert!(r["supportedVersions"].as_array().unwrap().contains(&json!("2025-11-25")), "{d}");
+    assert_eq!(
+        r["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "gavel",
+        "{d}"
+    );
+    assert!(
+        r["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("2026-07-28")),
+        "{d}"
+    );
+    assert!(
+        r["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("2025-11-25")),
+        "{d}"
+    );
     assert_eq!(r["cacheScope"], "private", "{d}");
     assert_eq!(r["ttlMs"], 0, "{d}");
     assert!(r["capabilities"].get("tasks").is_none(), "{d}");
@@ -260,29 +352,48 @@ fn discover_answers_with_gavels_identity_and_starts_nothing_before_initialize() 
     // A host that probes and then initializes (Claude Code does) is a
     // legacy host like any other: its capabilities reach the upstream.
     raw.send_line(r#"{"jsonrpc":"2.0","id":2,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"roots":{}},"clientInfo":{"name":"probing-host","version":"7"}}}"#);
-    assert_eq!(raw.answer(&json!(2))["result"]["protocolVersion"], "2025-11-25");
+    assert_eq!(
+        raw.answer(&json!(2))["result"]["protocolVersion"],
+        "2025-11-25"
+    );
     raw.send_line(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
     raw.send_line(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"legacy"}}}"#);
     let ok = raw.answer(&json!(3));
     assert_eq!(ok["result"]["content"][0]["text"], "legacy", "{ok}");
-    assert!(ok["result"]["_meta"].get("io.modelcontextprotocol/serverInfo").is_none(), "{ok}");
+    assert!(
+        ok["result"]["_meta"]
+            .get("io.modelcontextprotocol/serverInfo")
+            .is_none(),
+        "{ok}"
+    );
     assert!(ok["result"].get("resultType").is_none(), "{ok}");
     let init = records(&s.record("fx"))
         .into_iter()
         .find(|r| r["method"] == "initialize")
         .expect("the upstream was initialized");
-    assert_eq!(init["params"]["clientInfo"]["name"], "probing-host", "{init}");
+    assert_eq!(
+        init["params"]["clientInfo"]["name"], "probing-host",
+        "{init}"
+    );
 }
 
 #[test]
 fn an_upstreams_request_during_a_modern_call_is_refused_naming_mrtr() {
     let s = Setup::solo("fx");
     let mut raw = RawHost::bare(&s);
-    raw.send_line(&modern_line(1, "tools/call", json!({"name": "roots", "arguments": {}}), ""));
+    raw.send_line(&modern_line(
+        1,
+        "tools/call",
+        json!({"name": "roots", "arguments": {}}),
+        "",
+    ));
     let r = raw.answer(&json!(1));
     assert_eq!(r["result"]["isError"], true, "{r}");
     let text = r["result"]["content"][0]["text"].as_str().unwrap();
-    assert!(text.contains("2026-07-28") && text.contains("MRTR"), "{text}");
+    assert!(
+        text.contains("2026-07-28") && text.contains("MRTR"),
+        "{text}"
+    );
     // The upstream was told gavel's identity and no capability.
     let init = records(&s.record("fx"))
         .into_iter()
@@ -290,4 +401,170 @@ fn an_upstreams_request_during_a_modern_call_is_refused_naming_mrtr() {
         .expect("the upstream was initialized");
     assert_eq!(init["params"]["clientInfo"]["name"], "gavel", "{init}");
     assert_eq!(init["params"]["capabilities"], json!({}), "{init}");
+}
+
+/// `gavel serve` on `two_eras`: its process and URL.
+async fn serve(s: &Setup) -> (tokio::process::Child, String) {
+    let state = s.path("state");
+    let (gavel, port) =
+        common::gavel_serve(s, &[("GAVEL_STATE_DIR", state.to_str().unwrap())]).await;
+    (gavel, format!("http://127.0.0.1:{port}/mcp"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_each_mode_is_served_and_decided_alike() {
+    for (mode, modern) in [("auto", true), ("legacy", false), ("2026-07-28", true)] {
+        let s = two_eras();
+        let (_gavel, url) = serve(&s).await;
+        let (connected, steps) = python_to(&s, mode, &[url], plan()).await;
+        assert_eq!(steps.len(), 5, "{mode}: {steps:?}");
+        check_session(&s, mode, &connected, &steps, modern);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_a_modern_caller_keeps_its_state_across_connections_not_sessions() {
+    let s = two_eras();
+    let (_gavel, url) = serve(&s).await;
+    let call = json!([{"op": "call", "name": "modern__add", "args": {"a": 1, "b": 1}}]);
+    // Two clients, two connections, no session id: one caller to gavel.
+    for _ in 0..2 {
+        let (_, steps) =
+            python_to(&s, "2026-07-28", std::slice::from_ref(&url), call.clone()).await;
+        assert_eq!(result_text(&steps[0]), "sum: 2", "{steps:?}");
+    }
+    let calls: Vec<Value> = s
+        .decisions()
+        .into_iter()
+        .filter(|d| d["input"]["action"]["type"] == "tool_call")
+        .collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let ctx = |i: usize| calls[i]["input"]["context"].clone();
+    assert_eq!(ctx(0)["session_id"], ctx(1)["session_id"], "{calls:?}");
+    assert_eq!(ctx(0)["turn_count"], 0, "{calls:?}");
+    assert_eq!(ctx(1)["turn_count"], 1, "{calls:?}");
+    // A legacy client is a session of its own, as before.
+    let (_, steps) = python_to(&s, "legacy", std::slice::from_ref(&url), call).await;
+    assert_eq!(result_text(&steps[0]), "sum: 2", "{steps:?}");
+    let last = s.decisions().into_iter().last().unwrap();
+    assert_ne!(last["input"]["context"]["session_id"], ctx(0)["session_id"]);
+    assert_eq!(last["input"]["context"]["turn_count"], 0);
+}
+
+/// One raw HTTP exchange with `gavel serve` at `url`: status line and body.
+async fn http(
+    url: &str,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> (u16, String) {
+    let port: u16 = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/mcp")
+        .parse()
+        .unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req = format!(
+        "{method} /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    conn.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    (status, out)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_the_2026_envelope_is_checked_and_sessions_are_gone() {
+    let s = two_eras();
+    let (_gavel, url) = serve(&s).await;
+    let v = ("MCP-Protocol-Version", "2026-07-28");
+    // No session to stream or end in 2026-07-28: 405, even naming one.
+    for method in ["GET", "DELETE"] {
+        let (status, r) = http(&url, method, &[v, ("Mcp-Session-Id", "x")], None).await;
+        assert_eq!(status, 405, "{method}: {r}");
+    }
+    // Missing client capabilities: 400, -32602.
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+        "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
+    let (status, r) = http(
+        &url,
+        "POST",
+        &[v, ("Mcp-Method", "tools/list")],
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, 400, "{r}");
+    assert!(r.contains("-32602"), "{r}");
+    // An unsupported version: 400, -32022 naming the supported ones.
+    let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list",
+        "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2099-01-01",
+            "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let (status, r) = http(
+        &url,
+        "POST",
+        &[
+            ("MCP-Protocol-Version", "2099-01-01"),
+            ("Mcp-Method", "tools/list"),
+        ],
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, 400, "{r}");
+    assert!(r.contains("-32022") && r.contains("2026-07-28"), "{r}");
+    // Removed methods: 404, -32601; no session id is minted for any.
+    for (id, method, params) in [
+        (3, "ping", json!({})),
+        (4, "logging/setLevel", json!({"level": "debug"})),
+        (
+            5,
+            "resources/subscribe",
+            json!({"uri": "demo://resource/static/document/architecture.md"}),
+        ),
+    ] {
+        let mut params = params;
+        params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}});
+        let name = params["uri"].as_str().unwrap_or_default().to_string();
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let mut headers = vec![v, ("Mcp-Method", method)];
+        if !name.is_empty() {
+            headers.push(("Mcp-Name", &name));
+        }
+        let (status, r) = http(&url, "POST", &headers, Some(&body)).await;
+        assert_eq!(status, 404, "{method}: {r}");
+        assert!(r.contains("-32601"), "{method}: {r}");
+        assert!(
+            !r.to_ascii_lowercase().contains("mcp-session-id"),
+            "{method}: {r}"
+        );
+    }
+    // A served request: gavel's identity, no session id.
+    let body = json!({"jsonrpc": "2.0", "id": 6, "method": "tools/call",
+        "params": {"name": "modern__add", "arguments": {"a": 1, "b": 2},
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let (status, r) = http(
+        &url,
+        "POST",
+        &[v, ("Mcp-Method", "tools/call"), ("Mcp-Name", "modern__add")],
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert!(
+        r.contains("sum: 3") && r.contains(r#"/serverInfo":{"name":"gavel""#),
+        "{r}"
+    );
+    assert!(!r.to_ascii_lowercase().contains("mcp-session-id"), "{r}");
 }

@@ -19,9 +19,15 @@ fn only_a_complete_envelope_of_a_served_modern_version_is_modern() {
     // Missing capabilities: rmcp answers -32602, nothing is started.
     assert_eq!(modern_version(&meta(json!({V: "2026-07-28"}))), None);
     // A version gavel does not serve: rmcp answers -32022.
-    assert_eq!(modern_version(&meta(json!({V: "2027-01-01", CAPS: {}}))), None);
+    assert_eq!(
+        modern_version(&meta(json!({V: "2027-01-01", CAPS: {}}))),
+        None
+    );
     // Legacy versions, named or not, are the initialize era.
-    assert_eq!(modern_version(&meta(json!({V: "2025-11-25", CAPS: {}}))), None);
+    assert_eq!(
+        modern_version(&meta(json!({V: "2025-11-25", CAPS: {}}))),
+        None
+    );
     assert_eq!(modern_version(&meta(json!({}))), None);
 }
 
@@ -31,9 +37,18 @@ fn discover_names_gavel_every_era_and_no_feature_it_does_not_serve() {
     let v = serde_json::to_value(&d).unwrap();
     assert_eq!(
         v["supportedVersions"],
-        json!(["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"])
+        json!([
+            "2024-11-05",
+            "2025-03-26",
+            "2025-06-18",
+            "2025-11-25",
+            "2026-07-28"
+        ])
     );
-    assert_eq!(v["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "gavel");
+    assert_eq!(
+        v["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "gavel"
+    );
     assert_eq!(v["ttlMs"], 0);
     assert_eq!(v["cacheScope"], "private");
     assert_eq!(v["instructions"], "hello");
@@ -51,7 +66,10 @@ fn discover_names_gavel_every_era_and_no_feature_it_does_not_serve() {
 
 fn upstream_stamped_meta() -> Option<MetaObject> {
     let mut m = MetaObject::new();
-    m.0.insert(SERVER_INFO_KEY.into(), json!({"name": "upstream", "version": "9"}));
+    m.0.insert(
+        SERVER_INFO_KEY.into(),
+        json!({"name": "upstream", "version": "9"}),
+    );
     m.0.insert("vendor/key".into(), json!(1));
     Some(m)
 }
