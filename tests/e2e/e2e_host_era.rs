@@ -549,6 +549,23 @@ async fn over_http_the_2026_envelope_is_checked_and_sessions_are_gone() {
             "{method}: {r}"
         );
     }
+    // The handshake is not a 2026-07-28 method either; without the
+    // header it still opens a legacy session.
+    let init = json!({"jsonrpc": "2.0", "id": 7, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"}}});
+    let (status, r) = http(
+        &url,
+        "POST",
+        &[v, ("Mcp-Method", "initialize")],
+        Some(&init),
+    )
+    .await;
+    assert_eq!(status, 404, "{r}");
+    assert!(r.contains("-32601"), "{r}");
+    let (status, r) = http(&url, "POST", &[], Some(&init)).await;
+    assert_eq!(status, 200, "{r}");
+    assert!(r.to_ascii_lowercase().contains("mcp-session-id"), "{r}");
     // A served request: gavel's identity, no session id.
     let body = json!({"jsonrpc": "2.0", "id": 6, "method": "tools/call",
         "params": {"name": "modern__add", "arguments": {"a": 1, "b": 2},

@@ -3,8 +3,8 @@
 //! checked (a caller without a token cannot make gavel buffer anything).
 //! Here too, before anything that knows HTTP sessions (the caps, the
 //! session endings, rmcp): a request of the MCP 2026-07-28 era
-//! (`modern.rs`) has no session — its `Mcp-Session-Id` is dropped, and a
-//! GET or DELETE of that era is 405.
+//! (`modern.rs`) has no session — its `Mcp-Session-Id` is dropped, a GET
+//! or DELETE of that era is 405, and an `initialize` sent as one is 404.
 
 use std::time::Duration;
 
@@ -40,6 +40,9 @@ pub(super) async fn read_body(
         Err(_) => return too_slow(timeout),
         Ok(Err(_)) => return too_large(max),
     };
+    if modern && let Some(refused) = super::modern::refuse_initialize(&bytes) {
+        return refused;
+    }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
 }

@@ -4,7 +4,8 @@
 //! session id a request came with:
 //! - a modern request's `Mcp-Session-Id` is dropped (never minted, never
 //!   echoed, never looked up); GET and DELETE, which exist only to manage a
-//!   legacy session, are 405;
+//!   legacy session, are 405; so is the handshake: `initialize` sent as a
+//!   modern request is 404 / -32601;
 //! - the session caps, which count legacy sessions being opened, do not
 //!   apply to modern requests, which open none;
 //! - what gavel keeps per caller between modern requests — the upstreams
@@ -47,6 +48,32 @@ pub(super) fn method_not_allowed() -> Response {
         "Method Not Allowed: MCP 2026-07-28 has no HTTP session to stream or end; send each request as a POST",
     )
         .into_response()
+}
+
+/// An `initialize` sent with the 2026-07-28 header: 404 and -32601, as
+/// for any method that era does not have (a plain `initialize`, without
+/// the header, opens a legacy session as before). rmcp would route it to
+/// the handshake whatever the header says.
+pub(super) fn refuse_initialize(body: &[u8]) -> Option<Response> {
+    const NEEDLE: &[u8] = b"\"initialize\"";
+    if !body.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+        return None;
+    }
+    let msg: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if msg.get("method")?.as_str()? != "initialize" {
+        return None;
+    }
+    let reply = serde_json::json!({"jsonrpc": "2.0", "id": msg.get("id"), "error": {
+        "code": -32601,
+        "message": "Method not found: initialize (MCP 2026-07-28 has no handshake: send each request with its own _meta, or initialize without the MCP-Protocol-Version header of that era)"}});
+    Some(
+        (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/json")],
+            reply.to_string(),
+        )
+            .into_response(),
+    )
 }
 
 /// The sessions that serve 2026-07-28 requests, one per principal.
