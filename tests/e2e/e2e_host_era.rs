@@ -302,6 +302,11 @@ fn the_2026_envelope_is_validated_on_every_request_and_removed_methods_are_gone(
         "",
     ));
     assert_eq!(raw.answer(&json!(7))["error"]["code"], -32601);
+    // Removed whatever the params: malformed ones are not -32602 there.
+    raw.send_line(&modern_line(10, "logging/setLevel", json!({}), ""));
+    assert_eq!(raw.answer(&json!(10))["error"]["code"], -32601);
+    raw.send_line(&modern_line(11, "resources/subscribe", json!({}), ""));
+    assert_eq!(raw.answer(&json!(11))["error"]["code"], -32601);
     // A complete envelope is served, stamped with gavel's identity; the
     // next request without one is refused (nothing carried over).
     raw.send_line(&modern_line(

@@ -19,6 +19,15 @@ use super::{gavel_info, modern_version, private_hints, stamp_meta};
 use crate::front::http::modern::ModernSessions;
 use crate::front::session::Session;
 
+/// Methods of the `initialize` era that MCP 2026-07-28 removed.
+const REMOVED_IN_2026: &[&str] = &[
+    InitializeResultMethod::VALUE,
+    PingRequestMethod::VALUE,
+    SetLevelRequestMethod::VALUE,
+    SubscribeRequestMethod::VALUE,
+    UnsubscribeRequestMethod::VALUE,
+];
+
 /// The session as the host's transport serves it.
 #[derive(Clone)]
 pub struct EraFront {
@@ -263,6 +272,19 @@ impl ServerHandler for EraFront {
         request: CustomRequest,
         cx: RequestContext<RoleServer>,
     ) -> Result<CustomResult, ErrorData> {
+        // A method 2026-07-28 removed is not found under its envelope,
+        // whatever its params (rmcp hands it here when they do not parse).
+        if modern_version(&cx.meta).is_some() && REMOVED_IN_2026.contains(&request.method.as_str())
+        {
+            return Err(ErrorData::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                format!(
+                    "Method not found: {} (removed in MCP 2026-07-28)",
+                    request.method
+                ),
+                None,
+            ));
+        }
         // Every custom request is refused (`session::handler`): nothing to
         // start for it.
         self.session.on_custom_request(request, cx).await
