@@ -590,3 +590,73 @@ async fn over_http_the_2026_envelope_is_checked_and_sessions_are_gone() {
     );
     assert!(!r.to_ascii_lowercase().contains("mcp-session-id"), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_with_tokens_each_modern_caller_is_its_own_principal() {
+    let s = Setup::blank();
+    let port = free_port();
+    let audience = format!("http://127.0.0.1:{port}/mcp");
+    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/allow-all");
+    s.write_config(&format!(
+        "{}\n{}{}bundle = {:?}\n",
+        hs256_auth(&audience),
+        s.decision_log_table(),
+        fixture_server("fx", &[], &s.record("fx")),
+        bundle.display().to_string()
+    ));
+    let _gavel = gavel_serve_at(&s, port, &[("GAVEL_E2E_JWT_SECRET", JWT_SECRET)], &[]).await;
+    let token = |sub: &str| {
+        let claims = json!({"iss": "https://idp.example.test", "aud": audience,
+            "exp": unix_now() + 600, "sub": sub});
+        format!("Bearer {}", hs256_token(claims, JWT_SECRET))
+    };
+    let echo = |id: u64, text: &str| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": text},
+                "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {}}}})
+    };
+    let modern = [
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", "echo"),
+    ];
+    // Each call its own connection: ada, ada, bob.
+    for (id, who) in [(1, "ada"), (2, "ada"), (3, "bob")] {
+        let bearer = token(who);
+        let mut headers = modern.to_vec();
+        headers.push(("Authorization", &bearer));
+        let (status, r) = http(&audience, "POST", &headers, Some(&echo(id, who))).await;
+        assert_eq!(status, 200, "{who}: {r}");
+        assert!(r.contains(&format!(r#""text":"{who}""#)), "{who}: {r}");
+    }
+    // Without a token: refused as before, nothing decided.
+    let (status, _) = http(&audience, "POST", &modern, Some(&echo(4, "anon"))).await;
+    assert_eq!(status, 401);
+    let calls: Vec<Value> = s
+        .decisions()
+        .into_iter()
+        .filter(|d| d["input"]["action"]["type"] == "tool_call")
+        .collect();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    let at = |i: usize| {
+        (
+            calls[i]["input"]["user"]["id"].clone(),
+            calls[i]["input"]["context"]["session_id"].clone(),
+            calls[i]["input"]["context"]["turn_count"].clone(),
+        )
+    };
+    let (ada1, ada2, bob) = (at(0), at(1), at(2));
+    assert_eq!(
+        (ada1.0.clone(), ada2.0.clone(), bob.0.clone()),
+        (json!("ada"), json!("ada"), json!("bob"))
+    );
+    // Ada's two connections are one caller to gavel; Bob is another.
+    assert_eq!(ada1.1, ada2.1, "{calls:?}");
+    assert_ne!(ada1.1, bob.1, "{calls:?}");
+    assert_eq!(
+        (ada1.2, ada2.2, bob.2),
+        (json!(0), json!(1), json!(0)),
+        "{calls:?}"
+    );
+}
