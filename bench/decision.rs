@@ -107,6 +107,7 @@ impl Session {
                 tool_digest: Some("sha256:0000".into()),
                 upstream_data_classes: vec![],
                 trace: None,
+                era: Default::default(),
             })
             .collect();
         let mut s = Session {

@@ -69,6 +69,67 @@ pub struct Action {
     /// carries its ids.
     #[serde(skip)]
     pub trace: Option<crate::telemetry::SpanContext>,
+    /// The protocol the request came in (`input.context.protocol_version`)
+    /// and, for a 2026-07-28 request, the client it names itself.
+    #[serde(skip)]
+    pub era: RequestEra,
+}
+
+/// Which MCP revision a request came in, as the policy sees it.
+///
+/// A 2026-07-28 request is self-contained: it names its version, client
+/// and capabilities in its own `_meta`, and nothing is read from earlier
+/// requests on the same connection (the spec's statelessness rule). So
+/// such a request's `input.agent.client` is the `clientInfo` it carries
+/// (`{}` when it carries none), never what an earlier request said; a
+/// legacy request's is the session's `initialize` (`DecisionContext`).
+/// Everything else in the input is decided exactly as for a legacy
+/// request: same identity, action and counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestEra {
+    /// The request's protocol version: the one its `_meta` names (2026-07-28
+    /// and later), else the one negotiated at `initialize`; `None` for a
+    /// request no host sent (an upstream's request to the host).
+    pub protocol_version: Option<String>,
+    /// `Some` for a 2026-07-28 request: the (name, version) of the
+    /// `clientInfo` in its `_meta`, `None` inside when it has none.
+    pub own_client: Option<Option<(String, String)>>,
+    /// The verified identity of this request's own bearer token, for a
+    /// 2026-07-28 request over HTTP with `[auth]`: it is decided as that
+    /// token says, not as an earlier request's token said.
+    pub identity: Option<std::sync::Arc<crate::config::Identity>>,
+}
+
+impl RequestEra {
+    /// A legacy request of a session that negotiated `version`.
+    pub fn legacy(version: Option<String>) -> Self {
+        Self {
+            protocol_version: version,
+            own_client: None,
+            identity: None,
+        }
+    }
+
+    /// A 2026-07-28 (or later) request that names `version` and `client`.
+    pub fn modern(version: String, client: Option<(String, String)>) -> Self {
+        Self {
+            protocol_version: Some(version),
+            own_client: Some(client),
+            identity: None,
+        }
+    }
+
+    /// The client the policy sees: the request's own for a modern request,
+    /// the session's for a legacy one.
+    pub fn client<'a>(
+        &'a self,
+        session: &'a Option<(String, String)>,
+    ) -> &'a Option<(String, String)> {
+        match &self.own_client {
+            Some(own) => own,
+            None => session,
+        }
+    }
 }
 
 impl Action {
@@ -92,6 +153,7 @@ impl Action {
             tool_digest: None,
             upstream_data_classes: Vec::new(),
             trace: None,
+            era: RequestEra::default(),
         }
     }
 }

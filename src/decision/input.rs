@@ -170,8 +170,9 @@ pub fn build(
     data_classes: &[String],
     now_rfc3339: &str,
 ) -> Value {
-    let client = ctx
-        .client
+    let client = action
+        .era
+        .client(&ctx.client)
         .as_ref()
         .map(|(n, v)| json!({"name": n, "version": v}));
     json!({
@@ -206,6 +207,7 @@ pub fn build(
             "calls_last_minute": ctx.counters.calls_last_minute,
             "data_classes_seen": ctx.counters.data_classes_seen.entries(),
             "session_age_seconds": ctx.session_age_seconds,
+            "protocol_version": action.era.protocol_version,
         },
         "environment": {
             "region": identity.environment.region,
@@ -279,12 +281,27 @@ impl SessionState {
         }
     }
 
+    /// [`Self::context_with`] for `action`: a 2026-07-28 request's own
+    /// verified identity, when it has one, is the one it is decided as.
+    fn context_for(
+        &self,
+        counters: SessionCounters,
+        now_s: f64,
+        action: &Action,
+    ) -> DecisionContext {
+        let mut ctx = self.context_with(counters, now_s);
+        if let Some(id) = &action.era.identity {
+            ctx.identity = Some(id.clone());
+        }
+        ctx
+    }
+
     /// Decides `action` with this session's context; counts it if it is a
     /// `tools/call`.
     pub fn decide(&self, enforcer: &super::Enforcer, action: &Action) -> super::Verdict {
         let mut counters = self.counters.lock().recover();
         let now_s = self.prepare(&mut counters, action);
-        let ctx = self.context_with(counters.snapshot(), now_s);
+        let ctx = self.context_for(counters.snapshot(), now_s, action);
         let verdict = enforcer.decide(action, &ctx);
         Self::count(&mut counters, action, &verdict, now_s);
         verdict
@@ -301,7 +318,7 @@ impl SessionState {
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
         let now_s = self.prepare(&mut counters, action);
-        let ctx = self.context_with(counters.snapshot(), now_s);
+        let ctx = self.context_for(counters.snapshot(), now_s, action);
         let verdict = enforcer.try_decide(action, &ctx)?;
         Self::count(&mut counters, action, &verdict, now_s);
         Some(verdict)
@@ -384,7 +401,7 @@ impl SessionState {
     ) -> super::Prediction {
         let mut counters = self.counters.lock().recover().clone();
         let now_s = self.prepare(&mut counters, action);
-        let ctx = self.context_with(counters, now_s);
+        let ctx = self.context_for(counters, now_s, action);
         enforcer.query(action, &ctx, kind)
     }
 

@@ -131,6 +131,7 @@ fn input_has_every_contract_field() {
         tool_digest: Some("sha256:00".into()),
         upstream_data_classes: vec![],
         trace: None,
+        era: Default::default(),
     };
     let v = build(
         &Identity::default(),

@@ -41,7 +41,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-pub use action::{Action, ActionType, Permit, Verdict};
+pub use action::{Action, ActionType, Permit, RequestEra, Verdict};
 pub use active::Active;
 pub(crate) use active::Policy;
 pub use contract::{Decision, Disclosure};

@@ -127,6 +127,7 @@ mod tests {
             tool_digest: None,
             upstream_data_classes: vec![],
             trace: None,
+            era: Default::default(),
         }
     }
 

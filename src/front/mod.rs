@@ -1,6 +1,6 @@
 //! What the agent host talks to. Toward the host gavel speaks MCP
-//! 2024-11-05 … 2025-11-25 (`initialize` era; `server/discover` refused so
-//! dual-era hosts fall back).
+//! 2024-11-05 … 2025-11-25 (`initialize` era) and 2026-07-28 (per-request
+//! `_meta`, `server/discover`): `era` (README.md beside this file).
 //!
 //! - `session`: the host-facing MCP server, one per host connection and the
 //!   same type behind every front (resolve the route, decide, forward with
@@ -14,6 +14,7 @@
 //! the link back to the host, the one gate both directions pass and the
 //! approval step are `crate::host` (upstream uses them too).
 
+pub mod era;
 pub mod http;
 pub mod lifecycle;
 pub mod session;

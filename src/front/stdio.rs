@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rmcp::ServiceExt;
 use rmcp::service::RoleServer;
 
+use super::era::EraFront;
 use super::lifecycle::{FrontLifecycle, shutdown_signal};
 use super::session::Session;
 use crate::gateway::Gateway;
@@ -39,11 +40,11 @@ async fn serve(gw: &Gateway, session: &Session) -> anyhow::Result<()> {
         LinkLabel {
             name: "host".into(),
             answer_garbage: true,
-            refuse_discover: true,
+            refuse_modern_ping: true,
         },
     );
     let outcome = tokio::select! {
-        r = session.clone().serve(transport) => r,
+        r = EraFront::stdio(session.clone()).serve(transport) => r,
         _ = shutdown_signal() => {
             session.shutdown().await;
             return Ok(());
@@ -54,7 +55,7 @@ async fn serve(gw: &Gateway, session: &Session) -> anyhow::Result<()> {
         Err(e) => {
             session.shutdown().await;
             return Err(anyhow::anyhow!(
-                "MCP handshake with the agent host failed: {e}"
+                "the agent host's first MCP message could not open a session: {e}"
             ));
         }
     };

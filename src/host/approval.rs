@@ -178,11 +178,18 @@ impl Asking<'_> {
     /// The denial when the host cannot ask (no elicitation).
     fn host_cannot_ask(&self) -> Decision {
         let (d, a) = (self.decision, self.approval);
+        // A 2026-07-28 host could be asked only through an input-required
+        // round (MRTR), which gavel does not build yet.
+        let why = if self.request.host.is_modern() {
+            "it speaks MCP 2026-07-28, where gavel would have to ask through an input-required round, which it does not do yet"
+        } else {
+            "it does not support elicitation"
+        };
         denied(
             d,
             ReasonCode::ApprovalRequired,
             format!(
-                "This {} needs a human's approval ({}), and this host cannot ask for one (it does not support elicitation). Ask a person to approve it{}, or use a host that supports elicitation.",
+                "This {} needs a human's approval ({}), and this host cannot ask for one ({why}). Ask a person to approve it{}, or use a host that supports elicitation.",
                 what(self.request.action),
                 a.reason,
                 d.appeal_path

@@ -1,6 +1,12 @@
 //! The link back to the agent host: its peer handle, what it declared at
 //! `initialize`, and whether it has sent `notifications/initialized` (only then
 //! may gavel send it requests). Upstream→host traffic goes through here.
+//!
+//! A host of the MCP 2026-07-28 era never initializes: it has no session
+//! peer gavel could send requests or unsolicited notifications to (the
+//! revision forbids both), so such a link has gavel's own identity and no
+//! capability ([`HostLink::set_modern`]) and every upstream→host request is
+//! refused with an error that says why ([`HostLink::cannot_relay`]).
 // roots/list is deprecated in MCP 2026-07-28 (SEP-2577) but is part of the
 // 2024-11-05 … 2025-11-25 era gavel serves.
 #![allow(deprecated)]
@@ -9,8 +15,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use rmcp::model::{
-    ClientCapabilities, ClientResult, ErrorData, InitializeRequestParams, ListRootsRequest,
-    ListRootsResult, ServerRequest,
+    ClientCapabilities, ClientResult, ErrorCode, ErrorData, Implementation,
+    InitializeRequestParams, ListRootsRequest, ListRootsResult, ServerRequest,
 };
 use rmcp::service::{Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer};
 use tokio::sync::watch;
@@ -22,6 +28,8 @@ pub struct HostLink {
     peer: OnceLock<Peer<RoleServer>>,
     params: OnceLock<InitializeRequestParams>,
     initialized: watch::Sender<bool>,
+    /// Set when the host opened with 2026-07-28 requests, not `initialize`.
+    modern: OnceLock<()>,
 }
 
 impl Default for HostLink {
@@ -30,6 +38,7 @@ impl Default for HostLink {
             peer: OnceLock::new(),
             params: OnceLock::new(),
             initialized: watch::channel(false).0,
+            modern: OnceLock::new(),
         }
     }
 }
@@ -47,6 +56,42 @@ impl HostLink {
     pub fn set_initialize(&self, peer: Peer<RoleServer>, params: InitializeRequestParams) {
         let _ = self.peer.set(peer);
         let _ = self.params.set(params);
+    }
+
+    /// The host speaks MCP 2026-07-28 (it opened without `initialize`):
+    /// what upstreams are told at their own `initialize` is gavel's identity
+    /// and no capability — per-request capabilities of a modern host say
+    /// nothing about the next request, and an upstream's server→client
+    /// request could not reach such a host anyway (it would need an
+    /// input-required round, MRTR, which gavel does not relay yet).
+    pub fn set_modern(&self) {
+        let _ = self.params.set(InitializeRequestParams::new(
+            ClientCapabilities::default(),
+            Implementation::new("gavel", env!("CARGO_PKG_VERSION")),
+        ));
+        let _ = self.modern.set(());
+    }
+
+    /// Whether the host opened in the 2026-07-28 era ([`Self::set_modern`]).
+    pub fn is_modern(&self) -> bool {
+        self.modern.get().is_some()
+    }
+
+    /// The error an upstream's `what` request (sampling, elicitation,
+    /// roots) gets when the host cannot be asked: it names the reason — a
+    /// capability the host did not declare, or a 2026-07-28 host, to which
+    /// gavel would have to relay the request as an MRTR round.
+    pub fn cannot_relay(&self, what: &str) -> ErrorData {
+        let message = if self.is_modern() {
+            format!(
+                "the agent host speaks MCP 2026-07-28, where a server may not send it requests: gavel would have to pass this {what} request on as an input-required round (MRTR), and that relay is not built yet; the request was refused"
+            )
+        } else {
+            format!(
+                "the agent host did not declare the {what} capability; gavel cannot pass this request on"
+            )
+        };
+        ErrorData::new(ErrorCode::METHOD_NOT_FOUND, message, None)
     }
 
     pub fn mark_initialized(&self) {

@@ -22,13 +22,13 @@ pub struct LinkLabel {
     pub name: Arc<str>,
     /// Answer unparsable input with a JSON-RPC error (host side only).
     pub answer_garbage: bool,
-    /// Answer `server/discover` with -32601 before rmcp sees it (host side).
+    /// Answer a `ping` that carries the MCP 2026-07-28 envelope with -32601
+    /// before rmcp sees it (host side).
     ///
-    /// rmcp validates a discover request's 2026-07-28 `_meta` and version
-    /// before any handler runs and answers -32602 or -32022 — which a
-    /// dual-era host reads as "modern server" and then fails. A plain -32601
-    /// is what makes it fall back to `initialize`.
-    pub refuse_discover: bool,
+    /// `ping` is removed in 2026-07-28. rmcp refuses it on a connection
+    /// already in that era, but before a connection has chosen its era it
+    /// answers every `ping` itself, envelope or not.
+    pub refuse_modern_ping: bool,
 }
 
 enum ReadState {
@@ -244,7 +244,7 @@ where
             self.line.clear();
             return None;
         }
-        if self.label.refuse_discover && self.refused_discover(body) {
+        if self.label.refuse_modern_ping && self.refused_modern_ping(body) {
             self.line = raw;
             self.line.clear();
             return None;
@@ -266,31 +266,38 @@ where
         out
     }
 
-    /// `true` when `body` was a `server/discover` request, now answered.
-    fn refused_discover(&self, body: &[u8]) -> bool {
-        const NEEDLE: &[u8] = b"server/discover";
+    /// `true` when `body` was a `ping` under the 2026-07-28 envelope, now
+    /// answered -32601 (a legacy `ping` carries no protocol version).
+    fn refused_modern_ping(&self, body: &[u8]) -> bool {
+        const NEEDLE: &[u8] = b"io.modelcontextprotocol/protocolVersion";
         if !body.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
             return false;
         }
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
             return false;
         };
-        if v.get("method").and_then(|m| m.as_str()) != Some("server/discover") {
+        if v.get("method").and_then(|m| m.as_str()) != Some("ping") {
             return false;
         }
+        let modern = v
+            .pointer("/params/_meta")
+            .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"))
+            .and_then(|p| p.as_str())
+            .is_some_and(|p| p >= "2026-07-28");
         let id = v
             .get("id")
             .and_then(|id| serde_json::from_value::<RequestId>(id.clone()).ok());
-        if id.is_some() {
-            self.reply_error(
-                ErrorData::new(
-                    ErrorCode::METHOD_NOT_FOUND,
-                    "Method not found: server/discover (this server speaks MCP 2024-11-05 to 2025-11-25: use initialize)",
-                    None,
-                ),
-                id,
-            );
+        if !modern || id.is_none() {
+            return false;
         }
+        self.reply_error(
+            ErrorData::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                "Method not found: ping (removed in MCP 2026-07-28)",
+                None,
+            ),
+            id,
+        );
         true
     }
 

@@ -96,22 +96,13 @@ impl UpstreamClient {
             tool_digest: None,
             upstream_data_classes: vec![],
             trace,
+            era: Default::default(),
         };
         crate::host::authorize::authorize(&self.enforcer, host, session, &action, None)
             .await
             .map_err(|d| {
                 deny::request_denial(&d, &format!("{method} from server {:?}", self.server))
             })
-    }
-
-    fn not_declared(&self, what: &str) -> ErrorData {
-        ErrorData::new(
-            rmcp::model::ErrorCode::METHOD_NOT_FOUND,
-            format!(
-                "the agent host did not declare the {what} capability; gavel cannot pass this request on"
-            ),
-            None,
-        )
     }
 }
 
@@ -127,7 +118,7 @@ impl ClientHandler for UpstreamClient {
     ) -> Result<CreateMessageResult, ErrorData> {
         let (host, session) = self.target()?;
         if host.capabilities().sampling.is_none() {
-            return Err(self.not_declared("sampling"));
+            return Err(host.cannot_relay("sampling"));
         }
         let permit = self
             .authorize(
@@ -155,7 +146,7 @@ impl ClientHandler for UpstreamClient {
     ) -> Result<ListRootsResult, ErrorData> {
         let (host, _) = self.target()?;
         if host.capabilities().roots.is_none() {
-            return Err(self.not_declared("roots"));
+            return Err(host.cannot_relay("roots"));
         }
         host.list_roots(&cx, self.call_timeout).await
     }
@@ -167,7 +158,7 @@ impl ClientHandler for UpstreamClient {
     ) -> Result<ElicitResult, ErrorData> {
         let (host, session) = self.target()?;
         if host.capabilities().elicitation.is_none() {
-            return Err(self.not_declared("elicitation"));
+            return Err(host.cannot_relay("elicitation"));
         }
         let permit = self
             .authorize(

@@ -308,7 +308,7 @@ async fn connect_stdio(
     let label = LinkLabel {
         name: format!("upstream {}", up.name).into(),
         answer_garbage: false,
-        refuse_discover: false,
+        refuse_modern_ping: false,
     };
     let ledger = progress.clone();
     let transport = LineTransport::<RoleClient, _, _>::new(

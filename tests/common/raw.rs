@@ -17,6 +17,16 @@ pub struct RawHost {
 impl RawHost {
     /// gavel on `s`'s config, initialized as a 2025-11-25 host.
     pub fn start(s: &Setup) -> RawHost {
+        let mut raw = Self::bare(s);
+        raw.send_line(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#);
+        let init = raw.answer(&json!(0));
+        assert_eq!(init["result"]["protocolVersion"], "2025-11-25");
+        raw.send_line(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        raw
+    }
+
+    /// gavel on `s`'s config with nothing sent yet: a host of either era.
+    pub fn bare(s: &Setup) -> RawHost {
         let mut child = Command::new(GAVEL)
             .args([
                 "run",
@@ -42,16 +52,11 @@ impl RawHost {
                 }
             }
         });
-        let mut raw = RawHost {
+        RawHost {
             child,
             stdin,
             out: rx,
-        };
-        raw.send_line(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#);
-        let init = raw.answer(&json!(0));
-        assert_eq!(init["result"]["protocolVersion"], "2025-11-25");
-        raw.send_line(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
-        raw
+        }
     }
 
     pub fn send_line(&mut self, line: &str) {

@@ -69,13 +69,16 @@ fn malformed_unknown_wrong_types_and_oversized_each_get_an_error() {
 }
 
 #[test]
-fn server_discover_falls_back_to_initialize() {
+fn server_discover_on_a_legacy_session_is_answered_and_the_session_goes_on() {
     let s = setup();
     let mut raw = Raw::start(&s);
     // As a dual-era host probes: 2026-07-28 metadata included.
     raw.send_line(r#"{"jsonrpc":"2.0","id":21,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"dual","version":"1"}}}}"#);
-    let e = raw.answer(&json!(21));
-    assert_eq!(e["error"]["code"], -32601, "{e}");
+    let d = raw.answer(&json!(21));
+    assert_eq!(
+        d["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "gavel",
+        "{d}"
+    );
     raw.send_line(r#"{"jsonrpc":"2.0","id":22,"method":"ping"}"#);
     assert!(raw.answer(&json!(22)).get("result").is_some());
 }

@@ -105,7 +105,19 @@ async fn serve_over_http_with_a_session_per_client() {
     let r = raw_post(port, "127.0.0.1", Some(&origins), &init).await;
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     assert!(r.contains("more than one Origin"), "{r}");
-    // server/discover: method not found, so dual-era hosts fall back.
+    // server/discover: gavel's identity for a dual-era host; without the
+    // 2026-07-28 envelope, 400 and -32602.
+    let r = raw_post(
+        port,
+        "127.0.0.1\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: server/discover",
+        None,
+        &json!({"jsonrpc": "2.0", "id": 9, "method": "server/discover", "params": {"_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}}}}),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains(r#"/serverInfo":{"name":"gavel""#), "{r}");
     let r = raw_post(
         port,
         "127.0.0.1",
@@ -113,7 +125,8 @@ async fn serve_over_http_with_a_session_per_client() {
         &json!({"jsonrpc": "2.0", "id": 9, "method": "server/discover", "params": {}}),
     )
     .await;
-    assert!(r.contains("-32601"), "{r}");
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(r.contains("-32602"), "{r}");
 
     a.cancel().await.unwrap();
     b.cancel().await.unwrap();

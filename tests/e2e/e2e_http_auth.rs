@@ -62,7 +62,7 @@ async fn bearer_tokens_decide_who_is_asking() {
     assert_eq!(body["resource"], audience);
     // DNS rebinding: a foreign Host is refused (403) before any route
     // answers — no 401 challenge naming evil.example, no metadata, no
-    // server/discover refusal; a foreign browser Origin likewise.
+    // server/discover answer; a foreign browser Origin likewise.
     let discover =
         json!({"jsonrpc": "2.0", "id": 9, "method": "server/discover", "params": {}}).to_string();
     for (host, origin) in [

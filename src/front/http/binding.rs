@@ -173,8 +173,10 @@ pub async fn bind(owners: Arc<Owners>, req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .map(String::from);
     let Some(session) = session else {
-        // No session yet: an `initialize`; the session it opens is ours.
-        let _slot = if req.method() == Method::POST {
+        // No session yet: an `initialize`; the session it opens is ours. A
+        // 2026-07-28 request opens none (`modern.rs`): no slot to reserve.
+        let opens = req.method() == Method::POST && !super::modern::is_modern(req.headers());
+        let _slot = if opens {
             match owners.reserve(&me.0).await {
                 Some(slot) => Some(slot),
                 None => {

@@ -1,9 +1,10 @@
 //! Where a request body is read: bounded in size (`limits.max_message_bytes`)
 //! and in time (`[serve] body_timeout`), and only after the bearer token is
 //! checked (a caller without a token cannot make gavel buffer anything).
-//! Once read, `server/discover` is answered -32601 here, before rmcp (which
-//! would answer it itself), exactly as on stdio: gavel speaks the
-//! `initialize` era to hosts, and dual-era hosts fall back to it.
+//! Here too, before anything that knows HTTP sessions (the caps, the
+//! session endings, rmcp): a request of the MCP 2026-07-28 era
+//! (`modern.rs`) has no session — its `Mcp-Session-Id` is dropped, a GET
+//! or DELETE of that era is 405, and an `initialize` sent as one is 404.
 
 use std::time::Duration;
 
@@ -12,17 +13,24 @@ use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 
 /// Reads a POST body within `max` bytes and `timeout` (a client that sends
-/// a head and then trickles or stalls gets 408 and is disconnected), refuses
-/// `server/discover`, and passes everything else on with the body read.
-pub(super) async fn refuse_discover(
-    req: Request,
+/// a head and then trickles or stalls gets 408 and is disconnected) and
+/// passes the request on with the body read; answers a 2026-07-28 GET or
+/// DELETE 405 and drops a 2026-07-28 request's session id.
+pub(super) async fn read_body(
+    mut req: Request,
     next: Next,
     max: usize,
     timeout: Duration,
 ) -> Response {
+    let modern = super::modern::is_modern(req.headers());
+    if modern {
+        if matches!(*req.method(), Method::GET | Method::DELETE) {
+            return super::modern::method_not_allowed();
+        }
+        req.headers_mut().remove("mcp-session-id");
+    }
     if req.method() != Method::POST {
         return next.run(req).await;
     }
@@ -32,18 +40,8 @@ pub(super) async fn refuse_discover(
         Err(_) => return too_slow(timeout),
         Ok(Err(_)) => return too_large(max),
     };
-    if let Ok(msg) = serde_json::from_slice::<Value>(&bytes)
-        && msg["method"] == "server/discover"
-    {
-        let reply = json!({
-            "jsonrpc": "2.0", "id": msg["id"],
-            "error": {"code": -32601, "message": "Method not found: server/discover"},
-        });
-        return (
-            [(header::CONTENT_TYPE, "application/json")],
-            reply.to_string(),
-        )
-            .into_response();
+    if modern && let Some(refused) = super::modern::refuse_initialize(&bytes) {
+        return refused;
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await

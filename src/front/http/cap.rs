@@ -17,7 +17,11 @@ const RETRY_AFTER_S: u64 = 5;
 /// the reserved -32768..-32000 ranges (docs/denials.md), and -32000 would
 /// read as an implementation-defined server error.
 pub(super) async fn session_cap(req: Request, next: Next, live: usize, max: usize) -> Response {
-    if req.method() == Method::POST && !req.headers().contains_key("mcp-session-id") && live >= max
+    // A 2026-07-28 request opens no session (`modern.rs`).
+    if req.method() == Method::POST
+        && !req.headers().contains_key("mcp-session-id")
+        && !super::modern::is_modern(req.headers())
+        && live >= max
     {
         tracing::warn!(
             live,

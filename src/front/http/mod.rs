@@ -50,6 +50,7 @@ mod cap;
 mod drain;
 mod ending;
 pub mod hosts;
+pub mod modern;
 mod sse_start;
 pub mod tls;
 
@@ -191,7 +192,7 @@ async fn app(
     // `max_message_bytes` per connection.
     let (max, body_timeout) = (gw.config.limits.max_message_bytes, opts.body_timeout);
     mcp = mcp.layer(middleware::from_fn(move |req, next| {
-        body::refuse_discover(req, next, max, body_timeout)
+        body::read_body(req, next, max, body_timeout)
     }));
     let mut app = axum::Router::new();
     if let Some(settings) = &gw.config.auth {
@@ -245,12 +246,19 @@ fn mcp_service(
     sessions: &SessionSet,
     config: StreamableHttpServerConfig,
 ) -> (axum::Router, Arc<LocalSessionManager>) {
+    let modern = Arc::new(modern::ModernSessions::new(
+        gw.clone(),
+        sessions.clone(),
+        opts.max_sessions,
+    ));
+    // rmcp asks for a handler per legacy session and per modern request;
+    // a modern request is served by its principal's session (`modern`).
     let factory = {
         let (gw, sessions) = (gw.clone(), sessions.clone());
         move || {
             let s = crate::front::session::Session::new(gw.clone());
             sessions.add(&s);
-            Ok(s)
+            Ok(crate::front::era::EraFront::http(s, modern.clone()))
         }
     };
     // rmcp closes a session with no message for `keep_alive`; the

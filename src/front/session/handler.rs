@@ -17,6 +17,7 @@ use super::Session;
 use crate::decision::result::OutputKind;
 use crate::decision::{Action, ActionType, deny};
 use crate::router::ToolRoute;
+use crate::sync::Recover;
 use crate::upstream::rounds::Outcome;
 
 /// Spec method names that must never be forwarded as custom requests: rmcp
@@ -182,7 +183,7 @@ impl ServerHandler for Session {
             .map(|(n, _)| n.as_str())
             .collect();
         ServerConfig::new(caps)
-            .with_server_info(Implementation::new("gavel", env!("CARGO_PKG_VERSION")))
+            .with_server_info(crate::front::era::gavel_info())
             .with_protocol_version(ProtocolVersion::V_2025_11_25)
             .with_instructions(format!(
                 "gavel policy proxy in front of: {}. Every call is checked against policy; \
@@ -191,14 +192,17 @@ impl ServerHandler for Session {
             ))
     }
 
+    /// The `initialize` era and 2026-07-28 (`front::era`).
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
-        Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
+        crate::front::era::supported_versions()
     }
 
-    /// `-32601` so dual-era hosts fall back to `initialize` (the 2026-07-28
-    /// era is not served yet).
+    /// gavel's own identity and capabilities; starts nothing (a host may
+    /// probe and then `initialize`, `front::era`).
     async fn discover(&self, _cx: RequestContext<RoleServer>) -> Result<DiscoverResult, ErrorData> {
-        Err(ErrorData::method_not_found::<DiscoverRequestMethod>())
+        Ok(crate::front::era::discover_result(
+            self.get_info().instructions,
+        ))
     }
 
     /// Answered at once; upstreams start in the background.
@@ -210,6 +214,7 @@ impl ServerHandler for Session {
         cx.peer.set_peer_info(request.clone());
         self.adopt_identity(&cx);
         let result = self.negotiate_initialize(&request)?;
+        let _starting = self.inner.starting.lock().recover();
         if self.inner.router.get().is_none() {
             self.inner.state.set_client(
                 request.client_info.name.clone(),

@@ -44,6 +44,9 @@ struct Inner {
     /// The decisions this session was given, newest last and bounded: the
     /// only ids `gavel__why` explains to it.
     given: Mutex<agent::Given>,
+    /// Held while upstreams are being started, by whichever request comes
+    /// first: a legacy `initialize` or a modern host's first request.
+    starting: Mutex<()>,
 }
 
 /// Cheap to clone; all clones are the same session.
@@ -83,6 +86,7 @@ impl Session {
                 state,
                 owner: OnceLock::new(),
                 given: Default::default(),
+                starting: Mutex::new(()),
             }),
         }
     }
@@ -101,6 +105,28 @@ impl Session {
         {
             let _ = self.inner.state.identity.set(id.clone());
         }
+    }
+
+    /// A 2026-07-28 host's request arrived: starts the upstreams if no
+    /// request started them yet. There is no `initialize` to mirror, so
+    /// upstreams are told gavel's identity and no capability
+    /// ([`HostLink::set_modern`]).
+    pub(crate) fn serve_modern_host(&self) {
+        if self.inner.router.get().is_some() {
+            return;
+        }
+        let _starting = self.inner.starting.lock().recover();
+        if self.inner.router.get().is_none() {
+            self.inner.host.set_modern();
+            self.start_upstreams();
+        }
+    }
+
+    /// The verified identity of the principal a 2026-07-28 HTTP session
+    /// serves (`front::http::modern`), for what its decisions read when a
+    /// request carries none of its own.
+    pub(crate) fn set_identity(&self, id: Arc<crate::config::Identity>) {
+        let _ = self.inner.state.identity.set(id);
     }
 
     fn downgrade(&self) -> WeakSession {
@@ -226,7 +252,7 @@ impl Session {
     /// listed and what was withheld by a name collision.
     pub fn status_json(&self) -> Value {
         let Some(router) = self.inner.router.get() else {
-            return json!({"session": self.id(), "state": "waiting for the host's initialize"});
+            return json!({"session": self.id(), "state": "waiting for the host's first request"});
         };
         let table = router.table();
         let mut servers = serde_json::Map::new();
@@ -274,6 +300,7 @@ impl Session {
             tool_digest: None,
             upstream_data_classes: vec![],
             trace: None,
+            era: Default::default(),
         }
     }
 
@@ -292,11 +319,12 @@ impl Session {
     }
 
     /// With `[telemetry]`, the span `action` is decided in (see
-    /// [`Self::authorize`]).
+    /// [`Self::authorize`]); and the protocol era of this request.
     fn trace(&self, action: &mut Action, cx: &RequestContext<RoleServer>) {
         if self.inner.gw.enforcer.tracer().is_some() {
             action.trace = Some(trace_context(cx));
         }
+        action.era = crate::front::era::request_era(cx);
     }
 
     /// [`Self::authorize`] keeping the action (traced first with

@@ -25,7 +25,7 @@ fn label(answer: bool) -> LinkLabel {
     LinkLabel {
         name: "test".into(),
         answer_garbage: answer,
-        refuse_discover: answer,
+        refuse_modern_ping: answer,
     }
 }
 
@@ -270,4 +270,25 @@ async fn writes_to_a_peer_that_does_not_read_are_bounded() {
     drop(stuck);
     let mut f = send(&t);
     assert!(futures::FutureExt::now_or_never(f.as_mut()).is_none());
+}
+
+#[tokio::test]
+async fn a_ping_under_the_2026_envelope_is_method_not_found_on_the_host_side_only() {
+    let modern = r#"{"jsonrpc":"2.0","id":3,"method":"ping","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let input = format!(
+        "{}\n{modern}\n{}\n",
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"ping","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2025-11-25"}}}"#,
+    );
+    let (delivered, replies) = run::<RoleServer>(input.clone().into_bytes(), 1024, true).await;
+    // The legacy pings reach rmcp; the modern one is answered here.
+    assert_eq!(delivered.len(), 2, "{delivered:?}");
+    assert!(delivered[0].contains("\"id\":1") && delivered[1].contains("\"id\":2"));
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0]["id"], 3);
+    assert_eq!(replies[0]["error"]["code"], -32601);
+    // Not on a link that does not ask for it (an upstream's).
+    let (delivered, replies) = run::<RoleServer>(input.into_bytes(), 1024, false).await;
+    assert_eq!(delivered.len(), 3, "{delivered:?}");
+    assert!(replies.is_empty(), "{replies:?}");
 }

@@ -1,0 +1,292 @@
+//! [`EraFront`]: the MCP server a host's transport serves (stdio and HTTP
+//! alike), [`Session`]'s methods with the era duties of `front::era`
+//! around them. A `ServerHandler` itself — rmcp's HTTP service requires
+//! one — so rmcp's envelope validation runs before every method here, and
+//! each method only picks the session, delegates, and stamps the result.
+
+// Legacy-era methods (logging, resources/subscribe, roots) are delegated
+// as they are; deprecated in MCP 2026-07-28 (SEP-2577).
+#![allow(deprecated)]
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use rmcp::model::*;
+use rmcp::service::{NotificationContext, RequestContext, RoleServer};
+use rmcp::{ErrorData, ServerHandler};
+
+use super::{gavel_info, modern_version, private_hints, stamp_meta};
+use crate::front::http::modern::ModernSessions;
+use crate::front::session::Session;
+
+/// Methods of the `initialize` era that MCP 2026-07-28 removed.
+const REMOVED_IN_2026: &[&str] = &[
+    InitializeResultMethod::VALUE,
+    PingRequestMethod::VALUE,
+    SetLevelRequestMethod::VALUE,
+    SubscribeRequestMethod::VALUE,
+    UnsubscribeRequestMethod::VALUE,
+];
+
+/// The session as the host's transport serves it.
+#[derive(Clone)]
+pub struct EraFront {
+    /// The connection's session (stdio: the process's; HTTP: the legacy
+    /// session rmcp made this handler for).
+    session: Session,
+    /// HTTP only: where a 2026-07-28 request is served instead — the
+    /// session of its principal, never one of a connection.
+    modern: Option<Arc<ModernSessions>>,
+}
+
+impl EraFront {
+    /// stdio: one host, one session, whichever era it speaks.
+    pub fn stdio(session: Session) -> Self {
+        Self {
+            session,
+            modern: None,
+        }
+    }
+
+    /// HTTP: legacy requests on `session`, modern ones on their principal's.
+    pub fn http(session: Session, modern: Arc<ModernSessions>) -> Self {
+        Self {
+            session,
+            modern: Some(modern),
+        }
+    }
+
+    /// The session that serves the request of `cx`, and gavel's identity
+    /// to stamp when it is a 2026-07-28 request. A modern request starts
+    /// its session's upstreams if nothing did yet.
+    fn route(
+        &self,
+        cx: &RequestContext<RoleServer>,
+    ) -> Result<(Session, Option<Implementation>), ErrorData> {
+        if modern_version(&cx.meta).is_none() {
+            return Ok((self.session.clone(), None));
+        }
+        let session = match &self.modern {
+            Some(m) => m.session_for(cx)?,
+            None => self.session.clone(),
+        };
+        session.serve_modern_host();
+        Ok((session, Some(gavel_info())))
+    }
+}
+
+/// A complete result to a modern request says so: a legacy upstream's
+/// answer has no `resultType`, which 2026-07-28 requires of every result
+/// (the Python SDK refuses one without). rmcp takes it off again for a
+/// legacy request.
+fn typed(result_type: &mut Option<ResultType>, info: &Option<Implementation>) {
+    if info.is_some() {
+        result_type.get_or_insert(ResultType::COMPLETE);
+    }
+}
+
+/// Stamps a list result (`$r`) for `$info`: identity, and private caching
+/// for a modern request.
+macro_rules! stamped_list {
+    ($r:expr, $info:expr) => {{
+        let mut r = $r;
+        stamp_meta(&mut r.meta, $info.as_ref());
+        typed(&mut r.result_type, &$info);
+        if $info.is_some() {
+            private_hints(&mut r.ttl_ms, &mut r.cache_scope);
+        }
+        Ok(r)
+    }};
+}
+
+impl ServerHandler for EraFront {
+    fn get_info(&self) -> ServerConfig {
+        self.session.get_info()
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        self.session.supported_protocol_versions()
+    }
+
+    /// Answered from gavel's configuration; starts nothing.
+    async fn discover(&self, cx: RequestContext<RoleServer>) -> Result<DiscoverResult, ErrorData> {
+        self.session.discover(cx).await
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        self.session.initialize(request, cx).await
+    }
+
+    async fn on_initialized(&self, cx: NotificationContext<RoleServer>) {
+        self.session.on_initialized(cx).await
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let (s, info) = self.route(&cx)?;
+        stamped_list!(s.list_tools(request, cx).await?, info)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let (s, info) = self.route(&cx)?;
+        let mut r = s.call_tool(request, cx).await?;
+        match &mut r {
+            CallToolResponse::Complete(c) => {
+                stamp_meta(&mut c.meta, info.as_ref());
+                typed(&mut c.result_type, &info);
+            }
+            CallToolResponse::InputRequired(i) => stamp_meta(&mut i.meta, info.as_ref()),
+            // A task never reaches a host (gavel advertises no tasks, and
+            // rmcp refuses one for a request that did not declare them).
+            _ => {}
+        }
+        Ok(r)
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let (s, info) = self.route(&cx)?;
+        stamped_list!(s.list_resources(request, cx).await?, info)
+    }
+
+    async fn list_resource_templates(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let (s, info) = self.route(&cx)?;
+        stamped_list!(s.list_resource_templates(request, cx).await?, info)
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let (s, info) = self.route(&cx)?;
+        let mut r = s.read_resource(request, cx).await?;
+        match &mut r {
+            ReadResourceResponse::Complete(c) => {
+                stamp_meta(&mut c.meta, info.as_ref());
+                typed(&mut c.result_type, &info);
+                if info.is_some() {
+                    private_hints(&mut c.ttl_ms, &mut c.cache_scope);
+                }
+            }
+            ReadResourceResponse::InputRequired(i) => stamp_meta(&mut i.meta, info.as_ref()),
+            _ => {}
+        }
+        Ok(r)
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let (s, _) = self.route(&cx)?;
+        s.subscribe(request, cx).await
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let (s, _) = self.route(&cx)?;
+        s.unsubscribe(request, cx).await
+    }
+
+    async fn list_prompts(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let (s, info) = self.route(&cx)?;
+        stamped_list!(s.list_prompts(request, cx).await?, info)
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let (s, info) = self.route(&cx)?;
+        let mut r = s.get_prompt(request, cx).await?;
+        match &mut r {
+            GetPromptResponse::Complete(c) => {
+                stamp_meta(&mut c.meta, info.as_ref());
+                typed(&mut c.result_type, &info);
+            }
+            GetPromptResponse::InputRequired(i) => stamp_meta(&mut i.meta, info.as_ref()),
+            _ => {}
+        }
+        Ok(r)
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        let (s, info) = self.route(&cx)?;
+        let mut r = s.complete(request, cx).await?;
+        stamp_meta(&mut r.meta, info.as_ref());
+        typed(&mut r.result_type, &info);
+        Ok(r)
+    }
+
+    /// Removed in 2026-07-28 (the level is per request): -32601 under the
+    /// envelope, which rmcp does not refuse itself.
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        if modern_version(&cx.meta).is_some() {
+            return Err(ErrorData::method_not_found::<SetLevelRequestMethod>());
+        }
+        self.session.set_level(request, cx).await
+    }
+
+    async fn on_roots_list_changed(&self, cx: NotificationContext<RoleServer>) {
+        self.session.on_roots_list_changed(cx).await
+    }
+
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        // A method 2026-07-28 removed is not found under its envelope,
+        // whatever its params (rmcp hands it here when they do not parse).
+        if modern_version(&cx.meta).is_some() && REMOVED_IN_2026.contains(&request.method.as_str())
+        {
+            return Err(ErrorData::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                format!(
+                    "Method not found: {} (removed in MCP 2026-07-28)",
+                    request.method
+                ),
+                None,
+            ));
+        }
+        // Every custom request is refused (`session::handler`): nothing to
+        // start for it.
+        self.session.on_custom_request(request, cx).await
+    }
+}
