@@ -206,6 +206,13 @@ impl Guard {
         if let (Some(owed), Ok(store)) = (&self.owed, self.store()) {
             owed.flush(store.as_ref());
         }
+        if let Ok(store) = self.store()
+            && let Err(e) = store.sync()
+        {
+            tracing::warn!(
+                "budget counters not yet in the ledger (they stay in the budget table, written at the next start): {e}"
+            );
+        }
     }
 
     /// Result tokens of `key`'s `period` not yet written.

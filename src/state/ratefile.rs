@@ -110,7 +110,7 @@ impl RateFile {
                     "not a gavel rate table ({size} bytes, expected {len})"
                 )));
             }
-            allocate(&file, len, size == 0).map_err(err)?;
+            allocate(&file, len, size == 0, "rate table", "rate limits").map_err(err)?;
             if size != 0 {
                 file.read_exact_at(&mut header, 0)
                     .map_err(|e| err(e.to_string()))?;
@@ -227,6 +227,16 @@ impl RateFile {
         let out = f(self);
         fence(Ordering::SeqCst);
         out
+    }
+
+    /// Runs `f` under the table's lock (the one lock of the embedded store:
+    /// the budget table, `budgetfile`, is only touched inside it), with the
+    /// same no-wait rules as a charge.
+    pub(super) fn with_lock<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        self.locked(|_| f())
     }
 
     /// Whether the file still holds the whole table (and its header), so
@@ -389,7 +399,15 @@ impl RateFile {
 /// A table made sparse by an older gavel is allocated the same way.
 /// `created`: the file was empty; a failed allocation empties it again, so
 /// the next open tries afresh instead of finding a file of the wrong size.
-fn allocate(file: &File, len: usize, created: bool) -> Result<(), String> {
+/// `what` names the table and `fails` what fails closed without it, for
+/// the message.
+pub(super) fn allocate(
+    file: &File,
+    len: usize,
+    created: bool,
+    what: &str,
+    fails: &str,
+) -> Result<(), String> {
     // SAFETY: posix_fallocate on a descriptor we own.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
     if rc == 0 {
@@ -400,7 +418,7 @@ fn allocate(file: &File, len: usize, created: bool) -> Result<(), String> {
         let _ = file.set_len(0);
     }
     Err(format!(
-        "cannot allocate the rate table's {len} bytes: {e} (free space on its filesystem, or set [state] path elsewhere); rate limits fail closed"
+        "cannot allocate the {what}'s {len} bytes: {e} (free space on its filesystem, or set [state] path elsewhere); {fails} fail closed"
     ))
 }
 
