@@ -177,40 +177,10 @@ impl BudgetFile {
             .open(path)
             .map_err(|e| err(e.to_string()))?;
         let len = HEADER + SLOTS * SLOT;
-        let size = file.metadata().map_err(|e| err(e.to_string()))?.len();
-        let mut header = [0u8; HEADER];
-        if size == len as u64 {
-            file.read_exact_at(&mut header, 0)
-                .map_err(|e| err(e.to_string()))?;
-        }
-        let ours = &header[..8] == MAGIC;
-        let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        if ours && version != VERSION {
-            return Err(err(format!(
-                "budget table version {version}; this gavel uses version {VERSION} (every gavel sharing a state file must be the same version)"
-            )));
-        }
-        let zeros = header.iter().all(|b| *b == 0);
-        let damaged = size != 0 && (size != len as u64 || !(ours || zeros));
-        if damaged {
-            let aside = with_suffix(path, ".damaged");
-            std::fs::copy(path, &aside).map_err(|e| {
-                err(format!(
-                    "the budget table is damaged and cannot be copied aside to {}: {e}",
-                    aside.display()
-                ))
-            })?;
-            tracing::error!(
-                path = %path.display(),
-                aside = %aside.display(),
-                "the budget table was damaged (size {size}, expected {len}, or a foreign header); copied aside and rebuilt from the ledger — charges not yet in the ledger when it was damaged are lost"
-            );
-            file.set_len(0).map_err(|e| err(e.to_string()))?;
-        }
-        let fresh = size == 0 || damaged || zeros;
+        let (fresh, damaged) = examine(path, &file, len)?;
         super::ratefile::allocate(&file, len, fresh, "budget table", "budgets").map_err(err)?;
+        let mut header = [0u8; HEADER];
         if fresh {
-            header = [0u8; HEADER];
             header[..8].copy_from_slice(MAGIC);
             header[8..12].copy_from_slice(&VERSION.to_le_bytes());
             header[12..16].copy_from_slice(&(SLOTS as u32).to_le_bytes());
@@ -218,6 +188,9 @@ impl BudgetFile {
             header[SEQ_AT..SEQ_AT + 8].copy_from_slice(&seq.to_le_bytes());
             header[BOOT_AT..BOOT_AT + 16].copy_from_slice(&boot);
             file.write_all_at(&header, 0)
+                .map_err(|e| err(e.to_string()))?;
+        } else {
+            file.read_exact_at(&mut header, 0)
                 .map_err(|e| err(e.to_string()))?;
         }
         let slots = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
@@ -543,6 +516,48 @@ impl BudgetFile {
         }
         Ok(())
     }
+}
+
+/// What the file at `path` holds: `(fresh, damaged)` — fresh: empty, a
+/// header of zeros (its creator died first) or damaged; damaged: the wrong
+/// size or a foreign header, then copied aside to `<path>.damaged` and
+/// emptied. A table of another version is an error (never rebuilt).
+fn examine(path: &Path, file: &File, len: usize) -> Result<(bool, bool), StateError> {
+    let err = |m: String| StateError::Unavailable {
+        path: path.display().to_string(),
+        message: m,
+    };
+    let size = file.metadata().map_err(|e| err(e.to_string()))?.len();
+    let mut header = [0u8; HEADER];
+    if size == len as u64 {
+        file.read_exact_at(&mut header, 0)
+            .map_err(|e| err(e.to_string()))?;
+    }
+    let ours = &header[..8] == MAGIC;
+    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    if ours && version != VERSION {
+        return Err(err(format!(
+            "budget table version {version}; this gavel uses version {VERSION} (every gavel sharing a state file must be the same version)"
+        )));
+    }
+    let zeros = header.iter().all(|b| *b == 0);
+    let damaged = size != 0 && (size != len as u64 || !(ours || zeros));
+    if damaged {
+        let aside = with_suffix(path, ".damaged");
+        std::fs::copy(path, &aside).map_err(|e| {
+            err(format!(
+                "the budget table is damaged and cannot be copied aside to {}: {e}",
+                aside.display()
+            ))
+        })?;
+        tracing::error!(
+            path = %path.display(),
+            aside = %aside.display(),
+            "the budget table was damaged (size {size}, expected {len}, or a foreign header); copied aside and rebuilt from the ledger — charges not yet in the ledger when it was damaged are lost"
+        );
+        file.set_len(0).map_err(|e| err(e.to_string()))?;
+    }
+    Ok((size == 0 || damaged || zeros, damaged))
 }
 
 fn file_write_boot(t: &BudgetFile, boot: [u8; 16]) -> Result<(), StateError> {

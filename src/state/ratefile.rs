@@ -14,8 +14,10 @@
 //! available), so such a slot may be taken by another key at any time; the
 //! table never needs pruning and stays bounded. A store that is lost (power
 //! loss before the kernel wrote the page back) only hands out one burst
-//! again — unlike a budget, which is accounting and stays in SQLite. A
-//! `kill -9` loses nothing: the pages are the kernel's, not the process's.
+//! again. A `kill -9` loses nothing: the pages are the kernel's, not the
+//! process's. Budget counters, which are accounting, live in a table of
+//! their own beside this one (`budgetfile`), under this table's lock, with
+//! a SQLite ledger behind them for what a power loss would take.
 //!
 //! Layout: a 64-byte header (magic, version, slot count) and a fixed table
 //! of 32-byte slots `{key hash (128 bits), TAT (f64 bits), reserved}`,
@@ -53,7 +55,8 @@ const SLOTS: usize = 1 << 16;
 const PROBE: usize = 64;
 /// How long a charge waits for another process's lock before failing
 /// closed (a process holds it for microseconds, or for one SQLite budget
-/// transaction, itself bounded by its busy timeout).
+/// transaction of a counter the budget table cannot hold, itself bounded by
+/// its busy timeout).
 const LOCK_WAIT: Duration = Duration::from_secs(6);
 
 pub struct RateFile {
