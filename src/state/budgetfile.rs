@@ -409,18 +409,23 @@ impl BudgetFile {
         };
         let (new, out) = f(self.usage_at(slot));
         if let Some(u) = new.filter(|u| *u != self.usage_at(slot)) {
+            // Marked for the ledger first: a gavel killed between these
+            // stores leaves a counter the ledger writer still visits.
+            self.set(slot, W_SEQ, self.next_seq());
             self.set(slot, W_CALLS, u.calls);
             self.set(slot, W_TOKENS, u.tokens);
-            self.set(slot, W_SEQ, self.next_seq());
         }
         Ok(Some(out))
     }
 
     /// Gives slot `i` to a counter whose ledger row is `seeded`: clean.
     fn claim(&self, i: usize, h: (u64, u64), key: &str, period: &str, seeded: Usage) {
-        // The hash last: a slot is never found with another counter's name.
-        self.set(i, 0, 0);
-        self.set(i, 1, 0);
+        // A pruned mark first and the hash last: a slot is never found with
+        // another counter's name, and a gavel killed halfway leaves a slot
+        // lookups skip — never an empty one, which would end the probe chain
+        // of the counters after it (they would be claimed twice).
+        self.set(i, 0, TOMB.0);
+        self.set(i, 1, TOMB.1);
         self.set_name(i, key, period);
         let end = super::budget::period_end(period).unwrap_or(f64::INFINITY);
         self.set(i, W_END, end.to_bits());
