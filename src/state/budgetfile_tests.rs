@@ -244,7 +244,14 @@ fn a_table_removed_under_a_live_gavel_fails_closed() {
     store.budget_add("u", "day:x", ONE).unwrap();
     std::fs::remove_file(p.with_extension("budgets")).unwrap();
     let e = store.budget_add("u", "day:x", ONE).unwrap_err().to_string();
-    assert!(e.contains("removed or replaced"), "{e}");
+    assert!(e.contains("budget table was removed or replaced"), "{e}");
+    // The rate table's file is the lock of both: removed, both fail closed.
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.sqlite");
+    let store = SqliteStore::open(&p).unwrap();
+    std::fs::remove_file(p.with_extension("rates")).unwrap();
+    let e = store.budget_add("u", "day:x", ONE).unwrap_err().to_string();
+    assert!(e.contains("rate table was removed or replaced"), "{e}");
 }
 
 /// A ledger with no rows (for the table on its own).

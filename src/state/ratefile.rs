@@ -245,16 +245,25 @@ impl RateFile {
     /// Whether the file still holds the whole table (and its header), so
     /// the mapping may be touched. Called under the file lock.
     fn check_intact(&self) -> Result<(), StateError> {
-        let size = self
+        let meta = self
             .file
             .metadata()
-            .map_err(|e| self.err(format!("cannot check the rate table: {e}")))?
-            .len();
+            .map_err(|e| self.err(format!("cannot check the rate table: {e}")))?;
+        let size = meta.len();
         if size < self.len as u64 {
             return Err(self.err(format!(
                 "the rate table was truncated to {size} bytes (it has {}); its limits fail closed — remove the file and restart gavel to start a new one",
                 self.len
             )));
+        }
+        // This file's lock is the one lock of the budget table too: a table
+        // removed or replaced under a live gavel would leave it locking a
+        // file new gavels never lock, and two of them could charge one
+        // budget at once.
+        if std::os::unix::fs::MetadataExt::nlink(&meta) == 0 {
+            return Err(self.err(
+                "the rate table was removed or replaced while gavel ran; its limits and budgets fail closed — restart gavel",
+            ));
         }
         // The file covers the header (checked just above), so no SIGBUS.
         let magic = self.atomic_at(0).load(Ordering::Relaxed);
