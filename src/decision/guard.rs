@@ -7,9 +7,11 @@
 //! that cannot be opened or read denies the calls whose limits or budget it
 //! keeps, with `state_unavailable` and a remediation naming the file.
 //!
-//! The budget increment reaches the store (a committed SQLite transaction)
-//! inside the decision, before the call is forwarded — so it survives a
-//! crash or `kill -9` of gavel right after.
+//! The budget increment reaches the store inside the decision, before the
+//! call is forwarded — in the embedded store, the shared budget table
+//! (`state::budgetfile`), whose pages outlive the process, with SQLite as
+//! its ledger written behind — so it survives a crash or `kill -9` of gavel
+//! right after.
 //!
 //! A result's tokens are known only once the upstream answered. Writing them
 //! then was a SQLite write transaction on the event loop between the answer
@@ -205,6 +207,13 @@ impl Guard {
     pub fn flush(&self) {
         if let (Some(owed), Ok(store)) = (&self.owed, self.store()) {
             owed.flush(store.as_ref());
+        }
+        if let Ok(store) = self.store()
+            && let Err(e) = store.sync()
+        {
+            tracing::warn!(
+                "budget counters not yet in the ledger (they stay in the budget table, written at the next start): {e}"
+            );
         }
     }
 

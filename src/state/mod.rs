@@ -1,14 +1,20 @@
 //! State that outlives a request: rate limits, and budgets that outlive a
 //! session and a process. One interface ([`StateStore`]) with one
-//! backend-neutral test suite (`tests.rs`); the embedded backend is SQLite
-//! (`sqlite.rs`), shared safely by every gavel process on the machine.
+//! backend-neutral test suite (`tests.rs`); the embedded backend
+//! (`sqlite.rs`) keeps rate limits and budget counters in shared-memory
+//! tables (`ratefile.rs`, `budgetfile.rs`) under one lock, with SQLite as
+//! the budgets' ledger written behind (`ledger.rs`), shared safely by every
+//! gavel process on the machine.
 //!
 //! Time comes from an injectable [`clock::Clock`]. Nothing here knows about
 //! MCP or Rego: the enforcer asks, the store answers.
 
 pub mod budget;
+pub mod budgetfile;
+pub mod checkpoint;
 pub mod clock;
 pub mod gcra;
+pub mod ledger;
 pub mod limits;
 pub mod ratefile;
 pub mod redis;
@@ -135,6 +141,12 @@ pub trait StateStore: Send + Sync {
         limits: &[(String, Rate)],
         budget: Option<BudgetCharge<'_>>,
     ) -> Result<(), StateError>;
+    /// Writes now what the store keeps to write later (the embedded
+    /// store's ledger, `ledger.rs`): shutdown. Stores that write at once
+    /// keep the default.
+    fn sync(&self) -> Result<(), StateError> {
+        Ok(())
+    }
     /// Whether calls may be tried without waiting ([`wait::no_wait`]): the
     /// store's locks are local and a held one gives up at once. False for a
     /// network store, whose every call may wait (Redis).

@@ -14,8 +14,10 @@
 //! available), so such a slot may be taken by another key at any time; the
 //! table never needs pruning and stays bounded. A store that is lost (power
 //! loss before the kernel wrote the page back) only hands out one burst
-//! again — unlike a budget, which is accounting and stays in SQLite. A
-//! `kill -9` loses nothing: the pages are the kernel's, not the process's.
+//! again. A `kill -9` loses nothing: the pages are the kernel's, not the
+//! process's. Budget counters, which are accounting, live in a table of
+//! their own beside this one (`budgetfile`), under this table's lock, with
+//! a SQLite ledger behind them for what a power loss would take.
 //!
 //! Layout: a 64-byte header (magic, version, slot count) and a fixed table
 //! of 32-byte slots `{key hash (128 bits), TAT (f64 bits), reserved}`,
@@ -53,7 +55,8 @@ const SLOTS: usize = 1 << 16;
 const PROBE: usize = 64;
 /// How long a charge waits for another process's lock before failing
 /// closed (a process holds it for microseconds, or for one SQLite budget
-/// transaction, itself bounded by its busy timeout).
+/// transaction of a counter the budget table cannot hold, itself bounded by
+/// its busy timeout).
 const LOCK_WAIT: Duration = Duration::from_secs(6);
 
 pub struct RateFile {
@@ -110,7 +113,7 @@ impl RateFile {
                     "not a gavel rate table ({size} bytes, expected {len})"
                 )));
             }
-            allocate(&file, len, size == 0).map_err(err)?;
+            allocate(&file, len, size == 0, "rate table", "rate limits").map_err(err)?;
             if size != 0 {
                 file.read_exact_at(&mut header, 0)
                     .map_err(|e| err(e.to_string()))?;
@@ -229,19 +232,38 @@ impl RateFile {
         out
     }
 
+    /// Runs `f` under the table's lock (the one lock of the embedded store:
+    /// the budget table, `budgetfile`, is only touched inside it), with the
+    /// same no-wait rules as a charge.
+    pub(super) fn with_lock<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        self.locked(|_| f())
+    }
+
     /// Whether the file still holds the whole table (and its header), so
     /// the mapping may be touched. Called under the file lock.
     fn check_intact(&self) -> Result<(), StateError> {
-        let size = self
+        let meta = self
             .file
             .metadata()
-            .map_err(|e| self.err(format!("cannot check the rate table: {e}")))?
-            .len();
+            .map_err(|e| self.err(format!("cannot check the rate table: {e}")))?;
+        let size = meta.len();
         if size < self.len as u64 {
             return Err(self.err(format!(
                 "the rate table was truncated to {size} bytes (it has {}); its limits fail closed — remove the file and restart gavel to start a new one",
                 self.len
             )));
+        }
+        // This file's lock is the one lock of the budget table too: a table
+        // removed or replaced under a live gavel would leave it locking a
+        // file new gavels never lock, and two of them could charge one
+        // budget at once.
+        if std::os::unix::fs::MetadataExt::nlink(&meta) == 0 {
+            return Err(self.err(
+                "the rate table was removed or replaced while gavel ran; its limits and budgets fail closed — restart gavel",
+            ));
         }
         // The file covers the header (checked just above), so no SIGBUS.
         let magic = self.atomic_at(0).load(Ordering::Relaxed);
@@ -389,7 +411,15 @@ impl RateFile {
 /// A table made sparse by an older gavel is allocated the same way.
 /// `created`: the file was empty; a failed allocation empties it again, so
 /// the next open tries afresh instead of finding a file of the wrong size.
-fn allocate(file: &File, len: usize, created: bool) -> Result<(), String> {
+/// `what` names the table and `fails` what fails closed without it, for
+/// the message.
+pub(super) fn allocate(
+    file: &File,
+    len: usize,
+    created: bool,
+    what: &str,
+    fails: &str,
+) -> Result<(), String> {
     // SAFETY: posix_fallocate on a descriptor we own.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
     if rc == 0 {
@@ -400,7 +430,7 @@ fn allocate(file: &File, len: usize, created: bool) -> Result<(), String> {
         let _ = file.set_len(0);
     }
     Err(format!(
-        "cannot allocate the rate table's {len} bytes: {e} (free space on its filesystem, or set [state] path elsewhere); rate limits fail closed"
+        "cannot allocate the {what}'s {len} bytes: {e} (free space on its filesystem, or set [state] path elsewhere); {fails} fail closed"
     ))
 }
 

@@ -344,8 +344,11 @@ fn sqlite_prunes_what_can_no_longer_matter_in_bounded_steps() {
     }
 }
 
-/// A write lock held by another process past the busy timeout fails the
-/// call closed with a clear error instead of holding it.
+/// A ledger write lock held by another process: a counter in the budget
+/// table is charged without it (the ledger is written behind, and catches
+/// up once the lock goes); a counter the table cannot hold (a name longer
+/// than a slot) is charged in the ledger directly, and past the busy
+/// timeout fails closed with a clear error instead of holding the call.
 #[test]
 fn sqlite_fails_closed_when_another_writer_holds_the_lock() {
     let d = tempfile::tempdir().unwrap();
@@ -353,32 +356,35 @@ fn sqlite_fails_closed_when_another_writer_holds_the_lock() {
     let s = sqlite::SqliteStore::open(&p).unwrap();
     let other = rusqlite::Connection::open(&p).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let e = s
-        .budget_add(
-            "u",
-            "day:x",
-            Usage {
-                calls: 1,
-                tokens: 0,
-            },
-        )
-        .unwrap_err();
+    let one = Usage {
+        calls: 1,
+        tokens: 0,
+    };
+    assert_eq!(s.budget_add("u", "day:x", one).unwrap().calls, 1);
+    let long = "l".repeat(budgetfile::NAME_MAX);
+    let e = s.budget_add(&long, "day:x", one).unwrap_err();
     assert!(e.to_string().contains("locked"), "{e}");
     assert!(e.to_string().contains("fails closed"), "{e}");
     other.execute_batch("ROLLBACK").unwrap();
-    assert_eq!(
-        s.budget_add(
-            "u",
-            "day:x",
-            Usage {
-                calls: 1,
-                tokens: 0
-            }
-        )
-        .unwrap()
-        .calls,
-        1
-    );
+    assert_eq!(s.budget_add(&long, "day:x", one).unwrap().calls, 1);
+    let ledger = |key: &str| {
+        other
+            .query_row(
+                "SELECT calls FROM budget WHERE key = ?1 AND period = 'day:x'",
+                [key],
+                |r| r.get::<_, i64>(0),
+            )
+            .ok()
+    };
+    assert_eq!(ledger(&long), Some(1), "charged in the ledger directly");
+    let start = std::time::Instant::now();
+    while ledger("u") != Some(1) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the ledger never caught up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]

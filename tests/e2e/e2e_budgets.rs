@@ -4,7 +4,8 @@
 //! upstream holds a call), two processes at once spend one burst and one
 //! budget exactly, token budgets count arguments and results, and budgets
 //! per agent and per user and agent, with their periods; a `kill -9` right
-//! after answered calls loses none of them, and a result's tokens (counted
+//! after answered calls loses none of them, nor does one between the
+//! charges and their ledger write, and a result's tokens (counted
 //! in memory, written with the next charge or shortly after) reach the
 //! store when gavel ends.
 
@@ -244,51 +245,39 @@ async fn a_budget_week_begins_where_the_config_says() {
     c.cancel().await.unwrap();
 }
 
-/// A decision that waits on the state store (another process holds its write
-/// lock) waits off gavel's event loop: meanwhile the session is still served
-/// (a tools/list is answered; decisions of one session stay in order, so it
-/// is not another call); once the lock goes, the waiting call is decided
-/// and allowed. The call has a rate limit and a budget: the budget is the
-/// SQLite write, charged under the rate table's `flock`, so gavel holding
-/// that lock is the sign that the call is inside the charge, waiting.
+/// A decision that waits on the state store (another process holds the
+/// lock of its shared tables: the rate limits' and the budget's one
+/// `flock`) waits off gavel's event loop: meanwhile the session is still
+/// served (a tools/list sent after the call is answered; decisions of one
+/// session stay in order, so it is not another call); once the lock goes,
+/// the waiting call is decided and allowed. (SQLite is the budget's ledger,
+/// written behind: its write lock no longer holds a decision.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_decision_waiting_on_the_store_does_not_stall_the_process() {
+    use std::os::fd::AsRawFd;
     let lab = Lab::new(
         json!({"limits": [{"scope": "tool", "tool": "echo", "rate": 10, "per": "1m"}]}),
         "[budget]\ncalls = 100\n",
     );
     let client = lab.connect().await;
-    // The store exists once gavel has started; take its write lock.
-    let lock = rusqlite::Connection::open(lab.s.path("state.sqlite")).unwrap();
-    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // The tables exist once gavel has started; take their lock.
+    let rates = std::fs::File::open(lab.s.path("state.rates")).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(rates.as_raw_fd(), libc::LOCK_EX) }, 0);
     let peer = client.peer().clone();
     let waiting = tokio::spawn(async move {
         let mut p = rmcp::model::CallToolRequestParams::new("echo");
         p.arguments = json!({"text": "waited"}).as_object().cloned();
         peer.call_tool(p).await
     });
-    let rates = std::fs::File::open(lab.s.path("state.rates")).unwrap();
-    eventually(
-        "gavel holds the rate table's lock, waiting on the budget",
-        || {
-            use std::os::fd::AsRawFd;
-            // SAFETY: flock on a descriptor this test owns; released at once.
-            let free =
-                unsafe { libc::flock(rates.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-            if free {
-                unsafe { libc::flock(rates.as_raw_fd(), libc::LOCK_UN) };
-            }
-            !free
-        },
-    )
-    .await;
     let tools = client.list_all_tools().await.unwrap();
     assert!(tools.iter().any(|t| t.name == "echo"));
     assert!(
         !waiting.is_finished(),
         "the echo call is still waiting for the lock"
     );
-    lock.execute_batch("ROLLBACK").unwrap();
+    // SAFETY: as above.
+    unsafe { libc::flock(rates.as_raw_fd(), libc::LOCK_UN) };
     let echoed = tokio::time::timeout(PATIENCE, waiting)
         .await
         .unwrap()
@@ -297,6 +286,58 @@ async fn a_decision_waiting_on_the_store_does_not_stall_the_process() {
     assert!(allowed(&echoed), "{}", decision(&echoed));
     assert_eq!(text(&echoed), "waited");
     client.cancel().await.unwrap();
+}
+
+/// The budget's calls in the lab's ledger (SQLite), read by the test
+/// (None: no row yet).
+fn ledger_calls(lab: &Lab) -> Option<i64> {
+    let conn = rusqlite::Connection::open(lab.s.path("state.sqlite")).unwrap();
+    conn.query_row(
+        "SELECT calls FROM budget WHERE key = 'budget:user:ada'",
+        [],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
+/// gavel is killed with SIGKILL between the charges (in the shared budget
+/// table) and their ledger write: its ledger writer is stalled
+/// (`GAVEL_TEST_LEDGER_STALL`, the fault-injection hook), so the ledger has
+/// no row when the kill comes. A new gavel counts every call exactly —
+/// the table's pages outlive the process — refuses at the limit, and
+/// writes the dead gavel's counts to the ledger.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_9_between_the_charge_and_its_ledger_write_loses_nothing() {
+    let lab = Lab::new(json!({}), "[budget]\ncalls = 4\n");
+    let mut cmd = lab.command();
+    cmd.env("GAVEL_TEST_LEDGER_STALL", "1");
+    let (client, pid, mut child) = connect_with_pid(cmd, TestHost::new()).await;
+    for _ in 0..3 {
+        let r = call(&client, "echo", json!({"text": "x"})).await.unwrap();
+        assert!(allowed(&r), "{}", text(&r));
+    }
+    assert_eq!(ledger_calls(&lab), None, "nothing reached the ledger yet");
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = child.wait().await;
+    drop(client);
+    let log = lab.s.log_text();
+    assert!(log.contains("GAVEL_TEST_LEDGER_STALL is set"), "{log}");
+
+    let again = lab.connect().await;
+    let fourth = call(&again, "echo", json!({"text": "x"})).await.unwrap();
+    assert!(allowed(&fourth), "{}", text(&fourth));
+    assert_eq!(
+        budget_seen(&lab, "echo", 3)["used"]["calls"],
+        3,
+        "every call of the killed gavel counted"
+    );
+    let fifth = call(&again, "echo", json!({"text": "x"})).await.unwrap();
+    assert_eq!(decision(&fifth)["reasons"], json!(["budget_exceeded"]));
+    eventually("the ledger holds exactly the four calls", || {
+        ledger_calls(&lab) == Some(4)
+    })
+    .await;
+    again.cancel().await.unwrap();
 }
 
 /// gavel is killed with SIGKILL right after five calls were answered (their
