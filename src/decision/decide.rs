@@ -234,7 +234,9 @@ impl Enforcer {
             decision_id: String::new(),
             timestamp: now.to_string(),
             engine: engine.clone(),
-            input: input.clone(),
+            // Only what the shadow's own layers read when it borrows the
+            // rest (`engine::lend`): the copy is made on the forwarded path.
+            input: engine.shadow_input(input),
             live: super::shadow::Live {
                 allow: ev.decision.allow,
                 reasons: ev.decision.reasons.clone(),

@@ -93,6 +93,11 @@ impl Memo {
         project(input, &self.paths)
     }
 
+    /// The input paths the layer's decision is a function of.
+    pub(super) fn paths(&self) -> &[Vec<String>] {
+        &self.paths
+    }
+
     fn count(&self, hit: bool) {
         if hit {
             self.hits.fetch_add(1, Ordering::Relaxed);
@@ -133,7 +138,7 @@ impl Memo {
 /// Copies each path that exists in `input` into a fresh object at the same
 /// place. A path through a non-object, or to a missing key, is left out —
 /// undefined in both documents.
-fn project(input: &Value, paths: &[Vec<String>]) -> Value {
+pub(super) fn project(input: &Value, paths: &[Vec<String>]) -> Value {
     let mut out = Value::Object(Map::new());
     for path in paths {
         let Some(v) = path.iter().try_fold(input, |v, k| v.get(k)) else {

@@ -144,8 +144,8 @@ fn worker(rx: Receiver<Job>) {
 }
 
 /// The shadow's outcome of one job; a divergence is counted and recorded.
-fn evaluate(job: Job) {
-    let decided = match &job.live.layers {
+fn evaluate(mut job: Job) {
+    let decided = match job.live.layers.take() {
         Some(live) => job.engine.decide_lent(&job.input, live),
         None => job.engine.decide(&job.input),
     };

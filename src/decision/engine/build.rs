@@ -141,6 +141,7 @@ impl PolicyEngine {
             reads_budget,
             library,
             lent: Vec::new(),
+            needs: None,
         })
     }
 }

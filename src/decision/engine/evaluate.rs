@@ -148,14 +148,14 @@ impl PolicyEngine {
     pub(super) fn layer_values(
         &self,
         input: &Value,
-        given: &[Option<Value>],
+        given: &mut [Option<Value>],
     ) -> Result<Vec<Value>, EngineError> {
         let mut values = vec![Value::Null; self.bundles.len()];
         let mut rest = Vec::new();
         let (mut missed, mut jobs) = (Vec::new(), Vec::new());
         for (i, b) in self.bundles.iter().enumerate() {
-            if let Some(Some(v)) = given.get(i) {
-                values[i] = v.clone();
+            if let Some(v) = given.get_mut(i).and_then(Option::take) {
+                values[i] = v;
                 continue;
             }
             let Some(memo) = &b.memo else {

@@ -11,6 +11,8 @@
 //! between the two engines), loaded with the same policy library, on the
 //! same input (the shadow job carries the live decision's input).
 
+use std::collections::BTreeSet;
+
 use serde_json::Value;
 
 use super::{EngineError, EvalOutcome, PolicyEngine};
@@ -25,6 +27,38 @@ impl PolicyEngine {
     /// (see the module doc).
     pub fn borrow_from(&mut self, live: &PolicyEngine) {
         self.lent = self.lend_map(live);
+        self.needs = self.own_needs();
+    }
+
+    /// The input paths this engine's own layers read, when each of them is
+    /// memoized (a memoized layer is looked up, and evaluated on a miss, on
+    /// its projection of the input alone — `decision::memo`); `None` when
+    /// some layer needs the whole input.
+    fn own_needs(&self) -> Option<Vec<Vec<String>>> {
+        if !self.borrows() {
+            return None;
+        }
+        let mut paths = BTreeSet::new();
+        for (b, lent) in self.bundles.iter().zip(&self.lent) {
+            if lent.is_none() {
+                paths.extend(b.memo.as_ref()?.paths().iter().cloned());
+            }
+        }
+        Some(
+            crate::bundle::deps::prefix_free(paths)
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    /// What of `input` this (shadow) engine needs to decide with the live
+    /// layer values: the paths its own layers read, or the whole input. A
+    /// copy made on the forwarded path, so the smaller the better.
+    pub fn shadow_input(&self, input: &Value) -> Value {
+        match &self.needs {
+            Some(paths) => crate::decision::memo::project(input, paths),
+            None => input.clone(),
+        }
     }
 
     /// For each of this engine's layers, the layer of `live` with the same
@@ -59,25 +93,29 @@ impl PolicyEngine {
     /// shadow engine to borrow.
     pub fn decide_keeping(&self, input: &Value) -> Result<(EvalOutcome, LayerValues), EngineError> {
         let start = std::time::Instant::now();
-        let values = self.layer_values(input, &[])?;
+        let values = self.layer_values(input, &mut [])?;
         let kept = LayerValues(values.clone());
         Ok((self.combine_values(values, start)?, kept))
     }
 
     /// [`PolicyEngine::decide`] with the live evaluation's layer values on
     /// the same input: the borrowed layers are taken, the others evaluated.
+    /// `input` may be [`Self::shadow_input`]'s projection of it.
     pub fn decide_lent(
         &self,
         input: &Value,
-        live: &LayerValues,
+        live: LayerValues,
     ) -> Result<EvalOutcome, EngineError> {
         let start = std::time::Instant::now();
-        let given: Vec<Option<Value>> = self
+        let mut live = live.0;
+        // Taken, not cloned: two layers of one engine are never the same
+        // bundle (their roots would overlap, refused at build).
+        let mut given: Vec<Option<Value>> = self
             .lent
             .iter()
-            .map(|j| j.and_then(|j| live.0.get(j).cloned()))
+            .map(|j| j.and_then(|j| live.get_mut(j).map(Value::take)))
             .collect();
-        let values = self.layer_values(input, &given)?;
+        let values = self.layer_values(input, &mut given)?;
         self.combine_values(values, start)
     }
 }
@@ -144,8 +182,15 @@ decision := {"allow": true} if input.action.tool == "read""#;
         let input = json!({"action": {"tool": "read"}});
         let (out, values) = live.decide_keeping(&input).unwrap();
         assert!(out.decision.allow);
-        let lent = shadow.decide_lent(&input, &values).unwrap();
+        let lent = shadow.decide_lent(&input, values.clone()).unwrap();
         let full = shadow.decide(&input).unwrap();
+        // The shadow's own layer reads nothing of the input (the layer that
+        // reads `input.action.tool` is lent): its job carries nothing of it,
+        // and it decides the same.
+        let small = shadow.shadow_input(&input);
+        assert_eq!(small, json!({}));
+        let projected = shadow.decide_lent(&small, values).unwrap();
+        assert_eq!(projected.decision.reasons, full.decision.reasons);
         assert_eq!(lent.decision.allow, full.decision.allow);
         assert_eq!(lent.decision.reasons, full.decision.reasons);
         assert_eq!(lent.decision.reasons, vec!["shadow_says_no".to_string()]);
@@ -156,7 +201,7 @@ decision := {"allow": true} if input.action.tool == "read""#;
             json!({"allow": false, "reasons": ["from_live"]}),
             Value::Null,
         ]);
-        let d = shadow.decide_lent(&input, &doctored).unwrap().decision;
+        let d = shadow.decide_lent(&input, doctored).unwrap().decision;
         assert!(d.reasons.contains(&"from_live".to_string()), "{d:?}");
     }
 
@@ -190,7 +235,12 @@ decision := {"allow": true} if input.action.tool == "read""#;
         assert!(!shadow.borrows());
         let input = json!({"action": {"tool": "x"}});
         let (_, values) = live.decide_keeping(&input).unwrap();
-        let d = shadow.decide_lent(&input, &values).unwrap().decision;
+        assert_eq!(
+            shadow.shadow_input(&input),
+            input,
+            "nothing lent: the whole input"
+        );
+        let d = shadow.decide_lent(&input, values).unwrap().decision;
         assert!(!d.allow, "the reader sees the shadow's flags: {d:?}");
         assert_eq!(d.reasons, vec!["closed".to_string()]);
     }
@@ -222,5 +272,11 @@ decision := {"allow": true} if input.action.tool == "read""#;
         shadow.borrow_from(&live);
         let lent: Vec<bool> = shadow.lent.iter().map(Option::is_some).collect();
         assert_eq!(lent, vec![true, true, true, true, true, false]);
+        let input =
+            json!({"action": {"tool": "read", "arguments": {"path": "x"}}, "user": {"id": "ada"}});
+        assert_eq!(
+            shadow.shadow_input(&input),
+            json!({"action": {"tool": "read"}})
+        );
     }
 }

@@ -161,6 +161,10 @@ pub struct PolicyEngine {
     /// A shadow engine's map to the live one (`lend`): for each layer, the
     /// live layer whose value it takes; empty on a live engine.
     lent: Vec<Option<usize>>,
+    /// A shadow engine's need of the input (`lend`): when every layer it
+    /// evaluates itself is memoized, only the paths those layers read
+    /// (`None`: the whole input).
+    needs: Option<Vec<Vec<String>>>,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -290,7 +294,7 @@ impl PolicyEngine {
     /// (`layers`) into one decision.
     pub fn decide(&self, input: &Value) -> Result<EvalOutcome, EngineError> {
         let start = Instant::now();
-        let values = self.layer_values(input, &[])?;
+        let values = self.layer_values(input, &mut [])?;
         self.combine_values(values, start)
     }
 
