@@ -246,3 +246,26 @@ fn a_record_the_disk_has_no_room_for_leaves_no_fragment() {
     assert_eq!(seen, want);
     assert!(text.ends_with('\n'));
 }
+
+/// A batch is whole lines, in order, after what was written before it; an
+/// empty batch writes nothing.
+#[test]
+fn a_batch_is_whole_lines_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("decisions.jsonl");
+    let log = DecisionLog::open(&p, Rotation { bytes: 0, keep: 1 }).unwrap();
+    log.write(&serde_json::json!({"i": 0})).unwrap();
+    log.write_batch(&[]).unwrap();
+    let batch: Vec<_> = (1..4).map(|i| serde_json::json!({"i": i})).collect();
+    log.write_batch(&batch).unwrap();
+    let text = std::fs::read_to_string(&p).unwrap();
+    let got: Vec<i64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["i"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(got, vec![0, 1, 2, 3]);
+}

@@ -42,6 +42,8 @@ pub const QUEUE_CAPACITY: usize = 1024;
 /// [`QUEUE_CAPACITY`] jobs per pause, that is up to ~100k requests a second
 /// before jobs are dropped.
 pub const BATCH_PAUSE: Duration = Duration::from_millis(10);
+/// Divergence records written together at most (one `write(2)` each).
+pub const MAX_BATCH_RECORDS: usize = 256;
 /// At most one "shadow queue full" log line per interval.
 pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -133,18 +135,60 @@ impl ShadowQueue {
 /// the forwarded path takes too (the decision log's writer, the evaluation
 /// memory scope), and a thread at idle priority preempted while holding one
 /// would stall live decisions behind it on a busy machine.
+/// The divergence records of a batch are written together
+/// ([`DecisionLog::write_batch`], up to [`MAX_BATCH_RECORDS`]): one lock and
+/// one system call for many, where the forwarded path's records wait.
 fn worker(rx: Receiver<Job>) {
+    let mut records = Records::default();
     while let Ok(job) = rx.recv() {
-        evaluate(job);
-        while let Ok(job) = rx.try_recv() {
-            evaluate(job);
+        let mut next = Some(job);
+        while let Some(job) = next {
+            if let Some((log, event)) = evaluate(job) {
+                records.push(log, event);
+            }
+            next = rx.try_recv().ok();
         }
+        records.flush();
         std::thread::sleep(BATCH_PAUSE);
     }
 }
 
-/// The shadow's outcome of one job; a divergence is counted and recorded.
-fn evaluate(mut job: Job) {
+/// Divergence records waiting to be written, all for one decision log.
+#[derive(Default)]
+struct Records {
+    log: Option<Arc<DecisionLog>>,
+    events: Vec<Value>,
+}
+
+impl Records {
+    fn push(&mut self, log: Arc<DecisionLog>, event: Value) {
+        if self.log.as_ref().is_some_and(|l| !Arc::ptr_eq(l, &log)) {
+            self.flush();
+        }
+        self.log = Some(log);
+        self.events.push(event);
+        if self.events.len() >= MAX_BATCH_RECORDS {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        let Some(log) = self.log.take() else { return };
+        if let Err(e) = log.write_batch(&self.events) {
+            let ids: Vec<&str> = self
+                .events
+                .iter()
+                .filter_map(|e| e["decision_id"].as_str())
+                .collect();
+            tracing::error!(decisions = ?ids, "{} shadow records could not be written: {e}", ids.len());
+        }
+        self.events.clear();
+    }
+}
+
+/// The shadow's outcome of one job; a divergence is counted, and its record
+/// returned for the log it goes to.
+fn evaluate(mut job: Job) -> Option<(Arc<DecisionLog>, Value)> {
     let decided = match job.live.layers.take() {
         Some(live) => job.engine.decide_lent(&job.input, live),
         None => job.engine.decide(&job.input),
@@ -154,9 +198,7 @@ fn evaluate(mut job: Job) {
         // A shadow that fails fails closed, as it would live.
         Err(e) => super::Decision::deny(e.reason_code(), e.to_string()),
     };
-    let Some(direction) = divergence(&job.live, shadow.allow, &shadow.reasons) else {
-        return;
-    };
+    let direction = divergence(&job.live, shadow.allow, &shadow.reasons)?;
     let engine = &job.engine;
     crate::audit::metrics::global().shadow_divergence(
         &job.server,
@@ -164,7 +206,7 @@ fn evaluate(mut job: Job) {
         &shadow.reasons,
         |c| super::record::reason_is_label(Some(engine), c),
     );
-    let Some(log) = &job.log else { return };
+    let log = job.log.take()?;
     let mut result = json!(shadow);
     result["policy_version"] = json!(engine.policy_version());
     let event = json!({
@@ -182,9 +224,7 @@ fn evaluate(mut job: Job) {
         "result": result,
         "labels": job.labels,
     });
-    if let Err(e) = log.write(&event) {
-        tracing::error!(server = %job.server, decision_id = %job.decision_id, "the shadow record could not be written: {e}");
-    }
+    Some((log, event))
 }
 
 /// How the shadow's outcome differs from the live one: `allow_to_deny`,

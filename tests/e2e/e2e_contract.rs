@@ -47,7 +47,7 @@ async fn a_server_without_a_bundle_is_announced_and_logged_as_policy_none() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_erroring_visible_rule_is_logged_and_the_tool_stays_listed() {
+async fn an_erroring_visible_rule_is_logged_and_hides_the_tool() {
     let s = Setup::with(|s| {
         // `visible` has two values for echo (an evaluation error), is false for add.
         let b = bundle(
@@ -61,9 +61,16 @@ async fn an_erroring_visible_rule_is_logged_and_the_tool_stays_listed() {
     });
     let client = s.connect(TestHost::new()).await;
     let names = tool_names(&client).await;
-    assert!(names.contains(&"echo".to_string()), "{names:?}");
+    // Fail closed: the rule that errs for echo hides it; the others are
+    // listed as the rule says.
+    assert!(!names.contains(&"echo".to_string()), "{names:?}");
     assert!(!names.contains(&"add".to_string()), "{names:?}");
     assert!(names.contains(&"slow".to_string()), "{names:?}");
+    // Hiding is not denying: the call is still decided (here, allowed).
+    let r = call(&client, "echo", json!({"text": "still decided"}))
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "still decided");
     let log = s.log_text();
     assert!(
         log.contains("the visible rule failed") && log.contains("tool=echo"),
