@@ -120,7 +120,8 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-fn unexpected(method: &str, got: ClientResult) -> ErrorData {
+/// A host's answer of the wrong kind for `method` (both directions' relays).
+pub(crate) fn unexpected(method: &str, got: ClientResult) -> ErrorData {
     ErrorData::internal_error(
         format!(
             "the agent host answered {method} with an unexpected result: {}",

@@ -45,7 +45,7 @@
 //! is touched only as `AtomicU64` words, as in `ratefile`.
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -168,14 +168,7 @@ impl BudgetFile {
             path: path.display().to_string(),
             message: m,
         };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| err(e.to_string()))?;
+        let file = super::ratefile::open_table(path).map_err(|e| err(e.to_string()))?;
         let len = HEADER + SLOTS * SLOT;
         let (fresh, damaged) = examine(path, &file, len)?;
         super::ratefile::allocate(&file, len, fresh, "budget table", "budgets").map_err(err)?;

@@ -94,14 +94,7 @@ impl RateFile {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| err(e.to_string()))?;
+        let file = open_table(path).map_err(|e| err(e.to_string()))?;
         let len = HEADER + SLOTS * SLOT;
         {
             let _held =
@@ -484,6 +477,18 @@ fn lock_file(file: &File, deadline: Option<Instant>) -> Result<FileLock<'_>, Bus
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(5));
     }
+}
+
+/// Opens (creating, owner-only) a table file shared by every gavel on the
+/// machine: the rate table, the budget table.
+pub(super) fn open_table(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
 }
 
 #[cfg(test)]

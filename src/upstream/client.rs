@@ -136,7 +136,10 @@ impl ClientHandler for UpstreamClient {
             .await?
         {
             ClientResult::CreateMessageResult(r) => Ok(*r),
-            other => Err(unexpected("sampling/createMessage", other)),
+            other => Err(crate::host::inputs::unexpected(
+                "sampling/createMessage",
+                other,
+            )),
         }
     }
 
@@ -176,7 +179,7 @@ impl ClientHandler for UpstreamClient {
             .await?
         {
             ClientResult::ElicitResult(r) => Ok(r),
-            other => Err(unexpected("elicitation/create", other)),
+            other => Err(crate::host::inputs::unexpected("elicitation/create", other)),
         }
     }
 
@@ -320,13 +323,3 @@ const UPSTREAM_SPEC_METHODS: &[&str] = {
         ListRootsRequestMethod::VALUE,
     ]
 };
-
-fn unexpected(method: &str, got: ClientResult) -> ErrorData {
-    ErrorData::internal_error(
-        format!(
-            "the agent host answered {method} with an unexpected result: {}",
-            serde_json::to_string(&got).unwrap_or_default()
-        ),
-        None,
-    )
-}

@@ -273,7 +273,18 @@ pub fn retry_request(
 ) -> Option<ClientRequest> {
     let responses = (!responses.is_empty()).then_some(responses);
     let mut request = original.clone();
-    match &mut request {
+    set_round_fields(&mut request, responses, state).then_some(request)
+}
+
+/// Sets a request's round fields (`inputResponses`, `requestState`); false
+/// for a request that has none (only `tools/call`, `prompts/get` and
+/// `resources/read` take rounds).
+pub fn set_round_fields(
+    request: &mut ClientRequest,
+    responses: Option<InputResponses>,
+    state: Option<String>,
+) -> bool {
+    match request {
         ClientRequest::CallToolRequest(r) => {
             r.params.input_responses = responses;
             r.params.request_state = state;
@@ -286,9 +297,9 @@ pub fn retry_request(
             r.params.input_responses = responses;
             r.params.request_state = state;
         }
-        _ => return None,
+        _ => return false,
     }
-    Some(request)
+    true
 }
 
 /// The method of a request that may take rounds.

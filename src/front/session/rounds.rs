@@ -31,21 +31,7 @@ fn legacy_host(cx: &RequestContext<RoleServer>) -> Option<Arc<InitializeRequestP
 /// A legacy host has no rounds: `inputResponses` or `requestState` on its
 /// request would be made up, and never reach the upstream.
 fn without_round_fields(request: &mut ClientRequest) {
-    match request {
-        ClientRequest::CallToolRequest(r) => {
-            r.params.input_responses = None;
-            r.params.request_state = None;
-        }
-        ClientRequest::GetPromptRequest(r) => {
-            r.params.input_responses = None;
-            r.params.request_state = None;
-        }
-        ClientRequest::ReadResourceRequest(r) => {
-            r.params.input_responses = None;
-            r.params.request_state = None;
-        }
-        _ => {}
-    }
+    crate::upstream::rounds::set_round_fields(request, None, None);
 }
 
 /// An upstream's -32021 (it needs a capability the request did not
