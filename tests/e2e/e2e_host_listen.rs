@@ -209,3 +209,31 @@ fn on_the_wire_each_listen_is_acknowledged_first_and_gets_only_its_kinds_until_c
         assert!(!is_tools_change_for(v, 1), "after the cancel: {v}");
     }
 }
+
+#[test]
+fn when_gavel_stops_an_open_listen_is_answered_as_gracefully_ended() {
+    let s = two_eras();
+    let mut raw = RawHost::bare(&s);
+    raw.send_line(&modern_line(
+        1,
+        "subscriptions/listen",
+        json!({"notifications": {"toolsListChanged": true}}),
+        "",
+    ));
+    let ack = raw.next();
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    // The upstreams are up (the listen started them) before gavel is stopped.
+    raw.send_line(&modern_line(2, "tools/list", json!({}), ""));
+    raw.answer(&json!(2));
+    raw.terminate();
+    let end = raw.answer(&json!(1));
+    assert_eq!(end["result"]["resultType"], "complete", "{end}");
+    assert_eq!(end["result"]["_meta"][SUBSCRIPTION_ID], 1, "{end}");
+    assert_eq!(
+        end["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "gavel",
+        "{end}"
+    );
+}

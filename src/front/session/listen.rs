@@ -100,9 +100,11 @@ async fn deliver(sink: &SubscriptionSink, changed: Changed) -> bool {
 
 impl Session {
     /// Runs one host listen until the host cancels it (rmcp then drops the
-    /// final result), its stream is gone, or the session stops (gavel
-    /// stopping: rmcp answers the listen with the graceful
-    /// `SubscriptionsListenResult`).
+    /// final result), its stream is gone, or gavel stops (the session's
+    /// shutdown, or rmcp cancelling the connection's requests on a signal):
+    /// rmcp then answers the listen with the graceful
+    /// `SubscriptionsListenResult`, draining it before the connection
+    /// closes.
     pub(crate) async fn listen(&self, cx: SubscriptionContext) -> Result<(), ErrorData> {
         let mut rx = self.inner.changes.subscribe();
         let sink = cx.sink().clone();
