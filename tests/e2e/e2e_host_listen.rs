@@ -237,3 +237,36 @@ fn when_gavel_stops_an_open_listen_is_answered_as_gracefully_ended() {
         "{end}"
     );
 }
+
+#[test]
+fn a_legacy_upstreams_list_change_reaches_a_modern_listen_and_nothing_else() {
+    // The fixture upstream (rmcp, `initialize` era) announces a tool it
+    // adds with an unsolicited `notifications/tools/list_changed`.
+    let s = common::Setup::solo("fx");
+    let mut raw = RawHost::bare(&s);
+    let mut seen = Vec::new();
+    raw.send_line(&modern_line(
+        1,
+        "subscriptions/listen",
+        json!({"notifications": {"toolsListChanged": true}}),
+        "",
+    ));
+    until(&mut raw, &mut seen, |v| {
+        v["method"] == "notifications/subscriptions/acknowledged"
+    });
+    raw.send_line(&modern_line(2, "tools/list", json!({}), ""));
+    let list = until(&mut raw, &mut seen, |v| v["id"] == 2);
+    assert!(!tool_names(&list).iter().any(|n| n == "leaf"), "{list}");
+    raw.send_line(&modern_line(
+        3,
+        "tools/call",
+        json!({"name": "add_tool", "arguments": {"name": "leaf"}}),
+        "",
+    ));
+    heard_then_listed(&mut raw, &mut seen, 1, 10, "leaf");
+    for v in &seen {
+        if v.get("method").is_some() {
+            assert_eq!(tagged(v), &json!(1), "only the listen's own frames: {v}");
+        }
+    }
+}
