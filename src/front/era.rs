@@ -87,17 +87,21 @@ pub fn token_identity(
 ///
 /// The capabilities are gavel's, not a union of whatever upstreams happen
 /// to be up: tools, resources, prompts and completion are always served
-/// (gavel's own agent tools and resources among them). Not advertised:
-/// `listChanged` and `resources.subscribe` (both mean
-/// `subscriptions/listen` in 2026-07-28, which gavel does not serve yet),
+/// (gavel's own agent tools and resources among them), and `listChanged`
+/// for all three: a 2026-07-28 host hears of those changes on
+/// `subscriptions/listen` (`session::listen`). Not advertised:
+/// `resources.subscribe` (per-URI updates on a listen, not served),
 /// `logging` (gavel emits no log notification to a modern host), and tasks
 /// (not implemented on either era). `ttlMs: 0`, `cacheScope: private`:
 /// what gavel lists depends on live upstreams and on per-caller policy.
 pub fn discover_result(instructions: Option<String>) -> DiscoverResult {
     let caps = ServerCapabilities::builder()
         .enable_tools()
+        .enable_tool_list_changed()
         .enable_resources()
+        .enable_resources_list_changed()
         .enable_prompts()
+        .enable_prompts_list_changed()
         .enable_completions()
         .build();
     let mut d = DiscoverResult::new(supported_versions().into_owned(), caps);

@@ -12,6 +12,13 @@ The plan is a JSON list on stdin; each step prints one JSON line on stdout:
   {"op": "call", "name": N, "args": {...},
    "progress": true}                           -> {"result": CallToolResult,
                                                     "progress": [[p, total], ...]}
+  {"op": "listen", "filter": {"tools": bool, "prompts": bool},
+   "during": [step, ...], "expect_tool": N}   -> {"honored": SubscriptionFilter,
+                                                    "during": [...], "events": [type, ...],
+                                                    "tools": [name, ...]}
+     (opens `subscriptions/listen`, runs the steps, then waits for change
+     events — at most 3, each within 30 s — listing the tools after each,
+     until N is listed)
 A step that fails prints {"error": {"code", "message"}} instead. The first
 line names the session: {"op": "connected", "protocol_version", "server_info"}.
 """
@@ -21,6 +28,7 @@ import json
 import os
 import sys
 
+import anyio
 from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.shared.exceptions import MCPError
@@ -49,10 +57,33 @@ async def step(client: Client, s: dict) -> dict:
             )
             out["result"] = dump(r)
             out["progress"] = progress
+        elif s["op"] == "listen":
+            out.update(await listen(client, s))
         else:
             raise ValueError(f"unknown step {s['op']!r}")
     except MCPError as e:
         out["error"] = {"code": e.code, "message": e.message, "data": e.data}
+    return out
+
+
+async def listen(client: Client, s: dict) -> dict:
+    f = s.get("filter", {})
+    out: dict = {"events": [], "tools": []}
+    async with client.listen(
+        tools_list_changed=f.get("tools", False),
+        prompts_list_changed=f.get("prompts", False),
+    ) as sub:
+        out["honored"] = dump(sub.honored)
+        out["during"] = [await step(client, d) for d in s.get("during", [])]
+        events = aiter(sub)
+        for _ in range(3):
+            with anyio.fail_after(30):
+                event = await anext(events)
+            out["events"].append(type(event).__name__)
+            listed = await client.list_tools(cache_mode="bypass")
+            out["tools"] = [t.name for t in listed.tools]
+            if s.get("expect_tool") in out["tools"]:
+                break
     return out
 
 

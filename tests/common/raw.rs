@@ -85,6 +85,12 @@ impl RawHost {
             .expect("a message, not a hang")
     }
 
+    /// Signals gavel to stop (SIGTERM), as a supervisor would.
+    pub fn terminate(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
     /// The next error with no id (parse errors): `"id": null` or none.
     pub fn idless_error(&mut self) -> Value {
         loop {

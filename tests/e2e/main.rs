@@ -33,6 +33,7 @@ mod e2e_everything;
 mod e2e_example;
 mod e2e_explain;
 mod e2e_host_era;
+mod e2e_host_listen;
 mod e2e_http;
 mod e2e_http_auth;
 mod e2e_http_jwks;

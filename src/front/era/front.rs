@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use rmcp::model::*;
-use rmcp::service::{NotificationContext, RequestContext, RoleServer};
+use rmcp::service::{NotificationContext, RequestContext, RoleServer, SubscriptionContext};
 use rmcp::{ErrorData, ServerHandler};
 
 use super::{gavel_info, modern_version, private_hints, stamp_meta};
@@ -248,6 +248,24 @@ impl ServerHandler for EraFront {
         stamp_meta(&mut r.meta, info.as_ref());
         typed(&mut r.result_type, &info);
         Ok(r)
+    }
+
+    /// `subscriptions/listen` (2026-07-28; rmcp refuses it on a legacy
+    /// request): the list kinds asked for, never `resourceSubscriptions`
+    /// (`session::listen`).
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(crate::front::session::accepted_listen(requested))
+    }
+
+    /// One listen, on the session that serves its principal (stdio: the
+    /// process's); a listen as a host's first request starts the upstreams
+    /// whose changes it is to hear.
+    async fn listen(&self, cx: SubscriptionContext) -> Result<(), ErrorData> {
+        let (s, _) = self.route(cx.request_context())?;
+        s.listen(cx).await
     }
 
     /// Removed in 2026-07-28 (the level is per request): -32601 under the

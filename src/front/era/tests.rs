@@ -56,11 +56,14 @@ fn discover_names_gavel_every_era_and_no_feature_it_does_not_serve() {
     for served in ["tools", "resources", "prompts", "completions"] {
         assert!(caps.get(served).is_some(), "{served}: {caps}");
     }
-    // Not served to a modern host: listen (listChanged, subscribe), logs, tasks.
+    // List changes are delivered on `subscriptions/listen`.
+    for kind in ["tools", "resources", "prompts"] {
+        assert_eq!(caps[kind]["listChanged"], true, "{kind}: {caps}");
+    }
+    // Not served to a modern host: per-URI updates (subscribe), logs, tasks.
     for absent in ["logging", "tasks", "extensions"] {
         assert!(caps.get(absent).is_none(), "{absent}: {caps}");
     }
-    assert!(caps["tools"].get("listChanged").is_none(), "{caps}");
     assert!(caps["resources"].get("subscribe").is_none(), "{caps}");
 }
 

@@ -27,9 +27,11 @@ mod agent;
 mod agent_resources;
 mod dataflow;
 mod handler;
+mod listen;
 mod result;
 mod rounds;
 mod set;
+pub(crate) use listen::accepted as accepted_listen;
 pub use set::SessionSet;
 
 struct Inner {
@@ -47,6 +49,9 @@ struct Inner {
     /// Held while upstreams are being started, by whichever request comes
     /// first: a legacy `initialize` or a modern host's first request.
     starting: Mutex<()>,
+    /// Every list change announced, for the host's open listens
+    /// (2026-07-28, `listen.rs`).
+    changes: Arc<listen::ListChanges>,
 }
 
 /// Cheap to clone; all clones are the same session.
@@ -87,6 +92,7 @@ impl Session {
                 owner: OnceLock::new(),
                 given: Default::default(),
                 starting: Mutex::new(()),
+                changes: Default::default(),
             }),
         }
     }
@@ -188,6 +194,7 @@ impl Session {
         let enforcer = gw.enforcer.clone();
         let shutdown = self.inner.shutdown.clone();
         let state = self.inner.state.clone();
+        let changes = self.inner.changes.clone();
         // A newly activated policy may show or hide tools (`visible`).
         let mut policies = enforcer.subscribe();
         tokio::spawn(async move {
@@ -197,11 +204,11 @@ impl Session {
                         // Coalesce bursts (several upstreams becoming ready together).
                         while changed_rx.try_recv().is_ok() {}
                         router.rebuild(&enforcer, &list_context(&state));
-                        announce(&host, router.take_unannounced()).await;
+                        announce(&host, &changes, router.take_unannounced()).await;
                     }
                     Ok(()) = policies.changed() => {
                         router.rebuild(&enforcer, &list_context(&state));
-                        announce(&host, router.take_unannounced()).await;
+                        announce(&host, &changes, router.take_unannounced()).await;
                     }
                     _ = shutdown.cancelled() => break,
                     else => break,
@@ -440,11 +447,17 @@ fn list_context(state: &SessionState) -> crate::decision::DecisionContext {
     }
 }
 
-/// Tells the host which lists changed (tools, resources, prompts).
+/// Tells the host which lists changed (tools, resources, prompts): a
+/// legacy host by unsolicited notifications, a 2026-07-28 host only on the
+/// listens it opened (`listen.rs`; it has no session peer, so `peer()` is
+/// `None` for it).
 async fn announce(
     host: &crate::host::link::HostLink,
-    (tools, resources, prompts): (bool, bool, bool),
+    changes: &listen::ListChanges,
+    changed: listen::Changed,
 ) {
+    changes.publish(changed);
+    let (tools, resources, prompts) = changed;
     if let Some(peer) = host.peer() {
         if tools {
             let _ = peer.notify_tool_list_changed().await;

@@ -1,0 +1,176 @@
+//! `subscriptions/listen` for a 2026-07-28 host (MCP's only way to hear of
+//! list changes in that era: nothing unsolicited reaches a modern host).
+//!
+//! Every change the session's router finds — an upstream's list changed
+//! (a legacy upstream's `notifications/*/list_changed`, a modern one's
+//! listen stream, `upstream::listen`), an upstream started or stopped, a
+//! policy activation that shows or hides tools — is published once on the
+//! session's [`ListChanges`] channel, the same moment a legacy host is sent
+//! its notifications. Each open listen is a receiver of that channel and
+//! passes on only the kinds its host asked for and gavel acknowledged;
+//! rmcp's sink tags each notification with the listen's `subscriptionId`
+//! and sends the acknowledgement before any of them.
+//!
+//! `resourceSubscriptions` (per-URI `resources/updated`) is not served:
+//! the acknowledgement leaves it out, and discover does not advertise
+//! `resources.subscribe`.
+
+use rmcp::ErrorData;
+use rmcp::model::SubscriptionFilter;
+use rmcp::service::{SubscriptionContext, SubscriptionSendError, SubscriptionSink};
+use tokio::sync::broadcast;
+
+use super::Session;
+
+/// Which lists changed: tools, resources, prompts.
+pub(crate) type Changed = (bool, bool, bool);
+
+/// How many change sets a slow listen may fall behind before it is told
+/// "everything changed" instead (a lagging receiver loses the detail, never
+/// the fact that something changed).
+const BACKLOG: usize = 16;
+
+/// The session's change channel: one sender, a receiver per open listen.
+pub(crate) struct ListChanges(broadcast::Sender<Changed>);
+
+impl Default for ListChanges {
+    fn default() -> Self {
+        Self(broadcast::channel(BACKLOG).0)
+    }
+}
+
+impl ListChanges {
+    /// Publishes a change set to every open listen (none open: dropped —
+    /// a listen opened later starts from what it lists then).
+    pub(crate) fn publish(&self, changed: Changed) {
+        if changed != (false, false, false) {
+            let _ = self.0.send(changed);
+        }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Changed> {
+        self.0.subscribe()
+    }
+}
+
+/// What gavel delivers of a requested filter: the three list kinds it was
+/// asked for, never `resourceSubscriptions` (not served).
+pub(crate) fn accepted(requested: &SubscriptionFilter) -> SubscriptionFilter {
+    let mut f = SubscriptionFilter::new();
+    f.tools_list_changed = requested.tools_list_changed.filter(|&b| b);
+    f.prompts_list_changed = requested.prompts_list_changed.filter(|&b| b);
+    f.resources_list_changed = requested.resources_list_changed.filter(|&b| b);
+    f
+}
+
+/// The kinds of `changed` that `accepted` asked for, as (tools, resources,
+/// prompts).
+fn wanted(accepted: &SubscriptionFilter, (t, r, p): Changed) -> Changed {
+    (
+        t && accepted.tools_list_changed == Some(true),
+        r && accepted.resources_list_changed == Some(true),
+        p && accepted.prompts_list_changed == Some(true),
+    )
+}
+
+/// Sends the notifications of `changed` on one listen stream; `false` once
+/// the stream is gone (host cancelled, transport closed).
+async fn deliver(sink: &SubscriptionSink, changed: Changed) -> bool {
+    let (tools, resources, prompts) = changed;
+    let mut sent = Ok(());
+    if tools {
+        sent = sent.and(sink.notify_tool_list_changed().await);
+    }
+    if resources {
+        sent = sent.and(sink.notify_resource_list_changed().await);
+    }
+    if prompts {
+        sent = sent.and(sink.notify_prompt_list_changed().await);
+    }
+    match sent {
+        Ok(()) => true,
+        Err(SubscriptionSendError::SubscriptionClosed | SubscriptionSendError::Service(_)) => false,
+        // Not reachable (only accepted kinds are sent); not a reason to end.
+        Err(e) => {
+            tracing::debug!("listen notification not sent: {e}");
+            true
+        }
+    }
+}
+
+impl Session {
+    /// Runs one host listen until the host cancels it (rmcp then drops the
+    /// final result), its stream is gone, or gavel stops (the session's
+    /// shutdown, or rmcp cancelling the connection's requests on a signal):
+    /// rmcp then answers the listen with the graceful
+    /// `SubscriptionsListenResult`, draining it before the connection
+    /// closes.
+    pub(crate) async fn listen(&self, cx: SubscriptionContext) -> Result<(), ErrorData> {
+        let mut rx = self.inner.changes.subscribe();
+        let sink = cx.sink().clone();
+        let shutdown = self.inner.shutdown.clone();
+        loop {
+            let changed = tokio::select! {
+                _ = cx.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => return Ok(()),
+                r = rx.recv() => match r {
+                    Ok(c) => c,
+                    Err(broadcast::error::RecvError::Lagged(_)) => (true, true, true),
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+            };
+            let changed = wanted(cx.accepted(), changed);
+            if changed != (false, false, false) && !deliver(&sink, changed).await {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_requested_list_kinds_are_accepted_never_resource_subscriptions() {
+        let mut req = SubscriptionFilter::builder().tools_list_changed().build();
+        req.prompts_list_changed = Some(false);
+        req.resource_subscriptions = Some(vec!["file:///x".into()]);
+        let a = accepted(&req);
+        assert_eq!(a.tools_list_changed, Some(true));
+        assert_eq!(a.prompts_list_changed, None);
+        assert_eq!(a.resources_list_changed, None);
+        assert_eq!(a.resource_subscriptions, None);
+    }
+
+    #[test]
+    fn a_listen_gets_only_the_kinds_it_accepted() {
+        let prompts = SubscriptionFilter::builder().prompts_list_changed().build();
+        assert_eq!(wanted(&prompts, (true, true, false)), (false, false, false));
+        assert_eq!(wanted(&prompts, (true, false, true)), (false, false, true));
+    }
+
+    #[tokio::test]
+    async fn every_receiver_sees_a_published_change_and_empty_sets_are_not_sent() {
+        let c = ListChanges::default();
+        let (mut a, mut b) = (c.subscribe(), c.subscribe());
+        c.publish((false, false, false));
+        c.publish((true, false, false));
+        assert_eq!(a.recv().await.unwrap(), (true, false, false));
+        assert_eq!(b.recv().await.unwrap(), (true, false, false));
+        assert!(a.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_lagging_receiver_is_told_it_lagged() {
+        let c = ListChanges::default();
+        let mut a = c.subscribe();
+        for _ in 0..=BACKLOG {
+            c.publish((false, true, false));
+        }
+        assert!(matches!(
+            a.recv().await,
+            Err(broadcast::error::RecvError::Lagged(_))
+        ));
+    }
+}
