@@ -13,18 +13,18 @@
 //! its ledger written behind — so it survives a crash or `kill -9` of gavel
 //! right after.
 //!
-//! A result's tokens are known only once the upstream answered. Writing them
-//! then was a SQLite write transaction on the event loop between the answer
-//! and the reply (half the store's time per call). They are kept in memory
-//! instead (`decision::owed`) and written with the next charge of the same budget
-//! in the same transaction — so this process's next call sees them, exactly
-//! as before — or by the flusher thread within [`crate::decision::owed::FLUSH_EVERY`], or when the
-//! guard goes (shutdown). Every read of the budget here counts them. The
-//! durability class of these tokens only: another gavel process sees them
-//! up to [`crate::decision::owed::FLUSH_EVERY`] later, and a `kill -9` can lose the result tokens
-//! of calls answered in that last interval (calls and argument tokens are
-//! committed before the call is forwarded, as before). With Redis they are
-//! written at once, as before (a network store: no fold into its script).
+//! A result's tokens are known only once the upstream answered. They are
+//! written to the shared table then, before the reply, when its lock is free
+//! (a few stores, no wait: exact across `kill -9`). When another process
+//! holds the lock they are kept in memory instead (`decision::owed`) — the
+//! reply never waits — and written with the next charge of the same budget,
+//! or by the flusher thread within [`crate::decision::owed::FLUSH_EVERY`], or
+//! when the guard goes (shutdown). Every read of the budget here counts
+//! them. Only those, found the lock held, have a weaker class: another gavel
+//! process sees them up to [`crate::decision::owed::FLUSH_EVERY`] later, and
+//! a `kill -9` can lose them (calls and argument tokens are charged before
+//! the call is forwarded). With Redis they are written at once, as before (a
+//! network store: no fold into its script).
 
 use std::sync::Arc;
 
@@ -512,7 +512,17 @@ impl Guard {
             return;
         }
         if let Some(o) = &self.owed {
-            o.add(&receipt.key, &receipt.period, tokens);
+            // The embedded store: a few stores in the shared table, written
+            // now when its lock is free (before the host has the answer:
+            // exact across `kill -9`), owed when another holds it — the
+            // reply never waits for a lock.
+            let add = Usage { calls: 0, tokens };
+            let now = self.store().ok().map(|s| {
+                crate::state::wait::no_wait(|| s.budget_add(&receipt.key, &receipt.period, add))
+            });
+            if !matches!(now, Some((Ok(_), _))) {
+                o.add(&receipt.key, &receipt.period, tokens);
+            }
             return;
         }
         let r = self.store().and_then(|s| {

@@ -1,5 +1,7 @@
-//! Result tokens counted in memory until they reach the budget's store:
-//! why, and the durability class, are in `decision::guard`'s module doc.
+//! Result tokens counted in memory until they reach the budget's store —
+//! only those the guard could not write at once because another process held
+//! the table's lock: why, and the durability class, are in
+//! `decision::guard`'s module doc.
 //! The guard folds them into the next charge of the same budget (one
 //! transaction); the flusher thread writes the rest every [`FLUSH_EVERY`],
 //! and the guard writes what is left when it goes.
@@ -105,8 +107,8 @@ mod tests {
     const NOW: f64 = 1_795_391_000.0;
 
     /// A result's tokens count for the next call at once (the policy's view
-    /// and the charge's limit), and the next charge writes them in its own
-    /// transaction — also when that charge is refused; written once.
+    /// and the charge's limit), also when that charge is refused; written
+    /// once.
     #[test]
     fn result_tokens_fold_into_the_next_charge() {
         let dir = tempfile::tempdir().unwrap();
@@ -175,6 +177,50 @@ mod tests {
                 tokens: 12
             },
             "1 + 4 + 1 + 6"
+        );
+    }
+
+    /// A result's tokens are in the store as soon as they are charged when
+    /// the table's lock is free (exact across `kill -9`); with the lock held
+    /// by another process the charge returns at once — the reply never
+    /// waits — and the tokens are owed, counted by every read here, and
+    /// written later, never lost.
+    #[test]
+    fn result_tokens_are_written_at_once_and_owed_only_when_the_lock_is_held() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(NOW);
+        let g = guard(dir.path(), &clock);
+        let mut d = Decision::allow("t");
+        let first = g.check(&who(), &[], 13, &mut d).expect("13 of 30");
+        g.charge_result_tokens(&first, 10);
+        assert_eq!(
+            stored(dir.path(), &first.period).tokens,
+            23,
+            "written at once"
+        );
+
+        // Another open file description: flock conflicts as between processes.
+        let rates = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.path().join("state.rates"))
+            .unwrap();
+        // SAFETY: plain flock on a descriptor this test owns.
+        assert_eq!(unsafe { libc::flock(rates.as_raw_fd(), libc::LOCK_EX) }, 0);
+        g.charge_result_tokens(&first, 5);
+        // SAFETY: as above.
+        unsafe { libc::flock(rates.as_raw_fd(), libc::LOCK_UN) };
+        let view = g.budget_view(&who()).unwrap();
+        assert_eq!(
+            view["used"]["tokens"], 28,
+            "owed tokens are counted: {view}"
+        );
+        drop(g);
+        assert_eq!(
+            stored(dir.path(), &first.period).tokens,
+            28,
+            "and written, once"
         );
     }
 }

@@ -282,8 +282,8 @@ impl ServerHandler for Session {
         };
         let bytes = super::result::result_bytes(&result);
         self.inner.state.add_result_bytes(bytes);
-        // No store write here, between the answer and the reply: counted in
-        // memory, written with the next charge (`decision::owed`).
+        // Written to the shared table when its lock is free, else owed to
+        // the next charge (`decision::guard`): the reply never waits.
         self.inner.gw.enforcer.charge_result_tokens(&permit, bytes);
         let result = match self.result_policy(&permit, OutputKind::ToolResult, result) {
             Ok(r) => r,
