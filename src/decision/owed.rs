@@ -106,17 +106,25 @@ mod tests {
 
     const NOW: f64 = 1_795_391_000.0;
 
+    /// A guard after one call of 13 argument tokens whose result had 10.
+    fn charged(
+        dir: &std::path::Path,
+        clock: &ManualClock,
+    ) -> (Guard, crate::decision::guard::Receipt) {
+        let g = guard(dir, clock);
+        let mut d = Decision::allow("t");
+        let first = g.check(&who(), &[], 13, &mut d).expect("13 of 30");
+        g.charge_result_tokens(&first, 10);
+        (g, first)
+    }
+
     /// A result's tokens count for the next call at once (the policy's view
     /// and the charge's limit), also when that charge is refused; written
     /// once.
     #[test]
     fn result_tokens_fold_into_the_next_charge() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(NOW);
-        let g = guard(dir.path(), &clock);
-        let mut d = Decision::allow("t");
-        let first = g.check(&who(), &[], 13, &mut d).expect("13 of 30");
-        g.charge_result_tokens(&first, 10);
+        let (dir, clock) = (tempfile::tempdir().unwrap(), ManualClock::new(NOW));
+        let (g, first) = charged(dir.path(), &clock);
         let view = g.budget_view(&who()).unwrap();
         assert_eq!(view["used"]["tokens"], 23, "{view}");
         let mut d = Decision::allow("t");
@@ -188,12 +196,8 @@ mod tests {
     #[test]
     fn result_tokens_are_written_at_once_and_owed_only_when_the_lock_is_held() {
         use std::os::fd::AsRawFd;
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(NOW);
-        let g = guard(dir.path(), &clock);
-        let mut d = Decision::allow("t");
-        let first = g.check(&who(), &[], 13, &mut d).expect("13 of 30");
-        g.charge_result_tokens(&first, 10);
+        let (dir, clock) = (tempfile::tempdir().unwrap(), ManualClock::new(NOW));
+        let (g, first) = charged(dir.path(), &clock);
         assert_eq!(
             stored(dir.path(), &first.period).tokens,
             23,
