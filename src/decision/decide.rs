@@ -69,12 +69,13 @@ impl Enforcer {
                 // Refused by persona before any policy: nothing to shadow.
                 Some(d) => (Evaluated::by_gavel(d, "persona"), None),
                 None => {
-                    let keep = shadow_borrows(active.as_deref());
+                    let shadow = shadow_engine(active.as_deref());
+                    let keep = shadow.is_some_and(|e| e.borrows());
                     let mut ev = self.evaluate(action, sp, policy, &input, keep);
                     // The shadow's job, taken before the input goes into
                     // the record and before gavel-side steps change the
                     // policy's outcome.
-                    let shadow = self.shadow_job(action, active.as_deref(), &mut ev, &input, &now);
+                    let shadow = self.shadow_job(action, shadow, &mut ev, &input, &now);
                     (ev, shadow)
                 }
             };
@@ -216,14 +217,12 @@ impl Enforcer {
     fn shadow_job(
         &self,
         action: &Action,
-        active: Option<&super::Active>,
+        engine: Option<&std::sync::Arc<PolicyEngine>>,
         ev: &mut Evaluated,
         input: &Value,
         now: &str,
     ) -> Option<super::shadow::Job> {
-        let Some(super::ShadowPolicy::Rego(engine)) = active.and_then(|a| a.shadow.as_ref()) else {
-            return None;
-        };
+        let engine = engine?;
         if ev.policy != "rego" {
             return None;
         }
@@ -453,13 +452,12 @@ impl Evaluated {
     }
 }
 
-/// Whether `active`'s shadow takes layer values from the live evaluation
-/// (then the live one keeps them, `engine::lend`).
-fn shadow_borrows(active: Option<&super::Active>) -> bool {
-    matches!(
-        active.and_then(|a| a.shadow.as_ref()),
-        Some(super::ShadowPolicy::Rego(e)) if e.borrows()
-    )
+/// `active`'s shadow engine, when it has one that can be evaluated.
+fn shadow_engine(active: Option<&super::Active>) -> Option<&std::sync::Arc<PolicyEngine>> {
+    match active.and_then(|a| a.shadow.as_ref()) {
+        Some(super::ShadowPolicy::Rego(e)) => Some(e),
+        _ => None,
+    }
 }
 
 /// What a `tools/call` was charged: the limits (given back with the budget

@@ -254,7 +254,7 @@ impl ServerHandler for Session {
         let route = self.tool_route(&request.name).await?;
         self.raise_reported_tokens(&cx);
         let mut action = self.tool_action(&route, &request);
-        self.trace(&mut action, &cx);
+        self.describe(&mut action, &cx);
         // Unlike the other methods, a denied call is answered as a tool
         // result (`isError`), which agents show the model: it reads why.
         let permit = match self.authorize_ref(&action, &cx).await {
@@ -339,7 +339,7 @@ impl ServerHandler for Session {
             &request.uri,
             json!({ "uri": request.uri }),
         );
-        self.trace(&mut action, &cx);
+        self.describe(&mut action, &cx);
         let what = format!("reading resource {}", request.uri);
         let permit = self
             .authorize_ref(&action, &cx)
@@ -460,7 +460,7 @@ impl ServerHandler for Session {
         };
         let args = serde_json::to_value(&request.arguments).unwrap_or(Value::Null);
         let mut action = self.action(ActionType::PromptGet, &route.server, &route.name, args);
-        self.trace(&mut action, &cx);
+        self.describe(&mut action, &cx);
         let what = format!("getting prompt {}", request.name);
         let permit = self
             .authorize_ref(&action, &cx)

@@ -321,21 +321,22 @@ impl Session {
         mut action: Action,
         cx: &RequestContext<RoleServer>,
     ) -> Result<Permit, crate::decision::Decision> {
-        self.trace(&mut action, cx);
+        self.describe(&mut action, cx);
         self.authorize_ref(&action, cx).await
     }
 
-    /// With `[telemetry]`, the span `action` is decided in (see
-    /// [`Self::authorize`]); and the protocol era of this request.
-    fn trace(&self, action: &mut Action, cx: &RequestContext<RoleServer>) {
+    /// What of the request `action` carries besides its own fields: the
+    /// protocol era it came in, and with `[telemetry]` the span it is
+    /// decided in (see [`Self::authorize`]).
+    fn describe(&self, action: &mut Action, cx: &RequestContext<RoleServer>) {
         if self.inner.gw.enforcer.tracer().is_some() {
             action.trace = Some(trace_context(cx));
         }
         action.era = crate::front::era::request_era(cx);
     }
 
-    /// [`Self::authorize`] keeping the action (traced first with
-    /// [`Self::trace`]): a request that may take input rounds is decided
+    /// [`Self::authorize`] keeping the action (described first with
+    /// [`Self::describe`]): a request that may take input rounds is decided
     /// again, as itself, for each retry (`rounds`).
     async fn authorize_ref(
         &self,
