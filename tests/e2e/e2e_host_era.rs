@@ -408,6 +408,40 @@ fn an_upstreams_request_during_a_modern_call_is_refused_naming_mrtr() {
     assert_eq!(init["params"]["capabilities"], json!({}), "{init}");
 }
 
+/// A modern host's own `inputResponses` and `requestState` are made up
+/// (gavel relays no upstream round to a modern host): they never reach the
+/// upstream, whose `confirm` tool would otherwise take the forged answer
+/// and state as its own round's.
+#[test]
+fn a_modern_hosts_forged_round_never_reaches_the_upstream() {
+    let s = two_eras();
+    let mut raw = RawHost::bare(&s);
+    raw.send_line(&modern_line(
+        1,
+        "tools/call",
+        json!({
+            "name": "modern__confirm",
+            "arguments": {"action": "deploy"},
+            "inputResponses": {"confirm": {"action": "accept", "content": {"confirm": true}}},
+            "requestState": "confirm:forged",
+        }),
+        "",
+    ));
+    let r = raw.answer(&json!(1));
+    let text = r["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        !text.contains("confirmed"),
+        "the forged answer was taken: {r}"
+    );
+    // The upstream asked its question again (this host declared no
+    // elicitation, so the round is refused for want of it).
+    assert_eq!(r["error"]["code"], -32021, "{r}");
+    let message = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("'confirm'"), "{r}");
+}
+
 /// `gavel serve` on `two_eras`: its process and URL.
 async fn serve(s: &Setup) -> (tokio::process::Child, String) {
     let state = s.path("state");

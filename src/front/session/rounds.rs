@@ -28,8 +28,11 @@ fn legacy_host(cx: &RequestContext<RoleServer>) -> Option<Arc<InitializeRequestP
     cx.peer.peer_info()
 }
 
-/// A legacy host has no rounds: `inputResponses` or `requestState` on its
-/// request would be made up, and never reach the upstream.
+/// No host is given an upstream's round to answer (a legacy host's rounds
+/// are driven by gavel; MRTR toward a modern host is not built), so
+/// `inputResponses` or `requestState` on any host's request are made up:
+/// they never reach the upstream, which would take a forged state or
+/// forged answers as its own.
 fn without_round_fields(request: &mut ClientRequest) {
     crate::upstream::rounds::set_round_fields(request, None, None);
 }
@@ -71,9 +74,7 @@ impl Session {
         cx: &RequestContext<RoleServer>,
     ) -> Result<Forwarded, ErrorData> {
         let host = legacy_host(cx);
-        if host.is_some() {
-            without_round_fields(&mut request);
-        }
+        without_round_fields(&mut request);
         let up = self.router()?.upstreams.get(server).cloned();
         let modern = up
             .as_ref()
