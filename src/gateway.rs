@@ -27,6 +27,9 @@ pub struct Gateway {
     /// `gavel://policy/…` resources): set by the cli, which may use
     /// `governance` (the fronts, below it, may not).
     policy_texts: std::sync::OnceLock<Arc<dyn PolicyTexts>>,
+    /// Seals the state of the input rounds gavel hands a 2026-07-28 host
+    /// (`host::seal`) and spends each round once.
+    pub sealer: Arc<crate::host::seal::Sealer>,
 }
 
 /// The plain-language texts the agent tools serve, written by `gavel
@@ -106,6 +109,9 @@ impl Gateway {
             supply,
             shared: Default::default(),
             policy_texts: Default::default(),
+            sealer: Arc::new(crate::host::seal::Sealer::new(
+                crate::host::seal::SealKey::random(),
+            )),
         }))
     }
 

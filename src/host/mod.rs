@@ -10,6 +10,7 @@ pub mod approval;
 pub mod authorize;
 pub mod inputs;
 pub mod link;
+pub mod seal;
 
 pub use authorize::authorize;
 pub use link::HostLink;
