@@ -44,6 +44,7 @@ mod e2e_lifecycle;
 mod e2e_limits;
 mod e2e_lint;
 mod e2e_metrics;
+mod e2e_modern_sessions;
 mod e2e_oci;
 mod e2e_oci_auth;
 mod e2e_oci_ops;

@@ -246,11 +246,15 @@ fn mcp_service(
     sessions: &SessionSet,
     config: StreamableHttpServerConfig,
 ) -> (axum::Router, Arc<LocalSessionManager>) {
-    let modern = Arc::new(modern::ModernSessions::new(
+    let modern = modern::ModernSessions::new(
         gw.clone(),
         sessions.clone(),
-        opts.max_sessions,
-    ));
+        modern::ModernLimits {
+            max: opts.max_sessions,
+            per_user: opts.max_sessions_per_user,
+            idle: opts.session_idle_timeout,
+        },
+    );
     // rmcp asks for a handler per legacy session and per modern request;
     // a modern request is served by its principal's session (`modern`).
     let factory = {

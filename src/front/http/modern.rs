@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -76,25 +77,55 @@ pub(super) fn refuse_initialize(body: &[u8]) -> Option<Response> {
     )
 }
 
+/// How many 2026-07-28 callers are served at once, and for how long an
+/// idle one is kept: the same `[serve]` keys as legacy sessions.
+#[derive(Debug, Clone, Copy)]
+pub struct ModernLimits {
+    /// `max_sessions`: callers (principals) at once.
+    pub max: usize,
+    /// `max_sessions_per_user`: one user's principals (user, agent) at once.
+    pub per_user: usize,
+    /// `session_idle_timeout`: a caller with no request for this long, and
+    /// none in flight, is forgotten and its upstreams stop.
+    pub idle: Duration,
+}
+
+struct Entry {
+    session: Session,
+    last: Instant,
+}
+
 /// The sessions that serve 2026-07-28 requests, one per principal.
-/// Bounded by `[serve] max_sessions`; they live until gavel stops (each is
-/// also in the front's [`SessionSet`], which stops them then and counts
-/// them in `gavel status`).
+/// Bounded as legacy sessions are: at most `max` principals, at most
+/// `per_user` for one user, and a principal with no request for the idle
+/// timeout (and none in flight) is dropped, its upstreams stopped — so the
+/// table never fills with callers that came once and left, which would
+/// lock every new caller out until a restart. Each is also in the front's
+/// [`SessionSet`], which stops them at exit and counts them in `gavel
+/// status`. Dropping one loses nothing a caller relies on: MCP 2026-07-28
+/// keeps no state between requests, and round state is sealed in the
+/// request (`host::seal`).
 pub struct ModernSessions {
     gw: Arc<Gateway>,
     set: SessionSet,
-    by_principal: Mutex<HashMap<(String, String), Session>>,
-    max: usize,
+    by_principal: Mutex<HashMap<(String, String), Entry>>,
+    limits: ModernLimits,
+}
+
+fn full(message: String) -> ErrorData {
+    ErrorData::new(ErrorCode(503), message, None)
 }
 
 impl ModernSessions {
-    pub fn new(gw: Arc<Gateway>, set: SessionSet, max: usize) -> Self {
-        Self {
+    pub fn new(gw: Arc<Gateway>, set: SessionSet, limits: ModernLimits) -> Arc<Self> {
+        let me = Arc::new(Self {
             gw,
             set,
             by_principal: Mutex::default(),
-            max,
-        }
+            limits,
+        });
+        me.watch();
+        me
     }
 
     /// The session of the principal whose token `cx` came with (the one
@@ -106,26 +137,70 @@ impl ModernSessions {
             .map(|i| (i.user.id.clone(), i.agent.id.clone()))
             .unwrap_or_default();
         let mut all = self.by_principal.lock().recover();
-        if let Some(s) = all.get(&key) {
-            return Ok(s.clone());
+        if let Some(e) = all.get_mut(&key) {
+            e.last = Instant::now();
+            return Ok(e.session.clone());
         }
-        if all.len() >= self.max {
-            tracing::warn!(user = %key.0, agent = %key.1, max = self.max, "refusing a new 2026-07-28 caller: [serve] max_sessions reached");
-            return Err(ErrorData::new(
-                ErrorCode(503),
-                format!(
-                    "gavel is serving its maximum of {} callers (--max-sessions, [serve] max_sessions); retry later",
-                    self.max
-                ),
-                None,
-            ));
+        if all.len() >= self.limits.max {
+            Self::sweep_locked(&mut all, self.limits.idle);
+        }
+        if all.len() >= self.limits.max {
+            tracing::warn!(user = %key.0, agent = %key.1, max = self.limits.max, "refusing a new 2026-07-28 caller: [serve] max_sessions reached");
+            return Err(full(format!(
+                "gavel is serving its maximum of {} callers (--max-sessions, [serve] max_sessions); retry once one idles out ([serve] session_idle_timeout)",
+                self.limits.max
+            )));
+        }
+        let of_user = all.keys().filter(|(u, _)| *u == key.0).count();
+        if identity.is_some() && of_user >= self.limits.per_user {
+            tracing::warn!(user = %key.0, agent = %key.1, max = self.limits.per_user, "refusing a new 2026-07-28 caller: [serve] max_sessions_per_user reached");
+            return Err(full(format!(
+                "user {:?} has its maximum of {} agents served at once ([serve] max_sessions_per_user, --max-sessions-per-user); retry once one idles out ([serve] session_idle_timeout)",
+                key.0, self.limits.per_user
+            )));
         }
         let session = Session::new(self.gw.clone());
         if let Some(id) = identity {
             session.set_identity(id);
         }
         self.set.add(&session);
-        all.insert(key, session.clone());
+        all.insert(
+            key,
+            Entry {
+                session: session.clone(),
+                last: Instant::now(),
+            },
+        );
         Ok(session)
+    }
+
+    /// Drops every principal idle for `idle` with no request in flight.
+    /// Dropping the last handle of a session stops its upstreams.
+    fn sweep_locked(all: &mut HashMap<(String, String), Entry>, idle: Duration) {
+        all.retain(|(user, agent), e| {
+            let keep = e.last.elapsed() < idle || e.session.handles() > 1;
+            if !keep {
+                tracing::info!(user = %user, agent = %agent, idle_seconds = idle.as_secs(), "2026-07-28 caller forgotten after no request for its idle timeout ([serve] session_idle_timeout); its upstreams stop");
+            }
+            keep
+        });
+    }
+
+    /// Sweeps idle principals until gavel stops.
+    fn watch(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let stop = self.gw.shutdown.clone();
+        let tick =
+            (self.limits.idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(tick) => {}
+                }
+                let Some(me) = me.upgrade() else { return };
+                Self::sweep_locked(&mut me.by_principal.lock().recover(), me.limits.idle);
+            }
+        });
     }
 }

@@ -135,6 +135,13 @@ impl Session {
         let _ = self.inner.state.identity.set(id);
     }
 
+    /// Handles to this session alive now: a session held only by the
+    /// table that keeps it has no request in flight (every request, listen
+    /// streams included, holds a handle while it runs).
+    pub(crate) fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
     fn downgrade(&self) -> WeakSession {
         WeakSession(Arc::downgrade(&self.inner))
     }
