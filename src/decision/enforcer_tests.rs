@@ -91,3 +91,27 @@ fn a_failing_visible_rule_hides_the_tool() {
         "the rule conflicts for `secret`: an evaluation error, so hidden"
     );
 }
+
+/// A server whose policy cannot be built shows nothing: not its tools nor
+/// its prompts and resources (fail closed; a request still gets the
+/// denial saying why). A server without Rego (static rules) shows all.
+#[test]
+fn a_server_whose_policy_is_unavailable_lists_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let e = enforcer(d.path(), "package p\ndecision := {\"allow\": tru\n");
+    let policy = e.servers.get("fx").unwrap().active.load_full();
+    assert!(
+        matches!(policy.policy, Policy::Unavailable(_)),
+        "the broken bundle is unavailable"
+    );
+    let ctx = DecisionContext::default();
+    assert!(!e.tool_listed("fx", "read", &json!({}), &ctx));
+    assert!(!e.server_listed("fx", &ctx));
+    assert!(!e.server_listed("nope", &ctx));
+    let d2 = tempfile::tempdir().unwrap();
+    let toml = "[servers.fx]\ncommand = \"x\"\n";
+    let config = Config::from_toml_str(toml, &d2.path().join("servers.toml"), &|_| None).unwrap();
+    let plain = Enforcer::from_config(&config).unwrap();
+    assert!(plain.tool_listed("fx", "read", &json!({}), &ctx));
+    assert!(plain.server_listed("fx", &ctx));
+}

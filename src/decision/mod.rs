@@ -316,6 +316,26 @@ impl Enforcer {
     /// and tool — a list emptied by a broken rule is never silent.
     /// `visible` sees the session's identity (a token user on HTTP) and id,
     /// so two users of one `gavel serve` can be shown different tools.
+    /// Whether `ctx`'s session is shown anything of `server` besides its
+    /// tools (prompts, resources, templates): not when its persona may not
+    /// reach the server, nor when the policy that would decide its requests
+    /// is unavailable (fail closed — a request to it would be denied
+    /// anyway). Their routes stay, so a request still gets the denial that
+    /// says why.
+    pub fn server_listed(&self, server: &str, ctx: &DecisionContext) -> bool {
+        let Some(sp) = self.servers.get(server) else {
+            return false;
+        };
+        let pick = self.pick_persona(server, ctx);
+        if pick.refusal().is_some() {
+            return false;
+        }
+        !matches!(
+            self.active_for(sp, server, &pick).policy,
+            Policy::Unavailable(_)
+        )
+    }
+
     pub fn tool_listed(
         &self,
         server: &str,
@@ -335,8 +355,12 @@ impl Enforcer {
             return false;
         }
         let active = self.active_for(sp, server, &pick);
-        let Policy::Rego(engine) = &active.policy else {
-            return true;
+        let engine = match &active.policy {
+            Policy::Rego(engine) => engine,
+            Policy::None => return true,
+            // Nothing can be decided: nothing is shown (a call still gets
+            // the structured denial that says why).
+            Policy::Unavailable(_) => return false,
         };
         let mut action = Action::new(ActionType::ToolCall, server, tool, json!({}));
         action.annotations = annotations.clone();

@@ -210,9 +210,15 @@ impl Router {
             let lists = self.upstreams[server].lists();
             b.t.sources.insert(server.clone(), lists.clone());
             self.add_tools(&mut b, server, &lists, enforcer, ctx);
-            self.add_prompts(&mut b, server, &lists);
-            let shown = self.shown_resources(server, &lists, enforcer, ctx);
-            b.add_resources(server, &lists, shown.as_deref().map(Vec::as_slice));
+            // Prompts and resources of a server this session may not use
+            // are routed (a request gets the denial) but not listed.
+            let listed = enforcer.server_listed(server, ctx);
+            self.add_prompts(&mut b, server, &lists, listed);
+            let shown = match listed {
+                true => self.shown_resources(server, &lists, enforcer, ctx),
+                false => Some(Arc::default()),
+            };
+            b.add_resources(server, &lists, shown.as_deref().map(Vec::as_slice), listed);
         }
         *claims = b.still_claimed;
         // The claims lock is held until the new table is in place: rebuilds
@@ -264,7 +270,7 @@ impl Router {
         }
     }
 
-    fn add_prompts(&self, b: &mut Building, server: &str, lists: &UpstreamLists) {
+    fn add_prompts(&self, b: &mut Building, server: &str, lists: &UpstreamLists, listed: bool) {
         for prompt in &lists.prompts {
             let exposed = self.exposed_name(server, &prompt.name);
             let key = format!("prompt:{exposed}");
@@ -281,7 +287,9 @@ impl Router {
                     name: prompt.name.clone(),
                 },
             );
-            b.t.prompts.push(shown);
+            if listed {
+                b.t.prompts.push(shown);
+            }
         }
     }
 
@@ -384,7 +392,13 @@ impl Building {
     /// it) and templates; lists those of `shown` (what its result rules
     /// show this session; `None`: all), each as `shown` has it. A resource
     /// left out keeps its route: a read of it is decided like any other.
-    fn add_resources(&mut self, server: &str, lists: &UpstreamLists, shown: Option<&[Resource]>) {
+    fn add_resources(
+        &mut self,
+        server: &str,
+        lists: &UpstreamLists,
+        shown: Option<&[Resource]>,
+        listed: bool,
+    ) {
         let shown: Option<HashMap<&str, &Resource>> =
             shown.map(|s| s.iter().map(|r| (r.uri.as_str(), r)).collect());
         for r in &lists.resources {
@@ -427,7 +441,9 @@ impl Building {
             self.t
                 .template_routes
                 .push((UriTemplate::parse(&tpl.uri_template), server.to_string()));
-            self.t.templates.push(tpl.clone());
+            if listed {
+                self.t.templates.push(tpl.clone());
+            }
         }
     }
 }

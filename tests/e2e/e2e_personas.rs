@@ -77,6 +77,15 @@ async fn reasons(c: &Client, tool: &str, args: Value) -> Vec<String> {
         .collect()
 }
 
+async fn prompts(c: &Client) -> Vec<String> {
+    c.list_all_prompts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name.to_string())
+        .collect()
+}
+
 fn personas_logged(s: &Setup) -> Vec<(Value, Value, Value)> {
     s.decisions()
         .iter()
@@ -151,6 +160,28 @@ async fn over_http_each_token_agent_is_decided_by_its_personas_bundles() {
     assert_eq!(
         reasons(&hr, "mail__add", json!({"a": 1, "b": 2})).await,
         ["persona_server_denied"]
+    );
+    // Nor its prompts; and an agent refused everywhere is shown no
+    // prompt, resource or template either (they are routed, not listed).
+    let hr_prompts = prompts(&hr).await;
+    assert!(
+        hr_prompts.iter().any(|p| p.starts_with("fx__")),
+        "{hr_prompts:?}"
+    );
+    assert!(
+        !hr_prompts.iter().any(|p| p.starts_with("mail__")),
+        "{hr_prompts:?}"
+    );
+    assert!(prompts(&it).await.iter().any(|p| p.starts_with("mail__")));
+    assert!(prompts(&stranger).await.is_empty());
+    assert!(!hr.list_all_resources().await.unwrap().is_empty());
+    assert!(stranger.list_all_resources().await.unwrap().is_empty());
+    assert!(
+        stranger
+            .list_all_resource_templates()
+            .await
+            .unwrap()
+            .is_empty()
     );
     // An agent of no persona: unmatched_persona = "deny".
     assert!(tool_names(&stranger).await.is_empty());

@@ -424,7 +424,8 @@ impl Session {
     }
 
     /// The servers this session can see: those with a tool, prompt or
-    /// resource in its lists.
+    /// resource in its lists (routed but unlisted ones do not count: a
+    /// persona is not told of servers it may not reach).
     pub(super) fn visible_servers(&self, table: &crate::router::RouteTable) -> Vec<String> {
         let mut out: Vec<String> = table
             .tools
@@ -435,8 +436,18 @@ impl Session {
                     .get(t.name.as_ref())
                     .map(|r| r.server.clone())
             })
-            .chain(table.prompt_routes.values().map(|r| r.server.clone()))
-            .chain(table.resource_routes.values().cloned())
+            .chain(table.prompts.iter().filter_map(|p| {
+                table
+                    .prompt_routes
+                    .get(p.name.as_str())
+                    .map(|r| r.server.clone())
+            }))
+            .chain(
+                table
+                    .resources
+                    .iter()
+                    .filter_map(|r| table.resource_routes.get(r.uri.as_str()).cloned()),
+            )
             .collect();
         out.sort();
         out.dedup();
