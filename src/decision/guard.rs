@@ -469,8 +469,9 @@ impl Guard {
     /// keeps asking for a call the user keeps refusing must be throttled by
     /// the same limits as any other call (docs/policy.md).
     pub fn refund_budget(&self, receipt: &Receipt) {
-        let r = self.store().and_then(|s| {
-            s.refund(
+        let receipt = receipt.clone();
+        self.off_loop(move |s| {
+            let r = s.refund(
                 &[],
                 Some(BudgetCharge {
                     key: &receipt.key,
@@ -479,11 +480,33 @@ impl Guard {
                     limit: (None, None),
                     owed: Usage::default(),
                 }),
-            )
-            .map_err(|e| e.to_string())
+            );
+            if let Err(e) = r {
+                tracing::error!(key = %receipt.key, "could not give back the budget charge of a call that was not made: {e}");
+            }
         });
-        if let Err(e) = r {
-            tracing::error!(key = %receipt.key, "could not give back the budget charge of a call that was not made: {e}");
+    }
+
+    /// Runs `f` on the store where it may wait (a file lock another
+    /// process holds, a Redis round trip) without holding an event-loop
+    /// thread: on tokio's blocking pool when called from the runtime, else
+    /// here. For writes nobody waits on (refunds, Redis result tokens);
+    /// tokio finishes queued blocking work before the runtime ends.
+    fn off_loop(&self, f: impl FnOnce(&dyn StateStore) + Send + 'static) {
+        let store = match self.store() {
+            Ok(s) => s.clone(),
+            Err(e) => {
+                tracing::error!(
+                    "the state store is not open ({e}); a refund or result-token charge was not written"
+                );
+                return;
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(move || f(store.as_ref()));
+            }
+            Err(_) => f(store.as_ref()),
         }
     }
 
@@ -496,17 +519,18 @@ impl Guard {
             return;
         }
         let keys = rate_keys(who, limits);
-        if let Err(e) = self
-            .store()
-            .and_then(|s| s.refund(&keys, None).map_err(|e| e.to_string()))
-        {
-            tracing::error!(server = %who.server, tool = %who.tool, "could not give back the rate-limit charge of a call that was not made: {e}");
-        }
+        let (server, tool) = (who.server.to_string(), who.tool.to_string());
+        self.off_loop(move |s| {
+            if let Err(e) = s.refund(&keys, None) {
+                tracing::error!(server = %server, tool = %tool, "could not give back the rate-limit charge of a call that was not made: {e}");
+            }
+        });
     }
 
     /// Result tokens, counted after the call (the next call sees them), in
     /// the period the call was charged to: kept in memory and written with
-    /// the next charge or by the flusher (module doc), else — Redis — now.
+    /// the next charge or by the flusher (module doc), else — Redis — now,
+    /// off the event loop (`off_loop`): the reply never waits for Redis.
     pub fn charge_result_tokens(&self, receipt: &Receipt, tokens: u64) {
         if tokens == 0 {
             return;
@@ -525,13 +549,13 @@ impl Guard {
             }
             return;
         }
-        let r = self.store().and_then(|s| {
-            s.budget_add(&receipt.key, &receipt.period, Usage { calls: 0, tokens })
-                .map_err(|e| e.to_string())
+        let receipt = receipt.clone();
+        self.off_loop(move |s| {
+            let add = Usage { calls: 0, tokens };
+            if let Err(e) = s.budget_add(&receipt.key, &receipt.period, add) {
+                tracing::error!(key = %receipt.key, "result tokens not counted in the budget: {e}");
+            }
         });
-        if let Err(e) = r {
-            tracing::error!(key = %receipt.key, "result tokens not counted in the budget: {e}");
-        }
     }
 }
 
