@@ -71,6 +71,9 @@ impl Check {
 /// Scenario → its checks, sorted by (id, status).
 type Run = BTreeMap<String, Vec<Check>>;
 
+/// The shape of the timestamp ending a result directory's name.
+const STAMP: &str = "2026-12-07T17-49-31-384Z";
+
 /// Runs the 2026-07-28 requirement set against `url`, results under `out`.
 async fn requirement_set(url: &str, out: &Path) -> Run {
     let run = tokio::process::Command::new(node22())
@@ -88,11 +91,17 @@ async fn requirement_set(url: &str, out: &Path) -> Run {
     let dirs = std::fs::read_dir(out).unwrap_or_else(|e| panic!("no results ({e}): {stdout}"));
     for e in dirs.flatten() {
         let dir = e.file_name().to_string_lossy().to_string();
-        // server-<scenario>-<ISO timestamp>
+        // server-<scenario>-<timestamp>, the timestamp as 2026-12-07T17-49-31-384Z
+        // (fixed width; a scenario's own name may hold "-20…": json-schema-2020-12).
         let Some(rest) = dir.strip_prefix("server-") else {
             continue;
         };
-        let name = rest.find("-20").map_or(rest, |i| &rest[..i]).to_string();
+        let name = rest
+            .len()
+            .checked_sub(STAMP.len() + 1)
+            .filter(|&i| rest.ends_with('Z') && rest[i..].starts_with('-'))
+            .map_or(rest, |i| &rest[..i])
+            .to_string();
         let checks: Vec<Value> =
             serde_json::from_slice(&std::fs::read(e.path().join("checks.json")).unwrap()).unwrap();
         let mut list: Vec<Check> = checks
