@@ -367,8 +367,9 @@ fn envelope(id: u64, method: &str, params: Value) -> Value {
 /// or is not valid Base64 with -32020 and HTTP 400, naming the tool and
 /// the header, before deciding anything (before the fix it forwarded them
 /// all, as the suite's `http-custom-header-server-validation` showed).
-/// Every streamed answer says `X-Accel-Buffering: no`, a listen's too, so
-/// a buffering reverse proxy does not hold events back.
+/// `Mcp-Method` and `Mcp-Name` must match the body too. Every streamed
+/// answer says `X-Accel-Buffering: no`, a listen's too, so a buffering
+/// reverse proxy does not hold events back.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_modern_calls_mcp_param_headers_must_repeat_its_arguments() {
     let work = tempfile::tempdir().unwrap();
@@ -416,6 +417,25 @@ async fn a_modern_calls_mcp_param_headers_must_repeat_its_arguments() {
             "{sent:?}: {r}"
         );
         assert!(r.contains(says), "{sent:?}: {r}");
+    }
+    // Mcp-Method and Mcp-Name (rmcp's own check, before gavel's code) are
+    // held to the body likewise.
+    for routing in [
+        vec![("Mcp-Name", "test_custom_header")],
+        vec![
+            ("Mcp-Method", "tools/list"),
+            ("Mcp-Name", "test_custom_header"),
+        ],
+        vec![
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", "test_simple_text"),
+        ],
+    ] {
+        let mut h = routing.clone();
+        h.push(("Mcp-Param-Region", "Hello"));
+        let r = modern_post(port, &call, &h).await;
+        assert!(r.starts_with("HTTP/1.1 400"), "{routing:?}: {r}");
+        assert!(r.contains("-32020"), "{routing:?}: {r}");
     }
     let decided = s
         .decisions()
