@@ -9,15 +9,20 @@
 //! checks (id and status) through gavel are the ones the fixture gets
 //! directly, and the direct run passes every required scenario.
 //!
-//! Known not to hold before MRTR toward a modern host is merged: gavel
-//! relays no input round (`input_required`) to a 2026-07-28 host, so it
-//! declares no client capability to the upstream for it, and the upstream
-//! answers every call that would ask for input with -32021
-//! (`front/README.md`, "Not yet built"). That fails the
-//! `input-required-result-*` scenarios and `server-stateless`'s
-//! `sep-2575-http-server-no-independent-requests-on-stream` (its probe tool
-//! asks by elicitation). On failure the test prints every scenario whose
-//! checks differ, with gavel's error for each differing check.
+//! Known not to hold before MRTR toward a modern host is merged (this
+//! test is how that work is measured, so it is not ignored): gavel relays
+//! no input round (`input_required`) to a 2026-07-28 host
+//! (`front/README.md`, "Not built yet"), so the host's
+//! `clientCapabilities` never travel upstream (`upstream/era.rs`,
+//! `HOST_CONNECTION_KEYS`; only a legacy host's are declared again,
+//! `stamp_legacy_host`), and the fixture's SDK answers every call that
+//! would ask for input with -32021 instead of `input_required`. That fails
+//! 12 `input-required-result-*` scenarios (not `unsupported-methods` nor
+//! `validate-input`, where an error is an accepted answer) and
+//! `server-stateless`'s `sep-2575-http-server-no-independent-requests-on-stream`
+//! (its probe tool asks by elicitation); every other scenario already
+//! matches. On failure the test prints every scenario whose checks
+//! differ, both counts, and gavel's error for each differing check.
 
 use crate::common;
 
