@@ -139,6 +139,7 @@ fn private_hints(ttl: &mut Option<u64>, scope: &mut Option<CacheScope>) {
 }
 
 mod front;
+pub mod params;
 pub use front::EraFront;
 
 #[cfg(test)]

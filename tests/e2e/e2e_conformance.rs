@@ -57,14 +57,17 @@ async fn suite(url: &str, out: &Path) -> (BTreeMap<String, Vec<(String, String)>
     let mut scenarios = BTreeMap::new();
     for e in std::fs::read_dir(out).unwrap().flatten() {
         let dir = e.file_name().to_string_lossy().to_string();
-        // server-<scenario>-<ISO timestamp>
+        // server-<scenario>-<timestamp>, the timestamp as 2026-12-07T17-49-31-384Z
+        // (fixed width; a scenario's own name may hold "-20…": json-schema-2020-12).
         let Some(rest) = dir.strip_prefix("server-") else {
             continue;
         };
-        let name = match rest.find("-20") {
-            Some(i) => rest[..i].to_string(),
-            None => rest.to_string(),
-        };
+        let name = rest
+            .len()
+            .checked_sub(25)
+            .filter(|&i| rest.ends_with('Z') && rest[i..].starts_with('-'))
+            .map_or(rest, |i| &rest[..i])
+            .to_string();
         let checks: Vec<Value> =
             serde_json::from_slice(&std::fs::read(e.path().join("checks.json")).unwrap()).unwrap();
         let mut list: Vec<(String, String)> = checks

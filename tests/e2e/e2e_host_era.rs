@@ -307,6 +307,25 @@ fn the_2026_envelope_is_validated_on_every_request_and_removed_methods_are_gone(
     assert_eq!(raw.answer(&json!(10))["error"]["code"], -32601);
     raw.send_line(&modern_line(11, "resources/subscribe", json!({}), ""));
     assert_eq!(raw.answer(&json!(11))["error"]["code"], -32601);
+    // The 2025-11-25 tasks methods the SEP-2663 extension dropped: not
+    // found under the envelope (they were -32602, as a malformed standard
+    // request, before).
+    for (id, method, params) in [
+        (12, "tasks/list", json!({})),
+        (13, "tasks/result", json!({"taskId": "t-1"})),
+        (14, "tasks/result", json!({})),
+    ] {
+        raw.send_line(&modern_line(id, method, params, ""));
+        let e = raw.answer(&json!(id));
+        assert_eq!(e["error"]["code"], -32601, "{method}: {e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("removed in MCP 2026-07-28"),
+            "{method}: {e}"
+        );
+    }
     // A complete envelope is served, stamped with gavel's identity; the
     // next request without one is refused (nothing carried over).
     raw.send_line(&modern_line(

@@ -19,13 +19,18 @@ use super::{gavel_info, modern_version, private_hints, stamp_meta};
 use crate::front::http::modern::ModernSessions;
 use crate::front::session::Session;
 
-/// Methods of the `initialize` era that MCP 2026-07-28 removed.
+/// Methods of the `initialize` era that MCP 2026-07-28 removed: the
+/// lifecycle and per-session ones, and the 2025-11-25 tasks methods the
+/// SEP-2663 tasks extension dropped (rmcp 3.11 has no constant for them;
+/// gavel serves no tasks in either era).
 const REMOVED_IN_2026: &[&str] = &[
     InitializeResultMethod::VALUE,
     PingRequestMethod::VALUE,
     SetLevelRequestMethod::VALUE,
     SubscribeRequestMethod::VALUE,
     UnsubscribeRequestMethod::VALUE,
+    "tasks/list",
+    "tasks/result",
 ];
 
 /// The session as the host's transport serves it.

@@ -252,6 +252,10 @@ impl ServerHandler for Session {
             return answer;
         }
         let route = self.tool_route(&request.name).await?;
+        // A modern HTTP call's Mcp-Param-* headers against the schema of the
+        // tool it routes to (rmcp cannot: it has no route); refused before
+        // anything is decided, as any malformed request.
+        crate::front::era::params::check_call(&route.tool, request.arguments.as_ref(), &cx)?;
         self.raise_reported_tokens(&cx);
         let mut action = self.tool_action(&route, &request);
         self.describe(&mut action, &cx);
