@@ -14,7 +14,7 @@ use common::raw::RawHost;
 use common::*;
 use serde_json::{Value, json};
 
-fn deps(rel: &str) -> PathBuf {
+pub(crate) fn deps(rel: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(".deps")
         .join(rel);
@@ -70,15 +70,31 @@ pub(crate) async fn python(s: &Setup, mode: &str, plan: Value) -> (Value, Vec<Va
 /// [`python`] against `target`: gavel's command line (stdio) or the URL of
 /// a `gavel serve`.
 async fn python_to(s: &Setup, mode: &str, target: &[String], plan: Value) -> (Value, Vec<Value>) {
+    python_script(s, "python_era.py", mode, target, plan).await
+}
+
+/// Runs `plan` through `tests/clients/SCRIPT` (a Python `mcp` 2.3 host in
+/// `mode`) against `target`: the connection line, then one line per step.
+pub(crate) async fn python_script(
+    s: &Setup,
+    script: &str,
+    mode: &str,
+    target: &[String],
+    plan: Value,
+) -> (Value, Vec<Value>) {
     let mut cmd = tokio::process::Command::new(deps("mcp2/bin/python"));
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_era.py"))
-        .arg(mode)
-        .args(target)
-        .env("GAVEL_STATE_DIR", s.path("state"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
+    cmd.arg(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/clients")
+            .join(script),
+    )
+    .arg(mode)
+    .args(target)
+    .env("GAVEL_STATE_DIR", s.path("state"))
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true);
     let mut child = cmd.spawn().expect("python starts");
     {
         use tokio::io::AsyncWriteExt;

@@ -29,6 +29,7 @@ mod e2e_decision_log;
 mod e2e_decision_shape;
 mod e2e_decision_ship;
 mod e2e_era;
+mod e2e_era_matrix;
 mod e2e_era_rounds;
 mod e2e_everything;
 mod e2e_example;
