@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rmcp::model::{
     ClientCapabilities, ClientResult, ErrorCode, ErrorData, Implementation,
-    InitializeRequestParams, ListRootsRequest, ListRootsResult, ServerRequest,
+    InitializeRequestParams, ListRootsRequest, ListRootsResult, LoggingLevel, ServerRequest,
 };
 use rmcp::service::{Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer};
 use tokio::sync::watch;
@@ -30,6 +30,10 @@ pub struct HostLink {
     initialized: watch::Sender<bool>,
     /// Set when the host opened with 2026-07-28 requests, not `initialize`.
     modern: OnceLock<()>,
+    /// The level this host set with `logging/setLevel` (legacy era): log
+    /// messages below it are not sent to it, whatever level an upstream
+    /// shared with other hosts was set to.
+    log_level: std::sync::Mutex<Option<LoggingLevel>>,
 }
 
 impl Default for HostLink {
@@ -39,6 +43,7 @@ impl Default for HostLink {
             params: OnceLock::new(),
             initialized: watch::channel(false).0,
             modern: OnceLock::new(),
+            log_level: Default::default(),
         }
     }
 }
@@ -92,6 +97,23 @@ impl HostLink {
             )
         };
         ErrorData::new(ErrorCode::METHOD_NOT_FOUND, message, None)
+    }
+
+    /// Notes the level the host set (`logging/setLevel`).
+    pub fn set_log_level(&self, level: LoggingLevel) {
+        *self.log_level.lock().unwrap_or_else(|p| p.into_inner()) = Some(level);
+    }
+
+    /// The level the host set, if it did.
+    pub fn log_level(&self) -> Option<LoggingLevel> {
+        *self.log_level.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a log message at `level` is for this host: at or above the
+    /// level it set; any, when it set none (the server decides, as the
+    /// spec leaves it).
+    pub fn wants_log(&self, level: LoggingLevel) -> bool {
+        self.log_level().is_none_or(|min| level as u8 >= min as u8)
     }
 
     pub fn mark_initialized(&self) {

@@ -218,7 +218,9 @@ impl ClientHandler for UpstreamClient {
                 None => prefix.clone(),
             });
         }
-        for host in self.hosts() {
+        // Each host gets what it asked for: an upstream shared by several
+        // is set to the most verbose of their levels (`send_set_level`).
+        for host in self.hosts().into_iter().filter(|h| h.wants_log(p.level)) {
             if let Some(peer) = host.peer() {
                 let _ = peer.notify_logging_message(p.clone()).await;
             }

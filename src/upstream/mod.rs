@@ -303,7 +303,19 @@ impl Upstream {
     ) -> Result<(), ErrorData> {
         // `logging/setLevel` is gone from MCP 2026-07-28: the level travels
         // on each request (`send`), so it is kept, for this connection and
-        // the next, and a modern upstream is not sent it.
+        // the next, and a modern upstream is not sent it. A shared upstream
+        // is set to the most verbose level any of its hosts set, never just
+        // the last one's: each host is then sent only what is at or above
+        // its own (`client::on_logging_message`).
+        let mut request = request;
+        if let Some(route) = &self.shared {
+            let owners = route.owners();
+            let levels = owners.iter().filter_map(|o| o.host.log_level());
+            request.level = levels
+                .chain([request.level])
+                .min_by_key(|l| *l as u8)
+                .unwrap_or(request.level);
+        }
         *self.log_level.write().recover() = Some(request.level);
         let Some(conn) = self.connection() else {
             return Ok(());

@@ -502,3 +502,70 @@ async fn progress_in_one_write_reaches_the_host_before_the_result() {
     }
     gavel.kill().await.unwrap();
 }
+
+/// An upstream shared by two hosts that set different log levels: it is
+/// set to the more verbose one, and each host gets only what is at or
+/// above its own level (before: the upstream took the last host's level,
+/// so one host's `error` silenced the other's `debug`, or flooded it).
+#[tokio::test(flavor = "multi_thread")]
+#[allow(deprecated)]
+async fn a_shared_upstream_logs_to_each_host_at_its_own_level() {
+    use rmcp::model::{LoggingLevel, SetLevelRequestParams};
+    let s = Setup::with(|s| {
+        format!(
+            "[identity.user]\nid = \"ada\"\n\n{}bundle = {:?}\nsession_mode = \"shared\"\n",
+            fixture_server("fx", &[], &s.path("r.jsonl")),
+            common::policy::fixture_bundle().display().to_string()
+        )
+    });
+    let (mut gavel, port) = gavel_serve(&s, &[]).await;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let (ha, hb) = (TestHost::new(), TestHost::new());
+    let (seen_a, seen_b) = (ha.seen.clone(), hb.seen.clone());
+    let a = ha
+        .serve(StreamableHttpClientTransport::from_uri(url.clone()))
+        .await
+        .unwrap();
+    let b = hb
+        .serve(StreamableHttpClientTransport::from_uri(url.clone()))
+        .await
+        .unwrap();
+    a.set_level(SetLevelRequestParams::new(LoggingLevel::Debug))
+        .await
+        .unwrap();
+    b.set_level(SetLevelRequestParams::new(LoggingLevel::Error))
+        .await
+        .unwrap();
+    for (level, message) in [("debug", "a debug line"), ("error", "an error line")] {
+        call(&a, "log", json!({"level": level, "message": message}))
+            .await
+            .unwrap();
+    }
+    let data = |seen: &std::sync::Arc<std::sync::Mutex<Seen>>| -> Vec<String> {
+        seen.lock()
+            .unwrap()
+            .logs
+            .iter()
+            .map(|l| l["data"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    eventually("both hosts got the error line", || {
+        data(&seen_a).contains(&"an error line".to_string())
+            && data(&seen_b).contains(&"an error line".to_string())
+    })
+    .await;
+    // The debug line reached the host that asked for debug, not the other.
+    assert!(
+        data(&seen_a).contains(&"a debug line".to_string()),
+        "{:?}",
+        data(&seen_a)
+    );
+    assert!(
+        !data(&seen_b).contains(&"a debug line".to_string()),
+        "{:?}",
+        data(&seen_b)
+    );
+    a.cancel().await.unwrap();
+    b.cancel().await.unwrap();
+    gavel.kill().await.unwrap();
+}

@@ -549,6 +549,7 @@ impl ServerHandler for Session {
         _cx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let router = self.wait_started().await?;
+        self.inner.host.set_log_level(request.level);
         for up in router.upstreams.values() {
             if let Err(e) = up.send_set_level(request.clone()).await {
                 tracing::warn!(server = %up.name, "logging/setLevel failed: {}", e.message);
