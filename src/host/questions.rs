@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::decision::Permit;
+use crate::sync::Recover;
 
 /// One question of an upstream, waiting for the host's answer (the bare
 /// result object, as `inputResponses` carries it), or for the error the
@@ -71,7 +72,7 @@ pub struct Entered {
 
 impl Drop for Entered {
     fn drop(&mut self) {
-        let mut calls = self.table.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let mut calls = self.table.calls.lock().recover();
         if let Some(list) = calls.get_mut(&self.server) {
             list.retain(|e| e.id != self.id);
             if list.is_empty() {
@@ -93,7 +94,7 @@ impl InFlight {
     /// is where it takes the upstream's questions, `None` when it cannot.
     pub fn enter(self: &Arc<Self>, server: &str, asks: Option<mpsc::Sender<Question>>) -> Entered {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let mut calls = self.calls.lock().recover();
         calls
             .entry(server.to_string())
             .or_default()
@@ -108,7 +109,7 @@ impl InFlight {
     /// The call `server`'s `method` request belongs to: the one call in
     /// flight there, when it takes questions. Anything else is refused.
     pub fn attribute(&self, server: &str, method: &str) -> Result<Slot, ErrorData> {
-        let calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let calls = self.calls.lock().recover();
         let list = calls.get(server).map(Vec::as_slice).unwrap_or_default();
         let why = match list {
             [one] => match &one.asks {

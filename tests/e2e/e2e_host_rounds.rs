@@ -501,3 +501,60 @@ decision := {
     assert_eq!(steps(&s), vec!["requested", "approved", "continued"]);
     assert_eq!(recorded_calls(&s.record("fx")).len(), 1, "one call made");
 }
+
+/// B8 on the wire: the upstream's question under a key of gavel's, a
+/// retry that answers nothing asked again (a new state, the same
+/// question), and the answer — on the retry of that round — reaching the
+/// upstream's waiting request, whose call then completes.
+#[test]
+fn a_parked_question_is_asked_again_until_answered_and_the_answer_reaches_the_upstream() {
+    let s = Setup::solo("fx");
+    let mut raw = RawHost::bare(&s);
+    let caps = json!({"elicitation": {}});
+    let call = json!({"name": "elicit", "arguments": {"message": "Proceed?"}});
+    raw.send_line(&modern(1, "tools/call", call.clone(), caps.clone()));
+    let first = raw.answer(&json!(1))["result"].clone();
+    assert_eq!(first["resultType"], "input_required", "{first}");
+    let key = first["inputRequests"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let retry = |state: &Value, responses: Value| {
+        let mut c = call.clone();
+        c["requestState"] = state.clone();
+        c["inputResponses"] = responses;
+        c
+    };
+    raw.send_line(&modern(
+        2,
+        "tools/call",
+        retry(&first["requestState"], json!({})),
+        caps.clone(),
+    ));
+    let again = raw.answer(&json!(2))["result"].clone();
+    assert_eq!(again["resultType"], "input_required", "{again}");
+    assert_eq!(again["inputRequests"], first["inputRequests"], "{again}");
+    assert_ne!(again["requestState"], first["requestState"], "{again}");
+    let answer =
+        json!({key.clone(): {"action": "accept", "content": {"confirm": true, "note": "go"}}});
+    raw.send_line(&modern(
+        3,
+        "tools/call",
+        retry(&again["requestState"], answer),
+        caps,
+    ));
+    let done = raw.answer(&json!(3));
+    let t = done["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(
+        t, r#"action=accept content={"confirm":true,"note":"go"}"#,
+        "{done}"
+    );
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    // One call at the upstream, its question asked once there.
+    assert_eq!(recorded_calls(&s.record("fx")).len(), 1);
+}

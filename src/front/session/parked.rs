@@ -60,13 +60,19 @@ pub const MAX_PARKED: usize = 64;
 /// `GAVEL_TEST_PARK_TIMEOUT_MS`: the tests' shorter wait for a retry.
 const TEST_TIMEOUT_ENV: &str = "GAVEL_TEST_PARK_TIMEOUT_MS";
 
-/// How long a parked call waits for the host's retry.
+/// How long a parked call waits for the host's retry: the server's
+/// `call_timeout` (its upstream call ends then anyway), or the tests'
+/// shorter one — read once, and never silent.
 fn park_timeout(call_timeout: Duration) -> Duration {
-    std::env::var(TEST_TIMEOUT_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(Duration::from_millis)
-        .map_or(call_timeout, |t| t.min(call_timeout))
+    static TEST: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    let test = TEST.get_or_init(|| {
+        let ms = std::env::var(TEST_TIMEOUT_ENV).ok()?.parse::<u64>().ok()?;
+        tracing::warn!(
+            "{TEST_TIMEOUT_ENV} is set: a parked input round is given up after {ms} ms (tests only)"
+        );
+        Some(Duration::from_millis(ms))
+    });
+    test.map_or(call_timeout, |t| t.min(call_timeout))
 }
 
 /// An upstream call of a modern host, running on its own task.
