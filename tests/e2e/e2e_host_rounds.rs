@@ -558,3 +558,52 @@ fn a_parked_question_is_asked_again_until_answered_and_the_answer_reaches_the_up
     // One call at the upstream, its question asked once there.
     assert_eq!(recorded_calls(&s.record("fx")).len(), 1);
 }
+
+/// B11 for the other two requests that may take a round: a resource read
+/// and a prompt the policy wants approved are asked and, approved, served
+/// (declined: the JSON-RPC denial, as for a legacy host).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resource_read_and_a_prompt_are_approved_through_rounds_too() {
+    let s = setup("");
+    let mut target = vec![GAVEL.to_string()];
+    target.extend(s.run_args());
+    let steps = json!([
+        {"op": "read", "uri": "fixture://static/hello"},
+        {"op": "prompt", "name": "greet", "args": {"name": "Ada"}},
+    ]);
+    let yes = python(
+        &s,
+        &target,
+        json!({"elicit": {"action": "accept", "content": {"approve": true}}, "steps": steps}),
+    )
+    .await;
+    assert!(
+        yes[0]["result"]["contents"][0]["text"].is_string(),
+        "{yes:?}"
+    );
+    let asked = yes[0]["asked"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        asked.contains("Resource: fixture://static/hello"),
+        "{asked}"
+    );
+    let greeting = yes[1]["result"]["messages"][0]["content"]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(greeting.contains("Ada"), "{yes:?}");
+    let asked = yes[1]["asked"][0]["message"].as_str().unwrap_or_default();
+    assert!(asked.contains("Prompt: greet"), "{asked}");
+    // A fresh host declining: denied, as any denial of these requests is.
+    let s = setup("");
+    let mut target = vec![GAVEL.to_string()];
+    target.extend(s.run_args());
+    let no = python(
+        &s,
+        &target,
+        json!({"elicit": {"action": "decline"}, "steps": steps}),
+    )
+    .await;
+    for step in &no {
+        assert_eq!(step["error"]["code"], 403, "{no:?}");
+        assert_eq!(step["asked"].as_array().map(Vec::len), Some(1), "{no:?}");
+    }
+}
