@@ -340,3 +340,7 @@ fn gate(server: &str, round: &HostRound, questions: Vec<Question>) -> Vec<Pendin
     }
     pending
 }
+
+#[cfg(test)]
+#[path = "parked_tests.rs"]
+mod tests;
