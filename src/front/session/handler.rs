@@ -256,8 +256,8 @@ impl ServerHandler for Session {
         self.raise_reported_tokens(&cx);
         let mut action = self.tool_action(&route, &request);
         self.describe(&mut action, &cx);
-        let (state, responses) = (request.request_state.take(), request.input_responses.take());
-        let round = self.host_round(&action, &cx, state, responses)?;
+        let fields = (request.request_state.take(), request.input_responses.take());
+        let round = self.host_round(&action, &cx, fields)?;
         // Unlike the other methods, a denied call is answered as a tool
         // result (`isError`), which agents show the model: it reads why.
         let permit = match self.authorize_round(&action, &cx, round.as_ref()).await {
@@ -346,8 +346,8 @@ impl ServerHandler for Session {
         );
         self.describe(&mut action, &cx);
         let what = format!("reading resource {}", request.uri);
-        let (state, responses) = (request.request_state.take(), request.input_responses.take());
-        let round = self.host_round(&action, &cx, state, responses)?;
+        let fields = (request.request_state.take(), request.input_responses.take());
+        let round = self.host_round(&action, &cx, fields)?;
         let permit = match self.authorize_round(&action, &cx, round.as_ref()).await {
             Ok(p) => p,
             Err(Gate::Ask(r)) => return Ok(r.into()),
@@ -471,8 +471,8 @@ impl ServerHandler for Session {
         let mut action = self.action(ActionType::PromptGet, &route.server, &route.name, args);
         self.describe(&mut action, &cx);
         let what = format!("getting prompt {}", request.name);
-        let (state, responses) = (request.request_state.take(), request.input_responses.take());
-        let round = self.host_round(&action, &cx, state, responses)?;
+        let fields = (request.request_state.take(), request.input_responses.take());
+        let round = self.host_round(&action, &cx, fields)?;
         let permit = match self.authorize_round(&action, &cx, round.as_ref()).await {
             Ok(p) => p,
             Err(Gate::Ask(r)) => return Ok(r.into()),

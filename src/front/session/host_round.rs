@@ -96,13 +96,12 @@ impl Session {
     /// The part `action`'s request plays in an input round, when it is a
     /// 2026-07-28 request (`None` for a legacy one): `state` and
     /// `responses` are the request's `requestState` and `inputResponses`,
-    /// taken off it by the caller.
+    /// taken off it by the caller (they never go upstream).
     pub(super) fn host_round(
         &self,
         action: &Action,
         cx: &RequestContext<RoleServer>,
-        state: Option<String>,
-        responses: Option<InputResponses>,
+        (state, responses): (Option<String>, Option<InputResponses>),
     ) -> Result<Option<HostRound>, ErrorData> {
         let (Some(_), Some(method)) = (
             crate::front::era::modern_version(&cx.meta),
