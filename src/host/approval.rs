@@ -9,7 +9,10 @@
 //! forwarded without it.
 //!
 //! gavel asks the user through the host's elicitation (what, why, which
-//! rule) and forwards only on an explicit accept with `approve: true`;
+//! rule) and forwards only on an explicit accept with `approve: true` — a
+//! 2026-07-28 host, which cannot be sent a request, is asked through an
+//! input round instead (`approval_round`: the same question as the
+//! answer to its request, the answer on its retry);
 //! decline, cancel, `approve: false`, a failed request or the timeout
 //! (`[policy] approval_timeout`) deny with a remediation. A host that did
 //! not declare elicitation cannot ask: the request is denied with "approval
@@ -35,6 +38,7 @@ use rmcp::model::{
 };
 use serde_json::Value;
 
+use super::approval_round::{self, Gate, RoundApproval};
 use super::link::HostLink;
 use crate::decision::codes::ReasonCode;
 use crate::decision::contract::Approval;
@@ -71,6 +75,10 @@ struct Asking<'a> {
 
 /// What settled an approval (the step logged last) and its outcome.
 type Settled = (&'static str, Result<(), Decision>);
+
+/// Asking ends settled, or — a 2026-07-28 request — with the round that
+/// asks (its `requested` step logged).
+type Asked = Result<Settled, rmcp::model::InputRequiredResult>;
 
 impl Asking<'_> {
     /// Logs one approval step: `settled` is the effective result, on the
@@ -120,15 +128,18 @@ impl Asking<'_> {
     }
 
     /// Asks (or finds a remembered answer): the step that settled it and
-    /// the outcome.
-    async fn ask(&self, subject: &Subject<'_>) -> Settled {
+    /// the outcome, or the round that asks.
+    async fn ask(&self, subject: &Subject<'_>) -> Asked {
         let (enforcer, d, a) = (self.request.enforcer, self.decision, self.approval);
         if enforcer.approvals().covers(a, subject) {
-            return ("remembered", Ok(()));
+            return Ok(("remembered", Ok(())));
+        }
+        if let Some(round) = self.request.round {
+            return self.ask_in_round(round, subject);
         }
         let peer = match self.request.host.peer() {
             Some(p) if self.request.host.capabilities().elicitation.is_some() => p.clone(),
-            _ => return ("unavailable", Err(self.host_cannot_ask())),
+            _ => return Ok(("unavailable", Err(self.host_cannot_ask()))),
         };
         let schema = match ElicitationSchema::builder()
             .required_bool("approve")
@@ -137,15 +148,12 @@ impl Asking<'_> {
             Ok(s) => s,
             Err(e) => {
                 let why = format!("gavel could not build the approval request ({e}).");
-                return ("failed", Err(denied(d, ReasonCode::ApprovalFailed, why)));
+                return Ok(("failed", Err(denied(d, ReasonCode::ApprovalFailed, why))));
             }
         };
         // A question whose asking cannot be recorded is not asked.
-        if let Err(why) = self.log_step("requested", None) {
-            let mut denial = d.clone();
-            if enforcer.refuse_unrecorded(&mut denial, why) {
-                return ("unrecorded", Err(denial));
-            }
+        if let Some(refused) = self.log_requested() {
+            return Ok(refused);
         }
         let request = peer.create_elicitation(ElicitRequestParams::FormElicitationParams {
             meta: None,
@@ -172,18 +180,72 @@ impl Asking<'_> {
             r = tokio::time::timeout(timeout, request) => r.map_err(|_| timeout),
             _ = ticker => unreachable!("the ticker never ends"),
         };
-        self.settle_answer(subject, answer)
+        Ok(self.settle_answer(subject, answer))
+    }
+
+    /// Logs the `requested` step: `Some` when it cannot be recorded and
+    /// the question must not be asked (the denial that settles it).
+    fn log_requested(&self) -> Option<Settled> {
+        let why = self.log_step("requested", None).err()?;
+        let mut denial = self.decision.clone();
+        self.request
+            .enforcer
+            .refuse_unrecorded(&mut denial, why)
+            .then_some(("unrecorded", Err(denial)))
+    }
+
+    /// A 2026-07-28 request: the retry of this call's round continues it
+    /// (already approved), the retry of an approval round is settled by
+    /// its answer, and a request that can be asked is answered with the
+    /// round that asks. Only this request's capabilities count.
+    fn ask_in_round(&self, round: &RoundApproval<'_>, subject: &Subject<'_>) -> Asked {
+        let d = self.decision;
+        if round.continuing {
+            return Ok(("continued", Ok(())));
+        }
+        if let Some(answer) = &round.answer {
+            return Ok(match approval_round::answer(answer) {
+                Ok(r) => self.settle_answer(subject, Ok(Ok(r))),
+                Err(why) => (
+                    "failed",
+                    Err(denied(
+                        d,
+                        ReasonCode::ApprovalFailed,
+                        format!("{why}; the {} was not made.", what(self.request.action)),
+                    )),
+                ),
+            });
+        }
+        if !round.can_ask {
+            return Ok(("unavailable", Err(self.host_cannot_ask())));
+        }
+        let message = question(self.request.action, d, self.approval);
+        let asking = match approval_round::round(round, message, d.decision_id.as_deref()) {
+            Ok(r) => r,
+            Err(e) => {
+                let why = format!("gavel could not build the approval request ({e}).");
+                return Ok(("failed", Err(denied(d, ReasonCode::ApprovalFailed, why))));
+            }
+        };
+        if let Some(refused) = self.log_requested() {
+            return Ok(refused);
+        }
+        Err(asking)
     }
 
     /// The denial when the host cannot ask (no elicitation).
     fn host_cannot_ask(&self) -> Decision {
         let (d, a) = (self.decision, self.approval);
-        // A 2026-07-28 host could be asked only through an input-required
-        // round (MRTR), which gavel does not build yet.
-        let why = if self.request.host.is_modern() {
-            "it speaks MCP 2026-07-28, where gavel would have to ask through an input-required round, which it does not do yet"
-        } else {
-            "it does not support elicitation"
+        // A 2026-07-28 host is asked through an input round of the request
+        // itself, when the request declares elicitation and can take one.
+        let why = match (self.request.round, self.request.host.is_modern()) {
+            (Some(_), _) => {
+                "this request did not declare the elicitation capability (form mode), which gavel asks through"
+            }
+            (None, true) => {
+                "it speaks MCP 2026-07-28, where gavel asks only through an input round, which this kind of request cannot carry"
+            }
+            (None, false) => "it does not support elicitation",
         };
         denied(
             d,
@@ -260,12 +322,18 @@ pub struct Gated<'a> {
     pub session: &'a SessionState,
     pub action: &'a Action,
     pub progress: Option<ProgressToken>,
+    /// A 2026-07-28 request that may take an input round: how gavel asks
+    /// it (`approval_round`).
+    pub round: Option<&'a RoundApproval<'a>>,
 }
 
 /// The approval step of an allowed request: `Ok` when it may be forwarded,
 /// the denial to answer otherwise (the request is then not made: its budget
-/// charge is given back and it counts as denied).
-pub async fn settle(request: &Gated<'_>, permit: &Permit) -> Result<(), Decision> {
+/// charge is given back and it counts as denied), or the input round that
+/// asks (not made either: its budget charge is given back, and the retry
+/// is decided and charged as the request it is; it counts once, when its
+/// approval settles).
+pub async fn settle(request: &Gated<'_>, permit: &Permit) -> Result<(), Gate> {
     let (enforcer, session, action) = (request.enforcer, request.session, request.action);
     let d = &permit.decision;
     let Some(a) = &d.require_approval else {
@@ -288,7 +356,13 @@ pub async fn settle(request: &Gated<'_>, permit: &Permit) -> Result<(), Decision
         decision: d,
         approval: a,
     };
-    let (step, mut outcome) = asking.ask(&subject).await;
+    let (step, mut outcome) = match asking.ask(&subject).await {
+        Ok(settled) => settled,
+        Err(round) => {
+            enforcer.refund(permit);
+            return Err(Gate::Ask(round));
+        }
+    };
     // No record, no effect: an approval whose final step cannot be recorded
     // is not carried out (unless `[log] on_write_error = "allow"`).
     if let Err(why) = asking.log_step(step, Some(outcome.as_ref().err().unwrap_or(d)))
@@ -307,7 +381,7 @@ pub async fn settle(request: &Gated<'_>, permit: &Permit) -> Result<(), Decision
             session.count_denied();
         }
     }
-    outcome
+    outcome.map_err(Gate::Denied)
 }
 
 /// The question the user is asked. Everything in it but gavel's own words

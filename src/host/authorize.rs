@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use rmcp::model::ProgressToken;
 
+use super::approval_round::{Gate, RoundApproval};
 use super::link::HostLink;
 use crate::decision::{Action, ActionType, Decision, Enforcer, Permit, SessionState, Verdict};
 use crate::telemetry::{ActiveSpan, AttrValue};
@@ -30,6 +31,26 @@ pub async fn authorize(
     action: &Action,
     progress: Option<ProgressToken>,
 ) -> Result<Permit, Decision> {
+    match authorize_round(enforcer, host, session, action, progress, None).await {
+        Ok(p) => Ok(p),
+        Err(Gate::Denied(d)) => Err(d),
+        // Without a round to ask in, the approval step never asks in one.
+        Err(Gate::Ask(_)) => unreachable!("no input round was offered"),
+    }
+}
+
+/// [`authorize`] for a 2026-07-28 request that may take an input round:
+/// with `round`, an approval the decision asks for is asked through one
+/// (`host::approval_round`), and the gate may end in [`Gate::Ask`] — the
+/// round to answer the host with, nothing forwarded.
+pub async fn authorize_round(
+    enforcer: &Arc<Enforcer>,
+    host: &HostLink,
+    session: &Arc<SessionState>,
+    action: &Action,
+    progress: Option<ProgressToken>,
+    round: Option<&RoundApproval<'_>>,
+) -> Result<Permit, Gate> {
     // Opened before deciding, so the span covers the decision (and, held by
     // the permit, the forwarded request until its answer).
     let span = match (&action.trace, enforcer.tracer()) {
@@ -41,7 +62,7 @@ pub async fn authorize(
     let mut permit = match verdict {
         Verdict::Deny(d) => {
             describe(span.as_ref(), action, &d);
-            return Err(d);
+            return Err(Gate::Denied(d));
         }
         Verdict::Allow(p) => p,
     };
@@ -51,10 +72,15 @@ pub async fn authorize(
         session,
         action,
         progress,
+        round,
     };
-    if let Err(d) = super::approval::settle(&request, &permit).await {
-        describe(span.as_ref(), action, &d);
-        return Err(d);
+    match super::approval::settle(&request, &permit).await {
+        Ok(()) => {}
+        Err(Gate::Denied(d)) => {
+            describe(span.as_ref(), action, &d);
+            return Err(Gate::Denied(d));
+        }
+        Err(ask) => return Err(ask),
     }
     describe(span.as_ref(), action, &permit.decision);
     permit.span = span;

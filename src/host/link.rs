@@ -5,8 +5,9 @@
 //! A host of the MCP 2026-07-28 era never initializes: it has no session
 //! peer gavel could send requests or unsolicited notifications to (the
 //! revision forbids both), so such a link has gavel's own identity and no
-//! capability ([`HostLink::set_modern`]) and every upstream→host request is
-//! refused with an error that says why ([`HostLink::cannot_relay`]).
+//! the capabilities it can relay for it ([`HostLink::set_modern`]); an
+//! upstream's request reaches such a host only as an input round of the
+//! host's call in flight ([`HostLink::questions`], `host::questions`).
 // roots/list is deprecated in MCP 2026-07-28 (SEP-2577) but is part of the
 // 2024-11-05 … 2025-11-25 era gavel serves.
 #![allow(deprecated)]
@@ -34,6 +35,9 @@ pub struct HostLink {
     /// messages below it are not sent to it, whatever level an upstream
     /// shared with other hosts was set to.
     log_level: std::sync::Mutex<Option<LoggingLevel>>,
+    /// A modern host's upstream calls in flight: where an upstream's
+    /// question goes (`host::questions`).
+    pub questions: std::sync::Arc<super::questions::InFlight>,
 }
 
 impl Default for HostLink {
@@ -44,6 +48,7 @@ impl Default for HostLink {
             initialized: watch::channel(false).0,
             modern: OnceLock::new(),
             log_level: Default::default(),
+            questions: Default::default(),
         }
     }
 }
@@ -64,14 +69,24 @@ impl HostLink {
     }
 
     /// The host speaks MCP 2026-07-28 (it opened without `initialize`):
-    /// what upstreams are told at their own `initialize` is gavel's identity
-    /// and no capability — per-request capabilities of a modern host say
-    /// nothing about the next request, and an upstream's server→client
-    /// request could not reach such a host anyway (it would need an
-    /// input-required round, MRTR, which gavel does not relay yet).
+    /// what legacy upstreams are told at their own `initialize` is gavel's
+    /// identity and what gavel can relay to such a host as an input round
+    /// (MRTR, `front/session/parked.rs`): form elicitation, sampling and
+    /// roots. A connection's capabilities cannot follow a modern host's,
+    /// which are per request; each question is checked against the
+    /// capabilities of the request it would answer, and refused to the
+    /// upstream when that request does not declare them (an upstream that
+    /// registers its asking tools only for a client that declares the
+    /// capability — server-everything does — still lists them).
     pub fn set_modern(&self) {
+        let caps: ClientCapabilities = serde_json::from_value(serde_json::json!({
+            "elicitation": {"form": {}},
+            "sampling": {},
+            "roots": {},
+        }))
+        .unwrap_or_default();
         let _ = self.params.set(InitializeRequestParams::new(
-            ClientCapabilities::default(),
+            caps,
             Implementation::new("gavel", env!("CARGO_PKG_VERSION")),
         ));
         let _ = self.modern.set(());
@@ -83,20 +98,17 @@ impl HostLink {
     }
 
     /// The error an upstream's `what` request (sampling, elicitation,
-    /// roots) gets when the host cannot be asked: it names the reason — a
-    /// capability the host did not declare, or a 2026-07-28 host, to which
-    /// gavel would have to relay the request as an MRTR round.
+    /// roots) gets when a legacy host cannot be asked: a capability it did
+    /// not declare. (A modern host's are checked per request,
+    /// `front/session/parked.rs`.)
     pub fn cannot_relay(&self, what: &str) -> ErrorData {
-        let message = if self.is_modern() {
-            format!(
-                "the agent host speaks MCP 2026-07-28, where a server may not send it requests: gavel would have to pass this {what} request on as an input-required round (MRTR), and that relay is not built yet; the request was refused"
-            )
-        } else {
+        ErrorData::new(
+            ErrorCode::METHOD_NOT_FOUND,
             format!(
                 "the agent host did not declare the {what} capability; gavel cannot pass this request on"
-            )
-        };
-        ErrorData::new(ErrorCode::METHOD_NOT_FOUND, message, None)
+            ),
+            None,
+        )
     }
 
     /// Notes the level the host set (`logging/setLevel`).

@@ -7,9 +7,11 @@
 //! neither (ARCHITECTURE.md, "Invariants of absence").
 
 pub mod approval;
+pub mod approval_round;
 pub mod authorize;
 pub mod inputs;
 pub mod link;
+pub mod questions;
 pub mod seal;
 
 pub use authorize::authorize;

@@ -24,6 +24,10 @@ use crate::host::link::HostLink;
 
 pub use super::progress::ProgressMap;
 
+/// A 2026-07-28 host's side: questions as input rounds.
+#[path = "client_rounds.rs"]
+mod in_rounds;
+
 /// List kinds an upstream can announce changes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListKind {
@@ -117,6 +121,9 @@ impl ClientHandler for UpstreamClient {
         cx: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, ErrorData> {
         let (host, session) = self.target()?;
+        if host.is_modern() {
+            return self.sample_in_round((&host, &session), params, &cx).await;
+        }
         if host.capabilities().sampling.is_none() {
             return Err(host.cannot_relay("sampling"));
         }
@@ -148,6 +155,9 @@ impl ClientHandler for UpstreamClient {
         cx: RequestContext<RoleClient>,
     ) -> Result<ListRootsResult, ErrorData> {
         let (host, _) = self.target()?;
+        if host.is_modern() {
+            return self.roots_in_round(&host, &cx).await;
+        }
         if host.capabilities().roots.is_none() {
             return Err(host.cannot_relay("roots"));
         }
@@ -160,6 +170,9 @@ impl ClientHandler for UpstreamClient {
         cx: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
         let (host, session) = self.target()?;
+        if host.is_modern() {
+            return self.elicit_in_round((&host, &session), params, &cx).await;
+        }
         if host.capabilities().elicitation.is_none() {
             return Err(host.cannot_relay("elicitation"));
         }

@@ -340,6 +340,9 @@ pub enum Outcome<P, D> {
     Done(P, ServerResult),
     /// The policy (or a person) refused a retry: nothing more was sent.
     Denied(D),
+    /// The host must answer an input round first (a 2026-07-28 host:
+    /// `front/session/parked.rs`); never produced by [`drive`].
+    Input(rmcp::model::InputRequiredResult),
 }
 
 /// A state-only round (no input requests: "retry now") waits a little,

@@ -27,7 +27,13 @@ impl RawHost {
 
     /// gavel on `s`'s config with nothing sent yet: a host of either era.
     pub fn bare(s: &Setup) -> RawHost {
+        Self::bare_env(s, &[])
+    }
+
+    /// [`RawHost::bare`] with `env` set for gavel (test hooks).
+    pub fn bare_env(s: &Setup, env: &[(&str, &str)]) -> RawHost {
         let mut child = Command::new(GAVEL)
+            .envs(env.iter().copied())
             .args([
                 "run",
                 "--config",

@@ -417,6 +417,9 @@ fn discover_answers_with_gavels_identity_and_starts_nothing_before_initialize() 
     );
 }
 
+/// A legacy upstream's question during a modern call becomes an input
+/// round of it (`e2e_host_rounds`); one the request declares no capability
+/// for is refused to the upstream, naming why.
 #[test]
 fn an_upstreams_request_during_a_modern_call_is_refused_naming_mrtr() {
     let s = Setup::solo("fx");
@@ -431,22 +434,28 @@ fn an_upstreams_request_during_a_modern_call_is_refused_naming_mrtr() {
     assert_eq!(r["result"]["isError"], true, "{r}");
     let text = r["result"]["content"][0]["text"].as_str().unwrap();
     assert!(
-        text.contains("2026-07-28") && text.contains("MRTR"),
+        text.contains("2026-07-28") && text.contains("MRTR") && text.contains("roots"),
         "{text}"
     );
-    // The upstream was told gavel's identity and no capability.
+    // The upstream was told gavel's identity and what gavel can relay to
+    // a modern host as an input round.
     let init = records(&s.record("fx"))
         .into_iter()
         .find(|r| r["method"] == "initialize")
         .expect("the upstream was initialized");
     assert_eq!(init["params"]["clientInfo"]["name"], "gavel", "{init}");
-    assert_eq!(init["params"]["capabilities"], json!({}), "{init}");
+    assert_eq!(
+        init["params"]["capabilities"],
+        json!({"elicitation": {"form": {}}, "sampling": {}, "roots": {}}),
+        "{init}"
+    );
 }
 
 /// A modern host's own `inputResponses` and `requestState` are made up
-/// (gavel relays no upstream round to a modern host): they never reach the
-/// upstream, whose `confirm` tool would otherwise take the forged answer
-/// and state as its own round's.
+/// (a round gavel hands a modern host carries gavel's sealed state): they
+/// never reach the upstream, whose `confirm` tool would otherwise take the
+/// forged answer and state as its own round's — a state gavel did not
+/// seal refuses the request before anything is decided or sent.
 #[test]
 fn a_modern_hosts_forged_round_never_reaches_the_upstream() {
     let s = two_eras();
@@ -470,11 +479,18 @@ fn a_modern_hosts_forged_round_never_reaches_the_upstream() {
         !text.contains("confirmed"),
         "the forged answer was taken: {r}"
     );
-    // The upstream asked its question again (this host declared no
-    // elicitation, so the round is refused for want of it).
-    assert_eq!(r["error"]["code"], -32021, "{r}");
+    assert_eq!(r["error"]["code"], -32602, "{r}");
     let message = r["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("'confirm'"), "{r}");
+    assert!(
+        message.contains("requestState is not one gavel issued"),
+        "{r}"
+    );
+    assert!(message.contains("\"modern\""), "{r}");
+    let calls = records(&s.path("decisions.jsonl"))
+        .into_iter()
+        .filter(|d| d["input"]["action"]["tool"] == "confirm")
+        .count();
+    assert_eq!(calls, 0, "a forged state was decided: {r}");
 }
 
 /// `gavel serve` on `two_eras`: its process and URL.

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::Session;
 use crate::decision::result::OutputKind;
 use crate::decision::{Action, ActionType, deny};
+use crate::host::approval_round::Gate;
 use crate::router::ToolRoute;
 use crate::sync::Recover;
 use crate::upstream::rounds::Outcome;
@@ -245,7 +246,7 @@ impl ServerHandler for Session {
 
     async fn call_tool(
         &self,
-        request: CallToolRequestParams,
+        mut request: CallToolRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         if let Some(answer) = self.agent_call(&request, &cx).await {
@@ -259,11 +260,14 @@ impl ServerHandler for Session {
         self.raise_reported_tokens(&cx);
         let mut action = self.tool_action(&route, &request);
         self.describe(&mut action, &cx);
+        let fields = (request.request_state.take(), request.input_responses.take());
+        let round = self.host_round(&action, &cx, fields)?;
         // Unlike the other methods, a denied call is answered as a tool
         // result (`isError`), which agents show the model: it reads why.
-        let permit = match self.authorize_ref(&action, &cx).await {
+        let permit = match self.authorize_round(&action, &cx, round.as_ref()).await {
             Ok(p) => p,
-            Err(d) => {
+            Err(Gate::Ask(r)) => return Ok(r.into()),
+            Err(Gate::Denied(d)) => {
                 let has_schema = route.tool.output_schema.is_some();
                 return Ok(deny::tool_denial(&d, &request.name, has_schema).into());
             }
@@ -275,10 +279,11 @@ impl ServerHandler for Session {
         // A retry of an input round the policy denies is answered as the
         // first call's denial would be.
         let (permit, result) = match self
-            .forward_call(&route.server, permit, &action, req, &cx)
+            .forward_call(&route.server, permit, &action, req, &cx, round.as_ref())
             .await?
         {
             Outcome::Done(p, r) => (p, r),
+            Outcome::Input(r) => return Ok(r.into()),
             Outcome::Denied(d) => {
                 let has_schema = route.tool.output_schema.is_some();
                 return Ok(deny::tool_denial(&d, &host_name, has_schema).into());
@@ -329,7 +334,7 @@ impl ServerHandler for Session {
 
     async fn read_resource(
         &self,
-        request: ReadResourceRequestParams,
+        mut request: ReadResourceRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         if let Some(answer) = self.agent_read(&request.uri, &cx).await {
@@ -345,17 +350,21 @@ impl ServerHandler for Session {
         );
         self.describe(&mut action, &cx);
         let what = format!("reading resource {}", request.uri);
-        let permit = self
-            .authorize_ref(&action, &cx)
-            .await
-            .map_err(|d| deny::request_denial(&d, &what))?;
+        let fields = (request.request_state.take(), request.input_responses.take());
+        let round = self.host_round(&action, &cx, fields)?;
+        let permit = match self.authorize_round(&action, &cx, round.as_ref()).await {
+            Ok(p) => p,
+            Err(Gate::Ask(r)) => return Ok(r.into()),
+            Err(Gate::Denied(d)) => return Err(deny::request_denial(&d, &what)),
+        };
         let uri = request.uri.clone();
         let req = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request));
         let (permit, result) = match self
-            .forward_call(&server, permit, &action, req, &cx)
+            .forward_call(&server, permit, &action, req, &cx, round.as_ref())
             .await?
         {
             Outcome::Done(p, r) => (p, r),
+            Outcome::Input(r) => return Ok(r.into()),
             Outcome::Denied(d) => return Err(deny::request_denial(&d, &what)),
         };
         let result = self
@@ -451,7 +460,7 @@ impl ServerHandler for Session {
 
     async fn get_prompt(
         &self,
-        request: GetPromptRequestParams,
+        mut request: GetPromptRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         self.serves_upstreams()?;
@@ -466,18 +475,22 @@ impl ServerHandler for Session {
         let mut action = self.action(ActionType::PromptGet, &route.server, &route.name, args);
         self.describe(&mut action, &cx);
         let what = format!("getting prompt {}", request.name);
-        let permit = self
-            .authorize_ref(&action, &cx)
-            .await
-            .map_err(|d| deny::request_denial(&d, &what))?;
+        let fields = (request.request_state.take(), request.input_responses.take());
+        let round = self.host_round(&action, &cx, fields)?;
+        let permit = match self.authorize_round(&action, &cx, round.as_ref()).await {
+            Ok(p) => p,
+            Err(Gate::Ask(r)) => return Ok(r.into()),
+            Err(Gate::Denied(d)) => return Err(deny::request_denial(&d, &what)),
+        };
         let mut upstream_req = request;
         upstream_req.name = route.name.clone();
         let req = ClientRequest::GetPromptRequest(GetPromptRequest::new(upstream_req));
         let (permit, result) = match self
-            .forward_call(&route.server, permit, &action, req, &cx)
+            .forward_call(&route.server, permit, &action, req, &cx, round.as_ref())
             .await?
         {
             Outcome::Done(p, r) => (p, r),
+            Outcome::Input(r) => return Ok(r.into()),
             Outcome::Denied(d) => return Err(deny::request_denial(&d, &what)),
         };
         let result = self

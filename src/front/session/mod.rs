@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::decision::{Action, ActionType, Permit, SessionState};
 use crate::front::http::auth::TokenIdentity;
 use crate::gateway::Gateway;
+use crate::host::approval_round::Gate;
 use crate::host::link::HostLink;
 use crate::router::Router;
 use crate::sync::Recover;
@@ -27,7 +28,9 @@ mod agent;
 mod agent_resources;
 mod dataflow;
 mod handler;
+mod host_round;
 mod listen;
+mod parked;
 mod result;
 mod rounds;
 mod set;
@@ -52,6 +55,8 @@ struct Inner {
     /// Every list change announced, for the host's open listens
     /// (2026-07-28, `listen.rs`).
     changes: Arc<listen::ListChanges>,
+    /// A modern host's calls waiting for its retry (`parked.rs`).
+    parked: Arc<parked::ParkedTable>,
 }
 
 /// Cheap to clone; all clones are the same session.
@@ -93,6 +98,7 @@ impl Session {
                 given: Default::default(),
                 starting: Mutex::new(()),
                 changes: Default::default(),
+                parked: Default::default(),
             }),
         }
     }
@@ -350,19 +356,45 @@ impl Session {
         action: &Action,
         cx: &RequestContext<RoleServer>,
     ) -> Result<Permit, crate::decision::Decision> {
-        let r = crate::host::authorize::authorize(
+        match self.authorize_round(action, cx, None).await {
+            Ok(p) => Ok(p),
+            Err(Gate::Denied(d)) => Err(d),
+            Err(Gate::Ask(_)) => unreachable!("no input round was offered"),
+        }
+    }
+
+    /// [`Self::authorize_ref`] for a 2026-07-28 request's part in an input
+    /// round (`host_round.rs`): an approval is asked through one, and a
+    /// denied retry gives up the parked call it would have continued.
+    async fn authorize_round(
+        &self,
+        action: &Action,
+        cx: &RequestContext<RoleServer>,
+        round: Option<&host_round::HostRound>,
+    ) -> Result<Permit, Gate> {
+        let approval = round.map(|r| r.approval(&self.inner.gw.sealer));
+        let r = crate::host::authorize::authorize_round(
             &self.inner.gw.enforcer,
             &self.inner.host,
             &self.inner.state,
             action,
             cx.meta.get_progress_token(),
+            approval.as_ref(),
         )
         .await;
         let d = match &r {
-            Ok(p) => &p.decision,
-            Err(d) => d,
+            Ok(p) => Some(&p.decision),
+            Err(Gate::Denied(d)) => Some(d),
+            Err(Gate::Ask(_)) => None,
         };
-        self.inner.given.lock().recover().keep(d, &action.server);
+        if let Some(d) = d {
+            self.inner.given.lock().recover().keep(d, &action.server);
+        }
+        if let (Err(Gate::Denied(_)), Some(id)) = (&r, round.and_then(|r| r.parked())) {
+            self.inner
+                .parked
+                .abandon(id, "the host's retry was denied by the policy");
+        }
         r
     }
 
@@ -373,6 +405,22 @@ impl Session {
         request: ClientRequest,
         cx: &RequestContext<RoleServer>,
     ) -> Result<ServerResult, ErrorData> {
+        self.forward_asking(server, permit, request, cx, None).await
+    }
+
+    /// [`Self::forward`]; for a 2026-07-28 host, the call is entered as in
+    /// flight at `server` for as long as it is (`host::questions`), taking
+    /// the upstream's questions on `asks` when it can answer with a round.
+    async fn forward_asking(
+        &self,
+        server: &str,
+        permit: &Permit,
+        request: ClientRequest,
+        cx: &RequestContext<RoleServer>,
+        asks: Option<tokio::sync::mpsc::Sender<crate::host::questions::Question>>,
+    ) -> Result<ServerResult, ErrorData> {
+        let host = &self.inner.host;
+        let _entered = host.is_modern().then(|| host.questions.enter(server, asks));
         let up =
             self.router()?.upstreams.get(server).ok_or_else(|| {
                 ErrorData::internal_error(format!("no upstream {server:?}"), None)

@@ -3,8 +3,9 @@
 //! legacy host (`upstream::rounds`, reference §2.3 shape 3): each input
 //! request becomes a real request to the host (`host::inputs`), and each
 //! retry is decided again here, as the request it is, before it is sent.
-//! A modern host relays rounds itself; for it (and for a legacy upstream)
-//! this is `forward` and nothing more.
+//! A modern host's request at a legacy upstream runs so that the
+//! upstream's questions become input rounds of the host's own
+//! (`parked.rs`); otherwise this is `forward` and nothing more.
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use rmcp::service::{RequestContext, RoleServer};
 use serde_json::Value;
 
 use super::Session;
+use super::host_round::HostRound;
 use crate::decision::{Action, Decision, Permit};
 use crate::upstream::era::Spoken;
 use crate::upstream::rounds::{self, Call, Outcome, RoundIo};
@@ -28,11 +30,11 @@ fn legacy_host(cx: &RequestContext<RoleServer>) -> Option<Arc<InitializeRequestP
     cx.peer.peer_info()
 }
 
-/// No host is given an upstream's round to answer (a legacy host's rounds
-/// are driven by gavel; MRTR toward a modern host is not built), so
-/// `inputResponses` or `requestState` on any host's request are made up:
-/// they never reach the upstream, which would take a forged state or
-/// forged answers as its own.
+/// No host is given an upstream's own round state to answer with (a legacy
+/// host's rounds are driven by gavel; a modern host's carry gavel's sealed
+/// state, opened before the request is decided, `host_round.rs`), so
+/// `inputResponses` or `requestState` on a request never reach the
+/// upstream, which would take a forged state or forged answers as its own.
 fn without_round_fields(request: &mut ClientRequest) {
     crate::upstream::rounds::set_round_fields(request, None, None);
 }
@@ -72,6 +74,7 @@ impl Session {
         action: &Action,
         mut request: ClientRequest,
         cx: &RequestContext<RoleServer>,
+        round: Option<&HostRound>,
     ) -> Result<Forwarded, ErrorData> {
         let host = legacy_host(cx);
         without_round_fields(&mut request);
@@ -80,6 +83,16 @@ impl Session {
             .as_ref()
             .and_then(|u| u.connection())
             .is_some_and(|c| c.era == Spoken::Modern);
+        // A modern host's request at a legacy upstream: its questions
+        // become this host's input rounds.
+        if let Some(round) = round
+            && !modern
+            && rounds::round_method(&request).is_some()
+        {
+            return self
+                .forward_parked(server, permit, request, cx, round)
+                .await;
+        }
         let (Some(host), true, Some(method), Some(up)) =
             (host, modern, rounds::round_method(&request), up)
         else {

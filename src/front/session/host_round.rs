@@ -1,0 +1,156 @@
+//! What a 2026-07-28 host's `tools/call`, `prompts/get` or `resources/read`
+//! brings to an input round (MRTR, SEP-2322): this request's own
+//! capabilities, and — on a retry — the round its `requestState` names.
+//!
+//! The state is gavel's own ([`crate::host::seal`]): it is opened once per
+//! request, here, before the request is decided — MAC first, then expiry
+//! and the binding to this principal, server, method, target and
+//! arguments — and its nonce is spent then, so a state answers one retry
+//! whatever happens next (a denied retry included). A state that does not
+//! open refuses the request (-32602, naming why: altered, expired, issued
+//! for other arguments, already used) before anything is decided or sent.
+//! A legacy request takes no part: its round fields are made up and are
+//! dropped (`rounds::without_round_fields`).
+//!
+//! What the opened round is for is its kind: gavel's approval question
+//! (`host::approval_round`), a legacy upstream's question parked with its
+//! call (`parked.rs`), or a modern upstream's own round relayed (its state
+//! inside, for the relay).
+
+use rmcp::ErrorData;
+use rmcp::model::{ClientCapabilities, InputResponses};
+use rmcp::service::{RequestContext, RoleServer};
+
+use super::Session;
+use crate::decision::{Action, ActionType};
+use crate::host::approval_round::{self, APPROVAL_KEY, RoundApproval};
+use crate::host::seal::{Binding, Kind, Opened, args_digest};
+
+/// One 2026-07-28 request's part in an input round.
+#[derive(Debug)]
+pub(super) struct HostRound {
+    /// This request's own capabilities (never an earlier request's).
+    pub caps: ClientCapabilities,
+    principal: String,
+    server: String,
+    method: &'static str,
+    target: String,
+    args: [u8; 32],
+    /// The round this request answers, opened and spent.
+    opened: Option<Opened>,
+    /// The host's answers (`inputResponses`), by key.
+    pub responses: InputResponses,
+}
+
+impl HostRound {
+    /// What a state sealed for this request is bound to.
+    pub fn binding(&self) -> Binding<'_> {
+        Binding {
+            principal: &self.principal,
+            server: &self.server,
+            method: self.method,
+            target: &self.target,
+            args: self.args,
+        }
+    }
+
+    /// The parked call this retry answers, if it answers one.
+    pub fn parked(&self) -> Option<&str> {
+        match &self.opened {
+            Some(o) if o.kind == Kind::Parked => o.inner.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// What the approval step reads of this request: whether it may ask
+    /// (this request declares form elicitation) and, on the retry of an
+    /// approval round, the host's answer.
+    pub fn approval<'a>(&'a self, sealer: &'a crate::host::seal::Sealer) -> RoundApproval<'a> {
+        let answered = matches!(&self.opened, Some(o) if o.kind == Kind::Approval);
+        RoundApproval {
+            sealer,
+            binding: self.binding(),
+            can_ask: approval_round::declares_form(&self.caps),
+            answer: answered
+                .then(|| self.responses.get(APPROVAL_KEY).cloned())
+                .flatten(),
+            // A parked call of this very request is past its approval:
+            // it was made only after the approval (if the policy asked
+            // for one) was given for these exact arguments.
+            continuing: self.parked().is_some(),
+        }
+    }
+}
+
+/// The MCP method of a request that may take a round.
+fn round_method(action: &Action) -> Option<&'static str> {
+    match action.kind {
+        ActionType::ToolCall => Some("tools/call"),
+        ActionType::PromptGet => Some("prompts/get"),
+        ActionType::ResourceRead => Some("resources/read"),
+        _ => None,
+    }
+}
+
+impl Session {
+    /// The part `action`'s request plays in an input round, when it is a
+    /// 2026-07-28 request (`None` for a legacy one): `state` and
+    /// `responses` are the request's `requestState` and `inputResponses`,
+    /// taken off it by the caller (they never go upstream).
+    pub(super) fn host_round(
+        &self,
+        action: &Action,
+        cx: &RequestContext<RoleServer>,
+        (state, responses): (Option<String>, Option<InputResponses>),
+    ) -> Result<Option<HostRound>, ErrorData> {
+        let (Some(_), Some(method)) = (
+            crate::front::era::modern_version(&cx.meta),
+            round_method(action),
+        ) else {
+            return Ok(None);
+        };
+        let mut round = HostRound {
+            caps: cx.meta.client_capabilities().unwrap_or_default(),
+            principal: self.principal(action),
+            server: action.server.clone(),
+            method,
+            target: action.tool.clone(),
+            args: args_digest(action.args.as_object()),
+            opened: None,
+            responses: responses.unwrap_or_default(),
+        };
+        if let Some(state) = state {
+            let opened = self
+                .inner
+                .gw
+                .sealer
+                .open_once(&state, &round.binding())
+                .map_err(|e| {
+                    ErrorData::invalid_params(
+                        format!(
+                            "{method} {:?} of server {:?}: {e}",
+                            action.tool, action.server
+                        ),
+                        None,
+                    )
+                })?;
+            round.opened = Some(opened);
+        }
+        Ok(Some(round))
+    }
+
+    /// Who a round is bound to: the request's own verified identity (HTTP
+    /// with `[auth]`), else the session's, else the configured one — user
+    /// and agent, the pair a decision is made for.
+    fn principal(&self, action: &Action) -> String {
+        let enforcer = &self.inner.gw.enforcer;
+        let id = action
+            .era
+            .identity
+            .clone()
+            .or_else(|| self.inner.state.identity.get().cloned());
+        let id = id.as_deref().unwrap_or(enforcer.configured_identity());
+        // A separator no id can hold ambiguously: ids are compared whole.
+        format!("{}\u{1f}{}", id.user.id, id.agent.id)
+    }
+}

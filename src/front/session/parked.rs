@@ -1,0 +1,346 @@
+//! A legacy upstream's questions during a 2026-07-28 host's call, turned
+//! into input rounds (MRTR; reference §2.3 shape 2, checklist B7/B8).
+//!
+//! A legacy upstream asks its client mid-call (`elicitation/create`,
+//! `sampling/createMessage`, `roots/list`); a modern host can never be sent
+//! a request. So a modern host's `tools/call`, `prompts/get` or
+//! `resources/read` at a legacy upstream runs on a task of its own
+//! ([`Session::forward_parked`]), entered with the host link
+//! (`host::questions`) as the call the upstream's questions belong to. The
+//! host's request waits for whichever comes first: the upstream's answer
+//! (the request completes as any), or a question. A question — decided by
+//! `host::authorize` as for a legacy host, in the upstream client — that
+//! this request's own capabilities cover becomes the answer to the host:
+//! `input_required` with the question and a state sealed as `Kind::Parked`
+//! naming the call, which waits in the session's bounded table
+//! ([`ParkedTable`]) with the upstream's request unanswered. A question
+//! the request does not declare the capability for is refused to the
+//! upstream (which carries on, or fails, as it sees fit).
+//!
+//! The host's retry is decided again, opens the state once
+//! (`host_round.rs`), takes the parked call (once: the table gives it to
+//! one retry), answers the upstream's pending request with
+//! `inputResponses[key]`, and waits again — for the final answer or the
+//! next question (another round). A retry that answers no question asks
+//! it again (a new round, a new state). A call nobody retries is given up
+//! after `servers.NAME.call_timeout` (the upstream's call would time out
+//! then anyway; `GAVEL_TEST_PARK_TIMEOUT_MS` shortens it for the tests):
+//! its question gets an error and its call is cancelled
+//! (`notifications/cancelled`) — the spec says a server must never assume
+//! the client retries.
+//!
+//! Not done: a legacy upstream's `-32042` (URL elicitation required) is
+//! passed on as the error it is, not turned into a URL round; progress of
+//! a parked call goes on to the host's first token.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use rmcp::ErrorData;
+use rmcp::model::{ClientRequest, InputRequest, InputRequests, InputRequiredResult, ServerResult};
+use rmcp::service::{RequestContext, RoleServer};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::Session;
+use super::host_round::HostRound;
+use super::rounds::Forwarded;
+use crate::decision::Permit;
+use crate::host::questions::{Question, refused};
+use crate::host::seal::Kind;
+use crate::sync::Recover;
+use crate::upstream::rounds::{BOUNDS, Needs, Outcome};
+
+/// Calls one session keeps parked at once: past it, a new question is
+/// refused to its upstream (and its call given up) rather than parked.
+pub const MAX_PARKED: usize = 64;
+
+/// `GAVEL_TEST_PARK_TIMEOUT_MS`: the tests' shorter wait for a retry.
+const TEST_TIMEOUT_ENV: &str = "GAVEL_TEST_PARK_TIMEOUT_MS";
+
+/// How long a parked call waits for the host's retry: the server's
+/// `call_timeout` (its upstream call ends then anyway), or the tests'
+/// shorter one — read once, and never silent.
+fn park_timeout(call_timeout: Duration) -> Duration {
+    static TEST: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    let test = TEST.get_or_init(|| {
+        let ms = std::env::var(TEST_TIMEOUT_ENV).ok()?.parse::<u64>().ok()?;
+        tracing::warn!(
+            "{TEST_TIMEOUT_ENV} is set: a parked input round is given up after {ms} ms (tests only)"
+        );
+        Some(Duration::from_millis(ms))
+    });
+    test.map_or(call_timeout, |t| t.min(call_timeout))
+}
+
+/// An upstream call of a modern host, running on its own task.
+struct Running {
+    /// The upstream's questions, as `host::questions` hands them over.
+    asks: mpsc::Receiver<Question>,
+    /// The call's end, with the permit it was sent with.
+    done: oneshot::Receiver<(Permit, Result<ServerResult, ErrorData>)>,
+    /// Cancels the upstream call (`notifications/cancelled` upstream).
+    cancel: CancellationToken,
+}
+
+/// A question put to the host: its key in `inputRequests`, the request,
+/// and where its answer goes.
+struct Pending {
+    key: String,
+    request: InputRequest,
+    reply: oneshot::Sender<Result<Value, ErrorData>>,
+}
+
+/// A call waiting for the host's retry.
+struct ParkedCall {
+    running: Running,
+    pending: Vec<Pending>,
+    server: String,
+}
+
+impl ParkedCall {
+    /// Gives the call up: the upstream call cancelled, its questions
+    /// refused with `why`.
+    fn abandon(self, why: &str) {
+        self.running.cancel.cancel();
+        for p in self.pending {
+            let _ = p
+                .reply
+                .send(Err(refused(&self.server, method_of(&p.request), why)));
+        }
+    }
+}
+
+fn method_of(request: &InputRequest) -> &'static str {
+    match request {
+        InputRequest::Elicitation(_) => "elicitation/create",
+        InputRequest::CreateMessage(_) => "sampling/createMessage",
+        _ => "roots/list",
+    }
+}
+
+/// One session's parked calls, by the id their sealed state names.
+#[derive(Default)]
+pub(super) struct ParkedTable {
+    entries: Mutex<HashMap<String, ParkedCall>>,
+}
+
+impl ParkedTable {
+    /// Parks `call` until `timeout`: its id, or the call back when the
+    /// table is full.
+    fn park(self: &Arc<Self>, call: ParkedCall, timeout: Duration) -> Result<String, ParkedCall> {
+        let mut entries = self.entries.lock().recover();
+        if entries.len() >= MAX_PARKED {
+            return Err(call);
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        entries.insert(id.clone(), call);
+        let table: Weak<Self> = Arc::downgrade(self);
+        let expiring = id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let Some(table) = table.upgrade() else { return };
+            if let Some(call) = table.take(&expiring) {
+                tracing::info!(server = %call.server, "a parked input round was not answered in {timeout:?}: its upstream call is cancelled");
+                call.abandon(&format!(
+                    "the host did not retry within {timeout:?}, so gavel gave up the call"
+                ));
+            }
+        });
+        Ok(id)
+    }
+
+    /// The parked call `id`, once.
+    fn take(&self, id: &str) -> Option<ParkedCall> {
+        self.entries.lock().recover().remove(id)
+    }
+
+    /// Gives up parked call `id`, if it is still waiting (its retry was
+    /// denied, or could not be served).
+    pub(super) fn abandon(&self, id: &str, why: &str) {
+        if let Some(call) = self.take(id) {
+            call.abandon(why);
+        }
+    }
+}
+
+impl Session {
+    /// Forwards a modern host's round-capable `request` to the legacy
+    /// upstream `server`, or resumes the call its retry answers; the
+    /// upstream's answer, or its next question as a round.
+    pub(super) async fn forward_parked(
+        &self,
+        server: &str,
+        permit: Permit,
+        request: ClientRequest,
+        cx: &RequestContext<RoleServer>,
+        round: &HostRound,
+    ) -> Result<Forwarded, ErrorData> {
+        let up = self.router()?.upstreams.get(server).cloned();
+        let timeout = park_timeout(up.map_or(Duration::from_secs(60), |u| u.cfg.call_timeout));
+        let (running, permit) = match round.parked() {
+            None => (self.start_parked(server, permit, request, cx), None),
+            Some(id) => {
+                let Some(mut call) = self.inner.parked.take(id) else {
+                    return Err(ErrorData::invalid_params(
+                        format!(
+                            "the input round this retry answers is no longer waiting at server {server:?} (it was given up after {timeout:?}, or the session ended); send the request again without requestState"
+                        ),
+                        None,
+                    ));
+                };
+                if call
+                    .pending
+                    .iter()
+                    .any(|p| !round.responses.contains_key(&p.key))
+                {
+                    // Asked again: the spec's answer to missing responses.
+                    return self.park(call, round, timeout);
+                }
+                for p in call.pending.drain(..) {
+                    let _ = p.reply.send(Ok(round.responses[&p.key].clone()));
+                }
+                (call.running, Some(permit))
+            }
+        };
+        self.await_parked(server, running, permit, (round, cx), timeout)
+            .await
+    }
+
+    /// Runs the upstream call on its own task: it outlives this request
+    /// when the upstream asks something.
+    fn start_parked(
+        &self,
+        server: &str,
+        permit: Permit,
+        request: ClientRequest,
+        cx: &RequestContext<RoleServer>,
+    ) -> Running {
+        let (asks_tx, asks) = mpsc::channel(BOUNDS.requests);
+        let (done_tx, done) = oneshot::channel();
+        let cancel = self.inner.shutdown.child_token();
+        let mut call_cx = cx.clone();
+        call_cx.ct = cancel.clone();
+        let session = self.clone();
+        let server = server.to_string();
+        tokio::spawn(async move {
+            let r = session
+                .forward_asking(&server, &permit, request, &call_cx, Some(asks_tx))
+                .await;
+            let _ = done_tx.send((permit, r));
+        });
+        Running { asks, done, cancel }
+    }
+
+    /// Waits for the call's answer or its next questions.
+    async fn await_parked(
+        &self,
+        server: &str,
+        mut running: Running,
+        permit: Option<Permit>,
+        (round, cx): (&HostRound, &RequestContext<RoleServer>),
+        timeout: Duration,
+    ) -> Result<Forwarded, ErrorData> {
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut running.done => {
+                    let (sent_with, r) = done.map_err(|_| ErrorData::internal_error(
+                        format!("the call to server {server:?} ended without an answer"),
+                        None,
+                    ))?;
+                    // A retry's answer comes with the retry's own permit.
+                    return Ok(Outcome::Done(permit.unwrap_or(sent_with), r?));
+                }
+                Some(q) = running.asks.recv() => {
+                    let mut questions = vec![q];
+                    while questions.len() < BOUNDS.requests
+                        && let Ok(q) = running.asks.try_recv()
+                    {
+                        questions.push(q);
+                    }
+                    let pending = gate(server, round, questions);
+                    if pending.is_empty() {
+                        continue;
+                    }
+                    let call = ParkedCall { running, pending, server: server.to_string() };
+                    return self.park(call, round, timeout);
+                }
+                _ = cx.ct.cancelled() => {
+                    running.cancel.cancel();
+                    return Err(ErrorData::internal_error(
+                        "request not finished: cancelled by the agent host",
+                        None,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Parks `call` and answers the host with its questions and a sealed
+    /// state naming it.
+    fn park(
+        &self,
+        call: ParkedCall,
+        round: &HostRound,
+        timeout: Duration,
+    ) -> Result<Forwarded, ErrorData> {
+        let requests: InputRequests = call
+            .pending
+            .iter()
+            .map(|p| (p.key.clone(), p.request.clone()))
+            .collect();
+        let server = call.server.clone();
+        let id = self.inner.parked.park(call, timeout).map_err(|call| {
+            let why = format!(
+                "this session already has {MAX_PARKED} calls waiting for the host's answers"
+            );
+            call.abandon(&why);
+            ErrorData::internal_error(
+                format!("server {server:?} asked the agent host a question, and {why}; the request was not completed"),
+                None,
+            )
+        })?;
+        let state = self
+            .inner
+            .gw
+            .sealer
+            .seal(&round.binding(), Kind::Parked, Some(id));
+        Ok(Outcome::Input(InputRequiredResult::new(
+            Some(requests),
+            Some(state),
+        )))
+    }
+}
+
+/// The questions this request can take, keyed: each needs a capability
+/// this request (only this one) declares; the others are refused to the
+/// upstream here.
+fn gate(server: &str, round: &HostRound, questions: Vec<Question>) -> Vec<Pending> {
+    let mut pending = Vec::new();
+    for (n, q) in questions.into_iter().enumerate() {
+        let method = method_of(&q.request);
+        match Needs::of(&q.request) {
+            Some(need) if need.declared(&round.caps) => pending.push(Pending {
+                key: format!("{server}.{}", n + 1),
+                request: q.request,
+                reply: q.reply,
+            }),
+            need => {
+                let what = need.map_or("a capability gavel does not know", Needs::name);
+                let _ = q.reply.send(Err(refused(
+                    server,
+                    method,
+                    &format!("the host's request did not declare the {what} capability"),
+                )));
+            }
+        }
+    }
+    pending
+}
+
+#[cfg(test)]
+#[path = "parked_tests.rs"]
+mod tests;
