@@ -280,6 +280,11 @@ impl ServerHandler for Session {
                 return Ok(deny::tool_denial(&d, &host_name, has_schema).into());
             }
         };
+        // A relayed input round is the host's to answer, not a result.
+        let result = match super::relay::as_round(result) {
+            Ok(round) => return Ok(CallToolResponse::InputRequired(round)),
+            Err(r) => r,
+        };
         let bytes = super::result::result_bytes(&result);
         self.inner.state.add_result_bytes(bytes);
         // Written to the shared table when its lock is free, else owed to
@@ -353,6 +358,10 @@ impl ServerHandler for Session {
         {
             Outcome::Done(p, r) => (p, r),
             Outcome::Denied(d) => return Err(deny::request_denial(&d, &what)),
+        };
+        let result = match super::relay::as_round(result) {
+            Ok(round) => return Ok(ReadResourceResponse::InputRequired(round)),
+            Err(r) => r,
         };
         let result = self
             .result_policy(&permit, OutputKind::ResourceContents, result)
@@ -475,6 +484,10 @@ impl ServerHandler for Session {
         {
             Outcome::Done(p, r) => (p, r),
             Outcome::Denied(d) => return Err(deny::request_denial(&d, &what)),
+        };
+        let result = match super::relay::as_round(result) {
+            Ok(round) => return Ok(GetPromptResponse::InputRequired(round)),
+            Err(r) => r,
         };
         let result = self
             .result_policy(&permit, OutputKind::PromptMessages, result)

@@ -28,6 +28,7 @@ mod agent_resources;
 mod dataflow;
 mod handler;
 mod listen;
+mod relay;
 mod result;
 mod rounds;
 mod set;
