@@ -24,6 +24,9 @@ prints one JSON line on stdout:
       -> the retry's answer: every input request of LABEL answered with
          "answer" (or "responses" as given), and LABEL's requestState as
          "state" says ("flip": one byte changed)
+  {"op": "retry_raw", "name": N, "args": {...}, "state": S, "responses": {...}}
+      -> a retry with exactly that state and those responses (a round
+         another host process was given)
   {"op": "advance", "seconds": S}  -> {} (moves gavel's test clock, the file
       GAVEL_TEST_CLOCK_FILE names, by S seconds)
 A step that fails prints {"error": {"code", "message", "data"}} instead.
@@ -70,6 +73,15 @@ async def step(clients: list, saved: dict, s: dict) -> dict:
             out["result"] = dump(await client.get_prompt(s["name"], s.get("args")))
         elif s["op"] == "read":
             out["result"] = dump(await client.read_resource(s["uri"]))
+        elif s["op"] == "retry_raw":
+            r = await client.session.call_tool(
+                s["name"],
+                s.get("args", {}),
+                input_responses=s.get("responses"),
+                request_state=s.get("state"),
+                allow_input_required=True,
+            )
+            out["result"] = dump(r)
         elif s["op"] == "advance":
             path = os.environ["GAVEL_TEST_CLOCK_FILE"]
             with open(path) as f:

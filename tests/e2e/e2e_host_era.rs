@@ -489,7 +489,7 @@ async fn over_http_a_modern_caller_keeps_its_state_across_connections_not_sessio
 }
 
 /// One raw HTTP exchange with `gavel serve` at `url`: status line and body.
-async fn http(
+pub(crate) async fn http(
     url: &str,
     method: &str,
     headers: &[(&str, &str)],
