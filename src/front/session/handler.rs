@@ -148,7 +148,7 @@ fn tool_result(server: &str, result: ServerResult) -> Result<CallToolResponse, E
         ServerResult::CallToolResult(r) => Ok(r.into()),
         ServerResult::InputRequiredResult(_) => Err(ErrorData::internal_error(
             format!(
-                "server {server:?} asked for more input (an MCP 2026-07-28 input_required round), which gavel does not relay yet; the call was not completed"
+                "server {server:?} asked for more input (an MCP 2026-07-28 input_required round) where gavel relays none (only between a 2026-07-28 host and a 2026-07-28 server); the call was not completed"
             ),
             None,
         )),
