@@ -438,3 +438,35 @@ fn a_malformed_modern_tools_call_reaches_no_upstream() {
             .all(|d| d["input"]["action"]["tool"] != json!(123))
     );
 }
+
+/// A round's question is decided as the upstream→host request it is: a
+/// policy that denies elicitation from this server stops the round before
+/// the host sees it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rounds_question_the_policy_denies_never_reaches_the_host() {
+    let s = setup(
+        r#"violations contains "no_questions" if input.action.type == "elicitation_request""#,
+        "",
+    );
+    let steps = python(
+        &s,
+        &stdio(&s),
+        &[],
+        json!([{"op": "once", "name": "confirm", "args": {"action": "ask"}}]),
+    )
+    .await;
+    let e = &steps[0]["error"];
+    assert!(steps[0]["result"].is_null(), "{steps:?}");
+    assert!(
+        e["message"].as_str().unwrap().contains("no_questions")
+            || e["data"].to_string().contains("no_questions"),
+        "{steps:?}"
+    );
+    let asked: Vec<Value> = s
+        .decisions()
+        .into_iter()
+        .filter(|d| d["input"]["action"]["type"] == "elicitation_request")
+        .collect();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0]["result"]["allow"], false);
+}
