@@ -273,6 +273,12 @@ async fn a_bad_retry_is_refused_and_never_reaches_the_upstream() {
         .filter(|d| d["input"]["action"]["type"] == "tool_call")
         .count();
     assert_eq!(decided, 8);
+    // Each refusal is logged, naming why; the state never is.
+    let log = s.log_text();
+    assert!(log.contains("refused an input-round retry"), "{log}");
+    assert!(log.contains("already used"), "{log}");
+    let state = steps[0]["result"]["requestState"].as_str().unwrap();
+    assert!(!log.contains(state), "the state was logged: {log}");
 }
 
 /// A raw 2026-07-28 request line declaring form elicitation.

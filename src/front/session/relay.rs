@@ -40,7 +40,7 @@ use serde_json::json;
 use super::Session;
 use super::rounds::Forwarded;
 use crate::decision::{Action, Permit};
-use crate::host::seal::{Binding, Kind, SealError, args_digest};
+use crate::host::seal::{Binding, Kind, MAX_SEALED_BYTES, SealError, args_digest};
 use crate::upstream::rounds::{self, BOUNDS, Call, Outcome, Step};
 
 /// What a host's `inputResponses` may hold: checked before the round is
@@ -161,8 +161,16 @@ pub(super) fn as_round(result: ServerResult) -> Result<InputRequiredResult, Serv
     }
 }
 
-/// -32602 for a retry gavel refuses before anything reaches the upstream.
+/// -32602 for a retry gavel refuses before anything reaches the upstream,
+/// logged (the decision record says the call was allowed: this says why it
+/// was not made). The state itself is never logged.
 fn refused(call: &Call<'_>, why: impl std::fmt::Display) -> ErrorData {
+    tracing::warn!(
+        server = %call.server,
+        method = call.method,
+        target = %call.target,
+        "refused an input-round retry: {why}"
+    );
     ErrorData::invalid_params(
         format!(
             "{} of {:?} on server {:?} refused: {why}",
@@ -243,6 +251,19 @@ impl Session {
         rounds::check_capabilities(&call, &caps, &requests)?;
         self.admit(server, &requests, cx).await?;
         let sealed = self.inner.gw.sealer.seal(&binding, Kind::Relay, state);
+        // An upstream state within `BOUNDS` can still seal longer than
+        // gavel opens (JSON escapes, base64): refused now, not at a retry
+        // that could never succeed.
+        if sealed.len() > MAX_SEALED_BYTES {
+            return Err(ErrorData::internal_error(
+                format!(
+                    "server {server:?} answered {method} of {:?} with an input round whose requestState is too large for gavel to relay ({} bytes sealed, at most {MAX_SEALED_BYTES}); the request was not completed",
+                    action.tool,
+                    sealed.len()
+                ),
+                None,
+            ));
+        }
         Ok(Outcome::Done(
             permit,
             input_required(requests.into_iter().collect(), sealed),
