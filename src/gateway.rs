@@ -82,6 +82,16 @@ fn watch_hangup(enforcer: Arc<Enforcer>, shutdown: CancellationToken) -> anyhow:
     Ok(())
 }
 
+/// The shared input-round key, when one is configured: `GAVEL_ROUND_KEY`,
+/// else `[serve] round_key_file` (`host::seal::shared_key`). Also what
+/// `gavel config check` reads, so it refuses what a start would.
+pub fn round_key(config: &Config) -> anyhow::Result<Option<crate::host::seal::SealKey>> {
+    use crate::host::seal::{KEY_ENV, shared_key};
+    let env = std::env::var(KEY_ENV).ok().filter(|v| !v.trim().is_empty());
+    shared_key(env, config.serve.round_key_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("the input-round sealing key: {e}"))
+}
+
 /// The sealer of input rounds (`host::seal`): the shared key when one is
 /// configured (`GAVEL_ROUND_KEY`, else `[serve] round_key_file`), else a
 /// random one for this process; rounds spent in Redis too when `[state]`
@@ -91,10 +101,8 @@ fn sealer(
     config: &Config,
     clock: Arc<dyn crate::state::clock::Clock>,
 ) -> anyhow::Result<crate::host::seal::Sealer> {
-    use crate::host::seal::{KEY_ENV, SealKey, Sealer, shared_key};
-    let env = std::env::var(KEY_ENV).ok().filter(|v| !v.trim().is_empty());
-    let key = shared_key(env, config.serve.round_key_file.as_deref())
-        .map_err(|e| anyhow::anyhow!("the input-round sealing key: {e}"))?;
+    use crate::host::seal::{SealKey, Sealer};
+    let key = round_key(config)?;
     let shared = key.is_some();
     let mut sealer = Sealer::new(key.unwrap_or_else(SealKey::random)).with_clock(clock);
     if let Some(url) = &config.redis_url {

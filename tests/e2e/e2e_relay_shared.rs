@@ -155,6 +155,14 @@ fn a_bad_round_key_is_a_named_start_error() {
         err.contains("round_key_file") && err.contains("5 bytes") && err.contains("at least 32"),
         "{err}"
     );
+    // `gavel config check` refuses it as a start would.
+    let out = s.config_check();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("round_key_file") && err.contains("5 bytes"),
+        "{err}"
+    );
     let out = std::process::Command::new(GAVEL)
         .args(["serve", "--config"])
         .arg(s.config())
