@@ -82,12 +82,48 @@ fn watch_hangup(enforcer: Arc<Enforcer>, shutdown: CancellationToken) -> anyhow:
     Ok(())
 }
 
+/// The shared input-round key, when one is configured: `GAVEL_ROUND_KEY`,
+/// else `[serve] round_key_file` (`host::seal::shared_key`). Also what
+/// `gavel config check` reads, so it refuses what a start would.
+pub fn round_key(config: &Config) -> anyhow::Result<Option<crate::host::seal::SealKey>> {
+    use crate::host::seal::{KEY_ENV, shared_key};
+    let env = std::env::var(KEY_ENV).ok().filter(|v| !v.trim().is_empty());
+    shared_key(env, config.serve.round_key_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("the input-round sealing key: {e}"))
+}
+
+/// The sealer of input rounds (`host::seal`): the shared key when one is
+/// configured (`GAVEL_ROUND_KEY`, else `[serve] round_key_file`), else a
+/// random one for this process; rounds spent in Redis too when `[state]`
+/// is Redis (instances that share the key share the spent rounds);
+/// expiries on gavel's clock.
+fn sealer(
+    config: &Config,
+    clock: Arc<dyn crate::state::clock::Clock>,
+) -> anyhow::Result<crate::host::seal::Sealer> {
+    use crate::host::seal::{SealKey, Sealer};
+    let key = round_key(config)?;
+    let shared = key.is_some();
+    let mut sealer = Sealer::new(key.unwrap_or_else(SealKey::random)).with_clock(clock);
+    if let Some(url) = &config.redis_url {
+        let store = crate::state::redis::RedisStore::open(url, true)?;
+        sealer = sealer.with_shared(Arc::new(store));
+    } else if shared {
+        tracing::warn!(
+            "a shared input-round key is set but [state] is not Redis: each instance remembers only the rounds answered on it, so a round answered on one instance could be answered again on another; use backend = \"redis\" when several instances share the key"
+        );
+    }
+    Ok(sealer)
+}
+
 impl Gateway {
     /// Builds the enforcer. With `oci://` bundles, pulls them first (each
     /// bounded by `oci.pull_timeout`, falling back to the cache) and starts
     /// polling them for changes. Watches SIGHUP ([`watch_hangup`]).
     pub async fn start(config: Config) -> anyhow::Result<Arc<Self>> {
         let clock = crate::state::clock::from_env();
+        // A bad round key stops gavel before anything starts.
+        let sealer = Arc::new(sealer(&config, clock.clone())?);
         let shutdown = CancellationToken::new();
         // A cached bundle starts at once; the registry is asked in the
         // background (a stalled registry never holds `initialize`).
@@ -109,9 +145,7 @@ impl Gateway {
             supply,
             shared: Default::default(),
             policy_texts: Default::default(),
-            sealer: Arc::new(crate::host::seal::Sealer::new(
-                crate::host::seal::SealKey::random(),
-            )),
+            sealer,
         }))
     }
 

@@ -55,7 +55,8 @@ async fn enforcer(cfg: &Config) -> anyhow::Result<Enforcer> {
 }
 
 /// What `gavel serve` reads at start besides the config — the `[auth]` key
-/// (file, environment or JWKS file) and the `[serve]` TLS pair — read by the
+/// (file, environment or JWKS file), the `[serve]` TLS pair and the
+/// input-round key (`GAVEL_ROUND_KEY` or `round_key_file`) — read by the
 /// same constructors `serve` uses, so `config check` refuses what `serve`
 /// would. A `jwks_url` is not fetched (serve starts without it and retries).
 fn check_serve_files(cfg: &Config) -> anyhow::Result<()> {
@@ -66,5 +67,6 @@ fn check_serve_files(cfg: &Config) -> anyhow::Result<()> {
         crate::front::http::tls::server_config(cert, key)
             .map_err(|e| anyhow::anyhow!("[serve] tls_cert/tls_key: {e}"))?;
     }
+    crate::gateway::round_key(cfg)?;
     Ok(())
 }

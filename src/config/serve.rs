@@ -39,6 +39,11 @@ pub struct ServeSettings {
     pub header_timeout: Duration,
     /// How long a request body may take to arrive once its head has.
     pub body_timeout: Duration,
+    /// `serve.round_key_file`: the key that seals input-round state
+    /// (`host::seal`), the same file on every instance behind one load
+    /// balancer. Read when gavel starts (`GAVEL_ROUND_KEY` overrides it);
+    /// none: a random key per process.
+    pub round_key_file: Option<PathBuf>,
 }
 
 impl Default for ServeSettings {
@@ -56,6 +61,7 @@ impl Default for ServeSettings {
             max_connections: 1024,
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
+            round_key_file: None,
         }
     }
 }
@@ -79,6 +85,7 @@ pub struct RawServe {
     pub max_connections: Option<Spanned<i64>>,
     pub header_timeout: Option<Spanned<String>>,
     pub body_timeout: Option<Spanned<String>>,
+    pub round_key_file: Option<Spanned<String>>,
 }
 
 impl ServeSettings {
@@ -133,6 +140,11 @@ impl ServeSettings {
                 d.header_timeout,
             )?,
             body_timeout: ctx.duration(&raw.body_timeout, "serve.body_timeout", d.body_timeout)?,
+            round_key_file: raw
+                .round_key_file
+                .as_ref()
+                .map(|f| ctx.expand(f, "serve.round_key_file").map(|p| ctx.path(p)))
+                .transpose()?,
         })
     }
 
@@ -169,6 +181,13 @@ impl ServeSettings {
         );
         t.insert("header_timeout".into(), duration(self.header_timeout));
         t.insert("body_timeout".into(), duration(self.body_timeout));
+        if let Some(f) = &self.round_key_file {
+            // The file's name only: the key is never printed.
+            t.insert(
+                "round_key_file".into(),
+                Value::String(f.display().to_string()),
+            );
+        }
         t
     }
 }
@@ -282,7 +301,7 @@ mod tests {
     #[test]
     fn every_key_parses_and_renders() {
         let c = parse(
-            "listen = \"0.0.0.0:8443\"\nallowed_hosts = [\"${HOST}\", \"gavel.example:8443\"]\nallowed_origins = [\"https://app.example\"]\nbehind_proxy = true\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\nmax_sessions = 12\ndrain_timeout = \"2m\"\nmax_sessions_per_user = 3\nsession_idle_timeout = \"10m\"\nmax_connections = 99\nheader_timeout = \"5s\"\nbody_timeout = \"7s\"\n",
+            "listen = \"0.0.0.0:8443\"\nallowed_hosts = [\"${HOST}\", \"gavel.example:8443\"]\nallowed_origins = [\"https://app.example\"]\nbehind_proxy = true\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\nmax_sessions = 12\ndrain_timeout = \"2m\"\nmax_sessions_per_user = 3\nsession_idle_timeout = \"10m\"\nmax_connections = 99\nheader_timeout = \"5s\"\nbody_timeout = \"7s\"\nround_key_file = \"round.key\"\n",
         )
         .unwrap();
         let s = &c.serve;
@@ -306,6 +325,7 @@ mod tests {
             (s.max_connections, s.header_timeout, s.body_timeout),
             (99, Duration::from_secs(5), Duration::from_secs(7))
         );
+        assert_eq!(s.round_key_file, Some("/etc/gavel/round.key".into()));
         let out = c.render_masked();
         for want in [
             "[serve]",
@@ -320,6 +340,7 @@ mod tests {
             "max_connections = 99",
             "header_timeout = \"5s\"",
             "body_timeout = \"7s\"",
+            "round_key_file = \"/etc/gavel/round.key\"",
         ] {
             assert!(out.contains(want), "{want} missing in\n{out}");
         }

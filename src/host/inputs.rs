@@ -3,7 +3,9 @@
 //! for. Elicitation and sampling pass the one gate as the same upstream→host
 //! actions a legacy upstream's requests are (`elicitation_request`,
 //! `sampling_request`: the policy cannot tell the two eras apart, and need
-//! not); `roots/list` is plumbing, as it is for a legacy upstream.
+//! not); `roots/list` is plumbing, as it is for a legacy upstream. A round
+//! relayed to a 2026-07-28 host instead is decided the same way, request by
+//! request, before it is passed ([`Asker::admit`]).
 // Sampling and roots are deprecated in MCP 2026-07-28 (SEP-2577) but are
 // what a legacy host answers.
 #![allow(deprecated)]
@@ -87,6 +89,43 @@ impl Asker<'_> {
             }
         };
         Ok(answer)
+    }
+
+    /// Decides one input request of a round relayed to a 2026-07-28 host
+    /// (which answers it itself, `front::session::relay`): elicitation and
+    /// sampling as the upstream→host actions they are, exactly as
+    /// [`Self::ask`] decides them for a legacy host; `roots/list` is
+    /// plumbing. A denial fails the request the round belongs to.
+    pub async fn admit(&self, request: &InputRequest) -> Result<(), ErrorData> {
+        match request {
+            InputRequest::Elicitation(r) => {
+                self.authorize(
+                    ActionType::ElicitationRequest,
+                    "elicitation/create",
+                    to_value(&r.params),
+                )
+                .await?;
+            }
+            InputRequest::CreateMessage(r) => {
+                self.authorize(
+                    ActionType::SamplingRequest,
+                    "sampling/createMessage",
+                    to_value(&r.params),
+                )
+                .await?;
+            }
+            InputRequest::ListRoots(_) => {}
+            _ => {
+                return Err(ErrorData::internal_error(
+                    format!(
+                        "server {:?} asked for input of a kind gavel does not know",
+                        self.server
+                    ),
+                    None,
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn forward(

@@ -84,6 +84,56 @@ impl SealKey {
     }
 }
 
+/// The environment variable that gives the sealing key (base64, overriding
+/// `[serve] round_key_file`).
+pub const KEY_ENV: &str = "GAVEL_ROUND_KEY";
+
+/// The key several instances share, from `GAVEL_ROUND_KEY` (`env`, which
+/// wins) or `[serve] round_key_file` (`file`): base64 (standard or URL-safe,
+/// padded or not, surrounding whitespace ignored) of at least
+/// [`MIN_KEY_BYTES`] bytes. `Ok(None)`: neither is set (a random key per
+/// process). Every error names where the key came from and never quotes it.
+pub fn shared_key(
+    env: Option<String>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<SealKey>, String> {
+    let (text, from) = match (env, file) {
+        (Some(v), _) => (v, format!("{KEY_ENV} (environment)")),
+        (None, Some(f)) => {
+            let from = format!("[serve] round_key_file {}", f.display());
+            // A key file is small: anything larger is not one.
+            let meta = std::fs::metadata(f).map_err(|e| format!("{from}: cannot read it ({e})"))?;
+            if meta.len() > 4096 {
+                return Err(format!(
+                    "{from}: {} bytes is not a key file (base64 of 32 or more random bytes, e.g. `head -c 32 /dev/urandom | base64`)",
+                    meta.len()
+                ));
+            }
+            let text =
+                std::fs::read_to_string(f).map_err(|e| format!("{from}: cannot read it ({e})"))?;
+            (text, from)
+        }
+        (None, None) => return Ok(None),
+    };
+    let text = text.trim();
+    let bytes = [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE,
+        &B64,
+    ]
+    .iter()
+    .find_map(|e| e.decode(text).ok())
+    .ok_or_else(|| {
+        format!(
+            "{from}: not base64 (write base64 of 32 or more random bytes, e.g. `head -c 32 /dev/urandom | base64`)"
+        )
+    })?;
+    SealKey::new(bytes)
+        .map(Some)
+        .map_err(|e| format!("{from}: {e}"))
+}
+
 /// What a sealed round is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -182,6 +232,12 @@ pub enum SealError {
         "too many input rounds are open at once ({0}); finish or abandon some, then send the request again"
     )]
     Full(usize),
+    /// The store shared by every instance, where rounds are spent, could
+    /// not say whether this one was (fail closed: it may have been).
+    #[error(
+        "whether this input round was already answered cannot be checked ({0}); gavel refuses the retry rather than risk answering a round twice — send the request again without requestState once the state store answers"
+    )]
+    Unavailable(String),
 }
 
 /// Seals a round bound to `binding`, of `kind`, carrying `inner`, valid
@@ -293,13 +349,43 @@ pub const ROUND_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 6
 /// Unexpired spent nonces one process keeps ([`SpentNonces`]).
 pub const MAX_OPEN_ROUNDS: usize = 65_536;
 
+/// Where rounds are spent when several instances share one key: a store
+/// they all reach (Redis, `[state]`), so a round answered on one instance
+/// is refused on every other.
+pub trait SharedSpends: Send + Sync {
+    /// Marks `nonce` spent for `ttl_ms`: Ok(true) the first time, Ok(false)
+    /// when it already was; Err when the store cannot say. Blocking (a
+    /// network round trip): called off the event loop.
+    fn spend(&self, nonce: &str, ttl_ms: u64) -> Result<bool, String>;
+}
+
+impl SharedSpends for crate::state::redis::RedisStore {
+    fn spend(&self, nonce: &str, ttl_ms: u64) -> Result<bool, String> {
+        self.set_once(&format!("gavel:round:{nonce}"), ttl_ms)
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// The gateway's sealer: its key and the nonces it has seen spent. One per
 /// process ([`crate::gateway::Gateway::sealer`]).
-#[derive(Debug)]
 pub struct Sealer {
     key: SealKey,
     spent: SpentNonces,
     ttl: std::time::Duration,
+    /// Where [`Sealer::spend`] spends when instances share the key.
+    shared: Option<std::sync::Arc<dyn SharedSpends>>,
+    /// The time expiries are counted in (gavel's clock: a test moves it).
+    clock: Option<std::sync::Arc<dyn crate::state::clock::Clock>>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("key", &self.key)
+            .field("ttl", &self.ttl)
+            .field("shared", &self.shared.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 fn now_ms() -> u64 {
@@ -315,22 +401,74 @@ impl Sealer {
             key,
             spent: SpentNonces::new(MAX_OPEN_ROUNDS),
             ttl: ROUND_TTL,
+            shared: None,
+            clock: None,
+        }
+    }
+
+    /// Spends rounds in `shared` too ([`Sealer::spend`]).
+    pub fn with_shared(mut self, shared: std::sync::Arc<dyn SharedSpends>) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// Counts expiries on `clock` (gavel's, injectable) instead of the
+    /// system's.
+    pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::state::clock::Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    fn now_ms(&self) -> u64 {
+        match &self.clock {
+            Some(c) => (c.now() * 1000.0).max(0.0) as u64,
+            None => now_ms(),
         }
     }
 
     /// Seals a round for `binding`, expiring [`ROUND_TTL`] from now.
     pub fn seal(&self, binding: &Binding<'_>, kind: Kind, inner: Option<String>) -> String {
-        let expires = now_ms().saturating_add(self.ttl.as_millis() as u64);
+        let expires = self.now_ms().saturating_add(self.ttl.as_millis() as u64);
         seal(&self.key, binding, kind, inner, expires)
     }
 
     /// Opens `token` for `binding` and spends its nonce: a round answers
     /// once in this process.
     pub fn open_once(&self, token: &str, binding: &Binding<'_>) -> Result<Opened, SealError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let opened = open(&self.key, token, binding, now)?;
         self.spent.spend(&opened, now)?;
         Ok(opened)
+    }
+
+    /// Opens `token` for `binding` without spending it: the caller checks
+    /// what else the retry carries first, then [`Sealer::spend`]s it.
+    pub fn open(&self, token: &str, binding: &Binding<'_>) -> Result<Opened, SealError> {
+        open(&self.key, token, binding, self.now_ms())
+    }
+
+    /// Spends an opened round: in this process, and, when instances share
+    /// the key and a store ([`Sealer::with_shared`]), in that store too, so
+    /// the round answers once across all of them. A store that cannot be
+    /// reached refuses the round ([`SealError::Unavailable`]).
+    pub async fn spend(&self, opened: &Opened) -> Result<(), SealError> {
+        let now = self.now_ms();
+        self.spent.spend(opened, now)?;
+        let Some(shared) = self.shared.clone() else {
+            return Ok(());
+        };
+        let nonce = opened.nonce.clone();
+        // The store's own expiry: at least a second, so a round opened at
+        // its last millisecond is still remembered past it.
+        let ttl = opened.expires_ms.saturating_sub(now).max(1000);
+        let spent = tokio::task::spawn_blocking(move || shared.spend(&nonce, ttl))
+            .await
+            .map_err(|e| SealError::Unavailable(e.to_string()))?;
+        match spent {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(SealError::Replayed),
+            Err(e) => Err(SealError::Unavailable(e)),
+        }
     }
 }
 

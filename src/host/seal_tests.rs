@@ -164,3 +164,108 @@ fn a_short_key_is_refused_and_a_key_never_prints() {
     let k = format!("{:?}", SealKey::new(vec![0x41; 32]).unwrap());
     assert!(!k.contains("AAAA") && !k.contains("65"), "{k}");
 }
+
+#[test]
+fn a_shared_key_comes_from_the_environment_first_then_the_file() {
+    use base64::engine::general_purpose::STANDARD;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("round.key");
+    let k32 = STANDARD.encode([9u8; 32]);
+    std::fs::write(&file, format!("{k32}\n")).unwrap();
+    let b = binding(args(json!({})));
+    let sealed = |k: SealKey| seal(&k, &b, Kind::Relay, None, 10);
+    // The file's key is the key a token sealed with [9; 32] opens under.
+    let from_file = shared_key(None, Some(&file)).unwrap().unwrap();
+    assert!(
+        open(
+            &SealKey::new(vec![9; 32]).unwrap(),
+            &sealed(from_file),
+            &b,
+            1
+        )
+        .is_ok()
+    );
+    // The environment wins (URL-safe, unpadded is fine too).
+    let env = B64.encode([3u8; 40]);
+    let from_env = shared_key(Some(env), Some(&file)).unwrap().unwrap();
+    assert!(
+        open(
+            &SealKey::new(vec![3; 40]).unwrap(),
+            &sealed(from_env),
+            &b,
+            1
+        )
+        .is_ok()
+    );
+    assert!(shared_key(None, None).unwrap().is_none());
+    // Errors name the source, never the key.
+    let short = STANDARD.encode([1u8; 16]);
+    let e = shared_key(Some(short.clone()), None).unwrap_err();
+    assert!(
+        e.contains("GAVEL_ROUND_KEY") && e.contains("16 bytes"),
+        "{e}"
+    );
+    assert!(!e.contains(&short), "{e}");
+    let e = shared_key(Some("not base64 !!".into()), None).unwrap_err();
+    assert!(
+        e.contains("GAVEL_ROUND_KEY") && e.contains("not base64"),
+        "{e}"
+    );
+    let e = shared_key(None, Some(&dir.path().join("missing"))).unwrap_err();
+    assert!(e.contains("round_key_file") && e.contains("missing"), "{e}");
+    std::fs::write(&file, "x".repeat(5000)).unwrap();
+    let e = shared_key(None, Some(&file)).unwrap_err();
+    assert!(
+        e.contains("round_key_file") && e.contains("not a key file"),
+        "{e}"
+    );
+}
+
+/// A store every instance shares, in memory.
+#[derive(Debug, Default)]
+struct Shared(
+    Mutex<std::collections::HashSet<String>>,
+    std::sync::atomic::AtomicBool,
+);
+
+impl SharedSpends for Shared {
+    fn spend(&self, nonce: &str, _ttl_ms: u64) -> Result<bool, String> {
+        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("the store is down".into());
+        }
+        Ok(self.0.lock().unwrap().insert(nonce.to_string()))
+    }
+}
+
+#[tokio::test]
+async fn a_round_spent_on_one_instance_is_refused_on_another_and_a_down_store_refuses() {
+    let shared = std::sync::Arc::new(Shared::default());
+    let a = Sealer::new(key()).with_shared(shared.clone());
+    let b = Sealer::new(key()).with_shared(shared.clone());
+    let bind = binding(args(json!({"x": 1})));
+    let t = a.seal(&bind, Kind::Relay, Some("up".into()));
+    // Opening does not spend: b opens it too, and spends it first.
+    let on_a = a.open(&t, &bind).unwrap();
+    let on_b = b.open(&t, &bind).unwrap();
+    assert_eq!(on_b.inner.as_deref(), Some("up"));
+    b.spend(&on_b).await.unwrap();
+    assert_eq!(a.spend(&on_a).await, Err(SealError::Replayed));
+    assert_eq!(b.spend(&on_b).await, Err(SealError::Replayed));
+    // The store down: refused, whatever the local set says.
+    shared.1.store(true, std::sync::atomic::Ordering::SeqCst);
+    let t2 = a.seal(&bind, Kind::Relay, None);
+    let o = a.open(&t2, &bind).unwrap();
+    assert!(matches!(a.spend(&o).await, Err(SealError::Unavailable(_))));
+}
+
+#[test]
+fn expiry_follows_the_sealers_clock() {
+    let clock = std::sync::Arc::new(crate::state::clock::ManualClock::new(1_000.0));
+    let s = Sealer::new(key()).with_clock(clock.clone());
+    let bind = binding(args(json!({})));
+    let t = s.seal(&bind, Kind::Relay, None);
+    clock.advance(ROUND_TTL.as_secs_f64() - 1.0);
+    assert!(s.open(&t, &bind).is_ok());
+    clock.advance(1.0);
+    assert_eq!(s.open(&t, &bind), Err(SealError::Expired));
+}

@@ -251,6 +251,24 @@ impl RedisStore {
         })
     }
 
+    /// Sets `key` only if it is not set, expiring after `ttl_ms`: true the
+    /// first time, false while it stays set (`SET NX PX`, atomic on the
+    /// server). What several instances use to do a thing once between
+    /// them (a round's nonce, `host::seal`). Fails closed like every call:
+    /// an unreachable Redis is an error, never a "first time".
+    pub fn set_once(&self, key: &str, ttl_ms: u64) -> Result<bool, StateError> {
+        let set: Option<String> = self.with(|c| {
+            redis::cmd("SET")
+                .arg(key)
+                .arg("1")
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms.max(1))
+                .query(c)
+        })?;
+        Ok(set.is_some())
+    }
+
     /// How many times a connection was attempted (tests).
     pub fn connect_attempts(&self) -> usize {
         self.attempts.load(std::sync::atomic::Ordering::SeqCst)

@@ -191,3 +191,31 @@ fn connections_are_opened_without_nagle_delay() {
     assert!(store.client.get_connection_info().tcp_settings().nodelay());
     assert!(RedisStore::open("not a url", false).is_err());
 }
+
+#[test]
+#[ignore = "needs redis-server (scripts/setup installs it); .ci/run runs it: cargo test --lib -- --ignored redis"]
+fn set_once_is_once_across_stores_until_it_expires_and_fails_closed_when_down() {
+    let mut server = RedisServer::start();
+    let a = RedisStore::open(&server.url(), true).unwrap();
+    let b = RedisStore::open(&server.url(), true).unwrap();
+    assert!(a.set_once("once:n1", 60_000).unwrap());
+    // Another instance sees it spent; so does the first.
+    assert!(!b.set_once("once:n1", 60_000).unwrap());
+    assert!(!a.set_once("once:n1", 60_000).unwrap());
+    assert!(b.set_once("once:n2", 60_000).unwrap());
+    // Gone after its expiry (a short one, polled: no timing asserted).
+    assert!(a.set_once("once:short", 1).unwrap());
+    let mut again = false;
+    for _ in 0..200 {
+        if b.set_once("once:short", 60_000).unwrap() {
+            again = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(again, "an expired key is free again");
+    // Redis gone: an error, never a first time.
+    server.stop();
+    let e = a.set_once("once:n3", 60_000).unwrap_err();
+    assert!(e.to_string().contains("Redis"), "{e}");
+}

@@ -289,6 +289,25 @@ pub fn stamp_legacy_host(
     }
 }
 
+/// The capabilities a 2026-07-28 request declares in its own `_meta`
+/// (`None` for a request of the `initialize` era, whatever rmcp made up
+/// as its peer's info).
+pub fn modern_request_capabilities(meta: &RequestMetaObject) -> Option<ClientCapabilities> {
+    meta.protocol_version()
+        .filter(|v| !v.has_initialize())
+        .and_then(|_| meta.client_capabilities())
+}
+
+/// gavel's capabilities on a 2026-07-28 host's request to a modern
+/// upstream: what it can relay of the capabilities this very request
+/// declares ([`relayable`]) — the upstream's input rounds are passed to
+/// the host, which answers them itself. No log level: gavel sends a modern
+/// host no log notification.
+pub fn stamp_modern_host(meta: &mut RequestMetaObject, host: &ClientCapabilities) {
+    let caps = serde_json::to_value(relayable(host)).unwrap_or_default();
+    meta.0.0.insert(CLIENT_CAPABILITIES.into(), caps);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,6 +433,22 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&meta).unwrap(),
             json!({"io.modelcontextprotocol/clientCapabilities": {}})
+        );
+    }
+
+    #[test]
+    fn a_modern_hosts_request_declares_upstream_what_it_declared_that_gavel_can_relay() {
+        let host: ClientCapabilities = serde_json::from_value(json!({
+            "elicitation": {"url": {}},
+            "tasks": {},
+            "experimental": {"x": {}},
+        }))
+        .unwrap();
+        let mut meta = RequestMetaObject::default();
+        stamp_modern_host(&mut meta, &host);
+        assert_eq!(
+            serde_json::to_value(&meta).unwrap(),
+            json!({"io.modelcontextprotocol/clientCapabilities": {"elicitation": {"url": {}}}})
         );
     }
 

@@ -222,20 +222,26 @@ impl Upstream {
     ) -> Result<ServerResult, ErrorData> {
         let conn = self.ready().await?;
         let mut meta = era::upstream_meta(&host_cx.meta);
-        // A legacy host's request to a modern upstream carries what gavel
-        // can honour for it and the level it set (`era::stamp_legacy_host`).
-        // (A host that opened with `initialize` is the peer whose info rmcp
-        // keeps; a modern host has none.)
-        if conn.era == era::Spoken::Modern
-            && let Some(host) = host_cx.peer.peer_info()
-        {
-            let level = conn
-                .capabilities
-                .logging
-                .is_some()
-                .then(|| *self.log_level.read().recover())
-                .flatten();
-            era::stamp_legacy_host(&mut meta, &host.capabilities, level);
+        // A request to a modern upstream carries what gavel can honour for
+        // it: a legacy host's `initialize` capabilities and the level it set
+        // (`era::stamp_legacy_host`), or a modern request's own capabilities
+        // (`era::stamp_modern_host`).
+        if conn.era == era::Spoken::Modern {
+            if let Some(caps) = era::modern_request_capabilities(&host_cx.meta) {
+                // A modern host's request: what gavel can relay of this
+                // request's own capabilities (its input rounds go to the
+                // host, `front::session::relay`). Checked first: rmcp gives
+                // a stateless HTTP request a made-up peer info.
+                era::stamp_modern_host(&mut meta, &caps);
+            } else if let Some(host) = host_cx.peer.peer_info() {
+                let level = conn
+                    .capabilities
+                    .logging
+                    .is_some()
+                    .then(|| *self.log_level.read().recover())
+                    .flatten();
+                era::stamp_legacy_host(&mut meta, &host.capabilities, level);
+            }
         }
         if let Some(span) = &permit.span {
             span.context().propagate(&mut meta.0.0);

@@ -1,29 +1,34 @@
-"""A 2026-07-28 host that answers input rounds (MRTR), through the official
-Python SDK's `Client` (mcp 2.3, .deps/mcp2) over stdio or streamable HTTP:
-tests/e2e/e2e_host_rounds.rs.
+"""A 2026-07-28 host through the official Python SDK (mcp 2.3, in
+.deps/mcp2) for gavel's MRTR relay (tests/e2e/e2e_relay.rs): the SDK's own
+loop (`Client.call_tool` with an elicitation callback) and a manual one
+(`client.session.call_tool(..., allow_input_required=True)`), so a test can
+alter, replay or move a round's `requestState` the way a hostile host would.
 
-Usage: python_rounds.py COMMAND [ARG...]   (stdio: gavel run ...)
-       python_rounds.py URL                 (streamable HTTP: gavel serve)
+Usage: python_rounds.py URL [URL...]        (streamable HTTP: gavel serve)
+       python_rounds.py COMMAND [ARG...]    (stdio: gavel run ...)
 
-Stdin is one JSON object:
-  {"elicit": ANSWER | null,     the elicitation callback's answer, or no
-                                callback (no elicitation capability declared):
-                                {"action": "accept"|"decline"|"cancel",
-                                 "content": {...}}
-   "sample": TEXT | null,       the sampling callback's reply text, or none
-   "steps": [STEP, ...]}
-Each step prints one JSON line on stdout:
-  {"op": "call", "name": N, "args": {...}}
-      -> {"result": CallToolResult, "asked": [request params, ...]}
-         (the SDK drives every input round through the callbacks)
-  {"op": "call_once", "name": N, "args": {...},
-   "responses": {...} | null, "state_from": I | null}
-      -> {"result": CallToolResult | InputRequiredResult, "asked": []}
-         (one tools/call, nothing answered: the test drives the rounds;
-         the requestState sent is the one step I's result carried — a
-         state opens only in the gavel process that sealed it)
-  {"op": "read", "uri": U}  /  {"op": "prompt", "name": N, "args": {...}}
-      -> as "call", for resources/read and prompts/get
+Every target is a `Client` pinned to 2026-07-28; a step names the target it
+goes to with "via" (default 0). The plan is a JSON list on stdin; each step
+prints one JSON line on stdout:
+  {"op": "call", "name": N, "args": {...}, "answer": {...}}
+      -> {"result": CallToolResult}   (the SDK drives the rounds; every
+         elicitation is accepted with "answer" as its content)
+  {"op": "prompt", "name": N, "args": {...}, "answer": {...}}
+      -> {"result": GetPromptResult}
+  {"op": "read", "uri": U, "answer": {...}} -> {"result": ReadResourceResult}
+  {"op": "once", "name": N, "args": {...}, "save": LABEL}
+      -> {"result": CallToolResult | InputRequiredResult}; an input round is
+         kept under LABEL
+  {"op": "retry", "name": N, "args": {...}, "from": LABEL, "answer": {...},
+   "state": "same" | "flip" | "none" | <literal>, "responses": {...}}
+      -> the retry's answer: every input request of LABEL answered with
+         "answer" (or "responses" as given), and LABEL's requestState as
+         "state" says ("flip": one byte changed)
+  {"op": "retry_raw", "name": N, "args": {...}, "state": S, "responses": {...}}
+      -> a retry with exactly that state and those responses (a round
+         another host process was given)
+  {"op": "advance", "seconds": S}  -> {} (moves gavel's test clock, the file
+      GAVEL_TEST_CLOCK_FILE names, by S seconds)
 A step that fails prints {"error": {"code", "message", "data"}} instead.
 """
 
@@ -37,68 +42,107 @@ from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
+MODE = "2026-07-28"
+answer: dict = {}
+
 
 def dump(model):
     return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
-async def main(target: list[str], plan: dict) -> None:
-    asked: list = []
+async def on_elicit(context, params):
+    return types.ElicitResult(action="accept", content=answer)
 
-    async def on_elicit(context, params):
-        asked.append(dump(params))
-        a = plan["elicit"]
-        return types.ElicitResult(action=a["action"], content=a.get("content"))
 
-    async def on_sample(context, params):
-        asked.append(dump(params))
-        return types.CreateMessageResult(
-            role="assistant",
-            content=types.TextContent(type="text", text=plan["sample"]),
-            model="test-model",
-        )
+def flipped(state: str) -> str:
+    # One character in the middle changed (stays printable ASCII).
+    i = len(state) // 2
+    c = "A" if state[i] != "A" else "B"
+    return state[:i] + c + state[i + 1 :]
 
-    if target[0].startswith("http://"):
-        server = target[0]
+
+async def step(clients: list, saved: dict, s: dict) -> dict:
+    global answer
+    out: dict = {"op": s["op"]}
+    client = clients[s.get("via", 0)]
+    answer = s.get("answer", {})
+    try:
+        if s["op"] == "call":
+            out["result"] = dump(await client.call_tool(s["name"], s.get("args", {})))
+        elif s["op"] == "prompt":
+            out["result"] = dump(await client.get_prompt(s["name"], s.get("args")))
+        elif s["op"] == "read":
+            out["result"] = dump(await client.read_resource(s["uri"]))
+        elif s["op"] == "retry_raw":
+            r = await client.session.call_tool(
+                s["name"],
+                s.get("args", {}),
+                input_responses=s.get("responses"),
+                request_state=s.get("state"),
+                allow_input_required=True,
+            )
+            out["result"] = dump(r)
+        elif s["op"] == "advance":
+            path = os.environ["GAVEL_TEST_CLOCK_FILE"]
+            with open(path) as f:
+                now = float(f.read().strip())
+            with open(path, "w") as f:
+                f.write(str(now + s["seconds"]))
+        elif s["op"] == "once":
+            r = await client.session.call_tool(s["name"], s.get("args", {}), allow_input_required=True)
+            if isinstance(r, types.InputRequiredResult):
+                saved[s.get("save", "last")] = r
+            out["result"] = dump(r)
+        elif s["op"] == "retry":
+            first: types.InputRequiredResult = saved[s.get("from", "last")]
+            responses = s.get("responses")
+            if responses is None:
+                responses = {
+                    k: {"action": "accept", "content": answer} for k in (first.input_requests or {})
+                }
+            how = s.get("state", "same")
+            state = {
+                "same": first.request_state,
+                "flip": flipped(first.request_state or ""),
+                "none": None,
+            }.get(how, how)
+            r = await client.session.call_tool(
+                s["name"],
+                s.get("args", {}),
+                input_responses=responses,
+                request_state=state,
+                allow_input_required=True,
+            )
+            if isinstance(r, types.InputRequiredResult) and "save" in s:
+                saved[s["save"]] = r
+            out["result"] = dump(r)
+        else:
+            raise ValueError(f"unknown step {s['op']!r}")
+    except MCPError as e:
+        out["error"] = {"code": e.code, "message": e.message, "data": e.data}
+    return out
+
+
+async def main(targets: list[str], plan: list[dict]) -> None:
+    if targets[0].startswith("http://"):
+        servers = targets
     else:
-        server = StdioServerParameters(command=target[0], args=target[1:], env=dict(os.environ))
-    kwargs = {}
-    if plan.get("elicit") is not None:
-        kwargs["elicitation_callback"] = on_elicit
-    if plan.get("sample") is not None:
-        kwargs["sampling_callback"] = on_sample
-    async with Client(server, mode="2026-07-28", cache=None, read_timeout_seconds=60, **kwargs) as client:
-        done: list = []
-        for s in plan["steps"]:
-            asked.clear()
-            out: dict = {"op": s["op"]}
-            try:
-                if s["op"] == "call":
-                    out["result"] = dump(await client.call_tool(s["name"], s.get("args", {})))
-                elif s["op"] == "call_once":
-                    r = await client.session.call_tool(
-                        s["name"],
-                        s.get("args", {}),
-                        input_responses=s.get("responses"),
-                        request_state=(
-                            done[s["state_from"]]["result"]["requestState"]
-                            if s.get("state_from") is not None
-                            else None
-                        ),
-                        allow_input_required=True,
-                    )
-                    out["result"] = dump(r)
-                elif s["op"] == "read":
-                    out["result"] = dump(await client.read_resource(s["uri"]))
-                elif s["op"] == "prompt":
-                    out["result"] = dump(await client.get_prompt(s["name"], s.get("args", {})))
-                else:
-                    raise ValueError(f"unknown step {s['op']!r}")
-            except MCPError as e:
-                out["error"] = {"code": e.code, "message": e.message, "data": e.data}
-            out["asked"] = list(asked)
-            done.append(out)
-            print(json.dumps(out), flush=True)
+        # The whole environment: gavel reads GAVEL_STATE_DIR and its clock from it.
+        servers = [StdioServerParameters(command=targets[0], args=targets[1:], env=dict(os.environ))]
+    clients = [
+        Client(srv, mode=MODE, cache=None, read_timeout_seconds=60, elicitation_callback=on_elicit)
+        for srv in servers
+    ]
+    saved: dict = {}
+    for c in clients:
+        await c.__aenter__()
+    try:
+        print(json.dumps({"op": "connected", "targets": len(clients)}), flush=True)
+        for s in plan:
+            print(json.dumps(await step(clients, saved, s)), flush=True)
+    finally:
+        for c in reversed(clients):
+            await c.__aexit__(None, None, None)
 
 
 if __name__ == "__main__":

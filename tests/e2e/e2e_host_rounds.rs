@@ -4,7 +4,7 @@
 //! with their call (`front/session/parked.rs`). A real host — the Python
 //! SDK's `Client` (mcp 2.3) pinned to 2026-07-28, answering rounds through
 //! its elicitation and sampling callbacks or driven one request at a time
-//! (`tests/clients/python_rounds.py`) — over stdio and HTTP, in front of
+//! (`tests/clients/python_host_rounds.py`) — over stdio and HTTP, in front of
 //! the fixture (approval, parking) and npm server-everything (its
 //! `trigger-elicitation-request` and `trigger-sampling-request` tools, a
 //! legacy upstream asking mid-call); raw JSON lines for what the wire
@@ -19,7 +19,7 @@ use common::raw::RawHost;
 use common::*;
 use serde_json::{Value, json};
 
-/// Runs `plan` (`python_rounds.py`'s) against `target` (gavel's command
+/// Runs `plan` (`python_host_rounds.py`'s) against `target` (gavel's command
 /// line, or a `gavel serve` URL): one line per step.
 async fn python(s: &Setup, target: &[String], plan: Value) -> Vec<Value> {
     let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/mcp2/bin/python");
@@ -29,7 +29,7 @@ async fn python(s: &Setup, target: &[String], plan: Value) -> Vec<Value> {
         py.display()
     );
     let mut cmd = tokio::process::Command::new(py);
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_rounds.py"))
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_host_rounds.py"))
         .args(target)
         .env("GAVEL_STATE_DIR", s.path("state"))
         .stdin(std::process::Stdio::piped())

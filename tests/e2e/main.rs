@@ -58,6 +58,8 @@ mod e2e_paths;
 mod e2e_personas;
 mod e2e_policy;
 mod e2e_proxy;
+mod e2e_relay;
+mod e2e_relay_shared;
 mod e2e_replay;
 mod e2e_report;
 mod e2e_resource_lists;

@@ -149,7 +149,7 @@ fn tool_result(server: &str, result: ServerResult) -> Result<CallToolResponse, E
         ServerResult::CallToolResult(r) => Ok(r.into()),
         ServerResult::InputRequiredResult(_) => Err(ErrorData::internal_error(
             format!(
-                "server {server:?} asked for more input (an MCP 2026-07-28 input_required round), which gavel does not relay yet; the call was not completed"
+                "server {server:?} asked for more input (an MCP 2026-07-28 input_required round) where gavel relays none (only between a 2026-07-28 host and a 2026-07-28 server); the call was not completed"
             ),
             None,
         )),
@@ -261,7 +261,7 @@ impl ServerHandler for Session {
         let mut action = self.tool_action(&route, &request);
         self.describe(&mut action, &cx);
         let fields = (request.request_state.take(), request.input_responses.take());
-        let round = self.host_round(&action, &cx, fields)?;
+        let round = self.host_round(&action, &cx, fields).await?;
         // Unlike the other methods, a denied call is answered as a tool
         // result (`isError`), which agents show the model: it reads why.
         let permit = match self.authorize_round(&action, &cx, round.as_ref()).await {
@@ -288,6 +288,11 @@ impl ServerHandler for Session {
                 let has_schema = route.tool.output_schema.is_some();
                 return Ok(deny::tool_denial(&d, &host_name, has_schema).into());
             }
+        };
+        // A relayed input round is the host's to answer, not a result.
+        let result = match super::relay::as_round(result) {
+            Ok(round) => return Ok(CallToolResponse::InputRequired(round)),
+            Err(r) => r,
         };
         let bytes = super::result::result_bytes(&result);
         self.inner.state.add_result_bytes(bytes);
@@ -351,7 +356,7 @@ impl ServerHandler for Session {
         self.describe(&mut action, &cx);
         let what = format!("reading resource {}", request.uri);
         let fields = (request.request_state.take(), request.input_responses.take());
-        let round = self.host_round(&action, &cx, fields)?;
+        let round = self.host_round(&action, &cx, fields).await?;
         let permit = match self.authorize_round(&action, &cx, round.as_ref()).await {
             Ok(p) => p,
             Err(Gate::Ask(r)) => return Ok(r.into()),
@@ -366,6 +371,10 @@ impl ServerHandler for Session {
             Outcome::Done(p, r) => (p, r),
             Outcome::Input(r) => return Ok(r.into()),
             Outcome::Denied(d) => return Err(deny::request_denial(&d, &what)),
+        };
+        let result = match super::relay::as_round(result) {
+            Ok(round) => return Ok(ReadResourceResponse::InputRequired(round)),
+            Err(r) => r,
         };
         let result = self
             .result_policy(&permit, OutputKind::ResourceContents, result)
@@ -476,7 +485,7 @@ impl ServerHandler for Session {
         self.describe(&mut action, &cx);
         let what = format!("getting prompt {}", request.name);
         let fields = (request.request_state.take(), request.input_responses.take());
-        let round = self.host_round(&action, &cx, fields)?;
+        let round = self.host_round(&action, &cx, fields).await?;
         let permit = match self.authorize_round(&action, &cx, round.as_ref()).await {
             Ok(p) => p,
             Err(Gate::Ask(r)) => return Ok(r.into()),
@@ -492,6 +501,10 @@ impl ServerHandler for Session {
             Outcome::Done(p, r) => (p, r),
             Outcome::Input(r) => return Ok(r.into()),
             Outcome::Denied(d) => return Err(deny::request_denial(&d, &what)),
+        };
+        let result = match super::relay::as_round(result) {
+            Ok(round) => return Ok(GetPromptResponse::InputRequired(round)),
+            Err(r) => r,
         };
         let result = self
             .result_policy(&permit, OutputKind::PromptMessages, result)

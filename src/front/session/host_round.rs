@@ -5,8 +5,10 @@
 //! The state is gavel's own ([`crate::host::seal`]): it is opened once per
 //! request, here, before the request is decided — MAC first, then expiry
 //! and the binding to this principal, server, method, target and
-//! arguments — and its nonce is spent then, so a state answers one retry
-//! whatever happens next (a denied retry included). A state that does not
+//! arguments, then the host's `inputResponses` bounded (`relay::RESPONSES`)
+//! — and its nonce is spent then (in Redis too when instances share
+//! rounds), so a state answers one retry whatever happens next (a denied
+//! retry included). A state that does not
 //! open refuses the request (-32602, naming why: altered, expired, issued
 //! for other arguments, already used) before anything is decided or sent.
 //! A legacy request takes no part: its round fields are made up and are
@@ -54,6 +56,15 @@ impl HostRound {
         }
     }
 
+    /// The upstream's own state of a relayed round this retry answers
+    /// (`Some(None)`: the upstream gave none), with the host's answers.
+    pub fn relayed(&self) -> Option<(Option<&str>, &InputResponses)> {
+        match &self.opened {
+            Some(o) if o.kind == Kind::Relay => Some((o.inner.as_deref(), &self.responses)),
+            _ => None,
+        }
+    }
+
     /// The parked call this retry answers, if it answers one.
     pub fn parked(&self) -> Option<&str> {
         match &self.opened {
@@ -97,7 +108,7 @@ impl Session {
     /// 2026-07-28 request (`None` for a legacy one): `state` and
     /// `responses` are the request's `requestState` and `inputResponses`,
     /// taken off it by the caller (they never go upstream).
-    pub(super) fn host_round(
+    pub(super) async fn host_round(
         &self,
         action: &Action,
         cx: &RequestContext<RoleServer>,
@@ -120,20 +131,29 @@ impl Session {
             responses: responses.unwrap_or_default(),
         };
         if let Some(state) = state {
-            let opened = self
-                .inner
-                .gw
-                .sealer
-                .open_once(&state, &round.binding())
-                .map_err(|e| {
-                    ErrorData::invalid_params(
-                        format!(
-                            "{method} {:?} of server {:?}: {e}",
-                            action.tool, action.server
-                        ),
-                        None,
-                    )
-                })?;
+            let refuse = |e: &dyn std::fmt::Display| {
+                // The state itself is never logged.
+                tracing::warn!(server = %action.server, method, target = %action.tool, "refused an input-round retry: {e}");
+                ErrorData::invalid_params(
+                    format!(
+                        "{method} {:?} of server {:?}: {e}",
+                        action.tool, action.server
+                    ),
+                    Some(
+                        serde_json::json!({"server": action.server, "method": method, "target": action.tool}),
+                    ),
+                )
+            };
+            // Verified, then the answers bounded, and only then spent (in
+            // Redis too when instances share rounds): an oversized answer
+            // costs the host only its retry.
+            let sealer = &self.inner.gw.sealer;
+            let opened = sealer
+                .open(&state, &round.binding())
+                .map_err(|e| refuse(&e))?;
+            super::relay::check_responses(&round.responses, &super::relay::RESPONSES)
+                .map_err(|e| refuse(&e))?;
+            sealer.spend(&opened).await.map_err(|e| refuse(&e))?;
             round.opened = Some(opened);
         }
         Ok(Some(round))

@@ -31,6 +31,7 @@ mod handler;
 mod host_round;
 mod listen;
 mod parked;
+mod relay;
 mod result;
 mod rounds;
 mod set;

@@ -3,8 +3,9 @@
 //! legacy host (`upstream::rounds`, reference §2.3 shape 3): each input
 //! request becomes a real request to the host (`host::inputs`), and each
 //! retry is decided again here, as the request it is, before it is sent.
-//! A modern host's request at a legacy upstream runs so that the
-//! upstream's questions become input rounds of the host's own
+//! A modern host answers a modern upstream's rounds itself: `relay` passes
+//! them on, sealed. A modern host's request at a legacy upstream runs so
+//! that the upstream's questions become input rounds of the host's own
 //! (`parked.rs`); otherwise this is `forward` and nothing more.
 
 use std::sync::Arc;
@@ -24,9 +25,13 @@ use crate::upstream::rounds::{self, Call, Outcome, RoundIo};
 pub(super) type Forwarded = Outcome<Permit, Decision>;
 
 /// A legacy host's `initialize`: one that opened with it (rmcp keeps its
-/// parameters as the peer's info; a modern host has none) takes requests
-/// from gavel and knows nothing of rounds.
+/// parameters as the peer's info) takes requests from gavel and knows
+/// nothing of rounds. A 2026-07-28 request has none (rmcp makes one up for
+/// a stateless HTTP request: its envelope says which it is).
 fn legacy_host(cx: &RequestContext<RoleServer>) -> Option<Arc<InitializeRequestParams>> {
+    if crate::front::era::modern_version(&cx.meta).is_some() {
+        return None;
+    }
     cx.peer.peer_info()
 }
 
@@ -42,7 +47,7 @@ fn without_round_fields(request: &mut ClientRequest) {
 /// An upstream's -32021 (it needs a capability the request did not
 /// declare: the legacy host's, which gavel declares for it) names the
 /// server and the call for a host that cannot know either.
-fn named(call: &Call<'_>, e: ErrorData) -> ErrorData {
+pub(super) fn named(call: &Call<'_>, e: ErrorData) -> ErrorData {
     if e.code != ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY {
         return e;
     }
@@ -76,6 +81,13 @@ impl Session {
         cx: &RequestContext<RoleServer>,
         round: Option<&HostRound>,
     ) -> Result<Forwarded, ErrorData> {
+        // A modern host and a modern upstream: the round is the host's to
+        // answer, relayed with a sealed state (`relay`).
+        if super::relay::relays(self, server, cx).await {
+            return self
+                .relay_call(server, permit, action, request, cx, round)
+                .await;
+        }
         let host = legacy_host(cx);
         without_round_fields(&mut request);
         let up = self.router()?.upstreams.get(server).cloned();
