@@ -246,18 +246,17 @@ async fn a_bad_retry_is_refused_and_never_reaches_the_upstream() {
         steps[2]["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("tools/call of \"confirm\" on server \"modern\""),
+            .contains("tools/call \"confirm\" of server \"modern\""),
         "{}",
         steps[2]
     );
     // The refused retries did not spend the round.
     assert_eq!(text(&steps[5]), "confirmed a (state confirm:a)");
     refused(&steps[6], "already used");
-    // Responses without a state answer nothing gavel issued: a new call.
-    assert_eq!(
-        steps[7]["result"]["resultType"], "input_required",
-        "{steps:?}"
-    );
+    // Responses without a state answer no round gavel issued: they go on
+    // as given (the upstream uses what it recognizes, as directly), with
+    // no state.
+    assert!(text(&steps[7]).starts_with("confirmed a"), "{steps:?}");
     let calls = upstream_calls(&s);
     let states: Vec<&Value> = calls.iter().map(|c| &c["requestState"]).collect();
     assert_eq!(
@@ -265,14 +264,18 @@ async fn a_bad_retry_is_refused_and_never_reaches_the_upstream() {
         [&Value::Null, &json!("confirm:a"), &Value::Null],
         "{calls:?}"
     );
-    assert_eq!(calls[2]["inputResponses"], Value::Null, "{calls:?}");
-    // Each retry was decided like any call before it was refused.
+    assert_eq!(
+        calls[2]["inputResponses"]["confirm"]["action"], "accept",
+        "{calls:?}"
+    );
+    // A refused retry is refused before any decision: only the first
+    // call, the good retry and the new call were decided.
     let decided = s
         .decisions()
         .into_iter()
         .filter(|d| d["input"]["action"]["type"] == "tool_call")
         .count();
-    assert_eq!(decided, 8);
+    assert_eq!(decided, 3);
     // Each refusal is logged, naming why; the state never is.
     let log = s.log_text();
     assert!(log.contains("refused an input-round retry"), "{log}");

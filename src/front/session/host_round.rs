@@ -65,6 +65,26 @@ impl HostRound {
         }
     }
 
+    /// `inputResponses` sent with no `requestState`: answers to no round
+    /// gavel issued, which a modern upstream may take for questions it
+    /// would have asked without a state (the conformance suite sends such
+    /// answers, and a server SHOULD use what it recognizes). Bounded like
+    /// any answers, and never gavel's own keys (`gavel.`), which only a
+    /// sealed round of gavel's answers.
+    pub fn volunteered(&self) -> Option<InputResponses> {
+        if self.opened.is_some() || self.responses.is_empty() {
+            return None;
+        }
+        let own = |k: &str| k.starts_with("gavel.");
+        let r: InputResponses = self
+            .responses
+            .iter()
+            .filter(|(k, _)| !own(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        (!r.is_empty()).then_some(r)
+    }
+
     /// The parked call this retry answers, if it answers one.
     pub fn parked(&self) -> Option<&str> {
         match &self.opened {
@@ -130,29 +150,34 @@ impl Session {
             opened: None,
             responses: responses.unwrap_or_default(),
         };
-        if let Some(state) = state {
-            let refuse = |e: &dyn std::fmt::Display| {
-                // The state itself is never logged.
-                tracing::warn!(server = %action.server, method, target = %action.tool, "refused an input-round retry: {e}");
-                ErrorData::invalid_params(
-                    format!(
-                        "{method} {:?} of server {:?}: {e}",
-                        action.tool, action.server
-                    ),
-                    Some(
-                        serde_json::json!({"server": action.server, "method": method, "target": action.tool}),
-                    ),
-                )
-            };
-            // Verified, then the answers bounded, and only then spent (in
-            // Redis too when instances share rounds): an oversized answer
-            // costs the host only its retry.
-            let sealer = &self.inner.gw.sealer;
-            let opened = sealer
-                .open(&state, &round.binding())
-                .map_err(|e| refuse(&e))?;
-            super::relay::check_responses(&round.responses, &super::relay::RESPONSES)
-                .map_err(|e| refuse(&e))?;
+        let refuse = |e: &dyn std::fmt::Display| {
+            // The state itself is never logged.
+            tracing::warn!(server = %action.server, method, target = %action.tool, "refused an input-round retry: {e}");
+            ErrorData::invalid_params(
+                format!(
+                    "{method} {:?} of server {:?}: {e}",
+                    action.tool, action.server
+                ),
+                Some(
+                    serde_json::json!({"server": action.server, "method": method, "target": action.tool}),
+                ),
+            )
+        };
+        // Verified, then the answers bounded, and only then spent (in
+        // Redis too when instances share rounds): an oversized answer
+        // costs the host only its retry.
+        let sealer = &self.inner.gw.sealer;
+        let opened = match &state {
+            Some(state) => Some(
+                sealer
+                    .open(state, &round.binding())
+                    .map_err(|e| refuse(&e))?,
+            ),
+            None => None,
+        };
+        super::relay::check_responses(&round.responses, &super::relay::RESPONSES)
+            .map_err(|e| refuse(&e))?;
+        if let Some(opened) = opened {
             sealer.spend(&opened).await.map_err(|e| refuse(&e))?;
             round.opened = Some(opened);
         }
@@ -172,5 +197,53 @@ impl Session {
         let id = id.as_deref().unwrap_or(enforcer.configured_identity());
         // A separator no id can hold ambiguously: ids are compared whole.
         format!("{}\u{1f}{}", id.user.id, id.agent.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::seal::Kind;
+
+    fn round(responses: serde_json::Value, opened: Option<Kind>) -> HostRound {
+        HostRound {
+            caps: ClientCapabilities::default(),
+            principal: "p".into(),
+            server: "s".into(),
+            method: "tools/call",
+            target: "t".into(),
+            args: [0; 32],
+            opened: opened.map(|kind| Opened {
+                kind,
+                inner: None,
+                nonce: "n".into(),
+                expires_ms: 1,
+            }),
+            responses: serde_json::from_value(responses).unwrap(),
+        }
+    }
+
+    /// Answers sent with no state go on without gavel's own keys; answers
+    /// to a sealed round are that round's, never volunteered.
+    #[test]
+    fn volunteered_answers_never_carry_gavels_keys() {
+        let answer = serde_json::json!({"action": "accept"});
+        let r = round(
+            serde_json::json!({"confirm": answer, "gavel.approval": answer}),
+            None,
+        );
+        let v = r.volunteered().unwrap();
+        assert_eq!(v.keys().collect::<Vec<_>>(), ["confirm"]);
+        assert!(
+            round(serde_json::json!({"gavel.approval": answer}), None)
+                .volunteered()
+                .is_none()
+        );
+        assert!(
+            round(serde_json::json!({"confirm": answer}), Some(Kind::Relay))
+                .volunteered()
+                .is_none()
+        );
+        assert!(round(serde_json::json!({}), None).volunteered().is_none());
     }
 }

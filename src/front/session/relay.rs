@@ -18,10 +18,14 @@
 //!   limits, budget, approval) by the handler before anything here runs;
 //!   its responses are passed on as given (the spec has servers ignore
 //!   keys they did not ask for);
-//! - a host's `inputResponses` without a `requestState` answer nothing
+//! - a host's `inputResponses` without a `requestState` answer no round
 //!   gavel issued (every relayed round carries a sealed state, even when
-//!   the upstream gave none): the request is a new call, its responses
-//!   dropped.
+//!   the upstream gave none): they go on as the host gave them, bounded and
+//!   without gavel's own `gavel.` keys, and the upstream uses what it
+//!   recognizes — as it would directly (the spec: a server SHOULD ignore
+//!   what it does not recognize; the conformance suite checks it). Such an
+//!   answer reached no person through gavel's gate, but neither would it
+//!   directly: a host that fabricates answers can do so when asked too.
 //!
 //! What goes to the host is checked too: the round is read with
 //! `upstream::rounds::read`'s bounds, every input request must be one this
@@ -171,6 +175,8 @@ impl Session {
         if let Some((state, responses)) = round.relayed() {
             let responses = (!responses.is_empty()).then(|| responses.clone());
             rounds::set_round_fields(&mut request, responses, state.map(String::from));
+        } else if let Some(volunteered) = round.volunteered() {
+            rounds::set_round_fields(&mut request, Some(volunteered), None);
         }
         let answer = self
             .forward(server, &permit, request, cx)
