@@ -1,10 +1,11 @@
 //! End to end, issue 18's matrix: the official Python SDK (`mcp` 2.3) as
-//! the host in each era, through gavel (stdio and HTTP), to a legacy
-//! upstream (the Rust fixture, `initialize` only, which asks by real
-//! server→client requests) and a 2026-07-28-only one (the TypeScript SDK v2
-//! fixture, which asks by input rounds) — every round trip a host must see
-//! whatever the pairing: elicitation, sampling (and roots), progress,
-//! cancellation reaching the upstream, and a list change reaching the host.
+//! the host in each era mode (`legacy`, `auto`, `2026-07-28`), through gavel
+//! (stdio and HTTP), to two legacy upstreams (the Rust fixture and npm
+//! server-everything, `initialize` only, which ask by real server→client
+//! requests) and a 2026-07-28-only one (the TypeScript SDK v2 fixture,
+//! which asks by input rounds) — every round trip a host must see whatever
+//! the pairing: elicitation, sampling (and roots), progress, cancellation
+//! reaching the upstream, and a list change reaching the host.
 
 use crate::common;
 use crate::e2e_host_era::{deps, python_script};
@@ -33,8 +34,10 @@ fn matrix() -> Setup {
             .join("tests/fixture/modern_only.mjs")
             .display()
             .to_string();
+        let everything = crate::e2e_everything::everything().display().to_string();
         format!(
             "{}{}bundle = {bundle:?}\n\n\
+             [servers.everything]\ncommand = {node:?}\nargs = [{everything:?}, \"stdio\"]\nstartup_timeout = \"30s\"\ncall_timeout = \"30s\"\nbundle = {bundle:?}\n\n\
              [servers.modern]\ncommand = {node:?}\nargs = [{modern:?}]\nstartup_timeout = \"30s\"\ncall_timeout = \"30s\"\nbundle = {bundle:?}\n",
             s.decision_log_table(),
             fixture_server("legacy", &[], &s.path("legacy.jsonl")),
@@ -54,6 +57,9 @@ fn plan() -> Value {
         {"op": "call", "name": "modern__tick", "args": {"steps": 3, "ms": 10}, "progress": true},
         {"op": "cancel", "name": "modern__tick", "args": {"steps": 200, "ms": 100}, "after": 1.0},
         {"op": "changed", "step": {"op": "call", "name": "modern__grow", "args": {"name": "grown_modern"}}},
+        {"op": "call", "name": "everything__trigger-elicitation-request", "args": {}},
+        {"op": "call", "name": "everything__trigger-sampling-request", "args": {"prompt": "hello", "maxTokens": 20}},
+        {"op": "call", "name": "everything__trigger-long-running-operation", "args": {"duration": 0.3, "steps": 3}, "progress": true},
     ])
 }
 
@@ -79,7 +85,7 @@ fn asked(step: &Value) -> Vec<String> {
 /// pairing in messages).
 fn check(s: &Setup, what: &str, connected: &Value, steps: &[Value], era: &str) {
     assert_eq!(connected["protocol_version"], era, "{what}: {connected}");
-    assert_eq!(steps.len(), 10, "{what}: {steps:#?}");
+    assert_eq!(steps.len(), 13, "{what}: {steps:#?}");
     let at = |i: usize| &steps[i];
     let ok = |i: usize| {
         assert!(
@@ -142,6 +148,33 @@ fn check(s: &Setup, what: &str, connected: &Value, steps: &[Value], era: &str) {
             at(i)
         );
     }
+    // server-everything (legacy): its form filled in by the host, its
+    // sampling answered, its progress relayed.
+    ok(10);
+    assert!(
+        asked(at(10)).iter().any(|a| a.starts_with("elicitation:")),
+        "{what}: {}",
+        at(10)
+    );
+    assert!(
+        text(at(10)).contains("User provided the requested information"),
+        "{what}: {}",
+        at(10)
+    );
+    ok(11);
+    assert_eq!(asked(at(11)), ["sampling"], "{what}: {}", at(11));
+    assert!(
+        at(11).to_string().contains("sampled by the python host"),
+        "{what}: {}",
+        at(11)
+    );
+    ok(12);
+    assert_eq!(
+        at(12)["progress"],
+        json!([[1.0, 3.0], [2.0, 3.0], [3.0, 3.0]]),
+        "{what}: {}",
+        at(12)
+    );
     // Cancellation reached the upstream: the legacy one records it, the
     // modern one says so on stderr (in gavel's log).
     assert_eq!(at(3)["cancelled"], true, "{what}: {}", at(3));
@@ -204,6 +237,16 @@ async fn a_legacy_host_over_stdio_gets_every_round_trip_from_both_eras() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_legacy_host_over_http_gets_every_round_trip_from_both_eras() {
     over_http("legacy", "2025-11-25").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_auto_host_over_stdio_picks_2026_and_gets_every_round_trip() {
+    over_stdio("auto", "2026-07-28").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_auto_host_over_http_picks_2026_and_gets_every_round_trip() {
+    over_http("auto", "2026-07-28").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
