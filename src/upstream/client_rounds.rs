@@ -24,50 +24,43 @@ use crate::host::link::HostLink;
 impl UpstreamClient {
     pub(super) async fn elicit_in_round(
         &self,
-        (host, session): (&HostLink, &Arc<SessionState>),
+        link: (&HostLink, &Arc<SessionState>),
         params: ElicitRequestParams,
         cx: &RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
-        let method = "elicitation/create";
-        let slot = host.questions.attribute(&self.server, method)?;
         let args = serde_json::to_value(&params).unwrap_or(Value::Null);
-        let permit = self
-            .authorize(
-                host,
-                session,
-                ActionType::ElicitationRequest,
-                method,
-                args,
-                &cx.meta,
-            )
-            .await?;
         let request = InputRequest::Elicitation(ElicitRequest::new(params));
-        let answer = slot
-            .ask(&permit, method, request, &cx.ct, self.call_timeout)
-            .await?;
-        read(method, answer)
+        let asked = (ActionType::ElicitationRequest, "elicitation/create");
+        self.question_in_round(link, asked, args, request, cx).await
     }
 
     pub(super) async fn sample_in_round(
         &self,
-        (host, session): (&HostLink, &Arc<SessionState>),
+        link: (&HostLink, &Arc<SessionState>),
         params: CreateMessageRequestParams,
         cx: &RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, ErrorData> {
-        let method = "sampling/createMessage";
-        let slot = host.questions.attribute(&self.server, method)?;
         let args = serde_json::to_value(&params).unwrap_or(Value::Null);
-        let permit = self
-            .authorize(
-                host,
-                session,
-                ActionType::SamplingRequest,
-                method,
-                args,
-                &cx.meta,
-            )
-            .await?;
         let request = InputRequest::CreateMessage(CreateMessageRequest::new(params));
+        let asked = (ActionType::SamplingRequest, "sampling/createMessage");
+        self.question_in_round(link, asked, args, request, cx).await
+    }
+
+    /// One question (`kind`, `method`): attributed to the host's call in
+    /// flight, decided by the one gate on `args`, put to that call, and
+    /// the answer read as `method`'s result.
+    async fn question_in_round<T: serde::de::DeserializeOwned>(
+        &self,
+        (host, session): (&HostLink, &Arc<SessionState>),
+        (kind, method): (ActionType, &str),
+        args: Value,
+        request: InputRequest,
+        cx: &RequestContext<RoleClient>,
+    ) -> Result<T, ErrorData> {
+        let slot = host.questions.attribute(&self.server, method)?;
+        let permit = self
+            .authorize(host, session, kind, method, args, &cx.meta)
+            .await?;
         let answer = slot
             .ask(&permit, method, request, &cx.ct, self.call_timeout)
             .await?;

@@ -9,6 +9,7 @@ pub mod metrics;
 mod net;
 pub mod oci;
 pub mod policy;
+pub mod python;
 pub mod raw;
 pub mod receiver;
 pub mod registry;

@@ -82,39 +82,11 @@ pub(crate) async fn python_script(
     target: &[String],
     plan: Value,
 ) -> (Value, Vec<Value>) {
-    let mut cmd = tokio::process::Command::new(deps("mcp2/bin/python"));
-    cmd.arg(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/clients")
-            .join(script),
-    )
-    .arg(mode)
-    .args(target)
-    .env("GAVEL_STATE_DIR", s.path("state"))
-    .stdin(std::process::Stdio::piped())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("python starts");
-    {
-        use tokio::io::AsyncWriteExt;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(plan.to_string().as_bytes()).await.unwrap();
-    }
-    let out = tokio::time::timeout(PATIENCE * 2, child.wait_with_output())
+    let mut args = vec![mode.to_string()];
+    args.extend(target.iter().cloned());
+    let mut lines = common::python::python_host(s, script, &args, &[], &plan)
         .await
-        .expect("the python host finished")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python host failed ({mode}): {}\nstdout: {stdout}\ngavel log: {}",
-        String::from_utf8_lossy(&out.stderr),
-        s.log_text()
-    );
-    let mut lines = stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap());
+        .into_iter();
     let connected = lines.next().expect("a connection line");
     (connected, lines.collect())
 }

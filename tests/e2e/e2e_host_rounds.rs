@@ -12,8 +12,6 @@
 
 use crate::common;
 
-use std::path::Path;
-
 use common::approval::{deletes, setup, steps};
 use common::raw::RawHost;
 use common::*;
@@ -22,41 +20,7 @@ use serde_json::{Value, json};
 /// Runs `plan` (`python_host_rounds.py`'s) against `target` (gavel's command
 /// line, or a `gavel serve` URL): one line per step.
 async fn python(s: &Setup, target: &[String], plan: Value) -> Vec<Value> {
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/mcp2/bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run scripts/setup first",
-        py.display()
-    );
-    let mut cmd = tokio::process::Command::new(py);
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_host_rounds.py"))
-        .args(target)
-        .env("GAVEL_STATE_DIR", s.path("state"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("python starts");
-    {
-        use tokio::io::AsyncWriteExt;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(plan.to_string().as_bytes()).await.unwrap();
-    }
-    let out = tokio::time::timeout(PATIENCE * 2, child.wait_with_output())
-        .await
-        .expect("the python host finished")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python host failed: {}\nstdout: {stdout}\ngavel log: {}",
-        String::from_utf8_lossy(&out.stderr),
-        s.log_text()
-    );
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::python::python_host(s, "python_host_rounds.py", target, &[], &plan).await
 }
 
 /// gavel on `s` over stdio (as the host launches it) and over HTTP (a

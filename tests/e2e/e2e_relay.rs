@@ -9,8 +9,6 @@
 
 use crate::common;
 
-use std::path::Path;
-
 use common::*;
 use serde_json::{Value, json};
 
@@ -63,43 +61,8 @@ pub(crate) async fn python(
     env: &[(&str, String)],
     plan: Value,
 ) -> Vec<Value> {
-    let deps = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/mcp2/bin/python");
-    assert!(
-        deps.exists(),
-        "{} is missing: run scripts/setup",
-        deps.display()
-    );
-    let mut cmd = tokio::process::Command::new(deps);
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_rounds.py"))
-        .args(targets)
-        .env("GAVEL_STATE_DIR", s.path("state"))
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("python starts");
-    {
-        use tokio::io::AsyncWriteExt;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(plan.to_string().as_bytes()).await.unwrap();
-    }
-    let out = tokio::time::timeout(PATIENCE * 2, child.wait_with_output())
-        .await
-        .expect("the python host finished")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python host failed: {}\nstdout: {stdout}\ngavel log: {}",
-        String::from_utf8_lossy(&out.stderr),
-        s.log_text()
-    );
-    let mut lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.remove(0)["op"], "connected", "{stdout}");
+    let mut lines = common::python::python_host(s, "python_rounds.py", targets, env, &plan).await;
+    assert_eq!(lines.remove(0)["op"], "connected", "{lines:?}");
     lines
 }
 
