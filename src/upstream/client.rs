@@ -317,7 +317,11 @@ impl ClientHandler for UpstreamClient {
         if !meta.0.is_empty() {
             notification.get_meta_mut().extend(meta);
         }
-        for host in self.hosts() {
+        // A modern host is sent nothing unsolicited; and the end of a URL
+        // elicitation (`notifications/elicitation/complete`, gone in
+        // 2026-07-28) is told by the call it belongs to, re-issued
+        // (`front/session/url_round.rs`).
+        for host in self.hosts().into_iter().filter(|h| !h.is_modern()) {
             if let Some(peer) = host.peer() {
                 let _ = peer
                     .send_notification(ServerNotification::CustomNotification(notification.clone()))

@@ -35,6 +35,7 @@ mod relay;
 mod result;
 mod rounds;
 mod set;
+mod url_round;
 pub(crate) use listen::accepted as accepted_listen;
 pub use set::SessionSet;
 
@@ -406,7 +407,24 @@ impl Session {
         request: ClientRequest,
         cx: &RequestContext<RoleServer>,
     ) -> Result<ServerResult, ErrorData> {
-        self.forward_asking(server, permit, request, cx, None).await
+        let method = request.method().to_string();
+        let r = self.forward_asking(server, permit, request, cx, None).await;
+        match r {
+            // -32042 is not a 2026-07-28 error: only a parked call's
+            // (`parked.rs`) becomes a URL round, any other is told plainly.
+            Err(e)
+                if e.code == url_round::URL_ELICITATION_REQUIRED
+                    && crate::front::era::modern_version(&cx.meta).is_some() =>
+            {
+                Err(url_round::never_to_modern(
+                    server,
+                    &method,
+                    &e,
+                    "a 2026-07-28 host can be asked to open one only in an input round of a tools/call, prompts/get or resources/read of a server of the 2025-11-25 era",
+                ))
+            }
+            r => r,
+        }
     }
 
     /// [`Self::forward`]; for a 2026-07-28 host, the call is entered as in
