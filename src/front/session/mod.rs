@@ -439,11 +439,14 @@ impl Session {
         asks: Option<tokio::sync::mpsc::Sender<crate::host::questions::Question>>,
     ) -> Result<ServerResult, ErrorData> {
         let host = &self.inner.host;
-        let _entered = host.is_modern().then(|| host.questions.enter(server, asks));
         let up =
             self.router()?.upstreams.get(server).ok_or_else(|| {
                 ErrorData::internal_error(format!("no upstream {server:?}"), None)
             })?;
+        let log = log_sink(up, cx);
+        let _entered = host
+            .is_modern()
+            .then(|| host.questions.enter_logging(server, asks, log));
         // A shared upstream learns whose call is in flight (to route its
         // requests back to the right user) until this call ends.
         let _in_flight = match (&up.shared, self.inner.owner.get()) {
@@ -544,4 +547,24 @@ async fn announce(
             let _ = peer.notify_prompt_list_changed().await;
         }
     }
+}
+
+/// Where the upstream's log messages for a 2026-07-28 request go (B13): the
+/// request's own stream, at or above the level it set — only when it set
+/// one and `up` is a modern upstream that logs (it is then told the level,
+/// `era::stamp_modern_host`). A legacy upstream's log messages belong to
+/// its session, never to one request: a modern host is not sent them.
+fn log_sink(
+    up: &crate::upstream::Upstream,
+    cx: &RequestContext<RoleServer>,
+) -> Option<crate::host::questions::LogSink> {
+    crate::front::era::modern_version(&cx.meta)?;
+    let min = cx.meta.log_level()?;
+    let conn = up.connection()?;
+    (conn.era == crate::upstream::era::Spoken::Modern && conn.capabilities.logging.is_some()).then(
+        || crate::host::questions::LogSink {
+            min,
+            peer: cx.peer.clone(),
+        },
+    )
 }
