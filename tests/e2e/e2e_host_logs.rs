@@ -103,3 +103,25 @@ fn a_legacy_upstreams_session_logs_never_reach_a_modern_request() {
     );
     assert!(!seen.iter().any(is_log), "{seen:?}");
 }
+
+/// A `logLevel` that is not a level is the request's error (-32602,
+/// naming the field), not silently no log messages.
+#[test]
+fn a_log_level_that_is_not_one_is_refused() {
+    let s = common::Setup::solo("fx");
+    let mut raw = common::raw::RawHost::bare(&s);
+    let mut line: Value = serde_json::from_str(&crate::e2e_host_rounds::modern(
+        1,
+        "tools/call",
+        json!({"name": "log", "arguments": {"level": "error", "message": "m"}}),
+        json!({}),
+    ))
+    .unwrap();
+    line["params"]["_meta"]["io.modelcontextprotocol/logLevel"] = json!("loud");
+    raw.send_line(&line.to_string());
+    let r = raw.answer(&json!(1));
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    let m = r["error"]["message"].as_str().unwrap();
+    assert!(m.contains("logLevel") && m.contains("\"loud\""), "{m}");
+    assert!(common::recorded_calls(&s.record("fx")).is_empty());
+}

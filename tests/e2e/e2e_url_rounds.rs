@@ -289,3 +289,89 @@ fn a_url_the_policy_refuses_is_never_asked() {
         "{r}"
     );
 }
+
+/// The fixture's `url_required`: -32042 with `data` as given.
+fn url_required(data: Value) -> Value {
+    json!({"name": "url_required", "arguments": {"data": data}})
+}
+
+/// A -32042 whose data gavel cannot pass on as a round reaches a modern
+/// host as a plain error naming the server and the fault — never as
+/// -32042 — while a legacy host (2025-11-25, where -32042 is the protocol)
+/// gets the upstream's error as it was. A well-formed one is a round whose
+/// accepted retry reaches the upstream again.
+#[test]
+fn a_32042_that_cannot_be_a_round_is_a_plain_error_and_a_legacy_host_gets_it_as_is() {
+    let s = Setup::solo("fx");
+    let bad =
+        json!({"elicitations": [{"mode": "url", "url": "javascript:alert(1)", "message": "m"}]});
+    let mut raw = RawHost::bare(&s);
+    raw.send_line(&modern(
+        1,
+        "tools/call",
+        url_required(bad.clone()),
+        caps(URL_CAPS),
+    ));
+    let r = raw.answer(&json!(1));
+    assert_eq!(r["error"]["code"], -32603, "{r}");
+    let m = r["error"]["message"].as_str().unwrap();
+    for part in [
+        "\"fx\"",
+        "elicitation 1",
+        "http(s)",
+        "the fixture needs a URL opened",
+    ] {
+        assert!(m.contains(part), "{part}: {m}");
+    }
+    let mut legacy = RawHost::start(&s);
+    legacy.send_line(
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": url_required(bad.clone())})
+            .to_string(),
+    );
+    let r = legacy.answer(&json!(2));
+    assert_eq!(r["error"]["code"], -32042, "{r}");
+    assert_eq!(r["error"]["data"], bad, "{r}");
+    // Well-formed: a round; its accepted retry calls the upstream again.
+    let good = json!({"elicitations": [
+        {"mode": "url", "url": "https://a.example.test/one", "message": "One", "elicitationId": "1"},
+        {"mode": "url", "url": "https://a.example.test/two", "message": "Two", "elicitationId": "2"},
+    ]});
+    let before = recorded_calls(&s.record("fx")).len();
+    raw.send_line(&modern(
+        3,
+        "tools/call",
+        url_required(good.clone()),
+        caps(URL_CAPS),
+    ));
+    let round = raw.answer(&json!(3))["result"].clone();
+    let requests = round["inputRequests"].as_object().unwrap();
+    assert_eq!(
+        requests.keys().collect::<Vec<_>>(),
+        ["fx.url.1", "fx.url.2"],
+        "{round}"
+    );
+    assert_eq!(
+        requests["fx.url.2"]["params"]["url"],
+        "https://a.example.test/two"
+    );
+    assert_eq!(requests["fx.url.2"]["params"]["message"], "Two");
+    let mut retry = url_required(good);
+    retry["requestState"] = round["requestState"].clone();
+    retry["inputResponses"] =
+        json!({"fx.url.1": {"action": "accept"}, "fx.url.2": {"action": "accept"}});
+    raw.send_line(&modern(4, "tools/call", retry, caps(URL_CAPS)));
+    let again = raw.answer(&json!(4));
+    assert_eq!(again["result"]["resultType"], "input_required", "{again}");
+    let calls = recorded_calls(&s.record("fx"));
+    assert_eq!(calls.len(), before + 2, "the retry made the call again");
+    // The upstream never saw the round's fields.
+    let last = &calls.last().unwrap()["params"];
+    assert_eq!(
+        last["arguments"], calls[before]["params"]["arguments"],
+        "{last}"
+    );
+    assert!(
+        last.get("requestState").is_none() && last.get("inputResponses").is_none(),
+        "{last}"
+    );
+}
