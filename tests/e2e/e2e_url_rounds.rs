@@ -375,3 +375,38 @@ fn a_32042_that_cannot_be_a_round_is_a_plain_error_and_a_legacy_host_gets_it_as_
         "{last}"
     );
 }
+
+/// -32042 is never emitted to a modern host, whatever it answers: a
+/// legacy upstream failing a request that can take no round with it
+/// (`completion/complete`) is answered as a plain error naming the server
+/// and the method; a legacy host gets the -32042 as it was.
+#[test]
+fn a_32042_on_a_request_that_takes_no_round_never_reaches_a_modern_host() {
+    let s = Setup::solo("fx");
+    let complete = json!({"ref": {"type": "ref/prompt", "name": "greet"},
+                          "argument": {"name": "name", "value": "url-required"}});
+    let mut raw = RawHost::bare(&s);
+    raw.send_line(&modern(
+        1,
+        "completion/complete",
+        complete.clone(),
+        caps(URL_CAPS),
+    ));
+    let r = raw.answer(&json!(1));
+    assert_eq!(r["error"]["code"], -32603, "{r}");
+    let m = r["error"]["message"].as_str().unwrap();
+    for part in [
+        "\"fx\"",
+        "completion/complete",
+        "needs a URL opened",
+        "input round",
+    ] {
+        assert!(m.contains(part), "{part}: {m}");
+    }
+    let mut legacy = RawHost::start(&s);
+    legacy.send_line(
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "completion/complete", "params": complete})
+            .to_string(),
+    );
+    assert_eq!(legacy.answer(&json!(2))["error"]["code"], -32042);
+}
