@@ -400,6 +400,10 @@ impl Session {
         r
     }
 
+    /// Sends a decided request to `server` and returns its answer. A
+    /// 2026-07-28 request never gets -32042 (URL elicitation required, a
+    /// 2025-11-25 error its revision forbids): only a call that can take a
+    /// round turns it into one (`url_round.rs`, through `parked.rs`).
     async fn forward(
         &self,
         server: &str,
