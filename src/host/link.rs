@@ -71,8 +71,9 @@ impl HostLink {
     /// The host speaks MCP 2026-07-28 (it opened without `initialize`):
     /// what legacy upstreams are told at their own `initialize` is gavel's
     /// identity and what gavel can relay to such a host as an input round
-    /// (MRTR, `front/session/parked.rs`): form elicitation, sampling and
-    /// roots. A connection's capabilities cannot follow a modern host's,
+    /// (MRTR, `front/session/parked.rs`): form and URL elicitation (a URL
+    /// one asked as `elicitation/create` or by failing the call with
+    /// -32042, `front/session/url_round.rs`), sampling and roots. A connection's capabilities cannot follow a modern host's,
     /// which are per request; each question is checked against the
     /// capabilities of the request it would answer, and refused to the
     /// upstream when that request does not declare them (an upstream that
@@ -80,7 +81,7 @@ impl HostLink {
     /// capability — server-everything does — still lists them).
     pub fn set_modern(&self) {
         let caps: ClientCapabilities = serde_json::from_value(serde_json::json!({
-            "elicitation": {"form": {}},
+            "elicitation": {"form": {}, "url": {}},
             "sampling": {},
             "roots": {},
         }))

@@ -59,6 +59,18 @@ struct Entry {
     /// Where the call takes questions: `None` for a call that cannot
     /// answer with an input round.
     asks: Option<mpsc::Sender<Question>>,
+    /// Where the upstream's log messages for the call go: `None` unless
+    /// the request set a log level and its upstream is told it.
+    log: Option<LogSink>,
+}
+
+/// A request's log level and the request's own peer, on whose stream its
+/// log messages go (2026-07-28: only for a request that set a level, only
+/// at or above it, only on its own stream).
+#[derive(Debug, Clone)]
+pub struct LogSink {
+    pub min: rmcp::model::LoggingLevel,
+    pub peer: rmcp::service::Peer<rmcp::service::RoleServer>,
 }
 
 /// A call entered in [`InFlight`]: it leaves when this is dropped (the
@@ -93,17 +105,41 @@ impl InFlight {
     /// Enters a call of the host at `server` until the guard drops; `asks`
     /// is where it takes the upstream's questions, `None` when it cannot.
     pub fn enter(self: &Arc<Self>, server: &str, asks: Option<mpsc::Sender<Question>>) -> Entered {
+        self.enter_logging(server, asks, None)
+    }
+
+    /// [`Self::enter`], with where the call's log messages go.
+    pub fn enter_logging(
+        self: &Arc<Self>,
+        server: &str,
+        asks: Option<mpsc::Sender<Question>>,
+        log: Option<LogSink>,
+    ) -> Entered {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let mut calls = self.calls.lock().recover();
         calls
             .entry(server.to_string())
             .or_default()
-            .push(Entry { id, asks });
+            .push(Entry { id, asks, log });
         Entered {
             table: self.clone(),
             server: server.to_string(),
             id,
         }
+    }
+
+    /// Where a log message of `server` goes: the calls in flight there
+    /// that asked for its log messages. A modern upstream logs only for a
+    /// request that carries a level, so one such call is the one the
+    /// message is for; with several, gavel cannot tell which (the caller
+    /// drops it rather than risk another caller's stream).
+    pub fn log_sinks(&self, server: &str) -> Vec<LogSink> {
+        let calls = self.calls.lock().recover();
+        calls
+            .get(server)
+            // Two are as many as it takes to know it is ambiguous.
+            .map(|l| l.iter().filter_map(|e| e.log.clone()).take(2).collect())
+            .unwrap_or_default()
     }
 
     /// The call `server`'s `method` request belongs to: the one call in

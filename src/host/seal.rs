@@ -145,6 +145,10 @@ pub enum Kind {
     Parked,
     /// gavel's own approval question: `inner` names the approval.
     Approval,
+    /// A legacy upstream's -32042 (URL elicitation required) turned into
+    /// URL-mode elicitations: the retry re-issues the original call
+    /// (`front/session/url_round.rs`); `inner` lists the round's keys.
+    Reissue,
 }
 
 /// What a round is bound to: a retry must match every field.

@@ -44,6 +44,10 @@ enum ReadState {
 /// order it sent them (see `upstream::progress`).
 pub type ProgressObserver = Arc<dyn Fn(ProgressToken) + Send + Sync>;
 
+/// Told of every log notification (`notifications/message`) the peer
+/// sends, as it is read (see `upstream::progress`).
+pub type LogObserver = Arc<dyn Fn() + Send + Sync>;
+
 /// Bytes that may wait to be written to one peer. A peer that stops reading
 /// (a stuck host, an upstream flooding requests without reading their
 /// answers) would otherwise make gavel hold every message for it: one more
@@ -54,6 +58,7 @@ pub const MAX_PENDING_WRITE_BYTES: usize = 64 << 20;
 
 pub struct LineTransport<Role, R, W> {
     progress: Option<ProgressObserver>,
+    logs: Option<LogObserver>,
     reader: BufReader<R>,
     line: Vec<u8>,
     state: ReadState,
@@ -87,6 +92,7 @@ where
     pub fn new(reader: R, writer: W, max_bytes: usize, label: LinkLabel) -> Self {
         Self {
             progress: None,
+            logs: None,
             reader: BufReader::with_capacity(64 * 1024, reader),
             line: Vec::new(),
             state: ReadState::Normal,
@@ -101,6 +107,12 @@ where
     /// Reports each progress notification read (before rmcp handles it).
     pub fn with_progress_observer(mut self, observer: ProgressObserver) -> Self {
         self.progress = Some(observer);
+        self
+    }
+
+    /// Reports each log notification read (before rmcp handles it).
+    pub fn with_log_observer(mut self, observer: LogObserver) -> Self {
+        self.logs = Some(observer);
         self
     }
 
@@ -257,6 +269,11 @@ where
                 {
                     observe(token);
                 }
+                if let Some(observe) = &self.logs
+                    && is_log(body)
+                {
+                    observe();
+                }
                 Some(msg)
             }
             Err(e) => self.bad_message(body, e),
@@ -411,6 +428,16 @@ fn progress_token_of(line: &[u8]) -> Option<ProgressToken> {
         return None;
     }
     serde_json::from_value(v.get("params")?.get("progressToken")?.clone()).ok()
+}
+
+/// Whether a raw JSON-RPC line is a log notification (checked cheaply
+/// first, as [`progress_token_of`]).
+fn is_log(line: &[u8]) -> bool {
+    const METHOD: &str = "notifications/message";
+    line.windows(METHOD.len()).any(|w| w == METHOD.as_bytes())
+        && serde_json::from_slice::<serde_json::Value>(line)
+            .ok()
+            .is_some_and(|v| v.get("method").and_then(|m| m.as_str()) == Some(METHOD))
 }
 
 enum Step {

@@ -231,13 +231,40 @@ impl ClientHandler for UpstreamClient {
                 None => prefix.clone(),
             });
         }
-        // Each host gets what it asked for: an upstream shared by several
-        // is set to the most verbose of their levels (`send_set_level`).
-        for host in self.hosts().into_iter().filter(|h| h.wants_log(p.level)) {
+        let hosts = self.hosts();
+        // Each legacy host gets what it asked for: an upstream shared by
+        // several is set to the most verbose of their levels
+        // (`send_set_level`).
+        for host in hosts
+            .iter()
+            .filter(|h| !h.is_modern() && h.wants_log(p.level))
+        {
             if let Some(peer) = host.peer() {
                 let _ = peer.notify_logging_message(p.clone()).await;
             }
         }
+        // A modern host's request gets the messages of its own call, on its
+        // own stream, at or above the level it set — when gavel can tell
+        // which call a message is for (one call in flight that asked);
+        // otherwise nobody does.
+        let sinks: Vec<_> = hosts
+            .iter()
+            .filter(|h| h.is_modern())
+            .flat_map(|h| h.questions.log_sinks(&self.server))
+            .take(2)
+            .collect();
+        match sinks.as_slice() {
+            [one] if p.level as u8 >= one.min as u8 => {
+                let _ = one.peer.notify_logging_message(p).await;
+            }
+            [_] => {}
+            [] => {}
+            _ => {
+                tracing::debug!(server = %self.server, "dropped a log message: several requests in flight asked for this server's log messages, and it names none")
+            }
+        }
+        // The call's result may be waiting for this line (`settle_logs`).
+        self.progress.handled_log();
     }
 
     async fn on_resource_updated(
@@ -309,6 +336,11 @@ impl ClientHandler for UpstreamClient {
         // Unknown notifications pass through unchanged (transparency). rmcp
         // moves the notification's extensions — where a custom notification
         // keeps its `_meta` — into the context: put them back.
+        if notification.method == "notifications/message" {
+            // A log line rmcp could not read as one: counted as handled
+            // (`settle_logs`), and passed on as any unknown notification.
+            self.progress.handled_log();
+        }
         let mut notification = notification;
         let NotificationContext {
             meta, extensions, ..
@@ -317,7 +349,11 @@ impl ClientHandler for UpstreamClient {
         if !meta.0.is_empty() {
             notification.get_meta_mut().extend(meta);
         }
-        for host in self.hosts() {
+        // A modern host is sent nothing unsolicited; and the end of a URL
+        // elicitation (`notifications/elicitation/complete`, gone in
+        // 2026-07-28) is told by the call it belongs to, re-issued
+        // (`front/session/url_round.rs`).
+        for host in self.hosts().into_iter().filter(|h| !h.is_modern()) {
             if let Some(peer) = host.peer() {
                 let _ = peer
                     .send_notification(ServerNotification::CustomNotification(notification.clone()))

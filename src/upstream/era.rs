@@ -301,11 +301,20 @@ pub fn modern_request_capabilities(meta: &RequestMetaObject) -> Option<ClientCap
 /// gavel's capabilities on a 2026-07-28 host's request to a modern
 /// upstream: what it can relay of the capabilities this very request
 /// declares ([`relayable`]) — the upstream's input rounds are passed to
-/// the host, which answers them itself. No log level: gavel sends a modern
-/// host no log notification.
-pub fn stamp_modern_host(meta: &mut RequestMetaObject, host: &ClientCapabilities) {
+/// the host, which answers them itself — and this request's own log level,
+/// when it set one and the upstream logs (B13: the upstream's log messages
+/// for the request are passed to the request's caller,
+/// `host::questions::InFlight::log_sink`).
+pub fn stamp_modern_host(
+    meta: &mut RequestMetaObject,
+    host: &ClientCapabilities,
+    level: Option<LoggingLevel>,
+) {
     let caps = serde_json::to_value(relayable(host)).unwrap_or_default();
     meta.0.0.insert(CLIENT_CAPABILITIES.into(), caps);
+    if let Some(level) = level.and_then(|l| serde_json::to_value(l).ok()) {
+        meta.0.0.insert(LOG_LEVEL.into(), level);
+    }
 }
 
 #[cfg(test)]
@@ -445,11 +454,14 @@ mod tests {
         }))
         .unwrap();
         let mut meta = RequestMetaObject::default();
-        stamp_modern_host(&mut meta, &host);
+        stamp_modern_host(&mut meta, &host, None);
         assert_eq!(
             serde_json::to_value(&meta).unwrap(),
             json!({"io.modelcontextprotocol/clientCapabilities": {"elicitation": {"url": {}}}})
         );
+        // The request's own level, when it set one (and the upstream logs).
+        stamp_modern_host(&mut meta, &host, Some(LoggingLevel::Info));
+        assert_eq!(meta.0.0["io.modelcontextprotocol/logLevel"], "info");
     }
 
     #[test]

@@ -232,7 +232,13 @@ impl Upstream {
                 // request's own capabilities (its input rounds go to the
                 // host, `front::session::relay`). Checked first: rmcp gives
                 // a stateless HTTP request a made-up peer info.
-                era::stamp_modern_host(&mut meta, &caps);
+                let level = conn
+                    .capabilities
+                    .logging
+                    .is_some()
+                    .then(|| host_cx.meta.log_level())
+                    .flatten();
+                era::stamp_modern_host(&mut meta, &caps, level);
             } else if let Some(host) = host_cx.peer.peer_info() {
                 let level = conn
                     .capabilities
@@ -297,6 +303,10 @@ impl Upstream {
         // Progress the upstream sent before its result reaches the host
         // before the result does (see `progress`).
         conn.progress.settle(&token, PROGRESS_SETTLE).await;
+        // So do the log lines read before it (a modern request's own go to
+        // its stream, which the result closes; a legacy host reads them in
+        // the order the upstream wrote them).
+        conn.progress.settle_logs(PROGRESS_SETTLE).await;
         conn.progress.lock().await.remove(&token);
         result
     }

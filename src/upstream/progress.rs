@@ -19,6 +19,7 @@
 //! stream, nothing is counted, and `settle` returns at once.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rmcp::model::ProgressToken;
@@ -48,6 +49,11 @@ pub struct ProgressMap {
     routes: tokio::sync::Mutex<HashMap<ProgressToken, (ProgressToken, Peer<RoleServer>)>>,
     ledger: std::sync::Mutex<HashMap<ProgressToken, Counts>>,
     changed: tokio::sync::Notify,
+    /// Log lines (`notifications/message`) read and handled: they carry
+    /// no token, so a result that may have log lines before it waits for
+    /// every one read so far ([`ProgressMap::settle_logs`]).
+    logs_read: AtomicU64,
+    logs_handled: AtomicU64,
 }
 
 impl ProgressMap {
@@ -92,6 +98,39 @@ impl ProgressMap {
             }
         });
         self.changed.notify_waiters();
+    }
+
+    /// The transport read a log line.
+    pub fn read_log(&self) {
+        self.logs_read.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A log line was handled (passed on or dropped).
+    pub fn handled_log(&self) {
+        self.logs_handled.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until every log line read before now has been handled, at
+    /// most `within` (then counts them handled).
+    pub async fn settle_logs(&self, within: Duration) {
+        let read = self.logs_read.load(Ordering::Acquire);
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.logs_handled.load(Ordering::Acquire) >= read {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                // A line never handled (rmcp dropped it) costs one wait,
+                // not one for every result after it.
+                self.logs_handled.fetch_max(read, Ordering::AcqRel);
+                tracing::debug!("log lines still being handled when the result went out");
+                break;
+            }
+        }
     }
 
     fn pending(&self, token: &ProgressToken) -> bool {
@@ -151,6 +190,30 @@ mod tests {
         // Nothing read: no wait at all.
         m.track(&t(2));
         m.settle(&t(2), Duration::from_secs(30)).await;
+    }
+
+    #[tokio::test]
+    async fn a_result_waits_for_the_log_lines_read_before_it() {
+        let m = std::sync::Arc::new(ProgressMap::default());
+        m.read_log();
+        let waiter = {
+            let m = m.clone();
+            tokio::spawn(async move { m.settle_logs(Duration::from_secs(30)).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "a log line still to handle");
+        m.handled_log();
+        waiter.await.unwrap();
+        // Nothing read since: no wait at all.
+        m.settle_logs(Duration::from_secs(30)).await;
+        // A line never handled is counted handled once its wait is over:
+        // the next result does not wait for it again.
+        m.read_log();
+        m.settle_logs(Duration::from_millis(1)).await;
+        assert_eq!(
+            m.logs_handled.load(Ordering::Acquire),
+            m.logs_read.load(Ordering::Acquire)
+        );
     }
 
     #[tokio::test]

@@ -311,13 +311,15 @@ async fn connect_stdio(
         refuse_modern_ping: false,
     };
     let ledger = progress.clone();
+    let log_ledger = progress.clone();
     let transport = LineTransport::<RoleClient, _, _>::new(
         spawned.stdout,
         spawned.stdin,
         deps.limits.max_message_bytes,
         label,
     )
-    .with_progress_observer(Arc::new(move |token| ledger.read(token)));
+    .with_progress_observer(Arc::new(move |token| ledger.read(token)))
+    .with_log_observer(Arc::new(move || log_ledger.read_log()));
     let proc = Some((spawned.child, spawned.group));
     let opening = opening(era);
     match tokio::time::timeout(

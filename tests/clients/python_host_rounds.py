@@ -11,6 +11,7 @@ Stdin is one JSON object:
                                 {"action": "accept"|"decline"|"cancel",
                                  "content": {...}}
    "sample": TEXT | null,       the sampling callback's reply text, or none
+   "log_level": LEVEL | null,   the logLevel every request carries, or none
    "steps": [STEP, ...]}
 Each step prints one JSON line on stdout:
   {"op": "call", "name": N, "args": {...}}
@@ -24,6 +25,8 @@ Each step prints one JSON line on stdout:
          state opens only in the gavel process that sealed it)
   {"op": "read", "uri": U}  /  {"op": "prompt", "name": N, "args": {...}}
       -> as "call", for resources/read and prompts/get
+Every step's line also has "logs": the log messages received during it
+({"level", "logger", "data"}).
 A step that fails prints {"error": {"code", "message", "data"}} instead.
 """
 
@@ -44,6 +47,10 @@ def dump(model):
 
 async def main(target: list[str], plan: dict) -> None:
     asked: list = []
+    logs: list = []
+
+    async def on_log(params):
+        logs.append(dump(params))
 
     async def on_elicit(context, params):
         asked.append(dump(params))
@@ -67,10 +74,14 @@ async def main(target: list[str], plan: dict) -> None:
         kwargs["elicitation_callback"] = on_elicit
     if plan.get("sample") is not None:
         kwargs["sampling_callback"] = on_sample
+    if plan.get("log_level") is not None:
+        kwargs["log_level"] = plan["log_level"]
+    kwargs["logging_callback"] = on_log
     async with Client(server, mode="2026-07-28", cache=None, read_timeout_seconds=60, **kwargs) as client:
         done: list = []
         for s in plan["steps"]:
             asked.clear()
+            logs.clear()
             out: dict = {"op": s["op"]}
             try:
                 if s["op"] == "call":
@@ -97,6 +108,7 @@ async def main(target: list[str], plan: dict) -> None:
             except MCPError as e:
                 out["error"] = {"code": e.code, "message": e.message, "data": e.data}
             out["asked"] = list(asked)
+            out["logs"] = list(logs)
             done.append(out)
             print(json.dumps(out), flush=True)
 

@@ -418,7 +418,7 @@ fn an_upstreams_request_during_a_modern_call_is_refused_naming_mrtr() {
     assert_eq!(init["params"]["clientInfo"]["name"], "gavel", "{init}");
     assert_eq!(
         init["params"]["capabilities"],
-        json!({"elicitation": {"form": {}}, "sampling": {}, "roots": {}}),
+        json!({"elicitation": {"form": {}, "url": {}}, "sampling": {}, "roots": {}}),
         "{init}"
     );
 }

@@ -19,13 +19,13 @@ use serde_json::{Value, json};
 
 /// Runs `plan` (`python_host_rounds.py`'s) against `target` (gavel's command
 /// line, or a `gavel serve` URL): one line per step.
-async fn python(s: &Setup, target: &[String], plan: Value) -> Vec<Value> {
+pub(crate) async fn python(s: &Setup, target: &[String], plan: Value) -> Vec<Value> {
     common::python::python_host(s, "python_host_rounds.py", target, &[], &plan).await
 }
 
 /// gavel on `s` over stdio (as the host launches it) and over HTTP (a
 /// `gavel serve` kept alive by the returned child): the two targets.
-async fn targets(s: &Setup) -> (Vec<(String, Vec<String>)>, tokio::process::Child) {
+pub(crate) async fn targets(s: &Setup) -> (Vec<(String, Vec<String>)>, tokio::process::Child) {
     let mut stdio = vec![GAVEL.to_string()];
     stdio.extend(s.run_args());
     let state = s.path("state");
@@ -35,7 +35,7 @@ async fn targets(s: &Setup) -> (Vec<(String, Vec<String>)>, tokio::process::Chil
     (vec![("stdio".into(), stdio), ("http".into(), http)], gavel)
 }
 
-fn text(step: &Value) -> String {
+pub(crate) fn text(step: &Value) -> String {
     step["result"]["content"]
         .as_array()
         .map(|c| {
@@ -196,7 +196,7 @@ async fn an_approval_state_answers_once_and_only_its_own_call() {
 const ENVELOPE: &str = r#""io.modelcontextprotocol/protocolVersion":"2026-07-28""#;
 
 /// A raw 2026-07-28 request line declaring `caps`.
-fn modern(id: u64, method: &str, params: Value, caps: Value) -> String {
+pub(crate) fn modern(id: u64, method: &str, params: Value, caps: Value) -> String {
     let mut params = params;
     let mut meta: Value = serde_json::from_str(&format!("{{{ENVELOPE}}}")).unwrap();
     meta["io.modelcontextprotocol/clientCapabilities"] = caps;

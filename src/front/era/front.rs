@@ -71,12 +71,28 @@ impl EraFront {
         if modern_version(&cx.meta).is_none() {
             return Ok((self.session.clone(), None));
         }
+        check_log_level(&cx.meta)?;
         let session = match &self.modern {
             Some(m) => m.session_for(cx)?,
             None => self.session.clone(),
         };
         session.serve_modern_host();
         Ok((session, Some(gavel_info())))
+    }
+}
+
+/// The request's `io.modelcontextprotocol/logLevel`, when it carries one,
+/// must be a level (the spec's SHOULD: -32602), not silently no level.
+fn check_log_level(meta: &rmcp::model::RequestMetaObject) -> Result<(), ErrorData> {
+    const KEY: &str = "io.modelcontextprotocol/logLevel";
+    match meta.0.0.get(KEY) {
+        Some(v) if meta.log_level().is_none() => Err(ErrorData::invalid_params(
+            format!(
+                "_meta {KEY} is {v}, not a log level: use one of debug, info, notice, warning, error, critical, alert, emergency (or leave it out for no log messages)"
+            ),
+            Some(serde_json::json!({"field": KEY})),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -16,7 +16,8 @@
 //!
 //! What the opened round is for is its kind: gavel's approval question
 //! (`host::approval_round`), a legacy upstream's question parked with its
-//! call (`parked.rs`), or a modern upstream's own round relayed (its state
+//! call (`parked.rs`), a legacy upstream's -32042 whose retry re-issues the
+//! call (`url_round.rs`), or a modern upstream's own round relayed (its state
 //! inside, for the relay).
 
 use rmcp::ErrorData;
@@ -53,6 +54,15 @@ impl HostRound {
             method: self.method,
             target: &self.target,
             args: self.args,
+        }
+    }
+
+    /// The request, for messages (its target as the host named it).
+    pub fn call(&self) -> crate::upstream::rounds::Call<'_> {
+        crate::upstream::rounds::Call {
+            server: &self.server,
+            method: self.method,
+            target: &self.target,
         }
     }
 
@@ -93,6 +103,20 @@ impl HostRound {
         }
     }
 
+    /// The keys of the URL round (a legacy upstream's -32042) this retry
+    /// answers, if it answers one: the original call is made again.
+    pub fn reissue(&self) -> Option<Vec<String>> {
+        match &self.opened {
+            Some(o) if o.kind == Kind::Reissue => Some(
+                o.inner
+                    .as_deref()
+                    .and_then(|i| serde_json::from_str(i).ok())
+                    .unwrap_or_default(),
+            ),
+            _ => None,
+        }
+    }
+
     /// What the approval step reads of this request: whether it may ask
     /// (this request declares form elicitation) and, on the retry of an
     /// approval round, the host's answer.
@@ -107,8 +131,11 @@ impl HostRound {
                 .flatten(),
             // A parked call of this very request is past its approval:
             // it was made only after the approval (if the policy asked
-            // for one) was given for these exact arguments.
-            continuing: self.parked().is_some(),
+            // for one) was given for these exact arguments. So is the
+            // re-issue of a call its upstream refused until the user
+            // opened a URL: the state was sealed only for a call made.
+            continuing: self.parked().is_some()
+                || matches!(&self.opened, Some(o) if o.kind == Kind::Reissue),
         }
     }
 }

@@ -35,6 +35,7 @@ mod relay;
 mod result;
 mod rounds;
 mod set;
+mod url_round;
 pub(crate) use listen::accepted as accepted_listen;
 pub use set::SessionSet;
 
@@ -399,6 +400,10 @@ impl Session {
         r
     }
 
+    /// Sends a decided request to `server` and returns its answer. A
+    /// 2026-07-28 request never gets -32042 (URL elicitation required, a
+    /// 2025-11-25 error its revision forbids): only a call that can take a
+    /// round turns it into one (`url_round.rs`, through `parked.rs`).
     async fn forward(
         &self,
         server: &str,
@@ -406,7 +411,24 @@ impl Session {
         request: ClientRequest,
         cx: &RequestContext<RoleServer>,
     ) -> Result<ServerResult, ErrorData> {
-        self.forward_asking(server, permit, request, cx, None).await
+        let method = request.method().to_string();
+        let r = self.forward_asking(server, permit, request, cx, None).await;
+        match r {
+            // -32042 is not a 2026-07-28 error: only a parked call's
+            // (`parked.rs`) becomes a URL round, any other is told plainly.
+            Err(e)
+                if e.code == url_round::URL_ELICITATION_REQUIRED
+                    && crate::front::era::modern_version(&cx.meta).is_some() =>
+            {
+                Err(url_round::never_to_modern(
+                    server,
+                    &method,
+                    &e,
+                    "a 2026-07-28 host can be asked to open one only in an input round of a tools/call, prompts/get or resources/read of a server of the 2025-11-25 era",
+                ))
+            }
+            r => r,
+        }
     }
 
     /// [`Self::forward`]; for a 2026-07-28 host, the call is entered as in
@@ -421,11 +443,14 @@ impl Session {
         asks: Option<tokio::sync::mpsc::Sender<crate::host::questions::Question>>,
     ) -> Result<ServerResult, ErrorData> {
         let host = &self.inner.host;
-        let _entered = host.is_modern().then(|| host.questions.enter(server, asks));
         let up =
             self.router()?.upstreams.get(server).ok_or_else(|| {
                 ErrorData::internal_error(format!("no upstream {server:?}"), None)
             })?;
+        let log = log_sink(up, cx);
+        let _entered = host
+            .is_modern()
+            .then(|| host.questions.enter_logging(server, asks, log));
         // A shared upstream learns whose call is in flight (to route its
         // requests back to the right user) until this call ends.
         let _in_flight = match (&up.shared, self.inner.owner.get()) {
@@ -526,4 +551,24 @@ async fn announce(
             let _ = peer.notify_prompt_list_changed().await;
         }
     }
+}
+
+/// Where the upstream's log messages for a 2026-07-28 request go (B13): the
+/// request's own stream, at or above the level it set — only when it set
+/// one and `up` is a modern upstream that logs (it is then told the level,
+/// `era::stamp_modern_host`). A legacy upstream's log messages belong to
+/// its session, never to one request: a modern host is not sent them.
+fn log_sink(
+    up: &crate::upstream::Upstream,
+    cx: &RequestContext<RoleServer>,
+) -> Option<crate::host::questions::LogSink> {
+    crate::front::era::modern_version(&cx.meta)?;
+    let min = cx.meta.log_level()?;
+    let conn = up.connection()?;
+    (conn.era == crate::upstream::era::Spoken::Modern && conn.capabilities.logging.is_some()).then(
+        || crate::host::questions::LogSink {
+            min,
+            peer: cx.peer.clone(),
+        },
+    )
 }

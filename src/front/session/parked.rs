@@ -29,9 +29,11 @@
 //! (`notifications/cancelled`) — the spec says a server must never assume
 //! the client retries.
 //!
-//! Not done: a legacy upstream's `-32042` (URL elicitation required) is
-//! passed on as the error it is, not turned into a URL round; progress of
-//! a parked call goes on to the host's first token.
+//! A legacy upstream that fails the call with -32042 (URL elicitation
+//! required) gets a URL round instead, whose retry makes the call again
+//! (`url_round.rs`).
+//!
+//! Not done: progress of a parked call goes on to the host's first token.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -180,6 +182,18 @@ impl Session {
     ) -> Result<Forwarded, ErrorData> {
         let up = self.router()?.upstreams.get(server).cloned();
         let timeout = park_timeout(up.map_or(Duration::from_secs(60), |u| u.cfg.call_timeout));
+        // The retry of a URL round makes the original call again, unless
+        // the user declined a URL (the upstream would only ask again).
+        if let Some(keys) = round.reissue()
+            && let Some((key, action)) = super::url_round::declined(&keys, round)
+        {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "the user answered {action:?} to the URL server {server:?} asked to be opened (input {key:?}), so gavel did not make the call again; send the request again without requestState to start over"
+                ),
+                Some(serde_json::json!({"server": server, "input": key, "action": action})),
+            ));
+        }
         let (running, permit) = match round.parked() {
             None => (self.start_parked(server, permit, request, cx), None),
             Some(id) => {
@@ -251,8 +265,15 @@ impl Session {
                         format!("the call to server {server:?} ended without an answer"),
                         None,
                     ))?;
+                    // -32042 is no answer for a modern host: a URL round.
+                    let r = match r {
+                        Err(e) if e.code == super::url_round::URL_ELICITATION_REQUIRED => {
+                            return self.url_round(&round.call(), round, e).await;
+                        }
+                        r => r?,
+                    };
                     // A retry's answer comes with the retry's own permit.
-                    return Ok(Outcome::Done(permit.unwrap_or(sent_with), r?));
+                    return Ok(Outcome::Done(permit.unwrap_or(sent_with), r));
                 }
                 Some(q) = running.asks.recv() => {
                     let mut questions = vec![q];
