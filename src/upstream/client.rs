@@ -254,9 +254,7 @@ impl ClientHandler for UpstreamClient {
                 .collect(),
         };
         for host in hosts {
-            if let Some(peer) = host.peer() {
-                let _ = peer.notify_resource_updated(params.clone()).await;
-            }
+            host.resource_updated(params.clone()).await;
         }
     }
 

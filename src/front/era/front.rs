@@ -256,13 +256,22 @@ impl ServerHandler for EraFront {
     }
 
     /// `subscriptions/listen` (2026-07-28; rmcp refuses it on a legacy
-    /// request): the list kinds asked for, never `resourceSubscriptions`
-    /// (`session::listen`).
+    /// request): the list kinds asked for, and on stdio the
+    /// `resourceSubscriptions` the session honours (`session::listen`,
+    /// `listen_resources`). rmcp asks without the request: over HTTP the
+    /// principal whose session and policy would decide a URI is unknown
+    /// here, so none is acknowledged there (and discover does not
+    /// advertise `resources.subscribe` there).
     fn accepted_subscription_filter(
         &self,
         requested: &SubscriptionFilter,
     ) -> Option<SubscriptionFilter> {
-        Some(crate::front::session::accepted_listen(requested))
+        let stdio = self.modern.is_none();
+        if stdio {
+            // A listen may be the host's first request.
+            self.session.serve_modern_host();
+        }
+        Some(self.session.accepted_listen(requested, stdio))
     }
 
     /// One listen, on the session that serves its principal (stdio: the
