@@ -273,3 +273,65 @@ fn discover_on_stdio_advertises_resource_subscriptions() {
         "{d}"
     );
 }
+
+#[test]
+fn a_modern_upstreams_resource_is_followed_on_its_own_listen() {
+    // server-everything (legacy) and the 2026-07-28-only fixture, whose
+    // `touch` tool sends resources/updated on the listens that follow it.
+    let s = crate::e2e_host_era::two_eras();
+    let mut raw = RawHost::bare(&s);
+    let mut seen = Vec::new();
+    raw.send_line(&modern_line(1, "resources/list", json!({}), ""));
+    until(&mut raw, &mut seen, |v| v["id"] == 1);
+    raw.send_line(&listen(10, &["modern://note"]));
+    let ack = until(&mut raw, &mut seen, |v| is_ack_for(v, 10));
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"resourceSubscriptions": ["modern://note"]}),
+        "{ack}"
+    );
+    // gavel's listen to the upstream is opened again with the URI: until
+    // then a touch reaches no listen, so touch until one is heard.
+    let (mut id, start) = (20, std::time::Instant::now());
+    loop {
+        let at = seen.len();
+        raw.send_line(&modern_line(
+            id,
+            "tools/call",
+            json!({"name": "modern__touch", "arguments": {"uri": "modern://note"}}),
+            "",
+        ));
+        let r = until(&mut raw, &mut seen, |v| v["id"] == id);
+        assert_eq!(
+            r["result"]["content"][0]["text"], "touched modern://note",
+            "{r}"
+        );
+        if seen[at..]
+            .iter()
+            .any(|v| is_update(v) && tagged(v) == &json!(10))
+        {
+            break;
+        }
+        // The update may follow the answer.
+        raw.send_line(&modern_line(id + 1, "tools/list", json!({}), ""));
+        until(&mut raw, &mut seen, |v| v["id"] == id + 1);
+        if seen[at..]
+            .iter()
+            .any(|v| is_update(v) && tagged(v) == &json!(10))
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no update reached the listen: {seen:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        id += 2;
+    }
+    for v in &seen {
+        if is_update(v) {
+            assert_eq!(v["params"]["uri"], "modern://note", "{v}");
+            assert_eq!(tagged(v), &json!(10), "{v}");
+        }
+    }
+}

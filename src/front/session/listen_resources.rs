@@ -6,29 +6,31 @@
 //! the acknowledgement, which names them): at most [`MAX_URIS`] per listen,
 //! each at most [`MAX_URI_BYTES`] long, duplicates once; a URI the session
 //! routes to an upstream (`Router`'s table, as a `resources/read` of it
-//! would route) that is up, speaks the legacy era and advertises
-//! `resources.subscribe`; that this session is shown (the server is
-//! listed for its persona, and a resource the upstream lists is not left
-//! out of the session's list by the server's result rules); and that this
-//! session may read — a policy query of the `resource_read` it would be
+//! would route) that is up and advertises `resources.subscribe`; that this
+//! session is shown (the server is listed for its persona, and a resource
+//! the upstream lists is not left out of the session's list by the
+//! server's result rules); and that this session may read — a policy
+//! query of the `resource_read` it would be
 //! ([`crate::decision::SessionState::query`]: its query record written,
 //! nothing charged). An update tells the host a resource changed; one it
 //! may not read must not be told of. Everything else is left out of the
-//! acknowledgement, as the spec says. Not honoured yet: a URI of a
-//! 2026-07-28 upstream (it would take gavel's own listen to it with
-//! `resourceSubscriptions`), and any on the HTTP front (rmcp asks for the
-//! acknowledged subset without the request, so the principal whose policy
-//! decides is not known; `front/era/front.rs`).
+//! acknowledgement, as the spec says. Not honoured: any on the HTTP front
+//! (rmcp asks for the acknowledged subset without the request, so the
+//! principal whose policy decides is not known; `front/era/front.rs`).
 //!
-//! **Fan-in** ([`Session::follow`], once acknowledged): each URI's
-//! `resources/subscribe` is decided as the `resource_subscribe` a legacy
-//! host's would be (its record written; a denial leaves the URI
-//! acknowledged but silent, logged) and sent to the upstream when this
+//! **Fan-in** ([`Session::follow`], once acknowledged): each URI is
+//! decided as the `resource_subscribe` a legacy host's `resources/subscribe`
+//! would be (its record written; a denial leaves the URI acknowledged but
+//! silent, logged), and the upstream is asked for its updates when this
 //! session starts following it — counted across the session's listens,
-//! and for a shared upstream across its sessions (`upstream::shared`).
-//! When the last listen of the session that follows a URI ends (the host
-//! cancels, its stream is gone, the session stops), `resources/unsubscribe`
-//! is decided and sent the same way ([`Followed`]'s drop). The upstream's
+//! and for a shared upstream across its sessions (`upstream::shared`): a
+//! legacy upstream is sent `resources/subscribe`, a 2026-07-28 one gets
+//! the URI in its own listen's `resourceSubscriptions` (`upstream::listen`
+//! opens it again with the new set). When the last listen of the session
+//! that follows a URI ends (the host cancels, its stream is gone, the
+//! session stops), its unsubscribe is decided the same way and a legacy
+//! upstream sent `resources/unsubscribe` (a modern one's listen re-opened
+//! without the URI) — [`Followed`]'s drop. The upstream's
 //! `resources/updated` reach the session's [`HostLink`] and from there
 //! every listen following that URI ([`HostLink::resource_updates`]).
 //!
@@ -134,11 +136,6 @@ impl Session {
         let conn = up
             .connection()
             .ok_or_else(|| format!("server {server:?} is not up"))?;
-        if conn.era != Spoken::Legacy {
-            return Err(format!(
-                "server {server:?} speaks 2026-07-28 (gavel does not yet pass resourceSubscriptions on to its listen)"
-            ));
-        }
         if conn
             .capabilities
             .resources
@@ -234,19 +231,38 @@ impl Session {
             Some((route, owner)) => route.subscribe(owner, uri),
             None => true,
         };
-        if first {
-            let req = ClientRequest::SubscribeRequest(SubscribeRequest::new(
-                SubscribeRequestParams::new(uri),
-            ));
-            if let Err(e) = self.forward(&server, &permit, req, cx).await {
-                if let Some((route, owner)) = &shared {
-                    route.unsubscribe(owner, uri);
-                }
-                return Err(e);
+        if first && let Err(e) = self.subscribe_upstream(&server, uri, &permit, cx).await {
+            if let Some((route, owner)) = &shared {
+                route.unsubscribe(owner, uri);
             }
+            return Err(e);
         }
         following.insert(key, 1);
         Ok(server)
+    }
+
+    /// The upstream is to send `uri`'s updates: a legacy one is sent
+    /// `resources/subscribe`; a 2026-07-28 one's listen is opened again
+    /// with `uri` among its `resourceSubscriptions` (`upstream::listen`).
+    async fn subscribe_upstream(
+        &self,
+        server: &str,
+        uri: &str,
+        permit: &crate::decision::Permit,
+        cx: &RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let up = self.router()?.upstreams.get(server).cloned();
+        let up =
+            up.ok_or_else(|| ErrorData::internal_error(format!("no upstream {server:?}"), None))?;
+        let conn = up.ready().await?;
+        if conn.era == Spoken::Modern {
+            up.follow_resource(uri);
+            return Ok(());
+        }
+        let req = ClientRequest::SubscribeRequest(SubscribeRequest::new(
+            SubscribeRequestParams::new(uri),
+        ));
+        self.forward(server, permit, req, cx).await.map(|_| ())
     }
 
     /// One listen stops following `uri` at `server`; the last one sends
@@ -289,6 +305,17 @@ impl Session {
                 return;
             }
         };
+        // A 2026-07-28 upstream's listen is opened again without it.
+        let up = self
+            .router()
+            .ok()
+            .and_then(|r| r.upstreams.get(server).cloned());
+        if let Some(up) = &up {
+            up.unfollow_resource(uri);
+            if up.connection().is_some_and(|c| c.era == Spoken::Modern) {
+                return;
+            }
+        }
         let req = ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(
             UnsubscribeRequestParams::new(uri),
         ));
