@@ -335,3 +335,41 @@ fn a_modern_upstreams_resource_is_followed_on_its_own_listen() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_a_python_host_follows_the_resources_its_principal_may_read() {
+    let s = setup();
+    let (_gavel, url) = crate::e2e_host_era::serve(&s).await;
+    let record = s.record("fx").display().to_string();
+    let plan = json!([
+        {"op": "list_tools"},
+        {"op": "listen", "filter": {"resources": [HELLO, SECRET]},
+         "during": [
+            // The upstream subscription follows the acknowledgement.
+            {"op": "wait_file", "path": record, "contains": "resources/subscribe"},
+            {"op": "call", "name": "touch_resource", "args": {"uri": HELLO}},
+         ],
+         "expect_uri": HELLO},
+    ]);
+    let (connected, steps) =
+        crate::e2e_host_era::python_to(&s, "2026-07-28", std::slice::from_ref(&url), plan).await;
+    assert_eq!(connected["protocol_version"], "2026-07-28", "{connected}");
+    let listen = &steps[1];
+    assert_eq!(
+        listen["honored"],
+        json!({"resourceSubscriptions": [HELLO]}),
+        "{listen}"
+    );
+    assert_eq!(
+        listen["during"][1]["result"]["content"][0]["text"], "touched subscribed=true",
+        "{listen}"
+    );
+    assert_eq!(
+        listen["events"],
+        json!([format!("ResourceUpdated:{HELLO}")]),
+        "{listen}"
+    );
+    assert_eq!(recorded(&s, "resources/subscribe"), vec![HELLO]);
+    // The client closed its listen: the upstream is unsubscribed.
+    wait_recorded(&s, "resources/unsubscribe", HELLO);
+}

@@ -33,8 +33,7 @@ fn only_a_complete_envelope_of_a_served_modern_version_is_modern() {
 
 #[test]
 fn discover_names_gavel_every_era_and_no_feature_it_does_not_serve() {
-    // The HTTP front: no per-URI updates on a listen there.
-    let d = discover_result(Some("hello".into()), false);
+    let d = discover_result(Some("hello".into()));
     let v = serde_json::to_value(&d).unwrap();
     assert_eq!(
         v["supportedVersions"],
@@ -61,15 +60,12 @@ fn discover_names_gavel_every_era_and_no_feature_it_does_not_serve() {
     for kind in ["tools", "resources", "prompts"] {
         assert_eq!(caps[kind]["listChanged"], true, "{kind}: {caps}");
     }
-    // Not served to a modern host: per-URI updates (subscribe), logs, tasks.
+    // Per-URI updates are served on a listen's resourceSubscriptions.
+    assert_eq!(caps["resources"]["subscribe"], true, "{caps}");
+    // Not served to a modern host: logs, tasks.
     for absent in ["logging", "tasks", "extensions"] {
         assert!(caps.get(absent).is_none(), "{absent}: {caps}");
     }
-    assert!(caps["resources"].get("subscribe").is_none(), "{caps}");
-    // stdio serves a listen's resourceSubscriptions, and says so.
-    let d = serde_json::to_value(discover_result(None, true)).unwrap();
-    assert_eq!(d["capabilities"]["resources"]["subscribe"], true, "{d}");
-    assert_eq!(d["capabilities"]["resources"]["listChanged"], true, "{d}");
 }
 
 fn upstream_stamped_meta() -> Option<MetaObject> {

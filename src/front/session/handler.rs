@@ -200,13 +200,9 @@ impl ServerHandler for Session {
 
     /// gavel's own identity and capabilities; starts nothing (a host may
     /// probe and then `initialize`, `front::era`).
-    /// `resources.subscribe` is advertised on stdio only, where a listen's
-    /// `resourceSubscriptions` are served (`listen_resources.rs`).
-    async fn discover(&self, cx: RequestContext<RoleServer>) -> Result<DiscoverResult, ErrorData> {
-        let stdio = cx.extensions.get::<http::request::Parts>().is_none();
+    async fn discover(&self, _cx: RequestContext<RoleServer>) -> Result<DiscoverResult, ErrorData> {
         Ok(crate::front::era::discover_result(
             self.get_info().instructions,
-            stdio,
         ))
     }
 

@@ -14,9 +14,10 @@
 //! ([`crate::decision::SessionState::query`]: its query record written,
 //! nothing charged). An update tells the host a resource changed; one it
 //! may not read must not be told of. Everything else is left out of the
-//! acknowledgement, as the spec says. Not honoured: any on the HTTP front
-//! (rmcp asks for the acknowledged subset without the request, so the
-//! principal whose policy decides is not known; `front/era/front.rs`).
+//! acknowledgement, as the spec says. rmcp asks for the acknowledged
+//! subset without the request: over HTTP the session is the principal's
+//! that rmcp made the handler for (`front/era/front.rs`,
+//! `http::modern::with_principal`).
 //!
 //! **Fan-in** ([`Session::follow`], once acknowledged): each URI is
 //! decided as the `resource_subscribe` a legacy host's `resources/subscribe`
