@@ -13,7 +13,7 @@ use crate::e2e_host_era::{modern_line, python, two_eras};
 use common::raw::RawHost;
 use serde_json::{Value, json};
 
-const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+pub(crate) const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_python_host_listening_for_tools_hears_an_upstreams_new_tool_and_then_lists_it() {

@@ -373,3 +373,67 @@ async fn over_http_a_python_host_follows_the_resources_its_principal_may_read() 
     // The client closed its listen: the upstream is unsubscribed.
     wait_recorded(&s, "resources/unsubscribe", HELLO);
 }
+
+#[test]
+fn a_legacy_hosts_subscription_to_a_modern_upstreams_resource_rides_gavels_listen() {
+    // Before, gavel sent the 2026-07-28 upstream `resources/subscribe`,
+    // which that revision does not have.
+    let s = crate::e2e_host_era::two_eras();
+    let mut raw = RawHost::start(&s);
+    let mut seen = Vec::new();
+    let line = |id: u64, method: &str, params: Value| {
+        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
+    };
+    raw.send_line(&line(1, "resources/list", json!({})));
+    until(&mut raw, &mut seen, |v| v["id"] == 1);
+    raw.send_line(&line(
+        2,
+        "resources/subscribe",
+        json!({"uri": "modern://note"}),
+    ));
+    let r = until(&mut raw, &mut seen, |v| v["id"] == 2);
+    assert_eq!(r["result"], json!({}), "{r}");
+    // gavel's listen to the upstream is opened again with the URI just
+    // after: touch until the update is heard.
+    let heard = |seen: &[Value]| {
+        seen.iter().any(|v| {
+            v["method"] == "notifications/resources/updated"
+                && v["params"]["uri"] == "modern://note"
+        })
+    };
+    let (mut id, start) = (10, std::time::Instant::now());
+    while !heard(&seen) {
+        assert!(start.elapsed() < PATIENCE, "no update: {seen:#?}");
+        raw.send_line(&line(
+            id,
+            "tools/call",
+            json!({"name": "modern__touch", "arguments": {"uri": "modern://note"}}),
+        ));
+        let r = until(&mut raw, &mut seen, |v| v["id"] == id);
+        assert_eq!(
+            r["result"]["content"][0]["text"], "touched modern://note",
+            "{r}"
+        );
+        raw.send_line(&line(id + 1, "ping", json!({})));
+        until(&mut raw, &mut seen, |v| v["id"] == id + 1);
+        id += 2;
+        if !heard(&seen) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    let update = seen
+        .iter()
+        .find(|v| v["method"] == "notifications/resources/updated")
+        .unwrap();
+    assert!(
+        update["params"]["_meta"][crate::e2e_host_listen::SUBSCRIPTION_ID].is_null(),
+        "a legacy host is never shown gavel's listen: {update}"
+    );
+    raw.send_line(&line(
+        3,
+        "resources/unsubscribe",
+        json!({"uri": "modern://note"}),
+    ));
+    let r = until(&mut raw, &mut seen, |v| v["id"] == 3);
+    assert_eq!(r["result"], json!({}), "{r}");
+}

@@ -226,6 +226,14 @@ impl Session {
             *n += 1;
             return Ok(server);
         }
+        // `honoured_uris` counted room before the acknowledgement; listens
+        // opened together may still have taken it since.
+        if following.len() >= MAX_FOLLOWED {
+            return Err(ErrorData::invalid_request(
+                format!("this session already follows its maximum of {MAX_FOLLOWED} resource URIs"),
+                None,
+            ));
+        }
         // A shared upstream is subscribed once, by its first session.
         let shared = self.shared_route(&server);
         let first = match &shared {
@@ -245,7 +253,9 @@ impl Session {
     /// The upstream is to send `uri`'s updates: a legacy one is sent
     /// `resources/subscribe`; a 2026-07-28 one's listen is opened again
     /// with `uri` among its `resourceSubscriptions` (`upstream::listen`).
-    async fn subscribe_upstream(
+    /// A legacy host's own `resources/subscribe` comes here too
+    /// (`handler`), once decided.
+    pub(super) async fn subscribe_upstream(
         &self,
         server: &str,
         uri: &str,
@@ -306,23 +316,32 @@ impl Session {
                 return;
             }
         };
-        // A 2026-07-28 upstream's listen is opened again without it.
-        let up = self
-            .router()
-            .ok()
-            .and_then(|r| r.upstreams.get(server).cloned());
+        if let Err(e) = self.unsubscribe_upstream(server, uri, &permit, cx).await {
+            tracing::debug!(server, "resources/unsubscribe not sent: {}", e.message);
+        }
+    }
+
+    /// The upstream is no longer to send `uri`'s updates: a legacy one is
+    /// sent `resources/unsubscribe`; a 2026-07-28 one's listen is opened
+    /// again without it.
+    pub(super) async fn unsubscribe_upstream(
+        &self,
+        server: &str,
+        uri: &str,
+        permit: &crate::decision::Permit,
+        cx: &RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let up = self.router()?.upstreams.get(server).cloned();
         if let Some(up) = &up {
             up.unfollow_resource(uri);
             if up.connection().is_some_and(|c| c.era == Spoken::Modern) {
-                return;
+                return Ok(());
             }
         }
         let req = ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(
             UnsubscribeRequestParams::new(uri),
         ));
-        if let Err(e) = self.forward(server, &permit, req, cx).await {
-            tracing::debug!(server, "resources/unsubscribe not sent: {}", e.message);
-        }
+        self.forward(server, permit, req, cx).await.map(|_| ())
     }
 }
 
