@@ -88,6 +88,17 @@ pub(crate) fn bounded(requested: &[String]) -> Vec<String> {
     out
 }
 
+/// A URI as a log line shows it: control characters escaped, at most 256
+/// bytes (a host may send 16 KiB ones).
+fn for_log(uri: &str) -> String {
+    let mut end = uri.len().min(256);
+    while !uri.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = if end < uri.len() { "…" } else { "" };
+    format!("{}{cut}", crate::text::escape_controls(&uri[..end]))
+}
+
 impl Session {
     /// The URIs of `requested` this session honours (see the module doc),
     /// decided now, before the acknowledgement that names them.
@@ -104,7 +115,8 @@ impl Session {
             if room == 0 {
                 tracing::warn!(
                     max = MAX_FOLLOWED,
-                    "a session follows its maximum of resource URIs; {uri} is not acknowledged"
+                    uri = %for_log(&uri),
+                    "a session follows its maximum of resource URIs; not acknowledged"
                 );
                 continue;
             }
@@ -114,7 +126,7 @@ impl Session {
                     out.push(uri);
                 }
                 Err(why) => {
-                    tracing::info!(uri = %crate::text::escape_controls(&uri), "resourceSubscriptions: not acknowledged: {why}")
+                    tracing::info!(uri = %for_log(&uri), "resourceSubscriptions: not acknowledged: {why}")
                 }
             }
         }
@@ -133,7 +145,10 @@ impl Session {
         let server = table
             .route_resource(uri, &router.upstreams)
             .ok_or("no upstream lists it or a template matching it")?;
-        let up = &router.upstreams[&server];
+        let up = router
+            .upstreams
+            .get(&server)
+            .ok_or_else(|| format!("no upstream {server:?}"))?;
         let conn = up
             .connection()
             .ok_or_else(|| format!("server {server:?} is not up"))?;
@@ -196,7 +211,7 @@ impl Session {
             match self.subscribe_for_listen(uri, &followed.cx).await {
                 Ok(server) => followed.uris.push((server, uri.clone())),
                 Err(e) => {
-                    tracing::warn!(uri = %crate::text::escape_controls(uri), "resourceSubscriptions: acknowledged, but not followed: {}", e.message)
+                    tracing::warn!(uri = %for_log(uri), "resourceSubscriptions: acknowledged, but not followed: {}", e.message)
                 }
             }
         }
@@ -312,7 +327,7 @@ impl Session {
         let permit = match self.authorize(action, cx).await {
             Ok(p) => p,
             Err(d) => {
-                tracing::warn!(server, uri = %crate::text::escape_controls(uri), reasons = ?d.reasons, "the policy denied the resources/unsubscribe that ends a listen's subscription; the upstream stays subscribed (its updates reach no listen)");
+                tracing::warn!(server, uri = %for_log(uri), reasons = ?d.reasons, "the policy denied the resources/unsubscribe that ends a listen's subscription; the upstream stays subscribed (its updates reach no listen)");
                 return;
             }
         };
@@ -407,5 +422,15 @@ mod tests {
         assert_eq!(b.len(), MAX_URIS);
         assert_eq!(b[0], "r://0");
         assert_eq!(b[MAX_URIS - 1], format!("r://{}", MAX_URIS - 1));
+    }
+
+    #[test]
+    fn a_uri_in_a_log_line_is_cut_and_escaped() {
+        let long = "é".repeat(MAX_URI_BYTES / 2);
+        let shown = for_log(&long);
+        assert!(shown.len() <= 256 + "…".len(), "{}", shown.len());
+        assert!(shown.ends_with('…'));
+        assert!(!for_log("r://a\nforged line").contains('\n'));
+        assert_eq!(for_log("r://a"), "r://a");
     }
 }
