@@ -89,8 +89,9 @@ pub fn token_identity(
 /// to be up: tools, resources, prompts and completion are always served
 /// (gavel's own agent tools and resources among them), and `listChanged`
 /// for all three: a 2026-07-28 host hears of those changes on
-/// `subscriptions/listen` (`session::listen`). Not advertised:
-/// `resources.subscribe` (per-URI updates on a listen, not served),
+/// `subscriptions/listen` (`session::listen`), and `resources.subscribe`
+/// (per-URI updates on a listen, `session::listen_resources`). Not
+/// advertised:
 /// `logging` (gavel emits no log notification to a modern host), and tasks
 /// (not implemented on either era). `ttlMs: 0`, `cacheScope: private`:
 /// what gavel lists depends on live upstreams and on per-caller policy.
@@ -100,6 +101,7 @@ pub fn discover_result(instructions: Option<String>) -> DiscoverResult {
         .enable_tool_list_changed()
         .enable_resources()
         .enable_resources_list_changed()
+        .enable_resources_subscribe()
         .enable_prompts()
         .enable_prompts_list_changed()
         .enable_completions()

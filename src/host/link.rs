@@ -12,15 +12,16 @@
 // 2024-11-05 … 2025-11-25 era gavel serves.
 #![allow(deprecated)]
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rmcp::model::{
     ClientCapabilities, ClientResult, ErrorCode, ErrorData, Implementation,
-    InitializeRequestParams, ListRootsRequest, ListRootsResult, LoggingLevel, ServerRequest,
+    InitializeRequestParams, ListRootsRequest, ListRootsResult, LoggingLevel,
+    ResourceUpdatedNotificationParam, ServerRequest,
 };
 use rmcp::service::{Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::decision::Permit;
@@ -38,7 +39,15 @@ pub struct HostLink {
     /// A modern host's upstream calls in flight: where an upstream's
     /// question goes (`host::questions`).
     pub questions: std::sync::Arc<super::questions::InFlight>,
+    /// A modern host's `resources/updated` from its upstreams, for the
+    /// listens that follow the URI (`front/session/listen_resources.rs`);
+    /// bounded: a listen that falls behind is told every URI it follows
+    /// changed.
+    updates: broadcast::Sender<Arc<ResourceUpdatedNotificationParam>>,
 }
+
+/// How many resource updates a slow listen may fall behind.
+const UPDATES_BACKLOG: usize = 64;
 
 impl Default for HostLink {
     fn default() -> Self {
@@ -49,6 +58,7 @@ impl Default for HostLink {
             modern: OnceLock::new(),
             log_level: Default::default(),
             questions: Default::default(),
+            updates: broadcast::channel(UPDATES_BACKLOG).0,
         }
     }
 }
@@ -142,6 +152,24 @@ impl HostLink {
             .get()
             .map(|p| p.capabilities.clone())
             .unwrap_or_default()
+    }
+
+    /// An upstream's `notifications/resources/updated` for this host: a
+    /// legacy host gets it unsolicited (it subscribed with
+    /// `resources/subscribe`), a 2026-07-28 host only on the listens that
+    /// follow its URI (nothing unsolicited reaches a modern host).
+    pub async fn resource_updated(&self, params: ResourceUpdatedNotificationParam) {
+        if self.is_modern() {
+            // No listen open: nobody follows it.
+            let _ = self.updates.send(Arc::new(params));
+        } else if let Some(peer) = self.peer() {
+            let _ = peer.notify_resource_updated(params).await;
+        }
+    }
+
+    /// The resource updates a modern host's listen reads from.
+    pub fn resource_updates(&self) -> broadcast::Receiver<Arc<ResourceUpdatedNotificationParam>> {
+        self.updates.subscribe()
     }
 
     /// The host peer, once the host may receive notifications.

@@ -272,19 +272,7 @@ impl ClientHandler for UpstreamClient {
         params: ResourceUpdatedNotificationParam,
         _cx: NotificationContext<RoleClient>,
     ) {
-        let hosts = match &self.shared {
-            None => vec![self.host.clone()],
-            Some(route) => route
-                .subscribers(&params.uri)
-                .iter()
-                .map(|o| o.host.clone())
-                .collect(),
-        };
-        for host in hosts {
-            if let Some(peer) = host.peer() {
-                let _ = peer.notify_resource_updated(params.clone()).await;
-            }
-        }
+        resource_updated(&self.host, self.shared.as_ref(), params).await;
     }
 
     async fn on_tool_list_changed(&self, _cx: NotificationContext<RoleClient>) {
@@ -360,6 +348,27 @@ impl ClientHandler for UpstreamClient {
                     .await;
             }
         }
+    }
+}
+
+/// An upstream's `resources/updated` (a legacy one's notification, a
+/// modern one's listen frame) to the hosts that follow its URI: the
+/// upstream's own host, or for a shared upstream the sessions subscribed.
+pub(super) async fn resource_updated(
+    host: &Arc<HostLink>,
+    shared: Option<&Arc<super::shared::SharedRoute>>,
+    params: ResourceUpdatedNotificationParam,
+) {
+    let hosts = match shared {
+        None => vec![host.clone()],
+        Some(route) => route
+            .subscribers(&params.uri)
+            .iter()
+            .map(|o| o.host.clone())
+            .collect(),
+    };
+    for host in hosts {
+        host.resource_updated(params.clone()).await;
     }
 }
 

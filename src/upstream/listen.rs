@@ -10,6 +10,13 @@
 //! listen's frames to the `Subscription`, never to the client handler's
 //! `on_*_list_changed`.)
 //!
+//! When the upstream offers `resources.subscribe`, the same stream carries
+//! the resource URIs gavel's hosts follow on it (a 2026-07-28 host's
+//! listen, `front/session/listen_resources.rs`) in its
+//! `resourceSubscriptions`; the stream is opened again whenever that set
+//! changes, and its `resources/updated` frames go to the hosts that follow
+//! the URI (`client::resource_updated`).
+//!
 //! A stream that ends (the server closed it, the transport dropped, gavel
 //! fell behind) is opened again with backoff for as long as the connection
 //! lives; every kind it carries is re-listed then, since a change may have
@@ -17,16 +24,19 @@
 //! (-32601, -32602) is not asked again on this connection. A restarted upstream gets a new connection and
 //! a new stream with it.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{ErrorCode, ServerCapabilities, ServerNotification, SubscriptionFilter};
 use rmcp::service::{Peer, RoleClient};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::bounded::ListChanges;
 use super::client::ListKind;
+use super::shared::SharedRoute;
+use crate::host::link::HostLink;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -77,59 +87,99 @@ fn kind(n: &ServerNotification) -> Option<ListKind> {
 pub struct Listen {
     pub server: Arc<str>,
     pub peer: Peer<RoleClient>,
-    pub filter: SubscriptionFilter,
+    /// The list kinds it advertises changes of (`filter`), if any.
+    pub filter: Option<SubscriptionFilter>,
+    /// When it offers `resources.subscribe`: the URIs gavel's hosts follow
+    /// on it ([`super::Upstream::follow_resource`]); the stream is opened
+    /// again with the new set whenever it changes (a listen's filter is
+    /// fixed for its life).
+    pub uris: Option<watch::Receiver<BTreeSet<String>>>,
     pub changes: Arc<ListChanges>,
+    /// Where its `resources/updated` go (`client::resource_updated`).
+    pub host: Arc<HostLink>,
+    pub shared: Option<Arc<SharedRoute>>,
     pub ct: CancellationToken,
     /// How long the upstream may take to acknowledge a listen.
     pub ack_timeout: Duration,
 }
 
+/// Why an open stream stopped.
+enum Ended {
+    /// Gone (ended, failed): opened again after a backoff.
+    Dropped(String),
+    /// The followed URIs changed: opened again at once with the new set.
+    Refollow,
+    /// gavel let go of the connection.
+    Cancelled,
+}
+
 impl Listen {
+    /// The filter to open with now: the list kinds and the followed URIs;
+    /// `None` when there is nothing to listen for.
+    fn current(&mut self) -> Option<SubscriptionFilter> {
+        let mut f = self.filter.clone().unwrap_or_default();
+        if let Some(rx) = &mut self.uris {
+            let uris = rx.borrow_and_update();
+            if !uris.is_empty() {
+                f.resource_subscriptions = Some(uris.iter().cloned().collect());
+            }
+        }
+        (f != SubscriptionFilter::new()).then_some(f)
+    }
+
+    /// Waits for the followed URIs to change; `false` when they never can
+    /// (no subscriptions offered) or gavel let go.
+    async fn uris_changed(&mut self) -> bool {
+        let Some(rx) = &mut self.uris else {
+            return false;
+        };
+        tokio::select! {
+            r = rx.changed() => r.is_ok(),
+            _ = self.ct.cancelled() => false,
+        }
+    }
+
     /// Runs the stream, opened again after each end. `opened` is told when
-    /// the first attempt is over (acknowledged or failed): the supervisor
-    /// lists after that, so no change between the listing and the
-    /// acknowledgement is missed.
-    pub async fn run(self, opened: oneshot::Sender<()>) {
+    /// the first attempt is over (acknowledged or failed, or nothing to
+    /// listen for yet): the supervisor lists after that, so no change
+    /// between the listing and the acknowledgement is missed.
+    pub async fn run(mut self, opened: oneshot::Sender<()>) {
         let mut opened = Some(opened);
         let mut backoff = FIRST_BACKOFF;
         let mut first = true;
         loop {
+            let Some(filter) = self.current() else {
+                if let Some(tx) = opened.take() {
+                    let _ = tx.send(());
+                }
+                if !self.uris_changed().await {
+                    return;
+                }
+                continue;
+            };
             let attempt = tokio::select! {
-                r = tokio::time::timeout(self.ack_timeout, self.peer.listen(self.filter.clone())) => r,
+                r = tokio::time::timeout(self.ack_timeout, self.peer.listen(filter)) => r,
                 _ = self.ct.cancelled() => return,
             };
             if let Some(tx) = opened.take() {
                 let _ = tx.send(());
             }
             match attempt {
-                Ok(Ok(mut sub)) => {
+                Ok(Ok(sub)) => {
                     backoff = FIRST_BACKOFF;
                     if !first {
                         for k in kinds(sub.acknowledged()) {
                             self.changes.announce(k);
                         }
                     }
-                    tracing::debug!(server = %self.server, acknowledged = ?sub.acknowledged(), "listening for list changes");
-                    let why = loop {
-                        let next = tokio::select! {
-                            n = sub.next() => n,
-                            _ = self.ct.cancelled() => {
-                                let _ = sub.cancel().await;
-                                return;
-                            }
-                        };
-                        match next {
-                            Ok(Some(n)) => {
-                                if let Some(k) = kind(&n) {
-                                    self.changes.announce(k);
-                                }
-                            }
-                            Ok(None) => break format!("it ended ({:?})", sub.end()),
-                            Err(e) => break format!("it failed: {e}"),
+                    first = false;
+                    tracing::debug!(server = %self.server, acknowledged = ?sub.acknowledged(), "listening");
+                    match self.follow(sub).await {
+                        Ended::Cancelled => return,
+                        Ended::Refollow => continue,
+                        Ended::Dropped(why) => {
+                            tracing::info!(server = %self.server, "subscriptions/listen: {why}; opening it again in {backoff:?}");
                         }
-                    };
-                    if !self.ct.is_cancelled() {
-                        tracing::info!(server = %self.server, "subscriptions/listen: {why}; opening it again in {backoff:?}");
                     }
                 }
                 Ok(Err(rmcp::ServiceError::McpError(e)))
@@ -138,7 +188,7 @@ impl Listen {
                 {
                     // It advertises list changes but refuses to send them:
                     // asking again would not change its mind.
-                    tracing::warn!(server = %self.server, "it refused subscriptions/listen ({}: {}); its list changes are not followed until it restarts", e.code.0, e.message);
+                    tracing::warn!(server = %self.server, "it refused subscriptions/listen ({}: {}); its list changes and resource updates are not followed until it restarts", e.code.0, e.message);
                     return;
                 }
                 Ok(Err(e)) => {
@@ -155,6 +205,39 @@ impl Listen {
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// Reads one open stream until it stops: list changes announced,
+    /// resource updates passed on to the hosts that follow them.
+    async fn follow(&mut self, mut sub: rmcp::service::Subscription) -> Ended {
+        let mut uris = self.uris.clone();
+        let ended = loop {
+            let next = tokio::select! {
+                n = sub.next() => n,
+                _ = self.ct.cancelled() => break Ended::Cancelled,
+                Some(true) = async { match &mut uris {
+                    Some(rx) => Some(rx.changed().await.is_ok()),
+                    None => std::future::pending().await,
+                } } => break Ended::Refollow,
+            };
+            match next {
+                Ok(Some(ServerNotification::ResourceUpdatedNotification(n))) => {
+                    super::client::resource_updated(&self.host, self.shared.as_ref(), n.params)
+                        .await;
+                }
+                Ok(Some(n)) => {
+                    if let Some(k) = kind(&n) {
+                        self.changes.announce(k);
+                    }
+                }
+                Ok(None) => break Ended::Dropped(format!("it ended ({:?})", sub.end())),
+                Err(e) => break Ended::Dropped(format!("it failed: {e}")),
+            }
+        };
+        if !matches!(ended, Ended::Dropped(_)) {
+            let _ = sub.cancel().await;
+        }
+        ended
     }
 }
 

@@ -86,6 +86,10 @@ pub struct Upstream {
     /// The level a legacy host last set with `logging/setLevel`: stamped on
     /// its requests when the upstream is modern.
     log_level: RwLock<Option<rmcp::model::LoggingLevel>>,
+    /// The resource URIs a 2026-07-28 upstream is asked for in its listen's
+    /// `resourceSubscriptions` (`listen`: re-opened when the set changes,
+    /// and on every new connection). Kept across restarts.
+    followed: watch::Sender<std::collections::BTreeSet<String>>,
 }
 
 /// Why a request could not be sent to an upstream.
@@ -139,7 +143,20 @@ impl Upstream {
             last_tool_digests: Default::default(),
             shared,
             log_level: RwLock::new(None),
+            followed: watch::channel(Default::default()).0,
         })
+    }
+
+    /// A 2026-07-28 upstream is to send `resources/updated` for `uri` on
+    /// its listen (the caller counts who follows it).
+    pub fn follow_resource(&self, uri: &str) {
+        self.followed
+            .send_if_modified(|s| s.insert(uri.to_string()));
+    }
+
+    /// No one follows `uri` any more.
+    pub fn unfollow_resource(&self, uri: &str) {
+        self.followed.send_if_modified(|s| s.remove(uri));
     }
 
     pub fn phase(&self) -> Phase {

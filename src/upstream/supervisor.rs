@@ -456,7 +456,7 @@ async fn serve_connection(
     let listening = CancellationToken::new();
     let _listening = listening.clone().drop_guard();
     if era == Spoken::Modern {
-        listen(up, &peer, &caps, &list_changes, listening).await;
+        listen(up, deps, &peer, &caps, &list_changes, listening).await;
     }
     let mut fresh = UpstreamLists::default();
     for kind in [ListKind::Tools, ListKind::Resources, ListKind::Prompts] {
@@ -512,24 +512,31 @@ async fn serve_connection(
     outcome
 }
 
-/// Opens the listen of a modern upstream that advertises list changes
-/// (`listen`), waiting (up to `startup_timeout`) for its first attempt.
+/// Opens the listen of a modern upstream that advertises list changes or
+/// resource subscriptions (`listen`), waiting (up to `startup_timeout`)
+/// for its first attempt.
 async fn listen(
     up: &Arc<Upstream>,
+    deps: &SupervisorDeps,
     peer: &rmcp::service::Peer<RoleClient>,
     caps: &rmcp::model::ServerCapabilities,
     changes: &Arc<ListChanges>,
     ct: CancellationToken,
 ) {
-    let Some(filter) = super::listen::filter(caps) else {
+    let filter = super::listen::filter(caps);
+    let subscribe = caps.resources.as_ref().and_then(|r| r.subscribe) == Some(true);
+    if filter.is_none() && !subscribe {
         return;
-    };
+    }
     let (opened, first) = tokio::sync::oneshot::channel();
     let listen = super::listen::Listen {
         server: up.name.clone().into(),
         peer: peer.clone(),
         filter,
+        uris: subscribe.then(|| up.followed.subscribe()),
         changes: changes.clone(),
+        host: deps.host.clone(),
+        shared: up.shared.clone(),
         ct,
         ack_timeout: up.cfg.startup_timeout,
     };

@@ -12,13 +12,17 @@ The plan is a JSON list on stdin; each step prints one JSON line on stdout:
   {"op": "call", "name": N, "args": {...},
    "progress": true}                           -> {"result": CallToolResult,
                                                     "progress": [[p, total], ...]}
-  {"op": "listen", "filter": {"tools": bool, "prompts": bool},
-   "during": [step, ...], "expect_tool": N}   -> {"honored": SubscriptionFilter,
+  {"op": "listen", "filter": {"tools": bool, "prompts": bool, "resources": [uri, ...]},
+   "during": [step, ...], "expect_tool": N, "expect_uri": U}
+                                              -> {"honored": SubscriptionFilter,
                                                     "during": [...], "events": [type, ...],
                                                     "tools": [name, ...]}
      (opens `subscriptions/listen`, runs the steps, then waits for change
      events — at most 3, each within 30 s — listing the tools after each,
-     until N is listed)
+     until N is listed or an update of U came; an event with a URI is
+     "type:uri")
+  {"op": "wait_file", "path": P, "contains": S} -> {} once file P contains S
+     (polled, at most 30 s; an error otherwise)
 A step that fails prints {"error": {"code", "message"}} instead. The first
 line names the session: {"op": "connected", "protocol_version", "server_info"}.
 """
@@ -59,6 +63,16 @@ async def step(client: Client, s: dict) -> dict:
             out["progress"] = progress
         elif s["op"] == "listen":
             out.update(await listen(client, s))
+        elif s["op"] == "wait_file":
+            with anyio.fail_after(30):
+                while True:
+                    try:
+                        with open(s["path"]) as f:
+                            if s["contains"] in f.read():
+                                break
+                    except FileNotFoundError:
+                        pass
+                    await anyio.sleep(0.05)
         else:
             raise ValueError(f"unknown step {s['op']!r}")
     except MCPError as e:
@@ -72,6 +86,7 @@ async def listen(client: Client, s: dict) -> dict:
     async with client.listen(
         tools_list_changed=f.get("tools", False),
         prompts_list_changed=f.get("prompts", False),
+        resource_subscriptions=f.get("resources", ()),
     ) as sub:
         out["honored"] = dump(sub.honored)
         out["during"] = [await step(client, d) for d in s.get("during", [])]
@@ -79,7 +94,11 @@ async def listen(client: Client, s: dict) -> dict:
         for _ in range(3):
             with anyio.fail_after(30):
                 event = await anext(events)
-            out["events"].append(type(event).__name__)
+            uri = getattr(event, "uri", None)
+            name = type(event).__name__
+            out["events"].append(f"{name}:{uri}" if uri is not None else name)
+            if uri is not None and uri == s.get("expect_uri"):
+                break
             listed = await client.list_tools(cache_mode="bypass")
             out["tools"] = [t.name for t in listed.tools]
             if s.get("expect_tool") in out["tools"]:

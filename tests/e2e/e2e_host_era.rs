@@ -69,7 +69,12 @@ pub(crate) async fn python(s: &Setup, mode: &str, plan: Value) -> (Value, Vec<Va
 
 /// [`python`] against `target`: gavel's command line (stdio) or the URL of
 /// a `gavel serve`.
-async fn python_to(s: &Setup, mode: &str, target: &[String], plan: Value) -> (Value, Vec<Value>) {
+pub(crate) async fn python_to(
+    s: &Setup,
+    mode: &str,
+    target: &[String],
+    plan: Value,
+) -> (Value, Vec<Value>) {
     python_script(s, "python_era.py", mode, target, plan).await
 }
 
@@ -466,7 +471,7 @@ fn a_modern_hosts_forged_round_never_reaches_the_upstream() {
 }
 
 /// `gavel serve` on `two_eras`: its process and URL.
-async fn serve(s: &Setup) -> (tokio::process::Child, String) {
+pub(crate) async fn serve(s: &Setup) -> (tokio::process::Child, String) {
     let state = s.path("state");
     let (gavel, port) =
         common::gavel_serve(s, &[("GAVEL_STATE_DIR", state.to_str().unwrap())]).await;

@@ -13,7 +13,7 @@ use crate::e2e_host_era::{modern_line, python, two_eras};
 use common::raw::RawHost;
 use serde_json::{Value, json};
 
-const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+pub(crate) const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_python_host_listening_for_tools_hears_an_upstreams_new_tool_and_then_lists_it() {
@@ -57,7 +57,11 @@ async fn a_python_host_listening_for_tools_hears_an_upstreams_new_tool_and_then_
 }
 
 /// Reads what gavel writes, into `seen`, until `stop` matches a message.
-fn until(raw: &mut RawHost, seen: &mut Vec<Value>, stop: impl Fn(&Value) -> bool) -> Value {
+pub(crate) fn until(
+    raw: &mut RawHost,
+    seen: &mut Vec<Value>,
+    stop: impl Fn(&Value) -> bool,
+) -> Value {
     loop {
         let v = raw.next();
         seen.push(v.clone());
@@ -67,7 +71,7 @@ fn until(raw: &mut RawHost, seen: &mut Vec<Value>, stop: impl Fn(&Value) -> bool
     }
 }
 
-fn tagged(v: &Value) -> &Value {
+pub(crate) fn tagged(v: &Value) -> &Value {
     &v["params"]["_meta"][SUBSCRIPTION_ID]
 }
 
@@ -110,7 +114,8 @@ fn on_the_wire_each_listen_is_acknowledged_first_and_gets_only_its_kinds_until_c
     let mut raw = RawHost::bare(&s);
     let mut seen = Vec::new();
     // The acknowledgement is the first thing written for each listen, with
-    // what gavel honours (never resourceSubscriptions).
+    // what gavel honours (a URI no upstream serves yet is not honoured:
+    // the upstreams start with this first request).
     let listen = |id, filter: Value| {
         modern_line(
             id,

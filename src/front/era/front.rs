@@ -42,6 +42,9 @@ pub struct EraFront {
     /// HTTP only: where a 2026-07-28 request is served instead — the
     /// session of its principal, never one of a connection.
     modern: Option<Arc<ModernSessions>>,
+    /// HTTP only: the principal of the request rmcp made this handler for
+    /// (`http::modern::with_principal`); `None` when not known.
+    principal: Option<crate::front::http::modern::Principal>,
 }
 
 impl EraFront {
@@ -50,14 +53,20 @@ impl EraFront {
         Self {
             session,
             modern: None,
+            principal: None,
         }
     }
 
     /// HTTP: legacy requests on `session`, modern ones on their principal's.
-    pub fn http(session: Session, modern: Arc<ModernSessions>) -> Self {
+    pub fn http(
+        session: Session,
+        modern: Arc<ModernSessions>,
+        principal: Option<crate::front::http::modern::Principal>,
+    ) -> Self {
         Self {
             session,
             modern: Some(modern),
+            principal,
         }
     }
 
@@ -272,13 +281,26 @@ impl ServerHandler for EraFront {
     }
 
     /// `subscriptions/listen` (2026-07-28; rmcp refuses it on a legacy
-    /// request): the list kinds asked for, never `resourceSubscriptions`
-    /// (`session::listen`).
+    /// request): the list kinds asked for, and the `resourceSubscriptions`
+    /// the session honours (`session::listen`, `listen_resources`). rmcp
+    /// asks without the request: over HTTP the session is the principal's
+    /// this handler was made for; should that be unknown, no URI is
+    /// acknowledged.
     fn accepted_subscription_filter(
         &self,
         requested: &SubscriptionFilter,
     ) -> Option<SubscriptionFilter> {
-        Some(crate::front::session::accepted_listen(requested))
+        let session = match (&self.modern, &self.principal) {
+            (None, _) => Some(self.session.clone()),
+            (Some(m), Some(p)) => m.session_of(p.clone()).ok(),
+            (Some(_), None) => None,
+        };
+        let Some(session) = session else {
+            return Some(self.session.accepted_listen(requested, false));
+        };
+        // A listen may be the host's first request.
+        session.serve_modern_host();
+        Some(session.accepted_listen(requested, true))
     }
 
     /// One listen, on the session that serves its principal (stdio: the

@@ -60,11 +60,12 @@ fn discover_names_gavel_every_era_and_no_feature_it_does_not_serve() {
     for kind in ["tools", "resources", "prompts"] {
         assert_eq!(caps[kind]["listChanged"], true, "{kind}: {caps}");
     }
-    // Not served to a modern host: per-URI updates (subscribe), logs, tasks.
+    // Per-URI updates are served on a listen's resourceSubscriptions.
+    assert_eq!(caps["resources"]["subscribe"], true, "{caps}");
+    // Not served to a modern host: logs, tasks.
     for absent in ["logging", "tasks", "extensions"] {
         assert!(caps.get(absent).is_none(), "{absent}: {caps}");
     }
-    assert!(caps["resources"].get("subscribe").is_none(), "{caps}");
 }
 
 fn upstream_stamped_meta() -> Option<MetaObject> {

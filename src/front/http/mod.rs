@@ -170,7 +170,10 @@ async fn app(
     let (allowed_hosts, allowed_origins) =
         (config.allowed_hosts.clone(), config.allowed_origins.clone());
     let (mcp, manager) = mcp_service(gw, opts, sessions, config);
-    // Innermost of all: only rmcp's own answers are held (`sse_start`).
+    // Innermost of all: the principal, for the handler rmcp makes for the
+    // request (`modern::with_principal`).
+    let mcp = mcp.layer(middleware::from_fn(modern::with_principal));
+    // Next: only rmcp's own answers are held (`sse_start`).
     let mcp = mcp.layer(middleware::from_fn(sse_start::coalesce));
     // Next: how sessions end (`DELETE` as the spec says, idle closes
     // logged), seeing only requests every outer layer let through.
@@ -262,7 +265,12 @@ fn mcp_service(
         move || {
             let s = crate::front::session::Session::new(gw.clone());
             sessions.add(&s);
-            Ok(crate::front::era::EraFront::http(s, modern.clone()))
+            let principal = modern::current_principal();
+            Ok(crate::front::era::EraFront::http(
+                s,
+                modern.clone(),
+                principal,
+            ))
         }
     };
     // rmcp closes a session with no message for `keep_alive`; the

@@ -30,6 +30,35 @@ use crate::sync::Recover;
 
 const VERSION_HEADER: &str = "mcp-protocol-version";
 
+/// A verified token identity, or none (no `[auth]`).
+pub(crate) type Principal = Option<Arc<crate::config::Identity>>;
+
+tokio::task_local! {
+    /// The principal of the HTTP request being served (`with_principal`).
+    static PRINCIPAL: Principal;
+}
+
+/// Innermost layer: the request's principal, for the handler rmcp makes
+/// for it ([`current_principal`]). rmcp asks some handler methods — the
+/// subset of a listen's filter to acknowledge — without the request, so a
+/// handler must know whose request it serves from when it was made; rmcp
+/// makes it on this request's own task.
+pub(super) async fn with_principal(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let id = req
+        .extensions()
+        .get::<super::auth::TokenIdentity>()
+        .map(|t| t.0.clone());
+    PRINCIPAL.scope(id, next.run(req)).await
+}
+
+/// The principal of the HTTP request on this task; `None` outside one.
+pub(crate) fn current_principal() -> Option<Principal> {
+    PRINCIPAL.try_with(Clone::clone).ok()
+}
+
 /// Whether a request names MCP 2026-07-28 or later in its
 /// `MCP-Protocol-Version` header (which a modern client sends on every
 /// request and rmcp checks against the body's `_meta`).
@@ -131,7 +160,11 @@ impl ModernSessions {
     /// The session of the principal whose token `cx` came with (the one
     /// shared by every caller without `[auth]`), made on its first request.
     pub fn session_for(&self, cx: &RequestContext<RoleServer>) -> Result<Session, ErrorData> {
-        let identity = crate::front::era::token_identity(cx);
+        self.session_of(crate::front::era::token_identity(cx))
+    }
+
+    /// [`Self::session_for`] the principal `identity`.
+    pub(crate) fn session_of(&self, identity: Principal) -> Result<Session, ErrorData> {
         let key = identity
             .as_ref()
             .map(|i| (i.user.id.clone(), i.agent.id.clone()))

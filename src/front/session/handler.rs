@@ -416,8 +416,8 @@ impl ServerHandler for Session {
             return Ok(());
         }
         let uri = request.uri.clone();
-        let req = ClientRequest::SubscribeRequest(SubscribeRequest::new(request));
-        let r = self.forward(&server, &permit, req, &cx).await.map(|_| ());
+        // A legacy upstream is sent it; a 2026-07-28 one's listen carries it.
+        let r = self.subscribe_upstream(&server, &uri, &permit, &cx).await;
         if r.is_err()
             && let Some((route, owner)) = &shared
         {
@@ -450,8 +450,8 @@ impl ServerHandler for Session {
         {
             return Ok(());
         }
-        let req = ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(request));
-        self.forward(&server, &permit, req, &cx).await.map(|_| ())
+        self.unsubscribe_upstream(&server, &request.uri, &permit, &cx)
+            .await
     }
 
     async fn list_prompts(

@@ -11,9 +11,9 @@
 //! rmcp's sink tags each notification with the listen's `subscriptionId`
 //! and sends the acknowledgement before any of them.
 //!
-//! `resourceSubscriptions` (per-URI `resources/updated`) is not served:
-//! the acknowledgement leaves it out, and discover does not advertise
-//! `resources.subscribe`.
+//! `resourceSubscriptions` (per-URI `resources/updated`) is honoured for
+//! the URIs `listen_resources` allows, and only those are acknowledged;
+//! each listen then gets the updates of exactly its URIs, tagged alike.
 
 use rmcp::ErrorData;
 use rmcp::model::SubscriptionFilter;
@@ -54,12 +54,22 @@ impl ListChanges {
 }
 
 /// What gavel delivers of a requested filter: the three list kinds it was
-/// asked for, never `resourceSubscriptions` (not served).
-pub(crate) fn accepted(requested: &SubscriptionFilter) -> SubscriptionFilter {
+/// asked for, and of its `resourceSubscriptions` the URIs `honoured`
+/// returns for them (none: the field is left out of the acknowledgement).
+pub(crate) fn accepted(
+    requested: &SubscriptionFilter,
+    honoured: impl FnOnce(&[String]) -> Vec<String>,
+) -> SubscriptionFilter {
     let mut f = SubscriptionFilter::new();
     f.tools_list_changed = requested.tools_list_changed.filter(|&b| b);
     f.prompts_list_changed = requested.prompts_list_changed.filter(|&b| b);
     f.resources_list_changed = requested.resources_list_changed.filter(|&b| b);
+    f.resource_subscriptions = requested
+        .resource_subscriptions
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .map(honoured)
+        .filter(|u| !u.is_empty());
     f
 }
 
@@ -87,7 +97,13 @@ async fn deliver(sink: &SubscriptionSink, changed: Changed) -> bool {
     if prompts {
         sent = sent.and(sink.notify_prompt_list_changed().await);
     }
-    match sent {
+    self::sent(sent)
+}
+
+/// Whether a listen stream is still there after a send: `false` once it is
+/// gone (host cancelled, transport closed).
+fn sent(r: Result<(), SubscriptionSendError>) -> bool {
+    match r {
         Ok(()) => true,
         Err(SubscriptionSendError::SubscriptionClosed | SubscriptionSendError::Service(_)) => false,
         // Not reachable (only accepted kinds are sent); not a reason to end.
@@ -105,10 +121,27 @@ impl Session {
     /// rmcp then answers the listen with the graceful
     /// `SubscriptionsListenResult`, draining it before the connection
     /// closes.
+    ///
+    /// The resource URIs it was acknowledged for are followed first
+    /// (`listen_resources`), and given up when it ends, however it ends.
     pub(crate) async fn listen(&self, cx: SubscriptionContext) -> Result<(), ErrorData> {
         let mut rx = self.inner.changes.subscribe();
+        let mut updates = self.inner.host.resource_updates();
         let sink = cx.sink().clone();
         let shutdown = self.inner.shutdown.clone();
+        // rmcp acknowledges the request's list cut down to what gavel
+        // honours: a URI asked for twice is there twice, followed once.
+        let uris = super::listen_resources::bounded(
+            cx.accepted()
+                .resource_subscriptions
+                .as_deref()
+                .unwrap_or_default(),
+        );
+        let followed = tokio::select! {
+            f = self.follow(&uris, cx.request_context()) => f,
+            _ = cx.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return Ok(()),
+        };
         loop {
             let changed = tokio::select! {
                 _ = cx.cancelled() => return Ok(()),
@@ -118,6 +151,23 @@ impl Session {
                     Err(broadcast::error::RecvError::Lagged(_)) => (true, true, true),
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 },
+                u = updates.recv(), if !followed.is_empty() => {
+                    let uris: Vec<String> = match u {
+                        Ok(p) if followed.has(&p.uri) => vec![p.uri.clone()],
+                        Ok(_) => continue,
+                        // Fell behind: any URI it follows may have changed.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            followed.uris().map(str::to_string).collect()
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    };
+                    for uri in uris {
+                        if !sent(sink.notify_resource_updated(uri).await) {
+                            return Ok(());
+                        }
+                    }
+                    continue;
+                }
             };
             let changed = wanted(cx.accepted(), changed);
             if changed != (false, false, false) && !deliver(&sink, changed).await {
@@ -132,15 +182,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_requested_list_kinds_are_accepted_never_resource_subscriptions() {
+    fn only_requested_list_kinds_and_the_honoured_uris_are_accepted() {
         let mut req = SubscriptionFilter::builder().tools_list_changed().build();
         req.prompts_list_changed = Some(false);
-        req.resource_subscriptions = Some(vec!["file:///x".into()]);
-        let a = accepted(&req);
+        req.resource_subscriptions = Some(vec!["file:///x".into(), "file:///y".into()]);
+        let a = accepted(&req, |u| {
+            u.iter().filter(|u| u.ends_with('y')).cloned().collect()
+        });
         assert_eq!(a.tools_list_changed, Some(true));
         assert_eq!(a.prompts_list_changed, None);
         assert_eq!(a.resources_list_changed, None);
+        assert_eq!(a.resource_subscriptions, Some(vec!["file:///y".into()]));
+        // None honoured: the field is left out, not an empty list.
+        let a = accepted(&req, |_| vec![]);
         assert_eq!(a.resource_subscriptions, None);
+        // None asked: the honouring is not even consulted.
+        let a = accepted(&SubscriptionFilter::new(), |_| panic!("not asked"));
+        assert_eq!(a, SubscriptionFilter::new());
     }
 
     #[test]

@@ -30,13 +30,13 @@ mod dataflow;
 mod handler;
 mod host_round;
 mod listen;
+mod listen_resources;
 mod parked;
 mod relay;
 mod result;
 mod rounds;
 mod set;
 mod url_round;
-pub(crate) use listen::accepted as accepted_listen;
 pub use set::SessionSet;
 
 struct Inner {
@@ -59,6 +59,8 @@ struct Inner {
     changes: Arc<listen::ListChanges>,
     /// A modern host's calls waiting for its retry (`parked.rs`).
     parked: Arc<parked::ParkedTable>,
+    /// The resource URIs its listens follow (`listen_resources.rs`).
+    following: listen_resources::Following,
 }
 
 /// Cheap to clone; all clones are the same session.
@@ -101,6 +103,7 @@ impl Session {
                 starting: Mutex::new(()),
                 changes: Default::default(),
                 parked: Default::default(),
+                following: Default::default(),
             }),
         }
     }
@@ -152,6 +155,23 @@ impl Session {
 
     fn downgrade(&self) -> WeakSession {
         WeakSession(Arc::downgrade(&self.inner))
+    }
+
+    /// What a 2026-07-28 host's `subscriptions/listen` is acknowledged
+    /// for (`listen.rs`): `uris` says whether its `resourceSubscriptions`
+    /// can be decided here (`listen_resources.rs`).
+    pub(crate) fn accepted_listen(
+        &self,
+        requested: &SubscriptionFilter,
+        uris: bool,
+    ) -> SubscriptionFilter {
+        listen::accepted(requested, |asked| {
+            if uris {
+                self.honoured_uris(asked)
+            } else {
+                Vec::new()
+            }
+        })
     }
 
     pub fn id(&self) -> &str {
