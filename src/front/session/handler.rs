@@ -289,7 +289,8 @@ impl ServerHandler for Session {
         // Written to the shared table when its lock is free, else owed to
         // the next charge (`decision::guard`): the reply never waits.
         self.inner.gw.enforcer.charge_result_tokens(&permit, bytes);
-        let result = match self.result_policy(&permit, OutputKind::ToolResult, result) {
+        let (result, json) = match self.result_policy_seen(&permit, OutputKind::ToolResult, result)
+        {
             Ok(r) => r,
             Err(d) => {
                 let has_schema = route.tool.output_schema.is_some();
@@ -297,7 +298,7 @@ impl ServerHandler for Session {
             }
         };
         // Only what the host gets is seen: after the result policy.
-        self.saw(&route.server, &route.name, &permit, &result);
+        self.saw_json(&route.server, &route.name, &permit, &result, json);
         tool_result(&route.server, result)
     }
 
