@@ -235,15 +235,141 @@ impl ServerHandler for Session {
         _r: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let router = self.listing().await?;
-        let t = router.table();
-        router.answered(crate::router::TOOLS, &t);
-        Ok(ListToolsResult::with_all_items(
-            self.with_agent_tools(&t.tools),
-        ))
+        Box::pin(self.list_tools_forwarded(_r, _cx)).await
     }
 
     async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        Box::pin(self.call_tool_forwarded(request, cx)).await
+    }
+
+    async fn list_resources(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Box::pin(self.list_resources_forwarded(_r, _cx)).await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Box::pin(self.list_resource_templates_forwarded(_r, _cx)).await
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        Box::pin(self.read_resource_forwarded(request, cx)).await
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        Box::pin(self.subscribe_forwarded(request, cx)).await
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        Box::pin(self.unsubscribe_forwarded(request, cx)).await
+    }
+
+    async fn list_prompts(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Box::pin(self.list_prompts_forwarded(_r, _cx)).await
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        Box::pin(self.get_prompt_forwarded(request, cx)).await
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        Box::pin(self.complete_forwarded(request, cx)).await
+    }
+
+    /// Protocol plumbing, not a policy decision: broadcast to every upstream
+    /// that declared logging.
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let router = self.wait_started().await?;
+        for up in router.upstreams.values() {
+            if let Err(e) = up.send_set_level(request.clone()).await {
+                tracing::warn!(server = %up.name, "logging/setLevel failed: {}", e.message);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_roots_list_changed(&self, _cx: NotificationContext<RoleServer>) {
+        if let Ok(router) = self.router() {
+            for up in router.upstreams.values() {
+                if let Some(c) = up.connection() {
+                    let _ = c.peer.notify_roots_list_changed().await;
+                }
+            }
+        }
+    }
+
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        if SPEC_METHODS.contains(&request.method.as_str()) {
+            tracing::warn!(method = %request.method, "refused a malformed standard request");
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "Invalid params for {}: the request does not match the MCP schema (check field names and types)",
+                    request.method
+                ),
+                None,
+            ));
+        }
+        // gavel cannot tell which upstream an unknown method is for, and an
+        // undecided request must not reach any of them.
+        Err(ErrorData::new(
+            ErrorCode::METHOD_NOT_FOUND,
+            format!("Method not found: {}", request.method),
+            None,
+        ))
+    }
+}
+
+/// The methods that forward to an upstream or wait for one, each run on
+/// the heap (`Box::pin` in its `ServerHandler` method): rmcp spawns a task
+/// per request whose future holds the handler's — as large as the largest
+/// of all the methods' state machines — and copies it several times on
+/// every spawn. Boxed, the task holds a pointer (issue 17: ~135k fewer
+/// instructions a forwarded call, `wrap` and deployed alike, measured
+/// with `bench/instructions.sh`).
+impl Session {
+    async fn call_tool_forwarded(
         &self,
         request: CallToolRequestParams,
         cx: RequestContext<RoleServer>,
@@ -302,33 +428,7 @@ impl ServerHandler for Session {
         tool_result(&route.server, result)
     }
 
-    async fn list_resources(
-        &self,
-        _r: Option<PaginatedRequestParams>,
-        _cx: RequestContext<RoleServer>,
-    ) -> Result<ListResourcesResult, ErrorData> {
-        let router = self.listing().await?;
-        let t = router.table();
-        router.answered(crate::router::RESOURCES, &t);
-        let mut all = self.upstream_items(&t.resources);
-        all.extend(self.agent_resources().await?);
-        Ok(ListResourcesResult::with_all_items(all))
-    }
-
-    async fn list_resource_templates(
-        &self,
-        _r: Option<PaginatedRequestParams>,
-        _cx: RequestContext<RoleServer>,
-    ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let router = self.listing().await?;
-        let t = router.table();
-        router.answered(crate::router::RESOURCES, &t);
-        Ok(ListResourceTemplatesResult::with_all_items(
-            self.upstream_items(&t.templates),
-        ))
-    }
-
-    async fn read_resource(
+    async fn read_resource_forwarded(
         &self,
         request: ReadResourceRequestParams,
         cx: RequestContext<RoleServer>,
@@ -373,84 +473,7 @@ impl ServerHandler for Session {
         }
     }
 
-    async fn subscribe(
-        &self,
-        request: SubscribeRequestParams,
-        cx: RequestContext<RoleServer>,
-    ) -> Result<(), ErrorData> {
-        self.serves_upstreams()?;
-        self.wait_started().await?;
-        let server = self.route_uri(&request.uri)?;
-        let action = self.action(
-            ActionType::ResourceSubscribe,
-            &server,
-            &request.uri,
-            json!({ "uri": request.uri }),
-        );
-        let permit = self
-            .authorize(action, &cx)
-            .await
-            .map_err(|d| deny::request_denial(&d, &format!("subscribing to {}", request.uri)))?;
-        // A shared upstream is subscribed once, by the first session.
-        let shared = self.shared_route(&server);
-        if let Some((route, owner)) = &shared
-            && !route.subscribe(owner, &request.uri)
-        {
-            return Ok(());
-        }
-        let uri = request.uri.clone();
-        let req = ClientRequest::SubscribeRequest(SubscribeRequest::new(request));
-        let r = self.forward(&server, &permit, req, &cx).await.map(|_| ());
-        if r.is_err()
-            && let Some((route, owner)) = &shared
-        {
-            route.unsubscribe(owner, &uri);
-        }
-        r
-    }
-
-    async fn unsubscribe(
-        &self,
-        request: UnsubscribeRequestParams,
-        cx: RequestContext<RoleServer>,
-    ) -> Result<(), ErrorData> {
-        self.serves_upstreams()?;
-        let server = self.route_uri(&request.uri)?;
-        // Giving up access is decided like subscribing (same action type) so
-        // the single enforcement point still sees it.
-        let action = self.action(
-            ActionType::ResourceSubscribe,
-            &server,
-            &request.uri,
-            json!({ "uri": request.uri, "unsubscribe": true }),
-        );
-        let permit = self.authorize(action, &cx).await.map_err(|d| {
-            deny::request_denial(&d, &format!("unsubscribing from {}", request.uri))
-        })?;
-        // A shared upstream stays subscribed while another session is.
-        if let Some((route, owner)) = self.shared_route(&server)
-            && !route.unsubscribe(&owner, &request.uri)
-        {
-            return Ok(());
-        }
-        let req = ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(request));
-        self.forward(&server, &permit, req, &cx).await.map(|_| ())
-    }
-
-    async fn list_prompts(
-        &self,
-        _r: Option<PaginatedRequestParams>,
-        _cx: RequestContext<RoleServer>,
-    ) -> Result<ListPromptsResult, ErrorData> {
-        let router = self.listing().await?;
-        let t = router.table();
-        router.answered(crate::router::PROMPTS, &t);
-        Ok(ListPromptsResult::with_all_items(
-            self.upstream_items(&t.prompts),
-        ))
-    }
-
-    async fn get_prompt(
+    async fn get_prompt_forwarded(
         &self,
         request: GetPromptRequestParams,
         cx: RequestContext<RoleServer>,
@@ -492,7 +515,7 @@ impl ServerHandler for Session {
         }
     }
 
-    async fn complete(
+    async fn complete_forwarded(
         &self,
         request: CompleteRequestParams,
         cx: RequestContext<RoleServer>,
@@ -542,53 +565,119 @@ impl ServerHandler for Session {
         }
     }
 
-    /// Protocol plumbing, not a policy decision: broadcast to every upstream
-    /// that declared logging.
-    async fn set_level(
+    async fn subscribe_forwarded(
         &self,
-        request: SetLevelRequestParams,
-        _cx: RequestContext<RoleServer>,
+        request: SubscribeRequestParams,
+        cx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let router = self.wait_started().await?;
-        for up in router.upstreams.values() {
-            if let Err(e) = up.send_set_level(request.clone()).await {
-                tracing::warn!(server = %up.name, "logging/setLevel failed: {}", e.message);
-            }
+        self.serves_upstreams()?;
+        self.wait_started().await?;
+        let server = self.route_uri(&request.uri)?;
+        let action = self.action(
+            ActionType::ResourceSubscribe,
+            &server,
+            &request.uri,
+            json!({ "uri": request.uri }),
+        );
+        let permit = self
+            .authorize(action, &cx)
+            .await
+            .map_err(|d| deny::request_denial(&d, &format!("subscribing to {}", request.uri)))?;
+        // A shared upstream is subscribed once, by the first session.
+        let shared = self.shared_route(&server);
+        if let Some((route, owner)) = &shared
+            && !route.subscribe(owner, &request.uri)
+        {
+            return Ok(());
         }
-        Ok(())
+        let uri = request.uri.clone();
+        let req = ClientRequest::SubscribeRequest(SubscribeRequest::new(request));
+        let r = self.forward(&server, &permit, req, &cx).await.map(|_| ());
+        if r.is_err()
+            && let Some((route, owner)) = &shared
+        {
+            route.unsubscribe(owner, &uri);
+        }
+        r
     }
 
-    async fn on_roots_list_changed(&self, _cx: NotificationContext<RoleServer>) {
-        if let Ok(router) = self.router() {
-            for up in router.upstreams.values() {
-                if let Some(c) = up.connection() {
-                    let _ = c.peer.notify_roots_list_changed().await;
-                }
-            }
-        }
-    }
-
-    async fn on_custom_request(
+    async fn unsubscribe_forwarded(
         &self,
-        request: CustomRequest,
-        _cx: RequestContext<RoleServer>,
-    ) -> Result<CustomResult, ErrorData> {
-        if SPEC_METHODS.contains(&request.method.as_str()) {
-            tracing::warn!(method = %request.method, "refused a malformed standard request");
-            return Err(ErrorData::invalid_params(
-                format!(
-                    "Invalid params for {}: the request does not match the MCP schema (check field names and types)",
-                    request.method
-                ),
-                None,
-            ));
+        request: UnsubscribeRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.serves_upstreams()?;
+        let server = self.route_uri(&request.uri)?;
+        // Giving up access is decided like subscribing (same action type) so
+        // the single enforcement point still sees it.
+        let action = self.action(
+            ActionType::ResourceSubscribe,
+            &server,
+            &request.uri,
+            json!({ "uri": request.uri, "unsubscribe": true }),
+        );
+        let permit = self.authorize(action, &cx).await.map_err(|d| {
+            deny::request_denial(&d, &format!("unsubscribing from {}", request.uri))
+        })?;
+        // A shared upstream stays subscribed while another session is.
+        if let Some((route, owner)) = self.shared_route(&server)
+            && !route.unsubscribe(&owner, &request.uri)
+        {
+            return Ok(());
         }
-        // gavel cannot tell which upstream an unknown method is for, and an
-        // undecided request must not reach any of them.
-        Err(ErrorData::new(
-            ErrorCode::METHOD_NOT_FOUND,
-            format!("Method not found: {}", request.method),
-            None,
+        let req = ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(request));
+        self.forward(&server, &permit, req, &cx).await.map(|_| ())
+    }
+
+    async fn list_tools_forwarded(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let router = self.listing().await?;
+        let t = router.table();
+        router.answered(crate::router::TOOLS, &t);
+        Ok(ListToolsResult::with_all_items(
+            self.with_agent_tools(&t.tools),
+        ))
+    }
+
+    async fn list_resources_forwarded(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let router = self.listing().await?;
+        let t = router.table();
+        router.answered(crate::router::RESOURCES, &t);
+        let mut all = self.upstream_items(&t.resources);
+        all.extend(self.agent_resources().await?);
+        Ok(ListResourcesResult::with_all_items(all))
+    }
+
+    async fn list_resource_templates_forwarded(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let router = self.listing().await?;
+        let t = router.table();
+        router.answered(crate::router::RESOURCES, &t);
+        Ok(ListResourceTemplatesResult::with_all_items(
+            self.upstream_items(&t.templates),
+        ))
+    }
+
+    async fn list_prompts_forwarded(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let router = self.listing().await?;
+        let t = router.table();
+        router.answered(crate::router::PROMPTS, &t);
+        Ok(ListPromptsResult::with_all_items(
+            self.upstream_items(&t.prompts),
         ))
     }
 }
