@@ -81,12 +81,36 @@ pub fn words(name: &str) -> Vec<String> {
 /// The one test every mask in gavel uses: the decision log here, and
 /// `config check` (`config::mask`).
 pub fn is_secret_name(name: &str, extra: &[String]) -> bool {
-    let c = compact(name);
+    // Every record masks every argument name, so the usual short name is
+    // compacted on the stack; a longer one takes the allocating path.
+    let mut buf = [0u8; 64];
+    let owned;
+    let c: &str = if name.len() <= buf.len() {
+        let mut n = 0;
+        for b in name.bytes().filter(u8::is_ascii_alphanumeric) {
+            buf[n] = b.to_ascii_lowercase();
+            n += 1;
+        }
+        // ASCII only: always UTF-8.
+        std::str::from_utf8(&buf[..n]).unwrap_or_default()
+    } else {
+        owned = compact(name);
+        &owned
+    };
     SECRET_WORDS.iter().any(|w| c.contains(w))
-        || words(name)
-            .iter()
-            .any(|w| SECRET_WHOLE_WORDS.contains(&w.as_str()))
-        || extra.iter().any(|s| !s.is_empty() && compact(s) == c)
+        // A whole word is a run of the compact form: only a name whose
+        // compact form holds one is split into words.
+        || (SECRET_WHOLE_WORDS.iter().any(|w| c.contains(w))
+            && words(name)
+                .iter()
+                .any(|w| SECRET_WHOLE_WORDS.contains(&w.as_str())))
+        || extra.iter().any(|s| {
+            !s.is_empty()
+                && s.chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .map(|c| c.to_ascii_lowercase())
+                    .eq(c.chars())
+        })
 }
 
 pub struct MaskSettings<'a> {
@@ -95,25 +119,60 @@ pub struct MaskSettings<'a> {
 }
 
 /// Masks secret-named fields anywhere under `v`, recording JSON pointers.
-fn mask_secrets(v: &mut Value, path: &str, extra: &[String], masked: &mut Vec<String>) {
+/// `path` is the pointer to `v`, extended in place while descending (and
+/// restored): a pointer string is made only for what is masked.
+fn mask_secrets(v: &mut Value, path: &mut String, extra: &[String], masked: &mut Vec<String>) {
+    use std::fmt::Write;
+    let len = path.len();
     match v {
         Value::Object(o) => {
             for (k, child) in o.iter_mut() {
-                let p = format!("{path}/{}", k.replace('~', "~0").replace('/', "~1"));
+                path.push('/');
+                for ch in k.chars() {
+                    match ch {
+                        '~' => path.push_str("~0"),
+                        '/' => path.push_str("~1"),
+                        c => path.push(c),
+                    }
+                }
                 if is_secret_name(k, extra) && !child.is_null() {
                     *child = Value::String("**REDACTED**".into());
-                    masked.push(p);
+                    masked.push(path.clone());
                 } else {
-                    mask_secrets(child, &p, extra, masked);
+                    mask_secrets(child, path, extra, masked);
                 }
+                path.truncate(len);
             }
         }
         Value::Array(a) => {
             for (i, child) in a.iter_mut().enumerate() {
-                mask_secrets(child, &format!("{path}/{i}"), extra, masked);
+                let _ = write!(path, "/{i}");
+                mask_secrets(child, path, extra, masked);
+                path.truncate(len);
             }
         }
         _ => {}
+    }
+}
+
+/// The length of `v` serialized (compact), counted without keeping the
+/// bytes: most arguments are under `max_arg_bytes` and need no digest.
+fn serialized_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    match serde_json::to_writer(&mut c, v) {
+        Ok(()) => c.0,
+        // As `to_vec(v).unwrap_or_default()` measured a failure: 0.
+        Err(_) => 0,
     }
 }
 
@@ -123,13 +182,16 @@ fn mask_secrets(v: &mut Value, path: &str, extra: &[String], masked: &mut Vec<St
 pub fn mask_event(event: &mut Value, settings: &MaskSettings) {
     let mut masked = Vec::new();
     for key in ["args", "canonical_args"] {
-        let path = format!("/input/action/{key}");
+        let mut path = format!("/input/action/{key}");
         let Some(args) = event.pointer_mut(&path) else {
             continue;
         };
-        mask_secrets(args, &path, settings.secret_fields, &mut masked);
+        mask_secrets(args, &mut path, settings.secret_fields, &mut masked);
         if let Value::Object(o) = args {
             for (k, v) in o.iter_mut() {
+                if serialized_len(v) <= settings.max_arg_bytes {
+                    continue;
+                }
                 let bytes = serde_json::to_vec(v).unwrap_or_default();
                 if bytes.len() > settings.max_arg_bytes {
                     *v = json!({"size_bytes": bytes.len(), "sha256": crate::bundle::canonical::sha256_hex(&bytes), "truncated": true});
@@ -141,7 +203,8 @@ pub fn mask_event(event: &mut Value, settings: &MaskSettings) {
     // A result record's output (docs/decision-log.md): secret-named fields
     // masked as in arguments (its size is already bounded).
     if let Some(output) = event.pointer_mut("/input/output") {
-        mask_secrets(output, "/input/output", settings.secret_fields, &mut masked);
+        let mut path = String::from("/input/output");
+        mask_secrets(output, &mut path, settings.secret_fields, &mut masked);
     }
     add_list(event, "masked", masked);
 }

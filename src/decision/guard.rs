@@ -469,9 +469,11 @@ impl Guard {
     /// keeps asking for a call the user keeps refusing must be throttled by
     /// the same limits as any other call (docs/policy.md).
     pub fn refund_budget(&self, receipt: &Receipt) {
-        let receipt = receipt.clone();
-        self.off_loop(move |s| {
-            let r = s.refund(
+        // Written before the denial is answered: the agent's next call must
+        // see its charge given back (a refund that could land after that
+        // call's decision would deny it for a call that was never made).
+        let r = self.store().and_then(|s| {
+            s.refund(
                 &[],
                 Some(BudgetCharge {
                     key: &receipt.key,
@@ -480,24 +482,26 @@ impl Guard {
                     limit: (None, None),
                     owed: Usage::default(),
                 }),
-            );
-            if let Err(e) = r {
-                tracing::error!(key = %receipt.key, "could not give back the budget charge of a call that was not made: {e}");
-            }
+            )
+            .map_err(|e| e.to_string())
         });
+        if let Err(e) = r {
+            tracing::error!(key = %receipt.key, "could not give back the budget charge of a call that was not made: {e}");
+        }
     }
 
-    /// Runs `f` on the store where it may wait (a file lock another
-    /// process holds, a Redis round trip) without holding an event-loop
-    /// thread: on tokio's blocking pool when called from the runtime, else
-    /// here. For writes nobody waits on (refunds, Redis result tokens);
-    /// tokio finishes queued blocking work before the runtime ends.
+    /// Runs `f` on the store where it may wait (a Redis round trip)
+    /// without holding an event-loop thread: on tokio's blocking pool when
+    /// called from the runtime, else here. Only for writes nobody waits on
+    /// (Redis result tokens, which the embedded store may owe just the
+    /// same); tokio finishes queued blocking work before the runtime ends.
+    /// Refunds are not: the next call must see them.
     fn off_loop(&self, f: impl FnOnce(&dyn StateStore) + Send + 'static) {
         let store = match self.store() {
             Ok(s) => s.clone(),
             Err(e) => {
                 tracing::error!(
-                    "the state store is not open ({e}); a refund or result-token charge was not written"
+                    "the state store is not open ({e}); a result-token charge was not written"
                 );
                 return;
             }
@@ -518,13 +522,14 @@ impl Guard {
         if limits.is_empty() {
             return;
         }
+        // Before the denial is answered, as `refund_budget` says.
         let keys = rate_keys(who, limits);
-        let (server, tool) = (who.server.to_string(), who.tool.to_string());
-        self.off_loop(move |s| {
-            if let Err(e) = s.refund(&keys, None) {
-                tracing::error!(server = %server, tool = %tool, "could not give back the rate-limit charge of a call that was not made: {e}");
-            }
-        });
+        if let Err(e) = self
+            .store()
+            .and_then(|s| s.refund(&keys, None).map_err(|e| e.to_string()))
+        {
+            tracing::error!(server = %who.server, tool = %who.tool, "could not give back the rate-limit charge of a call that was not made: {e}");
+        }
     }
 
     /// Result tokens, counted after the call (the next call sees them), in

@@ -94,6 +94,10 @@ pub struct Enforcer {
     personas: persona::PersonaPolicies,
     /// Shadow evaluations waiting for their thread (`decision::shadow`).
     shadow_queue: shadow::ShadowQueue,
+    /// [`Enforcer::labels`], made once: every part is fixed for the
+    /// process (its instance id, the version, the clock), and every record
+    /// carries them — two records a call.
+    labels: serde_json::Map<String, Value>,
 }
 
 impl Enforcer {
@@ -109,6 +113,7 @@ impl Enforcer {
         clock: Arc<dyn crate::state::clock::Clock>,
     ) -> Self {
         Self {
+            labels: Self::make_labels(clock.as_ref()),
             approvals: remembered::Remembered::new(clock.clone()),
             clock,
             servers,
@@ -238,11 +243,16 @@ impl Enforcer {
     /// clock is named in each, so a log made with one can never pass for a
     /// production log.
     pub fn labels(&self) -> serde_json::Map<String, Value> {
+        self.labels.clone()
+    }
+
+    /// [`Enforcer::labels`]' value, made once by [`Enforcer::assemble`].
+    fn make_labels(clock: &dyn crate::state::clock::Clock) -> serde_json::Map<String, Value> {
         let mut l = serde_json::Map::new();
         l.insert("id".into(), json!(crate::audit::record::instance_id()));
         l.insert("app".into(), json!("gavel"));
         l.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
-        if let Some(file) = self.clock.test_clock() {
+        if let Some(file) = clock.test_clock() {
             l.insert("test_clock".into(), json!(file));
         }
         l

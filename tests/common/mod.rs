@@ -301,6 +301,10 @@ impl Setup {
     pub fn command(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(GAVEL);
         cmd.args(self.run_args());
+        // The setup's own state (rate buckets, budgets): tests running at
+        // once never share one through gavel's default directory. A test
+        // may still point it elsewhere (a later `env` wins).
+        cmd.env("GAVEL_STATE_DIR", self.path("state"));
         cmd
     }
 

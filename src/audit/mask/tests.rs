@@ -252,3 +252,63 @@ fn what_is_masked_in_args_is_masked_in_canonical_args() {
         "secret/plan.txt"
     );
 }
+
+/// The pointers `masked` lists are escaped JSON pointers through objects
+/// and arrays, and the name test is the same for names longer than the
+/// stack buffer and for non-ASCII names (issue 17 made both paths
+/// allocation-free for the usual name; these pin what they answer).
+#[test]
+fn masked_pointers_are_escaped_and_long_or_odd_names_are_judged_alike() {
+    let long_secret = format!("{}ApiKey", "x".repeat(80));
+    let long_plain = format!("{}Author", "x".repeat(80));
+    let mut e = json!({"input": {"action": {"args": {
+        "a/b~c": {"token": "k1"},
+        "list": [{"secret": "k2"}, "plain", [{"jwt": "k3"}]],
+        long_secret.clone(): "k4",
+        long_plain.clone(): "ada",
+        "pässwörd": "v5",
+        "clé-secret": "k6",
+        "exact": "z".repeat(12),
+        "over": "z".repeat(13),
+    }}}});
+    mask_event(
+        &mut e,
+        &MaskSettings {
+            secret_fields: &[],
+            // "exact"'s value serializes to exactly 14 bytes (as does
+            // "**REDACTED**"): kept; "over"'s to 15: replaced.
+            max_arg_bytes: 14,
+        },
+    );
+    let masked: Vec<&str> = e["masked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for p in [
+        "/input/action/args/a~1b~0c/token",
+        "/input/action/args/list/0/secret",
+        "/input/action/args/list/2/0/jwt",
+    ] {
+        assert!(masked.contains(&p), "{p} in {masked:?}");
+    }
+    let args = &e["input"]["action"]["args"];
+    assert_eq!(args[&long_secret], "**REDACTED**");
+    assert_eq!(args[&long_plain], "ada");
+    // Non-ASCII letters are dropped by the compact form: "psswrd" is no
+    // secret word, "clsecret" holds one.
+    assert_eq!(args["pässwörd"], "v5");
+    assert_eq!(args["clé-secret"], "**REDACTED**");
+    assert_eq!(args["exact"], "z".repeat(12));
+    assert_eq!(args["over"]["size_bytes"], 15);
+    assert!(masked.contains(&"/input/action/args/over"));
+    assert_eq!(
+        is_secret_name(&long_secret, &[]),
+        SECRET_WORDS
+            .iter()
+            .any(|w| compact(&long_secret).contains(w))
+    );
+    let extra = [format!("{}note", "y".repeat(70))];
+    assert!(is_secret_name(&format!("{}-NOTE", "Y".repeat(70)), &extra));
+}

@@ -124,7 +124,8 @@ impl PolicyEngine {
             loaded.push(builder.load_layer(b)?);
         }
         builder.refuse_recursion(&crate::bundle::library::with_library(&configured))?;
-        let reads_budget = builder.plan_memos(&mut loaded, &layers, &configured, library)?;
+        let (reads_budget, reads) =
+            builder.plan_memos(&mut loaded, &layers, &configured, library)?;
         let library = library.digest.clone();
         builder.refuse_reserved_package()?;
         let Builder {
@@ -142,6 +143,7 @@ impl PolicyEngine {
             library,
             lent: Vec::new(),
             needs: None,
+            reads,
         })
     }
 }
@@ -403,14 +405,18 @@ impl Builder<'_> {
     /// the analysis); `set` the layers, in `loaded` order. Returns whether
     /// any rule of the bundles may read `input.context.budget` (the same
     /// analysis: a server whose rules never do is decided without reading
-    /// the budget before the policy, `Enforcer::input_for`).
+    /// the budget before the policy, `Enforcer::input_for`), and every
+    /// input path any rule may read when each layer's reads can be listed
+    /// (the union a memo of a layer that reads other bundles is keyed on;
+    /// `PolicyEngine::result_input`).
+    #[allow(clippy::type_complexity)]
     fn plan_memos(
         &self,
         loaded: &mut [Loaded],
         set: &[&Bundle],
         configured: &[&Bundle],
         library: &Bundle,
-    ) -> Result<bool, EngineError> {
+    ) -> Result<(bool, Option<Vec<Vec<String>>>), EngineError> {
         let all: Vec<Deps> = analyze_set(configured).map_err(|e| self.load(e.to_string()))?;
         let budget = all.iter().any(reads_budget);
         let deps: Vec<Deps> = configured
@@ -441,7 +447,17 @@ impl Builder<'_> {
                 (true, true) => None,
             };
         }
-        Ok(budget)
+        // Impurity does not matter here: only which input paths are read.
+        let reads = deps.iter().all(|d| !d.whole_input).then(|| {
+            let union: BTreeSet<Vec<String>> = deps
+                .iter()
+                .flat_map(|d| d.input_paths.iter().cloned())
+                .collect();
+            crate::bundle::deps::prefix_free(union)
+                .into_iter()
+                .collect()
+        });
+        Ok((budget, reads))
     }
 
     /// gavel's combined rule lives in its own package: a bundle may not

@@ -165,6 +165,12 @@ pub struct PolicyEngine {
     /// evaluates itself is memoized, only the paths those layers read
     /// (`None`: the whole input).
     needs: Option<Vec<Vec<String>>>,
+    /// Every `input` path a rule of this engine may read (`bundle::deps`,
+    /// over all its bundles and the library), when each bundle's reads can
+    /// be listed; `None`: some rule may read the input whole. The result
+    /// step evaluates on this projection of its input
+    /// ([`PolicyEngine::result_input`]).
+    reads: Option<Vec<Vec<String>>>,
 }
 
 impl std::fmt::Debug for PolicyEngine {

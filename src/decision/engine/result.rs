@@ -176,6 +176,23 @@ impl PolicyEngine {
             .collect()
     }
 
+    /// The input result rules are evaluated on: the request's decision
+    /// `input` with `output` — projected on the paths this engine's rules
+    /// may read when they can all be listed (the decision memo's soundness
+    /// argument, `decision::memo`: a path no rule reads cannot change an
+    /// answer), so the whole request input is neither copied nor converted
+    /// to regorus values for a rule that reads a few fields of it.
+    pub fn result_input(&self, input: &Value, output: Value) -> Value {
+        let mut full = match (&self.reads, input) {
+            (Some(paths), Value::Object(_)) => crate::decision::memo::project(input, paths),
+            _ => input.clone(),
+        };
+        if let Value::Object(o) = &mut full {
+            o.insert("output".into(), output);
+        }
+        full
+    }
+
     /// Every result rule's raw answer on `input` (`Null` when undefined), in
     /// [`PolicyEngine::result_layers`] order: one evaluation, bounded like a
     /// decision's.

@@ -575,3 +575,67 @@ fn builtin_errors_are_undefined_as_in_opa_so_the_default_applies() {
     let good = e.decide(&json!({"action": {"args": {"n": "5"}}})).unwrap();
     assert!(good.decision.allow);
 }
+
+/// The result step evaluates on the projection of its input on the paths
+/// the engine's rules may read (`PolicyEngine::result_input`, issue 17):
+/// the example filesystem layers answer every result exactly as on the
+/// whole input, a field no rule reads is left out, and an engine with a
+/// rule that reads the input whole gets all of it.
+#[test]
+fn result_rules_answer_on_the_projection_as_on_the_whole_input() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bundles");
+    let load = |n: &str| Arc::new(load_bundle(&root.join(n), &BundleLimits::default()).unwrap());
+    let bundles: Vec<_> = [
+        "filesystem",
+        "override",
+        "identity",
+        "compliance",
+        "workflow",
+    ]
+    .iter()
+    .map(|n| load(n))
+    .collect();
+    let e = PolicyEngine::build("filesystem", bundles, &opts()).unwrap();
+    assert!(e.reads.is_some(), "the example layers' reads can be listed");
+    let outputs = [
+        json!({"content": [{"type": "text", "text": "mail ada@example.com"}]}),
+        json!({"content": [{"type": "text", "text": "a\nb"}], "isError": true}),
+        json!({"content": [], "structuredContent": {"x": 1}}),
+    ];
+    for tool in ["read_text_file", "search_files", "directory_tree", "echo"] {
+        for groups in [json!(["engineering"]), json!([])] {
+            let input = json!({
+                "action": {"type": "tool_call", "server": "filesystem", "tool": tool,
+                           "args": {"path": "demo-data/public/a.txt"}},
+                "user": {"id": "u", "groups": groups,
+                         "data_classifications_authorized": ["public"]},
+                "agent": {"id": "a"},
+                "environment": {"region": "eu-west-1"},
+                "context": {"cumulative_tokens": 3},
+                "no_rule_reads_this": {"big": "x".repeat(1000)},
+            });
+            for out in &outputs {
+                let projected = e.result_input(&input, out.clone());
+                assert!(projected.get("no_rule_reads_this").is_none());
+                assert_eq!(projected["output"], *out);
+                let mut whole = input.clone();
+                whole["output"] = out.clone();
+                assert_eq!(
+                    e.eval_results(projected).unwrap(),
+                    e.eval_results(whole).unwrap(),
+                    "{tool} {groups} {out}"
+                );
+            }
+        }
+    }
+    let (_d, whole) = one(
+        "package p\n\ndecision := {\"allow\": count(object.keys(input)) > 0}\n\nresult := {}\n",
+        None,
+    );
+    assert!(whole.reads.is_none(), "object.keys(input) reads it whole");
+    let input = json!({"a": 1, "b": {"c": 2}});
+    assert_eq!(
+        whole.result_input(&input, json!({"content": []})),
+        json!({"a": 1, "b": {"c": 2}, "output": {"content": []}})
+    );
+}

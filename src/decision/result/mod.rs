@@ -208,10 +208,7 @@ impl Step<'_> {
     fn run(&self, result: &mut Value) -> Outcome {
         let (engine, kind) = (self.engine, self.kind);
         let layers = engine.result_layers();
-        let mut full = self.input.clone();
-        if let Value::Object(o) = &mut full {
-            o.insert("output".into(), input::output(kind, result));
-        }
+        let full = engine.result_input(self.input, input::output(kind, result));
         let t = Instant::now();
         let raw = match engine.eval_results(full) {
             Ok(v) => v,

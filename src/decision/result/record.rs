@@ -89,18 +89,24 @@ impl<'a> ResultRecord<'a> {
         let mut labels = labels;
         labels.insert("policy".into(), json!("rego"));
         labels.insert("fail_open".into(), json!("false"));
-        json!({
-            "decision_id": self.id,
-            "result_of": self.request_id,
-            "timestamp": now,
-            "path": self.engine.result_record_path(),
-            "input": input,
-            "result": result,
-            "bundles": self.engine.bundles_json(),
-            "labels": labels,
-            "metrics": {"timer_rego_query_eval_ns": o.eval_ns,
-                        "timer_gavel_decision_ns": self.start.elapsed().as_nanos() as u64},
-        })
+        // Member by member, the owned values moved in (`json!` would
+        // serialize the input and result into copies:
+        // `audit::record::DecisionRecord::event` says why).
+        let mut event = serde_json::Map::new();
+        event.insert("decision_id".into(), json!(self.id));
+        event.insert("result_of".into(), json!(self.request_id));
+        event.insert("timestamp".into(), json!(now));
+        event.insert("path".into(), json!(self.engine.result_record_path()));
+        event.insert("input".into(), input);
+        event.insert("result".into(), result);
+        event.insert("bundles".into(), self.engine.bundles_json().clone());
+        event.insert("labels".into(), Value::Object(labels));
+        event.insert(
+            "metrics".into(),
+            json!({"timer_rego_query_eval_ns": o.eval_ns,
+                   "timer_gavel_decision_ns": self.start.elapsed().as_nanos() as u64}),
+        );
+        Value::Object(event)
     }
 }
 

@@ -5,6 +5,7 @@
 //! the handler where an answer is handed to the host.
 
 use rmcp::model::ServerResult;
+use serde_json::Value;
 
 use super::Session;
 use crate::decision::Permit;
@@ -17,6 +18,20 @@ impl Session {
     /// for the path classifier only when the server's policy classifies by
     /// path.
     pub(super) fn saw(&self, server: &str, tool: &str, permit: &Permit, result: &ServerResult) {
+        self.saw_json(server, tool, permit, result, None);
+    }
+
+    /// [`Session::saw`] with the result's JSON when the result step already
+    /// made it (`json`, [`Session::result_policy_seen`]): not serialized
+    /// again for the path classifier.
+    pub(super) fn saw_json(
+        &self,
+        server: &str,
+        tool: &str,
+        permit: &Permit,
+        result: &ServerResult,
+        json: Option<Value>,
+    ) {
         if let ServerResult::CallToolResult(r) = result
             && r.is_error == Some(true)
         {
@@ -25,7 +40,7 @@ impl Session {
         let enforcer = &self.inner.gw.enforcer;
         let output = enforcer
             .classifies_output(server)
-            .then(|| serde_json::to_value(result).ok())
+            .then(|| json.or_else(|| serde_json::to_value(result).ok()))
             .flatten();
         self.inner
             .state

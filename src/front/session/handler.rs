@@ -236,79 +236,15 @@ impl ServerHandler for Session {
         _r: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let router = self.listing().await?;
-        let t = router.table();
-        router.answered(crate::router::TOOLS, &t);
-        Ok(ListToolsResult::with_all_items(
-            self.with_agent_tools(&t.tools),
-        ))
+        Box::pin(self.list_tools_forwarded(_r, _cx)).await
     }
 
     async fn call_tool(
         &self,
-        mut request: CallToolRequestParams,
+        request: CallToolRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        if let Some(answer) = self.agent_call(&request, &cx).await {
-            return answer;
-        }
-        let route = self.tool_route(&request.name).await?;
-        // A modern HTTP call's Mcp-Param-* headers against the schema of the
-        // tool it routes to (rmcp cannot: it has no route); refused before
-        // anything is decided, as any malformed request.
-        crate::front::era::params::check_call(&route.tool, request.arguments.as_ref(), &cx)?;
-        self.raise_reported_tokens(&cx);
-        let mut action = self.tool_action(&route, &request);
-        self.describe(&mut action, &cx);
-        let fields = (request.request_state.take(), request.input_responses.take());
-        let round = self.host_round(&action, &cx, fields).await?;
-        // Unlike the other methods, a denied call is answered as a tool
-        // result (`isError`), which agents show the model: it reads why.
-        let permit = match self.authorize_round(&action, &cx, round.as_ref()).await {
-            Ok(p) => p,
-            Err(Gate::Ask(r)) => return Ok(r.into()),
-            Err(Gate::Denied(d)) => {
-                let has_schema = route.tool.output_schema.is_some();
-                return Ok(deny::tool_denial(&d, &request.name, has_schema).into());
-            }
-        };
-        let host_name = request.name.clone();
-        let mut upstream_req = request;
-        upstream_req.name = route.name.clone().into();
-        let req = ClientRequest::CallToolRequest(CallToolRequest::new(upstream_req));
-        // A retry of an input round the policy denies is answered as the
-        // first call's denial would be.
-        let (permit, result) = match self
-            .forward_call(&route.server, permit, &action, req, &cx, round.as_ref())
-            .await?
-        {
-            Outcome::Done(p, r) => (p, r),
-            Outcome::Input(r) => return Ok(r.into()),
-            Outcome::Denied(d) => {
-                let has_schema = route.tool.output_schema.is_some();
-                return Ok(deny::tool_denial(&d, &host_name, has_schema).into());
-            }
-        };
-        // A relayed input round is the host's to answer, not a result.
-        let result = match super::relay::as_round(result) {
-            Ok(round) => return Ok(CallToolResponse::InputRequired(round)),
-            Err(r) => r,
-        };
-        let bytes = super::result::result_bytes(&result);
-        self.inner.state.add_result_bytes(bytes);
-        // Written to the shared table when its lock is free, else owed to
-        // the next charge (`decision::guard`): the reply never waits.
-        self.inner.gw.enforcer.charge_result_tokens(&permit, bytes);
-        let result = match self.result_policy(&permit, OutputKind::ToolResult, result) {
-            Ok(r) => r,
-            Err(d) => {
-                let has_schema = route.tool.output_schema.is_some();
-                return Ok(super::result::tool_result_denial(&d, &route.name, has_schema).into());
-            }
-        };
-        // Only what the host gets is seen: after the result policy.
-        self.saw(&route.server, &route.name, &permit, &result);
-        tool_result(&route.server, result)
+        Box::pin(self.call_tool_forwarded(request, cx)).await
     }
 
     async fn list_resources(
@@ -316,12 +252,7 @@ impl ServerHandler for Session {
         _r: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let router = self.listing().await?;
-        let t = router.table();
-        router.answered(crate::router::RESOURCES, &t);
-        let mut all = self.upstream_items(&t.resources);
-        all.extend(self.agent_resources().await?);
-        Ok(ListResourcesResult::with_all_items(all))
+        Box::pin(self.list_resources_forwarded(_r, _cx)).await
     }
 
     async fn list_resource_templates(
@@ -329,65 +260,15 @@ impl ServerHandler for Session {
         _r: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let router = self.listing().await?;
-        let t = router.table();
-        router.answered(crate::router::RESOURCES, &t);
-        Ok(ListResourceTemplatesResult::with_all_items(
-            self.upstream_items(&t.templates),
-        ))
+        Box::pin(self.list_resource_templates_forwarded(_r, _cx)).await
     }
 
     async fn read_resource(
         &self,
-        mut request: ReadResourceRequestParams,
+        request: ReadResourceRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        if let Some(answer) = self.agent_read(&request.uri, &cx).await {
-            return answer.map(Into::into);
-        }
-        self.wait_started().await?;
-        let server = self.route_uri(&request.uri)?;
-        let mut action = self.action(
-            ActionType::ResourceRead,
-            &server,
-            &request.uri,
-            json!({ "uri": request.uri }),
-        );
-        self.describe(&mut action, &cx);
-        let what = format!("reading resource {}", request.uri);
-        let fields = (request.request_state.take(), request.input_responses.take());
-        let round = self.host_round(&action, &cx, fields).await?;
-        let permit = match self.authorize_round(&action, &cx, round.as_ref()).await {
-            Ok(p) => p,
-            Err(Gate::Ask(r)) => return Ok(r.into()),
-            Err(Gate::Denied(d)) => return Err(deny::request_denial(&d, &what)),
-        };
-        let uri = request.uri.clone();
-        let req = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request));
-        let (permit, result) = match self
-            .forward_call(&server, permit, &action, req, &cx, round.as_ref())
-            .await?
-        {
-            Outcome::Done(p, r) => (p, r),
-            Outcome::Input(r) => return Ok(r.into()),
-            Outcome::Denied(d) => return Err(deny::request_denial(&d, &what)),
-        };
-        let result = match super::relay::as_round(result) {
-            Ok(round) => return Ok(ReadResourceResponse::InputRequired(round)),
-            Err(r) => r,
-        };
-        let result = self
-            .result_policy(&permit, OutputKind::ResourceContents, result)
-            .map_err(|d| {
-                deny::request_denial(&d, &format!("the result of reading resource {uri}"))
-            })?;
-        if matches!(result, ServerResult::ReadResourceResult(_)) {
-            self.saw(&server, &uri, &permit, &result);
-        }
-        match result {
-            ServerResult::ReadResourceResult(r) => Ok(r.into()),
-            other => Err(unexpected("resources/read", other)),
-        }
+        Box::pin(self.read_resource_forwarded(request, cx)).await
     }
 
     async fn subscribe(
@@ -395,35 +276,7 @@ impl ServerHandler for Session {
         request: SubscribeRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.serves_upstreams()?;
-        self.wait_started().await?;
-        let server = self.route_uri(&request.uri)?;
-        let action = self.action(
-            ActionType::ResourceSubscribe,
-            &server,
-            &request.uri,
-            json!({ "uri": request.uri }),
-        );
-        let permit = self
-            .authorize(action, &cx)
-            .await
-            .map_err(|d| deny::request_denial(&d, &format!("subscribing to {}", request.uri)))?;
-        // A shared upstream is subscribed once, by the first session.
-        let shared = self.shared_route(&server);
-        if let Some((route, owner)) = &shared
-            && !route.subscribe(owner, &request.uri)
-        {
-            return Ok(());
-        }
-        let uri = request.uri.clone();
-        // A legacy upstream is sent it; a 2026-07-28 one's listen carries it.
-        let r = self.subscribe_upstream(&server, &uri, &permit, &cx).await;
-        if r.is_err()
-            && let Some((route, owner)) = &shared
-        {
-            route.unsubscribe(owner, &uri);
-        }
-        r
+        Box::pin(self.subscribe_forwarded(request, cx)).await
     }
 
     async fn unsubscribe(
@@ -431,27 +284,7 @@ impl ServerHandler for Session {
         request: UnsubscribeRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.serves_upstreams()?;
-        let server = self.route_uri(&request.uri)?;
-        // Giving up access is decided like subscribing (same action type) so
-        // the single enforcement point still sees it.
-        let action = self.action(
-            ActionType::ResourceSubscribe,
-            &server,
-            &request.uri,
-            json!({ "uri": request.uri, "unsubscribe": true }),
-        );
-        let permit = self.authorize(action, &cx).await.map_err(|d| {
-            deny::request_denial(&d, &format!("unsubscribing from {}", request.uri))
-        })?;
-        // A shared upstream stays subscribed while another session is.
-        if let Some((route, owner)) = self.shared_route(&server)
-            && !route.unsubscribe(&owner, &request.uri)
-        {
-            return Ok(());
-        }
-        self.unsubscribe_upstream(&server, &request.uri, &permit, &cx)
-            .await
+        Box::pin(self.unsubscribe_forwarded(request, cx)).await
     }
 
     async fn list_prompts(
@@ -459,62 +292,15 @@ impl ServerHandler for Session {
         _r: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let router = self.listing().await?;
-        let t = router.table();
-        router.answered(crate::router::PROMPTS, &t);
-        Ok(ListPromptsResult::with_all_items(
-            self.upstream_items(&t.prompts),
-        ))
+        Box::pin(self.list_prompts_forwarded(_r, _cx)).await
     }
 
     async fn get_prompt(
         &self,
-        mut request: GetPromptRequestParams,
+        request: GetPromptRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        self.serves_upstreams()?;
-        let table = self.wait_started().await?.table();
-        let Some(route) = table.prompt_routes.get(&request.name).cloned() else {
-            return Err(ErrorData::invalid_params(
-                format!("Unknown prompt: {}", request.name),
-                None,
-            ));
-        };
-        let args = serde_json::to_value(&request.arguments).unwrap_or(Value::Null);
-        let mut action = self.action(ActionType::PromptGet, &route.server, &route.name, args);
-        self.describe(&mut action, &cx);
-        let what = format!("getting prompt {}", request.name);
-        let fields = (request.request_state.take(), request.input_responses.take());
-        let round = self.host_round(&action, &cx, fields).await?;
-        let permit = match self.authorize_round(&action, &cx, round.as_ref()).await {
-            Ok(p) => p,
-            Err(Gate::Ask(r)) => return Ok(r.into()),
-            Err(Gate::Denied(d)) => return Err(deny::request_denial(&d, &what)),
-        };
-        let mut upstream_req = request;
-        upstream_req.name = route.name.clone();
-        let req = ClientRequest::GetPromptRequest(GetPromptRequest::new(upstream_req));
-        let (permit, result) = match self
-            .forward_call(&route.server, permit, &action, req, &cx, round.as_ref())
-            .await?
-        {
-            Outcome::Done(p, r) => (p, r),
-            Outcome::Input(r) => return Ok(r.into()),
-            Outcome::Denied(d) => return Err(deny::request_denial(&d, &what)),
-        };
-        let result = match super::relay::as_round(result) {
-            Ok(round) => return Ok(GetPromptResponse::InputRequired(round)),
-            Err(r) => r,
-        };
-        let result = self
-            .result_policy(&permit, OutputKind::PromptMessages, result)
-            .map_err(|d| {
-                deny::request_denial(&d, &format!("the result of getting prompt {}", route.name))
-            })?;
-        match result {
-            ServerResult::GetPromptResult(r) => Ok(r.into()),
-            other => Err(unexpected("prompts/get", other)),
-        }
+        Box::pin(self.get_prompt_forwarded(request, cx)).await
     }
 
     async fn complete(
@@ -522,49 +308,7 @@ impl ServerHandler for Session {
         request: CompleteRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
-        self.serves_upstreams()?;
-        let table = self.wait_started().await?.table();
-        let mut upstream_req = request.clone();
-        let (server, target) = match &request.r#ref {
-            Reference::Prompt(p) => {
-                let route = table.prompt_routes.get(&p.name).cloned().ok_or_else(|| {
-                    ErrorData::invalid_params(format!("Unknown prompt: {}", p.name), None)
-                })?;
-                if let Reference::Prompt(up) = &mut upstream_req.r#ref {
-                    up.name = route.name.clone();
-                }
-                (route.server, route.name)
-            }
-            Reference::Resource(r) => {
-                let server = table
-                    .route_template(&r.uri)
-                    .map_or_else(|| self.route_uri(&r.uri), Ok)?;
-                (server, r.uri.clone())
-            }
-            _ => {
-                return Err(ErrorData::invalid_params(
-                    "unsupported completion reference type",
-                    None,
-                ));
-            }
-        };
-        let args = serde_json::to_value(&request.argument).unwrap_or(Value::Null);
-        let action = self.action(ActionType::Completion, &server, &target, args);
-        let permit = self
-            .authorize(action, &cx)
-            .await
-            .map_err(|d| deny::request_denial(&d, &format!("completion for {target}")))?;
-        let req = ClientRequest::CompleteRequest(CompleteRequest::new(upstream_req));
-        let result = self.forward(&server, &permit, req, &cx).await?;
-        let result = self
-            .result_policy(&permit, OutputKind::Completion, result)
-            .map_err(|d| {
-                deny::request_denial(&d, &format!("the result of completion for {target}"))
-            })?;
-        match result {
-            ServerResult::CompleteResult(r) => Ok(r),
-            other => Err(unexpected("completion/complete", other)),
-        }
+        Box::pin(self.complete_forwarded(request, cx)).await
     }
 
     /// Protocol plumbing, not a policy decision: broadcast to every upstream
@@ -618,3 +362,7 @@ impl ServerHandler for Session {
         ))
     }
 }
+
+// The bodies of the methods above that wait for an upstream (run boxed).
+#[path = "handler_forwarded.rs"]
+mod forwarded;

@@ -23,8 +23,26 @@ impl Session {
         kind: OutputKind,
         result: ServerResult,
     ) -> Result<ServerResult, Box<Decision>> {
+        self.result_policy_seen(permit, kind, result)
+            .map(|(r, _)| r)
+    }
+
+    /// [`Session::result_policy`], also giving the result's JSON when the
+    /// step already made it and the host gets the result as it came
+    /// (`ResultVerdict::Unchanged`: that JSON is exactly what serializing
+    /// the result again would give, `ServerResult` being untagged), so
+    /// [`Session::saw`] need not serialize it a second time. `None`: no
+    /// result step ran, or the result was rewritten (re-typed through
+    /// rmcp's model, which may not carry every field of the JSON the rules
+    /// returned — `saw` then serializes what the host really gets).
+    pub(super) fn result_policy_seen(
+        &self,
+        permit: &Permit,
+        kind: OutputKind,
+        result: ServerResult,
+    ) -> Result<(ServerResult, Option<Value>), Box<Decision>> {
         if !permit.decides_result() {
-            return Ok(result);
+            return Ok((result, None));
         }
         let value = match &result {
             ServerResult::CallToolResult(r) => serde_json::to_value(r),
@@ -33,13 +51,15 @@ impl Session {
             ServerResult::CompleteResult(r) => serde_json::to_value(r),
             ServerResult::CustomResult(CustomResult(v)) => Ok(v.clone()),
             // Another shape is refused by the caller as unexpected.
-            _ => return Ok(result),
+            _ => return Ok((result, None)),
         };
         let value = value.map_err(|e| unrepresentable(permit, e))?;
         let enforcer = &self.inner.gw.enforcer;
         match enforcer.decide_result(permit, kind, value) {
-            ResultVerdict::Unchanged(_) => Ok(result),
-            ResultVerdict::Pass(v) => retyped(&result, v).map_err(|e| unrepresentable(permit, e)),
+            ResultVerdict::Unchanged(v) => Ok((result, Some(v))),
+            ResultVerdict::Pass(v) => retyped(&result, v)
+                .map(|r| (r, None))
+                .map_err(|e| unrepresentable(permit, e)),
             ResultVerdict::Deny(d) | ResultVerdict::Withheld(d) => Err(Box::new(d)),
         }
     }
