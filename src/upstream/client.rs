@@ -115,6 +115,8 @@ impl ClientHandler for UpstreamClient {
         self.info.clone()
     }
 
+    // Awaited boxed for the reason `front::era::front::EraFront` gives:
+    // rmcp copies the handler's future per spawned request.
     async fn create_message(
         &self,
         params: CreateMessageRequestParams,
@@ -122,26 +124,22 @@ impl ClientHandler for UpstreamClient {
     ) -> Result<CreateMessageResult, ErrorData> {
         let (host, session) = self.target()?;
         if host.is_modern() {
-            return self.sample_in_round((&host, &session), params, &cx).await;
+            return Box::pin(self.sample_in_round((&host, &session), params, &cx)).await;
         }
         if host.capabilities().sampling.is_none() {
             return Err(host.cannot_relay("sampling"));
         }
-        let permit = self
-            .authorize(
-                &host,
-                &session,
-                ActionType::SamplingRequest,
-                "sampling/createMessage",
-                serde_json::to_value(&params).unwrap_or(Value::Null),
-                &cx.meta,
-            )
-            .await?;
+        let permit = Box::pin(self.authorize(
+            &host,
+            &session,
+            ActionType::SamplingRequest,
+            "sampling/createMessage",
+            serde_json::to_value(&params).unwrap_or(Value::Null),
+            &cx.meta,
+        ))
+        .await?;
         let req = ServerRequest::CreateMessageRequest(CreateMessageRequest::new(params));
-        match host
-            .forward_request(&permit, req, &cx, self.call_timeout)
-            .await?
-        {
+        match Box::pin(host.forward_request(&permit, req, &cx, self.call_timeout)).await? {
             ClientResult::CreateMessageResult(r) => Ok(*r),
             other => Err(crate::host::inputs::unexpected(
                 "sampling/createMessage",
@@ -156,12 +154,12 @@ impl ClientHandler for UpstreamClient {
     ) -> Result<ListRootsResult, ErrorData> {
         let (host, _) = self.target()?;
         if host.is_modern() {
-            return self.roots_in_round(&host, &cx).await;
+            return Box::pin(self.roots_in_round(&host, &cx)).await;
         }
         if host.capabilities().roots.is_none() {
             return Err(host.cannot_relay("roots"));
         }
-        host.list_roots(&cx, self.call_timeout).await
+        Box::pin(host.list_roots(&cx, self.call_timeout)).await
     }
 
     async fn create_elicitation(
@@ -171,26 +169,22 @@ impl ClientHandler for UpstreamClient {
     ) -> Result<ElicitResult, ErrorData> {
         let (host, session) = self.target()?;
         if host.is_modern() {
-            return self.elicit_in_round((&host, &session), params, &cx).await;
+            return Box::pin(self.elicit_in_round((&host, &session), params, &cx)).await;
         }
         if host.capabilities().elicitation.is_none() {
             return Err(host.cannot_relay("elicitation"));
         }
-        let permit = self
-            .authorize(
-                &host,
-                &session,
-                ActionType::ElicitationRequest,
-                "elicitation/create",
-                serde_json::to_value(&params).unwrap_or(Value::Null),
-                &cx.meta,
-            )
-            .await?;
+        let permit = Box::pin(self.authorize(
+            &host,
+            &session,
+            ActionType::ElicitationRequest,
+            "elicitation/create",
+            serde_json::to_value(&params).unwrap_or(Value::Null),
+            &cx.meta,
+        ))
+        .await?;
         let req = ServerRequest::ElicitRequest(ElicitRequest::new(params));
-        match host
-            .forward_request(&permit, req, &cx, self.call_timeout)
-            .await?
-        {
+        match Box::pin(host.forward_request(&permit, req, &cx, self.call_timeout)).await? {
             ClientResult::ElicitResult(r) => Ok(r),
             other => Err(crate::host::inputs::unexpected("elicitation/create", other)),
         }

@@ -129,6 +129,12 @@ macro_rules! stamped_list {
     }};
 }
 
+/// Every method's work is awaited boxed (here, or inside the session's
+/// own method): rmcp spawns a task per request holding this handler's
+/// future — as large as the largest of all its methods' — and copies it
+/// several times per spawn. One unboxed method that grows (the MRTR and
+/// listen work did) puts the copy back on every forwarded call (issue 17,
+/// `bench/instructions.sh`: `wrap` 220k → 338k instructions a call).
 impl ServerHandler for EraFront {
     fn get_info(&self) -> ServerConfig {
         self.session.get_info()
@@ -140,7 +146,7 @@ impl ServerHandler for EraFront {
 
     /// Answered from gavel's configuration; starts nothing.
     async fn discover(&self, cx: RequestContext<RoleServer>) -> Result<DiscoverResult, ErrorData> {
-        self.session.discover(cx).await
+        Box::pin(self.session.discover(cx)).await
     }
 
     async fn initialize(
@@ -148,11 +154,11 @@ impl ServerHandler for EraFront {
         request: InitializeRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
-        self.session.initialize(request, cx).await
+        Box::pin(self.session.initialize(request, cx)).await
     }
 
     async fn on_initialized(&self, cx: NotificationContext<RoleServer>) {
-        self.session.on_initialized(cx).await
+        Box::pin(self.session.on_initialized(cx)).await
     }
 
     async fn list_tools(
@@ -308,7 +314,7 @@ impl ServerHandler for EraFront {
     /// whose changes it is to hear.
     async fn listen(&self, cx: SubscriptionContext) -> Result<(), ErrorData> {
         let (s, _) = self.route(cx.request_context())?;
-        s.listen(cx).await
+        Box::pin(s.listen(cx)).await
     }
 
     /// Removed in 2026-07-28 (the level is per request): -32601 under the
@@ -321,11 +327,11 @@ impl ServerHandler for EraFront {
         if modern_version(&cx.meta).is_some() {
             return Err(ErrorData::method_not_found::<SetLevelRequestMethod>());
         }
-        self.session.set_level(request, cx).await
+        Box::pin(self.session.set_level(request, cx)).await
     }
 
     async fn on_roots_list_changed(&self, cx: NotificationContext<RoleServer>) {
-        self.session.on_roots_list_changed(cx).await
+        Box::pin(self.session.on_roots_list_changed(cx)).await
     }
 
     async fn on_custom_request(
@@ -348,6 +354,6 @@ impl ServerHandler for EraFront {
         }
         // Every custom request is refused (`session::handler`): nothing to
         // start for it.
-        self.session.on_custom_request(request, cx).await
+        Box::pin(self.session.on_custom_request(request, cx)).await
     }
 }
