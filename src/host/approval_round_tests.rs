@@ -1,5 +1,5 @@
 use super::*;
-use crate::host::seal::{SealKey, args_digest};
+use crate::host::seal::{SealError, SealKey, args_digest};
 use serde_json::json;
 
 fn sealer() -> Sealer {
@@ -38,10 +38,15 @@ fn the_round_asks_one_namespaced_form_question_with_a_sealed_approval_state() {
     assert_eq!(schema["required"], json!(["approve"]), "{v}");
     // The state opens once, for this call, as an approval naming the decision.
     let state = r.request_state.unwrap();
-    let o = s.open_once(&state, &binding(&args)).unwrap();
+    let o = s.open(&state, &binding(&args)).unwrap();
     assert_eq!(o.kind, Kind::Approval);
     assert_eq!(o.inner.as_deref(), Some("d-1"));
-    assert!(s.open_once(&state, &binding(&args)).is_err());
+    futures::executor::block_on(s.spend(&o)).unwrap();
+    let again = s.open(&state, &binding(&args)).unwrap();
+    assert_eq!(
+        futures::executor::block_on(s.spend(&again)),
+        Err(SealError::Replayed)
+    );
 }
 
 #[test]

@@ -436,15 +436,6 @@ impl Sealer {
         seal(&self.key, binding, kind, inner, expires)
     }
 
-    /// Opens `token` for `binding` and spends its nonce: a round answers
-    /// once in this process.
-    pub fn open_once(&self, token: &str, binding: &Binding<'_>) -> Result<Opened, SealError> {
-        let now = self.now_ms();
-        let opened = open(&self.key, token, binding, now)?;
-        self.spent.spend(&opened, now)?;
-        Ok(opened)
-    }
-
     /// Opens `token` for `binding` without spending it: the caller checks
     /// what else the retry carries first, then [`Sealer::spend`]s it.
     pub fn open(&self, token: &str, binding: &Binding<'_>) -> Result<Opened, SealError> {

@@ -431,15 +431,16 @@ impl Session {
         request: ClientRequest,
         cx: &RequestContext<RoleServer>,
     ) -> Result<ServerResult, ErrorData> {
-        let method = request.method().to_string();
+        // Only a modern request needs the method afterwards (the error
+        // below): a legacy call, the usual one, copies nothing for it.
+        let method = crate::front::era::modern_version(&cx.meta)
+            .is_some()
+            .then(|| request.method().to_string());
         let r = self.forward_asking(server, permit, request, cx, None).await;
-        match r {
+        match (r, method) {
             // -32042 is not a 2026-07-28 error: only a parked call's
             // (`parked.rs`) becomes a URL round, any other is told plainly.
-            Err(e)
-                if e.code == url_round::URL_ELICITATION_REQUIRED
-                    && crate::front::era::modern_version(&cx.meta).is_some() =>
-            {
+            (Err(e), Some(method)) if e.code == url_round::URL_ELICITATION_REQUIRED => {
                 Err(url_round::never_to_modern(
                     server,
                     &method,
@@ -447,7 +448,7 @@ impl Session {
                     "a 2026-07-28 host can be asked to open one only in an input round of a tools/call, prompts/get or resources/read of a server of the 2025-11-25 era",
                 ))
             }
-            r => r,
+            (r, _) => r,
         }
     }
 
