@@ -131,11 +131,12 @@ impl HostRound {
                 .flatten(),
             // A parked call of this very request is past its approval:
             // it was made only after the approval (if the policy asked
-            // for one) was given for these exact arguments. So is the
-            // re-issue of a call its upstream refused until the user
-            // opened a URL: the state was sealed only for a call made.
-            continuing: self.parked().is_some()
-                || matches!(&self.opened, Some(o) if o.kind == Kind::Reissue),
+            // for one) was given for these exact arguments, and it is still
+            // running. The re-issue of a call its upstream refused until
+            // the user opened a URL is not: it is a new call, and the
+            // decision made again for it (counters have moved, a bundle
+            // may have changed) may ask for an approval the first did not.
+            continuing: self.parked().is_some(),
         }
     }
 }
@@ -248,6 +249,24 @@ mod tests {
             }),
             responses: serde_json::from_value(responses).unwrap(),
         }
+    }
+
+    /// A parked call's retry continues an approved, running call; the
+    /// re-issue after a URL round is a new call, asked again if its
+    /// decision asks.
+    #[test]
+    fn only_a_parked_retry_is_past_its_approval() {
+        let sealer = crate::host::seal::Sealer::new(crate::host::seal::SealKey::random());
+        let mut parked = round(serde_json::json!({}), Some(Kind::Parked));
+        parked.opened.as_mut().unwrap().inner = Some("p-1".into());
+        assert!(parked.approval(&sealer).continuing);
+        let reissue = round(serde_json::json!({}), Some(Kind::Reissue));
+        assert!(!reissue.approval(&sealer).continuing);
+        assert!(
+            !round(serde_json::json!({}), None)
+                .approval(&sealer)
+                .continuing
+        );
     }
 
     /// Answers sent with no state go on without gavel's own keys; answers
