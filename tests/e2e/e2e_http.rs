@@ -284,17 +284,7 @@ async fn a_shared_upstream_serves_every_session_and_routes_back_to_the_caller() 
         )
     });
     let (mut gavel, port) = gavel_serve(&s, &[]).await;
-    let url = format!("http://127.0.0.1:{port}/mcp");
-    let (ha, hb) = (TestHost::new(), TestHost::new());
-    let (seen_a, seen_b) = (ha.seen.clone(), hb.seen.clone());
-    let a = ha
-        .serve(StreamableHttpClientTransport::from_uri(url.clone()))
-        .await
-        .unwrap();
-    let b = hb
-        .serve(StreamableHttpClientTransport::from_uri(url.clone()))
-        .await
-        .unwrap();
+    let [(a, seen_a), (b, seen_b)] = two_hosts(port).await;
     assert!(
         b.list_all_tools()
             .await
@@ -519,17 +509,7 @@ async fn a_shared_upstream_logs_to_each_host_at_its_own_level() {
         )
     });
     let (mut gavel, port) = gavel_serve(&s, &[]).await;
-    let url = format!("http://127.0.0.1:{port}/mcp");
-    let (ha, hb) = (TestHost::new(), TestHost::new());
-    let (seen_a, seen_b) = (ha.seen.clone(), hb.seen.clone());
-    let a = ha
-        .serve(StreamableHttpClientTransport::from_uri(url.clone()))
-        .await
-        .unwrap();
-    let b = hb
-        .serve(StreamableHttpClientTransport::from_uri(url.clone()))
-        .await
-        .unwrap();
+    let [(a, seen_a), (b, seen_b)] = two_hosts(port).await;
     a.set_level(SetLevelRequestParams::new(LoggingLevel::Debug))
         .await
         .unwrap();
@@ -568,4 +548,21 @@ async fn a_shared_upstream_logs_to_each_host_at_its_own_level() {
     a.cancel().await.unwrap();
     b.cancel().await.unwrap();
     gavel.kill().await.unwrap();
+}
+
+/// Two HTTP host sessions on the `gavel serve` at `port`, each with what
+/// it has seen.
+async fn two_hosts(port: u16) -> [(Client, std::sync::Arc<std::sync::Mutex<Seen>>); 2] {
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let mut out = Vec::new();
+    for _ in 0..2 {
+        let h = TestHost::new();
+        let seen = h.seen.clone();
+        let c = h
+            .serve(StreamableHttpClientTransport::from_uri(url.clone()))
+            .await
+            .unwrap();
+        out.push((c, seen));
+    }
+    out.try_into().unwrap_or_else(|_| unreachable!())
 }
