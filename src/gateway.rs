@@ -30,6 +30,10 @@ pub struct Gateway {
     /// Seals the state of the input rounds gavel hands a 2026-07-28 host
     /// (`host::seal`) and spends each round once.
     pub sealer: Arc<crate::host::seal::Sealer>,
+    /// The Redis every instance shares (`[state]`), when it is Redis: what
+    /// rounds are spent in and what instances hand each other work over
+    /// (`state::bus`).
+    pub redis: Option<Arc<crate::state::redis::RedisStore>>,
 }
 
 /// The plain-language texts the agent tools serve, written by `gavel
@@ -100,14 +104,14 @@ pub fn round_key(config: &Config) -> anyhow::Result<Option<crate::host::seal::Se
 fn sealer(
     config: &Config,
     clock: Arc<dyn crate::state::clock::Clock>,
+    redis: Option<&Arc<crate::state::redis::RedisStore>>,
 ) -> anyhow::Result<crate::host::seal::Sealer> {
     use crate::host::seal::{SealKey, Sealer};
     let key = round_key(config)?;
     let shared = key.is_some();
     let mut sealer = Sealer::new(key.unwrap_or_else(SealKey::random)).with_clock(clock);
-    if let Some(url) = &config.redis_url {
-        let store = crate::state::redis::RedisStore::open(url, true)?;
-        sealer = sealer.with_shared(Arc::new(store));
+    if let Some(store) = redis {
+        sealer = sealer.with_shared(store.clone());
     } else if shared {
         tracing::warn!(
             "a shared input-round key is set but [state] is not Redis: each instance remembers only the rounds answered on it, so a round answered on one instance could be answered again on another; use backend = \"redis\" when several instances share the key"
@@ -123,7 +127,11 @@ impl Gateway {
     pub async fn start(config: Config) -> anyhow::Result<Arc<Self>> {
         let clock = crate::state::clock::from_env();
         // A bad round key stops gavel before anything starts.
-        let sealer = Arc::new(sealer(&config, clock.clone())?);
+        let redis = match &config.redis_url {
+            Some(url) => Some(Arc::new(crate::state::redis::RedisStore::open(url, true)?)),
+            None => None,
+        };
+        let sealer = Arc::new(sealer(&config, clock.clone(), redis.as_ref())?);
         let shutdown = CancellationToken::new();
         // A cached bundle starts at once; the registry is asked in the
         // background (a stalled registry never holds `initialize`).
@@ -146,6 +154,7 @@ impl Gateway {
             shared: Default::default(),
             policy_texts: Default::default(),
             sealer,
+            redis,
         }))
     }
 

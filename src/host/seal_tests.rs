@@ -269,3 +269,19 @@ fn expiry_follows_the_sealers_clock() {
     clock.advance(1.0);
     assert_eq!(s.open(&t, &bind), Err(SealError::Expired));
 }
+
+/// A message signed with one key opens only with it, and only unaltered.
+#[test]
+fn messages_open_only_unaltered_under_the_same_key() {
+    let a = Sealer::new(SealKey::new(vec![1; 32]).unwrap());
+    let same = Sealer::new(SealKey::new(vec![1; 32]).unwrap());
+    let other = Sealer::new(SealKey::new(vec![2; 32]).unwrap());
+    let signed = a.sign_message(b"{\"resume\":1}");
+    assert_eq!(same.open_message(&signed), Some(&b"{\"resume\":1}"[..]));
+    assert_eq!(other.open_message(&signed), None);
+    let mut altered = signed.clone();
+    *altered.last_mut().unwrap() ^= 1;
+    assert_eq!(same.open_message(&altered), None);
+    assert_eq!(same.open_message(&signed[..31]), None);
+    assert_eq!(same.open_message(b""), None);
+}

@@ -11,6 +11,7 @@
 
 pub mod budget;
 pub mod budgetfile;
+pub mod bus;
 pub mod checkpoint;
 pub mod clock;
 pub mod gcra;

@@ -269,6 +269,24 @@ impl RedisStore {
         Ok(set.is_some())
     }
 
+    /// Publishes `payload` on `channel` (`PUBLISH`): how many subscribers
+    /// got it — 0 means nobody listens there (an instance gone). What
+    /// instances use to hand each other work (`state::bus`). Blocking.
+    pub fn publish(&self, channel: &str, payload: &[u8]) -> Result<u64, StateError> {
+        self.with(|c| redis::cmd("PUBLISH").arg(channel).arg(payload).query(c))
+    }
+
+    /// A client on the same server, for a connection of its own (a
+    /// subscriber, which cannot share the pool's).
+    pub fn client(&self) -> redis::Client {
+        self.client.clone()
+    }
+
+    /// The server's URL with any password masked, for messages.
+    pub fn url_masked(&self) -> &str {
+        &self.url_masked
+    }
+
     /// How many times a connection was attempted (tests).
     pub fn connect_attempts(&self) -> usize {
         self.attempts.load(std::sync::atomic::Ordering::SeqCst)

@@ -13,7 +13,7 @@ use super::e2e_relay::{line, python, refused, setup, text, upstream_calls};
 
 /// Two `gavel serve` instances on `s`'s config with `env` each (their own
 /// logs): their URLs and processes.
-async fn two_instances(
+pub(crate) async fn two_instances(
     s: &Setup,
     env: [&[(&str, String)]; 2],
 ) -> (Vec<String>, Vec<tokio::process::Child>) {
@@ -31,7 +31,7 @@ async fn two_instances(
     (urls, procs)
 }
 
-fn round_key(byte: u8) -> String {
+pub(crate) fn round_key(byte: u8) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode([byte; 32])
 }

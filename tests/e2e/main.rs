@@ -56,6 +56,7 @@ mod e2e_oci_ops;
 mod e2e_oci_registry;
 mod e2e_oci_reload;
 mod e2e_opa_parity;
+mod e2e_parked_shared;
 mod e2e_paths;
 mod e2e_personas;
 mod e2e_policy;

@@ -139,6 +139,8 @@ pub struct ModernSessions {
     set: SessionSet,
     by_principal: Mutex<HashMap<(String, String), Entry>>,
     limits: ModernLimits,
+    /// Parked rounds answered across instances (with Redis; `handoff.rs`).
+    handoffs: Option<Arc<crate::front::session::Handoffs>>,
 }
 
 fn full(message: String) -> ErrorData {
@@ -147,11 +149,22 @@ fn full(message: String) -> ErrorData {
 
 impl ModernSessions {
     pub fn new(gw: Arc<Gateway>, set: SessionSet, limits: ModernLimits) -> Arc<Self> {
+        // With a shared Redis, a retry of a round parked here may land on
+        // another instance, and one parked there here.
+        let handoffs = gw.redis.as_ref().map(|store| {
+            let bus = crate::state::bus::Bus::start(
+                store.clone(),
+                crate::audit::record::instance_id(),
+                gw.shutdown.clone(),
+            );
+            crate::front::session::Handoffs::start(bus, gw.sealer.clone())
+        });
         let me = Arc::new(Self {
             gw,
             set,
             by_principal: Mutex::default(),
             limits,
+            handoffs,
         });
         me.watch();
         me
@@ -193,6 +206,9 @@ impl ModernSessions {
             )));
         }
         let session = Session::new(self.gw.clone());
+        if let Some(h) = &self.handoffs {
+            session.join_handoffs(h);
+        }
         if let Some(id) = identity {
             session.set_identity(id);
         }

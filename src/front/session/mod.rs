@@ -28,6 +28,7 @@ mod agent;
 mod agent_resources;
 mod dataflow;
 mod handler;
+mod handoff;
 mod host_round;
 mod listen;
 mod listen_resources;
@@ -37,6 +38,7 @@ mod result;
 mod rounds;
 mod set;
 mod url_round;
+pub use handoff::Handoffs;
 pub use set::SessionSet;
 
 struct Inner {
@@ -59,6 +61,9 @@ struct Inner {
     changes: Arc<listen::ListChanges>,
     /// A modern host's calls waiting for its retry (`parked.rs`).
     parked: Arc<parked::ParkedTable>,
+    /// Other instances that may hold, or resume, this session's parked
+    /// calls (HTTP with Redis; `handoff.rs`).
+    handoffs: OnceLock<Arc<handoff::Handoffs>>,
     /// The resource URIs its listens follow (`listen_resources.rs`).
     following: listen_resources::Following,
 }
@@ -103,6 +108,7 @@ impl Session {
                 starting: Mutex::new(()),
                 changes: Default::default(),
                 parked: Default::default(),
+                handoffs: OnceLock::new(),
                 following: Default::default(),
             }),
         }
@@ -413,9 +419,7 @@ impl Session {
             self.inner.given.lock().recover().keep(d, &action.server);
         }
         if let (Err(Gate::Denied(_)), Some(id)) = (&r, round.and_then(|r| r.parked())) {
-            self.inner
-                .parked
-                .abandon(id, "the host's retry was denied by the policy");
+            self.abandon_parked(id, "the host's retry was denied by the policy");
         }
         r
     }

@@ -29,6 +29,12 @@
 //! (`notifications/cancelled`) — the spec says a server must never assume
 //! the client retries.
 //!
+//! Over HTTP behind a round robin, the retry may land on another gavel
+//! instance than the one whose upstream connection holds the call: the
+//! state names the instance (`<instance>/<id>`), and an instance that does
+//! not hold it hands the answers to the one that does, through Redis, and
+//! answers with what comes back (`handoff.rs`).
+//!
 //! A legacy upstream that fails the call with -32042 (URL elicitation
 //! required) gets a URL round instead, whose retry makes the call again
 //! (`url_round.rs`).
@@ -40,7 +46,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use rmcp::ErrorData;
-use rmcp::model::{ClientRequest, InputRequest, InputRequests, InputRequiredResult, ServerResult};
+use rmcp::model::{
+    ClientCapabilities, ClientRequest, InputRequest, InputRequests, InputRequiredResult,
+    InputResponses, ServerResult,
+};
 use rmcp::service::{RequestContext, RoleServer};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -78,13 +87,17 @@ fn park_timeout(call_timeout: Duration) -> Duration {
 }
 
 /// An upstream call of a modern host, running on its own task.
-struct Running {
+pub(super) struct Running {
     /// The upstream's questions, as `host::questions` hands them over.
     asks: mpsc::Receiver<Question>,
     /// The call's end, with the permit it was sent with.
     done: oneshot::Receiver<(Permit, Result<ServerResult, ErrorData>)>,
     /// Cancels the upstream call (`notifications/cancelled` upstream).
     cancel: CancellationToken,
+    /// The upstream server, for messages.
+    server: String,
+    /// How long the call waits, parked, for the host's retry.
+    timeout: Duration,
 }
 
 /// A question put to the host: its key in `inputRequests`, the request,
@@ -99,7 +112,6 @@ struct Pending {
 struct ParkedCall {
     running: Running,
     pending: Vec<Pending>,
-    server: String,
 }
 
 impl ParkedCall {
@@ -108,9 +120,11 @@ impl ParkedCall {
     fn abandon(self, why: &str) {
         self.running.cancel.cancel();
         for p in self.pending {
-            let _ = p
-                .reply
-                .send(Err(refused(&self.server, method_of(&p.request), why)));
+            let _ = p.reply.send(Err(refused(
+                &self.running.server,
+                method_of(&p.request),
+                why,
+            )));
         }
     }
 }
@@ -145,7 +159,7 @@ impl ParkedTable {
             tokio::time::sleep(timeout).await;
             let Some(table) = table.upgrade() else { return };
             if let Some(call) = table.take(&expiring) {
-                tracing::info!(server = %call.server, "a parked input round was not answered in {timeout:?}: its upstream call is cancelled");
+                tracing::info!(server = %call.running.server, "a parked input round was not answered in {timeout:?}: its upstream call is cancelled");
                 call.abandon(&format!(
                     "the host did not retry within {timeout:?}, so gavel gave up the call"
                 ));
@@ -159,6 +173,116 @@ impl ParkedTable {
         self.entries.lock().recover().remove(id)
     }
 
+    /// Whether call `id` waits here.
+    pub(super) fn holds(&self, id: &str) -> bool {
+        self.entries.lock().recover().contains_key(id)
+    }
+
+    /// Parks `call`: its id and the questions to put to the host; when the
+    /// table is full the call is given up and the host told why.
+    fn park_call(self: &Arc<Self>, call: ParkedCall) -> Result<(String, InputRequests), ErrorData> {
+        let requests: InputRequests = call
+            .pending
+            .iter()
+            .map(|p| (p.key.clone(), p.request.clone()))
+            .collect();
+        let server = call.running.server.clone();
+        let timeout = call.running.timeout;
+        let id = self.park(call, timeout).map_err(|call| {
+            let why = format!(
+                "this session already has {MAX_PARKED} calls waiting for the host's answers"
+            );
+            call.abandon(&why);
+            ErrorData::internal_error(
+                format!("server {server:?} asked the agent host a question, and {why}; the request was not completed"),
+                None,
+            )
+        })?;
+        Ok((id, requests))
+    }
+
+    /// Takes parked call `id` of `server` for a retry that brings
+    /// `responses`: the call running again with its questions answered, or
+    /// — when an answer is missing — parked again, to be asked again (the
+    /// spec's answer to missing responses).
+    pub(super) fn resume(
+        self: &Arc<Self>,
+        id: &str,
+        server: &str,
+        responses: &InputResponses,
+    ) -> Result<Resumed, ErrorData> {
+        let call = {
+            let mut entries = self.entries.lock().recover();
+            // A call of another server is not this retry's: left waiting.
+            match entries.get(id) {
+                Some(c) if c.running.server == server => entries.remove(id),
+                _ => None,
+            }
+        };
+        let Some(call) = call else {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "the input round this retry answers is no longer waiting at server {server:?} (it was given up when the host did not retry in time, or its session ended); send the request again without requestState"
+                ),
+                None,
+            ));
+        };
+        if call.pending.iter().any(|p| !responses.contains_key(&p.key)) {
+            let (id, requests) = self.park_call(call)?;
+            return Ok(Resumed::Asked(id, requests));
+        }
+        let mut call = call;
+        for p in call.pending.drain(..) {
+            let _ = p.reply.send(Ok(responses[&p.key].clone()));
+        }
+        Ok(Resumed::Running(call.running))
+    }
+
+    /// Waits for `running`'s answer or its next questions: those `caps`
+    /// (the retry's own capabilities) cover park the call again; `ct`
+    /// cancels it (the host gave the request up).
+    pub(super) async fn next_step(
+        self: &Arc<Self>,
+        mut running: Running,
+        caps: &ClientCapabilities,
+        ct: &CancellationToken,
+    ) -> Result<Step, ErrorData> {
+        let server = running.server.clone();
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut running.done => {
+                    let (sent_with, r) = done.map_err(|_| ErrorData::internal_error(
+                        format!("the call to server {server:?} ended without an answer"),
+                        None,
+                    ))?;
+                    return Ok(Step::Done(Box::new((sent_with, r))));
+                }
+                Some(q) = running.asks.recv() => {
+                    let mut questions = vec![q];
+                    while questions.len() < BOUNDS.requests
+                        && let Ok(q) = running.asks.try_recv()
+                    {
+                        questions.push(q);
+                    }
+                    let pending = gate(&server, caps, questions);
+                    if pending.is_empty() {
+                        continue;
+                    }
+                    let (id, requests) = self.park_call(ParkedCall { running, pending })?;
+                    return Ok(Step::Asked(id, requests));
+                }
+                _ = ct.cancelled() => {
+                    running.cancel.cancel();
+                    return Err(ErrorData::internal_error(
+                        "request not finished: cancelled by the agent host",
+                        None,
+                    ));
+                }
+            }
+        }
+    }
+
     /// Gives up parked call `id`, if it is still waiting (its retry was
     /// denied, or could not be served).
     pub(super) fn abandon(&self, id: &str, why: &str) {
@@ -168,10 +292,43 @@ impl ParkedTable {
     }
 }
 
+/// What the wait for a running call came to.
+pub(super) enum Step {
+    /// The call ended: the permit it was sent with, and its answer (boxed:
+    /// a result is large, and this travels through futures).
+    Done(Box<(Permit, Result<ServerResult, ErrorData>)>),
+    /// The upstream asked: the call is parked under this id, with these
+    /// questions for the host.
+    Asked(String, InputRequests),
+}
+
+/// What a retry made of its parked call.
+pub(super) enum Resumed {
+    /// Answered, and running again.
+    Running(Running),
+    /// An answer was missing: parked again (a new id), to be asked again.
+    Asked(String, InputRequests),
+}
+
+/// The reference a parked round's sealed state carries: the instance that
+/// holds the call, and its id there.
+fn parked_ref(id: &str) -> String {
+    format!("{}/{id}", crate::audit::record::instance_id())
+}
+
+/// The instance (when named) and the id of a parked round's reference.
+pub(super) fn split_ref(r: &str) -> (Option<&str>, &str) {
+    match r.split_once('/') {
+        Some((at, id)) => (Some(at), id),
+        None => (None, r),
+    }
+}
+
 impl Session {
     /// Forwards a modern host's round-capable `request` to the legacy
-    /// upstream `server`, or resumes the call its retry answers; the
-    /// upstream's answer, or its next question as a round.
+    /// upstream `server`, or resumes the call its retry answers — here, or
+    /// through the instance that holds it (`handoff.rs`); the upstream's
+    /// answer, or its next question as a round.
     pub(super) async fn forward_parked(
         &self,
         server: &str,
@@ -180,8 +337,6 @@ impl Session {
         cx: &RequestContext<RoleServer>,
         round: &HostRound,
     ) -> Result<Forwarded, ErrorData> {
-        let up = self.router()?.upstreams.get(server).cloned();
-        let timeout = park_timeout(up.map_or(Duration::from_secs(60), |u| u.cfg.call_timeout));
         // The retry of a URL round makes the original call again, unless
         // the user declined a URL (the upstream would only ask again).
         if let Some(keys) = round.reissue()
@@ -194,33 +349,71 @@ impl Session {
                 Some(serde_json::json!({"server": server, "input": key, "action": action})),
             ));
         }
-        let (running, permit) = match round.parked() {
+        let (running, permit) = match round.parked().map(split_ref) {
             None => (self.start_parked(server, permit, request, cx), None),
-            Some(id) => {
-                let Some(mut call) = self.inner.parked.take(id) else {
-                    return Err(ErrorData::invalid_params(
-                        format!(
-                            "the input round this retry answers is no longer waiting at server {server:?} (it was given up after {timeout:?}, or the session ended); send the request again without requestState"
-                        ),
-                        None,
-                    ));
-                };
-                if call
-                    .pending
-                    .iter()
-                    .any(|p| !round.responses.contains_key(&p.key))
-                {
-                    // Asked again: the spec's answer to missing responses.
-                    return self.park(call, round, timeout);
-                }
-                for p in call.pending.drain(..) {
-                    let _ = p.reply.send(Ok(round.responses[&p.key].clone()));
-                }
-                (call.running, Some(permit))
+            Some((Some(at), id)) if at != crate::audit::record::instance_id() => {
+                return self
+                    .resume_elsewhere(server, permit, (at, id), cx, round)
+                    .await;
             }
+            Some((_, id)) => match self.inner.parked.resume(id, server, &round.responses)? {
+                Resumed::Running(running) => (running, Some(permit)),
+                Resumed::Asked(id, requests) => {
+                    return Ok(self.parked_round(round, None, &id, requests));
+                }
+            },
         };
-        self.await_parked(server, running, permit, (round, cx), timeout)
-            .await
+        let step = self
+            .inner
+            .parked
+            .next_step(running, &round.caps, &cx.ct)
+            .await?;
+        match step {
+            Step::Done(done) => {
+                let (sent_with, r) = *done;
+                // A retry's answer comes with the retry's own permit.
+                self.parked_done(round, permit.unwrap_or(sent_with), r)
+                    .await
+            }
+            Step::Asked(id, requests) => Ok(self.parked_round(round, None, &id, requests)),
+        }
+    }
+
+    /// A parked call's end as the host's answer: -32042 is no answer for a
+    /// modern host, but a URL round.
+    pub(super) async fn parked_done(
+        &self,
+        round: &HostRound,
+        permit: Permit,
+        r: Result<ServerResult, ErrorData>,
+    ) -> Result<Forwarded, ErrorData> {
+        match r {
+            Err(e) if e.code == super::url_round::URL_ELICITATION_REQUIRED => {
+                self.url_round(&round.call(), round, e).await
+            }
+            r => Ok(Outcome::Done(permit, r?)),
+        }
+    }
+
+    /// The round that asks the host a parked call's questions: its state
+    /// sealed for this request, naming the call — on instance `at`, or here.
+    pub(super) fn parked_round(
+        &self,
+        round: &HostRound,
+        at: Option<&str>,
+        id: &str,
+        requests: InputRequests,
+    ) -> Forwarded {
+        let inner = match at {
+            Some(at) => format!("{at}/{id}"),
+            None => parked_ref(id),
+        };
+        let state = self
+            .inner
+            .gw
+            .sealer
+            .seal(&round.binding(), Kind::Parked, Some(inner));
+        Outcome::Input(InputRequiredResult::new(Some(requests), Some(state)))
     }
 
     /// Runs the upstream call on its own task: it outlives this request
@@ -232,119 +425,43 @@ impl Session {
         request: ClientRequest,
         cx: &RequestContext<RoleServer>,
     ) -> Running {
+        let up = self
+            .router()
+            .ok()
+            .and_then(|r| r.upstreams.get(server).cloned());
+        let timeout = park_timeout(up.map_or(Duration::from_secs(60), |u| u.cfg.call_timeout));
         let (asks_tx, asks) = mpsc::channel(BOUNDS.requests);
         let (done_tx, done) = oneshot::channel();
         let cancel = self.inner.shutdown.child_token();
         let mut call_cx = cx.clone();
         call_cx.ct = cancel.clone();
         let session = self.clone();
-        let server = server.to_string();
+        let name = server.to_string();
         tokio::spawn(async move {
             let r = session
-                .forward_asking(&server, &permit, request, &call_cx, Some(asks_tx))
+                .forward_asking(&name, &permit, request, &call_cx, Some(asks_tx))
                 .await;
             let _ = done_tx.send((permit, r));
         });
-        Running { asks, done, cancel }
-    }
-
-    /// Waits for the call's answer or its next questions.
-    async fn await_parked(
-        &self,
-        server: &str,
-        mut running: Running,
-        permit: Option<Permit>,
-        (round, cx): (&HostRound, &RequestContext<RoleServer>),
-        timeout: Duration,
-    ) -> Result<Forwarded, ErrorData> {
-        loop {
-            tokio::select! {
-                biased;
-                done = &mut running.done => {
-                    let (sent_with, r) = done.map_err(|_| ErrorData::internal_error(
-                        format!("the call to server {server:?} ended without an answer"),
-                        None,
-                    ))?;
-                    // -32042 is no answer for a modern host: a URL round.
-                    let r = match r {
-                        Err(e) if e.code == super::url_round::URL_ELICITATION_REQUIRED => {
-                            return self.url_round(&round.call(), round, e).await;
-                        }
-                        r => r?,
-                    };
-                    // A retry's answer comes with the retry's own permit.
-                    return Ok(Outcome::Done(permit.unwrap_or(sent_with), r));
-                }
-                Some(q) = running.asks.recv() => {
-                    let mut questions = vec![q];
-                    while questions.len() < BOUNDS.requests
-                        && let Ok(q) = running.asks.try_recv()
-                    {
-                        questions.push(q);
-                    }
-                    let pending = gate(server, round, questions);
-                    if pending.is_empty() {
-                        continue;
-                    }
-                    let call = ParkedCall { running, pending, server: server.to_string() };
-                    return self.park(call, round, timeout);
-                }
-                _ = cx.ct.cancelled() => {
-                    running.cancel.cancel();
-                    return Err(ErrorData::internal_error(
-                        "request not finished: cancelled by the agent host",
-                        None,
-                    ));
-                }
-            }
+        Running {
+            asks,
+            done,
+            cancel,
+            server: server.to_string(),
+            timeout,
         }
-    }
-
-    /// Parks `call` and answers the host with its questions and a sealed
-    /// state naming it.
-    fn park(
-        &self,
-        call: ParkedCall,
-        round: &HostRound,
-        timeout: Duration,
-    ) -> Result<Forwarded, ErrorData> {
-        let requests: InputRequests = call
-            .pending
-            .iter()
-            .map(|p| (p.key.clone(), p.request.clone()))
-            .collect();
-        let server = call.server.clone();
-        let id = self.inner.parked.park(call, timeout).map_err(|call| {
-            let why = format!(
-                "this session already has {MAX_PARKED} calls waiting for the host's answers"
-            );
-            call.abandon(&why);
-            ErrorData::internal_error(
-                format!("server {server:?} asked the agent host a question, and {why}; the request was not completed"),
-                None,
-            )
-        })?;
-        let state = self
-            .inner
-            .gw
-            .sealer
-            .seal(&round.binding(), Kind::Parked, Some(id));
-        Ok(Outcome::Input(InputRequiredResult::new(
-            Some(requests),
-            Some(state),
-        )))
     }
 }
 
 /// The questions this request can take, keyed: each needs a capability
 /// this request (only this one) declares; the others are refused to the
 /// upstream here.
-fn gate(server: &str, round: &HostRound, questions: Vec<Question>) -> Vec<Pending> {
+fn gate(server: &str, caps: &ClientCapabilities, questions: Vec<Question>) -> Vec<Pending> {
     let mut pending = Vec::new();
     for (n, q) in questions.into_iter().enumerate() {
         let method = method_of(&q.request);
         match Needs::of(&q.request) {
-            Some(need) if need.declared(&round.caps) => pending.push(Pending {
+            Some(need) if need.declared(caps) => pending.push(Pending {
                 key: format!("{server}.{}", n + 1),
                 request: q.request,
                 reply: q.reply,

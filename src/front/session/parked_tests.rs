@@ -21,13 +21,14 @@ fn call() -> (
             asks,
             done,
             cancel: cancel.clone(),
+            server: "fx".into(),
+            timeout: Duration::from_secs(600),
         },
         pending: vec![Pending {
             key: "fx.1".into(),
             request: InputRequest::ListRoots(ListRootsRequest::default()),
             reply,
         }],
-        server: "fx".into(),
     };
     (call, answer, cancel)
 }
@@ -77,4 +78,42 @@ async fn a_denied_retry_gives_the_call_up() {
     let e = answer.await.unwrap().unwrap_err();
     assert!(e.message.contains("denied by the policy"), "{}", e.message);
     assert!(cancel.is_cancelled());
+}
+
+/// A retry resumes only its own server's call; one that answers nothing
+/// parks the call again under a new id (asked again); one that answers
+/// sends the answer to the upstream's waiting request.
+#[tokio::test]
+async fn a_retry_resumes_its_own_call_and_is_asked_again_until_it_answers() {
+    let t = Arc::new(ParkedTable::default());
+    let (c, answer, _) = call();
+    let id = t.park(c, Duration::from_secs(600)).ok().unwrap();
+    let none = InputResponses::new();
+    let e = t.resume(&id, "other", &none).err().unwrap();
+    assert!(e.message.contains("no longer waiting"), "{}", e.message);
+    assert!(t.holds(&id), "another server's retry took the call");
+    let Ok(Resumed::Asked(again, requests)) = t.resume(&id, "fx", &none) else {
+        panic!("a retry that answers nothing is asked again")
+    };
+    assert_ne!(again, id);
+    assert_eq!(requests.keys().collect::<Vec<_>>(), ["fx.1"]);
+    assert!(!t.holds(&id) && t.holds(&again));
+    let answers: InputResponses = [("fx.1".to_string(), serde_json::json!({"roots": []}))].into();
+    let Ok(Resumed::Running(_)) = t.resume(&again, "fx", &answers) else {
+        panic!("an answered retry runs the call again")
+    };
+    assert_eq!(
+        answer.await.unwrap().unwrap(),
+        serde_json::json!({"roots": []})
+    );
+    assert!(!t.holds(&again));
+}
+
+#[test]
+fn a_reference_names_its_instance() {
+    assert_eq!(split_ref("i-1/abc"), (Some("i-1"), "abc"));
+    assert_eq!(split_ref("abc"), (None, "abc"));
+    let r = parked_ref("xyz");
+    let (at, id) = split_ref(&r);
+    assert_eq!((at, id), (Some(crate::audit::record::instance_id()), "xyz"));
 }
