@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rmcp::model::{ErrorCode, ErrorData, ProgressToken, RequestId};
-use rmcp::service::{RxJsonRpcMessage, ServiceRole, TxJsonRpcMessage};
+use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
 
 use super::idscan::{IdScanner, ScanResult};
+use super::typed::{Asked, Typed};
 
 /// Which end of the link this transport serves; only changes what is logged and
 /// whether garbage from the peer is answered (a host is answered, an upstream
@@ -67,6 +68,8 @@ pub struct LineTransport<Role, R, W> {
     /// Bytes queued for or being written to `writer` ([`MAX_PENDING_WRITE_BYTES`]).
     pending: Arc<AtomicUsize>,
     label: LinkLabel,
+    /// What the requests sent and not yet answered asked for (`typed`).
+    asked: Asked,
     _role: PhantomData<fn() -> Role>,
 }
 
@@ -85,7 +88,7 @@ impl Drop for Queued {
 
 impl<Role, R, W> LineTransport<Role, R, W>
 where
-    Role: ServiceRole,
+    Role: Typed,
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
@@ -100,6 +103,7 @@ where
             writer: Arc::new(Mutex::new(Some(writer))),
             pending: Arc::new(AtomicUsize::new(0)),
             label,
+            asked: Asked::default(),
             _role: PhantomData,
         }
     }
@@ -261,7 +265,12 @@ where
             self.line.clear();
             return None;
         }
-        let parsed = serde_json::from_slice::<RxJsonRpcMessage<Role>>(body);
+        // The forwarded call's messages straight into their types; the
+        // rest (and whatever that read refuses) as rmcp reads them.
+        let parsed = match Role::read(body, &mut self.asked) {
+            Some(msg) => Ok(msg),
+            None => serde_json::from_slice::<RxJsonRpcMessage<Role>>(body),
+        };
         let out = match parsed {
             Ok(msg) => {
                 if let Some(observe) = &self.progress
@@ -488,7 +497,7 @@ fn take_chunk(
 
 impl<Role, R, W> Transport<Role> for LineTransport<Role, R, W>
 where
-    Role: ServiceRole,
+    Role: Typed,
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
@@ -499,6 +508,7 @@ where
         item: TxJsonRpcMessage<Role>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
         let writer = self.writer.clone();
+        Role::sent(&item, &mut self.asked);
         let queued = self.queue(&item);
         async move { Self::write_queued(&writer, queued?).await }
     }

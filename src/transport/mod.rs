@@ -6,5 +6,6 @@
 pub mod conn;
 pub mod idscan;
 pub mod line;
+pub mod typed;
 
 pub use line::LineTransport;

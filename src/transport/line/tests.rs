@@ -30,7 +30,7 @@ fn label(answer: bool) -> LinkLabel {
 }
 
 /// A transport reading `input`; returns what it delivered and what it wrote back.
-async fn run<Role: ServiceRole>(
+async fn run<Role: crate::transport::typed::Typed>(
     input: Vec<u8>,
     max: usize,
     answer: bool,
