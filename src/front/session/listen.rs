@@ -14,6 +14,8 @@
 //! `resourceSubscriptions` (per-URI `resources/updated`) is honoured for
 //! the URIs `listen_resources` allows, and only those are acknowledged;
 //! each listen then gets the updates of exactly its URIs, tagged alike.
+//! On stdio they are subscribed upstream before the acknowledgement
+//! (`listen_prepare`); over HTTP, after it.
 
 use rmcp::ErrorData;
 use rmcp::model::SubscriptionFilter;
@@ -48,7 +50,7 @@ impl ListChanges {
         }
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Changed> {
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<Changed> {
         self.0.subscribe()
     }
 }
@@ -122,25 +124,42 @@ impl Session {
     /// `SubscriptionsListenResult`, draining it before the connection
     /// closes.
     ///
-    /// The resource URIs it was acknowledged for are followed first
-    /// (`listen_resources`), and given up when it ends, however it ends.
-    pub(crate) async fn listen(&self, cx: SubscriptionContext) -> Result<(), ErrorData> {
-        let mut rx = self.inner.changes.subscribe();
-        let mut updates = self.inner.host.resource_updates();
+    /// `prepared` (`listen_prepare`): its URIs were subscribed before the
+    /// acknowledgement and its receivers opened before that. Without one
+    /// (HTTP), the acknowledged URIs are followed now, after the
+    /// acknowledgement. Either way they are given up when the listen ends,
+    /// however it ends.
+    pub(crate) async fn listen(
+        &self,
+        cx: SubscriptionContext,
+        prepared: Option<super::Prepared>,
+    ) -> Result<(), ErrorData> {
         let sink = cx.sink().clone();
         let shutdown = self.inner.shutdown.clone();
-        // rmcp acknowledges the request's list cut down to what gavel
-        // honours: a URI asked for twice is there twice, followed once.
-        let uris = super::listen_resources::bounded(
-            cx.accepted()
-                .resource_subscriptions
-                .as_deref()
-                .unwrap_or_default(),
-        );
-        let followed = tokio::select! {
-            f = self.follow(&uris, cx.request_context()) => f,
-            _ = cx.cancelled() => return Ok(()),
-            _ = shutdown.cancelled() => return Ok(()),
+        let (mut rx, mut updates, followed) = match prepared {
+            Some(p) => (p.changes, p.updates, p.followed),
+            None => {
+                let (rx, updates) = (
+                    self.inner.changes.subscribe(),
+                    self.inner.host.resource_updates(),
+                );
+                // rmcp acknowledges the request's list cut down to what
+                // gavel honours: a URI asked for twice is there twice,
+                // followed once.
+                let uris = super::listen_resources::bounded(
+                    cx.accepted()
+                        .resource_subscriptions
+                        .as_deref()
+                        .unwrap_or_default(),
+                );
+                let wait = super::listen_prepare::SUBSCRIBE_WAIT;
+                let followed = tokio::select! {
+                    f = self.follow(&uris, cx.request_context(), wait) => f,
+                    _ = cx.cancelled() => return Ok(()),
+                    _ = shutdown.cancelled() => return Ok(()),
+                };
+                (rx, updates, followed)
+            }
         };
         loop {
             let changed = tokio::select! {
