@@ -241,3 +241,82 @@ fn a_listen_cancelled_while_its_subscription_is_in_flight_leaves_none_behind() {
         );
     }
 }
+
+/// Over HTTP (raw, no client library to hide the order): a listen sent as
+/// the principal's first request starts the upstream, and its
+/// acknowledgement, held by gavel until the subscription is in place,
+/// names the URI; an update then arrives on the listen's stream, and
+/// closing the stream unsubscribes.
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_a_first_request_listen_is_acknowledged_once_subscribed() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let s = setup_with(&[]);
+    let (_gavel, url) = crate::e2e_host_era::serve(&s).await;
+    let port: u16 = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/mcp")
+        .parse()
+        .unwrap();
+    let body = listen(1, &[HELLO]);
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: subscriptions/listen\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut lines = BufReader::new(conn).lines();
+    let mut next_message = async || -> Value {
+        loop {
+            let line = tokio::time::timeout(PATIENCE, lines.next_line())
+                .await
+                .expect("the listen stream went quiet")
+                .unwrap()
+                .expect("the listen stream ended");
+            if let Some(data) = line.strip_prefix("data: ")
+                && data.starts_with('{')
+            {
+                return serde_json::from_str(data).unwrap();
+            }
+        }
+    };
+    let ack = next_message().await;
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    // The fixture had the subscribe before the acknowledgement left gavel.
+    assert_eq!(count(&s, "resources/subscribe"), 1, "{ack}");
+    assert_eq!(acked(&ack), vec![HELLO], "{ack}");
+    let call = serde_json::from_str::<Value>(&modern_line(
+        2,
+        "tools/call",
+        json!({"name": "touch_resource", "arguments": {"uri": HELLO}}),
+        "",
+    ))
+    .unwrap();
+    let (status, r) = crate::e2e_host_era::http(
+        &url,
+        "POST",
+        &[
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", "touch_resource"),
+        ],
+        Some(&call),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert!(r.contains("touched subscribed=true"), "{r}");
+    let update = next_message().await;
+    assert_eq!(
+        update["method"], "notifications/resources/updated",
+        "{update}"
+    );
+    assert_eq!(update["params"]["uri"], HELLO, "{update}");
+    assert_eq!(tagged(&update), &json!(1), "{update}");
+    // The client closes the stream: the upstream is unsubscribed.
+    drop(lines);
+    wait_recorded(&s, "resources/unsubscribe", HELLO);
+}

@@ -16,8 +16,9 @@ use rmcp::service::{NotificationContext, RequestContext, RoleServer, Subscriptio
 use rmcp::{ErrorData, ServerHandler};
 
 use super::{gavel_info, modern_version, private_hints, stamp_meta};
+use crate::front::http::listen_hold::{self, Hold};
 use crate::front::http::modern::ModernSessions;
-use crate::front::session::{Session, prepared_listen};
+use crate::front::session::{Listened, Session, prepared_listen};
 use crate::sync::Recover;
 
 /// Methods of the `initialize` era that MCP 2026-07-28 removed: the
@@ -46,6 +47,9 @@ pub struct EraFront {
     /// HTTP only: the principal of the request rmcp made this handler for
     /// (`http::modern::with_principal`); `None` when not known.
     principal: Option<crate::front::http::modern::Principal>,
+    /// HTTP only, when that request is a 2026-07-28 listen: where its
+    /// acknowledgement waits for the URIs it follows (`http::listen_hold`).
+    hold: Option<Hold>,
 }
 
 impl EraFront {
@@ -55,6 +59,7 @@ impl EraFront {
             session,
             modern: None,
             principal: None,
+            hold: None,
         }
     }
 
@@ -63,11 +68,13 @@ impl EraFront {
         session: Session,
         modern: Arc<ModernSessions>,
         principal: Option<crate::front::http::modern::Principal>,
+        hold: Option<Hold>,
     ) -> Self {
         Self {
             session,
             modern: Some(modern),
             principal,
+            hold,
         }
     }
 
@@ -291,9 +298,12 @@ impl ServerHandler for EraFront {
     /// request): the list kinds asked for, and the `resourceSubscriptions`
     /// the session follows. On stdio they were subscribed before rmcp asks
     /// ([`StdioFront`], `session::listen_prepare`): exactly those are
-    /// acknowledged. Over HTTP they are decided here (`listen_resources`),
-    /// without the request: the session is the principal's this handler
-    /// was made for; should that be unknown, no URI is acknowledged.
+    /// acknowledged. Over HTTP every one within bounds is, and the
+    /// acknowledgement is cut down to those followed before it leaves
+    /// (`http::listen_hold`). Without either (not expected), they are
+    /// decided here, without the request: the session is the principal's
+    /// this handler was made for; should that be unknown, no URI is
+    /// acknowledged.
     fn accepted_subscription_filter(
         &self,
         requested: &SubscriptionFilter,
@@ -302,8 +312,11 @@ impl ServerHandler for EraFront {
             let prepared = slot.lock().recover();
             return Some(
                 self.session
-                    .accepted_listen(requested, prepared.as_ref(), false),
+                    .accepted_listen(requested, Listened::Prepared(prepared.as_ref())),
             );
+        }
+        if self.hold.is_some() {
+            return Some(self.session.accepted_listen(requested, Listened::Held));
         }
         let session = match (&self.modern, &self.principal) {
             (None, _) => Some(self.session.clone()),
@@ -311,21 +324,27 @@ impl ServerHandler for EraFront {
             (Some(_), None) => None,
         };
         let Some(session) = session else {
-            return Some(self.session.accepted_listen(requested, None, false));
+            return Some(self.session.accepted_listen(requested, Listened::Unknown));
         };
         // A listen may be the host's first request.
         session.serve_modern_host();
-        Some(session.accepted_listen(requested, None, true))
+        Some(session.accepted_listen(requested, Listened::Now))
     }
 
     /// One listen, on the session that serves its principal (stdio: the
     /// process's), with what was prepared for it before its
-    /// acknowledgement (stdio); a listen as a host's first request starts
-    /// the upstreams whose changes it is to hear.
+    /// acknowledgement (stdio) or where it reports what it follows (HTTP);
+    /// a listen as a host's first request starts the upstreams whose
+    /// changes it is to hear.
     async fn listen(&self, cx: SubscriptionContext) -> Result<(), ErrorData> {
         let (s, _) = self.route(cx.request_context())?;
         let prepared = prepared_listen::current().and_then(|slot| slot.lock().recover().take());
-        Box::pin(s.listen(cx, prepared)).await
+        let r = Box::pin(s.listen(cx, prepared, self.hold.clone())).await;
+        // Ended before it reported: its acknowledgement names no URI.
+        if let Some(hold) = &self.hold {
+            listen_hold::report(hold, Vec::new());
+        }
+        r
     }
 
     /// Removed in 2026-07-28 (the level is per request): -32601 under the

@@ -14,8 +14,9 @@
 //! `resourceSubscriptions` (per-URI `resources/updated`) is honoured for
 //! the URIs `listen_resources` allows, and only those are acknowledged;
 //! each listen then gets the updates of exactly its URIs, tagged alike.
-//! On stdio they are subscribed upstream before the acknowledgement
-//! (`listen_prepare`); over HTTP, after it.
+//! They are subscribed upstream before the acknowledgement leaves: on
+//! stdio before rmcp's handler runs (`listen_prepare`), over HTTP while
+//! the acknowledgement is held on the wire (`http::listen_hold`).
 
 use rmcp::ErrorData;
 use rmcp::model::SubscriptionFilter;
@@ -23,6 +24,7 @@ use rmcp::service::{SubscriptionContext, SubscriptionSendError, SubscriptionSink
 use tokio::sync::broadcast;
 
 use super::Session;
+use crate::front::http::listen_hold::{self, Hold};
 
 /// Which lists changed: tools, resources, prompts.
 pub(crate) type Changed = (bool, bool, bool);
@@ -124,15 +126,17 @@ impl Session {
     /// `SubscriptionsListenResult`, draining it before the connection
     /// closes.
     ///
-    /// `prepared` (`listen_prepare`): its URIs were subscribed before the
-    /// acknowledgement and its receivers opened before that. Without one
-    /// (HTTP), the acknowledged URIs are followed now, after the
-    /// acknowledgement. Either way they are given up when the listen ends,
-    /// however it ends.
+    /// `prepared` (stdio, `listen_prepare`): its URIs were subscribed
+    /// before the acknowledgement and its receivers opened before that.
+    /// Without one (HTTP), the URIs are decided and followed now and
+    /// reported to `hold`, which has held the acknowledgement on the wire
+    /// until then (`http::listen_hold`). Either way they are given up when
+    /// the listen ends, however it ends.
     pub(crate) async fn listen(
         &self,
         cx: SubscriptionContext,
         prepared: Option<super::Prepared>,
+        hold: Option<Hold>,
     ) -> Result<(), ErrorData> {
         let sink = cx.sink().clone();
         let shutdown = self.inner.shutdown.clone();
@@ -143,21 +147,14 @@ impl Session {
                     self.inner.changes.subscribe(),
                     self.inner.host.resource_updates(),
                 );
-                // rmcp acknowledges the request's list cut down to what
-                // gavel honours: a URI asked for twice is there twice,
-                // followed once.
-                let uris = super::listen_resources::bounded(
-                    cx.accepted()
-                        .resource_subscriptions
-                        .as_deref()
-                        .unwrap_or_default(),
-                );
-                let wait = super::listen_prepare::SUBSCRIBE_WAIT;
                 let followed = tokio::select! {
-                    f = self.follow(&uris, cx.request_context(), wait) => f,
+                    f = self.follow_acknowledged(&cx, hold.is_some()) => f,
                     _ = cx.cancelled() => return Ok(()),
                     _ = shutdown.cancelled() => return Ok(()),
                 };
+                if let Some(hold) = &hold {
+                    listen_hold::report(hold, followed.uris().map(str::to_string).collect());
+                }
                 (rx, updates, followed)
             }
         };
@@ -193,6 +190,40 @@ impl Session {
                 return Ok(());
             }
         }
+    }
+}
+
+impl Session {
+    /// Follows the URIs rmcp acknowledged for a listen that was not
+    /// prepared: over HTTP (`held`) every one within bounds was, and the
+    /// upstreams are waited for and the URIs decided now (on the blocking
+    /// pool) while its acknowledgement is held (`http::listen_hold`);
+    /// otherwise they were decided when rmcp asked.
+    async fn follow_acknowledged(
+        &self,
+        cx: &SubscriptionContext,
+        held: bool,
+    ) -> super::listen_resources::Followed {
+        // rmcp acknowledges the request's list cut down to what gavel
+        // honours: a URI asked for twice is there twice, followed once.
+        let mut uris = super::listen_resources::bounded(
+            cx.accepted()
+                .resource_subscriptions
+                .as_deref()
+                .unwrap_or_default(),
+        );
+        if held && !uris.is_empty() {
+            // As any first request that routes (a listen may be one).
+            if let Err(e) = self.wait_started().await {
+                tracing::warn!(
+                    "resourceSubscriptions: no upstream to follow them on: {}",
+                    e.message
+                );
+            }
+            uris = self.honoured_uris_off_loop(uris).await;
+        }
+        let wait = super::listen_prepare::SUBSCRIBE_WAIT;
+        self.follow(&uris, cx.request_context(), wait).await
     }
 }
 

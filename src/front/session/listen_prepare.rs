@@ -18,10 +18,10 @@
 //! exactly the URIs subscribed, and the listen delivers from receivers
 //! opened before the first subscribe.
 //!
-//! A listen served without one (rmcp's HTTP service takes only a
-//! `ServerHandler`, whose request handling cannot be wrapped) falls back
-//! to the order rmcp imposes: honoured decided when rmcp asks, subscribed
-//! after the acknowledgement (`listen.rs`).
+//! rmcp's HTTP service takes only a `ServerHandler`, whose request
+//! handling cannot be wrapped: over HTTP the same work is done in the
+//! handler's `listen` while `http::listen_hold` holds the acknowledgement
+//! on the wire (`Session::follow_acknowledged`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -120,19 +120,31 @@ impl Session {
     }
 
     /// What rmcp acknowledges of `requested`: the list kinds asked for,
-    /// and of its `resourceSubscriptions` those `prepared` subscribed.
-    /// Without a prepared listen (HTTP) the URIs are decided here, on the
-    /// event loop, and followed only once acknowledged.
+    /// and of its `resourceSubscriptions` what `how` says.
     pub(crate) fn accepted_listen(
         &self,
         requested: &SubscriptionFilter,
-        prepared: Option<&Prepared>,
-        uris: bool,
+        how: Listened<'_>,
     ) -> SubscriptionFilter {
-        super::listen::accepted(requested, |asked| match prepared {
-            Some(p) => p.acked.clone(),
-            None if uris => self.honoured_uris(asked),
-            None => Vec::new(),
+        super::listen::accepted(requested, |asked| match how {
+            Listened::Prepared(Some(p)) => p.acked.clone(),
+            Listened::Prepared(None) | Listened::Unknown => Vec::new(),
+            Listened::Held => bounded(asked),
+            Listened::Now => self.honoured_uris(asked),
         })
     }
+}
+
+/// How a listen's `resourceSubscriptions` are acknowledged.
+pub(crate) enum Listened<'a> {
+    /// stdio: those subscribed before (none if the preparation is gone).
+    Prepared(Option<&'a Prepared>),
+    /// HTTP: every one within bounds; the acknowledgement is cut down to
+    /// those followed before it leaves (`http::listen_hold`).
+    Held,
+    /// Not prepared nor held (not expected): decided now, on the event
+    /// loop, and followed after the acknowledgement.
+    Now,
+    /// The session is not known: none.
+    Unknown,
 }

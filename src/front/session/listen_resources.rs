@@ -2,8 +2,8 @@
 //! `notifications/resources/updated` for exactly the URIs a listen asked
 //! for and gavel honoured, on that listen's stream (reference §1.6, §2.5).
 //!
-//! **Which URIs are honoured** ([`Session::honoured_uris`], decided before
-//! the acknowledgement, which names them; on the blocking pool on stdio): at most [`MAX_URIS`] per listen,
+//! **Which URIs are honoured** ([`Session::honoured_uris`], decided on the
+//! blocking pool before the acknowledgement, which names them): at most [`MAX_URIS`] per listen,
 //! each at most [`MAX_URI_BYTES`] long, duplicates once; a URI the session
 //! routes to an upstream (`Router`'s table, as a `resources/read` of it
 //! would route) that is up and advertises `resources.subscribe`; that this
@@ -14,17 +14,16 @@
 //! ([`crate::decision::SessionState::query`]: its query record written,
 //! nothing charged). An update tells the host a resource changed; one it
 //! may not read must not be told of. Everything else is left out of the
-//! acknowledgement, as the spec says. rmcp asks for the acknowledged
-//! subset without the request: over HTTP the session is the principal's
-//! that rmcp made the handler for (`front/era/front.rs`,
+//! acknowledgement, as the spec says. Over HTTP the session is the
+//! principal's that rmcp made the handler for (`front/era/front.rs`,
 //! `http::modern::with_principal`).
 //!
-//! **Fan-in** ([`Session::follow`]: on stdio before the acknowledgement,
-//! which then names only the URIs subscribed — `listen_prepare`; over HTTP
-//! just after it): each URI is decided as the `resource_subscribe` a
-//! legacy host's `resources/subscribe` would be (its record written; a
-//! denial leaves the URI out of a stdio acknowledgement, and acknowledged
-//! but silent over HTTP, logged), and the upstream is asked for its
+//! **Fan-in** ([`Session::follow`], before the acknowledgement leaves,
+//! which then names only the URIs subscribed — `listen_prepare` on stdio,
+//! `http::listen_hold` over HTTP): each URI is decided as the
+//! `resource_subscribe` a legacy host's `resources/subscribe` would be
+//! (its record written; a denial leaves the URI out of the
+//! acknowledgement, logged), and the upstream is asked for its
 //! updates when this session starts following it — counted across the
 //! session's listens, and for a shared upstream across its sessions
 //! (`upstream::shared`): a legacy upstream is sent `resources/subscribe`, a

@@ -38,7 +38,7 @@ mod result;
 mod rounds;
 mod set;
 mod url_round;
-pub(crate) use listen_prepare::Prepared;
+pub(crate) use listen_prepare::{Listened, Prepared};
 pub use set::SessionSet;
 pub(crate) mod prepared_listen {
     //! The task-local hand-over of a prepared listen (`listen_prepare`).
