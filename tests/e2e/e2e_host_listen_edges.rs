@@ -320,3 +320,67 @@ async fn over_http_a_first_request_listen_is_acknowledged_once_subscribed() {
     drop(lines);
     wait_recorded(&s, "resources/unsubscribe", HELLO);
 }
+
+/// The 2026-07-28-only fixture (`modern_only.mjs`) crashes and is
+/// restarted: gavel's new listen to it carries the URI a host's listen
+/// still follows, so a touch after the restart still reaches that listen
+/// (the same record, `Upstream::follow_resource`, that a legacy upstream's
+/// `resources/subscribe` is sent again from).
+#[test]
+fn a_restarted_modern_upstreams_new_listen_carries_the_followed_uri() {
+    let s = crate::e2e_host_era::two_eras();
+    let state = s.path("state");
+    let mut raw = RawHost::bare_env(&s, &[("GAVEL_STATE_DIR", state.to_str().unwrap())]);
+    let mut seen = Vec::new();
+    raw.send_line(&listen(10, &["modern://note"]));
+    let ack = until(&mut raw, &mut seen, |v| is_ack_for(v, 10));
+    assert_eq!(acked(&ack), vec!["modern://note"], "{ack}");
+    raw.send_line(&modern_line(
+        11,
+        "tools/call",
+        json!({"name": "modern__crash", "arguments": {}}),
+        "",
+    ));
+    until(&mut raw, &mut seen, |v| v["id"] == 11);
+    // The old child is gone and the new one is up (so no touch below can
+    // reach the listen that was open before the crash).
+    let start = std::time::Instant::now();
+    loop {
+        let up = crate::e2e_era::upstream_status(&s, "modern");
+        if up["restarts"] == 1 && up["phase"] == "ready" {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "not restarted: {up}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let after_crash = seen.len();
+    // Touch until the restarted upstream's touch reaches the listen (its
+    // listen is opened again just after it is back).
+    let (mut id, start) = (20, std::time::Instant::now());
+    let heard = |seen: &[Value]| {
+        seen[after_crash..].iter().any(|v| {
+            v["method"] == "notifications/resources/updated"
+                && tagged(v) == &json!(10)
+                && v["params"]["uri"] == "modern://note"
+        })
+    };
+    while !heard(&seen) {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no update after the restart: {seen:#?}"
+        );
+        raw.send_line(&modern_line(
+            id,
+            "tools/call",
+            json!({"name": "modern__touch", "arguments": {"uri": "modern://note"}}),
+            "",
+        ));
+        until(&mut raw, &mut seen, |v| v["id"] == id);
+        raw.send_line(&modern_line(id + 1, "tools/list", json!({}), ""));
+        until(&mut raw, &mut seen, |v| v["id"] == id + 1);
+        id += 2;
+        if !heard(&seen) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}

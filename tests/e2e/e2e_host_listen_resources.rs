@@ -350,7 +350,7 @@ async fn over_http_a_python_host_follows_the_resources_its_principal_may_read() 
         {"op": "list_tools"},
         {"op": "listen", "filter": {"resources": [HELLO, SECRET]},
          "during": [
-            // The upstream subscription follows the acknowledgement.
+            // (The upstream was subscribed before the acknowledgement.)
             {"op": "wait_file", "path": record, "contains": "resources/subscribe"},
             {"op": "call", "name": "touch_resource", "args": {"uri": HELLO}},
          ],
