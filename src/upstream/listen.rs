@@ -22,7 +22,9 @@
 //! lives; every kind it carries is re-listed then, since a change may have
 //! come while it was closed. An upstream that refuses the listen itself
 //! (-32601, -32602) is not asked again on this connection. A restarted upstream gets a new connection and
-//! a new stream with it.
+//! a new stream with it, carrying the URIs still followed; a restarted
+//! legacy upstream is sent their `resources/subscribe` again instead
+//! ([`resubscribe`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

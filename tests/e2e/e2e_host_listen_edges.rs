@@ -384,3 +384,57 @@ fn a_restarted_modern_upstreams_new_listen_carries_the_followed_uri() {
         }
     }
 }
+
+/// Over HTTP: the client closes its listen's stream while the upstream
+/// subscription is in flight (its acknowledgement still held): once the
+/// upstream confirms, it is undone.
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_a_listen_closed_while_subscribing_leaves_no_subscription() {
+    use tokio::io::AsyncWriteExt;
+    let s = setup_with(SLOW);
+    let (_gavel, url) = crate::e2e_host_era::serve(&s).await;
+    let port: u16 = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/mcp")
+        .parse()
+        .unwrap();
+    // The upstream is up first (so the subscription is not held up by its
+    // start).
+    let list =
+        serde_json::from_str::<Value>(&modern_line(1, "resources/list", json!({}), "")).unwrap();
+    let v = ("MCP-Protocol-Version", "2026-07-28");
+    let (status, r) = crate::e2e_host_era::http(
+        &url,
+        "POST",
+        &[v, ("Mcp-Method", "resources/list")],
+        Some(&list),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    let body = listen(2, &[HELLO]);
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: subscriptions/listen\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let record = s.record("fx");
+    common::eventually("the fixture got the subscribe", || {
+        recorded(&s, "resources/subscribe").len() == 1
+    })
+    .await;
+    drop(conn);
+    wait_recorded(&s, "resources/unsubscribe", HELLO);
+    let methods: Vec<String> = common::records(&record)
+        .into_iter()
+        .filter_map(|r| r["method"].as_str().map(str::to_string))
+        .filter(|m| m.starts_with("resources/") && m.ends_with("subscribe"))
+        .collect();
+    assert_eq!(
+        methods,
+        vec!["resources/subscribe", "resources/unsubscribe"],
+        "{methods:?}"
+    );
+}
