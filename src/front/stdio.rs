@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rmcp::ServiceExt;
 use rmcp::service::RoleServer;
 
-use super::era::EraFront;
+use super::era::{EraFront, StdioFront};
 use super::lifecycle::{FrontLifecycle, shutdown_signal};
 use super::session::Session;
 use crate::gateway::Gateway;
@@ -44,7 +44,7 @@ async fn serve(gw: &Gateway, session: &Session) -> anyhow::Result<()> {
         },
     );
     let outcome = tokio::select! {
-        r = EraFront::stdio(session.clone()).serve(transport) => r,
+        r = StdioFront(EraFront::stdio(session.clone())).serve(transport) => r,
         _ = shutdown_signal() => {
             session.shutdown().await;
             return Ok(());

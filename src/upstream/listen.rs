@@ -22,7 +22,9 @@
 //! lives; every kind it carries is re-listed then, since a change may have
 //! come while it was closed. An upstream that refuses the listen itself
 //! (-32601, -32602) is not asked again on this connection. A restarted upstream gets a new connection and
-//! a new stream with it.
+//! a new stream with it, carrying the URIs still followed; a restarted
+//! legacy upstream is sent their `resources/subscribe` again instead
+//! ([`resubscribe`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -239,6 +241,48 @@ impl Listen {
         }
         ended
     }
+}
+
+/// A restarted legacy upstream's subscriptions back: every URI gavel's
+/// hosts follow on it ([`super::Upstream::follow_resource`], kept across
+/// restarts) is sent `resources/subscribe` again on the new connection —
+/// the child that crashed forgot them — before the upstream is marked
+/// ready, so an update after its return reaches the listens (and legacy
+/// hosts) that still follow it. The same set a 2026-07-28 upstream's new
+/// listen carries ([`Listen::current`]): one record, two ways to restore
+/// it. Each is bounded by `timeout`; one that fails is logged, and a host
+/// that subscribes to it again retries it.
+#[allow(deprecated)] // `resources/subscribe` is what a legacy upstream has.
+pub(super) async fn resubscribe(
+    up: &super::Upstream,
+    peer: &Peer<RoleClient>,
+    caps: &ServerCapabilities,
+    timeout: Duration,
+) {
+    if caps.resources.as_ref().and_then(|r| r.subscribe) != Some(true) {
+        return;
+    }
+    let uris: Vec<String> = up.followed.borrow().iter().cloned().collect();
+    if uris.is_empty() {
+        return;
+    }
+    let sends = uris.iter().map(|uri| async move {
+        let params = rmcp::model::SubscribeRequestParams::new(uri.clone());
+        match tokio::time::timeout(timeout, peer.subscribe(params)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(server = %up.name, uri = %crate::text::escape_controls(uri), "resources/subscribe again after the restart failed: {e}; its updates do not arrive until a host subscribes again");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(server = %up.name, uri = %crate::text::escape_controls(uri), "resources/subscribe again after the restart got no answer within {timeout:?}");
+                false
+            }
+        }
+    });
+    let done = futures::future::join_all(sends).await;
+    let ok = done.iter().filter(|&&ok| ok).count();
+    tracing::info!(server = %up.name, subscribed = ok, of = uris.len(), "resource subscriptions restored after a restart");
 }
 
 #[cfg(test)]

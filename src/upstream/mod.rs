@@ -147,11 +147,14 @@ impl Upstream {
         })
     }
 
-    /// A 2026-07-28 upstream is to send `resources/updated` for `uri` on
-    /// its listen (the caller counts who follows it).
-    pub fn follow_resource(&self, uri: &str) {
+    /// The upstream is to send `resources/updated` for `uri` (the caller
+    /// counts who follows it): a 2026-07-28 one on its listen, opened
+    /// again with it; a legacy one was sent `resources/subscribe` and is
+    /// sent it again after a restart (`supervisor::resubscribe`). Kept
+    /// across restarts. `true` when it was not followed yet.
+    pub fn follow_resource(&self, uri: &str) -> bool {
         self.followed
-            .send_if_modified(|s| s.insert(uri.to_string()));
+            .send_if_modified(|s| s.insert(uri.to_string()))
     }
 
     /// No one follows `uri` any more.

@@ -472,6 +472,9 @@ async fn serve_connection(
         tools = fresh.tools.len(), resources = fresh.resources.len(), prompts = fresh.prompts.len(),
         "upstream ready"
     );
+    if era == Spoken::Legacy {
+        super::listen::resubscribe(up, &peer, &caps, up.cfg.startup_timeout).await;
+    }
     compare_tool_digests(up, &fresh.tool_digests, "after a restart");
     lint_tools(up, deps, &fresh.tools);
     *up.lists.write().recover() = Arc::new(fresh);

@@ -12,7 +12,7 @@ use common::raw::RawHost;
 use common::{PATIENCE, Setup, fixture_server, records};
 use serde_json::{Value, json};
 
-const HELLO: &str = "fixture://static/hello";
+pub(crate) const HELLO: &str = "fixture://static/hello";
 const ITEM: &str = "fixture://items/1";
 const SECRET: &str = "fixture://items/secret";
 
@@ -28,18 +28,23 @@ decision := {"allow": false, "reasons": ["secret"]} if {
 "#;
 
 fn setup() -> Setup {
-    Setup::with(|s| {
+    setup_with(&[])
+}
+
+/// As `setup`, the fixture started with `args` too.
+pub(crate) fn setup_with(args: &'static [&'static str]) -> Setup {
+    Setup::with(move |s| {
         let bundle = common::policy::bundle(s.dir.path(), "fx", "mcp/fx", json!({}), POLICY);
         format!(
             "{}{}bundle = {:?}\n",
             s.decision_log_table(),
-            fixture_server("fx", &[], &s.record("fx")),
+            fixture_server("fx", args, &s.record("fx")),
             bundle.display().to_string()
         )
     })
 }
 
-fn listen(id: u64, uris: &[&str]) -> String {
+pub(crate) fn listen(id: u64, uris: &[&str]) -> String {
     modern_line(
         id,
         "subscriptions/listen",
@@ -48,7 +53,7 @@ fn listen(id: u64, uris: &[&str]) -> String {
     )
 }
 
-fn is_ack_for(v: &Value, id: u64) -> bool {
+pub(crate) fn is_ack_for(v: &Value, id: u64) -> bool {
     v["method"] == "notifications/subscriptions/acknowledged" && tagged(v) == &json!(id)
 }
 
@@ -58,7 +63,7 @@ fn is_update(v: &Value) -> bool {
 
 /// Calls the fixture's `touch_resource` on `uri`: its answer says whether
 /// the fixture was subscribed to it (and so sent the update).
-fn touch(raw: &mut RawHost, seen: &mut Vec<Value>, id: u64, uri: &str) -> String {
+pub(crate) fn touch(raw: &mut RawHost, seen: &mut Vec<Value>, id: u64, uri: &str) -> String {
     raw.send_line(&modern_line(
         id,
         "tools/call",
@@ -75,7 +80,7 @@ fn touch(raw: &mut RawHost, seen: &mut Vec<Value>, id: u64, uri: &str) -> String
 /// The first message from `from` on that matches `pred`: already read
 /// (an update may come before the answer to the call that caused it), or
 /// read now.
-fn heard(
+pub(crate) fn heard(
     raw: &mut RawHost,
     seen: &mut Vec<Value>,
     from: usize,
@@ -88,12 +93,12 @@ fn heard(
 }
 
 /// An update of `uri` tagged for listen `id`.
-fn update_of(id: u64, uri: &'static str) -> impl Fn(&Value) -> bool {
+pub(crate) fn update_of(id: u64, uri: &'static str) -> impl Fn(&Value) -> bool {
     move |v| is_update(v) && tagged(v) == &json!(id) && v["params"]["uri"] == uri
 }
 
 /// The URIs the fixture was sent `method` for, in order.
-fn recorded(s: &Setup, method: &str) -> Vec<String> {
+pub(crate) fn recorded(s: &Setup, method: &str) -> Vec<String> {
     records(&s.record("fx"))
         .into_iter()
         .filter(|r| r["method"] == method)
@@ -102,7 +107,7 @@ fn recorded(s: &Setup, method: &str) -> Vec<String> {
 }
 
 /// Waits (bounded) until the fixture has recorded `method` for `uri`.
-fn wait_recorded(s: &Setup, method: &str, uri: &str) {
+pub(crate) fn wait_recorded(s: &Setup, method: &str, uri: &str) {
     let start = std::time::Instant::now();
     while !recorded(s, method).iter().any(|u| u == uri) {
         assert!(
@@ -345,7 +350,7 @@ async fn over_http_a_python_host_follows_the_resources_its_principal_may_read() 
         {"op": "list_tools"},
         {"op": "listen", "filter": {"resources": [HELLO, SECRET]},
          "during": [
-            // The upstream subscription follows the acknowledgement.
+            // (The upstream was subscribed before the acknowledgement.)
             {"op": "wait_file", "path": record, "contains": "resources/subscribe"},
             {"op": "call", "name": "touch_resource", "args": {"uri": HELLO}},
          ],

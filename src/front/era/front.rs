@@ -16,8 +16,10 @@ use rmcp::service::{NotificationContext, RequestContext, RoleServer, Subscriptio
 use rmcp::{ErrorData, ServerHandler};
 
 use super::{gavel_info, modern_version, private_hints, stamp_meta};
+use crate::front::http::listen_hold::{self, Hold};
 use crate::front::http::modern::ModernSessions;
-use crate::front::session::Session;
+use crate::front::session::{Listened, Session, prepared_listen};
+use crate::sync::Recover;
 
 /// Methods of the `initialize` era that MCP 2026-07-28 removed: the
 /// lifecycle and per-session ones, and the 2025-11-25 tasks methods the
@@ -45,6 +47,9 @@ pub struct EraFront {
     /// HTTP only: the principal of the request rmcp made this handler for
     /// (`http::modern::with_principal`); `None` when not known.
     principal: Option<crate::front::http::modern::Principal>,
+    /// HTTP only, when that request is a 2026-07-28 listen: where its
+    /// acknowledgement waits for the URIs it follows (`http::listen_hold`).
+    hold: Option<Hold>,
 }
 
 impl EraFront {
@@ -54,6 +59,7 @@ impl EraFront {
             session,
             modern: None,
             principal: None,
+            hold: None,
         }
     }
 
@@ -62,11 +68,13 @@ impl EraFront {
         session: Session,
         modern: Arc<ModernSessions>,
         principal: Option<crate::front::http::modern::Principal>,
+        hold: Option<Hold>,
     ) -> Self {
         Self {
             session,
             modern: Some(modern),
             principal,
+            hold,
         }
     }
 
@@ -288,33 +296,55 @@ impl ServerHandler for EraFront {
 
     /// `subscriptions/listen` (2026-07-28; rmcp refuses it on a legacy
     /// request): the list kinds asked for, and the `resourceSubscriptions`
-    /// the session honours (`session::listen`, `listen_resources`). rmcp
-    /// asks without the request: over HTTP the session is the principal's
+    /// the session follows. On stdio they were subscribed before rmcp asks
+    /// ([`StdioFront`], `session::listen_prepare`): exactly those are
+    /// acknowledged. Over HTTP every one within bounds is, and the
+    /// acknowledgement is cut down to those followed before it leaves
+    /// (`http::listen_hold`). Without either (not expected), they are
+    /// decided here, without the request: the session is the principal's
     /// this handler was made for; should that be unknown, no URI is
     /// acknowledged.
     fn accepted_subscription_filter(
         &self,
         requested: &SubscriptionFilter,
     ) -> Option<SubscriptionFilter> {
+        if let Some(slot) = prepared_listen::current() {
+            let prepared = slot.lock().recover();
+            return Some(
+                self.session
+                    .accepted_listen(requested, Listened::Prepared(prepared.as_ref())),
+            );
+        }
+        if self.hold.is_some() {
+            return Some(self.session.accepted_listen(requested, Listened::Held));
+        }
         let session = match (&self.modern, &self.principal) {
             (None, _) => Some(self.session.clone()),
             (Some(m), Some(p)) => m.session_of(p.clone()).ok(),
             (Some(_), None) => None,
         };
         let Some(session) = session else {
-            return Some(self.session.accepted_listen(requested, false));
+            return Some(self.session.accepted_listen(requested, Listened::Unknown));
         };
         // A listen may be the host's first request.
         session.serve_modern_host();
-        Some(session.accepted_listen(requested, true))
+        Some(session.accepted_listen(requested, Listened::Now))
     }
 
     /// One listen, on the session that serves its principal (stdio: the
-    /// process's); a listen as a host's first request starts the upstreams
-    /// whose changes it is to hear.
+    /// process's), with what was prepared for it before its
+    /// acknowledgement (stdio) or where it reports what it follows (HTTP);
+    /// a listen as a host's first request starts the upstreams whose
+    /// changes it is to hear.
     async fn listen(&self, cx: SubscriptionContext) -> Result<(), ErrorData> {
         let (s, _) = self.route(cx.request_context())?;
-        Box::pin(s.listen(cx)).await
+        let prepared = prepared_listen::current().and_then(|slot| slot.lock().recover().take());
+        let r = Box::pin(s.listen(cx, prepared, self.hold.clone())).await;
+        // Ended before it reported: its acknowledgement names no URI.
+        if let Some(hold) = &self.hold {
+            listen_hold::report(hold, Vec::new());
+        }
+        r
     }
 
     /// Removed in 2026-07-28 (the level is per request): -32601 under the
@@ -355,5 +385,72 @@ impl ServerHandler for EraFront {
         // Every custom request is refused (`session::handler`): nothing to
         // start for it.
         Box::pin(self.session.on_custom_request(request, cx)).await
+    }
+}
+
+/// The stdio front's service: [`EraFront`], with a 2026-07-28 listen made
+/// ready before rmcp's handler acknowledges it (`session::listen_prepare`:
+/// the upstream subscriptions it names are in place first). rmcp's HTTP
+/// service takes a `ServerHandler` only, whose request handling cannot be
+/// wrapped, so this is stdio's.
+#[derive(Clone)]
+pub struct StdioFront(pub EraFront);
+
+impl StdioFront {
+    /// A modern listen: prepared (cancellable by the host, whose cancel
+    /// then undoes whatever was subscribed for it), then handled by rmcp
+    /// with the result at hand.
+    async fn listen(
+        &self,
+        request: ClientRequest,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<ServerResult, ErrorData> {
+        let ClientRequest::SubscriptionsListenRequest(listen) = &request else {
+            unreachable!("only a listen comes here");
+        };
+        let prepared = tokio::select! {
+            p = self.0.session.prepare_listen(&listen.params.notifications, &cx) => p,
+            _ = cx.ct.cancelled() => {
+                return Err(ErrorData::invalid_request("the listen was cancelled", None));
+            }
+        };
+        prepared_listen::scoped(
+            prepared,
+            rmcp::Service::handle_request(&self.0, request, cx),
+        )
+        .await
+    }
+}
+
+impl rmcp::Service<RoleServer> for StdioFront {
+    async fn handle_request(
+        &self,
+        request: ClientRequest,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<ServerResult, ErrorData> {
+        if matches!(request, ClientRequest::SubscriptionsListenRequest(_))
+            && super::modern_version(&cx.meta).is_some()
+        {
+            // Boxed: every other request's future stays as small as
+            // EraFront's own (see the note on its `ServerHandler`).
+            return Box::pin(self.listen(request, cx)).await;
+        }
+        rmcp::Service::handle_request(&self.0, request, cx).await
+    }
+
+    async fn handle_notification(
+        &self,
+        notification: ClientNotification,
+        cx: NotificationContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        rmcp::Service::handle_notification(&self.0, notification, cx).await
+    }
+
+    fn get_info(&self) -> ServerConfig {
+        rmcp::Service::get_info(&self.0)
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        rmcp::Service::supported_protocol_versions(&self.0)
     }
 }

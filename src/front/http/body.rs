@@ -43,6 +43,10 @@ pub(super) async fn read_body(
     if modern && let Some(refused) = super::modern::refuse_initialize(&bytes) {
         return refused;
     }
+    let mut parts = parts;
+    if modern && super::listen_hold::is_listen(&bytes) {
+        parts.extensions.insert(super::listen_hold::IsListen);
+    }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
 }

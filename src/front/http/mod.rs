@@ -50,6 +50,7 @@ mod cap;
 mod drain;
 mod ending;
 pub mod hosts;
+pub(crate) mod listen_hold;
 pub mod modern;
 mod sse_start;
 pub mod tls;
@@ -170,8 +171,11 @@ async fn app(
     let (allowed_hosts, allowed_origins) =
         (config.allowed_hosts.clone(), config.allowed_origins.clone());
     let (mcp, manager) = mcp_service(gw, opts, sessions, config);
-    // Innermost of all: the principal, for the handler rmcp makes for the
-    // request (`modern::with_principal`).
+    // Next: the principal, for the handler rmcp makes for the request
+    // (`modern::with_principal`).
+    // Innermost of all: a listen's answer held at its acknowledgement
+    // until its upstream subscriptions are in place (`listen_hold`).
+    let mcp = mcp.layer(middleware::from_fn(listen_hold::hold_ack));
     let mcp = mcp.layer(middleware::from_fn(modern::with_principal));
     // Next: only rmcp's own answers are held (`sse_start`).
     let mcp = mcp.layer(middleware::from_fn(sse_start::coalesce));
@@ -270,6 +274,7 @@ fn mcp_service(
                 s,
                 modern.clone(),
                 principal,
+                listen_hold::current(),
             ))
         }
     };

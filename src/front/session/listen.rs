@@ -14,6 +14,9 @@
 //! `resourceSubscriptions` (per-URI `resources/updated`) is honoured for
 //! the URIs `listen_resources` allows, and only those are acknowledged;
 //! each listen then gets the updates of exactly its URIs, tagged alike.
+//! They are subscribed upstream before the acknowledgement leaves: on
+//! stdio before rmcp's handler runs (`listen_prepare`), over HTTP while
+//! the acknowledgement is held on the wire (`http::listen_hold`).
 
 use rmcp::ErrorData;
 use rmcp::model::SubscriptionFilter;
@@ -21,6 +24,7 @@ use rmcp::service::{SubscriptionContext, SubscriptionSendError, SubscriptionSink
 use tokio::sync::broadcast;
 
 use super::Session;
+use crate::front::http::listen_hold::{self, Hold};
 
 /// Which lists changed: tools, resources, prompts.
 pub(crate) type Changed = (bool, bool, bool);
@@ -48,7 +52,7 @@ impl ListChanges {
         }
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Changed> {
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<Changed> {
         self.0.subscribe()
     }
 }
@@ -122,25 +126,37 @@ impl Session {
     /// `SubscriptionsListenResult`, draining it before the connection
     /// closes.
     ///
-    /// The resource URIs it was acknowledged for are followed first
-    /// (`listen_resources`), and given up when it ends, however it ends.
-    pub(crate) async fn listen(&self, cx: SubscriptionContext) -> Result<(), ErrorData> {
-        let mut rx = self.inner.changes.subscribe();
-        let mut updates = self.inner.host.resource_updates();
+    /// `prepared` (stdio, `listen_prepare`): its URIs were subscribed
+    /// before the acknowledgement and its receivers opened before that.
+    /// Without one (HTTP), the URIs are decided and followed now and
+    /// reported to `hold`, which has held the acknowledgement on the wire
+    /// until then (`http::listen_hold`). Either way they are given up when
+    /// the listen ends, however it ends.
+    pub(crate) async fn listen(
+        &self,
+        cx: SubscriptionContext,
+        prepared: Option<super::Prepared>,
+        hold: Option<Hold>,
+    ) -> Result<(), ErrorData> {
         let sink = cx.sink().clone();
         let shutdown = self.inner.shutdown.clone();
-        // rmcp acknowledges the request's list cut down to what gavel
-        // honours: a URI asked for twice is there twice, followed once.
-        let uris = super::listen_resources::bounded(
-            cx.accepted()
-                .resource_subscriptions
-                .as_deref()
-                .unwrap_or_default(),
-        );
-        let followed = tokio::select! {
-            f = self.follow(&uris, cx.request_context()) => f,
-            _ = cx.cancelled() => return Ok(()),
-            _ = shutdown.cancelled() => return Ok(()),
+        let (mut rx, mut updates, followed) = match prepared {
+            Some(p) => (p.changes, p.updates, p.followed),
+            None => {
+                let (rx, updates) = (
+                    self.inner.changes.subscribe(),
+                    self.inner.host.resource_updates(),
+                );
+                let followed = tokio::select! {
+                    f = self.follow_acknowledged(&cx, hold.is_some()) => f,
+                    _ = cx.cancelled() => return Ok(()),
+                    _ = shutdown.cancelled() => return Ok(()),
+                };
+                if let Some(hold) = &hold {
+                    listen_hold::report(hold, followed.uris().map(str::to_string).collect());
+                }
+                (rx, updates, followed)
+            }
         };
         loop {
             let changed = tokio::select! {
@@ -174,6 +190,40 @@ impl Session {
                 return Ok(());
             }
         }
+    }
+}
+
+impl Session {
+    /// Follows the URIs rmcp acknowledged for a listen that was not
+    /// prepared: over HTTP (`held`) every one within bounds was, and the
+    /// upstreams are waited for and the URIs decided now (on the blocking
+    /// pool) while its acknowledgement is held (`http::listen_hold`);
+    /// otherwise they were decided when rmcp asked.
+    async fn follow_acknowledged(
+        &self,
+        cx: &SubscriptionContext,
+        held: bool,
+    ) -> super::listen_resources::Followed {
+        // rmcp acknowledges the request's list cut down to what gavel
+        // honours: a URI asked for twice is there twice, followed once.
+        let mut uris = super::listen_resources::bounded(
+            cx.accepted()
+                .resource_subscriptions
+                .as_deref()
+                .unwrap_or_default(),
+        );
+        if held && !uris.is_empty() {
+            // As any first request that routes (a listen may be one).
+            if let Err(e) = self.wait_started().await {
+                tracing::warn!(
+                    "resourceSubscriptions: no upstream to follow them on: {}",
+                    e.message
+                );
+            }
+            uris = self.honoured_uris_off_loop(uris).await;
+        }
+        let wait = super::listen_prepare::SUBSCRIBE_WAIT;
+        self.follow(&uris, cx.request_context(), wait).await
     }
 }
 

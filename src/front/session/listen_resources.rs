@@ -2,8 +2,8 @@
 //! `notifications/resources/updated` for exactly the URIs a listen asked
 //! for and gavel honoured, on that listen's stream (reference §1.6, §2.5).
 //!
-//! **Which URIs are honoured** ([`Session::honoured_uris`], decided before
-//! the acknowledgement, which names them): at most [`MAX_URIS`] per listen,
+//! **Which URIs are honoured** ([`Session::honoured_uris`], decided on the
+//! blocking pool before the acknowledgement, which names them): at most [`MAX_URIS`] per listen,
 //! each at most [`MAX_URI_BYTES`] long, duplicates once; a URI the session
 //! routes to an upstream (`Router`'s table, as a `resources/read` of it
 //! would route) that is up and advertises `resources.subscribe`; that this
@@ -14,20 +14,26 @@
 //! ([`crate::decision::SessionState::query`]: its query record written,
 //! nothing charged). An update tells the host a resource changed; one it
 //! may not read must not be told of. Everything else is left out of the
-//! acknowledgement, as the spec says. rmcp asks for the acknowledged
-//! subset without the request: over HTTP the session is the principal's
-//! that rmcp made the handler for (`front/era/front.rs`,
+//! acknowledgement, as the spec says. Over HTTP the session is the
+//! principal's that rmcp made the handler for (`front/era/front.rs`,
 //! `http::modern::with_principal`).
 //!
-//! **Fan-in** ([`Session::follow`], once acknowledged): each URI is
-//! decided as the `resource_subscribe` a legacy host's `resources/subscribe`
-//! would be (its record written; a denial leaves the URI acknowledged but
-//! silent, logged), and the upstream is asked for its updates when this
-//! session starts following it — counted across the session's listens,
-//! and for a shared upstream across its sessions (`upstream::shared`): a
-//! legacy upstream is sent `resources/subscribe`, a 2026-07-28 one gets
-//! the URI in its own listen's `resourceSubscriptions` (`upstream::listen`
-//! opens it again with the new set). When the last listen of the session
+//! **Fan-in** ([`Session::follow`], before the acknowledgement leaves,
+//! which then names only the URIs subscribed — `listen_prepare` on stdio,
+//! `http::listen_hold` over HTTP): each URI is decided as the
+//! `resource_subscribe` a legacy host's `resources/subscribe` would be
+//! (its record written; a denial leaves the URI out of the
+//! acknowledgement, logged), and the upstream is asked for its
+//! updates when this session starts following it — counted across the
+//! session's listens, and for a shared upstream across its sessions
+//! (`upstream::shared`): a legacy upstream is sent `resources/subscribe`, a
+//! 2026-07-28 one gets the URI in its own listen's `resourceSubscriptions`
+//! (`upstream::listen` opens it again with the new set); either way the
+//! upstream remembers it, and a restarted one gets it again
+//! (`upstream::listen::resubscribe`). Each subscribe runs on a task of its
+//! own and is kept only while its listen still waits for it
+//! ([`Admission`]): one that completes after the listen stopped waiting or
+//! ended is undone. When the last listen of the session
 //! that follows a URI ends (the host cancels, its stream is gone, the
 //! session stops), its unsubscribe is decided the same way and a legacy
 //! upstream sent `resources/unsubscribe` (a modern one's listen re-opened
@@ -43,6 +49,8 @@
 #![allow(deprecated)]
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use rmcp::ErrorData;
 use rmcp::model::UnsubscribeRequestParams;
@@ -52,6 +60,7 @@ use serde_json::json;
 
 use super::Session;
 use crate::decision::{ActionType, RequestEra};
+use crate::sync::Recover;
 use crate::upstream::era::Spoken;
 
 /// The most URIs one listen is honoured for.
@@ -191,30 +200,69 @@ impl Session {
         Ok(())
     }
 
-    /// Starts following the acknowledged `uris` for one listen: the URIs
-    /// followed, released when the returned guard drops.
+    /// [`Self::honoured_uris`] on the blocking pool: up to [`MAX_URIS`]
+    /// policy queries, each of which may read the state store (Redis), must
+    /// not hold up the event loop every session shares. A check that does
+    /// not finish honours nothing (fail closed).
+    pub(super) async fn honoured_uris_off_loop(&self, requested: Vec<String>) -> Vec<String> {
+        let session = self.clone();
+        tokio::task::spawn_blocking(move || session.honoured_uris(&requested))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(
+                    "the resourceSubscriptions check did not finish ({e}); no URI is acknowledged"
+                );
+                Vec::new()
+            })
+    }
+
+    /// Subscribes upstream to the honoured `uris` of one listen, waiting at
+    /// most `wait` — before its acknowledgement, which names only what is
+    /// followed when this returns (subscribe, then acknowledge, then
+    /// deliver: an update between the two is not lost).
+    ///
+    /// Each subscribe runs on a task of its own, so neither the wait
+    /// running out nor the listen being cancelled (its future dropped) can
+    /// cut one off half-way: one that completes after the returned
+    /// [`Followed`] stopped admitting URIs (the wait ran out, the listen
+    /// ended) unsubscribes again itself ([`Admission`]).
     pub(super) async fn follow(
         &self,
         uris: &[String],
         cx: &RequestContext<RoleServer>,
+        wait: Duration,
     ) -> Followed {
-        // The listen's own context, with a token of its own: the host
-        // cancelling the listen must not cancel the unsubscribe it causes.
-        let mut own = cx.clone();
-        own.ct = tokio_util::sync::CancellationToken::new();
-        let mut followed = Followed {
-            session: self.clone(),
-            cx: own,
-            uris: Vec::new(),
-        };
-        for uri in uris {
-            match self.subscribe_for_listen(uri, &followed.cx).await {
-                Ok(server) => followed.uris.push((server, uri.clone())),
-                Err(e) => {
-                    tracing::warn!(uri = %for_log(uri), "resourceSubscriptions: acknowledged, but not followed: {}", e.message)
-                }
-            }
+        let mut followed = Followed::none(self, cx);
+        let tasks: Vec<_> = uris
+            .iter()
+            .map(|uri| {
+                let (session, cx) = (self.clone(), followed.cx.clone());
+                let (admission, uri) = (followed.admission.clone(), uri.clone());
+                tokio::spawn(async move {
+                    let server = match session.subscribe_for_listen(&uri, &cx).await {
+                        Ok(server) => server,
+                        Err(e) => {
+                            tracing::warn!(uri = %for_log(&uri), "resourceSubscriptions: not acknowledged, the subscription failed: {}", e.message);
+                            return;
+                        }
+                    };
+                    let kept = admission.lock().recover().admit((server.clone(), uri.clone()));
+                    if !kept {
+                        tracing::info!(server, uri = %for_log(&uri), "resourceSubscriptions: subscribed after its listen stopped waiting (or ended); unsubscribing");
+                        session.unsubscribe_for_listen(&server, &uri, &cx).await;
+                    }
+                })
+            })
+            .collect();
+        if tokio::time::timeout(wait, futures::future::join_all(tasks))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "resourceSubscriptions: an upstream did not confirm its subscription within {wait:?}; its URIs are not acknowledged"
+            );
         }
+        followed.uris = followed.admission.lock().recover().close();
         followed
     }
 
@@ -268,6 +316,11 @@ impl Session {
     /// The upstream is to send `uri`'s updates: a legacy one is sent
     /// `resources/subscribe`; a 2026-07-28 one's listen is opened again
     /// with `uri` among its `resourceSubscriptions` (`upstream::listen`).
+    /// Either way the upstream remembers it ([`Upstream::follow_resource`]),
+    /// so a restarted one gets it again: a new listen carries it, a legacy
+    /// one is sent `resources/subscribe` again.
+    ///
+    /// [`Upstream::follow_resource`]: crate::upstream::Upstream::follow_resource
     /// A legacy host's own `resources/subscribe` comes here too
     /// (`handler`), once decided.
     pub(super) async fn subscribe_upstream(
@@ -281,14 +334,22 @@ impl Session {
         let up =
             up.ok_or_else(|| ErrorData::internal_error(format!("no upstream {server:?}"), None))?;
         let conn = up.ready().await?;
+        // Remembered before it is sent: a legacy upstream that restarts
+        // while it is on its way is sent it again with the rest
+        // (`supervisor::resubscribe`); it stays remembered only if it
+        // took (or was there already).
+        let new = up.follow_resource(uri);
         if conn.era == Spoken::Modern {
-            up.follow_resource(uri);
             return Ok(());
         }
         let req = ClientRequest::SubscribeRequest(SubscribeRequest::new(
             SubscribeRequestParams::new(uri),
         ));
-        self.forward(server, permit, req, cx).await.map(|_| ())
+        let r = self.forward(server, permit, req, cx).await.map(|_| ());
+        if r.is_err() && new {
+            up.unfollow_resource(uri);
+        }
+        r
     }
 
     /// One listen stops following `uri` at `server`; the last one sends
@@ -360,15 +421,70 @@ impl Session {
     }
 }
 
-/// The URIs one listen follows; dropping it (the listen ended, however)
-/// releases them off the caller's task.
-pub(super) struct Followed {
+/// Which subscribes of one listen it keeps: those that complete while it
+/// still admits them. Once closed (the listen's wait for them ran out, or
+/// the listen ended), a subscribe that completes is refused and undone by
+/// whoever made it — whichever order the two happen in, every upstream
+/// subscription made for a listen is either the listen's (and released
+/// with it) or undone at once.
+#[derive(Debug)]
+pub(super) struct Admission<T> {
+    closed: bool,
+    kept: Vec<T>,
+}
+
+impl<T> Default for Admission<T> {
+    fn default() -> Self {
+        Self {
+            closed: false,
+            kept: Vec::new(),
+        }
+    }
+}
+
+impl<T> Admission<T> {
+    /// Keeps `item` while open (`true`); `false`: the caller undoes it.
+    pub(super) fn admit(&mut self, item: T) -> bool {
+        if self.closed {
+            return false;
+        }
+        self.kept.push(item);
+        true
+    }
+
+    /// Admits nothing more; what was kept until now is handed over.
+    pub(super) fn close(&mut self) -> Vec<T> {
+        self.closed = true;
+        std::mem::take(&mut self.kept)
+    }
+}
+
+/// The URIs one listen follows; dropping it (the listen ended, however,
+/// or never got acknowledged) releases them off the caller's task,
+/// together with any subscribe still in flight for it ([`Admission`]).
+pub(crate) struct Followed {
     session: Session,
     cx: RequestContext<RoleServer>,
+    admission: Arc<std::sync::Mutex<Admission<(String, String)>>>,
+    /// (server, URI) followed: what the admission held when it closed.
     uris: Vec<(String, String)>,
 }
 
 impl Followed {
+    /// Nothing followed (yet), for a listen of `cx`. The listen's own
+    /// context, with a token of its own: the host cancelling the listen
+    /// must not cancel the unsubscribe it causes.
+    pub(super) fn none(session: &Session, cx: &RequestContext<RoleServer>) -> Self {
+        let mut own = cx.clone();
+        own.ct = tokio_util::sync::CancellationToken::new();
+        Self {
+            session: session.clone(),
+            cx: own,
+            admission: Default::default(),
+            uris: Vec::new(),
+        }
+    }
+
     /// Whether this listen follows `uri`.
     pub(super) fn has(&self, uri: &str) -> bool {
         self.uris.iter().any(|(_, u)| u == uri)
@@ -386,7 +502,11 @@ impl Followed {
 
 impl Drop for Followed {
     fn drop(&mut self) {
-        let uris = std::mem::take(&mut self.uris);
+        // Dropped before `follow` closed it (the listen was cancelled while
+        // subscribing): whatever it kept is released too, and whatever is
+        // still in flight is undone when it completes.
+        let mut uris = self.admission.lock().recover().close();
+        uris.append(&mut self.uris);
         if uris.is_empty() {
             return;
         }
@@ -422,6 +542,28 @@ mod tests {
         assert_eq!(b.len(), MAX_URIS);
         assert_eq!(b[0], "r://0");
         assert_eq!(b[MAX_URIS - 1], format!("r://{}", MAX_URIS - 1));
+    }
+
+    #[test]
+    fn what_completes_before_the_close_is_kept_and_what_completes_after_is_refused() {
+        let mut a = Admission::default();
+        assert!(a.admit("r://a"));
+        assert!(a.admit("r://b"));
+        // The listen stops waiting (acknowledged) or ends: it takes what
+        // completed, in the order it did.
+        assert_eq!(a.close(), vec!["r://a", "r://b"]);
+        // A subscription that completes later is refused: its maker undoes it.
+        assert!(!a.admit("r://c"));
+        // Closing again (the listen's end after its acknowledgement) hands
+        // nothing over twice.
+        assert!(a.close().is_empty());
+    }
+
+    #[test]
+    fn a_listen_that_ends_before_any_subscription_completes_keeps_none() {
+        let mut a: Admission<&str> = Admission::default();
+        assert!(a.close().is_empty());
+        assert!(!a.admit("r://a"));
     }
 
     #[test]

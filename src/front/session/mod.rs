@@ -31,6 +31,7 @@ mod handler;
 mod handoff;
 mod host_round;
 mod listen;
+mod listen_prepare;
 mod listen_resources;
 mod parked;
 mod relay;
@@ -39,7 +40,12 @@ mod rounds;
 mod set;
 mod url_round;
 pub use handoff::Handoffs;
+pub(crate) use listen_prepare::{Listened, Prepared};
 pub use set::SessionSet;
+pub(crate) mod prepared_listen {
+    //! The task-local hand-over of a prepared listen (`listen_prepare`).
+    pub(crate) use super::listen_prepare::{current, scoped};
+}
 
 struct Inner {
     gw: Arc<Gateway>,
@@ -161,23 +167,6 @@ impl Session {
 
     fn downgrade(&self) -> WeakSession {
         WeakSession(Arc::downgrade(&self.inner))
-    }
-
-    /// What a 2026-07-28 host's `subscriptions/listen` is acknowledged
-    /// for (`listen.rs`): `uris` says whether its `resourceSubscriptions`
-    /// can be decided here (`listen_resources.rs`).
-    pub(crate) fn accepted_listen(
-        &self,
-        requested: &SubscriptionFilter,
-        uris: bool,
-    ) -> SubscriptionFilter {
-        listen::accepted(requested, |asked| {
-            if uris {
-                self.honoured_uris(asked)
-            } else {
-                Vec::new()
-            }
-        })
     }
 
     pub fn id(&self) -> &str {
