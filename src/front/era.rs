@@ -142,7 +142,7 @@ fn private_hints(ttl: &mut Option<u64>, scope: &mut Option<CacheScope>) {
 
 mod front;
 pub mod params;
-pub use front::{EraFront, StdioFront};
+pub use front::{EraFront, MakeSession, StdioFront};
 
 #[cfg(test)]
 mod tests;

@@ -35,12 +35,40 @@ const REMOVED_IN_2026: &[&str] = &[
     "tasks/result",
 ];
 
+/// Makes the connection's session, on first use (HTTP).
+pub type MakeSession = Arc<dyn Fn() -> Session + Send + Sync>;
+
+/// The connection's session: stdio's from the start; over HTTP made on
+/// first use — rmcp makes a handler for every 2026-07-28 request too, which
+/// its principal's session serves, and a session made for nothing would
+/// cost an allocation, a cancellation-tree node and a sweep of the front's
+/// session set per request (and show in `gavel status` while it lived).
+#[derive(Clone)]
+struct Conn {
+    cell: Arc<std::sync::OnceLock<Session>>,
+    make: Option<MakeSession>,
+}
+
+impl Conn {
+    fn get(&self) -> &Session {
+        self.cell.get_or_init(|| {
+            let make = self
+                .make
+                .as_ref()
+                .expect("a connection without a session has a maker");
+            make()
+        })
+    }
+}
+
 /// The session as the host's transport serves it.
 #[derive(Clone)]
 pub struct EraFront {
     /// The connection's session (stdio: the process's; HTTP: the legacy
-    /// session rmcp made this handler for).
-    session: Session,
+    /// session rmcp made this handler for, made when first used).
+    conn: Conn,
+    /// What gavel says of itself comes from the config alone.
+    gw: Arc<crate::gateway::Gateway>,
     /// HTTP only: where a 2026-07-28 request is served instead — the
     /// session of its principal, never one of a connection.
     modern: Option<Arc<ModernSessions>>,
@@ -56,26 +84,41 @@ impl EraFront {
     /// stdio: one host, one session, whichever era it speaks.
     pub fn stdio(session: Session) -> Self {
         Self {
-            session,
+            gw: session.gateway().clone(),
+            conn: Conn {
+                cell: Arc::new(session.into()),
+                make: None,
+            },
             modern: None,
             principal: None,
             hold: None,
         }
     }
 
-    /// HTTP: legacy requests on `session`, modern ones on their principal's.
+    /// HTTP: legacy requests on the session `make` makes (when one
+    /// comes), modern ones on their principal's.
     pub fn http(
-        session: Session,
+        gw: Arc<crate::gateway::Gateway>,
+        make: MakeSession,
         modern: Arc<ModernSessions>,
         principal: Option<crate::front::http::modern::Principal>,
         hold: Option<Hold>,
     ) -> Self {
         Self {
-            session,
+            gw,
+            conn: Conn {
+                cell: Arc::default(),
+                make: Some(make),
+            },
             modern: Some(modern),
             principal,
             hold,
         }
+    }
+
+    /// The connection's session (made now if it was not yet).
+    pub(crate) fn session(&self) -> &Session {
+        self.conn.get()
     }
 
     /// The session that serves the request of `cx`, and gavel's identity
@@ -86,12 +129,12 @@ impl EraFront {
         cx: &RequestContext<RoleServer>,
     ) -> Result<(Session, Option<Implementation>), ErrorData> {
         if modern_version(&cx.meta).is_none() {
-            return Ok((self.session.clone(), None));
+            return Ok((self.session().clone(), None));
         }
         check_log_level(&cx.meta)?;
         let session = match &self.modern {
             Some(m) => m.session_for(cx)?,
-            None => self.session.clone(),
+            None => self.session().clone(),
         };
         session.serve_modern_host();
         Ok((session, Some(gavel_info())))
@@ -145,16 +188,20 @@ macro_rules! stamped_list {
 /// `bench/instructions.sh`: `wrap` 220k → 338k instructions a call).
 impl ServerHandler for EraFront {
     fn get_info(&self) -> ServerConfig {
-        self.session.get_info()
+        crate::front::session::server_config(&self.gw)
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
-        self.session.supported_protocol_versions()
+        crate::front::era::supported_versions()
     }
 
     /// Answered from gavel's configuration; starts nothing.
-    async fn discover(&self, cx: RequestContext<RoleServer>) -> Result<DiscoverResult, ErrorData> {
-        Box::pin(self.session.discover(cx)).await
+    /// gavel's own identity and capabilities: from the config, no session
+    /// (a probe starts nothing, `front::era`).
+    async fn discover(&self, _cx: RequestContext<RoleServer>) -> Result<DiscoverResult, ErrorData> {
+        Ok(super::discover_result(
+            crate::front::session::server_config(&self.gw).instructions,
+        ))
     }
 
     async fn initialize(
@@ -162,11 +209,11 @@ impl ServerHandler for EraFront {
         request: InitializeRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
-        Box::pin(self.session.initialize(request, cx)).await
+        Box::pin(self.session().initialize(request, cx)).await
     }
 
     async fn on_initialized(&self, cx: NotificationContext<RoleServer>) {
-        Box::pin(self.session.on_initialized(cx)).await
+        Box::pin(self.session().on_initialized(cx)).await
     }
 
     async fn list_tools(
@@ -311,20 +358,20 @@ impl ServerHandler for EraFront {
         if let Some(slot) = prepared_listen::current() {
             let prepared = slot.lock().recover();
             return Some(
-                self.session
+                self.session()
                     .accepted_listen(requested, Listened::Prepared(prepared.as_ref())),
             );
         }
         if self.hold.is_some() {
-            return Some(self.session.accepted_listen(requested, Listened::Held));
+            return Some(self.session().accepted_listen(requested, Listened::Held));
         }
         let session = match (&self.modern, &self.principal) {
-            (None, _) => Some(self.session.clone()),
+            (None, _) => Some(self.session().clone()),
             (Some(m), Some(p)) => m.session_of(p.clone()).ok(),
             (Some(_), None) => None,
         };
         let Some(session) = session else {
-            return Some(self.session.accepted_listen(requested, Listened::Unknown));
+            return Some(self.session().accepted_listen(requested, Listened::Unknown));
         };
         // A listen may be the host's first request.
         session.serve_modern_host();
@@ -357,11 +404,11 @@ impl ServerHandler for EraFront {
         if modern_version(&cx.meta).is_some() {
             return Err(ErrorData::method_not_found::<SetLevelRequestMethod>());
         }
-        Box::pin(self.session.set_level(request, cx)).await
+        Box::pin(self.session().set_level(request, cx)).await
     }
 
     async fn on_roots_list_changed(&self, cx: NotificationContext<RoleServer>) {
-        Box::pin(self.session.on_roots_list_changed(cx)).await
+        Box::pin(self.session().on_roots_list_changed(cx)).await
     }
 
     async fn on_custom_request(
@@ -384,7 +431,7 @@ impl ServerHandler for EraFront {
         }
         // Every custom request is refused (`session::handler`): nothing to
         // start for it.
-        Box::pin(self.session.on_custom_request(request, cx)).await
+        Box::pin(self.session().on_custom_request(request, cx)).await
     }
 }
 
@@ -409,7 +456,7 @@ impl StdioFront {
             unreachable!("only a listen comes here");
         };
         let prepared = tokio::select! {
-            p = self.0.session.prepare_listen(&listen.params.notifications, &cx) => p,
+            p = self.0.session().prepare_listen(&listen.params.notifications, &cx) => p,
             _ = cx.ct.cancelled() => {
                 return Err(ErrorData::invalid_request("the listen was cancelled", None));
             }

@@ -267,11 +267,18 @@ fn mcp_service(
     let factory = {
         let (gw, sessions) = (gw.clone(), sessions.clone());
         move || {
-            let s = crate::front::session::Session::new(gw.clone());
-            sessions.add(&s);
+            let make: crate::front::era::MakeSession = {
+                let (gw, sessions) = (gw.clone(), sessions.clone());
+                Arc::new(move || {
+                    let s = crate::front::session::Session::new(gw.clone());
+                    sessions.add(&s);
+                    s
+                })
+            };
             let principal = modern::current_principal();
             Ok(crate::front::era::EraFront::http(
-                s,
+                gw.clone(),
+                make,
                 modern.clone(),
                 principal,
                 listen_hold::current(),

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::Session;
 use crate::decision::result::OutputKind;
 use crate::decision::{Action, ActionType, deny};
+use crate::gateway::Gateway;
 use crate::host::approval_round::Gate;
 use crate::router::ToolRoute;
 use crate::sync::Recover;
@@ -163,34 +164,38 @@ fn tool_result(server: &str, result: ServerResult) -> Result<CallToolResponse, E
     }
 }
 
+/// gavel's own server description: what `initialize` and `server/discover`
+/// answer, from the config alone (no session needed to say it).
+pub fn server_config(gw: &Gateway) -> ServerConfig {
+    let caps = ServerCapabilities::builder()
+        .enable_tools()
+        .enable_tool_list_changed()
+        .enable_resources()
+        .enable_resources_subscribe()
+        .enable_resources_list_changed()
+        .enable_prompts()
+        .enable_prompts_list_changed()
+        .enable_logging()
+        .enable_completions()
+        .build();
+    let names: Vec<&str> = gw
+        .config
+        .enabled_servers()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    ServerConfig::new(caps)
+        .with_server_info(crate::front::era::gavel_info())
+        .with_protocol_version(ProtocolVersion::V_2025_11_25)
+        .with_instructions(format!(
+            "gavel policy proxy in front of: {}. Every call is checked against policy; \
+             a denied call returns an explanation — do not try to work around it.",
+            names.join(", ")
+        ))
+}
+
 impl ServerHandler for Session {
     fn get_info(&self) -> ServerConfig {
-        let caps = ServerCapabilities::builder()
-            .enable_tools()
-            .enable_tool_list_changed()
-            .enable_resources()
-            .enable_resources_subscribe()
-            .enable_resources_list_changed()
-            .enable_prompts()
-            .enable_prompts_list_changed()
-            .enable_logging()
-            .enable_completions()
-            .build();
-        let names: Vec<&str> = self
-            .inner
-            .gw
-            .config
-            .enabled_servers()
-            .map(|(n, _)| n.as_str())
-            .collect();
-        ServerConfig::new(caps)
-            .with_server_info(crate::front::era::gavel_info())
-            .with_protocol_version(ProtocolVersion::V_2025_11_25)
-            .with_instructions(format!(
-                "gavel policy proxy in front of: {}. Every call is checked against policy; \
-                 a denied call returns an explanation — do not try to work around it.",
-                names.join(", ")
-            ))
+        server_config(&self.inner.gw)
     }
 
     /// The `initialize` era and 2026-07-28 (`front::era`).

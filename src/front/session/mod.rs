@@ -39,6 +39,7 @@ mod result;
 mod rounds;
 mod set;
 mod url_round;
+pub use handler::server_config;
 pub use handoff::Handoffs;
 pub(crate) use listen_prepare::{Listened, Prepared};
 pub use set::SessionSet;
@@ -118,6 +119,11 @@ impl Session {
                 following: Default::default(),
             }),
         }
+    }
+
+    /// The gateway this session serves from.
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.inner.gw
     }
 
     /// The verified token identity of the `initialize` (HTTP with `[auth]`)
