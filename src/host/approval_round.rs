@@ -33,6 +33,7 @@ use serde_json::Value;
 
 use super::seal::{Binding, Kind, Sealer};
 use crate::decision::Decision;
+use crate::upstream::rounds::MAX_INPUT_ROUNDS;
 
 /// The key of gavel's question in `inputRequests`: namespaced, so no
 /// upstream key can be taken for it.
@@ -43,6 +44,9 @@ pub struct RoundApproval<'a> {
     pub sealer: &'a Sealer,
     /// What the round's state is bound to (this request).
     pub binding: Binding<'a>,
+    /// The number the round gavel would ask in takes among this request's
+    /// rounds (`HostRound::next_round`): past the cap, no round is asked.
+    pub round: u32,
     /// This request declares form elicitation: gavel may ask.
     pub can_ask: bool,
     /// The retry of an approval round: the host's answer to it.
@@ -77,6 +81,13 @@ pub fn round(
     message: String,
     decision_id: Option<&str>,
 ) -> Result<InputRequiredResult, String> {
+    // A host that retries without answering is asked again, each time in
+    // a new round: the cap on rounds ends it (the approval is not given).
+    if approval.round as usize > MAX_INPUT_ROUNDS {
+        return Err(format!(
+            "this request already took {MAX_INPUT_ROUNDS} input rounds, gavel's cap on MCP input rounds; send it again as a new request to be asked again"
+        ));
+    }
     let schema = ElicitationSchema::builder()
         .required_bool("approve")
         .build()
@@ -95,6 +106,7 @@ pub fn round(
         &approval.binding,
         Kind::Approval,
         decision_id.map(String::from),
+        approval.round,
     );
     Ok(InputRequiredResult::new(Some(requests), Some(state)))
 }

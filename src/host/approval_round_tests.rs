@@ -23,6 +23,7 @@ fn the_round_asks_one_namespaced_form_question_with_a_sealed_approval_state() {
     let a = RoundApproval {
         sealer: &s,
         binding: binding(&args),
+        round: 3,
         can_ask: true,
         answer: None,
         continuing: false,
@@ -41,6 +42,7 @@ fn the_round_asks_one_namespaced_form_question_with_a_sealed_approval_state() {
     let o = s.open(&state, &binding(&args)).unwrap();
     assert_eq!(o.kind, Kind::Approval);
     assert_eq!(o.inner.as_deref(), Some("d-1"));
+    assert_eq!(o.round, 3, "the round's number travels sealed");
     futures::executor::block_on(s.spend(&o)).unwrap();
     let again = s.open(&state, &binding(&args)).unwrap();
     assert_eq!(
@@ -64,4 +66,25 @@ fn an_answer_must_be_an_elicitation_result() {
     assert_eq!(ok.content, Some(json!({"approve": true})));
     assert!(answer(&json!({"approve": true})).is_err());
     assert!(answer(&json!("yes")).is_err());
+}
+
+/// A host that retries without answering is asked again in a new round
+/// each time: past the cap on rounds no round is asked (the approval step
+/// turns that into a denial).
+#[test]
+fn no_approval_round_is_asked_past_the_cap() {
+    let s = sealer();
+    let args = json!({});
+    let at = |round: u32| RoundApproval {
+        sealer: &s,
+        binding: binding(&args),
+        round,
+        can_ask: true,
+        answer: None,
+        continuing: false,
+    };
+    let last = MAX_INPUT_ROUNDS as u32;
+    assert!(round(&at(last), "Approve?".into(), None).is_ok());
+    let e = round(&at(last + 1), "Approve?".into(), None).unwrap_err();
+    assert!(e.contains("already took 10 input rounds"), "{e}");
 }

@@ -359,7 +359,7 @@ impl Session {
             Some((_, id)) => match self.inner.parked.resume(id, server, &round.responses)? {
                 Resumed::Running(running) => (running, Some(permit)),
                 Resumed::Asked(id, requests) => {
-                    return Ok(self.parked_round(round, None, &id, requests));
+                    return self.parked_round(round, None, &id, requests);
                 }
             },
         };
@@ -375,7 +375,7 @@ impl Session {
                 self.parked_done(round, permit.unwrap_or(sent_with), r)
                     .await
             }
-            Step::Asked(id, requests) => Ok(self.parked_round(round, None, &id, requests)),
+            Step::Asked(id, requests) => self.parked_round(round, None, &id, requests),
         }
     }
 
@@ -397,23 +397,35 @@ impl Session {
 
     /// The round that asks the host a parked call's questions: its state
     /// sealed for this request, naming the call — on instance `at`, or here.
+    /// Past the cap on a request's rounds the call is given up instead
+    /// (its upstream call cancelled, its questions refused) and the host
+    /// told why.
     pub(super) fn parked_round(
         &self,
         round: &HostRound,
         at: Option<&str>,
         id: &str,
         requests: InputRequests,
-    ) -> Forwarded {
+    ) -> Result<Forwarded, ErrorData> {
         let inner = match at {
             Some(at) => format!("{at}/{id}"),
             None => parked_ref(id),
         };
+        let number = round.next_round().inspect_err(|_| {
+            self.abandon_parked(
+                &inner,
+                "the host's request reached gavel's cap on input rounds",
+            );
+        })?;
         let state = self
             .inner
             .gw
             .sealer
-            .seal(&round.binding(), Kind::Parked, Some(inner));
-        Outcome::Input(InputRequiredResult::new(Some(requests), Some(state)))
+            .seal(&round.binding(), Kind::Parked, Some(inner), number);
+        Ok(Outcome::Input(InputRequiredResult::new(
+            Some(requests),
+            Some(state),
+        )))
     }
 
     /// Runs the upstream call on its own task: it outlives this request
