@@ -167,3 +167,179 @@ fn an_approval_never_answered_is_denied_at_the_cap() {
     assert!(t.contains("already took 10 input rounds"), "{t}");
     assert_eq!(common::approval::deletes(&s), 0);
 }
+
+/// Result rules that see input rounds: a question naming "deploy" or the
+/// "launch codes" is denied, an e-mail address in one is redacted.
+const ROUND_RESULT_RULES: &str = r#"
+default result := {}
+
+result := {"deny": true, "reasons": ["question_refused"]} if {
+	input.output.kind == "input_required"
+	some k
+	msg := input.output.inputRequests[k].params.message
+	some word in ["deploy", "launch codes"]
+	contains(msg, word)
+}
+
+result := {"redact": {"patterns": ["email"]}} if {
+	input.output.kind == "input_required"
+	every k, r in input.output.inputRequests {
+		not contains(r.params.message, "deploy")
+		not contains(r.params.message, "launch codes")
+	}
+}
+"#;
+
+/// The result records (`result_of` set) of kind `input_required`.
+fn round_results(s: &Setup) -> Vec<Value> {
+    s.decisions()
+        .into_iter()
+        .filter(|r| r["input"]["output"]["kind"] == "input_required")
+        .collect()
+}
+
+/// A modern upstream's relayed round passes the result step: a question
+/// the rules deny never reaches the host (it gets the denial), one they
+/// pass does, and its text counts as the call's result tokens against
+/// the budget (the retry's decision sees them).
+#[test]
+fn a_relayed_round_passes_the_result_policy_and_counts_as_result_tokens() {
+    let s = super::e2e_relay::setup(ROUND_RESULT_RULES, "[budget]\ntokens = 100000\n");
+    std::fs::write(
+        s.dir.path().join("modern/mcp/modern/data.json"),
+        r#"{"result_patterns": {"email": "[a-z]+@[a-z]+\\.[a-z]+"}}"#,
+    )
+    .unwrap();
+    let state = s.path("state");
+    let mut raw = RawHost::bare_env(&s, &[("GAVEL_STATE_DIR", state.to_str().unwrap())]);
+    let line = super::e2e_relay::line;
+    let ship = json!({"action": "ship"});
+    raw.send_line(&line(
+        1,
+        "tools/call",
+        json!({"name": "confirm", "arguments": ship}),
+    ));
+    let round = raw.answer(&json!(1))["result"].clone();
+    assert_eq!(round["resultType"], "input_required", "{round}");
+    assert_eq!(
+        round["inputRequests"]["confirm"]["params"]["message"],
+        "Really ship?"
+    );
+    let round_bytes = serde_json::to_vec(&round["inputRequests"]).unwrap().len();
+    let retry = json!({"name": "confirm", "arguments": ship, "requestState": round["requestState"],
+                       "inputResponses": accept_all(&round, json!({"confirm": true}))});
+    raw.send_line(&line(2, "tools/call", retry));
+    let done = raw.answer(&json!(2));
+    assert_eq!(
+        done["result"]["content"][0]["text"], "confirmed ship (state confirm:ship)",
+        "{done}"
+    );
+    // The question the rules deny: the host gets the denial, not the round.
+    raw.send_line(&line(
+        3,
+        "tools/call",
+        json!({"name": "confirm", "arguments": {"action": "deploy"}}),
+    ));
+    let denied = raw.answer(&json!(3))["result"].clone();
+    assert_eq!(denied["isError"], true, "{denied}");
+    assert!(denied.get("inputRequests").is_none(), "{denied}");
+    let t = denied["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(
+        t.contains("question_refused")
+            && t.contains("asked for input")
+            && !t.contains("Really deploy"),
+        "{t}"
+    );
+    // Both rounds were decided as rounds: passed, then denied.
+    let outcomes: Vec<Value> = round_results(&s)
+        .iter()
+        .map(|r| r["result"]["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, [json!("pass"), json!("deny")]);
+    // The retry's decision sees the budget charged with the first call's
+    // arguments and its round's text (4 bytes a token, as a result's).
+    let retry_cx = s
+        .decisions()
+        .into_iter()
+        .filter(|d| d["input"]["action"]["type"] == "tool_call" && d["result_of"].is_null())
+        .nth(1)
+        .unwrap()["input"]["context"]
+        .clone();
+    let tokens = |n: usize| n.div_ceil(4) as u64;
+    let args = serde_json::to_vec(&ship).unwrap().len();
+    let want = tokens(args) + tokens(round_bytes);
+    assert_eq!(retry_cx["cumulative_tokens"], want, "{retry_cx}");
+    assert_eq!(retry_cx["budget"]["used"]["tokens"], want, "{retry_cx}");
+}
+
+/// A legacy upstream's question parked with its call passes the result
+/// step too: an e-mail address in it is redacted before the host sees it;
+/// a question the rules deny is withheld and its waiting call given up.
+#[test]
+fn a_parked_question_passes_the_result_policy() {
+    let s = Setup::with(|s| {
+        let rego = format!("package fx\n\ndecision := {{\"allow\": true}}\n{ROUND_RESULT_RULES}");
+        let b = common::policy::bundle(&s.path("b"), "fxb", "fx", json!({}), &rego);
+        std::fs::write(
+            b.join("fx/data.json"),
+            r#"{"result_patterns": {"email": "[a-z]+@[a-z]+\\.[a-z]+"}}"#,
+        )
+        .unwrap();
+        common::policy::config(s, &[&b], "", "")
+    });
+    let mut raw = RawHost::bare(&s);
+    let caps = json!({"elicitation": {}});
+    let ask = |message: &str| json!({"name": "elicit", "arguments": {"message": message}});
+    raw.send_line(&modern(
+        1,
+        "tools/call",
+        ask("Mail ann@example.com?"),
+        caps.clone(),
+    ));
+    let round = raw.answer(&json!(1))["result"].clone();
+    assert_eq!(
+        round["inputRequests"]["fx.1"]["params"]["message"], "Mail [REDACTED:email]?",
+        "{round}"
+    );
+    // The redacted question is still the upstream's, and its answer reaches it.
+    let mut retry = ask("Mail ann@example.com?");
+    retry["requestState"] = round["requestState"].clone();
+    retry["inputResponses"] = accept_all(&round, json!({"confirm": true}));
+    raw.send_line(&modern(2, "tools/call", retry, caps.clone()));
+    let done = raw.answer(&json!(2));
+    assert_eq!(
+        done["result"]["content"][0]["text"], r#"action=accept content={"confirm":true}"#,
+        "{done}"
+    );
+    raw.send_line(&modern(
+        3,
+        "tools/call",
+        ask("Read me the launch codes?"),
+        caps,
+    ));
+    let denied = raw.answer(&json!(3))["result"].clone();
+    assert_eq!(denied["isError"], true, "{denied}");
+    let t = denied["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(
+        t.contains("question_refused") && !t.contains("launch codes"),
+        "{t}"
+    );
+    // The withheld question's call was given up: cancelled upstream.
+    let start = std::time::Instant::now();
+    while !records(&s.path("r.jsonl"))
+        .iter()
+        .any(|r| r["notification"] == "notifications/cancelled")
+    {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "never cancelled: {}",
+            s.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let outcomes: Vec<Value> = round_results(&s)
+        .iter()
+        .map(|r| r["result"]["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, [json!("modified"), json!("deny")]);
+}

@@ -35,6 +35,7 @@ mod listen_resources;
 mod parked;
 mod relay;
 mod result;
+mod round_result;
 mod rounds;
 mod set;
 mod url_round;
