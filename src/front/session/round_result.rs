@@ -95,10 +95,11 @@ impl Session {
             return;
         };
         if opened.kind == Kind::Parked
-            && let Some(id) = &opened.inner
+            && let Some(reference) = &opened.inner
         {
-            self.inner.parked.abandon(
-                id,
+            // Here, or on the instance that holds it (`handoff.rs`).
+            self.abandon_parked(
+                reference,
                 "the question was withheld from the host by the result policy",
             );
         }
