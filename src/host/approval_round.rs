@@ -33,7 +33,6 @@ use serde_json::Value;
 
 use super::seal::{Binding, Kind, Sealer};
 use crate::decision::Decision;
-use crate::upstream::rounds::MAX_INPUT_ROUNDS;
 
 /// The key of gavel's question in `inputRequests`: namespaced, so no
 /// upstream key can be taken for it.
@@ -45,8 +44,9 @@ pub struct RoundApproval<'a> {
     /// What the round's state is bound to (this request).
     pub binding: Binding<'a>,
     /// The number the round gavel would ask in takes among this request's
-    /// rounds (`HostRound::next_round`): past the cap, no round is asked.
-    pub round: u32,
+    /// rounds (`HostRound::next_round`), or — past the cap on rounds — why
+    /// no round is asked.
+    pub round: Result<u32, String>,
     /// This request declares form elicitation: gavel may ask.
     pub can_ask: bool,
     /// The retry of an approval round: the host's answer to it.
@@ -83,11 +83,7 @@ pub fn round(
 ) -> Result<InputRequiredResult, String> {
     // A host that retries without answering is asked again, each time in
     // a new round: the cap on rounds ends it (the approval is not given).
-    if approval.round as usize > MAX_INPUT_ROUNDS {
-        return Err(format!(
-            "this request already took {MAX_INPUT_ROUNDS} input rounds, gavel's cap on MCP input rounds; send it again as a new request to be asked again"
-        ));
-    }
+    let number = approval.round.clone()?;
     let schema = ElicitationSchema::builder()
         .required_bool("approve")
         .build()
@@ -106,7 +102,7 @@ pub fn round(
         &approval.binding,
         Kind::Approval,
         decision_id.map(String::from),
-        approval.round,
+        number,
     );
     Ok(InputRequiredResult::new(Some(requests), Some(state)))
 }

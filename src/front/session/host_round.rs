@@ -148,7 +148,11 @@ impl HostRound {
         RoundApproval {
             sealer,
             binding: self.binding(),
-            round: self.answered_round().saturating_add(1),
+            round: self.next_round().map_err(|_| {
+                format!(
+                    "this request already took {MAX_INPUT_ROUNDS} input rounds, gavel's cap on MCP input rounds; send it again as a new request to be asked again"
+                )
+            }),
             can_ask: approval_round::declares_form(&self.caps),
             answer: answered
                 .then(|| self.responses.get(APPROVAL_KEY).cloned())
