@@ -200,7 +200,7 @@ impl ClientHandler for UpstreamClient {
             .lock()
             .await
             .get(&params.progress_token)
-            .cloned();
+            .and_then(super::progress::Route::target);
         // Progress for a token gavel did not hand out (or whose call is over) is
         // dropped: the host never asked for it. It goes to the peer that asked.
         let upstream_token = params.progress_token.clone();

@@ -343,3 +343,58 @@ fn a_parked_question_passes_the_result_policy() {
         .collect();
     assert_eq!(outcomes, [json!("modified"), json!("deny")]);
 }
+
+/// A raw 2026-07-28 `tools/call` line (declaring `caps`) carrying
+/// `_meta.progressToken` = `token`.
+fn with_progress(id: u64, params: Value, caps: Value, token: &str) -> String {
+    let mut v: Value = serde_json::from_str(&modern(id, "tools/call", params, caps)).unwrap();
+    v["params"]["_meta"]["progressToken"] = json!(token);
+    v.to_string()
+}
+
+/// Everything gavel writes until the answer to `id`: the notifications
+/// before it, and the answer.
+fn until_answer(raw: &mut RawHost, id: u64) -> (Vec<Value>, Value) {
+    let mut before = Vec::new();
+    loop {
+        let v = raw.next();
+        if v["id"] == json!(id) {
+            return (before, v);
+        }
+        before.push(v);
+    }
+}
+
+/// A parked call's progress after the host's answer goes to the retry
+/// that resumed it, under the retry's own progress token — never to the
+/// first request's, already answered with the round.
+#[test]
+fn a_resumed_calls_progress_reaches_the_retry_under_its_token() {
+    let s = Setup::solo("fx");
+    let mut raw = RawHost::bare(&s);
+    let caps = json!({"elicitation": {}});
+    let call = json!({"name": "elicit", "arguments": {"message": "Go?", "progress": 2}});
+    raw.send_line(&with_progress(1, call.clone(), caps.clone(), "first"));
+    let (_, first) = until_answer(&mut raw, 1);
+    let round = first["result"].clone();
+    assert_eq!(round["resultType"], "input_required", "{first}");
+    let mut retry = call;
+    retry["requestState"] = round["requestState"].clone();
+    retry["inputResponses"] = accept_all(&round, json!({"confirm": true}));
+    raw.send_line(&with_progress(2, retry, caps, "second"));
+    let (before, done) = until_answer(&mut raw, 2);
+    assert_eq!(
+        done["result"]["content"][0]["text"], r#"action=accept content={"confirm":true}"#,
+        "{done}"
+    );
+    let progress: Vec<&Value> = before
+        .iter()
+        .filter(|n| n["method"] == "notifications/progress")
+        .collect();
+    let tokens: Vec<&Value> = progress
+        .iter()
+        .map(|n| &n["params"]["progressToken"])
+        .collect();
+    assert_eq!(tokens, [&json!("second"), &json!("second")], "{before:?}");
+    assert_eq!(progress[1]["params"]["message"], "answered, step 2");
+}
