@@ -398,3 +398,68 @@ fn a_resumed_calls_progress_reaches_the_retry_under_its_token() {
     assert_eq!(tokens, [&json!("second"), &json!("second")], "{before:?}");
     assert_eq!(progress[1]["params"]["message"], "answered, step 2");
 }
+
+/// Every JSON-RPC message of an HTTP answer (a JSON body or an SSE stream).
+fn messages(raw: &str) -> Vec<Value> {
+    let body = raw
+        .split("\r\n\r\n")
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join("\r\n\r\n");
+    let mut out: Vec<Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str(d.trim()).ok())
+        .collect();
+    if out.is_empty() {
+        // A plain JSON body (possibly chunked: take the object).
+        if let (Some(a), Some(b)) = (body.find('{'), body.rfind('}')) {
+            out.extend(serde_json::from_str::<Value>(&body[a..=b]).ok());
+        }
+    }
+    out
+}
+
+/// The same over `gavel serve`: the retry is a request of its own, on its
+/// own response stream, and the resumed call's progress arrives on it.
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_a_resumed_calls_progress_reaches_the_retrys_stream() {
+    let s = Setup::solo("fx");
+    let (_gavel, url) = super::e2e_host_era::serve(&s).await;
+    let caps = json!({"elicitation": {}});
+    let call = json!({"name": "elicit", "arguments": {"message": "Go?", "progress": 2}});
+    let post = |id: u64, params: Value, token: &str| {
+        let body: Value =
+            serde_json::from_str(&with_progress(id, params, caps.clone(), token)).unwrap();
+        let url = url.clone();
+        async move {
+            let headers = [
+                ("MCP-Protocol-Version", "2026-07-28"),
+                ("Mcp-Method", "tools/call"),
+                ("Mcp-Name", "elicit"),
+            ];
+            let (status, raw) =
+                super::e2e_host_era::http(&url, "POST", &headers, Some(&body)).await;
+            assert_eq!(status, 200, "{raw}");
+            messages(&raw)
+        }
+    };
+    let first = post(1, call.clone(), "first").await;
+    let round = first.iter().find(|m| m["id"] == 1).unwrap()["result"].clone();
+    assert_eq!(round["resultType"], "input_required", "{first:?}");
+    let mut retry = call;
+    retry["requestState"] = round["requestState"].clone();
+    retry["inputResponses"] = accept_all(&round, json!({"confirm": true}));
+    let second = post(2, retry, "second").await;
+    let done = second.iter().find(|m| m["id"] == 2).unwrap();
+    assert_eq!(
+        done["result"]["content"][0]["text"], r#"action=accept content={"confirm":true}"#,
+        "{second:?}"
+    );
+    let tokens: Vec<&Value> = second
+        .iter()
+        .filter(|n| n["method"] == "notifications/progress")
+        .map(|n| &n["params"]["progressToken"])
+        .collect();
+    assert_eq!(tokens, [&json!("second"), &json!("second")], "{second:?}");
+}
