@@ -21,8 +21,7 @@ fn the_round_asks_one_namespaced_form_question_with_a_sealed_approval_state() {
     let s = sealer();
     let args = json!({"path": "/tmp/x"});
     let a = RoundApproval {
-        sealer: &s,
-        binding: binding(&args),
+        seal: Some((&s, binding(&args))),
         round: Ok(3),
         can_ask: true,
         answer: None,
@@ -76,8 +75,7 @@ fn no_approval_round_is_asked_past_the_cap() {
     let s = sealer();
     let args = json!({});
     let at = |round: Result<u32, String>| RoundApproval {
-        sealer: &s,
-        binding: binding(&args),
+        seal: Some((&s, binding(&args))),
         round,
         can_ask: true,
         answer: None,

@@ -463,3 +463,98 @@ async fn over_http_a_resumed_calls_progress_reaches_the_retrys_stream() {
         .collect();
     assert_eq!(tokens, [&json!("second"), &json!("second")], "{second:?}");
 }
+
+/// An upstream's question the policy wants a person to approve (the
+/// approval policy: every `sampling_request`) during a 2026-07-28 host's
+/// call: gavel's approval question comes first, in a round of its own —
+/// never beside the question, which the host would fulfil before the
+/// approval is known — then, approved, the sampling request itself;
+/// declined, the upstream's request is refused and the host never sees it.
+#[test]
+fn an_upstreams_question_that_needs_approval_is_approved_in_a_round_first() {
+    let s = common::approval::setup("");
+    let mut raw = RawHost::bare(&s);
+    let caps = json!({"elicitation": {}, "sampling": {}});
+    let call = |id: u64, state: Option<&Value>, responses: Value| {
+        // Another prompt after the first approval, which is remembered
+        // for the same arguments (`remember_seconds`, scope `call`).
+        let prompt = if id < 4 { "Say hi" } else { "Say bye" };
+        let mut p = json!({"name": "sample", "arguments": {"prompt": prompt}});
+        if let Some(state) = state {
+            p["requestState"] = state.clone();
+            p["inputResponses"] = responses;
+        }
+        modern(id, "tools/call", p, caps.clone())
+    };
+    let only = |round: &Value| -> (String, Value) {
+        let r = round["inputRequests"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(r.len(), 1, "one input request a round: {round}");
+        let (k, v) = r.into_iter().next().unwrap();
+        (k, v)
+    };
+    // Approved: the approval round, then the question's.
+    raw.send_line(&call(1, None, json!({})));
+    let first = raw.answer(&json!(1))["result"].clone();
+    let (key, asked) = only(&first);
+    assert_eq!(asked["method"], "elicitation/create", "{first}");
+    let message = asked["params"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("fx"), "names the server: {message}");
+    let yes = json!({key: {"action": "accept", "content": {"approve": true}}});
+    raw.send_line(&call(2, Some(&first["requestState"]), yes));
+    let second = raw.answer(&json!(2))["result"].clone();
+    let (key, sampling) = only(&second);
+    assert_eq!(sampling["method"], "sampling/createMessage", "{second}");
+    let sampled = json!({key: {"role": "assistant", "model": "m",
+                               "content": {"type": "text", "text": "hi there"}}});
+    raw.send_line(&call(3, Some(&second["requestState"]), sampled));
+    let done = raw.answer(&json!(3));
+    assert_eq!(
+        done["result"]["content"][0]["text"], "sampled: hi there",
+        "{done}"
+    );
+    assert_eq!(common::approval::steps(&s), ["requested", "approved"]);
+    // Remembered: the same question again is asked at once.
+    raw.send_line(&call(3, None, json!({})).replace("\"id\":3", "\"id\":30"));
+    let again = raw.answer(&json!(30))["result"].clone();
+    let (key, sampling) = only(&again);
+    assert_eq!(sampling["method"], "sampling/createMessage", "{again}");
+    // (Answered, so that one call is in flight at a time: gavel refuses a
+    // question it cannot attribute to exactly one.)
+    let sampled = json!({key: {"role": "assistant", "model": "m",
+                               "content": {"type": "text", "text": "hi again"}}});
+    let retry = call(3, Some(&again["requestState"]), sampled);
+    raw.send_line(&retry.replace("\"id\":3", "\"id\":31"));
+    let done = raw.answer(&json!(31));
+    assert_eq!(
+        done["result"]["content"][0]["text"], "sampled: hi again",
+        "{done}"
+    );
+    // Declined: the question is refused to the upstream, never shown.
+    raw.send_line(&call(4, None, json!({})));
+    let first = raw.answer(&json!(4))["result"].clone();
+    let (key, asked) = only(&first);
+    assert_eq!(asked["method"], "elicitation/create", "{first}");
+    let no = json!({key: {"action": "decline"}});
+    raw.send_line(&call(5, Some(&first["requestState"]), no));
+    let done = raw.answer(&json!(5));
+    let t = done["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        t.starts_with("sampling failed") && t.contains("approval_declined"),
+        "{done}"
+    );
+    assert_eq!(
+        common::approval::steps(&s),
+        [
+            "requested",
+            "approved",
+            "remembered",
+            "requested",
+            "declined"
+        ]
+    );
+}

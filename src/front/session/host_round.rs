@@ -146,8 +146,7 @@ impl HostRound {
     pub fn approval<'a>(&'a self, sealer: &'a crate::host::seal::Sealer) -> RoundApproval<'a> {
         let answered = matches!(&self.opened, Some(o) if o.kind == Kind::Approval);
         RoundApproval {
-            sealer,
-            binding: self.binding(),
+            seal: Some((sealer, self.binding())),
             round: self.next_round().map_err(|_| {
                 format!(
                     "this request already took {MAX_INPUT_ROUNDS} input rounds, gavel's cap on MCP input rounds; send it again as a new request to be asked again"
