@@ -16,7 +16,10 @@
 //! state is dropped (a parked call it names is given up: its upstream call
 //! cancelled, its questions refused). Pattern redaction applies to every
 //! string of the requests' `params`; a filter finds no items in a round.
-//! gavel's own approval question is not upstream text and skips this step.
+//! gavel's approval question for the host's own request is not upstream
+//! text and skips this step (`Gate::Ask`, answered before any forward); its
+//! approval question for an upstream's question, which quotes that
+//! question, is a round of the upstream's call and passes it.
 
 use rmcp::model::{InputRequests, InputRequiredResult};
 use serde_json::{Value, json};
