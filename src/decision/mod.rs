@@ -296,6 +296,14 @@ impl Enforcer {
         }
     }
 
+    /// [`Self::charge_result_tokens`] for an input round's text, to the
+    /// budget its request was charged.
+    pub fn charge_round_tokens(&self, gate: &result::RoundGate, bytes: usize) {
+        if let Some(r) = &gate.receipt {
+            self.guard.charge_result_tokens(r, bytes.div_ceil(4) as u64);
+        }
+    }
+
     /// How many times a decision or query read the budget from the store
     /// for `input.context.budget` (a charge's own view is not a read).
     pub fn budget_reads(&self) -> u64 {

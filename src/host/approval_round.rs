@@ -15,6 +15,11 @@
 //! `approve: true` forwards; decline, cancel or `approve: false` is the
 //! legacy path's denial; no answer asks again (a new round, a new state).
 //!
+//! An upstream's `elicitation/create` or `sampling/createMessage` during
+//! such a request that needs approval is asked the same way, unsealed
+//! (`seal: None`): the question goes to the request's call as a round of
+//! its own, before the upstream's (`upstream::client_rounds`).
+//!
 //! Only this request's capabilities count (MCP 2026-07-28 carries nothing
 //! from one request to the next): a request that does not declare form
 //! elicitation cannot be asked, and gets the legacy path's "approval
@@ -40,9 +45,15 @@ pub const APPROVAL_KEY: &str = "gavel.approval";
 
 /// What a 2026-07-28 request brings to the approval step.
 pub struct RoundApproval<'a> {
-    pub sealer: &'a Sealer,
-    /// What the round's state is bound to (this request).
-    pub binding: Binding<'a>,
+    /// What seals the round's state, and what it is bound to (this
+    /// request); `None`: the question goes into a round its caller seals —
+    /// an upstream's question's approval, asked in a round of the host's
+    /// call that question came during (`upstream::client_rounds`).
+    pub seal: Option<(&'a Sealer, Binding<'a>)>,
+    /// The number the round gavel would ask in takes among this request's
+    /// rounds (`HostRound::next_round`), or — past the cap on rounds — why
+    /// no round is asked (unused when the caller seals the round).
+    pub round: Result<u32, String>,
     /// This request declares form elicitation: gavel may ask.
     pub can_ask: bool,
     /// The retry of an approval round: the host's answer to it.
@@ -77,6 +88,9 @@ pub fn round(
     message: String,
     decision_id: Option<&str>,
 ) -> Result<InputRequiredResult, String> {
+    // A host that retries without answering is asked again, each time in
+    // a new round: the cap on rounds ends it (the approval is not given).
+    let number = approval.round.clone()?;
     let schema = ElicitationSchema::builder()
         .required_bool("approve")
         .build()
@@ -91,12 +105,15 @@ pub fn round(
         APPROVAL_KEY.to_string(),
         InputRequest::Elicitation(ElicitRequest::new(params)),
     );
-    let state = approval.sealer.seal(
-        &approval.binding,
-        Kind::Approval,
-        decision_id.map(String::from),
-    );
-    Ok(InputRequiredResult::new(Some(requests), Some(state)))
+    let state = approval.seal.as_ref().map(|(sealer, binding)| {
+        sealer.seal(
+            binding,
+            Kind::Approval,
+            decision_id.map(String::from),
+            number,
+        )
+    });
+    Ok(InputRequiredResult::new(Some(requests), state))
 }
 
 /// The host's answer read as the elicitation result it must be.

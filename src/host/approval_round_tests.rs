@@ -21,8 +21,8 @@ fn the_round_asks_one_namespaced_form_question_with_a_sealed_approval_state() {
     let s = sealer();
     let args = json!({"path": "/tmp/x"});
     let a = RoundApproval {
-        sealer: &s,
-        binding: binding(&args),
+        seal: Some((&s, binding(&args))),
+        round: Ok(3),
         can_ask: true,
         answer: None,
         continuing: false,
@@ -41,6 +41,7 @@ fn the_round_asks_one_namespaced_form_question_with_a_sealed_approval_state() {
     let o = s.open(&state, &binding(&args)).unwrap();
     assert_eq!(o.kind, Kind::Approval);
     assert_eq!(o.inner.as_deref(), Some("d-1"));
+    assert_eq!(o.round, 3, "the round's number travels sealed");
     futures::executor::block_on(s.spend(&o)).unwrap();
     let again = s.open(&state, &binding(&args)).unwrap();
     assert_eq!(
@@ -64,4 +65,23 @@ fn an_answer_must_be_an_elicitation_result() {
     assert_eq!(ok.content, Some(json!({"approve": true})));
     assert!(answer(&json!({"approve": true})).is_err());
     assert!(answer(&json!("yes")).is_err());
+}
+
+/// A host that retries without answering is asked again in a new round
+/// each time: past the cap on rounds no round is asked (the approval step
+/// turns that into a denial, saying why).
+#[test]
+fn no_approval_round_is_asked_past_the_cap() {
+    let s = sealer();
+    let args = json!({});
+    let at = |round: Result<u32, String>| RoundApproval {
+        seal: Some((&s, binding(&args))),
+        round,
+        can_ask: true,
+        answer: None,
+        continuing: false,
+    };
+    assert!(round(&at(Ok(10)), "Approve?".into(), None).is_ok());
+    let e = round(&at(Err("past the cap".into())), "Approve?".into(), None).unwrap_err();
+    assert_eq!(e, "past the cap");
 }

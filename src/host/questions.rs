@@ -195,6 +195,23 @@ impl Slot {
         self.put(method, request, ct, timeout).await
     }
 
+    /// gavel's own approval `question` for the upstream's `method` request
+    /// (`host::approval_round`), put to the call before the request itself
+    /// and answered in a round of its own: MRTR has the host fulfil every
+    /// input request of a round before it retries, so a question beside
+    /// its approval would be answered (a sampling request run) before the
+    /// person approved it. No permit: what reaches the host is gavel's
+    /// question, naming the server and the request, not the upstream's.
+    pub async fn ask_approval(
+        &self,
+        method: &str,
+        question: InputRequest,
+        ct: &CancellationToken,
+        timeout: Duration,
+    ) -> Result<Value, ErrorData> {
+        self.put(method, question, ct, timeout).await
+    }
+
     /// `roots/list`: plumbing, as for a legacy host (`HostLink::list_roots`),
     /// and built here, so this path carries nothing else.
     pub async fn ask_roots(

@@ -194,6 +194,16 @@ struct Payload {
     /// What the retry needs (upstream state, parked call id, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     i: Option<String>,
+    /// The round's number among the rounds of one request (1 for the
+    /// first): counted here, under the MAC, so a host cannot reset the cap
+    /// on rounds (`upstream::rounds::MAX_INPUT_ROUNDS`). Absent in a state
+    /// sealed before rounds were counted: taken as the first.
+    #[serde(default = "first_round")]
+    r: u32,
+}
+
+fn first_round() -> u32 {
+    1
 }
 
 /// A round that opened: everything in it was checked.
@@ -204,6 +214,8 @@ pub struct Opened {
     /// Spend it once ([`SpentNonces::spend`] or a shared store).
     pub nonce: String,
     pub expires_ms: u64,
+    /// The round's number among its request's rounds (1 for the first).
+    pub round: u32,
 }
 
 /// Why a sealed state was refused. Every message says what the host must
@@ -244,13 +256,24 @@ pub enum SealError {
     Unavailable(String),
 }
 
-/// Seals a round bound to `binding`, of `kind`, carrying `inner`, valid
-/// until `expires_ms` (Unix milliseconds).
+/// Seals a request's first round bound to `binding`, of `kind`, carrying
+/// `inner`, valid until `expires_ms` (Unix milliseconds).
 pub fn seal(
     key: &SealKey,
     binding: &Binding<'_>,
     kind: Kind,
     inner: Option<String>,
+    expires_ms: u64,
+) -> String {
+    seal_numbered(key, binding, (kind, inner, 1), expires_ms)
+}
+
+/// [`seal`] for the round numbered `round` of its request (`kind`,
+/// `inner`, `round`).
+pub fn seal_numbered(
+    key: &SealKey,
+    binding: &Binding<'_>,
+    (kind, inner, round): (Kind, Option<String>, u32),
     expires_ms: u64,
 ) -> String {
     let payload = Payload {
@@ -263,6 +286,7 @@ pub fn seal(
         e: expires_ms,
         n: hex::encode(uuid::Uuid::new_v4().as_bytes()),
         i: inner,
+        r: round,
     };
     let body = B64.encode(serde_json::to_vec(&payload).expect("a payload serializes"));
     let signed = format!("{PREFIX}{body}");
@@ -307,6 +331,7 @@ pub fn open(
         inner: p.i,
         nonce: p.n,
         expires_ms: p.e,
+        round: p.r,
     })
 }
 
@@ -430,10 +455,19 @@ impl Sealer {
         }
     }
 
-    /// Seals a round for `binding`, expiring [`ROUND_TTL`] from now.
-    pub fn seal(&self, binding: &Binding<'_>, kind: Kind, inner: Option<String>) -> String {
+    /// Seals round number `round` of a request (1 for its first) for
+    /// `binding`, expiring [`ROUND_TTL`] from now. The caller keeps the
+    /// count within the cap (`front/session/host_round.rs`,
+    /// `HostRound::next_round`).
+    pub fn seal(
+        &self,
+        binding: &Binding<'_>,
+        kind: Kind,
+        inner: Option<String>,
+        round: u32,
+    ) -> String {
         let expires = self.now_ms().saturating_add(self.ttl.as_millis() as u64);
-        seal(&self.key, binding, kind, inner, expires)
+        seal_numbered(&self.key, binding, (kind, inner, round), expires)
     }
 
     /// Opens `token` for `binding` without spending it: the caller checks

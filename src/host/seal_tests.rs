@@ -243,7 +243,7 @@ async fn a_round_spent_on_one_instance_is_refused_on_another_and_a_down_store_re
     let a = Sealer::new(key()).with_shared(shared.clone());
     let b = Sealer::new(key()).with_shared(shared.clone());
     let bind = binding(args(json!({"x": 1})));
-    let t = a.seal(&bind, Kind::Relay, Some("up".into()));
+    let t = a.seal(&bind, Kind::Relay, Some("up".into()), 1);
     // Opening does not spend: b opens it too, and spends it first.
     let on_a = a.open(&t, &bind).unwrap();
     let on_b = b.open(&t, &bind).unwrap();
@@ -253,7 +253,7 @@ async fn a_round_spent_on_one_instance_is_refused_on_another_and_a_down_store_re
     assert_eq!(b.spend(&on_b).await, Err(SealError::Replayed));
     // The store down: refused, whatever the local set says.
     shared.1.store(true, std::sync::atomic::Ordering::SeqCst);
-    let t2 = a.seal(&bind, Kind::Relay, None);
+    let t2 = a.seal(&bind, Kind::Relay, None, 1);
     let o = a.open(&t2, &bind).unwrap();
     assert!(matches!(a.spend(&o).await, Err(SealError::Unavailable(_))));
 }
@@ -263,7 +263,7 @@ fn expiry_follows_the_sealers_clock() {
     let clock = std::sync::Arc::new(crate::state::clock::ManualClock::new(1_000.0));
     let s = Sealer::new(key()).with_clock(clock.clone());
     let bind = binding(args(json!({})));
-    let t = s.seal(&bind, Kind::Relay, None);
+    let t = s.seal(&bind, Kind::Relay, None, 1);
     clock.advance(ROUND_TTL.as_secs_f64() - 1.0);
     assert!(s.open(&t, &bind).is_ok());
     clock.advance(1.0);
@@ -284,4 +284,32 @@ fn messages_open_only_unaltered_under_the_same_key() {
     assert_eq!(same.open_message(&altered), None);
     assert_eq!(same.open_message(&signed[..31]), None);
     assert_eq!(same.open_message(b""), None);
+}
+
+/// The round's number travels under the MAC (a host cannot reset the cap
+/// on rounds by editing it); a state sealed before rounds were counted
+/// opens as a first round.
+#[test]
+fn the_rounds_number_is_sealed_and_defaults_to_the_first() {
+    let b = binding(args(json!({})));
+    let t = seal_numbered(&key(), &b, (Kind::Relay, None, 7), 10_000);
+    assert_eq!(open(&key(), &t, &b, 1).unwrap().round, 7);
+    assert_eq!(
+        open(&key(), &seal(&key(), &b, Kind::Relay, None, 10_000), &b, 1)
+            .unwrap()
+            .round,
+        1
+    );
+    // A payload without the field, signed as gavel signs: round 1.
+    let body = B64.encode(
+        serde_json::to_vec(&json!({
+            "k": "relay", "p": b.principal, "s": b.server, "m": b.method,
+            "t": b.target, "d": hex::encode(b.args), "e": 10_000, "n": "00",
+        }))
+        .unwrap(),
+    );
+    let signed = format!("{PREFIX}{body}");
+    let tag = B64.encode(key().mac(signed.as_bytes()).finalize().into_bytes());
+    let old = open(&key(), &format!("{signed}.{tag}"), &b, 1).unwrap();
+    assert_eq!(old.round, 1);
 }

@@ -86,11 +86,28 @@ impl UpstreamClient {
         args: Value,
         meta: &rmcp::model::RequestMetaObject,
     ) -> Result<Permit, ErrorData> {
+        let action = self.question_action(kind, method, args, meta);
+        crate::host::authorize::authorize(&self.enforcer, host, session, &action, None)
+            .await
+            .map_err(|d| {
+                deny::request_denial(&d, &format!("{method} from server {:?}", self.server))
+            })
+    }
+
+    /// The action this upstream's `method` request (`kind`, on `args`) is
+    /// decided as.
+    pub(super) fn question_action(
+        &self,
+        kind: ActionType,
+        method: &str,
+        args: Value,
+        meta: &rmcp::model::RequestMetaObject,
+    ) -> Action {
         let trace = self
             .enforcer
             .tracer()
             .map(|_| crate::telemetry::SpanContext::for_request(Some(&meta.0.0)));
-        let action = Action {
+        Action {
             kind,
             server: self.server.to_string(),
             tool: method.to_string(),
@@ -101,12 +118,7 @@ impl UpstreamClient {
             upstream_data_classes: vec![],
             trace,
             era: Default::default(),
-        };
-        crate::host::authorize::authorize(&self.enforcer, host, session, &action, None)
-            .await
-            .map_err(|d| {
-                deny::request_denial(&d, &format!("{method} from server {:?}", self.server))
-            })
+        }
     }
 }
 
@@ -200,7 +212,7 @@ impl ClientHandler for UpstreamClient {
             .lock()
             .await
             .get(&params.progress_token)
-            .cloned();
+            .and_then(super::progress::Route::target);
         // Progress for a token gavel did not hand out (or whose call is over) is
         // dropped: the host never asked for it. It goes to the peer that asked.
         let upstream_token = params.progress_token.clone();

@@ -292,10 +292,24 @@ impl Upstream {
                 .send_request_with_option(request, options)
                 .await
                 .map_err(|e| self.service_error(&method, e))?;
-            if let Some(t) = host_token {
-                // The host peer travels with the token: with a shared
-                // upstream, progress must reach the session that asked.
-                map.insert(handle.progress_token.clone(), (t, host_cx.peer.clone()));
+            // The host peer travels with the token: with a shared
+            // upstream, progress must reach the session that asked.
+            let target = host_token.map(|t| (t, host_cx.peer.clone()));
+            // A call that outlives its request (parked) is routed where its
+            // session moves it (`progress::ProgressRoute`).
+            match host_cx.extensions.get::<progress::ProgressRoute>() {
+                Some(route) => {
+                    route.set(target);
+                    map.insert(
+                        handle.progress_token.clone(),
+                        progress::Route::Moving(route.clone()),
+                    );
+                }
+                None => {
+                    if let Some(t) = target {
+                        map.insert(handle.progress_token.clone(), progress::Route::Fixed(t));
+                    }
+                }
             }
             conn.progress.track(&handle.progress_token);
             handle

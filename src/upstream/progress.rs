@@ -17,6 +17,15 @@
 //! arrived first waits — bounded — until the progress read before it has been
 //! forwarded ([`ProgressMap::settle`]). Over HTTP rmcp's client owns the
 //! stream, nothing is counted, and `settle` returns at once.
+//!
+//! Where a call's progress goes is fixed when it is sent — the host's token
+//! and peer — except for a call that outlives its request: a 2026-07-28
+//! host's call parked on a legacy upstream's question
+//! (`front/session/parked.rs`) answers its first request with an input
+//! round and goes on for the retry, a new request with its own token. Such
+//! a call is sent with a [`ProgressRoute`] (in its context's extensions)
+//! that the session moves: to nowhere while the call waits, parked, then to
+//! the retry that resumes it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +35,45 @@ use rmcp::model::ProgressToken;
 use rmcp::service::{Peer, RoleServer};
 
 use crate::sync::Recover;
+
+/// Where a forwarded request's progress goes: the host's token and peer.
+pub type Target = (ProgressToken, Peer<RoleServer>);
+
+/// A route's end: fixed when the request is sent, or a [`ProgressRoute`]
+/// its session moves.
+#[derive(Clone)]
+pub enum Route {
+    Fixed(Target),
+    Moving(ProgressRoute),
+}
+
+impl Route {
+    /// Where progress goes now (`None`: nowhere, it is dropped).
+    pub fn target(&self) -> Option<Target> {
+        match self {
+            Route::Fixed(t) => Some(t.clone()),
+            Route::Moving(r) => r.target(),
+        }
+    }
+}
+
+/// The movable end of one call's progress route (see the module doc): a
+/// call sent with one in its context's extensions has its progress go
+/// wherever it was last [`set`](ProgressRoute::set), at once — no await
+/// between setting and the next notification.
+#[derive(Clone, Default)]
+pub struct ProgressRoute(std::sync::Arc<std::sync::Mutex<Option<Target>>>);
+
+impl ProgressRoute {
+    /// Sends the call's progress to `target` from now on (`None`: drops it).
+    pub fn set(&self, target: Option<Target>) {
+        *self.0.lock().recover() = target;
+    }
+
+    pub fn target(&self) -> Option<Target> {
+        self.0.lock().recover().clone()
+    }
+}
 
 /// Counts kept per upstream token at most (late or foreign progress beyond
 /// this is not counted: ordering falls back to rmcp's).
@@ -46,7 +94,7 @@ pub struct ProgressMap {
     /// A tokio mutex: the forwarder holds it across `send_request_with_option`
     /// so that a progress notification racing the insert waits instead of
     /// being lost.
-    routes: tokio::sync::Mutex<HashMap<ProgressToken, (ProgressToken, Peer<RoleServer>)>>,
+    routes: tokio::sync::Mutex<HashMap<ProgressToken, Route>>,
     ledger: std::sync::Mutex<HashMap<ProgressToken, Counts>>,
     changed: tokio::sync::Notify,
     /// Log lines (`notifications/message`) read and handled: they carry
@@ -57,10 +105,7 @@ pub struct ProgressMap {
 }
 
 impl ProgressMap {
-    pub async fn lock(
-        &self,
-    ) -> tokio::sync::MutexGuard<'_, HashMap<ProgressToken, (ProgressToken, Peer<RoleServer>)>>
-    {
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, HashMap<ProgressToken, Route>> {
         self.routes.lock().await
     }
 

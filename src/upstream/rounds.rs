@@ -394,13 +394,25 @@ pub async fn drive<I: RoundIo>(
         };
         answer = io.send(&permit, retry).await?;
     }
-    Err(ErrorData::internal_error(
+    Err(too_many_rounds(call, max_rounds))
+}
+
+/// The error that ends a request whose upstream still asks for input after
+/// `max_rounds` rounds (gavel's cap, whichever era the host speaks): names
+/// the server and the call, and says what was dropped.
+pub fn too_many_rounds(call: &Call<'_>, max_rounds: usize) -> ErrorData {
+    ErrorData::internal_error(
         format!(
-            "{} still asked for input after {max_rounds} rounds (gavel's cap on MCP input rounds); the request was not completed",
+            "{} still asked for input after {max_rounds} rounds (gavel's cap on MCP input rounds); the request was not completed and its round state was dropped (send the request again, as a new request, to start over)",
             call.what()
         ),
-        None,
-    ))
+        Some(json!({
+            "server": call.server,
+            "method": call.method,
+            "target": call.target,
+            "maxRounds": max_rounds,
+        })),
+    )
 }
 
 #[cfg(test)]

@@ -68,6 +68,7 @@ mod e2e_replay;
 mod e2e_report;
 mod e2e_resource_lists;
 mod e2e_result_policy;
+mod e2e_round_limits;
 mod e2e_shadow;
 mod e2e_signing;
 mod e2e_signing_es512;

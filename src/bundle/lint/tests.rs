@@ -120,3 +120,13 @@ fn a_metadata_block_that_does_not_parse_is_a_warning_with_its_line() {
     let ok = "package x\n\n# METADATA\n# description: Allows only reviewed tools (data.x.reviewed; a list)\ndecision := {\"allow\": true}\n";
     assert!(lint(&bundle(ok), false).unwrap().warnings.is_empty());
 }
+
+/// A result rule may read an input round's requests (`output.kind`
+/// `input_required`): their method and any field of their params.
+#[test]
+fn a_result_rule_reads_an_input_rounds_requests() {
+    let src = "package x\nresult := {\"deny\": true} if {\n  input.output.kind == \"input_required\"\n  some k\n  contains(input.output.inputRequests[k].params.message, \"x\")\n  input.output.inputRequests[k].method == \"elicitation/create\"\n}\n";
+    let r = lint(&bundle(src), true).unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+}

@@ -124,7 +124,9 @@ pub fn redact_text(s: &str, patterns: &[(&str, &Regex)], counts: &mut [u64]) -> 
 /// under `structuredContent`; `text` of content blocks (not the JSON
 /// mirrors, rewritten after), embedded resources, resource contents and
 /// prompt messages; a prompt's `description`; completion values; a listed
-/// resource's `name`, `title` and `description`. Returns
+/// resource's `name`, `title` and `description`; every string of an input
+/// round's requests' `params` (messages, URLs, sampling prompts, schema
+/// titles and descriptions; not their `_meta`). Returns
 /// the matches per pattern, in `patterns` order.
 pub fn redact_patterns(
     result: &mut Value,
@@ -162,6 +164,19 @@ pub fn redact_patterns(
         }
         if let Some(d) = result.get_mut("description") {
             every_string(d, &mut |s| redact_text(s, patterns, &mut counts));
+        }
+        if kind == OutputKind::InputRound
+            && let Some(Value::Object(requests)) = result.get_mut("inputRequests")
+        {
+            for request in requests.values_mut() {
+                if let Some(Value::Object(params)) = request.get_mut("params") {
+                    for (k, v) in params.iter_mut() {
+                        if k != "_meta" {
+                            every_string(v, &mut |s| redact_text(s, patterns, &mut counts));
+                        }
+                    }
+                }
+            }
         }
     }
     counts
@@ -345,5 +360,38 @@ mod tests {
         let mut r = json!({"completion": {"values": ["ann@example.com", "b"], "hasMore": false}});
         redact_patterns(&mut r, OutputKind::Completion, &pats, &[]);
         assert_eq!(r["completion"]["values"], json!(["[REDACTED:email]", "b"]));
+    }
+
+    /// An input round's questions are upstream text too: every string of
+    /// each request's params, never its method or `_meta`.
+    #[test]
+    fn an_input_rounds_questions_are_redacted() {
+        let e = email();
+        let pats = [("email", &e)];
+        let mut r = json!({"inputRequests": {
+            "ask": {"method": "elicitation/create", "params": {
+                "message": "Mail ann@example.com?",
+                "requestedSchema": {"type": "object", "properties": {"ok": {"type": "boolean", "description": "to bob@example.org"}}},
+                "_meta": {"who": "ann@example.com"},
+            }},
+            "llm": {"method": "sampling/createMessage", "params": {
+                "messages": [{"role": "user", "content": {"type": "text", "text": "write to ann@example.com"}}],
+                "maxTokens": 5,
+            }},
+        }});
+        let counts = redact_patterns(&mut r, OutputKind::InputRound, &pats, &[]);
+        assert_eq!(counts, [3]);
+        let ask = &r["inputRequests"]["ask"];
+        assert_eq!(ask["params"]["message"], "Mail [REDACTED:email]?");
+        assert_eq!(
+            ask["params"]["requestedSchema"]["properties"]["ok"]["description"],
+            "to [REDACTED:email]"
+        );
+        assert_eq!(ask["params"]["_meta"]["who"], "ann@example.com");
+        assert_eq!(ask["method"], "elicitation/create");
+        assert_eq!(
+            r["inputRequests"]["llm"]["params"]["messages"][0]["content"]["text"],
+            "write to [REDACTED:email]"
+        );
     }
 }

@@ -25,6 +25,12 @@ pub enum OutputKind {
     /// A server's `resources/list` as this session is shown it
     /// (`result::list`): `resources`.
     ResourceList,
+    /// An input round (MCP 2026-07-28 MRTR) on its way to a modern host
+    /// instead of a result: `inputRequests`, the upstream's questions
+    /// (elicitation messages and URLs, sampling prompts, roots requests)
+    /// by key, as the host gets them — never the round's `requestState`.
+    /// It has no list: a filter finds no items in it.
+    InputRound,
 }
 
 impl OutputKind {
@@ -35,6 +41,7 @@ impl OutputKind {
             OutputKind::PromptMessages => "prompt_messages",
             OutputKind::Completion => "completion",
             OutputKind::ResourceList => "resource_list",
+            OutputKind::InputRound => "input_required",
         }
     }
 
@@ -46,6 +53,8 @@ impl OutputKind {
             OutputKind::PromptMessages => "/messages",
             OutputKind::Completion => "/completion/values",
             OutputKind::ResourceList => "/resources",
+            // A map (key → request), never an array: no items.
+            OutputKind::InputRound => "/inputRequests",
         }
     }
 }

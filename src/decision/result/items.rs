@@ -71,6 +71,7 @@ pub fn text_pointers(result: &Value, cx: &ItemCx) -> Vec<String> {
             OutputKind::Completion => &[""],
             // A listed resource has no text: only its own fields.
             OutputKind::ResourceList => &[],
+            OutputKind::InputRound => &[],
         };
         for c in candidates {
             if v.pointer(c).is_some_and(Value::is_string) {

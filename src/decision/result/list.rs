@@ -113,7 +113,13 @@ impl Enforcer {
         };
         let outcome = step.run(&mut result);
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
-        let mut decision = verdict_decision(&outcome, engine, &id, LIST_TOOL, None);
+        let mut decision = verdict_decision(
+            &outcome,
+            engine,
+            &id,
+            (LIST_TOOL, OutputKind::ResourceList),
+            None,
+        );
         if !decision.allow {
             decision.remediation = Some(hidden_text(server, &outcome));
         }

@@ -36,6 +36,7 @@ pub use answer::Items;
 pub use input::OutputKind;
 
 /// What a permit keeps for deciding its result.
+#[derive(Clone)]
 pub struct ResultContext {
     /// The request's decision input (its record's, before masking).
     input: Value,
@@ -91,6 +92,39 @@ impl Permit {
     /// result rule). When false, the result goes to the host untouched.
     pub fn decides_result(&self) -> bool {
         self.result.is_some()
+    }
+
+    /// What deciding and counting an input round of this request needs,
+    /// apart from the permit (which a parked call keeps on its own task).
+    pub fn round_gate(&self) -> RoundGate {
+        RoundGate {
+            request_id: self.decision.decision_id.clone(),
+            receipt: self.receipt.clone(),
+            result: self.result.clone(),
+        }
+    }
+}
+
+/// The part of a request's permit an input round (MCP 2026-07-28 MRTR) on
+/// its way to the host passes: the result step (`result_step`), as a
+/// result would, and the budget its text is counted to.
+#[derive(Debug, Clone, Default)]
+pub struct RoundGate {
+    pub(super) request_id: Option<String>,
+    pub(super) receipt: Option<crate::decision::guard::Receipt>,
+    pub(super) result: Option<Box<ResultContext>>,
+}
+
+impl RoundGate {
+    /// Whether the round is decided (the server's policy has a result
+    /// rule): when false, it goes to the host untouched.
+    pub fn decides(&self) -> bool {
+        self.result.is_some()
+    }
+
+    /// The decision id of the request the round belongs to.
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
     }
 }
 
@@ -157,7 +191,31 @@ impl Enforcer {
     /// is (and the caller need not even serialize it: see
     /// [`Permit::decides_result`]).
     pub fn decide_result(&self, permit: &Permit, kind: OutputKind, result: Value) -> ResultVerdict {
-        let Some(cx) = permit.result.as_deref() else {
+        let request_id = permit.decision.decision_id.as_deref();
+        self.decide_output(permit.result.as_deref(), request_id, kind, result)
+    }
+
+    /// Decides an input round (`{"inputRequests": …}`, as the host would
+    /// get it, without its state) as the result step decides a result:
+    /// `input.output.kind` is `input_required`.
+    pub fn decide_round(&self, gate: &RoundGate, round: Value) -> ResultVerdict {
+        let request_id = gate.request_id.as_deref();
+        self.decide_output(
+            gate.result.as_deref(),
+            request_id,
+            OutputKind::InputRound,
+            round,
+        )
+    }
+
+    fn decide_output(
+        &self,
+        cx: Option<&ResultContext>,
+        request_id: Option<&str>,
+        kind: OutputKind,
+        result: Value,
+    ) -> ResultVerdict {
+        let Some(cx) = cx else {
             return ResultVerdict::Unchanged(result);
         };
         let Policy::Rego(engine) = &cx.active.policy else {
@@ -176,8 +234,7 @@ impl Enforcer {
         };
         let outcome = step.run(&mut result);
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
-        let request_id = permit.decision.decision_id.as_deref();
-        let mut decision = verdict_decision(&outcome, engine, &id, &cx.tool, request_id);
+        let mut decision = verdict_decision(&outcome, engine, &id, (&cx.tool, kind), request_id);
         let rec = record::ResultRecord::new(&step, &id, request_id, &result, &outcome, start);
         let at = (cx.server.as_str(), cx.tool.as_str());
         if self.settle(rec, &mut decision, at, super::record::Unrecorded::Result) {
@@ -411,13 +468,19 @@ fn verdict_decision(
     o: &Outcome,
     engine: &PolicyEngine,
     id: &str,
-    tool: &str,
+    (tool, kind): (&str, OutputKind),
     request_id: Option<&str>,
 ) -> Decision {
-    let happened = format!(
-        "The request for {tool:?} has already been carried out (decision {}): only its result is withheld",
-        request_id.unwrap_or("-")
-    );
+    let request_id = request_id.unwrap_or("-");
+    let happened = if kind == OutputKind::InputRound {
+        format!(
+            "The request for {tool:?} reached its server (decision {request_id}), which asked for input: its question is withheld"
+        )
+    } else {
+        format!(
+            "The request for {tool:?} has already been carried out (decision {request_id}): only its result is withheld"
+        )
+    };
     let mut d = match &o.error {
         Some((code, text)) => Decision::deny(
             *code,

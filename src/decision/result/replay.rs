@@ -42,6 +42,7 @@ pub fn replay(engine: &PolicyEngine, input: &Value) -> Option<Replayed> {
         "prompt_messages" => OutputKind::PromptMessages,
         "completion" => OutputKind::Completion,
         "resource_list" => OutputKind::ResourceList,
+        "input_required" => OutputKind::InputRound,
         _ => return None,
     };
     if !engine.has_result_rules() {

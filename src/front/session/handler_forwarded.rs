@@ -7,6 +7,17 @@
 //! with `bench/instructions.sh`).
 
 use super::*;
+use crate::decision::result::RoundGate;
+
+/// What an input round of a 2026-07-28 request needs of its permit, taken
+/// before the permit goes with the request (a parked call keeps it on its
+/// own task): nothing for a legacy request, which takes no round here.
+fn round_gate(
+    permit: &crate::decision::Permit,
+    round: Option<&crate::front::session::host_round::HostRound>,
+) -> RoundGate {
+    round.map(|_| permit.round_gate()).unwrap_or_default()
+}
 
 impl Session {
     pub(super) async fn call_tool_forwarded(
@@ -41,6 +52,20 @@ impl Session {
         let mut upstream_req = request;
         upstream_req.name = route.name.clone().into();
         let req = ClientRequest::CallToolRequest(CallToolRequest::new(upstream_req));
+        let gate = round_gate(&permit, round.as_ref());
+        let has_schema = route.tool.output_schema.is_some();
+        // An input round (upstream text) passes the result step as a
+        // result would; refused, the host gets the denial instead.
+        let asked = |r, gate: &RoundGate| match self.round_step(gate, r, round.as_ref(), true) {
+            Ok(r) => CallToolResponse::InputRequired(r),
+            Err(d) => {
+                let what = format!(
+                    "the question server {:?} asked during the call to tool {:?}",
+                    route.server, route.name
+                );
+                crate::decision::deny::tool_error(&d, &what, has_schema).into()
+            }
+        };
         // A retry of an input round the policy denies is answered as the
         // first call's denial would be.
         let (permit, result) = match self
@@ -48,15 +73,14 @@ impl Session {
             .await?
         {
             Outcome::Done(p, r) => (p, r),
-            Outcome::Input(r) => return Ok(r.into()),
+            Outcome::Input(r) => return Ok(asked(r, &gate)),
             Outcome::Denied(d) => {
-                let has_schema = route.tool.output_schema.is_some();
                 return Ok(deny::tool_denial(&d, &host_name, has_schema).into());
             }
         };
         // A relayed input round is the host's to answer, not a result.
         let result = match super::super::relay::as_round(result) {
-            Ok(round) => return Ok(CallToolResponse::InputRequired(round)),
+            Ok(r) => return Ok(asked(r, &permit.round_gate())),
             Err(r) => r,
         };
         let bytes = super::super::result::result_bytes(&result);
@@ -106,16 +130,27 @@ impl Session {
         };
         let uri = request.uri.clone();
         let req = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request));
+        let gate = round_gate(&permit, round.as_ref());
+        let asked = |r, gate: &RoundGate| {
+            self.round_step(gate, r, round.as_ref(), false)
+                .map(ReadResourceResponse::InputRequired)
+                .map_err(|d| {
+                    let what = format!(
+                        "the question server {server:?} asked while reading resource {uri}"
+                    );
+                    deny::request_denial(&d, &what)
+                })
+        };
         let (permit, result) = match self
             .forward_call(&server, permit, &action, req, &cx, round.as_ref())
             .await?
         {
             Outcome::Done(p, r) => (p, r),
-            Outcome::Input(r) => return Ok(r.into()),
+            Outcome::Input(r) => return asked(r, &gate),
             Outcome::Denied(d) => return Err(deny::request_denial(&d, &what)),
         };
         let result = match super::super::relay::as_round(result) {
-            Ok(round) => return Ok(ReadResourceResponse::InputRequired(round)),
+            Ok(r) => return asked(r, &permit.round_gate()),
             Err(r) => r,
         };
         let result = self
@@ -159,16 +194,28 @@ impl Session {
         let mut upstream_req = request;
         upstream_req.name = route.name.clone();
         let req = ClientRequest::GetPromptRequest(GetPromptRequest::new(upstream_req));
+        let gate = round_gate(&permit, round.as_ref());
+        let asked = |r, gate: &RoundGate| {
+            self.round_step(gate, r, round.as_ref(), false)
+                .map(GetPromptResponse::InputRequired)
+                .map_err(|d| {
+                    let what = format!(
+                        "the question server {:?} asked while getting prompt {:?}",
+                        route.server, route.name
+                    );
+                    deny::request_denial(&d, &what)
+                })
+        };
         let (permit, result) = match self
             .forward_call(&route.server, permit, &action, req, &cx, round.as_ref())
             .await?
         {
             Outcome::Done(p, r) => (p, r),
-            Outcome::Input(r) => return Ok(r.into()),
+            Outcome::Input(r) => return asked(r, &gate),
             Outcome::Denied(d) => return Err(deny::request_denial(&d, &what)),
         };
         let result = match super::super::relay::as_round(result) {
-            Ok(round) => return Ok(GetPromptResponse::InputRequired(round)),
+            Ok(r) => return asked(r, &permit.round_gate()),
             Err(r) => r,
         };
         let result = self

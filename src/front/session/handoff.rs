@@ -369,7 +369,7 @@ impl Session {
                 self.parked_done(round, permit, Ok(r)).await
             }
             Remote::Failed(e) => self.parked_done(round, permit, Err(e)).await,
-            Remote::Asked { id, requests } => Ok(self.parked_round(round, Some(at), &id, requests)),
+            Remote::Asked { id, requests } => self.parked_round(round, Some(at), &id, requests),
         }
     }
 

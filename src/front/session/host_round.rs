@@ -28,6 +28,7 @@ use super::Session;
 use crate::decision::{Action, ActionType};
 use crate::host::approval_round::{self, APPROVAL_KEY, RoundApproval};
 use crate::host::seal::{Binding, Kind, Opened, args_digest};
+use crate::upstream::rounds::{MAX_INPUT_ROUNDS, too_many_rounds};
 
 /// One 2026-07-28 request's part in an input round.
 #[derive(Debug)]
@@ -64,6 +65,28 @@ impl HostRound {
             method: self.method,
             target: &self.target,
         }
+    }
+
+    /// The number a round sealed for this request takes: one past the
+    /// round it answers (1 for a request that answers none). The count
+    /// travels in the sealed state, under its MAC, so a host cannot reset
+    /// it; past [`MAX_INPUT_ROUNDS`] (the SDKs' own cap) no round is sealed
+    /// and the request ends with an error naming the server and the call —
+    /// whatever the round would have carried is dropped by the caller (a
+    /// relayed upstream state is not sealed, a parked call is given up).
+    pub fn next_round(&self) -> Result<u32, ErrorData> {
+        let n = self.answered_round().saturating_add(1);
+        if n as usize > MAX_INPUT_ROUNDS {
+            let call = self.call();
+            tracing::warn!(server = %self.server, method = self.method, target = %self.target, "a request reached the cap of {MAX_INPUT_ROUNDS} input rounds: refused");
+            return Err(too_many_rounds(&call, MAX_INPUT_ROUNDS));
+        }
+        Ok(n)
+    }
+
+    /// The number of the round this request answers (0: none).
+    fn answered_round(&self) -> u32 {
+        self.opened.as_ref().map_or(0, |o| o.round)
     }
 
     /// The upstream's own state of a relayed round this retry answers
@@ -123,8 +146,12 @@ impl HostRound {
     pub fn approval<'a>(&'a self, sealer: &'a crate::host::seal::Sealer) -> RoundApproval<'a> {
         let answered = matches!(&self.opened, Some(o) if o.kind == Kind::Approval);
         RoundApproval {
-            sealer,
-            binding: self.binding(),
+            seal: Some((sealer, self.binding())),
+            round: self.next_round().map_err(|_| {
+                format!(
+                    "this request already took {MAX_INPUT_ROUNDS} input rounds, gavel's cap on MCP input rounds; send it again as a new request to be asked again"
+                )
+            }),
             can_ask: approval_round::declares_form(&self.caps),
             answer: answered
                 .then(|| self.responses.get(APPROVAL_KEY).cloned())
@@ -246,6 +273,7 @@ mod tests {
                 inner: None,
                 nonce: "n".into(),
                 expires_ms: 1,
+                round: 1,
             }),
             responses: serde_json::from_value(responses).unwrap(),
         }
@@ -267,6 +295,25 @@ mod tests {
                 .approval(&sealer)
                 .continuing
         );
+    }
+
+    /// A request's rounds are numbered on from the one it answers, up to
+    /// the cap; past it, the error names the server and the call.
+    #[test]
+    fn rounds_are_numbered_on_and_capped() {
+        assert_eq!(round(serde_json::json!({}), None).next_round().unwrap(), 1);
+        let mut r = round(serde_json::json!({}), Some(Kind::Relay));
+        r.opened.as_mut().unwrap().round = MAX_INPUT_ROUNDS as u32 - 1;
+        assert_eq!(r.next_round().unwrap(), MAX_INPUT_ROUNDS as u32);
+        r.opened.as_mut().unwrap().round = MAX_INPUT_ROUNDS as u32;
+        let e = r.next_round().unwrap_err();
+        assert!(
+            e.message.contains("tool \"t\" of server \"s\"")
+                && e.message.contains("after 10 rounds"),
+            "{e:?}"
+        );
+        r.opened.as_mut().unwrap().round = u32::MAX;
+        assert!(r.next_round().is_err(), "no overflow back under the cap");
     }
 
     /// Answers sent with no state go on without gavel's own keys; answers

@@ -36,6 +36,7 @@ mod listen_resources;
 mod parked;
 mod relay;
 mod result;
+mod round_result;
 mod rounds;
 mod set;
 mod url_round;

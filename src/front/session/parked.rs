@@ -39,7 +39,12 @@
 //! required) gets a URL round instead, whose retry makes the call again
 //! (`url_round.rs`).
 //!
-//! Not done: progress of a parked call goes on to the host's first token.
+//! The call's progress goes to the request it answers: the first until it
+//! is parked, nowhere while it waits, then the retry that resumes it —
+//! under that retry's own `progressToken`, on its own stream
+//! (`upstream::progress::ProgressRoute`, moved here). A retry that reaches
+//! another instance than the holder gets none (progress does not travel
+//! between instances).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -62,6 +67,7 @@ use crate::decision::Permit;
 use crate::host::questions::{Question, refused};
 use crate::host::seal::Kind;
 use crate::sync::Recover;
+use crate::upstream::progress::{ProgressRoute, Target};
 use crate::upstream::rounds::{BOUNDS, Needs, Outcome};
 
 /// Calls one session keeps parked at once: past it, a new question is
@@ -98,6 +104,9 @@ pub(super) struct Running {
     server: String,
     /// How long the call waits, parked, for the host's retry.
     timeout: Duration,
+    /// Where its progress goes: the request it answers — the first, then
+    /// each retry that resumes it; nowhere while it waits, parked.
+    progress: ProgressRoute,
 }
 
 /// A question put to the host: its key in `inputRequests`, the request,
@@ -188,6 +197,8 @@ impl ParkedTable {
             .collect();
         let server = call.running.server.clone();
         let timeout = call.running.timeout;
+        // The request its progress went to is answered with the round.
+        call.running.progress.set(None);
         let id = self.park(call, timeout).map_err(|call| {
             let why = format!(
                 "this session already has {MAX_PARKED} calls waiting for the host's answers"
@@ -199,6 +210,15 @@ impl ParkedTable {
             )
         })?;
         Ok((id, requests))
+    }
+
+    /// Sends parked call `id`'s progress to `target` (the retry that is
+    /// about to resume it: its own token, on its own stream) — set before
+    /// the call is answered, so nothing it reports after is misrouted.
+    pub(super) fn follow(&self, id: &str, target: Option<Target>) {
+        if let Some(call) = self.entries.lock().recover().get(id) {
+            call.running.progress.set(target);
+        }
     }
 
     /// Takes parked call `id` of `server` for a retry that brings
@@ -356,12 +376,16 @@ impl Session {
                     .resume_elsewhere(server, permit, (at, id), cx, round)
                     .await;
             }
-            Some((_, id)) => match self.inner.parked.resume(id, server, &round.responses)? {
-                Resumed::Running(running) => (running, Some(permit)),
-                Resumed::Asked(id, requests) => {
-                    return Ok(self.parked_round(round, None, &id, requests));
+            Some((_, id)) => {
+                let target = cx.meta.get_progress_token().map(|t| (t, cx.peer.clone()));
+                self.inner.parked.follow(id, target);
+                match self.inner.parked.resume(id, server, &round.responses)? {
+                    Resumed::Running(running) => (running, Some(permit)),
+                    Resumed::Asked(id, requests) => {
+                        return self.parked_round(round, None, &id, requests);
+                    }
                 }
-            },
+            }
         };
         let step = self
             .inner
@@ -375,7 +399,7 @@ impl Session {
                 self.parked_done(round, permit.unwrap_or(sent_with), r)
                     .await
             }
-            Step::Asked(id, requests) => Ok(self.parked_round(round, None, &id, requests)),
+            Step::Asked(id, requests) => self.parked_round(round, None, &id, requests),
         }
     }
 
@@ -397,23 +421,35 @@ impl Session {
 
     /// The round that asks the host a parked call's questions: its state
     /// sealed for this request, naming the call — on instance `at`, or here.
+    /// Past the cap on a request's rounds the call is given up instead
+    /// (its upstream call cancelled, its questions refused) and the host
+    /// told why.
     pub(super) fn parked_round(
         &self,
         round: &HostRound,
         at: Option<&str>,
         id: &str,
         requests: InputRequests,
-    ) -> Forwarded {
+    ) -> Result<Forwarded, ErrorData> {
         let inner = match at {
             Some(at) => format!("{at}/{id}"),
             None => parked_ref(id),
         };
+        let number = round.next_round().inspect_err(|_| {
+            self.abandon_parked(
+                &inner,
+                "the host's request reached gavel's cap on input rounds",
+            );
+        })?;
         let state = self
             .inner
             .gw
             .sealer
-            .seal(&round.binding(), Kind::Parked, Some(inner));
-        Outcome::Input(InputRequiredResult::new(Some(requests), Some(state)))
+            .seal(&round.binding(), Kind::Parked, Some(inner), number);
+        Ok(Outcome::Input(InputRequiredResult::new(
+            Some(requests),
+            Some(state),
+        )))
     }
 
     /// Runs the upstream call on its own task: it outlives this request
@@ -435,6 +471,8 @@ impl Session {
         let cancel = self.inner.shutdown.child_token();
         let mut call_cx = cx.clone();
         call_cx.ct = cancel.clone();
+        let progress = ProgressRoute::default();
+        call_cx.extensions.insert(progress.clone());
         let session = self.clone();
         let name = server.to_string();
         tokio::spawn(async move {
@@ -449,6 +487,7 @@ impl Session {
             cancel,
             server: server.to_string(),
             timeout,
+            progress,
         }
     }
 }

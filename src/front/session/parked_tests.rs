@@ -23,6 +23,7 @@ fn call() -> (
             cancel: cancel.clone(),
             server: "fx".into(),
             timeout: Duration::from_secs(600),
+            progress: ProgressRoute::default(),
         },
         pending: vec![Pending {
             key: "fx.1".into(),

@@ -186,10 +186,16 @@ impl Session {
             Step::Complete(r) => return Ok(Outcome::Done(permit, r)),
             Step::Input { requests, state } => (requests, state),
         };
+        // Past the cap, the upstream's state is dropped: never sealed.
+        let number = round.next_round()?;
         let caps = cx.meta.client_capabilities().unwrap_or_default();
         rounds::check_capabilities(&call, &caps, &requests)?;
         self.admit(server, &requests, cx).await?;
-        let sealed = self.inner.gw.sealer.seal(&binding, Kind::Relay, state);
+        let sealed = self
+            .inner
+            .gw
+            .sealer
+            .seal(&binding, Kind::Relay, state, number);
         // An upstream state within `BOUNDS` can still seal longer than
         // gavel opens (JSON escapes, base64): refused now, not at a retry
         // that could never succeed.

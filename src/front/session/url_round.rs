@@ -145,6 +145,9 @@ impl Session {
         e: ErrorData,
     ) -> Result<Forwarded, ErrorData> {
         let (server, method) = (call.server, call.method);
+        // An upstream that keeps sending the user to URLs is capped like
+        // any that keeps asking.
+        let number = round.next_round()?;
         let list = elicitations(e.data.as_ref()).map_err(|why| {
             never_to_modern(
                 server,
@@ -189,7 +192,7 @@ impl Session {
             .inner
             .gw
             .sealer
-            .seal(&round.binding(), Kind::Reissue, Some(inner));
+            .seal(&round.binding(), Kind::Reissue, Some(inner), number);
         Ok(Outcome::Input(InputRequiredResult::new(
             Some(requests),
             Some(state),
