@@ -216,10 +216,14 @@ impl ClientHandler for UpstreamClient {
         // Progress for a token gavel did not hand out (or whose call is over) is
         // dropped: the host never asked for it. It goes to the peer that asked.
         let upstream_token = params.progress_token.clone();
-        if let Some((token, peer)) = host_token {
-            let mut p = params;
-            p.progress_token = token;
-            let _ = peer.notify_progress(p).await;
+        match host_token {
+            Some(super::progress::Target::Host(token, peer)) => {
+                let mut p = params;
+                p.progress_token = token;
+                let _ = peer.notify_progress(p).await;
+            }
+            Some(super::progress::Target::Relay(relay)) => relay(params),
+            None => {}
         }
         // The call's result may be waiting for this one (`ProgressMap::settle`).
         self.progress.forwarded(&upstream_token);

@@ -294,7 +294,7 @@ impl Upstream {
                 .map_err(|e| self.service_error(&method, e))?;
             // The host peer travels with the token: with a shared
             // upstream, progress must reach the session that asked.
-            let target = host_token.map(|t| (t, host_cx.peer.clone()));
+            let target = host_token.map(|t| progress::Target::Host(t, host_cx.peer.clone()));
             // A call that outlives its request (parked) is routed where its
             // session moves it (`progress::ProgressRoute`).
             match host_cx.extensions.get::<progress::ProgressRoute>() {

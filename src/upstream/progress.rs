@@ -36,8 +36,15 @@ use rmcp::service::{Peer, RoleServer};
 
 use crate::sync::Recover;
 
-/// Where a forwarded request's progress goes: the host's token and peer.
-pub type Target = (ProgressToken, Peer<RoleServer>);
+/// Where a forwarded request's progress goes.
+#[derive(Clone)]
+pub enum Target {
+    /// The host's token, on its peer.
+    Host(ProgressToken, Peer<RoleServer>),
+    /// Handed on as it comes: a call resumed here for a retry that reached
+    /// another instance, whose host is there (`front/session/handoff.rs`).
+    Relay(std::sync::Arc<dyn Fn(rmcp::model::ProgressNotificationParam) + Send + Sync>),
+}
 
 /// A route's end: fixed when the request is sent, or a [`ProgressRoute`]
 /// its session moves.

@@ -65,7 +65,7 @@ fn capped(out: &[Value], server: &str, tool: &str) {
 }
 
 /// Every question of `round` accepted with `content`.
-fn accept_all(round: &Value, content: Value) -> Value {
+pub(crate) fn accept_all(round: &Value, content: Value) -> Value {
     let keys = round["inputRequests"]
         .as_object()
         .cloned()
@@ -346,7 +346,7 @@ fn a_parked_question_passes_the_result_policy() {
 
 /// A raw 2026-07-28 `tools/call` line (declaring `caps`) carrying
 /// `_meta.progressToken` = `token`.
-fn with_progress(id: u64, params: Value, caps: Value, token: &str) -> String {
+pub(crate) fn with_progress(id: u64, params: Value, caps: Value, token: &str) -> String {
     let mut v: Value = serde_json::from_str(&modern(id, "tools/call", params, caps)).unwrap();
     v["params"]["_meta"]["progressToken"] = json!(token);
     v.to_string()
@@ -400,7 +400,7 @@ fn a_resumed_calls_progress_reaches_the_retry_under_its_token() {
 }
 
 /// Every JSON-RPC message of an HTTP answer (a JSON body or an SSE stream).
-fn messages(raw: &str) -> Vec<Value> {
+pub(crate) fn messages(raw: &str) -> Vec<Value> {
     let body = raw
         .split("\r\n\r\n")
         .skip(1)

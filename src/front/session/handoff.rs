@@ -24,18 +24,23 @@
 //! no answer in time — each "send the request again without
 //! requestState".
 //!
-//! Not carried across: progress notifications of the resumed call (they
-//! go to the holder's copy of the first request, already answered).
+//! Progress of the resumed call travels back too ([`Message::Progress`],
+//! to the retry's own token) — best effort: pub/sub keeps no order across
+//! the holder's connections, and a notification that arrives after the
+//! outcome is dropped (the request it was for is answered).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use rmcp::ErrorData;
-use rmcp::model::{ClientCapabilities, ErrorCode, InputRequests, InputResponses, ServerResult};
+use rmcp::model::{
+    ClientCapabilities, ErrorCode, InputRequests, InputResponses, ProgressNotificationParam,
+    ServerResult,
+};
 use rmcp::service::{RequestContext, RoleServer};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Session;
@@ -46,6 +51,7 @@ use crate::decision::Permit;
 use crate::host::seal::Sealer;
 use crate::state::bus::Bus;
 use crate::sync::Recover;
+use crate::upstream::progress::Target;
 
 /// Hand-offs one instance waits for at once; past it a retry is refused
 /// (503) rather than queued.
@@ -59,22 +65,40 @@ const MARGIN: Duration = Duration::from_secs(5);
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Message {
-    /// Answer the questions of call `id` with `responses` and send what
-    /// comes of it to instance `reply_to` as `reply`.
-    Resume {
-        id: String,
-        server: String,
-        reply_to: String,
+    /// Answer a parked call's questions (see [`Resume`]).
+    Resume(Resume),
+    /// A resumed call's progress, for the retry `reply` (best effort: one
+    /// that arrives after the outcome is dropped).
+    Progress {
         reply: String,
-        responses: InputResponses,
-        /// The retry's own capabilities: which next questions it can take.
-        caps: ClientCapabilities,
+        progress: ProgressNotificationParam,
     },
     /// Give call `id` up (its retry was denied, cancelled or timed out).
     Abandon { id: String, why: String },
     /// What a resumed call came to.
     Outcome { reply: String, outcome: Remote },
 }
+
+/// Answer the questions of call `id` with `responses` and send what comes
+/// of it to instance `reply_to` as `reply`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Resume {
+    id: String,
+    server: String,
+    reply_to: String,
+    reply: String,
+    responses: InputResponses,
+    /// The retry's own capabilities: which next questions it can take.
+    caps: ClientCapabilities,
+    /// Whether the retry has a progress token: the resumed call's
+    /// progress is then sent back as [`Message::Progress`].
+    #[serde(default)]
+    progress: bool,
+}
+
+/// Progress notifications of one resumed call that may wait to be sent
+/// back at once; past it they are dropped (progress is advisory).
+const PROGRESS_QUEUE: usize = 64;
 
 /// What a resumed call came to, as it travels.
 #[derive(Debug, Serialize, Deserialize)]
@@ -96,8 +120,22 @@ pub struct Handoffs {
     sealer: Arc<Sealer>,
     runtime: tokio::runtime::Handle,
     tables: Mutex<Vec<Weak<ParkedTable>>>,
-    waiting: Mutex<HashMap<String, oneshot::Sender<Remote>>>,
+    waiting: Mutex<HashMap<String, Waiter>>,
     resumed: Mutex<HashMap<String, CancellationToken>>,
+}
+
+/// What comes back for a hand-off, in the order it was sent: the call's
+/// progress, then its outcome.
+enum Back {
+    Progress(ProgressNotificationParam),
+    Outcome(Remote),
+}
+
+/// A hand-off waiting for what comes back. One thread (the bus's) sends
+/// on it, and progress is only queued while room for the outcome is left,
+/// so the outcome is never lost to a flood of progress.
+struct Waiter {
+    back: mpsc::Sender<Back>,
 }
 
 fn unavailable(message: String) -> ErrorData {
@@ -151,8 +189,15 @@ impl Handoffs {
         };
         match msg {
             Message::Outcome { reply, outcome } => {
-                if let Some(tx) = self.waiting.lock().recover().remove(&reply) {
-                    let _ = tx.send(outcome);
+                if let Some(w) = self.waiting.lock().recover().remove(&reply) {
+                    let _ = w.back.try_send(Back::Outcome(outcome));
+                }
+            }
+            Message::Progress { reply, progress } => {
+                if let Some(w) = self.waiting.lock().recover().get(&reply)
+                    && w.back.capacity() > 1
+                {
+                    let _ = w.back.try_send(Back::Progress(progress));
                 }
             }
             Message::Abandon { id, why } => {
@@ -163,22 +208,8 @@ impl Handoffs {
                     ct.cancel();
                 }
             }
-            Message::Resume {
-                id,
-                server,
-                reply_to,
-                reply,
-                responses,
-                caps,
-            } => {
-                let me = self.clone();
-                self.runtime.spawn(async move {
-                    let outcome = me.resume_here(&id, &server, &responses, &caps).await;
-                    let msg = Message::Outcome { reply, outcome };
-                    if let Err(e) = me.send(&reply_to, &msg).await {
-                        tracing::warn!(server = %server, "the outcome of a call resumed for another instance could not be sent back: {}", e.message);
-                    }
-                });
+            Message::Resume(resume) => {
+                self.runtime.spawn(self.clone().serve_resume(resume));
             }
         }
     }
@@ -192,13 +223,56 @@ impl Handoffs {
             .collect()
     }
 
-    /// Resumes call `id`, parked here, for another instance.
+    /// Resumes call `id` for instance `reply_to`'s retry `reply` and
+    /// sends back, in order on one sender, the call's progress (when the
+    /// retry has a token; bounded, the excess dropped) and its outcome.
+    async fn serve_resume(self: Arc<Self>, resume: Resume) {
+        let Resume {
+            id,
+            server,
+            reply_to,
+            reply,
+            responses,
+            caps,
+            progress,
+        } = resume;
+        let (out, mut queue) = tokio::sync::mpsc::channel::<Message>(PROGRESS_QUEUE);
+        let relay = progress.then(|| {
+            let (out, reply) = (out.clone(), reply.clone());
+            Target::Relay(Arc::new(move |progress| {
+                let _ = out.try_send(Message::Progress {
+                    reply: reply.clone(),
+                    progress,
+                });
+            }))
+        });
+        let me = self.clone();
+        let sender = self.runtime.spawn(async move {
+            while let Some(m) = queue.recv().await {
+                let last = matches!(m, Message::Outcome { .. });
+                if let Err(e) = me.send(&reply_to, &m).await {
+                    tracing::warn!("a message to the instance that resumed a parked call could not be sent: {}", e.message);
+                }
+                if last {
+                    return;
+                }
+            }
+        });
+        let outcome = self
+            .resume_here(&id, &server, (&responses, &caps), relay)
+            .await;
+        let _ = out.send(Message::Outcome { reply, outcome }).await;
+        let _ = sender.await;
+    }
+
+    /// Resumes call `id`, parked here, for another instance; its progress
+    /// to `progress` from now on.
     async fn resume_here(
         &self,
         id: &str,
         server: &str,
-        responses: &InputResponses,
-        caps: &ClientCapabilities,
+        (responses, caps): (&InputResponses, &ClientCapabilities),
+        progress: Option<Target>,
     ) -> Remote {
         let Some(table) = self.live_tables().into_iter().find(|t| t.holds(id)) else {
             return Remote::Failed(ErrorData::invalid_params(
@@ -208,6 +282,7 @@ impl Handoffs {
                 None,
             ));
         };
+        table.follow(id, progress);
         let running = match table.resume(id, server, responses) {
             Err(e) => return Remote::Failed(e),
             Ok(Resumed::Asked(id, requests)) => return Remote::Asked { id, requests },
@@ -268,22 +343,24 @@ impl Handoffs {
     }
 
     /// Hands the retry `round` of call `id` at instance `at` to it, and
-    /// waits (at most `wait`, or until `ct`) for what comes of it.
+    /// waits (at most `wait`, or until the host cancels `cx`) for what
+    /// comes of it, passing the call's progress on to `cx`'s token.
     async fn resume_at(
         self: &Arc<Self>,
         (at, id): (&str, &str),
         server: &str,
         round: &HostRound,
-        ct: &CancellationToken,
+        cx: &RequestContext<RoleServer>,
         wait: Duration,
     ) -> Result<Remote, ErrorData> {
+        let ct = &cx.ct;
         if !self.bus.listening() {
             return Err(unavailable(format!(
                 "the input round this retry answers is held by another gavel instance, and this one cannot take its answer now (Redis is unreachable); retry, or send the request again without requestState (server {server:?})"
             )));
         }
         let reply = uuid::Uuid::new_v4().simple().to_string();
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = mpsc::channel(PROGRESS_QUEUE + 1);
         {
             let mut waiting = self.waiting.lock().recover();
             if waiting.len() >= MAX_WAITING {
@@ -291,7 +368,7 @@ impl Handoffs {
                     "this gavel instance is already waiting on {MAX_WAITING} rounds held by other instances; retry shortly (server {server:?})"
                 )));
             }
-            waiting.insert(reply.clone(), tx);
+            waiting.insert(reply.clone(), Waiter { back: tx });
         }
         // Whatever happens next, this hand-off stops waiting.
         struct Forget<'a>(&'a Handoffs, &'a str);
@@ -301,14 +378,15 @@ impl Handoffs {
             }
         }
         let _forget = Forget(self, &reply);
-        let msg = Message::Resume {
+        let msg = Message::Resume(Resume {
             id: id.to_string(),
             server: server.to_string(),
             reply_to: self.bus.me().to_string(),
             reply: reply.clone(),
             responses: round.responses.clone(),
             caps: round.caps.clone(),
-        };
+            progress: cx.meta.get_progress_token().is_some(),
+        });
         if !self.send(at, &msg).await? {
             return Err(ErrorData::invalid_params(
                 format!(
@@ -317,17 +395,32 @@ impl Handoffs {
                 None,
             ));
         }
-        tokio::select! {
-            r = rx => r.map_err(|_| unavailable(format!("the hand-off of a round of server {server:?} to another instance ended without an outcome; send the request again without requestState"))),
-            _ = tokio::time::sleep(wait) => {
-                self.abandon_at(at, id, "the instance the host's retry reached got no outcome in time");
-                Err(unavailable(format!(
-                    "the gavel instance that holds this round's call to server {server:?} gave no outcome within {wait:?}; send the request again without requestState"
-                )))
-            }
-            _ = ct.cancelled() => {
-                self.abandon_at(at, id, "the host cancelled its retry");
-                Err(ErrorData::internal_error("request not finished: cancelled by the agent host", None))
+        let token = cx.meta.get_progress_token();
+        let deadline = tokio::time::sleep(wait);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                back = rx.recv() => match back {
+                    Some(Back::Progress(mut p)) => {
+                        // Awaited here: it reaches the host before the result.
+                        if let Some(t) = &token {
+                            p.progress_token = t.clone();
+                            let _ = cx.peer.notify_progress(p).await;
+                        }
+                    }
+                    Some(Back::Outcome(r)) => return Ok(r),
+                    None => return Err(unavailable(format!("the hand-off of a round of server {server:?} to another instance ended without an outcome; send the request again without requestState"))),
+                },
+                _ = &mut deadline => {
+                    self.abandon_at(at, id, "the instance the host's retry reached got no outcome in time");
+                    return Err(unavailable(format!(
+                        "the gavel instance that holds this round's call to server {server:?} gave no outcome within {wait:?}; send the request again without requestState"
+                    )));
+                }
+                _ = ct.cancelled() => {
+                    self.abandon_at(at, id, "the host cancelled its retry");
+                    return Err(ErrorData::internal_error("request not finished: cancelled by the agent host", None));
+                }
             }
         }
     }
@@ -358,7 +451,7 @@ impl Session {
             .get(server)
             .map_or(Duration::from_secs(60), |u| u.cfg.call_timeout)
             + MARGIN;
-        match h.resume_at((at, id), server, round, &cx.ct, wait).await? {
+        match h.resume_at((at, id), server, round, cx, wait).await? {
             Remote::Done(v) => {
                 let r: ServerResult = serde_json::from_value(v).map_err(|e| {
                     ErrorData::internal_error(
@@ -401,14 +494,15 @@ mod tests {
     /// What travels is what was sent (the enum's tags are the wire).
     #[test]
     fn messages_travel_whole() {
-        let m = Message::Resume {
+        let m = Message::Resume(Resume {
             id: "abc".into(),
             server: "fx".into(),
             reply_to: "i2".into(),
             reply: "r1".into(),
             responses: [("fx.1".to_string(), serde_json::json!({"action": "accept"}))].into(),
             caps: serde_json::from_value(serde_json::json!({"elicitation": {}})).unwrap(),
-        };
+            progress: true,
+        });
         let back: Message = serde_json::from_slice(&serde_json::to_vec(&m).unwrap()).unwrap();
         assert_eq!(format!("{m:?}"), format!("{back:?}"));
         let o = Message::Outcome {
@@ -429,8 +523,11 @@ mod tests {
         let bus = Bus::start(store, "me", stop.clone());
         let key = |b| crate::host::seal::SealKey::new(vec![b; 32]).unwrap();
         let h = Handoffs::start(bus, Arc::new(Sealer::new(key(1))));
-        let (tx, mut rx) = oneshot::channel();
-        h.waiting.lock().recover().insert("r1".into(), tx);
+        let (tx, mut rx) = mpsc::channel(2);
+        h.waiting
+            .lock()
+            .recover()
+            .insert("r1".into(), Waiter { back: tx });
         let o = serde_json::to_vec(&Message::Outcome {
             reply: "r1".into(),
             outcome: Remote::Done(serde_json::json!({})),
@@ -443,7 +540,7 @@ mod tests {
             "an unsigned or foreign outcome was taken"
         );
         h.receive(&Sealer::new(key(1)).sign_message(&o));
-        assert!(matches!(rx.try_recv(), Ok(Remote::Done(_))));
+        assert!(matches!(rx.try_recv(), Ok(Back::Outcome(Remote::Done(_)))));
         stop.cancel();
     }
 }

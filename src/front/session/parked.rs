@@ -43,8 +43,8 @@
 //! is parked, nowhere while it waits, then the retry that resumes it —
 //! under that retry's own `progressToken`, on its own stream
 //! (`upstream::progress::ProgressRoute`, moved here). A retry that reaches
-//! another instance than the holder gets none (progress does not travel
-//! between instances).
+//! another instance than the holder gets it through the hand-off, in order
+//! before the result (`handoff.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -377,7 +377,10 @@ impl Session {
                     .await;
             }
             Some((_, id)) => {
-                let target = cx.meta.get_progress_token().map(|t| (t, cx.peer.clone()));
+                let target = cx
+                    .meta
+                    .get_progress_token()
+                    .map(|t| Target::Host(t, cx.peer.clone()));
                 self.inner.parked.follow(id, target);
                 match self.inner.parked.resume(id, server, &round.responses)? {
                     Resumed::Running(running) => (running, Some(permit)),
