@@ -168,33 +168,18 @@ async fn a_retry_denied_on_the_other_instance_gives_the_held_call_up() {
 /// `elicit` reports two steps after the answer).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_resumed_on_the_other_instance_reports_progress_to_the_retry() {
-    use super::e2e_round_limits::{accept_all, messages, with_progress};
+    use super::e2e_round_limits::{accept_all, post_call};
     let redis = common::tmpfs::RedisServer::start();
     let (_s, urls, _procs) = shared(&redis, "").await;
     let caps = json!({"elicitation": {}});
     let call = json!({"name": "elicit", "arguments": {"message": ASK, "progress": 2}});
-    let post = |url: String, id: u64, params: Value, token: &str| {
-        let body: Value =
-            serde_json::from_str(&with_progress(id, params, caps.clone(), token)).unwrap();
-        async move {
-            let headers = [
-                ("MCP-Protocol-Version", "2026-07-28"),
-                ("Mcp-Method", "tools/call"),
-                ("Mcp-Name", "elicit"),
-            ];
-            let (status, raw) =
-                super::e2e_host_era::http(&url, "POST", &headers, Some(&body)).await;
-            assert_eq!(status, 200, "{raw}");
-            messages(&raw)
-        }
-    };
-    let first = post(urls[0].clone(), 1, call.clone(), "first").await;
+    let first = post_call(&urls[0], 1, call.clone(), &caps, "first").await;
     let round = first.iter().find(|m| m["id"] == 1).unwrap()["result"].clone();
     assert_eq!(round["resultType"], "input_required", "{first:?}");
     let mut retry = call;
     retry["requestState"] = round["requestState"].clone();
     retry["inputResponses"] = accept_all(&round, json!({"confirm": true}));
-    let second = post(urls[1].clone(), 2, retry, "second").await;
+    let second = post_call(&urls[1], 2, retry, &caps, "second").await;
     let done = second.iter().position(|m| m["id"] == 2).unwrap();
     assert_eq!(
         second[done]["result"]["content"][0]["text"], r#"action=accept content={"confirm":true}"#,

@@ -346,7 +346,7 @@ fn a_parked_question_passes_the_result_policy() {
 
 /// A raw 2026-07-28 `tools/call` line (declaring `caps`) carrying
 /// `_meta.progressToken` = `token`.
-pub(crate) fn with_progress(id: u64, params: Value, caps: Value, token: &str) -> String {
+fn with_progress(id: u64, params: Value, caps: Value, token: &str) -> String {
     let mut v: Value = serde_json::from_str(&modern(id, "tools/call", params, caps)).unwrap();
     v["params"]["_meta"]["progressToken"] = json!(token);
     v.to_string()
@@ -400,7 +400,7 @@ fn a_resumed_calls_progress_reaches_the_retry_under_its_token() {
 }
 
 /// Every JSON-RPC message of an HTTP answer (a JSON body or an SSE stream).
-pub(crate) fn messages(raw: &str) -> Vec<Value> {
+fn messages(raw: &str) -> Vec<Value> {
     let body = raw
         .split("\r\n\r\n")
         .skip(1)
@@ -420,6 +420,31 @@ pub(crate) fn messages(raw: &str) -> Vec<Value> {
     out
 }
 
+/// A raw 2026-07-28 `tools/call` POST of `params` to `url` (declaring
+/// `caps`, progress token `token`): every message of its answer.
+pub(crate) async fn post_call(
+    url: &str,
+    id: u64,
+    params: Value,
+    caps: &Value,
+    token: &str,
+) -> Vec<Value> {
+    let body: Value =
+        serde_json::from_str(&with_progress(id, params, caps.clone(), token)).unwrap();
+    let name = body["params"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let headers = [
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", name.as_str()),
+    ];
+    let (status, raw) = super::e2e_host_era::http(url, "POST", &headers, Some(&body)).await;
+    assert_eq!(status, 200, "{raw}");
+    messages(&raw)
+}
+
 /// The same over `gavel serve`: the retry is a request of its own, on its
 /// own response stream, and the resumed call's progress arrives on it.
 #[tokio::test(flavor = "multi_thread")]
@@ -428,29 +453,13 @@ async fn over_http_a_resumed_calls_progress_reaches_the_retrys_stream() {
     let (_gavel, url) = super::e2e_host_era::serve(&s).await;
     let caps = json!({"elicitation": {}});
     let call = json!({"name": "elicit", "arguments": {"message": "Go?", "progress": 2}});
-    let post = |id: u64, params: Value, token: &str| {
-        let body: Value =
-            serde_json::from_str(&with_progress(id, params, caps.clone(), token)).unwrap();
-        let url = url.clone();
-        async move {
-            let headers = [
-                ("MCP-Protocol-Version", "2026-07-28"),
-                ("Mcp-Method", "tools/call"),
-                ("Mcp-Name", "elicit"),
-            ];
-            let (status, raw) =
-                super::e2e_host_era::http(&url, "POST", &headers, Some(&body)).await;
-            assert_eq!(status, 200, "{raw}");
-            messages(&raw)
-        }
-    };
-    let first = post(1, call.clone(), "first").await;
+    let first = post_call(&url, 1, call.clone(), &caps, "first").await;
     let round = first.iter().find(|m| m["id"] == 1).unwrap()["result"].clone();
     assert_eq!(round["resultType"], "input_required", "{first:?}");
     let mut retry = call;
     retry["requestState"] = round["requestState"].clone();
     retry["inputResponses"] = accept_all(&round, json!({"confirm": true}));
-    let second = post(2, retry, "second").await;
+    let second = post_call(&url, 2, retry, &caps, "second").await;
     let done = second.iter().find(|m| m["id"] == 2).unwrap();
     assert_eq!(
         done["result"]["content"][0]["text"], r#"action=accept content={"confirm":true}"#,
