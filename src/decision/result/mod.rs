@@ -208,9 +208,8 @@ impl Step<'_> {
     fn run(&self, result: &mut Value) -> Outcome {
         let (engine, kind) = (self.engine, self.kind);
         let layers = engine.result_layers();
-        let full = engine.result_input(self.input, input::output(kind, result));
         let t = Instant::now();
-        let raw = match engine.eval_results(full) {
+        let raw = match engine.eval_results_for(self.input, input::output(kind, result)) {
             Ok(v) => v,
             Err(e) => return Outcome::failed(e.reason_code(), e.to_string()),
         };
