@@ -117,43 +117,20 @@ pub struct BudgetFile {
     len: usize,
 }
 
-/// A budget name's slot hash: a SHA-256, remembered per thread for the last
-/// few (key, period) pairs — a decision reads and charges the same one or
-/// two budgets call after call, and the digest was three SHA-256 runs a
-/// call (~1 % of a deployed call's instructions, issue 17). Bounded:
-/// [`NAME_CACHE`] entries a thread.
+/// A budget name's slot hash: its SHA-256, remembered per thread
+/// (`slot_hash`: the same one or two budgets are read and charged call
+/// after call).
 fn name_hash(key: &str, period: &str) -> (u64, u64) {
-    type Entry = (String, String, (u64, u64));
-    thread_local! {
-        static CACHE: std::cell::RefCell<(Vec<Entry>, usize)> =
-            const { std::cell::RefCell::new((Vec::new(), 0)) };
-    }
-    let cached = CACHE.with(|c| {
-        c.borrow()
-            .0
-            .iter()
-            .find(|(k, p, _)| k == key && p == period)
-            .map(|e| e.2)
-    });
-    if let Some(h) = cached {
-        return h;
-    }
-    let h = name_digest(key, period);
-    CACHE.with(|c| {
-        let (entries, next) = &mut *c.borrow_mut();
-        let e = (key.to_string(), period.to_string(), h);
-        if entries.len() < NAME_CACHE {
-            entries.push(e);
-        } else {
-            entries[*next % NAME_CACHE] = e;
-            *next = next.wrapping_add(1);
-        }
-    });
-    h
+    super::slot_hash::remembered(super::slot_hash::Table::Budget, key, period, || {
+        name_digest(key, period)
+    })
 }
 
-/// Names whose hash a thread remembers ([`name_hash`]).
-const NAME_CACHE: usize = 8;
+/// [`name_hash`] for other modules' tests.
+#[cfg(test)]
+pub(crate) fn tests_name_hash(key: &str, period: &str) -> (u64, u64) {
+    name_hash(key, period)
+}
 
 fn name_digest(key: &str, period: &str) -> (u64, u64) {
     let mut h = Sha256::new();

@@ -307,7 +307,9 @@ fn a_pruned_or_half_claimed_slot_keeps_the_chain() {
 /// for more names than it keeps (entries replaced) and again for each.
 #[test]
 fn remembered_name_hashes_are_the_digests() {
-    let names: Vec<String> = (0..3 * NAME_CACHE).map(|i| format!("user:{i}")).collect();
+    let names: Vec<String> = (0..3 * crate::state::slot_hash::ENTRIES)
+        .map(|i| format!("user:{i}"))
+        .collect();
     for _ in 0..3 {
         for n in &names {
             for period in ["day:x", "day:y"] {
