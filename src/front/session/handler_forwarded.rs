@@ -43,7 +43,7 @@ impl Session {
         let req = ClientRequest::CallToolRequest(CallToolRequest::new(upstream_req));
         // A retry of an input round the policy denies is answered as the
         // first call's denial would be.
-        let (permit, result) = match self
+        let (mut permit, result) = match self
             .forward_call(&route.server, permit, &action, req, &cx, round.as_ref())
             .await?
         {
@@ -64,16 +64,19 @@ impl Session {
         // Written to the shared table when its lock is free, else owed to
         // the next charge (`decision::guard`): the reply never waits.
         self.inner.gw.enforcer.charge_result_tokens(&permit, bytes);
-        let (result, json) = match self.result_policy_seen(&permit, OutputKind::ToolResult, result)
-        {
-            Ok(r) => r,
-            Err(d) => {
-                let has_schema = route.tool.output_schema.is_some();
-                return Ok(
-                    super::super::result::tool_result_denial(&d, &route.name, has_schema).into(),
-                );
-            }
-        };
+        let (result, json) =
+            match self.result_policy_seen(&mut permit, OutputKind::ToolResult, result) {
+                Ok(r) => r,
+                Err(d) => {
+                    let has_schema = route.tool.output_schema.is_some();
+                    return Ok(super::super::result::tool_result_denial(
+                        &d,
+                        &route.name,
+                        has_schema,
+                    )
+                    .into());
+                }
+            };
         // Only what the host gets is seen: after the result policy.
         self.saw_json(&route.server, &route.name, &permit, &result, json);
         tool_result(&route.server, result)
@@ -106,7 +109,7 @@ impl Session {
         };
         let uri = request.uri.clone();
         let req = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request));
-        let (permit, result) = match self
+        let (mut permit, result) = match self
             .forward_call(&server, permit, &action, req, &cx, round.as_ref())
             .await?
         {
@@ -119,7 +122,7 @@ impl Session {
             Err(r) => r,
         };
         let result = self
-            .result_policy(&permit, OutputKind::ResourceContents, result)
+            .result_policy(&mut permit, OutputKind::ResourceContents, result)
             .map_err(|d| {
                 deny::request_denial(&d, &format!("the result of reading resource {uri}"))
             })?;
@@ -159,7 +162,7 @@ impl Session {
         let mut upstream_req = request;
         upstream_req.name = route.name.clone();
         let req = ClientRequest::GetPromptRequest(GetPromptRequest::new(upstream_req));
-        let (permit, result) = match self
+        let (mut permit, result) = match self
             .forward_call(&route.server, permit, &action, req, &cx, round.as_ref())
             .await?
         {
@@ -172,7 +175,7 @@ impl Session {
             Err(r) => r,
         };
         let result = self
-            .result_policy(&permit, OutputKind::PromptMessages, result)
+            .result_policy(&mut permit, OutputKind::PromptMessages, result)
             .map_err(|d| {
                 deny::request_denial(&d, &format!("the result of getting prompt {}", route.name))
             })?;
@@ -215,14 +218,14 @@ impl Session {
         };
         let args = serde_json::to_value(&request.argument).unwrap_or(Value::Null);
         let action = self.action(ActionType::Completion, &server, &target, args);
-        let permit = self
+        let mut permit = self
             .authorize(action, &cx)
             .await
             .map_err(|d| deny::request_denial(&d, &format!("completion for {target}")))?;
         let req = ClientRequest::CompleteRequest(CompleteRequest::new(upstream_req));
         let result = self.forward(&server, &permit, req, &cx).await?;
         let result = self
-            .result_policy(&permit, OutputKind::Completion, result)
+            .result_policy(&mut permit, OutputKind::Completion, result)
             .map_err(|d| {
                 deny::request_denial(&d, &format!("the result of completion for {target}"))
             })?;
