@@ -64,6 +64,12 @@ impl Memo {
     /// neither look up nor store). Each path gives `+<json>` when present
     /// and `-` when absent, comma-separated: one key per projection.
     pub(super) fn key(&self, input: &Value) -> Option<String> {
+        self.key_by(|path| path.iter().try_fold(input, |v, k| v.get(k)))
+    }
+
+    /// [`Memo::key`] of the document whose value at a path `at` gives —
+    /// one that need not be built (the result step's input, `engine::result`).
+    pub(super) fn key_by<'v>(&self, at: impl Fn(&[String]) -> Option<&'v Value>) -> Option<String> {
         let bypassing = self
             .bypass
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
@@ -76,7 +82,7 @@ impl Memo {
             if i > 0 {
                 key.push(b',');
             }
-            match path.iter().try_fold(input, |v, k| v.get(k)) {
+            match at(path) {
                 Some(v) => {
                     key.push(b'+');
                     serde_json::to_writer(&mut key, v).ok()?;

@@ -117,7 +117,22 @@ pub struct BudgetFile {
     len: usize,
 }
 
+/// A budget name's slot hash: its SHA-256, remembered per thread
+/// (`slot_hash`: the same one or two budgets are read and charged call
+/// after call).
 fn name_hash(key: &str, period: &str) -> (u64, u64) {
+    super::slot_hash::remembered(super::slot_hash::Table::Budget, key, period, || {
+        name_digest(key, period)
+    })
+}
+
+/// [`name_hash`] for other modules' tests.
+#[cfg(test)]
+pub(crate) fn tests_name_hash(key: &str, period: &str) -> (u64, u64) {
+    name_hash(key, period)
+}
+
+fn name_digest(key: &str, period: &str) -> (u64, u64) {
     let mut h = Sha256::new();
     h.update(key.as_bytes());
     h.update([0]);

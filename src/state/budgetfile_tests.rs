@@ -302,3 +302,24 @@ fn a_pruned_or_half_claimed_slot_keeps_the_chain() {
     assert_eq!(t.read(&keys[1], "day:x").unwrap(), None);
     assert_eq!(t.dirty(100).unwrap().len(), 2, "keys 0 and 2");
 }
+
+/// The per-thread memory of name hashes answers what the digest answers,
+/// for more names than it keeps (entries replaced) and again for each.
+#[test]
+fn remembered_name_hashes_are_the_digests() {
+    let names: Vec<String> = (0..3 * crate::state::slot_hash::ENTRIES)
+        .map(|i| format!("user:{i}"))
+        .collect();
+    for _ in 0..3 {
+        for n in &names {
+            for period in ["day:x", "day:y"] {
+                assert_eq!(name_hash(n, period), name_digest(n, period), "{n} {period}");
+            }
+        }
+    }
+    assert_ne!(
+        name_hash("a", "b"),
+        name_hash("a\0b", ""),
+        "key and period kept apart"
+    );
+}

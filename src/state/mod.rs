@@ -19,6 +19,7 @@ pub mod ledger;
 pub mod limits;
 pub mod ratefile;
 pub mod redis;
+mod slot_hash;
 pub mod sqlite;
 pub mod wait;
 

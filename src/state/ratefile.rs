@@ -77,7 +77,13 @@ struct Slot {
     index: usize,
 }
 
+/// A key's slot hash: its SHA-256, remembered per thread (`slot_hash`: a
+/// call's rate-limit keys repeat call after call).
 fn key_hash(key: &str) -> (u64, u64) {
+    super::slot_hash::remembered(super::slot_hash::Table::Rate, key, "", || key_digest(key))
+}
+
+fn key_digest(key: &str) -> (u64, u64) {
     let d = Sha256::digest(key.as_bytes());
     let hi = u64::from_le_bytes(d[0..8].try_into().expect("8 bytes"));
     let lo = u64::from_le_bytes(d[8..16].try_into().expect("8 bytes"));

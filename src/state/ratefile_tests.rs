@@ -220,3 +220,21 @@ fn a_full_filesystem_fails_the_table_closed_at_open() {
         }
     }
 }
+
+/// The per-thread memory of key hashes (`slot_hash`) answers what the
+/// digest answers, for more keys than it keeps, and never a budget name's
+/// hash for a rate key spelt the same.
+#[test]
+fn remembered_key_hashes_are_the_digests() {
+    let keys: Vec<String> = (0..3 * crate::state::slot_hash::ENTRIES)
+        .map(|i| format!("limit:{i}"))
+        .collect();
+    for _ in 0..3 {
+        for k in &keys {
+            assert_eq!(key_hash(k), key_digest(k), "{k}");
+            // The budget table's hash of the same name, remembered too.
+            let _ = crate::state::budgetfile::tests_name_hash(k, "");
+            assert_eq!(key_hash(k), key_digest(k), "{k} after a budget name");
+        }
+    }
+}

@@ -312,3 +312,36 @@ fn masked_pointers_are_escaped_and_long_or_odd_names_are_judged_alike() {
     let extra = [format!("{}note", "y".repeat(70))];
     assert!(is_secret_name(&format!("{}-NOTE", "Y".repeat(70)), &extra));
 }
+
+/// `holds` (the searcher-free `contains` the secret-name test uses) answers
+/// as `str::contains` does: every secret word against names that hold it at
+/// the start, middle and end, hold a prefix of it only, or are shorter.
+#[test]
+fn holds_answers_as_contains() {
+    let words: Vec<&str> = SECRET_WORDS
+        .iter()
+        .chain(SECRET_WHOLE_WORDS)
+        .copied()
+        .chain(["a", "aa", "ab"])
+        .collect();
+    for w in &words {
+        let half = &w[..w.len() / 2];
+        let names = [
+            String::new(),
+            w.to_string(),
+            format!("x{w}"),
+            format!("{w}x"),
+            format!("xx{w}yy"),
+            half.to_string(),
+            format!("{half}x{half}"),
+            format!("{half}{half}"),
+            format!("{w}{w}"),
+            "aab".to_string(),
+            "passwor".to_string(),
+            "tokentoke".to_string(),
+        ];
+        for n in &names {
+            assert_eq!(super::holds(n, w), n.contains(w), "{n:?} holds {w:?}");
+        }
+    }
+}

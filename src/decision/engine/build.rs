@@ -316,6 +316,7 @@ impl Builder<'_> {
             own: None,
             limits,
             result,
+            result_memo: None,
             independent: false,
         })
     }
@@ -445,6 +446,10 @@ impl Builder<'_> {
                     Some(Memo::new(crate::bundle::deps::prefix_free(union)))
                 }
                 (true, true) => None,
+            };
+            l.result_memo = match (&l.memo, &l.result) {
+                (Some(m), Some(_)) => Some(Memo::new(m.paths().iter().cloned())),
+                _ => None,
             };
         }
         // Impurity does not matter here: only which input paths are read.

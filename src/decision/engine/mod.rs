@@ -129,6 +129,13 @@ struct Loaded {
     limits: Vec<crate::state::limits::Limit>,
     /// The layer's result rules, when it has one (`result`).
     result: Option<result::ResultRules>,
+    /// The memo of the layer's result rule: set when the layer has one and
+    /// its decision is memoized (`memo`), on the same input paths — the
+    /// bundle's reads are analysed over all its rules, the result rule's
+    /// included, so its answer is a function of them too (`output.*` is
+    /// among them when the rule reads the output). A separate map: a
+    /// decision's input and a result's never share a key's meaning.
+    result_memo: Option<Memo>,
     /// Reads nothing outside its own roots (`bundle::deps`): its decision
     /// depends on its bundle, the policy library and the input alone, so
     /// another engine with the same three may take its value (`lend`).

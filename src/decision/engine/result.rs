@@ -14,11 +14,13 @@
 use regex::Regex;
 use serde_json::Value;
 
+use super::evaluate::Job;
 use super::run;
 use super::{EngineError, PolicyEngine, get_path, rule_path, to_regorus};
 use crate::bundle::Bundle;
 use crate::bundle::lint::ModuleIndex;
 use crate::config::Layer;
+use crate::decision::memo::Memo;
 
 /// At most this many patterns per bundle, each at most this long: a pattern
 /// list is bundle data, and untrusted.
@@ -194,9 +196,159 @@ impl PolicyEngine {
     }
 
     /// Every result rule's raw answer on `input` (`Null` when undefined), in
-    /// [`PolicyEngine::result_layers`] order: one evaluation, bounded like a
-    /// decision's.
+    /// [`PolicyEngine::result_layers`] order (see
+    /// [`PolicyEngine::eval_results_for`]).
+    #[cfg(test)]
     pub fn eval_results(&self, input: Value) -> Result<Vec<Value>, EngineError> {
+        self.results_with(
+            &|path| path.iter().try_fold(&input, |v, k| v.get(k)),
+            || input.clone(),
+        )
+    }
+
+    /// Every result rule's raw answer on the request's decision `input`
+    /// with `output` (the document [`PolicyEngine::result_input`] builds),
+    /// in [`PolicyEngine::result_layers`] order, bounded like a decision's.
+    /// A layer with a result memo answers from it, or on a miss is
+    /// evaluated on its projection of the document alone and remembered —
+    /// the decision memo's argument (`decision::memo`): most results of a
+    /// session are decided on the same few facts (the tool, the user's
+    /// clearances, whether the output is an error), and the evaluation was
+    /// a third of the result step (issue 17). The other layers are evaluated
+    /// together on the document; everything to evaluate goes to the
+    /// evaluation thread in one batch. Errors and timeouts are never
+    /// remembered. When every layer answers from its memo the document is
+    /// not even built: the keys are read from `input` and `output` directly.
+    pub fn eval_results_for(
+        &self,
+        input: &Value,
+        output: Value,
+    ) -> Result<Vec<Value>, EngineError> {
+        // `result_input` sets `output` only on an object input.
+        let over = input.is_object();
+        let at = |path: &[String]| match path.split_first() {
+            Some((first, rest)) if over && first == "output" => {
+                rest.iter().try_fold(&output, |v, k| v.get(k))
+            }
+            _ => path.iter().try_fold(input, |v, k| v.get(k)),
+        };
+        // Keys first (they borrow `output`), then the document if needed.
+        let keys = self.result_keys(&at);
+        self.results_keyed(keys, || self.result_input(input, output))
+    }
+
+    /// The shared part of [`PolicyEngine::eval_results`]: keys read through
+    /// `at`, the document built by `full` only when something is evaluated.
+    #[cfg(test)]
+    fn results_with<'v>(
+        &self,
+        at: &dyn Fn(&[String]) -> Option<&'v Value>,
+        full: impl FnOnce() -> Value,
+    ) -> Result<Vec<Value>, EngineError> {
+        let keys = self.result_keys(at);
+        self.results_keyed(keys, full)
+    }
+
+    /// For each layer with a result rule, in order: its result memo and the
+    /// memo's answer or key (`None`: no memo; a key of `None`: bypassed).
+    #[allow(clippy::type_complexity)]
+    fn result_keys<'v>(
+        &self,
+        at: &dyn Fn(&[String]) -> Option<&'v Value>,
+    ) -> Vec<(
+        &super::Loaded,
+        Option<(&Memo, Result<Value, Option<String>>)>,
+    )> {
+        self.bundles
+            .iter()
+            .filter(|b| b.result.is_some())
+            .map(|b| {
+                let looked = b.result_memo.as_ref().map(|memo| {
+                    let key = memo.key_by(at);
+                    match key.as_deref().and_then(|k| memo.get(k)) {
+                        Some(v) => (memo, Ok(v)),
+                        None => (memo, Err(key)),
+                    }
+                });
+                (b, looked)
+            })
+            .collect()
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn results_keyed(
+        &self,
+        keys: Vec<(
+            &super::Loaded,
+            Option<(&Memo, Result<Value, Option<String>>)>,
+        )>,
+        full: impl FnOnce() -> Value,
+    ) -> Result<Vec<Value>, EngineError> {
+        let rule = |b: &super::Loaded| b.result.as_ref().map_or(String::new(), |r| r.rule.clone());
+        let every = || {
+            keys.iter()
+                .map(|(b, _)| rule(b))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut values = vec![Value::Null; keys.len()];
+        let (mut missed, mut rest) = (Vec::new(), Vec::new());
+        for (i, (b, looked)) in keys.iter().enumerate() {
+            match looked {
+                None => rest.push(i),
+                Some((_, Ok(v))) => values[i] = v.clone(),
+                Some((memo, Err(key))) => missed.push((i, *b, *memo, key.clone())),
+            }
+        }
+        if missed.is_empty() && rest.is_empty() {
+            return Ok(values);
+        }
+        let full = full();
+        let mut jobs: Vec<Job> = missed
+            .iter()
+            .map(|(_, b, memo, _)| Job {
+                pool: std::sync::Arc::clone(b.own.as_ref().unwrap_or(&self.pool)),
+                input: memo.project(&full),
+                rules: vec![rule(b)],
+            })
+            .collect();
+        if !rest.is_empty() {
+            jobs.push(Job {
+                pool: std::sync::Arc::clone(&self.pool),
+                input: full,
+                rules: rest.iter().map(|&i| rule(keys[i].0)).collect(),
+            });
+        }
+        let (done, err) = self.evaluate_batch(jobs);
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let mut done = done.into_iter();
+        let mut next = || {
+            done.next().ok_or_else(|| EngineError::Eval {
+                rule: every(),
+                message: "the evaluation ended without a result".into(),
+            })
+        };
+        for (i, _, memo, key) in missed {
+            let v = next()?.pop().unwrap_or(Value::Null);
+            if let Some(key) = key {
+                memo.put(key, v.clone());
+            }
+            values[i] = v;
+        }
+        if !rest.is_empty() {
+            for (&i, v) in rest.iter().zip(next()?) {
+                values[i] = v;
+            }
+        }
+        Ok(values)
+    }
+
+    /// Every result rule evaluated together on `input`, no memo: what
+    /// [`PolicyEngine::eval_results`] must answer.
+    #[cfg(test)]
+    pub(super) fn eval_results_unmemoized(&self, input: Value) -> Result<Vec<Value>, EngineError> {
         let rules: Vec<String> = self.result_layers().iter().map(|l| l.rule.into()).collect();
         self.evaluate(&self.pool, input, rules)
     }

@@ -595,7 +595,10 @@ fn result_rules_answer_on_the_projection_as_on_the_whole_input() {
     .iter()
     .map(|n| load(n))
     .collect();
-    let e = PolicyEngine::build("filesystem", bundles, &opts()).unwrap();
+    let e = PolicyEngine::build("filesystem", bundles.clone(), &opts()).unwrap();
+    // A second engine asked only as the result step asks: its misses are
+    // evaluated on a document built from the input and output apart.
+    let apart = PolicyEngine::build("filesystem", bundles, &opts()).unwrap();
     assert!(e.reads.is_some(), "the example layers' reads can be listed");
     let outputs = [
         json!({"content": [{"type": "text", "text": "mail ada@example.com"}]}),
@@ -620,14 +623,39 @@ fn result_rules_answer_on_the_projection_as_on_the_whole_input() {
                 assert_eq!(projected["output"], *out);
                 let mut whole = input.clone();
                 whole["output"] = out.clone();
+                let whole = e.eval_results_unmemoized(whole).unwrap();
+                assert_eq!(
+                    apart.eval_results_for(&input, out.clone()).unwrap(),
+                    whole,
+                    "{tool} {groups} {out} (a fresh memo)"
+                );
+                assert_eq!(
+                    e.eval_results(projected.clone()).unwrap(),
+                    whole,
+                    "{tool} {groups} {out}"
+                );
+                // The second time from the result memo: the same answer;
+                // and the same from the request's input and the output
+                // apart, as the result step asks (keys read without the
+                // document).
                 assert_eq!(
                     e.eval_results(projected).unwrap(),
-                    e.eval_results(whole).unwrap(),
-                    "{tool} {groups} {out}"
+                    whole,
+                    "{tool} {groups} {out} (memo)"
+                );
+                assert_eq!(
+                    e.eval_results_for(&input, out.clone()).unwrap(),
+                    whole,
+                    "{tool} {groups} {out} (input and output apart)"
                 );
             }
         }
     }
+    // The filesystem layer's result rule is memoized, on the paths the
+    // bundle reads: the groups (not read) and the text of the output (not
+    // read) share entries; the tool and `output.isError` (read) do not.
+    let memo = e.bundles[0].result_memo.as_ref().expect("memoized");
+    assert_eq!(memo.len(), 4 * 2, "{} entries", memo.len());
     let (_d, whole) = one(
         "package p\n\ndecision := {\"allow\": count(object.keys(input)) > 0}\n\nresult := {}\n",
         None,

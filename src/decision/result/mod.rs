@@ -218,26 +218,77 @@ impl Enforcer {
         let Some(cx) = cx else {
             return ResultVerdict::Unchanged(result);
         };
-        let Policy::Rego(engine) = &cx.active.policy else {
+        let at = (cx.server.as_str(), cx.tool.as_str());
+        let input = std::borrow::Cow::Borrowed(&cx.input);
+        self.decide_in(request_id, &cx.active, at, input, kind, result)
+    }
+
+    /// [`Enforcer::decide_result`] for a caller that decides the permit's
+    /// result once: the permit's result context is spent, its copy of the
+    /// request's input going into the result record instead of being
+    /// copied again for it (a deep copy and a drop a call, issue 17).
+    /// Afterwards the permit decides no result ([`Permit::decides_result`]).
+    pub fn decide_result_once(
+        &self,
+        permit: &mut Permit,
+        kind: OutputKind,
+        result: Value,
+    ) -> ResultVerdict {
+        let Some(cx) = permit.result.take() else {
+            return ResultVerdict::Unchanged(result);
+        };
+        let ResultContext {
+            input,
+            active,
+            server,
+            tool,
+        } = *cx;
+        let request_id = permit.decision.decision_id.as_deref();
+        let input = std::borrow::Cow::Owned(input);
+        self.decide_in(request_id, &active, (&server, &tool), input, kind, result)
+    }
+
+    /// The result step of the request `request_id` to `server`'s `tool`,
+    /// decided by `active` on the request's decision input.
+    fn decide_in(
+        &self,
+        request_id: Option<&str>,
+        active: &Active,
+        (server, tool): (&str, &str),
+        request_input: std::borrow::Cow<'_, Value>,
+        kind: OutputKind,
+        result: Value,
+    ) -> ResultVerdict {
+        let Policy::Rego(engine) = &active.policy else {
             return ResultVerdict::Unchanged(result);
         };
         let start = Instant::now();
         let mut result = result;
         let step = Step {
             engine,
-            input: &cx.input,
-            root: self
-                .servers
-                .get(&cx.server)
-                .and_then(|s| s.path_root.as_ref()),
+            input: &request_input,
+            root: self.servers.get(server).and_then(|s| s.path_root.as_ref()),
             kind,
         };
         let outcome = step.run(&mut result);
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
-        let mut decision = verdict_decision(&outcome, engine, &id, (&cx.tool, kind), request_id);
-        let rec = record::ResultRecord::new(&step, &id, request_id, &result, &outcome, start);
-        let at = (cx.server.as_str(), cx.tool.as_str());
-        if self.settle(rec, &mut decision, at, super::record::Unrecorded::Result) {
+        let mut decision = verdict_decision(&outcome, engine, &id, (tool, kind), request_id);
+        let rec = record::ResultRecord {
+            engine,
+            id: &id,
+            request_id,
+            output: input::output(kind, &result),
+            cx: request_input,
+            kind,
+            outcome: &outcome,
+            start,
+        };
+        if self.settle(
+            rec,
+            &mut decision,
+            (server, tool),
+            super::record::Unrecorded::Result,
+        ) {
             return ResultVerdict::Withheld(decision);
         }
         match (outcome.error.is_some(), outcome.deny) {
@@ -265,9 +316,8 @@ impl Step<'_> {
     fn run(&self, result: &mut Value) -> Outcome {
         let (engine, kind) = (self.engine, self.kind);
         let layers = engine.result_layers();
-        let full = engine.result_input(self.input, input::output(kind, result));
         let t = Instant::now();
-        let raw = match engine.eval_results(full) {
+        let raw = match engine.eval_results_for(self.input, input::output(kind, result)) {
             Ok(v) => v,
             Err(e) => return Outcome::failed(e.reason_code(), e.to_string()),
         };

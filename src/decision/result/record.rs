@@ -27,8 +27,9 @@ pub(super) struct ResultRecord<'a> {
     pub id: &'a str,
     /// The request's decision id (`result_of`); none for a resource list.
     pub request_id: Option<&'a str>,
-    /// The request's decision input.
-    pub cx: &'a Value,
+    /// The request's decision input (owned when the permit's result
+    /// context was spent on it: `Enforcer::decide_result_once`).
+    pub cx: std::borrow::Cow<'a, Value>,
     /// `input.output` of the result as the host gets it.
     pub output: Value,
     pub kind: OutputKind,
@@ -50,7 +51,7 @@ impl<'a> ResultRecord<'a> {
             engine: step.engine,
             id,
             request_id,
-            cx: step.input,
+            cx: std::borrow::Cow::Borrowed(step.input),
             output: super::input::output(step.kind, result),
             kind: step.kind,
             outcome,
@@ -60,7 +61,7 @@ impl<'a> ResultRecord<'a> {
 
     fn event(self, d: &Decision, labels: serde_json::Map<String, Value>, now: &str) -> Value {
         let o = self.outcome;
-        let mut input = self.cx.clone();
+        let mut input = self.cx.into_owned();
         let output = if o.error.is_some() || o.deny {
             let bytes = serde_json::to_vec(&self.output).unwrap_or_default();
             json!({"kind": self.kind.as_str(), "withheld": true, "size_bytes": bytes.len(),

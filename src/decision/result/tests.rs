@@ -493,3 +493,48 @@ fn other_kinds_are_decided_too() {
         assert_eq!(out.pointer(at).unwrap(), "[REDACTED:email]", "{kind:?}");
     }
 }
+
+/// A result decided once (`decide_result_once`, the session's way: the
+/// permit's copy of the request's input goes into the record) is decided and
+/// recorded exactly as by `decide_result`: the same verdict, the same record
+/// but for its own ids and times; afterwards the permit decides no result.
+#[test]
+fn a_result_decided_once_is_decided_and_recorded_as_by_decide_result() {
+    let d = tempfile::tempdir().unwrap();
+    let (e, log) = one(d.path(), REDACTING);
+    let args = json!({"path": "notes.txt"});
+    let mut r = text_result("mail ann@example.com");
+    r["structuredContent"]["secret"] = json!("hunter2");
+    let p = permit(&e, "read", args.clone());
+    let shared = e.decide_result(&p, OutputKind::ToolResult, r.clone());
+    let mut q = permit(&e, "read", args);
+    let once = e.decide_result_once(&mut q, OutputKind::ToolResult, r);
+    assert!(!q.decides_result(), "the result context is spent");
+    match (shared, once) {
+        (ResultVerdict::Pass(a), ResultVerdict::Pass(b)) => assert_eq!(a, b),
+        other => panic!("{other:?}"),
+    }
+    let strip = |mut rec: Value| {
+        let o = rec.as_object_mut().unwrap();
+        for k in ["decision_id", "result_of", "timestamp", "metrics"] {
+            o.remove(k);
+        }
+        let input = o["input"].as_object_mut().unwrap();
+        input["context"]
+            .as_object_mut()
+            .unwrap()
+            .remove("session_age_seconds");
+        input["environment"].as_object_mut().unwrap().remove("time");
+        rec
+    };
+    let recs = result_records(&log);
+    assert_eq!(recs.len(), 2);
+    assert!(recs[1]["input"]["output"].is_object(), "{}", recs[1]);
+    assert_eq!(strip(recs[0].clone()), strip(recs[1].clone()));
+    // A permit spent is one without a result rule's work: passed as is.
+    let again = text_result("ann@example.com");
+    match e.decide_result_once(&mut q, OutputKind::ToolResult, again.clone()) {
+        ResultVerdict::Unchanged(v) => assert_eq!(v, again),
+        other => panic!("{other:?}"),
+    }
+}

@@ -68,7 +68,7 @@ impl Session {
         };
         // A retry of an input round the policy denies is answered as the
         // first call's denial would be.
-        let (permit, result) = match self
+        let (mut permit, result) = match self
             .forward_call(&route.server, permit, &action, req, &cx, round.as_ref())
             .await?
         {
@@ -88,16 +88,19 @@ impl Session {
         // Written to the shared table when its lock is free, else owed to
         // the next charge (`decision::guard`): the reply never waits.
         self.inner.gw.enforcer.charge_result_tokens(&permit, bytes);
-        let (result, json) = match self.result_policy_seen(&permit, OutputKind::ToolResult, result)
-        {
-            Ok(r) => r,
-            Err(d) => {
-                let has_schema = route.tool.output_schema.is_some();
-                return Ok(
-                    super::super::result::tool_result_denial(&d, &route.name, has_schema).into(),
-                );
-            }
-        };
+        let (result, json) =
+            match self.result_policy_seen(&mut permit, OutputKind::ToolResult, result) {
+                Ok(r) => r,
+                Err(d) => {
+                    let has_schema = route.tool.output_schema.is_some();
+                    return Ok(super::super::result::tool_result_denial(
+                        &d,
+                        &route.name,
+                        has_schema,
+                    )
+                    .into());
+                }
+            };
         // Only what the host gets is seen: after the result policy.
         self.saw_json(&route.server, &route.name, &permit, &result, json);
         tool_result(&route.server, result)
@@ -141,7 +144,7 @@ impl Session {
                     deny::request_denial(&d, &what)
                 })
         };
-        let (permit, result) = match self
+        let (mut permit, result) = match self
             .forward_call(&server, permit, &action, req, &cx, round.as_ref())
             .await?
         {
@@ -154,7 +157,7 @@ impl Session {
             Err(r) => r,
         };
         let result = self
-            .result_policy(&permit, OutputKind::ResourceContents, result)
+            .result_policy(&mut permit, OutputKind::ResourceContents, result)
             .map_err(|d| {
                 deny::request_denial(&d, &format!("the result of reading resource {uri}"))
             })?;
@@ -206,7 +209,7 @@ impl Session {
                     deny::request_denial(&d, &what)
                 })
         };
-        let (permit, result) = match self
+        let (mut permit, result) = match self
             .forward_call(&route.server, permit, &action, req, &cx, round.as_ref())
             .await?
         {
@@ -219,7 +222,7 @@ impl Session {
             Err(r) => r,
         };
         let result = self
-            .result_policy(&permit, OutputKind::PromptMessages, result)
+            .result_policy(&mut permit, OutputKind::PromptMessages, result)
             .map_err(|d| {
                 deny::request_denial(&d, &format!("the result of getting prompt {}", route.name))
             })?;
@@ -262,14 +265,14 @@ impl Session {
         };
         let args = serde_json::to_value(&request.argument).unwrap_or(Value::Null);
         let action = self.action(ActionType::Completion, &server, &target, args);
-        let permit = self
+        let mut permit = self
             .authorize(action, &cx)
             .await
             .map_err(|d| deny::request_denial(&d, &format!("completion for {target}")))?;
         let req = ClientRequest::CompleteRequest(CompleteRequest::new(upstream_req));
         let result = self.forward(&server, &permit, req, &cx).await?;
         let result = self
-            .result_policy(&permit, OutputKind::Completion, result)
+            .result_policy(&mut permit, OutputKind::Completion, result)
             .map_err(|d| {
                 deny::request_denial(&d, &format!("the result of completion for {target}"))
             })?;

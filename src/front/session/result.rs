@@ -19,7 +19,7 @@ impl Session {
     /// withholds it.
     pub(super) fn result_policy(
         &self,
-        permit: &Permit,
+        permit: &mut Permit,
         kind: OutputKind,
         result: ServerResult,
     ) -> Result<ServerResult, Box<Decision>> {
@@ -34,10 +34,12 @@ impl Session {
     /// [`Session::saw`] need not serialize it a second time. `None`: no
     /// result step ran, or the result was rewritten (re-typed through
     /// rmcp's model, which may not carry every field of the JSON the rules
-    /// returned — `saw` then serializes what the host really gets).
+    /// returned — `saw` then serializes what the host really gets). The
+    /// permit's result context is spent (`Enforcer::decide_result_once`):
+    /// a result is decided once.
     pub(super) fn result_policy_seen(
         &self,
-        permit: &Permit,
+        permit: &mut Permit,
         kind: OutputKind,
         result: ServerResult,
     ) -> Result<(ServerResult, Option<Value>), Box<Decision>> {
@@ -55,7 +57,7 @@ impl Session {
         };
         let value = value.map_err(|e| unrepresentable(permit, e))?;
         let enforcer = &self.inner.gw.enforcer;
-        match enforcer.decide_result(permit, kind, value) {
+        match enforcer.decide_result_once(permit, kind, value) {
             ResultVerdict::Unchanged(v) => Ok((result, Some(v))),
             ResultVerdict::Pass(v) => retyped(&result, v)
                 .map(|r| (r, None))
