@@ -105,15 +105,22 @@ fn a_subscription_not_confirmed_in_time_is_not_acknowledged_and_is_undone() {
     );
 }
 
+/// Opens listen `id` on HELLO and waits for its acknowledgement, which
+/// must name HELLO: the acknowledgement.
+fn listen_hello(raw: &mut RawHost, seen: &mut Vec<Value>, id: u64) -> Value {
+    raw.send_line(&listen(id, &[HELLO]));
+    let ack = until(raw, seen, |v| is_ack_for(v, id));
+    assert_eq!(acked(&ack), vec![HELLO], "{ack}");
+    ack
+}
+
 #[test]
 fn a_listen_as_the_hosts_first_request_is_honoured() {
     let s = setup_with(&[]);
     let mut raw = RawHost::bare(&s);
     let mut seen = Vec::new();
     // Nothing started the upstreams: the listen does, and waits for them.
-    raw.send_line(&listen(1, &[HELLO]));
-    let ack = until(&mut raw, &mut seen, |v| is_ack_for(v, 1));
-    assert_eq!(acked(&ack), vec![HELLO], "{ack}");
+    let ack = listen_hello(&mut raw, &mut seen, 1);
     assert_eq!(count(&s, "resources/subscribe"), 1, "{ack}");
     let at = seen.len();
     assert_eq!(
@@ -160,9 +167,7 @@ fn a_restarted_upstream_is_subscribed_again_for_an_open_listen() {
     let s = setup_with(&[]);
     let mut raw = RawHost::bare(&s);
     let mut seen = Vec::new();
-    raw.send_line(&listen(10, &[HELLO]));
-    let ack = until(&mut raw, &mut seen, |v| is_ack_for(v, 10));
-    assert_eq!(acked(&ack), vec![HELLO], "{ack}");
+    listen_hello(&mut raw, &mut seen, 10);
     let at = seen.len();
     // The new child forgot the subscription; gavel sent it again before
     // the restarted upstream took its first call.
