@@ -349,11 +349,11 @@ impl Session {
     pub(super) async fn list_tools_forwarded(
         &self,
         _r: Option<PaginatedRequestParams>,
-        _cx: RequestContext<RoleServer>,
+        cx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let router = self.listing().await?;
         let t = router.table();
-        router.answered(crate::router::TOOLS, &t);
+        answered(router, crate::router::TOOLS, &t, &cx);
         Ok(ListToolsResult::with_all_items(
             self.with_agent_tools(&t.tools),
         ))
@@ -362,11 +362,11 @@ impl Session {
     pub(super) async fn list_resources_forwarded(
         &self,
         _r: Option<PaginatedRequestParams>,
-        _cx: RequestContext<RoleServer>,
+        cx: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
         let router = self.listing().await?;
         let t = router.table();
-        router.answered(crate::router::RESOURCES, &t);
+        answered(router, crate::router::RESOURCES, &t, &cx);
         let mut all = self.upstream_items(&t.resources);
         all.extend(self.agent_resources().await?);
         Ok(ListResourcesResult::with_all_items(all))
@@ -375,11 +375,11 @@ impl Session {
     pub(super) async fn list_resource_templates_forwarded(
         &self,
         _r: Option<PaginatedRequestParams>,
-        _cx: RequestContext<RoleServer>,
+        cx: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
         let router = self.listing().await?;
         let t = router.table();
-        router.answered(crate::router::RESOURCES, &t);
+        answered(router, crate::router::RESOURCES, &t, &cx);
         Ok(ListResourceTemplatesResult::with_all_items(
             self.upstream_items(&t.templates),
         ))
@@ -388,13 +388,31 @@ impl Session {
     pub(super) async fn list_prompts_forwarded(
         &self,
         _r: Option<PaginatedRequestParams>,
-        _cx: RequestContext<RoleServer>,
+        cx: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
         let router = self.listing().await?;
         let t = router.table();
-        router.answered(crate::router::PROMPTS, &t);
+        answered(router, crate::router::PROMPTS, &t, &cx);
         Ok(ListPromptsResult::with_all_items(
             self.upstream_items(&t.prompts),
         ))
+    }
+}
+
+/// The host was just sent `kind`'s list from `t`: a legacy host, whose
+/// session is its own, then knows it, and a change the list already showed
+/// is not announced to it again (`Router::answered`). Not so a 2026-07-28
+/// request: its session is its principal's, shared by every client of
+/// that principal, and the listens open on it must each hear every change
+/// — the client that listed may not be the one listening — so its list
+/// marks nothing (an extra announcement is harmless, a missed one is not).
+fn answered(
+    router: &crate::router::Router,
+    kind: usize,
+    t: &crate::router::RouteTable,
+    cx: &RequestContext<RoleServer>,
+) {
+    if crate::front::era::modern_version(&cx.meta).is_none() {
+        router.answered(kind, t);
     }
 }
