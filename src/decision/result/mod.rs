@@ -38,8 +38,10 @@ pub use input::OutputKind;
 /// What a permit keeps for deciding its result.
 #[derive(Clone)]
 pub struct ResultContext {
-    /// The request's decision input (its record's, before masking).
-    input: Value,
+    /// The request's decision input (its record's, before masking);
+    /// shared, so that an input round's gate (`Permit::round_gate`) costs
+    /// a reference, not a copy of the input, on every 2026-07-28 call.
+    input: Arc<Value>,
     /// The policy that decided the request: its result is decided by the
     /// same one, even if another was activated meanwhile.
     active: Arc<Active>,
@@ -78,7 +80,7 @@ impl ResultContext {
         );
         (decided && engine.has_result_rules()).then(|| {
             Box::new(ResultContext {
-                input: input.clone(),
+                input: Arc::new(input.clone()),
                 active: active.clone(),
                 server: action.server.clone(),
                 tool: action.tool.clone(),
@@ -219,7 +221,7 @@ impl Enforcer {
             return ResultVerdict::Unchanged(result);
         };
         let at = (cx.server.as_str(), cx.tool.as_str());
-        let input = std::borrow::Cow::Borrowed(&cx.input);
+        let input = std::borrow::Cow::Borrowed(&*cx.input);
         self.decide_in(request_id, &cx.active, at, input, kind, result)
     }
 
@@ -244,7 +246,10 @@ impl Enforcer {
             tool,
         } = *cx;
         let request_id = permit.decision.decision_id.as_deref();
-        let input = std::borrow::Cow::Owned(input);
+        // Moved into the record when no round gate holds it any more
+        // (the usual case: the caller drops its gate once answered).
+        let input =
+            std::borrow::Cow::Owned(Arc::try_unwrap(input).unwrap_or_else(|a| (*a).clone()));
         self.decide_in(request_id, &active, (&server, &tool), input, kind, result)
     }
 

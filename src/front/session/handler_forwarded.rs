@@ -78,6 +78,8 @@ impl Session {
                 return Ok(deny::tool_denial(&d, &host_name, has_schema).into());
             }
         };
+        // The gate held the result context for a round; the result takes it.
+        drop(gate);
         // A relayed input round is the host's to answer, not a result.
         let result = match super::super::relay::as_round(result) {
             Ok(r) => return Ok(asked(r, &permit.round_gate())),
@@ -152,6 +154,7 @@ impl Session {
             Outcome::Input(r) => return asked(r, &gate),
             Outcome::Denied(d) => return Err(deny::request_denial(&d, &what)),
         };
+        drop(gate);
         let result = match super::super::relay::as_round(result) {
             Ok(r) => return asked(r, &permit.round_gate()),
             Err(r) => r,
@@ -217,6 +220,7 @@ impl Session {
             Outcome::Input(r) => return asked(r, &gate),
             Outcome::Denied(d) => return Err(deny::request_denial(&d, &what)),
         };
+        drop(gate);
         let result = match super::super::relay::as_round(result) {
             Ok(r) => return asked(r, &permit.round_gate()),
             Err(r) => r,
@@ -351,9 +355,7 @@ impl Session {
         _r: Option<PaginatedRequestParams>,
         cx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let router = self.listing().await?;
-        let t = router.table();
-        answered(router, crate::router::TOOLS, &t, &cx);
+        let t = self.listed(crate::router::TOOLS, &cx).await?;
         Ok(ListToolsResult::with_all_items(
             self.with_agent_tools(&t.tools),
         ))
@@ -364,9 +366,7 @@ impl Session {
         _r: Option<PaginatedRequestParams>,
         cx: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let router = self.listing().await?;
-        let t = router.table();
-        answered(router, crate::router::RESOURCES, &t, &cx);
+        let t = self.listed(crate::router::RESOURCES, &cx).await?;
         let mut all = self.upstream_items(&t.resources);
         all.extend(self.agent_resources().await?);
         Ok(ListResourcesResult::with_all_items(all))
@@ -377,9 +377,7 @@ impl Session {
         _r: Option<PaginatedRequestParams>,
         cx: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let router = self.listing().await?;
-        let t = router.table();
-        answered(router, crate::router::RESOURCES, &t, &cx);
+        let t = self.listed(crate::router::RESOURCES, &cx).await?;
         Ok(ListResourceTemplatesResult::with_all_items(
             self.upstream_items(&t.templates),
         ))
@@ -390,29 +388,33 @@ impl Session {
         _r: Option<PaginatedRequestParams>,
         cx: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let router = self.listing().await?;
-        let t = router.table();
-        answered(router, crate::router::PROMPTS, &t, &cx);
+        let t = self.listed(crate::router::PROMPTS, &cx).await?;
         Ok(ListPromptsResult::with_all_items(
             self.upstream_items(&t.prompts),
         ))
     }
 }
 
-/// The host was just sent `kind`'s list from `t`: a legacy host, whose
-/// session is its own, then knows it, and a change the list already showed
-/// is not announced to it again (`Router::answered`). Not so a 2026-07-28
-/// request: its session is its principal's, shared by every client of
-/// that principal, and the listens open on it must each hear every change
-/// — the client that listed may not be the one listening — so its list
-/// marks nothing (an extra announcement is harmless, a missed one is not).
-fn answered(
-    router: &crate::router::Router,
-    kind: usize,
-    t: &crate::router::RouteTable,
-    cx: &RequestContext<RoleServer>,
-) {
-    if crate::front::era::modern_version(&cx.meta).is_none() {
-        router.answered(kind, t);
+impl Session {
+    /// The route table a list request of `kind` is answered from, once
+    /// the servers have started. A legacy host, whose session is its own,
+    /// then knows that list, and a change it already showed is not
+    /// announced to it again (`Router::answered`). Not so a 2026-07-28
+    /// request: its session is its principal's, shared by every client of
+    /// that principal, and each listen open on it must hear every change —
+    /// the client that listed may not be the one listening — so its list
+    /// marks nothing (an extra announcement is harmless, a missed one is
+    /// not).
+    async fn listed(
+        &self,
+        kind: usize,
+        cx: &RequestContext<RoleServer>,
+    ) -> Result<std::sync::Arc<crate::router::RouteTable>, ErrorData> {
+        let router = self.listing().await?;
+        let t = router.table();
+        if crate::front::era::modern_version(&cx.meta).is_none() {
+            router.answered(kind, &t);
+        }
+        Ok(t)
     }
 }

@@ -275,12 +275,7 @@ impl Handoffs {
         progress: Option<Target>,
     ) -> Remote {
         let Some(table) = self.live_tables().into_iter().find(|t| t.holds(id)) else {
-            return Remote::Failed(ErrorData::invalid_params(
-                format!(
-                    "the input round this retry answers is no longer waiting at server {server:?} (it was given up when the host did not retry in time, or its session ended); send the request again without requestState"
-                ),
-                None,
-            ));
+            return Remote::Failed(super::parked::no_longer_waiting(server));
         };
         table.follow(id, progress);
         let running = match table.resume(id, server, responses) {

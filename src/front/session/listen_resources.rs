@@ -330,9 +330,7 @@ impl Session {
         permit: &crate::decision::Permit,
         cx: &RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let up = self.router()?.upstreams.get(server).cloned();
-        let up =
-            up.ok_or_else(|| ErrorData::internal_error(format!("no upstream {server:?}"), None))?;
+        let up = self.upstream(server)?;
         let conn = up.ready().await?;
         // Remembered before it is sent: a legacy upstream that restarts
         // while it is on its way is sent it again with the rest

@@ -254,6 +254,16 @@ impl Session {
         });
     }
 
+    /// The upstream `server` routes to (an error naming it when there is
+    /// none: the router knows every configured server).
+    fn upstream(&self, server: &str) -> Result<Arc<Upstream>, ErrorData> {
+        self.router()?
+            .upstreams
+            .get(server)
+            .cloned()
+            .ok_or_else(|| ErrorData::internal_error(format!("no upstream {server:?}"), None))
+    }
+
     fn router(&self) -> Result<&Arc<Router>, ErrorData> {
         self.inner.router.get().ok_or_else(|| {
             ErrorData::invalid_request(
@@ -464,11 +474,8 @@ impl Session {
         asks: Option<tokio::sync::mpsc::Sender<crate::host::questions::Question>>,
     ) -> Result<ServerResult, ErrorData> {
         let host = &self.inner.host;
-        let up =
-            self.router()?.upstreams.get(server).ok_or_else(|| {
-                ErrorData::internal_error(format!("no upstream {server:?}"), None)
-            })?;
-        let log = log_sink(up, cx);
+        let up = self.upstream(server)?;
+        let log = log_sink(&up, cx);
         let _entered = host
             .is_modern()
             .then(|| host.questions.enter_logging(server, asks, log));

@@ -240,12 +240,7 @@ impl ParkedTable {
             }
         };
         let Some(call) = call else {
-            return Err(ErrorData::invalid_params(
-                format!(
-                    "the input round this retry answers is no longer waiting at server {server:?} (it was given up when the host did not retry in time, or its session ended); send the request again without requestState"
-                ),
-                None,
-            ));
+            return Err(no_longer_waiting(server));
         };
         if call.pending.iter().any(|p| !responses.contains_key(&p.key)) {
             let (id, requests) = self.park_call(call)?;
@@ -328,6 +323,17 @@ pub(super) enum Resumed {
     Running(Running),
     /// An answer was missing: parked again (a new id), to be asked again.
     Asked(String, InputRequests),
+}
+
+/// The answer to a retry whose parked call is gone (given up after its
+/// wait, or its session ended): wherever the retry landed.
+pub(super) fn no_longer_waiting(server: &str) -> ErrorData {
+    ErrorData::invalid_params(
+        format!(
+            "the input round this retry answers is no longer waiting at server {server:?} (it was given up when the host did not retry in time, or its session ended); send the request again without requestState"
+        ),
+        None,
+    )
 }
 
 /// The reference a parked round's sealed state carries: the instance that
