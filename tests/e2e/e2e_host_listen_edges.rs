@@ -254,23 +254,10 @@ fn a_listen_cancelled_while_its_subscription_is_in_flight_leaves_none_behind() {
 /// closing the stream unsubscribes.
 #[tokio::test(flavor = "multi_thread")]
 async fn over_http_a_first_request_listen_is_acknowledged_once_subscribed() {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncBufReadExt, BufReader};
     let s = setup_with(&[]);
     let (_gavel, url) = crate::e2e_host_era::serve(&s).await;
-    let port: u16 = url
-        .trim_start_matches("http://127.0.0.1:")
-        .trim_end_matches("/mcp")
-        .parse()
-        .unwrap();
-    let body = listen(1, &[HELLO]);
-    let req = format!(
-        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: subscriptions/listen\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    conn.write_all(req.as_bytes()).await.unwrap();
+    let conn = post_listen(&url, 1).await;
     let mut lines = BufReader::new(conn).lines();
     let mut next_message = async || -> Value {
         loop {
@@ -390,19 +377,34 @@ fn a_restarted_modern_upstreams_new_listen_carries_the_followed_uri() {
     }
 }
 
-/// Over HTTP: the client closes its listen's stream while the upstream
-/// subscription is in flight (its acknowledgement still held): once the
-/// upstream confirms, it is undone.
-#[tokio::test(flavor = "multi_thread")]
-async fn over_http_a_listen_closed_while_subscribing_leaves_no_subscription() {
+/// Opens listen `id` on HELLO with a raw 2026-07-28 POST to `url` (a
+/// `gavel serve`): the connection, its answer stream still open.
+async fn post_listen(url: &str, id: u64) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
-    let s = setup_with(SLOW);
-    let (_gavel, url) = crate::e2e_host_era::serve(&s).await;
     let port: u16 = url
         .trim_start_matches("http://127.0.0.1:")
         .trim_end_matches("/mcp")
         .parse()
         .unwrap();
+    let body = listen(id, &[HELLO]);
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: subscriptions/listen\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    conn.write_all(req.as_bytes()).await.unwrap();
+    conn
+}
+
+/// Over HTTP: the client closes its listen's stream while the upstream
+/// subscription is in flight (its acknowledgement still held): once the
+/// upstream confirms, it is undone.
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_a_listen_closed_while_subscribing_leaves_no_subscription() {
+    let s = setup_with(SLOW);
+    let (_gavel, url) = crate::e2e_host_era::serve(&s).await;
     // The upstream is up first (so the subscription is not held up by its
     // start).
     let list =
@@ -416,15 +418,7 @@ async fn over_http_a_listen_closed_while_subscribing_leaves_no_subscription() {
     )
     .await;
     assert_eq!(status, 200, "{r}");
-    let body = listen(2, &[HELLO]);
-    let req = format!(
-        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: subscriptions/listen\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    conn.write_all(req.as_bytes()).await.unwrap();
+    let conn = post_listen(&url, 2).await;
     let record = s.record("fx");
     common::eventually("the fixture got the subscribe", || {
         recorded(&s, "resources/subscribe").len() == 1
