@@ -43,6 +43,17 @@ use crate::host::link::HostLink;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// How long an upstream's readiness waits for its first listen to be
+/// acknowledged (at most its `startup_timeout`). Listing after the
+/// acknowledgement means no change in between is missed; but a listen is
+/// only the upstream's change feed, and one that is slow or never
+/// acknowledged (a server that answers it in a shape the client cannot
+/// read, one that holds it) must not keep every call to a working server
+/// waiting. Past this bound the upstream is made ready from its lists, and
+/// a late acknowledgement re-lists every kind it covers
+/// ([`Listen::run`]), which closes the same gap.
+pub const READY_WAIT: Duration = Duration::from_secs(3);
+
 /// What to listen for: every list whose changes the upstream advertises;
 /// `None` when it advertises none.
 pub fn filter(caps: &ServerCapabilities) -> Option<SubscriptionFilter> {
@@ -144,7 +155,10 @@ impl Listen {
     /// Runs the stream, opened again after each end. `opened` is told when
     /// the first attempt is over (acknowledged or failed, or nothing to
     /// listen for yet): the supervisor lists after that, so no change
-    /// between the listing and the acknowledgement is missed.
+    /// between the listing and the acknowledgement is missed. When the
+    /// supervisor stopped waiting first ([`READY_WAIT`]: `opened` finds no
+    /// receiver) it has listed already, so that acknowledgement announces
+    /// its kinds like every later one: the lists are fetched again.
     pub async fn run(mut self, opened: oneshot::Sender<()>) {
         let mut opened = Some(opened);
         let mut backoff = FIRST_BACKOFF;
@@ -163,13 +177,14 @@ impl Listen {
                 r = tokio::time::timeout(self.ack_timeout, self.peer.listen(filter)) => r,
                 _ = self.ct.cancelled() => return,
             };
-            if let Some(tx) = opened.take() {
-                let _ = tx.send(());
-            }
+            let listed_before = match opened.take() {
+                Some(tx) => tx.send(()).is_err(),
+                None => true,
+            };
             match attempt {
                 Ok(Ok(sub)) => {
                     backoff = FIRST_BACKOFF;
-                    if !first {
+                    if !first || listed_before {
                         for k in kinds(sub.acknowledged()) {
                             self.changes.announce(k);
                         }

@@ -399,6 +399,17 @@ impl Upstream {
                 ),
                 None,
             ),
+            S::TransportSend(e) if unreadable_answer(&e) => ErrorData::internal_error(
+                format!(
+                    "server {:?} answered {method} in a form gavel cannot read ({}); an HTTP \
+                     server must answer with one JSON-RPC message (Content-Type: \
+                     application/json) or an SSE stream (text/event-stream); the connection \
+                     stays up",
+                    self.name,
+                    crate::text::escape_controls(&bounded(&e.error.to_string(), 300)),
+                ),
+                None,
+            ),
             S::TransportClosed | S::TransportSend(_) => ErrorData::internal_error(
                 format!(
                     "server {:?} closed the connection while handling {method} (it may have crashed; gavel restarts it)",
@@ -411,5 +422,43 @@ impl Upstream {
                 None,
             ),
         }
+    }
+}
+
+/// An HTTP upstream's answer to one request that its transport could not
+/// read (not JSON-RPC, several JSON lines under `application/json`, a body
+/// over the size bound): that request fails, the connection does not — so
+/// the host is told what the server sent wrong, not that it crashed.
+fn unreadable_answer(e: &rmcp::transport::DynamicTransportError) -> bool {
+    use rmcp::transport::streamable_http_client::StreamableHttpError;
+    matches!(
+        e.error
+            .downcast_ref::<StreamableHttpError<reqwest::Error>>(),
+        Some(StreamableHttpError::UnexpectedServerResponse(_))
+    )
+}
+
+/// `s` cut to at most `max` bytes at a character boundary (an upstream's
+/// text in an error: bounded before it reaches a host or a log line).
+fn bounded(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod text_tests {
+    #[test]
+    fn an_upstreams_text_is_cut_at_a_character_boundary() {
+        assert_eq!(super::bounded("short", 300), "short");
+        assert_eq!(super::bounded("abcdef", 3), "abc");
+        // 'é' is two bytes: a cut inside it backs off to before it.
+        assert_eq!(super::bounded("aé", 2), "a");
+        assert_eq!(super::bounded("ééé", 5), "éé");
     }
 }

@@ -516,8 +516,8 @@ async fn serve_connection(
 }
 
 /// Opens the listen of a modern upstream that advertises list changes or
-/// resource subscriptions (`listen`), waiting (up to `startup_timeout`)
-/// for its first attempt.
+/// resource subscriptions (`listen`), waiting for its first attempt up to
+/// [`super::listen::READY_WAIT`] (or `startup_timeout`, if shorter).
 async fn listen(
     up: &Arc<Upstream>,
     deps: &SupervisorDeps,
@@ -544,7 +544,8 @@ async fn listen(
         ack_timeout: up.cfg.startup_timeout,
     };
     tokio::spawn(listen.run(opened));
-    let _ = tokio::time::timeout(up.cfg.startup_timeout, first).await;
+    let wait = super::listen::READY_WAIT.min(up.cfg.startup_timeout);
+    let _ = tokio::time::timeout(wait, first).await;
 }
 
 /// Re-fetches one list after the upstream's `list_changed`; logs every change

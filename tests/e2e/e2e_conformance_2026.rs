@@ -9,20 +9,9 @@
 //! checks (id and status) through gavel are the ones the fixture gets
 //! directly, and the direct run passes every required scenario.
 //!
-//! Known not to hold before MRTR toward a modern host is merged (this
-//! test is how that work is measured, so it is not ignored): gavel relays
-//! no input round (`input_required`) to a 2026-07-28 host
-//! (`front/README.md`, "Not built yet"), so the host's
-//! `clientCapabilities` never travel upstream (`upstream/era.rs`,
-//! `HOST_CONNECTION_KEYS`; only a legacy host's are declared again,
-//! `stamp_legacy_host`), and the fixture's SDK answers every call that
-//! would ask for input with -32021 instead of `input_required`. That fails
-//! 12 `input-required-result-*` scenarios (not `unsupported-methods` nor
-//! `validate-input`, where an error is an accepted answer) and
-//! `server-stateless`'s `sep-2575-http-server-no-independent-requests-on-stream`
-//! (its probe tool asks by elicitation); every other scenario already
-//! matches. On failure the test prints every scenario whose checks
-//! differ, both counts, and gavel's error for each differing check.
+//! The suite's own everything-server is run the same way in
+//! `e2e_conformance_everything` (it speaks a looser wire, so that test
+//! holds gavel to losing no check rather than to equal counts).
 
 use crate::common;
 
@@ -33,7 +22,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use serde_json::Value;
 
-fn deps(rel: &str) -> PathBuf {
+pub(crate) fn deps(rel: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(".deps")
         .join(rel);
@@ -45,7 +34,7 @@ fn deps(rel: &str) -> PathBuf {
     p
 }
 
-fn node22() -> PathBuf {
+pub(crate) fn node22() -> PathBuf {
     deps("node/node_modules/.bin/node")
 }
 
@@ -59,10 +48,10 @@ fn fixture() -> PathBuf {
 
 /// One check as the suite reported it.
 #[derive(Debug, Clone)]
-struct Check {
-    id: String,
-    status: String,
-    message: String,
+pub(crate) struct Check {
+    pub(crate) id: String,
+    pub(crate) status: String,
+    pub(crate) message: String,
 }
 
 impl Check {
@@ -74,13 +63,13 @@ impl Check {
 }
 
 /// Scenario → its checks, sorted by (id, status).
-type Run = BTreeMap<String, Vec<Check>>;
+pub(crate) type Run = BTreeMap<String, Vec<Check>>;
 
 /// The shape of the timestamp ending a result directory's name.
 const STAMP: &str = "2026-12-07T17-49-31-384Z";
 
 /// Runs the 2026-07-28 requirement set against `url`, results under `out`.
-async fn requirement_set(url: &str, out: &Path) -> Run {
+pub(crate) async fn requirement_set(url: &str, out: &Path) -> Run {
     let run = tokio::process::Command::new(node22())
         .arg(suite_dir().join("dist/index.js"))
         .args(["server", "--url", url, "--requirements", "2026-07-28", "-o"])
@@ -129,7 +118,7 @@ async fn requirement_set(url: &str, out: &Path) -> Run {
 }
 
 /// The server scenarios the revision requires (its frozen `server:` list).
-fn required_scenarios() -> Vec<String> {
+pub(crate) fn required_scenarios() -> Vec<String> {
     let yaml = std::fs::read_to_string(suite_dir().join("requirements/2026-07-28.yaml")).unwrap();
     let mut required = Vec::new();
     let mut in_server = false;
@@ -163,7 +152,7 @@ fn counts(checks: &[Check]) -> [usize; 5] {
     n
 }
 
-fn show(n: [usize; 5]) -> String {
+pub(crate) fn show(n: [usize; 5]) -> String {
     format!(
         "{} passed, {} failed, {} warnings, {} not testable, {} other",
         n[0], n[1], n[2], n[3], n[4]
@@ -172,7 +161,7 @@ fn show(n: [usize; 5]) -> String {
 
 /// Every scenario whose checks differ between `direct` and `via`: both
 /// counts, and each check only one side has, with its message.
-fn differences(direct: &Run, via: &Run) -> String {
+pub(crate) fn differences(direct: &Run, via: &Run) -> String {
     let mut report = String::new();
     let names: std::collections::BTreeSet<&String> = direct.keys().chain(via.keys()).collect();
     let key = |c: &Check| (c.id.clone(), c.status.clone());
@@ -208,7 +197,7 @@ fn differences(direct: &Run, via: &Run) -> String {
     report
 }
 
-fn totals(run: &Run) -> [usize; 5] {
+pub(crate) fn totals(run: &Run) -> [usize; 5] {
     run.values().fold([0; 5], |mut acc, checks| {
         for (a, n) in acc.iter_mut().zip(counts(checks)) {
             *a += n;
@@ -219,7 +208,7 @@ fn totals(run: &Run) -> [usize; 5] {
 
 /// gavel's config: the fixture as its one upstream (one server: no name
 /// prefix), in the modern era, every action allowed.
-fn gavel_config(s: &Setup, server: &str) {
+pub(crate) fn gavel_config(s: &Setup, server: &str) {
     let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/allow-all");
     s.write_config(&format!(
         "{}[servers.conformance]\n{server}\nera = \"modern\"\nbundle = {:?}\n",
@@ -228,7 +217,7 @@ fn gavel_config(s: &Setup, server: &str) {
     ));
 }
 
-async fn through_gavel(s: &Setup, out: &Path) -> Run {
+pub(crate) async fn through_gavel(s: &Setup, out: &Path) -> Run {
     let state = s.path("state");
     let (mut gavel, port) = gavel_serve(s, &[("GAVEL_STATE_DIR", state.to_str().unwrap())]).await;
     let run = requirement_set(&format!("http://127.0.0.1:{port}/mcp"), out).await;

@@ -22,6 +22,7 @@ mod e2e_bad_input;
 mod e2e_budgets;
 mod e2e_conformance;
 mod e2e_conformance_2026;
+mod e2e_conformance_everything;
 mod e2e_contract;
 mod e2e_counters;
 mod e2e_dataflow;
