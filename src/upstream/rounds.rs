@@ -323,6 +323,16 @@ pub trait RoundIo {
         key: &str,
         request: InputRequest,
     ) -> impl Future<Output = Result<Value, ErrorData>> + Send;
+    /// The round's input requests (in the upstream's order) as the result
+    /// step leaves them — upstream text on its way to the host, decided as
+    /// a modern host's round is (`front/session/round_result.rs`) — or the
+    /// decision that withholds them: then nothing is asked and the request
+    /// ends denied. `permit`: the request's that got this round.
+    fn screen(
+        &self,
+        permit: &Self::Permit,
+        requests: Vec<(String, InputRequest)>,
+    ) -> Result<Vec<(String, InputRequest)>, Self::Denial>;
     /// Decides the retry again, as the request it is.
     fn decide_retry(&self) -> impl Future<Output = Result<Self::Permit, Self::Denial>> + Send;
     fn send(
@@ -352,9 +362,10 @@ fn state_only_pause(in_a_row: u32) -> Duration {
 }
 
 /// Drives `first`, the upstream's answer to `request` (sent with `permit`),
-/// to its end: each round's input requests asked of the host in order, the
-/// retry decided, then sent with the answers and the state. At most
-/// `max_rounds` rounds.
+/// to its end: each round's input requests checked against what the host
+/// declared, passed through the result step ([`RoundIo::screen`]), asked of
+/// the host in order, the retry decided, then sent with the answers and the
+/// state. At most `max_rounds` rounds.
 pub async fn drive<I: RoundIo>(
     io: &I,
     call: &Call<'_>,
@@ -374,6 +385,10 @@ pub async fn drive<I: RoundIo>(
             break;
         }
         check_capabilities(call, caps, &requests)?;
+        let requests = match io.screen(&permit, requests) {
+            Ok(r) => r,
+            Err(d) => return Ok(Outcome::Denied(d)),
+        };
         if requests.is_empty() {
             tokio::time::sleep(state_only_pause(state_only)).await;
             state_only += 1;

@@ -36,6 +36,8 @@ fn done(text: &str) -> ServerResult {
 struct Script {
     answers: Mutex<VecDeque<ServerResult>>,
     retries_allowed: Mutex<VecDeque<bool>>,
+    /// Per round: whether the result step withholds it.
+    withhold: Mutex<VecDeque<bool>>,
     asked: Mutex<Vec<(String, Value)>>,
     sent: Mutex<Vec<Value>>,
     decided: Mutex<u32>,
@@ -48,6 +50,18 @@ impl RoundIo for Script {
         let req = serde_json::to_value(&request).unwrap();
         self.asked.lock().unwrap().push((key.to_string(), req));
         Ok(json!({"action": "accept", "content": {"confirm": true}}))
+    }
+    fn screen(
+        &self,
+        _permit: &u32,
+        requests: Vec<(String, InputRequest)>,
+    ) -> Result<Vec<(String, InputRequest)>, &'static str> {
+        let withheld = self.withhold.lock().unwrap().pop_front() == Some(true);
+        if withheld {
+            Err("withheld")
+        } else {
+            Ok(requests)
+        }
     }
     async fn decide_retry(&self) -> Result<u32, &'static str> {
         let mut n = self.decided.lock().unwrap();
@@ -153,6 +167,17 @@ async fn a_denied_retry_sends_nothing_more() {
     assert!(matches!(out, Outcome::Denied("denied")), "{out:?}");
     assert_eq!(s.asked.lock().unwrap().len(), 1);
     assert!(s.sent.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_round_the_result_step_withholds_asks_nothing_and_sends_nothing() {
+    let s = Script::default();
+    s.withhold.lock().unwrap().push_back(true);
+    let out = run(&s, elicit_round("st"), 10).await.unwrap();
+    assert!(matches!(out, Outcome::Denied("withheld")), "{out:?}");
+    assert!(s.asked.lock().unwrap().is_empty());
+    assert!(s.sent.lock().unwrap().is_empty());
+    assert_eq!(*s.decided.lock().unwrap(), 0);
 }
 
 #[tokio::test]

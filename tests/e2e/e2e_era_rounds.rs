@@ -42,9 +42,15 @@ decision := {{"allow": false, "reasons": sort(violations)}} if count(violations)
 /// decision log. The evaluation limit is generous: a debug build on a
 /// busy machine is not what the default 100 ms is for.
 fn setup(extra: &str) -> Setup {
+    setup_with_data(extra, json!({}))
+}
+
+/// [`setup`] with `data` as the policy's data (`data.mcp.modern`).
+fn setup_with_data(extra: &str, data: Value) -> Setup {
     let rego = policy(extra);
     Setup::with(|s| {
         let bundle = common::policy::bundle(s.dir.path(), "modern", "mcp/modern", json!({}), &rego);
+        std::fs::write(bundle.join("mcp/modern/data.json"), data.to_string()).unwrap();
         format!(
             "{}[policy]\neval_timeout = \"10s\"\n\n[servers.modern]\ncommand = \"node\"\nargs = [{:?}]\nstartup_timeout = \"30s\"\ncall_timeout = \"30s\"\nbundle = {:?}\n",
             s.decision_log_table(),
@@ -192,6 +198,61 @@ async fn a_url_elicitation_reaches_the_legacy_host_with_an_id() {
         .await
         .expect_err("no url mode");
     assert!(e.to_string().contains("elicitation"), "{e}");
+    client.cancel().await.unwrap();
+}
+
+/// The upstream's question passes the result step on its way to a legacy
+/// host as it does to a 2026-07-28 one (`e2e_round_limits`): the host's era
+/// does not change what the policy sees. An e-mail address in it is
+/// redacted before the host is asked (and the host's answer still reaches
+/// the upstream); a question the rules deny is never asked, the call ends
+/// denied and nothing more is sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_round_passes_the_result_policy_on_its_way_to_the_legacy_host() {
+    let s = setup_with_data(
+        super::e2e_round_limits::ROUND_RESULT_RULES,
+        json!({"result_patterns": {"email": "[a-z]+@[a-z]+\\.[a-z]+"}}),
+    );
+    let host = TestHost::new();
+    let seen = host.seen.clone();
+    let client = connect(&s, host).await;
+    let r = call(
+        &client,
+        "confirm",
+        json!({"action": "mail ann@example.com"}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", s.log_text()));
+    assert_eq!(
+        text(&r),
+        "confirmed mail ann@example.com (state confirm:mail ann@example.com)",
+        "{r:?}"
+    );
+    let asked = seen.lock().unwrap().elicitations.clone();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0]["message"], "Really mail [REDACTED:email]?");
+
+    let r = call(&client, "confirm", json!({"action": "deploy"}))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    let t = text(&r);
+    assert!(
+        t.contains("question_refused") && !t.contains("Really deploy"),
+        "{t}"
+    );
+    assert_eq!(seen.lock().unwrap().elicitations.len(), 1, "not asked");
+    // The denied call's round was never retried: one decision for it.
+    let deploys = decisions_of(&s, "confirm")
+        .into_iter()
+        .filter(|d| d["input"]["action"]["args"]["action"] == "deploy" && d["result_of"].is_null())
+        .count();
+    assert_eq!(deploys, 1);
+    let outcomes: Vec<Value> = super::e2e_round_limits::round_results(&s)
+        .iter()
+        .map(|r| r["result"]["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, [json!("modified"), json!("deny")]);
     client.cancel().await.unwrap();
 }
 

@@ -170,7 +170,7 @@ fn an_approval_never_answered_is_denied_at_the_cap() {
 
 /// Result rules that see input rounds: a question naming "deploy" or the
 /// "launch codes" is denied, an e-mail address in one is redacted.
-const ROUND_RESULT_RULES: &str = r#"
+pub(crate) const ROUND_RESULT_RULES: &str = r#"
 default result := {}
 
 result := {"deny": true, "reasons": ["question_refused"]} if {
@@ -191,7 +191,7 @@ result := {"redact": {"patterns": ["email"]}} if {
 "#;
 
 /// The result records (`result_of` set) of kind `input_required`.
-fn round_results(s: &Setup) -> Vec<Value> {
+pub(crate) fn round_results(s: &Setup) -> Vec<Value> {
     s.decisions()
         .into_iter()
         .filter(|r| r["input"]["output"]["kind"] == "input_required")

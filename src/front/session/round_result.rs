@@ -1,5 +1,8 @@
 //! An input round on its way to a 2026-07-28 host, through the result
-//! step (docs/policy.md, "Result policy" — input rounds).
+//! step (docs/policy.md, "Result policy" — input rounds). A 2026-07-28
+//! upstream's round that gavel drives through a legacy host passes the same
+//! step (`rounds.rs`, `RoundIo::screen`): the host's era does not change
+//! what the policy sees.
 //!
 //! A round carries the upstream's text to the host as a result does:
 //! elicitation messages and URLs, sampling prompts — a modern upstream's

@@ -11,7 +11,10 @@
 use std::sync::Arc;
 
 use rmcp::ErrorData;
-use rmcp::model::{ClientRequest, ErrorCode, InitializeRequestParams, InputRequest, ServerResult};
+use rmcp::model::{
+    ClientRequest, ErrorCode, InitializeRequestParams, InputRequest, InputRequiredResult,
+    ServerResult,
+};
 use rmcp::service::{RequestContext, RoleServer};
 use serde_json::Value;
 
@@ -164,6 +167,34 @@ impl RoundIo for SessionRounds<'_> {
         }
         .ask(request)
         .await
+    }
+
+    /// The round passes the result step as it would on its way to a
+    /// 2026-07-28 host: counted as result bytes (and tokens, for a tool
+    /// call) and decided by the server's result rule, redacted or withheld.
+    /// The host's era does not change what the policy sees.
+    fn screen(
+        &self,
+        permit: &Permit,
+        requests: Vec<(String, InputRequest)>,
+    ) -> Result<Vec<(String, InputRequest)>, Decision> {
+        let order: Vec<String> = requests.iter().map(|(k, _)| k.clone()).collect();
+        let round = InputRequiredResult::new(Some(requests.into_iter().collect()), None);
+        let count = self.call.method == "tools/call";
+        let mut left = self
+            .session
+            .round_step(&permit.round_gate(), round, None, count)
+            .map_err(|d| *d)?
+            .input_requests
+            .unwrap_or_default();
+        // The upstream's order, which the host is asked in; a key the
+        // result rule added (it cannot, but the rule is not trusted) last.
+        let mut out: Vec<(String, InputRequest)> = order
+            .into_iter()
+            .filter_map(|k| left.remove(&k).map(|r| (k, r)))
+            .collect();
+        out.extend(left);
+        Ok(out)
     }
 
     /// The retry is the request again: decided as it, by the same gate
