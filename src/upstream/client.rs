@@ -94,6 +94,39 @@ impl UpstreamClient {
             })
     }
 
+    /// `params` of the question `method` on their way to a legacy host, as
+    /// the result step leaves them (`decision::result::question`: the host's
+    /// era does not change what the policy sees), counted as result bytes;
+    /// or the error the upstream gets for a question withheld.
+    fn screened<T>(
+        &self,
+        session: &crate::decision::SessionState,
+        permit: &Permit,
+        method: &str,
+        params: T,
+    ) -> Result<T, ErrorData>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let gate = permit.round_gate();
+        let value = serde_json::to_value(&params).unwrap_or(Value::Null);
+        session.add_result_bytes(serde_json::to_vec(&value).map_or(0, |b| b.len()));
+        if !gate.decides() {
+            return Ok(params);
+        }
+        let what = format!("{method} from server {:?}", self.server);
+        let kept = self
+            .enforcer
+            .decide_question(&gate, method, value)
+            .map_err(|d| deny::request_denial(&d, &what))?;
+        serde_json::from_value(kept).map_err(|e| {
+            ErrorData::internal_error(
+                format!("{what} could not be passed on as the result policy left it ({e}); it is withheld"),
+                None,
+            )
+        })
+    }
+
     /// The action this upstream's `method` request (`kind`, on `args`) is
     /// decided as.
     pub(super) fn question_action(
@@ -150,6 +183,7 @@ impl ClientHandler for UpstreamClient {
             &cx.meta,
         ))
         .await?;
+        let params = self.screened(&session, &permit, "sampling/createMessage", params)?;
         let req = ServerRequest::CreateMessageRequest(CreateMessageRequest::new(params));
         match Box::pin(host.forward_request(&permit, req, &cx, self.call_timeout)).await? {
             ClientResult::CreateMessageResult(r) => Ok(*r),
@@ -195,6 +229,7 @@ impl ClientHandler for UpstreamClient {
             &cx.meta,
         ))
         .await?;
+        let params = self.screened(&session, &permit, "elicitation/create", params)?;
         let req = ServerRequest::ElicitRequest(ElicitRequest::new(params));
         match Box::pin(host.forward_request(&permit, req, &cx, self.call_timeout)).await? {
             ClientResult::ElicitResult(r) => Ok(r),

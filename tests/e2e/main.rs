@@ -47,6 +47,7 @@ mod e2e_http_jwks;
 mod e2e_http_serve;
 mod e2e_http_users;
 mod e2e_import;
+mod e2e_legacy_questions;
 mod e2e_lifecycle;
 mod e2e_limits;
 mod e2e_lint;

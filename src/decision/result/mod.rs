@@ -29,6 +29,7 @@ pub mod apply;
 pub mod input;
 pub mod items;
 pub mod list;
+pub mod question;
 mod record;
 pub mod replay;
 
@@ -61,7 +62,9 @@ impl std::fmt::Debug for ResultContext {
 impl ResultContext {
     /// The context to keep for `action`'s result: only when its server's
     /// policy has a result rule and the request is one whose answer is
-    /// decided (a tool call, a resource read, a prompt, a completion).
+    /// decided (a tool call, a resource read, a prompt, a completion) — or
+    /// a server's question to a legacy host, whose text is decided on its
+    /// way there (`question.rs`).
     pub(super) fn keep(
         action: &Action,
         active: Option<&Arc<Active>>,
@@ -77,6 +80,8 @@ impl ResultContext {
                 | ActionType::ResourceRead
                 | ActionType::PromptGet
                 | ActionType::Completion
+                | ActionType::ElicitationRequest
+                | ActionType::SamplingRequest
         );
         (decided && engine.has_result_rules()).then(|| {
             Box::new(ResultContext {
