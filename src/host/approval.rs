@@ -216,6 +216,17 @@ impl Asking<'_> {
                 ),
             });
         }
+        if let Some(why) = &round.unasked {
+            let message = format!(
+                "This {} needs a human's approval ({}), and gavel could not put the question to the host: {why}.",
+                what(self.request.action),
+                self.approval.reason
+            );
+            return Ok((
+                "unavailable",
+                Err(denied(d, ReasonCode::ApprovalRequired, message)),
+            ));
+        }
         if !round.can_ask {
             return Ok(("unavailable", Err(self.host_cannot_ask())));
         }

@@ -61,6 +61,11 @@ pub struct RoundApproval<'a> {
     /// The retry of a round of this same call past its approval (a legacy
     /// upstream's question, parked with the call).
     pub continuing: bool,
+    /// The approval question was asked for and could not be put to the
+    /// host (why): the approval is settled unavailable, so its
+    /// `requested` step gets its final one (an upstream's question's
+    /// approval, refused by the call it would go to, `upstream::client_rounds`).
+    pub unasked: Option<String>,
 }
 
 /// How the gate ended when it did not give a permit.

@@ -26,6 +26,7 @@ fn the_round_asks_one_namespaced_form_question_with_a_sealed_approval_state() {
         can_ask: true,
         answer: None,
         continuing: false,
+        unasked: None,
     };
     let r = round(&a, "Approve this call?".into(), Some("d-1")).unwrap();
     let v = serde_json::to_value(&r).unwrap();
@@ -80,6 +81,7 @@ fn no_approval_round_is_asked_past_the_cap() {
         can_ask: true,
         answer: None,
         continuing: false,
+        unasked: None,
     };
     assert!(round(&at(Ok(10)), "Approve?".into(), None).is_ok());
     let e = round(&at(Err("past the cap".into())), "Approve?".into(), None).unwrap_err();

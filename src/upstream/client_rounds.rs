@@ -69,17 +69,31 @@ impl UpstreamClient {
         let slot = host.questions.attribute(&self.server, method)?;
         let action = self.question_action(kind, method, args, &cx.meta);
         let link = (host, session);
-        let permit = match self.decide_question(link, &action, None).await? {
+        let permit = match self.decide_question(link, &action, None, None).await? {
             Ok(permit) => permit,
             // A person must approve the question first: gavel's approval
             // question goes to the call as a round of its own, and the
             // question is decided again with its answer (settled, or
             // refused to the upstream) before it is put to the host.
             Err(approval) => {
-                let answer = slot
+                let answer = match slot
                     .ask_approval(method, approval, &cx.ct, self.call_timeout)
-                    .await?;
-                self.decide_question(link, &action, Some(answer))
+                    .await
+                {
+                    Ok(a) => a,
+                    // Not put to the host (the call's request does not
+                    // declare form elicitation, the call ended…): the
+                    // approval settled unavailable, logged as its final
+                    // step, and the upstream refused with why.
+                    Err(e) => {
+                        let why = Some(e.message.to_string());
+                        return match self.decide_question(link, &action, None, why).await {
+                            Err(denial) => Err(denial),
+                            Ok(_) => Err(e),
+                        };
+                    }
+                };
+                self.decide_question(link, &action, Some(answer), None)
                     .await?
                     .map_err(|_| {
                         ErrorData::internal_error(
@@ -96,7 +110,9 @@ impl UpstreamClient {
     }
 
     /// Decides this upstream's question (`action`) during a 2026-07-28
-    /// host's call, settling with `answer` the approval asked for it: the
+    /// host's call, settling with `answer` the approval asked for it (or,
+    /// with `unasked`, settling it unavailable: the question could not be
+    /// put to the host, for that reason): the
     /// permit, or — when a person must approve it first — gavel's approval
     /// question to put to the call (`host::approval_round`, its round
     /// sealed by the call that carries it, `front/session/parked.rs`).
@@ -105,6 +121,7 @@ impl UpstreamClient {
         (host, session): (&HostLink, &Arc<SessionState>),
         action: &Action,
         answer: Option<Value>,
+        unasked: Option<String>,
     ) -> Result<Result<Permit, InputRequest>, ErrorData> {
         let approval = RoundApproval {
             seal: None,
@@ -115,6 +132,7 @@ impl UpstreamClient {
             can_ask: true,
             answer,
             continuing: false,
+            unasked,
         };
         let method = &action.tool;
         let r = authorize_round(&self.enforcer, host, session, action, None, Some(&approval)).await;

@@ -164,6 +164,7 @@ impl HostRound {
             // decision made again for it (counters have moved, a bundle
             // may have changed) may ask for an approval the first did not.
             continuing: self.parked().is_some(),
+            unasked: None,
         }
     }
 }
