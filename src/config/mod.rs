@@ -179,6 +179,7 @@ impl Config {
             path_root: None,
             bundle_roles: BTreeMap::new(),
             era: Era::Auto,
+            forward_unlisted: false,
         };
         Ok(Config {
             servers: [(name.to_string(), server)].into(),

@@ -74,6 +74,10 @@ pub struct ServerConfig {
     pub bundle_roles: BTreeMap<String, BundleRole>,
     /// `servers.NAME.era`: which MCP era gavel speaks to the upstream.
     pub era: Era,
+    /// `servers.NAME.unlisted_tools = "forward"`: a call to a tool this
+    /// server does not list is routed to it (and decided) instead of
+    /// answered "Unknown tool" (`router::unlisted`).
+    pub forward_unlisted: bool,
 }
 
 /// What the operator says one bundle is for (`bundle_roles."REF"`). A

@@ -154,6 +154,8 @@ pub struct RawServer {
     pub session_mode: Option<Spanned<String>>,
     /// `"auto"`, `"legacy"` or `"modern"`: the MCP era spoken to the upstream.
     pub era: Option<Spanned<String>>,
+    /// `"refuse"` or `"forward"`: a call to a tool the server does not list.
+    pub unlisted_tools: Option<Spanned<String>>,
     /// The directory the upstream resolves relative path arguments against.
     pub path_root: Option<Spanned<String>>,
     /// `[servers.NAME.bundle_roles."REF"]`: what each bundle is for.

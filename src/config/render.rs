@@ -90,6 +90,9 @@ fn server(s: &ServerConfig) -> Table {
         ),
     );
     t.insert("era".into(), Value::String(s.era.as_str().into()));
+    if s.forward_unlisted {
+        t.insert("unlisted_tools".into(), Value::String("forward".into()));
+    }
     t.insert("bundles".into(), strings(&s.bundles));
     if !s.shadow_bundles.is_empty() {
         t.insert("shadow_bundles".into(), strings(&s.shadow_bundles));

@@ -72,6 +72,7 @@ impl Config {
         let signing = signing(ctx, name, s, at, &bundles)?;
         let session_mode = session_mode(ctx, name, s)?;
         let era = era(ctx, name, s)?;
+        let forward_unlisted = unlisted_tools(ctx, name, s)?;
         let path_root = path_root(ctx, name, s)?;
         let all: Vec<String> = bundles.iter().chain(&shadow_bundles).cloned().collect();
         let bundle_roles = Self::bundle_roles(
@@ -111,6 +112,7 @@ impl Config {
             limits: limits(ctx, name, s)?,
             signing,
             era,
+            forward_unlisted,
         })
     }
 
@@ -494,6 +496,21 @@ fn era(ctx: &Ctx, name: &str, s: &RawServer) -> Result<Era, ConfigError> {
             m.span().start,
             &field(name, "era"),
             format!("{other:?}: use \"auto\" (default: initialize, and server/discover for a server that refuses it as MCP 2026-07-28-only), \"legacy\" (initialize only) or \"modern\" (server/discover only)"),
+        )),
+    }
+}
+
+/// `unlisted_tools`: whether a call to a tool the server does not list is
+/// routed to it; default `refuse` (gavel knows nothing of such a tool — no
+/// schema, annotations or digest — so forwarding is the operator's choice).
+fn unlisted_tools(ctx: &Ctx, name: &str, s: &RawServer) -> Result<bool, ConfigError> {
+    match s.unlisted_tools.as_ref().map(|m| (m, m.get_ref().as_str())) {
+        None | Some((_, "refuse")) => Ok(false),
+        Some((_, "forward")) => Ok(true),
+        Some((m, other)) => Err(ctx.at(
+            m.span().start,
+            &field(name, "unlisted_tools"),
+            format!("{other:?}: use \"refuse\" (default: a call to a tool the server does not list gets \"Unknown tool\") or \"forward\" (it is decided by the policy and sent to this server)"),
         )),
     }
 }

@@ -194,3 +194,25 @@ fn era_is_auto_unless_set_and_an_unknown_era_names_its_field() {
     names(&format!("{SERVER}era = \"2026\"\n"), "servers.fs.era");
     assert!(err(&format!("{SERVER}era = \"2026\"\n")).contains("\"legacy\""));
 }
+
+#[test]
+fn unlisted_tools_is_refuse_by_default_or_forward() {
+    let parse = |extra: &str| {
+        Config::from_toml_str(
+            &format!("{SERVER}{extra}"),
+            Path::new("/etc/gavel/servers.toml"),
+            &|_| None,
+        )
+        .unwrap()
+        .servers["fs"]
+            .forward_unlisted
+    };
+    assert!(!parse(""));
+    assert!(!parse("unlisted_tools = \"refuse\"\n"));
+    assert!(parse("unlisted_tools = \"forward\"\n"));
+    names(
+        &format!("{SERVER}unlisted_tools = \"yes\"\n"),
+        "servers.fs.unlisted_tools",
+    );
+    assert!(err(&format!("{SERVER}unlisted_tools = true\n")).contains("unlisted_tools"));
+}

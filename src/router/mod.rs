@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 pub mod reserved;
 mod resources;
+mod unlisted;
 
 pub const SEPARATOR: &str = "__";
 

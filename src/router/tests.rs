@@ -153,3 +153,51 @@ fn reserved_names_are_withheld_only_while_the_agent_tools_are_on() {
     assert_eq!(off.table().tools.len(), 3);
     assert!(off.table().withheld.is_empty());
 }
+
+/// A router over `servers` (name, `unlisted_tools = "forward"`?), prefixed
+/// when there are several.
+fn router_of(servers: &[(&str, bool)]) -> Router {
+    let mut toml = String::new();
+    for (name, forward) in servers {
+        toml += &format!("[servers.{name}]\ncommand = \"x\"\n");
+        if *forward {
+            toml += "unlisted_tools = \"forward\"\n";
+        }
+    }
+    let config =
+        Config::from_toml_str(&toml, std::path::Path::new("/x/servers.toml"), &|_| None).unwrap();
+    let ups = config
+        .servers
+        .iter()
+        .map(|(n, c)| (n.clone(), Upstream::new(c.clone())))
+        .collect();
+    Router::new(ups, servers.len() > 1)
+}
+
+#[test]
+fn an_unlisted_tool_routes_only_to_a_server_that_forwards_it() {
+    let route = |r: &Router, name: &str| r.unlisted_route(name).map(|t| (t.server, t.name));
+    // One server: any name, unchanged; decided with nothing known of it.
+    let one = router_of(&[("fx", true)]);
+    assert_eq!(route(&one, "hook"), Some(("fx".into(), "hook".into())));
+    let r = one.unlisted_route("hook").unwrap();
+    assert_eq!(r.annotations, serde_json::json!({}));
+    assert!(r.digest.is_none());
+    assert_eq!(route(&one, ""), None);
+    // Refused by default.
+    assert_eq!(route(&router_of(&[("fx", false)]), "hook"), None);
+    // Several: only `<prefix>__<tool>` of a server that forwards.
+    let two = router_of(&[("a", true), ("b", false)]);
+    assert_eq!(route(&two, "a__hook"), Some(("a".into(), "hook".into())));
+    assert_eq!(route(&two, "b__hook"), None);
+    assert_eq!(route(&two, "hook"), None);
+    assert_eq!(route(&two, "a__"), None);
+    assert_eq!(route(&two, "ab__hook"), None);
+    // gavel's reserved names never reach a server while agent tools are on.
+    let reserving = router_of(&[("fx", true)]).reserving(true);
+    assert_eq!(route(&reserving, "gavel__check"), None);
+    assert_eq!(
+        route(&reserving, "hook"),
+        Some(("fx".into(), "hook".into()))
+    );
+}

@@ -77,6 +77,7 @@ mod e2e_signing_es512;
 mod e2e_status;
 mod e2e_telemetry;
 mod e2e_test_cmd;
+mod e2e_unlisted_tools;
 mod e2e_url_rounds;
 mod fuzz_replay;
 mod golden_fidelity;

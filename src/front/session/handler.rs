@@ -94,6 +94,11 @@ impl Session {
         {
             return Err(why.into());
         }
+        // A server that takes calls to tools it does not list
+        // (`unlisted_tools = "forward"`): routed, then decided as any call.
+        if let Some(route) = self.router()?.unlisted_route(name) {
+            return Ok(route);
+        }
         Err(ErrorData::invalid_params(
             format!("Unknown tool: {name}"),
             None,
