@@ -11,6 +11,7 @@ pub mod client;
 pub mod era;
 mod listen;
 mod lists;
+pub mod modern_http;
 pub mod progress;
 pub mod rounds;
 pub mod supervisor;

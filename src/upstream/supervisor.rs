@@ -365,14 +365,31 @@ async fn connect_http(
     let timeout = up.cfg.startup_timeout;
     let cfg =
         http_config(url, headers, deps.limits.max_message_bytes).map_err(OpenFailure::plain)?;
-    let transport = rmcp::transport::StreamableHttpClientTransport::from_config(cfg);
     let opening = opening(era);
-    match tokio::time::timeout(
-        timeout,
-        handler.serve_with_lifecycle(transport, era.lifecycle()),
-    )
-    .await
-    {
+    // A modern connection reads its answers with gavel's client (JSON
+    // lines too: `modern_http`); a legacy one keeps rmcp's (sessions).
+    let opened = match era {
+        Spoken::Modern => {
+            let transport = rmcp::transport::StreamableHttpClientTransport::with_client(
+                super::modern_http::ModernHttp::new(),
+                cfg,
+            );
+            tokio::time::timeout(
+                timeout,
+                handler.serve_with_lifecycle(transport, era.lifecycle()),
+            )
+            .await
+        }
+        Spoken::Legacy => {
+            let transport = rmcp::transport::StreamableHttpClientTransport::from_config(cfg);
+            tokio::time::timeout(
+                timeout,
+                handler.serve_with_lifecycle(transport, era.lifecycle()),
+            )
+            .await
+        }
+    };
+    match opened {
         Ok(Ok(r)) => Ok(r),
         Ok(Err(e)) => Err(OpenFailure {
             message: format!("MCP {opening} with {url} failed: {e}"),
