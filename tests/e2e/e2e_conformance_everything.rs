@@ -53,8 +53,9 @@ struct Known {
 /// **without changing any list**. gavel hears it (its upstream listen reads
 /// the server's JSON-lines stream, `upstream::modern_http`), lists again,
 /// finds every list as it was, and — an aggregator that tells its hosts of
-/// changes in what they see, not of every upstream's notice — announces
-/// nothing. A real change reaches the host's listen (`e2e_host_listen*`,
+/// changes in what they see, not of every upstream's notice: passing on a
+/// change the host cannot see would tell it that tools the policy hides
+/// from it came or went — announces nothing. A real change reaches the host's listen (`e2e_host_listen*`,
 /// and the stand-in run of `e2e_conformance_2026`, whose hooks do change
 /// the lists).
 const NO_OP_CHANGE: &str =
