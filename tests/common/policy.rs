@@ -25,6 +25,18 @@ pub fn bundle(dir: &Path, name: &str, root: &str, manifest_extra: Value, rego: &
     b
 }
 
+/// A policy whose evaluation never ends in practice: 10^10 pairs tried one
+/// interpreter step at a time, none matching, in small memory. The tests of
+/// `eval_timeout` use it, not a slightly slow one, so the limit fires
+/// whatever the machine's speed or load (regorus's timer stops it between
+/// steps); were the limit not enforced, the call would hang, not pass.
+pub const UNBOUNDED_REGO: &str = "package p\n# CPU-bound, small memory: 10^10 pairs tried one at a time, none matches.\nslow if {\n\tsome a in numbers.range(1, 100000)\n\tsome b in numbers.range(1, 100000)\n\ta * b == -1\n}\ndecision := {\"allow\": true} if not slow\n";
+
+/// [`UNBOUNDED_REGO`] as the bundle `dir/unbounded` (root `p`).
+pub fn unbounded(dir: &Path) -> PathBuf {
+    bundle(dir, "unbounded", "p", json!({}), UNBOUNDED_REGO)
+}
+
 /// One fixture server `fx` (recording to `r.jsonl`) with `bundles`, user
 /// `ada`, and a decision log at `decisions.jsonl`; `top` goes first (other
 /// sections), `extra_server` after the server's keys.

@@ -252,16 +252,7 @@ async fn every_policy_failure_fails_closed_with_its_own_code() {
             ),
             "policy_error",
         ),
-        (
-            bundle(
-                tmp.path(),
-                "slow",
-                "p",
-                json!({}),
-                "package p\n# CPU-bound, small memory: 10^10 pairs tried one at a time, none matches.\nslow if {\n\tsome a in numbers.range(1, 100000)\n\tsome b in numbers.range(1, 100000)\n\ta * b == -1\n}\ndecision := {\"allow\": true} if not slow\n",
-            ),
-            "policy_timeout",
-        ),
+        (unbounded(tmp.path()), "policy_timeout"),
         (
             bundle(
                 tmp.path(),
@@ -487,17 +478,24 @@ fn hex_sha256(b: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(b))
 }
 
+/// `gavel wrap` decides with its `--bundle` and logs to `--decision-log`;
+/// `--eval-timeout` is its `[policy] eval_timeout` (the tests' generous
+/// one, `TEST_EVAL_TIMEOUT`, then a short one that an unbounded policy
+/// runs past).
 #[tokio::test(flavor = "multi_thread")]
 async fn wrap_takes_a_bundle() {
     let s = Setup::blank();
-    let mut cmd = tokio::process::Command::new(GAVEL);
-    cmd.args(["wrap", "--name", "fx", "--bundle"])
-        .arg(fixture_bundle())
-        .arg("--decision-log")
-        .arg(s.path("decisions.jsonl"))
-        .args(["--", FIXTURE, "--record"])
-        .arg(s.path("r.jsonl"));
-    let client = connect_cmd(cmd, TestHost::new()).await;
+    let wrap = |bundle: &Path, eval_timeout: &str| {
+        let mut cmd = tokio::process::Command::new(GAVEL);
+        cmd.args(["wrap", "--name", "fx", "--bundle"])
+            .arg(bundle)
+            .args(["--eval-timeout", eval_timeout, "--decision-log"])
+            .arg(s.path("decisions.jsonl"))
+            .args(["--", FIXTURE, "--record"])
+            .arg(s.path("r.jsonl"));
+        cmd
+    };
+    let client = connect_cmd(wrap(&fixture_bundle(), TEST_EVAL_TIMEOUT), TestHost::new()).await;
     let r = call(&client, "destructive_delete", json!({"path": "/"}))
         .await
         .unwrap();
@@ -506,6 +504,16 @@ async fn wrap_takes_a_bundle() {
     let r = call(&client, "echo", json!({"text": "x"})).await.unwrap();
     assert!(text(&r).contains("unknown_user"), "{}", text(&r));
     assert_eq!(s.decisions().len(), 2);
+    assert!(recorded_calls(&s.path("r.jsonl")).is_empty());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let client = connect_cmd(wrap(&unbounded(tmp.path()), "20ms"), TestHost::new()).await;
+    let r = call(&client, "echo", json!({"text": "x"})).await.unwrap();
+    let d = r.meta.unwrap().0["dev.gavel/decision"].clone();
+    assert_eq!(d["reasons"][0], "policy_timeout", "{d}");
+    // The limit is the flag's, not the default (100ms).
+    let said = d["remediation"].as_str().unwrap_or_default();
+    assert!(said.contains("exceeded the 20ms limit"), "{d}");
     assert!(recorded_calls(&s.path("r.jsonl")).is_empty());
 }
 

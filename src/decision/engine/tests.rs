@@ -18,9 +18,11 @@ pub(super) fn write_bundle(
     Arc::new(load_bundle(dir, &BundleLimits::default()).unwrap())
 }
 
+/// Generous (`config::TEST_EVAL_TIMEOUT`): only `slow_policy_times_out`
+/// is about the limit, and it sets its own.
 pub(super) fn opts() -> EngineOptions {
     EngineOptions {
-        eval_timeout: Duration::from_millis(200),
+        eval_timeout: crate::config::TEST_EVAL_TIMEOUT,
         strict_input: false,
     }
 }
