@@ -13,8 +13,8 @@ use super::active::Policy;
 use super::codes::ReasonCode;
 use super::engine::{EngineError, PolicyEngine};
 use super::{
-    Action, ActionType, Decision, DecisionContext, Enforcer, Permit, ServerPolicy, Verdict, input,
-    paths, record,
+    Action, ActionType, Decision, DecisionContext, Enforcer, ServerPolicy, Verdict, input, paths,
+    record,
 };
 use crate::config::Identity;
 use crate::state::limits::Limit;
@@ -123,7 +123,7 @@ impl Enforcer {
             job.decision_id = decision.decision_id.clone().unwrap_or_default();
             self.shadow_queue.submit(job);
         }
-        Some(verdict(
+        Some(Verdict::of(
             action,
             engine,
             decision,
@@ -454,43 +454,6 @@ fn shadow_engine(active: Option<&super::Active>) -> Option<&std::sync::Arc<Polic
         Some(super::ShadowPolicy::Rego(e)) => Some(e),
         _ => None,
     }
-}
-
-/// The decision as the caller gets it: a denial, or the [`Permit`] — the
-/// only place one is made — carrying what the steps after the forward need
-/// (the budget's receipt, the data classes, the result step's context, the
-/// request's paths). Apart from [`Enforcer::decide`]'s steps because
-/// nothing here decides: it only packs what they found.
-fn verdict(
-    action: &Action,
-    engine: Option<&PolicyEngine>,
-    decision: Decision,
-    receipt: Option<crate::decision::guard::Receipt>,
-    data_classes: Vec<String>,
-    result: Option<Box<super::result::ResultContext>>,
-) -> Verdict {
-    if !decision.allow {
-        return Verdict::Deny(decision);
-    }
-    Verdict::Allow(Permit {
-        decision,
-        receipt,
-        span: None,
-        data_classes,
-        // Only a policy that classifies paths reads them back (`seen`: a
-        // listing's entries joined to the directory the request named);
-        // every other call allocates nothing here.
-        request_paths: if engine.is_some_and(PolicyEngine::classifies) {
-            paths::path_values(&action.args)
-                .into_iter()
-                .map(String::from)
-                .collect()
-        } else {
-            Vec::new()
-        },
-        result,
-        _private: (),
-    })
 }
 
 /// What a `tools/call` was charged: the limits (given back with the budget
