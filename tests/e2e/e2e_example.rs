@@ -31,7 +31,10 @@ fn example() -> Setup {
         example.contains(limit),
         "the example's eval_timeout changed"
     );
-    s.write_config(&example.replace(limit, &format!("eval_timeout = {TEST_EVAL_TIMEOUT:?}")));
+    s.write_config(&example.replace(
+        limit,
+        &format!("eval_timeout = {:?}", policy::TEST_EVAL_TIMEOUT),
+    ));
     s
 }
 

@@ -180,7 +180,10 @@ fn example_config(dir: &Path) -> PathBuf {
         "the example's eval_timeout changed"
     );
     let config = dir.join("servers.toml");
-    let ours = format!("eval_timeout = {:?}", crate::common::TEST_EVAL_TIMEOUT);
+    let ours = format!(
+        "eval_timeout = {:?}",
+        crate::common::policy::TEST_EVAL_TIMEOUT
+    );
     std::fs::write(&config, example.replace(limit, &ours)).unwrap();
     config
 }
@@ -272,7 +275,7 @@ fn fixtures_leave_the_configured_log_and_state_alone() {
     let bundles = root().join("bundles");
     std::fs::write(
         d.path().join("servers.toml"),
-        crate::common::with_test_eval_timeout(&format!(
+        crate::common::policy::with_test_eval_timeout(&format!(
             "[policy]\nshared_bundles = [{:?}]\n[log]\ndecisions = \"decisions.jsonl\"\n[state]\npath = \"state.sqlite\"\n[servers.time]\ncommand = \"true\"\nbundle = {:?}\n",
             bundles.join("workflow"),
             bundles.join("time")
