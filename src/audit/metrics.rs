@@ -113,6 +113,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    // One piece (over 80 lines) because it is a table: one registration per
+    // series, each with its help text, in the order `/metrics` lists them.
     fn new() -> Self {
         let mut registry = Registry::with_prefix("gavel");
         let latency = Family::<ServerL, Histogram>::new_with_constructor(|| {

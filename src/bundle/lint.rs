@@ -25,12 +25,14 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
-use regorus::unstable::{Expr, Literal, Module, Parser, Query, Rule, RuleHead, Source};
+use regorus::unstable::{Expr, Module, Parser, Rule, RuleHead, Source};
 use serde_json::Value;
 
 use super::{Bundle, BundleError, file_err};
 
 pub mod decision_shape;
+mod walk;
+pub(crate) use walk::{walk, walk_module, walk_query, walk_rule, walk_rule_values};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LintFinding {
@@ -160,151 +162,6 @@ pub fn index(bundle: &Bundle) -> Result<Vec<ModuleIndex>, BundleError> {
                 .map(|p| index_of(&m.path, &p))
         })
         .collect()
-}
-
-/// Visits every expression of a query (bodies, `with` modifiers, `every`, …).
-pub(crate) fn walk_query(q: &Query, f: &mut dyn FnMut(&Expr) -> bool) {
-    for s in &q.stmts {
-        match &s.literal {
-            Literal::SomeVars { .. } => {}
-            Literal::SomeIn {
-                key,
-                value,
-                collection,
-                ..
-            } => {
-                key.iter().for_each(|k| walk(k, f));
-                walk(value, f);
-                walk(collection, f);
-            }
-            Literal::Expr { expr, .. } | Literal::NotExpr { expr, .. } => walk(expr, f),
-            Literal::Every { domain, query, .. } => {
-                walk(domain, f);
-                walk_query(query, f);
-            }
-        }
-        for w in &s.with_mods {
-            walk(&w.refr, f);
-            walk(&w.r#as, f);
-        }
-    }
-}
-
-/// Pre-order walk; `f` returns whether to visit the children.
-pub(crate) fn walk(e: &Expr, f: &mut dyn FnMut(&Expr) -> bool) {
-    if !f(e) {
-        return;
-    }
-    match e {
-        Expr::Array { items, .. } | Expr::Set { items, .. } => {
-            items.iter().for_each(|i| walk(i, f))
-        }
-        Expr::Object { fields, .. } => fields.iter().for_each(|(_, k, v)| {
-            walk(k, f);
-            walk(v, f);
-        }),
-        Expr::ArrayCompr { term, query, .. } | Expr::SetCompr { term, query, .. } => {
-            walk(term, f);
-            walk_query(query, f);
-        }
-        Expr::ObjectCompr {
-            key, value, query, ..
-        } => {
-            walk(key, f);
-            walk(value, f);
-            walk_query(query, f);
-        }
-        Expr::Call { fcn, params, .. } => {
-            walk(fcn, f);
-            params.iter().for_each(|p| walk(p, f));
-        }
-        Expr::UnaryExpr { expr, .. } => walk(expr, f),
-        Expr::RefDot { refr, .. } => walk(refr, f),
-        Expr::RefBrack { refr, index, .. } => {
-            walk(refr, f);
-            walk(index, f);
-        }
-        Expr::BinExpr { lhs, rhs, .. }
-        | Expr::BoolExpr { lhs, rhs, .. }
-        | Expr::ArithExpr { lhs, rhs, .. }
-        | Expr::AssignExpr { lhs, rhs, .. } => {
-            walk(lhs, f);
-            walk(rhs, f);
-        }
-        Expr::Membership {
-            key,
-            value,
-            collection,
-            ..
-        } => {
-            key.iter().for_each(|k| walk(k, f));
-            walk(value, f);
-            walk(collection, f);
-        }
-        _ => {} // scalars and variables
-    }
-}
-
-pub(crate) fn walk_module(m: &Module, f: &mut dyn FnMut(&Expr) -> bool) {
-    for r in &m.policy {
-        walk_rule(r, f);
-    }
-}
-
-pub(crate) fn walk_rule(r: &Rule, f: &mut dyn FnMut(&Expr) -> bool) {
-    match r {
-        Rule::Spec { head, bodies, .. } => {
-            match head {
-                RuleHead::Compr { refr, assign, .. } => {
-                    walk(refr, f);
-                    assign.iter().for_each(|a| walk(&a.value, f));
-                }
-                RuleHead::Set { refr, key, .. } => {
-                    walk(refr, f);
-                    key.iter().for_each(|k| walk(k, f));
-                }
-                RuleHead::Func {
-                    refr, args, assign, ..
-                } => {
-                    walk(refr, f);
-                    args.iter().for_each(|a| walk(a, f));
-                    assign.iter().for_each(|a| walk(&a.value, f));
-                }
-            }
-            for b in bodies {
-                b.assign.iter().for_each(|a| walk(&a.value, f));
-                walk_query(&b.query, f);
-            }
-        }
-        Rule::Default {
-            refr, args, value, ..
-        } => {
-            walk(refr, f);
-            args.iter().for_each(|a| walk(a, f));
-            walk(value, f);
-        }
-    }
-}
-
-/// Visits what a rule computes with — its bodies, value and set key — but
-/// not its head's name or arguments: a function's own name in its head is
-/// no call (`bundle::recursion`).
-pub(crate) fn walk_rule_values(r: &Rule, f: &mut dyn FnMut(&Expr) -> bool) {
-    match r {
-        Rule::Spec { head, bodies, .. } => {
-            match head {
-                RuleHead::Compr { assign, .. } | RuleHead::Func { assign, .. } => {
-                    assign.iter().for_each(|a| walk(&a.value, f))
-                }
-                RuleHead::Set { key, .. } => key.iter().for_each(|k| walk(k, f)),
-            }
-            for b in bodies {
-                b.assign.iter().for_each(|a| walk(&a.value, f));
-                walk_query(&b.query, f);
-            }
-        }
-        Rule::Default { value, .. } => walk(value, f),
-    }
 }
 
 /// The builtins this build evaluates: regorus's registry plus `print`, which

@@ -69,6 +69,10 @@ pub enum Command {
         /// Decision log file (JSON lines).
         #[arg(long)]
         decision_log: Option<PathBuf>,
+        /// Policy evaluation limit (`[policy] eval_timeout` of a config,
+        /// default 100ms): raise it for heavy bundles or a loaded machine.
+        #[arg(long, value_parser = crate::config::serve::positive_duration)]
+        eval_timeout: Option<std::time::Duration>,
         /// The server command and its arguments.
         #[arg(last = true, required = true, num_args = 1..)]
         command: Vec<String>,
@@ -337,8 +341,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             bundle,
             decision_log,
+            eval_timeout,
             command,
-        } => proxy::wrap(&g, &name, &bundle, decision_log, command).await,
+        } => proxy::wrap(&g, &name, &bundle, decision_log, eval_timeout, command).await,
         Command::Import {
             file,
             host,

@@ -129,12 +129,15 @@ pub(super) fn http_options(a: ServeArgs, serve: &ServeSettings) -> HttpOptions {
     }
 }
 
-/// `gavel wrap`: one server command, no config file, over stdio.
+/// `gavel wrap`: one server command, no config file, over stdio; the few
+/// settings a config would hold come as flags (`eval_timeout`: `[policy]
+/// eval_timeout`, `None` for the default).
 pub async fn wrap(
     g: &Globals,
     name: &str,
     bundles: &[PathBuf],
     decision_log: Option<PathBuf>,
+    eval_timeout: Option<Duration>,
     mut command: Vec<String>,
 ) -> anyhow::Result<()> {
     let program = command.remove(0);
@@ -152,6 +155,9 @@ pub async fn wrap(
             .collect();
     }
     cfg.log.decisions = decision_log;
+    if let Some(t) = eval_timeout {
+        cfg.policy.eval_timeout = t;
+    }
     let _guard = g.logging(None)?;
     let _metrics = g.metrics(None).await;
     let gw = super::policy_server::start(cfg).await?;

@@ -42,6 +42,27 @@ pub use oci::{OciSettings, RegistrySettings};
 pub use persona::{Persona, Personas, UnmatchedPersona, glob_match};
 pub use serve::ServeSettings;
 
+/// The policy evaluation limit of unit tests that decide with Rego and are
+/// not about the limit. gavel's default (`[policy] eval_timeout`, 100 ms) is
+/// wall-clock time: with every test of the crate running at once on a
+/// loaded machine, a trivial evaluation can be descheduled past it, and the
+/// decision becomes `policy_timeout` — a failure of nothing under test.
+/// Tests of the limit set theirs, small, with a policy whose work is
+/// unbounded, so it fires whatever the load.
+#[cfg(test)]
+pub(crate) const TEST_EVAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `toml` parsed as the config at `path` (no environment), with
+/// [`TEST_EVAL_TIMEOUT`] when it names no `eval_timeout` of its own.
+#[cfg(test)]
+pub(crate) fn test_config(toml: &str, path: &std::path::Path) -> Config {
+    let mut config = Config::from_toml_str(toml, path, &|_| None).unwrap();
+    if !toml.contains("eval_timeout") {
+        config.policy.eval_timeout = TEST_EVAL_TIMEOUT;
+    }
+    config
+}
+
 use ctx::*;
 
 use std::collections::BTreeMap;

@@ -205,6 +205,42 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The decision as the caller gets it: a denial, or the [`Permit`] —
+    /// made only here, by [`Enforcer::decide`]'s last step — carrying what
+    /// the steps after the forward need (the budget's receipt, the data
+    /// classes, the result step's context, the request's paths).
+    pub(super) fn of(
+        action: &Action,
+        engine: Option<&super::engine::PolicyEngine>,
+        decision: Decision,
+        receipt: Option<crate::decision::guard::Receipt>,
+        data_classes: Vec<String>,
+        result: Option<Box<super::result::ResultContext>>,
+    ) -> Verdict {
+        if !decision.allow {
+            return Verdict::Deny(decision);
+        }
+        Verdict::Allow(Permit {
+            decision,
+            receipt,
+            span: None,
+            data_classes,
+            // Only a policy that classifies paths reads them back (`seen`: a
+            // listing's entries joined to the directory the request named);
+            // every other call allocates nothing here.
+            request_paths: if engine.is_some_and(super::engine::PolicyEngine::classifies) {
+                super::paths::path_values(&action.args)
+                    .into_iter()
+                    .map(String::from)
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            result,
+            _private: (),
+        })
+    }
+
     pub fn decision(&self) -> &Decision {
         match self {
             Verdict::Allow(p) => &p.decision,

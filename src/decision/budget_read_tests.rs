@@ -25,7 +25,7 @@ fn enforcer_with(dir: &Path, rego: &str, extra: &str) -> (Enforcer, std::path::P
         dir.join("state.sqlite").display().to_string(),
         b.display().to_string()
     );
-    let config = Config::from_toml_str(&toml, &dir.join("servers.toml"), &|_| None).unwrap();
+    let config = crate::config::test_config(&toml, &dir.join("servers.toml"));
     (Enforcer::from_config(&config).unwrap(), log)
 }
 

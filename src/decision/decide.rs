@@ -13,8 +13,8 @@ use super::active::Policy;
 use super::codes::ReasonCode;
 use super::engine::{EngineError, PolicyEngine};
 use super::{
-    Action, ActionType, Decision, DecisionContext, Enforcer, Permit, ServerPolicy, Verdict, input,
-    paths, record,
+    Action, ActionType, Decision, DecisionContext, Enforcer, ServerPolicy, Verdict, input, paths,
+    record,
 };
 use crate::config::Identity;
 use crate::state::limits::Limit;
@@ -81,16 +81,7 @@ impl Enforcer {
             };
             let charged = self.charge(action, ctx, sp, engine, &mut ev.decision);
             if !budget_first && !input.is_null() {
-                // The record's `input.context.budget`: the totals the charge
-                // found (read here only when the call was not charged).
-                let who = self.who(action, ctx);
-                if let Some(b) = self.guard.budget_view_from(&who, charged.seen) {
-                    let shadow_reads = shadow.as_mut().filter(|j| j.engine.reads_budget());
-                    if let Some(job) = shadow_reads {
-                        job.input["context"]["budget"] = b.clone();
-                    }
-                    input["context"]["budget"] = b;
-                }
+                self.budget_after(action, ctx, charged.seen, &mut input, shadow.as_mut());
             }
             (input, ev, shadow, charged)
         };
@@ -132,29 +123,14 @@ impl Enforcer {
             job.decision_id = decision.decision_id.clone().unwrap_or_default();
             self.shadow_queue.submit(job);
         }
-        if decision.allow {
-            Some(Verdict::Allow(Permit {
-                decision,
-                receipt: charged.receipt,
-                span: None,
-                data_classes,
-                // Only a policy that classifies paths reads them back
-                // (`seen`: a listing's entries joined to the directory the
-                // request named); every other call allocates nothing here.
-                request_paths: if engine.is_some_and(PolicyEngine::classifies) {
-                    paths::path_values(&action.args)
-                        .into_iter()
-                        .map(String::from)
-                        .collect()
-                } else {
-                    Vec::new()
-                },
-                result,
-                _private: (),
-            }))
-        } else {
-            Some(Verdict::Deny(decision))
-        }
+        Some(Verdict::of(
+            action,
+            engine,
+            decision,
+            charged.receipt,
+            data_classes,
+            result,
+        ))
     }
 
     /// The policy `action` is decided with: the agent's persona (when
@@ -209,6 +185,26 @@ impl Enforcer {
             input["context"]["budget"] = b;
         }
         input
+    }
+
+    /// The record's `input.context.budget` when the policy did not read it
+    /// first: the totals the charge found (read here only when the call was
+    /// not charged), given to a shadow job too when its rules read it.
+    fn budget_after(
+        &self,
+        action: &Action,
+        ctx: &DecisionContext,
+        seen: Option<crate::state::Usage>,
+        input: &mut Value,
+        shadow: Option<&mut super::shadow::Job>,
+    ) {
+        let who = self.who(action, ctx);
+        if let Some(b) = self.guard.budget_view_from(&who, seen) {
+            if let Some(job) = shadow.filter(|j| j.engine.reads_budget()) {
+                job.input["context"]["budget"] = b.clone();
+            }
+            input["context"]["budget"] = b;
+        }
     }
 
     /// A shadow evaluation of this request, when the server has a shadow

@@ -28,7 +28,7 @@ fn enforcer(dir: &Path, rego: &str) -> Enforcer {
         "[identity.user]\nid = \"configured\"\n\n[servers.fx]\ncommand = \"x\"\nbundle = {:?}\n",
         b.display().to_string()
     );
-    let config = Config::from_toml_str(&toml, &dir.join("servers.toml"), &|_| None).unwrap();
+    let config = crate::config::test_config(&toml, &dir.join("servers.toml"));
     Enforcer::from_config(&config).unwrap()
 }
 

@@ -32,13 +32,19 @@ use serde_json::{Value, json};
 
 use crate::config::{Budget, BudgetPer, Config};
 use crate::decision::Decision;
-use crate::decision::codes::ReasonCode;
 use crate::decision::owed::{Owed, spawn_flusher};
-use crate::state::budget::Period;
 use crate::state::clock::Clock;
 use crate::state::limits::Limit;
 use crate::state::sqlite::SqliteStore;
 use crate::state::{BudgetCharge, StateStore, Usage};
+
+#[path = "guard_pruner.rs"]
+mod pruner;
+#[path = "guard_refusals.rs"]
+mod refusals;
+use pruner::PRUNE_EVERY;
+pub use pruner::{Pruner, spawn_pruner};
+use refusals::{budget_exceeded, rate_limited, unavailable};
 
 pub struct Guard {
     /// Opened when some limit or a budget needs it; `Err` keeps why not.
@@ -61,54 +67,6 @@ impl Drop for Guard {
     fn drop(&mut self) {
         self.flush();
     }
-}
-
-/// How often expired rate-limit keys and ended budget periods are pruned.
-const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// The background tick that keeps the store from growing without bound
-/// ([`StateStore::prune`]), on the guard's clock, off the decision path.
-pub struct Pruner {
-    pub(super) stop: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Drop for Pruner {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Prunes `store` every `every` until the returned handle is dropped.
-pub fn spawn_pruner(
-    store: Arc<dyn StateStore>,
-    clock: Arc<dyn Clock>,
-    every: std::time::Duration,
-) -> Pruner {
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stop.clone();
-    let step = every.min(std::time::Duration::from_secs(1));
-    let spawned = std::thread::Builder::new()
-        .name("gavel-state-prune".into())
-        .spawn(move || {
-            let mut waited = std::time::Duration::ZERO;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(step);
-                waited += step;
-                if waited < every {
-                    continue;
-                }
-                waited = std::time::Duration::ZERO;
-                match store.prune(clock.now()) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(entries = n, "state store pruned"),
-                    Err(e) => tracing::warn!("state store prune: {e}"),
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!("cannot start the state store's pruner: {e}");
-    }
-    Pruner { stop }
 }
 
 /// What [`Guard::check`] charged a call's budget: the exact key and period,
@@ -361,38 +319,7 @@ impl Guard {
             calls: 1,
             tokens: arg_tokens,
         };
-        // Result tokens owed to this budget: written by the charge in its
-        // transaction (given back to memory if it did not reach the budget),
-        // counted by a peek.
-        let owed = budget.as_ref().map_or(0, |slot| match (mode, &self.owed) {
-            (Mode::Charge, Some(o)) => o.take(&slot.key, &slot.period),
-            (Mode::Peek, _) => self.owed(&slot.key, &slot.period),
-            _ => 0,
-        });
-        let charged = self.store().and_then(|s| {
-            let b = budget.as_ref().map(|slot| BudgetCharge {
-                key: &slot.key,
-                period: &slot.period,
-                add,
-                limit: (slot.budget.calls, slot.budget.tokens),
-                owed: Usage {
-                    calls: 0,
-                    tokens: owed,
-                },
-            });
-            match mode {
-                Mode::Charge => s.charge(&keys, now, b),
-                Mode::Peek => s.peek(&keys, now, b),
-            }
-            .map_err(|e| e.to_string())
-        });
-        let reached_budget = matches!(&charged, Ok(c) if c.budget.is_some());
-        if let (Mode::Charge, Some(o), Some(slot)) = (mode, &self.owed, &budget)
-            && owed > 0
-            && !reached_budget
-        {
-            o.add(&slot.key, &slot.period, owed);
-        }
+        let charged = self.charge_store(&keys, now, budget.as_ref(), add, mode);
         let c = match charged {
             Err(e) => {
                 unavailable(d, &e);
@@ -431,6 +358,54 @@ impl Guard {
             period: slot.period,
             add,
         })
+    }
+
+    /// The one store call of [`Guard::apply`], with the result tokens owed
+    /// to the call's budget folded in: a charge writes them in its
+    /// transaction (and gives them back to memory when it did not reach the
+    /// budget), a peek counts them. Apart from `apply` because this is the
+    /// bookkeeping of what the store was asked, not what the agent is told.
+    fn charge_store(
+        &self,
+        keys: &[(String, crate::state::Rate)],
+        now: f64,
+        budget: Option<&BudgetSlot>,
+        add: Usage,
+        mode: Mode,
+    ) -> Result<crate::state::Charged, String> {
+        // Result tokens owed to this budget: written by the charge in its
+        // transaction (given back to memory if it did not reach the budget),
+        // counted by a peek.
+        let owed = budget.map_or(0, |slot| match (mode, &self.owed) {
+            (Mode::Charge, Some(o)) => o.take(&slot.key, &slot.period),
+            (Mode::Peek, _) => self.owed(&slot.key, &slot.period),
+            _ => 0,
+        });
+        let charged = self.store().and_then(|s| {
+            let b = budget.map(|slot| BudgetCharge {
+                key: &slot.key,
+                period: &slot.period,
+                add,
+                limit: (slot.budget.calls, slot.budget.tokens),
+                owed: Usage {
+                    calls: 0,
+                    tokens: owed,
+                },
+            });
+            match mode {
+                Mode::Charge => s.charge(keys, now, b),
+                Mode::Peek => s.peek(keys, now, b),
+            }
+            .map_err(|e| e.to_string())
+        });
+        let reached_budget = matches!(&charged, Ok(c) if c.budget.is_some());
+        if let (Mode::Charge, Some(o), Some(slot)) = (mode, &self.owed, budget)
+            && owed > 0
+            && !reached_budget
+        {
+            o.add(&slot.key, &slot.period, owed);
+        }
+        charged
     }
 
     /// Each limit's headroom for `who` now, as `gavel__limits` shows it:
@@ -588,184 +563,6 @@ fn rate_keys(who: &Who, limits: &[&Limit]) -> Vec<(String, crate::state::Rate)> 
         .collect()
 }
 
-/// `d` refused by the rate limit `l` (state key `key`): wait `retry_after`
-/// seconds, rounded up to a tenth.
-fn rate_limited(d: &mut Decision, who: &Who, l: &Limit, key: &str, retry_after: f64) {
-    let retry = (retry_after * 10.0).ceil() / 10.0;
-    *d = Decision {
-        allow: false,
-        reasons: vec![ReasonCode::RateLimited.into()],
-        remediation: Some(format!(
-            "Rate limit ({} per {}s, burst {}, from {}) reached for {:?}: wait {retry:.1} s before calling it again.",
-            l.rate.rate, l.rate.period_s, l.rate.burst, l.source, who.tool
-        )),
-        rate_limit_remaining: Some(0),
-        retry_after_seconds: Some(retry),
-        matched_rules: vec![format!("gavel:limit:{key}")],
-        policy_version: d.policy_version.take(),
-        ..Default::default()
-    };
-}
-
-/// `d` refused because the budget of `slot` is spent (`used` so far).
-fn budget_exceeded(d: &mut Decision, slot: &BudgetSlot, used: Usage) {
-    let b = slot.budget;
-    *d = Decision {
-        allow: false,
-        reasons: vec![ReasonCode::BudgetExceeded.into()],
-        remediation: Some(format!(
-            "The {} budget ({}; used {} calls, {} tokens) is spent; it renews at {}. Ask for a larger budget if this work must go on.",
-            match b.period {
-                Period::Day => "daily",
-                Period::Week => "weekly",
-            },
-            [
-                b.calls.map(|c| format!("{c} calls")),
-                b.tokens.map(|t| format!("{t} tokens"))
-            ]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(", "),
-            used.calls,
-            used.tokens,
-            rfc3339(slot.ends)
-        )),
-        matched_rules: vec![format!("gavel:budget:{}:{}", slot.key, slot.period)],
-        policy_version: d.policy_version.take(),
-        ..Default::default()
-    };
-}
-
-fn unavailable(d: &mut Decision, why: &str) {
-    *d = Decision {
-        allow: false,
-        reasons: vec![ReasonCode::StateUnavailable.into()],
-        remediation: Some(format!(
-            "gavel cannot check this call's rate limits or budget: {why}"
-        )),
-        policy_version: d.policy_version.take(),
-        ..Default::default()
-    };
-}
-
 #[cfg(test)]
-pub(super) mod tests {
-    use super::*;
-    use crate::state::clock::ManualClock;
-
-    fn guard(dir: &std::path::Path, clock: &ManualClock) -> Guard {
-        guard_with(dir, clock, "calls = 5")
-    }
-
-    /// A guard on `dir`'s store with `[budget]` `budget` (TOML lines), for
-    /// server `fx`.
-    pub(in crate::decision) fn guard_with(
-        dir: &std::path::Path,
-        clock: &ManualClock,
-        budget: &str,
-    ) -> Guard {
-        let text = format!(
-            "[budget]\n{budget}\n\n[state]\npath = {:?}\n\n[servers.fx]\ncommand = \"x\"\n",
-            dir.join("state.sqlite").display().to_string()
-        );
-        let config = Config::from_toml_str(&text, &dir.join("servers.toml"), &|_| None).unwrap();
-        Guard::from_config(&config, false, Arc::new(clock.clone()))
-    }
-
-    pub(in crate::decision) fn who() -> Who<'static> {
-        Who {
-            server: "fx",
-            tool: "echo",
-            user: "ada",
-            agent: "a1",
-        }
-    }
-
-    /// A refund after the budget period rolled over goes back into the period
-    /// the call was charged to, not the new one; so do the result's tokens.
-    #[test]
-    fn refunds_and_result_tokens_land_in_the_charged_period() {
-        let dir = tempfile::tempdir().unwrap();
-        // 2026-11-22T23:59:59Z: one second before a new UTC day.
-        let clock = ManualClock::new(1_795_391_999.0);
-        let g = guard(dir.path(), &clock);
-        let mut d = Decision::allow("t");
-        let receipt = g.check(&who(), &[], 3, &mut d).expect("charged");
-        assert!(d.allow);
-        assert_eq!(receipt.period, "day:2026-11-22");
-        let mut d2 = Decision::allow("t");
-        let kept = g.check(&who(), &[], 1, &mut d2).unwrap();
-        clock.advance(2.0);
-        let today = Period::Day.at(clock.now()).0;
-        assert_eq!(today, "day:2026-11-23");
-        g.charge_result_tokens(&kept, 7);
-        g.refund_budget(&receipt);
-        g.flush();
-        let store = g.store().unwrap();
-        let key = "budget:user:ada";
-        assert_eq!(
-            store.budget_get(key, "day:2026-11-22").unwrap(),
-            Usage {
-                calls: 1,
-                tokens: 8
-            },
-            "one call back, the other's result tokens in its own period"
-        );
-        assert_eq!(store.budget_get(key, &today).unwrap(), Usage::default());
-    }
-
-    /// The pruner removes what can no longer matter, on the guard's clock.
-    #[test]
-    fn the_pruner_ticks_on_the_clock() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(1_795_391_999.0);
-        let store: Arc<dyn StateStore> =
-            Arc::new(SqliteStore::open(&dir.path().join("s.sqlite")).unwrap());
-        store
-            .budget_add(
-                "b",
-                "day:2026-11-22",
-                Usage {
-                    calls: 1,
-                    tokens: 0,
-                },
-            )
-            .unwrap();
-        let _p = spawn_pruner(
-            store.clone(),
-            Arc::new(clock.clone()),
-            std::time::Duration::from_millis(10),
-        );
-        // Two days later the day's counter is gone (bounded wait, no timing
-        // asserted).
-        clock.advance(2.0 * 86_400.0 + 1.0);
-        let start = std::time::Instant::now();
-        while store.budget_get("b", "day:2026-11-22").unwrap().calls != 0 {
-            assert!(
-                start.elapsed() < std::time::Duration::from_secs(30),
-                "never pruned"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-    }
-
-    #[test]
-    fn used_fraction_is_the_most_spent_limited_kind() {
-        let budget = |calls, tokens| Budget {
-            per: BudgetPer::User,
-            period: Period::Day,
-            calendar: Default::default(),
-            calls,
-            tokens,
-        };
-        let u = Usage {
-            calls: 30,
-            tokens: 900,
-        };
-        assert_eq!(used_fraction(u, &budget(Some(100), Some(1000))), 0.9);
-        assert_eq!(used_fraction(u, &budget(Some(100), None)), 0.3);
-        assert_eq!(used_fraction(u, &budget(None, None)), 0.0);
-        assert_eq!(used_fraction(u, &budget(Some(0), None)), 1.0);
-    }
-}
+#[path = "guard_tests.rs"]
+pub(super) mod tests;

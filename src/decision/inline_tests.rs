@@ -21,7 +21,7 @@ fn enforcer(dir: &Path) -> Enforcer {
          [[servers.fx.limits]]\nscope = \"tool\"\ntool = \"echo\"\nrate = 100\nper = \"1m\"\nburst = 100\n",
         dir.join("state.sqlite").display().to_string()
     );
-    let config = Config::from_toml_str(&toml, &dir.join("servers.toml"), &|_| None).unwrap();
+    let config = crate::config::test_config(&toml, &dir.join("servers.toml"));
     Enforcer::from_config(&config).unwrap()
 }
 

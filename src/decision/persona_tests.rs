@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::*;
-use crate::config::{Config, Identity};
+use crate::config::Identity;
 use crate::decision::{Action, ActionType};
 
 fn bundle(dir: &Path, name: &str, root: &str, rego: &str) -> PathBuf {
@@ -46,7 +46,7 @@ fn enforcer(dir: &Path, unmatched: &str) -> Enforcer {
         b = base.display().to_string(),
         hr = hr.display().to_string(),
     );
-    let config = Config::from_toml_str(&toml, &dir.join("servers.toml"), &|_| None).unwrap();
+    let config = crate::config::test_config(&toml, &dir.join("servers.toml"));
     Enforcer::from_config(&config).unwrap()
 }
 

@@ -209,9 +209,7 @@ mod tests {
             d.path().join("state.sqlite").display().to_string(),
             b.display().to_string()
         );
-        let config =
-            crate::config::Config::from_toml_str(&toml, &d.path().join("servers.toml"), &|_| None)
-                .unwrap();
+        let config = crate::config::test_config(&toml, &d.path().join("servers.toml"));
         let e = Enforcer::from_config(&config).unwrap();
         let ctx = DecisionContext::default();
         let echo = Action::new(ActionType::ToolCall, "fx", "echo", json!({}));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rmcp::model::{ClientConfig, ProtocolVersion};
-use rmcp::service::{ClientInitializeError, ClientServiceExt, RoleClient, RunningService};
+use rmcp::service::{RoleClient, RunningService};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -15,13 +15,11 @@ use super::bounded::{Bounded, ListChanges};
 use super::client::{ListKind, UpstreamClient};
 use super::era::{self, Spoken};
 use super::lists::{self, UpstreamLists};
-use super::{Connection, Phase, Upstream, child};
+use super::{Connection, Phase, Upstream};
 use crate::config::{Era, Limits, UpstreamTransport};
 use crate::decision::Enforcer;
 use crate::host::link::HostLink;
 use crate::sync::Recover;
-use crate::transport::LineTransport;
-use crate::transport::line::LinkLabel;
 
 /// A run that lasted this long resets the backoff: it was not a crash loop.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
@@ -44,6 +42,10 @@ pub struct SupervisorDeps {
 }
 
 type Running = RunningService<RoleClient, Bounded>;
+
+#[path = "supervisor_connect.rs"]
+mod connect;
+use connect::{Process, connect_http, connect_stdio, opening, stop_process};
 
 /// Who hears that an upstream's lists changed: its one session, or every
 /// session attached to a shared upstream.
@@ -91,22 +93,6 @@ enum End {
     /// The upstream refuses every era its config allows: it is not
     /// restarted (nothing would change), and says why until gavel stops.
     Incompatible(era::EraMismatch),
-}
-
-/// Why one opening of a connection failed: the message for the log and
-/// status, and rmcp's error when the upstream answered (read for its era).
-struct OpenFailure {
-    message: String,
-    init: Option<ClientInitializeError>,
-}
-
-impl OpenFailure {
-    fn plain(message: String) -> Self {
-        Self {
-            message,
-            init: None,
-        }
-    }
 }
 
 /// Waits for supervisors to stop their upstreams, at most 10 s (a child that
@@ -260,9 +246,6 @@ fn attempts(refusals: &[era::Refusal], failures: &[String]) -> String {
     all.join("; then ")
 }
 
-/// A stdio upstream's process group, stopped when its life ends.
-type Process = (tokio::process::Child, child::ProcessGroup);
-
 /// The client side gavel presents to one life of the upstream: it answers
 /// the upstream's own requests (sampling, elicitation, roots) through the
 /// host, and counts progress and list changes for the supervisor.
@@ -285,167 +268,6 @@ fn client_handler(
         call_timeout: up.cfg.call_timeout,
         shared: up.shared.clone(),
     })
-}
-
-/// Starts the child and opens the connection in `era` within
-/// `startup_timeout`; a child that does not answer, or refuses, is stopped
-/// before the error returns.
-async fn connect_stdio(
-    up: &Arc<Upstream>,
-    deps: &SupervisorDeps,
-    handler: Bounded,
-    progress: &Arc<super::ProgressMap>,
-    era: Spoken,
-) -> Result<(Running, Option<Process>), OpenFailure> {
-    let timeout = up.cfg.startup_timeout;
-    let spawned = child::spawn(
-        &up.cfg,
-        deps.base_dir.as_deref(),
-        &up.stderr_tail,
-        &deps.limits,
-    )
-    .map_err(|e| OpenFailure::plain(e.to_string()))?;
-    let label = LinkLabel {
-        name: format!("upstream {}", up.name).into(),
-        answer_garbage: false,
-        refuse_modern_ping: false,
-    };
-    let ledger = progress.clone();
-    let log_ledger = progress.clone();
-    let transport = LineTransport::<RoleClient, _, _>::new(
-        spawned.stdout,
-        spawned.stdin,
-        deps.limits.max_message_bytes,
-        label,
-    )
-    .with_progress_observer(Arc::new(move |token| ledger.read(token)))
-    .with_log_observer(Arc::new(move || log_ledger.read_log()));
-    let proc = Some((spawned.child, spawned.group));
-    let opening = opening(era);
-    match tokio::time::timeout(
-        timeout,
-        handler.serve_with_lifecycle(transport, era.lifecycle()),
-    )
-    .await
-    {
-        Ok(Ok(r)) => Ok((r, proc)),
-        Ok(Err(e)) => {
-            stop_process(proc).await;
-            Err(OpenFailure {
-                message: format!("MCP {opening} failed: {e}"),
-                init: Some(e),
-            })
-        }
-        Err(_) => {
-            stop_process(proc).await;
-            Err(OpenFailure::plain(format!(
-                "no answer to {opening} within {timeout:?} (startup_timeout)"
-            )))
-        }
-    }
-}
-
-/// The request that opens a connection in `era`, for messages.
-fn opening(era: Spoken) -> &'static str {
-    match era {
-        Spoken::Legacy => "initialize",
-        Spoken::Modern => "server/discover",
-    }
-}
-
-/// Opens an HTTP upstream's connection in `era` within `startup_timeout`.
-async fn connect_http(
-    up: &Arc<Upstream>,
-    deps: &SupervisorDeps,
-    handler: Bounded,
-    url: &str,
-    headers: &std::collections::BTreeMap<String, String>,
-    era: Spoken,
-) -> Result<Running, OpenFailure> {
-    let timeout = up.cfg.startup_timeout;
-    let cfg =
-        http_config(url, headers, deps.limits.max_message_bytes).map_err(OpenFailure::plain)?;
-    let opening = opening(era);
-    // A modern connection reads its answers with gavel's client (JSON
-    // lines too: `modern_http`); a legacy one keeps rmcp's (sessions).
-    let opened = match era {
-        Spoken::Modern => {
-            let transport = rmcp::transport::StreamableHttpClientTransport::with_client(
-                super::modern_http::ModernHttp::new(),
-                cfg,
-            );
-            tokio::time::timeout(
-                timeout,
-                handler.serve_with_lifecycle(transport, era.lifecycle()),
-            )
-            .await
-        }
-        Spoken::Legacy => {
-            let transport = rmcp::transport::StreamableHttpClientTransport::from_config(cfg);
-            tokio::time::timeout(
-                timeout,
-                handler.serve_with_lifecycle(transport, era.lifecycle()),
-            )
-            .await
-        }
-    };
-    match opened {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(OpenFailure {
-            message: format!("MCP {opening} with {url} failed: {e}"),
-            init: Some(e),
-        }),
-        Err(_) => Err(OpenFailure::plain(format!(
-            "{url} did not answer {opening} within {timeout:?}"
-        ))),
-    }
-}
-
-fn http_config(
-    url: &str,
-    headers: &std::collections::BTreeMap<String, String>,
-    max_bytes: usize,
-) -> Result<rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig, String> {
-    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-    let mut map = std::collections::HashMap::new();
-    for (k, v) in headers {
-        let name =
-            http::HeaderName::try_from(k.as_str()).map_err(|e| format!("header {k:?}: {e}"))?;
-        let value =
-            http::HeaderValue::try_from(v.as_str()).map_err(|e| format!("header {k:?}: {e}"))?;
-        map.insert(name, value);
-    }
-    let mut cfg = StreamableHttpClientTransportConfig::with_uri(url.to_string())
-        .custom_headers(map)
-        .max_sse_event_size(max_bytes);
-    cfg.retry_config = Arc::new(BoundedReconnect);
-    Ok(cfg)
-}
-
-/// How often a broken SSE stream from an HTTP upstream is resumed before the
-/// stream is given up. rmcp's default retries forever with unbounded
-/// doubling, so a call whose upstream died mid-answer waited out its whole
-/// `call_timeout` (300 s by default) while a stdio upstream's crash failed it
-/// at once. Given up, rmcp fails the calls on that stream as closed, which
-/// gavel reports exactly like a stdio crash. A stream that reconnects resets
-/// the count, so servers that close streams on purpose (SEP-1699) still work.
-#[derive(Debug)]
-struct BoundedReconnect;
-
-/// Reconnect attempts in a row before the stream is given up: 0.25 s, 0.5 s,
-/// 1 s, 2 s apart, so a call learns its upstream is gone within ~4 s.
-const RECONNECT_TRIES: usize = 4;
-const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(250);
-
-impl rmcp::transport::common::client_side_sse::SseRetryPolicy for BoundedReconnect {
-    fn retry(&self, tries: usize) -> Option<Duration> {
-        (tries < RECONNECT_TRIES).then(|| RECONNECT_FIRST_DELAY * (1 << tries.min(8)) as u32)
-    }
-}
-
-async fn stop_process(proc: Option<Process>) -> Option<String> {
-    let (child, group) = proc?;
-    Some(child::describe_exit(child::terminate(child, group).await))
 }
 
 /// Runs a connected upstream until it ends or gavel shuts down.

@@ -250,9 +250,10 @@ impl Setup {
     }
 
     /// Replaces the config (for tests of reloads and of what gavel does
-    /// when its config changes under it).
+    /// when its config changes under it). A config that names no
+    /// `eval_timeout` gets [`policy::TEST_EVAL_TIMEOUT`] (see there why).
     pub fn write_config(&self, toml: &str) {
-        std::fs::write(self.config(), toml).unwrap();
+        std::fs::write(self.config(), policy::with_test_eval_timeout(toml)).unwrap();
     }
 
     /// `[log] decisions` pointing at [`Setup::decisions`]'s file, as the

@@ -13,14 +13,27 @@
 //       Same server over stdio (newline-delimited JSON-RPC).  Only protocol
 //       messages go to stdout; diagnostics go to stderr.
 //
+// The surface it serves (tools, resources, prompts, completions) is
+// fixture-server-data.mjs; the HTTP transport is fixture-server-http.mjs.
+//
 // The only dependency is the TypeScript MCP SDK (@modelcontextprotocol/sdk).
 // It is looked up as a bare specifier first, then under
 // $MCP_FIXTURE_NODE_MODULES, then under <repo>/.deps/node/node_modules.
 
-import { randomUUID } from 'node:crypto';
-import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+
+import {
+  COMPLETIONS,
+  LOG_LEVELS,
+  PNG_1X1_RED,
+  PROMPTS,
+  RESOURCES,
+  RESOURCE_TEMPLATES,
+  TOOLS,
+  WAV_MINIMAL,
+} from './fixture-server-data.mjs';
+import { runHttp } from './fixture-server-http.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const nodeModulesRoots = [
@@ -68,188 +81,6 @@ const {
 
 const log = (...args) => process.stderr.write(`[fixture-server] ${args.join(' ')}\n`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// ---------------------------------------------------------------- test data
-
-// 1x1 red pixel PNG.
-const PNG_1X1_RED =
-  'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==';
-
-// Minimal valid WAV: PCM mono 8 kHz 8-bit, 8 samples of silence.
-function makeWav() {
-  const samples = Buffer.alloc(8, 0x80);
-  const h = Buffer.alloc(44);
-  h.write('RIFF', 0);
-  h.writeUInt32LE(36 + samples.length, 4);
-  h.write('WAVE', 8);
-  h.write('fmt ', 12);
-  h.writeUInt32LE(16, 16); // fmt chunk size
-  h.writeUInt16LE(1, 20); // PCM
-  h.writeUInt16LE(1, 22); // channels
-  h.writeUInt32LE(8000, 24); // sample rate
-  h.writeUInt32LE(8000, 28); // byte rate
-  h.writeUInt16LE(1, 32); // block align
-  h.writeUInt16LE(8, 34); // bits per sample
-  h.write('data', 36);
-  h.writeUInt32LE(samples.length, 40);
-  return Buffer.concat([h, samples]).toString('base64');
-}
-const WAV_MINIMAL = makeWav();
-
-const LOG_LEVELS = ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'];
-
-const EMPTY_OBJECT_SCHEMA = { type: 'object', properties: {} };
-
-const TOOLS = [
-  {
-    name: 'test_simple_text',
-    description: 'Returns a simple text response',
-    inputSchema: EMPTY_OBJECT_SCHEMA,
-  },
-  {
-    name: 'test_image_content',
-    description: 'Returns image content (1x1 red PNG)',
-    inputSchema: EMPTY_OBJECT_SCHEMA,
-  },
-  {
-    name: 'test_audio_content',
-    description: 'Returns audio content (minimal WAV)',
-    inputSchema: EMPTY_OBJECT_SCHEMA,
-  },
-  {
-    name: 'test_embedded_resource',
-    description: 'Returns an embedded resource',
-    inputSchema: EMPTY_OBJECT_SCHEMA,
-  },
-  {
-    name: 'test_multiple_content_types',
-    description: 'Returns text, image and embedded resource content',
-    inputSchema: EMPTY_OBJECT_SCHEMA,
-  },
-  {
-    name: 'test_tool_with_logging',
-    description: 'Sends three info log notifications while running',
-    inputSchema: EMPTY_OBJECT_SCHEMA,
-  },
-  {
-    name: 'test_tool_with_progress',
-    description: 'Sends progress notifications 0/100, 50/100, 100/100',
-    inputSchema: EMPTY_OBJECT_SCHEMA,
-  },
-  {
-    name: 'test_error_handling',
-    description: 'Always returns a tool error (isError: true)',
-    inputSchema: EMPTY_OBJECT_SCHEMA,
-  },
-  {
-    name: 'test_sampling',
-    description: 'Requests LLM sampling from the client',
-    inputSchema: {
-      type: 'object',
-      properties: { prompt: { type: 'string', description: 'The prompt to send to the LLM' } },
-      required: ['prompt'],
-    },
-  },
-  {
-    name: 'test_elicitation',
-    description: 'Requests user input (elicitation) from the client',
-    inputSchema: {
-      type: 'object',
-      properties: { message: { type: 'string', description: 'The message to show the user' } },
-      required: ['message'],
-    },
-  },
-  {
-    name: 'test_elicitation_sep1034_defaults',
-    description: 'Elicitation with default values for all primitive types (SEP-1034)',
-    inputSchema: EMPTY_OBJECT_SCHEMA,
-  },
-  {
-    name: 'test_elicitation_sep1330_enums',
-    description: 'Elicitation with all enum schema variants (SEP-1330)',
-    inputSchema: EMPTY_OBJECT_SCHEMA,
-  },
-  {
-    name: 'json_schema_2020_12_tool',
-    description: 'Tool with JSON Schema 2020-12 features',
-    inputSchema: {
-      $schema: 'https://json-schema.org/draft/2020-12/schema',
-      type: 'object',
-      $defs: {
-        address: {
-          type: 'object',
-          properties: { street: { type: 'string' }, city: { type: 'string' } },
-        },
-      },
-      properties: {
-        name: { type: 'string' },
-        address: { $ref: '#/$defs/address' },
-      },
-      additionalProperties: false,
-    },
-  },
-  {
-    name: 'test_reconnection',
-    description:
-      'Closes its SSE stream mid-call (when the transport is resumable) and then returns a result (SEP-1699)',
-    inputSchema: EMPTY_OBJECT_SCHEMA,
-  },
-];
-
-const RESOURCES = [
-  {
-    uri: 'test://static-text',
-    name: 'static-text',
-    description: 'A static text resource',
-    mimeType: 'text/plain',
-  },
-  {
-    uri: 'test://static-binary',
-    name: 'static-binary',
-    description: 'A static binary resource (1x1 PNG)',
-    mimeType: 'image/png',
-  },
-  {
-    uri: 'test://watched-resource',
-    name: 'watched-resource',
-    description: 'A resource that can be subscribed to',
-    mimeType: 'text/plain',
-  },
-];
-
-const RESOURCE_TEMPLATES = [
-  {
-    uriTemplate: 'test://template/{id}/data',
-    name: 'template-data',
-    description: 'Templated data resource; {id} is substituted into the content',
-    mimeType: 'application/json',
-  },
-];
-
-const PROMPTS = [
-  { name: 'test_simple_prompt', description: 'A simple prompt without arguments' },
-  {
-    name: 'test_prompt_with_arguments',
-    description: 'A prompt with two required arguments',
-    arguments: [
-      { name: 'arg1', description: 'First test argument', required: true },
-      { name: 'arg2', description: 'Second test argument', required: true },
-    ],
-  },
-  {
-    name: 'test_prompt_with_embedded_resource',
-    description: 'A prompt that embeds a resource',
-    arguments: [{ name: 'resourceUri', description: 'URI of the resource to embed', required: true }],
-  },
-  { name: 'test_prompt_with_image', description: 'A prompt with image content' },
-];
-
-const COMPLETIONS = {
-  arg1: ['paris', 'park', 'party', 'test', 'testing'],
-  arg2: ['hello', 'world'],
-  resourceUri: ['test://static-text', 'test://static-binary', 'test://watched-resource'],
-  id: ['1', '123', '42'],
-};
 
 // --------------------------------------------------------------- the server
 
@@ -680,141 +511,6 @@ async function runStdio() {
   log('serving MCP over stdio');
 }
 
-// ------------------------------------------------------------------ http
-
-async function runHttp(portArg, resumable) {
-  const { StreamableHTTPServerTransport } = await sdk('server/streamableHttp.js');
-  const EventStore = resumable
-    ? (await sdk('examples/shared/inMemoryEventStore.js')).InMemoryEventStore
-    : undefined;
-
-  const sessions = new Map(); // session id -> { transport, server }
-  let allowedHosts = [];
-  let allowedOrigins = [];
-
-  const sendJsonError = (res, status, code, message) => {
-    if (res.headersSent) return res.end();
-    res.writeHead(status, { 'Content-Type': 'application/json' });
-    res.end(JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null }));
-  };
-
-  const readBody = (req) =>
-    new Promise((resolve, reject) => {
-      const chunks = [];
-      req.on('data', (c) => chunks.push(c));
-      req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-      req.on('error', reject);
-    });
-
-  const isInitialize = (body) =>
-    Array.isArray(body)
-      ? body.some((m) => m?.method === 'initialize')
-      : body?.method === 'initialize';
-
-  const httpServer = http.createServer(async (req, res) => {
-    try {
-      const url = new URL(req.url ?? '/', 'http://placeholder');
-      if (url.pathname !== '/mcp') {
-        return sendJsonError(res, 404, -32000, 'Not found');
-      }
-
-      // DNS-rebinding protection, applied before any routing (the transport
-      // checks again for the requests it sees).
-      const host = req.headers.host;
-      if (!host || !allowedHosts.includes(host)) {
-        log(`rejecting request with Host ${JSON.stringify(host)}`);
-        return sendJsonError(res, 403, -32000, `Invalid Host header: ${host}`);
-      }
-      const origin = req.headers.origin;
-      if (origin !== undefined && !allowedOrigins.includes(origin)) {
-        log(`rejecting request with Origin ${JSON.stringify(origin)}`);
-        return sendJsonError(res, 403, -32000, `Invalid Origin header: ${origin}`);
-      }
-
-      const sessionId = req.headers['mcp-session-id'];
-      const session = typeof sessionId === 'string' ? sessions.get(sessionId) : undefined;
-
-      if (req.method === 'POST') {
-        let body;
-        try {
-          body = JSON.parse(await readBody(req));
-        } catch {
-          return sendJsonError(res, 400, -32700, 'Parse error');
-        }
-        if (session) {
-          return await session.transport.handleRequest(req, res, body);
-        }
-        if (sessionId !== undefined) {
-          return sendJsonError(res, 404, -32001, 'Session not found');
-        }
-        if (!isInitialize(body)) {
-          return sendJsonError(res, 400, -32000, 'Bad Request: No valid session ID provided');
-        }
-        const server = createServer();
-        const transport = new StreamableHTTPServerTransport({
-          sessionIdGenerator: () => randomUUID(),
-          enableDnsRebindingProtection: true,
-          allowedHosts,
-          allowedOrigins,
-          ...(EventStore ? { eventStore: new EventStore(), retryInterval: 500 } : {}),
-          onsessioninitialized: (id) => {
-            sessions.set(id, { transport, server });
-            log(`session ${id} initialized (${sessions.size} open)`);
-          },
-        });
-        transport.onclose = () => {
-          const id = transport.sessionId;
-          if (id && sessions.delete(id)) log(`session ${id} closed (${sessions.size} open)`);
-        };
-        server.onerror = (err) => log('server error:', err?.message ?? err);
-        await server.connect(transport);
-        return await transport.handleRequest(req, res, body);
-      }
-
-      if (req.method === 'GET' || req.method === 'DELETE') {
-        if (!session) {
-          return sessionId === undefined
-            ? sendJsonError(res, 400, -32000, 'Bad Request: No valid session ID provided')
-            : sendJsonError(res, 404, -32001, 'Session not found');
-        }
-        return await session.transport.handleRequest(req, res);
-      }
-
-      res.setHeader('Allow', 'GET, POST, DELETE');
-      return sendJsonError(res, 405, -32000, 'Method not allowed');
-    } catch (err) {
-      log('request error:', err?.stack ?? err);
-      sendJsonError(res, 500, -32603, 'Internal server error');
-    }
-  });
-
-  const port = Number(portArg);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new Error(`invalid port: ${portArg}`);
-  }
-  await new Promise((resolve, reject) => {
-    httpServer.once('error', reject);
-    httpServer.listen(port, '127.0.0.1', resolve);
-  });
-  const actualPort = httpServer.address().port;
-  allowedHosts.push(`127.0.0.1:${actualPort}`, `localhost:${actualPort}`);
-  allowedOrigins.push(`http://127.0.0.1:${actualPort}`, `http://localhost:${actualPort}`);
-  const url = `http://127.0.0.1:${actualPort}/mcp`;
-  log(`listening on ${url}${resumable ? ' (resumable)' : ''}`);
-  process.stdout.write(`LISTENING ${url}\n`);
-
-  const shutdown = async () => {
-    for (const { transport, server } of sessions.values()) {
-      await transport.close().catch(() => {});
-      await server.close().catch(() => {});
-    }
-    httpServer.close();
-    process.exit(0);
-  };
-  process.on('SIGINT', shutdown);
-  process.on('SIGTERM', shutdown);
-}
-
 // ------------------------------------------------------------------ main
 
 const argv = process.argv.slice(2);
@@ -823,7 +519,7 @@ try {
   if (argv[0] === '--stdio') {
     await runStdio();
   } else if (argv[0] === '--http' && argv[1] !== undefined) {
-    await runHttp(argv[1], argv.includes('--resumable'));
+    await runHttp(argv[1], argv.includes('--resumable'), { sdk, createServer, log });
   } else {
     log(usage);
     process.exit(2);

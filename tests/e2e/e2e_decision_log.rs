@@ -1,6 +1,7 @@
 //! End to end: the decision log's operational guarantees through the real
-//! binary — reopening on SIGHUP in `gavel serve`, failing closed when a
-//! record cannot be written, and rotation at a configured size.
+//! binary — every answered call's record there after `kill -9`, reopening
+//! on SIGHUP (`gavel run` and `gavel serve`), failing closed when a record
+//! cannot be written, and rotation at a configured size.
 
 use crate::common;
 
@@ -292,4 +293,54 @@ async fn a_full_disk_denies_and_leaves_no_fragment_in_the_log() {
     assert_eq!(recs.len(), 2, "{text}");
     assert!(recs.iter().all(|r| r["result"]["allow"] == true), "{text}");
     client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn decision_records_survive_kill_9() {
+    let s = Setup::with(|s| config(s, &[&fixture_bundle()], "", ""));
+    let (client, pid, mut child) = s.connect_with_pid(TestHost::new()).await;
+    for i in 0..5 {
+        call(&client, "echo", json!({"text": format!("n{i}")}))
+            .await
+            .unwrap();
+    }
+    call(&client, "destructive_delete", json!({"path": "/"}))
+        .await
+        .unwrap();
+    // SIGKILL: no flush, no exit handler. Every answered call's record is there.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = child.wait().await;
+    let log = s.decisions();
+    assert_eq!(log.len(), 6, "{log:?}");
+    assert_eq!(
+        log.iter().filter(|r| r["result"]["allow"] == false).count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reopens_the_decision_log_after_rotation() {
+    let s = Setup::with(|s| config(s, &[&fixture_bundle()], "", ""));
+    let (client, pid, _child) = s.connect_with_pid(TestHost::new()).await;
+    call(&client, "echo", json!({"text": "before"}))
+        .await
+        .unwrap();
+    std::fs::rename(s.path("decisions.jsonl"), s.path("decisions.jsonl.old")).unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    eventually("gavel reopened the log", || {
+        s.log_text().contains("decision log reopened")
+    })
+    .await;
+    call(&client, "echo", json!({"text": "after"}))
+        .await
+        .unwrap();
+    let new = s.decisions();
+    assert_eq!(new.len(), 1, "{new:?}");
+    let old = std::fs::read_to_string(s.path("decisions.jsonl.old")).unwrap();
+    assert_eq!(
+        old.lines().count(),
+        1,
+        "the first record stayed in the rotated file"
+    );
+    assert!(!old.contains(new[0]["decision_id"].as_str().unwrap()));
 }

@@ -22,7 +22,19 @@ fn example() -> Setup {
         copy_dir(&repo.join(dir), &s.path(dir));
     }
     std::os::unix::fs::symlink(repo.join(".deps"), s.path(".deps")).unwrap();
-    s.write_config(&std::fs::read_to_string(repo.join("servers.toml")).unwrap());
+    // The example's own limit (100 ms, the default) is wall-clock time; a
+    // loaded machine can run a decision of its five layers past it. The
+    // tests' generous one instead (`TEST_EVAL_TIMEOUT`, which says why).
+    let example = std::fs::read_to_string(repo.join("servers.toml")).unwrap();
+    let limit = "eval_timeout = \"100ms\"";
+    assert!(
+        example.contains(limit),
+        "the example's eval_timeout changed"
+    );
+    s.write_config(&example.replace(
+        limit,
+        &format!("eval_timeout = {:?}", policy::TEST_EVAL_TIMEOUT),
+    ));
     s
 }
 

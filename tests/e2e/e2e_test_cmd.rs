@@ -165,11 +165,35 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The example config in `dir` (its relative paths linked to the repo's),
+/// with the tests' evaluation limit (`TEST_EVAL_TIMEOUT`, which says why)
+/// instead of its wall-clock 100 ms, which a loaded machine can run a
+/// decision of its layers past.
+fn example_config(dir: &Path) -> PathBuf {
+    for name in ["bundles", "demo-data", ".deps"] {
+        std::os::unix::fs::symlink(root().join(name), dir.join(name)).unwrap();
+    }
+    let example = std::fs::read_to_string(root().join("servers.toml")).unwrap();
+    let limit = "eval_timeout = \"100ms\"";
+    assert!(
+        example.contains(limit),
+        "the example's eval_timeout changed"
+    );
+    let config = dir.join("servers.toml");
+    let ours = format!(
+        "eval_timeout = {:?}",
+        crate::common::policy::TEST_EVAL_TIMEOUT
+    );
+    std::fs::write(&config, example.replace(limit, &ours)).unwrap();
+    config
+}
+
 /// The fixtures shipped for the example config pass through each server's
 /// whole layered decision.
 #[test]
 fn example_fixtures_pass_through_the_layered_decision() {
-    let config = root().join("servers.toml");
+    let d = tempfile::tempdir().unwrap();
+    let config = example_config(d.path());
     for server in ["time", "filesystem"] {
         let fixture = root().join(format!("fixtures/{server}.yaml"));
         let out = gavel_cmd(&[
@@ -195,7 +219,7 @@ fn example_fixtures_pass_through_the_layered_decision() {
 #[test]
 fn fixture_failures_show_the_actual_decision() {
     let d = tempfile::tempdir().unwrap();
-    let config = root().join("servers.toml");
+    let config = example_config(d.path());
     let wrong = d.path().join("wrong.yaml");
     std::fs::write(
         &wrong,
@@ -251,11 +275,11 @@ fn fixtures_leave_the_configured_log_and_state_alone() {
     let bundles = root().join("bundles");
     std::fs::write(
         d.path().join("servers.toml"),
-        format!(
+        crate::common::policy::with_test_eval_timeout(&format!(
             "[policy]\nshared_bundles = [{:?}]\n[log]\ndecisions = \"decisions.jsonl\"\n[state]\npath = \"state.sqlite\"\n[servers.time]\ncommand = \"true\"\nbundle = {:?}\n",
             bundles.join("workflow"),
             bundles.join("time")
-        ),
+        )),
     )
     .unwrap();
     std::fs::write(

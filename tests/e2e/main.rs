@@ -36,6 +36,7 @@ mod e2e_everything;
 mod e2e_example;
 mod e2e_explain;
 mod e2e_host_era;
+mod e2e_host_era_http;
 mod e2e_host_listen;
 mod e2e_host_listen_edges;
 mod e2e_host_listen_resources;

@@ -225,6 +225,20 @@ impl PolicyEngine {
             Some(mut v) => Ok(v.pop().unwrap_or(Value::Null)),
             None => Err(failed()),
         };
+        self.split_combined(input, combined)
+    }
+
+    /// The combined rule's answer split into each layer's value (`Null`
+    /// when undefined). An error is made to name what failed: a timeout the
+    /// bundles' own rules, any other error — on this cold path only — found
+    /// again layer by layer so it names the bundle's rule rather than
+    /// gavel's combined one. Apart from [`Self::layer_values`] (what to
+    /// evaluate, and how) because this reads the one answer back.
+    fn split_combined(
+        &self,
+        input: &Value,
+        combined: Result<Value, EngineError>,
+    ) -> Result<Vec<Value>, EngineError> {
         let gathered = match combined {
             Ok(Value::Array(a)) if a.len() == self.bundles.len() => a,
             Ok(other) => {

@@ -450,6 +450,8 @@ mod answer_tests;
 #[cfg(test)]
 mod limits_tests;
 #[cfg(test)]
+mod memo_cases_tests;
+#[cfg(test)]
 mod memo_tests;
 #[cfg(test)]
 mod tests;

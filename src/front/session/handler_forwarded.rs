@@ -68,7 +68,7 @@ impl Session {
         };
         // A retry of an input round the policy denies is answered as the
         // first call's denial would be.
-        let (mut permit, result) = match self
+        let (permit, result) = match self
             .forward_call(&route.server, permit, &action, req, &cx, round.as_ref())
             .await?
         {
@@ -85,6 +85,20 @@ impl Session {
             Ok(r) => return Ok(asked(r, &permit.round_gate())),
             Err(r) => r,
         };
+        self.tool_answer(&route, permit, result)
+    }
+
+    /// The answer of a forwarded `tools/call`: its size counted (bytes,
+    /// then the budget's result tokens), the result step, and what the
+    /// host is shown of it remembered (`dataflow`). Apart from
+    /// [`Self::call_tool_forwarded`] (route, decide, forward, rounds)
+    /// because nothing here waits: the upstream has answered.
+    fn tool_answer(
+        &self,
+        route: &ToolRoute,
+        mut permit: crate::decision::Permit,
+        result: ServerResult,
+    ) -> Result<CallToolResponse, ErrorData> {
         let bytes = super::super::result::result_bytes(&result);
         self.inner.state.add_result_bytes(bytes);
         // Written to the shared table when its lock is free, else owed to

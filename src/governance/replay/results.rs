@@ -88,52 +88,7 @@ impl Replayer {
             .and_then(Value::as_str)
             .unwrap_or("");
         let at = format!("{server}/{tool}");
-        let mut changes: Vec<String> = Vec::new();
-        if matches!(now.outcome, "deny" | "error") && !matches!(logged_outcome, "deny" | "error") {
-            s.pass_to_deny += 1;
-            changes.push(format!(
-                "pass → {} {at} {}",
-                now.outcome,
-                now.reasons.join(",")
-            ));
-        }
-        let more: Vec<&Value> = now
-            .redactions
-            .iter()
-            .filter(|r| count(r, "count") > 0)
-            .collect();
-        if !more.is_empty() {
-            s.redacts_more += 1;
-            changes.extend(
-                more.iter()
-                    .map(|r| format!("redacts more {at} {}", what(r))),
-            );
-        }
-        let asked: Vec<String> = now.redactions.iter().map(what).collect();
-        let less: Vec<String> = rec
-            .pointer("/result/redactions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|r| count(r, "count") > 0 && !asked.contains(&what(r)))
-            .map(what)
-            .collect();
-        if !less.is_empty() {
-            s.redacts_less += 1;
-            changes.extend(less.iter().map(|w| format!("redacts less {at} {w}")));
-        }
-        let dropped: Vec<&Value> = now
-            .filtered
-            .iter()
-            .filter(|f| count(f, "dropped") > 0)
-            .collect();
-        if !dropped.is_empty() {
-            s.filters_more += 1;
-            changes.extend(dropped.iter().map(|f| {
-                let rule = f.get("rule").and_then(Value::as_str).unwrap_or("");
-                format!("filters more {at} {rule}")
-            }));
-        }
+        let changes = changes(s, rec, &now, &at, logged_outcome);
         if changes.is_empty() {
             s.unchanged += 1;
         }
@@ -142,6 +97,68 @@ impl Replayer {
         }
         Ok(())
     }
+}
+
+/// What changed between the logged result and the candidate's replay of it
+/// (`now`), each change counted in `s` and described for the report at
+/// `at` (`server/tool`): a pass that now denies, redactions added or no
+/// longer made, items now filtered out. Empty: unchanged. Apart from
+/// [`Replayer::result_record`], which decides whether a record can be
+/// replayed at all, because this is the comparison alone.
+fn changes(
+    s: &mut ResultSummary,
+    rec: &Value,
+    now: &crate::decision::result::replay::Replayed,
+    at: &str,
+    logged_outcome: &str,
+) -> Vec<String> {
+    let mut changes: Vec<String> = Vec::new();
+    if matches!(now.outcome, "deny" | "error") && !matches!(logged_outcome, "deny" | "error") {
+        s.pass_to_deny += 1;
+        changes.push(format!(
+            "pass → {} {at} {}",
+            now.outcome,
+            now.reasons.join(",")
+        ));
+    }
+    let more: Vec<&Value> = now
+        .redactions
+        .iter()
+        .filter(|r| count(r, "count") > 0)
+        .collect();
+    if !more.is_empty() {
+        s.redacts_more += 1;
+        changes.extend(
+            more.iter()
+                .map(|r| format!("redacts more {at} {}", what(r))),
+        );
+    }
+    let asked: Vec<String> = now.redactions.iter().map(what).collect();
+    let less: Vec<String> = rec
+        .pointer("/result/redactions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|r| count(r, "count") > 0 && !asked.contains(&what(r)))
+        .map(what)
+        .collect();
+    if !less.is_empty() {
+        s.redacts_less += 1;
+        changes.extend(less.iter().map(|w| format!("redacts less {at} {w}")));
+    }
+    let dropped: Vec<&Value> = now
+        .filtered
+        .iter()
+        .filter(|f| count(f, "dropped") > 0)
+        .collect();
+    if !dropped.is_empty() {
+        s.filters_more += 1;
+        changes.extend(dropped.iter().map(|f| {
+            let rule = f.get("rule").and_then(Value::as_str).unwrap_or("");
+            format!("filters more {at} {rule}")
+        }));
+    }
+    changes
 }
 
 /// The report's lines for result records (none without any).

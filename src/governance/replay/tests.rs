@@ -1,7 +1,6 @@
 use super::*;
 use crate::bundle::{BundleLimits, load_bundle};
 use serde_json::json;
-use std::time::Duration;
 
 fn bundle(dir: &std::path::Path, rego: &str) -> Arc<Bundle> {
     bundle_with_data(dir, rego, None)
@@ -21,9 +20,11 @@ fn bundle_with_data(dir: &std::path::Path, rego: &str, data: Option<Value>) -> A
     Arc::new(load_bundle(dir, &BundleLimits::default()).unwrap())
 }
 
+/// Generous (`config::TEST_EVAL_TIMEOUT`): no replay test is about the
+/// limit.
 fn opts() -> EngineOptions {
     EngineOptions {
-        eval_timeout: Duration::from_millis(500),
+        eval_timeout: crate::config::TEST_EVAL_TIMEOUT,
         strict_input: false,
     }
 }
