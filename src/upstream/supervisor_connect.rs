@@ -121,16 +121,22 @@ pub(super) async fn connect_http(
     let opened = match era {
         Spoken::Modern => {
             let transport = rmcp::transport::StreamableHttpClientTransport::with_client(
-                super::modern_http::ModernHttp::new(),
+                crate::upstream::modern_http::ModernHttp::new(),
                 cfg,
             );
-            tokio::time::timeout(timeout, handler.serve_with_lifecycle(transport, era.lifecycle()))
-                .await
+            tokio::time::timeout(
+                timeout,
+                handler.serve_with_lifecycle(transport, era.lifecycle()),
+            )
+            .await
         }
         Spoken::Legacy => {
             let transport = rmcp::transport::StreamableHttpClientTransport::from_config(cfg);
-            tokio::time::timeout(timeout, handler.serve_with_lifecycle(transport, era.lifecycle()))
-                .await
+            tokio::time::timeout(
+                timeout,
+                handler.serve_with_lifecycle(transport, era.lifecycle()),
+            )
+            .await
         }
     };
     match opened {
