@@ -20,6 +20,7 @@ use crate::upstream::uri_template::UriTemplate;
 use crate::upstream::{Upstream, UpstreamLists};
 use serde_json::{Value, json};
 
+mod notice;
 pub mod reserved;
 mod resources;
 mod unlisted;

@@ -201,3 +201,43 @@ fn an_unlisted_tool_routes_only_to_a_server_that_forwards_it() {
         Some(("fx".into(), "hook".into()))
     );
 }
+
+/// An upstream's own list-change notice is passed on only while the host
+/// is shown that server's whole list: never when the policy hides an item
+/// of it, or a name of it is withheld.
+#[test]
+fn a_servers_notice_may_pass_only_when_nothing_of_its_list_is_hidden() {
+    use crate::upstream::client::ListKind;
+    let ctx = DecisionContext::default();
+    let (router, up, enforcer) = setup();
+    up.set_lists(lists(&["a", "b"]));
+    router.rebuild(&enforcer, &ctx);
+    assert!(router.shows_whole("fx", ListKind::Tools));
+    assert!(
+        router.shows_whole("fx", ListKind::Prompts),
+        "none listed, none hidden"
+    );
+    assert!(!router.shows_whole("nope", ListKind::Tools));
+
+    // A tool the static rules deny is routed (for its denial) but hidden.
+    let config = Config::from_toml_str(
+        "[servers.fx]\ncommand = \"x\"\n[servers.fx.tools]\ndeny = [\"secret\"]\n",
+        std::path::Path::new("/x/servers.toml"),
+        &|_| None,
+    )
+    .unwrap();
+    let enforcer = Enforcer::from_config(&config).unwrap();
+    let up = Upstream::new(config.servers["fx"].clone());
+    let router = Router::new([("fx".to_string(), up.clone())].into(), false);
+    up.set_lists(lists(&["a", "secret"]));
+    router.rebuild(&enforcer, &ctx);
+    assert!(router.table().tool_routes.contains_key("secret"));
+    assert!(!router.shows_whole("fx", ListKind::Tools));
+
+    // A name withheld (reserved while agent tools are on).
+    let (_, up, enforcer) = setup();
+    up.set_lists(lists(&["a", "gavel__x"]));
+    let router = Router::new([("fx".to_string(), up)].into(), false).reserving(true);
+    router.rebuild(&enforcer, &ctx);
+    assert!(!router.shows_whole("fx", ListKind::Tools));
+}

@@ -30,7 +30,7 @@ pub struct Owner {
     pub host: Arc<HostLink>,
     pub session: Arc<SessionState>,
     /// The session's name-table rebuild channel.
-    pub changed: mpsc::UnboundedSender<String>,
+    pub changed: mpsc::UnboundedSender<super::supervisor::Changed>,
 }
 
 #[derive(Default)]
@@ -151,9 +151,9 @@ impl SharedRoute {
     }
 
     /// Tells every attached session that `server`'s lists changed.
-    pub fn changed(&self, server: &str) {
+    pub fn changed(&self, c: super::supervisor::Changed) {
         for o in self.owners() {
-            let _ = o.changed.send(server.to_string());
+            let _ = o.changed.send(c.clone());
         }
     }
 }
@@ -162,7 +162,10 @@ impl SharedRoute {
 mod tests {
     use super::*;
 
-    fn owner() -> (Arc<Owner>, mpsc::UnboundedReceiver<String>) {
+    fn owner() -> (
+        Arc<Owner>,
+        mpsc::UnboundedReceiver<crate::upstream::supervisor::Changed>,
+    ) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Arc::new(Owner {
@@ -199,9 +202,12 @@ mod tests {
         drop((g1, g2));
         assert!(Arc::ptr_eq(&route.target("s").unwrap(), &b));
         drop(g3);
-        route.changed("s");
-        assert_eq!(arx.try_recv().unwrap(), "s");
-        assert_eq!(brx.try_recv().unwrap(), "s");
+        route.changed(crate::upstream::supervisor::Changed {
+            server: "s".into(),
+            notice: None,
+        });
+        assert_eq!(arx.try_recv().unwrap().server, "s");
+        assert_eq!(brx.try_recv().unwrap().server, "s");
         assert!(route.subscribe(&a, "r://x"), "first subscriber");
         assert!(!route.subscribe(&b, "r://x"));
         assert!(!route.subscribe(&a, "r://x"), "idempotent");

@@ -51,17 +51,42 @@ use connect::{Process, connect_http, connect_stdio, opening, stop_process};
 /// session attached to a shared upstream.
 #[derive(Clone)]
 pub enum ChangeSink {
-    One(mpsc::UnboundedSender<String>),
+    One(mpsc::UnboundedSender<Changed>),
     Shared(Arc<super::shared::SharedRoute>),
+}
+
+/// What a session's listener hears of an upstream: its lists may differ
+/// now. `notice`: the kind the upstream itself announced a change of (its
+/// `list_changed`, a listen frame), passed on to the host even when nothing
+/// it sees changed, where that tells it nothing hidden
+/// (`router::notice`); `None` when gavel found the change (ready, gone).
+#[derive(Debug, Clone)]
+pub struct Changed {
+    pub server: String,
+    pub notice: Option<ListKind>,
 }
 
 impl ChangeSink {
     fn send(&self, server: String) {
+        self.tell(Changed {
+            server,
+            notice: None,
+        });
+    }
+
+    fn notice(&self, server: String, kind: ListKind) {
+        self.tell(Changed {
+            server,
+            notice: Some(kind),
+        });
+    }
+
+    fn tell(&self, c: Changed) {
         match self {
             ChangeSink::One(tx) => {
-                let _ = tx.send(server);
+                let _ = tx.send(c);
             }
-            ChangeSink::Shared(route) => route.changed(&server),
+            ChangeSink::Shared(route) => route.changed(c),
         }
     }
 }
@@ -406,7 +431,7 @@ async fn refresh(
         lint_tools(up, deps, &next.tools);
     }
     *up.lists.write().recover() = Arc::new(next);
-    deps.changed.send(up.name.clone());
+    deps.changed.notice(up.name.clone(), kind);
 }
 
 /// Hands the tool list to the policy's schema lint (`decision::tool_lint`),

@@ -9,17 +9,14 @@
 //! headers (-32020, HTTP 400), stamps `resultType` on every result, checks
 //! `inputResponses` — so checks that fail directly pass through gavel. What
 //! this test holds gavel to is **losing nothing**: every check that passes
-//! directly passes through gavel, scenario by scenario and check by check,
-//! except the differences listed in [`KNOWN`] — two, both a SHOULD, both
-//! from hooks that announce a list change they did not make — each
-//! recognised by the message gavel's run produced (so a new loss with
-//! another cause fails the test). A known difference that disappears is
-//! reported, not failed. What the server does outside the wire the
-//! 2026-07-28 transport allows, gavel reads anyway: JSON lines under
-//! `application/json` (its listen stream, a tool's progress) and a listen
-//! tagged with its id as a string (`upstream::modern_http`); its hooks,
-//! which it serves without listing, reach it through `unlisted_tools =
-//! "forward"`.
+//! directly passes through gavel, scenario by scenario and check by check.
+//! What the server does outside the wire the 2026-07-28 transport allows,
+//! gavel reads anyway: JSON lines under `application/json` (its listen
+//! stream, a tool's progress) and a listen tagged with its id as a string
+//! (`upstream::modern_http`). Its hooks, served without being listed, reach
+//! it through `unlisted_tools = "forward"`; the list changes they announce
+//! without changing a list reach the host as the server sent them, the
+//! host being shown the server's whole lists (`router::notice`).
 //!
 //! The stand-in fixture (`e2e_conformance_2026`) stays the exact-equality
 //! run: it speaks the wire as specified, over HTTP and as a stdio child.
@@ -34,47 +31,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-
-/// A check that passes directly and not through gavel, for a cause outside
-/// gavel: the scenario, the check id, how gavel's run reports it (the start
-/// of its message) and why.
-struct Known {
-    scenario: &'static str,
-    check: &'static str,
-    message: &'static str,
-    #[allow(dead_code)] // read by whoever reads a failure: the reason, in the code.
-    cause: &'static str,
-}
-
-/// The list-change checks call `test_trigger_tool_change` /
-/// `test_trigger_prompt_change`, hooks the reference server serves but does
-/// not list (gavel forwards them: the config sets `unlisted_tools =
-/// "forward"`), which announce a list change on the server's listen stream
-/// **without changing any list**. gavel hears it (its upstream listen reads
-/// the server's JSON-lines stream, `upstream::modern_http`), lists again,
-/// finds every list as it was, and — an aggregator that tells its hosts of
-/// changes in what they see, not of every upstream's notice: passing on a
-/// change the host cannot see would tell it that tools the policy hides
-/// from it came or went — announces nothing. A real change reaches the host's listen (`e2e_host_listen*`,
-/// and the stand-in run of `e2e_conformance_2026`, whose hooks do change
-/// the lists).
-const NO_OP_CHANGE: &str =
-    "the hooks announce a change without changing a list; gavel announces real changes only";
-
-const KNOWN: &[Known] = &[
-    Known {
-        scenario: "server-stateless",
-        check: "sep-2575-server-sends-tools-list-changed-on-subscription",
-        message: "Mutated the tool list but no notifications/tools/list_changed arrived",
-        cause: NO_OP_CHANGE,
-    },
-    Known {
-        scenario: "server-stateless",
-        check: "sep-2575-server-sends-prompts-list-changed-on-subscription",
-        message: "Mutated the prompt list but no notifications/prompts/list_changed arrived",
-        cause: NO_OP_CHANGE,
-    },
-];
 
 /// The everything-server on a free port, its output in `log`: the process
 /// and its MCP URL. Output goes to a file, not a pipe: the server logs
@@ -139,14 +95,6 @@ fn losses<'a>(direct: &'a Run, via: &'a Run) -> Vec<(&'a str, &'a Check, Vec<&'a
     lost
 }
 
-fn known(scenario: &str, check: &Check, failing: &[&Check]) -> bool {
-    KNOWN.iter().any(|k| {
-        k.scenario == scenario
-            && k.check == check.id
-            && failing.iter().any(|c| c.message.starts_with(k.message))
-    })
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_suites_everything_server_loses_no_check_through_gavel() {
     let work = tempfile::tempdir().unwrap();
@@ -179,10 +127,8 @@ async fn the_suites_everything_server_loses_no_check_through_gavel() {
         assert!(via.contains_key(&name), "{name} did not run through gavel");
     }
 
-    let lost = losses(&direct, &via);
-    let unexplained: Vec<String> = lost
+    let lost: Vec<String> = losses(&direct, &via)
         .iter()
-        .filter(|(scenario, check, failing)| !known(scenario, check, failing))
         .map(|(scenario, check, failing)| {
             let through: Vec<String> = failing
                 .iter()
@@ -195,23 +141,12 @@ async fn the_suites_everything_server_loses_no_check_through_gavel() {
         })
         .collect();
     assert!(
-        unexplained.is_empty(),
+        lost.is_empty(),
         "checks that pass against the everything-server directly fail through gavel \
          (gavel log: {}):\n{}",
         s.log().display(),
-        unexplained.join("\n")
+        lost.join("\n")
     );
-    for k in KNOWN {
-        let still = lost
-            .iter()
-            .any(|(scenario, check, _)| *scenario == k.scenario && check.id == k.check);
-        if !still {
-            eprintln!(
-                "known difference no longer seen: {} / {}",
-                k.scenario, k.check
-            );
-        }
-    }
 
     // Every call through gavel was decided (and allowed) by the bundle.
     let calls = s

@@ -457,3 +457,24 @@ async fn unknown_notifications_pass_through_with_their_meta() {
     assert_eq!(n["params"]["x"], 1, "{n}");
     assert_eq!(n["meta"]["fixture/tag"], "kept", "_meta survives: {n}");
 }
+
+/// An upstream's `list_changed` that changed nothing gavel shows still
+/// reaches the host, as the server sent it: the host is shown the server's
+/// whole list, so the notice tells it of nothing hidden
+/// (`router::notice`; the guard against hidden items is unit-tested there).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstreams_own_list_changed_notice_is_passed_on() {
+    let s = Setup::solo("solo");
+    let host = TestHost::new();
+    let seen = host.seen.clone();
+    let client = s.connect(host).await;
+    let before = client.list_all_tools().await.unwrap();
+    let heard = seen.lock().unwrap().tool_list_changed;
+    call(&client, "tools_changed", json!({})).await.unwrap();
+    eventually("the host hears the server's notice", || {
+        seen.lock().unwrap().tool_list_changed > heard
+    })
+    .await;
+    let after = client.list_all_tools().await.unwrap();
+    assert_eq!(before.len(), after.len(), "nothing changed but the notice");
+}

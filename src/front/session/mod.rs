@@ -185,7 +185,8 @@ impl Session {
     fn start_upstreams(&self) {
         let gw = &self.inner.gw;
         let prefixed = gw.prefixed();
-        let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<String>();
+        let (changed_tx, mut changed_rx) =
+            mpsc::unbounded_channel::<crate::upstream::supervisor::Changed>();
         let mut ups = BTreeMap::new();
         let mut handles = Vec::new();
         let owner = Arc::new(crate::upstream::shared::Owner {
@@ -237,11 +238,15 @@ impl Session {
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    Some(_server) = changed_rx.recv() => {
+                    Some(first) = changed_rx.recv() => {
                         // Coalesce bursts (several upstreams becoming ready together).
-                        while changed_rx.try_recv().is_ok() {}
+                        let mut heard = vec![first];
+                        while let Ok(c) = changed_rx.try_recv() {
+                            heard.push(c);
+                        }
                         router.rebuild(&enforcer, &list_context(&state));
-                        announce(&host, &changes, router.take_unannounced()).await;
+                        let found = router.take_unannounced();
+                        announce(&host, &changes, with_notices(&router, found, &heard)).await;
                     }
                     Ok(()) = policies.changed() => {
                         router.rebuild(&enforcer, &list_context(&state));
@@ -455,6 +460,30 @@ async fn announce(
             let _ = peer.notify_prompt_list_changed().await;
         }
     }
+}
+
+/// What changed as found (`found`), plus every kind an upstream itself
+/// announced a change of (`heard`) where the host is shown that server's
+/// whole list of it (`Router::shows_whole`): its notice is passed on as the
+/// server sent it, even when nothing the host sees changed.
+fn with_notices(
+    router: &Router,
+    found: listen::Changed,
+    heard: &[crate::upstream::supervisor::Changed],
+) -> listen::Changed {
+    use crate::upstream::client::ListKind;
+    let (mut tools, mut resources, mut prompts) = found;
+    for c in heard {
+        let Some(kind) = c.notice else { continue };
+        if router.shows_whole(&c.server, kind) {
+            match kind {
+                ListKind::Tools => tools = true,
+                ListKind::Resources => resources = true,
+                ListKind::Prompts => prompts = true,
+            }
+        }
+    }
+    (tools, resources, prompts)
 }
 
 /// Where the upstream's log messages for a 2026-07-28 request go (B13): the
