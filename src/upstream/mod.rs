@@ -407,7 +407,10 @@ impl Upstream {
                      application/json) or an SSE stream (text/event-stream); the connection \
                      stays up",
                     self.name,
-                    crate::text::escape_controls(bounded(&e.error.to_string(), 300)),
+                    crate::text::escape_controls(crate::decision::result::input::prefix(
+                        &e.error.to_string(),
+                        300
+                    )),
                 ),
                 None,
             ),
@@ -437,29 +440,4 @@ fn unreadable_answer(e: &rmcp::transport::DynamicTransportError) -> bool {
             .downcast_ref::<StreamableHttpError<reqwest::Error>>(),
         Some(StreamableHttpError::UnexpectedServerResponse(_))
     )
-}
-
-/// `s` cut to at most `max` bytes at a character boundary (an upstream's
-/// text in an error: bounded before it reaches a host or a log line).
-fn bounded(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-#[cfg(test)]
-mod text_tests {
-    #[test]
-    fn an_upstreams_text_is_cut_at_a_character_boundary() {
-        assert_eq!(super::bounded("short", 300), "short");
-        assert_eq!(super::bounded("abcdef", 3), "abc");
-        // 'é' is two bytes: a cut inside it backs off to before it.
-        assert_eq!(super::bounded("aé", 2), "a");
-        assert_eq!(super::bounded("ééé", 5), "éé");
-    }
 }

@@ -10,23 +10,7 @@ use crate::common;
 use common::*;
 use serde_json::{Value, json};
 
-use super::e2e_round_limits::{ROUND_RESULT_RULES, round_results};
-
-/// The fixture `fx` behind a bundle that allows every request and whose
-/// result rules see questions (a question naming "deploy" or "launch codes"
-/// is denied, an e-mail address in one is redacted).
-fn setup() -> Setup {
-    Setup::with(|s| {
-        let rego = format!("package fx\n\ndecision := {{\"allow\": true}}\n{ROUND_RESULT_RULES}");
-        let b = common::policy::bundle(&s.path("b"), "fxb", "fx", json!({}), &rego);
-        std::fs::write(
-            b.join("fx/data.json"),
-            r#"{"result_patterns": {"email": "[a-z]+@[a-z]+\\.[a-z]+"}}"#,
-        )
-        .unwrap();
-        common::policy::config(s, &[&b], "", "")
-    })
-}
+use super::e2e_round_limits::{round_results, round_rules_setup as setup};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_legacy_servers_questions_to_a_legacy_host_pass_the_result_policy() {

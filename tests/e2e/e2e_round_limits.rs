@@ -190,6 +190,21 @@ result := {"redact": {"patterns": ["email"]}} if {
 }
 "#;
 
+/// The fixture `fx` behind a bundle that allows every request and has
+/// [`ROUND_RESULT_RULES`] with an `email` pattern.
+pub(crate) fn round_rules_setup() -> Setup {
+    Setup::with(|s| {
+        let rego = format!("package fx\n\ndecision := {{\"allow\": true}}\n{ROUND_RESULT_RULES}");
+        let b = common::policy::bundle(&s.path("b"), "fxb", "fx", json!({}), &rego);
+        std::fs::write(
+            b.join("fx/data.json"),
+            r#"{"result_patterns": {"email": "[a-z]+@[a-z]+\\.[a-z]+"}}"#,
+        )
+        .unwrap();
+        common::policy::config(s, &[&b], "", "")
+    })
+}
+
 /// The result records (`result_of` set) of kind `input_required`.
 pub(crate) fn round_results(s: &Setup) -> Vec<Value> {
     s.decisions()
@@ -277,16 +292,7 @@ fn a_relayed_round_passes_the_result_policy_and_counts_as_result_tokens() {
 /// a question the rules deny is withheld and its waiting call given up.
 #[test]
 fn a_parked_question_passes_the_result_policy() {
-    let s = Setup::with(|s| {
-        let rego = format!("package fx\n\ndecision := {{\"allow\": true}}\n{ROUND_RESULT_RULES}");
-        let b = common::policy::bundle(&s.path("b"), "fxb", "fx", json!({}), &rego);
-        std::fs::write(
-            b.join("fx/data.json"),
-            r#"{"result_patterns": {"email": "[a-z]+@[a-z]+\\.[a-z]+"}}"#,
-        )
-        .unwrap();
-        common::policy::config(s, &[&b], "", "")
-    });
+    let s = round_rules_setup();
     let mut raw = RawHost::bare(&s);
     let caps = json!({"elicitation": {}});
     let ask = |message: &str| json!({"name": "elicit", "arguments": {"message": message}});
