@@ -15,7 +15,6 @@
 //! an error body to the same. A legacy connection (sessions, the
 //! `initialize` era) keeps rmcp's own client: this one knows no sessions.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -302,10 +301,13 @@ async fn failure(
     {
         return Ok(StreamableHttpPostResponse::Json(m, None));
     }
+    // Refused, not unreadable (`UnexpectedServerResponse` is kept for an
+    // answer gavel cannot read): the status and the start of the body.
     let shown = &body[..body.len().min(limits.max_error_response_size)];
-    Err(StreamableHttpError::UnexpectedServerResponse(Cow::Owned(
-        format!("HTTP {status}: {}", String::from_utf8_lossy(shown)),
-    )))
+    Err(StreamableHttpError::Io(std::io::Error::other(format!(
+        "HTTP {status}: {}",
+        crate::text::escape_controls(&String::from_utf8_lossy(shown))
+    ))))
 }
 
 /// Up to `max` bytes of `body`, and whether it held more.

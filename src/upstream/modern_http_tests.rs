@@ -173,3 +173,40 @@ fn a_listen_tag_written_as_a_string_is_the_listens_numeric_id() {
     assert!(super::retag(&numeric, 7, "7").is_none());
     assert!(super::retag(PROGRESS, 7, "7").is_none());
 }
+
+fn response(status: u16, ct: &str, body: &str) -> reqwest::Response {
+    let r = http::Response::builder()
+        .status(status)
+        .header("content-type", ct)
+        .body(body.to_string())
+        .unwrap();
+    reqwest::Response::from(r)
+}
+
+#[tokio::test]
+async fn a_refusal_passes_its_json_rpc_error_on_or_says_its_status() {
+    let limits = rmcp::transport::streamable_http_client::StreamableHttpResponseLimits::default();
+    let err = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"bad _meta"}}"#;
+    let r = super::failure(
+        response(400, "application/json", err),
+        http::StatusCode::BAD_REQUEST,
+        super::Media::Json,
+        &limits,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(r, StreamableHttpPostResponse::Json(..)), "{r:?}");
+    let e = super::failure(
+        response(502, "text/html", "<h1>bad\u{1b}[31m gateway</h1>"),
+        http::StatusCode::BAD_GATEWAY,
+        super::Media::Other(Some("text/html".into())),
+        &limits,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("HTTP 502") && e.contains("bad") && !e.contains('\u{1b}'),
+        "{e}"
+    );
+}
