@@ -173,10 +173,12 @@ impl Gateway {
                 route.attach(owner);
             }
             // The new session builds its name table from the lists already there.
-            let _ = owner.changed.send(crate::upstream::supervisor::Changed {
-                server: cfg.name.clone(),
-                notice: None,
-            });
+            let _ = owner
+                .changed
+                .try_send(crate::upstream::supervisor::Changed {
+                    server: cfg.name.clone(),
+                    notice: None,
+                });
             return up.clone();
         }
         let up = crate::upstream::Upstream::new_shared(cfg.clone());

@@ -127,7 +127,8 @@ async fn list_tools(
     let shutdown = CancellationToken::new();
     let session = Arc::new(crate::decision::SessionState::new(enforcer.clock().clone()));
     let host = Arc::new(crate::host::link::HostLink::default());
-    let (changed, _changes) = tokio::sync::mpsc::unbounded_channel();
+    let (changed, _changes) =
+        tokio::sync::mpsc::channel(crate::upstream::supervisor::CHANGES_QUEUED);
     let base_dir = cfg
         .source
         .as_ref()

@@ -30,7 +30,7 @@ pub struct Owner {
     pub host: Arc<HostLink>,
     pub session: Arc<SessionState>,
     /// The session's name-table rebuild channel.
-    pub changed: mpsc::UnboundedSender<super::supervisor::Changed>,
+    pub changed: mpsc::Sender<super::supervisor::Changed>,
 }
 
 #[derive(Default)]
@@ -153,7 +153,7 @@ impl SharedRoute {
     /// Tells every attached session that `server`'s lists changed.
     pub fn changed(&self, c: super::supervisor::Changed) {
         for o in self.owners() {
-            let _ = o.changed.send(c.clone());
+            let _ = o.changed.try_send(c.clone());
         }
     }
 }
@@ -164,9 +164,9 @@ mod tests {
 
     fn owner() -> (
         Arc<Owner>,
-        mpsc::UnboundedReceiver<crate::upstream::supervisor::Changed>,
+        mpsc::Receiver<crate::upstream::supervisor::Changed>,
     ) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(8);
         (
             Arc::new(Owner {
                 host: Arc::new(HostLink::default()),

@@ -51,9 +51,15 @@ use connect::{Process, connect_http, connect_stdio, opening, stop_process};
 /// session attached to a shared upstream.
 #[derive(Clone)]
 pub enum ChangeSink {
-    One(mpsc::UnboundedSender<Changed>),
+    One(mpsc::Sender<Changed>),
     Shared(Arc<super::shared::SharedRoute>),
 }
+
+/// How many upstream changes wait for a session's listener: each asks
+/// only for a rebuild from the lists as they are when it runs, so a full
+/// queue loses nothing but an upstream's no-op notice (`router::notice`)
+/// — and a flooding upstream cannot grow it.
+pub const CHANGES_QUEUED: usize = 256;
 
 /// What a session's listener hears of an upstream: its lists may differ
 /// now. `notice`: the kind the upstream itself announced a change of (its
@@ -84,7 +90,10 @@ impl ChangeSink {
     fn tell(&self, c: Changed) {
         match self {
             ChangeSink::One(tx) => {
-                let _ = tx.send(c);
+                // Full: the listener has that many changes to rebuild for
+                // already, and rebuilds from the lists as they are then; only
+                // a no-op notice can be lost (`CHANGES_QUEUED`).
+                let _ = tx.try_send(c);
             }
             ChangeSink::Shared(route) => route.changed(c),
         }

@@ -185,8 +185,9 @@ impl Session {
     fn start_upstreams(&self) {
         let gw = &self.inner.gw;
         let prefixed = gw.prefixed();
-        let (changed_tx, mut changed_rx) =
-            mpsc::unbounded_channel::<crate::upstream::supervisor::Changed>();
+        let (changed_tx, mut changed_rx) = mpsc::channel::<crate::upstream::supervisor::Changed>(
+            crate::upstream::supervisor::CHANGES_QUEUED,
+        );
         let mut ups = BTreeMap::new();
         let mut handles = Vec::new();
         let owner = Arc::new(crate::upstream::shared::Owner {
