@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::DecisionLog;
 use super::mask::{MaskSettings, apply_mask_rules, mask_event};
+pub use super::stream::Bundles;
 
 /// This process's instance id: OPA's `labels.id`, a UUIDv4 drawn once per
 /// gavel process, so a receiver can tell apart the processes that share a
@@ -47,8 +48,8 @@ pub struct DecisionRecord<'a> {
     pub input: Value,
     /// The decision (v1 contract), serialized.
     pub result: Value,
-    pub bundles: Value,
-    pub labels: Value,
+    pub bundles: &'a Bundles,
+    pub labels: serde_json::Map<String, Value>,
     pub eval_ns: u64,
     pub decision_ns: u64,
     /// For a tool call: the data classes the upstream declared in the tool's
@@ -72,8 +73,8 @@ impl DecisionRecord<'_> {
         event.insert("path".into(), json!(self.path));
         event.insert("input".into(), self.input);
         event.insert("result".into(), self.result);
-        event.insert("bundles".into(), self.bundles);
-        event.insert("labels".into(), self.labels);
+        event.insert("bundles".into(), self.bundles.value().clone());
+        event.insert("labels".into(), Value::Object(self.labels));
         event.insert(
             "metrics".into(),
             json!({"timer_rego_query_eval_ns": self.eval_ns, "timer_gavel_decision_ns": self.decision_ns}),
@@ -88,14 +89,42 @@ impl DecisionRecord<'_> {
         Value::Object(event)
     }
 
+    /// The record's line, masked, written from its parts
+    /// ([`super::stream`]): the bytes `event`, masked and serialized, gives.
+    pub fn line(&self, mask: &MaskSettings) -> Vec<u8> {
+        super::stream::line(
+            &super::stream::Parts {
+                bundles: self.bundles,
+                decision_id: self.decision_id,
+                result_of: None,
+                timestamp: self.timestamp,
+                path: self.path,
+                input: &self.input,
+                output: None,
+                result: &self.result,
+                labels: &self.labels,
+                eval_ns: self.eval_ns,
+                decision_ns: self.decision_ns,
+                upstream_classes: self.upstream_classes,
+                trace: self.trace.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
+            },
+            mask,
+        )
+    }
+
     /// Writes the record: the bundle's `rules` first (a drop is not a
-    /// failure), then gavel's masking, then one line to `log`.
+    /// failure), then gavel's masking, then one line to `log`. Without
+    /// rules (a bundle that has none passes `None`) the line is written
+    /// from the parts, no event built.
     pub fn write(
         self,
         log: &DecisionLog,
         rules: Option<LogRules>,
         mask: &MaskSettings,
     ) -> Result<(), RecordError> {
+        if rules.is_none() {
+            return Ok(log.write_line(self.line(mask))?);
+        }
         let id = self.decision_id;
         write_event(self.event(), id, log, rules, mask)
     }

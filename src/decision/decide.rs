@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::active::Policy;
 use super::codes::ReasonCode;
@@ -16,6 +16,7 @@ use super::{
     Action, ActionType, Decision, DecisionContext, Enforcer, Permit, ServerPolicy, Verdict, input,
     paths, record,
 };
+use crate::audit::record::Bundles;
 use crate::config::Identity;
 use crate::state::limits::Limit;
 
@@ -218,7 +219,7 @@ impl Enforcer {
         &self,
         action: &Action,
         engine: Option<&std::sync::Arc<PolicyEngine>>,
-        ev: &mut Evaluated,
+        ev: &mut Evaluated<'_>,
         input: &Value,
         now: &str,
     ) -> Option<super::shadow::Job> {
@@ -252,14 +253,14 @@ impl Enforcer {
     /// carries its `policy_version` (the bundles', else how it was decided);
     /// with `keep_layers`, a Rego evaluation keeps each layer's value for the
     /// server's shadow to borrow (`engine::lend`).
-    pub(super) fn evaluate(
+    pub(super) fn evaluate<'e>(
         &self,
         action: &Action,
         sp: Option<&ServerPolicy>,
-        policy: Option<&Policy>,
+        policy: Option<&'e Policy>,
         input: &Value,
         keep_layers: bool,
-    ) -> Evaluated {
+    ) -> Evaluated<'e> {
         let Some(sp) = sp else {
             return Evaluated::by_gavel(
                 Decision::deny(
@@ -297,13 +298,13 @@ impl Enforcer {
 
     /// The server's Rego policy on `input`; an engine error fails closed
     /// (unless `fail_open`) with its own reason code.
-    fn evaluate_rego(
+    fn evaluate_rego<'e>(
         &self,
         sp: &ServerPolicy,
-        engine: &PolicyEngine,
+        engine: &'e PolicyEngine,
         input: &Value,
         keep_layers: bool,
-    ) -> Evaluated {
+    ) -> Evaluated<'e> {
         let outcome = if keep_layers {
             engine.decide_keeping(input).map(|(o, l)| (o, Some(l)))
         } else {
@@ -319,9 +320,9 @@ impl Enforcer {
         };
         // The record's `path` and `bundles`: only a record reads them.
         let (path, bundles) = if self.log.is_some() {
-            (engine.record_path(&decision), engine.bundles_json().clone())
+            (engine.record_path(&decision), engine.record_bundles())
         } else {
-            ("gavel/static".to_string(), json!({}))
+            ("gavel/static".to_string(), Bundles::none())
         };
         Evaluated {
             decision,
@@ -416,7 +417,7 @@ impl Enforcer {
 
 /// What the evaluation step yields: the decision and how it was reached, as
 /// the record tells it.
-pub(super) struct Evaluated {
+pub(super) struct Evaluated<'e> {
     pub(super) decision: Decision,
     /// `labels.policy`: `none`, `static`, `unavailable`, `persona` or `rego`.
     pub(super) policy: &'static str,
@@ -424,7 +425,7 @@ pub(super) struct Evaluated {
     /// (`PolicyEngine::record_path`), else `gavel/static`.
     pub(super) path: String,
     /// The record's `bundles` (`{}` unless a Rego policy decided).
-    pub(super) bundles: Value,
+    pub(super) bundles: &'e Bundles,
     /// Whether `fail_open` let a failed policy allow.
     pub(super) fail_open: bool,
     /// `metrics.timer_rego_query_eval_ns`.
@@ -433,7 +434,7 @@ pub(super) struct Evaluated {
     pub(super) layers: Option<super::engine::LayerValues>,
 }
 
-impl Evaluated {
+impl Evaluated<'_> {
     /// A decision made without the Rego engine; its `policy_version` is
     /// `policy` unless the decision names one (static rules: `static`).
     pub(super) fn by_gavel(mut decision: Decision, policy: &'static str) -> Self {
@@ -444,7 +445,7 @@ impl Evaluated {
             decision,
             policy,
             path: "gavel/static".to_string(),
-            bundles: json!({}),
+            bundles: Bundles::none(),
             fail_open: false,
             eval_ns: 0,
             layers: None,

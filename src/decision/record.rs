@@ -28,7 +28,7 @@ pub(super) struct Record<'a> {
     pub engine: Option<&'a PolicyEngine>,
     pub input: Value,
     pub path: &'a str,
-    pub bundles: Value,
+    pub bundles: &'a crate::audit::record::Bundles,
     pub policy: &'a str,
     pub fail_open: bool,
     pub eval_ns: u64,
@@ -57,14 +57,14 @@ impl Enforcer {
         policy: &str,
         fail_open: bool,
         persona: Option<&str>,
-    ) -> Value {
+    ) -> serde_json::Map<String, Value> {
         let mut l = self.labels();
         l.insert("policy".into(), json!(policy));
         l.insert("fail_open".into(), json!(fail_open.to_string()));
         if let Some(p) = persona {
             l.insert("persona".into(), json!(p));
         }
-        Value::Object(l)
+        l
     }
 
     /// Writes the record of `d` (nothing without a decision log, or when the
@@ -72,8 +72,11 @@ impl Enforcer {
     /// `audit::record`'s.
     pub(super) fn log_decision(&self, d: &Decision, r: Record) -> Result<(), RecordError> {
         let Some(log) = &self.log else { return Ok(()) };
+        // A bundle without `log.drop`/`log.mask` rules: no rules, so the
+        // record is written from its parts (`audit::stream`).
         let rules = r
             .engine
+            .filter(|e| e.has_log_rules())
             .map(|e| move |event: &Value| e.log_rules(event).map_err(|e| e.to_string()));
         let record = DecisionRecord {
             decision_id: d.decision_id.as_deref(),

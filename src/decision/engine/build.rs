@@ -135,7 +135,7 @@ impl PolicyEngine {
         Ok(PolicyEngine {
             pool: Arc::new(Pool::new(engine)),
             version: version_of(&loaded),
-            bundles_json: bundles_json_of(&loaded),
+            bundles_json: crate::audit::record::Bundles::new(bundles_json_of(&loaded)),
             bundles: loaded,
             warnings,
             timeout: opts.eval_timeout,

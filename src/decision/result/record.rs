@@ -59,19 +59,20 @@ impl<'a> ResultRecord<'a> {
         }
     }
 
-    fn event(self, d: &Decision, labels: serde_json::Map<String, Value>, now: &str) -> Value {
+    /// `input.output` as recorded: a denied or withheld result only as
+    /// its kind, size and digest (`None`: the output as it is).
+    fn withheld(&self) -> Option<Value> {
         let o = self.outcome;
-        let mut input = self.cx.into_owned();
-        let output = if o.error.is_some() || o.deny {
+        (o.error.is_some() || o.deny).then(|| {
             let bytes = serde_json::to_vec(&self.output).unwrap_or_default();
             json!({"kind": self.kind.as_str(), "withheld": true, "size_bytes": bytes.len(),
                    "sha256": crate::bundle::canonical::sha256_hex(&bytes)})
-        } else {
-            self.output
-        };
-        if let Value::Object(m) = &mut input {
-            m.insert("output".into(), output);
-        }
+        })
+    }
+
+    /// The record's `result`.
+    fn result(&self, d: &Decision) -> Value {
+        let o = self.outcome;
         let mut result = json!({
             "allow": d.allow,
             "outcome": o.label(),
@@ -87,9 +88,25 @@ impl<'a> ResultRecord<'a> {
         if let Some((_, text)) = &o.error {
             result["error"] = json!(text);
         }
-        let mut labels = labels;
+        result
+    }
+
+    fn labels(mut labels: serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
         labels.insert("policy".into(), json!("rego"));
         labels.insert("fail_open".into(), json!("false"));
+        labels
+    }
+
+    /// The record as an event (what a bundle's `log.drop`/`log.mask`
+    /// rules read), before masking.
+    fn event(self, d: &Decision, labels: serde_json::Map<String, Value>, now: &str) -> Value {
+        let output = self.withheld();
+        let result = self.result(d);
+        let o = self.outcome;
+        let mut input = self.cx.into_owned();
+        if let Value::Object(m) = &mut input {
+            m.insert("output".into(), output.unwrap_or(self.output));
+        }
         // Member by member, the owned values moved in (`json!` would
         // serialize the input and result into copies:
         // `audit::record::DecisionRecord::event` says why).
@@ -101,13 +118,47 @@ impl<'a> ResultRecord<'a> {
         event.insert("input".into(), input);
         event.insert("result".into(), result);
         event.insert("bundles".into(), self.engine.bundles_json().clone());
-        event.insert("labels".into(), Value::Object(labels));
+        event.insert("labels".into(), Value::Object(Self::labels(labels)));
         event.insert(
             "metrics".into(),
             json!({"timer_rego_query_eval_ns": o.eval_ns,
                    "timer_gavel_decision_ns": self.start.elapsed().as_nanos() as u64}),
         );
         Value::Object(event)
+    }
+
+    /// The record's line, masked, written from its parts
+    /// (`audit::stream`): the bytes [`Self::event`], masked and
+    /// serialized, gives — without copying the request's input into it.
+    fn line(
+        &self,
+        d: &Decision,
+        labels: serde_json::Map<String, Value>,
+        now: &str,
+        mask: &MaskSettings,
+    ) -> Vec<u8> {
+        let withheld = self.withheld();
+        let result = self.result(d);
+        let labels = Self::labels(labels);
+        let path = self.engine.result_record_path();
+        crate::audit::stream::line(
+            &crate::audit::stream::Parts {
+                bundles: self.engine.record_bundles(),
+                decision_id: Some(self.id),
+                result_of: Some(self.request_id),
+                timestamp: now,
+                path: &path,
+                input: &self.cx,
+                output: Some(withheld.as_ref().unwrap_or(&self.output)),
+                result: &result,
+                labels: &labels,
+                eval_ns: self.outcome.eval_ns,
+                decision_ns: self.start.elapsed().as_nanos() as u64,
+                upstream_classes: None,
+                trace: None,
+            },
+            mask,
+        )
     }
 }
 
@@ -118,19 +169,18 @@ impl Enforcer {
     fn log_result(&self, r: ResultRecord, d: &Decision) -> Result<(), RecordError> {
         let Some(log) = &self.log else { return Ok(()) };
         let engine = r.engine;
+        let mask = MaskSettings {
+            secret_fields: &self.config.log.secret_fields,
+            max_arg_bytes: self.config.log.max_arg_bytes,
+        };
+        if !engine.has_log_rules() {
+            // Nothing reads the event: written from its parts.
+            return Ok(log.write_line(r.line(d, self.labels(), &self.now_rfc3339(), &mask))?);
+        }
         let id = r.id.to_string();
         let event = r.event(d, self.labels(), &self.now_rfc3339());
         let rules = move |event: &Value| engine.log_rules(event).map_err(|e| e.to_string());
-        crate::audit::record::write_event(
-            event,
-            Some(&id),
-            log,
-            Some(&rules as LogRules),
-            &MaskSettings {
-                secret_fields: &self.config.log.secret_fields,
-                max_arg_bytes: self.config.log.max_arg_bytes,
-            },
-        )
+        crate::audit::record::write_event(event, Some(&id), log, Some(&rules as LogRules), &mask)
     }
 }
 
@@ -175,5 +225,138 @@ fn count(server: &str, tool: &str, o: &Outcome, unrecorded: bool) {
     }
     for f in &o.filtered {
         m.result_filtered(server, &s(f, "rule"), &s(f, "items"), n(f, "dropped"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A result record written from its parts is byte for byte the record
+    //! built as an event, masked and serialized.
+    use std::borrow::Cow;
+    use std::time::Instant;
+
+    use serde_json::{Value, json};
+
+    use super::super::{Outcome, OutputKind};
+    use super::ResultRecord;
+    use crate::audit::mask::{MaskSettings, mask_event};
+    use crate::decision::Decision;
+    use crate::decision::codes::ReasonCode;
+    use crate::decision::engine::{EngineOptions, PolicyEngine};
+
+    fn engine(dir: &std::path::Path) -> PolicyEngine {
+        std::fs::create_dir_all(dir.join("p")).unwrap();
+        std::fs::write(
+            dir.join(".manifest"),
+            json!({"revision": "2.\u{1}0", "roots": ["p"]}).to_string(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("p/policy.rego"),
+            "package p\ndecision := {\"allow\": true}\nresult := {}\n",
+        )
+        .unwrap();
+        let b = crate::bundle::load_bundle(dir, &Default::default()).unwrap();
+        let opts = EngineOptions {
+            eval_timeout: std::time::Duration::from_secs(5),
+            strict_input: false,
+        };
+        PolicyEngine::build("srv", vec![std::sync::Arc::new(b)], &opts).unwrap()
+    }
+
+    /// The line with its decision timer's digits taken out: the timer
+    /// differs between two writes, the rest must not.
+    fn untimed(line: &str) -> String {
+        const KEY: &str = "\"timer_gavel_decision_ns\":";
+        let at = line.find(KEY).expect("a timer") + KEY.len();
+        let digits = line[at..].bytes().take_while(u8::is_ascii_digit).count();
+        assert!(digits > 0, "{line}");
+        format!("{}{}", &line[..at], &line[at + digits..])
+    }
+
+    fn outcomes() -> Vec<Outcome> {
+        vec![
+            Outcome::default(),
+            Outcome {
+                redactions: vec![
+                    json!({"bundle": "b", "count": 2, "pattern": "email", "rule": "data.p.result"}),
+                ],
+                filtered: vec![
+                    json!({"rule": "data.p.result", "items": "lines", "dropped": 1, "evaluated": 3}),
+                ],
+                eval_ns: 12_345,
+                ..Default::default()
+            },
+            Outcome {
+                deny: true,
+                reasons: vec!["secret_in_output".into()],
+                ..Default::default()
+            },
+            Outcome::failed(ReasonCode::PolicyError, "the rule \"failed\"\u{0}".into()),
+        ]
+    }
+
+    #[test]
+    fn a_result_record_from_its_parts_is_the_built_one_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let secret_fields = vec!["session".to_string()];
+        let request = json!({
+            "action": {"args": {"path": "a/b", "password": "p", "big": "x".repeat(100)}, "canonical_args": {"path": "/a/b"}, "tool": "read"},
+            "context": {"session_age_seconds": 1.5, "budget": {"used_fraction": 2.7e-7}},
+            "user": {"id": "ü\u{2028}"},
+        });
+        let outputs = [
+            json!({"content": [{"type": "text", "text": "hi \"there\"\n", "token": "t"}], "isError": false, "_meta": {"session": "s"}}),
+            json!({"contents": [{"uri": "file:///x", "blob": "AAAA"}]}),
+            json!(null),
+        ];
+        let decisions: Vec<Decision> = vec![
+            serde_json::from_value(
+                json!({"allow": true, "policy_version": "b@2", "matched_rules": ["data.p.result"]}),
+            )
+            .unwrap(),
+            serde_json::from_value(
+                json!({"allow": false, "reasons": ["r"], "remediation": "Ask \u{7}an admin"}),
+            )
+            .unwrap(),
+        ];
+        let mut n = 0;
+        for max_arg_bytes in [64, 1 << 20] {
+            let mask = MaskSettings {
+                secret_fields: &secret_fields,
+                max_arg_bytes,
+            };
+            for outcome in &outcomes() {
+                for output in &outputs {
+                    for d in &decisions {
+                        for input in [&request, &Value::Null] {
+                            let start = Instant::now();
+                            let record = || ResultRecord {
+                                engine: &engine,
+                                id: "r-1",
+                                request_id: (n % 2 == 0).then_some("q-1"),
+                                cx: Cow::Borrowed(input),
+                                output: output.clone(),
+                                kind: OutputKind::ToolResult,
+                                outcome,
+                                start,
+                            };
+                            let mut labels = serde_json::Map::new();
+                            labels.insert("app".into(), json!("gavel"));
+                            let streamed =
+                                String::from_utf8(record().line(d, labels.clone(), "now", &mask))
+                                    .unwrap();
+                            let mut event = record().event(d, labels, "now");
+                            mask_event(&mut event, &mask);
+                            let expected = format!("{}\n", serde_json::to_string(&event).unwrap());
+                            assert_eq!(untimed(&streamed), untimed(&expected));
+                            n += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(n, 2 * 4 * 3 * 2 * 2);
     }
 }
