@@ -45,7 +45,9 @@ pub struct DecisionRecord<'a> {
     pub timestamp: &'a str,
     /// The policy path decided (`gavel/static` for static rules).
     pub path: &'a str,
-    pub input: Value,
+    /// Borrowed when the caller keeps it (the enforcer hands it to the
+    /// result step after the record is written).
+    pub input: std::borrow::Cow<'a, Value>,
     /// The decision (v1 contract), serialized.
     pub result: Value,
     pub bundles: &'a Bundles,
@@ -71,7 +73,7 @@ impl DecisionRecord<'_> {
         event.insert("decision_id".into(), json!(self.decision_id));
         event.insert("timestamp".into(), json!(self.timestamp));
         event.insert("path".into(), json!(self.path));
-        event.insert("input".into(), self.input);
+        event.insert("input".into(), self.input.into_owned());
         event.insert("result".into(), self.result);
         event.insert("bundles".into(), self.bundles.value().clone());
         event.insert("labels".into(), Value::Object(self.labels));

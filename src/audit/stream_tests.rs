@@ -131,7 +131,7 @@ fn a_decision_record_from_its_parts_is_the_built_one_byte_for_byte() {
                         } else {
                             "gavel/static"
                         },
-                        input,
+                        input: std::borrow::Cow::Owned(input),
                         result: result.clone(),
                         bundles: if i == 2 { Bundles::none() } else { &bundles },
                         labels: labels(&[("policy", "rego"), ("fail_open", "false")][..i.min(2)]),

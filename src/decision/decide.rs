@@ -104,16 +104,10 @@ impl Enforcer {
             stored()
         };
         let data_classes = referenced_classes(&input, action);
-        // Only with a result rule: the input its result is decided with.
-        let result = ev
-            .decision
-            .allow
-            .then(|| super::result::ResultContext::keep(action, active.as_ref(), &input))
-            .flatten();
         ev.decision.decision_id = Some(next_decision_id());
         let record = record::Record {
             engine,
-            input,
+            input: &input,
             path: &ev.path,
             bundles: ev.bundles,
             policy: ev.policy,
@@ -128,6 +122,13 @@ impl Enforcer {
         };
         let mut decision = ev.decision;
         self.record(action, ctx, &mut decision, record, &mut charged);
+        // Only with a result rule: the input its result is decided with —
+        // the record's, moved in once the record is written (it borrowed
+        // it: no copy).
+        let result = decision
+            .allow
+            .then(|| super::result::ResultContext::keep(action, active.as_ref(), input))
+            .flatten();
         self.count(action, &decision, engine, start);
         if let Some(mut job) = shadow {
             job.decision_id = decision.decision_id.clone().unwrap_or_default();

@@ -26,7 +26,7 @@ use crate::config::OnWriteError;
 /// What a record carries besides the decision.
 pub(super) struct Record<'a> {
     pub engine: Option<&'a PolicyEngine>,
-    pub input: Value,
+    pub input: &'a Value,
     pub path: &'a str,
     pub bundles: &'a crate::audit::record::Bundles,
     pub policy: &'a str,
@@ -82,7 +82,7 @@ impl Enforcer {
             decision_id: d.decision_id.as_deref(),
             timestamp: r.now,
             path: r.path,
-            input: r.input,
+            input: std::borrow::Cow::Borrowed(r.input),
             result: json!(d),
             bundles: r.bundles,
             labels: self.decision_labels(r.policy, r.fail_open, r.persona),

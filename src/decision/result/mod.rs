@@ -65,7 +65,7 @@ impl ResultContext {
     pub(super) fn keep(
         action: &Action,
         active: Option<&Arc<Active>>,
-        input: &Value,
+        input: Value,
     ) -> Option<Box<ResultContext>> {
         let active = active?;
         let Policy::Rego(engine) = &active.policy else {
@@ -80,7 +80,7 @@ impl ResultContext {
         );
         (decided && engine.has_result_rules()).then(|| {
             Box::new(ResultContext {
-                input: Arc::new(input.clone()),
+                input: Arc::new(input),
                 active: active.clone(),
                 server: action.server.clone(),
                 tool: action.tool.clone(),
