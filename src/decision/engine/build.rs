@@ -144,6 +144,7 @@ impl PolicyEngine {
             lent: Vec::new(),
             needs: None,
             reads,
+            prefixes: Default::default(),
         })
     }
 }

@@ -178,6 +178,8 @@ pub struct PolicyEngine {
     /// step evaluates on this projection of its input
     /// ([`PolicyEngine::result_input`]).
     reads: Option<Vec<Vec<String>>>,
+    /// The path rules' prefixes, read once (`classify`).
+    prefixes: classify::Prefixes,
 }
 
 impl std::fmt::Debug for PolicyEngine {
