@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::DecisionLog;
 use super::mask::{MaskSettings, apply_mask_rules, mask_event};
-pub use super::stream::Bundles;
+pub use super::stream::{Bundles, WrittenInput};
 
 /// This process's instance id: OPA's `labels.id`, a UUIDv4 drawn once per
 /// gavel process, so a receiver can tell apart the processes that share a
@@ -94,7 +94,13 @@ impl DecisionRecord<'_> {
     /// The record's line, masked, written from its parts
     /// ([`super::stream`]): the bytes `event`, masked and serialized, gives.
     pub fn line(&self, mask: &MaskSettings) -> Vec<u8> {
-        super::stream::line(
+        self.line_keeping(mask).0
+    }
+
+    /// [`Self::line`], with its `input` as written for the record of the
+    /// request's result ([`super::stream::line_keeping`]).
+    pub fn line_keeping(&self, mask: &MaskSettings) -> (Vec<u8>, Option<WrittenInput>) {
+        super::stream::line_keeping(
             &super::stream::Parts {
                 bundles: self.bundles,
                 decision_id: self.decision_id,
@@ -103,6 +109,7 @@ impl DecisionRecord<'_> {
                 path: self.path,
                 input: &self.input,
                 output: None,
+                written: None,
                 result: &self.result,
                 labels: &self.labels,
                 eval_ns: self.eval_ns,
@@ -117,18 +124,21 @@ impl DecisionRecord<'_> {
     /// Writes the record: the bundle's `rules` first (a drop is not a
     /// failure), then gavel's masking, then one line to `log`. Without
     /// rules (a bundle that has none passes `None`) the line is written
-    /// from the parts, no event built.
+    /// from the parts, no event built, and its `input` as written comes
+    /// back for the record of the request's result.
     pub fn write(
         self,
         log: &DecisionLog,
         rules: Option<LogRules>,
         mask: &MaskSettings,
-    ) -> Result<(), RecordError> {
+    ) -> Result<Option<WrittenInput>, RecordError> {
         if rules.is_none() {
-            return Ok(log.write_line(self.line(mask))?);
+            let (line, written) = self.line_keeping(mask);
+            log.write_line(line)?;
+            return Ok(written);
         }
         let id = self.decision_id;
-        write_event(self.event(), id, log, rules, mask)
+        write_event(self.event(), id, log, rules, mask).map(|()| None)
     }
 }
 

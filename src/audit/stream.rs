@@ -61,6 +61,11 @@ pub struct Parts<'a> {
     /// `input.output` (a result record's): set on an object input as
     /// `insert` would, replacing a member of that name.
     pub output: Option<&'a Value>,
+    /// `input` as the request's own record wrote it ([`line_keeping`]):
+    /// with `output`, its bytes are written again instead of `input`
+    /// being serialized and masked again (the same value, the same
+    /// masking: the same bytes).
+    pub written: Option<&'a WrittenInput>,
     pub result: &'a Value,
     pub labels: &'a Map<String, Value>,
     pub eval_ns: u64,
@@ -70,21 +75,73 @@ pub struct Parts<'a> {
     pub trace: Option<(&'a str, &'a str)>,
 }
 
+/// A request record's `input` as written, masked, kept for the record of
+/// its result (which holds the same input with `output` set in it): the
+/// members before where `output` goes and those after it, and the
+/// pointers masking them listed.
+#[derive(Debug)]
+pub struct WrittenInput {
+    before: Vec<u8>,
+    /// Without a leading comma.
+    after: Vec<u8>,
+    masked: Vec<String>,
+    /// The masking it was written with: used only under the same.
+    secret_fields: Vec<String>,
+    max_arg_bytes: usize,
+}
+
+impl WrittenInput {
+    fn fits(&self, mask: &MaskSettings) -> bool {
+        self.max_arg_bytes == mask.max_arg_bytes && self.secret_fields == mask.secret_fields
+    }
+}
+
 /// The record's line (with its newline), masked as
 /// [`super::mask::mask_event`] masks the event.
 pub fn line(p: &Parts, mask: &MaskSettings) -> Vec<u8> {
+    write(p, mask, false).0
+}
+
+/// [`line`], keeping its `input` as written for the result record of the
+/// same request (`None` when the input is not an object or has an
+/// `output` of its own: that record then writes it itself).
+pub fn line_keeping(p: &Parts, mask: &MaskSettings) -> (Vec<u8>, Option<WrittenInput>) {
+    write(p, mask, true)
+}
+
+fn write(p: &Parts, mask: &MaskSettings, keep: bool) -> (Vec<u8>, Option<WrittenInput>) {
     let mut w = Writer {
         out: Vec::with_capacity(p.bundles.json.len() + 2048),
         mask,
         masked: Vec::new(),
         path: String::new(),
+        keep: None,
     };
     w.raw(b"{\"bundles\":");
     w.raw(&p.bundles.json);
     w.raw(b",\"decision_id\":");
     w.value(&p.decision_id);
     w.raw(b",\"input\":");
-    w.input(p.input, p.output);
+    let start = w.out.len();
+    match (p.output, p.written) {
+        (Some(output), Some(written)) if written.fits(mask) => w.written(written, output),
+        _ => w.input(p.input, p.output),
+    }
+    let kept = match (keep, p.output, w.keep.take()) {
+        (true, None, Some((split, end))) => {
+            // `{` + before + `,`? + after + `}`; offsets are into `out`.
+            let before = w.out[start + 1..split].to_vec();
+            let after = &w.out[split..end];
+            Some(WrittenInput {
+                before,
+                after: after.strip_prefix(b",").unwrap_or(after).to_vec(),
+                masked: w.masked.clone(),
+                secret_fields: mask.secret_fields.to_vec(),
+                max_arg_bytes: mask.max_arg_bytes,
+            })
+        }
+        _ => None,
+    };
     w.raw(b",\"labels\":");
     w.value(p.labels);
     if !w.masked.is_empty() {
@@ -119,7 +176,7 @@ pub fn line(p: &Parts, mask: &MaskSettings) -> Vec<u8> {
         w.value(classes);
     }
     w.raw(b"}\n");
-    w.out
+    (w.out, kept)
 }
 
 struct Writer<'a> {
@@ -129,6 +186,9 @@ struct Writer<'a> {
     masked: Vec<String>,
     /// The pointer to the value being written, while masking.
     path: String,
+    /// Where an object input's `output` would go and where its members
+    /// end (offsets into `out`), when it has no `output` of its own.
+    keep: Option<(usize, usize)>,
 }
 
 impl Writer<'_> {
@@ -165,7 +225,11 @@ impl Writer<'_> {
         self.out.push(b'{');
         let mut first = true;
         let mut output = output;
+        let mut split = None;
         for (k, v) in members {
+            if split.is_none() && k.as_str() >= "output" {
+                split = Some(self.out.len());
+            }
             if let Some(o) = output
                 && k.as_str() >= "output"
             {
@@ -189,6 +253,24 @@ impl Writer<'_> {
         if let Some(o) = output {
             self.key(first, "output");
             self.secrets_at("/input/output", o);
+        }
+        if !members.contains_key("output") {
+            let end = self.out.len();
+            self.keep = Some((split.unwrap_or(end), end));
+        }
+        self.out.push(b'}');
+    }
+
+    /// An input kept from the request's record, `output` set in it.
+    fn written(&mut self, w: &WrittenInput, output: &Value) {
+        self.out.push(b'{');
+        self.raw(&w.before);
+        self.masked.extend(w.masked.iter().cloned());
+        self.key(w.before.is_empty(), "output");
+        self.secrets_at("/input/output", output);
+        if !w.after.is_empty() {
+            self.out.push(b',');
+            self.raw(&w.after);
         }
         self.out.push(b'}');
     }

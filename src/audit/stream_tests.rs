@@ -184,6 +184,7 @@ fn the_masked_list_is_in_mask_events_order() {
             path: "p",
             input: &input,
             output: None,
+            written: None,
             result: &result,
             labels: &labels,
             eval_ns: 0,

@@ -121,13 +121,13 @@ impl Enforcer {
             persona: pick.label(),
         };
         let mut decision = ev.decision;
-        self.record(action, ctx, &mut decision, record, &mut charged);
+        let written = self.record(action, ctx, &mut decision, record, &mut charged);
         // Only with a result rule: the input its result is decided with —
         // the record's, moved in once the record is written (it borrowed
-        // it: no copy).
+        // it: no copy) — and that input as the record wrote it.
         let result = decision
             .allow
-            .then(|| super::result::ResultContext::keep(action, active.as_ref(), input))
+            .then(|| super::result::ResultContext::keep(action, active.as_ref(), input, written))
             .flatten();
         self.count(action, &decision, engine, start);
         if let Some(mut job) = shadow {
@@ -364,6 +364,7 @@ impl Enforcer {
     /// Writes the decision record (ARCHITECTURE.md, invariant 4). A record
     /// that cannot be written turns an allowed decision into a denial
     /// ([`Enforcer::unrecorded`]), and everything it charged is given back.
+    /// Returns the record's `input` as written, when it kept it.
     fn record(
         &self,
         action: &Action,
@@ -371,10 +372,12 @@ impl Enforcer {
         decision: &mut Decision,
         record: record::Record,
         charged: &mut Charged,
-    ) {
-        if let Err(e) = self.log_decision(decision, record)
-            && self.unrecorded(decision, &e)
-        {
+    ) -> Option<crate::audit::record::WrittenInput> {
+        let e = match self.log_decision(decision, record) {
+            Ok(written) => return written,
+            Err(e) => e,
+        };
+        if self.unrecorded(decision, &e) {
             // The call will not be made, through no doing of the agent's:
             // give back everything its decision charged.
             self.guard
@@ -383,6 +386,7 @@ impl Enforcer {
                 self.guard.refund_budget(&r);
             }
         }
+        None
     }
 
     /// The decision's latency and outcome metrics. A call that waits for a

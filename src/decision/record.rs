@@ -20,7 +20,7 @@ use super::engine::PolicyEngine;
 use super::{Decision, Enforcer};
 use crate::audit::mask::MaskSettings;
 pub(super) use crate::audit::record::RecordError;
-use crate::audit::record::{DecisionRecord, LogRules};
+use crate::audit::record::{DecisionRecord, LogRules, WrittenInput};
 use crate::config::OnWriteError;
 
 /// What a record carries besides the decision.
@@ -69,9 +69,16 @@ impl Enforcer {
 
     /// Writes the record of `d` (nothing without a decision log, or when the
     /// bundle's `log.drop` says so); the shape and the masking are
-    /// `audit::record`'s.
-    pub(super) fn log_decision(&self, d: &Decision, r: Record) -> Result<(), RecordError> {
-        let Some(log) = &self.log else { return Ok(()) };
+    /// `audit::record`'s. Its `input` as written, when kept, for the
+    /// record of the request's result.
+    pub(super) fn log_decision(
+        &self,
+        d: &Decision,
+        r: Record,
+    ) -> Result<Option<WrittenInput>, RecordError> {
+        let Some(log) = &self.log else {
+            return Ok(None);
+        };
         // A bundle without `log.drop`/`log.mask` rules: no rules, so the
         // record is written from its parts (`audit::stream`).
         let rules = r

@@ -30,6 +30,8 @@ pub(super) struct ResultRecord<'a> {
     /// The request's decision input (owned when the permit's result
     /// context was spent on it: `Enforcer::decide_result_once`).
     pub cx: std::borrow::Cow<'a, Value>,
+    /// `cx` as the request's record wrote it, when kept.
+    pub written: Option<&'a crate::audit::record::WrittenInput>,
     /// `input.output` of the result as the host gets it.
     pub output: Value,
     pub kind: OutputKind,
@@ -52,6 +54,7 @@ impl<'a> ResultRecord<'a> {
             id,
             request_id,
             cx: std::borrow::Cow::Borrowed(step.input),
+            written: None,
             output: super::input::output(step.kind, result),
             kind: step.kind,
             outcome,
@@ -150,6 +153,7 @@ impl<'a> ResultRecord<'a> {
                 path: &path,
                 input: &self.cx,
                 output: Some(withheld.as_ref().unwrap_or(&self.output)),
+                written: self.written,
                 result: &result,
                 labels: &labels,
                 eval_ns: self.outcome.eval_ns,
@@ -240,6 +244,7 @@ mod tests {
     use super::super::{Outcome, OutputKind};
     use super::ResultRecord;
     use crate::audit::mask::{MaskSettings, mask_event};
+    use crate::audit::record::WrittenInput;
     use crate::decision::Decision;
     use crate::decision::codes::ReasonCode;
     use crate::decision::engine::{EngineOptions, PolicyEngine};
@@ -272,6 +277,28 @@ mod tests {
         let digits = line[at..].bytes().take_while(u8::is_ascii_digit).count();
         assert!(digits > 0, "{line}");
         format!("{}{}", &line[..at], &line[at + digits..])
+    }
+
+    /// `input` as a request's record writes it (`audit::stream`).
+    fn kept_of(input: &Value, mask: &MaskSettings) -> Option<WrittenInput> {
+        let labels = serde_json::Map::new();
+        let parts = crate::audit::stream::Parts {
+            bundles: crate::audit::record::Bundles::none(),
+            decision_id: Some("q-1"),
+            result_of: None,
+            timestamp: "now",
+            path: "p",
+            input,
+            output: None,
+            written: None,
+            result: &Value::Null,
+            labels: &labels,
+            eval_ns: 0,
+            decision_ns: 0,
+            upstream_classes: None,
+            trace: None,
+        };
+        crate::audit::stream::line_keeping(&parts, mask).1
     }
 
     fn outcomes() -> Vec<Outcome> {
@@ -321,42 +348,58 @@ mod tests {
             )
             .unwrap(),
         ];
+        // Inputs whose members all sort before `output`, all after it.
+        let before = json!({"action": {"args": {"password": "p"}}});
+        let after = json!({"user": {"id": "u", "token": "t"}});
+        let inputs = [&request, &Value::Null, &before, &after];
         let mut n = 0;
         for max_arg_bytes in [64, 1 << 20] {
             let mask = MaskSettings {
                 secret_fields: &secret_fields,
                 max_arg_bytes,
             };
+            let other = MaskSettings {
+                secret_fields: &[],
+                max_arg_bytes: 1,
+            };
             for outcome in &outcomes() {
                 for output in &outputs {
                     for d in &decisions {
-                        for input in [&request, &Value::Null] {
-                            let start = Instant::now();
-                            let record = || ResultRecord {
-                                engine: &engine,
-                                id: "r-1",
-                                request_id: (n % 2 == 0).then_some("q-1"),
-                                cx: Cow::Borrowed(input),
-                                output: output.clone(),
-                                kind: OutputKind::ToolResult,
-                                outcome,
-                                start,
-                            };
-                            let mut labels = serde_json::Map::new();
-                            labels.insert("app".into(), json!("gavel"));
-                            let streamed =
-                                String::from_utf8(record().line(d, labels.clone(), "now", &mask))
-                                    .unwrap();
-                            let mut event = record().event(d, labels, "now");
-                            mask_event(&mut event, &mask);
-                            let expected = format!("{}\n", serde_json::to_string(&event).unwrap());
-                            assert_eq!(untimed(&streamed), untimed(&expected));
-                            n += 1;
+                        for input in inputs {
+                            // The input as the request's record writes
+                            // it, with this masking and with another.
+                            let kept = kept_of(input, &mask);
+                            assert_eq!(kept.is_some(), input.is_object());
+                            let kept_other = kept_of(input, &other);
+                            for written in [None, kept.as_ref(), kept_other.as_ref()] {
+                                let start = Instant::now();
+                                let record = || ResultRecord {
+                                    engine: &engine,
+                                    id: "r-1",
+                                    request_id: (n % 2 == 0).then_some("q-1"),
+                                    cx: Cow::Borrowed(input),
+                                    written,
+                                    output: output.clone(),
+                                    kind: OutputKind::ToolResult,
+                                    outcome,
+                                    start,
+                                };
+                                let mut labels = serde_json::Map::new();
+                                labels.insert("app".into(), json!("gavel"));
+                                let streamed = record().line(d, labels.clone(), "now", &mask);
+                                let streamed = String::from_utf8(streamed).unwrap();
+                                let mut event = record().event(d, labels, "now");
+                                mask_event(&mut event, &mask);
+                                let expected =
+                                    format!("{}\n", serde_json::to_string(&event).unwrap());
+                                assert_eq!(untimed(&streamed), untimed(&expected));
+                                n += 1;
+                            }
                         }
                     }
                 }
             }
         }
-        assert_eq!(n, 2 * 4 * 3 * 2 * 2);
+        assert_eq!(n, 2 * 4 * 3 * 2 * 4 * 3);
     }
 }
