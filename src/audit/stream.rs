@@ -48,7 +48,9 @@ impl Bundles {
 }
 
 /// A decision-shaped record's members (docs/decision-log.md), borrowed.
-pub struct Parts<'a> {
+/// `result` is a `Value`, or anything that serializes as one would: its
+/// members in sorted order (a result record's summary).
+pub struct Parts<'a, R: serde::Serialize + ?Sized = Value> {
     pub bundles: &'a Bundles,
     /// Always a member (`null` when none).
     pub decision_id: Option<&'a str>,
@@ -66,7 +68,7 @@ pub struct Parts<'a> {
     /// being serialized and masked again (the same value, the same
     /// masking: the same bytes).
     pub written: Option<&'a WrittenInput>,
-    pub result: &'a Value,
+    pub result: &'a R,
     pub labels: &'a Map<String, Value>,
     pub eval_ns: u64,
     pub decision_ns: u64,
@@ -98,18 +100,25 @@ impl WrittenInput {
 
 /// The record's line (with its newline), masked as
 /// [`super::mask::mask_event`] masks the event.
-pub fn line(p: &Parts, mask: &MaskSettings) -> Vec<u8> {
+pub fn line<R: serde::Serialize + ?Sized>(p: &Parts<R>, mask: &MaskSettings) -> Vec<u8> {
     write(p, mask, false).0
 }
 
 /// [`line`], keeping its `input` as written for the result record of the
 /// same request (`None` when the input is not an object or has an
 /// `output` of its own: that record then writes it itself).
-pub fn line_keeping(p: &Parts, mask: &MaskSettings) -> (Vec<u8>, Option<WrittenInput>) {
+pub fn line_keeping<R: serde::Serialize + ?Sized>(
+    p: &Parts<R>,
+    mask: &MaskSettings,
+) -> (Vec<u8>, Option<WrittenInput>) {
     write(p, mask, true)
 }
 
-fn write(p: &Parts, mask: &MaskSettings, keep: bool) -> (Vec<u8>, Option<WrittenInput>) {
+fn write<R: serde::Serialize + ?Sized>(
+    p: &Parts<R>,
+    mask: &MaskSettings,
+    keep: bool,
+) -> (Vec<u8>, Option<WrittenInput>) {
     let mut w = Writer {
         out: Vec::with_capacity(p.bundles.json.len() + 2048),
         mask,

@@ -94,6 +94,23 @@ impl<'a> ResultRecord<'a> {
         result
     }
 
+    /// [`Self::result`] as a record writes it: the same members, in the
+    /// sorted order `Self::result`'s map serializes them in, borrowed.
+    fn summary<'s>(&'s self, d: &'s Decision) -> Summary<'s> {
+        let o = self.outcome;
+        Summary {
+            allow: d.allow,
+            error: o.error.as_ref().map(|(_, text)| text.as_str()),
+            filtered: &o.filtered,
+            matched_rules: &d.matched_rules,
+            outcome: o.label(),
+            policy_version: d.policy_version.as_deref(),
+            reasons: &d.reasons,
+            redactions: &o.redactions,
+            remediation: d.remediation.as_deref(),
+        }
+    }
+
     fn labels(mut labels: serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
         labels.insert("policy".into(), json!("rego"));
         labels.insert("fail_open".into(), json!("false"));
@@ -141,7 +158,7 @@ impl<'a> ResultRecord<'a> {
         mask: &MaskSettings,
     ) -> Vec<u8> {
         let withheld = self.withheld();
-        let result = self.result(d);
+        let result = self.summary(d);
         let labels = Self::labels(labels);
         let path = self.engine.result_record_path();
         crate::audit::stream::line(
@@ -164,6 +181,26 @@ impl<'a> ResultRecord<'a> {
             mask,
         )
     }
+}
+
+/// A result record's `result`, borrowed from the decision and its outcome:
+/// the members of [`ResultRecord::result`]'s map, declared in its sorted
+/// order, so serializing it writes the bytes that map does without
+/// building it (issue 17). Two records per call built it only to write it.
+#[derive(serde::Serialize)]
+struct Summary<'a> {
+    allow: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    filtered: &'a [Value],
+    matched_rules: &'a [String],
+    outcome: &'a str,
+    /// `null` when none, as in the map.
+    policy_version: Option<&'a str>,
+    reasons: &'a [String],
+    redactions: &'a [Value],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remediation: Option<&'a str>,
 }
 
 impl Enforcer {
