@@ -165,6 +165,13 @@ impl DecisionLog {
         self.append_lines(line)
     }
 
+    /// Appends one record already serialized as its line (ending in a
+    /// newline: `super::stream::line`), in one `write(2)`.
+    pub fn write_line(&self, line: Vec<u8>) -> std::io::Result<()> {
+        debug_assert!(line.ends_with(b"\n"));
+        self.append_lines(line)
+    }
+
     /// Appends `records`, one line each, in one `write(2)` — for a writer
     /// with many records at once (the shadow's divergences of one batch): one
     /// system call and one lock for all. All or none: on an error nothing of

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::DecisionLog;
 use super::mask::{MaskSettings, apply_mask_rules, mask_event};
+pub use super::stream::{Bundles, WrittenInput};
 
 /// This process's instance id: OPA's `labels.id`, a UUIDv4 drawn once per
 /// gavel process, so a receiver can tell apart the processes that share a
@@ -44,11 +45,13 @@ pub struct DecisionRecord<'a> {
     pub timestamp: &'a str,
     /// The policy path decided (`gavel/static` for static rules).
     pub path: &'a str,
-    pub input: Value,
+    /// Borrowed when the caller keeps it (the enforcer hands it to the
+    /// result step after the record is written).
+    pub input: std::borrow::Cow<'a, Value>,
     /// The decision (v1 contract), serialized.
     pub result: Value,
-    pub bundles: Value,
-    pub labels: Value,
+    pub bundles: &'a Bundles,
+    pub labels: serde_json::Map<String, Value>,
     pub eval_ns: u64,
     pub decision_ns: u64,
     /// For a tool call: the data classes the upstream declared in the tool's
@@ -70,10 +73,10 @@ impl DecisionRecord<'_> {
         event.insert("decision_id".into(), json!(self.decision_id));
         event.insert("timestamp".into(), json!(self.timestamp));
         event.insert("path".into(), json!(self.path));
-        event.insert("input".into(), self.input);
+        event.insert("input".into(), self.input.into_owned());
         event.insert("result".into(), self.result);
-        event.insert("bundles".into(), self.bundles);
-        event.insert("labels".into(), self.labels);
+        event.insert("bundles".into(), self.bundles.value().clone());
+        event.insert("labels".into(), Value::Object(self.labels));
         event.insert(
             "metrics".into(),
             json!({"timer_rego_query_eval_ns": self.eval_ns, "timer_gavel_decision_ns": self.decision_ns}),
@@ -88,16 +91,54 @@ impl DecisionRecord<'_> {
         Value::Object(event)
     }
 
+    /// The record's line, masked, written from its parts
+    /// ([`super::stream`]): the bytes `event`, masked and serialized, gives.
+    pub fn line(&self, mask: &MaskSettings) -> Vec<u8> {
+        self.line_keeping(mask).0
+    }
+
+    /// [`Self::line`], with its `input` as written for the record of the
+    /// request's result ([`super::stream::line_keeping`]).
+    pub fn line_keeping(&self, mask: &MaskSettings) -> (Vec<u8>, Option<WrittenInput>) {
+        super::stream::line_keeping(
+            &super::stream::Parts {
+                bundles: self.bundles,
+                decision_id: self.decision_id,
+                result_of: None,
+                timestamp: self.timestamp,
+                path: self.path,
+                input: &self.input,
+                output: None,
+                written: None,
+                result: &self.result,
+                labels: &self.labels,
+                eval_ns: self.eval_ns,
+                decision_ns: self.decision_ns,
+                upstream_classes: self.upstream_classes,
+                trace: self.trace.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
+            },
+            mask,
+        )
+    }
+
     /// Writes the record: the bundle's `rules` first (a drop is not a
-    /// failure), then gavel's masking, then one line to `log`.
+    /// failure), then gavel's masking, then one line to `log`. Without
+    /// rules (a bundle that has none passes `None`) the line is written
+    /// from the parts, no event built, and its `input` as written comes
+    /// back for the record of the request's result.
     pub fn write(
         self,
         log: &DecisionLog,
         rules: Option<LogRules>,
         mask: &MaskSettings,
-    ) -> Result<(), RecordError> {
+    ) -> Result<Option<WrittenInput>, RecordError> {
+        if rules.is_none() {
+            let (line, written) = self.line_keeping(mask);
+            log.write_line(line)?;
+            return Ok(written);
+        }
         let id = self.decision_id;
-        write_event(self.event(), id, log, rules, mask)
+        write_event(self.event(), id, log, rules, mask).map(|()| None)
     }
 }
 

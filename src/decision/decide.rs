@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::active::Policy;
 use super::codes::ReasonCode;
@@ -16,6 +16,7 @@ use super::{
     Action, ActionType, Decision, DecisionContext, Enforcer, ServerPolicy, Verdict, input, paths,
     record,
 };
+use crate::audit::record::Bundles;
 use crate::config::Identity;
 use crate::state::limits::Limit;
 
@@ -94,16 +95,10 @@ impl Enforcer {
             stored()
         };
         let data_classes = referenced_classes(&input, action);
-        // Only with a result rule: the input its result is decided with.
-        let result = ev
-            .decision
-            .allow
-            .then(|| super::result::ResultContext::keep(action, active.as_ref(), &input))
-            .flatten();
         ev.decision.decision_id = Some(next_decision_id());
         let record = record::Record {
             engine,
-            input,
+            input: &input,
             path: &ev.path,
             bundles: ev.bundles,
             policy: ev.policy,
@@ -117,7 +112,14 @@ impl Enforcer {
             persona: pick.label(),
         };
         let mut decision = ev.decision;
-        self.record(action, ctx, &mut decision, record, &mut charged);
+        let written = self.record(action, ctx, &mut decision, record, &mut charged);
+        // Only with a result rule: the input its result is decided with —
+        // the record's, moved in once the record is written (it borrowed
+        // it: no copy) — and that input as the record wrote it.
+        let result = decision
+            .allow
+            .then(|| super::result::ResultContext::keep(action, active.as_ref(), input, written))
+            .flatten();
         self.count(action, &decision, engine, start);
         if let Some(mut job) = shadow {
             job.decision_id = decision.decision_id.clone().unwrap_or_default();
@@ -214,7 +216,7 @@ impl Enforcer {
         &self,
         action: &Action,
         engine: Option<&std::sync::Arc<PolicyEngine>>,
-        ev: &mut Evaluated,
+        ev: &mut Evaluated<'_>,
         input: &Value,
         now: &str,
     ) -> Option<super::shadow::Job> {
@@ -248,14 +250,14 @@ impl Enforcer {
     /// carries its `policy_version` (the bundles', else how it was decided);
     /// with `keep_layers`, a Rego evaluation keeps each layer's value for the
     /// server's shadow to borrow (`engine::lend`).
-    pub(super) fn evaluate(
+    pub(super) fn evaluate<'e>(
         &self,
         action: &Action,
         sp: Option<&ServerPolicy>,
-        policy: Option<&Policy>,
+        policy: Option<&'e Policy>,
         input: &Value,
         keep_layers: bool,
-    ) -> Evaluated {
+    ) -> Evaluated<'e> {
         let Some(sp) = sp else {
             return Evaluated::by_gavel(
                 Decision::deny(
@@ -293,13 +295,13 @@ impl Enforcer {
 
     /// The server's Rego policy on `input`; an engine error fails closed
     /// (unless `fail_open`) with its own reason code.
-    fn evaluate_rego(
+    fn evaluate_rego<'e>(
         &self,
         sp: &ServerPolicy,
-        engine: &PolicyEngine,
+        engine: &'e PolicyEngine,
         input: &Value,
         keep_layers: bool,
-    ) -> Evaluated {
+    ) -> Evaluated<'e> {
         let outcome = if keep_layers {
             engine.decide_keeping(input).map(|(o, l)| (o, Some(l)))
         } else {
@@ -315,9 +317,9 @@ impl Enforcer {
         };
         // The record's `path` and `bundles`: only a record reads them.
         let (path, bundles) = if self.log.is_some() {
-            (engine.record_path(&decision), engine.bundles_json().clone())
+            (engine.record_path(&decision), engine.record_bundles())
         } else {
-            ("gavel/static".to_string(), json!({}))
+            ("gavel/static".to_string(), Bundles::none())
         };
         Evaluated {
             decision,
@@ -358,6 +360,7 @@ impl Enforcer {
     /// Writes the decision record (ARCHITECTURE.md, invariant 4). A record
     /// that cannot be written turns an allowed decision into a denial
     /// ([`Enforcer::unrecorded`]), and everything it charged is given back.
+    /// Returns the record's `input` as written, when it kept it.
     fn record(
         &self,
         action: &Action,
@@ -365,10 +368,12 @@ impl Enforcer {
         decision: &mut Decision,
         record: record::Record,
         charged: &mut Charged,
-    ) {
-        if let Err(e) = self.log_decision(decision, record)
-            && self.unrecorded(decision, &e)
-        {
+    ) -> Option<crate::audit::record::WrittenInput> {
+        let e = match self.log_decision(decision, record) {
+            Ok(written) => return written,
+            Err(e) => e,
+        };
+        if self.unrecorded(decision, &e) {
             // The call will not be made, through no doing of the agent's:
             // give back everything its decision charged.
             self.guard
@@ -377,6 +382,7 @@ impl Enforcer {
                 self.guard.refund_budget(&r);
             }
         }
+        None
     }
 
     /// The decision's latency and outcome metrics. A call that waits for a
@@ -412,7 +418,7 @@ impl Enforcer {
 
 /// What the evaluation step yields: the decision and how it was reached, as
 /// the record tells it.
-pub(super) struct Evaluated {
+pub(super) struct Evaluated<'e> {
     pub(super) decision: Decision,
     /// `labels.policy`: `none`, `static`, `unavailable`, `persona` or `rego`.
     pub(super) policy: &'static str,
@@ -420,7 +426,7 @@ pub(super) struct Evaluated {
     /// (`PolicyEngine::record_path`), else `gavel/static`.
     pub(super) path: String,
     /// The record's `bundles` (`{}` unless a Rego policy decided).
-    pub(super) bundles: Value,
+    pub(super) bundles: &'e Bundles,
     /// Whether `fail_open` let a failed policy allow.
     pub(super) fail_open: bool,
     /// `metrics.timer_rego_query_eval_ns`.
@@ -429,7 +435,7 @@ pub(super) struct Evaluated {
     pub(super) layers: Option<super::engine::LayerValues>,
 }
 
-impl Evaluated {
+impl Evaluated<'_> {
     /// A decision made without the Rego engine; its `policy_version` is
     /// `policy` unless the decision names one (static rules: `static`).
     pub(super) fn by_gavel(mut decision: Decision, policy: &'static str) -> Self {
@@ -440,7 +446,7 @@ impl Evaluated {
             decision,
             policy,
             path: "gavel/static".to_string(),
-            bundles: json!({}),
+            bundles: Bundles::none(),
             fail_open: false,
             eval_ns: 0,
             layers: None,

@@ -59,7 +59,7 @@ impl Enforcer {
             decision_id: None,
             timestamp: &now,
             path: &ev.path,
-            input,
+            input: std::borrow::Cow::Owned(input),
             result: json!(decision),
             bundles: ev.bundles,
             labels: self.decision_labels(ev.policy, ev.fail_open, pick.label()),

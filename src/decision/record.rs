@@ -20,15 +20,15 @@ use super::engine::PolicyEngine;
 use super::{Decision, Enforcer};
 use crate::audit::mask::MaskSettings;
 pub(super) use crate::audit::record::RecordError;
-use crate::audit::record::{DecisionRecord, LogRules};
+use crate::audit::record::{DecisionRecord, LogRules, WrittenInput};
 use crate::config::OnWriteError;
 
 /// What a record carries besides the decision.
 pub(super) struct Record<'a> {
     pub engine: Option<&'a PolicyEngine>,
-    pub input: Value,
+    pub input: &'a Value,
     pub path: &'a str,
-    pub bundles: Value,
+    pub bundles: &'a crate::audit::record::Bundles,
     pub policy: &'a str,
     pub fail_open: bool,
     pub eval_ns: u64,
@@ -57,29 +57,39 @@ impl Enforcer {
         policy: &str,
         fail_open: bool,
         persona: Option<&str>,
-    ) -> Value {
+    ) -> serde_json::Map<String, Value> {
         let mut l = self.labels();
         l.insert("policy".into(), json!(policy));
         l.insert("fail_open".into(), json!(fail_open.to_string()));
         if let Some(p) = persona {
             l.insert("persona".into(), json!(p));
         }
-        Value::Object(l)
+        l
     }
 
     /// Writes the record of `d` (nothing without a decision log, or when the
     /// bundle's `log.drop` says so); the shape and the masking are
-    /// `audit::record`'s.
-    pub(super) fn log_decision(&self, d: &Decision, r: Record) -> Result<(), RecordError> {
-        let Some(log) = &self.log else { return Ok(()) };
+    /// `audit::record`'s. Its `input` as written, when kept, for the
+    /// record of the request's result.
+    pub(super) fn log_decision(
+        &self,
+        d: &Decision,
+        r: Record,
+    ) -> Result<Option<WrittenInput>, RecordError> {
+        let Some(log) = &self.log else {
+            return Ok(None);
+        };
+        // A bundle without `log.drop`/`log.mask` rules: no rules, so the
+        // record is written from its parts (`audit::stream`).
         let rules = r
             .engine
+            .filter(|e| e.has_log_rules())
             .map(|e| move |event: &Value| e.log_rules(event).map_err(|e| e.to_string()));
         let record = DecisionRecord {
             decision_id: d.decision_id.as_deref(),
             timestamp: r.now,
             path: r.path,
-            input: r.input,
+            input: std::borrow::Cow::Borrowed(r.input),
             result: json!(d),
             bundles: r.bundles,
             labels: self.decision_labels(r.policy, r.fail_open, r.persona),

@@ -135,7 +135,7 @@ impl PolicyEngine {
         Ok(PolicyEngine {
             pool: Arc::new(Pool::new(engine)),
             version: version_of(&loaded),
-            bundles_json: bundles_json_of(&loaded),
+            bundles_json: crate::audit::record::Bundles::new(bundles_json_of(&loaded)),
             bundles: loaded,
             warnings,
             timeout: opts.eval_timeout,
@@ -144,6 +144,7 @@ impl PolicyEngine {
             lent: Vec::new(),
             needs: None,
             reads,
+            prefixes: Default::default(),
         })
     }
 }

@@ -3,6 +3,8 @@
 //! arguments compared on their canonical forms (`decision::paths`), so that
 //! no spelling of a classified file escapes its class.
 
+use std::sync::OnceLock;
+
 use serde_json::Value;
 
 use super::PolicyEngine;
@@ -81,33 +83,84 @@ impl PolicyEngine {
         if readings.is_empty() && !unplaced {
             return;
         }
-        for b in &self.bundles {
-            for rule in b
-                .classification
+        let cached = self.prefixes.get(root, || {
+            self.path_rules()
+                .map(|rule| {
+                    let prefix = rule.get("prefix").and_then(Value::as_str)?;
+                    Prefixes::fixed(prefix).then(|| paths::readings(prefix, root))
+                })
+                .collect()
+        });
+        for (i, rule) in self.path_rules().enumerate() {
+            let Some(prefix) = rule.get("prefix").and_then(Value::as_str) else {
+                continue;
+            };
+            let owned;
+            // A prefix that cannot be placed is the bundle's mistake:
+            // it matches every path rather than none.
+            let prefixes = match cached.and_then(|c| c[i].as_ref()) {
+                Some(p) => p,
+                None => {
+                    owned = paths::readings(prefix, root);
+                    &owned
+                }
+            };
+            let hit = unplaced
+                || readings.iter().any(|r| match r {
+                    Err(_) => true,
+                    Ok(c) => prefixes.iter().any(|p| match p {
+                        Err(_) => true,
+                        Ok(p) => paths::within(c, p),
+                    }),
+                });
+            if hit {
+                add(out, rule.get("classes"));
+            }
+        }
+    }
+}
+
+/// Every reading of each `classification.paths` rule's prefix, made once
+/// per engine (for the first root it is asked with: one engine decides
+/// for one server, whose `path_root` it always gets) instead of on every
+/// request and every answer (issue 17). A prefix holding `~` or `%` is
+/// read again each time: its reading may depend on `HOME` (a `~` is
+/// expanded then), so only prefixes whose reading is a function of the
+/// prefix and the root alone are kept.
+#[derive(Default)]
+pub(super) struct Prefixes(OnceLock<(Option<PathRoot>, Vec<Option<Readings>>)>);
+
+type Readings = Vec<Result<Canon, PathError>>;
+
+impl Prefixes {
+    /// The readings of every path rule (in [`PolicyEngine::path_rules`]
+    /// order; `None` where not kept) when `root` is the root they were
+    /// made for.
+    fn get(
+        &self,
+        root: Option<&PathRoot>,
+        make: impl FnOnce() -> Vec<Option<Readings>>,
+    ) -> Option<&[Option<Readings>]> {
+        let (made_for, readings) = self.0.get_or_init(|| (root.cloned(), make()));
+        (made_for.as_ref() == root).then_some(readings.as_slice())
+    }
+
+    /// Whether `prefix`'s readings depend on nothing but it and the root.
+    fn fixed(prefix: &str) -> bool {
+        !prefix.contains(['~', '%'])
+    }
+}
+
+impl PolicyEngine {
+    /// Every bundle's `classification.paths` rules, in order.
+    fn path_rules(&self) -> impl Iterator<Item = &Value> {
+        self.bundles.iter().flat_map(|b| {
+            b.classification
                 .get("paths")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-            {
-                let Some(prefix) = rule.get("prefix").and_then(Value::as_str) else {
-                    continue;
-                };
-                // A prefix that cannot be placed is the bundle's mistake:
-                // it matches every path rather than none.
-                let prefixes = paths::readings(prefix, root);
-                let hit = unplaced
-                    || readings.iter().any(|r| match r {
-                        Err(_) => true,
-                        Ok(c) => prefixes.iter().any(|p| match p {
-                            Err(_) => true,
-                            Ok(p) => paths::within(c, p),
-                        }),
-                    });
-                if hit {
-                    add(out, rule.get("classes"));
-                }
-            }
-        }
+        })
     }
 }
 

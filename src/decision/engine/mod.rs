@@ -158,7 +158,7 @@ pub struct PolicyEngine {
     bundles: Vec<Loaded>,
     /// Precomputed: `name@revision,…` and the decision log's `bundles` object.
     version: String,
-    bundles_json: Value,
+    bundles_json: crate::audit::record::Bundles,
     warnings: Vec<LintFinding>,
     timeout: Duration,
     /// Whether some rule may read `input.context.budget` (`bundle::deps`).
@@ -178,6 +178,8 @@ pub struct PolicyEngine {
     /// step evaluates on this projection of its input
     /// ([`PolicyEngine::result_input`]).
     reads: Option<Vec<Vec<String>>>,
+    /// The path rules' prefixes, read once (`classify`).
+    prefixes: classify::Prefixes,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -280,7 +282,20 @@ impl PolicyEngine {
 
     /// `{name: {revision, digest, layer}}` for decision records.
     pub fn bundles_json(&self) -> &Value {
+        self.bundles_json.value()
+    }
+
+    /// [`Self::bundles_json`] as a record writes it (serialized once).
+    pub fn record_bundles(&self) -> &crate::audit::record::Bundles {
         &self.bundles_json
+    }
+
+    /// Whether a bundle has decision-log rules (`log.drop`, `log.mask`):
+    /// without them a record needs no event built for them to read.
+    pub fn has_log_rules(&self) -> bool {
+        self.bundles
+            .iter()
+            .any(|b| b.log_drop.is_some() || b.log_mask.is_some())
     }
 
     /// The record's `path`, as OPA writes a decision path
@@ -376,11 +391,7 @@ impl PolicyEngine {
     /// `data.<package>.log.mask` names what to erase or upsert. Returns
     /// `(drop, mask items)`; an error means the event must not be logged.
     pub fn log_rules(&self, event: &Value) -> Result<(bool, Vec<Value>), EngineError> {
-        if self
-            .bundles
-            .iter()
-            .all(|b| b.log_drop.is_none() && b.log_mask.is_none())
-        {
+        if !self.has_log_rules() {
             return Ok((false, vec![]));
         }
         // OPA: drop first (any bundle), then mask — both in one hand-off to

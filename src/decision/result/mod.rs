@@ -48,6 +48,9 @@ pub struct ResultContext {
     active: Arc<Active>,
     server: String,
     tool: String,
+    /// `input` as the request's record wrote it (masked), which the
+    /// result's record writes again (`audit::stream::WrittenInput`).
+    written: Option<Arc<crate::audit::record::WrittenInput>>,
 }
 
 impl std::fmt::Debug for ResultContext {
@@ -68,7 +71,8 @@ impl ResultContext {
     pub(super) fn keep(
         action: &Action,
         active: Option<&Arc<Active>>,
-        input: &Value,
+        input: Value,
+        written: Option<crate::audit::record::WrittenInput>,
     ) -> Option<Box<ResultContext>> {
         let active = active?;
         let Policy::Rego(engine) = &active.policy else {
@@ -85,10 +89,11 @@ impl ResultContext {
         );
         (decided && engine.has_result_rules()).then(|| {
             Box::new(ResultContext {
-                input: Arc::new(input.clone()),
+                input: Arc::new(input),
                 active: active.clone(),
                 server: action.server.clone(),
                 tool: action.tool.clone(),
+                written: written.map(Arc::new),
             })
         })
     }
@@ -227,7 +232,8 @@ impl Enforcer {
         };
         let at = (cx.server.as_str(), cx.tool.as_str());
         let input = std::borrow::Cow::Borrowed(&*cx.input);
-        self.decide_in(request_id, &cx.active, at, input, kind, result)
+        let request = (request_id, input, cx.written.as_deref());
+        self.decide_in(request, &cx.active, at, kind, result)
     }
 
     /// [`Enforcer::decide_result`] for a caller that decides the permit's
@@ -249,23 +255,29 @@ impl Enforcer {
             active,
             server,
             tool,
+            written,
         } = *cx;
         let request_id = permit.decision.decision_id.as_deref();
         // Moved into the record when no round gate holds it any more
         // (the usual case: the caller drops its gate once answered).
         let input =
             std::borrow::Cow::Owned(Arc::try_unwrap(input).unwrap_or_else(|a| (*a).clone()));
-        self.decide_in(request_id, &active, (&server, &tool), input, kind, result)
+        let request = (request_id, input, written.as_deref());
+        self.decide_in(request, &active, (&server, &tool), kind, result)
     }
 
     /// The result step of the request `request_id` to `server`'s `tool`,
-    /// decided by `active` on the request's decision input.
+    /// decided by `active` on the request's decision input (and that
+    /// input as the request's record wrote it, when kept).
     fn decide_in(
         &self,
-        request_id: Option<&str>,
+        (request_id, request_input, written): (
+            Option<&str>,
+            std::borrow::Cow<'_, Value>,
+            Option<&crate::audit::record::WrittenInput>,
+        ),
         active: &Active,
         (server, tool): (&str, &str),
-        request_input: std::borrow::Cow<'_, Value>,
         kind: OutputKind,
         result: Value,
     ) -> ResultVerdict {
@@ -289,6 +301,7 @@ impl Enforcer {
             request_id,
             output: input::output(kind, &result),
             cx: request_input,
+            written,
             kind,
             outcome: &outcome,
             start,

@@ -30,6 +30,8 @@ pub(super) struct ResultRecord<'a> {
     /// The request's decision input (owned when the permit's result
     /// context was spent on it: `Enforcer::decide_result_once`).
     pub cx: std::borrow::Cow<'a, Value>,
+    /// `cx` as the request's record wrote it, when kept.
+    pub written: Option<&'a crate::audit::record::WrittenInput>,
     /// `input.output` of the result as the host gets it.
     pub output: Value,
     pub kind: OutputKind,
@@ -52,6 +54,7 @@ impl<'a> ResultRecord<'a> {
             id,
             request_id,
             cx: std::borrow::Cow::Borrowed(step.input),
+            written: None,
             output: super::input::output(step.kind, result),
             kind: step.kind,
             outcome,
@@ -59,19 +62,20 @@ impl<'a> ResultRecord<'a> {
         }
     }
 
-    fn event(self, d: &Decision, labels: serde_json::Map<String, Value>, now: &str) -> Value {
+    /// `input.output` as recorded: a denied or withheld result only as
+    /// its kind, size and digest (`None`: the output as it is).
+    fn withheld(&self) -> Option<Value> {
         let o = self.outcome;
-        let mut input = self.cx.into_owned();
-        let output = if o.error.is_some() || o.deny {
+        (o.error.is_some() || o.deny).then(|| {
             let bytes = serde_json::to_vec(&self.output).unwrap_or_default();
             json!({"kind": self.kind.as_str(), "withheld": true, "size_bytes": bytes.len(),
                    "sha256": crate::bundle::canonical::sha256_hex(&bytes)})
-        } else {
-            self.output
-        };
-        if let Value::Object(m) = &mut input {
-            m.insert("output".into(), output);
-        }
+        })
+    }
+
+    /// The record's `result`.
+    fn result(&self, d: &Decision) -> Value {
+        let o = self.outcome;
         let mut result = json!({
             "allow": d.allow,
             "outcome": o.label(),
@@ -87,9 +91,42 @@ impl<'a> ResultRecord<'a> {
         if let Some((_, text)) = &o.error {
             result["error"] = json!(text);
         }
-        let mut labels = labels;
+        result
+    }
+
+    /// [`Self::result`] as a record writes it: the same members, in the
+    /// sorted order `Self::result`'s map serializes them in, borrowed.
+    fn summary<'s>(&'s self, d: &'s Decision) -> Summary<'s> {
+        let o = self.outcome;
+        Summary {
+            allow: d.allow,
+            error: o.error.as_ref().map(|(_, text)| text.as_str()),
+            filtered: &o.filtered,
+            matched_rules: &d.matched_rules,
+            outcome: o.label(),
+            policy_version: d.policy_version.as_deref(),
+            reasons: &d.reasons,
+            redactions: &o.redactions,
+            remediation: d.remediation.as_deref(),
+        }
+    }
+
+    fn labels(mut labels: serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
         labels.insert("policy".into(), json!("rego"));
         labels.insert("fail_open".into(), json!("false"));
+        labels
+    }
+
+    /// The record as an event (what a bundle's `log.drop`/`log.mask`
+    /// rules read), before masking.
+    fn event(self, d: &Decision, labels: serde_json::Map<String, Value>, now: &str) -> Value {
+        let output = self.withheld();
+        let result = self.result(d);
+        let o = self.outcome;
+        let mut input = self.cx.into_owned();
+        if let Value::Object(m) = &mut input {
+            m.insert("output".into(), output.unwrap_or(self.output));
+        }
         // Member by member, the owned values moved in (`json!` would
         // serialize the input and result into copies:
         // `audit::record::DecisionRecord::event` says why).
@@ -101,7 +138,7 @@ impl<'a> ResultRecord<'a> {
         event.insert("input".into(), input);
         event.insert("result".into(), result);
         event.insert("bundles".into(), self.engine.bundles_json().clone());
-        event.insert("labels".into(), Value::Object(labels));
+        event.insert("labels".into(), Value::Object(Self::labels(labels)));
         event.insert(
             "metrics".into(),
             json!({"timer_rego_query_eval_ns": o.eval_ns,
@@ -109,6 +146,61 @@ impl<'a> ResultRecord<'a> {
         );
         Value::Object(event)
     }
+
+    /// The record's line, masked, written from its parts
+    /// (`audit::stream`): the bytes [`Self::event`], masked and
+    /// serialized, gives — without copying the request's input into it.
+    fn line(
+        &self,
+        d: &Decision,
+        labels: serde_json::Map<String, Value>,
+        now: &str,
+        mask: &MaskSettings,
+    ) -> Vec<u8> {
+        let withheld = self.withheld();
+        let result = self.summary(d);
+        let labels = Self::labels(labels);
+        let path = self.engine.result_record_path();
+        crate::audit::stream::line(
+            &crate::audit::stream::Parts {
+                bundles: self.engine.record_bundles(),
+                decision_id: Some(self.id),
+                result_of: Some(self.request_id),
+                timestamp: now,
+                path: &path,
+                input: &self.cx,
+                output: Some(withheld.as_ref().unwrap_or(&self.output)),
+                written: self.written,
+                result: &result,
+                labels: &labels,
+                eval_ns: self.outcome.eval_ns,
+                decision_ns: self.start.elapsed().as_nanos() as u64,
+                upstream_classes: None,
+                trace: None,
+            },
+            mask,
+        )
+    }
+}
+
+/// A result record's `result`, borrowed from the decision and its outcome:
+/// the members of [`ResultRecord::result`]'s map, declared in its sorted
+/// order, so serializing it writes the bytes that map does without
+/// building it (issue 17). Two records per call built it only to write it.
+#[derive(serde::Serialize)]
+struct Summary<'a> {
+    allow: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    filtered: &'a [Value],
+    matched_rules: &'a [String],
+    outcome: &'a str,
+    /// `null` when none, as in the map.
+    policy_version: Option<&'a str>,
+    reasons: &'a [String],
+    redactions: &'a [Value],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remediation: Option<&'a str>,
 }
 
 impl Enforcer {
@@ -118,19 +210,18 @@ impl Enforcer {
     fn log_result(&self, r: ResultRecord, d: &Decision) -> Result<(), RecordError> {
         let Some(log) = &self.log else { return Ok(()) };
         let engine = r.engine;
+        let mask = MaskSettings {
+            secret_fields: &self.config.log.secret_fields,
+            max_arg_bytes: self.config.log.max_arg_bytes,
+        };
+        if !engine.has_log_rules() {
+            // Nothing reads the event: written from its parts.
+            return Ok(log.write_line(r.line(d, self.labels(), &self.now_rfc3339(), &mask))?);
+        }
         let id = r.id.to_string();
         let event = r.event(d, self.labels(), &self.now_rfc3339());
         let rules = move |event: &Value| engine.log_rules(event).map_err(|e| e.to_string());
-        crate::audit::record::write_event(
-            event,
-            Some(&id),
-            log,
-            Some(&rules as LogRules),
-            &MaskSettings {
-                secret_fields: &self.config.log.secret_fields,
-                max_arg_bytes: self.config.log.max_arg_bytes,
-            },
-        )
+        crate::audit::record::write_event(event, Some(&id), log, Some(&rules as LogRules), &mask)
     }
 }
 
@@ -175,5 +266,177 @@ fn count(server: &str, tool: &str, o: &Outcome, unrecorded: bool) {
     }
     for f in &o.filtered {
         m.result_filtered(server, &s(f, "rule"), &s(f, "items"), n(f, "dropped"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A result record written from its parts is byte for byte the record
+    //! built as an event, masked and serialized.
+    use std::borrow::Cow;
+    use std::time::Instant;
+
+    use serde_json::{Value, json};
+
+    use super::super::{Outcome, OutputKind};
+    use super::ResultRecord;
+    use crate::audit::mask::{MaskSettings, mask_event};
+    use crate::audit::record::WrittenInput;
+    use crate::decision::Decision;
+    use crate::decision::codes::ReasonCode;
+    use crate::decision::engine::{EngineOptions, PolicyEngine};
+
+    fn engine(dir: &std::path::Path) -> PolicyEngine {
+        std::fs::create_dir_all(dir.join("p")).unwrap();
+        std::fs::write(
+            dir.join(".manifest"),
+            json!({"revision": "2.\u{1}0", "roots": ["p"]}).to_string(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("p/policy.rego"),
+            "package p\ndecision := {\"allow\": true}\nresult := {}\n",
+        )
+        .unwrap();
+        let b = crate::bundle::load_bundle(dir, &Default::default()).unwrap();
+        let opts = EngineOptions {
+            eval_timeout: std::time::Duration::from_secs(5),
+            strict_input: false,
+        };
+        PolicyEngine::build("srv", vec![std::sync::Arc::new(b)], &opts).unwrap()
+    }
+
+    /// The line with its decision timer's digits taken out: the timer
+    /// differs between two writes, the rest must not.
+    fn untimed(line: &str) -> String {
+        const KEY: &str = "\"timer_gavel_decision_ns\":";
+        let at = line.find(KEY).expect("a timer") + KEY.len();
+        let digits = line[at..].bytes().take_while(u8::is_ascii_digit).count();
+        assert!(digits > 0, "{line}");
+        format!("{}{}", &line[..at], &line[at + digits..])
+    }
+
+    /// `input` as a request's record writes it (`audit::stream`).
+    fn kept_of(input: &Value, mask: &MaskSettings) -> Option<WrittenInput> {
+        let labels = serde_json::Map::new();
+        let parts = crate::audit::stream::Parts {
+            bundles: crate::audit::record::Bundles::none(),
+            decision_id: Some("q-1"),
+            result_of: None,
+            timestamp: "now",
+            path: "p",
+            input,
+            output: None,
+            written: None,
+            result: &Value::Null,
+            labels: &labels,
+            eval_ns: 0,
+            decision_ns: 0,
+            upstream_classes: None,
+            trace: None,
+        };
+        crate::audit::stream::line_keeping(&parts, mask).1
+    }
+
+    fn outcomes() -> Vec<Outcome> {
+        vec![
+            Outcome::default(),
+            Outcome {
+                redactions: vec![
+                    json!({"bundle": "b", "count": 2, "pattern": "email", "rule": "data.p.result"}),
+                ],
+                filtered: vec![
+                    json!({"rule": "data.p.result", "items": "lines", "dropped": 1, "evaluated": 3}),
+                ],
+                eval_ns: 12_345,
+                ..Default::default()
+            },
+            Outcome {
+                deny: true,
+                reasons: vec!["secret_in_output".into()],
+                ..Default::default()
+            },
+            Outcome::failed(ReasonCode::PolicyError, "the rule \"failed\"\u{0}".into()),
+        ]
+    }
+
+    #[test]
+    fn a_result_record_from_its_parts_is_the_built_one_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let secret_fields = vec!["session".to_string()];
+        let request = json!({
+            "action": {"args": {"path": "a/b", "password": "p", "big": "x".repeat(100)}, "canonical_args": {"path": "/a/b"}, "tool": "read"},
+            "context": {"session_age_seconds": 1.5, "budget": {"used_fraction": 2.7e-7}},
+            "user": {"id": "ü\u{2028}"},
+        });
+        let outputs = [
+            json!({"content": [{"type": "text", "text": "hi \"there\"\n", "token": "t"}], "isError": false, "_meta": {"session": "s"}}),
+            json!({"contents": [{"uri": "file:///x", "blob": "AAAA"}]}),
+            json!(null),
+        ];
+        let decisions: Vec<Decision> = vec![
+            serde_json::from_value(
+                json!({"allow": true, "policy_version": "b@2", "matched_rules": ["data.p.result"]}),
+            )
+            .unwrap(),
+            serde_json::from_value(
+                json!({"allow": false, "reasons": ["r"], "remediation": "Ask \u{7}an admin"}),
+            )
+            .unwrap(),
+        ];
+        // Inputs whose members all sort before `output`, all after it.
+        let before = json!({"action": {"args": {"password": "p"}}});
+        let after = json!({"user": {"id": "u", "token": "t"}});
+        let inputs = [&request, &Value::Null, &before, &after];
+        let mut n = 0;
+        for max_arg_bytes in [64, 1 << 20] {
+            let mask = MaskSettings {
+                secret_fields: &secret_fields,
+                max_arg_bytes,
+            };
+            let other = MaskSettings {
+                secret_fields: &[],
+                max_arg_bytes: 1,
+            };
+            for outcome in &outcomes() {
+                for output in &outputs {
+                    for d in &decisions {
+                        for input in inputs {
+                            // The input as the request's record writes
+                            // it, with this masking and with another.
+                            let kept = kept_of(input, &mask);
+                            assert_eq!(kept.is_some(), input.is_object());
+                            let kept_other = kept_of(input, &other);
+                            for written in [None, kept.as_ref(), kept_other.as_ref()] {
+                                let start = Instant::now();
+                                let record = || ResultRecord {
+                                    engine: &engine,
+                                    id: "r-1",
+                                    request_id: (n % 2 == 0).then_some("q-1"),
+                                    cx: Cow::Borrowed(input),
+                                    written,
+                                    output: output.clone(),
+                                    kind: OutputKind::ToolResult,
+                                    outcome,
+                                    start,
+                                };
+                                let mut labels = serde_json::Map::new();
+                                labels.insert("app".into(), json!("gavel"));
+                                let streamed = record().line(d, labels.clone(), "now", &mask);
+                                let streamed = String::from_utf8(streamed).unwrap();
+                                let mut event = record().event(d, labels, "now");
+                                mask_event(&mut event, &mask);
+                                let expected =
+                                    format!("{}\n", serde_json::to_string(&event).unwrap());
+                                assert_eq!(untimed(&streamed), untimed(&expected));
+                                n += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(n, 2 * 4 * 3 * 2 * 4 * 3);
     }
 }
