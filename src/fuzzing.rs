@@ -350,3 +350,51 @@ fn nested_params(depth: usize, shape: &[u8], ws: &str, filler: &str) -> String {
     }
     params
 }
+
+/// A modern upstream's JSON-lines answer (`upstream::modern_http`): the
+/// reader never panics, every value it cuts is one whole JSON value within
+/// the bound, and cutting does not depend on how the bytes arrive (whole,
+/// or in pieces of 3 as a network might deliver them).
+pub fn json_lines(data: &[u8]) {
+    use crate::upstream::modern_http::read::Values;
+    const MAX: usize = 256;
+    let cut = |chunk: usize| -> (Vec<Vec<u8>>, bool) {
+        let mut v = Values::new(MAX);
+        let mut out = Vec::new();
+        let mut failed = false;
+        let step = |v: &mut Values, fresh: bool, ended: bool, out: &mut Vec<Vec<u8>>| loop {
+            match v.next_value(fresh, ended) {
+                Ok(Some(x)) => out.push(x.to_vec()),
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        };
+        for piece in data.chunks(chunk.max(1)) {
+            v.push(piece);
+            if !step(&mut v, piece.contains(&b'\n'), false, &mut out) {
+                failed = true;
+                break;
+            }
+        }
+        if !failed && !step(&mut v, false, true, &mut out) {
+            failed = true;
+        }
+        (out, failed)
+    };
+    let (whole, whole_failed) = cut(data.len());
+    let (pieces, pieces_failed) = cut(3);
+    for x in whole.iter().chain(&pieces) {
+        assert!(x.len() <= MAX, "a value over the bound");
+        assert!(
+            serde_json::from_slice::<serde::de::IgnoredAny>(x).is_ok(),
+            "not one whole JSON value: {:?}",
+            String::from_utf8_lossy(x)
+        );
+    }
+    // What both read before either failed is the same, value for value.
+    let n = whole.len().min(pieces.len());
+    assert_eq!(whole[..n], pieces[..n], "cutting depends on the pieces");
+    if !whole_failed && !pieces_failed {
+        assert_eq!(whole, pieces, "cutting depends on the pieces");
+    }
+}

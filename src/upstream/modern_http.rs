@@ -328,7 +328,7 @@ async fn read_prefix(
 }
 
 #[path = "modern_http_read.rs"]
-mod read;
+pub(crate) mod read;
 use read::{bounded_sse, json_answer};
 
 #[cfg(test)]

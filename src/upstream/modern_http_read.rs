@@ -18,7 +18,7 @@ pub(super) type Body = BoxStream<'static, reqwest::Result<Bytes>>;
 /// bytes. A value is looked for again only when it may have ended — the
 /// new bytes hold a newline, the buffer doubled since the last look, or
 /// the body ended — so a large value is not re-scanned chunk after chunk.
-pub(super) struct Values {
+pub(crate) struct Values {
     buf: BytesMut,
     max: usize,
     /// The buffer's length at the last look that found no whole value.
@@ -26,7 +26,7 @@ pub(super) struct Values {
 }
 
 impl Values {
-    pub(super) fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Self {
             buf: BytesMut::new(),
             max,
@@ -34,14 +34,14 @@ impl Values {
         }
     }
 
-    pub(super) fn push(&mut self, chunk: &[u8]) {
+    pub(crate) fn push(&mut self, chunk: &[u8]) {
         self.buf.extend_from_slice(chunk);
     }
 
     /// The next whole value, `None` while it is still coming; an error for
     /// bytes that are not JSON, a value over `max`, or a body that ended
     /// inside a value. `fresh`: the last pushed bytes held a newline.
-    pub(super) fn next_value(&mut self, fresh: bool, ended: bool) -> Result<Option<Bytes>, String> {
+    pub(crate) fn next_value(&mut self, fresh: bool, ended: bool) -> Result<Option<Bytes>, String> {
         let start = self
             .buf
             .iter()

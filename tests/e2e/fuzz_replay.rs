@@ -52,3 +52,8 @@ fn idscan_depth_corpus() {
 fn bundle_verified_corpus() {
     replay("bundle_verified", gavel::fuzzing::bundle_verified);
 }
+
+#[test]
+fn json_lines_corpus() {
+    replay("json_lines", gavel::fuzzing::json_lines);
+}
