@@ -73,6 +73,9 @@ shared_bundles = [{identity:?}, {compliance:?}, {workflow:?}]
 
 [log]
 decisions = {log:?}
+# Long runs pass the default 256 MiB: every rotated file is kept, so a
+# bench can count a record for every call (`http`'s check).
+rotate_keep = 1000
 
 [state]
 path = {state:?}

@@ -213,7 +213,15 @@ impl Server {
     /// The policy ran as deployed: a decision record for every call, each
     /// naming the five layers.
     fn check_deployed(&self) {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        // The log and every file it was rotated to (`rotate_keep` keeps them).
+        let mut text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        for n in 1.. {
+            let rotated = format!("{}.{n}", self.log.display());
+            match std::fs::read_to_string(&rotated) {
+                Ok(t) => text.push_str(&t),
+                Err(_) => break,
+            }
+        }
         let made = self.clients.iter().map(|c| c.next_id - 1).sum::<u64>() as usize;
         let calls: Vec<Value> = text
             .lines()
