@@ -3,13 +3,17 @@
 //! the result step, as the same questions do when gavel parks them as input
 //! rounds for a 2026-07-28 host (`e2e_round_limits`): the upstream's text
 //! reaching the host is decided by the same result rules whichever era the
-//! host speaks (`src/decision/result/question.rs`).
+//! host speaks (`src/decision/result/question.rs`). And a question whose
+//! approval gavel cannot put to the call it came during is settled, not
+//! left half-logged.
 
 use crate::common;
 
+use common::raw::RawHost;
 use common::*;
 use serde_json::{Value, json};
 
+use super::e2e_host_rounds::modern;
 use super::e2e_round_limits::{round_results, round_rules_setup as setup};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -86,4 +90,30 @@ async fn a_legacy_servers_questions_to_a_legacy_host_pass_the_result_policy() {
             json!("sampling_request")
         ]
     );
+}
+
+/// An upstream's question that needs approval, during a call whose request
+/// declares sampling but not form elicitation: gavel cannot put its
+/// approval question to that call, so the approval is settled unavailable
+/// — its `requested` step gets a final one — and the upstream is refused
+/// with why; the host never sees the question.
+#[test]
+fn an_approval_that_cannot_be_asked_is_settled_not_left_requested() {
+    let s = common::approval::setup("");
+    let mut raw = RawHost::bare(&s);
+    let p = json!({"name": "sample", "arguments": {"prompt": "Say hi"}});
+    raw.send_line(&modern(1, "tools/call", p, json!({"sampling": {}})));
+    let done = raw.answer(&json!(1));
+    let t = done["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        t.starts_with("sampling failed")
+            && t.contains("approval_required")
+            && t.contains("could not put the question to the host")
+            && t.contains("elicitation"),
+        "{done}"
+    );
+    assert!(done["result"].get("inputRequests").is_none(), "{done}");
+    assert_eq!(common::approval::steps(&s), ["requested", "unavailable"]);
 }

@@ -573,29 +573,3 @@ fn an_upstreams_question_that_needs_approval_is_approved_in_a_round_first() {
         ]
     );
 }
-
-/// An upstream's question that needs approval, during a call whose request
-/// declares sampling but not form elicitation: gavel cannot put its
-/// approval question to that call, so the approval is settled unavailable
-/// — its `requested` step gets a final one — and the upstream is refused
-/// with why; the host never sees the question.
-#[test]
-fn an_approval_that_cannot_be_asked_is_settled_not_left_requested() {
-    let s = common::approval::setup("");
-    let mut raw = RawHost::bare(&s);
-    let p = json!({"name": "sample", "arguments": {"prompt": "Say hi"}});
-    raw.send_line(&modern(1, "tools/call", p, json!({"sampling": {}})));
-    let done = raw.answer(&json!(1));
-    let t = done["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(
-        t.starts_with("sampling failed")
-            && t.contains("approval_required")
-            && t.contains("could not put the question to the host")
-            && t.contains("elicitation"),
-        "{done}"
-    );
-    assert!(done["result"].get("inputRequests").is_none(), "{done}");
-    assert_eq!(common::approval::steps(&s), ["requested", "unavailable"]);
-}
