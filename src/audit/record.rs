@@ -94,46 +94,52 @@ impl DecisionRecord<'_> {
     /// The record's line, masked, written from its parts
     /// ([`super::stream`]): the bytes `event`, masked and serialized, gives.
     pub fn line(&self, mask: &MaskSettings) -> Vec<u8> {
-        self.line_keeping(mask).0
+        super::stream::line(&self.parts(), mask)
     }
 
     /// [`Self::line`], with its `input` as written for the record of the
     /// request's result ([`super::stream::line_keeping`]).
     pub fn line_keeping(&self, mask: &MaskSettings) -> (Vec<u8>, Option<WrittenInput>) {
-        super::stream::line_keeping(
-            &super::stream::Parts {
-                bundles: self.bundles,
-                decision_id: self.decision_id,
-                result_of: None,
-                timestamp: self.timestamp,
-                path: self.path,
-                input: &self.input,
-                output: None,
-                written: None,
-                result: &self.result,
-                labels: &self.labels,
-                eval_ns: self.eval_ns,
-                decision_ns: self.decision_ns,
-                upstream_classes: self.upstream_classes,
-                trace: self.trace.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
-            },
-            mask,
-        )
+        super::stream::line_keeping(&self.parts(), mask)
+    }
+
+    fn parts(&self) -> super::stream::Parts<'_, Value> {
+        super::stream::Parts {
+            bundles: self.bundles,
+            decision_id: self.decision_id,
+            result_of: None,
+            timestamp: self.timestamp,
+            path: self.path,
+            input: &self.input,
+            output: None,
+            written: None,
+            result: &self.result,
+            labels: &self.labels,
+            eval_ns: self.eval_ns,
+            decision_ns: self.decision_ns,
+            upstream_classes: self.upstream_classes,
+            trace: self.trace.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
+        }
     }
 
     /// Writes the record: the bundle's `rules` first (a drop is not a
     /// failure), then gavel's masking, then one line to `log`. Without
     /// rules (a bundle that has none passes `None`) the line is written
-    /// from the parts, no event built, and its `input` as written comes
-    /// back for the record of the request's result.
+    /// from the parts, no event built, and — with `keep` — its `input` as
+    /// written comes back for the record of the request's result.
     pub fn write(
         self,
         log: &DecisionLog,
         rules: Option<LogRules>,
         mask: &MaskSettings,
+        keep: bool,
     ) -> Result<Option<WrittenInput>, RecordError> {
         if rules.is_none() {
-            let (line, written) = self.line_keeping(mask);
+            let (line, written) = if keep {
+                self.line_keeping(mask)
+            } else {
+                (self.line(mask), None)
+            };
             log.write_line(line)?;
             return Ok(written);
         }

@@ -110,6 +110,8 @@ impl Enforcer {
                 .then_some(action.upstream_data_classes.as_slice()),
             trace: action.trace.as_ref(),
             persona: pick.label(),
+            keep_input: ev.decision.allow
+                && super::result::ResultContext::wanted(action, active.as_ref()),
         };
         let mut decision = ev.decision;
         let written = self.record(action, ctx, &mut decision, record, &mut charged);

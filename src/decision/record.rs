@@ -42,6 +42,10 @@ pub(super) struct Record<'a> {
     pub trace: Option<&'a crate::telemetry::SpanContext>,
     /// The agent's persona (`labels.persona`), when it matched one.
     pub persona: Option<&'a str>,
+    /// Keep the record's `input` as written, for the record of the
+    /// request's result: only when that result is decided
+    /// (`ResultContext::wanted`), else the copy would be thrown away.
+    pub keep_input: bool,
 }
 
 /// Whether a reason code may be a metrics label value as it is: gavel's
@@ -98,6 +102,7 @@ impl Enforcer {
             upstream_classes: r.upstream_classes,
             trace: r.trace.map(|t| (t.trace_id_hex(), t.span_id_hex())),
         };
+        let keep = r.keep_input;
         record.write(
             log,
             rules.as_ref().map(|f| f as LogRules),
@@ -105,6 +110,7 @@ impl Enforcer {
                 secret_fields: &self.config.log.secret_fields,
                 max_arg_bytes: self.config.log.max_arg_bytes,
             },
+            keep,
         )
     }
 

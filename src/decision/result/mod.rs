@@ -63,22 +63,35 @@ impl std::fmt::Debug for ResultContext {
 }
 
 impl ResultContext {
-    /// The context to keep for `action`'s result: only when its server's
-    /// policy has a result rule and the request is one whose answer is
-    /// decided (a tool call, a resource read, a prompt, a completion) — or
-    /// a server's question to a legacy host, whose text is decided on its
-    /// way there (`question.rs`).
+    /// The context to keep for `action`'s result: only when the result is
+    /// decided ([`Self::wanted`]).
     pub(super) fn keep(
         action: &Action,
         active: Option<&Arc<Active>>,
         input: Value,
         written: Option<crate::audit::record::WrittenInput>,
     ) -> Option<Box<ResultContext>> {
-        let active = active?;
-        let Policy::Rego(engine) = &active.policy else {
-            return None;
+        let active = active.filter(|a| Self::wanted(action, Some(a)))?;
+        Some(Box::new(ResultContext {
+            input: Arc::new(input),
+            active: active.clone(),
+            server: action.server.clone(),
+            tool: action.tool.clone(),
+            written: written.map(Arc::new),
+        }))
+    }
+
+    /// Whether `action`'s result is decided: its server's policy has a
+    /// result rule and the request is one whose answer is decided (a tool
+    /// call, a resource read, a prompt, a completion) — or a server's
+    /// question to a legacy host, whose text is decided on its way there
+    /// (`question.rs`). Asked before the request's record is written, so
+    /// that record keeps its input as written only for a result record.
+    pub(super) fn wanted(action: &Action, active: Option<&Arc<Active>>) -> bool {
+        let Some(Policy::Rego(engine)) = active.map(|a| &a.policy) else {
+            return false;
         };
-        let decided = matches!(
+        matches!(
             action.kind,
             ActionType::ToolCall
                 | ActionType::ResourceRead
@@ -86,16 +99,7 @@ impl ResultContext {
                 | ActionType::Completion
                 | ActionType::ElicitationRequest
                 | ActionType::SamplingRequest
-        );
-        (decided && engine.has_result_rules()).then(|| {
-            Box::new(ResultContext {
-                input: Arc::new(input),
-                active: active.clone(),
-                server: action.server.clone(),
-                tool: action.tool.clone(),
-                written: written.map(Arc::new),
-            })
-        })
+        ) && engine.has_result_rules()
     }
 }
 
