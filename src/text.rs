@@ -33,6 +33,20 @@ pub fn is_unsafe(c: char) -> bool {
         )
 }
 
+/// The first `max` bytes of `s`, cut on a character boundary (never
+/// panics, whatever the text): outside text bounded before it reaches a
+/// log line, an error or a policy input.
+pub fn prefix(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// `s` with every [`is_unsafe`] character escaped; borrowed when there is
 /// none (the common case costs one scan).
 pub fn escape_controls(s: &str) -> Cow<'_, str> {

@@ -406,10 +406,7 @@ fn question(action: &Action, d: &Decision, a: &Approval) -> String {
     use crate::text::escape_controls as esc;
     let mut args = esc(&action.args.to_string()).into_owned();
     if args.len() > 500 {
-        let cut = (0..=500)
-            .rev()
-            .find(|i| args.is_char_boundary(*i))
-            .unwrap_or(0);
+        let cut = crate::text::prefix(&args, 500).len();
         args.truncate(cut);
         args.push('…');
     }

@@ -407,10 +407,7 @@ impl Upstream {
                      application/json) or an SSE stream (text/event-stream); the connection \
                      stays up",
                     self.name,
-                    crate::text::escape_controls(crate::decision::result::input::prefix(
-                        &e.error.to_string(),
-                        300
-                    )),
+                    crate::text::escape_controls(crate::text::prefix(&e.error.to_string(), 300)),
                 ),
                 None,
             ),

@@ -68,18 +68,7 @@ pub const MAX_STRUCTURED: usize = 65536;
 /// `_meta` larger than this (serialized) is digested.
 pub const MAX_META: usize = 4096;
 
-/// The first `max` bytes of `s`, cut on a character boundary (never
-/// panics, whatever the text).
-pub fn prefix(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+pub use crate::text::prefix;
 
 fn digest(bytes: &[u8]) -> Value {
     json!({"size_bytes": bytes.len(), "sha256": crate::bundle::canonical::sha256_hex(bytes), "truncated": true})

@@ -100,12 +100,9 @@ pub(crate) fn bounded(requested: &[String]) -> Vec<String> {
 /// A URI as a log line shows it: control characters escaped, at most 256
 /// bytes (a host may send 16 KiB ones).
 fn for_log(uri: &str) -> String {
-    let mut end = uri.len().min(256);
-    while !uri.is_char_boundary(end) {
-        end -= 1;
-    }
-    let cut = if end < uri.len() { "…" } else { "" };
-    format!("{}{cut}", crate::text::escape_controls(&uri[..end]))
+    let shown = crate::text::prefix(uri, 256);
+    let cut = if shown.len() < uri.len() { "…" } else { "" };
+    format!("{}{cut}", crate::text::escape_controls(shown))
 }
 
 impl Session {
