@@ -18,53 +18,38 @@ use super::Router;
 impl Router {
     /// This session is shown every item of `kind` that `server` lists
     /// (nothing hidden by the policy, withheld by a collision or reserved),
-    /// as of the table's last build.
+    /// as of the table's last build: what the table shows of the server's
+    /// is as many as it lists (an item hidden or withheld is not shown as
+    /// the server's).
     pub fn shows_whole(&self, server: &str, kind: ListKind) -> bool {
         let t = self.table();
         let Some(lists) = t.sources.get(server) else {
             return false;
         };
-        let named = (format!("(server {server})"), format!("(server {server},"));
-        if t.withheld
-            .iter()
-            .any(|w| w.ends_with(&named.0) || w.contains(&named.1))
-        {
-            return false;
-        }
-        let mine = |s: &String| s == server;
-        match kind {
-            ListKind::Tools => {
-                let shown = t
-                    .tools
+        let of = |route: Option<&String>| route.is_some_and(|s| s == server);
+        let (shown, listed) = match kind {
+            ListKind::Tools => (
+                t.tools
                     .iter()
-                    .filter(|x| {
-                        t.tool_routes
-                            .get(x.name.as_ref())
-                            .is_some_and(|r| mine(&r.server))
-                    })
-                    .count();
-                shown == lists.tools.len()
-            }
-            ListKind::Prompts => {
-                let shown = t
-                    .prompts
+                    .filter(|x| of(t.tool_routes.get(x.name.as_ref()).map(|r| &r.server)))
+                    .count(),
+                lists.tools.len(),
+            ),
+            ListKind::Prompts => (
+                t.prompts
                     .iter()
-                    .filter(|x| {
-                        t.prompt_routes
-                            .get(&x.name)
-                            .is_some_and(|r| mine(&r.server))
-                    })
-                    .count();
-                shown == lists.prompts.len()
-            }
-            ListKind::Resources => {
-                let shown = t
-                    .resources
+                    .filter(|x| of(t.prompt_routes.get(&x.name).map(|r| &r.server)))
+                    .count(),
+                lists.prompts.len(),
+            ),
+            ListKind::Resources => (
+                t.resources
                     .iter()
-                    .filter(|x| t.resource_routes.get(&x.uri).is_some_and(mine))
-                    .count();
-                shown == lists.resources.len()
-            }
-        }
+                    .filter(|x| of(t.resource_routes.get(&x.uri)))
+                    .count(),
+                lists.resources.len(),
+            ),
+        };
+        shown == listed
     }
 }

@@ -234,6 +234,26 @@ fn a_servers_notice_may_pass_only_when_nothing_of_its_list_is_hidden() {
     assert!(router.table().tool_routes.contains_key("secret"));
     assert!(!router.shows_whole("fx", ListKind::Tools));
 
+    // A name withheld by a collision: the second server's "a" is not
+    // shown as its own (unprefixed, the first claimant keeps it).
+    let config = Config::from_toml_str(
+        "[servers.p]\ncommand = \"x\"\n[servers.q]\ncommand = \"x\"\n",
+        std::path::Path::new("/x/servers.toml"),
+        &|_| None,
+    )
+    .unwrap();
+    let enforcer = Enforcer::from_config(&config).unwrap();
+    let (p, q) = (
+        Upstream::new(config.servers["p"].clone()),
+        Upstream::new(config.servers["q"].clone()),
+    );
+    p.set_lists(lists(&["a"]));
+    q.set_lists(lists(&["a", "b"]));
+    let router = Router::new([("p".to_string(), p), ("q".to_string(), q)].into(), false);
+    router.rebuild(&enforcer, &ctx);
+    assert!(router.shows_whole("p", ListKind::Tools));
+    assert!(!router.shows_whole("q", ListKind::Tools));
+
     // A name withheld (reserved while agent tools are on).
     let (_, up, enforcer) = setup();
     up.set_lists(lists(&["a", "gavel__x"]));
