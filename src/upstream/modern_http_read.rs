@@ -119,6 +119,26 @@ pub(super) async fn json_answer(
     let mut read = 0u64;
     let mut ended = false;
     let mut fresh = false;
+    // The usual answer: a length within the bound. Read whole, it is one
+    // message parsed once — only a body that is not one message is cut.
+    if let Some(n) = expected.filter(|&n| n <= max as u64) {
+        let mut all = BytesMut::with_capacity(n as usize);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(StreamableHttpError::Client)?;
+            if all.len() + chunk.len() > max {
+                return Err(StreamableHttpError::UnexpectedServerResponse(
+                    format!("an answer over the bound of {max} bytes").into(),
+                ));
+            }
+            all.extend_from_slice(&chunk);
+        }
+        if let Ok(message) = serde_json::from_slice::<ServerJsonRpcMessage>(&all) {
+            return Ok(StreamableHttpPostResponse::Json(message, None));
+        }
+        read = all.len() as u64;
+        values.push(&all);
+        ended = true;
+    }
     let first = loop {
         match values.next_value(fresh, ended) {
             Ok(Some(v)) => break v,

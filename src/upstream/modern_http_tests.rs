@@ -55,6 +55,27 @@ async fn one_message_whose_length_is_known_is_one_message() {
 }
 
 #[tokio::test]
+async fn json_lines_whose_length_is_known_are_still_cut() {
+    let lines = format!("{PROGRESS}\n{RESULT}\n");
+    let n = lines.len() as u64;
+    let r = json_answer(body(&[&lines], false), Some(n), 1 << 20)
+        .await
+        .unwrap();
+    let StreamableHttpPostResponse::Sse(events, _) = r else {
+        panic!("a stream: {r:?}");
+    };
+    let got: Vec<_> = events.collect().await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(data(got[1].as_ref().unwrap())["id"], 1);
+    // Not JSON at all, with a length: an error, as without one.
+    assert!(
+        json_answer(body(&["<html>"], false), Some(6), 1 << 20)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
 async fn json_lines_become_events_as_they_come() {
     // The second line arrives in two pieces; the body stays open after.
     let lines = format!("{PROGRESS}\n{RESULT}\n");
