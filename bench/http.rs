@@ -241,20 +241,35 @@ impl Server {
 
     /// CPU time the gavel process has used so far, all threads.
     fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap();
-        // Fields after the command name: utime and stime are the 14th and
-        // 15th of the whole line, the 12th and 13th after ")".
-        let f: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        Duration::from_micros(ticks * 1_000_000 / hz)
+        proc_cpu(self.pid).unwrap_or_default()
     }
+
+    /// CPU time gavel's upstream processes (its children) have used so far.
+    fn upstream_cpu(&self) -> Duration {
+        let mut total = Duration::ZERO;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return total;
+        };
+        for t in tasks.flatten() {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                total += proc_cpu(child).unwrap_or_default();
+            }
+        }
+        total
+    }
+}
+
+/// utime + stime of process `pid`, all its threads (`/proc/PID/stat`).
+fn proc_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name: utime and stime are the 14th and 15th
+    // of the whole line, the 12th and 13th after ")".
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Some(Duration::from_micros(ticks * 1_000_000 / hz))
 }
 
 /// What one path measured.
@@ -263,6 +278,10 @@ struct Tally {
     lat: Vec<Duration>,
     wall: Duration,
     cpu: Duration,
+    /// The bench's own (the clients') and the upstreams' CPU over the same
+    /// calls: where the rest of the two cores went.
+    client_cpu: Duration,
+    upstream_cpu: Duration,
 }
 
 impl Tally {
@@ -279,6 +298,8 @@ impl Tally {
             "p50_us": pct(0.5),
             "p99_us": pct(0.99),
             "cpu_us_per_call": (self.cpu.as_secs_f64() * 1e7 / n).round() / 10.0,
+            "client_cpu_us_per_call": (self.client_cpu.as_secs_f64() * 1e7 / n).round() / 10.0,
+            "upstream_cpu_us_per_call": (self.upstream_cpu.as_secs_f64() * 1e7 / n).round() / 10.0,
         })
     }
 }
@@ -287,6 +308,8 @@ impl Tally {
 /// once, into `t`.
 async fn measure(s: &mut Server, clients: usize, calls: usize, t: &mut Tally) {
     let cpu = s.cpu();
+    let own = proc_cpu(std::process::id()).unwrap_or_default();
+    let up = s.upstream_cpu();
     let start = Instant::now();
     let per = futures::future::join_all(s.clients[..clients].iter_mut().map(|c| async move {
         let mut v = Vec::with_capacity(calls);
@@ -298,6 +321,10 @@ async fn measure(s: &mut Server, clients: usize, calls: usize, t: &mut Tally) {
     .await;
     t.wall += start.elapsed();
     t.cpu += s.cpu().saturating_sub(cpu);
+    t.client_cpu += proc_cpu(std::process::id())
+        .unwrap_or_default()
+        .saturating_sub(own);
+    t.upstream_cpu += s.upstream_cpu().saturating_sub(up);
     t.lat.extend(per.into_iter().flatten());
 }
 

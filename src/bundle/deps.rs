@@ -61,6 +61,19 @@ pub struct Deps {
     /// Static `input` paths read (without the leading `input`), prefix-free:
     /// a path whose ancestor is also read is dropped.
     pub input_paths: BTreeSet<Vec<String>>,
+    /// Some rule of the bundle — any rule, a `test_*` one too, reached or
+    /// not, outside `idle_modules` — or an import names the policy library's `data` (`data.gavel.lib`,
+    /// under it, or an ancestor such as `data.gavel` or `data`). An engine
+    /// of the bundle alone needs the library only then: a bundle that names
+    /// no part of it can neither read nor call it (regorus still prepares
+    /// unreached rules, so they count too).
+    pub names_library: bool,
+    /// The bundle's module files whose every rule is a `test_*` rule that
+    /// no other rule of the set can reach (`analyze_set`): what only `gavel
+    /// test` runs. An engine that only decides may leave them out — no
+    /// decision can reach them — and should: regorus walks every module of
+    /// its engine on each `data` reference it evaluates.
+    pub idle_modules: BTreeSet<String>,
 }
 
 fn within_roots(path: &[String], roots: &[String]) -> bool {
@@ -134,13 +147,35 @@ pub fn analyze_set(bundles: &[&Bundle]) -> Result<Vec<Deps>, BundleError> {
         let mut deps = Deps::default();
         let mut paths = BTreeSet::new();
         let mut library = false;
-        for (_, _, module) in parsed.iter().filter(|(j, _, _)| *j == i) {
+        for (_, file, module) in parsed.iter().filter(|(j, _, _)| *j == i) {
             let pkg = ref_prefix(&module.package.refr).0;
+            let idle = !module.policy.is_empty()
+                && module.policy.iter().all(|r| {
+                    head_group(r)
+                        .is_some_and(|g| is_test_name(&g) && !live.contains(&(pkg.clone(), g)))
+                });
+            if idle {
+                deps.idle_modules.insert(file.clone());
+            }
             let rules = module.policy.iter().filter(|r| match head_group(r) {
                 Some(g) => live.contains(&(pkg.clone(), g)),
                 None => true,
             });
             analyze_module(bundle, module, rules, &mut deps, &mut paths, &mut library);
+            if !deps.names_library && !idle {
+                // Every rule, reached or not (of a module a deciding
+                // engine keeps), on scratch state.
+                let mut all = Deps::default();
+                analyze_module(
+                    bundle,
+                    module,
+                    module.policy.iter(),
+                    &mut all,
+                    &mut BTreeSet::new(),
+                    &mut false,
+                );
+                deps.names_library = all.names_library;
+            }
         }
         deps.input_paths = prefix_free(paths);
         out.push(deps);
@@ -177,6 +212,27 @@ fn in_library(path: &[String]) -> bool {
     path.len() >= root.len() && root.iter().zip(path).all(|(a, b)| *a == b.as_str())
 }
 
+/// Whether a `data` path (without `data`) may reach the library: at or
+/// under its root, or an ancestor of it (`data.gavel`, `data`, and so the
+/// static prefix of a dynamic `data.gavel[x]`).
+fn near_library(path: &[String]) -> bool {
+    let root: Vec<&str> = super::library::ROOT.split('/').collect();
+    root.iter().zip(path).all(|(a, b)| *a == b.as_str())
+}
+
+/// Notes a read of `data` (`path` starts with `data`): of the library, or
+/// of foreign data outside the bundle's roots.
+fn note_data(bundle: &Bundle, path: &[String], deps: &mut Deps, library: &mut bool) {
+    if within_roots(&path[1..], &bundle.manifest.roots) {
+        return;
+    }
+    if in_library(&path[1..]) {
+        *library = true;
+    } else {
+        deps.foreign_data = true;
+    }
+}
+
 /// Notes what the given rules of one module read and call.
 fn analyze_module<'a>(
     bundle: &Bundle,
@@ -187,17 +243,13 @@ fn analyze_module<'a>(
     library: &mut bool,
 ) {
     let mut note = |path: Vec<String>, deps: &mut Deps| match path.first().map(String::as_str) {
+        Some("data") => {
+            deps.names_library |= near_library(&path[1..]);
+            note_data(bundle, &path, deps, library)
+        }
         Some("input") if path.len() == 1 => deps.whole_input = true,
         Some("input") => {
             paths.insert(path[1..].to_vec());
-        }
-        Some("data")
-            if in_library(&path[1..]) && !within_roots(&path[1..], &bundle.manifest.roots) =>
-        {
-            *library = true
-        }
-        Some("data") if !within_roots(&path[1..], &bundle.manifest.roots) => {
-            deps.foreign_data = true
         }
         _ => {}
     };
@@ -336,6 +388,33 @@ mod tests {
         analyze(&load_bundle(d.path(), &BundleLimits::default()).unwrap()).unwrap()
     }
 
+    /// A bundle's own engine gets the library only when some rule of the
+    /// bundle — reached or not — or an import could name it.
+    #[test]
+    fn naming_the_library_is_seen_in_every_rule_and_spelling() {
+        let names = |rego: &str| deps(&format!("package p\n{rego}\n")).names_library;
+        assert!(!names("decision := {\"allow\": input.user.id == \"x\"}"));
+        assert!(!names("decision := {\"allow\": data.p.limit > 1}"));
+        assert!(!names("decision := {\"allow\": data.gavel.other.x}"));
+        assert!(names(
+            "decision := {\"allow\": data.gavel.lib.paths.normalize(input.a) == \"/x\"}"
+        ));
+        assert!(names(
+            "import data.gavel.lib.paths\ndecision := {\"allow\": true}"
+        ));
+        assert!(names(
+            "import data.gavel.lib\ndecision := {\"allow\": true}"
+        ));
+        assert!(names("decision := {\"allow\": count(data.gavel) > 0}"));
+        assert!(names("decision := {\"allow\": data.gavel[input.k].x}"));
+        assert!(names("decision := {\"allow\": data[input.k]}"));
+        assert!(names("decision := {\"allow\": count(data) > 0}"));
+        // In a test rule nothing reaches: regorus prepares it all the same.
+        assert!(names(
+            "decision := {\"allow\": true}\ntest_norm if data.gavel.lib.paths.normalize(\"a\") == \"a\""
+        ));
+    }
+
     /// Test helpers are followed across files, imports and dynamic refs of
     /// the bundle: what they read is read.
     #[test]
@@ -372,6 +451,19 @@ mod tests {
             ),
         ]);
         assert!(!d.whole_input);
+        assert_eq!(
+            d.idle_modules,
+            BTreeSet::from(["p/a_test.rego".to_string()])
+        );
+        // A file of tests one of which is reached is not idle.
+        let d = deps_files(&[
+            ("a.rego", "package p\ndecision := {\"allow\": test_ok}\n"),
+            (
+                "a_test.rego",
+                "package p\ntest_ok if input.a\ntest_x if decision\n",
+            ),
+        ]);
+        assert!(d.idle_modules.is_empty());
     }
 
     /// A test helper in another bundle decided alongside is read too.

@@ -22,7 +22,7 @@ use crate::state::limits::Limit;
 /// bundle's own: OPA's semantics for builtin errors (the expression is
 /// undefined, so `default` rules apply) and the evaluation timer, checked
 /// every 64 interpreter steps.
-fn new_engine(opts: &EngineOptions) -> regorus::Engine {
+pub(super) fn new_engine(opts: &EngineOptions) -> regorus::Engine {
     let mut engine = regorus::Engine::new();
     engine.set_strict_builtin_errors(false);
     engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
@@ -34,9 +34,18 @@ fn new_engine(opts: &EngineOptions) -> regorus::Engine {
 
 /// Adds a bundle's modules (parsed in its own Rego version) and data to
 /// `engine`. The error names the bundle and the module.
-fn add_bundle(engine: &mut regorus::Engine, b: &Bundle) -> Result<(), String> {
+pub(super) fn add_bundle(engine: &mut regorus::Engine, b: &Bundle) -> Result<(), String> {
+    add_bundle_but(engine, b, &BTreeSet::new())
+}
+
+/// [`add_bundle`] without the module files in `idle` (`Deps::idle_modules`).
+fn add_bundle_but(
+    engine: &mut regorus::Engine,
+    b: &Bundle,
+    idle: &BTreeSet<String>,
+) -> Result<(), String> {
     engine.set_rego_v0(b.manifest.rego_version == Some(0));
-    for m in &b.modules {
+    for m in b.modules.iter().filter(|m| !idle.contains(&m.path)) {
         engine
             .add_policy(m.path.clone(), m.text.clone())
             .map_err(|e| format!("bundle {}: {}: {e}", b.name, m.path))?;
@@ -48,17 +57,25 @@ fn add_bundle(engine: &mut regorus::Engine, b: &Bundle) -> Result<(), String> {
     Ok(())
 }
 
-/// An engine with one bundle alone (same settings as the server's) and
-/// the policy library (unless the bundle is it), warmed on its decision rule.
+/// An engine with one bundle alone (same settings as the server's) and,
+/// when given, the policy library (unless the bundle is it), warmed on its
+/// decision rule. It carries only what a decision can reach: regorus walks
+/// every module of its engine on each `data` reference it evaluates, so a
+/// bundle evaluated on every call (its memo never answering) pays for each
+/// module it carries. The library is left out when the bundle names no
+/// part of it (`Deps::names_library`), and so are its test files that no
+/// rule reaches (`Deps::idle_modules`).
 fn alone(
     b: &Bundle,
+    deps: &Deps,
     library: &Bundle,
     decision_rule: &str,
     opts: &EngineOptions,
 ) -> Result<regorus::Engine, String> {
     let mut engine = new_engine(opts);
-    add_bundle(&mut engine, b)?;
-    if !std::ptr::eq(b, library) {
+    add_bundle_but(&mut engine, b, &deps.idle_modules)?;
+    let library = Some(library).filter(|_| deps.names_library);
+    if let Some(library) = library.filter(|l| !std::ptr::eq(b, *l)) {
         add_bundle(&mut engine, library)?;
     }
     Ok(warm(engine, decision_rule, opts))
@@ -124,13 +141,22 @@ impl PolicyEngine {
             loaded.push(builder.load_layer(b)?);
         }
         builder.refuse_recursion(&crate::bundle::library::with_library(&configured))?;
-        let (reads_budget, reads) =
-            builder.plan_memos(&mut loaded, &layers, &configured, library)?;
-        let library = library.digest.clone();
+        let plan = builder.plan_memos(&mut loaded, &layers, &configured, library)?;
         builder.refuse_reserved_package()?;
+        let library_digest = library.digest.clone();
+        let (reads_budget, reads) = (plan.reads_budget, plan.reads);
         let Builder {
             engine, warnings, ..
         } = builder;
+        // The engine again without the test files no rule reaches, if any:
+        // every `data` reference walks each module of the engine.
+        let engine = if plan.idle.iter().all(BTreeSet::is_empty) {
+            engine
+        } else {
+            deciding_engine(&configured, library, &plan.idle, opts)
+                .map_err(|m| load_error(server, m))?
+        };
+        let library = library_digest;
         let engine = gather(engine, &loaded, opts).map_err(|m| load_error(server, m))?;
         Ok(PolicyEngine {
             pool: Arc::new(Pool::new(engine)),
@@ -147,6 +173,37 @@ impl PolicyEngine {
             prefixes: Default::default(),
         })
     }
+}
+
+/// What [`Builder::plan_memos`] found beside the memos.
+struct Plan {
+    /// Whether any rule may read `input.context.budget`.
+    reads_budget: bool,
+    /// Every input path any rule may read, when each layer's can be listed.
+    reads: Option<Vec<Vec<String>>>,
+    /// Per configured bundle, its test files no rule reaches
+    /// (`Deps::idle_modules`).
+    idle: Vec<BTreeSet<String>>,
+}
+
+/// The server's engine for deciding: the policy library (the embedded copy
+/// unless a configured bundle provides it) and every configured bundle
+/// without its idle test files. What the builder's engine holds, less what
+/// no decision can reach.
+fn deciding_engine(
+    configured: &[&Bundle],
+    library: &Bundle,
+    idle: &[BTreeSet<String>],
+    opts: &EngineOptions,
+) -> Result<regorus::Engine, String> {
+    let mut engine = new_engine(opts);
+    if !configured.iter().any(|b| std::ptr::eq(*b, library)) {
+        add_bundle(&mut engine, library)?;
+    }
+    for (b, idle) in configured.iter().zip(idle) {
+        add_bundle_but(&mut engine, b, idle)?;
+    }
+    Ok(engine)
 }
 
 /// Whether a rule with these dependencies may read `input.context.budget`
@@ -411,16 +468,16 @@ impl Builder<'_> {
     /// input path any rule may read when each layer's reads can be listed
     /// (the union a memo of a layer that reads other bundles is keyed on;
     /// `PolicyEngine::result_input`).
-    #[allow(clippy::type_complexity)]
     fn plan_memos(
         &self,
         loaded: &mut [Loaded],
         set: &[&Bundle],
         configured: &[&Bundle],
         library: &Bundle,
-    ) -> Result<(bool, Option<Vec<Vec<String>>>), EngineError> {
+    ) -> Result<Plan, EngineError> {
         let all: Vec<Deps> = analyze_set(configured).map_err(|e| self.load(e.to_string()))?;
         let budget = all.iter().any(reads_budget);
+        let idle = all.iter().map(|d| d.idle_modules.clone()).collect();
         let deps: Vec<Deps> = configured
             .iter()
             .zip(all)
@@ -433,7 +490,7 @@ impl Builder<'_> {
             l.independent = !d.foreign_data;
             if listable(d) && !d.foreign_data {
                 l.own = Some(Arc::new(Pool::new(
-                    alone(b, library, &l.decision_rule, self.opts).map_err(|m| self.load(m))?,
+                    alone(b, d, library, &l.decision_rule, self.opts).map_err(|m| self.load(m))?,
                 )));
             }
             l.memo = match (listable(d), d.foreign_data) {
@@ -463,7 +520,11 @@ impl Builder<'_> {
                 .into_iter()
                 .collect()
         });
-        Ok((budget, reads))
+        Ok(Plan {
+            reads_budget: budget,
+            reads,
+            idle,
+        })
     }
 
     /// gavel's combined rule lives in its own package: a bundle may not

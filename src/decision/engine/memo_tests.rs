@@ -168,9 +168,34 @@ fn differential(name: &str, bundles: Vec<Arc<Bundle>>, n: usize) -> usize {
     }
     paths.sort();
     paths.dedup();
+    // Every module of every bundle and the library: what the engines that
+    // decide leave out (idle test files, the library where no rule names
+    // it) must not change any layer's value.
+    let mut reference = super::build::new_engine(&opts);
+    let refs: Vec<&Bundle> = bundles.iter().map(|b| b.as_ref()).collect();
+    for b in crate::bundle::library::with_library(&refs) {
+        super::build::add_bundle(&mut reference, b).unwrap();
+    }
     let mut rng = Rng(7);
     for _ in 0..n {
         let input = input(&mut rng, &paths, &lits);
+        for l in &memo.bundles {
+            let on = |pool: &Pool| {
+                let mut e = pool.take();
+                e.set_input(to_regorus(&input));
+                eval_rule(&mut e, &l.decision_rule, opts.eval_timeout).map_err(|e| e.reason_code())
+            };
+            let want = on(&Pool::new(reference.clone()));
+            let name = &l.info.name;
+            assert_eq!(
+                on(&memo.pool),
+                want,
+                "{name}: the server's engine on {input}"
+            );
+            if let Some(own) = &l.own {
+                assert_eq!(on(own), want, "{name}: its own engine on {input}");
+            }
+        }
         // Twice through the memo: a miss, then (usually) a hit.
         let a = outcome(memo.decide(&input));
         let a2 = outcome(memo.decide(&input));
@@ -264,6 +289,26 @@ fn memo_on_and_off_decide_alike_for_analysis_stress_bundles() {
             (
                 "b.rego",
                 "package p.h\ntest_x if input.user.id == \"alice\"\nt if input.environment.region == \"eu-west-1\"\n",
+            ),
+        ],
+        // Test files: one no rule reaches (left out of the engines that
+        // decide, with the library it alone names), one whose helper the
+        // decision uses (kept).
+        &[
+            (
+                "a.rego",
+                "package p\ndecision := {\"allow\": input.user.id == \"alice\"}\n",
+            ),
+            (
+                "a_test.rego",
+                "package p\nimport data.gavel.lib.paths\ntest_norm if paths.is_absolute(\"/a\")\ntest_alice if decision.allow with input as {\"user\": {\"id\": \"alice\"}}\n",
+            ),
+        ],
+        &[
+            ("a.rego", "package p\ndecision := {\"allow\": test_ok}\n"),
+            (
+                "a_test.rego",
+                "package p\nimport data.gavel.lib.paths\ndefault test_ok := false\ntest_ok if paths.is_absolute(input.action.args.path)\n",
             ),
         ],
         &[(
