@@ -22,7 +22,9 @@
 //! Env: BENCH_ROUNDS (default 5), BENCH_CALLS (per client, round and path,
 //! default 200), BENCH_POLICY (`deployed`, the default, or `none`: no
 //! bundle, log, budget or limit — the HTTP front and the hop alone, to tell
-//! their cost from the decision's).
+//! their cost from the decision's), BENCH_UPSTREAM (`echo`, the default: a
+//! minimal echo server, `bench/echo.rs`, this binary re-run as one; or
+//! `fixture`: the project's Rust fixture).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +38,8 @@ use serde_json::{Value, json};
 
 #[path = "deployed.rs"]
 mod deployed;
+#[path = "echo.rs"]
+mod echo;
 #[path = "../tests/common/files.rs"]
 mod files;
 
@@ -159,7 +163,7 @@ struct Server {
 impl Server {
     async fn start(name: &'static str, dir: &Path, tls: Option<&Pki>, clients: usize) -> Server {
         let cfg = if policy_on() {
-            deployed::config(dir, name, &[FIXTURE.to_string()], "")
+            deployed::config(dir, name, &upstream(), "")
         } else {
             bare_config(dir, name)
         };
@@ -337,6 +341,9 @@ fn env(name: &str, default: usize) -> usize {
 
 #[tokio::main]
 async fn main() {
+    if std::env::args().any(|a| a == echo::ARG) {
+        return echo::serve();
+    }
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this
     // binary without it, where it must not benchmark.
     if !std::env::args().any(|a| a == "--bench") {
@@ -386,11 +393,30 @@ async fn main() {
         "none"
     };
     let mut last = json!({"bench": "http", "policy": policy,
-        "upstream": "rust-fixture echo", "rounds": rounds, "calls_per_client_round": calls,
+        "upstream": upstream_name(), "rounds": rounds, "calls_per_client_round": calls,
         "target": {"clients": 4, "calls_per_s": TARGET_CALLS_PER_S, "p50_us": TARGET_P50_US},
         "target_met_plain": plain_met, "target_met_tls": tls_met});
     last.as_object_mut().unwrap().extend(all);
     println!("{last}");
+}
+
+fn upstream_name() -> &'static str {
+    match std::env::var("BENCH_UPSTREAM").as_deref() {
+        Ok("fixture") => "rust-fixture echo",
+        _ => "minimal echo (bench/echo.rs)",
+    }
+}
+
+/// BENCH_UPSTREAM: the upstream's command line.
+fn upstream() -> Vec<String> {
+    match std::env::var("BENCH_UPSTREAM").as_deref() {
+        Err(_) | Ok("echo") => vec![
+            std::env::current_exe().unwrap().display().to_string(),
+            echo::ARG.to_string(),
+        ],
+        Ok("fixture") => vec![FIXTURE.to_string()],
+        Ok(other) => panic!("BENCH_UPSTREAM={other:?}: use echo or fixture"),
+    }
 }
 
 /// BENCH_POLICY: `deployed` (the default) or `none`.
@@ -407,7 +433,11 @@ fn bare_config(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(format!("servers-{name}.toml"));
     std::fs::write(
         &path,
-        format!("[servers.filesystem]\ncommand = {FIXTURE:?}\n"),
+        format!(
+            "[servers.filesystem]\ncommand = {:?}\nargs = {}\n",
+            upstream()[0],
+            serde_json::to_string(&upstream()[1..]).unwrap()
+        ),
     )
     .unwrap();
     path
