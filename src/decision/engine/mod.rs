@@ -227,9 +227,34 @@ fn get_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
 
 /// Converts without cloning the JSON first (`&serde_json::Value` is itself a
 /// serde deserializer).
+/// A JSON value as regorus's own: what `regorus::Value::deserialize` makes
+/// of it — the same numbers (u64, then i64, then f64, as serde visits
+/// them), strings, arrays and objects — built directly rather than through
+/// serde's visitor, which charged ~17k instructions a small input (each
+/// element's allocator-limit check, key interning). The input is already
+/// bounded in size and depth (the message it came in); an evaluation is
+/// bounded in memory where it runs (`memory`). Parity with the visitor:
+/// `tests::to_regorus_builds_what_regorus_deserializes`.
 fn to_regorus(v: &Value) -> regorus::Value {
-    use serde::Deserialize;
-    regorus::Value::deserialize(v).unwrap_or(regorus::Value::Undefined)
+    match v {
+        Value::Null => regorus::Value::Null,
+        Value::Bool(b) => regorus::Value::Bool(*b),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => regorus::Value::from(u),
+            (None, Some(i)) => regorus::Value::from(i),
+            // Finite: serde_json holds no NaN or infinity.
+            (None, None) => n
+                .as_f64()
+                .map_or(regorus::Value::Undefined, regorus::Value::from),
+        },
+        Value::String(s) => regorus::Value::from(s.as_str()),
+        Value::Array(a) => regorus::Value::from(a.iter().map(to_regorus).collect::<Vec<_>>()),
+        Value::Object(m) => regorus::Value::from(
+            m.iter()
+                .map(|(k, v)| (regorus::Value::from(k.as_str()), to_regorus(v)))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        ),
+    }
 }
 
 fn from_regorus(rule: &str, v: &regorus::Value) -> Result<Value, EngineError> {

@@ -420,3 +420,41 @@ fn builtin_errors_are_undefined_as_in_opa_so_the_default_applies() {
     let good = e.decide(&json!({"action": {"args": {"n": "5"}}})).unwrap();
     assert!(good.decision.allow);
 }
+
+/// The direct conversion builds what regorus's own deserializer does, for
+/// every kind of JSON value and every kind of number at its edges.
+#[test]
+fn to_regorus_builds_what_regorus_deserializes() {
+    use serde::Deserialize;
+    let cases = [
+        json!(null),
+        json!(true),
+        json!(0),
+        json!(-1),
+        json!(u64::MAX),
+        json!(i64::MIN),
+        json!(i64::MAX),
+        json!(1.5),
+        json!(-0.0),
+        json!(0.1),
+        json!(1e300),
+        json!(-2.5e-300),
+        json!(9007199254740993u64),
+        json!(""),
+        json!("é\u{0}\"\\ \u{1F600}"),
+        json!([]),
+        json!({}),
+        json!([1, "a", [null, {"b": [2.5]}], {}]),
+        json!({"z": 1, "a": {"y": [true, false], "": null}, "m": -7, "é": "x"}),
+    ];
+    for v in cases {
+        let want = regorus::Value::deserialize(&v).unwrap();
+        let got = to_regorus(&v);
+        assert_eq!(got, want, "{v}");
+        assert_eq!(
+            serde_json::to_string(&got).unwrap(),
+            serde_json::to_string(&want).unwrap(),
+            "{v}"
+        );
+    }
+}
