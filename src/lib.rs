@@ -24,6 +24,7 @@ pub mod fuzzing;
 pub mod gateway;
 pub mod governance;
 pub mod host;
+pub mod json_out;
 pub mod policy;
 pub mod router;
 pub mod state;

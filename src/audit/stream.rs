@@ -152,18 +152,18 @@ fn write<R: serde::Serialize + ?Sized>(
         _ => None,
     };
     w.raw(b",\"labels\":");
-    w.value(p.labels);
+    crate::json_out::object(&mut w.out, p.labels);
     if !w.masked.is_empty() {
         w.raw(b",\"masked\":");
         let masked = std::mem::take(&mut w.masked);
-        w.value(&masked);
+        crate::json_out::strings(&mut w.out, &masked);
     }
     w.raw(b",\"metrics\":{\"timer_gavel_decision_ns\":");
     w.value(&p.decision_ns);
     w.raw(b",\"timer_rego_query_eval_ns\":");
     w.value(&p.eval_ns);
     w.raw(b"},\"path\":");
-    w.value(p.path);
+    crate::json_out::string(&mut w.out, p.path);
     w.raw(b",\"result\":");
     w.value(p.result);
     if let Some(of) = p.result_of {
@@ -172,17 +172,17 @@ fn write<R: serde::Serialize + ?Sized>(
     }
     if let Some((_, span_id)) = p.trace {
         w.raw(b",\"span_id\":");
-        w.value(span_id);
+        crate::json_out::string(&mut w.out, span_id);
     }
     w.raw(b",\"timestamp\":");
-    w.value(p.timestamp);
+    crate::json_out::string(&mut w.out, p.timestamp);
     if let Some((trace_id, _)) = p.trace {
         w.raw(b",\"trace_id\":");
-        w.value(trace_id);
+        crate::json_out::string(&mut w.out, trace_id);
     }
     if let Some(classes) = p.upstream_classes {
         w.raw(b",\"upstream_data_classes\":");
-        w.value(classes);
+        crate::json_out::strings(&mut w.out, classes);
     }
     w.raw(b"}\n");
     (w.out, kept)
@@ -213,12 +213,18 @@ impl Writer<'_> {
         let _ = serde_json::to_writer(&mut self.out, v);
     }
 
+    /// A JSON value, as `serde_json` writes it (`crate::json_out`: the
+    /// same bytes, without serde's machinery on this per-call path).
+    fn json(&mut self, v: &Value) {
+        crate::json_out::value(&mut self.out, v);
+    }
+
     /// `"key":`, the key escaped as serde_json escapes a map key.
     fn key(&mut self, first: bool, k: &str) {
         if !first {
             self.out.push(b',');
         }
-        self.value(k);
+        crate::json_out::string(&mut self.out, k);
         self.out.push(b':');
     }
 
@@ -229,7 +235,7 @@ impl Writer<'_> {
         let Value::Object(members) = input else {
             // `insert` sets nothing on a non-object, and masking reaches
             // nothing under one.
-            return self.value(input);
+            return self.json(input);
         };
         self.out.push(b'{');
         let mut first = true;
@@ -256,7 +262,7 @@ impl Writer<'_> {
             match (k.as_str(), v) {
                 ("action", Value::Object(action)) => self.action(action),
                 ("output", _) => self.secrets_at("/input/output", v),
-                _ => self.value(v),
+                _ => self.json(v),
             }
         }
         if let Some(o) = output {
@@ -291,7 +297,7 @@ impl Writer<'_> {
             match k.as_str() {
                 "args" => self.arguments("/input/action/args", v),
                 "canonical_args" => self.arguments("/input/action/canonical_args", v),
-                _ => self.value(v),
+                _ => self.json(v),
             }
         }
         self.out.push(b'}');
@@ -326,7 +332,7 @@ impl Writer<'_> {
                 let bytes = self.out.split_off(start);
                 let sha = crate::bundle::canonical::sha256_hex(&bytes);
                 self.raw(b"{\"sha256\":");
-                self.value(&sha);
+                crate::json_out::string(&mut self.out, &sha);
                 self.raw(b",\"size_bytes\":");
                 self.value(&bytes.len());
                 self.raw(b",\"truncated\":true}");
@@ -385,7 +391,7 @@ impl Writer<'_> {
                 }
                 self.out.push(b']');
             }
-            _ => self.value(v),
+            _ => self.json(v),
         }
     }
 }

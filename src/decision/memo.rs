@@ -85,7 +85,7 @@ impl Memo {
             match at(path) {
                 Some(v) => {
                     key.push(b'+');
-                    serde_json::to_writer(&mut key, v).ok()?;
+                    crate::json_out::value(&mut key, v);
                 }
                 None => key.push(b'-'),
             }
