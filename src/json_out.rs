@@ -25,16 +25,7 @@ pub fn value(out: &mut Vec<u8>, v: &Value) {
             let _ = serde_json::to_writer(&mut *out, n);
         }
         Value::String(s) => string(out, s),
-        Value::Array(a) => {
-            out.push(b'[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                value(out, x);
-            }
-            out.push(b']');
-        }
+        Value::Array(a) => list(out, a, value),
         Value::Object(m) => object(out, m),
     }
 }
@@ -54,13 +45,18 @@ pub fn object(out: &mut Vec<u8>, m: &serde_json::Map<String, Value>) {
 }
 
 /// A list of strings, as `serde_json::to_writer` writes a `[String]`.
-pub fn strings(out: &mut Vec<u8>, list: &[String]) {
+pub fn strings(out: &mut Vec<u8>, items: &[String]) {
+    list(out, items, |out, s| string(out, s));
+}
+
+/// `[`, each item written by `each`, comma-separated, `]`.
+fn list<T>(out: &mut Vec<u8>, items: &[T], each: impl Fn(&mut Vec<u8>, &T)) {
     out.push(b'[');
-    for (i, s) in list.iter().enumerate() {
+    for (i, x) in items.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        string(out, s);
+        each(out, x);
     }
     out.push(b']');
 }
