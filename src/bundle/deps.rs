@@ -464,6 +464,17 @@ mod tests {
             ),
         ]);
         assert!(d.idle_modules.is_empty());
+        // The package read whole (its value holds the test rules): reached.
+        for whole in ["count(data.p) > 0", "count(data) > 0", "data.p[input.k]"] {
+            let d = deps_files(&[
+                (
+                    "a.rego",
+                    &format!("package p\ndecision := {{\"allow\": {whole}}}\n"),
+                ),
+                ("a_test.rego", "package p\ntest_x if input.a\n"),
+            ]);
+            assert!(d.idle_modules.is_empty(), "{whole}");
+        }
     }
 
     /// A test helper in another bundle decided alongside is read too.
