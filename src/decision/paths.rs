@@ -77,10 +77,10 @@ impl PathRoot {
     pub fn new(dir: &Path) -> Result<PathRoot, PathError> {
         let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
         let mut spellings = Vec::new();
-        let configured: String = dir.to_string_lossy().nfc().collect();
+        let configured: String = nfc(&dir.to_string_lossy());
         spellings.push(segments(&configured, true, 0, Vec::new())?);
         if let Ok(real) = std::fs::canonicalize(&dir) {
-            let real: String = real.to_string_lossy().nfc().collect();
+            let real: String = nfc(&real.to_string_lossy());
             let real = segments(&real, true, 0, Vec::new())?;
             if !spellings.contains(&real) {
                 spellings.push(real);
@@ -154,8 +154,20 @@ fn file_uri_path(rest: &str) -> Result<String, PathError> {
     Ok(if decoded.is_empty() {
         "/".into()
     } else {
-        decoded.nfc().collect()
+        nfc(&decoded)
     })
+}
+
+/// `s` in Unicode NFC. ASCII text is its own NFC (no ASCII character
+/// decomposes or composes with another), so it is copied as it is: the
+/// normalizer's char-by-char pass cost ~2k instructions a short path, and
+/// paths are read several times a call (issue 17).
+fn nfc(s: &str) -> String {
+    if s.is_ascii() {
+        s.to_string()
+    } else {
+        s.nfc().collect()
+    }
 }
 
 /// One reading of `raw`: `backslash_separates` reads `\` as `/`.
@@ -167,18 +179,18 @@ fn parse(
     if raw.contains('\0') {
         return Err(PathError::Nul);
     }
-    let nfc: String = raw.nfc().collect();
-    let mut s = match split_scheme(&nfc) {
+    let text = nfc(raw);
+    let mut s = match split_scheme(&text) {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("file") => file_uri_path(rest)?,
-        Some(_) => return Ok(Canon::Other(nfc)),
-        None => nfc,
+        Some(_) => return Ok(Canon::Other(text)),
+        None => text,
     };
     if backslash_separates {
         s = s.replace('\\', "/");
     }
     if s == "~" || s.starts_with("~/") {
         let home = std::env::var("HOME").map_err(|_| PathError::NoHome)?;
-        s = format!("{}{}", home.nfc().collect::<String>(), &s[1..]);
+        s = format!("{}{}", nfc(&home), &s[1..]);
     }
     let absolute = s.starts_with('/');
     let segs = match (absolute, root) {

@@ -226,3 +226,22 @@ proptest! {
         }
     }
 }
+
+/// ASCII text is copied as its own NFC; anything else is normalized: the
+/// same text the normalizer gives, for both.
+#[test]
+fn nfc_copies_ascii_and_normalizes_the_rest() {
+    use unicode_normalization::UnicodeNormalization;
+    for s in [
+        "",
+        "public/readme.txt",
+        "C:\\Users\\x",
+        "~/a b/\u{7f}",
+        "cafe\u{301}/x",
+        "caf\u{e9}",
+        "\u{212b}ngstr\u{f6}m",
+        "e\u{301}\u{323}",
+    ] {
+        assert_eq!(super::nfc(s), s.nfc().collect::<String>(), "{s:?}");
+    }
+}
