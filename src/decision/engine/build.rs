@@ -7,96 +7,18 @@
 //! [`Builder`], which holds what the steps share (the server's engine being
 //! filled, the lint warnings, the server name every error starts with).
 //! The steps run in a fixed order and the first failure is the error, so a
-//! bundle with several problems always reports the same one.
+//! bundle with several problems always reports the same one. How the
+//! regorus engines themselves are put together is `assemble`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::assemble::{add_bundle, alone, deciding_engine, gather, new_engine};
 use super::*;
 use crate::bundle::lint::{ModuleIndex, decision_shape};
 use crate::state::limits::Limit;
-
-/// A regorus engine with gavel's settings, shared by a server's engine and a
-/// bundle's own: OPA's semantics for builtin errors (the expression is
-/// undefined, so `default` rules apply) and the evaluation timer, checked
-/// every 64 interpreter steps.
-pub(super) fn new_engine(opts: &EngineOptions) -> regorus::Engine {
-    let mut engine = regorus::Engine::new();
-    engine.set_strict_builtin_errors(false);
-    engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
-        limit: opts.eval_timeout,
-        check_interval: std::num::NonZeroU32::new(64).expect("non-zero"),
-    });
-    engine
-}
-
-/// Adds a bundle's modules (parsed in its own Rego version) and data to
-/// `engine`. The error names the bundle and the module.
-pub(super) fn add_bundle(engine: &mut regorus::Engine, b: &Bundle) -> Result<(), String> {
-    add_bundle_but(engine, b, &BTreeSet::new())
-}
-
-/// [`add_bundle`] without the module files in `idle` (`Deps::idle_modules`).
-fn add_bundle_but(
-    engine: &mut regorus::Engine,
-    b: &Bundle,
-    idle: &BTreeSet<String>,
-) -> Result<(), String> {
-    engine.set_rego_v0(b.manifest.rego_version == Some(0));
-    for m in b.modules.iter().filter(|m| !idle.contains(&m.path)) {
-        engine
-            .add_policy(m.path.clone(), m.text.clone())
-            .map_err(|e| format!("bundle {}: {}: {e}", b.name, m.path))?;
-    }
-    engine
-        .add_data(to_regorus(&b.data))
-        .map_err(|e| format!("bundle {}: data: {e}", b.name))?;
-    engine.set_rego_v0(false);
-    Ok(())
-}
-
-/// An engine with one bundle alone (same settings as the server's) and,
-/// when given, the policy library (unless the bundle is it), warmed on its
-/// decision rule. It carries only what a decision can reach: regorus walks
-/// every module of its engine on each `data` reference it evaluates, so a
-/// bundle evaluated on every call (its memo never answering) pays for each
-/// module it carries. The library is left out when the bundle names no
-/// part of it (`Deps::names_library`), and so are its test files that no
-/// rule reaches (`Deps::idle_modules`).
-fn alone(
-    b: &Bundle,
-    deps: &Deps,
-    library: &Bundle,
-    decision_rule: &str,
-    opts: &EngineOptions,
-) -> Result<regorus::Engine, String> {
-    let mut engine = new_engine(opts);
-    add_bundle_but(&mut engine, b, &deps.idle_modules)?;
-    let library = Some(library).filter(|_| deps.names_library);
-    if let Some(library) = library.filter(|l| !std::ptr::eq(b, *l)) {
-        add_bundle(&mut engine, library)?;
-    }
-    Ok(warm(engine, decision_rule, opts))
-}
-
-/// The engine after one evaluation of `rule` (the first prepares it; clones
-/// made after it skip that work) — on an evaluation thread, bounded like
-/// every other. If the warm-up does not finish in time, the engine as it was.
-fn warm(engine: regorus::Engine, rule: &str, opts: &EngineOptions) -> regorus::Engine {
-    let mut warmed = engine.clone();
-    let rule = rule.to_string();
-    let deadline = std::time::Instant::now() + opts.eval_timeout;
-    match run::run(deadline, move || {
-        warmed.set_input(regorus::Value::new_object());
-        let _ = warmed.eval_rule(rule);
-        warmed
-    }) {
-        run::Outcome::Done(w) => w,
-        _ => engine,
-    }
-}
 
 impl PolicyEngine {
     /// Compiles `server`'s bundles into one engine: refuses overlapping
@@ -184,26 +106,6 @@ struct Plan {
     /// Per configured bundle, its test files no rule reaches
     /// (`Deps::idle_modules`).
     idle: Vec<BTreeSet<String>>,
-}
-
-/// The server's engine for deciding: the policy library (the embedded copy
-/// unless a configured bundle provides it) and every configured bundle
-/// without its idle test files. What the builder's engine holds, less what
-/// no decision can reach.
-fn deciding_engine(
-    configured: &[&Bundle],
-    library: &Bundle,
-    idle: &[BTreeSet<String>],
-    opts: &EngineOptions,
-) -> Result<regorus::Engine, String> {
-    let mut engine = new_engine(opts);
-    if !configured.iter().any(|b| std::ptr::eq(*b, library)) {
-        add_bundle(&mut engine, library)?;
-    }
-    for (b, idle) in configured.iter().zip(idle) {
-        add_bundle_but(&mut engine, b, idle)?;
-    }
-    Ok(engine)
 }
 
 /// Whether a rule with these dependencies may read `input.context.budget`
@@ -551,33 +453,6 @@ fn beside_or_at_root<'a>(b: &'a Bundle, pkg_path: &str, name: &str) -> Option<&'
     std::iter::once(pkg_path)
         .chain(b.manifest.roots.iter().map(String::as_str))
         .find_map(|p| get_path(&b.data, &format!("{p}/{name}")))
-}
-
-/// One rule that gathers every layer's decision, so a decision is one
-/// evaluation: rules the layers share (identity helpers, data lookups) are
-/// computed once, and the interpreter's per-evaluation set-up is paid once
-/// instead of once per layer. `[x | x := …]` keeps an undefined decision
-/// apart from the others (an empty list). Then the engine is warmed: the
-/// first evaluation prepares it; clones made after it skip that work.
-fn gather(
-    mut engine: regorus::Engine,
-    loaded: &[Loaded],
-    opts: &EngineOptions,
-) -> Result<regorus::Engine, String> {
-    let gather: Vec<String> = loaded
-        .iter()
-        .map(|l| format!("[x | x := {}]", rego_ref(&l.decision_rule)))
-        .collect();
-    engine
-        .add_policy(
-            "gavel:combined.rego".into(),
-            format!(
-                "package {COMBINED_PACKAGE}\n\nlayers := [{}]\n",
-                gather.join(", ")
-            ),
-        )
-        .map_err(|e| format!("gavel's combined decision rule: {e}"))?;
-    Ok(warm(engine, COMBINED_RULE, opts))
 }
 
 /// `name@revision` of every bundle (the name alone without a revision),

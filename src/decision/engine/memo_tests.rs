@@ -171,10 +171,10 @@ fn differential(name: &str, bundles: Vec<Arc<Bundle>>, n: usize) -> usize {
     // Every module of every bundle and the library: what the engines that
     // decide leave out (idle test files, the library where no rule names
     // it) must not change any layer's value.
-    let mut reference = super::build::new_engine(&opts);
+    let mut reference = super::assemble::new_engine(&opts);
     let refs: Vec<&Bundle> = bundles.iter().map(|b| b.as_ref()).collect();
     for b in crate::bundle::library::with_library(&refs) {
-        super::build::add_bundle(&mut reference, b).unwrap();
+        super::assemble::add_bundle(&mut reference, b).unwrap();
     }
     let mut rng = Rng(7);
     for _ in 0..n {

@@ -34,6 +34,7 @@ use crate::decision::contract::{Decision, Disclosure};
 use answer::parse_decision;
 
 mod answer;
+mod assemble;
 mod build;
 mod classify;
 mod evaluate;
