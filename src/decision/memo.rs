@@ -39,7 +39,8 @@ const BYPASS: u32 = 4096;
 
 pub(super) struct Memo {
     paths: Vec<Vec<String>>,
-    map: Mutex<HashMap<String, Value>>,
+    /// Keys are the bytes `key_by` writes (JSON text, never read back).
+    map: Mutex<HashMap<Vec<u8>, Value>>,
     /// Lookups and hits in the current window; evaluations left to bypass.
     /// Races between threads only blur the statistics.
     lookups: AtomicU32,
@@ -63,13 +64,16 @@ impl Memo {
     /// is built for a lookup) — or `None` while the memo is bypassed (then
     /// neither look up nor store). Each path gives `+<json>` when present
     /// and `-` when absent, comma-separated: one key per projection.
-    pub(super) fn key(&self, input: &Value) -> Option<String> {
+    pub(super) fn key(&self, input: &Value) -> Option<Vec<u8>> {
         self.key_by(|path| path.iter().try_fold(input, |v, k| v.get(k)))
     }
 
     /// [`Memo::key`] of the document whose value at a path `at` gives —
     /// one that need not be built (the result step's input, `engine::result`).
-    pub(super) fn key_by<'v>(&self, at: impl Fn(&[String]) -> Option<&'v Value>) -> Option<String> {
+    pub(super) fn key_by<'v>(
+        &self,
+        at: impl Fn(&[String]) -> Option<&'v Value>,
+    ) -> Option<Vec<u8>> {
         let bypassing = self
             .bypass
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
@@ -90,7 +94,7 @@ impl Memo {
                 None => key.push(b'-'),
             }
         }
-        String::from_utf8(key).ok()
+        Some(key)
     }
 
     /// The input restricted to the paths the layer reads: what a miss is
@@ -122,13 +126,13 @@ impl Memo {
         self.map.lock().map(|m| m.len()).unwrap_or(0)
     }
 
-    pub(super) fn get(&self, key: &str) -> Option<Value> {
+    pub(super) fn get(&self, key: &[u8]) -> Option<Value> {
         let v = self.map.lock().ok()?.get(key).cloned();
         self.count(v.is_some());
         v
     }
 
-    pub(super) fn put(&self, key: String, value: Value) {
+    pub(super) fn put(&self, key: Vec<u8>, value: Value) {
         if key.len() > MAX_KEY_BYTES {
             return;
         }
@@ -200,7 +204,7 @@ mod tests {
     #[test]
     fn keys_tell_every_projection_apart() {
         let m = Memo::new([p("a"), p("b.c")]);
-        let keys: Vec<String> = [
+        let keys: Vec<Vec<u8>> = [
             json!({}),
             json!({"a": null}),
             json!({"a": "x"}),
@@ -217,7 +221,7 @@ mod tests {
         assert_eq!(keys[0], keys[7]);
         assert_eq!(keys[5], keys[6], "b.d is not read");
         // …and different ones never do.
-        let mut distinct: Vec<&String> = keys.iter().collect();
+        let mut distinct: Vec<&Vec<u8>> = keys.iter().collect();
         distinct.sort();
         distinct.dedup();
         assert_eq!(distinct.len(), keys.len() - 2, "{keys:?}");
@@ -226,10 +230,10 @@ mod tests {
     #[test]
     fn memo_is_bounded() {
         let m = Memo::new([p("a")]);
-        m.put("x".repeat(MAX_KEY_BYTES + 1), json!(1));
+        m.put(vec![b'x'; MAX_KEY_BYTES + 1], json!(1));
         assert!(m.map.lock().unwrap().is_empty());
         for i in 0..MAX_ENTRIES + 1 {
-            m.put(i.to_string(), json!(i));
+            m.put(i.to_string().into_bytes(), json!(i));
         }
         assert_eq!(m.map.lock().unwrap().len(), 1, "cleared when full");
     }

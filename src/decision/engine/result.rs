@@ -257,7 +257,7 @@ impl PolicyEngine {
         at: &dyn Fn(&[String]) -> Option<&'v Value>,
     ) -> Vec<(
         &super::Loaded,
-        Option<(&Memo, Result<Value, Option<String>>)>,
+        Option<(&Memo, Result<Value, Option<Vec<u8>>>)>,
     )> {
         self.bundles
             .iter()
@@ -280,7 +280,7 @@ impl PolicyEngine {
         &self,
         keys: Vec<(
             &super::Loaded,
-            Option<(&Memo, Result<Value, Option<String>>)>,
+            Option<(&Memo, Result<Value, Option<Vec<u8>>>)>,
         )>,
         full: impl FnOnce() -> Value,
     ) -> Result<Vec<Value>, EngineError> {
