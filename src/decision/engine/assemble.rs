@@ -64,8 +64,7 @@ pub(super) fn alone(
 ) -> Result<regorus::Engine, String> {
     let mut engine = new_engine(opts);
     add_bundle_but(&mut engine, b, &deps.idle_modules)?;
-    let library = Some(library).filter(|_| deps.names_library);
-    if let Some(library) = library.filter(|l| !std::ptr::eq(b, *l)) {
+    if deps.names_library && !std::ptr::eq(b, library) {
         add_bundle(&mut engine, library)?;
     }
     Ok(warm(engine, decision_rule, opts))
@@ -88,22 +87,23 @@ pub(super) fn warm(engine: regorus::Engine, rule: &str, opts: &EngineOptions) ->
     }
 }
 
-/// The server's engine for deciding: the policy library (the embedded copy
-/// unless a configured bundle provides it) and every configured bundle
-/// without its idle test files. What the builder's engine holds, less what
-/// no decision can reach.
+/// The server's engine for deciding: every configured bundle without its
+/// idle test files (`idle`, in `configured` order) and the policy library
+/// (`bundle::library::with_library`: the embedded copy unless a configured
+/// bundle provides it). What the builder's engine holds, less what no
+/// decision can reach.
 pub(super) fn deciding_engine(
     configured: &[&Bundle],
-    library: &Bundle,
     idle: &[BTreeSet<String>],
     opts: &EngineOptions,
 ) -> Result<regorus::Engine, String> {
     let mut engine = new_engine(opts);
-    if !configured.iter().any(|b| std::ptr::eq(*b, library)) {
-        add_bundle(&mut engine, library)?;
-    }
-    for (b, idle) in configured.iter().zip(idle) {
-        add_bundle_but(&mut engine, b, idle)?;
+    let none = BTreeSet::new();
+    for (i, b) in crate::bundle::library::with_library(configured)
+        .into_iter()
+        .enumerate()
+    {
+        add_bundle_but(&mut engine, b, idle.get(i).unwrap_or(&none))?;
     }
     Ok(engine)
 }

@@ -65,8 +65,6 @@ impl PolicyEngine {
         builder.refuse_recursion(&crate::bundle::library::with_library(&configured))?;
         let plan = builder.plan_memos(&mut loaded, &layers, &configured, library)?;
         builder.refuse_reserved_package()?;
-        let library_digest = library.digest.clone();
-        let (reads_budget, reads) = (plan.reads_budget, plan.reads);
         let Builder {
             engine, warnings, ..
         } = builder;
@@ -75,10 +73,8 @@ impl PolicyEngine {
         let engine = if plan.idle.iter().all(BTreeSet::is_empty) {
             engine
         } else {
-            deciding_engine(&configured, library, &plan.idle, opts)
-                .map_err(|m| load_error(server, m))?
+            deciding_engine(&configured, &plan.idle, opts).map_err(|m| load_error(server, m))?
         };
-        let library = library_digest;
         let engine = gather(engine, &loaded, opts).map_err(|m| load_error(server, m))?;
         Ok(PolicyEngine {
             pool: Arc::new(Pool::new(engine)),
@@ -87,11 +83,11 @@ impl PolicyEngine {
             bundles: loaded,
             warnings,
             timeout: opts.eval_timeout,
-            reads_budget,
-            library,
+            reads_budget: plan.reads_budget,
+            library: library.digest.clone(),
             lent: Vec::new(),
             needs: None,
-            reads,
+            reads: plan.reads,
             prefixes: Default::default(),
         })
     }
