@@ -163,7 +163,7 @@ struct Server {
 impl Server {
     async fn start(name: &'static str, dir: &Path, tls: Option<&Pki>, clients: usize) -> Server {
         let cfg = if policy_on() {
-            deployed::config(dir, name, &upstream(), "")
+            deployed::config(dir, name, &upstream().1, "")
         } else {
             bare_config(dir, name)
         };
@@ -393,28 +393,24 @@ async fn main() {
         "none"
     };
     let mut last = json!({"bench": "http", "policy": policy,
-        "upstream": upstream_name(), "rounds": rounds, "calls_per_client_round": calls,
+        "upstream": upstream().0, "rounds": rounds, "calls_per_client_round": calls,
         "target": {"clients": 4, "calls_per_s": TARGET_CALLS_PER_S, "p50_us": TARGET_P50_US},
         "target_met_plain": plain_met, "target_met_tls": tls_met});
     last.as_object_mut().unwrap().extend(all);
     println!("{last}");
 }
 
-fn upstream_name() -> &'static str {
+/// BENCH_UPSTREAM: the upstream's name in the summary and its command line.
+fn upstream() -> (&'static str, Vec<String>) {
     match std::env::var("BENCH_UPSTREAM").as_deref() {
-        Ok("fixture") => "rust-fixture echo",
-        _ => "minimal echo (bench/echo.rs)",
-    }
-}
-
-/// BENCH_UPSTREAM: the upstream's command line.
-fn upstream() -> Vec<String> {
-    match std::env::var("BENCH_UPSTREAM").as_deref() {
-        Err(_) | Ok("echo") => vec![
-            std::env::current_exe().unwrap().display().to_string(),
-            echo::ARG.to_string(),
-        ],
-        Ok("fixture") => vec![FIXTURE.to_string()],
+        Err(_) | Ok("echo") => (
+            "minimal echo (bench/echo.rs)",
+            vec![
+                std::env::current_exe().unwrap().display().to_string(),
+                echo::ARG.to_string(),
+            ],
+        ),
+        Ok("fixture") => ("rust-fixture echo", vec![FIXTURE.to_string()]),
         Ok(other) => panic!("BENCH_UPSTREAM={other:?}: use echo or fixture"),
     }
 }
@@ -431,12 +427,13 @@ fn policy_on() -> bool {
 /// gavel with no policy, log or state: the front and the hop alone.
 fn bare_config(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(format!("servers-{name}.toml"));
+    let (_, command) = upstream();
     std::fs::write(
         &path,
         format!(
             "[servers.filesystem]\ncommand = {:?}\nargs = {}\n",
-            upstream()[0],
-            serde_json::to_string(&upstream()[1..]).unwrap()
+            command[0],
+            serde_json::to_string(&command[1..]).unwrap()
         ),
     )
     .unwrap();
