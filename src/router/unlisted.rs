@@ -39,16 +39,8 @@ impl Router {
             };
             (!tool.is_empty()).then_some((server, tool))
         })?;
-        let definition = Tool::new(
-            tool.to_string(),
-            String::new(),
-            Arc::new(
-                json!({"type": "object"})
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
-            ),
-        );
+        let schema = serde_json::Map::from_iter([("type".to_string(), json!("object"))]);
+        let definition = Tool::new(tool.to_string(), String::new(), Arc::new(schema));
         Some(ToolRoute {
             server: server.clone(),
             name: tool.to_string(),
