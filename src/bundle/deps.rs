@@ -464,6 +464,21 @@ mod tests {
             ),
         ]);
         assert!(d.idle_modules.is_empty());
+        // Reached through an imported package, or with `not`: not idle (a
+        // dropped helper under `not` would allow).
+        for (a, b) in [
+            (
+                "package p.q\nimport data.p\ndecision := {\"allow\": true} if not p.test_blocked\n",
+                "package p\ntest_blocked if input.x\n",
+            ),
+            (
+                "package p\ndecision := {\"allow\": true} if not test_blocked\n",
+                "package p\ntest_blocked if input.x\n",
+            ),
+        ] {
+            let d = deps_files(&[("a.rego", a), ("a_test.rego", b)]);
+            assert!(d.idle_modules.is_empty(), "{a}");
+        }
         // The package read whole (its value holds the test rules): reached.
         for whole in ["count(data.p) > 0", "count(data) > 0", "data.p[input.k]"] {
             let d = deps_files(&[
