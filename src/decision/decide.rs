@@ -96,6 +96,12 @@ impl Enforcer {
         };
         let data_classes = referenced_classes(&input, action);
         ev.decision.decision_id = Some(next_decision_id());
+        // Only with a result rule is the result decided, with the input of
+        // this decision: asked once, before the record is written, so the
+        // record keeps its input as written only then.
+        let result_active = active
+            .as_ref()
+            .filter(|a| ev.decision.allow && super::result::ResultContext::wanted(action, a));
         let record = record::Record {
             engine,
             input: &input,
@@ -110,18 +116,16 @@ impl Enforcer {
                 .then_some(action.upstream_data_classes.as_slice()),
             trace: action.trace.as_ref(),
             persona: pick.label(),
-            keep_input: ev.decision.allow
-                && super::result::ResultContext::wanted(action, active.as_ref()),
+            keep_input: result_active.is_some(),
         };
         let mut decision = ev.decision;
         let written = self.record(action, ctx, &mut decision, record, &mut charged);
-        // Only with a result rule: the input its result is decided with —
-        // the record's, moved in once the record is written (it borrowed
-        // it: no copy) — and that input as the record wrote it.
-        let result = decision
-            .allow
-            .then(|| super::result::ResultContext::keep(action, active.as_ref(), input, written))
-            .flatten();
+        // The input its result is decided with — the record's, moved in once
+        // the record is written (it borrowed it: no copy) — and that input
+        // as the record wrote it. Not when the record failed (now denied).
+        let result = result_active
+            .filter(|_| decision.allow)
+            .map(|a| super::result::ResultContext::keep(action, a, input, written));
         self.count(action, &decision, engine, start);
         if let Some(mut job) = shadow {
             job.decision_id = decision.decision_id.clone().unwrap_or_default();

@@ -63,22 +63,21 @@ impl std::fmt::Debug for ResultContext {
 }
 
 impl ResultContext {
-    /// The context to keep for `action`'s result: only when the result is
-    /// decided ([`Self::wanted`]).
+    /// The context to keep for `action`'s result, decided with `active`
+    /// (asked first: [`Self::wanted`]).
     pub(super) fn keep(
         action: &Action,
-        active: Option<&Arc<Active>>,
+        active: &Arc<Active>,
         input: Value,
         written: Option<crate::audit::record::WrittenInput>,
-    ) -> Option<Box<ResultContext>> {
-        let active = active.filter(|a| Self::wanted(action, Some(a)))?;
-        Some(Box::new(ResultContext {
+    ) -> Box<ResultContext> {
+        Box::new(ResultContext {
             input: Arc::new(input),
             active: active.clone(),
             server: action.server.clone(),
             tool: action.tool.clone(),
             written: written.map(Arc::new),
-        }))
+        })
     }
 
     /// Whether `action`'s result is decided: its server's policy has a
@@ -87,8 +86,8 @@ impl ResultContext {
     /// question to a legacy host, whose text is decided on its way there
     /// (`question.rs`). Asked before the request's record is written, so
     /// that record keeps its input as written only for a result record.
-    pub(super) fn wanted(action: &Action, active: Option<&Arc<Active>>) -> bool {
-        let Some(Policy::Rego(engine)) = active.map(|a| &a.policy) else {
+    pub(super) fn wanted(action: &Action, active: &Active) -> bool {
+        let Policy::Rego(engine) = &active.policy else {
             return false;
         };
         matches!(
