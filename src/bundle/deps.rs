@@ -20,6 +20,9 @@ use super::lint::{parse_module, ref_prefix, walk_rule};
 use super::recursion::{Graph, head_group};
 use super::{Bundle, BundleError};
 
+mod compared;
+pub use compared::Compare;
+
 /// Builtins whose result is not determined by their arguments, or that act.
 /// `io.jwt.decode_verify` reads the clock when its constraints name no
 /// `time`; `net.lookup_ip_addr` asks DNS.
@@ -74,6 +77,10 @@ pub struct Deps {
     /// decision can reach them — and should: regorus walks every module of
     /// its engine on each `data` reference it evaluates.
     pub idle_modules: BTreeSet<String>,
+    /// Input paths (also in `input_paths`) that every read compares with a
+    /// constant, and those comparisons (`deps::compared`): the decision
+    /// depends on their outcomes, not on the value.
+    pub compared: std::collections::BTreeMap<Vec<String>, Vec<Compare>>,
 }
 
 fn within_roots(path: &[String], roots: &[String]) -> bool {
@@ -143,9 +150,24 @@ pub fn analyze_set(bundles: &[&Bundle]) -> Result<Vec<Deps>, BundleError> {
     );
     let mut out = Vec::with_capacity(all.len());
     let mut reads_library = Vec::with_capacity(all.len());
+    let mut reads = Vec::with_capacity(all.len());
+    // A `with` in a reached rule could replace a constant or the input.
+    let mut with = false;
+    let mut rules = BTreeSet::new();
+    for (_, _, module) in &parsed {
+        let pkg = ref_prefix(&module.package.refr).0;
+        for r in &module.policy {
+            let group = head_group(r);
+            let live_rule = group
+                .as_ref()
+                .is_none_or(|g| live.contains(&(pkg.clone(), g.clone())));
+            with |= live_rule && compared::uses_with(r);
+            rules.insert(pkg.iter().cloned().chain(group).collect::<Vec<_>>());
+        }
+    }
     for (i, bundle) in all.iter().enumerate() {
         let mut deps = Deps::default();
-        let mut paths = BTreeSet::new();
+        let mut paths = Reads::default();
         let mut library = false;
         for (_, file, module) in parsed.iter().filter(|(j, _, _)| *j == i) {
             let pkg = ref_prefix(&module.package.refr).0;
@@ -171,15 +193,20 @@ pub fn analyze_set(bundles: &[&Bundle]) -> Result<Vec<Deps>, BundleError> {
                     module,
                     module.policy.iter(),
                     &mut all,
-                    &mut BTreeSet::new(),
+                    &mut Reads::default(),
                     &mut false,
                 );
                 deps.names_library = all.names_library;
             }
         }
-        deps.input_paths = prefix_free(paths);
+        deps.input_paths = prefix_free(
+            (paths.plain.iter().cloned())
+                .chain(paths.compared.iter().map(|c| c.path.clone()))
+                .collect(),
+        );
         out.push(deps);
         reads_library.push(library);
+        reads.push(paths);
     }
     let provider = all.iter().position(|b| super::library::provides(b));
     if let Some(p) = provider {
@@ -189,7 +216,14 @@ pub fn analyze_set(bundles: &[&Bundle]) -> Result<Vec<Deps>, BundleError> {
             if i != p && reads_library[i] {
                 merge(d, &lib);
                 d.foreign_data |= layer;
+                // The library's reads are plain reads of the bundle.
+                reads[i].plain.extend(lib.input_paths.iter().cloned());
             }
+        }
+    }
+    for ((d, b), r) in out.iter_mut().zip(&all).zip(&reads) {
+        if !with {
+            d.compared = compared::resolve(b, &r.compared, &r.plain, &rules);
         }
     }
     out.truncate(bundles.len());
@@ -239,9 +273,10 @@ fn analyze_module<'a>(
     module: &Module,
     rules: impl Iterator<Item = &'a regorus::unstable::Ref<Rule>>,
     deps: &mut Deps,
-    paths: &mut BTreeSet<Vec<String>>,
+    reads: &mut Reads,
     library: &mut bool,
 ) {
+    let paths = &mut reads.plain;
     let mut note = |path: Vec<String>, deps: &mut Deps| match path.first().map(String::as_str) {
         Some("data") => {
             deps.names_library |= near_library(&path[1..]);
@@ -262,7 +297,11 @@ fn analyze_module<'a>(
     // `data` variable counts as reading all of it.
     let mut chains: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
     let mut bare: Vec<(String, u32)> = Vec::new();
+    let mut found: Vec<compared::Candidate> = Vec::new();
     let mut visit = |e: &Expr| {
+        if let Some(c) = compared::candidate(e) {
+            found.push(c);
+        }
         match e {
             Expr::RefDot { .. } | Expr::RefBrack { .. } => {
                 let mut root = e;
@@ -300,9 +339,25 @@ fn analyze_module<'a>(
             note(vec![name], deps);
         }
     }
-    for (_, path) in chains {
-        note(path, deps);
+    // A chain that is a whole operand of a comparison with a constant is
+    // read only through it (`deps::compared`); every other chain is plain.
+    for (at, path) in chains {
+        let compared = found
+            .iter()
+            .position(|c| c.at == at && c.path[..] == path[1..]);
+        match compared {
+            Some(k) => reads.compared.push(found.swap_remove(k)),
+            None => note(path, deps),
+        }
     }
+}
+
+/// The input reads of one bundle: plain paths, and the comparisons whose
+/// chains are read nowhere else.
+#[derive(Default)]
+struct Reads {
+    plain: BTreeSet<Vec<String>>,
+    compared: Vec<compared::Candidate>,
 }
 
 #[cfg(test)]

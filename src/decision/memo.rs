@@ -16,6 +16,14 @@
 //! stored answer is exactly the function of the key, never of something the
 //! key left out. Errors and timeouts are never stored.
 //!
+//! Compared paths: a path the layer only ever compares with constants
+//! (`bundle::deps::compared`: the workflow layer's counters against its
+//! thresholds) is keyed on the comparisons' outcomes, not on its value, so
+//! a layer whose counters change on every call still answers from the memo
+//! while no threshold is crossed. A miss still evaluates the projected input
+//! with the real value, whose answer every input with the same outcomes
+//! shares.
+//!
 //! Bounded: keys over [`MAX_KEY_BYTES`] are not stored (large arguments),
 //! and a full memo is cleared rather than grown.
 //!
@@ -25,11 +33,13 @@
 //! [`MIN_HIT_ONE_IN`], the next [`BYPASS`] evaluations skip the memo, then it
 //! is tried again. Skipping a memo never changes an answer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::{Map, Value};
+
+use crate::bundle::deps::Compare;
 
 const MAX_KEY_BYTES: usize = 8 * 1024;
 const MAX_ENTRIES: usize = 4096;
@@ -39,6 +49,9 @@ const BYPASS: u32 = 4096;
 
 pub(super) struct Memo {
     paths: Vec<Vec<String>>,
+    /// Per path: the comparisons that stand for its value in a key, when
+    /// every read of it is one (empty: keyed on the value).
+    compared: Vec<Vec<Compare>>,
     /// Keys are the bytes `key_by` writes (JSON text, never read back).
     map: Mutex<HashMap<Vec<u8>, Value>>,
     /// Lookups and hits in the current window; evaluations left to bypass.
@@ -50,8 +63,10 @@ pub(super) struct Memo {
 
 impl Memo {
     pub(super) fn new(paths: impl IntoIterator<Item = Vec<String>>) -> Self {
+        let paths: Vec<Vec<String>> = paths.into_iter().collect();
         Memo {
-            paths: paths.into_iter().collect(),
+            compared: vec![Vec::new(); paths.len()],
+            paths,
             map: Mutex::new(HashMap::new()),
             lookups: AtomicU32::new(0),
             hits: AtomicU32::new(0),
@@ -59,11 +74,34 @@ impl Memo {
         }
     }
 
+    /// Keys each path of `compared` (a layer's `Deps::compared`) on its
+    /// comparisons' outcomes. Only for a layer decided on its own paths:
+    /// the comparisons are its bundle's, not those of others it may read.
+    pub(super) fn comparing(mut self, compared: &BTreeMap<Vec<String>, Vec<Compare>>) -> Self {
+        for (path, slot) in self.paths.iter().zip(&mut self.compared) {
+            if let Some(c) = compared.get(path) {
+                slot.clone_from(c);
+            }
+        }
+        self
+    }
+
+    /// A memo keyed as this one is (paths and comparisons), empty: the
+    /// result step's memo of the same layer.
+    pub(super) fn keyed_alike(&self) -> Self {
+        Memo {
+            compared: self.compared.clone(),
+            ..Memo::new(self.paths.iter().cloned())
+        }
+    }
+
     /// The key of `input` for this layer — the values at the paths the
     /// layer reads, written straight from the input (no projected document
     /// is built for a lookup) — or `None` while the memo is bypassed (then
     /// neither look up nor store). Each path gives `+<json>` when present
-    /// and `-` when absent, comma-separated: one key per projection.
+    /// and `-` when absent, comma-separated: one key per projection. A
+    /// compared path gives `+` and one letter per comparison instead of
+    /// its value: `t`, `f`, or `e` for an error.
     pub(super) fn key(&self, input: &Value) -> Option<Vec<u8>> {
         self.key_by(|path| path.iter().try_fold(input, |v, k| v.get(k)))
     }
@@ -86,12 +124,21 @@ impl Memo {
             if i > 0 {
                 key.push(b',');
             }
-            match at(path) {
-                Some(v) => {
+            match (at(path), &self.compared[i][..]) {
+                (Some(v), []) => {
                     key.push(b'+');
                     crate::json_out::value(&mut key, v);
                 }
-                None => key.push(b'-'),
+                (Some(v), compares) => {
+                    key.push(b'+');
+                    let v = super::engine::to_regorus(v);
+                    key.extend(compares.iter().map(|c| match c.outcome(&v) {
+                        Some(true) => b't',
+                        Some(false) => b'f',
+                        None => b'e',
+                    }));
+                }
+                (None, _) => key.push(b'-'),
             }
         }
         Some(key)

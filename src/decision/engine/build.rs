@@ -393,7 +393,9 @@ impl Builder<'_> {
             }
             l.memo = match (listable(d), d.foreign_data) {
                 (false, _) => None,
-                (true, false) => Some(Memo::new(d.input_paths.iter().cloned())),
+                (true, false) => {
+                    Some(Memo::new(d.input_paths.iter().cloned()).comparing(&d.compared))
+                }
                 (true, true) if all_listable => {
                     let union: BTreeSet<Vec<String>> = deps
                         .iter()
@@ -404,7 +406,7 @@ impl Builder<'_> {
                 (true, true) => None,
             };
             l.result_memo = match (&l.memo, &l.result) {
-                (Some(m), Some(_)) => Some(Memo::new(m.paths().iter().cloned())),
+                (Some(m), Some(_)) => Some(m.keyed_alike()),
                 _ => None,
             };
         }

@@ -260,3 +260,60 @@ fn result_rules_answer_on_the_projection_as_on_the_whole_input() {
         json!({"a": 1, "b": {"c": 2}, "output": {"content": []}})
     );
 }
+
+/// The shipped workflow layer reads counters that change on every call but
+/// only compares them with its thresholds (`bundle::deps::compared`): its
+/// memo keys them on the comparisons' outcomes, so calls below every
+/// threshold share one entry, and crossing one is another key and decision.
+#[test]
+fn the_workflow_layer_keys_its_counters_on_their_thresholds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bundles");
+    let b = Arc::new(load_bundle(&root.join("workflow"), &BundleLimits::default()).unwrap());
+    let e = PolicyEngine::build("srv", vec![b], &opts()).unwrap();
+    let memo = e.bundles[0]
+        .memo
+        .as_ref()
+        .expect("the workflow layer is memoized");
+    let input = |same: u64, minute: u64, tokens: u64, used: f64| {
+        json!({
+            "action": {"type": "tool_call", "tool": "t"},
+            "context": {
+                "consecutive_same_tool": same,
+                "calls_last_minute": minute,
+                "cumulative_tokens": tokens,
+                "budget": {"used_fraction": used},
+            },
+        })
+    };
+    let key = |v: &Value| memo.keyed_alike().key(v).unwrap();
+    assert_eq!(
+        key(&input(0, 0, 0, 0.0)),
+        key(&input(19, 59, 200_000, 0.79))
+    );
+    assert_ne!(key(&input(0, 0, 0, 0.0)), key(&input(20, 0, 0, 0.0)));
+    assert_ne!(key(&input(0, 0, 0, 0.0)), key(&input(0, 0, 200_001, 0.0)));
+    let mut budgetless = input(0, 0, 0, 0.0);
+    budgetless["context"]
+        .as_object_mut()
+        .unwrap()
+        .remove("budget");
+    assert_ne!(key(&input(0, 0, 0, 0.0)), key(&budgetless));
+    for (same, minute, tokens, used) in [(0, 0, 0, 0.0), (5, 7, 1000, 0.1), (19, 59, 200_000, 0.79)]
+    {
+        let d = e.decide(&input(same, minute, tokens, used)).unwrap();
+        assert!(d.decision.allow && !d.decision.audit_required);
+    }
+    assert_eq!(memo.len(), 1, "calls below every threshold share one entry");
+    let d = e.decide(&input(20, 0, 0, 0.0)).unwrap();
+    assert!(!d.decision.allow);
+    assert!(
+        d.decision
+            .reasons
+            .iter()
+            .any(|r| r.contains("same_tool_loop")),
+        "{:?}",
+        d.decision.reasons
+    );
+    let d = e.decide(&input(0, 0, 0, 0.8)).unwrap();
+    assert!(d.decision.allow && d.decision.audit_required);
+}

@@ -17,6 +17,7 @@ use super::evaluate::eval_rule;
 use super::*;
 use crate::bundle::{BundleLimits, load_bundle};
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 struct Rng(u64);
@@ -89,6 +90,34 @@ fn literals(text: &str, data: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// The numbers written in `text` and held in `data`, each with its
+/// neighbours just below and above: values on both sides of every threshold
+/// a policy compares with (the compared paths of `bundle::deps`).
+fn numbers(text: &str, data: &Value, out: &mut Vec<Value>) {
+    let mut near = |n: f64| {
+        let step = if n.fract() == 0.0 { 1.0 } else { 0.01 };
+        for v in [n - step, n, n + step] {
+            out.push(if v.fract() == 0.0 && v.abs() < 1e15 {
+                json!(v as i64)
+            } else {
+                json!(v)
+            });
+        }
+    };
+    text.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|t| t.parse::<f64>().ok())
+        .for_each(&mut near);
+    let mut stack = vec![data];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Number(n) => near(n.as_f64().unwrap_or(0.0)),
+            Value::Array(a) => stack.extend(a),
+            Value::Object(o) => stack.extend(o.values()),
+            _ => {}
+        }
+    }
+}
+
 fn set_path(doc: &mut Value, path: &[String], v: Value) {
     let mut node = doc;
     for k in &path[..path.len() - 1] {
@@ -109,13 +138,15 @@ fn set_path(doc: &mut Value, path: &[String], v: Value) {
         .insert(path[path.len() - 1].clone(), v);
 }
 
-/// A value for a path: a literal, a number, a boolean, a list of literals,
-/// or absent.
-fn value(rng: &mut Rng, lits: &[String]) -> Option<Value> {
+/// A value for a path: a literal, a number (one beside a policy's own
+/// numbers, or a few of every size), a boolean, a list of literals, or
+/// absent.
+fn value(rng: &mut Rng, lits: &[String], nums: &[Value]) -> Option<Value> {
     let lit = |rng: &mut Rng| Value::String(lits[rng.pick(lits.len())].clone());
-    Some(match rng.pick(8) {
+    Some(match rng.pick(9) {
         0 => return None,
         1 => json!([0, 1, 3, 100, 1_000_000][rng.pick(5)]),
+        8 if !nums.is_empty() => nums[rng.pick(nums.len())].clone(),
         2 => json!(rng.pick(2) == 0),
         3 => json!([lit(rng), lit(rng)]),
         4 => json!([]),
@@ -124,7 +155,7 @@ fn value(rng: &mut Rng, lits: &[String]) -> Option<Value> {
 }
 
 /// A base input of the contract's shape with the written paths overlaid.
-fn input(rng: &mut Rng, paths: &[Vec<String>], lits: &[String]) -> Value {
+fn input(rng: &mut Rng, paths: &[Vec<String>], lits: &[String], nums: &[Value]) -> Value {
     let mut doc = json!({
         "agent": {"id": "a", "scope": ["tools:call"]},
         "user": {"id": "alice", "groups": ["engineering"], "data_classifications_authorized": ["public"]},
@@ -134,7 +165,7 @@ fn input(rng: &mut Rng, paths: &[Vec<String>], lits: &[String]) -> Value {
     });
     for p in paths {
         if rng.pick(3) > 0
-            && let Some(v) = value(rng, lits)
+            && let Some(v) = value(rng, lits, nums)
         {
             set_path(&mut doc, p, v);
         }
@@ -159,12 +190,15 @@ fn differential(name: &str, bundles: Vec<Arc<Bundle>>, n: usize) -> usize {
     full.bundles.iter_mut().for_each(|b| b.memo = None);
     let mut paths = Vec::new();
     let mut lits = vec!["".to_string(), "x".to_string()];
+    let mut nums = Vec::new();
     for b in &bundles {
         for m in &b.modules {
             paths.extend(input_paths_in(&m.text));
             literals(&m.text, &Value::Null, &mut lits);
+            numbers(&m.text, &Value::Null, &mut nums);
         }
         literals("", &b.data, &mut lits);
+        numbers("", &b.data, &mut nums);
     }
     paths.sort();
     paths.dedup();
@@ -176,9 +210,14 @@ fn differential(name: &str, bundles: Vec<Arc<Bundle>>, n: usize) -> usize {
     for b in crate::bundle::library::with_library(&refs) {
         super::assemble::add_bundle(&mut reference, b).unwrap();
     }
+    // Per memoized layer: the decision first seen for each key. One key,
+    // one decision — also where a key holds comparisons' outcomes instead
+    // of values.
+    let mut seen: Vec<HashMap<Vec<u8>, Result<Value, ReasonCode>>> =
+        vec![HashMap::new(); memo.bundles.len()];
     let mut rng = Rng(7);
     for _ in 0..n {
-        let input = input(&mut rng, &paths, &lits);
+        let input = input(&mut rng, &paths, &lits, &nums);
         for l in &memo.bundles {
             let on = |pool: &Pool| {
                 let mut e = pool.take();
@@ -218,6 +257,20 @@ fn differential(name: &str, bundles: Vec<Arc<Bundle>>, n: usize) -> usize {
                 "{name}: layer {} reads more than its memo key (projected: {}) on {input}",
                 l.info.name,
                 m.project(&input)
+            );
+            let key = m.keyed_alike().key(&input).expect("a new memo keys");
+            let at = memo
+                .bundles
+                .iter()
+                .position(|b| std::ptr::eq(b, l))
+                .unwrap();
+            let first = seen[at].entry(key.clone()).or_insert_with(|| whole.clone());
+            assert_eq!(
+                &whole,
+                first,
+                "{name}: layer {} decides two inputs of one key ({}) apart; now {input}",
+                l.info.name,
+                String::from_utf8_lossy(&key)
             );
         }
     }
@@ -319,6 +372,49 @@ fn memo_on_and_off_decide_alike_for_analysis_stress_bundles() {
             "a.rego",
             "package p\nf(x) := y if y := {v | some v in x; startswith(v, \"demo\")}\ndecision := {\"allow\": count(f(input.user.groups)) == 0, \"reasons\": [input.environment.region]}\n",
         )],
+        // Compared paths (`bundle::deps::compared`), keyed on outcomes only
+        // when nothing else reads them: here the value also reaches the
+        // answer, through a builtin, a helper in another file, an alias.
+        &[
+            ("data.json", "{\"max\": 20, \"warn\": 0.8}"),
+            (
+                "a.rego",
+                "package p\ndecision := {\"allow\": input.context.calls_last_minute < data.p.max, \"reasons\": [sprintf(\"%v\", [input.context.calls_last_minute])]}\n",
+            ),
+        ],
+        &[
+            ("data.json", "{\"max\": 20}"),
+            (
+                "a.rego",
+                "package p\ndecision := {\"allow\": true, \"reasons\": [r | some r in seen]} if input.context.turn_count <= data.p.max\n",
+            ),
+            (
+                "b.rego",
+                "package p\nseen contains x if x := input.context.turn_count * 2\n",
+            ),
+        ],
+        &[
+            ("data.json", "{\"max\": 3}"),
+            (
+                "a.rego",
+                "package p\nimport input.context as c\ndecision := {\"allow\": input.context.denied_count < data.p.max, \"reasons\": [x | x := c.denied_count]}\n",
+            ),
+        ],
+        // Only compared, with a `with` a decision reaches, and beside it.
+        &[
+            ("data.json", "{\"max\": 20, \"warn\": 0.8}"),
+            (
+                "a.rego",
+                "package p\nnear if input.context.budget.used_fraction >= data.p.warn\ndecision := {\"allow\": input.context.consecutive_same_tool < data.p.max, \"audit_required\": near}\n",
+            ),
+        ],
+        &[
+            ("data.json", "{\"max\": 20}"),
+            (
+                "a.rego",
+                "package p\nover if input.context.calls_last_minute >= data.p.max\ndecision := {\"allow\": not_over} if input.action.type == \"tool_call\"\nnot_over if not over with data.p.max as 1\n",
+            ),
+        ],
     ];
     for (n, files) in cases.iter().enumerate() {
         let d = tempfile::tempdir().unwrap();

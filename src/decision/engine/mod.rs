@@ -236,7 +236,7 @@ fn get_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
 /// bounded in size and depth (the message it came in); an evaluation is
 /// bounded in memory where it runs (`memory`). Parity with the visitor:
 /// `tests::to_regorus_builds_what_regorus_deserializes`.
-fn to_regorus(v: &Value) -> regorus::Value {
+pub(super) fn to_regorus(v: &Value) -> regorus::Value {
     match v {
         Value::Null => regorus::Value::Null,
         Value::Bool(b) => regorus::Value::Bool(*b),

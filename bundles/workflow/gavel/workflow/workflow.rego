@@ -25,11 +25,14 @@ violations contains "token_budget_exceeded" if input.context.cumulative_tokens >
 nearly_spent if input.context.budget.used_fraction >= data.gavel.workflow.budget_warn_fraction
 
 # The common case first, in one body: nothing near any limit. regorus's
-# interpreter charges a few microseconds for every rule a decision consults,
-# and this layer is evaluated on every call (its counters change each time,
-# so gavel's memo never answers for it); the full rules below run only when
-# something is close. `decision_is_full_decision` in the tests holds the two
-# to the same answer.
+# interpreter charges a few microseconds for every rule a decision consults;
+# the full rules below run only when something is close.
+# `decision_is_full_decision` in the tests holds the two to the same answer.
+# Each counter is read only in a comparison with a threshold from this
+# bundle's data, so gavel's memo keys it on the comparisons' outcomes, not on
+# its value (docs/policy.md, "Counters keyed on their thresholds"): calls
+# below every threshold share one memo entry. Keep it so — a counter bound
+# to a variable, or passed to a function, is keyed on its value again.
 decision := {"allow": true} if {
 	input.context.consecutive_same_tool < data.gavel.workflow.max_consecutive_same_tool
 	input.context.calls_last_minute < data.gavel.workflow.max_calls_per_minute
