@@ -225,6 +225,30 @@ mod tests {
         s.split('.').map(String::from).collect()
     }
 
+    /// A compared path keys on its comparisons' outcomes, as regorus
+    /// compares (a string orders above every number), and tells absent
+    /// from present; the other paths still key on their values.
+    #[test]
+    fn compared_paths_key_on_outcomes() {
+        let below = Compare {
+            op: regorus::unstable::BoolOp::Lt,
+            constant: regorus::Value::from(20u64),
+            input_first: true,
+        };
+        let compared = BTreeMap::from([(p("c.n"), vec![below])]);
+        let m = Memo::new([p("c.n"), p("u")]).comparing(&compared);
+        let key = |v: Value| String::from_utf8(m.key(&v).unwrap()).unwrap();
+        assert_eq!(key(json!({"c": {"n": 3}, "u": 1})), "+t,+1");
+        assert_eq!(key(json!({"c": {"n": 19.5}, "u": 1})), "+t,+1");
+        assert_eq!(key(json!({"c": {"n": 20}, "u": 1})), "+f,+1");
+        assert_eq!(key(json!({"c": {"n": "3"}, "u": 1})), "+f,+1");
+        assert_eq!(key(json!({"c": {}, "u": 2})), "-,+2");
+        assert_eq!(
+            m.keyed_alike().key(&json!({"c": {"n": 3}})).unwrap(),
+            b"+t,-"
+        );
+    }
+
     #[test]
     fn projection_keeps_only_listed_paths() {
         let input = json!({

@@ -135,41 +135,35 @@ pub(super) fn candidate(e: &Expr) -> Option<Candidate> {
 /// Whether a rule, anywhere inside, has a `with` modifier.
 pub(super) fn uses_with(r: &Rule) -> bool {
     let mut found = false;
+    // Comprehensions anywhere (a head's value too); then the bodies.
     super::super::lint::walk_rule(r, &mut |e| {
-        if let Expr::ArrayCompr { query, .. }
-        | Expr::SetCompr { query, .. }
-        | Expr::ObjectCompr { query, .. } = e
-        {
-            found |= query_uses_with(query);
-        }
+        found |= comprehension(e).is_some_and(query_uses_with);
         !found
     });
-    found || rule_queries(r).any(query_uses_with)
-}
-
-fn rule_queries(r: &Rule) -> impl Iterator<Item = &Query> {
     let bodies = match r {
         Rule::Spec { bodies, .. } => bodies.as_slice(),
         Rule::Default { .. } => &[],
     };
-    bodies.iter().map(|b| b.query.as_ref())
+    found || bodies.iter().any(|b| query_uses_with(&b.query))
 }
 
-fn query_uses_with(q: &Query) -> bool {
-    let mut found = false;
-    for s in &q.stmts {
-        found |= !s.with_mods.is_empty();
-        if let Literal::Every { query, .. } = &s.literal {
-            found |= query_uses_with(query);
-        }
-    }
-    walk_query(q, &mut |e| {
-        if let Expr::ArrayCompr { query, .. }
+fn comprehension(e: &Expr) -> Option<&Query> {
+    match e {
+        Expr::ArrayCompr { query, .. }
         | Expr::SetCompr { query, .. }
-        | Expr::ObjectCompr { query, .. } = e
-        {
-            found |= query_uses_with(query);
-        }
+        | Expr::ObjectCompr { query, .. } => Some(query),
+        _ => None,
+    }
+}
+
+/// A query's statements, its `every` bodies and its comprehensions.
+fn query_uses_with(q: &Query) -> bool {
+    let mut found = q.stmts.iter().any(|s| {
+        !s.with_mods.is_empty()
+            || matches!(&s.literal, Literal::Every { query, .. } if query_uses_with(query))
+    });
+    walk_query(q, &mut |e| {
+        found |= comprehension(e).is_some_and(query_uses_with);
         !found
     });
     found
