@@ -27,8 +27,9 @@
 //! Bounded: keys over [`MAX_KEY_BYTES`] are not stored (large arguments),
 //! and a full memo is cleared rather than grown.
 //!
-//! Adaptive: a layer whose memo hardly ever answers (the workflow layer,
-//! whose counters change on every call) stops paying for keys and stores —
+//! Adaptive: a layer whose memo hardly ever answers (one that reads a
+//! counter other than in comparisons with constants, or hashes the
+//! arguments) stops paying for keys and stores —
 //! after a window of [`WINDOW`] lookups with fewer than one hit in
 //! [`MIN_HIT_ONE_IN`], the next [`BYPASS`] evaluations skip the memo, then it
 //! is tried again. Skipping a memo never changes an answer.
