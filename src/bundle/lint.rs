@@ -32,7 +32,9 @@ use super::{Bundle, BundleError, file_err};
 
 pub mod decision_shape;
 mod walk;
-pub(crate) use walk::{walk, walk_module, walk_query, walk_rule, walk_rule_values};
+pub(crate) use walk::{
+    any_query, comprehension, walk, walk_module, walk_query, walk_rule, walk_rule_values,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LintFinding {

@@ -132,6 +132,43 @@ pub(crate) fn walk_rule(r: &Rule, f: &mut dyn FnMut(&Expr) -> bool) {
     }
 }
 
+/// The query a comprehension holds (`[t | q]`, `{t | q}`, `{k: v | q}`).
+pub(crate) fn comprehension(e: &Expr) -> Option<&Query> {
+    match e {
+        Expr::ArrayCompr { query, .. }
+        | Expr::SetCompr { query, .. }
+        | Expr::ObjectCompr { query, .. } => Some(query),
+        _ => None,
+    }
+}
+
+/// Whether `f` holds for some query of a rule: its bodies, and every query
+/// nested in them or in its head (`every`, comprehensions), at any depth.
+/// The expression walk reaches every comprehension, wherever it is (inside
+/// an `every` or another comprehension too); each query found is tried with
+/// the `every` bodies inside it.
+pub(crate) fn any_query(r: &Rule, f: &mut dyn FnMut(&Query) -> bool) -> bool {
+    fn with_every(q: &Query, f: &mut dyn FnMut(&Query) -> bool) -> bool {
+        f(q) || q
+            .stmts
+            .iter()
+            .any(|s| matches!(&s.literal, Literal::Every { query, .. } if with_every(query, f)))
+    }
+    let bodies = match r {
+        Rule::Spec { bodies, .. } => bodies.as_slice(),
+        Rule::Default { .. } => &[],
+    };
+    if bodies.iter().any(|b| with_every(&b.query, f)) {
+        return true;
+    }
+    let mut found = false;
+    walk_rule(r, &mut |e| {
+        found = found || comprehension(e).is_some_and(|c| with_every(c, f));
+        !found
+    });
+    found
+}
+
 /// Visits what a rule computes with — its bodies, value and set key — but
 /// not its head's name or arguments: a function's own name in its head is
 /// no call (`bundle::recursion`).

@@ -280,13 +280,11 @@ fn query_rows(q: &Query, rows: &mut Rows) {
 
 /// The statements of the comprehensions inside an expression.
 fn expr_rows(e: &Expr, rows: &mut Rows) {
-    super::super::lint::walk(e, &mut |x| match x {
-        Expr::ArrayCompr { query, .. }
-        | Expr::SetCompr { query, .. }
-        | Expr::ObjectCompr { query, .. } => {
+    super::super::lint::walk(e, &mut |x| match super::super::lint::comprehension(x) {
+        Some(query) => {
             query_rows(query, rows);
             false
         }
-        _ => true,
+        None => true,
     });
 }
