@@ -104,6 +104,37 @@ fn special(w: u64) -> bool {
     (below(w, 0x20) | below(quote, 1) | below(backslash, 1)) != 0
 }
 
+/// JSON values at the edges, for the tests of what reads or writes them
+/// (this module's parity with serde_json, `to_regorus`'s with regorus's
+/// deserializer): every kind of value, numbers at each representation's
+/// limits, strings with escapes and non-ASCII, nesting.
+#[cfg(test)]
+pub(crate) fn edge_values() -> Vec<Value> {
+    use serde_json::json;
+    vec![
+        json!(null),
+        json!(true),
+        json!(false),
+        json!(0),
+        json!(-1),
+        json!(-0.0),
+        json!(u64::MAX),
+        json!(i64::MIN),
+        json!(i64::MAX),
+        json!(1.5),
+        json!(0.1),
+        json!(1e300),
+        json!(-2.5e-300),
+        json!(9007199254740993u64),
+        json!(""),
+        json!("é\u{0}\"\\ \u{1F600}"),
+        json!([]),
+        json!({}),
+        json!([1, "a\"b", [null, {"k\n": [2.5, {}]}], {}]),
+        json!({"z": 1, "a": {"y": [true, false], "": null}, "é": "x\\y", "q\"": -7}),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,23 +181,7 @@ mod tests {
             }
         }
         let mut cases: Vec<Value> = texts.iter().map(|s| json!(s)).collect();
-        cases.extend([
-            json!(null),
-            json!(true),
-            json!(false),
-            json!(0),
-            json!(-0.0),
-            json!(u64::MAX),
-            json!(i64::MIN),
-            json!(1.5),
-            json!(1e300),
-            json!(-2.5e-300),
-            json!(0.1),
-            json!([]),
-            json!({}),
-            json!([1, "a\"b", [null, {"k\n": [2.5, {}]}], {}]),
-            json!({"z": 1, "a": {"y": [true, false], "": null}, "é": "x\\y", "q\"": -7}),
-        ]);
+        cases.extend(super::edge_values());
         cases.push(Value::Array(cases.clone()));
         cases.push(Value::Object(
             texts

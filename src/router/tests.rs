@@ -11,14 +11,16 @@ fn tool(name: &str) -> Tool {
     .unwrap()
 }
 
-fn setup() -> (Router, Arc<Upstream>, Enforcer) {
-    let config = Config::from_toml_str(
-        "[servers.fx]\ncommand = \"x\"\n",
-        std::path::Path::new("/x/servers.toml"),
-        &|_| None,
-    )
-    .unwrap();
+/// The configuration `toml` and its enforcer.
+fn configured(toml: &str) -> (Config, Enforcer) {
+    let config =
+        Config::from_toml_str(toml, std::path::Path::new("/x/servers.toml"), &|_| None).unwrap();
     let enforcer = Enforcer::from_config(&config).unwrap();
+    (config, enforcer)
+}
+
+fn setup() -> (Router, Arc<Upstream>, Enforcer) {
+    let (config, enforcer) = configured("[servers.fx]\ncommand = \"x\"\n");
     let up = Upstream::new(config.servers["fx"].clone());
     let router = Router::new([("fx".to_string(), up.clone())].into(), false);
     (router, up, enforcer)
@@ -164,8 +166,7 @@ fn router_of(servers: &[(&str, bool)]) -> Router {
             toml += "unlisted_tools = \"forward\"\n";
         }
     }
-    let config =
-        Config::from_toml_str(&toml, std::path::Path::new("/x/servers.toml"), &|_| None).unwrap();
+    let (config, _) = configured(&toml);
     let ups = config
         .servers
         .iter()
@@ -220,13 +221,8 @@ fn a_servers_notice_may_pass_only_when_nothing_of_its_list_is_hidden() {
     assert!(!router.shows_whole("nope", ListKind::Tools));
 
     // A tool the static rules deny is routed (for its denial) but hidden.
-    let config = Config::from_toml_str(
-        "[servers.fx]\ncommand = \"x\"\n[servers.fx.tools]\ndeny = [\"secret\"]\n",
-        std::path::Path::new("/x/servers.toml"),
-        &|_| None,
-    )
-    .unwrap();
-    let enforcer = Enforcer::from_config(&config).unwrap();
+    let (config, enforcer) =
+        configured("[servers.fx]\ncommand = \"x\"\n[servers.fx.tools]\ndeny = [\"secret\"]\n");
     let up = Upstream::new(config.servers["fx"].clone());
     let router = Router::new([("fx".to_string(), up.clone())].into(), false);
     up.set_lists(lists(&["a", "secret"]));
@@ -236,13 +232,8 @@ fn a_servers_notice_may_pass_only_when_nothing_of_its_list_is_hidden() {
 
     // A name withheld by a collision: the second server's "a" is not
     // shown as its own (unprefixed, the first claimant keeps it).
-    let config = Config::from_toml_str(
-        "[servers.p]\ncommand = \"x\"\n[servers.q]\ncommand = \"x\"\n",
-        std::path::Path::new("/x/servers.toml"),
-        &|_| None,
-    )
-    .unwrap();
-    let enforcer = Enforcer::from_config(&config).unwrap();
+    let (config, enforcer) =
+        configured("[servers.p]\ncommand = \"x\"\n[servers.q]\ncommand = \"x\"\n");
     let (p, q) = (
         Upstream::new(config.servers["p"].clone()),
         Upstream::new(config.servers["q"].clone()),
