@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use regorus::unstable::{Expr, Module, Rule};
 
-use super::lint::{parse_module, ref_prefix, walk_rule};
+use super::lint::{parse_module, ref_prefix, ref_root, walk_rule};
 use super::recursion::{Graph, head_group};
 use super::{Bundle, BundleError};
 
@@ -304,14 +304,10 @@ fn analyze_module<'a>(
         }
         match e {
             Expr::RefDot { .. } | Expr::RefBrack { .. } => {
-                let mut root = e;
-                while let Expr::RefDot { refr, .. } | Expr::RefBrack { refr, .. } = root {
-                    root = refr;
-                }
                 let (path, _) = ref_prefix(e);
                 // The walk also visits each shorter chain inside this
                 // one; the longest static prefix per chain is the read.
-                if let Expr::Var { span, .. } = root {
+                if let Expr::Var { span, .. } = ref_root(e) {
                     let longest = chains.entry(span.start).or_default();
                     if path.len() > longest.len() {
                         *longest = path;

@@ -76,6 +76,18 @@ fn parse_err(bundle: &str, path: &str, e: impl fmt::Display) -> BundleError {
     file_err(bundle, path, format!("does not parse: {e}"))
 }
 
+/// The expression a reference chain starts from (`a` of `a.b[x].c`): a
+/// variable for a chain on `input`, `data` or a local, else what the chain
+/// indexes (a call, a literal). One syntax node per chain, so its offset
+/// tells chains apart.
+pub(crate) fn ref_root(e: &Expr) -> &Expr {
+    let mut root = e;
+    while let Expr::RefDot { refr, .. } | Expr::RefBrack { refr, .. } = root {
+        root = refr;
+    }
+    root
+}
+
 /// The static prefix of a reference (`a.b["c"][x].d` → `[a, b, c]`) and
 /// whether it was static all the way.
 pub(crate) fn ref_prefix(e: &Expr) -> (Vec<String>, bool) {

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use regorus::unstable::{AssignOp, Expr, Literal, Module, Query, Rule, RuleHead};
 
-use super::lint::{LintFinding, parse_module, ref_prefix, walk, walk_rule_values};
+use super::lint::{LintFinding, parse_module, ref_prefix, ref_root, walk, walk_rule_values};
 use super::{Bundle, BundleError};
 
 /// A rule group: package components (`["a", "b"]` for `package a.b`) and
@@ -122,11 +122,7 @@ fn references(r: &Rule) -> Vec<Vec<String>> {
     walk_rule_values(r, &mut |e| {
         match e {
             Expr::RefDot { .. } | Expr::RefBrack { .. } => {
-                let mut root = e;
-                while let Expr::RefDot { refr, .. } | Expr::RefBrack { refr, .. } = root {
-                    root = refr;
-                }
-                if let Expr::Var { span, .. } = root
+                if let Expr::Var { span, .. } = ref_root(e)
                     && seen_roots.insert(span.start)
                 {
                     out.push(ref_prefix(e).0);

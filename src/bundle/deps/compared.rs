@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use regorus::unstable::{BoolOp, Expr, Rule};
 
 use super::super::Bundle;
-use super::super::lint::{any_query, ref_prefix};
+use super::super::lint::{any_query, ref_prefix, ref_root};
 
 /// One comparison of an input path with a constant.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,11 +85,7 @@ fn input_chain(e: &Expr) -> Option<(u32, Vec<String>)> {
     if !whole || path.len() < 2 || path[0] != "input" {
         return None;
     }
-    let mut root = e;
-    while let Expr::RefDot { refr, .. } | Expr::RefBrack { refr, .. } = root {
-        root = refr;
-    }
-    match root {
+    match ref_root(e) {
         Expr::Var { span, .. } => Some((span.start, path[1..].to_vec())),
         _ => None,
     }
